@@ -1,0 +1,89 @@
+//! Compiles the C eBPF programs under `src/bpf/` with clang-19 (CO-RE against the running
+//! kernel's BTF) and measures the C layout of the ABI header for the Rust layout tests.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{exit, Command},
+};
+
+const CLANG: &str = "clang-19";
+const STRIP: &str = "llvm-strip-19";
+const BTF: &str = "/sys/kernel/btf/vmlinux";
+
+fn main() {
+    let src = Path::new("src/bpf");
+    let include = src.join("include");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    println!("cargo:rerun-if-changed={}", src.display());
+    println!("cargo:rerun-if-env-changed=VIGIL_CLANG");
+
+    let clang = env::var("VIGIL_CLANG").unwrap_or_else(|_| CLANG.to_string());
+    if Command::new(&clang).arg("--version").output().is_err() {
+        fail(&format!("{clang} not found: run `make deps` to install clang-19, llvm-19, libbpf-dev and bpftool"));
+    }
+
+    let vmlinux = out.join("vmlinux.h");
+    dump_vmlinux_h(&vmlinux);
+
+    let mut objects = Vec::new();
+    for entry in std::fs::read_dir(src).expect("src/bpf exists") {
+        let path = entry.expect("readable src/bpf").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".bpf.c") else { continue };
+        let obj = out.join(format!("{stem}.bpf.o"));
+        run(Command::new(&clang)
+            .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-D__TARGET_ARCH_x86"])
+            .arg("-I").arg(&include)
+            .arg("-I").arg(&out)
+            .arg("-c").arg(&path)
+            .arg("-o").arg(&obj));
+        // Keep .BTF and .BTF.ext (CO-RE needs them), drop the DWARF that only bloats the binary.
+        let _ = Command::new(STRIP).arg("-g").arg(&obj).status();
+        objects.push(stem.to_string());
+    }
+    objects.sort();
+    assert!(!objects.is_empty(), "no *.bpf.c under src/bpf");
+
+    let layout_bin = out.join("abi_layout");
+    run(Command::new(&clang)
+        .arg("-I").arg(&include)
+        .arg(src.join("abi_layout.c"))
+        .arg("-o").arg(&layout_bin));
+    let layout = Command::new(&layout_bin).output().expect("runs the layout probe");
+    assert!(layout.status.success(), "abi_layout failed");
+    std::fs::write(out.join("abi_layout.rs"), layout.stdout).expect("writes abi_layout.rs");
+}
+
+/// Writes the kernel's types as C. CO-RE relocates every field access at load time, so the
+/// header only has to name the fields; offsets come from the BTF of whichever kernel runs us.
+fn dump_vmlinux_h(dest: &Path) {
+    if !Path::new(BTF).exists() {
+        fail(&format!("{BTF} is missing: building vigil needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)"));
+    }
+    let bpftool = ["bpftool", "/usr/sbin/bpftool"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("version").output().is_ok())
+        .unwrap_or_else(|| fail("bpftool not found: run `make deps`"));
+    let out = Command::new(bpftool)
+        .args(["btf", "dump", "file", BTF, "format", "c"])
+        .output()
+        .unwrap_or_else(|e| fail(&format!("bpftool failed: {e}")));
+    if !out.status.success() {
+        fail(&format!("bpftool btf dump failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    std::fs::write(dest, out.stdout).expect("writes vmlinux.h");
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().unwrap_or_else(|e| fail(&format!("{cmd:?}: {e}")));
+    if !status.success() {
+        fail(&format!("{cmd:?} failed with {status}"));
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    println!("cargo:warning={msg}");
+    eprintln!("error: {msg}");
+    exit(1)
+}

@@ -1,0 +1,327 @@
+//! `#[repr(C)]` mirrors of `vigil_events.h` and the decoder for ring-buffer records.
+//!
+//! A record is a header plus a struct chosen by `kind`; exec records carry their strings after
+//! the fixed part. [`Record::parse`] checks every length against the record's real size, so a
+//! corrupt or truncated record is an error, never an out-of-bounds read.
+
+/// `VIGIL_EVENT_EXEC`.
+pub const EVENT_EXEC: u32 = 1;
+/// `VIGIL_EVENT_FORK`.
+pub const EVENT_FORK: u32 = 2;
+/// `VIGIL_EVENT_EXIT`.
+pub const EVENT_EXIT: u32 = 3;
+
+/// Bytes kept of a binary path or cwd (NUL included, as `PATH_MAX`).
+pub const PATH_MAX: usize = 4096;
+/// Bytes kept of argv, plus one.
+pub const ARGS_MAX: usize = 4096;
+/// Bytes kept of a cgroup path.
+pub const CGROUP_MAX: usize = 512;
+/// Number of namespaces in [`Process::ns`].
+pub const NS_COUNT: usize = 9;
+/// Slots of the per-CPU drop counter map, indexed by event kind.
+pub const DROP_SLOTS: usize = 8;
+/// `vigil_config.cgroup_subsys` value that selects the cgroup v2 hierarchy.
+pub const CGROUP_V2: u32 = u32::MAX;
+
+/// Binary path was truncated.
+pub const FLAG_TRUNC_FILENAME: u32 = 1 << 0;
+/// argv was truncated to [`ARGS_MAX`] - 1 bytes.
+pub const FLAG_TRUNC_ARGS: u32 = 1 << 1;
+/// The cwd could not be read.
+pub const FLAG_ERROR_CWD: u32 = 1 << 2;
+/// The cwd was truncated.
+pub const FLAG_TRUNC_CWD: u32 = 1 << 3;
+/// argv could not be read.
+pub const FLAG_ERROR_ARGS: u32 = 1 << 4;
+/// The cgroup path was truncated.
+pub const FLAG_TRUNC_CGROUP: u32 = 1 << 5;
+
+/// Index of each namespace in [`Process::ns`], as `enum vigil_ns_index`.
+#[allow(missing_docs)]
+pub mod ns {
+    pub const UTS: usize = 0;
+    pub const IPC: usize = 1;
+    pub const MNT: usize = 2;
+    pub const PID: usize = 3;
+    pub const PID_FOR_CHILDREN: usize = 4;
+    pub const NET: usize = 5;
+    pub const TIME: usize = 6;
+    pub const CGROUP: usize = 7;
+    pub const USER: usize = 8;
+}
+
+/// `struct vigil_event_header`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventHeader {
+    /// Event kind, `EVENT_*`.
+    pub kind: u32,
+    /// Bytes of the whole record.
+    pub size: u32,
+    /// Boot-time clock at the event, nanoseconds.
+    pub ktime: u64,
+}
+
+/// `struct vigil_process`: a task's identity at the moment of the event.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct Process {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub nspid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub suid: u32,
+    pub sgid: u32,
+    pub fsuid: u32,
+    pub fsgid: u32,
+    pub auid: u32,
+    pub flags: u32,
+    pub cap_effective: u64,
+    pub cap_permitted: u64,
+    pub cap_inheritable: u64,
+    pub ns: [u32; NS_COUNT],
+    pub _pad0: u32,
+    pub cgroup_id: u64,
+    pub start_ktime: u64,
+    pub comm: [u8; 16],
+}
+
+/// `struct vigil_exec_event`, the fixed part of an exec record.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct ExecEvent {
+    pub hdr: EventHeader,
+    pub proc: Process,
+    pub binary_len: u16,
+    pub args_len: u16,
+    pub cwd_len: u16,
+    pub cgroup_len: u16,
+    pub args_total: u32,
+    pub _pad0: u32,
+}
+
+/// `struct vigil_fork_event`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct ForkEvent {
+    pub hdr: EventHeader,
+    pub proc: Process,
+}
+
+/// `struct vigil_exit_event`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct ExitEvent {
+    pub hdr: EventHeader,
+    pub pid: u32,
+    pub tid: u32,
+    pub exit_code: u32,
+    pub _pad0: u32,
+}
+
+/// `struct vigil_config`, written by the agent into `vigil_config_map` before attaching.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// cgroup v1 subsystem id whose path is reported, or [`CGROUP_V2`].
+    pub cgroup_subsys: u32,
+}
+
+/// An exec record: the fixed part and its strings, borrowed from the ring buffer.
+#[derive(Debug)]
+pub struct Exec<'a> {
+    /// The fixed part.
+    pub event: ExecEvent,
+    /// The binary's path as the kernel resolved it.
+    pub binary: &'a [u8],
+    /// argv, NUL-separated, argv\[0\] included.
+    pub args: &'a [u8],
+    /// Working directory at exec.
+    pub cwd: &'a [u8],
+    /// Path of the process's cgroup below the hierarchy root.
+    pub cgroup: &'a [u8],
+}
+
+/// One decoded ring-buffer record.
+#[derive(Debug)]
+pub enum Record<'a> {
+    /// A successful execve.
+    Exec(Exec<'a>),
+    /// A new process.
+    Fork(ForkEvent),
+    /// The end of a process.
+    Exit(ExitEvent),
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RecordError {
+    /// Shorter than its header or than its kind's fixed part.
+    Short {
+        /// The record's kind.
+        kind: u32,
+        /// Bytes received.
+        len: usize,
+    },
+    /// A kind this agent does not know (an object newer than the agent).
+    UnknownKind(u32),
+    /// String lengths that add up past the record's end.
+    BadLengths,
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::Short { kind, len } => write!(f, "record of kind {kind} is only {len} bytes"),
+            RecordError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
+            RecordError::BadLengths => f.write_str("exec record string lengths exceed its size"),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// Reads a plain-old-data struct from the front of `buf`.
+fn read_pod<T: Copy + Default>(buf: &[u8], kind: u32) -> Result<T, RecordError> {
+    if buf.len() < size_of::<T>() {
+        return Err(RecordError::Short { kind, len: buf.len() });
+    }
+    let mut v = T::default();
+    // SAFETY: T is a #[repr(C)] struct of integers, valid for any bit pattern, and `buf` holds
+    // at least size_of::<T>() bytes; read_unaligned copies without alignment demands.
+    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), (&mut v as *mut T).cast::<u8>(), size_of::<T>()) };
+    Ok(v)
+}
+
+impl<'a> Record<'a> {
+    /// Decodes one record as read from the ring buffer.
+    pub fn parse(buf: &'a [u8]) -> Result<Self, RecordError> {
+        let hdr: EventHeader = read_pod(buf, 0)?;
+        match hdr.kind {
+            EVENT_EXEC => {
+                let event: ExecEvent = read_pod(buf, hdr.kind)?;
+                let mut rest = &buf[size_of::<ExecEvent>()..];
+                let mut take = |n: u16| -> Result<&'a [u8], RecordError> {
+                    let n = n as usize;
+                    if n > rest.len() {
+                        return Err(RecordError::BadLengths);
+                    }
+                    let (head, tail) = rest.split_at(n);
+                    rest = tail;
+                    Ok(head)
+                };
+                Ok(Record::Exec(Exec {
+                    binary: take(event.binary_len)?,
+                    args: take(event.args_len)?,
+                    cwd: take(event.cwd_len)?,
+                    cgroup: take(event.cgroup_len)?,
+                    event,
+                }))
+            }
+            EVENT_FORK => Ok(Record::Fork(read_pod(buf, hdr.kind)?)),
+            EVENT_EXIT => Ok(Record::Exit(read_pod(buf, hdr.kind)?)),
+            other => Err(RecordError::UnknownKind(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    include!(concat!(env!("OUT_DIR"), "/abi_layout.rs"));
+
+    fn rust_layout(s: &str, f: &str) -> Option<usize> {
+        macro_rules! table {
+            ($( $cs:literal => $ty:ty { $($field:ident),* } )*) => {
+                match (s, f) {
+                    $(
+                        ($cs, "") => Some(size_of::<$ty>()),
+                        $( ($cs, stringify!($field)) => Some(offset_of!($ty, $field)), )*
+                    )*
+                    ("VIGIL_PATH_MAX", _) => Some(PATH_MAX),
+                    ("VIGIL_ARGS_MAX", _) => Some(ARGS_MAX),
+                    ("VIGIL_CGROUP_MAX", _) => Some(CGROUP_MAX),
+                    ("VIGIL_NS_COUNT", _) => Some(NS_COUNT),
+                    ("VIGIL_DROP_SLOTS", _) => Some(DROP_SLOTS),
+                    ("VIGIL_EVENT_EXEC", _) => Some(EVENT_EXEC as usize),
+                    ("VIGIL_EVENT_FORK", _) => Some(EVENT_FORK as usize),
+                    ("VIGIL_EVENT_EXIT", _) => Some(EVENT_EXIT as usize),
+                    _ => None,
+                }
+            };
+        }
+        table! {
+            "vigil_event_header" => EventHeader { kind, size, ktime }
+            "vigil_process" => Process { pid, tid, ppid, nspid, uid, gid, euid, egid, suid, sgid,
+                fsuid, fsgid, auid, flags, cap_effective, cap_permitted, cap_inheritable, ns,
+                cgroup_id, start_ktime, comm }
+            "vigil_exec_event" => ExecEvent { hdr, proc, binary_len, args_len, cwd_len,
+                cgroup_len, args_total }
+            "vigil_fork_event" => ForkEvent { hdr, proc }
+            "vigil_exit_event" => ExitEvent { hdr, pid, tid, exit_code }
+            "vigil_config" => Config { cgroup_subsys }
+        }
+    }
+
+    #[test]
+    fn rust_mirrors_match_the_c_header() {
+        let mut mismatches = Vec::new();
+        for &(s, f, c) in C_LAYOUT {
+            match rust_layout(s, f) {
+                Some(r) if r == c => {}
+                r => mismatches.push(format!("{s}.{f}: C says {c}, Rust says {r:?}")),
+            }
+        }
+        assert!(mismatches.is_empty(), "ABI drift:\n{}", mismatches.join("\n"));
+        assert!(C_LAYOUT.len() > 40, "the layout probe printed too little");
+    }
+
+    fn exec_record(binary: &[u8], args: &[u8], cwd: &[u8], cgroup: &[u8]) -> Vec<u8> {
+        let ev = ExecEvent {
+            hdr: EventHeader { kind: EVENT_EXEC, size: 0, ktime: 7 },
+            binary_len: binary.len() as u16,
+            args_len: args.len() as u16,
+            cwd_len: cwd.len() as u16,
+            cgroup_len: cgroup.len() as u16,
+            ..Default::default()
+        };
+        // SAFETY: ExecEvent is #[repr(C)] plain data.
+        let raw = unsafe {
+            std::slice::from_raw_parts((&ev as *const ExecEvent).cast::<u8>(), size_of::<ExecEvent>())
+        };
+        [raw, binary, args, cwd, cgroup].concat()
+    }
+
+    #[test]
+    fn exec_record_strings_are_split_by_their_lengths() {
+        let buf = exec_record(b"/bin/echo", b"echo\0hi\0", b"/tmp", b"/");
+        let Record::Exec(e) = Record::parse(&buf).unwrap() else { panic!("not an exec") };
+        assert_eq!(e.binary, b"/bin/echo");
+        assert_eq!(e.args, b"echo\0hi\0");
+        assert_eq!(e.cwd, b"/tmp");
+        assert_eq!(e.cgroup, b"/");
+        assert_eq!(e.event.hdr.ktime, 7);
+    }
+
+    #[test]
+    fn lengths_past_the_end_are_an_error_not_a_panic() {
+        let mut buf = exec_record(b"/bin/echo", b"", b"/", b"/");
+        buf.truncate(buf.len() - 3);
+        assert_eq!(Record::parse(&buf).unwrap_err(), RecordError::BadLengths);
+        assert!(matches!(Record::parse(&buf[..10]), Err(RecordError::Short { .. })));
+        let mut unknown = buf.clone();
+        unknown[0] = 99;
+        assert_eq!(Record::parse(&unknown).unwrap_err(), RecordError::UnknownKind(99));
+    }
+}

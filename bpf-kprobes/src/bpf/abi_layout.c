@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Built for the host by build.rs and run once: prints the size of every ABI struct and the
+ * offset of every field as Rust source, which the layout tests in `src/abi.rs` compare with
+ * the `#[repr(C)]` mirrors. This is what keeps the C header and the Rust types from drifting.
+ */
+#include <stddef.h>
+#include <stdio.h>
+#include "vigil_events.h"
+
+#define SIZE(s) printf("(\"%s\", \"\", %zu),\n", #s, sizeof(struct s))
+#define FIELD(s, f) printf("(\"%s\", \"%s\", %zu),\n", #s, #f, offsetof(struct s, f))
+
+int main(void)
+{
+	printf("/// (struct, field, offset or size) as clang lays out vigil_events.h.\n");
+	printf("pub const C_LAYOUT: &[(&str, &str, usize)] = &[\n");
+	SIZE(vigil_event_header);
+	FIELD(vigil_event_header, kind);
+	FIELD(vigil_event_header, size);
+	FIELD(vigil_event_header, ktime);
+
+	SIZE(vigil_process);
+	FIELD(vigil_process, pid);
+	FIELD(vigil_process, tid);
+	FIELD(vigil_process, ppid);
+	FIELD(vigil_process, nspid);
+	FIELD(vigil_process, uid);
+	FIELD(vigil_process, gid);
+	FIELD(vigil_process, euid);
+	FIELD(vigil_process, egid);
+	FIELD(vigil_process, suid);
+	FIELD(vigil_process, sgid);
+	FIELD(vigil_process, fsuid);
+	FIELD(vigil_process, fsgid);
+	FIELD(vigil_process, auid);
+	FIELD(vigil_process, flags);
+	FIELD(vigil_process, cap_effective);
+	FIELD(vigil_process, cap_permitted);
+	FIELD(vigil_process, cap_inheritable);
+	FIELD(vigil_process, ns);
+	FIELD(vigil_process, cgroup_id);
+	FIELD(vigil_process, start_ktime);
+	FIELD(vigil_process, comm);
+
+	SIZE(vigil_exec_event);
+	FIELD(vigil_exec_event, hdr);
+	FIELD(vigil_exec_event, proc);
+	FIELD(vigil_exec_event, binary_len);
+	FIELD(vigil_exec_event, args_len);
+	FIELD(vigil_exec_event, cwd_len);
+	FIELD(vigil_exec_event, cgroup_len);
+	FIELD(vigil_exec_event, args_total);
+
+	SIZE(vigil_fork_event);
+	FIELD(vigil_fork_event, hdr);
+	FIELD(vigil_fork_event, proc);
+
+	SIZE(vigil_exit_event);
+	FIELD(vigil_exit_event, hdr);
+	FIELD(vigil_exit_event, pid);
+	FIELD(vigil_exit_event, tid);
+	FIELD(vigil_exit_event, exit_code);
+
+	SIZE(vigil_config);
+	FIELD(vigil_config, cgroup_subsys);
+
+	printf("(\"VIGIL_PATH_MAX\", \"#define\", %d),\n", VIGIL_PATH_MAX);
+	printf("(\"VIGIL_ARGS_MAX\", \"#define\", %d),\n", VIGIL_ARGS_MAX);
+	printf("(\"VIGIL_CGROUP_MAX\", \"#define\", %d),\n", VIGIL_CGROUP_MAX);
+	printf("(\"VIGIL_NS_COUNT\", \"#define\", %d),\n", VIGIL_NS_COUNT);
+	printf("(\"VIGIL_DROP_SLOTS\", \"#define\", %d),\n", VIGIL_DROP_SLOTS);
+	printf("(\"VIGIL_EVENT_EXEC\", \"#define\", %d),\n", VIGIL_EVENT_EXEC);
+	printf("(\"VIGIL_EVENT_FORK\", \"#define\", %d),\n", VIGIL_EVENT_FORK);
+	printf("(\"VIGIL_EVENT_EXIT\", \"#define\", %d),\n", VIGIL_EVENT_EXIT);
+	printf("];\n");
+	return 0;
+}

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map shared by vigil's programs, declared once. An object that includes this header
+ * gets all of them; the agent sizes `vigil_events` at load time (`--ringbuf-size`).
+ */
+#ifndef VIGIL_MAPS_H
+#define VIGIL_MAPS_H
+
+#include "vigil_events.h"
+
+/* The one ring buffer of events: a single MPSC buffer keeps events from all CPUs in the order
+ * they were reserved, so a fork is always read before the exec of its child. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 23);
+} vigil_events SEC(".maps");
+
+/* Records that did not fit in the ring buffer, per CPU and per event kind. The agent sums and
+ * reports them; an event is never lost without being counted here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VIGIL_DROP_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} vigil_drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vigil_config);
+} vigil_config_map SEC(".maps");
+
+/* Room to build one record (and the path walker's backward buffer) off the 512-byte stack. The
+ * data area is larger than any record needs so that masked offsets stay provably in bounds. */
+#define VIGIL_SCRATCH_DATA 20480
+#define VIGIL_SCRATCH_PATH (VIGIL_PATH_MAX * 2)
+struct vigil_scratch {
+	struct vigil_exec_event exec;
+	__u8 data[VIGIL_SCRATCH_DATA];
+	char path[VIGIL_SCRATCH_PATH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vigil_scratch);
+} vigil_scratch_map SEC(".maps");
+
+static __always_inline struct vigil_scratch *vigil_scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&vigil_scratch_map, &zero);
+}
+
+static __always_inline struct vigil_config *vigil_config(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&vigil_config_map, &zero);
+}
+
+/* Writes a record to the ring buffer, counting it as dropped when the buffer is full. */
+static __always_inline void vigil_emit(void *rec, __u64 size, __u32 kind)
+{
+	if (bpf_ringbuf_output(&vigil_events, rec, size, 0) < 0) {
+		__u32 slot = kind < VIGIL_DROP_SLOTS ? kind : 0;
+		__u64 *drops = bpf_map_lookup_elem(&vigil_drops, &slot);
+		if (drops)
+			__sync_fetch_and_add(drops, 1);
+	}
+}
+
+#endif /* VIGIL_MAPS_H */

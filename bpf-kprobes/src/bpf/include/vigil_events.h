@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The ABI between vigil's in-kernel programs and the agent.
+ *
+ * Every record written to the ring buffer starts with `struct vigil_event_header`; its `kind`
+ * says which struct follows. Kinds are numbered explicitly and a number is never reused: a
+ * retired kind moves to the "retired" comment below. The Rust mirrors live in
+ * `bpf-kprobes/src/abi.rs`, whose layout tests pin every size and offset defined here.
+ *
+ * This header must stay free of kernel types so that it means the same thing to clang and to
+ * the Rust layout tests.
+ */
+#ifndef VIGIL_EVENTS_H
+#define VIGIL_EVENTS_H
+
+#ifndef __VMLINUX_H__
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+#endif
+
+enum vigil_event_kind {
+	VIGIL_EVENT_EXEC = 1,
+	VIGIL_EVENT_FORK = 2,
+	VIGIL_EVENT_EXIT = 3,
+	/* retired kinds: none yet */
+};
+
+/* Bounds on the variable-length strings of an exec record. */
+#define VIGIL_PATH_MAX 4096    /* binary path and cwd as the kernel resolves them, NUL included */
+#define VIGIL_PATH_DEPTH 64    /* path components walked before a path counts as truncated */
+#define VIGIL_ARGS_MAX 4096    /* argv bytes kept (less one), NUL-separated, argv[0] included */
+#define VIGIL_CGROUP_MAX 512   /* cgroup path below the hierarchy root */
+#define VIGIL_CGROUP_DEPTH 16  /* cgroup levels walked */
+#define VIGIL_COMM_LEN 16
+
+/* Bits of `vigil_process.flags`. Names follow the Tetragon flag they map to. */
+#define VIGIL_FLAG_TRUNC_FILENAME (1u << 0) /* binary path longer than VIGIL_PATH_MAX/DEPTH */
+#define VIGIL_FLAG_TRUNC_ARGS (1u << 1)     /* argv longer than VIGIL_ARGS_MAX */
+#define VIGIL_FLAG_ERROR_CWD (1u << 2)      /* cwd could not be read */
+#define VIGIL_FLAG_TRUNC_CWD (1u << 3)      /* cwd longer than VIGIL_PATH_MAX/DEPTH */
+#define VIGIL_FLAG_ERROR_ARGS (1u << 4)     /* argv could not be read from the new mm */
+#define VIGIL_FLAG_TRUNC_CGROUP (1u << 5)   /* cgroup path longer than VIGIL_CGROUP_MAX */
+
+/* Indexes into `vigil_process.ns`. */
+enum vigil_ns_index {
+	VIGIL_NS_UTS = 0,
+	VIGIL_NS_IPC = 1,
+	VIGIL_NS_MNT = 2,
+	VIGIL_NS_PID = 3,
+	VIGIL_NS_PID_FOR_CHILDREN = 4,
+	VIGIL_NS_NET = 5,
+	VIGIL_NS_TIME = 6,
+	VIGIL_NS_CGROUP = 7,
+	VIGIL_NS_USER = 8,
+	VIGIL_NS_COUNT = 9,
+};
+
+/* Indexes into the per-CPU drop counter map, one per kind (index 0 unused). */
+#define VIGIL_DROP_SLOTS 8
+
+struct vigil_event_header {
+	__u32 kind;     /* enum vigil_event_kind */
+	__u32 size;     /* bytes of the whole record, header included */
+	__u64 ktime;    /* bpf_ktime_get_boot_ns() when the event happened */
+};
+
+/* Identity of a task as the kernel sees it at the moment of the event. */
+struct vigil_process {
+	__u32 pid;      /* thread-group id in the host pid namespace */
+	__u32 tid;
+	__u32 ppid;     /* real parent's thread-group id */
+	__u32 nspid;    /* pid inside the task's own pid namespace */
+	__u32 uid, gid, euid, egid;
+	__u32 suid, sgid, fsuid, fsgid;
+	__u32 auid;     /* loginuid, 4294967295 when unset */
+	__u32 flags;    /* VIGIL_FLAG_* */
+	__u64 cap_effective;
+	__u64 cap_permitted;
+	__u64 cap_inheritable;
+	__u32 ns[VIGIL_NS_COUNT]; /* namespace inode numbers, by enum vigil_ns_index */
+	__u32 _pad0;
+	__u64 cgroup_id;          /* kernfs id of the tracked hierarchy's cgroup */
+	__u64 start_ktime;        /* task->start_boottime: when the process was forked */
+	char comm[VIGIL_COMM_LEN];
+};
+
+/*
+ * An execve that succeeded. Followed by `binary_len` bytes of path, `args_len` bytes of argv
+ * (NUL-separated), `cwd_len` bytes of cwd and `cgroup_len` bytes of cgroup path, in that order,
+ * none NUL-terminated.
+ */
+struct vigil_exec_event {
+	struct vigil_event_header hdr;
+	struct vigil_process proc;
+	__u16 binary_len;
+	__u16 args_len;
+	__u16 cwd_len;
+	__u16 cgroup_len;
+	__u32 args_total;  /* argv bytes the process really has, for the truncation report */
+	__u32 _pad0;
+};
+
+/* A new process (not a thread): the child inherits the parent's image until it execs. */
+struct vigil_fork_event {
+	struct vigil_event_header hdr;
+	struct vigil_process proc; /* the child */
+};
+
+/* The last thread of a process has exited. */
+struct vigil_exit_event {
+	struct vigil_event_header hdr;
+	__u32 pid;
+	__u32 tid;          /* the thread that exited last */
+	__u32 exit_code;    /* as in wait(2): (status << 8) | signal */
+	__u32 _pad0;
+};
+
+/* Upper bound of the bytes after a `vigil_exec_event`. */
+#define VIGIL_EXEC_DATA_MAX (VIGIL_PATH_MAX * 2 + VIGIL_ARGS_MAX + VIGIL_CGROUP_MAX)
+
+/* Knobs the agent writes before attaching, read by every program. */
+struct vigil_config {
+	__u32 cgroup_subsys; /* cgroup v1 subsystem whose path is reported, or VIGIL_CGROUP_V2 */
+};
+
+#define VIGIL_CGROUP_V2 0xffffffffu
+
+#endif /* VIGIL_EVENTS_H */

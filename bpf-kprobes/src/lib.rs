@@ -1,0 +1,32 @@
+//! vigil's in-kernel programs and the Rust side of their ABI.
+//!
+//! The programs are C with CO-RE under `src/bpf/`, one hook family per file:
+//! `process.bpf.c` captures exec, fork and exit from raw tracepoints; `probe.bpf.c` holds one
+//! trivial program per program kind and helper, which `vigil probe` loads to learn what the
+//! running kernel allows. `build.rs` compiles them with clang-19 and this crate embeds the
+//! objects ([`PROCESS_OBJ`], [`PROBE_OBJ`]).
+//!
+//! [`abi`] mirrors `src/bpf/include/vigil_events.h` as `#[repr(C)]` types and decodes ring
+//! buffer records into them ([`abi::Record`]); its tests compare every size and offset with the
+//! layout clang measured from the same header, so the two sides cannot drift.
+#![deny(missing_docs)]
+
+pub mod abi;
+
+/// Byte buffer aligned for the ELF parser (aya reads section headers in place).
+#[repr(C, align(8))]
+pub struct Aligned<B: ?Sized>(pub B);
+
+macro_rules! embed_object {
+    ($name:literal) => {{
+        static OBJ: &Aligned<[u8]> =
+            &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".bpf.o")));
+        &OBJ.0
+    }};
+}
+
+/// The process lifecycle programs: `vigil_exec`, `vigil_fork`, `vigil_exit`.
+pub const PROCESS_OBJ: &[u8] = embed_object!("process");
+
+/// One program per program kind and helper, for the kernel capability probe.
+pub const PROBE_OBJ: &[u8] = embed_object!("probe");
