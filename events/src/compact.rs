@@ -1,0 +1,66 @@
+//! One readable line per event, in the style of `tetra getevents -o compact`:
+//! `<emoji> <verb padded to 7> <pod or node> <binary> <details>`.
+
+use crate::{Event, EventBody, Process};
+
+/// Renders `event` as its compact line (no trailing newline).
+pub fn render(event: &Event) -> String {
+    match &event.body {
+        EventBody::ProcessExec(e) => {
+            line("🚀", "process", &event.node_name, &e.process, "")
+        }
+        EventBody::ProcessExit(e) => {
+            let how = if e.signal.is_empty() { e.status.to_string() } else { e.signal.clone() };
+            line("💥", "exit", &event.node_name, &e.process, &how)
+        }
+    }
+}
+
+fn line(emoji: &str, verb: &str, node: &str, p: &Process, tail: &str) -> String {
+    let mut s = format!("{emoji} {verb:<7} {node} {}", p.binary);
+    for part in [p.arguments.as_str(), tail] {
+        if !part.is_empty() {
+            s.push(' ');
+            s.push_str(part);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ProcessExec, ProcessExit};
+
+    fn proc(binary: &str, args: &str) -> Process {
+        Process { binary: binary.into(), arguments: args.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn exec_and_exit_lines() {
+        let exec = Event {
+            body: EventBody::ProcessExec(ProcessExec {
+                process: proc("/usr/bin/curl", "https://ebpf.io"),
+                parent: None,
+                ancestors: vec![],
+            }),
+            node_name: "node-a".into(),
+            time: String::new(),
+        };
+        assert_eq!(render(&exec), "🚀 process node-a /usr/bin/curl https://ebpf.io");
+        let exit = |signal: &str, status| Event {
+            body: EventBody::ProcessExit(ProcessExit {
+                process: proc("/usr/bin/curl", "https://ebpf.io"),
+                parent: None,
+                signal: signal.into(),
+                status,
+                time: String::new(),
+                ancestors: vec![],
+            }),
+            node_name: "node-a".into(),
+            time: String::new(),
+        };
+        assert_eq!(render(&exit("SIGKILL", 0)), "💥 exit    node-a /usr/bin/curl https://ebpf.io SIGKILL");
+        assert_eq!(render(&exit("", 3)), "💥 exit    node-a /usr/bin/curl https://ebpf.io 3");
+    }
+}

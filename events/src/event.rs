@@ -1,0 +1,251 @@
+//! The serde types of events, field for field in Tetragon's JSON shape.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ExecId;
+
+/// One event: exactly one event key, the node and the time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened.
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// The node the event happened on.
+    pub node_name: String,
+    /// When it happened, RFC 3339 with nanoseconds.
+    pub time: String,
+}
+
+/// The event key and its payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventBody {
+    /// A successful execve.
+    ProcessExec(ProcessExec),
+    /// A process ended.
+    ProcessExit(ProcessExit),
+}
+
+impl Event {
+    /// The process the event is about.
+    pub fn process(&self) -> &Process {
+        match &self.body {
+            EventBody::ProcessExec(e) => &e.process,
+            EventBody::ProcessExit(e) => &e.process,
+        }
+    }
+
+    /// The event key (`process_exec`, ...).
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            EventBody::ProcessExec(_) => "process_exec",
+            EventBody::ProcessExit(_) => "process_exit",
+        }
+    }
+}
+
+/// `process_exec`: the new image of a process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessExec {
+    /// The process after exec.
+    pub process: Process,
+    /// Its parent, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Process>,
+    /// Grandparent first up to the oldest known ancestor, when requested.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<Process>,
+}
+
+/// `process_exit`: the last thread of a process ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessExit {
+    /// The process that ended.
+    pub process: Process,
+    /// Its parent, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Process>,
+    /// The signal that killed it (`SIGKILL`), empty when it exited.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signal: String,
+    /// Its exit status, 0 when killed by a signal.
+    #[serde(default)]
+    pub status: u32,
+    /// When it ended.
+    pub time: String,
+    /// Grandparent first, when requested.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<Process>,
+}
+
+/// The identity of one execution.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Process {
+    /// Unique id of this execution.
+    pub exec_id: ExecId,
+    /// Thread-group id in the host pid namespace.
+    pub pid: u32,
+    /// Thread id of the thread that exec'd or exited.
+    pub tid: u32,
+    /// Effective uid.
+    pub uid: u32,
+    /// Login uid (4294967295 when unset).
+    pub auid: u32,
+    /// Working directory at exec.
+    #[serde(default)]
+    pub cwd: String,
+    /// Absolute path of the binary as the kernel resolved it.
+    pub binary: String,
+    /// argv\[1..\], space-joined; arguments with spaces are quoted.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arguments: String,
+    /// Space-separated flags: `execve`, `procFS`, `clone`, `truncArgs`, ...
+    #[serde(default)]
+    pub flags: String,
+    /// When the execution started, RFC 3339.
+    pub start_time: String,
+    /// The parent's exec id (empty for the kernel's own threads' parent).
+    #[serde(default)]
+    pub parent_exec_id: ExecId,
+    /// Capability sets.
+    #[serde(default)]
+    pub cap: Capabilities,
+    /// Namespaces.
+    #[serde(default)]
+    pub ns: Namespaces,
+    /// Full credentials.
+    #[serde(default)]
+    pub process_credentials: Credentials,
+    /// cgroup of the process in the tracked hierarchy (vigil's addition to Tetragon's shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<Cgroup>,
+    /// Container id prefix taken from the cgroup path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<String>,
+}
+
+/// Capability sets as `CAP_*` names.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Permitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permitted: Vec<String>,
+    /// Effective.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effective: Vec<String>,
+    /// Inheritable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inheritable: Vec<String>,
+}
+
+/// One namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Namespace {
+    /// Inode number of the namespace.
+    pub inum: u32,
+    /// Whether it is the host's (pid 1's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_host: bool,
+}
+
+/// All namespaces of a process.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct Namespaces {
+    pub uts: Namespace,
+    pub ipc: Namespace,
+    pub mnt: Namespace,
+    pub pid: Namespace,
+    pub pid_for_children: Namespace,
+    pub net: Namespace,
+    #[serde(default, skip_serializing_if = "is_zero_ns")]
+    pub time: Namespace,
+    #[serde(default, skip_serializing_if = "is_zero_ns")]
+    pub time_for_children: Namespace,
+    pub cgroup: Namespace,
+    pub user: Namespace,
+}
+
+fn is_zero_ns(ns: &Namespace) -> bool {
+    ns.inum == 0
+}
+
+/// Full credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub suid: u32,
+    pub sgid: u32,
+    pub fsuid: u32,
+    pub fsgid: u32,
+}
+
+/// The cgroup a process belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Cgroup {
+    /// Kernfs id (the cgroup v2 id, as `bpf_get_current_cgroup_id`).
+    pub id: u64,
+    /// Path below the hierarchy root.
+    pub path: String,
+}
+
+/// Joins argv\[1..\] the way the `arguments` field shows them: space-separated, and an
+/// argument that is empty or holds whitespace or quotes is double-quoted with `"` and `\`
+/// escaped, so the line can be split back unambiguously.
+pub fn join_arguments<'a>(args: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (i, a) in args.into_iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\') {
+            out.push('"');
+            for c in a.chars() {
+                if c == '"' || c == '\\' {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out.push('"');
+        } else {
+            out.push_str(a);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_with_one_event_key() {
+        let ev = Event {
+            body: EventBody::ProcessExit(ProcessExit {
+                process: Process { binary: "/bin/true".into(), ..Default::default() },
+                parent: None,
+                signal: "SIGKILL".into(),
+                status: 0,
+                time: "t".into(),
+                ancestors: vec![],
+            }),
+            node_name: "n".into(),
+            time: "t".into(),
+        };
+        let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["process_exit"]["signal"], "SIGKILL");
+        assert_eq!(v["process_exit"]["process"]["binary"], "/bin/true");
+        assert_eq!(v["node_name"], "n");
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn arguments_quote_only_when_needed() {
+        assert_eq!(join_arguments(["a", "b c", "", "x\"y"]), r#"a "b c" "" "x\"y""#);
+    }
+}
