@@ -1,1 +1,139 @@
-fn main(){}
+//! The `vigil` binary: `vigil agent` captures and streams events; `vigil probe` says what the
+//! running kernel allows.
+
+use std::{num::NonZeroUsize, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+mod agent;
+mod builder;
+mod cache;
+mod identity;
+mod loader;
+mod output;
+mod probe;
+mod proc_seed;
+mod system;
+
+/// Runtime security and syscall enforcement with eBPF.
+#[derive(Parser)]
+#[command(name = "vigil", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Kernel BTF file (for kernels that keep it elsewhere).
+    #[arg(long, global = true, default_value = system::KERNEL_BTF)]
+    btf: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture process activity and stream events.
+    Agent {
+        /// Write events to this file (appended, created 0600) instead of stdout.
+        #[arg(long)]
+        export_file: Option<PathBuf>,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "json")]
+        format: output::Format,
+        /// Node name in events and exec ids (default: $NODE_NAME, else the host name).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// Most executions the process cache holds.
+        #[arg(long, default_value = "65536")]
+        process_cache_size: NonZeroUsize,
+        /// Seconds an ended execution stays in the cache for its children's events.
+        #[arg(long, default_value = "30")]
+        exit_grace_secs: u64,
+        /// Ancestors to list in each event above the parent (0: none).
+        #[arg(long, default_value = "0")]
+        ancestors: usize,
+        /// Ring buffer size in MiB (a power of two).
+        #[arg(long, default_value = "16", value_parser = parse_ringbuf_mib)]
+        ringbuf_size: u32,
+    },
+    /// Report which eBPF program kinds and helpers this kernel allows.
+    Probe {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
+    let mib: u32 = s.parse().map_err(|_| format!("{s} is not a number of MiB"))?;
+    if !mib.is_power_of_two() || mib > 1024 {
+        return Err(format!("{mib} MiB: the ring buffer size must be a power of two, at most 1024"));
+    }
+    Ok(mib << 20)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Probe { json } => probe_command(&cli.btf, json),
+        Command::Agent {
+            export_file,
+            format,
+            node_name,
+            process_cache_size,
+            exit_grace_secs,
+            ancestors,
+            ringbuf_size,
+        } => {
+            let opts = agent::AgentOptions {
+                btf: cli.btf,
+                export_file,
+                format,
+                node_name,
+                cache_capacity: process_cache_size,
+                exit_grace: Duration::from_secs(exit_grace_secs),
+                ancestors,
+                ringbuf_bytes: ringbuf_size,
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(agent::run(opts)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            agent::log(format!("error: {}", one_line(&e)));
+            if std::env::var_os("VIGIL_DEBUG").is_some() {
+                eprintln!("{e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe_command(btf: &str, json: bool) -> anyhow::Result<()> {
+    system::check_privileges()?;
+    for line in system::mount_pseudo_filesystems()? {
+        agent::log(line);
+    }
+    let report = probe::run(btf);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// The error and its causes on one line, without the verifier logs aya appends.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        let s = s.split(". Verifier output:").next().unwrap_or(&s);
+        let s = s.lines().next().unwrap_or("").trim().to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}

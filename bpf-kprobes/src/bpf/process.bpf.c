@@ -20,6 +20,10 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Raw tracepoint arguments, read as plain u64s: bpf_raw_tracepoint_args.args is a flexible
+ * array, which CO-RE would try (and fail) to relocate. */
+#define RAW_ARG(ctx, n) (((__u64 *)(ctx))[n])
+
 #define DATA_OFF_MASK 0x3fff /* offsets into scratch data stay below 16 KiB */
 #define PART_MASK (VIGIL_PATH_MAX - 1)
 
@@ -34,10 +38,10 @@ static __always_inline __u32 vigil_copy_path(struct vigil_scratch *s, __u32 off,
 /* sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm):
  * fires once the new image is installed, so mm holds the new argv and creds are final. */
 SEC("raw_tp/sched_process_exec")
-int vigil_exec(struct bpf_raw_tracepoint_args *ctx)
+int vigil_exec(void *ctx)
 {
-	struct task_struct *task = (struct task_struct *)ctx->args[0];
-	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
+	struct task_struct *task = (struct task_struct *)RAW_ARG(ctx, 0);
+	struct linux_binprm *bprm = (struct linux_binprm *)RAW_ARG(ctx, 2);
 	struct vigil_scratch *s = vigil_scratch();
 	struct vigil_exec_event *ev;
 	struct path fpath;
@@ -53,7 +57,7 @@ int vigil_exec(struct bpf_raw_tracepoint_args *ctx)
 
 	/* The binary: the path of the file the kernel opened, not the string passed to execve. */
 	BPF_CORE_READ_INTO(&fpath, bprm, file, f_path);
-	if (vigil_resolve_path(&fpath, s->path, &pos) < 0)
+	if (vigil_resolve_path(&fpath, s, &pos) < 0)
 		ev->proc.flags |= VIGIL_FLAG_TRUNC_FILENAME;
 	len = vigil_copy_path(s, off, pos);
 	ev->binary_len = len;
@@ -84,7 +88,7 @@ int vigil_exec(struct bpf_raw_tracepoint_args *ctx)
 		ev->proc.flags |= VIGIL_FLAG_ERROR_CWD;
 		len = 0;
 	} else {
-		if (vigil_resolve_path(&pwd, s->path, &pos) < 0)
+		if (vigil_resolve_path(&pwd, s, &pos) < 0)
 			ev->proc.flags |= VIGIL_FLAG_TRUNC_CWD;
 		len = vigil_copy_path(s, off, pos);
 	}
@@ -95,7 +99,7 @@ int vigil_exec(struct bpf_raw_tracepoint_args *ctx)
 	struct cgroup *cgrp = vigil_task_cgroup(task);
 	len = 0;
 	if (cgrp) {
-		if (vigil_resolve_cgroup(cgrp, s->path, &pos) < 0)
+		if (vigil_resolve_cgroup(cgrp, s, &pos) < 0)
 			ev->proc.flags |= VIGIL_FLAG_TRUNC_CGROUP;
 		len = vigil_copy_path(s, off, pos);
 	}
@@ -111,9 +115,9 @@ int vigil_exec(struct bpf_raw_tracepoint_args *ctx)
 /* sched_process_fork(struct task_struct *parent, struct task_struct *child): a clone that makes
  * a new thread group is a new process; new threads are not reported. */
 SEC("raw_tp/sched_process_fork")
-int vigil_fork(struct bpf_raw_tracepoint_args *ctx)
+int vigil_fork(void *ctx)
 {
-	struct task_struct *child = (struct task_struct *)ctx->args[1];
+	struct task_struct *child = (struct task_struct *)RAW_ARG(ctx, 1);
 	struct vigil_scratch *s;
 	struct vigil_fork_event *ev;
 
@@ -135,9 +139,9 @@ int vigil_fork(struct bpf_raw_tracepoint_args *ctx)
 /* sched_process_exit(struct task_struct *p[, bool group_dead]): fires for every thread; the
  * process has ended when the last live thread goes, which do_exit() has already counted. */
 SEC("raw_tp/sched_process_exit")
-int vigil_exit(struct bpf_raw_tracepoint_args *ctx)
+int vigil_exit(void *ctx)
 {
-	struct task_struct *task = (struct task_struct *)ctx->args[0];
+	struct task_struct *task = (struct task_struct *)RAW_ARG(ctx, 0);
 	struct vigil_exit_event ev = {};
 
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)

@@ -22,7 +22,9 @@ static __always_inline struct cgroup *vigil_task_cgroup(struct task_struct *task
 		return 0;
 	struct cgroup_subsys_state *css = 0;
 	struct css_set *cset = BPF_CORE_READ(task, cgroups);
-	bpf_core_read(&css, sizeof(css), &cset->subsys[subsys & 15]);
+	bpf_core_read(&css, sizeof(css),
+		      (void *)cset + bpf_core_field_offset(struct css_set, subsys) +
+			      (subsys & 15) * sizeof(void *));
 	return css ? BPF_CORE_READ(css, cgroup) : 0;
 }
 
@@ -39,7 +41,10 @@ static __always_inline void vigil_fill_process(struct task_struct *task, struct 
 	p->pid = BPF_CORE_READ(task, tgid);
 	p->tid = BPF_CORE_READ(task, pid);
 	p->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	bpf_core_read(&upid, sizeof(upid), &tpid->numbers[level & 31]);
+	/* numbers[] is a flexible array: index it by hand, CO-RE only relocates the base. */
+	bpf_core_read(&upid, sizeof(upid),
+		      (void *)tpid + bpf_core_field_offset(struct pid, numbers) +
+			      (level & 31) * bpf_core_type_size(struct upid));
 	p->nspid = upid.nr;
 
 	p->uid = BPF_CORE_READ(cred, uid.val);

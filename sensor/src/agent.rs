@@ -1,0 +1,201 @@
+//! `vigil agent`: load, seed, then read the ring buffer until told to stop.
+//!
+//! Order matters for losing nothing: the programs are attached *before* `/proc` is scanned, so
+//! a process born during the scan is either in the scan or in the ring buffer (or both, which
+//! the cache resolves). On SIGINT/SIGTERM the ring buffer is drained before the final counts
+//! are printed.
+
+use std::{
+    num::NonZeroUsize,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{MapData, RingBuf};
+use serde::Serialize;
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+use vigil_bpf_kprobes::abi::{self, Record};
+use vigil_events::time::BootClock;
+
+use crate::{
+    builder::{BuildOptions, EventBuilder},
+    cache::ProcessCache,
+    identity::Identity,
+    loader::{cgroup_subsys_for_host, LoadError, LoadOptions, ProcessSensor},
+    output::{Format, Output},
+    probe, proc_seed, system,
+};
+
+/// Options of `vigil agent`.
+pub struct AgentOptions {
+    /// Kernel BTF file.
+    pub btf: String,
+    /// Export file, or stdout.
+    pub export_file: Option<PathBuf>,
+    /// Line format.
+    pub format: Format,
+    /// Node name override.
+    pub node_name: Option<String>,
+    /// Process cache capacity.
+    pub cache_capacity: NonZeroUsize,
+    /// How long ended executions stay in the cache.
+    pub exit_grace: Duration,
+    /// Ancestors per event.
+    pub ancestors: usize,
+    /// Ring buffer bytes.
+    pub ringbuf_bytes: u32,
+}
+
+/// Counters printed as the agent's last line.
+#[derive(Debug, Default, Serialize)]
+pub struct AgentStats {
+    /// Records read from the ring buffer.
+    pub records: u64,
+    /// Events written.
+    pub events: u64,
+    /// Records that did not decode.
+    pub decode_errors: u64,
+    /// Records the kernel could not queue, by kind.
+    pub ringbuf_drops: DropStats,
+    /// Processes found in /proc at start.
+    pub procfs_seeded: usize,
+    /// Executions in the cache at exit.
+    pub cache_size: usize,
+    /// Live executions evicted by the cache capacity.
+    pub cache_evictions: u64,
+}
+
+/// Ring buffer drops by event kind.
+#[derive(Debug, Default, Serialize, PartialEq, Eq, Clone, Copy)]
+pub struct DropStats {
+    /// Exec records.
+    pub exec: u64,
+    /// Fork records.
+    pub fork: u64,
+    /// Exit records.
+    pub exit: u64,
+    /// All of them.
+    pub total: u64,
+}
+
+impl DropStats {
+    fn from_slots(s: [u64; abi::DROP_SLOTS]) -> Self {
+        DropStats {
+            exec: s[abi::EVENT_EXEC as usize],
+            fork: s[abi::EVENT_FORK as usize],
+            exit: s[abi::EVENT_EXIT as usize],
+            total: s.iter().sum(),
+        }
+    }
+}
+
+/// Prints a log line on stderr (events own stdout).
+pub fn log(msg: impl std::fmt::Display) {
+    eprintln!("vigil: {msg}");
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(opts: AgentOptions) -> Result<()> {
+    system::check_privileges()?;
+    system::check_btf(&opts.btf)?;
+    for line in system::mount_pseudo_filesystems()? {
+        log(line);
+    }
+    let cgroup_subsys = cgroup_subsys_for_host();
+    let load = LoadOptions { btf_path: &opts.btf, ringbuf_bytes: opts.ringbuf_bytes, cgroup_subsys };
+    let mut sensor = match ProcessSensor::load(&load) {
+        Ok(s) => s,
+        Err(e @ LoadError::Program { .. }) => {
+            if !probe::run(&opts.btf).any_kind() {
+                bail!("this kernel refuses every eBPF program kind vigil can use (tracepoint, raw tracepoint, kprobe, fentry, LSM); run `vigil probe` for details");
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let ring = sensor.take_ring()?;
+
+    let identity = Identity::new(system::node_name(opts.node_name.as_deref()), BootClock::new(system::boot_epoch_ns()));
+    let mut cache = ProcessCache::new(opts.cache_capacity, opts.exit_grace);
+    let mut stats = AgentStats {
+        procfs_seeded: proc_seed::seed(&mut cache, &identity, system::clk_tck(), cgroup_subsys),
+        ..Default::default()
+    };
+    let mut builder = EventBuilder::new(identity, cache, BuildOptions { ancestors: opts.ancestors });
+    let mut out = Output::open(opts.export_file.as_deref(), opts.format)
+        .with_context(|| format!("cannot open export file {:?}", opts.export_file))?;
+
+    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the AsyncFd
+    // (which owns the ring buffer) is dropped.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {}", e))?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut reported_drops = DropStats::default();
+    log(format!(
+        "agent ready: node {}, {} processes from /proc, cgroup hierarchy {}",
+        builder.identity.node,
+        stats.procfs_seeded,
+        if cgroup_subsys == abi::CGROUP_V2 { "v2".to_string() } else { format!("v1 subsystem {cgroup_subsys}") }
+    ));
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &mut builder, &mut out, &mut stats)?;
+                guard.clear_ready();
+                out.flush()?;
+            }
+            _ = tick.tick() => {
+                builder.cache.expire(Instant::now());
+                let drops = DropStats::from_slots(sensor.drops());
+                if drops != reported_drops {
+                    log(format!(
+                        "ring buffer full: {} records dropped so far (exec {}, fork {}, exit {}); raise --ringbuf-size",
+                        drops.total, drops.exec, drops.fork, drops.exit
+                    ));
+                    reported_drops = drops;
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+
+    drain(ring.get_mut(), &mut builder, &mut out, &mut stats)?;
+    out.flush()?;
+    stats.ringbuf_drops = DropStats::from_slots(sensor.drops());
+    stats.cache_size = builder.cache.len();
+    stats.cache_evictions = builder.cache.evictions();
+    log(format!("stats {}", serde_json::to_string(&stats)?));
+    Ok(())
+}
+
+/// Reads every record available now.
+fn drain(ring: &mut RingBuf<MapData>, builder: &mut EventBuilder, out: &mut Output, stats: &mut AgentStats) -> Result<()> {
+    let now = Instant::now();
+    while let Some(item) = ring.next() {
+        stats.records += 1;
+        match Record::parse(&item) {
+            Ok(record) => {
+                if let Some(event) = builder.apply(record, now) {
+                    out.write(&event)?;
+                    stats.events += 1;
+                }
+            }
+            Err(e) => {
+                stats.decode_errors += 1;
+                if stats.decode_errors <= 10 {
+                    log(format!("undecodable record: {e}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}

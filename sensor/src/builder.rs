@@ -1,0 +1,157 @@
+//! Turns decoded ring-buffer records into events, keeping the process cache up to date.
+
+use std::time::Instant;
+
+use vigil_bpf_kprobes::abi::{self, Record};
+use vigil_events::{Event, EventBody, ExecId, Process, ProcessExec, ProcessExit};
+
+use crate::{
+    cache::{CachedProcess, ProcessCache},
+    identity::{Identity, Origin, ProcessStrings},
+};
+
+/// What the builder adds to each event.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildOptions {
+    /// Ancestors listed above the parent (0: none).
+    pub ancestors: usize,
+}
+
+/// Record-to-event conversion and the process cache it reads and writes.
+pub struct EventBuilder {
+    /// Node-wide identity.
+    pub identity: Identity,
+    /// The process cache.
+    pub cache: ProcessCache,
+    opts: BuildOptions,
+}
+
+impl EventBuilder {
+    /// A builder over a (seeded) cache.
+    pub fn new(identity: Identity, cache: ProcessCache, opts: BuildOptions) -> Self {
+        EventBuilder { identity, cache, opts }
+    }
+
+    /// Applies one record; returns the event it produces, if any (forks update the cache only,
+    /// as in Tetragon).
+    pub fn apply(&mut self, record: Record<'_>, now: Instant) -> Option<Event> {
+        match record {
+            Record::Exec(e) => Some(self.exec(e, now)),
+            Record::Fork(f) => {
+                self.fork(f, now);
+                None
+            }
+            Record::Exit(x) => Some(self.exit(x, now)),
+        }
+    }
+
+    fn parent_of(&mut self, ppid: u32) -> (ExecId, Option<Process>) {
+        match self.cache.by_pid(ppid) {
+            Some(p) => (p.process.exec_id.clone(), Some(p.process.clone())),
+            None if ppid == 0 => (self.identity.exec_id(1, 0), None),
+            None => (ExecId::default(), None),
+        }
+    }
+
+    fn exec(&mut self, e: abi::Exec<'_>, now: Instant) -> Event {
+        let raw = e.event.proc;
+        let ktime = e.event.hdr.ktime;
+        let (parent_exec_id, parent) = self.parent_of(raw.ppid);
+        let strings = ProcessStrings {
+            binary: String::from_utf8_lossy(e.binary).into_owned(),
+            argv: e.args,
+            cwd: String::from_utf8_lossy(e.cwd).into_owned(),
+            cgroup: String::from_utf8_lossy(e.cgroup).into_owned(),
+        };
+        let process = self.identity.process(&raw, ktime, Origin::Execve, strings, parent_exec_id);
+        let ancestors = self.ancestors(&process);
+        self.cache.insert(CachedProcess { process: process.clone(), ppid: raw.ppid }, now);
+        self.event(ktime, EventBody::ProcessExec(ProcessExec { process, parent, ancestors }))
+    }
+
+    /// A child runs its parent's image until it execs: it inherits binary, arguments and cwd.
+    fn fork(&mut self, f: abi::ForkEvent, now: Instant) {
+        let raw = f.proc;
+        let parent = self.cache.by_pid(raw.ppid);
+        let (parent_exec_id, binary, cwd, cgroup) = match &parent {
+            Some(p) => (
+                p.process.exec_id.clone(),
+                p.process.binary.clone(),
+                p.process.cwd.clone(),
+                p.process.cgroup.as_ref().map(|c| c.path.clone()).unwrap_or_default(),
+            ),
+            None => (ExecId::default(), String::new(), String::new(), String::new()),
+        };
+        let strings = ProcessStrings { binary, argv: &[], cwd, cgroup };
+        let mut process = self.identity.process(&raw, f.hdr.ktime, Origin::Clone, strings, parent_exec_id);
+        if let Some(p) = parent {
+            process.arguments = p.process.arguments.clone();
+        }
+        self.cache.insert(CachedProcess { process, ppid: raw.ppid }, now);
+    }
+
+    fn exit(&mut self, x: abi::ExitEvent, now: Instant) -> Event {
+        let process = match self.cache.exit(x.pid, now) {
+            Some(p) => {
+                let mut process = p.process.clone();
+                process.tid = x.tid;
+                process
+            }
+            // Not seen before (evicted by the capacity bound): report what the kernel said.
+            None => Process { pid: x.pid, tid: x.tid, flags: "unknown".into(), ..Default::default() },
+        };
+        let parent = self.cache.get(&process.parent_exec_id).map(|p| p.process.clone());
+        let ancestors = self.ancestors(&process);
+        let (status, signal) = decode_exit_code(x.exit_code);
+        let time = self.identity.clock.rfc3339(x.hdr.ktime);
+        self.event(
+            x.hdr.ktime,
+            EventBody::ProcessExit(ProcessExit { process, parent, signal, status, time, ancestors }),
+        )
+    }
+
+    fn ancestors(&mut self, p: &Process) -> Vec<Process> {
+        if self.opts.ancestors == 0 {
+            return Vec::new();
+        }
+        self.cache.ancestors(p, self.opts.ancestors)
+    }
+
+    fn event(&self, ktime: u64, body: EventBody) -> Event {
+        Event { body, node_name: self.identity.node.clone(), time: self.identity.clock.rfc3339(ktime) }
+    }
+}
+
+/// Splits a wait(2) status into the exit status and the name of the fatal signal.
+pub fn decode_exit_code(code: u32) -> (u32, String) {
+    let sig = code & 0x7f;
+    if sig == 0 {
+        ((code >> 8) & 0xff, String::new())
+    } else {
+        (0, signal_name(sig))
+    }
+}
+
+/// `SIGKILL` for 9, and so on; `SIG<n>` for real-time signals.
+pub fn signal_name(sig: u32) -> String {
+    const NAMES: [&str; 32] = [
+        "", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
+        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
+        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
+        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    ];
+    NAMES.get(sig as usize).map(|s| s.to_string()).unwrap_or_else(|| format!("SIG{sig}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_split_into_status_and_signal() {
+        assert_eq!(decode_exit_code(3 << 8), (3, String::new()));
+        assert_eq!(decode_exit_code(9), (0, "SIGKILL".into()));
+        assert_eq!(decode_exit_code(0x80 | 11), (0, "SIGSEGV".into()), "core-dump bit ignored");
+        assert_eq!(signal_name(40), "SIG40");
+    }
+}

@@ -1,0 +1,191 @@
+//! The process cache: every execution the agent knows, by exec id, and the current execution
+//! of every live pid, so each event can name its process, its parent and its ancestors.
+//!
+//! Memory is bounded twice: the entries live in an LRU of fixed capacity (an entry evicted
+//! while its process still runs is counted in [`ProcessCache::evictions`]), and an execution
+//! that ended — or was replaced by a new exec in the same pid — stays only for a grace period,
+//! long enough for its children's events to still find their parent.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    num::NonZeroUsize,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use lru::LruCache;
+use vigil_events::{ExecId, Process};
+
+/// One execution as the cache holds it.
+#[derive(Debug)]
+pub struct CachedProcess {
+    /// Its description, as events show it.
+    pub process: Process,
+    /// The real parent's pid when the execution started.
+    pub ppid: u32,
+}
+
+/// Executions by exec id, plus the current execution of each live pid.
+pub struct ProcessCache {
+    entries: LruCache<ExecId, Arc<CachedProcess>>,
+    live: HashMap<u32, ExecId>,
+    retiring: VecDeque<(Instant, ExecId)>,
+    grace: Duration,
+    evictions: u64,
+}
+
+impl ProcessCache {
+    /// A cache of at most `capacity` executions that keeps ended ones for `grace`.
+    pub fn new(capacity: NonZeroUsize, grace: Duration) -> Self {
+        ProcessCache {
+            entries: LruCache::new(capacity),
+            live: HashMap::new(),
+            retiring: VecDeque::new(),
+            grace,
+            evictions: 0,
+        }
+    }
+
+    /// Records `p` as the current execution of its pid; the execution it replaces (an exec
+    /// in the same pid) starts its grace period.
+    pub fn insert(&mut self, p: CachedProcess, now: Instant) -> Arc<CachedProcess> {
+        let pid = p.process.pid;
+        let id = p.process.exec_id.clone();
+        let entry = Arc::new(p);
+        if let Some(old) = self.live.insert(pid, id.clone()) {
+            if old != id {
+                self.retiring.push_back((now, old));
+            }
+        }
+        if let Some((evicted, old)) = self.entries.push(id.clone(), entry.clone()) {
+            if evicted != id && self.live.get(&old.process.pid) == Some(&evicted) {
+                self.evictions += 1;
+                self.live.remove(&old.process.pid);
+            }
+        }
+        entry
+    }
+
+    /// The current execution of `pid`.
+    pub fn by_pid(&mut self, pid: u32) -> Option<Arc<CachedProcess>> {
+        let id = self.live.get(&pid)?;
+        self.entries.get(id).cloned()
+    }
+
+    /// An execution by id (live or within its grace period).
+    pub fn get(&mut self, id: &ExecId) -> Option<Arc<CachedProcess>> {
+        self.entries.get(id).cloned()
+    }
+
+    /// Ends the current execution of `pid` and returns it; it stays readable for the grace
+    /// period.
+    pub fn exit(&mut self, pid: u32, now: Instant) -> Option<Arc<CachedProcess>> {
+        let id = self.live.remove(&pid)?;
+        let entry = self.entries.get(&id).cloned();
+        self.retiring.push_back((now, id));
+        entry
+    }
+
+    /// Drops the executions whose grace period is over.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.retiring.front() {
+            if now.duration_since(*at) < self.grace {
+                break;
+            }
+            let (_, id) = self.retiring.pop_front().expect("front exists");
+            let pid = self.entries.peek(&id).map(|e| e.process.pid);
+            if pid.is_some_and(|pid| self.live.get(&pid) != Some(&id)) {
+                self.entries.pop(&id);
+            }
+        }
+    }
+
+    /// The ancestors of `p` above its parent, nearest first, up to `max`.
+    pub fn ancestors(&mut self, p: &Process, max: usize) -> Vec<Process> {
+        let mut out = Vec::new();
+        let mut next = self.get(&p.parent_exec_id).map(|parent| parent.process.parent_exec_id.clone());
+        while let Some(id) = next.take() {
+            if out.len() >= max {
+                break;
+            }
+            let Some(a) = self.get(&id) else { break };
+            next = Some(a.process.parent_exec_id.clone()).filter(|n| *n != id);
+            out.push(a.process.clone());
+        }
+        out
+    }
+
+    /// Executions held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Live executions pushed out by the capacity bound since start.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: u32, id: &str, parent: &str) -> CachedProcess {
+        CachedProcess {
+            process: Process {
+                pid,
+                exec_id: ExecId(id.into()),
+                parent_exec_id: ExecId(parent.into()),
+                ..Default::default()
+            },
+            ppid: 0,
+        }
+    }
+
+    #[test]
+    fn exec_in_the_same_pid_replaces_after_grace() {
+        let t0 = Instant::now();
+        let mut c = ProcessCache::new(NonZeroUsize::new(8).unwrap(), Duration::from_secs(5));
+        c.insert(proc(10, "sh", "init"), t0);
+        c.insert(proc(10, "echo", "init"), t0);
+        assert_eq!(c.by_pid(10).unwrap().process.exec_id.0, "echo");
+        assert!(c.get(&ExecId("sh".into())).is_some(), "kept during the grace period");
+        c.expire(t0 + Duration::from_secs(6));
+        assert!(c.get(&ExecId("sh".into())).is_none());
+        assert!(c.get(&ExecId("echo".into())).is_some(), "the live one stays");
+    }
+
+    #[test]
+    fn exited_processes_expire_and_capacity_evictions_are_counted() {
+        let t0 = Instant::now();
+        let mut c = ProcessCache::new(NonZeroUsize::new(2).unwrap(), Duration::from_secs(1));
+        c.insert(proc(1, "a", ""), t0);
+        c.insert(proc(2, "b", "a"), t0);
+        assert_eq!(c.exit(2, t0).unwrap().process.exec_id.0, "b");
+        assert!(c.by_pid(2).is_none());
+        c.expire(t0 + Duration::from_secs(2));
+        assert_eq!(c.len(), 1);
+        c.insert(proc(3, "c", "a"), t0);
+        c.insert(proc(4, "d", "c"), t0);
+        assert_eq!(c.evictions(), 1);
+        assert!(c.by_pid(1).is_none(), "the evicted live entry is gone from the pid index too");
+    }
+
+    #[test]
+    fn ancestors_walk_parent_ids_nearest_first() {
+        let t0 = Instant::now();
+        let mut c = ProcessCache::new(NonZeroUsize::new(8).unwrap(), Duration::from_secs(1));
+        c.insert(proc(1, "init", "kernel"), t0);
+        c.insert(proc(2, "sshd", "init"), t0);
+        c.insert(proc(3, "bash", "sshd"), t0);
+        let leaf = proc(4, "cat", "bash").process;
+        let names: Vec<_> = c.ancestors(&leaf, 10).into_iter().map(|p| p.exec_id.0).collect();
+        assert_eq!(names, ["sshd", "init"]);
+        assert_eq!(c.ancestors(&leaf, 1).len(), 1);
+    }
+}

@@ -1,0 +1,209 @@
+//! Turns what the kernel (or `/proc`) says about a task into the event model's [`Process`].
+//!
+//! Kernel records and `/proc` scans both produce an [`abi::Process`] plus strings, and both go
+//! through [`Identity::process`], so a process seen at start-up and one seen exec'ing later are
+//! described by the same code.
+
+use std::os::unix::fs::MetadataExt;
+
+use vigil_bpf_kprobes::abi;
+use vigil_events::{
+    caps, join_arguments, time::BootClock, Capabilities, Cgroup, Credentials, ExecId, Namespace,
+    Namespaces, Process,
+};
+
+/// How the agent learnt of a process; becomes the first word of `flags`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An execve the kernel reported.
+    Execve,
+    /// A fork the kernel reported; the child still runs its parent's image.
+    Clone,
+    /// Found in `/proc` when the agent started.
+    ProcFs,
+}
+
+/// The strings of a process besides its kernel identity.
+pub struct ProcessStrings<'a> {
+    /// Absolute binary path.
+    pub binary: String,
+    /// argv, NUL-separated, argv\[0\] first.
+    pub argv: &'a [u8],
+    /// Working directory.
+    pub cwd: String,
+    /// cgroup path.
+    pub cgroup: String,
+}
+
+/// Node-wide facts every process description needs.
+pub struct Identity {
+    /// The node name in exec ids and events.
+    pub node: String,
+    /// Boot-time to wall-clock conversion.
+    pub clock: BootClock,
+    /// pid 1's namespaces, to mark `is_host`.
+    pub host_ns: [u32; abi::NS_COUNT],
+}
+
+/// Namespace names under `/proc/<pid>/ns/`, in `abi::ns` index order.
+pub const NS_FILES: [&str; abi::NS_COUNT] =
+    ["uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time", "cgroup", "user"];
+
+/// Inode numbers of `/proc/<pid>/ns/*` (0 where unreadable).
+pub fn proc_namespaces(pid: u32) -> [u32; abi::NS_COUNT] {
+    let mut out = [0u32; abi::NS_COUNT];
+    for (i, name) in NS_FILES.iter().enumerate() {
+        if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/{name}")) {
+            out[i] = m.ino() as u32;
+        }
+    }
+    out
+}
+
+/// The host's namespaces: kthreadd's (pid 2, a kernel thread, always in the initial
+/// namespaces and readable even where pid 1 is a sandbox that hides its own), else pid 1's.
+pub fn host_namespaces() -> [u32; abi::NS_COUNT] {
+    let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    let mut ns = proc_namespaces(if kthreadd { 2 } else { 1 });
+    if ns.iter().all(|i| *i == 0) {
+        ns = proc_namespaces(1);
+    }
+    ns
+}
+
+impl Identity {
+    /// The identity of this node.
+    pub fn new(node: String, clock: BootClock) -> Self {
+        Identity { node, clock, host_ns: host_namespaces() }
+    }
+
+    /// The exec id of the execution of `pid` that started at `ktime`.
+    pub fn exec_id(&self, ktime: u64, pid: u32) -> ExecId {
+        ExecId::new(&self.node, ktime, pid)
+    }
+
+    /// Describes a process.
+    pub fn process(
+        &self,
+        raw: &abi::Process,
+        ktime: u64,
+        origin: Origin,
+        strings: ProcessStrings<'_>,
+        parent_exec_id: ExecId,
+    ) -> Process {
+        let mut argv = strings.argv.split(|b| *b == 0).map(String::from_utf8_lossy);
+        let _argv0 = argv.next();
+        let args: Vec<_> = argv.collect();
+        // The final NUL of argv leaves an empty last element that is not an argument.
+        let args = match args.split_last() {
+            Some((last, rest)) if last.is_empty() => rest,
+            _ => &args[..],
+        };
+        let arguments = join_arguments(args.iter().map(|s| s.as_ref()));
+        let ns = |i: usize| Namespace { inum: raw.ns[i], is_host: raw.ns[i] != 0 && raw.ns[i] == self.host_ns[i] };
+        Process {
+            exec_id: self.exec_id(ktime, raw.pid),
+            pid: raw.pid,
+            tid: raw.tid,
+            uid: raw.euid,
+            auid: raw.auid,
+            cwd: strings.cwd,
+            binary: strings.binary,
+            arguments,
+            flags: flags(origin, raw.flags),
+            start_time: self.clock.rfc3339(ktime),
+            parent_exec_id,
+            cap: Capabilities {
+                permitted: caps::names(raw.cap_permitted),
+                effective: caps::names(raw.cap_effective),
+                inheritable: caps::names(raw.cap_inheritable),
+            },
+            ns: Namespaces {
+                uts: ns(abi::ns::UTS),
+                ipc: ns(abi::ns::IPC),
+                mnt: ns(abi::ns::MNT),
+                pid: ns(abi::ns::PID),
+                pid_for_children: ns(abi::ns::PID_FOR_CHILDREN),
+                net: ns(abi::ns::NET),
+                time: ns(abi::ns::TIME),
+                time_for_children: Namespace::default(),
+                cgroup: ns(abi::ns::CGROUP),
+                user: ns(abi::ns::USER),
+            },
+            process_credentials: Credentials {
+                uid: raw.uid,
+                gid: raw.gid,
+                euid: raw.euid,
+                egid: raw.egid,
+                suid: raw.suid,
+                sgid: raw.sgid,
+                fsuid: raw.fsuid,
+                fsgid: raw.fsgid,
+            },
+            docker: container_id(&strings.cgroup),
+            cgroup: Some(Cgroup { id: raw.cgroup_id, path: strings.cgroup }),
+        }
+    }
+}
+
+/// Tetragon's flag words for an origin and the kernel's truncation bits.
+fn flags(origin: Origin, bits: u32) -> String {
+    let mut words = vec![match origin {
+        Origin::Execve => "execve",
+        Origin::Clone => "clone",
+        Origin::ProcFs => "procFS",
+    }];
+    for (bit, word) in [
+        (abi::FLAG_TRUNC_FILENAME, "truncFilename"),
+        (abi::FLAG_TRUNC_ARGS, "truncArgs"),
+        (abi::FLAG_ERROR_CWD, "errorCWD"),
+        (abi::FLAG_TRUNC_CWD, "truncCWD"),
+        (abi::FLAG_ERROR_ARGS, "errorArgs"),
+        (abi::FLAG_TRUNC_CGROUP, "truncCgroup"),
+    ] {
+        if bits & bit != 0 {
+            words.push(word);
+        }
+    }
+    words.join(" ")
+}
+
+/// The container id in a cgroup path (`.../docker-<64 hex>.scope`, `.../<64 hex>`), shortened
+/// to the 31 characters Tetragon's `docker` field carries.
+pub fn container_id(cgroup: &str) -> Option<String> {
+    cgroup.rsplit('/').find_map(|part| {
+        let bytes = part.as_bytes();
+        (0..bytes.len().saturating_sub(63)).find_map(|i| {
+            let cand = &part[i..i + 64];
+            cand.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()).then(|| cand[..31].to_string())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_come_from_the_cgroup_leaf() {
+        let id = "4f1e2b9c0d3a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f";
+        assert_eq!(
+            container_id(&format!("/system.slice/docker-{id}.scope")).as_deref(),
+            Some(&id[..31])
+        );
+        assert_eq!(container_id(&format!("/kubepods/besteffort/pod1/{id}")).as_deref(), Some(&id[..31]));
+        assert_eq!(container_id("/user.slice/session-1.scope"), None);
+        assert_eq!(container_id("/"), None);
+    }
+
+    #[test]
+    fn arguments_skip_argv0_and_the_final_nul() {
+        let id = Identity { node: "n".into(), clock: BootClock::new(0), host_ns: [0; abi::NS_COUNT] };
+        let raw = abi::Process { pid: 5, flags: abi::FLAG_TRUNC_ARGS, ..Default::default() };
+        let strings = ProcessStrings { binary: "/bin/echo".into(), argv: b"echo\0a b\0c\0", cwd: "/".into(), cgroup: "/".into() };
+        let p = id.process(&raw, 10, Origin::Execve, strings, ExecId::default());
+        assert_eq!(p.arguments, "\"a b\" c");
+        assert_eq!(p.flags, "execve truncArgs");
+        assert_eq!(p.exec_id, ExecId::new("n", 10, 5));
+    }
+}

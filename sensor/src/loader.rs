@@ -1,0 +1,157 @@
+//! Loads the process lifecycle programs, configures them and attaches them to their raw
+//! tracepoints; reads the in-kernel drop counters.
+
+use aya::{
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, RawTracePoint},
+    Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Endianness, Pod,
+};
+use thiserror::Error;
+use vigil_bpf_kprobes::{abi, PROCESS_OBJ};
+
+/// Why the process sensor could not start.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// The BTF file could not be parsed.
+    #[error("cannot read kernel BTF from {path}: {source}")]
+    Btf {
+        /// The BTF file.
+        path: String,
+        /// Parser error.
+        source: BtfError,
+    },
+    /// The object (maps, relocations) was refused.
+    #[error("cannot load the process programs: {0}")]
+    Object(#[source] EbpfError),
+    /// A map the object must contain is missing or has the wrong type.
+    #[error("map {name}: {detail}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The verifier refused a program, or the kernel refused to attach it.
+    #[error("program {program} ({hook}): {source}")]
+    Program {
+        /// Program name.
+        program: &'static str,
+        /// The hook it goes to.
+        hook: &'static str,
+        /// aya's error, with the verifier log when there is one.
+        source: ProgramError,
+    },
+}
+
+/// The programs of `process.bpf.c` and the raw tracepoint each attaches to.
+pub const ATTACH_PLAN: [(&str, &str); 3] = [
+    ("vigil_fork", "sched_process_fork"),
+    ("vigil_exec", "sched_process_exec"),
+    ("vigil_exit", "sched_process_exit"),
+];
+
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct ConfigPod(abi::Config);
+// SAFETY: abi::Config is #[repr(C)] plain integers, valid for any bit pattern.
+unsafe impl Pod for ConfigPod {}
+
+/// Options for [`ProcessSensor::load`].
+pub struct LoadOptions<'a> {
+    /// Kernel BTF file.
+    pub btf_path: &'a str,
+    /// Ring buffer size in bytes (a power of two, a multiple of the page size).
+    pub ringbuf_bytes: u32,
+    /// cgroup v1 subsystem to report, or [`abi::CGROUP_V2`].
+    pub cgroup_subsys: u32,
+}
+
+/// The loaded and attached process lifecycle programs. Dropping it detaches them.
+pub struct ProcessSensor {
+    ebpf: Ebpf,
+    drops: PerCpuArray<MapData, u64>,
+}
+
+impl ProcessSensor {
+    /// Loads, configures and attaches every program of [`ATTACH_PLAN`].
+    pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
+        let btf = Btf::parse_file(opts.btf_path, Endianness::default())
+            .map_err(|source| LoadError::Btf { path: opts.btf_path.to_string(), source })?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .map_max_entries("vigil_events", opts.ringbuf_bytes)
+            .load(PROCESS_OBJ)
+            .map_err(LoadError::Object)?;
+
+        let map = ebpf.map_mut("vigil_config_map").ok_or_else(|| missing("vigil_config_map"))?;
+        let mut config: Array<_, ConfigPod> =
+            Array::try_from(map).map_err(|e| map_err("vigil_config_map", e))?;
+        config
+            .set(0, ConfigPod(abi::Config { cgroup_subsys: opts.cgroup_subsys }), 0)
+            .map_err(|e| map_err("vigil_config_map", e))?;
+
+        let drops_map = ebpf.take_map("vigil_drops").ok_or_else(|| missing("vigil_drops"))?;
+        let drops = PerCpuArray::try_from(drops_map).map_err(|e| map_err("vigil_drops", e))?;
+
+        for (program, hook) in ATTACH_PLAN {
+            let err = |source| LoadError::Program { program, hook, source };
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| missing(program))?
+                .try_into()
+                .map_err(err)?;
+            prog.load().map_err(err)?;
+            prog.attach(hook).map_err(err)?;
+        }
+        Ok(ProcessSensor { ebpf, drops })
+    }
+
+    /// Takes the ring buffer (once).
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        let map = self.ebpf.take_map("vigil_events").ok_or_else(|| missing("vigil_events"))?;
+        RingBuf::try_from(map).map_err(|e| map_err("vigil_events", e))
+    }
+
+    /// Records the kernel could not put in the ring buffer, by event kind, summed over CPUs.
+    pub fn drops(&self) -> [u64; abi::DROP_SLOTS] {
+        let mut out = [0u64; abi::DROP_SLOTS];
+        for (slot, total) in out.iter_mut().enumerate() {
+            if let Ok(per_cpu) = self.drops.get(&(slot as u32), 0) {
+                *total = per_cpu.iter().sum();
+            }
+        }
+        out
+    }
+}
+
+fn missing(name: &'static str) -> LoadError {
+    LoadError::Map { name, detail: "not in the embedded object".into() }
+}
+
+fn map_err(name: &'static str, e: impl std::fmt::Display) -> LoadError {
+    LoadError::Map { name, detail: e.to_string() }
+}
+
+/// Picks the cgroup hierarchy whose path identifies containers on this host: cgroup v2 when it
+/// is the only one, else the v1 `memory` controller (which every container runtime uses).
+pub fn cgroup_subsys_for_host() -> u32 {
+    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else { return abi::CGROUP_V2 };
+    let v1_memory = own.lines().any(|l| {
+        let mut f = l.splitn(3, ':');
+        let (id, ctrls) = (f.next().unwrap_or("0"), f.next().unwrap_or(""));
+        id != "0" && ctrls.split(',').any(|c| c == "memory")
+    });
+    if !v1_memory {
+        return abi::CGROUP_V2;
+    }
+    // /proc/cgroups lists the compiled-in subsystems in the order of enum cgroup_subsys_id.
+    std::fs::read_to_string("/proc/cgroups")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .position(|l| l.split_whitespace().next() == Some("memory"))
+        })
+        .map(|i| i as u32)
+        .unwrap_or(abi::CGROUP_V2)
+}

@@ -1,0 +1,238 @@
+//! The kernel capability probe: which program kinds load and attach, which helpers the
+//! verifier accepts, and the facts around them (BTF, active LSMs, lockdown).
+//!
+//! Every answer comes from doing the real thing: a program kind is available when a program of
+//! that kind (from `probe.bpf.c`) loads *and* attaches on this kernel. Config files and version
+//! numbers lie (a kernel can have `CONFIG_BPF_LSM=y` without `bpf` in its LSM list); the kernel
+//! does not.
+
+use aya::{
+    programs::{BtfTracePoint, FEntry, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader, Endianness,
+};
+use serde::Serialize;
+use vigil_bpf_kprobes::PROBE_OBJ;
+
+/// The result for one program kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindResult {
+    /// Program kind (`tracepoint`, `kprobe`, ...).
+    pub kind: &'static str,
+    /// The hook the probe program went to.
+    pub hook: &'static str,
+    /// The verifier accepted it.
+    pub loads: bool,
+    /// The kernel attached it.
+    pub attaches: bool,
+    /// Both.
+    pub available: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The result for one helper.
+#[derive(Debug, Clone, Serialize)]
+pub struct HelperResult {
+    /// Helper name.
+    pub helper: &'static str,
+    /// The program kind it was tried from.
+    pub from: &'static str,
+    /// The verifier accepted a program calling it.
+    pub available: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Everything `vigil probe` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeReport {
+    /// `uname -r`.
+    pub kernel: String,
+    /// Kernel BTF present.
+    pub btf: bool,
+    /// Active LSMs, in order.
+    pub lsms: Vec<String>,
+    /// Lockdown mode (`none`, `integrity`, `confidentiality`), when readable.
+    pub lockdown: Option<String>,
+    /// Program kinds.
+    pub program_kinds: Vec<KindResult>,
+    /// Helpers.
+    pub helpers: Vec<HelperResult>,
+    /// Why the probe object itself did not load, if it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_error: Option<String>,
+}
+
+impl ProbeReport {
+    /// Whether `kind` loads and attaches.
+    pub fn has(&self, kind: &str) -> bool {
+        self.program_kinds.iter().any(|k| k.kind == kind && k.available)
+    }
+
+    /// Whether any program kind works at all.
+    pub fn any_kind(&self) -> bool {
+        self.program_kinds.iter().any(|k| k.available)
+    }
+
+    /// The report as an aligned table.
+    pub fn table(&self) -> String {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let mut s = format!(
+            "kernel    {}\nbtf       {}\nlsm       {}\nlockdown  {}\n\n",
+            self.kernel,
+            yes(self.btf),
+            self.lsms.join(","),
+            self.lockdown.as_deref().unwrap_or("unknown")
+        );
+        s.push_str(&format!("{:<16} {:<28} {:<6} {:<8} {}\n", "PROGRAM KIND", "HOOK", "LOADS", "ATTACHES", "NOTE"));
+        for k in &self.program_kinds {
+            s.push_str(&format!(
+                "{:<16} {:<28} {:<6} {:<8} {}\n",
+                k.kind,
+                k.hook,
+                yes(k.loads),
+                yes(k.attaches),
+                k.error.as_deref().unwrap_or("")
+            ));
+        }
+        s.push_str(&format!("\n{:<28} {:<12} {:<9} {}\n", "HELPER", "FROM", "AVAILABLE", "NOTE"));
+        for h in &self.helpers {
+            s.push_str(&format!(
+                "{:<28} {:<12} {:<9} {}\n",
+                h.helper,
+                h.from,
+                yes(h.available),
+                h.error.as_deref().unwrap_or("")
+            ));
+        }
+        if let Some(e) = &self.object_error {
+            s.push_str(&format!("\nprobe object: {e}\n"));
+        }
+        s
+    }
+}
+
+/// The first line of an error: aya appends whole verifier logs, which belong in a debug log.
+fn short(e: impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    let s = s.split(". Verifier output:").next().unwrap_or(&s).to_string();
+    s.lines().next().unwrap_or("").to_string()
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// Probes the running kernel.
+pub fn run(btf_path: &str) -> ProbeReport {
+    let lockdown = read_trimmed("/sys/kernel/security/lockdown").and_then(|s| {
+        s.split_whitespace().find(|w| w.starts_with('[')).map(|w| w.trim_matches(['[', ']']).to_string())
+    });
+    let mut report = ProbeReport {
+        kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
+        btf: std::path::Path::new(btf_path).is_file(),
+        lsms: read_trimmed("/sys/kernel/security/lsm")
+            .map(|s| s.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
+        lockdown,
+        program_kinds: Vec::new(),
+        helpers: Vec::new(),
+        object_error: None,
+    };
+    let btf = Btf::parse_file(btf_path, Endianness::default()).ok();
+    let mut ebpf = match EbpfLoader::new().btf(btf.as_ref()).load(PROBE_OBJ) {
+        Ok(e) => e,
+        Err(e) => {
+            report.object_error = Some(short(e));
+            return report;
+        }
+    };
+
+    let kinds: [(&'static str, &'static str, &'static str); 6] = [
+        ("tracepoint", "probe_tracepoint", "syscalls/sys_enter_getppid"),
+        ("raw_tracepoint", "probe_raw_tracepoint", "sched_process_exec"),
+        ("tp_btf", "probe_btf_tracepoint", "sched_process_exec"),
+        ("kprobe", "probe_kprobe", "do_unlinkat"),
+        ("fentry", "probe_fentry", "do_unlinkat"),
+        ("lsm", "probe_lsm", "file_open"),
+    ];
+    for (kind, program, hook) in kinds {
+        let (loads, attaches, error) = match try_kind(&mut ebpf, kind, program, hook, btf.as_ref()) {
+            Ok(()) => (true, true, None),
+            Err((loaded, e)) => (loaded, false, Some(e)),
+        };
+        report.program_kinds.push(KindResult { kind, hook, loads, attaches, available: loads && attaches, error });
+    }
+
+    let helpers: [(&'static str, &'static str, &'static str); 4] = [
+        ("bpf_send_signal", "tracepoint", "probe_send_signal"),
+        ("bpf_override_return", "kprobe", "probe_override_return"),
+        ("bpf_ktime_get_boot_ns", "tracepoint", "probe_ktime_boot"),
+        ("bpf_ringbuf_output", "tracepoint", "probe_ringbuf_output"),
+    ];
+    for (helper, from, program) in helpers {
+        let res = load_only(&mut ebpf, from, program);
+        report.helpers.push(HelperResult { helper, from, available: res.is_ok(), error: res.err() });
+    }
+    report
+}
+
+type KindError = (bool, String);
+
+fn try_kind(ebpf: &mut Ebpf, kind: &str, program: &str, hook: &str, btf: Option<&Btf>) -> Result<(), KindError> {
+    let prog = ebpf.program_mut(program).ok_or((false, format!("{program} missing from the probe object")))?;
+    let need_btf = || btf.ok_or((false, "no kernel BTF".to_string()));
+    let load = |e: ProgramError| (false, short(e));
+    let attach = |e: ProgramError| (true, short(e));
+    match kind {
+        "tracepoint" => {
+            let p: &mut TracePoint = prog.try_into().map_err(load)?;
+            p.load().map_err(load)?;
+            let (cat, name) = hook.split_once('/').expect("category/name");
+            p.attach(cat, name).map_err(attach)?;
+        }
+        "raw_tracepoint" => {
+            let p: &mut RawTracePoint = prog.try_into().map_err(load)?;
+            p.load().map_err(load)?;
+            p.attach(hook).map_err(attach)?;
+        }
+        "tp_btf" => {
+            let p: &mut BtfTracePoint = prog.try_into().map_err(load)?;
+            p.load(hook, need_btf()?).map_err(load)?;
+            p.attach().map_err(attach)?;
+        }
+        "kprobe" => {
+            let p: &mut KProbe = prog.try_into().map_err(load)?;
+            p.load().map_err(load)?;
+            p.attach(hook, 0).map_err(attach)?;
+        }
+        "fentry" => {
+            let p: &mut FEntry = prog.try_into().map_err(load)?;
+            p.load(hook, need_btf()?).map_err(load)?;
+            p.attach().map_err(attach)?;
+        }
+        "lsm" => {
+            let p: &mut Lsm = prog.try_into().map_err(load)?;
+            p.load(hook, need_btf()?).map_err(load)?;
+            p.attach().map_err(attach)?;
+        }
+        other => return Err((false, format!("unknown kind {other}"))),
+    }
+    Ok(())
+}
+
+fn load_only(ebpf: &mut Ebpf, from: &str, program: &str) -> Result<(), String> {
+    let prog = ebpf.program_mut(program).ok_or_else(|| format!("{program} missing"))?;
+    match from {
+        "tracepoint" => {
+            let p: &mut TracePoint = prog.try_into().map_err(short)?;
+            p.load().map_err(short)
+        }
+        _ => {
+            let p: &mut KProbe = prog.try_into().map_err(short)?;
+            p.load().map_err(short)
+        }
+    }
+}
