@@ -30,14 +30,28 @@ fn main() {
     for entry in std::fs::read_dir(src).expect("src/bpf exists") {
         let path = entry.expect("readable src/bpf").path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".bpf.c") else { continue };
+        let Some(stem) = name.strip_suffix(".bpf.c") else {
+            continue;
+        };
         let obj = out.join(format!("{stem}.bpf.o"));
         run(Command::new(&clang)
-            .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-D__TARGET_ARCH_x86"])
-            .arg("-I").arg(&include)
-            .arg("-I").arg(&out)
-            .arg("-c").arg(&path)
-            .arg("-o").arg(&obj));
+            .args([
+                "-target",
+                "bpf",
+                "-O2",
+                "-g",
+                "-Wall",
+                "-Werror",
+                "-D__TARGET_ARCH_x86",
+            ])
+            .arg("-I")
+            .arg(&include)
+            .arg("-I")
+            .arg(&out)
+            .arg("-c")
+            .arg(&path)
+            .arg("-o")
+            .arg(&obj));
         // Keep .BTF and .BTF.ext (CO-RE needs them), drop the DWARF that only bloats the binary.
         let _ = Command::new(STRIP).arg("-g").arg(&obj).status();
         objects.push(stem.to_string());
@@ -47,10 +61,14 @@ fn main() {
 
     let layout_bin = out.join("abi_layout");
     run(Command::new(&clang)
-        .arg("-I").arg(&include)
+        .arg("-I")
+        .arg(&include)
         .arg(src.join("abi_layout.c"))
-        .arg("-o").arg(&layout_bin));
-    let layout = Command::new(&layout_bin).output().expect("runs the layout probe");
+        .arg("-o")
+        .arg(&layout_bin));
+    let layout = Command::new(&layout_bin)
+        .output()
+        .expect("runs the layout probe");
     assert!(layout.status.success(), "abi_layout failed");
     std::fs::write(out.join("abi_layout.rs"), layout.stdout).expect("writes abi_layout.rs");
 }
@@ -59,7 +77,9 @@ fn main() {
 /// header only has to name the fields; offsets come from the BTF of whichever kernel runs us.
 fn dump_vmlinux_h(dest: &Path) {
     if !Path::new(BTF).exists() {
-        fail(&format!("{BTF} is missing: building vigil needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)"));
+        fail(&format!(
+            "{BTF} is missing: building vigil needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)"
+        ));
     }
     let bpftool = ["bpftool", "/usr/sbin/bpftool"]
         .into_iter()
@@ -70,13 +90,18 @@ fn dump_vmlinux_h(dest: &Path) {
         .output()
         .unwrap_or_else(|e| fail(&format!("bpftool failed: {e}")));
     if !out.status.success() {
-        fail(&format!("bpftool btf dump failed: {}", String::from_utf8_lossy(&out.stderr)));
+        fail(&format!(
+            "bpftool btf dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     std::fs::write(dest, out.stdout).expect("writes vmlinux.h");
 }
 
 fn run(cmd: &mut Command) {
-    let status = cmd.status().unwrap_or_else(|e| fail(&format!("{cmd:?}: {e}")));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| fail(&format!("{cmd:?}: {e}")));
     if !status.success() {
         fail(&format!("{cmd:?} failed with {status}"));
     }

@@ -181,7 +181,9 @@ pub enum RecordError {
 impl std::fmt::Display for RecordError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RecordError::Short { kind, len } => write!(f, "record of kind {kind} is only {len} bytes"),
+            RecordError::Short { kind, len } => {
+                write!(f, "record of kind {kind} is only {len} bytes")
+            }
             RecordError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
             RecordError::BadLengths => f.write_str("exec record string lengths exceed its size"),
         }
@@ -193,12 +195,21 @@ impl std::error::Error for RecordError {}
 /// Reads a plain-old-data struct from the front of `buf`.
 fn read_pod<T: Copy + Default>(buf: &[u8], kind: u32) -> Result<T, RecordError> {
     if buf.len() < size_of::<T>() {
-        return Err(RecordError::Short { kind, len: buf.len() });
+        return Err(RecordError::Short {
+            kind,
+            len: buf.len(),
+        });
     }
     let mut v = T::default();
     // SAFETY: T is a #[repr(C)] struct of integers, valid for any bit pattern, and `buf` holds
     // at least size_of::<T>() bytes; read_unaligned copies without alignment demands.
-    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), (&mut v as *mut T).cast::<u8>(), size_of::<T>()) };
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            buf.as_ptr(),
+            (&mut v as *mut T).cast::<u8>(),
+            size_of::<T>(),
+        )
+    };
     Ok(v)
 }
 
@@ -283,13 +294,21 @@ mod layout_tests {
                 r => mismatches.push(format!("{s}.{f}: C says {c}, Rust says {r:?}")),
             }
         }
-        assert!(mismatches.is_empty(), "ABI drift:\n{}", mismatches.join("\n"));
+        assert!(
+            mismatches.is_empty(),
+            "ABI drift:\n{}",
+            mismatches.join("\n")
+        );
         assert!(C_LAYOUT.len() > 40, "the layout probe printed too little");
     }
 
     fn exec_record(binary: &[u8], args: &[u8], cwd: &[u8], cgroup: &[u8]) -> Vec<u8> {
         let ev = ExecEvent {
-            hdr: EventHeader { kind: EVENT_EXEC, size: 0, ktime: 7 },
+            hdr: EventHeader {
+                kind: EVENT_EXEC,
+                size: 0,
+                ktime: 7,
+            },
             binary_len: binary.len() as u16,
             args_len: args.len() as u16,
             cwd_len: cwd.len() as u16,
@@ -298,7 +317,10 @@ mod layout_tests {
         };
         // SAFETY: ExecEvent is #[repr(C)] plain data.
         let raw = unsafe {
-            std::slice::from_raw_parts((&ev as *const ExecEvent).cast::<u8>(), size_of::<ExecEvent>())
+            std::slice::from_raw_parts(
+                (&ev as *const ExecEvent).cast::<u8>(),
+                size_of::<ExecEvent>(),
+            )
         };
         [raw, binary, args, cwd, cgroup].concat()
     }
@@ -306,7 +328,9 @@ mod layout_tests {
     #[test]
     fn exec_record_strings_are_split_by_their_lengths() {
         let buf = exec_record(b"/bin/echo", b"echo\0hi\0", b"/tmp", b"/");
-        let Record::Exec(e) = Record::parse(&buf).unwrap() else { panic!("not an exec") };
+        let Record::Exec(e) = Record::parse(&buf).unwrap() else {
+            panic!("not an exec")
+        };
         assert_eq!(e.binary, b"/bin/echo");
         assert_eq!(e.args, b"echo\0hi\0");
         assert_eq!(e.cwd, b"/tmp");
@@ -319,9 +343,15 @@ mod layout_tests {
         let mut buf = exec_record(b"/bin/echo", b"", b"/", b"/");
         buf.truncate(buf.len() - 3);
         assert_eq!(Record::parse(&buf).unwrap_err(), RecordError::BadLengths);
-        assert!(matches!(Record::parse(&buf[..10]), Err(RecordError::Short { .. })));
+        assert!(matches!(
+            Record::parse(&buf[..10]),
+            Err(RecordError::Short { .. })
+        ));
         let mut unknown = buf.clone();
         unknown[0] = 99;
-        assert_eq!(Record::parse(&unknown).unwrap_err(), RecordError::UnknownKind(99));
+        assert_eq!(
+            Record::parse(&unknown).unwrap_err(),
+            RecordError::UnknownKind(99)
+        );
     }
 }

@@ -19,8 +19,12 @@ pub struct Aligned<B: ?Sized>(pub B);
 
 macro_rules! embed_object {
     ($name:literal) => {{
-        static OBJ: &Aligned<[u8]> =
-            &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".bpf.o")));
+        static OBJ: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
+            env!("OUT_DIR"),
+            "/",
+            $name,
+            ".bpf.o"
+        )));
         &OBJ.0
     }};
 }

@@ -46,12 +46,18 @@ const NAMES: [&str; 41] = [
 
 /// The name of capability `bit` (`CAP_<bit>` for bits newer than this table).
 pub fn name(bit: u32) -> String {
-    NAMES.get(bit as usize).map(|s| s.to_string()).unwrap_or_else(|| format!("CAP_{bit}"))
+    NAMES
+        .get(bit as usize)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| format!("CAP_{bit}"))
 }
 
 /// The names of the bits set in `set`, lowest first.
 pub fn names(set: u64) -> Vec<String> {
-    (0..64).filter(|b| set & (1u64 << b) != 0).map(name).collect()
+    (0..64)
+        .filter(|b| set & (1u64 << b) != 0)
+        .map(name)
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@ use crate::{Event, EventBody, Process};
 /// Renders `event` as its compact line (no trailing newline).
 pub fn render(event: &Event) -> String {
     match &event.body {
-        EventBody::ProcessExec(e) => {
-            line("🚀", "process", &event.node_name, &e.process, "")
-        }
+        EventBody::ProcessExec(e) => line("🚀", "process", &event.node_name, &e.process, ""),
         EventBody::ProcessExit(e) => {
-            let how = if e.signal.is_empty() { e.status.to_string() } else { e.signal.clone() };
+            let how = if e.signal.is_empty() {
+                e.status.to_string()
+            } else {
+                e.signal.clone()
+            };
             line("💥", "exit", &event.node_name, &e.process, &how)
         }
     }
@@ -33,7 +35,11 @@ mod tests {
     use crate::{ProcessExec, ProcessExit};
 
     fn proc(binary: &str, args: &str) -> Process {
-        Process { binary: binary.into(), arguments: args.into(), ..Default::default() }
+        Process {
+            binary: binary.into(),
+            arguments: args.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -47,7 +53,10 @@ mod tests {
             node_name: "node-a".into(),
             time: String::new(),
         };
-        assert_eq!(render(&exec), "🚀 process node-a /usr/bin/curl https://ebpf.io");
+        assert_eq!(
+            render(&exec),
+            "🚀 process node-a /usr/bin/curl https://ebpf.io"
+        );
         let exit = |signal: &str, status| Event {
             body: EventBody::ProcessExit(ProcessExit {
                 process: proc("/usr/bin/curl", "https://ebpf.io"),
@@ -60,7 +69,13 @@ mod tests {
             node_name: "node-a".into(),
             time: String::new(),
         };
-        assert_eq!(render(&exit("SIGKILL", 0)), "💥 exit    node-a /usr/bin/curl https://ebpf.io SIGKILL");
-        assert_eq!(render(&exit("", 3)), "💥 exit    node-a /usr/bin/curl https://ebpf.io 3");
+        assert_eq!(
+            render(&exit("SIGKILL", 0)),
+            "💥 exit    node-a /usr/bin/curl https://ebpf.io SIGKILL"
+        );
+        assert_eq!(
+            render(&exit("", 3)),
+            "💥 exit    node-a /usr/bin/curl https://ebpf.io 3"
+        );
     }
 }

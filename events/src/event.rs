@@ -202,7 +202,10 @@ pub fn join_arguments<'a>(args: impl IntoIterator<Item = &'a str>) -> String {
         if i > 0 {
             out.push(' ');
         }
-        if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\') {
+        if a.is_empty()
+            || a.chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+        {
             out.push('"');
             for c in a.chars() {
                 if c == '"' || c == '\\' {
@@ -226,7 +229,10 @@ mod tests {
     fn serializes_with_one_event_key() {
         let ev = Event {
             body: EventBody::ProcessExit(ProcessExit {
-                process: Process { binary: "/bin/true".into(), ..Default::default() },
+                process: Process {
+                    binary: "/bin/true".into(),
+                    ..Default::default()
+                },
                 parent: None,
                 signal: "SIGKILL".into(),
                 status: 0,
@@ -246,6 +252,9 @@ mod tests {
 
     #[test]
     fn arguments_quote_only_when_needed() {
-        assert_eq!(join_arguments(["a", "b c", "", "x\"y"]), r#"a "b c" "" "x\"y""#);
+        assert_eq!(
+            join_arguments(["a", "b c", "", "x\"y"]),
+            r#"a "b c" "" "x\"y""#
+        );
     }
 }

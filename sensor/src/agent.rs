@@ -106,7 +106,11 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         log(line);
     }
     let cgroup_subsys = cgroup_subsys_for_host();
-    let load = LoadOptions { btf_path: &opts.btf, ringbuf_bytes: opts.ringbuf_bytes, cgroup_subsys };
+    let load = LoadOptions {
+        btf_path: &opts.btf,
+        ringbuf_bytes: opts.ringbuf_bytes,
+        cgroup_subsys,
+    };
     let mut sensor = match ProcessSensor::load(&load) {
         Ok(s) => s,
         Err(e @ LoadError::Program { .. }) => {
@@ -119,13 +123,22 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     };
     let ring = sensor.take_ring()?;
 
-    let identity = Identity::new(system::node_name(opts.node_name.as_deref()), BootClock::new(system::boot_epoch_ns()));
+    let identity = Identity::new(
+        system::node_name(opts.node_name.as_deref()),
+        BootClock::new(system::boot_epoch_ns()),
+    );
     let mut cache = ProcessCache::new(opts.cache_capacity, opts.exit_grace);
     let mut stats = AgentStats {
         procfs_seeded: proc_seed::seed(&mut cache, &identity, system::clk_tck(), cgroup_subsys),
         ..Default::default()
     };
-    let mut builder = EventBuilder::new(identity, cache, BuildOptions { ancestors: opts.ancestors });
+    let mut builder = EventBuilder::new(
+        identity,
+        cache,
+        BuildOptions {
+            ancestors: opts.ancestors,
+        },
+    );
     let mut out = Output::open(opts.export_file.as_deref(), opts.format)
         .with_context(|| format!("cannot open export file {:?}", opts.export_file))?;
 
@@ -141,7 +154,11 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         "agent ready: node {}, {} processes from /proc, cgroup hierarchy {}",
         builder.identity.node,
         stats.procfs_seeded,
-        if cgroup_subsys == abi::CGROUP_V2 { "v2".to_string() } else { format!("v1 subsystem {cgroup_subsys}") }
+        if cgroup_subsys == abi::CGROUP_V2 {
+            "v2".to_string()
+        } else {
+            format!("v1 subsystem {cgroup_subsys}")
+        }
     ));
 
     loop {
@@ -178,7 +195,12 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
 }
 
 /// Reads every record available now.
-fn drain(ring: &mut RingBuf<MapData>, builder: &mut EventBuilder, out: &mut Output, stats: &mut AgentStats) -> Result<()> {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    builder: &mut EventBuilder,
+    out: &mut Output,
+    stats: &mut AgentStats,
+) -> Result<()> {
     let now = Instant::now();
     while let Some(item) = ring.next() {
         stats.records += 1;

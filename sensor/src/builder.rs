@@ -29,7 +29,11 @@ pub struct EventBuilder {
 impl EventBuilder {
     /// A builder over a (seeded) cache.
     pub fn new(identity: Identity, cache: ProcessCache, opts: BuildOptions) -> Self {
-        EventBuilder { identity, cache, opts }
+        EventBuilder {
+            identity,
+            cache,
+            opts,
+        }
     }
 
     /// Applies one record; returns the event it produces, if any (forks update the cache only,
@@ -63,10 +67,24 @@ impl EventBuilder {
             cwd: String::from_utf8_lossy(e.cwd).into_owned(),
             cgroup: String::from_utf8_lossy(e.cgroup).into_owned(),
         };
-        let process = self.identity.process(&raw, ktime, Origin::Execve, strings, parent_exec_id);
+        let process = self
+            .identity
+            .process(&raw, ktime, Origin::Execve, strings, parent_exec_id);
         let ancestors = self.ancestors(&process);
-        self.cache.insert(CachedProcess { process: process.clone(), ppid: raw.ppid }, now);
-        self.event(ktime, EventBody::ProcessExec(ProcessExec { process, parent, ancestors }))
+        self.cache.insert(
+            CachedProcess {
+                process: process.clone(),
+            },
+            now,
+        );
+        self.event(
+            ktime,
+            EventBody::ProcessExec(ProcessExec {
+                process,
+                parent,
+                ancestors,
+            }),
+        )
     }
 
     /// A child runs its parent's image until it execs: it inherits binary, arguments and cwd.
@@ -78,16 +96,32 @@ impl EventBuilder {
                 p.process.exec_id.clone(),
                 p.process.binary.clone(),
                 p.process.cwd.clone(),
-                p.process.cgroup.as_ref().map(|c| c.path.clone()).unwrap_or_default(),
+                p.process
+                    .cgroup
+                    .as_ref()
+                    .map(|c| c.path.clone())
+                    .unwrap_or_default(),
             ),
-            None => (ExecId::default(), String::new(), String::new(), String::new()),
+            None => (
+                ExecId::default(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
         };
-        let strings = ProcessStrings { binary, argv: &[], cwd, cgroup };
-        let mut process = self.identity.process(&raw, f.hdr.ktime, Origin::Clone, strings, parent_exec_id);
+        let strings = ProcessStrings {
+            binary,
+            argv: &[],
+            cwd,
+            cgroup,
+        };
+        let mut process =
+            self.identity
+                .process(&raw, f.hdr.ktime, Origin::Clone, strings, parent_exec_id);
         if let Some(p) = parent {
             process.arguments = p.process.arguments.clone();
         }
-        self.cache.insert(CachedProcess { process, ppid: raw.ppid }, now);
+        self.cache.insert(CachedProcess { process }, now);
     }
 
     fn exit(&mut self, x: abi::ExitEvent, now: Instant) -> Event {
@@ -98,15 +132,30 @@ impl EventBuilder {
                 process
             }
             // Not seen before (evicted by the capacity bound): report what the kernel said.
-            None => Process { pid: x.pid, tid: x.tid, flags: "unknown".into(), ..Default::default() },
+            None => Process {
+                pid: x.pid,
+                tid: x.tid,
+                flags: "unknown".into(),
+                ..Default::default()
+            },
         };
-        let parent = self.cache.get(&process.parent_exec_id).map(|p| p.process.clone());
+        let parent = self
+            .cache
+            .get(&process.parent_exec_id)
+            .map(|p| p.process.clone());
         let ancestors = self.ancestors(&process);
         let (status, signal) = decode_exit_code(x.exit_code);
         let time = self.identity.clock.rfc3339(x.hdr.ktime);
         self.event(
             x.hdr.ktime,
-            EventBody::ProcessExit(ProcessExit { process, parent, signal, status, time, ancestors }),
+            EventBody::ProcessExit(ProcessExit {
+                process,
+                parent,
+                signal,
+                status,
+                time,
+                ancestors,
+            }),
         )
     }
 
@@ -118,7 +167,11 @@ impl EventBuilder {
     }
 
     fn event(&self, ktime: u64, body: EventBody) -> Event {
-        Event { body, node_name: self.identity.node.clone(), time: self.identity.clock.rfc3339(ktime) }
+        Event {
+            body,
+            node_name: self.identity.node.clone(),
+            time: self.identity.clock.rfc3339(ktime),
+        }
     }
 }
 
@@ -135,12 +188,43 @@ pub fn decode_exit_code(code: u32) -> (u32, String) {
 /// `SIGKILL` for 9, and so on; `SIG<n>` for real-time signals.
 pub fn signal_name(sig: u32) -> String {
     const NAMES: [&str; 32] = [
-        "", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
-        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
-        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        "",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
     ];
-    NAMES.get(sig as usize).map(|s| s.to_string()).unwrap_or_else(|| format!("SIG{sig}"))
+    NAMES
+        .get(sig as usize)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| format!("SIG{sig}"))
 }
 
 #[cfg(test)]
@@ -151,7 +235,11 @@ mod tests {
     fn exit_codes_split_into_status_and_signal() {
         assert_eq!(decode_exit_code(3 << 8), (3, String::new()));
         assert_eq!(decode_exit_code(9), (0, "SIGKILL".into()));
-        assert_eq!(decode_exit_code(0x80 | 11), (0, "SIGSEGV".into()), "core-dump bit ignored");
+        assert_eq!(
+            decode_exit_code(0x80 | 11),
+            (0, "SIGSEGV".into()),
+            "core-dump bit ignored"
+        );
         assert_eq!(signal_name(40), "SIG40");
     }
 }

@@ -21,8 +21,6 @@ use vigil_events::{ExecId, Process};
 pub struct CachedProcess {
     /// Its description, as events show it.
     pub process: Process,
-    /// The real parent's pid when the execution started.
-    pub ppid: u32,
 }
 
 /// Executions by exec id, plus the current execution of each live pid.
@@ -103,7 +101,9 @@ impl ProcessCache {
     /// The ancestors of `p` above its parent, nearest first, up to `max`.
     pub fn ancestors(&mut self, p: &Process, max: usize) -> Vec<Process> {
         let mut out = Vec::new();
-        let mut next = self.get(&p.parent_exec_id).map(|parent| parent.process.parent_exec_id.clone());
+        let mut next = self
+            .get(&p.parent_exec_id)
+            .map(|parent| parent.process.parent_exec_id.clone());
         while let Some(id) = next.take() {
             if out.len() >= max {
                 break;
@@ -118,11 +118,6 @@ impl ProcessCache {
     /// Executions held.
     pub fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Live executions pushed out by the capacity bound since start.
@@ -143,7 +138,6 @@ mod tests {
                 parent_exec_id: ExecId(parent.into()),
                 ..Default::default()
             },
-            ppid: 0,
         }
     }
 
@@ -154,10 +148,16 @@ mod tests {
         c.insert(proc(10, "sh", "init"), t0);
         c.insert(proc(10, "echo", "init"), t0);
         assert_eq!(c.by_pid(10).unwrap().process.exec_id.0, "echo");
-        assert!(c.get(&ExecId("sh".into())).is_some(), "kept during the grace period");
+        assert!(
+            c.get(&ExecId("sh".into())).is_some(),
+            "kept during the grace period"
+        );
         c.expire(t0 + Duration::from_secs(6));
         assert!(c.get(&ExecId("sh".into())).is_none());
-        assert!(c.get(&ExecId("echo".into())).is_some(), "the live one stays");
+        assert!(
+            c.get(&ExecId("echo".into())).is_some(),
+            "the live one stays"
+        );
     }
 
     #[test]
@@ -173,7 +173,10 @@ mod tests {
         c.insert(proc(3, "c", "a"), t0);
         c.insert(proc(4, "d", "c"), t0);
         assert_eq!(c.evictions(), 1);
-        assert!(c.by_pid(1).is_none(), "the evicted live entry is gone from the pid index too");
+        assert!(
+            c.by_pid(1).is_none(),
+            "the evicted live entry is gone from the pid index too"
+        );
     }
 
     #[test]
@@ -184,7 +187,11 @@ mod tests {
         c.insert(proc(2, "sshd", "init"), t0);
         c.insert(proc(3, "bash", "sshd"), t0);
         let leaf = proc(4, "cat", "bash").process;
-        let names: Vec<_> = c.ancestors(&leaf, 10).into_iter().map(|p| p.exec_id.0).collect();
+        let names: Vec<_> = c
+            .ancestors(&leaf, 10)
+            .into_iter()
+            .map(|p| p.exec_id.0)
+            .collect();
         assert_eq!(names, ["sshd", "init"]);
         assert_eq!(c.ancestors(&leaf, 1).len(), 1);
     }

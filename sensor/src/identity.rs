@@ -46,8 +46,17 @@ pub struct Identity {
 }
 
 /// Namespace names under `/proc/<pid>/ns/`, in `abi::ns` index order.
-pub const NS_FILES: [&str; abi::NS_COUNT] =
-    ["uts", "ipc", "mnt", "pid", "pid_for_children", "net", "time", "cgroup", "user"];
+pub const NS_FILES: [&str; abi::NS_COUNT] = [
+    "uts",
+    "ipc",
+    "mnt",
+    "pid",
+    "pid_for_children",
+    "net",
+    "time",
+    "cgroup",
+    "user",
+];
 
 /// Inode numbers of `/proc/<pid>/ns/*` (0 where unreadable).
 pub fn proc_namespaces(pid: u32) -> [u32; abi::NS_COUNT] {
@@ -74,7 +83,11 @@ pub fn host_namespaces() -> [u32; abi::NS_COUNT] {
 impl Identity {
     /// The identity of this node.
     pub fn new(node: String, clock: BootClock) -> Self {
-        Identity { node, clock, host_ns: host_namespaces() }
+        Identity {
+            node,
+            clock,
+            host_ns: host_namespaces(),
+        }
     }
 
     /// The exec id of the execution of `pid` that started at `ktime`.
@@ -100,7 +113,10 @@ impl Identity {
             _ => &args[..],
         };
         let arguments = join_arguments(args.iter().map(|s| s.as_ref()));
-        let ns = |i: usize| Namespace { inum: raw.ns[i], is_host: raw.ns[i] != 0 && raw.ns[i] == self.host_ns[i] };
+        let ns = |i: usize| Namespace {
+            inum: raw.ns[i],
+            is_host: raw.ns[i] != 0 && raw.ns[i] == self.host_ns[i],
+        };
         Process {
             exec_id: self.exec_id(ktime, raw.pid),
             pid: raw.pid,
@@ -141,7 +157,10 @@ impl Identity {
                 fsgid: raw.fsgid,
             },
             docker: container_id(&strings.cgroup),
-            cgroup: Some(Cgroup { id: raw.cgroup_id, path: strings.cgroup }),
+            cgroup: Some(Cgroup {
+                id: raw.cgroup_id,
+                path: strings.cgroup,
+            }),
         }
     }
 }
@@ -175,7 +194,9 @@ pub fn container_id(cgroup: &str) -> Option<String> {
         let bytes = part.as_bytes();
         (0..bytes.len().saturating_sub(63)).find_map(|i| {
             let cand = &part[i..i + 64];
-            cand.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()).then(|| cand[..31].to_string())
+            cand.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                .then(|| cand[..31].to_string())
         })
     })
 }
@@ -191,16 +212,32 @@ mod tests {
             container_id(&format!("/system.slice/docker-{id}.scope")).as_deref(),
             Some(&id[..31])
         );
-        assert_eq!(container_id(&format!("/kubepods/besteffort/pod1/{id}")).as_deref(), Some(&id[..31]));
+        assert_eq!(
+            container_id(&format!("/kubepods/besteffort/pod1/{id}")).as_deref(),
+            Some(&id[..31])
+        );
         assert_eq!(container_id("/user.slice/session-1.scope"), None);
         assert_eq!(container_id("/"), None);
     }
 
     #[test]
     fn arguments_skip_argv0_and_the_final_nul() {
-        let id = Identity { node: "n".into(), clock: BootClock::new(0), host_ns: [0; abi::NS_COUNT] };
-        let raw = abi::Process { pid: 5, flags: abi::FLAG_TRUNC_ARGS, ..Default::default() };
-        let strings = ProcessStrings { binary: "/bin/echo".into(), argv: b"echo\0a b\0c\0", cwd: "/".into(), cgroup: "/".into() };
+        let id = Identity {
+            node: "n".into(),
+            clock: BootClock::new(0),
+            host_ns: [0; abi::NS_COUNT],
+        };
+        let raw = abi::Process {
+            pid: 5,
+            flags: abi::FLAG_TRUNC_ARGS,
+            ..Default::default()
+        };
+        let strings = ProcessStrings {
+            binary: "/bin/echo".into(),
+            argv: b"echo\0a b\0c\0",
+            cwd: "/".into(),
+            cgroup: "/".into(),
+        };
         let p = id.process(&raw, 10, Origin::Execve, strings, ExecId::default());
         assert_eq!(p.arguments, "\"a b\" c");
         assert_eq!(p.flags, "execve truncArgs");

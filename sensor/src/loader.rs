@@ -75,26 +75,44 @@ pub struct ProcessSensor {
 impl ProcessSensor {
     /// Loads, configures and attaches every program of [`ATTACH_PLAN`].
     pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
-        let btf = Btf::parse_file(opts.btf_path, Endianness::default())
-            .map_err(|source| LoadError::Btf { path: opts.btf_path.to_string(), source })?;
+        let btf = Btf::parse_file(opts.btf_path, Endianness::default()).map_err(|source| {
+            LoadError::Btf {
+                path: opts.btf_path.to_string(),
+                source,
+            }
+        })?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .map_max_entries("vigil_events", opts.ringbuf_bytes)
             .load(PROCESS_OBJ)
             .map_err(LoadError::Object)?;
 
-        let map = ebpf.map_mut("vigil_config_map").ok_or_else(|| missing("vigil_config_map"))?;
+        let map = ebpf
+            .map_mut("vigil_config_map")
+            .ok_or_else(|| missing("vigil_config_map"))?;
         let mut config: Array<_, ConfigPod> =
             Array::try_from(map).map_err(|e| map_err("vigil_config_map", e))?;
         config
-            .set(0, ConfigPod(abi::Config { cgroup_subsys: opts.cgroup_subsys }), 0)
+            .set(
+                0,
+                ConfigPod(abi::Config {
+                    cgroup_subsys: opts.cgroup_subsys,
+                }),
+                0,
+            )
             .map_err(|e| map_err("vigil_config_map", e))?;
 
-        let drops_map = ebpf.take_map("vigil_drops").ok_or_else(|| missing("vigil_drops"))?;
+        let drops_map = ebpf
+            .take_map("vigil_drops")
+            .ok_or_else(|| missing("vigil_drops"))?;
         let drops = PerCpuArray::try_from(drops_map).map_err(|e| map_err("vigil_drops", e))?;
 
         for (program, hook) in ATTACH_PLAN {
-            let err = |source| LoadError::Program { program, hook, source };
+            let err = |source| LoadError::Program {
+                program,
+                hook,
+                source,
+            };
             let prog: &mut RawTracePoint = ebpf
                 .program_mut(program)
                 .ok_or_else(|| missing(program))?
@@ -108,7 +126,10 @@ impl ProcessSensor {
 
     /// Takes the ring buffer (once).
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, LoadError> {
-        let map = self.ebpf.take_map("vigil_events").ok_or_else(|| missing("vigil_events"))?;
+        let map = self
+            .ebpf
+            .take_map("vigil_events")
+            .ok_or_else(|| missing("vigil_events"))?;
         RingBuf::try_from(map).map_err(|e| map_err("vigil_events", e))
     }
 
@@ -125,17 +146,25 @@ impl ProcessSensor {
 }
 
 fn missing(name: &'static str) -> LoadError {
-    LoadError::Map { name, detail: "not in the embedded object".into() }
+    LoadError::Map {
+        name,
+        detail: "not in the embedded object".into(),
+    }
 }
 
 fn map_err(name: &'static str, e: impl std::fmt::Display) -> LoadError {
-    LoadError::Map { name, detail: e.to_string() }
+    LoadError::Map {
+        name,
+        detail: e.to_string(),
+    }
 }
 
 /// Picks the cgroup hierarchy whose path identifies containers on this host: cgroup v2 when it
 /// is the only one, else the v1 `memory` controller (which every container runtime uses).
 pub fn cgroup_subsys_for_host() -> u32 {
-    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else { return abi::CGROUP_V2 };
+    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return abi::CGROUP_V2;
+    };
     let v1_memory = own.lines().any(|l| {
         let mut f = l.splitn(3, ':');
         let (id, ctrls) = (f.next().unwrap_or("0"), f.next().unwrap_or(""));

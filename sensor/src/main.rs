@@ -61,9 +61,13 @@ enum Command {
 }
 
 fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
-    let mib: u32 = s.parse().map_err(|_| format!("{s} is not a number of MiB"))?;
+    let mib: u32 = s
+        .parse()
+        .map_err(|_| format!("{s} is not a number of MiB"))?;
     if !mib.is_power_of_two() || mib > 1024 {
-        return Err(format!("{mib} MiB: the ring buffer size must be a power of two, at most 1024"));
+        return Err(format!(
+            "{mib} MiB: the ring buffer size must be a power of two, at most 1024"
+        ));
     }
     Ok(mib << 20)
 }

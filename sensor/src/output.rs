@@ -28,10 +28,19 @@ impl Output {
     /// Writes to `path` (appending, created 0600) or to stdout.
     pub fn open(path: Option<&Path>, format: Format) -> io::Result<Self> {
         let inner: Box<dyn Write + Send> = match path {
-            Some(p) => Box::new(OpenOptions::new().create(true).append(true).mode(0o600).open(p)?),
+            Some(p) => Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(p)?,
+            ),
             None => Box::new(io::stdout()),
         };
-        Ok(Output { w: BufWriter::with_capacity(1 << 16, inner), format })
+        Ok(Output {
+            w: BufWriter::with_capacity(1 << 16, inner),
+            format,
+        })
     }
 
     /// Writes one event.

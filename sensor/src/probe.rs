@@ -66,11 +66,6 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
-    /// Whether `kind` loads and attaches.
-    pub fn has(&self, kind: &str) -> bool {
-        self.program_kinds.iter().any(|k| k.kind == kind && k.available)
-    }
-
     /// Whether any program kind works at all.
     pub fn any_kind(&self) -> bool {
         self.program_kinds.iter().any(|k| k.available)
@@ -86,7 +81,10 @@ impl ProbeReport {
             self.lsms.join(","),
             self.lockdown.as_deref().unwrap_or("unknown")
         );
-        s.push_str(&format!("{:<16} {:<28} {:<6} {:<8} {}\n", "PROGRAM KIND", "HOOK", "LOADS", "ATTACHES", "NOTE"));
+        s.push_str(&format!(
+            "{:<16} {:<28} {:<6} {:<8} {}\n",
+            "PROGRAM KIND", "HOOK", "LOADS", "ATTACHES", "NOTE"
+        ));
         for k in &self.program_kinds {
             s.push_str(&format!(
                 "{:<16} {:<28} {:<6} {:<8} {}\n",
@@ -97,7 +95,10 @@ impl ProbeReport {
                 k.error.as_deref().unwrap_or("")
             ));
         }
-        s.push_str(&format!("\n{:<28} {:<12} {:<9} {}\n", "HELPER", "FROM", "AVAILABLE", "NOTE"));
+        s.push_str(&format!(
+            "\n{:<28} {:<12} {:<9} {}\n",
+            "HELPER", "FROM", "AVAILABLE", "NOTE"
+        ));
         for h in &self.helpers {
             s.push_str(&format!(
                 "{:<28} {:<12} {:<9} {}\n",
@@ -117,18 +118,26 @@ impl ProbeReport {
 /// The first line of an error: aya appends whole verifier logs, which belong in a debug log.
 fn short(e: impl std::fmt::Display) -> String {
     let s = e.to_string();
-    let s = s.split(". Verifier output:").next().unwrap_or(&s).to_string();
+    let s = s
+        .split(". Verifier output:")
+        .next()
+        .unwrap_or(&s)
+        .to_string();
     s.lines().next().unwrap_or("").to_string()
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Probes the running kernel.
 pub fn run(btf_path: &str) -> ProbeReport {
     let lockdown = read_trimmed("/sys/kernel/security/lockdown").and_then(|s| {
-        s.split_whitespace().find(|w| w.starts_with('[')).map(|w| w.trim_matches(['[', ']']).to_string())
+        s.split_whitespace()
+            .find(|w| w.starts_with('['))
+            .map(|w| w.trim_matches(['[', ']']).to_string())
     });
     let mut report = ProbeReport {
         kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
@@ -151,19 +160,35 @@ pub fn run(btf_path: &str) -> ProbeReport {
     };
 
     let kinds: [(&'static str, &'static str, &'static str); 6] = [
-        ("tracepoint", "probe_tracepoint", "syscalls/sys_enter_getppid"),
-        ("raw_tracepoint", "probe_raw_tracepoint", "sched_process_exec"),
+        (
+            "tracepoint",
+            "probe_tracepoint",
+            "syscalls/sys_enter_getppid",
+        ),
+        (
+            "raw_tracepoint",
+            "probe_raw_tracepoint",
+            "sched_process_exec",
+        ),
         ("tp_btf", "probe_btf_tracepoint", "sched_process_exec"),
         ("kprobe", "probe_kprobe", "do_unlinkat"),
         ("fentry", "probe_fentry", "do_unlinkat"),
         ("lsm", "probe_lsm", "file_open"),
     ];
     for (kind, program, hook) in kinds {
-        let (loads, attaches, error) = match try_kind(&mut ebpf, kind, program, hook, btf.as_ref()) {
+        let (loads, attaches, error) = match try_kind(&mut ebpf, kind, program, hook, btf.as_ref())
+        {
             Ok(()) => (true, true, None),
             Err((loaded, e)) => (loaded, false, Some(e)),
         };
-        report.program_kinds.push(KindResult { kind, hook, loads, attaches, available: loads && attaches, error });
+        report.program_kinds.push(KindResult {
+            kind,
+            hook,
+            loads,
+            attaches,
+            available: loads && attaches,
+            error,
+        });
     }
 
     let helpers: [(&'static str, &'static str, &'static str); 4] = [
@@ -174,15 +199,28 @@ pub fn run(btf_path: &str) -> ProbeReport {
     ];
     for (helper, from, program) in helpers {
         let res = load_only(&mut ebpf, from, program);
-        report.helpers.push(HelperResult { helper, from, available: res.is_ok(), error: res.err() });
+        report.helpers.push(HelperResult {
+            helper,
+            from,
+            available: res.is_ok(),
+            error: res.err(),
+        });
     }
     report
 }
 
 type KindError = (bool, String);
 
-fn try_kind(ebpf: &mut Ebpf, kind: &str, program: &str, hook: &str, btf: Option<&Btf>) -> Result<(), KindError> {
-    let prog = ebpf.program_mut(program).ok_or((false, format!("{program} missing from the probe object")))?;
+fn try_kind(
+    ebpf: &mut Ebpf,
+    kind: &str,
+    program: &str,
+    hook: &str,
+    btf: Option<&Btf>,
+) -> Result<(), KindError> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or((false, format!("{program} missing from the probe object")))?;
     let need_btf = || btf.ok_or((false, "no kernel BTF".to_string()));
     let load = |e: ProgramError| (false, short(e));
     let attach = |e: ProgramError| (true, short(e));
@@ -224,7 +262,9 @@ fn try_kind(ebpf: &mut Ebpf, kind: &str, program: &str, hook: &str, btf: Option<
 }
 
 fn load_only(ebpf: &mut Ebpf, from: &str, program: &str) -> Result<(), String> {
-    let prog = ebpf.program_mut(program).ok_or_else(|| format!("{program} missing"))?;
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("{program} missing"))?;
     match from {
         "tracepoint" => {
             let p: &mut TracePoint = prog.try_into().map_err(short)?;

@@ -35,7 +35,12 @@ pub fn kernel_exec_id(identity: &Identity) -> ExecId {
 
 /// Reads every process in `/proc` into the cache; returns how many were added. Processes that
 /// vanish while being read are skipped.
-pub fn seed(cache: &mut ProcessCache, identity: &Identity, clk_tck: u64, cgroup_subsys: u32) -> usize {
+pub fn seed(
+    cache: &mut ProcessCache,
+    identity: &Identity,
+    clk_tck: u64,
+    cgroup_subsys: u32,
+) -> usize {
     let Ok(procs) = all_processes() else { return 0 };
     let mut scanned: Vec<Scanned> = procs
         .filter_map(|p| p.ok())
@@ -43,8 +48,10 @@ pub fn seed(cache: &mut ProcessCache, identity: &Identity, clk_tck: u64, cgroup_
         .collect();
     // Parents first, so that ancestry chains resolve however the scan was ordered.
     scanned.sort_by_key(|s| s.ktime);
-    let ids: std::collections::HashMap<u32, ExecId> =
-        scanned.iter().map(|s| (s.raw.pid, identity.exec_id(s.ktime, s.raw.pid))).collect();
+    let ids: std::collections::HashMap<u32, ExecId> = scanned
+        .iter()
+        .map(|s| (s.raw.pid, identity.exec_id(s.ktime, s.raw.pid)))
+        .collect();
     let now = Instant::now();
     let count = scanned.len();
     for s in scanned {
@@ -52,9 +59,14 @@ pub fn seed(cache: &mut ProcessCache, identity: &Identity, clk_tck: u64, cgroup_
             0 => kernel_exec_id(identity),
             ppid => ids.get(&ppid).cloned().unwrap_or_default(),
         };
-        let strings = ProcessStrings { binary: s.binary, argv: &s.argv, cwd: s.cwd, cgroup: s.cgroup };
+        let strings = ProcessStrings {
+            binary: s.binary,
+            argv: &s.argv,
+            cwd: s.cwd,
+            cgroup: s.cgroup,
+        };
         let process = identity.process(&s.raw, s.ktime, Origin::ProcFs, strings, parent_exec_id);
-        cache.insert(CachedProcess { process, ppid: s.raw.ppid }, now);
+        cache.insert(CachedProcess { process }, now);
     }
     count
 }
@@ -67,7 +79,11 @@ fn scan(p: &ProcProcess, clk_tck: u64, cgroup_subsys: u32) -> Option<Scanned> {
         pid,
         tid: pid,
         ppid: stat.ppid as u32,
-        nspid: status.nspid.as_ref().and_then(|v| v.last().copied()).unwrap_or(pid as i32) as u32,
+        nspid: status
+            .nspid
+            .as_ref()
+            .and_then(|v| v.last().copied())
+            .unwrap_or(pid as i32) as u32,
         uid: status.ruid,
         gid: status.rgid,
         euid: status.euid,
@@ -89,7 +105,10 @@ fn scan(p: &ProcProcess, clk_tck: u64, cgroup_subsys: u32) -> Option<Scanned> {
     raw.comm[..n].copy_from_slice(&comm[..n]);
 
     // Kernel threads have no executable; like Tetragon, name them by their comm.
-    let binary = p.exe().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|_| stat.comm.clone());
+    let binary = p
+        .exe()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| stat.comm.clone());
     let mut argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     if argv.len() >= abi::ARGS_MAX {
         argv.truncate(abi::ARGS_MAX - 1);
@@ -104,7 +123,14 @@ fn scan(p: &ProcProcess, clk_tck: u64, cgroup_subsys: u32) -> Option<Scanned> {
     };
     let (cgroup, cgroup_id) = proc_cgroup(pid, cgroup_subsys);
     raw.cgroup_id = cgroup_id;
-    Some(Scanned { ktime: raw.start_ktime, raw, binary, argv, cwd, cgroup })
+    Some(Scanned {
+        ktime: raw.start_ktime,
+        raw,
+        binary,
+        argv,
+        cwd,
+        cgroup,
+    })
 }
 
 /// The process's path in the tracked cgroup hierarchy, and that cgroup directory's inode number
@@ -117,11 +143,19 @@ fn proc_cgroup(pid: u32, cgroup_subsys: u32) -> (String, u64) {
         .find_map(|l| {
             let mut f = l.splitn(3, ':');
             let (id, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-            let hit = if want_v2 { id == "0" } else { ctrls.split(',').any(|c| c == "memory") };
+            let hit = if want_v2 {
+                id == "0"
+            } else {
+                ctrls.split(',').any(|c| c == "memory")
+            };
             hit.then(|| path.to_string())
         })
         .unwrap_or_default();
-    let mount = if want_v2 { "/sys/fs/cgroup".to_string() } else { "/sys/fs/cgroup/memory".to_string() };
+    let mount = if want_v2 {
+        "/sys/fs/cgroup".to_string()
+    } else {
+        "/sys/fs/cgroup/memory".to_string()
+    };
     let id = std::fs::metadata(format!("{mount}{path}"))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .unwrap_or(0);
@@ -133,6 +167,10 @@ mod tests {
     #[test]
     fn start_ticks_become_nanoseconds() {
         assert_eq!(super::start_ktime(250, 100), 2_500_000_000);
-        assert_eq!(super::start_ktime(1, 0), 1_000_000_000, "a zero CLK_TCK does not divide by zero");
+        assert_eq!(
+            super::start_ktime(1, 0),
+            1_000_000_000,
+            "a zero CLK_TCK does not divide by zero"
+        );
     }
 }

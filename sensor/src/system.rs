@@ -59,7 +59,10 @@ pub fn check_privileges() -> Result<(), HostError> {
 
 fn effective_caps() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
     u64::from_str_radix(hex, 16).ok()
 }
 
@@ -68,7 +71,9 @@ pub fn check_btf(path: &str) -> Result<(), HostError> {
     if Path::new(path).is_file() {
         Ok(())
     } else {
-        Err(HostError::NoBtf { path: path.to_string() })
+        Err(HostError::NoBtf {
+            path: path.to_string(),
+        })
     }
 }
 
@@ -81,9 +86,21 @@ struct PseudoFs {
 }
 
 const PSEUDO_FS: [PseudoFs; 3] = [
-    PseudoFs { fstype: "tracefs", target: "/sys/kernel/tracing", marker: "events" },
-    PseudoFs { fstype: "bpf", target: "/sys/fs/bpf", marker: "" },
-    PseudoFs { fstype: "securityfs", target: "/sys/kernel/security", marker: "lsm" },
+    PseudoFs {
+        fstype: "tracefs",
+        target: "/sys/kernel/tracing",
+        marker: "events",
+    },
+    PseudoFs {
+        fstype: "bpf",
+        target: "/sys/fs/bpf",
+        marker: "",
+    },
+    PseudoFs {
+        fstype: "securityfs",
+        target: "/sys/kernel/security",
+        marker: "lsm",
+    },
 ];
 
 /// Mounts tracefs, bpffs and securityfs where they are missing; returns a line per mount made.
@@ -114,7 +131,15 @@ fn mount(fstype: &str, target: &str) -> std::io::Result<()> {
     let src = CString::new(fstype).expect("no NUL");
     let tgt = CString::new(target).expect("no NUL");
     // SAFETY: all pointers are valid NUL-terminated strings; data may be NULL.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {
@@ -138,15 +163,13 @@ pub fn node_name(explicit: Option<&str>) -> String {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid out-pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
-
-/// Boot-time clock now, in nanoseconds (what bpf_ktime_get_boot_ns() returns).
-pub fn boot_ns() -> u64 {
-    clock_ns(libc::CLOCK_BOOTTIME) as u64
 }
 
 /// Wall-clock nanoseconds at boot: realtime − boottime, read back to back.

@@ -1,1 +1,298 @@
+//! The harness for vigil's end-to-end tests and benchmarks: it starts the real `vigil agent`
+//! binary on the real kernel, waits until its programs are attached, lets the test run real
+//! processes, stops the agent (which drains its ring buffer) and hands back every event it
+//! wrote and its final counters.
+//!
+//! Nothing here is simulated. A test that cannot run (not root, binary not built) panics with
+//! the reason instead of passing.
 
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The node name every test agent uses, so exec ids are predictable.
+pub const NODE: &str = "test-node";
+
+/// Path of the `vigil` binary: `$VIGIL_BIN`, else beside the test executable's `deps/`.
+pub fn vigil_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("VIGIL_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("exe dir");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("profile dir")
+    } else {
+        dir
+    };
+    let bin = dir.join("vigil");
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `make test` (or cargo build -p vigil-sensor first)",
+        bin.display()
+    );
+    bin
+}
+
+/// Panics unless the tests run as root: they load eBPF programs.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the end-to-end tests load eBPF programs and must run as root (make test does)"
+    );
+}
+
+/// A running agent.
+pub struct Agent {
+    child: Child,
+    export: PathBuf,
+    stderr: Arc<Mutex<Vec<String>>>,
+    _dir: TempDir,
+}
+
+/// What an agent wrote, after it stopped.
+pub struct AgentRun {
+    /// Every event line, parsed.
+    pub events: Vec<Value>,
+    /// The `stats` object of its last line.
+    pub stats: Value,
+    /// All of stderr.
+    pub stderr: Vec<String>,
+}
+
+impl Agent {
+    /// Starts `vigil agent --export-file <tmp> --node-name test-node <extra>` and waits until it
+    /// says it is ready.
+    pub fn start(extra: &[&str]) -> Agent {
+        require_root();
+        let dir = TempDir::new("agent");
+        let export = dir.path().join("events.jsonl");
+        let mut child = Command::new(vigil_bin())
+            .arg("agent")
+            .arg("--export-file")
+            .arg(&export)
+            .args(["--node-name", NODE])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vigil agent");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let lines = stderr.clone();
+        let pipe = child.stderr.take().expect("stderr piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("agent ready") {
+                    let _ = ready_tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if ready_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                break;
+            }
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "vigil agent exited with {status} before it was ready:\n{}",
+                    stderr.lock().unwrap().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vigil agent not ready after 60 s:\n{}",
+                stderr.lock().unwrap().join("\n")
+            );
+        }
+        Agent {
+            child,
+            export,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the agent with SIGTERM and collects the events it wrote.
+    pub fn stop(self) -> AgentRun {
+        let (text, stats, stderr) = self.stop_inner();
+        let events = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+            .collect();
+        AgentRun {
+            events,
+            stats,
+            stderr,
+        }
+    }
+
+    /// Stops the agent and returns its export file as text (for `-o compact`) and its stats.
+    pub fn stop_raw(self) -> (String, Value) {
+        let (text, stats, _) = self.stop_inner();
+        (text, stats)
+    }
+
+    fn stop_inner(mut self) -> (String, Value, Vec<String>) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = wait_timeout(&mut self.child, Duration::from_secs(60));
+        let stderr = {
+            // The reader thread finishes when the pipe closes; give it a moment.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let done = self
+                    .stderr
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains("vigil: stats "));
+                if done || Instant::now() > deadline {
+                    break self.stderr.lock().unwrap().clone();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        assert!(
+            status.success(),
+            "vigil agent exited with {status}:\n{}",
+            stderr.join("\n")
+        );
+        let stats = stderr
+            .iter()
+            .find_map(|l| l.strip_prefix("vigil: stats "))
+            .map(|s| serde_json::from_str(s).expect("stats line is JSON"))
+            .unwrap_or_else(|| panic!("no stats line from the agent:\n{}", stderr.join("\n")));
+        let text = std::fs::read_to_string(&self.export).expect("export file exists");
+        (text, stats, stderr)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vigil agent did not stop within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl AgentRun {
+    /// Events of `kind` (`process_exec`, ...) whose process has `pid`.
+    pub fn of_pid(&self, kind: &str, pid: u32) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|e| e[kind]["process"]["pid"] == pid)
+            .collect()
+    }
+
+    /// The one event of `kind` for `pid` whose binary is `binary`.
+    pub fn one(&self, kind: &str, pid: u32, binary: &str) -> &Value {
+        let found: Vec<_> = self
+            .of_pid(kind, pid)
+            .into_iter()
+            .filter(|e| e[kind]["process"]["binary"] == binary)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one {kind} of {binary} for pid {pid}, got {}: {found:#?}",
+            found.len()
+        );
+        &found[0][kind]
+    }
+
+    /// The exit event with this exec id.
+    pub fn exit_of(&self, exec_id: &Value) -> &Value {
+        let found: Vec<_> = self
+            .events
+            .iter()
+            .filter(|e| e["process_exit"]["process"]["exec_id"] == *exec_id)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one process_exit for {exec_id}, got {found:#?}"
+        );
+        &found[0]["process_exit"]
+    }
+}
+
+/// The path the kernel resolves `p` to (`/bin/echo` is `/usr/bin/echo` on merged-/usr hosts).
+pub fn resolved(p: &str) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The exec id vigil and Tetragon give a process found in /proc: ktime from its start time.
+pub fn procfs_exec_id(pid: u32) -> String {
+    use base64::Engine;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
+    let starttime: u64 = after_comm
+        .split_whitespace()
+        .nth(19)
+        .expect("field 22")
+        .parse()
+        .expect("number");
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("{NODE}:{}:{pid}", starttime * 1_000_000_000 / tck))
+}
+
+/// A directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("vigil-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

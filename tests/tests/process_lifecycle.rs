@@ -1,0 +1,312 @@
+//! Process lifecycle on the host kernel: exec, exit codes, signals, processes older than the
+//! agent, an exec storm and argument truncation, each asserted from the real agent's events.
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use vigil_tests::{procfs_exec_id, resolved, Agent, TempDir, NODE};
+
+fn arguments(v: &Value) -> &str {
+    v["process"]["arguments"].as_str().unwrap_or("")
+}
+
+#[test]
+fn exec_reports_binary_arguments_cwd_uid_parent_and_exit() {
+    let cwd = TempDir::new("cwd");
+    let agent = Agent::start(&[]);
+    // The outer shell runs the command as a user would type it; its child shell execs echo in
+    // place, so echo's parent is the outer shell. setpriv makes the uid worth checking.
+    let status = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg("sh -c 'exec /bin/echo hello-vigil'; exit $?")
+        .current_dir(cwd.path())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run setpriv");
+    assert!(status.success());
+    let run = agent.stop();
+
+    let echo: Vec<_> = run
+        .events
+        .iter()
+        .filter(|e| {
+            e["process_exec"]["process"]["binary"] == resolved("/bin/echo")
+                && arguments(&e["process_exec"]) == "hello-vigil"
+        })
+        .collect();
+    assert_eq!(echo.len(), 1, "one exec of echo: {echo:#?}");
+    let exec = &echo[0]["process_exec"];
+    let p = &exec["process"];
+    assert_eq!(p["cwd"], cwd.path().to_str().unwrap());
+    assert_eq!(p["uid"], 65534);
+    assert_eq!(p["process_credentials"]["gid"], 65534);
+    assert!(p["flags"].as_str().unwrap().contains("execve"));
+    assert_eq!(echo[0]["node_name"], NODE);
+
+    // The inner shell was the same pid before its exec; the parent is the outer shell.
+    let inner = run.one(
+        "process_exec",
+        p["pid"].as_u64().unwrap() as u32,
+        &resolved("/bin/sh"),
+    );
+    assert_eq!(arguments(inner), "-c \"exec /bin/echo hello-vigil\"");
+    let parent = &exec["parent"];
+    assert_eq!(parent["binary"], resolved("/bin/sh"));
+    assert_eq!(
+        parent["arguments"],
+        "-c \"sh -c 'exec /bin/echo hello-vigil'; exit $?\""
+    );
+    assert_eq!(p["parent_exec_id"], parent["exec_id"]);
+    let outer = run.one(
+        "process_exec",
+        parent["pid"].as_u64().unwrap() as u32,
+        &resolved("/bin/sh"),
+    );
+    assert_eq!(
+        outer["process"]["exec_id"], parent["exec_id"],
+        "the parent is the outer shell's execution"
+    );
+
+    let exit = run.exit_of(&p["exec_id"]);
+    assert_eq!(exit["status"], 0);
+    assert!(exit.get("signal").is_none());
+    assert_eq!(exit["process"]["binary"], resolved("/bin/echo"));
+}
+
+#[test]
+fn exit_codes_and_fatal_signals_are_reported() {
+    let agent = Agent::start(&[]);
+    let three = Command::new("sh")
+        .args(["-c", "exit 3"])
+        .status()
+        .expect("sh");
+    assert_eq!(three.code(), Some(3));
+    let three_pid = {
+        // `status()` hides the pid; spawn again to know it.
+        let mut c = Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .expect("sh");
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    let mut sleeper = Command::new("sleep").arg("30").spawn().expect("sleep");
+    let sleeper_pid = sleeper.id();
+    std::thread::sleep(Duration::from_millis(200));
+    sleeper.kill().expect("SIGKILL");
+    sleeper.wait().unwrap();
+    let run = agent.stop();
+
+    let sh = run.one("process_exec", three_pid, &resolved("/bin/sh"));
+    let exit = run.exit_of(&sh["process"]["exec_id"]);
+    assert_eq!(exit["status"], 3);
+    assert!(exit.get("signal").is_none());
+
+    let sleep = run.one("process_exec", sleeper_pid, &resolved("/bin/sleep"));
+    let exit = run.exit_of(&sleep["process"]["exec_id"]);
+    assert_eq!(exit["signal"], "SIGKILL");
+    assert_eq!(exit["status"], 0);
+}
+
+#[test]
+fn processes_older_than_the_agent_carry_procfs_identity_and_ancestry() {
+    let mut old = Command::new("sh")
+        .args(["-c", "read line; /bin/echo \"$line\"; exit 0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sh");
+    let old_pid = old.id();
+    let expected_parent_id = procfs_exec_id(old_pid);
+    let expected_grandparent_id = procfs_exec_id(std::process::id());
+
+    let agent = Agent::start(&["--ancestors", "8"]);
+    old.stdin
+        .take()
+        .unwrap()
+        .write_all(b"late-child\n")
+        .unwrap();
+    assert!(old.wait().unwrap().success());
+    let run = agent.stop();
+
+    let echo: Vec<_> = run
+        .events
+        .iter()
+        .filter(|e| {
+            e["process_exec"]["process"]["binary"] == resolved("/bin/echo")
+                && arguments(&e["process_exec"]) == "late-child"
+        })
+        .collect();
+    assert_eq!(echo.len(), 1, "{echo:#?}");
+    let exec = &echo[0]["process_exec"];
+    let parent = &exec["parent"];
+    assert_eq!(parent["pid"], old_pid);
+    assert_eq!(parent["exec_id"], expected_parent_id.as_str());
+    assert!(
+        parent["flags"].as_str().unwrap().contains("procFS"),
+        "{parent:#}"
+    );
+    assert_eq!(parent["binary"], resolved("/bin/sh"));
+    assert_eq!(
+        exec["process"]["parent_exec_id"],
+        expected_parent_id.as_str()
+    );
+
+    let ancestors = exec["ancestors"].as_array().expect("ancestors requested");
+    assert_eq!(
+        ancestors[0]["pid"],
+        std::process::id(),
+        "the test process is the grandparent"
+    );
+    assert_eq!(ancestors[0]["exec_id"], expected_grandparent_id.as_str());
+    assert!(ancestors[0]["flags"].as_str().unwrap().contains("procFS"));
+    assert_eq!(parent["parent_exec_id"], ancestors[0]["exec_id"]);
+
+    // The old shell's own exit is reported with its procFS identity.
+    let exit = run.exit_of(&Value::from(expected_parent_id));
+    assert_eq!(exit["status"], 0);
+}
+
+#[test]
+fn exec_storm_loses_nothing_uncounted() {
+    const N: usize = 5000;
+    let agent = Agent::start(&[]);
+    let pids: Vec<u32> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..N / 4)
+                        .map(|_| {
+                            let mut c = Command::new("/bin/true").spawn().expect("spawn true");
+                            let pid = c.id();
+                            assert!(c.wait().unwrap().success());
+                            pid
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert_eq!(pids.len(), N);
+    let run = agent.stop();
+
+    let wanted: std::collections::HashSet<u32> = pids.iter().copied().collect();
+    let true_bin = resolved("/bin/true");
+    let mut execs = std::collections::HashMap::new();
+    for e in &run.events {
+        let p = &e["process_exec"]["process"];
+        if p["binary"] == true_bin.as_str()
+            && wanted.contains(&(p["pid"].as_u64().unwrap_or(0) as u32))
+        {
+            execs.insert(p["exec_id"].as_str().unwrap().to_string(), ());
+        }
+    }
+    let exits: std::collections::HashSet<&str> = run
+        .events
+        .iter()
+        .filter_map(|e| e["process_exit"]["process"]["exec_id"].as_str())
+        .collect();
+    let execs_with_exit = execs
+        .keys()
+        .filter(|id| exits.contains(id.as_str()))
+        .count();
+    let missing_execs = N - execs.len();
+    let missing_exits = execs.len() - execs_with_exit;
+    let drops = &run.stats["ringbuf_drops"];
+    let counted = drops["exec"].as_u64().unwrap() + drops["exit"].as_u64().unwrap();
+    eprintln!(
+        "exec storm: {N} processes, {} execs seen, {execs_with_exit} with exits, drops {drops}",
+        execs.len()
+    );
+    if counted == 0 {
+        assert_eq!(
+            (missing_execs, missing_exits),
+            (0, 0),
+            "events lost without being counted"
+        );
+    } else {
+        assert!(
+            (missing_execs + missing_exits) as u64 <= counted,
+            "{missing_execs} execs and {missing_exits} exits missing but only {counted} drops counted"
+        );
+    }
+    assert_eq!(run.stats["decode_errors"], 0);
+}
+
+#[test]
+fn long_argument_lists_are_truncated_and_flagged() {
+    let args: Vec<String> = (0..3000).map(|i| format!("arg{i:06}")).collect();
+    let agent = Agent::start(&[]);
+    let mut c = Command::new("/bin/echo")
+        .args(&args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("echo");
+    let pid = c.id();
+    assert!(c.wait().unwrap().success());
+    let run = agent.stop();
+
+    let exec = run.one("process_exec", pid, &resolved("/bin/echo"));
+    let p = &exec["process"];
+    assert!(
+        p["flags"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .any(|f| f == "truncArgs"),
+        "{}",
+        p["flags"]
+    );
+    let got = arguments(exec);
+    assert!(got.len() < 4096, "kept {} bytes", got.len());
+    assert!(
+        got.len() > 3500,
+        "the bound is used, not a tiny prefix: {} bytes",
+        got.len()
+    );
+    let full = args.join(" ");
+    assert!(
+        full.starts_with(got.trim_end_matches(|c: char| c != ' ').trim_end()),
+        "kept a prefix of the real argv"
+    );
+    assert_eq!(run.exit_of(&p["exec_id"])["status"], 0);
+}
+
+#[test]
+fn compact_lines_name_the_node_binary_arguments_and_outcome() {
+    let agent = Agent::start(&["-o", "compact"]);
+    let status = Command::new("/bin/echo")
+        .arg("hello-compact")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (text, _stats) = agent.stop_raw();
+    let echo = resolved("/bin/echo");
+    let exec_line = format!("🚀 process {NODE} {echo} hello-compact");
+    let exit_line = format!("💥 exit    {NODE} {echo} hello-compact 0");
+    assert!(
+        text.lines().any(|l| l == exec_line),
+        "no line {exec_line:?} in:\n{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == exit_line),
+        "no line {exit_line:?} in:\n{text}"
+    );
+}
