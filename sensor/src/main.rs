@@ -6,6 +6,7 @@ use std::{num::NonZeroUsize, path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod brief;
 mod builder;
 mod cache;
 mod identity;
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            agent::log(format!("error: {}", one_line(&e)));
+            agent::log(format!("error: {}", brief::brief(e.as_ref())));
             if std::env::var_os("VIGIL_DEBUG").is_some() {
                 eprintln!("{e:#}");
             }
@@ -126,18 +127,4 @@ fn probe_command(btf: &str, json: bool) -> anyhow::Result<()> {
         print!("{}", report.table());
     }
     Ok(())
-}
-
-/// The error and its causes on one line, without the verifier logs aya appends.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        let s = s.split(". Verifier output:").next().unwrap_or(&s);
-        let s = s.lines().next().unwrap_or("").trim().to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-    }
-    parts.join(": ")
 }

@@ -115,15 +115,8 @@ impl ProbeReport {
     }
 }
 
-/// The first line of an error: aya appends whole verifier logs, which belong in a debug log.
-fn short(e: impl std::fmt::Display) -> String {
-    let s = e.to_string();
-    let s = s
-        .split(". Verifier output:")
-        .next()
-        .unwrap_or(&s)
-        .to_string();
-    s.lines().next().unwrap_or("").to_string()
+fn short(e: impl std::error::Error + 'static) -> String {
+    crate::brief::brief(&e)
 }
 
 fn read_trimmed(path: &str) -> Option<String> {

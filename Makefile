@@ -1,0 +1,53 @@
+# vigil: `make run` and `make test` are all the set-up a fresh Debian machine needs.
+
+CARGO    ?= cargo
+PROFILE  ?= release
+BIN      := target/$(PROFILE)/vigil
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages: building the eBPF programs, and the tools the tests drive.
+BUILD_PKGS := clang-19 llvm-19 libbpf-dev bpftool
+TEST_PKGS  := util-linux
+
+.PHONY: all deps test-deps build run test bench lint clean
+
+all: build
+
+# Installs only what is missing; `apt-get update` runs once, before the first install.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
+
+deps:
+	$(call apt_install,$(BUILD_PKGS))
+
+test-deps: deps
+	$(call apt_install,$(TEST_PKGS))
+
+build: deps
+	$(CARGO) build --profile $(PROFILE) --workspace --bins
+
+# The agent with the default settings, printing one compact line per event. Ctrl-C stops it.
+run: build
+	$(SUDO) $(BIN) agent -o compact
+
+# Unit tests, then the end-to-end tests against the real agent on this kernel (one at a time,
+# so that each agent's counters describe that test's processes alone).
+test: test-deps build
+	$(CARGO) test --profile $(PROFILE) --workspace --exclude vigil-tests
+	$(SUDO) $(CARGO) test --profile $(PROFILE) -p vigil-tests -- --test-threads=1
+
+bench: build
+	$(SUDO) target/$(PROFILE)/vigil-bench
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

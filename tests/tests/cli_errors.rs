@@ -1,0 +1,81 @@
+//! What a user sees when the agent cannot run, and what `vigil probe` says about this kernel.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use vigil_tests::{require_root, vigil_bin};
+
+fn stderr_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr).lines().map(str::to_string).collect()
+}
+
+/// One line, no panic, no backtrace, a non-zero exit.
+fn assert_one_clear_line(out: &Output, needle: &str) {
+    let lines = stderr_lines(out);
+    assert!(!out.status.success(), "exit status {:?}", out.status);
+    assert_eq!(lines.len(), 1, "exactly one line expected: {lines:#?}");
+    assert!(lines[0].starts_with("vigil: error: "), "{}", lines[0]);
+    assert!(lines[0].contains(needle), "{:?} does not mention {needle:?}", lines[0]);
+    let text = lines[0].to_lowercase();
+    assert!(!text.contains("panicked") && !text.contains("backtrace"), "{}", lines[0]);
+}
+
+#[test]
+fn an_unprivileged_user_gets_one_line_not_a_panic() {
+    require_root();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"])
+        .arg(vigil_bin())
+        .arg("agent")
+        .output()
+        .expect("run setpriv");
+    assert_one_clear_line(&out, "must run as root");
+}
+
+#[test]
+fn a_kernel_without_btf_gets_one_line_naming_the_config() {
+    require_root();
+    let out = Command::new(vigil_bin()).args(["agent", "--btf", "/nonexistent/vmlinux"]).output().expect("run vigil");
+    assert_one_clear_line(&out, "CONFIG_DEBUG_INFO_BTF");
+}
+
+#[test]
+fn a_btf_file_that_is_not_btf_gets_one_line() {
+    require_root();
+    let out = Command::new(vigil_bin()).args(["agent", "--btf", "/etc/hostname"]).output().expect("run vigil");
+    assert_one_clear_line(&out, "/etc/hostname");
+}
+
+/// What the probe reports must agree with facts the kernel publishes elsewhere.
+#[test]
+fn probe_json_agrees_with_the_kernel() {
+    require_root();
+    let out = Command::new(vigil_bin()).args(["probe", "--json"]).output().expect("run vigil probe");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("probe prints JSON");
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let kind = |k: &str| {
+        report["program_kinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == k)
+            .unwrap_or_else(|| panic!("no {k} in the report"))
+            .clone()
+    };
+    // Tracepoints are what the process sensor runs on: they must work wherever the tests run.
+    assert_eq!(kind("tracepoint")["available"], true);
+    assert_eq!(kind("raw_tracepoint")["available"], true);
+    // A kprobe attaches only where the kernel has the kprobe PMU.
+    let kprobe_pmu = std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
+    assert_eq!(kind("kprobe")["attaches"], kprobe_pmu);
+    // An LSM program attaches only where `bpf` is an active LSM.
+    let lsms = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    if !lsms.split(',').any(|l| l.trim() == "bpf") {
+        assert_eq!(kind("lsm")["available"], false);
+    }
+    assert_eq!(report["btf"], true);
+    assert!(report["lsms"].as_array().is_some_and(|l| !l.is_empty()), "securityfs was mounted and read");
+    let helper = |h: &str| report["helpers"].as_array().unwrap().iter().find(|e| e["helper"] == h).unwrap()["available"].clone();
+    assert_eq!(helper("bpf_ringbuf_output"), true);
+}
