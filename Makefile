@@ -38,7 +38,7 @@ run: build
 
 # Unit tests, then the end-to-end tests against the real agent on this kernel (one at a time,
 # so that each agent's counters describe that test's processes alone).
-test: test-deps build
+test: test-deps build lint
 	$(CARGO) test --profile $(PROFILE) --workspace --exclude vigil-tests
 	$(SUDO) $(CARGO) test --profile $(PROFILE) -p vigil-tests -- --test-threads=1
 
