@@ -29,8 +29,13 @@ mod tests {
 
     #[test]
     fn joins_sources_and_drops_verifier_logs() {
-        let inner = std::io::Error::other("the BPF_PROG_LOAD syscall failed. Verifier output: 0: r1 = 0\n1: exit");
+        let inner = std::io::Error::other(
+            "the BPF_PROG_LOAD syscall failed. Verifier output: 0: r1 = 0\n1: exit",
+        );
         let e = Outer(inner);
-        assert_eq!(brief(&e), "program vigil_exec: the BPF_PROG_LOAD syscall failed");
+        assert_eq!(
+            brief(&e),
+            "program vigil_exec: the BPF_PROG_LOAD syscall failed"
+        );
     }
 }

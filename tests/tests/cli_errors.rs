@@ -6,7 +6,10 @@ use serde_json::Value;
 use vigil_tests::{require_root, vigil_bin};
 
 fn stderr_lines(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stderr).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// One line, no panic, no backtrace, a non-zero exit.
@@ -15,16 +18,30 @@ fn assert_one_clear_line(out: &Output, needle: &str) {
     assert!(!out.status.success(), "exit status {:?}", out.status);
     assert_eq!(lines.len(), 1, "exactly one line expected: {lines:#?}");
     assert!(lines[0].starts_with("vigil: error: "), "{}", lines[0]);
-    assert!(lines[0].contains(needle), "{:?} does not mention {needle:?}", lines[0]);
+    assert!(
+        lines[0].contains(needle),
+        "{:?} does not mention {needle:?}",
+        lines[0]
+    );
     let text = lines[0].to_lowercase();
-    assert!(!text.contains("panicked") && !text.contains("backtrace"), "{}", lines[0]);
+    assert!(
+        !text.contains("panicked") && !text.contains("backtrace"),
+        "{}",
+        lines[0]
+    );
 }
 
 #[test]
 fn an_unprivileged_user_gets_one_line_not_a_panic() {
     require_root();
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
         .arg(vigil_bin())
         .arg("agent")
         .output()
@@ -35,14 +52,20 @@ fn an_unprivileged_user_gets_one_line_not_a_panic() {
 #[test]
 fn a_kernel_without_btf_gets_one_line_naming_the_config() {
     require_root();
-    let out = Command::new(vigil_bin()).args(["agent", "--btf", "/nonexistent/vmlinux"]).output().expect("run vigil");
+    let out = Command::new(vigil_bin())
+        .args(["agent", "--btf", "/nonexistent/vmlinux"])
+        .output()
+        .expect("run vigil");
     assert_one_clear_line(&out, "CONFIG_DEBUG_INFO_BTF");
 }
 
 #[test]
 fn a_btf_file_that_is_not_btf_gets_one_line() {
     require_root();
-    let out = Command::new(vigil_bin()).args(["agent", "--btf", "/etc/hostname"]).output().expect("run vigil");
+    let out = Command::new(vigil_bin())
+        .args(["agent", "--btf", "/etc/hostname"])
+        .output()
+        .expect("run vigil");
     assert_one_clear_line(&out, "/etc/hostname");
 }
 
@@ -50,8 +73,15 @@ fn a_btf_file_that_is_not_btf_gets_one_line() {
 #[test]
 fn probe_json_agrees_with_the_kernel() {
     require_root();
-    let out = Command::new(vigil_bin()).args(["probe", "--json"]).output().expect("run vigil probe");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(vigil_bin())
+        .args(["probe", "--json"])
+        .output()
+        .expect("run vigil probe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).expect("probe prints JSON");
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
     let kind = |k: &str| {
@@ -75,7 +105,18 @@ fn probe_json_agrees_with_the_kernel() {
         assert_eq!(kind("lsm")["available"], false);
     }
     assert_eq!(report["btf"], true);
-    assert!(report["lsms"].as_array().is_some_and(|l| !l.is_empty()), "securityfs was mounted and read");
-    let helper = |h: &str| report["helpers"].as_array().unwrap().iter().find(|e| e["helper"] == h).unwrap()["available"].clone();
+    assert!(
+        report["lsms"].as_array().is_some_and(|l| !l.is_empty()),
+        "securityfs was mounted and read"
+    );
+    let helper = |h: &str| {
+        report["helpers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["helper"] == h)
+            .unwrap()["available"]
+            .clone()
+    };
     assert_eq!(helper("bpf_ringbuf_output"), true);
 }

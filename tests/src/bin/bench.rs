@@ -41,7 +41,10 @@ fn exec_rate(n: usize, workers: usize) -> f64 {
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("agent stat");
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
     // SAFETY: sysconf has no preconditions.
     let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (f[11] + f[12]) as f64 / tck
@@ -109,7 +112,13 @@ fn main() {
     println!("| agent CPU for {STORM} execs | {:.3} s |", w.storm_cpu);
     println!("| agent CPU per exec (fork + exec + exit records, JSON to file) | {cpu_us_per_exec:.1} µs |");
     if w.storm_cpu > 0.0 {
-        println!("| agent throughput | {:.0} records per CPU-second |", storm_records / w.storm_cpu);
+        println!(
+            "| agent throughput | {:.0} records per CPU-second |",
+            storm_records / w.storm_cpu
+        );
     }
-    println!("| records read in the whole run / ring-buffer drops | {} / {} |", w.storm_records, w.drops);
+    println!(
+        "| records read in the whole run / ring-buffer drops | {} / {} |",
+        w.storm_records, w.drops
+    );
 }
