@@ -46,7 +46,7 @@ mod tests {
     fn exec_and_exit_lines() {
         let exec = Event {
             body: EventBody::ProcessExec(ProcessExec {
-                process: proc("/usr/bin/curl", "https://ebpf.io"),
+                process: proc("/usr/bin/curl", "https://ebpf.io").into(),
                 parent: None,
                 ancestors: vec![],
             }),
@@ -59,7 +59,7 @@ mod tests {
         );
         let exit = |signal: &str, status| Event {
             body: EventBody::ProcessExit(ProcessExit {
-                process: proc("/usr/bin/curl", "https://ebpf.io"),
+                process: proc("/usr/bin/curl", "https://ebpf.io").into(),
                 parent: None,
                 signal: signal.into(),
                 status,

@@ -1,5 +1,7 @@
 //! The serde types of events, field for field in Tetragon's JSON shape.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ExecId;
@@ -45,26 +47,29 @@ impl Event {
 }
 
 /// `process_exec`: the new image of a process.
+///
+/// Processes are shared (`Arc`): the same parent appears in many events and in the agent's
+/// process cache, and copying it for each would cost more than encoding it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessExec {
     /// The process after exec.
-    pub process: Process,
+    pub process: Arc<Process>,
     /// Its parent, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<Process>,
+    pub parent: Option<Arc<Process>>,
     /// Grandparent first up to the oldest known ancestor, when requested.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ancestors: Vec<Process>,
+    pub ancestors: Vec<Arc<Process>>,
 }
 
 /// `process_exit`: the last thread of a process ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessExit {
     /// The process that ended.
-    pub process: Process,
+    pub process: Arc<Process>,
     /// Its parent, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<Process>,
+    pub parent: Option<Arc<Process>>,
     /// The signal that killed it (`SIGKILL`), empty when it exited.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub signal: String,
@@ -75,7 +80,7 @@ pub struct ProcessExit {
     pub time: String,
     /// Grandparent first, when requested.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ancestors: Vec<Process>,
+    pub ancestors: Vec<Arc<Process>>,
 }
 
 /// The identity of one execution.
@@ -232,7 +237,8 @@ mod tests {
                 process: Process {
                     binary: "/bin/true".into(),
                     ..Default::default()
-                },
+                }
+                .into(),
                 parent: None,
                 signal: "SIGKILL".into(),
                 status: 0,

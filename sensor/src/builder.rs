@@ -1,12 +1,12 @@
 //! Turns decoded ring-buffer records into events, keeping the process cache up to date.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use vigil_bpf_kprobes::abi::{self, Record};
 use vigil_events::{Event, EventBody, ExecId, Process, ProcessExec, ProcessExit};
 
 use crate::{
-    cache::{CachedProcess, ProcessCache},
+    cache::ProcessCache,
     identity::{Identity, Origin, ProcessStrings},
 };
 
@@ -49,9 +49,9 @@ impl EventBuilder {
         }
     }
 
-    fn parent_of(&mut self, ppid: u32) -> (ExecId, Option<Process>) {
+    fn parent_of(&mut self, ppid: u32) -> (ExecId, Option<Arc<Process>>) {
         match self.cache.by_pid(ppid) {
-            Some(p) => (p.process.exec_id.clone(), Some(p.process.clone())),
+            Some(p) => (p.exec_id.clone(), Some(p)),
             None if ppid == 0 => (self.identity.exec_id(1, 0), None),
             None => (ExecId::default(), None),
         }
@@ -71,12 +71,7 @@ impl EventBuilder {
             .identity
             .process(&raw, ktime, Origin::Execve, strings, parent_exec_id);
         let ancestors = self.ancestors(&process);
-        self.cache.insert(
-            CachedProcess {
-                process: process.clone(),
-            },
-            now,
-        );
+        let process = self.cache.insert(process, now);
         self.event(
             ktime,
             EventBody::ProcessExec(ProcessExec {
@@ -93,11 +88,10 @@ impl EventBuilder {
         let parent = self.cache.by_pid(raw.ppid);
         let (parent_exec_id, binary, cwd, cgroup) = match &parent {
             Some(p) => (
-                p.process.exec_id.clone(),
-                p.process.binary.clone(),
-                p.process.cwd.clone(),
-                p.process
-                    .cgroup
+                p.exec_id.clone(),
+                p.binary.clone(),
+                p.cwd.clone(),
+                p.cgroup
                     .as_ref()
                     .map(|c| c.path.clone())
                     .unwrap_or_default(),
@@ -119,30 +113,28 @@ impl EventBuilder {
             self.identity
                 .process(&raw, f.hdr.ktime, Origin::Clone, strings, parent_exec_id);
         if let Some(p) = parent {
-            process.arguments = p.process.arguments.clone();
+            process.arguments = p.arguments.clone();
         }
-        self.cache.insert(CachedProcess { process }, now);
+        self.cache.insert(process, now);
     }
 
     fn exit(&mut self, x: abi::ExitEvent, now: Instant) -> Event {
         let process = match self.cache.exit(x.pid, now) {
-            Some(p) => {
-                let mut process = p.process.clone();
-                process.tid = x.tid;
-                process
-            }
+            // The exit names the thread that ended the process, which is rarely not the leader.
+            Some(p) if p.tid != x.tid => Arc::new(Process {
+                tid: x.tid,
+                ..(*p).clone()
+            }),
+            Some(p) => p,
             // Not seen before (evicted by the capacity bound): report what the kernel said.
-            None => Process {
+            None => Arc::new(Process {
                 pid: x.pid,
                 tid: x.tid,
                 flags: "unknown".into(),
                 ..Default::default()
-            },
+            }),
         };
-        let parent = self
-            .cache
-            .get(&process.parent_exec_id)
-            .map(|p| p.process.clone());
+        let parent = self.cache.get(&process.parent_exec_id);
         let ancestors = self.ancestors(&process);
         let (status, signal) = decode_exit_code(x.exit_code);
         let time = self.identity.clock.rfc3339(x.hdr.ktime);
@@ -159,7 +151,7 @@ impl EventBuilder {
         )
     }
 
-    fn ancestors(&mut self, p: &Process) -> Vec<Process> {
+    fn ancestors(&mut self, p: &Process) -> Vec<Arc<Process>> {
         if self.opts.ancestors == 0 {
             return Vec::new();
         }

@@ -16,16 +16,9 @@ use std::{
 use lru::LruCache;
 use vigil_events::{ExecId, Process};
 
-/// One execution as the cache holds it.
-#[derive(Debug)]
-pub struct CachedProcess {
-    /// Its description, as events show it.
-    pub process: Process,
-}
-
 /// Executions by exec id, plus the current execution of each live pid.
 pub struct ProcessCache {
-    entries: LruCache<ExecId, Arc<CachedProcess>>,
+    entries: LruCache<ExecId, Arc<Process>>,
     live: HashMap<u32, ExecId>,
     retiring: VecDeque<(Instant, ExecId)>,
     grace: Duration,
@@ -46,9 +39,9 @@ impl ProcessCache {
 
     /// Records `p` as the current execution of its pid; the execution it replaces (an exec
     /// in the same pid) starts its grace period.
-    pub fn insert(&mut self, p: CachedProcess, now: Instant) -> Arc<CachedProcess> {
-        let pid = p.process.pid;
-        let id = p.process.exec_id.clone();
+    pub fn insert(&mut self, p: Process, now: Instant) -> Arc<Process> {
+        let pid = p.pid;
+        let id = p.exec_id.clone();
         let entry = Arc::new(p);
         if let Some(old) = self.live.insert(pid, id.clone()) {
             if old != id {
@@ -56,28 +49,28 @@ impl ProcessCache {
             }
         }
         if let Some((evicted, old)) = self.entries.push(id.clone(), entry.clone()) {
-            if evicted != id && self.live.get(&old.process.pid) == Some(&evicted) {
+            if evicted != id && self.live.get(&old.pid) == Some(&evicted) {
                 self.evictions += 1;
-                self.live.remove(&old.process.pid);
+                self.live.remove(&old.pid);
             }
         }
         entry
     }
 
     /// The current execution of `pid`.
-    pub fn by_pid(&mut self, pid: u32) -> Option<Arc<CachedProcess>> {
+    pub fn by_pid(&mut self, pid: u32) -> Option<Arc<Process>> {
         let id = self.live.get(&pid)?;
         self.entries.get(id).cloned()
     }
 
     /// An execution by id (live or within its grace period).
-    pub fn get(&mut self, id: &ExecId) -> Option<Arc<CachedProcess>> {
+    pub fn get(&mut self, id: &ExecId) -> Option<Arc<Process>> {
         self.entries.get(id).cloned()
     }
 
     /// Ends the current execution of `pid` and returns it; it stays readable for the grace
     /// period.
-    pub fn exit(&mut self, pid: u32, now: Instant) -> Option<Arc<CachedProcess>> {
+    pub fn exit(&mut self, pid: u32, now: Instant) -> Option<Arc<Process>> {
         let id = self.live.remove(&pid)?;
         let entry = self.entries.get(&id).cloned();
         self.retiring.push_back((now, id));
@@ -91,7 +84,7 @@ impl ProcessCache {
                 break;
             }
             let (_, id) = self.retiring.pop_front().expect("front exists");
-            let pid = self.entries.peek(&id).map(|e| e.process.pid);
+            let pid = self.entries.peek(&id).map(|e| e.pid);
             if pid.is_some_and(|pid| self.live.get(&pid) != Some(&id)) {
                 self.entries.pop(&id);
             }
@@ -99,18 +92,18 @@ impl ProcessCache {
     }
 
     /// The ancestors of `p` above its parent, nearest first, up to `max`.
-    pub fn ancestors(&mut self, p: &Process, max: usize) -> Vec<Process> {
+    pub fn ancestors(&mut self, p: &Process, max: usize) -> Vec<Arc<Process>> {
         let mut out = Vec::new();
         let mut next = self
             .get(&p.parent_exec_id)
-            .map(|parent| parent.process.parent_exec_id.clone());
+            .map(|parent| parent.parent_exec_id.clone());
         while let Some(id) = next.take() {
             if out.len() >= max {
                 break;
             }
             let Some(a) = self.get(&id) else { break };
-            next = Some(a.process.parent_exec_id.clone()).filter(|n| *n != id);
-            out.push(a.process.clone());
+            next = Some(a.parent_exec_id.clone()).filter(|n| *n != id);
+            out.push(a);
         }
         out
     }
@@ -130,14 +123,12 @@ impl ProcessCache {
 mod tests {
     use super::*;
 
-    fn proc(pid: u32, id: &str, parent: &str) -> CachedProcess {
-        CachedProcess {
-            process: Process {
-                pid,
-                exec_id: ExecId(id.into()),
-                parent_exec_id: ExecId(parent.into()),
-                ..Default::default()
-            },
+    fn proc(pid: u32, id: &str, parent: &str) -> Process {
+        Process {
+            pid,
+            exec_id: ExecId(id.into()),
+            parent_exec_id: ExecId(parent.into()),
+            ..Default::default()
         }
     }
 
@@ -147,7 +138,7 @@ mod tests {
         let mut c = ProcessCache::new(NonZeroUsize::new(8).unwrap(), Duration::from_secs(5));
         c.insert(proc(10, "sh", "init"), t0);
         c.insert(proc(10, "echo", "init"), t0);
-        assert_eq!(c.by_pid(10).unwrap().process.exec_id.0, "echo");
+        assert_eq!(c.by_pid(10).unwrap().exec_id.0, "echo");
         assert!(
             c.get(&ExecId("sh".into())).is_some(),
             "kept during the grace period"
@@ -166,7 +157,7 @@ mod tests {
         let mut c = ProcessCache::new(NonZeroUsize::new(2).unwrap(), Duration::from_secs(1));
         c.insert(proc(1, "a", ""), t0);
         c.insert(proc(2, "b", "a"), t0);
-        assert_eq!(c.exit(2, t0).unwrap().process.exec_id.0, "b");
+        assert_eq!(c.exit(2, t0).unwrap().exec_id.0, "b");
         assert!(c.by_pid(2).is_none());
         c.expire(t0 + Duration::from_secs(2));
         assert_eq!(c.len(), 1);
@@ -186,11 +177,11 @@ mod tests {
         c.insert(proc(1, "init", "kernel"), t0);
         c.insert(proc(2, "sshd", "init"), t0);
         c.insert(proc(3, "bash", "sshd"), t0);
-        let leaf = proc(4, "cat", "bash").process;
+        let leaf = proc(4, "cat", "bash");
         let names: Vec<_> = c
             .ancestors(&leaf, 10)
             .into_iter()
-            .map(|p| p.exec_id.0)
+            .map(|p| p.exec_id.0.clone())
             .collect();
         assert_eq!(names, ["sshd", "init"]);
         assert_eq!(c.ancestors(&leaf, 1).len(), 1);

@@ -8,7 +8,7 @@ use vigil_bpf_kprobes::abi;
 use vigil_events::ExecId;
 
 use crate::{
-    cache::{CachedProcess, ProcessCache},
+    cache::ProcessCache,
     identity::{proc_namespaces, Identity, Origin, ProcessStrings},
 };
 
@@ -66,7 +66,7 @@ pub fn seed(
             cgroup: s.cgroup,
         };
         let process = identity.process(&s.raw, s.ktime, Origin::ProcFs, strings, parent_exec_id);
-        cache.insert(CachedProcess { process }, now);
+        cache.insert(process, now);
     }
     count
 }
