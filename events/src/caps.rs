@@ -1,4 +1,7 @@
-//! Capability bit sets as the `CAP_*` names Tetragon prints.
+//! Capability sets: kept as the kernel's bit mask ([`CapSet`]) and written as the `CAP_*` names
+//! Tetragon prints, so a root process's 41 capabilities cost no allocation per event.
+
+use serde::{de, ser::SerializeSeq, Deserialize, Deserializer, Serialize, Serializer};
 
 const NAMES: [&str; 41] = [
     "CAP_CHOWN",
@@ -52,21 +55,82 @@ pub fn name(bit: u32) -> String {
         .unwrap_or_else(|| format!("CAP_{bit}"))
 }
 
-/// The names of the bits set in `set`, lowest first.
-pub fn names(set: u64) -> Vec<String> {
-    (0..64)
-        .filter(|b| set & (1u64 << b) != 0)
-        .map(name)
-        .collect()
+/// The bit of a capability name (`CAP_SYS_ADMIN` or `CAP_<bit>`).
+pub fn bit(name: &str) -> Option<u32> {
+    if let Some(i) = NAMES.iter().position(|n| *n == name) {
+        return Some(i as u32);
+    }
+    name.strip_prefix("CAP_")?.parse().ok().filter(|b| *b < 64)
+}
+
+/// A capability set as the kernel keeps it: bit N set means capability N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CapSet(pub u64);
+
+impl CapSet {
+    /// The names of the capabilities in the set, lowest bit first.
+    pub fn names(&self) -> Vec<String> {
+        self.bits().map(name).collect()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    fn bits(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..64).filter(|b| self.0 & (1u64 << b) != 0)
+    }
+}
+
+impl Serialize for CapSet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.count_ones() as usize))?;
+        for b in self.bits() {
+            match NAMES.get(b as usize) {
+                Some(n) => seq.serialize_element(n)?,
+                None => seq.serialize_element(&format!("CAP_{b}"))?,
+            }
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for CapSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let names = Vec::<String>::deserialize(d)?;
+        let mut set = 0u64;
+        for n in names {
+            let b = bit(&n).ok_or_else(|| de::Error::custom(format!("unknown capability {n}")))?;
+            set |= 1u64 << b;
+        }
+        Ok(CapSet(set))
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::CapSet;
+
     #[test]
     fn names_follow_bit_order() {
-        assert_eq!(super::names(0b1001), vec!["CAP_CHOWN", "CAP_FOWNER"]);
+        assert_eq!(CapSet(0b1001).names(), vec!["CAP_CHOWN", "CAP_FOWNER"]);
         assert_eq!(super::name(21), "CAP_SYS_ADMIN");
         assert_eq!(super::name(40), "CAP_CHECKPOINT_RESTORE");
         assert_eq!(super::name(63), "CAP_63");
+    }
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::CapSet;
+
+    #[test]
+    fn round_trips_through_names() {
+        let set = CapSet((1 << 21) | (1 << 0) | (1 << 63));
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(json, r#"["CAP_CHOWN","CAP_SYS_ADMIN","CAP_63"]"#);
+        assert_eq!(serde_json::from_str::<CapSet>(&json).unwrap(), set);
+        assert!(serde_json::from_str::<CapSet>(r#"["CAP_NOPE"]"#).is_err());
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ExecId;
+use crate::{caps::CapSet, ExecId};
 
 /// One event: exactly one event key, the node and the time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,18 +129,18 @@ pub struct Process {
     pub docker: Option<String>,
 }
 
-/// Capability sets as `CAP_*` names.
+/// Capability sets, written as `CAP_*` names.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Capabilities {
     /// Permitted.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub permitted: Vec<String>,
+    #[serde(default, skip_serializing_if = "CapSet::is_empty")]
+    pub permitted: CapSet,
     /// Effective.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub effective: Vec<String>,
+    #[serde(default, skip_serializing_if = "CapSet::is_empty")]
+    pub effective: CapSet,
     /// Inheritable.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inheritable: Vec<String>,
+    #[serde(default, skip_serializing_if = "CapSet::is_empty")]
+    pub inheritable: CapSet,
 }
 
 /// One namespace.

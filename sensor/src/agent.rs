@@ -93,6 +93,11 @@ impl DropStats {
     }
 }
 
+/// How often the ring buffer is read when the kernel has not woken us.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+/// Drain ticks between cache expiry and drop-counter checks (one second).
+const HOUSEKEEPING_EVERY: u32 = 20;
+
 /// Prints a log line on stderr (events own stdout).
 pub fn log(msg: impl std::fmt::Display) {
     eprintln!("vigil: {msg}");
@@ -148,7 +153,10 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {}", e))?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The kernel wakes us only when records pile up (see VIGIL_WAKEUP_BYTES), so a quiet
+    // stream is read on this timer; housekeeping runs on every HOUSEKEEPING_EVERY-th tick.
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    let mut ticks = 0u32;
     let mut reported_drops = DropStats::default();
     log(format!(
         "agent ready: node {}, {} processes from /proc, cgroup hierarchy {}",
@@ -170,6 +178,12 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 out.flush()?;
             }
             _ = tick.tick() => {
+                drain(ring.get_mut(), &mut builder, &mut out, &mut stats)?;
+                out.flush()?;
+                ticks = ticks.wrapping_add(1);
+                if !ticks.is_multiple_of(HOUSEKEEPING_EVERY) {
+                    continue;
+                }
                 builder.cache.expire(Instant::now());
                 let drops = DropStats::from_slots(sensor.drops());
                 if drops != reported_drops {

@@ -8,8 +8,8 @@ use std::os::unix::fs::MetadataExt;
 
 use vigil_bpf_kprobes::abi;
 use vigil_events::{
-    caps, join_arguments, time::BootClock, Capabilities, Cgroup, Credentials, ExecId, Namespace,
-    Namespaces, Process,
+    caps::CapSet, join_arguments, time::BootClock, Capabilities, Cgroup, Credentials, ExecId,
+    Namespace, Namespaces, Process,
 };
 
 /// How the agent learnt of a process; becomes the first word of `flags`.
@@ -130,9 +130,9 @@ impl Identity {
             start_time: self.clock.rfc3339(ktime),
             parent_exec_id,
             cap: Capabilities {
-                permitted: caps::names(raw.cap_permitted),
-                effective: caps::names(raw.cap_effective),
-                inheritable: caps::names(raw.cap_inheritable),
+                permitted: CapSet(raw.cap_permitted),
+                effective: CapSet(raw.cap_effective),
+                inheritable: CapSet(raw.cap_inheritable),
             },
             ns: Namespaces {
                 uts: ns(abi::ns::UTS),

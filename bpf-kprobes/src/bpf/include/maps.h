@@ -60,10 +60,21 @@ static __always_inline struct vigil_config *vigil_config(void)
 	return bpf_map_lookup_elem(&vigil_config_map, &zero);
 }
 
+/*
+ * Wake the agent only once this much is waiting. Waking it per record costs a context switch
+ * per event on a busy node; the agent also drains on a short timer, which bounds the latency
+ * of a quiet stream.
+ */
+#define VIGIL_WAKEUP_BYTES (64 * 1024)
+
 /* Writes a record to the ring buffer, counting it as dropped when the buffer is full. */
 static __always_inline void vigil_emit(void *rec, __u64 size, __u32 kind)
 {
-	if (bpf_ringbuf_output(&vigil_events, rec, size, 0) < 0) {
+	__u64 flags = bpf_ringbuf_query(&vigil_events, BPF_RB_AVAIL_DATA) >= VIGIL_WAKEUP_BYTES
+			      ? BPF_RB_FORCE_WAKEUP
+			      : BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_output(&vigil_events, rec, size, flags) < 0) {
 		__u32 slot = kind < VIGIL_DROP_SLOTS ? kind : 0;
 		__u64 *drops = bpf_map_lookup_elem(&vigil_drops, &slot);
 		if (drops)
