@@ -7,8 +7,8 @@
 //! - exec storm (4 parallel spawners): rate without and with the agent, and the agent's own CPU
 //!   per exec and its record throughput per CPU-second.
 //!
-//! Each "without" figure is the mean of a run before and a run after the agent's run, so drift
-//! of the machine during the benchmark shows up as a spread rather than as agent cost.
+//! Rounds without and with the agent alternate (4 without, 3 with) and the table shows medians
+//! and every round, so drift of the machine shows up as spread rather than as agent cost.
 
 use std::{
     process::Command,
@@ -20,6 +20,7 @@ use vigil_tests::Agent;
 const SEQUENTIAL: usize = 2000;
 const STORM: usize = 8000;
 const STORM_WORKERS: usize = 4;
+const ROUNDS: usize = 3;
 
 fn spawn_true() {
     let status = Command::new("/bin/true").status().expect("spawn /bin/true");
@@ -50,11 +51,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     (f[11] + f[12]) as f64 / tck
 }
 
+/// One round with the agent running.
 struct WithAgent {
     seq_rate: f64,
     storm_rate: f64,
     storm_cpu: f64,
-    storm_records: u64,
+    records: u64,
     drops: u64,
 }
 
@@ -72,9 +74,23 @@ fn with_agent() -> WithAgent {
         seq_rate,
         storm_rate,
         storm_cpu,
-        storm_records: run.stats["records"].as_u64().unwrap_or(0),
+        records: run.stats["records"].as_u64().unwrap_or(0),
         drops: run.stats["ringbuf_drops"]["total"].as_u64().unwrap_or(0),
     }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn list(v: &[f64]) -> String {
+    v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ")
 }
 
 fn main() {
@@ -82,43 +98,50 @@ fn main() {
     // Warm the page cache and the spawn path before measuring.
     exec_rate(200, 1);
 
-    let seq_before = exec_rate(SEQUENTIAL, 1);
-    let storm_before = exec_rate(STORM, STORM_WORKERS);
-    let w = with_agent();
-    let seq_after = exec_rate(SEQUENTIAL, 1);
-    let storm_after = exec_rate(STORM, STORM_WORKERS);
+    // Baseline and agent rounds alternate, so drift of the machine during the run shows up as
+    // spread in both columns instead of as agent cost.
+    let (mut seq_base, mut storm_base, mut rounds) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..=ROUNDS {
+        seq_base.push(exec_rate(SEQUENTIAL, 1));
+        storm_base.push(exec_rate(STORM, STORM_WORKERS));
+        if round < ROUNDS {
+            rounds.push(with_agent());
+        }
+    }
+    let seq_with: Vec<f64> = rounds.iter().map(|r| r.seq_rate).collect();
+    let storm_with: Vec<f64> = rounds.iter().map(|r| r.storm_rate).collect();
+    let cpu: f64 = rounds.iter().map(|r| r.storm_cpu).sum();
+    let storm_execs = (STORM * ROUNDS) as f64;
+    let (records, drops): (u64, u64) = (rounds.iter().map(|r| r.records).sum(), rounds.iter().map(|r| r.drops).sum());
 
-    let seq_base = (seq_before + seq_after) / 2.0;
-    let storm_base = (storm_before + storm_after) / 2.0;
-    let cpu_us_per_exec = w.storm_cpu * 1e6 / STORM as f64;
-    // Each exec'd child produces a fork, an exec and an exit record.
-    let storm_records = (STORM * 3) as f64;
-
-    println!("| benchmark | without agent | with agent | ratio (with/without) |");
+    println!("| benchmark (median of rounds) | without agent | with agent | ratio (with/without) |");
     println!("|---|---|---|---|");
     println!(
-        "| `/bin/true` exec rate, sequential, {SEQUENTIAL} execs | {seq_base:.0}/s (runs {seq_before:.0}, {seq_after:.0}) | {:.0}/s | {:.3} |",
-        w.seq_rate,
-        w.seq_rate / seq_base
+        "| `/bin/true` exec rate, sequential, {SEQUENTIAL} execs | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
+        median(seq_base.clone()),
+        list(&seq_base),
+        median(seq_with.clone()),
+        list(&seq_with),
+        median(seq_with.clone()) / median(seq_base.clone())
     );
     println!(
-        "| exec storm, {STORM} execs on {STORM_WORKERS} threads | {storm_base:.0}/s (runs {storm_before:.0}, {storm_after:.0}) | {:.0}/s | {:.3} |",
-        w.storm_rate,
-        w.storm_rate / storm_base
+        "| exec storm, {STORM} execs on {STORM_WORKERS} threads | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
+        median(storm_base.clone()),
+        list(&storm_base),
+        median(storm_with.clone()),
+        list(&storm_with),
+        median(storm_with.clone()) / median(storm_base.clone())
     );
     println!();
-    println!("| agent during the storm | value |");
+    println!("| agent during the storms ({ROUNDS} × {STORM} execs) | value |");
     println!("|---|---|");
-    println!("| agent CPU for {STORM} execs | {:.3} s |", w.storm_cpu);
-    println!("| agent CPU per exec (fork + exec + exit records, JSON to file) | {cpu_us_per_exec:.1} µs |");
-    if w.storm_cpu > 0.0 {
-        println!(
-            "| agent throughput | {:.0} records per CPU-second |",
-            storm_records / w.storm_cpu
-        );
-    }
+    println!("| agent CPU, all storms | {cpu:.3} s |");
     println!(
-        "| records read in the whole run / ring-buffer drops | {} / {} |",
-        w.storm_records, w.drops
+        "| agent CPU per exec (fork + exec + exit records; 2 JSON events to a file) | {:.1} µs |",
+        cpu * 1e6 / storm_execs
     );
+    if cpu > 0.0 {
+        println!("| agent throughput | {:.0} records per CPU-second |", storm_execs * 3.0 / cpu);
+    }
+    println!("| records read / ring-buffer drops, all rounds | {records} / {drops} |");
 }
