@@ -120,3 +120,62 @@ fn probe_json_agrees_with_the_kernel() {
     };
     assert_eq!(helper("bpf_ringbuf_output"), true);
 }
+
+/// A kernel that refuses every program: the agent runs under a seccomp filter that makes
+/// `bpf(BPF_PROG_LOAD, ...)` fail with EPERM — what a locked-down kernel answers — while maps and
+/// BTF still load, so the refusal comes exactly where a real kernel's would.
+#[test]
+fn a_kernel_that_refuses_every_program_kind_gets_one_line() {
+    use std::os::unix::process::CommandExt;
+    require_root();
+    let mut cmd = Command::new(vigil_bin());
+    cmd.arg("agent");
+    // SAFETY: the closure runs between fork and exec and only makes prctl(2) system calls.
+    unsafe { cmd.pre_exec(deny_prog_load) };
+    let out = cmd.output().expect("run vigil");
+    assert_one_clear_line(&out, "refuses every eBPF program kind");
+}
+
+/// Installs a seccomp filter: `bpf(BPF_PROG_LOAD, ...)` fails with EPERM, all else is allowed.
+fn deny_prog_load() -> std::io::Result<()> {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const NR_BPF: u32 = 321;
+    const BPF_PROG_LOAD: u32 = 5;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u16, k: u32, jt: u8, jf: u8| libc::sock_filter { code, jt, jf, k };
+    let (ld_w_abs, jeq_k, ret_k) = (0x20, 0x15, 0x06);
+    let filter = [
+        stmt(ld_w_abs, 4), // seccomp_data.arch
+        jump(jeq_k, AUDIT_ARCH_X86_64, 0, 4),
+        stmt(ld_w_abs, 0), // seccomp_data.nr
+        jump(jeq_k, NR_BPF, 0, 2),
+        stmt(ld_w_abs, 16), // low half of seccomp_data.args[0], the bpf command
+        jump(jeq_k, BPF_PROG_LOAD, 1, 0),
+        stmt(ret_k, RET_ALLOW),
+        stmt(ret_k, RET_EPERM),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut _,
+    };
+    // SAFETY: prctl with valid arguments; `prog` outlives the call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const _,
+            ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -90,7 +90,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn list(v: &[f64]) -> String {
-    v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn main() {
@@ -112,9 +115,14 @@ fn main() {
     let storm_with: Vec<f64> = rounds.iter().map(|r| r.storm_rate).collect();
     let cpu: f64 = rounds.iter().map(|r| r.storm_cpu).sum();
     let storm_execs = (STORM * ROUNDS) as f64;
-    let (records, drops): (u64, u64) = (rounds.iter().map(|r| r.records).sum(), rounds.iter().map(|r| r.drops).sum());
+    let (records, drops): (u64, u64) = (
+        rounds.iter().map(|r| r.records).sum(),
+        rounds.iter().map(|r| r.drops).sum(),
+    );
 
-    println!("| benchmark (median of rounds) | without agent | with agent | ratio (with/without) |");
+    println!(
+        "| benchmark (median of rounds) | without agent | with agent | ratio (with/without) |"
+    );
     println!("|---|---|---|---|");
     println!(
         "| `/bin/true` exec rate, sequential, {SEQUENTIAL} execs | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
@@ -141,7 +149,10 @@ fn main() {
         cpu * 1e6 / storm_execs
     );
     if cpu > 0.0 {
-        println!("| agent throughput | {:.0} records per CPU-second |", storm_execs * 3.0 / cpu);
+        println!(
+            "| agent throughput | {:.0} records per CPU-second |",
+            storm_execs * 3.0 / cpu
+        );
     }
     println!("| records read / ring-buffer drops, all rounds | {records} / {drops} |");
 }
