@@ -231,6 +231,25 @@ impl AgentRun {
         &found[0][kind]
     }
 
+    /// The one `process_exec` event (whole, with `node_name`) of `binary` run with exactly
+    /// these `arguments`.
+    pub fn exec_with(&self, binary: &str, arguments: &str) -> &Value {
+        let found: Vec<_> = self
+            .events
+            .iter()
+            .filter(|e| {
+                let p = &e["process_exec"]["process"];
+                p["binary"] == binary && p["arguments"].as_str().unwrap_or("") == arguments
+            })
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one exec of {binary} {arguments}: {found:#?}"
+        );
+        found[0]
+    }
+
     /// The exit event with this exec id.
     pub fn exit_of(&self, exec_id: &Value) -> &Value {
         let found: Vec<_> = self

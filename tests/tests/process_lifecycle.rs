@@ -37,22 +37,14 @@ fn exec_reports_binary_arguments_cwd_uid_parent_and_exit() {
     assert!(status.success());
     let run = agent.stop();
 
-    let echo: Vec<_> = run
-        .events
-        .iter()
-        .filter(|e| {
-            e["process_exec"]["process"]["binary"] == resolved("/bin/echo")
-                && arguments(&e["process_exec"]) == "hello-vigil"
-        })
-        .collect();
-    assert_eq!(echo.len(), 1, "one exec of echo: {echo:#?}");
-    let exec = &echo[0]["process_exec"];
+    let echo = run.exec_with(&resolved("/bin/echo"), "hello-vigil");
+    let exec = &echo["process_exec"];
     let p = &exec["process"];
     assert_eq!(p["cwd"], cwd.path().to_str().unwrap());
     assert_eq!(p["uid"], 65534);
     assert_eq!(p["process_credentials"]["gid"], 65534);
     assert!(p["flags"].as_str().unwrap().contains("execve"));
-    assert_eq!(echo[0]["node_name"], NODE);
+    assert_eq!(echo["node_name"], NODE);
 
     // The inner shell was the same pid before its exec; the parent is the outer shell.
     let inner = run.one(
@@ -141,16 +133,8 @@ fn processes_older_than_the_agent_carry_procfs_identity_and_ancestry() {
     assert!(old.wait().unwrap().success());
     let run = agent.stop();
 
-    let echo: Vec<_> = run
-        .events
-        .iter()
-        .filter(|e| {
-            e["process_exec"]["process"]["binary"] == resolved("/bin/echo")
-                && arguments(&e["process_exec"]) == "late-child"
-        })
-        .collect();
-    assert_eq!(echo.len(), 1, "{echo:#?}");
-    let exec = &echo[0]["process_exec"];
+    let echo = run.exec_with(&resolved("/bin/echo"), "late-child");
+    let exec = &echo["process_exec"];
     let parent = &exec["parent"];
     assert_eq!(parent["pid"], old_pid);
     assert_eq!(parent["exec_id"], expected_parent_id.as_str());
