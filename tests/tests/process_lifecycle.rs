@@ -3,6 +3,7 @@
 
 use std::{
     io::Write,
+    os::unix::process::CommandExt,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -19,21 +20,16 @@ fn exec_reports_binary_arguments_cwd_uid_parent_and_exit() {
     let cwd = TempDir::new("cwd");
     let agent = Agent::start(&[]);
     // The outer shell runs the command as a user would type it; its child shell execs echo in
-    // place, so echo's parent is the outer shell. setpriv makes the uid worth checking.
-    let status = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            "sh",
-            "-c",
-        ])
+    // place, so echo's parent is the outer shell. Running as nobody makes the uid worth checking.
+    let status = Command::new("sh")
+        .arg("-c")
         .arg("sh -c 'exec /bin/echo hello-vigil'; exit $?")
+        .uid(65534)
+        .gid(65534)
         .current_dir(cwd.path())
         .stdout(Stdio::null())
         .status()
-        .expect("run setpriv");
+        .expect("run sh as nobody");
     assert!(status.success());
     let run = agent.stop();
 
