@@ -2,12 +2,15 @@
 
 CARGO    ?= cargo
 PROFILE  ?= release
-BIN      := target/$(PROFILE)/vigil
+# .cargo/config.toml builds for this target, static, so one build runs on the host and in the VM.
+OUT      := target/x86_64-unknown-linux-gnu/$(PROFILE)
+BIN      := $(OUT)/vigil
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Debian packages: building the eBPF programs, and the tools the tests drive.
+# Debian packages: building the eBPF programs, and booting Debian's kernel for the VM tests
+# (the kernel package itself is fetched by the tests with `apt-get download`, see tests/src/vm.rs).
 BUILD_PKGS := clang-19 llvm-19 libbpf-dev bpftool
-TEST_PKGS  := util-linux
+TEST_PKGS  := qemu-system-x86 busybox-static cpio
 
 .PHONY: all deps test-deps build run test bench lint clean
 
@@ -43,7 +46,7 @@ test: test-deps build lint
 	$(SUDO) $(CARGO) test --profile $(PROFILE) -p vigil-tests -- --test-threads=1
 
 bench: build
-	$(SUDO) target/$(PROFILE)/vigil-bench
+	$(SUDO) $(OUT)/vigil-bench
 
 lint: deps
 	$(CARGO) fmt --all -- --check

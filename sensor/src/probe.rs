@@ -7,6 +7,7 @@
 //! does not.
 
 use aya::{
+    maps::Array,
     programs::{BtfTracePoint, FEntry, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader, Endianness,
 };
@@ -24,7 +25,9 @@ pub struct KindResult {
     pub loads: bool,
     /// The kernel attached it.
     pub attaches: bool,
-    /// Both.
+    /// It ran when its hook was triggered.
+    pub fires: bool,
+    /// All three.
     pub available: bool,
     /// Why not, when not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,16 +85,17 @@ impl ProbeReport {
             self.lockdown.as_deref().unwrap_or("unknown")
         );
         s.push_str(&format!(
-            "{:<16} {:<28} {:<6} {:<8} {}\n",
-            "PROGRAM KIND", "HOOK", "LOADS", "ATTACHES", "NOTE"
+            "{:<16} {:<28} {:<6} {:<8} {:<6} {}\n",
+            "PROGRAM KIND", "HOOK", "LOADS", "ATTACHES", "FIRES", "NOTE"
         ));
         for k in &self.program_kinds {
             s.push_str(&format!(
-                "{:<16} {:<28} {:<6} {:<8} {}\n",
+                "{:<16} {:<28} {:<6} {:<8} {:<6} {}\n",
                 k.kind,
                 k.hook,
                 yes(k.loads),
                 yes(k.attaches),
+                yes(k.fires),
                 k.error.as_deref().unwrap_or("")
             ));
         }
@@ -152,18 +156,20 @@ pub fn run(btf_path: &str) -> ProbeReport {
         }
     };
 
+    // Only this process's own activity counts as a hit.
+    if let Err(e) = set_target(&mut ebpf) {
+        report.object_error = Some(e);
+        return report;
+    }
+    // (kind, program, hook); the index is the program's slot in probe_hits.
     let kinds: [(&'static str, &'static str, &'static str); 6] = [
         (
             "tracepoint",
             "probe_tracepoint",
             "syscalls/sys_enter_getppid",
         ),
-        (
-            "raw_tracepoint",
-            "probe_raw_tracepoint",
-            "sched_process_exec",
-        ),
-        ("tp_btf", "probe_btf_tracepoint", "sched_process_exec"),
+        ("raw_tracepoint", "probe_raw_tracepoint", "sys_enter"),
+        ("tp_btf", "probe_btf_tracepoint", "sys_enter"),
         ("kprobe", "probe_kprobe", "do_unlinkat"),
         ("fentry", "probe_fentry", "do_unlinkat"),
         ("lsm", "probe_lsm", "file_open"),
@@ -179,12 +185,26 @@ pub fn run(btf_path: &str) -> ProbeReport {
             hook,
             loads,
             attaches,
-            available: loads && attaches,
+            fires: false,
+            available: false,
             error,
         });
     }
+    trigger_hooks();
+    let hits = read_hits(&ebpf);
+    for (slot, k) in report.program_kinds.iter_mut().enumerate() {
+        k.fires = hits.get(slot).is_some_and(|n| *n > 0);
+        k.available = k.loads && k.attaches && k.fires;
+        if k.attaches && !k.fires && k.error.is_none() {
+            k.error = Some(format!(
+                "attached but did not run when {} was triggered",
+                k.hook
+            ));
+        }
+    }
 
-    let helpers: [(&'static str, &'static str, &'static str); 4] = [
+    let helpers: [(&'static str, &'static str, &'static str); 5] = [
+        ("bpf_loop", "tracepoint", "probe_loop"),
         ("bpf_send_signal", "tracepoint", "probe_send_signal"),
         ("bpf_override_return", "kprobe", "probe_override_return"),
         ("bpf_ktime_get_boot_ns", "tracepoint", "probe_ktime_boot"),
@@ -200,6 +220,33 @@ pub fn run(btf_path: &str) -> ProbeReport {
         });
     }
     report
+}
+
+fn set_target(ebpf: &mut Ebpf) -> Result<(), String> {
+    let map = ebpf.map_mut("probe_target").ok_or("probe_target missing")?;
+    let mut target: Array<_, u32> = Array::try_from(map).map_err(short)?;
+    target.set(0, std::process::id(), 0).map_err(short)
+}
+
+/// Makes every probe program's hook run in this process: a getppid() (and so a syscall entry),
+/// an unlink() and an open().
+fn trigger_hooks() {
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() };
+    let path = std::env::temp_dir().join(format!("vigil-probe-{}", std::process::id()));
+    let _ = std::fs::write(&path, b"probe");
+    let _ = std::fs::File::open(&path);
+    let _ = std::fs::remove_file(&path);
+}
+
+fn read_hits(ebpf: &Ebpf) -> Vec<u64> {
+    let Some(map) = ebpf.map("probe_hits") else {
+        return Vec::new();
+    };
+    let Ok(hits) = Array::<_, u64>::try_from(map) else {
+        return Vec::new();
+    };
+    (0..6).map(|i| hits.get(&i, 0).unwrap_or(0)).collect()
 }
 
 type KindError = (bool, String);
