@@ -16,6 +16,9 @@ use std::{
 
 use serde_json::Value;
 
+pub mod kernels;
+pub mod vm;
+
 /// The node name every test agent uses, so exec ids are predictable.
 pub const NODE: &str = "test-node";
 

@@ -6,7 +6,7 @@ use std::{
 };
 
 use serde_json::Value;
-use vigil_tests::{require_root, vigil_bin};
+use vigil_tests::{kernels, require_root, vigil_bin};
 
 fn stderr_lines(out: &Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stderr)
@@ -67,7 +67,8 @@ fn a_btf_file_that_is_not_btf_gets_one_line() {
     assert_one_clear_line(&out, "/etc/hostname");
 }
 
-/// What the probe reports must agree with facts the kernel publishes elsewhere.
+/// What the probe reports must agree with the kernel matrix's table for this kernel, and with
+/// facts the kernel publishes elsewhere.
 #[test]
 fn probe_json_agrees_with_the_kernel() {
     require_root();
@@ -81,7 +82,6 @@ fn probe_json_agrees_with_the_kernel() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: Value = serde_json::from_slice(&out.stdout).expect("probe prints JSON");
-    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
     let kind = |k: &str| {
         report["program_kinds"]
             .as_array()
@@ -91,17 +91,30 @@ fn probe_json_agrees_with_the_kernel() {
             .unwrap_or_else(|| panic!("no {k} in the report"))
             .clone()
     };
-    // Tracepoints are what the process sensor runs on: they must work wherever the tests run.
-    assert_eq!(kind("tracepoint")["available"], true);
-    assert_eq!(kind("raw_tracepoint")["available"], true);
+    let kernel = kernels::current();
+    for hook in kernels::ALL_HOOKS {
+        let r = kind(hook.probe_kind());
+        assert_eq!(
+            r["available"],
+            kernel.hooks.contains(&hook),
+            "kernel {}: the matrix says {:?} is {}, vigil probe says {r}",
+            kernel.name,
+            hook,
+            if kernel.hooks.contains(&hook) {
+                "available"
+            } else {
+                "unavailable"
+            }
+        );
+    }
+    assert_eq!(
+        kind("raw_tracepoint")["available"],
+        true,
+        "the process sensor runs on it"
+    );
     // A kprobe attaches only where the kernel has the kprobe PMU.
     let kprobe_pmu = std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
     assert_eq!(kind("kprobe")["attaches"], kprobe_pmu);
-    // An LSM program attaches only where `bpf` is an active LSM.
-    let lsms = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
-    if !lsms.split(',').any(|l| l.trim() == "bpf") {
-        assert_eq!(kind("lsm")["available"], false);
-    }
     assert_eq!(report["btf"], true);
     assert!(
         report["lsms"].as_array().is_some_and(|l| !l.is_empty()),
@@ -117,6 +130,7 @@ fn probe_json_agrees_with_the_kernel() {
             .clone()
     };
     assert_eq!(helper("bpf_ringbuf_output"), true);
+    assert_eq!(helper("bpf_loop"), true, "the path walker needs it");
 }
 
 /// A kernel that refuses every program: the agent runs under a seccomp filter that makes

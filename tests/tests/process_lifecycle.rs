@@ -43,12 +43,12 @@ fn exec_reports_binary_arguments_cwd_uid_parent_and_exit() {
     assert_eq!(echo["node_name"], NODE);
 
     // The inner shell was the same pid before its exec; the parent is the outer shell.
-    let inner = run.one(
-        "process_exec",
-        p["pid"].as_u64().unwrap() as u32,
-        &resolved("/bin/sh"),
+    let inner =
+        &run.exec_with(&resolved("/bin/sh"), "-c \"exec /bin/echo hello-vigil\"")["process_exec"];
+    assert_eq!(
+        inner["process"]["pid"], p["pid"],
+        "echo replaced the inner shell in place"
     );
-    assert_eq!(arguments(inner), "-c \"exec /bin/echo hello-vigil\"");
     let parent = &exec["parent"];
     assert_eq!(parent["binary"], resolved("/bin/sh"));
     assert_eq!(
@@ -56,11 +56,10 @@ fn exec_reports_binary_arguments_cwd_uid_parent_and_exit() {
         "-c \"sh -c 'exec /bin/echo hello-vigil'; exit $?\""
     );
     assert_eq!(p["parent_exec_id"], parent["exec_id"]);
-    let outer = run.one(
-        "process_exec",
-        parent["pid"].as_u64().unwrap() as u32,
+    let outer = &run.exec_with(
         &resolved("/bin/sh"),
-    );
+        "-c \"sh -c 'exec /bin/echo hello-vigil'; exit $?\"",
+    )["process_exec"];
     assert_eq!(
         outer["process"]["exec_id"], parent["exec_id"],
         "the parent is the outer shell's execution"

@@ -1,0 +1,331 @@
+//! Booting Debian's own kernel under qemu to run the scenarios where the host kernel refuses
+//! hooks (kprobe, fentry, LSM).
+//!
+//! [`DebianKernel::fetch`] takes the kernel that `linux-image-cloud-amd64` currently depends
+//! on from Debian's archive (`apt-get download`), so a new point release does not break the
+//! tests, and caches it under the build directory with its version. [`Initramfs`] packs
+//! busybox, the static agent and the static scenario binaries with an `/init` that runs them;
+//! [`boot`] runs qemu (software emulation: nested KVM does not work on our machines) and
+//! returns the serial console. Scenario output on the console is framed by
+//! [`BEGIN`]/[`END`] lines so the matrix test can show a failing scenario's part alone.
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The Debian metapackage whose dependency is the current cloud kernel.
+pub const KERNEL_META: &str = "linux-image-cloud-amd64";
+/// Console line opening a scenario's output: `VIGIL-BEGIN <name>`.
+pub const BEGIN: &str = "VIGIL-BEGIN";
+/// Console line closing it: `VIGIL-END <name> rc=<exit code>`.
+pub const END: &str = "VIGIL-END";
+/// Console line after the last scenario.
+pub const DONE: &str = "VIGIL-VM-DONE";
+
+/// A Debian kernel image ready to boot.
+#[derive(Debug, Clone)]
+pub struct DebianKernel {
+    /// Package name, e.g. `linux-image-6.1.0-56-cloud-amd64`.
+    pub package: String,
+    /// Package version, e.g. `6.1.192-2`.
+    pub version: String,
+    /// The bzImage.
+    pub vmlinuz: PathBuf,
+}
+
+fn run_ok(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The package `linux-image-cloud-amd64` depends on now.
+fn current_kernel_package() -> Result<String, String> {
+    let parse = |text: &str| {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .find(|d| d.starts_with("linux-image-"))
+            .map(str::to_string)
+    };
+    let depends = || run_ok(Command::new("apt-cache").args(["depends", KERNEL_META]));
+    if let Some(p) = depends().ok().as_deref().and_then(parse) {
+        return Ok(p);
+    }
+    // A machine whose package lists were never fetched knows no packages yet.
+    run_ok(Command::new("apt-get").args(["update", "-qq"]))?;
+    parse(&depends()?)
+        .ok_or_else(|| format!("apt-cache depends {KERNEL_META} names no linux-image package"))
+}
+
+impl DebianKernel {
+    /// The current Debian cloud kernel, from `cache` or downloaded into it.
+    pub fn fetch(cache: &Path) -> Result<DebianKernel, String> {
+        let package = current_kernel_package()?;
+        let dir = cache.join(&package);
+        let vmlinuz = dir.join("vmlinuz");
+        let version_file = dir.join("VERSION");
+        if vmlinuz.is_file() {
+            if let Ok(version) = std::fs::read_to_string(&version_file) {
+                return Ok(DebianKernel {
+                    package,
+                    version: version.trim().to_string(),
+                    vmlinuz,
+                });
+            }
+        }
+        let work = cache.join(format!("download-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        run_ok(
+            Command::new("apt-get")
+                .args(["download", &package])
+                .current_dir(&work),
+        )?;
+        let deb = std::fs::read_dir(&work)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .ok_or_else(|| format!("apt-get download {package} left no .deb"))?;
+        let version = run_ok(Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Version"))?
+            .trim()
+            .to_string();
+        let unpacked = work.join("x");
+        run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+        let image = std::fs::read_dir(unpacked.join("boot"))
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+            })
+            .ok_or_else(|| format!("{package} has no /boot/vmlinuz-*"))?;
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::copy(&image, &vmlinuz).map_err(|e| e.to_string())?;
+        std::fs::write(&version_file, &version).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_dir_all(&work);
+        Ok(DebianKernel {
+            package,
+            version,
+            vmlinuz,
+        })
+    }
+}
+
+/// An initramfs being assembled in a staging directory.
+pub struct Initramfs {
+    root: PathBuf,
+    scenarios: Vec<String>,
+}
+
+impl Initramfs {
+    /// A staging tree at `root` (emptied) with busybox installed.
+    pub fn new(root: &Path) -> Result<Initramfs, String> {
+        let _ = std::fs::remove_dir_all(root);
+        for d in ["bin", "proc", "sys", "dev", "tmp", "vigil"] {
+            std::fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
+        }
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.is_file() {
+            return Err("/bin/busybox is missing: install busybox-static (make test does)".into());
+        }
+        std::fs::copy(busybox, root.join("bin/busybox")).map_err(|e| e.to_string())?;
+        Ok(Initramfs {
+            root: root.to_path_buf(),
+            scenarios: Vec::new(),
+        })
+    }
+
+    /// Copies a static binary to `/vigil/<name>`.
+    pub fn add_binary(&mut self, src: &Path, name: &str) -> Result<(), String> {
+        std::fs::copy(src, self.root.join("vigil").join(name))
+            .map_err(|e| format!("{}: {e}", src.display()))?;
+        Ok(())
+    }
+
+    /// Adds a scenario binary, run by `/init` in the order added.
+    pub fn add_scenario(&mut self, src: &Path, name: &str) -> Result<(), String> {
+        self.add_binary(src, name)?;
+        self.scenarios.push(name.to_string());
+        Ok(())
+    }
+
+    /// Writes `/init` and packs the tree into `out` (cpio newc, gzip).
+    pub fn pack(&self, kernel_name: &str, out: &Path) -> Result<(), String> {
+        let mut init = String::from(
+            "#!/bin/busybox sh\n\
+             /bin/busybox --install -s /bin\n\
+             mount -t proc proc /proc\n\
+             mount -t sysfs sysfs /sys\n\
+             mount -t devtmpfs devtmpfs /dev\n\
+             mount -t tmpfs tmpfs /tmp\n\
+             hostname vigil-vm\n\
+             cd /tmp\n",
+        );
+        init.push_str(&format!(
+            "export VIGIL_BIN=/vigil/vigil {}={kernel_name} {}=/tmp/skips\n",
+            crate::kernels::KERNEL_ENV,
+            crate::kernels::SKIP_LOG_ENV
+        ));
+        for s in &self.scenarios {
+            init.push_str(&format!(
+                "echo {BEGIN} {s}\n/vigil/{s} --test-threads=1 2>&1\necho {END} {s} rc=$?\n"
+            ));
+        }
+        init.push_str(&format!("echo SKIPS-BEGIN\ncat /tmp/skips 2>/dev/null\necho SKIPS-END\necho {DONE}\npoweroff -f\n"));
+        let init_path = self.root.join("init");
+        std::fs::write(&init_path, init).map_err(|e| e.to_string())?;
+        run_ok(Command::new("chmod").arg("755").arg(&init_path))?;
+        let script = format!(
+            "find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+            out.display()
+        );
+        run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(&self.root),
+        )?;
+        Ok(())
+    }
+}
+
+/// Boots `kernel` with `initramfs` under qemu (software emulation) and returns the serial
+/// console once the guest powers off, or an error with the console so far after `limit`.
+pub fn boot(kernel: &DebianKernel, initramfs: &Path, limit: Duration) -> Result<String, String> {
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg,thread=multi",
+            "-smp",
+            "2",
+            "-m",
+            "1536",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start qemu-system-x86_64 ({e}): install qemu-system-x86 (make test does)"
+            )
+        })?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            let console = reader.join().unwrap_or_default();
+            if !status.success() {
+                let mut err = String::new();
+                let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+                return Err(format!("qemu exited with {status}: {err}\n{console}"));
+            }
+            return Ok(console);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let console = reader.join().unwrap_or_default();
+            return Err(format!(
+                "the VM did not power off within {limit:?}; console so far:\n{console}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One scenario's part of the console.
+#[derive(Debug)]
+pub struct ScenarioRun {
+    /// Scenario (test binary) name.
+    pub name: String,
+    /// Its exit code, if it finished.
+    pub rc: Option<i32>,
+    /// Its console lines.
+    pub output: String,
+}
+
+/// Splits a console into scenario runs and the skip lines.
+pub fn parse_console(console: &str) -> (Vec<ScenarioRun>, Vec<String>) {
+    let mut runs = Vec::new();
+    let mut skips = Vec::new();
+    let mut current: Option<ScenarioRun> = None;
+    let mut in_skips = false;
+    for raw in console.lines() {
+        let line = raw.trim_end_matches('\r');
+        // Firmware and terminal escapes can share the first marker's line.
+        if let Some(name) = line.find(BEGIN).map(|i| line[i + BEGIN.len()..].trim()) {
+            current = Some(ScenarioRun {
+                name: name.to_string(),
+                rc: None,
+                output: String::new(),
+            });
+        } else if let Some(rest) = line.strip_prefix(END) {
+            if let Some(mut run) = current.take() {
+                run.rc = rest
+                    .rsplit("rc=")
+                    .next()
+                    .and_then(|r| r.trim().parse().ok());
+                runs.push(run);
+            }
+        } else if line == "SKIPS-BEGIN" {
+            in_skips = true;
+        } else if line == "SKIPS-END" {
+            in_skips = false;
+        } else if in_skips {
+            if !line.trim().is_empty() {
+                skips.push(line.to_string());
+            }
+        } else if let Some(run) = current.as_mut() {
+            run.output.push_str(line);
+            run.output.push('\n');
+        }
+    }
+    if let Some(run) = current {
+        runs.push(run); // started but never finished: rc stays None
+    }
+    (runs, skips)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_is_split_into_scenarios_and_skips() {
+        let console = "boot noise\n\x1b[2JVIGIL-BEGIN a\ntest x ... ok\nVIGIL-END a rc=0\nVIGIL-BEGIN b\npanic\n\
+                       VIGIL-END b rc=101\nSKIPS-BEGIN\nSKIP t on debian-vm: needs lsm\nSKIPS-END\nVIGIL-VM-DONE\n";
+        let (runs, skips) = parse_console(console);
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[0].name.as_str(), runs[0].rc), ("a", Some(0)));
+        assert_eq!(runs[0].output, "test x ... ok\n");
+        assert_eq!(runs[1].rc, Some(101));
+        assert_eq!(skips, vec!["SKIP t on debian-vm: needs lsm"]);
+    }
+
+    #[test]
+    fn a_scenario_cut_short_has_no_exit_code() {
+        let (runs, _) = parse_console("VIGIL-BEGIN a\nKernel panic\n");
+        assert_eq!(runs[0].rc, None);
+    }
+}

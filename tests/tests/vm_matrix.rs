@@ -1,0 +1,133 @@
+//! The kernel matrix: every scenario, built once (static), runs again inside Debian's own
+//! kernel under qemu, where kprobe, fentry and LSM programs load. A scenario that fails there
+//! fails `make test` and prints its part of the console; a scenario that skips itself there
+//! fails too, because that kernel has every hook the matrix knows.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use vigil_tests::{
+    kernels::DEBIAN_VM,
+    require_root, vigil_bin,
+    vm::{boot, parse_console, DebianKernel, Initramfs},
+};
+
+/// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
+const SCENARIOS: [&str; 3] = ["process_lifecycle", "cli_errors", "kernel_hooks"];
+
+/// The VM stage must stay under five minutes on our 2-core machines.
+const VM_LIMIT: Duration = Duration::from_secs(300);
+
+/// The newest `<name>-<16 hex>` executable cargo built beside this test.
+fn test_binary(deps: &Path, name: &str) -> PathBuf {
+    std::fs::read_dir(deps)
+        .expect("deps dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let f = e.file_name().to_string_lossy().into_owned();
+            f.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|h| h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .unwrap_or_else(|| {
+            panic!(
+                "no test binary {name}-* in {}: build with `cargo test --no-run -p vigil-tests`",
+                deps.display()
+            )
+        })
+}
+
+#[test]
+fn the_scenario_list_names_every_scenario_file() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .trim_end_matches(".rs")
+                .to_string()
+        })
+        .filter(|n| n != "vm_matrix")
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = SCENARIOS.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        files, listed,
+        "add the new scenario file to SCENARIOS so the VM runs it too"
+    );
+}
+
+#[test]
+fn every_scenario_passes_in_the_debian_vm() {
+    require_root();
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap().to_path_buf();
+    // target/<triple>/<profile>/deps → target/
+    let target = deps.ancestors().nth(3).expect("target dir").to_path_buf();
+
+    let kernel = DebianKernel::fetch(&target.join("vm-kernel"))
+        .unwrap_or_else(|e| panic!("cannot get the VM kernel: {e}"));
+    let mut fs = Initramfs::new(&target.join("vm-root")).unwrap_or_else(|e| panic!("{e}"));
+    fs.add_binary(&vigil_bin(), "vigil").unwrap();
+    for s in SCENARIOS {
+        fs.add_scenario(&test_binary(&deps, s), s).unwrap();
+    }
+    let initramfs = target.join("vm-initramfs.gz");
+    fs.pack(DEBIAN_VM.name, &initramfs)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let started = Instant::now();
+    let console = boot(&kernel, &initramfs, VM_LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "{} {} booted and ran {} scenarios in {:.0?}",
+        kernel.package,
+        kernel.version,
+        SCENARIOS.len(),
+        started.elapsed()
+    );
+
+    let (runs, skips) = parse_console(&console);
+    let mut failures = Vec::new();
+    for s in SCENARIOS {
+        match runs.iter().find(|r| r.name == s) {
+            None => failures.push(format!("{s}: never started\n--- console ---\n{console}")),
+            Some(r) => {
+                let passed = r
+                    .output
+                    .lines()
+                    .any(|l| l.starts_with("test result: ok.") && !l.contains(" 0 passed"));
+                if r.rc != Some(0) || !passed {
+                    failures.push(format!(
+                        "{s}: exit {:?}\n--- its console ---\n{}",
+                        r.rc, r.output
+                    ));
+                } else {
+                    eprintln!(
+                        "{s}: {}",
+                        r.output
+                            .lines()
+                            .find(|l| l.starts_with("test result"))
+                            .unwrap_or("")
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "scenarios failed in the VM:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        skips.is_empty(),
+        "scenarios skipped in the VM, whose kernel has every hook:\n{}",
+        skips.join("\n")
+    );
+}
