@@ -12,6 +12,7 @@ mod cache;
 mod identity;
 mod loader;
 mod output;
+mod policy_cmd;
 mod probe;
 mod proc_seed;
 mod system;
@@ -53,11 +54,26 @@ enum Command {
         #[arg(long, default_value = "16", value_parser = parse_ringbuf_mib)]
         ringbuf_size: u32,
     },
+    /// Work with TracingPolicy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Report which eBPF program kinds and helpers this kernel allows.
     Probe {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check policy files: every problem with its file:line:column, field, reason and fix.
+    Lint {
+        /// Policy files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -77,6 +93,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Probe { json } => probe_command(&cli.btf, json),
+        Command::Policy {
+            command: PolicyCommand::Lint { files },
+        } => policy_cmd::lint(&files),
         Command::Agent {
             export_file,
             format,

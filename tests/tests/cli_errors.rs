@@ -190,3 +190,61 @@ fn deny_prog_load() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+const GOOD_POLICY: &str = r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: "setuid-watch"
+spec:
+  kprobes:
+  - call: "sys_setuid"
+    syscall: true
+    args:
+    - index: 0
+      type: "int"
+"#;
+
+#[test]
+fn policy_lint_names_file_line_field_reason_and_fix() {
+    require_root();
+    let dir = vigil_tests::TempDir::new("lint");
+    let good = dir.path().join("good.yaml");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&good, GOOD_POLICY).unwrap();
+    std::fs::write(
+        &bad,
+        GOOD_POLICY.replace("type: \"int\"", "type: \"integer\""),
+    )
+    .unwrap();
+
+    let ok = Command::new(vigil_bin())
+        .args(["policy", "lint"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout)
+        .contains("ok (policy setuid-watch, 1 hooks, mode enforce)"));
+
+    let out = Command::new(vigil_bin())
+        .args(["policy", "lint"])
+        .arg(&good)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let expected = format!(
+        "{}:11:13: spec.kprobes[0].args[0].type: argument type `integer` is not supported by vigil (fix: use one of:",
+        bad.display()
+    );
+    assert!(stdout.contains(&expected), "{stdout}");
+    assert_eq!(
+        stderr_lines(&out),
+        vec!["vigil: error: 1 of 2 policy files have problems"]
+    );
+}

@@ -1,0 +1,199 @@
+//! Argument types: which ones vigil reads, what selectors can compare them with, and the checks
+//! of a hook's `args` list.
+
+use crate::{
+    spec::ArgSpec,
+    validate::{Checker, MAX_CALL_ARGS},
+};
+
+/// What an argument's type lets selectors compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgClass {
+    /// An integer of this width.
+    Int {
+        /// Bits.
+        bits: u32,
+        /// Signed.
+        signed: bool,
+    },
+    /// Bytes or a string from memory (`string`, `char_buf`).
+    Text,
+    /// A path the kernel resolves (`file`, `path`, `fd`).
+    Path,
+    /// A socket (`sock`): addresses, ports, protocol, family.
+    Sock,
+    /// A socket address (`sockaddr`): address, port, family.
+    Sockaddr,
+}
+
+/// Argument types vigil reads, with their class.
+pub const ARG_TYPES: [(&str, ArgClass); 20] = [
+    (
+        "int",
+        ArgClass::Int {
+            bits: 32,
+            signed: true,
+        },
+    ),
+    (
+        "int8",
+        ArgClass::Int {
+            bits: 8,
+            signed: true,
+        },
+    ),
+    (
+        "int16",
+        ArgClass::Int {
+            bits: 16,
+            signed: true,
+        },
+    ),
+    (
+        "int32",
+        ArgClass::Int {
+            bits: 32,
+            signed: true,
+        },
+    ),
+    (
+        "int64",
+        ArgClass::Int {
+            bits: 64,
+            signed: true,
+        },
+    ),
+    (
+        "uint8",
+        ArgClass::Int {
+            bits: 8,
+            signed: false,
+        },
+    ),
+    (
+        "uint16",
+        ArgClass::Int {
+            bits: 16,
+            signed: false,
+        },
+    ),
+    (
+        "uint32",
+        ArgClass::Int {
+            bits: 32,
+            signed: false,
+        },
+    ),
+    (
+        "uint64",
+        ArgClass::Int {
+            bits: 64,
+            signed: false,
+        },
+    ),
+    (
+        "s64",
+        ArgClass::Int {
+            bits: 64,
+            signed: true,
+        },
+    ),
+    (
+        "u64",
+        ArgClass::Int {
+            bits: 64,
+            signed: false,
+        },
+    ),
+    (
+        "size_t",
+        ArgClass::Int {
+            bits: 64,
+            signed: false,
+        },
+    ),
+    (
+        "long",
+        ArgClass::Int {
+            bits: 64,
+            signed: true,
+        },
+    ),
+    ("string", ArgClass::Text),
+    ("char_buf", ArgClass::Text),
+    ("file", ArgClass::Path),
+    ("path", ArgClass::Path),
+    ("fd", ArgClass::Path),
+    ("sock", ArgClass::Sock),
+    ("sockaddr", ArgClass::Sockaddr),
+];
+
+/// The class of an argument type, if vigil reads it.
+pub fn arg_class(t: &str) -> Option<ArgClass> {
+    ARG_TYPES.iter().find(|(n, _)| *n == t).map(|(_, c)| *c)
+}
+
+pub(crate) fn check_args(c: &mut Checker, hook: &str, args: &[ArgSpec], calling_convention: bool) {
+    let mut seen = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        let path = format!("{hook}.args[{i}]");
+        if calling_convention && a.index >= MAX_CALL_ARGS {
+            c.value(
+                &format!("{path}.index"),
+                format!(
+                    "argument index {} is past the {MAX_CALL_ARGS} arguments a hook can read",
+                    a.index
+                ),
+                format!("use an index from 0 to {}", MAX_CALL_ARGS - 1),
+            );
+        }
+        if seen.contains(&a.index) {
+            c.value(
+                &format!("{path}.index"),
+                format!("argument {} is declared twice", a.index),
+                "declare each argument index once",
+            );
+        }
+        seen.push(a.index);
+        let class = arg_class(&a.r#type);
+        if class.is_none() {
+            let known: Vec<_> = ARG_TYPES.iter().map(|t| t.0).collect();
+            c.value(
+                &format!("{path}.type"),
+                format!("argument type `{}` is not supported by vigil", a.r#type),
+                format!("use one of: {}", known.join(", ")),
+            );
+        }
+        if a.max_data && a.r#type != "char_buf" {
+            c.field(
+                &format!("{path}.maxData"),
+                "maxData applies to `char_buf` arguments only",
+                "remove `maxData` or make the type `char_buf`",
+            );
+        }
+        if a.return_copy {
+            c.unsupported(&format!("{path}.returnCopy"), "`returnCopy`");
+        }
+        if a.resolve.is_some() {
+            c.unsupported(&format!("{path}.resolve"), "`resolve`");
+        }
+        if let Some(size) = a.size_arg_index {
+            let target = args.iter().find(|o| o.index + 1 == size);
+            if a.r#type != "char_buf" {
+                c.field(
+                    &format!("{path}.sizeArgIndex"),
+                    "sizeArgIndex applies to `char_buf` arguments only",
+                    "remove `sizeArgIndex` or make the type `char_buf`",
+                );
+            } else if !target
+                .is_some_and(|t| matches!(arg_class(&t.r#type), Some(ArgClass::Int { .. })))
+            {
+                c.value(
+                    &format!("{path}.sizeArgIndex"),
+                    format!("sizeArgIndex {size} names no integer argument (it counts from 1: {size} is the argument with index {})", size.saturating_sub(1)),
+                    "point it at the integer argument that holds the buffer's length, plus one",
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! What the running kernel has: its functions (from `/proc/kallsyms`) and tracepoints (from
+//! tracefs), so a policy naming a function this kernel lacks is refused with that reason before
+//! anything is loaded.
+
+use std::{collections::HashSet, path::Path};
+
+/// Kernel functions and tracepoints a policy may name.
+pub trait KernelSymbols {
+    /// Whether the kernel has a function called `name`.
+    fn function(&self, name: &str) -> bool;
+    /// Whether the tracepoint exists; `None` when that cannot be told (tracefs not mounted).
+    fn tracepoint(&self, subsystem: &str, event: &str) -> Option<bool>;
+}
+
+/// The running kernel's symbols.
+pub struct RunningKernel {
+    functions: HashSet<String>,
+    tracefs: Option<&'static str>,
+}
+
+impl RunningKernel {
+    /// Reads `/proc/kallsyms` (which shows names to root) and finds tracefs.
+    pub fn read() -> std::io::Result<RunningKernel> {
+        let text = std::fs::read_to_string("/proc/kallsyms")?;
+        let functions = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (_, kind, name) = (f.next()?, f.next()?, f.next()?);
+                matches!(kind, "T" | "t" | "W" | "w")
+                    .then(|| name.split('.').next().unwrap_or(name).to_string())
+            })
+            .collect();
+        let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .into_iter()
+            .find(|p| Path::new(p).join("events").is_dir());
+        Ok(RunningKernel { functions, tracefs })
+    }
+}
+
+impl KernelSymbols for RunningKernel {
+    fn function(&self, name: &str) -> bool {
+        self.functions.contains(name)
+    }
+
+    fn tracepoint(&self, subsystem: &str, event: &str) -> Option<bool> {
+        let root = self.tracefs?;
+        Some(
+            Path::new(root)
+                .join("events")
+                .join(subsystem)
+                .join(event)
+                .is_dir(),
+        )
+    }
+}
+
+/// The kernel function a kprobe `call` attaches to: system calls go through their
+/// architecture wrapper (`sys_openat` is `__x64_sys_openat`).
+pub fn kprobe_function_candidates(call: &str, syscall: bool) -> Vec<String> {
+    if !syscall {
+        return vec![call.to_string()];
+    }
+    let base = call.strip_prefix("__x64_").unwrap_or(call);
+    let bare = base.strip_prefix("sys_").unwrap_or(base);
+    vec![
+        format!("__x64_sys_{bare}"),
+        format!("__se_sys_{bare}"),
+        format!("sys_{bare}"),
+    ]
+}
+
+/// The kernel function behind an LSM hook (`file_open` is `security_file_open`, and BPF LSM
+/// programs attach to `bpf_lsm_file_open`).
+pub fn lsm_function_candidates(hook: &str) -> Vec<String> {
+    vec![format!("security_{hook}"), format!("bpf_lsm_{hook}")]
+}

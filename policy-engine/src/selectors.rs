@@ -1,0 +1,432 @@
+//! Checks of selectors: each filter against the arguments its hook declares, each operator
+//! against the argument's type, each value against the operator, and each action against the
+//! hook it would run on.
+
+use crate::{
+    args::{arg_class, ArgClass},
+    spec::{ArgFilter, ArgSpec, Selector},
+    validate::{Checker, MAX_SELECTORS, MAX_VALUES},
+    values,
+};
+
+/// What a selector list hangs off.
+pub(crate) struct Hook<'a> {
+    /// Field path of the hook.
+    pub path: &'a str,
+    /// Its declared arguments.
+    pub args: &'a [ArgSpec],
+    /// `matchArgs.index` is a position in `args` (tracepoints), not an argument index.
+    pub by_position: bool,
+    /// The hook reports its return value.
+    pub has_return: bool,
+    /// `Override` can act here (system calls and LSM hooks).
+    pub can_override: bool,
+}
+
+const TEXT_OPS: [&str; 6] = [
+    "Equal",
+    "NotEqual",
+    "Prefix",
+    "NotPrefix",
+    "Postfix",
+    "NotPostfix",
+];
+const INT_OPS: [&str; 5] = ["Equal", "NotEqual", "GT", "LT", "Mask"];
+const SOCK_OPS: [&str; 10] = [
+    "SAddr", "DAddr", "NotSAddr", "NotDAddr", "SPort", "DPort", "NotSPort", "NotDPort", "Protocol",
+    "Family",
+];
+const SOCKADDR_OPS: [&str; 5] = ["SAddr", "NotSAddr", "SPort", "NotSPort", "Family"];
+/// Operators Tetragon has and vigil refuses by name.
+const UNSUPPORTED_OPS: [&str; 4] = ["InMap", "NotInMap", "CapabilitiesGained", "FileType"];
+const ACTIONS: [&str; 5] = ["Post", "NoPost", "Sigkill", "Signal", "Override"];
+/// Actions Tetragon has and vigil refuses by name.
+const UNSUPPORTED_ACTIONS: [&str; 11] = [
+    "FollowFD",
+    "UnfollowFD",
+    "CopyFD",
+    "GetUrl",
+    "DnsLookup",
+    "TrackSock",
+    "UntrackSock",
+    "NotifyEnforcer",
+    "CleanupEnforcerNotification",
+    "Set",
+    "NoOp",
+];
+const NAMESPACES: [&str; 10] = [
+    "Uts",
+    "Ipc",
+    "Mnt",
+    "Pid",
+    "PidForChildren",
+    "Net",
+    "Time",
+    "TimeForChildren",
+    "Cgroup",
+    "User",
+];
+
+fn ops_for(class: ArgClass) -> &'static [&'static str] {
+    match class {
+        ArgClass::Int { .. } => &INT_OPS,
+        ArgClass::Text | ArgClass::Path => &TEXT_OPS,
+        ArgClass::Sock => &SOCK_OPS,
+        ArgClass::Sockaddr => &SOCKADDR_OPS,
+    }
+}
+
+pub(crate) fn check_selectors(c: &mut Checker, hook: &Hook, selectors: &[Selector]) {
+    if selectors.len() > MAX_SELECTORS {
+        c.field(
+            &format!("{}.selectors", hook.path),
+            format!(
+                "{} selectors; a hook has at most {MAX_SELECTORS}",
+                selectors.len()
+            ),
+            "merge selectors with the same actions by listing more values in one filter",
+        );
+    }
+    for (i, s) in selectors.iter().enumerate() {
+        check_selector(c, hook, &format!("{}.selectors[{i}]", hook.path), s);
+    }
+}
+
+fn check_selector(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
+    for (i, f) in s.match_args.iter().enumerate() {
+        let fpath = format!("{path}.matchArgs[{i}]");
+        let arg = if hook.by_position {
+            hook.args.get(f.index as usize)
+        } else {
+            hook.args.iter().find(|a| a.index == f.index)
+        };
+        match arg {
+            None => {
+                let declared: Vec<String> = if hook.by_position {
+                    (0..hook.args.len()).map(|p| p.to_string()).collect()
+                } else {
+                    hook.args.iter().map(|a| a.index.to_string()).collect()
+                };
+                c.value(
+                    &format!("{fpath}.index"),
+                    format!(
+                        "matchArgs index {} names no argument declared in `args`",
+                        f.index
+                    ),
+                    if declared.is_empty() {
+                        "declare the argument under `args` first".to_string()
+                    } else {
+                        format!(
+                            "use one of the declared {}: {}",
+                            if hook.by_position {
+                                "positions"
+                            } else {
+                                "indexes"
+                            },
+                            declared.join(", ")
+                        )
+                    },
+                );
+            }
+            Some(a) => {
+                if let Some(class) = arg_class(&a.r#type) {
+                    check_arg_filter(c, &fpath, f, class, &a.r#type);
+                }
+            }
+        }
+    }
+    for (i, f) in s.match_return_args.iter().enumerate() {
+        let fpath = format!("{path}.matchReturnArgs[{i}]");
+        if !hook.has_return {
+            c.field(
+                &fpath,
+                "matchReturnArgs on a hook without `return: true`",
+                "add `return: true` to the hook",
+            );
+        }
+        check_arg_filter(
+            c,
+            &fpath,
+            f,
+            ArgClass::Int {
+                bits: 64,
+                signed: true,
+            },
+            "return value",
+        );
+    }
+    for (i, f) in s.match_binaries.iter().enumerate() {
+        let fpath = format!("{path}.matchBinaries[{i}]");
+        if !["In", "NotIn", "Prefix", "NotPrefix"].contains(&f.operator.as_str()) {
+            c.value(
+                &format!("{fpath}.operator"),
+                format!("matchBinaries operator `{}` is not supported", f.operator),
+                "use In, NotIn, Prefix or NotPrefix",
+            );
+        }
+        if f.follow_children {
+            c.unsupported(&format!("{fpath}.followChildren"), "`followChildren`");
+        }
+        check_values(c, &fpath, f.values.len());
+        for (j, v) in f.values.iter().enumerate() {
+            if !v.0.starts_with('/') {
+                c.value(
+                    &format!("{fpath}.values[{j}]"),
+                    format!("`{}` is not an absolute path", v.0),
+                    "write the binary's full path, as the kernel resolves it (e.g. /usr/bin/cat)",
+                );
+            }
+        }
+    }
+    for (i, f) in s.match_pids.iter().enumerate() {
+        let fpath = format!("{path}.matchPIDs[{i}]");
+        in_not_in(c, &fpath, &f.operator);
+        check_values(c, &fpath, f.values.len());
+        for (j, v) in f.values.iter().enumerate() {
+            if let Err(e) = values::int_for(&v.0, 32, false) {
+                c.value(&format!("{fpath}.values[{j}]"), e, "write a process id");
+            }
+        }
+    }
+    for (i, f) in s.match_namespaces.iter().enumerate() {
+        let fpath = format!("{path}.matchNamespaces[{i}]");
+        if !NAMESPACES.contains(&f.namespace.as_str()) {
+            c.value(
+                &format!("{fpath}.namespace"),
+                format!("`{}` is not a namespace", f.namespace),
+                format!("use one of: {}", NAMESPACES.join(", ")),
+            );
+        }
+        in_not_in(c, &fpath, &f.operator);
+        check_values(c, &fpath, f.values.len());
+        for (j, v) in f.values.iter().enumerate() {
+            if v.0 != "host_ns" && values::int_for(&v.0, 32, false).is_err() {
+                c.value(
+                    &format!("{fpath}.values[{j}]"),
+                    format!("`{}` is not a namespace inode number", v.0),
+                    "write the inode number (ls -Li /proc/<pid>/ns/<ns>) or `host_ns`",
+                );
+            }
+        }
+    }
+    for (i, f) in s.match_capabilities.iter().enumerate() {
+        let fpath = format!("{path}.matchCapabilities[{i}]");
+        if let Some(t) = &f.r#type {
+            if !["Effective", "Inheritable", "Permitted"].contains(&t.as_str()) {
+                c.value(
+                    &format!("{fpath}.type"),
+                    format!("`{t}` is not a capability set"),
+                    "use Effective, Inheritable or Permitted",
+                );
+            }
+        }
+        in_not_in(c, &fpath, &f.operator);
+        check_values(c, &fpath, f.values.len());
+        for (j, v) in f.values.iter().enumerate() {
+            if vigil_events::caps::bit(&v.0).is_none() {
+                c.value(
+                    &format!("{fpath}.values[{j}]"),
+                    format!("`{}` is not a capability", v.0),
+                    "write a name such as CAP_SYS_ADMIN",
+                );
+            }
+        }
+    }
+    for (field, present) in [
+        (
+            "matchNamespaceChanges",
+            !s.match_namespace_changes.is_empty(),
+        ),
+        (
+            "matchCapabilityChanges",
+            !s.match_capability_changes.is_empty(),
+        ),
+        ("matchReturnActions", !s.match_return_actions.is_empty()),
+    ] {
+        if present {
+            c.unsupported(&format!("{path}.{field}"), &format!("`{field}`"));
+        }
+    }
+    check_actions(c, hook, path, s);
+}
+
+fn in_not_in(c: &mut Checker, fpath: &str, op: &str) {
+    if op != "In" && op != "NotIn" {
+        c.value(
+            &format!("{fpath}.operator"),
+            format!("operator `{op}` is not valid here"),
+            "use In or NotIn",
+        );
+    }
+}
+
+fn check_values(c: &mut Checker, fpath: &str, n: usize) {
+    if n == 0 {
+        c.field(
+            fpath,
+            "the filter lists no values, so it could never match",
+            "add `values:` with at least one value",
+        );
+    } else if n > MAX_VALUES {
+        c.field(
+            &format!("{fpath}.values"),
+            format!("{n} values; at most {MAX_VALUES}"),
+            "split the filter across selectors",
+        );
+    }
+}
+
+fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass, type_name: &str) {
+    let op = f.operator.as_str();
+    let allowed = ops_for(class);
+    if UNSUPPORTED_OPS.contains(&op) {
+        c.value(
+            &format!("{fpath}.operator"),
+            format!("operator `{op}` is not supported by vigil"),
+            format!("for `{type_name}` use one of: {}", allowed.join(", ")),
+        );
+        return;
+    }
+    if !allowed.contains(&op) {
+        let known = TEXT_OPS
+            .iter()
+            .chain(&INT_OPS)
+            .chain(&SOCK_OPS)
+            .any(|o| *o == op);
+        let reason = if known {
+            format!("operator `{op}` does not apply to an argument of type `{type_name}`")
+        } else {
+            format!("`{op}` is not an operator")
+        };
+        c.value(
+            &format!("{fpath}.operator"),
+            reason,
+            format!("for `{type_name}` use one of: {}", allowed.join(", ")),
+        );
+        return;
+    }
+    check_values(c, fpath, f.values.len());
+    if matches!(op, "GT" | "LT") && f.values.len() > 1 {
+        c.field(
+            &format!("{fpath}.values"),
+            format!(
+                "{op} compares with one value, {} are listed",
+                f.values.len()
+            ),
+            "keep one value",
+        );
+    }
+    for (j, v) in f.values.iter().enumerate() {
+        let checked = match (class, op) {
+            (ArgClass::Int { bits, signed }, _) => values::int_for(&v.0, bits, signed).map(|_| ()),
+            (_, "SAddr" | "DAddr" | "NotSAddr" | "NotDAddr") => values::cidr(&v.0).map(|_| ()),
+            (_, "SPort" | "DPort" | "NotSPort" | "NotDPort") => values::port(&v.0).map(|_| ()),
+            (_, "Protocol") => values::protocol(&v.0).map(|_| ()),
+            (_, "Family") => values::family(&v.0).map(|_| ()),
+            (ArgClass::Path, _)
+                if matches!(op, "Equal" | "NotEqual" | "Prefix" | "NotPrefix")
+                    && !v.0.starts_with('/') =>
+            {
+                Err(format!(
+                    "`{}` is not an absolute path; the kernel compares the path it resolved",
+                    v.0
+                ))
+            }
+            _ if v.0.len() > 4096 => Err("the value is longer than 4096 bytes".to_string()),
+            _ => Ok(()),
+        };
+        if let Err(e) = checked {
+            c.value(
+                &format!("{fpath}.values[{j}]"),
+                e,
+                format!("write a value that `{op}` can compare with a `{type_name}`"),
+            );
+        }
+    }
+}
+
+fn check_actions(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
+    for (i, a) in s.match_actions.iter().enumerate() {
+        let apath = format!("{path}.matchActions[{i}]");
+        let name = a.action.as_str();
+        if UNSUPPORTED_ACTIONS.contains(&name) {
+            c.value(
+                &format!("{apath}.action"),
+                format!("action `{name}` is not supported by vigil"),
+                format!("use one of: {}", ACTIONS.join(", ")),
+            );
+            continue;
+        }
+        if !ACTIONS.contains(&name) {
+            c.value(
+                &format!("{apath}.action"),
+                format!("`{name}` is not an action"),
+                format!("use one of: {}", ACTIONS.join(", ")),
+            );
+            continue;
+        }
+        match name {
+            "Signal" => match a.arg_sig {
+                Some(sig) if (1..=64).contains(&sig) => {}
+                Some(sig) => c.value(
+                    &format!("{apath}.argSig"),
+                    format!("{sig} is not a signal number"),
+                    "use a number from 1 to 64 (9 is SIGKILL)",
+                ),
+                None => c.field(
+                    &apath,
+                    "the Signal action needs `argSig`",
+                    "add `argSig:` with the signal number",
+                ),
+            },
+            "Override" => {
+                if !hook.can_override {
+                    c.value(
+                        &format!("{apath}.action"),
+                        "Override can only act on system calls and LSM hooks",
+                        "hook the system call (`syscall: true`) or an LSM hook, or use Sigkill",
+                    );
+                }
+                match a.arg_error {
+                    Some(e) if (-4095..0).contains(&e) => {}
+                    Some(e) => c.value(
+                        &format!("{apath}.argError"),
+                        format!("{e} is not an error number"),
+                        "use a negative errno such as -1 (EPERM)",
+                    ),
+                    None => c.field(
+                        &apath,
+                        "the Override action needs `argError`",
+                        "add `argError: -1` (EPERM) or another negative errno",
+                    ),
+                }
+            }
+            _ => {}
+        }
+        if let Some(rl) = &a.rate_limit {
+            if name != "Post" {
+                c.field(
+                    &format!("{apath}.rateLimit"),
+                    "rateLimit applies to Post only",
+                    "move `rateLimit` to a Post action",
+                );
+            } else if let Err(e) = values::period(rl) {
+                c.value(
+                    &format!("{apath}.rateLimit"),
+                    e,
+                    "write a period such as 30s, 1m or 2h",
+                );
+            }
+        }
+        for (field, present) in [
+            ("rateLimitScope", a.rate_limit_scope.is_some()),
+            ("kernelStackTrace", a.kernel_stack_trace),
+            ("userStackTrace", a.user_stack_trace),
+            ("imaHash", a.ima_hash),
+        ] {
+            if present {
+                c.unsupported(&format!("{apath}.{field}"), &format!("`{field}`"));
+            }
+        }
+    }
+}

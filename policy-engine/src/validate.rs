@@ -1,0 +1,439 @@
+//! Loading a policy: parse (serde, with the failing field's path and position), then check
+//! everything serde cannot (references between fields, operators per argument type, value
+//! syntax, limits, features vigil does not implement), collecting every problem at once.
+
+use crate::{
+    args::{arg_class, check_args, ArgClass},
+    error::{PolicyError, PolicyErrors},
+    kernel::{kprobe_function_candidates, lsm_function_candidates, KernelSymbols},
+    locate::Locations,
+    spec::{PolicyKind, PolicySpec, TracingPolicy},
+};
+
+/// API groups whose TracingPolicies vigil accepts.
+pub const API_VERSIONS: [&str; 2] = ["cilium.io/v1alpha1", "vigil.dev/v1alpha1"];
+/// Most selectors per hook (Tetragon allows 5; each of ours is one map entry).
+pub const MAX_SELECTORS: usize = 32;
+/// Most arguments a kprobe or LSM hook can read (the calling convention's registers).
+pub const MAX_CALL_ARGS: u32 = 5;
+/// Most values one filter may list (they go in a hash or LPM map).
+pub const MAX_VALUES: usize = 65_536;
+
+/// Whether enforcement actions run or are only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Actions are carried out.
+    Enforce,
+    /// Actions are reported as what would have happened.
+    Monitor,
+}
+
+/// A policy that passed every check.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `metadata.name`.
+    pub name: String,
+    /// Cluster-wide or namespaced.
+    pub kind: PolicyKind,
+    /// Namespace of a namespaced policy.
+    pub namespace: Option<String>,
+    /// `policy-mode` option (default: enforce).
+    pub mode: Mode,
+    /// The hooks.
+    pub spec: PolicySpec,
+}
+
+/// Collects problems with their positions.
+pub(crate) struct Checker<'a> {
+    file: &'a str,
+    locations: Locations,
+    pub(crate) errors: Vec<PolicyError>,
+}
+
+impl<'a> Checker<'a> {
+    fn push(&mut self, path: &str, at_key: bool, reason: String, fix: String) {
+        let pos = if at_key {
+            self.locations.key(path)
+        } else {
+            self.locations.value(path)
+        };
+        let (line, column) = pos.map(|p| (p.line, p.column)).unwrap_or((1, 1));
+        self.errors.push(PolicyError {
+            file: self.file.to_string(),
+            line,
+            column,
+            path: path.to_string(),
+            reason,
+            fix,
+        });
+    }
+
+    /// A wrong value at `path`.
+    pub(crate) fn value(&mut self, path: &str, reason: impl Into<String>, fix: impl Into<String>) {
+        self.push(path, false, reason.into(), fix.into());
+    }
+
+    /// A field at `path` that should not be there.
+    pub(crate) fn field(&mut self, path: &str, reason: impl Into<String>, fix: impl Into<String>) {
+        self.push(path, true, reason.into(), fix.into());
+    }
+
+    /// A field vigil parses but does not implement.
+    pub(crate) fn unsupported(&mut self, path: &str, feature: &str) {
+        self.field(
+            path,
+            format!("{feature} is not supported by vigil"),
+            format!(
+                "remove `{}` from the policy",
+                path.rsplit('.').next().unwrap_or(path)
+            ),
+        );
+    }
+}
+
+/// Parses and checks one policy document. `file` names it in errors.
+pub fn load_policy(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
+    load_policy_for(file, text, None)
+}
+
+/// [`load_policy`], and checks that the functions and tracepoints the policy names exist in
+/// `kernel`.
+pub fn load_policy_for(
+    file: &str,
+    text: &str,
+    kernel: Option<&dyn KernelSymbols>,
+) -> Result<Policy, PolicyErrors> {
+    let mut c = Checker {
+        file,
+        locations: Locations::index(text),
+        errors: Vec::new(),
+    };
+    let de = serde_yaml::Deserializer::from_str(text);
+    let tp: TracingPolicy = match serde_path_to_error::deserialize(de) {
+        Ok(tp) => tp,
+        Err(e) => {
+            // A syntax error leaves `?` for the key the parser never read.
+            let path = e.path().to_string().replace(".?", "").replace('?', "");
+            let inner = e.into_inner();
+            let (reason, fix) = explain_serde(&inner.to_string());
+            let at = inner.location().map(|l| (l.line(), l.column()));
+            let mut err = PolicyError {
+                file: file.to_string(),
+                line: 1,
+                column: 1,
+                path: path.clone(),
+                reason,
+                fix,
+            };
+            match (at, c.locations.key(&path)) {
+                (Some((line, column)), _) => (err.line, err.column) = (line, column),
+                (None, Some(p)) => (err.line, err.column) = (p.line, p.column),
+                (None, None) => {}
+            }
+            if err.path == "." || err.path.is_empty() {
+                err.path = "(document)".into();
+            }
+            return Err(PolicyErrors(vec![err]));
+        }
+    };
+    let mode = check_document(&mut c, &tp);
+    if let Some(k) = kernel {
+        check_kernel(&mut c, &tp.spec, k);
+    }
+    if !c.errors.is_empty() {
+        return Err(PolicyErrors(c.errors));
+    }
+    Ok(Policy {
+        name: tp.metadata.name,
+        kind: tp.kind,
+        namespace: tp.metadata.namespace,
+        mode,
+        spec: tp.spec,
+    })
+}
+
+/// Turns serde's message into a reason without its position, and a fix.
+fn explain_serde(msg: &str) -> (String, String) {
+    let reason = match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    // serde_yaml prefixes the path it was at; ours is reported separately.
+    let reason = match reason.split_once(": ") {
+        Some((head, rest)) if !head.contains(' ') => rest,
+        _ => reason,
+    }
+    .to_string();
+    let quoted = |s: &str| s.split('`').nth(1).unwrap_or("").to_string();
+    let fix = if reason.starts_with("unknown field") {
+        let expected = reason
+            .split_once(", expected ")
+            .map(|x| x.1)
+            .unwrap_or("the documented fields");
+        format!(
+            "remove `{}` or correct its spelling; this level accepts {expected}",
+            quoted(&reason)
+        )
+    } else if reason.starts_with("missing field") {
+        format!("add `{}:` here", quoted(&reason))
+    } else if reason.starts_with("unknown variant") {
+        let expected = reason
+            .split_once(", expected ")
+            .map(|x| x.1)
+            .unwrap_or("a documented value");
+        format!("use {expected}")
+    } else if reason.starts_with("invalid type") {
+        let expected = match reason.split_once(", expected ").map(|x| x.1) {
+            Some("u32" | "u64") => "a whole number of at least 0",
+            Some("i64") => "a whole number",
+            Some("a boolean") => "true or false",
+            Some(other) => other,
+            None => "the documented type",
+        };
+        format!("write {expected} here")
+    } else if reason.starts_with("invalid value") || reason.starts_with("invalid length") {
+        "write a value of the documented form here".to_string()
+    } else {
+        return (
+            format!("YAML syntax error: {reason}"),
+            "check the quoting and indentation on this line and the lines above it".to_string(),
+        );
+    };
+    (reason, fix)
+}
+
+fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
+    if !API_VERSIONS.contains(&tp.api_version.as_str()) {
+        c.value(
+            "apiVersion",
+            format!("unknown API version `{}`", tp.api_version),
+            format!("use {}", API_VERSIONS.join(" or ")),
+        );
+    }
+    let name = &tp.metadata.name;
+    if !is_dns_subdomain(name) {
+        c.value(
+            "metadata.name",
+            format!("`{name}` is not a valid policy name"),
+            "use lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit, at most 253 characters",
+        );
+    }
+    if tp.kind == PolicyKind::TracingPolicyNamespaced
+        && tp.metadata.namespace.as_deref().unwrap_or("").is_empty()
+    {
+        c.field(
+            "metadata",
+            "a TracingPolicyNamespaced needs a namespace",
+            "add `namespace:` under metadata",
+        );
+    }
+    let spec = &tp.spec;
+    if spec.kprobes.is_empty() && spec.tracepoints.is_empty() && spec.lsmhooks.is_empty() {
+        c.field(
+            "spec",
+            "the policy has no hooks",
+            "add at least one of `kprobes`, `tracepoints` or `lsmhooks`",
+        );
+    }
+    for (field, present) in [
+        ("spec.lists", !spec.lists.is_empty()),
+        ("spec.podSelector", spec.pod_selector.is_some()),
+        ("spec.containerSelector", spec.container_selector.is_some()),
+        ("spec.uprobes", !spec.uprobes.is_empty()),
+        ("spec.usdts", !spec.usdts.is_empty()),
+    ] {
+        if present {
+            let feature = format!("`{}`", field.trim_start_matches("spec."));
+            c.unsupported(field, &feature);
+        }
+    }
+    let mut mode = Mode::Enforce;
+    for (i, opt) in spec.options.iter().enumerate() {
+        let path = format!("spec.options[{i}]");
+        match opt.name.as_str() {
+            "policy-mode" => match opt.value.as_ref().map(|v| v.0.as_str()) {
+                Some("enforce") => mode = Mode::Enforce,
+                Some("monitor") => mode = Mode::Monitor,
+                other => c.value(
+                    &format!("{path}.value"),
+                    format!("policy-mode `{}` is not a mode", other.unwrap_or("")),
+                    "use `enforce` or `monitor`",
+                ),
+            },
+            other => c.value(
+                &format!("{path}.name"),
+                format!("unknown option `{other}`"),
+                "vigil knows the option `policy-mode`",
+            ),
+        }
+    }
+    for (i, k) in spec.kprobes.iter().enumerate() {
+        let path = format!("spec.kprobes[{i}]");
+        check_symbol(
+            c,
+            &format!("{path}.call"),
+            &k.call,
+            "a kernel function or system call name",
+        );
+        if k.return_arg_action.is_some() {
+            c.unsupported(&format!("{path}.returnArgAction"), "`returnArgAction`");
+        }
+        if k.ignore.is_some() {
+            c.unsupported(&format!("{path}.ignore"), "`ignore`");
+        }
+        check_args(c, &path, &k.args, true);
+        match (&k.return_arg, k.r#return) {
+            (Some(_), false) => c.field(
+                &format!("{path}.returnArg"),
+                "returnArg without `return: true`",
+                "add `return: true` or remove `returnArg`",
+            ),
+            (Some(r), true) if !matches!(arg_class(&r.r#type), Some(ArgClass::Int { .. })) => {
+                c.value(
+                    &format!("{path}.returnArg.type"),
+                    format!("a return value of type `{}` cannot be read", r.r#type),
+                    "use an integer type such as `int`",
+                );
+            }
+            _ => {}
+        }
+        let hook = crate::selectors::Hook {
+            path: &path,
+            args: &k.args,
+            by_position: false,
+            has_return: k.r#return,
+            can_override: k.syscall || k.call.starts_with("security_"),
+        };
+        crate::selectors::check_selectors(c, &hook, &k.selectors);
+        check_message(c, &path, k.message.as_deref(), &k.tags);
+    }
+    for (i, t) in spec.tracepoints.iter().enumerate() {
+        let path = format!("spec.tracepoints[{i}]");
+        check_symbol(
+            c,
+            &format!("{path}.subsystem"),
+            &t.subsystem,
+            "a tracepoint subsystem",
+        );
+        check_symbol(c, &format!("{path}.event"), &t.event, "a tracepoint name");
+        if t.raw {
+            c.unsupported(
+                &format!("{path}.raw"),
+                "`raw: true` (raw tracepoint arguments)",
+            );
+        }
+        check_args(c, &path, &t.args, false);
+        let hook = crate::selectors::Hook {
+            path: &path,
+            args: &t.args,
+            by_position: true,
+            has_return: false,
+            can_override: false,
+        };
+        crate::selectors::check_selectors(c, &hook, &t.selectors);
+        check_message(c, &path, t.message.as_deref(), &t.tags);
+    }
+    for (i, l) in spec.lsmhooks.iter().enumerate() {
+        let path = format!("spec.lsmhooks[{i}]");
+        check_symbol(
+            c,
+            &format!("{path}.hook"),
+            &l.hook,
+            "an LSM hook name such as `file_open`",
+        );
+        check_args(c, &path, &l.args, true);
+        let hook = crate::selectors::Hook {
+            path: &path,
+            args: &l.args,
+            by_position: false,
+            has_return: false,
+            can_override: true,
+        };
+        crate::selectors::check_selectors(c, &hook, &l.selectors);
+        check_message(c, &path, l.message.as_deref(), &l.tags);
+    }
+    mode
+}
+
+fn check_kernel(c: &mut Checker, spec: &PolicySpec, kernel: &dyn KernelSymbols) {
+    for (i, k) in spec.kprobes.iter().enumerate() {
+        if !kprobe_function_candidates(&k.call, k.syscall)
+            .iter()
+            .any(|f| kernel.function(f))
+        {
+            let hint = if k.syscall {
+                "check the system call's name (sys_<name>)"
+            } else {
+                "check the name in /proc/kallsyms, or set `syscall: true` for a system call"
+            };
+            c.value(
+                &format!("spec.kprobes[{i}].call"),
+                format!("this kernel has no function `{}`", k.call),
+                hint,
+            );
+        }
+    }
+    for (i, l) in spec.lsmhooks.iter().enumerate() {
+        if !lsm_function_candidates(&l.hook)
+            .iter()
+            .any(|f| kernel.function(f))
+        {
+            c.value(
+                &format!("spec.lsmhooks[{i}].hook"),
+                format!("this kernel has no LSM hook `{}`", l.hook),
+                "use a hook name from include/linux/lsm_hook_defs.h, without `security_`",
+            );
+        }
+    }
+    for (i, t) in spec.tracepoints.iter().enumerate() {
+        if kernel.tracepoint(&t.subsystem, &t.event) == Some(false) {
+            c.value(
+                &format!("spec.tracepoints[{i}].event"),
+                format!("this kernel has no tracepoint {}/{}", t.subsystem, t.event),
+                "list them with `ls /sys/kernel/tracing/events/<subsystem>`",
+            );
+        }
+    }
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    let ok_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.';
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 253
+        && bytes.iter().all(|b| ok_char(*b))
+        && alnum(bytes[0])
+        && alnum(bytes[bytes.len() - 1])
+}
+
+fn check_symbol(c: &mut Checker, path: &str, name: &str, what: &str) {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    {
+        c.value(
+            path,
+            format!("`{name}` is not {what}"),
+            "use letters, digits and `_` only",
+        );
+    }
+}
+
+fn check_message(c: &mut Checker, hook: &str, message: Option<&str>, tags: &[String]) {
+    if message.is_some_and(|m| m.len() > 256) {
+        c.value(
+            &format!("{hook}.message"),
+            "the message is longer than 256 bytes",
+            "shorten it",
+        );
+    }
+    if tags.len() > 16 {
+        c.value(
+            &format!("{hook}.tags"),
+            format!("{} tags; at most 16", tags.len()),
+            "keep the 16 most useful tags",
+        );
+    }
+}

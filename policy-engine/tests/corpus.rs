@@ -1,0 +1,128 @@
+//! Every broken policy in `tests/broken/` gets its precise error (file, line, field path,
+//! reason, fix), and every Tetragon policy in the shared test data either loads or is refused
+//! naming what vigil does not support.
+
+use std::path::{Path, PathBuf};
+
+use vigil_policy_engine::{kernel::RunningKernel, load_policy_for, KernelSymbols};
+
+fn kernel() -> Option<RunningKernel> {
+    RunningKernel::read().ok()
+}
+
+fn check(
+    file: &Path,
+    kernel: Option<&dyn KernelSymbols>,
+) -> Result<String, Vec<vigil_policy_engine::PolicyError>> {
+    let text = std::fs::read_to_string(file).unwrap();
+    load_policy_for(&file.display().to_string(), &text, kernel)
+        .map(|p| p.name)
+        .map_err(|e| e.0)
+}
+
+#[test]
+fn every_broken_policy_gets_its_precise_error() {
+    let kernel = kernel().expect("/proc/kallsyms is readable");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/broken");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 25, "the corpus has {} policies", files.len());
+    let mut failures = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .expect("first line is `# expect: LINE PATH | REASON`");
+        let (head, fragment) = expect.split_once(" | ").expect("`|` separates the reason");
+        let (line, path) = head.split_once(' ').expect("LINE PATH");
+        let line: usize = line.parse().unwrap();
+        match check(f, Some(&kernel)) {
+            Ok(name) => failures.push(format!(
+                "{}: loaded as {name}, expected {expect}",
+                f.display()
+            )),
+            Err(errors) => {
+                let hit = errors.iter().any(|e| {
+                    e.line == line
+                        && e.path == path
+                        && e.reason.contains(fragment)
+                        && !e.fix.is_empty()
+                        && e.file == f.display().to_string()
+                });
+                if !hit {
+                    let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                    failures.push(format!(
+                        "{}: expected {expect}\n  got:\n  {}",
+                        f.display(),
+                        got.join("\n  ")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What vigil does with each of Tetragon's example policies.
+const TETRAGON_POLICIES: [(&str, Option<&str>); 13] = [
+    ("policylibrary_modules.yaml", None),
+    (
+        "quickstart_file_monitoring_enforce.yaml",
+        Some("a TracingPolicyNamespaced needs a namespace"),
+    ),
+    (
+        "tracingpolicy_filename_monitoring.yaml",
+        Some("argument type `nop` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_list-syscalls-tracepoint.yaml",
+        Some("`lists` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_lsm_bprm_check.yaml",
+        Some("argument type `linux_binprm` is not supported by vigil"),
+    ),
+    ("tracingpolicy_lsm_file_open.yaml", None),
+    (
+        "tracingpolicy_rawtp.yaml",
+        Some("`raw: true` (raw tracepoint arguments) is not supported by vigil"),
+    ),
+    ("tracingpolicy_security-socket-connect.yaml", None),
+    ("tracingpolicy_symlink-override.yaml", None),
+    ("tracingpolicy_sys_setuid.yaml", None),
+    ("tracingpolicy_tcp-connect-only-private-addrs.yaml", None),
+    ("tracingpolicy_tcp-connect.yaml", None),
+    ("tracingpolicy_write.yaml", None),
+];
+
+#[test]
+fn tetragon_policies_load_or_are_refused_by_name() {
+    let kernel = kernel().expect("/proc/kallsyms is readable");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/tetragon-policies");
+    let mut listed: Vec<&str> = TETRAGON_POLICIES.iter().map(|p| p.0).collect();
+    listed.sort();
+    let mut present: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    present.sort();
+    assert_eq!(present, listed, "every test-data policy has an expectation");
+    for (name, refusal) in TETRAGON_POLICIES {
+        let result = check(&dir.join(name), Some(&kernel));
+        match (refusal, result) {
+            (None, Ok(_)) => {}
+            (Some(why), Err(errors)) => assert!(
+                errors.iter().any(|e| e.reason.contains(why)),
+                "{name}: expected a refusal naming {why:?}, got {errors:#?}"
+            ),
+            (None, Err(errors)) => panic!("{name} should load: {errors:#?}"),
+            (Some(why), Ok(_)) => panic!("{name} loaded but should be refused: {why}"),
+        }
+    }
+}
