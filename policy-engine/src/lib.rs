@@ -21,6 +21,7 @@ mod args;
 mod error;
 pub mod kernel;
 pub mod locate;
+pub mod plan;
 mod selectors;
 pub mod spec;
 mod validate;

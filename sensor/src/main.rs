@@ -75,6 +75,11 @@ enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show how each hook of a policy would attach on this kernel, and what that guarantees.
+    Explain {
+        /// A policy file (YAML).
+        file: PathBuf,
+    },
 }
 
 fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
@@ -96,6 +101,9 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Lint { files },
         } => policy_cmd::lint(&files),
+        Command::Policy {
+            command: PolicyCommand::Explain { file },
+        } => policy_cmd::explain(&cli.btf, &file),
         Command::Agent {
             export_file,
             format,

@@ -74,6 +74,30 @@ impl ProbeReport {
         self.program_kinds.iter().any(|k| k.available)
     }
 
+    /// Whether a program kind loads, attaches and runs.
+    pub fn has(&self, kind: &str) -> bool {
+        self.program_kinds
+            .iter()
+            .any(|k| k.kind == kind && k.available)
+    }
+
+    /// Whether the verifier accepts a helper.
+    pub fn helper(&self, name: &str) -> bool {
+        self.helpers.iter().any(|h| h.helper == name && h.available)
+    }
+
+    /// What the attach planner needs to know.
+    pub fn caps(&self) -> vigil_policy_engine::plan::KernelCaps {
+        vigil_policy_engine::plan::KernelCaps {
+            lsm: self.has("lsm"),
+            kprobe: self.has("kprobe"),
+            fentry: self.has("fentry"),
+            tracepoint: self.has("tracepoint") && self.has("raw_tracepoint"),
+            send_signal: self.helper("bpf_send_signal"),
+            override_return: self.helper("bpf_override_return"),
+        }
+    }
+
     /// The report as an aligned table.
     pub fn table(&self) -> String {
         let yes = |b: bool| if b { "yes" } else { "no" };

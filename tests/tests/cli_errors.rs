@@ -248,3 +248,72 @@ fn policy_lint_names_file_line_field_reason_and_fix() {
         vec!["vigil: error: 1 of 2 policy files have problems"]
     );
 }
+
+const DENY_PASSWD: &str = r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: deny-passwd
+spec:
+  lsmhooks:
+  - hook: file_open
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["/etc/passwd"]
+      matchActions:
+      - action: Override
+        argError: -1
+"#;
+
+/// The same policy plans to BPF LSM where the kernel has it and to the syscall fallback with
+/// SIGKILL where it does not, and says which guarantee each gives.
+#[test]
+fn policy_explain_shows_the_plan_for_this_kernel() {
+    require_root();
+    let dir = vigil_tests::TempDir::new("explain");
+    let file = dir.path().join("deny.yaml");
+    std::fs::write(&file, DENY_PASSWD).unwrap();
+    let out = Command::new(vigil_bin())
+        .args(["policy", "explain"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("policy deny-passwd (mode enforce)"),
+        "{stdout}"
+    );
+    if kernels::current().hooks.contains(&kernels::Hook::Lsm) {
+        assert!(
+            stdout.contains("attach:    BPF LSM on file_open"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("action:    deny with -1"), "{stdout}");
+        assert!(
+            stdout.contains("guarantee: denied before the effect"),
+            "{stdout}"
+        );
+    } else {
+        assert!(
+            stdout.contains("attach:    system call tracepoints sys_exit_openat"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("action:    SIGKILL (the policy asks: deny with -1)"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("guarantee: process killed after the operation, before it returns"),
+            "{stdout}"
+        );
+    }
+}
