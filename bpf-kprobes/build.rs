@@ -10,6 +10,8 @@ use std::{
 const CLANG: &str = "clang-19";
 const STRIP: &str = "llvm-strip-19";
 const BTF: &str = "/sys/kernel/btf/vmlinux";
+/// Program families linked into the agent's object, in link order.
+const AGENT_FAMILIES: [&str; 2] = ["process", "policy"];
 
 fn main() {
     let src = Path::new("src/bpf");
@@ -59,6 +61,17 @@ fn main() {
     objects.sort();
     assert!(!objects.is_empty(), "no *.bpf.c under src/bpf");
 
+    // The agent's program families share maps (one ring buffer keeps events in order, one
+    // scratch area), so they are linked into one object; the probe stays on its own.
+    let linked: Vec<PathBuf> = AGENT_FAMILIES
+        .iter()
+        .map(|f| out.join(format!("{f}.bpf.o")))
+        .collect();
+    run(Command::new(bpftool())
+        .args(["gen", "object"])
+        .arg(out.join("vigil.bpf.o"))
+        .args(&linked));
+
     let layout_bin = out.join("abi_layout");
     run(Command::new(&clang)
         .arg("-I")
@@ -81,11 +94,7 @@ fn dump_vmlinux_h(dest: &Path) {
             "{BTF} is missing: building vigil needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)"
         ));
     }
-    let bpftool = ["bpftool", "/usr/sbin/bpftool"]
-        .into_iter()
-        .find(|b| Command::new(b).arg("version").output().is_ok())
-        .unwrap_or_else(|| fail("bpftool not found: run `make deps`"));
-    let out = Command::new(bpftool)
+    let out = Command::new(bpftool())
         .args(["btf", "dump", "file", BTF, "format", "c"])
         .output()
         .unwrap_or_else(|e| fail(&format!("bpftool failed: {e}")));
@@ -96,6 +105,13 @@ fn dump_vmlinux_h(dest: &Path) {
         ));
     }
     std::fs::write(dest, out.stdout).expect("writes vmlinux.h");
+}
+
+fn bpftool() -> &'static str {
+    ["bpftool", "/usr/sbin/bpftool"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("version").output().is_ok())
+        .unwrap_or_else(|| fail("bpftool not found: run `make deps`"))
 }
 
 fn run(cmd: &mut Command) {

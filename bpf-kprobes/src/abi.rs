@@ -10,6 +10,53 @@ pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_FORK: u32 = 2;
 /// `VIGIL_EVENT_EXIT`.
 pub const EVENT_EXIT: u32 = 3;
+/// `VIGIL_EVENT_POLICY`.
+pub const EVENT_POLICY: u32 = 4;
+
+/// Policy rules the kernel walks (`VIGIL_MAX_RULES`).
+pub const MAX_RULES: usize = 64;
+/// Bytes of an exact filter's key path, NUL-padded (`VIGIL_MATCH_LEN`).
+pub const MATCH_LEN: usize = 256;
+/// Bytes of an LPM key's data: rule id and path (`VIGIL_LPM_DATA`, the kernel's limit).
+pub const LPM_DATA: usize = 256;
+/// Longest path prefix any filter compares (`VIGIL_MATCH_MAX`).
+pub const MATCH_MAX: usize = 251;
+
+/// `VIGIL_RULE_*` bits of [`Rule::flags`].
+#[allow(missing_docs)]
+pub mod rule {
+    pub const ACTIVE: u32 = 1 << 0;
+    pub const MONITOR: u32 = 1 << 1;
+    pub const PATH_EQ: u32 = 1 << 2;
+    pub const PATH_PREFIX: u32 = 1 << 3;
+    pub const PATH_POSTFIX: u32 = 1 << 4;
+    pub const PATH_NOT: u32 = 1 << 5;
+    pub const BIN_EQ: u32 = 1 << 6;
+    pub const BIN_PREFIX: u32 = 1 << 7;
+    pub const BIN_NOT: u32 = 1 << 8;
+}
+
+/// `enum vigil_action`.
+#[allow(missing_docs)]
+pub mod action {
+    pub const POST: u32 = 0;
+    pub const NOPOST: u32 = 1;
+    pub const SIGKILL: u32 = 2;
+    pub const OVERRIDE: u32 = 3;
+    pub const SIGNAL: u32 = 4;
+}
+
+/// `enum vigil_hook`.
+pub const HOOK_FILE_OPEN: u32 = 1;
+
+/// `VIGIL_POLICY_*` bits of [`PolicyEvent::flags`].
+#[allow(missing_docs)]
+pub mod policy_flags {
+    pub const ENFORCED: u32 = 1 << 0;
+    pub const MONITOR: u32 = 1 << 1;
+    pub const VIA_LSM: u32 = 1 << 2;
+    pub const TRUNC_PATH: u32 = 1 << 3;
+}
 
 /// Bytes kept of a binary path or cwd (NUL included, as `PATH_MAX`).
 pub const PATH_MAX: usize = 4096;
@@ -128,6 +175,75 @@ pub struct ExitEvent {
     pub _pad0: u32,
 }
 
+/// `struct vigil_rule`: one compiled selector.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Rule {
+    pub flags: u32,
+    pub policy_id: u32,
+    pub hook: u32,
+    pub action: u32,
+    pub arg: i32,
+    pub _pad0: u32,
+}
+
+/// `struct vigil_policy_event`, the fixed part of a policy record.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct PolicyEvent {
+    pub hdr: EventHeader,
+    pub pid: u32,
+    pub tid: u32,
+    pub rule: u32,
+    pub hook: u32,
+    pub action: u32,
+    pub arg: i32,
+    pub flags: u32,
+    pub path_len: u16,
+    pub _pad0: u16,
+}
+
+/// `struct vigil_match_key`: a rule id and a NUL-padded path, the key of exact filters.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MatchKey {
+    /// Rule slot.
+    pub rule: u32,
+    /// The value, NUL-padded.
+    pub path: [u8; MATCH_LEN],
+}
+
+impl MatchKey {
+    /// The key of `value` for rule `rule` (values longer than [`MATCH_MAX`] are cut).
+    pub fn new(rule: u32, value: &[u8]) -> Self {
+        let mut path = [0u8; MATCH_LEN];
+        let n = value.len().min(MATCH_MAX);
+        path[..n].copy_from_slice(&value[..n]);
+        MatchKey { rule, path }
+    }
+}
+
+/// The data of a `struct vigil_lpm_key` (after its prefix length): the rule id big-endian,
+/// then the value; and the prefix length in bits that covers both.
+pub fn lpm_key(rule: u32, value: &[u8]) -> (u32, [u8; LPM_DATA]) {
+    let mut data = [0u8; LPM_DATA];
+    data[..4].copy_from_slice(&rule.to_be_bytes());
+    let n = value.len().min(MATCH_MAX);
+    data[4..4 + n].copy_from_slice(&value[..n]);
+    (32 + 8 * n as u32, data)
+}
+
+/// A policy record: the fixed part and the subject's path.
+#[derive(Debug)]
+pub struct Policy<'a> {
+    /// The fixed part.
+    pub event: PolicyEvent,
+    /// The path the rule matched on.
+    pub path: &'a [u8],
+}
+
 /// `struct vigil_config`, written by the agent into `vigil_config_map` before attaching.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +276,8 @@ pub enum Record<'a> {
     Fork(ForkEvent),
     /// The end of a process.
     Exit(ExitEvent),
+    /// A policy rule matched.
+    Policy(Policy<'a>),
 }
 
 /// Why a record could not be decoded.
@@ -240,6 +358,14 @@ impl<'a> Record<'a> {
             }
             EVENT_FORK => Ok(Record::Fork(read_pod(buf, hdr.kind)?)),
             EVENT_EXIT => Ok(Record::Exit(read_pod(buf, hdr.kind)?)),
+            EVENT_POLICY => {
+                let event: PolicyEvent = read_pod(buf, hdr.kind)?;
+                let rest = &buf[size_of::<PolicyEvent>()..];
+                let path = rest
+                    .get(..event.path_len as usize)
+                    .ok_or(RecordError::BadLengths)?;
+                Ok(Record::Policy(Policy { event, path }))
+            }
             other => Err(RecordError::UnknownKind(other)),
         }
     }
@@ -268,6 +394,11 @@ mod layout_tests {
                     ("VIGIL_EVENT_EXEC", _) => Some(EVENT_EXEC as usize),
                     ("VIGIL_EVENT_FORK", _) => Some(EVENT_FORK as usize),
                     ("VIGIL_EVENT_EXIT", _) => Some(EVENT_EXIT as usize),
+                    ("VIGIL_EVENT_POLICY", _) => Some(EVENT_POLICY as usize),
+                    ("VIGIL_MAX_RULES", _) => Some(MAX_RULES),
+                    ("VIGIL_MATCH_LEN", _) => Some(MATCH_LEN),
+                    ("VIGIL_LPM_DATA", _) => Some(LPM_DATA),
+                    ("VIGIL_MATCH_MAX", _) => Some(MATCH_MAX),
                     _ => None,
                 }
             };
@@ -281,6 +412,8 @@ mod layout_tests {
                 cgroup_len, args_total }
             "vigil_fork_event" => ForkEvent { hdr, proc }
             "vigil_exit_event" => ExitEvent { hdr, pid, tid, exit_code }
+            "vigil_rule" => Rule { flags, policy_id, hook, action, arg }
+            "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len }
             "vigil_config" => Config { cgroup_subsys }
         }
     }

@@ -1,10 +1,11 @@
 //! vigil's in-kernel programs and the Rust side of their ABI.
 //!
 //! The programs are C with CO-RE under `src/bpf/`, one hook family per file:
-//! `process.bpf.c` captures exec, fork and exit from raw tracepoints; `probe.bpf.c` holds one
+//! `process.bpf.c` captures exec, fork and exit from raw tracepoints; `policy.bpf.c` enforces
+//! policy rules on file opens; `probe.bpf.c` holds one
 //! trivial program per program kind and helper, which `vigil probe` loads to learn what the
 //! running kernel allows. `build.rs` compiles them with clang-19 and this crate embeds the
-//! objects ([`PROCESS_OBJ`], [`PROBE_OBJ`]).
+//! objects ([`VIGIL_OBJ`], [`PROBE_OBJ`]).
 //!
 //! [`abi`] mirrors `src/bpf/include/vigil_events.h` as `#[repr(C)]` types and decodes ring
 //! buffer records into them ([`abi::Record`]); its tests compare every size and offset with the
@@ -29,8 +30,10 @@ macro_rules! embed_object {
     }};
 }
 
-/// The process lifecycle programs: `vigil_exec`, `vigil_fork`, `vigil_exit`.
-pub const PROCESS_OBJ: &[u8] = embed_object!("process");
+/// The agent's programs, linked into one object so they share the ring buffer and scratch
+/// maps: process lifecycle (`vigil_exec`, `vigil_fork`, `vigil_exit`) and policy enforcement on
+/// file opens (`vigil_lsm_file_open`, `vigil_exit_open*`).
+pub const VIGIL_OBJ: &[u8] = embed_object!("vigil");
 
 /// One program per program kind and helper, for the kernel capability probe.
 pub const PROBE_OBJ: &[u8] = embed_object!("probe");

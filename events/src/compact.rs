@@ -7,6 +7,24 @@ use crate::{Event, EventBody, Process};
 pub fn render(event: &Event) -> String {
     match &event.body {
         EventBody::ProcessExec(e) => line("🚀", "process", &event.node_name, &e.process, ""),
+        EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => {
+            let (emoji, verb) = if e.function_name.contains("file_open") {
+                ("📬", "open")
+            } else {
+                ("🔒", "lsm")
+            };
+            let subject = e.args.iter().map(|a| match a {
+                crate::Arg::FileArg(f) => f.path.as_str(),
+            });
+            // Like Tetragon's open lines: the file, not the process's arguments.
+            let tail: Vec<&str> = subject.chain([e.outcome.as_str()]).collect();
+            format!(
+                "{emoji} {verb:<7} {} {} {}",
+                event.node_name,
+                e.process.binary,
+                tail.join(" ")
+            )
+        }
         EventBody::ProcessExit(e) => {
             let how = if e.signal.is_empty() {
                 e.status.to_string()

@@ -26,6 +26,10 @@ pub enum EventBody {
     ProcessExec(ProcessExec),
     /// A process ended.
     ProcessExit(ProcessExit),
+    /// A kprobe policy matched.
+    ProcessKprobe(ProcessPolicy),
+    /// An LSM hook policy matched.
+    ProcessLsm(ProcessPolicy),
 }
 
 impl Event {
@@ -34,6 +38,7 @@ impl Event {
         match &self.body {
             EventBody::ProcessExec(e) => &e.process,
             EventBody::ProcessExit(e) => &e.process,
+            EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => &e.process,
         }
     }
 
@@ -42,6 +47,8 @@ impl Event {
         match &self.body {
             EventBody::ProcessExec(_) => "process_exec",
             EventBody::ProcessExit(_) => "process_exit",
+            EventBody::ProcessKprobe(_) => "process_kprobe",
+            EventBody::ProcessLsm(_) => "process_lsm",
         }
     }
 }
@@ -81,6 +88,53 @@ pub struct ProcessExit {
     /// Grandparent first, when requested.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ancestors: Vec<Arc<Process>>,
+}
+
+/// `process_kprobe` / `process_lsm`: a policy selector matched in the kernel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessPolicy {
+    /// The process that did it.
+    pub process: Arc<Process>,
+    /// Its parent, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Arc<Process>>,
+    /// The kernel function or LSM hook.
+    pub function_name: String,
+    /// The arguments the policy reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<Arg>,
+    /// The selector's action, as Tetragon names it (`KPROBE_ACTION_SIGKILL`).
+    pub action: String,
+    /// The policy.
+    pub policy_name: String,
+    /// The hook's message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The hook's tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// What happened (vigil's addition): `denied`, `killed`, `signalled`, `posted`, or in
+    /// monitor mode `would_have_been_denied` / `would_have_been_killed` /
+    /// `would_have_been_signalled`.
+    pub outcome: String,
+    /// Grandparent first, when requested.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<Arc<Process>>,
+}
+
+/// One argument of a policy event, tagged by type as in Tetragon's JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arg {
+    /// A file, by the path the kernel resolved.
+    FileArg(FileArg),
+}
+
+/// `file_arg`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileArg {
+    /// Absolute path.
+    pub path: String,
 }
 
 /// The identity of one execution.

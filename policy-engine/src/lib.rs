@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod args;
+pub mod compile;
 mod error;
 pub mod kernel;
 pub mod locate;

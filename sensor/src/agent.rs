@@ -20,6 +20,7 @@ use tokio::{
 };
 use vigil_bpf_kprobes::abi::{self, Record};
 use vigil_events::time::BootClock;
+use vigil_policy_engine::{kernel::RunningKernel, KernelSymbols};
 
 use crate::{
     builder::{BuildOptions, EventBuilder},
@@ -27,6 +28,7 @@ use crate::{
     identity::Identity,
     loader::{cgroup_subsys_for_host, LoadError, LoadOptions, ProcessSensor},
     output::{Format, Output},
+    policies::PolicyTable,
     probe, proc_seed, system,
 };
 
@@ -48,6 +50,8 @@ pub struct AgentOptions {
     pub ancestors: usize,
     /// Ring buffer bytes.
     pub ringbuf_bytes: u32,
+    /// TracingPolicy files to enforce.
+    pub policies: Vec<PathBuf>,
 }
 
 /// Counters printed as the agent's last line.
@@ -127,6 +131,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let ring = sensor.take_ring()?;
+    let policies = install_policies(&mut sensor, &opts)?;
 
     let identity = Identity::new(
         system::node_name(opts.node_name.as_deref()),
@@ -173,12 +178,12 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut builder, &mut out, &mut stats)?;
+                drain(guard.get_inner_mut(), &mut builder, &mut out, &mut stats, policies.as_ref())?;
                 guard.clear_ready();
                 out.flush()?;
             }
             _ = tick.tick() => {
-                drain(ring.get_mut(), &mut builder, &mut out, &mut stats)?;
+                drain(ring.get_mut(), &mut builder, &mut out, &mut stats, policies.as_ref())?;
                 out.flush()?;
                 ticks = ticks.wrapping_add(1);
                 if !ticks.is_multiple_of(HOUSEKEEPING_EVERY) {
@@ -199,7 +204,13 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         }
     }
 
-    drain(ring.get_mut(), &mut builder, &mut out, &mut stats)?;
+    drain(
+        ring.get_mut(),
+        &mut builder,
+        &mut out,
+        &mut stats,
+        policies.as_ref(),
+    )?;
     out.flush()?;
     stats.ringbuf_drops = DropStats::from_slots(sensor.drops());
     stats.cache_size = builder.cache.len();
@@ -208,19 +219,54 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     Ok(())
 }
 
+/// Installs every policy file that passes validation, planning and compilation; a refused one
+/// is logged with its reasons and the others load. Attaches the file-open programs when any
+/// rule needs them.
+fn install_policies(
+    sensor: &mut ProcessSensor,
+    opts: &AgentOptions,
+) -> Result<Option<PolicyTable>> {
+    if opts.policies.is_empty() {
+        return Ok(None);
+    }
+    let report = probe::run(&opts.btf);
+    let caps = report.caps();
+    let kernel = RunningKernel::read().ok();
+    let mut table = PolicyTable::new(sensor.ebpf_mut())?;
+    for file in &opts.policies {
+        let name = file.display().to_string();
+        match table.install_file(
+            &name,
+            kernel.as_ref().map(|k| k as &dyn KernelSymbols),
+            &caps,
+        ) {
+            Ok((policy, rules)) => log(format!(
+                "policy {policy} loaded from {name} ({rules} rules)"
+            )),
+            Err(e) => log(format!("policy refused, the others keep running:\n{e}")),
+        }
+    }
+    if table.has_file_rules() {
+        let how = sensor.attach_file_open(caps.lsm)?;
+        log(format!("file-open policies enforced through {how}"));
+    }
+    Ok(Some(table))
+}
+
 /// Reads every record available now.
 fn drain(
     ring: &mut RingBuf<MapData>,
     builder: &mut EventBuilder,
     out: &mut Output,
     stats: &mut AgentStats,
+    policies: Option<&PolicyTable>,
 ) -> Result<()> {
     let now = Instant::now();
     while let Some(item) = ring.next() {
         stats.records += 1;
         match Record::parse(&item) {
             Ok(record) => {
-                if let Some(event) = builder.apply(record, now) {
+                if let Some(event) = builder.apply(record, now, policies) {
                     out.write(&event)?;
                     stats.events += 1;
                 }

@@ -3,11 +3,14 @@
 use std::{sync::Arc, time::Instant};
 
 use vigil_bpf_kprobes::abi::{self, Record};
-use vigil_events::{Event, EventBody, ExecId, Process, ProcessExec, ProcessExit};
+use vigil_events::{
+    Arg, Event, EventBody, ExecId, FileArg, Process, ProcessExec, ProcessExit, ProcessPolicy,
+};
 
 use crate::{
     cache::ProcessCache,
     identity::{Identity, Origin, ProcessStrings},
+    policies::{InstalledRule, PolicyTable},
 };
 
 /// What the builder adds to each event.
@@ -38,8 +41,17 @@ impl EventBuilder {
 
     /// Applies one record; returns the event it produces, if any (forks update the cache only,
     /// as in Tetragon).
-    pub fn apply(&mut self, record: Record<'_>, now: Instant) -> Option<Event> {
+    pub fn apply(
+        &mut self,
+        record: Record<'_>,
+        now: Instant,
+        policies: Option<&PolicyTable>,
+    ) -> Option<Event> {
         match record {
+            Record::Policy(p) => {
+                let installed = policies.and_then(|t| t.rule(p.event.rule));
+                Some(self.policy(p, installed))
+            }
             Record::Exec(e) => Some(self.exec(e, now)),
             Record::Fork(f) => {
                 self.fork(f, now);
@@ -151,6 +163,59 @@ impl EventBuilder {
         )
     }
 
+    /// A rule matched: the process (by pid, its current execution), the policy and what the
+    /// kernel did.
+    fn policy(&mut self, p: abi::Policy<'_>, installed: Option<&InstalledRule>) -> Event {
+        let ev = p.event;
+        let process = self.cache.by_pid(ev.pid).unwrap_or_else(|| {
+            Arc::new(Process {
+                pid: ev.pid,
+                tid: ev.tid,
+                flags: "unknown".into(),
+                ..Default::default()
+            })
+        });
+        let parent = self.cache.get(&process.parent_exec_id);
+        let ancestors = self.ancestors(&process);
+        let (policy_name, function, is_lsm, message, tags) = match installed {
+            Some(i) => (
+                i.policy.clone(),
+                i.rule.function.clone(),
+                i.rule.is_lsm,
+                i.rule.message.clone().unwrap_or_default(),
+                i.rule.tags.clone(),
+            ),
+            // A rule removed while its record was queued.
+            None => (
+                format!("rule-{}", ev.rule),
+                String::new(),
+                true,
+                String::new(),
+                Vec::new(),
+            ),
+        };
+        let body = ProcessPolicy {
+            process,
+            parent,
+            function_name: function,
+            args: vec![Arg::FileArg(FileArg {
+                path: String::from_utf8_lossy(p.path).into_owned(),
+            })],
+            action: action_name(ev.action).into(),
+            policy_name,
+            message,
+            tags,
+            outcome: outcome(&ev).into(),
+            ancestors,
+        };
+        let body = if is_lsm {
+            EventBody::ProcessLsm(body)
+        } else {
+            EventBody::ProcessKprobe(body)
+        };
+        self.event(ev.hdr.ktime, body)
+    }
+
     fn ancestors(&mut self, p: &Process) -> Vec<Arc<Process>> {
         if self.opts.ancestors == 0 {
             return Vec::new();
@@ -164,6 +229,37 @@ impl EventBuilder {
             node_name: self.identity.node.clone(),
             time: self.identity.clock.rfc3339(ktime),
         }
+    }
+}
+
+/// Tetragon's name of a selector action.
+fn action_name(a: u32) -> &'static str {
+    match a {
+        abi::action::POST => "KPROBE_ACTION_POST",
+        abi::action::NOPOST => "KPROBE_ACTION_NOPOST",
+        abi::action::SIGKILL => "KPROBE_ACTION_SIGKILL",
+        abi::action::OVERRIDE => "KPROBE_ACTION_OVERRIDE",
+        abi::action::SIGNAL => "KPROBE_ACTION_SIGNAL",
+        _ => "KPROBE_ACTION_UNKNOWN",
+    }
+}
+
+/// What the kernel did, from the record's flags.
+fn outcome(ev: &abi::PolicyEvent) -> &'static str {
+    use abi::{action, policy_flags as f};
+    let lsm = ev.flags & f::VIA_LSM != 0;
+    match (
+        ev.action,
+        ev.flags & f::MONITOR != 0,
+        ev.flags & f::ENFORCED != 0,
+    ) {
+        (action::OVERRIDE, true, _) if lsm => "would_have_been_denied",
+        (action::OVERRIDE | action::SIGKILL, true, _) => "would_have_been_killed",
+        (action::SIGNAL, true, _) => "would_have_been_signalled",
+        (action::OVERRIDE, false, true) if lsm => "denied",
+        (action::OVERRIDE | action::SIGKILL, false, true) => "killed",
+        (action::SIGNAL, false, true) => "signalled",
+        _ => "posted",
     }
 }
 

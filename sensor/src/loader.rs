@@ -3,11 +3,11 @@
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, RawTracePoint},
+    programs::{Lsm, ProgramError, RawTracePoint, TracePoint},
     Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Endianness, Pod,
 };
 use thiserror::Error;
-use vigil_bpf_kprobes::{abi, PROCESS_OBJ};
+use vigil_bpf_kprobes::{abi, VIGIL_OBJ};
 
 /// Why the process sensor could not start.
 #[derive(Debug, Error)]
@@ -69,6 +69,7 @@ pub struct LoadOptions<'a> {
 /// The loaded and attached process lifecycle programs. Dropping it detaches them.
 pub struct ProcessSensor {
     ebpf: Ebpf,
+    btf: Btf,
     drops: PerCpuArray<MapData, u64>,
 }
 
@@ -84,7 +85,7 @@ impl ProcessSensor {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .map_max_entries("vigil_events", opts.ringbuf_bytes)
-            .load(PROCESS_OBJ)
+            .load(VIGIL_OBJ)
             .map_err(LoadError::Object)?;
 
         let map = ebpf
@@ -121,7 +122,65 @@ impl ProcessSensor {
             prog.load().map_err(err)?;
             prog.attach(hook).map_err(err)?;
         }
-        Ok(ProcessSensor { ebpf, drops })
+        Ok(ProcessSensor { ebpf, btf, drops })
+    }
+
+    /// The agent's object, for the policy table to take its maps.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Attaches the file-open policy programs: BPF LSM where the kernel runs it, else the open
+    /// system calls' exit tracepoints. Returns how it attached.
+    pub fn attach_file_open(&mut self, lsm: bool) -> Result<String, LoadError> {
+        if lsm {
+            let (program, hook) = ("vigil_lsm_file_open", "lsm/file_open");
+            let err = |source| LoadError::Program {
+                program,
+                hook,
+                source,
+            };
+            let prog: &mut Lsm = self
+                .ebpf
+                .program_mut(program)
+                .ok_or_else(|| missing(program))?
+                .try_into()
+                .map_err(err)?;
+            prog.load("file_open", &self.btf).map_err(err)?;
+            prog.attach().map_err(err)?;
+            return Ok("BPF LSM on file_open".into());
+        }
+        let mut attached = Vec::new();
+        for (program, call) in [
+            ("vigil_exit_openat", "openat"),
+            ("vigil_exit_openat2", "openat2"),
+            ("vigil_exit_open", "open"),
+            ("vigil_exit_creat", "creat"),
+        ] {
+            let tracepoint = format!("sys_exit_{call}");
+            // Not every architecture has every open syscall; the ones it has are all covered.
+            if !std::path::Path::new("/sys/kernel/tracing/events/syscalls")
+                .join(&tracepoint)
+                .exists()
+            {
+                continue;
+            }
+            let err = |source| LoadError::Program {
+                program,
+                hook: "syscalls/sys_exit_open*",
+                source,
+            };
+            let prog: &mut TracePoint = self
+                .ebpf
+                .program_mut(program)
+                .ok_or_else(|| missing(program))?
+                .try_into()
+                .map_err(err)?;
+            prog.load().map_err(err)?;
+            prog.attach("syscalls", &tracepoint).map_err(err)?;
+            attached.push(tracepoint);
+        }
+        Ok(format!("tracepoints {}", attached.join(", ")))
     }
 
     /// Takes the ring buffer (once).

@@ -12,6 +12,7 @@ mod cache;
 mod identity;
 mod loader;
 mod output;
+mod policies;
 mod policy_cmd;
 mod probe;
 mod proc_seed;
@@ -50,6 +51,12 @@ enum Command {
         /// Ancestors to list in each event above the parent (0: none).
         #[arg(long, default_value = "0")]
         ancestors: usize,
+        /// A TracingPolicy file to enforce (repeatable).
+        #[arg(long = "policy")]
+        policies: Vec<PathBuf>,
+        /// A directory of TracingPolicy files (*.yaml, *.yml) to enforce.
+        #[arg(long)]
+        policy_dir: Option<PathBuf>,
         /// Ring buffer size in MiB (a power of two).
         #[arg(long, default_value = "16", value_parser = parse_ringbuf_mib)]
         ringbuf_size: u32,
@@ -112,7 +119,21 @@ fn main() -> ExitCode {
             exit_grace_secs,
             ancestors,
             ringbuf_size,
+            mut policies,
+            policy_dir,
         } => {
+            if let Some(dir) = policy_dir {
+                match policy_files(&dir) {
+                    Ok(files) => policies.extend(files),
+                    Err(e) => {
+                        agent::log(format!(
+                            "error: cannot read --policy-dir {}: {e}",
+                            dir.display()
+                        ));
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             let opts = agent::AgentOptions {
                 btf: cli.btf,
                 export_file,
@@ -122,6 +143,7 @@ fn main() -> ExitCode {
                 exit_grace: Duration::from_secs(exit_grace_secs),
                 ancestors,
                 ringbuf_bytes: ringbuf_size,
+                policies,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -140,6 +162,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The policy files of a directory, sorted.
+fn policy_files(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 fn probe_command(btf: &str, json: bool) -> anyhow::Result<()> {

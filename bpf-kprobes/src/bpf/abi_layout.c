@@ -62,6 +62,24 @@ int main(void)
 	FIELD(vigil_exit_event, tid);
 	FIELD(vigil_exit_event, exit_code);
 
+	SIZE(vigil_rule);
+	FIELD(vigil_rule, flags);
+	FIELD(vigil_rule, policy_id);
+	FIELD(vigil_rule, hook);
+	FIELD(vigil_rule, action);
+	FIELD(vigil_rule, arg);
+
+	SIZE(vigil_policy_event);
+	FIELD(vigil_policy_event, hdr);
+	FIELD(vigil_policy_event, pid);
+	FIELD(vigil_policy_event, tid);
+	FIELD(vigil_policy_event, rule);
+	FIELD(vigil_policy_event, hook);
+	FIELD(vigil_policy_event, action);
+	FIELD(vigil_policy_event, arg);
+	FIELD(vigil_policy_event, flags);
+	FIELD(vigil_policy_event, path_len);
+
 	SIZE(vigil_config);
 	FIELD(vigil_config, cgroup_subsys);
 
@@ -73,6 +91,11 @@ int main(void)
 	printf("(\"VIGIL_EVENT_EXEC\", \"#define\", %d),\n", VIGIL_EVENT_EXEC);
 	printf("(\"VIGIL_EVENT_FORK\", \"#define\", %d),\n", VIGIL_EVENT_FORK);
 	printf("(\"VIGIL_EVENT_EXIT\", \"#define\", %d),\n", VIGIL_EVENT_EXIT);
+	printf("(\"VIGIL_EVENT_POLICY\", \"#define\", %d),\n", VIGIL_EVENT_POLICY);
+	printf("(\"VIGIL_MAX_RULES\", \"#define\", %d),\n", VIGIL_MAX_RULES);
+	printf("(\"VIGIL_MATCH_LEN\", \"#define\", %d),\n", VIGIL_MATCH_LEN);
+	printf("(\"VIGIL_LPM_DATA\", \"#define\", %d),\n", VIGIL_LPM_DATA);
+	printf("(\"VIGIL_MATCH_MAX\", \"#define\", %d),\n", VIGIL_MATCH_MAX);
 	printf("];\n");
 	return 0;
 }

@@ -8,12 +8,16 @@
 
 #include "vigil_events.h"
 
+/* Maps here are weak: every program family includes this header, and the linker keeps one
+ * definition for the object they are linked into. */
+#define __vigil_shared __attribute__((weak))
+
 /* The one ring buffer of events: a single MPSC buffer keeps events from all CPUs in the order
  * they were reserved, so a fork is always read before the exec of its child. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 23);
-} vigil_events SEC(".maps");
+} vigil_events SEC(".maps") __vigil_shared;
 
 /* Records that did not fit in the ring buffer, per CPU and per event kind. The agent sums and
  * reports them; an event is never lost without being counted here. */
@@ -22,14 +26,14 @@ struct {
 	__uint(max_entries, VIGIL_DROP_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
-} vigil_drops SEC(".maps");
+} vigil_drops SEC(".maps") __vigil_shared;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct vigil_config);
-} vigil_config_map SEC(".maps");
+} vigil_config_map SEC(".maps") __vigil_shared;
 
 /* Room to build one record (and the path walker's backward buffer) off the 512-byte stack. The
  * data area is larger than any record needs so that masked offsets stay provably in bounds. */
@@ -46,7 +50,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct vigil_scratch);
-} vigil_scratch_map SEC(".maps");
+} vigil_scratch_map SEC(".maps") __vigil_shared;
 
 static __always_inline struct vigil_scratch *vigil_scratch(void)
 {

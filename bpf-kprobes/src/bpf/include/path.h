@@ -8,6 +8,7 @@
 #ifndef VIGIL_PATH_H
 #define VIGIL_PATH_H
 
+#include "compat.h"
 #include "maps.h"
 
 #define VIGIL_PATH_MASK (VIGIL_PATH_MAX - 1)

@@ -17,6 +17,7 @@
 typedef unsigned char __u8;
 typedef unsigned short __u16;
 typedef unsigned int __u32;
+typedef int __s32;
 typedef unsigned long long __u64;
 #endif
 
@@ -24,6 +25,7 @@ enum vigil_event_kind {
 	VIGIL_EVENT_EXEC = 1,
 	VIGIL_EVENT_FORK = 2,
 	VIGIL_EVENT_EXIT = 3,
+	VIGIL_EVENT_POLICY = 4,
 	/* retired kinds: none yet */
 };
 
@@ -119,6 +121,68 @@ struct vigil_exit_event {
 
 /* Upper bound of the bytes after a `vigil_exec_event`. */
 #define VIGIL_EXEC_DATA_MAX (VIGIL_PATH_MAX * 2 + VIGIL_ARGS_MAX + VIGIL_CGROUP_MAX)
+
+/*
+ * Policy rules: one per selector of a loaded policy, compiled by the agent. A rule matches when
+ * its path filter and its binary filter (each optional) match; values live in the maps of
+ * policy_maps.h keyed by rule id.
+ */
+#define VIGIL_MAX_RULES 64
+#define VIGIL_MATCH_LEN 256 /* bytes of an exact filter's key path (NUL-padded) */
+#define VIGIL_LPM_DATA 256  /* bytes of an LPM key's data (the kernel's limit): rule id + path */
+#define VIGIL_MATCH_MAX 251 /* longest path prefix compared by any filter */
+
+#define VIGIL_RULE_ACTIVE (1u << 0)
+#define VIGIL_RULE_MONITOR (1u << 1)     /* report what the action would have done */
+#define VIGIL_RULE_PATH_EQ (1u << 2)     /* path is one of vigil_path_exact */
+#define VIGIL_RULE_PATH_PREFIX (1u << 3) /* path starts with one of vigil_path_prefix */
+#define VIGIL_RULE_PATH_POSTFIX (1u << 4) /* path ends with one of vigil_path_postfix */
+#define VIGIL_RULE_PATH_NOT (1u << 5)    /* negate the path filter */
+#define VIGIL_RULE_BIN_EQ (1u << 6)      /* binary is one of vigil_bin_exact */
+#define VIGIL_RULE_BIN_PREFIX (1u << 7)  /* binary starts with one of vigil_bin_prefix */
+#define VIGIL_RULE_BIN_NOT (1u << 8)     /* negate the binary filter */
+
+enum vigil_action {
+	VIGIL_ACTION_POST = 0,
+	VIGIL_ACTION_NOPOST = 1,
+	VIGIL_ACTION_SIGKILL = 2,
+	VIGIL_ACTION_OVERRIDE = 3,
+	VIGIL_ACTION_SIGNAL = 4,
+};
+
+/* The hooks policy rules run on. */
+enum vigil_hook {
+	VIGIL_HOOK_FILE_OPEN = 1,
+};
+
+struct vigil_rule {
+	__u32 flags;     /* VIGIL_RULE_* */
+	__u32 policy_id; /* the agent's id of the policy (< 64) */
+	__u32 hook;      /* enum vigil_hook */
+	__u32 action;    /* enum vigil_action */
+	__s32 arg;       /* errno (negative) for OVERRIDE, signal for SIGNAL */
+	__u32 _pad0;
+};
+
+/* Bits of vigil_policy_event.flags. */
+#define VIGIL_POLICY_ENFORCED (1u << 0)   /* the action was carried out */
+#define VIGIL_POLICY_MONITOR (1u << 1)    /* monitor mode: the action was only reported */
+#define VIGIL_POLICY_VIA_LSM (1u << 2)    /* decided in a BPF LSM program (before the effect) */
+#define VIGIL_POLICY_TRUNC_PATH (1u << 3) /* the path was longer than VIGIL_PATH_MAX */
+
+/* A rule matched. Followed by `path_len` bytes of the subject path. */
+struct vigil_policy_event {
+	struct vigil_event_header hdr;
+	__u32 pid;
+	__u32 tid;
+	__u32 rule;
+	__u32 hook;
+	__u32 action;
+	__s32 arg;
+	__u32 flags;
+	__u16 path_len;
+	__u16 _pad0;
+};
 
 /* Knobs the agent writes before attaching, read by every program. */
 struct vigil_config {

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The compiled policy rules and their values, written by the agent (sensor/src/policy_loader.rs)
+ * and read by the policy programs. Values are keyed by rule id so that many policies share one
+ * set of maps and a rule is replaced by rewriting its own keys.
+ */
+#ifndef VIGIL_POLICY_MAPS_H
+#define VIGIL_POLICY_MAPS_H
+
+#include "vigil_events.h"
+
+struct vigil_match_key {
+	__u32 rule;
+	char path[VIGIL_MATCH_LEN];
+};
+
+/* LPM keys: the rule id (big-endian, so it is the first 32 bits of the prefix) then the path. */
+struct vigil_lpm_key {
+	__u32 prefixlen;
+	__u8 data[VIGIL_LPM_DATA];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VIGIL_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct vigil_rule);
+} vigil_rules SEC(".maps");
+
+#define VIGIL_MATCH_MAP(name, maptype, keytype)                                                    \
+	struct {                                                                                   \
+		__uint(type, maptype);                                                             \
+		__uint(max_entries, 16384);                                                        \
+		__uint(map_flags, maptype == BPF_MAP_TYPE_LPM_TRIE ? BPF_F_NO_PREALLOC : 0);       \
+		__type(key, keytype);                                                              \
+		__type(value, __u8);                                                               \
+	} name SEC(".maps")
+
+VIGIL_MATCH_MAP(vigil_path_exact, BPF_MAP_TYPE_HASH, struct vigil_match_key);
+VIGIL_MATCH_MAP(vigil_path_prefix, BPF_MAP_TYPE_LPM_TRIE, struct vigil_lpm_key);
+VIGIL_MATCH_MAP(vigil_path_postfix, BPF_MAP_TYPE_LPM_TRIE, struct vigil_lpm_key);
+VIGIL_MATCH_MAP(vigil_bin_exact, BPF_MAP_TYPE_HASH, struct vigil_match_key);
+VIGIL_MATCH_MAP(vigil_bin_prefix, BPF_MAP_TYPE_LPM_TRIE, struct vigil_lpm_key);
+
+#endif /* VIGIL_POLICY_MAPS_H */

@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Policy enforcement on file opens.
+ *
+ * One evaluator, two ways in, chosen per kernel by the attach plan:
+ * - `lsm/file_open` (BPF LSM, 5.7+): runs before the open completes and denies it by returning
+ *   an errno, so the operation never happens.
+ * - `tracepoint/syscalls/sys_exit_open{,at,at2}` and `sys_exit_creat` (every kernel): runs when
+ *   the open has succeeded, resolves the new fd to the file the kernel really opened (after
+ *   relative paths, `..` and symlinks), and kills the process with SIGKILL before it returns to
+ *   userspace, so it never reads a byte. Matching on the resolved file, not on the string the
+ *   process passed, is what makes `cd /etc && cat passwd` and symlinks match too.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#include "vigil_events.h"
+#include "maps.h"
+#include "policy_maps.h"
+#include "path.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define EPERM 1
+#define SIGKILL 9
+
+/* Per-CPU state of one evaluation: keys built once, reused for every rule. */
+struct vigil_eval {
+	struct vigil_match_key path_key;
+	struct vigil_lpm_key path_lpm;
+	struct vigil_lpm_key path_rev;
+	struct vigil_match_key bin_key;
+	struct vigil_lpm_key bin_lpm;
+	struct vigil_policy_event ev;
+	char ev_path[VIGIL_PATH_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vigil_eval);
+} vigil_eval_map SEC(".maps");
+
+static __always_inline struct vigil_eval *vigil_eval_state(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&vigil_eval_map, &zero);
+}
+
+/* Loop state of the rule walk. */
+struct rule_walk {
+	__u32 path_len;    /* bytes of the resolved path, capped at VIGIL_MATCH_LEN */
+	__u32 bin_ready;   /* the binary's keys are built */
+	__u32 matched;     /* policies that already matched (first selector per policy wins) */
+	__u32 mechanism;   /* VIGIL_POLICY_VIA_LSM or 0 */
+	__s32 verdict;     /* errno to return (LSM) */
+	__u32 kill;        /* send SIGKILL */
+	__u32 trunc;
+};
+
+static __always_inline void set_rule(struct vigil_eval *e, __u32 rule)
+{
+	e->path_key.rule = rule;
+	e->bin_key.rule = rule;
+	__u32 be = bpf_htonl(rule);
+	__builtin_memcpy(e->path_lpm.data, &be, 4);
+	__builtin_memcpy(e->path_rev.data, &be, 4);
+	__builtin_memcpy(e->bin_lpm.data, &be, 4);
+}
+
+/* Builds the binary's keys from current->mm->exe_file, once per evaluation. */
+static __always_inline void build_binary(struct vigil_eval *e)
+{
+	struct vigil_scratch *s = vigil_scratch();
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct path exe;
+	__u32 pos;
+
+	if (!s)
+		return;
+	__builtin_memset(e->bin_key.path, 0, sizeof(e->bin_key.path));
+	if (BPF_CORE_READ_INTO(&exe, task, mm, exe_file, f_path) < 0)
+		return;
+	vigil_resolve_path(&exe, s, &pos);
+	__u32 len = (VIGIL_PATH_MAX - pos) & (VIGIL_PATH_MAX - 1);
+	if (len > VIGIL_MATCH_MAX)
+		len = VIGIL_MATCH_MAX;
+	bpf_probe_read_kernel(e->bin_key.path, len & (VIGIL_MATCH_LEN - 1), &s->path[pos & (VIGIL_PATH_MAX - 1)]);
+	bpf_probe_read_kernel(&e->bin_lpm.data[4], len & (VIGIL_MATCH_LEN - 1), &s->path[pos & (VIGIL_PATH_MAX - 1)]);
+	e->bin_lpm.prefixlen = 32 + len * 8;
+}
+
+static __always_inline void emit(struct vigil_eval *e, struct rule_walk *w, __u32 rule, struct vigil_rule *r, __u32 flags)
+{
+	struct vigil_policy_event *ev = &e->ev;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	ev->hdr.kind = VIGIL_EVENT_POLICY;
+	ev->hdr.ktime = bpf_ktime_get_boot_ns();
+	ev->pid = pid_tgid >> 32;
+	ev->tid = (__u32)pid_tgid;
+	ev->rule = rule;
+	ev->hook = r->hook;
+	ev->action = r->action;
+	ev->arg = r->arg;
+	ev->flags = flags | w->mechanism | (w->trunc ? VIGIL_POLICY_TRUNC_PATH : 0);
+	__u32 size = sizeof(*ev) + (ev->path_len & (VIGIL_PATH_MAX - 1));
+	ev->hdr.size = size;
+	vigil_emit(ev, size, VIGIL_EVENT_POLICY);
+}
+
+static long rule_step(__u32 rule, void *vctx)
+{
+	struct rule_walk *w = vctx;
+	struct vigil_eval *e = vigil_eval_state();
+	struct vigil_rule *r = bpf_map_lookup_elem(&vigil_rules, &rule);
+	int hit;
+
+	if (!e || !r)
+		return 1;
+	if (!(r->flags & VIGIL_RULE_ACTIVE) || r->hook != VIGIL_HOOK_FILE_OPEN)
+		return 0;
+	if (w->matched & (1u << (r->policy_id & 31)))
+		return 0;
+	set_rule(e, rule);
+
+	if (r->flags & (VIGIL_RULE_PATH_EQ | VIGIL_RULE_PATH_PREFIX | VIGIL_RULE_PATH_POSTFIX)) {
+		hit = 0;
+		if ((r->flags & VIGIL_RULE_PATH_EQ) && bpf_map_lookup_elem(&vigil_path_exact, &e->path_key))
+			hit = 1;
+		if ((r->flags & VIGIL_RULE_PATH_PREFIX) && bpf_map_lookup_elem(&vigil_path_prefix, &e->path_lpm))
+			hit = 1;
+		if ((r->flags & VIGIL_RULE_PATH_POSTFIX) && bpf_map_lookup_elem(&vigil_path_postfix, &e->path_rev))
+			hit = 1;
+		if (!!(r->flags & VIGIL_RULE_PATH_NOT) == hit)
+			return 0;
+	}
+	if (r->flags & (VIGIL_RULE_BIN_EQ | VIGIL_RULE_BIN_PREFIX)) {
+		if (!w->bin_ready) {
+			build_binary(e);
+			w->bin_ready = 1;
+		}
+		hit = 0;
+		if ((r->flags & VIGIL_RULE_BIN_EQ) && bpf_map_lookup_elem(&vigil_bin_exact, &e->bin_key))
+			hit = 1;
+		if ((r->flags & VIGIL_RULE_BIN_PREFIX) && bpf_map_lookup_elem(&vigil_bin_prefix, &e->bin_lpm))
+			hit = 1;
+		if (!!(r->flags & VIGIL_RULE_BIN_NOT) == hit)
+			return 0;
+	}
+
+	w->matched |= 1u << (r->policy_id & 31);
+	__u32 flags = 0;
+	if (r->flags & VIGIL_RULE_MONITOR) {
+		flags |= VIGIL_POLICY_MONITOR;
+	} else if (r->action == VIGIL_ACTION_OVERRIDE || r->action == VIGIL_ACTION_SIGKILL) {
+		flags |= VIGIL_POLICY_ENFORCED;
+		if (w->mechanism == VIGIL_POLICY_VIA_LSM) {
+			w->verdict = r->action == VIGIL_ACTION_OVERRIDE ? r->arg : -EPERM;
+			if (r->action == VIGIL_ACTION_SIGKILL)
+				w->kill = 1;
+		} else {
+			w->kill = 1; /* no way to deny after the fact: the process dies before it returns */
+		}
+	} else if (r->action == VIGIL_ACTION_SIGNAL) {
+		flags |= VIGIL_POLICY_ENFORCED;
+		bpf_send_signal(r->arg);
+	}
+	if (r->action != VIGIL_ACTION_NOPOST)
+		emit(e, w, rule, r, flags);
+	return 0;
+}
+
+/* Resolves `p`, builds the keys and walks the rules. Returns the LSM verdict. */
+static __always_inline int evaluate(const struct path *p, __u32 mechanism)
+{
+	struct vigil_scratch *s = vigil_scratch();
+	struct vigil_eval *e = vigil_eval_state();
+	struct rule_walk w = { .mechanism = mechanism };
+	__u32 pos, len;
+
+	if (!s || !e)
+		return 0;
+	w.trunc = vigil_resolve_path(p, s, &pos) < 0;
+	len = (VIGIL_PATH_MAX - pos) & (VIGIL_PATH_MAX - 1);
+
+	/* The event carries the whole path; keys carry its first VIGIL_MATCH_LEN - 1 bytes. */
+	bpf_probe_read_kernel(e->ev_path, len, &s->path[pos & (VIGIL_PATH_MAX - 1)]);
+	e->ev.path_len = len;
+	w.path_len = len < VIGIL_MATCH_MAX ? len : VIGIL_MATCH_MAX;
+	__builtin_memset(e->path_key.path, 0, sizeof(e->path_key.path));
+	bpf_probe_read_kernel(e->path_key.path, w.path_len & (VIGIL_MATCH_LEN - 1), &s->path[pos & (VIGIL_PATH_MAX - 1)]);
+	bpf_probe_read_kernel(&e->path_lpm.data[4], w.path_len & (VIGIL_MATCH_LEN - 1), &s->path[pos & (VIGIL_PATH_MAX - 1)]);
+	e->path_lpm.prefixlen = 32 + w.path_len * 8;
+	/* Postfix filters match the reversed path against reversed values. */
+	for (__u32 i = 0; i < VIGIL_MATCH_MAX; i++) {
+		if (i >= w.path_len)
+			break;
+		e->path_rev.data[4 + (i & (VIGIL_MATCH_LEN - 1))] = e->path_key.path[(w.path_len - 1 - i) & (VIGIL_MATCH_LEN - 1)];
+	}
+	e->path_rev.prefixlen = 32 + w.path_len * 8;
+
+	bpf_loop(VIGIL_MAX_RULES, rule_step, &w, 0);
+	if (w.kill)
+		bpf_send_signal(SIGKILL);
+	return w.verdict;
+}
+
+SEC("lsm/file_open")
+int BPF_PROG(vigil_lsm_file_open, struct file *file, int ret)
+{
+	if (ret)
+		return ret; /* an earlier LSM already refused */
+	struct path p;
+	BPF_CORE_READ_INTO(&p, file, f_path);
+	return evaluate(&p, VIGIL_POLICY_VIA_LSM);
+}
+
+/* sys_exit_* tracepoints: `long ret` at offset 16 after the common fields and __syscall_nr. */
+struct syscall_exit_ctx {
+	__u64 common;
+	__u64 nr;
+	long ret;
+};
+
+static __always_inline int on_open_exit(struct syscall_exit_ctx *ctx)
+{
+	long fd = ctx->ret;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds, *file = 0;
+	struct path p;
+
+	if (fd < 0)
+		return 0;
+	fds = BPF_CORE_READ(task, files, fdt, fd);
+	if (!fds || bpf_core_read(&file, sizeof(file), &fds[fd & 0xfffff]) < 0 || !file)
+		return 0;
+	BPF_CORE_READ_INTO(&p, file, f_path);
+	evaluate(&p, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int vigil_exit_openat(struct syscall_exit_ctx *ctx)
+{
+	return on_open_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int vigil_exit_openat2(struct syscall_exit_ctx *ctx)
+{
+	return on_open_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int vigil_exit_open(struct syscall_exit_ctx *ctx)
+{
+	return on_open_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int vigil_exit_creat(struct syscall_exit_ctx *ctx)
+{
+	return on_open_exit(ctx);
+}
