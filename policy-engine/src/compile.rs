@@ -228,39 +228,40 @@ fn compile_selector(spath: &str, s: &Selector, file_index: u32) -> Result<Compil
     if s.match_args.len() > 1 || s.match_binaries.len() > 1 {
         return Err(err("matchArgs", "vigil evaluates one matchArgs and one matchBinaries filter per selector in the kernel; split the selector".into()));
     }
-    let path =
-        match s.match_args.first() {
-            None => None,
-            Some(f) if f.index != file_index => return Err(err(
+    let path = match s.match_args.first() {
+        None => None,
+        Some(f) if f.index != file_index => {
+            return Err(err(
                 "matchArgs[0].index",
                 format!(
                     "only the `file` argument (index {file_index}) can be matched on file opens"
                 ),
-            )),
-            Some(f) => {
-                let (kind, negate) = match f.operator.as_str() {
-                    "Equal" => (MatchKind::Exact, false),
-                    "NotEqual" => (MatchKind::Exact, true),
-                    "Prefix" => (MatchKind::Prefix, false),
-                    "NotPrefix" => (MatchKind::Prefix, true),
-                    "Postfix" => (MatchKind::Postfix, false),
-                    "NotPostfix" => (MatchKind::Postfix, true),
-                    other => {
-                        return Err(err(
-                            "matchArgs[0].operator",
-                            format!("operator `{other}` is not evaluated on file paths"),
-                        ))
-                    }
-                };
-                Some(filter(
-                    spath,
-                    "matchArgs[0]",
-                    kind,
-                    negate,
-                    f.values.iter().map(|v| v.0.clone()),
-                )?)
-            }
-        };
+            ))
+        }
+        Some(f) => {
+            let (kind, negate) = match f.operator.as_str() {
+                "Equal" => (MatchKind::Exact, false),
+                "NotEqual" => (MatchKind::Exact, true),
+                "Prefix" => (MatchKind::Prefix, false),
+                "NotPrefix" => (MatchKind::Prefix, true),
+                "Postfix" => (MatchKind::Postfix, false),
+                "NotPostfix" => (MatchKind::Postfix, true),
+                other => {
+                    return Err(err(
+                        "matchArgs[0].operator",
+                        format!("operator `{other}` is not evaluated on file paths"),
+                    ))
+                }
+            };
+            Some(filter(
+                spath,
+                "matchArgs[0]",
+                kind,
+                negate,
+                f.values.iter().map(|v| v.0.clone()),
+            )?)
+        }
+    };
     let binary = match s.match_binaries.first() {
         None => None,
         Some(f) => {

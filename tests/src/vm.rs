@@ -129,8 +129,19 @@ impl Initramfs {
     /// A staging tree at `root` (emptied) with busybox installed.
     pub fn new(root: &Path) -> Result<Initramfs, String> {
         let _ = std::fs::remove_dir_all(root);
-        for d in ["bin", "proc", "sys", "dev", "tmp", "vigil"] {
+        for d in ["bin", "proc", "sys", "dev", "tmp", "vigil", "etc"] {
             std::fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
+        }
+        // The files the file-policy scenarios read and protect.
+        for (name, text) in [
+            (
+                "etc/passwd",
+                "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+            ),
+            ("etc/shadow", "root:*:19000:0:99999:7:::\n"),
+            ("etc/hostname", "vigil-vm\n"),
+        ] {
+            std::fs::write(root.join(name), text).map_err(|e| e.to_string())?;
         }
         let busybox = Path::new("/bin/busybox");
         if !busybox.is_file() {

@@ -15,7 +15,12 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 3] = ["process_lifecycle", "cli_errors", "kernel_hooks"];
+const SCENARIOS: [&str; 4] = [
+    "process_lifecycle",
+    "cli_errors",
+    "kernel_hooks",
+    "file_policies",
+];
 
 /// The VM stage must stay under five minutes on our 2-core machines.
 const VM_LIMIT: Duration = Duration::from_secs(300);

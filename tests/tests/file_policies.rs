@@ -1,0 +1,188 @@
+//! A TracingPolicy that denies reading `/etc/passwd` and `/etc/shadow` to named binaries,
+//! enforced by the real agent: with BPF LSM (the VM) the open fails with EPERM before it
+//! happens; without it (the host) the same file, unchanged, gets the process killed before the
+//! open returns, so no byte reaches it. Paths are matched as the kernel resolved them.
+
+use std::{
+    os::unix::process::ExitStatusExt,
+    process::{Command, Output},
+};
+
+use serde_json::Value;
+use vigil_tests::{
+    kernels::{self, Hook},
+    resolved, Agent, AgentRun, TempDir,
+};
+
+fn deny_policy(mode: &str) -> String {
+    format!(
+        r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: deny-passwd
+spec:
+  options:
+  - name: policy-mode
+    value: {mode}
+  lsmhooks:
+  - hook: file_open
+    message: "credential file read"
+    tags: ["credentials"]
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["{cat}"]
+      matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["/etc/passwd", "/etc/shadow"]
+      matchActions:
+      - action: Override
+        argError: -1
+"#,
+        cat = resolved("/bin/cat")
+    )
+}
+
+/// A policy the agent must refuse while it keeps enforcing the other one.
+const BROKEN: &str = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: broken\nspec:\n  lsmhooks:\n  - hook: file_open\n    args:\n    - index: 0\n      type: filez\n";
+
+fn cat(args: &[&str], cwd: &str) -> Output {
+    Command::new("cat")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run cat")
+}
+
+fn lsm() -> bool {
+    kernels::current().hooks.contains(&Hook::Lsm)
+}
+
+/// The file_open policy events for `path`.
+fn policy_events<'a>(run: &'a AgentRun, path: &str) -> Vec<&'a Value> {
+    run.events
+        .iter()
+        .filter_map(|e| e.get("process_lsm"))
+        .filter(|e| e["args"][0]["file_arg"]["path"] == path)
+        .collect()
+}
+
+#[test]
+fn deny_policy_stops_named_binaries_and_spares_the_rest() {
+    let dir = TempDir::new("policy");
+    let policy = dir.path().join("deny.yaml");
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&policy, deny_policy("enforce")).unwrap();
+    std::fs::write(&broken, BROKEN).unwrap();
+    let link = dir.path().join("link-to-passwd");
+    std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+
+    let agent = Agent::start(&[
+        "--policy",
+        broken.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    let direct = cat(&["/etc/passwd"], "/");
+    let relative = cat(&["passwd"], "/etc");
+    let via_link = cat(&[link.to_str().unwrap()], "/");
+    let shadow = cat(&["/etc/shadow"], "/");
+    let hostname = cat(&["/etc/hostname"], "/");
+    // A binary the policy does not name (this test) reads the file.
+    let allowed = std::fs::read_to_string("/etc/passwd");
+    let run = agent.stop();
+
+    assert!(
+        run.stderr.iter().any(|l| l.contains("policy refused")),
+        "{:#?}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .iter()
+            .any(|l| l.contains("argument type `filez` is not supported")),
+        "{:#?}",
+        run.stderr
+    );
+    for (what, out) in [
+        ("cat /etc/passwd", &direct),
+        ("cd /etc && cat passwd", &relative),
+        ("cat a symlink to /etc/passwd", &via_link),
+        ("cat /etc/shadow", &shadow),
+    ] {
+        assert!(
+            out.stdout.is_empty(),
+            "{what}: {} bytes reached cat",
+            out.stdout.len()
+        );
+        if lsm() {
+            assert_eq!(out.status.code(), Some(1), "{what}: {:?}", out.status);
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            assert_eq!(out.status.signal(), Some(9), "{what}: {:?}", out.status);
+        }
+    }
+    assert!(
+        hostname.status.success() && !hostname.stdout.is_empty(),
+        "cat /etc/hostname is untouched"
+    );
+    assert!(
+        allowed.is_ok_and(|t| t.contains("root")),
+        "a binary the policy does not name reads /etc/passwd"
+    );
+
+    let events = policy_events(&run, "/etc/passwd");
+    assert_eq!(
+        events.len(),
+        3,
+        "one event per blocked open of /etc/passwd: {events:#?}"
+    );
+    for e in events {
+        assert_eq!(e["policy_name"], "deny-passwd");
+        assert_eq!(e["function_name"], "file_open");
+        assert_eq!(e["action"], "KPROBE_ACTION_OVERRIDE");
+        assert_eq!(e["outcome"], if lsm() { "denied" } else { "killed" });
+        assert_eq!(e["message"], "credential file read");
+        assert_eq!(e["process"]["binary"], resolved("/bin/cat"));
+        assert!(e["process"]["exec_id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+    }
+    assert_eq!(policy_events(&run, "/etc/shadow").len(), 1);
+    assert!(policy_events(&run, "/etc/hostname").is_empty());
+}
+
+#[test]
+fn monitor_mode_reports_what_it_would_have_done() {
+    let dir = TempDir::new("monitor");
+    let policy = dir.path().join("deny.yaml");
+    std::fs::write(&policy, deny_policy("monitor")).unwrap();
+
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let out = cat(&["/etc/passwd"], "/");
+    let run = agent.stop();
+
+    assert!(
+        out.status.success(),
+        "monitor mode must not enforce: {:?}",
+        out.status
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("root"));
+    let events = policy_events(&run, "/etc/passwd");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let would = if lsm() {
+        "would_have_been_denied"
+    } else {
+        "would_have_been_killed"
+    };
+    assert_eq!(events[0]["outcome"], would);
+    assert_eq!(events[0]["action"], "KPROBE_ACTION_OVERRIDE");
+}
