@@ -35,9 +35,9 @@ test-deps: deps
 build: deps
 	$(CARGO) build --profile $(PROFILE) --workspace --bins
 
-# The agent with the default settings, printing one compact line per event. Ctrl-C stops it.
+# The agent with the shipped policies (rules/README.md), one compact line per event. Ctrl-C stops it.
 run: build
-	$(SUDO) $(BIN) agent -o compact
+	$(SUDO) $(BIN) agent -o compact --policy-dir rules/policies
 
 # Unit tests, then the end-to-end tests against the real agent on this kernel (one at a time,
 # so that each agent's counters describe that test's processes alone).

@@ -126,3 +126,20 @@ fn tetragon_policies_load_or_are_refused_by_name() {
         }
     }
 }
+
+#[test]
+fn shipped_policies_are_valid_and_compile_for_the_kernel() {
+    let kernel = kernel().expect("/proc/kallsyms is readable");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/policies");
+    let mut n = 0;
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap().path();
+        let text = std::fs::read_to_string(&f).unwrap();
+        let policy = load_policy_for(&f.display().to_string(), &text, Some(&kernel))
+            .unwrap_or_else(|e| panic!("{e}"));
+        vigil_policy_engine::compile::compile(&policy)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", f.display()));
+        n += 1;
+    }
+    assert!(n >= 2, "{n} shipped policies");
+}

@@ -43,6 +43,14 @@ pub fn vigil_bin() -> PathBuf {
     bin
 }
 
+/// The shipped policies: `$VIGIL_RULES_DIR` (set in the VM), else the repository's
+/// `rules/policies/`.
+pub fn rules_dir() -> PathBuf {
+    std::env::var_os("VIGIL_RULES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/policies"))
+}
+
 /// Panics unless the tests run as root: they load eBPF programs.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

@@ -148,6 +148,10 @@ impl Initramfs {
             return Err("/bin/busybox is missing: install busybox-static (make test does)".into());
         }
         std::fs::copy(busybox, root.join("bin/busybox")).map_err(|e| e.to_string())?;
+        // A real file at /usr/bin/cat (busybox picks the applet from its name), so policies that
+        // name distribution paths match here as on a distribution.
+        std::fs::create_dir_all(root.join("usr/bin")).map_err(|e| e.to_string())?;
+        std::fs::copy(busybox, root.join("usr/bin/cat")).map_err(|e| e.to_string())?;
         Ok(Initramfs {
             root: root.to_path_buf(),
             scenarios: Vec::new(),
@@ -158,6 +162,16 @@ impl Initramfs {
     pub fn add_binary(&mut self, src: &Path, name: &str) -> Result<(), String> {
         std::fs::copy(src, self.root.join("vigil").join(name))
             .map_err(|e| format!("{}: {e}", src.display()))?;
+        Ok(())
+    }
+
+    /// Copies a data file to `dest` (relative to the root).
+    pub fn add_file(&mut self, src: &Path, dest: &str) -> Result<(), String> {
+        let to = self.root.join(dest);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        std::fs::copy(src, &to).map_err(|e| format!("{}: {e}", src.display()))?;
         Ok(())
     }
 
@@ -181,7 +195,7 @@ impl Initramfs {
              cd /tmp\n",
         );
         init.push_str(&format!(
-            "export VIGIL_BIN=/vigil/vigil {}={kernel_name} {}=/tmp/skips\n",
+            "export VIGIL_BIN=/vigil/vigil VIGIL_RULES_DIR=/vigil/rules/policies {}={kernel_name} {}=/tmp/skips\n",
             crate::kernels::KERNEL_ENV,
             crate::kernels::SKIP_LOG_ENV
         ));

@@ -15,11 +15,12 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 4] = [
+const SCENARIOS: [&str; 5] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
     "file_policies",
+    "shipped_policies",
 ];
 
 /// The VM stage must stay under five minutes on our 2-core machines.
@@ -83,6 +84,12 @@ fn every_scenario_passes_in_the_debian_vm() {
     fs.add_binary(&vigil_bin(), "vigil").unwrap();
     for s in SCENARIOS {
         fs.add_scenario(&test_binary(&deps, s), s).unwrap();
+    }
+    for policy in std::fs::read_dir(vigil_tests::rules_dir()).unwrap() {
+        let p = policy.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        fs.add_file(&p, &format!("vigil/rules/policies/{name}"))
+            .unwrap();
     }
     let initramfs = target.join("vm-initramfs.gz");
     fs.pack(DEBIAN_VM.name, &initramfs)
