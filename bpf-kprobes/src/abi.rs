@@ -46,6 +46,19 @@ pub mod action {
     pub const SIGNAL: u32 = 4;
 }
 
+/// Bytes of a file name in the open prefilter (`VIGIL_NAME_LEN`).
+pub const NAME_LEN: usize = 64;
+
+/// `struct vigil_policy_state`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PolicyState {
+    /// 1: opens whose file name is not in `vigil_names` are dismissed before any path walk.
+    pub prefilter: u32,
+    /// Padding.
+    pub _pad0: u32,
+}
+
 /// `enum vigil_hook`.
 pub const HOOK_FILE_OPEN: u32 = 1;
 
@@ -399,6 +412,7 @@ mod layout_tests {
                     ("VIGIL_MATCH_LEN", _) => Some(MATCH_LEN),
                     ("VIGIL_LPM_DATA", _) => Some(LPM_DATA),
                     ("VIGIL_MATCH_MAX", _) => Some(MATCH_MAX),
+                    ("VIGIL_NAME_LEN", _) => Some(NAME_LEN),
                     _ => None,
                 }
             };
@@ -415,6 +429,7 @@ mod layout_tests {
             "vigil_rule" => Rule { flags, policy_id, hook, action, arg }
             "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len }
             "vigil_config" => Config { cgroup_subsys }
+            "vigil_policy_state" => PolicyState { prefilter }
         }
     }
 

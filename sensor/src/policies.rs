@@ -58,6 +58,33 @@ struct MatchKeyPod(abi::MatchKey);
 // SAFETY: #[repr(C)] integers and bytes only.
 unsafe impl Pod for MatchKeyPod {}
 
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct StatePod(abi::PolicyState);
+// SAFETY: #[repr(C)] integers only.
+unsafe impl Pod for StatePod {}
+
+/// The file name (last component) the open prefilter keys on, if it fits.
+fn name_key(path: &str) -> Option<[u8; abi::NAME_LEN]> {
+    let name = path.rsplit('/').next().filter(|n| !n.is_empty())?;
+    if name.len() >= abi::NAME_LEN {
+        return None;
+    }
+    let mut key = [0u8; abi::NAME_LEN];
+    key[..name.len()].copy_from_slice(name.as_bytes());
+    Some(key)
+}
+
+/// The names a rule needs in the prefilter, or `None` when the rule can match opens of any
+/// name (no path filter, a prefix or postfix, a negation, a name too long for the key).
+fn prefilter_names(r: &Rule) -> Option<Vec<[u8; abi::NAME_LEN]>> {
+    let f = r.path.as_ref()?;
+    if f.kind != MatchKind::Exact || f.negate {
+        return None;
+    }
+    f.values.iter().map(|v| name_key(v)).collect()
+}
+
 /// A rule the kernel may report, as events name it.
 #[derive(Debug, Clone)]
 pub struct InstalledRule {
@@ -75,6 +102,8 @@ pub struct PolicyTable {
     path_postfix: LpmTrie<MapData, [u8; abi::LPM_DATA], u8>,
     bin_exact: HashMap<MapData, MatchKeyPod, u8>,
     bin_prefix: LpmTrie<MapData, [u8; abi::LPM_DATA], u8>,
+    names: HashMap<MapData, [u8; abi::NAME_LEN], u8>,
+    state: Array<MapData, StatePod>,
     slots: Vec<Option<InstalledRule>>,
     policies: BTreeMap<String, u32>,
 }
@@ -90,26 +119,24 @@ fn map_err(policy: &str, map: &'static str, e: impl std::fmt::Display) -> Policy
 impl PolicyTable {
     /// Takes the rule maps out of the agent's object.
     pub fn new(ebpf: &mut aya::Ebpf) -> Result<Self, PolicyLoadError> {
-        fn take(
-            ebpf: &mut aya::Ebpf,
-            name: &'static str,
-        ) -> Result<aya::maps::Map, PolicyLoadError> {
-            ebpf.take_map(name)
-                .ok_or_else(|| map_err("-", name, "not in the embedded object"))
+        fn take<M>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<M, PolicyLoadError>
+        where
+            M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+        {
+            let map = ebpf
+                .take_map(name)
+                .ok_or_else(|| map_err("-", name, "not in the embedded object"))?;
+            M::try_from(map).map_err(|e| map_err("-", name, e))
         }
         Ok(PolicyTable {
-            rules: Array::try_from(take(ebpf, "vigil_rules")?)
-                .map_err(|e| map_err("-", "vigil_rules", e))?,
-            path_exact: HashMap::try_from(take(ebpf, "vigil_path_exact")?)
-                .map_err(|e| map_err("-", "vigil_path_exact", e))?,
-            path_prefix: LpmTrie::try_from(take(ebpf, "vigil_path_prefix")?)
-                .map_err(|e| map_err("-", "vigil_path_prefix", e))?,
-            path_postfix: LpmTrie::try_from(take(ebpf, "vigil_path_postfix")?)
-                .map_err(|e| map_err("-", "vigil_path_postfix", e))?,
-            bin_exact: HashMap::try_from(take(ebpf, "vigil_bin_exact")?)
-                .map_err(|e| map_err("-", "vigil_bin_exact", e))?,
-            bin_prefix: LpmTrie::try_from(take(ebpf, "vigil_bin_prefix")?)
-                .map_err(|e| map_err("-", "vigil_bin_prefix", e))?,
+            rules: take(ebpf, "vigil_rules")?,
+            path_exact: take(ebpf, "vigil_path_exact")?,
+            path_prefix: take(ebpf, "vigil_path_prefix")?,
+            path_postfix: take(ebpf, "vigil_path_postfix")?,
+            bin_exact: take(ebpf, "vigil_bin_exact")?,
+            bin_prefix: take(ebpf, "vigil_bin_prefix")?,
+            names: take(ebpf, "vigil_names")?,
+            state: take(ebpf, "vigil_policy_state_map")?,
             slots: vec![None; abi::MAX_RULES],
             policies: BTreeMap::new(),
         })
@@ -177,7 +204,25 @@ impl PolicyTable {
                 PolicyLoadError::Refused(format!("{file}: 32 policies are loaded already"))
             })?;
         // Values first, rules last: a rule becomes active only once everything it reads exists.
+        // A rule that can match any file name turns the prefilter off before it is active; names
+        // are in the prefilter before the rules that need them are.
         let count = rules.len();
+        let new_names: Option<Vec<_>> = rules
+            .iter()
+            .map(prefilter_names)
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.concat());
+        let prefilter = self.prefilter_possible() && new_names.is_some();
+        match &new_names {
+            Some(names) if prefilter => {
+                for n in names {
+                    self.names
+                        .insert(n, 1, 0)
+                        .map_err(|e| map_err(&policy.name, "vigil_names", e))?;
+                }
+            }
+            _ => self.set_prefilter(&policy.name, false)?,
+        }
         for (slot, r) in free.into_iter().zip(rules) {
             self.write_values(&policy.name, slot, &r)?;
             let flags = rule::ACTIVE
@@ -208,7 +253,26 @@ impl PolicyTable {
             });
         }
         self.policies.insert(policy.name.clone(), policy_id);
+        self.set_prefilter(&policy.name, prefilter)?;
         Ok((policy.name, count))
+    }
+
+    /// Whether every installed rule compares whole paths for equality.
+    fn prefilter_possible(&self) -> bool {
+        self.slots
+            .iter()
+            .flatten()
+            .all(|i| prefilter_names(&i.rule).is_some())
+    }
+
+    fn set_prefilter(&mut self, policy: &str, on: bool) -> Result<(), PolicyLoadError> {
+        let state = abi::PolicyState {
+            prefilter: on as u32,
+            _pad0: 0,
+        };
+        self.state
+            .set(0, StatePod(state), 0)
+            .map_err(|e| map_err(policy, "vigil_policy_state_map", e))
     }
 
     fn write_values(&mut self, policy: &str, slot: u32, r: &Rule) -> Result<(), PolicyLoadError> {

@@ -80,6 +80,9 @@ int main(void)
 	FIELD(vigil_policy_event, flags);
 	FIELD(vigil_policy_event, path_len);
 
+	SIZE(vigil_policy_state);
+	FIELD(vigil_policy_state, prefilter);
+
 	SIZE(vigil_config);
 	FIELD(vigil_config, cgroup_subsys);
 
@@ -96,6 +99,7 @@ int main(void)
 	printf("(\"VIGIL_MATCH_LEN\", \"#define\", %d),\n", VIGIL_MATCH_LEN);
 	printf("(\"VIGIL_LPM_DATA\", \"#define\", %d),\n", VIGIL_LPM_DATA);
 	printf("(\"VIGIL_MATCH_MAX\", \"#define\", %d),\n", VIGIL_MATCH_MAX);
+	printf("(\"VIGIL_NAME_LEN\", \"#define\", %d),\n", VIGIL_NAME_LEN);
 	printf("];\n");
 	return 0;
 }

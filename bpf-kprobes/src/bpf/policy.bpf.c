@@ -29,6 +29,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Per-CPU state of one evaluation: keys built once, reused for every rule. */
 struct vigil_eval {
+	struct vigil_name_key name_key;
 	struct vigil_match_key path_key;
 	struct vigil_lpm_key path_lpm;
 	struct vigil_lpm_key path_rev;
@@ -185,6 +186,15 @@ static __always_inline int evaluate(const struct path *p, __u32 mechanism)
 
 	if (!s || !e)
 		return 0;
+	__u32 zero = 0;
+	struct vigil_policy_state *state = bpf_map_lookup_elem(&vigil_policy_state_map, &zero);
+	if (state && state->prefilter) {
+		__builtin_memset(&e->name_key, 0, sizeof(e->name_key));
+		const unsigned char *name = BPF_CORE_READ(p, dentry, d_name.name);
+		bpf_probe_read_kernel_str(e->name_key.name, sizeof(e->name_key.name), name);
+		if (!bpf_map_lookup_elem(&vigil_names, &e->name_key))
+			return 0;
+	}
 	w.trunc = vigil_resolve_path(p, s, &pos) < 0;
 	len = (VIGIL_PATH_MAX - pos) & (VIGIL_PATH_MAX - 1);
 

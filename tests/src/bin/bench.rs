@@ -51,6 +51,56 @@ fn cpu_seconds(pid: u32) -> f64 {
     (f[11] + f[12]) as f64 / tck
 }
 
+const OPENS: usize = 200_000;
+
+/// open()+close() per second of `path`, from this process.
+fn open_close_rate(path: &str) -> f64 {
+    let start = Instant::now();
+    for _ in 0..OPENS {
+        drop(std::fs::File::open(path).expect("open"));
+    }
+    OPENS as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Rates of opening a file no policy matches and `/etc/passwd` (which the shipped deny policy
+/// names, by a binary it does not name), without and with the agent and its shipped policies.
+fn open_rows() {
+    let scratch = vigil_tests::TempDir::new("bench-open");
+    let plain = scratch.path().join("plain.txt");
+    std::fs::write(&plain, b"x").unwrap();
+    let plain = plain.to_str().unwrap().to_string();
+    let (mut base_plain, mut base_passwd, mut with_plain, mut with_passwd) =
+        (vec![], vec![], vec![], vec![]);
+    for round in 0..=ROUNDS {
+        base_plain.push(open_close_rate(&plain));
+        base_passwd.push(open_close_rate("/etc/passwd"));
+        if round < ROUNDS {
+            let dir = vigil_tests::rules_dir();
+            let agent = Agent::start(&["--policy-dir", dir.to_str().unwrap()]);
+            with_plain.push(open_close_rate(&plain));
+            with_passwd.push(open_close_rate("/etc/passwd"));
+            agent.stop();
+        }
+    }
+    for (what, base, with) in [
+        ("a file no policy matches", &base_plain, &with_plain),
+        (
+            "`/etc/passwd` by a binary the deny policy does not name",
+            &base_passwd,
+            &with_passwd,
+        ),
+    ] {
+        println!(
+            "| open()+close() of {what}, {OPENS} times, shipped policies loaded | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
+            median(base.clone()),
+            list(base),
+            median(with.clone()),
+            list(with),
+            median(with.clone()) / median(base.clone())
+        );
+    }
+}
+
 /// One round with the agent running.
 struct WithAgent {
     seq_rate: f64,
@@ -140,6 +190,7 @@ fn main() {
         list(&storm_with),
         median(storm_with.clone()) / median(storm_base.clone())
     );
+    open_rows();
     println!();
     println!("| agent during the storms ({ROUNDS} × {STORM} execs) | value |");
     println!("|---|---|");

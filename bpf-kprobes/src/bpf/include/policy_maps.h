@@ -42,4 +42,27 @@ VIGIL_MATCH_MAP(vigil_path_postfix, BPF_MAP_TYPE_LPM_TRIE, struct vigil_lpm_key)
 VIGIL_MATCH_MAP(vigil_bin_exact, BPF_MAP_TYPE_HASH, struct vigil_match_key);
 VIGIL_MATCH_MAP(vigil_bin_prefix, BPF_MAP_TYPE_LPM_TRIE, struct vigil_lpm_key);
 
+/*
+ * The cheap first look at every open. While every active file rule compares the path for
+ * equality, an open whose file name (the last component) is not the last component of some
+ * value cannot match, and is dismissed after one hash lookup instead of a path walk.
+ */
+struct vigil_name_key {
+	char name[VIGIL_NAME_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct vigil_name_key);
+	__type(value, __u8);
+} vigil_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vigil_policy_state);
+} vigil_policy_state_map SEC(".maps");
+
 #endif /* VIGIL_POLICY_MAPS_H */

@@ -164,6 +164,15 @@ struct vigil_rule {
 	__u32 _pad0;
 };
 
+/* File names (last path components) kept by the open prefilter. */
+#define VIGIL_NAME_LEN 64
+
+/* Written by the agent; read on every open. */
+struct vigil_policy_state {
+	__u32 prefilter; /* 1: dismiss opens whose name is not in vigil_names */
+	__u32 _pad0;
+};
+
 /* Bits of vigil_policy_event.flags. */
 #define VIGIL_POLICY_ENFORCED (1u << 0)   /* the action was carried out */
 #define VIGIL_POLICY_MONITOR (1u << 1)    /* monitor mode: the action was only reported */
