@@ -20,7 +20,6 @@ use tokio::{
 };
 use vigil_bpf_kprobes::abi::{self, Record};
 use vigil_events::time::BootClock;
-use vigil_policy_engine::{kernel::RunningKernel, KernelSymbols};
 
 use crate::{
     builder::{BuildOptions, EventBuilder},
@@ -29,6 +28,7 @@ use crate::{
     loader::{cgroup_subsys_for_host, LoadError, LoadOptions, ProcessSensor},
     output::{Format, Output},
     policies::PolicyTable,
+    policy_watch::PolicyManager,
     probe, proc_seed, system,
 };
 
@@ -52,6 +52,8 @@ pub struct AgentOptions {
     pub ringbuf_bytes: u32,
     /// TracingPolicy files to enforce.
     pub policies: Vec<PathBuf>,
+    /// A directory of policies, watched for changes.
+    pub policy_dir: Option<PathBuf>,
 }
 
 /// Counters printed as the agent's last line.
@@ -131,7 +133,16 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let ring = sensor.take_ring()?;
-    let policies = install_policies(&mut sensor, &opts)?;
+    let mut policies = if opts.policies.is_empty() && opts.policy_dir.is_none() {
+        None
+    } else {
+        Some(PolicyManager::start(
+            &mut sensor,
+            &opts.btf,
+            &opts.policies,
+            opts.policy_dir.clone(),
+        )?)
+    };
 
     let identity = Identity::new(
         system::node_name(opts.node_name.as_deref()),
@@ -178,18 +189,21 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut builder, &mut out, &mut stats, policies.as_ref())?;
+                drain(guard.get_inner_mut(), &mut builder, &mut out, &mut stats, policies.as_ref().map(|p| p.table()))?;
                 guard.clear_ready();
                 out.flush()?;
             }
             _ = tick.tick() => {
-                drain(ring.get_mut(), &mut builder, &mut out, &mut stats, policies.as_ref())?;
+                drain(ring.get_mut(), &mut builder, &mut out, &mut stats, policies.as_ref().map(|p| p.table()))?;
                 out.flush()?;
                 ticks = ticks.wrapping_add(1);
                 if !ticks.is_multiple_of(HOUSEKEEPING_EVERY) {
                     continue;
                 }
                 builder.cache.expire(Instant::now());
+                if let Some(p) = policies.as_mut() {
+                    p.rescan(&mut sensor)?;
+                }
                 let drops = DropStats::from_slots(sensor.drops());
                 if drops != reported_drops {
                     log(format!(
@@ -209,7 +223,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         &mut builder,
         &mut out,
         &mut stats,
-        policies.as_ref(),
+        policies.as_ref().map(|p| p.table()),
     )?;
     out.flush()?;
     stats.ringbuf_drops = DropStats::from_slots(sensor.drops());
@@ -217,40 +231,6 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     stats.cache_evictions = builder.cache.evictions();
     log(format!("stats {}", serde_json::to_string(&stats)?));
     Ok(())
-}
-
-/// Installs every policy file that passes validation, planning and compilation; a refused one
-/// is logged with its reasons and the others load. Attaches the file-open programs when any
-/// rule needs them.
-fn install_policies(
-    sensor: &mut ProcessSensor,
-    opts: &AgentOptions,
-) -> Result<Option<PolicyTable>> {
-    if opts.policies.is_empty() {
-        return Ok(None);
-    }
-    let report = probe::run(&opts.btf);
-    let caps = report.caps();
-    let kernel = RunningKernel::read().ok();
-    let mut table = PolicyTable::new(sensor.ebpf_mut())?;
-    for file in &opts.policies {
-        let name = file.display().to_string();
-        match table.install_file(
-            &name,
-            kernel.as_ref().map(|k| k as &dyn KernelSymbols),
-            &caps,
-        ) {
-            Ok((policy, rules)) => log(format!(
-                "policy {policy} loaded from {name} ({rules} rules)"
-            )),
-            Err(e) => log(format!("policy refused, the others keep running:\n{e}")),
-        }
-    }
-    if table.has_file_rules() {
-        let how = sensor.attach_file_open(caps.lsm)?;
-        log(format!("file-open policies enforced through {how}"));
-    }
-    Ok(Some(table))
 }
 
 /// Reads every record available now.

@@ -43,6 +43,15 @@ pub enum LoadError {
     },
 }
 
+/// The programs of `policy.bpf.c` that enforce on file opens.
+const FILE_OPEN_PROGRAMS: [&str; 5] = [
+    "vigil_lsm_file_open",
+    "vigil_exit_openat",
+    "vigil_exit_openat2",
+    "vigil_exit_open",
+    "vigil_exit_creat",
+];
+
 /// The programs of `process.bpf.c` and the raw tracepoint each attaches to.
 pub const ATTACH_PLAN: [(&str, &str); 3] = [
     ("vigil_fork", "sched_process_fork"),
@@ -128,6 +137,20 @@ impl ProcessSensor {
     /// The agent's object, for the policy table to take its maps.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// Detaches and unloads the file-open policy programs (when the last policy goes, opens
+    /// cost nothing again).
+    pub fn detach_file_open(&mut self) {
+        for program in FILE_OPEN_PROGRAMS {
+            if let Some(p) = self.ebpf.program_mut(program) {
+                let _ = match p {
+                    aya::programs::Program::Lsm(p) => p.unload(),
+                    aya::programs::Program::TracePoint(p) => p.unload(),
+                    _ => Ok(()),
+                };
+            }
+        }
     }
 
     /// Attaches the file-open policy programs: BPF LSM where the kernel runs it, else the open

@@ -14,6 +14,7 @@ mod loader;
 mod output;
 mod policies;
 mod policy_cmd;
+mod policy_watch;
 mod probe;
 mod proc_seed;
 mod system;
@@ -54,7 +55,8 @@ enum Command {
         /// A TracingPolicy file to enforce (repeatable).
         #[arg(long = "policy")]
         policies: Vec<PathBuf>,
-        /// A directory of TracingPolicy files (*.yaml, *.yml) to enforce.
+        /// A directory of TracingPolicy files (*.yaml, *.yml) to enforce; changes are applied
+        /// within a second.
         #[arg(long)]
         policy_dir: Option<PathBuf>,
         /// Ring buffer size in MiB (a power of two).
@@ -119,19 +121,16 @@ fn main() -> ExitCode {
             exit_grace_secs,
             ancestors,
             ringbuf_size,
-            mut policies,
+            policies,
             policy_dir,
         } => {
-            if let Some(dir) = policy_dir {
-                match policy_files(&dir) {
-                    Ok(files) => policies.extend(files),
-                    Err(e) => {
-                        agent::log(format!(
-                            "error: cannot read --policy-dir {}: {e}",
-                            dir.display()
-                        ));
-                        return ExitCode::FAILURE;
-                    }
+            if let Some(dir) = &policy_dir {
+                if let Err(e) = policy_watch::policy_files(dir) {
+                    agent::log(format!(
+                        "error: cannot read --policy-dir {}: {e}",
+                        dir.display()
+                    ));
+                    return ExitCode::FAILURE;
                 }
             }
             let opts = agent::AgentOptions {
@@ -144,6 +143,7 @@ fn main() -> ExitCode {
                 ancestors,
                 ringbuf_bytes: ringbuf_size,
                 policies,
+                policy_dir,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -162,16 +162,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The policy files of a directory, sorted.
-fn policy_files(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 fn probe_command(btf: &str, json: bool) -> anyhow::Result<()> {

@@ -90,6 +90,8 @@ fn prefilter_names(r: &Rule) -> Option<Vec<[u8; abi::NAME_LEN]>> {
 pub struct InstalledRule {
     /// The policy's name.
     pub policy: String,
+    /// The policy's id in the kernel (its first-match bit).
+    pub policy_id: u32,
     /// The compiled selector.
     pub rule: Rule,
 }
@@ -106,6 +108,7 @@ pub struct PolicyTable {
     state: Array<MapData, StatePod>,
     slots: Vec<Option<InstalledRule>>,
     policies: BTreeMap<String, u32>,
+    name_refs: std::collections::HashMap<[u8; abi::NAME_LEN], usize>,
 }
 
 fn map_err(policy: &str, map: &'static str, e: impl std::fmt::Display) -> PolicyLoadError {
@@ -139,6 +142,7 @@ impl PolicyTable {
             state: take(ebpf, "vigil_policy_state_map")?,
             slots: vec![None; abi::MAX_RULES],
             policies: BTreeMap::new(),
+            name_refs: Default::default(),
         })
     }
 
@@ -152,14 +156,13 @@ impl PolicyTable {
         self.slots.iter().any(|s| s.is_some())
     }
 
-    /// Validates, plans and compiles the policy in `file`, then writes its rules; returns the
-    /// policy's name and how many rules it has.
-    pub fn install_file(
-        &mut self,
+    /// Validates, plans and compiles the policy in `file` without touching the kernel.
+    pub fn prepare(
+        &self,
         file: &str,
         kernel: Option<&dyn KernelSymbols>,
         caps: &KernelCaps,
-    ) -> Result<(String, usize), PolicyLoadError> {
+    ) -> Result<Prepared, PolicyLoadError> {
         let text = std::fs::read_to_string(file).map_err(|source| PolicyLoadError::Read {
             file: file.to_string(),
             source,
@@ -181,80 +184,103 @@ impl PolicyTable {
                     .collect(),
             )
         })?;
-        if self.policies.contains_key(&policy.name) {
+        Ok(Prepared {
+            file: file.to_string(),
+            name: policy.name,
+            rules,
+        })
+    }
+
+    /// Writes a prepared policy's rules; `replacing` names a loaded policy this one replaces
+    /// (its slots are freed only after the new rules are active, so enforcement never lapses).
+    /// Returns how many rules were installed.
+    pub fn install(
+        &mut self,
+        p: Prepared,
+        replacing: Option<&str>,
+    ) -> Result<usize, PolicyLoadError> {
+        let file = &p.file;
+        if self.policies.contains_key(&p.name) && replacing != Some(p.name.as_str()) {
             return Err(PolicyLoadError::Refused(format!(
                 "{file}: a policy named {} is already loaded",
-                policy.name
+                p.name
             )));
         }
         let free: Vec<u32> = (0..abi::MAX_RULES as u32)
             .filter(|s| self.slots[*s as usize].is_none())
             .collect();
-        if free.len() < rules.len() {
+        if free.len() < p.rules.len() {
             return Err(PolicyLoadError::Refused(format!(
                 "{file}: the policy has {} selectors and only {} of the kernel's {} rule slots are free",
-                rules.len(),
+                p.rules.len(),
                 free.len(),
                 abi::MAX_RULES
             )));
         }
-        let policy_id = (0..32)
-            .find(|id| !self.policies.values().any(|v| v == id))
-            .ok_or_else(|| {
-                PolicyLoadError::Refused(format!("{file}: 32 policies are loaded already"))
-            })?;
-        // Values first, rules last: a rule becomes active only once everything it reads exists.
-        // A rule that can match any file name turns the prefilter off before it is active; names
-        // are in the prefilter before the rules that need them are.
-        let count = rules.len();
-        let new_names: Option<Vec<_>> = rules
-            .iter()
-            .map(prefilter_names)
-            .collect::<Option<Vec<_>>>()
-            .map(|v| v.concat());
-        let prefilter = self.prefilter_possible() && new_names.is_some();
-        match &new_names {
-            Some(names) if prefilter => {
-                for n in names {
-                    self.names
-                        .insert(n, 1, 0)
-                        .map_err(|e| map_err(&policy.name, "vigil_names", e))?;
-                }
-            }
-            _ => self.set_prefilter(&policy.name, false)?,
+        let used: Vec<u32> = self.slots.iter().flatten().map(|r| r.policy_id).collect();
+        let policy_id = (0..32).find(|id| !used.contains(id)).ok_or_else(|| {
+            PolicyLoadError::Refused(format!("{file}: 32 policies are loaded already"))
+        })?;
+        // Everything a rule reads is written before the rule is active. A rule that can match
+        // any file name turns the open prefilter off before it becomes active.
+        if p.rules.iter().any(|r| prefilter_names(r).is_none()) {
+            self.set_prefilter(&p.name, false)?;
         }
-        for (slot, r) in free.into_iter().zip(rules) {
-            self.write_values(&policy.name, slot, &r)?;
-            let flags = rule::ACTIVE
-                | if r.monitor { rule::MONITOR } else { 0 }
-                | filter_flags(&r.path, true)
-                | filter_flags(&r.binary, false);
-            let (action, arg) = match r.action {
-                RuleAction::Post => (action::POST, 0),
-                RuleAction::NoPost => (action::NOPOST, 0),
-                RuleAction::Sigkill => (action::SIGKILL, 0),
-                RuleAction::Override(e) => (action::OVERRIDE, e),
-                RuleAction::Signal(s) => (action::SIGNAL, s),
-            };
+        let count = p.rules.len();
+        for (slot, r) in free.into_iter().zip(p.rules) {
+            self.apply_values(&p.name, slot, &r, true)?;
             let raw = abi::Rule {
-                flags,
+                flags: rule::ACTIVE
+                    | if r.monitor { rule::MONITOR } else { 0 }
+                    | filter_flags(&r.path, true)
+                    | filter_flags(&r.binary, false),
                 policy_id,
                 hook: abi::HOOK_FILE_OPEN,
-                action,
-                arg,
+                action: kernel_action(r.action).0,
+                arg: kernel_action(r.action).1,
                 _pad0: 0,
             };
             self.rules
                 .set(slot, RulePod(raw), 0)
-                .map_err(|e| map_err(&policy.name, "vigil_rules", e))?;
+                .map_err(|e| map_err(&p.name, "vigil_rules", e))?;
             self.slots[slot as usize] = Some(InstalledRule {
-                policy: policy.name.clone(),
+                policy: p.name.clone(),
+                policy_id,
                 rule: r,
             });
         }
-        self.policies.insert(policy.name.clone(), policy_id);
-        self.set_prefilter(&policy.name, prefilter)?;
-        Ok((policy.name, count))
+        if let Some(old) = replacing {
+            self.remove_slots(old, |r| r.policy_id != policy_id)?;
+        }
+        self.policies.insert(p.name.clone(), policy_id);
+        self.set_prefilter(&p.name, self.prefilter_possible())?;
+        Ok(count)
+    }
+
+    /// Removes a loaded policy: its rules stop matching first, then their values go.
+    pub fn uninstall(&mut self, name: &str) -> Result<(), PolicyLoadError> {
+        self.remove_slots(name, |_| true)?;
+        self.policies.remove(name);
+        self.set_prefilter(name, self.prefilter_possible())
+    }
+
+    fn remove_slots(
+        &mut self,
+        name: &str,
+        pick: impl Fn(&InstalledRule) -> bool,
+    ) -> Result<(), PolicyLoadError> {
+        for slot in 0..abi::MAX_RULES as u32 {
+            let Some(installed) =
+                self.slots[slot as usize].take_if(|r| r.policy == name && pick(r))
+            else {
+                continue;
+            };
+            self.rules
+                .set(slot, RulePod(abi::Rule::default()), 0)
+                .map_err(|e| map_err(name, "vigil_rules", e))?;
+            self.apply_values(name, slot, &installed.rule, false)?;
+        }
+        Ok(())
     }
 
     /// Whether every installed rule compares whole paths for equality.
@@ -275,47 +301,122 @@ impl PolicyTable {
             .map_err(|e| map_err(policy, "vigil_policy_state_map", e))
     }
 
-    fn write_values(&mut self, policy: &str, slot: u32, r: &Rule) -> Result<(), PolicyLoadError> {
+    /// Inserts (or removes) a rule's values, and its file names in the prefilter (counted, as
+    /// rules share names).
+    fn apply_values(
+        &mut self,
+        policy: &str,
+        slot: u32,
+        r: &Rule,
+        insert: bool,
+    ) -> Result<(), PolicyLoadError> {
+        fn op<K: Pod>(
+            map: &mut HashMap<MapData, K, u8>,
+            key: K,
+            insert: bool,
+        ) -> Result<(), aya::maps::MapError> {
+            match (insert, map.remove(&key)) {
+                (true, _) => map.insert(key, 1, 0),
+                (false, Ok(())) | (false, Err(aya::maps::MapError::KeyNotFound)) => Ok(()),
+                (false, Err(e)) => Err(e),
+            }
+        }
+        fn lpm(
+            map: &mut LpmTrie<MapData, [u8; abi::LPM_DATA], u8>,
+            value: &[u8],
+            slot: u32,
+            insert: bool,
+        ) -> Result<(), aya::maps::MapError> {
+            let (bits, data) = abi::lpm_key(slot, value);
+            let key = Key::new(bits, data);
+            match (insert, map.remove(&key)) {
+                (true, _) => map.insert(&key, 1, 0),
+                (false, Ok(())) | (false, Err(aya::maps::MapError::KeyNotFound)) => Ok(()),
+                (false, Err(e)) => Err(e),
+            }
+        }
         if let Some(f) = &r.path {
             for v in &f.values {
-                match f.kind {
-                    MatchKind::Exact => self
-                        .path_exact
-                        .insert(MatchKeyPod(abi::MatchKey::new(slot, v.as_bytes())), 1, 0)
-                        .map_err(|e| map_err(policy, "vigil_path_exact", e))?,
-                    MatchKind::Prefix => {
-                        let (bits, data) = abi::lpm_key(slot, v.as_bytes());
-                        self.path_prefix
-                            .insert(&Key::new(bits, data), 1, 0)
-                            .map_err(|e| map_err(policy, "vigil_path_prefix", e))?
-                    }
+                let (res, map) = match f.kind {
+                    MatchKind::Exact => (
+                        op(
+                            &mut self.path_exact,
+                            MatchKeyPod(abi::MatchKey::new(slot, v.as_bytes())),
+                            insert,
+                        ),
+                        "vigil_path_exact",
+                    ),
+                    MatchKind::Prefix => (
+                        lpm(&mut self.path_prefix, v.as_bytes(), slot, insert),
+                        "vigil_path_prefix",
+                    ),
                     MatchKind::Postfix => {
                         let rev: Vec<u8> = v.bytes().rev().collect();
-                        let (bits, data) = abi::lpm_key(slot, &rev);
-                        self.path_postfix
-                            .insert(&Key::new(bits, data), 1, 0)
-                            .map_err(|e| map_err(policy, "vigil_path_postfix", e))?
+                        (
+                            lpm(&mut self.path_postfix, &rev, slot, insert),
+                            "vigil_path_postfix",
+                        )
                     }
-                }
+                };
+                res.map_err(|e| map_err(policy, map, e))?;
             }
         }
         if let Some(f) = &r.binary {
             for v in &f.values {
-                match f.kind {
-                    MatchKind::Exact => self
-                        .bin_exact
-                        .insert(MatchKeyPod(abi::MatchKey::new(slot, v.as_bytes())), 1, 0)
-                        .map_err(|e| map_err(policy, "vigil_bin_exact", e))?,
-                    _ => {
-                        let (bits, data) = abi::lpm_key(slot, v.as_bytes());
-                        self.bin_prefix
-                            .insert(&Key::new(bits, data), 1, 0)
-                            .map_err(|e| map_err(policy, "vigil_bin_prefix", e))?
-                    }
+                let (res, map) = match f.kind {
+                    MatchKind::Exact => (
+                        op(
+                            &mut self.bin_exact,
+                            MatchKeyPod(abi::MatchKey::new(slot, v.as_bytes())),
+                            insert,
+                        ),
+                        "vigil_bin_exact",
+                    ),
+                    _ => (
+                        lpm(&mut self.bin_prefix, v.as_bytes(), slot, insert),
+                        "vigil_bin_prefix",
+                    ),
+                };
+                res.map_err(|e| map_err(policy, map, e))?;
+            }
+        }
+        for name in prefilter_names(r).unwrap_or_default() {
+            let count = self.name_refs.entry(name).or_insert(0);
+            if insert {
+                *count += 1;
+                if *count == 1 {
+                    self.names
+                        .insert(name, 1, 0)
+                        .map_err(|e| map_err(policy, "vigil_names", e))?;
+                }
+            } else {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.name_refs.remove(&name);
+                    let _ = self.names.remove(&name);
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// A policy checked and compiled, ready to install.
+pub struct Prepared {
+    file: String,
+    /// The policy's name.
+    pub name: String,
+    rules: Vec<Rule>,
+}
+
+/// The kernel's action and argument for a rule action.
+fn kernel_action(a: RuleAction) -> (u32, i32) {
+    match a {
+        RuleAction::Post => (action::POST, 0),
+        RuleAction::NoPost => (action::NOPOST, 0),
+        RuleAction::Sigkill => (action::SIGKILL, 0),
+        RuleAction::Override(e) => (action::OVERRIDE, e),
+        RuleAction::Signal(s) => (action::SIGNAL, s),
     }
 }
 

@@ -136,6 +136,30 @@ impl Agent {
         }
     }
 
+    /// Waits until the agent has logged a line containing `needle` (after `skip` earlier
+    /// matches); panics with its log after 30 s.
+    pub fn wait_for_log(&self, needle: &str, skip: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .count();
+            if found > skip {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line {needle:?} after 30 s:\n{}",
+                self.stderr.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The agent's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()

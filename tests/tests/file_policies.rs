@@ -186,3 +186,57 @@ fn monitor_mode_reports_what_it_would_have_done() {
     assert_eq!(events[0]["outcome"], would);
     assert_eq!(events[0]["action"], "KPROBE_ACTION_OVERRIDE");
 }
+
+/// Policies added, changed and removed in `--policy-dir` while the agent runs take effect
+/// within seconds; a broken file is refused and enforcement goes on; removal detaches.
+#[test]
+fn policy_directory_changes_apply_at_run_time() {
+    let dir = TempDir::new("policy-dir");
+    let policy = dir.path().join("deny.yaml");
+    let agent = Agent::start(&["--policy-dir", dir.path().to_str().unwrap()]);
+    assert!(cat(&["/etc/passwd"], "/").status.success(), "no policy yet");
+
+    std::fs::write(&policy, deny_policy("enforce")).unwrap();
+    agent.wait_for_log("policy deny-passwd loaded", 0);
+    assert!(
+        !cat(&["/etc/passwd"], "/").status.success(),
+        "enforced once loaded"
+    );
+
+    // A broken file next to it is refused; the loaded policy keeps enforcing.
+    std::fs::write(dir.path().join("broken.yaml"), BROKEN).unwrap();
+    agent.wait_for_log("policy refused", 0);
+    assert!(
+        !cat(&["/etc/passwd"], "/").status.success(),
+        "still enforced next to a broken file"
+    );
+
+    // Switched to monitor mode in place: the new rules replace the old ones.
+    std::fs::write(&policy, deny_policy("monitor")).unwrap();
+    agent.wait_for_log("policy deny-passwd reloaded", 0);
+    assert!(
+        cat(&["/etc/passwd"], "/").status.success(),
+        "monitor mode after the reload"
+    );
+
+    std::fs::remove_file(&policy).unwrap();
+    agent.wait_for_log("policy deny-passwd removed", 0);
+    agent.wait_for_log("file-open programs detached", 0);
+    assert!(cat(&["/etc/passwd"], "/").status.success());
+    let run = agent.stop();
+    let outcomes: Vec<&str> = policy_events(&run, "/etc/passwd")
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    let enforced = if lsm() { "denied" } else { "killed" };
+    let would = if lsm() {
+        "would_have_been_denied"
+    } else {
+        "would_have_been_killed"
+    };
+    assert_eq!(
+        outcomes,
+        [enforced, enforced, would],
+        "one event per open while a policy was loaded"
+    );
+}

@@ -1,0 +1,181 @@
+//! The policies an agent enforces: the files named with `--policy`, and every `*.yaml` /
+//! `*.yml` in `--policy-dir`, which is rescanned every second. A new file is loaded, a changed
+//! one replaces its policy (the new rules are active before the old ones go), a deleted one is
+//! removed. A file that fails validation, planning or compilation is refused with its reasons
+//! and the policies already running keep running; when the last policy goes, the file-open
+//! programs are detached.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use anyhow::Result;
+use vigil_policy_engine::{kernel::RunningKernel, plan::KernelCaps, KernelSymbols};
+
+use crate::{agent::log, loader::ProcessSensor, policies::PolicyTable};
+
+/// What the agent knows of one policy file.
+struct Tracked {
+    /// Modification time and size when last read.
+    stamp: (SystemTime, u64),
+    /// The policy it holds, when it loaded.
+    policy: Option<String>,
+}
+
+/// Loaded policies and the files they came from.
+pub struct PolicyManager {
+    table: PolicyTable,
+    caps: KernelCaps,
+    kernel: Option<RunningKernel>,
+    dir: Option<PathBuf>,
+    files: BTreeMap<PathBuf, Tracked>,
+    attached: bool,
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The policy files of a directory, sorted.
+pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+impl PolicyManager {
+    /// Loads `files` and the directory's policies.
+    pub fn start(
+        sensor: &mut ProcessSensor,
+        btf: &str,
+        files: &[PathBuf],
+        dir: Option<PathBuf>,
+    ) -> Result<Self> {
+        let mut m = PolicyManager {
+            table: PolicyTable::new(sensor.ebpf_mut())?,
+            caps: crate::probe::run(btf).caps(),
+            kernel: RunningKernel::read().ok(),
+            dir,
+            files: BTreeMap::new(),
+            attached: false,
+        };
+        for f in files {
+            m.load(sensor, f)?;
+        }
+        m.rescan(sensor)?;
+        Ok(m)
+    }
+
+    /// The rules, for events.
+    pub fn table(&self) -> &PolicyTable {
+        &self.table
+    }
+
+    /// Applies what changed in the policy directory since the last scan.
+    pub fn rescan(&mut self, sensor: &mut ProcessSensor) -> Result<()> {
+        let Some(dir) = self.dir.clone() else {
+            return Ok(());
+        };
+        let present = match policy_files(&dir) {
+            Ok(p) => p,
+            Err(e) => {
+                log(format!(
+                    "cannot read policy directory {}: {e}",
+                    dir.display()
+                ));
+                return Ok(());
+            }
+        };
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| p.starts_with(&dir) && !present.contains(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(Tracked {
+                policy: Some(name), ..
+            }) = self.files.remove(&path)
+            {
+                match self.table.uninstall(&name) {
+                    Ok(()) => log(format!(
+                        "policy {name} removed ({} deleted)",
+                        path.display()
+                    )),
+                    Err(e) => log(format!("policy {name}: removal failed: {e}")),
+                }
+            }
+        }
+        for path in present {
+            let changed = self
+                .files
+                .get(&path)
+                .is_none_or(|t| Some(t.stamp) != stamp(&path));
+            if changed {
+                self.load(sensor, &path)?;
+            }
+        }
+        self.sync_programs(sensor)
+    }
+
+    /// Loads (or reloads) one file, enforcing it before saying so; refusals are logged, never
+    /// fatal.
+    fn load(&mut self, sensor: &mut ProcessSensor, path: &Path) -> Result<()> {
+        let Some(st) = stamp(path) else { return Ok(()) };
+        let file = path.display().to_string();
+        let previous = self.files.get(path).and_then(|t| t.policy.clone());
+        let kernel = self.kernel.as_ref().map(|k| k as &dyn KernelSymbols);
+        let result = self.table.prepare(&file, kernel, &self.caps).and_then(|p| {
+            let name = p.name.clone();
+            self.table
+                .install(p, previous.as_deref())
+                .map(|n| (name, n))
+        });
+        let policy = match result {
+            Ok((name, rules)) => {
+                self.sync_programs(sensor)?;
+                let verb = if previous.is_some() {
+                    "reloaded"
+                } else {
+                    "loaded"
+                };
+                log(format!("policy {name} {verb} from {file} ({rules} rules)"));
+                Some(name)
+            }
+            Err(e) => {
+                let kept = previous
+                    .as_deref()
+                    .map(|p| format!(" (policy {p} keeps running as it was)"))
+                    .unwrap_or_default();
+                log(format!(
+                    "policy refused, the others keep running{kept}:\n{e}"
+                ));
+                previous
+            }
+        };
+        self.files
+            .insert(path.to_path_buf(), Tracked { stamp: st, policy });
+        Ok(())
+    }
+
+    /// Attaches the file-open programs while any rule needs them, and only then.
+    fn sync_programs(&mut self, sensor: &mut ProcessSensor) -> Result<()> {
+        let needed = self.table.has_file_rules();
+        if needed && !self.attached {
+            let how = sensor.attach_file_open(self.caps.lsm)?;
+            log(format!("file-open policies enforced through {how}"));
+            self.attached = true;
+        } else if !needed && self.attached {
+            sensor.detach_file_open();
+            log("no policies left: file-open programs detached");
+            self.attached = false;
+        }
+        Ok(())
+    }
+}
