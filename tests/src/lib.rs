@@ -51,6 +51,16 @@ pub fn rules_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/policies"))
 }
 
+/// The broken-policy corpus: `$VIGIL_BROKEN_DIR` (set in the VM), else the repository's
+/// `policy-engine/tests/broken/`.
+pub fn broken_policies_dir() -> PathBuf {
+    std::env::var_os("VIGIL_BROKEN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy-engine/tests/broken")
+        })
+}
+
 /// Panics unless the tests run as root: they load eBPF programs.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

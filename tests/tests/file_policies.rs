@@ -240,3 +240,47 @@ fn policy_directory_changes_apply_at_run_time() {
         "one event per open while a policy was loaded"
     );
 }
+
+/// Every policy of the broken corpus dropped next to a running policy is refused with its
+/// reason, and the running policy never stops enforcing.
+#[test]
+fn broken_policies_are_refused_while_enforcement_continues() {
+    let corpus = vigil_tests::broken_policies_dir();
+    let mut broken: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    broken.sort();
+    assert!(
+        broken.len() >= 25,
+        "{} broken policies in {}",
+        broken.len(),
+        corpus.display()
+    );
+    let dir = TempDir::new("corpus");
+    std::fs::write(dir.path().join("deny.yaml"), deny_policy("enforce")).unwrap();
+    let agent = Agent::start(&["--policy-dir", dir.path().to_str().unwrap()]);
+    for (i, f) in broken.iter().enumerate() {
+        std::fs::copy(f, dir.path().join(f.file_name().unwrap())).unwrap();
+        agent.wait_for_log("policy refused", i);
+        assert!(
+            !cat(&["/etc/passwd"], "/").status.success(),
+            "enforcement stopped after {}",
+            f.display()
+        );
+    }
+    let run = agent.stop();
+    let refusals = run
+        .stderr
+        .iter()
+        .filter(|l| l.contains("policy refused"))
+        .count();
+    assert_eq!(refusals, broken.len(), "{:#?}", run.stderr);
+    for f in &broken {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            run.stderr.iter().any(|l| l.contains(&name)),
+            "no reason given for {name}"
+        );
+    }
+}
