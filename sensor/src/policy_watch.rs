@@ -16,6 +16,9 @@ use vigil_policy_engine::{kernel::RunningKernel, plan::KernelCaps, KernelSymbols
 
 use crate::{agent::log, loader::ProcessSensor, policies::PolicyTable};
 
+/// How long a file must be left alone before it is read.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// What the agent knows of one policy file.
 struct Tracked {
     /// Modification time and size when last read.
@@ -113,11 +116,14 @@ impl PolicyManager {
             }
         }
         for path in present {
+            // A file still being written is read on a later scan, not half-way.
+            let settled = stamp(&path)
+                .is_some_and(|(mtime, _)| mtime.elapsed().unwrap_or_default() >= SETTLE);
             let changed = self
                 .files
                 .get(&path)
                 .is_none_or(|t| Some(t.stamp) != stamp(&path));
-            if changed {
+            if settled && changed {
                 self.load(sensor, &path)?;
             }
         }
