@@ -11,7 +11,7 @@ const CLANG: &str = "clang-19";
 const STRIP: &str = "llvm-strip-19";
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Program families linked into the agent's object, in link order.
-const AGENT_FAMILIES: [&str; 2] = ["process", "policy"];
+const AGENT_FAMILIES: [&str; 3] = ["process", "policy", "hooks"];
 
 fn main() {
     let src = Path::new("src/bpf");
@@ -72,6 +72,8 @@ fn main() {
         .arg(out.join("vigil.bpf.o"))
         .args(&linked));
 
+    write_syscall_table(&out.join("syscalls.rs"));
+
     let layout_bin = out.join("abi_layout");
     run(Command::new(&clang)
         .arg("-I")
@@ -105,6 +107,26 @@ fn dump_vmlinux_h(dest: &Path) {
         ));
     }
     std::fs::write(dest, out.stdout).expect("writes vmlinux.h");
+}
+
+/// x86-64 system call numbers (an ABI that never changes) from the kernel's UAPI header, for
+/// the tracepoint fallback of syscall hooks, whose programs know only the number.
+fn write_syscall_table(dest: &Path) {
+    const HEADER: &str = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
+    println!("cargo:rerun-if-changed={HEADER}");
+    let text = std::fs::read_to_string(HEADER)
+        .unwrap_or_else(|e| fail(&format!("{HEADER}: {e}: run `make deps` (linux-libc-dev)")));
+    let mut table = String::from("/// (name without `sys_`, number) of every x86-64 system call.\npub const SYSCALLS: &[(&str, u32)] = &[\n");
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        if let (Some("#define"), Some(name), Some(nr)) = (f.next(), f.next(), f.next()) {
+            if let (Some(name), Ok(nr)) = (name.strip_prefix("__NR_"), nr.parse::<u32>()) {
+                table.push_str(&format!("    (\"{name}\", {nr}),\n"));
+            }
+        }
+    }
+    table.push_str("];\n");
+    std::fs::write(dest, table).expect("writes syscalls.rs");
 }
 
 fn bpftool() -> &'static str {

@@ -12,6 +12,101 @@ pub const EVENT_FORK: u32 = 2;
 pub const EVENT_EXIT: u32 = 3;
 /// `VIGIL_EVENT_POLICY`.
 pub const EVENT_POLICY: u32 = 4;
+/// `VIGIL_EVENT_HOOK`.
+pub const EVENT_HOOK: u32 = 5;
+
+/// Arguments a generic hook reports (`VIGIL_HOOK_ARGS`).
+pub const HOOK_ARGS: usize = 5;
+/// `VIGIL_HOOK_KEY_SYSCALL`: keys of syscall hooks in `vigil_hooks`.
+pub const HOOK_KEY_SYSCALL: u64 = 1 << 63;
+/// `VIGIL_HOOK_SYSCALL`: the hook is a syscall wrapper.
+pub const HOOK_SYSCALL: u32 = 1;
+/// `VIGIL_ARG_INT`.
+pub const ARG_INT: u32 = 1;
+/// `VIGIL_ARG_SOCK`.
+pub const ARG_SOCK: u32 = 2;
+
+mod syscalls {
+    include!(concat!(env!("OUT_DIR"), "/syscalls.rs"));
+}
+
+/// The x86-64 number of system call `name` (`setuid` or `sys_setuid`).
+pub fn syscall_nr(name: &str) -> Option<u32> {
+    let bare = name.strip_prefix("__x64_").unwrap_or(name);
+    let bare = bare.strip_prefix("sys_").unwrap_or(bare);
+    syscalls::SYSCALLS
+        .iter()
+        .find(|(n, _)| *n == bare)
+        .map(|(_, nr)| *nr)
+}
+
+/// `struct vigil_hook_config`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct HookConfig {
+    pub hook_id: u32,
+    pub flags: u32,
+    pub arg_reg: [u8; HOOK_ARGS],
+    pub arg_type: [u8; HOOK_ARGS],
+    pub nargs: u8,
+    pub _pad0: [u8; 5],
+}
+
+/// `struct vigil_sock_value`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct SockValue {
+    pub family: u16,
+    pub r#type: u16,
+    pub protocol: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub state: u8,
+    pub _pad0: [u8; 5],
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// `struct vigil_arg_value`: a type and, by type, an integer or a socket.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArgValue {
+    /// `ARG_*`.
+    pub r#type: u32,
+    /// Padding.
+    pub _pad0: u32,
+    /// The value's bytes; read them with [`ArgValue::int`] or [`ArgValue::sock`].
+    pub value: SockValue,
+}
+
+impl ArgValue {
+    /// The integer (`ARG_INT`).
+    pub fn int(&self) -> i64 {
+        // SAFETY: SockValue is plain data at least 8 bytes long; the union's integer member is
+        // its first 8 bytes.
+        unsafe { std::ptr::read_unaligned((&self.value as *const SockValue).cast::<i64>()) }
+    }
+
+    /// The socket (`ARG_SOCK`).
+    pub fn sock(&self) -> SockValue {
+        self.value
+    }
+}
+
+/// `struct vigil_hook_event`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct HookEvent {
+    pub hdr: EventHeader,
+    pub pid: u32,
+    pub tid: u32,
+    pub hook_id: u32,
+    pub nargs: u32,
+    pub args: [ArgValue; HOOK_ARGS],
+}
 
 /// Policy rules the kernel walks (`VIGIL_MAX_RULES`).
 pub const MAX_RULES: usize = 64;
@@ -291,6 +386,8 @@ pub enum Record<'a> {
     Exit(ExitEvent),
     /// A policy rule matched.
     Policy(Policy<'a>),
+    /// A generic hook fired.
+    Hook(HookEvent),
 }
 
 /// Why a record could not be decoded.
@@ -371,6 +468,7 @@ impl<'a> Record<'a> {
             }
             EVENT_FORK => Ok(Record::Fork(read_pod(buf, hdr.kind)?)),
             EVENT_EXIT => Ok(Record::Exit(read_pod(buf, hdr.kind)?)),
+            EVENT_HOOK => Ok(Record::Hook(read_pod(buf, hdr.kind)?)),
             EVENT_POLICY => {
                 let event: PolicyEvent = read_pod(buf, hdr.kind)?;
                 let rest = &buf[size_of::<PolicyEvent>()..];
@@ -392,6 +490,13 @@ mod layout_tests {
     include!(concat!(env!("OUT_DIR"), "/abi_layout.rs"));
 
     fn rust_layout(s: &str, f: &str) -> Option<usize> {
+        // C names that are Rust keywords, or a union member the mirror stores as bytes.
+        match (s, f) {
+            ("vigil_sock_value", "type") => return Some(offset_of!(SockValue, r#type)),
+            ("vigil_arg_value", "type") => return Some(offset_of!(ArgValue, r#type)),
+            ("vigil_arg_value", "int_value") => return Some(offset_of!(ArgValue, value)),
+            _ => {}
+        }
         macro_rules! table {
             ($( $cs:literal => $ty:ty { $($field:ident),* } )*) => {
                 match (s, f) {
@@ -413,6 +518,8 @@ mod layout_tests {
                     ("VIGIL_LPM_DATA", _) => Some(LPM_DATA),
                     ("VIGIL_MATCH_MAX", _) => Some(MATCH_MAX),
                     ("VIGIL_NAME_LEN", _) => Some(NAME_LEN),
+                    ("VIGIL_EVENT_HOOK", _) => Some(EVENT_HOOK as usize),
+                    ("VIGIL_HOOK_ARGS", _) => Some(HOOK_ARGS),
                     _ => None,
                 }
             };
@@ -429,6 +536,10 @@ mod layout_tests {
             "vigil_rule" => Rule { flags, policy_id, hook, action, arg }
             "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len }
             "vigil_config" => Config { cgroup_subsys }
+            "vigil_hook_config" => HookConfig { hook_id, flags, arg_reg, arg_type, nargs }
+            "vigil_sock_value" => SockValue { family, protocol, sport, dport, state, saddr, daddr }
+            "vigil_arg_value" => ArgValue { value }
+            "vigil_hook_event" => HookEvent { hdr, pid, tid, hook_id, nargs, args }
             "vigil_policy_state" => PolicyState { prefilter }
         }
     }
@@ -471,6 +582,13 @@ mod layout_tests {
             )
         };
         [raw, binary, args, cwd, cgroup].concat()
+    }
+
+    #[test]
+    fn syscall_numbers_come_from_the_uapi_header() {
+        assert_eq!(syscall_nr("sys_setuid"), Some(105));
+        assert_eq!(syscall_nr("openat"), Some(257));
+        assert_eq!(syscall_nr("sys_no_such_call"), None);
     }
 
     #[test]

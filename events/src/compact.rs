@@ -8,16 +8,26 @@ pub fn render(event: &Event) -> String {
     match &event.body {
         EventBody::ProcessExec(e) => line("🚀", "process", &event.node_name, &e.process, ""),
         EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => {
-            let (emoji, verb) = if e.function_name.contains("file_open") {
-                ("📬", "open")
-            } else {
-                ("🔒", "lsm")
+            let (emoji, verb) = match e.function_name.as_str() {
+                f if f.contains("file_open") => ("📬", "open"),
+                f if f.contains("connect") => ("🔌", "connect"),
+                f if f.contains("close") => ("🧹", "close"),
+                f if f.contains("sendmsg") => ("📤", "sendmsg"),
+                f if f.contains("setuid") => ("🔑", "setuid"),
+                _ if matches!(event.body, EventBody::ProcessLsm(_)) => ("🔒", "lsm"),
+                _ => ("❓", "syscall"),
             };
             let subject = e.args.iter().map(|a| match a {
-                crate::Arg::FileArg(f) => f.path.as_str(),
+                crate::Arg::FileArg(f) => f.path.clone(),
+                crate::Arg::IntArg(i) => i.to_string(),
+                crate::Arg::SizeArg(u) => u.to_string(),
+                crate::Arg::SockArg(s) => {
+                    let proto = s.protocol.trim_start_matches("IPPROTO_").to_lowercase();
+                    format!("{proto} {}:{} -> {}:{}", s.saddr, s.sport, s.daddr, s.dport)
+                }
             });
             // Like Tetragon's open lines: the file, not the process's arguments.
-            let tail: Vec<&str> = subject.chain([e.outcome.as_str()]).collect();
+            let tail: Vec<String> = subject.chain([e.outcome.clone()]).collect();
             format!(
                 "{emoji} {verb:<7} {} {} {}",
                 event.node_name,

@@ -128,6 +128,35 @@ pub struct ProcessPolicy {
 pub enum Arg {
     /// A file, by the path the kernel resolved.
     FileArg(FileArg),
+    /// A signed integer.
+    IntArg(i64),
+    /// An unsigned size or count (`size_t`, unsigned 64-bit).
+    SizeArg(u64),
+    /// A socket.
+    SockArg(SockArg),
+}
+
+/// `sock_arg`, as Tetragon names its fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SockArg {
+    /// `AF_INET`, `AF_INET6`, ...
+    pub family: String,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, ...
+    #[serde(rename = "type")]
+    pub sock_type: String,
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`, ...
+    pub protocol: String,
+    /// Source address.
+    pub saddr: String,
+    /// Destination address.
+    pub daddr: String,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// TCP state (`TCP_SYN_SENT`, ...), for TCP sockets.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
 }
 
 /// `file_arg`.

@@ -81,6 +81,59 @@ pub struct Rule {
     pub tags: Vec<String>,
 }
 
+/// How a generic hook reads one argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookArgKind {
+    /// An integer of this width and sign.
+    Int {
+        /// Bits.
+        bits: u32,
+        /// Signed.
+        signed: bool,
+        /// Tetragon writes size_t as `size_arg`.
+        size: bool,
+    },
+    /// A `struct sock *`.
+    Sock,
+}
+
+/// One argument of a generic hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookArg {
+    /// Its position in the call.
+    pub index: u32,
+    /// How to read it.
+    pub kind: HookArgKind,
+    /// Its label in events.
+    pub label: Option<String>,
+}
+
+/// A kprobe that reports its arguments on every call (no in-kernel filter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookRule {
+    /// The hook's field path.
+    pub hook_path: String,
+    /// The kernel function or system call.
+    pub call: String,
+    /// `call` is a system call.
+    pub syscall: bool,
+    /// What to read.
+    pub args: Vec<HookArg>,
+    /// The hook's `message`.
+    pub message: Option<String>,
+    /// The hook's `tags`.
+    pub tags: Vec<String>,
+}
+
+/// Everything a policy compiles to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compiled {
+    /// File-open rules, one per selector.
+    pub rules: Vec<Rule>,
+    /// Generic hooks.
+    pub hooks: Vec<HookRule>,
+}
+
 /// Why a policy cannot be compiled for the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompileError {
@@ -104,9 +157,10 @@ struct HookSource<'a> {
     tags: &'a [String],
 }
 
-/// Compiles every selector of `policy` into a rule.
-pub fn compile(policy: &Policy) -> Result<Vec<Rule>, Vec<CompileError>> {
+/// Compiles every selector of `policy` into a rule, and every other kprobe into a hook.
+pub fn compile(policy: &Policy) -> Result<Compiled, Vec<CompileError>> {
     let mut rules = Vec::new();
+    let mut hooks = Vec::new();
     let mut errors = Vec::new();
     let monitor = policy.mode == Mode::Monitor;
     let file_arg =
@@ -132,11 +186,10 @@ pub fn compile(policy: &Policy) -> Result<Vec<Rule>, Vec<CompileError>> {
     for (i, k) in policy.spec.kprobes.iter().enumerate() {
         let path = format!("spec.kprobes[{i}]");
         if k.call != "security_file_open" {
-            let reason = format!(
-                "vigil does not run the kprobe `{}` yet (security_file_open is supported)",
-                k.call
-            );
-            errors.push(CompileError { path, reason });
+            match generic_hook(&path, k) {
+                Ok(h) => hooks.push(h),
+                Err(e) => errors.push(e),
+            }
             continue;
         }
         let src = HookSource {
@@ -160,10 +213,70 @@ pub fn compile(policy: &Policy) -> Result<Vec<Rule>, Vec<CompileError>> {
         });
     }
     if errors.is_empty() {
-        Ok(rules)
+        Ok(Compiled { rules, hooks })
     } else {
         Err(errors)
     }
+}
+
+/// A kprobe on any function: it reports integer and socket arguments on every call. Filters
+/// and enforcement on such hooks are not evaluated in the kernel yet, so a policy asking for
+/// them is refused rather than loaded without them.
+fn generic_hook(path: &str, k: &crate::spec::KprobeSpec) -> Result<HookRule, CompileError> {
+    for (i, s) in k.selectors.iter().enumerate() {
+        let filters = !s.match_args.is_empty()
+            || !s.match_return_args.is_empty()
+            || !s.match_binaries.is_empty()
+            || !s.match_pids.is_empty()
+            || !s.match_namespaces.is_empty()
+            || !s.match_capabilities.is_empty();
+        let acts = s.match_actions.iter().any(|a| a.action != "Post");
+        if filters || acts {
+            return Err(CompileError {
+                path: format!("{path}.selectors[{i}]"),
+                reason: format!("vigil reports `{}` on every call; selectors on kprobes other than security_file_open are not evaluated in the kernel yet", k.call),
+            });
+        }
+    }
+    if k.r#return {
+        return Err(CompileError {
+            path: format!("{path}.return"),
+            reason: "return values of generic kprobes are not read yet".into(),
+        });
+    }
+    let mut args = Vec::new();
+    for (i, a) in k.args.iter().enumerate() {
+        let kind = match crate::args::arg_class(&a.r#type) {
+            Some(crate::args::ArgClass::Int { bits, signed }) => HookArgKind::Int {
+                bits,
+                signed,
+                size: a.r#type == "size_t",
+            },
+            Some(crate::args::ArgClass::Sock) if !k.syscall => HookArgKind::Sock,
+            _ => {
+                return Err(CompileError {
+                    path: format!("{path}.args[{i}].type"),
+                    reason: format!(
+                        "generic kprobes read integer and `sock` arguments so far, not `{}`",
+                        a.r#type
+                    ),
+                })
+            }
+        };
+        args.push(HookArg {
+            index: a.index,
+            kind,
+            label: a.label.clone(),
+        });
+    }
+    Ok(HookRule {
+        hook_path: path.to_string(),
+        call: k.call.clone(),
+        syscall: k.syscall,
+        args,
+        message: k.message.clone(),
+        tags: k.tags.clone(),
+    })
 }
 
 fn compile_hook(
@@ -205,9 +318,13 @@ fn compile_hook(
     }
 }
 
-type Compiled = (Option<Filter>, Option<Filter>, RuleAction);
+type SelectorParts = (Option<Filter>, Option<Filter>, RuleAction);
 
-fn compile_selector(spath: &str, s: &Selector, file_index: u32) -> Result<Compiled, CompileError> {
+fn compile_selector(
+    spath: &str,
+    s: &Selector,
+    file_index: u32,
+) -> Result<SelectorParts, CompileError> {
     let err = |field: &str, reason: String| CompileError {
         path: format!("{spath}.{field}"),
         reason,

@@ -2,7 +2,7 @@
 //! tracefs), so a policy naming a function this kernel lacks is refused with that reason before
 //! anything is loaded.
 
-use std::{collections::HashSet, path::Path};
+use std::{collections::HashMap, path::Path};
 
 /// Kernel functions and tracepoints a policy may name.
 pub trait KernelSymbols {
@@ -14,21 +14,23 @@ pub trait KernelSymbols {
 
 /// The running kernel's symbols.
 pub struct RunningKernel {
-    functions: HashSet<String>,
+    /// Function name to address (0 where kallsyms hides addresses from us).
+    functions: HashMap<String, u64>,
     tracefs: Option<&'static str>,
 }
 
 impl RunningKernel {
-    /// Reads `/proc/kallsyms` (which shows names to root) and finds tracefs.
+    /// Reads `/proc/kallsyms` (names for everyone, addresses for root) and finds tracefs.
     pub fn read() -> std::io::Result<RunningKernel> {
         let text = std::fs::read_to_string("/proc/kallsyms")?;
         let functions = text
             .lines()
             .filter_map(|l| {
                 let mut f = l.split_whitespace();
-                let (_, kind, name) = (f.next()?, f.next()?, f.next()?);
+                let (addr, kind, name) = (f.next()?, f.next()?, f.next()?);
+                let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
                 matches!(kind, "T" | "t" | "W" | "w")
-                    .then(|| name.split('.').next().unwrap_or(name).to_string())
+                    .then(|| (name.split('.').next().unwrap_or(name).to_string(), addr))
             })
             .collect();
         let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
@@ -38,9 +40,16 @@ impl RunningKernel {
     }
 }
 
+impl RunningKernel {
+    /// The address of a function, when the kernel shows it.
+    pub fn address(&self, name: &str) -> Option<u64> {
+        self.functions.get(name).copied().filter(|a| *a != 0)
+    }
+}
+
 impl KernelSymbols for RunningKernel {
     fn function(&self, name: &str) -> bool {
-        self.functions.contains(name)
+        self.functions.contains_key(name)
     }
 
     fn tracepoint(&self, subsystem: &str, event: &str) -> Option<bool> {

@@ -5,12 +5,14 @@ use std::{sync::Arc, time::Instant};
 use vigil_bpf_kprobes::abi::{self, Record};
 use vigil_events::{
     Arg, Event, EventBody, ExecId, FileArg, Process, ProcessExec, ProcessExit, ProcessPolicy,
+    SockArg,
 };
+use vigil_policy_engine::compile::HookArgKind;
 
 use crate::{
     cache::ProcessCache,
     identity::{Identity, Origin, ProcessStrings},
-    policies::{InstalledRule, PolicyTable},
+    policies::{InstalledHook, InstalledRule, PolicyTable},
 };
 
 /// What the builder adds to each event.
@@ -48,6 +50,10 @@ impl EventBuilder {
         policies: Option<&PolicyTable>,
     ) -> Option<Event> {
         match record {
+            Record::Hook(h) => {
+                let installed = policies.and_then(|t| t.hook(h.hook_id));
+                Some(self.hook(h, installed))
+            }
             Record::Policy(p) => {
                 let installed = policies.and_then(|t| t.rule(p.event.rule));
                 Some(self.policy(p, installed))
@@ -167,14 +173,7 @@ impl EventBuilder {
     /// kernel did.
     fn policy(&mut self, p: abi::Policy<'_>, installed: Option<&InstalledRule>) -> Event {
         let ev = p.event;
-        let process = self.cache.by_pid(ev.pid).unwrap_or_else(|| {
-            Arc::new(Process {
-                pid: ev.pid,
-                tid: ev.tid,
-                flags: "unknown".into(),
-                ..Default::default()
-            })
-        });
+        let process = self.process_of(ev.pid, ev.tid);
         let parent = self.cache.get(&process.parent_exec_id);
         let ancestors = self.ancestors(&process);
         let (policy_name, function, is_lsm, message, tags) = match installed {
@@ -216,6 +215,63 @@ impl EventBuilder {
         self.event(ev.hdr.ktime, body)
     }
 
+    /// A generic hook fired: its arguments decoded by the types the policy declared.
+    fn hook(&mut self, h: abi::HookEvent, installed: Option<&InstalledHook>) -> Event {
+        let process = self.process_of(h.pid, h.tid);
+        let parent = self.cache.get(&process.parent_exec_id);
+        let ancestors = self.ancestors(&process);
+        let (policy_name, function_name, args, message, tags) = match installed {
+            Some(i) => {
+                let args = i
+                    .rule
+                    .args
+                    .iter()
+                    .zip(h.args.iter().take(h.nargs as usize))
+                    .map(|(spec, raw)| decode_arg(spec.kind, raw))
+                    .collect();
+                (
+                    i.policy.clone(),
+                    i.rule.call.clone(),
+                    args,
+                    i.rule.message.clone().unwrap_or_default(),
+                    i.rule.tags.clone(),
+                )
+            }
+            None => (
+                format!("hook-{}", h.hook_id),
+                String::new(),
+                Vec::new(),
+                String::new(),
+                Vec::new(),
+            ),
+        };
+        let body = ProcessPolicy {
+            process,
+            parent,
+            function_name,
+            args,
+            action: "KPROBE_ACTION_POST".into(),
+            policy_name,
+            message,
+            tags,
+            outcome: "posted".into(),
+            ancestors,
+        };
+        self.event(h.hdr.ktime, EventBody::ProcessKprobe(body))
+    }
+
+    /// The current execution of `pid`, or what the kernel said of it when unknown.
+    fn process_of(&mut self, pid: u32, tid: u32) -> Arc<Process> {
+        self.cache.by_pid(pid).unwrap_or_else(|| {
+            Arc::new(Process {
+                pid,
+                tid,
+                flags: "unknown".into(),
+                ..Default::default()
+            })
+        })
+    }
+
     fn ancestors(&mut self, p: &Process) -> Vec<Arc<Process>> {
         if self.opts.ancestors == 0 {
             return Vec::new();
@@ -229,6 +285,81 @@ impl EventBuilder {
             node_name: self.identity.node.clone(),
             time: self.identity.clock.rfc3339(ktime),
         }
+    }
+}
+
+/// One argument of a generic hook, by its declared type.
+fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue) -> Arg {
+    match kind {
+        HookArgKind::Int { bits, signed, size } => {
+            let v = raw.int();
+            let shift = 64 - bits;
+            if size || (!signed && bits == 64) {
+                Arg::SizeArg(v as u64)
+            } else if signed {
+                Arg::IntArg((v << shift) >> shift)
+            } else {
+                Arg::IntArg(((v as u64) << shift >> shift) as i64)
+            }
+        }
+        HookArgKind::Sock => Arg::SockArg(sock_arg(&raw.sock())),
+    }
+}
+
+fn sock_arg(s: &abi::SockValue) -> SockArg {
+    let addr = |b: &[u8; 16]| match s.family {
+        2 => std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string(),
+        10 => std::net::Ipv6Addr::from(*b).to_string(),
+        _ => String::new(),
+    };
+    let family = match s.family {
+        1 => "AF_UNIX".to_string(),
+        2 => "AF_INET".to_string(),
+        10 => "AF_INET6".to_string(),
+        n => format!("AF_{n}"),
+    };
+    let sock_type = match s.r#type {
+        1 => "SOCK_STREAM".to_string(),
+        2 => "SOCK_DGRAM".to_string(),
+        3 => "SOCK_RAW".to_string(),
+        n => format!("SOCK_{n}"),
+    };
+    let protocol = match s.protocol {
+        6 => "IPPROTO_TCP".to_string(),
+        17 => "IPPROTO_UDP".to_string(),
+        1 => "IPPROTO_ICMP".to_string(),
+        58 => "IPPROTO_ICMPV6".to_string(),
+        n => format!("IPPROTO_{n}"),
+    };
+    const TCP_STATES: [&str; 13] = [
+        "",
+        "TCP_ESTABLISHED",
+        "TCP_SYN_SENT",
+        "TCP_SYN_RECV",
+        "TCP_FIN_WAIT1",
+        "TCP_FIN_WAIT2",
+        "TCP_TIME_WAIT",
+        "TCP_CLOSE",
+        "TCP_CLOSE_WAIT",
+        "TCP_LAST_ACK",
+        "TCP_LISTEN",
+        "TCP_CLOSING",
+        "TCP_NEW_SYN_RECV",
+    ];
+    let state = if s.protocol == 6 {
+        TCP_STATES.get(s.state as usize).unwrap_or(&"").to_string()
+    } else {
+        String::new()
+    };
+    SockArg {
+        family,
+        sock_type,
+        protocol,
+        saddr: addr(&s.saddr),
+        daddr: addr(&s.daddr),
+        sport: s.sport,
+        dport: s.dport,
+        state,
     }
 }
 

@@ -3,7 +3,10 @@
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{Lsm, ProgramError, RawTracePoint, TracePoint},
+    programs::{
+        kprobe::KProbeLinkId, trace_point::TracePointLinkId, KProbe, Lsm, ProgramError,
+        RawTracePoint, TracePoint,
+    },
     Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Endianness, Pod,
 };
 use thiserror::Error;
@@ -42,6 +45,25 @@ pub enum LoadError {
         source: ProgramError,
     },
 }
+
+/// An attachment of a generic hook program.
+#[derive(Debug)]
+pub enum HookLink {
+    /// The kprobe program on one function.
+    Kprobe(KProbeLinkId),
+    /// A syscall program (by name) on one enter tracepoint.
+    Tracepoint(&'static str, TracePointLinkId),
+}
+
+/// The syscall-enter programs of `hooks.bpf.c`, by the number of arguments they read.
+const SYSCALL_ENTER_PROGRAMS: [&str; 6] = [
+    "vigil_syscall_enter_1",
+    "vigil_syscall_enter_2",
+    "vigil_syscall_enter_3",
+    "vigil_syscall_enter_4",
+    "vigil_syscall_enter_5",
+    "vigil_syscall_enter_6",
+];
 
 /// The programs of `policy.bpf.c` that enforce on file opens.
 const FILE_OPEN_PROGRAMS: [&str; 5] = [
@@ -137,6 +159,71 @@ impl ProcessSensor {
     /// The agent's object, for the policy table to take its maps.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// Attaches the generic hook program to a kernel function (loading it on first use).
+    pub fn attach_kprobe(&mut self, function: &str) -> Result<HookLink, LoadError> {
+        let (program, hook) = ("vigil_kprobe", "kprobe");
+        let err = |source| LoadError::Program {
+            program,
+            hook,
+            source,
+        };
+        let prog: &mut KProbe = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| missing(program))?
+            .try_into()
+            .map_err(err)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(err)?;
+        }
+        Ok(HookLink::Kprobe(prog.attach(function, 0).map_err(err)?))
+    }
+
+    /// Attaches the generic syscall program that reads `arity` arguments to
+    /// `syscalls/<tracepoint>`.
+    pub fn attach_syscall_enter(
+        &mut self,
+        tracepoint: &str,
+        arity: usize,
+    ) -> Result<HookLink, LoadError> {
+        let program = SYSCALL_ENTER_PROGRAMS[arity.clamp(1, 6) - 1];
+        let hook = "syscalls/sys_enter_*";
+        let err = |source| LoadError::Program {
+            program,
+            hook,
+            source,
+        };
+        let prog: &mut TracePoint = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| missing(program))?
+            .try_into()
+            .map_err(err)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(err)?;
+        }
+        Ok(HookLink::Tracepoint(
+            program,
+            prog.attach("syscalls", tracepoint).map_err(err)?,
+        ))
+    }
+
+    /// Detaches one generic hook link.
+    pub fn detach_hook(&mut self, link: HookLink) {
+        let _ = match link {
+            HookLink::Kprobe(id) => self
+                .ebpf
+                .program_mut("vigil_kprobe")
+                .and_then(|p| <&mut KProbe>::try_from(p).ok())
+                .map(|p| p.detach(id)),
+            HookLink::Tracepoint(program, id) => self
+                .ebpf
+                .program_mut(program)
+                .and_then(|p| <&mut TracePoint>::try_from(p).ok())
+                .map(|p| p.detach(id)),
+        };
     }
 
     /// Detaches and unloads the file-open policy programs (when the last policy goes, opens

@@ -14,7 +14,11 @@ use std::{
 use anyhow::Result;
 use vigil_policy_engine::{kernel::RunningKernel, plan::KernelCaps, KernelSymbols};
 
-use crate::{agent::log, loader::ProcessSensor, policies::PolicyTable};
+use crate::{
+    agent::log,
+    loader::ProcessSensor,
+    policies::{AttachTarget, PolicyTable},
+};
 
 /// How long a file must be left alone before it is read.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
@@ -107,10 +111,13 @@ impl PolicyManager {
             }) = self.files.remove(&path)
             {
                 match self.table.uninstall(&name) {
-                    Ok(()) => log(format!(
-                        "policy {name} removed ({} deleted)",
-                        path.display()
-                    )),
+                    Ok(links) => {
+                        links.into_iter().for_each(|l| sensor.detach_hook(l));
+                        log(format!(
+                            "policy {name} removed ({} deleted)",
+                            path.display()
+                        ))
+                    }
                     Err(e) => log(format!("policy {name}: removal failed: {e}")),
                 }
             }
@@ -140,11 +147,47 @@ impl PolicyManager {
         let result = self.table.prepare(&file, kernel, &self.caps).and_then(|p| {
             let name = p.name.clone();
             self.table
-                .install(p, previous.as_deref())
+                .install(p, previous.as_deref(), &self.caps, self.kernel.as_ref())
                 .map(|n| (name, n))
         });
         let policy = match result {
-            Ok((name, rules)) => {
+            Ok((name, installed)) => {
+                let mut slots = Vec::new();
+                for (slot, target) in &installed.attach {
+                    let link = match target {
+                        AttachTarget::Kprobe(f) => sensor.attach_kprobe(f),
+                        AttachTarget::SyscallEnter(t, arity) => {
+                            sensor.attach_syscall_enter(t, *arity)
+                        }
+                    };
+                    match link {
+                        Ok(link) => self.table.add_link(*slot, link),
+                        Err(e) => {
+                            // Refused whole: what this policy attached goes with it.
+                            for l in self.table.uninstall(&name).unwrap_or_default() {
+                                sensor.detach_hook(l);
+                            }
+                            log(format!(
+                                "policy refused, the others keep running:\n{file}: {e}"
+                            ));
+                            self.files.insert(
+                                path.to_path_buf(),
+                                Tracked {
+                                    stamp: st,
+                                    policy: None,
+                                },
+                            );
+                            return Ok(());
+                        }
+                    }
+                    slots.push(*slot);
+                }
+                if let Some(old) = &previous {
+                    for link in self.table.remove_hooks(old, &slots) {
+                        sensor.detach_hook(link);
+                    }
+                }
+                let rules = installed.rules + installed.attach.len();
                 self.sync_programs(sensor)?;
                 let verb = if previous.is_some() {
                     "reloaded"

@@ -83,6 +83,35 @@ int main(void)
 	SIZE(vigil_policy_state);
 	FIELD(vigil_policy_state, prefilter);
 
+	SIZE(vigil_hook_config);
+	FIELD(vigil_hook_config, hook_id);
+	FIELD(vigil_hook_config, flags);
+	FIELD(vigil_hook_config, arg_reg);
+	FIELD(vigil_hook_config, arg_type);
+	FIELD(vigil_hook_config, nargs);
+
+	SIZE(vigil_sock_value);
+	FIELD(vigil_sock_value, family);
+	FIELD(vigil_sock_value, type);
+	FIELD(vigil_sock_value, protocol);
+	FIELD(vigil_sock_value, sport);
+	FIELD(vigil_sock_value, dport);
+	FIELD(vigil_sock_value, state);
+	FIELD(vigil_sock_value, saddr);
+	FIELD(vigil_sock_value, daddr);
+
+	SIZE(vigil_arg_value);
+	FIELD(vigil_arg_value, type);
+	FIELD(vigil_arg_value, int_value);
+
+	SIZE(vigil_hook_event);
+	FIELD(vigil_hook_event, hdr);
+	FIELD(vigil_hook_event, pid);
+	FIELD(vigil_hook_event, tid);
+	FIELD(vigil_hook_event, hook_id);
+	FIELD(vigil_hook_event, nargs);
+	FIELD(vigil_hook_event, args);
+
 	SIZE(vigil_config);
 	FIELD(vigil_config, cgroup_subsys);
 
@@ -100,6 +129,8 @@ int main(void)
 	printf("(\"VIGIL_LPM_DATA\", \"#define\", %d),\n", VIGIL_LPM_DATA);
 	printf("(\"VIGIL_MATCH_MAX\", \"#define\", %d),\n", VIGIL_MATCH_MAX);
 	printf("(\"VIGIL_NAME_LEN\", \"#define\", %d),\n", VIGIL_NAME_LEN);
+	printf("(\"VIGIL_EVENT_HOOK\", \"#define\", %d),\n", VIGIL_EVENT_HOOK);
+	printf("(\"VIGIL_HOOK_ARGS\", \"#define\", %d),\n", VIGIL_HOOK_ARGS);
 	printf("];\n");
 	return 0;
 }

@@ -19,6 +19,7 @@ typedef unsigned short __u16;
 typedef unsigned int __u32;
 typedef int __s32;
 typedef unsigned long long __u64;
+typedef long long __s64;
 #endif
 
 enum vigil_event_kind {
@@ -26,6 +27,7 @@ enum vigil_event_kind {
 	VIGIL_EVENT_FORK = 2,
 	VIGIL_EVENT_EXIT = 3,
 	VIGIL_EVENT_POLICY = 4,
+	VIGIL_EVENT_HOOK = 5,
 	/* retired kinds: none yet */
 };
 
@@ -191,6 +193,64 @@ struct vigil_policy_event {
 	__u32 flags;
 	__u16 path_len;
 	__u16 _pad0;
+};
+
+/*
+ * Generic hooks: kprobes on any kernel function (and, where kprobes are unavailable, the enter
+ * tracepoints of system calls) that report their arguments. The agent describes each hook in
+ * vigil_hooks, keyed by the probed address (kprobes) or VIGIL_HOOK_KEY_SYSCALL | the system
+ * call's number.
+ */
+#define VIGIL_HOOK_ARGS 5
+#define VIGIL_HOOK_STR 64
+#define VIGIL_HOOK_KEY_SYSCALL (1ull << 63)
+
+enum vigil_arg_type {
+	VIGIL_ARG_NONE = 0,
+	VIGIL_ARG_INT = 1,  /* the register's 64 bits; width and sign are the agent's to apply */
+	VIGIL_ARG_SOCK = 2, /* struct sock *: addresses, ports, family, type, protocol */
+};
+
+#define VIGIL_HOOK_SYSCALL (1u << 0) /* a syscall wrapper: arguments sit in the inner pt_regs */
+
+struct vigil_hook_config {
+	__u32 hook_id;
+	__u32 flags;
+	__u8 arg_reg[VIGIL_HOOK_ARGS];  /* argument position of each value */
+	__u8 arg_type[VIGIL_HOOK_ARGS]; /* enum vigil_arg_type */
+	__u8 nargs;
+	__u8 _pad0[5];
+};
+
+struct vigil_sock_value {
+	__u16 family;
+	__u16 type;
+	__u16 protocol;
+	__u16 sport; /* host order */
+	__u16 dport; /* host order */
+	__u8 state;
+	__u8 _pad0[5];
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+};
+
+struct vigil_arg_value {
+	__u32 type; /* enum vigil_arg_type */
+	__u32 _pad0;
+	union {
+		__s64 int_value;
+		struct vigil_sock_value sock;
+	};
+};
+
+/* A generic hook fired. */
+struct vigil_hook_event {
+	struct vigil_event_header hdr;
+	__u32 pid;
+	__u32 tid;
+	__u32 hook_id;
+	__u32 nargs;
+	struct vigil_arg_value args[VIGIL_HOOK_ARGS];
 };
 
 /* Knobs the agent writes before attaching, read by every program. */
