@@ -192,6 +192,7 @@ impl Initramfs {
              mount -t devtmpfs devtmpfs /dev\n\
              mount -t tmpfs tmpfs /tmp\n\
              hostname vigil-vm\n\
+             ip link set lo up\n\
              cd /tmp\n",
         );
         init.push_str(&format!(

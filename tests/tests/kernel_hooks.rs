@@ -1,7 +1,7 @@
 //! Hooks beyond tracepoints: where the kernel has them (the Debian VM), vigil's probe must load,
 //! attach and run a real program of each kind, an LSM program on `file_open` included.
 
-use std::process::Command;
+use std::{os::unix::process::CommandExt, process::Command};
 
 use serde_json::Value;
 use vigil_tests::{
@@ -71,4 +71,109 @@ fn kprobe_and_fentry_programs_run() {
             "{k} on do_unlinkat did not run on the probe's unlink(): {r}"
         );
     }
+}
+
+/// Tetragon's `sys_setuid` example, as it ships: on a kernel with kprobes it attaches to the
+/// syscall's wrapper; elsewhere it falls back to the syscall's enter tracepoint. Either way the
+/// event carries the uid argument.
+const SETUID_POLICY: &str = r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: "syscalls"
+spec:
+  kprobes:
+  - call: "sys_setuid"
+    syscall: true
+    args:
+    - index: 0
+      type: "int"
+"#;
+
+/// Tetragon's `tcp-connect` example, reduced to tcp_connect.
+const CONNECT_POLICY: &str = r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: "connect"
+spec:
+  kprobes:
+  - call: "tcp_connect"
+    syscall: false
+    args:
+    - index: 0
+      type: "sock"
+"#;
+
+fn kprobe_events<'a>(run: &'a vigil_tests::AgentRun, function: &str) -> Vec<&'a Value> {
+    run.events
+        .iter()
+        .filter_map(|e| e.get("process_kprobe"))
+        .filter(|e| e["function_name"] == function)
+        .collect()
+}
+
+#[test]
+fn setuid_calls_report_the_uid() {
+    require_root();
+    let dir = vigil_tests::TempDir::new("setuid");
+    let policy = dir.path().join("setuid.yaml");
+    std::fs::write(&policy, SETUID_POLICY).unwrap();
+    let agent = vigil_tests::Agent::start(&["--policy", policy.to_str().unwrap()]);
+    // std drops to uid 65534 with setuid(2) in the child before it execs.
+    let mut child = std::process::Command::new("true")
+        .uid(65534)
+        .gid(65534)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    let run = agent.stop();
+    assert!(
+        run.stderr
+            .iter()
+            .any(|l| l.contains("policy syscalls loaded")),
+        "{:#?}",
+        run.stderr
+    );
+    // The child calls setuid(2) before it execs; what it execs may call it again (busybox does),
+    // so count the calls made while it was still this test's image.
+    let me = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+    let events: Vec<_> = kprobe_events(&run, "sys_setuid")
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == pid && e["process"]["binary"] == me.to_str().unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{:#?}", kprobe_events(&run, "sys_setuid"));
+    assert_eq!(events[0]["args"][0]["int_arg"], 65534);
+    assert_eq!(events[0]["policy_name"], "syscalls");
+    assert_eq!(events[0]["action"], "KPROBE_ACTION_POST");
+}
+
+#[test]
+fn tcp_connect_reports_the_socket() {
+    if !scenario_needs("tcp_connect_reports_the_socket", &[Hook::Kprobe]) {
+        return;
+    }
+    require_root();
+    let dir = vigil_tests::TempDir::new("connect");
+    let policy = dir.path().join("connect.yaml");
+    std::fs::write(&policy, CONNECT_POLICY).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let agent = vigil_tests::Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let local = stream.local_addr().unwrap().port();
+    drop(stream);
+    let run = agent.stop();
+    let events: Vec<_> = kprobe_events(&run, "tcp_connect")
+        .into_iter()
+        .filter(|e| e["args"][0]["sock_arg"]["dport"] == port)
+        .collect();
+    assert_eq!(events.len(), 1, "{:#?}", kprobe_events(&run, "tcp_connect"));
+    let sock = &events[0]["args"][0]["sock_arg"];
+    assert_eq!(sock["family"], "AF_INET");
+    assert_eq!(sock["type"], "SOCK_STREAM");
+    assert_eq!(sock["protocol"], "IPPROTO_TCP");
+    assert_eq!(sock["saddr"], "127.0.0.1");
+    assert_eq!(sock["daddr"], "127.0.0.1");
+    assert_eq!(sock["sport"], local);
+    assert_eq!(events[0]["process"]["pid"], std::process::id());
 }

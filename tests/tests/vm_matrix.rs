@@ -85,11 +85,16 @@ fn every_scenario_passes_in_the_debian_vm() {
     for s in SCENARIOS {
         fs.add_scenario(&test_binary(&deps, s), s).unwrap();
     }
-    for policy in std::fs::read_dir(vigil_tests::rules_dir()).unwrap() {
-        let p = policy.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        fs.add_file(&p, &format!("vigil/rules/policies/{name}"))
-            .unwrap();
+    // The shipped policies and the broken-policy corpus, for the scenarios that load them.
+    for (dir, dest) in [
+        (vigil_tests::rules_dir(), "vigil/rules/policies"),
+        (vigil_tests::broken_policies_dir(), "vigil/broken"),
+    ] {
+        for policy in std::fs::read_dir(dir).unwrap() {
+            let p = policy.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            fs.add_file(&p, &format!("{dest}/{name}")).unwrap();
+        }
     }
     let initramfs = target.join("vm-initramfs.gz");
     fs.pack(DEBIAN_VM.name, &initramfs)

@@ -75,39 +75,33 @@ static __always_inline void report(struct vigil_hook_config *cfg, __u64 *raw)
 	vigil_emit(ev, sizeof(*ev), VIGIL_EVENT_HOOK);
 }
 
-static __always_inline __u64 kprobe_arg(struct pt_regs *regs, __u32 n, int inner)
-{
-	if (inner) {
-		switch (n) {
-		case 0: return PT_REGS_PARM1_CORE_SYSCALL(regs);
-		case 1: return PT_REGS_PARM2_CORE_SYSCALL(regs);
-		case 2: return PT_REGS_PARM3_CORE_SYSCALL(regs);
-		case 3: return PT_REGS_PARM4_CORE_SYSCALL(regs);
-		default: return PT_REGS_PARM5_CORE_SYSCALL(regs);
-		}
-	}
-	switch (n) {
-	case 0: return PT_REGS_PARM1(regs);
-	case 1: return PT_REGS_PARM2(regs);
-	case 2: return PT_REGS_PARM3(regs);
-	case 3: return PT_REGS_PARM4(regs);
-	default: return PT_REGS_PARM5(regs);
-	}
-}
-
 SEC("kprobe/vigil_generic")
 int vigil_kprobe(struct pt_regs *ctx)
 {
 	__u64 ip = bpf_get_func_ip(ctx);
 	struct vigil_hook_config *cfg = bpf_map_lookup_elem(&vigil_hooks, &ip);
-	__u64 raw[VIGIL_HOOK_ARGS] = {};
+	__u64 all[8] = {}, raw[VIGIL_HOOK_ARGS] = {};
 
 	if (!cfg)
 		return 0;
-	int inner = cfg->flags & VIGIL_HOOK_SYSCALL;
-	struct pt_regs *regs = inner ? (struct pt_regs *)PT_REGS_PARM1(ctx) : ctx;
+	/* Copy the argument registers out with constant offsets (the verifier refuses computed
+	 * offsets into the context), from the inner pt_regs for a syscall wrapper. */
+	if (cfg->flags & VIGIL_HOOK_SYSCALL) {
+		struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
+		all[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
+		all[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
+		all[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
+		all[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
+		all[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
+	} else {
+		all[0] = PT_REGS_PARM1(ctx);
+		all[1] = PT_REGS_PARM2(ctx);
+		all[2] = PT_REGS_PARM3(ctx);
+		all[3] = PT_REGS_PARM4(ctx);
+		all[4] = PT_REGS_PARM5(ctx);
+	}
 	for (int i = 0; i < VIGIL_HOOK_ARGS; i++)
-		raw[i] = kprobe_arg(regs, cfg->arg_reg[i], inner);
+		raw[i] = all[cfg->arg_reg[i] & 7];
 	report(cfg, raw);
 	return 0;
 }
