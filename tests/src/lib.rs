@@ -61,6 +61,16 @@ pub fn broken_policies_dir() -> PathBuf {
         })
 }
 
+/// Tetragon's example policies: `$VIGIL_TETRAGON_DIR` (set in the VM), else the shared test
+/// data beside the repository.
+pub fn tetragon_policies_dir() -> PathBuf {
+    std::env::var_os("VIGIL_TETRAGON_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/tetragon-policies")
+        })
+}
+
 /// Panics unless the tests run as root: they load eBPF programs.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

@@ -177,3 +177,94 @@ fn tcp_connect_reports_the_socket() {
     assert_eq!(sock["sport"], local);
     assert_eq!(events[0]["process"]["pid"], std::process::id());
 }
+
+/// What the agent does with each of Tetragon's example policies: loads it, or refuses it whole
+/// naming what it does not support (on the host, also what this kernel cannot attach).
+#[test]
+fn tetragon_examples_load_or_are_refused_by_name() {
+    require_root();
+    let kprobes = vigil_tests::kernels::current()
+        .hooks
+        .contains(&Hook::Kprobe);
+    let no_kprobes = "needs a kprobe or fentry, and this kernel allows neither";
+    let selectors = "selectors on kprobes other than security_file_open are not evaluated";
+    let expectations: [(&str, Option<&str>); 13] = [
+        (
+            "policylibrary_modules.yaml",
+            Some(if kprobes { "not `string`" } else { no_kprobes }),
+        ),
+        (
+            "quickstart_file_monitoring_enforce.yaml",
+            Some("a TracingPolicyNamespaced needs a namespace"),
+        ),
+        (
+            "tracingpolicy_filename_monitoring.yaml",
+            Some("argument type `nop` is not supported by vigil"),
+        ),
+        (
+            "tracingpolicy_list-syscalls-tracepoint.yaml",
+            Some("`lists` is not supported by vigil"),
+        ),
+        (
+            "tracingpolicy_lsm_bprm_check.yaml",
+            Some("argument type `linux_binprm` is not supported by vigil"),
+        ),
+        ("tracingpolicy_lsm_file_open.yaml", None),
+        (
+            "tracingpolicy_rawtp.yaml",
+            Some("`raw: true` (raw tracepoint arguments) is not supported by vigil"),
+        ),
+        (
+            "tracingpolicy_security-socket-connect.yaml",
+            Some(if kprobes {
+                "not `sockaddr`"
+            } else {
+                no_kprobes
+            }),
+        ),
+        ("tracingpolicy_symlink-override.yaml", Some(selectors)),
+        ("tracingpolicy_sys_setuid.yaml", None),
+        (
+            "tracingpolicy_tcp-connect-only-private-addrs.yaml",
+            Some(if kprobes {
+                "selectors on kprobes other than security_file_open are not evaluated"
+            } else {
+                no_kprobes
+            }),
+        ),
+        (
+            "tracingpolicy_tcp-connect.yaml",
+            if kprobes { None } else { Some(no_kprobes) },
+        ),
+        ("tracingpolicy_write.yaml", Some(selectors)),
+    ];
+    let dir = vigil_tests::tetragon_policies_dir();
+    let agent = vigil_tests::Agent::start(&["--policy-dir", dir.to_str().unwrap()]);
+    let run = agent.stop();
+    let log = run.stderr.join("\n");
+    let mut wrong = Vec::new();
+    for (file, refusal) in expectations {
+        let path = dir.join(file).display().to_string();
+        let loaded = run
+            .stderr
+            .iter()
+            .any(|l| l.contains("loaded from") && l.contains(&path));
+        let refused_with = |why: &str| {
+            run.stderr
+                .iter()
+                .any(|l| l.starts_with(&path) && l.contains(why))
+        };
+        match refusal {
+            None if !loaded => wrong.push(format!("{file} should load")),
+            Some(why) if loaded || !refused_with(why) => {
+                wrong.push(format!("{file} should be refused naming {why:?}"))
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{}\n--- agent log ---\n{log}",
+        wrong.join("\n")
+    );
+}

@@ -89,6 +89,7 @@ fn every_scenario_passes_in_the_debian_vm() {
     for (dir, dest) in [
         (vigil_tests::rules_dir(), "vigil/rules/policies"),
         (vigil_tests::broken_policies_dir(), "vigil/broken"),
+        (vigil_tests::tetragon_policies_dir(), "vigil/tetragon"),
     ] {
         for policy in std::fs::read_dir(dir).unwrap() {
             let p = policy.unwrap().path();
