@@ -140,18 +140,12 @@ impl ProcessSensor {
         let drops = PerCpuArray::try_from(drops_map).map_err(|e| map_err("vigil_drops", e))?;
 
         for (program, hook) in ATTACH_PLAN {
-            let err = |source| LoadError::Program {
+            let prog = loaded_program(&mut ebpf, program, hook, RawTracePoint::load)?;
+            prog.attach(hook).map_err(|source| LoadError::Program {
                 program,
                 hook,
                 source,
-            };
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| missing(program))?
-                .try_into()
-                .map_err(err)?;
-            prog.load().map_err(err)?;
-            prog.attach(hook).map_err(err)?;
+            })?;
         }
         Ok(ProcessSensor { ebpf, btf, drops })
     }
@@ -164,21 +158,15 @@ impl ProcessSensor {
     /// Attaches the generic hook program to a kernel function (loading it on first use).
     pub fn attach_kprobe(&mut self, function: &str) -> Result<HookLink, LoadError> {
         let (program, hook) = ("vigil_kprobe", "kprobe");
-        let err = |source| LoadError::Program {
-            program,
-            hook,
-            source,
-        };
-        let prog: &mut KProbe = self
-            .ebpf
-            .program_mut(program)
-            .ok_or_else(|| missing(program))?
-            .try_into()
-            .map_err(err)?;
-        if prog.fd().is_err() {
-            prog.load().map_err(err)?;
-        }
-        Ok(HookLink::Kprobe(prog.attach(function, 0).map_err(err)?))
+        let prog = loaded_program(&mut self.ebpf, program, hook, KProbe::load)?;
+        let link = prog
+            .attach(function, 0)
+            .map_err(|source| LoadError::Program {
+                program,
+                hook,
+                source,
+            })?;
+        Ok(HookLink::Kprobe(link))
     }
 
     /// Attaches the generic syscall program that reads `arity` arguments to
@@ -190,24 +178,15 @@ impl ProcessSensor {
     ) -> Result<HookLink, LoadError> {
         let program = SYSCALL_ENTER_PROGRAMS[arity.clamp(1, 6) - 1];
         let hook = "syscalls/sys_enter_*";
-        let err = |source| LoadError::Program {
-            program,
-            hook,
-            source,
-        };
-        let prog: &mut TracePoint = self
-            .ebpf
-            .program_mut(program)
-            .ok_or_else(|| missing(program))?
-            .try_into()
-            .map_err(err)?;
-        if prog.fd().is_err() {
-            prog.load().map_err(err)?;
-        }
-        Ok(HookLink::Tracepoint(
-            program,
-            prog.attach("syscalls", tracepoint).map_err(err)?,
-        ))
+        let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
+        let link = prog
+            .attach("syscalls", tracepoint)
+            .map_err(|source| LoadError::Program {
+                program,
+                hook,
+                source,
+            })?;
+        Ok(HookLink::Tracepoint(program, link))
     }
 
     /// Detaches one generic hook link.
@@ -245,19 +224,15 @@ impl ProcessSensor {
     pub fn attach_file_open(&mut self, lsm: bool) -> Result<String, LoadError> {
         if lsm {
             let (program, hook) = ("vigil_lsm_file_open", "lsm/file_open");
-            let err = |source| LoadError::Program {
+            let btf = &self.btf;
+            let prog = loaded_program(&mut self.ebpf, program, hook, |p: &mut Lsm| {
+                p.load("file_open", btf)
+            })?;
+            prog.attach().map_err(|source| LoadError::Program {
                 program,
                 hook,
                 source,
-            };
-            let prog: &mut Lsm = self
-                .ebpf
-                .program_mut(program)
-                .ok_or_else(|| missing(program))?
-                .try_into()
-                .map_err(err)?;
-            prog.load("file_open", &self.btf).map_err(err)?;
-            prog.attach().map_err(err)?;
+            })?;
             return Ok("BPF LSM on file_open".into());
         }
         let mut attached = Vec::new();
@@ -275,19 +250,14 @@ impl ProcessSensor {
             {
                 continue;
             }
-            let err = |source| LoadError::Program {
-                program,
-                hook: "syscalls/sys_exit_open*",
-                source,
-            };
-            let prog: &mut TracePoint = self
-                .ebpf
-                .program_mut(program)
-                .ok_or_else(|| missing(program))?
-                .try_into()
-                .map_err(err)?;
-            prog.load().map_err(err)?;
-            prog.attach("syscalls", &tracepoint).map_err(err)?;
+            let hook = "syscalls/sys_exit_open*";
+            let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
+            prog.attach("syscalls", &tracepoint)
+                .map_err(|source| LoadError::Program {
+                    program,
+                    hook,
+                    source,
+                })?;
             attached.push(tracepoint);
         }
         Ok(format!("tracepoints {}", attached.join(", ")))
@@ -313,6 +283,43 @@ impl ProcessSensor {
         out
     }
 }
+
+/// The program `program` of `ebpf` as its kind `T`, loaded (with `load`) if it is not yet.
+fn loaded_program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+    hook: &'static str,
+    load: impl FnOnce(&mut T) -> Result<(), ProgramError>,
+) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    T: HasFd,
+{
+    let err = |source| LoadError::Program {
+        program,
+        hook,
+        source,
+    };
+    let prog: &mut T = ebpf
+        .program_mut(program)
+        .ok_or_else(|| missing(program))?
+        .try_into()
+        .map_err(err)?;
+    if !prog.is_loaded() {
+        load(prog).map_err(err)?;
+    }
+    Ok(prog)
+}
+
+/// Whether a program is loaded in the kernel yet.
+trait HasFd {
+    fn is_loaded(&self) -> bool;
+}
+
+macro_rules! has_fd {
+    ($($t:ty),*) => { $(impl HasFd for $t { fn is_loaded(&self) -> bool { self.fd().is_ok() } })* };
+}
+has_fd!(KProbe, TracePoint, Lsm, RawTracePoint);
 
 fn missing(name: &'static str) -> LoadError {
     LoadError::Map {

@@ -71,6 +71,20 @@ pub fn tetragon_policies_dir() -> PathBuf {
         })
 }
 
+/// `vigil probe --json`, parsed; panics with stderr when it fails.
+pub fn probe_json() -> Value {
+    let out = Command::new(vigil_bin())
+        .args(["probe", "--json"])
+        .output()
+        .expect("run vigil probe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("probe prints JSON")
+}
+
 /// Panics unless the tests run as root: they load eBPF programs.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

@@ -5,7 +5,6 @@ use std::{
     process::{Command, Output},
 };
 
-use serde_json::Value;
 use vigil_tests::{kernels, require_root, vigil_bin};
 
 fn stderr_lines(out: &Output) -> Vec<String> {
@@ -72,16 +71,7 @@ fn a_btf_file_that_is_not_btf_gets_one_line() {
 #[test]
 fn probe_json_agrees_with_the_kernel() {
     require_root();
-    let out = Command::new(vigil_bin())
-        .args(["probe", "--json"])
-        .output()
-        .expect("run vigil probe");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("probe prints JSON");
+    let report = vigil_tests::probe_json();
     let kind = |k: &str| {
         report["program_kinds"]
             .as_array()

@@ -1,26 +1,13 @@
 //! Hooks beyond tracepoints: where the kernel has them (the Debian VM), vigil's probe must load,
 //! attach and run a real program of each kind, an LSM program on `file_open` included.
 
-use std::{os::unix::process::CommandExt, process::Command};
+use std::os::unix::process::CommandExt;
 
 use serde_json::Value;
 use vigil_tests::{
     kernels::{scenario_needs, Hook},
-    require_root, vigil_bin,
+    require_root,
 };
-
-fn probe() -> Value {
-    let out = Command::new(vigil_bin())
-        .args(["probe", "--json"])
-        .output()
-        .expect("run vigil probe");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("probe prints JSON")
-}
 
 fn kind(report: &Value, k: &str) -> Value {
     report["program_kinds"]
@@ -38,7 +25,7 @@ fn an_lsm_program_on_file_open_runs() {
         return;
     }
     require_root();
-    let report = probe();
+    let report = vigil_tests::probe_json();
     let lsm = kind(&report, "lsm");
     assert_eq!(lsm["loads"], true, "{lsm}");
     assert_eq!(lsm["attaches"], true, "{lsm}");
@@ -62,7 +49,7 @@ fn kprobe_and_fentry_programs_run() {
         return;
     }
     require_root();
-    let report = probe();
+    let report = vigil_tests::probe_json();
     for k in ["kprobe", "fentry"] {
         let r = kind(&report, k);
         assert_eq!(r["available"], true, "{r}");
