@@ -150,8 +150,8 @@ pub const NAME_LEN: usize = 64;
 pub struct PolicyState {
     /// 1: opens whose file name is not in `vigil_names` are dismissed before any path walk.
     pub prefilter: u32,
-    /// Padding.
-    pub _pad0: u32,
+    /// Rules are walked from slot 0 up to this one, exclusive.
+    pub rule_end: u32,
 }
 
 /// `enum vigil_hook`.
@@ -540,7 +540,7 @@ mod layout_tests {
             "vigil_sock_value" => SockValue { family, protocol, sport, dport, state, saddr, daddr }
             "vigil_arg_value" => ArgValue { value }
             "vigil_hook_event" => HookEvent { hdr, pid, tid, hook_id, nargs, args }
-            "vigil_policy_state" => PolicyState { prefilter }
+            "vigil_policy_state" => PolicyState { prefilter, rule_end }
         }
     }
 

@@ -389,9 +389,16 @@ impl PolicyTable {
     }
 
     fn set_prefilter(&mut self, policy: &str, on: bool) -> Result<(), PolicyLoadError> {
+        // Walk up to the last slot in use; a rule being added is written before this, and the
+        // state is rewritten after every change, so a new rule is never past the end.
+        let rule_end = self
+            .slots
+            .iter()
+            .rposition(|s| s.is_some())
+            .map_or(0, |i| i + 1) as u32;
         let state = abi::PolicyState {
             prefilter: on as u32,
-            _pad0: 0,
+            rule_end,
         };
         self.state
             .set(0, StatePod(state), 0)

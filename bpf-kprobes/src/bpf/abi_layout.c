@@ -82,6 +82,7 @@ int main(void)
 
 	SIZE(vigil_policy_state);
 	FIELD(vigil_policy_state, prefilter);
+	FIELD(vigil_policy_state, rule_end);
 
 	SIZE(vigil_hook_config);
 	FIELD(vigil_hook_config, hook_id);

@@ -214,7 +214,9 @@ static __always_inline int evaluate(const struct path *p, __u32 mechanism)
 	}
 	e->path_rev.prefixlen = 32 + w.path_len * 8;
 
-	bpf_loop(VIGIL_MAX_RULES, rule_step, &w, 0);
+	/* Only up to the last slot in use: most hosts run a handful of rules, not 64. */
+	__u32 end = state ? state->rule_end : VIGIL_MAX_RULES;
+	bpf_loop(end < VIGIL_MAX_RULES ? end : VIGIL_MAX_RULES, rule_step, &w, 0);
 	if (w.kill)
 		bpf_send_signal(SIGKILL);
 	return w.verdict;

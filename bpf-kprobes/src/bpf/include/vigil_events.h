@@ -172,7 +172,7 @@ struct vigil_rule {
 /* Written by the agent; read on every open. */
 struct vigil_policy_state {
 	__u32 prefilter; /* 1: dismiss opens whose name is not in vigil_names */
-	__u32 _pad0;
+	__u32 rule_end;  /* rules are walked from slot 0 to this one (exclusive) */
 };
 
 /* Bits of vigil_policy_event.flags. */
