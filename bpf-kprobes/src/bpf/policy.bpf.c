@@ -84,6 +84,15 @@ static __always_inline void build_binary(struct vigil_eval *e)
 	if (!s)
 		return;
 	__builtin_memset(e->bin_key.path, 0, sizeof(e->bin_key.path));
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct vigil_exe_path *cached = bpf_map_lookup_elem(&vigil_exe, &tgid);
+	if (cached) {
+		__u32 n = cached->len & (VIGIL_MATCH_LEN - 1);
+		bpf_probe_read_kernel(e->bin_key.path, n, cached->path);
+		bpf_probe_read_kernel(&e->bin_lpm.data[4], n, cached->path);
+		e->bin_lpm.prefixlen = 32 + n * 8;
+		return;
+	}
 	if (BPF_CORE_READ_INTO(&exe, task, mm, exe_file, f_path) < 0)
 		return;
 	vigil_resolve_path(&exe, s, &pos);

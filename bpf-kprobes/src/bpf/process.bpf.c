@@ -35,6 +35,19 @@ static __always_inline __u32 vigil_copy_path(struct vigil_scratch *s, __u32 off,
 	return len;
 }
 
+/* Caches the resolved binary for policy binary filters (vigil_exe in maps.h). */
+static __always_inline void remember_exe(__u32 tgid, struct vigil_scratch *s, __u32 pos, __u32 len)
+{
+	struct vigil_exe_path *exe = (struct vigil_exe_path *)&s->data[VIGIL_SCRATCH_DATA - sizeof(*exe)];
+
+	__builtin_memset(exe, 0, sizeof(*exe));
+	if (len > VIGIL_MATCH_MAX)
+		len = VIGIL_MATCH_MAX;
+	exe->len = len;
+	bpf_probe_read_kernel(exe->path, len & (VIGIL_MATCH_LEN - 1), &s->path[pos & PART_MASK]);
+	bpf_map_update_elem(&vigil_exe, &tgid, exe, BPF_ANY);
+}
+
 /* sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm):
  * fires once the new image is installed, so mm holds the new argv and creds are final. */
 SEC("raw_tp/sched_process_exec")
@@ -62,6 +75,7 @@ int vigil_exec(void *ctx)
 	len = vigil_copy_path(s, off, pos);
 	ev->binary_len = len;
 	off += len;
+	remember_exe(ev->proc.pid, s, pos, len);
 
 	/* argv, straight from the new stack. */
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
@@ -128,6 +142,8 @@ int vigil_fork(void *ctx)
 		return 0;
 	ev = (struct vigil_fork_event *)&s->exec;
 	__builtin_memset(ev, 0, sizeof(*ev));
+	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	bpf_map_delete_elem(&vigil_exe, &child_tgid);
 	ev->hdr.kind = VIGIL_EVENT_FORK;
 	ev->hdr.size = sizeof(*ev);
 	ev->hdr.ktime = bpf_ktime_get_boot_ns();
@@ -152,6 +168,7 @@ int vigil_exit(void *ctx)
 	ev.pid = BPF_CORE_READ(task, tgid);
 	ev.tid = BPF_CORE_READ(task, pid);
 	ev.exit_code = BPF_CORE_READ(task, exit_code);
+	bpf_map_delete_elem(&vigil_exe, &ev.pid);
 	vigil_emit(&ev, sizeof(ev), VIGIL_EVENT_EXIT);
 	return 0;
 }

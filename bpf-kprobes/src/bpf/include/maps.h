@@ -35,6 +35,23 @@ struct {
 	__type(value, struct vigil_config);
 } vigil_config_map SEC(".maps") __vigil_shared;
 
+/*
+ * The binary of each live process as its exec resolved it (first VIGIL_MATCH_MAX bytes), so
+ * binary filters need no second path walk. Written at exec, dropped at fork (a reused pid must
+ * not inherit it) and exit; a process older than the agent has no entry and is walked.
+ */
+struct vigil_exe_path {
+	__u32 len;
+	char path[VIGIL_MATCH_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct vigil_exe_path);
+} vigil_exe SEC(".maps") __vigil_shared;
+
 /* Room to build one record (and the path walker's backward buffer) off the 512-byte stack. The
  * data area is larger than any record needs so that masked offsets stay provably in bounds. */
 #define VIGIL_SCRATCH_DATA 20480
