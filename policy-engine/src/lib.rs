@@ -20,6 +20,7 @@
 mod args;
 pub mod compile;
 mod error;
+pub mod evaluate;
 pub mod kernel;
 pub mod locate;
 pub mod plan;

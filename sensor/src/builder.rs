@@ -363,6 +363,18 @@ fn sock_arg(s: &abi::SockValue) -> SockArg {
     }
 }
 
+/// Tetragon's name of a compiled rule's action.
+pub fn rule_action_name(a: vigil_policy_engine::compile::RuleAction) -> &'static str {
+    use vigil_policy_engine::compile::RuleAction;
+    action_name(match a {
+        RuleAction::Post => abi::action::POST,
+        RuleAction::NoPost => abi::action::NOPOST,
+        RuleAction::Sigkill => abi::action::SIGKILL,
+        RuleAction::Override(_) => abi::action::OVERRIDE,
+        RuleAction::Signal(_) => abi::action::SIGNAL,
+    })
+}
+
 /// Tetragon's name of a selector action.
 fn action_name(a: u32) -> &'static str {
     match a {

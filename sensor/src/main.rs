@@ -84,6 +84,18 @@ enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Replay recorded events (JSON lines) through a policy's file-open rules, with the kernel's
+    /// semantics, and print what it would have matched.
+    Test {
+        /// A policy file (YAML).
+        policy: PathBuf,
+        /// Recorded events: file opens in `process_lsm` / `process_kprobe` events.
+        #[arg(long)]
+        events: PathBuf,
+        /// One JSON object per match instead of a line of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show how each hook of a policy would attach on this kernel, and what that guarantees.
     Explain {
         /// A policy file (YAML).
@@ -113,6 +125,14 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Explain { file },
         } => policy_cmd::explain(&cli.btf, &file),
+        Command::Policy {
+            command:
+                PolicyCommand::Test {
+                    policy,
+                    events,
+                    json,
+                },
+        } => policy_cmd::test(&policy, &events, json),
         Command::Agent {
             export_file,
             format,

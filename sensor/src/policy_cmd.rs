@@ -121,3 +121,75 @@ pub fn explain(btf: &str, file: &std::path::Path) -> Result<()> {
         }
     }
 }
+
+/// Replays the file opens of recorded events through the policy's compiled rules.
+pub fn test(policy_file: &std::path::Path, events: &std::path::Path, json: bool) -> Result<()> {
+    use vigil_policy_engine::{
+        compile::compile,
+        evaluate::{first_match, FileOpen},
+    };
+    let name = policy_file.display().to_string();
+    let text = std::fs::read_to_string(policy_file)
+        .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
+    let policy = load_policy_for(&name, &text, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let compiled = compile(&policy).map_err(|errs| {
+        anyhow::anyhow!(
+            "{}",
+            errs.iter()
+                .map(|e| format!("{name}: {}: {}", e.path, e.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    let input = std::fs::read_to_string(events)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", events.display()))?;
+    let (mut opens, mut matched) = (0usize, 0usize);
+    for (n, line) in input.lines().enumerate() {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("{}:{}: not an event: {e}", events.display(), n + 1))?;
+        let Some(body) = event
+            .get("process_lsm")
+            .or_else(|| event.get("process_kprobe"))
+        else {
+            continue;
+        };
+        if !matches!(
+            body["function_name"].as_str(),
+            Some("file_open" | "security_file_open")
+        ) {
+            continue;
+        }
+        let (Some(path), Some(binary)) = (
+            body["args"][0]["file_arg"]["path"].as_str(),
+            body["process"]["binary"].as_str(),
+        ) else {
+            continue;
+        };
+        opens += 1;
+        let Some(rule) = first_match(&compiled.rules, &FileOpen { path, binary }) else {
+            continue;
+        };
+        matched += 1;
+        let action = crate::builder::rule_action_name(rule.action);
+        if json {
+            let out = serde_json::json!({
+                "time": event["time"], "binary": binary, "path": path, "policy_name": policy.name,
+                "action": action, "monitor": rule.monitor, "selector": rule.hook_path,
+            });
+            println!("{out}");
+        } else {
+            println!(
+                "{} {binary} {path}: {action}{}",
+                event["time"].as_str().unwrap_or(""),
+                if rule.monitor { " (monitor)" } else { "" }
+            );
+        }
+    }
+    if !json {
+        println!(
+            "{opens} file opens replayed, {matched} matched policy {}",
+            policy.name
+        );
+    }
+    Ok(())
+}

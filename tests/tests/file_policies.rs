@@ -287,3 +287,71 @@ fn broken_policies_are_refused_while_enforcement_continues() {
         );
     }
 }
+
+/// `vigil policy test` decides recorded opens exactly as the kernel decides live ones: the same
+/// commands, recorded under an observing policy and replayed through the deny policy offline,
+/// give the matches the agent reports when it enforces that policy.
+#[test]
+fn policy_test_agrees_with_the_kernel() {
+    use std::collections::BTreeSet;
+    let dir = TempDir::new("policy-test");
+    let observe = dir.path().join("observe.yaml");
+    let deny = dir.path().join("deny.yaml");
+    std::fs::write(&deny, deny_policy("enforce")).unwrap();
+    std::fs::write(
+        &observe,
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: observe-etc\nspec:\n  lsmhooks:\n  - hook: file_open\n    args:\n    - index: 0\n      type: file\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: Prefix\n        values: [\"/etc/\"]\n",
+    )
+    .unwrap();
+    let commands = || {
+        for f in ["/etc/passwd", "/etc/hostname", "/etc/shadow"] {
+            let _ = cat(&[f], "/");
+        }
+        let _ = std::fs::read("/etc/passwd");
+    };
+    let key = |e: &Value| {
+        (
+            e["binary"].as_str().unwrap_or("").to_string(),
+            e["path"].as_str().unwrap_or("").to_string(),
+            e["action"].as_str().unwrap_or("").to_string(),
+        )
+    };
+
+    let recorder = Agent::start(&["--policy", observe.to_str().unwrap()]);
+    commands();
+    let recorded = recorder.stop();
+    let events = dir.path().join("events.jsonl");
+    let lines: Vec<String> = recorded.events.iter().map(|e| e.to_string()).collect();
+    std::fs::write(&events, lines.join("\n")).unwrap();
+    let out = std::process::Command::new(vigil_tests::vigil_bin())
+        .args(["policy", "test", "--json", "--events"])
+        .arg(&events)
+        .arg(&deny)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: BTreeSet<_> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| key(&serde_json::from_str::<Value>(l).unwrap()))
+        .collect();
+
+    let enforcer = Agent::start(&["--policy", deny.to_str().unwrap()]);
+    commands();
+    let live = enforcer.stop();
+    let online: BTreeSet<_> = live
+        .events
+        .iter()
+        .filter_map(|e| e.get("process_lsm"))
+        .map(|e| {
+            key(&serde_json::json!({
+                "binary": e["process"]["binary"], "path": e["args"][0]["file_arg"]["path"], "action": e["action"],
+            }))
+        })
+        .collect();
+    assert!(!online.is_empty(), "the enforcing run matched nothing");
+    assert_eq!(offline, online, "offline replay and the kernel disagree");
+}
