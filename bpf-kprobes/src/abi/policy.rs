@@ -1,0 +1,224 @@
+//! Mirrors of the policy half of `vigil_events.h`: compiled file-open rules and their keys,
+//! policy records, generic hooks and their records.
+
+use super::EventHeader;
+
+/// Arguments a generic hook reports (`VIGIL_HOOK_ARGS`).
+pub const HOOK_ARGS: usize = 5;
+/// `VIGIL_HOOK_KEY_SYSCALL`: keys of syscall hooks in `vigil_hooks`.
+pub const HOOK_KEY_SYSCALL: u64 = 1 << 63;
+/// `VIGIL_HOOK_SYSCALL`: the hook is a syscall wrapper.
+pub const HOOK_SYSCALL: u32 = 1;
+/// `VIGIL_ARG_INT`.
+pub const ARG_INT: u32 = 1;
+/// `VIGIL_ARG_SOCK`.
+pub const ARG_SOCK: u32 = 2;
+
+mod syscalls {
+    include!(concat!(env!("OUT_DIR"), "/syscalls.rs"));
+}
+
+/// The x86-64 number of system call `name` (`setuid` or `sys_setuid`).
+pub fn syscall_nr(name: &str) -> Option<u32> {
+    let bare = name.strip_prefix("__x64_").unwrap_or(name);
+    let bare = bare.strip_prefix("sys_").unwrap_or(bare);
+    syscalls::SYSCALLS
+        .iter()
+        .find(|(n, _)| *n == bare)
+        .map(|(_, nr)| *nr)
+}
+
+/// `struct vigil_hook_config`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct HookConfig {
+    pub hook_id: u32,
+    pub flags: u32,
+    pub arg_reg: [u8; HOOK_ARGS],
+    pub arg_type: [u8; HOOK_ARGS],
+    pub nargs: u8,
+    pub _pad0: [u8; 5],
+}
+
+/// `struct vigil_sock_value`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct SockValue {
+    pub family: u16,
+    pub r#type: u16,
+    pub protocol: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub state: u8,
+    pub _pad0: [u8; 5],
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// `struct vigil_arg_value`: a type and, by type, an integer or a socket.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArgValue {
+    /// `ARG_*`.
+    pub r#type: u32,
+    /// Padding.
+    pub _pad0: u32,
+    /// The value's bytes; read them with [`ArgValue::int`] or [`ArgValue::sock`].
+    pub value: SockValue,
+}
+
+impl ArgValue {
+    /// The integer (`ARG_INT`).
+    pub fn int(&self) -> i64 {
+        // SAFETY: SockValue is plain data at least 8 bytes long; the union's integer member is
+        // its first 8 bytes.
+        unsafe { std::ptr::read_unaligned((&self.value as *const SockValue).cast::<i64>()) }
+    }
+
+    /// The socket (`ARG_SOCK`).
+    pub fn sock(&self) -> SockValue {
+        self.value
+    }
+}
+
+/// `struct vigil_hook_event`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct HookEvent {
+    pub hdr: EventHeader,
+    pub pid: u32,
+    pub tid: u32,
+    pub hook_id: u32,
+    pub nargs: u32,
+    pub args: [ArgValue; HOOK_ARGS],
+}
+
+/// Policy rules the kernel walks (`VIGIL_MAX_RULES`).
+pub const MAX_RULES: usize = 64;
+/// Bytes of an exact filter's key path, NUL-padded (`VIGIL_MATCH_LEN`).
+pub const MATCH_LEN: usize = 256;
+/// Bytes of an LPM key's data: rule id and path (`VIGIL_LPM_DATA`, the kernel's limit).
+pub const LPM_DATA: usize = 256;
+/// Longest path prefix any filter compares (`VIGIL_MATCH_MAX`).
+pub const MATCH_MAX: usize = 251;
+
+/// `VIGIL_RULE_*` bits of [`Rule::flags`].
+#[allow(missing_docs)]
+pub mod rule {
+    pub const ACTIVE: u32 = 1 << 0;
+    pub const MONITOR: u32 = 1 << 1;
+    pub const PATH_EQ: u32 = 1 << 2;
+    pub const PATH_PREFIX: u32 = 1 << 3;
+    pub const PATH_POSTFIX: u32 = 1 << 4;
+    pub const PATH_NOT: u32 = 1 << 5;
+    pub const BIN_EQ: u32 = 1 << 6;
+    pub const BIN_PREFIX: u32 = 1 << 7;
+    pub const BIN_NOT: u32 = 1 << 8;
+}
+
+/// `enum vigil_action`.
+#[allow(missing_docs)]
+pub mod action {
+    pub const POST: u32 = 0;
+    pub const NOPOST: u32 = 1;
+    pub const SIGKILL: u32 = 2;
+    pub const OVERRIDE: u32 = 3;
+    pub const SIGNAL: u32 = 4;
+}
+
+/// Bytes of a file name in the open prefilter (`VIGIL_NAME_LEN`).
+pub const NAME_LEN: usize = 64;
+
+/// `struct vigil_policy_state`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PolicyState {
+    /// 1: opens whose file name is not in `vigil_names` are dismissed before any path walk.
+    pub prefilter: u32,
+    /// Rules are walked from slot 0 up to this one, exclusive.
+    pub rule_end: u32,
+}
+
+/// `enum vigil_hook`.
+pub const HOOK_FILE_OPEN: u32 = 1;
+
+/// `VIGIL_POLICY_*` bits of [`PolicyEvent::flags`].
+#[allow(missing_docs)]
+pub mod policy_flags {
+    pub const ENFORCED: u32 = 1 << 0;
+    pub const MONITOR: u32 = 1 << 1;
+    pub const VIA_LSM: u32 = 1 << 2;
+    pub const TRUNC_PATH: u32 = 1 << 3;
+}
+
+/// `struct vigil_rule`: one compiled selector.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Rule {
+    pub flags: u32,
+    pub policy_id: u32,
+    pub hook: u32,
+    pub action: u32,
+    pub arg: i32,
+    pub _pad0: u32,
+}
+
+/// `struct vigil_policy_event`, the fixed part of a policy record.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct PolicyEvent {
+    pub hdr: EventHeader,
+    pub pid: u32,
+    pub tid: u32,
+    pub rule: u32,
+    pub hook: u32,
+    pub action: u32,
+    pub arg: i32,
+    pub flags: u32,
+    pub path_len: u16,
+    pub _pad0: u16,
+}
+
+/// `struct vigil_match_key`: a rule id and a NUL-padded path, the key of exact filters.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MatchKey {
+    /// Rule slot.
+    pub rule: u32,
+    /// The value, NUL-padded.
+    pub path: [u8; MATCH_LEN],
+}
+
+impl MatchKey {
+    /// The key of `value` for rule `rule` (values longer than [`MATCH_MAX`] are cut).
+    pub fn new(rule: u32, value: &[u8]) -> Self {
+        let mut path = [0u8; MATCH_LEN];
+        let n = value.len().min(MATCH_MAX);
+        path[..n].copy_from_slice(&value[..n]);
+        MatchKey { rule, path }
+    }
+}
+
+/// The data of a `struct vigil_lpm_key` (after its prefix length): the rule id big-endian,
+/// then the value; and the prefix length in bits that covers both.
+pub fn lpm_key(rule: u32, value: &[u8]) -> (u32, [u8; LPM_DATA]) {
+    let mut data = [0u8; LPM_DATA];
+    data[..4].copy_from_slice(&rule.to_be_bytes());
+    let n = value.len().min(MATCH_MAX);
+    data[4..4 + n].copy_from_slice(&value[..n]);
+    (32 + 8 * n as u32, data)
+}
+
+/// A policy record: the fixed part and the subject's path.
+#[derive(Debug)]
+pub struct Policy<'a> {
+    /// The fixed part.
+    pub event: PolicyEvent,
+    /// The path the rule matched on.
+    pub path: &'a [u8],
+}

@@ -1,0 +1,162 @@
+//! Generic hooks in the kernel: where each attaches on this kernel (a kprobe on the function,
+//! or the system call's enter tracepoint), its description in `vigil_hooks`, and the links to
+//! detach when its policy goes.
+
+use aya::Pod;
+use vigil_bpf_kprobes::abi;
+use vigil_policy_engine::{
+    compile::{HookArgKind, HookRule},
+    kernel::RunningKernel,
+    plan::KernelCaps,
+};
+
+use super::{map_err, PolicyLoadError, PolicyTable};
+use crate::loader::HookLink;
+
+/// Where a generic hook's program must be attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachTarget {
+    /// A kprobe on this function.
+    Kprobe(String),
+    /// The `syscalls/<this>` enter tracepoint, with a program reading this many arguments.
+    SyscallEnter(String, usize),
+}
+
+/// A generic hook in the kernel, as events name it.
+pub struct InstalledHook {
+    /// The policy's name.
+    pub policy: String,
+    /// What it reads.
+    pub rule: HookRule,
+    keys: Vec<u64>,
+    links: Vec<HookLink>,
+}
+
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(super) struct HookConfigPod(abi::HookConfig);
+// SAFETY: #[repr(C)] integers and bytes only.
+unsafe impl Pod for HookConfigPod {}
+
+/// The vigil_hooks keys and attach target of a hook on this kernel.
+pub(super) fn hook_keys(
+    h: &HookRule,
+    caps: &KernelCaps,
+    kernel: Option<&RunningKernel>,
+) -> Result<(Vec<u64>, AttachTarget), String> {
+    if caps.kprobe {
+        let candidates =
+            vigil_policy_engine::kernel::kprobe_function_candidates(&h.call, h.syscall);
+        let kernel = kernel.ok_or("cannot read /proc/kallsyms to find the function's address")?;
+        let (function, addr) = candidates
+            .iter()
+            .find_map(|f| kernel.address(f).map(|a| (f.clone(), a)))
+            .ok_or_else(|| format!("no address for {} in /proc/kallsyms", h.call))?;
+        // The kprobe sits on the function's first instruction, or after its endbr64 where the
+        // kernel has indirect branch tracking; bpf_get_func_ip reports whichever it is.
+        return Ok((vec![addr, addr + 4], AttachTarget::Kprobe(function)));
+    }
+    let bare = h.call.strip_prefix("__x64_").unwrap_or(&h.call);
+    let bare = bare.strip_prefix("sys_").unwrap_or(bare);
+    let nr =
+        abi::syscall_nr(bare).ok_or_else(|| format!("{} is not an x86-64 system call", h.call))?;
+    let tracepoint = format!("sys_enter_{bare}");
+    if !std::path::Path::new("/sys/kernel/tracing/events/syscalls")
+        .join(&tracepoint)
+        .exists()
+    {
+        return Err(format!(
+            "no tracepoint syscalls/{tracepoint} to fall back to"
+        ));
+    }
+    let arity = h
+        .args
+        .iter()
+        .map(|a| a.index as usize + 1)
+        .max()
+        .unwrap_or(1);
+    Ok((
+        vec![abi::HOOK_KEY_SYSCALL | nr as u64],
+        AttachTarget::SyscallEnter(tracepoint, arity),
+    ))
+}
+
+impl PolicyTable {
+    /// Writes the descriptions of a policy's hooks into free slots; returns where each must be
+    /// attached.
+    pub(super) fn write_hooks(
+        &mut self,
+        policy: &str,
+        hooks: Vec<HookRule>,
+        placed: Vec<(Vec<u64>, AttachTarget)>,
+        free: Vec<usize>,
+    ) -> Result<Vec<(usize, AttachTarget)>, PolicyLoadError> {
+        let mut attach = Vec::new();
+        for ((slot, h), (keys, target)) in free.into_iter().zip(hooks).zip(placed) {
+            let mut cfg = abi::HookConfig {
+                hook_id: slot as u32,
+                flags: if h.syscall && matches!(target, AttachTarget::Kprobe(_)) {
+                    abi::HOOK_SYSCALL
+                } else {
+                    0
+                },
+                nargs: h.args.len().min(abi::HOOK_ARGS) as u8,
+                ..Default::default()
+            };
+            for (i, a) in h.args.iter().take(abi::HOOK_ARGS).enumerate() {
+                cfg.arg_reg[i] = a.index as u8;
+                cfg.arg_type[i] = match a.kind {
+                    HookArgKind::Int { .. } => abi::ARG_INT as u8,
+                    HookArgKind::Sock => abi::ARG_SOCK as u8,
+                };
+            }
+            for k in &keys {
+                self.hooks
+                    .insert(k, HookConfigPod(cfg), 0)
+                    .map_err(|e| map_err(policy, "vigil_hooks", e))?;
+            }
+            attach.push((slot, target));
+            self.hook_slots[slot] = Some(InstalledHook {
+                policy: policy.to_string(),
+                rule: h,
+                keys,
+                links: Vec::new(),
+            });
+        }
+        Ok(attach)
+    }
+
+    /// Records where a hook's program was attached, so removal can detach it.
+    pub fn add_link(&mut self, slot: usize, link: HookLink) {
+        if let Some(h) = self.hook_slots[slot].as_mut() {
+            h.links.push(link);
+        }
+    }
+
+    /// The generic hook in `slot`, for events.
+    pub fn hook(&self, slot: u32) -> Option<&InstalledHook> {
+        self.hook_slots.get(slot as usize).and_then(|h| h.as_ref())
+    }
+
+    /// Removes the hooks of policy `name` other than those in `keep`; returns their links to
+    /// detach.
+    pub fn remove_hooks(&mut self, name: &str, keep: &[usize]) -> Vec<HookLink> {
+        let mut links = Vec::new();
+        for slot in 0..self.hook_slots.len() {
+            if keep.contains(&slot) {
+                continue;
+            }
+            let Some(h) = self.hook_slots[slot].take_if(|h| h.policy == name) else {
+                continue;
+            };
+            for k in &h.keys {
+                // Another hook on the same function (a replacement) keeps the key.
+                if !self.hook_slots.iter().flatten().any(|o| o.keys.contains(k)) {
+                    let _ = self.hooks.remove(k);
+                }
+            }
+            links.extend(h.links);
+        }
+        links
+    }
+}
