@@ -257,7 +257,10 @@ static __always_inline int on_open_exit(struct syscall_exit_ctx *ctx)
 
 	if (fd < 0)
 		return 0;
-	fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
 	if (!fds || bpf_core_read(&file, sizeof(file), &fds[fd & 0xfffff]) < 0 || !file)
 		return 0;
 	BPF_CORE_READ_INTO(&p, file, f_path);
