@@ -16,6 +16,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod fixtures;
 pub mod kernels;
 pub mod vm;
 

@@ -181,29 +181,16 @@ fn deny_prog_load() -> std::io::Result<()> {
     Ok(())
 }
 
-const GOOD_POLICY: &str = r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: "setuid-watch"
-spec:
-  kprobes:
-  - call: "sys_setuid"
-    syscall: true
-    args:
-    - index: 0
-      type: "int"
-"#;
-
 #[test]
 fn policy_lint_names_file_line_field_reason_and_fix() {
     require_root();
     let dir = vigil_tests::TempDir::new("lint");
     let good = dir.path().join("good.yaml");
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&good, GOOD_POLICY).unwrap();
+    std::fs::write(&good, vigil_tests::fixtures::SETUID_POLICY).unwrap();
     std::fs::write(
         &bad,
-        GOOD_POLICY.replace("type: \"int\"", "type: \"integer\""),
+        vigil_tests::fixtures::SETUID_POLICY.replace("type: \"int\"", "type: \"integer\""),
     )
     .unwrap();
 
@@ -217,8 +204,9 @@ fn policy_lint_names_file_line_field_reason_and_fix() {
         "{}",
         String::from_utf8_lossy(&ok.stdout)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout)
-        .contains("ok (policy setuid-watch, 1 hooks, mode enforce)"));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("ok (policy syscalls, 1 hooks, mode enforce)")
+    );
 
     let out = Command::new(vigil_bin())
         .args(["policy", "lint"])
@@ -239,26 +227,6 @@ fn policy_lint_names_file_line_field_reason_and_fix() {
     );
 }
 
-const DENY_PASSWD: &str = r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: deny-passwd
-spec:
-  lsmhooks:
-  - hook: file_open
-    args:
-    - index: 0
-      type: file
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: Equal
-        values: ["/etc/passwd"]
-      matchActions:
-      - action: Override
-        argError: -1
-"#;
-
 /// The same policy plans to BPF LSM where the kernel has it and to the syscall fallback with
 /// SIGKILL where it does not, and says which guarantee each gives.
 #[test]
@@ -266,7 +234,7 @@ fn policy_explain_shows_the_plan_for_this_kernel() {
     require_root();
     let dir = vigil_tests::TempDir::new("explain");
     let file = dir.path().join("deny.yaml");
-    std::fs::write(&file, DENY_PASSWD).unwrap();
+    std::fs::write(&file, vigil_tests::fixtures::deny_passwd("enforce")).unwrap();
     let out = Command::new(vigil_bin())
         .args(["policy", "explain"])
         .arg(&file)

@@ -10,42 +10,10 @@ use std::{
 
 use serde_json::Value;
 use vigil_tests::{
+    fixtures,
     kernels::{self, Hook},
     resolved, Agent, AgentRun, TempDir,
 };
-
-fn deny_policy(mode: &str) -> String {
-    format!(
-        r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: deny-passwd
-spec:
-  options:
-  - name: policy-mode
-    value: {mode}
-  lsmhooks:
-  - hook: file_open
-    message: "credential file read"
-    tags: ["credentials"]
-    args:
-    - index: 0
-      type: file
-    selectors:
-    - matchBinaries:
-      - operator: In
-        values: ["{cat}"]
-      matchArgs:
-      - index: 0
-        operator: Equal
-        values: ["/etc/passwd", "/etc/shadow"]
-      matchActions:
-      - action: Override
-        argError: -1
-"#,
-        cat = resolved("/bin/cat")
-    )
-}
 
 /// A policy the agent must refuse while it keeps enforcing the other one.
 const BROKEN: &str = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: broken\nspec:\n  lsmhooks:\n  - hook: file_open\n    args:\n    - index: 0\n      type: filez\n";
@@ -76,7 +44,7 @@ fn deny_policy_stops_named_binaries_and_spares_the_rest() {
     let dir = TempDir::new("policy");
     let policy = dir.path().join("deny.yaml");
     let broken = dir.path().join("broken.yaml");
-    std::fs::write(&policy, deny_policy("enforce")).unwrap();
+    std::fs::write(&policy, fixtures::deny_passwd("enforce")).unwrap();
     std::fs::write(&broken, BROKEN).unwrap();
     let link = dir.path().join("link-to-passwd");
     std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
@@ -164,7 +132,7 @@ fn deny_policy_stops_named_binaries_and_spares_the_rest() {
 fn monitor_mode_reports_what_it_would_have_done() {
     let dir = TempDir::new("monitor");
     let policy = dir.path().join("deny.yaml");
-    std::fs::write(&policy, deny_policy("monitor")).unwrap();
+    std::fs::write(&policy, fixtures::deny_passwd("monitor")).unwrap();
 
     let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
     let out = cat(&["/etc/passwd"], "/");
@@ -196,7 +164,7 @@ fn policy_directory_changes_apply_at_run_time() {
     let agent = Agent::start(&["--policy-dir", dir.path().to_str().unwrap()]);
     assert!(cat(&["/etc/passwd"], "/").status.success(), "no policy yet");
 
-    std::fs::write(&policy, deny_policy("enforce")).unwrap();
+    std::fs::write(&policy, fixtures::deny_passwd("enforce")).unwrap();
     agent.wait_for_log("policy deny-passwd loaded", 0);
     assert!(
         !cat(&["/etc/passwd"], "/").status.success(),
@@ -212,7 +180,7 @@ fn policy_directory_changes_apply_at_run_time() {
     );
 
     // Switched to monitor mode in place: the new rules replace the old ones.
-    std::fs::write(&policy, deny_policy("monitor")).unwrap();
+    std::fs::write(&policy, fixtures::deny_passwd("monitor")).unwrap();
     agent.wait_for_log("policy deny-passwd reloaded", 0);
     assert!(
         cat(&["/etc/passwd"], "/").status.success(),
@@ -258,7 +226,11 @@ fn broken_policies_are_refused_while_enforcement_continues() {
         corpus.display()
     );
     let dir = TempDir::new("corpus");
-    std::fs::write(dir.path().join("deny.yaml"), deny_policy("enforce")).unwrap();
+    std::fs::write(
+        dir.path().join("deny.yaml"),
+        fixtures::deny_passwd("enforce"),
+    )
+    .unwrap();
     let agent = Agent::start(&["--policy-dir", dir.path().to_str().unwrap()]);
     // Half of the corpus, a check, the other half, a check: refusals never stop enforcement.
     let (first, second) = broken.split_at(broken.len() / 2);
@@ -297,7 +269,7 @@ fn policy_test_agrees_with_the_kernel() {
     let dir = TempDir::new("policy-test");
     let observe = dir.path().join("observe.yaml");
     let deny = dir.path().join("deny.yaml");
-    std::fs::write(&deny, deny_policy("enforce")).unwrap();
+    std::fs::write(&deny, fixtures::deny_passwd("enforce")).unwrap();
     std::fs::write(
         &observe,
         "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: observe-etc\nspec:\n  lsmhooks:\n  - hook: file_open\n    args:\n    - index: 0\n      type: file\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: Prefix\n        values: [\"/etc/\"]\n",

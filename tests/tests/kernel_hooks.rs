@@ -60,36 +60,6 @@ fn kprobe_and_fentry_programs_run() {
     }
 }
 
-/// Tetragon's `sys_setuid` example, as it ships: on a kernel with kprobes it attaches to the
-/// syscall's wrapper; elsewhere it falls back to the syscall's enter tracepoint. Either way the
-/// event carries the uid argument.
-const SETUID_POLICY: &str = r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: "syscalls"
-spec:
-  kprobes:
-  - call: "sys_setuid"
-    syscall: true
-    args:
-    - index: 0
-      type: "int"
-"#;
-
-/// Tetragon's `tcp-connect` example, reduced to tcp_connect.
-const CONNECT_POLICY: &str = r#"apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: "connect"
-spec:
-  kprobes:
-  - call: "tcp_connect"
-    syscall: false
-    args:
-    - index: 0
-      type: "sock"
-"#;
-
 fn kprobe_events<'a>(run: &'a vigil_tests::AgentRun, function: &str) -> Vec<&'a Value> {
     run.events
         .iter()
@@ -103,7 +73,7 @@ fn setuid_calls_report_the_uid() {
     require_root();
     let dir = vigil_tests::TempDir::new("setuid");
     let policy = dir.path().join("setuid.yaml");
-    std::fs::write(&policy, SETUID_POLICY).unwrap();
+    std::fs::write(&policy, vigil_tests::fixtures::SETUID_POLICY).unwrap();
     let agent = vigil_tests::Agent::start(&["--policy", policy.to_str().unwrap()]);
     // std drops to uid 65534 with setuid(2) in the child before it execs.
     let mut child = std::process::Command::new("true")
@@ -142,7 +112,7 @@ fn tcp_connect_reports_the_socket() {
     require_root();
     let dir = vigil_tests::TempDir::new("connect");
     let policy = dir.path().join("connect.yaml");
-    std::fs::write(&policy, CONNECT_POLICY).unwrap();
+    std::fs::write(&policy, vigil_tests::fixtures::CONNECT_POLICY).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let agent = vigil_tests::Agent::start(&["--policy", policy.to_str().unwrap()]);
