@@ -167,9 +167,14 @@ impl PolicyManager {
                             for l in self.table.uninstall(&name).unwrap_or_default() {
                                 sensor.detach_hook(l);
                             }
+                            // One line: the verifier's log is for VIGIL_DEBUG, not the agent log.
                             log(format!(
-                                "policy refused, the others keep running:\n{file}: {e}"
+                                "policy refused, the others keep running:\n{file}: {}",
+                                crate::brief::brief(&e)
                             ));
+                            if std::env::var_os("VIGIL_DEBUG").is_some() {
+                                log(format!("{e}"));
+                            }
                             self.files.insert(
                                 path.to_path_buf(),
                                 Tracked {
