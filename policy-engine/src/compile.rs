@@ -73,6 +73,8 @@ pub struct Rule {
     pub binary: Option<Filter>,
     /// What it does.
     pub action: RuleAction,
+    /// Whether it reports (a `NoPost` beside an enforcing action silences it).
+    pub post: bool,
     /// Monitor mode: report what the action would have done.
     pub monitor: bool,
     /// The hook's `message`.
@@ -295,7 +297,7 @@ fn compile_hook(
         });
         return;
     };
-    let rule = |path, binary, action| Rule {
+    let rule = |path, binary, action, post| Rule {
         hook_path: src.path.clone(),
         function: src.function.to_string(),
         is_lsm: src.is_lsm,
@@ -303,22 +305,23 @@ fn compile_hook(
         path,
         binary,
         action,
+        post,
         monitor,
         message: src.message.clone(),
         tags: src.tags.to_vec(),
     };
     if src.selectors.is_empty() {
-        rules.push(rule(None, None, RuleAction::Post));
+        rules.push(rule(None, None, RuleAction::Post, true));
     }
     for (i, s) in src.selectors.iter().enumerate() {
         match compile_selector(&format!("{}.selectors[{i}]", src.path), s, file_index) {
-            Ok((path, binary, action)) => rules.push(rule(path, binary, action)),
+            Ok((path, binary, action, post)) => rules.push(rule(path, binary, action, post)),
             Err(e) => errors.push(e),
         }
     }
 }
 
-type SelectorParts = (Option<Filter>, Option<Filter>, RuleAction);
+type SelectorParts = (Option<Filter>, Option<Filter>, RuleAction, bool);
 
 fn compile_selector(
     spath: &str,
@@ -407,7 +410,8 @@ fn compile_selector(
             _ => action,
         };
     }
-    Ok((path, binary, action))
+    let post = !s.match_actions.iter().any(|a| a.action == "NoPost");
+    Ok((path, binary, action, post))
 }
 
 fn filter(

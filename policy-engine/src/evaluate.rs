@@ -54,6 +54,7 @@ mod tests {
             path,
             binary,
             action,
+            post: true,
             monitor: false,
             message: None,
             tags: vec![],

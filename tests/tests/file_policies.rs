@@ -327,3 +327,54 @@ fn policy_test_agrees_with_the_kernel() {
     assert!(!online.is_empty(), "the enforcing run matched nothing");
     assert_eq!(offline, online, "offline replay and the kernel disagree");
 }
+
+/// `Sigkill` kills the process on every kernel (with BPF LSM the open is also refused, so the
+/// file is never opened at all); `NoPost` enforces without an event.
+#[test]
+fn sigkill_and_nopost_actions() {
+    let dir = TempDir::new("sigkill");
+    let kill = dir.path().join("kill.yaml");
+    let quiet = dir.path().join("quiet.yaml");
+    let override_action = "- action: Override\n        argError: -1";
+    std::fs::write(
+        &kill,
+        fixtures::deny_passwd("enforce").replace(override_action, "- action: Sigkill"),
+    )
+    .unwrap();
+    std::fs::write(
+        &quiet,
+        fixtures::deny_passwd("enforce")
+            .replace("name: deny-passwd", "name: quiet-deny")
+            .replace("\"/etc/passwd\", \"/etc/shadow\"", "\"/etc/shadow\"")
+            .replace(override_action, "- action: Sigkill\n      - action: NoPost"),
+    )
+    .unwrap();
+    let agent = Agent::start(&[
+        "--policy",
+        kill.to_str().unwrap(),
+        "--policy",
+        quiet.to_str().unwrap(),
+    ]);
+    let passwd = cat(&["/etc/passwd"], "/");
+    let run = agent.stop();
+    assert_eq!(passwd.status.signal(), Some(9), "{:?}", passwd.status);
+    assert!(passwd.stdout.is_empty());
+    let events = policy_events(&run, "/etc/passwd");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["action"], "KPROBE_ACTION_SIGKILL");
+    assert_eq!(events[0]["outcome"], "killed");
+
+    let agent = Agent::start(&["--policy", quiet.to_str().unwrap()]);
+    let shadow = cat(&["/etc/shadow"], "/");
+    let run = agent.stop();
+    assert_eq!(
+        shadow.status.signal(),
+        Some(9),
+        "NoPost still enforces: {:?}",
+        shadow.status
+    );
+    assert!(
+        policy_events(&run, "/etc/shadow").is_empty(),
+        "NoPost reports nothing"
+    );
+}

@@ -117,6 +117,7 @@ pub mod rule {
     pub const BIN_EQ: u32 = 1 << 6;
     pub const BIN_PREFIX: u32 = 1 << 7;
     pub const BIN_NOT: u32 = 1 << 8;
+    pub const NOPOST: u32 = 1 << 9;
 }
 
 /// `enum vigil_action`.

@@ -180,7 +180,7 @@ static long rule_step(__u32 rule, void *vctx)
 		flags |= VIGIL_POLICY_ENFORCED;
 		bpf_send_signal(r->arg);
 	}
-	if (r->action != VIGIL_ACTION_NOPOST)
+	if (r->action != VIGIL_ACTION_NOPOST && !(r->flags & VIGIL_RULE_NOPOST))
 		emit(e, w, rule, r, flags);
 	return 0;
 }

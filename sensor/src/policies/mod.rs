@@ -262,6 +262,7 @@ impl PolicyTable {
             let raw = abi::Rule {
                 flags: rule::ACTIVE
                     | if r.monitor { rule::MONITOR } else { 0 }
+                    | if r.post { 0 } else { rule::NOPOST }
                     | filter_flags(&r.path, true)
                     | filter_flags(&r.binary, false),
                 policy_id,

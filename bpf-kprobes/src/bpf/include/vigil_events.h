@@ -143,6 +143,7 @@ struct vigil_exit_event {
 #define VIGIL_RULE_BIN_EQ (1u << 6)      /* binary is one of vigil_bin_exact */
 #define VIGIL_RULE_BIN_PREFIX (1u << 7)  /* binary starts with one of vigil_bin_prefix */
 #define VIGIL_RULE_BIN_NOT (1u << 8)     /* negate the binary filter */
+#define VIGIL_RULE_NOPOST (1u << 9)      /* act without reporting (NoPost beside the action) */
 
 enum vigil_action {
 	VIGIL_ACTION_POST = 0,
