@@ -331,7 +331,7 @@ fn policy_test_agrees_with_the_kernel() {
 /// `Sigkill` kills the process on every kernel (with BPF LSM the open is also refused, so the
 /// file is never opened at all); `NoPost` enforces without an event.
 #[test]
-fn sigkill_and_nopost_actions() {
+fn sigkill_signal_and_nopost_actions() {
     let dir = TempDir::new("sigkill");
     let kill = dir.path().join("kill.yaml");
     let quiet = dir.path().join("quiet.yaml");
