@@ -56,6 +56,7 @@ static __always_inline struct vigil_eval *vigil_eval_state(void)
 struct rule_walk {
 	__u32 path_len;    /* bytes of the resolved path, capped at VIGIL_MATCH_LEN */
 	__u32 bin_ready;   /* the binary's keys are built */
+	__u32 rev_ready;   /* the reversed path key is built */
 	__u32 matched;     /* policies that already matched (first selector per policy wins) */
 	__u32 mechanism;   /* VIGIL_POLICY_VIA_LSM or 0 */
 	__s32 verdict;     /* errno to return (LSM) */
@@ -71,6 +72,19 @@ static __always_inline void set_rule(struct vigil_eval *e, __u32 rule)
 	__builtin_memcpy(e->path_lpm.data, &be, 4);
 	__builtin_memcpy(e->path_rev.data, &be, 4);
 	__builtin_memcpy(e->bin_lpm.data, &be, 4);
+}
+
+/* Builds the reversed path key postfix filters look up, once per evaluation and only when a
+ * rule has one. */
+static __always_inline void build_reversed(struct vigil_eval *e, __u32 path_len)
+{
+	for (__u32 i = 0; i < VIGIL_MATCH_MAX; i++) {
+		if (i >= path_len)
+			break;
+		e->path_rev.data[4 + (i & (VIGIL_MATCH_LEN - 1))] =
+			e->path_key.path[(path_len - 1 - i) & (VIGIL_MATCH_LEN - 1)];
+	}
+	e->path_rev.prefixlen = 32 + path_len * 8;
 }
 
 /* Builds the binary's keys from current->mm->exe_file, once per evaluation. */
@@ -136,6 +150,10 @@ static long rule_step(__u32 rule, void *vctx)
 		return 0;
 	if (w->matched & (1u << (r->policy_id & 31)))
 		return 0;
+	if ((r->flags & VIGIL_RULE_PATH_POSTFIX) && !w->rev_ready) {
+		build_reversed(e, w->path_len);
+		w->rev_ready = 1;
+	}
 	set_rule(e, rule);
 
 	if (r->flags & (VIGIL_RULE_PATH_EQ | VIGIL_RULE_PATH_PREFIX | VIGIL_RULE_PATH_POSTFIX)) {
@@ -207,7 +225,7 @@ static __always_inline int evaluate(const struct path *p, __u32 mechanism)
 	w.trunc = vigil_resolve_path(p, s, &pos) < 0;
 	len = (VIGIL_PATH_MAX - pos) & (VIGIL_PATH_MAX - 1);
 
-	/* The event carries the whole path; keys carry its first VIGIL_MATCH_LEN - 1 bytes. */
+	/* The event carries the whole path; keys carry its first VIGIL_MATCH_MAX bytes. */
 	bpf_probe_read_kernel(e->ev_path, len, &s->path[pos & (VIGIL_PATH_MAX - 1)]);
 	e->ev.path_len = len;
 	w.path_len = len < VIGIL_MATCH_MAX ? len : VIGIL_MATCH_MAX;
@@ -215,14 +233,6 @@ static __always_inline int evaluate(const struct path *p, __u32 mechanism)
 	bpf_probe_read_kernel(e->path_key.path, w.path_len & (VIGIL_MATCH_LEN - 1), &s->path[pos & (VIGIL_PATH_MAX - 1)]);
 	bpf_probe_read_kernel(&e->path_lpm.data[4], w.path_len & (VIGIL_MATCH_LEN - 1), &s->path[pos & (VIGIL_PATH_MAX - 1)]);
 	e->path_lpm.prefixlen = 32 + w.path_len * 8;
-	/* Postfix filters match the reversed path against reversed values. */
-	for (__u32 i = 0; i < VIGIL_MATCH_MAX; i++) {
-		if (i >= w.path_len)
-			break;
-		e->path_rev.data[4 + (i & (VIGIL_MATCH_LEN - 1))] = e->path_key.path[(w.path_len - 1 - i) & (VIGIL_MATCH_LEN - 1)];
-	}
-	e->path_rev.prefixlen = 32 + w.path_len * 8;
-
 	/* Only up to the last slot in use: most hosts run a handful of rules, not 64. */
 	__u32 end = state ? state->rule_end : VIGIL_MAX_RULES;
 	bpf_loop(end < VIGIL_MAX_RULES ? end : VIGIL_MAX_RULES, rule_step, &w, 0);
