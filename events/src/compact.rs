@@ -18,7 +18,9 @@ pub fn render(event: &Event) -> String {
                 _ => ("❓", "syscall"),
             };
             let subject = e.args.iter().map(|a| match a {
-                crate::Arg::FileArg(f) => f.path.clone(),
+                crate::Arg::FileArg(f) | crate::Arg::PathArg(f) => f.path.clone(),
+                crate::Arg::StringArg(s) | crate::Arg::BytesArg(s) => format!("{s:?}"),
+                crate::Arg::SockaddrArg(s) => format!("{} {}:{}", s.family, s.addr, s.port),
                 crate::Arg::IntArg(i) => i.to_string(),
                 crate::Arg::SizeArg(u) => u.to_string(),
                 crate::Arg::SockArg(s) => {

@@ -134,6 +134,27 @@ pub enum Arg {
     SizeArg(u64),
     /// A socket.
     SockArg(SockArg),
+    /// A `struct path`, by the path the kernel resolved.
+    PathArg(FileArg),
+    /// A string.
+    StringArg(String),
+    /// A buffer, base64-encoded as in Tetragon.
+    BytesArg(String),
+    /// A socket address.
+    SockaddrArg(SockaddrArg),
+}
+
+/// `sockaddr_arg`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SockaddrArg {
+    /// `AF_INET`, `AF_INET6`, ...
+    pub family: String,
+    /// The address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub addr: String,
+    /// The port.
+    #[serde(default)]
+    pub port: u16,
 }
 
 /// `sock_arg`, as Tetragon names its fields.

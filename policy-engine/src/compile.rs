@@ -1,13 +1,16 @@
 //! From a validated policy to the rules the kernel evaluates (`struct vigil_rule` plus its
 //! values), one rule per selector.
 //!
-//! The kernel evaluator covers file opens today: `lsmhooks: file_open` and
-//! `kprobes: security_file_open`, with a `file` argument filtered by Equal, NotEqual, Prefix,
-//! NotPrefix, Postfix or NotPostfix, `matchBinaries` In, NotIn, Prefix or NotPrefix, and the
-//! actions Post, NoPost, Sigkill, Signal and Override. A policy using anything else is refused
-//! here with the hook or filter named, so it is never loaded half-enforced.
+//! File opens (`lsmhooks: file_open`, `kprobes: security_file_open`) have their own evaluator,
+//! which matches the path the kernel resolved and can deny (Override) before the open: a
+//! `file` argument filtered by Equal, NotEqual, Prefix, NotPrefix, Postfix or NotPostfix,
+//! `matchBinaries`, and the actions Post, NoPost, Sigkill, Signal and Override. Every other
+//! kprobe compiles to a generic hook (`hooks.rs`). A policy using anything the kernel cannot
+//! evaluate is refused here with the hook or filter named, so it is never loaded half-enforced.
 
+pub use crate::hooks::{HookArg, HookArgKind, HookRule};
 use crate::{
+    hooks::generic_hook,
     spec::Selector,
     validate::{Mode, Policy},
 };
@@ -83,50 +86,6 @@ pub struct Rule {
     pub tags: Vec<String>,
 }
 
-/// How a generic hook reads one argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookArgKind {
-    /// An integer of this width and sign.
-    Int {
-        /// Bits.
-        bits: u32,
-        /// Signed.
-        signed: bool,
-        /// Tetragon writes size_t as `size_arg`.
-        size: bool,
-    },
-    /// A `struct sock *`.
-    Sock,
-}
-
-/// One argument of a generic hook.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookArg {
-    /// Its position in the call.
-    pub index: u32,
-    /// How to read it.
-    pub kind: HookArgKind,
-    /// Its label in events.
-    pub label: Option<String>,
-}
-
-/// A kprobe that reports its arguments on every call (no in-kernel filter).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookRule {
-    /// The hook's field path.
-    pub hook_path: String,
-    /// The kernel function or system call.
-    pub call: String,
-    /// `call` is a system call.
-    pub syscall: bool,
-    /// What to read.
-    pub args: Vec<HookArg>,
-    /// The hook's `message`.
-    pub message: Option<String>,
-    /// The hook's `tags`.
-    pub tags: Vec<String>,
-}
-
 /// Everything a policy compiles to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Compiled {
@@ -188,9 +147,9 @@ pub fn compile(policy: &Policy) -> Result<Compiled, Vec<CompileError>> {
     for (i, k) in policy.spec.kprobes.iter().enumerate() {
         let path = format!("spec.kprobes[{i}]");
         if k.call != "security_file_open" {
-            match generic_hook(&path, k) {
+            match generic_hook(&path, k, monitor) {
                 Ok(h) => hooks.push(h),
-                Err(e) => errors.push(e),
+                Err(e) => errors.extend(e),
             }
             continue;
         }
@@ -219,66 +178,6 @@ pub fn compile(policy: &Policy) -> Result<Compiled, Vec<CompileError>> {
     } else {
         Err(errors)
     }
-}
-
-/// A kprobe on any function: it reports integer and socket arguments on every call. Filters
-/// and enforcement on such hooks are not evaluated in the kernel yet, so a policy asking for
-/// them is refused rather than loaded without them.
-fn generic_hook(path: &str, k: &crate::spec::KprobeSpec) -> Result<HookRule, CompileError> {
-    for (i, s) in k.selectors.iter().enumerate() {
-        let filters = !s.match_args.is_empty()
-            || !s.match_return_args.is_empty()
-            || !s.match_binaries.is_empty()
-            || !s.match_pids.is_empty()
-            || !s.match_namespaces.is_empty()
-            || !s.match_capabilities.is_empty();
-        let acts = s.match_actions.iter().any(|a| a.action != "Post");
-        if filters || acts {
-            return Err(CompileError {
-                path: format!("{path}.selectors[{i}]"),
-                reason: format!("vigil reports `{}` on every call; selectors on kprobes other than security_file_open are not evaluated in the kernel yet", k.call),
-            });
-        }
-    }
-    if k.r#return {
-        return Err(CompileError {
-            path: format!("{path}.return"),
-            reason: "return values of generic kprobes are not read yet".into(),
-        });
-    }
-    let mut args = Vec::new();
-    for (i, a) in k.args.iter().enumerate() {
-        let kind = match crate::args::arg_class(&a.r#type) {
-            Some(crate::args::ArgClass::Int { bits, signed }) => HookArgKind::Int {
-                bits,
-                signed,
-                size: a.r#type == "size_t",
-            },
-            Some(crate::args::ArgClass::Sock) if !k.syscall => HookArgKind::Sock,
-            _ => {
-                return Err(CompileError {
-                    path: format!("{path}.args[{i}].type"),
-                    reason: format!(
-                        "generic kprobes read integer and `sock` arguments so far, not `{}`",
-                        a.r#type
-                    ),
-                })
-            }
-        };
-        args.push(HookArg {
-            index: a.index,
-            kind,
-            label: a.label.clone(),
-        });
-    }
-    Ok(HookRule {
-        hook_path: path.to_string(),
-        call: k.call.clone(),
-        syscall: k.syscall,
-        args,
-        message: k.message.clone(),
-        tags: k.tags.clone(),
-    })
 }
 
 fn compile_hook(
@@ -414,7 +313,7 @@ fn compile_selector(
     Ok((path, binary, action, post))
 }
 
-fn filter(
+pub(crate) fn filter(
     spath: &str,
     field: &str,
     kind: MatchKind,

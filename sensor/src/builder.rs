@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Instant};
 use vigil_bpf_kprobes::abi::{self, Record};
 use vigil_events::{
     Arg, Event, EventBody, ExecId, FileArg, Process, ProcessExec, ProcessExit, ProcessPolicy,
-    SockArg,
+    SockArg, SockaddrArg,
 };
 use vigil_policy_engine::compile::HookArgKind;
 
@@ -51,7 +51,7 @@ impl EventBuilder {
     ) -> Option<Event> {
         match record {
             Record::Hook(h) => {
-                let installed = policies.and_then(|t| t.hook(h.hook_id));
+                let installed = policies.and_then(|t| t.hook(h.event.hook_id));
                 Some(self.hook(h, installed))
             }
             Record::Policy(p) => {
@@ -204,7 +204,7 @@ impl EventBuilder {
             policy_name,
             message,
             tags,
-            outcome: outcome(&ev).into(),
+            outcome: outcome(ev.action, ev.flags).into(),
             ancestors,
         };
         let body = if is_lsm {
@@ -215,9 +215,11 @@ impl EventBuilder {
         self.event(ev.hdr.ktime, body)
     }
 
-    /// A generic hook fired: its arguments decoded by the types the policy declared.
-    fn hook(&mut self, h: abi::HookEvent, installed: Option<&InstalledHook>) -> Event {
-        let process = self.process_of(h.pid, h.tid);
+    /// A generic hook fired: its arguments decoded by the types the policy declared, and what
+    /// its matching selector did.
+    fn hook(&mut self, h: abi::Hook<'_>, installed: Option<&InstalledHook>) -> Event {
+        let ev = h.event;
+        let process = self.process_of(ev.pid, ev.tid);
         let parent = self.cache.get(&process.parent_exec_id);
         let ancestors = self.ancestors(&process);
         let (policy_name, function_name, args, message, tags) = match installed {
@@ -226,8 +228,9 @@ impl EventBuilder {
                     .rule
                     .args
                     .iter()
-                    .zip(h.args.iter().take(h.nargs as usize))
-                    .map(|(spec, raw)| decode_arg(spec.kind, raw))
+                    .enumerate()
+                    .take(ev.nargs as usize)
+                    .map(|(n, spec)| decode_arg(spec.kind, &ev.args[n], h.strings[n]))
                     .collect();
                 (
                     i.policy.clone(),
@@ -238,7 +241,7 @@ impl EventBuilder {
                 )
             }
             None => (
-                format!("hook-{}", h.hook_id),
+                format!("hook-{}", ev.hook_id),
                 String::new(),
                 Vec::new(),
                 String::new(),
@@ -250,14 +253,14 @@ impl EventBuilder {
             parent,
             function_name,
             args,
-            action: "KPROBE_ACTION_POST".into(),
+            action: action_name(ev.action).into(),
             policy_name,
             message,
             tags,
-            outcome: "posted".into(),
+            outcome: outcome(ev.action, ev.flags).into(),
             ancestors,
         };
-        self.event(h.hdr.ktime, EventBody::ProcessKprobe(body))
+        self.event(ev.hdr.ktime, EventBody::ProcessKprobe(body))
     }
 
     /// The current execution of `pid`, or what the kernel said of it when unknown.
@@ -288,9 +291,27 @@ impl EventBuilder {
     }
 }
 
-/// One argument of a generic hook, by its declared type.
-fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue) -> Arg {
+/// One argument of a generic hook, by its declared type; `text` holds the bytes of string,
+/// buffer and path arguments.
+fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
+    use base64::Engine;
+    let lossy = || String::from_utf8_lossy(text).into_owned();
     match kind {
+        HookArgKind::String => Arg::StringArg(lossy()),
+        HookArgKind::CharBuf { .. } => {
+            Arg::BytesArg(base64::engine::general_purpose::STANDARD.encode(text))
+        }
+        HookArgKind::File | HookArgKind::Fd => Arg::FileArg(FileArg { path: lossy() }),
+        HookArgKind::Path => Arg::PathArg(FileArg { path: lossy() }),
+        HookArgKind::Sockaddr => {
+            let s = raw.sock();
+            let sock = sock_arg(&s);
+            Arg::SockaddrArg(SockaddrArg {
+                family: sock.family,
+                addr: sock.saddr,
+                port: s.sport,
+            })
+        }
         HookArgKind::Int { bits, signed, size } => {
             let v = raw.int();
             let shift = 64 - bits;
@@ -388,14 +409,10 @@ fn action_name(a: u32) -> &'static str {
 }
 
 /// What the kernel did, from the record's flags.
-fn outcome(ev: &abi::PolicyEvent) -> &'static str {
+fn outcome(action: u32, flags: u32) -> &'static str {
     use abi::{action, policy_flags as f};
-    let lsm = ev.flags & f::VIA_LSM != 0;
-    match (
-        ev.action,
-        ev.flags & f::MONITOR != 0,
-        ev.flags & f::ENFORCED != 0,
-    ) {
+    let lsm = flags & f::VIA_LSM != 0;
+    match (action, flags & f::MONITOR != 0, flags & f::ENFORCED != 0) {
         (action::OVERRIDE, true, _) if lsm => "would_have_been_denied",
         (action::OVERRIDE | action::SIGKILL, true, _) => "would_have_been_killed",
         (action::SIGNAL, true, _) => "would_have_been_signalled",

@@ -129,6 +129,7 @@ impl ProcessSensor {
                 0,
                 ConfigPod(abi::Config {
                     cgroup_subsys: opts.cgroup_subsys,
+                    agent_tgid: std::process::id(),
                 }),
                 0,
             )

@@ -141,6 +141,8 @@ pub struct ExitEvent {
 pub struct Config {
     /// cgroup v1 subsystem id whose path is reported, or [`CGROUP_V2`].
     pub cgroup_subsys: u32,
+    /// The agent's own process: generic hooks ignore its calls.
+    pub agent_tgid: u32,
 }
 
 /// An exec record: the fixed part and its strings, borrowed from the ring buffer.
@@ -170,7 +172,7 @@ pub enum Record<'a> {
     /// A policy rule matched.
     Policy(Policy<'a>),
     /// A generic hook fired.
-    Hook(HookEvent),
+    Hook(Hook<'a>),
 }
 
 /// Why a record could not be decoded.
@@ -251,7 +253,20 @@ impl<'a> Record<'a> {
             }
             EVENT_FORK => Ok(Record::Fork(read_pod(buf, hdr.kind)?)),
             EVENT_EXIT => Ok(Record::Exit(read_pod(buf, hdr.kind)?)),
-            EVENT_HOOK => Ok(Record::Hook(read_pod(buf, hdr.kind)?)),
+            EVENT_HOOK => {
+                let event: HookEvent = read_pod(buf, hdr.kind)?;
+                let mut rest = &buf[size_of::<HookEvent>()..];
+                let mut strings: [&'a [u8]; HOOK_ARGS] = [&[]; HOOK_ARGS];
+                for (s, &n) in strings.iter_mut().zip(event.str_len.iter()) {
+                    if n as usize > rest.len() {
+                        return Err(RecordError::BadLengths);
+                    }
+                    let (head, tail) = rest.split_at(n as usize);
+                    *s = head;
+                    rest = tail;
+                }
+                Ok(Record::Hook(Hook { event, strings }))
+            }
             EVENT_POLICY => {
                 let event: PolicyEvent = read_pod(buf, hdr.kind)?;
                 let rest = &buf[size_of::<PolicyEvent>()..];
@@ -303,6 +318,14 @@ mod layout_tests {
                     ("VIGIL_NAME_LEN", _) => Some(NAME_LEN),
                     ("VIGIL_EVENT_HOOK", _) => Some(EVENT_HOOK as usize),
                     ("VIGIL_HOOK_ARGS", _) => Some(HOOK_ARGS),
+                    ("VIGIL_HOOK_RULES", _) => Some(HOOK_RULES),
+                    ("VIGIL_HOOK_CONDS", _) => Some(HOOK_CONDS),
+                    ("VIGIL_HOOK_NO_RULE", _) => Some(HOOK_NO_RULE as usize),
+                    ("VIGIL_PART_NS", _) => Some(PART_NS as usize),
+                    ("VIGIL_PART_PIDS", _) => Some(PART_PIDS as usize),
+                    ("VIGIL_PART_BINARY", _) => Some(PART_BINARY as usize),
+                    ("VIGIL_OP_FAMILY", _) => Some(op::FAMILY as usize),
+                    ("VIGIL_ARG_CONST", _) => Some(ARG_CONST as usize),
                     _ => None,
                 }
             };
@@ -318,11 +341,16 @@ mod layout_tests {
             "vigil_exit_event" => ExitEvent { hdr, pid, tid, exit_code }
             "vigil_rule" => Rule { flags, policy_id, hook, action, arg }
             "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len }
-            "vigil_config" => Config { cgroup_subsys }
-            "vigil_hook_config" => HookConfig { hook_id, flags, arg_reg, arg_type, nargs }
+            "vigil_config" => Config { cgroup_subsys, agent_tgid }
+            "vigil_hook_config" => HookConfig { hook_id, flags, arg_reg, arg_type, arg_flags,
+                arg_bits, nargs, rule_first, rule_count, konst }
+            "vigil_hook_cond" => HookCond { arg, op, negate, value }
+            "vigil_hook_rule" => HookRule { flags, policy_id, action, arg, nconds, pid_flags,
+                ns_in, ns_not_in, cap_set, cap_not, cap_mask, conds }
             "vigil_sock_value" => SockValue { family, protocol, sport, dport, state, saddr, daddr }
             "vigil_arg_value" => ArgValue { value }
-            "vigil_hook_event" => HookEvent { hdr, pid, tid, hook_id, nargs, args }
+            "vigil_hook_event" => HookEvent { hdr, pid, tid, hook_id, nargs, rule, action,
+                action_arg, flags, args, str_len }
             "vigil_policy_state" => PolicyState { prefilter, rule_end }
         }
     }

@@ -9,10 +9,104 @@ pub const HOOK_ARGS: usize = 5;
 pub const HOOK_KEY_SYSCALL: u64 = 1 << 63;
 /// `VIGIL_HOOK_SYSCALL`: the hook is a syscall wrapper.
 pub const HOOK_SYSCALL: u32 = 1;
-/// `VIGIL_ARG_INT`.
+/// `enum vigil_arg_type`.
 pub const ARG_INT: u32 = 1;
-/// `VIGIL_ARG_SOCK`.
+/// `VIGIL_ARG_SOCK`: a `struct sock *`.
 pub const ARG_SOCK: u32 = 2;
+/// `VIGIL_ARG_STRING`: a NUL-terminated `char *`.
+pub const ARG_STRING: u32 = 3;
+/// `VIGIL_ARG_FILE`: a `struct file *`, reported as its path.
+pub const ARG_FILE: u32 = 4;
+/// `VIGIL_ARG_PATH`: a `struct path *`, reported as its path.
+pub const ARG_PATH: u32 = 5;
+/// `VIGIL_ARG_FD`: a descriptor, reported as its file's path.
+pub const ARG_FD: u32 = 6;
+/// `VIGIL_ARG_SOCKADDR`: a `struct sockaddr *`.
+pub const ARG_SOCKADDR: u32 = 7;
+/// `VIGIL_ARG_BUF`: bytes whose count another argument gives.
+pub const ARG_BUF: u32 = 8;
+/// `VIGIL_ARG_CONST`: a value the attach point implies.
+pub const ARG_CONST: u32 = 9;
+/// `VIGIL_ARGF_USER`: the pointer is a user address.
+pub const ARGF_USER: u8 = 1;
+/// `VIGIL_ARGF_SIGNED`: sign-extend the integer.
+pub const ARGF_SIGNED: u8 = 2;
+/// Selectors of generic hooks (`VIGIL_HOOK_RULES`).
+pub const HOOK_RULES: usize = 256;
+/// Argument conditions per selector (`VIGIL_HOOK_CONDS`).
+pub const HOOK_CONDS: usize = 8;
+/// `VIGIL_HOOK_NO_RULE`: the hook has no selectors.
+pub const HOOK_NO_RULE: u32 = u32::MAX;
+/// `VIGIL_PART_NS`: value-key part of namespace values (+ the namespace's index).
+pub const PART_NS: u32 = 16;
+/// `VIGIL_PART_PIDS`: value-key part of pid values.
+pub const PART_PIDS: u32 = 32;
+/// `VIGIL_PART_BINARY`: value-key part of binary values.
+pub const PART_BINARY: u32 = 48;
+
+/// `VIGIL_HOOK_RULE_KEY`: the key of a selector's values in the value maps.
+pub fn hook_rule_key(rule: u32, part: u32) -> u32 {
+    0x8000_0000 | (rule << 8) | part
+}
+
+/// `enum vigil_cond_op`.
+#[allow(missing_docs)]
+pub mod op {
+    pub const INT_IN: u8 = 1;
+    pub const GT: u8 = 2;
+    pub const LT: u8 = 3;
+    pub const MASK: u8 = 4;
+    pub const STR_EQ: u8 = 5;
+    pub const STR_PREFIX: u8 = 6;
+    pub const STR_POSTFIX: u8 = 7;
+    pub const SADDR: u8 = 8;
+    pub const DADDR: u8 = 9;
+    pub const SPORT: u8 = 10;
+    pub const DPORT: u8 = 11;
+    pub const PROTOCOL: u8 = 12;
+    pub const FAMILY: u8 = 13;
+}
+
+/// `VIGIL_PIDS_*` bits of [`HookRule::pid_flags`].
+#[allow(missing_docs)]
+pub mod pids {
+    pub const IN: u32 = 1;
+    pub const NOT_IN: u32 = 2;
+    pub const NS: u32 = 4;
+    pub const FOLLOW: u32 = 8;
+}
+
+/// `struct vigil_hook_cond`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct HookCond {
+    pub arg: u8,
+    pub op: u8,
+    pub negate: u8,
+    pub _pad0: [u8; 5],
+    pub value: i64,
+}
+
+/// `struct vigil_hook_rule`: one selector of a generic hook.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct HookRule {
+    pub flags: u32,
+    pub policy_id: u32,
+    pub action: u32,
+    pub arg: i32,
+    pub nconds: u32,
+    pub pid_flags: u32,
+    pub ns_in: u32,
+    pub ns_not_in: u32,
+    pub cap_set: [u8; 3],
+    pub cap_not: [u8; 3],
+    pub _pad0: [u8; 2],
+    pub cap_mask: [u64; 3],
+    pub conds: [HookCond; HOOK_CONDS],
+}
 
 mod syscalls {
     include!(concat!(env!("OUT_DIR"), "/syscalls.rs"));
@@ -37,8 +131,13 @@ pub struct HookConfig {
     pub flags: u32,
     pub arg_reg: [u8; HOOK_ARGS],
     pub arg_type: [u8; HOOK_ARGS],
+    pub arg_flags: [u8; HOOK_ARGS],
+    pub arg_bits: [u8; HOOK_ARGS],
     pub nargs: u8,
-    pub _pad0: [u8; 5],
+    pub _pad0: [u8; 3],
+    pub rule_first: u16,
+    pub rule_count: u16,
+    pub konst: i64,
 }
 
 /// `struct vigil_sock_value`.
@@ -93,7 +192,22 @@ pub struct HookEvent {
     pub tid: u32,
     pub hook_id: u32,
     pub nargs: u32,
+    pub rule: u32,
+    pub action: u32,
+    pub action_arg: i32,
+    pub flags: u32,
     pub args: [ArgValue; HOOK_ARGS],
+    pub str_len: [u16; HOOK_ARGS],
+    pub _pad0: [u16; 3],
+}
+
+/// A generic hook record: the fixed part and the bytes of its string-like arguments.
+#[derive(Debug)]
+pub struct Hook<'a> {
+    /// The fixed part.
+    pub event: HookEvent,
+    /// Per argument: its string, path or buffer bytes (empty for other types).
+    pub strings: [&'a [u8]; HOOK_ARGS],
 }
 
 /// Policy rules the kernel walks (`VIGIL_MAX_RULES`).

@@ -89,7 +89,32 @@ int main(void)
 	FIELD(vigil_hook_config, flags);
 	FIELD(vigil_hook_config, arg_reg);
 	FIELD(vigil_hook_config, arg_type);
+	FIELD(vigil_hook_config, arg_flags);
+	FIELD(vigil_hook_config, arg_bits);
 	FIELD(vigil_hook_config, nargs);
+	FIELD(vigil_hook_config, rule_first);
+	FIELD(vigil_hook_config, rule_count);
+	FIELD(vigil_hook_config, konst);
+
+	SIZE(vigil_hook_cond);
+	FIELD(vigil_hook_cond, arg);
+	FIELD(vigil_hook_cond, op);
+	FIELD(vigil_hook_cond, negate);
+	FIELD(vigil_hook_cond, value);
+
+	SIZE(vigil_hook_rule);
+	FIELD(vigil_hook_rule, flags);
+	FIELD(vigil_hook_rule, policy_id);
+	FIELD(vigil_hook_rule, action);
+	FIELD(vigil_hook_rule, arg);
+	FIELD(vigil_hook_rule, nconds);
+	FIELD(vigil_hook_rule, pid_flags);
+	FIELD(vigil_hook_rule, ns_in);
+	FIELD(vigil_hook_rule, ns_not_in);
+	FIELD(vigil_hook_rule, cap_set);
+	FIELD(vigil_hook_rule, cap_not);
+	FIELD(vigil_hook_rule, cap_mask);
+	FIELD(vigil_hook_rule, conds);
 
 	SIZE(vigil_sock_value);
 	FIELD(vigil_sock_value, family);
@@ -111,10 +136,16 @@ int main(void)
 	FIELD(vigil_hook_event, tid);
 	FIELD(vigil_hook_event, hook_id);
 	FIELD(vigil_hook_event, nargs);
+	FIELD(vigil_hook_event, rule);
+	FIELD(vigil_hook_event, action);
+	FIELD(vigil_hook_event, action_arg);
+	FIELD(vigil_hook_event, flags);
 	FIELD(vigil_hook_event, args);
+	FIELD(vigil_hook_event, str_len);
 
 	SIZE(vigil_config);
 	FIELD(vigil_config, cgroup_subsys);
+	FIELD(vigil_config, agent_tgid);
 
 	printf("(\"VIGIL_PATH_MAX\", \"#define\", %d),\n", VIGIL_PATH_MAX);
 	printf("(\"VIGIL_ARGS_MAX\", \"#define\", %d),\n", VIGIL_ARGS_MAX);
@@ -132,6 +163,14 @@ int main(void)
 	printf("(\"VIGIL_NAME_LEN\", \"#define\", %d),\n", VIGIL_NAME_LEN);
 	printf("(\"VIGIL_EVENT_HOOK\", \"#define\", %d),\n", VIGIL_EVENT_HOOK);
 	printf("(\"VIGIL_HOOK_ARGS\", \"#define\", %d),\n", VIGIL_HOOK_ARGS);
+	printf("(\"VIGIL_HOOK_RULES\", \"#define\", %d),\n", VIGIL_HOOK_RULES);
+	printf("(\"VIGIL_HOOK_CONDS\", \"#define\", %d),\n", VIGIL_HOOK_CONDS);
+	printf("(\"VIGIL_HOOK_NO_RULE\", \"#define\", %u),\n", VIGIL_HOOK_NO_RULE);
+	printf("(\"VIGIL_PART_NS\", \"#define\", %d),\n", VIGIL_PART_NS);
+	printf("(\"VIGIL_PART_PIDS\", \"#define\", %d),\n", VIGIL_PART_PIDS);
+	printf("(\"VIGIL_PART_BINARY\", \"#define\", %d),\n", VIGIL_PART_BINARY);
+	printf("(\"VIGIL_OP_FAMILY\", \"#define\", %d),\n", VIGIL_OP_FAMILY);
+	printf("(\"VIGIL_ARG_CONST\", \"#define\", %d),\n", VIGIL_ARG_CONST);
 	printf("];\n");
 	return 0;
 }

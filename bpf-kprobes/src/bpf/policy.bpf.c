@@ -21,6 +21,7 @@
 #include "maps.h"
 #include "policy_maps.h"
 #include "path.h"
+#include "binary.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -87,37 +88,6 @@ static __always_inline void build_reversed(struct vigil_eval *e, __u32 path_len)
 	e->path_rev.prefixlen = 32 + path_len * 8;
 }
 
-/* Builds the binary's keys from current->mm->exe_file, once per evaluation. */
-static __always_inline void build_binary(struct vigil_eval *e)
-{
-	struct vigil_scratch *s = vigil_scratch();
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct path exe;
-	__u32 pos;
-
-	if (!s)
-		return;
-	__builtin_memset(e->bin_key.path, 0, sizeof(e->bin_key.path));
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct vigil_exe_path *cached = bpf_map_lookup_elem(&vigil_exe, &tgid);
-	if (cached) {
-		__u32 n = cached->len & (VIGIL_MATCH_LEN - 1);
-		bpf_probe_read_kernel(e->bin_key.path, n, cached->path);
-		bpf_probe_read_kernel(&e->bin_lpm.data[4], n, cached->path);
-		e->bin_lpm.prefixlen = 32 + n * 8;
-		return;
-	}
-	if (BPF_CORE_READ_INTO(&exe, task, mm, exe_file, f_path) < 0)
-		return;
-	vigil_resolve_path(&exe, s, &pos);
-	__u32 len = (VIGIL_PATH_MAX - pos) & (VIGIL_PATH_MAX - 1);
-	if (len > VIGIL_MATCH_MAX)
-		len = VIGIL_MATCH_MAX;
-	bpf_probe_read_kernel(e->bin_key.path, len & (VIGIL_MATCH_LEN - 1), &s->path[pos & (VIGIL_PATH_MAX - 1)]);
-	bpf_probe_read_kernel(&e->bin_lpm.data[4], len & (VIGIL_MATCH_LEN - 1), &s->path[pos & (VIGIL_PATH_MAX - 1)]);
-	e->bin_lpm.prefixlen = 32 + len * 8;
-}
-
 static __always_inline void emit(struct vigil_eval *e, struct rule_walk *w, __u32 rule, struct vigil_rule *r, __u32 flags)
 {
 	struct vigil_policy_event *ev = &e->ev;
@@ -169,7 +139,7 @@ static long rule_step(__u32 rule, void *vctx)
 	}
 	if (r->flags & (VIGIL_RULE_BIN_EQ | VIGIL_RULE_BIN_PREFIX)) {
 		if (!w->bin_ready) {
-			build_binary(e);
+			vigil_binary_keys(&e->bin_key, &e->bin_lpm);
 			w->bin_ready = 1;
 		}
 		hit = 0;

@@ -10,7 +10,10 @@ use vigil_policy_engine::{
     plan::KernelCaps,
 };
 
-use super::{map_err, PolicyLoadError, PolicyTable};
+use super::{
+    hook_rules::{arg_config, selector_rule, HookRulePod, WrittenKey},
+    map_err, PolicyLoadError, PolicyTable,
+};
 use crate::loader::HookLink;
 
 /// Where a generic hook's program must be attached.
@@ -30,6 +33,8 @@ pub struct InstalledHook {
     pub rule: HookRule,
     keys: Vec<u64>,
     links: Vec<HookLink>,
+    rule_first: usize,
+    written: Vec<WrittenKey>,
 }
 
 #[derive(Clone, Copy)]
@@ -72,7 +77,10 @@ pub(super) fn hook_keys(
     let arity = h
         .args
         .iter()
-        .map(|a| a.index as usize + 1)
+        .map(|a| match a.kind {
+            HookArgKind::CharBuf { size_index } => a.index.max(size_index) as usize + 1,
+            _ => a.index as usize + 1,
+        })
         .max()
         .unwrap_or(1);
     Ok((
@@ -82,17 +90,39 @@ pub(super) fn hook_keys(
 }
 
 impl PolicyTable {
-    /// Writes the descriptions of a policy's hooks into free slots; returns where each must be
-    /// attached.
+    /// Writes a policy's hooks into free slots: selector values first, then the selectors,
+    /// then the hook's description, so the kernel never sees a selector without its values.
+    /// Returns where each hook must be attached.
     pub(super) fn write_hooks(
         &mut self,
         policy: &str,
+        policy_id: u32,
         hooks: Vec<HookRule>,
         placed: Vec<(Vec<u64>, AttachTarget)>,
         free: Vec<usize>,
     ) -> Result<Vec<(usize, AttachTarget)>, PolicyLoadError> {
         let mut attach = Vec::new();
         for ((slot, h), (keys, target)) in free.into_iter().zip(hooks).zip(placed) {
+            let n = h.selectors.len();
+            let first = self.free_rule_run(n).ok_or_else(|| {
+                PolicyLoadError::Refused(format!(
+                    "{}: no room for {n} more selectors (the kernel holds {})",
+                    h.hook_path,
+                    abi::HOOK_RULES
+                ))
+            })?;
+            let mut written = Vec::new();
+            for (i, s) in h.selectors.iter().enumerate() {
+                let rule_slot = (first + i) as u32;
+                let (raw, wkeys) = selector_rule(s, rule_slot, policy_id, h.monitor, &self.host_ns);
+                self.write_keys(policy, &wkeys, true)?;
+                written.extend(wkeys);
+                self.hook_maps
+                    .rules
+                    .set(rule_slot, HookRulePod(raw), 0)
+                    .map_err(|e| map_err(policy, "vigil_hook_rules", e))?;
+                self.hook_rule_owner[first + i] = Some(slot);
+            }
             let mut cfg = abi::HookConfig {
                 hook_id: slot as u32,
                 flags: if h.syscall && matches!(target, AttachTarget::Kprobe(_)) {
@@ -100,16 +130,11 @@ impl PolicyTable {
                 } else {
                     0
                 },
-                nargs: h.args.len().min(abi::HOOK_ARGS) as u8,
+                rule_first: first as u16,
+                rule_count: n as u16,
                 ..Default::default()
             };
-            for (i, a) in h.args.iter().take(abi::HOOK_ARGS).enumerate() {
-                cfg.arg_reg[i] = a.index as u8;
-                cfg.arg_type[i] = match a.kind {
-                    HookArgKind::Int { .. } => abi::ARG_INT as u8,
-                    HookArgKind::Sock => abi::ARG_SOCK as u8,
-                };
-            }
+            arg_config(&h, &mut cfg);
             for k in &keys {
                 self.hooks
                     .insert(k, HookConfigPod(cfg), 0)
@@ -121,6 +146,8 @@ impl PolicyTable {
                 rule: h,
                 keys,
                 links: Vec::new(),
+                rule_first: first,
+                written,
             });
         }
         Ok(attach)
@@ -155,6 +182,15 @@ impl PolicyTable {
                     let _ = self.hooks.remove(k);
                 }
             }
+            // The selectors stop matching before their values go.
+            for i in h.rule_first..h.rule_first + h.rule.selectors.len() {
+                let _ =
+                    self.hook_maps
+                        .rules
+                        .set(i as u32, HookRulePod(abi::HookRule::default()), 0);
+                self.hook_rule_owner[i] = None;
+            }
+            let _ = self.write_keys(name, &h.written, false);
             links.extend(h.links);
         }
         links

@@ -16,7 +16,9 @@ use vigil_bpf_kprobes::abi::{self, action, rule};
 
 use crate::loader::HookLink;
 
+mod hook_rules;
 mod hooks;
+use hook_rules::HookRuleMaps;
 use hooks::{hook_keys, HookConfigPod};
 pub use hooks::{AttachTarget, InstalledHook};
 use vigil_policy_engine::{
@@ -61,7 +63,7 @@ unsafe impl Pod for RulePod {}
 
 #[derive(Clone, Copy)]
 #[repr(transparent)]
-struct MatchKeyPod(abi::MatchKey);
+pub(super) struct MatchKeyPod(abi::MatchKey);
 // SAFETY: #[repr(C)] integers and bytes only.
 unsafe impl Pod for MatchKeyPod {}
 
@@ -116,6 +118,11 @@ pub struct PolicyTable {
     slots: Vec<Option<InstalledRule>>,
     hooks: HashMap<MapData, u64, HookConfigPod>,
     hook_slots: Vec<Option<InstalledHook>>,
+    hook_maps: HookRuleMaps,
+    /// The hook slot owning each selector slot.
+    hook_rule_owner: Vec<Option<usize>>,
+    /// The host's namespaces, for `host_ns` values.
+    host_ns: [u32; abi::NS_COUNT],
     policies: BTreeMap<String, u32>,
     name_refs: std::collections::HashMap<[u8; abi::NAME_LEN], usize>,
 }
@@ -152,6 +159,13 @@ impl PolicyTable {
             slots: vec![None; abi::MAX_RULES],
             hooks: take(ebpf, "vigil_hooks")?,
             hook_slots: (0..abi::MAX_RULES).map(|_| None).collect(),
+            hook_maps: HookRuleMaps {
+                rules: take(ebpf, "vigil_hook_rules")?,
+                values: take(ebpf, "vigil_hook_values")?,
+                cidrs: take(ebpf, "vigil_hook_cidrs")?,
+            },
+            hook_rule_owner: vec![None; abi::HOOK_RULES],
+            host_ns: crate::identity::host_namespaces(),
             policies: BTreeMap::new(),
             name_refs: Default::default(),
         })
@@ -283,7 +297,7 @@ impl PolicyTable {
         if let Some(old) = replacing {
             self.remove_slots(old, |r| r.policy_id != policy_id)?;
         }
-        let attach = self.write_hooks(&p.name, p.hooks, placed, free_hooks)?;
+        let attach = self.write_hooks(&p.name, policy_id, p.hooks, placed, free_hooks)?;
         self.policies.insert(p.name.clone(), policy_id);
         self.set_prefilter(&p.name, self.prefilter_possible())?;
         Ok(Installed {

@@ -2,12 +2,14 @@
 /*
  * The compiled policy rules and their values, written by the agent (sensor/src/policy_loader.rs)
  * and read by the policy programs. Values are keyed by rule id so that many policies share one
- * set of maps and a rule is replaced by rewriting its own keys.
+ * set of maps and a rule is replaced by rewriting its own keys. The string maps serve the
+ * file-open rules and the string conditions of generic hooks (whose keys have the top bit set).
  */
 #ifndef VIGIL_POLICY_MAPS_H
 #define VIGIL_POLICY_MAPS_H
 
 #include "vigil_events.h"
+#include "maps.h"
 
 struct vigil_match_key {
 	__u32 rule;
@@ -25,7 +27,7 @@ struct {
 	__uint(max_entries, VIGIL_MAX_RULES);
 	__type(key, __u32);
 	__type(value, struct vigil_rule);
-} vigil_rules SEC(".maps");
+} vigil_rules SEC(".maps") __vigil_shared;
 
 #define VIGIL_MATCH_MAP(name, maptype, keytype)                                                    \
 	struct {                                                                                   \
@@ -34,7 +36,7 @@ struct {
 		__uint(map_flags, maptype == BPF_MAP_TYPE_LPM_TRIE ? BPF_F_NO_PREALLOC : 0);       \
 		__type(key, keytype);                                                              \
 		__type(value, __u8);                                                               \
-	} name SEC(".maps")
+	} name SEC(".maps") __vigil_shared
 
 VIGIL_MATCH_MAP(vigil_path_exact, BPF_MAP_TYPE_HASH, struct vigil_match_key);
 VIGIL_MATCH_MAP(vigil_path_prefix, BPF_MAP_TYPE_LPM_TRIE, struct vigil_lpm_key);
@@ -56,13 +58,13 @@ struct {
 	__uint(max_entries, 4096);
 	__type(key, struct vigil_name_key);
 	__type(value, __u8);
-} vigil_names SEC(".maps");
+} vigil_names SEC(".maps") __vigil_shared;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct vigil_policy_state);
-} vigil_policy_state_map SEC(".maps");
+} vigil_policy_state_map SEC(".maps") __vigil_shared;
 
 #endif /* VIGIL_POLICY_MAPS_H */

@@ -198,29 +198,109 @@ struct vigil_policy_event {
 
 /*
  * Generic hooks: kprobes on any kernel function (and, where kprobes are unavailable, the enter
- * tracepoints of system calls) that report their arguments. The agent describes each hook in
- * vigil_hooks, keyed by the probed address (kprobes) or VIGIL_HOOK_KEY_SYSCALL | the system
- * call's number.
+ * tracepoints of system calls) that decode their arguments, evaluate the policy's selectors and
+ * act. The agent describes each hook in vigil_hooks, keyed by the probed address (kprobes) or
+ * VIGIL_HOOK_KEY_SYSCALL | the system call's number, and its selectors in vigil_hook_rules.
  */
 #define VIGIL_HOOK_ARGS 5
-#define VIGIL_HOOK_STR 64
 #define VIGIL_HOOK_KEY_SYSCALL (1ull << 63)
+#define VIGIL_HOOK_STR 256 /* bytes kept of a string, path or buffer argument, NUL included */
 
 enum vigil_arg_type {
 	VIGIL_ARG_NONE = 0,
-	VIGIL_ARG_INT = 1,  /* the register's 64 bits; width and sign are the agent's to apply */
-	VIGIL_ARG_SOCK = 2, /* struct sock *: addresses, ports, family, type, protocol */
+	VIGIL_ARG_INT = 1,      /* the register, cut to arg_bits and sign-extended when signed */
+	VIGIL_ARG_SOCK = 2,     /* struct sock *: addresses, ports, family, type, protocol */
+	VIGIL_ARG_STRING = 3,   /* char *, NUL-terminated */
+	VIGIL_ARG_FILE = 4,     /* struct file *: its path */
+	VIGIL_ARG_PATH = 5,     /* struct path *: its path */
+	VIGIL_ARG_FD = 6,       /* a descriptor of the calling process: its file's path */
+	VIGIL_ARG_SOCKADDR = 7, /* struct sockaddr *: family, address and port */
+	VIGIL_ARG_BUF = 8,      /* bytes whose count is the argument at position arg_bits */
+	VIGIL_ARG_CONST = 9,    /* the config's `konst`: a value the attach point implies */
 };
 
 #define VIGIL_HOOK_SYSCALL (1u << 0) /* a syscall wrapper: arguments sit in the inner pt_regs */
 
+/* Bits of vigil_hook_config.arg_flags. */
+#define VIGIL_ARGF_USER (1u << 0)   /* the pointer is a user address (system call arguments) */
+#define VIGIL_ARGF_SIGNED (1u << 1) /* sign-extend the integer from arg_bits */
+
 struct vigil_hook_config {
 	__u32 hook_id;
 	__u32 flags;
-	__u8 arg_reg[VIGIL_HOOK_ARGS];  /* argument position of each value */
-	__u8 arg_type[VIGIL_HOOK_ARGS]; /* enum vigil_arg_type */
+	__u8 arg_reg[VIGIL_HOOK_ARGS];   /* argument position of each value */
+	__u8 arg_type[VIGIL_HOOK_ARGS];  /* enum vigil_arg_type */
+	__u8 arg_flags[VIGIL_HOOK_ARGS]; /* VIGIL_ARGF_* */
+	__u8 arg_bits[VIGIL_HOOK_ARGS];  /* integer width; for VIGIL_ARG_BUF the length's position */
 	__u8 nargs;
+	__u8 _pad0[3];
+	__u16 rule_first; /* the hook's selectors are vigil_hook_rules[rule_first, +rule_count) */
+	__u16 rule_count; /* 0: report every call */
+	__s64 konst;
+};
+
+/*
+ * One selector of a generic hook. It matches when every condition holds: its argument
+ * conditions, then the binary, pid, namespace and capability filters that are set. Value sets
+ * live in vigil_hook_values (integers, ports, namespaces, pids), vigil_hook_cidrs (addresses)
+ * and the string maps of policy_maps.h, keyed by VIGIL_HOOK_RULE_KEY(rule, part).
+ */
+#define VIGIL_HOOK_RULES 256
+#define VIGIL_HOOK_CONDS 8
+#define VIGIL_HOOK_RULE_KEY(rule, part) (0x80000000u | ((rule) << 8) | (part))
+#define VIGIL_PART_NS 16      /* + enum vigil_ns_index */
+#define VIGIL_PART_PIDS 32
+#define VIGIL_PART_BINARY 48
+
+enum vigil_cond_op {
+	VIGIL_OP_INT_IN = 1, /* one of the values */
+	VIGIL_OP_GT = 2,
+	VIGIL_OP_LT = 3,
+	VIGIL_OP_MASK = 4, /* shares a bit with `value` */
+	VIGIL_OP_STR_EQ = 5,
+	VIGIL_OP_STR_PREFIX = 6,
+	VIGIL_OP_STR_POSTFIX = 7,
+	VIGIL_OP_SADDR = 8, /* in one of the CIDRs */
+	VIGIL_OP_DADDR = 9,
+	VIGIL_OP_SPORT = 10,
+	VIGIL_OP_DPORT = 11,
+	VIGIL_OP_PROTOCOL = 12,
+	VIGIL_OP_FAMILY = 13,
+};
+
+struct vigil_hook_cond {
+	__u8 arg;    /* index into the hook's arguments */
+	__u8 op;     /* enum vigil_cond_op */
+	__u8 negate; /* the Not- form */
 	__u8 _pad0[5];
+	__s64 value; /* operand of GT, LT and MASK */
+};
+
+/* Bits of vigil_hook_rule.pid_flags. */
+#define VIGIL_PIDS_IN (1u << 0)
+#define VIGIL_PIDS_NOT_IN (1u << 1)
+#define VIGIL_PIDS_NS (1u << 2)     /* compare the pid in the task's own pid namespace */
+#define VIGIL_PIDS_FOLLOW (1u << 3) /* a fork that has not exec'd counts as its parent */
+
+/* vigil_hook_rule.cap_set values. */
+#define VIGIL_CAPS_EFFECTIVE 1
+#define VIGIL_CAPS_PERMITTED 2
+#define VIGIL_CAPS_INHERITABLE 3
+
+struct vigil_hook_rule {
+	__u32 flags;     /* VIGIL_RULE_ACTIVE, MONITOR, NOPOST, BIN_EQ, BIN_PREFIX, BIN_NOT */
+	__u32 policy_id;
+	__u32 action;    /* enum vigil_action */
+	__s32 arg;       /* signal for SIGNAL */
+	__u32 nconds;
+	__u32 pid_flags; /* VIGIL_PIDS_* */
+	__u32 ns_in;     /* bit i: namespace i must be one of the values */
+	__u32 ns_not_in; /* bit i: namespace i must be none of them */
+	__u8 cap_set[3]; /* VIGIL_CAPS_* or 0 */
+	__u8 cap_not[3]; /* NotIn: none of the mask's capabilities */
+	__u8 _pad0[2];
+	__u64 cap_mask[3];
+	struct vigil_hook_cond conds[VIGIL_HOOK_CONDS];
 };
 
 struct vigil_sock_value {
@@ -228,35 +308,47 @@ struct vigil_sock_value {
 	__u16 type;
 	__u16 protocol;
 	__u16 sport; /* host order */
-	__u16 dport; /* host order */
+	__u16 dport; /* host order; a sockaddr's port */
 	__u8 state;
 	__u8 _pad0[5];
 	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
-	__u8 daddr[16];
+	__u8 daddr[16]; /* a sockaddr's address */
 };
 
 struct vigil_arg_value {
 	__u32 type; /* enum vigil_arg_type */
 	__u32 _pad0;
 	union {
-		__s64 int_value;
+		__s64 int_value; /* integers; for strings, paths and buffers 1 when cut short */
 		struct vigil_sock_value sock;
 	};
 };
 
-/* A generic hook fired. */
+#define VIGIL_HOOK_NO_RULE 0xffffffffu
+
+/*
+ * A generic hook fired (and, when it has selectors, one matched). Followed by the bytes of its
+ * string, path and buffer arguments, `str_len[i]` each, in argument order.
+ */
 struct vigil_hook_event {
 	struct vigil_event_header hdr;
 	__u32 pid;
 	__u32 tid;
 	__u32 hook_id;
 	__u32 nargs;
+	__u32 rule;       /* the vigil_hook_rules slot that matched, or VIGIL_HOOK_NO_RULE */
+	__u32 action;     /* enum vigil_action */
+	__s32 action_arg;
+	__u32 flags;      /* VIGIL_POLICY_ENFORCED, VIGIL_POLICY_MONITOR */
 	struct vigil_arg_value args[VIGIL_HOOK_ARGS];
+	__u16 str_len[VIGIL_HOOK_ARGS];
+	__u16 _pad0[3];
 };
 
 /* Knobs the agent writes before attaching, read by every program. */
 struct vigil_config {
 	__u32 cgroup_subsys; /* cgroup v1 subsystem whose path is reported, or VIGIL_CGROUP_V2 */
+	__u32 agent_tgid;    /* generic hooks ignore the agent's own calls (its writes, connects) */
 };
 
 #define VIGIL_CGROUP_V2 0xffffffffu

@@ -1,0 +1,530 @@
+//! Generic hooks: kprobes on any kernel function or system call, compiled into what the kernel
+//! evaluates (`struct vigil_hook_config` and one `struct vigil_hook_rule` per selector).
+//!
+//! The kernel decodes integers, sockets, sockaddrs, strings, buffers and file paths (from a
+//! `struct file *`, a `struct path *` or a descriptor), and evaluates per selector: up to 8
+//! argument conditions, one binary filter, one pid filter, one filter per namespace kind and
+//! up to three capability filters, then Post, NoPost, Sigkill or Signal. Anything the kernel
+//! cannot evaluate is refused here with the field named, so a policy never loads
+//! half-enforced.
+
+use ipnet::IpNet;
+
+use crate::{
+    args::{arg_class, ArgClass},
+    compile::{filter, CompileError, Filter, MatchKind, RuleAction},
+    spec::{KprobeSpec, Selector},
+    values,
+};
+
+/// How a generic hook reads one argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookArgKind {
+    /// An integer of this width and sign.
+    Int {
+        /// Bits.
+        bits: u32,
+        /// Signed.
+        signed: bool,
+        /// Tetragon writes size_t as `size_arg`.
+        size: bool,
+    },
+    /// A `struct sock *`.
+    Sock,
+    /// A `struct sockaddr *`.
+    Sockaddr,
+    /// A NUL-terminated string.
+    String,
+    /// A buffer whose length is the argument at this position.
+    CharBuf {
+        /// Position of the length argument.
+        size_index: u32,
+    },
+    /// A `struct file *`, reported as its path.
+    File,
+    /// A `struct path *`, reported as its path.
+    Path,
+    /// A descriptor, reported as its file's path.
+    Fd,
+}
+
+impl HookArgKind {
+    /// Whether the kernel reports it as bytes after the record (strings and paths).
+    pub fn is_text(self) -> bool {
+        matches!(
+            self,
+            HookArgKind::String
+                | HookArgKind::CharBuf { .. }
+                | HookArgKind::File
+                | HookArgKind::Path
+                | HookArgKind::Fd
+        )
+    }
+}
+
+/// One argument of a generic hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookArg {
+    /// Its position in the call.
+    pub index: u32,
+    /// How to read it.
+    pub kind: HookArgKind,
+    /// Its label in events.
+    pub label: Option<String>,
+}
+
+/// What an argument condition compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CondOp {
+    /// One of these integers (Equal; NotEqual negated).
+    IntIn(Vec<i64>),
+    /// Greater than.
+    Gt(i64),
+    /// Less than.
+    Lt(i64),
+    /// Shares a bit with.
+    Mask(i64),
+    /// A string comparison.
+    Text(MatchKind, Vec<String>),
+    /// The source (`true`) or destination address is in one of the networks.
+    Addr(bool, Vec<IpNet>),
+    /// The source (`true`) or destination port is one of these.
+    Port(bool, Vec<u16>),
+    /// The socket's protocol is one of these.
+    Protocol(Vec<u8>),
+    /// The address family is one of these.
+    Family(Vec<u16>),
+}
+
+/// One argument condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cond {
+    /// Position of the argument in the hook's `args`.
+    pub arg: usize,
+    /// The comparison.
+    pub op: CondOp,
+    /// The `Not` form.
+    pub negate: bool,
+}
+
+/// `matchPIDs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PidFilter {
+    /// The pids.
+    pub values: Vec<u32>,
+    /// `NotIn`.
+    pub not_in: bool,
+    /// Pids as seen in the process's own pid namespace.
+    pub namespace: bool,
+    /// A fork that has not exec'd counts as its parent.
+    pub follow_forks: bool,
+}
+
+/// A namespace value: an inode number or the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsValue {
+    /// This inode.
+    Inode(u32),
+    /// The host's namespace of this kind (the agent reads it when it loads the policy).
+    Host,
+}
+
+/// `matchNamespaces`, one namespace kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NsFilter {
+    /// vigil's index of the namespace (`enum vigil_ns_index`).
+    pub ns: usize,
+    /// The values.
+    pub values: Vec<NsValue>,
+    /// `NotIn`.
+    pub not_in: bool,
+}
+
+/// `matchCapabilities`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapFilter {
+    /// 1 effective, 2 permitted, 3 inheritable (`VIGIL_CAPS_*`).
+    pub set: u8,
+    /// The capabilities as a bit mask.
+    pub mask: u64,
+    /// `NotIn`: the process has none of them (`In`: at least one).
+    pub not_in: bool,
+}
+
+/// One selector of a generic hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSelector {
+    /// Argument conditions.
+    pub conds: Vec<Cond>,
+    /// The binary filter.
+    pub binary: Option<Filter>,
+    /// The pid filter.
+    pub pids: Option<PidFilter>,
+    /// Namespace filters.
+    pub namespaces: Vec<NsFilter>,
+    /// Capability filters.
+    pub caps: Vec<CapFilter>,
+    /// What it does.
+    pub action: RuleAction,
+    /// Whether it reports.
+    pub post: bool,
+}
+
+/// A kprobe or system call hook, its arguments and its selectors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookRule {
+    /// The hook's field path.
+    pub hook_path: String,
+    /// The kernel function or system call.
+    pub call: String,
+    /// `call` is a system call.
+    pub syscall: bool,
+    /// What to read.
+    pub args: Vec<HookArg>,
+    /// Selectors; none reports every call.
+    pub selectors: Vec<HookSelector>,
+    /// Monitor mode: Sigkill and Signal are reported, not carried out.
+    pub monitor: bool,
+    /// The hook's `message`.
+    pub message: Option<String>,
+    /// The hook's `tags`.
+    pub tags: Vec<String>,
+}
+
+/// Namespace names in vigil's index order; `TimeForChildren` is not tracked.
+const NAMESPACES: [&str; 9] = [
+    "Uts",
+    "Ipc",
+    "Mnt",
+    "Pid",
+    "PidForChildren",
+    "Net",
+    "Time",
+    "Cgroup",
+    "User",
+];
+
+/// Argument conditions per selector (`VIGIL_HOOK_CONDS`).
+pub const MAX_CONDS: usize = 8;
+
+/// Compiles a kprobe (other than the file-open hooks) into a generic hook.
+pub fn generic_hook(
+    path: &str,
+    k: &KprobeSpec,
+    monitor: bool,
+) -> Result<HookRule, Vec<CompileError>> {
+    let err = |p: String, reason: String| vec![CompileError { path: p, reason }];
+    if k.r#return {
+        return Err(err(
+            format!("{path}.return"),
+            "return values of generic kprobes are not read yet".into(),
+        ));
+    }
+    let mut args = Vec::new();
+    for (i, a) in k.args.iter().enumerate() {
+        let apath = format!("{path}.args[{i}].type");
+        let kind = match (arg_class(&a.r#type), a.r#type.as_str()) {
+            (Some(ArgClass::Int { bits, signed }), t) => HookArgKind::Int {
+                bits,
+                signed,
+                size: t == "size_t",
+            },
+            (Some(ArgClass::Sock), _) if !k.syscall => HookArgKind::Sock,
+            (Some(ArgClass::Sockaddr), _) => HookArgKind::Sockaddr,
+            (_, "string") => HookArgKind::String,
+            (_, "char_buf") => match a.size_arg_index {
+                Some(n) if n >= 1 => HookArgKind::CharBuf { size_index: n - 1 },
+                _ => {
+                    return Err(err(
+                        apath,
+                        "vigil reads a `char_buf` only with `sizeArgIndex` naming its length"
+                            .into(),
+                    ))
+                }
+            },
+            (_, "fd") => HookArgKind::Fd,
+            (_, "file") if !k.syscall => HookArgKind::File,
+            (_, "path") if !k.syscall => HookArgKind::Path,
+            (_, t) => {
+                return Err(err(
+                    apath,
+                    format!(
+                        "a {} cannot read a `{t}` argument (kernel pointers are not system call arguments)",
+                        if k.syscall { "system call hook" } else { "kprobe" }
+                    ),
+                ))
+            }
+        };
+        args.push(HookArg {
+            index: a.index,
+            kind,
+            label: a.label.clone(),
+        });
+    }
+    let mut selectors = Vec::new();
+    let mut errors = Vec::new();
+    for (i, s) in k.selectors.iter().enumerate() {
+        match selector(&format!("{path}.selectors[{i}]"), s, &args) {
+            Ok(sel) => selectors.push(sel),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(HookRule {
+        hook_path: path.to_string(),
+        call: k.call.clone(),
+        syscall: k.syscall,
+        args,
+        selectors,
+        monitor,
+        message: k.message.clone(),
+        tags: k.tags.clone(),
+    })
+}
+
+fn selector(spath: &str, s: &Selector, args: &[HookArg]) -> Result<HookSelector, CompileError> {
+    let err = |field: String, reason: String| CompileError {
+        path: format!("{spath}.{field}"),
+        reason,
+    };
+    if !s.match_return_args.is_empty() {
+        return Err(err(
+            "matchReturnArgs".into(),
+            "return values of generic kprobes are not read yet".into(),
+        ));
+    }
+    if s.match_args.len() > MAX_CONDS {
+        return Err(err(
+            "matchArgs".into(),
+            format!("the kernel evaluates up to {MAX_CONDS} argument filters per selector; split the selector"),
+        ));
+    }
+    let mut conds = Vec::new();
+    for (i, f) in s.match_args.iter().enumerate() {
+        let field = format!("matchArgs[{i}]");
+        let Some(pos) = args.iter().position(|a| a.index == f.index) else {
+            return Err(err(
+                format!("{field}.index"),
+                "names no declared argument".into(),
+            ));
+        };
+        let vals: Vec<&str> = f.values.iter().map(|v| v.0.as_str()).collect();
+        let bad = |e: String| err(format!("{field}.values"), e);
+        let op = f.operator.as_str();
+        let (negate, base) = match op.strip_prefix("Not") {
+            Some(rest) => (true, rest),
+            None => (false, op),
+        };
+        let cond_op = match (args[pos].kind, base) {
+            (HookArgKind::Int { bits, signed, .. }, _) => {
+                let ints = vals
+                    .iter()
+                    .map(|v| values::int_for(v, bits, signed).map(|n| n as i64))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(bad)?;
+                match base {
+                    "Equal" => CondOp::IntIn(ints),
+                    "GT" => CondOp::Gt(ints[0]),
+                    "LT" => CondOp::Lt(ints[0]),
+                    "Mask" => CondOp::Mask(ints.iter().fold(0, |m, v| m | v)),
+                    _ => {
+                        return Err(err(
+                            format!("{field}.operator"),
+                            format!("`{op}` does not compare integers"),
+                        ))
+                    }
+                }
+            }
+            (k, kind @ ("Equal" | "Prefix" | "Postfix")) if k.is_text() => {
+                let kind = match kind {
+                    "Equal" => MatchKind::Exact,
+                    "Prefix" => MatchKind::Prefix,
+                    _ => MatchKind::Postfix,
+                };
+                let f = filter(
+                    spath,
+                    &field,
+                    kind,
+                    false,
+                    vals.iter().map(|v| v.to_string()),
+                )?;
+                CondOp::Text(kind, f.values)
+            }
+            (HookArgKind::Sock | HookArgKind::Sockaddr, "SAddr" | "DAddr") => CondOp::Addr(
+                base == "SAddr",
+                vals.iter()
+                    .map(|v| values::cidr(v))
+                    .collect::<Result<_, _>>()
+                    .map_err(bad)?,
+            ),
+            (HookArgKind::Sock | HookArgKind::Sockaddr, "SPort" | "DPort") => CondOp::Port(
+                base == "SPort",
+                vals.iter()
+                    .map(|v| values::port(v))
+                    .collect::<Result<_, _>>()
+                    .map_err(bad)?,
+            ),
+            (HookArgKind::Sock, "Protocol") => CondOp::Protocol(
+                vals.iter()
+                    .map(|v| values::protocol(v))
+                    .collect::<Result<_, _>>()
+                    .map_err(bad)?,
+            ),
+            (HookArgKind::Sock | HookArgKind::Sockaddr, "Family") => CondOp::Family(
+                vals.iter()
+                    .map(|v| values::family(v))
+                    .collect::<Result<_, _>>()
+                    .map_err(bad)?,
+            ),
+            _ => {
+                return Err(err(
+                    format!("{field}.operator"),
+                    format!("`{op}` is not evaluated on this argument in the kernel"),
+                ))
+            }
+        };
+        conds.push(Cond {
+            arg: pos,
+            op: cond_op,
+            negate,
+        });
+    }
+    if s.match_binaries.len() > 1 {
+        return Err(err("matchBinaries".into(), "the kernel evaluates one matchBinaries filter per selector; list every binary in one filter".into()));
+    }
+    let binary = match s.match_binaries.first() {
+        None => None,
+        Some(f) => {
+            let (kind, negate) = match f.operator.as_str() {
+                "In" => (MatchKind::Exact, false),
+                "NotIn" => (MatchKind::Exact, true),
+                "Prefix" => (MatchKind::Prefix, false),
+                _ => (MatchKind::Prefix, true),
+            };
+            Some(filter(
+                spath,
+                "matchBinaries[0]",
+                kind,
+                negate,
+                f.values.iter().map(|v| v.0.clone()),
+            )?)
+        }
+    };
+    if s.match_pids.len() > 1 {
+        return Err(err(
+            "matchPIDs".into(),
+            "the kernel evaluates one matchPIDs filter per selector; list every pid in one filter"
+                .into(),
+        ));
+    }
+    let pids = match s.match_pids.first() {
+        None => None,
+        Some(f) => Some(PidFilter {
+            values: f
+                .values
+                .iter()
+                .map(|v| values::int_for(&v.0, 32, false).map(|n| n as u32))
+                .collect::<Result<_, _>>()
+                .map_err(|e| err("matchPIDs[0].values".into(), e))?,
+            not_in: f.operator == "NotIn",
+            namespace: f.is_namespace_pid,
+            follow_forks: f.follow_forks,
+        }),
+    };
+    let mut namespaces: Vec<NsFilter> = Vec::new();
+    for (i, f) in s.match_namespaces.iter().enumerate() {
+        let field = format!("matchNamespaces[{i}]");
+        let Some(ns) = NAMESPACES.iter().position(|n| *n == f.namespace) else {
+            return Err(err(
+                format!("{field}.namespace"),
+                format!(
+                    "vigil does not track the `{}` namespace of a process",
+                    f.namespace
+                ),
+            ));
+        };
+        if namespaces.iter().any(|o| o.ns == ns) {
+            return Err(err(
+                field,
+                format!(
+                    "a second `{}` filter in one selector; list every value in one filter",
+                    f.namespace
+                ),
+            ));
+        }
+        let values = f
+            .values
+            .iter()
+            .map(|v| match v.0.as_str() {
+                "host_ns" => Ok(NsValue::Host),
+                n => values::int_for(n, 32, false).map(|n| NsValue::Inode(n as u32)),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(format!("{field}.values"), e))?;
+        namespaces.push(NsFilter {
+            ns,
+            values,
+            not_in: f.operator == "NotIn",
+        });
+    }
+    if s.match_capabilities.len() > 3 {
+        return Err(err(
+            "matchCapabilities".into(),
+            "the kernel evaluates up to 3 capability filters per selector".into(),
+        ));
+    }
+    let mut caps = Vec::new();
+    for (i, f) in s.match_capabilities.iter().enumerate() {
+        if f.is_namespace_capability {
+            return Err(err(
+                format!("matchCapabilities[{i}].isNamespaceCapability"),
+                "capabilities relative to a user namespace are not evaluated yet".into(),
+            ));
+        }
+        let set = match f.r#type.as_deref().unwrap_or("Effective") {
+            "Effective" => 1,
+            "Permitted" => 2,
+            _ => 3,
+        };
+        let mask = f
+            .values
+            .iter()
+            .filter_map(|v| vigil_events::caps::bit(&v.0))
+            .fold(0u64, |m, b| m | 1 << b);
+        caps.push(CapFilter {
+            set,
+            mask,
+            not_in: f.operator == "NotIn",
+        });
+    }
+    let mut action = RuleAction::Post;
+    for (i, a) in s.match_actions.iter().enumerate() {
+        if a.rate_limit.is_some() {
+            return Err(err(
+                format!("matchActions[{i}].rateLimit"),
+                "rateLimit is not applied on generic hooks yet; drop it to report every match"
+                    .into(),
+            ));
+        }
+        action = match a.action.as_str() {
+            "Sigkill" => RuleAction::Sigkill,
+            "Signal" => RuleAction::Signal(a.arg_sig.unwrap_or(9) as i32),
+            "Override" => {
+                return Err(err(format!("matchActions[{i}].action"), "Override on a kprobe needs bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE), which neither Debian's kernels nor vigil's host kernel have; deny file opens with `lsmhooks: file_open`, or use Sigkill".into()));
+            }
+            "NoPost" if action == RuleAction::Post => RuleAction::NoPost,
+            _ => action,
+        };
+    }
+    Ok(HookSelector {
+        conds,
+        binary,
+        pids,
+        namespaces,
+        caps,
+        action,
+        post: !s.match_actions.iter().any(|a| a.action == "NoPost"),
+    })
+}

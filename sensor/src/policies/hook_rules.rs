@@ -1,0 +1,317 @@
+//! The selectors of generic hooks in the kernel: one `vigil_hook_rules` slot per selector (a
+//! hook's selectors take a contiguous run, walked in order), and their values in the value,
+//! CIDR and string maps. Every key written is remembered, so removing a hook removes exactly
+//! what it added.
+
+use aya::{
+    maps::{lpm_trie::Key, HashMap, LpmTrie, MapData},
+    Pod,
+};
+use vigil_bpf_kprobes::abi::{self, op, pids, rule};
+use vigil_policy_engine::{
+    compile::{MatchKind, RuleAction},
+    hooks::{CondOp, HookArgKind, HookRule, HookSelector, NsValue},
+};
+
+use super::{kernel_action, map_err, MatchKeyPod, PolicyLoadError, PolicyTable};
+
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(super) struct HookRulePod(pub abi::HookRule);
+// SAFETY: #[repr(C)] integers only.
+unsafe impl Pod for HookRulePod {}
+
+/// `struct vigil_value_key` (hooks.bpf.c).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(C)]
+pub(super) struct ValueKey {
+    rule: u32,
+    _pad0: u32,
+    value: i64,
+}
+// SAFETY: #[repr(C)] integers only, no implicit padding.
+unsafe impl Pod for ValueKey {}
+
+/// Bytes of a CIDR key's data: the rule key, then an IPv6 (or IPv4-mapped) address.
+pub(super) const CIDR_DATA: usize = 20;
+
+/// A key a hook wrote, to delete when it goes.
+#[derive(Debug, Clone)]
+pub(super) enum WrittenKey {
+    Value(ValueKey),
+    Cidr(u32, [u8; CIDR_DATA]),
+    Exact(abi::MatchKey),
+    Prefix(u32, [u8; abi::LPM_DATA]),
+    Postfix(u32, [u8; abi::LPM_DATA]),
+    BinExact(abi::MatchKey),
+    BinPrefix(u32, [u8; abi::LPM_DATA]),
+}
+
+/// The kernel's description of how to read each argument.
+pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) {
+    let user = if h.syscall { abi::ARGF_USER } else { 0 };
+    for (i, a) in h.args.iter().take(abi::HOOK_ARGS).enumerate() {
+        cfg.arg_reg[i] = a.index as u8;
+        let (t, flags, bits) = match a.kind {
+            HookArgKind::Int { bits, signed, .. } => (
+                abi::ARG_INT,
+                if signed { abi::ARGF_SIGNED } else { 0 },
+                bits as u8,
+            ),
+            HookArgKind::Sock => (abi::ARG_SOCK, 0, 0),
+            HookArgKind::Sockaddr => (abi::ARG_SOCKADDR, user, 0),
+            HookArgKind::String => (abi::ARG_STRING, user, 0),
+            HookArgKind::CharBuf { size_index } => (abi::ARG_BUF, user, size_index as u8),
+            HookArgKind::File => (abi::ARG_FILE, 0, 0),
+            HookArgKind::Path => (abi::ARG_PATH, 0, 0),
+            HookArgKind::Fd => (abi::ARG_FD, 0, 0),
+        };
+        cfg.arg_type[i] = t as u8;
+        cfg.arg_flags[i] = flags;
+        cfg.arg_bits[i] = bits;
+    }
+    cfg.nargs = h.args.len().min(abi::HOOK_ARGS) as u8;
+}
+
+/// The address as the CIDR map stores it: IPv6, IPv4 mapped to ::ffff:a.b.c.d.
+fn cidr_key(rule_key: u32, net: &ipnet::IpNet) -> (u32, [u8; CIDR_DATA]) {
+    let mut data = [0u8; CIDR_DATA];
+    data[..4].copy_from_slice(&rule_key.to_be_bytes());
+    let (addr, bits) = match net {
+        ipnet::IpNet::V4(n) => (
+            n.network().to_ipv6_mapped().octets(),
+            96 + n.prefix_len() as u32,
+        ),
+        ipnet::IpNet::V6(n) => (n.network().octets(), n.prefix_len() as u32),
+    };
+    data[4..].copy_from_slice(&addr);
+    (32 + bits, data)
+}
+
+/// The kernel form of one selector, and the keys its values need.
+pub(super) fn selector_rule(
+    s: &HookSelector,
+    slot: u32,
+    policy_id: u32,
+    monitor: bool,
+    host_ns: &[u32; abi::NS_COUNT],
+) -> (abi::HookRule, Vec<WrittenKey>) {
+    let mut keys = Vec::new();
+    let (action, arg) = kernel_action(s.action);
+    let mut r = abi::HookRule {
+        flags: rule::ACTIVE
+            | if monitor { rule::MONITOR } else { 0 }
+            | if s.post || s.action == RuleAction::NoPost {
+                0
+            } else {
+                rule::NOPOST
+            },
+        policy_id,
+        action,
+        arg,
+        nconds: s.conds.len() as u32,
+        ..Default::default()
+    };
+    let value = |part: u32, v: i64| {
+        WrittenKey::Value(ValueKey {
+            rule: abi::hook_rule_key(slot, part),
+            _pad0: 0,
+            value: v,
+        })
+    };
+    for (c, cond) in s.conds.iter().enumerate() {
+        let part = c as u32;
+        let key = abi::hook_rule_key(slot, part);
+        let kc = &mut r.conds[c];
+        kc.arg = cond.arg as u8;
+        kc.negate = cond.negate as u8;
+        match &cond.op {
+            CondOp::IntIn(vs) => {
+                kc.op = op::INT_IN;
+                keys.extend(vs.iter().map(|v| value(part, *v)));
+            }
+            CondOp::Gt(v) => (kc.op, kc.value) = (op::GT, *v),
+            CondOp::Lt(v) => (kc.op, kc.value) = (op::LT, *v),
+            CondOp::Mask(v) => (kc.op, kc.value) = (op::MASK, *v),
+            CondOp::Text(kind, vs) => {
+                kc.op = match kind {
+                    MatchKind::Exact => op::STR_EQ,
+                    MatchKind::Prefix => op::STR_PREFIX,
+                    MatchKind::Postfix => op::STR_POSTFIX,
+                };
+                for v in vs {
+                    keys.push(match kind {
+                        MatchKind::Exact => {
+                            WrittenKey::Exact(abi::MatchKey::new(key, v.as_bytes()))
+                        }
+                        MatchKind::Prefix => {
+                            let (b, d) = abi::lpm_key(key, v.as_bytes());
+                            WrittenKey::Prefix(b, d)
+                        }
+                        MatchKind::Postfix => {
+                            let rev: Vec<u8> = v.bytes().rev().collect();
+                            let (b, d) = abi::lpm_key(key, &rev);
+                            WrittenKey::Postfix(b, d)
+                        }
+                    });
+                }
+            }
+            CondOp::Addr(source, nets) => {
+                kc.op = if *source { op::SADDR } else { op::DADDR };
+                for n in nets {
+                    let (b, d) = cidr_key(key, n);
+                    keys.push(WrittenKey::Cidr(b, d));
+                }
+            }
+            CondOp::Port(source, ports) => {
+                kc.op = if *source { op::SPORT } else { op::DPORT };
+                keys.extend(ports.iter().map(|p| value(part, *p as i64)));
+            }
+            CondOp::Protocol(ps) => {
+                kc.op = op::PROTOCOL;
+                keys.extend(ps.iter().map(|p| value(part, *p as i64)));
+            }
+            CondOp::Family(fs) => {
+                kc.op = op::FAMILY;
+                keys.extend(fs.iter().map(|f| value(part, *f as i64)));
+            }
+        }
+    }
+    if let Some(b) = &s.binary {
+        let key = abi::hook_rule_key(slot, abi::PART_BINARY);
+        r.flags |= match b.kind {
+            MatchKind::Exact => rule::BIN_EQ,
+            _ => rule::BIN_PREFIX,
+        } | if b.negate { rule::BIN_NOT } else { 0 };
+        for v in &b.values {
+            keys.push(match b.kind {
+                MatchKind::Exact => WrittenKey::BinExact(abi::MatchKey::new(key, v.as_bytes())),
+                _ => {
+                    let (bits, d) = abi::lpm_key(key, v.as_bytes());
+                    WrittenKey::BinPrefix(bits, d)
+                }
+            });
+        }
+    }
+    if let Some(p) = &s.pids {
+        r.pid_flags = if p.not_in { pids::NOT_IN } else { pids::IN }
+            | if p.namespace { pids::NS } else { 0 }
+            | if p.follow_forks { pids::FOLLOW } else { 0 };
+        keys.extend(p.values.iter().map(|v| value(abi::PART_PIDS, *v as i64)));
+    }
+    for n in &s.namespaces {
+        let bit = 1u32 << n.ns;
+        if n.not_in {
+            r.ns_not_in |= bit;
+        } else {
+            r.ns_in |= bit;
+        }
+        for v in &n.values {
+            let inode = match v {
+                NsValue::Inode(i) => *i,
+                NsValue::Host => host_ns[n.ns],
+            };
+            keys.push(value(abi::PART_NS + n.ns as u32, inode as i64));
+        }
+    }
+    for (j, c) in s.caps.iter().enumerate() {
+        r.cap_set[j] = c.set;
+        r.cap_not[j] = c.not_in as u8;
+        r.cap_mask[j] = c.mask;
+    }
+    (r, keys)
+}
+
+/// The generic hooks' maps.
+pub(super) struct HookRuleMaps {
+    pub rules: aya::maps::Array<MapData, HookRulePod>,
+    pub values: HashMap<MapData, ValueKey, u8>,
+    pub cidrs: LpmTrie<MapData, [u8; CIDR_DATA], u8>,
+}
+
+impl PolicyTable {
+    /// Writes (or deletes) the keys of a hook's selectors.
+    pub(super) fn write_keys(
+        &mut self,
+        policy: &str,
+        keys: &[WrittenKey],
+        insert: bool,
+    ) -> Result<(), PolicyLoadError> {
+        fn hash<K: Pod>(
+            map: &mut HashMap<MapData, K, u8>,
+            k: K,
+            insert: bool,
+        ) -> Result<(), aya::maps::MapError> {
+            if insert {
+                map.insert(k, 1, 0)
+            } else {
+                match map.remove(&k) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+        fn lpm<const N: usize>(
+            map: &mut LpmTrie<MapData, [u8; N], u8>,
+            bits: u32,
+            data: [u8; N],
+            insert: bool,
+        ) -> Result<(), aya::maps::MapError> {
+            let key = Key::new(bits, data);
+            if insert {
+                map.insert(&key, 1, 0)
+            } else {
+                match map.remove(&key) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+        for k in keys {
+            let (res, name) = match k {
+                WrittenKey::Value(v) => (
+                    hash(&mut self.hook_maps.values, *v, insert),
+                    "vigil_hook_values",
+                ),
+                WrittenKey::Cidr(b, d) => (
+                    lpm(&mut self.hook_maps.cidrs, *b, *d, insert),
+                    "vigil_hook_cidrs",
+                ),
+                WrittenKey::Exact(m) => (
+                    hash(&mut self.path_exact, MatchKeyPod(*m), insert),
+                    "vigil_path_exact",
+                ),
+                WrittenKey::Prefix(b, d) => (
+                    lpm(&mut self.path_prefix, *b, *d, insert),
+                    "vigil_path_prefix",
+                ),
+                WrittenKey::Postfix(b, d) => (
+                    lpm(&mut self.path_postfix, *b, *d, insert),
+                    "vigil_path_postfix",
+                ),
+                WrittenKey::BinExact(m) => (
+                    hash(&mut self.bin_exact, MatchKeyPod(*m), insert),
+                    "vigil_bin_exact",
+                ),
+                WrittenKey::BinPrefix(b, d) => (
+                    lpm(&mut self.bin_prefix, *b, *d, insert),
+                    "vigil_bin_prefix",
+                ),
+            };
+            res.map_err(|e| map_err(policy, name, e))?;
+        }
+        Ok(())
+    }
+
+    /// A free run of `n` selector slots.
+    pub(super) fn free_rule_run(&self, n: usize) -> Option<usize> {
+        if n == 0 {
+            return Some(0);
+        }
+        (0..=abi::HOOK_RULES.saturating_sub(n)).find(|&start| {
+            self.hook_rule_owner[start..start + n]
+                .iter()
+                .all(|o| o.is_none())
+        })
+    }
+}
