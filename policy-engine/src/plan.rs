@@ -43,6 +43,8 @@ pub enum Mechanism {
     Fentry(String),
     /// The exit tracepoints of these system calls; the subject is what the kernel resolved.
     SyscallTracepoints(Vec<String>),
+    /// The enter tracepoint of this system call, reading its arguments.
+    SyscallEnter(String),
     /// A tracepoint.
     Tracepoint(String, String),
 }
@@ -68,6 +70,8 @@ pub enum Guarantee {
     /// The operation happens, but the process dies before it returns to userspace, so it never
     /// sees the result (no byte of a file it opened reaches it).
     KilledBeforeReturn,
+    /// The process is killed when the call returns to userspace; the call itself completes.
+    KilledOnReturn,
     /// The signal is delivered when the process returns to userspace.
     SignalledOnReturn,
     /// Events are reported; nothing is enforced (monitor mode, or no enforcement action).
@@ -81,6 +85,9 @@ impl Guarantee {
             Guarantee::DeniedBeforeEffect => "denied before the effect: the operation never happens",
             Guarantee::KilledBeforeReturn => {
                 "process killed after the operation, before it returns to userspace: the data never reaches it"
+            }
+            Guarantee::KilledOnReturn => {
+                "process killed when the call returns to userspace: the call itself completes, nothing after it runs"
             }
             Guarantee::SignalledOnReturn => "signal delivered when the process returns to userspace",
             Guarantee::ObservedOnly => "observed only: events are reported, nothing is enforced",
@@ -204,7 +211,7 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
             ))
         } else if let (true, Some(name)) = (caps.tracepoint, syscall_name) {
             Ok((
-                Mechanism::SyscallTracepoints(vec![name]),
+                Mechanism::SyscallEnter(name),
                 Some("neither kprobes nor fentry are available".to_string()),
             ))
         } else {
@@ -276,6 +283,16 @@ fn push(
             (Enforcement::Deny(e), Guarantee::DeniedBeforeEffect)
         }
         (false, Enforcement::Signal(s), _) if caps.send_signal => (Enforcement::Signal(s), Guarantee::SignalledOnReturn),
+        // A kill decided on entry to a call (a generic kprobe, a system call's enter tracepoint)
+        // lands when the call returns; only the file-open evaluator decides on the result.
+        (false, Enforcement::Deny(_) | Enforcement::Kill, Mechanism::SyscallEnter(_)) if caps.send_signal => {
+            (Enforcement::Kill, Guarantee::KilledOnReturn)
+        }
+        (false, Enforcement::Deny(_) | Enforcement::Kill, Mechanism::Kprobe(f) | Mechanism::Fentry(f))
+            if caps.send_signal && f != "security_file_open" =>
+        {
+            (Enforcement::Kill, Guarantee::KilledOnReturn)
+        }
         (false, Enforcement::Deny(_) | Enforcement::Kill, _) if caps.send_signal => {
             (Enforcement::Kill, Guarantee::KilledBeforeReturn)
         }
@@ -314,6 +331,7 @@ pub fn describe_mechanism(m: &Mechanism) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        Mechanism::SyscallEnter(c) => format!("system call tracepoint sys_enter_{c}"),
         Mechanism::Tracepoint(s, e) => format!("tracepoint {s}/{e}"),
     }
 }

@@ -159,6 +159,10 @@ impl PolicyManager {
                         AttachTarget::SyscallEnter(t, arity) => {
                             sensor.attach_syscall_enter(t, *arity)
                         }
+                        AttachTarget::NotInKernel(call) => {
+                            log(format!("{file}: {call} is not implemented by this kernel (every call fails with ENOSYS); its hook has nothing to watch"));
+                            continue;
+                        }
                     };
                     match link {
                         Ok(link) => self.table.add_link(*slot, link),

@@ -96,3 +96,92 @@ fn shipped_policies_enforce_on_named_tools_and_leave_the_host_usable() {
         .iter()
         .all(|e| e["outcome"] == "posted" && e["action"] == "KPROBE_ACTION_POST"));
 }
+
+fn kprobe_events<'a>(run: &'a AgentRun, policy: &str) -> Vec<&'a Value> {
+    run.events
+        .iter()
+        .filter_map(|e| e.get("process_kprobe"))
+        .filter(|e| e["policy_name"] == policy)
+        .collect()
+}
+
+#[test]
+fn writes_under_etc_are_reported_by_the_file_they_really_reach() {
+    let dir = rules_dir();
+    let name = format!("vigil-write-{}", std::process::id());
+    let agent = Agent::start(&["--policy-dir", dir.to_str().unwrap()]);
+    // A relative path from inside /etc: the kernel resolves the descriptor, not the string.
+    let shell = run("sh", &["-c", &format!("cd /etc && echo vigil >> {name}")]);
+    let tmp = vigil_tests::TempDir::new("writes");
+    let elsewhere = tmp.path().join(&name);
+    std::fs::write(&elsewhere, "not a system file").unwrap();
+    let run = agent.stop();
+    let _ = std::fs::remove_file(format!("/etc/{name}"));
+    assert!(shell.status.success(), "{shell:?}");
+    let events = kprobe_events(&run, "observe-system-writes");
+    let path = format!("/etc/{name}");
+    let hits: Vec<_> = events
+        .iter()
+        .filter(|e| e["args"][0]["file_arg"]["path"] == path.as_str())
+        .collect();
+    assert_eq!(hits.len(), 1, "{events:#?}");
+    assert_eq!(hits[0]["function_name"], "sys_write");
+    assert_eq!(hits[0]["args"][1]["size_arg"], 6);
+    assert_eq!(hits[0]["outcome"], "posted");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["args"][0]["file_arg"]["path"] != elsewhere.to_str().unwrap()),
+        "a write outside the watched directories is not reported: {events:#?}"
+    );
+}
+
+#[test]
+fn module_loads_outside_the_host_pid_namespace_are_killed() {
+    let dir = rules_dir();
+    let tmp = vigil_tests::TempDir::new("modules");
+    let bogus = tmp.path().join("bogus.ko");
+    std::fs::write(&bogus, [0u8; 512]).unwrap();
+    let bogus = bogus.to_str().unwrap();
+    let agent = Agent::start(&["--policy-dir", dir.to_str().unwrap()]);
+    // The same attempt from the host's pid namespace and from a new one.
+    let host = run("busybox", &["insmod", bogus]);
+    let contained = run("unshare", &["-p", "-f", "busybox", "insmod", bogus]);
+    let run = agent.stop();
+    assert!(
+        run.stderr
+            .iter()
+            .any(|l| l.contains("policy kill-module-load-in-containers loaded")),
+        "{:#?}",
+        run.stderr
+    );
+    assert_ne!(
+        host.status.signal(),
+        Some(9),
+        "host module loads are left alone"
+    );
+    let events = kprobe_events(&run, "kill-module-load-in-containers");
+    let compiled_out = run
+        .stderr
+        .iter()
+        .any(|l| l.contains("sys_finit_module is not implemented by this kernel"));
+    if compiled_out {
+        // Nothing can load a module on this kernel: the call fails with ENOSYS, nobody dies.
+        assert!(
+            String::from_utf8_lossy(&contained.stderr).contains("not support"),
+            "{contained:?}"
+        );
+        assert!(events.is_empty(), "{events:#?}");
+        return;
+    }
+    assert_eq!(contained.status.signal(), Some(9), "{contained:?}");
+    assert_eq!(events.len(), 1, "only the contained attempt: {events:#?}");
+    assert_eq!(events[0]["outcome"], "killed");
+    assert_eq!(events[0]["action"], "KPROBE_ACTION_SIGKILL");
+    assert!(
+        events[0]["function_name"]
+            .as_str()
+            .is_some_and(|f| f.contains("init_module")),
+        "{events:#?}"
+    );
+}

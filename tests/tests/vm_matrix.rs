@@ -15,12 +15,13 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 6] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
     "file_policies",
     "shipped_policies",
+    "hook_selectors",
 ];
 
 /// The VM stage must stay under five minutes on our 2-core machines.

@@ -23,6 +23,10 @@ pub enum AttachTarget {
     Kprobe(String),
     /// The `syscalls/<this>` enter tracepoint, with a program reading this many arguments.
     SyscallEnter(String, usize),
+    /// Nowhere: this kernel does not implement the system call (it is compiled out and every
+    /// call fails with ENOSYS, e.g. init_module without CONFIG_MODULES), so nothing can happen
+    /// for the hook to see or stop.
+    NotInKernel(String),
 }
 
 /// A generic hook in the kernel, as events name it.
@@ -66,10 +70,15 @@ pub(super) fn hook_keys(
     let nr =
         abi::syscall_nr(bare).ok_or_else(|| format!("{} is not an x86-64 system call", h.call))?;
     let tracepoint = format!("sys_enter_{bare}");
-    if !std::path::Path::new("/sys/kernel/tracing/events/syscalls")
-        .join(&tracepoint)
-        .exists()
-    {
+    let events = std::path::Path::new("/sys/kernel/tracing/events/syscalls");
+    if !events.join(&tracepoint).exists() {
+        // Every system call compiled into the kernel has its enter and exit tracepoints; one
+        // that exists on x86-64 but has none here is compiled out (its kallsyms entry is a weak
+        // stub that returns ENOSYS).
+        let compiled_out = events.join("sys_enter_getpid").exists();
+        if compiled_out {
+            return Ok((Vec::new(), AttachTarget::NotInKernel(h.call.clone())));
+        }
         return Err(format!(
             "no tracepoint syscalls/{tracepoint} to fall back to"
         ));

@@ -1,0 +1,330 @@
+//! Selectors on generic hooks, evaluated in the kernel: integer, string and descriptor
+//! conditions, binaries, pids (with followForks), capabilities, and the Sigkill action, on a
+//! system call hooked by kprobe (VM) or by its enter tracepoint (host). Then Tetragon's example
+//! policies that need them, in the VM where kprobes exist.
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+
+use serde_json::Value;
+use vigil_tests::{
+    kernels::{scenario_needs, Hook},
+    require_root, Agent, AgentRun, TempDir,
+};
+
+fn kprobe_events<'a>(run: &'a AgentRun, function: &str) -> Vec<&'a Value> {
+    run.events
+        .iter()
+        .filter_map(|e| e.get("process_kprobe"))
+        .filter(|e| e["function_name"] == function)
+        .collect()
+}
+
+/// sys_setuid: uid 4242 is killed; a setuid by a fork of this test (before it execs), holding
+/// CAP_SETUID, is reported; nothing else is.
+fn setuid_policy(mode: &str, me: &str, pid: u32) -> String {
+    format!(
+        r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: setuid-selectors
+spec:
+  options:
+  - name: policy-mode
+    value: {mode}
+  kprobes:
+  - call: sys_setuid
+    syscall: true
+    args:
+    - index: 0
+      type: int
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["4242"]
+      matchActions:
+      - action: Sigkill
+    - matchArgs:
+      - index: 0
+        operator: GT
+        values: ["60000"]
+      matchBinaries:
+      - operator: In
+        values: ["{me}"]
+      matchPIDs:
+      - operator: In
+        followForks: true
+        values: [{pid}]
+      matchCapabilities:
+      - type: Effective
+        operator: In
+        values: ["CAP_SETUID"]
+"#
+    )
+}
+
+fn spawn_as(uid: u32) -> (u32, std::process::ExitStatus) {
+    let mut child = std::process::Command::new("true")
+        .uid(uid)
+        .gid(uid)
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    (pid, child.wait().unwrap())
+}
+
+fn setuid_scenario(mode: &str) {
+    require_root();
+    let me = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+    let dir = TempDir::new("setuid-selectors");
+    let policy = dir.path().join("setuid.yaml");
+    let text = setuid_policy(mode, me.to_str().unwrap(), std::process::id());
+    std::fs::write(&policy, text).unwrap();
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let (killed_pid, killed) = spawn_as(4242);
+    let (posted_pid, posted) = spawn_as(65534);
+    let (_, quiet) = spawn_as(1000);
+    let run = agent.stop();
+    let events = kprobe_events(&run, "sys_setuid");
+    let of = |pid: u32| -> Vec<&&Value> {
+        events
+            .iter()
+            .filter(|e| e["process"]["pid"] == pid)
+            .collect()
+    };
+
+    let k = of(killed_pid);
+    assert_eq!(k.len(), 1, "{events:#?}");
+    assert_eq!(k[0]["args"][0]["int_arg"], 4242);
+    assert_eq!(k[0]["action"], "KPROBE_ACTION_SIGKILL");
+    assert_eq!(k[0]["policy_name"], "setuid-selectors");
+    if mode == "enforce" {
+        assert_eq!(
+            killed.signal(),
+            Some(9),
+            "uid 4242 must be killed: {killed:?}"
+        );
+        assert_eq!(k[0]["outcome"], "killed");
+    } else {
+        assert!(killed.success(), "monitor mode must not kill: {killed:?}");
+        assert_eq!(k[0]["outcome"], "would_have_been_killed");
+    }
+
+    // The fork has not exec'd yet: it is still this test's binary and counts as this pid.
+    assert!(posted.success());
+    let p = of(posted_pid);
+    assert_eq!(p.len(), 1, "{events:#?}");
+    assert_eq!(p[0]["args"][0]["int_arg"], 65534);
+    assert_eq!(p[0]["outcome"], "posted");
+    assert_eq!(p[0]["process"]["binary"], me.to_str().unwrap());
+
+    // uid 1000 fails the GT condition of the second selector and the first selector's value.
+    assert!(quiet.success());
+    assert_eq!(
+        events.len(),
+        2,
+        "only the two matching calls are reported: {events:#?}"
+    );
+}
+
+#[test]
+fn int_binary_pid_and_capability_selectors_kill_in_the_kernel() {
+    setuid_scenario("enforce");
+}
+
+#[test]
+fn monitor_mode_reports_the_kill_it_would_have_made() {
+    setuid_scenario("monitor");
+}
+
+#[test]
+fn string_and_descriptor_arguments_are_decoded_and_matched() {
+    require_root();
+    let dir = TempDir::new("hook-args");
+    let target = dir.path().join("fd-target.vigil");
+    std::fs::write(&target, "x").unwrap();
+    let target = std::fs::canonicalize(&target).unwrap();
+    let policy = dir.path().join("args.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: hook-args
+spec:
+  kprobes:
+  - call: sys_symlinkat
+    syscall: true
+    args:
+    - index: 0
+      type: string
+    - index: 2
+      type: string
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["/etc/"]
+  - call: sys_symlink
+    syscall: true
+    args:
+    - index: 0
+      type: string
+    - index: 1
+      type: string
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["/etc/"]
+  - call: sys_fchmod
+    syscall: true
+    args:
+    - index: 0
+      type: fd
+    - index: 1
+      type: uint32
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Postfix
+        values: [".vigil"]
+      - index: 1
+        operator: Mask
+        values: ["64"]
+"#
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let link = dir.path().join("link-to-hostname");
+    let other = dir.path().join("link-elsewhere");
+    std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+    std::os::unix::fs::symlink("/tmp/nothing", &other).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let f = std::fs::File::open(&target).unwrap();
+    f.set_permissions(std::fs::Permissions::from_mode(0o744))
+        .unwrap();
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .unwrap();
+    let run = agent.stop();
+
+    // libc makes the link with symlink(2) or symlinkat(2); either is hooked.
+    let mut links = kprobe_events(&run, "sys_symlinkat");
+    links.extend(kprobe_events(&run, "sys_symlink"));
+    assert_eq!(links.len(), 1, "only the link to /etc/: {links:#?}");
+    assert_eq!(links[0]["args"][0]["string_arg"], "/etc/hostname");
+    assert_eq!(
+        links[0]["args"][1]["string_arg"],
+        link.to_str().unwrap(),
+        "{links:#?}"
+    );
+    let chmods = kprobe_events(&run, "sys_fchmod");
+    assert_eq!(chmods.len(), 1, "only the mode with 0o100: {chmods:#?}");
+    assert_eq!(
+        chmods[0]["args"][0]["file_arg"]["path"],
+        target.to_str().unwrap(),
+        "the descriptor resolved in the kernel: {chmods:#?}"
+    );
+    assert_eq!(chmods[0]["args"][1]["int_arg"], 0o744);
+}
+
+fn tetragon_policy(name: &str) -> String {
+    vigil_tests::tetragon_policies_dir()
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn tetragon_socket_connect_example_reports_the_sockaddr() {
+    if !scenario_needs(
+        "tetragon_socket_connect_example_reports_the_sockaddr",
+        &[Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let policy = tetragon_policy("tracingpolicy_security-socket-connect.yaml");
+    let agent = Agent::start(&["--policy", &policy]);
+    drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+    let run = agent.stop();
+    let events: Vec<_> = kprobe_events(&run, "security_socket_connect")
+        .into_iter()
+        .filter(|e| e["args"][0]["sockaddr_arg"]["port"] == port)
+        .collect();
+    assert_eq!(events.len(), 1, "{:#?}", run.events);
+    let sa = &events[0]["args"][0]["sockaddr_arg"];
+    assert_eq!(sa["family"], "AF_INET");
+    assert_eq!(sa["addr"], "127.0.0.1");
+    assert_eq!(events[0]["process"]["pid"], std::process::id());
+}
+
+#[test]
+fn tetragon_private_addrs_example_kills_a_connect_outside_them() {
+    if !scenario_needs(
+        "tetragon_private_addrs_example_kills_a_connect_outside_them",
+        &[Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let policy = tetragon_policy("tracingpolicy_tcp-connect-only-private-addrs.yaml");
+    let agent = Agent::start(&["--policy", &policy]);
+    // Loopback is private: allowed.
+    let allowed = std::net::TcpStream::connect(("127.0.0.1", port));
+    // A documentation address (TEST-NET-2), on the loopback of a network namespace made here.
+    let outside = std::process::Command::new("unshare")
+        .args([
+            "-n",
+            "sh",
+            "-c",
+            "ip link set lo up && ip addr add 198.51.100.7/32 dev lo && exec nc 198.51.100.7 9 </dev/null",
+        ])
+        .status()
+        .expect("unshare");
+    let run = agent.stop();
+    assert!(allowed.is_ok(), "a loopback connect must succeed");
+    assert_eq!(outside.signal(), Some(9), "{outside:?}");
+    let events = kprobe_events(&run, "tcp_connect");
+    let killed: Vec<_> = events
+        .iter()
+        .filter(|e| e["args"][0]["sock_arg"]["daddr"] == "198.51.100.7")
+        .collect();
+    assert_eq!(killed.len(), 1, "{events:#?}");
+    assert_eq!(killed[0]["outcome"], "killed");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["args"][0]["sock_arg"]["daddr"] != "127.0.0.1"),
+        "loopback matches no selector: {events:#?}"
+    );
+}
+
+#[test]
+fn tetragon_write_example_reports_writes_to_stdout() {
+    require_root();
+    let policy = tetragon_policy("tracingpolicy_write.yaml");
+    let agent = Agent::start(&["--policy", &policy]);
+    let out = std::process::Command::new("sh")
+        .args(["-c", "echo vigil-write-marker"])
+        .output()
+        .unwrap();
+    let run = agent.stop();
+    assert!(out.status.success());
+    use base64::Engine;
+    let marker = base64::engine::general_purpose::STANDARD.encode("vigil-write-marker\n");
+    let events = kprobe_events(&run, "sys_write");
+    let hits: Vec<_> = events
+        .iter()
+        .filter(|e| e["args"][1]["bytes_arg"] == marker.as_str())
+        .collect();
+    assert_eq!(hits.len(), 1, "{events:#?}");
+    assert_eq!(hits[0]["args"][0]["int_arg"], 1);
+    assert_eq!(hits[0]["args"][2]["size_arg"], 19);
+}
