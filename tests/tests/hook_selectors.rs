@@ -147,8 +147,7 @@ fn string_and_descriptor_arguments_are_decoded_and_matched() {
     let policy = dir.path().join("args.yaml");
     std::fs::write(
         &policy,
-        format!(
-            r#"apiVersion: cilium.io/v1alpha1
+        r#"apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
 metadata:
   name: hook-args
@@ -193,8 +192,7 @@ spec:
       - index: 1
         operator: Mask
         values: ["64"]
-"#
-        ),
+"#,
     )
     .unwrap();
     let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
