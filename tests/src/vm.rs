@@ -200,9 +200,14 @@ impl Initramfs {
             crate::kernels::KERNEL_ENV,
             crate::kernels::SKIP_LOG_ENV
         ));
+        // Debugging aids from the host: the verifier's full log, one test by name.
+        if std::env::var_os("VIGIL_DEBUG").is_some() {
+            init.push_str("export VIGIL_DEBUG=1\n");
+        }
+        let filter = std::env::var("VIGIL_VM_FILTER").unwrap_or_default();
         for s in &self.scenarios {
             init.push_str(&format!(
-                "echo {BEGIN} {s}\n/vigil/{s} --test-threads=1 2>&1\necho {END} {s} rc=$?\n"
+                "echo {BEGIN} {s}\n/vigil/{s} --test-threads=1 {filter} 2>&1\necho {END} {s} rc=$?\n"
             ));
         }
         init.push_str(&format!("echo SKIPS-BEGIN\ncat /tmp/skips 2>/dev/null\necho SKIPS-END\necho {DONE}\npoweroff -f\n"));

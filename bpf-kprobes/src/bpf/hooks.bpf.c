@@ -532,22 +532,23 @@ struct emit_walk {
 	__u32 off;
 };
 
-/* Appends argument `a`'s bytes behind the event, if it has any. */
+/* Appends argument `a`'s bytes behind the event, if it has any. Every index is the masked
+ * `i`: older verifiers do not carry a bound from one register copy to another. */
 static long emit_step(__u32 a, void *vctx)
 {
 	struct emit_walk *w = vctx;
 	struct hook_eval *e = hook_eval();
+	__u32 i = a;
 
-	if (!e || a >= VIGIL_HOOK_ARGS || a >= e->cfg.nargs)
+	BOUND_SLOT(i);
+	if (!e || i >= VIGIL_HOOK_ARGS || i >= e->cfg.nargs)
 		return 1;
-	e->ev.str_len[a] = 0;
-	__u8 t = e->cfg.arg_type[a];
+	__u8 t = e->cfg.arg_type[i];
 	if (t != VIGIL_ARG_STRING && t != VIGIL_ARG_BUF && t != VIGIL_ARG_FILE && t != VIGIL_ARG_PATH &&
 	    t != VIGIL_ARG_FD)
 		return 0;
-	decode_str(a);
+	decode_str(i);
 	e = hook_eval();
-	__u32 i = a;
 	BOUND_SLOT(i);
 	if (!e)
 		return 1;
