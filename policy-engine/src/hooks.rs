@@ -207,6 +207,21 @@ const NAMESPACES: [&str; 9] = [
 /// Argument conditions per selector (`VIGIL_HOOK_CONDS`).
 pub const MAX_CONDS: usize = 8;
 
+/// A value as the kernel holds the argument: cut to `bits`, then sign-extended when the type is
+/// signed (so `0xffffffff` for an `int` is -1, as the register's low half reads).
+pub fn normalize(n: i128, bits: u32, signed: bool) -> i64 {
+    let v = n as u64;
+    if bits >= 64 {
+        return v as i64;
+    }
+    let cut = v & ((1u64 << bits) - 1);
+    if signed && cut >> (bits - 1) & 1 == 1 {
+        (cut | !((1u64 << bits) - 1)) as i64
+    } else {
+        cut as i64
+    }
+}
+
 /// Compiles a kprobe (other than the file-open hooks) into a generic hook.
 pub fn generic_hook(
     path: &str,
@@ -321,7 +336,7 @@ fn selector(spath: &str, s: &Selector, args: &[HookArg]) -> Result<HookSelector,
             (HookArgKind::Int { bits, signed, .. }, _) => {
                 let ints = vals
                     .iter()
-                    .map(|v| values::int_for(v, bits, signed).map(|n| n as i64))
+                    .map(|v| values::int_for(v, bits, signed).map(|n| normalize(n, bits, signed)))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(bad)?;
                 match base {

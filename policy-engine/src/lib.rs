@@ -21,6 +21,7 @@ mod args;
 pub mod compile;
 mod error;
 pub mod evaluate;
+pub mod evaluate_hooks;
 pub mod hooks;
 pub mod kernel;
 pub mod locate;

@@ -125,8 +125,9 @@ pub fn explain(btf: &str, file: &std::path::Path) -> Result<()> {
 /// Replays the file opens of recorded events through the policy's compiled rules.
 pub fn test(policy_file: &std::path::Path, events: &std::path::Path, json: bool) -> Result<()> {
     use vigil_policy_engine::{
-        compile::compile,
+        compile::{compile, RuleAction},
         evaluate::{first_match, FileOpen},
+        evaluate_hooks::first_hook_match,
     };
     let name = policy_file.display().to_string();
     let text = std::fs::read_to_string(policy_file)
@@ -143,7 +144,7 @@ pub fn test(policy_file: &std::path::Path, events: &std::path::Path, json: bool)
     })?;
     let input = std::fs::read_to_string(events)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", events.display()))?;
-    let (mut opens, mut matched) = (0usize, 0usize);
+    let (mut opens, mut calls, mut matched) = (0usize, 0usize, 0usize);
     for (n, line) in input.lines().enumerate() {
         let event: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| anyhow::anyhow!("{}:{}: not an event: {e}", events.display(), n + 1))?;
@@ -153,43 +154,191 @@ pub fn test(policy_file: &std::path::Path, events: &std::path::Path, json: bool)
         else {
             continue;
         };
-        if !matches!(
-            body["function_name"].as_str(),
-            Some("file_open" | "security_file_open")
-        ) {
-            continue;
-        }
-        let (Some(path), Some(binary)) = (
-            body["args"][0]["file_arg"]["path"].as_str(),
-            body["process"]["binary"].as_str(),
-        ) else {
+        let function = body["function_name"].as_str().unwrap_or("");
+        let binary = body["process"]["binary"].as_str().unwrap_or("");
+        // (subject, action, monitor, selector) of what the kernel would do.
+        let verdict = if matches!(function, "file_open" | "security_file_open") {
+            let Some(path) = body["args"][0]["file_arg"]["path"].as_str() else {
+                continue;
+            };
+            opens += 1;
+            first_match(&compiled.rules, &FileOpen { path, binary }).map(|rule| {
+                (
+                    path.to_string(),
+                    rule.action,
+                    rule.monitor,
+                    rule.hook_path.clone(),
+                )
+            })
+        } else if let Some(hook) = compiled.hooks.iter().find(|h| h.call == function) {
+            calls += 1;
+            let call = hook_call(body);
+            first_hook_match(hook, &call).map(|s| {
+                let (action, path) = match s {
+                    Some(s) => {
+                        let j = hook
+                            .selectors
+                            .iter()
+                            .position(|o| std::ptr::eq(o, s))
+                            .unwrap_or(0);
+                        (s.action, format!("{}.selectors[{j}]", hook.hook_path))
+                    }
+                    None => (RuleAction::Post, hook.hook_path.clone()),
+                };
+                (args_text(body), action, hook.monitor, path)
+            })
+        } else {
             continue;
         };
-        opens += 1;
-        let Some(rule) = first_match(&compiled.rules, &FileOpen { path, binary }) else {
+        let Some((subject, action, monitor, selector)) = verdict else {
             continue;
         };
         matched += 1;
-        let action = crate::builder::rule_action_name(rule.action);
+        let action = crate::builder::rule_action_name(action);
         if json {
             let out = serde_json::json!({
-                "time": event["time"], "binary": binary, "path": path, "policy_name": policy.name,
-                "action": action, "monitor": rule.monitor, "selector": rule.hook_path,
+                "time": event["time"], "binary": binary, "function": function,
+                "path": subject, "policy_name": policy.name, "action": action, "monitor": monitor,
+                "selector": selector,
             });
             println!("{out}");
         } else {
             println!(
-                "{} {binary} {path}: {action}{}",
+                "{} {binary} {function} {subject}: {action}{}",
                 event["time"].as_str().unwrap_or(""),
-                if rule.monitor { " (monitor)" } else { "" }
+                if monitor { " (monitor)" } else { "" }
             );
         }
     }
     if !json {
         println!(
-            "{opens} file opens replayed, {matched} matched policy {}",
+            "{opens} file opens and {calls} hook calls replayed, {matched} matched policy {}",
             policy.name
         );
     }
     Ok(())
+}
+
+/// A recorded `process_kprobe` event as the kernel saw the call: its arguments in order and the
+/// calling process. Record with the hook and arguments of the policy under test (and no
+/// selectors), so positions line up.
+fn hook_call(body: &serde_json::Value) -> vigil_policy_engine::evaluate_hooks::HookCall {
+    use vigil_policy_engine::evaluate_hooks::{CallArg, HookCall};
+    let p = &body["process"];
+    let args = body["args"]
+        .as_array()
+        .map(|a| a.iter().map(call_arg).collect())
+        .unwrap_or_default();
+    let flags = p["flags"].as_str().unwrap_or("");
+    let fork_of = (flags.split(' ').any(|f| f == "clone"))
+        .then(|| body["parent"]["pid"].as_u64())
+        .flatten()
+        .map(|n| n as u32);
+    let names = [
+        "uts",
+        "ipc",
+        "mnt",
+        "pid",
+        "pid_for_children",
+        "net",
+        "time",
+        "cgroup",
+        "user",
+    ];
+    let mut ns = [(0u32, false); 9];
+    for (slot, name) in ns.iter_mut().zip(names) {
+        let n = &p["ns"][name];
+        *slot = (
+            n["inum"].as_u64().unwrap_or(0) as u32,
+            n["is_host"].as_bool().unwrap_or(false),
+        );
+    }
+    let mask = |set: &str| {
+        p["cap"][set]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().and_then(vigil_events::caps::bit))
+            .fold(0u64, |m, b| m | 1 << b)
+    };
+    return HookCall {
+        args,
+        binary: p["binary"].as_str().unwrap_or("").to_string(),
+        pid: p["pid"].as_u64().unwrap_or(0) as u32,
+        fork_of,
+        ns,
+        caps: [mask("effective"), mask("permitted"), mask("inheritable")],
+    };
+
+    fn call_arg(a: &serde_json::Value) -> CallArg {
+        use base64::Engine;
+        let family = |f: &str| match f {
+            "AF_INET" => 2,
+            "AF_INET6" => 10,
+            "AF_UNIX" => 1,
+            other => other.trim_start_matches("AF_").parse().unwrap_or(0),
+        };
+        let ip = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse().ok());
+        if let Some(v) = a.get("int_arg").and_then(|v| v.as_i64()) {
+            CallArg::Int(v)
+        } else if let Some(v) = a.get("size_arg").and_then(|v| v.as_u64()) {
+            CallArg::Int(v as i64)
+        } else if let Some(v) = a.get("string_arg").and_then(|v| v.as_str()) {
+            CallArg::Text(v.to_string())
+        } else if let Some(v) = a.get("bytes_arg").and_then(|v| v.as_str()) {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .unwrap_or_default();
+            CallArg::Text(String::from_utf8_lossy(&bytes).into_owned())
+        } else if let Some(f) = a.get("file_arg").or_else(|| a.get("path_arg")) {
+            CallArg::Text(f["path"].as_str().unwrap_or("").to_string())
+        } else if let Some(s) = a.get("sock_arg") {
+            CallArg::Sock {
+                family: family(s["family"].as_str().unwrap_or("")),
+                protocol: match s["protocol"].as_str().unwrap_or("") {
+                    "IPPROTO_TCP" => 6,
+                    "IPPROTO_UDP" => 17,
+                    "IPPROTO_ICMP" => 1,
+                    "IPPROTO_ICMPV6" => 58,
+                    other => other.trim_start_matches("IPPROTO_").parse().unwrap_or(0),
+                },
+                saddr: ip(&s["saddr"]),
+                daddr: ip(&s["daddr"]),
+                sport: s["sport"].as_u64().unwrap_or(0) as u16,
+                dport: s["dport"].as_u64().unwrap_or(0) as u16,
+            }
+        } else if let Some(s) = a.get("sockaddr_arg") {
+            let port = s["port"].as_u64().unwrap_or(0) as u16;
+            CallArg::Sock {
+                family: family(s["family"].as_str().unwrap_or("")),
+                protocol: 0,
+                saddr: ip(&s["addr"]),
+                daddr: ip(&s["addr"]),
+                sport: port,
+                dport: port,
+            }
+        } else {
+            CallArg::Text(String::new())
+        }
+    }
+}
+
+/// The arguments of a recorded call, for the report.
+fn args_text(body: &serde_json::Value) -> String {
+    body["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| match a.as_object().and_then(|o| o.values().next()) {
+            Some(serde_json::Value::Object(o)) => o
+                .get("path")
+                .or_else(|| o.get("daddr"))
+                .or_else(|| o.get("addr"))
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            Some(v) => v.to_string(),
+            None => String::new(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -331,3 +331,81 @@ fn tetragon_write_example_reports_writes_to_stdout() {
     assert_eq!(hits[0]["args"][0]["int_arg"], 1);
     assert_eq!(hits[0]["args"][2]["size_arg"], 19);
 }
+
+/// `vigil policy test` replays recorded setuid calls through the selectors offline; the same
+/// calls under the enforcing policy in the kernel give the same (uid, action) set.
+#[test]
+fn policy_test_agrees_with_the_kernel_on_hook_selectors() {
+    use std::collections::BTreeSet;
+    require_root();
+    let me = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+    let dir = TempDir::new("hook-policy-test");
+    let observe = dir.path().join("observe.yaml");
+    let enforce = dir.path().join("enforce.yaml");
+    std::fs::write(&observe, vigil_tests::fixtures::SETUID_POLICY).unwrap();
+    std::fs::write(
+        &enforce,
+        setuid_policy("enforce", me.to_str().unwrap(), std::process::id()),
+    )
+    .unwrap();
+    let commands = || {
+        for uid in [4242, 65534, 1000, 61000] {
+            spawn_as(uid);
+        }
+    };
+    let mine = |e: &&Value| e["process"]["binary"] == me.to_str().unwrap();
+
+    let recorder = Agent::start(&["--policy", observe.to_str().unwrap()]);
+    commands();
+    let recorded = recorder.stop();
+    let events = dir.path().join("events.jsonl");
+    let lines: Vec<String> = recorded
+        .events
+        .iter()
+        .filter(|e| e.get("process_kprobe").is_some_and(|k| mine(&k)))
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(lines.len(), 4, "{:#?}", recorded.events);
+    std::fs::write(&events, lines.join("\n")).unwrap();
+    let out = std::process::Command::new(vigil_tests::vigil_bin())
+        .args(["policy", "test", "--json", "--events"])
+        .arg(&events)
+        .arg(&enforce)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: BTreeSet<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["path"].as_str().unwrap_or("").to_string(),
+                v["action"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+
+    let enforcer = Agent::start(&["--policy", enforce.to_str().unwrap()]);
+    commands();
+    let live = enforcer.stop();
+    let online: BTreeSet<(String, String)> = kprobe_events(&live, "sys_setuid")
+        .into_iter()
+        .filter(mine)
+        .map(|e| {
+            (
+                e["args"][0]["int_arg"].to_string(),
+                e["action"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        online.len(),
+        3,
+        "4242 killed, 65534 and 61000 posted: {online:#?}"
+    );
+    assert_eq!(offline, online, "offline replay and the kernel disagree");
+}
