@@ -4,7 +4,10 @@
 //! [`load_policy`] parses a document and checks it, returning every problem as a
 //! [`PolicyError`] that names the file, line and column, the field path, the reason and a fix.
 //! [`locate`] maps field paths back to positions in the source; [`kernel`] checks the functions
-//! and tracepoints a policy names against the running kernel.
+//! and tracepoints a policy names against the running kernel. [`plan`] picks how each hook
+//! attaches on this kernel and what that guarantees; [`compile`] turns file-open hooks into
+//! kernel rules and [`hooks`] every other kprobe into a generic hook with its selectors;
+//! [`evaluate`] and [`evaluate_hooks`] decide offline what the kernel would.
 //!
 //! ```
 //! let text = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: x\n\

@@ -52,13 +52,20 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 const OPENS: usize = 200_000;
+/// write()s per measurement.
+const WRITES: usize = 200_000;
 
 /// open()+close() per second of `path`, measured in a child process started now (so that,
 /// with the agent running, it is a process the agent saw exec, as nearly all are).
 fn open_close_rate(path: &str) -> f64 {
+    child_rate("--open-loop", path)
+}
+
+/// Operations per second of the child loop `mode` on `path`.
+fn child_rate(mode: &str, path: &str) -> f64 {
     let exe = std::env::current_exe().expect("current_exe");
     let out = Command::new(exe)
-        .args(["--open-loop", path])
+        .args([mode, path])
         .output()
         .expect("spawn open loop");
     assert!(
@@ -81,6 +88,21 @@ fn open_loop(path: &str) {
     println!("{}", OPENS as f64 / start.elapsed().as_secs_f64());
 }
 
+/// The child side of the write benchmark: 64-byte write()s to one descriptor.
+fn write_loop(path: &str) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("create");
+    let block = [b'x'; 64];
+    let start = Instant::now();
+    for i in 0..WRITES {
+        if i % 4096 == 0 {
+            f.set_len(0).expect("truncate");
+        }
+        f.write_all(&block).expect("write");
+    }
+    println!("{}", WRITES as f64 / start.elapsed().as_secs_f64());
+}
+
 /// Rates of opening a file no policy matches and `/etc/passwd` (which the shipped deny policy
 /// names, by a binary it does not name), without and with the agent and its shipped policies.
 fn open_rows() {
@@ -88,19 +110,32 @@ fn open_rows() {
     let plain = scratch.path().join("plain.txt");
     std::fs::write(&plain, b"x").unwrap();
     let plain = plain.to_str().unwrap().to_string();
+    let written = scratch.path().join("written.txt");
+    let written = written.to_str().unwrap().to_string();
     let (mut base_plain, mut base_passwd, mut with_plain, mut with_passwd) =
         (vec![], vec![], vec![], vec![]);
+    let (mut base_write, mut with_write) = (vec![], vec![]);
     for round in 0..=ROUNDS {
         base_plain.push(open_close_rate(&plain));
         base_passwd.push(open_close_rate("/etc/passwd"));
+        base_write.push(child_rate("--write-loop", &written));
         if round < ROUNDS {
             let dir = vigil_tests::rules_dir();
             let agent = Agent::start(&["--policy-dir", dir.to_str().unwrap()]);
             with_plain.push(open_close_rate(&plain));
             with_passwd.push(open_close_rate("/etc/passwd"));
+            with_write.push(child_rate("--write-loop", &written));
             agent.stop();
         }
     }
+    println!(
+        "| 64-byte write() to a file outside the watched directories, {WRITES} times, shipped policies loaded | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
+        median(base_write.clone()),
+        list(&base_write),
+        median(with_write.clone()),
+        list(&with_write),
+        median(with_write.clone()) / median(base_write.clone())
+    );
     for (what, base, with) in [
         ("a file no policy matches", &base_plain, &with_plain),
         (
@@ -169,6 +204,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 3 && args[1] == "--open-loop" {
         return open_loop(&args[2]);
+    }
+    if args.len() == 3 && args[1] == "--write-loop" {
+        return write_loop(&args[2]);
     }
     vigil_tests::require_root();
     // Warm the page cache and the spawn path before measuring.
