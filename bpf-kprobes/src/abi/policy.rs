@@ -104,6 +104,8 @@ pub struct HookRule {
     pub cap_set: [u8; 3],
     pub cap_not: [u8; 3],
     pub _pad0: [u8; 2],
+    pub generation: u32,
+    pub _pad1: u32,
     pub cap_mask: [u64; 3],
     pub conds: [HookCond; HOOK_CONDS],
 }

@@ -113,6 +113,7 @@ int main(void)
 	FIELD(vigil_hook_rule, ns_not_in);
 	FIELD(vigil_hook_rule, cap_set);
 	FIELD(vigil_hook_rule, cap_not);
+	FIELD(vigil_hook_rule, generation);
 	FIELD(vigil_hook_rule, cap_mask);
 	FIELD(vigil_hook_rule, conds);
 

@@ -73,6 +73,35 @@ struct {
 	__type(value, __u8);
 } vigil_hook_cidrs SEC(".maps");
 
+/*
+ * Path conditions remembered per file: resolving a path costs a walk of the dentry tree, and a
+ * hook on write(2) sees the same few files over and over. The key holds the dentry, its name,
+ * its parent and the mount, so a renamed or moved file is looked at afresh; an entry is trusted
+ * for VIGIL_PATH_CACHE_NS, which bounds what a rename of a directory above it can hide.
+ */
+#define VIGIL_PATH_CACHE_NS 1000000000ull
+
+struct path_cache_key {
+	__u64 dentry;
+	__u64 name;   /* d_name.hash_len: a reused dentry or a rename in place changes it */
+	__u64 parent;
+	__u64 mnt;
+	__u32 rule;       /* VIGIL_HOOK_RULE_KEY of the condition */
+	__u32 generation; /* of the selector: a rewritten slot never reads old decisions */
+};
+
+struct path_cache_value {
+	__u64 ktime;
+	__u64 hit;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct path_cache_key);
+	__type(value, struct path_cache_value);
+} vigil_path_cache SEC(".maps");
+
 /* Per-CPU state of one hook call. `ev` and `strs` are contiguous: they are the record. */
 struct hook_eval {
 	struct vigil_hook_event ev;
@@ -89,6 +118,7 @@ struct hook_eval {
 	struct vigil_lpm_key bin_lpm;
 	struct vigil_value_key vkey;
 	struct vigil_cidr_key ckey;
+	struct path_cache_key pkey;
 	struct vigil_process proc;
 };
 
@@ -199,6 +229,22 @@ static __always_inline void decode_path(struct hook_eval *e, __u32 a, const stru
 	e->ev.args[a].int_value = trunc;
 }
 
+/* The `struct path` a file, path or descriptor argument names. */
+static __always_inline int arg_path(__u8 type, void *ptr, struct path *p)
+{
+	struct file *f = 0;
+
+	if (type == VIGIL_ARG_PATH)
+		return ptr ? bpf_probe_read_kernel(p, sizeof(*p), ptr) : -1;
+	if (type == VIGIL_ARG_FILE)
+		f = ptr;
+	else if (type == VIGIL_ARG_FD)
+		f = fd_file((long)(int)(__u64)ptr);
+	if (!f)
+		return -1;
+	return BPF_CORE_READ_INTO(p, f, f_path);
+}
+
 /* Decodes string-like argument `a` into e->key[a], once per call. A global function: the
  * verifier checks it once, not once per place that calls it. */
 __noinline int decode_str(__u32 a)
@@ -236,24 +282,12 @@ __noinline int decode_str(__u32 a)
 		break;
 	}
 	case VIGIL_ARG_FILE:
-		if (!ptr)
-			return 0;
-		BPF_CORE_READ_INTO(&p, (struct file *)ptr, f_path);
-		decode_path(e, a, &p);
-		break;
 	case VIGIL_ARG_PATH:
-		if (!ptr || bpf_probe_read_kernel(&p, sizeof(p), ptr) < 0)
+	case VIGIL_ARG_FD:
+		if (arg_path(type, ptr, &p) < 0)
 			return 0;
 		decode_path(e, a, &p);
 		break;
-	case VIGIL_ARG_FD: {
-		struct file *f = fd_file((long)(int)(__u64)ptr);
-		if (!f)
-			return 0;
-		BPF_CORE_READ_INTO(&p, f, f_path);
-		decode_path(e, a, &p);
-		break;
-	}
 	}
 	return 0;
 }
@@ -328,6 +362,32 @@ static __always_inline int string_hit(struct hook_eval *e, __u32 a, __u8 op, __u
 	return bpf_map_lookup_elem(&vigil_path_postfix, &e->lpm) != 0;
 }
 
+/* A string condition on a file, path or descriptor argument, through the decision cache. */
+static __always_inline int path_hit(struct hook_eval *e, __u32 a, __u8 op, __u32 rule_key, __u32 generation)
+{
+	struct path p;
+
+	BOUND_SLOT(a);
+	if (a >= VIGIL_HOOK_ARGS)
+		return 0;
+	void *ptr = (void *)e->regs[e->cfg.arg_reg[a] & 7];
+	if (arg_path(e->cfg.arg_type[a], ptr, &p) < 0)
+		return string_hit(e, a, op, rule_key);
+	e->pkey.dentry = (__u64)p.dentry;
+	e->pkey.name = BPF_CORE_READ(p.dentry, d_name.hash_len);
+	e->pkey.parent = (__u64)BPF_CORE_READ(p.dentry, d_parent);
+	e->pkey.mnt = (__u64)p.mnt;
+	e->pkey.rule = rule_key;
+	e->pkey.generation = generation;
+	__u64 now = bpf_ktime_get_ns();
+	struct path_cache_value *v = bpf_map_lookup_elem(&vigil_path_cache, &e->pkey);
+	if (v && now - v->ktime < VIGIL_PATH_CACHE_NS)
+		return v->hit;
+	struct path_cache_value fresh = { .ktime = now, .hit = string_hit(e, a, op, rule_key) };
+	bpf_map_update_elem(&vigil_path_cache, &e->pkey, &fresh, BPF_ANY);
+	return fresh.hit;
+}
+
 /* One argument condition of the selector in w->slot. */
 static long cond_step(__u32 c, void *vctx)
 {
@@ -368,9 +428,14 @@ static long cond_step(__u32 c, void *vctx)
 		break;
 	case VIGIL_OP_STR_EQ:
 	case VIGIL_OP_STR_PREFIX:
-	case VIGIL_OP_STR_POSTFIX:
-		hit = string_hit(e, a, cond->op, key);
+	case VIGIL_OP_STR_POSTFIX: {
+		__u8 t = e->cfg.arg_type[a];
+		if (t == VIGIL_ARG_FILE || t == VIGIL_ARG_PATH || t == VIGIL_ARG_FD)
+			hit = path_hit(e, a, cond->op, key, r->generation);
+		else
+			hit = string_hit(e, a, cond->op, key);
 		break;
+	}
 	case VIGIL_OP_SADDR:
 		hit = lookup_cidr(e, key, sk->family, sk->saddr);
 		break;

@@ -123,7 +123,10 @@ impl PolicyTable {
             let mut written = Vec::new();
             for (i, s) in h.selectors.iter().enumerate() {
                 let rule_slot = (first + i) as u32;
-                let (raw, wkeys) = selector_rule(s, rule_slot, policy_id, h.monitor, &self.host_ns);
+                let (mut raw, wkeys) =
+                    selector_rule(s, rule_slot, policy_id, h.monitor, &self.host_ns);
+                self.generation = self.generation.wrapping_add(1);
+                raw.generation = self.generation;
                 self.write_keys(policy, &wkeys, true)?;
                 written.extend(wkeys);
                 self.hook_maps

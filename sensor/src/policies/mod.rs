@@ -123,6 +123,8 @@ pub struct PolicyTable {
     hook_rule_owner: Vec<Option<usize>>,
     /// The host's namespaces, for `host_ns` values.
     host_ns: [u32; abi::NS_COUNT],
+    /// Last selector generation written (`vigil_hook_rule.generation`).
+    generation: u32,
     policies: BTreeMap<String, u32>,
     name_refs: std::collections::HashMap<[u8; abi::NAME_LEN], usize>,
 }
@@ -166,6 +168,7 @@ impl PolicyTable {
             },
             hook_rule_owner: vec![None; abi::HOOK_RULES],
             host_ns: crate::identity::host_namespaces(),
+            generation: 0,
             policies: BTreeMap::new(),
             name_refs: Default::default(),
         })

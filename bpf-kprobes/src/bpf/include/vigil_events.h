@@ -299,6 +299,8 @@ struct vigil_hook_rule {
 	__u8 cap_set[3]; /* VIGIL_CAPS_* or 0 */
 	__u8 cap_not[3]; /* NotIn: none of the mask's capabilities */
 	__u8 _pad0[2];
+	__u32 generation; /* new for every selector written: keys the in-kernel decision cache */
+	__u32 _pad1;
 	__u64 cap_mask[3];
 	struct vigil_hook_cond conds[VIGIL_HOOK_CONDS];
 };
