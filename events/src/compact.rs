@@ -37,6 +37,10 @@ pub fn render(event: &Event) -> String {
                 tail.join(" ")
             )
         }
+        EventBody::ProcessAlert(a) => format!(
+            "🚨 alert   {} {} [{}] {} ({})",
+            event.node_name, a.process.binary, a.level, a.title, a.rule_id
+        ),
         EventBody::ProcessExit(e) => {
             let how = if e.signal.is_empty() {
                 e.status.to_string()

@@ -30,6 +30,33 @@ pub enum EventBody {
     ProcessKprobe(ProcessPolicy),
     /// An LSM hook policy matched.
     ProcessLsm(ProcessPolicy),
+    /// A Sigma rule matched an event.
+    ProcessAlert(ProcessAlert),
+}
+
+/// `process_alert`: a Sigma rule matched `event`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessAlert {
+    /// The process the matching event is about.
+    pub process: Arc<Process>,
+    /// Its parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Arc<Process>>,
+    /// The rule's `id` (its title when it has none).
+    pub rule_id: String,
+    /// The rule's title.
+    pub title: String,
+    /// `informational`, `low`, `medium`, `high` or `critical`.
+    pub level: String,
+    /// The rule's tags (ATT&CK techniques as `attack.t1059`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The file the rule was loaded from.
+    pub rule_file: String,
+    /// The Sigma logsource category it matched as.
+    pub category: String,
+    /// The event that matched, whole.
+    pub event: Box<Event>,
 }
 
 impl Event {
@@ -39,6 +66,7 @@ impl Event {
             EventBody::ProcessExec(e) => &e.process,
             EventBody::ProcessExit(e) => &e.process,
             EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => &e.process,
+            EventBody::ProcessAlert(e) => &e.process,
         }
     }
 
@@ -49,6 +77,7 @@ impl Event {
             EventBody::ProcessExit(_) => "process_exit",
             EventBody::ProcessKprobe(_) => "process_kprobe",
             EventBody::ProcessLsm(_) => "process_lsm",
+            EventBody::ProcessAlert(_) => "process_alert",
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod compile;
 mod error;
 pub mod evaluate;
 pub mod evaluate_hooks;
+pub mod sigma;
 pub mod hooks;
 pub mod kernel;
 pub mod locate;

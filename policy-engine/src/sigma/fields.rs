@@ -1,0 +1,152 @@
+//! vigil events in Sigma's Linux taxonomy: which logsource category an event belongs to and its
+//! fields under Sigma's names, with ports and ids as signed integers (how sigma-rust compares
+//! numbers written in rules).
+//!
+//! | category | vigil event | fields |
+//! |---|---|---|
+//! | `process_creation` | `process_exec` | Image, CommandLine, CurrentDirectory, User, LogonId, ProcessId, ParentImage, ParentCommandLine, ParentProcessId |
+//! | `file_event` | `process_kprobe` / `process_lsm` with a `file_arg` or `path_arg` | TargetFilename, Image, User, ProcessId |
+//! | `network_connection` | `process_kprobe` with a `sock_arg` or `sockaddr_arg` | DestinationIp, DestinationPort, SourceIp, SourcePort, Initiated, Protocol, Image, User, ProcessId |
+
+use std::collections::HashMap;
+
+use vigil_events::{Arg, Event, EventBody, Process};
+
+/// Sigma logsource categories vigil produces.
+pub const CATEGORIES: [&str; 3] = ["process_creation", "file_event", "network_connection"];
+
+/// Names of users by uid, read from `/etc/passwd` once.
+#[derive(Debug, Default, Clone)]
+pub struct Users(HashMap<u32, String>);
+
+impl Users {
+    /// Reads `/etc/passwd` (an empty table when it cannot be read: `User` is then the uid).
+    pub fn read() -> Self {
+        let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        Users(
+            text.lines()
+                .filter_map(|l| {
+                    let mut f = l.split(':');
+                    let name = f.next()?;
+                    let uid = f.nth(1)?.parse().ok()?;
+                    Some((uid, name.to_string()))
+                })
+                .collect(),
+        )
+    }
+
+    fn name(&self, uid: u32) -> String {
+        self.0.get(&uid).cloned().unwrap_or_else(|| uid.to_string())
+    }
+}
+
+/// An event's fields for Sigma, and the category they belong to.
+pub struct SigmaFields {
+    /// The logsource category.
+    pub category: &'static str,
+    /// The fields.
+    pub event: sigma_rust::Event,
+    /// Every string field, lower-cased and joined, for the literal prefilter.
+    pub haystack: String,
+}
+
+fn command_line(p: &Process) -> String {
+    if p.arguments.is_empty() {
+        p.binary.clone()
+    } else {
+        format!("{} {}", p.binary, p.arguments)
+    }
+}
+
+struct Builder {
+    event: sigma_rust::Event,
+    haystack: String,
+}
+
+impl Builder {
+    fn text(&mut self, key: &str, v: String) {
+        self.haystack.push_str(&v.to_lowercase());
+        self.haystack.push('\n');
+        self.event.insert(key, v);
+    }
+
+    fn int(&mut self, key: &str, v: i64) {
+        self.event.insert(key, v);
+    }
+
+    fn process(&mut self, p: &Process, users: &Users) {
+        self.text("Image", p.binary.clone());
+        self.text("User", users.name(p.uid));
+        self.int("ProcessId", p.pid as i64);
+        self.int("LogonId", p.auid as i64);
+    }
+}
+
+/// The Sigma view of `e`, or `None` for events no category covers.
+pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
+    let mut b = Builder {
+        event: sigma_rust::Event::new(),
+        haystack: String::new(),
+    };
+    let category = match &e.body {
+        EventBody::ProcessExec(x) => {
+            b.process(&x.process, users);
+            b.text("CommandLine", command_line(&x.process));
+            b.text("CurrentDirectory", x.process.cwd.clone());
+            if let Some(p) = &x.parent {
+                b.text("ParentImage", p.binary.clone());
+                b.text("ParentCommandLine", command_line(p));
+                b.int("ParentProcessId", p.pid as i64);
+            }
+            "process_creation"
+        }
+        EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) => {
+            let file = x.args.iter().find_map(|a| match a {
+                Arg::FileArg(f) | Arg::PathArg(f) => Some(f.path.clone()),
+                _ => None,
+            });
+            let sock = x.args.iter().find_map(|a| match a {
+                Arg::SockArg(s) => Some((
+                    s.saddr.clone(),
+                    s.sport,
+                    s.daddr.clone(),
+                    s.dport,
+                    s.protocol.clone(),
+                )),
+                Arg::SockaddrArg(s) => Some((
+                    String::new(),
+                    0,
+                    s.addr.clone(),
+                    s.port,
+                    String::new(),
+                )),
+                _ => None,
+            });
+            b.process(&x.process, users);
+            if let Some(path) = file {
+                b.text("TargetFilename", path);
+                "file_event"
+            } else if let Some((saddr, sport, daddr, dport, proto)) = sock {
+                b.text("DestinationIp", daddr);
+                b.int("DestinationPort", dport as i64);
+                b.text("SourceIp", saddr);
+                b.int("SourcePort", sport as i64);
+                b.text(
+                    "Protocol",
+                    proto.trim_start_matches("IPPROTO_").to_lowercase(),
+                );
+                // vigil sees connects from the process that makes them.
+                b.text("Initiated", "true".into());
+                "network_connection"
+            } else {
+                return None;
+            }
+        }
+        EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) => return None,
+    };
+    Some(SigmaFields {
+        category,
+        event: b.event,
+        haystack: b.haystack,
+    })
+}

@@ -1,0 +1,266 @@
+//! The literal strings a Sigma rule cannot match without: for each rule, a set of lower-cased
+//! strings such that any event the rule matches contains at least one of them in one of its
+//! string fields. The engine finds every literal of every rule in an event with one
+//! Aho-Corasick pass and evaluates only the rules one of whose literals is present, so the cost
+//! of an event grows with the rules it could match, not with the rules loaded.
+//!
+//! The analysis is conservative: where it cannot prove a literal is needed (`not`, regular
+//! expressions, numbers, transforming modifiers such as `base64offset`), it gives no set and the
+//! rule is evaluated on every event of its category.
+
+use serde_yaml::Value;
+
+/// Literals of which a match needs one; `None` when any event could match.
+pub type Needed = Option<Vec<String>>;
+
+/// Modifiers under which a matching field value contains the written value (case aside).
+const CONTAINING: [&str; 6] = ["contains", "startswith", "endswith", "all", "cased", "exists"];
+
+/// The set needed by one value of a field, under the field's modifiers.
+fn value_needs(v: &Value, modifiers: &[&str]) -> Needed {
+    let s = match v {
+        Value::String(s) => s.as_str(),
+        _ => return None,
+    };
+    // A value with wildcards needs its longest literal run.
+    let longest = s
+        .split(['*', '?'])
+        .max_by_key(|p| p.len())
+        .unwrap_or("")
+        .replace("\\\\", "\\");
+    if longest.is_empty() || modifiers.contains(&"exists") {
+        return None;
+    }
+    Some(vec![longest.to_lowercase()])
+}
+
+/// A field condition (`Image|endswith: [...]`): its values are alternatives, or all needed
+/// under `|all`, of which the most selective stands for the rest.
+fn field_needs(key: &str, v: &Value) -> Needed {
+    let mut parts = key.split('|');
+    let _field = parts.next();
+    let modifiers: Vec<&str> = parts.collect();
+    if modifiers.iter().any(|m| !CONTAINING.contains(m)) {
+        return None;
+    }
+    let values: Vec<&Value> = match v {
+        Value::Sequence(seq) => seq.iter().collect(),
+        other => vec![other],
+    };
+    if values.is_empty() {
+        return None;
+    }
+    if modifiers.contains(&"all") {
+        return values
+            .iter()
+            .filter_map(|v| value_needs(v, &modifiers))
+            .max_by_key(|n| selectivity(n));
+    }
+    union(values.iter().map(|v| value_needs(v, &modifiers)))
+}
+
+/// How selective a set is: its shortest literal's length (longer is rarer), fewer literals
+/// breaking ties.
+fn selectivity(n: &[String]) -> (usize, std::cmp::Reverse<usize>) {
+    (
+        n.iter().map(|s| s.len()).min().unwrap_or(0),
+        std::cmp::Reverse(n.len()),
+    )
+}
+
+/// All of `parts` hold: one part's set is enough, the most selective.
+fn both(parts: impl Iterator<Item = Needed>) -> Needed {
+    parts.flatten().max_by_key(|n| selectivity(n))
+}
+
+/// One of `parts` holds: every part must have a set.
+fn union(parts: impl Iterator<Item = Needed>) -> Needed {
+    let mut all = Vec::new();
+    for p in parts {
+        all.extend(p?);
+    }
+    if all.is_empty() {
+        None
+    } else {
+        Some(all)
+    }
+}
+
+/// A search identifier's definition: a map (fields ANDed), a list of maps (ORed) or keywords.
+pub fn selection_needs(v: &Value) -> Needed {
+    match v {
+        Value::Mapping(m) => both(m.iter().map(|(k, v)| match k {
+            Value::String(k) => field_needs(k, v),
+            _ => None,
+        })),
+        Value::Sequence(seq) => union(seq.iter().map(|item| match item {
+            Value::Mapping(_) => selection_needs(item),
+            other => value_needs(other, &[]),
+        })),
+        other => value_needs(other, &[]),
+    }
+}
+
+/// The condition expression's set, given each search identifier's.
+pub fn condition_needs(condition: &str, selections: &[(String, Needed)]) -> Needed {
+    let tokens = tokenize(condition);
+    let mut p = Parser {
+        tokens: &tokens,
+        at: 0,
+        selections,
+    };
+    let n = p.or();
+    if p.at == tokens.len() {
+        n
+    } else {
+        None
+    }
+}
+
+fn tokenize(s: &str) -> Vec<String> {
+    s.replace('(', " ( ")
+        .replace(')', " ) ")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+struct Parser<'a> {
+    tokens: &'a [String],
+    at: usize,
+    selections: &'a [(String, Needed)],
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&str> {
+        self.tokens.get(self.at).map(|s| s.as_str())
+    }
+
+    fn or(&mut self) -> Needed {
+        let mut parts = vec![self.and()];
+        while self.peek() == Some("or") {
+            self.at += 1;
+            parts.push(self.and());
+        }
+        union(parts.into_iter())
+    }
+
+    fn and(&mut self) -> Needed {
+        let mut parts = vec![self.not()];
+        while self.peek() == Some("and") {
+            self.at += 1;
+            parts.push(self.not());
+        }
+        both(parts.into_iter())
+    }
+
+    fn not(&mut self) -> Needed {
+        if self.peek() == Some("not") {
+            self.at += 1;
+            self.not();
+            return None;
+        }
+        self.atom()
+    }
+
+    fn matching(&self, pattern: &str) -> Vec<Needed> {
+        let re = |name: &str| match pattern.strip_suffix('*') {
+            _ if pattern == "them" => true,
+            Some(prefix) => name.starts_with(prefix),
+            None => name == pattern,
+        };
+        self.selections
+            .iter()
+            .filter(|(n, _)| re(n))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn atom(&mut self) -> Needed {
+        let Some(t) = self.peek().map(str::to_string) else {
+            return None;
+        };
+        self.at += 1;
+        match t.as_str() {
+            "(" => {
+                let n = self.or();
+                if self.peek() == Some(")") {
+                    self.at += 1;
+                }
+                n
+            }
+            "1" | "any" | "all" if self.peek() == Some("of") => {
+                self.at += 1;
+                let pattern = self.peek().unwrap_or("").to_string();
+                self.at += 1;
+                let parts = self.matching(&pattern);
+                if parts.is_empty() {
+                    return None;
+                }
+                if t == "all" {
+                    both(parts.into_iter())
+                } else {
+                    union(parts.into_iter())
+                }
+            }
+            name => self
+                .selections
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| v.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn needs(detection: &str) -> Needed {
+        let d: Value = serde_yaml::from_str(detection).unwrap();
+        let m = d.as_mapping().unwrap();
+        let sel: Vec<(String, Needed)> = m
+            .iter()
+            .filter(|(k, _)| k.as_str() != Some("condition"))
+            .map(|(k, v)| (k.as_str().unwrap().to_string(), selection_needs(v)))
+            .collect();
+        condition_needs(m.get("condition").unwrap().as_str().unwrap(), &sel)
+    }
+
+    #[test]
+    fn a_selection_needs_one_of_its_most_selective_fields_values() {
+        let n = needs(
+            "selection:\n  Image|endswith: ['/base64', '/b64']\n  CommandLine|contains: ' -d'\ncondition: selection",
+        )
+        .unwrap();
+        assert_eq!(n, vec!["/base64", "/b64"]);
+    }
+
+    #[test]
+    fn negations_and_regexes_need_nothing_of_their_own() {
+        assert_eq!(
+            needs("selection:\n  CommandLine|re: 'a.*b'\ncondition: selection"),
+            None
+        );
+        let n = needs(
+            "selection:\n  Image|endswith: '/nohup'\nfilter:\n  CommandLine|contains: 'x'\ncondition: selection and not filter",
+        );
+        assert_eq!(n, Some(vec!["/nohup".to_string()]));
+        assert_eq!(needs("filter:\n  Image: '/a'\ncondition: not filter"), None);
+    }
+
+    #[test]
+    fn one_of_is_a_union_and_all_of_picks_one() {
+        let d = "selection_a:\n  Image|endswith: '/aa'\nselection_b:\n  CommandLine|contains: 'bbbb'\n";
+        let any = needs(&format!("{d}condition: 1 of selection_*")).unwrap();
+        assert_eq!(any.len(), 2);
+        let all = needs(&format!("{d}condition: all of selection_*")).unwrap();
+        assert_eq!(all, vec!["bbbb"]);
+    }
+
+    #[test]
+    fn wildcards_keep_their_longest_literal_run() {
+        let n = needs("selection:\n  CommandLine: '*wget *http*'\ncondition: selection").unwrap();
+        assert_eq!(n, vec!["wget "]);
+    }
+}
