@@ -28,6 +28,7 @@ use crate::{
     loader::{cgroup_subsys_for_host, LoadError, LoadOptions, ProcessSensor},
     output::{Format, Output},
     policies::PolicyTable,
+    detect::Detector,
     policy_watch::PolicyManager,
     probe, proc_seed, system,
 };
@@ -54,6 +55,8 @@ pub struct AgentOptions {
     pub policies: Vec<PathBuf>,
     /// A directory of policies, watched for changes.
     pub policy_dir: Option<PathBuf>,
+    /// Sigma rule files and directories, watched for changes.
+    pub sigma: Vec<PathBuf>,
 }
 
 /// Counters printed as the agent's last line.
@@ -65,6 +68,8 @@ pub struct AgentStats {
     pub events: u64,
     /// Records that did not decode.
     pub decode_errors: u64,
+    /// Sigma alerts raised.
+    pub alerts: u64,
     /// Records the kernel could not queue, by kind.
     pub ringbuf_drops: DropStats,
     /// Processes found in /proc at start.
@@ -160,6 +165,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             ancestors: opts.ancestors,
         },
     );
+    let mut detector = (!opts.sigma.is_empty()).then(|| Detector::start(opts.sigma.clone()));
     let mut out = Output::open(opts.export_file.as_deref(), opts.format)
         .with_context(|| format!("cannot open export file {:?}", opts.export_file))?;
 
@@ -189,12 +195,12 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut builder, &mut out, &mut stats, policies.as_ref().map(|p| p.table()))?;
+                drain(guard.get_inner_mut(), &mut builder, &mut out, &mut stats, policies.as_ref().map(|p| p.table()), detector.as_ref())?;
                 guard.clear_ready();
                 out.flush()?;
             }
             _ = tick.tick() => {
-                drain(ring.get_mut(), &mut builder, &mut out, &mut stats, policies.as_ref().map(|p| p.table()))?;
+                drain(ring.get_mut(), &mut builder, &mut out, &mut stats, policies.as_ref().map(|p| p.table()), detector.as_ref())?;
                 out.flush()?;
                 ticks = ticks.wrapping_add(1);
                 if !ticks.is_multiple_of(HOUSEKEEPING_EVERY) {
@@ -203,6 +209,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 builder.cache.expire(Instant::now());
                 if let Some(p) = policies.as_mut() {
                     p.rescan(&mut sensor)?;
+                }
+                if let Some(d) = detector.as_mut() {
+                    d.rescan();
                 }
                 let drops = DropStats::from_slots(sensor.drops());
                 if drops != reported_drops {
@@ -224,6 +233,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         &mut out,
         &mut stats,
         policies.as_ref().map(|p| p.table()),
+        detector.as_ref(),
     )?;
     out.flush()?;
     stats.ringbuf_drops = DropStats::from_slots(sensor.drops());
@@ -240,6 +250,7 @@ fn drain(
     out: &mut Output,
     stats: &mut AgentStats,
     policies: Option<&PolicyTable>,
+    detector: Option<&Detector>,
 ) -> Result<()> {
     let now = Instant::now();
     while let Some(item) = ring.next() {
@@ -249,6 +260,10 @@ fn drain(
                 if let Some(event) = builder.apply(record, now, policies) {
                     out.write(&event)?;
                     stats.events += 1;
+                    for alert in detector.map(|d| d.alerts(&event)).unwrap_or_default() {
+                        out.write(&alert)?;
+                        stats.alerts += 1;
+                    }
                 }
             }
             Err(e) => {

@@ -9,6 +9,7 @@ mod agent;
 mod brief;
 mod builder;
 mod cache;
+mod detect;
 mod identity;
 mod loader;
 mod output;
@@ -62,6 +63,15 @@ enum Command {
         /// Ring buffer size in MiB (a power of two).
         #[arg(long, default_value = "16", value_parser = parse_ringbuf_mib)]
         ringbuf_size: u32,
+        /// A Sigma rule file or directory to run on every event (repeatable); changes are
+        /// applied within a second.
+        #[arg(long = "sigma-dir")]
+        sigma: Vec<PathBuf>,
+    },
+    /// Work with Sigma rules.
+    Sigma {
+        #[command(subcommand)]
+        command: SigmaCommand,
     },
     /// Work with TracingPolicy files.
     Policy {
@@ -71,6 +81,21 @@ enum Command {
     /// Report which eBPF program kinds and helpers this kernel allows.
     Probe {
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SigmaCommand {
+    /// Run Sigma rules over recorded events (JSON lines) and print the alerts they raise.
+    Test {
+        /// A rule file or a directory of rules.
+        rules: PathBuf,
+        /// Recorded vigil events, one JSON object per line.
+        #[arg(long)]
+        events: PathBuf,
+        /// One `process_alert` event per line instead of a line of text.
         #[arg(long)]
         json: bool,
     },
@@ -133,6 +158,13 @@ fn main() -> ExitCode {
                     json,
                 },
         } => policy_cmd::test(&policy, &events, json),
+        Command::Sigma {
+            command: SigmaCommand::Test {
+                rules,
+                events,
+                json,
+            },
+        } => sigma_test(&rules, &events, json),
         Command::Agent {
             export_file,
             format,
@@ -143,6 +175,7 @@ fn main() -> ExitCode {
             ringbuf_size,
             policies,
             policy_dir,
+            sigma,
         } => {
             if let Some(dir) = &policy_dir {
                 if let Err(e) = policy_watch::policy_files(dir) {
@@ -164,6 +197,7 @@ fn main() -> ExitCode {
                 ringbuf_bytes: ringbuf_size,
                 policies,
                 policy_dir,
+                sigma,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -194,6 +228,53 @@ fn probe_command(btf: &str, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// `vigil sigma test`: the agent's detection, offline.
+fn sigma_test(rules: &std::path::Path, events: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    use vigil_policy_engine::sigma::SigmaEngine;
+    let (engine, errors) = SigmaEngine::load(&[rules.to_path_buf()]);
+    for e in &errors {
+        agent::log(format!("sigma rule refused: {e}"));
+    }
+    let input = std::fs::read_to_string(events)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", events.display()))?;
+    let (mut read, mut alerts) = (0usize, 0usize);
+    for (n, line) in input.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event: vigil_events::Event = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("{}:{}: not a vigil event: {e}", events.display(), n + 1))?;
+        read += 1;
+        for m in engine.evaluate(&event) {
+            alerts += 1;
+            if json {
+                println!("{}", serde_json::to_string(&detect::alert(&event, m))?);
+            } else {
+                println!(
+                    "{} {} [{}] {} ({}) {}",
+                    event.time,
+                    event.process().binary,
+                    m.rule.level,
+                    m.rule.rule.title,
+                    m.rule.id,
+                    m.rule.file.display()
+                );
+            }
+        }
+    }
+    if !json {
+        println!(
+            "{read} events, {} rules ({} refused), {alerts} alerts",
+            engine.rules().len(),
+            errors.len()
+        );
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("{} rule files did not load", errors.len());
     }
     Ok(())
 }

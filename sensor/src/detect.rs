@@ -1,0 +1,124 @@
+//! Sigma detection in the agent: every event the agent writes is checked against the loaded
+//! rules, and each match is written right after it as a `process_alert` event, so alerts take
+//! the same path to every output as the events they are about. Rule directories are rescanned
+//! every second; a changed set is loaded whole and replaces the old one, and a rule that does
+//! not load is reported with its file while the others keep working.
+
+use std::{path::PathBuf, time::SystemTime};
+
+use vigil_events::{Event, EventBody, ProcessAlert};
+use vigil_policy_engine::sigma::{SigmaEngine, SigmaMatch};
+
+use crate::agent::log;
+
+/// The rule directories and the engine built from them.
+pub struct Detector {
+    paths: Vec<PathBuf>,
+    engine: SigmaEngine,
+    stamp: Vec<(PathBuf, SystemTime, u64)>,
+}
+
+/// Every rule file's path, modification time and size, to notice changes.
+fn stamp(paths: &[PathBuf]) -> Vec<(PathBuf, SystemTime, u64)> {
+    fn walk(p: &std::path::Path, out: &mut Vec<(PathBuf, SystemTime, u64)>) {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return;
+        };
+        if meta.is_dir() {
+            let Ok(entries) = std::fs::read_dir(p) else {
+                return;
+            };
+            let mut entries: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            entries.sort();
+            for e in entries {
+                walk(&e, out);
+            }
+        } else {
+            out.push((
+                p.to_path_buf(),
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                meta.len(),
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        walk(p, &mut out);
+    }
+    out
+}
+
+fn load(paths: &[PathBuf]) -> SigmaEngine {
+    let (engine, errors) = SigmaEngine::load(paths);
+    for e in &errors {
+        log(format!("sigma rule refused, the others keep running: {e}"));
+    }
+    log(format!(
+        "sigma: {} rules loaded from {}",
+        engine.rules().len(),
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    engine
+}
+
+impl Detector {
+    /// Loads the rules under `paths`.
+    pub fn start(paths: Vec<PathBuf>) -> Detector {
+        let engine = load(&paths);
+        Detector {
+            stamp: stamp(&paths),
+            engine,
+            paths,
+        }
+    }
+
+    /// Reloads the rules when a file under the paths changed, appeared or went.
+    pub fn rescan(&mut self) {
+        let now = stamp(&self.paths);
+        if now != self.stamp {
+            self.engine = load(&self.paths);
+            self.stamp = now;
+        }
+    }
+
+    /// The alerts `event` raises.
+    pub fn alerts(&self, event: &Event) -> Vec<Event> {
+        self.engine
+            .evaluate(event)
+            .into_iter()
+            .map(|m| alert(event, m))
+            .collect()
+    }
+}
+
+/// The `process_alert` event of a match.
+pub fn alert(event: &Event, m: SigmaMatch<'_>) -> Event {
+    let (process, parent) = match &event.body {
+        EventBody::ProcessExec(e) => (e.process.clone(), e.parent.clone()),
+        EventBody::ProcessExit(e) => (e.process.clone(), e.parent.clone()),
+        EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => {
+            (e.process.clone(), e.parent.clone())
+        }
+        EventBody::ProcessAlert(e) => (e.process.clone(), e.parent.clone()),
+    };
+    Event {
+        body: EventBody::ProcessAlert(ProcessAlert {
+            process,
+            parent,
+            rule_id: m.rule.id.clone(),
+            title: m.rule.rule.title.clone(),
+            level: m.rule.level.clone(),
+            tags: m.rule.rule.tags.clone().unwrap_or_default(),
+            rule_file: m.rule.file.display().to_string(),
+            category: m.rule.category.to_string(),
+            event: Box::new(event.clone()),
+        }),
+        node_name: event.node_name.clone(),
+        time: event.time.clone(),
+    }
+}
