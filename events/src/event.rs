@@ -331,6 +331,39 @@ pub struct Cgroup {
     pub path: String,
 }
 
+/// Splits an `arguments` field back into argv\[1..\] (the inverse of [`join_arguments`]).
+pub fn split_arguments(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c == ' ' {
+            chars.next();
+            continue;
+        }
+        let mut arg = String::new();
+        if c == '"' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => arg.extend(chars.next()),
+                    '"' => break,
+                    c => arg.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                arg.push(c);
+                chars.next();
+            }
+        }
+        out.push(arg);
+    }
+    out
+}
+
 /// Joins argv\[1..\] the way the `arguments` field shows them: space-separated, and an
 /// argument that is empty or holds whitespace or quotes is double-quoted with `"` and `\`
 /// escaped, so the line can be split back unambiguously.
@@ -362,6 +395,13 @@ pub fn join_arguments<'a>(args: impl IntoIterator<Item = &'a str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arguments_split_back_into_argv() {
+        let argv = ["-c", "echo aGk= | base64 -d | sh", "", "a\"b\\c", "plain"];
+        let line = join_arguments(argv.iter().copied());
+        assert_eq!(split_arguments(&line), argv);
+    }
 
     #[test]
     fn serializes_with_one_event_key() {

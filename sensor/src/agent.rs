@@ -24,11 +24,11 @@ use vigil_events::time::BootClock;
 use crate::{
     builder::{BuildOptions, EventBuilder},
     cache::ProcessCache,
+    detect::Detector,
     identity::Identity,
     loader::{cgroup_subsys_for_host, LoadError, LoadOptions, ProcessSensor},
     output::{Format, Output},
     policies::PolicyTable,
-    detect::Detector,
     policy_watch::PolicyManager,
     probe, proc_seed, system,
 };

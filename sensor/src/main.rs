@@ -159,11 +159,12 @@ fn main() -> ExitCode {
                 },
         } => policy_cmd::test(&policy, &events, json),
         Command::Sigma {
-            command: SigmaCommand::Test {
-                rules,
-                events,
-                json,
-            },
+            command:
+                SigmaCommand::Test {
+                    rules,
+                    events,
+                    json,
+                },
         } => sigma_test(&rules, &events, json),
         Command::Agent {
             export_file,
@@ -246,8 +247,9 @@ fn sigma_test(rules: &std::path::Path, events: &std::path::Path, json: bool) -> 
         if line.trim().is_empty() {
             continue;
         }
-        let event: vigil_events::Event = serde_json::from_str(line)
-            .map_err(|e| anyhow::anyhow!("{}:{}: not a vigil event: {e}", events.display(), n + 1))?;
+        let event: vigil_events::Event = serde_json::from_str(line).map_err(|e| {
+            anyhow::anyhow!("{}:{}: not a vigil event: {e}", events.display(), n + 1)
+        })?;
         read += 1;
         for m in engine.evaluate(&event) {
             alerts += 1;

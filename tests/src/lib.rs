@@ -72,6 +72,16 @@ pub fn tetragon_policies_dir() -> PathBuf {
         })
 }
 
+/// SigmaHQ's Linux rules: `$VIGIL_SIGMA_DIR` (set in the VM), else the shared test data beside
+/// the repository.
+pub fn sigma_rules_dir() -> PathBuf {
+    std::env::var_os("VIGIL_SIGMA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/sigma-linux")
+        })
+}
+
 /// `vigil probe --json`, parsed; panics with stderr when it fails.
 pub fn probe_json() -> Value {
     let out = Command::new(vigil_bin())

@@ -196,7 +196,7 @@ impl Initramfs {
              cd /tmp\n",
         );
         init.push_str(&format!(
-            "export VIGIL_BIN=/vigil/vigil VIGIL_RULES_DIR=/vigil/rules/policies VIGIL_BROKEN_DIR=/vigil/broken VIGIL_TETRAGON_DIR=/vigil/tetragon {}={kernel_name} {}=/tmp/skips\n",
+            "export VIGIL_BIN=/vigil/vigil VIGIL_RULES_DIR=/vigil/rules/policies VIGIL_BROKEN_DIR=/vigil/broken VIGIL_TETRAGON_DIR=/vigil/tetragon VIGIL_SIGMA_DIR=/vigil/sigma {}={kernel_name} {}=/tmp/skips\n",
             crate::kernels::KERNEL_ENV,
             crate::kernels::SKIP_LOG_ENV
         ));

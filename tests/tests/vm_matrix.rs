@@ -15,17 +15,31 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
     "file_policies",
     "shipped_policies",
     "hook_selectors",
+    "sigma_detection",
 ];
 
 /// The VM stage must stay under five minutes on our 2-core machines.
 const VM_LIMIT: Duration = Duration::from_secs(300);
+
+/// Copies the files under `dir` (subdirectories included) to `dest` in the image.
+fn add_tree(fs: &mut vigil_tests::vm::Initramfs, dir: &Path, dest: &str) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if p.is_dir() {
+            add_tree(fs, &p, &format!("{dest}/{name}"));
+        } else {
+            fs.add_file(&p, &format!("{dest}/{name}")).unwrap();
+        }
+    }
+}
 
 /// The newest `<name>-<16 hex>` executable cargo built beside this test.
 fn test_binary(deps: &Path, name: &str) -> PathBuf {
@@ -91,12 +105,9 @@ fn every_scenario_passes_in_the_debian_vm() {
         (vigil_tests::rules_dir(), "vigil/rules/policies"),
         (vigil_tests::broken_policies_dir(), "vigil/broken"),
         (vigil_tests::tetragon_policies_dir(), "vigil/tetragon"),
+        (vigil_tests::sigma_rules_dir(), "vigil/sigma"),
     ] {
-        for policy in std::fs::read_dir(dir).unwrap() {
-            let p = policy.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            fs.add_file(&p, &format!("{dest}/{name}")).unwrap();
-        }
+        add_tree(&mut fs, &dir, dest);
     }
     let initramfs = target.join("vm-initramfs.gz");
     fs.pack(DEBIAN_VM.name, &initramfs)

@@ -50,12 +50,15 @@ pub struct SigmaFields {
     pub haystack: String,
 }
 
+/// argv as one line, the way auditd and Sysmon for Linux write it: the binary and the
+/// arguments as they were, space-separated, without vigil's quoting.
 fn command_line(p: &Process) -> String {
-    if p.arguments.is_empty() {
-        p.binary.clone()
-    } else {
-        format!("{} {}", p.binary, p.arguments)
+    let mut line = p.binary.clone();
+    for a in vigil_events::split_arguments(&p.arguments) {
+        line.push(' ');
+        line.push_str(&a);
     }
+    line
 }
 
 struct Builder {
@@ -113,13 +116,9 @@ pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
                     s.dport,
                     s.protocol.clone(),
                 )),
-                Arg::SockaddrArg(s) => Some((
-                    String::new(),
-                    0,
-                    s.addr.clone(),
-                    s.port,
-                    String::new(),
-                )),
+                Arg::SockaddrArg(s) => {
+                    Some((String::new(), 0, s.addr.clone(), s.port, String::new()))
+                }
                 _ => None,
             });
             b.process(&x.process, users);

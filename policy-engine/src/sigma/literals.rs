@@ -14,7 +14,14 @@ use serde_yaml::Value;
 pub type Needed = Option<Vec<String>>;
 
 /// Modifiers under which a matching field value contains the written value (case aside).
-const CONTAINING: [&str; 6] = ["contains", "startswith", "endswith", "all", "cased", "exists"];
+const CONTAINING: [&str; 6] = [
+    "contains",
+    "startswith",
+    "endswith",
+    "all",
+    "cased",
+    "exists",
+];
 
 /// The set needed by one value of a field, under the field's modifiers.
 fn value_needs(v: &Value, modifiers: &[&str]) -> Needed {
@@ -251,7 +258,8 @@ mod tests {
 
     #[test]
     fn one_of_is_a_union_and_all_of_picks_one() {
-        let d = "selection_a:\n  Image|endswith: '/aa'\nselection_b:\n  CommandLine|contains: 'bbbb'\n";
+        let d =
+            "selection_a:\n  Image|endswith: '/aa'\nselection_b:\n  CommandLine|contains: 'bbbb'\n";
         let any = needs(&format!("{d}condition: 1 of selection_*")).unwrap();
         assert_eq!(any.len(), 2);
         let all = needs(&format!("{d}condition: all of selection_*")).unwrap();

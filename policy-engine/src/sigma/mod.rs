@@ -86,7 +86,8 @@ pub fn load_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
         file: file.display().to_string(),
         reason,
     };
-    let rule = sigma_rust::rule_from_yaml(text).map_err(|e| err(format!("not a Sigma rule: {e}")))?;
+    let rule =
+        sigma_rust::rule_from_yaml(text).map_err(|e| err(format!("not a Sigma rule: {e}")))?;
     let product = rule.logsource.product.as_deref().unwrap_or("linux");
     if product != "linux" {
         return Err(err(format!(
@@ -273,7 +274,10 @@ mod tests {
     fn every_shared_testdata_rule_loads() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/sigma-linux");
         if !dir.exists() {
-            panic!("{} is missing: the test data sits beside the project", dir.display());
+            panic!(
+                "{} is missing: the test data sits beside the project",
+                dir.display()
+            );
         }
         let (engine, errors) = SigmaEngine::load(&[dir]);
         assert!(errors.is_empty(), "{errors:#?}");

@@ -1,0 +1,182 @@
+//! Sigma rules on the live event stream: the agent runs SigmaHQ's Linux rules (the shared test
+//! data), real commands that those rules are written to catch are run beside it, and each must
+//! raise a `process_alert` naming its rule, with the process that ran it.
+
+use std::process::Command;
+
+use serde_json::Value;
+use vigil_tests::{require_root, Agent, AgentRun, TempDir};
+
+fn sigma_testdata() -> std::path::PathBuf {
+    vigil_tests::sigma_rules_dir()
+}
+
+/// Whether the commands are busybox applets (the VM): every one runs as `/bin/busybox`, so only
+/// rules that look at the command line, not at the binary's name, can fire.
+fn busybox_userland() -> bool {
+    std::fs::canonicalize("/bin/sh").is_ok_and(|p| p.ends_with("busybox"))
+}
+
+fn alerts(run: &AgentRun) -> Vec<&Value> {
+    run.events
+        .iter()
+        .filter_map(|e| e.get("process_alert"))
+        .collect()
+}
+
+/// Runs `sh -c script`; the outcome does not matter, only that the processes ran.
+fn sh(script: &str) {
+    let _ = Command::new("sh").args(["-c", script]).output();
+}
+
+#[test]
+fn sigmahq_linux_rules_fire_on_the_commands_they_describe() {
+    require_root();
+    let dir = TempDir::new("sigma");
+    let d = dir.path().display().to_string();
+    std::fs::write(dir.path().join("file"), "x").unwrap();
+    let agent = Agent::start(&["--sigma-dir", sigma_testdata().to_str().unwrap()]);
+    // (command, the rule file it must fire)
+    let cases: Vec<(String, &str)> = vec![
+        ("nohup true".into(), "proc_creation_lnx_nohup.yml"),
+        (
+            "find / -maxdepth 1 -perm -4000".into(),
+            "proc_creation_lnx_susp_find_execution.yml",
+        ),
+        (
+            "sh -c 'echo dHJ1ZQo= | base64 -d | sh'".into(),
+            "proc_creation_lnx_base64_execution.yml",
+        ),
+        (
+            format!("mount -o hidepid=2 {d}/no-such-device {d}/no-such-dir"),
+            "proc_creation_lnx_mount_hidepid.yml",
+        ),
+        (
+            format!("tail -n1 {d}/.bash_history"),
+            "proc_creation_lnx_susp_history_recon.yml",
+        ),
+        (
+            "rm -f /var/log/vigil-no-such-log".into(),
+            "proc_creation_lnx_clear_logs.yml",
+        ),
+        (
+            format!("rm -f {d}/no-such-file"),
+            "proc_creation_lnx_file_deletion.yml",
+        ),
+        (
+            format!("chattr -i {d}/file"),
+            "proc_creation_lnx_chattr_immutable_removal.yml",
+        ),
+        (
+            format!("dd if=/dev/zero of={d}/dd.out bs=1 count=1"),
+            "proc_creation_lnx_dd_file_overwrite.yml",
+        ),
+        (
+            "cp /etc/passwd /tmp/vigil-passwd-copy && rm -f /tmp/vigil-passwd-copy".into(),
+            "proc_creation_lnx_cp_passwd_or_shadow_tmp.yml",
+        ),
+        (
+            "cat /proc/2/status".into(),
+            "proc_creation_lnx_susp_container_residence_discovery.yml",
+        ),
+        (
+            "ls /.dockerenv".into(),
+            "proc_creation_lnx_susp_dockerenv_recon.yml",
+        ),
+        (
+            "grep -q falcond /dev/null".into(),
+            "proc_creation_lnx_security_software_discovery.yml",
+        ),
+        (
+            "ip addr show lo".into(),
+            "proc_creation_lnx_system_network_discovery.yml",
+        ),
+        (
+            "groupdel vigil-no-such-group".into(),
+            "proc_creation_lnx_groupdel.yml",
+        ),
+        (
+            "sh -c 'echo stratum+tcp://pool.invalid:3333'".into(),
+            "proc_creation_lnx_crypto_mining.yml",
+        ),
+    ];
+    let cases: Vec<(String, &str)> = if busybox_userland() {
+        cases
+            .into_iter()
+            .filter(|(_, r)| {
+                r.ends_with("base64_execution.yml") || r.ends_with("crypto_mining.yml")
+            })
+            .collect()
+    } else {
+        cases
+    };
+    for (cmd, _) in &cases {
+        sh(cmd);
+    }
+    let run = agent.stop();
+    assert!(
+        run.stderr
+            .iter()
+            .any(|l| l.contains("sigma: 48 rules loaded")),
+        "{:#?}",
+        run.stderr
+    );
+    let alerts = alerts(&run);
+    let mut missing = Vec::new();
+    for (cmd, rule) in &cases {
+        let hit = alerts.iter().find(|a| {
+            a["rule_file"].as_str().is_some_and(|f| f.ends_with(rule))
+                && a["event"]["process_exec"].is_object()
+        });
+        match hit {
+            None => missing.push(format!("{rule} did not fire on `{cmd}`")),
+            Some(a) => {
+                assert!(a["title"].as_str().is_some_and(|t| !t.is_empty()), "{a}");
+                assert!(a["rule_id"].as_str().is_some_and(|t| !t.is_empty()), "{a}");
+                assert_eq!(a["category"], "process_creation");
+                assert_eq!(a["process"], a["event"]["process_exec"]["process"]);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{missing:#?}\nalerts: {:#?}",
+        alerts
+            .iter()
+            .map(|a| format!("{} {}", a["rule_file"], a["process"]["arguments"]))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn sigma_test_replays_recorded_events_offline() {
+    require_root();
+    let dir = TempDir::new("sigma-offline");
+    let agent = Agent::start(&[]);
+    sh("nohup true");
+    let run = agent.stop();
+    let events = dir.path().join("events.jsonl");
+    let lines: Vec<String> = run.events.iter().map(|e| e.to_string()).collect();
+    std::fs::write(&events, lines.join("\n")).unwrap();
+    let out = Command::new(vigil_tests::vigil_bin())
+        .args(["sigma", "test", "--json", "--events"])
+        .arg(&events)
+        .arg(sigma_testdata())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alerts: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        alerts.iter().any(|a| a["process_alert"]["rule_file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("proc_creation_lnx_nohup.yml"))),
+        "{alerts:#?}"
+    );
+}
