@@ -184,9 +184,7 @@ impl Parser<'_> {
     }
 
     fn atom(&mut self) -> Needed {
-        let Some(t) = self.peek().map(str::to_string) else {
-            return None;
-        };
+        let t = self.peek().map(str::to_string)?;
         self.at += 1;
         match t.as_str() {
             "(" => {
