@@ -180,3 +180,205 @@ fn sigma_test_replays_recorded_events_offline() {
         "{alerts:#?}"
     );
 }
+
+/// (command, rule file, whether it can fire with busybox's applets)
+fn shipped_cases(d: &str) -> Vec<(String, &'static str, bool)> {
+    vec![
+        (
+            "bash -c 'exec 3<>/dev/tcp/127.0.0.1/1' 2>/dev/null".into(),
+            "proc_reverse_shell_dev_tcp.yml",
+            false,
+        ),
+        (
+            "sh -c 'nc -e /bin/true 127.0.0.1 9 2>/dev/null || true'".into(),
+            "proc_reverse_shell_netcat.yml",
+            true,
+        ),
+        (
+            "sh -c \"echo python3 -c 'import socket,subprocess'\"".into(),
+            "proc_reverse_shell_interpreter_socket.yml",
+            true,
+        ),
+        (
+            "cp /bin/true /dev/shm/vigil-true-$$ && /dev/shm/vigil-true-$$; rm -f /dev/shm/vigil-true-$$"
+                .into(),
+            "proc_exec_from_dev_shm.yml",
+            false,
+        ),
+        (
+            format!("cp /bin/true {d}/vigil-true && {d}/vigil-true"),
+            "proc_exec_from_tmp.yml",
+            true,
+        ),
+        (
+            format!("mkdir -p {d}/.hidden && cp /bin/true {d}/.hidden/true && {d}/.hidden/true"),
+            "proc_exec_hidden_binary.yml",
+            true,
+        ),
+        (
+            "sh -c 'unset HISTFILE; true'".into(),
+            "proc_history_tampering.yml",
+            true,
+        ),
+        (
+            "cat /etc/shadow >/dev/null".into(),
+            "proc_credential_file_read.yml",
+            false,
+        ),
+        (
+            "mkdir -p /etc/cron.d && echo '# vigil test' > /etc/cron.d/vigil-test; rm -f /etc/cron.d/vigil-test"
+                .into(),
+            "file_cron_persistence.yml",
+            true,
+        ),
+        (
+            "mkdir -p /etc/systemd/system && echo '# vigil test' > /etc/systemd/system/vigil-test.service; rm -f /etc/systemd/system/vigil-test.service"
+                .into(),
+            "file_systemd_unit_persistence.yml",
+            true,
+        ),
+        (
+            "echo '# vigil test' > /etc/sudoers.vigil-test; rm -f /etc/sudoers.vigil-test".into(),
+            "file_sudoers_write.yml",
+            true,
+        ),
+        (
+            format!("sh -c 'mkdir -p {d}/.ssh && echo ssh-ed25519 AAAA >> {d}/.ssh/authorized_keys'"),
+            "proc_ssh_authorized_keys.yml",
+            true,
+        ),
+        (
+            format!("busybox insmod {d}/bogus.ko 2>/dev/null"),
+            "proc_kernel_module_load.yml",
+            true,
+        ),
+        (
+            "nsenter -t 1 -m true 2>/dev/null".into(),
+            "proc_nsenter_host.yml",
+            false,
+        ),
+        (
+            "sh -c 'echo release_agent >/dev/null'".into(),
+            "proc_cgroup_release_agent.yml",
+            true,
+        ),
+        (
+            "ls /var/run/docker.sock 2>/dev/null".into(),
+            "proc_docker_socket.yml",
+            true,
+        ),
+        (
+            format!("chmod u+s {d}/file"),
+            "proc_setuid_bit.yml",
+            false,
+        ),
+        (
+            "sh -c 'curl -s file:///dev/null | sh'".into(),
+            "proc_download_pipe_shell.yml",
+            true,
+        ),
+        (
+            format!("touch -t 202001010000 {d}/file"),
+            "proc_timestomp.yml",
+            false,
+        ),
+        (
+            "useradd --help >/dev/null".into(),
+            "proc_account_creation.yml",
+            false,
+        ),
+    ]
+}
+
+/// Every rule in `rules/sigma/` (but the network one, below) fires on the commands it
+/// describes, with the shipped policies providing the file events.
+#[test]
+fn shipped_sigma_rules_fire_on_what_they_describe() {
+    require_root();
+    let dir = TempDir::new("sigma-shipped");
+    let d = dir.path().display().to_string();
+    std::fs::write(dir.path().join("file"), "x").unwrap();
+    std::fs::write(dir.path().join("bogus.ko"), [0u8; 64]).unwrap();
+    let rules = vigil_tests::rules_dir().parent().unwrap().join("sigma");
+    let policies = vigil_tests::rules_dir();
+    let agent = Agent::start(&[
+        "--policy-dir",
+        policies.to_str().unwrap(),
+        "--sigma-dir",
+        rules.to_str().unwrap(),
+    ]);
+    let busybox = busybox_userland();
+    let cases: Vec<_> = shipped_cases(&d)
+        .into_iter()
+        .filter(|c| c.2 || !busybox)
+        .collect();
+    for (cmd, _, _) in &cases {
+        sh(cmd);
+    }
+    let run = agent.stop();
+    let alerts = alerts(&run);
+    let mut missing = Vec::new();
+    for (cmd, rule, _) in &cases {
+        if !alerts
+            .iter()
+            .any(|a| a["rule_file"].as_str().is_some_and(|f| f.ends_with(rule)))
+        {
+            missing.push(format!("{rule} did not fire on `{cmd}`"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{missing:#?}\nalerts: {:#?}",
+        alerts
+            .iter()
+            .map(|a| format!("{} {}", a["rule_file"], a["process"]["arguments"]))
+            .collect::<Vec<_>>()
+    );
+    // Every shipped rule but the network one is covered above.
+    let shipped = std::fs::read_dir(&rules).unwrap().count();
+    if !busybox {
+        assert_eq!(cases.len() + 1, shipped, "a shipped rule without a case");
+    }
+}
+
+#[test]
+fn connections_to_attack_tool_ports_raise_an_alert() {
+    if !vigil_tests::kernels::scenario_needs(
+        "connections_to_attack_tool_ports_raise_an_alert",
+        &[vigil_tests::kernels::Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    let dir = TempDir::new("sigma-net");
+    let policy = dir.path().join("connect.yaml");
+    std::fs::write(&policy, vigil_tests::fixtures::CONNECT_POLICY).unwrap();
+    let rules = vigil_tests::rules_dir().parent().unwrap().join("sigma");
+    let listener = [4444u16, 1337, 31337, 6666]
+        .into_iter()
+        .find_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+        .expect("one of the ports is free on loopback");
+    let port = listener.local_addr().unwrap().port();
+    let agent = Agent::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--sigma-dir",
+        rules.to_str().unwrap(),
+    ]);
+    drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+    let run = agent.stop();
+    let hits: Vec<_> = alerts(&run)
+        .into_iter()
+        .filter(|a| {
+            a["rule_file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("net_suspicious_port.yml"))
+        })
+        .collect();
+    assert_eq!(hits.len(), 1, "{:#?}", run.events);
+    assert_eq!(hits[0]["category"], "network_connection");
+    assert_eq!(
+        hits[0]["event"]["process_kprobe"]["args"][0]["sock_arg"]["dport"],
+        port
+    );
+}
