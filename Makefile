@@ -37,7 +37,7 @@ build: deps
 
 # The agent with the shipped policies (rules/README.md), one compact line per event. Ctrl-C stops it.
 run: build
-	$(SUDO) $(BIN) agent -o compact --policy-dir rules/policies
+	$(SUDO) $(BIN) agent -o compact --policy-dir rules/policies --sigma-dir rules/sigma
 
 # Unit tests, then the end-to-end tests against the real agent on this kernel (one at a time,
 # so that each agent's counters describe that test's processes alone).
