@@ -153,7 +153,7 @@ fn sigma_test_replays_recorded_events_offline() {
     require_root();
     let dir = TempDir::new("sigma-offline");
     let agent = Agent::start(&[]);
-    sh("nohup true");
+    sh("sh -c 'echo dHJ1ZQo= | base64 -d | sh'");
     let run = agent.stop();
     let events = dir.path().join("events.jsonl");
     let lines: Vec<String> = run.events.iter().map(|e| e.to_string()).collect();
@@ -176,7 +176,7 @@ fn sigma_test_replays_recorded_events_offline() {
     assert!(
         alerts.iter().any(|a| a["process_alert"]["rule_file"]
             .as_str()
-            .is_some_and(|f| f.ends_with("proc_creation_lnx_nohup.yml"))),
+            .is_some_and(|f| f.ends_with("proc_creation_lnx_base64_execution.yml"))),
         "{alerts:#?}"
     );
 }

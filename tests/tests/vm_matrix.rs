@@ -106,6 +106,10 @@ fn every_scenario_passes_in_the_debian_vm() {
         (vigil_tests::broken_policies_dir(), "vigil/broken"),
         (vigil_tests::tetragon_policies_dir(), "vigil/tetragon"),
         (vigil_tests::sigma_rules_dir(), "vigil/sigma"),
+        (
+            vigil_tests::rules_dir().parent().unwrap().join("sigma"),
+            "vigil/rules/sigma",
+        ),
     ] {
         add_tree(&mut fs, &dir, dest);
     }
