@@ -47,6 +47,7 @@ test: test-deps build lint
 
 bench: build
 	$(SUDO) $(OUT)/vigil-bench
+	$(OUT)/vigil-bench-sigma
 
 lint: deps
 	$(CARGO) fmt --all -- --check

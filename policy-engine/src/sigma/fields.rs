@@ -40,20 +40,62 @@ impl Users {
     }
 }
 
+/// One field's value.
+#[derive(Debug, Clone)]
+pub enum FieldValue {
+    /// A string.
+    Text(String),
+    /// A number (ports, ids), signed as sigma-rust compares numbers.
+    Int(i64),
+}
+
 /// An event's fields for Sigma, and the category they belong to.
 pub struct SigmaFields {
     /// The logsource category.
     pub category: &'static str,
-    /// The fields.
-    pub event: sigma_rust::Event,
-    /// Every string field, lower-cased and joined, for the literal prefilter.
+    /// The fields, by Sigma name.
+    pub values: Vec<(&'static str, FieldValue)>,
+    /// Every string field joined, for the literal prefilter (which ignores ASCII case).
     pub haystack: String,
+    /// Where each field sits in `haystack`: name, start, end.
+    pub spans: Vec<(&'static str, usize, usize)>,
+}
+
+impl SigmaFields {
+    /// The fields as sigma-rust evaluates them; built only for events a rule may match.
+    pub fn to_event(&self) -> sigma_rust::Event {
+        let mut e = sigma_rust::Event::new();
+        for (k, v) in &self.values {
+            match v {
+                FieldValue::Text(t) => e.insert(*k, t.clone()),
+                FieldValue::Int(i) => e.insert(*k, *i),
+            }
+        }
+        e
+    }
+
+    /// The field whose value holds haystack bytes `start..end`, and that value's bounds.
+    pub fn span_of(&self, start: usize, end: usize) -> Option<(&'static str, usize, usize)> {
+        self.spans
+            .iter()
+            .copied()
+            .find(|&(_, s, e)| s <= start && end <= e)
+    }
 }
 
 /// argv as one line, the way auditd and Sysmon for Linux write it: the binary and the
 /// arguments as they were, space-separated, without vigil's quoting.
 fn command_line(p: &Process) -> String {
-    let mut line = p.binary.clone();
+    let mut line = String::with_capacity(p.binary.len() + p.arguments.len() + 1);
+    line.push_str(&p.binary);
+    // Only arguments with spaces, quotes or backslashes were quoted: the rest is argv as is.
+    if !p.arguments.contains(['"', '\\']) {
+        if !p.arguments.is_empty() {
+            line.push(' ');
+            line.push_str(&p.arguments);
+        }
+        return line;
+    }
     for a in vigil_events::split_arguments(&p.arguments) {
         line.push(' ');
         line.push_str(&a);
@@ -62,19 +104,22 @@ fn command_line(p: &Process) -> String {
 }
 
 struct Builder {
-    event: sigma_rust::Event,
+    values: Vec<(&'static str, FieldValue)>,
     haystack: String,
+    spans: Vec<(&'static str, usize, usize)>,
 }
 
 impl Builder {
-    fn text(&mut self, key: &str, v: String) {
-        self.haystack.push_str(&v.to_lowercase());
+    fn text(&mut self, key: &'static str, v: String) {
+        let start = self.haystack.len();
+        self.haystack.push_str(&v);
+        self.spans.push((key, start, self.haystack.len()));
         self.haystack.push('\n');
-        self.event.insert(key, v);
+        self.values.push((key, FieldValue::Text(v)));
     }
 
-    fn int(&mut self, key: &str, v: i64) {
-        self.event.insert(key, v);
+    fn int(&mut self, key: &'static str, v: i64) {
+        self.values.push((key, FieldValue::Int(v)));
     }
 
     fn process(&mut self, p: &Process, users: &Users) {
@@ -88,8 +133,9 @@ impl Builder {
 /// The Sigma view of `e`, or `None` for events no category covers.
 pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
     let mut b = Builder {
-        event: sigma_rust::Event::new(),
-        haystack: String::new(),
+        values: Vec::with_capacity(12),
+        haystack: String::with_capacity(256),
+        spans: Vec::with_capacity(10),
     };
     let category = match &e.body {
         EventBody::ProcessExec(x) => {
@@ -145,7 +191,8 @@ pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
     };
     Some(SigmaFields {
         category,
-        event: b.event,
+        values: b.values,
         haystack: b.haystack,
+        spans: b.spans,
     })
 }

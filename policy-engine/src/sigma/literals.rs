@@ -10,8 +10,33 @@
 
 use serde_yaml::Value;
 
+/// Where in a field a literal must sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Anchor {
+    /// Anywhere.
+    Anywhere,
+    /// At the start of the field's value.
+    Start,
+    /// At its end.
+    End,
+    /// The whole value.
+    Whole,
+}
+
+/// A literal a match needs: its text (lower-cased), the field it must occur in (`None`: any,
+/// for keywords) and where in that field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Literal {
+    /// The text, lower-cased.
+    pub text: String,
+    /// The field.
+    pub field: Option<String>,
+    /// Where in the field.
+    pub anchor: Anchor,
+}
+
 /// Literals of which a match needs one; `None` when any event could match.
-pub type Needed = Option<Vec<String>>;
+pub type Needed = Option<Vec<Literal>>;
 
 /// Modifiers under which a matching field value contains the written value (case aside).
 const CONTAINING: [&str; 6] = [
@@ -24,29 +49,45 @@ const CONTAINING: [&str; 6] = [
 ];
 
 /// The set needed by one value of a field, under the field's modifiers.
-fn value_needs(v: &Value, modifiers: &[&str]) -> Needed {
+fn value_needs(v: &Value, field: Option<&str>, modifiers: &[&str]) -> Needed {
     let s = match v {
         Value::String(s) => s.as_str(),
         _ => return None,
     };
-    // A value with wildcards needs its longest literal run.
+    // A value with wildcards needs its longest literal run, anywhere.
+    let wild = s.contains(['*', '?']);
     let longest = s
         .split(['*', '?'])
         .max_by_key(|p| p.len())
         .unwrap_or("")
         .replace("\\\\", "\\");
-    if longest.is_empty() || modifiers.contains(&"exists") {
+    // The prefilter ignores ASCII case only: a literal with other letters is not trusted.
+    if longest.is_empty() || !longest.is_ascii() || modifiers.contains(&"exists") {
         return None;
     }
-    Some(vec![longest.to_lowercase()])
+    let anchor = match (wild, field) {
+        (true, _) | (_, None) => Anchor::Anywhere,
+        _ if modifiers.contains(&"contains") => Anchor::Anywhere,
+        _ if modifiers.contains(&"startswith") => Anchor::Start,
+        _ if modifiers.contains(&"endswith") => Anchor::End,
+        _ => Anchor::Whole,
+    };
+    Some(vec![Literal {
+        text: longest.to_lowercase(),
+        field: field.map(str::to_string),
+        anchor,
+    }])
 }
 
 /// A field condition (`Image|endswith: [...]`): its values are alternatives, or all needed
 /// under `|all`, of which the most selective stands for the rest.
 fn field_needs(key: &str, v: &Value) -> Needed {
     let mut parts = key.split('|');
-    let _field = parts.next();
+    let field = parts.next();
     let modifiers: Vec<&str> = parts.collect();
+    if modifiers == ["re"] {
+        return regex_needs(v, field);
+    }
     if modifiers.iter().any(|m| !CONTAINING.contains(m)) {
         return None;
     }
@@ -60,17 +101,40 @@ fn field_needs(key: &str, v: &Value) -> Needed {
     if modifiers.contains(&"all") {
         return values
             .iter()
-            .filter_map(|v| value_needs(v, &modifiers))
+            .filter_map(|v| value_needs(v, field, &modifiers))
             .max_by_key(|n| selectivity(n));
     }
-    union(values.iter().map(|v| value_needs(v, &modifiers)))
+    union(values.iter().map(|v| value_needs(v, field, &modifiers)))
+}
+
+/// A regular expression's necessary literals: every match starts with one of the prefixes the
+/// regex-syntax extractor finds, when it finds a finite set of non-empty ones.
+fn regex_needs(v: &Value, field: Option<&str>) -> Needed {
+    use regex_syntax::hir::literal::Extractor;
+    let Value::String(re) = v else { return None };
+    let hir = regex_syntax::Parser::new().parse(re).ok()?;
+    let seq = Extractor::new().extract(&hir);
+    let lits = seq.literals()?;
+    let mut out = Vec::new();
+    for l in lits {
+        let text = std::str::from_utf8(l.as_bytes()).ok()?;
+        if text.is_empty() || !text.is_ascii() {
+            return None;
+        }
+        out.push(Literal {
+            text: text.to_lowercase(),
+            field: field.map(str::to_string),
+            anchor: Anchor::Anywhere,
+        });
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// How selective a set is: its shortest literal's length (longer is rarer), fewer literals
 /// breaking ties.
-fn selectivity(n: &[String]) -> (usize, std::cmp::Reverse<usize>) {
+fn selectivity(n: &[Literal]) -> (usize, std::cmp::Reverse<usize>) {
     (
-        n.iter().map(|s| s.len()).min().unwrap_or(0),
+        n.iter().map(|s| s.text.len()).min().unwrap_or(0),
         std::cmp::Reverse(n.len()),
     )
 }
@@ -102,9 +166,9 @@ pub fn selection_needs(v: &Value) -> Needed {
         })),
         Value::Sequence(seq) => union(seq.iter().map(|item| match item {
             Value::Mapping(_) => selection_needs(item),
-            other => value_needs(other, &[]),
+            other => value_needs(other, None, &[]),
         })),
-        other => value_needs(other, &[]),
+        other => value_needs(other, None, &[]),
     }
 }
 
@@ -238,19 +302,25 @@ mod tests {
             "selection:\n  Image|endswith: ['/base64', '/b64']\n  CommandLine|contains: ' -d'\ncondition: selection",
         )
         .unwrap();
-        assert_eq!(n, vec!["/base64", "/b64"]);
+        let texts: Vec<_> = n.iter().map(|l| (l.text.as_str(), l.anchor)).collect();
+        assert_eq!(texts, [("/base64", Anchor::End), ("/b64", Anchor::End)]);
+        assert_eq!(n[0].field.as_deref(), Some("Image"));
     }
 
     #[test]
-    fn negations_and_regexes_need_nothing_of_their_own() {
+    fn negations_need_nothing_and_regexes_their_prefixes() {
+        // A regex needs the prefixes every match starts with; one without any needs nothing.
+        let re = needs("selection:\n  CommandLine|re: '-(W|R)x.*b'\ncondition: selection").unwrap();
+        let texts: Vec<_> = re.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["-rx", "-wx"]);
         assert_eq!(
-            needs("selection:\n  CommandLine|re: 'a.*b'\ncondition: selection"),
+            needs("selection:\n  CommandLine|re: '.*b'\ncondition: selection"),
             None
         );
         let n = needs(
             "selection:\n  Image|endswith: '/nohup'\nfilter:\n  CommandLine|contains: 'x'\ncondition: selection and not filter",
         );
-        assert_eq!(n, Some(vec!["/nohup".to_string()]));
+        assert_eq!(n.unwrap()[0].text, "/nohup");
         assert_eq!(needs("filter:\n  Image: '/a'\ncondition: not filter"), None);
     }
 
@@ -261,12 +331,15 @@ mod tests {
         let any = needs(&format!("{d}condition: 1 of selection_*")).unwrap();
         assert_eq!(any.len(), 2);
         let all = needs(&format!("{d}condition: all of selection_*")).unwrap();
-        assert_eq!(all, vec!["bbbb"]);
+        assert_eq!(all[0].text, "bbbb");
     }
 
     #[test]
     fn wildcards_keep_their_longest_literal_run() {
         let n = needs("selection:\n  CommandLine: '*wget *http*'\ncondition: selection").unwrap();
-        assert_eq!(n, vec!["wget "]);
+        assert_eq!(
+            (n[0].text.as_str(), n[0].anchor),
+            ("wget ", Anchor::Anywhere)
+        );
     }
 }

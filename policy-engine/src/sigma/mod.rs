@@ -52,8 +52,9 @@ struct CategoryIndex {
     always: Vec<usize>,
     /// Finds every rule literal in an event's haystack.
     automaton: Option<AhoCorasick>,
-    /// For each automaton pattern, the rules it admits.
-    pattern_rules: Vec<Vec<usize>>,
+    /// For each automaton pattern, the rules it admits: the rule, and the field and place the
+    /// text must be found in for that rule.
+    pattern_rules: Vec<Vec<(usize, Option<String>, literals::Anchor)>>,
 }
 
 /// A set of rules, ready to evaluate events.
@@ -192,7 +193,10 @@ impl SigmaEngine {
     /// An engine over `rules`.
     pub fn from_rules(rules: Vec<SigmaRule>) -> SigmaEngine {
         let mut index: HashMap<&'static str, CategoryIndex> = HashMap::new();
+        // One pattern per distinct literal text of a category, admitting every rule that needs
+        // it (in the field and place that rule says).
         let mut patterns: HashMap<&'static str, Vec<String>> = HashMap::new();
+        let mut pattern_ids: HashMap<(&'static str, String), usize> = HashMap::new();
         for (i, r) in rules.iter().enumerate() {
             let idx = index.entry(r.category).or_default();
             match &r.needs {
@@ -200,18 +204,29 @@ impl SigmaEngine {
                 Some(lits) => {
                     let pats = patterns.entry(r.category).or_default();
                     for l in lits {
-                        pats.push(l.clone());
-                        idx.pattern_rules.push(vec![i]);
+                        let id = *pattern_ids
+                            .entry((r.category, l.text.clone()))
+                            .or_insert_with(|| {
+                                pats.push(l.text.clone());
+                                idx.pattern_rules.push(Vec::new());
+                                pats.len() - 1
+                            });
+                        idx.pattern_rules[id].push((i, l.field.clone(), l.anchor));
                     }
                 }
             }
         }
         for (cat, pats) in patterns {
             let idx = index.get_mut(cat).expect("indexed above");
-            idx.automaton = AhoCorasick::new(&pats).ok();
+            // Sigma compares without case by default; literals are lower-cased already.
+            idx.automaton = AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&pats)
+                .ok();
             if idx.automaton.is_none() {
                 // Cannot happen for plain strings; evaluate those rules always rather than never.
-                let rules: Vec<usize> = idx.pattern_rules.drain(..).flatten().collect();
+                let rules: Vec<usize> =
+                    idx.pattern_rules.drain(..).flatten().map(|p| p.0).collect();
                 idx.always.extend(rules);
             }
         }
@@ -243,25 +258,47 @@ impl SigmaEngine {
         let mut candidates: Vec<usize> = idx.always.clone();
         if let Some(ac) = &idx.automaton {
             for m in ac.find_overlapping_iter(&f.haystack) {
-                candidates.extend(&idx.pattern_rules[m.pattern().as_usize()]);
+                let span = f.span_of(m.start(), m.end());
+                for (rule, field, anchor) in &idx.pattern_rules[m.pattern().as_usize()] {
+                    let placed = match (field, span) {
+                        (None, _) => true,
+                        (Some(want), Some((name, s, e))) if want == name => match anchor {
+                            literals::Anchor::Anywhere => true,
+                            literals::Anchor::Start => m.start() == s,
+                            literals::Anchor::End => m.end() == e,
+                            literals::Anchor::Whole => m.start() == s && m.end() == e,
+                        },
+                        _ => false,
+                    };
+                    if placed {
+                        candidates.push(*rule);
+                    }
+                }
             }
+        }
+        if candidates.is_empty() {
+            return Vec::new();
         }
         candidates.sort_unstable();
         candidates.dedup();
+        let event = f.to_event();
         candidates
             .into_iter()
             .map(|i| &self.rules[i])
-            .filter(|r| r.rule.is_match(&f.event))
+            .filter(|r| r.rule.is_match(&event))
             .map(|rule| SigmaMatch { rule })
             .collect()
     }
 
-    /// Every rule against `e`, no category or literal index: the baseline the benchmark
-    /// compares with.
+    /// Every rule against `f`, no category or literal index: the baseline the benchmark
+    /// compares with. Returns the matches of rules of the event's category (a rule of another
+    /// category can match fields it shares, `Image` for one, which is why the engine indexes by
+    /// category in the first place).
     pub fn evaluate_naive(&self, f: &SigmaFields) -> usize {
+        let event = f.to_event();
         self.rules
             .iter()
-            .filter(|r| r.rule.is_match(&f.event))
+            .filter(|r| r.rule.is_match(&event) && r.category == f.category)
             .count()
     }
 }
