@@ -382,3 +382,39 @@ fn connections_to_attack_tool_ports_raise_an_alert() {
         port
     );
 }
+
+/// Rule directories are watched: a rule added at run time fires, a broken one is refused with
+/// its file while the rest keep firing.
+#[test]
+fn rules_added_at_run_time_fire_and_broken_ones_are_refused() {
+    require_root();
+    let dir = TempDir::new("sigma-reload");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let rule = |title: &str, needle: &str| {
+        format!(
+            "title: {title}\nid: {title}\nlogsource:\n    product: linux\n    category: process_creation\ndetection:\n    selection:\n        CommandLine|contains: '{needle}'\n    condition: selection\nlevel: high\n"
+        )
+    };
+    std::fs::write(rules.join("first.yml"), rule("first-rule", "vigil-marker-one")).unwrap();
+    let agent = Agent::start(&["--sigma-dir", rules.to_str().unwrap()]);
+    agent.wait_for_log("sigma: 1 rules loaded", 0);
+    std::fs::write(rules.join("second.yml"), rule("second-rule", "vigil-marker-two")).unwrap();
+    std::fs::write(rules.join("broken.yml"), "title: broken\ndetection: [\n").unwrap();
+    agent.wait_for_log("sigma: 2 rules loaded", 0);
+    sh("echo vigil-marker-one vigil-marker-two >/dev/null");
+    let run = agent.stop();
+    let fired: Vec<&str> = alerts(&run)
+        .iter()
+        .filter_map(|a| a["rule_id"].as_str())
+        .collect();
+    assert!(fired.contains(&"first-rule"), "{fired:?}");
+    assert!(fired.contains(&"second-rule"), "{fired:?}");
+    assert!(
+        run.stderr
+            .iter()
+            .any(|l| l.contains("sigma rule refused") && l.contains("broken.yml")),
+        "{:#?}",
+        run.stderr
+    );
+}
