@@ -396,10 +396,18 @@ fn rules_added_at_run_time_fire_and_broken_ones_are_refused() {
             "title: {title}\nid: {title}\nlogsource:\n    product: linux\n    category: process_creation\ndetection:\n    selection:\n        CommandLine|contains: '{needle}'\n    condition: selection\nlevel: high\n"
         )
     };
-    std::fs::write(rules.join("first.yml"), rule("first-rule", "vigil-marker-one")).unwrap();
+    std::fs::write(
+        rules.join("first.yml"),
+        rule("first-rule", "vigil-marker-one"),
+    )
+    .unwrap();
     let agent = Agent::start(&["--sigma-dir", rules.to_str().unwrap()]);
     agent.wait_for_log("sigma: 1 rules loaded", 0);
-    std::fs::write(rules.join("second.yml"), rule("second-rule", "vigil-marker-two")).unwrap();
+    std::fs::write(
+        rules.join("second.yml"),
+        rule("second-rule", "vigil-marker-two"),
+    )
+    .unwrap();
     std::fs::write(rules.join("broken.yml"), "title: broken\ndetection: [\n").unwrap();
     agent.wait_for_log("sigma: 2 rules loaded", 0);
     sh("echo vigil-marker-one vigil-marker-two >/dev/null");
