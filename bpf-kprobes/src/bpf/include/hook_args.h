@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Decoding a generic hook's arguments: integers cut to their width, sockets and socket
+ * addresses, and strings, buffers and paths (from a file, a path or a descriptor) into the
+ * per-call key slots, on first use.
+ */
+#ifndef VIGIL_HOOK_ARGS_H
+#define VIGIL_HOOK_ARGS_H
+
+#include "hook_state.h"
+#include "path.h"
+
+static __always_inline void read_sock(struct sock *sk, struct vigil_sock_value *v)
+{
+	v->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	v->type = BPF_CORE_READ(sk, sk_type);
+	v->protocol = BPF_CORE_READ(sk, sk_protocol);
+	v->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	v->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	v->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (v->family == AF_INET) {
+		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(v->saddr, &s, 4);
+		__builtin_memcpy(v->daddr, &d, 4);
+	} else if (v->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&v->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&v->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+static __always_inline long read_mem(void *dst, __u32 size, const void *src, int user)
+{
+	return user ? bpf_probe_read_user(dst, size, src) : bpf_probe_read_kernel(dst, size, src);
+}
+
+/* A sockaddr's address and port go in both halves, so SAddr and DAddr both compare them. */
+static __always_inline void read_sockaddr(const void *sa, int user, struct vigil_sock_value *v)
+{
+	__u16 family = 0, port = 0;
+
+	read_mem(&family, sizeof(family), sa, user);
+	v->family = family;
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	read_mem(&port, sizeof(port), sa + 2, user);
+	v->sport = v->dport = bpf_ntohs(port);
+	if (family == AF_INET)
+		read_mem(v->saddr, 4, sa + 4, user);
+	else
+		read_mem(v->saddr, 16, sa + 8, user);
+	__builtin_memcpy(v->daddr, v->saddr, 16);
+}
+
+static __always_inline __s64 normalize_int(__u64 v, __u8 bits, __u8 flags)
+{
+	int sign = flags & VIGIL_ARGF_SIGNED;
+
+	if (bits == 8)
+		return sign ? (__s64)(__s8)v : (__s64)(__u8)v;
+	if (bits == 16)
+		return sign ? (__s64)(__s16)v : (__s64)(__u16)v;
+	if (bits == 32)
+		return sign ? (__s64)(__s32)v : (__s64)(__u32)v;
+	return (__s64)v;
+}
+
+static __always_inline struct file *fd_file(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds, *file = 0;
+
+	if (fd < 0)
+		return 0;
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (!fds || bpf_core_read(&file, sizeof(file), &fds[fd & 0xfffff]) < 0)
+		return 0;
+	return file;
+}
+
+/* Walks `p` and keeps its first VIGIL_MATCH_MAX bytes in e->key[a]. */
+static __always_inline void decode_path(struct hook_eval *e, __u32 a, const struct path *p)
+{
+	struct vigil_scratch *s = vigil_scratch();
+	__u32 pos;
+
+	if (!s)
+		return;
+	int trunc = vigil_resolve_path(p, s, &pos) < 0;
+	__u32 len = (VIGIL_PATH_MAX - pos) & (VIGIL_PATH_MAX - 1);
+	if (len > VIGIL_MATCH_MAX) {
+		len = VIGIL_MATCH_MAX;
+		trunc = 1;
+	}
+	bpf_probe_read_kernel(e->key[a].path, len & (VIGIL_MATCH_LEN - 1), &s->path[pos & (VIGIL_PATH_MAX - 1)]);
+	e->slen[a] = len;
+	e->ev.args[a].int_value = trunc;
+}
+
+/* The `struct path` a file, path or descriptor argument names. */
+static __always_inline int arg_path(__u8 type, void *ptr, struct path *p)
+{
+	struct file *f = 0;
+
+	if (type == VIGIL_ARG_PATH)
+		return ptr ? bpf_probe_read_kernel(p, sizeof(*p), ptr) : -1;
+	if (type == VIGIL_ARG_FILE)
+		f = ptr;
+	else if (type == VIGIL_ARG_FD)
+		f = fd_file((long)(int)(__u64)ptr);
+	if (!f)
+		return -1;
+	return BPF_CORE_READ_INTO(p, f, f_path);
+}
+
+/* Decodes string-like argument `a` into e->key[a], once per call. A global function: the
+ * verifier checks it once, not once per place that calls it. */
+__noinline int decode_str(__u32 a)
+{
+	struct hook_eval *e = hook_eval();
+	struct path p;
+
+	if (!e || a >= VIGIL_HOOK_ARGS || (e->decoded & (1u << a)))
+		return 0;
+	BOUND_SLOT(a);
+	e->decoded |= 1u << a;
+	__builtin_memset(e->key[a].path, 0, sizeof(e->key[a].path));
+	e->slen[a] = 0;
+	__u8 type = e->cfg.arg_type[a];
+	int user = e->cfg.arg_flags[a] & VIGIL_ARGF_USER;
+	void *ptr = (void *)e->regs[e->cfg.arg_reg[a] & 7];
+	long n;
+
+	switch (type) {
+	case VIGIL_ARG_STRING:
+		n = user ? bpf_probe_read_user_str(e->key[a].path, VIGIL_MATCH_MAX + 1, ptr)
+			 : bpf_probe_read_kernel_str(e->key[a].path, VIGIL_MATCH_MAX + 1, ptr);
+		if (n <= 0)
+			return 0;
+		e->slen[a] = n - 1;
+		e->ev.args[a].int_value = n == VIGIL_MATCH_MAX + 1;
+		break;
+	case VIGIL_ARG_BUF: {
+		__u64 want = e->regs[e->cfg.arg_bits[a] & 7];
+		__u32 len = want > VIGIL_MATCH_MAX ? VIGIL_MATCH_MAX : want;
+		if (read_mem(e->key[a].path, len & (VIGIL_MATCH_LEN - 1), ptr, user) < 0)
+			return 0;
+		e->slen[a] = len;
+		e->ev.args[a].int_value = want > VIGIL_MATCH_MAX;
+		break;
+	}
+	case VIGIL_ARG_FILE:
+	case VIGIL_ARG_PATH:
+	case VIGIL_ARG_FD:
+		if (arg_path(type, ptr, &p) < 0)
+			return 0;
+		decode_path(e, a, &p);
+		break;
+	}
+	return 0;
+}
+
+#endif /* VIGIL_HOOK_ARGS_H */
