@@ -1,0 +1,157 @@
+//! vigil's exporters, in Vector's spirit: sinks that batch, encode and deliver events, over one
+//! shared pipeline for queues, disk spooling, retries, dead letters and counters.
+//!
+//! The agent hands each event to [`Exporters::submit`], which never blocks: the event's secrets
+//! are redacted ([`filter::Redactor`]), it is encoded once ([`record::Record`]), and each sink
+//! whose filters pass it ([`filter::ExportFilter`]) queues it in memory or, when its queue is
+//! full, in its disk spool ([`spool::Spool`]). A task per sink ([`pipeline::SinkWorker`])
+//! delivers batches and decides from the outcome ([`sinks::Delivery`]) whether to retry, split
+//! or dead-letter. Sinks are in [`sinks`]; their settings come from the agent's configuration
+//! file ([`config::ExportersConfig`]).
+
+pub mod config;
+pub mod filter;
+pub mod pipeline;
+pub mod record;
+pub mod sinks;
+pub mod spool;
+
+use std::{
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
+
+use config::{ExportersConfig, SinkKind};
+use filter::{ExportFilter, Redactor};
+use pipeline::{SinkHandle, SinkWorker};
+use record::Record;
+use vigil_events::Event;
+
+/// Why the exporters could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A filter or redaction pattern does not compile.
+    #[error(transparent)]
+    Pattern(#[from] filter::PatternError),
+    /// A sink's settings are unusable.
+    #[error("sink {sink}: {reason}")]
+    Sink {
+        /// The sink.
+        sink: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+struct Entry {
+    handle: SinkHandle,
+    filter: ExportFilter,
+}
+
+/// Every configured sink.
+pub struct Exporters {
+    redactor: Redactor,
+    entries: Vec<Entry>,
+    workers: Vec<SinkWorker>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Exporters {
+    /// Builds the sinks of `cfg`; `node` is the node's name (Splunk's host field).
+    pub fn new(cfg: &ExportersConfig, node: &str) -> Result<Exporters, ExportError> {
+        let mut entries = Vec::new();
+        let mut workers = Vec::new();
+        for (i, s) in cfg.sinks.iter().enumerate() {
+            let err = |reason: String| ExportError::Sink {
+                sink: s.name.clone(),
+                reason,
+            };
+            let sink = match &s.kind {
+                SinkKind::File(f) => sinks::Sink::File(sinks::file::FileSink::new(f.clone())),
+                SinkKind::SplunkHec(h) => sinks::Sink::Splunk(
+                    sinks::splunk::SplunkHecSink::new(h.clone(), node).map_err(err)?,
+                ),
+            };
+            let filter = ExportFilter::new(&s.allow, &s.deny, &format!("sinks[{i}]"))?;
+            let (handle, worker) = pipeline::pipeline(
+                &s.name,
+                sink,
+                cfg.spool_dir.join(&s.name),
+                s.queue_size,
+                s.batch_size,
+                Duration::from_millis(s.linger_ms),
+                s.rate_limit,
+            )
+            .map_err(|e| err(format!("spool in {}: {e}", cfg.spool_dir.display())))?;
+            entries.push(Entry { handle, filter });
+            workers.push(worker);
+        }
+        Ok(Exporters {
+            redactor: Redactor::new(&cfg.redact)?,
+            entries,
+            workers,
+            tasks: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Starts the delivery tasks (on the current tokio runtime).
+    pub fn start(&mut self) {
+        for w in self.workers.drain(..) {
+            self.tasks.push(tokio::spawn(w.run(self.stop.clone())));
+        }
+    }
+
+    /// Hands an event to every sink whose filters pass it.
+    pub fn submit(&mut self, event: &Event) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let mut redacted;
+        let event = if self.redactor.is_empty() {
+            event
+        } else {
+            redacted = event.clone();
+            self.redactor.apply(&mut redacted);
+            &redacted
+        };
+        let record = Record::encode(event);
+        for e in &mut self.entries {
+            if !e.filter.passes(event) {
+                e.handle
+                    .stats
+                    .filtered
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            if let Err(err) = e.handle.submit(record.clone()) {
+                eprintln!("vigil: sink {}: cannot spool: {err}", e.handle.name);
+            }
+        }
+    }
+
+    /// Every sink's counters, by name.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.entries
+                .iter()
+                .map(|e| {
+                    (
+                        e.handle.name.clone(),
+                        serde_json::to_value(&*e.handle.stats).unwrap_or_default(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Delivers what is queued, for up to `grace`; spools the rest for the next run.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let deadline = tokio::time::Instant::now() + grace;
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout_at(deadline, t).await;
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The unit every sink delivers: one event, encoded once as JSON, with the few facts sinks
+//! need beside the bytes (its time for Splunk and Elasticsearch, its exec id for Kafka keys, its
+//! kind). A record also has a line form, the format of the disk spool and the dead-letter file,
+//! so a spooled record comes back exactly as it went in.
+
+use std::sync::Arc;
+
+use vigil_events::Event;
+
+/// One encoded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// When the event happened, nanoseconds since the Unix epoch.
+    pub time_ns: u64,
+    /// `process_exec`, `process_kprobe`, ...
+    pub kind: String,
+    /// The exec id of the process the event is about.
+    pub exec_id: String,
+    /// The event as one JSON object.
+    pub json: Arc<[u8]>,
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 UTC time as vigil writes it
+/// (`2026-11-25T10:00:00.123456789Z`); 0 when it does not parse.
+pub fn rfc3339_ns(t: &str) -> u64 {
+    fn num(s: &str) -> Option<u64> {
+        s.parse().ok()
+    }
+    let parse = || -> Option<u64> {
+        let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
+        let mut d = date.split('-');
+        let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+        let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+        let mut h = hms.split(':');
+        let (hh, mm, ss) = (num(h.next()?)?, num(h.next()?)?, num(h.next()?)?);
+        let mut nanos = frac.to_string();
+        nanos.truncate(9);
+        while nanos.len() < 9 {
+            nanos.push('0');
+        }
+        // Days since the epoch from a civil date (Howard Hinnant's algorithm).
+        let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+        let era = y / 400;
+        let yoe = y - era * 400;
+        let doy = (153 * m + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000_000) + num(&nanos)?)
+    };
+    parse().unwrap_or(0)
+}
+
+impl Record {
+    /// Encodes `event`.
+    pub fn encode(event: &Event) -> Record {
+        let json = serde_json::to_vec(event).expect("events always serialize");
+        Record {
+            time_ns: rfc3339_ns(&event.time),
+            kind: event.kind().to_string(),
+            exec_id: event.process().exec_id.to_string(),
+            json: json.into(),
+        }
+    }
+
+    /// The spool line: time, kind and exec id, tab-separated, then the JSON, then `\n`.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.json.len() + self.kind.len() + 64);
+        out.extend_from_slice(self.time_ns.to_string().as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(self.kind.as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(self.exec_id.as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(&self.json);
+        out.push(b'\n');
+        out
+    }
+
+    /// A record from its spool line (without the `\n`).
+    pub fn from_line(line: &[u8]) -> Option<Record> {
+        let mut parts = line.splitn(4, |b| *b == b'\t');
+        let time_ns = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+        let kind = String::from_utf8(parts.next()?.to_vec()).ok()?;
+        let exec_id = String::from_utf8(parts.next()?.to_vec()).ok()?;
+        let json = parts.next()?;
+        Some(Record {
+            time_ns,
+            kind,
+            exec_id,
+            json: json.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_convert_to_epoch_nanoseconds() {
+        assert_eq!(rfc3339_ns("1970-01-01T00:00:01Z"), 1_000_000_000);
+        assert_eq!(
+            rfc3339_ns("2026-11-25T10:00:00.123456789Z"),
+            1_795_600_800_123_456_789
+        );
+        assert_eq!(rfc3339_ns("yesterday"), 0);
+    }
+
+    #[test]
+    fn a_record_survives_its_spool_line() {
+        let r = Record {
+            time_ns: 42,
+            kind: "process_exec".into(),
+            exec_id: "abc=".into(),
+            json: br#"{"a":"b\tc"}"#.to_vec().into(),
+        };
+        let line = r.to_line();
+        assert_eq!(Record::from_line(&line[..line.len() - 1]), Some(r));
+    }
+}

@@ -1,0 +1,45 @@
+//! The sinks: each turns a batch of records into its destination's format and reports how the
+//! delivery went, in the terms the pipeline acts on ([`Delivery`]). Queues, retries, spooling
+//! and dead letters are the pipeline's, not the sinks'.
+
+pub mod file;
+pub mod splunk;
+
+use crate::record::Record;
+
+/// How a batch fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Every record arrived.
+    Delivered,
+    /// Nothing arrived and trying again may help (network, 429, 5xx): retry after a backoff.
+    Retry(String),
+    /// The batch is too large for the destination (413): split it and send the halves.
+    TooLarge,
+    /// Some records were refused for good (with the reason) and go to the dead-letter file;
+    /// some may be retried; the rest arrived.
+    Partial {
+        /// Indexes of records to send again.
+        retry: Vec<usize>,
+        /// Indexes of records refused, and why.
+        rejected: Vec<(usize, String)>,
+    },
+}
+
+/// Any sink.
+pub enum Sink {
+    /// Rotated JSON-lines files.
+    File(file::FileSink),
+    /// Splunk HTTP Event Collector.
+    Splunk(splunk::SplunkHecSink),
+}
+
+impl Sink {
+    /// Delivers `batch`.
+    pub async fn deliver(&mut self, batch: &[Record]) -> Delivery {
+        match self {
+            Sink::File(s) => s.deliver(batch),
+            Sink::Splunk(s) => s.deliver(batch).await,
+        }
+    }
+}
