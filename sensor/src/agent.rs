@@ -21,6 +21,8 @@ use tokio::{
 use vigil_bpf_kprobes::abi::{self, Record};
 use vigil_events::time::BootClock;
 
+use vigil_exporters::Exporters;
+
 use crate::{
     builder::{BuildOptions, EventBuilder},
     cache::ProcessCache,
@@ -57,6 +59,8 @@ pub struct AgentOptions {
     pub policy_dir: Option<PathBuf>,
     /// Sigma rule files and directories, watched for changes.
     pub sigma: Vec<PathBuf>,
+    /// The configuration file's settings.
+    pub config: Option<crate::config::AgentConfig>,
 }
 
 /// Counters printed as the agent's last line.
@@ -70,6 +74,9 @@ pub struct AgentStats {
     pub decode_errors: u64,
     /// Sigma alerts raised.
     pub alerts: u64,
+    /// Per sink: delivered, retried, spooled, dead-lettered, rate-limited, filtered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exporters: Option<serde_json::Value>,
     /// Records the kernel could not queue, by kind.
     pub ringbuf_drops: DropStats,
     /// Processes found in /proc at start.
@@ -165,9 +172,24 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             ancestors: opts.ancestors,
         },
     );
-    let mut detector = (!opts.sigma.is_empty()).then(|| Detector::start(opts.sigma.clone()));
-    let mut out = Output::open(opts.export_file.as_deref(), opts.format)
+    let detector = (!opts.sigma.is_empty()).then(|| Detector::start(opts.sigma.clone()));
+    let out = Output::open(opts.export_file.as_deref(), opts.format)
         .with_context(|| format!("cannot open export file {:?}", opts.export_file))?;
+    let exporters = match &opts.config {
+        Some(cfg) => {
+            let mut e = Exporters::new(&cfg.exporters, &builder.identity.node)
+                .context("cannot start the exporters")?;
+            e.start();
+            log(format!("exporters: {} sinks", cfg.exporters.sinks.len()));
+            Some(e)
+        }
+        None => None,
+    };
+    let mut sinks = Sinks {
+        out,
+        detector,
+        exporters,
+    };
 
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the AsyncFd
     // (which owns the ring buffer) is dropped.
@@ -195,13 +217,13 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut builder, &mut out, &mut stats, policies.as_ref().map(|p| p.table()), detector.as_ref())?;
+                drain(guard.get_inner_mut(), &mut builder, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()))?;
                 guard.clear_ready();
-                out.flush()?;
+                sinks.out.flush()?;
             }
             _ = tick.tick() => {
-                drain(ring.get_mut(), &mut builder, &mut out, &mut stats, policies.as_ref().map(|p| p.table()), detector.as_ref())?;
-                out.flush()?;
+                drain(ring.get_mut(), &mut builder, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()))?;
+                sinks.out.flush()?;
                 ticks = ticks.wrapping_add(1);
                 if !ticks.is_multiple_of(HOUSEKEEPING_EVERY) {
                     continue;
@@ -210,7 +232,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 if let Some(p) = policies.as_mut() {
                     p.rescan(&mut sensor)?;
                 }
-                if let Some(d) = detector.as_mut() {
+                if let Some(d) = sinks.detector.as_mut() {
                     d.rescan();
                 }
                 let drops = DropStats::from_slots(sensor.drops());
@@ -230,12 +252,15 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     drain(
         ring.get_mut(),
         &mut builder,
-        &mut out,
+        &mut sinks,
         &mut stats,
         policies.as_ref().map(|p| p.table()),
-        detector.as_ref(),
     )?;
-    out.flush()?;
+    sinks.out.flush()?;
+    if let Some(e) = sinks.exporters.take() {
+        stats.exporters = Some(e.stats());
+        e.shutdown(EXPORT_GRACE).await;
+    }
     stats.ringbuf_drops = DropStats::from_slots(sensor.drops());
     stats.cache_size = builder.cache.len();
     stats.cache_evictions = builder.cache.evictions();
@@ -243,14 +268,35 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     Ok(())
 }
 
+/// Where events go: the output (stdout or the export file), the exporters' sinks; and the
+/// Sigma detector that adds alerts to them.
+struct Sinks {
+    out: Output,
+    detector: Option<Detector>,
+    exporters: Option<Exporters>,
+}
+
+impl Sinks {
+    fn emit(&mut self, event: &vigil_events::Event) -> Result<()> {
+        self.out.write(event)?;
+        if let Some(e) = self.exporters.as_mut() {
+            e.submit(event);
+        }
+        Ok(())
+    }
+}
+
+/// How long the exporters may take to deliver what is queued when the agent stops; the rest is
+/// spooled for the next run.
+const EXPORT_GRACE: Duration = Duration::from_secs(5);
+
 /// Reads every record available now.
 fn drain(
     ring: &mut RingBuf<MapData>,
     builder: &mut EventBuilder,
-    out: &mut Output,
+    sinks: &mut Sinks,
     stats: &mut AgentStats,
     policies: Option<&PolicyTable>,
-    detector: Option<&Detector>,
 ) -> Result<()> {
     let now = Instant::now();
     while let Some(item) = ring.next() {
@@ -258,10 +304,11 @@ fn drain(
         match Record::parse(&item) {
             Ok(record) => {
                 if let Some(event) = builder.apply(record, now, policies) {
-                    out.write(&event)?;
+                    sinks.emit(&event)?;
                     stats.events += 1;
-                    for alert in detector.map(|d| d.alerts(&event)).unwrap_or_default() {
-                        out.write(&alert)?;
+                    let alerts = sinks.detector.as_ref().map(|d| d.alerts(&event));
+                    for alert in alerts.unwrap_or_default() {
+                        sinks.emit(&alert)?;
                         stats.alerts += 1;
                     }
                 }

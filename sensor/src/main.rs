@@ -9,6 +9,7 @@ mod agent;
 mod brief;
 mod builder;
 mod cache;
+mod config;
 mod detect;
 mod identity;
 mod loader;
@@ -67,6 +68,9 @@ enum Command {
         /// applied within a second.
         #[arg(long = "sigma-dir")]
         sigma: Vec<PathBuf>,
+        /// The configuration file (YAML): the exporters' sinks (see vigil.example.yaml).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Work with Sigma rules.
     Sigma {
@@ -177,7 +181,15 @@ fn main() -> ExitCode {
             policies,
             policy_dir,
             sigma,
+            config,
         } => {
+            let config = match config.as_deref().map(config::AgentConfig::load).transpose() {
+                Ok(c) => c,
+                Err(e) => {
+                    agent::log(format!("error: {e}"));
+                    return ExitCode::FAILURE;
+                }
+            };
             if let Some(dir) = &policy_dir {
                 if let Err(e) = policy_watch::policy_files(dir) {
                     agent::log(format!(
@@ -199,6 +211,7 @@ fn main() -> ExitCode {
                 policies,
                 policy_dir,
                 sigma,
+                config,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

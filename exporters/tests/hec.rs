@@ -1,0 +1,254 @@
+//! The Splunk HEC sink and the shared pipeline against the HEC test server
+//! (`support/hec.rs`): the bytes we send, what each documented status code leads to, and an
+//! outage in the middle of 100,000 events.
+
+#[path = "support/hec.rs"]
+mod hec;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use hec::HecServer;
+use vigil_events::{Event, EventBody, Process, ProcessExec};
+use vigil_exporters::{config::ExportersConfig, Exporters};
+
+/// `len` characters that do not compress away, different per event.
+fn noise(n: usize, len: usize) -> String {
+    let mut x = n as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (b'a' + (x % 26) as u8) as char
+        })
+        .collect()
+}
+
+fn event(n: usize, pad: usize) -> Event {
+    Event {
+        body: EventBody::ProcessExec(ProcessExec {
+            process: Arc::new(Process {
+                binary: "/usr/bin/true".into(),
+                arguments: format!("event-{n} {}", noise(n, pad)),
+                pid: n as u32,
+                ..Default::default()
+            }),
+            parent: None,
+            ancestors: vec![],
+        }),
+        node_name: "test-node".into(),
+        time: "2026-11-25T10:00:00.5Z".into(),
+    }
+}
+
+struct Dir(std::path::PathBuf);
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("vigil-exp-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(dir: &Dir, endpoint: &str, extra: &str) -> ExportersConfig {
+    std::fs::write(dir.0.join("token"), "t0k3n\n").unwrap();
+    let yaml = format!(
+        "spool_dir: {spool}\nsinks:\n- name: splunk\n  type: splunk_hec\n  endpoint: {endpoint}\n  token: {{file: {token}}}\n  index: security\n  sourcetype: vigil:event\n{extra}",
+        spool = dir.0.join("spool").display(),
+        token = dir.0.join("token").display(),
+    );
+    serde_yaml::from_str(&yaml).unwrap()
+}
+
+fn ids(server: &HecServer) -> Vec<String> {
+    server
+        .events()
+        .iter()
+        .filter_map(|e| {
+            e.as_str()
+                .or_else(|| e["event"]["process_exec"]["process"]["arguments"].as_str())
+        })
+        .map(|a| a.split(' ').next().unwrap_or("").to_string())
+        .collect()
+}
+
+async fn wait_for(mut done: impl FnMut() -> bool, secs: u64) -> bool {
+    for _ in 0..secs * 20 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_carry_the_splunk_envelope_and_headers() {
+    let server = HecServer::start("t0k3n");
+    let dir = Dir::new("envelope");
+    let mut ex = Exporters::new(&config(&dir, &server.endpoint(), ""), "test-node").unwrap();
+    ex.start();
+    for n in 0..3 {
+        ex.submit(&event(n, 0));
+    }
+    ex.shutdown(Duration::from_secs(5)).await;
+    let events = server.events();
+    assert_eq!(events.len(), 3, "{events:#?}");
+    let e = &events[0];
+    assert_eq!(e["time"], serde_json::json!(1_795_600_800.5));
+    assert_eq!(e["host"], "test-node");
+    assert_eq!(e["index"], "security");
+    assert_eq!(e["sourcetype"], "vigil:event");
+    assert_eq!(e["source"], "vigil");
+    assert_eq!(e["event"]["node_name"], "test-node");
+    let req = &server.requests()[0];
+    let h = |k: &str| {
+        req.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(h("authorization"), Some("Splunk t0k3n"));
+    assert_eq!(h("content-encoding"), Some("gzip"));
+    assert_eq!(req.raw[..2], [0x1f, 0x8b], "the body is gzip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_codes_lead_to_retry_split_or_dead_letter() {
+    let server = HecServer::start("other-token");
+    let dir = Dir::new("status");
+    let mut ex = Exporters::new(
+        &config(
+            &dir,
+            &server.endpoint(),
+            "  batch_size: 50\n  linger_ms: 20\n",
+        ),
+        "n",
+    )
+    .unwrap();
+    ex.start();
+    // 403 (a wrong token) is retried until the token is right.
+    for n in 0..10 {
+        ex.submit(&event(n, 0));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.events().is_empty());
+    assert!(server.requests().iter().any(|r| r.status == 403));
+    server.set_token("t0k3n");
+    // 503 and 429 are retried.
+    server.force_status(503);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.force_status(429);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.force_status(0);
+    assert!(wait_for(|| server.events().len() == 10, 15).await);
+    // 413: batches are halved until they fit.
+    server.set_max_body(1500);
+    for n in 10..60 {
+        ex.submit(&event(n, 100));
+    }
+    assert!(
+        wait_for(|| server.events().len() == 60, 15).await,
+        "{}",
+        server.events().len()
+    );
+    assert!(server.requests().iter().any(|r| r.status == 413));
+    server.set_max_body(0);
+    // 400: refused for good, into the dead-letter file with the reason.
+    server.reject_containing("event-99");
+    ex.submit(&event(99, 0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = ex.stats();
+    ex.shutdown(Duration::from_secs(5)).await;
+    let dead = std::fs::read_to_string(dir.0.join("spool/splunk/dead-letter.jsonl")).unwrap();
+    assert!(
+        dead.contains("event-99") && dead.contains("HEC 400"),
+        "{dead}"
+    );
+    assert_eq!(stats["splunk"]["dead_lettered"], 1);
+    assert!(stats["splunk"]["retries"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_loses_nothing_and_keeps_memory_bounded() {
+    const TOTAL: usize = 100_000;
+    let mut server = HecServer::start("t0k3n");
+    server.keep_ids_only();
+    let dir = Dir::new("outage");
+    let mut ex = Exporters::new(
+        &config(
+            &dir,
+            &server.endpoint(),
+            "  batch_size: 1000\n  linger_ms: 50\n  queue_size: 2000\n",
+        ),
+        "n",
+    )
+    .unwrap();
+    ex.start();
+    let rss = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = rss();
+    let mut peak = before;
+    let (mut outage_start, mut outage_end) = (0, 0);
+    for n in 0..TOTAL {
+        if n == TOTAL / 5 {
+            server.stop();
+        }
+        if n == TOTAL * 3 / 10 {
+            outage_start = rss();
+        }
+        if n == TOTAL * 4 / 5 {
+            outage_end = rss();
+            server.restart();
+        }
+        ex.submit(&event(n, 2000));
+        if n % 1000 == 0 {
+            peak = peak.max(rss());
+            tokio::task::yield_now().await;
+        }
+    }
+    let got = || server.events().len();
+    assert!(
+        wait_for(|| got() >= TOTAL, 120).await,
+        "{} of {TOTAL}",
+        got()
+    );
+    let stats = ex.stats();
+    ex.shutdown(Duration::from_secs(5)).await;
+    let received = ids(&server);
+    let unique: HashSet<&String> = received.iter().collect();
+    assert_eq!(unique.len(), TOTAL, "every event arrived");
+    eprintln!(
+        "outage: {} received, {} duplicates, {} spooled, peak RSS growth {} MiB, during the outage {} KiB",
+        received.len(),
+        received.len() - unique.len(),
+        stats["splunk"]["spooled"],
+        (peak - before) / 1024,
+        outage_end.saturating_sub(outage_start)
+    );
+    assert!(stats["splunk"]["spooled"].as_u64().unwrap() > 0, "{stats}");
+    // The events are ~2.4 KiB each: the 50,000 submitted in the middle of the outage would take
+    // ~120 MiB in memory; they go to the spool and memory stays flat.
+    assert!(
+        outage_end.saturating_sub(outage_start) < 8 * 1024,
+        "RSS grew {} KiB during the outage",
+        outage_end.saturating_sub(outage_start)
+    );
+    assert!(peak - before < 96 * 1024, "RSS grew {} KiB", peak - before);
+    let left: u64 = std::fs::read_dir(dir.0.join("spool/splunk/spool"))
+        .unwrap()
+        .count() as u64;
+    assert_eq!(left, 0, "the spool drained");
+}

@@ -1,0 +1,285 @@
+//! A Splunk HTTP Event Collector for tests (there is no installable Splunk here): it implements
+//! the documented `/services/collector/event` endpoint, `Authorization: Splunk <token>` (401
+//! without it, 403 with a wrong one), gzip bodies, batches of concatenated event envelopes (400
+//! with code 12 when one has no `event`), 413 for bodies over a limit, and injected 429/503. It
+//! can be stopped (listener and open connections closed) and started again on the same port,
+//! and it keeps every envelope and request it received.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{Shutdown, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct HecRequest {
+    /// Header names (lower-cased) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body as sent (compressed when it was).
+    pub raw: Vec<u8>,
+    /// The status answered.
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct Shared {
+    token: Mutex<String>,
+    events: Mutex<Vec<Value>>,
+    requests: Mutex<Vec<HecRequest>>,
+    max_body: AtomicUsize,
+    /// Answer this status to every request while non-zero.
+    forced: AtomicU16,
+    /// Envelopes whose event contains this are refused with 400.
+    reject: Mutex<Option<String>>,
+    running: AtomicBool,
+    /// Keep only each event's first argument (the tests' event id), to keep the server small.
+    ids_only: AtomicBool,
+    conns: Mutex<Vec<TcpStream>>,
+}
+
+/// The server.
+pub struct HecServer {
+    shared: Arc<Shared>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+fn respond(s: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+    write!(
+        s,
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn serve(shared: Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
+    let mut w = stream.try_clone()?;
+    let mut r = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h)?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_lowercase(), v.trim().to_string()));
+            }
+        }
+        let header = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let len: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut raw = vec![0; len];
+        r.read_exact(&mut raw)?;
+        let (status, body) = answer(&shared, &line, &header, &raw);
+        let raw = if shared.ids_only.load(Ordering::SeqCst) {
+            Vec::new() // small mode: bodies are not kept
+        } else {
+            raw
+        };
+        shared.requests.lock().unwrap().push(HecRequest {
+            headers: headers.clone(),
+            raw,
+            status,
+        });
+        respond(&mut w, status, &body)?;
+    }
+}
+
+fn answer(
+    shared: &Shared,
+    line: &str,
+    header: &dyn Fn(&str) -> Option<String>,
+    raw: &[u8],
+) -> (u16, String) {
+    if !line.starts_with("POST /services/collector/event ") {
+        return (
+            404,
+            r#"{"text":"The requested URL was not found","code":404}"#.into(),
+        );
+    }
+    let forced = shared.forced.load(Ordering::SeqCst);
+    if forced != 0 {
+        return (
+            forced,
+            format!(r#"{{"text":"Server is busy","code":{forced}}}"#),
+        );
+    }
+    let token = shared.token.lock().unwrap().clone();
+    match header("authorization") {
+        None => return (401, r#"{"text":"Token is required","code":2}"#.into()),
+        Some(a) if a != format!("Splunk {token}") => {
+            return (403, r#"{"text":"Invalid token","code":4}"#.into())
+        }
+        _ => {}
+    }
+    let max = shared.max_body.load(Ordering::SeqCst);
+    if max > 0 && raw.len() > max {
+        return (413, r#"{"text":"Content too large","code":413}"#.into());
+    }
+    let body = if header("content-encoding").as_deref() == Some("gzip") {
+        let mut out = Vec::new();
+        if flate2::read::GzDecoder::new(raw)
+            .read_to_end(&mut out)
+            .is_err()
+        {
+            return (400, r#"{"text":"Invalid data format","code":6}"#.into());
+        }
+        out
+    } else {
+        raw.to_vec()
+    };
+    let mut envelopes = Vec::new();
+    for v in serde_json::Deserializer::from_slice(&body).into_iter::<Value>() {
+        match v {
+            Ok(v) if v.get("event").is_some() => envelopes.push(v),
+            Ok(_) => {
+                return (
+                    400,
+                    r#"{"text":"Event field is required","code":12}"#.into(),
+                )
+            }
+            Err(_) => return (400, r#"{"text":"Invalid data format","code":6}"#.into()),
+        }
+    }
+    if let Some(bad) = shared.reject.lock().unwrap().as_ref() {
+        if envelopes
+            .iter()
+            .any(|e| e["event"].to_string().contains(bad.as_str()))
+        {
+            return (400, r#"{"text":"Invalid data format","code":6}"#.into());
+        }
+    }
+    if shared.ids_only.load(Ordering::SeqCst) {
+        let ids = envelopes.iter().map(|e| {
+            let args = e["event"]["process_exec"]["process"]["arguments"].as_str();
+            Value::String(
+                args.unwrap_or("")
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        });
+        shared.events.lock().unwrap().extend(ids);
+    } else {
+        shared.events.lock().unwrap().extend(envelopes);
+    }
+    (200, r#"{"text":"Success","code":0}"#.into())
+}
+
+impl HecServer {
+    /// Starts a server accepting `token` on a free port.
+    pub fn start(token: &str) -> HecServer {
+        let shared = Arc::new(Shared::default());
+        *shared.token.lock().unwrap() = token.to_string();
+        let mut s = HecServer {
+            shared,
+            port: 0,
+            accept: None,
+        };
+        s.listen();
+        s
+    }
+
+    fn listen(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("bind the HEC port");
+        self.port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        self.shared.running.store(true, Ordering::SeqCst);
+        let shared = self.shared.clone();
+        self.accept = Some(thread::spawn(move || {
+            while shared.running.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        shared.conns.lock().unwrap().push(s.try_clone().unwrap());
+                        let sh = shared.clone();
+                        thread::spawn(move || {
+                            let _ = serve(sh, s);
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }));
+    }
+
+    /// Stops listening and closes every open connection.
+    pub fn stop(&mut self) {
+        self.shared.running.store(false, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        for c in self.shared.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Listens again on the same port.
+    pub fn restart(&mut self) {
+        self.listen();
+    }
+
+    /// The endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every envelope received, in order.
+    pub fn events(&self) -> Vec<Value> {
+        self.shared.events.lock().unwrap().clone()
+    }
+
+    /// Every request received.
+    pub fn requests(&self) -> Vec<HecRequest> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Keeps only each event's first argument from now on (see [`HecServer::events`]).
+    pub fn keep_ids_only(&self) {
+        self.shared.ids_only.store(true, Ordering::SeqCst);
+    }
+
+    /// Accepts only this token from now on.
+    pub fn set_token(&self, token: &str) {
+        *self.shared.token.lock().unwrap() = token.to_string();
+    }
+
+    /// Answers 413 to bodies larger than `bytes` (0: no limit).
+    pub fn set_max_body(&self, bytes: usize) {
+        self.shared.max_body.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Answers `status` to everything (0: back to normal).
+    pub fn force_status(&self, status: u16) {
+        self.shared.forced.store(status, Ordering::SeqCst);
+    }
+
+    /// Refuses (400) batches holding an event whose JSON contains `needle`.
+    pub fn reject_containing(&self, needle: &str) {
+        *self.shared.reject.lock().unwrap() = Some(needle.to_string());
+    }
+}
+
+impl Drop for HecServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
