@@ -15,7 +15,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -23,6 +23,7 @@ const SCENARIOS: [&str; 7] = [
     "shipped_policies",
     "hook_selectors",
     "sigma_detection",
+    "exporters",
 ];
 
 /// The VM stage must stay under five minutes on our 2-core machines.

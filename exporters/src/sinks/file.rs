@@ -171,3 +171,63 @@ impl FileSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn files_rotate_by_size_into_gzipped_backups_and_keep_a_bounded_number() {
+        let dir = std::env::temp_dir().join(format!("vigil-file-sink-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("events.jsonl");
+        let mut sink = FileSink::new(FileConfig {
+            path: path.clone(),
+            max_size_mb: 1,
+            max_age_hours: 0,
+            max_backups: 2,
+            compress: true,
+            mode: 0o600,
+        });
+        let rec = |n: usize| Record {
+            time_ns: 0,
+            kind: "process_exec".into(),
+            exec_id: String::new(),
+            json: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "y".repeat(1000))
+                .into_bytes()
+                .into(),
+        };
+        // About 4.1 MiB: four rotations, of which two backups are kept.
+        for chunk in (0..4200).collect::<Vec<_>>().chunks(100) {
+            let batch: Vec<Record> = chunk.iter().map(|n| rec(*n)).collect();
+            assert_eq!(sink.deliver(&batch), Delivery::Delivered);
+        }
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        let b1 = with_suffix(&path, ".1.gz");
+        let b2 = with_suffix(&path, ".2.gz");
+        assert!(b1.exists() && b2.exists());
+        assert!(
+            !with_suffix(&path, ".3.gz").exists(),
+            "only max_backups are kept"
+        );
+        assert_eq!(mode(&b1), 0o600);
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(File::open(&b1).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        assert!(
+            text.lines().count() > 900,
+            "a backup holds about 1 MiB of lines"
+        );
+        assert!(text
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+        let current = std::fs::read_to_string(&path).unwrap();
+        assert!(current.lines().last().unwrap().contains("\"n\":4199"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,100 @@
+//! The real agent exporting through its configuration file: events from real processes reach the
+//! Splunk HEC test server with secrets in arguments redacted, and a rotated JSON-lines file
+//! created 0600.
+
+#[path = "../../exporters/tests/support/hec.rs"]
+#[allow(dead_code)] // the server's other knobs serve the exporters crate's own tests
+mod hec;
+
+use std::os::unix::fs::PermissionsExt;
+
+use vigil_tests::{require_root, Agent, TempDir};
+
+#[test]
+fn agent_events_reach_splunk_with_secrets_redacted() {
+    require_root();
+    let server = hec::HecServer::start("t0k3n");
+    let dir = TempDir::new("exporters");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0k3n\n").unwrap();
+    let events = dir.path().join("out/events.jsonl");
+    let config = dir.path().join("vigil.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "exporters:\n  spool_dir: {spool}\n  redact: ['--password[ =](\\S+)']\n  sinks:\n  - name: splunk\n    type: splunk_hec\n    endpoint: {endpoint}\n    token: {{file: {token}}}\n    index: vigil\n    linger_ms: 50\n    allow:\n    - event_set: [process_exec]\n  - name: file\n    type: file\n    path: {events}\n",
+            spool = dir.path().join("spool").display(),
+            endpoint = server.endpoint(),
+            token = token.display(),
+            events = events.display(),
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&["--config", config.to_str().unwrap()]);
+    let out = std::process::Command::new("sh")
+        .args(["-c", "exec /bin/echo vigil-hec-marker --password=hunter2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let run = agent.stop();
+    assert!(
+        run.stderr.iter().any(|l| l.contains("exporters: 2 sinks")),
+        "{:#?}",
+        run.stderr
+    );
+    let received = server.events();
+    let hit: Vec<_> = received
+        .iter()
+        .filter(|e| {
+            // echo's own exec (the shell's arguments start with -c).
+            e["event"]["process_exec"]["process"]["arguments"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("vigil-hec-marker"))
+        })
+        .collect();
+    assert_eq!(hit.len(), 1, "{received:#?}");
+    assert_eq!(
+        hit[0]["event"]["process_exec"]["process"]["arguments"],
+        "vigil-hec-marker --password=*****"
+    );
+    assert_eq!(hit[0]["index"], "vigil");
+    assert!(
+        received
+            .iter()
+            .all(|e| e["event"]["process_exec"].is_object()),
+        "the allow filter passes process_exec only"
+    );
+    assert!(!format!("{received:?}").contains("hunter2"));
+    // The same event in the file sink, redacted too, in a file only root can read.
+    let text = std::fs::read_to_string(&events).unwrap();
+    assert!(text.contains("vigil-hec-marker --password=*****"));
+    assert!(!text.contains("hunter2"));
+    assert_eq!(
+        std::fs::metadata(&events).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The token is never logged.
+    assert!(!run.stderr.iter().any(|l| l.contains("t0k3n")));
+}
+
+#[test]
+fn a_bad_configuration_names_the_file_line_and_field() {
+    let dir = TempDir::new("bad-config");
+    let config = dir.path().join("vigil.yaml");
+    std::fs::write(
+        &config,
+        "exporters:\n  sinks:\n  - name: s\n    type: splunk_hec\n    endpoint: http://127.0.0.1:1\n    tokn: {env: X}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(vigil_tests::vigil_bin())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("vigil.yaml:") && err.contains("exporters.sinks[0]") && err.contains("tokn"),
+        "{err}"
+    );
+}
