@@ -48,6 +48,7 @@ test: test-deps build lint
 bench: build
 	$(SUDO) $(OUT)/vigil-bench
 	$(OUT)/vigil-bench-sigma
+	$(OUT)/vigil-bench-exporters
 
 lint: deps
 	$(CARGO) fmt --all -- --check
