@@ -219,7 +219,7 @@ async fn an_outage_loses_nothing_and_keeps_memory_bounded() {
             tokio::task::yield_now().await;
         }
     }
-    let got = || server.events().len();
+    let got = || server.count();
     assert!(
         wait_for(|| got() >= TOTAL, 120).await,
         "{} of {TOTAL}",
