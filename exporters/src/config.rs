@@ -53,6 +53,8 @@ pub enum SinkKind {
     File(FileConfig),
     /// Splunk HTTP Event Collector.
     SplunkHec(SplunkConfig),
+    /// Elasticsearch / OpenSearch.
+    Elasticsearch(crate::sinks::elastic::ElasticConfig),
 }
 
 /// One sink and the settings the pipeline applies to it.

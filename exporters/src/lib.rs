@@ -72,6 +72,9 @@ impl Exporters {
                 SinkKind::SplunkHec(h) => sinks::Sink::Splunk(
                     sinks::splunk::SplunkHecSink::new(h.clone(), node).map_err(err)?,
                 ),
+                SinkKind::Elasticsearch(c) => {
+                    sinks::Sink::Elastic(sinks::elastic::ElasticSink::new(c.clone()).map_err(err)?)
+                }
             };
             let filter = ExportFilter::new(&s.allow, &s.deny, &format!("sinks[{i}]"))?;
             let (handle, worker) = pipeline::pipeline(

@@ -2,6 +2,8 @@
 //! delivery went, in the terms the pipeline acts on ([`Delivery`]). Queues, retries, spooling
 //! and dead letters are the pipeline's, not the sinks'.
 
+pub mod ecs;
+pub mod elastic;
 pub mod file;
 pub mod splunk;
 
@@ -32,6 +34,8 @@ pub enum Sink {
     File(file::FileSink),
     /// Splunk HTTP Event Collector.
     Splunk(splunk::SplunkHecSink),
+    /// Elasticsearch / OpenSearch `_bulk`.
+    Elastic(elastic::ElasticSink),
 }
 
 impl Sink {
@@ -40,6 +44,7 @@ impl Sink {
         match self {
             Sink::File(s) => s.deliver(batch),
             Sink::Splunk(s) => s.deliver(batch).await,
+            Sink::Elastic(s) => s.deliver(batch).await,
         }
     }
 }

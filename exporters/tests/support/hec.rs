@@ -6,17 +6,18 @@
 //! and it keeps every envelope and request it received.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{Shutdown, TcpListener, TcpStream},
+    io::Read,
     sync::{
         atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    thread,
-    time::Duration,
 };
 
 use serde_json::Value;
+
+#[path = "http.rs"]
+pub mod http;
+use http::HttpServer;
 
 /// One request as received.
 #[derive(Debug, Clone)]
@@ -39,76 +40,34 @@ struct Shared {
     forced: AtomicU16,
     /// Envelopes whose event contains this are refused with 400.
     reject: Mutex<Option<String>>,
-    running: AtomicBool,
     /// Keep only each event's first argument (the tests' event id), to keep the server small.
     ids_only: AtomicBool,
-    conns: Mutex<Vec<TcpStream>>,
 }
 
 /// The server.
 pub struct HecServer {
     shared: Arc<Shared>,
-    /// Its port on 127.0.0.1.
-    pub port: u16,
-    accept: Option<thread::JoinHandle<()>>,
+    http: HttpServer,
 }
 
-fn respond(s: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
-    // One write: split writes and delayed ACKs would add 40 ms to every request.
-    let out = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(out.as_bytes())
+fn handle(shared: &Shared, req: &http::Request) -> (u16, String) {
+    let (status, body) = answer(shared, req);
+    let raw = if shared.ids_only.load(Ordering::SeqCst) {
+        Vec::new() // small mode: bodies are not kept
+    } else {
+        req.body.clone()
+    };
+    shared.requests.lock().unwrap().push(HecRequest {
+        headers: req.headers.clone(),
+        raw,
+        status,
+    });
+    (status, body)
 }
 
-fn serve(shared: Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
-    let mut w = stream.try_clone()?;
-    let mut r = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            r.read_line(&mut h)?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_lowercase(), v.trim().to_string()));
-            }
-        }
-        let header = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let len: usize = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut raw = vec![0; len];
-        r.read_exact(&mut raw)?;
-        let (status, body) = answer(&shared, &line, &header, &raw);
-        let raw = if shared.ids_only.load(Ordering::SeqCst) {
-            Vec::new() // small mode: bodies are not kept
-        } else {
-            raw
-        };
-        shared.requests.lock().unwrap().push(HecRequest {
-            headers: headers.clone(),
-            raw,
-            status,
-        });
-        respond(&mut w, status, &body)?;
-    }
-}
-
-fn answer(
-    shared: &Shared,
-    line: &str,
-    header: &dyn Fn(&str) -> Option<String>,
-    raw: &[u8],
-) -> (u16, String) {
+fn answer(shared: &Shared, req: &http::Request) -> (u16, String) {
+    let (line, raw) = (&req.line, &req.body[..]);
+    let header = |k: &str| req.header(k).map(str::to_string);
     if !line.starts_with("POST /services/collector/event ") {
         return (
             404,
@@ -190,58 +149,24 @@ impl HecServer {
     pub fn start(token: &str) -> HecServer {
         let shared = Arc::new(Shared::default());
         *shared.token.lock().unwrap() = token.to_string();
-        let mut s = HecServer {
-            shared,
-            port: 0,
-            accept: None,
-        };
-        s.listen();
-        s
-    }
-
-    fn listen(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("bind the HEC port");
-        self.port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        self.shared.running.store(true, Ordering::SeqCst);
-        let shared = self.shared.clone();
-        self.accept = Some(thread::spawn(move || {
-            while shared.running.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        let _ = s.set_nodelay(true);
-                        shared.conns.lock().unwrap().push(s.try_clone().unwrap());
-                        let sh = shared.clone();
-                        thread::spawn(move || {
-                            let _ = serve(sh, s);
-                        });
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        }));
+        let s = shared.clone();
+        let http = HttpServer::start(Arc::new(move |req: &http::Request| handle(&s, req)));
+        HecServer { shared, http }
     }
 
     /// Stops listening and closes every open connection.
     pub fn stop(&mut self) {
-        self.shared.running.store(false, Ordering::SeqCst);
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-        for c in self.shared.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
+        self.http.stop();
     }
 
     /// Listens again on the same port.
     pub fn restart(&mut self) {
-        self.listen();
+        self.http.restart();
     }
 
     /// The endpoint URL.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.http.endpoint()
     }
 
     /// Every envelope received, in order.
@@ -282,11 +207,5 @@ impl HecServer {
     /// Refuses (400) batches holding an event whose JSON contains `needle`.
     pub fn reject_containing(&self, needle: &str) {
         *self.shared.reject.lock().unwrap() = Some(needle.to_string());
-    }
-}
-
-impl Drop for HecServer {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

@@ -1,0 +1,266 @@
+//! Elasticsearch / OpenSearch: ECS documents ([`super::ecs`]) through `_bulk` with `create`
+//! actions, into a data stream (`logs-vigil-default`) or a dated index (`vigil-2026.11.25`),
+//! after installing an index template at the first delivery. API key or basic authentication,
+//! TLS verified (optional CA file). A bulk response's items are read one by one: 429 and 5xx
+//! items are retried, others that failed are refused for good (dead letter), 409 (already there,
+//! a retried create) counts as delivered.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ecs::to_ecs, Delivery};
+use crate::{config::Secret, record::Record};
+
+/// `type: elasticsearch`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticConfig {
+    /// `https://es.example:9200`.
+    pub endpoint: String,
+    /// `Authorization: ApiKey <this>`.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Basic authentication user (with `password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Basic authentication password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Write to this data stream (the default, `logs-vigil-default`), or, when
+    /// `data_stream: false`, to dated indices `<index>-YYYY.MM.DD`.
+    #[serde(default = "default_index")]
+    pub index: String,
+    /// Use a data stream.
+    #[serde(default = "default_true")]
+    pub data_stream: bool,
+    /// A PEM file of CA certificates, beside the system roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Request timeout in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_index() -> String {
+    "logs-vigil-default".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_timeout() -> u64 {
+    10
+}
+
+/// The Elasticsearch sink.
+pub struct ElasticSink {
+    cfg: ElasticConfig,
+    base: String,
+    auth: Option<String>,
+    client: reqwest::Client,
+    template_installed: bool,
+}
+
+/// `YYYY.MM.DD` of epoch nanoseconds.
+fn date(ns: u64) -> String {
+    let days = (ns / 86_400_000_000_000) as i64;
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}.{m:02}.{d:02}")
+}
+
+impl ElasticSink {
+    /// A sink for `cfg`.
+    pub fn new(cfg: ElasticConfig) -> Result<ElasticSink, String> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(cfg.timeout_secs))
+            .use_rustls_tls();
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let auth = match (&cfg.api_key, &cfg.username, &cfg.password) {
+            (Some(k), _, _) => Some(format!(
+                "ApiKey {}",
+                k.read().map_err(|e| format!("api_key: {e}"))?
+            )),
+            (None, Some(u), Some(p)) => {
+                use base64::Engine;
+                let pw = p.read().map_err(|e| format!("password: {e}"))?;
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{pw}"))
+                ))
+            }
+            (None, Some(_), None) => return Err("username needs a password".into()),
+            _ => None,
+        };
+        Ok(ElasticSink {
+            base: cfg.endpoint.trim_end_matches('/').to_string(),
+            auth,
+            client: builder.build().map_err(|e| e.to_string())?,
+            cfg,
+            template_installed: false,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(a) = &self.auth {
+            r = r.header("Authorization", a);
+        }
+        r
+    }
+
+    /// The index template: ECS types for the fields vigil writes.
+    pub fn template(&self) -> Value {
+        let pattern = if self.cfg.data_stream {
+            format!("{}*", self.cfg.index)
+        } else {
+            format!("{}-*", self.cfg.index)
+        };
+        let mut t = json!({
+            "index_patterns": [pattern],
+            "priority": 200,
+            "template": {"mappings": {"properties": {
+                "@timestamp": {"type": "date"},
+                "host": {"properties": {"name": {"type": "keyword"}}},
+                "event": {"properties": {"kind": {"type": "keyword"}, "category": {"type": "keyword"},
+                    "type": {"type": "keyword"}, "action": {"type": "keyword"}, "outcome": {"type": "keyword"}}},
+                "process": {"properties": {"pid": {"type": "long"}, "entity_id": {"type": "keyword"},
+                    "executable": {"type": "keyword"}, "name": {"type": "keyword"}, "args": {"type": "keyword"},
+                    "command_line": {"type": "wildcard"}, "working_directory": {"type": "keyword"},
+                    "exit_code": {"type": "long"},
+                    "parent": {"properties": {"pid": {"type": "long"}, "entity_id": {"type": "keyword"},
+                        "executable": {"type": "keyword"}}}}},
+                "user": {"properties": {"id": {"type": "keyword"}}},
+                "file": {"properties": {"path": {"type": "keyword"}}},
+                "source": {"properties": {"ip": {"type": "ip"}, "port": {"type": "long"}}},
+                "destination": {"properties": {"ip": {"type": "ip"}, "port": {"type": "long"}}},
+                "rule": {"properties": {"id": {"type": "keyword"}, "name": {"type": "keyword"}}}
+            }}}
+        });
+        if self.cfg.data_stream {
+            t["data_stream"] = json!({});
+        }
+        t
+    }
+
+    async fn install_template(&mut self) -> Result<(), String> {
+        let resp = self
+            .request(reqwest::Method::PUT, "/_index_template/vigil")
+            .json(&self.template())
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", self.base))?;
+        let status = resp.status();
+        if status.is_success() {
+            self.template_installed = true;
+            Ok(())
+        } else {
+            Err(format!(
+                "index template: {status}: {}",
+                resp.text().await.unwrap_or_default()
+            ))
+        }
+    }
+
+    /// The `_bulk` body: a `create` line and the ECS document per record.
+    pub fn body(&self, batch: &[Record]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(batch.len() * 1500);
+        for r in batch {
+            let index = if self.cfg.data_stream {
+                self.cfg.index.clone()
+            } else {
+                format!("{}-{}", self.cfg.index, date(r.time_ns))
+            };
+            let doc = serde_json::from_slice::<Value>(&r.json)
+                .map(|v| to_ecs(&v))
+                .unwrap_or(Value::Null);
+            let _ = serde_json::to_writer(&mut out, &json!({"create": {"_index": index}}));
+            out.push(b'\n');
+            let _ = serde_json::to_writer(&mut out, &doc);
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// Sends one batch.
+    pub async fn deliver(&mut self, batch: &[Record]) -> Delivery {
+        if !self.template_installed {
+            if let Err(e) = self.install_template().await {
+                return Delivery::Retry(e);
+            }
+        }
+        let resp = match self
+            .request(reqwest::Method::POST, "/_bulk")
+            .header("Content-Type", "application/x-ndjson")
+            .body(self.body(batch))
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Delivery::Retry(format!("{}: {e}", self.base)),
+        };
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        match status {
+            200..=299 => {}
+            413 if batch.len() > 1 => return Delivery::TooLarge,
+            400 | 413 => {
+                return Delivery::Partial {
+                    retry: Vec::new(),
+                    rejected: (0..batch.len())
+                        .map(|i| (i, format!("bulk {status}: {text}")))
+                        .collect(),
+                }
+            }
+            _ => return Delivery::Retry(format!("bulk {status}: {text}")),
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            return Delivery::Retry(format!("bulk response is not JSON: {text}"));
+        };
+        if v["errors"] != json!(true) {
+            return Delivery::Delivered;
+        }
+        let (mut retry, mut rejected) = (Vec::new(), Vec::new());
+        for (i, item) in v["items"].as_array().into_iter().flatten().enumerate() {
+            let result = item
+                .as_object()
+                .and_then(|o| o.values().next())
+                .cloned()
+                .unwrap_or_default();
+            let code = result["status"].as_u64().unwrap_or(0);
+            match code {
+                200..=299 | 409 => {}
+                429 | 500..=599 => retry.push(i),
+                _ => rejected.push((i, format!("bulk item {code}: {}", result["error"]))),
+            }
+        }
+        if retry.is_empty() && rejected.is_empty() {
+            Delivery::Delivered
+        } else {
+            Delivery::Partial { retry, rejected }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dated_indices_use_the_events_day() {
+        assert_eq!(super::date(1_795_600_800_123_456_789), "2026.11.25");
+        assert_eq!(super::date(0), "1970.01.01");
+    }
+}
