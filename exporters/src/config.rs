@@ -55,6 +55,8 @@ pub enum SinkKind {
     SplunkHec(SplunkConfig),
     /// Elasticsearch / OpenSearch.
     Elasticsearch(crate::sinks::elastic::ElasticConfig),
+    /// Kafka.
+    Kafka(crate::sinks::kafka::KafkaConfig),
 }
 
 /// One sink and the settings the pipeline applies to it.

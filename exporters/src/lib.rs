@@ -75,6 +75,7 @@ impl Exporters {
                 SinkKind::Elasticsearch(c) => {
                     sinks::Sink::Elastic(sinks::elastic::ElasticSink::new(c.clone()).map_err(err)?)
                 }
+                SinkKind::Kafka(c) => sinks::Sink::Kafka(sinks::kafka::KafkaSink::new(c.clone())),
             };
             let filter = ExportFilter::new(&s.allow, &s.deny, &format!("sinks[{i}]"))?;
             let (handle, worker) = pipeline::pipeline(

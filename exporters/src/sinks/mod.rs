@@ -5,6 +5,7 @@
 pub mod ecs;
 pub mod elastic;
 pub mod file;
+pub mod kafka;
 pub mod splunk;
 
 use crate::record::Record;
@@ -36,6 +37,8 @@ pub enum Sink {
     Splunk(splunk::SplunkHecSink),
     /// Elasticsearch / OpenSearch `_bulk`.
     Elastic(elastic::ElasticSink),
+    /// Kafka.
+    Kafka(kafka::KafkaSink),
 }
 
 impl Sink {
@@ -45,6 +48,7 @@ impl Sink {
             Sink::File(s) => s.deliver(batch),
             Sink::Splunk(s) => s.deliver(batch).await,
             Sink::Elastic(s) => s.deliver(batch).await,
+            Sink::Kafka(s) => s.deliver(batch).await,
         }
     }
 }

@@ -1,0 +1,114 @@
+//! Kafka: each event as a JSON message on a topic, keyed by its exec id and sent to the
+//! partition that key hashes to, so one process's events stay in order; the event kind rides in
+//! a `kind` header, the event's time is the message timestamp, batches are gzip-compressed. The
+//! topic's partitions are read from the cluster at connection; a failed produce is retried whole
+//! (at least once: a partition that took its part may get it twice).
+
+use std::collections::BTreeMap;
+
+use rskafka::client::{
+    partition::{Compression, PartitionClient, UnknownTopicHandling},
+    Client, ClientBuilder,
+};
+use serde::Deserialize;
+
+use super::Delivery;
+use crate::record::Record;
+
+/// `type: kafka`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// The topic (it must exist).
+    pub topic: String,
+}
+
+/// The Kafka sink.
+pub struct KafkaSink {
+    cfg: KafkaConfig,
+    client: Option<Client>,
+    partitions: Vec<PartitionClient>,
+}
+
+/// FNV-1a: a stable hash, so a key maps to the same partition across agent restarts.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The partition (index into the topic's partitions) of a key.
+pub fn partition_of(key: &str, partitions: usize) -> usize {
+    (fnv1a(key.as_bytes()) % partitions.max(1) as u64) as usize
+}
+
+impl KafkaSink {
+    /// A sink for `cfg` (connected at the first delivery).
+    pub fn new(cfg: KafkaConfig) -> KafkaSink {
+        KafkaSink {
+            cfg,
+            client: None,
+            partitions: Vec::new(),
+        }
+    }
+
+    async fn connect(&mut self) -> Result<(), String> {
+        let client = ClientBuilder::new(self.cfg.brokers.clone())
+            .build()
+            .await
+            .map_err(|e| format!("{}: {e}", self.cfg.brokers.join(",")))?;
+        let topics = client.list_topics().await.map_err(|e| e.to_string())?;
+        let topic = topics
+            .iter()
+            .find(|t| t.name == self.cfg.topic)
+            .ok_or_else(|| format!("topic {} does not exist", self.cfg.topic))?;
+        let mut partitions = Vec::new();
+        for p in &topic.partitions {
+            partitions.push(
+                client
+                    .partition_client(self.cfg.topic.clone(), *p, UnknownTopicHandling::Retry)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        if partitions.is_empty() {
+            return Err(format!("topic {} has no partitions", self.cfg.topic));
+        }
+        self.partitions = partitions;
+        self.client = Some(client);
+        Ok(())
+    }
+
+    /// Sends one batch.
+    pub async fn deliver(&mut self, batch: &[Record]) -> Delivery {
+        if self.client.is_none() {
+            if let Err(e) = self.connect().await {
+                return Delivery::Retry(e);
+            }
+        }
+        let n = self.partitions.len();
+        let mut by_partition: Vec<Vec<rskafka::record::Record>> = vec![Vec::new(); n];
+        for r in batch {
+            let ts = chrono::DateTime::from_timestamp_nanos(r.time_ns as i64);
+            by_partition[partition_of(&r.exec_id, n)].push(rskafka::record::Record {
+                key: Some(r.exec_id.as_bytes().to_vec()),
+                value: Some(r.json.to_vec()),
+                headers: BTreeMap::from([("kind".to_string(), r.kind.as_bytes().to_vec())]),
+                timestamp: ts,
+            });
+        }
+        for (p, records) in self.partitions.iter().zip(by_partition) {
+            if records.is_empty() {
+                continue;
+            }
+            if let Err(e) = p.produce(records, Compression::Gzip).await {
+                // Reconnect on the next try: the leader may have moved.
+                self.client = None;
+                return Delivery::Retry(format!("kafka {}: {e}", self.cfg.topic));
+            }
+        }
+        Delivery::Delivered
+    }
+}
