@@ -281,24 +281,7 @@ fn compile_selector(
             )?)
         }
     };
-    let binary = match s.match_binaries.first() {
-        None => None,
-        Some(f) => {
-            let (kind, negate) = match f.operator.as_str() {
-                "In" => (MatchKind::Exact, false),
-                "NotIn" => (MatchKind::Exact, true),
-                "Prefix" => (MatchKind::Prefix, false),
-                _ => (MatchKind::Prefix, true),
-            };
-            Some(filter(
-                spath,
-                "matchBinaries[0]",
-                kind,
-                negate,
-                f.values.iter().map(|v| v.0.clone()),
-            )?)
-        }
-    };
+    let binary = binary_filter(spath, s)?;
     let mut action = RuleAction::Post;
     for a in &s.match_actions {
         action = match a.action.as_str() {
@@ -311,6 +294,27 @@ fn compile_selector(
     }
     let post = !s.match_actions.iter().any(|a| a.action == "NoPost");
     Ok((path, binary, action, post))
+}
+
+/// A selector's (first) `matchBinaries` as a filter on the binary's path.
+pub(crate) fn binary_filter(spath: &str, s: &Selector) -> Result<Option<Filter>, CompileError> {
+    let Some(f) = s.match_binaries.first() else {
+        return Ok(None);
+    };
+    let (kind, negate) = match f.operator.as_str() {
+        "In" => (MatchKind::Exact, false),
+        "NotIn" => (MatchKind::Exact, true),
+        "Prefix" => (MatchKind::Prefix, false),
+        _ => (MatchKind::Prefix, true),
+    };
+    filter(
+        spath,
+        "matchBinaries[0]",
+        kind,
+        negate,
+        f.values.iter().map(|v| v.0.clone()),
+    )
+    .map(Some)
 }
 
 pub(crate) fn filter(

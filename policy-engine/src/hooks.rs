@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use crate::{
     args::{arg_class, ArgClass},
-    compile::{filter, CompileError, Filter, MatchKind, RuleAction},
+    compile::{binary_filter, filter, CompileError, Filter, MatchKind, RuleAction},
     spec::{KprobeSpec, Selector},
     values,
 };
@@ -409,24 +409,7 @@ fn selector(spath: &str, s: &Selector, args: &[HookArg]) -> Result<HookSelector,
     if s.match_binaries.len() > 1 {
         return Err(err("matchBinaries".into(), "the kernel evaluates one matchBinaries filter per selector; list every binary in one filter".into()));
     }
-    let binary = match s.match_binaries.first() {
-        None => None,
-        Some(f) => {
-            let (kind, negate) = match f.operator.as_str() {
-                "In" => (MatchKind::Exact, false),
-                "NotIn" => (MatchKind::Exact, true),
-                "Prefix" => (MatchKind::Prefix, false),
-                _ => (MatchKind::Prefix, true),
-            };
-            Some(filter(
-                spath,
-                "matchBinaries[0]",
-                kind,
-                negate,
-                f.values.iter().map(|v| v.0.clone()),
-            )?)
-        }
-    };
+    let binary = binary_filter(spath, s)?;
     if s.match_pids.len() > 1 {
         return Err(err(
             "matchPIDs".into(),

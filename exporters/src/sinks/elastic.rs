@@ -79,17 +79,7 @@ fn date(ns: u64) -> String {
 impl ElasticSink {
     /// A sink for `cfg`.
     pub fn new(cfg: ElasticConfig) -> Result<ElasticSink, String> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(cfg.timeout_secs))
-            .use_rustls_tls();
-        if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+        let client = super::http::client(cfg.timeout_secs, cfg.ca_file.as_deref())?;
         let auth = match (&cfg.api_key, &cfg.username, &cfg.password) {
             (Some(k), _, _) => Some(format!(
                 "ApiKey {}",
@@ -109,7 +99,7 @@ impl ElasticSink {
         Ok(ElasticSink {
             base: cfg.endpoint.trim_end_matches('/').to_string(),
             auth,
-            client: builder.build().map_err(|e| e.to_string())?,
+            client,
             cfg,
             template_installed: false,
         })

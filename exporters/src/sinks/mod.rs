@@ -5,6 +5,7 @@
 pub mod ecs;
 pub mod elastic;
 pub mod file;
+pub mod http;
 pub mod kafka;
 pub mod splunk;
 

@@ -68,17 +68,7 @@ pub struct SplunkHecSink {
 impl SplunkHecSink {
     /// A sink for `cfg`; `node` is the host field's default.
     pub fn new(cfg: SplunkConfig, node: &str) -> Result<SplunkHecSink, String> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(cfg.timeout_secs))
-            .use_rustls_tls();
-        if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+        let client = super::http::client(cfg.timeout_secs, cfg.ca_file.as_deref())?;
         let token = cfg.token.read().map_err(|e| format!("token: {e}"))?;
         Ok(SplunkHecSink {
             url: format!(
@@ -87,7 +77,7 @@ impl SplunkHecSink {
             ),
             auth: format!("Splunk {token}"),
             host: cfg.host.clone().unwrap_or_else(|| node.to_string()),
-            client: builder.build().map_err(|e| e.to_string())?,
+            client,
             cfg,
         })
     }
