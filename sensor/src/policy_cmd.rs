@@ -234,19 +234,9 @@ fn hook_call(body: &serde_json::Value) -> vigil_policy_engine::evaluate_hooks::H
         .then(|| body["parent"]["pid"].as_u64())
         .flatten()
         .map(|n| n as u32);
-    let names = [
-        "uts",
-        "ipc",
-        "mnt",
-        "pid",
-        "pid_for_children",
-        "net",
-        "time",
-        "cgroup",
-        "user",
-    ];
+    // The event's namespace keys are the /proc/<pid>/ns names, in vigil's index order.
     let mut ns = [(0u32, false); 9];
-    for (slot, name) in ns.iter_mut().zip(names) {
+    for (slot, name) in ns.iter_mut().zip(crate::identity::NS_FILES) {
         let n = &p["ns"][name];
         *slot = (
             n["inum"].as_u64().unwrap_or(0) as u32,
