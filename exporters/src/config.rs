@@ -57,6 +57,8 @@ pub enum SinkKind {
     Elasticsearch(crate::sinks::elastic::ElasticConfig),
     /// Kafka.
     Kafka(crate::sinks::kafka::KafkaConfig),
+    /// OpenTelemetry logs (OTLP/gRPC).
+    Otlp(crate::sinks::otlp::OtlpConfig),
 }
 
 /// One sink and the settings the pipeline applies to it.

@@ -58,7 +58,8 @@ pub struct Exporters {
 }
 
 impl Exporters {
-    /// Builds the sinks of `cfg`; `node` is the node's name (Splunk's host field).
+    /// Builds the sinks of `cfg` (on a tokio runtime); `node` is the node's name (Splunk's host
+    /// field, OpenTelemetry's `host.name`).
     pub fn new(cfg: &ExportersConfig, node: &str) -> Result<Exporters, ExportError> {
         let mut entries = Vec::new();
         let mut workers = Vec::new();
@@ -76,6 +77,9 @@ impl Exporters {
                     sinks::Sink::Elastic(sinks::elastic::ElasticSink::new(c.clone()).map_err(err)?)
                 }
                 SinkKind::Kafka(c) => sinks::Sink::Kafka(sinks::kafka::KafkaSink::new(c.clone())),
+                SinkKind::Otlp(c) => {
+                    sinks::Sink::Otlp(sinks::otlp::OtlpLogsSink::new(c, node).map_err(err)?)
+                }
             };
             let filter = ExportFilter::new(&s.allow, &s.deny, &format!("sinks[{i}]"))?;
             let (handle, worker) = pipeline::pipeline(

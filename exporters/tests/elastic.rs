@@ -2,39 +2,27 @@
 //! ECS documents through `_bulk`, and a bulk response with partial failures (the 429 item alone
 //! is retried; the 400 item goes to the dead-letter file).
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/elastic.rs"]
 #[allow(dead_code)] // the shared HTTP plumbing has knobs only the HEC tests use
 mod elastic;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use vigil_events::{Event, EventBody, Process, ProcessExec};
+use common::{exec_event, wait_for, Dir};
+
+use vigil_events::Event;
 use vigil_exporters::{config::ExportersConfig, Exporters};
 
 fn event(args: &str) -> Event {
-    Event {
-        body: EventBody::ProcessExec(ProcessExec {
-            process: Arc::new(Process {
-                binary: "/usr/bin/curl".into(),
-                arguments: args.into(),
-                pid: 42,
-                uid: 1000,
-                ..Default::default()
-            }),
-            parent: None,
-            ancestors: vec![],
-        }),
-        node_name: "node-1".into(),
-        time: "2026-11-25T10:00:00.5Z".into(),
-    }
+    exec_event("exec", 42, "/usr/bin/curl", args.into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_with_ecs_documents_and_partial_failures() {
     let server = elastic::ElasticServer::start("k3y");
-    let dir = std::env::temp_dir().join(format!("vigil-es-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Dir::new("es");
     std::fs::write(dir.join("key"), "k3y").unwrap();
     let yaml = format!(
         "spool_dir: {}\nsinks:\n- name: es\n  type: elasticsearch\n  endpoint: {}\n  api_key: {{file: {}}}\n  data_stream: false\n  index: vigil\n  linger_ms: 50\n",
@@ -53,12 +41,7 @@ async fn bulk_with_ecs_documents_and_partial_failures() {
     ] {
         ex.submit(&event(args));
     }
-    for _ in 0..100 {
-        if server.docs().len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(|| server.docs().len() >= 3, 5).await;
     let stats = ex.stats();
     ex.shutdown(Duration::from_secs(5)).await;
 
@@ -95,5 +78,4 @@ async fn bulk_with_ecs_documents_and_partial_failures() {
         "{dead}"
     );
     assert_eq!(stats["es"]["dead_lettered"], 1);
-    let _ = std::fs::remove_dir_all(&dir);
 }

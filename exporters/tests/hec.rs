@@ -2,13 +2,17 @@
 //! (`support/hec.rs`): the bytes we send, what each documented status code leads to, and an
 //! outage in the middle of 100,000 events.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/hec.rs"]
 mod hec;
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, time::Duration};
+
+use common::{exec_event, rss_kib, wait_for, Dir};
 
 use hec::HecServer;
-use vigil_events::{Event, EventBody, Process, ProcessExec};
+use vigil_events::Event;
 use vigil_exporters::{config::ExportersConfig, Exporters};
 
 /// `len` characters that do not compress away, different per event.
@@ -25,35 +29,14 @@ fn noise(n: usize, len: usize) -> String {
 }
 
 fn event(n: usize, pad: usize) -> Event {
-    Event {
-        body: EventBody::ProcessExec(ProcessExec {
-            process: Arc::new(Process {
-                binary: "/usr/bin/true".into(),
-                arguments: format!("event-{n} {}", noise(n, pad)),
-                pid: n as u32,
-                ..Default::default()
-            }),
-            parent: None,
-            ancestors: vec![],
-        }),
-        node_name: "test-node".into(),
-        time: "2026-11-25T10:00:00.5Z".into(),
-    }
-}
-
-struct Dir(std::path::PathBuf);
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("vigil-exp-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    let mut e = exec_event(
+        "exec",
+        n as u32,
+        "/usr/bin/true",
+        format!("event-{n} {}", noise(n, pad)),
+    );
+    e.node_name = "test-node".into();
+    e
 }
 
 fn config(dir: &Dir, endpoint: &str, extra: &str) -> ExportersConfig {
@@ -76,16 +59,6 @@ fn ids(server: &HecServer) -> Vec<String> {
         })
         .map(|a| a.split(' ').next().unwrap_or("").to_string())
         .collect()
-}
-
-async fn wait_for(mut done: impl FnMut() -> bool, secs: u64) -> bool {
-    for _ in 0..secs * 20 {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    done()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,14 +164,7 @@ async fn an_outage_loses_nothing_and_keeps_memory_bounded() {
     )
     .unwrap();
     ex.start();
-    let rss = || {
-        std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
-            .unwrap()
-    };
+    let rss = rss_kib;
     let before = rss();
     let mut peak = before;
     let (mut outage_start, mut outage_end) = (0, 0);

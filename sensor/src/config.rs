@@ -38,6 +38,6 @@ mod tests {
     fn the_documented_example_loads() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vigil.example.yaml");
         let cfg = super::AgentConfig::load(&path).unwrap();
-        assert_eq!(cfg.exporters.sinks.len(), 4);
+        assert_eq!(cfg.exporters.sinks.len(), 5);
     }
 }

@@ -4,11 +4,14 @@
 //! topic's partitions are read from the cluster at connection; a failed produce is retried whole
 //! (at least once: a partition that took its part may get it twice).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
-use rskafka::client::{
-    partition::{Compression, PartitionClient, UnknownTopicHandling},
-    Client, ClientBuilder,
+use rskafka::{
+    client::{
+        partition::{Compression, PartitionClient, UnknownTopicHandling},
+        Client, ClientBuilder,
+    },
+    BackoffConfig,
 };
 use serde::Deserialize;
 
@@ -23,6 +26,14 @@ pub struct KafkaConfig {
     pub brokers: Vec<String>,
     /// The topic (it must exist).
     pub topic: String,
+    /// How long one delivery may keep trying before the pipeline sees the failure, counts it
+    /// and retries with its own backoff, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout() -> u64 {
+    10
 }
 
 /// The Kafka sink.
@@ -55,7 +66,16 @@ impl KafkaSink {
     }
 
     async fn connect(&mut self) -> Result<(), String> {
+        // rskafka retries by itself, forever unless given a deadline: with one, a broker that is
+        // down shows in the sink's retries and log instead of hanging a delivery silently.
+        let backoff = BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+            deadline: Some(Duration::from_secs(self.cfg.timeout_secs)),
+        };
         let client = ClientBuilder::new(self.cfg.brokers.clone())
+            .backoff_config(backoff)
             .build()
             .await
             .map_err(|e| format!("{}: {e}", self.cfg.brokers.join(",")))?;

