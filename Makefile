@@ -61,7 +61,7 @@ test: test-deps build lint
 	$(CARGO) test --profile $(PROFILE) --workspace --exclude vigil-tests
 	$(SUDO) $(CARGO) test --profile $(PROFILE) -p vigil-tests -- --test-threads=1
 
-bench: build
+bench: build $(TOOLS)/tansu $(TOOLS)/rotel-agent
 	$(SUDO) $(OUT)/vigil-bench
 	$(OUT)/vigil-bench-sigma
 	$(OUT)/vigil-bench-exporters

@@ -75,6 +75,9 @@ pub struct SinkConfig {
     /// Events matching a deny line are not sent (deny wins over allow).
     #[serde(default)]
     pub deny: Vec<FilterSpec>,
+    /// Which fields of the events are sent.
+    #[serde(default)]
+    pub fields: Vec<crate::fields::FieldFilter>,
     /// Most records per delivery.
     #[serde(default = "default_batch")]
     pub batch_size: usize,

@@ -6,10 +6,12 @@
 //! whose filters pass it ([`filter::ExportFilter`]) queues it in memory or, when its queue is
 //! full, in its disk spool ([`spool::Spool`]). A task per sink ([`pipeline::SinkWorker`])
 //! delivers batches and decides from the outcome ([`sinks::Delivery`]) whether to retry, split
-//! or dead-letter. Sinks are in [`sinks`]; their settings come from the agent's configuration
+//! or dead-letter, after cutting the fields the sink does not send ([`fields::FieldFilters`]).
+//! Sinks are in [`sinks`]; their settings come from the agent's configuration
 //! file ([`config::ExportersConfig`]).
 
 pub mod config;
+pub mod fields;
 pub mod filter;
 pub mod pipeline;
 pub mod record;
@@ -33,6 +35,9 @@ pub enum ExportError {
     /// A filter or redaction pattern does not compile.
     #[error(transparent)]
     Pattern(#[from] filter::PatternError),
+    /// A field filter names no field.
+    #[error(transparent)]
+    FieldPath(#[from] fields::FieldPathError),
     /// A sink's settings are unusable.
     #[error("sink {sink}: {reason}")]
     Sink {
@@ -82,9 +87,11 @@ impl Exporters {
                 }
             };
             let filter = ExportFilter::new(&s.allow, &s.deny, &format!("sinks[{i}]"))?;
+            let fields = fields::FieldFilters::new(&s.fields, &format!("sinks[{i}].fields"))?;
             let (handle, worker) = pipeline::pipeline(
                 &s.name,
                 sink,
+                fields,
                 cfg.spool_dir.join(&s.name),
                 s.queue_size,
                 s.batch_size,

@@ -20,7 +20,7 @@ use std::{
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::{record::Record, sinks::Delivery, sinks::Sink, spool::Spool};
+use crate::{fields::FieldFilters, record::Record, sinks::Delivery, sinks::Sink, spool::Spool};
 
 /// A sink's counters.
 #[derive(Debug, Default, Serialize)]
@@ -93,6 +93,7 @@ impl SinkHandle {
 pub struct SinkWorker {
     name: String,
     sink: Sink,
+    fields: FieldFilters,
     rx: mpsc::Receiver<Record>,
     spool: Arc<Spool>,
     spilling: Arc<AtomicBool>,
@@ -106,6 +107,7 @@ pub struct SinkWorker {
 pub fn pipeline(
     name: &str,
     sink: Sink,
+    fields: FieldFilters,
     dir: PathBuf,
     queue: usize,
     batch_size: usize,
@@ -128,6 +130,7 @@ pub fn pipeline(
         SinkWorker {
             name: name.to_string(),
             sink,
+            fields,
             rx,
             spool,
             spilling,
@@ -170,7 +173,10 @@ impl SinkWorker {
 
     /// Delivers `batch` until every record arrived or was refused for good, or `stop` is set
     /// (then returns what is left).
-    async fn deliver_all(&mut self, batch: Vec<Record>, stop: &AtomicBool) -> Vec<Record> {
+    async fn deliver_all(&mut self, mut batch: Vec<Record>, stop: &AtomicBool) -> Vec<Record> {
+        if !self.fields.is_empty() {
+            batch = batch.into_iter().map(|r| self.fields.apply(r)).collect();
+        }
         let mut todo: Vec<Vec<Record>> = vec![batch];
         let mut backoff = BACKOFF_MIN;
         let mut last_error = String::new();

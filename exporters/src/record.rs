@@ -3,8 +3,7 @@
 //! kind). A record also has a line form, the format of the disk spool and the dead-letter file,
 //! so a spooled record comes back exactly as it went in.
 
-use std::sync::Arc;
-
+use bytes::Bytes;
 use vigil_events::Event;
 
 /// One encoded event.
@@ -16,8 +15,8 @@ pub struct Record {
     pub kind: String,
     /// The exec id of the process the event is about.
     pub exec_id: String,
-    /// The event as one JSON object.
-    pub json: Arc<[u8]>,
+    /// The event as one JSON object (shared by every sink that takes it, never copied).
+    pub json: Bytes,
 }
 
 /// Nanoseconds since the epoch of an RFC 3339 UTC time as vigil writes it
@@ -90,7 +89,7 @@ impl Record {
             time_ns,
             kind,
             exec_id,
-            json: json.into(),
+            json: Bytes::copy_from_slice(json),
         })
     }
 }
@@ -115,7 +114,7 @@ mod tests {
             time_ns: 42,
             kind: "process_exec".into(),
             exec_id: "abc=".into(),
-            json: br#"{"a":"b\tc"}"#.to_vec().into(),
+            json: Bytes::from_static(br#"{"a":"b\tc"}"#),
         };
         let line = r.to_line();
         assert_eq!(Record::from_line(&line[..line.len() - 1]), Some(r));

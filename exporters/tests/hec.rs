@@ -65,7 +65,8 @@ fn ids(server: &HecServer) -> Vec<String> {
 async fn batches_carry_the_splunk_envelope_and_headers() {
     let server = HecServer::start("t0k3n");
     let dir = Dir::new("envelope");
-    let mut ex = Exporters::new(&config(&dir, &server.endpoint(), ""), "test-node").unwrap();
+    let fields = "  fields:\n  - {event_set: [process_exec], fields: [process.ns, process.cap], action: exclude}\n";
+    let mut ex = Exporters::new(&config(&dir, &server.endpoint(), fields), "test-node").unwrap();
     ex.start();
     for n in 0..3 {
         ex.submit(&event(n, 0));
@@ -80,6 +81,10 @@ async fn batches_carry_the_splunk_envelope_and_headers() {
     assert_eq!(e["sourcetype"], "vigil:event");
     assert_eq!(e["source"], "vigil");
     assert_eq!(e["event"]["node_name"], "test-node");
+    let process = &e["event"]["process_exec"]["process"];
+    assert_eq!(process["binary"], "/usr/bin/true");
+    assert!(process.get("ns").is_none(), "field filter: {process}");
+    assert!(process.get("process_credentials").is_some());
     let req = &server.requests()[0];
     let h = |k: &str| {
         req.headers

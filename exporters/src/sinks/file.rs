@@ -95,12 +95,16 @@ impl FileSink {
         Ok(())
     }
 
-    fn due(&self) -> bool {
-        let by_size = self.cfg.max_size_mb > 0 && self.size >= self.cfg.max_size_mb << 20;
-        let by_age = self.cfg.max_age_hours > 0
+    fn aged(&self) -> bool {
+        self.cfg.max_age_hours > 0
             && self.opened.elapsed().unwrap_or_default()
-                >= Duration::from_secs(self.cfg.max_age_hours * 3600);
-        self.size > 0 && (by_size || by_age)
+                >= Duration::from_secs(self.cfg.max_age_hours * 3600)
+    }
+
+    /// Whether the file must rotate before the next record; `aged` is [`Self::aged`].
+    fn due(&self, aged: bool) -> bool {
+        let by_size = self.cfg.max_size_mb > 0 && self.size >= self.cfg.max_size_mb << 20;
+        self.size > 0 && (by_size || aged)
     }
 
     /// Shifts the backups and moves the current file to `.1` (gzipped when configured).
@@ -139,10 +143,13 @@ impl FileSink {
             self.open()?;
         }
         let mut buf = Vec::with_capacity(batch.iter().map(|r| r.json.len() + 1).sum());
+        // The age is read once a batch, not once a record: rotating by age needs no finer grain.
+        let mut aged = self.aged();
         for r in batch {
-            if self.due() {
+            if self.due(aged) {
                 self.flush_buf(&mut buf)?;
                 self.rotate()?;
+                aged = false;
             }
             buf.extend_from_slice(&r.json);
             buf.push(b'\n');

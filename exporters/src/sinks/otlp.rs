@@ -331,7 +331,7 @@ mod tests {
             time_ns: 1_795_600_800_123_456_789,
             kind: kind.into(),
             exec_id: "ZXhlYw==".into(),
-            json: json.as_bytes().into(),
+            json: bytes::Bytes::copy_from_slice(json.as_bytes()),
         }
     }
 
