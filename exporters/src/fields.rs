@@ -117,7 +117,7 @@ impl FieldFilters {
 
     /// The record with its fields filtered; unchanged when no filter applies to its kind.
     pub fn apply(&self, r: Record) -> Record {
-        let applies = |set: &Vec<String>| set.is_empty() || set.iter().any(|k| *k == r.kind);
+        let applies = |set: &Vec<String>| set.is_empty() || set.contains(&r.kind);
         if !self.filters.iter().any(|(set, _, _)| applies(set)) {
             return r;
         }

@@ -88,17 +88,8 @@ impl Exporters {
             };
             let filter = ExportFilter::new(&s.allow, &s.deny, &format!("sinks[{i}]"))?;
             let fields = fields::FieldFilters::new(&s.fields, &format!("sinks[{i}].fields"))?;
-            let (handle, worker) = pipeline::pipeline(
-                &s.name,
-                sink,
-                fields,
-                cfg.spool_dir.join(&s.name),
-                s.queue_size,
-                s.batch_size,
-                Duration::from_millis(s.linger_ms),
-                s.rate_limit,
-            )
-            .map_err(|e| err(format!("spool in {}: {e}", cfg.spool_dir.display())))?;
+            let (handle, worker) = pipeline::pipeline(s, sink, fields, cfg.spool_dir.join(&s.name))
+                .map_err(|e| err(format!("spool in {}: {e}", cfg.spool_dir.display())))?;
             entries.push(Entry { handle, filter });
             workers.push(worker);
         }

@@ -20,7 +20,10 @@ use std::{
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::{fields::FieldFilters, record::Record, sinks::Delivery, sinks::Sink, spool::Spool};
+use crate::{
+    config::SinkConfig, fields::FieldFilters, record::Record, sinks::Delivery, sinks::Sink,
+    spool::Spool,
+};
 
 /// A sink's counters.
 #[derive(Debug, Default, Serialize)]
@@ -103,17 +106,17 @@ pub struct SinkWorker {
     linger: Duration,
 }
 
-/// Builds a sink's two halves; `dir` holds its spool and dead-letter file.
+/// Builds the two halves of the sink `cfg` declares; `dir` holds its spool and dead-letter
+/// file.
 pub fn pipeline(
-    name: &str,
+    cfg: &SinkConfig,
     sink: Sink,
     fields: FieldFilters,
     dir: PathBuf,
-    queue: usize,
-    batch_size: usize,
-    linger: Duration,
-    rate_limit: u64,
 ) -> std::io::Result<(SinkHandle, SinkWorker)> {
+    let (name, queue, batch_size, rate_limit) =
+        (&cfg.name, cfg.queue_size, cfg.batch_size, cfg.rate_limit);
+    let linger = Duration::from_millis(cfg.linger_ms);
     let spool = Arc::new(Spool::open(&dir.join("spool"))?);
     let (tx, rx) = mpsc::channel(queue.max(1));
     let spilling = Arc::new(AtomicBool::new(spool.pending() > 0));

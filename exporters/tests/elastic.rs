@@ -4,6 +4,9 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/http.rs"]
+#[allow(dead_code)]
+mod http;
 #[path = "support/elastic.rs"]
 #[allow(dead_code)] // the shared HTTP plumbing has knobs only the HEC tests use
 mod elastic;

@@ -4,6 +4,9 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/http.rs"]
+#[allow(dead_code)]
+mod http;
 #[path = "support/hec.rs"]
 mod hec;
 

@@ -10,9 +10,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-#[path = "http.rs"]
-pub mod http;
-use http::HttpServer;
+use super::http::{self, HttpServer};
 
 #[derive(Default)]
 struct Shared {

@@ -15,9 +15,7 @@ use std::{
 
 use serde_json::Value;
 
-#[path = "http.rs"]
-pub mod http;
-use http::HttpServer;
+use super::http::{self, HttpServer};
 
 /// One request as received.
 #[derive(Debug, Clone)]
