@@ -4,12 +4,12 @@
 
 #[path = "support/common.rs"]
 mod common;
-#[path = "support/http.rs"]
-#[allow(dead_code)]
-mod http;
 #[path = "support/elastic.rs"]
 #[allow(dead_code)] // the shared HTTP plumbing has knobs only the HEC tests use
 mod elastic;
+#[path = "support/http.rs"]
+#[allow(dead_code)]
+mod http;
 
 use std::time::Duration;
 

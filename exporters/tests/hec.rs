@@ -4,11 +4,11 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/hec.rs"]
+mod hec;
 #[path = "support/http.rs"]
 #[allow(dead_code)]
 mod http;
-#[path = "support/hec.rs"]
-mod hec;
 
 use std::{collections::HashSet, time::Duration};
 
@@ -225,4 +225,39 @@ async fn an_outage_loses_nothing_and_keeps_memory_bounded() {
         .unwrap()
         .count() as u64;
     assert_eq!(left, 0, "the spool drained");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexer_acknowledgement_resends_what_was_never_indexed() {
+    let server = HecServer::start("t0k3n");
+    server.require_ack();
+    server.lose_ack(2); // the second batch is answered 200 but never indexed
+    let dir = Dir::new("ack");
+    let extra = "  ack: true\n  ack_timeout_secs: 1\n  batch_size: 10\n  linger_ms: 20\n";
+    let mut ex = Exporters::new(&config(&dir, &server.endpoint(), extra), "n").unwrap();
+    ex.start();
+    for n in 0..50 {
+        ex.submit(&event(n, 0));
+    }
+    let unique = || ids(&server).into_iter().collect::<HashSet<_>>().len();
+    let delivered = || ex.stats()["splunk"]["delivered"] == 50;
+    let arrived = wait_for(|| unique() == 50 && delivered(), 30).await;
+    let stats = ex.stats();
+    ex.shutdown(Duration::from_secs(5)).await;
+    assert!(arrived, "{} of 50 indexed; {stats}", unique());
+    assert_eq!(ids(&server).len(), 50, "nothing indexed twice");
+    assert_eq!(stats["splunk"]["delivered"], 50, "{stats}");
+    assert!(stats["splunk"]["retries"].as_u64().unwrap() >= 1, "{stats}");
+    let requests = server.requests();
+    let channel = |r: &hec::HecRequest| {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == "x-splunk-request-channel")
+            .map(|(_, v)| v.clone())
+    };
+    let first = channel(&requests[0]).expect("a channel");
+    assert_eq!(first.len(), 36, "a UUID: {first}");
+    assert!(requests
+        .iter()
+        .all(|r| channel(r).as_deref() == Some(&first)));
 }

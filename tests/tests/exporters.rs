@@ -2,12 +2,12 @@
 //! Splunk HEC test server with secrets in arguments redacted, and a rotated JSON-lines file
 //! created 0600.
 
-#[path = "../../exporters/tests/support/http.rs"]
-#[allow(dead_code)]
-mod http;
 #[path = "../../exporters/tests/support/hec.rs"]
 #[allow(dead_code)] // the server's other knobs serve the exporters crate's own tests
 mod hec;
+#[path = "../../exporters/tests/support/http.rs"]
+#[allow(dead_code)]
+mod http;
 
 use std::os::unix::fs::PermissionsExt;
 

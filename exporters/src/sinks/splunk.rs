@@ -4,8 +4,17 @@
 //! CA file. Status codes decide what happens next: 2xx delivered; 413 split; 400 refused for
 //! good (dead letter); 401, 403, 429, 5xx and network errors retried after a backoff, since a
 //! rotated token or an overloaded indexer recovers.
+//!
+//! With `ack: true` (for tokens with indexer acknowledgement on), a 200 only means Splunk
+//! received the batch: each request carries the sink's channel (`X-Splunk-Request-Channel`), and
+//! the batch counts as delivered once `/services/collector/ack` says its `ackId` was indexed. A
+//! batch not acknowledged within `ack_timeout_secs` is sent again (at least once: an indexer that
+//! was merely slow gets it twice).
 
-use std::io::Write;
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
 
 use serde::Deserialize;
 
@@ -41,6 +50,16 @@ pub struct SplunkConfig {
     /// Request timeout in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Wait for indexer acknowledgement before counting a batch delivered.
+    #[serde(default)]
+    pub ack: bool,
+    /// How long to wait for an acknowledgement before sending the batch again, in seconds.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_secs: u64,
+}
+
+fn default_ack_timeout() -> u64 {
+    120
 }
 
 fn default_source() -> String {
@@ -60,6 +79,9 @@ fn default_timeout() -> u64 {
 pub struct SplunkHecSink {
     cfg: SplunkConfig,
     url: String,
+    ack_url: String,
+    /// This sink's channel, a random UUID: acknowledgements are per channel.
+    channel: String,
     auth: String,
     host: String,
     client: reqwest::Client,
@@ -70,11 +92,22 @@ impl SplunkHecSink {
     pub fn new(cfg: SplunkConfig, node: &str) -> Result<SplunkHecSink, String> {
         let client = super::http::client(cfg.timeout_secs, cfg.ca_file.as_deref())?;
         let token = cfg.token.read().map_err(|e| format!("token: {e}"))?;
+        let channel = {
+            let (a, b) = (fastrand::u64(..), fastrand::u64(..));
+            format!(
+                "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+                a >> 32,
+                (a >> 16) & 0xffff,
+                a & 0xfff,
+                0x8000 | (b >> 48) & 0x3fff,
+                b & 0xffff_ffff_ffff
+            )
+        };
+        let base = cfg.endpoint.trim_end_matches('/');
         Ok(SplunkHecSink {
-            url: format!(
-                "{}/services/collector/event",
-                cfg.endpoint.trim_end_matches('/')
-            ),
+            url: format!("{base}/services/collector/event"),
+            ack_url: format!("{base}/services/collector/ack?channel={channel}"),
+            channel,
             auth: format!("Splunk {token}"),
             host: cfg.host.clone().unwrap_or_else(|| node.to_string()),
             client,
@@ -122,6 +155,9 @@ impl SplunkHecSink {
             .post(&self.url)
             .header("Authorization", &self.auth)
             .header("Content-Type", "application/json");
+        if self.cfg.ack {
+            req = req.header("X-Splunk-Request-Channel", &self.channel);
+        }
         let body = if self.cfg.gzip {
             req = req.header("Content-Encoding", "gzip");
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -137,6 +173,17 @@ impl SplunkHecSink {
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         match status {
+            200..=299 if self.cfg.ack => {
+                let ack_id = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["ackId"].as_u64());
+                match ack_id {
+                    Some(id) => self.wait_for_ack(id).await,
+                    None => Delivery::Retry(format!(
+                        "HEC {status} without an ackId (is acknowledgement on for the token?): {text}"
+                    )),
+                }
+            }
             200..=299 => Delivery::Delivered,
             413 if batch.len() > 1 => Delivery::TooLarge,
             400 | 413 => Delivery::Partial {
@@ -147,5 +194,36 @@ impl SplunkHecSink {
             },
             _ => Delivery::Retry(format!("HEC {status}: {text}")),
         }
+    }
+
+    /// Polls the acknowledgement endpoint until `id` is indexed or the timeout passes.
+    async fn wait_for_ack(&self, id: u64) -> Delivery {
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.ack_timeout_secs);
+        let mut pause = Duration::from_millis(100);
+        let body = format!("{{\"acks\":[{id}]}}");
+        while Instant::now() < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+            let resp = self
+                .client
+                .post(&self.ack_url)
+                .header("Authorization", &self.auth)
+                .header("X-Splunk-Request-Channel", &self.channel)
+                .body(body.clone())
+                .send()
+                .await;
+            // A failed poll is asked again: the batch may well be indexed.
+            let Ok(resp) = resp else { continue };
+            let Ok(v) = resp.json::<serde_json::Value>().await else {
+                continue;
+            };
+            if v["acks"][id.to_string()].as_bool() == Some(true) {
+                return Delivery::Delivered;
+            }
+        }
+        Delivery::Retry(format!(
+            "HEC did not acknowledge ackId {id} within {} s; sending the batch again",
+            self.cfg.ack_timeout_secs
+        ))
     }
 }

@@ -1,14 +1,17 @@
 //! A Splunk HTTP Event Collector for tests (there is no installable Splunk here): it implements
 //! the documented `/services/collector/event` endpoint, `Authorization: Splunk <token>` (401
 //! without it, 403 with a wrong one), gzip bodies, batches of concatenated event envelopes (400
-//! with code 12 when one has no `event`), 413 for bodies over a limit, and injected 429/503. It
+//! with code 12 when one has no `event`), 413 for bodies over a limit, injected 429/503, and
+//! indexer acknowledgement (`X-Splunk-Request-Channel`, `ackId`, `/services/collector/ack`), with
+//! a request whose events the indexer loses and never acknowledges. It
 //! can be stopped (listener and open connections closed) and started again on the same port,
 //! and it keeps every envelope and request it received.
 
 use std::{
+    collections::{HashMap, HashSet},
     io::Read,
     sync::{
-        atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
 };
@@ -40,6 +43,12 @@ struct Shared {
     reject: Mutex<Option<String>>,
     /// Keep only each event's first argument (the tests' event id), to keep the server small.
     ids_only: AtomicBool,
+    /// Indexer acknowledgement is on: requests need a channel and get an ackId.
+    ack: AtomicBool,
+    /// The ackId whose events the "indexer" loses: never indexed, never acknowledged.
+    lose_ack: AtomicU64,
+    /// Per channel, the last ackId given and the ackIds indexed.
+    channels: Mutex<HashMap<String, (u64, HashSet<u64>)>>,
 }
 
 /// The server.
@@ -66,7 +75,8 @@ fn handle(shared: &Shared, req: &http::Request) -> (u16, String) {
 fn answer(shared: &Shared, req: &http::Request) -> (u16, String) {
     let (line, raw) = (&req.line, &req.body[..]);
     let header = |k: &str| req.header(k).map(str::to_string);
-    if !line.starts_with("POST /services/collector/event ") {
+    let is_ack = line.starts_with("POST /services/collector/ack?channel=");
+    if !line.starts_with("POST /services/collector/event ") && !is_ack {
         return (
             404,
             r#"{"text":"The requested URL was not found","code":404}"#.into(),
@@ -86,6 +96,17 @@ fn answer(shared: &Shared, req: &http::Request) -> (u16, String) {
             return (403, r#"{"text":"Invalid token","code":4}"#.into())
         }
         _ => {}
+    }
+    let ack = shared.ack.load(Ordering::SeqCst);
+    if is_ack {
+        return acks(shared, line, raw);
+    }
+    let channel = header("x-splunk-request-channel");
+    if ack && channel.is_none() {
+        return (
+            400,
+            r#"{"text":"Data channel is missing","code":10}"#.into(),
+        );
     }
     let max = shared.max_body.load(Ordering::SeqCst);
     if max > 0 && raw.len() > max {
@@ -124,6 +145,17 @@ fn answer(shared: &Shared, req: &http::Request) -> (u16, String) {
             return (400, r#"{"text":"Invalid data format","code":6}"#.into());
         }
     }
+    let mut reply = r#"{"text":"Success","code":0}"#.to_string();
+    if let (true, Some(channel)) = (ack, channel) {
+        let mut channels = shared.channels.lock().unwrap();
+        let (last, indexed) = channels.entry(channel).or_default();
+        *last += 1;
+        reply = format!(r#"{{"text":"Success","code":0,"ackId":{last}}}"#);
+        if *last == shared.lose_ack.load(Ordering::SeqCst) {
+            return (200, reply);
+        }
+        indexed.insert(*last);
+    }
     if shared.ids_only.load(Ordering::SeqCst) {
         let ids = envelopes.iter().map(|e| {
             let args = e["event"]["process_exec"]["process"]["arguments"].as_str();
@@ -139,10 +171,47 @@ fn answer(shared: &Shared, req: &http::Request) -> (u16, String) {
     } else {
         shared.events.lock().unwrap().extend(envelopes);
     }
-    (200, r#"{"text":"Success","code":0}"#.into())
+    (200, reply)
+}
+
+/// `/services/collector/ack?channel=<id>` with `{"acks":[1,2]}`: which were indexed.
+fn acks(shared: &Shared, line: &str, body: &[u8]) -> (u16, String) {
+    let channel = line
+        .split(' ')
+        .nth(1)
+        .and_then(|p| p.split_once("channel="))
+        .map(|(_, c)| c.to_string())
+        .unwrap_or_default();
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return (400, r#"{"text":"Invalid data format","code":6}"#.into());
+    };
+    let channels = shared.channels.lock().unwrap();
+    let indexed = channels.get(&channel).map(|(_, i)| i);
+    let answer: serde_json::Map<String, Value> = req["acks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .map(|id| {
+            let done = indexed.is_some_and(|i| i.contains(&id));
+            (id.to_string(), Value::Bool(done))
+        })
+        .collect();
+    (200, serde_json::json!({ "acks": answer }).to_string())
 }
 
 impl HecServer {
+    /// Turns indexer acknowledgement on.
+    pub fn require_ack(&self) {
+        self.shared.ack.store(true, Ordering::SeqCst);
+    }
+
+    /// Loses the events of the request given this ackId (per channel): answered 200 with the
+    /// ackId, never indexed, never acknowledged.
+    pub fn lose_ack(&self, id: u64) {
+        self.shared.lose_ack.store(id, Ordering::SeqCst);
+    }
+
     /// Starts a server accepting `token` on a free port.
     pub fn start(token: &str) -> HecServer {
         let shared = Arc::new(Shared::default());
