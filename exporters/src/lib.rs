@@ -18,14 +18,11 @@ pub mod record;
 pub mod sinks;
 pub mod spool;
 
-use std::{
-    sync::{atomic::AtomicBool, Arc},
-    time::Duration,
-};
+use std::time::Duration;
 
 use config::{ExportersConfig, SinkKind};
 use filter::{ExportFilter, Redactor};
-use pipeline::{SinkHandle, SinkWorker};
+use pipeline::{SinkHandle, SinkWorker, StopHandle, StopSignal};
 use record::Record;
 use vigil_events::Event;
 
@@ -59,7 +56,8 @@ pub struct Exporters {
     entries: Vec<Entry>,
     workers: Vec<SinkWorker>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
+    stop: StopHandle,
+    signal: StopSignal,
 }
 
 impl Exporters {
@@ -81,7 +79,9 @@ impl Exporters {
                 SinkKind::Elasticsearch(c) => {
                     sinks::Sink::Elastic(sinks::elastic::ElasticSink::new(c.clone()).map_err(err)?)
                 }
-                SinkKind::Kafka(c) => sinks::Sink::Kafka(sinks::kafka::KafkaSink::new(c.clone())),
+                SinkKind::Kafka(c) => {
+                    sinks::Sink::Kafka(sinks::kafka::KafkaSink::new(c.clone()).map_err(err)?)
+                }
                 SinkKind::Otlp(c) => {
                     sinks::Sink::Otlp(sinks::otlp::OtlpLogsSink::new(c, node).map_err(err)?)
                 }
@@ -93,19 +93,21 @@ impl Exporters {
             entries.push(Entry { handle, filter });
             workers.push(worker);
         }
+        let (stop, signal) = pipeline::stop_signal();
         Ok(Exporters {
             redactor: Redactor::new(&cfg.redact)?,
             entries,
             workers,
             tasks: Vec::new(),
-            stop: Arc::new(AtomicBool::new(false)),
+            stop,
+            signal,
         })
     }
 
     /// Starts the delivery tasks (on the current tokio runtime).
     pub fn start(&mut self) {
         for w in self.workers.drain(..) {
-            self.tasks.push(tokio::spawn(w.run(self.stop.clone())));
+            self.tasks.push(tokio::spawn(w.run(self.signal.clone())));
         }
     }
 
@@ -152,12 +154,29 @@ impl Exporters {
         )
     }
 
-    /// Delivers what is queued, for up to `grace`; spools the rest for the next run.
+    /// Delivers what is queued, for up to `grace`; then abandons the deliveries still in flight
+    /// and spools what is left for the next run.
     pub async fn shutdown(mut self, grace: Duration) {
-        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.stop.finish();
         let deadline = tokio::time::Instant::now() + grace;
-        for t in self.tasks.drain(..) {
-            let _ = tokio::time::timeout_at(deadline, t).await;
+        let mut left = Vec::new();
+        for mut t in self.tasks.drain(..) {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                left.push(t);
+            }
+        }
+        if left.is_empty() {
+            return;
+        }
+        self.stop.abandon();
+        for t in left {
+            // Spooling what is left is a local write: it does not wait on any destination.
+            if tokio::time::timeout(SPOOL_GRACE, t).await.is_err() {
+                eprintln!("vigil: a sink could not spool what it held within {SPOOL_GRACE:?}");
+            }
         }
     }
 }
+
+/// How long a sink may take to spool what it holds once its delivery is abandoned.
+const SPOOL_GRACE: Duration = Duration::from_secs(5);

@@ -18,7 +18,7 @@ use std::{
 };
 
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     config::SinkConfig, fields::FieldFilters, record::Record, sinks::Delivery, sinks::Sink,
@@ -45,6 +45,64 @@ pub struct SinkStats {
 /// Backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Tells the workers to stop: first to finish (deliver what is queued, spool what fails), then,
+/// when the grace period is over, to abandon the delivery in flight and spool what is left, so
+/// that a destination that hangs cannot make the agent lose what it still holds.
+pub struct StopHandle {
+    finish: Arc<AtomicBool>,
+    abandon: watch::Sender<bool>,
+}
+
+/// A worker's view of the [`StopHandle`].
+#[derive(Clone)]
+pub struct StopSignal {
+    finish: Arc<AtomicBool>,
+    abandon: watch::Receiver<bool>,
+}
+
+/// A handle and the signal its workers watch.
+pub fn stop_signal() -> (StopHandle, StopSignal) {
+    let finish = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = watch::channel(false);
+    (
+        StopHandle {
+            finish: finish.clone(),
+            abandon: tx,
+        },
+        StopSignal {
+            finish,
+            abandon: rx,
+        },
+    )
+}
+
+impl StopHandle {
+    /// Deliver what is queued, then return.
+    pub fn finish(&self) {
+        self.finish.store(true, Ordering::Release);
+    }
+
+    /// Give up the delivery in flight and spool what is left.
+    pub fn abandon(&self) {
+        self.finish();
+        let _ = self.abandon.send(true);
+    }
+}
+
+impl StopSignal {
+    fn finishing(&self) -> bool {
+        self.finish.load(Ordering::Acquire)
+    }
+
+    /// Returns once the delivery in flight is to be abandoned; never while the handle lives
+    /// and has not said so.
+    async fn abandoned(&mut self) {
+        if self.abandon.wait_for(|a| *a).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
 
 /// The producing half of a sink's pipeline: never blocks the agent.
 pub struct SinkHandle {
@@ -174,9 +232,10 @@ impl SinkWorker {
             .fetch_add(records.len() as u64, Ordering::Relaxed);
     }
 
-    /// Delivers `batch` until every record arrived or was refused for good, or `stop` is set
-    /// (then returns what is left).
-    async fn deliver_all(&mut self, mut batch: Vec<Record>, stop: &AtomicBool) -> Vec<Record> {
+    /// Delivers `batch` until every record arrived or was refused for good; returns what is
+    /// left when the agent is stopping and a delivery failed, or when it abandons the delivery
+    /// in flight.
+    async fn deliver_all(&mut self, mut batch: Vec<Record>, stop: &mut StopSignal) -> Vec<Record> {
         if !self.fields.is_empty() {
             batch = batch.into_iter().map(|r| self.fields.apply(r)).collect();
         }
@@ -184,18 +243,27 @@ impl SinkWorker {
         let mut backoff = BACKOFF_MIN;
         let mut last_error = String::new();
         while let Some(b) = todo.pop() {
-            match self.sink.deliver(&b).await {
+            let outcome = tokio::select! {
+                d = self.sink.deliver(&b) => d,
+                () = stop.abandoned() => {
+                    todo.push(b);
+                    return todo.into_iter().flatten().collect();
+                }
+            };
+            let pause = match outcome {
                 Delivery::Delivered => {
                     self.stats
                         .delivered
                         .fetch_add(b.len() as u64, Ordering::Relaxed);
                     backoff = BACKOFF_MIN;
+                    continue;
                 }
                 Delivery::TooLarge => {
                     let mut b = b;
                     let tail = b.split_off(b.len() / 2);
                     todo.push(tail);
                     todo.push(b);
+                    continue;
                 }
                 Delivery::Partial { retry, rejected } => {
                     let refused: Vec<(&Record, String)> = rejected
@@ -207,12 +275,12 @@ impl SinkWorker {
                     self.stats
                         .delivered
                         .fetch_add(delivered as u64, Ordering::Relaxed);
-                    if !retry.is_empty() {
-                        todo.push(retry.iter().map(|i| b[*i].clone()).collect());
-                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(jitter(backoff)).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    if retry.is_empty() {
+                        continue;
                     }
+                    todo.push(retry.iter().map(|i| b[*i].clone()).collect());
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    jitter(backoff)
                 }
                 Delivery::Retry(why) => {
                     if why != last_error {
@@ -221,12 +289,16 @@ impl SinkWorker {
                     }
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     todo.push(b);
-                    if stop.load(Ordering::Acquire) {
+                    if stop.finishing() {
                         return todo.into_iter().flatten().collect();
                     }
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    jitter(backoff)
                 }
+            };
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = stop.abandoned() => return todo.into_iter().flatten().collect(),
             }
         }
         Vec::new()
@@ -234,7 +306,7 @@ impl SinkWorker {
 
     /// Runs until `stop` is set and the queue is empty; what could not be delivered by then is
     /// spooled for the next run.
-    pub async fn run(mut self, stop: Arc<AtomicBool>) {
+    pub async fn run(mut self, mut stop: StopSignal) {
         loop {
             // The spool first: it holds the oldest records.
             if self.spool.pending() > 0 {
@@ -244,7 +316,7 @@ impl SinkWorker {
                     queued.push(r);
                 }
                 if !queued.is_empty() {
-                    let left = self.deliver_all(queued, &stop).await;
+                    let left = self.deliver_all(queued, &mut stop).await;
                     if !left.is_empty() {
                         self.save(left);
                         return;
@@ -254,7 +326,7 @@ impl SinkWorker {
                 match self.spool.peek(self.batch_size) {
                     Ok((batch, offset)) => {
                         let n = batch.len() as u64;
-                        let left = self.deliver_all(batch, &stop).await;
+                        let left = self.deliver_all(batch, &mut stop).await;
                         if !left.is_empty() {
                             return; // still in the spool: nothing to save
                         }
@@ -281,12 +353,12 @@ impl SinkWorker {
                 }
             }
             if batch.is_empty() {
-                if stop.load(Ordering::Acquire) {
+                if stop.finishing() {
                     return;
                 }
                 continue;
             }
-            let left = self.deliver_all(batch, &stop).await;
+            let left = self.deliver_all(batch, &mut stop).await;
             if !left.is_empty() {
                 self.save(left);
                 return;

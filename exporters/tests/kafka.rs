@@ -5,106 +5,15 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/kafka.rs"]
+mod kafka;
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::HashSet, time::Duration};
 
-use common::{exec_event, free_port, rss_kib, tool, wait_for, Dir, Server};
-use rskafka::client::{partition::UnknownTopicHandling, Client, ClientBuilder};
+use common::{exec_event, free_port, rss_kib, wait_for, Dir};
+use kafka::{client_with_topic, consume, start_broker, PARTITIONS, TOPIC};
 use vigil_events::Event;
 use vigil_exporters::{config::ExportersConfig, sinks::kafka::partition_of, Exporters};
-
-const TOPIC: &str = "vigil";
-const PARTITIONS: i32 = 3;
-
-fn start_broker(port: u16) -> Server {
-    let url = format!("tcp://127.0.0.1:{port}");
-    Server(
-        Command::new(tool("tansu"))
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu"),
-    )
-}
-
-/// A client once the broker answers, with the topic created (memory storage starts empty).
-async fn client_with_topic(port: u16) -> Client {
-    let mut tries = 0;
-    let client = loop {
-        match ClientBuilder::new(vec![format!("127.0.0.1:{port}")])
-            .build()
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) if tries < 100 => {
-                tries += 1;
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("tansu did not come up: {e}"),
-        }
-    };
-    // After a restart the sink's reconnection may have had the broker create the topic already.
-    match client
-        .controller_client()
-        .unwrap()
-        .create_topic(TOPIC, PARTITIONS, 1, 5_000)
-        .await
-    {
-        Ok(()) => {}
-        Err(rskafka::client::error::Error::ServerError {
-            protocol_error: rskafka::client::error::ProtocolError::TopicAlreadyExists,
-            ..
-        }) => {}
-        Err(e) => panic!("create topic {TOPIC}: {e}"),
-    }
-    client
-}
-
-/// Every record of the topic, by partition: (key, arguments).
-async fn consume(client: &Client) -> BTreeMap<i32, Vec<(String, String)>> {
-    let mut by_partition: BTreeMap<i32, Vec<(String, String)>> = BTreeMap::new();
-    let topics = client.list_topics().await.unwrap();
-    let partitions = &topics.iter().find(|t| t.name == TOPIC).unwrap().partitions;
-    for &partition in partitions {
-        let pc = client
-            .partition_client(TOPIC, partition, UnknownTopicHandling::Retry)
-            .await
-            .unwrap();
-        let mut offset = 0;
-        loop {
-            let (records, high) = pc.fetch_records(offset, 1..4_000_000, 500).await.unwrap();
-            for r in &records {
-                let key = String::from_utf8(r.record.key.clone().unwrap()).unwrap();
-                let value: serde_json::Value =
-                    serde_json::from_slice(r.record.value.as_ref().unwrap()).unwrap();
-                assert_eq!(r.record.headers["kind"], b"process_exec");
-                let args = value["process_exec"]["process"]["arguments"]
-                    .as_str()
-                    .unwrap()
-                    .to_string();
-                by_partition.entry(partition).or_default().push((key, args));
-                offset = r.offset + 1;
-            }
-            if records.is_empty() || offset >= high {
-                break;
-            }
-        }
-    }
-    by_partition
-}
 
 fn exporters(dir: &Dir, port: u16, extra: &str) -> Exporters {
     let yaml = format!(
@@ -134,8 +43,8 @@ fn delivered(ex: &Exporters) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_the_topic_keyed_and_ordered_by_process() {
     let port = free_port();
-    let _broker = start_broker(port);
-    let client = client_with_topic(port).await;
+    let _broker = start_broker(port, port);
+    let client = client_with_topic(port, None).await;
     let dir = Dir::new("kafka");
     let mut ex = exporters(&dir, port, "  batch_size: 100\n  linger_ms: 20\n");
     const PROCS: usize = 10;
@@ -183,8 +92,8 @@ async fn a_broker_restart_loses_nothing_and_keeps_memory_bounded() {
     const TOTAL: usize = 100_000;
     const PROCS: usize = 50;
     let port = free_port();
-    let mut broker = Some(start_broker(port));
-    let client = client_with_topic(port).await;
+    let mut broker = Some(start_broker(port, port));
+    let client = client_with_topic(port, None).await;
     let dir = Dir::new("kafka-outage");
     let mut ex = exporters(
         &dir,
@@ -213,7 +122,7 @@ async fn a_broker_restart_loses_nothing_and_keeps_memory_bounded() {
         }
         if n == TOTAL * 4 / 5 {
             outage_end = rss_kib();
-            broker = Some(start_broker(port));
+            broker = Some(start_broker(port, port));
         }
         ex.submit(&event(n % PROCS, n));
         if n % 1000 == 0 {
@@ -221,7 +130,7 @@ async fn a_broker_restart_loses_nothing_and_keeps_memory_bounded() {
             tokio::task::yield_now().await;
         }
     }
-    let client = client_with_topic(port).await;
+    let client = client_with_topic(port, None).await;
     assert!(
         wait_for(|| delivered(&ex) >= TOTAL as u64, 120).await,
         "{} of {TOTAL} delivered",

@@ -2,9 +2,11 @@
 //! partition that key hashes to, so one process's events stay in order; the event kind rides in
 //! a `kind` header, the event's time is the message timestamp, batches are gzip-compressed. The
 //! topic's partitions are read from the cluster at connection; a failed produce is retried whole
-//! (at least once: a partition that took its part may get it twice).
+//! (at least once: a partition that took its part may get it twice). With `tls:`, brokers are
+//! verified against the public roots and the CA file, and a client certificate authenticates
+//! vigil where the brokers ask for one (mutual TLS).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use rskafka::{
     client::{
@@ -13,6 +15,7 @@ use rskafka::{
     },
     BackoffConfig,
 };
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
 use super::Delivery;
@@ -30,6 +33,60 @@ pub struct KafkaConfig {
     /// and retries with its own backoff, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// TLS to the brokers (plaintext when absent).
+    #[serde(default)]
+    pub tls: Option<KafkaTls>,
+}
+
+/// `tls:` of a Kafka sink.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTls {
+    /// A PEM file of CA certificates to verify the brokers with, beside the public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A PEM certificate chain presented to brokers that ask for one (with `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl KafkaTls {
+    /// The rustls client configuration; errors name the file and what is wrong with it.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+        let pem_err =
+            |p: &PathBuf, e: rustls::pki_types::pem::Error| format!("{}: {e}", p.display());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(ca) = &self.ca_file {
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| pem_err(ca, e))? {
+                roots
+                    .add(cert.map_err(|e| pem_err(ca, e))?)
+                    .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        match (&self.cert_file, &self.key_file) {
+            (None, None) => Ok(builder.with_no_client_auth()),
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| pem_err(cert, e))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| pem_err(cert, e))?;
+                let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| format!("cert_file {}: {e}", cert.display()))
+            }
+            _ => Err("tls: cert_file and key_file go together".into()),
+        }
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -39,6 +96,7 @@ fn default_timeout() -> u64 {
 /// The Kafka sink.
 pub struct KafkaSink {
     cfg: KafkaConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
     client: Option<Client>,
     partitions: Vec<PartitionClient>,
 }
@@ -56,13 +114,18 @@ pub fn partition_of(key: &str, partitions: usize) -> usize {
 }
 
 impl KafkaSink {
-    /// A sink for `cfg` (connected at the first delivery).
-    pub fn new(cfg: KafkaConfig) -> KafkaSink {
-        KafkaSink {
+    /// A sink for `cfg` (connected at the first delivery); fails on unusable TLS files.
+    pub fn new(cfg: KafkaConfig) -> Result<KafkaSink, String> {
+        let tls = match &cfg.tls {
+            Some(t) => Some(Arc::new(t.client_config()?)),
+            None => None,
+        };
+        Ok(KafkaSink {
             cfg,
+            tls,
             client: None,
             partitions: Vec::new(),
-        }
+        })
     }
 
     async fn connect(&mut self) -> Result<(), String> {
@@ -74,8 +137,11 @@ impl KafkaSink {
             base: 2.0,
             deadline: Some(Duration::from_secs(self.cfg.timeout_secs)),
         };
-        let client = ClientBuilder::new(self.cfg.brokers.clone())
-            .backoff_config(backoff)
+        let mut builder = ClientBuilder::new(self.cfg.brokers.clone()).backoff_config(backoff);
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.clone());
+        }
+        let client = builder
             .build()
             .await
             .map_err(|e| format!("{}: {e}", self.cfg.brokers.join(",")))?;
