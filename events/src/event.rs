@@ -38,9 +38,14 @@ pub enum EventBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessAlert {
     /// The process the matching event is about.
+    #[serde(serialize_with = "crate::encoded::process")]
     pub process: Arc<Process>,
     /// Its parent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::encoded::parent"
+    )]
     pub parent: Option<Arc<Process>>,
     /// The rule's `id` (its title when it has none).
     pub rule_id: String,
@@ -89,9 +94,14 @@ impl Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessExec {
     /// The process after exec.
+    #[serde(serialize_with = "crate::encoded::process")]
     pub process: Arc<Process>,
     /// Its parent, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::encoded::parent"
+    )]
     pub parent: Option<Arc<Process>>,
     /// Grandparent first up to the oldest known ancestor, when requested.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -102,9 +112,14 @@ pub struct ProcessExec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessExit {
     /// The process that ended.
+    #[serde(serialize_with = "crate::encoded::process")]
     pub process: Arc<Process>,
     /// Its parent, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::encoded::parent"
+    )]
     pub parent: Option<Arc<Process>>,
     /// The signal that killed it (`SIGKILL`), empty when it exited.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -123,9 +138,14 @@ pub struct ProcessExit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessPolicy {
     /// The process that did it.
+    #[serde(serialize_with = "crate::encoded::process")]
     pub process: Arc<Process>,
     /// Its parent, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::encoded::parent"
+    )]
     pub parent: Option<Arc<Process>>,
     /// The kernel function or LSM hook.
     pub function_name: String,

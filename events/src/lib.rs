@@ -19,6 +19,7 @@
 
 pub mod caps;
 pub mod compact;
+mod encoded;
 mod event;
 mod exec_id;
 pub mod time;

@@ -21,15 +21,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use vigil_events::{Capabilities, Event, EventBody, Process, ProcessExec};
+use vigil_events::{
+    Arg, Capabilities, Event, EventBody, ExecId, FileArg, Process, ProcessExec, ProcessPolicy,
+};
 use vigil_exporters::{config::ExportersConfig, record::Record, Exporters};
 
 const EVENTS: usize = 100_000;
 
-/// A process_exec as the agent writes it: a process and its parent with credentials,
-/// namespaces, capabilities and a cgroup.
-fn event(n: usize) -> Event {
-    let proc = |pid: u32, binary: &str, args: String| Process {
+/// A process as the agent's process cache holds it: credentials, namespaces, a cwd, flags.
+fn process(pid: u32, binary: &str, args: String) -> Arc<Process> {
+    Arc::new(Process {
+        exec_id: ExecId::new("node-1", 1_000_000, pid),
         pid,
         tid: pid,
         uid: 1000,
@@ -40,20 +42,74 @@ fn event(n: usize) -> Event {
         start_time: "2026-11-25T10:00:00.123456789Z".into(),
         cap: Capabilities::default(),
         ..Default::default()
-    };
+    })
+}
+
+fn wrap(body: EventBody) -> Event {
     Event {
-        body: EventBody::ProcessExec(ProcessExec {
-            process: Arc::new(proc(
-                10_000 + n as u32,
-                "/usr/bin/curl",
-                format!("-s https://example.org/api/v1/items/{n} -H \"Accept: application/json\""),
-            )),
-            parent: Some(Arc::new(proc(9_999, "/usr/bin/bash", "-l".into()))),
-            ancestors: vec![],
-        }),
+        body,
         node_name: "node-1".into(),
         time: "2026-11-25T10:00:01.000000001Z".into(),
     }
+}
+
+/// process_exec `n` of curl under `parent`.
+fn exec(n: usize, parent: Arc<Process>) -> Event {
+    let args = format!("-s https://example.org/api/v1/items/{n} -H \"Accept: application/json\"");
+    wrap(EventBody::ProcessExec(ProcessExec {
+        process: process(10_000 + n as u32, "/usr/bin/curl", args),
+        parent: Some(parent),
+        ancestors: vec![],
+    }))
+}
+
+/// The three streams the encoding is measured on: process_exec events whose process and parent
+/// are both new (nothing can be reused), process_exec events whose parents are 100 shells (as
+/// the agent takes them from its process cache), and file-open policy events of 1,000 running
+/// processes (each seen before).
+fn streams() -> [(&'static str, Vec<Event>); 3] {
+    let fresh = (0..EVENTS)
+        .map(|n| exec(n, process(9_999, "/usr/bin/bash", "-l".into())))
+        .collect();
+    let shells: Vec<_> = (0..100)
+        .map(|i| process(5_000 + i, "/usr/bin/bash", "-l".into()))
+        .collect();
+    let shared = (0..EVENTS)
+        .map(|n| exec(n, shells[n % shells.len()].clone()))
+        .collect();
+    let running: Vec<_> = (0..1_000)
+        .map(|n| {
+            let p = process(20_000 + n as u32, "/usr/bin/rust-analyzer", String::new());
+            (p, shells[n % shells.len()].clone())
+        })
+        .collect();
+    let policy = (0..EVENTS)
+        .map(|n| {
+            let (p, parent) = &running[n % running.len()];
+            wrap(EventBody::ProcessKprobe(ProcessPolicy {
+                process: p.clone(),
+                parent: Some(parent.clone()),
+                function_name: "security_file_open".into(),
+                args: vec![Arg::FileArg(FileArg {
+                    path: format!("/home/dev/project/src/file{n}.rs"),
+                })],
+                action: "KPROBE_ACTION_POST".into(),
+                policy_name: "observe-source-reads".into(),
+                message: String::new(),
+                tags: vec![],
+                outcome: "posted".into(),
+                ancestors: vec![],
+            }))
+        })
+        .collect();
+    [
+        (
+            "process_exec, process and parent new (nothing reused)",
+            fresh,
+        ),
+        ("process_exec, parents shared by 100 shells", shared),
+        ("process_kprobe of 1,000 running processes", policy),
+    ]
 }
 
 /// CPU seconds used by this thread (`RUSAGE_THREAD`) or the whole process (`RUSAGE_SELF`).
@@ -135,8 +191,12 @@ fn pipeline(
         ex.start();
         let cpu = cpu_seconds(libc::RUSAGE_SELF);
         let start = Instant::now();
-        for e in events {
-            ex.submit(e);
+        // The agent hands events over as they come, and the sink's task runs between them.
+        for chunk in events.chunks(500) {
+            for e in chunk {
+                ex.submit(e);
+            }
+            tokio::task::yield_now().await;
         }
         let n = events.len() as u64;
         while ex.stats()["s"]["delivered"].as_u64().unwrap() < n {
@@ -152,32 +212,41 @@ fn pipeline(
 }
 
 fn main() {
-    let events: Vec<Event> = (0..EVENTS).map(event).collect();
-    let bytes = events
-        .iter()
-        .map(|e| Record::encode(e).json.len())
-        .sum::<usize>()
-        / EVENTS;
-    println!("| one core, {EVENTS} events of {bytes} bytes | events/s | CPU per event |");
-    println!("|---|---|---|");
+    // `vigil-bench-exporters local` stops after the file sink: no servers, for profilers.
+    let local_only = std::env::args().nth(1).as_deref() == Some("local");
+    let streams = streams();
+    // `vigil-bench-exporters encode <0|1|2|none>` encodes one stream once, untimed: for
+    // instruction counts under a profiler.
+    if std::env::args().nth(1).as_deref() == Some("encode") {
+        if let Some(Ok(i)) = std::env::args().nth(2).map(|a| a.parse::<usize>()) {
+            for e in &streams[i].1 {
+                std::hint::black_box(Record::encode(e));
+            }
+        }
+        return;
+    }
+    let events = &streams[1].1;
+    println!("| one core, {EVENTS} events | events/s | CPU per event | bytes per event |");
+    println!("|---|---|---|---|");
 
-    // Encoding alone: what every sink pays once per event, against serde_json writing the same
-    // bytes into a fresh Vec (the floor for this JSON). Each record is dropped before the next
-    // is made, as in the agent, where records do not pile up.
-    let (rate, cpu) = best_of(5, EVENTS, || {
-        for e in &events {
-            std::hint::black_box(serde_json::to_vec(e).unwrap());
-        }
-    });
-    println!("| serde_json::to_vec alone (the floor) | {rate:.0} | {cpu:.2} µs |");
-    let (rate, cpu) = best_of(5, EVENTS, || {
-        for e in &events {
-            std::hint::black_box(Record::encode(e));
-        }
-    });
-    println!(
-        "| JSON encoding (`Record::encode`, what every sink shares) | {rate:.0} | {cpu:.2} µs |"
-    );
+    // Encoding alone: what every sink pays once per event. Each record is dropped before the
+    // next is made, as in the agent, where records do not pile up. Each stream is encoded once
+    // before it is timed, as the agent's stdout writer would have.
+    for (name, stream) in &streams {
+        let bytes = stream
+            .iter()
+            .map(|e| Record::encode(e).json.len())
+            .sum::<usize>()
+            / EVENTS;
+        let (rate, cpu) = best_of(5, EVENTS, || {
+            for e in stream {
+                std::hint::black_box(Record::encode(e));
+            }
+        });
+        println!(
+            "| JSON encoding (`Record::encode`), {name} | {rate:.0} | {cpu:.2} µs | {bytes} |"
+        );
+    }
 
     let dir = std::env::temp_dir().join(format!("vigil-bench-exp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -190,7 +259,7 @@ fn main() {
         .unwrap();
     let row = |name: &str, yaml: &str, events: &[Event]| {
         let (rate, cpu) = pipeline(&rt, &dir, yaml, events);
-        println!("| {name} | {rate:.0} | {cpu:.2} µs |");
+        println!("| {name} | {rate:.0} | {cpu:.2} µs | - |");
         let _ = std::fs::remove_dir_all(dir.join("spool"));
     };
 
@@ -200,8 +269,13 @@ fn main() {
             "  type: file\n  path: {}\n  max_size_mb: 0\n  max_backups: 1\n",
             dir.join("events.jsonl").display()
         ),
-        &events,
+        events,
     );
+
+    if local_only {
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
 
     // The in-process test servers parse every request back: their CPU is in the figure.
     let hec = hec::HecServer::start("t");
@@ -212,7 +286,7 @@ fn main() {
             "  type: splunk_hec\n  endpoint: {}\n  token: {{file: {secret}}}\n",
             hec.endpoint()
         ),
-        &events,
+        events,
     );
     drop(hec);
     // The Elasticsearch test server keeps every document, parsed: a fifth of the events.
@@ -259,10 +333,10 @@ fn main() {
             row(
                 "Kafka (gzip, 3 partitions, to a tansu broker on loopback)",
                 &format!("  type: kafka\n  brokers: ['127.0.0.1:{port}']\n  topic: vigil\n"),
-                &events,
+                events,
             );
         }
-        None => println!("| Kafka | not measured: `make test-deps` fetches tansu | - |"),
+        None => println!("| Kafka | not measured: `make test-deps` fetches tansu | - | - |"),
     }
 
     match tool("rotel-agent") {
@@ -287,11 +361,13 @@ fn main() {
             row(
                 "OpenTelemetry (OTLP/gRPC, gzip, to a rotel collector on loopback)",
                 &format!("  type: otlp\n  endpoint: http://127.0.0.1:{grpc}\n"),
-                &events,
+                events,
             );
         }
         None => {
-            println!("| OpenTelemetry | not measured: `make test-deps` fetches rotel-agent | - |")
+            println!(
+                "| OpenTelemetry | not measured: `make test-deps` fetches rotel-agent | - | - |"
+            )
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,224 @@
+//! Processes encoded once. A process appears in every event about it and, as a parent, in every
+//! event about its children; most of an event's JSON is those two objects. Each thread keeps
+//! the JSON of the processes it serialized recently, keyed by the shared `Arc<Process>` they
+//! came from, and writes it again verbatim the next time the same process is serialized. A
+//! process is kept encoded from its second appearance on: most processes are short-lived and
+//! appear once, and encoding them a second time, into the cache, would cost more than it saves.
+//!
+//! The key is the `Arc`'s address, and the cache holds a clone of the `Arc`: while an entry
+//! lives its process can neither be freed (so the address cannot be reused by another process)
+//! nor changed in place (`Arc::get_mut` and `Arc::make_mut` need the only reference, and the
+//! cache holds a second one). A process whose details change is a new `Arc`, and a miss.
+//!
+//! Only serde_json knows the raw JSON token; any other serializer is given the process itself.
+
+use std::{
+    cell::RefCell,
+    collections::{hash_map, HashMap},
+    hash::{BuildHasherDefault, Hasher},
+    sync::Arc,
+};
+
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::Process;
+
+/// Processes kept per thread: more than a busy node's live processes, a few MiB.
+const CAPACITY: usize = 4096;
+
+struct Entry {
+    process: Arc<Process>,
+    /// Its JSON, from its second appearance on.
+    json: Option<Box<RawValue>>,
+    last_use: u64,
+}
+
+/// Hashes an address: one multiplication (addresses are already unique, only their low bits
+/// are alike), where the default SipHash cost as much as the lookup it served.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<usize, Entry, BuildHasherDefault<AddressHasher>>,
+    clock: u64,
+}
+
+impl Cache {
+    /// The process's JSON when it has appeared before; `None` the first time.
+    fn get_or_encode(&mut self, p: &Arc<Process>) -> Option<&RawValue> {
+        self.clock += 1;
+        let key = Arc::as_ptr(p) as usize;
+        if self.entries.len() >= CAPACITY && !self.entries.contains_key(&key) {
+            self.evict_older_half();
+        }
+        let entry = match self.entries.entry(key) {
+            hash_map::Entry::Occupied(o) => o.into_mut(),
+            hash_map::Entry::Vacant(v) => {
+                v.insert(Entry {
+                    process: p.clone(),
+                    json: None,
+                    last_use: self.clock,
+                });
+                return None;
+            }
+        };
+        entry.last_use = self.clock;
+        if entry.json.is_none() {
+            entry.json = serde_json::value::to_raw_value(&*entry.process).ok();
+        }
+        entry.json.as_deref()
+    }
+
+    /// Drops the least recently used half: one sort per `CAPACITY / 2` insertions.
+    fn evict_older_half(&mut self) {
+        let mut uses: Vec<u64> = self.entries.values().map(|e| e.last_use).collect();
+        uses.sort_unstable();
+        let median = uses[uses.len() / 2];
+        self.entries.retain(|_, e| e.last_use > median);
+    }
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+/// Whether `S` is serde_json's serializer (to a writer or to a `Value`), which alone writes a
+/// raw JSON token as JSON rather than as a map of one magic key.
+fn is_serde_json<S: Serializer>() -> bool {
+    let name = std::any::type_name::<S>();
+    name.starts_with("&mut serde_json::ser::Serializer<")
+        || name.starts_with("serde_json::value::ser::Serializer")
+}
+
+/// `serialize_with` for an `Arc<Process>` field.
+pub(crate) fn process<S: Serializer>(p: &Arc<Process>, s: S) -> Result<S::Ok, S::Error> {
+    if !is_serde_json::<S>() {
+        return p.serialize(s);
+    }
+    CACHE.with(|c| {
+        // A process serialized from inside another's serialization (never, today) would find
+        // the cache borrowed: it is then encoded directly.
+        let Ok(mut cache) = c.try_borrow_mut() else {
+            return p.serialize(s);
+        };
+        match cache.get_or_encode(p) {
+            Some(raw) => raw.serialize(s),
+            None => p.serialize(s),
+        }
+    })
+}
+
+/// `serialize_with` for an `Option<Arc<Process>>` field (skipped when `None`).
+pub(crate) fn parent<S: Serializer>(p: &Option<Arc<Process>>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => process(p, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, EventBody, ExecId, ProcessExec};
+
+    fn exec(process: Arc<Process>, parent: Arc<Process>) -> Event {
+        Event {
+            body: EventBody::ProcessExec(ProcessExec {
+                process,
+                parent: Some(parent),
+                ancestors: vec![],
+            }),
+            node_name: "n".into(),
+            time: "t".into(),
+        }
+    }
+
+    fn proc(pid: u32, binary: &str) -> Arc<Process> {
+        Arc::new(Process {
+            exec_id: ExecId(format!("id-{pid}")),
+            pid,
+            binary: binary.into(),
+            arguments: "a \"quoted\" \\ arg\n".into(),
+            ..Default::default()
+        })
+    }
+
+    /// What serde_json writes without the cache: the process serialized field by field.
+    fn uncached(e: &Event) -> String {
+        let mut v = serde_json::Map::new();
+        let EventBody::ProcessExec(x) = &e.body else {
+            unreachable!()
+        };
+        let mut body = serde_json::Map::new();
+        body.insert("process".into(), serde_json::to_value(&*x.process).unwrap());
+        let parent = x.parent.as_ref().unwrap();
+        body.insert("parent".into(), serde_json::to_value(&**parent).unwrap());
+        v.insert("process_exec".into(), body.into());
+        v.insert("node_name".into(), e.node_name.clone().into());
+        v.insert("time".into(), e.time.clone().into());
+        serde_json::Value::Object(v).to_string()
+    }
+
+    #[test]
+    fn cached_processes_encode_exactly_as_uncached_ones() {
+        let parent = proc(1, "/bin/bash");
+        for n in 0..3 {
+            let e = exec(proc(100 + n, "/usr/bin/curl"), parent.clone());
+            let direct: serde_json::Value = serde_json::from_str(&uncached(&e)).unwrap();
+            let text = serde_json::to_string(&e).unwrap();
+            let via_cache: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(via_cache, direct);
+            assert_eq!(serde_json::to_value(&e).unwrap(), direct, "to_value too");
+            let back: Event = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, e, "and it reads back");
+        }
+    }
+
+    #[test]
+    fn a_changed_process_is_a_new_arc_and_encodes_anew() {
+        let parent = proc(1, "/bin/bash");
+        let e = exec(proc(2, "/bin/true"), parent.clone());
+        assert!(serde_json::to_string(&e).unwrap().contains("/bin/bash"));
+        let mut changed = parent.clone();
+        Arc::make_mut(&mut changed).binary = "/bin/zsh".into();
+        let e = exec(proc(3, "/bin/true"), changed);
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(
+            text.contains("/bin/zsh") && !text.contains("/bin/bash"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        for n in 0..(CAPACITY as u32 * 3) {
+            let e = exec(proc(n, "/bin/true"), proc(n + 1, "/bin/sh"));
+            serde_json::to_string(&e).unwrap();
+        }
+        CACHE.with(|c| assert!(c.borrow().entries.len() <= CAPACITY));
+    }
+
+    #[test]
+    fn other_serializers_get_the_process_itself() {
+        let e = exec(proc(2, "/bin/true"), proc(1, "/bin/sh"));
+        serde_json::to_string(&e).unwrap(); // cached now
+        let yaml = serde_yaml::to_string(&e).unwrap();
+        assert!(yaml.contains("binary: /bin/true"), "{yaml}");
+    }
+}
