@@ -227,6 +227,20 @@ pub struct SockArg {
     /// TCP state (`TCP_SYN_SENT`, ...), for TCP sockets.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub state: String,
+    /// Inode number of the socket's network namespace (vigil's addition), 0 when unknown.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub netns: u32,
+    /// TCP bytes sent and acknowledged by the peer, once the connection is closing (vigil's
+    /// addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
+    /// TCP bytes received, once the connection is closing (vigil's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_received: Option<u64>,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `file_arg`.

@@ -45,6 +45,10 @@ pub enum Mechanism {
     SyscallTracepoints(Vec<String>),
     /// The enter tracepoint of this system call, reading its arguments.
     SyscallEnter(String),
+    /// What stands for this TCP function without kprobes: the return from connect(), or the
+    /// TCP state change it makes (BTF tracepoint `sock/inet_sock_set_state`); the socket is
+    /// its argument.
+    SockState(String),
     /// A tracepoint.
     Tracepoint(String, String),
 }
@@ -133,6 +137,23 @@ const LSM_SYSCALLS: [(&str, &[&str]); 6] = [
     ("kernel_read_file", &["finit_module", "init_module"]),
 ];
 
+/// TCP functions and what stands for each where kprobes are not available, in the calling
+/// process's context.
+pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 3] = [
+    (
+        "tcp_connect",
+        "the return from connect() on a TCP socket that sent its SYN, tracepoint syscalls/sys_exit_connect",
+    ),
+    (
+        "tcp_close",
+        "the TCP state change from ESTABLISHED to FIN_WAIT1 or CLOSE_WAIT to LAST_ACK in close() or shutdown(), BTF tracepoint sock/inet_sock_set_state",
+    ),
+    (
+        "inet_csk_listen_start",
+        "the TCP state change to LISTEN in listen(), BTF tracepoint sock/inet_sock_set_state",
+    ),
+];
+
 /// The system calls behind an LSM hook, if they fully cover it.
 pub fn lsm_syscalls(hook: &str) -> Option<&'static [&'static str]> {
     LSM_SYSCALLS
@@ -214,9 +235,20 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
                 Mechanism::SyscallEnter(name),
                 Some("neither kprobes nor fentry are available".to_string()),
             ))
+        } else if caps.tracepoint && SOCK_STATE_FUNCTIONS.iter().any(|(f, _)| *f == k.call) {
+            match k.args.iter().find(|a| a.index != 0) {
+                Some(a) => Err(format!(
+                    "{} is served here without kprobes or fentry, by what stands for it, which carries only the socket: argument {} cannot be read; read argument 0 only",
+                    k.call, a.index
+                )),
+                None => Ok((
+                    Mechanism::SockState(k.call.clone()),
+                    Some("neither kprobes nor fentry are available".to_string()),
+                )),
+            }
         } else {
             Err(format!(
-                "{} needs a kprobe or fentry, and this kernel allows neither; only system calls (`syscall: true`) fall back to tracepoints",
+                "{} needs a kprobe or fentry, and this kernel allows neither; only system calls (`syscall: true`) and tcp_connect, tcp_close and inet_csk_listen_start fall back to tracepoints",
                 k.call
             ))
         };
@@ -285,7 +317,9 @@ fn push(
         (false, Enforcement::Signal(s), _) if caps.send_signal => (Enforcement::Signal(s), Guarantee::SignalledOnReturn),
         // A kill decided on entry to a call (a generic kprobe, a system call's enter tracepoint)
         // lands when the call returns; only the file-open evaluator decides on the result.
-        (false, Enforcement::Deny(_) | Enforcement::Kill, Mechanism::SyscallEnter(_)) if caps.send_signal => {
+        (false, Enforcement::Deny(_) | Enforcement::Kill, Mechanism::SyscallEnter(_) | Mechanism::SockState(_))
+            if caps.send_signal =>
+        {
             (Enforcement::Kill, Guarantee::KilledOnReturn)
         }
         (false, Enforcement::Deny(_) | Enforcement::Kill, Mechanism::Kprobe(f) | Mechanism::Fentry(f))
@@ -332,6 +366,13 @@ pub fn describe_mechanism(m: &Mechanism) -> String {
                 .join(", ")
         ),
         Mechanism::SyscallEnter(c) => format!("system call tracepoint sys_enter_{c}"),
+        Mechanism::SockState(f) => format!(
+            "for {f}, {}",
+            SOCK_STATE_FUNCTIONS
+                .iter()
+                .find(|(n, _)| n == f)
+                .map_or("", |(_, what)| what)
+        ),
         Mechanism::Tracepoint(s, e) => format!("tracepoint {s}/{e}"),
     }
 }

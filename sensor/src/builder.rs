@@ -372,6 +372,10 @@ fn sock_arg(s: &abi::SockValue) -> SockArg {
     } else {
         String::new()
     };
+    // Byte counts are reported once a connection carried data or is closing: a socket that is
+    // connecting or listening has none to tell.
+    let closing = s.protocol == 6
+        && (s.bytes_sent > 0 || s.bytes_received > 0 || matches!(s.state, 4..=9 | 11));
     SockArg {
         family,
         sock_type,
@@ -381,6 +385,14 @@ fn sock_arg(s: &abi::SockValue) -> SockArg {
         sport: s.sport,
         dport: s.dport,
         state,
+        netns: s.netns,
+        bytes_sent: closing.then_some(s.bytes_sent),
+        // The kernel counts the peer's FIN as a byte received; it carried no data.
+        bytes_received: closing.then_some(if matches!(s.state, 6 | 8 | 9 | 11) {
+            s.bytes_received.saturating_sub(1)
+        } else {
+            s.bytes_received
+        }),
     }
 }
 

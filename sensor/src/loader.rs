@@ -4,8 +4,8 @@
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{
-        kprobe::KProbeLinkId, trace_point::TracePointLinkId, KProbe, Lsm, ProgramError,
-        RawTracePoint, TracePoint,
+        kprobe::KProbeLinkId, tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
+        BtfTracePoint, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint,
     },
     Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Endianness, Pod,
 };
@@ -53,6 +53,16 @@ pub enum HookLink {
     Kprobe(KProbeLinkId),
     /// A syscall program (by name) on one enter tracepoint.
     Tracepoint(&'static str, TracePointLinkId),
+    /// One user of the TCP state program (attached while it has users).
+    SockState,
+}
+
+/// The links of the programs that stand for TCP functions without kprobes.
+#[derive(Debug)]
+struct SockStateLinks {
+    state: BtfTracePointLinkId,
+    connect_enter: TracePointLinkId,
+    connect_exit: TracePointLinkId,
 }
 
 /// The syscall-enter programs of `hooks.bpf.c`, by the number of arguments they read.
@@ -102,6 +112,9 @@ pub struct ProcessSensor {
     ebpf: Ebpf,
     btf: Btf,
     drops: PerCpuArray<MapData, u64>,
+    /// The TCP programs' links and how many hooks use them: one attachment serves them all
+    /// (each finds its own description by key), since two would run them twice per call.
+    sock_state: Option<(SockStateLinks, usize)>,
 }
 
 impl ProcessSensor {
@@ -148,7 +161,12 @@ impl ProcessSensor {
                 source,
             })?;
         }
-        Ok(ProcessSensor { ebpf, btf, drops })
+        Ok(ProcessSensor {
+            ebpf,
+            btf,
+            drops,
+            sock_state: None,
+        })
     }
 
     /// The agent's object, for the policy table to take its maps.
@@ -190,6 +208,81 @@ impl ProcessSensor {
         Ok(HookLink::Tracepoint(program, link))
     }
 
+    /// Attaches the programs that stand for TCP functions for one more hook (loading and
+    /// attaching them on first use).
+    pub fn attach_sock_state(&mut self) -> Result<HookLink, LoadError> {
+        if let Some((_, users)) = self.sock_state.as_mut() {
+            *users += 1;
+            return Ok(HookLink::SockState);
+        }
+        let (program, hook) = ("vigil_sock_state", "tp_btf/inet_sock_set_state");
+        let btf = &self.btf;
+        let prog = loaded_program(&mut self.ebpf, program, hook, |p: &mut BtfTracePoint| {
+            p.load("inet_sock_set_state", btf)
+        })?;
+        let state = prog.attach().map_err(|source| LoadError::Program {
+            program,
+            hook,
+            source,
+        })?;
+        let mut connect = Vec::new();
+        for (program, tracepoint) in [
+            ("vigil_connect_enter", "sys_enter_connect"),
+            ("vigil_connect_exit", "sys_exit_connect"),
+        ] {
+            let hook = "syscalls/sys_*_connect";
+            let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
+            match prog.attach("syscalls", tracepoint) {
+                Ok(link) => connect.push(link),
+                Err(source) => {
+                    self.detach_sock_state_links(state, connect);
+                    return Err(LoadError::Program {
+                        program,
+                        hook,
+                        source,
+                    });
+                }
+            }
+        }
+        let connect_exit = connect.pop().expect("two links");
+        let connect_enter = connect.pop().expect("two links");
+        self.sock_state = Some((
+            SockStateLinks {
+                state,
+                connect_enter,
+                connect_exit,
+            },
+            1,
+        ));
+        Ok(HookLink::SockState)
+    }
+
+    fn detach_sock_state_links(
+        &mut self,
+        state: BtfTracePointLinkId,
+        connect: Vec<TracePointLinkId>,
+    ) {
+        if let Some(p) = self
+            .ebpf
+            .program_mut("vigil_sock_state")
+            .and_then(|p| <&mut BtfTracePoint>::try_from(p).ok())
+        {
+            let _ = p.detach(state);
+        }
+        for (program, link) in ["vigil_connect_enter", "vigil_connect_exit"]
+            .into_iter()
+            .zip(connect)
+        {
+            if let Some(p) = self
+                .ebpf
+                .program_mut(program)
+                .and_then(|p| <&mut TracePoint>::try_from(p).ok())
+            {
+                let _ = p.detach(link);
+            }
+        }
+    }
+
     /// Detaches one generic hook link.
     pub fn detach_hook(&mut self, link: HookLink) {
         let _ = match link {
@@ -203,6 +296,22 @@ impl ProcessSensor {
                 .program_mut(program)
                 .and_then(|p| <&mut TracePoint>::try_from(p).ok())
                 .map(|p| p.detach(id)),
+            HookLink::SockState => {
+                let last = match self.sock_state.as_mut() {
+                    Some((_, users)) => {
+                        *users = users.saturating_sub(1);
+                        *users == 0
+                    }
+                    None => false,
+                };
+                if let Some((links, _)) = self.sock_state.take_if(|_| last) {
+                    self.detach_sock_state_links(
+                        links.state,
+                        vec![links.connect_enter, links.connect_exit],
+                    );
+                }
+                None
+            }
         };
     }
 
@@ -320,7 +429,7 @@ trait HasFd {
 macro_rules! has_fd {
     ($($t:ty),*) => { $(impl HasFd for $t { fn is_loaded(&self) -> bool { self.fd().is_ok() } })* };
 }
-has_fd!(KProbe, TracePoint, Lsm, RawTracePoint);
+has_fd!(KProbe, TracePoint, Lsm, RawTracePoint, BtfTracePoint);
 
 fn missing(name: &'static str) -> LoadError {
     LoadError::Map {

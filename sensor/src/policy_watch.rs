@@ -159,6 +159,7 @@ impl PolicyManager {
                         AttachTarget::SyscallEnter(t, arity) => {
                             sensor.attach_syscall_enter(t, *arity)
                         }
+                        AttachTarget::SockState(_) => sensor.attach_sock_state(),
                         AttachTarget::NotInKernel(call) => {
                             log(format!("{file}: {call} is not implemented by this kernel (every call fails with ENOSYS); its hook has nothing to watch"));
                             continue;

@@ -347,7 +347,8 @@ mod layout_tests {
             "vigil_hook_cond" => HookCond { arg, op, negate, value }
             "vigil_hook_rule" => HookRule { flags, policy_id, action, arg, nconds, pid_flags,
                 ns_in, ns_not_in, cap_set, cap_not, generation, cap_mask, conds }
-            "vigil_sock_value" => SockValue { family, protocol, sport, dport, state, saddr, daddr }
+            "vigil_sock_value" => SockValue { family, protocol, sport, dport, state, netns, saddr, daddr,
+                bytes_sent, bytes_received }
             "vigil_arg_value" => ArgValue { value }
             "vigil_hook_event" => HookEvent { hdr, pid, tid, hook_id, nargs, rule, action,
                 action_arg, flags, args, str_len }

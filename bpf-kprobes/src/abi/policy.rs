@@ -5,6 +5,16 @@ use super::EventHeader;
 
 /// Arguments a generic hook reports (`VIGIL_HOOK_ARGS`).
 pub const HOOK_ARGS: usize = 5;
+/// `VIGIL_HOOK_KEY_SOCK_STATE`: keys of hooks served by TCP state changes in `vigil_hooks`,
+/// with one of `SOCK_STATE_*`.
+pub const HOOK_KEY_SOCK_STATE: u64 = 1 << 62;
+/// `VIGIL_SOCK_STATE_CONNECT`: tcp_connect.
+pub const SOCK_STATE_CONNECT: u64 = 1;
+/// `VIGIL_SOCK_STATE_CLOSE`: tcp_close.
+pub const SOCK_STATE_CLOSE: u64 = 2;
+/// `VIGIL_SOCK_STATE_LISTEN`: inet_csk_listen_start.
+pub const SOCK_STATE_LISTEN: u64 = 3;
+
 /// `VIGIL_HOOK_KEY_SYSCALL`: keys of syscall hooks in `vigil_hooks`.
 pub const HOOK_KEY_SYSCALL: u64 = 1 << 63;
 /// `VIGIL_HOOK_SYSCALL`: the hook is a syscall wrapper.
@@ -153,9 +163,12 @@ pub struct SockValue {
     pub sport: u16,
     pub dport: u16,
     pub state: u8,
-    pub _pad0: [u8; 5],
+    pub _pad0: u8,
+    pub netns: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }
 
 /// `struct vigil_arg_value`: a type and, by type, an integer or a socket.

@@ -124,8 +124,11 @@ int main(void)
 	FIELD(vigil_sock_value, sport);
 	FIELD(vigil_sock_value, dport);
 	FIELD(vigil_sock_value, state);
+	FIELD(vigil_sock_value, netns);
 	FIELD(vigil_sock_value, saddr);
 	FIELD(vigil_sock_value, daddr);
+	FIELD(vigil_sock_value, bytes_sent);
+	FIELD(vigil_sock_value, bytes_received);
 
 	SIZE(vigil_arg_value);
 	FIELD(vigil_arg_value, type);

@@ -2,7 +2,7 @@
 /*
  * Generic hooks: one kprobe program attached to every kernel function a policy names, and one
  * tracepoint program attached to the enter tracepoint of every system call a policy names where
- * kprobes are unavailable. Each finds its hook's description in vigil_hooks (by the probed
+ * kprobes are unavailable (and, for the TCP functions, one on the TCP state changes they make). Each finds its hook's description in vigil_hooks (by the probed
  * address, from bpf_get_func_ip (5.15+), or by system call number), decodes the arguments it
  * asks for, walks the hook's selectors (first match wins, as in Tetragon) and acts: reports,
  * kills or signals.
@@ -108,8 +108,11 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 			e->ev.args[i].int_value = normalize_int(raw, cfg->arg_bits[i], cfg->arg_flags[i]);
 		else if (t == VIGIL_ARG_CONST)
 			e->ev.args[i].int_value = cfg->konst;
-		else if (t == VIGIL_ARG_SOCK && raw)
+		else if (t == VIGIL_ARG_SOCK && raw) {
 			read_sock((struct sock *)raw, &e->ev.args[i].sock);
+			if (e->connect_addr && !e->ev.args[i].sock.dport)
+				read_connect_dest((void *)e->connect_addr, &e->ev.args[i].sock);
+		}
 		else if (t == VIGIL_ARG_SOCKADDR && raw)
 			read_sockaddr((void *)raw, user, &e->ev.args[i].sock);
 	}
@@ -169,6 +172,7 @@ int vigil_kprobe(struct pt_regs *ctx)
 		e->regs[4] = PT_REGS_PARM5(ctx);
 	}
 	e->regs[5] = 0;
+	e->connect_addr = 0;
 	run_hook(e, cfg);
 	return 0;
 }
@@ -200,6 +204,7 @@ struct syscall_enter_ctx {
 			e->regs[i] = ctx->args[i];                                                 \
 		for (int i = n; i < 6; i++)                                                        \
 			e->regs[i] = 0;                                                            \
+		e->connect_addr = 0;                                                               \
 		run_hook(e, cfg);                                                                  \
 		return 0;                                                                          \
 	}
@@ -210,3 +215,112 @@ SYSCALL_ENTER(3)
 SYSCALL_ENTER(4)
 SYSCALL_ENTER(5)
 SYSCALL_ENTER(6)
+
+/* The kernel's TCP states (include/net/tcp_states.h). */
+#define VIGIL_TCP_ESTABLISHED 1
+#define VIGIL_TCP_FIN_WAIT1 4
+#define VIGIL_TCP_CLOSE 7
+#define VIGIL_TCP_CLOSE_WAIT 8
+#define VIGIL_TCP_LAST_ACK 9
+#define VIGIL_TCP_LISTEN 10
+
+#define VIGIL_ECONNREFUSED 111
+#define VIGIL_ETIMEDOUT 110
+
+/* Runs the hook `key` names, if a policy asked for it, with `sk` as its first argument;
+ * `connect_addr` is connect()'s sockaddr, or 0. */
+static __always_inline void run_sock_hook(__u64 key, struct sock *sk, __u64 connect_addr)
+{
+	struct vigil_hook_config *cfg = bpf_map_lookup_elem(&vigil_hooks, &key);
+	struct hook_eval *e = hook_eval();
+
+	if (!cfg || !e)
+		return;
+	e->regs[0] = (__u64)sk;
+	for (int i = 1; i < 6; i++)
+		e->regs[i] = 0;
+	e->connect_addr = connect_addr;
+	run_hook(e, cfg);
+}
+
+/*
+ * Where kprobes are not available, what stands for the TCP functions policies name, each in the
+ * calling process's context so the process is the one that connects, listens or closes:
+ *
+ * - tcp_connect: the return from connect() on a TCP socket that sent its SYN (it is connecting
+ *   or connected, or the peer refused or never answered). At that point the source port is
+ *   chosen, which it is not yet when the socket enters SYN_SENT. The descriptor is kept from
+ *   the call's entry.
+ * - inet_csk_listen_start: a TCP socket entering LISTEN (listen()).
+ * - tcp_close: a connection moving from ESTABLISHED to FIN_WAIT1 or from CLOSE_WAIT to
+ *   LAST_ACK (close() or shutdown()).
+ */
+struct connect_call {
+	__s64 fd;
+	__u64 addr; /* the sockaddr, in user memory */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid of a thread inside connect() */
+	__type(value, struct connect_call);
+} vigil_connect_calls SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int vigil_connect_enter(struct syscall_enter_ctx *ctx)
+{
+	__u64 key = VIGIL_HOOK_KEY_SOCK_STATE | VIGIL_SOCK_STATE_CONNECT;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct connect_call call = { .fd = (__s64)ctx->args[0], .addr = ctx->args[1] };
+
+	if (bpf_map_lookup_elem(&vigil_hooks, &key))
+		bpf_map_update_elem(&vigil_connect_calls, &id, &call, BPF_ANY);
+	return 0;
+}
+
+/* syscalls/sys_exit_*: common fields, `int __syscall_nr` at 8, the return value at 16. */
+struct syscall_exit_ctx {
+	__u64 common;
+	__s32 nr;
+	__s32 _pad0;
+	__s64 ret;
+};
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int vigil_connect_exit(struct syscall_exit_ctx *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct connect_call *c = bpf_map_lookup_elem(&vigil_connect_calls, &id);
+
+	if (!c)
+		return 0;
+	struct connect_call call = *c;
+	bpf_map_delete_elem(&vigil_connect_calls, &id);
+	struct sock *sk = fd_sock(call.fd);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == VIGIL_TCP_CLOSE &&
+	    ctx->ret != -VIGIL_ECONNREFUSED && ctx->ret != -VIGIL_ETIMEDOUT)
+		return 0; /* no SYN left: a bad address, a bound port in use, ... */
+	run_sock_hook(VIGIL_HOOK_KEY_SOCK_STATE | VIGIL_SOCK_STATE_CONNECT, sk, call.addr);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(vigil_sock_state, struct sock *sk, int oldstate, int newstate)
+{
+	__u64 key = VIGIL_HOOK_KEY_SOCK_STATE;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	if (newstate == VIGIL_TCP_LISTEN)
+		key |= VIGIL_SOCK_STATE_LISTEN;
+	else if ((oldstate == VIGIL_TCP_ESTABLISHED && newstate == VIGIL_TCP_FIN_WAIT1) ||
+		 (oldstate == VIGIL_TCP_CLOSE_WAIT && newstate == VIGIL_TCP_LAST_ACK))
+		key |= VIGIL_SOCK_STATE_CLOSE;
+	else
+		return 0;
+	run_sock_hook(key, sk, 0);
+	return 0;
+}

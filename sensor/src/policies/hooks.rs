@@ -1,5 +1,5 @@
 //! Generic hooks in the kernel: where each attaches on this kernel (a kprobe on the function,
-//! or the system call's enter tracepoint), its description in `vigil_hooks`, and the links to
+//! the system call's enter tracepoint, or the TCP state changes a TCP function makes), its description in `vigil_hooks`, and the links to
 //! detach when its policy goes.
 
 use aya::Pod;
@@ -23,6 +23,8 @@ pub enum AttachTarget {
     Kprobe(String),
     /// The `syscalls/<this>` enter tracepoint, with a program reading this many arguments.
     SyscallEnter(String, usize),
+    /// The TCP state changes (`sock/inet_sock_set_state`) that stand for this function.
+    SockState(String),
     /// Nowhere: this kernel does not implement the system call (it is compiled out and every
     /// call fails with ENOSYS, e.g. init_module without CONFIG_MODULES), so nothing can happen
     /// for the hook to see or stop.
@@ -64,6 +66,18 @@ pub(super) fn hook_keys(
         // The kprobe sits on the function's first instruction, or after its endbr64 where the
         // kernel has indirect branch tracking; bpf_get_func_ip reports whichever it is.
         return Ok((vec![addr, addr + 4], AttachTarget::Kprobe(function)));
+    }
+    let sock_state = match h.call.as_str() {
+        "tcp_connect" => Some(abi::SOCK_STATE_CONNECT),
+        "tcp_close" => Some(abi::SOCK_STATE_CLOSE),
+        "inet_csk_listen_start" => Some(abi::SOCK_STATE_LISTEN),
+        _ => None,
+    };
+    if let (Some(code), false) = (sock_state, h.syscall) {
+        return Ok((
+            vec![abi::HOOK_KEY_SOCK_STATE | code],
+            AttachTarget::SockState(h.call.clone()),
+        ));
     }
     let bare = h.call.strip_prefix("__x64_").unwrap_or(&h.call);
     let bare = bare.strip_prefix("sys_").unwrap_or(bare);

@@ -18,6 +18,14 @@ static __always_inline void read_sock(struct sock *sk, struct vigil_sock_value *
 	v->state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	v->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	v->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	v->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (v->protocol == IPPROTO_TCP) {
+		/* Data octets sent (retransmissions included), and received (a FIN received counts
+		 * one, which the agent takes off). */
+		struct tcp_sock *tp = (struct tcp_sock *)sk;
+		v->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
+		v->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	}
 	if (v->family == AF_INET) {
 		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
 		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
@@ -52,6 +60,23 @@ static __always_inline void read_sockaddr(const void *sa, int user, struct vigil
 	__builtin_memcpy(v->daddr, v->saddr, 16);
 }
 
+/* The destination of a connect() whose failure cleared it from the socket, from the call's
+ * sockaddr. */
+static __always_inline void read_connect_dest(const void *sa, struct vigil_sock_value *v)
+{
+	__u16 family = 0, port = 0;
+
+	bpf_probe_read_user(&family, sizeof(family), sa);
+	if (family != v->family)
+		return;
+	bpf_probe_read_user(&port, sizeof(port), sa + 2);
+	v->dport = bpf_ntohs(port);
+	if (family == AF_INET)
+		bpf_probe_read_user(v->daddr, 4, sa + 4);
+	else if (family == AF_INET6)
+		bpf_probe_read_user(v->daddr, 16, sa + 8);
+}
+
 static __always_inline __s64 normalize_int(__u64 v, __u8 bits, __u8 flags)
 {
 	int sign = flags & VIGIL_ARGF_SIGNED;
@@ -79,6 +104,21 @@ static __always_inline struct file *fd_file(long fd)
 	if (!fds || bpf_core_read(&file, sizeof(file), &fds[fd & 0xfffff]) < 0)
 		return 0;
 	return file;
+}
+
+/* The socket behind descriptor `fd` of the current process, or NULL when it is no socket (a
+ * socket's file and the socket point at each other). */
+static __always_inline struct sock *fd_sock(long fd)
+{
+	struct file *f = fd_file(fd);
+	struct socket *so;
+
+	if (!f)
+		return 0;
+	so = BPF_CORE_READ(f, private_data);
+	if (!so || BPF_CORE_READ(so, file) != f)
+		return 0;
+	return BPF_CORE_READ(so, sk);
 }
 
 /* Walks `p` and keeps its first VIGIL_MATCH_MAX bytes in e->key[a]. */

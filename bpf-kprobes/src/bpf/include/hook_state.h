@@ -78,6 +78,9 @@ struct hook_eval {
 	__u8 strs[8 * VIGIL_MATCH_LEN]; /* room for a masked offset (& 2047) */
 	struct vigil_hook_config cfg;
 	__u64 regs[8];
+	/* connect()'s sockaddr (user memory), for a socket the failed connection left without
+	 * its destination; 0 elsewhere. */
+	__u64 connect_addr;
 	/* Decoded strings, NUL-padded. Eight slots for five arguments: an index masked with 7 is
 	 * in bounds without the verifier having to follow a comparison. */
 	struct vigil_match_key key[8];

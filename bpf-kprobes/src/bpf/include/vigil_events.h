@@ -204,6 +204,13 @@ struct vigil_policy_event {
  */
 #define VIGIL_HOOK_ARGS 5
 #define VIGIL_HOOK_KEY_SYSCALL (1ull << 63)
+/* Keys of the TCP functions' hooks on kernels without kprobes (see hooks.bpf.c). */
+#define VIGIL_HOOK_KEY_SOCK_STATE (1ull << 62)
+enum vigil_sock_state_hook {
+	VIGIL_SOCK_STATE_CONNECT = 1, /* tcp_connect: the return from connect() that sent a SYN */
+	VIGIL_SOCK_STATE_CLOSE = 2,   /* tcp_close: ESTABLISHED -> FIN_WAIT1, CLOSE_WAIT -> LAST_ACK */
+	VIGIL_SOCK_STATE_LISTEN = 3,  /* inet_csk_listen_start: -> LISTEN */
+};
 #define VIGIL_HOOK_STR 256 /* bytes kept of a string, path or buffer argument, NUL included */
 
 enum vigil_arg_type {
@@ -312,9 +319,12 @@ struct vigil_sock_value {
 	__u16 sport; /* host order */
 	__u16 dport; /* host order; a sockaddr's port */
 	__u8 state;
-	__u8 _pad0[5];
+	__u8 _pad0;
+	__u32 netns;    /* inode number of the socket's network namespace */
 	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
 	__u8 daddr[16]; /* a sockaddr's address */
+	__u64 bytes_sent;     /* TCP: bytes the peer acknowledged */
+	__u64 bytes_received; /* TCP: bytes received */
 };
 
 struct vigil_arg_value {
