@@ -1,0 +1,153 @@
+//! The shipped privilege policy (`rules/policies/observe-privilege-changes.yaml`) with real
+//! calls: `runuser` becoming root (setgid(0), setuid(0)), an unprivileged user creating a user
+//! namespace with `unshare -U`, and this test itself loading a BPF program, attaching to a child
+//! with ptrace and setting its own capability sets. Unprivileged `setpriv` dropping to nobody is
+//! not reported: only a change to root is.
+
+use std::process::Command;
+
+use serde_json::Value;
+use vigil_tests::{rules_dir, Agent, AgentRun};
+
+const POLICY: &str = "observe-privilege-changes";
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} (util-linux): {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The policy's events from `function`.
+fn events<'a>(run: &'a AgentRun, function: &str) -> Vec<&'a Value> {
+    run.events
+        .iter()
+        .filter_map(|e| e.get("process_kprobe"))
+        .filter(|e| e["policy_name"] == POLICY && e["function_name"] == function)
+        .collect()
+}
+
+fn binaries(events: &[&Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["process"]["binary"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn becoming_root_user_namespaces_bpf_loads_ptrace_and_capset_are_reported() {
+    let policy = rules_dir().join(format!("{POLICY}.yaml"));
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+
+    run("runuser", &["-u", "root", "--", "true"]);
+    run(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "unshare",
+            "-U",
+            "true",
+        ],
+    );
+    // BPF_PROG_LOAD with no attributes: the kernel refuses it, after the call was made.
+    // SAFETY: a raw system call with a null attribute pointer, which the kernel checks.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 5, std::ptr::null::<u8>(), 0) };
+    assert_eq!(rc, -1);
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: attaching to and detaching from our own child.
+    unsafe {
+        assert_eq!(libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0), 0);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // capset with the sets we already have.
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: the kernel fills two Data structs for version 3, then takes them back unchanged.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0
+        );
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+            0
+        );
+    }
+    let run = agent.stop();
+    let me = std::process::id();
+
+    let setuid = events(&run, "sys_setuid");
+    assert!(
+        binaries(&setuid).iter().any(|b| b.ends_with("/runuser")),
+        "runuser's setuid(0): {setuid:#?}"
+    );
+    assert!(setuid.iter().all(|e| e["args"][0]["int_arg"] == 0));
+    let setgid = events(&run, "sys_setgid");
+    assert!(
+        binaries(&setgid).iter().any(|b| b.ends_with("/runuser")),
+        "{setgid:#?}"
+    );
+    let setresuid = events(&run, "sys_setresuid");
+    assert!(
+        !binaries(&setresuid).iter().any(|b| b.ends_with("/setpriv")),
+        "dropping to nobody is not becoming root: {setresuid:#?}"
+    );
+    let unshare = events(&run, "sys_unshare");
+    let ours: Vec<_> = unshare
+        .iter()
+        .filter(|e| {
+            e["process"]["binary"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("/unshare")
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "{unshare:#?}");
+    assert_eq!(ours[0]["process"]["uid"], 65534, "an unprivileged user");
+    let bpf = events(&run, "sys_bpf");
+    assert!(
+        bpf.iter()
+            .any(|e| e["process"]["pid"] == me && e["args"][0]["int_arg"] == 5),
+        "{bpf:#?}"
+    );
+    let ptrace = events(&run, "sys_ptrace");
+    assert!(
+        ptrace.iter().any(|e| e["process"]["pid"] == me
+            && e["args"][0]["int_arg"] == 16
+            && e["args"][1]["int_arg"] == pid),
+        "{ptrace:#?}"
+    );
+    let capset = events(&run, "sys_capset");
+    assert!(
+        capset.iter().any(|e| e["process"]["pid"] == me),
+        "{capset:#?}"
+    );
+}
