@@ -103,6 +103,30 @@ fn write_loop(path: &str) {
     println!("{}", WRITES as f64 / start.elapsed().as_secs_f64());
 }
 
+/// TCP connections opened and closed per measurement.
+const CONNECTS: usize = 5_000;
+
+/// The child side of the TCP benchmark: connect to a local listener and close, again and again.
+/// The server closes first (its side keeps the TIME_WAIT), so the client's ports are free for
+/// the next round at once.
+fn tcp_loop(addr: &str) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind(addr).expect("bind");
+    let target = listener.local_addr().expect("local address");
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s);
+        }
+    });
+    let start = Instant::now();
+    let mut sink = Vec::new();
+    for _ in 0..CONNECTS {
+        let mut c = std::net::TcpStream::connect(target).expect("connect");
+        let _ = c.read_to_end(&mut sink);
+    }
+    println!("{}", CONNECTS as f64 / start.elapsed().as_secs_f64());
+}
+
 /// Rates of opening a file no policy matches and `/etc/passwd` (which the shipped deny policy
 /// names, by a binary it does not name), without and with the agent and its shipped policies.
 fn open_rows() {
@@ -115,19 +139,30 @@ fn open_rows() {
     let (mut base_plain, mut base_passwd, mut with_plain, mut with_passwd) =
         (vec![], vec![], vec![], vec![]);
     let (mut base_write, mut with_write) = (vec![], vec![]);
+    let (mut base_tcp, mut with_tcp) = (vec![], vec![]);
     for round in 0..=ROUNDS {
         base_plain.push(open_close_rate(&plain));
         base_passwd.push(open_close_rate("/etc/passwd"));
         base_write.push(child_rate("--write-loop", &written));
+        base_tcp.push(child_rate("--tcp-loop", "127.0.0.1:0"));
         if round < ROUNDS {
             let dir = vigil_tests::rules_dir();
             let agent = Agent::start(&["--policy-dir", dir.to_str().unwrap()]);
             with_plain.push(open_close_rate(&plain));
             with_passwd.push(open_close_rate("/etc/passwd"));
             with_write.push(child_rate("--write-loop", &written));
+            with_tcp.push(child_rate("--tcp-loop", "127.0.0.1:0"));
             agent.stop();
         }
     }
+    println!(
+        "| TCP connect + close on loopback (the shipped TCP policy's hooks run, its in-kernel filter drops them), {CONNECTS} times | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
+        median(base_tcp.clone()),
+        list(&base_tcp),
+        median(with_tcp.clone()),
+        list(&with_tcp),
+        median(with_tcp.clone()) / median(base_tcp.clone())
+    );
     println!(
         "| 64-byte write() to a file outside the watched directories, {WRITES} times, shipped policies loaded | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
         median(base_write.clone()),
@@ -207,6 +242,9 @@ fn main() {
     }
     if args.len() == 3 && args[1] == "--write-loop" {
         return write_loop(&args[2]);
+    }
+    if args.len() == 3 && args[1] == "--tcp-loop" {
+        return tcp_loop(&args[2]);
     }
     vigil_tests::require_root();
     // Warm the page cache and the spawn path before measuring.
