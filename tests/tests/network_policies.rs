@@ -2,7 +2,9 @@
 //! connections: a server listening inside a network namespace the test creates (a veth pair,
 //! 10.203.x.0/30), a client connecting to it from the host's namespace, data both ways, then the
 //! close. The events carry the 5-tuple, each socket's network namespace and the bytes; a
-//! connection on loopback is left out by the policy's in-kernel filter.
+//! connection on loopback is left out by the policy's in-kernel filter. And Tetragon's
+//! connect-only-private-addrs, scoped to bash, kills a bash that connects to an address outside
+//! the private ranges (TEST-NET-2, on a veth the test creates), on every kernel.
 
 use std::{
     io::{Read, Write},
@@ -39,11 +41,13 @@ struct NetNs {
 }
 
 impl NetNs {
-    fn create() -> NetNs {
-        let id = std::process::id() % 250;
-        let name = format!("vigil-t{}", std::process::id());
-        let (host_if, ns_if) = (format!("vh{id}"), format!("vn{id}"));
-        let (host_addr, ns_addr) = (format!("10.203.{id}.1"), format!("10.203.{id}.2"));
+    /// `tag` tells this test's namespace from another's; `net` is the first three octets of
+    /// the /30 it uses.
+    fn create(tag: &str, net: &str) -> NetNs {
+        let id = std::process::id() % 1000;
+        let name = format!("vigil-{tag}{id}");
+        let (host_if, ns_if) = (format!("vh{tag}{id}"), format!("vn{tag}{id}"));
+        let (host_addr, ns_addr) = (format!("{net}.1"), format!("{net}.2"));
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let _ = Command::new("ip").args(["link", "del", &host_if]).output();
         ip(&["netns", "add", &name]);
@@ -132,7 +136,7 @@ fn socks<'a>(run: &'a AgentRun, function: &str) -> Vec<&'a Value> {
 
 #[test]
 fn tcp_connect_listen_and_close_are_reported_with_namespaces_and_bytes() {
-    let ns = NetNs::create();
+    let ns = NetNs::create("t", &format!("10.203.{}", std::process::id() % 250));
     let policy = rules_dir().join(format!("{POLICY}.yaml"));
     let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
 
@@ -211,5 +215,69 @@ fn tcp_connect_listen_and_close_are_reported_with_namespaces_and_bytes() {
     assert!(
         closes.iter().all(|s| s["daddr"] != "127.0.0.1"),
         "loopback closes are filtered: {closes:#?}"
+    );
+}
+
+#[test]
+fn a_connect_outside_the_private_ranges_is_killed() {
+    // TEST-NET-2 is no private range; it exists here only on the test's own veth.
+    let ns = NetNs::create("k", "198.51.100");
+    let private = NetNs::create("p", &format!("10.204.{}", std::process::id() % 250));
+    let bash = std::fs::canonicalize("/bin/bash").unwrap();
+    let tetragon = vigil_tests::tetragon_policies_dir()
+        .join("tracingpolicy_tcp-connect-only-private-addrs.yaml");
+    let text = std::fs::read_to_string(&tetragon).unwrap();
+    // Scoped to bash, so nothing else on the machine is at risk while the test runs.
+    let scoped = text.replace(
+        "    - matchArgs:",
+        &format!(
+            "    - matchBinaries:\n      - operator: In\n        values: [\"{}\"]\n      matchArgs:",
+            bash.display()
+        ),
+    );
+    assert_ne!(scoped, text, "the policy's selector moved");
+    let dir = vigil_tests::TempDir::new("private-addrs");
+    let policy = dir.path().join("connect-only-private-addrs.yaml");
+    std::fs::write(&policy, scoped).unwrap();
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+
+    let mut results = Vec::new();
+    for net in [&ns, &private] {
+        let addr = net.ns_addr.clone();
+        let listener = net.run_inside(move || TcpListener::bind((addr.as_str(), 0)).unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let script = format!("exec 3<>/dev/tcp/{}/{port} && echo connected", net.ns_addr);
+        let out = Command::new(&bash).args(["-c", &script]).output().unwrap();
+        results.push(out);
+    }
+    let run = agent.stop();
+    use std::os::unix::process::ExitStatusExt;
+    let (public, private_out) = (&results[0], &results[1]);
+    assert_eq!(
+        public.status.signal(),
+        Some(9),
+        "killed on connecting to {}: {public:?}",
+        ns.ns_addr
+    );
+    assert!(public.stdout.is_empty(), "nothing after the connect ran");
+    assert!(private_out.status.success(), "{private_out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&private_out.stdout).trim(),
+        "connected"
+    );
+
+    let kills: Vec<&Value> = run
+        .events
+        .iter()
+        .filter_map(|e| e.get("process_kprobe"))
+        .filter(|e| e["policy_name"] == "connect-only-private-addrs")
+        .collect();
+    assert_eq!(kills.len(), 1, "{kills:#?}");
+    assert_eq!(kills[0]["function_name"], "tcp_connect");
+    assert_eq!(kills[0]["action"], "KPROBE_ACTION_SIGKILL");
+    assert_eq!(kills[0]["outcome"], "killed");
+    assert_eq!(
+        kills[0]["args"][0]["sock_arg"]["daddr"],
+        ns.ns_addr.as_str()
     );
 }
