@@ -10,6 +10,8 @@ pub fn render(event: &Event) -> String {
         EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => {
             let (emoji, verb) = match e.function_name.as_str() {
                 f if f.contains("file_open") => ("📬", "open"),
+                f if f.contains("listen") => ("📬", "listen"),
+                f if f.contains("accept") => ("📥", "accept"),
                 f if f.contains("connect") => ("🔌", "connect"),
                 f if f.contains("close") => ("🧹", "close"),
                 f if f.contains("sendmsg") => ("📤", "sendmsg"),
@@ -17,7 +19,7 @@ pub fn render(event: &Event) -> String {
                 _ if matches!(event.body, EventBody::ProcessLsm(_)) => ("🔒", "lsm"),
                 _ => ("❓", "syscall"),
             };
-            let subject = e.args.iter().map(|a| match a {
+            let subject = e.args.iter().chain(&e.return_arg).map(|a| match a {
                 crate::Arg::FileArg(f) | crate::Arg::PathArg(f) => f.path.clone(),
                 crate::Arg::StringArg(s) | crate::Arg::BytesArg(s) => format!("{s:?}"),
                 crate::Arg::SockaddrArg(s) => format!("{} {}:{}", s.family, s.addr, s.port),
@@ -25,7 +27,15 @@ pub fn render(event: &Event) -> String {
                 crate::Arg::SizeArg(u) => u.to_string(),
                 crate::Arg::SockArg(s) => {
                     let proto = s.protocol.trim_start_matches("IPPROTO_").to_lowercase();
-                    format!("{proto} {}:{} -> {}:{}", s.saddr, s.sport, s.daddr, s.dport)
+                    let mut out = if verb == "listen" {
+                        format!("{proto} {}:{}", s.saddr, s.sport)
+                    } else {
+                        format!("{proto} {}:{} -> {}:{}", s.saddr, s.sport, s.daddr, s.dport)
+                    };
+                    if let (Some(tx), Some(rx)) = (s.bytes_sent, s.bytes_received) {
+                        out.push_str(&format!(" sent {tx} received {rx}"));
+                    }
+                    out
                 }
             });
             // Like Tetragon's open lines: the file, not the process's arguments.

@@ -152,6 +152,9 @@ pub struct ProcessPolicy {
     /// The arguments the policy reads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<Arg>,
+    /// The return value, for a hook on the function's return (`returnArg`).
+    #[serde(rename = "return", default, skip_serializing_if = "Option::is_none")]
+    pub return_arg: Option<Arg>,
     /// The selector's action, as Tetragon names it (`KPROBE_ACTION_SIGKILL`).
     pub action: String,
     /// The policy.

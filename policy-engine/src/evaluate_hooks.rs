@@ -165,6 +165,7 @@ mod tests {
             call: "sys_setuid".into(),
             syscall: true,
             args: vec![],
+            returns: false,
             selectors,
             monitor: false,
             message: None,

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use crate::{
     args::{arg_class, ArgClass},
     compile::{binary_filter, filter, CompileError, Filter, MatchKind, RuleAction},
-    spec::{KprobeSpec, Selector},
+    spec::{ArgSpec, KprobeSpec, Selector},
     values,
 };
 
@@ -179,8 +179,11 @@ pub struct HookRule {
     pub call: String,
     /// `call` is a system call.
     pub syscall: bool,
-    /// What to read.
+    /// What to read. For a hook on a function's return, the one entry is the return value.
     pub args: Vec<HookArg>,
+    /// The hook runs when the function returns and reads its return value (`return: true`
+    /// with `returnArg`); its selectors' `matchReturnArgs` are conditions on that value.
+    pub returns: bool,
     /// Selectors; none reports every call.
     pub selectors: Vec<HookSelector>,
     /// Monitor mode: Sigkill and Signal are reported, not carried out.
@@ -229,15 +232,41 @@ pub fn generic_hook(
     monitor: bool,
 ) -> Result<HookRule, Vec<CompileError>> {
     let err = |p: String, reason: String| vec![CompileError { path: p, reason }];
-    if k.r#return {
-        return Err(err(
-            format!("{path}.return"),
-            "return values of generic kprobes are not read yet".into(),
-        ));
-    }
+    let read: Vec<(String, &ArgSpec)> = if k.r#return {
+        if !k.args.is_empty() {
+            return Err(err(
+                format!("{path}.args"),
+                "vigil reads either a function's arguments or its return value, not both yet; drop `args` or `return`".into(),
+            ));
+        }
+        if k.syscall {
+            return Err(err(
+                format!("{path}.return"),
+                "return values of system call hooks are not read yet".into(),
+            ));
+        }
+        let Some(r) = k.return_arg.as_ref() else {
+            return Err(err(
+                format!("{path}.returnArg"),
+                "`return: true` needs `returnArg` saying how to read the value".into(),
+            ));
+        };
+        if k.return_arg_action.is_some() {
+            return Err(err(
+                format!("{path}.returnArgAction"),
+                "`returnArgAction` is not supported by vigil".into(),
+            ));
+        }
+        vec![(format!("{path}.returnArg.type"), r)]
+    } else {
+        k.args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("{path}.args[{i}].type"), a))
+            .collect()
+    };
     let mut args = Vec::new();
-    for (i, a) in k.args.iter().enumerate() {
-        let apath = format!("{path}.args[{i}].type");
+    for (apath, a) in read {
         let kind = match (arg_class(&a.r#type), a.r#type.as_str()) {
             (Some(ArgClass::Int { bits, signed }), t) => HookArgKind::Int {
                 bits,
@@ -279,7 +308,7 @@ pub fn generic_hook(
     let mut selectors = Vec::new();
     let mut errors = Vec::new();
     for (i, s) in k.selectors.iter().enumerate() {
-        match selector(&format!("{path}.selectors[{i}]"), s, &args) {
+        match selector(&format!("{path}.selectors[{i}]"), s, &args, k.r#return) {
             Ok(sel) => selectors.push(sel),
             Err(e) => errors.push(e),
         }
@@ -292,6 +321,7 @@ pub fn generic_hook(
         call: k.call.clone(),
         syscall: k.syscall,
         args,
+        returns: k.r#return,
         selectors,
         monitor,
         message: k.message.clone(),
@@ -299,26 +329,47 @@ pub fn generic_hook(
     })
 }
 
-fn selector(spath: &str, s: &Selector, args: &[HookArg]) -> Result<HookSelector, CompileError> {
+fn selector(
+    spath: &str,
+    s: &Selector,
+    args: &[HookArg],
+    returns: bool,
+) -> Result<HookSelector, CompileError> {
     let err = |field: String, reason: String| CompileError {
         path: format!("{spath}.{field}"),
         reason,
     };
-    if !s.match_return_args.is_empty() {
+    // On a return hook the one value read is the return value, at index 0.
+    let (filters, name) =
+        match (
+            returns,
+            s.match_args.is_empty(),
+            s.match_return_args.is_empty(),
+        ) {
+            (true, true, _) => (&s.match_return_args, "matchReturnArgs"),
+            (true, false, _) => return Err(err(
+                "matchArgs".into(),
+                "a hook on the return reads no arguments; filter on the value with matchReturnArgs"
+                    .into(),
+            )),
+            (false, _, true) => (&s.match_args, "matchArgs"),
+            (false, _, false) => {
+                return Err(err(
+                    "matchReturnArgs".into(),
+                    "the hook does not read the return value: add `return: true` and `returnArg`"
+                        .into(),
+                ))
+            }
+        };
+    if filters.len() > MAX_CONDS {
         return Err(err(
-            "matchReturnArgs".into(),
-            "return values of generic kprobes are not read yet".into(),
-        ));
-    }
-    if s.match_args.len() > MAX_CONDS {
-        return Err(err(
-            "matchArgs".into(),
+            name.into(),
             format!("the kernel evaluates up to {MAX_CONDS} argument filters per selector; split the selector"),
         ));
     }
     let mut conds = Vec::new();
-    for (i, f) in s.match_args.iter().enumerate() {
-        let field = format!("matchArgs[{i}]");
+    for (i, f) in filters.iter().enumerate() {
+        let field = format!("{name}[{i}]");
         let Some(pos) = args.iter().position(|a| a.index == f.index) else {
             return Err(err(
                 format!("{field}.index"),

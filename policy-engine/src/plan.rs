@@ -39,6 +39,8 @@ pub enum Mechanism {
     Lsm(String),
     /// A kprobe on a kernel function.
     Kprobe(String),
+    /// A kretprobe on a kernel function: the hook reads its return value.
+    Kretprobe(String),
     /// An fentry program on a kernel function.
     Fentry(String),
     /// The exit tracepoints of these system calls; the subject is what the kernel resolved.
@@ -139,7 +141,7 @@ const LSM_SYSCALLS: [(&str, &[&str]); 6] = [
 
 /// TCP functions and what stands for each where kprobes are not available, in the calling
 /// process's context.
-pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 3] = [
+pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 4] = [
     (
         "tcp_connect",
         "the return from connect() on a TCP socket that sent its SYN, tracepoint syscalls/sys_exit_connect",
@@ -151,6 +153,10 @@ pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 3] = [
     (
         "inet_csk_listen_start",
         "the TCP state change to LISTEN in listen(), BTF tracepoint sock/inet_sock_set_state",
+    ),
+    (
+        "inet_csk_accept",
+        "the return from accept() or accept4() with a TCP socket, its descriptor resolved to the socket, tracepoints syscalls/sys_exit_accept and sys_exit_accept4",
     ),
 ];
 
@@ -223,9 +229,16 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
         let syscall_name = k
             .syscall
             .then(|| k.call.strip_prefix("sys_").unwrap_or(&k.call).to_string());
-        let mechanism = if caps.kprobe {
+        // What stands for a TCP function without kprobes serves its entry (tcp_connect,
+        // tcp_close, inet_csk_listen_start) or its return (inet_csk_accept), not the other.
+        let stands_in = SOCK_STATE_FUNCTIONS
+            .iter()
+            .any(|(f, _)| *f == k.call && (*f == "inet_csk_accept") == k.r#return);
+        let mechanism = if caps.kprobe && k.r#return {
+            Ok((Mechanism::Kretprobe(k.call.clone()), None))
+        } else if caps.kprobe {
             Ok((Mechanism::Kprobe(k.call.clone()), None))
-        } else if caps.fentry {
+        } else if caps.fentry && !k.r#return {
             Ok((
                 Mechanism::Fentry(k.call.clone()),
                 Some("kprobes are not available".to_string()),
@@ -235,7 +248,7 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
                 Mechanism::SyscallEnter(name),
                 Some("neither kprobes nor fentry are available".to_string()),
             ))
-        } else if caps.tracepoint && SOCK_STATE_FUNCTIONS.iter().any(|(f, _)| *f == k.call) {
+        } else if caps.tracepoint && stands_in {
             match k.args.iter().find(|a| a.index != 0) {
                 Some(a) => Err(format!(
                     "{} is served here without kprobes or fentry, by what stands for it, which carries only the socket: argument {} cannot be read; read argument 0 only",
@@ -248,8 +261,9 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
             }
         } else {
             Err(format!(
-                "{} needs a kprobe or fentry, and this kernel allows neither; only system calls (`syscall: true`) and tcp_connect, tcp_close and inet_csk_listen_start fall back to tracepoints",
-                k.call
+                "{}{} needs a kprobe, and this kernel allows none; only system calls (`syscall: true`), the entry of tcp_connect, tcp_close and inet_csk_listen_start and the return of inet_csk_accept fall back to tracepoints",
+                k.call,
+                if k.r#return { "'s return" } else { "" }
             ))
         };
         push(
@@ -322,7 +336,11 @@ fn push(
         {
             (Enforcement::Kill, Guarantee::KilledOnReturn)
         }
-        (false, Enforcement::Deny(_) | Enforcement::Kill, Mechanism::Kprobe(f) | Mechanism::Fentry(f))
+        (
+            false,
+            Enforcement::Deny(_) | Enforcement::Kill,
+            Mechanism::Kprobe(f) | Mechanism::Kretprobe(f) | Mechanism::Fentry(f),
+        )
             if caps.send_signal && f != "security_file_open" =>
         {
             (Enforcement::Kill, Guarantee::KilledOnReturn)
@@ -356,6 +374,7 @@ pub fn describe_mechanism(m: &Mechanism) -> String {
     match m {
         Mechanism::Lsm(h) => format!("BPF LSM on {h}"),
         Mechanism::Kprobe(f) => format!("kprobe on {f}"),
+        Mechanism::Kretprobe(f) => format!("kretprobe on {f}"),
         Mechanism::Fentry(f) => format!("fentry on {f}"),
         Mechanism::SyscallTracepoints(calls) => format!(
             "system call tracepoints {} (matching on the file the kernel resolved)",
@@ -476,14 +495,34 @@ spec:
 
     #[test]
     fn a_plain_kernel_function_without_kprobes_is_refused_with_the_reason() {
-        let p = load_policy("p.yaml", DENY_PASSWD).unwrap();
+        let text = DENY_PASSWD.replace("tcp_connect", "tcp_sendmsg");
+        let p = load_policy("p.yaml", &text).unwrap();
         let errors = plan(&p, &HOST).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].path, "spec.kprobes[0]");
         assert!(
             errors[0]
                 .reason
-                .contains("tcp_connect needs a kprobe or fentry"),
+                .contains("tcp_sendmsg needs a kprobe, and this kernel allows none"),
+            "{}",
+            errors[0].reason
+        );
+    }
+
+    #[test]
+    fn tcp_functions_without_kprobes_are_served_by_what_stands_for_them() {
+        let p = load_policy("p.yaml", DENY_PASSWD).unwrap();
+        let plans = plan(&p, &HOST).unwrap();
+        assert_eq!(
+            plans[1].mechanism,
+            Mechanism::SockState("tcp_connect".into())
+        );
+        assert!(describe_mechanism(&plans[1].mechanism).contains("sys_exit_connect"));
+        // inet_csk_accept stands in only for its return.
+        let accept = DENY_PASSWD.replace("tcp_connect", "inet_csk_accept");
+        let errors = plan(&load_policy("p.yaml", &accept).unwrap(), &HOST).unwrap_err();
+        assert!(
+            errors[0].reason.contains("needs a kprobe"),
             "{}",
             errors[0].reason
         );

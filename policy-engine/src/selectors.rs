@@ -17,8 +17,10 @@ pub(crate) struct Hook<'a> {
     pub args: &'a [ArgSpec],
     /// `matchArgs.index` is a position in `args` (tracepoints), not an argument index.
     pub by_position: bool,
-    /// The hook reports its return value.
+    /// The hook reports its return value, read as this type (`int` when unsaid).
     pub has_return: bool,
+    /// `returnArg.type`.
+    pub return_type: Option<&'a str>,
     /// `Override` can act here (system calls and LSM hooks).
     pub can_override: bool,
 }
@@ -144,16 +146,12 @@ fn check_selector(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
                 "add `return: true` to the hook",
             );
         }
-        check_arg_filter(
-            c,
-            &fpath,
-            f,
-            ArgClass::Int {
-                bits: 64,
-                signed: true,
-            },
-            "return value",
-        );
+        let ty = hook.return_type.unwrap_or("int");
+        let class = arg_class(ty).unwrap_or(ArgClass::Int {
+            bits: 64,
+            signed: true,
+        });
+        check_arg_filter(c, &fpath, f, class, &format!("return value ({ty})"));
     }
     for (i, f) in s.match_binaries.iter().enumerate() {
         let fpath = format!("{path}.matchBinaries[{i}]");

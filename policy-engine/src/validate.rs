@@ -288,11 +288,16 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
                 "returnArg without `return: true`",
                 "add `return: true` or remove `returnArg`",
             ),
-            (Some(r), true) if !matches!(arg_class(&r.r#type), Some(ArgClass::Int { .. })) => {
+            (Some(r), true)
+                if !matches!(
+                    arg_class(&r.r#type),
+                    Some(ArgClass::Int { .. } | ArgClass::Sock)
+                ) =>
+            {
                 c.value(
                     &format!("{path}.returnArg.type"),
                     format!("a return value of type `{}` cannot be read", r.r#type),
-                    "use an integer type such as `int`",
+                    "use an integer type such as `int`, or `sock` for a function returning a socket",
                 );
             }
             _ => {}
@@ -302,6 +307,7 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
             args: &k.args,
             by_position: false,
             has_return: k.r#return,
+            return_type: k.return_arg.as_ref().map(|r| r.r#type.as_str()),
             can_override: k.syscall || k.call.starts_with("security_"),
         };
         crate::selectors::check_selectors(c, &hook, &k.selectors);
@@ -328,6 +334,7 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
             args: &t.args,
             by_position: true,
             has_return: false,
+            return_type: None,
             can_override: false,
         };
         crate::selectors::check_selectors(c, &hook, &t.selectors);
@@ -347,6 +354,7 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
             args: &l.args,
             by_position: false,
             has_return: false,
+            return_type: None,
             can_override: true,
         };
         crate::selectors::check_selectors(c, &hook, &l.selectors);

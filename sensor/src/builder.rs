@@ -200,6 +200,7 @@ impl EventBuilder {
             args: vec![Arg::FileArg(FileArg {
                 path: String::from_utf8_lossy(p.path).into_owned(),
             })],
+            return_arg: None,
             action: action_name(ev.action).into(),
             policy_name,
             message,
@@ -222,7 +223,7 @@ impl EventBuilder {
         let process = self.process_of(ev.pid, ev.tid);
         let parent = self.cache.get(&process.parent_exec_id);
         let ancestors = self.ancestors(&process);
-        let (policy_name, function_name, args, message, tags) = match installed {
+        let (policy_name, function_name, mut args, message, tags) = match installed {
             Some(i) => {
                 let args = i
                     .rule
@@ -248,11 +249,17 @@ impl EventBuilder {
                 Vec::new(),
             ),
         };
+        // A hook on the function's return read one value: the return value.
+        let return_arg = match installed {
+            Some(i) if i.rule.returns => args.pop(),
+            _ => None,
+        };
         let body = ProcessPolicy {
             process,
             parent,
             function_name,
             args,
+            return_arg,
             action: action_name(ev.action).into(),
             policy_name,
             message,

@@ -49,8 +49,8 @@ pub enum LoadError {
 /// An attachment of a generic hook program.
 #[derive(Debug)]
 pub enum HookLink {
-    /// The kprobe program on one function.
-    Kprobe(KProbeLinkId),
+    /// The kprobe or kretprobe program (by name) on one function.
+    Kprobe(&'static str, KProbeLinkId),
     /// A syscall program (by name) on one enter tracepoint.
     Tracepoint(&'static str, TracePointLinkId),
     /// One user of the TCP state program (attached while it has users).
@@ -61,9 +61,16 @@ pub enum HookLink {
 #[derive(Debug)]
 struct SockStateLinks {
     state: BtfTracePointLinkId,
-    connect_enter: TracePointLinkId,
-    connect_exit: TracePointLinkId,
+    syscalls: Vec<(&'static str, TracePointLinkId)>,
 }
+
+/// The system call programs that stand for TCP functions, and their tracepoints.
+const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 4] = [
+    ("vigil_connect_enter", "sys_enter_connect"),
+    ("vigil_connect_exit", "sys_exit_connect"),
+    ("vigil_accept_exit", "sys_exit_accept"),
+    ("vigil_accept4_exit", "sys_exit_accept4"),
+];
 
 /// The syscall-enter programs of `hooks.bpf.c`, by the number of arguments they read.
 const SYSCALL_ENTER_PROGRAMS: [&str; 6] = [
@@ -175,8 +182,13 @@ impl ProcessSensor {
     }
 
     /// Attaches the generic hook program to a kernel function (loading it on first use).
-    pub fn attach_kprobe(&mut self, function: &str) -> Result<HookLink, LoadError> {
-        let (program, hook) = ("vigil_kprobe", "kprobe");
+    /// (`ret`: to its return, the kretprobe program).
+    pub fn attach_kprobe(&mut self, function: &str, ret: bool) -> Result<HookLink, LoadError> {
+        let (program, hook) = if ret {
+            ("vigil_kretprobe", "kretprobe")
+        } else {
+            ("vigil_kprobe", "kprobe")
+        };
         let prog = loaded_program(&mut self.ebpf, program, hook, KProbe::load)?;
         let link = prog
             .attach(function, 0)
@@ -185,7 +197,7 @@ impl ProcessSensor {
                 hook,
                 source,
             })?;
-        Ok(HookLink::Kprobe(link))
+        Ok(HookLink::Kprobe(program, link))
     }
 
     /// Attaches the generic syscall program that reads `arity` arguments to
@@ -225,54 +237,39 @@ impl ProcessSensor {
             hook,
             source,
         })?;
-        let mut connect = Vec::new();
-        for (program, tracepoint) in [
-            ("vigil_connect_enter", "sys_enter_connect"),
-            ("vigil_connect_exit", "sys_exit_connect"),
-        ] {
-            let hook = "syscalls/sys_*_connect";
-            let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
-            match prog.attach("syscalls", tracepoint) {
-                Ok(link) => connect.push(link),
-                Err(source) => {
-                    self.detach_sock_state_links(state, connect);
-                    return Err(LoadError::Program {
-                        program,
-                        hook,
-                        source,
-                    });
+        let mut syscalls = Vec::new();
+        for (program, tracepoint) in SOCK_SYSCALL_PROGRAMS {
+            let hook = "syscalls/sys_*_connect, sys_exit_accept*";
+            let attached = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)
+                .and_then(|prog| {
+                    prog.attach("syscalls", tracepoint)
+                        .map_err(|source| LoadError::Program {
+                            program,
+                            hook,
+                            source,
+                        })
+                });
+            match attached {
+                Ok(link) => syscalls.push((program, link)),
+                Err(e) => {
+                    self.detach_sock_state_links(SockStateLinks { state, syscalls });
+                    return Err(e);
                 }
             }
         }
-        let connect_exit = connect.pop().expect("two links");
-        let connect_enter = connect.pop().expect("two links");
-        self.sock_state = Some((
-            SockStateLinks {
-                state,
-                connect_enter,
-                connect_exit,
-            },
-            1,
-        ));
+        self.sock_state = Some((SockStateLinks { state, syscalls }, 1));
         Ok(HookLink::SockState)
     }
 
-    fn detach_sock_state_links(
-        &mut self,
-        state: BtfTracePointLinkId,
-        connect: Vec<TracePointLinkId>,
-    ) {
+    fn detach_sock_state_links(&mut self, links: SockStateLinks) {
         if let Some(p) = self
             .ebpf
             .program_mut("vigil_sock_state")
             .and_then(|p| <&mut BtfTracePoint>::try_from(p).ok())
         {
-            let _ = p.detach(state);
+            let _ = p.detach(links.state);
         }
-        for (program, link) in ["vigil_connect_enter", "vigil_connect_exit"]
-            .into_iter()
-            .zip(connect)
-        {
+        for (program, link) in links.syscalls {
             if let Some(p) = self
                 .ebpf
                 .program_mut(program)
@@ -286,9 +283,9 @@ impl ProcessSensor {
     /// Detaches one generic hook link.
     pub fn detach_hook(&mut self, link: HookLink) {
         let _ = match link {
-            HookLink::Kprobe(id) => self
+            HookLink::Kprobe(program, id) => self
                 .ebpf
-                .program_mut("vigil_kprobe")
+                .program_mut(program)
                 .and_then(|p| <&mut KProbe>::try_from(p).ok())
                 .map(|p| p.detach(id)),
             HookLink::Tracepoint(program, id) => self
@@ -305,10 +302,7 @@ impl ProcessSensor {
                     None => false,
                 };
                 if let Some((links, _)) = self.sock_state.take_if(|_| last) {
-                    self.detach_sock_state_links(
-                        links.state,
-                        vec![links.connect_enter, links.connect_exit],
-                    );
+                    self.detach_sock_state_links(links);
                 }
                 None
             }

@@ -155,7 +155,8 @@ impl PolicyManager {
                 let mut slots = Vec::new();
                 for (slot, target) in &installed.attach {
                     let link = match target {
-                        AttachTarget::Kprobe(f) => sensor.attach_kprobe(f),
+                        AttachTarget::Kprobe(f) => sensor.attach_kprobe(f, false),
+                        AttachTarget::Kretprobe(f) => sensor.attach_kprobe(f, true),
                         AttachTarget::SyscallEnter(t, arity) => {
                             sensor.attach_syscall_enter(t, *arity)
                         }

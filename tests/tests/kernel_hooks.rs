@@ -143,13 +143,13 @@ fn tetragon_examples_load_or_are_refused_by_name() {
     let kprobes = vigil_tests::kernels::current()
         .hooks
         .contains(&Hook::Kprobe);
-    let no_kprobes = "needs a kprobe or fentry, and this kernel allows neither";
+    let no_kprobes = "needs a kprobe, and this kernel allows none";
     let no_override = "Override on a kprobe needs bpf_override_return";
     let expectations: [(&str, Option<&str>); 13] = [
         (
             "policylibrary_modules.yaml",
             Some(if kprobes {
-                "return values of generic kprobes are not read yet"
+                "reads either a function's arguments or its return value, not both yet"
             } else {
                 no_kprobes
             }),

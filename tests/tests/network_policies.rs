@@ -1,7 +1,7 @@
 //! The shipped TCP policy (`rules/policies/observe-tcp-connections.yaml`) with real
 //! connections: a server listening inside a network namespace the test creates (a veth pair,
-//! 10.203.x.0/30), a client connecting to it from the host's namespace, data both ways, then the
-//! close. The events carry the 5-tuple, each socket's network namespace and the bytes; a
+//! 10.203.x.0/30) and accepting, a client connecting to it from the host's namespace, data both
+//! ways, then the close. The events carry the 5-tuple, each socket's network namespace and the bytes; a
 //! connection on loopback is left out by the policy's in-kernel filter. And Tetragon's
 //! connect-only-private-addrs, scoped to bash, kills a bash that connects to an address outside
 //! the private ranges (TEST-NET-2, on a veth the test creates), on every kernel.
@@ -119,7 +119,8 @@ fn netns_inode(path: &str) -> u64 {
     std::fs::metadata(path).unwrap().ino()
 }
 
-/// The sock_arg of each event of the policy from `function`, for this process.
+/// The sock_arg of each event of the policy from `function`, for this process (the argument,
+/// or the return value of a hook on the return).
 fn socks<'a>(run: &'a AgentRun, function: &str) -> Vec<&'a Value> {
     let pid = std::process::id();
     run.events
@@ -130,7 +131,10 @@ fn socks<'a>(run: &'a AgentRun, function: &str) -> Vec<&'a Value> {
                 && e["function_name"] == function
                 && e["process"]["pid"] == pid
         })
-        .map(|e| &e["args"][0]["sock_arg"])
+        .map(|e| match e.get("return") {
+            Some(r) => &r["sock_arg"],
+            None => &e["args"][0]["sock_arg"],
+        })
         .collect()
 }
 
@@ -195,6 +199,21 @@ fn tcp_connect_listen_and_close_are_reported_with_namespaces_and_bytes() {
     assert!(
         listens.iter().any(|s| s["sport"] == local_port),
         "listen is reported on loopback too: {listens:#?}"
+    );
+
+    let accepts = socks(&run, "inet_csk_accept");
+    assert_eq!(
+        accepts.len(),
+        1,
+        "one accept, the loopback one filtered: {accepts:#?}"
+    );
+    assert_eq!(accepts[0]["saddr"], ns.ns_addr.as_str());
+    assert_eq!(accepts[0]["sport"], port);
+    assert_eq!(accepts[0]["daddr"], ns.host_addr.as_str());
+    assert_eq!(accepts[0]["dport"], client_port);
+    assert_eq!(
+        accepts[0]["netns"], ns_inode,
+        "the accepted socket's namespace"
     );
 
     let closes = socks(&run, "tcp_close");

@@ -14,6 +14,10 @@ pub const SOCK_STATE_CONNECT: u64 = 1;
 pub const SOCK_STATE_CLOSE: u64 = 2;
 /// `VIGIL_SOCK_STATE_LISTEN`: inet_csk_listen_start.
 pub const SOCK_STATE_LISTEN: u64 = 3;
+/// `VIGIL_SOCK_STATE_ACCEPT`: inet_csk_accept's return.
+pub const SOCK_STATE_ACCEPT: u64 = 4;
+/// `VIGIL_HOOK_KEY_RETURN`: with a function's address, the key of a hook on its return.
+pub const HOOK_KEY_RETURN: u64 = 1 << 61;
 
 /// `VIGIL_HOOK_KEY_SYSCALL`: keys of syscall hooks in `vigil_hooks`.
 pub const HOOK_KEY_SYSCALL: u64 = 1 << 63;

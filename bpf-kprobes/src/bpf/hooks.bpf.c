@@ -177,6 +177,24 @@ int vigil_kprobe(struct pt_regs *ctx)
 	return 0;
 }
 
+/* A hook on a function's return: the one value it reads is the return value. */
+SEC("kretprobe/vigil_generic")
+int vigil_kretprobe(struct pt_regs *ctx)
+{
+	__u64 key = bpf_get_func_ip(ctx) | VIGIL_HOOK_KEY_RETURN;
+	struct vigil_hook_config *cfg = bpf_map_lookup_elem(&vigil_hooks, &key);
+	struct hook_eval *e = hook_eval();
+
+	if (!cfg || !e)
+		return 0;
+	e->regs[0] = PT_REGS_RC(ctx);
+	for (int i = 1; i < 6; i++)
+		e->regs[i] = 0;
+	e->connect_addr = 0;
+	run_hook(e, cfg);
+	return 0;
+}
+
 /* syscalls/sys_enter_*: common fields (which tracepoint programs may not read), then
  * `int __syscall_nr` at 8 and the arguments from 16. */
 struct syscall_enter_ctx {
@@ -254,6 +272,8 @@ static __always_inline void run_sock_hook(__u64 key, struct sock *sk, __u64 conn
  * - inet_csk_listen_start: a TCP socket entering LISTEN (listen()).
  * - tcp_close: a connection moving from ESTABLISHED to FIN_WAIT1 or from CLOSE_WAIT to
  *   LAST_ACK (close() or shutdown()).
+ * - inet_csk_accept's return: the return from accept() or accept4() with a TCP socket, the new
+ *   descriptor resolved to it.
  */
 struct connect_call {
 	__s64 fd;
@@ -323,4 +343,29 @@ int BPF_PROG(vigil_sock_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	run_sock_hook(key, sk, 0);
 	return 0;
+}
+
+static __always_inline int accept_exit(struct syscall_exit_ctx *ctx)
+{
+	struct sock *sk;
+
+	if (ctx->ret < 0)
+		return 0;
+	sk = fd_sock(ctx->ret);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	run_sock_hook(VIGIL_HOOK_KEY_SOCK_STATE | VIGIL_SOCK_STATE_ACCEPT, sk, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int vigil_accept_exit(struct syscall_exit_ctx *ctx)
+{
+	return accept_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int vigil_accept4_exit(struct syscall_exit_ctx *ctx)
+{
+	return accept_exit(ctx);
 }

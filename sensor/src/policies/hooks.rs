@@ -21,6 +21,8 @@ use crate::loader::HookLink;
 pub enum AttachTarget {
     /// A kprobe on this function.
     Kprobe(String),
+    /// A kretprobe on this function.
+    Kretprobe(String),
     /// The `syscalls/<this>` enter tracepoint, with a program reading this many arguments.
     SyscallEnter(String, usize),
     /// The TCP state changes (`sock/inet_sock_set_state`) that stand for this function.
@@ -55,6 +57,13 @@ pub(super) fn hook_keys(
     caps: &KernelCaps,
     kernel: Option<&RunningKernel>,
 ) -> Result<(Vec<u64>, AttachTarget), String> {
+    let sock_state = match h.call.as_str() {
+        "tcp_connect" if !h.returns => Some(abi::SOCK_STATE_CONNECT),
+        "tcp_close" if !h.returns => Some(abi::SOCK_STATE_CLOSE),
+        "inet_csk_listen_start" if !h.returns => Some(abi::SOCK_STATE_LISTEN),
+        "inet_csk_accept" if h.returns => Some(abi::SOCK_STATE_ACCEPT),
+        _ => None,
+    };
     if caps.kprobe {
         let candidates =
             vigil_policy_engine::kernel::kprobe_function_candidates(&h.call, h.syscall);
@@ -65,14 +74,15 @@ pub(super) fn hook_keys(
             .ok_or_else(|| format!("no address for {} in /proc/kallsyms", h.call))?;
         // The kprobe sits on the function's first instruction, or after its endbr64 where the
         // kernel has indirect branch tracking; bpf_get_func_ip reports whichever it is.
+        if h.returns {
+            let ret = abi::HOOK_KEY_RETURN;
+            return Ok((
+                vec![addr | ret, (addr + 4) | ret],
+                AttachTarget::Kretprobe(function),
+            ));
+        }
         return Ok((vec![addr, addr + 4], AttachTarget::Kprobe(function)));
     }
-    let sock_state = match h.call.as_str() {
-        "tcp_connect" => Some(abi::SOCK_STATE_CONNECT),
-        "tcp_close" => Some(abi::SOCK_STATE_CLOSE),
-        "inet_csk_listen_start" => Some(abi::SOCK_STATE_LISTEN),
-        _ => None,
-    };
     if let (Some(code), false) = (sock_state, h.syscall) {
         return Ok((
             vec![abi::HOOK_KEY_SOCK_STATE | code],

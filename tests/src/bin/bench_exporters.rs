@@ -93,6 +93,7 @@ fn streams() -> [(&'static str, Vec<Event>); 3] {
                 args: vec![Arg::FileArg(FileArg {
                     path: format!("/home/dev/project/src/file{n}.rs"),
                 })],
+                return_arg: None,
                 action: "KPROBE_ACTION_POST".into(),
                 policy_name: "observe-source-reads".into(),
                 message: String::new(),

@@ -210,7 +210,10 @@ enum vigil_sock_state_hook {
 	VIGIL_SOCK_STATE_CONNECT = 1, /* tcp_connect: the return from connect() that sent a SYN */
 	VIGIL_SOCK_STATE_CLOSE = 2,   /* tcp_close: ESTABLISHED -> FIN_WAIT1, CLOSE_WAIT -> LAST_ACK */
 	VIGIL_SOCK_STATE_LISTEN = 3,  /* inet_csk_listen_start: -> LISTEN */
+	VIGIL_SOCK_STATE_ACCEPT = 4,  /* inet_csk_accept's return: the return from accept() */
 };
+/* With a function's address: the key of a hook on its return (a kretprobe). */
+#define VIGIL_HOOK_KEY_RETURN (1ull << 61)
 #define VIGIL_HOOK_STR 256 /* bytes kept of a string, path or buffer argument, NUL included */
 
 enum vigil_arg_type {
