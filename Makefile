@@ -10,7 +10,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: building the eBPF programs, and booting Debian's kernel for the VM tests
 # (the kernel package itself is fetched by the tests with `apt-get download`, see tests/src/vm.rs).
 BUILD_PKGS := clang-19 llvm-19 libbpf-dev bpftool linux-libc-dev
-TEST_PKGS  := qemu-system-x86 busybox-static cpio iproute2
+TEST_PKGS  := qemu-system-x86 busybox-static cpio
 
 .PHONY: all deps test-deps build run test bench lint clean
 

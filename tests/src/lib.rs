@@ -18,6 +18,7 @@ use serde_json::Value;
 
 pub mod fixtures;
 pub mod kernels;
+pub mod netns;
 pub mod vm;
 
 /// The node name every test agent uses, so exec ids are predictable.

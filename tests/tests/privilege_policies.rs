@@ -1,28 +1,15 @@
 //! The shipped privilege policy (`rules/policies/observe-privilege-changes.yaml`) with real
-//! calls: `runuser` becoming root (setgid(0), setuid(0)), an unprivileged user creating a user
-//! namespace with `unshare -U`, and this test itself loading a BPF program, attaching to a child
-//! with ptrace and setting its own capability sets. Unprivileged `setpriv` dropping to nobody is
-//! not reported: only a change to root is.
+//! calls, made by this test's own processes so the scenario runs on the host and in the VM
+//! alike: a child becoming root (setgid(0), setuid(0)), a child dropping to nobody (not
+//! reported: only a change to root is) and then creating a user namespace, and the test itself
+//! loading a BPF program, attaching to a child with ptrace and setting its own capability sets.
 
 use std::process::Command;
 
 use serde_json::Value;
-use vigil_tests::{rules_dir, Agent, AgentRun};
+use vigil_tests::{netns::fork_and_wait, rules_dir, Agent, AgentRun};
 
 const POLICY: &str = "observe-privilege-changes";
-
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} (util-linux): {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The policy's events from `function`.
 fn events<'a>(run: &'a AgentRun, function: &str) -> Vec<&'a Value> {
@@ -33,29 +20,24 @@ fn events<'a>(run: &'a AgentRun, function: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn binaries(events: &[&Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["process"]["binary"].as_str().unwrap_or("").to_string())
-        .collect()
-}
-
 #[test]
 fn becoming_root_user_namespaces_bpf_loads_ptrace_and_capset_are_reported() {
     let policy = rules_dir().join(format!("{POLICY}.yaml"));
     let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
 
-    run("runuser", &["-u", "root", "--", "true"]);
-    run(
-        "setpriv",
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "unshare",
-            "-U",
-            "true",
-        ],
+    // SAFETY (both children): raw system calls, then _exit.
+    let (root_pid, root) =
+        fork_and_wait(|| unsafe { (libc::setgid(0) == 0 && libc::setuid(0) == 0) as i32 ^ 1 });
+    assert!(libc::WIFEXITED(root) && libc::WEXITSTATUS(root) == 0);
+    let (nobody_pid, nobody) = fork_and_wait(|| unsafe {
+        let ok = libc::setresgid(65534, 65534, 65534) == 0
+            && libc::setresuid(65534, 65534, 65534) == 0
+            && libc::unshare(libc::CLONE_NEWUSER) == 0;
+        ok as i32 ^ 1
+    });
+    assert!(
+        libc::WIFEXITED(nobody) && libc::WEXITSTATUS(nobody) == 0,
+        "an unprivileged user namespace: status {nobody:#x}"
     );
     // BPF_PROG_LOAD with no attributes: the kernel refuses it, after the call was made.
     // SAFETY: a raw system call with a null attribute pointer, which the kernel checks.
@@ -104,34 +86,25 @@ fn becoming_root_user_namespaces_bpf_loads_ptrace_and_capset_are_reported() {
     let run = agent.stop();
     let me = std::process::id();
 
+    let of = |evs: &[&Value], pid: i32| evs.iter().filter(|e| e["process"]["pid"] == pid).count();
     let setuid = events(&run, "sys_setuid");
-    assert!(
-        binaries(&setuid).iter().any(|b| b.ends_with("/runuser")),
-        "runuser's setuid(0): {setuid:#?}"
-    );
+    assert_eq!(of(&setuid, root_pid), 1, "setuid(0): {setuid:#?}");
     assert!(setuid.iter().all(|e| e["args"][0]["int_arg"] == 0));
     let setgid = events(&run, "sys_setgid");
-    assert!(
-        binaries(&setgid).iter().any(|b| b.ends_with("/runuser")),
-        "{setgid:#?}"
-    );
+    assert_eq!(of(&setgid, root_pid), 1, "setgid(0): {setgid:#?}");
     let setresuid = events(&run, "sys_setresuid");
-    assert!(
-        !binaries(&setresuid).iter().any(|b| b.ends_with("/setpriv")),
+    assert_eq!(
+        of(&setresuid, nobody_pid),
+        0,
         "dropping to nobody is not becoming root: {setresuid:#?}"
     );
     let unshare = events(&run, "sys_unshare");
     let ours: Vec<_> = unshare
         .iter()
-        .filter(|e| {
-            e["process"]["binary"]
-                .as_str()
-                .unwrap_or("")
-                .ends_with("/unshare")
-        })
+        .filter(|e| e["process"]["pid"] == nobody_pid)
         .collect();
     assert_eq!(ours.len(), 1, "{unshare:#?}");
-    assert_eq!(ours[0]["process"]["uid"], 65534, "an unprivileged user");
+    assert_eq!(ours[0]["args"][0]["int_arg"], libc::CLONE_NEWUSER);
     let bpf = events(&run, "sys_bpf");
     assert!(
         bpf.iter()

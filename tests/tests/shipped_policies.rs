@@ -54,6 +54,26 @@ fn shipped_policies_enforce_on_named_tools_and_leave_the_host_usable() {
         "{:#?}",
         run.stderr
     );
+    // Every shipped policy loads, on every kernel we test on.
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let name = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("name: "))
+                .unwrap()
+                .trim_matches('"');
+            assert!(
+                run.stderr
+                    .iter()
+                    .any(|l| l.contains(&format!("policy {name} loaded"))),
+                "{} did not load: {:#?}",
+                f.display(),
+                run.stderr
+            );
+        }
+    }
     let lsm = kernels::current().hooks.contains(&Hook::Lsm);
     for out in [&cat_shadow, &cat_passwd] {
         assert!(

@@ -15,7 +15,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 10] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -24,6 +24,8 @@ const SCENARIOS: [&str; 8] = [
     "hook_selectors",
     "sigma_detection",
     "exporters",
+    "network_policies",
+    "privilege_policies",
 ];
 
 /// The VM stage must stay under five minutes on our 2-core machines.
