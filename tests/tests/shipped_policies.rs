@@ -36,8 +36,17 @@ fn shipped_policies_enforce_on_named_tools_and_leave_the_host_usable() {
     // User lookups read /etc/passwd through glibc (or busybox) and must keep working.
     let id = run("id", &["-un"]);
     let ls = run("ls", &["-l", "/etc/passwd"]);
-    // Any binary opening /etc/shadow is reported by the observing policy.
+    // Any binary opening /etc/shadow is reported by the observing policy, and so is an SSH
+    // private key under any home directory.
     let own_read = std::fs::read("/etc/shadow");
+    let home = vigil_tests::TempDir::new("home");
+    let key = home.path().join(".ssh/id_ed25519");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    std::fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    let key_read = std::fs::read(&key);
+    let public_key = home.path().join(".ssh/id_ed25519.pub");
+    std::fs::write(&public_key, "ssh-ed25519 AAAA").unwrap();
+    let _ = std::fs::read(&public_key);
     let run = agent.stop();
 
     assert!(
@@ -115,6 +124,19 @@ fn shipped_policies_enforce_on_named_tools_and_leave_the_host_usable() {
     assert!(observed
         .iter()
         .all(|e| e["outcome"] == "posted" && e["action"] == "KPROBE_ACTION_POST"));
+    assert!(key_read.is_ok());
+    let key_path = vigil_tests::resolved(key.to_str().unwrap());
+    let keys = lsm_events(&run, "observe-secret-reads", &key_path);
+    assert!(
+        !keys.is_empty(),
+        "the private key's open is reported: {:#?}",
+        run.events
+    );
+    let public_path = vigil_tests::resolved(public_key.to_str().unwrap());
+    assert!(
+        lsm_events(&run, "observe-secret-reads", &public_path).is_empty(),
+        "a public key is no secret"
+    );
 }
 
 fn kprobe_events<'a>(run: &'a AgentRun, policy: &str) -> Vec<&'a Value> {
