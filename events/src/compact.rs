@@ -122,4 +122,75 @@ mod tests {
             "💥 exit    node-a /usr/bin/curl https://ebpf.io 3"
         );
     }
+
+    #[test]
+    fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
+        use crate::{Arg, ProcessPolicy, SockArg};
+        let sock = |state: &str, bytes: Option<(u64, u64)>| SockArg {
+            family: "AF_INET".into(),
+            sock_type: "SOCK_STREAM".into(),
+            protocol: "IPPROTO_TCP".into(),
+            saddr: "10.0.0.1".into(),
+            daddr: "10.0.0.2".into(),
+            sport: 43210,
+            dport: 443,
+            state: state.into(),
+            netns: 4026531840,
+            bytes_sent: bytes.map(|b| b.0),
+            bytes_received: bytes.map(|b| b.1),
+        };
+        let event = |function: &str, args: Vec<Arg>, ret: Option<Arg>| Event {
+            body: EventBody::ProcessKprobe(ProcessPolicy {
+                process: std::sync::Arc::new(proc("/usr/bin/curl", "")),
+                parent: None,
+                function_name: function.into(),
+                args,
+                return_arg: ret,
+                action: "KPROBE_ACTION_POST".into(),
+                policy_name: "p".into(),
+                message: String::new(),
+                tags: vec![],
+                outcome: "posted".into(),
+                ancestors: vec![],
+            }),
+            node_name: "node".into(),
+            time: "t".into(),
+        };
+        let connect = event(
+            "tcp_connect",
+            vec![Arg::SockArg(sock("TCP_SYN_SENT", None))],
+            None,
+        );
+        assert_eq!(
+            render(&connect),
+            "🔌 connect node /usr/bin/curl tcp 10.0.0.1:43210 -> 10.0.0.2:443 posted"
+        );
+        let close = event(
+            "tcp_close",
+            vec![Arg::SockArg(sock("TCP_ESTABLISHED", Some((1000, 300))))],
+            None,
+        );
+        assert_eq!(
+            render(&close),
+            "🧹 close   node /usr/bin/curl tcp 10.0.0.1:43210 -> 10.0.0.2:443 sent 1000 received 300 posted"
+        );
+        let listen = event(
+            "inet_csk_listen_start",
+            vec![Arg::SockArg(sock("TCP_CLOSE", None))],
+            None,
+        );
+        assert_eq!(
+            render(&listen),
+            "📬 listen  node /usr/bin/curl tcp 10.0.0.1:43210 posted"
+        );
+        let accept = event(
+            "inet_csk_accept",
+            vec![],
+            Some(Arg::SockArg(sock("TCP_ESTABLISHED", None))),
+        );
+        assert_eq!(
+            render(&accept),
+            "📥 accept  node /usr/bin/curl tcp 10.0.0.1:43210 -> 10.0.0.2:443 posted"
+        );
+    }
 }
