@@ -382,7 +382,7 @@ fn sock_arg(s: &abi::SockValue) -> SockArg {
     // Byte counts are reported once a connection carried data or is closing: a socket that is
     // connecting or listening has none to tell.
     let closing = s.protocol == 6
-        && (s.bytes_sent > 0 || s.bytes_received > 0 || matches!(s.state, 4..=9 | 11));
+        && (s.bytes_sent > 0 || s.bytes_received > 0 || matches!(s.state, 4 | 5 | 6 | 8 | 9 | 11));
     SockArg {
         family,
         sock_type,

@@ -64,12 +64,13 @@ struct SockStateLinks {
     syscalls: Vec<(&'static str, TracePointLinkId)>,
 }
 
-/// The system call programs that stand for TCP functions, and their tracepoints.
+/// The system call programs that stand for TCP functions, and their tracepoints (one program
+/// serves the three returns).
 const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 4] = [
     ("vigil_connect_enter", "sys_enter_connect"),
-    ("vigil_connect_exit", "sys_exit_connect"),
-    ("vigil_accept_exit", "sys_exit_accept"),
-    ("vigil_accept4_exit", "sys_exit_accept4"),
+    ("vigil_sock_syscall_exit", "sys_exit_connect"),
+    ("vigil_sock_syscall_exit", "sys_exit_accept"),
+    ("vigil_sock_syscall_exit", "sys_exit_accept4"),
 ];
 
 /// The syscall-enter programs of `hooks.bpf.c`, by the number of arguments they read.

@@ -307,23 +307,42 @@ struct syscall_exit_ctx {
 	__s64 ret;
 };
 
-SEC("tracepoint/syscalls/sys_exit_connect")
-int vigil_connect_exit(struct syscall_exit_ctx *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct connect_call *c = bpf_map_lookup_elem(&vigil_connect_calls, &id);
+/* The x86-64 numbers of the system calls the exit program below serves. */
+#define VIGIL_NR_CONNECT 42
+#define VIGIL_NR_ACCEPT 43
+#define VIGIL_NR_ACCEPT4 288
 
-	if (!c)
-		return 0;
-	struct connect_call call = *c;
-	bpf_map_delete_elem(&vigil_connect_calls, &id);
-	struct sock *sk = fd_sock(call.fd);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) == VIGIL_TCP_CLOSE &&
-	    ctx->ret != -VIGIL_ECONNREFUSED && ctx->ret != -VIGIL_ETIMEDOUT)
-		return 0; /* no SYN left: a bad address, a bound port in use, ... */
-	run_sock_hook(VIGIL_HOOK_KEY_SOCK_STATE | VIGIL_SOCK_STATE_CONNECT, sk, call.addr);
+/*
+ * One program for the returns from connect(), accept() and accept4(), attached to the three
+ * exit tracepoints: run_hook makes a program slow to verify, so there is one such program here
+ * rather than one per system call.
+ */
+SEC("tracepoint/syscalls/sys_exit_sock")
+int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
+{
+	if (ctx->nr == VIGIL_NR_CONNECT) {
+		__u64 id = bpf_get_current_pid_tgid();
+		struct connect_call *c = bpf_map_lookup_elem(&vigil_connect_calls, &id);
+
+		if (!c)
+			return 0;
+		struct connect_call call = *c;
+		bpf_map_delete_elem(&vigil_connect_calls, &id);
+		struct sock *sk = fd_sock(call.fd);
+		if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+			return 0;
+		if (BPF_CORE_READ(sk, __sk_common.skc_state) == VIGIL_TCP_CLOSE &&
+		    ctx->ret != -VIGIL_ECONNREFUSED && ctx->ret != -VIGIL_ETIMEDOUT)
+			return 0; /* no SYN left: a bad address, a bound port in use, ... */
+		run_sock_hook(VIGIL_HOOK_KEY_SOCK_STATE | VIGIL_SOCK_STATE_CONNECT, sk, call.addr);
+	} else if (ctx->nr == VIGIL_NR_ACCEPT || ctx->nr == VIGIL_NR_ACCEPT4) {
+		if (ctx->ret < 0)
+			return 0;
+		struct sock *sk = fd_sock(ctx->ret);
+		if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+			return 0;
+		run_sock_hook(VIGIL_HOOK_KEY_SOCK_STATE | VIGIL_SOCK_STATE_ACCEPT, sk, 0);
+	}
 	return 0;
 }
 
@@ -343,29 +362,4 @@ int BPF_PROG(vigil_sock_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	run_sock_hook(key, sk, 0);
 	return 0;
-}
-
-static __always_inline int accept_exit(struct syscall_exit_ctx *ctx)
-{
-	struct sock *sk;
-
-	if (ctx->ret < 0)
-		return 0;
-	sk = fd_sock(ctx->ret);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	run_sock_hook(VIGIL_HOOK_KEY_SOCK_STATE | VIGIL_SOCK_STATE_ACCEPT, sk, 0);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept")
-int vigil_accept_exit(struct syscall_exit_ctx *ctx)
-{
-	return accept_exit(ctx);
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int vigil_accept4_exit(struct syscall_exit_ctx *ctx)
-{
-	return accept_exit(ctx);
 }
