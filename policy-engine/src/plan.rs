@@ -141,7 +141,7 @@ const LSM_SYSCALLS: [(&str, &[&str]); 6] = [
 
 /// TCP functions and what stands for each where kprobes are not available, in the calling
 /// process's context.
-pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 4] = [
+pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 5] = [
     (
         "tcp_connect",
         "the return from connect() on a TCP socket that sent its SYN, tracepoint syscalls/sys_exit_connect",
@@ -153,6 +153,10 @@ pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 4] = [
     (
         "inet_csk_listen_start",
         "the TCP state change to LISTEN in listen(), BTF tracepoint sock/inet_sock_set_state",
+    ),
+    (
+        "udp_sendmsg",
+        "the return from sendto(), sendmsg() or sendmmsg() that sent on a UDP socket, tracepoints syscalls/sys_exit_send*",
     ),
     (
         "inet_csk_accept",
@@ -234,7 +238,17 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
         let stands_in = SOCK_STATE_FUNCTIONS
             .iter()
             .any(|(f, _)| *f == k.call && (*f == "inet_csk_accept") == k.r#return);
-        let mechanism = if caps.kprobe && k.r#return {
+        let mechanism = if caps.tracepoint && stands_in && k.call == "udp_sendmsg" {
+            // Its kprobe sees an unconnected socket without the destination, which only the
+            // system call knows: the stand-in is better everywhere.
+            match k.args.iter().find(|a| a.index != 0 && a.index != 2) {
+                Some(a) => Err(format!(
+                    "udp_sendmsg is served by the return from the send system calls, which carries the socket (argument 0) and the bytes sent (argument 2): argument {} cannot be read",
+                    a.index
+                )),
+                None => Ok((Mechanism::SockState(k.call.clone()), None)),
+            }
+        } else if caps.kprobe && k.r#return {
             Ok((Mechanism::Kretprobe(k.call.clone()), None))
         } else if caps.kprobe {
             Ok((Mechanism::Kprobe(k.call.clone()), None))
@@ -249,10 +263,18 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
                 Some("neither kprobes nor fentry are available".to_string()),
             ))
         } else if caps.tracepoint && stands_in {
-            match k.args.iter().find(|a| a.index != 0) {
+            // udp_sendmsg's stand-in also knows the bytes sent, its third argument.
+            let readable: &[u32] = if k.call == "udp_sendmsg" {
+                &[0, 2]
+            } else {
+                &[0]
+            };
+            match k.args.iter().find(|a| !readable.contains(&a.index)) {
                 Some(a) => Err(format!(
-                    "{} is served here without kprobes or fentry, by what stands for it, which carries only the socket: argument {} cannot be read; read argument 0 only",
-                    k.call, a.index
+                    "{} is served here without kprobes or fentry, by what stands for it, which carries only the socket{}: argument {} cannot be read",
+                    k.call,
+                    if readable.len() > 1 { " and the bytes sent (argument 2)" } else { " (argument 0)" },
+                    a.index
                 )),
                 None => Ok((
                     Mechanism::SockState(k.call.clone()),
@@ -261,7 +283,7 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
             }
         } else {
             Err(format!(
-                "{}{} needs a kprobe, and this kernel allows none; only system calls (`syscall: true`), the entry of tcp_connect, tcp_close and inet_csk_listen_start and the return of inet_csk_accept fall back to tracepoints",
+                "{}{} needs a kprobe, and this kernel allows none; only system calls (`syscall: true`), the entry of tcp_connect, tcp_close, inet_csk_listen_start and udp_sendmsg and the return of inet_csk_accept fall back to tracepoints",
                 k.call,
                 if k.r#return { "'s return" } else { "" }
             ))

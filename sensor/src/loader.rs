@@ -66,11 +66,17 @@ struct SockStateLinks {
 
 /// The system call programs that stand for TCP functions, and their tracepoints (one program
 /// serves the three returns).
-const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 4] = [
+const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 10] = [
     ("vigil_connect_enter", "sys_enter_connect"),
+    ("vigil_connect_enter", "sys_enter_sendmsg"),
+    ("vigil_connect_enter", "sys_enter_sendmmsg"),
+    ("vigil_sendto_enter", "sys_enter_sendto"),
     ("vigil_sock_syscall_exit", "sys_exit_connect"),
     ("vigil_sock_syscall_exit", "sys_exit_accept"),
     ("vigil_sock_syscall_exit", "sys_exit_accept4"),
+    ("vigil_sock_syscall_exit", "sys_exit_sendto"),
+    ("vigil_sock_syscall_exit", "sys_exit_sendmsg"),
+    ("vigil_sock_syscall_exit", "sys_exit_sendmmsg"),
 ];
 
 /// The syscall-enter programs of `hooks.bpf.c`, by the number of arguments they read.
@@ -240,7 +246,7 @@ impl ProcessSensor {
         })?;
         let mut syscalls = Vec::new();
         for (program, tracepoint) in SOCK_SYSCALL_PROGRAMS {
-            let hook = "syscalls/sys_*_connect, sys_exit_accept*";
+            let hook = "syscalls/sys_*_connect, sys_exit_accept*, sys_*_send*";
             let attached = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)
                 .and_then(|prog| {
                     prog.attach("syscalls", tracepoint)

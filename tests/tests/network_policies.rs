@@ -189,3 +189,54 @@ fn a_connect_outside_the_private_ranges_is_killed() {
         public.addr.to_string()
     );
 }
+
+#[test]
+fn udp_sends_are_reported_with_their_destination_and_length() {
+    let ns = NetNs::create(Ipv4Addr::new(10, 205, 0, 1));
+    let addr = ns.addr;
+    let policy = rules_dir().join("observe-udp-sends.yaml");
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let (receiver, unconnected, connected) = ns.run_inside(move || {
+        let receiver = std::net::UdpSocket::bind((addr, 0)).unwrap();
+        let to = receiver.local_addr().unwrap();
+        // An unconnected socket names the destination in the call; a connected one does not.
+        let unconnected = std::net::UdpSocket::bind((addr, 0)).unwrap();
+        unconnected.send_to(&[b'q'; 33], to).unwrap();
+        let connected = std::net::UdpSocket::bind((addr, 0)).unwrap();
+        connected.connect(to).unwrap();
+        connected.send(&[b'r'; 44]).unwrap();
+        (receiver, unconnected, connected)
+    });
+    let port = receiver.local_addr().unwrap().port();
+    // To loopback, in the test's own namespace: filtered in the kernel.
+    let local = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    local
+        .send_to(b"local", local.local_addr().unwrap())
+        .unwrap();
+    let run = agent.stop();
+
+    let pid = std::process::id();
+    let sends: Vec<&Value> = run
+        .events
+        .iter()
+        .filter_map(|e| e.get("process_kprobe"))
+        .filter(|e| {
+            e["policy_name"] == "observe-udp-sends"
+                && e["function_name"] == "udp_sendmsg"
+                && e["process"]["pid"] == pid
+        })
+        .collect();
+    assert_eq!(sends.len(), 2, "loopback filtered: {sends:#?}");
+    for (e, from, len) in [
+        (sends[0], unconnected.local_addr().unwrap().port(), 33),
+        (sends[1], connected.local_addr().unwrap().port(), 44),
+    ] {
+        let s = &e["args"][0]["sock_arg"];
+        assert_eq!(s["protocol"], "IPPROTO_UDP");
+        assert_eq!(s["sport"], from);
+        assert_eq!(s["daddr"], addr.to_string());
+        assert_eq!(s["dport"], port);
+        assert_eq!(s["netns"], ns.inode);
+        assert_eq!(e["args"][1]["int_arg"], len);
+    }
+}

@@ -16,6 +16,8 @@ pub const SOCK_STATE_CLOSE: u64 = 2;
 pub const SOCK_STATE_LISTEN: u64 = 3;
 /// `VIGIL_SOCK_STATE_ACCEPT`: inet_csk_accept's return.
 pub const SOCK_STATE_ACCEPT: u64 = 4;
+/// `VIGIL_SOCK_STATE_UDP_SEND`: udp_sendmsg.
+pub const SOCK_STATE_UDP_SEND: u64 = 5;
 /// `VIGIL_HOOK_KEY_RETURN`: with a function's address, the key of a hook on its return.
 pub const HOOK_KEY_RETURN: u64 = 1 << 61;
 

@@ -246,8 +246,9 @@ SYSCALL_ENTER(6)
 #define VIGIL_ETIMEDOUT 110
 
 /* Runs the hook `key` names, if a policy asked for it, with `sk` as its first argument;
- * `connect_addr` is connect()'s sockaddr, or 0. */
-static __always_inline void run_sock_hook(__u64 key, struct sock *sk, __u64 connect_addr)
+ * `connect_addr` is the call's destination sockaddr (connect(), an unconnected send), or 0. */
+static __always_inline void run_sock_hook(__u64 key, struct sock *sk, __u64 connect_addr,
+					  __u64 len)
 {
 	struct vigil_hook_config *cfg = bpf_map_lookup_elem(&vigil_hooks, &key);
 	struct hook_eval *e = hook_eval();
@@ -257,6 +258,7 @@ static __always_inline void run_sock_hook(__u64 key, struct sock *sk, __u64 conn
 	e->regs[0] = (__u64)sk;
 	for (int i = 1; i < 6; i++)
 		e->regs[i] = 0;
+	e->regs[2] = len; /* udp_sendmsg's third argument: the bytes sent */
 	e->connect_addr = connect_addr;
 	run_hook(e, cfg);
 }
@@ -274,6 +276,8 @@ static __always_inline void run_sock_hook(__u64 key, struct sock *sk, __u64 conn
  *   LAST_ACK (close() or shutdown()).
  * - inet_csk_accept's return: the return from accept() or accept4() with a TCP socket, the new
  *   descriptor resolved to it.
+ * - udp_sendmsg: the return from sendto(), sendmsg() or sendmmsg() that sent on a UDP socket;
+ *   an unconnected socket's destination is the call's.
  */
 struct connect_call {
 	__s64 fd;
@@ -287,15 +291,46 @@ struct {
 	__type(value, struct connect_call);
 } vigil_connect_calls SEC(".maps");
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int vigil_connect_enter(struct syscall_enter_ctx *ctx)
+/* The x86-64 numbers of the system calls the programs below serve. */
+#define VIGIL_NR_SENDTO 44
+#define VIGIL_NR_SENDMSG 46
+#define VIGIL_NR_CONNECT 42
+#define VIGIL_NR_ACCEPT 43
+#define VIGIL_NR_ACCEPT4 288
+#define VIGIL_NR_SENDMMSG 307
+
+/* Keeps the descriptor and destination of a call whose return a hook reads. */
+static __always_inline void keep_call(__u64 code, __s64 fd, __u64 addr)
 {
-	__u64 key = VIGIL_HOOK_KEY_SOCK_STATE | VIGIL_SOCK_STATE_CONNECT;
+	__u64 key = VIGIL_HOOK_KEY_SOCK_STATE | code;
 	__u64 id = bpf_get_current_pid_tgid();
-	struct connect_call call = { .fd = (__s64)ctx->args[0], .addr = ctx->args[1] };
+	struct connect_call call = { .fd = fd, .addr = addr };
 
 	if (bpf_map_lookup_elem(&vigil_hooks, &key))
 		bpf_map_update_elem(&vigil_connect_calls, &id, &call, BPF_ANY);
+}
+
+/* connect(fd, addr, len), sendmsg(fd, msg, flags) and sendmmsg(fd, msgvec, n, flags): the
+ * destination of a message is its msghdr's msg_name (the first message's, for sendmmsg). */
+SEC("tracepoint/syscalls/sys_enter_connect")
+int vigil_connect_enter(struct syscall_enter_ctx *ctx)
+{
+	if (ctx->nr == VIGIL_NR_CONNECT) {
+		keep_call(VIGIL_SOCK_STATE_CONNECT, (__s64)ctx->args[0], ctx->args[1]);
+	} else {
+		struct user_msghdr msg = {};
+
+		bpf_probe_read_user(&msg, sizeof(msg), (void *)ctx->args[1]);
+		keep_call(VIGIL_SOCK_STATE_UDP_SEND, (__s64)ctx->args[0], (__u64)msg.msg_name);
+	}
+	return 0;
+}
+
+/* sendto(fd, buf, len, flags, addr, addrlen). */
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int vigil_sendto_enter(struct syscall_enter_ctx *ctx)
+{
+	keep_call(VIGIL_SOCK_STATE_UDP_SEND, (__s64)ctx->args[0], ctx->args[4]);
 	return 0;
 }
 
@@ -307,42 +342,52 @@ struct syscall_exit_ctx {
 	__s64 ret;
 };
 
-/* The x86-64 numbers of the system calls the exit program below serves. */
-#define VIGIL_NR_CONNECT 42
-#define VIGIL_NR_ACCEPT 43
-#define VIGIL_NR_ACCEPT4 288
 
 /*
- * One program for the returns from connect(), accept() and accept4(), attached to the three
- * exit tracepoints: run_hook makes a program slow to verify, so there is one such program here
- * rather than one per system call.
+ * One program for the returns from connect(), accept(), accept4(), sendto(), sendmsg() and
+ * sendmmsg(), attached to their exit tracepoints: run_hook makes a program slow to verify, so
+ * there is one such program here rather than one per system call.
  */
 SEC("tracepoint/syscalls/sys_exit_sock")
 int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 {
-	if (ctx->nr == VIGIL_NR_CONNECT) {
+	__u64 code, addr = 0, len = 0;
+	__s64 fd = ctx->ret;
+	int protocol = IPPROTO_TCP;
+
+	if (ctx->nr == VIGIL_NR_ACCEPT || ctx->nr == VIGIL_NR_ACCEPT4) {
+		if (ctx->ret < 0)
+			return 0;
+		code = VIGIL_SOCK_STATE_ACCEPT;
+	} else {
+		/* connect() and the sends: the descriptor and destination kept at entry. */
 		__u64 id = bpf_get_current_pid_tgid();
 		struct connect_call *c = bpf_map_lookup_elem(&vigil_connect_calls, &id);
 
 		if (!c)
 			return 0;
-		struct connect_call call = *c;
+		fd = c->fd;
+		addr = c->addr;
 		bpf_map_delete_elem(&vigil_connect_calls, &id);
-		struct sock *sk = fd_sock(call.fd);
-		if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-			return 0;
-		if (BPF_CORE_READ(sk, __sk_common.skc_state) == VIGIL_TCP_CLOSE &&
-		    ctx->ret != -VIGIL_ECONNREFUSED && ctx->ret != -VIGIL_ETIMEDOUT)
-			return 0; /* no SYN left: a bad address, a bound port in use, ... */
-		run_sock_hook(VIGIL_HOOK_KEY_SOCK_STATE | VIGIL_SOCK_STATE_CONNECT, sk, call.addr);
-	} else if (ctx->nr == VIGIL_NR_ACCEPT || ctx->nr == VIGIL_NR_ACCEPT4) {
-		if (ctx->ret < 0)
-			return 0;
-		struct sock *sk = fd_sock(ctx->ret);
-		if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-			return 0;
-		run_sock_hook(VIGIL_HOOK_KEY_SOCK_STATE | VIGIL_SOCK_STATE_ACCEPT, sk, 0);
+		if (ctx->nr == VIGIL_NR_CONNECT) {
+			code = VIGIL_SOCK_STATE_CONNECT;
+		} else {
+			if (ctx->ret < 0)
+				return 0;
+			code = VIGIL_SOCK_STATE_UDP_SEND;
+			protocol = IPPROTO_UDP;
+			/* sendmmsg returns the messages sent, the others the bytes. */
+			len = ctx->nr == VIGIL_NR_SENDMMSG ? 0 : ctx->ret;
+		}
 	}
+	struct sock *sk = fd_sock(fd);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != protocol)
+		return 0;
+	if (code == VIGIL_SOCK_STATE_CONNECT &&
+	    BPF_CORE_READ(sk, __sk_common.skc_state) == VIGIL_TCP_CLOSE &&
+	    ctx->ret != -VIGIL_ECONNREFUSED && ctx->ret != -VIGIL_ETIMEDOUT)
+		return 0; /* no SYN left: a bad address, a bound port in use, ... */
+	run_sock_hook(VIGIL_HOOK_KEY_SOCK_STATE | code, sk, addr, len);
 	return 0;
 }
 
@@ -360,6 +405,6 @@ int BPF_PROG(vigil_sock_state, struct sock *sk, int oldstate, int newstate)
 		key |= VIGIL_SOCK_STATE_CLOSE;
 	else
 		return 0;
-	run_sock_hook(key, sk, 0);
+	run_sock_hook(key, sk, 0, 0);
 	return 0;
 }

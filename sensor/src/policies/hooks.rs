@@ -62,8 +62,16 @@ pub(super) fn hook_keys(
         "tcp_close" if !h.returns => Some(abi::SOCK_STATE_CLOSE),
         "inet_csk_listen_start" if !h.returns => Some(abi::SOCK_STATE_LISTEN),
         "inet_csk_accept" if h.returns => Some(abi::SOCK_STATE_ACCEPT),
+        "udp_sendmsg" if !h.returns => Some(abi::SOCK_STATE_UDP_SEND),
         _ => None,
     };
+    // udp_sendmsg is served by its stand-in on every kernel (see the plan).
+    if let (Some(code), true) = (sock_state, h.call == "udp_sendmsg") {
+        return Ok((
+            vec![abi::HOOK_KEY_SOCK_STATE | code],
+            AttachTarget::SockState(h.call.clone()),
+        ));
+    }
     if caps.kprobe {
         let candidates =
             vigil_policy_engine::kernel::kprobe_function_candidates(&h.call, h.syscall);

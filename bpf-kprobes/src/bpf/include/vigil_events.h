@@ -211,6 +211,7 @@ enum vigil_sock_state_hook {
 	VIGIL_SOCK_STATE_CLOSE = 2,   /* tcp_close: ESTABLISHED -> FIN_WAIT1, CLOSE_WAIT -> LAST_ACK */
 	VIGIL_SOCK_STATE_LISTEN = 3,  /* inet_csk_listen_start: -> LISTEN */
 	VIGIL_SOCK_STATE_ACCEPT = 4,  /* inet_csk_accept's return: the return from accept() */
+	VIGIL_SOCK_STATE_UDP_SEND = 5, /* udp_sendmsg: the return from sendto/sendmsg/sendmmsg */
 };
 /* With a function's address: the key of a hook on its return (a kretprobe). */
 #define VIGIL_HOOK_KEY_RETURN (1ull << 61)
