@@ -8,7 +8,9 @@ pub fn render(event: &Event) -> String {
     match &event.body {
         EventBody::ProcessExec(e) => line("🚀", "process", &event.node_name, &e.process, ""),
         EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => {
+            let dns = e.args.iter().any(|a| matches!(a, crate::Arg::DnsArg(_)));
             let (emoji, verb) = match e.function_name.as_str() {
+                _ if dns => ("🔎", "dns"),
                 f if f.contains("file_open") => ("📬", "open"),
                 f if f.contains("listen") => ("📬", "listen"),
                 f if f.contains("accept") => ("📥", "accept"),
@@ -23,6 +25,15 @@ pub fn render(event: &Event) -> String {
                 crate::Arg::FileArg(f) | crate::Arg::PathArg(f) => f.path.clone(),
                 crate::Arg::StringArg(s) | crate::Arg::BytesArg(s) => format!("{s:?}"),
                 crate::Arg::SockaddrArg(s) => format!("{} {}:{}", s.family, s.addr, s.port),
+                crate::Arg::DnsArg(d) if d.response => {
+                    let mut out = format!("answer {} {} {}", d.qtype, d.query, d.rcode);
+                    if !d.answers.is_empty() {
+                        out.push(' ');
+                        out.push_str(&d.answers.join(","));
+                    }
+                    out
+                }
+                crate::Arg::DnsArg(d) => format!("query {} {}", d.qtype, d.query),
                 crate::Arg::IntArg(i) => i.to_string(),
                 crate::Arg::SizeArg(u) => u.to_string(),
                 crate::Arg::SockArg(s) => {

@@ -194,6 +194,8 @@ pub enum Arg {
     BytesArg(String),
     /// A socket address.
     SockaddrArg(SockaddrArg),
+    /// A DNS message a process sent or received (vigil's addition).
+    DnsArg(crate::dns::DnsArg),
 }
 
 /// `sockaddr_arg`.

@@ -19,6 +19,7 @@
 
 pub mod caps;
 pub mod compact;
+pub mod dns;
 mod encoded;
 mod event;
 mod exec_id;

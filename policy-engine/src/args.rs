@@ -24,10 +24,12 @@ pub enum ArgClass {
     Sock,
     /// A socket address (`sockaddr`): address, port, family.
     Sockaddr,
+    /// A DNS message (`dns`, vigil's): decoded by the agent, not compared in the kernel.
+    Dns,
 }
 
 /// Argument types vigil reads, with their class.
-pub const ARG_TYPES: [(&str, ArgClass); 20] = [
+pub const ARG_TYPES: [(&str, ArgClass); 21] = [
     (
         "int",
         ArgClass::Int {
@@ -126,6 +128,7 @@ pub const ARG_TYPES: [(&str, ArgClass); 20] = [
     ("fd", ArgClass::Path),
     ("sock", ArgClass::Sock),
     ("sockaddr", ArgClass::Sockaddr),
+    ("dns", ArgClass::Dns),
 ];
 
 /// The class of an argument type, if vigil reads it.

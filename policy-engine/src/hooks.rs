@@ -46,6 +46,8 @@ pub enum HookArgKind {
     Path,
     /// A descriptor, reported as its file's path.
     Fd,
+    /// The datagram of udp_sendmsg or udp_recvmsg, decoded as a DNS message.
+    Dns,
 }
 
 impl HookArgKind {
@@ -58,6 +60,7 @@ impl HookArgKind {
                 | HookArgKind::File
                 | HookArgKind::Path
                 | HookArgKind::Fd
+                | HookArgKind::Dns
         )
     }
 }
@@ -287,6 +290,20 @@ pub fn generic_hook(
                 }
             },
             (_, "fd") => HookArgKind::Fd,
+            (Some(ArgClass::Dns), _)
+                if matches!(k.call.as_str(), "udp_sendmsg" | "udp_recvmsg")
+                    && a.index == 1
+                    && !k.r#return =>
+            {
+                HookArgKind::Dns
+            }
+            (Some(ArgClass::Dns), _) => {
+                return Err(err(
+                    apath,
+                    "a `dns` argument is the datagram of udp_sendmsg or udp_recvmsg: declare it with index 1 of one of them"
+                        .into(),
+                ))
+            }
             (_, "file") if !k.syscall => HookArgKind::File,
             (_, "path") if !k.syscall => HookArgKind::Path,
             (_, t) => {

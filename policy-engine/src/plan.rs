@@ -141,7 +141,7 @@ const LSM_SYSCALLS: [(&str, &[&str]); 6] = [
 
 /// TCP functions and what stands for each where kprobes are not available, in the calling
 /// process's context.
-pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 5] = [
+pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 6] = [
     (
         "tcp_connect",
         "the return from connect() on a TCP socket that sent its SYN, tracepoint syscalls/sys_exit_connect",
@@ -157,6 +157,10 @@ pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 5] = [
     (
         "udp_sendmsg",
         "the return from sendto(), sendmsg() or sendmmsg() that sent on a UDP socket, tracepoints syscalls/sys_exit_send*",
+    ),
+    (
+        "udp_recvmsg",
+        "the return from recvfrom(), recvmsg() or recvmmsg() that received on a UDP socket, tracepoints syscalls/sys_exit_recv*",
     ),
     (
         "inet_csk_accept",
@@ -238,26 +242,25 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
         let stands_in = SOCK_STATE_FUNCTIONS
             .iter()
             .any(|(f, _)| *f == k.call && (*f == "inet_csk_accept") == k.r#return);
-        // A stand-in carries the socket, and udp_sendmsg's also the bytes sent (argument 2).
+        // A stand-in carries the socket, and the UDP functions' also the datagram (argument 1,
+        // as `dns`) and its length (argument 2).
+        let udp = matches!(k.call.as_str(), "udp_sendmsg" | "udp_recvmsg");
         let stand_in = |fallback: Option<String>| {
-            let readable: &[u32] = if k.call == "udp_sendmsg" {
-                &[0, 2]
-            } else {
-                &[0]
-            };
+            let readable: &[u32] = if udp { &[0, 1, 2] } else { &[0] };
             match k.args.iter().find(|a| !readable.contains(&a.index)) {
                 Some(a) => Err(format!(
                     "{} is served by what stands for it, which carries only the socket{}: argument {} cannot be read",
                     k.call,
-                    if readable.len() > 1 { " and the bytes sent (argument 2)" } else { " (argument 0)" },
+                    if udp { ", the datagram (argument 1) and its length (argument 2)" } else { " (argument 0)" },
                     a.index
                 )),
                 None => Ok((Mechanism::SockState(k.call.clone()), fallback)),
             }
         };
-        let mechanism = if caps.tracepoint && stands_in && k.call == "udp_sendmsg" {
-            // Its kprobe sees an unconnected socket without the destination, which only the
-            // system call knows: the stand-in is better everywhere.
+        let mechanism = if caps.tracepoint && stands_in && udp {
+            // Their kprobes see an unconnected socket without its peer, which only the system
+            // call knows, and the datagram inside the kernel's iterators: the stand-in is
+            // better everywhere.
             stand_in(None)
         } else if caps.kprobe && k.r#return {
             Ok((Mechanism::Kretprobe(k.call.clone()), None))
@@ -277,7 +280,7 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
             stand_in(Some("neither kprobes nor fentry are available".to_string()))
         } else {
             Err(format!(
-                "{}{} needs a kprobe, and this kernel allows none; only system calls (`syscall: true`), the entry of tcp_connect, tcp_close, inet_csk_listen_start and udp_sendmsg and the return of inet_csk_accept fall back to tracepoints",
+                "{}{} needs a kprobe, and this kernel allows none; only system calls (`syscall: true`), the entry of tcp_connect, tcp_close, inet_csk_listen_start, udp_sendmsg and udp_recvmsg and the return of inet_csk_accept fall back to tracepoints",
                 k.call,
                 if k.r#return { "'s return" } else { "" }
             ))

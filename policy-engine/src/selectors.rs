@@ -75,6 +75,7 @@ fn ops_for(class: ArgClass) -> &'static [&'static str] {
         ArgClass::Text | ArgClass::Path => &TEXT_OPS,
         ArgClass::Sock => &SOCK_OPS,
         ArgClass::Sockaddr => &SOCKADDR_OPS,
+        ArgClass::Dns => &[],
     }
 }
 
@@ -277,6 +278,14 @@ fn check_values(c: &mut Checker, fpath: &str, n: usize) {
 fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass, type_name: &str) {
     let op = f.operator.as_str();
     let allowed = ops_for(class);
+    if class == ArgClass::Dns {
+        c.value(
+            &format!("{fpath}.index"),
+            "a `dns` argument is decoded by the agent, not compared in the kernel",
+            "select DNS traffic on the `sock` argument (DPort 53) and match query names in Sigma rules or export filters",
+        );
+        return;
+    }
     if UNSUPPORTED_OPS.contains(&op) {
         c.value(
             &format!("{fpath}.operator"),

@@ -331,6 +331,8 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
             }
         }
         HookArgKind::Sock => Arg::SockArg(sock_arg(&raw.sock())),
+        // The kernel sets the value when the datagram was longer than the bytes it copied.
+        HookArgKind::Dns => Arg::DnsArg(vigil_events::dns::DnsArg::decode(text, raw.int() != 0)),
     }
 }
 

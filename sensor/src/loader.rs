@@ -46,15 +46,30 @@ pub enum LoadError {
     },
 }
 
-/// An attachment of a generic hook program.
+/// One hook's use of a generic hook program's attachment. Hooks of several policies on the
+/// same function share one attachment (the program runs each hook on its attach point), since
+/// two would run them all twice per call.
 #[derive(Debug)]
 pub enum HookLink {
-    /// The kprobe or kretprobe program (by name) on one function.
-    Kprobe(&'static str, KProbeLinkId),
-    /// A syscall program (by name) on one enter tracepoint.
-    Tracepoint(&'static str, TracePointLinkId),
+    /// The program attached to a kprobe, kretprobe or tracepoint, by attach point.
+    Shared(AttachPoint),
     /// One user of the TCP state program (attached while it has users).
     SockState,
+}
+
+/// Where a generic hook program is attached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AttachPoint {
+    /// A kprobe (`ret`: kretprobe) on a function.
+    Kprobe { function: String, ret: bool },
+    /// A system call's enter tracepoint.
+    SyscallEnter(String),
+}
+
+#[derive(Debug)]
+enum SharedLinkId {
+    Kprobe(&'static str, KProbeLinkId),
+    Tracepoint(&'static str, TracePointLinkId),
 }
 
 /// The links of the programs that stand for TCP functions without kprobes.
@@ -66,17 +81,23 @@ struct SockStateLinks {
 
 /// The system call programs that stand for TCP functions, and their tracepoints (one program
 /// serves the three returns).
-const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 10] = [
+const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 16] = [
     ("vigil_connect_enter", "sys_enter_connect"),
     ("vigil_connect_enter", "sys_enter_sendmsg"),
     ("vigil_connect_enter", "sys_enter_sendmmsg"),
+    ("vigil_connect_enter", "sys_enter_recvmsg"),
+    ("vigil_connect_enter", "sys_enter_recvmmsg"),
     ("vigil_sendto_enter", "sys_enter_sendto"),
+    ("vigil_sendto_enter", "sys_enter_recvfrom"),
     ("vigil_sock_syscall_exit", "sys_exit_connect"),
     ("vigil_sock_syscall_exit", "sys_exit_accept"),
     ("vigil_sock_syscall_exit", "sys_exit_accept4"),
     ("vigil_sock_syscall_exit", "sys_exit_sendto"),
     ("vigil_sock_syscall_exit", "sys_exit_sendmsg"),
     ("vigil_sock_syscall_exit", "sys_exit_sendmmsg"),
+    ("vigil_sock_syscall_exit", "sys_exit_recvfrom"),
+    ("vigil_sock_syscall_exit", "sys_exit_recvmsg"),
+    ("vigil_sock_syscall_exit", "sys_exit_recvmmsg"),
 ];
 
 /// The syscall-enter programs of `hooks.bpf.c`, by the number of arguments they read.
@@ -129,6 +150,8 @@ pub struct ProcessSensor {
     /// The TCP programs' links and how many hooks use them: one attachment serves them all
     /// (each finds its own description by key), since two would run them twice per call.
     sock_state: Option<(SockStateLinks, usize)>,
+    /// The kprobe and tracepoint attachments and how many hooks use each.
+    shared: std::collections::HashMap<AttachPoint, (SharedLinkId, usize)>,
 }
 
 impl ProcessSensor {
@@ -180,6 +203,7 @@ impl ProcessSensor {
             btf,
             drops,
             sock_state: None,
+            shared: Default::default(),
         })
     }
 
@@ -188,9 +212,16 @@ impl ProcessSensor {
         &mut self.ebpf
     }
 
-    /// Attaches the generic hook program to a kernel function (loading it on first use).
-    /// (`ret`: to its return, the kretprobe program).
+    /// Attaches the generic hook program to a kernel function (loading it on first use), or
+    /// counts one more user of its attachment. (`ret`: to its return, the kretprobe program).
     pub fn attach_kprobe(&mut self, function: &str, ret: bool) -> Result<HookLink, LoadError> {
+        let point = AttachPoint::Kprobe {
+            function: function.to_string(),
+            ret,
+        };
+        if self.share(&point) {
+            return Ok(HookLink::Shared(point));
+        }
         let (program, hook) = if ret {
             ("vigil_kretprobe", "kretprobe")
         } else {
@@ -204,17 +235,31 @@ impl ProcessSensor {
                 hook,
                 source,
             })?;
-        Ok(HookLink::Kprobe(program, link))
+        self.shared
+            .insert(point.clone(), (SharedLinkId::Kprobe(program, link), 1));
+        Ok(HookLink::Shared(point))
     }
 
     /// Attaches the generic syscall program that reads `arity` arguments to
-    /// `syscalls/<tracepoint>`.
+    /// `syscalls/<tracepoint>`, or counts one more user of that attachment. A hook that reads
+    /// more arguments than the attached program moves the tracepoint to the program that reads
+    /// them (attached before the other is detached: no call goes unseen).
     pub fn attach_syscall_enter(
         &mut self,
         tracepoint: &str,
         arity: usize,
     ) -> Result<HookLink, LoadError> {
+        let point = AttachPoint::SyscallEnter(tracepoint.to_string());
         let program = SYSCALL_ENTER_PROGRAMS[arity.clamp(1, 6) - 1];
+        let reads = |p: &str| SYSCALL_ENTER_PROGRAMS.iter().position(|q| *q == p);
+        let attached = match self.shared.get(&point) {
+            Some((SharedLinkId::Tracepoint(p, _), _)) => reads(p),
+            _ => None,
+        };
+        if attached.is_some_and(|a| a >= arity.clamp(1, 6) - 1) {
+            self.share(&point);
+            return Ok(HookLink::Shared(point));
+        }
         let hook = "syscalls/sys_enter_*";
         let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
         let link = prog
@@ -224,7 +269,29 @@ impl ProcessSensor {
                 hook,
                 source,
             })?;
-        Ok(HookLink::Tracepoint(program, link))
+        let users = match self.shared.remove(&point) {
+            Some((old, users)) => {
+                self.detach_shared(old);
+                users + 1
+            }
+            None => 1,
+        };
+        self.shared.insert(
+            point.clone(),
+            (SharedLinkId::Tracepoint(program, link), users),
+        );
+        Ok(HookLink::Shared(point))
+    }
+
+    /// Counts one more user of an existing attachment.
+    fn share(&mut self, point: &AttachPoint) -> bool {
+        match self.shared.get_mut(point) {
+            Some((_, users)) => {
+                *users += 1;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Attaches the programs that stand for TCP functions for one more hook (loading and
@@ -246,7 +313,7 @@ impl ProcessSensor {
         })?;
         let mut syscalls = Vec::new();
         for (program, tracepoint) in SOCK_SYSCALL_PROGRAMS {
-            let hook = "syscalls/sys_*_connect, sys_exit_accept*, sys_*_send*";
+            let hook = "syscalls/sys_*_connect, sys_exit_accept*, sys_*_send*, sys_*_recv*";
             let attached = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)
                 .and_then(|prog| {
                     prog.attach("syscalls", tracepoint)
@@ -287,33 +354,45 @@ impl ProcessSensor {
         }
     }
 
-    /// Detaches one generic hook link.
-    pub fn detach_hook(&mut self, link: HookLink) {
-        let _ = match link {
-            HookLink::Kprobe(program, id) => self
+    fn detach_shared(&mut self, id: SharedLinkId) {
+        let _ = match id {
+            SharedLinkId::Kprobe(program, id) => self
                 .ebpf
                 .program_mut(program)
                 .and_then(|p| <&mut KProbe>::try_from(p).ok())
                 .map(|p| p.detach(id)),
-            HookLink::Tracepoint(program, id) => self
+            SharedLinkId::Tracepoint(program, id) => self
                 .ebpf
                 .program_mut(program)
                 .and_then(|p| <&mut TracePoint>::try_from(p).ok())
                 .map(|p| p.detach(id)),
-            HookLink::SockState => {
-                let last = match self.sock_state.as_mut() {
-                    Some((_, users)) => {
-                        *users = users.saturating_sub(1);
-                        *users == 0
-                    }
-                    None => false,
-                };
-                if let Some((links, _)) = self.sock_state.take_if(|_| last) {
-                    self.detach_sock_state_links(links);
-                }
-                None
-            }
         };
+    }
+
+    /// Detaches one generic hook link.
+    pub fn detach_hook(&mut self, link: HookLink) {
+        match link {
+            HookLink::Shared(point) => {
+                if let Some((_, users)) = self.shared.get_mut(&point) {
+                    *users = users.saturating_sub(1);
+                    if *users == 0 {
+                        if let Some((id, _)) = self.shared.remove(&point) {
+                            self.detach_shared(id);
+                        }
+                    }
+                }
+            }
+            HookLink::SockState => {
+                if let Some((_, users)) = self.sock_state.as_mut() {
+                    *users = users.saturating_sub(1);
+                    if *users == 0 {
+                        if let Some((links, _)) = self.sock_state.take() {
+                            self.detach_sock_state_links(links);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Detaches and unloads the file-open policy programs (when the last policy goes, opens

@@ -142,6 +142,85 @@ fn monitor_mode_reports_the_kill_it_would_have_made() {
     setuid_scenario("monitor");
 }
 
+/// Two policies hook setuid(2): each runs its own selectors and actions on every call, and
+/// removing one leaves the other's in force.
+#[test]
+fn policies_hooking_the_same_function_each_run() {
+    require_root();
+    let me = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+    let dir = TempDir::new("shared-hook");
+    let policy = |name: &str, selector: &str| {
+        format!(
+            r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: {name}
+spec:
+  kprobes:
+  - call: sys_setuid
+    syscall: true
+    args:
+    - index: 0
+      type: int
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["{me}"]
+{selector}
+"#,
+            me = me.display()
+        )
+    };
+    std::fs::write(
+        dir.path().join("wide.yaml"),
+        policy(
+            "setuid-wide",
+            "      matchArgs:\n      - index: 0\n        operator: GT\n        values: [\"4240\"]",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("narrow.yaml"),
+        policy(
+            "setuid-narrow",
+            "      matchArgs:\n      - index: 0\n        operator: Equal\n        values: [\"4244\"]\n      matchActions:\n      - action: Sigkill",
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&["--policy-dir", dir.path().to_str().unwrap()]);
+    let (only_wide, reported) = spawn_as(4243);
+    let (both, killed) = spawn_as(4244);
+    std::fs::remove_file(dir.path().join("narrow.yaml")).unwrap();
+    agent.wait_for_log("policy setuid-narrow removed", 0);
+    let (after, survived) = spawn_as(4244);
+    let run = agent.stop();
+    let events = kprobe_events(&run, "sys_setuid");
+    let of = |pid: u32| -> Vec<&str> {
+        let mut names: Vec<&str> = events
+            .iter()
+            .filter(|e| {
+                e["process"]["pid"] == pid && e["process"]["binary"] == me.to_str().unwrap()
+            })
+            .map(|e| e["policy_name"].as_str().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert!(reported.success(), "{reported:?}");
+    assert_eq!(of(only_wide), ["setuid-wide"], "{events:#?}");
+    assert_eq!(
+        killed.signal(),
+        Some(9),
+        "the narrow policy kills uid 4244: {killed:?}"
+    );
+    assert_eq!(of(both), ["setuid-narrow", "setuid-wide"], "{events:#?}");
+    assert!(
+        survived.success(),
+        "the narrow policy is gone: {survived:?}"
+    );
+    assert_eq!(of(after), ["setuid-wide"], "{events:#?}");
+}
+
 #[test]
 fn string_and_descriptor_arguments_are_decoded_and_matched() {
     require_root();

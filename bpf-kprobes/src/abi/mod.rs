@@ -322,6 +322,7 @@ mod layout_tests {
                     ("VIGIL_NAME_LEN", _) => Some(NAME_LEN),
                     ("VIGIL_EVENT_HOOK", _) => Some(EVENT_HOOK as usize),
                     ("VIGIL_HOOK_ARGS", _) => Some(HOOK_ARGS),
+                    ("VIGIL_HOOKS_PER_KEY", _) => Some(HOOKS_PER_KEY),
                     ("VIGIL_HOOK_RULES", _) => Some(HOOK_RULES),
                     ("VIGIL_HOOK_CONDS", _) => Some(HOOK_CONDS),
                     ("VIGIL_HOOK_NO_RULE", _) => Some(HOOK_NO_RULE as usize),
@@ -348,6 +349,7 @@ mod layout_tests {
             "vigil_config" => Config { cgroup_subsys, agent_tgid }
             "vigil_hook_config" => HookConfig { hook_id, flags, arg_reg, arg_type, arg_flags,
                 arg_bits, nargs, rule_first, rule_count, konst }
+            "vigil_hook_list" => HookList { n, slot }
             "vigil_hook_cond" => HookCond { arg, op, negate, value }
             "vigil_hook_rule" => HookRule { flags, policy_id, action, arg, nconds, pid_flags,
                 ns_in, ns_not_in, cap_set, cap_not, generation, cap_mask, conds }

@@ -18,6 +18,8 @@ pub const SOCK_STATE_LISTEN: u64 = 3;
 pub const SOCK_STATE_ACCEPT: u64 = 4;
 /// `VIGIL_SOCK_STATE_UDP_SEND`: udp_sendmsg.
 pub const SOCK_STATE_UDP_SEND: u64 = 5;
+/// `VIGIL_SOCK_STATE_UDP_RECV`: udp_recvmsg.
+pub const SOCK_STATE_UDP_RECV: u64 = 6;
 /// `VIGIL_HOOK_KEY_RETURN`: with a function's address, the key of a hook on its return.
 pub const HOOK_KEY_RETURN: u64 = 1 << 61;
 
@@ -138,6 +140,18 @@ pub fn syscall_nr(name: &str) -> Option<u32> {
         .iter()
         .find(|(n, _)| *n == bare)
         .map(|(_, nr)| *nr)
+}
+
+/// `VIGIL_HOOKS_PER_KEY`: hooks one attach point runs.
+pub const HOOKS_PER_KEY: usize = 8;
+
+/// `struct vigil_hook_list`: the hooks on one attach point, by slot.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct HookList {
+    pub n: u32,
+    pub slot: [u32; HOOKS_PER_KEY],
 }
 
 /// `struct vigil_hook_config`.

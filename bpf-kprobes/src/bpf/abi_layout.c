@@ -84,6 +84,10 @@ int main(void)
 	FIELD(vigil_policy_state, prefilter);
 	FIELD(vigil_policy_state, rule_end);
 
+	SIZE(vigil_hook_list);
+	FIELD(vigil_hook_list, n);
+	FIELD(vigil_hook_list, slot);
+
 	SIZE(vigil_hook_config);
 	FIELD(vigil_hook_config, hook_id);
 	FIELD(vigil_hook_config, flags);
@@ -167,6 +171,7 @@ int main(void)
 	printf("(\"VIGIL_NAME_LEN\", \"#define\", %d),\n", VIGIL_NAME_LEN);
 	printf("(\"VIGIL_EVENT_HOOK\", \"#define\", %d),\n", VIGIL_EVENT_HOOK);
 	printf("(\"VIGIL_HOOK_ARGS\", \"#define\", %d),\n", VIGIL_HOOK_ARGS);
+	printf("(\"VIGIL_HOOKS_PER_KEY\", \"#define\", %d),\n", VIGIL_HOOKS_PER_KEY);
 	printf("(\"VIGIL_HOOK_RULES\", \"#define\", %d),\n", VIGIL_HOOK_RULES);
 	printf("(\"VIGIL_HOOK_CONDS\", \"#define\", %d),\n", VIGIL_HOOK_CONDS);
 	printf("(\"VIGIL_HOOK_NO_RULE\", \"#define\", %u),\n", VIGIL_HOOK_NO_RULE);

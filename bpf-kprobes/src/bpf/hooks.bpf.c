@@ -2,10 +2,11 @@
 /*
  * Generic hooks: one kprobe program attached to every kernel function a policy names, and one
  * tracepoint program attached to the enter tracepoint of every system call a policy names where
- * kprobes are unavailable (and, for the TCP functions, one on the TCP state changes they make). Each finds its hook's description in vigil_hooks (by the probed
- * address, from bpf_get_func_ip (5.15+), or by system call number), decodes the arguments it
- * asks for, walks the hook's selectors (first match wins, as in Tetragon) and acts: reports,
- * kills or signals.
+ * kprobes are unavailable (and, for the TCP functions, one on the TCP state changes they make).
+ * Each finds the hooks on its attach point in vigil_hooks (by the probed address, from
+ * bpf_get_func_ip (5.15+), or by system call number) and runs each in turn: decodes the
+ * arguments it asks for, walks its selectors (first match wins, as in Tetragon) and acts:
+ * reports, kills or signals. Every loaded policy that hooks a function gets its own run.
  *
  * Integers and sockets are decoded up front. Strings, paths and buffers cost a copy or a path
  * walk, so they are decoded the first time a condition or the event needs them: a selector
@@ -21,12 +22,21 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* The hooks on each attach point, by key (see vigil_events.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u64);
-	__type(value, struct vigil_hook_config);
+	__type(value, struct vigil_hook_list);
 } vigil_hooks SEC(".maps");
+
+/* Each hook's description, by its slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VIGIL_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct vigil_hook_config);
+} vigil_hook_configs SEC(".maps");
 
 struct emit_walk {
 	__u32 off;
@@ -146,14 +156,57 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 	emit(e);
 }
 
+struct hooks_walk {
+	struct vigil_hook_list list;
+};
+
+static long hook_step(__u32 i, void *vctx)
+{
+	struct hooks_walk *w = vctx;
+	struct hook_eval *e = hook_eval();
+	__u32 slot;
+
+	if (!e || i >= VIGIL_HOOKS_PER_KEY)
+		return 1;
+	_Static_assert(VIGIL_HOOKS_PER_KEY == 8, "BOUND_SLOT masks to 8");
+	BOUND_SLOT(i); /* kept where the compiler would drop the bound */
+	slot = w->list.slot[i];
+	struct vigil_hook_config *cfg = bpf_map_lookup_elem(&vigil_hook_configs, &slot);
+	if (cfg)
+		run_hook(e, cfg);
+	return 0;
+}
+
+/* Runs every hook on an attach point, the argument registers being in e->regs. One loop
+ * body: run_hook is verified once per program, however many policies share the point. */
+static __always_inline void run_hooks(const struct vigil_hook_list *l)
+{
+	struct hooks_walk w;
+
+	__builtin_memcpy(&w.list, l, sizeof(w.list));
+	__u32 n = w.list.n;
+	bpf_loop(n < VIGIL_HOOKS_PER_KEY ? n : VIGIL_HOOKS_PER_KEY, hook_step, &w, 0);
+}
+
+/* The first hook on an attach point (they agree on what the point is). */
+static __always_inline struct vigil_hook_config *first_hook(const struct vigil_hook_list *l)
+{
+	__u32 slot = l->slot[0];
+
+	return l->n ? bpf_map_lookup_elem(&vigil_hook_configs, &slot) : 0;
+}
+
 SEC("kprobe/vigil_generic")
 int vigil_kprobe(struct pt_regs *ctx)
 {
 	__u64 ip = bpf_get_func_ip(ctx);
-	struct vigil_hook_config *cfg = bpf_map_lookup_elem(&vigil_hooks, &ip);
+	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &ip);
 	struct hook_eval *e = hook_eval();
 
-	if (!cfg || !e)
+	if (!hooks || !e)
+		return 0;
+	struct vigil_hook_config *cfg = first_hook(hooks);
+	if (!cfg)
 		return 0;
 	/* Copy the argument registers out with constant offsets (the verifier refuses computed
 	 * offsets into the context), from the inner pt_regs for a syscall wrapper. */
@@ -173,7 +226,7 @@ int vigil_kprobe(struct pt_regs *ctx)
 	}
 	e->regs[5] = 0;
 	e->connect_addr = 0;
-	run_hook(e, cfg);
+	run_hooks(hooks);
 	return 0;
 }
 
@@ -182,16 +235,16 @@ SEC("kretprobe/vigil_generic")
 int vigil_kretprobe(struct pt_regs *ctx)
 {
 	__u64 key = bpf_get_func_ip(ctx) | VIGIL_HOOK_KEY_RETURN;
-	struct vigil_hook_config *cfg = bpf_map_lookup_elem(&vigil_hooks, &key);
+	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);
 	struct hook_eval *e = hook_eval();
 
-	if (!cfg || !e)
+	if (!hooks || !e)
 		return 0;
 	e->regs[0] = PT_REGS_RC(ctx);
 	for (int i = 1; i < 6; i++)
 		e->regs[i] = 0;
 	e->connect_addr = 0;
-	run_hook(e, cfg);
+	run_hooks(hooks);
 	return 0;
 }
 
@@ -214,16 +267,16 @@ struct syscall_enter_ctx {
 	int vigil_syscall_enter_##n(struct syscall_enter_ctx *ctx)                                 \
 	{                                                                                          \
 		__u64 key = VIGIL_HOOK_KEY_SYSCALL | (__u32)ctx->nr;                               \
-		struct vigil_hook_config *cfg = bpf_map_lookup_elem(&vigil_hooks, &key);           \
+		struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);           \
 		struct hook_eval *e = hook_eval();                                                 \
-		if (!cfg || !e)                                                                    \
+		if (!hooks || !e)                                                                  \
 			return 0;                                                                  \
 		for (int i = 0; i < n; i++)                                                        \
 			e->regs[i] = ctx->args[i];                                                 \
 		for (int i = n; i < 6; i++)                                                        \
 			e->regs[i] = 0;                                                            \
 		e->connect_addr = 0;                                                               \
-		run_hook(e, cfg);                                                                  \
+		run_hooks(hooks);                                                                  \
 		return 0;                                                                          \
 	}
 
@@ -245,22 +298,24 @@ SYSCALL_ENTER(6)
 #define VIGIL_ECONNREFUSED 111
 #define VIGIL_ETIMEDOUT 110
 
-/* Runs the hook `key` names, if a policy asked for it, with `sk` as its first argument;
- * `connect_addr` is the call's destination sockaddr (connect(), an unconnected send), or 0. */
+/* Runs the hooks on `key`, if a policy asked for them, with `sk` as the first argument;
+ * `connect_addr` is the call's peer sockaddr (connect(), an unconnected send or receive), or
+ * 0; `buf` and `len` are a datagram's first bytes in user memory and its length. */
 static __always_inline void run_sock_hook(__u64 key, struct sock *sk, __u64 connect_addr,
-					  __u64 len)
+					  __u64 buf, __u64 len)
 {
-	struct vigil_hook_config *cfg = bpf_map_lookup_elem(&vigil_hooks, &key);
+	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);
 	struct hook_eval *e = hook_eval();
 
-	if (!cfg || !e)
+	if (!hooks || !e)
 		return;
 	e->regs[0] = (__u64)sk;
-	for (int i = 1; i < 6; i++)
+	e->regs[1] = buf; /* udp_sendmsg's and udp_recvmsg's message */
+	e->regs[2] = len; /* and their length: the bytes sent or received */
+	for (int i = 3; i < 6; i++)
 		e->regs[i] = 0;
-	e->regs[2] = len; /* udp_sendmsg's third argument: the bytes sent */
 	e->connect_addr = connect_addr;
-	run_hook(e, cfg);
+	run_hooks(hooks);
 }
 
 /*
@@ -278,10 +333,17 @@ static __always_inline void run_sock_hook(__u64 key, struct sock *sk, __u64 conn
  *   descriptor resolved to it.
  * - udp_sendmsg: the return from sendto(), sendmsg() or sendmmsg() that sent on a UDP socket;
  *   an unconnected socket's destination is the call's.
+ * - udp_recvmsg: the return from recvfrom(), recvmsg() or recvmmsg() that received on a UDP
+ *   socket; the peer is the address the call filled in, for an unconnected socket.
+ *
+ * The datagram is the first buffer of the (first) message: its bytes are copied only when a
+ * hook reads them (a DNS argument) and its selectors let it through.
  */
 struct connect_call {
 	__s64 fd;
-	__u64 addr; /* the sockaddr, in user memory */
+	__u64 addr; /* the peer's sockaddr, in user memory */
+	__u64 buf;  /* the datagram's first buffer, in user memory */
+	__u64 lenp; /* sendmmsg, recvmmsg: the first message's msg_len, in user memory */
 };
 
 struct {
@@ -293,44 +355,91 @@ struct {
 
 /* The x86-64 numbers of the system calls the programs below serve. */
 #define VIGIL_NR_SENDTO 44
+#define VIGIL_NR_RECVFROM 45
 #define VIGIL_NR_SENDMSG 46
+#define VIGIL_NR_RECVMSG 47
 #define VIGIL_NR_CONNECT 42
 #define VIGIL_NR_ACCEPT 43
 #define VIGIL_NR_ACCEPT4 288
+#define VIGIL_NR_RECVMMSG 299
 #define VIGIL_NR_SENDMMSG 307
 
-/* Keeps the descriptor and destination of a call whose return a hook reads. */
-static __always_inline void keep_call(__u64 code, __s64 fd, __u64 addr)
+/* Keeps the descriptor, peer and buffer of a call whose return a hook reads. The datagram
+ * calls are kept for UDP sockets only: a TCP server's sends and receives cost one lookup. */
+static __always_inline void keep_call(__u64 code, struct connect_call *call)
 {
 	__u64 key = VIGIL_HOOK_KEY_SOCK_STATE | code;
 	__u64 id = bpf_get_current_pid_tgid();
-	struct connect_call call = { .fd = fd, .addr = addr };
 
-	if (bpf_map_lookup_elem(&vigil_hooks, &key))
-		bpf_map_update_elem(&vigil_connect_calls, &id, &call, BPF_ANY);
+	if (!bpf_map_lookup_elem(&vigil_hooks, &key))
+		return;
+	if (code != VIGIL_SOCK_STATE_CONNECT) {
+		struct sock *sk = fd_sock(call->fd);
+		if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+			return;
+	}
+	bpf_map_update_elem(&vigil_connect_calls, &id, call, BPF_ANY);
 }
 
-/* connect(fd, addr, len), sendmsg(fd, msg, flags) and sendmmsg(fd, msgvec, n, flags): the
- * destination of a message is its msghdr's msg_name (the first message's, for sendmmsg). */
+/* The first message of a msghdr (sendmsg, recvmsg) or mmsghdr vector (sendmmsg, recvmmsg):
+ * its peer sockaddr, its first buffer and, for a vector, where its length is written. */
+static __always_inline void keep_msg(__u64 code, __s64 fd, const void *msgp, int vector)
+{
+	struct connect_call call = { .fd = fd };
+	struct user_msghdr msg = {};
+	struct iovec iov = {};
+
+	bpf_probe_read_user(&msg, sizeof(msg), msgp);
+	bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov);
+	call.addr = (__u64)msg.msg_name;
+	call.buf = (__u64)iov.iov_base;
+	if (vector)
+		call.lenp = (__u64)msgp + sizeof(struct user_msghdr); /* mmsghdr.msg_len */
+	keep_call(code, &call);
+}
+
+/* connect(fd, addr, len), sendmsg(fd, msg, flags), sendmmsg(fd, msgvec, n, flags),
+ * recvmsg(fd, msg, flags) and recvmmsg(fd, msgvec, n, flags, timeout). */
 SEC("tracepoint/syscalls/sys_enter_connect")
 int vigil_connect_enter(struct syscall_enter_ctx *ctx)
 {
-	if (ctx->nr == VIGIL_NR_CONNECT) {
-		keep_call(VIGIL_SOCK_STATE_CONNECT, (__s64)ctx->args[0], ctx->args[1]);
-	} else {
-		struct user_msghdr msg = {};
+	__s64 fd = (__s64)ctx->args[0];
+	const void *msg = (const void *)ctx->args[1];
 
-		bpf_probe_read_user(&msg, sizeof(msg), (void *)ctx->args[1]);
-		keep_call(VIGIL_SOCK_STATE_UDP_SEND, (__s64)ctx->args[0], (__u64)msg.msg_name);
+	switch (ctx->nr) {
+	case VIGIL_NR_CONNECT: {
+		struct connect_call call = { .fd = fd, .addr = ctx->args[1] };
+		keep_call(VIGIL_SOCK_STATE_CONNECT, &call);
+		break;
+	}
+	case VIGIL_NR_SENDMSG:
+		keep_msg(VIGIL_SOCK_STATE_UDP_SEND, fd, msg, 0);
+		break;
+	case VIGIL_NR_SENDMMSG:
+		keep_msg(VIGIL_SOCK_STATE_UDP_SEND, fd, msg, 1);
+		break;
+	case VIGIL_NR_RECVMSG:
+		keep_msg(VIGIL_SOCK_STATE_UDP_RECV, fd, msg, 0);
+		break;
+	case VIGIL_NR_RECVMMSG:
+		keep_msg(VIGIL_SOCK_STATE_UDP_RECV, fd, msg, 1);
+		break;
 	}
 	return 0;
 }
 
-/* sendto(fd, buf, len, flags, addr, addrlen). */
+/* sendto(fd, buf, len, flags, addr, addrlen) and recvfrom(fd, buf, len, flags, addr, addrlen). */
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int vigil_sendto_enter(struct syscall_enter_ctx *ctx)
 {
-	keep_call(VIGIL_SOCK_STATE_UDP_SEND, (__s64)ctx->args[0], ctx->args[4]);
+	struct connect_call call = {
+		.fd = (__s64)ctx->args[0],
+		.buf = ctx->args[1],
+		.addr = ctx->args[4],
+	};
+
+	keep_call(ctx->nr == VIGIL_NR_RECVFROM ? VIGIL_SOCK_STATE_UDP_RECV : VIGIL_SOCK_STATE_UDP_SEND,
+		  &call);
 	return 0;
 }
 
@@ -344,14 +453,14 @@ struct syscall_exit_ctx {
 
 
 /*
- * One program for the returns from connect(), accept(), accept4(), sendto(), sendmsg() and
- * sendmmsg(), attached to their exit tracepoints: run_hook makes a program slow to verify, so
+ * One program for the returns from connect(), accept(), accept4() and the datagram sends and
+ * receives, attached to their exit tracepoints: run_hook makes a program slow to verify, so
  * there is one such program here rather than one per system call.
  */
 SEC("tracepoint/syscalls/sys_exit_sock")
 int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 {
-	__u64 code, addr = 0, len = 0;
+	__u64 code, addr = 0, buf = 0, len = 0;
 	__s64 fd = ctx->ret;
 	int protocol = IPPROTO_TCP;
 
@@ -360,7 +469,7 @@ int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 			return 0;
 		code = VIGIL_SOCK_STATE_ACCEPT;
 	} else {
-		/* connect() and the sends: the descriptor and destination kept at entry. */
+		/* connect() and the datagram calls: what was kept at entry. */
 		__u64 id = bpf_get_current_pid_tgid();
 		struct connect_call *c = bpf_map_lookup_elem(&vigil_connect_calls, &id);
 
@@ -368,16 +477,25 @@ int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 			return 0;
 		fd = c->fd;
 		addr = c->addr;
+		buf = c->buf;
+		__u64 lenp = c->lenp;
 		bpf_map_delete_elem(&vigil_connect_calls, &id);
 		if (ctx->nr == VIGIL_NR_CONNECT) {
 			code = VIGIL_SOCK_STATE_CONNECT;
 		} else {
-			if (ctx->ret < 0)
-				return 0;
-			code = VIGIL_SOCK_STATE_UDP_SEND;
+			if (ctx->ret < 0 || (ctx->ret == 0 && lenp))
+				return 0; /* failed, or no message of a vector went */
+			int recv = ctx->nr == VIGIL_NR_RECVFROM || ctx->nr == VIGIL_NR_RECVMSG ||
+				   ctx->nr == VIGIL_NR_RECVMMSG;
+			code = recv ? VIGIL_SOCK_STATE_UDP_RECV : VIGIL_SOCK_STATE_UDP_SEND;
 			protocol = IPPROTO_UDP;
-			/* sendmmsg returns the messages sent, the others the bytes. */
-			len = ctx->nr == VIGIL_NR_SENDMMSG ? 0 : ctx->ret;
+			/* The vector calls return the messages, the others the bytes. */
+			len = ctx->ret;
+			if (lenp) {
+				__u32 n = 0;
+				bpf_probe_read_user(&n, sizeof(n), (void *)lenp);
+				len = n;
+			}
 		}
 	}
 	struct sock *sk = fd_sock(fd);
@@ -387,7 +505,7 @@ int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 	    BPF_CORE_READ(sk, __sk_common.skc_state) == VIGIL_TCP_CLOSE &&
 	    ctx->ret != -VIGIL_ECONNREFUSED && ctx->ret != -VIGIL_ETIMEDOUT)
 		return 0; /* no SYN left: a bad address, a bound port in use, ... */
-	run_sock_hook(VIGIL_HOOK_KEY_SOCK_STATE | code, sk, addr, len);
+	run_sock_hook(VIGIL_HOOK_KEY_SOCK_STATE | code, sk, addr, buf, len);
 	return 0;
 }
 
@@ -405,6 +523,6 @@ int BPF_PROG(vigil_sock_state, struct sock *sk, int oldstate, int newstate)
 		key |= VIGIL_SOCK_STATE_CLOSE;
 	else
 		return 0;
-	run_sock_hook(key, sk, 0, 0);
+	run_sock_hook(key, sk, 0, 0, 0);
 	return 0;
 }

@@ -65,6 +65,8 @@ pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) {
             HookArgKind::File => (abi::ARG_FILE, 0, 0),
             HookArgKind::Path => (abi::ARG_PATH, 0, 0),
             HookArgKind::Fd => (abi::ARG_FD, 0, 0),
+            // The stand-in's datagram: user memory, its length at position 2.
+            HookArgKind::Dns => (abi::ARG_BUF, abi::ARGF_USER, 2),
         };
         cfg.arg_type[i] = t as u8;
         cfg.arg_flags[i] = flags;

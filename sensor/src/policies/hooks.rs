@@ -51,6 +51,12 @@ pub(super) struct HookConfigPod(abi::HookConfig);
 // SAFETY: #[repr(C)] integers and bytes only.
 unsafe impl Pod for HookConfigPod {}
 
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(super) struct HookListPod(abi::HookList);
+// SAFETY: #[repr(C)] integers only.
+unsafe impl Pod for HookListPod {}
+
 /// The vigil_hooks keys and attach target of a hook on this kernel.
 pub(super) fn hook_keys(
     h: &HookRule,
@@ -63,10 +69,12 @@ pub(super) fn hook_keys(
         "inet_csk_listen_start" if !h.returns => Some(abi::SOCK_STATE_LISTEN),
         "inet_csk_accept" if h.returns => Some(abi::SOCK_STATE_ACCEPT),
         "udp_sendmsg" if !h.returns => Some(abi::SOCK_STATE_UDP_SEND),
+        "udp_recvmsg" if !h.returns => Some(abi::SOCK_STATE_UDP_RECV),
         _ => None,
     };
-    // udp_sendmsg is served by its stand-in on every kernel (see the plan).
-    if let (Some(code), true) = (sock_state, h.call == "udp_sendmsg") {
+    // The UDP functions are served by their stand-ins on every kernel (see the plan).
+    let udp = matches!(h.call.as_str(), "udp_sendmsg" | "udp_recvmsg");
+    if let (Some(code), true) = (sock_state, udp) {
         return Ok((
             vec![abi::HOOK_KEY_SOCK_STATE | code],
             AttachTarget::SockState(h.call.clone()),
@@ -179,22 +187,88 @@ impl PolicyTable {
                 ..Default::default()
             };
             arg_config(&h, &mut cfg);
-            for k in &keys {
-                self.hooks
-                    .insert(k, HookConfigPod(cfg), 0)
-                    .map_err(|e| map_err(policy, "vigil_hooks", e))?;
-            }
+            self.hook_configs
+                .set(slot as u32, HookConfigPod(cfg), 0)
+                .map_err(|e| map_err(policy, "vigil_hook_configs", e))?;
             attach.push((slot, target));
             self.hook_slots[slot] = Some(InstalledHook {
                 policy: policy.to_string(),
                 rule: h,
-                keys,
+                keys: keys.clone(),
                 links: Vec::new(),
                 rule_first: first,
                 written,
             });
+            for k in keys {
+                self.write_hook_list(policy, k)?;
+            }
         }
         Ok(attach)
+    }
+
+    /// The slots of the hooks on attach point `key`.
+    fn hooks_on(&self, key: u64) -> Vec<u32> {
+        (0..self.hook_slots.len())
+            .filter(|&i| {
+                self.hook_slots[i]
+                    .as_ref()
+                    .is_some_and(|h| h.keys.contains(&key))
+            })
+            .map(|i| i as u32)
+            .collect()
+    }
+
+    /// Refuses hooks that would make an attach point run more hooks than the kernel keeps.
+    pub(super) fn check_room(
+        &self,
+        file: &str,
+        replacing: Option<&str>,
+        hooks: &[HookRule],
+        placed: &[(Vec<u64>, AttachTarget)],
+    ) -> Result<(), PolicyLoadError> {
+        for (h, (keys, _)) in hooks.iter().zip(placed) {
+            for &k in keys {
+                let new = placed.iter().filter(|(ks, _)| ks.contains(&k)).count();
+                let old = self.hooks_on(k).len();
+                if old + new > abi::HOOKS_PER_KEY {
+                    let others: Vec<&str> = self
+                        .hooks_on(k)
+                        .iter()
+                        .filter_map(|&s| self.hook(s))
+                        .map(|o| o.policy.as_str())
+                        .filter(|p| Some(*p) != replacing)
+                        .collect();
+                    return Err(PolicyLoadError::Refused(format!(
+                        "{file}: {}: {} already runs {old} hooks (policies {}); the kernel runs at most {} on one function: remove one of them first",
+                        h.hook_path,
+                        h.call,
+                        others.join(", "),
+                        abi::HOOKS_PER_KEY
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the list of hooks on `key` from the hooks installed now (its description being
+    /// written first), or removes the key when none is left.
+    fn write_hook_list(&mut self, policy: &str, key: u64) -> Result<(), PolicyLoadError> {
+        let slots = self.hooks_on(key);
+        if slots.is_empty() {
+            let _ = self.hooks.remove(&key);
+            return Ok(());
+        }
+        let mut list = abi::HookList {
+            n: slots.len().min(abi::HOOKS_PER_KEY) as u32,
+            ..Default::default()
+        };
+        for (d, s) in list.slot.iter_mut().zip(&slots) {
+            *d = *s;
+        }
+        self.hooks
+            .insert(key, HookListPod(list), 0)
+            .map_err(|e| map_err(policy, "vigil_hooks", e))
     }
 
     /// Records where a hook's program was attached, so removal can detach it.
@@ -220,11 +294,10 @@ impl PolicyTable {
             let Some(h) = self.hook_slots[slot].take_if(|h| h.policy == name) else {
                 continue;
             };
-            for k in &h.keys {
-                // Another hook on the same function (a replacement) keeps the key.
-                if !self.hook_slots.iter().flatten().any(|o| o.keys.contains(k)) {
-                    let _ = self.hooks.remove(k);
-                }
+            // The attach points stop running the hook before its selectors go; other
+            // policies' hooks on the same function stay.
+            for &k in &h.keys {
+                let _ = self.write_hook_list(name, k);
             }
             // The selectors stop matching before their values go.
             for i in h.rule_first..h.rule_first + h.rule.selectors.len() {

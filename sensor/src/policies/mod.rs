@@ -19,7 +19,7 @@ use crate::loader::HookLink;
 mod hook_rules;
 mod hooks;
 use hook_rules::HookRuleMaps;
-use hooks::{hook_keys, HookConfigPod};
+use hooks::{hook_keys, HookConfigPod, HookListPod};
 pub use hooks::{AttachTarget, InstalledHook};
 use vigil_policy_engine::{
     compile::{compile, Filter, HookRule, MatchKind, Rule, RuleAction},
@@ -116,7 +116,9 @@ pub struct PolicyTable {
     names: HashMap<MapData, [u8; abi::NAME_LEN], u8>,
     state: Array<MapData, StatePod>,
     slots: Vec<Option<InstalledRule>>,
-    hooks: HashMap<MapData, u64, HookConfigPod>,
+    /// The hooks on each attach point (`vigil_hooks`) and each hook's description.
+    hooks: HashMap<MapData, u64, HookListPod>,
+    hook_configs: Array<MapData, HookConfigPod>,
     hook_slots: Vec<Option<InstalledHook>>,
     hook_maps: HookRuleMaps,
     /// The hook slot owning each selector slot.
@@ -160,6 +162,7 @@ impl PolicyTable {
             state: take(ebpf, "vigil_policy_state_map")?,
             slots: vec![None; abi::MAX_RULES],
             hooks: take(ebpf, "vigil_hooks")?,
+            hook_configs: take(ebpf, "vigil_hook_configs")?,
             hook_slots: (0..abi::MAX_RULES).map(|_| None).collect(),
             hook_maps: HookRuleMaps {
                 rules: take(ebpf, "vigil_hook_rules")?,
@@ -247,6 +250,7 @@ impl PolicyTable {
                 p.hooks.len()
             )));
         }
+        self.check_room(file, replacing, &p.hooks, &placed)?;
         if self.policies.contains_key(&p.name) && replacing != Some(p.name.as_str()) {
             return Err(PolicyLoadError::Refused(format!(
                 "{file}: a policy named {} is already loaded",

@@ -199,8 +199,9 @@ struct vigil_policy_event {
 /*
  * Generic hooks: kprobes on any kernel function (and, where kprobes are unavailable, the enter
  * tracepoints of system calls) that decode their arguments, evaluate the policy's selectors and
- * act. The agent describes each hook in vigil_hooks, keyed by the probed address (kprobes) or
- * VIGIL_HOOK_KEY_SYSCALL | the system call's number, and its selectors in vigil_hook_rules.
+ * act. The agent describes each hook in vigil_hook_configs, lists the hooks on each attach
+ * point in vigil_hooks, keyed by the probed address (kprobes) or VIGIL_HOOK_KEY_SYSCALL | the
+ * system call's number, and keeps its selectors in vigil_hook_rules.
  */
 #define VIGIL_HOOK_ARGS 5
 #define VIGIL_HOOK_KEY_SYSCALL (1ull << 63)
@@ -212,6 +213,7 @@ enum vigil_sock_state_hook {
 	VIGIL_SOCK_STATE_LISTEN = 3,  /* inet_csk_listen_start: -> LISTEN */
 	VIGIL_SOCK_STATE_ACCEPT = 4,  /* inet_csk_accept's return: the return from accept() */
 	VIGIL_SOCK_STATE_UDP_SEND = 5, /* udp_sendmsg: the return from sendto/sendmsg/sendmmsg */
+	VIGIL_SOCK_STATE_UDP_RECV = 6, /* udp_recvmsg: the return from recvfrom/recvmsg/recvmmsg */
 };
 /* With a function's address: the key of a hook on its return (a kretprobe). */
 #define VIGIL_HOOK_KEY_RETURN (1ull << 61)
@@ -231,6 +233,14 @@ enum vigil_arg_type {
 };
 
 #define VIGIL_HOOK_SYSCALL (1u << 0) /* a syscall wrapper: arguments sit in the inner pt_regs */
+
+/* The hooks on one key (each loaded policy may hook the same function): their slots in
+ * vigil_hook_configs, run in order. Room for a policy's replacement beside it. */
+#define VIGIL_HOOKS_PER_KEY 8
+struct vigil_hook_list {
+	__u32 n;
+	__u32 slot[VIGIL_HOOKS_PER_KEY];
+};
 
 /* Bits of vigil_hook_config.arg_flags. */
 #define VIGIL_ARGF_USER (1u << 0)   /* the pointer is a user address (system call arguments) */
