@@ -41,7 +41,16 @@ pub fn render(event: &Event) -> String {
                     let mut out = if verb == "listen" {
                         format!("{proto} {}:{}", s.saddr, s.sport)
                     } else {
-                        format!("{proto} {}:{} -> {}:{}", s.saddr, s.sport, s.daddr, s.dport)
+                        // What a socket received came from its peer.
+                        let arrow = if e.function_name.contains("recv") {
+                            "<-"
+                        } else {
+                            "->"
+                        };
+                        format!(
+                            "{proto} {}:{} {arrow} {}:{}",
+                            s.saddr, s.sport, s.daddr, s.dport
+                        )
                     };
                     if let (Some(tx), Some(rx)) = (s.bytes_sent, s.bytes_received) {
                         out.push_str(&format!(" sent {tx} received {rx}"));
@@ -203,5 +212,47 @@ mod tests {
             render(&accept),
             "📥 accept  node /usr/bin/curl tcp 10.0.0.1:43210 -> 10.0.0.2:443 posted"
         );
+
+        // DNS: the question, and for an answer its code and what it answered.
+        let dns = |response: bool, rcode: &str, answers: &[&str]| {
+            Arg::DnsArg(crate::dns::DnsArg {
+                id: 7,
+                response,
+                query: "unknown-galaxy.svc.cluster.local".into(),
+                qtype: "A".into(),
+                rcode: rcode.into(),
+                answers: answers.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            })
+        };
+        let mut udp = sock("", None);
+        udp.protocol = "IPPROTO_UDP".into();
+        let q = event(
+            "udp_sendmsg",
+            vec![Arg::SockArg(udp.clone()), dns(false, "", &[])],
+            None,
+        );
+        assert_eq!(
+            render(&q),
+            "🔎 dns     node /usr/bin/curl udp 10.0.0.1:43210 -> 10.0.0.2:443 query A unknown-galaxy.svc.cluster.local posted"
+        );
+        let nx = event(
+            "udp_recvmsg",
+            vec![Arg::SockArg(udp.clone()), dns(true, "NXDOMAIN", &[])],
+            None,
+        );
+        assert_eq!(
+            render(&nx),
+            "🔎 dns     node /usr/bin/curl udp 10.0.0.1:43210 <- 10.0.0.2:443 answer A unknown-galaxy.svc.cluster.local NXDOMAIN posted"
+        );
+        let ok = event(
+            "udp_recvmsg",
+            vec![
+                Arg::SockArg(udp),
+                dns(true, "NOERROR", &["10.1.2.3", "10.1.2.4"]),
+            ],
+            None,
+        );
+        assert!(render(&ok).ends_with("NOERROR 10.1.2.3,10.1.2.4 posted"));
     }
 }

@@ -81,7 +81,7 @@ struct SockStateLinks {
 
 /// The system call programs that stand for TCP functions, and their tracepoints (one program
 /// serves the three returns).
-const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 16] = [
+const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 20] = [
     ("vigil_connect_enter", "sys_enter_connect"),
     ("vigil_connect_enter", "sys_enter_sendmsg"),
     ("vigil_connect_enter", "sys_enter_sendmmsg"),
@@ -98,6 +98,10 @@ const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 16] = [
     ("vigil_sock_syscall_exit", "sys_exit_recvfrom"),
     ("vigil_sock_syscall_exit", "sys_exit_recvmsg"),
     ("vigil_sock_syscall_exit", "sys_exit_recvmmsg"),
+    ("vigil_rw_enter", "sys_enter_read"),
+    ("vigil_rw_enter", "sys_enter_write"),
+    ("vigil_sock_syscall_exit", "sys_exit_read"),
+    ("vigil_sock_syscall_exit", "sys_exit_write"),
 ];
 
 /// The syscall-enter programs of `hooks.bpf.c`, by the number of arguments they read.
@@ -313,7 +317,7 @@ impl ProcessSensor {
         })?;
         let mut syscalls = Vec::new();
         for (program, tracepoint) in SOCK_SYSCALL_PROGRAMS {
-            let hook = "syscalls/sys_*_connect, sys_exit_accept*, sys_*_send*, sys_*_recv*";
+            let hook = "syscalls/sys_*_connect, sys_exit_accept*, sys_*_send*, sys_*_recv*, sys_*_read, sys_*_write";
             let attached = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)
                 .and_then(|prog| {
                     prog.attach("syscalls", tracepoint)

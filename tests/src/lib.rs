@@ -16,6 +16,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod dns;
 pub mod fixtures;
 pub mod kernels;
 pub mod netns;

@@ -6,6 +6,8 @@
 //! connect-only-private-addrs, scoped to this test's binary, kills a process that connects to
 //! an address outside the private ranges (TEST-NET-2, inside a namespace of the test's own).
 //! The namespaces are made with system calls alone, so the scenario runs in the VM as well.
+//! The shipped DNS policy (`observe-dns.yaml`) with a resolver the test starts on 127.0.0.1:53
+//! and busybox's nslookup asking it: the queries' names and types and the NXDOMAIN answer.
 
 use std::{
     io::{Read, Write},
@@ -14,6 +16,7 @@ use std::{
 
 use serde_json::Value;
 use vigil_tests::{
+    dns::{query, TestResolver, TYPE},
     netns::{current_inode, fork_and_wait, raw_connect, NetNs},
     rules_dir, Agent, AgentRun,
 };
@@ -239,4 +242,213 @@ fn udp_sends_are_reported_with_their_destination_and_length() {
         assert_eq!(s["netns"], ns.inode);
         assert_eq!(e["args"][1]["int_arg"], len);
     }
+}
+
+/// The DNS events of `pid`: (function, sock_arg, dns_arg).
+fn dns_events(run: &AgentRun, pid: u32) -> Vec<(&str, &Value, &Value)> {
+    run.events
+        .iter()
+        .filter_map(|e| e.get("process_kprobe"))
+        .filter(|e| e["policy_name"] == "observe-dns" && e["process"]["pid"] == pid)
+        .map(|e| {
+            (
+                e["function_name"].as_str().unwrap(),
+                &e["args"][0]["sock_arg"],
+                &e["args"][1]["dns_arg"],
+            )
+        })
+        .collect()
+}
+
+/// Two queries in one sendmmsg() from an unconnected socket, the answers taken with
+/// recvmmsg() (which fills in the resolver's address). Returns the answers received.
+fn vector_lookup(to: std::net::SocketAddrV4, queries: [&[u8]; 2]) -> usize {
+    // SAFETY: buffers, iovecs and headers that outlive the calls that use them.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let tv = libc::timeval {
+            tv_sec: 2,
+            tv_usec: 0,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_port = to.port().to_be();
+        sin.sin_addr.s_addr = u32::from(*to.ip()).to_be();
+        let mut iov: Vec<libc::iovec> = queries
+            .iter()
+            .map(|q| libc::iovec {
+                iov_base: q.as_ptr() as *mut libc::c_void,
+                iov_len: q.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                let mut m: libc::mmsghdr = std::mem::zeroed();
+                m.msg_hdr.msg_name = &mut sin as *mut _ as *mut libc::c_void;
+                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                m.msg_hdr.msg_iov = v;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        assert_eq!(libc::sendmmsg(fd, msgs.as_mut_ptr(), 2, 0), 2);
+        let mut bufs = [[0u8; 512]; 2];
+        let mut from: [libc::sockaddr_in; 2] = std::mem::zeroed();
+        let mut got = 0;
+        while got < 2 {
+            let mut riov: Vec<libc::iovec> = bufs
+                .iter_mut()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_mut_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                })
+                .collect();
+            let mut rmsgs: Vec<libc::mmsghdr> = riov
+                .iter_mut()
+                .zip(from.iter_mut())
+                .map(|(v, f)| {
+                    let mut m: libc::mmsghdr = std::mem::zeroed();
+                    m.msg_hdr.msg_name = f as *mut _ as *mut libc::c_void;
+                    m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                    m.msg_hdr.msg_iov = v;
+                    m.msg_hdr.msg_iovlen = 1;
+                    m
+                })
+                .collect();
+            let n = libc::recvmmsg(
+                fd,
+                rmsgs.as_mut_ptr(),
+                (2 - got) as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            );
+            if n <= 0 {
+                break;
+            }
+            got += n as usize;
+        }
+        libc::close(fd);
+        got
+    }
+}
+
+#[test]
+fn dns_queries_and_their_answer_codes_are_reported() {
+    let known = Ipv4Addr::new(10, 1, 2, 3);
+    let resolver = TestResolver::start("127.0.0.1:53", &[("known.vigil.test", known)]);
+    let policy = rules_dir().join("observe-dns.yaml");
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let nslookup = |name: &str| {
+        let child = std::process::Command::new("busybox")
+            .args(["nslookup", name, "127.0.0.1"])
+            .output()
+            .expect("busybox nslookup");
+        String::from_utf8_lossy(&child.stdout).into_owned()
+    };
+    // busybox asks for A and AAAA on a connected socket (send/recv).
+    let missing = std::process::Command::new("busybox")
+        .args(["nslookup", "unknown-galaxy.svc.cluster.local", "127.0.0.1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("busybox nslookup");
+    let missing_pid = missing.id();
+    let out = missing.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("NXDOMAIN"), "{out}");
+    let found_out = nslookup("known.vigil.test");
+    assert!(found_out.contains("10.1.2.3"), "{found_out}");
+    let answered = vector_lookup(
+        std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53),
+        [
+            &query(0x4141, "vector-a.vigil.test", TYPE::A),
+            &query(0x4242, "vector-b.vigil.test", TYPE::TXT),
+        ],
+    );
+    assert_eq!(answered, 2, "the resolver answers both");
+    // Not DNS: another port on loopback is not the policy's.
+    let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    other
+        .send_to(
+            &query(7, "not-dns.vigil.test", TYPE::A),
+            other.local_addr().unwrap(),
+        )
+        .unwrap();
+    let run = agent.stop();
+    assert!(resolver.answered() >= 6, "{}", resolver.answered());
+
+    let busybox = dns_events(&run, missing_pid);
+    let sent: Vec<_> = busybox
+        .iter()
+        .filter(|(f, ..)| *f == "udp_sendmsg")
+        .collect();
+    let types: Vec<&str> = sent
+        .iter()
+        .map(|(_, _, d)| d["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.contains(&"A") && types.contains(&"AAAA"),
+        "{busybox:#?}"
+    );
+    for (_, sock, dns) in &sent {
+        assert_eq!(dns["query"], "unknown-galaxy.svc.cluster.local");
+        assert_eq!(dns["response"], false);
+        assert_eq!(sock["protocol"], "IPPROTO_UDP");
+        assert_eq!(sock["daddr"], "127.0.0.1");
+        assert_eq!(sock["dport"], 53);
+    }
+    let answers: Vec<_> = busybox
+        .iter()
+        .filter(|(f, ..)| *f == "udp_recvmsg")
+        .collect();
+    assert!(!answers.is_empty(), "{busybox:#?}");
+    for (_, sock, dns) in &answers {
+        assert_eq!(dns["query"], "unknown-galaxy.svc.cluster.local");
+        assert_eq!(dns["response"], true);
+        assert_eq!(dns["rcode"], "NXDOMAIN");
+        assert_eq!(sock["dport"], 53, "the answer's source is the resolver");
+    }
+
+    let all: Vec<&Value> = run
+        .events
+        .iter()
+        .filter_map(|e| e.get("process_kprobe"))
+        .filter(|e| e["policy_name"] == "observe-dns")
+        .collect();
+    let found = all.iter().find(|e| {
+        e["function_name"] == "udp_recvmsg"
+            && e["args"][1]["dns_arg"]["query"] == "known.vigil.test"
+            && e["args"][1]["dns_arg"]["type"] == "A"
+    });
+    let found = found.unwrap_or_else(|| panic!("the answer for known.vigil.test: {all:#?}"));
+    assert_eq!(found["args"][1]["dns_arg"]["rcode"], "NOERROR");
+    assert_eq!(found["args"][1]["dns_arg"]["answers"][0], known.to_string());
+
+    // sendmmsg and recvmmsg: the first message of each call, the answer's source from the
+    // address recvmmsg filled in.
+    let mine = dns_events(&run, std::process::id());
+    let vector_sent: Vec<_> = mine.iter().filter(|(f, ..)| *f == "udp_sendmsg").collect();
+    assert_eq!(vector_sent.len(), 1, "{mine:#?}");
+    assert_eq!(vector_sent[0].2["query"], "vector-a.vigil.test");
+    assert_eq!(vector_sent[0].2["id"], 0x4141);
+    let vector_recv: Vec<_> = mine.iter().filter(|(f, ..)| *f == "udp_recvmsg").collect();
+    assert!(!vector_recv.is_empty(), "{mine:#?}");
+    assert_eq!(vector_recv[0].1["daddr"], "127.0.0.1");
+    assert_eq!(vector_recv[0].1["dport"], 53);
+    assert_eq!(vector_recv[0].2["rcode"], "NXDOMAIN");
+    // The resolver's own traffic (from port 53) and the datagram to another port are not DNS
+    // lookups.
+    assert!(
+        mine.iter()
+            .all(|(_, s, d)| s["sport"] != 53 && d["query"] != "not-dns.vigil.test"),
+        "{mine:#?}"
+    );
 }

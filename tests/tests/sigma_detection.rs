@@ -185,6 +185,12 @@ fn sigma_test_replays_recorded_events_offline() {
 fn shipped_cases(d: &str) -> Vec<(String, &'static str, bool)> {
     vec![
         (
+            // Answered by the test's resolver (NXDOMAIN): the lookup is what the rule sees.
+            "busybox nslookup xmr.pool.supportxmr.com 127.0.0.1 >/dev/null 2>&1 || true".into(),
+            "dns_query_mining_pool.yml",
+            true,
+        ),
+        (
             "bash -c 'exec 3<>/dev/tcp/127.0.0.1/1' 2>/dev/null".into(),
             "proc_reverse_shell_dev_tcp.yml",
             false,
@@ -301,6 +307,7 @@ fn shipped_sigma_rules_fire_on_what_they_describe() {
     std::fs::write(dir.path().join("bogus.ko"), [0u8; 64]).unwrap();
     let rules = vigil_tests::rules_dir().parent().unwrap().join("sigma");
     let policies = vigil_tests::rules_dir();
+    let _resolver = vigil_tests::dns::TestResolver::start("127.0.0.1:53", &[]);
     let agent = Agent::start(&[
         "--policy-dir",
         policies.to_str().unwrap(),

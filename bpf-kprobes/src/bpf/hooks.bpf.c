@@ -335,6 +335,9 @@ static __always_inline void run_sock_hook(__u64 key, struct sock *sk, __u64 conn
  *   an unconnected socket's destination is the call's.
  * - udp_recvmsg: the return from recvfrom(), recvmsg() or recvmmsg() that received on a UDP
  *   socket; the peer is the address the call filled in, for an unconnected socket.
+ * - Both, for a connected UDP socket: the return from write() and read() (busybox's and Go's
+ *   resolvers use them). Which descriptors are connected UDP sockets is learnt at the return
+ *   from connect(), so the reads and writes of everything else cost one lookup.
  *
  * The datagram is the first buffer of the (first) message: its bytes are copied only when a
  * hook reads them (a DNS argument) and its selectors let it through.
@@ -353,7 +356,29 @@ struct {
 	__type(value, struct connect_call);
 } vigil_connect_calls SEC(".maps");
 
+/* Descriptors of connected UDP sockets, by process, while a UDP hook is loaded. */
+struct udp_fd_key {
+	__u32 tgid;
+	__s32 fd;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct udp_fd_key);
+	__type(value, __u8);
+} vigil_udp_fds SEC(".maps");
+
+static __always_inline int hook_on(__u64 code)
+{
+	__u64 key = VIGIL_HOOK_KEY_SOCK_STATE | code;
+
+	return bpf_map_lookup_elem(&vigil_hooks, &key) != 0;
+}
+
 /* The x86-64 numbers of the system calls the programs below serve. */
+#define VIGIL_NR_READ 0
+#define VIGIL_NR_WRITE 1
 #define VIGIL_NR_SENDTO 44
 #define VIGIL_NR_RECVFROM 45
 #define VIGIL_NR_SENDMSG 46
@@ -368,11 +393,17 @@ struct {
  * calls are kept for UDP sockets only: a TCP server's sends and receives cost one lookup. */
 static __always_inline void keep_call(__u64 code, struct connect_call *call)
 {
-	__u64 key = VIGIL_HOOK_KEY_SOCK_STATE | code;
 	__u64 id = bpf_get_current_pid_tgid();
 
-	if (!bpf_map_lookup_elem(&vigil_hooks, &key))
+	/* A connect() matters to the TCP hook, and to the UDP hooks for the reads and writes
+	 * on the socket it connects. */
+	if (code == VIGIL_SOCK_STATE_CONNECT) {
+		if (!hook_on(code) && !hook_on(VIGIL_SOCK_STATE_UDP_SEND) &&
+		    !hook_on(VIGIL_SOCK_STATE_UDP_RECV))
+			return;
+	} else if (!hook_on(code)) {
 		return;
+	}
 	if (code != VIGIL_SOCK_STATE_CONNECT) {
 		struct sock *sk = fd_sock(call->fd);
 		if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
@@ -443,6 +474,23 @@ int vigil_sendto_enter(struct syscall_enter_ctx *ctx)
 	return 0;
 }
 
+/* read(fd, buf, count) and write(fd, buf, count) on a connected UDP socket. */
+SEC("tracepoint/syscalls/sys_enter_read")
+int vigil_rw_enter(struct syscall_enter_ctx *ctx)
+{
+	__u64 code = ctx->nr == VIGIL_NR_READ ? VIGIL_SOCK_STATE_UDP_RECV : VIGIL_SOCK_STATE_UDP_SEND;
+	struct udp_fd_key k = {
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.fd = (__s32)ctx->args[0],
+	};
+
+	if (!bpf_map_lookup_elem(&vigil_udp_fds, &k))
+		return 0;
+	struct connect_call call = { .fd = (__s64)ctx->args[0], .buf = ctx->args[1] };
+	keep_call(code, &call);
+	return 0;
+}
+
 /* syscalls/sys_exit_*: common fields, `int __syscall_nr` at 8, the return value at 16. */
 struct syscall_exit_ctx {
 	__u64 common;
@@ -482,11 +530,18 @@ int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 		bpf_map_delete_elem(&vigil_connect_calls, &id);
 		if (ctx->nr == VIGIL_NR_CONNECT) {
 			code = VIGIL_SOCK_STATE_CONNECT;
+			struct sock *usk = fd_sock(fd);
+			if (ctx->ret == 0 && usk && BPF_CORE_READ(usk, sk_protocol) == IPPROTO_UDP) {
+				struct udp_fd_key k = { .tgid = id >> 32, .fd = (__s32)fd };
+				__u8 one = 1;
+				bpf_map_update_elem(&vigil_udp_fds, &k, &one, BPF_ANY);
+				return 0;
+			}
 		} else {
 			if (ctx->ret < 0 || (ctx->ret == 0 && lenp))
 				return 0; /* failed, or no message of a vector went */
 			int recv = ctx->nr == VIGIL_NR_RECVFROM || ctx->nr == VIGIL_NR_RECVMSG ||
-				   ctx->nr == VIGIL_NR_RECVMMSG;
+				   ctx->nr == VIGIL_NR_RECVMMSG || ctx->nr == VIGIL_NR_READ;
 			code = recv ? VIGIL_SOCK_STATE_UDP_RECV : VIGIL_SOCK_STATE_UDP_SEND;
 			protocol = IPPROTO_UDP;
 			/* The vector calls return the messages, the others the bytes. */

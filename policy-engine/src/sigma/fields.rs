@@ -7,13 +7,19 @@
 //! | `process_creation` | `process_exec` | Image, CommandLine, CurrentDirectory, User, LogonId, ProcessId, ParentImage, ParentCommandLine, ParentProcessId |
 //! | `file_event` | `process_kprobe` / `process_lsm` with a `file_arg` or `path_arg` | TargetFilename, Image, User, ProcessId |
 //! | `network_connection` | `process_kprobe` with a `sock_arg` or `sockaddr_arg` | DestinationIp, DestinationPort, SourceIp, SourcePort, Initiated, Protocol, Image, User, ProcessId |
+//! | `dns_query` | `process_kprobe` with a `dns_arg` that is an answer (one per lookup, as Sysmon logs them) | QueryName, QueryType, QueryStatus (`NOERROR`, `NXDOMAIN`, ...), QueryResults (`;`-separated), Image, User, ProcessId |
 
 use std::collections::HashMap;
 
 use vigil_events::{Arg, Event, EventBody, Process};
 
 /// Sigma logsource categories vigil produces.
-pub const CATEGORIES: [&str; 3] = ["process_creation", "file_event", "network_connection"];
+pub const CATEGORIES: [&str; 4] = [
+    "process_creation",
+    "file_event",
+    "network_connection",
+    "dns_query",
+];
 
 /// Names of users by uid, read from `/etc/passwd` once.
 #[derive(Debug, Default, Clone)]
@@ -167,8 +173,22 @@ pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
                 }
                 _ => None,
             });
+            let dns = x.args.iter().find_map(|a| match a {
+                Arg::DnsArg(d) => Some(d),
+                _ => None,
+            });
             b.process(&x.process, users);
-            if let Some(path) = file {
+            if let Some(d) = dns {
+                // The query itself is not a lookup's result: its answer carries the question.
+                if !d.response {
+                    return None;
+                }
+                b.text("QueryName", d.query.clone());
+                b.text("QueryType", d.qtype.clone());
+                b.text("QueryStatus", d.rcode.clone());
+                b.text("QueryResults", d.answers.join(";"));
+                "dns_query"
+            } else if let Some(path) = file {
                 b.text("TargetFilename", path);
                 "file_event"
             } else if let Some((saddr, sport, daddr, dport, proto)) = sock {
