@@ -156,35 +156,35 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 	emit(e);
 }
 
+/* Pointers only: the callback's frame and its callers' share the kernel's 512-byte stack. */
 struct hooks_walk {
-	struct vigil_hook_list list;
+	const struct vigil_hook_list *list;
+	struct hook_eval *e;
 };
 
 static long hook_step(__u32 i, void *vctx)
 {
 	struct hooks_walk *w = vctx;
-	struct hook_eval *e = hook_eval();
 	__u32 slot;
 
-	if (!e || i >= VIGIL_HOOKS_PER_KEY)
+	if (i >= VIGIL_HOOKS_PER_KEY)
 		return 1;
 	_Static_assert(VIGIL_HOOKS_PER_KEY == 8, "BOUND_SLOT masks to 8");
 	BOUND_SLOT(i); /* kept where the compiler would drop the bound */
-	slot = w->list.slot[i];
+	slot = w->list->slot[i];
 	struct vigil_hook_config *cfg = bpf_map_lookup_elem(&vigil_hook_configs, &slot);
 	if (cfg)
-		run_hook(e, cfg);
+		run_hook(w->e, cfg);
 	return 0;
 }
 
 /* Runs every hook on an attach point, the argument registers being in e->regs. One loop
  * body: run_hook is verified once per program, however many policies share the point. */
-static __always_inline void run_hooks(const struct vigil_hook_list *l)
+static __always_inline void run_hooks(struct hook_eval *e, const struct vigil_hook_list *l)
 {
-	struct hooks_walk w;
+	struct hooks_walk w = { .list = l, .e = e };
+	__u32 n = l->n;
 
-	__builtin_memcpy(&w.list, l, sizeof(w.list));
-	__u32 n = w.list.n;
 	bpf_loop(n < VIGIL_HOOKS_PER_KEY ? n : VIGIL_HOOKS_PER_KEY, hook_step, &w, 0);
 }
 
@@ -226,7 +226,7 @@ int vigil_kprobe(struct pt_regs *ctx)
 	}
 	e->regs[5] = 0;
 	e->connect_addr = 0;
-	run_hooks(hooks);
+	run_hooks(e, hooks);
 	return 0;
 }
 
@@ -244,7 +244,7 @@ int vigil_kretprobe(struct pt_regs *ctx)
 	for (int i = 1; i < 6; i++)
 		e->regs[i] = 0;
 	e->connect_addr = 0;
-	run_hooks(hooks);
+	run_hooks(e, hooks);
 	return 0;
 }
 
@@ -276,7 +276,7 @@ struct syscall_enter_ctx {
 		for (int i = n; i < 6; i++)                                                        \
 			e->regs[i] = 0;                                                            \
 		e->connect_addr = 0;                                                               \
-		run_hooks(hooks);                                                                  \
+		run_hooks(e, hooks);                                                                  \
 		return 0;                                                                          \
 	}
 
@@ -298,24 +298,21 @@ SYSCALL_ENTER(6)
 #define VIGIL_ECONNREFUSED 111
 #define VIGIL_ETIMEDOUT 110
 
-/* Runs the hooks on `key`, if a policy asked for them, with `sk` as the first argument;
- * `connect_addr` is the call's peer sockaddr (connect(), an unconnected send or receive), or
- * 0; `buf` and `len` are a datagram's first bytes in user memory and its length. */
-static __always_inline void run_sock_hook(__u64 key, struct sock *sk, __u64 connect_addr,
-					  __u64 buf, __u64 len)
+/* Runs the hooks on stand-in `code`, if a policy asked for them, with `sk` as the first
+ * argument. The caller has set e->regs[1] and [2] (a datagram's first bytes in user memory and
+ * its length) and e->connect_addr (the call's peer sockaddr: connect(), an unconnected send or
+ * receive), or zeroed them. */
+static __always_inline void run_sock_hook(struct hook_eval *e, __u64 code, struct sock *sk)
 {
-	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);
-	struct hook_eval *e = hook_eval();
+	e->lookup_key = VIGIL_HOOK_KEY_SOCK_STATE | code;
+	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &e->lookup_key);
 
-	if (!hooks || !e)
+	if (!hooks)
 		return;
 	e->regs[0] = (__u64)sk;
-	e->regs[1] = buf; /* udp_sendmsg's and udp_recvmsg's message */
-	e->regs[2] = len; /* and their length: the bytes sent or received */
 	for (int i = 3; i < 6; i++)
 		e->regs[i] = 0;
-	e->connect_addr = connect_addr;
-	run_hooks(hooks);
+	run_hooks(e, hooks);
 }
 
 /*
@@ -474,6 +471,52 @@ int vigil_sendto_enter(struct syscall_enter_ctx *ctx)
 	return 0;
 }
 
+/*
+ * The exit program's own frame is the first of the chain of frames run_hook's loops build, which
+ * together must fit the kernel's 512 bytes (6.1 rounds each up to 32): what it needs only on
+ * one path lives in these subprograms' frames instead.
+ */
+
+/* Remembers `fd` when connect() made it a connected UDP socket; whether it did. */
+static __noinline int remember_udp_fd(__s64 fd, __s64 ret)
+{
+	struct sock *sk = fd_sock(fd);
+	struct udp_fd_key k = {
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.fd = (__s32)fd,
+	};
+	__u8 one = 1;
+
+	if (ret != 0 || !sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return 0;
+	bpf_map_update_elem(&vigil_udp_fds, &k, &one, BPF_ANY);
+	return 1;
+}
+
+/* The socket of `fd` when it is one of `protocol` that the call `code` returning `ret` is a
+ * stand-in for, else 0. */
+static __noinline __u64 stand_in_sock(__s64 fd, int protocol, __u64 code, __s64 ret)
+{
+	struct sock *sk = fd_sock(fd);
+
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != protocol)
+		return 0;
+	if (code == VIGIL_SOCK_STATE_CONNECT &&
+	    BPF_CORE_READ(sk, __sk_common.skc_state) == VIGIL_TCP_CLOSE &&
+	    ret != -VIGIL_ECONNREFUSED && ret != -VIGIL_ETIMEDOUT)
+		return 0; /* no SYN left: a bad address, a bound port in use, ... */
+	return (__u64)sk;
+}
+
+/* The length the kernel wrote into a vector call's first message. */
+static __noinline __u64 first_msg_len(__u64 lenp)
+{
+	__u32 n = 0;
+
+	bpf_probe_read_user(&n, sizeof(n), (void *)lenp);
+	return n;
+}
+
 /* read(fd, buf, count) and write(fd, buf, count) on a connected UDP socket. */
 SEC("tracepoint/syscalls/sys_enter_read")
 int vigil_rw_enter(struct syscall_enter_ctx *ctx)
@@ -508,76 +551,70 @@ struct syscall_exit_ctx {
 SEC("tracepoint/syscalls/sys_exit_sock")
 int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 {
-	__u64 code, addr = 0, buf = 0, len = 0;
+	/* What the hooks read goes straight into the per-CPU state: this frame is the first of
+	 * the chain run_hook's loops build (see above). */
+	struct hook_eval *e = hook_eval();
 	__s64 fd = ctx->ret;
+	__u64 code;
 	int protocol = IPPROTO_TCP;
 
+	if (!e)
+		return 0;
+	e->regs[1] = e->regs[2] = e->connect_addr = 0;
 	if (ctx->nr == VIGIL_NR_ACCEPT || ctx->nr == VIGIL_NR_ACCEPT4) {
 		if (ctx->ret < 0)
 			return 0;
 		code = VIGIL_SOCK_STATE_ACCEPT;
 	} else {
 		/* connect() and the datagram calls: what was kept at entry. */
-		__u64 id = bpf_get_current_pid_tgid();
-		struct connect_call *c = bpf_map_lookup_elem(&vigil_connect_calls, &id);
+		e->lookup_key = bpf_get_current_pid_tgid();
+		struct connect_call *c = bpf_map_lookup_elem(&vigil_connect_calls, &e->lookup_key);
 
 		if (!c)
 			return 0;
 		fd = c->fd;
-		addr = c->addr;
-		buf = c->buf;
-		__u64 lenp = c->lenp;
-		bpf_map_delete_elem(&vigil_connect_calls, &id);
+		e->connect_addr = c->addr;
+		e->regs[1] = c->buf;
+		e->regs[2] = c->lenp;
+		bpf_map_delete_elem(&vigil_connect_calls, &e->lookup_key);
 		if (ctx->nr == VIGIL_NR_CONNECT) {
 			code = VIGIL_SOCK_STATE_CONNECT;
-			struct sock *usk = fd_sock(fd);
-			if (ctx->ret == 0 && usk && BPF_CORE_READ(usk, sk_protocol) == IPPROTO_UDP) {
-				struct udp_fd_key k = { .tgid = id >> 32, .fd = (__s32)fd };
-				__u8 one = 1;
-				bpf_map_update_elem(&vigil_udp_fds, &k, &one, BPF_ANY);
+			if (remember_udp_fd(fd, ctx->ret))
 				return 0;
-			}
 		} else {
-			if (ctx->ret < 0 || (ctx->ret == 0 && lenp))
-				return 0; /* failed, or no message of a vector went */
+			/* Failed, or no message of a vector call went. */
+			if (ctx->ret < 0 || (ctx->ret == 0 && e->regs[2]))
+				return 0;
 			int recv = ctx->nr == VIGIL_NR_RECVFROM || ctx->nr == VIGIL_NR_RECVMSG ||
 				   ctx->nr == VIGIL_NR_RECVMMSG || ctx->nr == VIGIL_NR_READ;
 			code = recv ? VIGIL_SOCK_STATE_UDP_RECV : VIGIL_SOCK_STATE_UDP_SEND;
 			protocol = IPPROTO_UDP;
 			/* The vector calls return the messages, the others the bytes. */
-			len = ctx->ret;
-			if (lenp) {
-				__u32 n = 0;
-				bpf_probe_read_user(&n, sizeof(n), (void *)lenp);
-				len = n;
-			}
+			e->regs[2] = e->regs[2] ? first_msg_len(e->regs[2]) : ctx->ret;
 		}
 	}
-	struct sock *sk = fd_sock(fd);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != protocol)
-		return 0;
-	if (code == VIGIL_SOCK_STATE_CONNECT &&
-	    BPF_CORE_READ(sk, __sk_common.skc_state) == VIGIL_TCP_CLOSE &&
-	    ctx->ret != -VIGIL_ECONNREFUSED && ctx->ret != -VIGIL_ETIMEDOUT)
-		return 0; /* no SYN left: a bad address, a bound port in use, ... */
-	run_sock_hook(VIGIL_HOOK_KEY_SOCK_STATE | code, sk, addr, buf, len);
+	struct sock *sk = (struct sock *)stand_in_sock(fd, protocol, code, ctx->ret);
+	if (sk)
+		run_sock_hook(e, code, sk);
 	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(vigil_sock_state, struct sock *sk, int oldstate, int newstate)
 {
-	__u64 key = VIGIL_HOOK_KEY_SOCK_STATE;
+	struct hook_eval *e = hook_eval();
+	__u64 code;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (!e || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	if (newstate == VIGIL_TCP_LISTEN)
-		key |= VIGIL_SOCK_STATE_LISTEN;
+		code = VIGIL_SOCK_STATE_LISTEN;
 	else if ((oldstate == VIGIL_TCP_ESTABLISHED && newstate == VIGIL_TCP_FIN_WAIT1) ||
 		 (oldstate == VIGIL_TCP_CLOSE_WAIT && newstate == VIGIL_TCP_LAST_ACK))
-		key |= VIGIL_SOCK_STATE_CLOSE;
+		code = VIGIL_SOCK_STATE_CLOSE;
 	else
 		return 0;
-	run_sock_hook(key, sk, 0, 0, 0);
+	e->regs[1] = e->regs[2] = e->connect_addr = 0;
+	run_sock_hook(e, code, sk);
 	return 0;
 }

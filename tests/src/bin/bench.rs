@@ -127,6 +127,28 @@ fn tcp_loop(addr: &str) {
     println!("{}", CONNECTS as f64 / start.elapsed().as_secs_f64());
 }
 
+/// DNS lookups per measurement.
+const LOOKUPS: usize = 5_000;
+
+/// The child side of the DNS benchmark: a stub resolver's lookups (one query sent and its
+/// answer received on a connected UDP socket) against the resolver at `addr`, again and again.
+fn dns_loop(addr: &str) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.connect(addr).expect("connect");
+    let mut buf = [0u8; 512];
+    let start = Instant::now();
+    for i in 0..LOOKUPS {
+        let q = vigil_tests::dns::query(
+            i as u16,
+            "unknown-galaxy.svc.cluster.local",
+            vigil_tests::dns::TYPE::A,
+        );
+        sock.send(&q).expect("send");
+        sock.recv(&mut buf).expect("an answer");
+    }
+    println!("{}", LOOKUPS as f64 / start.elapsed().as_secs_f64());
+}
+
 /// Rates of opening a file no policy matches and `/etc/passwd` (which the shipped deny policy
 /// names, by a binary it does not name), without and with the agent and its shipped policies.
 fn open_rows() {
@@ -140,11 +162,15 @@ fn open_rows() {
         (vec![], vec![], vec![], vec![]);
     let (mut base_write, mut with_write) = (vec![], vec![]);
     let (mut base_tcp, mut with_tcp) = (vec![], vec![]);
+    let (mut base_dns, mut with_dns) = (vec![], vec![]);
+    let resolver = vigil_tests::dns::TestResolver::start("127.0.0.1:53", &[]);
+    let resolver_addr = resolver.addr().to_string();
     for round in 0..=ROUNDS {
         base_plain.push(open_close_rate(&plain));
         base_passwd.push(open_close_rate("/etc/passwd"));
         base_write.push(child_rate("--write-loop", &written));
         base_tcp.push(child_rate("--tcp-loop", "127.0.0.1:0"));
+        base_dns.push(child_rate("--dns-loop", &resolver_addr));
         if round < ROUNDS {
             let dir = vigil_tests::rules_dir();
             let agent = Agent::start(&["--policy-dir", dir.to_str().unwrap()]);
@@ -152,6 +178,7 @@ fn open_rows() {
             with_passwd.push(open_close_rate("/etc/passwd"));
             with_write.push(child_rate("--write-loop", &written));
             with_tcp.push(child_rate("--tcp-loop", "127.0.0.1:0"));
+            with_dns.push(child_rate("--dns-loop", &resolver_addr));
             agent.stop();
         }
     }
@@ -163,6 +190,15 @@ fn open_rows() {
         list(&with_tcp),
         median(with_tcp.clone()) / median(base_tcp.clone())
     );
+    println!(
+        "| DNS lookup (query sent, NXDOMAIN received) on a connected UDP socket to a resolver on 127.0.0.1:53, {LOOKUPS} times: observe-dns reports both | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
+        median(base_dns.clone()),
+        list(&base_dns),
+        median(with_dns.clone()),
+        list(&with_dns),
+        median(with_dns.clone()) / median(base_dns.clone())
+    );
+    drop(resolver);
     println!(
         "| 64-byte write() to a file outside the watched directories, {WRITES} times, shipped policies loaded | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
         median(base_write.clone()),
@@ -245,6 +281,9 @@ fn main() {
     }
     if args.len() == 3 && args[1] == "--tcp-loop" {
         return tcp_loop(&args[2]);
+    }
+    if args.len() == 3 && args[1] == "--dns-loop" {
+        return dns_loop(&args[2]);
     }
     vigil_tests::require_root();
     // Warm the page cache and the spawn path before measuring.

@@ -81,6 +81,9 @@ struct hook_eval {
 	/* connect()'s sockaddr (user memory), for a socket the failed connection left without
 	 * its destination; 0 elsewhere. */
 	__u64 connect_addr;
+	/* A map key kept here rather than on the stack of a program whose frame starts the
+	 * chain of run_hook's loops. */
+	__u64 lookup_key;
 	/* Decoded strings, NUL-padded. Eight slots for five arguments: an index masked with 7 is
 	 * in bounds without the verifier having to follow a comparison. */
 	struct vigil_match_key key[8];
