@@ -18,6 +18,12 @@ pub fn render(event: &Event) -> String {
                 f if f.contains("close") => ("🧹", "close"),
                 f if f.contains("sendmsg") => ("📤", "sendmsg"),
                 f if f.contains("setuid") => ("🔑", "setuid"),
+                f if f.contains("unlink") || f.contains("rmdir") => ("🧨", "delete"),
+                f if f.contains("rename") => ("🚚", "rename"),
+                f if f.contains("chmod") => ("🔧", "chmod"),
+                f if f.contains("chown") => ("🔧", "chown"),
+                f if f.contains("truncate") => ("✂️", "truncate"),
+                f if f.contains("open") || f.contains("creat") => ("📝", "open"),
                 _ if matches!(event.body, EventBody::ProcessLsm(_)) => ("🔒", "lsm"),
                 _ => ("❓", "syscall"),
             };

@@ -131,6 +131,62 @@ pub const ARG_TYPES: [(&str, ArgClass); 21] = [
     ("dns", ArgClass::Dns),
 ];
 
+/// The file name arguments of the system calls that take them: (call, argument index, the
+/// index of the directory descriptor it is relative to, if any). A `path` argument of a
+/// system call hook reads one as the call will look it up, made absolute in the kernel.
+const FILE_NAME_ARGS: &[(&str, u32, Option<u32>)] = &[
+    ("open", 0, None),
+    ("creat", 0, None),
+    ("openat", 1, Some(0)),
+    ("openat2", 1, Some(0)),
+    ("unlink", 0, None),
+    ("unlinkat", 1, Some(0)),
+    ("rmdir", 0, None),
+    ("mkdir", 0, None),
+    ("mkdirat", 1, Some(0)),
+    ("mknod", 0, None),
+    ("mknodat", 1, Some(0)),
+    ("rename", 0, None),
+    ("rename", 1, None),
+    ("renameat", 1, Some(0)),
+    ("renameat", 3, Some(2)),
+    ("renameat2", 1, Some(0)),
+    ("renameat2", 3, Some(2)),
+    ("link", 0, None),
+    ("link", 1, None),
+    ("linkat", 1, Some(0)),
+    ("linkat", 3, Some(2)),
+    ("symlink", 1, None),
+    ("symlinkat", 2, Some(1)),
+    ("chmod", 0, None),
+    ("fchmodat", 1, Some(0)),
+    ("fchmodat2", 1, Some(0)),
+    ("chown", 0, None),
+    ("lchown", 0, None),
+    ("fchownat", 1, Some(0)),
+    ("truncate", 0, None),
+    ("utimensat", 1, Some(0)),
+    ("setxattr", 0, None),
+    ("lsetxattr", 0, None),
+    ("removexattr", 0, None),
+    ("lremovexattr", 0, None),
+    ("execve", 0, None),
+    ("execveat", 1, Some(0)),
+    ("chdir", 0, None),
+    ("chroot", 0, None),
+];
+
+/// Whether argument `index` of system call `call` (`sys_` prefix or not) is a file name, and
+/// then the directory descriptor argument it is relative to (`None`: the working directory).
+pub fn file_name_arg(call: &str, index: u32) -> Option<Option<u32>> {
+    let bare = call.strip_prefix("__x64_").unwrap_or(call);
+    let bare = bare.strip_prefix("sys_").unwrap_or(bare);
+    FILE_NAME_ARGS
+        .iter()
+        .find(|(c, i, _)| *c == bare && *i == index)
+        .map(|(_, _, dirfd)| *dirfd)
+}
+
 /// The class of an argument type, if vigil reads it.
 pub fn arg_class(t: &str) -> Option<ArgClass> {
     ARG_TYPES.iter().find(|(n, _)| *n == t).map(|(_, c)| *c)

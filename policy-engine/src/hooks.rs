@@ -48,6 +48,12 @@ pub enum HookArgKind {
     Fd,
     /// The datagram of udp_sendmsg or udp_recvmsg, decoded as a DNS message.
     Dns,
+    /// A system call's file name, made absolute in the kernel from the working directory or
+    /// the directory descriptor at this argument index, and normalized.
+    AtPath {
+        /// The directory descriptor's argument index; `None`: the working directory.
+        dirfd: Option<u32>,
+    },
 }
 
 impl HookArgKind {
@@ -61,6 +67,7 @@ impl HookArgKind {
                 | HookArgKind::Path
                 | HookArgKind::Fd
                 | HookArgKind::Dns
+                | HookArgKind::AtPath { .. }
         )
     }
 }
@@ -306,6 +313,18 @@ pub fn generic_hook(
             }
             (_, "file") if !k.syscall => HookArgKind::File,
             (_, "path") if !k.syscall => HookArgKind::Path,
+            (_, "path") => match crate::args::file_name_arg(&k.call, a.index) {
+                Some(dirfd) => HookArgKind::AtPath { dirfd },
+                None => {
+                    return Err(err(
+                        apath,
+                        format!(
+                            "argument {} of {} is not a file name the call looks up: a system call hook reads `path` only from those (read it as `string`)",
+                            a.index, k.call
+                        ),
+                    ))
+                }
+            },
             (_, t) => {
                 return Err(err(
                     apath,

@@ -309,7 +309,7 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
             Arg::BytesArg(base64::engine::general_purpose::STANDARD.encode(text))
         }
         HookArgKind::File | HookArgKind::Fd => Arg::FileArg(FileArg { path: lossy() }),
-        HookArgKind::Path => Arg::PathArg(FileArg { path: lossy() }),
+        HookArgKind::Path | HookArgKind::AtPath { .. } => Arg::PathArg(FileArg { path: lossy() }),
         HookArgKind::Sockaddr => {
             let s = raw.sock();
             let sock = sock_arg(&s);

@@ -15,7 +15,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -26,6 +26,7 @@ const SCENARIOS: [&str; 10] = [
     "exporters",
     "network_policies",
     "privilege_policies",
+    "file_changes",
 ];
 
 /// The VM stage must stay under five minutes on our 2-core machines.

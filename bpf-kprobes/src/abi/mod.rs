@@ -331,6 +331,8 @@ mod layout_tests {
                     ("VIGIL_PART_BINARY", _) => Some(PART_BINARY as usize),
                     ("VIGIL_OP_FAMILY", _) => Some(op::FAMILY as usize),
                     ("VIGIL_ARG_CONST", _) => Some(ARG_CONST as usize),
+                    ("VIGIL_ARG_AT_PATH", _) => Some(ARG_AT_PATH as usize),
+                    ("VIGIL_AT_CWD", _) => Some(AT_CWD as usize),
                     _ => None,
                 }
             };

@@ -45,6 +45,10 @@ pub const ARG_SOCKADDR: u32 = 7;
 pub const ARG_BUF: u32 = 8;
 /// `VIGIL_ARG_CONST`: a value the attach point implies.
 pub const ARG_CONST: u32 = 9;
+/// `VIGIL_ARG_AT_PATH`: a system call's file name, made absolute and normalized.
+pub const ARG_AT_PATH: u32 = 10;
+/// `VIGIL_AT_CWD`: an `ARG_AT_PATH` relative to the working directory.
+pub const AT_CWD: u8 = 0xff;
 /// `VIGIL_ARGF_USER`: the pointer is a user address.
 pub const ARGF_USER: u8 = 1;
 /// `VIGIL_ARGF_SIGNED`: sign-extend the integer.

@@ -180,6 +180,8 @@ int main(void)
 	printf("(\"VIGIL_PART_BINARY\", \"#define\", %d),\n", VIGIL_PART_BINARY);
 	printf("(\"VIGIL_OP_FAMILY\", \"#define\", %d),\n", VIGIL_OP_FAMILY);
 	printf("(\"VIGIL_ARG_CONST\", \"#define\", %d),\n", VIGIL_ARG_CONST);
+	printf("(\"VIGIL_ARG_AT_PATH\", \"#define\", %d),\n", VIGIL_ARG_AT_PATH);
+	printf("(\"VIGIL_AT_CWD\", \"#define\", %d),\n", VIGIL_AT_CWD);
 	printf("];\n");
 	return 0;
 }

@@ -55,7 +55,7 @@ static long emit_step(__u32 a, void *vctx)
 		return 1;
 	__u8 t = e->cfg.arg_type[i];
 	if (t != VIGIL_ARG_STRING && t != VIGIL_ARG_BUF && t != VIGIL_ARG_FILE && t != VIGIL_ARG_PATH &&
-	    t != VIGIL_ARG_FD)
+	    t != VIGIL_ARG_FD && t != VIGIL_ARG_AT_PATH)
 		return 0;
 	decode_str(i);
 	e = hook_eval();
@@ -128,12 +128,13 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 	}
 
 	if (cfg->rule_count) {
-		struct rule_walk w = { .first = cfg->rule_first };
+		__builtin_memset(&e->walk, 0, sizeof(e->walk));
+		e->walk.first = cfg->rule_first;
 		__u32 n = cfg->rule_count;
-		bpf_loop(n < VIGIL_HOOK_RULES ? n : VIGIL_HOOK_RULES, rule_step, &w, 0);
-		if (!w.matched)
+		bpf_loop(n < VIGIL_HOOK_RULES ? n : VIGIL_HOOK_RULES, rule_step, 0, 0);
+		if (!e->walk.matched)
 			return;
-		__u32 slot = w.matched - 1;
+		__u32 slot = e->walk.matched - 1;
 		struct vigil_hook_rule *r = bpf_map_lookup_elem(&vigil_hook_rules, &slot);
 		if (!r)
 			return;

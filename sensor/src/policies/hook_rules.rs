@@ -67,6 +67,11 @@ pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) {
             HookArgKind::Fd => (abi::ARG_FD, 0, 0),
             // The stand-in's datagram: user memory, its length at position 2.
             HookArgKind::Dns => (abi::ARG_BUF, abi::ARGF_USER, 2),
+            HookArgKind::AtPath { dirfd } => (
+                abi::ARG_AT_PATH,
+                abi::ARGF_USER,
+                dirfd.map_or(abi::AT_CWD, |d| d as u8),
+            ),
         };
         cfg.arg_type[i] = t as u8;
         cfg.arg_flags[i] = flags;

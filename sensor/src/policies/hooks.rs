@@ -128,6 +128,7 @@ pub(super) fn hook_keys(
         .iter()
         .map(|a| match a.kind {
             HookArgKind::CharBuf { size_index } => a.index.max(size_index) as usize + 1,
+            HookArgKind::AtPath { dirfd: Some(d) } => a.index.max(d) as usize + 1,
             _ => a.index as usize + 1,
         })
         .max()

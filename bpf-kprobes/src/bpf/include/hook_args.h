@@ -156,6 +156,92 @@ static __always_inline int arg_path(__u8 type, void *ptr, struct path *p)
 	return BPF_CORE_READ_INTO(p, f, f_path);
 }
 
+#define VIGIL_AT_FDCWD -100
+
+/*
+ * One byte of a file name being normalized (the agent's per-CPU state holds everything: the
+ * loop's own frame stays small, as the kernel's 512-byte limit on a call chain asks). A '/' or
+ * the end closes a component: '' and '.' vanish, '..' drops the last one kept, any other is
+ * appended.
+ */
+static long norm_step(__u32 i, void *unused)
+{
+	struct hook_eval *e = hook_eval();
+
+	if (!e)
+		return 1;
+	__u32 at = e->norm.pos + i;
+	if (at > e->norm.end)
+		return 1;
+	__u8 c = at < e->norm.end ? e->norm.in[at & 511] : '/';
+	__u32 o = e->norm.out_len, k = e->norm.comp;
+	if (c != '/') {
+		if (o + 1 + k < 255)
+			e->norm.out[(o + 1 + k) & 255] = c;
+		else
+			e->norm.trunc = 1;
+		e->norm.comp = k + 1;
+		return 0;
+	}
+	e->norm.comp = 0;
+	if (k == 0 || (k == 1 && e->norm.out[(o + 1) & 255] == '.'))
+		return 0;
+	if (k == 2 && e->norm.out[(o + 1) & 255] == '.' && e->norm.out[(o + 2) & 255] == '.') {
+		__u32 d = e->norm.depth;
+		if (d) {
+			e->norm.depth = d - 1;
+			e->norm.out_len = e->norm.slash[(d - 1) & 63];
+		}
+		return 0;
+	}
+	if (e->norm.depth < 64)
+		e->norm.slash[e->norm.depth++ & 63] = o;
+	else
+		e->norm.trunc = 1; /* deeper than '..' can be followed */
+	e->norm.out[o & 255] = '/';
+	o += 1 + k;
+	if (o > 255) {
+		o = 255;
+		e->norm.trunc = 1;
+	}
+	e->norm.out_len = o;
+	return 0;
+}
+
+/* Joins the name read into norm.in[256, norm.end) to the directory path in e->key[a] (none
+ * for an absolute name) and leaves the normalized result in e->key[a]. Symbolic
+ * links are not followed (their targets are the kernel's to resolve): this is the name the
+ * process used, made absolute. */
+static __always_inline void at_path_join(struct hook_eval *e, __u32 a)
+{
+	__u32 start = 256;
+
+	BOUND_SLOT(a);
+	if (e->norm.in[256] != '/') {
+		__u32 blen = e->slen[a];
+		if (blen > 254) {
+			blen = 254; /* its first bytes, which prefixes compare; the name is lost */
+			e->norm.trunc = 1;
+			e->norm.end = 256;
+		}
+		start = 255 - blen;
+		bpf_probe_read_kernel(&e->norm.in[start & 255], blen & 255, e->key[a].path);
+		e->norm.in[255] = '/';
+	}
+	e->norm.pos = start;
+	e->norm.out_len = e->norm.comp = e->norm.depth = 0;
+	bpf_loop(512, norm_step, 0, 0);
+	__u32 len = e->norm.out_len;
+	if (len == 0) {
+		e->norm.out[0] = '/';
+		len = 1;
+	}
+	__builtin_memset(e->key[a].path, 0, sizeof(e->key[a].path));
+	bpf_probe_read_kernel(e->key[a].path, len & 255, e->norm.out);
+	e->slen[a] = len;
+	e->ev.args[a].int_value = e->norm.trunc;
+}
+
 /* Decodes string-like argument `a` into e->key[a], once per call. A global function: the
  * verifier checks it once, not once per place that calls it. */
 __noinline int decode_str(__u32 a)
@@ -192,12 +278,41 @@ __noinline int decode_str(__u32 a)
 		e->ev.args[a].int_value = want > VIGIL_MATCH_MAX;
 		break;
 	}
+	case VIGIL_ARG_AT_PATH:
 	case VIGIL_ARG_FILE:
 	case VIGIL_ARG_PATH:
 	case VIGIL_ARG_FD:
+		/* A system call's file name: relative ones are joined to their directory's path,
+		 * walked below like the paths of files (one walk in this function keeps its frame
+		 * small). */
+		if (type == VIGIL_ARG_AT_PATH) {
+			n = bpf_probe_read_user_str(&e->norm.in[256], 256, ptr);
+			if (n < 1)
+				return 0;
+			e->norm.trunc = n == 256;
+			e->norm.end = 256 + ((n - 1) & 255);
+			if (e->norm.in[256] == '/')
+				goto join; /* absolute: no directory to walk */
+			/* The directory: the descriptor the call names, or the working directory. */
+			__u8 r = e->cfg.arg_bits[a];
+			ptr = (void *)(r < 6 ? (long)(int)e->regs[r & 7] : VIGIL_AT_FDCWD);
+			type = VIGIL_ARG_FD;
+			if ((long)ptr == VIGIL_AT_FDCWD) {
+				struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+				struct fs_struct *fs = BPF_CORE_READ(task, fs);
+				ptr = __builtin_preserve_access_index(&fs->pwd);
+				type = VIGIL_ARG_PATH;
+			}
+		}
 		if (arg_path(type, ptr, &p) < 0)
 			return 0;
 		decode_path(e, a, &p);
+		if (e->cfg.arg_type[a] != VIGIL_ARG_AT_PATH)
+			break;
+		e->norm.trunc |= e->ev.args[a].int_value;
+join:
+		/* One place joins, so the join is inlined once. */
+		at_path_join(e, a);
 		break;
 	}
 	return 0;

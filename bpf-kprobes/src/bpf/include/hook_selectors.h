@@ -17,15 +17,6 @@ struct {
 	__type(value, struct vigil_hook_rule);
 } vigil_hook_rules SEC(".maps");
 
-/* State of one walk over a hook's selectors. */
-struct rule_walk {
-	__u32 first;
-	__u32 slot;      /* the selector being evaluated */
-	__u32 proc_ready;
-	__u32 bin_ready;
-	__u32 matched;   /* slot that matched + 1 */
-	__u32 failed;    /* a condition of the current selector failed */
-};
 
 static __always_inline void lpm_rule(struct vigil_lpm_key *k, __u32 rule_key)
 {
@@ -114,15 +105,17 @@ static __always_inline int path_hit(struct hook_eval *e, __u32 a, __u8 op, __u32
 }
 
 /* One argument condition of the selector in w->slot. */
-static long cond_step(__u32 c, void *vctx)
+static long cond_step(__u32 c, void *unused)
 {
-	struct rule_walk *w = vctx;
 	struct hook_eval *e = hook_eval();
+	if (!e)
+		return 1;
+	struct rule_walk *w = &e->walk;
 	__u32 slot = w->slot;
 	struct vigil_hook_rule *r = bpf_map_lookup_elem(&vigil_hook_rules, &slot);
 	int hit = 0;
 
-	if (!e || !r) {
+	if (!r) {
 		w->failed = 1;
 		return 1;
 	}
@@ -293,21 +286,23 @@ static __always_inline int process_filters_hold(struct hook_eval *e, struct rule
 	return 1;
 }
 
-static long rule_step(__u32 i, void *vctx)
+static long rule_step(__u32 i, void *unused)
 {
-	struct rule_walk *w = vctx;
 	struct hook_eval *e = hook_eval();
+	if (!e)
+		return 1;
+	struct rule_walk *w = &e->walk;
 	__u32 slot = w->first + i;
 	struct vigil_hook_rule *r = bpf_map_lookup_elem(&vigil_hook_rules, &slot);
 
-	if (!e || !r)
+	if (!r)
 		return 1;
 	if (!(r->flags & VIGIL_RULE_ACTIVE))
 		return 0;
 	w->slot = slot;
 	w->failed = 0;
 	__u32 n = r->nconds < VIGIL_HOOK_CONDS ? r->nconds : VIGIL_HOOK_CONDS;
-	bpf_loop(n, cond_step, w, 0);
+	bpf_loop(n, cond_step, 0, 0);
 	if (w->failed)
 		return 0;
 	/* The condition walk may have looked the rule up again; refresh the pointer. */

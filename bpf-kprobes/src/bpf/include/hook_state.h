@@ -72,6 +72,16 @@ struct {
 	__type(value, struct path_cache_value);
 } vigil_path_cache SEC(".maps");
 
+/* State of one walk over a hook's selectors. */
+struct rule_walk {
+	__u32 first;
+	__u32 slot;      /* the selector being evaluated */
+	__u32 proc_ready;
+	__u32 bin_ready;
+	__u32 matched;   /* slot that matched + 1 */
+	__u32 failed;    /* a condition of the current selector failed */
+};
+
 /* Per-CPU state of one hook call. `ev` and `strs` are contiguous: they are the record. */
 struct hook_eval {
 	struct vigil_hook_event ev;
@@ -96,6 +106,18 @@ struct hook_eval {
 	struct vigil_cidr_key ckey;
 	struct path_cache_key pkey;
 	struct vigil_process proc;
+	/* The walk over the selectors, here rather than on the stack: the frames of the loops
+	 * that walk them must fit the kernel's 512 bytes together. */
+	struct rule_walk walk;
+	/* A system call's file name made absolute: `in` holds the directory's path right-aligned
+	 * to 255, a '/', and the name from 256; `out` the normalized path being built. */
+	struct {
+		__u8 in[512];
+		__u8 out[256];
+		__u16 slash[64]; /* where each component of `out` starts, for '..' */
+		__u32 pos, end;  /* the bytes of `in` to read, [pos, end) */
+		__u32 out_len, comp, depth, trunc;
+	} norm;
 };
 
 struct {

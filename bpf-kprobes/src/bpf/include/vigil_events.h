@@ -230,9 +230,13 @@ enum vigil_arg_type {
 	VIGIL_ARG_SOCKADDR = 7, /* struct sockaddr *: family, address and port */
 	VIGIL_ARG_BUF = 8,      /* bytes whose count is the argument at position arg_bits */
 	VIGIL_ARG_CONST = 9,    /* the config's `konst`: a value the attach point implies */
+	VIGIL_ARG_AT_PATH = 10, /* a system call's file name (user memory), made absolute from the
+				 * descriptor at position arg_bits (VIGIL_AT_CWD: the working
+				 * directory) and normalized ('.', '..', '//' resolved by name) */
 };
 
 #define VIGIL_HOOK_SYSCALL (1u << 0) /* a syscall wrapper: arguments sit in the inner pt_regs */
+#define VIGIL_AT_CWD 0xff /* arg_bits of a VIGIL_ARG_AT_PATH relative to the working directory */
 
 /* The hooks on one key (each loaded policy may hook the same function): their slots in
  * vigil_hook_configs, run in order. Room for a policy's replacement beside it. */
