@@ -179,7 +179,7 @@ fn writes_under_etc_are_reported_by_the_file_they_really_reach() {
 }
 
 #[test]
-fn module_loads_outside_the_host_pid_namespace_are_killed() {
+fn module_loads_are_reported_and_killed_outside_the_host_pid_namespace() {
     let dir = rules_dir();
     let tmp = vigil_tests::TempDir::new("modules");
     let bogus = tmp.path().join("bogus.ko");
@@ -214,10 +214,48 @@ fn module_loads_outside_the_host_pid_namespace_are_killed() {
             "{contained:?}"
         );
         assert!(events.is_empty(), "{events:#?}");
+        assert!(
+            kprobe_events(&run, "observe-privilege-changes")
+                .iter()
+                .all(|e| !e["function_name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("init_module")),
+            "nothing to observe either"
+        );
         return;
     }
     assert_eq!(contained.status.signal(), Some(9), "{contained:?}");
     assert_eq!(events.len(), 1, "only the contained attempt: {events:#?}");
+    // observe-privilege-changes reports both attempts, with the module file busybox passed.
+    let observed: Vec<&Value> = kprobe_events(&run, "observe-privilege-changes")
+        .into_iter()
+        .filter(|e| {
+            e["function_name"]
+                .as_str()
+                .is_some_and(|f| f.contains("init_module"))
+        })
+        .collect();
+    // (busybox falls back from finit_module to init_module when the first fails.)
+    let mut pids: Vec<&Value> = observed.iter().map(|e| &e["process"]["pid"]).collect();
+    pids.dedup();
+    assert_eq!(
+        pids.len(),
+        2,
+        "the host's and the contained attempt: {observed:#?}"
+    );
+    assert!(
+        pids.contains(&&events[0]["process"]["pid"]),
+        "{observed:#?}"
+    );
+    for e in &observed {
+        if e["function_name"]
+            .as_str()
+            .is_some_and(|f| f.contains("finit_module"))
+        {
+            assert_eq!(e["args"][0]["file_arg"]["path"], bogus, "{e:#?}");
+        }
+    }
     assert_eq!(events[0]["outcome"], "killed");
     assert_eq!(events[0]["action"], "KPROBE_ACTION_SIGKILL");
     assert!(
