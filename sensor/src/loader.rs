@@ -81,7 +81,7 @@ struct SockStateLinks {
 
 /// The system call programs that stand for TCP functions, and their tracepoints (one program
 /// serves the three returns).
-const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 20] = [
+const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 19] = [
     ("vigil_connect_enter", "sys_enter_connect"),
     ("vigil_connect_enter", "sys_enter_sendmsg"),
     ("vigil_connect_enter", "sys_enter_sendmmsg"),
@@ -101,7 +101,6 @@ const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 20] = [
     ("vigil_rw_enter", "sys_enter_read"),
     ("vigil_rw_enter", "sys_enter_write"),
     ("vigil_sock_syscall_exit", "sys_exit_read"),
-    ("vigil_sock_syscall_exit", "sys_exit_write"),
 ];
 
 /// The syscall-enter programs of `hooks.bpf.c`, by the number of arguments they read.

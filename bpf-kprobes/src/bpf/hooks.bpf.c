@@ -333,8 +333,8 @@ static __always_inline void run_sock_hook(struct hook_eval *e, __u64 code, struc
  *   an unconnected socket's destination is the call's.
  * - udp_recvmsg: the return from recvfrom(), recvmsg() or recvmmsg() that received on a UDP
  *   socket; the peer is the address the call filled in, for an unconnected socket.
- * - Both, for a connected UDP socket: the return from write() and read() (busybox's and Go's
- *   resolvers use them). Which descriptors are connected UDP sockets is learnt at the return
+ * - Both, for a connected UDP socket: the entry to write() and the return from read()
+ *   (busybox's and Go's resolvers use them). Which descriptors are connected UDP sockets is learnt at the return
  *   from connect(), so the reads and writes of everything else cost one lookup.
  *
  * The datagram is the first buffer of the (first) message: its bytes are copied only when a
@@ -518,20 +518,43 @@ static __noinline __u64 first_msg_len(__u64 lenp)
 	return n;
 }
 
-/* read(fd, buf, count) and write(fd, buf, count) on a connected UDP socket. */
+/* A read() on a connected UDP socket: its buffer, for the return to find the datagram in. */
+static __noinline int keep_read(__s64 fd, __u64 buf)
+{
+	struct connect_call call = { .fd = fd, .buf = buf };
+
+	keep_call(VIGIL_SOCK_STATE_UDP_RECV, &call);
+	return 0;
+}
+
+/*
+ * read(fd, buf, count) and write(fd, buf, count) on a connected UDP socket. A write's datagram
+ * is whole at entry, so the send hooks run here and write()'s exit tracepoint is never attached
+ * (every write on the machine would pay for it); a read's is there only at the return.
+ */
 SEC("tracepoint/syscalls/sys_enter_read")
 int vigil_rw_enter(struct syscall_enter_ctx *ctx)
 {
-	__u64 code = ctx->nr == VIGIL_NR_READ ? VIGIL_SOCK_STATE_UDP_RECV : VIGIL_SOCK_STATE_UDP_SEND;
-	struct udp_fd_key k = {
-		.tgid = bpf_get_current_pid_tgid() >> 32,
-		.fd = (__s32)ctx->args[0],
-	};
+	struct hook_eval *e = hook_eval();
 
-	if (!bpf_map_lookup_elem(&vigil_udp_fds, &k))
+	if (!e)
 		return 0;
-	struct connect_call call = { .fd = (__s64)ctx->args[0], .buf = ctx->args[1] };
-	keep_call(code, &call);
+	/* The key in the per-CPU state: this frame starts run_hook's chain (see below). */
+	struct udp_fd_key *k = (struct udp_fd_key *)&e->lookup_key;
+	k->tgid = bpf_get_current_pid_tgid() >> 32;
+	k->fd = (__s32)ctx->args[0];
+	if (!bpf_map_lookup_elem(&vigil_udp_fds, k))
+		return 0;
+	if (ctx->nr == VIGIL_NR_READ)
+		return keep_read((__s64)ctx->args[0], ctx->args[1]);
+	struct sock *sk = (struct sock *)stand_in_sock((__s64)ctx->args[0], IPPROTO_UDP,
+						       VIGIL_SOCK_STATE_UDP_SEND, 0);
+	if (!sk)
+		return 0;
+	e->regs[1] = ctx->args[1];
+	e->regs[2] = ctx->args[2];
+	e->connect_addr = 0;
+	run_sock_hook(e, VIGIL_SOCK_STATE_UDP_SEND, sk);
 	return 0;
 }
 

@@ -103,6 +103,22 @@ fn write_loop(path: &str) {
     println!("{}", WRITES as f64 / start.elapsed().as_secs_f64());
 }
 
+/// The child side of the read benchmark: 64-byte read()s from one descriptor.
+fn read_loop(path: &str) {
+    use std::io::{Read, Seek};
+    std::fs::write(path, [b'x'; 64 * 4096]).expect("write");
+    let mut f = std::fs::File::open(path).expect("open");
+    let mut block = [0u8; 64];
+    let start = Instant::now();
+    for i in 0..WRITES {
+        if i % 4096 == 0 {
+            f.rewind().expect("rewind");
+        }
+        f.read_exact(&mut block).expect("read");
+    }
+    println!("{}", WRITES as f64 / start.elapsed().as_secs_f64());
+}
+
 /// TCP connections opened and closed per measurement.
 const CONNECTS: usize = 5_000;
 
@@ -161,6 +177,7 @@ fn open_rows() {
     let (mut base_plain, mut base_passwd, mut with_plain, mut with_passwd) =
         (vec![], vec![], vec![], vec![]);
     let (mut base_write, mut with_write) = (vec![], vec![]);
+    let (mut base_read, mut with_read) = (vec![], vec![]);
     let (mut base_tcp, mut with_tcp) = (vec![], vec![]);
     let (mut base_dns, mut with_dns) = (vec![], vec![]);
     let resolver = vigil_tests::dns::TestResolver::start("127.0.0.1:53", &[]);
@@ -169,6 +186,7 @@ fn open_rows() {
         base_plain.push(open_close_rate(&plain));
         base_passwd.push(open_close_rate("/etc/passwd"));
         base_write.push(child_rate("--write-loop", &written));
+        base_read.push(child_rate("--read-loop", &written));
         base_tcp.push(child_rate("--tcp-loop", "127.0.0.1:0"));
         base_dns.push(child_rate("--dns-loop", &resolver_addr));
         if round < ROUNDS {
@@ -177,6 +195,7 @@ fn open_rows() {
             with_plain.push(open_close_rate(&plain));
             with_passwd.push(open_close_rate("/etc/passwd"));
             with_write.push(child_rate("--write-loop", &written));
+            with_read.push(child_rate("--read-loop", &written));
             with_tcp.push(child_rate("--tcp-loop", "127.0.0.1:0"));
             with_dns.push(child_rate("--dns-loop", &resolver_addr));
             agent.stop();
@@ -206,6 +225,14 @@ fn open_rows() {
         median(with_write.clone()),
         list(&with_write),
         median(with_write.clone()) / median(base_write.clone())
+    );
+    println!(
+        "| 64-byte read() from a file, {WRITES} times, shipped policies loaded (the return from read() is watched for DNS answers on connected UDP sockets) | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
+        median(base_read.clone()),
+        list(&base_read),
+        median(with_read.clone()),
+        list(&with_read),
+        median(with_read.clone()) / median(base_read.clone())
     );
     for (what, base, with) in [
         ("a file no policy matches", &base_plain, &with_plain),
@@ -281,6 +308,9 @@ fn main() {
     }
     if args.len() == 3 && args[1] == "--tcp-loop" {
         return tcp_loop(&args[2]);
+    }
+    if args.len() == 3 && args[1] == "--read-loop" {
+        return read_loop(&args[2]);
     }
     if args.len() == 3 && args[1] == "--dns-loop" {
         return dns_loop(&args[2]);
