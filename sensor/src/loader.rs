@@ -75,13 +75,14 @@ enum SharedLinkId {
 /// The links of the programs that stand for TCP functions without kprobes.
 #[derive(Debug)]
 struct SockStateLinks {
-    state: BtfTracePointLinkId,
+    /// The TCP state changes, then (6.3+) the socket receives.
+    btf: Vec<(&'static str, BtfTracePointLinkId)>,
     syscalls: Vec<(&'static str, TracePointLinkId)>,
 }
 
 /// The system call programs that stand for TCP functions, and their tracepoints (one program
 /// serves the three returns).
-const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 19] = [
+const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 17] = [
     ("vigil_connect_enter", "sys_enter_connect"),
     ("vigil_connect_enter", "sys_enter_sendmsg"),
     ("vigil_connect_enter", "sys_enter_sendmmsg"),
@@ -98,8 +99,13 @@ const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 19] = [
     ("vigil_sock_syscall_exit", "sys_exit_recvfrom"),
     ("vigil_sock_syscall_exit", "sys_exit_recvmsg"),
     ("vigil_sock_syscall_exit", "sys_exit_recvmmsg"),
-    ("vigil_rw_enter", "sys_enter_read"),
     ("vigil_rw_enter", "sys_enter_write"),
+];
+
+/// Where the kernel has no `sock/sock_recv_length` tracepoint (before 6.3), read() on a
+/// connected UDP socket is served by its entry and return, which every read() then pays for.
+const READ_FALLBACK_PROGRAMS: [(&str, &str); 2] = [
+    ("vigil_rw_enter", "sys_enter_read"),
     ("vigil_sock_syscall_exit", "sys_exit_read"),
 ];
 
@@ -304,19 +310,42 @@ impl ProcessSensor {
             *users += 1;
             return Ok(HookLink::SockState);
         }
-        let (program, hook) = ("vigil_sock_state", "tp_btf/inet_sock_set_state");
-        let btf = &self.btf;
-        let prog = loaded_program(&mut self.ebpf, program, hook, |p: &mut BtfTracePoint| {
-            p.load("inet_sock_set_state", btf)
-        })?;
-        let state = prog.attach().map_err(|source| LoadError::Program {
-            program,
-            hook,
-            source,
-        })?;
-        let mut syscalls = Vec::new();
-        for (program, tracepoint) in SOCK_SYSCALL_PROGRAMS {
-            let hook = "syscalls/sys_*_connect, sys_exit_accept*, sys_*_send*, sys_*_recv*, sys_*_read, sys_*_write";
+        let mut links = SockStateLinks {
+            btf: Vec::new(),
+            syscalls: Vec::new(),
+        };
+        let recv_tracepoint =
+            std::path::Path::new("/sys/kernel/tracing/events/sock/sock_recv_length").exists();
+        let mut btf_programs = vec![("vigil_sock_state", "inet_sock_set_state")];
+        let mut syscalls: Vec<(&'static str, &'static str)> = SOCK_SYSCALL_PROGRAMS.to_vec();
+        if recv_tracepoint {
+            btf_programs.push(("vigil_sock_recv", "sock_recv_length"));
+        } else {
+            syscalls.extend(READ_FALLBACK_PROGRAMS);
+        }
+        for (program, tracepoint) in btf_programs {
+            let hook = "tp_btf/inet_sock_set_state, tp_btf/sock_recv_length";
+            let btf = &self.btf;
+            let attached = loaded_program(&mut self.ebpf, program, hook, |p: &mut BtfTracePoint| {
+                p.load(tracepoint, btf)
+            })
+            .and_then(|prog| {
+                prog.attach().map_err(|source| LoadError::Program {
+                    program,
+                    hook,
+                    source,
+                })
+            });
+            match attached {
+                Ok(link) => links.btf.push((program, link)),
+                Err(e) => {
+                    self.detach_sock_state_links(links);
+                    return Err(e);
+                }
+            }
+        }
+        for (program, tracepoint) in syscalls {
+            let hook = "syscalls/sys_*_connect, sys_exit_accept*, sys_*_send*, sys_*_recv*, sys_*_read, sys_enter_write";
             let attached = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)
                 .and_then(|prog| {
                     prog.attach("syscalls", tracepoint)
@@ -327,24 +356,26 @@ impl ProcessSensor {
                         })
                 });
             match attached {
-                Ok(link) => syscalls.push((program, link)),
+                Ok(link) => links.syscalls.push((program, link)),
                 Err(e) => {
-                    self.detach_sock_state_links(SockStateLinks { state, syscalls });
+                    self.detach_sock_state_links(links);
                     return Err(e);
                 }
             }
         }
-        self.sock_state = Some((SockStateLinks { state, syscalls }, 1));
+        self.sock_state = Some((links, 1));
         Ok(HookLink::SockState)
     }
 
     fn detach_sock_state_links(&mut self, links: SockStateLinks) {
-        if let Some(p) = self
-            .ebpf
-            .program_mut("vigil_sock_state")
-            .and_then(|p| <&mut BtfTracePoint>::try_from(p).ok())
-        {
-            let _ = p.detach(links.state);
+        for (program, link) in links.btf {
+            if let Some(p) = self
+                .ebpf
+                .program_mut(program)
+                .and_then(|p| <&mut BtfTracePoint>::try_from(p).ok())
+            {
+                let _ = p.detach(link);
+            }
         }
         for (program, link) in links.syscalls {
             if let Some(p) = self

@@ -623,6 +623,29 @@ int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 	return 0;
 }
 
+/*
+ * Where the kernel has it (6.3+), every receive on a socket, in the receiving process once the
+ * data is in the caller's buffer: a read() on a connected UDP socket is served here, so read()s
+ * of files cost nothing (read()'s exit tracepoint, the fallback, runs for every read on the
+ * machine). The call and its buffer are the caller's registers at entry.
+ */
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(vigil_sock_recv, struct sock *sk, int ret, int flags)
+{
+	if (ret <= 0 || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct hook_eval *e = hook_eval();
+
+	if (!regs || !e || BPF_CORE_READ(regs, orig_ax) != VIGIL_NR_READ)
+		return 0;
+	e->regs[1] = BPF_CORE_READ(regs, si);
+	e->regs[2] = ret;
+	e->connect_addr = 0;
+	run_sock_hook(e, VIGIL_SOCK_STATE_UDP_RECV, sk);
+	return 0;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(vigil_sock_state, struct sock *sk, int oldstate, int newstate)
 {
