@@ -326,16 +326,17 @@ impl ProcessSensor {
         for (program, tracepoint) in btf_programs {
             let hook = "tp_btf/inet_sock_set_state, tp_btf/sock_recv_length";
             let btf = &self.btf;
-            let attached = loaded_program(&mut self.ebpf, program, hook, |p: &mut BtfTracePoint| {
-                p.load(tracepoint, btf)
-            })
-            .and_then(|prog| {
-                prog.attach().map_err(|source| LoadError::Program {
-                    program,
-                    hook,
-                    source,
+            let attached =
+                loaded_program(&mut self.ebpf, program, hook, |p: &mut BtfTracePoint| {
+                    p.load(tracepoint, btf)
                 })
-            });
+                .and_then(|prog| {
+                    prog.attach().map_err(|source| LoadError::Program {
+                        program,
+                        hook,
+                        source,
+                    })
+                });
             match attached {
                 Ok(link) => links.btf.push((program, link)),
                 Err(e) => {

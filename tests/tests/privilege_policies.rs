@@ -2,12 +2,14 @@
 //! calls, made by this test's own processes so the scenario runs on the host and in the VM
 //! alike: a child becoming root (setgid(0), setuid(0)), a child dropping to nobody (not
 //! reported: only a change to root is) and then creating a user namespace, and the test itself
-//! loading a BPF program, attaching to a child with ptrace and setting its own capability sets.
+//! loading a BPF program, attaching to a child with ptrace and setting its own capability sets;
+//! and a real setuid-root program (a copy of `vigil-setuid-helper`, chmod 4755) run by nobody,
+//! which makes itself root.
 
 use std::process::Command;
 
 use serde_json::Value;
-use vigil_tests::{netns::fork_and_wait, rules_dir, Agent, AgentRun};
+use vigil_tests::{netns::fork_and_wait, rules_dir, vigil_bin, Agent, AgentRun, TempDir};
 
 const POLICY: &str = "observe-privilege-changes";
 
@@ -23,7 +25,35 @@ fn events<'a>(run: &'a AgentRun, function: &str) -> Vec<&'a Value> {
 #[test]
 fn becoming_root_user_namespaces_bpf_loads_ptrace_and_capset_are_reported() {
     let policy = rules_dir().join(format!("{POLICY}.yaml"));
+    let dir = TempDir::new("setuid-binary");
+    let setuid_binary = dir.path().join("setuid-helper");
+    std::fs::copy(
+        vigil_bin().with_file_name("vigil-setuid-helper"),
+        &setuid_binary,
+    )
+    .expect("vigil-setuid-helper is built beside vigil");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(&setuid_binary, Some(0), Some(0)).unwrap();
+        std::fs::set_permissions(&setuid_binary, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let escalated = {
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(&setuid_binary)
+            .uid(65534)
+            .gid(65534)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        (pid, child.wait().unwrap())
+    };
+    assert!(
+        escalated.1.success(),
+        "the setuid binary becomes root: {:?}",
+        escalated.1
+    );
 
     // SAFETY (both children): raw system calls, then _exit.
     let (root_pid, root) =
@@ -90,6 +120,16 @@ fn becoming_root_user_namespaces_bpf_loads_ptrace_and_capset_are_reported() {
     let setuid = events(&run, "sys_setuid");
     assert_eq!(of(&setuid, root_pid), 1, "setuid(0): {setuid:#?}");
     assert!(setuid.iter().all(|e| e["args"][0]["int_arg"] == 0));
+    // The setuid binary: run by nobody, root by its file's mode, then root for good.
+    let by_binary: Vec<_> = setuid
+        .iter()
+        .filter(|e| e["process"]["pid"] == escalated.0)
+        .collect();
+    assert_eq!(by_binary.len(), 1, "{setuid:#?}");
+    let p = &by_binary[0]["process"];
+    assert_eq!(p["binary"], setuid_binary.to_str().unwrap());
+    assert_eq!(p["process_credentials"]["uid"], 65534, "{p:#?}");
+    assert_eq!(p["process_credentials"]["euid"], 0, "{p:#?}");
     let setgid = events(&run, "sys_setgid");
     assert_eq!(of(&setgid, root_pid), 1, "setgid(0): {setgid:#?}");
     let setresuid = events(&run, "sys_setresuid");

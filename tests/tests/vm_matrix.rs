@@ -101,6 +101,9 @@ fn every_scenario_passes_in_the_debian_vm() {
         .unwrap_or_else(|e| panic!("cannot get the VM kernel: {e}"));
     let mut fs = Initramfs::new(&target.join("vm-root")).unwrap_or_else(|e| panic!("{e}"));
     fs.add_binary(&vigil_bin(), "vigil").unwrap();
+    // A stand-in for setuid-root programs, installed setuid by the privilege scenario.
+    let helper = vigil_bin().with_file_name("vigil-setuid-helper");
+    fs.add_binary(&helper, "vigil-setuid-helper").unwrap();
     for s in SCENARIOS {
         fs.add_scenario(&test_binary(&deps, s), s).unwrap();
     }

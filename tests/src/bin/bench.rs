@@ -227,7 +227,7 @@ fn open_rows() {
         median(with_write.clone()) / median(base_write.clone())
     );
     println!(
-        "| 64-byte read() from a file, {WRITES} times, shipped policies loaded (the return from read() is watched for DNS answers on connected UDP sockets) | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
+        "| 64-byte read() from a file, {WRITES} times, shipped policies loaded (socket receives are watched for DNS answers) | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
         median(base_read.clone()),
         list(&base_read),
         median(with_read.clone()),
