@@ -76,6 +76,26 @@ impl NetNs {
         .unwrap()
     }
 
+    /// Gives its loopback device IPv6 address `addr` (/128) as well.
+    pub fn add_ipv6(&self, addr: std::net::Ipv6Addr) {
+        self.run_inside(move || {
+            // SAFETY: an ioctl on a socket we own, with an in6_ifreq we fill.
+            unsafe {
+                let sock = libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0);
+                check(sock, "socket(AF_INET6)");
+                let mut req: libc::in6_ifreq = std::mem::zeroed();
+                req.ifr6_addr.s6_addr = addr.octets();
+                req.ifr6_prefixlen = 128;
+                req.ifr6_ifindex = libc::if_nametoindex(c"lo".as_ptr()) as libc::c_int;
+                check(
+                    libc::ioctl(sock, libc::SIOCSIFADDR, &req),
+                    "SIOCSIFADDR lo (IPv6)",
+                );
+                libc::close(sock);
+            }
+        })
+    }
+
     /// Runs `f` on a thread that joined the namespace. Sockets it makes stay in the namespace;
     /// processes it forks start there.
     pub fn run_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {

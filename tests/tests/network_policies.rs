@@ -1,6 +1,6 @@
 //! The shipped TCP policy (`rules/policies/observe-tcp-connections.yaml`) with real
 //! connections in a network namespace the test creates (its loopback device carrying
-//! 10.203.0.1, so the traffic is not loopback's): a listen, a connect, the accept, data both
+//! 10.203.0.1, or fd00:204::1 for IPv6, so the traffic is not loopback's): a listen, a connect, the accept, data both
 //! ways, then the closes. The events carry the 5-tuple, the socket's network namespace and the
 //! bytes; a connection on 127.0.0.1 is left out by the policy's in-kernel filter. And Tetragon's
 //! connect-only-private-addrs, scoped to this test's binary, kills a process that connects to
@@ -130,6 +130,56 @@ fn tcp_connect_listen_accept_and_close_are_reported_with_namespaces_and_bytes() 
         closes.iter().all(|s| s["daddr"] != "127.0.0.1"),
         "loopback closes are filtered: {closes:#?}"
     );
+}
+
+#[test]
+fn tcp_over_ipv6_is_reported_with_its_addresses_and_bytes() {
+    let ns = NetNs::create(Ipv4Addr::new(10, 204, 0, 1));
+    let v6: std::net::Ipv6Addr = "fd00:204::1".parse().unwrap();
+    ns.add_ipv6(v6);
+    let policy = rules_dir().join(format!("{POLICY}.yaml"));
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let listener = ns.run_inside(move || TcpListener::bind((v6, 0)).unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 100];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&[b'y'; 50]).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+    });
+    let mut client = ns.run_inside(move || TcpStream::connect((v6, port)).unwrap());
+    let client_port = client.local_addr().unwrap().port();
+    client.write_all(&[b'x'; 100]).unwrap();
+    let mut buf = [0u8; 50];
+    client.read_exact(&mut buf).unwrap();
+    drop(client);
+    server.join().unwrap();
+    let run = agent.stop();
+
+    let here = v6.to_string();
+    let connects = socks(&run, "tcp_connect");
+    assert_eq!(connects.len(), 1, "{connects:#?}");
+    let c = connects[0];
+    assert_eq!(c["family"], "AF_INET6");
+    assert_eq!(c["saddr"], here.as_str());
+    assert_eq!(c["sport"], client_port);
+    assert_eq!(c["daddr"], here.as_str());
+    assert_eq!(c["dport"], port);
+    assert_eq!(c["netns"], ns.inode);
+    let accepts = socks(&run, "inet_csk_accept");
+    assert_eq!(accepts.len(), 1, "{accepts:#?}");
+    assert_eq!(accepts[0]["family"], "AF_INET6");
+    assert_eq!(accepts[0]["dport"], client_port);
+    let closes = socks(&run, "tcp_close");
+    let client_close = closes
+        .iter()
+        .find(|s| s["sport"] == client_port)
+        .unwrap_or_else(|| panic!("the client's close: {closes:#?}"));
+    assert_eq!(client_close["family"], "AF_INET6");
+    assert_eq!(client_close["bytes_sent"], 100);
+    assert_eq!(client_close["bytes_received"], 50);
 }
 
 #[test]
