@@ -243,7 +243,11 @@ static __always_inline void at_path_join(struct hook_eval *e, __u32 a)
 }
 
 /* Decodes string-like argument `a` into e->key[a], once per call. A global function: the
- * verifier checks it once, not once per place that calls it. */
+ * verifier checks it once, not once per place that calls it. One object defines it (the
+ * linker resolves the others' calls to it): see VIGIL_DECODE_STR_ELSEWHERE. */
+#ifdef VIGIL_DECODE_STR_ELSEWHERE
+extern int decode_str(__u32 a);
+#else
 __noinline int decode_str(__u32 a)
 {
 	struct hook_eval *e = hook_eval();
@@ -317,5 +321,6 @@ join:
 	}
 	return 0;
 }
+#endif
 
 #endif /* VIGIL_HOOK_ARGS_H */

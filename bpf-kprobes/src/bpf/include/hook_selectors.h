@@ -15,7 +15,7 @@ struct {
 	__uint(max_entries, VIGIL_HOOK_RULES);
 	__type(key, __u32);
 	__type(value, struct vigil_hook_rule);
-} vigil_hook_rules SEC(".maps");
+} vigil_hook_rules SEC(".maps") __vigil_shared;
 
 
 static __always_inline void lpm_rule(struct vigil_lpm_key *k, __u32 rule_key)

@@ -27,7 +27,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct vigil_value_key);
 	__type(value, __u8);
-} vigil_hook_values SEC(".maps");
+} vigil_hook_values SEC(".maps") __vigil_shared;
 
 /* CIDRs: the rule key big-endian, then the address as IPv6 (IPv4 mapped to ::ffff:a.b.c.d). */
 struct vigil_cidr_key {
@@ -41,7 +41,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct vigil_cidr_key);
 	__type(value, __u8);
-} vigil_hook_cidrs SEC(".maps");
+} vigil_hook_cidrs SEC(".maps") __vigil_shared;
 
 /*
  * Path conditions remembered per file: resolving a path costs a walk of the dentry tree, and a
@@ -70,7 +70,7 @@ struct {
 	__uint(max_entries, 16384);
 	__type(key, struct path_cache_key);
 	__type(value, struct path_cache_value);
-} vigil_path_cache SEC(".maps");
+} vigil_path_cache SEC(".maps") __vigil_shared;
 
 /* State of one walk over a hook's selectors. */
 struct rule_walk {
@@ -125,7 +125,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct hook_eval);
-} vigil_hook_eval SEC(".maps");
+} vigil_hook_eval SEC(".maps") __vigil_shared;
 
 /* Masks an argument index into the eight key slots with an AND the compiler cannot drop,
  * whatever it knows of the value: the verifier bounds the access by the mask. */

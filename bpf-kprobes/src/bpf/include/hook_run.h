@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Running the generic hooks on an attach point: the maps that list them and describe each,
+ * the evaluation of one hook (decode its arguments, walk its selectors, act, report) and the
+ * loop that runs every hook on a point. Shared by the program families of hooks.bpf.c
+ * (kprobes and system call entries) and sock_hooks.bpf.c (what stands for the socket
+ * functions); each object carries its own copy of the static functions.
+ */
+#ifndef VIGIL_HOOK_RUN_H
+#define VIGIL_HOOK_RUN_H
+
+#include "hook_selectors.h"
+
+/* The hooks on each attach point, by key (see vigil_events.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct vigil_hook_list);
+} vigil_hooks SEC(".maps") __vigil_shared;
+
+/* Each hook's description, by its slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VIGIL_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct vigil_hook_config);
+} vigil_hook_configs SEC(".maps") __vigil_shared;
+
+struct emit_walk {
+	__u32 off;
+};
+
+/* Appends argument `a`'s bytes behind the event, if it has any. Every index is the masked
+ * `i`: older verifiers do not carry a bound from one register copy to another. */
+static long emit_step(__u32 a, void *vctx)
+{
+	struct emit_walk *w = vctx;
+	struct hook_eval *e = hook_eval();
+	__u32 i = a;
+
+	BOUND_SLOT(i);
+	if (!e || i >= VIGIL_HOOK_ARGS || i >= e->cfg.nargs)
+		return 1;
+	__u8 t = e->cfg.arg_type[i];
+	if (t != VIGIL_ARG_STRING && t != VIGIL_ARG_BUF && t != VIGIL_ARG_FILE && t != VIGIL_ARG_PATH &&
+	    t != VIGIL_ARG_FD && t != VIGIL_ARG_AT_PATH)
+		return 0;
+	decode_str(i);
+	e = hook_eval();
+	BOUND_SLOT(i);
+	if (!e)
+		return 1;
+	__u32 len = e->slen[i];
+	__u32 off = w->off;
+	if (len > VIGIL_MATCH_MAX)
+		len = VIGIL_MATCH_MAX;
+	if (off > (VIGIL_HOOK_ARGS - 1) * VIGIL_MATCH_LEN)
+		return 1;
+	bpf_probe_read_kernel(&e->strs[off], len, e->key[i].path);
+	if (i < VIGIL_HOOK_ARGS)
+		e->ev.str_len[i] = len;
+	w->off = off + len;
+	return 0;
+}
+
+/* Copies the string arguments behind the event and writes it. */
+static __always_inline void emit(struct hook_eval *e)
+{
+	struct emit_walk w = {};
+
+	__builtin_memset(e->ev.str_len, 0, sizeof(e->ev.str_len));
+	bpf_loop(VIGIL_HOOK_ARGS, emit_step, &w, 0);
+	__u64 off = w.off;
+	asm volatile("%0 &= 2047" : "+r"(off));
+	__u64 size = sizeof(e->ev) + off;
+	e->ev.hdr.size = size;
+	vigil_emit(&e->ev, size, VIGIL_EVENT_HOOK);
+}
+
+/* Evaluates the hook `cfg` describes, the argument registers being in e->regs. */
+static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_config *cfg)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct vigil_config *gcfg = vigil_config();
+
+	if (gcfg && gcfg->agent_tgid == pid_tgid >> 32)
+		return;
+	__builtin_memcpy(&e->cfg, cfg, sizeof(e->cfg));
+	__builtin_memset(&e->ev, 0, sizeof(e->ev));
+	e->decoded = 0;
+	e->ev.hdr.kind = VIGIL_EVENT_HOOK;
+	e->ev.hdr.ktime = bpf_ktime_get_boot_ns();
+	e->ev.pid = pid_tgid >> 32;
+	e->ev.tid = (__u32)pid_tgid;
+	e->ev.hook_id = cfg->hook_id;
+	e->ev.nargs = cfg->nargs;
+	e->ev.rule = VIGIL_HOOK_NO_RULE;
+	for (int i = 0; i < VIGIL_HOOK_ARGS; i++) {
+		if (i >= cfg->nargs)
+			break;
+		__u8 t = cfg->arg_type[i];
+		__u64 raw = e->regs[cfg->arg_reg[i] & 7];
+		int user = cfg->arg_flags[i] & VIGIL_ARGF_USER;
+		e->ev.args[i].type = t;
+		if (t == VIGIL_ARG_INT)
+			e->ev.args[i].int_value = normalize_int(raw, cfg->arg_bits[i], cfg->arg_flags[i]);
+		else if (t == VIGIL_ARG_CONST)
+			e->ev.args[i].int_value = cfg->konst;
+		else if (t == VIGIL_ARG_SOCK && raw) {
+			read_sock((struct sock *)raw, &e->ev.args[i].sock);
+			if (e->connect_addr && !e->ev.args[i].sock.dport)
+				read_connect_dest((void *)e->connect_addr, &e->ev.args[i].sock);
+		}
+		else if (t == VIGIL_ARG_SOCKADDR && raw)
+			read_sockaddr((void *)raw, user, &e->ev.args[i].sock);
+	}
+
+	if (cfg->rule_count) {
+		__builtin_memset(&e->walk, 0, sizeof(e->walk));
+		e->walk.first = cfg->rule_first;
+		__u32 n = cfg->rule_count;
+		bpf_loop(n < VIGIL_HOOK_RULES ? n : VIGIL_HOOK_RULES, rule_step, 0, 0);
+		if (!e->walk.matched)
+			return;
+		__u32 slot = e->walk.matched - 1;
+		struct vigil_hook_rule *r = bpf_map_lookup_elem(&vigil_hook_rules, &slot);
+		if (!r)
+			return;
+		e->ev.rule = slot;
+		e->ev.action = r->action;
+		e->ev.action_arg = r->arg;
+		if (r->flags & VIGIL_RULE_MONITOR) {
+			if (r->action == VIGIL_ACTION_SIGKILL || r->action == VIGIL_ACTION_SIGNAL)
+				e->ev.flags = VIGIL_POLICY_MONITOR;
+		} else if (r->action == VIGIL_ACTION_SIGKILL) {
+			bpf_send_signal(SIGKILL);
+			e->ev.flags = VIGIL_POLICY_ENFORCED;
+		} else if (r->action == VIGIL_ACTION_SIGNAL) {
+			bpf_send_signal(r->arg);
+			e->ev.flags = VIGIL_POLICY_ENFORCED;
+		}
+		if (r->action == VIGIL_ACTION_NOPOST || (r->flags & VIGIL_RULE_NOPOST))
+			return;
+	}
+	emit(e);
+}
+
+/* Pointers only: the callback's frame and its callers' share the kernel's 512-byte stack. */
+struct hooks_walk {
+	const struct vigil_hook_list *list;
+	struct hook_eval *e;
+};
+
+static long hook_step(__u32 i, void *vctx)
+{
+	struct hooks_walk *w = vctx;
+	__u32 slot;
+
+	if (i >= VIGIL_HOOKS_PER_KEY)
+		return 1;
+	_Static_assert(VIGIL_HOOKS_PER_KEY == 8, "BOUND_SLOT masks to 8");
+	BOUND_SLOT(i); /* kept where the compiler would drop the bound */
+	slot = w->list->slot[i];
+	struct vigil_hook_config *cfg = bpf_map_lookup_elem(&vigil_hook_configs, &slot);
+	if (cfg)
+		run_hook(w->e, cfg);
+	return 0;
+}
+
+/* Runs every hook on an attach point, the argument registers being in e->regs. One loop
+ * body: run_hook is verified once per program, however many policies share the point. */
+static __always_inline void run_hooks(struct hook_eval *e, const struct vigil_hook_list *l)
+{
+	struct hooks_walk w = { .list = l, .e = e };
+	__u32 n = l->n;
+
+	bpf_loop(n < VIGIL_HOOKS_PER_KEY ? n : VIGIL_HOOKS_PER_KEY, hook_step, &w, 0);
+}
+
+/* The first hook on an attach point (they agree on what the point is). */
+static __always_inline struct vigil_hook_config *first_hook(const struct vigil_hook_list *l)
+{
+	__u32 slot = l->slot[0];
+
+	return l->n ? bpf_map_lookup_elem(&vigil_hook_configs, &slot) : 0;
+}
+
+/* syscalls/sys_enter_*: common fields (which tracepoint programs may not read), then
+ * `int __syscall_nr` at 8 and the arguments from 16. */
+struct syscall_enter_ctx {
+	__u64 common;
+	__s32 nr;
+	__s32 _pad0;
+	__u64 args[6];
+};
+
+#endif /* VIGIL_HOOK_RUN_H */
