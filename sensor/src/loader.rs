@@ -72,7 +72,7 @@ enum SharedLinkId {
     Tracepoint(&'static str, TracePointLinkId),
 }
 
-/// The links of the programs that stand for TCP functions without kprobes.
+/// The links of the programs that stand for the socket functions.
 #[derive(Debug)]
 struct SockStateLinks {
     /// The TCP state changes, then (6.3+) the socket receives.
@@ -80,8 +80,8 @@ struct SockStateLinks {
     syscalls: Vec<(&'static str, TracePointLinkId)>,
 }
 
-/// The system call programs that stand for TCP functions, and their tracepoints (one program
-/// serves the three returns).
+/// The system call programs that stand for the socket functions, and their tracepoints (one
+/// exit program serves every return).
 const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 17] = [
     ("vigil_connect_enter", "sys_enter_connect"),
     ("vigil_connect_enter", "sys_enter_sendmsg"),
@@ -156,7 +156,7 @@ pub struct ProcessSensor {
     ebpf: Ebpf,
     btf: Btf,
     drops: PerCpuArray<MapData, u64>,
-    /// The TCP programs' links and how many hooks use them: one attachment serves them all
+    /// The socket stand-ins' links and how many hooks use them: one attachment serves them all
     /// (each finds its own description by key), since two would run them twice per call.
     sock_state: Option<(SockStateLinks, usize)>,
     /// The kprobe and tracepoint attachments and how many hooks use each.
@@ -303,7 +303,7 @@ impl ProcessSensor {
         }
     }
 
-    /// Attaches the programs that stand for TCP functions for one more hook (loading and
+    /// Attaches the programs that stand for the socket functions for one more hook (loading and
     /// attaching them on first use).
     pub fn attach_sock_state(&mut self) -> Result<HookLink, LoadError> {
         if let Some((_, users)) = self.sock_state.as_mut() {

@@ -1,6 +1,7 @@
 //! Generic hooks in the kernel: where each attaches on this kernel (a kprobe on the function,
-//! the system call's enter tracepoint, or the TCP state changes a TCP function makes), its description in `vigil_hooks`, and the links to
-//! detach when its policy goes.
+//! the system call's enter tracepoint, or what stands for a socket function), its description
+//! in `vigil_hook_configs` and its place in the list of hooks on its attach point
+//! (`vigil_hooks`), and the links to detach when its policy goes.
 
 use aya::Pod;
 use vigil_bpf_kprobes::abi;
@@ -25,7 +26,8 @@ pub enum AttachTarget {
     Kretprobe(String),
     /// The `syscalls/<this>` enter tracepoint, with a program reading this many arguments.
     SyscallEnter(String, usize),
-    /// The TCP state changes (`sock/inet_sock_set_state`) that stand for this function.
+    /// What stands for this socket function (sock_hooks.bpf.c: system call returns, TCP state
+    /// changes, socket receives).
     SockState(String),
     /// Nowhere: this kernel does not implement the system call (it is compiled out and every
     /// call fails with ENOSYS, e.g. init_module without CONFIG_MODULES), so nothing can happen
