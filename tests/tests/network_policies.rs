@@ -11,7 +11,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, TcpListener, TcpStream},
 };
 
 use serde_json::Value;
@@ -42,6 +42,29 @@ fn socks<'a>(run: &'a AgentRun, function: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// A connection inside `ns` to a listener on `addr` there: the client sends `up` bytes, the
+/// server answers `down`, the client closes first. Returns (the listening port, the client's).
+fn exchange(ns: &NetNs, addr: IpAddr, up: usize, down: usize) -> (u16, u16) {
+    let listener = ns.run_inside(move || TcpListener::bind((addr, 0)).unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; up];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&vec![b'y'; down]).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap(); // until the client's FIN
+    });
+    let mut client = ns.run_inside(move || TcpStream::connect((addr, port)).unwrap());
+    let client_port = client.local_addr().unwrap().port();
+    client.write_all(&vec![b'x'; up]).unwrap();
+    let mut buf = vec![0u8; down];
+    client.read_exact(&mut buf).unwrap();
+    drop(client);
+    server.join().unwrap();
+    (port, client_port)
+}
+
 #[test]
 fn tcp_connect_listen_accept_and_close_are_reported_with_namespaces_and_bytes() {
     let ns = NetNs::create(Ipv4Addr::new(10, 203, 0, 1));
@@ -49,23 +72,7 @@ fn tcp_connect_listen_accept_and_close_are_reported_with_namespaces_and_bytes() 
     let policy = rules_dir().join(format!("{POLICY}.yaml"));
     let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
 
-    let listener = ns.run_inside(move || TcpListener::bind((addr, 0)).unwrap());
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 1000];
-        s.read_exact(&mut buf).unwrap();
-        s.write_all(&[b'y'; 300]).unwrap();
-        let mut rest = Vec::new();
-        s.read_to_end(&mut rest).unwrap(); // until the client's FIN
-    });
-    let mut client = ns.run_inside(move || TcpStream::connect((addr, port)).unwrap());
-    let client_port = client.local_addr().unwrap().port();
-    client.write_all(&[b'x'; 1000]).unwrap();
-    let mut buf = [0u8; 300];
-    client.read_exact(&mut buf).unwrap();
-    drop(client);
-    server.join().unwrap();
+    let (port, client_port) = exchange(&ns, addr.into(), 1000, 300);
 
     // On 127.0.0.1, in the test's own namespace: filtered in the kernel.
     let local = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -139,23 +146,7 @@ fn tcp_over_ipv6_is_reported_with_its_addresses_and_bytes() {
     ns.add_ipv6(v6);
     let policy = rules_dir().join(format!("{POLICY}.yaml"));
     let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
-    let listener = ns.run_inside(move || TcpListener::bind((v6, 0)).unwrap());
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 100];
-        s.read_exact(&mut buf).unwrap();
-        s.write_all(&[b'y'; 50]).unwrap();
-        let mut rest = Vec::new();
-        s.read_to_end(&mut rest).unwrap();
-    });
-    let mut client = ns.run_inside(move || TcpStream::connect((v6, port)).unwrap());
-    let client_port = client.local_addr().unwrap().port();
-    client.write_all(&[b'x'; 100]).unwrap();
-    let mut buf = [0u8; 50];
-    client.read_exact(&mut buf).unwrap();
-    drop(client);
-    server.join().unwrap();
+    let (port, client_port) = exchange(&ns, v6.into(), 100, 50);
     let run = agent.stop();
 
     let here = v6.to_string();

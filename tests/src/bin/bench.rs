@@ -201,38 +201,26 @@ fn open_rows() {
             agent.stop();
         }
     }
-    println!(
-        "| TCP connect + close on loopback (the shipped TCP policy's hooks run, its in-kernel filter drops them), {CONNECTS} times | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
-        median(base_tcp.clone()),
-        list(&base_tcp),
-        median(with_tcp.clone()),
-        list(&with_tcp),
-        median(with_tcp.clone()) / median(base_tcp.clone())
+    rate_row(
+        &format!("TCP connect + close on loopback (the shipped TCP policy's hooks run, its in-kernel filter drops them), {CONNECTS} times"),
+        &base_tcp,
+        &with_tcp,
     );
-    println!(
-        "| DNS lookup (query sent, NXDOMAIN received) on a connected UDP socket to a resolver on 127.0.0.1:53, {LOOKUPS} times: observe-dns reports both | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
-        median(base_dns.clone()),
-        list(&base_dns),
-        median(with_dns.clone()),
-        list(&with_dns),
-        median(with_dns.clone()) / median(base_dns.clone())
+    rate_row(
+        &format!("DNS lookup (query sent, NXDOMAIN received) on a connected UDP socket to a resolver on 127.0.0.1:53, {LOOKUPS} times: observe-dns reports both"),
+        &base_dns,
+        &with_dns,
     );
     drop(resolver);
-    println!(
-        "| 64-byte write() to a file outside the watched directories, {WRITES} times, shipped policies loaded | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
-        median(base_write.clone()),
-        list(&base_write),
-        median(with_write.clone()),
-        list(&with_write),
-        median(with_write.clone()) / median(base_write.clone())
+    rate_row(
+        &format!("64-byte write() to a file outside the watched directories, {WRITES} times, shipped policies loaded"),
+        &base_write,
+        &with_write,
     );
-    println!(
-        "| 64-byte read() from a file, {WRITES} times, shipped policies loaded (socket receives are watched for DNS answers) | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
-        median(base_read.clone()),
-        list(&base_read),
-        median(with_read.clone()),
-        list(&with_read),
-        median(with_read.clone()) / median(base_read.clone())
+    rate_row(
+        &format!("64-byte read() from a file, {WRITES} times, shipped policies loaded (socket receives are watched for DNS answers)"),
+        &base_read,
+        &with_read,
     );
     for (what, base, with) in [
         ("a file no policy matches", &base_plain, &with_plain),
@@ -242,15 +230,23 @@ fn open_rows() {
             &with_passwd,
         ),
     ] {
-        println!(
-            "| open()+close() of {what}, {OPENS} times, shipped policies loaded | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
-            median(base.clone()),
-            list(base),
-            median(with.clone()),
-            list(with),
-            median(with.clone()) / median(base.clone())
+        rate_row(
+            &format!("open()+close() of {what}, {OPENS} times, shipped policies loaded"),
+            base,
+            with,
         );
     }
+}
+
+/// One table row: the median rate without and with the agent, every round's, and the ratio.
+fn rate_row(what: &str, base: &[f64], with: &[f64]) {
+    let (b, w) = (median(base.to_vec()), median(with.to_vec()));
+    println!(
+        "| {what} | {b:.0}/s ({}) | {w:.0}/s ({}) | {:.3} |",
+        list(base),
+        list(with),
+        w / b
+    );
 }
 
 /// One round with the agent running.
@@ -342,21 +338,15 @@ fn main() {
         "| benchmark (median of rounds) | without agent | with agent | ratio (with/without) |"
     );
     println!("|---|---|---|---|");
-    println!(
-        "| `/bin/true` exec rate, sequential, {SEQUENTIAL} execs | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
-        median(seq_base.clone()),
-        list(&seq_base),
-        median(seq_with.clone()),
-        list(&seq_with),
-        median(seq_with.clone()) / median(seq_base.clone())
+    rate_row(
+        &format!("`/bin/true` exec rate, sequential, {SEQUENTIAL} execs"),
+        &seq_base,
+        &seq_with,
     );
-    println!(
-        "| exec storm, {STORM} execs on {STORM_WORKERS} threads | {:.0}/s ({}) | {:.0}/s ({}) | {:.3} |",
-        median(storm_base.clone()),
-        list(&storm_base),
-        median(storm_with.clone()),
-        list(&storm_with),
-        median(storm_with.clone()) / median(storm_base.clone())
+    rate_row(
+        &format!("exec storm, {STORM} execs on {STORM_WORKERS} threads"),
+        &storm_base,
+        &storm_with,
     );
     open_rows();
     println!();
