@@ -187,6 +187,28 @@ pub fn file_name_arg(call: &str, index: u32) -> Option<Option<u32>> {
         .map(|(_, _, dirfd)| *dirfd)
 }
 
+/// Why argument `index` of hook `call` cannot be read as a `path` (a system call hook reads
+/// only file names) or a `dns` message (only the UDP functions' datagram), with the fix; `None`
+/// when it can, or when the type is another.
+pub(crate) fn special_arg_error(
+    ty: &str,
+    call: &str,
+    syscall: bool,
+    index: u32,
+) -> Option<(String, &'static str)> {
+    match ty {
+        "path" if syscall && file_name_arg(call, index).is_none() => Some((
+            format!("argument {index} of {call} is not a file name the call looks up"),
+            "a system call hook reads `path` only from a file name argument (made absolute in the kernel); read this one as `string`",
+        )),
+        "dns" if syscall || index != 1 || !matches!(call, "udp_sendmsg" | "udp_recvmsg") => Some((
+            format!("argument {index} of {call} holds no DNS message"),
+            "declare `dns` with index 1 of udp_sendmsg or udp_recvmsg (their datagram)",
+        )),
+        _ => None,
+    }
+}
+
 /// The class of an argument type, if vigil reads it.
 pub fn arg_class(t: &str) -> Option<ArgClass> {
     ARG_TYPES.iter().find(|(n, _)| *n == t).map(|(_, c)| *c)

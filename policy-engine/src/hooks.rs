@@ -277,6 +277,11 @@ pub fn generic_hook(
     };
     let mut args = Vec::new();
     for (apath, a) in read {
+        if let Some((reason, fix)) =
+            crate::args::special_arg_error(&a.r#type, &k.call, k.syscall, a.index)
+        {
+            return Err(err(apath, format!("{reason}: {fix}")));
+        }
         let kind = match (arg_class(&a.r#type), a.r#type.as_str()) {
             (Some(ArgClass::Int { bits, signed }), t) => HookArgKind::Int {
                 bits,
@@ -297,33 +302,11 @@ pub fn generic_hook(
                 }
             },
             (_, "fd") => HookArgKind::Fd,
-            (Some(ArgClass::Dns), _)
-                if matches!(k.call.as_str(), "udp_sendmsg" | "udp_recvmsg")
-                    && a.index == 1
-                    && !k.r#return =>
-            {
-                HookArgKind::Dns
-            }
-            (Some(ArgClass::Dns), _) => {
-                return Err(err(
-                    apath,
-                    "a `dns` argument is the datagram of udp_sendmsg or udp_recvmsg: declare it with index 1 of one of them"
-                        .into(),
-                ))
-            }
+            (Some(ArgClass::Dns), _) if !k.r#return => HookArgKind::Dns,
             (_, "file") if !k.syscall => HookArgKind::File,
             (_, "path") if !k.syscall => HookArgKind::Path,
-            (_, "path") => match crate::args::file_name_arg(&k.call, a.index) {
-                Some(dirfd) => HookArgKind::AtPath { dirfd },
-                None => {
-                    return Err(err(
-                        apath,
-                        format!(
-                            "argument {} of {} is not a file name the call looks up: a system call hook reads `path` only from those (read it as `string`)",
-                            a.index, k.call
-                        ),
-                    ))
-                }
+            (_, "path") => HookArgKind::AtPath {
+                dirfd: crate::args::file_name_arg(&k.call, a.index).flatten(),
             },
             (_, t) => {
                 return Err(err(

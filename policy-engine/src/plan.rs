@@ -47,9 +47,9 @@ pub enum Mechanism {
     SyscallTracepoints(Vec<String>),
     /// The enter tracepoint of this system call, reading its arguments.
     SyscallEnter(String),
-    /// What stands for this TCP function without kprobes: the return from connect(), or the
-    /// TCP state change it makes (BTF tracepoint `sock/inet_sock_set_state`); the socket is
-    /// its argument.
+    /// What stands for this socket function (SOCK_STATE_FUNCTIONS): a system call's entry or
+    /// return, or the TCP state change it makes, in the calling process; the socket is its
+    /// first argument.
     SockState(String),
     /// A tracepoint.
     Tracepoint(String, String),
@@ -139,8 +139,9 @@ const LSM_SYSCALLS: [(&str, &[&str]); 6] = [
     ("kernel_read_file", &["finit_module", "init_module"]),
 ];
 
-/// TCP functions and what stands for each where kprobes are not available, in the calling
-/// process's context.
+/// Socket functions and what stands for each, in the calling process's context: for the TCP
+/// functions where kprobes are not available, for the UDP ones on every kernel (see
+/// [`stand_in`]).
 pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 6] = [
     (
         "tcp_connect",
@@ -156,17 +157,29 @@ pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 6] = [
     ),
     (
         "udp_sendmsg",
-        "the return from sendto(), sendmsg() or sendmmsg() that sent on a UDP socket, tracepoints syscalls/sys_exit_send*",
+        "the return from sendto(), sendmsg() or sendmmsg() that sent on a UDP socket, or the entry to write() on a connected one, tracepoints syscalls/sys_exit_send* and sys_enter_write",
     ),
     (
         "udp_recvmsg",
-        "the return from recvfrom(), recvmsg() or recvmmsg() that received on a UDP socket, tracepoints syscalls/sys_exit_recv*",
+        "the return from recvfrom(), recvmsg() or recvmmsg() that received on a UDP socket, tracepoints syscalls/sys_exit_recv*, or a read() on a connected one, BTF tracepoint sock/sock_recv_length (before 6.3: syscalls/sys_exit_read)",
     ),
     (
         "inet_csk_accept",
         "the return from accept() or accept4() with a TCP socket, its descriptor resolved to the socket, tracepoints syscalls/sys_exit_accept and sys_exit_accept4",
     ),
 ];
+
+/// Whether something stands for `call` (on its return if `returns`; inet_csk_accept's stands
+/// for its return, the others' for their entry), and then whether it is used on every kernel:
+/// the UDP functions' kprobes would see an unconnected socket without its peer, which only
+/// the system call knows, and the datagram inside the kernel's iterators, so their stand-ins
+/// are better everywhere; the TCP ones serve only where kprobes are not available.
+pub fn stand_in(call: &str, returns: bool) -> Option<bool> {
+    SOCK_STATE_FUNCTIONS
+        .iter()
+        .any(|(f, _)| *f == call && (*f == "inet_csk_accept") == returns)
+        .then_some(matches!(call, "udp_sendmsg" | "udp_recvmsg"))
+}
 
 /// The system calls behind an LSM hook, if they fully cover it.
 pub fn lsm_syscalls(hook: &str) -> Option<&'static [&'static str]> {
@@ -237,15 +250,11 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
         let syscall_name = k
             .syscall
             .then(|| k.call.strip_prefix("sys_").unwrap_or(&k.call).to_string());
-        // What stands for a TCP function without kprobes serves its entry (tcp_connect,
-        // tcp_close, inet_csk_listen_start) or its return (inet_csk_accept), not the other.
-        let stands_in = SOCK_STATE_FUNCTIONS
-            .iter()
-            .any(|(f, _)| *f == k.call && (*f == "inet_csk_accept") == k.r#return);
+        let stands_in = stand_in(&k.call, k.r#return);
         // A stand-in carries the socket, and the UDP functions' also the datagram (argument 1,
         // as `dns`) and its length (argument 2).
-        let udp = matches!(k.call.as_str(), "udp_sendmsg" | "udp_recvmsg");
-        let stand_in = |fallback: Option<String>| {
+        let udp = stands_in == Some(true);
+        let use_stand_in = |fallback: Option<String>| {
             let readable: &[u32] = if udp { &[0, 1, 2] } else { &[0] };
             match k.args.iter().find(|a| !readable.contains(&a.index)) {
                 Some(a) => Err(format!(
@@ -257,11 +266,8 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
                 None => Ok((Mechanism::SockState(k.call.clone()), fallback)),
             }
         };
-        let mechanism = if caps.tracepoint && stands_in && udp {
-            // Their kprobes see an unconnected socket without its peer, which only the system
-            // call knows, and the datagram inside the kernel's iterators: the stand-in is
-            // better everywhere.
-            stand_in(None)
+        let mechanism = if caps.tracepoint && udp {
+            use_stand_in(None)
         } else if caps.kprobe && k.r#return {
             Ok((Mechanism::Kretprobe(k.call.clone()), None))
         } else if caps.kprobe {
@@ -276,8 +282,8 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
                 Mechanism::SyscallEnter(name),
                 Some("neither kprobes nor fentry are available".to_string()),
             ))
-        } else if caps.tracepoint && stands_in {
-            stand_in(Some("neither kprobes nor fentry are available".to_string()))
+        } else if caps.tracepoint && stands_in.is_some() {
+            use_stand_in(Some("neither kprobes nor fentry are available".to_string()))
         } else {
             Err(format!(
                 "{}{} needs a kprobe, and this kernel allows none; only system calls (`syscall: true`), the entry of tcp_connect, tcp_close, inet_csk_listen_start, udp_sendmsg and udp_recvmsg and the return of inet_csk_accept fall back to tracepoints",

@@ -283,24 +283,10 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
         }
         check_args(c, &path, &k.args, true);
         for (j, a) in k.args.iter().enumerate() {
-            let apath = format!("{path}.args[{j}].type");
-            if a.r#type == "path"
-                && k.syscall
-                && crate::args::file_name_arg(&k.call, a.index).is_none()
+            if let Some((reason, fix)) =
+                crate::args::special_arg_error(&a.r#type, &k.call, k.syscall, a.index)
             {
-                c.value(
-                    &apath,
-                    format!("argument {} of {} is not a file name the call looks up", a.index, k.call),
-                    "a system call hook reads `path` only from a file name argument (made absolute in the kernel); read this one as `string`",
-                );
-            }
-            let datagram = matches!(k.call.as_str(), "udp_sendmsg" | "udp_recvmsg") && !k.syscall;
-            if a.r#type == "dns" && !(datagram && a.index == 1) {
-                c.value(
-                    &apath,
-                    format!("argument {} of {} holds no DNS message", a.index, k.call),
-                    "declare `dns` with index 1 of udp_sendmsg or udp_recvmsg (their datagram)",
-                );
+                c.value(&format!("{path}.args[{j}].type"), reason, fix);
             }
         }
         match (&k.return_arg, k.r#return) {

@@ -323,49 +323,48 @@ impl ProcessSensor {
         } else {
             syscalls.extend(READ_FALLBACK_PROGRAMS);
         }
-        for (program, tracepoint) in btf_programs {
-            let hook = "tp_btf/inet_sock_set_state, tp_btf/sock_recv_length";
-            let btf = &self.btf;
-            let attached =
-                loaded_program(&mut self.ebpf, program, hook, |p: &mut BtfTracePoint| {
-                    p.load(tracepoint, btf)
-                })
-                .and_then(|prog| {
-                    prog.attach().map_err(|source| LoadError::Program {
-                        program,
-                        hook,
-                        source,
-                    })
-                });
-            match attached {
-                Ok(link) => links.btf.push((program, link)),
-                Err(e) => {
-                    self.detach_sock_state_links(links);
-                    return Err(e);
-                }
-            }
-        }
-        for (program, tracepoint) in syscalls {
-            let hook = "syscalls/sys_*_connect, sys_exit_accept*, sys_*_send*, sys_*_recv*, sys_*_read, sys_enter_write";
-            let attached = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)
-                .and_then(|prog| {
-                    prog.attach("syscalls", tracepoint)
-                        .map_err(|source| LoadError::Program {
-                            program,
-                            hook,
-                            source,
-                        })
-                });
-            match attached {
-                Ok(link) => links.syscalls.push((program, link)),
-                Err(e) => {
-                    self.detach_sock_state_links(links);
-                    return Err(e);
-                }
-            }
+        if let Err(e) = self.attach_sock_programs(&btf_programs, &syscalls, &mut links) {
+            self.detach_sock_state_links(links);
+            return Err(e);
         }
         self.sock_state = Some((links, 1));
         Ok(HookLink::SockState)
+    }
+
+    /// Attaches the socket stand-ins' BTF and system call programs, recording each link as it
+    /// is made (the caller detaches them all when one fails).
+    fn attach_sock_programs(
+        &mut self,
+        btf_programs: &[(&'static str, &'static str)],
+        syscalls: &[(&'static str, &'static str)],
+        links: &mut SockStateLinks,
+    ) -> Result<(), LoadError> {
+        for &(program, tracepoint) in btf_programs {
+            let hook = "tp_btf/inet_sock_set_state, tp_btf/sock_recv_length";
+            let btf = &self.btf;
+            let prog = loaded_program(&mut self.ebpf, program, hook, |p: &mut BtfTracePoint| {
+                p.load(tracepoint, btf)
+            })?;
+            let link = prog.attach().map_err(|source| LoadError::Program {
+                program,
+                hook,
+                source,
+            })?;
+            links.btf.push((program, link));
+        }
+        for &(program, tracepoint) in syscalls {
+            let hook = "syscalls/sys_*_connect, sys_exit_accept*, sys_*_send*, sys_*_recv*, sys_*_read, sys_enter_write";
+            let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
+            let link =
+                prog.attach("syscalls", tracepoint)
+                    .map_err(|source| LoadError::Program {
+                        program,
+                        hook,
+                        source,
+                    })?;
+            links.syscalls.push((program, link));
+        }
+        Ok(())
     }
 
     fn detach_sock_state_links(&mut self, links: SockStateLinks) {

@@ -171,22 +171,20 @@ spec:
             me = me.display()
         )
     };
-    std::fs::write(
-        dir.path().join("wide.yaml"),
-        policy(
+    for (file, name, selector) in [
+        (
+            "wide.yaml",
             "setuid-wide",
             "      matchArgs:\n      - index: 0\n        operator: GT\n        values: [\"4240\"]",
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("narrow.yaml"),
-        policy(
+        (
+            "narrow.yaml",
             "setuid-narrow",
             "      matchArgs:\n      - index: 0\n        operator: Equal\n        values: [\"4244\"]\n      matchActions:\n      - action: Sigkill",
         ),
-    )
-    .unwrap();
+    ] {
+        std::fs::write(dir.path().join(file), policy(name, selector)).unwrap();
+    }
     let agent = Agent::start(&["--policy-dir", dir.path().to_str().unwrap()]);
     let (only_wide, reported) = spawn_as(4243);
     let (both, killed) = spawn_as(4244);

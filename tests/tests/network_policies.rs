@@ -301,6 +301,17 @@ fn dns_events(run: &AgentRun, pid: u32) -> Vec<(&str, &Value, &Value)> {
         .collect()
 }
 
+/// A sendmmsg()/recvmmsg() message of one buffer with the peer's address.
+fn one_buffer_message(peer: &mut libc::sockaddr_in, buffer: &mut libc::iovec) -> libc::mmsghdr {
+    // SAFETY: an all-zero mmsghdr is valid; the pointers are the caller's, used while they live.
+    let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    m.msg_hdr.msg_name = peer as *mut _ as *mut libc::c_void;
+    m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    m.msg_hdr.msg_iov = buffer;
+    m.msg_hdr.msg_iovlen = 1;
+    m
+}
+
 /// Two queries in one sendmmsg() from an unconnected socket, the answers taken with
 /// recvmmsg() (which fills in the resolver's address). Returns the answers received.
 fn vector_lookup(to: std::net::SocketAddrV4, queries: [&[u8]; 2]) -> usize {
@@ -332,14 +343,7 @@ fn vector_lookup(to: std::net::SocketAddrV4, queries: [&[u8]; 2]) -> usize {
             .collect();
         let mut msgs: Vec<libc::mmsghdr> = iov
             .iter_mut()
-            .map(|v| {
-                let mut m: libc::mmsghdr = std::mem::zeroed();
-                m.msg_hdr.msg_name = &mut sin as *mut _ as *mut libc::c_void;
-                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-                m.msg_hdr.msg_iov = v;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
+            .map(|v| one_buffer_message(&mut sin, v))
             .collect();
         assert_eq!(libc::sendmmsg(fd, msgs.as_mut_ptr(), 2, 0), 2);
         let mut bufs = [[0u8; 512]; 2];
@@ -356,14 +360,7 @@ fn vector_lookup(to: std::net::SocketAddrV4, queries: [&[u8]; 2]) -> usize {
             let mut rmsgs: Vec<libc::mmsghdr> = riov
                 .iter_mut()
                 .zip(from.iter_mut())
-                .map(|(v, f)| {
-                    let mut m: libc::mmsghdr = std::mem::zeroed();
-                    m.msg_hdr.msg_name = f as *mut _ as *mut libc::c_void;
-                    m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-                    m.msg_hdr.msg_iov = v;
-                    m.msg_hdr.msg_iovlen = 1;
-                    m
-                })
+                .map(|(v, f)| one_buffer_message(f, v))
                 .collect();
             let n = libc::recvmmsg(
                 fd,

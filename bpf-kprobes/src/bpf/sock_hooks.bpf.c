@@ -64,14 +64,15 @@ static __always_inline void run_sock_hook(struct hook_eval *e, __u64 code, struc
  * - udp_recvmsg: the return from recvfrom(), recvmsg() or recvmmsg() that received on a UDP
  *   socket; the peer is the address the call filled in, for an unconnected socket.
  * - Both, for a connected UDP socket: the entry to write() and the return from read()
- *   (busybox's and Go's resolvers use them). Which descriptors are connected UDP sockets is learnt at the return
- *   from connect(), so the reads and writes of everything else cost one lookup.
+ *   (busybox's and Go's resolvers use them). Which descriptors are connected UDP sockets is
+ *   learnt at the return from connect(), so the writes of everything else cost one lookup.
  *
  * The datagram is the first buffer of the (first) message: its bytes are copied only when a
  * hook reads them (a DNS argument) and its selectors let it through.
  */
 struct connect_call {
 	__s64 fd;
+	__u64 sk;   /* the datagram calls: the UDP socket found at entry (not looked up twice) */
 	__u64 addr; /* the peer's sockaddr, in user memory */
 	__u64 buf;  /* the datagram's first buffer, in user memory */
 	__u64 lenp; /* sendmmsg, recvmmsg: the first message's msg_len, in user memory */
@@ -136,6 +137,7 @@ static __always_inline void keep_call(__u64 code, struct connect_call *call)
 		struct sock *sk = fd_sock(call->fd);
 		if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
 			return;
+		call->sk = (__u64)sk;
 	}
 	bpf_map_update_elem(&vigil_connect_calls, &id, call, BPF_ANY);
 }
@@ -208,29 +210,28 @@ int vigil_sendto_enter(struct syscall_enter_ctx *ctx)
  * one path lives in these subprograms' frames instead.
  */
 
-/* Remembers `fd` when connect() made it a connected UDP socket; whether it did. */
-static __noinline int remember_udp_fd(__s64 fd, __s64 ret)
-{
-	struct sock *sk = fd_sock(fd);
-	struct udp_fd_key k = {
-		.tgid = bpf_get_current_pid_tgid() >> 32,
-		.fd = (__s32)fd,
-	};
-	__u8 one = 1;
-
-	if (ret != 0 || !sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
-		return 0;
-	bpf_map_update_elem(&vigil_udp_fds, &k, &one, BPF_ANY);
-	return 1;
-}
-
 /* The socket of `fd` when it is one of `protocol` that the call `code` returning `ret` is a
- * stand-in for, else 0. */
+ * stand-in for, else 0. A connect() that made `fd` a connected UDP socket is remembered for
+ * its reads and writes instead. */
 static __noinline __u64 stand_in_sock(__s64 fd, int protocol, __u64 code, __s64 ret)
 {
 	struct sock *sk = fd_sock(fd);
 
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != protocol)
+	if (!sk)
+		return 0;
+	int proto = BPF_CORE_READ(sk, sk_protocol);
+	if (code == VIGIL_SOCK_STATE_CONNECT && proto == IPPROTO_UDP) {
+		struct udp_fd_key k = {
+			.tgid = bpf_get_current_pid_tgid() >> 32,
+			.fd = (__s32)fd,
+		};
+		__u8 one = 1;
+
+		if (ret == 0)
+			bpf_map_update_elem(&vigil_udp_fds, &k, &one, BPF_ANY);
+		return 0;
+	}
+	if (proto != protocol)
 		return 0;
 	if (code == VIGIL_SOCK_STATE_CONNECT &&
 	    BPF_CORE_READ(sk, __sk_common.skc_state) == VIGIL_TCP_CLOSE &&
@@ -314,7 +315,7 @@ int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 
 	if (!e)
 		return 0;
-	e->regs[1] = e->regs[2] = e->connect_addr = 0;
+	e->regs[0] = e->regs[1] = e->regs[2] = e->connect_addr = 0;
 	if (ctx->nr == VIGIL_NR_ACCEPT || ctx->nr == VIGIL_NR_ACCEPT4) {
 		if (ctx->ret < 0)
 			return 0;
@@ -327,14 +328,13 @@ int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 		if (!c)
 			return 0;
 		fd = c->fd;
+		e->regs[0] = c->sk;
 		e->connect_addr = c->addr;
 		e->regs[1] = c->buf;
 		e->regs[2] = c->lenp;
 		bpf_map_delete_elem(&vigil_connect_calls, &e->lookup_key);
 		if (ctx->nr == VIGIL_NR_CONNECT) {
 			code = VIGIL_SOCK_STATE_CONNECT;
-			if (remember_udp_fd(fd, ctx->ret))
-				return 0;
 		} else {
 			/* Failed, or no message of a vector call went. */
 			if (ctx->ret < 0 || (ctx->ret == 0 && e->regs[2]))
@@ -347,7 +347,9 @@ int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 			e->regs[2] = e->regs[2] ? first_msg_len(e->regs[2]) : ctx->ret;
 		}
 	}
-	struct sock *sk = (struct sock *)stand_in_sock(fd, protocol, code, ctx->ret);
+	/* A datagram call's socket was found at entry; the others' are looked up now. */
+	struct sock *sk = e->regs[0] ? (struct sock *)e->regs[0]
+				     : (struct sock *)stand_in_sock(fd, protocol, code, ctx->ret);
 	if (sk)
 		run_sock_hook(e, code, sk);
 	return 0;

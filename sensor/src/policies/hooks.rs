@@ -65,22 +65,24 @@ pub(super) fn hook_keys(
     caps: &KernelCaps,
     kernel: Option<&RunningKernel>,
 ) -> Result<(Vec<u64>, AttachTarget), String> {
-    let sock_state = match h.call.as_str() {
-        "tcp_connect" if !h.returns => Some(abi::SOCK_STATE_CONNECT),
-        "tcp_close" if !h.returns => Some(abi::SOCK_STATE_CLOSE),
-        "inet_csk_listen_start" if !h.returns => Some(abi::SOCK_STATE_LISTEN),
-        "inet_csk_accept" if h.returns => Some(abi::SOCK_STATE_ACCEPT),
-        "udp_sendmsg" if !h.returns => Some(abi::SOCK_STATE_UDP_SEND),
-        "udp_recvmsg" if !h.returns => Some(abi::SOCK_STATE_UDP_RECV),
-        _ => None,
-    };
-    // The UDP functions are served by their stand-ins on every kernel (see the plan).
-    let udp = matches!(h.call.as_str(), "udp_sendmsg" | "udp_recvmsg");
-    if let (Some(code), true) = (sock_state, udp) {
-        return Ok((
+    let stand_in = vigil_policy_engine::plan::stand_in(&h.call, h.returns);
+    let sock_state = || {
+        let code = match h.call.as_str() {
+            "tcp_connect" => abi::SOCK_STATE_CONNECT,
+            "tcp_close" => abi::SOCK_STATE_CLOSE,
+            "inet_csk_listen_start" => abi::SOCK_STATE_LISTEN,
+            "inet_csk_accept" => abi::SOCK_STATE_ACCEPT,
+            "udp_sendmsg" => abi::SOCK_STATE_UDP_SEND,
+            _ => abi::SOCK_STATE_UDP_RECV, // udp_recvmsg: stand_in() knows no other
+        };
+        Ok((
             vec![abi::HOOK_KEY_SOCK_STATE | code],
             AttachTarget::SockState(h.call.clone()),
-        ));
+        ))
+    };
+    // The UDP functions are served by their stand-ins on every kernel (see the plan).
+    if stand_in == Some(true) {
+        return sock_state();
     }
     if caps.kprobe {
         let candidates =
@@ -101,11 +103,8 @@ pub(super) fn hook_keys(
         }
         return Ok((vec![addr, addr + 4], AttachTarget::Kprobe(function)));
     }
-    if let (Some(code), false) = (sock_state, h.syscall) {
-        return Ok((
-            vec![abi::HOOK_KEY_SOCK_STATE | code],
-            AttachTarget::SockState(h.call.clone()),
-        ));
+    if stand_in.is_some() && !h.syscall {
+        return sock_state();
     }
     let bare = h.call.strip_prefix("__x64_").unwrap_or(&h.call);
     let bare = bare.strip_prefix("sys_").unwrap_or(bare);
