@@ -398,7 +398,7 @@ impl TrustedDir {
         if writing && st.st_nlink > 1 {
             return Err(FsError::HardLinked {
                 path,
-                links: st.st_nlink as u64,
+                links: st.st_nlink,
             });
         }
         Ok(())
