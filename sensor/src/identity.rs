@@ -189,15 +189,17 @@ fn flags(origin: Origin, bits: u32) -> String {
 
 /// The container id in a cgroup path (`.../docker-<64 hex>.scope`, `.../<64 hex>`), shortened
 /// to the 31 characters Tetragon's `docker` field carries.
+///
+/// The path is whatever a user with a delegated cgroup subtree named a directory: it is
+/// searched as bytes, so a window that starts or ends inside a multi-byte character is just a
+/// window that is not hex (slicing the `&str` there would panic).
 pub fn container_id(cgroup: &str) -> Option<String> {
     cgroup.rsplit('/').find_map(|part| {
-        let bytes = part.as_bytes();
-        (0..bytes.len().saturating_sub(63)).find_map(|i| {
-            let cand = &part[i..i + 64];
-            cand.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-                .then(|| cand[..31].to_string())
-        })
+        part.as_bytes()
+            .windows(64)
+            .find(|w| w.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            // Lower-case hex digits only: ASCII, so every byte is one character.
+            .map(|w| w[..31].iter().map(|&b| b as char).collect())
     })
 }
 
@@ -218,6 +220,47 @@ mod tests {
         );
         assert_eq!(container_id("/user.slice/session-1.scope"), None);
         assert_eq!(container_id("/"), None);
+    }
+
+    #[test]
+    fn a_cgroup_name_of_non_ascii_text_does_not_panic() {
+        // 64 bytes and more of multi-byte characters: a byte window ends inside a character.
+        assert_eq!(
+            container_id(&format!("/user.slice/{}", "é".repeat(40))),
+            None
+        );
+        assert_eq!(container_id(&"日本".repeat(30)), None);
+        let id = "4f1e2b9c0d3a5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f";
+        assert_eq!(
+            container_id(&format!("/x/é{id}é")).as_deref(),
+            Some(&id[..31]),
+            "an id beside multi-byte text is still found"
+        );
+    }
+
+    #[test]
+    fn a_process_in_a_non_ascii_cgroup_is_described() {
+        let id = Identity {
+            node: "n".into(),
+            clock: BootClock::new(0),
+            host_ns: [0; abi::NS_COUNT],
+        };
+        let cgroup = format!("/user.slice/user-1000.slice/{}", "é".repeat(64));
+        let strings = ProcessStrings {
+            binary: "/bin/sh".into(),
+            argv: b"sh\0",
+            cwd: "/".into(),
+            cgroup: cgroup.clone(),
+        };
+        let p = id.process(
+            &abi::Process::default(),
+            1,
+            Origin::ProcFs,
+            strings,
+            ExecId::default(),
+        );
+        assert_eq!(p.cgroup.map(|c| c.path), Some(cgroup));
+        assert_eq!(p.docker, None);
     }
 
     #[test]
