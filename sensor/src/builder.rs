@@ -225,13 +225,15 @@ impl EventBuilder {
         let ancestors = self.ancestors(&process);
         let (policy_name, function_name, mut args, message, tags) = match installed {
             Some(i) => {
+                // The record holds at most HOOK_ARGS arguments whatever its count says (the
+                // decoder refuses a larger count; the builder does not rely on it).
                 let args = i
                     .rule
                     .args
                     .iter()
-                    .enumerate()
+                    .zip(ev.args.iter().zip(h.strings))
                     .take(ev.nargs as usize)
-                    .map(|(n, spec)| decode_arg(spec.kind, &ev.args[n], h.strings[n]))
+                    .map(|(spec, (raw, text))| decode_arg(spec.kind, raw, text))
                     .collect();
                 (
                     i.policy.clone(),
@@ -321,8 +323,10 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
         }
         HookArgKind::Int { bits, signed, size } => {
             let v = raw.int();
-            let shift = 64 - bits;
-            if size || (!signed && bits == 64) {
+            // Widths come from the policy (8 to 64); any other reads the whole 64 bits rather
+            // than shift by 64 or more.
+            let shift = 64u32.saturating_sub(bits) % 64;
+            if size || (!signed && shift == 0) {
                 Arg::SizeArg(v as u64)
             } else if signed {
                 Arg::IntArg((v << shift) >> shift)
@@ -499,6 +503,83 @@ pub fn signal_name(sig: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_policy_engine::hooks::{HookArg, HookRule};
+
+    fn builder() -> EventBuilder {
+        EventBuilder::new(
+            Identity {
+                node: "n".into(),
+                clock: vigil_events::time::BootClock::new(0),
+                host_ns: [0; abi::NS_COUNT],
+            },
+            ProcessCache::new(
+                std::num::NonZeroUsize::new(8).unwrap(),
+                std::time::Duration::from_secs(1),
+            ),
+            BuildOptions { ancestors: 0 },
+        )
+    }
+
+    fn hook_rule(kinds: &[HookArgKind]) -> HookRule {
+        HookRule {
+            hook_path: "spec.kprobes[0]".into(),
+            call: "security_file_permission".into(),
+            syscall: false,
+            args: kinds
+                .iter()
+                .enumerate()
+                .map(|(i, &kind)| HookArg {
+                    index: i as u32,
+                    kind,
+                    label: None,
+                })
+                .collect(),
+            returns: false,
+            selectors: Vec::new(),
+            monitor: false,
+            message: None,
+            tags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_hook_record_claiming_more_arguments_than_it_holds_does_not_panic() {
+        // A policy reading six arguments (the calling convention has six registers) and a
+        // record that claims nine: the builder reads the five a record holds, never past them.
+        let int = HookArgKind::Int {
+            bits: 32,
+            signed: true,
+            size: false,
+        };
+        let installed = InstalledHook::describing("p", hook_rule(&[int; 6]));
+        let record = abi::Hook {
+            event: abi::HookEvent {
+                nargs: 9,
+                ..Default::default()
+            },
+            strings: [&[]; abi::HOOK_ARGS],
+        };
+        let ev = builder().hook(record, Some(&installed));
+        let EventBody::ProcessKprobe(p) = ev.body else {
+            panic!("not a kprobe event")
+        };
+        assert_eq!(p.args.len(), abi::HOOK_ARGS);
+    }
+
+    #[test]
+    fn integer_widths_outside_1_to_64_bits_do_not_overflow_the_shift() {
+        let raw = abi::ArgValue::default();
+        for bits in [0, 1, 63, 64, 65, u32::MAX] {
+            for signed in [false, true] {
+                let kind = HookArgKind::Int {
+                    bits,
+                    signed,
+                    size: false,
+                };
+                let _ = decode_arg(kind, &raw, &[]);
+            }
+        }
+    }
 
     #[test]
     fn exit_codes_split_into_status_and_signal() {

@@ -1,8 +1,8 @@
 //! `#[repr(C)]` mirrors of `vigil_events.h` and the decoder for ring-buffer records.
 //!
 //! A record is a header plus a struct chosen by `kind`; exec records carry their strings after
-//! the fixed part. [`Record::parse`] checks every length against the record's real size, so a
-//! corrupt or truncated record is an error, never an out-of-bounds read.
+//! the fixed part. [`Record::parse`] (in `record.rs`) checks every length and count against the
+//! record's real size, so a corrupt or truncated record is an error, never an out-of-bounds read.
 
 /// `VIGIL_EVENT_EXEC`.
 pub const EVENT_EXEC: u32 = 1;
@@ -16,7 +16,9 @@ pub const EVENT_POLICY: u32 = 4;
 pub const EVENT_HOOK: u32 = 5;
 
 mod policy;
+mod record;
 pub use policy::*;
+pub use record::*;
 
 /// Bytes kept of a binary path or cwd (NUL included, as `PATH_MAX`).
 pub const PATH_MAX: usize = 4096;
@@ -145,145 +147,6 @@ pub struct Config {
     pub agent_tgid: u32,
 }
 
-/// An exec record: the fixed part and its strings, borrowed from the ring buffer.
-#[derive(Debug)]
-pub struct Exec<'a> {
-    /// The fixed part.
-    pub event: ExecEvent,
-    /// The binary's path as the kernel resolved it.
-    pub binary: &'a [u8],
-    /// argv, NUL-separated, argv\[0\] included.
-    pub args: &'a [u8],
-    /// Working directory at exec.
-    pub cwd: &'a [u8],
-    /// Path of the process's cgroup below the hierarchy root.
-    pub cgroup: &'a [u8],
-}
-
-/// One decoded ring-buffer record.
-// A hook record carries its event by value (its arguments' sockets make it the largest): records
-// are decoded one at a time and consumed at once, so boxing would cost an allocation per event
-// for no memory saved.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum Record<'a> {
-    /// A successful execve.
-    Exec(Exec<'a>),
-    /// A new process.
-    Fork(ForkEvent),
-    /// The end of a process.
-    Exit(ExitEvent),
-    /// A policy rule matched.
-    Policy(Policy<'a>),
-    /// A generic hook fired.
-    Hook(Hook<'a>),
-}
-
-/// Why a record could not be decoded.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RecordError {
-    /// Shorter than its header or than its kind's fixed part.
-    Short {
-        /// The record's kind.
-        kind: u32,
-        /// Bytes received.
-        len: usize,
-    },
-    /// A kind this agent does not know (an object newer than the agent).
-    UnknownKind(u32),
-    /// String lengths that add up past the record's end.
-    BadLengths,
-}
-
-impl std::fmt::Display for RecordError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RecordError::Short { kind, len } => {
-                write!(f, "record of kind {kind} is only {len} bytes")
-            }
-            RecordError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
-            RecordError::BadLengths => f.write_str("exec record string lengths exceed its size"),
-        }
-    }
-}
-
-impl std::error::Error for RecordError {}
-
-/// Reads a plain-old-data struct from the front of `buf`.
-fn read_pod<T: Copy + Default>(buf: &[u8], kind: u32) -> Result<T, RecordError> {
-    if buf.len() < size_of::<T>() {
-        return Err(RecordError::Short {
-            kind,
-            len: buf.len(),
-        });
-    }
-    let mut v = T::default();
-    // SAFETY: T is a #[repr(C)] struct of integers, valid for any bit pattern, and `buf` holds
-    // at least size_of::<T>() bytes; read_unaligned copies without alignment demands.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            buf.as_ptr(),
-            (&mut v as *mut T).cast::<u8>(),
-            size_of::<T>(),
-        )
-    };
-    Ok(v)
-}
-
-impl<'a> Record<'a> {
-    /// Decodes one record as read from the ring buffer.
-    pub fn parse(buf: &'a [u8]) -> Result<Self, RecordError> {
-        let hdr: EventHeader = read_pod(buf, 0)?;
-        match hdr.kind {
-            EVENT_EXEC => {
-                let event: ExecEvent = read_pod(buf, hdr.kind)?;
-                let mut rest = &buf[size_of::<ExecEvent>()..];
-                let mut take = |n: u16| -> Result<&'a [u8], RecordError> {
-                    let n = n as usize;
-                    if n > rest.len() {
-                        return Err(RecordError::BadLengths);
-                    }
-                    let (head, tail) = rest.split_at(n);
-                    rest = tail;
-                    Ok(head)
-                };
-                Ok(Record::Exec(Exec {
-                    binary: take(event.binary_len)?,
-                    args: take(event.args_len)?,
-                    cwd: take(event.cwd_len)?,
-                    cgroup: take(event.cgroup_len)?,
-                    event,
-                }))
-            }
-            EVENT_FORK => Ok(Record::Fork(read_pod(buf, hdr.kind)?)),
-            EVENT_EXIT => Ok(Record::Exit(read_pod(buf, hdr.kind)?)),
-            EVENT_HOOK => {
-                let event: HookEvent = read_pod(buf, hdr.kind)?;
-                let mut rest = &buf[size_of::<HookEvent>()..];
-                let mut strings: [&'a [u8]; HOOK_ARGS] = [&[]; HOOK_ARGS];
-                for (s, &n) in strings.iter_mut().zip(event.str_len.iter()) {
-                    if n as usize > rest.len() {
-                        return Err(RecordError::BadLengths);
-                    }
-                    let (head, tail) = rest.split_at(n as usize);
-                    *s = head;
-                    rest = tail;
-                }
-                Ok(Record::Hook(Hook { event, strings }))
-            }
-            EVENT_POLICY => {
-                let event: PolicyEvent = read_pod(buf, hdr.kind)?;
-                let rest = &buf[size_of::<PolicyEvent>()..];
-                let path = rest
-                    .get(..event.path_len as usize)
-                    .ok_or(RecordError::BadLengths)?;
-                Ok(Record::Policy(Policy { event, path }))
-            }
-            other => Err(RecordError::UnknownKind(other)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod layout_tests {
     use super::*;
@@ -381,63 +244,10 @@ mod layout_tests {
         assert!(C_LAYOUT.len() > 40, "the layout probe printed too little");
     }
 
-    fn exec_record(binary: &[u8], args: &[u8], cwd: &[u8], cgroup: &[u8]) -> Vec<u8> {
-        let ev = ExecEvent {
-            hdr: EventHeader {
-                kind: EVENT_EXEC,
-                size: 0,
-                ktime: 7,
-            },
-            binary_len: binary.len() as u16,
-            args_len: args.len() as u16,
-            cwd_len: cwd.len() as u16,
-            cgroup_len: cgroup.len() as u16,
-            ..Default::default()
-        };
-        // SAFETY: ExecEvent is #[repr(C)] plain data.
-        let raw = unsafe {
-            std::slice::from_raw_parts(
-                (&ev as *const ExecEvent).cast::<u8>(),
-                size_of::<ExecEvent>(),
-            )
-        };
-        [raw, binary, args, cwd, cgroup].concat()
-    }
-
     #[test]
     fn syscall_numbers_come_from_the_uapi_header() {
         assert_eq!(syscall_nr("sys_setuid"), Some(105));
         assert_eq!(syscall_nr("openat"), Some(257));
         assert_eq!(syscall_nr("sys_no_such_call"), None);
-    }
-
-    #[test]
-    fn exec_record_strings_are_split_by_their_lengths() {
-        let buf = exec_record(b"/bin/echo", b"echo\0hi\0", b"/tmp", b"/");
-        let Record::Exec(e) = Record::parse(&buf).unwrap() else {
-            panic!("not an exec")
-        };
-        assert_eq!(e.binary, b"/bin/echo");
-        assert_eq!(e.args, b"echo\0hi\0");
-        assert_eq!(e.cwd, b"/tmp");
-        assert_eq!(e.cgroup, b"/");
-        assert_eq!(e.event.hdr.ktime, 7);
-    }
-
-    #[test]
-    fn lengths_past_the_end_are_an_error_not_a_panic() {
-        let mut buf = exec_record(b"/bin/echo", b"", b"/", b"/");
-        buf.truncate(buf.len() - 3);
-        assert_eq!(Record::parse(&buf).unwrap_err(), RecordError::BadLengths);
-        assert!(matches!(
-            Record::parse(&buf[..10]),
-            Err(RecordError::Short { .. })
-        ));
-        let mut unknown = buf.clone();
-        unknown[0] = 99;
-        assert_eq!(
-            Record::parse(&unknown).unwrap_err(),
-            RecordError::UnknownKind(99)
-        );
     }
 }

@@ -47,6 +47,21 @@ pub struct InstalledHook {
     written: Vec<WrittenKey>,
 }
 
+#[cfg(test)]
+impl InstalledHook {
+    /// A hook as events name it, with nothing of it in the kernel.
+    pub fn describing(policy: &str, rule: HookRule) -> Self {
+        InstalledHook {
+            policy: policy.to_string(),
+            rule,
+            keys: Vec::new(),
+            links: Vec::new(),
+            rule_first: 0,
+            written: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 #[repr(transparent)]
 pub(super) struct HookConfigPod(abi::HookConfig);
