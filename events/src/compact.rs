@@ -1,10 +1,56 @@
 //! One readable line per event, in the style of `tetra getevents -o compact`:
 //! `<emoji> <verb padded to 7> <pod or node> <binary> <details>`.
+//!
+//! Lines go to an operator's terminal, and most of what they show a process chose (its binary,
+//! arguments, working directory, the files and DNS names it used): control characters and
+//! bidirectional overrides are shown as escapes, so a process cannot clear the screen, move
+//! the cursor or turn text around in the operator's terminal.
+
+use std::borrow::Cow;
 
 use crate::{Event, EventBody, Process};
 
-/// Renders `event` as its compact line (no trailing newline).
+/// Renders `event` as its compact line (no trailing newline), every control and bidi override
+/// character escaped (see [`escape`]).
 pub fn render(event: &Event) -> String {
+    // Escaping the finished line covers every field, including those added later.
+    let line = render_raw(event);
+    match escape(&line) {
+        Cow::Borrowed(_) => line,
+        Cow::Owned(escaped) => escaped,
+    }
+}
+
+/// Whether a character is shown as an escape: C0 controls, DEL, C1 controls (U+0080 to
+/// U+009F, which terminals also obey), and the bidirectional embeddings, overrides and
+/// isolates (U+202A to U+202E, U+2066 to U+2069).
+pub fn needs_escape(c: char) -> bool {
+    matches!(
+        c,
+        '\0'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// `s` with every character [`needs_escape`] names written as `\xNN` (ASCII) or `\u{NNNN}`;
+/// borrowed when there is none (the common case costs no allocation).
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(needs_escape) {
+        return Cow::Borrowed(s);
+    }
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        // Writing to a String cannot fail.
+        let _ = match c {
+            c if !needs_escape(c) => write!(out, "{c}"),
+            c if c.is_ascii() => write!(out, "\\x{:02x}", c as u32),
+            c => write!(out, "\\u{{{:x}}}", c as u32),
+        };
+    }
+    Cow::Owned(out)
+}
+
+fn render_raw(event: &Event) -> String {
     match &event.body {
         EventBody::ProcessExec(e) => line("🚀", "process", &event.node_name, &e.process, ""),
         EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => {
@@ -110,6 +156,69 @@ mod tests {
             arguments: args.into(),
             ..Default::default()
         }
+    }
+
+    fn open_event(binary: &str, args: &str, path: &str) -> Event {
+        Event {
+            body: EventBody::ProcessKprobe(crate::ProcessPolicy {
+                process: std::sync::Arc::new(proc(binary, args)),
+                parent: None,
+                function_name: "security_file_open".into(),
+                args: vec![
+                    crate::Arg::FileArg(crate::FileArg { path: path.into() }),
+                    crate::Arg::StringArg(format!("s{path}")),
+                ],
+                return_arg: None,
+                action: "KPROBE_ACTION_POST".into(),
+                policy_name: "p".into(),
+                message: String::new(),
+                tags: vec![],
+                outcome: "posted".into(),
+                ancestors: vec![],
+            }),
+            node_name: "node".into(),
+            time: String::new(),
+        }
+    }
+
+    #[test]
+    fn terminal_escape_sequences_from_a_process_are_shown_escaped() {
+        // ESC [ 2 J clears an operator's screen; U+202E turns the rest of the line around.
+        let exec = Event {
+            body: EventBody::ProcessExec(ProcessExec {
+                process: proc("/tmp/\u{1b}[2Jx", "\u{202e}gpj.exe \u{9b}31m \u{7f}").into(),
+                parent: None,
+                ancestors: vec![],
+            }),
+            node_name: "node".into(),
+            time: String::new(),
+        };
+        let line = render(&exec);
+        assert_eq!(
+            line,
+            "🚀 process node /tmp/\\x1b[2Jx \\u{202e}gpj.exe \\u{9b}31m \\x7f"
+        );
+        let open = render(&open_event("/bin/cat", "", "/tmp/\u{1b}[2J\u{2066}\n"));
+        assert!(!open.chars().any(needs_escape), "{open:?}");
+        assert!(open.contains("/tmp/\\x1b[2J\\u{2066}\\x0a"), "{open}");
+    }
+
+    #[test]
+    fn every_control_and_bidi_character_is_escaped_and_nothing_else() {
+        let escaped: Vec<char> = (0..=0x10ffffu32)
+            .filter_map(char::from_u32)
+            .filter(|c| needs_escape(*c))
+            .collect();
+        let mut expected: Vec<char> = (0u32..0x20)
+            .chain([0x7f])
+            .chain(0x80..0xa0)
+            .chain(0x202a..=0x202e)
+            .chain(0x2066..=0x2069)
+            .filter_map(char::from_u32)
+            .collect();
+        expected.sort();
+        assert_eq!(escaped, expected);
+        assert_eq!(escape("plain /usr/bin/é 日本"), "plain /usr/bin/é 日本");
     }
 
     #[test]
