@@ -255,12 +255,40 @@ fn set_target(ebpf: &mut Ebpf) -> Result<(), String> {
 /// Makes every probe program's hook run in this process: a getppid() (and so a syscall entry),
 /// an unlink() and an open().
 fn trigger_hooks() {
+    trigger_hooks_in(&std::env::temp_dir());
+}
+
+/// The triggers run in a directory of our own, made by mkdtemp (a random name, mode 0700,
+/// created exclusively): the temporary directory is world-writable, and a symlink or a FIFO
+/// planted at a predictable name there would redirect root's write or block the agent's start.
+fn trigger_hooks_in(tmp: &std::path::Path) {
+    use std::os::unix::{
+        ffi::{OsStrExt, OsStringExt},
+        fs::OpenOptionsExt,
+    };
     // SAFETY: getppid has no preconditions.
     unsafe { libc::getppid() };
-    let path = std::env::temp_dir().join(format!("vigil-probe-{}", std::process::id()));
-    let _ = std::fs::write(&path, b"probe");
-    let _ = std::fs::File::open(&path);
-    let _ = std::fs::remove_file(&path);
+    let mut template = tmp.join("vigil-probe-XXXXXX").into_os_string().into_vec();
+    template.push(0);
+    // SAFETY: `template` is a writable NUL-terminated buffer ending in XXXXXX, which mkdtemp
+    // replaces in place.
+    if unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) }.is_null() {
+        return;
+    }
+    template.pop();
+    let dir = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&template));
+    let path = dir.join("probe");
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&path);
+    if created.is_ok() {
+        let _ = std::fs::File::open(&path);
+        let _ = std::fs::remove_file(&path);
+    }
+    let _ = std::fs::remove_dir(&dir);
 }
 
 fn read_hits(ebpf: &Ebpf) -> Vec<u64> {
@@ -338,5 +366,79 @@ fn load_only(ebpf: &mut Ebpf, from: &str, program: &str) -> Result<(), String> {
             let p: &mut KProbe = prog.try_into().map_err(short)?;
             p.load().map_err(short)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{path::PathBuf, sync::mpsc, time::Duration};
+
+    /// A fresh directory for one test, removed at the end.
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("vigil-test-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir(&dir).unwrap();
+            TestDir(dir)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The name the probe used before: predictable from its pid.
+    fn old_name(dir: &std::path::Path) -> PathBuf {
+        dir.join(format!("vigil-probe-{}", std::process::id()))
+    }
+
+    /// Runs the hook triggers in `dir`; false when they did not return within 5 seconds.
+    fn triggers_return(dir: PathBuf) -> bool {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            trigger_hooks_in(&dir);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(5)).is_ok()
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_probe_file_name_is_not_followed() {
+        let dir = TestDir::new("probe-symlink");
+        let target = dir.0.join("victim");
+        std::fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, old_name(&dir.0)).unwrap();
+        assert!(triggers_return(dir.0.clone()));
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        assert!(
+            old_name(&dir.0).symlink_metadata().is_ok(),
+            "someone else's entry is left alone"
+        );
+    }
+
+    #[test]
+    fn a_fifo_planted_at_the_probe_file_name_does_not_hang_the_probe() {
+        let dir = TestDir::new("probe-fifo");
+        let fifo =
+            std::ffi::CString::new(old_name(&dir.0).into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0);
+        assert!(
+            triggers_return(dir.0.clone()),
+            "the probe blocked on a FIFO planted at its file name"
+        );
+    }
+
+    #[test]
+    fn the_probe_leaves_nothing_behind() {
+        let dir = TestDir::new("probe-clean");
+        assert!(triggers_return(dir.0.clone()));
+        assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0);
     }
 }
