@@ -334,7 +334,7 @@ pub(crate) fn filter(
             path: format!("{spath}.{field}.values[{j}]"),
             reason: format!(
                 "`{}...` is longer than the {MAX_MATCH_VALUE} bytes the kernel compares",
-                &v[..32]
+                crate::error::clip(v, 32)
             ),
         });
     }
@@ -343,4 +343,33 @@ pub(crate) fn filter(
         negate,
         values,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_value_with_a_multi_byte_character_at_the_cut_does_not_panic() {
+        // 31 ASCII bytes, then `é` (2 bytes) straddling byte 32, then enough to be too long.
+        let value = format!("/{}é{}", "a".repeat(30), "b".repeat(300));
+        let e = filter(
+            "spec.kprobes[0].selectors[0]",
+            "matchArgs[0]",
+            MatchKind::Prefix,
+            false,
+            [value].into_iter(),
+        )
+        .unwrap_err();
+        assert!(
+            e.reason.contains("longer than the 251 bytes"),
+            "{}",
+            e.reason
+        );
+        assert!(
+            e.reason.starts_with(&format!("`/{}", "a".repeat(30))),
+            "{}",
+            e.reason
+        );
+    }
 }

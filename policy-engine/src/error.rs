@@ -37,3 +37,13 @@ impl fmt::Display for PolicyErrors {
 }
 
 impl std::error::Error for PolicyErrors {}
+
+/// At most `max` bytes of `s` for a message, cut where a character starts: values come from
+/// the policy's author, and slicing inside a multi-byte character would panic.
+pub(crate) fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
