@@ -26,6 +26,7 @@ mod error;
 pub mod evaluate;
 pub mod evaluate_hooks;
 pub mod hooks;
+pub mod input;
 pub mod kernel;
 pub mod locate;
 pub mod plan;
@@ -37,5 +38,6 @@ mod values;
 
 pub use args::{arg_class, ArgClass, ARG_TYPES};
 pub use error::{PolicyError, PolicyErrors};
+pub use input::{check_yaml, read_yaml, InputError, Limits};
 pub use kernel::KernelSymbols;
-pub use validate::{load_policy, load_policy_for, Mode, Policy};
+pub use validate::{load_policy, load_policy_file, load_policy_for, Mode, Policy};

@@ -1,11 +1,20 @@
 //! Where each field of a YAML document is: a map from field paths as the errors print them
 //! (`spec.kprobes[0].args[1].type`) to line and column, built from the parser's marked events.
 //! serde reports *what* is wrong with a typed value; this says *where* it is in the file.
+//!
+//! Paths are kept as hashes, built up the way the path text is (a mapping key appends `.key`, a
+//! sequence item `[n]`), so the index costs a few words per node however long the keys are or
+//! however deep they nest: a key of a megabyte repeated in the path of every node under it
+//! would otherwise cost a megabyte per node. Events are read one at a time rather than through
+//! yaml-rust2's loader, which recurses once per nesting level.
 
-use std::collections::HashMap;
+use std::{
+    collections::{hash_map::DefaultHasher, HashMap},
+    hash::Hasher,
+};
 
 use yaml_rust2::{
-    parser::{Event, MarkedEventReceiver, Parser},
+    parser::{Event, Parser},
     scanner::Marker,
 };
 
@@ -31,16 +40,72 @@ impl From<Marker> for Position {
 #[derive(Debug, Default)]
 pub struct Locations {
     /// Path to the position of its key (fields of mappings) or of its item (sequence items).
-    keys: HashMap<String, Position>,
+    keys: HashMap<u64, Position>,
     /// Path to the position of its value.
-    values: HashMap<String, Position>,
+    values: HashMap<u64, Position>,
+}
+
+/// A path being built: the hash of its text so far, and whether that text is empty (the
+/// document's root, whose keys get no leading `.`).
+#[derive(Clone)]
+struct PathHash {
+    state: DefaultHasher,
+    empty: bool,
+}
+
+impl PathHash {
+    fn root() -> PathHash {
+        PathHash {
+            state: DefaultHasher::new(),
+            empty: true,
+        }
+    }
+
+    fn of(path: &str) -> u64 {
+        let mut h = DefaultHasher::new();
+        h.write(path.as_bytes());
+        h.finish()
+    }
+
+    /// `self` followed by `.key` (or `key` at the root).
+    fn field(&self, key: &str) -> PathHash {
+        let mut next = self.clone();
+        if !self.empty {
+            next.state.write(b".");
+        }
+        next.state.write(key.as_bytes());
+        next.empty = false;
+        next
+    }
+
+    /// `self` followed by `[index]`.
+    fn item(&self, index: usize) -> PathHash {
+        let mut next = self.clone();
+        next.state.write(format!("[{index}]").as_bytes());
+        next.empty = false;
+        next
+    }
+
+    fn finish(&self) -> u64 {
+        self.state.finish()
+    }
 }
 
 impl Locations {
-    /// Indexes `text`; a document that does not parse yields an empty index (serde reports it).
+    /// Indexes `text`; a document that does not parse yields the index of what came before the
+    /// error (serde reports it).
     pub fn index(text: &str) -> Locations {
-        let mut b = Builder::default();
-        let _ = Parser::new_from_str(text).load(&mut b, false);
+        let mut b = Builder {
+            stack: Vec::new(),
+            locations: Locations::default(),
+        };
+        let mut parser = Parser::new_from_str(text);
+        while let Ok((ev, mark)) = parser.next_token() {
+            if ev == Event::StreamEnd {
+                break;
+            }
+            b.on_event(ev, mark);
+        }
         b.locations
     }
 
@@ -54,10 +119,10 @@ impl Locations {
         self.find(path, &self.keys).or_else(|| self.value(path))
     }
 
-    fn find(&self, path: &str, map: &HashMap<String, Position>) -> Option<Position> {
+    fn find(&self, path: &str, map: &HashMap<u64, Position>) -> Option<Position> {
         let mut p = path;
         loop {
-            if let Some(pos) = map.get(p) {
+            if let Some(pos) = map.get(&PathHash::of(p)) {
                 return Some(*pos);
             }
             let cut = p.rfind(['.', '['])?;
@@ -67,11 +132,17 @@ impl Locations {
 }
 
 enum Frame {
-    Map { path: String, key: Option<String> },
-    Seq { path: String, next: usize },
+    /// A mapping, and the path of the value whose key was just read.
+    Map {
+        path: PathHash,
+        key: Option<PathHash>,
+    },
+    Seq {
+        path: PathHash,
+        next: usize,
+    },
 }
 
-#[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     locations: Locations,
@@ -79,58 +150,47 @@ struct Builder {
 
 impl Builder {
     /// The path of the node that starts now, or `None` when it is a mapping key.
-    fn node_path(&mut self, mark: Marker, scalar: Option<&str>) -> Option<String> {
+    fn node_path(&mut self, mark: Marker, scalar: Option<&str>) -> Option<PathHash> {
         match self.stack.last_mut() {
-            None => Some(String::new()),
+            None => Some(PathHash::root()),
             Some(Frame::Seq { path, next }) => {
-                let p = format!("{path}[{next}]");
+                let p = path.item(*next);
                 *next += 1;
-                self.locations.keys.insert(p.clone(), mark.into());
+                self.locations.keys.insert(p.finish(), mark.into());
                 Some(p)
             }
             Some(Frame::Map { path, key }) => match key.take() {
-                Some(k) => Some(if path.is_empty() {
-                    k
-                } else {
-                    format!("{path}.{k}")
-                }),
+                Some(k) => Some(k),
                 None => {
-                    let k = scalar.unwrap_or("?").to_string();
-                    let full = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    self.locations.keys.insert(full, mark.into());
-                    *key = Some(k);
+                    let full = path.field(scalar.unwrap_or("?"));
+                    self.locations.keys.insert(full.finish(), mark.into());
+                    *key = Some(full);
                     None
                 }
             },
         }
     }
-}
 
-impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
             Event::Scalar(ref s, ..) => {
                 if let Some(p) = self.node_path(mark, Some(s)) {
-                    self.locations.values.insert(p, mark.into());
+                    self.locations.values.insert(p.finish(), mark.into());
                 }
             }
             Event::Alias(_) => {
                 if let Some(p) = self.node_path(mark, None) {
-                    self.locations.values.insert(p, mark.into());
+                    self.locations.values.insert(p.finish(), mark.into());
                 }
             }
             Event::MappingStart(..) => {
-                let path = self.node_path(mark, None).unwrap_or_default();
-                self.locations.values.insert(path.clone(), mark.into());
+                let path = self.node_path(mark, None).unwrap_or_else(PathHash::root);
+                self.locations.values.insert(path.finish(), mark.into());
                 self.stack.push(Frame::Map { path, key: None });
             }
             Event::SequenceStart(..) => {
-                let path = self.node_path(mark, None).unwrap_or_default();
-                self.locations.values.insert(path.clone(), mark.into());
+                let path = self.node_path(mark, None).unwrap_or_else(PathHash::root);
+                self.locations.values.insert(path.finish(), mark.into());
                 self.stack.push(Frame::Seq { path, next: 0 });
             }
             Event::MappingEnd | Event::SequenceEnd => {

@@ -2,9 +2,12 @@
 //! everything serde cannot (references between fields, operators per argument type, value
 //! syntax, limits, features vigil does not implement), collecting every problem at once.
 
+use std::path::Path;
+
 use crate::{
     args::{arg_class, check_args, ArgClass},
     error::{PolicyError, PolicyErrors},
+    input::{check_yaml, read_yaml, InputError, Limits},
     kernel::{kprobe_function_candidates, lsm_function_candidates, KernelSymbols},
     locate::Locations,
     spec::{PolicyKind, PolicySpec, TracingPolicy},
@@ -91,6 +94,17 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// Reads the policy file `path` (a file others can write is refused, and so is one past
+/// [`Limits::POLICY`]), parses and checks it; what the agent, `policy lint`, `explain` and
+/// `test` all load policies with.
+pub fn load_policy_file(
+    path: &Path,
+    kernel: Option<&dyn KernelSymbols>,
+) -> Result<Policy, InputError> {
+    let text = read_yaml(path, &Limits::POLICY)?;
+    load_policy_for(&path.display().to_string(), &text, kernel).map_err(InputError::Invalid)
+}
+
 /// Parses and checks one policy document. `file` names it in errors.
 pub fn load_policy(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
     load_policy_for(file, text, None)
@@ -103,6 +117,8 @@ pub fn load_policy_for(
     text: &str,
     kernel: Option<&dyn KernelSymbols>,
 ) -> Result<Policy, PolicyErrors> {
+    // Nothing that builds from the text sees it before the gate did.
+    check_yaml(file, text, &Limits::POLICY).map_err(|e| PolicyErrors(vec![e]))?;
     let mut c = Checker {
         file,
         locations: Locations::index(text),

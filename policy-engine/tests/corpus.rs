@@ -143,3 +143,40 @@ fn shipped_policies_are_valid_and_compile_for_the_kernel() {
     }
     assert!(n >= 2, "{n} shipped policies");
 }
+
+/// Every YAML file vigil ships or tests with passes the gate: it parses the text with another
+/// parser than serde's, and must not refuse what serde accepts.
+#[test]
+fn every_real_policy_rule_and_config_passes_the_gate() {
+    use vigil_policy_engine::{check_yaml, Limits};
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                out.push(p);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("../vigil.example.yaml")];
+    for dir in [
+        "../rules",
+        "../../shared/testdata/tetragon-policies",
+        "../../shared/testdata/sigma-linux",
+    ] {
+        walk(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 100, "{} files", files.len());
+    let refused: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            check_yaml(&f.display().to_string(), &text, &Limits::POLICY)
+                .err()
+                .map(|e| e.to_string())
+        })
+        .collect();
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+}
