@@ -444,8 +444,17 @@ impl ProcessSensor {
     }
 
     /// Attaches the file-open policy programs: BPF LSM where the kernel runs it, else the open
-    /// system calls' exit tracepoints. Returns how it attached.
+    /// system calls' exit tracepoints. Returns how it attached. All or nothing: when one
+    /// program fails, those attached are detached again.
     pub fn attach_file_open(&mut self, lsm: bool) -> Result<String, LoadError> {
+        let attached = self.attach_file_open_programs(lsm);
+        if attached.is_err() {
+            self.detach_file_open();
+        }
+        attached
+    }
+
+    fn attach_file_open_programs(&mut self, lsm: bool) -> Result<String, LoadError> {
         if lsm {
             let (program, hook) = ("vigil_lsm_file_open", "lsm/file_open");
             let btf = &self.btf;

@@ -16,8 +16,8 @@ use vigil_policy_engine::{kernel::RunningKernel, plan::KernelCaps, KernelSymbols
 
 use crate::{
     agent::log,
-    loader::ProcessSensor,
-    policies::{AttachTarget, PolicyTable},
+    loader::{LoadError, ProcessSensor},
+    policies::{AttachTarget, Installed, PolicyTable},
 };
 
 /// How long a file must be left alone before it is read.
@@ -58,6 +58,10 @@ pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 impl PolicyManager {
     /// Loads `files` and the directory's policies.
+    ///
+    /// Fails only when the agent's own object lacks the policy maps (a broken build): a policy
+    /// that cannot be read, compiled, written or attached is refused and logged, and the agent
+    /// starts with the others.
     pub fn start(
         sensor: &mut ProcessSensor,
         btf: &str,
@@ -73,7 +77,7 @@ impl PolicyManager {
             attached: false,
         };
         for f in files {
-            m.load(sensor, f)?;
+            m.load(sensor, f);
         }
         m.rescan(sensor)?;
         Ok(m)
@@ -85,6 +89,10 @@ impl PolicyManager {
     }
 
     /// Applies what changed in the policy directory since the last scan.
+    ///
+    /// Never fails: an unreadable directory, a refused policy or a failed attach is logged and
+    /// the running policies go on (the `Result` lets the agent's loop use `?` should a fatal
+    /// case ever appear).
     pub fn rescan(&mut self, sensor: &mut ProcessSensor) -> Result<()> {
         let Some(dir) = self.dir.clone() else {
             return Ok(());
@@ -131,16 +139,18 @@ impl PolicyManager {
                 .get(&path)
                 .is_none_or(|t| Some(t.stamp) != stamp(&path));
             if settled && changed {
-                self.load(sensor, &path)?;
+                self.load(sensor, &path);
             }
         }
-        self.sync_programs(sensor)
+        self.release_file_open(sensor);
+        Ok(())
     }
 
-    /// Loads (or reloads) one file, enforcing it before saying so; refusals are logged, never
-    /// fatal.
-    fn load(&mut self, sensor: &mut ProcessSensor, path: &Path) -> Result<()> {
-        let Some(st) = stamp(path) else { return Ok(()) };
+    /// Loads (or reloads) one file, enforcing it before saying so. A refusal at any step is
+    /// logged and leaves the policies as they were (a previous version of the file's policy
+    /// keeps running); it never ends the agent.
+    fn load(&mut self, sensor: &mut ProcessSensor, path: &Path) {
+        let Some(st) = stamp(path) else { return };
         let file = path.display().to_string();
         let previous = self.files.get(path).and_then(|t| t.policy.clone());
         let kernel = self.kernel.as_ref().map(|k| k as &dyn KernelSymbols);
@@ -151,91 +161,120 @@ impl PolicyManager {
                 .map(|n| (name, n))
         });
         let policy = match result {
-            Ok((name, installed)) => {
-                let mut slots = Vec::new();
-                for (slot, target) in &installed.attach {
-                    let link = match target {
-                        AttachTarget::Kprobe(f) => sensor.attach_kprobe(f, false),
-                        AttachTarget::Kretprobe(f) => sensor.attach_kprobe(f, true),
-                        AttachTarget::SyscallEnter(t, arity) => {
-                            sensor.attach_syscall_enter(t, *arity)
-                        }
-                        AttachTarget::SockState(_) => sensor.attach_sock_state(),
-                        AttachTarget::NotInKernel(call) => {
-                            log(format!("{file}: {call} is not implemented by this kernel (every call fails with ENOSYS); its hook has nothing to watch"));
-                            continue;
-                        }
+            Ok((name, installed)) => match self.enforce(sensor, &file, installed) {
+                Ok(rules) => {
+                    let verb = if previous.is_some() {
+                        "reloaded"
+                    } else {
+                        "loaded"
                     };
-                    match link {
-                        Ok(link) => self.table.add_link(*slot, link),
-                        Err(e) => {
-                            // Refused whole: what this policy attached goes with it.
-                            for l in self.table.uninstall(&name).unwrap_or_default() {
-                                sensor.detach_hook(l);
-                            }
-                            // One line: the verifier's log is for VIGIL_DEBUG, not the agent log.
-                            log(format!(
-                                "policy refused, the others keep running:\n{file}: {}",
-                                crate::brief::brief(&e)
-                            ));
-                            if std::env::var_os("VIGIL_DEBUG").is_some() {
-                                log(format!("{e}"));
-                            }
-                            self.files.insert(
-                                path.to_path_buf(),
-                                Tracked {
-                                    stamp: st,
-                                    policy: None,
-                                },
-                            );
-                            return Ok(());
-                        }
-                    }
-                    slots.push(*slot);
+                    log(format!("policy {name} {verb} from {file} ({rules} rules)"));
+                    Some(name)
                 }
-                if let Some(old) = &previous {
-                    for link in self.table.remove_hooks(old, &slots) {
-                        sensor.detach_hook(link);
-                    }
+                Err(reason) => {
+                    refused(previous.as_deref(), &format!("{file}: {reason}"));
+                    previous
                 }
-                let rules = installed.rules + installed.attach.len();
-                self.sync_programs(sensor)?;
-                let verb = if previous.is_some() {
-                    "reloaded"
-                } else {
-                    "loaded"
-                };
-                log(format!("policy {name} {verb} from {file} ({rules} rules)"));
-                Some(name)
-            }
+            },
             Err(e) => {
-                let kept = previous
-                    .as_deref()
-                    .map(|p| format!(" (policy {p} keeps running as it was)"))
-                    .unwrap_or_default();
-                log(format!(
-                    "policy refused, the others keep running{kept}:\n{e}"
-                ));
+                refused(previous.as_deref(), &e.to_string());
                 previous
             }
         };
         self.files
             .insert(path.to_path_buf(), Tracked { stamp: st, policy });
-        Ok(())
     }
 
-    /// Attaches the file-open programs while any rule needs them, and only then.
-    fn sync_programs(&mut self, sensor: &mut ProcessSensor) -> Result<()> {
-        let needed = self.table.has_file_rules();
-        if needed && !self.attached {
+    /// Attaches an installed policy's hooks (and the file-open programs it needs), then makes
+    /// it the running version. Returns its rule count, or why it was refused, everything it
+    /// added being removed then.
+    fn enforce(
+        &mut self,
+        sensor: &mut ProcessSensor,
+        file: &str,
+        installed: Installed,
+    ) -> Result<usize, String> {
+        let rules = installed.rules + installed.attach.len();
+        let mut failure = None;
+        for (slot, target) in installed.attach.clone() {
+            let link = match &target {
+                AttachTarget::Kprobe(f) => sensor.attach_kprobe(f, false),
+                AttachTarget::Kretprobe(f) => sensor.attach_kprobe(f, true),
+                AttachTarget::SyscallEnter(t, arity) => sensor.attach_syscall_enter(t, *arity),
+                AttachTarget::SockState(_) => sensor.attach_sock_state(),
+                AttachTarget::NotInKernel(call) => {
+                    log(format!("{file}: {call} is not implemented by this kernel (every call fails with ENOSYS); its hook has nothing to watch"));
+                    continue;
+                }
+            };
+            match link {
+                Ok(link) => self.table.add_link(slot, link),
+                Err(e) => {
+                    failure = Some((format!("{target}"), e));
+                    break;
+                }
+            }
+        }
+        if failure.is_none() && installed.rules > 0 {
+            failure = self
+                .attach_file_open(sensor)
+                .err()
+                .map(|e| ("the file-open programs".to_string(), e));
+        }
+        if let Some((what, e)) = failure {
+            let (links, removal) = self.table.abort(installed);
+            links.into_iter().for_each(|l| sensor.detach_hook(l));
+            self.release_file_open(sensor);
+            if let Err(r) = removal {
+                log(format!(
+                    "{file}: removing what the refused policy added: {r}"
+                ));
+            }
+            // The verifier's log is for VIGIL_DEBUG, not the agent log.
+            if std::env::var_os("VIGIL_DEBUG").is_some() {
+                log(format!("{e}"));
+            }
+            return Err(format!(
+                "cannot attach to {what}: {}",
+                crate::brief::brief(&e)
+            ));
+        }
+        let (links, removal) = self.table.commit(installed);
+        links.into_iter().for_each(|l| sensor.detach_hook(l));
+        if let Err(r) = removal {
+            log(format!("{file}: removing the replaced version: {r}"));
+        }
+        self.release_file_open(sensor);
+        Ok(rules)
+    }
+
+    /// Attaches the file-open programs unless they are.
+    fn attach_file_open(&mut self, sensor: &mut ProcessSensor) -> Result<(), LoadError> {
+        if !self.attached {
             let how = sensor.attach_file_open(self.caps.lsm)?;
             log(format!("file-open policies enforced through {how}"));
             self.attached = true;
-        } else if !needed && self.attached {
+        }
+        Ok(())
+    }
+
+    /// Detaches the file-open programs when no rule needs them any more (opens then cost
+    /// nothing again).
+    fn release_file_open(&mut self, sensor: &mut ProcessSensor) {
+        if self.attached && !self.table.has_file_rules() {
             sensor.detach_file_open();
             log("no policies left: file-open programs detached");
             self.attached = false;
         }
-        Ok(())
     }
+}
+
+/// Logs a refusal, saying which version of the file's policy, if any, keeps running.
+fn refused(previous: Option<&str>, reason: &str) {
+    let kept = previous
+        .map(|p| format!(" (policy {p} keeps running as it was)"))
+        .unwrap_or_default();
+    log(format!(
+        "policy refused, the others keep running{kept}:\n{reason}"
+    ));
 }

@@ -237,7 +237,23 @@ pub(super) struct HookRuleMaps {
 }
 
 impl PolicyTable {
-    /// Writes (or deletes) the keys of a hook's selectors.
+    /// Inserts `keys`, all or none: when one fails, those already inserted are removed again.
+    pub(super) fn insert_keys(
+        &mut self,
+        policy: &str,
+        keys: &[WrittenKey],
+    ) -> Result<(), PolicyLoadError> {
+        for (i, k) in keys.iter().enumerate() {
+            if let Err(e) = self.write_keys(policy, std::slice::from_ref(k), true) {
+                let _ = self.write_keys(policy, &keys[..i], false);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes (or deletes) keys of the value maps. Deleting goes on past a failure, so as much
+    /// as can be removed is; the first error is returned.
     pub(super) fn write_keys(
         &mut self,
         policy: &str,
@@ -274,6 +290,7 @@ impl PolicyTable {
                 }
             }
         }
+        let mut first_error = None;
         for k in keys {
             let (res, name) = match k {
                 WrittenKey::Value(v) => (
@@ -305,9 +322,15 @@ impl PolicyTable {
                     "vigil_bin_prefix",
                 ),
             };
-            res.map_err(|e| map_err(policy, name, e))?;
+            if let Err(e) = res {
+                let e = map_err(policy, name, e);
+                if insert {
+                    return Err(e);
+                }
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// A free run of `n` selector slots.

@@ -35,6 +35,18 @@ pub enum AttachTarget {
     NotInKernel(String),
 }
 
+impl std::fmt::Display for AttachTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttachTarget::Kprobe(func) => write!(f, "kprobe {func}"),
+            AttachTarget::Kretprobe(func) => write!(f, "kretprobe {func}"),
+            AttachTarget::SyscallEnter(t, _) => write!(f, "tracepoint syscalls/{t}"),
+            AttachTarget::SockState(call) => write!(f, "the programs standing for {call}"),
+            AttachTarget::NotInKernel(call) => write!(f, "{call} (not in this kernel)"),
+        }
+    }
+}
+
 /// A generic hook in the kernel, as events name it.
 pub struct InstalledHook {
     /// The policy's name.
@@ -157,17 +169,18 @@ pub(super) fn hook_keys(
 
 impl PolicyTable {
     /// Writes a policy's hooks into free slots: selector values first, then the selectors,
-    /// then the hook's description, so the kernel never sees a selector without its values.
-    /// Returns where each hook must be attached.
+    /// then the hook's description, then the lists of hooks on its attach points, so the kernel
+    /// never sees a selector without its values or a hook without its description. Each slot
+    /// is noted in `staged` (with where to attach it) before anything of it is written, so an
+    /// abort removes a hook written half-way too.
     pub(super) fn write_hooks(
         &mut self,
         policy: &str,
-        policy_id: u32,
+        staged: &mut super::Installed,
         hooks: Vec<HookRule>,
         placed: Vec<(Vec<u64>, AttachTarget)>,
         free: Vec<usize>,
-    ) -> Result<Vec<(usize, AttachTarget)>, PolicyLoadError> {
-        let mut attach = Vec::new();
+    ) -> Result<(), PolicyLoadError> {
         for ((slot, h), (keys, target)) in free.into_iter().zip(hooks).zip(placed) {
             let n = h.selectors.len();
             let first = self.free_rule_run(n).ok_or_else(|| {
@@ -177,50 +190,56 @@ impl PolicyTable {
                     abi::HOOK_RULES
                 ))
             })?;
-            let mut written = Vec::new();
-            for (i, s) in h.selectors.iter().enumerate() {
-                let rule_slot = (first + i) as u32;
-                let (mut raw, wkeys) =
-                    selector_rule(s, rule_slot, policy_id, h.monitor, &self.host_ns);
-                self.generation = self.generation.wrapping_add(1);
-                raw.generation = self.generation;
-                self.write_keys(policy, &wkeys, true)?;
-                written.extend(wkeys);
-                self.hook_maps
-                    .rules
-                    .set(rule_slot, HookRulePod(raw), 0)
-                    .map_err(|e| map_err(policy, "vigil_hook_rules", e))?;
-                self.hook_rule_owner[first + i] = Some(slot);
+            for owner in &mut self.hook_rule_owner[first..first + n] {
+                *owner = Some(slot);
             }
+            let flags = if h.syscall && matches!(target, AttachTarget::Kprobe(_)) {
+                abi::HOOK_SYSCALL
+            } else {
+                0
+            };
             let mut cfg = abi::HookConfig {
                 hook_id: slot as u32,
-                flags: if h.syscall && matches!(target, AttachTarget::Kprobe(_)) {
-                    abi::HOOK_SYSCALL
-                } else {
-                    0
-                },
+                flags,
                 rule_first: first as u16,
                 rule_count: n as u16,
                 ..Default::default()
             };
             arg_config(&h, &mut cfg);
-            self.hook_configs
-                .set(slot as u32, HookConfigPod(cfg), 0)
-                .map_err(|e| map_err(policy, "vigil_hook_configs", e))?;
-            attach.push((slot, target));
+            let (selectors, monitor) = (h.selectors.clone(), h.monitor);
             self.hook_slots[slot] = Some(InstalledHook {
                 policy: policy.to_string(),
                 rule: h,
                 keys: keys.clone(),
                 links: Vec::new(),
                 rule_first: first,
-                written,
+                written: Vec::new(),
             });
+            staged.hook_slots.push(slot);
+            for (i, s) in selectors.iter().enumerate() {
+                let rule_slot = (first + i) as u32;
+                let (mut raw, wkeys) =
+                    selector_rule(s, rule_slot, staged.policy_id, monitor, &self.host_ns);
+                self.generation = self.generation.wrapping_add(1);
+                raw.generation = self.generation;
+                self.insert_keys(policy, &wkeys)?;
+                if let Some(installed) = self.hook_slots[slot].as_mut() {
+                    installed.written.extend(wkeys);
+                }
+                self.hook_maps
+                    .rules
+                    .set(rule_slot, HookRulePod(raw), 0)
+                    .map_err(|e| map_err(policy, "vigil_hook_rules", e))?;
+            }
+            self.hook_configs
+                .set(slot as u32, HookConfigPod(cfg), 0)
+                .map_err(|e| map_err(policy, "vigil_hook_configs", e))?;
             for k in keys {
                 self.write_hook_list(policy, k)?;
             }
+            staged.attach.push((slot, target));
         }
-        Ok(attach)
+        Ok(())
     }
 
     /// The slots of the hooks on attach point `key`.
@@ -300,21 +319,29 @@ impl PolicyTable {
         self.hook_slots.get(slot as usize).and_then(|h| h.as_ref())
     }
 
-    /// Removes the hooks of policy `name` other than those in `keep`; returns their links to
-    /// detach.
-    pub fn remove_hooks(&mut self, name: &str, keep: &[usize]) -> Vec<HookLink> {
+    /// The hook slots of policy `name`, but those in `except`.
+    pub(super) fn hook_slots_of(&self, name: &str, except: &[usize]) -> Vec<usize> {
+        (0..self.hook_slots.len())
+            .filter(|s| !except.contains(s))
+            .filter(|&s| {
+                self.hook_slots[s]
+                    .as_ref()
+                    .is_some_and(|h| h.policy == name)
+            })
+            .collect()
+    }
+
+    /// Removes the hooks in `slots`; returns their links to detach.
+    pub(super) fn remove_hook_slots(&mut self, slots: &[usize]) -> Vec<HookLink> {
         let mut links = Vec::new();
-        for slot in 0..self.hook_slots.len() {
-            if keep.contains(&slot) {
-                continue;
-            }
-            let Some(h) = self.hook_slots[slot].take_if(|h| h.policy == name) else {
+        for &slot in slots {
+            let Some(h) = self.hook_slots.get_mut(slot).and_then(Option::take) else {
                 continue;
             };
             // The attach points stop running the hook before its selectors go; other
             // policies' hooks on the same function stay.
             for &k in &h.keys {
-                let _ = self.write_hook_list(name, k);
+                let _ = self.write_hook_list(&h.policy, k);
             }
             // The selectors stop matching before their values go.
             for i in h.rule_first..h.rule_first + h.rule.selectors.len() {
@@ -324,7 +351,7 @@ impl PolicyTable {
                         .set(i as u32, HookRulePod(abi::HookRule::default()), 0);
                 self.hook_rule_owner[i] = None;
             }
-            let _ = self.write_keys(name, &h.written, false);
+            let _ = self.write_keys(&h.policy, &h.written, false);
             links.extend(h.links);
         }
         links

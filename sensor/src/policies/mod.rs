@@ -3,26 +3,31 @@
 //! the policy's name, hook and action for events.
 //!
 //! A policy is installed whole or not at all: it is validated, planned and compiled before any
-//! map is touched, so a policy that fails leaves the running ones exactly as they were.
+//! map is touched; then [`PolicyTable::install`] writes it beside the running ones (a version it
+//! replaces keeps running), the caller attaches its hooks, and [`PolicyTable::commit`] retires
+//! the replaced version, or [`PolicyTable::abort`] removes everything the install added (rules,
+//! values, prefilter names, selectors, hook lists and links), leaving the table as it was.
 
 use std::collections::BTreeMap;
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
+    maps::{Array, HashMap, LpmTrie, MapData},
     Pod,
 };
 use thiserror::Error;
-use vigil_bpf_kprobes::abi::{self, action, rule};
+use vigil_bpf_kprobes::abi;
 
 use crate::loader::HookLink;
 
+mod file_rules;
 mod hook_rules;
 mod hooks;
+use file_rules::{kernel_action, prefilter_names};
 use hook_rules::HookRuleMaps;
 use hooks::{hook_keys, HookConfigPod, HookListPod};
 pub use hooks::{AttachTarget, InstalledHook};
 use vigil_policy_engine::{
-    compile::{compile, Filter, HookRule, MatchKind, Rule, RuleAction},
+    compile::{compile, HookRule, Rule},
     kernel::RunningKernel,
     load_policy_for,
     plan::{plan, KernelCaps},
@@ -72,27 +77,6 @@ unsafe impl Pod for MatchKeyPod {}
 struct StatePod(abi::PolicyState);
 // SAFETY: #[repr(C)] integers only.
 unsafe impl Pod for StatePod {}
-
-/// The file name (last component) the open prefilter keys on, if it fits.
-fn name_key(path: &str) -> Option<[u8; abi::NAME_LEN]> {
-    let name = path.rsplit('/').next().filter(|n| !n.is_empty())?;
-    if name.len() >= abi::NAME_LEN {
-        return None;
-    }
-    let mut key = [0u8; abi::NAME_LEN];
-    key[..name.len()].copy_from_slice(name.as_bytes());
-    Some(key)
-}
-
-/// The names a rule needs in the prefilter, or `None` when the rule can match opens of any
-/// name (no path filter, a prefix or postfix, a negation, a name too long for the key).
-fn prefilter_names(r: &Rule) -> Option<Vec<[u8; abi::NAME_LEN]>> {
-    let f = r.path.as_ref()?;
-    if f.kind != MatchKind::Exact || f.negate {
-        return None;
-    }
-    f.values.iter().map(|v| name_key(v)).collect()
-}
 
 /// A rule the kernel may report, as events name it.
 #[derive(Debug, Clone)]
@@ -223,9 +207,10 @@ impl PolicyTable {
         })
     }
 
-    /// Writes a prepared policy's rules; `replacing` names a loaded policy this one replaces
-    /// (its slots are freed only after the new rules are active, so enforcement never lapses).
-    /// Returns how many rules were installed.
+    /// Writes a prepared policy beside the running ones; `replacing` names a loaded policy
+    /// this one replaces, which keeps running until [`PolicyTable::commit`] (so enforcement
+    /// never lapses). Returns what was installed and where its hooks must be attached. When a
+    /// write fails, everything the install wrote is removed before the error is returned.
     pub fn install(
         &mut self,
         p: Prepared,
@@ -272,73 +257,95 @@ impl PolicyTable {
         let policy_id = (0..32).find(|id| !used.contains(id)).ok_or_else(|| {
             PolicyLoadError::Refused(format!("{file}: 32 policies are loaded already"))
         })?;
-        // Everything a rule reads is written before the rule is active. A rule that can match
-        // any file name turns the open prefilter off before it becomes active.
+        let mut staged = Installed {
+            name: p.name.clone(),
+            policy_id,
+            replacing: replacing.map(str::to_string),
+            rules: p.rules.len(),
+            rule_slots: Vec::new(),
+            hook_slots: Vec::new(),
+            attach: Vec::new(),
+        };
+        match self.write_policy(p, placed, free, free_hooks, &mut staged) {
+            Ok(()) => Ok(staged),
+            Err(e) => {
+                // Nothing is attached yet, so there are no links to detach.
+                let (_, _) = self.abort(staged);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the rules and hooks of a policy, noting each slot in `staged` as soon as
+    /// something of it is in the kernel (so an abort finds it).
+    fn write_policy(
+        &mut self,
+        p: Prepared,
+        placed: Vec<(Vec<u64>, AttachTarget)>,
+        free: Vec<u32>,
+        free_hooks: Vec<usize>,
+        staged: &mut Installed,
+    ) -> Result<(), PolicyLoadError> {
+        // A rule that can match any file name turns the open prefilter off before it is active.
         if p.rules.iter().any(|r| prefilter_names(r).is_none()) {
             self.set_prefilter(&p.name, false)?;
         }
-        let count = p.rules.len();
         for (slot, r) in free.into_iter().zip(p.rules) {
-            self.apply_values(&p.name, slot, &r, true)?;
-            let raw = abi::Rule {
-                flags: rule::ACTIVE
-                    | if r.monitor { rule::MONITOR } else { 0 }
-                    | if r.post { 0 } else { rule::NOPOST }
-                    | filter_flags(&r.path, true)
-                    | filter_flags(&r.binary, false),
-                policy_id,
-                hook: abi::HOOK_FILE_OPEN,
-                action: kernel_action(r.action).0,
-                arg: kernel_action(r.action).1,
-                _pad0: 0,
-            };
-            self.rules
-                .set(slot, RulePod(raw), 0)
-                .map_err(|e| map_err(&p.name, "vigil_rules", e))?;
-            self.slots[slot as usize] = Some(InstalledRule {
-                policy: p.name.clone(),
-                policy_id,
-                rule: r,
-            });
+            self.write_rule(&p.name, staged.policy_id, slot, r)?;
+            staged.rule_slots.push(slot);
         }
-        if let Some(old) = replacing {
-            self.remove_slots(old, |r| r.policy_id != policy_id)?;
+        self.write_hooks(&p.name, staged, p.hooks, placed, free_hooks)?;
+        self.set_prefilter(&p.name, self.prefilter_possible())
+    }
+
+    /// Makes an installed policy the one running: the version it replaces (if any) stops
+    /// matching and goes. Returns that version's links to detach, and the first map error met
+    /// while removing it (the new version runs either way).
+    pub fn commit(&mut self, staged: Installed) -> (Vec<HookLink>, Result<(), PolicyLoadError>) {
+        let mut links = Vec::new();
+        let mut result = Ok(());
+        if let Some(old) = staged.replacing.as_deref() {
+            let rules = self.rule_slots_of(old, &staged.rule_slots);
+            result = self.remove_rules(&rules);
+            let hooks = self.hook_slots_of(old, &staged.hook_slots);
+            links = self.remove_hook_slots(&hooks);
+            self.policies.remove(old);
         }
-        let attach = self.write_hooks(&p.name, policy_id, p.hooks, placed, free_hooks)?;
-        self.policies.insert(p.name.clone(), policy_id);
-        self.set_prefilter(&p.name, self.prefilter_possible())?;
-        Ok(Installed {
-            rules: count,
-            attach,
-        })
+        self.policies.insert(staged.name.clone(), staged.policy_id);
+        let prefilter = self.set_prefilter(&staged.name, self.prefilter_possible());
+        (links, result.and(prefilter))
+    }
+
+    /// Removes everything an install added (its rules and values, its hooks and the links
+    /// attached for them), leaving the table, and a version it was to replace, as before.
+    /// Returns the links to detach and the first map error met.
+    pub fn abort(&mut self, staged: Installed) -> (Vec<HookLink>, Result<(), PolicyLoadError>) {
+        let links = self.remove_hook_slots(&staged.hook_slots);
+        let result = self.remove_rules(&staged.rule_slots);
+        let prefilter = self.set_prefilter(&staged.name, self.prefilter_possible());
+        (links, result.and(prefilter))
     }
 
     /// Removes a loaded policy: its rules stop matching first, then their values go.
     pub fn uninstall(&mut self, name: &str) -> Result<Vec<HookLink>, PolicyLoadError> {
-        self.remove_slots(name, |_| true)?;
-        let links = self.remove_hooks(name, &[]);
+        let rules = self.rule_slots_of(name, &[]);
+        let removed = self.remove_rules(&rules);
+        let links = self.remove_hook_slots(&self.hook_slots_of(name, &[]));
         self.policies.remove(name);
-        self.set_prefilter(name, self.prefilter_possible())?;
+        removed.and(self.set_prefilter(name, self.prefilter_possible()))?;
         Ok(links)
     }
 
-    fn remove_slots(
-        &mut self,
-        name: &str,
-        pick: impl Fn(&InstalledRule) -> bool,
-    ) -> Result<(), PolicyLoadError> {
-        for slot in 0..abi::MAX_RULES as u32 {
-            let Some(installed) =
-                self.slots[slot as usize].take_if(|r| r.policy == name && pick(r))
-            else {
-                continue;
-            };
-            self.rules
-                .set(slot, RulePod(abi::Rule::default()), 0)
-                .map_err(|e| map_err(name, "vigil_rules", e))?;
-            self.apply_values(name, slot, &installed.rule, false)?;
-        }
-        Ok(())
+    /// The rule slots of policy `name`, but those in `except`.
+    fn rule_slots_of(&self, name: &str, except: &[u32]) -> Vec<u32> {
+        (0..abi::MAX_RULES as u32)
+            .filter(|s| !except.contains(s))
+            .filter(|&s| {
+                self.slots[s as usize]
+                    .as_ref()
+                    .is_some_and(|r| r.policy == name)
+            })
+            .collect()
     }
 
     /// Whether every installed rule compares whole paths for equality.
@@ -365,105 +372,6 @@ impl PolicyTable {
             .set(0, StatePod(state), 0)
             .map_err(|e| map_err(policy, "vigil_policy_state_map", e))
     }
-
-    /// Inserts (or removes) a rule's values, and its file names in the prefilter (counted, as
-    /// rules share names).
-    fn apply_values(
-        &mut self,
-        policy: &str,
-        slot: u32,
-        r: &Rule,
-        insert: bool,
-    ) -> Result<(), PolicyLoadError> {
-        fn op<K: Pod>(
-            map: &mut HashMap<MapData, K, u8>,
-            key: K,
-            insert: bool,
-        ) -> Result<(), aya::maps::MapError> {
-            match (insert, map.remove(&key)) {
-                (true, _) => map.insert(key, 1, 0),
-                (false, Ok(())) | (false, Err(aya::maps::MapError::KeyNotFound)) => Ok(()),
-                (false, Err(e)) => Err(e),
-            }
-        }
-        fn lpm(
-            map: &mut LpmTrie<MapData, [u8; abi::LPM_DATA], u8>,
-            value: &[u8],
-            slot: u32,
-            insert: bool,
-        ) -> Result<(), aya::maps::MapError> {
-            let (bits, data) = abi::lpm_key(slot, value);
-            let key = Key::new(bits, data);
-            match (insert, map.remove(&key)) {
-                (true, _) => map.insert(&key, 1, 0),
-                (false, Ok(())) | (false, Err(aya::maps::MapError::KeyNotFound)) => Ok(()),
-                (false, Err(e)) => Err(e),
-            }
-        }
-        if let Some(f) = &r.path {
-            for v in &f.values {
-                let (res, map) = match f.kind {
-                    MatchKind::Exact => (
-                        op(
-                            &mut self.path_exact,
-                            MatchKeyPod(abi::MatchKey::new(slot, v.as_bytes())),
-                            insert,
-                        ),
-                        "vigil_path_exact",
-                    ),
-                    MatchKind::Prefix => (
-                        lpm(&mut self.path_prefix, v.as_bytes(), slot, insert),
-                        "vigil_path_prefix",
-                    ),
-                    MatchKind::Postfix => {
-                        let rev: Vec<u8> = v.bytes().rev().collect();
-                        (
-                            lpm(&mut self.path_postfix, &rev, slot, insert),
-                            "vigil_path_postfix",
-                        )
-                    }
-                };
-                res.map_err(|e| map_err(policy, map, e))?;
-            }
-        }
-        if let Some(f) = &r.binary {
-            for v in &f.values {
-                let (res, map) = match f.kind {
-                    MatchKind::Exact => (
-                        op(
-                            &mut self.bin_exact,
-                            MatchKeyPod(abi::MatchKey::new(slot, v.as_bytes())),
-                            insert,
-                        ),
-                        "vigil_bin_exact",
-                    ),
-                    _ => (
-                        lpm(&mut self.bin_prefix, v.as_bytes(), slot, insert),
-                        "vigil_bin_prefix",
-                    ),
-                };
-                res.map_err(|e| map_err(policy, map, e))?;
-            }
-        }
-        for name in prefilter_names(r).unwrap_or_default() {
-            let count = self.name_refs.entry(name).or_insert(0);
-            if insert {
-                *count += 1;
-                if *count == 1 {
-                    self.names
-                        .insert(name, 1, 0)
-                        .map_err(|e| map_err(policy, "vigil_names", e))?;
-                }
-            } else {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    self.name_refs.remove(&name);
-                    let _ = self.names.remove(&name);
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// A policy checked and compiled, ready to install.
@@ -475,46 +383,16 @@ pub struct Prepared {
     hooks: Vec<HookRule>,
 }
 
-/// What an install did: rules written, hooks to attach.
+/// A policy written into the kernel beside the running ones, until it is committed or aborted.
+#[must_use = "an installed policy is committed or aborted"]
 pub struct Installed {
+    name: String,
+    policy_id: u32,
+    replacing: Option<String>,
     /// File-open rules written.
     pub rules: usize,
+    rule_slots: Vec<u32>,
+    hook_slots: Vec<usize>,
     /// Hook slots and where their program must be attached.
     pub attach: Vec<(usize, AttachTarget)>,
-}
-
-/// The kernel's action and argument for a rule action.
-fn kernel_action(a: RuleAction) -> (u32, i32) {
-    match a {
-        RuleAction::Post => (action::POST, 0),
-        RuleAction::NoPost => (action::NOPOST, 0),
-        RuleAction::Sigkill => (action::SIGKILL, 0),
-        RuleAction::Override(e) => (action::OVERRIDE, e),
-        RuleAction::Signal(s) => (action::SIGNAL, s),
-    }
-}
-
-fn filter_flags(f: &Option<Filter>, is_path: bool) -> u32 {
-    let Some(f) = f else { return 0 };
-    let (eq, prefix, postfix, not) = if is_path {
-        (
-            rule::PATH_EQ,
-            rule::PATH_PREFIX,
-            rule::PATH_POSTFIX,
-            rule::PATH_NOT,
-        )
-    } else {
-        (
-            rule::BIN_EQ,
-            rule::BIN_PREFIX,
-            rule::BIN_PREFIX,
-            rule::BIN_NOT,
-        )
-    };
-    let kind = match f.kind {
-        MatchKind::Exact => eq,
-        MatchKind::Prefix => prefix,
-        MatchKind::Postfix => postfix,
-    };
-    kind | if f.negate { not } else { 0 }
 }

@@ -1,0 +1,202 @@
+//! File-open rules in the kernel: one `vigil_rules` slot per selector, its path and binary
+//! values in the match maps and its file names in the open prefilter. A rule is written whole
+//! or not at all, and removing it removes exactly what it added.
+
+use vigil_bpf_kprobes::abi::{self, action, rule};
+use vigil_policy_engine::compile::{Filter, MatchKind, Rule, RuleAction};
+
+use super::{
+    hook_rules::WrittenKey, map_err, InstalledRule, PolicyLoadError, PolicyTable, RulePod,
+};
+
+/// The file name (last component) the open prefilter keys on, if it fits.
+fn name_key(path: &str) -> Option<[u8; abi::NAME_LEN]> {
+    let name = path.rsplit('/').next().filter(|n| !n.is_empty())?;
+    if name.len() >= abi::NAME_LEN {
+        return None;
+    }
+    let mut key = [0u8; abi::NAME_LEN];
+    key[..name.len()].copy_from_slice(name.as_bytes());
+    Some(key)
+}
+
+/// The names a rule needs in the prefilter, or `None` when the rule can match opens of any
+/// name (no path filter, a prefix or postfix, a negation, a name too long for the key).
+pub(super) fn prefilter_names(r: &Rule) -> Option<Vec<[u8; abi::NAME_LEN]>> {
+    let f = r.path.as_ref()?;
+    if f.kind != MatchKind::Exact || f.negate {
+        return None;
+    }
+    f.values.iter().map(|v| name_key(v)).collect()
+}
+
+/// The match-map keys of the rule in `slot`.
+fn rule_keys(slot: u32, r: &Rule) -> Vec<WrittenKey> {
+    let mut keys = Vec::new();
+    if let Some(f) = &r.path {
+        for v in &f.values {
+            keys.push(match f.kind {
+                MatchKind::Exact => WrittenKey::Exact(abi::MatchKey::new(slot, v.as_bytes())),
+                MatchKind::Prefix => {
+                    let (bits, data) = abi::lpm_key(slot, v.as_bytes());
+                    WrittenKey::Prefix(bits, data)
+                }
+                MatchKind::Postfix => {
+                    let rev: Vec<u8> = v.bytes().rev().collect();
+                    let (bits, data) = abi::lpm_key(slot, &rev);
+                    WrittenKey::Postfix(bits, data)
+                }
+            });
+        }
+    }
+    if let Some(f) = &r.binary {
+        for v in &f.values {
+            keys.push(match f.kind {
+                MatchKind::Exact => WrittenKey::BinExact(abi::MatchKey::new(slot, v.as_bytes())),
+                _ => {
+                    let (bits, data) = abi::lpm_key(slot, v.as_bytes());
+                    WrittenKey::BinPrefix(bits, data)
+                }
+            });
+        }
+    }
+    keys
+}
+
+impl PolicyTable {
+    /// Writes rule `r` into `slot`: its values and prefilter names first, the rule last, so
+    /// the kernel never walks a rule without its values. All or nothing.
+    pub(super) fn write_rule(
+        &mut self,
+        policy: &str,
+        policy_id: u32,
+        slot: u32,
+        r: Rule,
+    ) -> Result<(), PolicyLoadError> {
+        let keys = rule_keys(slot, &r);
+        let names = prefilter_names(&r).unwrap_or_default();
+        self.insert_keys(policy, &keys)?;
+        if let Err(e) = self.add_names(policy, &names) {
+            let _ = self.write_keys(policy, &keys, false);
+            return Err(e);
+        }
+        let raw = abi::Rule {
+            flags: rule::ACTIVE
+                | if r.monitor { rule::MONITOR } else { 0 }
+                | if r.post { 0 } else { rule::NOPOST }
+                | filter_flags(&r.path, true)
+                | filter_flags(&r.binary, false),
+            policy_id,
+            hook: abi::HOOK_FILE_OPEN,
+            action: kernel_action(r.action).0,
+            arg: kernel_action(r.action).1,
+            _pad0: 0,
+        };
+        if let Err(e) = self.rules.set(slot, RulePod(raw), 0) {
+            self.drop_names(&names);
+            let _ = self.write_keys(policy, &keys, false);
+            return Err(map_err(policy, "vigil_rules", e));
+        }
+        self.slots[slot as usize] = Some(InstalledRule {
+            policy: policy.to_string(),
+            policy_id,
+            rule: r,
+        });
+        Ok(())
+    }
+
+    /// Removes the rules in `slots`: each stops matching before its values go. Goes on past a
+    /// failure (removing as much as it can); returns the first.
+    pub(super) fn remove_rules(&mut self, slots: &[u32]) -> Result<(), PolicyLoadError> {
+        let mut first_error = None;
+        for &slot in slots {
+            let Some(installed) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
+                continue;
+            };
+            let policy = installed.policy.as_str();
+            let mut note = |r: Result<(), PolicyLoadError>| {
+                if let Err(e) = r {
+                    first_error.get_or_insert(e);
+                }
+            };
+            note(
+                self.rules
+                    .set(slot, RulePod(abi::Rule::default()), 0)
+                    .map_err(|e| map_err(policy, "vigil_rules", e)),
+            );
+            note(self.write_keys(policy, &rule_keys(slot, &installed.rule), false));
+            self.drop_names(&prefilter_names(&installed.rule).unwrap_or_default());
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Counts one more rule using each name (rules share names), adding the names new to the
+    /// prefilter. All or nothing.
+    fn add_names(
+        &mut self,
+        policy: &str,
+        names: &[[u8; abi::NAME_LEN]],
+    ) -> Result<(), PolicyLoadError> {
+        for (i, name) in names.iter().enumerate() {
+            let count = self.name_refs.entry(*name).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                if let Err(e) = self.names.insert(*name, 1, 0) {
+                    self.drop_names(&names[..=i]);
+                    return Err(map_err(policy, "vigil_names", e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts one rule less using each name, removing from the prefilter those none uses.
+    fn drop_names(&mut self, names: &[[u8; abi::NAME_LEN]]) {
+        for name in names {
+            let Some(count) = self.name_refs.get_mut(name) else {
+                continue;
+            };
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.name_refs.remove(name);
+                let _ = self.names.remove(name);
+            }
+        }
+    }
+}
+
+/// The kernel's action and argument for a rule action.
+pub(super) fn kernel_action(a: RuleAction) -> (u32, i32) {
+    match a {
+        RuleAction::Post => (action::POST, 0),
+        RuleAction::NoPost => (action::NOPOST, 0),
+        RuleAction::Sigkill => (action::SIGKILL, 0),
+        RuleAction::Override(e) => (action::OVERRIDE, e),
+        RuleAction::Signal(s) => (action::SIGNAL, s),
+    }
+}
+
+fn filter_flags(f: &Option<Filter>, is_path: bool) -> u32 {
+    let Some(f) = f else { return 0 };
+    let (eq, prefix, postfix, not) = if is_path {
+        (
+            rule::PATH_EQ,
+            rule::PATH_PREFIX,
+            rule::PATH_POSTFIX,
+            rule::PATH_NOT,
+        )
+    } else {
+        (
+            rule::BIN_EQ,
+            rule::BIN_PREFIX,
+            rule::BIN_PREFIX,
+            rule::BIN_NOT,
+        )
+    };
+    let kind = match f.kind {
+        MatchKind::Exact => eq,
+        MatchKind::Prefix => prefix,
+        MatchKind::Postfix => postfix,
+    };
+    kind | if f.negate { not } else { 0 }
+}
