@@ -135,35 +135,65 @@ fn scan(p: &ProcProcess, clk_tck: u64, cgroup_subsys: u32) -> Option<Scanned> {
 
 /// The process's path in the tracked cgroup hierarchy, and that cgroup directory's inode number
 /// (which is its kernfs id, the id the kernel programs report).
+///
+/// A user names the directories of a delegated subtree: the path may be any bytes, so it is
+/// read as bytes (the directory is looked up by them) and shown lossily, as the kernel's exec
+/// records are.
 fn proc_cgroup(pid: u32, cgroup_subsys: u32) -> (String, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    use std::os::unix::ffi::OsStrExt;
+    let text = std::fs::read(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let want_v2 = cgroup_subsys == abi::CGROUP_V2;
-    let path = text
-        .lines()
-        .find_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (id, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-            let hit = if want_v2 {
-                id == "0"
-            } else {
-                ctrls.split(',').any(|c| c == "memory")
-            };
-            hit.then(|| path.to_string())
-        })
-        .unwrap_or_default();
-    let mount = if want_v2 {
-        "/sys/fs/cgroup".to_string()
+    let path = cgroup_path(&text, want_v2).unwrap_or_default();
+    let mount: &[u8] = if want_v2 {
+        b"/sys/fs/cgroup"
     } else {
-        "/sys/fs/cgroup/memory".to_string()
+        b"/sys/fs/cgroup/memory"
     };
-    let id = std::fs::metadata(format!("{mount}{path}"))
+    let dir = [mount, path].concat();
+    let id = std::fs::metadata(std::ffi::OsStr::from_bytes(&dir))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .unwrap_or(0);
-    (path, id)
+    (String::from_utf8_lossy(path).into_owned(), id)
+}
+
+/// The path of the v2 hierarchy (`want_v2`) or of the v1 `memory` controller in the text of
+/// `/proc/<pid>/cgroup` (`id:controllers:path` lines).
+fn cgroup_path(text: &[u8], want_v2: bool) -> Option<&[u8]> {
+    text.split(|b| *b == b'\n').find_map(|l| {
+        let mut f = l.splitn(3, |b| *b == b':');
+        let (id, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        let hit = if want_v2 {
+            id == b"0"
+        } else {
+            ctrls.split(|b| *b == b',').any(|c| c == b"memory")
+        };
+        hit.then_some(path)
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cgroup_path_that_is_not_utf8_is_kept() {
+        let text = b"12:memory:/user.slice/\xff\xfe-\xc3\n0::/user.slice/\xe9t\xe9:x\n";
+        assert_eq!(
+            super::cgroup_path(text, true),
+            Some(&b"/user.slice/\xe9t\xe9:x"[..]),
+            "a colon in the name stays in the path"
+        );
+        assert_eq!(
+            super::cgroup_path(text, false),
+            Some(&b"/user.slice/\xff\xfe-\xc3"[..])
+        );
+        assert_eq!(super::cgroup_path(b"garbage", true), None);
+    }
+
+    #[test]
+    fn this_process_has_a_cgroup_path() {
+        let (path, _) = super::proc_cgroup(std::process::id(), super::abi::CGROUP_V2);
+        let (v1, _) = super::proc_cgroup(std::process::id(), 4);
+        assert!(path.starts_with('/') || v1.starts_with('/'));
+    }
     #[test]
     fn start_ticks_become_nanoseconds() {
         assert_eq!(super::start_ktime(250, 100), 2_500_000_000);
