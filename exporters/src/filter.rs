@@ -2,15 +2,14 @@
 //!
 //! Export filters follow Tetragon's semantics: a filter is a map of keys, all of which must
 //! match (AND); a list of filters matches when any one does (OR); an event passes when the allow
-//! list is empty or matches, and the deny list does not (deny wins). Redaction replaces what the
-//! capture groups of each pattern match in process arguments with `*****`, before encoding, so
-//! secrets never reach a sink, a spool or a dead-letter file.
-
-use std::sync::Arc;
+//! list is empty or matches, and the deny list does not (deny wins). What is hidden in events
+//! before they leave is [`crate::redact`]'s.
 
 use regex::Regex;
+
+pub use crate::redact::{Redactor, REDACTED};
 use serde::Deserialize;
-use vigil_events::{Event, EventBody, Process};
+use vigil_events::{Event, EventBody};
 
 /// One filter as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,7 +47,7 @@ pub struct PatternError {
     pub reason: String,
 }
 
-fn compile(field: &str, patterns: &[String]) -> Result<Vec<Regex>, PatternError> {
+pub(crate) fn compile(field: &str, patterns: &[String]) -> Result<Vec<Regex>, PatternError> {
     patterns
         .iter()
         .map(|p| {
@@ -149,82 +148,11 @@ impl ExportFilter {
     }
 }
 
-/// Patterns whose capture groups are hidden in process arguments.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    patterns: Vec<Regex>,
-}
-
-/// What replaces a redacted value.
-pub const REDACTED: &str = "*****";
-
-impl Redactor {
-    /// Compiles the patterns.
-    pub fn new(patterns: &[String]) -> Result<Redactor, PatternError> {
-        Ok(Redactor {
-            patterns: compile("redact", patterns)?,
-        })
-    }
-
-    /// Whether there is nothing to redact.
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-
-    fn redact_str(&self, s: &str) -> Option<String> {
-        let mut out = s.to_string();
-        let mut changed = false;
-        for re in &self.patterns {
-            let mut spans = Vec::new();
-            for caps in re.captures_iter(&out) {
-                for g in caps.iter().skip(1).flatten() {
-                    spans.push(g.range());
-                }
-            }
-            for r in spans.into_iter().rev() {
-                out.replace_range(r, REDACTED);
-                changed = true;
-            }
-        }
-        changed.then_some(out)
-    }
-
-    fn redact_process(&self, p: &mut Arc<Process>) {
-        if let Some(args) = self.redact_str(&p.arguments) {
-            Arc::make_mut(p).arguments = args;
-        }
-    }
-
-    /// Hides secrets in the arguments of every process `e` carries.
-    pub fn apply(&self, e: &mut Event) {
-        if self.patterns.is_empty() {
-            return;
-        }
-        let (process, parent, ancestors) = match &mut e.body {
-            EventBody::ProcessExec(x) => (&mut x.process, &mut x.parent, Some(&mut x.ancestors)),
-            EventBody::ProcessExit(x) => (&mut x.process, &mut x.parent, Some(&mut x.ancestors)),
-            EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) => {
-                (&mut x.process, &mut x.parent, Some(&mut x.ancestors))
-            }
-            EventBody::ProcessAlert(x) => {
-                self.apply(&mut x.event);
-                (&mut x.process, &mut x.parent, None)
-            }
-        };
-        self.redact_process(process);
-        if let Some(p) = parent {
-            self.redact_process(p);
-        }
-        for a in ancestors.into_iter().flatten() {
-            self.redact_process(a);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_events::ProcessExec;
+    use std::sync::Arc;
+    use vigil_events::{Process, ProcessExec};
 
     fn exec(binary: &str, args: &str) -> Event {
         Event {
@@ -264,14 +192,6 @@ mod tests {
         assert!(f.passes(&exec("/usr/bin/curl", "x")));
         assert!(f.passes(&exec("/usr/bin/wget", "x")), "pid 7 line");
         assert!(!f.passes(&exec("/usr/bin/curl", "https://internal")));
-    }
-
-    #[test]
-    fn capture_groups_are_redacted_everywhere() {
-        let r = Redactor::new(&["--password[ =](\\S+)".into(), "(?:token=)(\\w+)".into()]).unwrap();
-        let mut e = exec("/usr/bin/mysql", "--password=hunter2 -h db token=abc123");
-        r.apply(&mut e);
-        assert_eq!(e.process().arguments, "--password=***** -h db token=*****");
     }
 
     #[test]

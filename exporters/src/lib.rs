@@ -2,7 +2,7 @@
 //! shared pipeline for queues, disk spooling, retries, dead letters and counters.
 //!
 //! The agent hands each event to [`Exporters::submit`], which never blocks: the event's secrets
-//! are redacted ([`filter::Redactor`]), it is encoded once ([`record::Record`]), and each sink
+//! are redacted ([`redact::Redactor`]), it is encoded once ([`record::Record`]), and each sink
 //! whose filters pass it ([`filter::ExportFilter`]) queues it in memory or, when its queue is
 //! full, in its disk spool ([`spool::Spool`]). A task per sink ([`pipeline::SinkWorker`])
 //! delivers batches and decides from the outcome ([`sinks::Delivery`]) whether to retry, split
@@ -15,15 +15,17 @@ pub mod fields;
 pub mod filter;
 pub mod pipeline;
 pub mod record;
+pub mod redact;
 pub mod sinks;
 pub mod spool;
 
 use std::time::Duration;
 
 use config::{ExportersConfig, SinkKind};
-use filter::{ExportFilter, Redactor};
+use filter::ExportFilter;
 use pipeline::{SinkHandle, SinkWorker, StopHandle, StopSignal};
 use record::Record;
+use redact::Redactor;
 use vigil_events::Event;
 
 /// Why the exporters could not start.
