@@ -7,7 +7,7 @@
 use std::{path::PathBuf, time::SystemTime};
 
 use vigil_events::{Event, EventBody, ProcessAlert};
-use vigil_policy_engine::sigma::{SigmaEngine, SigmaMatch};
+use vigil_policy_engine::sigma::{rule_files, SigmaEngine, SigmaMatch};
 
 use crate::agent::log;
 
@@ -18,35 +18,19 @@ pub struct Detector {
     stamp: Vec<(PathBuf, SystemTime, u64)>,
 }
 
-/// Every rule file's path, modification time and size, to notice changes.
+/// Every rule file's path, modification time and size, to notice changes. The files are the
+/// ones the loader reads (no symbolic link to a directory followed, the walk bounded); what the
+/// walk skips is logged when the rules load, not at every rescan.
 fn stamp(paths: &[PathBuf]) -> Vec<(PathBuf, SystemTime, u64)> {
-    fn walk(p: &std::path::Path, out: &mut Vec<(PathBuf, SystemTime, u64)>) {
-        let Ok(meta) = std::fs::metadata(p) else {
-            return;
-        };
-        if meta.is_dir() {
-            let Ok(entries) = std::fs::read_dir(p) else {
-                return;
-            };
-            let mut entries: Vec<PathBuf> =
-                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            entries.sort();
-            for e in entries {
-                walk(&e, out);
-            }
-        } else {
-            out.push((
-                p.to_path_buf(),
-                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                meta.len(),
-            ));
-        }
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        walk(p, &mut out);
-    }
-    out
+    rule_files(paths)
+        .0
+        .into_iter()
+        .filter_map(|p| {
+            let meta = std::fs::metadata(&p).ok()?;
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            Some((p, modified, meta.len()))
+        })
+        .collect()
 }
 
 fn load(paths: &[PathBuf]) -> SigmaEngine {

@@ -16,8 +16,15 @@ use vigil_events::Event;
 
 pub mod fields;
 pub mod literals;
+mod walk;
 
 pub use fields::{sigma_fields, SigmaFields, Users, CATEGORIES};
+pub use walk::{rule_files, MAX_WALK_DEPTH, MAX_WALK_ENTRIES};
+
+use crate::{
+    error::PolicyErrors,
+    input::{check_yaml, read_yaml, InputError, Limits},
+};
 
 /// One loaded rule.
 pub struct SigmaRule {
@@ -81,12 +88,72 @@ fn level_name(rule: &sigma_rust::Rule) -> String {
         .unwrap_or_else(|| "medium".into())
 }
 
-/// Parses one rule file.
+/// The gate's refusal as a rule's: the file is printed in front already.
+fn input_error(file: &Path, e: InputError) -> SigmaLoadError {
+    let name = file.display().to_string();
+    let reason = match &e {
+        InputError::Invalid(errors) => errors
+            .0
+            .iter()
+            .map(|e| format!("{}:{}: {} (fix: {})", e.line, e.column, e.reason, e.fix))
+            .collect::<Vec<_>>()
+            .join("; "),
+        InputError::File(_) => e.detail(&name),
+    };
+    SigmaLoadError { file: name, reason }
+}
+
+/// Most `and`, `or`, `not` and parentheses in one condition: sigma-rust parses and evaluates
+/// conditions recursively, one call per operator, so 100,000 of them overflow the stack.
+pub const MAX_CONDITION_OPERATORS: usize = 256;
+
+/// The operators and parentheses of a condition, as sigma-rust's parser recurses on them.
+fn condition_operators(condition: &str) -> usize {
+    let parens = condition.matches('(').count();
+    let words = condition
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter(|w| {
+            ["and", "or", "not"]
+                .iter()
+                .any(|op| w.eq_ignore_ascii_case(op))
+        })
+        .count();
+    parens + words
+}
+
+/// Parses one rule file's text (checked by the gate first, as for files [`SigmaEngine::load`]
+/// reads).
 pub fn load_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
+    check_yaml(&file.display().to_string(), text, &Limits::SIGMA)
+        .map_err(|e| input_error(file, InputError::Invalid(PolicyErrors(vec![e]))))?;
+    parse_rule(file, text)
+}
+
+/// [`load_rule`] after the gate.
+fn parse_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
     let err = |reason: String| SigmaLoadError {
         file: file.display().to_string(),
         reason,
     };
+    // Read as plain YAML first: the condition's size is checked before sigma-rust parses it,
+    // and the literal analysis reads the detection from it.
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| err(format!("not YAML: {e}")))?;
+    let conditions: Vec<&str> = match doc.get("detection").and_then(|d| d.get("condition")) {
+        Some(serde_yaml::Value::String(c)) => vec![c.as_str()],
+        Some(serde_yaml::Value::Sequence(cs)) => cs.iter().filter_map(|c| c.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    if let Some(n) = conditions
+        .iter()
+        .map(|c| condition_operators(c))
+        .find(|n| *n > MAX_CONDITION_OPERATORS)
+    {
+        return Err(err(format!(
+            "detection.condition has {n} operators and parentheses, more than the \
+             {MAX_CONDITION_OPERATORS} vigil evaluates: use `1 of selection_*` or split the rule"
+        )));
+    }
     let rule =
         sigma_rust::rule_from_yaml(text).map_err(|e| err(format!("not a Sigma rule: {e}")))?;
     let product = rule.logsource.product.as_deref().unwrap_or("linux");
@@ -102,9 +169,6 @@ pub fn load_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
             CATEGORIES.join(", ")
         )));
     };
-    // The literal analysis reads the detection as plain YAML.
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| err(format!("not YAML: {e}")))?;
     let needs = doc
         .get("detection")
         .and_then(|d| d.as_mapping())
@@ -141,50 +205,19 @@ pub fn load_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
     })
 }
 
-/// Rule files under `path` (itself if a file), in a stable order.
-fn rule_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    if path.is_file() {
-        out.push(path.to_path_buf());
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            rule_files(&p, out)?;
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")) {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
 impl SigmaEngine {
-    /// Loads every rule under `paths`; returns the engine and the files that did not load.
+    /// Loads every rule under `paths`; returns the engine and what did not load: rule files,
+    /// and what the directory walk skipped ([`rule_files`]).
     pub fn load(paths: &[PathBuf]) -> (SigmaEngine, Vec<SigmaLoadError>) {
+        let (files, mut errors) = rule_files(paths);
         let mut rules = Vec::new();
-        let mut errors = Vec::new();
-        for path in paths {
-            let mut files = Vec::new();
-            if let Err(e) = rule_files(path, &mut files) {
-                errors.push(SigmaLoadError {
-                    file: path.display().to_string(),
-                    reason: format!("cannot read: {e}"),
-                });
-            }
-            for f in files {
-                match std::fs::read_to_string(&f) {
-                    Ok(text) => match load_rule(&f, &text) {
-                        Ok(r) => rules.push(r),
-                        Err(e) => errors.push(e),
-                    },
-                    Err(e) => errors.push(SigmaLoadError {
-                        file: f.display().to_string(),
-                        reason: format!("cannot read: {e}"),
-                    }),
-                }
+        for f in files {
+            let loaded = read_yaml(&f, &Limits::SIGMA)
+                .map_err(|e| input_error(&f, e))
+                .and_then(|text| parse_rule(&f, &text));
+            match loaded {
+                Ok(r) => rules.push(r),
+                Err(e) => errors.push(e),
             }
         }
         (SigmaEngine::from_rules(rules), errors)
@@ -319,6 +352,122 @@ mod tests {
         let (engine, errors) = SigmaEngine::load(&[dir]);
         assert!(errors.is_empty(), "{errors:#?}");
         assert!(engine.rules().len() >= 48, "{}", engine.rules().len());
+    }
+
+    const RULE: &str = "title: t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  s:\n    Image: /bin/x\n  condition: s\n";
+
+    /// `f` on another thread, which must finish within `secs`.
+    fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(secs))
+            .expect("did not finish in time")
+    }
+
+    #[test]
+    fn symlink_loops_in_a_rule_directory_are_not_followed_and_are_reported() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("vigil-sigma-loop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("rules/sub")).unwrap();
+        std::fs::write(dir.join("rules/sub/a.yml"), RULE).unwrap();
+        std::fs::write(dir.join("b.yml"), RULE.replace("/bin/x", "/bin/y")).unwrap();
+        // Two links back up: every level doubles the paths a following walk takes.
+        symlink(dir.join("rules"), dir.join("rules/sub/up")).unwrap();
+        symlink("..", dir.join("rules/sub/parent")).unwrap();
+        // A link to a rule file is followed (Kubernetes mounts ConfigMaps so).
+        symlink(dir.join("b.yml"), dir.join("rules/b.yml")).unwrap();
+        let root = dir.join("rules");
+        let (engine, errors) = within(5, move || {
+            let (e, errors) = SigmaEngine::load(&[root]);
+            (e.rules().len(), errors)
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(engine, 2, "{errors:#?}");
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        for e in &errors {
+            assert!(
+                e.reason.contains("symbolic link to a directory"),
+                "{errors:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rule_directory_walk_stops_at_its_depth_limit() {
+        let dir = std::env::temp_dir().join(format!("vigil-sigma-deep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let deep = (0..MAX_WALK_DEPTH + 4).fold(dir.clone(), |p, i| p.join(format!("d{i}")));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("a.yml"), RULE).unwrap();
+        std::fs::write(dir.join("a.yml"), RULE).unwrap();
+        let (files, skipped) = rule_files(std::slice::from_ref(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(files, vec![dir.join("a.yml")]);
+        assert_eq!(skipped.len(), 1, "{skipped:#?}");
+        assert!(skipped[0].reason.contains("deeper than"), "{skipped:#?}");
+    }
+
+    #[test]
+    fn a_rule_file_others_can_write_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vigil-sigma-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("a.yml");
+        std::fs::write(&f, RULE).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let (engine, errors) = SigmaEngine::load(std::slice::from_ref(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(engine.rules().is_empty());
+        assert_eq!(errors[0].file, f.display().to_string());
+        assert!(errors[0].reason.contains("chmod go-w"), "{errors:#?}");
+        assert!(
+            !errors[0].reason.starts_with(&errors[0].file),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn a_rule_with_expanding_aliases_or_deep_nesting_is_refused_by_the_gate() {
+        let aliases = RULE.replace("Image: /bin/x", "Image: &i /bin/x\n    CommandLine: *i");
+        let e = load_rule(Path::new("a.yml"), &aliases).err().unwrap();
+        assert!(e.reason.contains("YAML alias `*i`"), "{e}");
+        let deep = RULE.replace(
+            "/bin/x",
+            &format!("{}x{}", "[".repeat(100_000), "]".repeat(100_000)),
+        );
+        let e = within(2, move || {
+            load_rule(Path::new("d.yml"), &deep).err().unwrap()
+        });
+        assert!(e.reason.contains("nest more than 64 levels"), "{e}");
+    }
+
+    #[test]
+    fn a_condition_of_100000_operators_or_parentheses_is_refused_not_overflowing_the_stack() {
+        for condition in [
+            format!("{}s{}", "(".repeat(100_000), ")".repeat(100_000)),
+            format!("s{}", " and s".repeat(100_000)),
+            format!("{}s", "not ".repeat(100_000)),
+        ] {
+            let text = RULE.replace("condition: s", &format!("condition: {condition}"));
+            let e = within(2, move || {
+                load_rule(Path::new("c.yml"), &text).err().unwrap()
+            });
+            assert!(e.reason.contains("operators and parentheses"), "{e}");
+        }
+        // At the limit, on a thread's default stack, the rule loads and evaluates.
+        let condition = format!(
+            "(s{}) and not s",
+            " or s".repeat(MAX_CONDITION_OPERATORS - 3)
+        );
+        let text = RULE.replace("condition: s", &format!("condition: {condition}"));
+        let rule = within(2, move || {
+            let r = load_rule(Path::new("c.yml"), &text).unwrap();
+            let event = sigma_rust::event_from_json(r#"{"Image": "/bin/x"}"#).unwrap();
+            r.rule.is_match(&event)
+        });
+        assert!(!rule);
     }
 
     #[test]
