@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use vigil_policy_engine::{
     kernel::RunningKernel,
-    load_policy_for,
+    load_policy_file,
     plan::{describe_enforcement, describe_mechanism, plan},
     KernelSymbols, Mode, Policy,
 };
@@ -28,19 +28,7 @@ pub fn lint(files: &[PathBuf]) -> Result<()> {
     let mut bad = 0;
     for f in files {
         let name = f.display().to_string();
-        let text = match std::fs::read_to_string(f) {
-            Ok(t) => t,
-            Err(e) => {
-                println!("{name}: cannot read: {e}");
-                bad += 1;
-                continue;
-            }
-        };
-        match load_policy_for(
-            &name,
-            &text,
-            kernel.as_ref().map(|k| k as &dyn KernelSymbols),
-        ) {
+        match load_policy_file(f, kernel.as_ref().map(|k| k as &dyn KernelSymbols)) {
             Ok(p) => {
                 let hooks = p.spec.kprobes.len() + p.spec.tracepoints.len() + p.spec.lsmhooks.len();
                 println!(
@@ -67,14 +55,8 @@ pub fn explain(btf: &str, file: &std::path::Path) -> Result<()> {
     crate::system::check_privileges()?;
     crate::system::mount_pseudo_filesystems()?;
     let name = file.display().to_string();
-    let text =
-        std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
     let kernel = RunningKernel::read().ok();
-    let policy = match load_policy_for(
-        &name,
-        &text,
-        kernel.as_ref().map(|k| k as &dyn KernelSymbols),
-    ) {
+    let policy = match load_policy_file(file, kernel.as_ref().map(|k| k as &dyn KernelSymbols)) {
         Ok(p) => p,
         Err(errors) => {
             println!("{errors}");
@@ -130,9 +112,7 @@ pub fn test(policy_file: &std::path::Path, events: &std::path::Path, json: bool)
         evaluate_hooks::first_hook_match,
     };
     let name = policy_file.display().to_string();
-    let text = std::fs::read_to_string(policy_file)
-        .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
-    let policy = load_policy_for(&name, &text, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = load_policy_file(policy_file, None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let compiled = compile(&policy).map_err(|errs| {
         anyhow::anyhow!(
             "{}",
@@ -331,4 +311,31 @@ fn args_text(body: &serde_json::Value) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn lint_and_test_refuse_a_policy_file_others_can_write() {
+        let dir = std::env::temp_dir().join(format!("vigil-policy-cmd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../rules/policies/deny-credential-reads.yaml");
+        let path = dir.join("p.yaml");
+        std::fs::copy(&src, &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let linted = super::lint(std::slice::from_ref(&path));
+        let tested = super::test(&path, &path, false).map_err(|e| e.to_string());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let linted_after = super::lint(std::slice::from_ref(&path));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(linted.is_err());
+        let e = tested.unwrap_err();
+        assert!(e.contains("p.yaml: is writable by group or others"), "{e}");
+        assert!(e.contains("chmod go-w"), "{e}");
+        assert!(linted_after.is_ok(), "{linted_after:?}");
+    }
 }
