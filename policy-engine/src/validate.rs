@@ -51,10 +51,20 @@ pub(crate) struct Checker<'a> {
     file: &'a str,
     locations: Locations,
     pub(crate) errors: Vec<PolicyError>,
+    /// Problems found past [`MAX_REPORTED`], counted only.
+    more: usize,
 }
+
+/// Most problems reported for one file: a policy of 60,000 bad hooks would otherwise hold (and
+/// print) 60,000 errors, and the first hundred say what is wrong as well.
+pub const MAX_REPORTED: usize = 100;
 
 impl<'a> Checker<'a> {
     fn push(&mut self, path: &str, at_key: bool, reason: String, fix: String) {
+        if self.errors.len() == MAX_REPORTED {
+            self.more += 1;
+            return;
+        }
         let pos = if at_key {
             self.locations.key(path)
         } else {
@@ -123,6 +133,7 @@ pub fn load_policy_for(
         file,
         locations: Locations::index(text),
         errors: Vec::new(),
+        more: 0,
     };
     let de = serde_yaml::Deserializer::from_str(text);
     let tp: TracingPolicy = match serde_path_to_error::deserialize(de) {
@@ -155,6 +166,16 @@ pub fn load_policy_for(
     let mode = check_document(&mut c, &tp);
     if let Some(k) = kernel {
         check_kernel(&mut c, &tp.spec, k);
+    }
+    if c.more > 0 {
+        c.errors.push(PolicyError {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            path: "(document)".into(),
+            reason: format!("{} more problems, not shown", c.more),
+            fix: "correct the problems above and check the file again".into(),
+        });
     }
     if !c.errors.is_empty() {
         return Err(PolicyErrors(c.errors));
@@ -466,5 +487,21 @@ fn check_message(c: &mut Checker, hook: &str, message: Option<&str>, tags: &[Str
             format!("{} tags; at most 16", tags.len()),
             "keep the 16 most useful tags",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_policy_with_thousands_of_problems_reports_the_first_hundred_and_counts_the_rest() {
+        let hooks = "  - call: no_such_function_here\n    syscall: false\n".repeat(5000);
+        let text = format!(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: x\nspec:\n  kprobes:\n{hooks}"
+        );
+        let kernel = crate::kernel::RunningKernel::read().expect("/proc/kallsyms is readable");
+        let errors = super::load_policy_for("many.yaml", &text, Some(&kernel)).unwrap_err();
+        assert_eq!(errors.0.len(), super::MAX_REPORTED + 1);
+        let last = errors.0.last().unwrap();
+        assert_eq!(last.reason, "4900 more problems, not shown", "{last}");
     }
 }
