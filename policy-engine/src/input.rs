@@ -180,7 +180,7 @@ pub fn check_yaml(file: &str, text: &str, limits: &Limits) -> Result<(), PolicyE
 
 fn too_deep(limits: &Limits) -> String {
     format!(
-        "lists and mappings nest more than {} levels deep here",
+        "lists and mappings nest more than {} levels deep",
         limits.depth
     )
 }

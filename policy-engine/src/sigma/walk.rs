@@ -96,7 +96,7 @@ impl Walk {
                     Ok(m) if m.is_dir() => self.skip(
                         &p,
                         "not followed: a symbolic link to a directory (a link loop would make \
-                         every rescan walk without end); name the directory itself with --sigma"
+                         every rescan walk without end); name the directory itself with --sigma-dir"
                             .into(),
                     ),
                     Ok(_) if is_rule_name(&p) => self.files.push(p),
