@@ -12,7 +12,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_PKGS := clang-19 llvm-19 libbpf-dev bpftool linux-libc-dev
 TEST_PKGS  := qemu-system-x86 busybox-static cpio
 
-.PHONY: all deps test-deps build run test bench lint clean
+.PHONY: all deps test-deps build run test bench lint clean fuzz fuzz-deps fuzz-replay fuzz-corpus
 
 all: build
 
@@ -55,8 +55,9 @@ build: deps
 run: build
 	$(SUDO) $(BIN) agent -o compact --policy-dir rules/policies --sigma-dir rules/sigma
 
-# Unit tests, then the end-to-end tests against the real agent on this kernel (one at a time,
-# so that each agent's counters describe that test's processes alone).
+# Unit tests (with them, vigil-fuzz-targets replays every saved fuzz input: see fuzz-replay),
+# then the end-to-end tests against the real agent on this kernel (one at a time, so that each
+# agent's counters describe that test's processes alone).
 test: test-deps build lint
 	$(CARGO) test --profile $(PROFILE) --workspace --exclude vigil-tests
 	$(SUDO) $(CARGO) test --profile $(PROFILE) -p vigil-tests -- --test-threads=1
@@ -72,3 +73,65 @@ lint: deps
 
 clean:
 	$(CARGO) clean
+
+# Fuzzing. The targets' bodies are fuzz-targets/ (one function each); fuzz/ is cargo-fuzz's crate
+# around them (nightly, libFuzzer, AddressSanitizer, debug assertions), outside the workspace.
+FUZZ_SECONDS ?= 60
+# Every [[bin]] of fuzz/Cargo.toml (the package itself is `vigil-fuzz`, with a dash).
+FUZZ_TARGETS ?= $(shell sed -n 's/^name = "\([a-z_]*\)"$$/\1/p' fuzz/Cargo.toml)
+
+fuzz-deps: deps
+	@$(CARGO) +nightly --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+# The fuzz crate starts from the workspace's lock file, so the code it fuzzes is built from the
+# same dependency versions as the agent; cargo adds libfuzzer-sys, the fuzz crate's own.
+fuzz/Cargo.lock: Cargo.lock
+	cp Cargo.lock $@
+
+# Each target for FUZZ_SECONDS, one at a time (the sanitizer build is a second build of every
+# dependency; two cores cannot fuzz two targets at once), all from one build. A run starts from
+# fuzz/corpus/<target> and fuzz/regressions/<target> and writes the inputs it finds to
+# fuzz/work/<target> (kept between runs, not committed; see fuzz-corpus). A crash, a timeout or
+# running out of memory is written to fuzz/artifacts/<target>/ and fails `make fuzz`: minimize
+# it with `cargo +nightly fuzz tmin <target> <file>` into fuzz/regressions/<target>/, where
+# `make test` replays it. Each target's log is fuzz/logs/<target>.log.
+FUZZ_BIN := fuzz/target/x86_64-unknown-linux-gnu/release
+
+fuzz: fuzz-deps fuzz/Cargo.lock
+	$(CARGO) +nightly fuzz build --debug-assertions
+	@mkdir -p fuzz/logs; crashed=0; \
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/work/$$t fuzz/artifacts/$$t; \
+		dirs="fuzz/work/$$t fuzz/corpus/$$t"; \
+		[ -d fuzz/regressions/$$t ] && dirs="$$dirs fuzz/regressions/$$t"; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s (log: fuzz/logs/$$t.log)"; \
+		ASAN_OPTIONS=detect_odr_violation=0 $(FUZZ_BIN)/$$t -artifact_prefix=fuzz/artifacts/$$t/ -max_total_time=$(FUZZ_SECONDS) \
+			-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 $$dirs >fuzz/logs/$$t.log 2>&1; \
+		rc=$$?; \
+		runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' fuzz/logs/$$t.log | tail -1); \
+		found=$$(sed -n 's/.*Test unit written to \(.*\)/\1/p' fuzz/logs/$$t.log | tail -1); \
+		if [ $$rc -eq 0 ]; then \
+			printf '  %-12s %12s executions, no crash\n' $$t "$${runs:-?}"; \
+		else \
+			crashed=$$((crashed + 1)); \
+			printf '  %-12s %12s executions, CRASH (exit %s): %s\n' $$t "$${runs:-?}" $$rc \
+				"$${found:-see fuzz/logs/$$t.log}"; \
+			grep -m1 -E "panicked at|ERROR: (libFuzzer|AddressSanitizer)" -A2 fuzz/logs/$$t.log | sed 's/^/      /'; \
+		fi; \
+	done; \
+	[ $$crashed -eq 0 ] || { echo "fuzz: $$crashed target(s) crashed"; exit 1; }
+
+# The saved inputs through the targets' bodies on the stable toolchain: deterministic, seconds.
+fuzz-replay:
+	$(CARGO) test --profile $(PROFILE) -p vigil-fuzz-targets
+
+# Adds to fuzz/corpus/<target> the inputs of fuzz/work/<target> that cover code the corpus does
+# not (libFuzzer's merge), to commit after a long run; keep the corpora small.
+fuzz-corpus: fuzz-deps fuzz/Cargo.lock
+	$(CARGO) +nightly fuzz build --debug-assertions
+	@for t in $(FUZZ_TARGETS); do \
+		[ -d fuzz/work/$$t ] || continue; \
+		$(FUZZ_BIN)/$$t -merge=1 fuzz/corpus/$$t fuzz/work/$$t >fuzz/logs/$$t.merge.log 2>&1 || { echo "fuzz-corpus: $$t failed, see fuzz/logs/$$t.merge.log"; exit 1; }; \
+		echo "  $$t: $$(ls fuzz/corpus/$$t | wc -l) inputs, $$(du -sk fuzz/corpus/$$t | cut -f1) KiB"; \
+	done

@@ -64,6 +64,7 @@ pub fn bit(name: &str) -> Option<u32> {
 }
 
 /// A capability set as the kernel keeps it: bit N set means capability N.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CapSet(pub u64);
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use simple_dns::{rdata::RData, Packet, PacketFlag, RCODE};
 
 /// `dns_arg`: one DNS message (vigil's addition; Tetragon has no DNS argument).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DnsArg {
     /// The message id, which pairs a query with its answer.

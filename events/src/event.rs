@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{caps::CapSet, ExecId};
 
 /// One event: exactly one event key, the node and the time.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// What happened.
@@ -19,6 +20,7 @@ pub struct Event {
 }
 
 /// The event key and its payload.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventBody {
@@ -35,6 +37,7 @@ pub enum EventBody {
 }
 
 /// `process_alert`: a Sigma rule matched `event`.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessAlert {
     /// The process the matching event is about.
@@ -91,6 +94,7 @@ impl Event {
 ///
 /// Processes are shared (`Arc`): the same parent appears in many events and in the agent's
 /// process cache, and copying it for each would cost more than encoding it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessExec {
     /// The process after exec.
@@ -109,6 +113,7 @@ pub struct ProcessExec {
 }
 
 /// `process_exit`: the last thread of a process ended.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessExit {
     /// The process that ended.
@@ -135,6 +140,7 @@ pub struct ProcessExit {
 }
 
 /// `process_kprobe` / `process_lsm`: a policy selector matched in the kernel.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessPolicy {
     /// The process that did it.
@@ -175,6 +181,7 @@ pub struct ProcessPolicy {
 }
 
 /// One argument of a policy event, tagged by type as in Tetragon's JSON.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arg {
@@ -199,6 +206,7 @@ pub enum Arg {
 }
 
 /// `sockaddr_arg`.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SockaddrArg {
     /// `AF_INET`, `AF_INET6`, ...
@@ -212,6 +220,7 @@ pub struct SockaddrArg {
 }
 
 /// `sock_arg`, as Tetragon names its fields.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SockArg {
     /// `AF_INET`, `AF_INET6`, ...
@@ -249,6 +258,7 @@ fn is_zero_u32(n: &u32) -> bool {
 }
 
 /// `file_arg`.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileArg {
     /// Absolute path.
@@ -256,6 +266,7 @@ pub struct FileArg {
 }
 
 /// The identity of one execution.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Process {
     /// Unique id of this execution.
@@ -302,6 +313,7 @@ pub struct Process {
 }
 
 /// Capability sets, written as `CAP_*` names.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Capabilities {
     /// Permitted.
@@ -316,6 +328,7 @@ pub struct Capabilities {
 }
 
 /// One namespace.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Namespace {
     /// Inode number of the namespace.
@@ -326,6 +339,7 @@ pub struct Namespace {
 }
 
 /// All namespaces of a process.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct Namespaces {
@@ -348,6 +362,7 @@ fn is_zero_ns(ns: &Namespace) -> bool {
 }
 
 /// Full credentials.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct Credentials {
@@ -362,6 +377,7 @@ pub struct Credentials {
 }
 
 /// The cgroup a process belongs to.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Cgroup {
     /// Kernfs id (the cgroup v2 id, as `bpf_get_current_cgroup_id`).

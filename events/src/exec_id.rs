@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// `base64("<node_name>:<ktime>:<pid>")`, as Tetragon computes it: `ktime` is the boot-time
 /// clock in nanoseconds at the exec or clone (for processes found in `/proc`, their start time),
 /// so the same process gets the same id from every agent that sees it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ExecId(pub String);
