@@ -1,6 +1,9 @@
 //! The `exporters:` part of the agent's configuration file: the sinks, their filters and the
-//! shared settings (spool directory, redaction). Secrets are read from a file or an environment
-//! variable, never written in the file itself, and never printed.
+//! shared settings (spool directory and caps, redaction). Secrets are read from a file or an
+//! environment variable, never written in the file itself, never printed, and never sent in
+//! clear unless a sink says `allow_plaintext: true` ([`SinkKind::plaintext`]). Sink names
+//! become directory names under the spool directory, so they are checked
+//! ([`ExportersConfig::check_names`]).
 
 use std::path::PathBuf;
 
@@ -8,7 +11,7 @@ use serde::Deserialize;
 
 use crate::{
     filter::FilterSpec,
-    sinks::{file::FileConfig, splunk::SplunkConfig},
+    sinks::{file::FileConfig, splunk::SplunkConfig, stdout::StdoutConfig},
 };
 
 /// A secret: `{ env: NAME }` or `{ file: /path }` (its content, trailing newline removed).
@@ -49,6 +52,8 @@ impl Secret {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkKind {
+    /// The agent's standard output (JSON or compact lines).
+    Stdout(StdoutConfig),
     /// Rotated JSON-lines files.
     File(FileConfig),
     /// Splunk HTTP Event Collector.
@@ -90,6 +95,92 @@ pub struct SinkConfig {
     /// Most events per second; more are dropped and counted (0: no limit).
     #[serde(default)]
     pub rate_limit: u64,
+    /// Most MiB this sink's disk spool holds (default: `exporters.spool_max_mb`); records
+    /// beyond it are dropped and counted.
+    #[serde(default)]
+    pub spool_max_mb: Option<u64>,
+    /// Most MiB of this sink's dead-letter file (default: `exporters.dead_letter_max_mb`);
+    /// refused records beyond it are counted, not written.
+    #[serde(default)]
+    pub dead_letter_max_mb: Option<u64>,
+}
+
+impl SinkConfig {
+    /// A sink with the default pipeline settings.
+    pub fn new(name: &str, kind: SinkKind) -> SinkConfig {
+        SinkConfig {
+            name: name.to_string(),
+            kind,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            fields: Vec::new(),
+            batch_size: default_batch(),
+            linger_ms: default_linger(),
+            queue_size: default_queue(),
+            rate_limit: 0,
+            spool_max_mb: None,
+            dead_letter_max_mb: None,
+        }
+    }
+}
+
+/// Whether `name` can name a spool directory: not empty, only `[A-Za-z0-9._-]`, not `.`/`..`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl SinkKind {
+    /// When this sink would send a secret (a token, a password, an API key, metadata) or, for
+    /// Kafka, the events themselves over an unencrypted connection: what it would send and how,
+    /// for the refusal or the warning.
+    pub fn plaintext(&self) -> Option<String> {
+        fn clear(endpoint: &str) -> bool {
+            endpoint
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        }
+        match self {
+            SinkKind::SplunkHec(c) if clear(&c.endpoint) => {
+                Some(format!("the HEC token over {}", c.endpoint))
+            }
+            SinkKind::Elasticsearch(c)
+                if clear(&c.endpoint) && (c.api_key.is_some() || c.password.is_some()) =>
+            {
+                let what = if c.api_key.is_some() {
+                    "API key"
+                } else {
+                    "password"
+                };
+                Some(format!("the {what} over {}", c.endpoint))
+            }
+            SinkKind::Otlp(c) if clear(&c.endpoint) && !c.headers.is_empty() => {
+                Some(format!("the headers (gRPC metadata) over {}", c.endpoint))
+            }
+            // Kafka without `tls:` sends every event (and any credential a broker would ask
+            // for) readable by anyone on the path: it is no longer a silent default.
+            SinkKind::Kafka(c) if c.tls.is_none() => Some(format!(
+                "the events unencrypted to {} (no `tls:`)",
+                c.brokers.join(",")
+            )),
+            _ => None,
+        }
+    }
+
+    /// Whether the sink says `allow_plaintext: true`.
+    pub fn allows_plaintext(&self) -> bool {
+        match self {
+            SinkKind::SplunkHec(c) => c.allow_plaintext,
+            SinkKind::Elasticsearch(c) => c.allow_plaintext,
+            SinkKind::Kafka(c) => c.allow_plaintext,
+            SinkKind::Otlp(c) => c.allow_plaintext,
+            SinkKind::Stdout(_) | SinkKind::File(_) => false,
+        }
+    }
 }
 
 fn default_batch() -> usize {
@@ -103,15 +194,22 @@ fn default_queue() -> usize {
 }
 
 /// The `exporters:` section.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportersConfig {
     /// Where each sink's spool and dead-letter file live (`<dir>/<sink name>/`).
     #[serde(default = "default_spool")]
     pub spool_dir: PathBuf,
-    /// Patterns whose capture groups are hidden in process arguments.
+    /// Patterns whose capture groups are hidden in process arguments and in the string,
+    /// buffer, path and file arguments of policy events.
     #[serde(default)]
     pub redact: Vec<String>,
+    /// Most MiB each sink's disk spool holds (a sink may say otherwise).
+    #[serde(default = "default_spool_max")]
+    pub spool_max_mb: u64,
+    /// Most MiB of each sink's dead-letter file (a sink may say otherwise).
+    #[serde(default = "default_dead_letter_max")]
+    pub dead_letter_max_mb: u64,
     /// The sinks.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
@@ -119,4 +217,136 @@ pub struct ExportersConfig {
 
 fn default_spool() -> PathBuf {
     PathBuf::from("/var/lib/vigil/spool")
+}
+fn default_spool_max() -> u64 {
+    1024
+}
+fn default_dead_letter_max() -> u64 {
+    64
+}
+
+impl Default for ExportersConfig {
+    fn default() -> Self {
+        ExportersConfig {
+            spool_dir: default_spool(),
+            redact: Vec::new(),
+            spool_max_mb: default_spool_max(),
+            dead_letter_max_mb: default_dead_letter_max(),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+impl ExportersConfig {
+    /// Checks that every sink name can name its spool directory and that no two sinks share
+    /// one; the error names the sink and the fix.
+    pub fn check_names(&self) -> Result<(), (String, String)> {
+        for (i, s) in self.sinks.iter().enumerate() {
+            if !valid_name(&s.name) {
+                return Err((
+                    format!("sinks[{i}] `{}`", s.name.escape_debug()),
+                    format!(
+                        "the name is also the sink's spool directory under {}: use letters, digits, `.`, `_` and `-` only (not `.` or `..`), such as `splunk-prod`",
+                        self.spool_dir.display()
+                    ),
+                ));
+            }
+            if let Some(j) = self.sinks[..i].iter().position(|o| o.name == s.name) {
+                return Err((
+                    s.name.clone(),
+                    format!(
+                        "sinks[{j}] and sinks[{i}] have the same name, and would share one spool under {}: rename one (the agent's own outputs are named `stdout` and `export-file`)",
+                        self.spool_dir.display()
+                    ),
+                ));
+            }
+        }
+        let stdouts = self
+            .sinks
+            .iter()
+            .filter(|s| matches!(s.kind, SinkKind::Stdout(_)))
+            .count();
+        if stdouts > 1 {
+            return Err((
+                "stdout".into(),
+                "more than one sink writes to stdout, where their lines would interleave: keep one"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(names: &[&str]) -> Result<(), (String, String)> {
+        let mut cfg = ExportersConfig::default();
+        for n in names {
+            cfg.sinks.push(SinkConfig::new(
+                n,
+                SinkKind::Stdout(StdoutConfig::default()),
+            ));
+            // One stdout at most: the others are files.
+            if cfg.sinks.len() > 1 {
+                let last = cfg.sinks.last_mut().unwrap();
+                last.kind = SinkKind::File(FileConfig::at(PathBuf::from("/x")));
+            }
+        }
+        cfg.check_names()
+    }
+
+    #[test]
+    fn sink_names_that_are_not_plain_directory_names_are_refused() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../../etc",
+            "a b",
+            "sp\u{f6}ol",
+            "x\0",
+        ] {
+            let (sink, why) = names(&[bad]).unwrap_err();
+            assert!(sink.contains("sinks[0]"), "{sink}");
+            assert!(why.contains("letters, digits"), "{why}");
+        }
+        assert!(names(&["splunk-prod", "file_1", "a.b"]).is_ok());
+    }
+
+    #[test]
+    fn two_sinks_of_one_name_are_refused_by_name() {
+        let (sink, why) = names(&["archive", "splunk", "archive"]).unwrap_err();
+        assert_eq!(sink, "archive");
+        assert!(why.contains("sinks[0] and sinks[2]"), "{why}");
+    }
+
+    fn sink(yaml: &str) -> SinkConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn secrets_over_plaintext_are_found_unless_the_connection_is_encrypted() {
+        let cases = [
+            ("name: s\ntype: splunk_hec\nendpoint: http://h:8088\ntoken: {env: T}\n", true),
+            ("name: s\ntype: splunk_hec\nendpoint: HTTP://h:8088\ntoken: {env: T}\n", true),
+            ("name: s\ntype: splunk_hec\nendpoint: https://h:8088\ntoken: {env: T}\n", false),
+            ("name: e\ntype: elasticsearch\nendpoint: http://h:9200\napi_key: {env: K}\n", true),
+            ("name: e\ntype: elasticsearch\nendpoint: http://h:9200\nusername: u\npassword: {env: P}\n", true),
+            ("name: e\ntype: elasticsearch\nendpoint: http://h:9200\n", false),
+            ("name: o\ntype: otlp\nendpoint: http://h:4317\nheaders: {authorization: {env: A}}\n", true),
+            ("name: o\ntype: otlp\nendpoint: http://h:4317\n", false),
+            ("name: k\ntype: kafka\nbrokers: [h:9092]\ntopic: t\n", true),
+            ("name: k\ntype: kafka\nbrokers: [h:9093]\ntopic: t\ntls: {}\n", false),
+        ];
+        for (yaml, clear) in cases {
+            let s = sink(yaml);
+            assert_eq!(s.kind.plaintext().is_some(), clear, "{yaml}");
+            assert!(!s.kind.allows_plaintext());
+            let allowed = sink(&format!("{yaml}allow_plaintext: true\n"));
+            assert!(allowed.kind.allows_plaintext(), "{yaml}");
+        }
+    }
 }

@@ -1,21 +1,32 @@
 //! vigil's exporters, in Vector's spirit: sinks that batch, encode and deliver events, over one
 //! shared pipeline for queues, disk spooling, retries, dead letters and counters.
 //!
-//! The agent hands each event to [`Exporters::submit`], which never blocks: the event's secrets
-//! are redacted ([`redact::Redactor`]), it is encoded once ([`record::Record`]), and each sink
-//! whose filters pass it ([`filter::ExportFilter`]) queues it in memory or, when its queue is
-//! full, in its disk spool ([`spool::Spool`]). A task per sink ([`pipeline::SinkWorker`])
-//! delivers batches and decides from the outcome ([`sinks::Delivery`]) whether to retry, split
-//! or dead-letter, after cutting the fields the sink does not send ([`fields::FieldFilters`]).
-//! Sinks are in [`sinks`]; their settings come from the agent's configuration
-//! file ([`config::ExportersConfig`]).
+//! Every output of the agent is a sink of this one pipeline: its stdout (JSON or compact lines,
+//! [`sinks::stdout`]), its `--export-file` (a file sink with the file sink's rotation), and the
+//! sinks of its configuration file; so every output gets the same redaction, filters, rotation
+//! and accounting, and none can stall the agent's reading of the ring buffer.
+//!
+//! The agent hands each event to [`Exporters::submit`], which never blocks and never fails: the
+//! event's secrets are redacted ([`redact::Redactor`]), it is encoded once ([`record::Record`]),
+//! and each sink whose filters pass it ([`filter::ExportFilter`]) queues it in memory or, when its
+//! queue is full, in its disk spool ([`spool::Spool`]). A task per sink
+//! ([`pipeline::SinkWorker`]) delivers batches and decides from the outcome
+//! ([`sinks::Delivery`]) whether to retry, split, dead-letter ([`deadletter`]) or stop trying,
+//! after cutting the fields the sink does not send ([`fields::FieldFilters`]). Failures are
+//! counted and said rate-limited ([`report`]), never per event. Sinks are in [`sinks`]; their
+//! settings come from the agent's configuration file ([`config::ExportersConfig`]), checked at
+//! start: names that can name a spool directory, no secret over plaintext without
+//! `allow_plaintext: true`, and no link or foreign file where root writes
+//! ([`vigil_safe_fs`]).
 
 pub mod config;
+pub mod deadletter;
 pub mod fields;
 pub mod filter;
 pub mod pipeline;
 pub mod record;
 pub mod redact;
+pub mod report;
 pub mod sinks;
 pub mod spool;
 
@@ -62,10 +73,16 @@ pub struct Exporters {
     signal: StopSignal,
 }
 
+const MIB: u64 = 1 << 20;
+
 impl Exporters {
     /// Builds the sinks of `cfg` (on a tokio runtime); `node` is the node's name (Splunk's host
-    /// field, OpenTelemetry's `host.name`).
+    /// field, OpenTelemetry's `host.name`). Refuses names that cannot name a spool directory,
+    /// secrets over plaintext without `allow_plaintext: true` (with it, warns once here), and
+    /// links or foreign files where a sink, its spool or its dead-letter file would write.
     pub fn new(cfg: &ExportersConfig, node: &str) -> Result<Exporters, ExportError> {
+        cfg.check_names()
+            .map_err(|(sink, reason)| ExportError::Sink { sink, reason })?;
         let mut entries = Vec::new();
         let mut workers = Vec::new();
         for (i, s) in cfg.sinks.iter().enumerate() {
@@ -73,8 +90,22 @@ impl Exporters {
                 sink: s.name.clone(),
                 reason,
             };
+            if let Some(what) = s.kind.plaintext() {
+                if !s.kind.allows_plaintext() {
+                    return Err(err(format!(
+                        "would send {what} in clear: anyone on the network path can read it; use TLS (https://, or `tls:` for Kafka), or say `allow_plaintext: true` in this sink for a network you trust"
+                    )));
+                }
+                report::log(
+                    &s.name,
+                    &format!("warning: sends {what} in clear (allow_plaintext: true)"),
+                );
+            }
             let sink = match &s.kind {
-                SinkKind::File(f) => sinks::Sink::File(sinks::file::FileSink::new(f.clone())),
+                SinkKind::Stdout(c) => sinks::Sink::Stdout(sinks::stdout::StdoutSink::new(c)),
+                SinkKind::File(f) => sinks::Sink::File(
+                    sinks::file::FileSink::new(f.clone()).map_err(|e| err(e.to_string()))?,
+                ),
                 SinkKind::SplunkHec(h) => sinks::Sink::Splunk(
                     sinks::splunk::SplunkHecSink::new(h.clone(), node).map_err(err)?,
                 ),
@@ -90,8 +121,23 @@ impl Exporters {
             };
             let filter = ExportFilter::new(&s.allow, &s.deny, &format!("sinks[{i}]"))?;
             let fields = fields::FieldFilters::new(&s.fields, &format!("sinks[{i}].fields"))?;
-            let (handle, worker) = pipeline::pipeline(s, sink, fields, cfg.spool_dir.join(&s.name))
-                .map_err(|e| err(format!("spool in {}: {e}", cfg.spool_dir.display())))?;
+            let spool_cap = s
+                .spool_max_mb
+                .unwrap_or(cfg.spool_max_mb)
+                .saturating_mul(MIB);
+            let dead_cap = s
+                .dead_letter_max_mb
+                .unwrap_or(cfg.dead_letter_max_mb)
+                .saturating_mul(MIB);
+            let (handle, worker) = pipeline::pipeline(
+                s,
+                sink,
+                fields,
+                &cfg.spool_dir.join(&s.name),
+                spool_cap,
+                dead_cap,
+            )
+            .map_err(|e| err(e.to_string()))?;
             entries.push(Entry { handle, filter });
             workers.push(worker);
         }
@@ -113,7 +159,8 @@ impl Exporters {
         }
     }
 
-    /// Hands an event to every sink whose filters pass it.
+    /// Hands an event to every sink whose filters pass it; never blocks, never fails (what a
+    /// sink cannot keep is counted in its stats).
     pub fn submit(&mut self, event: &Event) {
         if self.entries.is_empty() {
             return;
@@ -128,15 +175,10 @@ impl Exporters {
         };
         let record = Record::encode(event);
         for e in &mut self.entries {
-            if !e.filter.passes(event) {
-                e.handle
-                    .stats
-                    .filtered
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                continue;
-            }
-            if let Err(err) = e.handle.submit(record.clone()) {
-                eprintln!("vigil: sink {}: cannot spool: {err}", e.handle.name);
+            if e.filter.passes(event) {
+                e.handle.submit(record.clone());
+            } else {
+                e.handle.filtered();
             }
         }
     }
@@ -146,19 +188,14 @@ impl Exporters {
         serde_json::Value::Object(
             self.entries
                 .iter()
-                .map(|e| {
-                    (
-                        e.handle.name.clone(),
-                        serde_json::to_value(&*e.handle.stats).unwrap_or_default(),
-                    )
-                })
+                .map(|e| (e.handle.name().to_string(), e.handle.stats()))
                 .collect(),
         )
     }
 
     /// Delivers what is queued, for up to `grace`; then abandons the deliveries still in flight
-    /// and spools what is left for the next run.
-    pub async fn shutdown(mut self, grace: Duration) {
+    /// and spools what is left for the next run. Returns the final counters.
+    pub async fn shutdown(mut self, grace: Duration) -> serde_json::Value {
         self.stop.finish();
         let deadline = tokio::time::Instant::now() + grace;
         let mut left = Vec::new();
@@ -167,16 +204,16 @@ impl Exporters {
                 left.push(t);
             }
         }
-        if left.is_empty() {
-            return;
-        }
-        self.stop.abandon();
-        for t in left {
-            // Spooling what is left is a local write: it does not wait on any destination.
-            if tokio::time::timeout(SPOOL_GRACE, t).await.is_err() {
-                eprintln!("vigil: a sink could not spool what it held within {SPOOL_GRACE:?}");
+        if !left.is_empty() {
+            self.stop.abandon();
+            for t in left {
+                // Spooling what is left is a local write: it does not wait on any destination.
+                if tokio::time::timeout(SPOOL_GRACE, t).await.is_err() {
+                    eprintln!("vigil: a sink could not spool what it held within {SPOOL_GRACE:?}");
+                }
             }
         }
+        self.stats()
     }
 }
 

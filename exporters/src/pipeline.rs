@@ -1,15 +1,19 @@
 //! One machinery for every sink: a bounded memory queue that spills to the sink's disk spool
 //! when the sink is slow or down, batching, retries with exponential backoff and jitter,
-//! splitting of batches a destination finds too large, a dead-letter file (record lines with
-//! the reason) for records refused for good, and counters for all of it. Delivery is at least
-//! once: a record leaves the spool only after its sink took it, and at shutdown whatever is
-//! still in memory is written to the spool for the next run.
+//! splitting of batches a destination finds too large, a dead-letter file (with the reason) for
+//! records refused for good and spool lines that are not records, and counters for all of it.
+//! Delivery is at least once: a record leaves the spool only after its sink took it, and at
+//! shutdown whatever is still in memory is written to the spool for the next run.
+//!
+//! Nothing here may stop the agent or stall it. The producing half ([`SinkHandle`]) never
+//! blocks and never fails: what it cannot keep (a full or unwritable spool, a closed output) is
+//! counted as dropped and said rate-limited ([`crate::report`]). The consuming half
+//! ([`SinkWorker`]) runs on the agent's single thread, so it yields after every batch, waits
+//! (rather than polls) when there is nothing to do, and checks what a sink reports before acting
+//! on it: positions outside the batch are a retry, not an index. A sink that is gone for good
+//! ([`Delivery::Closed`], a closed stdout) is not tried again.
 
 use std::{
-    fs::OpenOptions,
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -18,11 +22,17 @@ use std::{
 };
 
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
+use vigil_safe_fs::{FsError, TrustedDir};
 
 use crate::{
-    config::SinkConfig, fields::FieldFilters, record::Record, sinks::Delivery, sinks::Sink,
-    spool::Spool,
+    config::SinkConfig,
+    deadletter::{DeadLetter, Letter},
+    fields::FieldFilters,
+    record::Record,
+    report::{self, Problem},
+    sinks::{Delivery, Sink},
+    spool::{Spool, SpoolError},
 };
 
 /// A sink's counters.
@@ -34,108 +44,154 @@ pub struct SinkStats {
     pub retries: AtomicU64,
     /// Records written to the disk spool.
     pub spooled: AtomicU64,
-    /// Records refused for good, in the dead-letter file.
+    /// Records refused for good and spool lines that are not records, in the dead-letter file.
     pub dead_lettered: AtomicU64,
     /// Records dropped by the sink's rate limit.
     pub rate_limited: AtomicU64,
     /// Events the sink's filters did not pass.
     pub filtered: AtomicU64,
+    /// Records lost: the spool was full or could not be written, or the output closed.
+    pub dropped: AtomicU64,
+    /// Spool writes that failed (a full disk, an I/O error).
+    pub spool_errors: AtomicU64,
+    /// Dead letters not written: the file reached its cap or could not be written.
+    pub dead_letter_dropped: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
 }
 
 /// Backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-/// Tells the workers to stop: first to finish (deliver what is queued, spool what fails), then,
-/// when the grace period is over, to abandon the delivery in flight and spool what is left, so
-/// that a destination that hangs cannot make the agent lose what it still holds.
-pub struct StopHandle {
-    finish: Arc<AtomicBool>,
-    abandon: watch::Sender<bool>,
-}
+const RUNNING: u8 = 0;
+const FINISHING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// Tells the workers to stop: first to finish (deliver what is queued in memory, spool what
+/// fails), then, when the grace period is over, to abandon the delivery in flight and spool
+/// what is left, so that a destination that hangs cannot make the agent lose what it still holds.
+pub struct StopHandle(watch::Sender<u8>);
 
 /// A worker's view of the [`StopHandle`].
 #[derive(Clone)]
-pub struct StopSignal {
-    finish: Arc<AtomicBool>,
-    abandon: watch::Receiver<bool>,
-}
+pub struct StopSignal(watch::Receiver<u8>);
 
 /// A handle and the signal its workers watch.
 pub fn stop_signal() -> (StopHandle, StopSignal) {
-    let finish = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = watch::channel(false);
-    (
-        StopHandle {
-            finish: finish.clone(),
-            abandon: tx,
-        },
-        StopSignal {
-            finish,
-            abandon: rx,
-        },
-    )
+    let (tx, rx) = watch::channel(RUNNING);
+    (StopHandle(tx), StopSignal(rx))
 }
 
 impl StopHandle {
     /// Deliver what is queued, then return.
     pub fn finish(&self) {
-        self.finish.store(true, Ordering::Release);
+        self.0.send_if_modified(|s| {
+            let was = *s;
+            *s = was.max(FINISHING);
+            was != *s
+        });
     }
 
     /// Give up the delivery in flight and spool what is left.
     pub fn abandon(&self) {
-        self.finish();
-        let _ = self.abandon.send(true);
+        let _ = self.0.send(ABANDONED);
     }
 }
 
 impl StopSignal {
     fn finishing(&self) -> bool {
-        self.finish.load(Ordering::Acquire)
+        *self.0.borrow() >= FINISHING
     }
 
-    /// Returns once the delivery in flight is to be abandoned; never while the handle lives
-    /// and has not said so.
-    async fn abandoned(&mut self) {
-        if self.abandon.wait_for(|a| *a).await.is_err() {
+    fn is_abandoned(&self) -> bool {
+        *self.0.borrow() >= ABANDONED
+    }
+
+    async fn reached(&mut self, state: u8) {
+        if self.0.wait_for(|s| *s >= state).await.is_err() {
+            // The handle is gone without saying so: never.
             std::future::pending::<()>().await;
         }
     }
+
+    /// Returns once the workers are to finish.
+    async fn finished(&mut self) {
+        self.reached(FINISHING).await;
+    }
+
+    /// Returns once the delivery in flight is to be abandoned.
+    async fn abandoned(&mut self) {
+        self.reached(ABANDONED).await;
+    }
 }
 
-/// The producing half of a sink's pipeline: never blocks the agent.
+/// What both halves of a pipeline share.
+struct Shared {
+    name: String,
+    spool: Spool,
+    /// New records go to the spool (to keep their order behind those already there).
+    spilling: AtomicBool,
+    /// The output is gone for good: records are dropped.
+    closed: AtomicBool,
+    /// Wakes the worker when records were spilled.
+    spilled: Notify,
+    stats: SinkStats,
+}
+
+/// The producing half of a sink's pipeline: never blocks the agent, never fails it.
 pub struct SinkHandle {
-    /// The sink's name.
-    pub name: String,
+    shared: Arc<Shared>,
     tx: mpsc::Sender<Record>,
-    spool: Arc<Spool>,
-    spilling: Arc<AtomicBool>,
-    /// Its counters.
-    pub stats: Arc<SinkStats>,
     rate: Option<(u64, Instant, u64)>,
+    spool_problem: Problem,
 }
 
 impl SinkHandle {
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Counts an event the sink's filters did not pass.
+    pub fn filtered(&self) {
+        add(&self.shared.stats.filtered, 1);
+    }
+
+    /// The sink's counters, and the records waiting in its spool.
+    pub fn stats(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.shared.stats).unwrap_or_default();
+        v["spool_pending"] = self.shared.spool.pending().into();
+        v
+    }
+
     /// Queues a record; when the queue is full (or records are already spilling, to keep
-    /// their order) it goes to the disk spool instead.
-    pub fn submit(&mut self, r: Record) -> std::io::Result<()> {
+    /// their order) it goes to the disk spool instead; when that fails, or the output is
+    /// closed, it is counted as dropped.
+    pub fn submit(&mut self, r: Record) {
+        let s = &self.shared;
+        if s.closed.load(Ordering::Acquire) {
+            add(&s.stats.dropped, 1);
+            return;
+        }
         if let Some((limit, start, n)) = self.rate.as_mut() {
             if start.elapsed() >= Duration::from_secs(1) {
                 *start = Instant::now();
                 *n = 0;
             }
             if *n >= *limit {
-                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                add(&s.stats.rate_limited, 1);
+                return;
             }
             *n += 1;
         }
-        if !self.spilling.load(Ordering::Acquire) {
+        if !s.spilling.load(Ordering::Acquire) {
             match self.tx.try_send(r) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) => {
-                    self.spilling.store(true, Ordering::Release);
+                    s.spilling.store(true, Ordering::Release);
                     return self.spill(r);
                 }
             }
@@ -143,93 +199,146 @@ impl SinkHandle {
         self.spill(r)
     }
 
-    fn spill(&self, r: Record) -> std::io::Result<()> {
-        self.spool.append(std::slice::from_ref(&r))?;
-        self.stats.spooled.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+    fn spill(&mut self, r: Record) {
+        let s = &*self.shared;
+        match s.spool.append(std::slice::from_ref(&r)) {
+            Ok(()) => {
+                add(&s.stats.spooled, 1);
+                if let Some(line) = self.spool_problem.cleared("the spool is written again") {
+                    report::log(&s.name, &line);
+                }
+                s.spilled.notify_one();
+            }
+            Err(e) => {
+                add(&s.stats.dropped, 1);
+                if !matches!(e, SpoolError::Full { .. }) {
+                    add(&s.stats.spool_errors, 1);
+                }
+                let what = format!(
+                    "records its queue cannot hold are dropped (counted in `dropped`): {e}"
+                );
+                if let Some(line) = self.spool_problem.occurred(&what, Instant::now()) {
+                    report::log(&s.name, &line);
+                }
+                // The worker may catch up from what is already spooled.
+                s.spilled.notify_one();
+            }
+        }
     }
 }
 
 /// The consuming half: the task that delivers.
 pub struct SinkWorker {
-    name: String,
+    shared: Arc<Shared>,
     sink: Sink,
     fields: FieldFilters,
     rx: mpsc::Receiver<Record>,
-    spool: Arc<Spool>,
-    spilling: Arc<AtomicBool>,
-    stats: Arc<SinkStats>,
-    dead_letter: PathBuf,
+    dead_letter: DeadLetter,
     batch_size: usize,
     linger: Duration,
+    /// The destination failing, said once then summarized.
+    failing: Problem,
+    spool_problem: Problem,
 }
 
 /// Builds the two halves of the sink `cfg` declares; `dir` holds its spool and dead-letter
-/// file.
+/// file (created 0700 where missing; a link or a foreign file in it is an error naming it).
+/// `spool_cap` and `dead_letter_cap` are in bytes.
 pub fn pipeline(
     cfg: &SinkConfig,
     sink: Sink,
     fields: FieldFilters,
-    dir: PathBuf,
-) -> std::io::Result<(SinkHandle, SinkWorker)> {
-    let (name, queue, batch_size, rate_limit) =
-        (&cfg.name, cfg.queue_size, cfg.batch_size, cfg.rate_limit);
-    let linger = Duration::from_millis(cfg.linger_ms);
-    let spool = Arc::new(Spool::open(&dir.join("spool"))?);
-    let (tx, rx) = mpsc::channel(queue.max(1));
-    let spilling = Arc::new(AtomicBool::new(spool.pending() > 0));
-    let stats = Arc::new(SinkStats::default());
+    dir: &std::path::Path,
+    spool_cap: u64,
+    dead_letter_cap: u64,
+) -> Result<(SinkHandle, SinkWorker), FsError> {
+    let dir = TrustedDir::create(dir)?;
+    let spool = Spool::open(&dir, spool_cap)?;
+    let dead_letter = DeadLetter::open(dir, dead_letter_cap)?;
+    let (tx, rx) = mpsc::channel(cfg.queue_size.max(1));
+    let shared = Arc::new(Shared {
+        name: cfg.name.clone(),
+        spilling: AtomicBool::new(spool.pending() > 0),
+        spool,
+        closed: AtomicBool::new(false),
+        spilled: Notify::new(),
+        stats: SinkStats::default(),
+    });
     Ok((
         SinkHandle {
-            name: name.to_string(),
+            shared: shared.clone(),
             tx,
-            spool: spool.clone(),
-            spilling: spilling.clone(),
-            stats: stats.clone(),
-            rate: (rate_limit > 0).then(|| (rate_limit, Instant::now(), 0)),
+            rate: (cfg.rate_limit > 0).then(|| (cfg.rate_limit, Instant::now(), 0)),
+            spool_problem: Problem::default(),
         },
         SinkWorker {
-            name: name.to_string(),
+            shared,
             sink,
             fields,
             rx,
-            spool,
-            spilling,
-            stats,
-            dead_letter: dir.join("dead-letter.jsonl"),
-            batch_size: batch_size.max(1),
-            linger,
+            dead_letter,
+            batch_size: cfg.batch_size.max(1),
+            linger: Duration::from_millis(cfg.linger_ms),
+            failing: Problem::default(),
+            spool_problem: Problem::default(),
         },
     ))
 }
 
+/// Checks the positions a sink reported against the batch: each inside it, none twice.
+fn check_positions(
+    retry: &[usize],
+    rejected: &[(usize, String)],
+    len: usize,
+) -> Result<(), String> {
+    let mut seen = vec![false; len];
+    for &i in retry.iter().chain(rejected.iter().map(|(i, _)| i)) {
+        match seen.get_mut(i) {
+            None => {
+                return Err(format!(
+                    "the destination reported position {i} in a batch of {len}"
+                ))
+            }
+            Some(true) => {
+                return Err(format!(
+                    "the destination reported position {i} twice in a batch of {len}"
+                ))
+            }
+            Some(s) => *s = true,
+        }
+    }
+    Ok(())
+}
+
 impl SinkWorker {
-    /// Writes refused records with the reason, one JSON object per line.
-    fn dead_letter(&self, records: &[(&Record, String)]) {
-        let mut buf = Vec::new();
-        for (r, why) in records {
-            buf.extend_from_slice(b"{\"reason\":");
-            buf.extend_from_slice(serde_json::to_string(why).unwrap_or_default().as_bytes());
-            buf.extend_from_slice(b",\"event\":");
-            buf.extend_from_slice(&r.json);
-            buf.extend_from_slice(b"}\n");
+    fn log(&self, line: &str) {
+        report::log(&self.shared.name, line);
+    }
+
+    /// Writes refused records with their reasons.
+    fn dead_letter(&mut self, refused: &[(&Record, String)]) {
+        let letters: Vec<(Letter<'_>, &str)> = refused
+            .iter()
+            .map(|(r, why)| (Letter::Record(r), why.as_str()))
+            .collect();
+        let name = self.shared.name.clone();
+        let w = self.dead_letter.write(&letters, |l| report::log(&name, l));
+        add(&self.shared.stats.dead_lettered, w.written);
+        add(&self.shared.stats.dead_letter_dropped, w.dropped);
+    }
+
+    /// The output is gone for good: say so once, and count what it will not get.
+    fn close(&mut self, why: &str, lost: u64) {
+        let s = &self.shared;
+        s.closed.store(true, Ordering::Release);
+        let mut lost = lost;
+        while self.rx.try_recv().is_ok() {
+            lost += 1;
         }
-        let written = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.dead_letter)
-            .and_then(|mut f| f.write_all(&buf));
-        if let Err(e) = written {
-            eprintln!(
-                "vigil: sink {}: cannot write the dead-letter file {}: {e}",
-                self.name,
-                self.dead_letter.display()
-            );
-        }
-        self.stats
-            .dead_lettered
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        add(&s.stats.dropped, lost);
+        self.log(&format!(
+            "{why}: no longer written; what would have gone there is counted as dropped (the agent keeps running and enforcing)"
+        ));
     }
 
     /// Delivers `batch` until every record arrived or was refused for good; returns what is
@@ -241,7 +350,6 @@ impl SinkWorker {
         }
         let mut todo: Vec<Vec<Record>> = vec![batch];
         let mut backoff = BACKOFF_MIN;
-        let mut last_error = String::new();
         while let Some(b) = todo.pop() {
             let outcome = tokio::select! {
                 d = self.sink.deliver(&b) => d,
@@ -250,19 +358,39 @@ impl SinkWorker {
                     return todo.into_iter().flatten().collect();
                 }
             };
+            let outcome = match outcome {
+                Delivery::Partial { retry, rejected } => {
+                    match check_positions(&retry, &rejected, b.len()) {
+                        Ok(()) => Delivery::Partial { retry, rejected },
+                        Err(why) => Delivery::Retry(why),
+                    }
+                }
+                o => o,
+            };
             let pause = match outcome {
                 Delivery::Delivered => {
-                    self.stats
-                        .delivered
-                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    add(&self.shared.stats.delivered, b.len() as u64);
+                    if let Some(line) = self.failing.cleared("delivering again") {
+                        self.log(&line);
+                    }
                     backoff = BACKOFF_MIN;
                     continue;
                 }
-                Delivery::TooLarge => {
+                Delivery::Closed(why) => {
+                    let lost = b.len() + todo.iter().map(Vec::len).sum::<usize>();
+                    self.close(&why, lost as u64);
+                    return Vec::new();
+                }
+                Delivery::TooLarge if b.len() > 1 => {
                     let mut b = b;
                     let tail = b.split_off(b.len() / 2);
                     todo.push(tail);
                     todo.push(b);
+                    continue;
+                }
+                Delivery::TooLarge => {
+                    let why = "larger than the destination accepts, alone".to_string();
+                    self.dead_letter(&[(&b[0], why)]);
                     continue;
                 }
                 Delivery::Partial { retry, rejected } => {
@@ -272,22 +400,22 @@ impl SinkWorker {
                         .collect();
                     self.dead_letter(&refused);
                     let delivered = b.len() - retry.len() - rejected.len();
-                    self.stats
-                        .delivered
-                        .fetch_add(delivered as u64, Ordering::Relaxed);
+                    add(&self.shared.stats.delivered, delivered as u64);
                     if retry.is_empty() {
                         continue;
                     }
                     todo.push(retry.iter().map(|i| b[*i].clone()).collect());
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    add(&self.shared.stats.retries, 1);
                     jitter(backoff)
                 }
                 Delivery::Retry(why) => {
-                    if why != last_error {
-                        eprintln!("vigil: sink {}: {why}; retrying", self.name);
-                        last_error = why;
+                    if let Some(line) = self
+                        .failing
+                        .occurred(&format!("{why}; retrying"), Instant::now())
+                    {
+                        self.log(&line);
                     }
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    add(&self.shared.stats.retries, 1);
                     todo.push(b);
                     if stop.finishing() {
                         return todo.into_iter().flatten().collect();
@@ -304,13 +432,59 @@ impl SinkWorker {
         Vec::new()
     }
 
-    /// Runs until `stop` is set and the queue is empty; what could not be delivered by then is
-    /// spooled for the next run.
+    /// One round of the spool: the oldest lines, delivered or dead-lettered, then consumed.
+    /// Returns false when the worker must stop (the agent stops and the delivery failed).
+    async fn drain_spool(&mut self, stop: &mut StopSignal) -> bool {
+        let peeked = match self.shared.spool.peek(self.batch_size) {
+            Ok(p) => p,
+            Err(e) => {
+                let what = format!("cannot read the spool: {e}");
+                if let Some(line) = self.spool_problem.occurred(&what, Instant::now()) {
+                    self.log(&line);
+                }
+                return tokio::select! {
+                    () = tokio::time::sleep(BACKOFF_MAX) => true,
+                    () = stop.finished() => false,
+                };
+            }
+        };
+        if !peeked.bad.is_empty() {
+            let name = self.shared.name.clone();
+            let w = self
+                .dead_letter
+                .write_lines(&peeked.bad, |l| report::log(&name, l));
+            add(&self.shared.stats.dead_lettered, w.written);
+            add(&self.shared.stats.dead_letter_dropped, w.dropped);
+        }
+        if !peeked.records.is_empty() {
+            let left = self.deliver_all(peeked.records.clone(), stop).await;
+            if !left.is_empty() {
+                return false; // still in the spool: nothing to save
+            }
+        }
+        if let Err(e) = self.shared.spool.commit(&peeked) {
+            let what = format!("cannot update the spool: {e}");
+            if let Some(line) = self.spool_problem.occurred(&what, Instant::now()) {
+                self.log(&line);
+            }
+        }
+        true
+    }
+
+    /// Runs until `stop` says finish and the memory queue is empty; what could not be delivered
+    /// by then is spooled for the next run.
     pub async fn run(mut self, mut stop: StopSignal) {
         loop {
-            // The spool first: it holds the oldest records.
-            if self.spool.pending() > 0 {
-                // Records queued in memory before spilling began are older still.
+            if self.shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            if stop.is_abandoned() {
+                self.save(Vec::new());
+                return;
+            }
+            // The spool holds the oldest records, except for those queued in memory before
+            // spilling began, which are older still.
+            if self.shared.spool.pending() > 0 {
                 let mut queued = Vec::new();
                 while let Ok(r) = self.rx.try_recv() {
                     queued.push(r);
@@ -321,30 +495,29 @@ impl SinkWorker {
                         self.save(left);
                         return;
                     }
-                    continue;
+                } else if stop.finishing() || !self.drain_spool(&mut stop).await {
+                    // What is spooled stays there for the next run.
+                    return;
                 }
-                match self.spool.peek(self.batch_size) {
-                    Ok((batch, offset)) => {
-                        let n = batch.len() as u64;
-                        let left = self.deliver_all(batch, &mut stop).await;
-                        if !left.is_empty() {
-                            return; // still in the spool: nothing to save
-                        }
-                        if let Err(e) = self.spool.commit(offset, n) {
-                            eprintln!("vigil: sink {}: spool: {e}", self.name);
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("vigil: sink {}: spool: {e}", self.name);
-                        tokio::time::sleep(BACKOFF_MAX).await;
-                    }
+                if self.shared.spool.pending() == 0 {
+                    self.shared.spilling.store(false, Ordering::Release);
                 }
-                if self.spool.pending() == 0 {
-                    self.spilling.store(false, Ordering::Release);
-                }
+                // A spool of many batches to a sink that answers at once (a file) must not hold
+                // the agent's only thread.
+                tokio::task::yield_now().await;
                 continue;
             }
+            let first = tokio::select! {
+                biased;
+                r = self.rx.recv() => r,
+                () = self.shared.spilled.notified() => continue,
+                () = stop.finished() => None,
+            };
+            let Some(first) = first else {
+                return;
+            };
             let mut batch = Vec::with_capacity(self.batch_size);
+            batch.push(first);
             let deadline = tokio::time::Instant::now() + self.linger;
             while batch.len() < self.batch_size {
                 match tokio::time::timeout_at(deadline, self.rx.recv()).await {
@@ -352,17 +525,12 @@ impl SinkWorker {
                     Ok(None) | Err(_) => break,
                 }
             }
-            if batch.is_empty() {
-                if stop.finishing() {
-                    return;
-                }
-                continue;
-            }
             let left = self.deliver_all(batch, &mut stop).await;
             if !left.is_empty() {
                 self.save(left);
                 return;
             }
+            tokio::task::yield_now().await;
         }
     }
 
@@ -371,17 +539,18 @@ impl SinkWorker {
         while let Ok(r) = self.rx.try_recv() {
             left.push(r);
         }
-        match self.spool.append(&left) {
-            Ok(()) => {
-                self.stats
-                    .spooled
-                    .fetch_add(left.len() as u64, Ordering::Relaxed);
+        if left.is_empty() || self.shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        match self.shared.spool.append(&left) {
+            Ok(()) => add(&self.shared.stats.spooled, left.len() as u64),
+            Err(e) => {
+                add(&self.shared.stats.dropped, left.len() as u64);
+                self.log(&format!(
+                    "{} records could not be spooled at shutdown: {e}",
+                    left.len()
+                ));
             }
-            Err(e) => eprintln!(
-                "vigil: sink {}: {} records could not be spooled at shutdown: {e}",
-                self.name,
-                left.len()
-            ),
         }
     }
 }
@@ -390,4 +559,20 @@ impl SinkWorker {
 fn jitter(d: Duration) -> Duration {
     let ms = d.as_millis() as u64;
     Duration::from_millis(ms - ms / 4 + fastrand::u64(0..=ms / 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_outside_the_batch_or_repeated_are_refused() {
+        assert!(check_positions(&[0], &[(2, "x".into())], 3).is_ok());
+        assert!(check_positions(&[3], &[], 3)
+            .unwrap_err()
+            .contains("position 3 in a batch of 3"));
+        assert!(check_positions(&[1], &[(1, "x".into())], 3)
+            .unwrap_err()
+            .contains("twice"));
+    }
 }

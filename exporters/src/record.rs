@@ -1,10 +1,22 @@
 //! The unit every sink delivers: one event, encoded once as JSON, with the few facts sinks
 //! need beside the bytes (its time for Splunk and Elasticsearch, its exec id for Kafka keys, its
-//! kind). A record also has a line form, the format of the disk spool and the dead-letter file,
-//! so a spooled record comes back exactly as it went in.
+//! kind). A record also has a line form, the format of the disk spool, so a spooled record comes
+//! back exactly as it went in; and the lines stdout and the file sinks write ([`LineFormat`]).
 
 use bytes::Bytes;
+use serde::Deserialize;
 use vigil_events::Event;
+
+/// How stdout and the file sinks write a record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineFormat {
+    /// The event's JSON, one object per line (Tetragon's shape).
+    #[default]
+    Json,
+    /// One readable line per event, as `tetra getevents -o compact`.
+    Compact,
+}
 
 /// One encoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +106,28 @@ impl Record {
     }
 }
 
+impl Record {
+    /// Appends the record's line in `format`, with its newline, to `out`.
+    ///
+    /// A compact line is rendered from the event, which the record holds only as JSON: it is
+    /// parsed back ([`Event`] deserializes what it serializes). The JSON is what every sink
+    /// shares, already redacted and the only form that survives the spool, so fresh and
+    /// spooled records take the same path, the hot path encodes once whatever the outputs, and
+    /// the parse is paid by compact output alone, a format for a person's terminal. A record
+    /// that does not parse back (a field filter cut what an event needs) is written as JSON
+    /// rather than lost.
+    pub fn write_line(&self, format: LineFormat, out: &mut Vec<u8>) {
+        match format {
+            LineFormat::Compact => match serde_json::from_slice::<Event>(&self.json) {
+                Ok(e) => out.extend_from_slice(vigil_events::compact::render(&e).as_bytes()),
+                Err(_) => out.extend_from_slice(&self.json),
+            },
+            LineFormat::Json => out.extend_from_slice(&self.json),
+        }
+        out.push(b'\n');
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +152,39 @@ mod tests {
         };
         let line = r.to_line();
         assert_eq!(Record::from_line(&line[..line.len() - 1]), Some(r));
+    }
+
+    #[test]
+    fn a_compact_line_is_rendered_from_the_records_json() {
+        let e = Event {
+            body: vigil_events::EventBody::ProcessExec(vigil_events::ProcessExec {
+                process: std::sync::Arc::new(vigil_events::Process {
+                    binary: "/usr/bin/curl".into(),
+                    arguments: "https://example.org".into(),
+                    ..Default::default()
+                }),
+                parent: None,
+                ancestors: vec![],
+            }),
+            node_name: "node".into(),
+            time: "2026-11-25T10:00:00Z".into(),
+        };
+        let r = Record::encode(&e);
+        let mut out = Vec::new();
+        r.write_line(LineFormat::Compact, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{}\n", vigil_events::compact::render(&e))
+        );
+        let mut out = Vec::new();
+        r.write_line(LineFormat::Json, &mut out);
+        assert_eq!(out, [&r.json[..], b"\n"].concat());
+        let odd = Record {
+            json: Bytes::from_static(b"{\"not\":\"an event\"}"),
+            ..r
+        };
+        let mut out = Vec::new();
+        odd.write_line(LineFormat::Compact, &mut out);
+        assert_eq!(out, b"{\"not\":\"an event\"}\n");
     }
 }

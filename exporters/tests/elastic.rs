@@ -28,7 +28,7 @@ async fn bulk_with_ecs_documents_and_partial_failures() {
     let dir = Dir::new("es");
     std::fs::write(dir.join("key"), "k3y").unwrap();
     let yaml = format!(
-        "spool_dir: {}\nsinks:\n- name: es\n  type: elasticsearch\n  endpoint: {}\n  api_key: {{file: {}}}\n  data_stream: false\n  index: vigil\n  linger_ms: 50\n",
+        "spool_dir: {}\nsinks:\n- name: es\n  type: elasticsearch\n  endpoint: {}\n  api_key: {{file: {}}}\n  allow_plaintext: true\n  data_stream: false\n  index: vigil\n  linger_ms: 50\n",
         dir.join("spool").display(),
         server.endpoint(),
         dir.join("key").display()
@@ -81,4 +81,43 @@ async fn bulk_with_ecs_documents_and_partial_failures() {
         "{dead}"
     );
     assert_eq!(stats["es"]["dead_lettered"], 1);
+}
+
+/// A bulk response that does not describe the batch (more items than documents, items without
+/// a status, no items at all) is retried, never indexed into: the sink task survives it and the
+/// records arrive once the server answers properly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_bulk_response_is_retried_and_never_kills_the_sink() {
+    let server = elastic::ElasticServer::start("k3y");
+    let dir = Dir::new("es-malformed");
+    std::fs::write(dir.join("key"), "k3y").unwrap();
+    let yaml = format!(
+        "spool_dir: {}\nsinks:\n- name: es\n  type: elasticsearch\n  endpoint: {}\n  api_key: {{file: {}}}\n  allow_plaintext: true\n  linger_ms: 50\n",
+        dir.join("spool").display(),
+        server.endpoint(),
+        dir.join("key").display()
+    );
+    let bad =
+        |status: u64| serde_json::json!({"create": {"status": status, "error": {"type": "x"}}});
+    // Positions past the end of a one-document batch.
+    server
+        .respond_next(serde_json::json!({"errors": true, "items": [bad(201), bad(400), bad(429)]}));
+    // Items without a status.
+    server.respond_next(serde_json::json!({"errors": true, "items": [{"create": {}}]}));
+    // No items at all.
+    server.respond_next(serde_json::json!({"errors": true}));
+    let cfg: ExportersConfig = serde_yaml::from_str(&yaml).unwrap();
+    let mut ex = Exporters::new(&cfg, "node-1").unwrap();
+    ex.start();
+    ex.submit(&event("-s https://after-the-bad-answers"));
+    assert!(
+        wait_for(|| !server.docs().is_empty(), 20).await,
+        "the record arrived after the malformed responses"
+    );
+    let stats = ex.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(server.docs().len(), 1);
+    assert_eq!(server.bulk_requests(), 4);
+    assert_eq!(stats["es"]["delivered"], 1, "{stats}");
+    assert_eq!(stats["es"]["dead_lettered"], 0, "{stats}");
+    assert!(stats["es"]["retries"].as_u64().unwrap() >= 3, "{stats}");
 }

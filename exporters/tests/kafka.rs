@@ -17,7 +17,7 @@ use vigil_exporters::{config::ExportersConfig, sinks::kafka::partition_of, Expor
 
 fn exporters(dir: &Dir, port: u16, extra: &str) -> Exporters {
     let yaml = format!(
-        "spool_dir: {}\nsinks:\n- name: kafka\n  type: kafka\n  brokers: ['127.0.0.1:{port}']\n  topic: {TOPIC}\n{extra}",
+        "spool_dir: {}\nsinks:\n- name: kafka\n  type: kafka\n  brokers: ['127.0.0.1:{port}']\n  topic: {TOPIC}\n  allow_plaintext: true\n{extra}",
         dir.0.display()
     );
     let cfg: ExportersConfig = serde_yaml::from_str(&yaml).unwrap();

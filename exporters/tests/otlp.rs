@@ -109,7 +109,7 @@ fn start_rotel(dir: &Dir, grpc: u16, forward_to: &str) -> Server {
 fn exporters(dir: &Dir, grpc: u16) -> Exporters {
     std::fs::write(dir.join("auth"), "Bearer s3cret\n").unwrap();
     let yaml = format!(
-        "spool_dir: {spool}\nsinks:\n- name: otel\n  type: otlp\n  endpoint: http://127.0.0.1:{grpc}\n  headers: {{authorization: {{file: {auth}}}}}\n  cluster: test-cluster\n  resource: {{deployment.environment: ci}}\n  batch_size: 200\n  linger_ms: 20\n  queue_size: 500\n  timeout_secs: 2\n",
+        "spool_dir: {spool}\nsinks:\n- name: otel\n  type: otlp\n  endpoint: http://127.0.0.1:{grpc}\n  headers: {{authorization: {{file: {auth}}}}}\n  allow_plaintext: true\n  cluster: test-cluster\n  resource: {{deployment.environment: ci}}\n  batch_size: 200\n  linger_ms: 20\n  queue_size: 500\n  timeout_secs: 2\n",
         spool = dir.join("spool").display(),
         auth = dir.join("auth").display(),
     );

@@ -29,7 +29,7 @@ use crate::{
     detect::Detector,
     identity::Identity,
     loader::{cgroup_subsys_for_host, LoadError, LoadOptions, ProcessSensor},
-    output::{Format, Output},
+    output::{self, Format},
     policies::PolicyTable,
     policy_watch::PolicyManager,
     probe, proc_seed, system,
@@ -39,7 +39,7 @@ use crate::{
 pub struct AgentOptions {
     /// Kernel BTF file.
     pub btf: String,
-    /// Export file, or stdout.
+    /// Export file (a rotated file sink), or stdout.
     pub export_file: Option<PathBuf>,
     /// Line format.
     pub format: Format,
@@ -68,13 +68,14 @@ pub struct AgentOptions {
 pub struct AgentStats {
     /// Records read from the ring buffer.
     pub records: u64,
-    /// Events written.
+    /// Events built (and handed to the outputs).
     pub events: u64,
     /// Records that did not decode.
     pub decode_errors: u64,
     /// Sigma alerts raised.
     pub alerts: u64,
-    /// Per sink: delivered, retried, spooled, dead-lettered, rate-limited, filtered.
+    /// Per output and sink (stdout or the export file first): delivered, retried, spooled,
+    /// dead-lettered, rate-limited, filtered, dropped, spool errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exporters: Option<serde_json::Value>,
     /// Records the kernel could not queue, by kind.
@@ -173,22 +174,22 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         },
     );
     let detector = (!opts.sigma.is_empty()).then(|| Detector::start(opts.sigma.clone()));
-    let out = Output::open(opts.export_file.as_deref(), opts.format)
-        .with_context(|| format!("cannot open export file {:?}", opts.export_file))?;
-    let exporters = match &opts.config {
-        Some(cfg) => {
-            let mut e = Exporters::new(&cfg.exporters, &builder.identity.node)
-                .context("cannot start the exporters")?;
-            e.start();
-            log(format!("exporters: {} sinks", cfg.exporters.sinks.len()));
-            Some(e)
-        }
-        None => None,
-    };
+    // stdout or the export file, and the configuration's sinks: one pipeline.
+    let mut export = opts
+        .config
+        .as_ref()
+        .map(|c| c.exporters.clone())
+        .unwrap_or_default();
+    output::add_outputs(&mut export, opts.export_file.as_deref(), opts.format);
+    let mut exporters =
+        Exporters::new(&export, &builder.identity.node).context("cannot start the outputs")?;
+    exporters.start();
+    if let Some(cfg) = &opts.config {
+        log(format!("exporters: {} sinks", cfg.exporters.sinks.len()));
+    }
     let mut sinks = Sinks {
-        out,
         detector,
-        exporters,
+        exporters: Some(exporters),
     };
 
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the AsyncFd
@@ -219,11 +220,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 let mut guard = guard?;
                 drain(guard.get_inner_mut(), &mut builder, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()))?;
                 guard.clear_ready();
-                sinks.out.flush()?;
             }
             _ = tick.tick() => {
                 drain(ring.get_mut(), &mut builder, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()))?;
-                sinks.out.flush()?;
                 ticks = ticks.wrapping_add(1);
                 if !ticks.is_multiple_of(HOUSEKEEPING_EVERY) {
                     continue;
@@ -256,10 +255,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         &mut stats,
         policies.as_ref().map(|p| p.table()),
     )?;
-    sinks.out.flush()?;
     if let Some(e) = sinks.exporters.take() {
-        stats.exporters = Some(e.stats());
-        e.shutdown(EXPORT_GRACE).await;
+        stats.exporters = Some(e.shutdown(EXPORT_GRACE).await);
     }
     stats.ringbuf_drops = DropStats::from_slots(sensor.drops());
     stats.cache_size = builder.cache.len();
@@ -268,26 +265,25 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     Ok(())
 }
 
-/// Where events go: the output (stdout or the export file), the exporters' sinks; and the
-/// Sigma detector that adds alerts to them.
+/// Where events go: the exporters' pipeline (stdout or the export file, and the configured
+/// sinks), which never blocks and never fails, so no output can stop enforcement; and the Sigma
+/// detector that adds alerts to them.
 struct Sinks {
-    out: Output,
     detector: Option<Detector>,
+    /// `None` only once shutting down.
     exporters: Option<Exporters>,
 }
 
 impl Sinks {
-    fn emit(&mut self, event: &vigil_events::Event) -> Result<()> {
-        self.out.write(event)?;
+    fn emit(&mut self, event: &vigil_events::Event) {
         if let Some(e) = self.exporters.as_mut() {
             e.submit(event);
         }
-        Ok(())
     }
 }
 
-/// How long the exporters may take to deliver what is queued when the agent stops; the rest is
-/// spooled for the next run.
+/// How long the outputs and exporters may take to deliver what is queued when the agent stops;
+/// the rest is spooled for the next run.
 const EXPORT_GRACE: Duration = Duration::from_secs(5);
 
 /// Reads every record available now.
@@ -304,11 +300,11 @@ fn drain(
         match Record::parse(&item) {
             Ok(record) => {
                 if let Some(event) = builder.apply(record, now, policies) {
-                    sinks.emit(&event)?;
+                    sinks.emit(&event);
                     stats.events += 1;
                     let alerts = sinks.detector.as_ref().map(|d| d.alerts(&event));
                     for alert in alerts.unwrap_or_default() {
-                        sinks.emit(&alert)?;
+                        sinks.emit(&alert);
                         stats.alerts += 1;
                     }
                 }

@@ -36,7 +36,9 @@ struct Cli {
 enum Command {
     /// Capture process activity and stream events.
     Agent {
-        /// Write events to this file (appended, created 0600) instead of stdout.
+        /// Write events to this file instead of stdout: appended, created 0600 in a directory
+        /// only root can write, rotated at 100 MiB into 5 gzipped backups (a file sink named
+        /// `export-file`, with the same redaction as every sink).
         #[arg(long)]
         export_file: Option<PathBuf>,
         /// Output format.

@@ -1,13 +1,19 @@
-//! Where events go for now: JSON lines or compact lines, on stdout or in an export file.
+//! The agent's own outputs: stdout (JSON or compact lines) or, with `--export-file`, a file.
+//! Both are sinks of the exporters' pipeline (see vigil_exporters), declared here beside those
+//! of the configuration file, so redaction, filters, rotation and the accounting of failures
+//! apply to them as to any sink, and a slow or closed reader never stalls the agent.
+//!
+//! A reader that goes away (`vigil agent | head -1`) shows up as EPIPE: Rust ignores SIGPIPE in
+//! its programs, so the write fails instead of killing the agent, and the stdout sink closes for
+//! good while enforcement goes on.
 
-use std::{
-    fs::OpenOptions,
-    io::{self, BufWriter, Write},
-    os::unix::fs::OpenOptionsExt,
-    path::Path,
+use std::path::Path;
+
+use vigil_exporters::{
+    config::{ExportersConfig, SinkConfig, SinkKind},
+    record::LineFormat,
+    sinks::{file::FileConfig, stdout::StdoutConfig},
 };
-
-use vigil_events::{compact, Event};
 
 /// Line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -18,42 +24,83 @@ pub enum Format {
     Compact,
 }
 
-/// A buffered event writer.
-pub struct Output {
-    w: BufWriter<Box<dyn Write + Send>>,
-    format: Format,
+impl From<Format> for LineFormat {
+    fn from(f: Format) -> LineFormat {
+        match f {
+            Format::Json => LineFormat::Json,
+            Format::Compact => LineFormat::Compact,
+        }
+    }
 }
 
-impl Output {
-    /// Writes to `path` (appending, created 0600) or to stdout.
-    pub fn open(path: Option<&Path>, format: Format) -> io::Result<Self> {
-        let inner: Box<dyn Write + Send> = match path {
-            Some(p) => Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(p)?,
-            ),
-            None => Box::new(io::stdout()),
-        };
-        Ok(Output {
-            w: BufWriter::with_capacity(1 << 16, inner),
-            format,
-        })
-    }
+/// The name of the `--export-file` sink (its spool is `<spool_dir>/export-file/`).
+pub const EXPORT_FILE: &str = "export-file";
+/// The name of the stdout sink.
+pub const STDOUT: &str = "stdout";
 
-    /// Writes one event.
-    pub fn write(&mut self, event: &Event) -> io::Result<()> {
-        match self.format {
-            Format::Json => serde_json::to_writer(&mut self.w, event).map_err(io::Error::other)?,
-            Format::Compact => self.w.write_all(compact::render(event).as_bytes())?,
+/// Adds the agent's own output to `cfg`'s sinks, first: the export file when there is one,
+/// else stdout unless the configuration declares a stdout sink of its own.
+pub fn add_outputs(cfg: &mut ExportersConfig, export_file: Option<&Path>, format: Format) {
+    let kind = match export_file {
+        Some(path) => SinkKind::File(FileConfig {
+            format: format.into(),
+            ..FileConfig::at(path.to_path_buf())
+        }),
+        None if cfg
+            .sinks
+            .iter()
+            .any(|s| matches!(s.kind, SinkKind::Stdout(_))) =>
+        {
+            return
         }
-        self.w.write_all(b"\n")
+        None => SinkKind::Stdout(StdoutConfig {
+            format: format.into(),
+        }),
+    };
+    let name = if export_file.is_some() {
+        EXPORT_FILE
+    } else {
+        STDOUT
+    };
+    let mut sink = SinkConfig::new(name, kind);
+    // Lines appear as soon as the agent's loop has read them (`make run`, tests that read the
+    // export file while the agent runs): a batch is what one read of the ring buffer produced.
+    sink.linger_ms = 0;
+    cfg.sinks.insert(0, sink);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdout_or_the_export_file_becomes_the_first_sink() {
+        let mut cfg = ExportersConfig::default();
+        add_outputs(&mut cfg, None, Format::Compact);
+        assert_eq!(cfg.sinks[0].name, STDOUT);
+        assert!(matches!(
+            &cfg.sinks[0].kind,
+            SinkKind::Stdout(StdoutConfig {
+                format: LineFormat::Compact
+            })
+        ));
+        let mut cfg = ExportersConfig::default();
+        add_outputs(&mut cfg, Some(Path::new("/var/log/ev.jsonl")), Format::Json);
+        let SinkKind::File(f) = &cfg.sinks[0].kind else {
+            panic!("a file sink")
+        };
+        assert_eq!((f.max_size_mb, f.max_backups, f.compress), (100, 5, true));
+        assert_eq!(cfg.sinks[0].linger_ms, 0);
     }
 
-    /// Pushes buffered lines out.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.w.flush()
+    #[test]
+    fn a_configured_stdout_sink_replaces_the_agents_own() {
+        let mut cfg = ExportersConfig::default();
+        cfg.sinks.push(SinkConfig::new(
+            "alerts",
+            SinkKind::Stdout(StdoutConfig::default()),
+        ));
+        add_outputs(&mut cfg, None, Format::Json);
+        assert_eq!(cfg.sinks.len(), 1);
     }
 }

@@ -36,6 +36,10 @@ pub struct ElasticConfig {
     /// A PEM file of CA certificates, beside the system roots.
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// Send secrets (or, for Kafka, events) over an unencrypted connection anyway; the agent
+    /// warns once at start. Only for a network you trust.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// Request timeout in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -224,30 +228,76 @@ impl ElasticSink {
         if v["errors"] != json!(true) {
             return Delivery::Delivered;
         }
-        let (mut retry, mut rejected) = (Vec::new(), Vec::new());
-        for (i, item) in v["items"].as_array().into_iter().flatten().enumerate() {
-            let result = item
-                .as_object()
-                .and_then(|o| o.values().next())
-                .cloned()
-                .unwrap_or_default();
-            let code = result["status"].as_u64().unwrap_or(0);
-            match code {
-                200..=299 | 409 => {}
-                429 | 500..=599 => retry.push(i),
-                _ => rejected.push((i, format!("bulk item {code}: {}", result["error"]))),
-            }
+        bulk_outcome(&v, batch.len())
+    }
+}
+
+/// What a bulk response with `errors: true` says about a batch of `len` documents. A response
+/// that does not describe the batch (no items, another number of items, an item without a
+/// status) is retried whole: which documents were stored is unknown, and positions read from
+/// it must never index the batch.
+fn bulk_outcome(v: &Value, len: usize) -> Delivery {
+    let Some(items) = v["items"].as_array() else {
+        return Delivery::Retry("bulk response says errors but lists no items".into());
+    };
+    if items.len() != len {
+        return Delivery::Retry(format!(
+            "bulk response lists {} items for {len} documents",
+            items.len()
+        ));
+    }
+    let (mut retry, mut rejected) = (Vec::new(), Vec::new());
+    for (i, item) in items.iter().enumerate() {
+        let result = item.as_object().and_then(|o| o.values().next());
+        let Some(code) = result.and_then(|r| r["status"].as_u64()) else {
+            // No status: whether it was stored is unknown; `create` makes a resend safe.
+            retry.push(i);
+            continue;
+        };
+        match code {
+            200..=299 | 409 => {}
+            429 | 500..=599 => retry.push(i),
+            _ => rejected.push((
+                i,
+                format!(
+                    "bulk item {code}: {}",
+                    result.map(|r| r["error"].clone()).unwrap_or_default()
+                ),
+            )),
         }
-        if retry.is_empty() && rejected.is_empty() {
-            Delivery::Delivered
-        } else {
-            Delivery::Partial { retry, rejected }
-        }
+    }
+    if retry.is_empty() && rejected.is_empty() {
+        Delivery::Delivered
+    } else {
+        Delivery::Partial { retry, rejected }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::{bulk_outcome, Delivery};
+    use serde_json::json;
+
+    #[test]
+    fn a_bulk_response_that_does_not_describe_the_batch_is_retried() {
+        let item = |s: u64| json!({"create": {"status": s}});
+        for v in [
+            json!({"errors": true}),
+            json!({"errors": true, "items": {}}),
+            json!({"errors": true, "items": [item(201), item(400), item(429)]}),
+            json!({"errors": true, "items": []}),
+        ] {
+            assert!(matches!(bulk_outcome(&v, 1), Delivery::Retry(_)), "{v}");
+        }
+        let v = json!({"errors": true, "items": [{"create": {}}, 7, item(400), item(409)]});
+        let Delivery::Partial { retry, rejected } = bulk_outcome(&v, 4) else {
+            panic!()
+        };
+        assert_eq!(retry, vec![0, 1]);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].0, 2);
+    }
+
     #[test]
     fn dated_indices_use_the_events_day() {
         assert_eq!(super::date(1_795_600_800_123_456_789), "2026.11.25");

@@ -1,19 +1,27 @@
-//! JSON lines in a file, rotated by size and by age: the current file is renamed to `.1` (older
-//! backups shift up, the oldest beyond `max_backups` is deleted) and, when asked, gzipped to
-//! `.1.gz`. Files are created 0600: events describe every process on the node.
+//! Lines in a file (JSON, or compact for `--export-file -o compact`), rotated by size and by
+//! age: the current file is renamed to `.1` (older backups shift up, the oldest beyond
+//! `max_backups` is deleted) and, when asked, gzipped to `.1.gz`. Files are created 0600: events
+//! describe every process on the node.
+//!
+//! Root writes here, in a directory a user may reach: the directory is a
+//! [`vigil_safe_fs::TrustedDir`] (created 0700 where missing, every component owned by root and
+//! not writable by others), the file is opened with `O_NOFOLLOW` and created exclusively, a
+//! backup is created exclusively, and renames and removals happen inside that directory without
+//! following a link. [`FileSink::new`] checks the file and every backup name it will rotate to,
+//! so a planted link stops the agent at start with the name of the link, its target untouched.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::Write,
-    os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, SystemTime},
 };
 
 use serde::Deserialize;
+use vigil_safe_fs::{FsError, TrustedDir};
 
 use super::Delivery;
-use crate::record::Record;
+use crate::record::{LineFormat, Record};
 
 /// `type: file`.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,6 +29,9 @@ use crate::record::Record;
 pub struct FileConfig {
     /// The file events are appended to.
     pub path: PathBuf,
+    /// `json` (the default) or `compact`.
+    #[serde(default)]
+    pub format: LineFormat,
     /// Rotate when the file reaches this many MiB (0: never by size).
     #[serde(default = "default_size")]
     pub max_size_mb: u64,
@@ -33,9 +44,24 @@ pub struct FileConfig {
     /// Gzip rotated files.
     #[serde(default = "default_true")]
     pub compress: bool,
-    /// File mode of new files (octal in YAML: `0o600`).
+    /// File mode of new files (octal in YAML: `0o600`); never writable by group or others.
     #[serde(default = "default_mode")]
     pub mode: u32,
+}
+
+impl FileConfig {
+    /// A file at `path` with the default rotation.
+    pub fn at(path: PathBuf) -> FileConfig {
+        FileConfig {
+            path,
+            format: LineFormat::Json,
+            max_size_mb: default_size(),
+            max_age_hours: 0,
+            max_backups: default_backups(),
+            compress: true,
+            mode: default_mode(),
+        }
+    }
 }
 
 fn default_size() -> u64 {
@@ -54,37 +80,69 @@ fn default_mode() -> u32 {
 /// The file sink.
 pub struct FileSink {
     cfg: FileConfig,
+    dir: TrustedDir,
+    name: String,
     file: Option<File>,
     size: u64,
     opened: SystemTime,
 }
 
-fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
 impl FileSink {
-    /// A sink writing to `cfg.path` (opened on first delivery).
-    pub fn new(cfg: FileConfig) -> FileSink {
-        FileSink {
+    /// A sink writing to `cfg.path`, created now if missing. Its directory is created 0700
+    /// where missing; the file and its backup names must not be links, files of another user,
+    /// or writable by others.
+    pub fn new(mut cfg: FileConfig) -> Result<FileSink, FsError> {
+        // A group- or world-writable file is refused when it exists: never create one.
+        cfg.mode &= 0o755;
+        let name = cfg
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+            .ok_or_else(|| FsError::BadName {
+                dir: cfg.path.parent().map(PathBuf::from).unwrap_or_default(),
+                name: cfg.path.display().to_string(),
+            })?
+            .to_string();
+        let parent = match cfg.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = TrustedDir::create(&parent)?;
+        let sink = FileSink {
             cfg,
+            dir,
+            name,
             file: None,
             size: 0,
             opened: SystemTime::now(),
+        };
+        let mut sink = sink;
+        for n in 1..=sink.cfg.max_backups {
+            sink.dir.check_entry(&sink.backup(n))?;
         }
+        // Opened (created) now: a problem shows at start, and the file exists from the start,
+        // as an export file always did.
+        let f = sink.dir.open_append(&sink.name, sink.cfg.mode)?;
+        sink.adopt(f).map_err(|source| FsError::Io {
+            path: sink.cfg.path.clone(),
+            op: "stat",
+            source,
+        })?;
+        Ok(sink)
+    }
+
+    fn backup(&self, n: u32) -> String {
+        let ext = if self.cfg.compress { ".gz" } else { "" };
+        format!("{}.{n}{ext}", self.name)
     }
 
     fn open(&mut self) -> std::io::Result<()> {
-        if let Some(dir) = self.cfg.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(self.cfg.mode)
-            .open(&self.cfg.path)?;
+        let f = self.dir.open_append(&self.name, self.cfg.mode)?;
+        self.adopt(f)
+    }
+
+    fn adopt(&mut self, f: File) -> std::io::Result<()> {
         let meta = f.metadata()?;
         self.size = meta.len();
         self.opened = meta
@@ -110,30 +168,26 @@ impl FileSink {
     /// Shifts the backups and moves the current file to `.1` (gzipped when configured).
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file = None;
-        let ext = if self.cfg.compress { ".gz" } else { "" };
-        let backup = |n: u32| with_suffix(&self.cfg.path, &format!(".{n}{ext}"));
-        let _ = std::fs::remove_file(backup(self.cfg.max_backups.max(1)));
-        for n in (1..self.cfg.max_backups.max(1)).rev() {
-            if backup(n).exists() {
-                std::fs::rename(backup(n), backup(n + 1))?;
+        let last = self.cfg.max_backups.max(1);
+        self.dir.remove(&self.backup(last))?;
+        for n in (1..last).rev() {
+            if self.dir.check_entry(&self.backup(n))? {
+                self.dir.rename(&self.backup(n), &self.backup(n + 1))?;
             }
         }
         if self.cfg.max_backups == 0 {
-            std::fs::remove_file(&self.cfg.path)?;
+            self.dir.remove(&self.name)?;
         } else if self.cfg.compress {
-            let data = std::fs::read(&self.cfg.path)?;
-            let out = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(self.cfg.mode)
-                .open(backup(1))?;
+            // `.1.gz` was just moved away or removed: it is created new, so a link planted
+            // there since is refused rather than followed. The file is streamed, not loaded.
+            let mut src = self.dir.open_read(&self.name)?;
+            let out = self.dir.create_new(&self.backup(1), self.cfg.mode)?;
             let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-            gz.write_all(&data)?;
+            std::io::copy(&mut src, &mut gz)?;
             gz.finish()?;
-            std::fs::remove_file(&self.cfg.path)?;
+            self.dir.remove(&self.name)?;
         } else {
-            std::fs::rename(&self.cfg.path, backup(1))?;
+            self.dir.rename(&self.name, &self.backup(1))?;
         }
         self.open()
     }
@@ -151,9 +205,9 @@ impl FileSink {
                 self.rotate()?;
                 aged = false;
             }
-            buf.extend_from_slice(&r.json);
-            buf.push(b'\n');
-            self.size += r.json.len() as u64 + 1;
+            let before = buf.len();
+            r.write_line(self.cfg.format, &mut buf);
+            self.size += (buf.len() - before) as u64;
         }
         self.flush_buf(&mut buf)
     }
@@ -182,7 +236,7 @@ impl FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::{os::unix::fs::PermissionsExt, path::Path};
 
     #[test]
     fn files_rotate_by_size_into_gzipped_backups_and_keep_a_bounded_number() {
@@ -190,13 +244,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("events.jsonl");
         let mut sink = FileSink::new(FileConfig {
-            path: path.clone(),
             max_size_mb: 1,
-            max_age_hours: 0,
             max_backups: 2,
-            compress: true,
-            mode: 0o600,
-        });
+            ..FileConfig::at(path.clone())
+        })
+        .unwrap();
         let rec = |n: usize| Record {
             time_ns: 0,
             kind: "process_exec".into(),
@@ -212,11 +264,11 @@ mod tests {
         }
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
-        let b1 = with_suffix(&path, ".1.gz");
-        let b2 = with_suffix(&path, ".2.gz");
+        let b1 = dir.join("events.jsonl.1.gz");
+        let b2 = dir.join("events.jsonl.2.gz");
         assert!(b1.exists() && b2.exists());
         assert!(
-            !with_suffix(&path, ".3.gz").exists(),
+            !dir.join("events.jsonl.3.gz").exists(),
             "only max_backups are kept"
         );
         assert_eq!(mode(&b1), 0o600);
@@ -235,6 +287,44 @@ mod tests {
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
         let current = std::fs::read_to_string(&path).unwrap();
         assert!(current.lines().last().unwrap().contains("\"n\":4199"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_link_at_the_file_or_a_backup_name_is_refused_at_start_and_not_followed() {
+        let dir = std::env::temp_dir().join(format!("vigil-file-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let target = dir.join("precious");
+        std::fs::write(&target, "root's data\n").unwrap();
+        for planted in ["events.jsonl", "events.jsonl.1.gz", "events.jsonl.5.gz"] {
+            let link = dir.join(planted);
+            std::os::unix::fs::symlink(&target, &link).unwrap();
+            let err = FileSink::new(FileConfig::at(dir.join("events.jsonl")))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(link.to_str().unwrap()), "{err}");
+            assert!(err.contains("symbolic link"), "{err}");
+            std::fs::remove_file(&link).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "root's data\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_others_may_write_is_refused() {
+        let dir = std::env::temp_dir().join(format!("vigil-file-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = FileSink::new(FileConfig::at(path.clone()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("writable by group or others"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -33,6 +33,10 @@ pub struct KafkaConfig {
     /// and retries with its own backoff, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Send secrets (or, for Kafka, events) over an unencrypted connection anyway; the agent
+    /// warns once at start. Only for a network you trust.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// TLS to the brokers (plaintext when absent).
     #[serde(default)]
     pub tls: Option<KafkaTls>,

@@ -9,6 +9,7 @@ pub mod http;
 pub mod kafka;
 pub mod otlp;
 pub mod splunk;
+pub mod stdout;
 
 use crate::record::Record;
 
@@ -29,10 +30,15 @@ pub enum Delivery {
         /// Indexes of records refused, and why.
         rejected: Vec<(usize, String)>,
     },
+    /// The destination is gone for good (a closed stdout): nothing more can be written there.
+    /// The pipeline stops trying and counts what it no longer writes as dropped.
+    Closed(String),
 }
 
 /// Any sink.
 pub enum Sink {
+    /// The agent's standard output.
+    Stdout(stdout::StdoutSink),
     /// Rotated JSON-lines files.
     File(file::FileSink),
     /// Splunk HTTP Event Collector.
@@ -49,6 +55,7 @@ impl Sink {
     /// Delivers `batch`.
     pub async fn deliver(&mut self, batch: &[Record]) -> Delivery {
         match self {
+            Sink::Stdout(s) => s.deliver(batch).await,
             Sink::File(s) => s.deliver(batch),
             Sink::Splunk(s) => s.deliver(batch).await,
             Sink::Elastic(s) => s.deliver(batch).await,

@@ -56,6 +56,10 @@ pub struct OtlpConfig {
     /// Compress requests with gzip.
     #[serde(default = "default_true")]
     pub gzip: bool,
+    /// Send secrets (or, for Kafka, events) over an unencrypted connection anyway; the agent
+    /// warns once at start. Only for a network you trust.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// Request timeout in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -319,6 +323,7 @@ mod tests {
             ca_file: None,
             gzip: true,
             timeout_secs: 1,
+            allow_plaintext: false,
             cluster: Some("prod".into()),
             resource: BTreeMap::from([("deployment.environment".into(), "test".into())]),
             body,
@@ -399,6 +404,7 @@ mod tests {
             ca_file: Some("/etc/ssl/ca.pem".into()),
             gzip: false,
             timeout_secs: 1,
+            allow_plaintext: false,
             cluster: None,
             resource: BTreeMap::new(),
             body: BodyFormat::Json,

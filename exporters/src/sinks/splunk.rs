@@ -50,6 +50,10 @@ pub struct SplunkConfig {
     /// Request timeout in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Send secrets (or, for Kafka, events) over an unencrypted connection anyway; the agent
+    /// warns once at start. Only for a network you trust.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// Wait for indexer acknowledgement before counting a batch delivered.
     #[serde(default)]
     pub ack: bool,

@@ -2,6 +2,8 @@
 //! and `POST /_bulk` with `create` actions, `Authorization: ApiKey <key>` (401 otherwise), and
 //! the partial failures of a real bulk response: a document holding `es-retry-me` gets a 429
 //! item the first time it is seen, one holding `es-reject-me` a 400 `mapper_parsing_exception`.
+//! A test can also queue crafted bulk responses ([`ElasticServer::respond_next`]), answered (in
+//! order) instead of the real ones, to play a broken or hostile server.
 
 use std::{
     collections::HashSet,
@@ -19,6 +21,7 @@ struct Shared {
     docs: Mutex<Vec<(String, Value)>>,
     seen_retry: Mutex<HashSet<String>>,
     bulk_requests: Mutex<usize>,
+    crafted: Mutex<std::collections::VecDeque<String>>,
 }
 
 /// The server.
@@ -29,6 +32,9 @@ pub struct ElasticServer {
 
 fn bulk(shared: &Shared, body: &[u8]) -> (u16, String) {
     *shared.bulk_requests.lock().unwrap() += 1;
+    if let Some(crafted) = shared.crafted.lock().unwrap().pop_front() {
+        return (200, crafted);
+    }
     let text = String::from_utf8_lossy(body);
     let mut lines = text.lines().filter(|l| !l.is_empty());
     let mut items = Vec::new();
@@ -120,6 +126,15 @@ impl ElasticServer {
     /// Index templates installed, by name.
     pub fn templates(&self) -> Vec<(String, Value)> {
         self.shared.templates.lock().unwrap().clone()
+    }
+
+    /// Answers the next `_bulk` request with `body` (status 200), storing nothing.
+    pub fn respond_next(&self, body: Value) {
+        self.shared
+            .crafted
+            .lock()
+            .unwrap()
+            .push_back(body.to_string());
     }
 
     /// `_bulk` requests received.

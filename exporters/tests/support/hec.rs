@@ -241,11 +241,6 @@ impl HecServer {
         self.shared.events.lock().unwrap().clone()
     }
 
-    /// How many envelopes were received.
-    pub fn count(&self) -> usize {
-        self.shared.events.lock().unwrap().len()
-    }
-
     /// Every request received.
     pub fn requests(&self) -> Vec<HecRequest> {
         self.shared.requests.lock().unwrap().clone()
