@@ -219,3 +219,46 @@ impl Exporters {
 
 /// How long a sink may take to spool what it holds once its delivery is abandoned.
 const SPOOL_GRACE: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(yaml: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("vigil-ex-refused-{}", std::process::id()));
+        let cfg: ExportersConfig =
+            serde_yaml::from_str(&format!("spool_dir: {}\n{yaml}", dir.display())).unwrap();
+        let err = Exporters::new(&cfg, "n")
+            .err()
+            .expect("refused")
+            .to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        err
+    }
+
+    #[tokio::test]
+    async fn a_secret_over_plaintext_is_refused_unless_allowed() {
+        let err = refused(
+            "sinks:\n- name: hec\n  type: splunk_hec\n  endpoint: http://10.0.0.1:8088\n  token: {env: PATH}\n",
+        );
+        assert!(
+            err.starts_with("sink hec: would send the HEC token over http://10.0.0.1:8088"),
+            "{err}"
+        );
+        assert!(err.contains("allow_plaintext: true"), "{err}");
+        let err = refused("sinks:\n- name: k\n  type: kafka\n  brokers: [h:9092]\n  topic: t\n");
+        assert!(
+            err.contains("sink k: would send the events unencrypted"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_sink_name_that_leaves_the_spool_directory_is_refused() {
+        let err = refused("sinks:\n- name: ../../etc\n  type: stdout\n");
+        assert!(
+            err.contains("`../../etc`") && err.contains("letters, digits"),
+            "{err}"
+        );
+    }
+}

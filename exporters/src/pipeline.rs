@@ -575,4 +575,82 @@ mod tests {
             .unwrap_err()
             .contains("twice"));
     }
+
+    use crate::{
+        config::SinkKind,
+        sinks::stdout::{StdoutConfig, StdoutSink},
+    };
+
+    fn rec(n: u64) -> Record {
+        Record {
+            time_ns: n,
+            kind: "process_exec".into(),
+            exec_id: format!("e{n}"),
+            json: format!("{{\"n\":{n}}}").into_bytes().into(),
+        }
+    }
+
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("vigil-pipe-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        p
+    }
+
+    #[tokio::test]
+    async fn a_closed_output_stops_being_tried_and_counts_what_it_no_longer_gets() {
+        let dir = scratch("closed");
+        let (r, w) = std::io::pipe().unwrap();
+        drop(r);
+        let cfg = SinkConfig::new("stdout", SinkKind::Stdout(StdoutConfig::default()));
+        let sink = Sink::Stdout(StdoutSink::with_writer(
+            &StdoutConfig::default(),
+            "stdout",
+            Box::new(w),
+        ));
+        let (mut handle, worker) =
+            pipeline(&cfg, sink, FieldFilters::default(), &dir, 1 << 30, 1 << 20).unwrap();
+        let (stop, signal) = stop_signal();
+        let task = tokio::spawn(worker.run(signal));
+        for n in 0..10 {
+            handle.submit(rec(n));
+        }
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the worker of a closed output ends")
+            .unwrap();
+        for n in 10..20 {
+            handle.submit(rec(n));
+        }
+        stop.finish();
+        let stats = handle.stats();
+        assert_eq!(stats["dropped"], 20, "{stats}");
+        assert_eq!(stats["delivered"], 0, "{stats}");
+        assert_eq!(stats["spooled"], 0, "not spooled forever: {stats}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_drops_and_counts_without_failing_the_caller() {
+        let dir = scratch("full");
+        let mut cfg = SinkConfig::new("s", SinkKind::Stdout(StdoutConfig::default()));
+        cfg.queue_size = 1;
+        let sink = Sink::Stdout(StdoutSink::with_writer(
+            &StdoutConfig::default(),
+            "stdout",
+            Box::new(std::io::sink()),
+        ));
+        let line = rec(1).to_line().len() as u64;
+        let (mut handle, _worker) =
+            pipeline(&cfg, sink, FieldFilters::default(), &dir, line * 3, 1 << 20).unwrap();
+        // No worker runs: one record fills the queue, three the spool, the rest are dropped.
+        for n in 0..10 {
+            handle.submit(rec(n));
+        }
+        let stats = handle.stats();
+        assert_eq!(stats["spooled"], 3, "{stats}");
+        assert_eq!(stats["dropped"], 6, "{stats}");
+        assert_eq!(stats["spool_errors"], 0, "a cap is not an error: {stats}");
+        assert_eq!(stats["spool_pending"], 3, "{stats}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -37,7 +37,7 @@ pub struct KafkaConfig {
     /// warns once at start. Only for a network you trust.
     #[serde(default)]
     pub allow_plaintext: bool,
-    /// TLS to the brokers (plaintext when absent).
+    /// TLS to the brokers (plaintext when absent, which needs `allow_plaintext: true`).
     #[serde(default)]
     pub tls: Option<KafkaTls>,
 }
