@@ -23,7 +23,7 @@ pub use config::config;
 pub use encoders::{dns, events};
 pub use filters::filters;
 pub use policy::policy;
-pub use records::{ring_record, spool_lines};
+pub use records::{ring_record, spool_lines, spool_scratch_dir, spool_segment};
 pub use sigma::sigma;
 
 /// A target: its name (the file `fuzz/fuzz_targets/<name>.rs` and the corpus directories are
@@ -38,6 +38,7 @@ pub const TARGETS: &[Target] = &[
     ("dns", dns),
     ("ring_record", ring_record),
     ("spool_lines", spool_lines),
+    ("spool_segment", spool_segment),
     ("filters", filters),
     ("events", events),
 ];

@@ -57,6 +57,7 @@ fn every_saved_fuzz_input_runs_through_its_target_without_a_panic() {
         total += count;
     }
     panic::set_hook(hook);
+    let _ = fs::remove_dir_all(vigil_fuzz_targets::spool_scratch_dir());
     eprintln!(
         "replayed {total} fuzz inputs of {} targets in {:.1?}",
         TARGETS.len(),
