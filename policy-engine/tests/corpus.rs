@@ -68,20 +68,110 @@ fn every_broken_policy_gets_its_precise_error() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// What vigil does with each of Tetragon's example policies.
-const TETRAGON_POLICIES: [(&str, Option<&str>); 13] = [
+/// Every Tetragon example in the shared test data, and what vigil says of it: `None` where it
+/// loads, else words of the reason it is refused for.
+const TETRAGON_POLICIES: [(&str, Option<&str>); 57] = [
+    (
+        "other_file-block-kubectl-exec-access.yaml",
+        Some("unknown variant `Pod`, expected `TracingPolicy` or"),
+    ),
+    (
+        "policylibrary_bpf.yaml",
+        Some("argument type `bpf_attr` is not supported by vigil"),
+    ),
+    (
+        "policylibrary_egress.yaml",
+        Some("`${PODCIDR}` is not an IPv4 or IPv6 address or CIDR"),
+    ),
     ("policylibrary_modules.yaml", None),
+    (
+        "policylibrary_privileges-raise.yaml",
+        Some("argument type `nop` is not supported by vigil"),
+    ),
+    ("policylibrary_privileges-setuid-root.yaml", None),
+    (
+        "policylibrary_sshd.yaml",
+        Some("unknown option `disable-kprobe-multi`"),
+    ),
+    (
+        "quickstart_file_monitoring.yaml",
+        Some("`.bashrc` is not an absolute path; the kernel compares the"),
+    ),
     (
         "quickstart_file_monitoring_enforce.yaml",
         Some("a TracingPolicyNamespaced needs a namespace"),
     ),
     (
+        "quickstart_network_egress_cluster.yaml",
+        Some("`${PODCIDR}` is not an IPv4 or IPv6 address or CIDR"),
+    ),
+    (
+        "quickstart_network_egress_cluster_enforce.yaml",
+        Some("a TracingPolicyNamespaced needs a namespace"),
+    ),
+    (
+        "tracingpolicy_cve-2023-2640-overlayfs-ubuntu.yaml",
+        Some("1 is not an error number"),
+    ),
+    (
+        "tracingpolicy_datagram-with-sock-tracking.yaml",
+        Some("`returnArgAction` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_datagram.yaml",
+        Some("argument type `skb` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_datagram_518.yaml",
+        Some("`returnArgAction` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_dev_queue_xmit.yaml",
+        Some("argument type `skb` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_dns-only-specified-servers.yaml",
+        Some("argument type `skb` is not supported by vigil"),
+    ),
+    ("tracingpolicy_fd_install_caps.yaml", None),
+    ("tracingpolicy_fd_install_ns_host.yaml", None),
+    (
         "tracingpolicy_filename_monitoring.yaml",
         Some("argument type `nop` is not supported by vigil"),
     ),
     (
+        "tracingpolicy_filename_monitoring_filtered.yaml",
+        Some("argument type `nop` is not supported by vigil"),
+    ),
+    ("tracingpolicy_hardlink-observe.yaml", None),
+    ("tracingpolicy_hardlink-override.yaml", None),
+    (
+        "tracingpolicy_kill_unprivileged_user_namespace_in_pid_namespace.yaml",
+        Some("argument type `nop` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_kprobe_commit_creds.yaml",
+        Some("argument type `cred` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_list-generated-ftrace.yaml",
+        Some("`lists` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_list-syscalls-generated.yaml",
+        Some("`lists` is not supported by vigil"),
+    ),
+    (
         "tracingpolicy_list-syscalls-tracepoint.yaml",
         Some("`lists` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_list-syscalls.yaml",
+        Some("`lists` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_loader.yaml",
+        Some("unknown field `loader`, expected one of `kprobes`,"),
     ),
     (
         "tracingpolicy_lsm_bprm_check.yaml",
@@ -89,14 +179,68 @@ const TETRAGON_POLICIES: [(&str, Option<&str>); 13] = [
     ),
     ("tracingpolicy_lsm_file_open.yaml", None),
     (
+        "tracingpolicy_modules-nohost.yaml",
+        Some("`podSelector` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_monitor-kernel-modules.yaml",
+        Some("argument type `module` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_monitor-signed-kernel-modules.yaml",
+        Some("argument type `nop` is not supported by vigil"),
+    ),
+    ("tracingpolicy_override-security.yaml", None),
+    (
+        "tracingpolicy_process-creds-changed.yaml",
+        Some("argument type `cred` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_process-creds-installed.yaml",
+        Some("argument type `cred` is not supported by vigil"),
+    ),
+    (
+        "tracingpolicy_process.credentials.changes.at.syscalls.yaml",
+        None,
+    ),
+    (
         "tracingpolicy_rawtp.yaml",
-        Some("`raw: true` (raw tracepoint arguments) is not supported by vigil"),
+        Some("`raw: true` (raw tracepoint arguments) is not supported by"),
     ),
     ("tracingpolicy_security-socket-connect.yaml", None),
+    (
+        "tracingpolicy_security_inode_follow_link.yaml",
+        Some("argument type `dentry` is not supported by vigil"),
+    ),
+    ("tracingpolicy_symlink-observe.yaml", None),
     ("tracingpolicy_symlink-override.yaml", None),
+    ("tracingpolicy_sys_mount.yaml", None),
+    ("tracingpolicy_sys_pivot_root.yaml", None),
     ("tracingpolicy_sys_setuid.yaml", None),
+    (
+        "tracingpolicy_tcp-accept.yaml",
+        Some("`returnArgAction` is not supported by vigil"),
+    ),
     ("tracingpolicy_tcp-connect-only-private-addrs.yaml", None),
+    (
+        "tracingpolicy_tcp-connect-with-selectors.yaml",
+        Some("`127.0.0.1/8` has host bits set past its prefix (did you"),
+    ),
     ("tracingpolicy_tcp-connect.yaml", None),
+    (
+        "tracingpolicy_tty.yaml",
+        Some("argument type `kiocb` is not supported by vigil"),
+    ),
+    ("tracingpolicy_tty_54.yaml", None),
+    (
+        "tracingpolicy_uprobe-binaries.yaml",
+        Some("the policy has no hooks"),
+    ),
+    (
+        "tracingpolicy_uprobe-host.yaml",
+        Some("the policy has no hooks"),
+    ),
+    ("tracingpolicy_usdt.yaml", Some("the policy has no hooks")),
     ("tracingpolicy_write.yaml", None),
 ];
 

@@ -25,7 +25,7 @@ fn agent_events_reach_splunk_with_secrets_redacted() {
     std::fs::write(
         &config,
         format!(
-            "exporters:\n  spool_dir: {spool}\n  redact: ['--password[ =](\\S+)']\n  sinks:\n  - name: splunk\n    type: splunk_hec\n    endpoint: {endpoint}\n    token: {{file: {token}}}\n    index: vigil\n    linger_ms: 50\n    allow:\n    - event_set: [process_exec]\n  - name: file\n    type: file\n    path: {events}\n",
+            "exporters:\n  spool_dir: {spool}\n  redact: ['--password[ =](\\S+)']\n  sinks:\n  - name: splunk\n    type: splunk_hec\n    endpoint: {endpoint}\n    token: {{file: {token}}}\n    allow_plaintext: true\n    index: vigil\n    linger_ms: 50\n    allow:\n    - event_set: [process_exec]\n  - name: file\n    type: file\n    path: {events}\n",
             spool = dir.path().join("spool").display(),
             endpoint = server.endpoint(),
             token = token.display(),

@@ -423,6 +423,7 @@ fn when_the_reader_of_stdout_goes_away_the_agent_says_so_and_keeps_enforcing() {
 
 /// Runs `vigil policy lint FILE` and returns what it printed (stdout and stderr), its wall time
 /// and its peak RSS in KiB.
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its peak RSS
 fn lint_measured(file: &Path) -> (String, Duration, i64) {
     let out = file.with_extension("lint-output");
     let start = Instant::now();

@@ -29,7 +29,6 @@ pub use hooks::{AttachTarget, InstalledHook};
 use vigil_policy_engine::{
     compile::{compile, HookRule, Rule},
     kernel::RunningKernel,
-    load_policy_for,
     plan::{plan, KernelCaps},
     KernelSymbols,
 };
@@ -37,14 +36,6 @@ use vigil_policy_engine::{
 /// Why a policy was refused.
 #[derive(Debug, Error)]
 pub enum PolicyLoadError {
-    /// The file could not be read.
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        /// The file.
-        file: String,
-        /// Why.
-        source: std::io::Error,
-    },
     /// Validation, planning or compilation failed; every reason, one per line.
     #[error("{0}")]
     Refused(String),
@@ -178,11 +169,9 @@ impl PolicyTable {
         kernel: Option<&dyn KernelSymbols>,
         caps: &KernelCaps,
     ) -> Result<Prepared, PolicyLoadError> {
-        let text = std::fs::read_to_string(file).map_err(|source| PolicyLoadError::Read {
-            file: file.to_string(),
-            source,
-        })?;
-        let policy = load_policy_for(file, &text, kernel)
+        // The one gate every reader of policies goes through: trusted owner and mode, size,
+        // depth, node count and aliases checked before any parser sees the text.
+        let policy = vigil_policy_engine::load_policy_file(std::path::Path::new(file), kernel)
             .map_err(|e| PolicyLoadError::Refused(e.to_string()))?;
         let refuse = |lines: Vec<String>| PolicyLoadError::Refused(lines.join("\n"));
         plan(&policy, caps).map_err(|errs| {
