@@ -500,20 +500,22 @@ fn policy_files_built_to_exhaust_memory_are_refused_in_little_memory() {
     }
 }
 
-#[test]
-fn the_agent_refuses_hostile_policy_files_and_keeps_enforcing_the_others() {
-    let tmp = TempDir::new("hostile-dir");
-    let dir = tmp.path().join("policies");
-    std::fs::create_dir(&dir).unwrap();
-    hostile_policies(&dir);
-    std::fs::copy(
-        rules_dir().join("deny-credential-reads.yaml"),
-        dir.join("deny-credential-reads.yaml"),
-    )
-    .unwrap();
-    let agent = Agent::start(&["--policy-dir", dir.to_str().unwrap()]);
+/// The agent's peak resident memory in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+/// Starts an agent on `dir` and returns its peak RSS once every file in `wait_for` was logged.
+fn agent_peak_with(dir: &Path, wait_for: &[&str]) -> (u64, vigil_tests::AgentRun) {
+    // A 1 MiB ring buffer: its pages are mapped twice and would otherwise dominate the figure.
+    let agent = Agent::start(&["--policy-dir", dir.to_str().unwrap(), "--ringbuf-size", "1"]);
     agent.wait_for_log("policy deny-credential-reads loaded", 0);
-    for name in ["huge.yaml", "deep.yaml", "laughs.yaml"] {
+    for name in wait_for {
         agent.wait_for_log(name, 0);
     }
     let cat = Command::new("/usr/bin/cat")
@@ -525,14 +527,24 @@ fn the_agent_refuses_hostile_policy_files_and_keeps_enforcing_the_others() {
         "{} bytes of /etc/shadow reached cat",
         cat.stdout.len()
     );
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
-    let hwm = rss
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .unwrap()
-        .to_string();
-    eprintln!("agent with the hostile files in its policy directory: {hwm}");
-    let run = agent.stop();
+    let peak = peak_rss_kib(agent.pid());
+    (peak, agent.stop())
+}
+
+#[test]
+fn the_agent_refuses_hostile_policy_files_in_little_memory_and_keeps_enforcing_the_others() {
+    let tmp = TempDir::new("hostile-dir");
+    let dir = tmp.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(
+        rules_dir().join("deny-credential-reads.yaml"),
+        dir.join("deny-credential-reads.yaml"),
+    )
+    .unwrap();
+    let (baseline, _) = agent_peak_with(&dir, &[]);
+    hostile_policies(&dir);
+    let (peak, run) = agent_peak_with(&dir, &["huge.yaml", "deep.yaml", "laughs.yaml"]);
+    eprintln!("agent peak RSS: {baseline} KiB with the deny policy, {peak} KiB with the hostile files beside it");
     assert!(
         run.stderr
             .iter()
@@ -541,5 +553,11 @@ fn the_agent_refuses_hostile_policy_files_and_keeps_enforcing_the_others() {
             >= 3,
         "{:#?}",
         run.stderr
+    );
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    assert!(
+        peak < baseline + 8 * 1024,
+        "the hostile files cost {} KiB",
+        peak.saturating_sub(baseline)
     );
 }
