@@ -95,7 +95,8 @@ fuzz/Cargo.lock: Cargo.lock
 # fuzz/work/<target> (kept between runs, not committed; see fuzz-corpus). A crash, a timeout or
 # running out of memory is written to fuzz/artifacts/<target>/ and fails `make fuzz`: minimize
 # it with `cargo +nightly fuzz tmin <target> <file>` into fuzz/regressions/<target>/, where
-# `make test` replays it. Each target's log is fuzz/logs/<target>.log.
+# `make test` replays it. Each target's log is fuzz/logs/<target>.log; a target's scratch files
+# (spool_segment's spool) go to fuzz/work/tmp, removed after it.
 FUZZ_BIN := fuzz/target/x86_64-unknown-linux-gnu/release
 
 fuzz: fuzz-deps fuzz/Cargo.lock
@@ -106,9 +107,11 @@ fuzz: fuzz-deps fuzz/Cargo.lock
 		dirs="fuzz/work/$$t fuzz/corpus/$$t"; \
 		[ -d fuzz/regressions/$$t ] && dirs="$$dirs fuzz/regressions/$$t"; \
 		echo "fuzz: $$t for $(FUZZ_SECONDS) s (log: fuzz/logs/$$t.log)"; \
-		ASAN_OPTIONS=detect_odr_violation=0 $(FUZZ_BIN)/$$t -artifact_prefix=fuzz/artifacts/$$t/ -max_total_time=$(FUZZ_SECONDS) \
+		mkdir -p -m 0700 fuzz/work/tmp; \
+		TMPDIR=$(CURDIR)/fuzz/work/tmp ASAN_OPTIONS=detect_odr_violation=0 \
+		$(FUZZ_BIN)/$$t -artifact_prefix=fuzz/artifacts/$$t/ -max_total_time=$(FUZZ_SECONDS) \
 			-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 $$dirs >fuzz/logs/$$t.log 2>&1; \
-		rc=$$?; \
+		rc=$$?; rm -rf fuzz/work/tmp; \
 		runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' fuzz/logs/$$t.log | tail -1); \
 		found=$$(sed -n 's/.*Test unit written to \(.*\)/\1/p' fuzz/logs/$$t.log | tail -1); \
 		if [ $$rc -eq 0 ]; then \
