@@ -41,12 +41,17 @@ impl Secret {
             Secret::Env(name) => {
                 std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
             }
-            Secret::File(p) => std::fs::read_to_string(p)
+            // Root reads it and sends it away: a file another user can write or link would let
+            // them choose what root sends, so it is read as the policies are.
+            Secret::File(p) => vigil_safe_fs::read_trusted(p, SECRET_MAX_BYTES)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("{}: {e}", p.display())),
+                .map_err(|e| e.to_string()),
         }
     }
 }
+
+/// The largest secret file read (tokens, passwords and keys are far smaller).
+const SECRET_MAX_BYTES: u64 = 64 << 10;
 
 /// What a sink delivers to.
 #[derive(Debug, Clone, Deserialize)]
@@ -314,6 +319,22 @@ mod tests {
             assert!(why.contains("letters, digits"), "{why}");
         }
         assert!(names(&["splunk-prod", "file_1", "a.b"]).is_ok());
+    }
+
+    #[test]
+    fn a_secret_file_others_can_write_or_a_link_to_it_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vigil-secret-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "t0k3n\n").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(Secret::File(token.clone()).read().unwrap(), "t0k3n");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let why = Secret::File(token.clone()).read().unwrap_err();
+        assert!(why.contains("chmod go-w"), "{why}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -189,7 +189,14 @@ fn tetragon_examples_load_or_are_refused_by_name() {
         ),
         ("tracingpolicy_write.yaml", None),
     ];
-    let dir = vigil_tests::tetragon_policies_dir();
+    // The listed examples only: the test data holds others, some of which share a policy
+    // name with these (two are named `syscalls`) and would be refused as already loaded.
+    let data = vigil_tests::tetragon_policies_dir();
+    let copy = vigil_tests::TempDir::new("tetragon-examples");
+    let dir = copy.path();
+    for (file, _) in &expectations {
+        std::fs::copy(data.join(file), dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
     let agent = vigil_tests::Agent::start(&["--policy-dir", dir.to_str().unwrap()]);
     let run = agent.stop();
     let log = run.stderr.join("\n");
