@@ -266,6 +266,29 @@ impl ExportersConfig {
                 ));
             }
         }
+        // One file, one writer: another sink's rotation would move the file from under it, and
+        // what it then appends is counted as delivered and lost.
+        let file = |s: &SinkConfig| match &s.kind {
+            SinkKind::File(f) => Some(f.path.clone()),
+            _ => None,
+        };
+        for (i, s) in self.sinks.iter().enumerate() {
+            let Some(path) = file(s) else { continue };
+            if let Some(o) = self.sinks[..i]
+                .iter()
+                .find(|o| file(o).as_ref() == Some(&path))
+            {
+                return Err((
+                    s.name.clone(),
+                    format!(
+                        "sinks `{}` and `{}` both write {} (counting --export-file): give each file sink a path of its own",
+                        o.name,
+                        s.name,
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let stdouts = self
             .sinks
             .iter()
@@ -288,7 +311,7 @@ mod tests {
 
     fn names(names: &[&str]) -> Result<(), (String, String)> {
         let mut cfg = ExportersConfig::default();
-        for n in names {
+        for (i, n) in names.iter().enumerate() {
             cfg.sinks.push(SinkConfig::new(
                 n,
                 SinkKind::Stdout(StdoutConfig::default()),
@@ -296,7 +319,7 @@ mod tests {
             // One stdout at most: the others are files.
             if cfg.sinks.len() > 1 {
                 let last = cfg.sinks.last_mut().unwrap();
-                last.kind = SinkKind::File(FileConfig::at(PathBuf::from("/x")));
+                last.kind = SinkKind::File(FileConfig::at(PathBuf::from(format!("/x/{i}"))));
             }
         }
         cfg.check_names()
@@ -335,6 +358,23 @@ mod tests {
         let why = Secret::File(token.clone()).read().unwrap_err();
         assert!(why.contains("chmod go-w"), "{why}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn two_file_sinks_on_one_path_are_refused() {
+        let mut cfg = ExportersConfig::default();
+        for n in ["export-file", "archive"] {
+            cfg.sinks.push(SinkConfig::new(
+                n,
+                SinkKind::File(FileConfig::at(PathBuf::from("/var/log/vigil/events.jsonl"))),
+            ));
+        }
+        let (sink, why) = cfg.check_names().unwrap_err();
+        assert_eq!(sink, "archive");
+        assert!(
+            why.contains("both write /var/log/vigil/events.jsonl"),
+            "{why}"
+        );
     }
 
     #[test]

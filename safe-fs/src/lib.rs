@@ -8,7 +8,9 @@
 //!
 //! [`TrustedDir`] is a directory opened one component at a time from `/`, never following a
 //! symbolic link, each component owned by root (or by the caller's effective uid) and not
-//! writable by group or others unless it is sticky (as `/tmp` is). Files are then opened
+//! writable by group or others unless it is sticky (as `/tmp` is; such a directory may be walked
+//! through and private directories made in it, but no file of vigil's is written in it, where
+//! another user could take or plant its names first). Files are then opened
 //! relative to that directory's descriptor with `O_NOFOLLOW`, so no name along the way can be
 //! swapped after it was checked: [`TrustedDir::open_append`] creates missing files exclusively
 //! and refuses an existing file that is not a regular file, that another user owns, that others
@@ -68,6 +70,15 @@ pub enum FsError {
     #[error("{}: is writable by group or others (mode {mode:04o}): anyone who can write it decides what vigil reads or where it writes; `chmod go-w {}`", .path.display(), .path.display())]
     Writable {
         /// The path.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A directory others may create names in (sticky and world-writable, as `/tmp`), where a
+    /// file of vigil's would be.
+    #[error("{}: others may create files in this directory (mode {mode:04o}), so another user can take or plant the names vigil writes (an export file, its rotated backups): use a directory only root can write, such as /var/log/vigil", .path.display())]
+    SharedDir {
+        /// The directory.
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
@@ -218,8 +229,9 @@ fn expect_type(
     }
 }
 
-/// Opens `name` under `dir` as a directory without following a link, and checks it.
-fn open_dir_at(dir: i32, name: &CStr, path: &Path) -> Result<OwnedFd, FsError> {
+/// Opens `name` under `dir` as a directory without following a link, and checks it; also says
+/// whether others may create names in it (a sticky directory such as `/tmp`).
+fn open_dir_at(dir: i32, name: &CStr, path: &Path) -> Result<(OwnedFd, bool), FsError> {
     // SAFETY: name is NUL-terminated; the returned descriptor is checked before it is owned.
     let fd = unsafe {
         libc::openat(
@@ -244,7 +256,7 @@ fn open_dir_at(dir: i32, name: &CStr, path: &Path) -> Result<OwnedFd, FsError> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let st = fstat(fd.as_raw_fd(), path)?;
     check_owner_and_mode(&st, path)?;
-    Ok(fd)
+    Ok((fd, st.st_mode & 0o022 != 0))
 }
 
 /// The precise error for a name that is not what was expected.
@@ -296,6 +308,9 @@ fn lstat_at(dir: i32, name: &CStr, path: &Path) -> Result<Option<libc::stat>, Fs
 pub struct TrustedDir {
     fd: OwnedFd,
     path: PathBuf,
+    /// Others may create names in it (sticky and world-writable, as `/tmp`): it may be walked
+    /// through and new private directories made in it, but no file of vigil's lives in it.
+    shared: bool,
 }
 
 impl TrustedDir {
@@ -333,7 +348,7 @@ impl TrustedDir {
             });
         }
         let root = c"/";
-        let mut fd = open_dir_at(libc::AT_FDCWD, root, Path::new("/"))?;
+        let (mut fd, mut shared) = open_dir_at(libc::AT_FDCWD, root, Path::new("/"))?;
         let mut at = PathBuf::from("/");
         for comp in real.components() {
             let Component::Normal(name) = comp else {
@@ -341,15 +356,17 @@ impl TrustedDir {
             };
             at.push(name);
             let c = cstr(&at, name.as_bytes())?;
-            fd = open_dir_at(fd.as_raw_fd(), &c, &at)?;
+            (fd, shared) = open_dir_at(fd.as_raw_fd(), &c, &at)?;
         }
+        let mut dir = TrustedDir {
+            fd,
+            path: at,
+            shared,
+        };
         for name in rest {
-            let dir = TrustedDir { fd, path: at };
-            let next = dir.sub_dir(&name, true)?;
-            fd = next.fd;
-            at = next.path;
+            dir = dir.sub_dir(&name, true)?;
         }
-        Ok(TrustedDir { fd, path: at })
+        Ok(dir)
     }
 
     /// Its path.
@@ -360,6 +377,18 @@ impl TrustedDir {
     /// The path of `name` in it, for messages.
     pub fn join(&self, name: &str) -> PathBuf {
         self.path.join(name)
+    }
+
+    /// Refuses to write in a directory others may create names in.
+    fn own_files(&self) -> Result<(), FsError> {
+        if !self.shared {
+            return Ok(());
+        }
+        let st = fstat(self.fd.as_raw_fd(), &self.path)?;
+        Err(FsError::SharedDir {
+            path: self.path.clone(),
+            mode: st.st_mode & 0o7777,
+        })
     }
 
     fn name(&self, name: &str) -> Result<CString, FsError> {
@@ -424,6 +453,7 @@ impl TrustedDir {
     /// existing one must be a regular file owned by root (or the caller), not writable by group
     /// or others, with no other hard link.
     pub fn open_append(&self, name: &str, mode: u32) -> Result<File, FsError> {
+        self.own_files()?;
         let append = libc::O_WRONLY | libc::O_APPEND;
         for _ in 0..2 {
             match self.open_at(name, append, 0)? {
@@ -451,6 +481,7 @@ impl TrustedDir {
 
     /// Creates `name`, which must not exist, for writing.
     pub fn create_new(&self, name: &str, mode: u32) -> Result<File, FsError> {
+        self.own_files()?;
         match self.open_at(name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, mode)? {
             Ok(f) => {
                 self.check_file(&f, name, true)?;
@@ -505,6 +536,7 @@ impl TrustedDir {
     /// Renames `from` to `to`, both in this directory (a link at `to` is replaced, not
     /// followed).
     pub fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        self.own_files()?;
         let (f, t) = (self.name(from)?, self.name(to)?);
         let d = self.fd.as_raw_fd();
         // SAFETY: both names are NUL-terminated.
@@ -516,6 +548,7 @@ impl TrustedDir {
 
     /// Removes `name` (a link is removed, not followed); a missing name is not an error.
     pub fn remove(&self, name: &str) -> Result<(), FsError> {
+        self.own_files()?;
         let c = self.name(name)?;
         // SAFETY: c is NUL-terminated.
         if unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) } != 0 {
@@ -541,8 +574,8 @@ impl TrustedDir {
                 }
             }
         }
-        let fd = open_dir_at(self.fd.as_raw_fd(), &c, &path)?;
-        Ok(TrustedDir { fd, path })
+        let (fd, shared) = open_dir_at(self.fd.as_raw_fd(), &c, &path)?;
+        Ok(TrustedDir { fd, path, shared })
     }
 
     /// The names in the directory (those that are UTF-8), unsorted.

@@ -233,3 +233,24 @@ fn open_append_creates_the_parent_directories() {
     open_append(&p, 0o600).unwrap().write_all(b"x").unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"x");
 }
+
+#[test]
+fn no_file_is_written_in_a_directory_others_may_create_names_in() {
+    let s = Scratch::new("sticky");
+    let d = s.0.join("shared");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let dir = TrustedDir::open(&d).unwrap();
+    for e in [
+        dir.open_append("events.jsonl", 0o600).unwrap_err(),
+        dir.create_new("events.jsonl.1.gz", 0o600).unwrap_err(),
+        open_append(&d.join("events.jsonl"), 0o600).unwrap_err(),
+    ] {
+        assert!(matches!(e, FsError::SharedDir { mode: 0o1777, .. }), "{e}");
+        assert!(e.to_string().contains("only root can write"), "{e}");
+    }
+    assert!(!d.join("events.jsonl").exists());
+    // A private directory made in it is vigil's alone: files live there.
+    let own = TrustedDir::create(&d.join("vigil/spool")).unwrap();
+    own.open_append("seg", 0o600).unwrap();
+}

@@ -561,3 +561,19 @@ fn the_agent_refuses_hostile_policy_files_in_little_memory_and_keeps_enforcing_t
         peak.saturating_sub(baseline)
     );
 }
+
+#[test]
+fn an_export_file_in_a_directory_every_user_may_write_is_refused_before_anyone_plants_it() {
+    let tmp = TempDir::new("sticky-export");
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let export = shared.join("events.jsonl");
+    let err = refused(&["--export-file", export.to_str().unwrap()]);
+    assert!(
+        err.contains(shared.to_str().unwrap()),
+        "names the directory:\n{err}"
+    );
+    assert!(err.contains("only root can write"), "says the fix:\n{err}");
+    assert!(!export.exists(), "nothing was created there");
+}
