@@ -72,43 +72,41 @@ pub fn seed(
 }
 
 fn scan(p: &ProcProcess, clk_tck: u64, cgroup_subsys: u32) -> Option<Scanned> {
-    let stat = p.stat().ok()?;
-    let status = p.status().ok()?;
+    // Both files are read as bytes and parsed here: a process names itself with any bytes
+    // (prctl(PR_SET_NAME)), the kernel writes them unescaped into both files, and a parser of
+    // text would drop the process (status) or alter its name (stat).
+    let stat = parse_stat(&read_proc(p, "stat")?)?;
+    let status = parse_status(&read_proc(p, "status")?)?;
     let pid = p.pid() as u32;
     let mut raw = abi::Process {
         pid,
         tid: pid,
-        ppid: stat.ppid as u32,
-        nspid: status
-            .nspid
-            .as_ref()
-            .and_then(|v| v.last().copied())
-            .unwrap_or(pid as i32) as u32,
-        uid: status.ruid,
-        gid: status.rgid,
-        euid: status.euid,
-        egid: status.egid,
-        suid: status.suid,
-        sgid: status.sgid,
-        fsuid: status.fuid,
-        fsgid: status.fgid,
+        ppid: stat.ppid,
+        nspid: status.nspid.unwrap_or(pid),
+        uid: status.uid[0],
+        gid: status.gid[0],
+        euid: status.uid[1],
+        egid: status.gid[1],
+        suid: status.uid[2],
+        sgid: status.gid[2],
+        fsuid: status.uid[3],
+        fsgid: status.gid[3],
         auid: p.loginuid().unwrap_or(u32::MAX),
-        cap_effective: status.capeff,
-        cap_permitted: status.capprm,
-        cap_inheritable: status.capinh,
+        cap_effective: status.cap_effective,
+        cap_permitted: status.cap_permitted,
+        cap_inheritable: status.cap_inheritable,
         ns: proc_namespaces(pid),
         start_ktime: start_ktime(stat.starttime, clk_tck),
         ..Default::default()
     };
-    let comm = stat.comm.as_bytes();
-    let n = comm.len().min(raw.comm.len() - 1);
-    raw.comm[..n].copy_from_slice(&comm[..n]);
+    let n = stat.comm.len().min(raw.comm.len() - 1);
+    raw.comm[..n].copy_from_slice(&stat.comm[..n]);
 
     // Kernel threads have no executable; like Tetragon, name them by their comm.
     let binary = p
         .exe()
         .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| stat.comm.clone());
+        .unwrap_or_else(|_| String::from_utf8_lossy(&stat.comm).into_owned());
     let mut argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     if argv.len() >= abi::ARGS_MAX {
         argv.truncate(abi::ARGS_MAX - 1);
@@ -131,6 +129,110 @@ fn scan(p: &ProcProcess, clk_tck: u64, cgroup_subsys: u32) -> Option<Scanned> {
         cwd,
         cgroup,
     })
+}
+
+/// A file of the process's `/proc` directory, read through the directory the scan opened (so a
+/// reused pid cannot substitute another process); None when the process is gone.
+fn read_proc(p: &ProcProcess, name: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    p.open_relative(name).ok()?.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// The fields of `/proc/<pid>/stat` the cache needs.
+#[derive(Debug, PartialEq)]
+struct StatFields {
+    /// The name, as the bytes the process gave.
+    comm: Vec<u8>,
+    ppid: u32,
+    /// Clock ticks since boot.
+    starttime: u64,
+}
+
+/// Parses `/proc/<pid>/stat`: `pid (comm) state ppid ...`. The name may hold any bytes,
+/// parentheses and spaces included, so it ends at the *last* `)`; every field after it is a
+/// number.
+fn parse_stat(text: &[u8]) -> Option<StatFields> {
+    let open = text.iter().position(|b| *b == b'(')?;
+    let close = text.iter().rposition(|b| *b == b')')?;
+    let comm = text.get(open + 1..close)?.to_vec();
+    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // Numbered from 1 as in proc(5): field 3 (state) is the first after the name.
+    let field = |n: usize| fields.get(n - 3);
+    let ppid = field(4)?.parse().ok()?;
+    let starttime = field(22)?.parse().ok()?;
+    Some(StatFields {
+        comm,
+        ppid,
+        starttime,
+    })
+}
+
+/// The fields of `/proc/<pid>/status` the cache needs.
+#[derive(Debug, PartialEq)]
+struct StatusFields {
+    /// Real, effective, saved and filesystem uid.
+    uid: [u32; 4],
+    /// Real, effective, saved and filesystem gid.
+    gid: [u32; 4],
+    cap_effective: u64,
+    cap_permitted: u64,
+    cap_inheritable: u64,
+    /// The pid in the process's own pid namespace (the last of `NSpid:`), absent before 4.1.
+    nspid: Option<u32>,
+}
+
+/// Parses `/proc/<pid>/status` line by line, as bytes: only the `Key:\tvalue` lines needed are
+/// read, so the `Name:` line, which holds whatever bytes the process chose, is never parsed.
+/// None without `Uid:` and `Gid:`, which every process has.
+fn parse_status(text: &[u8]) -> Option<StatusFields> {
+    let mut uid = None;
+    let mut gid = None;
+    let mut caps = [0u64; 3];
+    let mut nspid = None;
+    for line in text.split(|b| *b == b'\n') {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        // Only the name's line can hold bytes that are not UTF-8: it is skipped. The kernel
+        // escapes a newline in the name, so the name cannot forge a line of its own.
+        let Ok(value) = std::str::from_utf8(&line[colon + 1..]) else {
+            continue;
+        };
+        let hex = || u64::from_str_radix(value.trim(), 16).unwrap_or_default();
+        match &line[..colon] {
+            b"Uid" if uid.is_none() => uid = ids(value),
+            b"Gid" if gid.is_none() => gid = ids(value),
+            b"CapInh" => caps[0] = hex(),
+            b"CapPrm" => caps[1] = hex(),
+            b"CapEff" => caps[2] = hex(),
+            b"NSpid" => {
+                nspid = value
+                    .split_ascii_whitespace()
+                    .last()
+                    .and_then(|v| v.parse().ok())
+            }
+            _ => {}
+        }
+    }
+    let [cap_inheritable, cap_permitted, cap_effective] = caps;
+    Some(StatusFields {
+        uid: uid?,
+        gid: gid?,
+        cap_effective,
+        cap_permitted,
+        cap_inheritable,
+        nspid,
+    })
+}
+
+/// The four ids of a `Uid:` or `Gid:` line.
+fn ids(value: &str) -> Option<[u32; 4]> {
+    let mut it = value.split_ascii_whitespace().map(|v| v.parse().ok());
+    let out = [it.next()??, it.next()??, it.next()??, it.next()??];
+    Some(out)
 }
 
 /// The process's path in the tracked cgroup hierarchy, and that cgroup directory's inode number
@@ -173,6 +275,67 @@ fn cgroup_path(text: &[u8], want_v2: bool) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    /// The shape of a real `/proc/<pid>/status` (trimmed), for a process named `name`.
+    fn status_named(name: &[u8]) -> Vec<u8> {
+        [
+            b"Name:\t".as_slice(),
+            name,
+            b"\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4118\nNgid:\t0\nPid:\t4118\n\
+              PPid:\t4100\nTracerPid:\t0\nUid:\t1000\t1001\t1002\t1003\n\
+              Gid:\t2000\t2001\t2002\t2003\nFDSize:\t64\nNSpid:\t4118\t7\n\
+              CapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\n\
+              CapEff:\t0000000000000400\nCapBnd:\t000001ffffffffff\n",
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn a_status_whose_name_is_not_utf8_is_parsed() {
+        let got = super::parse_status(&status_named(b"\xff\xfesh")).expect("parsed");
+        assert_eq!(
+            got,
+            super::StatusFields {
+                uid: [1000, 1001, 1002, 1003],
+                gid: [2000, 2001, 2002, 2003],
+                cap_effective: 0x400,
+                cap_permitted: 0x1ff_ffff_ffff,
+                cap_inheritable: 0,
+                nspid: Some(7),
+            }
+        );
+        assert_eq!(super::parse_status(&status_named(b"sh")), Some(got));
+    }
+
+    #[test]
+    fn a_status_without_ids_is_refused_and_one_without_nspid_has_none() {
+        assert_eq!(super::parse_status(b"Name:\tsh\nCapEff:\t0\n"), None);
+        let old_kernel = super::parse_status(b"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n").unwrap();
+        assert_eq!(old_kernel.nspid, None);
+    }
+
+    #[test]
+    fn a_stat_name_keeps_its_bytes_parentheses_and_spaces() {
+        let mut text = b"4118 (\xff\xfe) (x) \n".to_vec();
+        text.extend_from_slice(
+            b") S 4100 4118 4100 34816 4118 4194304 100 0 0 0 0 0 0 0 20 0 1 0 987654 2453504 \
+              133 18446744073709551615 1 1 0 0 0 0 0 0 65538 0 0 0 17 1 0 0 0 0 0\n",
+        );
+        let got = super::parse_stat(&text).expect("parsed");
+        assert_eq!(got.comm, b"\xff\xfe) (x) \n");
+        assert_eq!((got.ppid, got.starttime), (4100, 987654));
+        assert_eq!(super::parse_stat(b"4118 (sh) S"), None, "truncated");
+    }
+
+    #[test]
+    fn this_process_is_scanned_from_its_own_proc_files() {
+        let me = procfs::process::Process::myself().unwrap();
+        let s = super::scan(&me, 100, super::abi::CGROUP_V2).expect("scanned");
+        // SAFETY: getppid and geteuid have no preconditions.
+        let (ppid, euid) = unsafe { (libc::getppid(), libc::geteuid()) };
+        assert_eq!((s.raw.ppid, s.raw.euid), (ppid as u32, euid));
+        assert!(s.raw.start_ktime > 0);
+    }
+
     #[test]
     fn a_cgroup_path_that_is_not_utf8_is_kept() {
         let text = b"12:memory:/user.slice/\xff\xfe-\xc3\n0::/user.slice/\xe9t\xe9:x\n";

@@ -289,3 +289,53 @@ fn compact_lines_name_the_node_binary_arguments_and_outcome() {
         "no line {exit_line:?} in:\n{text}"
     );
 }
+
+#[test]
+fn a_process_older_than_the_agent_with_a_non_utf8_name_is_a_known_parent() {
+    // The kernel copies the bytes of a thread's name into `Name:` of /proc/<pid>/status
+    // unescaped; a name that is not UTF-8 must not hide the process from the start-up scan.
+    let mut old = Command::new("sh")
+        .args([
+            "-c",
+            "read a; printf '\\377\\376sh' > /proc/$$/comm; echo renamed; \
+             read b; /bin/echo seeded-parent-marker; exit 0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let old_pid = old.id();
+    // Read while the name is still plain: the start time does not change with the name.
+    let expected_parent_id = procfs_exec_id(old_pid);
+    let mut stdin = old.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(old.stdout.take().unwrap());
+    let mut line = String::new();
+    stdin.write_all(b"rename\n").unwrap();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "renamed\n");
+    assert_eq!(
+        std::fs::read(format!("/proc/{old_pid}/comm")).unwrap(),
+        b"\xff\xfesh\n"
+    );
+
+    let agent = Agent::start(&[]);
+    stdin.write_all(b"spawn\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(old.wait().unwrap().success());
+    let run = agent.stop();
+
+    let exec = &run.exec_with(&resolved("/bin/echo"), "seeded-parent-marker")["process_exec"];
+    let parent = &exec["parent"];
+    assert_eq!(parent["pid"], old_pid, "{exec:#}");
+    assert_eq!(parent["exec_id"], expected_parent_id.as_str());
+    assert!(
+        parent["flags"].as_str().unwrap().contains("procFS"),
+        "{parent:#}"
+    );
+    assert_eq!(parent["binary"], resolved("/bin/sh"));
+    assert_eq!(
+        exec["process"]["parent_exec_id"],
+        expected_parent_id.as_str()
+    );
+}
