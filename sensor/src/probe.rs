@@ -185,20 +185,31 @@ pub fn run(btf_path: &str) -> ProbeReport {
         report.object_error = Some(e);
         return report;
     }
-    // (kind, program, hook); the index is the program's slot in probe_hits.
-    let kinds: [(&'static str, &'static str, &'static str); 6] = [
+    // (kind, program, hook, what runs the hook); the index is the program's slot in probe_hits.
+    let kinds: [(&'static str, &'static str, &'static str, Trigger); 6] = [
         (
             "tracepoint",
             "probe_tracepoint",
             "syscalls/sys_enter_getppid",
+            Trigger::Syscall,
         ),
-        ("raw_tracepoint", "probe_raw_tracepoint", "sys_enter"),
-        ("tp_btf", "probe_btf_tracepoint", "sys_enter"),
-        ("kprobe", "probe_kprobe", "do_unlinkat"),
-        ("fentry", "probe_fentry", "do_unlinkat"),
-        ("lsm", "probe_lsm", "file_open"),
+        (
+            "raw_tracepoint",
+            "probe_raw_tracepoint",
+            "sys_enter",
+            Trigger::Syscall,
+        ),
+        (
+            "tp_btf",
+            "probe_btf_tracepoint",
+            "sys_enter",
+            Trigger::Syscall,
+        ),
+        ("kprobe", "probe_kprobe", "do_unlinkat", Trigger::Unlink),
+        ("fentry", "probe_fentry", "do_unlinkat", Trigger::Unlink),
+        ("lsm", "probe_lsm", "file_open", Trigger::Open),
     ];
-    for (kind, program, hook) in kinds {
+    for (kind, program, hook, _) in kinds {
         let (loads, attaches, error) = match try_kind(&mut ebpf, kind, program, hook, btf.as_ref())
         {
             Ok(()) => (true, true, None),
@@ -214,17 +225,11 @@ pub fn run(btf_path: &str) -> ProbeReport {
             error,
         });
     }
-    trigger_hooks();
+    let triggered = trigger_hooks();
     let hits = read_hits(&ebpf);
     for (slot, k) in report.program_kinds.iter_mut().enumerate() {
-        k.fires = hits.get(slot).is_some_and(|n| *n > 0);
-        k.available = k.loads && k.attaches && k.fires;
-        if k.attaches && !k.fires && k.error.is_none() {
-            k.error = Some(format!(
-                "attached but did not run when {} was triggered",
-                k.hook
-            ));
-        }
+        let fired = hits.get(slot).is_some_and(|n| *n > 0);
+        judge(k, fired, triggered.failure(kinds[slot].3));
     }
 
     let helpers: [(&'static str, &'static str, &'static str); 5] = [
@@ -252,43 +257,91 @@ fn set_target(ebpf: &mut Ebpf) -> Result<(), String> {
     target.set(0, std::process::id(), 0).map_err(short)
 }
 
-/// Makes every probe program's hook run in this process: a getppid() (and so a syscall entry),
-/// an unlink() and an open().
-fn trigger_hooks() {
-    trigger_hooks_in(&std::env::temp_dir());
+/// Records whether a kind's program ran. One whose trigger could not run was not observed
+/// either way: it is not available, and the note says its firing is unknown and why, rather
+/// than that it did not fire.
+fn judge(k: &mut KindResult, fired: bool, trigger_failure: Option<&str>) {
+    k.fires = fired;
+    k.available = k.loads && k.attaches && k.fires;
+    if k.attaches && !k.fires && k.error.is_none() {
+        k.error = Some(match trigger_failure {
+            Some(why) => format!(
+                "attached, but whether it runs is unknown: its trigger failed ({why}); \
+                 run `vigil probe` again once that is fixed"
+            ),
+            None => format!("attached but did not run when {} was triggered", k.hook),
+        });
+    }
 }
 
-/// The triggers run in a directory of our own, made by mkdtemp (a random name, mode 0700,
-/// created exclusively): the temporary directory is world-writable, and a symlink or a FIFO
-/// planted at a predictable name there would redirect root's write or block the agent's start.
-fn trigger_hooks_in(tmp: &std::path::Path) {
-    use std::os::unix::{
-        ffi::{OsStrExt, OsStringExt},
-        fs::OpenOptionsExt,
-    };
+/// What makes a probe program's hook run in this process.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    /// Any system call (getppid).
+    Syscall,
+    /// An unlinkat(2): do_unlinkat.
+    Unlink,
+    /// An open(2): security_file_open, the file_open LSM hook.
+    Open,
+}
+
+/// The triggers that could not run, and why.
+#[derive(Debug)]
+struct Triggered {
+    unlink: Result<(), String>,
+    open: Result<(), String>,
+}
+
+impl Triggered {
+    fn failure(&self, t: Trigger) -> Option<&str> {
+        match t {
+            Trigger::Syscall => None,
+            Trigger::Unlink => self.unlink.as_ref().err().map(String::as_str),
+            Trigger::Open => self.open.as_ref().err().map(String::as_str),
+        }
+    }
+}
+
+/// Makes every probe program's hook run in this process, without creating, writing or
+/// removing any file: a getppid() (and so a syscall entry), an unlinkat() that fails and an
+/// open() of `/`. Nothing depends on a usable temporary directory (a full or hostile /tmp
+/// would otherwise decide which program kinds the agent plans with).
+fn trigger_hooks() -> Triggered {
     // SAFETY: getppid has no preconditions.
     unsafe { libc::getppid() };
-    let mut template = tmp.join("vigil-probe-XXXXXX").into_os_string().into_vec();
-    template.push(0);
-    // SAFETY: `template` is a writable NUL-terminated buffer ending in XXXXXX, which mkdtemp
-    // replaces in place.
-    if unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) }.is_null() {
-        return;
+    Triggered {
+        unlink: trigger_unlink(),
+        open: trigger_open(),
     }
-    template.pop();
-    let dir = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&template));
-    let path = dir.join("probe");
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(&path);
-    if created.is_ok() {
-        let _ = std::fs::File::open(&path);
-        let _ = std::fs::remove_file(&path);
+}
+
+/// A name that cannot exist and cannot be made: the entries of a /proc/<pid> directory are the
+/// kernel's, nobody can create one there and none can be unlinked, so this call can never
+/// remove a file.
+const UNLINK_TARGET: &std::ffi::CStr = c"/proc/self/vigil-probe-trigger";
+
+/// The unlinkat(2) system call calls do_unlinkat before it looks the name up, so a call that
+/// fails with ENOENT (or EROFS where /proc is mounted read-only) has entered it. Any other
+/// outcome (a seccomp filter's EPERM or ENOSYS) may not have.
+fn trigger_unlink() -> Result<(), String> {
+    // SAFETY: a NUL-terminated path; flags 0 (not AT_REMOVEDIR, which goes to do_rmdir).
+    let rc = unsafe { libc::unlinkat(libc::AT_FDCWD, UNLINK_TARGET.as_ptr(), 0) };
+    let err = std::io::Error::last_os_error();
+    match (rc, err.raw_os_error()) {
+        (0, _) | (_, Some(libc::ENOENT | libc::EROFS)) => Ok(()),
+        _ => Err(format!(
+            "unlinkat({}) failed with \"{err}\" rather than ENOENT",
+            UNLINK_TARGET.to_string_lossy()
+        )),
     }
-    let _ = std::fs::remove_dir(&dir);
+}
+
+/// Every open(2) that is not O_PATH goes through security_file_open; `/` always exists and
+/// opens read-only.
+fn trigger_open() -> Result<(), String> {
+    std::fs::File::open("/")
+        .map(drop)
+        .map_err(|e| format!("open(\"/\") failed: {e}"))
 }
 
 fn read_hits(ebpf: &Ebpf) -> Vec<u64> {
@@ -372,7 +425,7 @@ fn load_only(ebpf: &mut Ebpf, from: &str, program: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::{path::PathBuf, sync::mpsc, time::Duration};
+    use std::{path::PathBuf, process::Command};
 
     /// A fresh directory for one test, removed at the end.
     struct TestDir(PathBuf);
@@ -393,52 +446,78 @@ mod tests {
         }
     }
 
-    /// The name the probe used before: predictable from its pid.
-    fn old_name(dir: &std::path::Path) -> PathBuf {
-        dir.join(format!("vigil-probe-{}", std::process::id()))
-    }
-
-    /// Runs the hook triggers in `dir`; false when they did not return within 5 seconds.
-    fn triggers_return(dir: PathBuf) -> bool {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            trigger_hooks_in(&dir);
-            let _ = tx.send(());
-        });
-        rx.recv_timeout(Duration::from_secs(5)).is_ok()
-    }
-
     #[test]
-    fn a_symlink_planted_at_the_probe_file_name_is_not_followed() {
-        let dir = TestDir::new("probe-symlink");
-        let target = dir.0.join("victim");
-        std::fs::write(&target, b"keep").unwrap();
-        std::os::unix::fs::symlink(&target, old_name(&dir.0)).unwrap();
-        assert!(triggers_return(dir.0.clone()));
-        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    fn every_hook_trigger_runs() {
+        let t = trigger_hooks();
+        assert_eq!((&t.unlink, &t.open), (&Ok(()), &Ok(())), "{t:?}");
+    }
+
+    /// Runs `every_hook_trigger_runs` in a child test process whose TMPDIR is `tmpdir`.
+    fn triggers_run_with_tmpdir(tmpdir: &std::path::Path) -> bool {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "probe::tests::every_hook_trigger_runs"])
+            .env("TMPDIR", tmpdir)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
-            old_name(&dir.0).symlink_metadata().is_ok(),
-            "someone else's entry is left alone"
+            stdout.contains("1 passed") || !out.status.success(),
+            "{stdout}"
         );
+        out.status.success()
     }
 
     #[test]
-    fn a_fifo_planted_at_the_probe_file_name_does_not_hang_the_probe() {
-        let dir = TestDir::new("probe-fifo");
-        let fifo =
-            std::ffi::CString::new(old_name(&dir.0).into_os_string().into_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0);
+    fn the_hook_triggers_need_no_usable_tmpdir_and_create_nothing_in_it() {
+        let dir = TestDir::new("probe-tmpdir");
+        // Below a regular file mkdtemp fails even for root, as it does in a full /tmp.
+        let file = dir.0.join("file");
+        std::fs::write(&file, b"keep").unwrap();
         assert!(
-            triggers_return(dir.0.clone()),
-            "the probe blocked on a FIFO planted at its file name"
+            triggers_run_with_tmpdir(&file.join("tmp")),
+            "a trigger did not run with TMPDIR unusable"
         );
+        let empty = dir.0.join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(triggers_run_with_tmpdir(&empty));
+        assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+    }
+
+    fn attached(kind: &'static str, hook: &'static str) -> KindResult {
+        KindResult {
+            kind,
+            hook,
+            loads: true,
+            attaches: true,
+            fires: false,
+            available: false,
+            error: None,
+        }
     }
 
     #[test]
-    fn the_probe_leaves_nothing_behind() {
-        let dir = TestDir::new("probe-clean");
-        assert!(triggers_return(dir.0.clone()));
-        assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0);
+    fn a_hook_whose_trigger_failed_is_reported_unknown_not_silent() {
+        let mut k = attached("lsm", "file_open");
+        judge(
+            &mut k,
+            false,
+            Some("open(/) failed: No such file or directory"),
+        );
+        let note = k.error.unwrap();
+        assert!(!k.available && !k.fires);
+        assert!(note.contains("unknown"), "{note}");
+        assert!(note.contains("open(/) failed"), "{note}");
+
+        let mut k = attached("kprobe", "do_unlinkat");
+        judge(&mut k, false, None);
+        assert_eq!(
+            k.error.as_deref(),
+            Some("attached but did not run when do_unlinkat was triggered")
+        );
+
+        let mut k = attached("kprobe", "do_unlinkat");
+        judge(&mut k, true, None);
+        assert!(k.available && k.error.is_none());
     }
 }
