@@ -359,8 +359,11 @@ pub fn resolved(p: &str) -> String {
 /// The exec id vigil and Tetragon give a process found in /proc: ktime from its start time.
 pub fn procfs_exec_id(pid: u32) -> String {
     use base64::Engine;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
+    // Bytes: a process may name itself in anything but UTF-8.
+    let raw = std::fs::read(format!("/proc/{pid}/stat")).expect("stat");
+    let close = raw.iter().rposition(|b| *b == b')').expect("comm");
+    let stat = String::from_utf8_lossy(&raw[close + 2..]);
+    let after_comm = &*stat;
     let starttime: u64 = after_comm
         .split_whitespace()
         .nth(19)
