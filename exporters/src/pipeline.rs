@@ -31,7 +31,7 @@ use crate::{
     fields::FieldFilters,
     record::Record,
     report::{self, Problem},
-    sinks::{Delivery, Sink},
+    sinks::{Delivery, Reason, Sink},
     spool::{Spool, SpoolError},
 };
 
@@ -288,7 +288,7 @@ pub fn pipeline(
 /// Checks the positions a sink reported against the batch: each inside it, none twice.
 fn check_positions(
     retry: &[usize],
-    rejected: &[(usize, String)],
+    rejected: &[(usize, Reason)],
     len: usize,
 ) -> Result<(), String> {
     let mut seen = vec![false; len];
@@ -316,10 +316,10 @@ impl SinkWorker {
     }
 
     /// Writes refused records with their reasons.
-    fn dead_letter(&mut self, refused: &[(&Record, String)]) {
+    fn dead_letter(&mut self, refused: &[(&Record, &str)]) {
         let letters: Vec<(Letter<'_>, &str)> = refused
             .iter()
-            .map(|(r, why)| (Letter::Record(r), why.as_str()))
+            .map(|(r, why)| (Letter::Record(r), *why))
             .collect();
         let name = self.shared.name.clone();
         let w = self.dead_letter.write(&letters, |l| report::log(&name, l));
@@ -389,15 +389,12 @@ impl SinkWorker {
                     continue;
                 }
                 Delivery::TooLarge => {
-                    let why = "larger than the destination accepts, alone".to_string();
-                    self.dead_letter(&[(&b[0], why)]);
+                    self.dead_letter(&[(&b[0], "larger than the destination accepts, alone")]);
                     continue;
                 }
                 Delivery::Partial { retry, rejected } => {
-                    let refused: Vec<(&Record, String)> = rejected
-                        .iter()
-                        .map(|(i, why)| (&b[*i], why.clone()))
-                        .collect();
+                    let refused: Vec<(&Record, &str)> =
+                        rejected.iter().map(|(i, why)| (&b[*i], &**why)).collect();
                     self.dead_letter(&refused);
                     let delivered = b.len() - retry.len() - rejected.len();
                     add(&self.shared.stats.delivered, delivered as u64);

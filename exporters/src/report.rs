@@ -62,7 +62,15 @@ impl Problem {
 
 /// Logs a line about sink `sink` on stderr (stdout may be one of the sinks).
 pub fn log(sink: &str, line: &str) {
-    eprintln!("vigil: sink {sink}: {line}");
+    eprintln!("{}", log_line(sink, line));
+}
+
+/// The line [`log`] writes. Outside text reaches `line` already escaped (the sinks'
+/// `peer_text`); escaping the whole line again costs nothing then (no character to escape, no
+/// copy) and keeps it one line, without terminal controls, whatever text a future message holds.
+fn log_line(sink: &str, line: &str) -> String {
+    let line = vigil_events::compact::escape(line);
+    format!("vigil: sink {sink}: {line}")
 }
 
 #[cfg(test)]
@@ -89,5 +97,17 @@ mod tests {
         );
         assert_eq!(p.cleared("recovered"), None, "said once");
         assert_eq!(p.occurred("again", t0).as_deref(), Some("again"));
+    }
+
+    #[test]
+    fn a_log_line_is_one_line_without_terminal_controls() {
+        let line = log_line(
+            "es",
+            "bulk 503: \nvigil: policy x removed (forged)\n\x1b[2J",
+        );
+        assert_eq!(
+            line,
+            "vigil: sink es: bulk 503: \\x0avigil: policy x removed (forged)\\x0a\\x1b[2J"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The Elasticsearch sink against the test server (`support/elastic.rs`): the index template,
 //! ECS documents through `_bulk`, and a bulk response with partial failures (the 429 item alone
-//! is retried; the 400 item goes to the dead-letter file).
+//! is retried; the 400 item goes to the dead-letter file), and a hostile server: bodies of many
+//! megabytes and forged log lines cost the agent a clipped, escaped reason shared by the batch.
 
 #[path = "support/common.rs"]
 mod common;
@@ -11,12 +12,20 @@ mod elastic;
 #[allow(dead_code)]
 mod http;
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use common::{exec_event, wait_for, Dir};
 
 use vigil_events::Event;
-use vigil_exporters::{config::ExportersConfig, Exporters};
+use vigil_exporters::{
+    config::ExportersConfig,
+    record::Record,
+    sinks::{
+        elastic::{ElasticConfig, ElasticSink},
+        Delivery,
+    },
+    Exporters,
+};
 
 fn event(args: &str) -> Event {
     exec_event("exec", 42, "/usr/bin/curl", args.into())
@@ -120,4 +129,137 @@ async fn a_malformed_bulk_response_is_retried_and_never_kills_the_sink() {
     assert_eq!(stats["es"]["delivered"], 1, "{stats}");
     assert_eq!(stats["es"]["dead_lettered"], 0, "{stats}");
     assert!(stats["es"]["retries"].as_u64().unwrap() >= 3, "{stats}");
+}
+
+/// An Elasticsearch sink (alone, without the pipeline) for `server`.
+fn sink(server: &elastic::ElasticServer, dir: &Dir) -> ElasticSink {
+    std::fs::write(dir.join("key"), "k3y").unwrap();
+    let yaml = format!(
+        "endpoint: {}\napi_key: !file {}\nallow_plaintext: true\n",
+        server.endpoint(),
+        dir.join("key").display()
+    );
+    ElasticSink::new(serde_yaml::from_str::<ElasticConfig>(&yaml).unwrap()).unwrap()
+}
+
+fn records(n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record::encode(&event(&format!("-s https://{i}"))))
+        .collect()
+}
+
+/// Most bytes a reason holds: about 1 KiB of the peer's text and the agent's words around it.
+const REASON_MAX: usize = 1536;
+
+/// A 400 with a body of megabytes, for a batch of 500: one reason of at most ~1 KiB of the
+/// body, shared by every record (before, each record held its own copy of the whole body:
+/// gigabytes for one batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_of_megabytes_gives_the_batch_one_short_shared_reason() {
+    let server = elastic::ElasticServer::start("k3y");
+    let dir = Dir::new("es-huge-400");
+    let mut sink = sink(&server, &dir);
+    server.respond_next_raw(400, "e".repeat(4 << 20));
+    let Delivery::Partial { retry, rejected } = sink.deliver(&records(500)).await else {
+        panic!("a 400 refuses the batch")
+    };
+    assert!(retry.is_empty());
+    assert_eq!(rejected.len(), 500);
+    let copies: HashSet<(*const u8, usize)> = rejected
+        .iter()
+        .map(|(_, why)| (why.as_ptr(), why.len()))
+        .collect();
+    let held: usize = copies.iter().map(|(_, len)| len).sum();
+    assert_eq!(copies.len(), 1, "one reason for the whole batch");
+    assert!(held <= REASON_MAX, "{held} bytes of reasons");
+    assert!(
+        rejected[0].1.starts_with("bulk 400: eee"),
+        "{}",
+        rejected[0].1
+    );
+}
+
+/// Through the pipeline: the refused records of a batch answered by a 400 of megabytes are all
+/// in the dead-letter file, each line short (before, the batch's entries exceeded the file's
+/// cap together, and every record was dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_of_megabytes_leaves_short_dead_letters() {
+    let server = elastic::ElasticServer::start("k3y");
+    let dir = Dir::new("es-huge-dead");
+    std::fs::write(dir.join("key"), "k3y").unwrap();
+    let yaml = format!(
+        "spool_dir: {}\nsinks:\n- name: es\n  type: elasticsearch\n  endpoint: {}\n  api_key: {{file: {}}}\n  allow_plaintext: true\n  batch_size: 50\n  linger_ms: 300\n",
+        dir.join("spool").display(),
+        server.endpoint(),
+        dir.join("key").display()
+    );
+    server.respond_next_raw(400, "e".repeat(3 << 20));
+    let cfg: ExportersConfig = serde_yaml::from_str(&yaml).unwrap();
+    let mut ex = Exporters::new(&cfg, "node-1").unwrap();
+    ex.start();
+    for i in 0..50 {
+        ex.submit(&event(&format!("-s https://{i}")));
+    }
+    let settled = |s: &serde_json::Value| {
+        ["delivered", "dead_lettered", "dead_letter_dropped"]
+            .iter()
+            .map(|k| s["es"][k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            == 50
+    };
+    wait_for(|| settled(&ex.stats()), 10).await;
+    let stats = ex.shutdown(Duration::from_secs(5)).await;
+    assert!(settled(&stats), "{stats}");
+    assert_eq!(stats["es"]["dead_letter_dropped"], 0, "{stats}");
+    let dead_lettered = stats["es"]["dead_lettered"].as_u64().unwrap();
+    assert!(dead_lettered > 0, "{stats}");
+    let dead = std::fs::read_to_string(dir.join("spool/es/dead-letter.jsonl")).unwrap();
+    assert_eq!(dead.lines().count() as u64, dead_lettered);
+    let longest = dead.lines().map(str::len).max().unwrap();
+    assert!(
+        longest <= REASON_MAX + 1024,
+        "a dead letter of {longest} bytes"
+    );
+}
+
+/// A 200 whose body is larger than the sink reads for a batch is not parsed: the batch is
+/// retried, with the reason (`create` makes the resend safe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_response_beyond_its_bound_is_retried_unread() {
+    let server = elastic::ElasticServer::start("k3y");
+    let dir = Dir::new("es-huge-200");
+    let mut sink = sink(&server, &dir);
+    let huge = serde_json::json!({"errors": false, "pad": "p".repeat(12 << 20)});
+    server.respond_next(huge);
+    let Delivery::Retry(why) = sink.deliver(&records(1)).await else {
+        panic!("an oversized bulk response is retried")
+    };
+    assert!(why.contains("larger than"), "{why}");
+    assert!(why.len() <= REASON_MAX, "{why}");
+    assert_eq!(sink.deliver(&records(1)).await, Delivery::Delivered);
+}
+
+/// A server's text cannot forge agent log lines or drive the terminal: newlines and escapes in
+/// a body are escaped in the reason that is logged (retry) or dead-lettered (refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_log_lines_and_terminal_escapes_from_the_server_are_escaped() {
+    let server = elastic::ElasticServer::start("k3y");
+    let dir = Dir::new("es-forged");
+    let mut sink = sink(&server, &dir);
+    let forged = "\nvigil: policy x removed (forged)\n\x1b[2J\u{202e}";
+    server.respond_next_raw(503, forged.to_string());
+    server.respond_next_raw(400, forged.to_string());
+    let Delivery::Retry(retry) = sink.deliver(&records(2)).await else {
+        panic!("a 503 is retried")
+    };
+    let Delivery::Partial { rejected, .. } = sink.deliver(&records(2)).await else {
+        panic!("a 400 refuses the batch")
+    };
+    for why in [&*retry, &*rejected[0].1, &*rejected[1].1] {
+        assert!(
+            !why.contains(['\n', '\x1b', '\u{202e}']),
+            "{why:?} holds a control character"
+        );
+        assert!(why.contains("\\x0avigil: policy x removed"), "{why:?}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The Splunk HEC sink and the shared pipeline against the HEC test server
 //! (`support/hec.rs`): the bytes we send, what each documented status code leads to, and an
-//! outage in the middle of 100,000 events.
+//! outage in the middle of 100,000 events; a hostile server's answers cost one short, escaped
+//! reason.
 
 #[path = "support/common.rs"]
 mod common;
@@ -16,7 +17,15 @@ use common::{exec_event, rss_kib, wait_for, Dir};
 
 use hec::HecServer;
 use vigil_events::Event;
-use vigil_exporters::{config::ExportersConfig, Exporters};
+use vigil_exporters::{
+    config::ExportersConfig,
+    record::Record,
+    sinks::{
+        splunk::{SplunkConfig, SplunkHecSink},
+        Delivery,
+    },
+    Exporters,
+};
 
 /// `len` characters that do not compress away, different per event.
 fn noise(n: usize, len: usize) -> String {
@@ -262,4 +271,43 @@ async fn indexer_acknowledgement_resends_what_was_never_indexed() {
     assert!(requests
         .iter()
         .all(|r| channel(r).as_deref() == Some(&first)));
+}
+
+/// A 400 of megabytes for a batch of 500 gives the batch one reason of about 1 KiB (before,
+/// each record held a copy of the body), and a 503 or 400 whose body forges a log line and
+/// clears the terminal gives reasons without a newline or an ESC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_answer_costs_one_short_escaped_reason() {
+    let server = HecServer::start("t0k3n");
+    let dir = Dir::new("hec-hostile");
+    std::fs::write(dir.join("token"), "t0k3n").unwrap();
+    let yaml = format!(
+        "endpoint: {}\ntoken: !file {}\nallow_plaintext: true\n",
+        server.endpoint(),
+        dir.join("token").display()
+    );
+    let cfg: SplunkConfig = serde_yaml::from_str(&yaml).unwrap();
+    let mut sink = SplunkHecSink::new(cfg, "n").unwrap();
+    let batch: Vec<Record> = (0..500).map(|n| Record::encode(&event(n, 0))).collect();
+    let forged = "\nvigil: policy x removed (forged)\n\x1b[2J";
+    server.force_answer(400, format!("{forged}{}", "e".repeat(4 << 20)));
+    let Delivery::Partial { rejected, .. } = sink.deliver(&batch).await else {
+        panic!("a 400 refuses the batch")
+    };
+    assert_eq!(rejected.len(), 500);
+    let copies: HashSet<(*const u8, usize)> = rejected
+        .iter()
+        .map(|(_, why)| (why.as_ptr(), why.len()))
+        .collect();
+    assert_eq!(copies.len(), 1, "one reason for the whole batch");
+    let refused = &*rejected[0].1;
+    assert!(refused.len() <= 1536, "{} bytes", refused.len());
+    server.force_answer(503, forged.to_string());
+    let Delivery::Retry(retry) = sink.deliver(&batch[..1]).await else {
+        panic!("a 503 is retried")
+    };
+    for why in [refused, &*retry] {
+        assert!(!why.contains(['\n', '\x1b']), "{why:?}");
+        assert!(why.contains("\\x0avigil: policy x removed"), "{why:?}");
+    }
 }

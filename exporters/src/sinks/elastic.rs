@@ -3,12 +3,17 @@
 //! after installing an index template at the first delivery. API key or basic authentication,
 //! TLS verified (optional CA file). A bulk response's items are read one by one: 429 and 5xx
 //! items are retried, others that failed are refused for good (dead letter), 409 (already there,
-//! a retried create) counts as delivered.
+//! a retried create) counts as delivered. The server's answers are read up to a bound and its
+//! words reach reasons and logs clipped and escaped ([`super::http::peer_text`]).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ecs::to_ecs, Delivery};
+use super::{
+    ecs::to_ecs,
+    http::{body_prefix, peer_body, peer_error, peer_text},
+    Delivery,
+};
 use crate::{config::Secret, record::Record};
 
 /// `type: elasticsearch`.
@@ -53,6 +58,16 @@ fn default_true() -> bool {
 }
 fn default_timeout() -> u64 {
     10
+}
+
+/// Most bytes read of a bulk response to a batch of `len` documents. A response must be parsed
+/// whole to learn each document's fate, so the bound follows the batch: a real item is a few
+/// hundred bytes, an error item with its reason rarely over 2 KiB, and 8 KiB per document plus
+/// 1 MiB leaves room for any real answer (5 MiB for the default batch of 500) while a hostile
+/// one costs the agent no more. A fixed bound would either be too small for large batches
+/// (their answers would be retried forever) or too large for small ones.
+fn bulk_response_max(len: usize) -> usize {
+    (1 << 20) + len.saturating_mul(8 << 10)
 }
 
 /// The Elasticsearch sink.
@@ -157,7 +172,7 @@ impl ElasticSink {
             .json(&self.template())
             .send()
             .await
-            .map_err(|e| format!("{}: {e}", self.base))?;
+            .map_err(|e| format!("{}: {}", self.base, peer_error(&e)))?;
         let status = resp.status();
         if status.is_success() {
             self.template_installed = true;
@@ -165,7 +180,7 @@ impl ElasticSink {
         } else {
             Err(format!(
                 "index template: {status}: {}",
-                resp.text().await.unwrap_or_default()
+                peer_body(resp).await
             ))
         }
     }
@@ -205,25 +220,39 @@ impl ElasticSink {
             .await
         {
             Ok(r) => r,
-            Err(e) => return Delivery::Retry(format!("{}: {e}", self.base)),
+            Err(e) => return Delivery::Retry(format!("{}: {}", self.base, peer_error(&e))),
         };
         let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
         match status {
             200..=299 => {}
             413 if batch.len() > 1 => return Delivery::TooLarge,
             400 | 413 => {
-                return Delivery::Partial {
-                    retry: Vec::new(),
-                    rejected: (0..batch.len())
-                        .map(|i| (i, format!("bulk {status}: {text}")))
-                        .collect(),
-                }
+                return Delivery::refuse_all(
+                    batch.len(),
+                    format!("bulk {status}: {}", peer_body(resp).await),
+                )
             }
-            _ => return Delivery::Retry(format!("bulk {status}: {text}")),
+            _ => return Delivery::Retry(format!("bulk {status}: {}", peer_body(resp).await)),
         }
-        let Ok(v) = serde_json::from_str::<Value>(&text) else {
-            return Delivery::Retry(format!("bulk response is not JSON: {text}"));
+        let max = bulk_response_max(batch.len());
+        let text = match body_prefix(resp, max).await {
+            Ok((text, false)) => text,
+            // Which documents were stored is unknown; `create` makes a resend safe.
+            Ok((_, true)) => {
+                return Delivery::Retry(format!(
+                    "the bulk response to {} documents is larger than {max} bytes, the most read for them; sending the batch again",
+                    batch.len()
+                ))
+            }
+            Err(e) => {
+                return Delivery::Retry(format!(
+                    "reading the bulk response: {}",
+                    peer_error(&e)
+                ))
+            }
+        };
+        let Ok(v) = serde_json::from_slice::<Value>(&text) else {
+            return Delivery::Retry(format!("bulk response is not JSON: {}", peer_text(&text)));
         };
         if v["errors"] != json!(true) {
             return Delivery::Delivered;
@@ -257,13 +286,13 @@ fn bulk_outcome(v: &Value, len: usize) -> Delivery {
         match code {
             200..=299 | 409 => {}
             429 | 500..=599 => retry.push(i),
-            _ => rejected.push((
-                i,
-                format!(
-                    "bulk item {code}: {}",
-                    result.map(|r| r["error"].clone()).unwrap_or_default()
-                ),
-            )),
+            _ => {
+                let error = result
+                    .map_or(Value::Null, |r| r["error"].clone())
+                    .to_string();
+                let why = format!("bulk item {code}: {}", peer_text(error.as_bytes()));
+                rejected.push((i, why.into()));
+            }
         }
     }
     if retry.is_empty() && rejected.is_empty() {

@@ -18,7 +18,7 @@ use rskafka::{
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
-use super::Delivery;
+use super::{http::peer_error, Delivery};
 use crate::record::Record;
 
 /// `type: kafka`.
@@ -148,8 +148,8 @@ impl KafkaSink {
         let client = builder
             .build()
             .await
-            .map_err(|e| format!("{}: {e}", self.cfg.brokers.join(",")))?;
-        let topics = client.list_topics().await.map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{}: {}", self.cfg.brokers.join(","), peer_error(&e)))?;
+        let topics = client.list_topics().await.map_err(|e| peer_error(&e))?;
         let topic = topics
             .iter()
             .find(|t| t.name == self.cfg.topic)
@@ -160,7 +160,7 @@ impl KafkaSink {
                 client
                     .partition_client(self.cfg.topic.clone(), *p, UnknownTopicHandling::Retry)
                     .await
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| peer_error(&e))?,
             );
         }
         if partitions.is_empty() {
@@ -196,7 +196,7 @@ impl KafkaSink {
             if let Err(e) = p.produce(records, Compression::Gzip).await {
                 // Reconnect on the next try: the leader may have moved.
                 self.client = None;
-                return Delivery::Retry(format!("kafka {}: {e}", self.cfg.topic));
+                return Delivery::Retry(format!("kafka {}: {}", self.cfg.topic, peer_error(&e)));
             }
         }
         Delivery::Delivered

@@ -11,7 +11,13 @@ pub mod otlp;
 pub mod splunk;
 pub mod stdout;
 
+use std::sync::Arc;
+
 use crate::record::Record;
+
+/// Why a record was refused. Shared: a destination that refuses a whole batch gives one reason
+/// for all its records, held once however large the batch.
+pub type Reason = Arc<str>;
 
 /// How a batch fared.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +34,22 @@ pub enum Delivery {
         /// Indexes of records to send again.
         retry: Vec<usize>,
         /// Indexes of records refused, and why.
-        rejected: Vec<(usize, String)>,
+        rejected: Vec<(usize, Reason)>,
     },
     /// The destination is gone for good (a closed stdout): nothing more can be written there.
     /// The pipeline stops trying and counts what it no longer writes as dropped.
     Closed(String),
+}
+
+impl Delivery {
+    /// Every record of a batch of `len` refused for good, for one reason.
+    pub fn refuse_all(len: usize, why: String) -> Delivery {
+        let why = Reason::from(why);
+        Delivery::Partial {
+            retry: Vec::new(),
+            rejected: (0..len).map(|i| (i, why.clone())).collect(),
+        }
+    }
 }
 
 /// Any sink.

@@ -27,7 +27,7 @@ use tonic::{
     Code,
 };
 
-use super::Delivery;
+use super::{http::peer_text, Delivery};
 use crate::{config::Secret, record::Record};
 
 /// How an event is carried in a log record's body.
@@ -264,17 +264,14 @@ impl OtlpLogsSink {
         for (k, v) in &self.metadata {
             req.metadata_mut().insert(k.clone(), v.clone());
         }
-        let refuse = |why: String| Delivery::Partial {
-            retry: Vec::new(),
-            rejected: (0..batch.len()).map(|i| (i, why.clone())).collect(),
-        };
+        let refuse = |why: String| Delivery::refuse_all(batch.len(), why);
         match self.client.export(req).await {
             Ok(resp) => match resp.into_inner().partial_success {
                 Some(p) if p.rejected_log_records > 0 => refuse(format!(
                     "OTLP collector refused {} of the {} records of this batch without saying which: {}",
                     p.rejected_log_records,
                     batch.len(),
-                    p.error_message
+                    peer_text(p.error_message.as_bytes())
                 )),
                 _ => Delivery::Delivered,
             },
@@ -283,7 +280,7 @@ impl OtlpLogsSink {
                     "OTLP {}: {:?}: {}",
                     self.endpoint,
                     status.code(),
-                    status.message()
+                    peer_text(status.message().as_bytes())
                 );
                 let too_large = status.message().contains("too large")
                     || status.message().contains("larger than max");

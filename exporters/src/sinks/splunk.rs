@@ -10,6 +10,9 @@
 //! the batch counts as delivered once `/services/collector/ack` says its `ackId` was indexed. A
 //! batch not acknowledged within `ack_timeout_secs` is sent again (at least once: an indexer that
 //! was merely slow gets it twice).
+//!
+//! Answers are read up to a bound and their words reach reasons and logs clipped and escaped
+//! ([`super::http::peer_text`]).
 
 use std::{
     io::Write,
@@ -18,7 +21,10 @@ use std::{
 
 use serde::Deserialize;
 
-use super::Delivery;
+use super::{
+    http::{body_prefix, peer_body, peer_error, peer_text, SMALL_RESPONSE_MAX},
+    Delivery,
+};
 use crate::{config::Secret, record::Record};
 
 /// `type: splunk_hec`.
@@ -172,31 +178,37 @@ impl SplunkHecSink {
         };
         let resp = match req.body(body).send().await {
             Ok(r) => r,
-            Err(e) => return Delivery::Retry(format!("{}: {e}", self.url)),
+            Err(e) => return Delivery::Retry(format!("{}: {}", self.url, peer_error(&e))),
         };
         let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
         match status {
             200..=299 if self.cfg.ack => {
-                let ack_id = serde_json::from_str::<serde_json::Value>(&text)
+                let text = body_prefix(resp, SMALL_RESPONSE_MAX)
+                    .await
+                    .map(|(text, _)| text)
+                    .unwrap_or_default();
+                let ack_id = serde_json::from_slice::<serde_json::Value>(&text)
                     .ok()
                     .and_then(|v| v["ackId"].as_u64());
                 match ack_id {
                     Some(id) => self.wait_for_ack(id).await,
                     None => Delivery::Retry(format!(
-                        "HEC {status} without an ackId (is acknowledgement on for the token?): {text}"
+                        "HEC {status} without an ackId (is acknowledgement on for the token?): {}",
+                        peer_text(&text)
                     )),
                 }
             }
-            200..=299 => Delivery::Delivered,
+            200..=299 => {
+                // Read to its end (bounded) so that the connection is kept for the next batch.
+                let _ = body_prefix(resp, SMALL_RESPONSE_MAX).await;
+                Delivery::Delivered
+            }
             413 if batch.len() > 1 => Delivery::TooLarge,
-            400 | 413 => Delivery::Partial {
-                retry: Vec::new(),
-                rejected: (0..batch.len())
-                    .map(|i| (i, format!("HEC {status}: {text}")))
-                    .collect(),
-            },
-            _ => Delivery::Retry(format!("HEC {status}: {text}")),
+            400 | 413 => Delivery::refuse_all(
+                batch.len(),
+                format!("HEC {status}: {}", peer_body(resp).await),
+            ),
+            _ => Delivery::Retry(format!("HEC {status}: {}", peer_body(resp).await)),
         }
     }
 
@@ -218,7 +230,10 @@ impl SplunkHecSink {
                 .await;
             // A failed poll is asked again: the batch may well be indexed.
             let Ok(resp) = resp else { continue };
-            let Ok(v) = resp.json::<serde_json::Value>().await else {
+            let Ok((text, false)) = body_prefix(resp, SMALL_RESPONSE_MAX).await else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text) else {
                 continue;
             };
             if v["acks"][id.to_string()].as_bool() == Some(true) {

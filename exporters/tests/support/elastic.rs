@@ -2,8 +2,9 @@
 //! and `POST /_bulk` with `create` actions, `Authorization: ApiKey <key>` (401 otherwise), and
 //! the partial failures of a real bulk response: a document holding `es-retry-me` gets a 429
 //! item the first time it is seen, one holding `es-reject-me` a 400 `mapper_parsing_exception`.
-//! A test can also queue crafted bulk responses ([`ElasticServer::respond_next`]), answered (in
-//! order) instead of the real ones, to play a broken or hostile server.
+//! A test can also queue crafted bulk responses ([`ElasticServer::respond_next`],
+//! [`ElasticServer::respond_next_raw`] for any status and bytes), answered (in order) instead of
+//! the real ones, to play a broken or hostile server.
 
 use std::{
     collections::HashSet,
@@ -21,7 +22,7 @@ struct Shared {
     docs: Mutex<Vec<(String, Value)>>,
     seen_retry: Mutex<HashSet<String>>,
     bulk_requests: Mutex<usize>,
-    crafted: Mutex<std::collections::VecDeque<String>>,
+    crafted: Mutex<std::collections::VecDeque<(u16, String)>>,
 }
 
 /// The server.
@@ -33,7 +34,7 @@ pub struct ElasticServer {
 fn bulk(shared: &Shared, body: &[u8]) -> (u16, String) {
     *shared.bulk_requests.lock().unwrap() += 1;
     if let Some(crafted) = shared.crafted.lock().unwrap().pop_front() {
-        return (200, crafted);
+        return crafted;
     }
     let text = String::from_utf8_lossy(body);
     let mut lines = text.lines().filter(|l| !l.is_empty());
@@ -130,11 +131,17 @@ impl ElasticServer {
 
     /// Answers the next `_bulk` request with `body` (status 200), storing nothing.
     pub fn respond_next(&self, body: Value) {
+        self.respond_next_raw(200, body.to_string());
+    }
+
+    /// Answers the next `_bulk` request with `status` and `body`, whatever they are (a hostile
+    /// server's), storing nothing.
+    pub fn respond_next_raw(&self, status: u16, body: String) {
         self.shared
             .crafted
             .lock()
             .unwrap()
-            .push_back(body.to_string());
+            .push_back((status, body));
     }
 
     /// `_bulk` requests received.

@@ -39,6 +39,8 @@ struct Shared {
     max_body: AtomicUsize,
     /// Answer this status to every request while non-zero.
     forced: AtomicU16,
+    /// The body of the forced answer, when not the default one.
+    forced_body: Mutex<Option<String>>,
     /// Envelopes whose event contains this are refused with 400.
     reject: Mutex<Option<String>>,
     /// Keep only each event's first argument (the tests' event id), to keep the server small.
@@ -84,9 +86,10 @@ fn answer(shared: &Shared, req: &http::Request) -> (u16, String) {
     }
     let forced = shared.forced.load(Ordering::SeqCst);
     if forced != 0 {
+        let body = shared.forced_body.lock().unwrap().clone();
         return (
             forced,
-            format!(r#"{{"text":"Server is busy","code":{forced}}}"#),
+            body.unwrap_or_else(|| format!(r#"{{"text":"Server is busy","code":{forced}}}"#)),
         );
     }
     let token = shared.token.lock().unwrap().clone();
@@ -263,6 +266,13 @@ impl HecServer {
 
     /// Answers `status` to everything (0: back to normal).
     pub fn force_status(&self, status: u16) {
+        *self.shared.forced_body.lock().unwrap() = None;
+        self.shared.forced.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers `status` with `body`, whatever it is (a hostile server's), to everything.
+    pub fn force_answer(&self, status: u16, body: String) {
+        *self.shared.forced_body.lock().unwrap() = Some(body);
         self.shared.forced.store(status, Ordering::SeqCst);
     }
 
