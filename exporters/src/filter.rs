@@ -149,12 +149,13 @@ impl ExportFilter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
     use vigil_events::{Process, ProcessExec};
 
-    fn exec(binary: &str, args: &str) -> Event {
+    /// An exec of `binary` with `args` by pid 7 (also for the redaction tests).
+    pub(crate) fn exec(binary: &str, args: &str) -> Event {
         Event {
             body: EventBody::ProcessExec(ProcessExec {
                 process: Arc::new(Process {

@@ -11,10 +11,9 @@
 use std::{ops::Range, sync::Arc};
 
 use base64::Engine;
-use regex::Regex;
 use vigil_events::{Arg, Event, EventBody, Process};
 
-use crate::filter::{compile, PatternError};
+use crate::filter::PatternError;
 
 /// What replaces a redacted value.
 pub const REDACTED: &str = "*****";
@@ -22,8 +21,8 @@ pub const REDACTED: &str = "*****";
 /// Patterns whose capture groups are hidden.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    text: Vec<Regex>,
-    /// The same patterns over bytes, for buffers (`char_buf`) that need not be UTF-8.
+    /// Over bytes, so that one compiled pattern serves text and buffers (`char_buf`) that need
+    /// not be UTF-8; in Unicode mode a match on UTF-8 text starts and ends on characters.
     bytes: Vec<regex::bytes::Regex>,
 }
 
@@ -68,38 +67,20 @@ impl Redactor {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Redactor {
-            text: compile("redact", patterns)?,
-            bytes,
-        })
+        Ok(Redactor { bytes })
     }
 
     /// Whether there is nothing to redact.
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
+        self.bytes.is_empty()
     }
 
     /// `s` redacted, or `None` when nothing matched.
     pub fn redact_str(&self, s: &str) -> Option<String> {
-        let spans = self
-            .text
-            .iter()
-            .flat_map(|re| re.captures_iter(s))
-            .flat_map(|caps| {
-                caps.iter()
-                    .skip(1)
-                    .flatten()
-                    .map(|g| g.range())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let spans = merge(spans);
-        if spans.is_empty() {
-            return None;
-        }
-        // Spans of a `str` regex start and end on character boundaries, and the replacement is
-        // ASCII: the result is UTF-8.
-        Some(String::from_utf8_lossy(&replace(s.as_bytes(), &spans)).into_owned())
+        // Spans of a Unicode-mode match on UTF-8 start and end on characters, and the
+        // replacement is ASCII: the result is UTF-8.
+        self.redact_bytes(s.as_bytes())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
     /// `b` redacted, or `None` when nothing matched.
@@ -187,24 +168,8 @@ impl Redactor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_events::ProcessExec;
 
-    fn exec(binary: &str, args: &str) -> Event {
-        Event {
-            body: EventBody::ProcessExec(ProcessExec {
-                process: Arc::new(Process {
-                    binary: binary.into(),
-                    arguments: args.into(),
-                    pid: 7,
-                    ..Default::default()
-                }),
-                parent: None,
-                ancestors: vec![],
-            }),
-            node_name: "n".into(),
-            time: "t".into(),
-        }
-    }
+    use crate::filter::tests::exec;
 
     #[test]
     fn capture_groups_are_redacted_everywhere() {
