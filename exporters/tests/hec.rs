@@ -231,7 +231,15 @@ async fn an_outage_loses_nothing_and_keeps_memory_bounded() {
         "RSS grew {} KiB during the outage",
         outage_end.saturating_sub(outage_start)
     );
-    assert!(peak - before < 96 * 1024, "RSS grew {} KiB", peak - before);
+    // Over the whole run the test's own HEC server and the allocator's arenas add 60 to 95 MiB
+    // (measured, before and after the output changes of issue 13); holding the events instead
+    // of spooling them would take all 240 MiB of them. Half of that tells the two apart.
+    let all_events_kib = (TOTAL * 2400 / 1024) as u64;
+    assert!(
+        peak - before < all_events_kib / 2,
+        "RSS grew {} KiB, the events are {all_events_kib} KiB",
+        peak - before
+    );
     let left: u64 = std::fs::read_dir(dir.0.join("spool/splunk/spool"))
         .unwrap()
         .count() as u64;
