@@ -29,6 +29,7 @@ pub mod redact;
 pub mod report;
 pub mod sinks;
 pub mod spool;
+mod stop;
 
 use std::time::Duration;
 

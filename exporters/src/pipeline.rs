@@ -22,9 +22,10 @@ use std::{
 };
 
 use serde::Serialize;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use vigil_safe_fs::{FsError, TrustedDir};
 
+pub use crate::stop::{stop_signal, StopHandle, StopSignal};
 use crate::{
     config::SinkConfig,
     deadletter::{DeadLetter, Letter},
@@ -65,68 +66,6 @@ fn add(c: &AtomicU64, n: u64) {
 /// Backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
-const RUNNING: u8 = 0;
-const FINISHING: u8 = 1;
-const ABANDONED: u8 = 2;
-
-/// Tells the workers to stop: first to finish (deliver what is queued in memory, spool what
-/// fails), then, when the grace period is over, to abandon the delivery in flight and spool
-/// what is left, so that a destination that hangs cannot make the agent lose what it still holds.
-pub struct StopHandle(watch::Sender<u8>);
-
-/// A worker's view of the [`StopHandle`].
-#[derive(Clone)]
-pub struct StopSignal(watch::Receiver<u8>);
-
-/// A handle and the signal its workers watch.
-pub fn stop_signal() -> (StopHandle, StopSignal) {
-    let (tx, rx) = watch::channel(RUNNING);
-    (StopHandle(tx), StopSignal(rx))
-}
-
-impl StopHandle {
-    /// Deliver what is queued, then return.
-    pub fn finish(&self) {
-        self.0.send_if_modified(|s| {
-            let was = *s;
-            *s = was.max(FINISHING);
-            was != *s
-        });
-    }
-
-    /// Give up the delivery in flight and spool what is left.
-    pub fn abandon(&self) {
-        let _ = self.0.send(ABANDONED);
-    }
-}
-
-impl StopSignal {
-    fn finishing(&self) -> bool {
-        *self.0.borrow() >= FINISHING
-    }
-
-    fn is_abandoned(&self) -> bool {
-        *self.0.borrow() >= ABANDONED
-    }
-
-    async fn reached(&mut self, state: u8) {
-        if self.0.wait_for(|s| *s >= state).await.is_err() {
-            // The handle is gone without saying so: never.
-            std::future::pending::<()>().await;
-        }
-    }
-
-    /// Returns once the workers are to finish.
-    async fn finished(&mut self) {
-        self.reached(FINISHING).await;
-    }
-
-    /// Returns once the delivery in flight is to be abandoned.
-    async fn abandoned(&mut self) {
-        self.reached(ABANDONED).await;
-    }
-}
 
 /// What both halves of a pipeline share.
 struct Shared {
