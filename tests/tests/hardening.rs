@@ -109,9 +109,15 @@ fn a_cgroup_named_in_non_ascii_text_neither_crashes_the_agent_nor_stops_its_rest
     drop(cgroup);
 }
 
-/// Writes a configuration file (root's, 0600) and returns its path.
-fn config(dir: &Path, yaml: &str) -> PathBuf {
+/// Writes a configuration file (root's, 0600) in `dir` with one file sink, `archive`, writing
+/// `out` and spooling under `spool`, and returns its path.
+fn config(dir: &Path, spool: &Path, out: &Path) -> PathBuf {
     let path = dir.join("vigil.yaml");
+    let yaml = format!(
+        "exporters:\n  spool_dir: {}\n  sinks:\n    - name: archive\n      type: file\n      path: {}\n      max_size_mb: 1\n",
+        spool.display(),
+        out.display()
+    );
     std::fs::write(&path, yaml).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
@@ -149,14 +155,7 @@ fn a_torn_spool_line_is_dead_lettered_and_the_agent_still_delivers_and_stops() {
     std::fs::write(&seg_path, &seg).unwrap();
     std::fs::set_permissions(&seg_path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = tmp.path().join("out/events.jsonl");
-    let cfg = config(
-        tmp.path(),
-        &format!(
-            "exporters:\n  spool_dir: {}\n  sinks:\n    - name: archive\n      type: file\n      path: {}\n",
-            spool.display(),
-            out.display()
-        ),
-    );
+    let cfg = config(tmp.path(), &spool, &out);
     let agent = Agent::start(&["--config", cfg.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let delivered = loop {
@@ -277,11 +276,8 @@ fn a_symlink_planted_at_a_rotation_backup_name_is_refused_by_name() {
     std::os::unix::fs::symlink(&target, &backup).unwrap();
     let cfg = config(
         tmp.path(),
-        &format!(
-            "exporters:\n  spool_dir: {}\n  sinks:\n    - name: archive\n      type: file\n      path: {}\n      max_size_mb: 1\n",
-            tmp.path().join("spool").display(),
-            out.join("events.jsonl").display()
-        ),
+        &tmp.path().join("spool"),
+        &out.join("events.jsonl"),
     );
     let err = refused(&["--config", cfg.to_str().unwrap()]);
     assert!(
@@ -313,14 +309,7 @@ fn a_symlink_planted_in_the_spool_directory_is_refused_by_name() {
         (spool.join("archive/dead-letter.jsonl"), "dead-letter file"),
     ] {
         std::os::unix::fs::symlink(&target, &planted).unwrap();
-        let cfg = config(
-            tmp.path(),
-            &format!(
-                "exporters:\n  spool_dir: {}\n  sinks:\n    - name: archive\n      type: file\n      path: {}\n",
-                spool.display(),
-                tmp.path().join("out/events.jsonl").display()
-            ),
-        );
+        let cfg = config(tmp.path(), &spool, &tmp.path().join("out/events.jsonl"));
         let err = refused(&["--config", cfg.to_str().unwrap()]);
         assert!(
             err.contains(planted.to_str().unwrap()),
