@@ -218,11 +218,18 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut builder, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()))?;
-                guard.clear_ready();
+                let more = drain(guard.get_inner_mut(), &mut builder, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
+                if more {
+                    // Still ready: the loop comes back, after the signals, the housekeeping
+                    // and the sinks' tasks had their turn.
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                } else {
+                    guard.clear_ready();
+                }
             }
             _ = tick.tick() => {
-                drain(ring.get_mut(), &mut builder, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()))?;
+                drain(ring.get_mut(), &mut builder, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
                 ticks = ticks.wrapping_add(1);
                 if !ticks.is_multiple_of(HOUSEKEEPING_EVERY) {
                     continue;
@@ -248,13 +255,17 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         }
     }
 
-    drain(
+    // What the kernel queued before the signal; a flood that goes on after it cannot hold the
+    // agent past FINAL_DRAIN.
+    let deadline = Instant::now() + FINAL_DRAIN;
+    while drain(
         ring.get_mut(),
         &mut builder,
         &mut sinks,
         &mut stats,
         policies.as_ref().map(|p| p.table()),
-    )?;
+    ) && Instant::now() < deadline
+    {}
     if let Some(e) = sinks.exporters.take() {
         stats.exporters = Some(e.shutdown(EXPORT_GRACE).await);
     }
@@ -286,16 +297,26 @@ impl Sinks {
 /// the rest is spooled for the next run.
 const EXPORT_GRACE: Duration = Duration::from_secs(5);
 
-/// Reads every record available now.
+/// Records read per turn of the agent's loop: a local user who floods the kernel with events
+/// cannot keep the agent's only thread from its signals, its policy reloads and its sinks.
+const DRAIN_BUDGET: usize = 16 * 1024;
+/// The longest the agent reads the ring buffer once told to stop.
+const FINAL_DRAIN: Duration = Duration::from_secs(2);
+
+/// Reads the records available now, at most [`DRAIN_BUDGET`]; says whether it stopped at the
+/// budget (more may be waiting).
 fn drain(
     ring: &mut RingBuf<MapData>,
     builder: &mut EventBuilder,
     sinks: &mut Sinks,
     stats: &mut AgentStats,
     policies: Option<&PolicyTable>,
-) -> Result<()> {
+) -> bool {
     let now = Instant::now();
-    while let Some(item) = ring.next() {
+    for _ in 0..DRAIN_BUDGET {
+        let Some(item) = ring.next() else {
+            return false;
+        };
         stats.records += 1;
         match Record::parse(&item) {
             Ok(record) => {
@@ -317,5 +338,5 @@ fn drain(
             }
         }
     }
-    Ok(())
+    true
 }
