@@ -108,6 +108,11 @@ pub struct SinkConfig {
     /// refused records beyond it are counted, not written.
     #[serde(default)]
     pub dead_letter_max_mb: Option<u64>,
+    /// The name of its directory under the spool directory, when not its name (the agent's
+    /// own export file: one per path, so that what a run left for one file is never delivered
+    /// to another). Not in the file: the agent sets it.
+    #[serde(skip)]
+    pub spool_key: Option<String>,
 }
 
 impl SinkConfig {
@@ -125,7 +130,13 @@ impl SinkConfig {
             rate_limit: 0,
             spool_max_mb: None,
             dead_letter_max_mb: None,
+            spool_key: None,
         }
+    }
+
+    /// The directory under the spool directory that holds its spool and dead letters.
+    pub fn spool_name(&self) -> &str {
+        self.spool_key.as_deref().unwrap_or(&self.name)
     }
 }
 

@@ -134,7 +134,7 @@ impl Exporters {
                 s,
                 sink,
                 fields,
-                &cfg.spool_dir.join(&s.name),
+                &cfg.spool_dir.join(s.spool_name()),
                 spool_cap,
                 dead_cap,
             )

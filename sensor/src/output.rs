@@ -63,15 +63,44 @@ pub fn add_outputs(cfg: &mut ExportersConfig, export_file: Option<&Path>, format
         STDOUT
     };
     let mut sink = SinkConfig::new(name, kind);
+    // The export file's spool is the path's own: records a run could not write to one file
+    // (a flood at shutdown) are written to that file by the next run, never to another.
+    sink.spool_key = export_file.map(|p| format!("{EXPORT_FILE}-{:016x}", path_key(p)));
     // Lines appear as soon as the agent's loop has read them (`make run`, tests that read the
     // export file while the agent runs): a batch is what one read of the ring buffer produced.
     sink.linger_ms = 0;
     cfg.sinks.insert(0, sink);
 }
 
+/// FNV-1a of the absolute path: stable across builds and Rust versions, unlike std's hasher.
+fn path_key(p: &Path) -> u64 {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    abs.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_export_file_has_a_spool_of_its_own() {
+        let key = |p: &str| {
+            let mut cfg = ExportersConfig::default();
+            add_outputs(&mut cfg, Some(Path::new(p)), Format::Json);
+            cfg.sinks[0].spool_name().to_string()
+        };
+        assert_eq!(key("/var/log/a.jsonl"), key("/var/log/a.jsonl"));
+        assert_ne!(key("/var/log/a.jsonl"), key("/var/log/b.jsonl"));
+        assert!(key("/var/log/a.jsonl").starts_with("export-file-"));
+        let mut cfg = ExportersConfig::default();
+        add_outputs(&mut cfg, None, Format::Json);
+        assert_eq!(cfg.sinks[0].spool_name(), STDOUT);
+    }
 
     #[test]
     fn stdout_or_the_export_file_becomes_the_first_sink() {
