@@ -103,7 +103,10 @@ impl Exporters {
                 );
             }
             let sink = match &s.kind {
-                SinkKind::Stdout(c) => sinks::Sink::Stdout(sinks::stdout::StdoutSink::new(c)),
+                SinkKind::Stdout(c) => sinks::Sink::Stdout(
+                    sinks::stdout::StdoutSink::new(c)
+                        .map_err(|e| err(format!("cannot start its writer thread: {e}")))?,
+                ),
                 SinkKind::File(f) => sinks::Sink::File(
                     sinks::file::FileSink::new(f.clone()).map_err(|e| err(e.to_string()))?,
                 ),

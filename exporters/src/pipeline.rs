@@ -538,11 +538,9 @@ mod tests {
         let (r, w) = std::io::pipe().unwrap();
         drop(r);
         let cfg = SinkConfig::new("stdout", SinkKind::Stdout(StdoutConfig::default()));
-        let sink = Sink::Stdout(StdoutSink::with_writer(
-            &StdoutConfig::default(),
-            "stdout",
-            Box::new(w),
-        ));
+        let sink = Sink::Stdout(
+            StdoutSink::with_writer(&StdoutConfig::default(), "stdout", Box::new(w)).unwrap(),
+        );
         let (mut handle, worker) =
             pipeline(&cfg, sink, FieldFilters::default(), &dir, 1 << 30, 1 << 20).unwrap();
         let (stop, signal) = stop_signal();
@@ -570,11 +568,14 @@ mod tests {
         let dir = scratch("full");
         let mut cfg = SinkConfig::new("s", SinkKind::Stdout(StdoutConfig::default()));
         cfg.queue_size = 1;
-        let sink = Sink::Stdout(StdoutSink::with_writer(
-            &StdoutConfig::default(),
-            "stdout",
-            Box::new(std::io::sink()),
-        ));
+        let sink = Sink::Stdout(
+            StdoutSink::with_writer(
+                &StdoutConfig::default(),
+                "stdout",
+                Box::new(std::io::sink()),
+            )
+            .unwrap(),
+        );
         let line = rec(1).to_line().len() as u64;
         let (mut handle, _worker) =
             pipeline(&cfg, sink, FieldFilters::default(), &dir, line * 3, 1 << 20).unwrap();

@@ -39,8 +39,8 @@ pub struct StdoutSink {
 }
 
 impl StdoutSink {
-    /// A sink writing to the process's stdout.
-    pub fn new(cfg: &StdoutConfig) -> StdoutSink {
+    /// A sink writing to the process's stdout; fails only when no thread can be started.
+    pub fn new(cfg: &StdoutConfig) -> std::io::Result<StdoutSink> {
         StdoutSink::with_writer(cfg, "stdout", Box::new(std::io::stdout()))
     }
 
@@ -49,7 +49,7 @@ impl StdoutSink {
         cfg: &StdoutConfig,
         what: &str,
         mut out: Box<dyn Write + Send>,
-    ) -> StdoutSink {
+    ) -> std::io::Result<StdoutSink> {
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("vigil-stdout".into())
@@ -57,13 +57,12 @@ impl StdoutSink {
                 for (buf, reply) in rx {
                     let _ = reply.send(out.write_all(&buf).and_then(|()| out.flush()));
                 }
-            })
-            .expect("a thread for stdout");
-        StdoutSink {
+            })?;
+        Ok(StdoutSink {
             format: cfg.format,
             jobs,
             what: what.to_string(),
-        }
+        })
     }
 
     /// Writes the batch's lines.
@@ -104,7 +103,8 @@ mod tests {
     async fn a_closed_reader_closes_the_sink_and_a_full_disk_is_retried() {
         let (r, w) = std::io::pipe().unwrap();
         drop(r);
-        let mut s = StdoutSink::with_writer(&StdoutConfig::default(), "stdout", Box::new(w));
+        let mut s =
+            StdoutSink::with_writer(&StdoutConfig::default(), "stdout", Box::new(w)).unwrap();
         let Delivery::Closed(why) = s.deliver(&[rec()]).await else {
             panic!("a write to a closed pipe closes the sink");
         };
@@ -113,7 +113,8 @@ mod tests {
             .write(true)
             .open("/dev/full")
             .unwrap();
-        let mut s = StdoutSink::with_writer(&StdoutConfig::default(), "stdout", Box::new(full));
+        let mut s =
+            StdoutSink::with_writer(&StdoutConfig::default(), "stdout", Box::new(full)).unwrap();
         let Delivery::Retry(why) = s.deliver(&[rec()]).await else {
             panic!("a full disk may recover");
         };
