@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Built for the host by build.rs and run once: prints the size of every ABI struct and the
- * offset of every field as Rust source, which the layout tests in `src/abi.rs` compare with
- * the `#[repr(C)]` mirrors. This is what keeps the C header and the Rust types from drifting.
+ * Built for the host by build.rs and run once: prints the size of every ABI struct, the
+ * offset of every field and the value of the constants listed at the end as Rust source
+ * (`abi_layout.rs`), which the layout test in the module `src/abi/` (`layout_tests` in
+ * `mod.rs`) compares with the `#[repr(C)]` mirrors and constants there. This is what keeps the
+ * C header and the Rust types from drifting.
  */
 #include <stddef.h>
 #include <stdio.h>

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Generic hooks: one kprobe program attached to every kernel function a policy names, and one
- * tracepoint program attached to the enter tracepoint of every system call a policy names where
- * kprobes are unavailable (sock_hooks.bpf.c has what stands for the socket functions).
+ * Generic hooks: one kprobe program attached to every kernel function a policy names, one
+ * kretprobe program for the hooks on a function's return, and, where kprobes are unavailable,
+ * tracepoint programs (one per arity) attached to the enter tracepoint of every system call a
+ * policy names (sock_hooks.bpf.c has what stands for the socket functions).
  * Each finds the hooks on its attach point in vigil_hooks (by the probed address, from
- * bpf_get_func_ip (5.15+), or by system call number) and runs each in turn: decodes the
- * arguments it asks for, walks its selectors (first match wins, as in Tetragon) and acts:
- * reports, kills or signals. Every loaded policy that hooks a function gets its own run.
+ * bpf_get_func_ip (5.15+), with VIGIL_HOOK_KEY_RETURN for a return, or by system call number)
+ * and runs each in turn: decodes the arguments it asks for, walks its selectors (first match
+ * wins, as in Tetragon) and acts: reports, kills or signals. Every loaded policy that hooks a
+ * function gets its own run.
  *
  * Integers and sockets are decoded up front. Strings, paths and buffers cost a copy or a path
  * walk, so they are decoded the first time a condition or the event needs them: a selector

@@ -47,8 +47,9 @@ static __always_inline void run_sock_hook(struct hook_eval *e, __u64 code, struc
 }
 
 /*
- * Where kprobes are not available, what stands for the TCP functions policies name, each in the
- * calling process's context so the process is the one that connects, listens or closes:
+ * What stands for the socket functions policies name (the TCP ones where kprobes are not
+ * available, the UDP ones on every kernel), each in the calling process's context so the
+ * process is the one that connects, listens, closes, sends or receives:
  *
  * - tcp_connect: the return from connect() on a TCP socket that sent its SYN (it is connecting
  *   or connected, or the peer refused or never answered). At that point the source port is

@@ -3,8 +3,8 @@
  * Running the generic hooks on an attach point: the maps that list them and describe each,
  * the evaluation of one hook (decode its arguments, walk its selectors, act, report) and the
  * loop that runs every hook on a point. Shared by the program families of hooks.bpf.c
- * (kprobes and system call entries) and sock_hooks.bpf.c (what stands for the socket
- * functions); each object carries its own copy of the static functions.
+ * (kprobes, kretprobes and system call entries) and sock_hooks.bpf.c (what stands for the
+ * socket functions); each object carries its own copy of the static functions.
  */
 #ifndef VIGIL_HOOK_RUN_H
 #define VIGIL_HOOK_RUN_H

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The per-call state of a generic hook (hooks.bpf.c) and the maps its selectors' values live
- * in. Included by hooks.bpf.c only, after the kernel and libbpf headers.
+ * The per-call state of a generic hook and the maps its selectors' values live in. Reached
+ * through hook_run.h (via hook_selectors.h and hook_args.h), which hooks.bpf.c and
+ * sock_hooks.bpf.c include after the kernel and libbpf headers.
  */
 #ifndef VIGIL_HOOK_STATE_H
 #define VIGIL_HOOK_STATE_H

@@ -1,15 +1,22 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Every map shared by vigil's programs, declared once. An object that includes this header
- * gets all of them; the agent sizes `vigil_events` at load time (`--ringbuf-size`).
+ * The maps every program family of the agent's object includes: the ring buffer of events, its
+ * drop counters, the agent's configuration, the binary of each live process and the per-CPU
+ * scratch area. An object that includes this header gets all of them; the agent sizes
+ * `vigil_events` at load time (`--ringbuf-size`). They are not the only shared maps: the policy
+ * maps are in policy_maps.h, the generic hooks' in hook_run.h, hook_selectors.h and
+ * hook_state.h.
  */
 #ifndef VIGIL_MAPS_H
 #define VIGIL_MAPS_H
 
 #include "vigil_events.h"
 
-/* Maps here are weak: every program family includes this header, and the linker keeps one
- * definition for the object they are linked into. */
+/* Maps marked __vigil_shared (here and in the headers named above) are weak: each program
+ * family that includes a header defines its maps, and the link of the agent's object
+ * (vigil.bpf.o, `bpftool gen object` in build.rs) keeps one definition of each, so the families
+ * share one map. Every family of that object (process, policy, hooks, sock_hooks) includes this
+ * header; probe.bpf.c, an object of its own, does not. */
 #define __vigil_shared __attribute__((weak))
 
 /* The one ring buffer of events: a single MPSC buffer keeps events from all CPUs in the order

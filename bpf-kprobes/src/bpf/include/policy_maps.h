@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The compiled policy rules and their values, written by the agent (sensor/src/policy_loader.rs)
- * and read by the policy programs. Values are keyed by rule id so that many policies share one
- * set of maps and a rule is replaced by rewriting its own keys. The string maps serve the
- * file-open rules and the string conditions of generic hooks (whose keys have the top bit set).
+ * The compiled policy rules and their values, written by the agent (sensor/src/policies/: the
+ * PolicyTable in mod.rs holds the maps and writes vigil_policy_state_map, file_rules.rs writes
+ * the file-open rules, their values and the prefilter names, hook_rules.rs the string and
+ * binary values of generic hooks' selectors) and read by policy.bpf.c and, through binary.h and
+ * hook_state.h, by the generic hook programs (hooks.bpf.c, sock_hooks.bpf.c). Values are keyed
+ * by rule id so that many policies share one set of maps and a rule is replaced by rewriting
+ * its own keys. The string maps serve the file-open rules and the string conditions of generic
+ * hooks (whose keys have the top bit set).
  */
 #ifndef VIGIL_POLICY_MAPS_H
 #define VIGIL_POLICY_MAPS_H

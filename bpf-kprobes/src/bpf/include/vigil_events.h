@@ -4,8 +4,10 @@
  *
  * Every record written to the ring buffer starts with `struct vigil_event_header`; its `kind`
  * says which struct follows. Kinds are numbered explicitly and a number is never reused: a
- * retired kind moves to the "retired" comment below. The Rust mirrors live in
- * `bpf-kprobes/src/abi.rs`, whose layout tests pin every size and offset defined here.
+ * retired kind moves to the "retired" comment below. The Rust mirrors live in the module
+ * `bpf-kprobes/src/abi/` (`mod.rs`, `policy.rs`; `record.rs` decodes records), whose layout
+ * test (`layout_tests` in `mod.rs`, fed by `abi_layout.c`) pins every size and offset defined
+ * here.
  *
  * This header must stay free of kernel types so that it means the same thing to clang and to
  * the Rust layout tests.
@@ -197,15 +199,18 @@ struct vigil_policy_event {
 };
 
 /*
- * Generic hooks: kprobes on any kernel function (and, where kprobes are unavailable, the enter
- * tracepoints of system calls) that decode their arguments, evaluate the policy's selectors and
- * act. The agent describes each hook in vigil_hook_configs, lists the hooks on each attach
- * point in vigil_hooks, keyed by the probed address (kprobes) or VIGIL_HOOK_KEY_SYSCALL | the
- * system call's number, and keeps its selectors in vigil_hook_rules.
+ * Generic hooks: kprobes and kretprobes on any kernel function (and, where kprobes are
+ * unavailable, the enter tracepoints of system calls), and what stands for the socket functions
+ * (sock_hooks.bpf.c), that decode their arguments, evaluate the policy's selectors and act. The
+ * agent describes each hook in vigil_hook_configs, lists the hooks on each attach point in
+ * vigil_hooks, keyed by the probed address (kprobes; | VIGIL_HOOK_KEY_RETURN for kretprobes),
+ * VIGIL_HOOK_KEY_SYSCALL | the system call's number, or VIGIL_HOOK_KEY_SOCK_STATE | the
+ * stand-in's code, and keeps its selectors in vigil_hook_rules.
  */
 #define VIGIL_HOOK_ARGS 5
 #define VIGIL_HOOK_KEY_SYSCALL (1ull << 63)
-/* Keys of the TCP functions' hooks on kernels without kprobes (see hooks.bpf.c). */
+/* Keys of the hooks on what stands for the socket functions (see sock_hooks.bpf.c): the TCP
+ * functions' on kernels without kprobes, the UDP functions' on every kernel. */
 #define VIGIL_HOOK_KEY_SOCK_STATE (1ull << 62)
 enum vigil_sock_state_hook {
 	VIGIL_SOCK_STATE_CONNECT = 1, /* tcp_connect: the return from connect() that sent a SYN */
