@@ -1,11 +1,10 @@
 //! `policy`: a TracingPolicy file's text through what `vigil policy lint` and the agent run on
-//! it: the YAML gate, parsing and validation with a kernel that has every function, then the
-//! attach plan (on a kernel with every capability and on one with kprobes only) and the
-//! compiler.
+//! it: the YAML gate, then `prepare` (validation with a kernel that has every function,
+//! compilation and the attach plan) on a kernel with every capability and on one with kprobes
+//! only.
 
 use vigil_policy_engine::{
-    check_yaml, compile::compile, load_policy_for, plan::plan, plan::KernelCaps, KernelSymbols,
-    Limits,
+    check_yaml, plan::KernelCaps, prepare_text, Kernel, KernelSymbols, Limits,
 };
 
 /// A kernel with every function and tracepoint, so validation goes past the symbol checks.
@@ -32,14 +31,6 @@ pub fn policy(data: &[u8]) {
         let _ = e.to_string();
         return;
     }
-    let policy = match load_policy_for(FILE, text, Some(&AnyKernel)) {
-        Ok(p) => p,
-        Err(errors) => {
-            // Messages are part of what runs: they quote and cut the user's text.
-            let _ = errors.to_string();
-            return;
-        }
-    };
     let all = KernelCaps {
         lsm: true,
         kprobe: true,
@@ -56,19 +47,17 @@ pub fn policy(data: &[u8]) {
         ..all
     };
     for caps in [all, kprobes_only] {
-        if let Err(errors) = plan(&policy, &caps) {
-            for e in errors {
-                let _ = format!("{}: {}", e.path, e.reason);
+        let kernel = Kernel {
+            caps,
+            symbols: Some(&AnyKernel),
+        };
+        match prepare_text(FILE, text, &kernel) {
+            // Messages are part of what runs: they quote and cut the user's text.
+            Err(errors) => {
+                let _ = errors.to_string();
             }
-        }
-    }
-    match compile(&policy) {
-        Ok(compiled) => {
-            let _ = format!("{:?} {:?}", compiled.rules, compiled.hooks);
-        }
-        Err(errors) => {
-            for e in errors {
-                let _ = format!("{}: {}", e.path, e.reason);
+            Ok(p) => {
+                let _ = format!("{:?}", p.hooks);
             }
         }
     }

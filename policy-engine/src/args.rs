@@ -1,10 +1,9 @@
 //! Argument types: which ones vigil reads, what selectors can compare them with, and the checks
 //! of a hook's `args` list.
 
-use crate::{
-    spec::ArgSpec,
-    validate::{Checker, MAX_CALL_ARGS},
-};
+use vigil_bpf_kprobes::abi;
+
+use crate::{spec::ArgSpec, validate::Checker};
 
 /// What an argument's type lets selectors compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,14 +217,15 @@ pub(crate) fn check_args(c: &mut Checker, hook: &str, args: &[ArgSpec], calling_
     let mut seen = Vec::new();
     for (i, a) in args.iter().enumerate() {
         let path = format!("{hook}.args[{i}]");
-        if calling_convention && a.index >= MAX_CALL_ARGS {
+        if calling_convention && a.index as usize >= abi::HOOK_ARGS {
             c.value(
                 &format!("{path}.index"),
                 format!(
-                    "argument index {} is past the {MAX_CALL_ARGS} arguments a hook can read",
-                    a.index
+                    "argument index {} is past the {} arguments a hook can read",
+                    a.index,
+                    abi::HOOK_ARGS
                 ),
-                format!("use an index from 0 to {}", MAX_CALL_ARGS - 1),
+                format!("use an index from 0 to {}", abi::HOOK_ARGS - 1),
             );
         }
         if seen.contains(&a.index) {

@@ -1,28 +1,23 @@
-//! From a validated policy to the rules the kernel evaluates (`struct vigil_rule` plus its
-//! values), one rule per selector.
+//! From a validated policy to what the kernel evaluates: every hook, file opens included,
+//! becomes a [`HookRule`] (its arguments and one [`HookSelector`] per selector; `hooks.rs`
+//! compiles selectors). Anything the kernel cannot evaluate is refused here with the field
+//! named and the fix, so a policy is never loaded half-enforced.
 //!
-//! File opens (`lsmhooks: file_open`, `kprobes: security_file_open`) have their own evaluator,
-//! which matches the path the kernel resolved and can deny (Override) before the open: a
-//! `file` argument filtered by Equal, NotEqual, Prefix, NotPrefix, Postfix or NotPostfix,
-//! `matchBinaries`, and the actions Post, NoPost, Sigkill, Signal and Override. Every other
-//! kprobe compiles to a generic hook (`hooks.rs`). A policy using anything the kernel cannot
-//! evaluate is refused here with the hook or filter named, so it is never loaded half-enforced.
+//! File opens (`lsmhooks: file_open`, `kprobes: security_file_open`) are hooks with a `file`
+//! argument. The kernel serves them with its file-open evaluator (BPF LSM or the open system
+//! calls' exits, see the plan), which matches the path the kernel resolved and can deny before
+//! the open: per selector one path filter (Equal, NotEqual, Prefix, NotPrefix, Postfix,
+//! NotPostfix) and one `matchBinaries`, and the actions Post, NoPost, Sigkill, Signal and
+//! Override. [`check_file_open_selector`] refuses the rest.
 
-pub use crate::hooks::{HookArg, HookArgKind, HookRule};
+pub use crate::hooks::{HookArg, HookArgKind, HookRule, HookSelector};
 use crate::{
-    hooks::generic_hook,
+    hooks::{generic_hook, hook_rule, HookSource},
     spec::Selector,
     validate::{Mode, Policy},
 };
 
-/// The hook a rule runs on (`enum vigil_hook`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuleHook {
-    /// A file is being opened.
-    FileOpen,
-}
-
-/// What a rule does when it matches (`enum vigil_action`).
+/// What a selector does when it matches (`enum vigil_action`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleAction {
     /// Report.
@@ -48,7 +43,7 @@ pub enum MatchKind {
     Postfix,
 }
 
-/// A path or binary filter.
+/// A binary filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     /// How it compares.
@@ -59,42 +54,6 @@ pub struct Filter {
     pub values: Vec<String>,
 }
 
-/// One compiled selector.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// The hook's field path, for events and errors (`spec.lsmhooks[0]`).
-    pub hook_path: String,
-    /// The function or LSM hook as the policy names it.
-    pub function: String,
-    /// `process_lsm` (LSM hook) or `process_kprobe` (kprobe) events.
-    pub is_lsm: bool,
-    /// Where it runs.
-    pub hook: RuleHook,
-    /// The path filter.
-    pub path: Option<Filter>,
-    /// The binary filter.
-    pub binary: Option<Filter>,
-    /// What it does.
-    pub action: RuleAction,
-    /// Whether it reports (a `NoPost` beside an enforcing action silences it).
-    pub post: bool,
-    /// Monitor mode: report what the action would have done.
-    pub monitor: bool,
-    /// The hook's `message`.
-    pub message: Option<String>,
-    /// The hook's `tags`.
-    pub tags: Vec<String>,
-}
-
-/// Everything a policy compiles to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Compiled {
-    /// File-open rules, one per selector.
-    pub rules: Vec<Rule>,
-    /// Generic hooks.
-    pub hooks: Vec<HookRule>,
-}
-
 /// Why a policy cannot be compiled for the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompileError {
@@ -102,134 +61,144 @@ pub struct CompileError {
     pub path: String,
     /// Why.
     pub reason: String,
+    /// What to change.
+    pub fix: String,
 }
 
-/// The longest value a filter compares in the kernel (`VIGIL_MATCH_MAX`).
-pub const MAX_MATCH_VALUE: usize = 251;
+impl CompileError {
+    /// From a message whose advice follows its reason after `; ` (or, lacking one, with the
+    /// advice to bring the field within what vigil evaluates).
+    pub(crate) fn from_text(path: String, text: String) -> Self {
+        match text.split_once("; ") {
+            Some((reason, fix)) => CompileError::new(path, reason, fix),
+            None => CompileError::new(
+                path,
+                text,
+                "change the field to a form the kernel evaluates (vigil policy explain lists them), or remove it",
+            ),
+        }
+    }
 
-/// A hook about to be compiled.
-struct HookSource<'a> {
-    path: String,
-    function: &'a str,
-    is_lsm: bool,
-    file_arg: Option<u32>,
-    selectors: &'a [Selector],
-    message: &'a Option<String>,
-    tags: &'a [String],
+    pub(crate) fn new(path: String, reason: impl Into<String>, fix: impl Into<String>) -> Self {
+        CompileError {
+            path,
+            reason: reason.into(),
+            fix: fix.into(),
+        }
+    }
 }
 
-/// Compiles every selector of `policy` into a rule, and every other kprobe into a hook.
-pub fn compile(policy: &Policy) -> Result<Compiled, Vec<CompileError>> {
-    let mut rules = Vec::new();
+/// Compiles every hook of `policy`, in the order of the policy: LSM hooks, kprobes.
+pub fn compile(policy: &Policy) -> Result<Vec<HookRule>, Vec<CompileError>> {
     let mut hooks = Vec::new();
     let mut errors = Vec::new();
     let monitor = policy.mode == Mode::Monitor;
-    let file_arg =
-        |args: &[crate::spec::ArgSpec]| args.iter().find(|a| a.r#type == "file").map(|a| a.index);
     for (i, l) in policy.spec.lsmhooks.iter().enumerate() {
         let path = format!("spec.lsmhooks[{i}]");
         if l.hook != "file_open" {
-            let reason = format!("vigil does not enforce the LSM hook `{}` in the kernel yet (file_open is supported)", l.hook);
-            errors.push(CompileError { path, reason });
+            errors.push(CompileError::new(
+                path,
+                format!("vigil does not enforce the LSM hook `{}` in the kernel yet (file_open is supported)", l.hook),
+                "hook the operation with a kprobe on its kernel function instead",
+            ));
             continue;
         }
         let src = HookSource {
             path,
-            function: &l.hook,
-            is_lsm: true,
-            file_arg: file_arg(&l.args),
+            call: &l.hook,
+            lsm: true,
+            syscall: false,
+            returns: false,
+            args: &l.args,
             selectors: &l.selectors,
             message: &l.message,
             tags: &l.tags,
         };
-        compile_hook(src, monitor, &mut rules, &mut errors);
+        match file_open_hook(src, monitor) {
+            Ok(h) => hooks.push(h),
+            Err(e) => errors.extend(e),
+        }
     }
     for (i, k) in policy.spec.kprobes.iter().enumerate() {
         let path = format!("spec.kprobes[{i}]");
-        if k.call != "security_file_open" {
-            match generic_hook(&path, k, monitor) {
-                Ok(h) => hooks.push(h),
-                Err(e) => errors.extend(e),
-            }
-            continue;
-        }
-        let src = HookSource {
-            path,
-            function: &k.call,
-            is_lsm: false,
-            file_arg: file_arg(&k.args),
-            selectors: &k.selectors,
-            message: &k.message,
-            tags: &k.tags,
+        let result = if k.call == "security_file_open" {
+            let src = HookSource {
+                path,
+                call: &k.call,
+                lsm: false,
+                syscall: k.syscall,
+                returns: false,
+                args: &k.args,
+                selectors: &k.selectors,
+                message: &k.message,
+                tags: &k.tags,
+            };
+            file_open_hook(src, monitor)
+        } else {
+            generic_hook(&path, k, monitor)
         };
-        compile_hook(src, monitor, &mut rules, &mut errors);
+        match result {
+            Ok(h) => hooks.push(h),
+            Err(e) => errors.extend(e),
+        }
     }
     for (i, t) in policy.spec.tracepoints.iter().enumerate() {
-        errors.push(CompileError {
-            path: format!("spec.tracepoints[{i}]"),
-            reason: format!(
+        errors.push(CompileError::new(
+            format!("spec.tracepoints[{i}]"),
+            format!(
                 "vigil does not run policy tracepoints ({}/{}) yet",
                 t.subsystem, t.event
             ),
-        });
+            "hook the kernel function behind the tracepoint with a kprobe instead",
+        ));
     }
     if errors.is_empty() {
-        Ok(Compiled { rules, hooks })
+        Ok(hooks)
     } else {
         Err(errors)
     }
 }
 
-fn compile_hook(
-    src: HookSource,
-    monitor: bool,
-    rules: &mut Vec<Rule>,
-    errors: &mut Vec<CompileError>,
-) {
-    let Some(file_index) = src.file_arg else {
-        errors.push(CompileError {
-            path: src.path,
-            reason: format!(
+/// A file-open hook: its `file` argument and selectors the file-open evaluator can hold.
+fn file_open_hook(src: HookSource, monitor: bool) -> Result<HookRule, Vec<CompileError>> {
+    let Some(file_index) = src
+        .args
+        .iter()
+        .find(|a| a.r#type == "file")
+        .map(|a| a.index)
+    else {
+        return Err(vec![CompileError::new(
+            src.path.clone(),
+            format!(
                 "vigil enforces `{}` in the kernel only with a `file` argument to match on",
-                src.function
+                src.call
             ),
-        });
-        return;
+            "declare `args: [{index: 0, type: file}]`",
+        )]);
     };
-    let rule = |path, binary, action, post| Rule {
-        hook_path: src.path.clone(),
-        function: src.function.to_string(),
-        is_lsm: src.is_lsm,
-        hook: RuleHook::FileOpen,
-        path,
-        binary,
-        action,
-        post,
-        monitor,
-        message: src.message.clone(),
-        tags: src.tags.to_vec(),
-    };
-    if src.selectors.is_empty() {
-        rules.push(rule(None, None, RuleAction::Post, true));
+    let errors: Vec<CompileError> = src
+        .selectors
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            check_file_open_selector(&format!("{}.selectors[{i}]", src.path), s, file_index).err()
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors);
     }
-    for (i, s) in src.selectors.iter().enumerate() {
-        match compile_selector(&format!("{}.selectors[{i}]", src.path), s, file_index) {
-            Ok((path, binary, action, post)) => rules.push(rule(path, binary, action, post)),
-            Err(e) => errors.push(e),
-        }
-    }
+    hook_rule(src, monitor)
 }
 
-type SelectorParts = (Option<Filter>, Option<Filter>, RuleAction, bool);
-
-fn compile_selector(
+/// Refuses what the file-open evaluator does not hold: one path filter on the `file` argument
+/// and one binary filter per selector, no pid, namespace or capability filter.
+fn check_file_open_selector(
     spath: &str,
     s: &Selector,
     file_index: u32,
-) -> Result<SelectorParts, CompileError> {
-    let err = |field: &str, reason: String| CompileError {
-        path: format!("{spath}.{field}"),
-        reason,
+) -> Result<(), CompileError> {
+    let err = |field: &str, reason: String, fix: &str| {
+        CompileError::new(format!("{spath}.{field}"), reason, fix)
     };
     for (field, present) in [
         ("matchReturnArgs", !s.match_return_args.is_empty()),
@@ -241,135 +210,52 @@ fn compile_selector(
             return Err(err(
                 field,
                 format!("vigil does not evaluate `{field}` on file opens in the kernel yet"),
+                "remove the filter, or hook the open with a kprobe on a function that takes the file",
             ));
         }
     }
     if s.match_args.len() > 1 || s.match_binaries.len() > 1 {
-        return Err(err("matchArgs", "vigil evaluates one matchArgs and one matchBinaries filter per selector in the kernel; split the selector".into()));
+        return Err(err(
+            "matchArgs",
+            "vigil evaluates one matchArgs and one matchBinaries filter per selector in the kernel"
+                .into(),
+            "split the selector into one selector per filter",
+        ));
     }
-    let path = match s.match_args.first() {
-        None => None,
-        Some(f) if f.index != file_index => {
-            return Err(err(
-                "matchArgs[0].index",
-                format!(
-                    "only the `file` argument (index {file_index}) can be matched on file opens"
-                ),
+    match s.match_args.first() {
+        Some(f) if f.index != file_index => Err(err(
+            "matchArgs[0].index",
+            format!("only the `file` argument (index {file_index}) can be matched on file opens"),
+            &format!("use index {file_index}"),
+        )),
+        Some(f)
+            if !matches!(
+                f.operator.as_str(),
+                "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix"
+            ) =>
+        {
+            Err(err(
+                "matchArgs[0].operator",
+                format!("operator `{}` is not evaluated on file paths", f.operator),
+                "use Equal, NotEqual, Prefix, NotPrefix, Postfix or NotPostfix",
             ))
         }
-        Some(f) => {
-            let (kind, negate) = match f.operator.as_str() {
-                "Equal" => (MatchKind::Exact, false),
-                "NotEqual" => (MatchKind::Exact, true),
-                "Prefix" => (MatchKind::Prefix, false),
-                "NotPrefix" => (MatchKind::Prefix, true),
-                "Postfix" => (MatchKind::Postfix, false),
-                "NotPostfix" => (MatchKind::Postfix, true),
-                other => {
-                    return Err(err(
-                        "matchArgs[0].operator",
-                        format!("operator `{other}` is not evaluated on file paths"),
-                    ))
-                }
-            };
-            Some(filter(
-                spath,
-                "matchArgs[0]",
-                kind,
-                negate,
-                f.values.iter().map(|v| v.0.clone()),
-            )?)
-        }
-    };
-    let binary = binary_filter(spath, s)?;
-    let mut action = RuleAction::Post;
-    for a in &s.match_actions {
-        action = match a.action.as_str() {
-            "Sigkill" => RuleAction::Sigkill,
-            "Override" => RuleAction::Override(a.arg_error.unwrap_or(-1) as i32),
-            "Signal" => RuleAction::Signal(a.arg_sig.unwrap_or(9) as i32),
-            "NoPost" if action == RuleAction::Post => RuleAction::NoPost,
-            _ => action,
-        };
+        _ => Ok(()),
     }
-    let post = !s.match_actions.iter().any(|a| a.action == "NoPost");
-    Ok((path, binary, action, post))
 }
 
 /// A selector's (first) `matchBinaries` as a filter on the binary's path.
-pub(crate) fn binary_filter(spath: &str, s: &Selector) -> Result<Option<Filter>, CompileError> {
-    let Some(f) = s.match_binaries.first() else {
-        return Ok(None);
-    };
+pub(crate) fn binary_filter(s: &Selector) -> Option<Filter> {
+    let f = s.match_binaries.first()?;
     let (kind, negate) = match f.operator.as_str() {
         "In" => (MatchKind::Exact, false),
         "NotIn" => (MatchKind::Exact, true),
         "Prefix" => (MatchKind::Prefix, false),
         _ => (MatchKind::Prefix, true),
     };
-    filter(
-        spath,
-        "matchBinaries[0]",
+    Some(Filter {
         kind,
         negate,
-        f.values.iter().map(|v| v.0.clone()),
-    )
-    .map(Some)
-}
-
-pub(crate) fn filter(
-    spath: &str,
-    field: &str,
-    kind: MatchKind,
-    negate: bool,
-    values: impl Iterator<Item = String>,
-) -> Result<Filter, CompileError> {
-    let values: Vec<String> = values.collect();
-    if let Some((j, v)) = values
-        .iter()
-        .enumerate()
-        .find(|(_, v)| v.len() > MAX_MATCH_VALUE)
-    {
-        return Err(CompileError {
-            path: format!("{spath}.{field}.values[{j}]"),
-            reason: format!(
-                "`{}...` is longer than the {MAX_MATCH_VALUE} bytes the kernel compares",
-                crate::error::clip(v, 32)
-            ),
-        });
-    }
-    Ok(Filter {
-        kind,
-        negate,
-        values,
+        values: f.values.iter().map(|v| v.0.clone()).collect(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_long_value_with_a_multi_byte_character_at_the_cut_does_not_panic() {
-        // 31 ASCII bytes, then `é` (2 bytes) straddling byte 32, then enough to be too long.
-        let value = format!("/{}é{}", "a".repeat(30), "b".repeat(300));
-        let e = filter(
-            "spec.kprobes[0].selectors[0]",
-            "matchArgs[0]",
-            MatchKind::Prefix,
-            false,
-            [value].into_iter(),
-        )
-        .unwrap_err();
-        assert!(
-            e.reason.contains("longer than the 251 bytes"),
-            "{}",
-            e.reason
-        );
-        assert!(
-            e.reason.starts_with(&format!("`/{}", "a".repeat(30))),
-            "{}",
-            e.reason
-        );
-    }
 }

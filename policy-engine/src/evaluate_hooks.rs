@@ -1,14 +1,14 @@
 //! The userspace reference evaluator of generic hooks: which selector of a hook the kernel's
 //! `hooks.bpf.c` picks for one call, from the same compiled selectors with the same semantics
 //! (first matching selector; integers as the kernel normalizes them; strings and paths on their
-//! first `MAX_MATCH_VALUE` bytes; addresses in CIDRs with IPv4 as IPv4; a process matching a
+//! first `abi::MATCH_MAX` bytes; addresses in CIDRs with IPv4 as IPv4; a process matching a
 //! pid filter with followForks when it is a fork that has not exec'd of a listed pid).
 //! `vigil policy test` replays recorded events through it.
 
 use std::net::IpAddr;
 
 use crate::{
-    compile::{MatchKind, MAX_MATCH_VALUE},
+    compile::MatchKind,
     hooks::{CapFilter, CondOp, HookRule, HookSelector, NsFilter, NsValue, PidFilter},
 };
 
@@ -54,7 +54,7 @@ pub struct HookCall {
 }
 
 fn cut(s: &str) -> &[u8] {
-    &s.as_bytes()[..s.len().min(MAX_MATCH_VALUE)]
+    &s.as_bytes()[..s.len().min(vigil_bpf_kprobes::abi::MATCH_MAX)]
 }
 
 fn text_hit(kind: MatchKind, values: &[String], subject: &str) -> bool {
@@ -163,6 +163,7 @@ mod tests {
         HookRule {
             hook_path: "spec.kprobes[0]".into(),
             call: "sys_setuid".into(),
+            lsm: false,
             syscall: true,
             args: vec![],
             returns: false,

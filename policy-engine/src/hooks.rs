@@ -9,10 +9,11 @@
 //! half-enforced.
 
 use ipnet::IpNet;
+use vigil_bpf_kprobes::abi::HOOK_CONDS;
 
 use crate::{
     args::{arg_class, ArgClass},
-    compile::{binary_filter, filter, CompileError, Filter, MatchKind, RuleAction},
+    compile::{binary_filter, CompileError, Filter, MatchKind, RuleAction},
     spec::{ArgSpec, KprobeSpec, Selector},
     values,
 };
@@ -180,13 +181,15 @@ pub struct HookSelector {
     pub post: bool,
 }
 
-/// A kprobe or system call hook, its arguments and its selectors.
+/// A hook, its arguments and its selectors: a kprobe, a system call, or an LSM hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookRule {
     /// The hook's field path.
     pub hook_path: String,
-    /// The kernel function or system call.
+    /// The kernel function, system call or LSM hook, as the policy names it.
     pub call: String,
+    /// An `lsmhooks` entry (its events are `process_lsm`).
+    pub lsm: bool,
     /// `call` is a system call.
     pub syscall: bool,
     /// What to read. For a hook on a function's return, the one entry is the return value.
@@ -204,6 +207,79 @@ pub struct HookRule {
     pub tags: Vec<String>,
 }
 
+impl HookRule {
+    /// Whether the kernel's file-open evaluator serves it (`lsmhooks: file_open`, `kprobes:
+    /// security_file_open`): its one argument is the opened file.
+    pub fn is_file_open(&self) -> bool {
+        if self.lsm {
+            self.call == "file_open"
+        } else {
+            self.call == "security_file_open"
+        }
+    }
+}
+
+/// What a hook is made of, as the policy writes it.
+pub(crate) struct HookSource<'a> {
+    pub path: String,
+    pub call: &'a str,
+    pub lsm: bool,
+    pub syscall: bool,
+    pub returns: bool,
+    pub args: &'a [ArgSpec],
+    pub selectors: &'a [Selector],
+    pub message: &'a Option<String>,
+    pub tags: &'a [String],
+}
+
+/// A file-open hook: the opened file is its one argument, and its selectors may deny
+/// (Override), which the file-open evaluator does before the open on BPF LSM.
+pub(crate) fn hook_rule(src: HookSource, monitor: bool) -> Result<HookRule, Vec<CompileError>> {
+    let file = src.args.iter().find(|a| a.r#type == "file");
+    let args = file
+        .map(|a| HookArg {
+            index: a.index,
+            kind: HookArgKind::File,
+            label: a.label.clone(),
+        })
+        .into_iter()
+        .collect();
+    finish(src, args, monitor, true)
+}
+
+/// Compiles the selectors of a hook whose arguments are decided.
+fn finish(
+    src: HookSource,
+    args: Vec<HookArg>,
+    monitor: bool,
+    file_open: bool,
+) -> Result<HookRule, Vec<CompileError>> {
+    let mut selectors = Vec::new();
+    let mut errors = Vec::new();
+    for (i, s) in src.selectors.iter().enumerate() {
+        let spath = format!("{}.selectors[{i}]", src.path);
+        match selector(&spath, s, &args, src.returns, file_open) {
+            Ok(sel) => selectors.push(sel),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(HookRule {
+        hook_path: src.path,
+        call: src.call.to_string(),
+        lsm: src.lsm,
+        syscall: src.syscall,
+        args,
+        returns: src.returns,
+        selectors,
+        monitor,
+        message: src.message.clone(),
+        tags: src.tags.to_vec(),
+    })
+}
+
 /// Namespace names in vigil's index order; `TimeForChildren` is not tracked.
 const NAMESPACES: [&str; 9] = [
     "Uts",
@@ -216,9 +292,6 @@ const NAMESPACES: [&str; 9] = [
     "Cgroup",
     "User",
 ];
-
-/// Argument conditions per selector (`VIGIL_HOOK_CONDS`).
-pub const MAX_CONDS: usize = 8;
 
 /// A value as the kernel holds the argument: cut to `bits`, then sign-extended when the type is
 /// signed (so `0xffffffff` for an `int` is -1, as the register's low half reads).
@@ -241,7 +314,7 @@ pub fn generic_hook(
     k: &KprobeSpec,
     monitor: bool,
 ) -> Result<HookRule, Vec<CompileError>> {
-    let err = |p: String, reason: String| vec![CompileError { path: p, reason }];
+    let err = |p: String, reason: String| vec![CompileError::from_text(p, reason)];
     let read: Vec<(String, &ArgSpec)> = if k.r#return {
         if !k.args.is_empty() {
             return Err(err(
@@ -324,28 +397,18 @@ pub fn generic_hook(
             label: a.label.clone(),
         });
     }
-    let mut selectors = Vec::new();
-    let mut errors = Vec::new();
-    for (i, s) in k.selectors.iter().enumerate() {
-        match selector(&format!("{path}.selectors[{i}]"), s, &args, k.r#return) {
-            Ok(sel) => selectors.push(sel),
-            Err(e) => errors.push(e),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(HookRule {
-        hook_path: path.to_string(),
-        call: k.call.clone(),
+    let src = HookSource {
+        path: path.to_string(),
+        call: &k.call,
+        lsm: false,
         syscall: k.syscall,
-        args,
         returns: k.r#return,
-        selectors,
-        monitor,
-        message: k.message.clone(),
-        tags: k.tags.clone(),
-    })
+        args: &k.args,
+        selectors: &k.selectors,
+        message: &k.message,
+        tags: &k.tags,
+    };
+    finish(src, args, monitor, false)
 }
 
 fn selector(
@@ -353,11 +416,10 @@ fn selector(
     s: &Selector,
     args: &[HookArg],
     returns: bool,
+    file_open: bool,
 ) -> Result<HookSelector, CompileError> {
-    let err = |field: String, reason: String| CompileError {
-        path: format!("{spath}.{field}"),
-        reason,
-    };
+    let err =
+        |field: String, reason: String| CompileError::from_text(format!("{spath}.{field}"), reason);
     // On a return hook the one value read is the return value, at index 0.
     let (filters, name) =
         match (
@@ -380,10 +442,10 @@ fn selector(
                 ))
             }
         };
-    if filters.len() > MAX_CONDS {
+    if filters.len() > HOOK_CONDS {
         return Err(err(
             name.into(),
-            format!("the kernel evaluates up to {MAX_CONDS} argument filters per selector; split the selector"),
+            format!("the kernel evaluates up to {HOOK_CONDS} argument filters per selector; split the selector"),
         ));
     }
     let mut conds = Vec::new();
@@ -428,14 +490,7 @@ fn selector(
                     "Prefix" => MatchKind::Prefix,
                     _ => MatchKind::Postfix,
                 };
-                let f = filter(
-                    spath,
-                    &field,
-                    kind,
-                    false,
-                    vals.iter().map(|v| v.to_string()),
-                )?;
-                CondOp::Text(kind, f.values)
+                CondOp::Text(kind, vals.iter().map(|v| v.to_string()).collect())
             }
             (HookArgKind::Sock | HookArgKind::Sockaddr, "SAddr" | "DAddr") => CondOp::Addr(
                 base == "SAddr",
@@ -479,7 +534,7 @@ fn selector(
     if s.match_binaries.len() > 1 {
         return Err(err("matchBinaries".into(), "the kernel evaluates one matchBinaries filter per selector; list every binary in one filter".into()));
     }
-    let binary = binary_filter(spath, s)?;
+    let binary = binary_filter(s);
     if s.match_pids.len() > 1 {
         return Err(err(
             "matchPIDs".into(),
@@ -579,6 +634,7 @@ fn selector(
         action = match a.action.as_str() {
             "Sigkill" => RuleAction::Sigkill,
             "Signal" => RuleAction::Signal(a.arg_sig.unwrap_or(9) as i32),
+            "Override" if file_open => RuleAction::Override(a.arg_error.unwrap_or(-1) as i32),
             "Override" => {
                 return Err(err(format!("matchActions[{i}].action"), "Override on a kprobe needs bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE), which neither Debian's kernels nor vigil's host kernel have; deny file opens with `lsmhooks: file_open`, or use Sigkill".into()));
             }

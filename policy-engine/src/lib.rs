@@ -1,13 +1,17 @@
 //! TracingPolicy handling for vigil.
 //!
+//! [`prepare`] is the one entry point from a policy file to what the kernel runs: it reads the
+//! file through the gate ([`input`]), parses and validates it ([`load_policy`]), compiles every
+//! hook ([`compile`], with the selector compiler in [`hooks`]) and plans where each attaches
+//! on this kernel ([`plan`]), reporting every problem as a [`PolicyError`] that names the file,
+//! line and column, the field path, the reason and a fix. The agent and `vigil policy lint`,
+//! `explain` and `test` all call it.
+//!
 //! [`spec`] holds the policy types (Tetragon's `TracingPolicy` CRD, field for field);
-//! [`load_policy`] parses a document and checks it, returning every problem as a
-//! [`PolicyError`] that names the file, line and column, the field path, the reason and a fix.
-//! [`locate`] maps field paths back to positions in the source; [`kernel`] checks the functions
-//! and tracepoints a policy names against the running kernel. [`plan`] picks how each hook
-//! attaches on this kernel and what that guarantees; [`compile`] turns file-open hooks into
-//! kernel rules and [`hooks`] every other kprobe into a generic hook with its selectors;
-//! [`evaluate`] and [`evaluate_hooks`] decide offline what the kernel would.
+//! [`locate`] maps field paths back to positions in the source; [`kernel`] reads the running
+//! kernel's functions and tracepoints; [`evaluate_hooks`] decides offline what the kernel
+//! would, for `vigil policy test`. What the kernel can hold (selectors, conditions, value
+//! lengths, hooks per attach point) is defined once, in `vigil_bpf_kprobes::abi`.
 //!
 //! ```
 //! let text = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: x\n\
@@ -23,13 +27,13 @@
 mod args;
 pub mod compile;
 mod error;
-pub mod evaluate;
 pub mod evaluate_hooks;
 pub mod hooks;
 pub mod input;
 pub mod kernel;
 pub mod locate;
 pub mod plan;
+pub mod prepare;
 mod selectors;
 pub mod sigma;
 pub mod spec;
@@ -40,4 +44,6 @@ pub use args::{arg_class, ArgClass, ARG_TYPES};
 pub use error::{PolicyError, PolicyErrors};
 pub use input::{check_yaml, read_yaml, InputError, Limits};
 pub use kernel::KernelSymbols;
+pub use plan::Kernel;
+pub use prepare::{prepare, prepare_text, Prepared, PreparedHook};
 pub use validate::{load_policy, load_policy_file, load_policy_for, Mode, Policy};

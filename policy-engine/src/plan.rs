@@ -1,18 +1,23 @@
 //! The attach plan: for every hook of a policy, the mechanism this kernel allows and the
 //! guarantee it gives, following DESIGN.md's ladder.
 //!
-//! - `lsmhooks`: BPF LSM (denied before the effect) → a kprobe on the `security_*` function →
-//!   the matching system calls' tracepoints; the last two enforce with SIGKILL on the way back
-//!   to userspace (the process dies before it sees the result).
-//! - `kprobes`: kprobe → fentry → for system calls, their tracepoints.
-//! - `tracepoints`: the tracepoint itself.
+//! - File opens (`lsmhooks: file_open`, `kprobes: security_file_open`): BPF LSM (denied before
+//!   the effect) → the open system calls' exit tracepoints, which kill with SIGKILL on the way
+//!   back to userspace (the process dies before it sees the file).
+//! - Other kprobes: kprobe or kretprobe on the kernel function (for a system call, its
+//!   wrapper, as `/proc/kallsyms` names it) → for system calls, their enter tracepoints; for
+//!   the socket functions, what stands for them ([`abi::STAND_INS`]), which the UDP ones use
+//!   on every kernel.
 //!
-//! A hook nothing fits is refused with the reason. Planning is pure (it takes [`KernelCaps`]),
-//! so it is tested for every kernel shape without that kernel.
+//! A hook nothing fits is refused with the reason. The sensor attaches exactly what the plan
+//! says; planning is pure (it takes a [`Kernel`]), so it is tested for every kernel shape
+//! without that kernel.
+
+use vigil_bpf_kprobes::abi;
 
 use crate::{
-    spec::{Action, Selector},
-    validate::{Mode, Policy},
+    compile::{HookRule, HookSelector, RuleAction},
+    kernel::{kprobe_function_candidates, KernelSymbols},
 };
 
 /// What the running kernel allows, as `vigil probe` measured it.
@@ -37,22 +42,21 @@ pub struct KernelCaps {
 pub enum Mechanism {
     /// A BPF LSM program on `security_<hook>`.
     Lsm(String),
-    /// A kprobe on a kernel function.
+    /// A kprobe on this kernel function (a system call's wrapper, for a system call).
     Kprobe(String),
-    /// A kretprobe on a kernel function: the hook reads its return value.
+    /// A kretprobe on this kernel function: the hook reads its return value.
     Kretprobe(String),
-    /// An fentry program on a kernel function.
-    Fentry(String),
     /// The exit tracepoints of these system calls; the subject is what the kernel resolved.
     SyscallTracepoints(Vec<String>),
     /// The enter tracepoint of this system call, reading its arguments.
     SyscallEnter(String),
-    /// What stands for this socket function (SOCK_STATE_FUNCTIONS): a system call's entry or
+    /// What stands for this socket function ([`abi::STAND_INS`]): a system call's entry or
     /// return, or the TCP state change it makes, in the calling process; the socket is its
     /// first argument.
     SockState(String),
-    /// A tracepoint.
-    Tracepoint(String, String),
+    /// Nowhere: this kernel compiled the system call out, so every call fails with ENOSYS and
+    /// there is nothing for the hook to see or stop.
+    NotInKernel(String),
 }
 
 /// What happens to a matching operation.
@@ -129,200 +133,61 @@ pub struct PlanError {
     pub reason: String,
 }
 
-/// LSM hooks and the system calls whose exit tracepoints see the same operation.
-const LSM_SYSCALLS: [(&str, &[&str]); 6] = [
-    ("file_open", &["openat", "openat2", "open", "creat"]),
-    ("bprm_check_security", &["execve", "execveat"]),
-    ("socket_connect", &["connect"]),
-    ("path_truncate", &["truncate", "ftruncate"]),
-    ("path_unlink", &["unlink", "unlinkat"]),
-    ("kernel_read_file", &["finit_module", "init_module"]),
-];
+/// The system calls whose exits the file-open evaluator watches where BPF LSM is not available:
+/// every way a path is opened.
+pub const OPEN_SYSCALLS: [&str; 4] = ["openat", "openat2", "open", "creat"];
 
-/// Socket functions and what stands for each, in the calling process's context: for the TCP
-/// functions where kprobes are not available, for the UDP ones on every kernel (see
-/// [`stand_in`]).
-pub const SOCK_STATE_FUNCTIONS: [(&str, &str); 6] = [
-    (
-        "tcp_connect",
-        "the return from connect() on a TCP socket that sent its SYN, tracepoint syscalls/sys_exit_connect",
-    ),
-    (
-        "tcp_close",
-        "the TCP state change from ESTABLISHED to FIN_WAIT1 or CLOSE_WAIT to LAST_ACK in close() or shutdown(), BTF tracepoint sock/inet_sock_set_state",
-    ),
-    (
-        "inet_csk_listen_start",
-        "the TCP state change to LISTEN in listen(), BTF tracepoint sock/inet_sock_set_state",
-    ),
-    (
-        "udp_sendmsg",
-        "the return from sendto(), sendmsg() or sendmmsg() that sent on a UDP socket, or the entry to write() on a connected one, tracepoints syscalls/sys_exit_send* and sys_enter_write",
-    ),
-    (
-        "udp_recvmsg",
-        "the return from recvfrom(), recvmsg() or recvmmsg() that received on a UDP socket, tracepoints syscalls/sys_exit_recv*, or a read() on a connected one, BTF tracepoint sock/sock_recv_length (before 6.3: syscalls/sys_exit_read)",
-    ),
-    (
-        "inet_csk_accept",
-        "the return from accept() or accept4() with a TCP socket, its descriptor resolved to the socket, tracepoints syscalls/sys_exit_accept and sys_exit_accept4",
-    ),
-];
-
-/// Whether something stands for `call` (on its return if `returns`; inet_csk_accept's stands
-/// for its return, the others' for their entry), and then whether it is used on every kernel:
-/// the UDP functions' kprobes would see an unconnected socket without its peer, which only
-/// the system call knows, and the datagram inside the kernel's iterators, so their stand-ins
-/// are better everywhere; the TCP ones serve only where kprobes are not available.
-pub fn stand_in(call: &str, returns: bool) -> Option<bool> {
-    SOCK_STATE_FUNCTIONS
-        .iter()
-        .any(|(f, _)| *f == call && (*f == "inet_csk_accept") == returns)
-        .then_some(matches!(call, "udp_sendmsg" | "udp_recvmsg"))
+/// What planning needs to know of the kernel the policy is for.
+#[derive(Clone, Copy, Default)]
+pub struct Kernel<'a> {
+    /// What it allows.
+    pub caps: KernelCaps,
+    /// Its functions and tracepoints; `None` plans by the policy's names (`vigil policy test`,
+    /// or where `/proc/kallsyms` cannot be read).
+    pub symbols: Option<&'a dyn KernelSymbols>,
 }
 
-/// The system calls behind an LSM hook, if they fully cover it.
-pub fn lsm_syscalls(hook: &str) -> Option<&'static [&'static str]> {
-    LSM_SYSCALLS
-        .iter()
-        .find(|(h, _)| *h == hook)
-        .map(|(_, s)| *s)
-}
-
-fn requested(selectors: &[Selector]) -> Enforcement {
-    let actions = selectors.iter().flat_map(|s| s.match_actions.iter());
+fn requested(selectors: &[HookSelector]) -> Enforcement {
     let mut out = Enforcement::None;
-    for a in actions {
-        out = match (a.action.as_str(), out) {
-            ("Override", _) => Enforcement::Deny(a.arg_error.unwrap_or(-1)),
-            ("Sigkill", Enforcement::None | Enforcement::Signal(_)) => Enforcement::Kill,
-            ("Signal", Enforcement::None) => Enforcement::Signal(signal_of(a)),
+    for a in selectors.iter().map(|s| s.action) {
+        out = match (a, out) {
+            (RuleAction::Override(e), _) => Enforcement::Deny(e as i64),
+            (RuleAction::Sigkill, Enforcement::None | Enforcement::Signal(_)) => Enforcement::Kill,
+            (RuleAction::Signal(s), Enforcement::None) => Enforcement::Signal(s as i64),
             _ => out,
         };
     }
     out
 }
 
-fn signal_of(a: &Action) -> i64 {
-    a.arg_sig.unwrap_or(9)
-}
-
-/// Plans every hook of `policy` on a kernel with `caps`.
-pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<PlanError>> {
+/// Plans every compiled hook on `kernel`; every hook this kernel cannot serve is an error.
+pub fn plan(
+    hooks: &[HookRule],
+    monitor: bool,
+    kernel: &Kernel,
+) -> Result<Vec<HookPlan>, Vec<PlanError>> {
     let mut plans = Vec::new();
     let mut errors = Vec::new();
-    let monitor = policy.mode == Mode::Monitor;
-    for (i, h) in policy.spec.lsmhooks.iter().enumerate() {
-        let path = format!("spec.lsmhooks[{i}]");
-        let want = requested(&h.selectors);
-        let mechanism = if caps.lsm {
-            Ok((Mechanism::Lsm(h.hook.clone()), None))
-        } else if caps.kprobe {
-            Ok((
-                Mechanism::Kprobe(format!("security_{}", h.hook)),
-                Some("BPF LSM is not available".to_string()),
-            ))
-        } else if let (true, Some(calls)) = (caps.tracepoint, lsm_syscalls(&h.hook)) {
-            Ok((
-                Mechanism::SyscallTracepoints(calls.iter().map(|c| c.to_string()).collect()),
-                Some("neither BPF LSM nor kprobes are available".to_string()),
-            ))
-        } else {
-            Err(format!(
-                "LSM hook {} needs BPF LSM, a kprobe on security_{}, or a system call fallback; this kernel has none of them",
-                h.hook, h.hook
-            ))
-        };
-        push(
-            &mut plans,
-            &mut errors,
-            path,
-            h.hook.clone(),
-            mechanism,
-            want,
-            caps,
-            monitor,
-        );
-    }
-    for (i, k) in policy.spec.kprobes.iter().enumerate() {
-        let path = format!("spec.kprobes[{i}]");
-        let want = requested(&k.selectors);
-        let syscall_name = k
-            .syscall
-            .then(|| k.call.strip_prefix("sys_").unwrap_or(&k.call).to_string());
-        let stands_in = stand_in(&k.call, k.r#return);
-        // A stand-in carries the socket, and the UDP functions' also the datagram (argument 1,
-        // as `dns`) and its length (argument 2).
-        let udp = stands_in == Some(true);
-        let use_stand_in = |fallback: Option<String>| {
-            let readable: &[u32] = if udp { &[0, 1, 2] } else { &[0] };
-            match k.args.iter().find(|a| !readable.contains(&a.index)) {
-                Some(a) => Err(format!(
-                    "{} is served by what stands for it, which carries only the socket{}: argument {} cannot be read",
-                    k.call,
-                    if udp { ", the datagram (argument 1) and its length (argument 2)" } else { " (argument 0)" },
-                    a.index
-                )),
-                None => Ok((Mechanism::SockState(k.call.clone()), fallback)),
-            }
-        };
-        let mechanism = if caps.tracepoint && udp {
-            use_stand_in(None)
-        } else if caps.kprobe && k.r#return {
-            Ok((Mechanism::Kretprobe(k.call.clone()), None))
-        } else if caps.kprobe {
-            Ok((Mechanism::Kprobe(k.call.clone()), None))
-        } else if caps.fentry && !k.r#return {
-            Ok((
-                Mechanism::Fentry(k.call.clone()),
-                Some("kprobes are not available".to_string()),
-            ))
-        } else if let (true, Some(name)) = (caps.tracepoint, syscall_name) {
-            Ok((
-                Mechanism::SyscallEnter(name),
-                Some("neither kprobes nor fentry are available".to_string()),
-            ))
-        } else if caps.tracepoint && stands_in.is_some() {
-            use_stand_in(Some("neither kprobes nor fentry are available".to_string()))
-        } else {
-            Err(format!(
-                "{}{} needs a kprobe, and this kernel allows none; only system calls (`syscall: true`), the entry of tcp_connect, tcp_close, inet_csk_listen_start, udp_sendmsg and udp_recvmsg and the return of inet_csk_accept fall back to tracepoints",
-                k.call,
-                if k.r#return { "'s return" } else { "" }
-            ))
-        };
-        push(
-            &mut plans,
-            &mut errors,
-            path,
-            k.call.clone(),
-            mechanism,
-            want,
-            caps,
-            monitor,
-        );
-    }
-    for (i, t) in policy.spec.tracepoints.iter().enumerate() {
-        let path = format!("spec.tracepoints[{i}]");
-        let want = requested(&t.selectors);
-        let mechanism = if caps.tracepoint {
-            Ok((
-                Mechanism::Tracepoint(t.subsystem.clone(), t.event.clone()),
-                None,
-            ))
-        } else {
-            Err("this kernel does not attach tracepoints".to_string())
-        };
-        push(
-            &mut plans,
-            &mut errors,
-            path,
-            format!("{}/{}", t.subsystem, t.event),
-            mechanism,
-            want,
-            caps,
-            monitor,
-        );
+    for h in hooks {
+        let path = h.hook_path.clone();
+        let plan = attach(h, kernel).and_then(|(mechanism, fallback_reason)| {
+            let requested = requested(&h.selectors);
+            let (enforcement, guarantee) =
+                enforcement(&h.call, requested, &mechanism, &kernel.caps, monitor)?;
+            Ok(HookPlan {
+                path: path.clone(),
+                hook: h.call.clone(),
+                mechanism,
+                requested,
+                enforcement,
+                guarantee,
+                fallback_reason,
+            })
+        });
+        match plan {
+            Ok(p) => plans.push(p),
+            Err(reason) => errors.push(PlanError { path, reason }),
+        }
     }
     if errors.is_empty() {
         Ok(plans)
@@ -331,67 +196,155 @@ pub fn plan(policy: &Policy, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<Pla
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn push(
-    plans: &mut Vec<HookPlan>,
-    errors: &mut Vec<PlanError>,
-    path: String,
-    hook: String,
-    mechanism: Result<(Mechanism, Option<String>), String>,
+type Attach = Result<(Mechanism, Option<String>), String>;
+
+/// Where a hook attaches on this kernel, and why not somewhere better.
+fn attach(h: &HookRule, kernel: &Kernel) -> Attach {
+    let caps = &kernel.caps;
+    if h.is_file_open() {
+        // The file-open evaluator: BPF LSM, or the open system calls' exits.
+        return if caps.lsm {
+            Ok((Mechanism::Lsm("file_open".into()), None))
+        } else if caps.tracepoint {
+            Ok((
+                Mechanism::SyscallTracepoints(
+                    OPEN_SYSCALLS.iter().map(|c| c.to_string()).collect(),
+                ),
+                Some("BPF LSM is not available".to_string()),
+            ))
+        } else {
+            Err("file opens need BPF LSM or the open system calls' tracepoints; this kernel has neither".into())
+        };
+    }
+    let stand_in = abi::stand_in(&h.call, h.returns).filter(|_| !h.syscall);
+    match stand_in {
+        Some(s) if caps.tracepoint && s.everywhere => return use_stand_in(h, s, None),
+        _ => {}
+    }
+    if caps.kprobe {
+        let function = kprobe_function(h, kernel)?;
+        return Ok((
+            if h.returns {
+                Mechanism::Kretprobe(function)
+            } else {
+                Mechanism::Kprobe(function)
+            },
+            None,
+        ));
+    }
+    let fallback = Some("kprobes are not available".to_string());
+    match (caps.tracepoint, stand_in) {
+        (true, Some(s)) => return use_stand_in(h, s, fallback),
+        (true, None) if h.syscall => return syscall_enter(h, kernel, fallback),
+        _ => {}
+    }
+    let stood_for: Vec<String> = abi::STAND_INS
+        .iter()
+        .map(|s| {
+            format!(
+                "the {} of {}",
+                if s.on_return { "return" } else { "entry" },
+                s.call
+            )
+        })
+        .collect();
+    Err(format!(
+        "{}{} needs a kprobe, and this kernel allows none; only system calls (`syscall: true`) and {} fall back to tracepoints",
+        h.call,
+        if h.returns { "'s return" } else { "" },
+        stood_for.join(", ")
+    ))
+}
+
+/// The kernel function a kprobe on `h` attaches to: for a system call, its wrapper.
+fn kprobe_function(h: &HookRule, kernel: &Kernel) -> Result<String, String> {
+    let candidates = kprobe_function_candidates(&h.call, h.syscall);
+    let Some(symbols) = kernel.symbols else {
+        return Ok(candidates[0].clone());
+    };
+    candidates
+        .into_iter()
+        .find(|f| symbols.function(f))
+        .ok_or_else(|| {
+            format!(
+                "{} is not a function of this kernel (/proc/kallsyms)",
+                h.call
+            )
+        })
+}
+
+/// A hook served by what stands for its socket function, if that carries what it reads.
+fn use_stand_in(h: &HookRule, s: &abi::StandIn, fallback: Option<String>) -> Attach {
+    match h.args.iter().find(|a| !s.args.contains(&a.index)) {
+        Some(a) => Err(format!(
+            "{} is served by what stands for it, which carries only {}: argument {} cannot be read",
+            h.call,
+            if s.args.len() > 1 {
+                "the socket, the datagram (argument 1) and its length (argument 2)"
+            } else {
+                "the socket (argument 0)"
+            },
+            a.index
+        )),
+        None => Ok((Mechanism::SockState(h.call.clone()), fallback)),
+    }
+}
+
+/// A system call hook on its enter tracepoint, or nowhere when this kernel compiled the call
+/// out (every call fails with ENOSYS, e.g. init_module without CONFIG_MODULES).
+fn syscall_enter(h: &HookRule, kernel: &Kernel, fallback: Option<String>) -> Attach {
+    let bare = h.call.strip_prefix("__x64_").unwrap_or(&h.call);
+    let bare = bare.strip_prefix("sys_").unwrap_or(bare).to_string();
+    if abi::syscall_nr(&bare).is_none() {
+        return Err(format!("{} is not an x86-64 system call", h.call));
+    }
+    let tracepoint = |name: &str| {
+        kernel
+            .symbols
+            .and_then(|k| k.tracepoint("syscalls", &format!("sys_enter_{name}")))
+    };
+    // Every system call compiled into the kernel has its tracepoints; one that exists on x86-64
+    // but has none here is compiled out (its kallsyms entry is a stub returning ENOSYS).
+    match (tracepoint(&bare), tracepoint("getpid")) {
+        (Some(false), Some(true)) => Ok((Mechanism::NotInKernel(bare), fallback)),
+        (Some(false), _) => Err(format!(
+            "no tracepoint syscalls/sys_enter_{bare} to fall back to"
+        )),
+        _ => Ok((Mechanism::SyscallEnter(bare), fallback)),
+    }
+}
+
+/// What this kernel can do of what the hook asks for, and what that guarantees.
+fn enforcement(
+    hook: &str,
     requested: Enforcement,
+    mechanism: &Mechanism,
     caps: &KernelCaps,
     monitor: bool,
-) {
-    let (mechanism, fallback_reason) = match mechanism {
-        Ok(m) => m,
-        Err(reason) => return errors.push(PlanError { path, reason }),
-    };
-    let (enforcement, guarantee) = match (monitor, requested, &mechanism) {
-        (true, _, _) | (false, Enforcement::None, _) => (Enforcement::None, Guarantee::ObservedOnly),
+) -> Result<(Enforcement, Guarantee), String> {
+    Ok(match (monitor, requested, mechanism) {
+        (true, _, _) | (false, Enforcement::None, _) | (_, _, Mechanism::NotInKernel(_)) => {
+            (Enforcement::None, Guarantee::ObservedOnly)
+        }
         (false, Enforcement::Deny(e), Mechanism::Lsm(_)) => (Enforcement::Deny(e), Guarantee::DeniedBeforeEffect),
         (false, Enforcement::Kill, Mechanism::Lsm(_)) => (Enforcement::Kill, Guarantee::DeniedBeforeEffect),
-        (false, Enforcement::Deny(e), Mechanism::Kprobe(_)) if caps.override_return => {
-            (Enforcement::Deny(e), Guarantee::DeniedBeforeEffect)
-        }
         (false, Enforcement::Signal(s), _) if caps.send_signal => (Enforcement::Signal(s), Guarantee::SignalledOnReturn),
-        // A kill decided on entry to a call (a generic kprobe, a system call's enter tracepoint)
-        // lands when the call returns; only the file-open evaluator decides on the result.
-        (false, Enforcement::Deny(_) | Enforcement::Kill, Mechanism::SyscallEnter(_) | Mechanism::SockState(_))
-            if caps.send_signal =>
-        {
-            (Enforcement::Kill, Guarantee::KilledOnReturn)
-        }
-        (
-            false,
-            Enforcement::Deny(_) | Enforcement::Kill,
-            Mechanism::Kprobe(f) | Mechanism::Kretprobe(f) | Mechanism::Fentry(f),
-        )
-            if caps.send_signal && f != "security_file_open" =>
-        {
-            (Enforcement::Kill, Guarantee::KilledOnReturn)
-        }
-        (false, Enforcement::Deny(_) | Enforcement::Kill, _) if caps.send_signal => {
+        // A kill decided on entry to a call (a kprobe, a system call's enter tracepoint, a
+        // stand-in) lands when the call returns; only the file-open evaluator decides on the
+        // result, before the process sees it.
+        (false, Enforcement::Deny(_) | Enforcement::Kill, Mechanism::SyscallTracepoints(_)) if caps.send_signal => {
             (Enforcement::Kill, Guarantee::KilledBeforeReturn)
         }
-        (false, _, _) => {
-            return errors.push(PlanError {
-                path,
-                reason: format!(
-                    "{hook}: the policy enforces, but this kernel can neither deny ({}) nor send signals from eBPF",
-                    describe_mechanism(&mechanism)
-                ),
-            })
+        (false, Enforcement::Deny(_) | Enforcement::Kill, _) if caps.send_signal => {
+            (Enforcement::Kill, Guarantee::KilledOnReturn)
         }
-    };
-    plans.push(HookPlan {
-        path,
-        hook,
-        mechanism,
-        requested,
-        enforcement,
-        guarantee,
-        fallback_reason,
-    });
+        (false, _, _) => {
+            return Err(format!(
+                "{hook}: the policy enforces, but this kernel can neither deny ({}) nor send signals from eBPF",
+                describe_mechanism(mechanism)
+            ))
+        }
+    })
 }
 
 /// The mechanism in words.
@@ -400,7 +353,6 @@ pub fn describe_mechanism(m: &Mechanism) -> String {
         Mechanism::Lsm(h) => format!("BPF LSM on {h}"),
         Mechanism::Kprobe(f) => format!("kprobe on {f}"),
         Mechanism::Kretprobe(f) => format!("kretprobe on {f}"),
-        Mechanism::Fentry(f) => format!("fentry on {f}"),
         Mechanism::SyscallTracepoints(calls) => format!(
             "system call tracepoints {} (matching on the file the kernel resolved)",
             calls
@@ -412,12 +364,14 @@ pub fn describe_mechanism(m: &Mechanism) -> String {
         Mechanism::SyscallEnter(c) => format!("system call tracepoint sys_enter_{c}"),
         Mechanism::SockState(f) => format!(
             "for {f}, {}",
-            SOCK_STATE_FUNCTIONS
+            abi::STAND_INS
                 .iter()
-                .find(|(n, _)| n == f)
-                .map_or("", |(_, what)| what)
+                .find(|s| s.call == f)
+                .map_or("", |s| s.what)
         ),
-        Mechanism::Tracepoint(s, e) => format!("tracepoint {s}/{e}"),
+        Mechanism::NotInKernel(c) => {
+            format!("nowhere: this kernel does not implement {c} (every call fails with ENOSYS)")
+        }
     }
 }
 
@@ -434,7 +388,17 @@ pub fn describe_enforcement(e: Enforcement) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load_policy;
+    use crate::{compile::compile, load_policy, Mode};
+
+    fn plan_of(text: &str, caps: &KernelCaps) -> Result<Vec<HookPlan>, Vec<PlanError>> {
+        let p = load_policy("p.yaml", text).unwrap();
+        let hooks = compile(&p).unwrap();
+        let kernel = Kernel {
+            caps: *caps,
+            symbols: None,
+        };
+        plan(&hooks, p.mode == Mode::Monitor, &kernel)
+    }
 
     const DENY_PASSWD: &str = r#"apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
@@ -485,8 +449,7 @@ spec:
 
     #[test]
     fn bpf_lsm_denies_before_the_effect() {
-        let p = load_policy("p.yaml", DENY_PASSWD).unwrap();
-        let plans = plan(&p, &VM).unwrap();
+        let plans = plan_of(DENY_PASSWD, &VM).unwrap();
         assert_eq!(plans[0].mechanism, Mechanism::Lsm("file_open".into()));
         assert_eq!(plans[0].enforcement, Enforcement::Deny(-1));
         assert_eq!(plans[0].guarantee, Guarantee::DeniedBeforeEffect);
@@ -497,8 +460,7 @@ spec:
     #[test]
     fn without_lsm_or_kprobes_file_open_falls_back_to_syscalls_with_sigkill() {
         let text = DENY_PASSWD.split("  kprobes:").next().unwrap();
-        let p = load_policy("p.yaml", text).unwrap();
-        let plans = plan(&p, &HOST).unwrap();
+        let plans = plan_of(text, &HOST).unwrap();
         assert_eq!(
             plans[0].mechanism,
             Mechanism::SyscallTracepoints(vec![
@@ -521,8 +483,7 @@ spec:
     #[test]
     fn a_plain_kernel_function_without_kprobes_is_refused_with_the_reason() {
         let text = DENY_PASSWD.replace("tcp_connect", "tcp_sendmsg");
-        let p = load_policy("p.yaml", &text).unwrap();
-        let errors = plan(&p, &HOST).unwrap_err();
+        let errors = plan_of(&text, &HOST).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].path, "spec.kprobes[0]");
         assert!(
@@ -536,8 +497,7 @@ spec:
 
     #[test]
     fn tcp_functions_without_kprobes_are_served_by_what_stands_for_them() {
-        let p = load_policy("p.yaml", DENY_PASSWD).unwrap();
-        let plans = plan(&p, &HOST).unwrap();
+        let plans = plan_of(DENY_PASSWD, &HOST).unwrap();
         assert_eq!(
             plans[1].mechanism,
             Mechanism::SockState("tcp_connect".into())
@@ -545,7 +505,7 @@ spec:
         assert!(describe_mechanism(&plans[1].mechanism).contains("sys_exit_connect"));
         // inet_csk_accept stands in only for its return.
         let accept = DENY_PASSWD.replace("tcp_connect", "inet_csk_accept");
-        let errors = plan(&load_policy("p.yaml", &accept).unwrap(), &HOST).unwrap_err();
+        let errors = plan_of(&accept, &HOST).unwrap_err();
         assert!(
             errors[0].reason.contains("needs a kprobe"),
             "{}",
@@ -559,8 +519,7 @@ spec:
             "spec:\n",
             "spec:\n  options:\n  - name: policy-mode\n    value: monitor\n",
         );
-        let p = load_policy("p.yaml", &text).unwrap();
-        let plans = plan(&p, &VM).unwrap();
+        let plans = plan_of(&text, &VM).unwrap();
         assert_eq!(plans[0].requested, Enforcement::Deny(-1));
         assert_eq!(plans[0].enforcement, Enforcement::None);
         assert_eq!(plans[0].guarantee, Guarantee::ObservedOnly);
@@ -569,12 +528,11 @@ spec:
     #[test]
     fn enforcing_without_any_way_to_enforce_is_refused() {
         let text = DENY_PASSWD.split("  kprobes:").next().unwrap();
-        let p = load_policy("p.yaml", text).unwrap();
         let caps = KernelCaps {
             tracepoint: true,
             ..NONE
         };
-        let errors = plan(&p, &caps).unwrap_err();
+        let errors = plan_of(text, &caps).unwrap_err();
         assert!(
             errors[0].reason.contains("can neither deny"),
             "{}",

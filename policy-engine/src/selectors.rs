@@ -2,10 +2,12 @@
 //! against the argument's type, each value against the operator, and each action against the
 //! hook it would run on.
 
+use vigil_bpf_kprobes::abi;
+
 use crate::{
     args::{arg_class, ArgClass},
     spec::{ArgFilter, ArgSpec, Selector},
-    validate::{Checker, MAX_SELECTORS, MAX_VALUES},
+    validate::{Checker, MAX_SELECTORS},
     values,
 };
 
@@ -166,7 +168,7 @@ fn check_selector(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
         if f.follow_children {
             c.unsupported(&format!("{fpath}.followChildren"), "`followChildren`");
         }
-        check_values(c, &fpath, f.values.len());
+        check_values(c, &fpath, f.values.len(), abi::STR_VALUES);
         for (j, v) in f.values.iter().enumerate() {
             if !v.0.starts_with('/') {
                 c.value(
@@ -174,13 +176,15 @@ fn check_selector(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
                     format!("`{}` is not an absolute path", v.0),
                     "write the binary's full path, as the kernel resolves it (e.g. /usr/bin/cat)",
                 );
+            } else if let Err((reason, fix)) = fits_match(&v.0) {
+                c.value(&format!("{fpath}.values[{j}]"), reason, fix);
             }
         }
     }
     for (i, f) in s.match_pids.iter().enumerate() {
         let fpath = format!("{path}.matchPIDs[{i}]");
         in_not_in(c, &fpath, &f.operator);
-        check_values(c, &fpath, f.values.len());
+        check_values(c, &fpath, f.values.len(), abi::INT_VALUES);
         for (j, v) in f.values.iter().enumerate() {
             if let Err(e) = values::int_for(&v.0, 32, false) {
                 c.value(&format!("{fpath}.values[{j}]"), e, "write a process id");
@@ -197,7 +201,7 @@ fn check_selector(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
             );
         }
         in_not_in(c, &fpath, &f.operator);
-        check_values(c, &fpath, f.values.len());
+        check_values(c, &fpath, f.values.len(), abi::INT_VALUES);
         for (j, v) in f.values.iter().enumerate() {
             if v.0 != "host_ns" && values::int_for(&v.0, 32, false).is_err() {
                 c.value(
@@ -220,7 +224,7 @@ fn check_selector(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
             }
         }
         in_not_in(c, &fpath, &f.operator);
-        check_values(c, &fpath, f.values.len());
+        check_values(c, &fpath, f.values.len(), abi::INT_VALUES);
         for (j, v) in f.values.iter().enumerate() {
             if vigil_events::caps::bit(&v.0).is_none() {
                 c.value(
@@ -259,17 +263,19 @@ fn in_not_in(c: &mut Checker, fpath: &str, op: &str) {
     }
 }
 
-fn check_values(c: &mut Checker, fpath: &str, n: usize) {
+/// A filter lists at least one value, and no more than the kernel's value maps hold (`max`,
+/// from `abi`).
+fn check_values(c: &mut Checker, fpath: &str, n: usize, max: usize) {
     if n == 0 {
         c.field(
             fpath,
             "the filter lists no values, so it could never match",
             "add `values:` with at least one value",
         );
-    } else if n > MAX_VALUES {
+    } else if n > max {
         c.field(
             &format!("{fpath}.values"),
-            format!("{n} values; at most {MAX_VALUES}"),
+            format!("{n} values; the kernel holds at most {max}"),
             "split the filter across selectors",
         );
     }
@@ -312,7 +318,12 @@ fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass
         );
         return;
     }
-    check_values(c, fpath, f.values.len());
+    let max = match class {
+        ArgClass::Int { .. } => abi::INT_VALUES,
+        ArgClass::Text | ArgClass::Path => abi::STR_VALUES,
+        _ => abi::NET_VALUES,
+    };
+    check_values(c, fpath, f.values.len(), max);
     if matches!(op, "GT" | "LT") && f.values.len() > 1 {
         c.field(
             &format!("{fpath}.values"),
@@ -339,7 +350,13 @@ fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass
                     v.0
                 ))
             }
-            _ if v.0.len() > 4096 => Err("the value is longer than 4096 bytes".to_string()),
+            (ArgClass::Text | ArgClass::Path, _) => match fits_match(&v.0) {
+                Err((reason, fix)) => {
+                    c.value(&format!("{fpath}.values[{j}]"), reason, fix);
+                    continue;
+                }
+                Ok(()) => Ok(()),
+            },
             _ => Ok(()),
         };
         if let Err(e) = checked {
@@ -436,4 +453,23 @@ fn check_actions(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
             }
         }
     }
+}
+
+/// A string compared in the kernel fits its keys ([`abi::MATCH_MAX`] bytes).
+fn fits_match(v: &str) -> Result<(), (String, String)> {
+    if v.len() <= abi::MATCH_MAX {
+        return Ok(());
+    }
+    Err((
+        format!(
+            "`{}...` is {} bytes, longer than the {} bytes the kernel compares",
+            crate::error::clip(v, 32),
+            v.len(),
+            abi::MATCH_MAX
+        ),
+        format!(
+            "shorten it: a Prefix filter on its first {} bytes matches what it begins with",
+            abi::MATCH_MAX
+        ),
+    ))
 }

@@ -15,12 +15,9 @@ use crate::{
 
 /// API groups whose TracingPolicies vigil accepts.
 pub const API_VERSIONS: [&str; 2] = ["cilium.io/v1alpha1", "vigil.dev/v1alpha1"];
-/// Most selectors per hook (Tetragon allows 5; each of ours is one map entry).
+/// Most selectors per hook: vigil's bound on one hook's share of the kernel's selector slots
+/// (`abi::HOOK_RULES`, `abi::MAX_RULES` for file opens; Tetragon allows 5 per hook).
 pub const MAX_SELECTORS: usize = 32;
-/// Most arguments a kprobe or LSM hook can read (the calling convention's registers).
-pub const MAX_CALL_ARGS: u32 = 5;
-/// Most values one filter may list (they go in a hash or LPM map).
-pub const MAX_VALUES: usize = 65_536;
 
 /// Whether enforcement actions run or are only reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

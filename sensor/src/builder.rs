@@ -179,10 +179,10 @@ impl EventBuilder {
         let (policy_name, function, is_lsm, message, tags) = match installed {
             Some(i) => (
                 i.policy.clone(),
-                i.rule.function.clone(),
-                i.rule.is_lsm,
-                i.rule.message.clone().unwrap_or_default(),
-                i.rule.tags.clone(),
+                i.rule.hook.call.clone(),
+                i.rule.hook.lsm,
+                i.rule.hook.message.clone().unwrap_or_default(),
+                i.rule.hook.tags.clone(),
             ),
             // A rule removed while its record was queued.
             None => (
@@ -524,6 +524,7 @@ mod tests {
         HookRule {
             hook_path: "spec.kprobes[0]".into(),
             call: "security_file_permission".into(),
+            lsm: false,
             syscall: false,
             args: kinds
                 .iter()

@@ -109,18 +109,19 @@ enum SigmaCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Check policy files: every problem with its file:line:column, field, reason and fix.
+    /// Check policy files as the agent loads them (validated, compiled and planned for this
+    /// kernel): every problem with its file:line:column, field, reason and fix.
     Lint {
         /// Policy files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Replay recorded events (JSON lines) through a policy's file-open rules, with the kernel's
+    /// Replay recorded events (JSON lines) through a policy's hooks, with the kernel's
     /// semantics, and print what it would have matched.
     Test {
         /// A policy file (YAML).
         policy: PathBuf,
-        /// Recorded events: file opens in `process_lsm` / `process_kprobe` events.
+        /// Recorded events: the `process_lsm` / `process_kprobe` events of the policy's hooks.
         #[arg(long)]
         events: PathBuf,
         /// One JSON object per match instead of a line of text.
@@ -131,6 +132,9 @@ enum PolicyCommand {
     Explain {
         /// A policy file (YAML).
         file: PathBuf,
+        /// One JSON array of the hooks' plans, each `attach` worded as the agent logs it.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -152,10 +156,10 @@ fn main() -> ExitCode {
         Command::Probe { json } => probe_command(&cli.btf, json),
         Command::Policy {
             command: PolicyCommand::Lint { files },
-        } => policy_cmd::lint(&files),
+        } => policy_cmd::lint(&cli.btf, &files),
         Command::Policy {
-            command: PolicyCommand::Explain { file },
-        } => policy_cmd::explain(&cli.btf, &file),
+            command: PolicyCommand::Explain { file, json },
+        } => policy_cmd::explain(&cli.btf, &file, json),
         Command::Policy {
             command:
                 PolicyCommand::Test {

@@ -1,42 +1,72 @@
-//! `vigil policy ...`: policy files checked the way the agent will check them before loading.
+//! `vigil policy ...`: policy files put through `vigil_policy_engine::prepare`, the pass the
+//! agent loads them with, so lint's verdict, explain's attach points and test's matches are
+//! the agent's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use vigil_policy_engine::{
+    compile::RuleAction,
+    evaluate_hooks::first_hook_match,
     kernel::RunningKernel,
-    load_policy_file,
-    plan::{describe_enforcement, describe_mechanism, plan},
-    KernelSymbols, Mode, Policy,
+    plan::{describe_enforcement, describe_mechanism, HookPlan, KernelCaps},
+    prepare, Kernel, KernelSymbols, Mode, Prepared,
 };
 
-fn mode_name(p: &Policy) -> &'static str {
-    match p.mode {
+fn mode_name(p: &Prepared) -> &'static str {
+    match p.policy.mode {
         Mode::Enforce => "enforce",
         Mode::Monitor => "monitor",
     }
 }
 
-/// Checks every file; prints each problem on its own line (stdout) and a verdict per file.
-/// Fails when any file has a problem.
-pub fn lint(files: &[PathBuf]) -> Result<()> {
+/// A kernel that serves every hook, for the commands that do not attach anything: `test`
+/// replays events, and `lint` where it cannot probe (not root).
+const ANY_KERNEL: KernelCaps = KernelCaps {
+    lsm: true,
+    kprobe: true,
+    fentry: true,
+    tracepoint: true,
+    send_signal: true,
+    override_return: false,
+};
+
+/// What this kernel allows, as the agent measures it; without the privileges the probe needs,
+/// every mechanism (with a note that attach points were not checked).
+fn kernel_caps(btf: &str) -> KernelCaps {
+    if crate::system::check_privileges().is_ok()
+        && crate::system::mount_pseudo_filesystems().is_ok()
+    {
+        return crate::probe::run(btf).caps();
+    }
+    crate::agent::log(
+        "not root: this kernel's capabilities are not probed, attach points are not checked",
+    );
+    ANY_KERNEL
+}
+
+/// Checks every file exactly as the agent loads it; prints each problem on its own line
+/// (stdout) and a verdict per file. Fails when any file has a problem.
+pub fn lint(btf: &str, files: &[PathBuf]) -> Result<()> {
     // Without /proc/kallsyms the functions a policy names cannot be checked; say so once.
-    let kernel = RunningKernel::read().ok();
-    if kernel.is_none() {
+    let symbols = RunningKernel::read().ok();
+    if symbols.is_none() {
         crate::agent::log("cannot read /proc/kallsyms: kernel function names are not checked");
     }
+    let kernel = Kernel {
+        caps: kernel_caps(btf),
+        symbols: symbols.as_ref().map(|k| k as &dyn KernelSymbols),
+    };
     let mut bad = 0;
     for f in files {
         let name = f.display().to_string();
-        match load_policy_file(f, kernel.as_ref().map(|k| k as &dyn KernelSymbols)) {
-            Ok(p) => {
-                let hooks = p.spec.kprobes.len() + p.spec.tracepoints.len() + p.spec.lsmhooks.len();
-                println!(
-                    "{name}: ok (policy {}, {hooks} hooks, mode {})",
-                    p.name,
-                    mode_name(&p)
-                );
-            }
+        match prepare(f, &kernel) {
+            Ok(p) => println!(
+                "{name}: ok (policy {}, {} hooks, mode {})",
+                p.name(),
+                p.hooks.len(),
+                mode_name(&p)
+            ),
             Err(errors) => {
                 println!("{errors}");
                 bad += 1;
@@ -49,79 +79,79 @@ pub fn lint(files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Prints the attach plan of one policy on this kernel; fails when the policy is invalid or a
-/// hook cannot be served here.
-pub fn explain(btf: &str, file: &std::path::Path) -> Result<()> {
+/// Prints where each hook of one policy attaches on this kernel and what that guarantees, as
+/// text or (`json`) one JSON array; fails when the policy is refused.
+pub fn explain(btf: &str, file: &Path, json: bool) -> Result<()> {
     crate::system::check_privileges()?;
     crate::system::mount_pseudo_filesystems()?;
     let name = file.display().to_string();
-    let kernel = RunningKernel::read().ok();
-    let policy = match load_policy_file(file, kernel.as_ref().map(|k| k as &dyn KernelSymbols)) {
+    let symbols = RunningKernel::read().ok();
+    let report = crate::probe::run(btf);
+    let kernel = Kernel {
+        caps: report.caps(),
+        symbols: symbols.as_ref().map(|k| k as &dyn KernelSymbols),
+    };
+    let prepared = match prepare(file, &kernel) {
         Ok(p) => p,
         Err(errors) => {
             println!("{errors}");
-            bail!("{name} is not a valid policy");
+            bail!("{name} is refused on this kernel");
         }
     };
-    let report = crate::probe::run(btf);
+    let plans = prepared.hooks.iter().map(|h| &h.plan);
+    if json {
+        let hooks: Vec<serde_json::Value> = plans.map(plan_json).collect();
+        println!("{}", serde_json::to_string_pretty(&hooks)?);
+        return Ok(());
+    }
     println!(
         "policy {} (mode {}) on kernel {}",
-        policy.name,
-        mode_name(&policy),
+        prepared.name(),
+        mode_name(&prepared),
         report.kernel
     );
-    match plan(&policy, &report.caps()) {
-        Ok(plans) => {
-            for p in plans {
-                println!("  {} {}", p.path, p.hook);
-                println!("    attach:    {}", describe_mechanism(&p.mechanism));
-                if let Some(why) = &p.fallback_reason {
-                    println!("    fallback:  {why}");
-                }
-                let action = if p.requested == p.enforcement {
-                    describe_enforcement(p.enforcement)
-                } else {
-                    format!(
-                        "{} (the policy asks: {})",
-                        describe_enforcement(p.enforcement),
-                        describe_enforcement(p.requested)
-                    )
-                };
-                println!("    action:    {action}");
-                println!("    guarantee: {}", p.guarantee.describe());
-            }
-            Ok(())
+    for p in plans {
+        println!("  {} {}", p.path, p.hook);
+        println!("    attach:    {}", describe_mechanism(&p.mechanism));
+        if let Some(why) = &p.fallback_reason {
+            println!("    fallback:  {why}");
         }
-        Err(errors) => {
-            for e in &errors {
-                println!("  {}: refused: {}", e.path, e.reason);
-            }
-            bail!(
-                "{} of the policy's hooks cannot attach on this kernel",
-                errors.len()
-            );
-        }
+        let action = if p.requested == p.enforcement {
+            describe_enforcement(p.enforcement)
+        } else {
+            format!(
+                "{} (the policy asks: {})",
+                describe_enforcement(p.enforcement),
+                describe_enforcement(p.requested)
+            )
+        };
+        println!("    action:    {action}");
+        println!("    guarantee: {}", p.guarantee.describe());
     }
+    Ok(())
 }
 
-/// Replays the file opens of recorded events through the policy's compiled rules.
-pub fn test(policy_file: &std::path::Path, events: &std::path::Path, json: bool) -> Result<()> {
-    use vigil_policy_engine::{
-        compile::{compile, RuleAction},
-        evaluate::{first_match, FileOpen},
-        evaluate_hooks::first_hook_match,
+/// One hook's plan for `explain --json`; `attach` is worded as the agent logs what it attached.
+fn plan_json(p: &HookPlan) -> serde_json::Value {
+    serde_json::json!({
+        "path": p.path,
+        "hook": p.hook,
+        "attach": describe_mechanism(&p.mechanism),
+        "fallback": p.fallback_reason,
+        "action": describe_enforcement(p.enforcement),
+        "requested": describe_enforcement(p.requested),
+        "guarantee": p.guarantee.describe(),
+    })
+}
+
+/// Replays recorded events through the policy's hooks with the userspace evaluator: which
+/// selector would match each call, and what it would do.
+pub fn test(policy_file: &Path, events: &Path, json: bool) -> Result<()> {
+    let kernel = Kernel {
+        caps: ANY_KERNEL,
+        symbols: None,
     };
-    let name = policy_file.display().to_string();
-    let policy = load_policy_file(policy_file, None).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let compiled = compile(&policy).map_err(|errs| {
-        anyhow::anyhow!(
-            "{}",
-            errs.iter()
-                .map(|e| format!("{name}: {}: {}", e.path, e.reason))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
+    let prepared = prepare(policy_file, &kernel).map_err(|e| anyhow::anyhow!("{e}"))?;
     let input = std::fs::read_to_string(events)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", events.display()))?;
     let (mut opens, mut calls, mut matched) = (0usize, 0usize, 0usize);
@@ -136,49 +166,46 @@ pub fn test(policy_file: &std::path::Path, events: &std::path::Path, json: bool)
         };
         let function = body["function_name"].as_str().unwrap_or("");
         let binary = body["process"]["binary"].as_str().unwrap_or("");
-        // (subject, action, monitor, selector) of what the kernel would do.
-        let verdict = if matches!(function, "file_open" | "security_file_open") {
+        let Some(hook) = prepared
+            .hooks
+            .iter()
+            .map(|h| &h.rule)
+            .find(|h| h.call == function)
+        else {
+            continue;
+        };
+        // A file open's subject is the file the kernel resolved.
+        let subject = if hook.is_file_open() {
             let Some(path) = body["args"][0]["file_arg"]["path"].as_str() else {
                 continue;
             };
             opens += 1;
-            first_match(&compiled.rules, &FileOpen { path, binary }).map(|rule| {
-                (
-                    path.to_string(),
-                    rule.action,
-                    rule.monitor,
-                    rule.hook_path.clone(),
-                )
-            })
-        } else if let Some(hook) = compiled.hooks.iter().find(|h| h.call == function) {
-            calls += 1;
-            let call = hook_call(body);
-            first_hook_match(hook, &call).map(|s| {
-                let (action, path) = match s {
-                    Some(s) => {
-                        let j = hook
-                            .selectors
-                            .iter()
-                            .position(|o| std::ptr::eq(o, s))
-                            .unwrap_or(0);
-                        (s.action, format!("{}.selectors[{j}]", hook.hook_path))
-                    }
-                    None => (RuleAction::Post, hook.hook_path.clone()),
-                };
-                (args_text(body), action, hook.monitor, path)
-            })
+            path.to_string()
         } else {
+            calls += 1;
+            args_text(body)
+        };
+        let Some(selector) = first_hook_match(hook, &hook_call(body)) else {
             continue;
         };
-        let Some((subject, action, monitor, selector)) = verdict else {
-            continue;
+        let (action, selector) = match selector {
+            Some(s) => {
+                let j = hook
+                    .selectors
+                    .iter()
+                    .position(|o| std::ptr::eq(o, s))
+                    .unwrap_or(0);
+                (s.action, format!("{}.selectors[{j}]", hook.hook_path))
+            }
+            None => (RuleAction::Post, hook.hook_path.clone()),
         };
         matched += 1;
         let action = crate::builder::rule_action_name(action);
+        let monitor = hook.monitor;
         if json {
             let out = serde_json::json!({
                 "time": event["time"], "binary": binary, "function": function,
-                "path": subject, "policy_name": policy.name, "action": action, "monitor": monitor,
+                "path": subject, "policy_name": prepared.name(), "action": action, "monitor": monitor,
                 "selector": selector,
             });
             println!("{out}");
@@ -193,7 +220,7 @@ pub fn test(policy_file: &std::path::Path, events: &std::path::Path, json: bool)
     if !json {
         println!(
             "{opens} file opens and {calls} hook calls replayed, {matched} matched policy {}",
-            policy.name
+            prepared.name()
         );
     }
     Ok(())
@@ -327,10 +354,10 @@ mod tests {
         let path = dir.join("p.yaml");
         std::fs::copy(&src, &path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let linted = super::lint(std::slice::from_ref(&path));
+        let linted = super::lint("/sys/kernel/btf/vmlinux", std::slice::from_ref(&path));
         let tested = super::test(&path, &path, false).map_err(|e| e.to_string());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let linted_after = super::lint(std::slice::from_ref(&path));
+        let linted_after = super::lint("/sys/kernel/btf/vmlinux", std::slice::from_ref(&path));
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(linted.is_err());
         let e = tested.unwrap_err();

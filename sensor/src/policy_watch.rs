@@ -12,12 +12,12 @@ use std::{
 };
 
 use anyhow::Result;
-use vigil_policy_engine::{kernel::RunningKernel, plan::KernelCaps, KernelSymbols};
+use vigil_policy_engine::{kernel::RunningKernel, plan::KernelCaps, Kernel, KernelSymbols};
 
 use crate::{
     agent::log,
     loader::{LoadError, ProcessSensor},
-    policies::{AttachTarget, Installed, PolicyTable},
+    policies::{AttachTarget, HookReport, Installed, PolicyLoadError, PolicyTable},
 };
 
 /// How long a file must be left alone before it is read.
@@ -153,22 +153,35 @@ impl PolicyManager {
         let Some(st) = stamp(path) else { return };
         let file = path.display().to_string();
         let previous = self.files.get(path).and_then(|t| t.policy.clone());
-        let kernel = self.kernel.as_ref().map(|k| k as &dyn KernelSymbols);
-        let result = self.table.prepare(&file, kernel, &self.caps).and_then(|p| {
-            let name = p.name.clone();
-            self.table
-                .install(p, previous.as_deref(), &self.caps, self.kernel.as_ref())
-                .map(|n| (name, n))
-        });
+        let kernel = Kernel {
+            caps: self.caps,
+            symbols: self.kernel.as_ref().map(|k| k as &dyn KernelSymbols),
+        };
+        // The one gate every reader of policies goes through, then validation, compilation and
+        // the attach plan, exactly as `vigil policy lint` and `explain` run them.
+        let result = vigil_policy_engine::prepare(path, &kernel)
+            .map_err(|e| PolicyLoadError::Refused(e.to_string()))
+            .and_then(|p| {
+                let name = p.name().to_string();
+                self.table
+                    .install(p, previous.as_deref(), self.kernel.as_ref())
+                    .map(|n| (name, n))
+            });
         let policy = match result {
             Ok((name, installed)) => match self.enforce(sensor, &file, installed) {
-                Ok(rules) => {
+                Ok((rules, report)) => {
                     let verb = if previous.is_some() {
                         "reloaded"
                     } else {
                         "loaded"
                     };
-                    log(format!("policy {name} {verb} from {file} ({rules} rules)"));
+                    let attached: String = report
+                        .iter()
+                        .map(|h| format!("\n  {} {}: attached {}", h.path, h.hook, h.attach))
+                        .collect();
+                    log(format!(
+                        "policy {name} {verb} from {file} ({rules} rules){attached}"
+                    ));
                     Some(name)
                 }
                 Err(reason) => {
@@ -193,8 +206,9 @@ impl PolicyManager {
         sensor: &mut ProcessSensor,
         file: &str,
         installed: Installed,
-    ) -> Result<usize, String> {
+    ) -> Result<(usize, Vec<HookReport>), String> {
         let rules = installed.rules + installed.attach.len();
+        let report = installed.report.clone();
         let mut failure = None;
         for (slot, target) in installed.attach.clone() {
             let link = match &target {
@@ -215,9 +229,9 @@ impl PolicyManager {
                 }
             }
         }
-        if failure.is_none() && installed.rules > 0 {
+        if let (None, Some(lsm)) = (&failure, installed.file_open_lsm) {
             failure = self
-                .attach_file_open(sensor)
+                .attach_file_open(sensor, lsm)
                 .err()
                 .map(|e| ("the file-open programs".to_string(), e));
         }
@@ -245,13 +259,13 @@ impl PolicyManager {
             log(format!("{file}: removing the replaced version: {r}"));
         }
         self.release_file_open(sensor);
-        Ok(rules)
+        Ok((rules, report))
     }
 
     /// Attaches the file-open programs unless they are.
-    fn attach_file_open(&mut self, sensor: &mut ProcessSensor) -> Result<(), LoadError> {
+    fn attach_file_open(&mut self, sensor: &mut ProcessSensor, lsm: bool) -> Result<(), LoadError> {
         if !self.attached {
-            let how = sensor.attach_file_open(self.caps.lsm)?;
+            let how = sensor.attach_file_open(lsm)?;
             log(format!("file-open policies enforced through {how}"));
             self.attached = true;
         }

@@ -15,8 +15,10 @@ pub const EVENT_POLICY: u32 = 4;
 /// `VIGIL_EVENT_HOOK`.
 pub const EVENT_HOOK: u32 = 5;
 
+mod limits;
 mod policy;
 mod record;
+pub use limits::*;
 pub use policy::*;
 pub use record::*;
 
@@ -160,6 +162,13 @@ mod layout_tests {
             ("vigil_sock_value", "type") => return Some(offset_of!(SockValue, r#type)),
             ("vigil_arg_value", "type") => return Some(offset_of!(ArgValue, r#type)),
             ("vigil_arg_value", "int_value") => return Some(offset_of!(ArgValue, value)),
+            // What stands for a socket function: its code, by the function's name.
+            ("VIGIL_SOCK_STATE", call) => {
+                return STAND_INS
+                    .iter()
+                    .find(|s| s.call == call)
+                    .map(|s| s.code as usize)
+            }
             _ => {}
         }
         macro_rules! table {
@@ -196,6 +205,9 @@ mod layout_tests {
                     ("VIGIL_ARG_CONST", _) => Some(ARG_CONST as usize),
                     ("VIGIL_ARG_AT_PATH", _) => Some(ARG_AT_PATH as usize),
                     ("VIGIL_AT_CWD", _) => Some(AT_CWD as usize),
+                    ("VIGIL_INT_VALUES", _) => Some(INT_VALUES),
+                    ("VIGIL_NET_VALUES", _) => Some(NET_VALUES),
+                    ("VIGIL_STR_VALUES", _) => Some(STR_VALUES),
                     _ => None,
                 }
             };

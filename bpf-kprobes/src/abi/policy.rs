@@ -1,25 +1,11 @@
 //! Mirrors of the policy half of `vigil_events.h`: compiled file-open rules and their keys,
 //! policy records, generic hooks and their records.
 
-use super::EventHeader;
+use super::{EventHeader, HOOKS_PER_KEY, HOOK_ARGS, HOOK_CONDS, MATCH_MAX};
 
-/// Arguments a generic hook reports (`VIGIL_HOOK_ARGS`).
-pub const HOOK_ARGS: usize = 5;
 /// `VIGIL_HOOK_KEY_SOCK_STATE`: keys of hooks served by TCP state changes in `vigil_hooks`,
-/// with one of `SOCK_STATE_*`.
+/// with the stand-in's code ([`StandIn::code`]).
 pub const HOOK_KEY_SOCK_STATE: u64 = 1 << 62;
-/// `VIGIL_SOCK_STATE_CONNECT`: tcp_connect.
-pub const SOCK_STATE_CONNECT: u64 = 1;
-/// `VIGIL_SOCK_STATE_CLOSE`: tcp_close.
-pub const SOCK_STATE_CLOSE: u64 = 2;
-/// `VIGIL_SOCK_STATE_LISTEN`: inet_csk_listen_start.
-pub const SOCK_STATE_LISTEN: u64 = 3;
-/// `VIGIL_SOCK_STATE_ACCEPT`: inet_csk_accept's return.
-pub const SOCK_STATE_ACCEPT: u64 = 4;
-/// `VIGIL_SOCK_STATE_UDP_SEND`: udp_sendmsg.
-pub const SOCK_STATE_UDP_SEND: u64 = 5;
-/// `VIGIL_SOCK_STATE_UDP_RECV`: udp_recvmsg.
-pub const SOCK_STATE_UDP_RECV: u64 = 6;
 /// `VIGIL_HOOK_KEY_RETURN`: with a function's address, the key of a hook on its return.
 pub const HOOK_KEY_RETURN: u64 = 1 << 61;
 
@@ -53,10 +39,6 @@ pub const AT_CWD: u8 = 0xff;
 pub const ARGF_USER: u8 = 1;
 /// `VIGIL_ARGF_SIGNED`: sign-extend the integer.
 pub const ARGF_SIGNED: u8 = 2;
-/// Selectors of generic hooks (`VIGIL_HOOK_RULES`).
-pub const HOOK_RULES: usize = 256;
-/// Argument conditions per selector (`VIGIL_HOOK_CONDS`).
-pub const HOOK_CONDS: usize = 8;
 /// `VIGIL_HOOK_NO_RULE`: the hook has no selectors.
 pub const HOOK_NO_RULE: u32 = u32::MAX;
 /// `VIGIL_PART_NS`: value-key part of namespace values (+ the namespace's index).
@@ -145,9 +127,6 @@ pub fn syscall_nr(name: &str) -> Option<u32> {
         .find(|(n, _)| *n == bare)
         .map(|(_, nr)| *nr)
 }
-
-/// `VIGIL_HOOKS_PER_KEY`: hooks one attach point runs.
-pub const HOOKS_PER_KEY: usize = 8;
 
 /// `struct vigil_hook_list`: the hooks on one attach point, by slot.
 #[repr(C)]
@@ -249,14 +228,10 @@ pub struct Hook<'a> {
     pub strings: [&'a [u8]; HOOK_ARGS],
 }
 
-/// Policy rules the kernel walks (`VIGIL_MAX_RULES`).
-pub const MAX_RULES: usize = 64;
 /// Bytes of an exact filter's key path, NUL-padded (`VIGIL_MATCH_LEN`).
 pub const MATCH_LEN: usize = 256;
 /// Bytes of an LPM key's data: rule id and path (`VIGIL_LPM_DATA`, the kernel's limit).
 pub const LPM_DATA: usize = 256;
-/// Longest path prefix any filter compares (`VIGIL_MATCH_MAX`).
-pub const MATCH_MAX: usize = 251;
 
 /// `VIGIL_RULE_*` bits of [`Rule::flags`].
 #[allow(missing_docs)]

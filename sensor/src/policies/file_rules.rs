@@ -1,9 +1,61 @@
-//! File-open rules in the kernel: one `vigil_rules` slot per selector, its path and binary
-//! values in the match maps and its file names in the open prefilter. A rule is written whole
-//! or not at all, and removing it removes exactly what it added.
+//! File-open hooks in the kernel: the file-open evaluator (policy.bpf.c) holds one
+//! `vigil_rules` slot per selector, its path and binary values in the match maps and its file
+//! names in the open prefilter. A rule is written whole or not at all, and removing it removes
+//! exactly what it added.
+
+use std::sync::Arc;
 
 use vigil_bpf_kprobes::abi::{self, action, rule};
-use vigil_policy_engine::compile::{Filter, MatchKind, Rule, RuleAction};
+use vigil_policy_engine::{
+    compile::{Filter, HookRule, MatchKind, RuleAction},
+    hooks::CondOp,
+};
+
+/// One selector of a file-open hook as the file-open evaluator holds it (a hook without
+/// selectors is one rule that reports every open).
+#[derive(Debug, Clone)]
+pub struct FileRule {
+    /// The hook, for events.
+    pub hook: Arc<HookRule>,
+    path: Option<Filter>,
+    binary: Option<Filter>,
+    action: RuleAction,
+    post: bool,
+}
+
+impl FileRule {
+    /// The rules of a file-open hook, one per selector (policy-engine refused every selector
+    /// the evaluator cannot hold: at most one path condition, on the file).
+    pub fn of(hook: HookRule) -> Vec<FileRule> {
+        let hook = Arc::new(hook);
+        if hook.selectors.is_empty() {
+            return vec![FileRule {
+                hook,
+                path: None,
+                binary: None,
+                action: RuleAction::Post,
+                post: true,
+            }];
+        }
+        hook.selectors
+            .iter()
+            .map(|s| FileRule {
+                hook: hook.clone(),
+                path: s.conds.first().and_then(|c| match &c.op {
+                    CondOp::Text(kind, values) => Some(Filter {
+                        kind: *kind,
+                        negate: c.negate,
+                        values: values.clone(),
+                    }),
+                    _ => None,
+                }),
+                binary: s.binary.clone(),
+                action: s.action,
+                post: s.post,
+            })
+            .collect()
+    }
+}
 
 use super::{
     hook_rules::WrittenKey, map_err, InstalledRule, PolicyLoadError, PolicyTable, RulePod,
@@ -22,7 +74,7 @@ fn name_key(path: &str) -> Option<[u8; abi::NAME_LEN]> {
 
 /// The names a rule needs in the prefilter, or `None` when the rule can match opens of any
 /// name (no path filter, a prefix or postfix, a negation, a name too long for the key).
-pub(super) fn prefilter_names(r: &Rule) -> Option<Vec<[u8; abi::NAME_LEN]>> {
+pub(super) fn prefilter_names(r: &FileRule) -> Option<Vec<[u8; abi::NAME_LEN]>> {
     let f = r.path.as_ref()?;
     if f.kind != MatchKind::Exact || f.negate {
         return None;
@@ -31,7 +83,7 @@ pub(super) fn prefilter_names(r: &Rule) -> Option<Vec<[u8; abi::NAME_LEN]>> {
 }
 
 /// The match-map keys of the rule in `slot`.
-fn rule_keys(slot: u32, r: &Rule) -> Vec<WrittenKey> {
+fn rule_keys(slot: u32, r: &FileRule) -> Vec<WrittenKey> {
     let mut keys = Vec::new();
     if let Some(f) = &r.path {
         for v in &f.values {
@@ -71,7 +123,7 @@ impl PolicyTable {
         policy: &str,
         policy_id: u32,
         slot: u32,
-        r: Rule,
+        r: FileRule,
     ) -> Result<(), PolicyLoadError> {
         let keys = rule_keys(slot, &r);
         let names = prefilter_names(&r).unwrap_or_default();
@@ -82,7 +134,7 @@ impl PolicyTable {
         }
         let raw = abi::Rule {
             flags: rule::ACTIVE
-                | if r.monitor { rule::MONITOR } else { 0 }
+                | if r.hook.monitor { rule::MONITOR } else { 0 }
                 | if r.post { 0 } else { rule::NOPOST }
                 | filter_flags(&r.path, true)
                 | filter_flags(&r.binary, false),

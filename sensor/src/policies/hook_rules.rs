@@ -47,10 +47,18 @@ pub(super) enum WrittenKey {
     BinPrefix(u32, [u8; abi::LPM_DATA]),
 }
 
-/// The kernel's description of how to read each argument.
-pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) {
+/// The kernel's description of how to read each argument (policy-engine refused a hook
+/// reading more than `abi::HOOK_ARGS`).
+pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) -> Result<(), String> {
+    if h.args.len() > abi::HOOK_ARGS {
+        return Err(format!(
+            "{} arguments; the kernel reads at most {}",
+            h.args.len(),
+            abi::HOOK_ARGS
+        ));
+    }
     let user = if h.syscall { abi::ARGF_USER } else { 0 };
-    for (i, a) in h.args.iter().take(abi::HOOK_ARGS).enumerate() {
+    for (i, a) in h.args.iter().enumerate() {
         cfg.arg_reg[i] = a.index as u8;
         let (t, flags, bits) = match a.kind {
             HookArgKind::Int { bits, signed, .. } => (
@@ -77,7 +85,8 @@ pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) {
         cfg.arg_flags[i] = flags;
         cfg.arg_bits[i] = bits;
     }
-    cfg.nargs = h.args.len().min(abi::HOOK_ARGS) as u8;
+    cfg.nargs = h.args.len() as u8;
+    Ok(())
 }
 
 /// The address as the CIDR map stores it: IPv6, IPv4 mapped to ::ffff:a.b.c.d.

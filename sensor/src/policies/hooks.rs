@@ -1,6 +1,6 @@
-//! Generic hooks in the kernel: where each attaches on this kernel (a kprobe on the function,
-//! the system call's enter tracepoint, or what stands for a socket function), its description
-//! in `vigil_hook_configs` and its place in the list of hooks on its attach point
+//! Generic hooks in the kernel: the keys of the attach point its plan chose (a kprobe on the
+//! function, the system call's enter tracepoint, or what stands for a socket function), its
+//! description in `vigil_hook_configs` and its place in the list of hooks on that point
 //! (`vigil_hooks`), and the links to detach when its policy goes.
 
 use aya::Pod;
@@ -8,7 +8,7 @@ use vigil_bpf_kprobes::abi;
 use vigil_policy_engine::{
     compile::{HookArgKind, HookRule},
     kernel::RunningKernel,
-    plan::KernelCaps,
+    plan::{describe_mechanism, Mechanism},
 };
 
 use super::{
@@ -86,85 +86,63 @@ pub(super) struct HookListPod(abi::HookList);
 // SAFETY: #[repr(C)] integers only.
 unsafe impl Pod for HookListPod {}
 
-/// The vigil_hooks keys and attach target of a hook on this kernel.
+/// The vigil_hooks keys of a hook and where its program attaches, exactly as its plan says;
+/// only the kprobed function's address is read here (from `/proc/kallsyms`).
 pub(super) fn hook_keys(
     h: &HookRule,
-    caps: &KernelCaps,
+    mechanism: &Mechanism,
     kernel: Option<&RunningKernel>,
 ) -> Result<(Vec<u64>, AttachTarget), String> {
-    let stand_in = vigil_policy_engine::plan::stand_in(&h.call, h.returns);
-    let sock_state = || {
-        let code = match h.call.as_str() {
-            "tcp_connect" => abi::SOCK_STATE_CONNECT,
-            "tcp_close" => abi::SOCK_STATE_CLOSE,
-            "inet_csk_listen_start" => abi::SOCK_STATE_LISTEN,
-            "inet_csk_accept" => abi::SOCK_STATE_ACCEPT,
-            "udp_sendmsg" => abi::SOCK_STATE_UDP_SEND,
-            _ => abi::SOCK_STATE_UDP_RECV, // udp_recvmsg: stand_in() knows no other
-        };
-        Ok((
-            vec![abi::HOOK_KEY_SOCK_STATE | code],
-            AttachTarget::SockState(h.call.clone()),
-        ))
-    };
-    // The UDP functions are served by their stand-ins on every kernel (see the plan).
-    if stand_in == Some(true) {
-        return sock_state();
-    }
-    if caps.kprobe {
-        let candidates =
-            vigil_policy_engine::kernel::kprobe_function_candidates(&h.call, h.syscall);
-        let kernel = kernel.ok_or("cannot read /proc/kallsyms to find the function's address")?;
-        let (function, addr) = candidates
-            .iter()
-            .find_map(|f| kernel.address(f).map(|a| (f.clone(), a)))
-            .ok_or_else(|| format!("no address for {} in /proc/kallsyms", h.call))?;
-        // The kprobe sits on the function's first instruction, or after its endbr64 where the
-        // kernel has indirect branch tracking; bpf_get_func_ip reports whichever it is.
-        if h.returns {
-            let ret = abi::HOOK_KEY_RETURN;
-            return Ok((
-                vec![addr | ret, (addr + 4) | ret],
-                AttachTarget::Kretprobe(function),
-            ));
+    match mechanism {
+        Mechanism::SockState(call) => {
+            let s = abi::stand_in(call, h.returns)
+                .ok_or_else(|| format!("nothing stands for {call}"))?;
+            Ok((
+                vec![abi::HOOK_KEY_SOCK_STATE | s.code],
+                AttachTarget::SockState(call.clone()),
+            ))
         }
-        return Ok((vec![addr, addr + 4], AttachTarget::Kprobe(function)));
-    }
-    if stand_in.is_some() && !h.syscall {
-        return sock_state();
-    }
-    let bare = h.call.strip_prefix("__x64_").unwrap_or(&h.call);
-    let bare = bare.strip_prefix("sys_").unwrap_or(bare);
-    let nr =
-        abi::syscall_nr(bare).ok_or_else(|| format!("{} is not an x86-64 system call", h.call))?;
-    let tracepoint = format!("sys_enter_{bare}");
-    let events = std::path::Path::new("/sys/kernel/tracing/events/syscalls");
-    if !events.join(&tracepoint).exists() {
-        // Every system call compiled into the kernel has its enter and exit tracepoints; one
-        // that exists on x86-64 but has none here is compiled out (its kallsyms entry is a weak
-        // stub that returns ENOSYS).
-        let compiled_out = events.join("sys_enter_getpid").exists();
-        if compiled_out {
-            return Ok((Vec::new(), AttachTarget::NotInKernel(h.call.clone())));
+        Mechanism::Kprobe(function) | Mechanism::Kretprobe(function) => {
+            let kernel =
+                kernel.ok_or("cannot read /proc/kallsyms to find the function's address")?;
+            let addr = kernel
+                .address(function)
+                .ok_or_else(|| format!("no address for {function} in /proc/kallsyms"))?;
+            // The kprobe sits on the function's first instruction, or after its endbr64 where
+            // the kernel has indirect branch tracking; bpf_get_func_ip reports whichever it is.
+            if h.returns {
+                let ret = abi::HOOK_KEY_RETURN;
+                return Ok((
+                    vec![addr | ret, (addr + 4) | ret],
+                    AttachTarget::Kretprobe(function.clone()),
+                ));
+            }
+            Ok((vec![addr, addr + 4], AttachTarget::Kprobe(function.clone())))
         }
-        return Err(format!(
-            "no tracepoint syscalls/{tracepoint} to fall back to"
-        ));
+        Mechanism::SyscallEnter(call) => {
+            let nr = abi::syscall_nr(call)
+                .ok_or_else(|| format!("{call} is not an x86-64 system call"))?;
+            let arity = h
+                .args
+                .iter()
+                .map(|a| match a.kind {
+                    HookArgKind::CharBuf { size_index } => a.index.max(size_index) as usize + 1,
+                    HookArgKind::AtPath { dirfd: Some(d) } => a.index.max(d) as usize + 1,
+                    _ => a.index as usize + 1,
+                })
+                .max()
+                .unwrap_or(1);
+            Ok((
+                vec![abi::HOOK_KEY_SYSCALL | nr as u64],
+                AttachTarget::SyscallEnter(format!("sys_enter_{call}"), arity),
+            ))
+        }
+        Mechanism::NotInKernel(call) => Ok((Vec::new(), AttachTarget::NotInKernel(call.clone()))),
+        other => Err(format!(
+            "{} does not run generic hooks",
+            describe_mechanism(other)
+        )),
     }
-    let arity = h
-        .args
-        .iter()
-        .map(|a| match a.kind {
-            HookArgKind::CharBuf { size_index } => a.index.max(size_index) as usize + 1,
-            HookArgKind::AtPath { dirfd: Some(d) } => a.index.max(d) as usize + 1,
-            _ => a.index as usize + 1,
-        })
-        .max()
-        .unwrap_or(1);
-    Ok((
-        vec![abi::HOOK_KEY_SYSCALL | nr as u64],
-        AttachTarget::SyscallEnter(tracepoint, arity),
-    ))
 }
 
 impl PolicyTable {
@@ -205,7 +183,8 @@ impl PolicyTable {
                 rule_count: n as u16,
                 ..Default::default()
             };
-            arg_config(&h, &mut cfg);
+            arg_config(&h, &mut cfg)
+                .map_err(|e| PolicyLoadError::Refused(format!("{}: {e}", h.hook_path)))?;
             let (selectors, monitor) = (h.selectors.clone(), h.monitor);
             self.hook_slots[slot] = Some(InstalledHook {
                 policy: policy.to_string(),
@@ -295,8 +274,16 @@ impl PolicyTable {
             let _ = self.hooks.remove(&key);
             return Ok(());
         }
+        if slots.len() > abi::HOOKS_PER_KEY {
+            // check_room refuses such an install before anything is written.
+            return Err(PolicyLoadError::Refused(format!(
+                "{} hooks on one attach point; the kernel runs at most {}",
+                slots.len(),
+                abi::HOOKS_PER_KEY
+            )));
+        }
         let mut list = abi::HookList {
-            n: slots.len().min(abi::HOOKS_PER_KEY) as u32,
+            n: slots.len() as u32,
             ..Default::default()
         };
         for (d, s) in list.slot.iter_mut().zip(&slots) {

@@ -1,9 +1,11 @@
-//! Policies in the kernel: compiled rules written into the rule maps, the file-open programs
-//! attached the way the attach plan says, and the table that turns a matched rule back into
-//! the policy's name, hook and action for events.
+//! Policies in the kernel: a [`Prepared`] policy (validated, compiled and planned by
+//! `vigil_policy_engine::prepare`) lowered into maps, and the table that turns a matched rule
+//! back into the policy's name, hook and action for events. File-open hooks go to the
+//! file-open evaluator's rules (`file_rules.rs`), every other hook to a generic hook slot
+//! (`hooks.rs`, its selectors in `hook_rules.rs`), each keyed by the attach point its plan chose.
 //!
-//! A policy is installed whole or not at all: it is validated, planned and compiled before any
-//! map is touched; then [`PolicyTable::install`] writes it beside the running ones (a version it
+//! A policy is installed whole or not at all: it is prepared before any map is touched; then
+//! [`PolicyTable::install`] writes it beside the running ones (a version it
 //! replaces keeps running), the caller attaches its hooks, and [`PolicyTable::commit`] retires
 //! the replaced version, or [`PolicyTable::abort`] removes everything the install added (rules,
 //! values, prefilter names, selectors, hook lists and links), leaving the table as it was.
@@ -22,21 +24,23 @@ use crate::loader::HookLink;
 mod file_rules;
 mod hook_rules;
 mod hooks;
+pub use file_rules::FileRule;
 use file_rules::{kernel_action, prefilter_names};
 use hook_rules::HookRuleMaps;
 use hooks::{hook_keys, HookConfigPod, HookListPod};
 pub use hooks::{AttachTarget, InstalledHook};
 use vigil_policy_engine::{
-    compile::{compile, HookRule, Rule},
+    compile::HookRule,
     kernel::RunningKernel,
-    plan::{plan, KernelCaps},
-    KernelSymbols,
+    plan::{describe_mechanism, Mechanism},
+    Prepared,
 };
 
 /// Why a policy was refused.
 #[derive(Debug, Error)]
 pub enum PolicyLoadError {
-    /// Validation, planning or compilation failed; every reason, one per line.
+    /// The policy does not fit beside the running ones, or its hooks cannot be placed; every
+    /// reason, one per line.
     #[error("{0}")]
     Refused(String),
     /// The kernel refused a map update.
@@ -76,8 +80,8 @@ pub struct InstalledRule {
     pub policy: String,
     /// The policy's id in the kernel (its first-match bit).
     pub policy_id: u32,
-    /// The compiled selector.
-    pub rule: Rule,
+    /// The selector, and its hook.
+    pub rule: FileRule,
 }
 
 /// The rule maps of the loaded object and what is in them.
@@ -162,40 +166,6 @@ impl PolicyTable {
         self.slots.iter().any(|s| s.is_some())
     }
 
-    /// Validates, plans and compiles the policy in `file` without touching the kernel.
-    pub fn prepare(
-        &self,
-        file: &str,
-        kernel: Option<&dyn KernelSymbols>,
-        caps: &KernelCaps,
-    ) -> Result<Prepared, PolicyLoadError> {
-        // The one gate every reader of policies goes through: trusted owner and mode, size,
-        // depth, node count and aliases checked before any parser sees the text.
-        let policy = vigil_policy_engine::load_policy_file(std::path::Path::new(file), kernel)
-            .map_err(|e| PolicyLoadError::Refused(e.to_string()))?;
-        let refuse = |lines: Vec<String>| PolicyLoadError::Refused(lines.join("\n"));
-        plan(&policy, caps).map_err(|errs| {
-            refuse(
-                errs.into_iter()
-                    .map(|e| format!("{file}: {}: {}", e.path, e.reason))
-                    .collect(),
-            )
-        })?;
-        let compiled = compile(&policy).map_err(|errs| {
-            refuse(
-                errs.into_iter()
-                    .map(|e| format!("{file}: {}: {}", e.path, e.reason))
-                    .collect(),
-            )
-        })?;
-        Ok(Prepared {
-            file: file.to_string(),
-            name: policy.name,
-            rules: compiled.rules,
-            hooks: compiled.hooks,
-        })
-    }
-
     /// Writes a prepared policy beside the running ones; `replacing` names a loaded policy
     /// this one replaces, which keeps running until [`PolicyTable::commit`] (so enforcement
     /// never lapses). Returns what was installed and where its hooks must be attached. When a
@@ -204,17 +174,44 @@ impl PolicyTable {
         &mut self,
         p: Prepared,
         replacing: Option<&str>,
-        caps: &KernelCaps,
         kernel: Option<&RunningKernel>,
     ) -> Result<Installed, PolicyLoadError> {
-        let file = &p.file;
-        // Hooks are resolved first: a hook this kernel cannot place refuses the whole policy.
-        let mut placed = Vec::new();
-        for h in &p.hooks {
-            let (keys, target) = hook_keys(h, caps, kernel)
-                .map_err(|e| PolicyLoadError::Refused(format!("{file}: {}: {e}", h.hook_path)))?;
-            placed.push((keys, target));
+        let file = p.file.clone();
+        let name = p.name().to_string();
+        let mut lowered = Lowered::default();
+        for h in p.hooks {
+            let attach = describe_mechanism(&h.plan.mechanism);
+            lowered.report.push(HookReport {
+                path: h.rule.hook_path.clone(),
+                hook: h.rule.call.clone(),
+                attach,
+            });
+            if h.rule.is_file_open() {
+                lowered.file_open_lsm = Some(matches!(h.plan.mechanism, Mechanism::Lsm(_)));
+                lowered.rules.extend(FileRule::of(h.rule));
+                continue;
+            }
+            // A hook this kernel cannot place refuses the whole policy.
+            let placed = hook_keys(&h.rule, &h.plan.mechanism, kernel).map_err(|e| {
+                PolicyLoadError::Refused(format!("{file}: {}: {e}", h.rule.hook_path))
+            })?;
+            lowered.placed.push(placed);
+            lowered.hooks.push(h.rule);
         }
+        let Lowered {
+            rules,
+            hooks,
+            placed,
+            file_open_lsm,
+            report,
+        } = lowered;
+        let p = Lowered {
+            rules,
+            hooks,
+            placed: Vec::new(),
+            file_open_lsm,
+            report: Vec::new(),
+        };
         let free_hooks: Vec<usize> = (0..self.hook_slots.len())
             .filter(|i| self.hook_slots[*i].is_none())
             .collect();
@@ -224,11 +221,10 @@ impl PolicyTable {
                 p.hooks.len()
             )));
         }
-        self.check_room(file, replacing, &p.hooks, &placed)?;
-        if self.policies.contains_key(&p.name) && replacing != Some(p.name.as_str()) {
+        self.check_room(&file, replacing, &p.hooks, &placed)?;
+        if self.policies.contains_key(&name) && replacing != Some(name.as_str()) {
             return Err(PolicyLoadError::Refused(format!(
-                "{file}: a policy named {} is already loaded",
-                p.name
+                "{file}: a policy named {name} is already loaded"
             )));
         }
         let free: Vec<u32> = (0..abi::MAX_RULES as u32)
@@ -247,13 +243,15 @@ impl PolicyTable {
             PolicyLoadError::Refused(format!("{file}: 32 policies are loaded already"))
         })?;
         let mut staged = Installed {
-            name: p.name.clone(),
+            name,
             policy_id,
             replacing: replacing.map(str::to_string),
             rules: p.rules.len(),
             rule_slots: Vec::new(),
             hook_slots: Vec::new(),
             attach: Vec::new(),
+            file_open_lsm: p.file_open_lsm,
+            report,
         };
         match self.write_policy(p, placed, free, free_hooks, &mut staged) {
             Ok(()) => Ok(staged),
@@ -269,22 +267,23 @@ impl PolicyTable {
     /// something of it is in the kernel (so an abort finds it).
     fn write_policy(
         &mut self,
-        p: Prepared,
+        p: Lowered,
         placed: Vec<(Vec<u64>, AttachTarget)>,
         free: Vec<u32>,
         free_hooks: Vec<usize>,
         staged: &mut Installed,
     ) -> Result<(), PolicyLoadError> {
         // A rule that can match any file name turns the open prefilter off before it is active.
+        let name = staged.name.clone();
         if p.rules.iter().any(|r| prefilter_names(r).is_none()) {
-            self.set_prefilter(&p.name, false)?;
+            self.set_prefilter(&name, false)?;
         }
         for (slot, r) in free.into_iter().zip(p.rules) {
-            self.write_rule(&p.name, staged.policy_id, slot, r)?;
+            self.write_rule(&name, staged.policy_id, slot, r)?;
             staged.rule_slots.push(slot);
         }
-        self.write_hooks(&p.name, staged, p.hooks, placed, free_hooks)?;
-        self.set_prefilter(&p.name, self.prefilter_possible())
+        self.write_hooks(&name, staged, p.hooks, placed, free_hooks)?;
+        self.set_prefilter(&name, self.prefilter_possible())
     }
 
     /// Makes an installed policy the one running: the version it replaces (if any) stops
@@ -363,13 +362,30 @@ impl PolicyTable {
     }
 }
 
-/// A policy checked and compiled, ready to install.
-pub struct Prepared {
-    file: String,
-    /// The policy's name.
-    pub name: String,
-    rules: Vec<Rule>,
+/// A prepared policy split by where its hooks go in the kernel.
+#[derive(Default)]
+struct Lowered {
+    /// File-open rules, one per selector.
+    rules: Vec<FileRule>,
+    /// Generic hooks, and the keys and attach target of each.
     hooks: Vec<HookRule>,
+    placed: Vec<(Vec<u64>, AttachTarget)>,
+    /// Whether file opens are evaluated through BPF LSM (else the open system calls' exits),
+    /// when the policy has file-open hooks.
+    file_open_lsm: Option<bool>,
+    /// Each hook's attach point, for the log.
+    report: Vec<HookReport>,
+}
+
+/// Where one hook of a policy is attached, as `vigil policy explain` words it.
+#[derive(Debug, Clone)]
+pub struct HookReport {
+    /// The hook's field path.
+    pub path: String,
+    /// The hook as the policy names it.
+    pub hook: String,
+    /// The attach point ([`describe_mechanism`]).
+    pub attach: String,
 }
 
 /// A policy written into the kernel beside the running ones, until it is committed or aborted.
@@ -384,4 +400,10 @@ pub struct Installed {
     hook_slots: Vec<usize>,
     /// Hook slots and where their program must be attached.
     pub attach: Vec<(usize, AttachTarget)>,
+    /// Whether the file-open programs must be attached, and through BPF LSM (else the open
+    /// system calls' exits), as the plan chose.
+    pub file_open_lsm: Option<bool>,
+    /// Each hook's path, name and attach point as the plan describes it, for the log once
+    /// everything is attached.
+    pub report: Vec<HookReport>,
 }

@@ -24,7 +24,7 @@ struct vigil_value_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, VIGIL_INT_VALUES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct vigil_value_key);
 	__type(value, __u8);
@@ -38,7 +38,7 @@ struct vigil_cidr_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 16384);
+	__uint(max_entries, VIGIL_NET_VALUES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct vigil_cidr_key);
 	__type(value, __u8);

@@ -36,7 +36,7 @@ struct {
 #define VIGIL_MATCH_MAP(name, maptype, keytype)                                                    \
 	struct {                                                                                   \
 		__uint(type, maptype);                                                             \
-		__uint(max_entries, 16384);                                                        \
+		__uint(max_entries, VIGIL_STR_VALUES);                                             \
 		__uint(map_flags, maptype == BPF_MAP_TYPE_LPM_TRIE ? BPF_F_NO_PREALLOC : 0);       \
 		__type(key, keytype);                                                              \
 		__type(value, __u8);                                                               \

@@ -135,6 +135,10 @@ struct vigil_exit_event {
 #define VIGIL_MATCH_LEN 256 /* bytes of an exact filter's key path (NUL-padded) */
 #define VIGIL_LPM_DATA 256  /* bytes of an LPM key's data (the kernel's limit): rule id + path */
 #define VIGIL_MATCH_MAX 251 /* longest path prefix compared by any filter */
+/* Entries of the value maps, over every loaded selector (bpf-kprobes/src/abi/limits.rs). */
+#define VIGIL_INT_VALUES 65536 /* vigil_hook_values */
+#define VIGIL_NET_VALUES 16384 /* vigil_hook_cidrs */
+#define VIGIL_STR_VALUES 16384 /* each of the exact, prefix and postfix maps */
 
 #define VIGIL_RULE_ACTIVE (1u << 0)
 #define VIGIL_RULE_MONITOR (1u << 1)     /* report what the action would have done */

@@ -1,0 +1,104 @@
+//! What the kernel side can hold, and what stands for the socket functions where no kprobe
+//! serves them: the one definition of each. `vigil_events.h` states the same numbers for the
+//! programs, and the layout test compares the two; policy-engine refuses a policy that needs
+//! more than these hold, so nothing is ever cut to fit when a policy is written into maps.
+
+/// File-open rules the kernel walks, and slots of generic hooks (`VIGIL_MAX_RULES`): one rule
+/// per selector of a file-open hook, one slot per other hook, over every loaded policy.
+pub const MAX_RULES: usize = 64;
+/// Selectors of generic hooks over every loaded policy (`VIGIL_HOOK_RULES`).
+pub const HOOK_RULES: usize = 256;
+/// Argument conditions per selector of a generic hook (`VIGIL_HOOK_CONDS`).
+pub const HOOK_CONDS: usize = 8;
+/// Arguments a hook reads: the calling convention's registers (`VIGIL_HOOK_ARGS`).
+pub const HOOK_ARGS: usize = 5;
+/// Hooks one attach point runs (`VIGIL_HOOKS_PER_KEY`).
+pub const HOOKS_PER_KEY: usize = 8;
+/// Longest string, path or binary value a filter compares (`VIGIL_MATCH_MAX`): an LPM key's
+/// 256 bytes less the rule id and the terminating byte.
+pub const MATCH_MAX: usize = 251;
+/// Integer values of every selector together (`VIGIL_INT_VALUES`, `vigil_hook_values`).
+pub const INT_VALUES: usize = 65_536;
+/// Networks of every selector together (`VIGIL_NET_VALUES`, `vigil_hook_cidrs`).
+pub const NET_VALUES: usize = 16_384;
+/// String, path and binary values per kind of comparison, of every selector together
+/// (`VIGIL_STR_VALUES`: each of the exact, prefix and postfix maps).
+pub const STR_VALUES: usize = 16_384;
+
+/// What stands for a socket function, in the calling process's context (sock_hooks.bpf.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandIn {
+    /// The kernel function a policy names.
+    pub call: &'static str,
+    /// `enum vigil_sock_state`: with [`super::HOOK_KEY_SOCK_STATE`], the hook's key.
+    pub code: u64,
+    /// It stands for the function's return (a policy's `return: true`), not its entry.
+    pub on_return: bool,
+    /// Used on every kernel, kprobes or not: a kprobe on the UDP functions would see an
+    /// unconnected socket without its peer (only the system call knows it) and the datagram
+    /// inside the kernel's iterators. The TCP ones serve only where kprobes are not available.
+    pub everywhere: bool,
+    /// The argument positions it carries: the socket, and for UDP the datagram and its length.
+    pub args: &'static [u32],
+    /// What it is, for `vigil policy explain`.
+    pub what: &'static str,
+}
+
+/// Every stand-in.
+pub const STAND_INS: [StandIn; 6] = [
+    StandIn {
+        call: "tcp_connect",
+        code: 1,
+        on_return: false,
+        everywhere: false,
+        args: &[0],
+        what: "the return from connect() on a TCP socket that sent its SYN, tracepoint syscalls/sys_exit_connect",
+    },
+    StandIn {
+        call: "tcp_close",
+        code: 2,
+        on_return: false,
+        everywhere: false,
+        args: &[0],
+        what: "the TCP state change from ESTABLISHED to FIN_WAIT1 or CLOSE_WAIT to LAST_ACK in close() or shutdown(), BTF tracepoint sock/inet_sock_set_state",
+    },
+    StandIn {
+        call: "inet_csk_listen_start",
+        code: 3,
+        on_return: false,
+        everywhere: false,
+        args: &[0],
+        what: "the TCP state change to LISTEN in listen(), BTF tracepoint sock/inet_sock_set_state",
+    },
+    StandIn {
+        call: "inet_csk_accept",
+        code: 4,
+        on_return: true,
+        everywhere: false,
+        args: &[0],
+        what: "the return from accept() or accept4() with a TCP socket, its descriptor resolved to the socket, tracepoints syscalls/sys_exit_accept and sys_exit_accept4",
+    },
+    StandIn {
+        call: "udp_sendmsg",
+        code: 5,
+        on_return: false,
+        everywhere: true,
+        args: &[0, 1, 2],
+        what: "the return from sendto(), sendmsg() or sendmmsg() that sent on a UDP socket, or the entry to write() on a connected one, tracepoints syscalls/sys_exit_send* and sys_enter_write",
+    },
+    StandIn {
+        call: "udp_recvmsg",
+        code: 6,
+        on_return: false,
+        everywhere: true,
+        args: &[0, 1, 2],
+        what: "the return from recvfrom(), recvmsg() or recvmmsg() that received on a UDP socket, tracepoints syscalls/sys_exit_recv*, or a read() on a connected one, BTF tracepoint sock/sock_recv_length (before 6.3: syscalls/sys_exit_read)",
+    },
+];
+
+/// What stands for `call` (its return if `returns`), if anything does.
+pub fn stand_in(call: &str, returns: bool) -> Option<&'static StandIn> {
+    STAND_INS
+        .iter()
+        .find(|s| s.call == call && s.on_return == returns)
+}
