@@ -1,15 +1,18 @@
 //! vigil's in-kernel programs and the Rust side of their ABI.
 //!
-//! The programs are C with CO-RE under `src/bpf/`, one hook family per file:
-//! `process.bpf.c` captures exec, fork and exit from raw tracepoints; `policy.bpf.c` enforces
-//! policy rules on file opens; `probe.bpf.c` holds one
-//! trivial program per program kind and helper, which `vigil probe` loads to learn what the
-//! running kernel allows. `build.rs` compiles them with clang-19 and this crate embeds the
-//! objects ([`VIGIL_OBJ`], [`PROBE_OBJ`]).
+//! The programs are C with CO-RE under `src/bpf/`, one program family per file:
+//! `process.bpf.c` captures exec, fork and exit from raw tracepoints; `policy.bpf.c` is the
+//! file-open evaluator (BPF LSM, or the open system calls' exits); `hooks.bpf.c` runs the
+//! generic hooks of policies on kprobes, kretprobes and system call entries, and
+//! `sock_hooks.bpf.c` what stands for the socket functions; `probe.bpf.c` holds one trivial
+//! program per program kind and helper, which `vigil probe` loads to learn what the running
+//! kernel allows. `build.rs` compiles them with clang-19, links the agent's families into one
+//! object, and this crate embeds the objects ([`VIGIL_OBJ`], [`PROBE_OBJ`]).
 //!
 //! [`abi`] mirrors `src/bpf/include/vigil_events.h` as `#[repr(C)]` types and decodes ring
 //! buffer records into them ([`abi::Record`]); its tests compare every size and offset with the
-//! layout clang measured from the same header, so the two sides cannot drift.
+//! layout clang measured from the same header, so the two sides cannot drift. What the
+//! kernel side can hold, and the socket stand-ins, are defined once in `abi` (`limits.rs`).
 #![deny(missing_docs)]
 
 pub mod abi;
@@ -31,8 +34,9 @@ macro_rules! embed_object {
 }
 
 /// The agent's programs, linked into one object so they share the ring buffer and scratch
-/// maps: process lifecycle (`vigil_exec`, `vigil_fork`, `vigil_exit`) and policy enforcement on
-/// file opens (`vigil_lsm_file_open`, `vigil_exit_open*`).
+/// maps: process lifecycle (`vigil_exec`, `vigil_fork`, `vigil_exit`), the file-open evaluator
+/// (`vigil_lsm_file_open`, `vigil_exit_open*`), the generic hooks (`vigil_kprobe`,
+/// `vigil_kretprobe`, `vigil_syscall_enter_*`) and the socket stand-ins (sock_hooks.bpf.c).
 pub const VIGIL_OBJ: &[u8] = embed_object!("vigil");
 
 /// One program per program kind and helper, for the kernel capability probe.

@@ -10,9 +10,9 @@
 //! NotPostfix) and one `matchBinaries`, and the actions Post, NoPost, Sigkill, Signal and
 //! Override. [`check_file_open_selector`] refuses the rest.
 
-pub use crate::hooks::{HookArg, HookArgKind, HookRule, HookSelector};
+pub use crate::hook_rule::{HookArg, HookArgKind, HookRule, HookSelector};
 use crate::{
-    hooks::{generic_hook, hook_rule, HookSource},
+    hook_rule::{generic_hook, hook_rule, HookSource},
     spec::Selector,
     validate::{Mode, Policy},
 };

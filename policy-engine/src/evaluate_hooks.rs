@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use crate::{
     compile::MatchKind,
-    hooks::{CapFilter, CondOp, HookRule, HookSelector, NsFilter, NsValue, PidFilter},
+    hook_rule::{CapFilter, CondOp, HookRule, HookSelector, NsFilter, NsValue, PidFilter},
 };
 
 /// One decoded argument of a call.
@@ -145,7 +145,7 @@ pub fn first_hook_match<'h>(
 mod tests {
     use super::*;
     use crate::compile::RuleAction;
-    use crate::hooks::Cond;
+    use crate::hook_rule::Cond;
 
     fn sel(conds: Vec<Cond>, action: RuleAction) -> HookSelector {
         HookSelector {
@@ -247,8 +247,8 @@ mod tests {
 
     #[test]
     fn values_are_normalized_like_the_kernel_reads_registers() {
-        assert_eq!(crate::hooks::normalize(0xffff_ffff, 32, true), -1);
-        assert_eq!(crate::hooks::normalize(-1, 32, false), 0xffff_ffff);
-        assert_eq!(crate::hooks::normalize(-5, 64, true), -5);
+        assert_eq!(crate::hook_rule::normalize(0xffff_ffff, 32, true), -1);
+        assert_eq!(crate::hook_rule::normalize(-1, 32, false), 0xffff_ffff);
+        assert_eq!(crate::hook_rule::normalize(-5, 64, true), -5);
     }
 }

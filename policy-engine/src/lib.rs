@@ -2,7 +2,7 @@
 //!
 //! [`prepare`] is the one entry point from a policy file to what the kernel runs: it reads the
 //! file through the gate ([`input`]), parses and validates it ([`load_policy`]), compiles every
-//! hook ([`compile`], with the selector compiler in [`hooks`]) and plans where each attaches
+//! hook ([`compile`], with the compiled form and the selector compiler in [`hook_rule`]) and plans where each attaches
 //! on this kernel ([`plan`]), reporting every problem as a [`PolicyError`] that names the file,
 //! line and column, the field path, the reason and a fix. The agent and `vigil policy lint`,
 //! `explain` and `test` all call it.
@@ -28,7 +28,7 @@ mod args;
 pub mod compile;
 mod error;
 pub mod evaluate_hooks;
-pub mod hooks;
+pub mod hook_rule;
 pub mod input;
 pub mod kernel;
 pub mod locate;

@@ -24,15 +24,16 @@ use vigil_events::time::BootClock;
 use vigil_exporters::Exporters;
 
 use crate::{
-    builder::{BuildOptions, EventBuilder},
     cache::ProcessCache,
-    detect::Detector,
+    enrich::{EnrichOptions, EventEnricher},
     identity::Identity,
-    loader::{cgroup_subsys_for_host, LoadError, LoadOptions, ProcessSensor},
+    loader::{cgroup_subsys_for_host, LoadError, LoadOptions, LoadedObject},
     output::{self, Format},
     policies::PolicyTable,
     policy_watch::PolicyManager,
-    probe, proc_seed, system,
+    probe, proc_seed,
+    sigma_alerts::SigmaDetector,
+    system,
 };
 
 /// Options of `vigil agent`.
@@ -135,7 +136,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         ringbuf_bytes: opts.ringbuf_bytes,
         cgroup_subsys,
     };
-    let mut sensor = match ProcessSensor::load(&load) {
+    let mut sensor = match LoadedObject::load(&load) {
         Ok(s) => s,
         Err(e @ LoadError::Program { .. }) => {
             if !probe::run(&opts.btf).any_kind() {
@@ -166,14 +167,14 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         procfs_seeded: proc_seed::seed(&mut cache, &identity, system::clk_tck(), cgroup_subsys),
         ..Default::default()
     };
-    let mut builder = EventBuilder::new(
+    let mut enricher = EventEnricher::new(
         identity,
         cache,
-        BuildOptions {
+        EnrichOptions {
             ancestors: opts.ancestors,
         },
     );
-    let detector = (!opts.sigma.is_empty()).then(|| Detector::start(opts.sigma.clone()));
+    let detector = (!opts.sigma.is_empty()).then(|| SigmaDetector::start(opts.sigma.clone()));
     // stdout or the export file, and the configuration's sinks: one pipeline.
     let mut export = opts
         .config
@@ -182,7 +183,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         .unwrap_or_default();
     output::add_outputs(&mut export, opts.export_file.as_deref(), opts.format);
     let mut exporters =
-        Exporters::new(&export, &builder.identity.node).context("cannot start the outputs")?;
+        Exporters::new(&export, &enricher.identity.node).context("cannot start the outputs")?;
     exporters.start();
     if let Some(cfg) = &opts.config {
         log(format!("exporters: {} sinks", cfg.exporters.sinks.len()));
@@ -205,7 +206,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let mut reported_drops = DropStats::default();
     log(format!(
         "agent ready: node {}, {} processes from /proc, cgroup hierarchy {}",
-        builder.identity.node,
+        enricher.identity.node,
         stats.procfs_seeded,
         if cgroup_subsys == abi::CGROUP_V2 {
             "v2".to_string()
@@ -218,7 +219,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let more = drain(guard.get_inner_mut(), &mut builder, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
+                let more = drain(guard.get_inner_mut(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
                 if more {
                     // Still ready: the loop comes back, after the signals, the housekeeping
                     // and the sinks' tasks had their turn.
@@ -229,12 +230,12 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 }
             }
             _ = tick.tick() => {
-                drain(ring.get_mut(), &mut builder, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
+                drain(ring.get_mut(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
                 ticks = ticks.wrapping_add(1);
                 if !ticks.is_multiple_of(HOUSEKEEPING_EVERY) {
                     continue;
                 }
-                builder.cache.expire(Instant::now());
+                enricher.cache.expire(Instant::now());
                 if let Some(p) = policies.as_mut() {
                     p.rescan(&mut sensor)?;
                 }
@@ -260,7 +261,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let deadline = Instant::now() + FINAL_DRAIN;
     while drain(
         ring.get_mut(),
-        &mut builder,
+        &mut enricher,
         &mut sinks,
         &mut stats,
         policies.as_ref().map(|p| p.table()),
@@ -270,8 +271,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         stats.exporters = Some(e.shutdown(EXPORT_GRACE).await);
     }
     stats.ringbuf_drops = DropStats::from_slots(sensor.drops());
-    stats.cache_size = builder.cache.len();
-    stats.cache_evictions = builder.cache.evictions();
+    stats.cache_size = enricher.cache.len();
+    stats.cache_evictions = enricher.cache.evictions();
     log(format!("stats {}", serde_json::to_string(&stats)?));
     Ok(())
 }
@@ -280,7 +281,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
 /// sinks), which never blocks and never fails, so no output can stop enforcement; and the Sigma
 /// detector that adds alerts to them.
 struct Sinks {
-    detector: Option<Detector>,
+    detector: Option<SigmaDetector>,
     /// `None` only once shutting down.
     exporters: Option<Exporters>,
 }
@@ -307,7 +308,7 @@ const FINAL_DRAIN: Duration = Duration::from_secs(2);
 /// budget (more may be waiting).
 fn drain(
     ring: &mut RingBuf<MapData>,
-    builder: &mut EventBuilder,
+    enricher: &mut EventEnricher,
     sinks: &mut Sinks,
     stats: &mut AgentStats,
     policies: Option<&PolicyTable>,
@@ -320,7 +321,7 @@ fn drain(
         stats.records += 1;
         match Record::parse(&item) {
             Ok(record) => {
-                if let Some(event) = builder.apply(record, now, policies) {
+                if let Some(event) = enricher.apply(record, now, policies) {
                     sinks.emit(&event);
                     stats.events += 1;
                     let alerts = sinks.detector.as_ref().map(|d| d.alerts(&event));

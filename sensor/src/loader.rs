@@ -1,5 +1,7 @@
-//! Loads the process lifecycle programs, configures them and attaches them to their raw
-//! tracepoints; reads the in-kernel drop counters.
+//! Loads the agent's eBPF object (process lifecycle, file-open evaluator, generic hooks and
+//! the socket stand-ins, linked into one object that shares its maps), configures it and
+//! attaches the lifecycle programs to their raw tracepoints; attaches and detaches the policy
+//! programs where the attach plan says; reads the in-kernel drop counters.
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
@@ -141,7 +143,7 @@ struct ConfigPod(abi::Config);
 // SAFETY: abi::Config is #[repr(C)] plain integers, valid for any bit pattern.
 unsafe impl Pod for ConfigPod {}
 
-/// Options for [`ProcessSensor::load`].
+/// Options for [`LoadedObject::load`].
 pub struct LoadOptions<'a> {
     /// Kernel BTF file.
     pub btf_path: &'a str,
@@ -151,8 +153,9 @@ pub struct LoadOptions<'a> {
     pub cgroup_subsys: u32,
 }
 
-/// The loaded and attached process lifecycle programs. Dropping it detaches them.
-pub struct ProcessSensor {
+/// The agent's loaded eBPF object: every program and map, and the links of those attached.
+/// Dropping it detaches them.
+pub struct LoadedObject {
     ebpf: Ebpf,
     btf: Btf,
     drops: PerCpuArray<MapData, u64>,
@@ -163,7 +166,7 @@ pub struct ProcessSensor {
     shared: std::collections::HashMap<AttachPoint, (SharedLinkId, usize)>,
 }
 
-impl ProcessSensor {
+impl LoadedObject {
     /// Loads, configures and attaches every program of [`ATTACH_PLAN`].
     pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
         let btf = Btf::parse_file(opts.btf_path, Endianness::default()).map_err(|source| {
@@ -207,7 +210,7 @@ impl ProcessSensor {
                 source,
             })?;
         }
-        Ok(ProcessSensor {
+        Ok(LoadedObject {
             ebpf,
             btf,
             drops,

@@ -7,10 +7,9 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod brief;
-mod builder;
 mod cache;
 mod config;
-mod detect;
+mod enrich;
 mod identity;
 mod loader;
 mod output;
@@ -19,6 +18,7 @@ mod policy_cmd;
 mod policy_watch;
 mod probe;
 mod proc_seed;
+mod sigma_alerts;
 mod system;
 
 /// Runtime security and syscall enforcement with eBPF.
@@ -273,7 +273,10 @@ fn sigma_test(rules: &std::path::Path, events: &std::path::Path, json: bool) -> 
         for m in engine.evaluate(&event) {
             alerts += 1;
             if json {
-                println!("{}", serde_json::to_string(&detect::alert(&event, m))?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&sigma_alerts::alert(&event, m))?
+                );
             } else {
                 println!(
                     "{} {} [{}] {} ({}) {}",

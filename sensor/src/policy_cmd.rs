@@ -200,7 +200,7 @@ pub fn test(policy_file: &Path, events: &Path, json: bool) -> Result<()> {
             None => (RuleAction::Post, hook.hook_path.clone()),
         };
         matched += 1;
-        let action = crate::builder::rule_action_name(action);
+        let action = crate::enrich::rule_action_name(action);
         let monitor = hook.monitor;
         if json {
             let out = serde_json::json!({

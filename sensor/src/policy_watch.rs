@@ -16,7 +16,7 @@ use vigil_policy_engine::{kernel::RunningKernel, plan::KernelCaps, Kernel, Kerne
 
 use crate::{
     agent::log,
-    loader::{LoadError, ProcessSensor},
+    loader::{LoadError, LoadedObject},
     policies::{AttachTarget, HookReport, Installed, PolicyLoadError, PolicyTable},
 };
 
@@ -63,7 +63,7 @@ impl PolicyManager {
     /// that cannot be read, compiled, written or attached is refused and logged, and the agent
     /// starts with the others.
     pub fn start(
-        sensor: &mut ProcessSensor,
+        sensor: &mut LoadedObject,
         btf: &str,
         files: &[PathBuf],
         dir: Option<PathBuf>,
@@ -93,7 +93,7 @@ impl PolicyManager {
     /// Never fails: an unreadable directory, a refused policy or a failed attach is logged and
     /// the running policies go on (the `Result` lets the agent's loop use `?` should a fatal
     /// case ever appear).
-    pub fn rescan(&mut self, sensor: &mut ProcessSensor) -> Result<()> {
+    pub fn rescan(&mut self, sensor: &mut LoadedObject) -> Result<()> {
         let Some(dir) = self.dir.clone() else {
             return Ok(());
         };
@@ -149,7 +149,7 @@ impl PolicyManager {
     /// Loads (or reloads) one file, enforcing it before saying so. A refusal at any step is
     /// logged and leaves the policies as they were (a previous version of the file's policy
     /// keeps running); it never ends the agent.
-    fn load(&mut self, sensor: &mut ProcessSensor, path: &Path) {
+    fn load(&mut self, sensor: &mut LoadedObject, path: &Path) {
         let Some(st) = stamp(path) else { return };
         let file = path.display().to_string();
         let previous = self.files.get(path).and_then(|t| t.policy.clone());
@@ -203,7 +203,7 @@ impl PolicyManager {
     /// added being removed then.
     fn enforce(
         &mut self,
-        sensor: &mut ProcessSensor,
+        sensor: &mut LoadedObject,
         file: &str,
         installed: Installed,
     ) -> Result<(usize, Vec<HookReport>), String> {
@@ -263,7 +263,7 @@ impl PolicyManager {
     }
 
     /// Attaches the file-open programs unless they are.
-    fn attach_file_open(&mut self, sensor: &mut ProcessSensor, lsm: bool) -> Result<(), LoadError> {
+    fn attach_file_open(&mut self, sensor: &mut LoadedObject, lsm: bool) -> Result<(), LoadError> {
         if !self.attached {
             let how = sensor.attach_file_open(lsm)?;
             log(format!("file-open policies enforced through {how}"));
@@ -274,7 +274,7 @@ impl PolicyManager {
 
     /// Detaches the file-open programs when no rule needs them any more (opens then cost
     /// nothing again).
-    fn release_file_open(&mut self, sensor: &mut ProcessSensor) {
+    fn release_file_open(&mut self, sensor: &mut LoadedObject) {
         if self.attached && !self.table.has_file_rules() {
             sensor.detach_file_open();
             log("no policies left: file-open programs detached");

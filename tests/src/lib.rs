@@ -207,6 +207,11 @@ impl Agent {
         }
     }
 
+    /// Every line the agent has logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// The agent's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()

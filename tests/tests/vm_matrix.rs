@@ -15,7 +15,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -27,6 +27,7 @@ const SCENARIOS: [&str; 11] = [
     "network_policies",
     "privilege_policies",
     "file_changes",
+    "policy_verdicts",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use vigil_bpf_kprobes::abi::{self, action, rule};
 use vigil_policy_engine::{
     compile::{Filter, HookRule, MatchKind, RuleAction},
-    hooks::CondOp,
+    hook_rule::CondOp,
 };
 
 /// One selector of a file-open hook as the file-open evaluator holds it (a hook without

@@ -10,7 +10,7 @@ use aya::{
 use vigil_bpf_kprobes::abi::{self, op, pids, rule};
 use vigil_policy_engine::{
     compile::{MatchKind, RuleAction},
-    hooks::{CondOp, HookArgKind, HookRule, HookSelector, NsValue},
+    hook_rule::{CondOp, HookArgKind, HookRule, HookSelector, NsValue},
 };
 
 use super::{kernel_action, map_err, MatchKeyPod, PolicyLoadError, PolicyTable};
@@ -21,7 +21,7 @@ pub(super) struct HookRulePod(pub abi::HookRule);
 // SAFETY: #[repr(C)] integers only.
 unsafe impl Pod for HookRulePod {}
 
-/// `struct vigil_value_key` (hooks.bpf.c).
+/// `struct vigil_value_key` (include/hook_state.h).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(C)]
 pub(super) struct ValueKey {

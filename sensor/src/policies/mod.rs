@@ -23,12 +23,12 @@ use crate::loader::HookLink;
 
 mod file_rules;
 mod hook_rules;
-mod hooks;
+mod hook_slots;
 pub use file_rules::FileRule;
 use file_rules::{kernel_action, prefilter_names};
 use hook_rules::HookRuleMaps;
-use hooks::{hook_keys, HookConfigPod, HookListPod};
-pub use hooks::{AttachTarget, InstalledHook};
+use hook_slots::{hook_keys, HookConfigPod, HookListPod};
+pub use hook_slots::{AttachTarget, InstalledHook};
 use vigil_policy_engine::{
     compile::HookRule,
     kernel::RunningKernel,

@@ -12,7 +12,7 @@ use vigil_policy_engine::sigma::{rule_files, SigmaEngine, SigmaMatch};
 use crate::agent::log;
 
 /// The rule directories and the engine built from them.
-pub struct Detector {
+pub struct SigmaDetector {
     paths: Vec<PathBuf>,
     engine: SigmaEngine,
     stamp: Vec<(PathBuf, SystemTime, u64)>,
@@ -50,11 +50,11 @@ fn load(paths: &[PathBuf]) -> SigmaEngine {
     engine
 }
 
-impl Detector {
+impl SigmaDetector {
     /// Loads the rules under `paths`.
-    pub fn start(paths: Vec<PathBuf>) -> Detector {
+    pub fn start(paths: Vec<PathBuf>) -> SigmaDetector {
         let engine = load(&paths);
-        Detector {
+        SigmaDetector {
             stamp: stamp(&paths),
             engine,
             paths,

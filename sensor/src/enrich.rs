@@ -1,4 +1,6 @@
-//! Turns decoded ring-buffer records into events, keeping the process cache up to date.
+//! Decodes ring-buffer records into events and enriches them (the process, its parent and
+//! ancestors from the process cache, the node and cgroup identity, policy names), keeping the
+//! process cache up to date.
 
 use std::{sync::Arc, time::Instant};
 
@@ -15,26 +17,26 @@ use crate::{
     policies::{InstalledHook, InstalledRule, PolicyTable},
 };
 
-/// What the builder adds to each event.
+/// What the enricher adds to each event.
 #[derive(Debug, Clone, Copy)]
-pub struct BuildOptions {
+pub struct EnrichOptions {
     /// Ancestors listed above the parent (0: none).
     pub ancestors: usize,
 }
 
 /// Record-to-event conversion and the process cache it reads and writes.
-pub struct EventBuilder {
+pub struct EventEnricher {
     /// Node-wide identity.
     pub identity: Identity,
     /// The process cache.
     pub cache: ProcessCache,
-    opts: BuildOptions,
+    opts: EnrichOptions,
 }
 
-impl EventBuilder {
-    /// A builder over a (seeded) cache.
-    pub fn new(identity: Identity, cache: ProcessCache, opts: BuildOptions) -> Self {
-        EventBuilder {
+impl EventEnricher {
+    /// An enricher over a (seeded) cache.
+    pub fn new(identity: Identity, cache: ProcessCache, opts: EnrichOptions) -> Self {
+        EventEnricher {
             identity,
             cache,
             opts,
@@ -226,7 +228,7 @@ impl EventBuilder {
         let (policy_name, function_name, mut args, message, tags) = match installed {
             Some(i) => {
                 // The record holds at most HOOK_ARGS arguments whatever its count says (the
-                // decoder refuses a larger count; the builder does not rely on it).
+                // decoder refuses a larger count; the enricher does not rely on it).
                 let args = i
                     .rule
                     .args
@@ -503,10 +505,10 @@ pub fn signal_name(sig: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_policy_engine::hooks::{HookArg, HookRule};
+    use vigil_policy_engine::hook_rule::{HookArg, HookRule};
 
-    fn builder() -> EventBuilder {
-        EventBuilder::new(
+    fn enricher() -> EventEnricher {
+        EventEnricher::new(
             Identity {
                 node: "n".into(),
                 clock: vigil_events::time::BootClock::new(0),
@@ -516,7 +518,7 @@ mod tests {
                 std::num::NonZeroUsize::new(8).unwrap(),
                 std::time::Duration::from_secs(1),
             ),
-            BuildOptions { ancestors: 0 },
+            EnrichOptions { ancestors: 0 },
         )
     }
 
@@ -546,7 +548,7 @@ mod tests {
     #[test]
     fn a_hook_record_claiming_more_arguments_than_it_holds_does_not_panic() {
         // A policy reading six arguments (the calling convention has six registers) and a
-        // record that claims nine: the builder reads the five a record holds, never past them.
+        // record that claims nine: the enricher reads the five a record holds, never past them.
         let int = HookArgKind::Int {
             bits: 32,
             signed: true,
@@ -560,7 +562,7 @@ mod tests {
             },
             strings: [&[]; abi::HOOK_ARGS],
         };
-        let ev = builder().hook(record, Some(&installed));
+        let ev = enricher().hook(record, Some(&installed));
         let EventBody::ProcessKprobe(p) = ev.body else {
             panic!("not a kprobe event")
         };
