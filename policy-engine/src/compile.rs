@@ -1,5 +1,5 @@
 //! From a validated policy to what the kernel evaluates: every hook, file opens included,
-//! becomes a [`HookRule`] (its arguments and one [`HookSelector`] per selector; `hooks.rs`
+//! becomes a [`HookRule`] (its arguments and one [`HookSelector`] per selector; `hook_rule.rs`
 //! compiles selectors). Anything the kernel cannot evaluate is refused here with the field
 //! named and the fix, so a policy is never loaded half-enforced.
 //!

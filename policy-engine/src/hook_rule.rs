@@ -411,6 +411,7 @@ pub fn generic_hook(
     finish(src, args, monitor, false)
 }
 
+/// One selector: its argument conditions, process filters and action.
 fn selector(
     spath: &str,
     s: &Selector,
@@ -418,6 +419,31 @@ fn selector(
     returns: bool,
     file_open: bool,
 ) -> Result<HookSelector, CompileError> {
+    let conds = conditions(spath, s, args, returns)?;
+    let err =
+        |field: String, reason: String| CompileError::from_text(format!("{spath}.{field}"), reason);
+    if s.match_binaries.len() > 1 {
+        return Err(err("matchBinaries".into(), "the kernel evaluates one matchBinaries filter per selector; list every binary in one filter".into()));
+    }
+    let binary = binary_filter(s);
+    Ok(HookSelector {
+        conds,
+        binary,
+        pids: pid_filter(spath, s)?,
+        namespaces: namespace_filters(spath, s)?,
+        caps: capability_filters(spath, s)?,
+        action: action(spath, s, file_open)?,
+        post: !s.match_actions.iter().any(|a| a.action == "NoPost"),
+    })
+}
+
+/// `matchArgs` (or, on a return hook, `matchReturnArgs`) as conditions on the hook's arguments.
+fn conditions(
+    spath: &str,
+    s: &Selector,
+    args: &[HookArg],
+    returns: bool,
+) -> Result<Vec<Cond>, CompileError> {
     let err =
         |field: String, reason: String| CompileError::from_text(format!("{spath}.{field}"), reason);
     // On a return hook the one value read is the return value, at index 0.
@@ -531,10 +557,13 @@ fn selector(
             negate,
         });
     }
-    if s.match_binaries.len() > 1 {
-        return Err(err("matchBinaries".into(), "the kernel evaluates one matchBinaries filter per selector; list every binary in one filter".into()));
-    }
-    let binary = binary_filter(s);
+    Ok(conds)
+}
+
+/// `matchPIDs`: one filter per selector.
+fn pid_filter(spath: &str, s: &Selector) -> Result<Option<PidFilter>, CompileError> {
+    let err =
+        |field: String, reason: String| CompileError::from_text(format!("{spath}.{field}"), reason);
     if s.match_pids.len() > 1 {
         return Err(err(
             "matchPIDs".into(),
@@ -542,7 +571,7 @@ fn selector(
                 .into(),
         ));
     }
-    let pids = match s.match_pids.first() {
+    Ok(match s.match_pids.first() {
         None => None,
         Some(f) => Some(PidFilter {
             values: f
@@ -555,7 +584,13 @@ fn selector(
             namespace: f.is_namespace_pid,
             follow_forks: f.follow_forks,
         }),
-    };
+    })
+}
+
+/// `matchNamespaces`: at most one filter per namespace kind.
+fn namespace_filters(spath: &str, s: &Selector) -> Result<Vec<NsFilter>, CompileError> {
+    let err =
+        |field: String, reason: String| CompileError::from_text(format!("{spath}.{field}"), reason);
     let mut namespaces: Vec<NsFilter> = Vec::new();
     for (i, f) in s.match_namespaces.iter().enumerate() {
         let field = format!("matchNamespaces[{i}]");
@@ -592,6 +627,13 @@ fn selector(
             not_in: f.operator == "NotIn",
         });
     }
+    Ok(namespaces)
+}
+
+/// `matchCapabilities`: up to three filters.
+fn capability_filters(spath: &str, s: &Selector) -> Result<Vec<CapFilter>, CompileError> {
+    let err =
+        |field: String, reason: String| CompileError::from_text(format!("{spath}.{field}"), reason);
     if s.match_capabilities.len() > 3 {
         return Err(err(
             "matchCapabilities".into(),
@@ -622,6 +664,13 @@ fn selector(
             not_in: f.operator == "NotIn",
         });
     }
+    Ok(caps)
+}
+
+/// The selector's action: the last of its actions that decides one (NoPost only silences).
+fn action(spath: &str, s: &Selector, file_open: bool) -> Result<RuleAction, CompileError> {
+    let err =
+        |field: String, reason: String| CompileError::from_text(format!("{spath}.{field}"), reason);
     let mut action = RuleAction::Post;
     for (i, a) in s.match_actions.iter().enumerate() {
         if a.rate_limit.is_some() {
@@ -642,13 +691,5 @@ fn selector(
             _ => action,
         };
     }
-    Ok(HookSelector {
-        conds,
-        binary,
-        pids,
-        namespaces,
-        caps,
-        action,
-        post: !s.match_actions.iter().any(|a| a.action == "NoPost"),
-    })
+    Ok(action)
 }

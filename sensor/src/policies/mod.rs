@@ -2,7 +2,7 @@
 //! `vigil_policy_engine::prepare`) lowered into maps, and the table that turns a matched rule
 //! back into the policy's name, hook and action for events. File-open hooks go to the
 //! file-open evaluator's rules (`file_rules.rs`), every other hook to a generic hook slot
-//! (`hooks.rs`, its selectors in `hook_rules.rs`), each keyed by the attach point its plan chose.
+//! (`hook_slots.rs`, its selectors in `hook_rules.rs`), each keyed by the attach point its plan chose.
 //!
 //! A policy is installed whole or not at all: it is prepared before any map is touched; then
 //! [`PolicyTable::install`] writes it beside the running ones (a version it
