@@ -31,14 +31,7 @@ pub fn policy(data: &[u8]) {
         let _ = e.to_string();
         return;
     }
-    let all = KernelCaps {
-        lsm: true,
-        kprobe: true,
-        fentry: true,
-        tracepoint: true,
-        send_signal: true,
-        override_return: true,
-    };
+    let all = KernelCaps::ALL;
     let kprobes_only = KernelCaps {
         lsm: false,
         fentry: false,

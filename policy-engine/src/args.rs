@@ -259,7 +259,7 @@ pub(crate) fn check_args(c: &mut Checker, hook: &str, args: &[ArgSpec], calling_
             c.unsupported(&format!("{path}.resolve"), "`resolve`");
         }
         if let Some(size) = a.size_arg_index {
-            let target = args.iter().find(|o| o.index + 1 == size);
+            let target = args.iter().find(|o| o.index.checked_add(1) == Some(size));
             if a.r#type != "char_buf" {
                 c.field(
                     &format!("{path}.sizeArgIndex"),

@@ -90,8 +90,32 @@ impl CompileError {
 
 /// Compiles every hook of `policy`, in the order of the policy: LSM hooks, kprobes.
 pub fn compile(policy: &Policy) -> Result<Vec<HookRule>, Vec<CompileError>> {
+    let c = compile_all(policy);
+    if c.errors.is_empty() {
+        Ok(c.hooks)
+    } else {
+        Err(c.errors)
+    }
+}
+
+/// Every hook that compiled, every reason one did not, and, for each kprobe that did not, its
+/// skeleton: the call and the positions of its arguments, with no selectors, which is all the
+/// plan needs to say whether and where it could attach on a kernel.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    /// The hooks that compiled.
+    pub hooks: Vec<HookRule>,
+    /// Why the others did not.
+    pub errors: Vec<CompileError>,
+    /// The kprobes that did not, as far as planning needs them.
+    pub skeletons: Vec<HookRule>,
+}
+
+/// [`compile`], keeping what compiled beside what did not.
+pub fn compile_all(policy: &Policy) -> Compiled {
     let mut hooks = Vec::new();
     let mut errors = Vec::new();
+    let mut skeletons = Vec::new();
     let monitor = policy.mode == Mode::Monitor;
     for (i, l) in policy.spec.lsmhooks.iter().enumerate() {
         let path = format!("spec.lsmhooks[{i}]");
@@ -121,6 +145,26 @@ pub fn compile(policy: &Policy) -> Result<Vec<HookRule>, Vec<CompileError>> {
     }
     for (i, k) in policy.spec.kprobes.iter().enumerate() {
         let path = format!("spec.kprobes[{i}]");
+        let skeleton = HookRule {
+            hook_path: path.clone(),
+            call: k.call.clone(),
+            lsm: false,
+            syscall: k.syscall,
+            args: k
+                .args
+                .iter()
+                .map(|a| HookArg {
+                    index: a.index,
+                    kind: HookArgKind::String,
+                    label: None,
+                })
+                .collect(),
+            returns: k.r#return,
+            selectors: Vec::new(),
+            monitor,
+            message: None,
+            tags: Vec::new(),
+        };
         let result = if k.call == "security_file_open" {
             let src = HookSource {
                 path,
@@ -139,7 +183,10 @@ pub fn compile(policy: &Policy) -> Result<Vec<HookRule>, Vec<CompileError>> {
         };
         match result {
             Ok(h) => hooks.push(h),
-            Err(e) => errors.extend(e),
+            Err(e) => {
+                errors.extend(e);
+                skeletons.push(skeleton);
+            }
         }
     }
     for (i, t) in policy.spec.tracepoints.iter().enumerate() {
@@ -152,10 +199,10 @@ pub fn compile(policy: &Policy) -> Result<Vec<HookRule>, Vec<CompileError>> {
             "hook the kernel function behind the tracepoint with a kprobe instead",
         ));
     }
-    if errors.is_empty() {
-        Ok(hooks)
-    } else {
-        Err(errors)
+    Compiled {
+        hooks,
+        errors,
+        skeletons,
     }
 }
 

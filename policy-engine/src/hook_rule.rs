@@ -281,7 +281,7 @@ fn finish(
 }
 
 /// Namespace names in vigil's index order; `TimeForChildren` is not tracked.
-const NAMESPACES: [&str; 9] = [
+pub(crate) const NAMESPACES: [&str; 9] = [
     "Uts",
     "Ipc",
     "Mnt",
@@ -676,7 +676,7 @@ fn action(spath: &str, s: &Selector, file_open: bool) -> Result<RuleAction, Comp
         if a.rate_limit.is_some() {
             return Err(err(
                 format!("matchActions[{i}].rateLimit"),
-                "rateLimit is not applied on generic hooks yet; drop it to report every match"
+                "vigil does not rate-limit events in the kernel yet; drop `rateLimit` to report every match"
                     .into(),
             ));
         }

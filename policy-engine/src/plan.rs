@@ -37,6 +37,19 @@ pub struct KernelCaps {
     pub override_return: bool,
 }
 
+impl KernelCaps {
+    /// A kernel that allows every mechanism vigil uses, for planning where no kernel is probed
+    /// (`vigil policy test`, fuzzing).
+    pub const ALL: KernelCaps = KernelCaps {
+        lsm: true,
+        kprobe: true,
+        fentry: true,
+        tracepoint: true,
+        send_signal: true,
+        override_return: true,
+    };
+}
+
 /// How a hook is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mechanism {
@@ -94,7 +107,7 @@ impl Guarantee {
         match self {
             Guarantee::DeniedBeforeEffect => "denied before the effect: the operation never happens",
             Guarantee::KilledBeforeReturn => {
-                "process killed after the operation, before it returns to userspace: the data never reaches it"
+                "process killed after the operation, before it returns to userspace: the data never reaches it through that call (opens made through io_uring pass no system call and are not seen, and another thread of the process may use the new descriptor before the kill lands; BPF LSM has neither gap)"
             }
             Guarantee::KilledOnReturn => {
                 "process killed when the call returns to userspace: the call itself completes, nothing after it runs"
@@ -134,7 +147,7 @@ pub struct PlanError {
 }
 
 /// The system calls whose exits the file-open evaluator watches where BPF LSM is not available:
-/// every way a path is opened.
+/// every system call that opens a path (io_uring's opens are none of them).
 pub const OPEN_SYSCALLS: [&str; 4] = ["openat", "openat2", "open", "creat"];
 
 /// What planning needs to know of the kernel the policy is for.
@@ -306,7 +319,7 @@ fn syscall_enter(h: &HookRule, kernel: &Kernel, fallback: Option<String>) -> Att
     // Every system call compiled into the kernel has its tracepoints; one that exists on x86-64
     // but has none here is compiled out (its kallsyms entry is a stub returning ENOSYS).
     match (tracepoint(&bare), tracepoint("getpid")) {
-        (Some(false), Some(true)) => Ok((Mechanism::NotInKernel(bare), fallback)),
+        (Some(false), Some(true)) => Ok((Mechanism::NotInKernel(h.call.clone()), fallback)),
         (Some(false), _) => Err(format!(
             "no tracepoint syscalls/sys_enter_{bare} to fall back to"
         )),
@@ -431,12 +444,8 @@ spec:
         ..NONE
     };
     const VM: KernelCaps = KernelCaps {
-        lsm: true,
-        kprobe: true,
-        fentry: true,
-        tracepoint: true,
-        send_signal: true,
         override_return: false,
+        ..KernelCaps::ALL
     };
     const NONE: KernelCaps = KernelCaps {
         lsm: false,

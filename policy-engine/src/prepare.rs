@@ -5,13 +5,14 @@
 //! say about a policy is what the agent does with it: the sensor only writes a [`Prepared`]
 //! into maps and attaches exactly its [`HookPlan`]s.
 
-use std::path::Path;
+use std::{collections::BTreeSet, path::Path};
 
 use vigil_bpf_kprobes::abi;
 
 use crate::{
-    compile::{compile, HookRule},
+    compile::{compile_all, HookRule, HookSelector, MatchKind},
     error::{PolicyError, PolicyErrors},
+    hook_rule::CondOp,
     input::{read_yaml, InputError, Limits},
     locate::Locations,
     plan::{plan, HookPlan, Kernel, Mechanism},
@@ -68,31 +69,40 @@ pub fn prepare_text(file: &str, text: &str, kernel: &Kernel) -> Result<Prepared,
             fix,
         }
     };
-    let rules = compile(&policy).map_err(|errs| {
-        PolicyErrors(
-            errs.into_iter()
-                .map(|e| error(&e.path, e.reason, e.fix))
-                .collect(),
-        )
-    })?;
-    let mut errors = check_room(&rules)
-        .into_iter()
-        .map(|(path, reason, fix)| error(&path, reason, fix))
-        .collect::<Vec<_>>();
+    let compiled = compile_all(&policy);
     let monitor = policy.mode == Mode::Monitor;
-    let plans = match plan(&rules, monitor, kernel) {
+    let plan_fix = "run `vigil probe` to see what this kernel allows, and hook what it can serve (`vigil policy explain` shows each hook's attach point)";
+    // Where each hook attaches comes first: a hook this kernel cannot serve is refused for that
+    // whatever else is wrong with it. Hooks that did not compile are planned from their
+    // skeletons for that alone.
+    let mut errors = Vec::new();
+    if let Err(errs) = plan(&compiled.skeletons, monitor, kernel) {
+        errors.extend(errs);
+    }
+    let plans = match plan(&compiled.hooks, monitor, kernel) {
         Ok(plans) => plans,
         Err(errs) => {
-            errors.extend(errs.into_iter().map(|e| {
-                error(
-                    &e.path,
-                    e.reason,
-                    "run `vigil probe` to see what this kernel allows, and hook what it can serve (`vigil policy explain` shows each hook's attach point)".into(),
-                )
-            }));
+            errors.extend(errs);
             Vec::new()
         }
     };
+    errors.sort_by_key(|e| hook_order(&e.path));
+    let mut errors: Vec<PolicyError> = errors
+        .into_iter()
+        .map(|e| error(&e.path, e.reason, plan_fix.to_string()))
+        .collect();
+    errors.extend(
+        compiled
+            .errors
+            .into_iter()
+            .map(|e| error(&e.path, e.reason, e.fix)),
+    );
+    errors.extend(
+        check_room(&compiled.hooks)
+            .into_iter()
+            .map(|(path, reason, fix)| error(&path, reason, fix)),
+    );
+    let rules = compiled.hooks;
     if !errors.is_empty() {
         return Err(PolicyErrors(errors));
     }
@@ -113,25 +123,105 @@ pub fn prepare_text(file: &str, text: &str, kernel: &Kernel) -> Result<Prepared,
 
 type Problem = (String, String, String);
 
-/// What one policy alone needs of the kernel's slots: more than the kernel holds can never
-/// load, whatever else runs.
+/// A hook's place in the policy (LSM hooks, then kprobes, by index), for ordering errors.
+fn hook_order(path: &str) -> (bool, usize) {
+    let index = path
+        .split_once('[')
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(0);
+    (path.starts_with("spec.kprobes"), index)
+}
+
+/// What one policy alone needs of the kernel's slots and value maps: more than the kernel holds
+/// can never load, whatever else runs. (Beside the running policies there may be less room;
+/// the agent says so when it installs.)
 fn check_room(rules: &[HookRule]) -> Vec<Problem> {
+    let (files, generic): (Vec<&HookRule>, Vec<&HookRule>) =
+        rules.iter().partition(|h| h.is_file_open());
+    let file_rules: usize = files.iter().map(|h| h.selectors.len().max(1)).sum();
+    let selectors: usize = generic.iter().map(|h| h.selectors.len()).sum();
+    let mut values = ValueCounts::default();
+    for s in rules.iter().flat_map(|h| &h.selectors) {
+        values.add(s);
+    }
+    let names: BTreeSet<&str> = files
+        .iter()
+        .flat_map(|h| &h.selectors)
+        .flat_map(|s| &s.conds)
+        .filter_map(|c| match &c.op {
+            CondOp::Text(MatchKind::Exact, v) if !c.negate => Some(v),
+            _ => None,
+        })
+        .flatten()
+        .map(|v| v.rsplit('/').next().unwrap_or(v))
+        .collect();
+    let merge = "merge selectors with the same action by listing more values in one filter";
+    let split = "split the policy into several files";
+    let fewer = "list fewer values: a Prefix filter covers many paths with one value";
     let mut problems = Vec::new();
-    let file_rules: usize = rules
-        .iter()
-        .filter(|h| h.is_file_open())
-        .map(|h| h.selectors.len().max(1))
-        .sum();
-    let hooks = rules.iter().filter(|h| !h.is_file_open()).count();
-    let selectors: usize = rules
-        .iter()
-        .filter(|h| !h.is_file_open())
-        .map(|h| h.selectors.len())
-        .sum();
     for (n, max, what, fix) in [
-        (file_rules, abi::MAX_RULES, "file-open selectors", "split the policy, or merge selectors with the same action by listing more values in one filter"),
-        (hooks, abi::MAX_RULES, "hooks other than file opens", "split the policy into several files"),
-        (selectors, abi::HOOK_RULES, "selectors of hooks other than file opens", "merge selectors with the same action by listing more values in one filter"),
+        (
+            files.len(),
+            abi::FILE_OPEN_HOOKS,
+            "file-open hooks",
+            "merge them into one hook with more selectors",
+        ),
+        (file_rules, abi::MAX_RULES, "file-open selectors", merge),
+        (
+            generic.len(),
+            abi::MAX_RULES,
+            "hooks other than file opens",
+            split,
+        ),
+        (
+            selectors,
+            abi::HOOK_RULES,
+            "selectors of hooks other than file opens",
+            merge,
+        ),
+        (
+            names.len(),
+            abi::NAMES,
+            "file names in Equal file-open filters",
+            fewer,
+        ),
+        (
+            values.exact,
+            abi::STR_VALUES,
+            "Equal string and path values",
+            fewer,
+        ),
+        (
+            values.prefix,
+            abi::STR_VALUES,
+            "Prefix string and path values",
+            fewer,
+        ),
+        (
+            values.postfix,
+            abi::STR_VALUES,
+            "Postfix string and path values",
+            fewer,
+        ),
+        (
+            values.binaries,
+            abi::STR_VALUES,
+            "matchBinaries values",
+            fewer,
+        ),
+        (
+            values.ints,
+            abi::INT_VALUES,
+            "integer, port, pid and namespace values",
+            split,
+        ),
+        (
+            values.nets,
+            abi::NET_VALUES,
+            "addresses and networks",
+            "list wider networks (CIDRs) instead of single addresses",
+        ),
     ] {
         if n > max {
             problems.push((
@@ -142,6 +232,38 @@ fn check_room(rules: &[HookRule]) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// Values a policy writes into each of the kernel's value maps.
+#[derive(Default)]
+struct ValueCounts {
+    exact: usize,
+    prefix: usize,
+    postfix: usize,
+    binaries: usize,
+    ints: usize,
+    nets: usize,
+}
+
+impl ValueCounts {
+    fn add(&mut self, s: &HookSelector) {
+        for c in &s.conds {
+            match &c.op {
+                CondOp::Text(MatchKind::Exact, v) => self.exact += v.len(),
+                CondOp::Text(MatchKind::Prefix, v) => self.prefix += v.len(),
+                CondOp::Text(MatchKind::Postfix, v) => self.postfix += v.len(),
+                CondOp::IntIn(v) => self.ints += v.len(),
+                CondOp::Port(_, v) => self.ints += v.len(),
+                CondOp::Protocol(v) => self.ints += v.len(),
+                CondOp::Family(v) => self.ints += v.len(),
+                CondOp::Addr(_, v) => self.nets += v.len(),
+                CondOp::Gt(_) | CondOp::Lt(_) | CondOp::Mask(_) => {}
+            }
+        }
+        self.binaries += s.binary.as_ref().map_or(0, |b| b.values.len());
+        self.ints += s.pids.as_ref().map_or(0, |p| p.values.len());
+        self.ints += s.namespaces.iter().map(|n| n.values.len()).sum::<usize>();
+    }
 }
 
 /// A hook of this policy that would make one attach point run more hooks than the kernel
@@ -165,4 +287,95 @@ fn crowded_attach_point(hooks: &[PreparedHook]) -> Option<Problem> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::KernelCaps;
+
+    const HOST: Kernel = Kernel {
+        caps: KernelCaps {
+            tracepoint: true,
+            send_signal: true,
+            lsm: false,
+            kprobe: false,
+            fentry: false,
+            override_return: false,
+        },
+        symbols: None,
+    };
+
+    fn file_open(selectors: &str) -> String {
+        format!("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  lsmhooks:\n  - hook: file_open\n    args:\n    - index: 0\n      type: file\n    selectors:\n{selectors}")
+    }
+
+    #[test]
+    fn a_value_longer_than_the_kernel_compares_is_refused_at_its_line_with_a_fix() {
+        let long = format!("/{}", "a".repeat(abi::MATCH_MAX));
+        let text = file_open(&format!(
+            "    - matchArgs:\n      - index: 0\n        operator: Equal\n        values: [\"{long}\"]\n"
+        ));
+        let e = &prepare_text("p.yaml", &text, &HOST).unwrap_err().0[0];
+        assert_eq!(
+            e.path,
+            "spec.lsmhooks[0].selectors[0].matchArgs[0].values[0]"
+        );
+        assert_eq!(e.line, 15);
+        assert!(
+            e.reason.contains("longer than the 251 bytes"),
+            "{}",
+            e.reason
+        );
+        assert!(e.fix.contains("Prefix filter"), "{}", e.fix);
+    }
+
+    #[test]
+    fn what_only_compilation_finds_is_placed_at_its_line_and_column() {
+        let text = file_open("    - matchPIDs:\n      - operator: In\n        values: [1]\n");
+        let e = &prepare_text("p.yaml", &text, &HOST).unwrap_err().0[0];
+        assert_eq!(e.path, "spec.lsmhooks[0].selectors[0].matchPIDs");
+        assert_eq!((e.line, e.column), (12, 7));
+        assert!(e.reason.contains("on file opens"), "{}", e.reason);
+        assert!(!e.fix.is_empty());
+    }
+
+    #[test]
+    fn where_a_hook_cannot_attach_is_said_before_what_else_is_wrong_with_it() {
+        let text = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  kprobes:\n  - call: do_init_module\n    return: true\n    args:\n    - index: 0\n      type: int\n    returnArg:\n      index: 0\n      type: int\n";
+        let errors = prepare_text("p.yaml", text, &HOST).unwrap_err().0;
+        assert!(errors[0].reason.contains("needs a kprobe"), "{errors:?}");
+        assert!(errors[1].reason.contains("not both yet"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_policy_with_more_file_open_hooks_than_the_kernel_holds_is_refused() {
+        let hook = "  - hook: file_open\n    args:\n    - index: 0\n      type: file\n";
+        let text = format!(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  lsmhooks:\n{}",
+            hook.repeat(abi::FILE_OPEN_HOOKS + 1)
+        );
+        let errors = prepare_text("p.yaml", &text, &HOST).unwrap_err().0;
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.reason == "the policy has 33 file-open hooks; the kernel holds 32"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_plan_and_the_rules_are_kept_together_per_hook() {
+        let text = file_open(
+            "    - matchArgs:\n      - index: 0\n        operator: Equal\n        values: [\"/etc/passwd\"]\n      matchActions:\n      - action: Override\n        argError: -1\n",
+        );
+        let p = prepare_text("p.yaml", &text, &HOST).unwrap();
+        assert_eq!(p.name(), "p");
+        assert_eq!(p.hooks.len(), 1);
+        assert!(p.hooks[0].rule.is_file_open());
+        assert!(matches!(
+            p.hooks[0].plan.mechanism,
+            Mechanism::SyscallTracepoints(_)
+        ));
+    }
 }

@@ -58,18 +58,6 @@ const UNSUPPORTED_ACTIONS: [&str; 11] = [
     "Set",
     "NoOp",
 ];
-const NAMESPACES: [&str; 10] = [
-    "Uts",
-    "Ipc",
-    "Mnt",
-    "Pid",
-    "PidForChildren",
-    "Net",
-    "Time",
-    "TimeForChildren",
-    "Cgroup",
-    "User",
-];
 
 fn ops_for(class: ArgClass) -> &'static [&'static str] {
     match class {
@@ -193,11 +181,18 @@ fn check_selector(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
     }
     for (i, f) in s.match_namespaces.iter().enumerate() {
         let fpath = format!("{path}.matchNamespaces[{i}]");
-        if !NAMESPACES.contains(&f.namespace.as_str()) {
+        // Tetragon's namespaces: the ones vigil tracks, and TimeForChildren, which the compiler
+        // refuses by name.
+        let known = crate::hook_rule::NAMESPACES
+            .iter()
+            .chain(&["TimeForChildren"])
+            .copied()
+            .collect::<Vec<_>>();
+        if !known.contains(&f.namespace.as_str()) {
             c.value(
                 &format!("{fpath}.namespace"),
                 format!("`{}` is not a namespace", f.namespace),
-                format!("use one of: {}", NAMESPACES.join(", ")),
+                format!("use one of: {}", known.join(", ")),
             );
         }
         in_not_in(c, &fpath, &f.operator);

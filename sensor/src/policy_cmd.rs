@@ -21,15 +21,9 @@ fn mode_name(p: &Prepared) -> &'static str {
 }
 
 /// A kernel that serves every hook, for the commands that do not attach anything: `test`
-/// replays events, and `lint` where it cannot probe (not root).
-const ANY_KERNEL: KernelCaps = KernelCaps {
-    lsm: true,
-    kprobe: true,
-    fentry: true,
-    tracepoint: true,
-    send_signal: true,
-    override_return: false,
-};
+/// replays events, and `lint` where it cannot probe (not root). Override is refused on kprobes
+/// by the compiler, so whether the kernel could override a return does not matter here.
+const ANY_KERNEL: KernelCaps = KernelCaps::ALL;
 
 /// What this kernel allows, as the agent measures it; without the privileges the probe needs,
 /// every mechanism (with a note that attach points were not checked).
@@ -48,13 +42,16 @@ fn kernel_caps(btf: &str) -> KernelCaps {
 /// Checks every file exactly as the agent loads it; prints each problem on its own line
 /// (stdout) and a verdict per file. Fails when any file has a problem.
 pub fn lint(btf: &str, files: &[PathBuf]) -> Result<()> {
+    // The probe mounts tracefs first, as the agent does, so the tracepoints read below are
+    // the ones the agent will see.
+    let caps = kernel_caps(btf);
     // Without /proc/kallsyms the functions a policy names cannot be checked; say so once.
     let symbols = RunningKernel::read().ok();
     if symbols.is_none() {
         crate::agent::log("cannot read /proc/kallsyms: kernel function names are not checked");
     }
     let kernel = Kernel {
-        caps: kernel_caps(btf),
+        caps,
         symbols: symbols.as_ref().map(|k| k as &dyn KernelSymbols),
     };
     let mut bad = 0;
@@ -85,8 +82,8 @@ pub fn explain(btf: &str, file: &Path, json: bool) -> Result<()> {
     crate::system::check_privileges()?;
     crate::system::mount_pseudo_filesystems()?;
     let name = file.display().to_string();
-    let symbols = RunningKernel::read().ok();
     let report = crate::probe::run(btf);
+    let symbols = RunningKernel::read().ok();
     let kernel = Kernel {
         caps: report.caps(),
         symbols: symbols.as_ref().map(|k| k as &dyn KernelSymbols),
@@ -166,55 +163,55 @@ pub fn test(policy_file: &Path, events: &Path, json: bool) -> Result<()> {
         };
         let function = body["function_name"].as_str().unwrap_or("");
         let binary = body["process"]["binary"].as_str().unwrap_or("");
-        let Some(hook) = prepared
+        // Every hook on the function runs, each with its own first match, as in the kernel.
+        let hooks = prepared
             .hooks
             .iter()
             .map(|h| &h.rule)
-            .find(|h| h.call == function)
-        else {
-            continue;
-        };
-        // A file open's subject is the file the kernel resolved.
-        let subject = if hook.is_file_open() {
-            let Some(path) = body["args"][0]["file_arg"]["path"].as_str() else {
+            .filter(|h| h.call == function);
+        for hook in hooks {
+            // A file open's subject is the file the kernel resolved.
+            let subject = if hook.is_file_open() {
+                let Some(path) = body["args"][0]["file_arg"]["path"].as_str() else {
+                    continue;
+                };
+                opens += 1;
+                path.to_string()
+            } else {
+                calls += 1;
+                args_text(body)
+            };
+            let Some(selector) = first_hook_match(hook, &hook_call(body)) else {
                 continue;
             };
-            opens += 1;
-            path.to_string()
-        } else {
-            calls += 1;
-            args_text(body)
-        };
-        let Some(selector) = first_hook_match(hook, &hook_call(body)) else {
-            continue;
-        };
-        let (action, selector) = match selector {
-            Some(s) => {
-                let j = hook
-                    .selectors
-                    .iter()
-                    .position(|o| std::ptr::eq(o, s))
-                    .unwrap_or(0);
-                (s.action, format!("{}.selectors[{j}]", hook.hook_path))
+            let (action, selector) = match selector {
+                Some(s) => {
+                    let j = hook
+                        .selectors
+                        .iter()
+                        .position(|o| std::ptr::eq(o, s))
+                        .unwrap_or(0);
+                    (s.action, format!("{}.selectors[{j}]", hook.hook_path))
+                }
+                None => (RuleAction::Post, hook.hook_path.clone()),
+            };
+            matched += 1;
+            let action = crate::enrich::rule_action_name(action);
+            let monitor = hook.monitor;
+            if json {
+                let out = serde_json::json!({
+                    "time": event["time"], "binary": binary, "function": function,
+                    "path": subject, "policy_name": prepared.name(), "action": action,
+                    "monitor": monitor, "selector": selector,
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "{} {binary} {function} {subject}: {action}{}",
+                    event["time"].as_str().unwrap_or(""),
+                    if monitor { " (monitor)" } else { "" }
+                );
             }
-            None => (RuleAction::Post, hook.hook_path.clone()),
-        };
-        matched += 1;
-        let action = crate::enrich::rule_action_name(action);
-        let monitor = hook.monitor;
-        if json {
-            let out = serde_json::json!({
-                "time": event["time"], "binary": binary, "function": function,
-                "path": subject, "policy_name": prepared.name(), "action": action, "monitor": monitor,
-                "selector": selector,
-            });
-            println!("{out}");
-        } else {
-            println!(
-                "{} {binary} {function} {subject}: {action}{}",
-                event["time"].as_str().unwrap_or(""),
-                if monitor { " (monitor)" } else { "" }
-            );
         }
     }
     if !json {

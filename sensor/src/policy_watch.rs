@@ -130,17 +130,28 @@ impl PolicyManager {
                 }
             }
         }
-        for path in present {
-            // A file still being written is read on a later scan, not half-way.
-            let settled = stamp(&path)
-                .is_some_and(|(mtime, _)| mtime.elapsed().unwrap_or_default() >= SETTLE);
-            let changed = self
-                .files
-                .get(&path)
-                .is_none_or(|t| Some(t.stamp) != stamp(&path));
-            if settled && changed {
-                self.load(sensor, &path);
+        // A file still being written is read on a later scan, not half-way.
+        let due: Vec<PathBuf> = present
+            .into_iter()
+            .filter(|path| {
+                let settled = stamp(path)
+                    .is_some_and(|(mtime, _)| mtime.elapsed().unwrap_or_default() >= SETTLE);
+                let changed = self
+                    .files
+                    .get(path)
+                    .is_none_or(|t| Some(t.stamp) != stamp(path));
+                settled && changed
+            })
+            .collect();
+        if !due.is_empty() {
+            // The kernel's functions as they are now (a module loaded since may add some), as
+            // `vigil policy lint` reads them.
+            if let Ok(k) = RunningKernel::read() {
+                self.kernel = Some(k);
             }
+        }
+        for path in due {
+            self.load(sensor, &path);
         }
         self.release_file_open(sensor);
         Ok(())

@@ -400,3 +400,35 @@ fn postfix_filters_match_the_end_of_the_resolved_path() {
     assert!(hostname.status.success());
     assert_eq!(policy_events(&run, "/etc/passwd").len(), 1);
 }
+
+/// Each file-open hook of a policy has its own first match, as every other hook does and as
+/// `vigil policy explain` describes it: an audit hook matching every file under /etc does not
+/// shadow the policy's second hook, which denies /etc/shadow to cat.
+#[test]
+fn a_policy_s_second_file_open_hook_is_not_shadowed_by_its_first() {
+    let dir = TempDir::new("two-hooks");
+    let policy = dir.path().join("two-hooks.yaml");
+    let text = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: audit-and-deny\nspec:\n  lsmhooks:\n  - hook: file_open\n    args:\n    - index: 0\n      type: file\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: Prefix\n        values: [\"/etc/\"]\n      matchBinaries:\n      - operator: In\n        values: [\"CAT\"]\n  - hook: file_open\n    args:\n    - index: 0\n      type: file\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: Equal\n        values: [\"/etc/shadow\"]\n      matchBinaries:\n      - operator: In\n        values: [\"CAT\"]\n      matchActions:\n      - action: Override\n        argError: -1\n"
+        .replace("CAT", &resolved("/bin/cat"));
+    std::fs::write(&policy, text).unwrap();
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let shadow = cat(&["/etc/shadow"], "/");
+    let hostname = cat(&["/etc/hostname"], "/");
+    let run = agent.stop();
+    assert!(
+        shadow.stdout.is_empty() && !shadow.status.success(),
+        "{:?}",
+        shadow.status
+    );
+    assert!(hostname.status.success() && !hostname.stdout.is_empty());
+    let shadow_events = policy_events(&run, "/etc/shadow");
+    let actions: Vec<&str> = shadow_events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        actions.contains(&"KPROBE_ACTION_OVERRIDE") && actions.contains(&"KPROBE_ACTION_POST"),
+        "both hooks report the open of /etc/shadow: {shadow_events:#?}"
+    );
+    assert_eq!(policy_events(&run, "/etc/hostname").len(), 1);
+}

@@ -6,6 +6,12 @@
 /// File-open rules the kernel walks, and slots of generic hooks (`VIGIL_MAX_RULES`): one rule
 /// per selector of a file-open hook, one slot per other hook, over every loaded policy.
 pub const MAX_RULES: usize = 64;
+/// File-open hooks over every loaded policy: each is a first-match group, a bit of the
+/// evaluator's 32-bit mask (`vigil_rule.policy_id`).
+pub const FILE_OPEN_HOOKS: usize = 32;
+/// File names in the open prefilter (`VIGIL_NAMES`, `vigil_names`): the last components of
+/// every Equal path value of file-open hooks.
+pub const NAMES: usize = 4096;
 /// Selectors of generic hooks over every loaded policy (`VIGIL_HOOK_RULES`).
 pub const HOOK_RULES: usize = 256;
 /// Argument conditions per selector of a generic hook (`VIGIL_HOOK_CONDS`).

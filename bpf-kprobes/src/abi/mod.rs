@@ -208,6 +208,8 @@ mod layout_tests {
                     ("VIGIL_INT_VALUES", _) => Some(INT_VALUES),
                     ("VIGIL_NET_VALUES", _) => Some(NET_VALUES),
                     ("VIGIL_STR_VALUES", _) => Some(STR_VALUES),
+                    ("VIGIL_FILE_OPEN_HOOKS", _) => Some(FILE_OPEN_HOOKS),
+                    ("VIGIL_NAMES", _) => Some(NAMES),
                     _ => None,
                 }
             };

@@ -173,6 +173,8 @@ int main(void)
 	printf("(\"VIGIL_INT_VALUES\", \"#define\", %d),\n", VIGIL_INT_VALUES);
 	printf("(\"VIGIL_NET_VALUES\", \"#define\", %d),\n", VIGIL_NET_VALUES);
 	printf("(\"VIGIL_STR_VALUES\", \"#define\", %d),\n", VIGIL_STR_VALUES);
+	printf("(\"VIGIL_FILE_OPEN_HOOKS\", \"#define\", %d),\n", VIGIL_FILE_OPEN_HOOKS);
+	printf("(\"VIGIL_NAMES\", \"#define\", %d),\n", VIGIL_NAMES);
 	printf("(\"VIGIL_HOOK_CONDS\", \"#define\", %d),\n", VIGIL_HOOK_CONDS);
 	printf("(\"VIGIL_SOCK_STATE\", \"tcp_connect\", %d),\n", VIGIL_SOCK_STATE_CONNECT);
 	printf("(\"VIGIL_SOCK_STATE\", \"tcp_close\", %d),\n", VIGIL_SOCK_STATE_CLOSE);

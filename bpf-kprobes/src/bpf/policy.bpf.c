@@ -58,7 +58,7 @@ struct rule_walk {
 	__u32 path_len;    /* bytes of the resolved path, capped at VIGIL_MATCH_LEN */
 	__u32 bin_ready;   /* the binary's keys are built */
 	__u32 rev_ready;   /* the reversed path key is built */
-	__u32 matched;     /* policies that already matched (first selector per policy wins) */
+	__u32 matched;     /* hooks that already matched (first selector per hook wins) */
 	__u32 mechanism;   /* VIGIL_POLICY_VIA_LSM or 0 */
 	__s32 verdict;     /* errno to return (LSM) */
 	__u32 kill;        /* send SIGKILL */
@@ -118,7 +118,7 @@ static long rule_step(__u32 rule, void *vctx)
 		return 1;
 	if (!(r->flags & VIGIL_RULE_ACTIVE) || r->hook != VIGIL_HOOK_FILE_OPEN)
 		return 0;
-	if (w->matched & (1u << (r->policy_id & 31)))
+	if (w->matched & (1u << (r->policy_id & (VIGIL_FILE_OPEN_HOOKS - 1))))
 		return 0;
 	if ((r->flags & VIGIL_RULE_PATH_POSTFIX) && !w->rev_ready) {
 		build_reversed(e, w->path_len);
@@ -151,7 +151,7 @@ static long rule_step(__u32 rule, void *vctx)
 			return 0;
 	}
 
-	w->matched |= 1u << (r->policy_id & 31);
+	w->matched |= 1u << (r->policy_id & (VIGIL_FILE_OPEN_HOOKS - 1));
 	__u32 flags = 0;
 	if (r->flags & VIGIL_RULE_MONITOR) {
 		flags |= VIGIL_POLICY_MONITOR;

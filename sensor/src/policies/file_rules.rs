@@ -24,20 +24,35 @@ pub struct FileRule {
 }
 
 impl FileRule {
-    /// The rules of a file-open hook, one per selector (policy-engine refused every selector
-    /// the evaluator cannot hold: at most one path condition, on the file).
-    pub fn of(hook: HookRule) -> Vec<FileRule> {
+    /// The rules of a file-open hook, one per selector. policy-engine refuses every selector
+    /// the evaluator cannot hold (more than one condition, a condition that is not a path
+    /// comparison, pid, namespace or capability filters); one that came this far anyway is an
+    /// error here, never a rule with a filter left out.
+    pub fn of(hook: HookRule) -> Result<Vec<FileRule>, String> {
+        if let Some((i, _)) = hook.selectors.iter().enumerate().find(|(_, s)| {
+            s.conds.len() > 1
+                || s.conds.iter().any(|c| !matches!(c.op, CondOp::Text(..)))
+                || s.pids.is_some()
+                || !s.namespaces.is_empty()
+                || !s.caps.is_empty()
+        }) {
+            return Err(format!(
+                "{}.selectors[{i}]: the file-open evaluator holds one path condition and one binary filter per selector",
+                hook.hook_path
+            ));
+        }
         let hook = Arc::new(hook);
         if hook.selectors.is_empty() {
-            return vec![FileRule {
+            return Ok(vec![FileRule {
                 hook,
                 path: None,
                 binary: None,
                 action: RuleAction::Post,
                 post: true,
-            }];
+            }]);
         }
-        hook.selectors
+        Ok(hook
+            .selectors
             .iter()
             .map(|s| FileRule {
                 hook: hook.clone(),
@@ -53,7 +68,7 @@ impl FileRule {
                 action: s.action,
                 post: s.post,
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -121,7 +136,7 @@ impl PolicyTable {
     pub(super) fn write_rule(
         &mut self,
         policy: &str,
-        policy_id: u32,
+        group: u32,
         slot: u32,
         r: FileRule,
     ) -> Result<(), PolicyLoadError> {
@@ -138,7 +153,7 @@ impl PolicyTable {
                 | if r.post { 0 } else { rule::NOPOST }
                 | filter_flags(&r.path, true)
                 | filter_flags(&r.binary, false),
-            policy_id,
+            policy_id: group,
             hook: abi::HOOK_FILE_OPEN,
             action: kernel_action(r.action).0,
             arg: kernel_action(r.action).1,
@@ -151,7 +166,7 @@ impl PolicyTable {
         }
         self.slots[slot as usize] = Some(InstalledRule {
             policy: policy.to_string(),
-            policy_id,
+            group,
             rule: r,
         });
         Ok(())

@@ -78,8 +78,8 @@ unsafe impl Pod for StatePod {}
 pub struct InstalledRule {
     /// The policy's name.
     pub policy: String,
-    /// The policy's id in the kernel (its first-match bit).
-    pub policy_id: u32,
+    /// Its hook's first-match group in the kernel (a bit of the walk's mask).
+    pub group: u32,
     /// The selector, and its hook.
     pub rule: FileRule,
 }
@@ -188,7 +188,9 @@ impl PolicyTable {
             });
             if h.rule.is_file_open() {
                 lowered.file_open_lsm = Some(matches!(h.plan.mechanism, Mechanism::Lsm(_)));
-                lowered.rules.extend(FileRule::of(h.rule));
+                let rules = FileRule::of(h.rule)
+                    .map_err(|e| PolicyLoadError::Refused(format!("{file}: {e}")))?;
+                lowered.rules.extend(rules);
                 continue;
             }
             // A hook this kernel cannot place refuses the whole policy.
@@ -238,13 +240,30 @@ impl PolicyTable {
                 abi::MAX_RULES
             )));
         }
-        let used: Vec<u32> = self.slots.iter().flatten().map(|r| r.policy_id).collect();
-        let policy_id = (0..32).find(|id| !used.contains(id)).ok_or_else(|| {
-            PolicyLoadError::Refused(format!("{file}: 32 policies are loaded already"))
-        })?;
+        // Each file-open hook is a first-match group of its own in the kernel (a bit of the
+        // walk's mask), as every other hook is, and as `explain` and `policy test` describe it.
+        let used: Vec<u32> = self.slots.iter().flatten().map(|r| r.group).collect();
+        let mut groups = BTreeMap::new();
+        let mut free_groups = (0..abi::FILE_OPEN_HOOKS as u32).filter(|g| !used.contains(g));
+        for r in &p.rules {
+            if !groups.contains_key(&r.hook.hook_path) {
+                let g = free_groups.next().ok_or_else(|| {
+                    PolicyLoadError::Refused(format!(
+                        "{file}: {}: the kernel holds {} file-open hooks, and the running policies use them",
+                        r.hook.hook_path,
+                        abi::FILE_OPEN_HOOKS
+                    ))
+                })?;
+                groups.insert(r.hook.hook_path.clone(), g);
+            }
+        }
+        let policy_id = (0..)
+            .find(|id| !self.policies.values().any(|v| v == id))
+            .unwrap_or(0);
         let mut staged = Installed {
             name,
             policy_id,
+            groups,
             replacing: replacing.map(str::to_string),
             rules: p.rules.len(),
             rule_slots: Vec::new(),
@@ -279,7 +298,8 @@ impl PolicyTable {
             self.set_prefilter(&name, false)?;
         }
         for (slot, r) in free.into_iter().zip(p.rules) {
-            self.write_rule(&name, staged.policy_id, slot, r)?;
+            let group = staged.groups.get(&r.hook.hook_path).copied().unwrap_or(0);
+            self.write_rule(&name, group, slot, r)?;
             staged.rule_slots.push(slot);
         }
         self.write_hooks(&name, staged, p.hooks, placed, free_hooks)?;
@@ -393,6 +413,8 @@ pub struct HookReport {
 pub struct Installed {
     name: String,
     policy_id: u32,
+    /// Each file-open hook's first-match group, by hook path.
+    groups: BTreeMap<String, u32>,
     replacing: Option<String>,
     /// File-open rules written.
     pub rules: usize,

@@ -59,7 +59,7 @@ struct vigil_name_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, VIGIL_NAMES);
 	__type(key, struct vigil_name_key);
 	__type(value, __u8);
 } vigil_names SEC(".maps") __vigil_shared;

@@ -139,6 +139,8 @@ struct vigil_exit_event {
 #define VIGIL_INT_VALUES 65536 /* vigil_hook_values */
 #define VIGIL_NET_VALUES 16384 /* vigil_hook_cidrs */
 #define VIGIL_STR_VALUES 16384 /* each of the exact, prefix and postfix maps */
+#define VIGIL_FILE_OPEN_HOOKS 32 /* first-match groups: bits of the rule walk's mask */
+#define VIGIL_NAMES 4096        /* file names in the open prefilter (vigil_names) */
 
 #define VIGIL_RULE_ACTIVE (1u << 0)
 #define VIGIL_RULE_MONITOR (1u << 1)     /* report what the action would have done */
@@ -166,7 +168,7 @@ enum vigil_hook {
 
 struct vigil_rule {
 	__u32 flags;     /* VIGIL_RULE_* */
-	__u32 policy_id; /* the agent's id of the policy (< 64) */
+	__u32 policy_id; /* the rule's first-match group: its file-open hook (< VIGIL_FILE_OPEN_HOOKS) */
 	__u32 hook;      /* enum vigil_hook */
 	__u32 action;    /* enum vigil_action */
 	__s32 arg;       /* errno (negative) for OVERRIDE, signal for SIGNAL */
