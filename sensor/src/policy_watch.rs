@@ -36,6 +36,8 @@ pub struct PolicyManager {
     table: PolicyTable,
     caps: KernelCaps,
     kernel: Option<RunningKernel>,
+    /// When `kernel` was read.
+    kernel_read: Option<std::time::Instant>,
     dir: Option<PathBuf>,
     files: BTreeMap<PathBuf, Tracked>,
     attached: bool,
@@ -71,16 +73,33 @@ impl PolicyManager {
         let mut m = PolicyManager {
             table: PolicyTable::new(sensor.ebpf_mut())?,
             caps: crate::probe::run(btf).caps(),
-            kernel: RunningKernel::read().ok(),
+            kernel: None,
+            kernel_read: None,
             dir,
             files: BTreeMap::new(),
             attached: false,
         };
+        m.refresh_kernel();
         for f in files {
             m.load(sensor, f);
         }
         m.rescan(sensor)?;
         Ok(m)
+    }
+
+    /// Reads the kernel's functions as they are now (a module loaded since may add some), as
+    /// `vigil policy lint` reads them; at most every few seconds, and never holding two copies
+    /// (the table is tens of megabytes).
+    fn refresh_kernel(&mut self) {
+        if self
+            .kernel_read
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5))
+        {
+            return;
+        }
+        self.kernel = None;
+        self.kernel = RunningKernel::read().ok();
+        self.kernel_read = Some(std::time::Instant::now());
     }
 
     /// The rules, for events.
@@ -144,11 +163,7 @@ impl PolicyManager {
             })
             .collect();
         if !due.is_empty() {
-            // The kernel's functions as they are now (a module loaded since may add some), as
-            // `vigil policy lint` reads them.
-            if let Ok(k) = RunningKernel::read() {
-                self.kernel = Some(k);
-            }
+            self.refresh_kernel();
         }
         for path in due {
             self.load(sensor, &path);
