@@ -9,7 +9,7 @@ use vigil_events::{
     Arg, Event, EventBody, ExecId, FileArg, Process, ProcessExec, ProcessExit, ProcessPolicy,
     SockArg, SockaddrArg,
 };
-use vigil_policy_engine::compile::HookArgKind;
+use vigil_policy_engine::compile::{HookArgKind, HookRule};
 
 use crate::{
     cache::ProcessCache,
@@ -22,6 +22,20 @@ use crate::{
 pub struct EnrichOptions {
     /// Ancestors listed above the parent (0: none).
     pub ancestors: usize,
+}
+
+/// A policy's match as a record reports it.
+struct Match<'a> {
+    ktime: u64,
+    pid: u32,
+    tid: u32,
+    action: u32,
+    flags: u32,
+    /// The policy and its hook, when still installed.
+    hook: Option<(&'a str, &'a HookRule)>,
+    /// The name to report, and whether the event is `process_lsm`, when it is not.
+    unknown: (String, bool),
+    args: Vec<Arg>,
 }
 
 /// Record-to-event conversion and the process cache it reads and writes.
@@ -171,107 +185,97 @@ impl EventEnricher {
         )
     }
 
-    /// A rule matched: the process (by pid, its current execution), the policy and what the
-    /// kernel did.
+    /// A file-open rule matched: the opened file, and what the kernel did.
     fn policy(&mut self, p: abi::Policy<'_>, installed: Option<&InstalledRule>) -> Event {
         let ev = p.event;
-        let process = self.process_of(ev.pid, ev.tid);
-        let parent = self.cache.get(&process.parent_exec_id);
-        let ancestors = self.ancestors(&process);
-        let (policy_name, function, is_lsm, message, tags) = match installed {
-            Some(i) => (
-                i.policy.clone(),
-                i.rule.hook.call.clone(),
-                i.rule.hook.lsm,
-                i.rule.hook.message.clone().unwrap_or_default(),
-                i.rule.hook.tags.clone(),
-            ),
+        self.matched(Match {
+            ktime: ev.hdr.ktime,
+            pid: ev.pid,
+            tid: ev.tid,
+            action: ev.action,
+            flags: ev.flags,
+            hook: installed.map(|i| (i.policy.as_str(), &*i.rule.hook)),
             // A rule removed while its record was queued.
-            None => (
-                format!("rule-{}", ev.rule),
-                String::new(),
-                true,
-                String::new(),
-                Vec::new(),
-            ),
-        };
-        let body = ProcessPolicy {
-            process,
-            parent,
-            function_name: function,
+            unknown: (format!("rule-{}", ev.rule), true),
             args: vec![Arg::FileArg(FileArg {
                 path: String::from_utf8_lossy(p.path).into_owned(),
             })],
-            return_arg: None,
-            action: action_name(ev.action).into(),
-            policy_name,
-            message,
-            tags,
-            outcome: outcome(ev.action, ev.flags).into(),
-            ancestors,
-        };
-        let body = if is_lsm {
-            EventBody::ProcessLsm(body)
-        } else {
-            EventBody::ProcessKprobe(body)
-        };
-        self.event(ev.hdr.ktime, body)
+        })
     }
 
     /// A generic hook fired: its arguments decoded by the types the policy declared, and what
     /// its matching selector did.
     fn hook(&mut self, h: abi::Hook<'_>, installed: Option<&InstalledHook>) -> Event {
         let ev = h.event;
-        let process = self.process_of(ev.pid, ev.tid);
+        // The record holds at most HOOK_ARGS arguments whatever its count says (the decoder
+        // refuses a larger count; the enricher does not rely on it).
+        let args = installed.map_or_else(Vec::new, |i| {
+            i.rule
+                .args
+                .iter()
+                .zip(ev.args.iter().zip(h.strings))
+                .take(ev.nargs as usize)
+                .map(|(spec, (raw, text))| decode_arg(spec.kind, raw, text))
+                .collect()
+        });
+        self.matched(Match {
+            ktime: ev.hdr.ktime,
+            pid: ev.pid,
+            tid: ev.tid,
+            action: ev.action,
+            flags: ev.flags,
+            hook: installed.map(|i| (i.policy.as_str(), &i.rule)),
+            unknown: (format!("hook-{}", ev.hook_id), false),
+            args,
+        })
+    }
+
+    /// The event of a policy's match, from either kind of record: the process (by pid, its
+    /// current execution), the policy's hook and what the kernel did.
+    fn matched(&mut self, mut m: Match<'_>) -> Event {
+        let process = self.process_of(m.pid, m.tid);
         let parent = self.cache.get(&process.parent_exec_id);
         let ancestors = self.ancestors(&process);
-        let (policy_name, function_name, mut args, message, tags) = match installed {
-            Some(i) => {
-                // The record holds at most HOOK_ARGS arguments whatever its count says (the
-                // decoder refuses a larger count; the enricher does not rely on it).
-                let args = i
-                    .rule
-                    .args
-                    .iter()
-                    .zip(ev.args.iter().zip(h.strings))
-                    .take(ev.nargs as usize)
-                    .map(|(spec, (raw, text))| decode_arg(spec.kind, raw, text))
-                    .collect();
-                (
-                    i.policy.clone(),
-                    i.rule.call.clone(),
-                    args,
-                    i.rule.message.clone().unwrap_or_default(),
-                    i.rule.tags.clone(),
-                )
-            }
+        let (policy_name, function_name, message, tags, lsm) = match m.hook {
+            Some((policy, h)) => (
+                policy.to_string(),
+                h.call.clone(),
+                h.message.clone().unwrap_or_default(),
+                h.tags.clone(),
+                h.lsm,
+            ),
             None => (
-                format!("hook-{}", ev.hook_id),
+                m.unknown.0,
+                String::new(),
                 String::new(),
                 Vec::new(),
-                String::new(),
-                Vec::new(),
+                m.unknown.1,
             ),
         };
         // A hook on the function's return read one value: the return value.
-        let return_arg = match installed {
-            Some(i) if i.rule.returns => args.pop(),
+        let return_arg = match m.hook {
+            Some((_, h)) if h.returns => m.args.pop(),
             _ => None,
         };
         let body = ProcessPolicy {
             process,
             parent,
             function_name,
-            args,
+            args: m.args,
             return_arg,
-            action: action_name(ev.action).into(),
+            action: action_name(m.action).into(),
             policy_name,
             message,
             tags,
-            outcome: outcome(ev.action, ev.flags).into(),
+            outcome: outcome(m.action, m.flags).into(),
             ancestors,
         };
-        self.event(ev.hdr.ktime, EventBody::ProcessKprobe(body))
+        let body = if lsm {
+            EventBody::ProcessLsm(body)
+        } else {
+            EventBody::ProcessKprobe(body)
+        };
+        self.event(m.ktime, body)
     }
 
     /// The current execution of `pid`, or what the kernel said of it when unknown.
