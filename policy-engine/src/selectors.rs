@@ -86,6 +86,29 @@ pub(crate) fn check_selectors(c: &mut Checker, hook: &Hook, selectors: &[Selecto
 }
 
 fn check_selector(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
+    check_arg_filters(c, hook, path, s);
+    check_binaries(c, path, s);
+    check_process_filters(c, path, s);
+    for (field, present) in [
+        (
+            "matchNamespaceChanges",
+            !s.match_namespace_changes.is_empty(),
+        ),
+        (
+            "matchCapabilityChanges",
+            !s.match_capability_changes.is_empty(),
+        ),
+        ("matchReturnActions", !s.match_return_actions.is_empty()),
+    ] {
+        if present {
+            c.unsupported(&format!("{path}.{field}"), &format!("`{field}`"));
+        }
+    }
+    check_actions(c, hook, path, s);
+}
+
+/// `matchArgs` against the hook's declared arguments, `matchReturnArgs` against its return.
+fn check_arg_filters(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
     for (i, f) in s.match_args.iter().enumerate() {
         let fpath = format!("{path}.matchArgs[{i}]");
         let arg = if hook.by_position {
@@ -144,6 +167,10 @@ fn check_selector(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
         });
         check_arg_filter(c, &fpath, f, class, &format!("return value ({ty})"));
     }
+}
+
+/// `matchBinaries`: absolute paths the kernel can compare.
+fn check_binaries(c: &mut Checker, path: &str, s: &Selector) {
     for (i, f) in s.match_binaries.iter().enumerate() {
         let fpath = format!("{path}.matchBinaries[{i}]");
         if !["In", "NotIn", "Prefix", "NotPrefix"].contains(&f.operator.as_str()) {
@@ -169,6 +196,10 @@ fn check_selector(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
             }
         }
     }
+}
+
+/// `matchPIDs`, `matchNamespaces` and `matchCapabilities`.
+fn check_process_filters(c: &mut Checker, path: &str, s: &Selector) {
     for (i, f) in s.match_pids.iter().enumerate() {
         let fpath = format!("{path}.matchPIDs[{i}]");
         in_not_in(c, &fpath, &f.operator);
@@ -230,22 +261,6 @@ fn check_selector(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
             }
         }
     }
-    for (field, present) in [
-        (
-            "matchNamespaceChanges",
-            !s.match_namespace_changes.is_empty(),
-        ),
-        (
-            "matchCapabilityChanges",
-            !s.match_capability_changes.is_empty(),
-        ),
-        ("matchReturnActions", !s.match_return_actions.is_empty()),
-    ] {
-        if present {
-            c.unsupported(&format!("{path}.{field}"), &format!("`{field}`"));
-        }
-    }
-    check_actions(c, hook, path, s);
 }
 
 fn in_not_in(c: &mut Checker, fpath: &str, op: &str) {

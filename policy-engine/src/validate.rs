@@ -281,6 +281,15 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
             c.unsupported(field, &feature);
         }
     }
+    let mode = check_options(c, spec);
+    check_kprobes(c, spec);
+    check_tracepoints(c, spec);
+    check_lsm_hooks(c, spec);
+    mode
+}
+
+/// `spec.options`: the policy mode.
+fn check_options(c: &mut Checker, spec: &PolicySpec) -> Mode {
     let mut mode = Mode::Enforce;
     for (i, opt) in spec.options.iter().enumerate() {
         let path = format!("spec.options[{i}]");
@@ -301,6 +310,10 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
             ),
         }
     }
+    mode
+}
+
+fn check_kprobes(c: &mut Checker, spec: &PolicySpec) {
     for (i, k) in spec.kprobes.iter().enumerate() {
         let path = format!("spec.kprobes[{i}]");
         check_symbol(
@@ -354,6 +367,9 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
         crate::selectors::check_selectors(c, &hook, &k.selectors);
         check_message(c, &path, k.message.as_deref(), &k.tags);
     }
+}
+
+fn check_tracepoints(c: &mut Checker, spec: &PolicySpec) {
     for (i, t) in spec.tracepoints.iter().enumerate() {
         let path = format!("spec.tracepoints[{i}]");
         check_symbol(
@@ -381,6 +397,9 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
         crate::selectors::check_selectors(c, &hook, &t.selectors);
         check_message(c, &path, t.message.as_deref(), &t.tags);
     }
+}
+
+fn check_lsm_hooks(c: &mut Checker, spec: &PolicySpec) {
     for (i, l) in spec.lsmhooks.iter().enumerate() {
         let path = format!("spec.lsmhooks[{i}]");
         check_symbol(
@@ -401,7 +420,6 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
         crate::selectors::check_selectors(c, &hook, &l.selectors);
         check_message(c, &path, l.message.as_deref(), &l.tags);
     }
-    mode
 }
 
 fn check_kernel(c: &mut Checker, spec: &PolicySpec, kernel: &dyn KernelSymbols) {

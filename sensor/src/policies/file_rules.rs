@@ -73,7 +73,8 @@ impl FileRule {
 }
 
 use super::{
-    hook_rules::WrittenKey, map_err, InstalledRule, PolicyLoadError, PolicyTable, RulePod,
+    hook_rules::{binary_keys, text_key, WrittenKey},
+    map_err, InstalledRule, PolicyLoadError, PolicyTable, RulePod,
 };
 
 /// The file name (last component) the open prefilter keys on, if it fits.
@@ -101,31 +102,10 @@ pub(super) fn prefilter_names(r: &FileRule) -> Option<Vec<[u8; abi::NAME_LEN]>> 
 fn rule_keys(slot: u32, r: &FileRule) -> Vec<WrittenKey> {
     let mut keys = Vec::new();
     if let Some(f) = &r.path {
-        for v in &f.values {
-            keys.push(match f.kind {
-                MatchKind::Exact => WrittenKey::Exact(abi::MatchKey::new(slot, v.as_bytes())),
-                MatchKind::Prefix => {
-                    let (bits, data) = abi::lpm_key(slot, v.as_bytes());
-                    WrittenKey::Prefix(bits, data)
-                }
-                MatchKind::Postfix => {
-                    let rev: Vec<u8> = v.bytes().rev().collect();
-                    let (bits, data) = abi::lpm_key(slot, &rev);
-                    WrittenKey::Postfix(bits, data)
-                }
-            });
-        }
+        keys.extend(f.values.iter().map(|v| text_key(f.kind, slot, v)));
     }
     if let Some(f) = &r.binary {
-        for v in &f.values {
-            keys.push(match f.kind {
-                MatchKind::Exact => WrittenKey::BinExact(abi::MatchKey::new(slot, v.as_bytes())),
-                _ => {
-                    let (bits, data) = abi::lpm_key(slot, v.as_bytes());
-                    WrittenKey::BinPrefix(bits, data)
-                }
-            });
-        }
+        keys.extend(binary_keys(slot, f));
     }
     keys
 }

@@ -9,8 +9,8 @@ use aya::{
 };
 use vigil_bpf_kprobes::abi::{self, op, pids, rule};
 use vigil_policy_engine::{
-    compile::{MatchKind, RuleAction},
-    hook_rule::{CondOp, HookArgKind, HookRule, HookSelector, NsValue},
+    compile::{Filter, MatchKind, RuleAction},
+    hook_rule::{Cond, CondOp, HookArgKind, HookRule, HookSelector, NsValue},
 };
 
 use super::{kernel_action, map_err, MatchKeyPod, PolicyLoadError, PolicyTable};
@@ -128,92 +128,96 @@ pub(super) fn selector_rule(
         nconds: s.conds.len() as u32,
         ..Default::default()
     };
-    let value = |part: u32, v: i64| {
-        WrittenKey::Value(ValueKey {
-            rule: abi::hook_rule_key(slot, part),
-            _pad0: 0,
-            value: v,
-        })
-    };
     for (c, cond) in s.conds.iter().enumerate() {
-        let part = c as u32;
-        let key = abi::hook_rule_key(slot, part);
-        let kc = &mut r.conds[c];
-        kc.arg = cond.arg as u8;
-        kc.negate = cond.negate as u8;
-        match &cond.op {
-            CondOp::IntIn(vs) => {
-                kc.op = op::INT_IN;
-                keys.extend(vs.iter().map(|v| value(part, *v)));
-            }
-            CondOp::Gt(v) => (kc.op, kc.value) = (op::GT, *v),
-            CondOp::Lt(v) => (kc.op, kc.value) = (op::LT, *v),
-            CondOp::Mask(v) => (kc.op, kc.value) = (op::MASK, *v),
-            CondOp::Text(kind, vs) => {
-                kc.op = match kind {
-                    MatchKind::Exact => op::STR_EQ,
-                    MatchKind::Prefix => op::STR_PREFIX,
-                    MatchKind::Postfix => op::STR_POSTFIX,
-                };
-                for v in vs {
-                    keys.push(match kind {
-                        MatchKind::Exact => {
-                            WrittenKey::Exact(abi::MatchKey::new(key, v.as_bytes()))
-                        }
-                        MatchKind::Prefix => {
-                            let (b, d) = abi::lpm_key(key, v.as_bytes());
-                            WrittenKey::Prefix(b, d)
-                        }
-                        MatchKind::Postfix => {
-                            let rev: Vec<u8> = v.bytes().rev().collect();
-                            let (b, d) = abi::lpm_key(key, &rev);
-                            WrittenKey::Postfix(b, d)
-                        }
-                    });
-                }
-            }
-            CondOp::Addr(source, nets) => {
-                kc.op = if *source { op::SADDR } else { op::DADDR };
-                for n in nets {
-                    let (b, d) = cidr_key(key, n);
-                    keys.push(WrittenKey::Cidr(b, d));
-                }
-            }
-            CondOp::Port(source, ports) => {
-                kc.op = if *source { op::SPORT } else { op::DPORT };
-                keys.extend(ports.iter().map(|p| value(part, *p as i64)));
-            }
-            CondOp::Protocol(ps) => {
-                kc.op = op::PROTOCOL;
-                keys.extend(ps.iter().map(|p| value(part, *p as i64)));
-            }
-            CondOp::Family(fs) => {
-                kc.op = op::FAMILY;
-                keys.extend(fs.iter().map(|f| value(part, *f as i64)));
-            }
-        }
+        lower_cond(cond, slot, c, &mut r.conds[c], &mut keys);
     }
     if let Some(b) = &s.binary {
-        let key = abi::hook_rule_key(slot, abi::PART_BINARY);
         r.flags |= match b.kind {
             MatchKind::Exact => rule::BIN_EQ,
             _ => rule::BIN_PREFIX,
         } | if b.negate { rule::BIN_NOT } else { 0 };
-        for v in &b.values {
-            keys.push(match b.kind {
-                MatchKind::Exact => WrittenKey::BinExact(abi::MatchKey::new(key, v.as_bytes())),
-                _ => {
-                    let (bits, d) = abi::lpm_key(key, v.as_bytes());
-                    WrittenKey::BinPrefix(bits, d)
-                }
-            });
+        keys.extend(binary_keys(abi::hook_rule_key(slot, abi::PART_BINARY), b));
+    }
+    lower_process_filters(s, slot, host_ns, &mut r, &mut keys);
+    (r, keys)
+}
+
+/// A value key of selector `slot`, in value-key part `part`.
+fn value_key(slot: u32, part: u32, v: i64) -> WrittenKey {
+    WrittenKey::Value(ValueKey {
+        rule: abi::hook_rule_key(slot, part),
+        _pad0: 0,
+        value: v,
+    })
+}
+
+/// Condition `c` of selector `slot`: its operator in `kc`, its values as keys.
+fn lower_cond(
+    cond: &Cond,
+    slot: u32,
+    c: usize,
+    kc: &mut abi::HookCond,
+    keys: &mut Vec<WrittenKey>,
+) {
+    let part = c as u32;
+    let key = abi::hook_rule_key(slot, part);
+    kc.arg = cond.arg as u8;
+    kc.negate = cond.negate as u8;
+    match &cond.op {
+        CondOp::IntIn(vs) => {
+            kc.op = op::INT_IN;
+            keys.extend(vs.iter().map(|v| value_key(slot, part, *v)));
+        }
+        CondOp::Gt(v) => (kc.op, kc.value) = (op::GT, *v),
+        CondOp::Lt(v) => (kc.op, kc.value) = (op::LT, *v),
+        CondOp::Mask(v) => (kc.op, kc.value) = (op::MASK, *v),
+        CondOp::Text(kind, vs) => {
+            kc.op = match kind {
+                MatchKind::Exact => op::STR_EQ,
+                MatchKind::Prefix => op::STR_PREFIX,
+                MatchKind::Postfix => op::STR_POSTFIX,
+            };
+            keys.extend(vs.iter().map(|v| text_key(*kind, key, v)));
+        }
+        CondOp::Addr(source, nets) => {
+            kc.op = if *source { op::SADDR } else { op::DADDR };
+            for n in nets {
+                let (b, d) = cidr_key(key, n);
+                keys.push(WrittenKey::Cidr(b, d));
+            }
+        }
+        CondOp::Port(source, ports) => {
+            kc.op = if *source { op::SPORT } else { op::DPORT };
+            keys.extend(ports.iter().map(|p| value_key(slot, part, *p as i64)));
+        }
+        CondOp::Protocol(ps) => {
+            kc.op = op::PROTOCOL;
+            keys.extend(ps.iter().map(|p| value_key(slot, part, *p as i64)));
+        }
+        CondOp::Family(fs) => {
+            kc.op = op::FAMILY;
+            keys.extend(fs.iter().map(|f| value_key(slot, part, *f as i64)));
         }
     }
+}
+
+/// The pid, namespace and capability filters of a selector.
+fn lower_process_filters(
+    s: &HookSelector,
+    slot: u32,
+    host_ns: &[u32; abi::NS_COUNT],
+    r: &mut abi::HookRule,
+    keys: &mut Vec<WrittenKey>,
+) {
     if let Some(p) = &s.pids {
         r.pid_flags = if p.not_in { pids::NOT_IN } else { pids::IN }
             | if p.namespace { pids::NS } else { 0 }
             | if p.follow_forks { pids::FOLLOW } else { 0 };
-        keys.extend(p.values.iter().map(|v| value(abi::PART_PIDS, *v as i64)));
+        keys.extend(
+            p.values
+                .iter()
+                .map(|v| value_key(slot, abi::PART_PIDS, *v as i64)),
+        );
     }
     for n in &s.namespaces {
         let bit = 1u32 << n.ns;
@@ -227,7 +231,7 @@ pub(super) fn selector_rule(
                 NsValue::Inode(i) => *i,
                 NsValue::Host => host_ns[n.ns],
             };
-            keys.push(value(abi::PART_NS + n.ns as u32, inode as i64));
+            keys.push(value_key(slot, abi::PART_NS + n.ns as u32, inode as i64));
         }
     }
     for (j, c) in s.caps.iter().enumerate() {
@@ -235,7 +239,37 @@ pub(super) fn selector_rule(
         r.cap_not[j] = c.not_in as u8;
         r.cap_mask[j] = c.mask;
     }
-    (r, keys)
+}
+
+/// The key of a string or path value compared by `kind`, under the map key `key` (a rule slot
+/// or a selector's value key): the postfix maps hold values reversed.
+pub(super) fn text_key(kind: MatchKind, key: u32, v: &str) -> WrittenKey {
+    match kind {
+        MatchKind::Exact => WrittenKey::Exact(abi::MatchKey::new(key, v.as_bytes())),
+        MatchKind::Prefix => {
+            let (b, d) = abi::lpm_key(key, v.as_bytes());
+            WrittenKey::Prefix(b, d)
+        }
+        MatchKind::Postfix => {
+            let rev: Vec<u8> = v.bytes().rev().collect();
+            let (b, d) = abi::lpm_key(key, &rev);
+            WrittenKey::Postfix(b, d)
+        }
+    }
+}
+
+/// The keys of a binary filter's values under the map key `key`.
+pub(super) fn binary_keys(key: u32, b: &Filter) -> Vec<WrittenKey> {
+    b.values
+        .iter()
+        .map(|v| match b.kind {
+            MatchKind::Exact => WrittenKey::BinExact(abi::MatchKey::new(key, v.as_bytes())),
+            _ => {
+                let (bits, d) = abi::lpm_key(key, v.as_bytes());
+                WrittenKey::BinPrefix(bits, d)
+            }
+        })
+        .collect()
 }
 
 /// The generic hooks' maps.
