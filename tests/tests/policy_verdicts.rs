@@ -100,7 +100,7 @@ fn lint_and_the_agent_give_every_policy_file_the_same_verdict_and_message() {
     );
 
     // What lint says of each file where the agent will read it decides the batches: loaded
-    // policies take kernel slots, so a batch holds a few, with distinct names.
+    // policies take kernel slots, so a batch holds up to eight, with distinct names.
     let tmp = TempDir::new("verdicts");
     let dir = tmp.path().join("policies");
     std::fs::create_dir(&dir).unwrap();
@@ -124,9 +124,9 @@ fn lint_and_the_agent_give_every_policy_file_the_same_verdict_and_message() {
         let fits = |b: &BTreeSet<String>| {
             policy
                 .as_ref()
-                .is_none_or(|p| b.len() < 4 && !b.contains(p))
+                .is_none_or(|p| b.len() < 8 && !b.contains(p))
         };
-        let open = (0..batches.len()).find(|&b| batches[b].len() < 16 && fits(&names_in_batch[b]));
+        let open = (0..batches.len()).find(|&b| batches[b].len() < 40 && fits(&names_in_batch[b]));
         let at = open.unwrap_or_else(|| {
             batches.push(Vec::new());
             names_in_batch.push(BTreeSet::new());
