@@ -150,9 +150,12 @@ pub fn compile_all(policy: &Policy) -> Compiled {
             call: k.call.clone(),
             lsm: false,
             syscall: k.syscall,
+            // What the hook reads: its arguments, or on the return the return value.
             args: k
-                .args
+                .return_arg
                 .iter()
+                .filter(|_| k.r#return)
+                .chain(k.args.iter().filter(|_| !k.r#return))
                 .map(|a| HookArg {
                     index: a.index,
                     kind: HookArgKind::String,

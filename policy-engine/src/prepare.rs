@@ -155,6 +155,9 @@ fn check_room(rules: &[HookRule]) -> Vec<Problem> {
         })
         .flatten()
         .map(|v| v.rsplit('/').next().unwrap_or(v))
+        // The names the prefilter stores (a rule with another can match any name and turns
+        // the prefilter off instead).
+        .filter(|n| !n.is_empty() && n.len() < abi::NAME_LEN)
         .collect();
     let merge = "merge selectors with the same action by listing more values in one filter";
     let split = "split the policy into several files";
@@ -205,9 +208,15 @@ fn check_room(rules: &[HookRule]) -> Vec<Problem> {
             fewer,
         ),
         (
-            values.binaries,
+            values.bin_exact,
             abi::STR_VALUES,
-            "matchBinaries values",
+            "matchBinaries In and NotIn values",
+            fewer,
+        ),
+        (
+            values.bin_prefix,
+            abi::STR_VALUES,
+            "matchBinaries Prefix and NotPrefix values",
             fewer,
         ),
         (
@@ -240,7 +249,8 @@ struct ValueCounts {
     exact: usize,
     prefix: usize,
     postfix: usize,
-    binaries: usize,
+    bin_exact: usize,
+    bin_prefix: usize,
     ints: usize,
     nets: usize,
 }
@@ -260,7 +270,11 @@ impl ValueCounts {
                 CondOp::Gt(_) | CondOp::Lt(_) | CondOp::Mask(_) => {}
             }
         }
-        self.binaries += s.binary.as_ref().map_or(0, |b| b.values.len());
+        match &s.binary {
+            Some(b) if b.kind == MatchKind::Exact => self.bin_exact += b.values.len(),
+            Some(b) => self.bin_prefix += b.values.len(),
+            None => {}
+        }
         self.ints += s.pids.as_ref().map_or(0, |p| p.values.len());
         self.ints += s.namespaces.iter().map(|n| n.values.len()).sum::<usize>();
     }

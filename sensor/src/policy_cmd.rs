@@ -164,23 +164,27 @@ pub fn test(policy_file: &Path, events: &Path, json: bool) -> Result<()> {
         let function = body["function_name"].as_str().unwrap_or("");
         let binary = body["process"]["binary"].as_str().unwrap_or("");
         // Every hook on the function runs, each with its own first match, as in the kernel.
-        let hooks = prepared
+        let hooks: Vec<_> = prepared
             .hooks
             .iter()
             .map(|h| &h.rule)
-            .filter(|h| h.call == function);
-        for hook in hooks {
-            // A file open's subject is the file the kernel resolved.
-            let subject = if hook.is_file_open() {
-                let Some(path) = body["args"][0]["file_arg"]["path"].as_str() else {
-                    continue;
-                };
-                opens += 1;
-                path.to_string()
-            } else {
-                calls += 1;
-                args_text(body)
+            .filter(|h| h.call == function)
+            .collect();
+        let Some(first) = hooks.first() else {
+            continue;
+        };
+        // A file open's subject is the file the kernel resolved.
+        let subject = if first.is_file_open() {
+            let Some(path) = body["args"][0]["file_arg"]["path"].as_str() else {
+                continue;
             };
+            opens += 1;
+            path.to_string()
+        } else {
+            calls += 1;
+            args_text(body)
+        };
+        for hook in hooks {
             let Some(selector) = first_hook_match(hook, &hook_call(body)) else {
                 continue;
             };

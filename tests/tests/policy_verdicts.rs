@@ -99,13 +99,12 @@ fn lint_and_the_agent_give_every_policy_file_the_same_verdict_and_message() {
         corpus.len()
     );
 
-    // What lint says of each file where the agent will read it decides the batches: loaded
-    // policies take kernel slots, so a batch holds up to eight, with distinct names.
+    // Lint reads every file where the agent will read it, before the agent runs (one probe of
+    // the kernel for all). Its verdicts decide the batches: loaded policies take kernel slots,
+    // so a batch holds up to eight, with distinct names.
     let tmp = TempDir::new("verdicts");
     let dir = tmp.path().join("policies");
     std::fs::create_dir(&dir).unwrap();
-    let staging = tmp.path().join("staging");
-    std::fs::create_dir(&staging).unwrap();
     let mut batches: Vec<Vec<(PathBuf, String)>> = Vec::new();
     let mut names_in_batch: Vec<BTreeSet<String>> = Vec::new();
     // Unique names: the corpora share some file names.
@@ -117,10 +116,15 @@ fn lint_and_the_agent_give_every_policy_file_the_same_verdict_and_message() {
     let staged: Vec<PathBuf> = corpus
         .iter()
         .zip(&names)
-        .map(|(src, name)| place(src, &staging, name))
+        .map(|(src, name)| place(src, &dir, name))
         .collect();
-    for ((src, name), verdict) in corpus.iter().zip(names).zip(lint(&staged)) {
-        let policy = verdict.ok();
+    let mut linted: BTreeMap<PathBuf, Result<String, Vec<String>>> = BTreeMap::new();
+    for (path, verdict) in staged.iter().zip(lint(&staged)) {
+        std::fs::remove_file(path).unwrap();
+        linted.insert(path.clone(), verdict);
+    }
+    for (src, name) in corpus.iter().zip(names) {
+        let policy = linted[&dir.join(&name)].clone().ok();
         let fits = |b: &BTreeSet<String>| {
             policy
                 .as_ref()
@@ -144,7 +148,7 @@ fn lint_and_the_agent_give_every_policy_file_the_same_verdict_and_message() {
             .iter()
             .map(|(src, name)| place(src, &dir, name))
             .collect();
-        let linted = lint(&placed);
+        let linted: Vec<_> = placed.iter().map(|p| linted[p].clone()).collect();
         let deadline = Instant::now() + Duration::from_secs(30);
         let verdicts: Vec<_> = placed
             .iter()

@@ -53,6 +53,8 @@ static __always_inline struct vigil_eval *vigil_eval_state(void)
 	return bpf_map_lookup_elem(&vigil_eval_map, &zero);
 }
 
+_Static_assert(VIGIL_FILE_OPEN_HOOKS == 32, "first-match groups are the bits of a __u32");
+
 /* Loop state of the rule walk. */
 struct rule_walk {
 	__u32 path_len;    /* bytes of the resolved path, capped at VIGIL_MATCH_LEN */

@@ -160,18 +160,21 @@ impl PolicyTable {
             let Some(installed) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
                 continue;
             };
-            let policy = installed.policy.as_str();
-            let mut note = |r: Result<(), PolicyLoadError>| {
-                if let Err(e) = r {
-                    first_error.get_or_insert(e);
-                }
-            };
-            note(
-                self.rules
-                    .set(slot, RulePod(abi::Rule::default()), 0)
-                    .map_err(|e| map_err(policy, "vigil_rules", e)),
-            );
-            note(self.write_keys(policy, &rule_keys(slot, &installed.rule), false));
+            let policy = installed.policy.clone();
+            let cleared = self
+                .rules
+                .set(slot, RulePod(abi::Rule::default()), 0)
+                .map_err(|e| map_err(&policy, "vigil_rules", e));
+            if let Err(e) = cleared {
+                // Still active in the kernel: the slot, its values and its first-match group
+                // stay taken, so nothing new is given them while it can still match.
+                self.slots[slot as usize] = Some(installed);
+                first_error.get_or_insert(e);
+                continue;
+            }
+            if let Err(e) = self.write_keys(&policy, &rule_keys(slot, &installed.rule), false) {
+                first_error.get_or_insert(e);
+            }
             self.drop_names(&prefilter_names(&installed.rule).unwrap_or_default());
         }
         first_error.map_or(Ok(()), Err)

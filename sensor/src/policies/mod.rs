@@ -249,7 +249,7 @@ impl PolicyTable {
             if !groups.contains_key(&r.hook.hook_path) {
                 let g = free_groups.next().ok_or_else(|| {
                     PolicyLoadError::Refused(format!(
-                        "{file}: {}: the kernel holds {} file-open hooks, and the running policies use them",
+                        "{file}: {}: the kernel holds {} file-open hooks, and the running policies use them (a reload needs room for the running version and the new one until the new one is attached)",
                         r.hook.hook_path,
                         abi::FILE_OPEN_HOOKS
                     ))
