@@ -226,3 +226,40 @@ fn tetragon_examples_load_or_are_refused_by_name() {
         wrong.join("\n")
     );
 }
+
+/// A policy hooking a function's entry and its return: each kprobe program runs only the hooks
+/// of its own side, so one unlink gives one event with the arguments and one with the return
+/// value (kernel addresses have the return key's bit set already, so the two keys once
+/// coincided and each program ran both hooks).
+#[test]
+fn entry_and_return_hooks_on_one_function_each_run_on_their_own_side() {
+    if !scenario_needs(
+        "entry_and_return_hooks_on_one_function_each_run_on_their_own_side",
+        &[Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    let dir = vigil_tests::TempDir::new("entry-return");
+    let policy = dir.path().join("unlink.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: unlink-both-sides\nspec:\n  kprobes:\n  - call: do_unlinkat\n    args:\n    - index: 0\n      type: int\n  - call: do_unlinkat\n    return: true\n    returnArg:\n      index: 0\n      type: int\n",
+    )
+    .unwrap();
+    let victim = dir.path().join("victim");
+    let agent = vigil_tests::Agent::start(&["--policy", policy.to_str().unwrap()]);
+    std::fs::write(&victim, b"x").unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let run = agent.stop();
+    let ours: Vec<&Value> = kprobe_events(&run, "do_unlinkat")
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == std::process::id())
+        .collect();
+    assert_eq!(ours.len(), 2, "{ours:#?}");
+    let entry: Vec<_> = ours.iter().filter(|e| e.get("return").is_none()).collect();
+    let ret: Vec<_> = ours.iter().filter(|e| e.get("return").is_some()).collect();
+    assert_eq!((entry.len(), ret.len()), (1, 1), "{ours:#?}");
+    assert_eq!(entry[0]["args"][0]["int_arg"], -100, "AT_FDCWD: {ours:#?}");
+    assert_eq!(ret[0]["return"]["int_arg"], 0, "{ours:#?}");
+}

@@ -259,6 +259,25 @@ mod layout_tests {
     }
 
     #[test]
+    fn a_hook_on_a_function_s_return_is_listed_apart_from_one_on_its_entry() {
+        // A kernel text address, as kallsyms and bpf_get_func_ip give it.
+        let addr = 0xffff_ffff_8123_4560;
+        let entry = kprobe_keys(addr, false);
+        let ret = kprobe_keys(addr, true);
+        assert_eq!(entry, [addr, addr + 4]);
+        assert!(
+            entry.iter().all(|k| !ret.contains(k)),
+            "{entry:x?} {ret:x?}"
+        );
+        for k in ret.iter().chain(&entry) {
+            assert!(
+                k & HOOK_KEY_SYSCALL != 0 && k & HOOK_KEY_SOCK_STATE != 0,
+                "{k:x}"
+            );
+        }
+    }
+
+    #[test]
     fn syscall_numbers_come_from_the_uapi_header() {
         assert_eq!(syscall_nr("sys_setuid"), Some(105));
         assert_eq!(syscall_nr("openat"), Some(257));

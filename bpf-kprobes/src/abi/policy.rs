@@ -6,8 +6,19 @@ use super::{EventHeader, HOOKS_PER_KEY, HOOK_ARGS, HOOK_CONDS, MATCH_MAX};
 /// `VIGIL_HOOK_KEY_SOCK_STATE`: keys of hooks served by TCP state changes in `vigil_hooks`,
 /// with the stand-in's code ([`StandIn::code`]).
 pub const HOOK_KEY_SOCK_STATE: u64 = 1 << 62;
-/// `VIGIL_HOOK_KEY_RETURN`: with a function's address, the key of a hook on its return.
+/// `VIGIL_HOOK_KEY_RETURN`: flipped in a function's address, the key of a hook on its return
+/// (see [`kprobe_keys`]).
 pub const HOOK_KEY_RETURN: u64 = 1 << 61;
+
+/// The `vigil_hooks` keys of a hook on the function at `addr`, on its entry or (`returns`) its
+/// return: the kprobe sits on the function's first instruction, or after its endbr64 where the
+/// kernel has indirect branch tracking, and `bpf_get_func_ip` reports whichever it is. A return
+/// key flips [`HOOK_KEY_RETURN`]: a kernel address has that bit set already, so OR-ing it in
+/// would give the entry's key.
+pub fn kprobe_keys(addr: u64, returns: bool) -> [u64; 2] {
+    let flip = if returns { HOOK_KEY_RETURN } else { 0 };
+    [addr ^ flip, (addr + 4) ^ flip]
+}
 
 /// `VIGIL_HOOK_KEY_SYSCALL`: keys of syscall hooks in `vigil_hooks`.
 pub const HOOK_KEY_SYSCALL: u64 = 1 << 63;

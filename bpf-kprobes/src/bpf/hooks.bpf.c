@@ -5,7 +5,7 @@
  * tracepoint programs (one per arity) attached to the enter tracepoint of every system call a
  * policy names (sock_hooks.bpf.c has what stands for the socket functions).
  * Each finds the hooks on its attach point in vigil_hooks (by the probed address, from
- * bpf_get_func_ip (5.15+), with VIGIL_HOOK_KEY_RETURN for a return, or by system call number)
+ * bpf_get_func_ip (5.15+), VIGIL_HOOK_KEY_RETURN flipped in it for a return, or by system call number)
  * and runs each in turn: decodes the arguments it asks for, walks its selectors (first match
  * wins, as in Tetragon) and acts: reports, kills or signals. Every loaded policy that hooks a
  * function gets its own run.
@@ -62,7 +62,7 @@ int vigil_kprobe(struct pt_regs *ctx)
 SEC("kretprobe/vigil_generic")
 int vigil_kretprobe(struct pt_regs *ctx)
 {
-	__u64 key = bpf_get_func_ip(ctx) | VIGIL_HOOK_KEY_RETURN;
+	__u64 key = bpf_get_func_ip(ctx) ^ VIGIL_HOOK_KEY_RETURN;
 	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);
 	struct hook_eval *e = hook_eval();
 

@@ -108,16 +108,12 @@ pub(super) fn hook_keys(
             let addr = kernel
                 .address(function)
                 .ok_or_else(|| format!("no address for {function} in /proc/kallsyms"))?;
-            // The kprobe sits on the function's first instruction, or after its endbr64 where
-            // the kernel has indirect branch tracking; bpf_get_func_ip reports whichever it is.
-            if h.returns {
-                let ret = abi::HOOK_KEY_RETURN;
-                return Ok((
-                    vec![addr | ret, (addr + 4) | ret],
-                    AttachTarget::Kretprobe(function.clone()),
-                ));
-            }
-            Ok((vec![addr, addr + 4], AttachTarget::Kprobe(function.clone())))
+            let keys = abi::kprobe_keys(addr, h.returns).to_vec();
+            Ok(if h.returns {
+                (keys, AttachTarget::Kretprobe(function.clone()))
+            } else {
+                (keys, AttachTarget::Kprobe(function.clone()))
+            })
         }
         Mechanism::SyscallEnter(call) => {
             let nr = abi::syscall_nr(call)

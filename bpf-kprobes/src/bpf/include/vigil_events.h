@@ -209,7 +209,7 @@ struct vigil_policy_event {
  * unavailable, the enter tracepoints of system calls), and what stands for the socket functions
  * (sock_hooks.bpf.c), that decode their arguments, evaluate the policy's selectors and act. The
  * agent describes each hook in vigil_hook_configs, lists the hooks on each attach point in
- * vigil_hooks, keyed by the probed address (kprobes; | VIGIL_HOOK_KEY_RETURN for kretprobes),
+ * vigil_hooks, keyed by the probed address (kprobes; ^ VIGIL_HOOK_KEY_RETURN for kretprobes),
  * VIGIL_HOOK_KEY_SYSCALL | the system call's number, or VIGIL_HOOK_KEY_SOCK_STATE | the
  * stand-in's code, and keeps its selectors in vigil_hook_rules.
  */
@@ -226,7 +226,9 @@ enum vigil_sock_state_hook {
 	VIGIL_SOCK_STATE_UDP_SEND = 5, /* udp_sendmsg: the return from sendto/sendmsg/sendmmsg */
 	VIGIL_SOCK_STATE_UDP_RECV = 6, /* udp_recvmsg: the return from recvfrom/recvmsg/recvmmsg */
 };
-/* With a function's address: the key of a hook on its return (a kretprobe). */
+/* Flipped in a function's address: the key of a hook on its return (a kretprobe). A kernel
+ * address has its top bits set, so this clears one: OR-ing it in would leave the address, and
+ * the hooks on a function's entry and on its return would share a list. */
 #define VIGIL_HOOK_KEY_RETURN (1ull << 61)
 #define VIGIL_HOOK_STR 256 /* bytes kept of a string, path or buffer argument, NUL included */
 
