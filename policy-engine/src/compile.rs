@@ -13,7 +13,7 @@
 pub use crate::hook_rule::{HookArg, HookArgKind, HookRule, HookSelector};
 use crate::{
     hook_rule::{generic_hook, hook_rule, HookSource},
-    spec::Selector,
+    spec::{KprobeSpec, Selector},
     validate::{Mode, Policy},
 };
 
@@ -145,29 +145,6 @@ pub fn compile_all(policy: &Policy) -> Compiled {
     }
     for (i, k) in policy.spec.kprobes.iter().enumerate() {
         let path = format!("spec.kprobes[{i}]");
-        let skeleton = HookRule {
-            hook_path: path.clone(),
-            call: k.call.clone(),
-            lsm: false,
-            syscall: k.syscall,
-            // What the hook reads: its arguments, or on the return the return value.
-            args: k
-                .return_arg
-                .iter()
-                .filter(|_| k.r#return)
-                .chain(k.args.iter().filter(|_| !k.r#return))
-                .map(|a| HookArg {
-                    index: a.index,
-                    kind: HookArgKind::String,
-                    label: None,
-                })
-                .collect(),
-            returns: k.r#return,
-            selectors: Vec::new(),
-            monitor,
-            message: None,
-            tags: Vec::new(),
-        };
         let result = if k.call == "security_file_open" {
             let src = HookSource {
                 path,
@@ -188,7 +165,7 @@ pub fn compile_all(policy: &Policy) -> Compiled {
             Ok(h) => hooks.push(h),
             Err(e) => {
                 errors.extend(e);
-                skeletons.push(skeleton);
+                skeletons.push(skeleton(&format!("spec.kprobes[{i}]"), k, monitor));
             }
         }
     }
@@ -308,4 +285,31 @@ pub(crate) fn binary_filter(s: &Selector) -> Option<Filter> {
         negate,
         values: f.values.iter().map(|v| v.0.clone()).collect(),
     })
+}
+
+/// A kprobe that did not compile, as far as planning needs it: its call and what it reads (its
+/// arguments, or on the return the return value), with no selectors.
+fn skeleton(path: &str, k: &KprobeSpec, monitor: bool) -> HookRule {
+    HookRule {
+        hook_path: path.to_string(),
+        call: k.call.clone(),
+        lsm: false,
+        syscall: k.syscall,
+        args: k
+            .return_arg
+            .iter()
+            .filter(|_| k.r#return)
+            .chain(k.args.iter().filter(|_| !k.r#return))
+            .map(|a| HookArg {
+                index: a.index,
+                kind: HookArgKind::String,
+                label: None,
+            })
+            .collect(),
+        returns: k.r#return,
+        selectors: Vec::new(),
+        monitor,
+        message: None,
+        tags: Vec::new(),
+    }
 }

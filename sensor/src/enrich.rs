@@ -33,8 +33,9 @@ struct Match<'a> {
     flags: u32,
     /// The policy and its hook, when still installed.
     hook: Option<(&'a str, &'a HookRule)>,
-    /// The name to report, and whether the event is `process_lsm`, when it is not.
-    unknown: (String, bool),
+    /// When it is not (removed while its record was queued): what to call it (`rule-N`,
+    /// `hook-N`) and whether the event is `process_lsm`.
+    unknown: (&'static str, u32, bool),
     args: Vec<Arg>,
 }
 
@@ -196,7 +197,7 @@ impl EventEnricher {
             flags: ev.flags,
             hook: installed.map(|i| (i.policy.as_str(), &*i.rule.hook)),
             // A rule removed while its record was queued.
-            unknown: (format!("rule-{}", ev.rule), true),
+            unknown: ("rule", ev.rule, true),
             args: vec![Arg::FileArg(FileArg {
                 path: String::from_utf8_lossy(p.path).into_owned(),
             })],
@@ -225,7 +226,7 @@ impl EventEnricher {
             action: ev.action,
             flags: ev.flags,
             hook: installed.map(|i| (i.policy.as_str(), &i.rule)),
-            unknown: (format!("hook-{}", ev.hook_id), false),
+            unknown: ("hook", ev.hook_id, false),
             args,
         })
     }
@@ -245,11 +246,11 @@ impl EventEnricher {
                 h.lsm,
             ),
             None => (
-                m.unknown.0,
+                format!("{}-{}", m.unknown.0, m.unknown.1),
                 String::new(),
                 String::new(),
                 Vec::new(),
-                m.unknown.1,
+                m.unknown.2,
             ),
         };
         // A hook on the function's return read one value: the return value.

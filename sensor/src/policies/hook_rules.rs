@@ -104,14 +104,26 @@ fn cidr_key(rule_key: u32, net: &ipnet::IpNet) -> (u32, [u8; CIDR_DATA]) {
     (32 + bits, data)
 }
 
-/// The kernel form of one selector, and the keys its values need.
+/// The kernel form of one selector, and the keys its values need; policy-engine refused a
+/// selector with more conditions or capability filters than the kernel's rule holds, and one
+/// that came this far anyway is an error, never a panic or a filter left out.
 pub(super) fn selector_rule(
     s: &HookSelector,
     slot: u32,
     policy_id: u32,
     monitor: bool,
     host_ns: &[u32; abi::NS_COUNT],
-) -> (abi::HookRule, Vec<WrittenKey>) {
+) -> Result<(abi::HookRule, Vec<WrittenKey>), String> {
+    let empty = abi::HookRule::default();
+    if s.conds.len() > empty.conds.len() || s.caps.len() > empty.cap_set.len() {
+        return Err(format!(
+            "{} conditions and {} capability filters; the kernel's selector holds {} and {}",
+            s.conds.len(),
+            s.caps.len(),
+            empty.conds.len(),
+            empty.cap_set.len()
+        ));
+    }
     let mut keys = Vec::new();
     let (action, arg) = kernel_action(s.action);
     let mut r = abi::HookRule {
@@ -126,7 +138,7 @@ pub(super) fn selector_rule(
         action,
         arg,
         nconds: s.conds.len() as u32,
-        ..Default::default()
+        ..empty
     };
     for (c, cond) in s.conds.iter().enumerate() {
         lower_cond(cond, slot, c, &mut r.conds[c], &mut keys);
@@ -139,7 +151,7 @@ pub(super) fn selector_rule(
         keys.extend(binary_keys(abi::hook_rule_key(slot, abi::PART_BINARY), b));
     }
     lower_process_filters(s, slot, host_ns, &mut r, &mut keys);
-    (r, keys)
+    Ok((r, keys))
 }
 
 /// A value key of selector `slot`, in value-key part `part`.

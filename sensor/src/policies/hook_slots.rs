@@ -181,7 +181,8 @@ impl PolicyTable {
             };
             arg_config(&h, &mut cfg)
                 .map_err(|e| PolicyLoadError::Refused(format!("{}: {e}", h.hook_path)))?;
-            let (selectors, monitor) = (h.selectors.clone(), h.monitor);
+            let (selectors, monitor, hook_path) =
+                (h.selectors.clone(), h.monitor, h.hook_path.clone());
             self.hook_slots[slot] = Some(InstalledHook {
                 policy: policy.to_string(),
                 rule: h,
@@ -194,7 +195,9 @@ impl PolicyTable {
             for (i, s) in selectors.iter().enumerate() {
                 let rule_slot = (first + i) as u32;
                 let (mut raw, wkeys) =
-                    selector_rule(s, rule_slot, staged.policy_id, monitor, &self.host_ns);
+                    selector_rule(s, rule_slot, staged.policy_id, monitor, &self.host_ns).map_err(
+                        |e| PolicyLoadError::Refused(format!("{hook_path}.selectors[{i}]: {e}")),
+                    )?;
                 self.generation = self.generation.wrapping_add(1);
                 raw.generation = self.generation;
                 self.insert_keys(policy, &wkeys)?;

@@ -179,9 +179,11 @@ impl PolicyTable {
         let file = p.file.clone();
         let name = p.name().to_string();
         let mut lowered = Lowered::default();
+        let mut placed = Vec::new();
+        let mut report = Vec::new();
         for h in p.hooks {
             let attach = describe_mechanism(&h.plan.mechanism);
-            lowered.report.push(HookReport {
+            report.push(HookReport {
                 path: h.rule.hook_path.clone(),
                 hook: h.rule.call.clone(),
                 attach,
@@ -194,26 +196,13 @@ impl PolicyTable {
                 continue;
             }
             // A hook this kernel cannot place refuses the whole policy.
-            let placed = hook_keys(&h.rule, &h.plan.mechanism, kernel).map_err(|e| {
+            let place = hook_keys(&h.rule, &h.plan.mechanism, kernel).map_err(|e| {
                 PolicyLoadError::Refused(format!("{file}: {}: {e}", h.rule.hook_path))
             })?;
-            lowered.placed.push(placed);
+            placed.push(place);
             lowered.hooks.push(h.rule);
         }
-        let Lowered {
-            rules,
-            hooks,
-            placed,
-            file_open_lsm,
-            report,
-        } = lowered;
-        let p = Lowered {
-            rules,
-            hooks,
-            placed: Vec::new(),
-            file_open_lsm,
-            report: Vec::new(),
-        };
+        let p = lowered;
         let free_hooks: Vec<usize> = (0..self.hook_slots.len())
             .filter(|i| self.hook_slots[*i].is_none())
             .collect();
@@ -387,14 +376,11 @@ impl PolicyTable {
 struct Lowered {
     /// File-open rules, one per selector.
     rules: Vec<FileRule>,
-    /// Generic hooks, and the keys and attach target of each.
+    /// Generic hooks.
     hooks: Vec<HookRule>,
-    placed: Vec<(Vec<u64>, AttachTarget)>,
     /// Whether file opens are evaluated through BPF LSM (else the open system calls' exits),
     /// when the policy has file-open hooks.
     file_open_lsm: Option<bool>,
-    /// Each hook's attach point, for the log.
-    report: Vec<HookReport>,
 }
 
 /// Where one hook of a policy is attached, as `vigil policy explain` words it.
