@@ -35,7 +35,7 @@ macro_rules! embed_object {
 
 /// The agent's programs, linked into one object so they share the ring buffer and scratch
 /// maps: process lifecycle (`vigil_exec`, `vigil_fork`, `vigil_exit`), the file-open evaluator
-/// (`vigil_lsm_file_open`, `vigil_exit_open*`), the generic hooks (`vigil_kprobe`,
+/// (`vigil_lsm_file_open`, `vigil_exit_open`), the generic hooks (`vigil_kprobe`,
 /// `vigil_kretprobe`, `vigil_syscall_enter_*`) and the socket stand-ins (sock_hooks.bpf.c).
 pub const VIGIL_OBJ: &[u8] = embed_object!("vigil");
 

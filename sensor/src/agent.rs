@@ -27,10 +27,10 @@ use crate::{
     cache::ProcessCache,
     enrich::{EnrichOptions, EventEnricher},
     identity::Identity,
-    loader::{cgroup_subsys_for_host, LoadError, LoadOptions, LoadedObject},
+    loader::{cgroup_subsys_for_host, Handover, LoadError, LoadOptions, LoadedObject, ProgramNeed},
     output::{self, Format},
     policies::PolicyTable,
-    policy_watch::PolicyManager,
+    policy_watch::{PolicyManager, StartingPolicies},
     probe, proc_seed,
     sigma_alerts::SigmaDetector,
     system,
@@ -123,57 +123,90 @@ pub fn log(msg: impl std::fmt::Display) {
     eprintln!("vigil: {msg}");
 }
 
-/// Runs the agent until SIGINT or SIGTERM.
-pub async fn run(opts: AgentOptions) -> Result<()> {
+/// The start's steps, each logged with its time as it ends: a start that takes seconds says
+/// what it is doing.
+struct StartClock {
+    start: Instant,
+    step: Instant,
+}
+
+impl StartClock {
+    fn new() -> Self {
+        let now = Instant::now();
+        StartClock {
+            start: now,
+            step: now,
+        }
+    }
+
+    fn step(&mut self, what: impl std::fmt::Display) {
+        log(format!(
+            "start: {what} in {:.2} s",
+            self.step.elapsed().as_secs_f64()
+        ));
+        self.step = Instant::now();
+    }
+
+    fn total(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// What the loop needs of a started agent.
+struct Started {
+    sensor: LoadedObject,
+    ring: RingBuf<MapData>,
+    policies: Option<PolicyManager>,
+    enricher: EventEnricher,
+    sinks: Sinks,
+    stats: AgentStats,
+}
+
+/// Checks the host, reads the policies, loads the programs and enforces the policies, seeds
+/// the process cache and starts the outputs, logging each step with its time.
+fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
     system::check_privileges()?;
     system::check_btf(&opts.btf)?;
     for line in system::mount_pseudo_filesystems()? {
         log(line);
     }
-    let cgroup_subsys = cgroup_subsys_for_host();
-    let load = LoadOptions {
-        btf_path: &opts.btf,
-        ringbuf_bytes: opts.ringbuf_bytes,
-        cgroup_subsys,
-    };
-    let mut sensor = match LoadedObject::load(&load) {
-        Ok(s) => s,
-        Err(e @ LoadError::Program { .. }) => {
-            if !probe::run(&opts.btf).any_kind() {
-                bail!("this kernel refuses every eBPF program kind vigil can use (tracepoint, raw tracepoint, kprobe, fentry, LSM); run `vigil probe` for details");
-            }
-            return Err(e.into());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let ring = sensor.take_ring()?;
-    let mut policies = if opts.policies.is_empty() && opts.policy_dir.is_none() {
+    let starting = if opts.policies.is_empty() && opts.policy_dir.is_none() {
         None
     } else {
-        Some(PolicyManager::start(
-            &mut sensor,
-            &opts.btf,
-            &opts.policies,
-            opts.policy_dir.clone(),
-        )?)
+        let s = StartingPolicies::read(&opts.btf, &opts.policies, opts.policy_dir.clone())?;
+        clock.step("policies read and planned");
+        Some(s)
+    };
+    let needs = starting.as_ref().map(|s| s.needs()).unwrap_or_default();
+    let mut sensor = load_programs(&opts, &needs, clock)?;
+    let ring = sensor.take_ring()?;
+    let policies = match starting {
+        Some(s) => {
+            let m = s.start(&mut sensor, &opts.policies)?;
+            clock.step("policies enforced");
+            Some(m)
+        }
+        None => None,
     };
 
+    let cgroup_subsys = cgroup_subsys_for_host();
     let identity = Identity::new(
         system::node_name(opts.node_name.as_deref()),
         BootClock::new(system::boot_epoch_ns()),
     );
     let mut cache = ProcessCache::new(opts.cache_capacity, opts.exit_grace);
-    let mut stats = AgentStats {
+    let stats = AgentStats {
         procfs_seeded: proc_seed::seed(&mut cache, &identity, system::clk_tck(), cgroup_subsys),
         ..Default::default()
     };
-    let mut enricher = EventEnricher::new(
+    let enricher = EventEnricher::new(
         identity,
         cache,
         EnrichOptions {
             ancestors: opts.ancestors,
         },
     );
+    clock.step(format!("{} processes read from /proc", stats.procfs_seeded));
     let detector = (!opts.sigma.is_empty()).then(|| SigmaDetector::start(opts.sigma.clone()));
     // stdout or the export file, and the configuration's sinks: one pipeline.
     let mut export = opts
@@ -188,24 +221,10 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     if let Some(cfg) = &opts.config {
         log(format!("exporters: {} sinks", cfg.exporters.sinks.len()));
     }
-    let mut sinks = Sinks {
-        detector,
-        exporters: Some(exporters),
-    };
-
-    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the AsyncFd
-    // (which owns the ring buffer) is dropped.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {}", e))?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    // The kernel wakes us only when records pile up (see VIGIL_WAKEUP_BYTES), so a quiet
-    // stream is read on this timer; housekeeping runs on every HOUSEKEEPING_EVERY-th tick.
-    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
-    let mut ticks = 0u32;
-    let mut reported_drops = DropStats::default();
+    clock.step("outputs started");
     log(format!(
-        "agent ready: node {}, {} processes from /proc, cgroup hierarchy {}",
+        "agent ready in {:.2} s: node {}, {} processes from /proc, cgroup hierarchy {}",
+        clock.total(),
         enricher.identity.node,
         stats.procfs_seeded,
         if cgroup_subsys == abi::CGROUP_V2 {
@@ -214,6 +233,80 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             format!("v1 subsystem {cgroup_subsys}")
         }
     ));
+    Ok(Started {
+        sensor,
+        ring,
+        policies,
+        enricher,
+        sinks: Sinks {
+            detector,
+            exporters: Some(exporters),
+        },
+        stats,
+    })
+}
+
+/// Loads the agent's object: the lifecycle programs, attached, and every program the
+/// policies' plans use, all verified in parallel.
+fn load_programs(
+    opts: &AgentOptions,
+    needs: &[ProgramNeed],
+    clock: &mut StartClock,
+) -> Result<LoadedObject> {
+    let load = LoadOptions {
+        btf_path: &opts.btf,
+        ringbuf_bytes: opts.ringbuf_bytes,
+        cgroup_subsys: cgroup_subsys_for_host(),
+    };
+    match LoadedObject::load(&load, needs) {
+        Ok((sensor, mut loads)) => {
+            loads.sort_by(|a, b| b.took.cmp(&a.took));
+            let slowest: Vec<String> = loads
+                .iter()
+                .take(3)
+                .map(|l| format!("{} {:.2} s", l.name, l.took.as_secs_f64()))
+                .collect();
+            clock.step(format!(
+                "{} programs verified in parallel (slowest: {})",
+                loads.len(),
+                slowest.join(", ")
+            ));
+            Ok(sensor)
+        }
+        Err(e @ LoadError::Program { .. }) => {
+            if !probe::run(&opts.btf).any_kind() {
+                bail!("this kernel refuses every eBPF program kind vigil can use (tracepoint, raw tracepoint, kprobe, fentry, LSM); run `vigil probe` for details");
+            }
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(opts: AgentOptions) -> Result<()> {
+    let mut clock = StartClock::new();
+    // Before "agent ready": whoever waits for that line may stop the agent at once.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let Started {
+        mut sensor,
+        ring,
+        mut policies,
+        mut enricher,
+        mut sinks,
+        mut stats,
+    } = start(opts, &mut clock)?;
+
+    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the AsyncFd
+    // (which owns the ring buffer) is dropped.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {}", e))?;
+    // The kernel wakes us only when records pile up (see VIGIL_WAKEUP_BYTES), so a quiet
+    // stream is read on this timer; housekeeping runs on every HOUSEKEEPING_EVERY-th tick.
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    let mut ticks = 0u32;
+    let mut reported_drops = DropStats::default();
 
     loop {
         tokio::select! {
@@ -256,6 +349,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         }
     }
 
+    let stopping = Instant::now();
     // What the kernel queued before the signal; a flood that goes on after it cannot hold the
     // agent past FINAL_DRAIN.
     let deadline = Instant::now() + FINAL_DRAIN;
@@ -273,7 +367,21 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     stats.ringbuf_drops = DropStats::from_slots(sensor.drops());
     stats.cache_size = enricher.cache.len();
     stats.cache_evictions = enricher.cache.evictions();
+    drop(ring);
+    drop(policies);
+    let handover = Handover::start()
+        .map_err(|e| log(format!("detaching here, one tracepoint at a time: {e}")))
+        .ok();
+    sensor.shutdown();
     log(format!("stats {}", serde_json::to_string(&stats)?));
+    let detaching = handover
+        .as_ref()
+        .map(|h| format!("; the kernel finishes detaching in process {}", h.pid()))
+        .unwrap_or_default();
+    log(format!(
+        "stopped in {:.2} s{detaching}",
+        stopping.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 

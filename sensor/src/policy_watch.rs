@@ -1,9 +1,13 @@
 //! The policies an agent enforces: the files named with `--policy`, and every `*.yaml` /
 //! `*.yml` in `--policy-dir`, which is rescanned every second. A new file is loaded, a changed
 //! one replaces its policy (the new rules are active before the old ones go), a deleted one is
-//! removed. A file that fails validation, planning or compilation is refused with its reasons
-//! and the policies already running keep running; when the last policy goes, the file-open
-//! programs are detached.
+//! removed. A file of the directory that fails validation, planning or compilation is refused
+//! with its reasons and the policies already running keep running; a file named with
+//! `--policy` that is missing or refused stops the start instead (the user asked for that
+//! policy by name). When the last file-open policy goes, the file-open programs are detached.
+//!
+//! At start every file is read and prepared before the agent loads its programs, so that it
+//! loads every program their attach plans use at once, in parallel ([`StartingPolicies`]).
 
 use std::{
     collections::BTreeMap,
@@ -11,12 +15,16 @@ use std::{
     time::SystemTime,
 };
 
-use anyhow::Result;
-use vigil_policy_engine::{kernel::RunningKernel, plan::KernelCaps, Kernel, KernelSymbols};
+use anyhow::{bail, Result};
+use vigil_policy_engine::{
+    kernel::RunningKernel,
+    plan::{KernelCaps, Mechanism},
+    Kernel, KernelSymbols, Prepared,
+};
 
 use crate::{
     agent::log,
-    loader::{LoadError, LoadedObject},
+    loader::{LoadError, LoadedObject, ProgramNeed},
     policies::{AttachTarget, HookReport, Installed, PolicyLoadError, PolicyTable},
 };
 
@@ -31,13 +39,164 @@ struct Tracked {
     policy: Option<String>,
 }
 
-/// Loaded policies and the files they came from.
-pub struct PolicyManager {
-    table: PolicyTable,
+/// A policy file read and prepared (validated, compiled, planned), or why not.
+struct PreparedFile {
+    path: PathBuf,
+    stamp: Option<(SystemTime, u64)>,
+    prepared: Result<Prepared, PolicyLoadError>,
+}
+
+/// What the kernel offers policies: its program kinds and, where it can be read, its
+/// functions.
+struct KernelView {
     caps: KernelCaps,
     kernel: Option<RunningKernel>,
     /// When `kernel` was read.
     kernel_read: Option<std::time::Instant>,
+}
+
+impl KernelView {
+    fn read(btf: &str) -> Self {
+        let mut view = KernelView {
+            caps: crate::probe::run(btf).caps(),
+            kernel: None,
+            kernel_read: None,
+        };
+        view.refresh();
+        view
+    }
+
+    /// Reads the kernel's functions as they are now (a module loaded since may add some), as
+    /// `vigil policy lint` reads them; at most every few seconds, and never holding two copies
+    /// (the table is tens of megabytes).
+    fn refresh(&mut self) {
+        if self
+            .kernel_read
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5))
+        {
+            return;
+        }
+        self.kernel = None;
+        self.kernel = RunningKernel::read().ok();
+        self.kernel_read = Some(std::time::Instant::now());
+    }
+
+    /// Reads `path` through the gate every reader of policies goes through, then validates,
+    /// compiles and plans it, exactly as `vigil policy lint` and `explain` do.
+    fn prepare(&self, path: &Path) -> PreparedFile {
+        let stamp = stamp(path);
+        let kernel = Kernel {
+            caps: self.caps,
+            symbols: self.kernel.as_ref().map(|k| k as &dyn KernelSymbols),
+        };
+        let prepared = vigil_policy_engine::prepare(path, &kernel)
+            .map_err(|e| PolicyLoadError::Refused(e.to_string()));
+        PreparedFile {
+            path: path.to_path_buf(),
+            stamp,
+            prepared,
+        }
+    }
+}
+
+/// The policies of a start, read and prepared before the agent loads its programs.
+pub struct StartingPolicies {
+    view: KernelView,
+    dir: Option<PathBuf>,
+    files: Vec<PreparedFile>,
+}
+
+impl StartingPolicies {
+    /// Reads and prepares the files named with `--policy`, then those of `dir`. A named file
+    /// that is missing, unreadable or refused is an error, in one line: the agent does not
+    /// start without a policy it was asked for.
+    pub fn read(btf: &str, named: &[PathBuf], dir: Option<PathBuf>) -> Result<Self> {
+        let view = KernelView::read(btf);
+        let mut files = Vec::new();
+        for path in named {
+            let file = view.prepare(path);
+            if let Err(e) = &file.prepared {
+                bail!(
+                    "--policy {}: {}",
+                    path.display(),
+                    first_line(&e.to_string())
+                );
+            }
+            files.push(file);
+        }
+        if let Some(dir) = &dir {
+            for path in policy_files(dir)? {
+                if !named.contains(&path) {
+                    files.push(view.prepare(&path));
+                }
+            }
+        }
+        Ok(StartingPolicies { view, dir, files })
+    }
+
+    /// The program families the prepared policies attach with.
+    pub fn needs(&self) -> Vec<ProgramNeed> {
+        let mut needs = Vec::new();
+        for hook in self
+            .files
+            .iter()
+            .filter_map(|f| f.prepared.as_ref().ok())
+            .flat_map(|p| &p.hooks)
+        {
+            let need = match &hook.plan.mechanism {
+                Mechanism::Lsm(_) => ProgramNeed::FileOpen { lsm: true },
+                Mechanism::SyscallTracepoints(_) => ProgramNeed::FileOpen { lsm: false },
+                Mechanism::Kprobe(_) => ProgramNeed::Kprobe,
+                Mechanism::Kretprobe(_) => ProgramNeed::Kretprobe,
+                Mechanism::SyscallEnter(_) => ProgramNeed::SyscallEnter,
+                Mechanism::SockState(_) => ProgramNeed::SockState,
+                Mechanism::NotInKernel(_) => continue,
+            };
+            if !needs.contains(&need) {
+                needs.push(need);
+            }
+        }
+        needs
+    }
+
+    /// Enforces the prepared policies. A named file the kernel then refuses stops the start
+    /// (the error says why); a file of the directory is refused on its own.
+    pub fn start(self, sensor: &mut LoadedObject, named: &[PathBuf]) -> Result<PolicyManager> {
+        let mut m = PolicyManager {
+            table: PolicyTable::new(sensor.ebpf_mut())?,
+            view: self.view,
+            dir: self.dir,
+            files: BTreeMap::new(),
+            attached: false,
+        };
+        for file in self.files {
+            let path = file.path.clone();
+            if let Err(reason) = m.apply(sensor, file) {
+                if named.contains(&path) {
+                    bail!("--policy {}: {}", path.display(), first_line(&reason));
+                }
+            }
+        }
+        m.release_file_open(sensor);
+        Ok(m)
+    }
+}
+
+/// The first line of a refusal, and how many more there are: a start that stops says it in
+/// one line, and `vigil policy lint` lists them all.
+fn first_line(reason: &str) -> String {
+    let mut lines = reason.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next().unwrap_or("refused").trim().to_string();
+    match lines.count() {
+        0 => first,
+        n => format!("{first} (and {n} more lines: `vigil policy lint` lists every problem)"),
+    }
+}
+
+/// Loaded policies and the files they came from.
+pub struct PolicyManager {
+    table: PolicyTable,
+    view: KernelView,
     dir: Option<PathBuf>,
     files: BTreeMap<PathBuf, Tracked>,
     attached: bool,
@@ -59,49 +218,6 @@ pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 impl PolicyManager {
-    /// Loads `files` and the directory's policies.
-    ///
-    /// Fails only when the agent's own object lacks the policy maps (a broken build): a policy
-    /// that cannot be read, compiled, written or attached is refused and logged, and the agent
-    /// starts with the others.
-    pub fn start(
-        sensor: &mut LoadedObject,
-        btf: &str,
-        files: &[PathBuf],
-        dir: Option<PathBuf>,
-    ) -> Result<Self> {
-        let mut m = PolicyManager {
-            table: PolicyTable::new(sensor.ebpf_mut())?,
-            caps: crate::probe::run(btf).caps(),
-            kernel: None,
-            kernel_read: None,
-            dir,
-            files: BTreeMap::new(),
-            attached: false,
-        };
-        m.refresh_kernel();
-        for f in files {
-            m.load(sensor, f);
-        }
-        m.rescan(sensor)?;
-        Ok(m)
-    }
-
-    /// Reads the kernel's functions as they are now (a module loaded since may add some), as
-    /// `vigil policy lint` reads them; at most every few seconds, and never holding two copies
-    /// (the table is tens of megabytes).
-    fn refresh_kernel(&mut self) {
-        if self
-            .kernel_read
-            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5))
-        {
-            return;
-        }
-        self.kernel = None;
-        self.kernel = RunningKernel::read().ok();
-        self.kernel_read = Some(std::time::Instant::now());
-    }
-
     /// The rules, for events.
     pub fn table(&self) -> &PolicyTable {
         &self.table
@@ -163,38 +279,34 @@ impl PolicyManager {
             })
             .collect();
         if !due.is_empty() {
-            self.refresh_kernel();
+            self.view.refresh();
         }
         for path in due {
-            self.load(sensor, &path);
+            let file = self.view.prepare(&path);
+            let _ = self.apply(sensor, file);
         }
         self.release_file_open(sensor);
         Ok(())
     }
 
-    /// Loads (or reloads) one file, enforcing it before saying so. A refusal at any step is
+    /// Enforces (or re-enforces) one prepared file before saying so. A refusal at any step is
     /// logged and leaves the policies as they were (a previous version of the file's policy
-    /// keeps running); it never ends the agent.
-    fn load(&mut self, sensor: &mut LoadedObject, path: &Path) {
-        let Some(st) = stamp(path) else { return };
-        let file = path.display().to_string();
-        let previous = self.files.get(path).and_then(|t| t.policy.clone());
-        let kernel = Kernel {
-            caps: self.caps,
-            symbols: self.kernel.as_ref().map(|k| k as &dyn KernelSymbols),
+    /// keeps running), and returned; it never ends the agent.
+    fn apply(&mut self, sensor: &mut LoadedObject, file: PreparedFile) -> Result<(), String> {
+        let Some(st) = file.stamp else {
+            return Err(format!("{}: cannot read it", file.path.display()));
         };
-        // The one gate every reader of policies goes through, then validation, compilation and
-        // the attach plan, exactly as `vigil policy lint` and `explain` run them.
-        let result = vigil_policy_engine::prepare(path, &kernel)
-            .map_err(|e| PolicyLoadError::Refused(e.to_string()))
-            .and_then(|p| {
-                let name = p.name().to_string();
-                self.table
-                    .install(p, previous.as_deref(), self.kernel.as_ref())
-                    .map(|n| (name, n))
-            });
-        let policy = match result {
-            Ok((name, installed)) => match self.enforce(sensor, &file, installed) {
+        let path = file.path;
+        let name_of_file = path.display().to_string();
+        let previous = self.files.get(&path).and_then(|t| t.policy.clone());
+        let result = file.prepared.and_then(|p| {
+            let name = p.name().to_string();
+            self.table
+                .install(p, previous.as_deref(), self.view.kernel.as_ref())
+                .map(|n| (name, n))
+        });
+        let (policy, outcome) = match result {
+            Ok((name, installed)) => match self.enforce(sensor, &name_of_file, installed) {
                 Ok((rules, report)) => {
                     let verb = if previous.is_some() {
                         "reloaded"
@@ -206,22 +318,23 @@ impl PolicyManager {
                         .map(|h| format!("\n  {} {}: attached {}", h.path, h.hook, h.attach))
                         .collect();
                     log(format!(
-                        "policy {name} {verb} from {file} ({rules} rules){attached}"
+                        "policy {name} {verb} from {name_of_file} ({rules} rules){attached}"
                     ));
-                    Some(name)
+                    (Some(name), Ok(()))
                 }
                 Err(reason) => {
-                    refused(previous.as_deref(), &format!("{file}: {reason}"));
-                    previous
+                    let reason = format!("{name_of_file}: {reason}");
+                    refused(previous.as_deref(), &reason);
+                    (previous, Err(reason))
                 }
             },
             Err(e) => {
                 refused(previous.as_deref(), &e.to_string());
-                previous
+                (previous, Err(e.to_string()))
             }
         };
-        self.files
-            .insert(path.to_path_buf(), Tracked { stamp: st, policy });
+        self.files.insert(path, Tracked { stamp: st, policy });
+        outcome
     }
 
     /// Attaches an installed policy's hooks (and the file-open programs it needs), then makes
@@ -303,7 +416,7 @@ impl PolicyManager {
     fn release_file_open(&mut self, sensor: &mut LoadedObject) {
         if self.attached && !self.table.has_file_rules() {
             sensor.detach_file_open();
-            log("no policies left: file-open programs detached");
+            log("no file-open policy left: file-open programs detached");
             self.attached = false;
         }
     }

@@ -262,6 +262,7 @@ impl Agent {
             "vigil agent exited with {status}:\n{}",
             stderr.join("\n")
         );
+        wait_for_detach(&stderr);
         let stats = stderr
             .iter()
             .find_map(|l| l.strip_prefix("vigil: stats "))
@@ -277,6 +278,28 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits until the process the agent handed its kernel objects to at its stop has exited, so
+/// that the kernel has detached its programs before the next test's agent starts (one agent's
+/// policies never act in another's test).
+fn wait_for_detach(stderr: &[String]) {
+    let Some(pid) = stderr.iter().find_map(|l| {
+        l.split_once("the kernel finishes detaching in process ")
+            .and_then(|(_, p)| p.trim().parse::<u32>().ok())
+    }) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        // Gone, or a zombie (its descriptors are closed before it becomes one).
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) if !stat.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')) => {}
+            _ => return,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the agent's detaching process {pid} still runs 30 s after the agent stopped");
 }
 
 fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {

@@ -66,7 +66,7 @@ pub const STAND_INS: [StandIn; 6] = [
         on_return: false,
         everywhere: false,
         args: &[0],
-        what: "the TCP state change from ESTABLISHED to FIN_WAIT1 or CLOSE_WAIT to LAST_ACK in close() or shutdown(), BTF tracepoint sock/inet_sock_set_state",
+        what: "the TCP state change from ESTABLISHED to FIN_WAIT1 or CLOSE_WAIT to LAST_ACK in close() or shutdown(), tracepoint sock/inet_sock_set_state",
     },
     StandIn {
         call: "inet_csk_listen_start",
@@ -74,7 +74,7 @@ pub const STAND_INS: [StandIn; 6] = [
         on_return: false,
         everywhere: false,
         args: &[0],
-        what: "the TCP state change to LISTEN in listen(), BTF tracepoint sock/inet_sock_set_state",
+        what: "the TCP state change to LISTEN in listen(), tracepoint sock/inet_sock_set_state",
     },
     StandIn {
         call: "inet_csk_accept",
@@ -98,7 +98,7 @@ pub const STAND_INS: [StandIn; 6] = [
         on_return: false,
         everywhere: true,
         args: &[0, 1, 2],
-        what: "the return from recvfrom(), recvmsg() or recvmmsg() that received on a UDP socket, tracepoints syscalls/sys_exit_recv*, or a read() on a connected one, BTF tracepoint sock/sock_recv_length (before 6.3: syscalls/sys_exit_read)",
+        what: "the return from recvfrom(), recvmsg() or recvmmsg() that received on a UDP socket, tracepoints syscalls/sys_exit_recv*, or a read() on a connected one, tracepoint sock/sock_recv_length (before 6.3: syscalls/sys_exit_read)",
     },
 ];
 

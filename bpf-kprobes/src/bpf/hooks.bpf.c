@@ -6,7 +6,7 @@
  * policy names (sock_hooks.bpf.c has what stands for the socket functions).
  * Each finds the hooks on its attach point in vigil_hooks (by the probed address, from
  * bpf_get_func_ip (5.15+), VIGIL_HOOK_KEY_RETURN flipped in it for a return, or by system call number)
- * and runs each in turn: decodes the arguments it asks for, walks its selectors (first match
+ * and runs each in turn (through one runner program per program type, see hook_run.h): decodes the arguments it asks for, walks its selectors (first match
  * wins, as in Tetragon) and acts: reports, kills or signals. Every loaded policy that hooks a
  * function gets its own run.
  *
@@ -54,7 +54,8 @@ int vigil_kprobe(struct pt_regs *ctx)
 	}
 	e->regs[5] = 0;
 	e->connect_addr = 0;
-	run_hooks(e, hooks);
+	e->lookup_key = ip;
+	bpf_tail_call(ctx, &vigil_kprobe_runner, 0);
 	return 0;
 }
 
@@ -72,7 +73,8 @@ int vigil_kretprobe(struct pt_regs *ctx)
 	for (int i = 1; i < 6; i++)
 		e->regs[i] = 0;
 	e->connect_addr = 0;
-	run_hooks(e, hooks);
+	e->lookup_key = key;
+	bpf_tail_call(ctx, &vigil_kprobe_runner, 0);
 	return 0;
 }
 
@@ -95,7 +97,8 @@ int vigil_kretprobe(struct pt_regs *ctx)
 		for (int i = n; i < 6; i++)                                                        \
 			e->regs[i] = 0;                                                            \
 		e->connect_addr = 0;                                                               \
-		run_hooks(e, hooks);                                                                  \
+		e->lookup_key = key;                                                               \
+		bpf_tail_call(ctx, &vigil_tp_runner, 0);                                           \
 		return 0;                                                                          \
 	}
 
@@ -105,3 +108,19 @@ SYSCALL_ENTER(3)
 SYSCALL_ENTER(4)
 SYSCALL_ENTER(5)
 SYSCALL_ENTER(6)
+
+/* The runners the programs above (and the socket tracepoint programs) tail-call: see
+ * hook_run.h. Never attached. */
+SEC("tracepoint/vigil/run_hooks")
+int vigil_tp_run_hooks(void *ctx)
+{
+	run_hooks_of_key();
+	return 0;
+}
+
+SEC("kprobe/vigil_run_hooks")
+int vigil_kprobe_run_hooks(struct pt_regs *ctx)
+{
+	run_hooks_of_key();
+	return 0;
+}

@@ -250,26 +250,10 @@ static __always_inline int on_open_exit(struct syscall_exit_ctx *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat")
-int vigil_exit_openat(struct syscall_exit_ctx *ctx)
-{
-	return on_open_exit(ctx);
-}
-
-SEC("tracepoint/syscalls/sys_exit_openat2")
-int vigil_exit_openat2(struct syscall_exit_ctx *ctx)
-{
-	return on_open_exit(ctx);
-}
-
+/* One program for the returns of openat(), openat2(), open() and creat(), attached to each
+ * exit tracepoint: their records agree, and one program is one verification. */
 SEC("tracepoint/syscalls/sys_exit_open")
 int vigil_exit_open(struct syscall_exit_ctx *ctx)
-{
-	return on_open_exit(ctx);
-}
-
-SEC("tracepoint/syscalls/sys_exit_creat")
-int vigil_exit_creat(struct syscall_exit_ctx *ctx)
 {
 	return on_open_exit(ctx);
 }

@@ -29,21 +29,31 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define VIGIL_ECONNREFUSED 111
 #define VIGIL_ETIMEDOUT 110
 
-/* Runs the hooks on stand-in `code`, if a policy asked for them, with `sk` as the first
- * argument. The caller has set e->regs[1] and [2] (a datagram's first bytes in user memory and
- * its length) and e->connect_addr (the call's peer sockaddr: connect(), an unconnected send or
- * receive), or zeroed them. */
-static __always_inline void run_sock_hook(struct hook_eval *e, __u64 code, struct sock *sk)
+/* The hooks on stand-in `code`, if a policy asked for them, with `sk` set as their first
+ * argument and the stand-in's key in e->lookup_key. The caller has set e->regs[1] and [2] (a
+ * datagram's first bytes in user memory and its length) and e->connect_addr (the call's peer
+ * sockaddr: connect(), an unconnected send or receive), or zeroed them. */
+static __always_inline struct vigil_hook_list *sock_hooks(struct hook_eval *e, __u64 code,
+							  struct sock *sk)
 {
 	e->lookup_key = VIGIL_HOOK_KEY_SOCK_STATE | code;
 	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &e->lookup_key);
 
 	if (!hooks)
-		return;
+		return 0;
 	e->regs[0] = (__u64)sk;
 	for (int i = 3; i < 6; i++)
 		e->regs[i] = 0;
-	run_hooks(e, hooks);
+	return hooks;
+}
+
+/* Runs them through the tracepoint runner (the calling program's last act: a tail call does
+ * not return). */
+static __always_inline void tail_sock_hook(void *ctx, struct hook_eval *e, __u64 code,
+					   struct sock *sk)
+{
+	if (sock_hooks(e, code, sk))
+		bpf_tail_call(ctx, &vigil_tp_runner, 0);
 }
 
 /*
@@ -206,9 +216,9 @@ int vigil_sendto_enter(struct syscall_enter_ctx *ctx)
 }
 
 /*
- * The exit program's own frame is the first of the chain of frames run_hook's loops build, which
- * together must fit the kernel's 512 bytes (6.1 rounds each up to 32): what it needs only on
- * one path lives in these subprograms' frames instead.
+ * The system call programs tail-call the runner, which the kernel allows only while the frames
+ * below the call fit 256 bytes: what a program needs only on one path lives in these
+ * subprograms' frames, and what the hooks read goes straight into the per-CPU state.
  */
 
 /* The socket of `fd` when it is one of `protocol` that the call `code` returning `ret` is a
@@ -271,7 +281,7 @@ int vigil_rw_enter(struct syscall_enter_ctx *ctx)
 
 	if (!e)
 		return 0;
-	/* The key in the per-CPU state: this frame starts run_hook's chain (see below). */
+	/* The key in the per-CPU state, not this frame (see above). */
 	struct udp_fd_key *k = (struct udp_fd_key *)&e->lookup_key;
 	k->tgid = bpf_get_current_pid_tgid() >> 32;
 	k->fd = (__s32)ctx->args[0];
@@ -286,7 +296,7 @@ int vigil_rw_enter(struct syscall_enter_ctx *ctx)
 	e->regs[1] = ctx->args[1];
 	e->regs[2] = ctx->args[2];
 	e->connect_addr = 0;
-	run_sock_hook(e, VIGIL_SOCK_STATE_UDP_SEND, sk);
+	tail_sock_hook(ctx, e, VIGIL_SOCK_STATE_UDP_SEND, sk);
 	return 0;
 }
 
@@ -301,14 +311,13 @@ struct syscall_exit_ctx {
 
 /*
  * One program for the returns from connect(), accept(), accept4() and the datagram sends and
- * receives, attached to their exit tracepoints: run_hook makes a program slow to verify, so
- * there is one such program here rather than one per system call.
+ * receives, attached to their exit tracepoints (one program is one verification; the runner it
+ * calls is verified once for all of them).
  */
 SEC("tracepoint/syscalls/sys_exit_sock")
 int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 {
-	/* What the hooks read goes straight into the per-CPU state: this frame is the first of
-	 * the chain run_hook's loops build (see above). */
+	/* What the hooks read goes straight into the per-CPU state (see above). */
 	struct hook_eval *e = hook_eval();
 	__s64 fd = ctx->ret;
 	__u64 code;
@@ -352,7 +361,7 @@ int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
 	struct sock *sk = e->regs[0] ? (struct sock *)e->regs[0]
 				     : (struct sock *)stand_in_sock(fd, protocol, code, ctx->ret);
 	if (sk)
-		run_sock_hook(e, code, sk);
+		tail_sock_hook(ctx, e, code, sk);
 	return 0;
 }
 
@@ -362,10 +371,12 @@ int vigil_sock_syscall_exit(struct syscall_exit_ctx *ctx)
  * of files cost nothing (read()'s exit tracepoint, the fallback, runs for every read on the
  * machine). The call and its buffer are the caller's registers at entry.
  */
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(vigil_sock_recv, struct sock *sk, int ret, int flags)
+SEC("tracepoint/sock/sock_recv_length")
+int vigil_sock_recv(struct trace_event_raw_sock_msg_length *ctx)
 {
-	if (ret <= 0 || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+	struct sock *sk = (struct sock *)ctx->sk;
+
+	if (ctx->ret <= 0 || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	struct hook_eval *e = hook_eval();
@@ -373,15 +384,19 @@ int BPF_PROG(vigil_sock_recv, struct sock *sk, int ret, int flags)
 	if (!regs || !e || BPF_CORE_READ(regs, orig_ax) != VIGIL_NR_READ)
 		return 0;
 	e->regs[1] = BPF_CORE_READ(regs, si);
-	e->regs[2] = ret;
+	e->regs[2] = ctx->ret;
 	e->connect_addr = 0;
-	run_sock_hook(e, VIGIL_SOCK_STATE_UDP_RECV, sk);
+	tail_sock_hook(ctx, e, VIGIL_SOCK_STATE_UDP_RECV, sk);
 	return 0;
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(vigil_sock_state, struct sock *sk, int oldstate, int newstate)
+/* The TCP state changes (the classic tracepoint, not the BTF one: a tracepoint program can
+ * tail-call the runner, a BTF tracepoint program would carry a runner of its own). */
+SEC("tracepoint/sock/inet_sock_set_state")
+int vigil_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
+	struct sock *sk = (struct sock *)ctx->skaddr;
+	int oldstate = ctx->oldstate, newstate = ctx->newstate;
 	struct hook_eval *e = hook_eval();
 	__u64 code;
 
@@ -395,6 +410,6 @@ int BPF_PROG(vigil_sock_state, struct sock *sk, int oldstate, int newstate)
 	else
 		return 0;
 	e->regs[1] = e->regs[2] = e->connect_addr = 0;
-	run_sock_hook(e, code, sk);
+	tail_sock_hook(ctx, e, code, sk);
 	return 0;
 }

@@ -27,6 +27,28 @@ struct {
 	__type(value, struct vigil_hook_config);
 } vigil_hook_configs SEC(".maps") __vigil_shared;
 
+/*
+ * run_hooks is what makes a program slow to verify (about half a second), so each program type
+ * that runs hooks has one program that runs them, reached by tail call with the attach point's
+ * key in e->lookup_key: the system call and socket tracepoint programs share vigil_tp_run_hooks,
+ * the kprobe and kretprobe programs vigil_kprobe_run_hooks (a tail call stays within one program
+ * type). The agent puts each runner in its array before it attaches a program that calls it.
+ * (BTF tracepoint programs could not share one: each is bound to its tracepoint's prototype.)
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} vigil_tp_runner SEC(".maps") __vigil_shared;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} vigil_kprobe_runner SEC(".maps") __vigil_shared;
+
 struct emit_walk {
 	__u32 off;
 };
@@ -176,6 +198,19 @@ static __always_inline void run_hooks(struct hook_eval *e, const struct vigil_ho
 	__u32 n = l->n;
 
 	bpf_loop(n < VIGIL_HOOKS_PER_KEY ? n : VIGIL_HOOKS_PER_KEY, hook_step, &w, 0);
+}
+
+/* A runner's body: the hooks on the attach point whose key the calling program left. */
+static __always_inline void run_hooks_of_key(void)
+{
+	struct hook_eval *e = hook_eval();
+
+	if (!e)
+		return;
+	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &e->lookup_key);
+
+	if (hooks)
+		run_hooks(e, hooks);
 }
 
 /* The first hook on an attach point (they agree on what the point is). */

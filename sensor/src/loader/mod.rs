@@ -4,15 +4,21 @@
 //! programs where the attach plan says; reads the in-kernel drop counters.
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{
-        kprobe::KProbeLinkId, tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
-        BtfTracePoint, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint,
+        kprobe::KProbeLinkId, trace_point::TracePointLinkId, KProbe, Lsm, ProgramError,
+        RawTracePoint, TracePoint,
     },
     Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Endianness, Pod,
 };
 use thiserror::Error;
 use vigil_bpf_kprobes::{abi, VIGIL_OBJ};
+
+mod handover;
+mod parallel;
+pub use handover::Handover;
+pub use parallel::ProgramLoad;
+use parallel::{LoadAs, Release};
 
 /// Why the process sensor could not start.
 #[derive(Debug, Error)]
@@ -75,40 +81,40 @@ enum SharedLinkId {
 }
 
 /// The links of the programs that stand for the socket functions.
-#[derive(Debug)]
-struct SockStateLinks {
-    /// The TCP state changes, then (6.3+) the socket receives.
-    btf: Vec<(&'static str, BtfTracePointLinkId)>,
-    syscalls: Vec<(&'static str, TracePointLinkId)>,
-}
+type SockStateLinks = Vec<(&'static str, TracePointLinkId)>;
 
-/// The system call programs that stand for the socket functions, and their tracepoints (one
-/// exit program serves every return).
-const SOCK_SYSCALL_PROGRAMS: [(&str, &str); 17] = [
-    ("vigil_connect_enter", "sys_enter_connect"),
-    ("vigil_connect_enter", "sys_enter_sendmsg"),
-    ("vigil_connect_enter", "sys_enter_sendmmsg"),
-    ("vigil_connect_enter", "sys_enter_recvmsg"),
-    ("vigil_connect_enter", "sys_enter_recvmmsg"),
-    ("vigil_sendto_enter", "sys_enter_sendto"),
-    ("vigil_sendto_enter", "sys_enter_recvfrom"),
-    ("vigil_sock_syscall_exit", "sys_exit_connect"),
-    ("vigil_sock_syscall_exit", "sys_exit_accept"),
-    ("vigil_sock_syscall_exit", "sys_exit_accept4"),
-    ("vigil_sock_syscall_exit", "sys_exit_sendto"),
-    ("vigil_sock_syscall_exit", "sys_exit_sendmsg"),
-    ("vigil_sock_syscall_exit", "sys_exit_sendmmsg"),
-    ("vigil_sock_syscall_exit", "sys_exit_recvfrom"),
-    ("vigil_sock_syscall_exit", "sys_exit_recvmsg"),
-    ("vigil_sock_syscall_exit", "sys_exit_recvmmsg"),
-    ("vigil_rw_enter", "sys_enter_write"),
+/// The programs that stand for the socket functions, each with its tracepoint (category,
+/// name): the TCP state changes, the system calls' entries and returns (one exit program
+/// serves every return).
+const SOCK_PROGRAMS: [(&str, &str, &str); 18] = [
+    ("vigil_sock_state", "sock", "inet_sock_set_state"),
+    ("vigil_connect_enter", "syscalls", "sys_enter_connect"),
+    ("vigil_connect_enter", "syscalls", "sys_enter_sendmsg"),
+    ("vigil_connect_enter", "syscalls", "sys_enter_sendmmsg"),
+    ("vigil_connect_enter", "syscalls", "sys_enter_recvmsg"),
+    ("vigil_connect_enter", "syscalls", "sys_enter_recvmmsg"),
+    ("vigil_sendto_enter", "syscalls", "sys_enter_sendto"),
+    ("vigil_sendto_enter", "syscalls", "sys_enter_recvfrom"),
+    ("vigil_sock_syscall_exit", "syscalls", "sys_exit_connect"),
+    ("vigil_sock_syscall_exit", "syscalls", "sys_exit_accept"),
+    ("vigil_sock_syscall_exit", "syscalls", "sys_exit_accept4"),
+    ("vigil_sock_syscall_exit", "syscalls", "sys_exit_sendto"),
+    ("vigil_sock_syscall_exit", "syscalls", "sys_exit_sendmsg"),
+    ("vigil_sock_syscall_exit", "syscalls", "sys_exit_sendmmsg"),
+    ("vigil_sock_syscall_exit", "syscalls", "sys_exit_recvfrom"),
+    ("vigil_sock_syscall_exit", "syscalls", "sys_exit_recvmsg"),
+    ("vigil_sock_syscall_exit", "syscalls", "sys_exit_recvmmsg"),
+    ("vigil_rw_enter", "syscalls", "sys_enter_write"),
 ];
+
+/// Every receive on a socket (6.3+): read() on a connected UDP socket is served here.
+const SOCK_RECV_PROGRAM: (&str, &str, &str) = ("vigil_sock_recv", "sock", "sock_recv_length");
 
 /// Where the kernel has no `sock/sock_recv_length` tracepoint (before 6.3), read() on a
 /// connected UDP socket is served by its entry and return, which every read() then pays for.
-const READ_FALLBACK_PROGRAMS: [(&str, &str); 2] = [
-    ("vigil_rw_enter", "sys_enter_read"),
-    ("vigil_sock_syscall_exit", "sys_exit_read"),
+const READ_FALLBACK_PROGRAMS: [(&str, &str, &str); 2] = [
+    ("vigil_rw_enter", "syscalls", "sys_enter_read"),
+    ("vigil_sock_syscall_exit", "syscalls", "sys_exit_read"),
 ];
 
 /// The syscall-enter programs of `hooks.bpf.c`, by the number of arguments they read.
@@ -121,14 +127,107 @@ const SYSCALL_ENTER_PROGRAMS: [&str; 6] = [
     "vigil_syscall_enter_6",
 ];
 
+/// What runs the hooks for each program type that tail-calls one (see `hook_run.h`): the
+/// runner program and the array its callers find it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runner {
+    /// System call and socket tracepoint programs.
+    Tracepoint,
+    /// Kprobe and kretprobe programs.
+    Kprobe,
+}
+
+impl Runner {
+    fn program(self) -> &'static str {
+        match self {
+            Runner::Tracepoint => "vigil_tp_run_hooks",
+            Runner::Kprobe => "vigil_kprobe_run_hooks",
+        }
+    }
+
+    fn array(self) -> &'static str {
+        match self {
+            Runner::Tracepoint => "vigil_tp_runner",
+            Runner::Kprobe => "vigil_kprobe_runner",
+        }
+    }
+}
+
+/// A family of programs that policies' hooks attach with, as their attach plans chose: what
+/// the agent loads, in parallel, before it attaches the first hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgramNeed {
+    /// Kprobes on kernel functions.
+    Kprobe,
+    /// Kretprobes on kernel functions.
+    Kretprobe,
+    /// System calls' enter tracepoints.
+    SyscallEnter,
+    /// What stands for the socket functions.
+    SockState,
+    /// The file-open evaluator, through BPF LSM (`lsm`) or the open system calls' exits.
+    FileOpen {
+        /// Through BPF LSM.
+        lsm: bool,
+    },
+}
+
+impl ProgramNeed {
+    /// The programs (with how each loads) that the family uses, besides the small per-arity
+    /// system call programs, which are loaded when attached.
+    fn programs(self) -> Vec<(&'static str, LoadAs)> {
+        let plain = |names: &[&'static str]| names.iter().map(|n| (*n, LoadAs::Plain)).collect();
+        match self {
+            ProgramNeed::Kprobe => plain(&["vigil_kprobe", Runner::Kprobe.program()]),
+            ProgramNeed::Kretprobe => plain(&["vigil_kretprobe", Runner::Kprobe.program()]),
+            ProgramNeed::SyscallEnter => plain(&[Runner::Tracepoint.program()]),
+            ProgramNeed::SockState => {
+                let mut all: Vec<_> = sock_state_programs()
+                    .into_iter()
+                    .map(|(p, _, _)| (p, LoadAs::Plain))
+                    .collect();
+                all.push((Runner::Tracepoint.program(), LoadAs::Plain));
+                all
+            }
+            ProgramNeed::FileOpen { lsm: true } => {
+                vec![("vigil_lsm_file_open", LoadAs::Lsm("file_open"))]
+            }
+            ProgramNeed::FileOpen { lsm: false } => plain(&[FILE_OPEN_EXIT]),
+        }
+    }
+}
+
+/// The socket stand-ins' programs with their tracepoints on this kernel: the receive
+/// tracepoint where it exists (6.3+), else read()'s entry and return.
+fn sock_state_programs() -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut all = SOCK_PROGRAMS.to_vec();
+    if std::path::Path::new("/sys/kernel/tracing/events/sock/sock_recv_length").exists() {
+        all.push(SOCK_RECV_PROGRAM);
+    } else {
+        all.extend(READ_FALLBACK_PROGRAMS);
+    }
+    all
+}
+
+/// The exit tracepoints of the open system calls this architecture has (the ones it has are
+/// all covered), for [`FILE_OPEN_EXIT`].
+fn file_open_exits() -> Vec<String> {
+    ["openat", "openat2", "open", "creat"]
+        .into_iter()
+        .map(|call| format!("sys_exit_{call}"))
+        .filter(|tp| {
+            std::path::Path::new("/sys/kernel/tracing/events/syscalls")
+                .join(tp)
+                .exists()
+        })
+        .collect()
+}
+
 /// The programs of `policy.bpf.c` that enforce on file opens.
-const FILE_OPEN_PROGRAMS: [&str; 5] = [
-    "vigil_lsm_file_open",
-    "vigil_exit_openat",
-    "vigil_exit_openat2",
-    "vigil_exit_open",
-    "vigil_exit_creat",
-];
+const FILE_OPEN_PROGRAMS: [&str; 2] = ["vigil_lsm_file_open", FILE_OPEN_EXIT];
+
+/// The program of `policy.bpf.c` attached to every open system call's exit.
+const FILE_OPEN_EXIT: &str = "vigil_exit_open";
 
 /// The programs of `process.bpf.c` and the raw tracepoint each attaches to.
 pub const ATTACH_PLAN: [(&str, &str); 3] = [
@@ -164,11 +263,19 @@ pub struct LoadedObject {
     sock_state: Option<(SockStateLinks, usize)>,
     /// The kprobe and tracepoint attachments and how many hooks use each.
     shared: std::collections::HashMap<AttachPoint, (SharedLinkId, usize)>,
+    /// The runners in their arrays.
+    runners: Vec<Runner>,
 }
 
 impl LoadedObject {
-    /// Loads, configures and attaches every program of [`ATTACH_PLAN`].
-    pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
+    /// Loads, configures and attaches every program of [`ATTACH_PLAN`], and loads (without
+    /// attaching) the programs of `needs`; all are verified in parallel. Returns each load's
+    /// time. A program of `needs` the kernel refuses is left unloaded: the policy that attaches
+    /// it is refused with the kernel's reason then.
+    pub fn load(
+        opts: &LoadOptions,
+        needs: &[ProgramNeed],
+    ) -> Result<(Self, Vec<ProgramLoad>), LoadError> {
         let btf = Btf::parse_file(opts.btf_path, Endianness::default()).map_err(|source| {
             LoadError::Btf {
                 path: opts.btf_path.to_string(),
@@ -202,7 +309,27 @@ impl LoadedObject {
             .ok_or_else(|| missing("vigil_drops"))?;
         let drops = PerCpuArray::try_from(drops_map).map_err(|e| map_err("vigil_drops", e))?;
 
+        let mut wanted: Vec<(&'static str, LoadAs)> = ATTACH_PLAN
+            .iter()
+            .map(|(p, _)| (*p, LoadAs::Plain))
+            .collect();
+        for need in needs {
+            wanted.extend(need.programs());
+        }
+        wanted.dedup();
+        let mut loads = parallel::load_all(&mut ebpf, &btf, &wanted);
         for (program, hook) in ATTACH_PLAN {
+            if let Some(source) = loads
+                .iter_mut()
+                .find(|l| l.name == program)
+                .and_then(|l| l.error.take())
+            {
+                return Err(LoadError::Program {
+                    program,
+                    hook,
+                    source,
+                });
+            }
             let prog = loaded_program(&mut ebpf, program, hook, RawTracePoint::load)?;
             prog.attach(hook).map_err(|source| LoadError::Program {
                 program,
@@ -210,13 +337,76 @@ impl LoadedObject {
                 source,
             })?;
         }
-        Ok(LoadedObject {
-            ebpf,
-            btf,
-            drops,
-            sock_state: None,
-            shared: Default::default(),
-        })
+        Ok((
+            LoadedObject {
+                ebpf,
+                btf,
+                drops,
+                sock_state: None,
+                shared: Default::default(),
+                runners: Vec::new(),
+            },
+            loads,
+        ))
+    }
+
+    /// Puts `runner` in its array (loading it unless it is), before a program that tail-calls
+    /// it is attached: a call that finds the array empty would run no hook.
+    fn ensure_runner(&mut self, runner: Runner) -> Result<(), LoadError> {
+        if self.runners.contains(&runner) {
+            return Ok(());
+        }
+        let (program, hook) = (runner.program(), "the hook runner");
+        let err = |source| LoadError::Program {
+            program,
+            hook,
+            source,
+        };
+        let fd = match runner {
+            Runner::Tracepoint => {
+                loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?.fd()
+            }
+            Runner::Kprobe => loaded_program(&mut self.ebpf, program, hook, KProbe::load)?.fd(),
+        }
+        .map_err(err)?
+        .try_clone()
+        .map_err(|e| map_err(runner.array(), e))?;
+        let map = self
+            .ebpf
+            .map_mut(runner.array())
+            .ok_or_else(|| missing(runner.array()))?;
+        ProgramArray::try_from(map)
+            .map_err(|e| map_err(runner.array(), e))?
+            .set(0, &fd, 0)
+            .map_err(|e| map_err(runner.array(), e))?;
+        self.runners.push(runner);
+        Ok(())
+    }
+
+    /// Detaches and unloads everything, links and programs each on its own thread (see
+    /// [`parallel`]): the stop waits for one grace period instead of one per link.
+    pub fn shutdown(mut self) {
+        let mut links: Vec<Release> = Vec::new();
+        for (_, (id, _)) in std::mem::take(&mut self.shared) {
+            links.extend(self.take_shared(id));
+        }
+        if let Some((sock, _)) = self.sock_state.take() {
+            for (program, id) in sock {
+                links.extend(take_link::<TracePoint, _, _>(&mut self.ebpf, program, id));
+            }
+        }
+        parallel::release_all(&mut self.ebpf, links);
+    }
+
+    fn take_shared(&mut self, id: SharedLinkId) -> Option<Release> {
+        match id {
+            SharedLinkId::Kprobe(program, id) => {
+                take_link::<KProbe, _, _>(&mut self.ebpf, program, id)
+            }
+            SharedLinkId::Tracepoint(program, id) => {
+                take_link::<TracePoint, _, _>(&mut self.ebpf, program, id)
+            }
+        }
     }
 
     /// The agent's object, for the policy table to take its maps.
@@ -239,6 +429,7 @@ impl LoadedObject {
         } else {
             ("vigil_kprobe", "kprobe")
         };
+        self.ensure_runner(Runner::Kprobe)?;
         let prog = loaded_program(&mut self.ebpf, program, hook, KProbe::load)?;
         let link = prog
             .attach(function, 0)
@@ -273,6 +464,7 @@ impl LoadedObject {
             return Ok(HookLink::Shared(point));
         }
         let hook = "syscalls/sys_enter_*";
+        self.ensure_runner(Runner::Tracepoint)?;
         let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
         let link = prog
             .attach("syscalls", tracepoint)
@@ -313,20 +505,9 @@ impl LoadedObject {
             *users += 1;
             return Ok(HookLink::SockState);
         }
-        let mut links = SockStateLinks {
-            btf: Vec::new(),
-            syscalls: Vec::new(),
-        };
-        let recv_tracepoint =
-            std::path::Path::new("/sys/kernel/tracing/events/sock/sock_recv_length").exists();
-        let mut btf_programs = vec![("vigil_sock_state", "inet_sock_set_state")];
-        let mut syscalls: Vec<(&'static str, &'static str)> = SOCK_SYSCALL_PROGRAMS.to_vec();
-        if recv_tracepoint {
-            btf_programs.push(("vigil_sock_recv", "sock_recv_length"));
-        } else {
-            syscalls.extend(READ_FALLBACK_PROGRAMS);
-        }
-        if let Err(e) = self.attach_sock_programs(&btf_programs, &syscalls, &mut links) {
+        self.ensure_runner(Runner::Tracepoint)?;
+        let mut links = SockStateLinks::new();
+        if let Err(e) = self.attach_sock_programs(&mut links) {
             self.detach_sock_state_links(links);
             return Err(e);
         }
@@ -334,53 +515,26 @@ impl LoadedObject {
         Ok(HookLink::SockState)
     }
 
-    /// Attaches the socket stand-ins' BTF and system call programs, recording each link as it
-    /// is made (the caller detaches them all when one fails).
-    fn attach_sock_programs(
-        &mut self,
-        btf_programs: &[(&'static str, &'static str)],
-        syscalls: &[(&'static str, &'static str)],
-        links: &mut SockStateLinks,
-    ) -> Result<(), LoadError> {
-        for &(program, tracepoint) in btf_programs {
-            let hook = "tp_btf/inet_sock_set_state, tp_btf/sock_recv_length";
-            let btf = &self.btf;
-            let prog = loaded_program(&mut self.ebpf, program, hook, |p: &mut BtfTracePoint| {
-                p.load(tracepoint, btf)
-            })?;
-            let link = prog.attach().map_err(|source| LoadError::Program {
-                program,
-                hook,
-                source,
-            })?;
-            links.btf.push((program, link));
-        }
-        for &(program, tracepoint) in syscalls {
-            let hook = "syscalls/sys_*_connect, sys_exit_accept*, sys_*_send*, sys_*_recv*, sys_*_read, sys_enter_write";
+    /// Attaches the socket stand-ins' programs, recording each link as it is made (the caller
+    /// detaches them all when one fails).
+    fn attach_sock_programs(&mut self, links: &mut SockStateLinks) -> Result<(), LoadError> {
+        for (program, category, tracepoint) in sock_state_programs() {
+            let hook = "sock/inet_sock_set_state, sock/sock_recv_length, syscalls/sys_*_connect, sys_exit_accept*, sys_*_send*, sys_*_recv*, sys_*_read, sys_enter_write";
             let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
-            let link =
-                prog.attach("syscalls", tracepoint)
-                    .map_err(|source| LoadError::Program {
-                        program,
-                        hook,
-                        source,
-                    })?;
-            links.syscalls.push((program, link));
+            let link = prog
+                .attach(category, tracepoint)
+                .map_err(|source| LoadError::Program {
+                    program,
+                    hook,
+                    source,
+                })?;
+            links.push((program, link));
         }
         Ok(())
     }
 
     fn detach_sock_state_links(&mut self, links: SockStateLinks) {
-        for (program, link) in links.btf {
-            if let Some(p) = self
-                .ebpf
-                .program_mut(program)
-                .and_then(|p| <&mut BtfTracePoint>::try_from(p).ok())
-            {
-                let _ = p.detach(link);
-            }
-        }
-        for (program, link) in links.syscalls {
+        for (program, link) in links {
             if let Some(p) = self
                 .ebpf
                 .program_mut(program)
@@ -472,21 +626,8 @@ impl LoadedObject {
             return Ok("BPF LSM on file_open".into());
         }
         let mut attached = Vec::new();
-        for (program, call) in [
-            ("vigil_exit_openat", "openat"),
-            ("vigil_exit_openat2", "openat2"),
-            ("vigil_exit_open", "open"),
-            ("vigil_exit_creat", "creat"),
-        ] {
-            let tracepoint = format!("sys_exit_{call}");
-            // Not every architecture has every open syscall; the ones it has are all covered.
-            if !std::path::Path::new("/sys/kernel/tracing/events/syscalls")
-                .join(&tracepoint)
-                .exists()
-            {
-                continue;
-            }
-            let hook = "syscalls/sys_exit_open*";
+        for tracepoint in file_open_exits() {
+            let (program, hook) = (FILE_OPEN_EXIT, "syscalls/sys_exit_open*");
             let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
             prog.attach("syscalls", &tracepoint)
                 .map_err(|source| LoadError::Program {
@@ -547,6 +688,32 @@ where
     Ok(prog)
 }
 
+/// Takes link `id` of program `program` out of it, to be let go where the caller chooses.
+fn take_link<P, Id, L>(ebpf: &mut Ebpf, program: &str, id: Id) -> Option<Release>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program>,
+    P: TakeLink<Id, L>,
+    L: Send + 'static,
+{
+    let p: &mut P = ebpf.program_mut(program)?.try_into().ok()?;
+    p.take(id).ok().map(|l| Box::new(l) as Release)
+}
+
+/// aya's `take_link`, for the program kinds whose links the agent shares.
+trait TakeLink<Id, L> {
+    fn take(&mut self, id: Id) -> Result<L, ProgramError>;
+}
+
+macro_rules! take_links {
+    ($($t:ty => $id:ty, $link:ty);*) => { $(impl TakeLink<$id, $link> for $t {
+        fn take(&mut self, id: $id) -> Result<$link, ProgramError> { self.take_link(id) }
+    })* };
+}
+take_links!(
+    KProbe => KProbeLinkId, aya::programs::kprobe::KProbeLink;
+    TracePoint => TracePointLinkId, aya::programs::trace_point::TracePointLink
+);
+
 /// Whether a program is loaded in the kernel yet.
 trait HasFd {
     fn is_loaded(&self) -> bool;
@@ -555,7 +722,7 @@ trait HasFd {
 macro_rules! has_fd {
     ($($t:ty),*) => { $(impl HasFd for $t { fn is_loaded(&self) -> bool { self.fd().is_ok() } })* };
 }
-has_fd!(KProbe, TracePoint, Lsm, RawTracePoint, BtfTracePoint);
+has_fd!(KProbe, TracePoint, Lsm, RawTracePoint);
 
 fn missing(name: &'static str) -> LoadError {
     LoadError::Map {

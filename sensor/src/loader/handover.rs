@@ -1,0 +1,65 @@
+//! A stop that does not wait for the kernel to finish detaching.
+//!
+//! The last detach from a system call tracepoint waits for RCU grace periods while holding the
+//! kernel's trace-event mutex, so detaches run one after another whatever the threads (about
+//! 35 ms each: nearly two seconds for the shipped library's fifty tracepoints). The agent
+//! hands its kernel objects to a child process first: the child holds a copy of every file
+//! descriptor, the agent's own closes only drop references and it exits at once, and the
+//! kernel detaches when the child exits, right after the agent. The programs go on running,
+//! without a reader, until then; the agent logs the child's pid so that whoever starts the
+//! next agent at once can wait for it.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+/// The child holding the agent's kernel objects until the agent has let go of its own.
+pub struct Handover {
+    pid: libc::pid_t,
+    /// The child exits when this, the write end of its pipe, closes.
+    _release: OwnedFd,
+}
+
+impl Handover {
+    /// Forks the child. It does only what is safe after a fork in a threaded process: it
+    /// closes its standard streams (a reader of the agent's output sees the end when the agent
+    /// exits), waits for the pipe to close, and exits.
+    pub fn start() -> std::io::Result<Handover> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array we own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors are ours and open; each is owned exactly once below.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: the child runs only async-signal-safe calls (close, read, _exit) and never
+        // returns into Rust code.
+        match unsafe { libc::fork() } {
+            -1 => Err(std::io::Error::last_os_error()),
+            0 => unsafe {
+                libc::close(fds[1]);
+                for fd in 0..3 {
+                    libc::close(fd);
+                }
+                let mut byte = 0u8;
+                loop {
+                    let n = libc::read(fds[0], (&mut byte as *mut u8).cast(), 1);
+                    if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                        break;
+                    }
+                }
+                libc::_exit(0)
+            },
+            pid => {
+                drop(read);
+                Ok(Handover {
+                    pid,
+                    _release: write,
+                })
+            }
+        }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+}
