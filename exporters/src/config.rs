@@ -7,21 +7,70 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::{
     filter::FilterSpec,
     sinks::{file::FileConfig, splunk::SplunkConfig, stdout::StdoutConfig},
 };
 
-/// A secret: `{ env: NAME }` or `{ file: /path }` (its content, trailing newline removed).
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+/// A secret: `{ env: NAME }` or `{ file: /path }` (its content, trailing newline removed), or
+/// in YAML's tagged form, `!env NAME`.
+#[derive(Clone)]
 pub enum Secret {
     /// From this environment variable.
     Env(String),
     /// From this file.
     File(PathBuf),
+}
+
+/// Where a secret comes from, a key of its mapping or its tag.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum SecretKey {
+    Env,
+    File,
+}
+
+/// Reads both forms by hand: serde_yaml reads the mapping form of a derived enum only through
+/// serde's buffers (the sinks' fields are read so), not from a document it parsed itself, which
+/// is how the configuration loader reads a sink again to point at a mistake.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        d.deserialize_any(SecretVisitor)
+    }
+}
+
+struct SecretVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("`{env: NAME}` or `{file: /path}`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
+        let secret = match map.next_key()? {
+            Some(SecretKey::Env) => Secret::Env(map.next_value()?),
+            Some(SecretKey::File) => Secret::File(map.next_value()?),
+            None => return Err(serde::de::Error::invalid_length(0, &self)),
+        };
+        if map.next_key::<SecretKey>()?.is_some() {
+            return Err(serde::de::Error::custom(
+                "a secret comes from `env:` or `file:`, not both",
+            ));
+        }
+        Ok(secret)
+    }
+
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<Secret, A::Error> {
+        use serde::de::VariantAccess;
+        Ok(match data.variant()? {
+            (SecretKey::Env, v) => Secret::Env(v.newtype_variant()?),
+            (SecretKey::File, v) => Secret::File(v.newtype_variant()?),
+        })
+    }
 }
 
 impl std::fmt::Debug for Secret {
@@ -53,9 +102,8 @@ impl Secret {
 /// The largest secret file read (tokens, passwords and keys are far smaller).
 const SECRET_MAX_BYTES: u64 = 64 << 10;
 
-/// What a sink delivers to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// What a sink delivers to: `type:` and that type's fields.
+#[derive(Debug, Clone)]
 pub enum SinkKind {
     /// The agent's standard output (JSON or compact lines).
     Stdout(StdoutConfig),
@@ -71,7 +119,81 @@ pub enum SinkKind {
     Otlp(crate::sinks::otlp::OtlpConfig),
 }
 
-/// One sink and the settings the pipeline applies to it.
+/// The fields every sink has beside its type's own: [`SinkConfig`]'s, outside `kind`. serde
+/// reads a sink's type through a buffer that forgets where each field was, so the agent's
+/// configuration loader takes these out and reads the type's fields again to point at a mistake
+/// among them (`exporters.sinks[0].max_size_mb`, not `exporters.sinks[0]`).
+pub const SINK_FIELDS: [&str; 10] = [
+    "name",
+    "allow",
+    "deny",
+    "fields",
+    "batch_size",
+    "linger_ms",
+    "queue_size",
+    "rate_limit",
+    "spool_max_mb",
+    "dead_letter_max_mb",
+];
+
+/// The values of `type:`, in [`SinkKind`]'s order.
+pub const SINK_TYPES: [&str; 6] = [
+    "stdout",
+    "file",
+    "splunk_hec",
+    "elasticsearch",
+    "kafka",
+    "otlp",
+];
+
+impl SinkKind {
+    /// The sink of type `kind` read from `fields`, that type's own fields (not `type:` itself
+    /// nor [`SINK_FIELDS`]). Given a deserializer that keeps the path, an error names the
+    /// field at fault, which serde's internally tagged enums cannot: they buffer the fields.
+    pub fn of_type<'de, D: Deserializer<'de>>(kind: &str, fields: D) -> Result<SinkKind, D::Error> {
+        Ok(match kind {
+            "stdout" => SinkKind::Stdout(Deserialize::deserialize(fields)?),
+            "file" => SinkKind::File(Deserialize::deserialize(fields)?),
+            "splunk_hec" => SinkKind::SplunkHec(Deserialize::deserialize(fields)?),
+            "elasticsearch" => SinkKind::Elasticsearch(Deserialize::deserialize(fields)?),
+            "kafka" => SinkKind::Kafka(Deserialize::deserialize(fields)?),
+            "otlp" => SinkKind::Otlp(Deserialize::deserialize(fields)?),
+            other => return Err(serde::de::Error::unknown_variant(other, &SINK_TYPES)),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SinkKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SinkKind, D::Error> {
+        use serde::de::Error;
+        let mut fields = serde_yaml::Mapping::deserialize(d)?;
+        let kind = match fields.remove("type") {
+            Some(serde_yaml::Value::String(kind)) => kind,
+            Some(_) => {
+                return Err(D::Error::custom(format!(
+                    "`type` is not a name: use one of {}",
+                    SINK_TYPES.join(", ")
+                )))
+            }
+            None => return Err(D::Error::missing_field("type")),
+        };
+        SinkKind::of_type(&kind, serde_yaml::Value::Mapping(fields)).map_err(D::Error::custom)
+    }
+}
+
+/// serde_yaml's message without what it adds to the reason when it reads text: the path it
+/// was at and ` at line L column C` (the caller says where, in its own words).
+pub fn yaml_reason(e: &serde_yaml::Error) -> String {
+    let message = e.to_string();
+    let reason = message.split(" at line ").next().unwrap_or(&message);
+    // A path has no spaces; a reason's first words do (`invalid type: ...`).
+    match reason.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => rest.to_string(),
+        _ => reason.to_string(),
+    }
+}
+
+/// One sink and the settings the pipeline applies to it (the fields of [`SINK_FIELDS`]).
 #[derive(Debug, Clone, Deserialize)]
 pub struct SinkConfig {
     /// Its name, in logs, metrics and spool paths.
@@ -372,6 +494,26 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_is_read_from_its_mapping_or_its_tag_in_text_and_in_a_parsed_document() {
+        for yaml in ["{env: T}", "!env T"] {
+            let from_text: Secret = serde_yaml::from_str(yaml).unwrap();
+            let doc: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+            let from_doc: Secret = serde_yaml::from_value(doc).unwrap();
+            for s in [from_text, from_doc] {
+                assert!(matches!(s, Secret::Env(ref n) if n == "T"), "{yaml}: {s:?}");
+            }
+        }
+        let both = serde_yaml::from_str::<Secret>("{env: T, file: /t}").unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        let typo = serde_yaml::from_str::<Secret>("{envv: T}").unwrap_err();
+        assert!(
+            typo.to_string()
+                .contains("unknown field `envv`, expected `env` or `file`"),
+            "{typo}"
+        );
+    }
+
+    #[test]
     fn two_file_sinks_on_one_path_are_refused() {
         let mut cfg = ExportersConfig::default();
         for n in ["export-file", "archive"] {
@@ -393,6 +535,37 @@ mod tests {
         let (sink, why) = names(&["archive", "splunk", "archive"]).unwrap_err();
         assert_eq!(sink, "archive");
         assert!(why.contains("sinks[0] and sinks[2]"), "{why}");
+    }
+
+    #[test]
+    fn sink_fields_are_exactly_the_fields_beside_the_type() {
+        // Every name in the list is a field of its own: the stdout type, which has `format`
+        // only, would refuse any other.
+        let mut yaml = String::from("type: stdout\n");
+        for f in SINK_FIELDS {
+            let value = match f {
+                "name" => "s",
+                "allow" | "deny" | "fields" => "[]",
+                _ => "1",
+            };
+            yaml.push_str(&format!("{f}: {value}\n"));
+        }
+        let s = sink(&yaml);
+        // A field added to SinkConfig breaks this destructuring: add it to SINK_FIELDS too.
+        let SinkConfig {
+            name: _,
+            kind: _,
+            allow: _,
+            deny: _,
+            fields: _,
+            batch_size: _,
+            linger_ms: _,
+            queue_size: _,
+            rate_limit: _,
+            spool_max_mb: _,
+            dead_letter_max_mb: _,
+            spool_key: _,
+        } = s;
     }
 
     fn sink(yaml: &str) -> SinkConfig {

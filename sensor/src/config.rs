@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use vigil_exporters::config::ExportersConfig;
-use vigil_policy_engine::{read_yaml, Limits};
+use serde_yaml::Value;
+use vigil_exporters::config::{yaml_reason, ExportersConfig, SinkKind, SINK_FIELDS};
+use vigil_policy_engine::{locate::Locations, read_yaml, Limits};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -17,21 +18,70 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Reads and checks `path`; errors name the file, the line and the field. The file is
-    /// read as every input is (see [`read_yaml`]): it decides where events and credentials go,
-    /// so one others can write, or past the gate's limits, is refused.
+    /// Reads and checks `path`; errors name the file, the line and column of the field, the
+    /// field's path and the reason. The file is read as every input is (see [`read_yaml`]): it
+    /// decides where events and credentials go, so one others can write, or past the gate's
+    /// limits, is refused.
     pub fn load(path: &Path) -> anyhow::Result<AgentConfig> {
         let text = read_yaml(path, &Limits::CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let de = serde_yaml::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let loc = e
-                .inner()
-                .location()
-                .map(|l| format!(":{}:{}", l.line(), l.column()))
-                .unwrap_or_default();
-            anyhow::anyhow!("{}{loc}: {}: {}", path.display(), e.path(), e.inner())
-        })
+        parse(&path.display().to_string(), &text)
     }
+}
+
+/// `text`, the configuration file `file`, read and checked.
+fn parse(file: &str, text: &str) -> anyhow::Result<AgentConfig> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let reason = yaml_reason(e.inner());
+        let (path, reason) = pinpoint(text, path, reason);
+        // Where the field is, from the index of every field's place: serde's own position is
+        // the sink's for a mistake in its type's fields.
+        let at = Locations::index(text)
+            .key(&path)
+            .map(|p| format!(":{}:{}", p.line, p.column))
+            .unwrap_or_default();
+        let path = if path == "." { "(document)" } else { &path };
+        anyhow::anyhow!("{file}{at}: {path}: {reason}")
+    })
+}
+
+/// The field serde's error is about. serde reads a sink's type (`type: file` and the file's
+/// fields) through a buffer that keeps no path, so a mistake there comes out at the sink
+/// itself; those fields are then read again alone, which names the one at fault.
+fn pinpoint(text: &str, path: String, reason: String) -> (String, String) {
+    let Some(i) = path
+        .strip_prefix("exporters.sinks[")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|i| i.parse::<usize>().ok())
+    else {
+        return (path, reason);
+    };
+    let doc: Value = serde_yaml::from_str(text).unwrap_or_default();
+    let sink = &doc["exporters"]["sinks"][i];
+    let (Some(kind), Some(fields)) = (sink["type"].as_str(), sink.as_mapping()) else {
+        return (path, reason);
+    };
+    let mut own = fields.clone();
+    own.retain(|k, _| {
+        !k.as_str()
+            .is_some_and(|k| k == "type" || SINK_FIELDS.contains(&k))
+    });
+    let own = Value::Mapping(own);
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(&own, &mut track);
+    let Err(e) = SinkKind::of_type(kind, de) else {
+        // The type's fields are fine: the mistake is the sink's own (a missing `name`).
+        return (path, reason);
+    };
+    let reason = yaml_reason(&e);
+    let inner = match track.path().to_string() {
+        // An unknown type is the `type:` field's mistake.
+        p if p == "." && reason.starts_with("unknown variant") => "type".to_string(),
+        p if p == "." => return (path, reason),
+        p => p,
+    };
+    (format!("{path}.{inner}"), reason)
 }
 
 #[cfg(test)]
@@ -79,6 +129,78 @@ mod tests {
         );
         let e = load("deep", &deep, 0o600).unwrap_err().to_string();
         assert!(e.contains("nest more than 64 levels"), "{e}");
+    }
+
+    /// What parsing `text` as `vigil.yaml` says.
+    fn error(text: &str) -> String {
+        super::parse("vigil.yaml", text).unwrap_err().to_string()
+    }
+
+    const SINKS: &str = "exporters:\n  spool_dir: /tmp/x\n  sinks:\n  - name: local\n    type: file\n    path: /tmp/ev.jsonl\n";
+
+    #[test]
+    fn a_typo_in_a_sinks_own_field_is_reported_at_its_line_and_column_once() {
+        let e = error(&format!(
+            "{SINKS}    format: json\n    max_size_mb: 100\n    max_bakups: 5\n"
+        ));
+        assert!(
+            e.starts_with("vigil.yaml:9:5: exporters.sinks[0].max_bakups: unknown field `max_bakups`, expected one of"),
+            "{e}"
+        );
+        assert_eq!(e.matches("exporters.sinks").count(), 1, "{e}");
+        assert!(!e.contains(" at line "), "{e}");
+    }
+
+    #[test]
+    fn a_mistake_nested_in_a_sinks_own_fields_is_reported_at_that_field() {
+        let text = "exporters:\n  sinks:\n  - name: s\n    type: splunk_hec\n    endpoint: https://h\n    token:\n      envv: T\n";
+        let e = error(text);
+        assert!(
+            e.starts_with("vigil.yaml:7:7: exporters.sinks[0].token.envv: "),
+            "{e}"
+        );
+        assert!(
+            e.contains("unknown field `envv`, expected `env` or `file`"),
+            "{e}"
+        );
+        let e = error(&format!("{SINKS}    max_size_mb: lots\n"));
+        assert!(
+            e.starts_with(
+                "vigil.yaml:7:5: exporters.sinks[0].max_size_mb: invalid type: string \"lots\""
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_sink_type_is_reported_at_its_type_field() {
+        let e = error("exporters:\n  sinks:\n  - name: s\n    type: splunk\n");
+        assert!(
+            e.starts_with("vigil.yaml:4:5: exporters.sinks[0].type: unknown variant `splunk`, expected one of"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn mistakes_outside_a_sinks_type_keep_their_own_paths() {
+        let e = error("exporters:\n  spool_dirr: /x\n");
+        assert!(
+            e.starts_with("vigil.yaml:2:3: exporters.spool_dirr: unknown field `spool_dirr`"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{SINKS}    allow:\n    - event_sett: [process_exec]\n"
+        ));
+        assert!(
+            e.starts_with("vigil.yaml:8:7: exporters.sinks[0].allow[0].event_sett: unknown field"),
+            "{e}"
+        );
+        let e = error("exporters:\n  sinks:\n  - type: stdout\n");
+        assert!(
+            e.starts_with("vigil.yaml:3:")
+                && e.contains(": exporters.sinks[0]: missing field `name`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -278,3 +278,66 @@ fn policy_explain_shows_the_plan_for_this_kernel() {
         );
     }
 }
+
+/// A `--config` file the agent cannot use stops the start before anything is loaded, with one
+/// line that names the file and what to do: missing, not a regular file, another user's, or
+/// writable by others.
+#[test]
+fn a_missing_unreadable_or_refused_config_stops_the_start_with_one_line() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    require_root();
+    let dir = vigil_tests::TempDir::new("config-refused");
+    let file = |name: &str, mode: u32, owner: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, "exporters: {}\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        chown(&path, Some(owner), None).unwrap();
+        path
+    };
+    let cases = [
+        (dir.path().join("missing.yaml"), "missing.yaml: cannot read"),
+        (
+            dir.path().to_path_buf(),
+            "is a directory, not a regular file",
+        ),
+        (file("theirs.yaml", 0o600, 65534), "`chown root"),
+        (file("open.yaml", 0o666, 0), "`chmod go-w"),
+    ];
+    for (path, needle) in cases {
+        let out = Command::new(vigil_bin())
+            .arg("agent")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_one_clear_line(&out, needle);
+    }
+}
+
+/// A typo deep inside a sink is reported at the field's own line and column, with its path
+/// written once.
+#[test]
+fn a_config_typo_inside_a_sink_is_reported_at_its_own_line_once() {
+    require_root();
+    let dir = vigil_tests::TempDir::new("config-typo");
+    let path = dir.path().join("vigil.yaml");
+    std::fs::write(
+        &path,
+        "exporters:\n  spool_dir: /var/lib/vigil/spool\n  sinks:\n  - name: local\n    type: file\n    path: /var/log/vigil/events.jsonl\n    format: json\n    max_size_mb: 100\n    max_bakups: 5\n",
+    )
+    .unwrap();
+    let out = Command::new(vigil_bin())
+        .arg("agent")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let expected = format!(
+        "{}:9:5: exporters.sinks[0].max_bakups: unknown field `max_bakups`, expected one of",
+        path.display()
+    );
+    assert_one_clear_line(&out, &expected);
+    let line = &stderr_lines(&out)[0];
+    assert_eq!(line.matches("sinks[0]").count(), 1, "{line}");
+    assert!(!line.contains(" at line "), "{line}");
+}
