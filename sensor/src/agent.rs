@@ -260,7 +260,7 @@ fn load_programs(
     };
     match LoadedObject::load(&load, needs) {
         Ok((sensor, mut loads)) => {
-            loads.sort_by(|a, b| b.took.cmp(&a.took));
+            loads.sort_by_key(|l| std::cmp::Reverse(l.took));
             let slowest: Vec<String> = loads
                 .iter()
                 .take(3)

@@ -283,7 +283,7 @@ impl Drop for Agent {
 /// Waits until the process the agent handed its kernel objects to at its stop has exited, so
 /// that the kernel has detached its programs before the next test's agent starts (one agent's
 /// policies never act in another's test).
-fn wait_for_detach(stderr: &[String]) {
+pub fn wait_for_detach(stderr: &[String]) {
     let Some(pid) = stderr.iter().find_map(|l| {
         l.split_once("the kernel finishes detaching in process ")
             .and_then(|(_, p)| p.trim().parse::<u32>().ok())
@@ -294,7 +294,10 @@ fn wait_for_detach(stderr: &[String]) {
     while Instant::now() < deadline {
         // Gone, or a zombie (its descriptors are closed before it becomes one).
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) if !stat.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')) => {}
+            Ok(stat)
+                if !stat
+                    .rsplit_once(") ")
+                    .is_some_and(|(_, r)| r.starts_with('Z')) => {}
             _ => return,
         }
         std::thread::sleep(Duration::from_millis(20));

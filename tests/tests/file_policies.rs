@@ -43,15 +43,17 @@ fn policy_events<'a>(run: &'a AgentRun, path: &str) -> Vec<&'a Value> {
 fn deny_policy_stops_named_binaries_and_spares_the_rest() {
     let dir = TempDir::new("policy");
     let policy = dir.path().join("deny.yaml");
-    let broken = dir.path().join("broken.yaml");
+    // A broken file of a policy directory is refused alone (one named with --policy would
+    // stop the start).
+    let others = TempDir::new("policy-others");
     std::fs::write(&policy, fixtures::deny_passwd("enforce")).unwrap();
-    std::fs::write(&broken, BROKEN).unwrap();
+    std::fs::write(others.path().join("broken.yaml"), BROKEN).unwrap();
     let link = dir.path().join("link-to-passwd");
     std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
 
     let agent = Agent::start(&[
-        "--policy",
-        broken.to_str().unwrap(),
+        "--policy-dir",
+        others.path().to_str().unwrap(),
         "--policy",
         policy.to_str().unwrap(),
     ]);

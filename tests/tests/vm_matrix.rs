@@ -32,7 +32,11 @@ const SCENARIOS: [&str; 12] = [
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,
 /// its outputs and its inputs, which no kernel hook changes.
-const HOST_ONLY: [(&str, &str); 2] = [
+const HOST_ONLY: [(&str, &str); 3] = [
+    (
+        "start_up",
+        "what the agent refuses to start with, the steps it logs, and that no program outlives its stop (read with bpftool, which the image lacks); every VM scenario starts and stops agents the same way",
+    ),
     (
         "hardening",
         "cgroup names, spool files, planted links, a closed stdout and hostile policy files: the agent's own files and inputs",

@@ -5,7 +5,10 @@
 //! - `/bin/true` exec rate, sequential (one fork+exec+wait at a time, the latency a shell
 //!   script feels): without the agent, with it, and the ratio;
 //! - exec storm (4 parallel spawners): rate without and with the agent, and the agent's own CPU
-//!   per exec and its record throughput per CPU-second.
+//!   per exec and its record throughput per CPU-second;
+//! - the file, write, read, TCP and DNS paths with the shipped policies loaded;
+//! - start-up (to the "agent ready" line) and stop (SIGTERM to exit), with no policy and with
+//!   the shipped library and Sigma rules.
 //!
 //! Rounds without and with the agent alternate (4 without, 3 with) and the table shows medians
 //! and every round, so drift of the machine shows up as spread rather than as agent cost.
@@ -364,4 +367,79 @@ fn main() {
         );
     }
     println!("| records read / ring-buffer drops, all rounds | {records} / {drops} |");
+    start_stop_rows();
+}
+
+/// Start-up and stop of the agent, median of `ROUNDS` + 2 runs each: with no policy, and with
+/// the shipped policies and Sigma rules (`make run`).
+fn start_stop_rows() {
+    let rules = vigil_tests::rules_dir();
+    let sigma = rules.join("../sigma");
+    let library = [
+        "--policy-dir",
+        rules.to_str().unwrap(),
+        "--sigma-dir",
+        sigma.to_str().unwrap(),
+    ];
+    println!();
+    println!(
+        "| agent start and stop (median of {} runs) | ready after | stop after |",
+        ROUNDS + 2
+    );
+    println!("|---|---|---|");
+    for (what, args) in [
+        ("no policy", &[][..]),
+        ("the shipped policies and Sigma rules", &library[..]),
+    ] {
+        let (mut ready, mut stop) = (vec![], vec![]);
+        for _ in 0..ROUNDS + 2 {
+            let (r, s) = start_and_stop(args);
+            ready.push(r);
+            stop.push(s);
+        }
+        println!(
+            "| {what} | {:.2} s ({}) | {:.2} s ({}) |",
+            median(ready.clone()),
+            list_secs(&ready),
+            median(stop.clone()),
+            list_secs(&stop)
+        );
+    }
+}
+
+/// Seconds from spawning the agent to its "agent ready" line, and from SIGTERM to its exit.
+fn start_and_stop(args: &[&str]) -> (f64, f64) {
+    use std::io::{BufRead, BufReader};
+    let start = Instant::now();
+    let mut child = Command::new(vigil_tests::vigil_bin())
+        .arg("agent")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn vigil agent");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("agent ready") => break start.elapsed().as_secs_f64(),
+            Some(_) => continue,
+            None => panic!("the agent ended before it was ready"),
+        }
+    };
+    let stopping = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().expect("wait for the agent");
+    let stop = stopping.elapsed().as_secs_f64();
+    // The next run starts once the kernel has detached this one's programs.
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    vigil_tests::wait_for_detach(&rest);
+    (ready, stop)
+}
+
+fn list_secs(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
