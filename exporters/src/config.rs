@@ -430,7 +430,8 @@ impl ExportersConfig {
         if stdouts > 1 {
             return Err((
                 "stdout".into(),
-                "more than one sink writes to stdout, where their lines would interleave: keep one"
+                "more than one sink writes to stdout (counting the agent's own, which -o asks \
+                 for), where their lines would interleave: keep one"
                     .into(),
             ));
         }

@@ -4,6 +4,7 @@
 use std::{num::NonZeroUsize, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+use stdout::outln;
 
 mod agent;
 mod brief;
@@ -19,6 +20,8 @@ mod policy_watch;
 mod probe;
 mod proc_seed;
 mod sigma_alerts;
+mod sigma_cmd;
+mod stdout;
 mod system;
 
 /// Runtime security and syscall enforcement with eBPF.
@@ -27,23 +30,32 @@ mod system;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--btf`, on the commands that read this kernel's types (the agent, the probe, and lint and
+/// explain, which plan for this kernel).
+#[derive(clap::Args)]
+struct Btf {
     /// Kernel BTF file (for kernels that keep it elsewhere).
-    #[arg(long, global = true, default_value = system::KERNEL_BTF)]
-    btf: String,
+    #[arg(long = "btf", value_name = "FILE", default_value = system::KERNEL_BTF)]
+    path: String,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Capture process activity and stream events.
     Agent {
-        /// Write events to this file instead of stdout: appended, created 0600 in a directory
-        /// only root can write, rotated at 100 MiB into 5 gzipped backups (a file sink named
-        /// `export-file`, with the same redaction as every sink).
+        /// Write events to this file (JSON lines, or -o's format): appended, created 0600 in a
+        /// directory only root can write, rotated at 100 MiB into 5 gzipped backups (a file sink
+        /// named `export-file`, with the same redaction as every sink). stdout then carries no
+        /// events unless -o asks for them.
         #[arg(long)]
         export_file: Option<PathBuf>,
-        /// Output format.
-        #[arg(short = 'o', long = "output", value_enum, default_value = "json")]
-        format: output::Format,
+        /// Write events to stdout in this format, beside --export-file and the --config sinks
+        /// (also the export file's format). Without -o, stdout carries JSON lines only when
+        /// neither --export-file nor a --config sink takes the events.
+        #[arg(short = 'o', long = "output", value_enum)]
+        format: Option<output::LineChoice>,
         /// Node name in events and exec ids (default: $NODE_NAME, else the host name).
         #[arg(long)]
         node_name: Option<String>,
@@ -73,6 +85,8 @@ enum Command {
         /// The configuration file (YAML): the exporters' sinks (see vigil.example.yaml).
         #[arg(long)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        btf: Btf,
     },
     /// Work with Sigma rules.
     Sigma {
@@ -89,6 +103,8 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        btf: Btf,
     },
 }
 
@@ -112,29 +128,42 @@ enum PolicyCommand {
     /// Check policy files as the agent loads them (validated, compiled and planned for this
     /// kernel): every problem with its file:line:column, field, reason and fix.
     Lint {
-        /// Policy files (YAML).
+        /// Policy files (YAML), or directories whose *.yaml and *.yml files are read as
+        /// --policy-dir reads them.
         #[arg(required = true)]
-        files: Vec<PathBuf>,
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        btf: Btf,
     },
-    /// Replay recorded events (JSON lines) through a policy's hooks, with the kernel's
-    /// semantics, and print what it would have matched.
+    /// Replay recorded events (JSON lines) through a policy's hooks, every kind of hook (file
+    /// opens, kprobes, system calls, LSM hooks), with the kernel's semantics, and print what
+    /// each would have matched and done.
     Test {
         /// A policy file (YAML).
         policy: PathBuf,
-        /// Recorded events: the `process_lsm` / `process_kprobe` events of the policy's hooks.
+        /// Recorded events: the `process_lsm` / `process_kprobe` events of the policy's hooks,
+        /// such as `vigil agent --policy FILE --export-file FILE` writes with the policy in
+        /// `policy-mode: monitor` (other events are skipped).
         #[arg(long)]
         events: PathBuf,
-        /// One JSON object per match instead of a line of text.
+        /// One JSON object per match instead of a line of text: `path` is the file a file open
+        /// opened, else the call's arguments, comma-separated.
         #[arg(long)]
         json: bool,
     },
-    /// Show how each hook of a policy would attach on this kernel, and what that guarantees.
+    /// Show how each hook of the policies would attach on this kernel, and what that
+    /// guarantees.
     Explain {
-        /// A policy file (YAML).
-        file: PathBuf,
-        /// One JSON array of the hooks' plans, each `attach` worded as the agent logs it.
+        /// Policy files (YAML), or directories whose *.yaml and *.yml files are read as
+        /// --policy-dir reads them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// One JSON array of every file's hooks, each with its `file` and `policy`, its
+        /// `attach` worded as the agent logs it.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        btf: Btf,
     },
 }
 
@@ -153,13 +182,13 @@ fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Probe { json } => probe_command(&cli.btf, json),
+        Command::Probe { btf, json } => probe_command(&btf.path, json),
         Command::Policy {
-            command: PolicyCommand::Lint { files },
-        } => policy_cmd::lint(&cli.btf, &files),
+            command: PolicyCommand::Lint { btf, paths },
+        } => policy_cmd::lint(&btf.path, &paths),
         Command::Policy {
-            command: PolicyCommand::Explain { file, json },
-        } => policy_cmd::explain(&cli.btf, &file, json),
+            command: PolicyCommand::Explain { btf, paths, json },
+        } => policy_cmd::explain(&btf.path, &paths, json),
         Command::Policy {
             command:
                 PolicyCommand::Test {
@@ -175,8 +204,9 @@ fn main() -> ExitCode {
                     events,
                     json,
                 },
-        } => sigma_test(&rules, &events, json),
+        } => sigma_cmd::test(&rules, &events, json),
         Command::Agent {
+            btf,
             export_file,
             format,
             node_name,
@@ -206,7 +236,7 @@ fn main() -> ExitCode {
                 }
             }
             let opts = agent::AgentOptions {
-                btf: cli.btf,
+                btf: btf.path,
                 export_file,
                 format,
                 node_name,
@@ -245,60 +275,9 @@ fn probe_command(btf: &str, json: bool) -> anyhow::Result<()> {
     }
     let report = probe::run(btf);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", report.table());
-    }
-    Ok(())
-}
-
-/// `vigil sigma test`: the agent's detection, offline.
-fn sigma_test(rules: &std::path::Path, events: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    use vigil_policy_engine::sigma::SigmaEngine;
-    let (engine, errors) = SigmaEngine::load(&[rules.to_path_buf()]);
-    for e in &errors {
-        agent::log(format!("sigma rule refused: {e}"));
-    }
-    let input = std::fs::read_to_string(events)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", events.display()))?;
-    let (mut read, mut alerts) = (0usize, 0usize);
-    for (n, line) in input.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event: vigil_events::Event = serde_json::from_str(line).map_err(|e| {
-            anyhow::anyhow!("{}:{}: not a vigil event: {e}", events.display(), n + 1)
-        })?;
-        read += 1;
-        for m in engine.evaluate(&event) {
-            alerts += 1;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&sigma_alerts::alert(&event, m))?
-                );
-            } else {
-                println!(
-                    "{} {} [{}] {} ({}) {}",
-                    event.time,
-                    event.process().binary,
-                    m.rule.level,
-                    m.rule.rule.title,
-                    m.rule.id,
-                    m.rule.file.display()
-                );
-            }
-        }
-    }
-    if !json {
-        println!(
-            "{read} events, {} rules ({} refused), {alerts} alerts",
-            engine.rules().len(),
-            errors.len()
-        );
-    }
-    if !errors.is_empty() {
-        anyhow::bail!("{} rule files did not load", errors.len());
+        stdout::write(format_args!("{}", report.table()))?;
     }
     Ok(())
 }

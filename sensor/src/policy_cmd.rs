@@ -9,14 +9,23 @@ use vigil_policy_engine::{
     compile::RuleAction,
     evaluate_hooks::first_hook_match,
     kernel::RunningKernel,
-    plan::{describe_enforcement, describe_mechanism, HookPlan, KernelCaps},
+    plan::{describe_enforcement, describe_mechanism, Enforcement, HookPlan, KernelCaps},
     prepare, Kernel, KernelSymbols, Mode, Prepared,
 };
 
-fn mode_name(p: &Prepared) -> &'static str {
-    match p.policy.mode {
-        Mode::Enforce => "enforce",
-        Mode::Monitor => "monitor",
+use crate::stdout::outln;
+
+/// What a policy does, in a few words: its `policy-mode` (`spec.options`) alone would say
+/// `enforce` of a policy whose hooks only report.
+fn what_it_does(p: &Prepared) -> &'static str {
+    let enforcing = p
+        .hooks
+        .iter()
+        .any(|h| h.plan.requested != Enforcement::None);
+    match (enforcing, p.policy.mode) {
+        (false, _) => "observes only",
+        (true, Mode::Enforce) => "enforces",
+        (true, Mode::Monitor) => "monitor mode: reports what it would enforce",
     }
 }
 
@@ -25,47 +34,102 @@ fn mode_name(p: &Prepared) -> &'static str {
 /// by the compiler, so whether the kernel could override a return does not matter here.
 const ANY_KERNEL: KernelCaps = KernelCaps::ALL;
 
-/// What this kernel allows, as the agent measures it; without the privileges the probe needs,
-/// every mechanism (with a note that attach points were not checked).
-fn kernel_caps(btf: &str) -> KernelCaps {
-    if crate::system::check_privileges().is_ok()
-        && crate::system::mount_pseudo_filesystems().is_ok()
-    {
-        return crate::probe::run(btf).caps();
+/// The running kernel as the agent measures it: the program kinds it allows (probed after
+/// mounting tracefs, as the agent does, so the tracepoints read are the agent's) and its
+/// functions.
+struct ThisKernel {
+    caps: KernelCaps,
+    /// `uname -r`, when probed.
+    release: Option<String>,
+    /// Without /proc/kallsyms the functions a policy names are not checked.
+    symbols: Option<RunningKernel>,
+}
+
+impl ThisKernel {
+    /// Probes this kernel; fails without the privileges the probe needs.
+    fn probe(btf: &str) -> Result<ThisKernel> {
+        crate::system::check_privileges()?;
+        crate::system::mount_pseudo_filesystems()?;
+        let report = crate::probe::run(btf);
+        Ok(ThisKernel {
+            caps: report.caps(),
+            release: Some(report.kernel),
+            symbols: ThisKernel::symbols(),
+        })
     }
-    crate::agent::log(
-        "not root: this kernel's capabilities are not probed, attach points are not checked",
-    );
-    ANY_KERNEL
+
+    /// Probes this kernel where it can; without the privileges, every mechanism is assumed
+    /// (and it says attach points are not checked).
+    fn probe_if_root(btf: &str) -> ThisKernel {
+        ThisKernel::probe(btf).unwrap_or_else(|_| {
+            crate::agent::log(
+                "not root: this kernel's capabilities are not probed, attach points are not checked",
+            );
+            ThisKernel {
+                caps: ANY_KERNEL,
+                release: None,
+                symbols: ThisKernel::symbols(),
+            }
+        })
+    }
+
+    fn symbols() -> Option<RunningKernel> {
+        let symbols = RunningKernel::read().ok();
+        if symbols.is_none() {
+            crate::agent::log("cannot read /proc/kallsyms: kernel function names are not checked");
+        }
+        symbols
+    }
+
+    fn kernel(&self) -> Kernel<'_> {
+        Kernel {
+            caps: self.caps,
+            symbols: self.symbols.as_ref().map(|k| k as &dyn KernelSymbols),
+        }
+    }
+}
+
+/// The policy files `paths` name: a file as it is, a directory's `*.yaml` and `*.yml` files
+/// in name order, as the agent reads `--policy-dir`.
+fn policy_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            files.push(p.clone());
+            continue;
+        }
+        let found = crate::policy_watch::policy_files(p)
+            .map_err(|e| anyhow::anyhow!("cannot read the directory {}: {e}", p.display()))?;
+        if found.is_empty() {
+            bail!(
+                "{}: no policy files in this directory (*.yaml, *.yml)",
+                p.display()
+            );
+        }
+        files.extend(found);
+    }
+    Ok(files)
 }
 
 /// Checks every file exactly as the agent loads it; prints each problem on its own line
 /// (stdout) and a verdict per file. Fails when any file has a problem.
-pub fn lint(btf: &str, files: &[PathBuf]) -> Result<()> {
-    // The probe mounts tracefs first, as the agent does, so the tracepoints read below are
-    // the ones the agent will see.
-    let caps = kernel_caps(btf);
-    // Without /proc/kallsyms the functions a policy names cannot be checked; say so once.
-    let symbols = RunningKernel::read().ok();
-    if symbols.is_none() {
-        crate::agent::log("cannot read /proc/kallsyms: kernel function names are not checked");
-    }
-    let kernel = Kernel {
-        caps,
-        symbols: symbols.as_ref().map(|k| k as &dyn KernelSymbols),
-    };
+pub fn lint(btf: &str, paths: &[PathBuf]) -> Result<()> {
+    let files = policy_paths(paths)?;
+    let this = ThisKernel::probe_if_root(btf);
+    let kernel = this.kernel();
     let mut bad = 0;
-    for f in files {
-        let name = f.display().to_string();
+    for f in &files {
         match prepare(f, &kernel) {
-            Ok(p) => println!(
-                "{name}: ok (policy {}, {} hooks, mode {})",
+            Ok(p) => outln!(
+                "{}: ok (policy {}, {} hook{}, {})",
+                f.display(),
                 p.name(),
                 p.hooks.len(),
-                mode_name(&p)
-            ),
+                if p.hooks.len() == 1 { "" } else { "s" },
+                what_it_does(&p)
+            )?,
             Err(errors) => {
-                println!("{errors}");
+                outln!("{errors}")?;
                 bad += 1;
             }
         }
@@ -76,61 +140,85 @@ pub fn lint(btf: &str, files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Prints where each hook of one policy attaches on this kernel and what that guarantees, as
-/// text or (`json`) one JSON array; fails when the policy is refused.
-pub fn explain(btf: &str, file: &Path, json: bool) -> Result<()> {
-    crate::system::check_privileges()?;
-    crate::system::mount_pseudo_filesystems()?;
-    let name = file.display().to_string();
-    let report = crate::probe::run(btf);
-    let symbols = RunningKernel::read().ok();
-    let kernel = Kernel {
-        caps: report.caps(),
-        symbols: symbols.as_ref().map(|k| k as &dyn KernelSymbols),
-    };
-    let prepared = match prepare(file, &kernel) {
-        Ok(p) => p,
-        Err(errors) => {
-            println!("{errors}");
-            bail!("{name} is refused on this kernel");
-        }
-    };
-    let plans = prepared.hooks.iter().map(|h| &h.plan);
-    if json {
-        let hooks: Vec<serde_json::Value> = plans.map(plan_json).collect();
-        println!("{}", serde_json::to_string_pretty(&hooks)?);
-        return Ok(());
-    }
-    println!(
-        "policy {} (mode {}) on kernel {}",
-        prepared.name(),
-        mode_name(&prepared),
-        report.kernel
-    );
-    for p in plans {
-        println!("  {} {}", p.path, p.hook);
-        println!("    attach:    {}", describe_mechanism(&p.mechanism));
-        if let Some(why) = &p.fallback_reason {
-            println!("    fallback:  {why}");
-        }
-        let action = if p.requested == p.enforcement {
-            describe_enforcement(p.enforcement)
-        } else {
-            format!(
-                "{} (the policy asks: {})",
-                describe_enforcement(p.enforcement),
-                describe_enforcement(p.requested)
-            )
+/// Prints where each hook of each policy attaches on this kernel and what that guarantees, as
+/// text (a header per file) or (`json`) one JSON array of every file's hooks, each naming its
+/// file and policy. A refused policy's problems are printed (on stderr with `json`, which keeps
+/// stdout one JSON document) and the command fails once all are explained.
+pub fn explain(btf: &str, paths: &[PathBuf], json: bool) -> Result<()> {
+    let files = policy_paths(paths)?;
+    let this = ThisKernel::probe(btf)?;
+    let kernel = this.kernel();
+    let release = this.release.as_deref().unwrap_or("?");
+    let (mut refused, mut hooks) = (0, Vec::new());
+    for (i, f) in files.iter().enumerate() {
+        let prepared = match prepare(f, &kernel) {
+            Ok(p) => p,
+            Err(errors) if json => {
+                eprintln!("{errors}");
+                refused += 1;
+                continue;
+            }
+            Err(errors) => {
+                outln!("{errors}")?;
+                refused += 1;
+                continue;
+            }
         };
-        println!("    action:    {action}");
-        println!("    guarantee: {}", p.guarantee.describe());
+        if json {
+            hooks.extend(prepared.hooks.iter().map(|h| plan_json(&prepared, &h.plan)));
+            continue;
+        }
+        if i > 0 {
+            outln!()?;
+        }
+        outln!(
+            "{}: policy {} ({}) on kernel {release}",
+            f.display(),
+            prepared.name(),
+            what_it_does(&prepared)
+        )?;
+        for h in &prepared.hooks {
+            explain_hook(&h.plan)?;
+        }
     }
-    Ok(())
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&hooks)?)?;
+    }
+    match (refused, files.as_slice()) {
+        (0, _) => Ok(()),
+        (_, [one]) => bail!("{} is refused on this kernel", one.display()),
+        _ => bail!(
+            "{refused} of {} policy files are refused on this kernel",
+            files.len()
+        ),
+    }
+}
+
+/// One hook's plan, as text.
+fn explain_hook(p: &HookPlan) -> std::io::Result<()> {
+    outln!("  {} {}", p.path, p.hook)?;
+    outln!("    attach:    {}", describe_mechanism(&p.mechanism))?;
+    if let Some(why) = &p.fallback_reason {
+        outln!("    fallback:  {why}")?;
+    }
+    let action = if p.requested == p.enforcement {
+        describe_enforcement(p.enforcement)
+    } else {
+        format!(
+            "{} (the policy asks: {})",
+            describe_enforcement(p.enforcement),
+            describe_enforcement(p.requested)
+        )
+    };
+    outln!("    action:    {action}")?;
+    outln!("    guarantee: {}", p.guarantee.describe())
 }
 
 /// One hook's plan for `explain --json`; `attach` is worded as the agent logs what it attached.
-fn plan_json(p: &HookPlan) -> serde_json::Value {
+fn plan_json(policy: &Prepared, p: &HookPlan) -> serde_json::Value {
     serde_json::json!({
+        "file": policy.file,
+        "policy": policy.name(),
         "path": p.path,
         "hook": p.hook,
         "attach": describe_mechanism(&p.mechanism),
@@ -208,21 +296,21 @@ pub fn test(policy_file: &Path, events: &Path, json: bool) -> Result<()> {
                     "path": subject, "policy_name": prepared.name(), "action": action,
                     "monitor": monitor, "selector": selector,
                 });
-                println!("{out}");
+                outln!("{out}")?;
             } else {
-                println!(
+                outln!(
                     "{} {binary} {function} {subject}: {action}{}",
                     event["time"].as_str().unwrap_or(""),
                     if monitor { " (monitor)" } else { "" }
-                );
+                )?;
             }
         }
     }
     if !json {
-        println!(
+        outln!(
             "{opens} file opens and {calls} hook calls replayed, {matched} matched policy {}",
             prepared.name()
-        );
+        )?;
     }
     Ok(())
 }
@@ -321,8 +409,10 @@ fn hook_call(body: &serde_json::Value) -> vigil_policy_engine::evaluate_hooks::H
     }
 }
 
-/// The arguments of a recorded call, for the report.
+/// The arguments of a recorded call, for the report: each as its text (a string unquoted), a
+/// file or socket by its path or address.
 fn args_text(body: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
     body["args"]
         .as_array()
         .into_iter()
@@ -332,9 +422,9 @@ fn args_text(body: &serde_json::Value) -> String {
                 .get("path")
                 .or_else(|| o.get("daddr"))
                 .or_else(|| o.get("addr"))
-                .map(|v| v.to_string())
+                .map(text)
                 .unwrap_or_default(),
-            Some(v) => v.to_string(),
+            Some(v) => text(v),
             None => String::new(),
         })
         .collect::<Vec<_>>()

@@ -208,7 +208,7 @@ fn policy_lint_names_file_line_field_reason_and_fix() {
         String::from_utf8_lossy(&ok.stdout)
     );
     assert!(
-        String::from_utf8_lossy(&ok.stdout).contains("ok (policy syscalls, 1 hooks, mode enforce)")
+        String::from_utf8_lossy(&ok.stdout).contains("ok (policy syscalls, 1 hook, observes only)")
     );
 
     let out = Command::new(vigil_bin())
@@ -250,7 +250,10 @@ fn policy_explain_shows_the_plan_for_this_kernel() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("policy deny-passwd (mode enforce)"),
+        stdout.contains(&format!(
+            "{}: policy deny-passwd (enforces) on kernel ",
+            file.display()
+        )),
         "{stdout}"
     );
     if kernels::current().hooks.contains(&kernels::Hook::Lsm) {
