@@ -8,7 +8,7 @@
 //!   per exec and its record throughput per CPU-second;
 //! - the file, write, read, TCP and DNS paths with the shipped policies loaded;
 //! - start-up (to the "agent ready" line) and stop (SIGTERM to exit), with no policy and with
-//!   the shipped library and Sigma rules.
+//!   the shipped library and Sigma rules (alone: `vigil-bench --start-stop`).
 //!
 //! Rounds without and with the agent alternate (4 without, 3 with) and the table shows medians
 //! and every round, so drift of the machine shows up as spread rather than as agent cost.
@@ -315,6 +315,9 @@ fn main() {
         return dns_loop(&args[2]);
     }
     vigil_tests::require_root();
+    if args.len() == 2 && args[1] == "--start-stop" {
+        return start_stop_rows();
+    }
     // Warm the page cache and the spawn path before measuring.
     exec_rate(200, 1);
 
