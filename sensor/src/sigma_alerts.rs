@@ -2,12 +2,15 @@
 //! rules, and each match is written right after it as a `process_alert` event, so alerts take
 //! the same path to every output as the events they are about. Rule directories are rescanned
 //! every second; a changed set is loaded whole and replaces the old one, and a rule that does
-//! not load is reported with its file while the others keep working.
+//! not load is reported with its file while the others keep working. At the start, a path
+//! named with `--sigma-dir` that is missing, unreadable or refused stops the agent instead:
+//! whoever named it expects it to run. A rule naming a field vigil never fills loads with a
+//! warning at that field. `vigil sigma test` runs the same detector over recorded events.
 
 use std::{path::PathBuf, time::SystemTime};
 
 use vigil_events::{Event, EventBody, ProcessAlert};
-use vigil_policy_engine::sigma::{rule_files, SigmaEngine, SigmaMatch};
+use vigil_policy_engine::sigma::{rule_files, SigmaEngine, SigmaLoadError, SigmaMatch};
 
 use crate::agent::log;
 
@@ -16,6 +19,8 @@ pub struct SigmaDetector {
     paths: Vec<PathBuf>,
     engine: SigmaEngine,
     stamp: Vec<(PathBuf, SystemTime, u64)>,
+    /// Rule files that did not load at the last (re)load.
+    refused: usize,
 }
 
 /// Every rule file's path, modification time and size, to notice changes. The files are the
@@ -33,10 +38,13 @@ fn stamp(paths: &[PathBuf]) -> Vec<(PathBuf, SystemTime, u64)> {
         .collect()
 }
 
-fn load(paths: &[PathBuf]) -> SigmaEngine {
-    let (engine, errors) = SigmaEngine::load(paths);
-    for e in &errors {
+/// Says what loading gave: the refused files, the warnings, the count.
+fn report(paths: &[PathBuf], engine: &SigmaEngine, errors: &[SigmaLoadError]) {
+    for e in errors {
         log(format!("sigma rule refused, the others keep running: {e}"));
+    }
+    for w in engine.warnings() {
+        log(format!("sigma rule warning: {w}"));
     }
     log(format!(
         "sigma: {} rules loaded from {}",
@@ -47,25 +55,68 @@ fn load(paths: &[PathBuf]) -> SigmaEngine {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    engine
 }
 
 impl SigmaDetector {
-    /// Loads the rules under `paths`.
+    /// Loads the rules under `paths` for the agent's start. A path named (a rule file, or a
+    /// directory) that is missing, unreadable or refused is an error, one line with its reason,
+    /// and nothing is loaded; a rule inside a named directory that does not load is logged and
+    /// the others run, as on every later rescan.
+    pub fn try_start(paths: Vec<PathBuf>) -> anyhow::Result<SigmaDetector> {
+        let (engine, errors) = SigmaEngine::load(&paths);
+        let named: Vec<&SigmaLoadError> = errors
+            .iter()
+            .filter(|e| paths.iter().any(|p| p.display().to_string() == e.file))
+            .collect();
+        if let Some(first) = named.first() {
+            let more = match named.len() {
+                1 => String::new(),
+                n => format!(" (and {} more rule paths)", n - 1),
+            };
+            anyhow::bail!("Sigma rule path {first}{more}");
+        }
+        Ok(SigmaDetector::loaded(paths, engine, &errors))
+    }
+
+    /// Loads the rules under `paths`; what does not load is logged. Kept until the agent's
+    /// start calls [`SigmaDetector::try_start`].
     pub fn start(paths: Vec<PathBuf>) -> SigmaDetector {
-        let engine = load(&paths);
+        let (engine, errors) = SigmaEngine::load(&paths);
+        SigmaDetector::loaded(paths, engine, &errors)
+    }
+
+    fn loaded(
+        paths: Vec<PathBuf>,
+        engine: SigmaEngine,
+        errors: &[SigmaLoadError],
+    ) -> SigmaDetector {
+        report(&paths, &engine, errors);
         SigmaDetector {
             stamp: stamp(&paths),
             engine,
             paths,
+            refused: errors.len(),
         }
+    }
+
+    /// The loaded rules' engine.
+    pub fn engine(&self) -> &SigmaEngine {
+        &self.engine
+    }
+
+    /// How many rule files did not load.
+    pub fn refused(&self) -> usize {
+        self.refused
     }
 
     /// Reloads the rules when a file under the paths changed, appeared or went.
     pub fn rescan(&mut self) {
         let now = stamp(&self.paths);
         if now != self.stamp {
-            self.engine = load(&self.paths);
+            let (engine, errors) = SigmaEngine::load(&self.paths);
+            report(&self.paths, &engine, &errors);
+            self.engine = engine;
+            self.refused = errors.len();
             self.stamp = now;
         }
     }
@@ -81,7 +132,7 @@ impl SigmaDetector {
 }
 
 /// The `process_alert` event of a match.
-pub fn alert(event: &Event, m: SigmaMatch<'_>) -> Event {
+fn alert(event: &Event, m: SigmaMatch<'_>) -> Event {
     let (process, parent) = match &event.body {
         EventBody::ProcessExec(e) => (e.process.clone(), e.parent.clone()),
         EventBody::ProcessExit(e) => (e.process.clone(), e.parent.clone()),

@@ -1,17 +1,16 @@
-//! `vigil sigma test`: the agent's detection, offline, over recorded events.
+//! `vigil sigma test`: the agent's detection, offline, over recorded events. The rules load as
+//! at the agent's start (a rule path that does not load stops the command) and every event
+//! goes through the agent's detector.
 
 use std::path::Path;
 
-use vigil_policy_engine::sigma::SigmaEngine;
+use vigil_events::{Event, EventBody};
 
-use crate::{agent::log, sigma_alerts::alert, stdout::outln};
+use crate::{sigma_alerts::SigmaDetector, stdout::outln};
 
 /// Runs the rules under `rules` over the recorded events in `events` and prints each alert.
 pub fn test(rules: &Path, events: &Path, json: bool) -> anyhow::Result<()> {
-    let (engine, errors) = SigmaEngine::load(&[rules.to_path_buf()]);
-    for e in &errors {
-        log(format!("sigma rule refused: {e}"));
-    }
+    let detector = SigmaDetector::try_start(vec![rules.to_path_buf()])?;
     let input = std::fs::read_to_string(events)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", events.display()))?;
     let (mut read, mut alerts) = (0usize, 0usize);
@@ -19,23 +18,23 @@ pub fn test(rules: &Path, events: &Path, json: bool) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let event: vigil_events::Event = serde_json::from_str(line).map_err(|e| {
+        let event: Event = serde_json::from_str(line).map_err(|e| {
             anyhow::anyhow!("{}:{}: not a vigil event: {e}", events.display(), n + 1)
         })?;
         read += 1;
-        for m in engine.evaluate(&event) {
+        for alert in detector.alerts(&event) {
             alerts += 1;
             if json {
-                outln!("{}", serde_json::to_string(&alert(&event, m))?)?;
-            } else {
+                outln!("{}", serde_json::to_string(&alert)?)?;
+            } else if let EventBody::ProcessAlert(a) = &alert.body {
                 outln!(
                     "{} {} [{}] {} ({}) {}",
-                    event.time,
-                    event.process().binary,
-                    m.rule.level,
-                    m.rule.rule.title,
-                    m.rule.id,
-                    m.rule.file.display()
+                    alert.time,
+                    a.process.binary,
+                    a.level,
+                    a.title,
+                    a.rule_id,
+                    a.rule_file
                 )?;
             }
         }
@@ -43,12 +42,12 @@ pub fn test(rules: &Path, events: &Path, json: bool) -> anyhow::Result<()> {
     if !json {
         outln!(
             "{read} events, {} rules ({} refused), {alerts} alerts",
-            engine.rules().len(),
-            errors.len()
+            detector.engine().rules().len(),
+            detector.refused()
         )?;
     }
-    if !errors.is_empty() {
-        anyhow::bail!("{} rule files did not load", errors.len());
+    if detector.refused() > 0 {
+        anyhow::bail!("{} rule files did not load", detector.refused());
     }
     Ok(())
 }

@@ -148,6 +148,7 @@ fn every_subcommand_piped_into_a_closed_reader_ends_quietly_with_its_own_status(
         "vigil: error: 1 of {} policy files have problems",
         shipped_files * 20 + 1
     );
+    let loaded = format!("vigil: sigma: 1 rules loaded from {}", rules.display());
     // (arguments, exit status, stderr)
     let cases: Vec<(Vec<OsString>, i32, Vec<&str>)> = vec![
         (vec![s("--help")], 0, vec![]),
@@ -193,7 +194,7 @@ fn every_subcommand_piped_into_a_closed_reader_ends_quietly_with_its_own_status(
         (
             vec![s("sigma"), s("test"), p(&rules), s("--events"), p(&events)],
             0,
-            vec![],
+            vec![loaded.as_str()],
         ),
         (
             vec![
@@ -205,7 +206,7 @@ fn every_subcommand_piped_into_a_closed_reader_ends_quietly_with_its_own_status(
                 p(&events),
             ],
             0,
-            vec![],
+            vec![loaded.as_str()],
         ),
     ];
     for (args, code, stderr) in &cases {

@@ -433,3 +433,69 @@ fn rules_added_at_run_time_fire_and_broken_ones_are_refused() {
         run.stderr
     );
 }
+
+/// A rule naming a field vigil never fills loads (it may match through its other selections),
+/// with a warning at that field's line and column that says what to use instead: from `vigil
+/// sigma test` and from the agent alike.
+#[test]
+fn a_rule_on_a_field_vigil_never_fills_loads_with_a_warning_at_that_field() {
+    require_root();
+    let dir = TempDir::new("sigma-unfilled");
+    let rule = dir.path().join("proc_netcat_name.yml");
+    std::fs::write(
+        &rule,
+        "title: Netcat by Name\nid: netcat-by-name\nlogsource:\n    product: linux\n    category: process_creation\ndetection:\n    selection:\n        ProcessName|endswith: /nc\n    condition: selection\nlevel: high\n",
+    )
+    .unwrap();
+    let warning = format!(
+        "sigma rule warning: {}:8:9: detection.selection.ProcessName|endswith: vigil never fills \
+         `ProcessName` in process_creation events, so nothing the rule says of it matches: use \
+         `Image`",
+        rule.display()
+    );
+    let out = Command::new(vigil_tests::vigil_bin())
+        .args(["sigma", "test", "--events", "/dev/null"])
+        .arg(&rule)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&warning), "{stderr}");
+
+    let agent = Agent::start(&["--sigma-dir", rule.to_str().unwrap()]);
+    agent.wait_for_log("sigma: 1 rules loaded", 0);
+    let run = agent.stop();
+    assert_eq!(
+        run.stderr.iter().filter(|l| l.contains(&warning)).count(),
+        1,
+        "{:#?}",
+        run.stderr
+    );
+}
+
+/// A rule path `vigil sigma test` is given that is missing or refused stops it with one line
+/// that names the path and the reason, as it stops the agent's start.
+#[test]
+fn a_missing_or_refused_rule_path_stops_sigma_test_with_one_line() {
+    require_root();
+    let dir = TempDir::new("sigma-refused");
+    let broken = dir.path().join("broken.yml");
+    std::fs::write(&broken, "title: broken\ndetection: [\n").unwrap();
+    let missing = dir.path().join("missing.yml");
+    for (path, reason) in [
+        (&missing, ": cannot read: "),
+        (&broken, ":3:1: YAML syntax error: "),
+    ] {
+        let out = Command::new(vigil_tests::vigil_bin())
+            .args(["sigma", "test", "--events", "/dev/null"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(!out.status.success(), "{stderr}");
+        assert_eq!(lines.len(), 1, "{stderr}");
+        let expected = format!("vigil: error: Sigma rule path {}{reason}", path.display());
+        assert!(lines[0].starts_with(&expected), "{stderr}");
+    }
+}

@@ -5,21 +5,83 @@
 //! | category | vigil event | fields |
 //! |---|---|---|
 //! | `process_creation` | `process_exec` | Image, CommandLine, CurrentDirectory, User, LogonId, ProcessId, ParentImage, ParentCommandLine, ParentProcessId |
-//! | `file_event` | `process_kprobe` / `process_lsm` with a `file_arg` or `path_arg` | TargetFilename, Image, User, ProcessId |
-//! | `network_connection` | `process_kprobe` with a `sock_arg` or `sockaddr_arg` | DestinationIp, DestinationPort, SourceIp, SourcePort, Initiated, Protocol, Image, User, ProcessId |
-//! | `dns_query` | `process_kprobe` with a `dns_arg` that is an answer (one per lookup, as Sysmon logs them) | QueryName, QueryType, QueryStatus (`NOERROR`, `NXDOMAIN`, ...), QueryResults (`;`-separated), Image, User, ProcessId |
+//! | `file_event` | `process_kprobe` / `process_lsm` with a `file_arg` or `path_arg` | TargetFilename, Image, User, ProcessId, LogonId |
+//! | `network_connection` | `process_kprobe` with a `sock_arg` or `sockaddr_arg` | DestinationIp, DestinationPort, SourceIp, SourcePort, Initiated, Protocol, Image, User, ProcessId, LogonId |
+//! | `dns_query` | `process_kprobe` with a `dns_arg` that is an answer (one per lookup, as Sysmon logs them) | QueryName, QueryType, QueryStatus (`NOERROR`, `NXDOMAIN`, ...), QueryResults (`;`-separated), Image, User, ProcessId, LogonId |
+//!
+//! [`CATEGORY_FIELDS`] lists them for the loader's warnings.
 
 use std::collections::HashMap;
 
 use vigil_events::{Arg, Event, EventBody, Process};
 
+/// The fields vigil fills in each category's events, by Sigma name: what [`sigma_fields`]
+/// writes (a parent's fields when the process has a parent). A rule that names another field
+/// loads with a warning ([`super::unfilled`]): nothing it says of that field ever matches.
+pub const CATEGORY_FIELDS: [(&str, &[&str]); 4] = [
+    (
+        "process_creation",
+        &[
+            "Image",
+            "User",
+            "ProcessId",
+            "LogonId",
+            "CommandLine",
+            "CurrentDirectory",
+            "ParentImage",
+            "ParentCommandLine",
+            "ParentProcessId",
+        ],
+    ),
+    (
+        "file_event",
+        &["Image", "User", "ProcessId", "LogonId", "TargetFilename"],
+    ),
+    (
+        "network_connection",
+        &[
+            "Image",
+            "User",
+            "ProcessId",
+            "LogonId",
+            "DestinationIp",
+            "DestinationPort",
+            "SourceIp",
+            "SourcePort",
+            "Protocol",
+            "Initiated",
+        ],
+    ),
+    (
+        "dns_query",
+        &[
+            "Image",
+            "User",
+            "ProcessId",
+            "LogonId",
+            "QueryName",
+            "QueryType",
+            "QueryStatus",
+            "QueryResults",
+        ],
+    ),
+];
+
 /// Sigma logsource categories vigil produces.
 pub const CATEGORIES: [&str; 4] = [
-    "process_creation",
-    "file_event",
-    "network_connection",
-    "dns_query",
+    CATEGORY_FIELDS[0].0,
+    CATEGORY_FIELDS[1].0,
+    CATEGORY_FIELDS[2].0,
+    CATEGORY_FIELDS[3].0,
 ];
+
+/// The fields vigil fills in `category`'s events.
+pub fn filled(category: &str) -> &'static [&'static str] {
+    CATEGORY_FIELDS
+        .iter()
+        .find(|(c, _)| *c == category)
+        .map_or(&[], |(_, f)| f)
+}
 
 /// Names of users by uid, read from `/etc/passwd` once.
 #[derive(Debug, Default, Clone)]
@@ -215,4 +277,64 @@ pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
         haystack: b.haystack,
         spans: b.spans,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeSet, sync::Arc};
+
+    use vigil_events::{
+        dns::DnsArg, Arg, Event, EventBody, FileArg, Process, ProcessExec, ProcessPolicy,
+    };
+
+    use super::*;
+
+    fn event(body: EventBody) -> Event {
+        Event {
+            body,
+            node_name: "n".into(),
+            time: "t".into(),
+        }
+    }
+
+    fn policy_event(arg: Arg) -> Event {
+        event(EventBody::ProcessKprobe(ProcessPolicy {
+            process: Arc::new(Process::default()),
+            parent: None,
+            function_name: "f".into(),
+            args: vec![arg],
+            return_arg: None,
+            action: String::new(),
+            policy_name: "p".into(),
+            message: String::new(),
+            tags: Vec::new(),
+            outcome: String::new(),
+            ancestors: Vec::new(),
+        }))
+    }
+
+    #[test]
+    fn the_fields_listed_per_category_are_the_fields_each_event_gets() {
+        let exec = event(EventBody::ProcessExec(ProcessExec {
+            process: Arc::new(Process::default()),
+            parent: Some(Arc::new(Process::default())),
+            ancestors: Vec::new(),
+        }));
+        let file = policy_event(Arg::FileArg(FileArg { path: "/x".into() }));
+        let sock = policy_event(Arg::SockaddrArg(vigil_events::SockaddrArg {
+            family: "AF_INET".into(),
+            addr: "10.0.0.1".into(),
+            port: 1,
+        }));
+        let dns = policy_event(Arg::DnsArg(DnsArg {
+            response: true,
+            ..Default::default()
+        }));
+        for e in [exec, file, sock, dns] {
+            let f = sigma_fields(&e, &Users::default()).unwrap();
+            let got: BTreeSet<&str> = f.values.iter().map(|(k, _)| *k).collect();
+            let listed: BTreeSet<&str> = filled(f.category).iter().copied().collect();
+            assert_eq!(got, listed, "{}", f.category);
+        }
+    }
 }

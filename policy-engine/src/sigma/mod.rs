@@ -16,9 +16,11 @@ use vigil_events::Event;
 
 pub mod fields;
 pub mod literals;
+mod unfilled;
 mod walk;
 
-pub use fields::{sigma_fields, SigmaFields, Users, CATEGORIES};
+pub use fields::{sigma_fields, SigmaFields, Users, CATEGORIES, CATEGORY_FIELDS};
+pub use unfilled::SigmaWarning;
 pub use walk::{rule_files, MAX_WALK_DEPTH, MAX_WALK_ENTRIES};
 
 use crate::{
@@ -40,14 +42,18 @@ pub struct SigmaRule {
     pub category: &'static str,
     /// Literals of which a match needs one (`None`: evaluated on every event of its category).
     pub needs: literals::Needed,
+    /// The fields it names that vigil never fills in its category's events.
+    pub warnings: Vec<SigmaWarning>,
 }
 
 /// Why a rule file was not loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {reason}")]
+#[error("{file}{}: {reason}", .at.map_or(String::new(), |(l, c)| format!(":{l}:{c}")))]
 pub struct SigmaLoadError {
     /// The file.
     pub file: String,
+    /// The line and column the reason is about, when it is about one.
+    pub at: Option<(usize, usize)>,
     /// Why.
     pub reason: String,
 }
@@ -88,19 +94,27 @@ fn level_name(rule: &sigma_rust::Rule) -> String {
         .unwrap_or_else(|| "medium".into())
 }
 
-/// The gate's refusal as a rule's: the file is printed in front already.
+/// The gate's refusal as a rule's: the file is printed in front already. The gate stops at
+/// its first problem, so a refusal has one position.
 fn input_error(file: &Path, e: InputError) -> SigmaLoadError {
     let name = file.display().to_string();
-    let reason = match &e {
-        InputError::Invalid(errors) => errors
-            .0
-            .iter()
-            .map(|e| format!("{}:{}: {} (fix: {})", e.line, e.column, e.reason, e.fix))
-            .collect::<Vec<_>>()
-            .join("; "),
-        InputError::File(_) => e.detail(&name),
+    let (at, reason) = match &e {
+        InputError::Invalid(errors) => (
+            errors.0.first().map(|e| (e.line, e.column)),
+            errors
+                .0
+                .iter()
+                .map(|e| format!("{} (fix: {})", e.reason, e.fix))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        InputError::File(_) => (None, e.detail(&name)),
     };
-    SigmaLoadError { file: name, reason }
+    SigmaLoadError {
+        file: name,
+        at,
+        reason,
+    }
 }
 
 /// Most `and`, `or`, `not` and parentheses in one condition: sigma-rust parses and evaluates
@@ -133,6 +147,7 @@ pub fn load_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
 fn parse_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
     let err = |reason: String| SigmaLoadError {
         file: file.display().to_string(),
+        at: None,
         reason,
     };
     // Read as plain YAML first: the condition's size is checked before sigma-rust parses it,
@@ -195,7 +210,9 @@ fn parse_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
                 _ => None,
             }
         });
+    let warnings = unfilled::unfilled_fields(&file.display().to_string(), text, &doc, category);
     Ok(SigmaRule {
+        warnings,
         id: rule.id.clone().unwrap_or_else(|| rule.title.clone()),
         level: level_name(&rule),
         file: file.to_path_buf(),
@@ -275,6 +292,11 @@ impl SigmaEngine {
         &self.rules
     }
 
+    /// What the loaded rules name that vigil never fills, rule by rule.
+    pub fn warnings(&self) -> impl Iterator<Item = &SigmaWarning> {
+        self.rules.iter().flat_map(|r| &r.warnings)
+    }
+
     /// The rules `e` matches.
     pub fn evaluate(&self, e: &Event) -> Vec<SigmaMatch<'_>> {
         let Some(f) = sigma_fields(e, &self.users) else {
@@ -352,6 +374,15 @@ mod tests {
         let (engine, errors) = SigmaEngine::load(&[dir]);
         assert!(errors.is_empty(), "{errors:#?}");
         assert!(engine.rules().len() >= 48, "{}", engine.rules().len());
+    }
+
+    #[test]
+    fn the_shipped_rules_name_only_fields_vigil_fills() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/sigma");
+        let (engine, errors) = SigmaEngine::load(&[dir]);
+        assert!(errors.is_empty(), "{errors:#?}");
+        let warnings: Vec<String> = engine.warnings().map(|w| w.to_string()).collect();
+        assert!(warnings.is_empty(), "{warnings:#?}");
     }
 
     const RULE: &str = "title: t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  s:\n    Image: /bin/x\n  condition: s\n";

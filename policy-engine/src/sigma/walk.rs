@@ -50,6 +50,7 @@ impl Walk {
     fn skip(&mut self, path: &Path, reason: String) {
         self.skipped.push(SigmaLoadError {
             file: path.display().to_string(),
+            at: None,
             reason,
         });
     }
