@@ -87,6 +87,8 @@ pub struct AgentStats {
     pub cache_size: usize,
     /// Live executions evicted by the cache capacity.
     pub cache_evictions: u64,
+    /// Calls whose hooks did not run because a runner was missing from its array.
+    pub hooks_not_run: u64,
 }
 
 /// Ring buffer drops by event kind.
@@ -266,9 +268,21 @@ fn load_programs(
                 .take(3)
                 .map(|l| format!("{} {:.2} s", l.name, l.took.as_secs_f64()))
                 .collect();
+            // A refusal here is said again, with the verifier's reason, by the policy whose
+            // attach loads the program again.
+            let refused: Vec<&str> = loads
+                .iter()
+                .filter(|l| l.error.is_some())
+                .map(|l| l.name)
+                .collect();
+            let refused = if refused.is_empty() {
+                String::new()
+            } else {
+                format!("; refused by the kernel: {}", refused.join(", "))
+            };
             clock.step(format!(
-                "{} programs verified in parallel (slowest: {})",
-                loads.len(),
+                "{} programs verified in parallel (slowest: {}){refused}",
+                loads.len() - refused.len(),
                 slowest.join(", ")
             ));
             Ok(sensor)
@@ -307,6 +321,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
     let mut ticks = 0u32;
     let mut reported_drops = DropStats::default();
+    let mut reported_misses = 0;
 
     loop {
         tokio::select! {
@@ -343,6 +358,13 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                     ));
                     reported_drops = drops;
                 }
+                let misses = sensor.runner_misses();
+                if misses != reported_misses {
+                    log(format!(
+                        "{misses} calls ran no policy hook: a hook runner is missing from its array (emptied or replaced by another root process); restart the agent"
+                    ));
+                    reported_misses = misses;
+                }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -367,12 +389,16 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     stats.ringbuf_drops = DropStats::from_slots(sensor.drops());
     stats.cache_size = enricher.cache.len();
     stats.cache_evictions = enricher.cache.evictions();
+    stats.hooks_not_run = sensor.runner_misses();
     drop(ring);
     drop(policies);
+    if let Err(e) = sensor.stop_policies() {
+        log(format!("cannot tell the programs the agent stops: {e}"));
+    }
     let handover = Handover::start()
         .map_err(|e| log(format!("detaching here, one tracepoint at a time: {e}")))
         .ok();
-    sensor.shutdown();
+    drop(sensor);
     log(format!("stats {}", serde_json::to_string(&stats)?));
     let detaching = handover
         .as_ref()

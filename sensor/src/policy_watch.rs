@@ -171,8 +171,9 @@ impl StartingPolicies {
         };
         for file in self.files {
             let path = file.path.clone();
-            if let Err(reason) = m.apply(sensor, file) {
-                if named.contains(&path) {
+            let is_named = named.contains(&path);
+            if let Err(reason) = m.apply(sensor, file, !is_named) {
+                if is_named {
                     bail!("--policy {}: {}", path.display(), first_line(&reason));
                 }
             }
@@ -283,16 +284,22 @@ impl PolicyManager {
         }
         for path in due {
             let file = self.view.prepare(&path);
-            let _ = self.apply(sensor, file);
+            let _ = self.apply(sensor, file, true);
         }
         self.release_file_open(sensor);
         Ok(())
     }
 
-    /// Enforces (or re-enforces) one prepared file before saying so. A refusal at any step is
-    /// logged and leaves the policies as they were (a previous version of the file's policy
-    /// keeps running), and returned; it never ends the agent.
-    fn apply(&mut self, sensor: &mut LoadedObject, file: PreparedFile) -> Result<(), String> {
+    /// Enforces (or re-enforces) one prepared file before saying so. A refusal at any step
+    /// leaves the policies as they were (a previous version of the file's policy keeps
+    /// running) and is returned, and logged when `log_refusal` (a refused `--policy` file
+    /// stops the start instead, in one line).
+    fn apply(
+        &mut self,
+        sensor: &mut LoadedObject,
+        file: PreparedFile,
+        log_refusal: bool,
+    ) -> Result<(), String> {
         let Some(st) = file.stamp else {
             return Err(format!("{}: cannot read it", file.path.display()));
         };
@@ -322,17 +329,13 @@ impl PolicyManager {
                     ));
                     (Some(name), Ok(()))
                 }
-                Err(reason) => {
-                    let reason = format!("{name_of_file}: {reason}");
-                    refused(previous.as_deref(), &reason);
-                    (previous, Err(reason))
-                }
+                Err(reason) => (previous, Err(format!("{name_of_file}: {reason}"))),
             },
-            Err(e) => {
-                refused(previous.as_deref(), &e.to_string());
-                (previous, Err(e.to_string()))
-            }
+            Err(e) => (previous, Err(e.to_string())),
         };
+        if let (Err(reason), true) = (&outcome, log_refusal) {
+            refused(policy.as_deref(), reason);
+        }
         self.files.insert(path, Tracked { stamp: st, policy });
         outcome
     }

@@ -151,10 +151,12 @@ impl Agent {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("agent ready") {
+                let ready = line.contains("agent ready");
+                // Kept before the start returns, so a test sees the ready line in the log.
+                lines.lock().unwrap().push(line);
+                if ready {
                     let _ = ready_tx.send(());
                 }
-                lines.lock().unwrap().push(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -292,12 +294,14 @@ pub fn wait_for_detach(stderr: &[String]) {
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        // Gone, or a zombie (its descriptors are closed before it becomes one).
+        // Gone, a zombie (its descriptors are closed before it becomes one), or the pid taken
+        // by another program since.
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Ok(stat)
-                if !stat
-                    .rsplit_once(") ")
-                    .is_some_and(|(_, r)| r.starts_with('Z')) => {}
+                if stat.contains("(vigil)")
+                    && !stat
+                        .rsplit_once(") ")
+                        .is_some_and(|(_, r)| r.starts_with('Z')) => {}
             _ => return,
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -147,6 +147,8 @@ pub struct Config {
     pub cgroup_subsys: u32,
     /// The agent's own process: generic hooks ignore its calls.
     pub agent_tgid: u32,
+    /// Non-zero once the agent stops: no policy acts any more.
+    pub stopping: u32,
 }
 
 #[cfg(test)]
@@ -225,7 +227,7 @@ mod layout_tests {
             "vigil_exit_event" => ExitEvent { hdr, pid, tid, exit_code }
             "vigil_rule" => Rule { flags, policy_id, hook, action, arg }
             "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len }
-            "vigil_config" => Config { cgroup_subsys, agent_tgid }
+            "vigil_config" => Config { cgroup_subsys, agent_tgid, stopping }
             "vigil_hook_config" => HookConfig { hook_id, flags, arg_reg, arg_type, arg_flags,
                 arg_bits, nargs, rule_first, rule_count, konst }
             "vigil_hook_list" => HookList { n, slot }

@@ -156,6 +156,7 @@ int main(void)
 	SIZE(vigil_config);
 	FIELD(vigil_config, cgroup_subsys);
 	FIELD(vigil_config, agent_tgid);
+	FIELD(vigil_config, stopping);
 
 	printf("(\"VIGIL_PATH_MAX\", \"#define\", %d),\n", VIGIL_PATH_MAX);
 	printf("(\"VIGIL_ARGS_MAX\", \"#define\", %d),\n", VIGIL_ARGS_MAX);

@@ -55,7 +55,7 @@ int vigil_kprobe(struct pt_regs *ctx)
 	e->regs[5] = 0;
 	e->connect_addr = 0;
 	e->lookup_key = ip;
-	bpf_tail_call(ctx, &vigil_kprobe_runner, 0);
+	RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_kprobe_runner);
 	return 0;
 }
 
@@ -74,7 +74,7 @@ int vigil_kretprobe(struct pt_regs *ctx)
 		e->regs[i] = 0;
 	e->connect_addr = 0;
 	e->lookup_key = key;
-	bpf_tail_call(ctx, &vigil_kprobe_runner, 0);
+	RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_kprobe_runner);
 	return 0;
 }
 
@@ -98,7 +98,7 @@ int vigil_kretprobe(struct pt_regs *ctx)
 			e->regs[i] = 0;                                                            \
 		e->connect_addr = 0;                                                               \
 		e->lookup_key = key;                                                               \
-		bpf_tail_call(ctx, &vigil_tp_runner, 0);                                           \
+		RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_tp_runner);                                      \
 		return 0;                                                                          \
 	}
 

@@ -183,7 +183,9 @@ static __always_inline int evaluate(const struct path *p, __u32 mechanism)
 	struct rule_walk w = { .mechanism = mechanism };
 	__u32 pos, len;
 
-	if (!s || !e)
+	struct vigil_config *cfg = vigil_config();
+
+	if (!s || !e || !cfg || cfg->stopping)
 		return 0;
 	__u32 zero = 0;
 	struct vigil_policy_state *state = bpf_map_lookup_elem(&vigil_policy_state_map, &zero);

@@ -53,7 +53,7 @@ static __always_inline void tail_sock_hook(void *ctx, struct hook_eval *e, __u64
 					   struct sock *sk)
 {
 	if (sock_hooks(e, code, sk))
-		bpf_tail_call(ctx, &vigil_tp_runner, 0);
+		RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_tp_runner);
 }
 
 /*
@@ -216,9 +216,8 @@ int vigil_sendto_enter(struct syscall_enter_ctx *ctx)
 }
 
 /*
- * The system call programs tail-call the runner, which the kernel allows only while the frames
- * below the call fit 256 bytes: what a program needs only on one path lives in these
- * subprograms' frames, and what the hooks read goes straight into the per-CPU state.
+ * What a program needs only on one path lives in these subprograms' frames, and what the hooks
+ * read goes straight into the per-CPU state, which the runner reads after the tail call.
  */
 
 /* The socket of `fd` when it is one of `protocol` that the call `code` returning `ret` is a

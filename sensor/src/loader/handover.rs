@@ -5,9 +5,11 @@
 //! 35 ms each: nearly two seconds for the shipped library's fifty tracepoints). The agent
 //! hands its kernel objects to a child process first: the child holds a copy of every file
 //! descriptor, the agent's own closes only drop references and it exits at once, and the
-//! kernel detaches when the child exits, right after the agent. The programs go on running,
-//! without a reader, until then; the agent logs the child's pid so that whoever starts the
-//! next agent at once can wait for it.
+//! kernel detaches when the child closes them, right after the agent has exited. Before the
+//! handover the agent tells its programs that it is stopping (`LoadedObject::stop_policies`),
+//! so until they are detached they act on nothing, a next agent included. The child closes
+//! its descriptors from the highest down, links before the programs and maps they use. The
+//! agent logs the child's pid so that whoever needs the programs gone can wait for it.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -21,8 +23,14 @@ pub struct Handover {
 impl Handover {
     /// Forks the child. It does only what is safe after a fork in a threaded process: it
     /// closes its standard streams (a reader of the agent's output sees the end when the agent
-    /// exits), waits for the pipe to close, and exits.
+    /// exits), resets the agent's signal handlers, waits for the pipe to close, closes every
+    /// descriptor from the highest down and exits.
     pub fn start() -> std::io::Result<Handover> {
+        // Read before the fork: the child may not allocate.
+        let highest = std::fs::read_dir("/proc/self/fd")?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .max()
+            .unwrap_or(1024);
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two descriptors into the array we own.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -39,12 +47,18 @@ impl Handover {
                 for fd in 0..3 {
                     libc::close(fd);
                 }
+                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
                 let mut byte = 0u8;
                 loop {
                     let n = libc::read(fds[0], (&mut byte as *mut u8).cast(), 1);
                     if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
                         break;
                     }
+                }
+                for fd in (3..=highest).rev() {
+                    libc::close(fd);
                 }
                 libc::_exit(0)
             },

@@ -17,8 +17,8 @@ use vigil_bpf_kprobes::{abi, VIGIL_OBJ};
 mod handover;
 mod parallel;
 pub use handover::Handover;
+use parallel::LoadAs;
 pub use parallel::ProgramLoad;
-use parallel::{LoadAs, Release};
 
 /// Why the process sensor could not start.
 #[derive(Debug, Error)]
@@ -258,6 +258,8 @@ pub struct LoadedObject {
     ebpf: Ebpf,
     btf: Btf,
     drops: PerCpuArray<MapData, u64>,
+    /// See [`LoadedObject::runner_misses`].
+    runner_misses: PerCpuArray<MapData, u64>,
     /// The socket stand-ins' links and how many hooks use them: one attachment serves them all
     /// (each finds its own description by key), since two would run them twice per call.
     sock_state: Option<(SockStateLinks, usize)>,
@@ -299,6 +301,7 @@ impl LoadedObject {
                 ConfigPod(abi::Config {
                     cgroup_subsys: opts.cgroup_subsys,
                     agent_tgid: std::process::id(),
+                    stopping: 0,
                 }),
                 0,
             )
@@ -308,6 +311,11 @@ impl LoadedObject {
             .take_map("vigil_drops")
             .ok_or_else(|| missing("vigil_drops"))?;
         let drops = PerCpuArray::try_from(drops_map).map_err(|e| map_err("vigil_drops", e))?;
+        let misses_map = ebpf
+            .take_map("vigil_runner_misses")
+            .ok_or_else(|| missing("vigil_runner_misses"))?;
+        let runner_misses =
+            PerCpuArray::try_from(misses_map).map_err(|e| map_err("vigil_runner_misses", e))?;
 
         let mut wanted: Vec<(&'static str, LoadAs)> = ATTACH_PLAN
             .iter()
@@ -342,6 +350,7 @@ impl LoadedObject {
                 ebpf,
                 btf,
                 drops,
+                runner_misses,
                 sock_state: None,
                 shared: Default::default(),
                 runners: Vec::new(),
@@ -383,30 +392,32 @@ impl LoadedObject {
         Ok(())
     }
 
-    /// Detaches and unloads everything, links and programs each on its own thread (see
-    /// [`parallel`]): the stop waits for one grace period instead of one per link.
-    pub fn shutdown(mut self) {
-        let mut links: Vec<Release> = Vec::new();
-        for (_, (id, _)) in std::mem::take(&mut self.shared) {
-            links.extend(self.take_shared(id));
-        }
-        if let Some((sock, _)) = self.sock_state.take() {
-            for (program, id) in sock {
-                links.extend(take_link::<TracePoint, _, _>(&mut self.ebpf, program, id));
-            }
-        }
-        parallel::release_all(&mut self.ebpf, links);
+    /// Tells every program that the agent is stopping: from now on no policy acts (no hook
+    /// runs, no file open is judged), so the programs the kernel detaches after the agent has
+    /// exited (see [`Handover`]) cannot act on a process, a next agent included.
+    pub fn stop_policies(&mut self) -> Result<(), LoadError> {
+        let map = self
+            .ebpf
+            .map_mut("vigil_config_map")
+            .ok_or_else(|| missing("vigil_config_map"))?;
+        let mut config: Array<_, ConfigPod> =
+            Array::try_from(map).map_err(|e| map_err("vigil_config_map", e))?;
+        let ConfigPod(mut c) = config
+            .get(&0, 0)
+            .map_err(|e| map_err("vigil_config_map", e))?;
+        c.stopping = 1;
+        config
+            .set(0, ConfigPod(c), 0)
+            .map_err(|e| map_err("vigil_config_map", e))
     }
 
-    fn take_shared(&mut self, id: SharedLinkId) -> Option<Release> {
-        match id {
-            SharedLinkId::Kprobe(program, id) => {
-                take_link::<KProbe, _, _>(&mut self.ebpf, program, id)
-            }
-            SharedLinkId::Tracepoint(program, id) => {
-                take_link::<TracePoint, _, _>(&mut self.ebpf, program, id)
-            }
-        }
+    /// Calls whose hooks did not run because a runner was missing from its array, summed over
+    /// CPUs (zero unless the arrays were emptied or tampered with).
+    pub fn runner_misses(&self) -> u64 {
+        self.runner_misses
+            .get(&0, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
     }
 
     /// The agent's object, for the policy table to take its maps.
@@ -687,32 +698,6 @@ where
     }
     Ok(prog)
 }
-
-/// Takes link `id` of program `program` out of it, to be let go where the caller chooses.
-fn take_link<P, Id, L>(ebpf: &mut Ebpf, program: &str, id: Id) -> Option<Release>
-where
-    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program>,
-    P: TakeLink<Id, L>,
-    L: Send + 'static,
-{
-    let p: &mut P = ebpf.program_mut(program)?.try_into().ok()?;
-    p.take(id).ok().map(|l| Box::new(l) as Release)
-}
-
-/// aya's `take_link`, for the program kinds whose links the agent shares.
-trait TakeLink<Id, L> {
-    fn take(&mut self, id: Id) -> Result<L, ProgramError>;
-}
-
-macro_rules! take_links {
-    ($($t:ty => $id:ty, $link:ty);*) => { $(impl TakeLink<$id, $link> for $t {
-        fn take(&mut self, id: $id) -> Result<$link, ProgramError> { self.take_link(id) }
-    })* };
-}
-take_links!(
-    KProbe => KProbeLinkId, aya::programs::kprobe::KProbeLink;
-    TracePoint => TracePointLinkId, aya::programs::trace_point::TracePointLink
-);
 
 /// Whether a program is loaded in the kernel yet.
 trait HasFd {

@@ -1,11 +1,8 @@
-//! Loading the agent's programs, and letting them go, in parallel.
+//! Loading the agent's programs in parallel.
 //!
 //! The kernel verifies a program when it is loaded, and verifies privileged loads concurrently,
 //! so the programs a start needs are loaded on one thread each: the start waits for the slowest
-//! verification, not for their sum. Detaching a tracepoint or kprobe waits for the kernel's RCU
-//! grace periods (about 70 ms per link on our machines, four seconds for the shipped library
-//! one after another), so a stop lets every link go on a thread of its own, where the waits
-//! overlap.
+//! verification, not for their sum.
 
 use std::time::{Duration, Instant};
 
@@ -76,30 +73,4 @@ fn load_one(program: &mut Program, how: LoadAs, btf: &Btf) -> Result<(), Program
         // the attach that needs it loads it and says what is wrong.
         _ => Ok(()),
     }
-}
-
-/// Something that detaches (or unloads) when dropped.
-pub type Release = Box<dyn Send>;
-
-/// Lets `links` go, each on its own thread, then unloads every program of `ebpf` the same way
-/// (with the links still attached to them), and returns when all are gone.
-pub fn release_all(ebpf: &mut Ebpf, links: Vec<Release>) {
-    std::thread::scope(|scope| {
-        for link in links {
-            scope.spawn(move || drop(link));
-        }
-    });
-    std::thread::scope(|scope| {
-        for (_, program) in ebpf.programs_mut() {
-            scope.spawn(move || {
-                let _ = match program {
-                    Program::TracePoint(p) => p.unload(),
-                    Program::KProbe(p) => p.unload(),
-                    Program::RawTracePoint(p) => p.unload(),
-                    Program::Lsm(p) => p.unload(),
-                    _ => Ok(()),
-                };
-            });
-        }
-    });
 }

@@ -49,6 +49,25 @@ struct {
 	__type(value, __u32);
 } vigil_kprobe_runner SEC(".maps") __vigil_shared;
 
+/* Calls whose hooks did not run because a runner was missing from its array: counted, so that an
+ * emptied or tampered array shows in the agent's stats instead of going quiet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} vigil_runner_misses SEC(".maps") __vigil_shared;
+
+/* Tail-calls the runner of `array`; returns (and counts) only when it is missing. */
+#define RUN_HOOKS_BY_TAIL_CALL(ctx, array)                                                        \
+	do {                                                                                       \
+		__u32 __zero = 0;                                                                  \
+		bpf_tail_call(ctx, &array, 0);                                                     \
+		__u64 *__misses = bpf_map_lookup_elem(&vigil_runner_misses, &__zero);             \
+		if (__misses)                                                                      \
+			*__misses += 1;                                                            \
+	} while (0)
+
 struct emit_walk {
 	__u32 off;
 };
@@ -106,7 +125,7 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct vigil_config *gcfg = vigil_config();
 
-	if (gcfg && gcfg->agent_tgid == pid_tgid >> 32)
+	if (!gcfg || gcfg->stopping || gcfg->agent_tgid == pid_tgid >> 32)
 		return;
 	__builtin_memcpy(&e->cfg, cfg, sizeof(e->cfg));
 	__builtin_memset(&e->ev, 0, sizeof(e->ev));

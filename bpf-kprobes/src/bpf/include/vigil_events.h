@@ -392,6 +392,7 @@ struct vigil_hook_event {
 struct vigil_config {
 	__u32 cgroup_subsys; /* cgroup v1 subsystem whose path is reported, or VIGIL_CGROUP_V2 */
 	__u32 agent_tgid;    /* generic hooks ignore the agent's own calls (its writes, connects) */
+	__u32 stopping;      /* the agent is stopping: no policy acts any more (see handover.rs) */
 };
 
 #define VIGIL_CGROUP_V2 0xffffffffu
