@@ -179,6 +179,11 @@ fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         clock.step("policies read and planned");
         Some(s)
     };
+    let detector = if opts.sigma.is_empty() {
+        None
+    } else {
+        Some(SigmaDetector::try_start(opts.sigma.clone())?)
+    };
     let needs = starting.as_ref().map(|s| s.needs()).unwrap_or_default();
     let mut sensor = load_programs(&opts, &needs, clock)?;
     let ring = sensor.take_ring()?;
@@ -209,7 +214,6 @@ fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         },
     );
     clock.step(format!("{} processes read from /proc", stats.procfs_seeded));
-    let detector = (!opts.sigma.is_empty()).then(|| SigmaDetector::start(opts.sigma.clone()));
     // stdout or the export file, and the configuration's sinks: one pipeline.
     let mut export = opts
         .config

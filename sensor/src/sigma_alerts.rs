@@ -78,12 +78,6 @@ impl SigmaDetector {
         Ok(SigmaDetector::loaded(paths, engine, &errors))
     }
 
-    /// Loads the rules under `paths`; what does not load is logged. Kept until the agent's
-    /// start calls [`SigmaDetector::try_start`].
-    pub fn start(paths: Vec<PathBuf>) -> SigmaDetector {
-        let (engine, errors) = SigmaEngine::load(&paths);
-        SigmaDetector::loaded(paths, engine, &errors)
-    }
 
     fn loaded(
         paths: Vec<PathBuf>,
