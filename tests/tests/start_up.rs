@@ -57,8 +57,9 @@ fn agent(args: &[&str]) -> Output {
 }
 
 /// A failed start: a non-zero exit and one line of error (besides the notices of filesystems
-/// the first run after boot mounts), naming `needle`.
-fn assert_stopped_in_one_line(out: &Output, needle: &str) {
+/// the first run after boot mounts and the steps done), starting with `prefix`, naming
+/// `needle`.
+fn assert_stopped_in_one_line_as(out: &Output, prefix: &str, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr
         .lines()
@@ -66,12 +67,21 @@ fn assert_stopped_in_one_line(out: &Output, needle: &str) {
         .collect();
     assert!(!out.status.success(), "the agent started: {stderr}");
     assert_eq!(lines.len(), 1, "one line expected: {lines:#?}");
-    assert!(
-        lines[0].starts_with("vigil: error: --policy "),
-        "{}",
-        lines[0]
-    );
+    assert!(lines[0].starts_with(prefix), "{}", lines[0]);
     assert!(lines[0].contains(needle), "{:?} lacks {needle:?}", lines[0]);
+}
+
+fn assert_stopped_in_one_line(out: &Output, needle: &str) {
+    assert_stopped_in_one_line_as(out, "vigil: error: --policy ", needle);
+}
+
+#[test]
+fn a_sigma_path_named_on_the_command_line_that_does_not_exist_stops_the_start() {
+    require_root();
+    let dir = TempDir::new("start-sigma");
+    let missing = dir.path().join("no-such-rules");
+    let out = agent(&["--sigma-dir", missing.to_str().unwrap()]);
+    assert_stopped_in_one_line_as(&out, "vigil: error: Sigma rule path ", "no-such-rules");
 }
 
 #[test]
