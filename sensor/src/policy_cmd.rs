@@ -436,6 +436,17 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
+    fn policy_test_writes_a_sockets_address_and_string_arguments_unquoted() {
+        let body = serde_json::json!({"args": [
+            {"sock_arg": {"daddr": "127.0.0.1", "dport": 53}},
+            {"string_arg": "a b"},
+            {"int_arg": 5},
+            {"file_arg": {"path": "/etc/passwd"}},
+        ]});
+        assert_eq!(super::args_text(&body), "127.0.0.1,a b,5,/etc/passwd");
+    }
+
+    #[test]
     fn lint_and_test_refuse_a_policy_file_others_can_write() {
         let dir = std::env::temp_dir().join(format!("vigil-policy-cmd-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
