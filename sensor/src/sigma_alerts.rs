@@ -78,7 +78,6 @@ impl SigmaDetector {
         Ok(SigmaDetector::loaded(paths, engine, &errors))
     }
 
-
     fn loaded(
         paths: Vec<PathBuf>,
         engine: SigmaEngine,
