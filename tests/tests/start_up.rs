@@ -24,23 +24,15 @@ spec:
 ";
 
 /// The same policy with a misspelt field on line 16.
-const TYPO: &str = "apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata:
-  name: typo
-spec:
-  kprobes:
-  - call: \"sys_setuid\"
-    syscall: true
-    args:
-    - index: 0
-      type: \"int\"
-    selectors:
+fn typo() -> String {
+    GOOD.replace("name: watch-setuid", "name: typo")
+        + "    selectors:
     - matchArgs:
       - index: 0
         operator: \"Equal\"
         valuez: [\"0\"]
-";
+"
+}
 
 fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
@@ -98,7 +90,7 @@ fn a_refused_policy_named_on_the_command_line_stops_the_start_at_its_line() {
     require_root();
     let dir = TempDir::new("start-refused");
     let good = write(&dir, "good.yaml", GOOD);
-    let typo = write(&dir, "typo.yaml", TYPO);
+    let typo = write(&dir, "typo.yaml", &typo());
     let out = agent(&[
         "--policy",
         good.to_str().unwrap(),
@@ -116,7 +108,7 @@ fn a_refused_policy_named_on_the_command_line_stops_the_start_at_its_line() {
 fn a_refused_file_of_the_policy_directory_is_refused_alone_while_the_others_run() {
     let dir = TempDir::new("start-dir");
     write(&dir, "good.yaml", GOOD);
-    write(&dir, "typo.yaml", TYPO);
+    write(&dir, "typo.yaml", &typo());
     let agent = Agent::start(&["--policy-dir", dir.path().to_str().unwrap()]);
     let log = agent.log_lines().join("\n");
     assert!(log.contains("policy watch-setuid loaded"), "{log}");

@@ -253,7 +253,7 @@ fn main() {
     row(
         "Splunk HEC (gzip, HTTP; includes the in-process test server)",
         &format!(
-            "  type: splunk_hec\n  endpoint: {}\n  token: {{file: {secret}}}\n",
+            "  type: splunk_hec\n  endpoint: {}\n  token: {{file: {secret}}}\n  allow_plaintext: true\n",
             hec.endpoint()
         ),
         events,
@@ -263,7 +263,7 @@ fn main() {
     let es = elastic::ElasticServer::start("t");
     row(
         "Elasticsearch (ECS documents, _bulk; includes the in-process test server; 20,000 events)",
-        &format!("  type: elasticsearch\n  endpoint: {}\n  api_key: {{file: {secret}}}\n  data_stream: false\n  index: vigil\n", es.endpoint()),
+        &format!("  type: elasticsearch\n  endpoint: {}\n  api_key: {{file: {secret}}}\n  data_stream: false\n  index: vigil\n  allow_plaintext: true\n", es.endpoint()),
         &events[..EVENTS / 5],
     );
     drop(es);
@@ -302,7 +302,7 @@ fn main() {
             });
             row(
                 "Kafka (gzip, 3 partitions, to a tansu broker on loopback)",
-                &format!("  type: kafka\n  brokers: ['127.0.0.1:{port}']\n  topic: vigil\n"),
+                &format!("  type: kafka\n  brokers: ['127.0.0.1:{port}']\n  topic: vigil\n  allow_plaintext: true\n"),
                 events,
             );
         }
@@ -330,7 +330,7 @@ fn main() {
             wait_listening(grpc);
             row(
                 "OpenTelemetry (OTLP/gRPC, gzip, to a rotel collector on loopback)",
-                &format!("  type: otlp\n  endpoint: http://127.0.0.1:{grpc}\n"),
+                &format!("  type: otlp\n  endpoint: http://127.0.0.1:{grpc}\n  allow_plaintext: true\n"),
                 events,
             );
         }
