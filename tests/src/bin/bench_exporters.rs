@@ -330,7 +330,9 @@ fn main() {
             wait_listening(grpc);
             row(
                 "OpenTelemetry (OTLP/gRPC, gzip, to a rotel collector on loopback)",
-                &format!("  type: otlp\n  endpoint: http://127.0.0.1:{grpc}\n  allow_plaintext: true\n"),
+                &format!(
+                    "  type: otlp\n  endpoint: http://127.0.0.1:{grpc}\n  allow_plaintext: true\n"
+                ),
                 events,
             );
         }
