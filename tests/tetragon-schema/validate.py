@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Checks vigil's JSON events against Tetragon's schema, strictly.
+
+Compiles Tetragon's .proto files (../shared/testdata/tetragon-api/ beside the repository, or
+--api) with grpcio-tools' protoc into a descriptor set, once, then parses every JSON line of
+the files given (or stdin) as protojson of `tetragon.GetEventsResponse` with unknown fields
+refused. Before parsing, the additions vigil documents (vigil-additions.json, next to this
+script) are removed from each event; anything else Tetragon's schema lacks is a failure.
+
+A failing line is parsed again without the field protobuf refused, until it parses, so every
+difference of the line is listed, not only the first. Prints each failing line with its event
+kind and protobuf's messages, then the failures grouped by kind and reason, and exits 1 when
+any line failed (2 when the tools or the schema are missing).
+
+Needs the `grpcio-tools` and `protobuf` wheels on PYTHONPATH: `make test-deps` unpacks them
+into target/tools/tetragon-schema-py/cpXY (used when PYTHONPATH does not provide them).
+"""
+
+import argparse
+import collections
+import json
+import os
+import re
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+TOP_LEVEL = {"node_name", "time", "cluster_name", "node_labels", "aggregation_info"}
+# Differences listed per line at most; a line has a few dozen fields.
+MAX_ROUNDS = 64
+
+
+def import_protobuf():
+    """Imports grpc_tools and protobuf, from PYTHONPATH or else from make test-deps' directory."""
+    try:
+        import grpc_tools.protoc  # noqa: F401
+        import google.protobuf.json_format  # noqa: F401
+    except ImportError:
+        tag = "cp%d%d" % sys.version_info[:2]
+        sys.path.insert(0, os.path.join(REPO, "target", "tools", "tetragon-schema-py", tag))
+        for name in [m for m in sys.modules if m == "google" or m.startswith(("google.", "grpc_tools"))]:
+            del sys.modules[name]
+        try:
+            import grpc_tools.protoc  # noqa: F401
+            import google.protobuf.json_format  # noqa: F401
+        except ImportError as e:
+            sys.exit(
+                f"validate.py: cannot import grpcio-tools and protobuf ({e}): run make test-deps "
+                f"(it unpacks them into target/tools/tetragon-schema-py/{tag}, for PYTHONPATH)"
+            )
+
+
+def compile_schema(api_dir):
+    """The GetEventsResponse class, from Tetragon's protos compiled by grpcio-tools' protoc."""
+    import grpc_tools
+    from grpc_tools import protoc
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    events = os.path.join(api_dir, "tetragon", "events.proto")
+    if not os.path.isfile(events):
+        sys.exit(f"validate.py: no {events}: Tetragon's API protos are missing (--api)")
+    well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    with tempfile.TemporaryDirectory(prefix="tetragon-schema-") as tmp:
+        out = os.path.join(tmp, "tetragon.desc")
+        rc = protoc.main(
+            [
+                "protoc",
+                f"--proto_path={api_dir}",
+                f"--proto_path={well_known}",
+                "--include_imports",
+                f"--descriptor_set_out={out}",
+                "tetragon/events.proto",
+            ]
+        )
+        if rc != 0:
+            sys.exit(f"validate.py: protoc failed ({rc}) on {events}")
+        with open(out, "rb") as f:
+            files = descriptor_pb2.FileDescriptorSet.FromString(f.read())
+    pool = descriptor_pool.DescriptorPool()
+    for fd in files.file:
+        pool.Add(fd)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tetragon.GetEventsResponse"))
+
+
+def load_additions(path):
+    """[(path segments, path, reason)] from the additions file, checked."""
+    with open(path) as f:
+        doc = json.load(f)
+    out = []
+    for i, a in enumerate(doc["additions"]):
+        p, reason = a.get("path"), a.get("reason")
+        if not isinstance(p, str) or not p or not isinstance(reason, str) or not reason.strip():
+            sys.exit(f"validate.py: {path}: addition {i} needs a non-empty path and reason")
+        segs = p.split(".")
+        if segs[-1] == "*" or "" in segs:
+            sys.exit(f"validate.py: {path}: addition {p!r}: empty segment or final *")
+        out.append((segs, p, reason))
+    return out
+
+
+def remove(node, segs):
+    """Removes the fields at `segs` below `node` (lists crossed element by element, `*` any
+    key, `a|b` either key); returns how many were removed."""
+    if isinstance(node, list):
+        return sum(remove(n, segs) for n in node)
+    if not isinstance(node, dict):
+        return 0
+    head, rest = segs[0], segs[1:]
+    keys = list(node) if head == "*" else [k for k in head.split("|") if k in node]
+    if not rest:
+        for k in keys:
+            del node[k]
+        return len(keys)
+    return sum(remove(node[k], rest) for k in keys)
+
+
+def kind_of(event):
+    if not isinstance(event, dict):
+        return "(not an object)"
+    kinds = [k for k in event if k not in TOP_LEVEL]
+    return ",".join(kinds) if kinds else "(no event key)"
+
+
+# protobuf's messages name the field at fault: `... at "GetEventsResponse.a.b[0]".` (unknown
+# field: the message holding it) or `... at GetEventsResponse.a.b[0].c.` (a value).
+UNKNOWN = re.compile(r'has no field named "([^"]+)" at "([^"]*)"')
+AT = re.compile(r" at ([A-Za-z_][\w.\[\]]*?)\.?$")
+STEP = re.compile(r"([^.\[\]]+)|\[(\d+|[^\]]*)\]")
+
+
+def fault_path(msg):
+    """The JSON path of the field a message blames, as keys and indexes, or None."""
+    first = msg.splitlines()[0] if msg else ""
+    m = UNKNOWN.search(first)
+    if m:
+        where, field = m.group(2), m.group(1)
+        dotted = f"{where}.{field}" if where else field
+    else:
+        m = AT.search(first)
+        if not m:
+            return None
+        dotted = m.group(1)
+    steps = []
+    for name, index in STEP.findall(dotted):
+        steps.append(name if name else (int(index) if index.isdigit() else index))
+    if steps and steps[0] == "GetEventsResponse":
+        steps = steps[1:]
+    return steps or None
+
+
+def drop(event, steps):
+    node = event
+    for s in steps[:-1]:
+        try:
+            node = node[s]
+        except (KeyError, IndexError, TypeError):
+            return False
+    try:
+        del node[steps[-1]]
+        return True
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
+def short(msg):
+    """protobuf's first line without its chain of `Failed to parse x field:` (the path at the
+    end names the field)."""
+    first = msg.splitlines()[0] if msg else "(no message)"
+    return re.sub(r"^(Failed to parse \w+ field: )+", "", first).rstrip(".")
+
+
+def generic(msg):
+    """A message with its array indexes removed, for grouping."""
+    return re.sub(r"\[\d+\]", "[]", msg.splitlines()[0])
+
+
+def check(event, cls, json_format):
+    """protobuf's messages for `event` (empty when it parses), one per difference."""
+    problems = []
+    for _ in range(MAX_ROUNDS):
+        try:
+            json_format.Parse(json.dumps(event), cls(), ignore_unknown_fields=False)
+            return problems
+        except json_format.ParseError as e:
+            msg = str(e)
+        except Exception as e:  # noqa: BLE001 - any refusal is a failure
+            msg = f"{type(e).__name__}: {e}"
+        problems.append(short(msg))
+        steps = fault_path(msg)
+        if not steps or not drop(event, steps):
+            return problems
+    problems.append(f"(more than {MAX_ROUNDS} differences; stopped)")
+    return problems
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("files", nargs="*", help="JSON-lines files (default: stdin)")
+    ap.add_argument(
+        "--api",
+        default=os.environ.get("TETRAGON_API_DIR")
+        or os.path.join(os.path.dirname(REPO), "shared", "testdata", "tetragon-api"),
+        help="the directory holding tetragon/events.proto",
+    )
+    ap.add_argument("--additions", default=os.path.join(HERE, "vigil-additions.json"))
+    ap.add_argument("--max-shown", type=int, default=20, help="failing lines printed (the summary counts all)")
+    args = ap.parse_args()
+
+    import_protobuf()
+    from google.protobuf import json_format
+
+    cls = compile_schema(os.path.abspath(args.api))
+    additions = load_additions(args.additions)
+
+    total = 0
+    per_kind = collections.Counter()
+    failed_kind = collections.Counter()
+    reasons = collections.Counter()
+    removed = collections.Counter()
+    shown = 0
+    sources = [(f, open(f, encoding="utf-8", errors="replace")) for f in args.files] or [("<stdin>", sys.stdin)]
+    for name, stream in sources:
+        for lineno, line in enumerate(stream, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            total += 1
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError as e:
+                event, problems, kind = None, [f"not JSON: {e}"], "(not JSON)"
+            if event is not None:
+                kind = kind_of(event)
+                for segs, path, _ in additions:
+                    n = remove(event, segs) if isinstance(event, dict) else 0
+                    if n:
+                        removed[path] += n
+                problems = check(event, cls, json_format)
+            per_kind[kind] += 1
+            if not problems:
+                continue
+            failed_kind[kind] += 1
+            for p in problems:
+                reasons[(kind, generic(p))] += 1
+            if shown < args.max_shown:
+                shown += 1
+                print(f"FAIL {name}:{lineno} [{kind}]")
+                for p in problems:
+                    print(f"  {p}")
+                print(f"  line: {line if len(line) <= 1500 else line[:1500] + '...'}")
+    failed = sum(failed_kind.values())
+    if failed > shown:
+        print(f"({failed - shown} more failing lines not shown; --max-shown)")
+
+    print(f"\nTetragon schema (GetEventsResponse, strict): {total} events, {failed} failed")
+    for kind in sorted(per_kind):
+        print(f"  {kind}: {per_kind[kind]} events, {failed_kind[kind]} failed")
+    if reasons:
+        print("differences (kind, protobuf's message, lines):")
+        for (kind, msg), n in sorted(reasons.items(), key=lambda r: (r[0][0], -r[1], r[0][1])):
+            print(f"  [{kind}] {n:6}x  {msg}")
+    if removed:
+        print("vigil's documented additions removed before parsing (vigil-additions.json):")
+        for _, path, _ in additions:
+            if removed[path]:
+                print(f"  {path}: {removed[path]}")
+    if total == 0:
+        print("no events to check")
+        return 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
