@@ -1,11 +1,15 @@
-//! Capability sets: kept as the kernel's bit mask ([`CapSet`]) and written as the `CAP_*` names
-//! Tetragon prints, so a root process's 41 capabilities cost no allocation per event.
+//! Capability sets: kept as the kernel's bit mask ([`CapSet`]) and written as the names of
+//! Tetragon's `CapabilitiesType` enum, so a root process's 41 capabilities cost no allocation per
+//! event. Those names are the kernel's `CAP_*` names except one: capability 1 is
+//! `DAC_OVERRIDE` in Tetragon's enum (no prefix), and that is what is written. Both spellings
+//! are read, since policies and Sigma rules use the kernel's `CAP_DAC_OVERRIDE`.
 
 use serde::{de, ser::SerializeSeq, Deserialize, Deserializer, Serialize, Serializer};
 
+/// Tetragon's `CapabilitiesType` names, by bit.
 const NAMES: [&str; 41] = [
     "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
+    "DAC_OVERRIDE",
     "CAP_DAC_READ_SEARCH",
     "CAP_FOWNER",
     "CAP_FSETID",
@@ -55,12 +59,21 @@ pub fn name(bit: u32) -> String {
         .unwrap_or_else(|| format!("CAP_{bit}"))
 }
 
-/// The bit of a capability name (`CAP_SYS_ADMIN` or `CAP_<bit>`).
+/// The bit of a capability name: Tetragon's (`CAP_SYS_ADMIN`, `DAC_OVERRIDE`), the kernel's
+/// (`CAP_DAC_OVERRIDE`) or `CAP_<bit>`.
 pub fn bit(name: &str) -> Option<u32> {
     if let Some(i) = NAMES.iter().position(|n| *n == name) {
         return Some(i as u32);
     }
-    name.strip_prefix("CAP_")?.parse().ok().filter(|b| *b < 64)
+    let rest = name.strip_prefix("CAP_")?;
+    // `CAP_DAC_OVERRIDE`: the kernel's spelling of a name Tetragon writes without the prefix.
+    if let Some(i) = NAMES
+        .iter()
+        .position(|n| !n.starts_with("CAP_") && *n == rest)
+    {
+        return Some(i as u32);
+    }
+    rest.parse().ok().filter(|b| *b < 64)
 }
 
 /// A capability set as the kernel keeps it: bit N set means capability N.
@@ -119,6 +132,22 @@ mod tests {
         assert_eq!(super::name(21), "CAP_SYS_ADMIN");
         assert_eq!(super::name(40), "CAP_CHECKPOINT_RESTORE");
         assert_eq!(super::name(63), "CAP_63");
+    }
+
+    #[test]
+    fn dac_override_is_written_as_tetragon_names_it_and_read_in_both_spellings() {
+        assert_eq!(super::name(1), "DAC_OVERRIDE");
+        assert_eq!(
+            serde_json::to_string(&CapSet(0b11)).unwrap(),
+            r#"["CAP_CHOWN","DAC_OVERRIDE"]"#
+        );
+        assert_eq!(super::bit("DAC_OVERRIDE"), Some(1));
+        assert_eq!(super::bit("CAP_DAC_OVERRIDE"), Some(1));
+        assert_eq!(super::bit("CAP_CAP_CHOWN"), None);
+        assert_eq!(super::bit("CHOWN"), None);
+        let read: CapSet =
+            serde_json::from_str(r#"["CAP_DAC_OVERRIDE","DAC_OVERRIDE","CAP_KILL"]"#).unwrap();
+        assert_eq!(read, CapSet((1 << 1) | (1 << 5)));
     }
 }
 

@@ -312,7 +312,7 @@ pub struct Process {
     pub docker: Option<String>,
 }
 
-/// Capability sets, written as `CAP_*` names.
+/// Capability sets, written as the names of Tetragon's `CapabilitiesType` enum.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Capabilities {
