@@ -271,8 +271,34 @@ impl Agent {
             .map(|s| serde_json::from_str(s).expect("stats line is JSON"))
             .unwrap_or_else(|| panic!("no stats line from the agent:\n{}", stderr.join("\n")));
         let text = std::fs::read_to_string(&self.export).expect("export file exists");
+        archive_events(&text);
         (text, stats, stderr)
     }
+}
+
+/// Names a file every agent's JSON event lines are appended to when the scenarios stop their
+/// agents, for the Tetragon schema check of all of them (tests/tests/tetragon_schema.rs).
+pub const EVENT_ARCHIVE_VAR: &str = "VIGIL_EVENT_ARCHIVE";
+
+/// Appends the JSON event lines of an agent's export file (compact lines are not events) to
+/// the file `VIGIL_EVENT_ARCHIVE` names, when it is set; does nothing otherwise.
+fn archive_events(text: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os(EVENT_ARCHIVE_VAR) else {
+        return;
+    };
+    let lines: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v.is_object()))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{EVENT_ARCHIVE_VAR}={}: {e}", path.to_string_lossy()));
+    f.write_all(lines.as_bytes())
+        .unwrap_or_else(|e| panic!("{EVENT_ARCHIVE_VAR}={}: {e}", path.to_string_lossy()));
 }
 
 impl Drop for Agent {
