@@ -189,8 +189,15 @@ pub enum Arg {
     FileArg(FileArg),
     /// A signed integer.
     IntArg(i64),
-    /// An unsigned size or count (`size_t`, unsigned 64-bit).
-    SizeArg(u64),
+    /// An unsigned size or count (`size_t`, unsigned 64-bit), written as a decimal string as
+    /// protojson writes Tetragon's `uint64 size_arg`; a number is read too.
+    SizeArg(
+        #[serde(
+            serialize_with = "crate::int64::serialize",
+            deserialize_with = "crate::int64::deserialize"
+        )]
+        u64,
+    ),
     /// A socket.
     SockArg(SockArg),
     /// A `struct path`, by the path the kernel resolved.
@@ -482,6 +489,28 @@ mod tests {
         assert_eq!(v["node_name"], "n");
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn size_arg_is_written_as_a_string_and_read_as_a_string_or_a_number() {
+        let big = u64::MAX - 1;
+        let json = serde_json::to_string(&Arg::SizeArg(big)).unwrap();
+        assert_eq!(json, format!(r#"{{"size_arg":"{big}"}}"#));
+        assert_eq!(serde_json::from_str::<Arg>(&json).unwrap(), Arg::SizeArg(big));
+        let old = serde_json::from_str::<Arg>(r#"{"size_arg":4096}"#).unwrap();
+        assert_eq!(old, Arg::SizeArg(4096));
+        assert_eq!(
+            serde_json::to_string(&Arg::SizeArg(0)).unwrap(),
+            r#"{"size_arg":"0"}"#,
+            "a oneof member is written even at 0"
+        );
+        assert!(serde_json::from_str::<Arg>(r#"{"size_arg":-1}"#).is_err());
+        assert!(serde_json::from_str::<Arg>(r#"{"size_arg":"12x"}"#).is_err());
+        // int_arg is Tetragon's int32: a number.
+        assert_eq!(
+            serde_json::to_string(&Arg::IntArg(-2)).unwrap(),
+            r#"{"int_arg":-2}"#
+        );
     }
 
     #[test]
