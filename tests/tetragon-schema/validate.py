@@ -26,7 +26,6 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-TOP_LEVEL = {"node_name", "time", "cluster_name", "node_labels", "aggregation_info"}
 # Differences listed per line at most; a line has a few dozen fields.
 MAX_ROUNDS = 64
 
@@ -115,11 +114,12 @@ def remove(node, segs):
     return sum(remove(node[k], rest) for k in keys)
 
 
-def kind_of(event):
+def kind_of(event, kinds):
+    """The event key of `event`: one of `kinds` (Tetragon's and vigil's own)."""
     if not isinstance(event, dict):
         return "(not an object)"
-    kinds = [k for k in event if k not in TOP_LEVEL]
-    return ",".join(kinds) if kinds else "(no event key)"
+    found = [k for k in event if k in kinds]
+    return ",".join(found) if found else "(no event key)"
 
 
 # protobuf's messages name the field at fault: `... at "GetEventsResponse.a.b[0]".` (unknown
@@ -163,16 +163,50 @@ def drop(event, steps):
         return False
 
 
-def short(msg):
-    """protobuf's first line without its chain of `Failed to parse x field:` (the path at the
-    end names the field)."""
-    first = msg.splitlines()[0] if msg else "(no message)"
-    return re.sub(r"^(Failed to parse \w+ field: )+", "", first).rstrip(".")
-
-
 def generic(msg):
     """A message with its array indexes removed, for grouping."""
-    return re.sub(r"\[\d+\]", "[]", msg.splitlines()[0])
+    return re.sub(r"\[\d+\]", "[]", msg)
+
+
+CHAIN = re.compile(r"Failed to parse (\w+) field: ")
+
+
+def chain_paths(node, names, prefix):
+    """Every path below `node` whose keys are `names` (list indexes crossed)."""
+    if not names:
+        return [prefix]
+    if isinstance(node, list):
+        return [p for i, n in enumerate(node) for p in chain_paths(n, names, prefix + [i])]
+    if isinstance(node, dict) and names[0] in node:
+        return chain_paths(node[names[0]], names[1:], prefix + [names[0]])
+    return []
+
+
+def explain(msg, event):
+    """protobuf's message as one line naming the field, and the paths of the fields to drop
+    before parsing again. Messages name the field with ` at <path>`, or else only with their
+    chain of `Failed to parse <field> field:` (no event key, no indexes): then every field of
+    the event along that chain is dropped."""
+    first = msg.splitlines()[0] if msg else "(no message)"
+    names = []
+    while m := CHAIN.match(first):
+        names.append(m.group(1))
+        first = first[m.end():]
+    first = first.rstrip(".")
+    steps = fault_path(first)
+    if steps:
+        return first, [steps]
+    if not names:
+        return first, []
+    paths = chain_paths(event, names, [])
+    for key, body in event.items():
+        paths += chain_paths(body, names, [key])
+    return f"{'.'.join(names)}: {first}", paths
+
+
+def order(path):
+    """Sorts paths with indexes as numbers."""
+    return [(0, s, "") if isinstance(s, int) else (1, 0, s) for s in path]
 
 
 def check(event, cls, json_format):
@@ -186,9 +220,11 @@ def check(event, cls, json_format):
             msg = str(e)
         except Exception as e:  # noqa: BLE001 - any refusal is a failure
             msg = f"{type(e).__name__}: {e}"
-        problems.append(short(msg))
-        steps = fault_path(msg)
-        if not steps or not drop(event, steps):
+        text, paths = explain(msg, event)
+        problems.append(text)
+        # Deepest first, so that dropping one does not move the indexes of the next.
+        dropped = [drop(event, p) for p in sorted(paths, key=order, reverse=True)]
+        if not any(dropped):
             return problems
     problems.append(f"(more than {MAX_ROUNDS} differences; stopped)")
     return problems
@@ -212,6 +248,8 @@ def main():
 
     cls = compile_schema(os.path.abspath(args.api))
     additions = load_additions(args.additions)
+    kinds = {f.name for f in cls.DESCRIPTOR.oneofs_by_name["event"].fields}
+    kinds |= {segs[0] for segs, _, _ in additions if len(segs) == 1}
 
     total = 0
     per_kind = collections.Counter()
@@ -231,12 +269,14 @@ def main():
             except json.JSONDecodeError as e:
                 event, problems, kind = None, [f"not JSON: {e}"], "(not JSON)"
             if event is not None:
-                kind = kind_of(event)
+                kind = kind_of(event, kinds)
                 for segs, path, _ in additions:
                     n = remove(event, segs) if isinstance(event, dict) else 0
                     if n:
                         removed[path] += n
                 problems = check(event, cls, json_format)
+                if kind == "(no event key)":
+                    problems.insert(0, "no event key: an event has exactly one (process_exec, ...)")
             per_kind[kind] += 1
             if not problems:
                 continue
