@@ -30,6 +30,12 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 MAX_ROUNDS = 64
 
 
+def setup_error(msg):
+    """Exits with status 2: the check could not run."""
+    print(msg, file=sys.stderr)
+    sys.exit(2)
+
+
 def import_protobuf():
     """Imports grpc_tools and protobuf, from PYTHONPATH or else from make test-deps' directory."""
     try:
@@ -44,7 +50,7 @@ def import_protobuf():
             import grpc_tools.protoc  # noqa: F401
             import google.protobuf.json_format  # noqa: F401
         except ImportError as e:
-            sys.exit(
+            setup_error(
                 f"validate.py: cannot import grpcio-tools and protobuf ({e}): run make test-deps "
                 f"(it unpacks them into target/tools/tetragon-schema-py/{tag}, for PYTHONPATH)"
             )
@@ -58,7 +64,7 @@ def compile_schema(api_dir):
 
     events = os.path.join(api_dir, "tetragon", "events.proto")
     if not os.path.isfile(events):
-        sys.exit(f"validate.py: no {events}: Tetragon's API protos are missing (--api)")
+        setup_error(f"validate.py: no {events}: Tetragon's API protos are missing (--api)")
     well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     with tempfile.TemporaryDirectory(prefix="tetragon-schema-") as tmp:
         out = os.path.join(tmp, "tetragon.desc")
@@ -73,7 +79,7 @@ def compile_schema(api_dir):
             ]
         )
         if rc != 0:
-            sys.exit(f"validate.py: protoc failed ({rc}) on {events}")
+            setup_error(f"validate.py: protoc failed ({rc}) on {events}")
         with open(out, "rb") as f:
             files = descriptor_pb2.FileDescriptorSet.FromString(f.read())
     pool = descriptor_pool.DescriptorPool()
@@ -90,10 +96,10 @@ def load_additions(path):
     for i, a in enumerate(doc["additions"]):
         p, reason = a.get("path"), a.get("reason")
         if not isinstance(p, str) or not p or not isinstance(reason, str) or not reason.strip():
-            sys.exit(f"validate.py: {path}: addition {i} needs a non-empty path and reason")
+            setup_error(f"validate.py: {path}: addition {i} needs a non-empty path and reason")
         segs = p.split(".")
         if segs[-1] == "*" or "" in segs:
-            sys.exit(f"validate.py: {path}: addition {p!r}: empty segment or final *")
+            setup_error(f"validate.py: {path}: addition {p!r}: empty segment or final *")
         out.append((segs, p, reason))
     return out
 
@@ -257,7 +263,12 @@ def main():
     reasons = collections.Counter()
     removed = collections.Counter()
     shown = 0
-    sources = [(f, open(f, encoding="utf-8", errors="replace")) for f in args.files] or [("<stdin>", sys.stdin)]
+    sources = [("<stdin>", sys.stdin)]
+    if args.files:
+        try:
+            sources = [(f, open(f, encoding="utf-8", errors="replace")) for f in args.files]
+        except OSError as e:
+            setup_error(f"validate.py: {e}")
     for name, stream in sources:
         for lineno, line in enumerate(stream, 1):
             line = line.rstrip("\n")
