@@ -14,8 +14,10 @@ pub struct Event {
     #[serde(flatten)]
     pub body: EventBody,
     /// The node the event happened on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node_name: String,
     /// When it happened, RFC 3339 with nanoseconds.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub time: String,
 }
 
@@ -129,10 +131,12 @@ pub struct ProcessExit {
     /// The signal that killed it (`SIGKILL`), empty when it exited.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub signal: String,
-    /// Its exit status, 0 when killed by a signal.
-    #[serde(default)]
+    /// Its exit status, 0 when killed by a signal (left out at 0, as protojson leaves out a
+    /// `uint32` at its default).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub status: u32,
     /// When it ended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub time: String,
     /// Grandparent first, when requested.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -154,6 +158,7 @@ pub struct ProcessPolicy {
     )]
     pub parent: Option<Arc<Process>>,
     /// The kernel function or LSM hook.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub function_name: String,
     /// The arguments the policy reads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -161,9 +166,12 @@ pub struct ProcessPolicy {
     /// The return value, for a hook on the function's return (`returnArg`).
     #[serde(rename = "return", default, skip_serializing_if = "Option::is_none")]
     pub return_arg: Option<Arg>,
-    /// The selector's action, as Tetragon names it (`KPROBE_ACTION_SIGKILL`).
+    /// The selector's action, as Tetragon names it (`KPROBE_ACTION_SIGKILL`); left out when
+    /// empty (the agent always names one).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub action: String,
     /// The policy.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub policy_name: String,
     /// The hook's message.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -217,12 +225,13 @@ pub enum Arg {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SockaddrArg {
     /// `AF_INET`, `AF_INET6`, ...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub family: String,
     /// The address.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub addr: String,
     /// The port.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero_u16")]
     pub port: u16,
 }
 
@@ -231,19 +240,25 @@ pub struct SockaddrArg {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SockArg {
     /// `AF_INET`, `AF_INET6`, ...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub family: String,
     /// `SOCK_STREAM`, `SOCK_DGRAM`, ...
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
     pub sock_type: String,
     /// `IPPROTO_TCP`, `IPPROTO_UDP`, ...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub protocol: String,
     /// Source address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub saddr: String,
     /// Destination address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub daddr: String,
     /// Source port.
+    #[serde(default, skip_serializing_if = "is_zero_u16")]
     pub sport: u16,
     /// Destination port.
+    #[serde(default, skip_serializing_if = "is_zero_u16")]
     pub dport: u16,
     /// TCP state (`TCP_SYN_SENT`, ...), for TCP sockets.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -260,7 +275,15 @@ pub struct SockArg {
     pub bytes_received: Option<u64>,
 }
 
+// protojson leaves out a proto3 scalar at its default (0, "", false) unless it is a wrapper
+// (`google.protobuf.UInt32Value`) or a oneof member: these say which fields are left out. A
+// field left out reads back as that default, so every event reads back as it was written.
+
 fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u16(n: &u16) -> bool {
     *n == 0
 }
 
@@ -269,6 +292,7 @@ fn is_zero_u32(n: &u32) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileArg {
     /// Absolute path.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
 }
 
@@ -277,30 +301,38 @@ pub struct FileArg {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Process {
     /// Unique id of this execution.
+    #[serde(default, skip_serializing_if = "ExecId::is_empty")]
     pub exec_id: ExecId,
-    /// Thread-group id in the host pid namespace.
+    /// Thread-group id in the host pid namespace. This and `tid`, `uid` and `auid` are
+    /// `UInt32Value` wrappers in Tetragon's schema, written even at 0.
+    #[serde(default)]
     pub pid: u32,
     /// Thread id of the thread that exec'd or exited.
+    #[serde(default)]
     pub tid: u32,
     /// Effective uid.
+    #[serde(default)]
     pub uid: u32,
     /// Login uid (4294967295 when unset).
+    #[serde(default)]
     pub auid: u32,
     /// Working directory at exec.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cwd: String,
     /// Absolute path of the binary as the kernel resolved it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub binary: String,
     /// argv\[1..\], space-joined; arguments with spaces are quoted.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub arguments: String,
     /// Space-separated flags: `execve`, `procFS`, `clone`, `truncArgs`, ...
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub flags: String,
     /// When the execution started, RFC 3339.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub start_time: String,
     /// The parent's exec id (empty for the kernel's own threads' parent).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ExecId::is_empty")]
     pub parent_exec_id: ExecId,
     /// Capability sets.
     #[serde(default)]
@@ -339,6 +371,7 @@ pub struct Capabilities {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Namespace {
     /// Inode number of the namespace.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub inum: u32,
     /// Whether it is the host's (pid 1's).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -350,17 +383,25 @@ pub struct Namespace {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct Namespaces {
+    #[serde(default)]
     pub uts: Namespace,
+    #[serde(default)]
     pub ipc: Namespace,
+    #[serde(default)]
     pub mnt: Namespace,
+    #[serde(default)]
     pub pid: Namespace,
+    #[serde(default)]
     pub pid_for_children: Namespace,
+    #[serde(default)]
     pub net: Namespace,
     #[serde(default, skip_serializing_if = "is_zero_ns")]
     pub time: Namespace,
     #[serde(default, skip_serializing_if = "is_zero_ns")]
     pub time_for_children: Namespace,
+    #[serde(default)]
     pub cgroup: Namespace,
+    #[serde(default)]
     pub user: Namespace,
 }
 
@@ -368,9 +409,10 @@ fn is_zero_ns(ns: &Namespace) -> bool {
     ns.inum == 0
 }
 
-/// Full credentials.
+/// Full credentials: `UInt32Value` wrappers in Tetragon's schema, so written even at 0.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[allow(missing_docs)]
 pub struct Credentials {
     pub uid: u32,
@@ -496,7 +538,10 @@ mod tests {
         let big = u64::MAX - 1;
         let json = serde_json::to_string(&Arg::SizeArg(big)).unwrap();
         assert_eq!(json, format!(r#"{{"size_arg":"{big}"}}"#));
-        assert_eq!(serde_json::from_str::<Arg>(&json).unwrap(), Arg::SizeArg(big));
+        assert_eq!(
+            serde_json::from_str::<Arg>(&json).unwrap(),
+            Arg::SizeArg(big)
+        );
         let old = serde_json::from_str::<Arg>(r#"{"size_arg":4096}"#).unwrap();
         assert_eq!(old, Arg::SizeArg(4096));
         assert_eq!(
@@ -511,6 +556,95 @@ mod tests {
             serde_json::to_string(&Arg::IntArg(-2)).unwrap(),
             r#"{"int_arg":-2}"#
         );
+    }
+
+    #[test]
+    fn zero_scalars_are_left_out_as_protojson_does_and_wrappers_at_zero_are_kept() {
+        let root = Process {
+            exec_id: ExecId("aWQ=".into()),
+            binary: "/bin/true".into(),
+            start_time: "t".into(),
+            ns: Namespaces {
+                mnt: Namespace {
+                    inum: 0,
+                    is_host: true,
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let ev = Event {
+            body: EventBody::ProcessExit(ProcessExit {
+                process: root.into(),
+                parent: None,
+                signal: String::new(),
+                status: 0,
+                time: "t".into(),
+                ancestors: vec![],
+            }),
+            node_name: "n".into(),
+            time: "t".into(),
+        };
+        let v = serde_json::to_value(&ev).unwrap();
+        let exit = &v["process_exit"];
+        assert!(
+            exit.get("status").is_none(),
+            "a clean exit has no status: {v}"
+        );
+        assert!(exit.get("signal").is_none(), "{v}");
+        let p = &exit["process"];
+        // pid, tid, uid, auid and the credentials are UInt32Value wrappers: kept at 0.
+        for k in ["pid", "tid", "uid", "auid"] {
+            assert_eq!(p[k], 0, "{k} in {p}");
+        }
+        assert_eq!(p["process_credentials"]["uid"], 0, "{p}");
+        assert_eq!(p["process_credentials"]["fsgid"], 0, "{p}");
+        // Plain strings and uint32s at their default are left out.
+        for k in ["cwd", "flags", "parent_exec_id", "arguments", "docker"] {
+            assert!(p.get(k).is_none(), "{k} in {p}");
+        }
+        assert!(p["ns"]["mnt"].get("inum").is_none(), "{p}");
+        assert_eq!(p["ns"]["mnt"]["is_host"], true, "{p}");
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), ev);
+
+        // A status other than 0 is written; so is every field of a lived-in socket.
+        let mut killed = ev.clone();
+        let EventBody::ProcessExit(x) = &mut killed.body else {
+            unreachable!()
+        };
+        x.status = 1;
+        assert_eq!(
+            serde_json::to_value(&killed).unwrap()["process_exit"]["status"],
+            1
+        );
+
+        let sock = SockArg {
+            family: "AF_INET".into(),
+            sock_type: "SOCK_DGRAM".into(),
+            protocol: "IPPROTO_UDP".into(),
+            saddr: "127.0.0.1".into(),
+            daddr: String::new(),
+            sport: 5353,
+            dport: 0,
+            state: String::new(),
+            netns: 0,
+            bytes_sent: None,
+            bytes_received: None,
+        };
+        let v = serde_json::to_value(Arg::SockArg(sock.clone())).unwrap();
+        let s = &v["sock_arg"];
+        assert!(s.get("dport").is_none() && s.get("daddr").is_none(), "{v}");
+        assert_eq!(s["sport"], 5353);
+        assert_eq!(
+            serde_json::from_value::<Arg>(v).unwrap(),
+            Arg::SockArg(sock)
+        );
+        // Recorded lines that wrote the zeros still read.
+        let old: SockArg = serde_json::from_str(
+            r#"{"family":"AF_INET","type":"SOCK_STREAM","protocol":"IPPROTO_TCP","saddr":"","daddr":"","sport":0,"dport":0}"#,
+        )
+        .unwrap();
+        assert_eq!(old.dport, 0);
     }
 
     #[test]

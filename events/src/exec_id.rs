@@ -31,6 +31,11 @@ impl ExecId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether the id is empty (no execution: written nowhere, as protojson leaves out "").
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl std::fmt::Display for ExecId {
