@@ -79,6 +79,12 @@ pub fn kprobe_function_candidates(call: &str, syscall: bool) -> Vec<String> {
     ]
 }
 
+/// The function name Tetragon reports for a hook on `call`: a system call by its x86-64 wrapper
+/// (`sys_setuid` and `setuid` are `__x64_sys_setuid`), anything else as named.
+pub fn reported_function(call: &str, syscall: bool) -> String {
+    kprobe_function_candidates(call, syscall).swap_remove(0)
+}
+
 /// The kernel function behind an LSM hook (`file_open` is `security_file_open`, and BPF LSM
 /// programs attach to `bpf_lsm_file_open`).
 pub fn lsm_function_candidates(hook: &str) -> Vec<String> {

@@ -240,7 +240,7 @@ impl EventEnricher {
         let (policy_name, function_name, message, tags, lsm) = match m.hook {
             Some((policy, h)) => (
                 policy.to_string(),
-                h.call.clone(),
+                vigil_policy_engine::kernel::reported_function(&h.call, h.syscall),
                 h.message.clone().unwrap_or_default(),
                 h.tags.clone(),
                 h.lsm,
@@ -264,7 +264,7 @@ impl EventEnricher {
             function_name,
             args: m.args,
             return_arg,
-            action: action_name(m.action).into(),
+            action: action_name(done_action(m.action, m.flags)).into(),
             policy_name,
             message,
             tags,
@@ -426,6 +426,18 @@ pub fn rule_action_name(a: vigil_policy_engine::compile::RuleAction) -> &'static
         RuleAction::Override(_) => abi::action::OVERRIDE,
         RuleAction::Signal(_) => abi::action::SIGNAL,
     })
+}
+
+/// What the kernel did of a selector's action: an Override where the open is judged on the
+/// system call's return (no BPF LSM) is carried out by SIGKILL, and the event says so (Tetragon's
+/// `KPROBE_ACTION_OVERRIDE` means the call failed and the process lives). The policy's wish
+/// stays readable in `outcome` (`killed`, `would_have_been_killed`).
+fn done_action(action: u32, flags: u32) -> u32 {
+    if action == abi::action::OVERRIDE && flags & abi::policy_flags::VIA_LSM == 0 {
+        abi::action::SIGKILL
+    } else {
+        action
+    }
 }
 
 /// Tetragon's name of a selector action.

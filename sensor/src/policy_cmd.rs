@@ -256,7 +256,12 @@ pub fn test(policy_file: &Path, events: &Path, json: bool) -> Result<()> {
             .hooks
             .iter()
             .map(|h| &h.rule)
-            .filter(|h| h.call == function)
+            // Recorded by vigil as Tetragon names it (`__x64_sys_setuid`), or as the policy does.
+            .filter(|h| {
+                h.call == function
+                    || vigil_policy_engine::kernel::reported_function(&h.call, h.syscall)
+                        == function
+            })
             .collect();
         let Some(first) = hooks.first() else {
             continue;

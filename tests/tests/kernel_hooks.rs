@@ -4,6 +4,7 @@
 use std::os::unix::process::CommandExt;
 
 use serde_json::Value;
+use vigil_policy_engine::kernel::reported_function;
 use vigil_tests::{
     kernels::{scenario_needs, Hook},
     require_root,
@@ -64,7 +65,8 @@ fn kprobe_events<'a>(run: &'a vigil_tests::AgentRun, function: &str) -> Vec<&'a 
     run.events
         .iter()
         .filter_map(|e| e.get("process_kprobe"))
-        .filter(|e| e["function_name"] == function)
+        // A system call is reported by the symbol Tetragon names (`__x64_sys_setuid`).
+        .filter(|e| e["function_name"] == reported_function(function, function.starts_with("sys_")))
         .collect()
 }
 

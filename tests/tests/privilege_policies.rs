@@ -9,6 +9,7 @@
 use std::process::Command;
 
 use serde_json::Value;
+use vigil_policy_engine::kernel::reported_function;
 use vigil_tests::{netns::fork_and_wait, rules_dir, vigil_bin, Agent, AgentRun, TempDir};
 
 const POLICY: &str = "observe-privilege-changes";
@@ -18,7 +19,11 @@ fn events<'a>(run: &'a AgentRun, function: &str) -> Vec<&'a Value> {
     run.events
         .iter()
         .filter_map(|e| e.get("process_kprobe"))
-        .filter(|e| e["policy_name"] == POLICY && e["function_name"] == function)
+        // A system call is reported by the symbol Tetragon names (`__x64_sys_setuid`).
+        .filter(|e| {
+            e["policy_name"] == POLICY
+                && e["function_name"] == reported_function(function, function.starts_with("sys_"))
+        })
         .collect()
 }
 

@@ -167,7 +167,7 @@ fn writes_under_etc_are_reported_by_the_file_they_really_reach() {
         .filter(|e| e["args"][0]["file_arg"]["path"] == path.as_str())
         .collect();
     assert_eq!(hits.len(), 1, "{events:#?}");
-    assert_eq!(hits[0]["function_name"], "sys_write");
+    assert_eq!(hits[0]["function_name"], "__x64_sys_write");
     assert_eq!(hits[0]["args"][1]["size_arg"], "6");
     assert_eq!(hits[0]["outcome"], "posted");
     assert!(
