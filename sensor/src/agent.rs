@@ -211,6 +211,8 @@ fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         cache,
         EnrichOptions {
             ancestors: opts.ancestors,
+            clk_tck: system::clk_tck(),
+            cgroup_subsys,
         },
     );
     clock.step(format!("{} processes read from /proc", stats.procfs_seeded));

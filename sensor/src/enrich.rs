@@ -22,6 +22,11 @@ use crate::{
 pub struct EnrichOptions {
     /// Ancestors listed above the parent (0: none).
     pub ancestors: usize,
+    /// Clock ticks per second, and the cgroup hierarchy reported: for a process read from
+    /// `/proc` when an event names one the cache does not know.
+    pub clk_tck: u64,
+    /// See `clk_tck`.
+    pub cgroup_subsys: u32,
 }
 
 /// A policy's match as a record reports it.
@@ -279,9 +284,21 @@ impl EventEnricher {
         self.event(m.ktime, body)
     }
 
-    /// The current execution of `pid`, or what the kernel said of it when unknown.
+    /// The current execution of `pid`: from the cache, else read from `/proc` (a process that
+    /// started while the agent was starting), else, when it is gone, what the kernel said of
+    /// it.
     fn process_of(&mut self, pid: u32, tid: u32) -> Arc<Process> {
-        self.cache.by_pid(pid).unwrap_or_else(|| {
+        if let Some(p) = self.cache.by_pid(pid) {
+            return p;
+        }
+        crate::proc_seed::resolve(
+            pid,
+            &mut self.cache,
+            &self.identity,
+            self.opts.clk_tck,
+            self.opts.cgroup_subsys,
+        )
+        .unwrap_or_else(|| {
             Arc::new(Process {
                 pid,
                 tid,
@@ -535,7 +552,11 @@ mod tests {
                 std::num::NonZeroUsize::new(8).unwrap(),
                 std::time::Duration::from_secs(1),
             ),
-            EnrichOptions { ancestors: 0 },
+            EnrichOptions {
+                ancestors: 0,
+                clk_tck: 100,
+                cgroup_subsys: abi::CGROUP_V2,
+            },
         )
     }
 

@@ -71,6 +71,35 @@ pub fn seed(
     count
 }
 
+/// Reads one process the cache does not know (it started while the agent was starting, or its
+/// exec record was dropped) from `/proc` into the cache, its parent by the cache's current
+/// execution of its parent pid; None when it is gone.
+pub fn resolve(
+    pid: u32,
+    cache: &mut ProcessCache,
+    identity: &Identity,
+    clk_tck: u64,
+    cgroup_subsys: u32,
+) -> Option<std::sync::Arc<vigil_events::Process>> {
+    let p = ProcProcess::new(i32::try_from(pid).ok()?).ok()?;
+    let s = scan(&p, clk_tck, cgroup_subsys)?;
+    let parent_exec_id = match s.raw.ppid {
+        0 => kernel_exec_id(identity),
+        ppid => cache
+            .by_pid(ppid)
+            .map(|p| p.exec_id.clone())
+            .unwrap_or_default(),
+    };
+    let strings = ProcessStrings {
+        binary: s.binary,
+        argv: &s.argv,
+        cwd: s.cwd,
+        cgroup: s.cgroup,
+    };
+    let process = identity.process(&s.raw, s.ktime, Origin::ProcFs, strings, parent_exec_id);
+    Some(cache.insert(process, Instant::now()))
+}
+
 fn scan(p: &ProcProcess, clk_tck: u64, cgroup_subsys: u32) -> Option<Scanned> {
     // Both files are read as bytes and parsed here: a process names itself with any bytes
     // (prctl(PR_SET_NAME)), the kernel writes them unescaped into both files, and a parser of
@@ -275,6 +304,37 @@ fn cgroup_path(text: &[u8], want_v2: bool) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_process_the_cache_does_not_know_is_read_from_proc_with_its_identity() {
+        use std::num::NonZeroUsize;
+        let identity = crate::identity::Identity::new(
+            "node".into(),
+            vigil_events::time::BootClock::new(crate::system::boot_epoch_ns()),
+        );
+        let mut cache = crate::cache::ProcessCache::new(
+            NonZeroUsize::new(16).unwrap(),
+            std::time::Duration::from_secs(1),
+        );
+        let me = std::process::id();
+        let p = super::resolve(
+            me,
+            &mut cache,
+            &identity,
+            crate::system::clk_tck(),
+            vigil_bpf_kprobes::abi::CGROUP_V2,
+        )
+        .expect("this process is in /proc");
+        assert_eq!(p.pid, me);
+        assert!(!p.exec_id.is_empty() && !p.start_time.is_empty(), "{p:?}");
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(p.binary, exe.to_string_lossy());
+        assert!(
+            cache.by_pid(me).is_some(),
+            "kept for the events that follow"
+        );
+        assert!(super::resolve(u32::MAX - 1, &mut cache, &identity, 100, 0).is_none());
+    }
+
     /// The shape of a real `/proc/<pid>/status` (trimmed), for a process named `name`.
     fn status_named(name: &[u8]) -> Vec<u8> {
         [
