@@ -325,7 +325,8 @@ pub struct Process {
     /// argv\[1..\], space-joined; arguments with spaces are quoted.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub arguments: String,
-    /// Space-separated flags: `execve`, `procFS`, `clone`, `truncArgs`, ...
+    /// Space-separated flags: `execve`, `procFS`, `clone`, `rootcwd`, `truncArgs`, ..., in
+    /// Tetragon's order ([`crate::flags::with_derived`] adds `rootcwd` and `clone`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub flags: String,
     /// When the execution started, RFC 3339.

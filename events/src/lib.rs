@@ -23,6 +23,7 @@ pub mod dns;
 mod encoded;
 mod event;
 mod exec_id;
+pub mod flags;
 mod int64;
 pub mod time;
 

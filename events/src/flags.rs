@@ -1,0 +1,69 @@
+//! The `process.flags` words, in the order Tetragon writes them, and the two it derives from
+//! what vigil already knows: `rootcwd` (the working directory is `/`; Tetragon's kernel side
+//! sets it when the resolved working directory is empty, that is the root) and `clone` (the
+//! exec is the first one after a fork: the process had been cloned and not yet exec'd).
+
+/// Tetragon's flag words in the order it writes them (`DecodeCommonFlags` in Tetragon's
+/// `pkg/reader/exec`). Words vigil adds (`truncCWD`, `truncCgroup`) come after these.
+pub const ORDER: [&str; 20] = [
+    "execve",
+    "execveat",
+    "procFS",
+    "truncFilename",
+    "truncArgs",
+    "taskWalk",
+    "miss",
+    "auid",
+    "errorFilename",
+    "errorArgs",
+    "nocwd",
+    "rootcwd",
+    "errorCWD",
+    "clone",
+    "errorDockerNameCwd",
+    "errorDockerKn",
+    "errorDockerSubsysCgrp",
+    "errorDockerSubsys",
+    "errorDockerCgroups",
+    "errorPathResolutionCwd",
+];
+
+/// `flags` with `rootcwd` added when `cwd` is `/` and `clone` added when `first_exec_after_fork`,
+/// every word once, in Tetragon's order (words it does not know keep their order, after its).
+pub fn with_derived(flags: &str, cwd: &str, first_exec_after_fork: bool) -> String {
+    let mut words: Vec<&str> = Vec::new();
+    let derived = [
+        (cwd == "/").then_some("rootcwd"),
+        first_exec_after_fork.then_some("clone"),
+    ];
+    for w in flags.split(' ').chain(derived.into_iter().flatten()) {
+        if !w.is_empty() && !words.contains(&w) {
+            words.push(w);
+        }
+    }
+    // A stable sort: words Tetragon does not know share the last rank and keep their order.
+    words.sort_by_key(|w| ORDER.iter().position(|o| o == w).unwrap_or(ORDER.len()));
+    words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_derived;
+
+    #[test]
+    fn an_exec_in_the_root_directory_after_a_fork_gets_rootcwd_and_clone_in_tetragons_order() {
+        assert_eq!(with_derived("execve", "/", true), "execve rootcwd clone");
+        assert_eq!(
+            with_derived("execve truncArgs errorCWD truncCWD", "/", true),
+            "execve truncArgs rootcwd errorCWD clone truncCWD"
+        );
+    }
+
+    #[test]
+    fn a_second_exec_elsewhere_gets_neither_word_and_no_word_is_written_twice() {
+        assert_eq!(with_derived("execve", "/home/u", false), "execve");
+        assert_eq!(with_derived("procFS rootcwd", "/", false), "procFS rootcwd");
+        assert_eq!(with_derived("", "/tmp", false), "");
+        assert_eq!(with_derived("clone", "", true), "clone");
+    }
+}
