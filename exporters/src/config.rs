@@ -38,8 +38,9 @@ pub enum SinkKind {
 /// reads a sink's type through a buffer that forgets where each field was, so the agent's
 /// configuration loader takes these out and reads the type's fields again to point at a mistake
 /// among them (`exporters.sinks[0].max_size_mb`, not `exporters.sinks[0]`).
-pub const SINK_FIELDS: [&str; 10] = [
+pub const SINK_FIELDS: [&str; 11] = [
     "name",
+    "alerts",
     "allow",
     "deny",
     "fields",
@@ -113,6 +114,11 @@ pub fn yaml_reason(e: &serde_yaml::Error) -> String {
 pub struct SinkConfig {
     /// Its name, in logs, metrics and spool paths.
     pub name: String,
+    /// Whether it gets the Sigma alerts (`process_alert`), which Tetragon's API has no event
+    /// type for. Unset: every sink but a Tetragon-shaped JSON stream (stdout or a file of JSON
+    /// lines, what `tetra getevents` reads) gets them ([`SinkConfig::takes_alerts`]).
+    #[serde(default)]
+    pub alerts: Option<bool>,
     /// Where it delivers.
     #[serde(flatten)]
     pub kind: SinkKind,
@@ -157,6 +163,7 @@ impl SinkConfig {
     pub fn new(name: &str, kind: SinkKind) -> SinkConfig {
         SinkConfig {
             name: name.to_string(),
+            alerts: None,
             kind,
             allow: Vec::new(),
             deny: Vec::new(),
@@ -169,6 +176,16 @@ impl SinkConfig {
             dead_letter_max_mb: None,
             spool_key: None,
         }
+    }
+
+    /// Whether it gets the Sigma alerts: as `alerts:` says, else all but JSON lines on stdout
+    /// or in a file, where a Tetragon reader would stop at an event type it does not know.
+    pub fn takes_alerts(&self) -> bool {
+        self.alerts.unwrap_or(match &self.kind {
+            SinkKind::Stdout(c) => c.format == crate::record::LineFormat::Compact,
+            SinkKind::File(c) => c.format == crate::record::LineFormat::Compact,
+            _ => true,
+        })
     }
 
     /// The directory under the spool directory that holds its spool and dead letters.
@@ -426,6 +443,7 @@ mod tests {
             let value = match f {
                 "name" => "s",
                 "allow" | "deny" | "fields" => "[]",
+                "alerts" => "true",
                 _ => "1",
             };
             yaml.push_str(&format!("{f}: {value}\n"));
@@ -434,6 +452,7 @@ mod tests {
         // A field added to SinkConfig breaks this destructuring: add it to SINK_FIELDS too.
         let SinkConfig {
             name: _,
+            alerts: _,
             kind: _,
             allow: _,
             deny: _,
@@ -446,6 +465,17 @@ mod tests {
             dead_letter_max_mb: _,
             spool_key: _,
         } = s;
+    }
+
+    #[test]
+    fn a_json_stream_leaves_the_alerts_out_unless_asked_and_every_other_sink_takes_them() {
+        let takes = |yaml: &str| sink(&format!("name: s\n{yaml}")).takes_alerts();
+        assert!(!takes("type: stdout\n"));
+        assert!(!takes("type: file\npath: /var/log/vigil.jsonl\n"));
+        assert!(takes("type: stdout\nformat: compact\n"));
+        assert!(takes("type: stdout\nalerts: true\n"));
+        assert!(!takes("type: stdout\nformat: compact\nalerts: false\n"));
+        assert!(takes("type: splunk_hec\nendpoint: https://splunk:8088\ntoken: {env: T}\n"));
     }
 
     fn sink(yaml: &str) -> SinkConfig {

@@ -62,6 +62,8 @@ pub enum ExportError {
 struct Entry {
     handle: SinkHandle,
     filter: ExportFilter,
+    /// See [`config::SinkConfig::takes_alerts`].
+    alerts: bool,
 }
 
 /// Every configured sink.
@@ -142,7 +144,11 @@ impl Exporters {
                 dead_cap,
             )
             .map_err(|e| err(e.to_string()))?;
-            entries.push(Entry { handle, filter });
+            entries.push(Entry {
+                handle,
+                filter,
+                alerts: s.takes_alerts(),
+            });
             workers.push(worker);
         }
         let (stop, signal) = pipeline::stop_signal();
@@ -178,13 +184,19 @@ impl Exporters {
             &redacted
         };
         let record = Record::encode(event);
+        let alert = matches!(event.body, vigil_events::EventBody::ProcessAlert(_));
         for e in &mut self.entries {
-            if e.filter.passes(event) {
+            if (!alert || e.alerts) && e.filter.passes(event) {
                 e.handle.submit(record.clone());
             } else {
                 e.handle.filtered();
             }
         }
+    }
+
+    /// Whether any sink gets the Sigma alerts.
+    pub fn takes_alerts(&self) -> bool {
+        self.entries.iter().any(|e| e.alerts)
     }
 
     /// Every sink's counters, by name.

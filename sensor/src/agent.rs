@@ -60,6 +60,8 @@ pub struct AgentOptions {
     pub policy_dir: Option<PathBuf>,
     /// Sigma rule files and directories, watched for changes.
     pub sigma: Vec<PathBuf>,
+    /// The agent's own JSON output carries the alerts too.
+    pub alerts_in_stream: bool,
     /// The configuration file's settings.
     pub config: Option<crate::config::AgentConfig>,
 }
@@ -223,6 +225,9 @@ fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         .map(|c| c.exporters.clone())
         .unwrap_or_default();
     output::add_outputs(&mut export, opts.export_file.as_deref(), opts.format);
+    if opts.alerts_in_stream {
+        output::alerts_in_own_outputs(&mut export);
+    }
     let mut exporters =
         Exporters::new(&export, &enricher.identity.node).context("cannot start the outputs")?;
     exporters.start();
@@ -241,12 +246,17 @@ fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
             format!("v1 subsystem {cgroup_subsys}")
         }
     ));
+    let log_alerts = detector.is_some() && !exporters.takes_alerts();
+    if log_alerts {
+        log("no output takes the Sigma alerts (a Tetragon-shaped JSON stream does not, unless --alerts-in-stream): each is logged here");
+    }
     Ok(Started {
         sensor,
         ring,
         policies,
         enricher,
         sinks: Sinks {
+            log_alerts,
             detector,
             exporters: Some(exporters),
         },
@@ -422,6 +432,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
 /// detector that adds alerts to them.
 struct Sinks {
     detector: Option<SigmaDetector>,
+    /// No output takes the alerts: each is logged on stderr, as a compact line.
+    log_alerts: bool,
     /// `None` only once shutting down.
     exporters: Option<Exporters>,
 }
@@ -431,6 +443,16 @@ impl Sinks {
         if let Some(e) = self.exporters.as_mut() {
             e.submit(event);
         }
+    }
+
+    fn alert(&mut self, alert: &vigil_events::Event) {
+        if self.log_alerts {
+            log(format!(
+                "alert: {}",
+                vigil_events::compact::render(alert).trim_end()
+            ));
+        }
+        self.emit(alert);
     }
 }
 
@@ -466,7 +488,7 @@ fn drain(
                     stats.events += 1;
                     let alerts = sinks.detector.as_ref().map(|d| d.alerts(&event));
                     for alert in alerts.unwrap_or_default() {
-                        sinks.emit(&alert);
+                        sinks.alert(&alert);
                         stats.alerts += 1;
                     }
                 }

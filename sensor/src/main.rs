@@ -82,6 +82,11 @@ enum Command {
         /// applied within a second.
         #[arg(long = "sigma-dir")]
         sigma: Vec<PathBuf>,
+        /// Write the Sigma alerts (`process_alert`) into the agent's own JSON output too. Off by
+        /// default: Tetragon's API has no such event type and `tetra getevents` stops at one.
+        /// Without it (and without a sink that takes alerts) each alert is logged on stderr.
+        #[arg(long)]
+        alerts_in_stream: bool,
         /// The configuration file (YAML): the exporters' sinks (see vigil.example.yaml).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -217,6 +222,7 @@ fn main() -> ExitCode {
             policies,
             policy_dir,
             sigma,
+            alerts_in_stream,
             config,
         } => {
             let config = match config.as_deref().map(config::AgentConfig::load).transpose() {
@@ -247,6 +253,7 @@ fn main() -> ExitCode {
                 policies,
                 policy_dir,
                 sigma,
+                alerts_in_stream,
                 config,
             };
             tokio::runtime::Builder::new_current_thread()

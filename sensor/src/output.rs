@@ -82,6 +82,18 @@ pub fn add_outputs(cfg: &mut ExportersConfig, export_file: Option<&Path>, format
     }
 }
 
+/// Makes the agent's own outputs (stdout, the export file) carry the Sigma alerts, which a
+/// JSON stream leaves out by default (`--alerts-in-stream`).
+pub fn alerts_in_own_outputs(cfg: &mut ExportersConfig) {
+    for s in cfg
+        .sinks
+        .iter_mut()
+        .filter(|s| s.name == STDOUT || s.name == EXPORT_FILE)
+    {
+        s.alerts = Some(true);
+    }
+}
+
 /// FNV-1a of the absolute path: stable across builds and Rust versions, unlike std's hasher.
 fn path_key(p: &Path) -> u64 {
     let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());

@@ -127,9 +127,20 @@ pub struct AgentRun {
 }
 
 impl Agent {
-    /// Starts `vigil agent --export-file <tmp> --node-name test-node <extra>` and waits until it
-    /// says it is ready.
+    /// Starts `vigil agent --export-file <tmp> --node-name test-node --alerts-in-stream <extra>`
+    /// and waits until it says it is ready (the scenarios read the Sigma alerts from the export
+    /// file).
     pub fn start(extra: &[&str]) -> Agent {
+        Agent::start_as(extra, true)
+    }
+
+    /// The same without `--alerts-in-stream`: the export file is a Tetragon-shaped stream,
+    /// without alerts.
+    pub fn start_tetragon_stream(extra: &[&str]) -> Agent {
+        Agent::start_as(extra, false)
+    }
+
+    fn start_as(extra: &[&str], alerts_in_stream: bool) -> Agent {
         require_root();
         let dir = TempDir::new("agent");
         let export = dir.path().join("events.jsonl");
@@ -138,6 +149,7 @@ impl Agent {
             .arg("--export-file")
             .arg(&export)
             .args(["--node-name", NODE])
+            .args(alerts_in_stream.then_some("--alerts-in-stream"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

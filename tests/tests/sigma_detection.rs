@@ -390,6 +390,37 @@ fn connections_to_attack_tool_ports_raise_an_alert() {
     );
 }
 
+/// A Tetragon-shaped JSON stream (the export file, stdout) carries no `process_alert`, an event
+/// type Tetragon's readers do not know, unless `--alerts-in-stream` asks: each alert is logged
+/// on stderr instead, with the process that raised it.
+#[test]
+fn alerts_stay_out_of_a_tetragon_stream_unless_asked_and_are_logged_instead() {
+    require_root();
+    let rules = vigil_tests::rules_dir().parent().unwrap().join("sigma");
+    let agent = Agent::start_tetragon_stream(&["--sigma-dir", rules.to_str().unwrap()]);
+    sh("cat /etc/shadow > /dev/null");
+    let run = agent.stop();
+    assert!(
+        alerts(&run).is_empty(),
+        "alerts in the stream: {:#?}",
+        alerts(&run)
+    );
+    assert!(
+        run.stderr
+            .iter()
+            .any(|l| l.starts_with("vigil: alert: ") && l.contains("/etc/shadow")),
+        "no alert logged: {:#?}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .iter()
+            .any(|l| l.contains("no output takes the Sigma alerts")),
+        "{:#?}",
+        run.stderr
+    );
+}
+
 /// Rule directories are watched: a rule added at run time fires, a broken one is refused with
 /// its file while the rest keep firing.
 #[test]
