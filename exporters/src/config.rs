@@ -475,7 +475,9 @@ mod tests {
         assert!(takes("type: stdout\nformat: compact\n"));
         assert!(takes("type: stdout\nalerts: true\n"));
         assert!(!takes("type: stdout\nformat: compact\nalerts: false\n"));
-        assert!(takes("type: splunk_hec\nendpoint: https://splunk:8088\ntoken: {env: T}\n"));
+        assert!(takes(
+            "type: splunk_hec\nendpoint: https://splunk:8088\ntoken: {env: T}\n"
+        ));
     }
 
     fn sink(yaml: &str) -> SinkConfig {

@@ -107,9 +107,18 @@ impl EventEnricher {
             cwd: String::from_utf8_lossy(e.cwd).into_owned(),
             cgroup: String::from_utf8_lossy(e.cgroup).into_owned(),
         };
-        let process = self
-            .identity
-            .process(&raw, ktime, Origin::Execve, strings, parent_exec_id);
+        let mut process =
+            self.identity
+                .process(&raw, ktime, Origin::Execve, strings, parent_exec_id);
+        // The first exec after a fork is flagged `clone`, as Tetragon does: the cache holds the
+        // fork's entry (which runs the parent's image) until now.
+        let after_fork = self
+            .cache
+            .by_pid(raw.pid)
+            .is_some_and(|p| p.flags.split(' ').next() == Some("clone"));
+        if after_fork {
+            process.flags = vigil_events::flags::with_derived(&process.flags, &process.cwd, true);
+        }
         let ancestors = self.ancestors(&process);
         let process = self.cache.insert(process, now);
         self.event(

@@ -117,6 +117,10 @@ impl Identity {
             inum: raw.ns[i],
             is_host: raw.ns[i] != 0 && raw.ns[i] == self.host_ns[i],
         };
+        // `rootcwd` as Tetragon sets it; `clone` on an exec is added by the enricher, which
+        // knows whether the process forked since its last exec.
+        let flags =
+            vigil_events::flags::with_derived(&flags(origin, raw.flags), &strings.cwd, false);
         Process {
             exec_id: self.exec_id(ktime, raw.pid),
             pid: raw.pid,
@@ -126,7 +130,7 @@ impl Identity {
             cwd: strings.cwd,
             binary: strings.binary,
             arguments,
-            flags: flags(origin, raw.flags),
+            flags,
             start_time: self.clock.rfc3339(ktime),
             parent_exec_id,
             cap: Capabilities {
@@ -283,7 +287,8 @@ mod tests {
         };
         let p = id.process(&raw, 10, Origin::Execve, strings, ExecId::default());
         assert_eq!(p.arguments, "\"a b\" c");
-        assert_eq!(p.flags, "execve truncArgs");
+        // Its cwd is the root: Tetragon says so.
+        assert_eq!(p.flags, "execve truncArgs rootcwd");
         assert_eq!(p.exec_id, ExecId::new("n", 10, 5));
     }
 }

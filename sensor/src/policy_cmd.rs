@@ -372,7 +372,11 @@ fn hook_call(body: &serde_json::Value) -> vigil_policy_engine::evaluate_hooks::H
         let ip = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse().ok());
         if let Some(v) = a.get("int_arg").and_then(|v| v.as_i64()) {
             CallArg::Int(v)
-        } else if let Some(v) = a.get("size_arg").and_then(|v| v.as_u64()) {
+        } else if let Some(v) = a.get("size_arg").and_then(|v| {
+            // A string as protojson writes a uint64 (vigil's lines), or a number (older ones).
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        }) {
             CallArg::Int(v as i64)
         } else if let Some(v) = a.get("string_arg").and_then(|v| v.as_str()) {
             CallArg::Text(v.to_string())
