@@ -77,9 +77,17 @@ run: build
 # Unit tests (with them, vigil-fuzz-targets replays every saved fuzz input: see fuzz-replay),
 # then the end-to-end tests against the real agent on this kernel (one at a time, so that each
 # agent's counters describe that test's processes alone).
+# Every JSON event the host scenarios' agents write is archived (VIGIL_EVENT_ARCHIVE, see
+# tests/src/lib.rs) and, once they have all run, parsed as Tetragon's GetEventsResponse
+# (tests/tetragon-schema/): the archive test runs last, alone.
+EVENT_ARCHIVE := $(CURDIR)/target/e2e-events.jsonl
+ARCHIVE_TEST  := every_archived_event_of_the_end_to_end_run
+
 test: test-deps build lint
 	$(CARGO) test --profile $(PROFILE) --workspace --exclude vigil-tests
-	$(SUDO) $(CARGO) test --profile $(PROFILE) -p vigil-tests -- --test-threads=1
+	rm -f $(EVENT_ARCHIVE)
+	$(SUDO) env VIGIL_EVENT_ARCHIVE=$(EVENT_ARCHIVE) $(CARGO) test --profile $(PROFILE) -p vigil-tests -- --test-threads=1 --skip $(ARCHIVE_TEST)
+	$(SUDO) env VIGIL_EVENT_ARCHIVE=$(EVENT_ARCHIVE) $(CARGO) test --profile $(PROFILE) -p vigil-tests --test tetragon_schema -- --exact $(ARCHIVE_TEST)_parses_as_tetragon_get_events_response
 
 bench: build $(TOOLS)/tansu $(TOOLS)/rotel-agent
 	$(SUDO) $(OUT)/vigil-bench
