@@ -55,20 +55,33 @@ pub fn seed(
     let now = Instant::now();
     let count = scanned.len();
     for s in scanned {
-        let parent_exec_id = match s.raw.ppid {
-            0 => kernel_exec_id(identity),
-            ppid => ids.get(&ppid).cloned().unwrap_or_default(),
-        };
-        let strings = ProcessStrings {
-            binary: s.binary,
-            argv: &s.argv,
-            cwd: s.cwd,
-            cgroup: s.cgroup,
-        };
-        let process = identity.process(&s.raw, s.ktime, Origin::ProcFs, strings, parent_exec_id);
-        cache.insert(process, now);
+        let parent = ids.get(&s.raw.ppid).cloned();
+        cache_scanned(cache, identity, s, parent, now);
     }
     count
+}
+
+/// Describes a scanned process and keeps it in the cache, its parent being `parent` (the exec
+/// id of its parent pid's execution, when known; pid 0 is the kernel).
+fn cache_scanned(
+    cache: &mut ProcessCache,
+    identity: &Identity,
+    s: Scanned,
+    parent: Option<ExecId>,
+    now: Instant,
+) -> std::sync::Arc<vigil_events::Process> {
+    let parent_exec_id = match s.raw.ppid {
+        0 => kernel_exec_id(identity),
+        _ => parent.unwrap_or_default(),
+    };
+    let strings = ProcessStrings {
+        binary: s.binary,
+        argv: &s.argv,
+        cwd: s.cwd,
+        cgroup: s.cgroup,
+    };
+    let process = identity.process(&s.raw, s.ktime, Origin::ProcFs, strings, parent_exec_id);
+    cache.insert(process, now)
 }
 
 /// Reads one process the cache does not know (it started while the agent was starting, or its
@@ -83,21 +96,8 @@ pub fn resolve(
 ) -> Option<std::sync::Arc<vigil_events::Process>> {
     let p = ProcProcess::new(i32::try_from(pid).ok()?).ok()?;
     let s = scan(&p, clk_tck, cgroup_subsys)?;
-    let parent_exec_id = match s.raw.ppid {
-        0 => kernel_exec_id(identity),
-        ppid => cache
-            .by_pid(ppid)
-            .map(|p| p.exec_id.clone())
-            .unwrap_or_default(),
-    };
-    let strings = ProcessStrings {
-        binary: s.binary,
-        argv: &s.argv,
-        cwd: s.cwd,
-        cgroup: s.cgroup,
-    };
-    let process = identity.process(&s.raw, s.ktime, Origin::ProcFs, strings, parent_exec_id);
-    Some(cache.insert(process, Instant::now()))
+    let parent = cache.by_pid(s.raw.ppid).map(|p| p.exec_id.clone());
+    Some(cache_scanned(cache, identity, s, parent, Instant::now()))
 }
 
 fn scan(p: &ProcProcess, clk_tck: u64, cgroup_subsys: u32) -> Option<Scanned> {
