@@ -161,15 +161,29 @@ impl Agent {
         let lines = stderr.clone();
         let pipe = child.stderr.take().expect("stderr piped");
         std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
+            // One log message of several lines (a refusal and its reasons) is one write: its
+            // lines are kept together, when nothing more of it is buffered, so a test polling
+            // the log never sees half a message.
+            let mut reader = BufReader::new(pipe);
+            let mut pending = Vec::new();
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let line = line.trim_end_matches('\n').to_string();
                 let ready = line.contains("agent ready");
-                // Kept before the start returns, so a test sees the ready line in the log.
-                lines.lock().unwrap().push(line);
+                pending.push(line);
+                if reader.buffer().is_empty() || ready {
+                    // Kept before the start returns, so a test sees the ready line in the log.
+                    lines.lock().unwrap().append(&mut pending);
+                }
                 if ready {
                     let _ = ready_tx.send(());
                 }
             }
+            lines.lock().unwrap().append(&mut pending);
         });
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
