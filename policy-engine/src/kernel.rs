@@ -70,19 +70,28 @@ pub fn kprobe_function_candidates(call: &str, syscall: bool) -> Vec<String> {
     if !syscall {
         return vec![call.to_string()];
     }
-    let base = call.strip_prefix("__x64_").unwrap_or(call);
-    let bare = base.strip_prefix("sys_").unwrap_or(base);
+    let bare = bare_syscall(call);
     vec![
-        format!("__x64_sys_{bare}"),
+        reported_function(call, syscall),
         format!("__se_sys_{bare}"),
         format!("sys_{bare}"),
     ]
 }
 
+/// `setuid` for `sys_setuid`, `__x64_sys_setuid` or `setuid`.
+fn bare_syscall(call: &str) -> &str {
+    let base = call.strip_prefix("__x64_").unwrap_or(call);
+    base.strip_prefix("sys_").unwrap_or(base)
+}
+
 /// The function name Tetragon reports for a hook on `call`: a system call by its x86-64 wrapper
 /// (`sys_setuid` and `setuid` are `__x64_sys_setuid`), anything else as named.
 pub fn reported_function(call: &str, syscall: bool) -> String {
-    kprobe_function_candidates(call, syscall).swap_remove(0)
+    if syscall {
+        format!("__x64_sys_{}", bare_syscall(call))
+    } else {
+        call.to_string()
+    }
 }
 
 /// The kernel function behind an LSM hook (`file_open` is `security_file_open`, and BPF LSM
