@@ -186,6 +186,10 @@ pub struct ProcessPolicy {
     /// Grandparent first, when requested.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ancestors: Vec<Arc<Process>>,
+    /// What was done when the hooked function returned, for an event with a `return` value:
+    /// `KPROBE_ACTION_POST` (the event), as Tetragon's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub return_action: String,
 }
 
 /// One argument of a policy event, tagged by type as in Tetragon's JSON.
@@ -273,6 +277,15 @@ pub struct SockArg {
     /// TCP bytes received, once the connection is closing (vigil's addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_received: Option<u64>,
+    /// The same for every event about one socket while it lives (a connect and its close),
+    /// as Tetragon's; a keyed hash of the socket's kernel address, which vigil never writes.
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_u64",
+        serialize_with = "crate::int64::serialize",
+        deserialize_with = "crate::int64::deserialize"
+    )]
+    pub cookie: u64,
 }
 
 // protojson leaves out a proto3 scalar at its default (0, "", false) unless it is a wrapper
@@ -287,13 +300,39 @@ fn is_zero_u16(n: &u16) -> bool {
     *n == 0
 }
 
-/// `file_arg`.
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+/// `file_arg` and `path_arg`.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct FileArg {
     /// Absolute path.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
+    /// `unresolvedPathComponents` when the path was cut short, as Tetragon's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub flags: String,
+    /// The inode's type and mode as `ls -l` writes them (`-rw-r--r--`), as Tetragon's; left
+    /// out where no inode was read (a name the call gave, joined to its directory).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub permission: String,
+}
+
+impl FileArg {
+    /// The argument for `path`, cut short or not, of an inode of `mode` (0: none read).
+    pub fn new(path: String, cut: bool, mode: u16) -> FileArg {
+        FileArg {
+            path,
+            flags: if cut {
+                "unresolvedPathComponents".into()
+            } else {
+                String::new()
+            },
+            permission: crate::mode::permission(mode),
+        }
+    }
 }
 
 /// The identity of one execution.
@@ -335,6 +374,11 @@ pub struct Process {
     /// The parent's exec id (empty for the kernel's own threads' parent).
     #[serde(default, skip_serializing_if = "ExecId::is_empty")]
     pub parent_exec_id: ExecId,
+    /// References the agent's process cache holds: 1 while the process runs, left out (0)
+    /// once it exited, as Tetragon's for a process without children. vigil does not count
+    /// children's references (Tetragon's internal bookkeeping, which no query uses).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub refcnt: u32,
     /// Capability sets.
     #[serde(default)]
     pub cap: Capabilities,
@@ -629,16 +673,31 @@ mod tests {
             dport: 0,
             state: String::new(),
             netns: 0,
+            cookie: 0,
             bytes_sent: None,
             bytes_received: None,
         };
         let v = serde_json::to_value(Arg::SockArg(sock.clone())).unwrap();
         let s = &v["sock_arg"];
-        assert!(s.get("dport").is_none() && s.get("daddr").is_none(), "{v}");
+        assert!(
+            s.get("dport").is_none() && s.get("daddr").is_none() && s.get("cookie").is_none(),
+            "{v}"
+        );
         assert_eq!(s["sport"], 5353);
         assert_eq!(
             serde_json::from_value::<Arg>(v).unwrap(),
-            Arg::SockArg(sock)
+            Arg::SockArg(sock.clone())
+        );
+        // Tetragon's `uint64 cookie`: a protojson string.
+        let cookie = SockArg {
+            cookie: u64::MAX,
+            ..sock
+        };
+        let v = serde_json::to_value(Arg::SockArg(cookie.clone())).unwrap();
+        assert_eq!(v["sock_arg"]["cookie"], "18446744073709551615");
+        assert_eq!(
+            serde_json::from_value::<Arg>(v).unwrap(),
+            Arg::SockArg(cookie)
         );
         // Recorded lines that wrote the zeros still read.
         let old: SockArg = serde_json::from_str(

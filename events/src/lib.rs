@@ -25,6 +25,7 @@ mod event;
 mod exec_id;
 pub mod flags;
 mod int64;
+pub mod mode;
 pub mod time;
 
 pub use event::*;

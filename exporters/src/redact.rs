@@ -219,9 +219,11 @@ mod tests {
                     ),
                     Arg::PathArg(vigil_events::FileArg {
                         path: "/tmp/--password=p3".into(),
+                        ..Default::default()
                     }),
                     Arg::FileArg(vigil_events::FileArg {
                         path: "/tmp/--password=f4".into(),
+                        ..Default::default()
                     }),
                     Arg::IntArg(5),
                 ],
@@ -232,6 +234,7 @@ mod tests {
                 tags: vec![],
                 outcome: "posted".into(),
                 ancestors: vec![p("--password=a6")],
+                return_action: "KPROBE_ACTION_POST".into(),
             }),
             node_name: "n".into(),
             time: "t".into(),

@@ -68,11 +68,19 @@ impl ProcessCache {
         self.entries.get(id).cloned()
     }
 
-    /// Ends the current execution of `pid` and returns it; it stays readable for the grace
-    /// period.
+    /// Ends the current execution of `pid` and returns it, no longer referenced as running
+    /// (`refcnt` 0); it stays readable for the grace period.
     pub fn exit(&mut self, pid: u32, now: Instant) -> Option<Arc<Process>> {
         let id = self.live.remove(&pid)?;
-        let entry = self.entries.get(&id).cloned();
+        let entry = self.entries.get_mut(&id).map(|e| {
+            if e.refcnt != 0 {
+                // A new Arc: the running one may still be in events being written.
+                let mut ended = Process::clone(e);
+                ended.refcnt = 0;
+                *e = Arc::new(ended);
+            }
+            e.clone()
+        });
         self.retiring.push_back((now, id));
         entry
     }
@@ -128,6 +136,7 @@ mod tests {
             pid,
             exec_id: ExecId(id.into()),
             parent_exec_id: ExecId(parent.into()),
+            refcnt: 1,
             ..Default::default()
         }
     }
@@ -157,7 +166,15 @@ mod tests {
         let mut c = ProcessCache::new(NonZeroUsize::new(2).unwrap(), Duration::from_secs(1));
         c.insert(proc(1, "a", ""), t0);
         c.insert(proc(2, "b", "a"), t0);
-        assert_eq!(c.exit(2, t0).unwrap().exec_id.0, "b");
+        let running = c.by_pid(2).unwrap();
+        let ended = c.exit(2, t0).unwrap();
+        assert_eq!(ended.exec_id.0, "b");
+        assert_eq!((running.refcnt, ended.refcnt), (1, 0));
+        assert_eq!(
+            c.get(&ExecId("b".into())).unwrap().refcnt,
+            0,
+            "kept as ended"
+        );
         assert!(c.by_pid(2).is_none());
         c.expire(t0 + Duration::from_secs(2));
         assert_eq!(c.len(), 1);

@@ -212,9 +212,11 @@ impl EventEnricher {
             hook: installed.map(|i| (i.policy.as_str(), &*i.rule.hook)),
             // A rule removed while its record was queued.
             unknown: ("rule", ev.rule, true),
-            args: vec![Arg::FileArg(FileArg {
-                path: String::from_utf8_lossy(p.path).into_owned(),
-            })],
+            args: vec![Arg::FileArg(FileArg::new(
+                String::from_utf8_lossy(p.path).into_owned(),
+                ev.flags & abi::policy_flags::TRUNC_PATH != 0,
+                ev.mode,
+            ))],
         })
     }
 
@@ -272,6 +274,12 @@ impl EventEnricher {
             Some((_, h)) if h.returns => m.args.pop(),
             _ => None,
         };
+        // The event was posted when the function returned (selectors on the return value are
+        // refused, so posting is the one action a return takes).
+        let return_action = match return_arg {
+            Some(_) => action_name(abi::action::POST).into(),
+            None => String::new(),
+        };
         let body = ProcessPolicy {
             process,
             parent,
@@ -284,6 +292,7 @@ impl EventEnricher {
             tags,
             outcome: outcome(m.action, m.flags).into(),
             ancestors,
+            return_action,
         };
         let body = if lsm {
             EventBody::ProcessLsm(body)
@@ -343,8 +352,14 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
         HookArgKind::CharBuf { .. } => {
             Arg::BytesArg(base64::engine::general_purpose::STANDARD.encode(text))
         }
-        HookArgKind::File | HookArgKind::Fd => Arg::FileArg(FileArg { path: lossy() }),
-        HookArgKind::Path | HookArgKind::AtPath { .. } => Arg::PathArg(FileArg { path: lossy() }),
+        HookArgKind::File | HookArgKind::Fd => {
+            let f = raw.file();
+            Arg::FileArg(FileArg::new(lossy(), f.cut != 0, f.mode))
+        }
+        HookArgKind::Path | HookArgKind::AtPath { .. } => {
+            let f = raw.file();
+            Arg::PathArg(FileArg::new(lossy(), f.cut != 0, f.mode))
+        }
         HookArgKind::Sockaddr => {
             let s = raw.sock();
             let sock = sock_arg(&s);
@@ -371,6 +386,20 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
         // The kernel sets the value when the datagram was longer than the bytes it copied.
         HookArgKind::Dns => Arg::DnsArg(vigil_events::dns::DnsArg::decode(text, raw.int() != 0)),
     }
+}
+
+/// The cookie of the socket at kernel address `addr` (0: no socket): the same for every event
+/// about one socket while this agent runs, so a connect and its close pair up, and a keyed hash
+/// so that no event gives away where the kernel's memory is (KASLR). The key is drawn at start.
+fn socket_cookie(addr: u64) -> u64 {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    if addr == 0 {
+        return 0;
+    }
+    KEY.get_or_init(std::hash::RandomState::new)
+        .hash_one(addr)
+        .max(1)
 }
 
 fn sock_arg(s: &abi::SockValue) -> SockArg {
@@ -432,6 +461,7 @@ fn sock_arg(s: &abi::SockValue) -> SockArg {
         dport: s.dport,
         state,
         netns: s.netns,
+        cookie: socket_cookie(s.cookie),
         bytes_sent: closing.then_some(s.bytes_sent),
         // The kernel counts the peer's FIN as a byte received; it carried no data.
         bytes_received: closing.then_some(if matches!(s.state, 6 | 8 | 9 | 11) {

@@ -56,6 +56,7 @@ pub const NS_FILES: [&str; abi::NS_COUNT] = [
     "time",
     "cgroup",
     "user",
+    "time_for_children",
 ];
 
 /// Inode numbers of `/proc/<pid>/ns/*` (0 where unreadable).
@@ -133,6 +134,8 @@ impl Identity {
             flags,
             start_time: self.clock.rfc3339(ktime),
             parent_exec_id,
+            // Described to be cached as running (an exit's copy drops it: ProcessCache::exit).
+            refcnt: 1,
             cap: Capabilities {
                 permitted: CapSet(raw.cap_permitted),
                 effective: CapSet(raw.cap_effective),
@@ -146,7 +149,7 @@ impl Identity {
                 pid_for_children: ns(abi::ns::PID_FOR_CHILDREN),
                 net: ns(abi::ns::NET),
                 time: ns(abi::ns::TIME),
-                time_for_children: Namespace::default(),
+                time_for_children: ns(abi::ns::TIME_FOR_CHILDREN),
                 cgroup: ns(abi::ns::CGROUP),
                 user: ns(abi::ns::USER),
             },

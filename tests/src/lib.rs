@@ -308,7 +308,7 @@ pub const EVENT_ARCHIVE_VAR: &str = "VIGIL_EVENT_ARCHIVE";
 
 /// Appends the JSON event lines of an agent's export file (compact lines are not events) to
 /// the file `VIGIL_EVENT_ARCHIVE` names, when it is set; does nothing otherwise.
-fn archive_events(text: &str) {
+pub fn archive_events(text: &str) {
     use std::io::Write;
     let Some(path) = std::env::var_os(EVENT_ARCHIVE_VAR) else {
         return;

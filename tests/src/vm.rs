@@ -8,6 +8,10 @@
 //! [`boot`] runs qemu (software emulation: nested KVM does not work on our machines) and
 //! returns the serial console. Scenario output on the console is framed by
 //! [`BEGIN`]/[`END`] lines so the matrix test can show a failing scenario's part alone.
+//!
+//! The events the scenarios' agents wrote in the guest come back on a second serial port, which
+//! the kernel has built in (no driver to load): `/init` writes the guest's event archive there,
+//! gzipped and base64-encoded, and [`read_guest_events`] decodes it on the host.
 
 use std::{
     io::Read,
@@ -24,6 +28,8 @@ pub const BEGIN: &str = "VIGIL-BEGIN";
 pub const END: &str = "VIGIL-END";
 /// Console line after the last scenario.
 pub const DONE: &str = "VIGIL-VM-DONE";
+/// Where the guest's scenarios archive their agents' events (tests/src/lib.rs).
+const GUEST_ARCHIVE: &str = "/tmp/events.jsonl";
 
 /// A Debian kernel image ready to boot.
 #[derive(Debug, Clone)]
@@ -123,6 +129,7 @@ impl DebianKernel {
 pub struct Initramfs {
     root: PathBuf,
     scenarios: Vec<String>,
+    keep_events: bool,
 }
 
 impl Initramfs {
@@ -155,7 +162,14 @@ impl Initramfs {
         Ok(Initramfs {
             root: root.to_path_buf(),
             scenarios: Vec::new(),
+            keep_events: false,
         })
+    }
+
+    /// Has the scenarios archive their agents' events and `/init` send the archive to the
+    /// second serial port after the last scenario (see [`boot`] and [`read_guest_events`]).
+    pub fn keep_events(&mut self) {
+        self.keep_events = true;
     }
 
     /// Copies a static binary to `/vigil/<name>`.
@@ -200,6 +214,12 @@ impl Initramfs {
             crate::kernels::KERNEL_ENV,
             crate::kernels::SKIP_LOG_ENV
         ));
+        if self.keep_events {
+            init.push_str(&format!(
+                "export {}={GUEST_ARCHIVE}\n",
+                crate::EVENT_ARCHIVE_VAR
+            ));
+        }
         // Debugging aids from the host: the verifier's full log, one test by name.
         if std::env::var_os("VIGIL_DEBUG").is_some() {
             init.push_str("export VIGIL_DEBUG=1\n");
@@ -208,6 +228,12 @@ impl Initramfs {
         for s in &self.scenarios {
             init.push_str(&format!(
                 "echo {BEGIN} {s}\n/vigil/{s} --test-threads=1 {filter} 2>&1\necho {END} {s} rc=$?\n"
+            ));
+        }
+        if self.keep_events {
+            // gzip's trailer lets the host tell a complete archive from one cut short.
+            init.push_str(&format!(
+                "touch {GUEST_ARCHIVE}\ngzip -c {GUEST_ARCHIVE} | base64 > /dev/ttyS1\n"
             ));
         }
         init.push_str(&format!("echo SKIPS-BEGIN\ncat /tmp/skips 2>/dev/null\necho SKIPS-END\necho {DONE}\npoweroff -f\n"));
@@ -229,9 +255,17 @@ impl Initramfs {
 }
 
 /// Boots `kernel` with `initramfs` under qemu (software emulation) and returns the serial
-/// console once the guest powers off, or an error with the console so far after `limit`.
-pub fn boot(kernel: &DebianKernel, initramfs: &Path, limit: Duration) -> Result<String, String> {
+/// console once the guest powers off, or an error with the console so far after `limit`. The
+/// guest's second serial port (`/dev/ttyS1`) is written to `second_serial`.
+pub fn boot(
+    kernel: &DebianKernel,
+    initramfs: &Path,
+    limit: Duration,
+    second_serial: &Path,
+) -> Result<String, String> {
     let mut child = Command::new("qemu-system-x86_64")
+        .args(["-serial", "mon:stdio", "-serial"])
+        .arg(format!("file:{}", second_serial.display()))
         .args([
             "-accel",
             "tcg,thread=multi",
@@ -283,6 +317,29 @@ pub fn boot(kernel: &DebianKernel, initramfs: &Path, limit: Duration) -> Result<
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The events the guest's scenarios archived, as JSON lines, from what `/init` wrote to the
+/// second serial port (base64 of a gzip stream; the terminal adds carriage returns).
+pub fn read_guest_events(second_serial: &Path) -> Result<String, String> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(second_serial)
+        .map_err(|e| format!("{}: {e}", second_serial.display()))?;
+    let b64: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("{}: not base64 ({e})", second_serial.display()))?;
+    let mut events = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut events)
+        .map_err(|e| {
+            format!(
+                "{}: the guest's event archive is cut short or damaged ({e}; {} bytes of gzip)",
+                second_serial.display(),
+                gz.len()
+            )
+        })?;
+    Ok(events)
 }
 
 /// One scenario's part of the console.
@@ -352,6 +409,33 @@ mod tests {
         assert_eq!(runs[0].output, "test x ... ok\n");
         assert_eq!(runs[1].rc, Some(101));
         assert_eq!(skips, vec!["SKIP t on debian-vm: needs lsm"]);
+    }
+
+    #[test]
+    fn the_guest_s_events_are_read_back_and_a_cut_archive_is_an_error() {
+        use base64::Engine;
+        use std::io::Write;
+        let events = "{\"process_exec\":{}}\n".repeat(500);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(events.as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&gz);
+        // base64 wraps its lines; the guest's terminal turns each newline into CR LF.
+        let wrapped: Vec<String> = b64
+            .as_bytes()
+            .chunks(76)
+            .map(|c| String::from_utf8(c.to_vec()).unwrap())
+            .collect();
+        let dir = std::env::temp_dir().join(format!("vigil-vm-serial-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let serial = dir.join("ttyS1");
+        std::fs::write(&serial, wrapped.join("\r\n") + "\r\n").unwrap();
+        assert_eq!(read_guest_events(&serial).unwrap(), events);
+        let cut = &b64[..b64.len() - 8];
+        std::fs::write(&serial, cut).unwrap();
+        let err = read_guest_events(&serial).unwrap_err();
+        assert!(err.contains("cut short"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -45,10 +45,14 @@ fn run(dir: &Path, args: &[&str], sink: &Path, mark: &str) -> Written {
     }
     let (status, log) = agent.stop();
     assert!(status.success(), "{status}:\n{log}");
-    Written {
+    let written = Written {
         stdout: std::fs::read_to_string(&out).unwrap(),
         file: std::fs::read_to_string(sink).unwrap(),
-    }
+    };
+    // Its JSON lines join the run's archive for the Tetragon schema check.
+    vigil_tests::archive_events(&written.stdout);
+    vigil_tests::archive_events(&written.file);
+    written
 }
 
 /// The exec of `mark` as a JSON line and as a compact line.

@@ -165,6 +165,19 @@ fn monitor_mode_reports_what_it_would_have_done() {
     };
     assert_eq!(events[0]["outcome"], would);
     assert_eq!(events[0]["action"], override_done());
+    // The opened file's inode mode, as `ls -l` and Tetragon write it.
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata("/etc/passwd").unwrap().mode();
+    assert_eq!(mode & 0o177000, 0o100000, "a plain regular file: {mode:o}");
+    let rwx: String = (0..9)
+        .map(|bit| match mode & (0o400 >> bit) {
+            0 => '-',
+            _ => ['r', 'w', 'x'][bit % 3],
+        })
+        .collect();
+    let file = &events[0]["args"][0]["file_arg"];
+    assert_eq!(file["permission"], format!("-{rwx}"), "{file}");
+    assert!(file.get("flags").is_none(), "{file}");
 }
 
 /// Policies added, changed and removed in `--policy-dir` while the agent runs take effect

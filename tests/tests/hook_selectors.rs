@@ -228,6 +228,15 @@ fn string_and_descriptor_arguments_are_decoded_and_matched() {
     let target = dir.path().join("fd-target.vigil");
     std::fs::write(&target, "x").unwrap();
     let target = std::fs::canonicalize(&target).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+    // A file whose path is longer than the kernel keeps of an argument (251 bytes).
+    let deep_dir = target.with_file_name("d".repeat(200));
+    std::fs::create_dir(&deep_dir).unwrap();
+    let deep = deep_dir.join("f".repeat(100));
+    std::fs::write(&deep, "x").unwrap();
+    std::fs::set_permissions(&deep, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let deep_prefix = format!("{}/ddd", target.parent().unwrap().display());
     let policy = dir.path().join("args.yaml");
     std::fs::write(
         &policy,
@@ -276,7 +285,12 @@ spec:
       - index: 1
         operator: Mask
         values: ["64"]
-"#,
+    - matchArgs:
+      - index: 0
+        operator: Prefix
+        values: ["DEEP"]
+"#
+        .replace("DEEP", &deep_prefix),
     )
     .unwrap();
     let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
@@ -284,11 +298,14 @@ spec:
     let other = dir.path().join("link-elsewhere");
     std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
     std::os::unix::fs::symlink("/tmp/nothing", &other).unwrap();
-    use std::os::unix::fs::PermissionsExt;
     let f = std::fs::File::open(&target).unwrap();
     f.set_permissions(std::fs::Permissions::from_mode(0o744))
         .unwrap();
     f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .unwrap();
+    std::fs::File::open(&deep)
+        .unwrap()
+        .set_permissions(std::fs::Permissions::from_mode(0o600))
         .unwrap();
     let run = agent.stop();
 
@@ -302,14 +319,30 @@ spec:
         link.to_str().unwrap(),
         "{links:#?}"
     );
-    let chmods = kprobe_events(&run, "sys_fchmod");
-    assert_eq!(chmods.len(), 1, "only the mode with 0o100: {chmods:#?}");
-    assert_eq!(
-        chmods[0]["args"][0]["file_arg"]["path"],
-        target.to_str().unwrap(),
-        "the descriptor resolved in the kernel: {chmods:#?}"
-    );
+    let all_chmods = kprobe_events(&run, "sys_fchmod");
+    let (chmods, deep_chmods): (Vec<&Value>, Vec<&Value>) = all_chmods
+        .iter()
+        .partition(|e| e["args"][0]["file_arg"]["path"] == target.to_str().unwrap());
+    assert_eq!(chmods.len(), 1, "only the mode with 0o100: {all_chmods:#?}");
     assert_eq!(chmods[0]["args"][1]["int_arg"], 0o744);
+    // The inode's mode when the call was made, as Tetragon writes it; a whole path.
+    let file = &chmods[0]["args"][0]["file_arg"];
+    assert_eq!(file["permission"], "-rw-r-----", "{file}");
+    assert!(file.get("flags").is_none(), "{file}");
+    // The path cut short says so: its first bytes are kept, for prefixes.
+    assert_eq!(
+        deep_chmods.len(),
+        1,
+        "the deep file's chmod: {all_chmods:#?}"
+    );
+    let file = &deep_chmods[0]["args"][0]["file_arg"];
+    assert_eq!(file["flags"], "unresolvedPathComponents", "{file}");
+    assert_eq!(file["permission"], "-rw-------", "{file}");
+    let kept = file["path"].as_str().unwrap();
+    assert!(
+        kept.len() < deep.to_str().unwrap().len() && deep.to_str().unwrap().starts_with(kept),
+        "{kept}"
+    );
 }
 
 fn tetragon_policy(name: &str) -> String {

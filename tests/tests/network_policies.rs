@@ -137,6 +137,41 @@ fn tcp_connect_listen_accept_and_close_are_reported_with_namespaces_and_bytes() 
         closes.iter().all(|s| s["daddr"] != "127.0.0.1"),
         "loopback closes are filtered: {closes:#?}"
     );
+
+    // Tetragon's socket cookie pairs the events of one socket: the client's connect and close
+    // share one, the accepted socket's accept and close another, the listener its own.
+    let cookie = |s: &Value| -> String {
+        let c = s["cookie"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a cookie, as a protojson uint64 string: {s}"));
+        assert!(c.parse::<u64>().is_ok_and(|n| n != 0), "{s}");
+        c.to_string()
+    };
+    assert_eq!(cookie(c), cookie(client_close), "connect and its close");
+    assert_eq!(
+        cookie(accepts[0]),
+        cookie(server_close),
+        "accept and its close"
+    );
+    assert_ne!(cookie(c), cookie(accepts[0]), "two sockets, two cookies");
+    assert_ne!(
+        cookie(ours[0]),
+        cookie(accepts[0]),
+        "the listener is a third socket"
+    );
+    // Hooks on the return say what was done then; the process running is referenced once.
+    for e in run.events.iter().filter_map(|e| e.get("process_kprobe")) {
+        if e["policy_name"] != POLICY || e["process"]["pid"] != std::process::id() {
+            continue;
+        }
+        let on_return = e["function_name"] == "inet_csk_accept";
+        assert_eq!(
+            e.get("return_action").and_then(Value::as_str),
+            on_return.then_some("KPROBE_ACTION_POST"),
+            "{e:#}"
+        );
+        assert_eq!(e["process"]["refcnt"], 1, "{e:#}");
+    }
 }
 
 #[test]

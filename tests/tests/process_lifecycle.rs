@@ -72,6 +72,29 @@ fn exec_reports_binary_arguments_cwd_uid_parent_and_exit() {
     );
     assert!(exit.get("signal").is_none());
     assert_eq!(exit["process"]["binary"], resolved("/bin/echo"));
+
+    // Referenced by the cache while it runs, no more at its exit (Tetragon's refcnt).
+    assert_eq!(p["refcnt"], 1, "{p:#}");
+    assert!(exit["process"].get("refcnt").is_none(), "{exit:#}");
+    // echo has this test's namespaces, each of Tetragon's ten by its inode.
+    use std::os::unix::fs::MetadataExt;
+    for ns in [
+        "uts",
+        "ipc",
+        "mnt",
+        "pid",
+        "pid_for_children",
+        "net",
+        "time",
+        "time_for_children",
+        "cgroup",
+        "user",
+    ] {
+        let inode = std::fs::metadata(format!("/proc/self/ns/{ns}"))
+            .unwrap_or_else(|e| panic!("/proc/self/ns/{ns}: {e}"))
+            .ino();
+        assert_eq!(p["ns"][ns]["inum"], inode, "{ns}: {:#}", p["ns"]);
+    }
 }
 
 #[test]

@@ -11,7 +11,8 @@
 //! events. The second checks every event the whole end-to-end run wrote, when the harness was
 //! asked to keep them (`VIGIL_EVENT_ARCHIVE`, see tests/src/lib.rs).
 //!
-//! Host only: the VM image has no Python.
+//! Host only: the VM image has no Python. The matrix test (vm_matrix.rs) brings the events the
+//! guest's agents wrote back into the archive, so the second test parses the VM's events too.
 
 use std::{
     io::{Read, Write},

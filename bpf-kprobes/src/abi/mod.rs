@@ -29,7 +29,7 @@ pub const ARGS_MAX: usize = 4096;
 /// Bytes kept of a cgroup path.
 pub const CGROUP_MAX: usize = 512;
 /// Number of namespaces in [`Process::ns`].
-pub const NS_COUNT: usize = 9;
+pub const NS_COUNT: usize = 10;
 /// Slots of the per-CPU drop counter map, indexed by event kind.
 pub const DROP_SLOTS: usize = 8;
 /// `vigil_config.cgroup_subsys` value that selects the cgroup v2 hierarchy.
@@ -60,6 +60,7 @@ pub mod ns {
     pub const TIME: usize = 6;
     pub const CGROUP: usize = 7;
     pub const USER: usize = 8;
+    pub const TIME_FOR_CHILDREN: usize = 9;
 }
 
 /// `struct vigil_event_header`.
@@ -97,7 +98,6 @@ pub struct Process {
     pub cap_permitted: u64,
     pub cap_inheritable: u64,
     pub ns: [u32; NS_COUNT],
-    pub _pad0: u32,
     pub cgroup_id: u64,
     pub start_ktime: u64,
     pub comm: [u8; 16],
@@ -226,7 +226,8 @@ mod layout_tests {
             "vigil_fork_event" => ForkEvent { hdr, proc }
             "vigil_exit_event" => ExitEvent { hdr, pid, tid, exit_code }
             "vigil_rule" => Rule { flags, policy_id, hook, action, arg }
-            "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len }
+            "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len,
+                mode }
             "vigil_config" => Config { cgroup_subsys, agent_tgid, stopping }
             "vigil_hook_config" => HookConfig { hook_id, flags, arg_reg, arg_type, arg_flags,
                 arg_bits, nargs, rule_first, rule_count, konst }
@@ -235,7 +236,8 @@ mod layout_tests {
             "vigil_hook_rule" => HookRule { flags, policy_id, action, arg, nconds, pid_flags,
                 ns_in, ns_not_in, cap_set, cap_not, generation, cap_mask, conds }
             "vigil_sock_value" => SockValue { family, protocol, sport, dport, state, netns, saddr, daddr,
-                bytes_sent, bytes_received }
+                bytes_sent, bytes_received, cookie }
+            "vigil_file_value" => FileValue { cut, mode }
             "vigil_arg_value" => ArgValue { value }
             "vigil_hook_event" => HookEvent { hdr, pid, tid, hook_id, nargs, rule, action,
                 action_arg, flags, args, str_len }

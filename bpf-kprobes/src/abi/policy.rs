@@ -183,6 +183,19 @@ pub struct SockValue {
     pub daddr: [u8; 16],
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// The socket's kernel address: the agent writes a keyed hash of it, never the address.
+    pub cookie: u64,
+}
+
+/// `struct vigil_file_value`: a file, path or descriptor argument's truncation and mode.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct FileValue {
+    pub cut: i64,
+    /// The inode's mode (type and permission bits); 0 where none was read.
+    pub mode: u16,
+    pub _pad0: [u16; 3],
 }
 
 /// `struct vigil_arg_value`: a type and, by type, an integer or a socket.
@@ -208,6 +221,13 @@ impl ArgValue {
     /// The socket (`ARG_SOCK`).
     pub fn sock(&self) -> SockValue {
         self.value
+    }
+
+    /// The file (`ARG_FILE`, `ARG_PATH`, `ARG_FD`, `ARG_AT_PATH`).
+    pub fn file(&self) -> FileValue {
+        // SAFETY: SockValue is plain data larger than FileValue, the union's file member,
+        // which starts at its first byte; every bit pattern is a valid FileValue.
+        unsafe { std::ptr::read_unaligned((&self.value as *const SockValue).cast::<FileValue>()) }
     }
 }
 
@@ -321,7 +341,7 @@ pub struct PolicyEvent {
     pub arg: i32,
     pub flags: u32,
     pub path_len: u16,
-    pub _pad0: u16,
+    pub mode: u16,
 }
 
 /// `struct vigil_match_key`: a rule id and a NUL-padded path, the key of exact filters.

@@ -81,6 +81,7 @@ int main(void)
 	FIELD(vigil_policy_event, arg);
 	FIELD(vigil_policy_event, flags);
 	FIELD(vigil_policy_event, path_len);
+	FIELD(vigil_policy_event, mode);
 
 	SIZE(vigil_policy_state);
 	FIELD(vigil_policy_state, prefilter);
@@ -135,6 +136,11 @@ int main(void)
 	FIELD(vigil_sock_value, daddr);
 	FIELD(vigil_sock_value, bytes_sent);
 	FIELD(vigil_sock_value, bytes_received);
+	FIELD(vigil_sock_value, cookie);
+
+	SIZE(vigil_file_value);
+	FIELD(vigil_file_value, cut);
+	FIELD(vigil_file_value, mode);
 
 	SIZE(vigil_arg_value);
 	FIELD(vigil_arg_value, type);

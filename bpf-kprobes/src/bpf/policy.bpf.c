@@ -202,6 +202,7 @@ static __always_inline int evaluate(const struct path *p, __u32 mechanism)
 	/* The event carries the whole path; keys carry its first VIGIL_MATCH_MAX bytes. */
 	bpf_probe_read_kernel(e->ev_path, len, &s->path[pos & (VIGIL_PATH_MAX - 1)]);
 	e->ev.path_len = len;
+	e->ev.mode = BPF_CORE_READ(p, dentry, d_inode, i_mode);
 	w.path_len = len < VIGIL_MATCH_MAX ? len : VIGIL_MATCH_MAX;
 	__builtin_memset(e->path_key.path, 0, sizeof(e->path_key.path));
 	bpf_probe_read_kernel(e->path_key.path, w.path_len & (VIGIL_MATCH_LEN - 1), &s->path[pos & (VIGIL_PATH_MAX - 1)]);

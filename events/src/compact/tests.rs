@@ -431,6 +431,7 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
         dport: 443,
         state: state.into(),
         netns: 4026531840,
+        cookie: 0,
         bytes_sent: bytes.map(|b| b.0),
         bytes_received: bytes.map(|b| b.1),
     };
@@ -447,6 +448,7 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
             tags: vec![],
             outcome: "posted".into(),
             ancestors: vec![],
+            return_action: String::new(),
         }),
         node_name: "node".into(),
         time: "t".into(),

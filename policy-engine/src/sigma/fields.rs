@@ -310,6 +310,7 @@ mod tests {
             tags: Vec::new(),
             outcome: String::new(),
             ancestors: Vec::new(),
+            return_action: String::new(),
         }))
     }
 
@@ -320,7 +321,10 @@ mod tests {
             parent: Some(Arc::new(Process::default())),
             ancestors: Vec::new(),
         }));
-        let file = policy_event(Arg::FileArg(FileArg { path: "/x".into() }));
+        let file = policy_event(Arg::FileArg(FileArg {
+            path: "/x".into(),
+            ..Default::default()
+        }));
         let sock = policy_event(Arg::SockaddrArg(vigil_events::SockaddrArg {
             family: "AF_INET".into(),
             addr: "10.0.0.1".into(),

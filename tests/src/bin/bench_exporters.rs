@@ -93,9 +93,11 @@ fn streams() -> [(&'static str, Vec<Event>); 3] {
                 process: p.clone(),
                 parent: Some(parent.clone()),
                 function_name: "security_file_open".into(),
-                args: vec![Arg::FileArg(FileArg {
-                    path: format!("/home/dev/project/src/file{n}.rs"),
-                })],
+                args: vec![Arg::FileArg(FileArg::new(
+                    format!("/home/dev/project/src/file{n}.rs"),
+                    false,
+                    0o100644,
+                ))],
                 return_arg: None,
                 action: "KPROBE_ACTION_POST".into(),
                 policy_name: "observe-source-reads".into(),
@@ -103,6 +105,7 @@ fn streams() -> [(&'static str, Vec<Event>); 3] {
                 tags: vec![],
                 outcome: "posted".into(),
                 ancestors: vec![],
+                return_action: String::new(),
             }))
         })
         .collect();

@@ -19,6 +19,7 @@ static __always_inline void read_sock(struct sock *sk, struct vigil_sock_value *
 	v->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	v->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	v->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	v->cookie = (__u64)sk;
 	if (v->protocol == IPPROTO_TCP) {
 		/* Data octets sent (retransmissions included), and received (a FIN received counts
 		 * one, which the agent takes off). */
@@ -138,6 +139,7 @@ static __always_inline void decode_path(struct hook_eval *e, __u32 a, const stru
 	bpf_probe_read_kernel(e->key[a].path, len & (VIGIL_MATCH_LEN - 1), &s->path[pos & (VIGIL_PATH_MAX - 1)]);
 	e->slen[a] = len;
 	e->ev.args[a].int_value = trunc;
+	e->ev.args[a].file.mode = BPF_CORE_READ(p, dentry, d_inode, i_mode);
 }
 
 /* The `struct path` a file, path or descriptor argument names. */
@@ -240,6 +242,7 @@ static __always_inline void at_path_join(struct hook_eval *e, __u32 a)
 	bpf_probe_read_kernel(e->key[a].path, len & 255, e->norm.out);
 	e->slen[a] = len;
 	e->ev.args[a].int_value = e->norm.trunc;
+	e->ev.args[a].file.mode = 0; /* the directory's, read by decode_path: not the file's */
 }
 
 /* Decodes string-like argument `a` into e->key[a], once per call. A global function: the

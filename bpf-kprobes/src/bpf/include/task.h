@@ -71,8 +71,11 @@ static __always_inline void vigil_fill_process(struct task_struct *task, struct 
 		p->ns[VIGIL_NS_PID_FOR_CHILDREN] = BPF_CORE_READ(nsp, pid_ns_for_children, ns.inum);
 		p->ns[VIGIL_NS_NET] = BPF_CORE_READ(nsp, net_ns, ns.inum);
 		p->ns[VIGIL_NS_CGROUP] = BPF_CORE_READ(nsp, cgroup_ns, ns.inum);
-		if (bpf_core_field_exists(nsp->time_ns))
+		if (bpf_core_field_exists(nsp->time_ns)) {
 			p->ns[VIGIL_NS_TIME] = BPF_CORE_READ(nsp, time_ns, ns.inum);
+			p->ns[VIGIL_NS_TIME_FOR_CHILDREN] =
+				BPF_CORE_READ(nsp, time_ns_for_children, ns.inum);
+		}
 	}
 	p->ns[VIGIL_NS_PID] = BPF_CORE_READ(upid.ns, ns.inum);
 	p->ns[VIGIL_NS_USER] = BPF_CORE_READ(cred, user_ns, ns.inum);

@@ -60,7 +60,8 @@ enum vigil_ns_index {
 	VIGIL_NS_TIME = 6,
 	VIGIL_NS_CGROUP = 7,
 	VIGIL_NS_USER = 8,
-	VIGIL_NS_COUNT = 9,
+	VIGIL_NS_TIME_FOR_CHILDREN = 9,
+	VIGIL_NS_COUNT = 10,
 };
 
 /* Indexes into the per-CPU drop counter map, one per kind (index 0 unused). */
@@ -86,7 +87,6 @@ struct vigil_process {
 	__u64 cap_permitted;
 	__u64 cap_inheritable;
 	__u32 ns[VIGIL_NS_COUNT]; /* namespace inode numbers, by enum vigil_ns_index */
-	__u32 _pad0;
 	__u64 cgroup_id;          /* kernfs id of the tracked hierarchy's cgroup */
 	__u64 start_ktime;        /* task->start_boottime: when the process was forked */
 	char comm[VIGIL_COMM_LEN];
@@ -201,7 +201,7 @@ struct vigil_policy_event {
 	__s32 arg;
 	__u32 flags;
 	__u16 path_len;
-	__u16 _pad0;
+	__u16 mode; /* the opened file's inode mode */
 };
 
 /*
@@ -356,6 +356,14 @@ struct vigil_sock_value {
 	__u8 daddr[16]; /* a sockaddr's address */
 	__u64 bytes_sent;     /* TCP: bytes the peer acknowledged */
 	__u64 bytes_received; /* TCP: bytes received */
+	__u64 cookie;         /* the socket's address: never written out, the agent keys a hash */
+};
+
+/* A file, path or descriptor argument: whether its path was cut short, and its inode's mode. */
+struct vigil_file_value {
+	__s64 cut;
+	__u16 mode; /* 0 where no inode was read (a name joined to its directory) */
+	__u16 _pad0[3];
 };
 
 struct vigil_arg_value {
@@ -364,6 +372,7 @@ struct vigil_arg_value {
 	union {
 		__s64 int_value; /* integers; for strings, paths and buffers 1 when cut short */
 		struct vigil_sock_value sock;
+		struct vigil_file_value file;
 	};
 };
 
