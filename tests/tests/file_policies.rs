@@ -178,6 +178,9 @@ fn monitor_mode_reports_what_it_would_have_done() {
     let file = &events[0]["args"][0]["file_arg"];
     assert_eq!(file["permission"], format!("-{rwx}"), "{file}");
     assert!(file.get("flags").is_none(), "{file}");
+    // cat ran in `/`: Tetragon's `rootcwd`.
+    let flags = events[0]["process"]["flags"].as_str().unwrap();
+    assert!(flags.split(' ').any(|w| w == "rootcwd"), "{flags}");
 }
 
 /// Policies added, changed and removed in `--policy-dir` while the agent runs take effect

@@ -73,6 +73,12 @@ fn exec_reports_binary_arguments_cwd_uid_parent_and_exit() {
     assert!(exit.get("signal").is_none());
     assert_eq!(exit["process"]["binary"], resolved("/bin/echo"));
 
+    // Tetragon's derived flags: the inner shell was forked and exec'd (`clone`), echo replaced
+    // it without a fork; neither ran in `/` (`rootcwd`).
+    let flags = |p: &Value| p["flags"].as_str().unwrap().to_string();
+    assert_eq!(flags(&inner["process"]), "execve clone");
+    assert_eq!(flags(p), "execve");
+
     // Referenced by the cache while it runs, no more at its exit (Tetragon's refcnt).
     assert_eq!(p["refcnt"], 1, "{p:#}");
     assert!(exit["process"].get("refcnt").is_none(), "{exit:#}");
@@ -123,6 +129,14 @@ fn exit_codes_and_fatal_signals_are_reported() {
     let run = agent.stop();
 
     let sh = run.one("process_exec", three_pid, &resolved("/bin/sh"));
+    // Root's capabilities by Tetragon's enum names: DAC_OVERRIDE is the one without CAP_.
+    let effective = sh["process"]["cap"]["effective"].as_array().unwrap();
+    assert!(
+        effective.iter().any(|c| c == "DAC_OVERRIDE")
+            && effective.iter().any(|c| c == "CAP_SETUID")
+            && !effective.iter().any(|c| c == "CAP_DAC_OVERRIDE"),
+        "{effective:?}"
+    );
     let exit = run.exit_of(&sh["process"]["exec_id"]);
     assert_eq!(exit["status"], 3);
     assert!(exit.get("signal").is_none());
