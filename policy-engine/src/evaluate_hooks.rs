@@ -48,7 +48,7 @@ pub struct HookCall {
     /// When it is a fork that has not exec'd, its parent's pid (followForks).
     pub fork_of: Option<u32>,
     /// Namespace inode and whether it is the host's, by vigil's namespace index.
-    pub ns: [(u32, bool); 9],
+    pub ns: [(u32, bool); vigil_bpf_kprobes::abi::NS_COUNT],
     /// Effective, permitted, inheritable capability masks.
     pub caps: [u64; 3],
 }

@@ -280,8 +280,8 @@ fn finish(
     })
 }
 
-/// Namespace names in vigil's index order; `TimeForChildren` is not tracked.
-pub(crate) const NAMESPACES: [&str; 9] = [
+/// Namespace names in vigil's index order (`enum vigil_ns_index`).
+pub(crate) const NAMESPACES: [&str; vigil_bpf_kprobes::abi::NS_COUNT] = [
     "Uts",
     "Ipc",
     "Mnt",
@@ -291,6 +291,7 @@ pub(crate) const NAMESPACES: [&str; 9] = [
     "Time",
     "Cgroup",
     "User",
+    "TimeForChildren",
 ];
 
 /// A value as the kernel holds the argument: cut to `bits`, then sign-extended when the type is

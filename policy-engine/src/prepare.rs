@@ -345,6 +345,14 @@ mod tests {
     }
 
     #[test]
+    fn time_for_children_is_a_namespace_selectors_can_name() {
+        let text = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  kprobes:\n  - call: sys_setuid\n    syscall: true\n    args:\n    - index: 0\n      type: int\n    selectors:\n    - matchNamespaces:\n      - namespace: TimeForChildren\n        operator: NotIn\n        values: [host_ns]\n";
+        let prepared = prepare_text("p.yaml", text, &HOST).unwrap();
+        let ns = &prepared.hooks[0].rule.selectors[0].namespaces[0];
+        assert_eq!((ns.ns, ns.not_in), (abi::ns::TIME_FOR_CHILDREN, true));
+    }
+
+    #[test]
     fn what_only_compilation_finds_is_placed_at_its_line_and_column() {
         let text = file_open("    - matchPIDs:\n      - operator: In\n        values: [1]\n");
         let e = &prepare_text("p.yaml", &text, &HOST).unwrap_err().0[0];

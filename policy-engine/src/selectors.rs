@@ -212,13 +212,7 @@ fn check_process_filters(c: &mut Checker, path: &str, s: &Selector) {
     }
     for (i, f) in s.match_namespaces.iter().enumerate() {
         let fpath = format!("{path}.matchNamespaces[{i}]");
-        // Tetragon's namespaces: the ones vigil tracks, and TimeForChildren, which the compiler
-        // refuses by name.
-        let known = crate::hook_rule::NAMESPACES
-            .iter()
-            .chain(&["TimeForChildren"])
-            .copied()
-            .collect::<Vec<_>>();
+        let known = crate::hook_rule::NAMESPACES;
         if !known.contains(&f.namespace.as_str()) {
             c.value(
                 &format!("{fpath}.namespace"),

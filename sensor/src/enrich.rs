@@ -274,8 +274,8 @@ impl EventEnricher {
             Some((_, h)) if h.returns => m.args.pop(),
             _ => None,
         };
-        // The event was posted when the function returned (selectors on the return value are
-        // refused, so posting is the one action a return takes).
+        // The event was posted when the function returned: posting is the one action a return
+        // takes, since `returnArgAction` is refused.
         let return_action = match return_arg {
             Some(_) => action_name(abi::action::POST).into(),
             None => String::new(),
@@ -389,17 +389,45 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
 }
 
 /// The cookie of the socket at kernel address `addr` (0: no socket): the same for every event
-/// about one socket while this agent runs, so a connect and its close pair up, and a keyed hash
-/// so that no event gives away where the kernel's memory is (KASLR). The key is drawn at start.
+/// about one socket while this agent runs, so a connect and its close pair up (not across a
+/// restart, and a socket whose memory is reused later gets the same one, as in Tetragon), and
+/// SipHash-2-4 of it under a 128-bit key from the kernel's random source, drawn at the first
+/// socket, so that no event gives away where the kernel's memory is (KASLR).
 fn socket_cookie(addr: u64) -> u64 {
-    use std::hash::BuildHasher;
-    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    use std::hash::Hasher;
+    static KEY: std::sync::OnceLock<[u64; 2]> = std::sync::OnceLock::new();
     if addr == 0 {
         return 0;
     }
-    KEY.get_or_init(std::hash::RandomState::new)
-        .hash_one(addr)
-        .max(1)
+    let key = KEY.get_or_init(|| {
+        let mut k = [0u8; 16];
+        let mut got = 0;
+        while got < k.len() {
+            // SAFETY: getrandom(2) writes at most the given length into the buffer's rest.
+            let n = unsafe { libc::getrandom(k[got..].as_mut_ptr().cast(), k.len() - got, 0) };
+            if n > 0 {
+                got += n as usize;
+            } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+        if got < k.len() {
+            // No getrandom(2) (a kernel before 3.17): std's own per-process random keys.
+            use std::hash::BuildHasher;
+            let s = std::hash::RandomState::new();
+            return [s.hash_one(1u8), s.hash_one(2u8)];
+        }
+        let (a, b) = k.split_at(8);
+        [
+            u64::from_le_bytes(a.try_into().expect("8 bytes")),
+            u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        ]
+    });
+    // std's SipHasher is SipHash-2-4 (deprecated only in favour of the unspecified default).
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new_with_keys(key[0], key[1]);
+    h.write_u64(addr);
+    h.finish().max(1)
 }
 
 fn sock_arg(s: &abi::SockValue) -> SockArg {

@@ -336,7 +336,7 @@ fn hook_call(body: &serde_json::Value) -> vigil_policy_engine::evaluate_hooks::H
         .flatten()
         .map(|n| n as u32);
     // The event's namespace keys are the /proc/<pid>/ns names, in vigil's index order.
-    let mut ns = [(0u32, false); 9];
+    let mut ns = [(0u32, false); vigil_bpf_kprobes::abi::NS_COUNT];
     for (slot, name) in ns.iter_mut().zip(crate::identity::NS_FILES) {
         let n = &p["ns"][name];
         *slot = (

@@ -30,6 +30,16 @@ pub const END: &str = "VIGIL-END";
 pub const DONE: &str = "VIGIL-VM-DONE";
 /// Where the guest's scenarios archive their agents' events (tests/src/lib.rs).
 const GUEST_ARCHIVE: &str = "/tmp/events.jsonl";
+/// Console line with the number of lines the guest archived: `VIGIL-EVENTS <n>`.
+pub const EVENTS_LINE: &str = "VIGIL-EVENTS";
+
+/// The number of event lines the guest said it archived, from its console.
+pub fn guest_event_count(console: &str) -> Option<usize> {
+    console
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix(EVENTS_LINE))
+        .and_then(|n| n.trim().parse().ok())
+}
 
 /// A Debian kernel image ready to boot.
 #[derive(Debug, Clone)]
@@ -233,7 +243,7 @@ impl Initramfs {
         if self.keep_events {
             // gzip's trailer lets the host tell a complete archive from one cut short.
             init.push_str(&format!(
-                "touch {GUEST_ARCHIVE}\ngzip -c {GUEST_ARCHIVE} | base64 > /dev/ttyS1\n"
+                "touch {GUEST_ARCHIVE}\necho {EVENTS_LINE} $(wc -l < {GUEST_ARCHIVE})\ngzip -c {GUEST_ARCHIVE} | base64 > /dev/ttyS1\n"
             ));
         }
         init.push_str(&format!("echo SKIPS-BEGIN\ncat /tmp/skips 2>/dev/null\necho SKIPS-END\necho {DONE}\npoweroff -f\n"));

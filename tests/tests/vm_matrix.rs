@@ -11,7 +11,7 @@ use std::{
 use vigil_tests::{
     kernels::DEBIAN_VM,
     require_root, vigil_bin,
-    vm::{boot, parse_console, read_guest_events, DebianKernel, Initramfs},
+    vm::{boot, guest_event_count, parse_console, read_guest_events, DebianKernel, Initramfs},
     EVENT_ARCHIVE_VAR,
 };
 
@@ -219,10 +219,21 @@ fn every_scenario_passes_in_the_debian_vm() {
         let events = read_guest_events(&second_serial).unwrap_or_else(|e| panic!("{e}"));
         let kept = events.lines().count();
         eprintln!("the guest's agents wrote {kept} events, added to ${EVENT_ARCHIVE_VAR}");
+        assert_eq!(
+            Some(kept),
+            guest_event_count(&console),
+            "the lines read back are the lines the guest archived"
+        );
         assert!(
             kept > 0 || !failures.is_empty(),
             "{EVENT_ARCHIVE_VAR} is set but the guest archived no event"
         );
+        for line in events.lines() {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object()),
+                "the guest archived a line that is no JSON event: {line}"
+            );
+        }
         vigil_tests::archive_events(&events);
     }
     assert!(
