@@ -57,6 +57,7 @@ async fn bulk_with_ecs_documents_and_partial_failures() {
     let stats = ex.stats();
     ex.shutdown(Duration::from_secs(5)).await;
 
+    assert_eq!(server.violations(), vec![], "every document follows ECS");
     let templates = server.templates();
     assert_eq!(templates.len(), 1);
     assert_eq!(templates[0].0, "vigil");

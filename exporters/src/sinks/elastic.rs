@@ -1,6 +1,9 @@
 //! Elasticsearch / OpenSearch: ECS documents ([`super::ecs`]) through `_bulk` with `create`
-//! actions, into a data stream (`logs-vigil-default`) or a dated index (`vigil-2026.11.25`),
-//! after installing an index template at the first delivery. API key or basic authentication,
+//! actions, into a data stream named as Elastic names them, `logs-<dataset>-<namespace>`
+//! (`logs-vigil.events-default`), or a dated index (`vigil-2026.11.25`), after installing an
+//! index template at the first delivery. The template is vigil's own (`vigil`, for vigil's
+//! indices only: the stock `logs-*-*` templates stay as they are) and maps every field vigil
+//! writes with its ECS type ([`super::ecs::spec`]), strings vigil adds as keywords. API key or basic authentication,
 //! TLS verified (optional CA file). A bulk response's items are read one by one: 429 and 5xx
 //! items are retried, others that failed are refused for good (dead letter), 409 (already there,
 //! a retried create) counts as delivered. The server's answers are read up to a bound and its
@@ -10,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    ecs::to_ecs,
+    ecs::{to_ecs, EcsContext, HostInfo},
     http::{body_prefix, peer_body, peer_error, peer_text},
     Delivery,
 };
@@ -31,8 +34,9 @@ pub struct ElasticConfig {
     /// Basic authentication password.
     #[serde(default)]
     pub password: Option<Secret>,
-    /// Write to this data stream (the default, `logs-vigil-default`), or, when
-    /// `data_stream: false`, to dated indices `<index>-YYYY.MM.DD`.
+    /// Write to this data stream, `logs-<dataset>-<namespace>` (the default,
+    /// `logs-vigil.events-default`), or, when `data_stream: false`, to dated indices
+    /// `<index>-YYYY.MM.DD`.
     #[serde(default = "default_index")]
     pub index: String,
     /// Use a data stream.
@@ -51,7 +55,23 @@ pub struct ElasticConfig {
 }
 
 fn default_index() -> String {
-    "logs-vigil-default".into()
+    "logs-vigil.events-default".into()
+}
+
+/// The dataset of documents written to dated indices.
+const DATASET: &str = "vigil.events";
+
+/// The dataset and namespace of a data stream's name, `logs-<dataset>-<namespace>`.
+fn data_stream_parts(index: &str) -> Result<(&str, &str), String> {
+    index
+        .strip_prefix("logs-")
+        .and_then(|rest| rest.rsplit_once('-'))
+        .filter(|(dataset, namespace)| !dataset.is_empty() && !namespace.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "index: `{index}` is not a data stream name: Elastic names them logs-<dataset>-<namespace> (logs-vigil.events-default), or set data_stream: false for dated indices"
+            )
+        })
 }
 fn default_true() -> bool {
     true
@@ -77,6 +97,7 @@ pub struct ElasticSink {
     auth: Option<String>,
     client: reqwest::Client,
     template_installed: bool,
+    ecs: EcsContext,
 }
 
 /// `YYYY.MM.DD` of epoch nanoseconds.
@@ -115,12 +136,19 @@ impl ElasticSink {
             (None, Some(_), None) => return Err("username needs a password".into()),
             _ => None,
         };
+        let ecs = if cfg.data_stream {
+            let (dataset, namespace) = data_stream_parts(&cfg.index)?;
+            EcsContext::new(HostInfo::read(), dataset, Some(namespace))
+        } else {
+            EcsContext::new(HostInfo::read(), DATASET, None)
+        };
         Ok(ElasticSink {
             base: cfg.endpoint.trim_end_matches('/').to_string(),
             auth,
             client,
             cfg,
             template_installed: false,
+            ecs,
         })
     }
 
@@ -132,33 +160,25 @@ impl ElasticSink {
         r
     }
 
-    /// The index template: ECS types for the fields vigil writes.
+    /// The index template: every field vigil writes with its ECS type, the strings vigil adds
+    /// under `vigil.*` as keywords.
     pub fn template(&self) -> Value {
         let pattern = if self.cfg.data_stream {
-            format!("{}*", self.cfg.index)
+            self.cfg.index.clone()
         } else {
             format!("{}-*", self.cfg.index)
         };
         let mut t = json!({
             "index_patterns": [pattern],
             "priority": 200,
-            "template": {"mappings": {"properties": {
-                "@timestamp": {"type": "date"},
-                "host": {"properties": {"name": {"type": "keyword"}}},
-                "event": {"properties": {"kind": {"type": "keyword"}, "category": {"type": "keyword"},
-                    "type": {"type": "keyword"}, "action": {"type": "keyword"}, "outcome": {"type": "keyword"}}},
-                "process": {"properties": {"pid": {"type": "long"}, "entity_id": {"type": "keyword"},
-                    "executable": {"type": "keyword"}, "name": {"type": "keyword"}, "args": {"type": "keyword"},
-                    "command_line": {"type": "wildcard"}, "working_directory": {"type": "keyword"},
-                    "exit_code": {"type": "long"},
-                    "parent": {"properties": {"pid": {"type": "long"}, "entity_id": {"type": "keyword"},
-                        "executable": {"type": "keyword"}}}}},
-                "user": {"properties": {"id": {"type": "keyword"}}},
-                "file": {"properties": {"path": {"type": "keyword"}}},
-                "source": {"properties": {"ip": {"type": "ip"}, "port": {"type": "long"}}},
-                "destination": {"properties": {"ip": {"type": "ip"}, "port": {"type": "long"}}},
-                "rule": {"properties": {"id": {"type": "keyword"}, "name": {"type": "keyword"}}}
-            }}}
+            "_meta": {"description": "vigil's events as ECS documents", "ecs_version": super::ecs::ECS_VERSION},
+            "template": {"mappings": {
+                "dynamic_templates": [{"strings_as_keyword": {
+                    "match_mapping_type": "string",
+                    "mapping": {"type": "keyword", "ignore_above": 1024}
+                }}],
+                "properties": super::ecs::spec::mappings()
+            }}
         });
         if self.cfg.data_stream {
             t["data_stream"] = json!({});
@@ -195,7 +215,7 @@ impl ElasticSink {
                 format!("{}-{}", self.cfg.index, date(r.time_ns))
             };
             let doc = serde_json::from_slice::<Value>(&r.json)
-                .map(|v| to_ecs(&v))
+                .map(|v| to_ecs(&v, &self.ecs))
                 .unwrap_or(Value::Null);
             let _ = serde_json::to_writer(&mut out, &json!({"create": {"_index": index}}));
             out.push(b'\n');

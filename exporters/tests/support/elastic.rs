@@ -5,6 +5,12 @@
 //! A test can also queue crafted bulk responses ([`ElasticServer::respond_next`],
 //! [`ElasticServer::respond_next_raw`] for any status and bytes), answered (in order) instead of
 //! the real ones, to play a broken or hostile server.
+//!
+//! Every document is checked as a strict cluster would: against the ECS definitions of the
+//! fields vigil writes (names, types, allowed values: `vigil_exporters::sinks::ecs::spec`), and
+//! each of its fields outside `vigil.*` against the installed template's mappings. A document
+//! that fails is refused with a 400 `mapper_parsing_exception` item naming what is wrong, and
+//! kept in [`ElasticServer::violations`].
 
 use std::{
     collections::HashSet,
@@ -23,6 +29,58 @@ struct Shared {
     seen_retry: Mutex<HashSet<String>>,
     bulk_requests: Mutex<usize>,
     crafted: Mutex<std::collections::VecDeque<(u16, String)>>,
+    violations: Mutex<Vec<(Value, Vec<String>)>>,
+}
+
+/// The leaf field paths of `doc` outside `vigil.*` (an array of objects is one field).
+fn leaves(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    match v.as_object() {
+        Some(o) if !o.is_empty() => {
+            for (k, v) in o {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                if path != "vigil" {
+                    leaves(&path, v, out);
+                }
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+/// Whether the template's `mappings.properties` map `path`.
+fn mapped(template: &Value, path: &str) -> bool {
+    let mut at = &template["template"]["mappings"]["properties"];
+    for (i, part) in path.split('.').enumerate() {
+        if i > 0 {
+            at = &at["properties"];
+        }
+        at = &at[part];
+        if at.is_null() {
+            return false;
+        }
+    }
+    at.get("type").is_some()
+}
+
+/// What a strict cluster would refuse in `doc`, written with the newest template.
+fn check(shared: &Shared, doc: &Value) -> Vec<String> {
+    let mut problems = vigil_exporters::sinks::ecs::spec::violations(doc);
+    if let Some((_, template)) = shared.templates.lock().unwrap().last() {
+        let mut fields = Vec::new();
+        leaves("", doc, &mut fields);
+        for f in fields {
+            if !mapped(template, &f) {
+                problems.push(format!("{f}: the index template does not map it"));
+            }
+        }
+    } else {
+        problems.push("a document before any index template".into());
+    }
+    problems
 }
 
 /// The server.
@@ -58,7 +116,15 @@ fn bulk(shared: &Shared, body: &[u8]) -> (u16, String) {
             );
         };
         let raw = doc.to_string();
+        let problems = check(shared, &doc);
         let status = if raw.contains("es-reject-me") {
+            400
+        } else if !problems.is_empty() {
+            shared
+                .violations
+                .lock()
+                .unwrap()
+                .push((doc.clone(), problems.clone()));
             400
         } else if raw.contains("es-retry-me")
             && shared.seen_retry.lock().unwrap().insert(raw.clone())
@@ -71,7 +137,12 @@ fn bulk(shared: &Shared, body: &[u8]) -> (u16, String) {
         let mut item = json!({"_index": index, "status": status});
         if status >= 300 {
             errors = true;
-            item["error"] = json!({"type": if status == 429 { "es_rejected_execution_exception" } else { "mapper_parsing_exception" }, "reason": "test"});
+            let reason = if problems.is_empty() {
+                "test".to_string()
+            } else {
+                problems.join("; ")
+            };
+            item["error"] = json!({"type": if status == 429 { "es_rejected_execution_exception" } else { "mapper_parsing_exception" }, "reason": reason});
         }
         items.push(json!({"create": item}));
     }
@@ -142,6 +213,11 @@ impl ElasticServer {
             .lock()
             .unwrap()
             .push_back((status, body));
+    }
+
+    /// Documents refused as a strict cluster would refuse them, with what is wrong.
+    pub fn violations(&self) -> Vec<(Value, Vec<String>)> {
+        self.shared.violations.lock().unwrap().clone()
     }
 
     /// `_bulk` requests received.
