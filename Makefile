@@ -77,9 +77,11 @@ run: build
 # Unit tests (with them, vigil-fuzz-targets replays every saved fuzz input: see fuzz-replay),
 # then the end-to-end tests against the real agent on this kernel (one at a time, so that each
 # agent's counters describe that test's processes alone).
-# Every JSON event the host scenarios' agents write is archived (VIGIL_EVENT_ARCHIVE, see
-# tests/src/lib.rs) and, once they have all run, parsed as Tetragon's GetEventsResponse
-# (tests/tetragon-schema/): the archive test runs last, alone.
+# Every JSON event the scenarios' agents write, on the host and in the VM, is archived
+# (VIGIL_EVENT_ARCHIVE, see tests/src/lib.rs) and, once they have all run, parsed as Tetragon's
+# GetEventsResponse (tests/tetragon-schema/) and sent through the Elasticsearch sink to a test
+# server that checks every document against ECS (tests/tests/ecs_documents.rs): the archive
+# tests run last.
 EVENT_ARCHIVE := $(CURDIR)/target/e2e-events.jsonl
 ARCHIVE_TEST  := every_archived_event_of_the_end_to_end_run
 
@@ -87,7 +89,7 @@ test: test-deps build lint
 	$(CARGO) test --profile $(PROFILE) --workspace --exclude vigil-tests
 	rm -f $(EVENT_ARCHIVE)
 	$(SUDO) env VIGIL_EVENT_ARCHIVE=$(EVENT_ARCHIVE) $(CARGO) test --profile $(PROFILE) -p vigil-tests -- --test-threads=1 --skip $(ARCHIVE_TEST)
-	$(SUDO) env VIGIL_EVENT_ARCHIVE=$(EVENT_ARCHIVE) $(CARGO) test --profile $(PROFILE) -p vigil-tests --test tetragon_schema -- --exact $(ARCHIVE_TEST)_parses_as_tetragon_get_events_response
+	$(SUDO) env VIGIL_EVENT_ARCHIVE=$(EVENT_ARCHIVE) $(CARGO) test --profile $(PROFILE) -p vigil-tests --test tetragon_schema --test ecs_documents -- $(ARCHIVE_TEST)
 
 bench: build $(TOOLS)/tansu $(TOOLS)/rotel-agent
 	$(SUDO) $(OUT)/vigil-bench

@@ -33,7 +33,15 @@ const SCENARIOS: [&str; 12] = [
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,
 /// its outputs and its inputs, which no kernel hook changes.
-const HOST_ONLY: [(&str, &str); 8] = [
+const HOST_ONLY: [(&str, &str); 10] = [
+    (
+        "elastic_rules",
+        "Elastic's rules read the documents the Elasticsearch sink makes of events, which do not depend on the kernel (the VM's own events are checked as documents by ecs_documents)",
+    ),
+    (
+        "ecs_documents",
+        "checks the archive of the whole run after the scenarios, the VM's events included (they come back to the host), through the Elasticsearch sink",
+    ),
     (
         "cli_pipes",
         "every command's stdout closed by its reader: how vigil writes, not what a kernel hook sees",
