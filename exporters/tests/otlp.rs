@@ -179,6 +179,7 @@ async fn log_records_reach_a_real_collector() {
         ("k8s.node.name", "node-1"),
         ("k8s.cluster.name", "test-cluster"),
         ("deployment.environment", "ci"),
+        ("os.type", "linux"),
     ] {
         assert_eq!(str_attr(&resource.attributes, key), want, "resource {key}");
     }
@@ -191,6 +192,12 @@ async fn log_records_reach_a_real_collector() {
         assert!(lr.observed_time_unix_nano > lr.time_unix_nano);
         assert_eq!(lr.severity_text, "INFO");
         assert_eq!(str_attr(&lr.attributes, "event.name"), "process_exec");
+        // The process by OpenTelemetry's semantic conventions.
+        assert_eq!(
+            str_attr(&lr.attributes, "process.executable.path"),
+            "/usr/bin/curl"
+        );
+        assert_eq!(str_attr(&lr.attributes, "process.executable.name"), "curl");
         assert!(str_attr(&lr.attributes, "vigil.exec_id").starts_with("exec-"));
         let args = arguments(lr);
         let n: usize = args.rsplit('/').next().unwrap().parse().unwrap();

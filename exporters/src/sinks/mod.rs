@@ -8,6 +8,7 @@ pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod otlp;
+pub mod semconv;
 pub mod splunk;
 pub mod stdout;
 

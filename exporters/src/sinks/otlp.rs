@@ -89,6 +89,7 @@ pub struct OtlpLogsSink {
     scope: InstrumentationScope,
     body: BodyFormat,
     endpoint: String,
+    host: super::ecs::HostInfo,
 }
 
 fn kv(key: &str, value: Value) -> KeyValue {
@@ -186,6 +187,10 @@ impl OtlpLogsSink {
         if let Some(c) = &cfg.cluster {
             attributes.push(kv("k8s.cluster.name", string(c)));
         }
+        let host = super::ecs::HostInfo::read();
+        for (k, v) in super::semconv::host_attributes(&host) {
+            attributes.push(kv(k, any_value(&v)));
+        }
         for (k, v) in &cfg.resource {
             attributes.retain(|a| &a.key != k);
             attributes.push(kv(k, string(v)));
@@ -204,14 +209,13 @@ impl OtlpLogsSink {
             },
             body: cfg.body,
             endpoint: cfg.endpoint.clone(),
+            host,
         })
     }
 
     /// One record as a log record; `observed` is when the batch left.
     pub fn log_record(&self, r: &Record, observed: u64) -> LogRecord {
-        let parsed = (self.body == BodyFormat::Map || r.kind == "process_alert")
-            .then(|| serde_json::from_slice::<serde_json::Value>(&r.json).ok())
-            .flatten();
+        let parsed = serde_json::from_slice::<serde_json::Value>(&r.json).ok();
         let (severity, text) = match parsed
             .as_ref()
             .and_then(|v| v.get("process_alert")?.get("level")?.as_str())
@@ -229,11 +233,19 @@ impl OtlpLogsSink {
             severity_number: severity as i32,
             severity_text: text.into(),
             body: Some(AnyValue { value: Some(body) }),
-            attributes: vec![
+            attributes: [
                 // event_name is recent in OTLP; the attribute serves collectors that predate it.
                 kv("event.name", string(&r.kind)),
                 kv("vigil.exec_id", string(&r.exec_id)),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                parsed
+                    .iter()
+                    .flat_map(|v| super::semconv::event_attributes(v, &self.host))
+                    .map(|(k, v)| kv(k, any_value(&v))),
+            )
+            .collect(),
             event_name: r.kind.clone(),
             ..Default::default()
         }
@@ -355,6 +367,13 @@ mod tests {
             .attributes
             .iter()
             .map(|a| a.key.as_str())
+            // What this machine's os-release says varies; the keys that are always there stay.
+            .filter(|k| {
+                !matches!(
+                    *k,
+                    "host.id" | "os.name" | "os.version" | "os.description" | "os.build_id"
+                )
+            })
             .collect();
         assert_eq!(
             keys,
@@ -364,6 +383,8 @@ mod tests {
                 "host.name",
                 "k8s.node.name",
                 "k8s.cluster.name",
+                "host.arch",
+                "os.type",
                 "deployment.environment"
             ]
         );

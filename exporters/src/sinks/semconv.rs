@@ -1,0 +1,205 @@
+//! OpenTelemetry's semantic conventions for what an event is about, as log record attributes:
+//! `process.*` (pid, parent pid, executable, command line and arguments, owner, working
+//! directory), `file.*`, `network.*` with `source.*`/`destination.*`, `dns.question.name`,
+//! `container.id`, and the resource's `host.*`/`os.*`. A collector's processors and a backend's
+//! views keyed on these names read vigil's records as they read any other source's; the whole
+//! Tetragon event stays in the body.
+
+use serde_json::{json, Value};
+
+use super::ecs::HostInfo;
+
+/// `(key, value)` pairs: strings, integers and arrays of strings.
+pub type Attributes = Vec<(&'static str, Value)>;
+
+fn push(out: &mut Attributes, key: &'static str, v: &Value) {
+    let keep = match v {
+        Value::String(s) => !s.is_empty(),
+        Value::Number(_) | Value::Array(_) => true,
+        _ => false,
+    };
+    if keep {
+        out.push((key, v.clone()));
+    }
+}
+
+/// The attributes of one event (the Tetragon JSON).
+pub fn event_attributes(event: &Value, host: &HostInfo) -> Attributes {
+    let mut out = Attributes::new();
+    let Some((kind, body)) = event
+        .as_object()
+        .and_then(|o| o.iter().find(|(k, _)| k.starts_with("process_")))
+    else {
+        return out;
+    };
+    let p = &body["process"];
+    let binary = p["binary"].as_str().unwrap_or("");
+    push(&mut out, "process.pid", &p["pid"]);
+    push(&mut out, "process.parent_pid", &body["parent"]["pid"]);
+    push(&mut out, "process.executable.path", &p["binary"]);
+    push(
+        &mut out,
+        "process.executable.name",
+        &json!(binary.rsplit('/').next().unwrap_or(binary)),
+    );
+    let arguments = p["arguments"].as_str().unwrap_or("");
+    if !binary.is_empty() {
+        let mut args = vec![Value::from(binary)];
+        args.extend(
+            vigil_events::split_arguments(arguments)
+                .into_iter()
+                .map(Value::from),
+        );
+        out.push(("process.command_args", Value::Array(args)));
+        let line = if arguments.is_empty() {
+            binary.to_string()
+        } else {
+            format!("{binary} {arguments}")
+        };
+        out.push(("process.command_line", Value::from(line)));
+    }
+    push(&mut out, "process.working_directory", &p["cwd"]);
+    if let Some(uid) = p["uid"].as_u64() {
+        out.push(("process.user.id", Value::from(uid)));
+        if let Some(name) = u32::try_from(uid).ok().and_then(|u| host.user(u)) {
+            out.push(("process.owner", Value::from(name)));
+        }
+    }
+    push(&mut out, "process.exit.code", &body["status"]);
+    push(&mut out, "container.id", &p["docker"]);
+    let body = if kind == "process_alert" {
+        body["event"]
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.starts_with("process_")))
+            .map_or(&Value::Null, |(_, v)| v)
+    } else {
+        body
+    };
+    let args: Vec<&Value> = body["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(body.get("return"))
+        .collect();
+    if let Some(f) = args
+        .iter()
+        .find_map(|a| a.get("file_arg").or(a.get("path_arg")))
+    {
+        let path = f["path"].as_str().unwrap_or("");
+        push(&mut out, "file.path", &f["path"]);
+        if let Some((dir, name)) = path.rsplit_once('/') {
+            push(
+                &mut out,
+                "file.directory",
+                &json!(if dir.is_empty() { "/" } else { dir }),
+            );
+            push(&mut out, "file.name", &json!(name));
+            if let Some((stem, ext)) = name.rsplit_once('.') {
+                if !stem.is_empty() {
+                    push(&mut out, "file.extension", &json!(ext));
+                }
+            }
+        }
+    }
+    if let Some(s) = args.iter().find_map(|a| a.get("sock_arg")) {
+        let transport = match s["protocol"].as_str() {
+            Some("IPPROTO_TCP") => "tcp",
+            Some("IPPROTO_UDP") => "udp",
+            _ => "",
+        };
+        push(&mut out, "network.transport", &json!(transport));
+        let family = match s["family"].as_str() {
+            Some("AF_INET") => "ipv4",
+            Some("AF_INET6") => "ipv6",
+            _ => "",
+        };
+        push(&mut out, "network.type", &json!(family));
+        push(&mut out, "source.address", &s["saddr"]);
+        push(&mut out, "source.port", &s["sport"]);
+        push(&mut out, "destination.address", &s["daddr"]);
+        push(&mut out, "destination.port", &s["dport"]);
+    }
+    if let Some(d) = args.iter().find_map(|a| a.get("dns_arg")) {
+        push(&mut out, "dns.question.name", &d["query"]);
+    }
+    out
+}
+
+/// The resource attributes of the node: `host.id`, `host.arch` and `os.*`.
+pub fn host_attributes(host: &HostInfo) -> Attributes {
+    let h = &host.host;
+    let mut out = Attributes::new();
+    push(&mut out, "host.id", h.get("id").unwrap_or(&Value::Null));
+    // OpenTelemetry names x86_64 `amd64` and aarch64 `arm64`.
+    let arch = match h.get("architecture").and_then(Value::as_str) {
+        Some("x86_64") => "amd64",
+        Some("aarch64") => "arm64",
+        Some(other) => other,
+        None => "",
+    };
+    push(&mut out, "host.arch", &json!(arch));
+    out.push(("os.type", Value::from("linux")));
+    let os = h.get("os").cloned().unwrap_or(Value::Null);
+    push(&mut out, "os.name", &os["name"]);
+    push(&mut out, "os.version", &os["version"]);
+    push(&mut out, "os.description", &os["full"]);
+    push(&mut out, "os.build_id", &os["kernel"]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(a: &'a Attributes, key: &str) -> Option<&'a Value> {
+        a.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn a_connect_names_its_process_and_its_addresses_by_the_conventions() {
+        let host = HostInfo::from_files(
+            "ID=debian\nPRETTY_NAME=\"Debian 12\"\n",
+            "abc",
+            "6.1.0",
+            "n",
+            "root:x:0:0::/:/bin/sh\n",
+            "",
+        );
+        let e = json!({"process_kprobe": {"process": {"pid": 7, "uid": 0, "binary": "/usr/bin/curl", "arguments": "-s \"a b\"", "cwd": "/tmp"},
+            "parent": {"pid": 1}, "function_name": "tcp_connect",
+            "args": [{"sock_arg": {"family": "AF_INET", "protocol": "IPPROTO_TCP", "saddr": "10.0.0.1", "sport": 40000, "daddr": "10.0.0.2", "dport": 443}}]},
+            "node_name": "n", "time": "t"});
+        let a = event_attributes(&e, &host);
+        assert_eq!(get(&a, "process.pid"), Some(&json!(7)));
+        assert_eq!(get(&a, "process.parent_pid"), Some(&json!(1)));
+        assert_eq!(get(&a, "process.executable.name"), Some(&json!("curl")));
+        assert_eq!(
+            get(&a, "process.command_args"),
+            Some(&json!(["/usr/bin/curl", "-s", "a b"]))
+        );
+        assert_eq!(get(&a, "process.owner"), Some(&json!("root")));
+        assert_eq!(get(&a, "network.transport"), Some(&json!("tcp")));
+        assert_eq!(get(&a, "destination.port"), Some(&json!(443)));
+        let r = host_attributes(&host);
+        assert_eq!(get(&r, "os.type"), Some(&json!("linux")));
+        assert_eq!(get(&r, "host.id"), Some(&json!("abc")));
+        assert_eq!(get(&r, "os.description"), Some(&json!("Debian 12")));
+    }
+
+    #[test]
+    fn files_and_dns_names_of_alerts_too() {
+        let host = HostInfo::default();
+        let inner = json!({"process_kprobe": {"process": {"pid": 7, "binary": "/bin/cat"},
+            "args": [{"file_arg": {"path": "/etc/shadow"}}]}});
+        let alert =
+            json!({"process_alert": {"process": {"pid": 7, "binary": "/bin/cat"}, "event": inner}});
+        let a = event_attributes(&alert, &host);
+        assert_eq!(get(&a, "file.path"), Some(&json!("/etc/shadow")));
+        assert_eq!(get(&a, "file.directory"), Some(&json!("/etc")));
+        let q = json!({"process_kprobe": {"process": {"pid": 9}, "args": [{"dns_arg": {"query": "evil.xyz"}}]}});
+        assert_eq!(
+            get(&event_attributes(&q, &host), "dns.question.name"),
+            Some(&json!("evil.xyz"))
+        );
+    }
+}
