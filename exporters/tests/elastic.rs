@@ -60,7 +60,10 @@ async fn bulk_with_ecs_documents_and_partial_failures() {
     assert_eq!(server.violations(), vec![], "every document follows ECS");
     let templates = server.templates();
     assert_eq!(templates.len(), 1);
-    assert_eq!(templates[0].0, "vigil");
+    assert_eq!(templates[0].0, "vigil-vigil");
+    let t = &templates[0].1["template"];
+    assert_eq!(t["mappings"]["date_detection"], false);
+    assert_eq!(t["settings"]["index.lifecycle.name"], "logs");
     assert_eq!(
         templates[0].1["index_patterns"],
         serde_json::json!(["vigil-*"])

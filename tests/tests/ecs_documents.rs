@@ -28,10 +28,11 @@ use vigil_tests::{TempDir, EVENT_ARCHIVE_VAR};
 
 #[test]
 fn every_archived_event_of_the_end_to_end_run_makes_an_ecs_document() {
-    let Some(archive) = std::env::var_os(EVENT_ARCHIVE_VAR).map(PathBuf::from) else {
-        eprintln!("{EVENT_ARCHIVE_VAR} is not set: no archive of the run's events to check");
-        return;
-    };
+    let archive = std::env::var_os(EVENT_ARCHIVE_VAR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!("{EVENT_ARCHIVE_VAR} is not set: this test checks the archive of a whole run, which make test keeps and checks last")
+        });
     let text = std::fs::read_to_string(&archive).unwrap_or_else(|e| {
         panic!(
             "{EVENT_ARCHIVE_VAR}={}: {e} (run the scenarios first, as make test does)",

@@ -142,7 +142,8 @@ fn in_private_mounts(dirs: &[&str], script: &str) -> String {
         .iter()
         .map(|d| format!("mount -t tmpfs vigil-rules {d} && "))
         .collect();
-    format!("unshare -m sh -c '{mounts}{script}'")
+    // Private propagation: the tmpfs mounts stay in this namespace whatever unshare's default.
+    format!("unshare --mount --propagation private sh -c '{mounts}{script}'")
 }
 
 fn cases(bin: &Path) -> Vec<RuleCase> {
@@ -285,6 +286,14 @@ fn elastic_prebuilt_linux_rules_find_what_they_look_for_in_vigil_s_documents() {
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     let truth = std::fs::canonicalize("/bin/true").unwrap();
+    // A multi-call binary (busybox, uutils) acts by its name: its copy named `dmesg` would clear
+    // the kernel's ring buffer. Only a `true` of its own can stand in.
+    assert_eq!(
+        truth.file_name().and_then(|n| n.to_str()),
+        Some("true"),
+        "/bin/true is {}, a multi-call binary that would act as the programs it stands in for: install coreutils' true",
+        truth.display()
+    );
     for name in STAND_INS {
         std::fs::copy(&truth, bin.join(name)).unwrap();
     }
@@ -387,8 +396,9 @@ fn elastic_prebuilt_linux_rules_find_what_they_look_for_in_vigil_s_documents() {
         eprintln!("  missed: {m}");
     }
     assert_eq!(cases.len(), 30);
+    // The issue asks for 25 of 30; all 30 fire, and a regression in any one should be seen.
     assert!(
-        fired.len() >= 25,
+        missed.is_empty(),
         "{} of 30 rules fired:\n{}",
         fired.len(),
         missed.join("\n")

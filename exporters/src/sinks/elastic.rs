@@ -52,6 +52,15 @@ pub struct ElasticConfig {
     /// Request timeout in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// The index lifecycle policy vigil's indices roll over and age by (`logs`, the one
+    /// Elasticsearch ships for logs data streams); empty for none (OpenSearch, which manages
+    /// indices with its own plugin).
+    #[serde(default = "default_ilm_policy")]
+    pub ilm_policy: String,
+}
+
+fn default_ilm_policy() -> String {
+    "logs".into()
 }
 
 fn default_index() -> String {
@@ -61,15 +70,26 @@ fn default_index() -> String {
 /// The dataset of documents written to dated indices.
 const DATASET: &str = "vigil.events";
 
-/// The dataset and namespace of a data stream's name, `logs-<dataset>-<namespace>`.
+/// The dataset and namespace of a data stream's name, `logs-<dataset>-<namespace>`, as
+/// Elastic's naming scheme allows them: lower case, none of `\ / * ? " < > | , # :` or spaces,
+/// no `-` inside either, at most 100 bytes each.
 fn data_stream_parts(index: &str) -> Result<(&str, &str), String> {
+    let allowed = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 100
+            && part.bytes().all(|b| {
+                !b.is_ascii_uppercase()
+                    && !b"\\/*?\"<>|,#: -".contains(&b)
+                    && (b.is_ascii_graphic() || !b.is_ascii())
+            })
+    };
     index
         .strip_prefix("logs-")
-        .and_then(|rest| rest.rsplit_once('-'))
-        .filter(|(dataset, namespace)| !dataset.is_empty() && !namespace.is_empty())
+        .and_then(|rest| rest.split_once('-'))
+        .filter(|(dataset, namespace)| allowed(dataset) && allowed(namespace))
         .ok_or_else(|| {
             format!(
-                "index: `{index}` is not a data stream name: Elastic names them logs-<dataset>-<namespace> (logs-vigil.events-default), or set data_stream: false for dated indices"
+                "index: `{index}` is not a data stream name: Elastic names them logs-<dataset>-<namespace> (logs-vigil.events-default), both lower case without `-`, spaces or any of \\ / * ? \" < > | , # :; or set data_stream: false for dated indices"
             )
         })
 }
@@ -168,27 +188,50 @@ impl ElasticSink {
         } else {
             format!("{}-*", self.cfg.index)
         };
+        let mut properties = super::ecs::spec::mappings();
+        if let Some(ns) = &self.ecs.namespace {
+            // Known now: fixing them here keeps one odd document from fixing them instead.
+            let ds = &mut properties["data_stream"]["properties"];
+            ds["type"]["value"] = json!("logs");
+            ds["dataset"]["value"] = json!(self.ecs.dataset);
+            ds["namespace"]["value"] = json!(ns);
+        }
         let mut t = json!({
             "index_patterns": [pattern],
             "priority": 200,
             "_meta": {"description": "vigil's events as ECS documents", "ecs_version": super::ecs::ECS_VERSION},
             "template": {"mappings": {
+                // A process argument that looks like a date or a number must not fix the type
+                // of a field under vigil.* for every later document.
+                "date_detection": false,
+                "numeric_detection": false,
                 "dynamic_templates": [{"strings_as_keyword": {
                     "match_mapping_type": "string",
                     "mapping": {"type": "keyword", "ignore_above": 1024}
                 }}],
-                "properties": super::ecs::spec::mappings()
+                "properties": properties
             }}
         });
+        if !self.cfg.ilm_policy.is_empty() {
+            t["template"]["settings"] = json!({"index.lifecycle.name": self.cfg.ilm_policy});
+        }
         if self.cfg.data_stream {
             t["data_stream"] = json!({});
         }
         t
     }
 
+    /// The template's name: one per index or data stream, so two sinks keep theirs apart.
+    pub fn template_name(&self) -> String {
+        format!("vigil-{}", self.cfg.index)
+    }
+
     async fn install_template(&mut self) -> Result<(), String> {
         let resp = self
-            .request(reqwest::Method::PUT, "/_index_template/vigil")
+            .request(
+                reqwest::Method::PUT,
+                &format!("/_index_template/{}", self.template_name()),
+            )
             .json(&self.template())
             .send()
             .await
@@ -324,8 +367,31 @@ fn bulk_outcome(v: &Value, len: usize) -> Delivery {
 
 #[cfg(test)]
 mod tests {
-    use super::{bulk_outcome, Delivery};
+    use super::{bulk_outcome, data_stream_parts, Delivery};
     use serde_json::json;
+
+    #[test]
+    fn a_data_stream_is_named_as_elastic_names_them() {
+        assert_eq!(
+            data_stream_parts("logs-vigil.events-default"),
+            Ok(("vigil.events", "default"))
+        );
+        for bad in [
+            "vigil",
+            "logs-vigil",
+            "logs-Vigil.events-default",
+            "logs-my-app-prod",
+            "logs-vigil events-default",
+            "logs-vigil.events-",
+            "logs-vigil:x-default",
+        ] {
+            let e = data_stream_parts(bad).unwrap_err();
+            assert!(
+                e.contains(bad) && e.contains("logs-<dataset>-<namespace>"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn a_bulk_response_that_does_not_describe_the_batch_is_retried() {

@@ -1,5 +1,5 @@
 //! OpenTelemetry's semantic conventions for what an event is about, as log record attributes:
-//! `process.*` (pid, parent pid, executable, command line and arguments, owner, working
+//! `process.*` (pid, parent pid, executable, arguments, owner, working
 //! directory), `file.*`, `network.*` with `source.*`/`destination.*`, `dns.question.name`,
 //! `container.id`, and the resource's `host.*`/`os.*`. A collector's processors and a backend's
 //! views keyed on these names read vigil's records as they read any other source's; the whole
@@ -50,13 +50,8 @@ pub fn event_attributes(event: &Value, host: &HostInfo) -> Attributes {
                 .into_iter()
                 .map(Value::from),
         );
+        // The arguments as a list; the conventions advise against a joined line beside it.
         out.push(("process.command_args", Value::Array(args)));
-        let line = if arguments.is_empty() {
-            binary.to_string()
-        } else {
-            format!("{binary} {arguments}")
-        };
-        out.push(("process.command_line", Value::from(line)));
     }
     push(&mut out, "process.working_directory", &p["cwd"]);
     if let Some(uid) = p["uid"].as_u64() {
@@ -81,10 +76,16 @@ pub fn event_attributes(event: &Value, host: &HostInfo) -> Attributes {
         .flatten()
         .chain(body.get("return"))
         .collect();
-    if let Some(f) = args
+    let files: Vec<&Value> = args
         .iter()
-        .find_map(|a| a.get("file_arg").or(a.get("path_arg")))
-    {
+        .filter_map(|a| a.get("file_arg").or(a.get("path_arg")))
+        .collect();
+    // A rename's file is its new name, its second path.
+    let renamed = matches!(
+        super::ecs::category::call_name(body["function_name"].as_str().unwrap_or("")),
+        "rename" | "renameat" | "renameat2"
+    ) && files.len() >= 2;
+    if let Some(f) = files.get(usize::from(renamed)) {
         let path = f["path"].as_str().unwrap_or("");
         push(&mut out, "file.path", &f["path"]);
         if let Some((dir, name)) = path.rsplit_once('/') {
@@ -114,10 +115,27 @@ pub fn event_attributes(event: &Value, host: &HostInfo) -> Attributes {
             _ => "",
         };
         push(&mut out, "network.type", &json!(family));
-        push(&mut out, "source.address", &s["saddr"]);
-        push(&mut out, "source.port", &s["sport"]);
-        push(&mut out, "destination.address", &s["daddr"]);
-        push(&mut out, "destination.port", &s["dport"]);
+        // An accepted connection or a received datagram: the peer is the source.
+        let call = super::ecs::category::call_name(body["function_name"].as_str().unwrap_or(""));
+        let ingress = matches!(
+            call,
+            "inet_csk_accept"
+                | "accept"
+                | "accept4"
+                | "udp_recvmsg"
+                | "recvfrom"
+                | "recvmsg"
+                | "recvmmsg"
+        );
+        let (src, dst) = if ingress {
+            (("daddr", "dport"), ("saddr", "sport"))
+        } else {
+            (("saddr", "sport"), ("daddr", "dport"))
+        };
+        push(&mut out, "source.address", &s[src.0]);
+        push(&mut out, "source.port", &s[src.1]);
+        push(&mut out, "destination.address", &s[dst.0]);
+        push(&mut out, "destination.port", &s[dst.1]);
     }
     if let Some(d) = args.iter().find_map(|a| a.get("dns_arg")) {
         push(&mut out, "dns.question.name", &d["query"]);
@@ -134,6 +152,10 @@ pub fn host_attributes(host: &HostInfo) -> Attributes {
     let arch = match h.get("architecture").and_then(Value::as_str) {
         Some("x86_64") => "amd64",
         Some("aarch64") => "arm64",
+        Some("x86") => "x86",
+        Some("arm") => "arm32",
+        Some("powerpc64") => "ppc64",
+        Some("s390x") => "s390x",
         Some(other) => other,
         None => "",
     };
@@ -180,6 +202,14 @@ mod tests {
         assert_eq!(get(&a, "process.owner"), Some(&json!("root")));
         assert_eq!(get(&a, "network.transport"), Some(&json!("tcp")));
         assert_eq!(get(&a, "destination.port"), Some(&json!(443)));
+        let mut accept = e.clone();
+        accept["process_kprobe"]["function_name"] = json!("inet_csk_accept");
+        let a = event_attributes(&accept, &host);
+        assert_eq!(
+            get(&a, "source.port"),
+            Some(&json!(443)),
+            "the peer opened it"
+        );
         let r = host_attributes(&host);
         assert_eq!(get(&r, "os.type"), Some(&json!("linux")));
         assert_eq!(get(&r, "host.id"), Some(&json!("abc")));

@@ -61,15 +61,19 @@ fn permission_kind(args: &[Value]) -> (&'static str, &'static str) {
     }
 }
 
+/// An argument's DNS message, unless its bytes were not one (`error` set): such a datagram is
+/// a plain UDP send or receive.
+pub fn dns_message(arg: &Value) -> Option<&Value> {
+    arg.get("dns_arg")
+        .filter(|d| d["error"].as_str().is_none_or(str::is_empty))
+}
+
 /// The categorization of a `process_kprobe`/`process_lsm` body.
 pub fn policy_event(body: &Value) -> Categorization {
     let function = body["function_name"].as_str().unwrap_or("");
     let call = call_name(function);
     let args = body["args"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    let dns = args
-        .iter()
-        .chain(body.get("return"))
-        .find_map(|a| a.get("dns_arg"));
+    let dns = args.iter().chain(body.get("return")).find_map(dns_message);
     let (category, kind, action): (&'static str, &'static str, String) = if let Some(d) = dns {
         let answer = d["response"].as_bool().unwrap_or(false);
         (

@@ -151,7 +151,7 @@ fn file(doc: &mut Map<String, Value>, path: &str, permission: Option<&str>) {
             put(doc, "file.extension", Value::from(ext));
         }
     }
-    if let Some(p) = permission.filter(|p| p.len() == 10) {
+    if let Some(p) = permission.filter(|p| p.len() == 10 && p.is_ascii()) {
         let kind = match &p[..1] {
             "-" => "file",
             "d" => "dir",
@@ -196,7 +196,12 @@ fn socket(doc: &mut Map<String, Value>, s: &Value, ingress: bool, closing: bool)
         (local, peer)
     };
     for (side, (addr, port, bytes)) in [("source", src), ("destination", dst)] {
-        put(doc, &format!("{side}.ip"), s[addr].clone());
+        if let Some(ip) = s[addr]
+            .as_str()
+            .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+        {
+            put(doc, &format!("{side}.ip"), Value::from(ip));
+        }
         put(doc, &format!("{side}.port"), s[port].clone());
         if closing {
             put(doc, &format!("{side}.bytes"), s[bytes].clone());
@@ -388,13 +393,22 @@ fn describe(doc: &mut Map<String, Value>, kind: &str, body: &Value) {
                     file(doc, p, *perm);
                 }
                 if let Some(s) = args.iter().chain(ret).find_map(|a| a.get("sock_arg")) {
-                    let ingress = c.action == "connection_accepted";
+                    // What the peer opened or sent is ingress: its side is the source.
+                    let ingress = matches!(
+                        c.action.as_str(),
+                        "connection_accepted" | "udp_receive" | "lookup_result"
+                    );
                     socket(doc, s, ingress, c.action == "disconnect_received");
                 } else if let Some(s) = args.iter().find_map(|a| a.get("sockaddr_arg")) {
-                    put(doc, "destination.ip", s["addr"].clone());
-                    put(doc, "destination.port", s["port"].clone());
+                    if let Some(ip) = s["addr"]
+                        .as_str()
+                        .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+                    {
+                        put(doc, "destination.ip", Value::from(ip));
+                        put(doc, "destination.port", s["port"].clone());
+                    }
                 }
-                if let Some(d) = args.iter().chain(ret).find_map(|a| a.get("dns_arg")) {
+                if let Some(d) = args.iter().chain(ret).find_map(category::dns_message) {
                     dns(doc, d);
                 }
                 let mut vigil = json!({

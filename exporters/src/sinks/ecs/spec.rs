@@ -285,6 +285,12 @@ pub fn violations(doc: &Value) -> Vec<String> {
     let Some(top) = doc.as_object() else {
         return vec!["the document is not a JSON object".into()];
     };
+    // A data stream refuses a document without its time; ECS asks for its version.
+    for required in ["@timestamp", "ecs"] {
+        if !top.contains_key(required) {
+            out.push(format!("{required}: missing"));
+        }
+    }
     for (k, v) in top {
         if k != "vigil" {
             walk(k, v, &mut out);
@@ -404,6 +410,7 @@ mod tests {
     fn a_document_of_ecs_fields_passes_and_each_kind_of_mistake_is_named() {
         let good = json!({
             "@timestamp": "2026-11-25T10:00:00.123456789Z",
+            "ecs": {"version": "9.2.0"},
             "event": {"kind": "event", "category": ["process"], "type": ["start"], "outcome": "success"},
             "process": {"pid": 7, "args": ["/bin/sh", "-c"], "parent": {"pid": 1}},
             "dns": {"answers": [{"name": "a.test", "ttl": 60}], "resolved_ip": ["10.1.2.3"]},
@@ -428,10 +435,11 @@ mod tests {
             "process.exit_status: not an ECS field",
             "source.ip",
             "dns.answers: not an array",
+            "ecs: missing",
         ] {
             assert!(v.iter().any(|m| m.contains(want)), "{want}: {v:#?}");
         }
-        assert_eq!(v.len(), 9, "{v:#?}");
+        assert_eq!(v.len(), 10, "{v:#?}");
     }
 
     #[test]
