@@ -12,6 +12,7 @@ mod cache;
 mod config;
 mod enrich;
 mod identity;
+mod k8s;
 mod loader;
 mod output;
 mod policies;
