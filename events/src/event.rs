@@ -394,6 +394,9 @@ pub struct Process {
     /// Container id prefix taken from the cgroup path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<String>,
+    /// The Kubernetes pod and container it runs in, on a Kubernetes node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::Pod>,
 }
 
 /// Capability sets, written as the names of Tetragon's `CapabilitiesType` enum.

@@ -26,7 +26,9 @@ mod exec_id;
 pub mod flags;
 mod int64;
 pub mod mode;
+mod pod;
 pub mod time;
 
 pub use event::*;
 pub use exec_id::ExecId;
+pub use pod::{Container, Image, Pod, SecurityContext};

@@ -164,6 +164,8 @@ impl Identity {
                 fsgid: raw.fsgid,
             },
             docker: container_id(&strings.cgroup),
+            // Named by the pod watcher (Kubernetes identity), which is not in yet.
+            pod: None,
             cgroup: Some(Cgroup {
                 id: raw.cgroup_id,
                 path: strings.cgroup,
