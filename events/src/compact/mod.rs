@@ -57,7 +57,14 @@ pub fn escape(s: &str) -> Cow<'_, str> {
 }
 
 fn render_raw(event: &Event) -> String {
-    let node = &event.node_name;
+    // Where it happened: `namespace/pod` in a pod, as Tetragon writes it, else the node.
+    let pod = event
+        .process()
+        .pod
+        .as_ref()
+        .filter(|p| !p.namespace.is_empty() && !p.name.is_empty())
+        .map(|p| format!("{}/{}", p.namespace, p.name));
+    let node = pod.as_ref().unwrap_or(&event.node_name);
     match &event.body {
         EventBody::ProcessExec(e) => {
             let p = &e.process;

@@ -549,3 +549,26 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
     );
     assert!(render(&ok).ends_with("NOERROR 10.1.2.3,10.1.2.4 posted [p]"));
 }
+
+#[test]
+fn a_process_in_a_pod_is_placed_by_namespace_and_pod_as_tetragon_does() {
+    let mut p = proc("/usr/bin/curl", "https://example.org");
+    p.pod = Some(crate::Pod {
+        namespace: "default".into(),
+        name: "xwing".into(),
+        ..Default::default()
+    });
+    let exec = Event {
+        body: EventBody::ProcessExec(ProcessExec {
+            process: p.into(),
+            parent: None,
+            ancestors: vec![],
+        }),
+        node_name: "node".into(),
+        time: String::new(),
+    };
+    assert_eq!(
+        render(&exec),
+        "🚀 process default/xwing /usr/bin/curl https://example.org"
+    );
+}

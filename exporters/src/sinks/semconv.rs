@@ -62,6 +62,33 @@ pub fn event_attributes(event: &Value, host: &HostInfo) -> Attributes {
     }
     push(&mut out, "process.exit.code", &body["status"]);
     push(&mut out, "container.id", &p["docker"]);
+    let pod = &p["pod"];
+    if pod.is_object() {
+        push(&mut out, "k8s.namespace.name", &pod["namespace"]);
+        push(&mut out, "k8s.pod.name", &pod["name"]);
+        push(&mut out, "k8s.pod.uid", &pod["uid"]);
+        let c = &pod["container"];
+        push(&mut out, "k8s.container.name", &c["name"]);
+        if let Some((runtime, id)) = c["id"].as_str().and_then(|i| i.split_once("://")) {
+            out.retain(|(k, _)| *k != "container.id");
+            out.push(("container.id", Value::from(id)));
+            out.push(("container.runtime", Value::from(runtime)));
+        }
+        push(&mut out, "container.image.name", &c["image"]["name"]);
+        // The workload by its kind's own attribute: `k8s.deployment.name`, ...
+        let workload_key = match pod["workload_kind"].as_str() {
+            Some("Deployment") => Some("k8s.deployment.name"),
+            Some("DaemonSet") => Some("k8s.daemonset.name"),
+            Some("StatefulSet") => Some("k8s.statefulset.name"),
+            Some("ReplicaSet") => Some("k8s.replicaset.name"),
+            Some("Job") => Some("k8s.job.name"),
+            Some("CronJob") => Some("k8s.cronjob.name"),
+            _ => None,
+        };
+        if let Some(key) = workload_key {
+            push(&mut out, key, &pod["workload"]);
+        }
+    }
     let body = if kind == "process_alert" {
         body["event"]
             .as_object()
@@ -226,6 +253,18 @@ mod tests {
         let a = event_attributes(&alert, &host);
         assert_eq!(get(&a, "file.path"), Some(&json!("/etc/shadow")));
         assert_eq!(get(&a, "file.directory"), Some(&json!("/etc")));
+        let pod = json!({"process_exec": {"process": {"pid": 9, "docker": "4f1e2b9c", "pod": {"namespace": "default", "name": "web-1", "workload": "web", "workload_kind": "Deployment",
+            "container": {"id": "containerd://4f1e2b9c0d3a", "name": "web", "image": {"name": "nginx:1.27"}}}}}});
+        let a = event_attributes(&pod, &host);
+        assert_eq!(get(&a, "k8s.pod.name"), Some(&json!("web-1")));
+        assert_eq!(get(&a, "k8s.namespace.name"), Some(&json!("default")));
+        assert_eq!(get(&a, "k8s.deployment.name"), Some(&json!("web")));
+        assert_eq!(
+            get(&a, "container.id"),
+            Some(&json!("4f1e2b9c0d3a")),
+            "the full id, not the prefix"
+        );
+        assert_eq!(get(&a, "container.image.name"), Some(&json!("nginx:1.27")));
         let q = json!({"process_kprobe": {"process": {"pid": 9}, "args": [{"dns_arg": {"query": "evil.xyz"}}]}});
         assert_eq!(
             get(&event_attributes(&q, &host), "dns.question.name"),

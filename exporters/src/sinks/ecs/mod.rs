@@ -269,6 +269,53 @@ fn dns(doc: &mut Map<String, Value>, d: &Value) {
     }
 }
 
+/// `orchestrator.*` and `container.*` of Tetragon's `pod` object.
+fn pod(doc: &mut Map<String, Value>, pod: &Value) {
+    if !pod.is_object() {
+        return;
+    }
+    put(doc, "orchestrator.type", Value::from("kubernetes"));
+    put(doc, "orchestrator.namespace", pod["namespace"].clone());
+    put(doc, "orchestrator.resource.type", Value::from("pod"));
+    put(doc, "orchestrator.resource.name", pod["name"].clone());
+    put(doc, "orchestrator.resource.id", pod["uid"].clone());
+    put(
+        doc,
+        "orchestrator.resource.parent.type",
+        pod["workload_kind"].clone(),
+    );
+    for (field, key) in [
+        ("orchestrator.resource.label", "pod_labels"),
+        ("orchestrator.resource.annotation", "pod_annotations"),
+    ] {
+        // ECS writes a label as `key/value`.
+        let pairs: Vec<Value> = pod[key]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some(Value::from(format!("{k}/{}", v.as_str()?))))
+            .collect();
+        if !pairs.is_empty() {
+            put(doc, field, Value::Array(pairs));
+        }
+    }
+    let c = &pod["container"];
+    if let Some(full) = c["id"].as_str() {
+        // `containerd://<id>`: the runtime, and the id ECS keeps alone.
+        let (runtime, id) = full.split_once("://").unwrap_or(("", full));
+        put(doc, "container.id", Value::from(id));
+        put(doc, "container.runtime", Value::from(runtime));
+    }
+    put(doc, "container.name", c["name"].clone());
+    put(doc, "container.image.name", c["image"]["name"].clone());
+    if let Some(digest) = c["image"]["id"].as_str().and_then(|i| i.rsplit_once('@')) {
+        put(doc, "container.image.hash.all", json!([digest.1]));
+    }
+    if let Some(p) = c["security_context"]["privileged"].as_bool() {
+        put(doc, "container.security_context.privileged", Value::from(p));
+    }
+}
+
 /// The ATT&CK tactics' names by the slugs Sigma tags use (`attack.execution`).
 const TACTICS: &[(&str, &str)] = &[
     ("reconnaissance", "Reconnaissance"),
@@ -482,6 +529,7 @@ pub fn to_ecs(event: &Value, ctx: &EcsContext) -> Value {
     }
     let p = &body["process"];
     put(&mut doc, "container.id", p["docker"].clone());
+    pod(&mut doc, &p["pod"]);
     for field in ["cap", "ns", "cgroup", "flags", "auid"] {
         put(
             &mut doc,

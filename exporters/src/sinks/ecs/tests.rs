@@ -230,3 +230,29 @@ fn a_sigma_alert_is_an_alert_with_its_rule_severity_and_techniques() {
     assert_eq!(d["threat"]["tactic"]["name"], json!(["Defense Evasion"]));
     assert!(d["event"].get("severity_name").is_none());
 }
+
+#[test]
+fn a_process_in_a_pod_names_the_orchestrator_and_the_container() {
+    let mut p = process(7, "/usr/bin/curl", "-s");
+    p["pod"] = json!({"namespace": "default", "name": "web-7d9f", "uid": "0c5d3a4e-7f1b-4c2d-9e8f-1a2b3c4d5e6f",
+        "container": {"id": "containerd://4f1e2b9c0d3a5e6f", "name": "web",
+            "image": {"id": "docker.io/library/nginx@sha256:ab12", "name": "docker.io/library/nginx:1.27"},
+            "pid": 1, "security_context": {"privileged": true}},
+        "pod_labels": {"app": "web"}, "workload": "web", "workload_kind": "Deployment"});
+    let d = doc(&event("process_exec", json!({"process": p})));
+    assert_eq!(d["orchestrator"]["type"], "kubernetes");
+    assert_eq!(d["orchestrator"]["namespace"], "default");
+    assert_eq!(d["orchestrator"]["resource"]["name"], "web-7d9f");
+    assert_eq!(d["orchestrator"]["resource"]["label"], json!(["app/web"]));
+    assert_eq!(
+        d["orchestrator"]["resource"]["parent"]["type"],
+        "Deployment"
+    );
+    assert_eq!(d["container"]["id"], "4f1e2b9c0d3a5e6f");
+    assert_eq!(d["container"]["runtime"], "containerd");
+    assert_eq!(
+        d["container"]["image"]["hash"]["all"],
+        json!(["sha256:ab12"])
+    );
+    assert_eq!(d["container"]["security_context"]["privileged"], true);
+}
