@@ -6,3 +6,5 @@
 // parser is reached from its tests only.
 #[allow(dead_code)]
 pub mod cgroup;
+#[allow(dead_code)]
+pub mod pods;
