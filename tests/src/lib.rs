@@ -19,6 +19,7 @@ use serde_json::Value;
 pub mod dns;
 pub mod fixtures;
 pub mod kernels;
+pub mod kube_api;
 pub mod netns;
 pub mod vm;
 
