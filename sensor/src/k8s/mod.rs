@@ -8,3 +8,5 @@
 pub mod cgroup;
 #[allow(dead_code)]
 pub mod pods;
+#[allow(dead_code)]
+pub mod watch;
