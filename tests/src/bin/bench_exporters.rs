@@ -221,6 +221,37 @@ fn main() {
         );
     }
 
+    // What the Elasticsearch and OTLP sinks add per record, apart from their servers: the ECS
+    // document, and OpenTelemetry's attributes, each from the record's JSON.
+    {
+        use vigil_exporters::sinks::{ecs, semconv};
+        let records: Vec<Record> = events.iter().map(Record::encode).collect();
+        let host = ecs::HostInfo::read();
+        let ctx = ecs::EcsContext::new(host.clone(), "vigil.events", Some("default"));
+        let bytes = records
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
+                serde_json::to_vec(&ecs::to_ecs(&v, &ctx)).unwrap().len()
+            })
+            .sum::<usize>()
+            / EVENTS;
+        let (rate, cpu) = best_of(5, EVENTS, || {
+            for r in &records {
+                let v: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
+                std::hint::black_box(serde_json::to_vec(&ecs::to_ecs(&v, &ctx)).unwrap());
+            }
+        });
+        println!("| ECS document (`to_ecs`, parsed from the record and written), {} | {rate:.0} | {cpu:.2} µs | {bytes} |", streams[1].0);
+        let (rate, cpu) = best_of(5, EVENTS, || {
+            for r in &records {
+                let v: serde_json::Value = serde_json::from_slice(&r.json).unwrap();
+                std::hint::black_box(semconv::event_attributes(&v, &host));
+            }
+        });
+        println!("| OpenTelemetry attributes (`semconv`, parsed from the record), {} | {rate:.0} | {cpu:.2} µs | - |", streams[1].0);
+    }
+
     let dir = std::env::temp_dir().join(format!("vigil-bench-exp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
