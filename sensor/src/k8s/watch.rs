@@ -48,25 +48,31 @@ pub async fn watch_pods(
             Ok(watcher::Event::Init) => listing.clear(),
             Ok(watcher::Event::InitApply(p)) => listing.push(p),
             Ok(watcher::Event::InitDone) => {
-                let mut s = store.lock().expect("pod store");
+                let mut s = lock(&store);
                 s.replace(&std::mem::take(&mut listing), now);
-                stats.lock().expect("stats").lists += 1;
+                lock(&stats).lists += 1;
             }
             Ok(watcher::Event::Apply(p)) => {
-                store.lock().expect("pod store").apply(&p);
-                stats.lock().expect("stats").changes += 1;
+                lock(&store).apply(&p);
+                lock(&stats).changes += 1;
             }
             Ok(watcher::Event::Delete(p)) => {
-                store.lock().expect("pod store").delete(&p, now);
-                stats.lock().expect("stats").changes += 1;
+                lock(&store).delete(&p, now);
+                lock(&stats).changes += 1;
             }
             Err(e) => {
-                stats.lock().expect("stats").errors += 1;
+                lock(&stats).errors += 1;
                 log(format!("pod watcher: {e}; retrying"));
             }
         }
-        store.lock().expect("pod store").expire(now);
+        lock(&store).expire(now);
     }
+}
+
+/// The value behind `m`, even when a thread panicked while holding it: the store's data stays
+/// usable, and the watcher must not stop naming pods because of it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// How long a deleted pod's late events still name it.
