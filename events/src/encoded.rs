@@ -145,6 +145,7 @@ mod tests {
                 ancestors: vec![],
             }),
             node_name: "n".into(),
+            node_labels: Default::default(),
             time: "t".into(),
         }
     }

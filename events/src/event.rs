@@ -16,9 +16,17 @@ pub struct Event {
     /// The node the event happened on.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node_name: String,
+    /// The node's Kubernetes labels, on a Kubernetes node. Shared by every event of the node:
+    /// one pointer copy per event, not a copy of the map.
+    #[serde(default, skip_serializing_if = "is_empty_map")]
+    pub node_labels: Arc<std::collections::BTreeMap<String, String>>,
     /// When it happened, RFC 3339 with nanoseconds.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub time: String,
+}
+
+fn is_empty_map(m: &Arc<std::collections::BTreeMap<String, String>>) -> bool {
+    m.is_empty()
 }
 
 /// The event key and its payload.
@@ -70,6 +78,22 @@ pub struct ProcessAlert {
 }
 
 impl Event {
+    /// The processes the event names, the one it is about first, then its parent and
+    /// ancestors: for what is learnt of a process after its event was built (its pod).
+    pub fn processes_mut(&mut self) -> impl Iterator<Item = &mut Arc<Process>> {
+        let (process, parent, ancestors) = match &mut self.body {
+            EventBody::ProcessExec(e) => (&mut e.process, &mut e.parent, &mut e.ancestors[..]),
+            EventBody::ProcessExit(e) => (&mut e.process, &mut e.parent, &mut e.ancestors[..]),
+            EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => {
+                (&mut e.process, &mut e.parent, &mut e.ancestors[..])
+            }
+            EventBody::ProcessAlert(e) => (&mut e.process, &mut e.parent, &mut [][..]),
+        };
+        std::iter::once(process)
+            .chain(parent.as_mut())
+            .chain(ancestors.iter_mut())
+    }
+
     /// The process the event is about.
     pub fn process(&self) -> &Process {
         match &self.body {
@@ -397,6 +421,11 @@ pub struct Process {
     /// The Kubernetes pod and container it runs in, on a Kubernetes node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<crate::Pod>,
+    /// The pid in the process's own pid namespace: kept for `pod.container.pid`, which may be
+    /// written after the exec (when the pod becomes known), and not a field of its own.
+    #[serde(skip)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(default))]
+    pub nspid: u32,
 }
 
 /// Capability sets, written as the names of Tetragon's `CapabilitiesType` enum.
@@ -571,6 +600,7 @@ mod tests {
                 ancestors: vec![],
             }),
             node_name: "n".into(),
+            node_labels: Default::default(),
             time: "t".into(),
         };
         let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
@@ -631,6 +661,7 @@ mod tests {
                 ancestors: vec![],
             }),
             node_name: "n".into(),
+            node_labels: Default::default(),
             time: "t".into(),
         };
         let v = serde_json::to_value(&ev).unwrap();

@@ -168,6 +168,7 @@ pub(crate) mod tests {
                 ancestors: vec![],
             }),
             node_name: "n".into(),
+            node_labels: Default::default(),
             time: "t".into(),
         }
     }

@@ -167,6 +167,7 @@ mod tests {
                 ancestors: vec![],
             }),
             node_name: "node".into(),
+            node_labels: Default::default(),
             time: "2026-11-25T10:00:00Z".into(),
         };
         let r = Record::encode(&e);

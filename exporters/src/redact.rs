@@ -237,6 +237,7 @@ mod tests {
                 return_action: "KPROBE_ACTION_POST".into(),
             }),
             node_name: "n".into(),
+            node_labels: Default::default(),
             time: "t".into(),
         }
     }
@@ -281,6 +282,7 @@ mod tests {
                 event: Box::new(inner),
             }),
             node_name: "n".into(),
+            node_labels: Default::default(),
             time: "t".into(),
         };
         r.apply(&mut e);

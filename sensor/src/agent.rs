@@ -27,6 +27,7 @@ use crate::{
     cache::ProcessCache,
     enrich::{EnrichOptions, EventEnricher},
     identity::Identity,
+    k8s::{KubeOptions, KubeStats, Kubernetes},
     loader::{cgroup_subsys_for_host, Handover, LoadError, LoadOptions, LoadedObject, ProgramNeed},
     output::{self, Format},
     policies::PolicyTable,
@@ -64,6 +65,8 @@ pub struct AgentOptions {
     pub alerts_in_stream: bool,
     /// The configuration file's settings.
     pub config: Option<crate::config::AgentConfig>,
+    /// The Kubernetes cluster, if any.
+    pub kube: KubeOptions,
 }
 
 /// Counters printed as the agent's last line.
@@ -91,6 +94,9 @@ pub struct AgentStats {
     pub cache_evictions: u64,
     /// Calls whose hooks did not run because a runner was missing from its array.
     pub hooks_not_run: u64,
+    /// Pods named on events, on a Kubernetes node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubeStats>,
 }
 
 /// Ring buffer drops by event kind.
@@ -168,7 +174,7 @@ struct Started {
 
 /// Checks the host, reads the policies, loads the programs and enforces the policies, seeds
 /// the process cache and starts the outputs, logging each step with its time.
-fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
+async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
     system::check_privileges()?;
     system::check_btf(&opts.btf)?;
     for line in system::mount_pseudo_filesystems()? {
@@ -218,6 +224,7 @@ fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         },
     );
     clock.step(format!("{} processes read from /proc", stats.procfs_seeded));
+    let kube = Kubernetes::start(&opts.kube, &enricher.identity.node, log).await?;
     // stdout or the export file, and the configuration's sinks: one pipeline.
     let mut export = opts
         .config
@@ -259,6 +266,8 @@ fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
             log_alerts,
             detector,
             exporters: Some(exporters),
+            kube,
+            ready: Vec::new(),
         },
         stats,
     })
@@ -326,7 +335,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         mut enricher,
         mut sinks,
         mut stats,
-    } = start(opts, &mut clock)?;
+    } = start(opts, &mut clock).await?;
 
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the AsyncFd
     // (which owns the ring buffer) is dropped.
@@ -355,6 +364,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             }
             _ = tick.tick() => {
                 drain(ring.get_mut(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
+                sinks.release(&mut enricher.cache, &mut stats, Instant::now());
                 ticks = ticks.wrapping_add(1);
                 if !ticks.is_multiple_of(HOUSEKEEPING_EVERY) {
                     continue;
@@ -399,6 +409,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         policies.as_ref().map(|p| p.table()),
     ) && Instant::now() < deadline
     {}
+    sinks.flush(&mut stats);
+    stats.kubernetes = sinks.kube.as_ref().map(Kubernetes::stats);
     if let Some(e) = sinks.exporters.take() {
         stats.exporters = Some(e.shutdown(EXPORT_GRACE).await);
     }
@@ -436,9 +448,68 @@ struct Sinks {
     log_alerts: bool,
     /// `None` only once shutting down.
     exporters: Option<Exporters>,
+    /// Names events' pods, on a Kubernetes node.
+    kube: Option<Kubernetes>,
+    /// Events the pod stage let go, reused between calls.
+    ready: Vec<vigil_events::Event>,
 }
 
 impl Sinks {
+    /// Takes an event from the enricher: names its pod (an event whose pod is not known yet
+    /// may wait), then publishes what is ready.
+    fn deliver(
+        &mut self,
+        event: vigil_events::Event,
+        cache: &mut ProcessCache,
+        stats: &mut AgentStats,
+        now: Instant,
+    ) {
+        let Some(k) = self.kube.as_mut() else {
+            return self.publish(&event, stats);
+        };
+        let mut ready = std::mem::take(&mut self.ready);
+        k.wait.admit(event, &mut k.pods, cache, now, &mut ready);
+        self.publish_all(&mut ready, stats);
+    }
+
+    /// Publishes the held events whose pod became known or whose wait ran out.
+    fn release(&mut self, cache: &mut ProcessCache, stats: &mut AgentStats, now: Instant) {
+        let Some(k) = self.kube.as_mut() else {
+            return;
+        };
+        let mut ready = std::mem::take(&mut self.ready);
+        k.wait.release(&mut k.pods, cache, now, &mut ready);
+        self.publish_all(&mut ready, stats);
+    }
+
+    /// Publishes every held event (the agent stops).
+    fn flush(&mut self, stats: &mut AgentStats) {
+        let Some(k) = self.kube.as_mut() else {
+            return;
+        };
+        let mut ready = std::mem::take(&mut self.ready);
+        k.wait.flush(&mut ready);
+        self.publish_all(&mut ready, stats);
+    }
+
+    fn publish_all(&mut self, ready: &mut Vec<vigil_events::Event>, stats: &mut AgentStats) {
+        for e in ready.drain(..) {
+            self.publish(&e, stats);
+        }
+        self.ready = std::mem::take(ready);
+    }
+
+    /// Hands an event to the outputs, then its Sigma alerts.
+    fn publish(&mut self, event: &vigil_events::Event, stats: &mut AgentStats) {
+        self.emit(event);
+        stats.events += 1;
+        let alerts = self.detector.as_ref().map(|d| d.alerts(event));
+        for alert in alerts.unwrap_or_default() {
+            self.alert(&alert);
+            stats.alerts += 1;
+        }
+    }
+
     fn emit(&mut self, event: &vigil_events::Event) {
         if let Some(e) = self.exporters.as_mut() {
             e.submit(event);
@@ -484,13 +555,7 @@ fn drain(
         match Record::parse(&item) {
             Ok(record) => {
                 if let Some(event) = enricher.apply(record, now, policies) {
-                    sinks.emit(&event);
-                    stats.events += 1;
-                    let alerts = sinks.detector.as_ref().map(|d| d.alerts(&event));
-                    for alert in alerts.unwrap_or_default() {
-                        sinks.alert(&alert);
-                        stats.alerts += 1;
-                    }
+                    sinks.deliver(event, &mut enricher.cache, stats, now);
                 }
             }
             Err(e) => {

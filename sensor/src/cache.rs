@@ -85,6 +85,18 @@ impl ProcessCache {
         entry
     }
 
+    /// Names the pod of a cached execution that had none (it became known after the process
+    /// was cached); nothing else of the entry changes, its liveness included.
+    pub fn set_pod(&mut self, id: &ExecId, pod: &vigil_events::Pod) {
+        if let Some(e) = self.entries.peek_mut(id) {
+            if e.pod.is_none() {
+                let mut named = Process::clone(e);
+                named.pod = Some(pod.clone());
+                *e = Arc::new(named);
+            }
+        }
+    }
+
     /// Drops the executions whose grace period is over.
     pub fn expire(&mut self, now: Instant) {
         while let Some((at, _)) = self.retiring.front() {

@@ -337,6 +337,7 @@ impl EventEnricher {
         Event {
             body,
             node_name: self.identity.node.clone(),
+            node_labels: Default::default(),
             time: self.identity.clock.rfc3339(ktime),
         }
     }

@@ -164,8 +164,9 @@ impl Identity {
                 fsgid: raw.fsgid,
             },
             docker: container_id(&strings.cgroup),
-            // Named by the pod watcher (Kubernetes identity), which is not in yet.
+            // Named from the pod store after the process is built (`k8s::PodIdentity`).
             pod: None,
+            nspid: raw.nspid,
             cgroup: Some(Cgroup {
                 id: raw.cgroup_id,
                 path: strings.cgroup,

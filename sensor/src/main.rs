@@ -42,6 +42,22 @@ struct Btf {
     path: String,
 }
 
+/// How the agent finds its Kubernetes cluster and names pods.
+#[derive(clap::Args)]
+struct KubeArgs {
+    /// A kubeconfig, to name pods when the agent runs outside a pod (in a pod, its service
+    /// account is used; with neither, events carry no pod).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Milliseconds an event of a process in a pod the agent does not know yet waits for the
+    /// pod watcher to name it; it then goes on without its pod, counted in the stats.
+    #[arg(long, default_value = "2000", value_name = "MS")]
+    pod_wait_ms: u64,
+    /// Put the pods' annotations on events (off: annotations can hold anything, secrets too).
+    #[arg(long)]
+    pod_annotations: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Capture process activity and stream events.
@@ -91,6 +107,8 @@ enum Command {
         /// The configuration file (YAML): the exporters' sinks (see vigil.example.yaml).
         #[arg(long)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        kube: KubeArgs,
         #[command(flatten)]
         btf: Btf,
     },
@@ -225,6 +243,7 @@ fn main() -> ExitCode {
             sigma,
             alerts_in_stream,
             config,
+            kube,
         } => {
             let config = match config.as_deref().map(config::AgentConfig::load).transpose() {
                 Ok(c) => c,
@@ -256,6 +275,11 @@ fn main() -> ExitCode {
                 sigma,
                 alerts_in_stream,
                 config,
+                kube: k8s::KubeOptions {
+                    kubeconfig: kube.kubeconfig,
+                    pod_wait: Duration::from_millis(kube.pod_wait_ms),
+                    annotations: kube.pod_annotations,
+                },
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -147,6 +147,7 @@ fn alert(event: &Event, m: SigmaMatch<'_>) -> Event {
             event: Box::new(event.clone()),
         }),
         node_name: event.node_name.clone(),
+        node_labels: event.node_labels.clone(),
         time: event.time.clone(),
     }
 }

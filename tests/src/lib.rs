@@ -21,6 +21,7 @@ pub mod fixtures;
 pub mod kernels;
 pub mod kube_api;
 pub mod netns;
+pub mod pod_cgroups;
 pub mod vm;
 
 /// The node name every test agent uses, so exec ids are predictable.

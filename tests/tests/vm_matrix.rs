@@ -16,7 +16,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -29,6 +29,7 @@ const SCENARIOS: [&str; 12] = [
     "privilege_policies",
     "file_changes",
     "policy_verdicts",
+    "kubernetes",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,

@@ -344,6 +344,7 @@ fn terminal_escape_sequences_from_a_process_are_shown_escaped() {
             ancestors: vec![],
         }),
         node_name: "node".into(),
+        node_labels: Default::default(),
         time: String::new(),
     };
     let line = render(&exec);
@@ -391,6 +392,7 @@ fn exec_and_exit_lines() {
             ancestors: vec![],
         }),
         node_name: "node-a".into(),
+        node_labels: Default::default(),
         time: String::new(),
     };
     assert_eq!(
@@ -407,6 +409,7 @@ fn exec_and_exit_lines() {
             ancestors: vec![],
         }),
         node_name: "node-a".into(),
+        node_labels: Default::default(),
         time: String::new(),
     };
     assert_eq!(
@@ -451,6 +454,7 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
             return_action: String::new(),
         }),
         node_name: "node".into(),
+        node_labels: Default::default(),
         time: "t".into(),
     };
     let connect = event(
@@ -565,6 +569,7 @@ fn a_process_in_a_pod_is_placed_by_namespace_and_pod_as_tetragon_does() {
             ancestors: vec![],
         }),
         node_name: "node".into(),
+        node_labels: Default::default(),
         time: String::new(),
     };
     assert_eq!(

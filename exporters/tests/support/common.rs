@@ -106,6 +106,7 @@ pub fn exec_event(exec_id: &str, pid: u32, binary: &str, args: String) -> Event 
             ancestors: vec![],
         }),
         node_name: "node-1".into(),
+        node_labels: Default::default(),
         time: "2026-11-25T10:00:00.5Z".into(),
     }
 }

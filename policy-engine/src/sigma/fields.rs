@@ -293,6 +293,7 @@ mod tests {
         Event {
             body,
             node_name: "n".into(),
+            node_labels: Default::default(),
             time: "t".into(),
         }
     }

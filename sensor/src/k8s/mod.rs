@@ -1,12 +1,155 @@
 //! Kubernetes identity: which pod and container a process belongs to. The cgroup path names
-//! them ([`cgroup`]) before the API server has told the agent anything; the pod watcher fills in
-//! names, labels and images from this node's pods.
+//! them ([`cgroup`]) before the API server has told the agent anything; the pod watcher
+//! ([`watch`]) fills in names, labels and images from this node's pods ([`pods`]); the agent's
+//! loop names each event's processes ([`identity`]), holding for a bounded time the events of a
+//! pod it does not know yet ([`wait`]).
 
-// The pod watcher that reads these is the next part of the Kubernetes work; until it lands the
-// parser is reached from its tests only.
-#[allow(dead_code)]
 pub mod cgroup;
-#[allow(dead_code)]
+pub mod identity;
 pub mod pods;
-#[allow(dead_code)]
+pub mod wait;
 pub mod watch;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+
+use identity::PodIdentity;
+use pods::PodStore;
+use wait::{PodStats, PodWait};
+use watch::{lock, WatchStats};
+
+/// The largest kubeconfig read.
+const KUBECONFIG_MAX: u64 = 1 << 20;
+
+/// How the agent finds its cluster.
+pub struct KubeOptions {
+    /// A kubeconfig file (running outside a pod); else the pod's service account when the
+    /// agent runs in one.
+    pub kubeconfig: Option<PathBuf>,
+    /// How long an event of a pod not known yet waits for it.
+    pub pod_wait: Duration,
+    /// Pods' annotations on events.
+    pub annotations: bool,
+}
+
+/// The cluster's client configuration, and where it came from; `None` outside a cluster.
+async fn client_config(kubeconfig: Option<&Path>) -> Result<Option<(kube::Config, String)>> {
+    if let Some(path) = kubeconfig {
+        let text = vigil_safe_fs::read_trusted(path, KUBECONFIG_MAX)
+            .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
+        let file = kube::config::Kubeconfig::from_yaml(&text)
+            .with_context(|| format!("{} is not a kubeconfig", path.display()))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("cannot use the kubeconfig {}", path.display()))?;
+        return Ok(Some((config, format!("kubeconfig {}", path.display()))));
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+        return Ok(None);
+    }
+    let config = kube::Config::incluster().context(
+        "in a pod (KUBERNETES_SERVICE_HOST is set) but its service account cannot be read",
+    )?;
+    Ok(Some((config, "the pod's service account".into())))
+}
+
+/// The agent's Kubernetes side: the watchers' tasks and the stage that names events' pods.
+pub struct Kubernetes {
+    /// Names processes' pods.
+    pub pods: PodIdentity,
+    /// Events waiting for their pod.
+    pub wait: PodWait,
+    watch_stats: Arc<Mutex<WatchStats>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What the Kubernetes side did, for the `stats` line.
+#[derive(Debug, serde::Serialize)]
+pub struct KubeStats {
+    /// Pods known (deleted ones in their grace period included).
+    pub pods_known: usize,
+    /// Full lists of this node's pods.
+    pub pod_lists: u64,
+    /// Pod changes from the watch.
+    pub pod_changes: u64,
+    /// Errors the watcher retried after.
+    pub watch_errors: u64,
+    /// The pod stage's counters.
+    #[serde(flatten)]
+    pub events: PodStats,
+}
+
+impl Kubernetes {
+    /// Connects to the cluster and starts watching `node`'s pods and labels; `None` (and a
+    /// line in the log, through `log`) when there is no cluster to connect to.
+    pub async fn start(
+        opts: &KubeOptions,
+        node: &str,
+        log: impl Fn(String) + Clone + Send + 'static,
+    ) -> Result<Option<Kubernetes>> {
+        let Some((config, source)) = client_config(opts.kubeconfig.as_deref()).await? else {
+            log(
+                "no Kubernetes cluster (not in a pod, no --kubeconfig): events carry no pod".into(),
+            );
+            return Ok(None);
+        };
+        let client =
+            kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
+        let store = Arc::new(Mutex::new(PodStore::new(
+            watch::DELETED_POD_GRACE,
+            opts.annotations,
+        )));
+        let pods = PodIdentity::new(store.clone());
+        let watch_stats = Arc::new(Mutex::new(WatchStats::default()));
+        let tasks = vec![
+            tokio::spawn({
+                let (client, node, stats, log) = (
+                    client.clone(),
+                    node.to_string(),
+                    watch_stats.clone(),
+                    log.clone(),
+                );
+                async move { watch::watch_pods(client, &node, store, stats, log).await }
+            }),
+            tokio::spawn({
+                let (node, labels, log) = (node.to_string(), pods.node_labels.clone(), log.clone());
+                async move { watch::watch_node_labels(client, &node, labels, log).await }
+            }),
+        ];
+        log(format!(
+            "Kubernetes: watching the pods of node {node} through {source}"
+        ));
+        Ok(Some(Kubernetes {
+            pods,
+            wait: PodWait::new(opts.pod_wait),
+            watch_stats,
+            tasks,
+        }))
+    }
+
+    /// Its counters now.
+    pub fn stats(&self) -> KubeStats {
+        let w = lock(&self.watch_stats).clone();
+        KubeStats {
+            pods_known: lock(&self.pods.store).len(),
+            pod_lists: w.lists,
+            pod_changes: w.changes,
+            watch_errors: w.errors,
+            events: self.wait.stats(),
+        }
+    }
+}
+
+impl Drop for Kubernetes {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

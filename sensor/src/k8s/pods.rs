@@ -154,6 +154,7 @@ pub struct PodStore {
     deleted: VecDeque<(Instant, String)>,
     grace: Duration,
     annotations: bool,
+    generation: u64,
 }
 
 impl PodStore {
@@ -165,13 +166,21 @@ impl PodStore {
             deleted: VecDeque::new(),
             grace,
             annotations,
+            generation: 0,
         }
+    }
+
+    /// Changes with every pod added, changed, deleted or relisted: whoever waits for a pod
+    /// looks again only when it moved.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// A pod was added or changed.
     pub fn apply(&mut self, pod: &ApiPod) {
         if let Some(info) = PodInfo::of(pod) {
             self.pods.insert(info.uid.clone(), info);
+            self.generation += 1;
         }
     }
 
@@ -223,12 +232,13 @@ impl PodStore {
 
     /// The `pod` object of a process in pod `uid`, in the container with runtime id
     /// `container_id` (when the cgroup path names one), running `binary` with `arguments`
-    /// (to recognise an exec probe) as `pid` in the container's pid namespace.
+    /// (the event's space-joined form, to recognise an exec probe) as `pid` in the
+    /// container's pid namespace.
     pub fn pod(
         &self,
         uid: &str,
         container_id: Option<&str>,
-        process: Option<(&str, &[String], u32)>,
+        process: Option<(&str, &str, u32)>,
     ) -> Option<Pod> {
         let info = self.pods.get(uid)?;
         let container = container_id
@@ -266,7 +276,7 @@ impl PodStore {
 
 /// Whether a process is an exec probe's command: its binary is the command's first word (a
 /// bare name matches any path ending in it) and its arguments are the rest.
-fn is_probe(command: &[String], binary: &str, args: &[String]) -> bool {
+fn is_probe(command: &[String], binary: &str, args: &str) -> bool {
     let Some((first, rest)) = command.split_first() else {
         return false;
     };
@@ -275,7 +285,7 @@ fn is_probe(command: &[String], binary: &str, args: &[String]) -> bool {
     } else {
         binary.rsplit('/').next() == Some(first.as_str())
     };
-    named && rest == args
+    named && vigil_events::join_arguments(rest.iter().map(String::as_str)) == args
 }
 
 #[cfg(test)]

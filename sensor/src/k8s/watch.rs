@@ -6,12 +6,13 @@
 //! a relist replaces its contents, retiring the pods deleted while the watch was down.
 
 use std::{
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     runtime::{watcher, WatchStreamExt},
     Api, Client,
@@ -71,8 +72,47 @@ pub async fn watch_pods(
 
 /// The value behind `m`, even when a thread panicked while holding it: the store's data stays
 /// usable, and the watcher must not stop naming pods because of it.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How often the node's labels are read again.
+const NODE_LABELS_EVERY: Duration = Duration::from_secs(30);
+
+/// Reads the labels of `node` into `labels` now and every [`NODE_LABELS_EVERY`]; a failure is
+/// logged when it starts and when it ends, the last labels read staying on events meanwhile.
+pub async fn watch_node_labels(
+    client: Client,
+    node: &str,
+    labels: Arc<Mutex<Arc<BTreeMap<String, String>>>>,
+    log: impl Fn(String),
+) {
+    let nodes: Api<Node> = Api::all(client);
+    let mut failing = false;
+    loop {
+        match nodes.get(node).await {
+            Ok(n) => {
+                if failing {
+                    log(format!("node {node}: labels read again"));
+                    failing = false;
+                }
+                let now = n.metadata.labels.unwrap_or_default();
+                let mut current = lock(&labels);
+                if **current != now {
+                    *current = Arc::new(now);
+                }
+            }
+            Err(e) if !failing => {
+                log(format!(
+                    "node {node}: cannot read its labels: {e}; retrying every {} s",
+                    NODE_LABELS_EVERY.as_secs()
+                ));
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(NODE_LABELS_EVERY).await;
+    }
 }
 
 /// How long a deleted pod's late events still name it.

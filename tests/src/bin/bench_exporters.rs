@@ -52,6 +52,7 @@ fn wrap(body: EventBody) -> Event {
     Event {
         body,
         node_name: "node-1".into(),
+        node_labels: Default::default(),
         time: "2026-11-25T10:00:01.000000001Z".into(),
     }
 }

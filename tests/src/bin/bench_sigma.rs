@@ -63,6 +63,7 @@ fn events() -> Vec<Event> {
                 ancestors: vec![],
             }),
             node_name: "bench".into(),
+            node_labels: Default::default(),
             time: "2026-11-25T00:00:00Z".into(),
         })
         .collect()

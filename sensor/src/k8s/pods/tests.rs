@@ -45,9 +45,8 @@ fn deployment_pod(uid: &str, name: &str) -> ApiPod {
 fn a_deployment_s_pod_is_named_with_its_workload_container_and_image() {
     let mut store = PodStore::new(Duration::from_secs(60), false);
     store.apply(&deployment_pod(UID, "web-7d9f5c6b8-x2x4k"));
-    let cat = ["/tmp/healthy".to_string()];
     let pod = store
-        .pod(UID, Some(ID), Some(("/bin/cat", &cat, 12)))
+        .pod(UID, Some(ID), Some(("/bin/cat", "/tmp/healthy", 12)))
         .unwrap();
     assert_eq!(
         (pod.namespace.as_str(), pod.name.as_str()),
@@ -73,11 +72,7 @@ fn a_deployment_s_pod_is_named_with_its_workload_container_and_image() {
     assert!(c.maybe_exec_probe, "cat /tmp/healthy is the liveness probe");
     assert!(c.security_context.unwrap().privileged);
     let other = store
-        .pod(
-            UID,
-            Some(ID),
-            Some(("/bin/cat", &["/etc/passwd".to_string()], 13)),
-        )
+        .pod(UID, Some(ID), Some(("/bin/cat", "/etc/passwd", 13)))
         .unwrap();
     assert!(!other.container.unwrap().maybe_exec_probe);
     // The pod's own cgroup (no container), and an unknown container, still name the pod.
