@@ -34,6 +34,7 @@ pub mod kernel;
 pub mod locate;
 pub mod plan;
 pub mod prepare;
+pub mod scope;
 mod selectors;
 pub mod sigma;
 pub mod spec;

@@ -90,9 +90,10 @@ pub struct PolicySpec {
     /// Policy options, `policy-mode` among them.
     #[serde(default)]
     pub options: Vec<PolicyOption>,
-    /// Pod label selector (parsed so it can be refused by name until pods are resolved).
+    /// The pods the policy applies to, by label (on a Kubernetes node); enforced in the
+    /// kernel by the pods' cgroups.
     #[serde(default)]
-    pub pod_selector: Option<serde_yaml::Value>,
+    pub pod_selector: Option<LabelSelector>,
     /// Container selector (likewise).
     #[serde(default)]
     pub container_selector: Option<serde_yaml::Value>,
@@ -102,6 +103,33 @@ pub struct PolicySpec {
     /// usdts (likewise).
     #[serde(default)]
     pub usdts: Vec<serde_yaml::Value>,
+}
+
+/// A Kubernetes label selector (`podSelector`): every `matchLabels` pair and every
+/// `matchExpressions` requirement must hold; an empty selector selects every pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    /// Labels the pod must have, with these values.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    /// Requirements on labels.
+    #[serde(default)]
+    pub match_expressions: Vec<LabelRequirement>,
+}
+
+/// `matchExpressions[]`: `key`, an operator (`In`, `NotIn`, `Exists`, `DoesNotExist`) and its
+/// values.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelRequirement {
+    /// The label.
+    pub key: String,
+    /// How it is compared.
+    pub operator: String,
+    /// The values of `In` and `NotIn`.
+    #[serde(default)]
+    pub values: Vec<String>,
 }
 
 /// `spec.options[]`.

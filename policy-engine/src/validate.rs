@@ -271,7 +271,6 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
     }
     for (field, present) in [
         ("spec.lists", !spec.lists.is_empty()),
-        ("spec.podSelector", spec.pod_selector.is_some()),
         ("spec.containerSelector", spec.container_selector.is_some()),
         ("spec.uprobes", !spec.uprobes.is_empty()),
         ("spec.usdts", !spec.usdts.is_empty()),
@@ -281,11 +280,56 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
             c.unsupported(field, &feature);
         }
     }
+    if let Some(sel) = &spec.pod_selector {
+        check_pod_selector(c, sel);
+    }
     let mode = check_options(c, spec);
     check_kprobes(c, spec);
     check_tracepoints(c, spec);
     check_lsm_hooks(c, spec);
     mode
+}
+
+/// `spec.podSelector`: label keys and the operators Kubernetes defines, each with the values
+/// it takes.
+fn check_pod_selector(c: &mut Checker, sel: &crate::spec::LabelSelector) {
+    for key in sel.match_labels.keys() {
+        if key.is_empty() {
+            c.field(
+                "spec.podSelector.matchLabels",
+                "a label key is empty",
+                "name the label, as `app: web`",
+            );
+        }
+    }
+    for (i, r) in sel.match_expressions.iter().enumerate() {
+        let path = format!("spec.podSelector.matchExpressions[{i}]");
+        if r.key.is_empty() {
+            c.field(
+                &format!("{path}.key"),
+                "the label key is empty",
+                "name the label the requirement is about",
+            );
+        }
+        match (r.operator.as_str(), r.values.is_empty()) {
+            ("In" | "NotIn", false) | ("Exists" | "DoesNotExist", true) => {}
+            ("In" | "NotIn", true) => c.field(
+                &format!("{path}.values"),
+                format!("`{}` needs at least one value", r.operator),
+                "list the label values under `values:`",
+            ),
+            ("Exists" | "DoesNotExist", false) => c.field(
+                &format!("{path}.values"),
+                format!("`{}` takes no values", r.operator),
+                "remove `values:`",
+            ),
+            (other, _) => c.value(
+                &format!("{path}.operator"),
+                format!("`{other}` is not a label selector operator"),
+                "use In, NotIn, Exists or DoesNotExist",
+            ),
+        }
+    }
 }
 
 /// `spec.options`: the policy mode.

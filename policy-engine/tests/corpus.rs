@@ -178,10 +178,7 @@ const TETRAGON_POLICIES: [(&str, Option<&str>); 57] = [
         Some("argument type `linux_binprm` is not supported by vigil"),
     ),
     ("tracingpolicy_lsm_file_open.yaml", None),
-    (
-        "tracingpolicy_modules-nohost.yaml",
-        Some("`podSelector` is not supported by vigil"),
-    ),
+    ("tracingpolicy_modules-nohost.yaml", None),
     (
         "tracingpolicy_monitor-kernel-modules.yaml",
         Some("argument type `module` is not supported by vigil"),

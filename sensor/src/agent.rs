@@ -30,6 +30,7 @@ use crate::{
     k8s::{KubeOptions, KubeStats, Kubernetes},
     loader::{cgroup_subsys_for_host, Handover, LoadError, LoadOptions, LoadedObject, ProgramNeed},
     output::{self, Format},
+    policies::scopes::ScopeSource,
     policies::PolicyTable,
     policy_watch::{PolicyManager, StartingPolicies},
     probe, proc_seed,
@@ -123,6 +124,9 @@ impl DropStats {
     }
 }
 
+/// How long the start waits for the first list of this node's pods.
+const POD_LIST_WAIT: Duration = Duration::from_secs(5);
+
 /// How often the ring buffer is read when the kernel has not woken us.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 /// Drain ticks between cache expiry and drop-counter checks (one second).
@@ -195,20 +199,45 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
     let needs = starting.as_ref().map(|s| s.needs()).unwrap_or_default();
     let mut sensor = load_programs(&opts, &needs, clock)?;
     let ring = sensor.take_ring()?;
+    let node = system::node_name(opts.node_name.as_deref());
+    let cgroup_subsys = cgroup_subsys_for_host();
+    let kube = Kubernetes::start(&opts.kube, &node, log).await?;
+    let scope_source = match &kube {
+        Some(k) => {
+            // Scoped policies are loaded with the pods they select.
+            if k.listed(POD_LIST_WAIT).await {
+                clock.step("this node's pods listed");
+            } else {
+                log(format!("this node's pods are not listed after {} s: scoped policies start with the pods listed later", POD_LIST_WAIT.as_secs()));
+            }
+            let root = opts
+                .kube
+                .cgroup_root
+                .clone()
+                .or_else(|| crate::k8s::hierarchy_root(cgroup_subsys == abi::CGROUP_V2));
+            match root {
+                Some(root) => Some(ScopeSource {
+                    pods: k.pods.store.clone(),
+                    root,
+                }),
+                None => {
+                    log("the cgroup hierarchy is not mounted here: scoped policies act on no process (set --cgroup-root)");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let policies = match starting {
         Some(s) => {
-            let m = s.start(&mut sensor, &opts.policies)?;
+            let m = s.start(&mut sensor, &opts.policies, scope_source)?;
             clock.step("policies enforced");
             Some(m)
         }
         None => None,
     };
 
-    let cgroup_subsys = cgroup_subsys_for_host();
-    let identity = Identity::new(
-        system::node_name(opts.node_name.as_deref()),
-        BootClock::new(system::boot_epoch_ns()),
-    );
+    let identity = Identity::new(node, BootClock::new(system::boot_epoch_ns()));
     let mut cache = ProcessCache::new(opts.cache_capacity, opts.exit_grace);
     let stats = AgentStats {
         procfs_seeded: proc_seed::seed(&mut cache, &identity, system::clk_tck(), cgroup_subsys),
@@ -224,7 +253,6 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         },
     );
     clock.step(format!("{} processes read from /proc", stats.procfs_seeded));
-    let kube = Kubernetes::start(&opts.kube, &enricher.identity.node, log).await?;
     // stdout or the export file, and the configuration's sinks: one pipeline.
     let mut export = opts
         .config
@@ -365,6 +393,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             _ = tick.tick() => {
                 drain(ring.get_mut(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
                 sinks.release(&mut enricher.cache, &mut stats, Instant::now());
+                if let Some(p) = policies.as_mut() {
+                    p.sync_scopes();
+                }
                 ticks = ticks.wrapping_add(1);
                 if !ticks.is_multiple_of(HOUSEKEEPING_EVERY) {
                     continue;

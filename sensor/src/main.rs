@@ -56,8 +56,15 @@ struct KubeArgs {
     /// Put the pods' annotations on events (off: annotations can hold anything, secrets too).
     #[arg(long)]
     pod_annotations: bool,
+    /// Where the host's cgroup hierarchy (v2, or v1's memory hierarchy) is mounted, to find the
+    /// pods' cgroups for scoped policies (in a pod: the host's /sys/fs/cgroup mounted in;
+    /// default: where this process sees it).
+    #[arg(long, value_name = "DIR")]
+    cgroup_root: Option<PathBuf>,
 }
 
+// Parsed once per run: the agent's many options cost nothing worth boxing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Capture process activity and stream events.
@@ -279,6 +286,7 @@ fn main() -> ExitCode {
                     kubeconfig: kube.kubeconfig,
                     pod_wait: Duration::from_millis(kube.pod_wait_ms),
                     annotations: kube.pod_annotations,
+                    cgroup_root: kube.cgroup_root,
                 },
             };
             tokio::runtime::Builder::new_current_thread()

@@ -177,6 +177,11 @@ pub fn explain(btf: &str, paths: &[PathBuf], json: bool) -> Result<()> {
             prepared.name(),
             what_it_does(&prepared)
         )?;
+        if let Some(scope) = vigil_policy_engine::scope::PodScope::of(&prepared.policy) {
+            outln!("  applies to {}", scope.describe())?;
+            outln!("    scope:     checked in the kernel on every call of its hooks, by the caller's cgroup and its ancestors; no other process is acted on")?;
+            outln!("    new pods:  covered once the agent knows the pod and the kubelet has made its cgroup: a running pod at once, a new one within 50 ms of both (the agent's tick), before its first container normally starts (the sandbox is made in between)")?;
+        }
         for h in &prepared.hooks {
             explain_hook(&h.plan)?;
         }

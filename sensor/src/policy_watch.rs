@@ -25,7 +25,9 @@ use vigil_policy_engine::{
 use crate::{
     agent::log,
     loader::{LoadError, LoadedObject, ProgramNeed},
-    policies::{AttachTarget, HookReport, Installed, PolicyLoadError, PolicyTable},
+    policies::{
+        scopes::ScopeSource, AttachTarget, HookReport, Installed, PolicyLoadError, PolicyTable,
+    },
 };
 
 /// How long a file must be left alone before it is read.
@@ -161,7 +163,12 @@ impl StartingPolicies {
 
     /// Enforces the prepared policies. A named file the kernel then refuses stops the start
     /// (the error says why); a file of the directory is refused on its own.
-    pub fn start(self, sensor: &mut LoadedObject, named: &[PathBuf]) -> Result<PolicyManager> {
+    pub fn start(
+        self,
+        sensor: &mut LoadedObject,
+        named: &[PathBuf],
+        pods: Option<ScopeSource>,
+    ) -> Result<PolicyManager> {
         let mut m = PolicyManager {
             table: PolicyTable::new(sensor.ebpf_mut())?,
             view: self.view,
@@ -169,6 +176,9 @@ impl StartingPolicies {
             files: BTreeMap::new(),
             attached: false,
         };
+        if let Some(src) = pods {
+            m.table.scopes.set_source(src);
+        }
         for file in self.files {
             let path = file.path.clone();
             let is_named = named.contains(&path);
@@ -314,7 +324,7 @@ impl PolicyManager {
         });
         let (policy, outcome) = match result {
             Ok((name, installed)) => match self.enforce(sensor, &name_of_file, installed) {
-                Ok((rules, report)) => {
+                Ok((rules, report, scope)) => {
                     let verb = if previous.is_some() {
                         "reloaded"
                     } else {
@@ -325,7 +335,7 @@ impl PolicyManager {
                         .map(|h| format!("\n  {} {}: attached {}", h.path, h.hook, h.attach))
                         .collect();
                     log(format!(
-                        "policy {name} {verb} from {name_of_file} ({rules} rules){attached}"
+                        "policy {name} {verb} from {name_of_file} ({rules} rules){attached}{scope}"
                     ));
                     (Some(name), Ok(()))
                 }
@@ -348,9 +358,10 @@ impl PolicyManager {
         sensor: &mut LoadedObject,
         file: &str,
         installed: Installed,
-    ) -> Result<(usize, Vec<HookReport>), String> {
+    ) -> Result<(usize, Vec<HookReport>, String), String> {
         let rules = installed.rules + installed.attach.len();
         let report = installed.report.clone();
+        let scope = installed.scope_text.clone().map(|t| (installed.scope, t));
         let mut failure = None;
         for (slot, target) in installed.attach.clone() {
             let link = match &target {
@@ -401,7 +412,30 @@ impl PolicyManager {
             log(format!("{file}: removing the replaced version: {r}"));
         }
         self.release_file_open(sensor);
-        Ok((rules, report))
+        let scope = match scope {
+            None => String::new(),
+            Some((_, text)) if !self.table.scopes.has_source() => format!(
+                "\n  applies to {text}: there is no Kubernetes cluster, so it acts on no process"
+            ),
+            Some((id, text)) => {
+                let (pods, cgroups) = self.table.scopes.coverage(id);
+                format!("\n  applies to {text}: {pods} pods now, {cgroups} of their cgroups in the kernel (checked on every call of its hooks)")
+            }
+        };
+        Ok((rules, report, scope))
+    }
+
+    /// Brings the scoped policies' pods in the kernel up to date with the pod store; a failure
+    /// (the map is full) is logged, the entries written so far staying.
+    pub fn sync_scopes(&mut self) {
+        match self.table.scopes.sync() {
+            Ok(c) if c.added + c.removed > 0 => log(format!(
+                "policy scopes: {} pod cgroups added, {} removed",
+                c.added, c.removed
+            )),
+            Ok(_) => {}
+            Err(e) => log(format!("policy scopes: {e}")),
+        }
     }
 
     /// Attaches the file-open programs unless they are.

@@ -111,6 +111,17 @@ impl ContainerCgroup {
         }
     }
 
+    /// A cgroup made below this one (as a process with rights on its cgroup could).
+    pub fn nested(&self, name: &str) -> ContainerCgroup {
+        let dir = self.dir.join(name);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        ContainerCgroup {
+            dirs: vec![dir.clone()],
+            path: format!("{}/{name}", self.path),
+            dir,
+        }
+    }
+
     /// Runs `program args` inside the cgroup (a shell moves itself in, then execs it) and
     /// waits for it.
     pub fn run(&self, program: &str, args: &[&str]) -> Output {

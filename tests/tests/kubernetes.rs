@@ -6,6 +6,7 @@
 //! names (its events go on without it, counted).
 
 use std::{
+    os::unix::process::ExitStatusExt,
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 use vigil_tests::{
     kube_api::KubeApiServer,
     pod_cgroups::{container_id, hierarchy_root, pod_uid, ContainerCgroup, Driver},
-    resolved, Agent, TempDir, NODE,
+    resolved, vigil_bin, Agent, TempDir, NODE,
 };
 
 /// A pod of a Deployment `web` in namespace `shop` on this node, its container `web` running
@@ -89,11 +90,12 @@ fn events_carry_their_pod_under_both_cgroup_drivers_and_wait_a_bounded_time_for_
     let config = kubeconfig(&dir, &server);
     let agent = Agent::start(&["--kubeconfig", &config, "--pod-wait-ms", "1500"]);
     agent.wait_for_log("Kubernetes: watching the pods of node", 0);
+    // The binary the kernel reports for /bin/true (busybox in the VM).
     let t = resolved("/bin/true");
-    assert!(cg_a.run(&t, &["pod-a"]).status.success());
-    assert!(cg_b.run(&t, &["pod-b"]).status.success());
+    assert!(cg_a.run("/bin/true", &["pod-a"]).status.success());
+    assert!(cg_b.run("/bin/true", &["pod-b"]).status.success());
     // Pod C's process runs before the API server has the pod: its event waits for it.
-    assert!(cg_c.run(&t, &["pod-c"]).status.success());
+    assert!(cg_c.run("/bin/true", &["pod-c"]).status.success());
     sleep(Duration::from_millis(300));
     server.put_pod(deployment_pod(
         &c,
@@ -104,8 +106,8 @@ fn events_carry_their_pod_under_both_cgroup_drivers_and_wait_a_bounded_time_for_
     ));
     // Pod D is never named.
     let started = Instant::now();
-    assert!(cg_d.run(&t, &["pod-d"]).status.success());
-    let outside = std::process::Command::new(&t)
+    assert!(cg_d.run("/bin/true", &["pod-d"]).status.success());
+    let outside = std::process::Command::new("/bin/true")
         .arg("no-pod")
         .status()
         .unwrap();
@@ -181,7 +183,7 @@ fn events_carry_their_pod_under_both_cgroup_drivers_and_wait_a_bounded_time_for_
 fn without_a_cluster_the_agent_says_so_once_and_runs() {
     let agent = Agent::start(&[]);
     let t = resolved("/bin/true");
-    assert!(std::process::Command::new(&t)
+    assert!(std::process::Command::new("/bin/true")
         .arg("alone")
         .status()
         .unwrap()
@@ -195,4 +197,214 @@ fn without_a_cluster_the_agent_says_so_once_and_runs() {
         .collect();
     assert_eq!(said.len(), 1, "{:#?}", run.stderr);
     assert!(run.stats.get("kubernetes").is_none());
+}
+
+/// A namespaced policy with a podSelector: deny opening `secret` (a kill where the kernel has no
+/// BPF LSM), for the pods of `shop` labelled `app: web` only.
+fn scoped_deny(secret: &str) -> String {
+    format!(
+        r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicyNamespaced
+metadata:
+  name: shop-web-secret
+  namespace: shop
+spec:
+  podSelector:
+    matchLabels:
+      app: web
+  lsmhooks:
+  - hook: file_open
+    args:
+    - index: 0
+      type: file
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["{secret}"]
+      matchActions:
+      - action: Override
+        argError: -1
+"#
+    )
+}
+
+/// A cluster-wide policy with a podSelector on a system call hook: kill the setuid helper when
+/// it calls setuid(0), in the pods labelled `app: web` of every namespace.
+fn scoped_setuid_kill(helper: &str) -> String {
+    format!(
+        r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: web-no-setuid
+spec:
+  podSelector:
+    matchExpressions:
+    - key: app
+      operator: In
+      values: ["web"]
+  kprobes:
+  - call: sys_setuid
+    syscall: true
+    args:
+    - index: 0
+      type: int
+    selectors:
+    - matchBinaries:
+      - operator: In
+        values: ["{helper}"]
+      matchArgs:
+      - index: 0
+        operator: Equal
+        values: ["0"]
+      matchActions:
+      - action: Sigkill
+"#
+    )
+}
+
+fn in_namespace(mut pod: Value, namespace: &str) -> Value {
+    pod["metadata"]["namespace"] = json!(namespace);
+    pod
+}
+
+#[test]
+fn a_namespaced_policy_with_a_pod_selector_acts_in_its_pods_cgroups_only() {
+    let root = hierarchy_root();
+    let server = KubeApiServer::start();
+    let uid = |h: &str| pod_uid(h);
+    let (web, db, bank, late) = (
+        uid("e0e00001"),
+        uid("e0e00002"),
+        uid("e0e00003"),
+        uid("e0e00004"),
+    );
+    let (idw, idd, idb, idl) = (
+        container_id("e1"),
+        container_id("e2"),
+        container_id("e3"),
+        container_id("e4"),
+    );
+    server.put_pod(deployment_pod(&web, "web-1", "containerd", &idw, "web"));
+    server.put_pod(deployment_pod(&db, "db-1", "containerd", &idd, "db"));
+    server.put_pod(in_namespace(
+        deployment_pod(&bank, "web-2", "containerd", &idb, "web"),
+        "bank",
+    ));
+    let cg_web = ContainerCgroup::make(&root, Driver::Systemd, &web, &idw);
+    let cg_db = ContainerCgroup::make(&root, Driver::Cgroupfs, &db, &idd);
+    let cg_bank = ContainerCgroup::make(&root, Driver::Systemd, &bank, &idb);
+
+    let dir = TempDir::new("scoped");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "the secret\n").unwrap();
+    let secret = secret.display().to_string();
+    let policy = dir.path().join("scoped.yaml");
+    std::fs::write(&policy, scoped_deny(&secret)).unwrap();
+    let helper = vigil_bin().with_file_name("vigil-setuid-helper");
+    let helper = helper.to_str().unwrap();
+    let setuid_policy = dir.path().join("setuid.yaml");
+    std::fs::write(&setuid_policy, scoped_setuid_kill(&resolved(helper))).unwrap();
+    let config = kubeconfig(&dir, &server);
+    let agent = Agent::start(&[
+        "--kubeconfig",
+        &config,
+        "--policy",
+        policy.to_str().unwrap(),
+        "--policy",
+        setuid_policy.to_str().unwrap(),
+    ]);
+    agent.wait_for_log(
+        "applies to the pods labelled app=web of namespace shop: 1 pods now, 1 of their cgroups in the kernel",
+        0,
+    );
+    let refused = |out: &std::process::Output| out.stdout.is_empty() && !out.status.success();
+    let read = |out: &std::process::Output| out.status.success() && out.stdout == b"the secret\n";
+
+    let in_web = cg_web.run("/bin/cat", &[&secret]);
+    assert!(refused(&in_web), "the selected pod is denied: {in_web:?}");
+    // A cgroup its process makes below its container's is still the pod's.
+    let nested = cg_web.nested("escape");
+    let in_nested = nested.run("/bin/cat", &[&secret]);
+    assert!(
+        refused(&in_nested),
+        "a cgroup below the pod's is in its scope: {in_nested:?}"
+    );
+    let in_db = cg_db.run("/bin/cat", &[&secret]);
+    assert!(
+        read(&in_db),
+        "a pod of the namespace the selector leaves out: {in_db:?}"
+    );
+    let in_bank = cg_bank.run("/bin/cat", &[&secret]);
+    assert!(
+        read(&in_bank),
+        "the same labels in another namespace: {in_bank:?}"
+    );
+    let outside = std::process::Command::new("/bin/cat")
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(read(&outside), "a process in no pod: {outside:?}");
+
+    // The system call hook of the cluster-wide policy: its pods in every namespace, no other.
+    let killed = |out: &std::process::Output| out.status.signal() == Some(9);
+    let web_setuid = cg_web.run(helper, &[]);
+    assert!(killed(&web_setuid), "{web_setuid:?}");
+    let bank_setuid = cg_bank.run(helper, &[]);
+    assert!(
+        killed(&bank_setuid),
+        "the same labels in another namespace: {bank_setuid:?}"
+    );
+    let db_setuid = cg_db.run(helper, &[]);
+    assert!(db_setuid.status.success(), "{db_setuid:?}");
+    let host_setuid = std::process::Command::new(helper).output().unwrap();
+    assert!(host_setuid.status.success(), "{host_setuid:?}");
+
+    // A pod the API server tells of before the kubelet makes its cgroup.
+    server.put_pod(deployment_pod(&late, "web-3", "containerd", &idl, "web"));
+    sleep(Duration::from_millis(300));
+    let cg_late = ContainerCgroup::make(&root, Driver::Cgroupfs, &late, &idl);
+    agent.wait_for_log("policy scopes: 2 pod cgroups added", 0);
+    let in_late = cg_late.run("/bin/cat", &[&secret]);
+    assert!(
+        refused(&in_late),
+        "a pod started after the policy: {in_late:?}"
+    );
+    let run = agent.stop();
+
+    let denials: Vec<&Value> = run
+        .events
+        .iter()
+        .filter_map(|e| e.get("process_lsm"))
+        .filter(|e| e["args"][0]["file_arg"]["path"] == secret.as_str())
+        .collect();
+    assert_eq!(denials.len(), 3, "{denials:#?}");
+    let pods: Vec<&str> = denials
+        .iter()
+        .map(|e| e["process"]["pod"]["name"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(pods, ["web-1", "web-1", "web-3"]);
+    let kills: Vec<&str> = run
+        .events
+        .iter()
+        .filter_map(|e| e.get("process_kprobe"))
+        .filter(|e| e["policy_name"] == "web-no-setuid")
+        .map(|e| e["process"]["pod"]["name"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        kills,
+        ["web-1", "web-2"],
+        "{:#?}",
+        run.events
+            .iter()
+            .filter(|e| e.to_string().contains("setuid"))
+            .collect::<Vec<_>>()
+    );
+    for e in denials {
+        assert_eq!(e["policy_name"], "shop-web-secret");
+        assert!(
+            ["denied", "killed"].contains(&e["outcome"].as_str().unwrap_or("")),
+            "{e:#}"
+        );
+    }
 }

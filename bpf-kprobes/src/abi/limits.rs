@@ -108,3 +108,8 @@ pub fn stand_in(call: &str, returns: bool) -> Option<&'static StandIn> {
         .iter()
         .find(|s| s.call == call && s.on_return == returns)
 }
+
+/// Pod cgroups over every scope (`VIGIL_SCOPE_ENTRIES`): one per pod a scoped policy selects.
+pub const SCOPE_ENTRIES: usize = 65_536;
+/// Scope ids, 1 to `SCOPES - 1` (`VIGIL_SCOPES`; 0 is "every process").
+pub const SCOPES: usize = 4096;

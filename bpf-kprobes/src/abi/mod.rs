@@ -212,6 +212,8 @@ mod layout_tests {
                     ("VIGIL_STR_VALUES", _) => Some(STR_VALUES),
                     ("VIGIL_FILE_OPEN_HOOKS", _) => Some(FILE_OPEN_HOOKS),
                     ("VIGIL_NAMES", _) => Some(NAMES),
+                    ("VIGIL_SCOPE_ENTRIES", _) => Some(SCOPE_ENTRIES),
+                    ("VIGIL_SCOPES", _) => Some(SCOPES),
                     _ => None,
                 }
             };
@@ -225,12 +227,13 @@ mod layout_tests {
                 cgroup_len, args_total }
             "vigil_fork_event" => ForkEvent { hdr, proc }
             "vigil_exit_event" => ExitEvent { hdr, pid, tid, exit_code }
-            "vigil_rule" => Rule { flags, policy_id, hook, action, arg }
+            "vigil_rule" => Rule { flags, policy_id, hook, action, arg, scope }
+            "vigil_scope_key" => ScopeKey { cgroup, scope }
             "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len,
                 mode }
             "vigil_config" => Config { cgroup_subsys, agent_tgid, stopping }
             "vigil_hook_config" => HookConfig { hook_id, flags, arg_reg, arg_type, arg_flags,
-                arg_bits, nargs, rule_first, rule_count, konst }
+                arg_bits, nargs, scope, rule_first, rule_count, konst }
             "vigil_hook_list" => HookList { n, slot }
             "vigil_hook_cond" => HookCond { arg, op, negate, value }
             "vigil_hook_rule" => HookRule { flags, policy_id, action, arg, nconds, pid_flags,

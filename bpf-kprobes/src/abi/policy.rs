@@ -160,7 +160,8 @@ pub struct HookConfig {
     pub arg_flags: [u8; HOOK_ARGS],
     pub arg_bits: [u8; HOOK_ARGS],
     pub nargs: u8,
-    pub _pad0: [u8; 3],
+    pub _pad0: u8,
+    pub scope: u16,
     pub rule_first: u16,
     pub rule_count: u16,
     pub konst: i64,
@@ -324,6 +325,16 @@ pub struct Rule {
     pub hook: u32,
     pub action: u32,
     pub arg: i32,
+    pub scope: u32,
+}
+
+/// `struct vigil_scope_key`: a pod cgroup of a policy scope.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub struct ScopeKey {
+    pub cgroup: u64,
+    pub scope: u32,
     pub _pad0: u32,
 }
 

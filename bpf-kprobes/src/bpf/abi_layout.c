@@ -64,12 +64,16 @@ int main(void)
 	FIELD(vigil_exit_event, tid);
 	FIELD(vigil_exit_event, exit_code);
 
+	SIZE(vigil_scope_key);
+	FIELD(vigil_scope_key, cgroup);
+	FIELD(vigil_scope_key, scope);
 	SIZE(vigil_rule);
 	FIELD(vigil_rule, flags);
 	FIELD(vigil_rule, policy_id);
 	FIELD(vigil_rule, hook);
 	FIELD(vigil_rule, action);
 	FIELD(vigil_rule, arg);
+	FIELD(vigil_rule, scope);
 
 	SIZE(vigil_policy_event);
 	FIELD(vigil_policy_event, hdr);
@@ -94,6 +98,7 @@ int main(void)
 	SIZE(vigil_hook_config);
 	FIELD(vigil_hook_config, hook_id);
 	FIELD(vigil_hook_config, flags);
+	FIELD(vigil_hook_config, scope);
 	FIELD(vigil_hook_config, arg_reg);
 	FIELD(vigil_hook_config, arg_type);
 	FIELD(vigil_hook_config, arg_flags);
@@ -182,6 +187,8 @@ int main(void)
 	printf("(\"VIGIL_STR_VALUES\", \"#define\", %d),\n", VIGIL_STR_VALUES);
 	printf("(\"VIGIL_FILE_OPEN_HOOKS\", \"#define\", %d),\n", VIGIL_FILE_OPEN_HOOKS);
 	printf("(\"VIGIL_NAMES\", \"#define\", %d),\n", VIGIL_NAMES);
+	printf("(\"VIGIL_SCOPE_ENTRIES\", \"#define\", %d),\n", VIGIL_SCOPE_ENTRIES);
+	printf("(\"VIGIL_SCOPES\", \"#define\", %d),\n", VIGIL_SCOPES);
 	printf("(\"VIGIL_HOOK_CONDS\", \"#define\", %d),\n", VIGIL_HOOK_CONDS);
 	printf("(\"VIGIL_SOCK_STATE\", \"tcp_connect\", %d),\n", VIGIL_SOCK_STATE_CONNECT);
 	printf("(\"VIGIL_SOCK_STATE\", \"tcp_close\", %d),\n", VIGIL_SOCK_STATE_CLOSE);

@@ -22,6 +22,7 @@
 #include "policy_maps.h"
 #include "path.h"
 #include "binary.h"
+#include "scope.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -153,6 +154,9 @@ static long rule_step(__u32 rule, void *vctx)
 			return 0;
 	}
 
+	/* A scoped policy's rule holds only in its pods' cgroups. */
+	if (r->scope && !vigil_in_scope(r->scope))
+		return 0;
 	w->matched |= 1u << (r->policy_id & (VIGIL_FILE_OPEN_HOOKS - 1));
 	__u32 flags = 0;
 	if (r->flags & VIGIL_RULE_MONITOR) {

@@ -164,6 +164,31 @@ pub fn parse(path: &str) -> Option<PodCgroup> {
     })
 }
 
+/// Where the kubelet may have made the cgroup of pod `uid`, below the hierarchy's root: every
+/// QoS class under both drivers, with and without the kubelet's own root. [`parse`] reads each
+/// as the pod's cgroup.
+pub fn pod_dirs(uid: &str) -> Vec<String> {
+    let under = uid.replace('-', "_");
+    let mut pods = Vec::new();
+    for top in ["kubepods", "kubelet-kubepods"] {
+        pods.push(format!("{top}.slice/{top}-pod{under}.slice"));
+        for qos in ["burstable", "besteffort"] {
+            pods.push(format!(
+                "{top}.slice/{top}-{qos}.slice/{top}-{qos}-pod{under}.slice"
+            ));
+        }
+    }
+    pods.push(format!("kubepods/pod{uid}"));
+    for qos in ["burstable", "besteffort"] {
+        pods.push(format!("kubepods/{qos}/pod{uid}"));
+    }
+    let mut all = pods.clone();
+    for root in ["kubelet.slice", "kubelet"] {
+        all.extend(pods.iter().map(|p| format!("{root}/{p}")));
+    }
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +198,16 @@ mod tests {
 
     fn systemd_uid() -> String {
         UID.replace('-', "_")
+    }
+
+    #[test]
+    fn every_place_a_pod_s_cgroup_may_be_is_read_as_that_pod() {
+        let dirs = pod_dirs(UID);
+        assert_eq!(dirs.len(), 27);
+        for d in &dirs {
+            let p = parse(d).unwrap_or_else(|| panic!("{d}"));
+            assert_eq!((p.pod_uid.as_str(), p.container), (UID, None), "{d}");
+        }
     }
 
     #[test]

@@ -35,6 +35,25 @@ pub struct KubeOptions {
     pub pod_wait: Duration,
     /// Pods' annotations on events.
     pub annotations: bool,
+    /// Where the host's cgroup hierarchy is mounted (in a pod, the host's, mounted in);
+    /// `None`: where this process sees it.
+    pub cgroup_root: Option<PathBuf>,
+}
+
+/// The mount point of the cgroup hierarchy the programs read: cgroup v1's memory hierarchy
+/// when `subsys` is a v1 subsystem, else cgroup v2.
+pub fn hierarchy_root(v2: bool) -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (point, fstype, options) = (f.get(1)?, f.get(2)?, f.get(3)?);
+        let wanted = if v2 {
+            *fstype == "cgroup2"
+        } else {
+            *fstype == "cgroup" && options.split(',').any(|o| o == "memory")
+        };
+        wanted.then(|| PathBuf::from(point))
+    })
 }
 
 /// The cluster's client configuration, and where it came from; `None` outside a cluster.
@@ -99,6 +118,12 @@ impl Kubernetes {
             );
             return Ok(None);
         };
+        let mut config = config;
+        if config.cluster_url.scheme_str() == Some("http") && config.root_cert.is_none() {
+            // Plain HTTP needs no trust store; without this the client would still look for
+            // the system's, and refuse to start on a host that has none.
+            config.root_cert = Some(Vec::new());
+        }
         let client =
             kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
         let store = Arc::new(Mutex::new(PodStore::new(
@@ -131,6 +156,21 @@ impl Kubernetes {
             watch_stats,
             tasks,
         }))
+    }
+
+    /// Waits until the first list of this node's pods is in, at most `within`; says whether
+    /// it is.
+    pub async fn listed(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if lock(&self.watch_stats).lists > 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Its counters now.

@@ -148,6 +148,16 @@ impl PodInfo {
     }
 }
 
+/// What a policy scope reads of a pod.
+pub struct PodView<'a> {
+    /// The pod's UID.
+    pub uid: &'a str,
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// Its labels.
+    pub labels: &'a BTreeMap<String, String>,
+}
+
 /// This node's pods by UID, and those deleted within the grace period.
 pub struct PodStore {
     pods: HashMap<String, PodInfo>,
@@ -223,6 +233,15 @@ impl PodStore {
             let (_, uid) = self.deleted.pop_front().expect("front exists");
             self.pods.remove(&uid);
         }
+    }
+
+    /// Every pod known (deleted ones within their grace period included).
+    pub fn pods(&self) -> impl Iterator<Item = PodView<'_>> {
+        self.pods.values().map(|p| PodView {
+            uid: &p.uid,
+            namespace: &p.namespace,
+            labels: &p.labels,
+        })
     }
 
     /// Pods known (deleted ones within their grace period included).

@@ -117,6 +117,7 @@ impl PolicyTable {
         &mut self,
         policy: &str,
         group: u32,
+        scope: u16,
         slot: u32,
         r: FileRule,
     ) -> Result<(), PolicyLoadError> {
@@ -137,7 +138,7 @@ impl PolicyTable {
             hook: abi::HOOK_FILE_OPEN,
             action: kernel_action(r.action).0,
             arg: kernel_action(r.action).1,
-            _pad0: 0,
+            scope: scope.into(),
         };
         if let Err(e) = self.rules.set(slot, RulePod(raw), 0) {
             self.drop_names(&names);

@@ -177,6 +177,7 @@ impl PolicyTable {
                 flags,
                 rule_first: first as u16,
                 rule_count: n as u16,
+                scope: staged.scope,
                 ..Default::default()
             };
             arg_config(&h, &mut cfg)

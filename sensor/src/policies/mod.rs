@@ -24,15 +24,18 @@ use crate::loader::HookLink;
 mod file_rules;
 mod hook_rules;
 mod hook_slots;
+pub mod scopes;
 pub use file_rules::FileRule;
 use file_rules::{kernel_action, prefilter_names};
 use hook_rules::HookRuleMaps;
 use hook_slots::{hook_keys, HookConfigPod, HookListPod};
 pub use hook_slots::{AttachTarget, InstalledHook};
+use scopes::PodScopes;
 use vigil_policy_engine::{
     compile::HookRule,
     kernel::RunningKernel,
     plan::{describe_mechanism, Mechanism},
+    scope::PodScope,
     Prepared,
 };
 
@@ -108,6 +111,10 @@ pub struct PolicyTable {
     generation: u32,
     policies: BTreeMap<String, u32>,
     name_refs: std::collections::HashMap<[u8; abi::NAME_LEN], usize>,
+    /// The pods of scoped policies (`vigil_scopes`).
+    pub scopes: PodScopes,
+    /// The scope of each running scoped policy.
+    policy_scopes: BTreeMap<String, u16>,
 }
 
 fn map_err(policy: &str, map: &'static str, e: impl std::fmt::Display) -> PolicyLoadError {
@@ -153,6 +160,8 @@ impl PolicyTable {
             generation: 0,
             policies: BTreeMap::new(),
             name_refs: Default::default(),
+            scopes: PodScopes::new(ebpf)?,
+            policy_scopes: BTreeMap::new(),
         })
     }
 
@@ -178,6 +187,7 @@ impl PolicyTable {
     ) -> Result<Installed, PolicyLoadError> {
         let file = p.file.clone();
         let name = p.name().to_string();
+        let scope = PodScope::of(&p.policy);
         let mut lowered = Lowered::default();
         let mut placed = Vec::new();
         let mut report = Vec::new();
@@ -249,6 +259,15 @@ impl PolicyTable {
         let policy_id = (0..)
             .find(|id| !self.policies.values().any(|v| v == id))
             .unwrap_or(0);
+        // The scope's pods are in the kernel before any rule of the policy is.
+        let scope_text = scope.as_ref().map(PodScope::describe);
+        let scope = match scope {
+            Some(s) => self
+                .scopes
+                .add(&name, s)
+                .map_err(|e| PolicyLoadError::Refused(format!("{file}: {e}")))?,
+            None => 0,
+        };
         let mut staged = Installed {
             name,
             policy_id,
@@ -260,6 +279,8 @@ impl PolicyTable {
             attach: Vec::new(),
             file_open_lsm: p.file_open_lsm,
             report,
+            scope,
+            scope_text,
         };
         match self.write_policy(p, placed, free, free_hooks, &mut staged) {
             Ok(()) => Ok(staged),
@@ -288,7 +309,7 @@ impl PolicyTable {
         }
         for (slot, r) in free.into_iter().zip(p.rules) {
             let group = staged.groups.get(&r.hook.hook_path).copied().unwrap_or(0);
-            self.write_rule(&name, group, slot, r)?;
+            self.write_rule(&name, group, staged.scope, slot, r)?;
             staged.rule_slots.push(slot);
         }
         self.write_hooks(&name, staged, p.hooks, placed, free_hooks)?;
@@ -307,8 +328,14 @@ impl PolicyTable {
             let hooks = self.hook_slots_of(old, &staged.hook_slots);
             links = self.remove_hook_slots(&hooks);
             self.policies.remove(old);
+            if let Some(scope) = self.policy_scopes.remove(old) {
+                self.scopes.remove(scope);
+            }
         }
         self.policies.insert(staged.name.clone(), staged.policy_id);
+        if staged.scope != 0 {
+            self.policy_scopes.insert(staged.name.clone(), staged.scope);
+        }
         let prefilter = self.set_prefilter(&staged.name, self.prefilter_possible());
         (links, result.and(prefilter))
     }
@@ -319,6 +346,9 @@ impl PolicyTable {
     pub fn abort(&mut self, staged: Installed) -> (Vec<HookLink>, Result<(), PolicyLoadError>) {
         let links = self.remove_hook_slots(&staged.hook_slots);
         let result = self.remove_rules(&staged.rule_slots);
+        if staged.scope != 0 {
+            self.scopes.remove(staged.scope);
+        }
         let prefilter = self.set_prefilter(&staged.name, self.prefilter_possible());
         (links, result.and(prefilter))
     }
@@ -329,6 +359,9 @@ impl PolicyTable {
         let removed = self.remove_rules(&rules);
         let links = self.remove_hook_slots(&self.hook_slots_of(name, &[]));
         self.policies.remove(name);
+        if let Some(scope) = self.policy_scopes.remove(name) {
+            self.scopes.remove(scope);
+        }
         removed.and(self.set_prefilter(name, self.prefilter_possible()))?;
         Ok(links)
     }
@@ -414,4 +447,8 @@ pub struct Installed {
     /// Each hook's path, name and attach point as the plan describes it, for the log once
     /// everything is attached.
     pub report: Vec<HookReport>,
+    /// The policy's scope id in the kernel (0: every process).
+    pub scope: u16,
+    /// Its scope in words.
+    pub scope_text: Option<String>,
 }

@@ -10,6 +10,7 @@
 #define VIGIL_HOOK_RUN_H
 
 #include "hook_selectors.h"
+#include "scope.h"
 
 /* The hooks on each attach point, by key (see vigil_events.h). */
 struct {
@@ -164,6 +165,12 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 		bpf_loop(n < VIGIL_HOOK_RULES ? n : VIGIL_HOOK_RULES, rule_step, 0, 0);
 		if (!e->walk.matched)
 			return;
+	}
+	/* A scoped policy's hook acts (and reports) only in its pods' cgroups; checked once a
+	 * selector matched, so the calls it filters out anyway cost nothing more. */
+	if (e->cfg.scope && !vigil_in_scope(e->cfg.scope))
+		return;
+	if (e->cfg.rule_count) {
 		__u32 slot = e->walk.matched - 1;
 		struct vigil_hook_rule *r = bpf_map_lookup_elem(&vigil_hook_rules, &slot);
 		if (!r)

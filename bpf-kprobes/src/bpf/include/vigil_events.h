@@ -172,6 +172,19 @@ struct vigil_rule {
 	__u32 hook;      /* enum vigil_hook */
 	__u32 action;    /* enum vigil_action */
 	__s32 arg;       /* errno (negative) for OVERRIDE, signal for SIGNAL */
+	__u32 scope;     /* 0: every process; else only those in the scope's cgroups (vigil_scopes) */
+};
+
+/*
+ * The pods a scoped policy applies to (a TracingPolicyNamespaced, a podSelector): the agent
+ * writes one entry per scope and pod cgroup; a process is in a scope when its cgroup or one of
+ * its ancestors (at most VIGIL_CGROUP_DEPTH levels up) has an entry.
+ */
+#define VIGIL_SCOPE_ENTRIES 65536
+#define VIGIL_SCOPES 4096 /* scope ids: 1 .. VIGIL_SCOPES - 1 */
+struct vigil_scope_key {
+	__u64 cgroup; /* kernfs id of the cgroup in the tracked hierarchy */
+	__u32 scope;
 	__u32 _pad0;
 };
 
@@ -271,7 +284,8 @@ struct vigil_hook_config {
 	__u8 arg_flags[VIGIL_HOOK_ARGS]; /* VIGIL_ARGF_* */
 	__u8 arg_bits[VIGIL_HOOK_ARGS];  /* integer width; for VIGIL_ARG_BUF the length's position */
 	__u8 nargs;
-	__u8 _pad0[3];
+	__u8 _pad0;
+	__u16 scope;      /* 0: every process; else only those in the scope's cgroups (vigil_scopes) */
 	__u16 rule_first; /* the hook's selectors are vigil_hook_rules[rule_first, +rule_count) */
 	__u16 rule_count; /* 0: report every call */
 	__s64 konst;
