@@ -7,6 +7,7 @@
 
 use regex::Regex;
 
+use crate::labels::LabelSelector;
 pub use crate::redact::{Redactor, REDACTED};
 use serde::Deserialize;
 use vigil_events::{Event, EventBody};
@@ -33,11 +34,20 @@ pub struct FilterSpec {
     /// Policy names (policy events only).
     #[serde(default)]
     pub policy_names: Vec<String>,
+    /// Kubernetes namespaces of the process's pod; `""` matches processes in no pod.
+    #[serde(default)]
+    pub namespace: Vec<String>,
+    /// Regular expressions on the pod's name.
+    #[serde(default)]
+    pub pod_regex: Vec<String>,
+    /// Label selectors on the pod's labels ([`crate::labels`]), any of which may hold.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 /// A bad pattern in a filter or redaction.
 #[derive(Debug, thiserror::Error)]
-#[error("{field}: `{pattern}` is not a regular expression: {reason}")]
+#[error("{field}: `{pattern}` {reason}")]
 pub struct PatternError {
     /// Where it was written.
     pub field: String,
@@ -54,7 +64,7 @@ pub(crate) fn compile(field: &str, patterns: &[String]) -> Result<Vec<Regex>, Pa
             Regex::new(p).map_err(|e| PatternError {
                 field: field.to_string(),
                 pattern: p.clone(),
-                reason: e.to_string(),
+                reason: format!("is not a regular expression: {e}"),
             })
         })
         .collect()
@@ -69,6 +79,9 @@ struct Filter {
     arguments: Vec<Regex>,
     pid: Vec<u32>,
     policy_names: Vec<String>,
+    namespace: Vec<String>,
+    pod: Vec<Regex>,
+    labels: Vec<LabelSelector>,
 }
 
 fn any_match(res: &[Regex], s: &str) -> bool {
@@ -87,6 +100,19 @@ impl Filter {
             arguments: compile(&format!("{at}.arguments_regex"), &spec.arguments_regex)?,
             pid: spec.pid.clone(),
             policy_names: spec.policy_names.clone(),
+            namespace: spec.namespace.clone(),
+            pod: compile(&format!("{at}.pod_regex"), &spec.pod_regex)?,
+            labels: spec
+                .labels
+                .iter()
+                .map(|l| {
+                    LabelSelector::parse(l).map_err(|reason| PatternError {
+                        field: format!("{at}.labels"),
+                        pattern: l.clone(),
+                        reason: format!("is not a label selector: {reason}"),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -110,6 +136,16 @@ impl Filter {
             && (self.pid.is_empty() || self.pid.contains(&p.pid))
             && (self.policy_names.is_empty()
                 || policy.is_some_and(|n| self.policy_names.iter().any(|w| w == n)))
+            && self.pod_matches(p.pod.as_ref())
+    }
+
+    fn pod_matches(&self, pod: Option<&vigil_events::Pod>) -> bool {
+        let namespace = pod.map_or("", |p| p.namespace.as_str());
+        let no_labels = std::collections::BTreeMap::new();
+        let labels = pod.map_or(&no_labels, |p| &p.pod_labels);
+        (self.namespace.is_empty() || self.namespace.iter().any(|n| n == namespace))
+            && (self.pod.is_empty() || pod.is_some_and(|p| any_match(&self.pod, &p.name)))
+            && (self.labels.is_empty() || self.labels.iter().any(|l| l.matches(labels)))
     }
 }
 
@@ -194,6 +230,58 @@ pub(crate) mod tests {
         assert!(f.passes(&exec("/usr/bin/curl", "x")));
         assert!(f.passes(&exec("/usr/bin/wget", "x")), "pid 7 line");
         assert!(!f.passes(&exec("/usr/bin/curl", "https://internal")));
+    }
+
+    fn in_pod(namespace: &str, name: &str, app: &str) -> Event {
+        let mut e = exec("/bin/sh", "");
+        if let Some(p) = e.processes_mut().next() {
+            Arc::make_mut(p).pod = Some(vigil_events::Pod {
+                namespace: namespace.into(),
+                name: name.into(),
+                pod_labels: [("app".to_string(), app.to_string())].into(),
+                ..Default::default()
+            });
+        }
+        e
+    }
+
+    #[test]
+    fn pods_are_filtered_by_namespace_name_and_labels_as_tetragon_does() {
+        let f = |spec: FilterSpec| ExportFilter::new(&[spec], &[], "s").unwrap();
+        let shop = f(FilterSpec {
+            namespace: vec!["shop".into()],
+            ..Default::default()
+        });
+        assert!(shop.passes(&in_pod("shop", "web-1", "web")));
+        assert!(!shop.passes(&in_pod("bank", "web-1", "web")));
+        assert!(!shop.passes(&exec("/bin/sh", "")));
+        let host = f(FilterSpec {
+            namespace: vec![String::new()],
+            ..Default::default()
+        });
+        assert!(
+            host.passes(&exec("/bin/sh", "")),
+            "\"\" is the host's processes"
+        );
+        assert!(!host.passes(&in_pod("shop", "web-1", "web")));
+        let web = f(FilterSpec {
+            pod_regex: vec!["^web-".into()],
+            labels: vec!["app in (web, api)".into()],
+            ..Default::default()
+        });
+        assert!(web.passes(&in_pod("shop", "web-1", "web")));
+        assert!(!web.passes(&in_pod("shop", "web-1", "db")));
+        assert!(!web.passes(&in_pod("shop", "db-1", "web")));
+        let bad = ExportFilter::new(
+            &[FilterSpec {
+                labels: vec!["app in web".into()],
+                ..Default::default()
+            }],
+            &[],
+            "sinks[2]",
+        )
+        .unwrap_err();
+        assert_eq!(bad.field, "sinks[2].allow[0].labels");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod config;
 pub mod deadletter;
 pub mod fields;
 pub mod filter;
+pub mod labels;
 pub mod pipeline;
 pub mod record;
 pub mod redact;

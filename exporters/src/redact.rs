@@ -63,7 +63,7 @@ impl Redactor {
                 regex::bytes::Regex::new(p).map_err(|e| PatternError {
                     field: "redact".into(),
                     pattern: p.clone(),
-                    reason: e.to_string(),
+                    reason: format!("is not a regular expression: {e}"),
                 })
             })
             .collect::<Result<_, _>>()?;

@@ -83,9 +83,25 @@ async fn batches_carry_the_splunk_envelope_and_headers() {
     for n in 0..3 {
         ex.submit(&event(n, 0));
     }
+    ex.submit(&common::in_pod(event(3, 0)));
     ex.shutdown(Duration::from_secs(5)).await;
     let events = server.events();
-    assert_eq!(events.len(), 3, "{events:#?}");
+    assert_eq!(events.len(), 4, "{events:#?}");
+    assert_eq!(
+        events[0]["fields"],
+        serde_json::json!({"vigil.kind": "process_exec"}),
+        "a process in no pod"
+    );
+    assert_eq!(
+        events[3]["fields"],
+        serde_json::json!({"vigil.kind": "process_exec", "k8s.namespace.name": "shop",
+            "k8s.pod.name": "web-7d9f5c6b8-x2x4k", "k8s.container.name": "web",
+            "k8s.workload.name": "web"})
+    );
+    assert_eq!(
+        events[3]["event"]["process_exec"]["process"]["pod"]["name"],
+        "web-7d9f5c6b8-x2x4k"
+    );
     let e = &events[0];
     assert_eq!(e["time"], serde_json::json!(1_795_600_800.5));
     assert_eq!(e["host"], "test-node");

@@ -26,6 +26,30 @@ const KNOWN: &[&str] = &[
     r"(é+)(.)",
 ];
 
+/// Label selectors as users write them, and broken ones.
+const SELECTORS: &[&str] = &[
+    "app=web",
+    "app in (web, api),tier!=db",
+    "!canary,owner",
+    "team notin (ops)",
+    "app in web",
+    "a b=c",
+    ",",
+];
+
+fn selectors(u: &mut Unstructured<'_>) -> Result<Vec<String>> {
+    let n = u.int_in_range(0..=2)?;
+    (0..n)
+        .map(|_| {
+            if u.arbitrary()? {
+                Ok(u.choose(SELECTORS)?.to_string())
+            } else {
+                u.arbitrary()
+            }
+        })
+        .collect()
+}
+
 fn pattern(u: &mut Unstructured<'_>) -> Result<String> {
     if u.arbitrary()? {
         Ok(u.choose(KNOWN)?.to_string())
@@ -47,6 +71,9 @@ fn spec(u: &mut Unstructured<'_>) -> Result<FilterSpec> {
         arguments_regex: patterns(u)?,
         pid: u.arbitrary()?,
         policy_names: u.arbitrary()?,
+        namespace: u.arbitrary()?,
+        pod_regex: patterns(u)?,
+        labels: selectors(u)?,
     })
 }
 

@@ -68,6 +68,8 @@ pub struct AgentOptions {
     pub config: Option<crate::config::AgentConfig>,
     /// The Kubernetes cluster, if any.
     pub kube: KubeOptions,
+    /// What the agent's own outputs (stdout, the export file) carry of pods' events.
+    pub own_filter: vigil_exporters::filter::FilterSpec,
 }
 
 /// Counters printed as the agent's last line.
@@ -263,6 +265,7 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
     if opts.alerts_in_stream {
         output::alerts_in_own_outputs(&mut export);
     }
+    output::filter_own_outputs(&mut export, &opts.own_filter);
     let mut exporters =
         Exporters::new(&export, &enricher.identity.node).context("cannot start the outputs")?;
     exporters.start();

@@ -61,6 +61,17 @@ struct KubeArgs {
     /// default: where this process sees it).
     #[arg(long, value_name = "DIR")]
     cgroup_root: Option<PathBuf>,
+    /// Write to stdout and the export file only the events of pods in this namespace
+    /// (repeatable; "" for processes in no pod).
+    #[arg(long = "namespace", value_name = "NAMESPACE")]
+    namespaces: Vec<String>,
+    /// ... and of pods whose name matches this regular expression (repeatable).
+    #[arg(long = "pod-regex", value_name = "REGEX")]
+    pod_regex: Vec<String>,
+    /// ... and of pods whose labels this selector selects, as `app=web,tier in (a, b)`
+    /// (repeatable: any one).
+    #[arg(long = "label", value_name = "SELECTOR")]
+    labels: Vec<String>,
 }
 
 // Parsed once per run: the agent's many options cost nothing worth boxing.
@@ -287,6 +298,12 @@ fn main() -> ExitCode {
                     pod_wait: Duration::from_millis(kube.pod_wait_ms),
                     annotations: kube.pod_annotations,
                     cgroup_root: kube.cgroup_root,
+                },
+                own_filter: vigil_exporters::filter::FilterSpec {
+                    namespace: kube.namespaces,
+                    pod_regex: kube.pod_regex,
+                    labels: kube.labels,
+                    ..Default::default()
                 },
             };
             tokio::runtime::Builder::new_current_thread()

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use vigil_exporters::{
     config::{ExportersConfig, SinkConfig, SinkKind},
+    filter::FilterSpec,
     record::LineFormat,
     sinks::{file::FileConfig, stdout::StdoutConfig},
 };
@@ -91,6 +92,22 @@ pub fn alerts_in_own_outputs(cfg: &mut ExportersConfig) {
         .filter(|s| s.name == STDOUT || s.name == EXPORT_FILE)
     {
         s.alerts = Some(true);
+    }
+}
+
+/// Makes the agent's own outputs (stdout, the export file) carry only the events `filter`
+/// allows (`--namespace`, `--pod-regex`, `--label`, as `tetra getevents` takes them); nothing
+/// when it is empty.
+pub fn filter_own_outputs(cfg: &mut ExportersConfig, filter: &FilterSpec) {
+    if filter.namespace.is_empty() && filter.pod_regex.is_empty() && filter.labels.is_empty() {
+        return;
+    }
+    for s in cfg
+        .sinks
+        .iter_mut()
+        .filter(|s| s.name == STDOUT || s.name == EXPORT_FILE)
+    {
+        s.allow.push(filter.clone());
     }
 }
 

@@ -11,6 +11,11 @@
 //! batch not acknowledged within `ack_timeout_secs` is sent again (at least once: an indexer that
 //! was merely slow gets it twice).
 //!
+//! Each envelope carries indexed `fields` (searchable without extracting the event): the
+//! event's kind and, for a process in a Kubernetes pod, `k8s.namespace.name`, `k8s.pod.name`,
+//! `k8s.container.name` and `k8s.workload.name` (the OpenTelemetry names Splunk's own collector
+//! indexes). The pod is read back from the record's JSON, the only form a spooled record has.
+//!
 //! Answers are read up to a bound and their words reach reasons and logs clipped and escaped
 //! ([`super::http::peer_text`]).
 
@@ -26,6 +31,70 @@ use super::{
     Delivery,
 };
 use crate::{config::Secret, record::Record};
+
+/// The pod part of an event, all that the indexed fields read of it: serde skips the rest
+/// without building it.
+#[derive(Deserialize)]
+struct PodOf {
+    #[serde(
+        alias = "process_exec",
+        alias = "process_exit",
+        alias = "process_kprobe",
+        alias = "process_lsm",
+        alias = "process_alert"
+    )]
+    body: Option<BodyOf>,
+}
+
+#[derive(Deserialize)]
+struct BodyOf {
+    process: Option<ProcessOf>,
+}
+
+#[derive(Deserialize)]
+struct ProcessOf {
+    pod: Option<PodFields>,
+}
+
+#[derive(Deserialize)]
+struct PodFields {
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    workload: String,
+    container: Option<ContainerFields>,
+}
+
+#[derive(Deserialize)]
+struct ContainerFields {
+    #[serde(default)]
+    name: String,
+}
+
+/// `,"fields":{...}`: the record's kind and its process's pod.
+fn indexed_fields(r: &Record) -> String {
+    let mut fields = serde_json::Map::new();
+    fields.insert("vigil.kind".into(), r.kind.clone().into());
+    let pod = serde_json::from_slice::<PodOf>(&r.json)
+        .ok()
+        .and_then(|e| e.body?.process?.pod);
+    if let Some(pod) = pod {
+        let container = pod.container.map(|c| c.name).unwrap_or_default();
+        for (k, v) in [
+            ("k8s.namespace.name", pod.namespace),
+            ("k8s.pod.name", pod.name),
+            ("k8s.container.name", container),
+            ("k8s.workload.name", pod.workload),
+        ] {
+            if !v.is_empty() {
+                fields.insert(k.into(), v.into());
+            }
+        }
+    }
+    format!(",\"fields\":{}", serde_json::Value::Object(fields))
+}
 
 /// `type: splunk_hec`.
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +219,7 @@ impl SplunkHecSink {
                 r.time_ns % 1_000_000_000
             );
             out.extend_from_slice(head.as_bytes());
+            out.extend_from_slice(indexed_fields(r).as_bytes());
             out.extend_from_slice(b",\"event\":");
             out.extend_from_slice(&r.json);
             out.push(b'}');

@@ -111,6 +111,31 @@ pub fn exec_event(exec_id: &str, pid: u32, binary: &str, args: String) -> Event 
     }
 }
 
+/// `e` with its process in pod `shop/web-7d9f5c6b8-x2x4k` of Deployment `web`, container `web`.
+pub fn in_pod(mut e: Event) -> Event {
+    if let Some(p) = e.processes_mut().next() {
+        Arc::make_mut(p).pod = Some(vigil_events::Pod {
+            namespace: "shop".into(),
+            name: "web-7d9f5c6b8-x2x4k".into(),
+            uid: "0b2c4e6f-7f1b-4c2d-9e8f-1a2b3c4d5e6f".into(),
+            workload: "web".into(),
+            workload_kind: "Deployment".into(),
+            pod_labels: [("app".to_string(), "web".to_string())].into(),
+            container: Some(vigil_events::Container {
+                id: format!("containerd://{}", "a".repeat(64)),
+                name: "web".into(),
+                image: Some(vigil_events::Image {
+                    id: "docker.io/library/nginx@sha256:ab12cd34".into(),
+                    name: "docker.io/library/nginx:1.27".into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    e
+}
+
 /// Polls `done` every 50 ms for up to `secs` seconds; its last answer.
 pub async fn wait_for(mut done: impl FnMut() -> bool, secs: u64) -> bool {
     for _ in 0..secs * 20 {

@@ -74,6 +74,14 @@ fn handle(shared: &Shared, req: &http::Request) -> (u16, String) {
     (status, body)
 }
 
+/// Whether `fields` is what HEC indexes: an object of strings and arrays of strings.
+fn flat_fields(fields: &Value) -> bool {
+    fields.as_object().is_some_and(|m| {
+        m.values()
+            .all(|v| v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string)))
+    })
+}
+
 fn answer(shared: &Shared, req: &http::Request) -> (u16, String) {
     let (line, raw) = (&req.line, &req.body[..]);
     let header = |k: &str| req.header(k).map(str::to_string);
@@ -130,6 +138,13 @@ fn answer(shared: &Shared, req: &http::Request) -> (u16, String) {
     let mut envelopes = Vec::new();
     for v in serde_json::Deserializer::from_slice(&body).into_iter::<Value>() {
         match v {
+            // Indexed fields are flat: strings, or arrays of strings (code 15 otherwise).
+            Ok(v) if v.get("fields").is_some_and(|f| !flat_fields(f)) => {
+                return (
+                    400,
+                    r#"{"text":"Error in handling indexed fields","code":15}"#.into(),
+                )
+            }
             Ok(v) if v.get("event").is_some() => envelopes.push(v),
             Ok(_) => {
                 return (

@@ -9,6 +9,9 @@
 //! | `network_connection` | `process_kprobe` with a `sock_arg` or `sockaddr_arg` | DestinationIp, DestinationPort, SourceIp, SourcePort, Initiated, Protocol, Image, User, ProcessId, LogonId |
 //! | `dns_query` | `process_kprobe` with a `dns_arg` that is an answer (one per lookup, as Sysmon logs them) | QueryName, QueryType, QueryStatus (`NOERROR`, `NXDOMAIN`, ...), QueryResults (`;`-separated), Image, User, ProcessId, LogonId |
 //!
+//! Every category also has the Kubernetes pod of the process, on a Kubernetes node:
+//! PodNamespace, PodName, ContainerName, ContainerImage and Workload ([`POD_FIELDS`]).
+//!
 //! [`CATEGORY_FIELDS`] lists them for the loader's warnings.
 
 use std::collections::HashMap;
@@ -65,6 +68,15 @@ pub const CATEGORY_FIELDS: [(&str, &[&str]); 4] = [
             "QueryResults",
         ],
     ),
+];
+
+/// The pod fields every category has when the process runs in a pod.
+pub const POD_FIELDS: [&str; 5] = [
+    "PodNamespace",
+    "PodName",
+    "ContainerName",
+    "ContainerImage",
+    "Workload",
 ];
 
 /// Sigma logsource categories vigil produces.
@@ -195,6 +207,17 @@ impl Builder {
         self.text("User", users.name(p.uid));
         self.int("ProcessId", p.pid as i64);
         self.int("LogonId", p.auid as i64);
+        if let Some(pod) = &p.pod {
+            self.text("PodNamespace", pod.namespace.clone());
+            self.text("PodName", pod.name.clone());
+            self.text("Workload", pod.workload.clone());
+            if let Some(c) = &pod.container {
+                self.text("ContainerName", c.name.clone());
+                if let Some(image) = &c.image {
+                    self.text("ContainerImage", image.name.clone());
+                }
+            }
+        }
     }
 }
 
@@ -341,5 +364,44 @@ mod tests {
             let listed: BTreeSet<&str> = filled(f.category).iter().copied().collect();
             assert_eq!(got, listed, "{}", f.category);
         }
+    }
+
+    #[test]
+    fn a_rule_can_match_the_pod_of_a_process() {
+        let rule = "title: Shell in a web pod\nid: 8f1f2a52-0c61-4d55-9c9e-0c1f4c1e2b11\nstatus: test\nlevel: high\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  selection:\n    PodNamespace: shop\n    ContainerName: web\n    Image|endswith: /sh\n  condition: selection\n";
+        let loaded = crate::sigma::load_rule(std::path::Path::new("pod.yml"), rule).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let engine = crate::sigma::SigmaEngine::from_rules(vec![loaded]);
+        let exec = |namespace: &str| {
+            let pod = vigil_events::Pod {
+                namespace: namespace.into(),
+                name: "web-1".into(),
+                container: Some(vigil_events::Container {
+                    name: "web".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            event(EventBody::ProcessExec(ProcessExec {
+                process: Arc::new(Process {
+                    binary: "/bin/sh".into(),
+                    pod: Some(pod),
+                    ..Default::default()
+                }),
+                parent: None,
+                ancestors: Vec::new(),
+            }))
+        };
+        assert_eq!(engine.evaluate(&exec("shop")).len(), 1);
+        assert!(engine.evaluate(&exec("bank")).is_empty());
+        let host = event(EventBody::ProcessExec(ProcessExec {
+            process: Arc::new(Process {
+                binary: "/bin/sh".into(),
+                ..Default::default()
+            }),
+            parent: None,
+            ancestors: Vec::new(),
+        }));
+        assert!(engine.evaluate(&host).is_empty());
     }
 }

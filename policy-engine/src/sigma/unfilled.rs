@@ -7,7 +7,7 @@
 
 use serde_yaml::{Mapping, Value};
 
-use super::fields::{filled, CATEGORY_FIELDS};
+use super::fields::{filled, CATEGORY_FIELDS, POD_FIELDS};
 use crate::locate::Locations;
 
 /// A field a loaded rule names that vigil never fills.
@@ -102,7 +102,7 @@ pub fn unfilled_fields(file: &str, text: &str, doc: &Value, category: &str) -> V
         for (path, conditions) in field_maps(format!("detection.{name}"), selection) {
             for key in conditions.keys().filter_map(Value::as_str) {
                 let field = key.split('|').next().unwrap_or("");
-                if !field.is_empty() && !here.contains(&field) {
+                if !field.is_empty() && !here.contains(&field) && !POD_FIELDS.contains(&field) {
                     found.push((format!("{path}.{key}"), field.to_string()));
                 }
             }
