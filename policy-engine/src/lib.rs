@@ -26,6 +26,7 @@
 
 mod args;
 pub mod compile;
+pub mod crd;
 mod error;
 pub mod evaluate_hooks;
 pub mod hook_rule;

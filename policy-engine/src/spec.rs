@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A YAML scalar kept as text: policies write `1`, `"1"` and `-1` interchangeably.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +15,7 @@ pub struct Scalar(pub String);
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, Serialize, JsonSchema)]
         #[serde(untagged)]
         enum Raw {
             S(String),
@@ -31,8 +32,45 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
+impl Serialize for Scalar {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl JsonSchema for Scalar {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Scalar".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"x-kubernetes-int-or-string": true})
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
+/// Any value (fields vigil reads only to refuse them by name), kept whole by the API server.
+struct AnyValue;
+
+impl JsonSchema for AnyValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AnyValue".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"x-kubernetes-preserve-unknown-fields": true})
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
 /// `kind:`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum PolicyKind {
     /// Applies to every process on the node.
     TracingPolicy,
@@ -41,7 +79,7 @@ pub enum PolicyKind {
 }
 
 /// A whole policy document.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TracingPolicy {
     /// `cilium.io/v1alpha1` or `vigil.dev/v1alpha1`.
@@ -55,7 +93,7 @@ pub struct TracingPolicy {
 }
 
 /// `metadata:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
     /// Policy name, a DNS-1123 subdomain.
@@ -71,8 +109,20 @@ pub struct Metadata {
     pub labels: BTreeMap<String, String>,
 }
 
-/// `spec:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `spec:`. Also the spec of vigil's `TracingPolicy` custom resource, whose definition (with
+/// this type's schema) [`crate::crd`] generates.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, kube::CustomResource)]
+#[kube(
+    group = "vigil.dev",
+    version = "v1alpha1",
+    kind = "TracingPolicy",
+    root = "TracingPolicyResource",
+    plural = "tracingpolicies",
+    shortname = "vtp",
+    status = "crate::crd::PolicyStatus",
+    crates(kube_core = "::kube::core"),
+    doc = "A vigil tracing policy, applied on every node where a vigil agent runs."
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicySpec {
     /// Kernel function hooks.
@@ -86,6 +136,7 @@ pub struct PolicySpec {
     pub lsmhooks: Vec<LsmHookSpec>,
     /// Named value lists (parsed so they can be refused by name).
     #[serde(default)]
+    #[schemars(with = "Vec<AnyValue>")]
     pub lists: Vec<serde_yaml::Value>,
     /// Policy options, `policy-mode` among them.
     #[serde(default)]
@@ -96,18 +147,21 @@ pub struct PolicySpec {
     pub pod_selector: Option<LabelSelector>,
     /// Container selector (likewise).
     #[serde(default)]
+    #[schemars(with = "Option<AnyValue>")]
     pub container_selector: Option<serde_yaml::Value>,
     /// uprobes (likewise).
     #[serde(default)]
+    #[schemars(with = "Vec<AnyValue>")]
     pub uprobes: Vec<serde_yaml::Value>,
     /// usdts (likewise).
     #[serde(default)]
+    #[schemars(with = "Vec<AnyValue>")]
     pub usdts: Vec<serde_yaml::Value>,
 }
 
 /// A Kubernetes label selector (`podSelector`): every `matchLabels` pair and every
 /// `matchExpressions` requirement must hold; an empty selector selects every pod.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelector {
     /// Labels the pod must have, with these values.
@@ -120,7 +174,7 @@ pub struct LabelSelector {
 
 /// `matchExpressions[]`: `key`, an operator (`In`, `NotIn`, `Exists`, `DoesNotExist`) and its
 /// values.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelRequirement {
     /// The label.
@@ -133,7 +187,7 @@ pub struct LabelRequirement {
 }
 
 /// `spec.options[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyOption {
     /// Option name.
@@ -144,7 +198,7 @@ pub struct PolicyOption {
 }
 
 /// `spec.kprobes[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KprobeSpec {
     /// Kernel function, or syscall name with `syscall: true`.
@@ -175,11 +229,12 @@ pub struct KprobeSpec {
     pub tags: Vec<String>,
     /// Hook options (parsed so they can be refused by name).
     #[serde(default)]
+    #[schemars(with = "Option<AnyValue>")]
     pub ignore: Option<serde_yaml::Value>,
 }
 
 /// `spec.tracepoints[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TracepointSpec {
     /// Tracepoint subsystem (`syscalls`, `sched`, ...).
@@ -204,7 +259,7 @@ pub struct TracepointSpec {
 }
 
 /// `spec.lsmhooks[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LsmHookSpec {
     /// LSM hook name without the `security_` prefix (`file_open`).
@@ -224,7 +279,7 @@ pub struct LsmHookSpec {
 }
 
 /// An argument to read (`args[]`, `returnArg`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ArgSpec {
     /// Position of the argument.
@@ -249,7 +304,7 @@ pub struct ArgSpec {
 }
 
 /// One selector: filters ANDed together, then its actions.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Selector {
     /// Argument filters.
@@ -276,17 +331,20 @@ pub struct Selector {
     pub match_actions: Vec<Action>,
     /// Namespace-change filters (parsed so they can be refused by name).
     #[serde(default)]
+    #[schemars(with = "Vec<AnyValue>")]
     pub match_namespace_changes: Vec<serde_yaml::Value>,
     /// Capability-change filters (likewise).
     #[serde(default)]
+    #[schemars(with = "Vec<AnyValue>")]
     pub match_capability_changes: Vec<serde_yaml::Value>,
     /// Return actions (likewise).
     #[serde(default)]
+    #[schemars(with = "Vec<AnyValue>")]
     pub match_return_actions: Vec<serde_yaml::Value>,
 }
 
 /// `matchArgs[]` / `matchReturnArgs[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ArgFilter {
     /// The `args[].index` it tests.
@@ -299,7 +357,7 @@ pub struct ArgFilter {
 }
 
 /// `matchBinaries[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ValuesFilter {
     /// `In`, `NotIn`, `Prefix`, `NotPrefix`.
@@ -313,7 +371,7 @@ pub struct ValuesFilter {
 }
 
 /// `matchPIDs[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PidFilter {
     /// `In` or `NotIn`.
@@ -331,7 +389,7 @@ pub struct PidFilter {
 }
 
 /// `matchNamespaces[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NamespaceFilter {
     /// `Uts`, `Ipc`, `Mnt`, `Pid`, `PidForChildren`, `Net`, `Time`, `TimeForChildren`, `Cgroup`, `User`.
@@ -344,7 +402,7 @@ pub struct NamespaceFilter {
 }
 
 /// `matchCapabilities[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CapabilityFilter {
     /// `Effective`, `Inheritable` or `Permitted`.
@@ -361,7 +419,7 @@ pub struct CapabilityFilter {
 }
 
 /// `matchActions[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Action {
     /// `Post`, `NoPost`, `Sigkill`, `Signal`, `Override`, ...

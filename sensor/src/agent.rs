@@ -212,11 +212,14 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
             } else {
                 log(format!("this node's pods are not listed after {} s: scoped policies start with the pods listed later", POD_LIST_WAIT.as_secs()));
             }
-            let root = opts
-                .kube
-                .cgroup_root
-                .clone()
-                .or_else(|| crate::k8s::hierarchy_root(cgroup_subsys == abi::CGROUP_V2));
+            let v2 = cgroup_subsys == abi::CGROUP_V2;
+            let root = match &opts.kube.cgroup_root {
+                // The host's /sys/fs/cgroup mounted in: cgroup v1 keeps the memory
+                // hierarchy in a directory of it.
+                Some(r) if !v2 && r.join("memory").is_dir() => Some(r.join("memory")),
+                Some(r) => Some(r.clone()),
+                None => crate::k8s::hierarchy_root(v2),
+            };
             match root {
                 Some(root) => Some(ScopeSource {
                     pods: k.pods.store.clone(),

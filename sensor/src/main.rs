@@ -140,6 +140,9 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Print the CustomResourceDefinitions of vigil's policies (`TracingPolicy`,
+    /// `TracingPolicyNamespaced`, group vigil.dev), as the chart installs them.
+    Crd,
     /// Report which eBPF program kinds and helpers this kernel allows.
     Probe {
         /// Print JSON instead of a table.
@@ -239,6 +242,11 @@ fn main() -> ExitCode {
                     json,
                 },
         } => policy_cmd::test(&policy, &events, json),
+        Command::Crd => stdout::write(format_args!(
+            "{}",
+            vigil_policy_engine::crd::custom_resource_definitions_yaml()
+        ))
+        .map_err(anyhow::Error::from),
         Command::Sigma {
             command:
                 SigmaCommand::Test {

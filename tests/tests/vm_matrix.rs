@@ -34,7 +34,11 @@ const SCENARIOS: [&str; 13] = [
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,
 /// its outputs and its inputs, which no kernel hook changes.
-const HOST_ONLY: [(&str, &str); 10] = [
+const HOST_ONLY: [(&str, &str); 11] = [
+    (
+        "helm_chart",
+        "renders the chart with helm and checks what it renders: no kernel is involved",
+    ),
     (
         "elastic_rules",
         "Elastic's rules read the documents the Elasticsearch sink makes of events, which do not depend on the kernel (the VM's own events are checked as documents by ecs_documents)",
