@@ -186,7 +186,10 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
     for line in system::mount_pseudo_filesystems()? {
         log(line);
     }
-    let starting = if opts.policies.is_empty() && opts.policy_dir.is_none() {
+    // On a cluster the policy objects come later: the table must be there for them.
+    let kube_wanted =
+        opts.kube.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let starting = if opts.policies.is_empty() && opts.policy_dir.is_none() && !kube_wanted {
         None
     } else {
         let s = StartingPolicies::read(&opts.btf, &opts.policies, opts.policy_dir.clone())?;
@@ -400,6 +403,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 drain(ring.get_mut(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
                 sinks.release(&mut enricher.cache, &mut stats, Instant::now());
                 if let Some(p) = policies.as_mut() {
+                    if let Some(k) = sinks.kube.as_mut() {
+                        apply_policy_objects(k, p, &mut sensor);
+                    }
                     p.sync_scopes();
                 }
                 ticks = ticks.wrapping_add(1);
@@ -474,6 +480,35 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         stopping.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// Applies the policy objects the cluster added, changed or deleted since the last turn, and
+/// sends what this node did with vigil's own objects to their status.
+fn apply_policy_objects(k: &mut Kubernetes, p: &mut PolicyManager, sensor: &mut LoadedObject) {
+    use crate::k8s::policy_objects::{PolicyObject, StatusUpdate};
+    while let Ok(object) = k.policy_objects.try_recv() {
+        match object {
+            PolicyObject::Applied {
+                source,
+                text,
+                status,
+            } => {
+                let outcome = p.apply_object(sensor, &source, &text);
+                if let Some(target) = status {
+                    let (state, message) = match outcome {
+                        Ok(said) => ("loaded", said),
+                        Err(reason) => ("refused", reason),
+                    };
+                    let _ = k.statuses.send(StatusUpdate {
+                        target,
+                        state,
+                        message,
+                    });
+                }
+            }
+            PolicyObject::Deleted { source } => p.remove_object(sensor, &source),
+        }
+    }
 }
 
 /// Where events go: the exporters' pipeline (stdout or the export file, and the configured

@@ -19,7 +19,7 @@ use anyhow::{bail, Result};
 use vigil_policy_engine::{
     kernel::RunningKernel,
     plan::{KernelCaps, Mechanism},
-    Kernel, KernelSymbols, Prepared,
+    Kernel, KernelSymbols, Limits, Prepared,
 };
 
 use crate::{
@@ -96,6 +96,26 @@ impl KernelView {
         PreparedFile {
             path: path.to_path_buf(),
             stamp,
+            prepared,
+        }
+    }
+}
+
+impl KernelView {
+    /// Prepares a policy that is not a file (a Kubernetes object's), through the same gate,
+    /// validation and plan as a file's; `source` names it in errors.
+    fn prepare_text(&self, source: &str, text: &str) -> PreparedFile {
+        let kernel = Kernel {
+            caps: self.caps,
+            symbols: self.kernel.as_ref().map(|k| k as &dyn KernelSymbols),
+        };
+        let prepared = vigil_policy_engine::check_yaml(source, text, &Limits::POLICY)
+            .map_err(|e| vigil_policy_engine::PolicyErrors(vec![e]))
+            .and_then(|()| vigil_policy_engine::prepare_text(source, text, &kernel))
+            .map_err(|e| PolicyLoadError::Refused(e.to_string()));
+        PreparedFile {
+            path: PathBuf::from(source),
+            stamp: Some((SystemTime::now(), text.len() as u64)),
             prepared,
         }
     }
@@ -309,7 +329,7 @@ impl PolicyManager {
         sensor: &mut LoadedObject,
         file: PreparedFile,
         log_refusal: bool,
-    ) -> Result<(), String> {
+    ) -> Result<String, String> {
         let Some(st) = file.stamp else {
             return Err(format!("{}: cannot read it", file.path.display()));
         };
@@ -334,10 +354,11 @@ impl PolicyManager {
                         .iter()
                         .map(|h| format!("\n  {} {}: attached {}", h.path, h.hook, h.attach))
                         .collect();
-                    log(format!(
+                    let said = format!(
                         "policy {name} {verb} from {name_of_file} ({rules} rules){attached}{scope}"
-                    ));
-                    (Some(name), Ok(()))
+                    );
+                    log(&said);
+                    (Some(name), Ok(said))
                 }
                 Err(reason) => (previous, Err(format!("{name_of_file}: {reason}"))),
             },
@@ -423,6 +444,36 @@ impl PolicyManager {
             }
         };
         Ok((rules, report, scope))
+    }
+
+    /// Enforces (or re-enforces) a policy object of the cluster; says how it attached, or why
+    /// it was refused (the running version, if any, keeps running then).
+    pub fn apply_object(
+        &mut self,
+        sensor: &mut LoadedObject,
+        source: &str,
+        text: &str,
+    ) -> Result<String, String> {
+        let file = self.view.prepare_text(source, text);
+        self.apply(sensor, file, true)
+    }
+
+    /// Removes the policy of a deleted object.
+    pub fn remove_object(&mut self, sensor: &mut LoadedObject, source: &str) {
+        let Some(Tracked {
+            policy: Some(name), ..
+        }) = self.files.remove(Path::new(source))
+        else {
+            return;
+        };
+        match self.table.uninstall(&name) {
+            Ok(links) => {
+                links.into_iter().for_each(|l| sensor.detach_hook(l));
+                log(format!("policy {name} removed ({source} was deleted)"));
+            }
+            Err(e) => log(format!("policy {name}: removing it: {e}")),
+        }
+        self.release_file_open(sensor);
     }
 
     /// Brings the scoped policies' pods in the kernel up to date with the pod store; a failure

@@ -4,8 +4,13 @@
 //! events (`ADDED`, `MODIFIED`, `DELETED`) newer than the request's `resourceVersion`, chunked,
 //! `BOOKMARK`s when asked for and allowed, and, once the test has compacted the history, the
 //! `ERROR` event with a `410 Gone` status a watcher must answer with a relist.
-//! `GET /api/v1/nodes/<name>` serves a node. Objects are `serde_json::Value`s written as the API
-//! reference describes them; each change gets the next resource version.
+//! `GET /api/v1/nodes/<name>` serves a node. Custom resources the test installs
+//! ([`KubeApiServer::install_crd`]) are listed and watched the same way at
+//! `/apis/<group>/<version>/<plural>` (every namespace) and
+//! `/apis/<group>/<version>/namespaces/<ns>/<plural>`, and their `status` subresource takes a
+//! JSON merge patch (`PATCH .../<name>/status`); a resource not installed answers 404, as it
+//! does when its CRD is missing. Objects are `serde_json::Value`s written as the API reference
+//! describes them; each change gets the next resource version.
 
 use std::{
     collections::BTreeMap,
@@ -17,8 +22,14 @@ use std::{
 
 use serde_json::{json, Value};
 
-/// One open watch: where its events go and the node it selected.
+/// The pods' collection.
+const PODS: &str = "/api/v1/pods";
+
+/// One open watch: where its events go, the collection and namespace it watches and the node
+/// it selected.
 struct Watch {
+    collection: String,
+    namespace: Option<String>,
     node: Option<String>,
     /// It asked for bookmarks (`allowWatchBookmarks=true`).
     bookmarks: bool,
@@ -28,10 +39,11 @@ struct Watch {
 #[derive(Default)]
 struct State {
     rv: u64,
-    pods: BTreeMap<String, Value>,
+    /// By collection, then by key (a pod's UID, a custom resource's `namespace/name`).
+    objects: BTreeMap<String, BTreeMap<String, Value>>,
     nodes: BTreeMap<String, Value>,
-    /// (resource version, watch event type, the object then).
-    history: Vec<(u64, &'static str, Value)>,
+    /// (resource version, collection, watch event type, the object then).
+    history: Vec<(u64, String, &'static str, Value)>,
     /// Watches asking for a resource version older than this get 410 Gone.
     compacted_below: u64,
     watches: Vec<Watch>,
@@ -44,6 +56,54 @@ fn node_of(pod: &Value) -> Option<&str> {
 
 fn selected(node: &Option<String>, pod: &Value) -> bool {
     node.as_deref().is_none_or(|n| node_of(pod) == Some(n))
+}
+
+fn namespace_of(object: &Value) -> &str {
+    object["metadata"]["namespace"].as_str().unwrap_or("")
+}
+
+/// The key of an object in its collection.
+fn key_of(collection: &str, object: &Value) -> String {
+    let meta = &object["metadata"];
+    if collection == PODS {
+        meta["uid"].as_str().unwrap_or_default().to_string()
+    } else {
+        format!(
+            "{}/{}",
+            namespace_of(object),
+            meta["name"].as_str().unwrap_or("")
+        )
+    }
+}
+
+impl Watch {
+    fn wants(&self, collection: &str, object: &Value) -> bool {
+        self.collection == collection
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|n| n == namespace_of(object))
+            && selected(&self.node, object)
+    }
+}
+
+/// A JSON merge patch (RFC 7386) of `patch` onto `target`.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().expect("an object");
+    for (k, v) in fields {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
 }
 
 fn event_line(kind: &str, object: &Value) -> String {
@@ -59,22 +119,29 @@ fn gone(rv: u64) -> String {
 }
 
 impl State {
-    fn change(&mut self, kind: &'static str, mut object: Value) {
+    fn change(&mut self, collection: &str, kind: &'static str, mut object: Value) {
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        let uid = object["metadata"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let key = key_of(collection, &object);
+        let objects = self.objects.entry(collection.to_string()).or_default();
         if kind == "DELETED" {
-            self.pods.remove(&uid);
+            objects.remove(&key);
         } else {
-            self.pods.insert(uid, object.clone());
+            objects.insert(key, object.clone());
         }
         let line = event_line(kind, &object);
         self.watches
-            .retain(|w| !selected(&w.node, &object) || w.tx.send(line.clone()).is_ok());
-        self.history.push((self.rv, kind, object));
+            .retain(|w| !w.wants(collection, &object) || w.tx.send(line.clone()).is_ok());
+        self.history
+            .push((self.rv, collection.to_string(), kind, object));
+    }
+
+    fn put(&mut self, collection: &str, object: Value) {
+        let known = self
+            .objects
+            .get(collection)
+            .is_some_and(|o| o.contains_key(&key_of(collection, &object)));
+        self.change(collection, if known { "MODIFIED" } else { "ADDED" }, object);
     }
 }
 
@@ -110,25 +177,63 @@ impl KubeApiServer {
 
     /// Adds (or replaces) a pod: `ADDED`, or `MODIFIED` when its UID is known.
     pub fn put_pod(&self, pod: Value) {
-        let mut s = self.state.lock().unwrap();
-        let uid = pod["metadata"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let kind = if s.pods.contains_key(&uid) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        s.change(kind, pod);
+        self.state.lock().unwrap().put(PODS, pod);
     }
 
     /// Deletes the pod with `uid` (`DELETED`, carrying the pod as it was).
     pub fn delete_pod(&self, uid: &str) {
+        self.delete(PODS, uid);
+    }
+
+    fn delete(&self, collection: &str, key: &str) {
         let mut s = self.state.lock().unwrap();
-        if let Some(pod) = s.pods.get(uid).cloned() {
-            s.change("DELETED", pod);
+        let found = s.objects.get(collection).and_then(|o| o.get(key)).cloned();
+        if let Some(object) = found {
+            s.change(collection, "DELETED", object);
         }
+    }
+
+    /// Serves the custom resource `plural` of `group`/`version` (its CRD is installed).
+    pub fn install_crd(&self, group: &str, version: &str, plural: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .entry(format!("/apis/{group}/{version}/{plural}"))
+            .or_default();
+    }
+
+    /// Adds (or replaces) an object of an installed custom resource, its collection named by
+    /// its `apiVersion` and `plural`.
+    pub fn put_object(&self, plural: &str, object: Value) {
+        let collection = format!(
+            "/apis/{}/{plural}",
+            object["apiVersion"].as_str().unwrap_or("")
+        );
+        self.state.lock().unwrap().put(&collection, object);
+    }
+
+    /// Deletes an object of a custom resource.
+    pub fn delete_object(&self, api_version: &str, plural: &str, namespace: &str, name: &str) {
+        self.delete(
+            &format!("/apis/{api_version}/{plural}"),
+            &format!("{namespace}/{name}"),
+        );
+    }
+
+    /// An object of a custom resource as the server holds it now (its status included).
+    pub fn object(
+        &self,
+        api_version: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
+        let s = self.state.lock().unwrap();
+        s.objects
+            .get(&format!("/apis/{api_version}/{plural}"))
+            .and_then(|o| o.get(&format!("{namespace}/{name}")))
+            .cloned()
     }
 
     /// Adds a node, served at `/api/v1/nodes/<name>`.
@@ -215,19 +320,75 @@ fn respond(stream: &mut TcpStream, status: &str, body: &Value) {
     );
 }
 
+fn not_found(stream: &mut TcpStream) {
+    respond(
+        stream,
+        "404 Not Found",
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    );
+}
+
+/// A request's collection and, for one object's path, its namespace, name and subresource:
+/// `/api/v1/pods`, `/apis/<g>/<v>[/namespaces/<ns>]/<plural>[/<name>[/status]]`.
+struct Route {
+    collection: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    status: bool,
+}
+
+fn route(path: &str) -> Option<Route> {
+    if path == PODS {
+        return Some(Route {
+            collection: PODS.into(),
+            namespace: None,
+            name: None,
+            status: false,
+        });
+    }
+    let parts: Vec<&str> = path.strip_prefix("/apis/")?.split('/').collect();
+    let (group, version, rest) = (parts.first()?, parts.get(1)?, &parts[2..]);
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] => (Some(ns.to_string()), rest),
+        rest => (None, rest),
+    };
+    let (plural, name, status) = match rest {
+        [plural] => (plural, None, false),
+        [plural, name] => (plural, Some(name.to_string()), false),
+        [plural, name, "status"] => (plural, Some(name.to_string()), true),
+        _ => return None,
+    };
+    Some(Route {
+        collection: format!("/apis/{group}/{version}/{plural}"),
+        namespace,
+        name,
+        status,
+    })
+}
+
 fn serve(mut stream: TcpStream, state: &Mutex<State>) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
         return;
     }
-    // The headers: nothing the server needs.
+    let mut length = 0;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
             break;
         }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
     }
+    let mut body = vec![0; length];
+    if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+        return;
+    }
+    let method = line.split(' ').next().unwrap_or("GET").to_string();
     let target = line.split(' ').nth(1).unwrap_or("/").to_string();
     state
         .lock()
@@ -252,18 +413,65 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) {
         }
         return;
     }
-    if path != "/api/v1/pods" {
-        respond(
-            &mut stream,
-            "404 Not Found",
-            &json!({"kind": "Status", "code": 404}),
-        );
-        return;
+    let Some(route) = route(path) else {
+        return not_found(&mut stream);
+    };
+    if !state
+        .lock()
+        .unwrap()
+        .objects
+        .contains_key(&route.collection)
+        && route.collection != PODS
+    {
+        return not_found(&mut stream);
+    }
+    if let Some(name) = &route.name {
+        let key = format!("{}/{name}", route.namespace.as_deref().unwrap_or(""));
+        let mut s = state.lock().unwrap();
+        let Some(mut object) = s
+            .objects
+            .get(&route.collection)
+            .and_then(|o| o.get(&key))
+            .cloned()
+        else {
+            drop(s);
+            return not_found(&mut stream);
+        };
+        if method == "PATCH" && route.status {
+            let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+                drop(s);
+                return respond(
+                    &mut stream,
+                    "400 Bad Request",
+                    &json!({"kind": "Status", "code": 400}),
+                );
+            };
+            // The status subresource changes the status alone.
+            merge_patch(&mut object["status"], &patch["status"]);
+            s.change(&route.collection, "MODIFIED", object.clone());
+            object["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+        }
+        drop(s);
+        return respond(&mut stream, "200 OK", &object);
     }
     if q.get("watch").map(String::as_str) != Some("true") {
         let s = state.lock().unwrap();
-        let items: Vec<&Value> = s.pods.values().filter(|p| selected(&node, p)).collect();
-        let list = json!({"kind": "PodList", "apiVersion": "v1",
+        let items: Vec<&Value> = s
+            .objects
+            .get(&route.collection)
+            .map(|o| {
+                o.values()
+                    .filter(|p| selected(&node, p))
+                    .filter(|p| {
+                        route
+                            .namespace
+                            .as_deref()
+                            .is_none_or(|n| n == namespace_of(p))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let list = json!({"kind": "List", "apiVersion": "v1",
             "metadata": {"resourceVersion": s.rv.to_string()}, "items": items});
         drop(s);
         respond(&mut stream, "200 OK", &list);
@@ -280,17 +488,19 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) {
             let _ = tx.send(gone(from));
             let _ = tx.send(String::new());
         } else {
-            for (rv, kind, object) in &s.history {
-                if *rv > from && selected(&node, object) {
-                    let _ = tx.send(event_line(kind, object));
+            let watch = Watch {
+                collection: route.collection.clone(),
+                namespace: route.namespace.clone(),
+                node,
+                bookmarks: q.get("allowWatchBookmarks").map(String::as_str) == Some("true"),
+                tx,
+            };
+            for (rv, collection, kind, object) in &s.history {
+                if *rv > from && watch.wants(collection, object) {
+                    let _ = watch.tx.send(event_line(kind, object));
                 }
             }
-            let bookmarks = q.get("allowWatchBookmarks").map(String::as_str) == Some("true");
-            s.watches.push(Watch {
-                node,
-                bookmarks,
-                tx,
-            });
+            s.watches.push(watch);
         }
     }
     let _ = write!(

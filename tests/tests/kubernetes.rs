@@ -408,3 +408,128 @@ fn a_namespaced_policy_with_a_pod_selector_acts_in_its_pods_cgroups_only() {
         );
     }
 }
+
+/// The spec of `scoped_deny`, as a Kubernetes object's.
+fn scoped_deny_object(secret: &str) -> Value {
+    let doc: Value = serde_yaml::from_str(&scoped_deny(secret)).unwrap();
+    json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "TracingPolicyNamespaced",
+        "metadata": {"name": "shop-secret", "namespace": "shop", "uid": "9d1e0b1c-0000-4000-8000-000000000001"},
+        "spec": doc["spec"]})
+}
+
+/// Waits until `f` holds, for at most 20 s.
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within 20 s: {what}"
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn policies_from_the_api_server_are_enforced_and_each_node_says_so_in_their_status() {
+    let root = hierarchy_root();
+    let server = KubeApiServer::start();
+    server.install_crd("vigil.dev", "v1alpha1", "tracingpolicies");
+    server.install_crd("vigil.dev", "v1alpha1", "tracingpoliciesnamespaced");
+    let (web, idw) = (pod_uid("f0f00001"), container_id("f1"));
+    server.put_pod(deployment_pod(&web, "web-1", "containerd", &idw, "web"));
+    let cg_web = ContainerCgroup::make(&root, Driver::Systemd, &web, &idw);
+    let dir = TempDir::new("objects");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "the secret\n").unwrap();
+    let secret = secret.display().to_string();
+    server.put_object("tracingpoliciesnamespaced", scoped_deny_object(&secret));
+    // A policy vigil refuses: its status says why, in lint's words.
+    server.put_object(
+        "tracingpolicies",
+        json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "TracingPolicy",
+            "metadata": {"name": "broken"},
+            "spec": {"kprobes": [{"call": "sys_setuid", "syscall": true,
+                "args": [{"index": 0, "type": "integr"}]}]}}),
+    );
+    let config = kubeconfig(&dir, &server);
+    let agent = Agent::start(&["--kubeconfig", &config]);
+    agent.wait_for_log(
+        "policy shop-secret loaded from tracingpoliciesnamespaced.vigil.dev/shop/shop-secret",
+        0,
+    );
+    let status = |plural: &str, ns: &str, name: &str| {
+        server
+            .object("vigil.dev/v1alpha1", plural, ns, name)
+            .map(|o| o["status"]["nodes"][NODE].clone())
+            .unwrap_or(Value::Null)
+    };
+    until("the loaded policy's status", || {
+        status("tracingpoliciesnamespaced", "shop", "shop-secret")["state"] == "loaded"
+    });
+    let loaded = status("tracingpoliciesnamespaced", "shop", "shop-secret");
+    assert!(
+        loaded["message"]
+            .as_str()
+            .unwrap()
+            .contains("applies to the pods labelled app=web of namespace shop"),
+        "{loaded:#}"
+    );
+    until("the refused policy's status", || {
+        status("tracingpolicies", "", "broken")["state"] == "refused"
+    });
+    let refused = status("tracingpolicies", "", "broken");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.kprobes[0].args[0].type"),
+        "{refused:#}"
+    );
+
+    let cat = |cg: &ContainerCgroup| cg.run("/bin/cat", &[&secret]);
+    let denied = cat(&cg_web);
+    assert!(
+        denied.stdout.is_empty() && !denied.status.success(),
+        "{denied:?}"
+    );
+
+    // Deleted from the cluster, the policy goes.
+    server.delete_object(
+        "vigil.dev/v1alpha1",
+        "tracingpoliciesnamespaced",
+        "shop",
+        "shop-secret",
+    );
+    agent.wait_for_log("policy shop-secret removed", 0);
+    let read = cat(&cg_web);
+    assert!(read.status.success(), "{read:?}");
+
+    // Tetragon's CRD installed later: its objects load too, and their status is left alone.
+    server.install_crd("cilium.io", "v1alpha1", "tracingpolicies");
+    let mut tetragon = scoped_deny_object(&secret);
+    tetragon["apiVersion"] = json!("cilium.io/v1alpha1");
+    tetragon["kind"] = json!("TracingPolicy");
+    tetragon["metadata"] = json!({"name": "from-tetragon"});
+    server.put_object("tracingpolicies", tetragon);
+    agent.wait_for_log(
+        "policy from-tetragon loaded from tracingpolicies.cilium.io/from-tetragon",
+        0,
+    );
+    let again = cat(&cg_web);
+    assert!(
+        again.stdout.is_empty() && !again.status.success(),
+        "{again:?}"
+    );
+    let run = agent.stop();
+    assert!(server
+        .object("cilium.io/v1alpha1", "tracingpolicies", "", "from-tetragon")
+        .is_some_and(|o| o.get("status").is_none()));
+    assert!(
+        run.stderr
+            .iter()
+            .any(|l| l.contains("tracingpoliciesnamespaced.cilium.io")
+                && l.contains("is its CRD installed?")),
+        "a resource whose CRD is missing is said once: {:#?}",
+        run.stderr
+    );
+}

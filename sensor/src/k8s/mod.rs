@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod identity;
 pub mod pods;
+pub mod policy_objects;
 pub mod wait;
 pub mod watch;
 
@@ -20,6 +21,8 @@ use anyhow::{Context, Result};
 
 use identity::PodIdentity;
 use pods::PodStore;
+use policy_objects::{PolicyObject, StatusUpdate};
+use tokio::sync::mpsc;
 use wait::{PodStats, PodWait};
 use watch::{lock, WatchStats};
 
@@ -86,6 +89,10 @@ pub struct Kubernetes {
     pub wait: PodWait,
     watch_stats: Arc<Mutex<WatchStats>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Policy objects added, changed or deleted.
+    pub policy_objects: mpsc::UnboundedReceiver<PolicyObject>,
+    /// What this node did with them.
+    pub statuses: mpsc::UnboundedSender<StatusUpdate>,
 }
 
 /// What the Kubernetes side did, for the `stats` line.
@@ -132,7 +139,17 @@ impl Kubernetes {
         )));
         let pods = PodIdentity::new(store.clone());
         let watch_stats = Arc::new(Mutex::new(WatchStats::default()));
+        let (objects_tx, policy_objects) = mpsc::unbounded_channel();
+        let (statuses, statuses_rx) = mpsc::unbounded_channel();
         let tasks = vec![
+            tokio::spawn({
+                let (client, log) = (client.clone(), log.clone());
+                async move { policy_objects::watch_policy_objects(client, objects_tx, log).await }
+            }),
+            tokio::spawn({
+                let (client, node, log) = (client.clone(), node.to_string(), log.clone());
+                async move { policy_objects::write_statuses(client, node, statuses_rx, log).await }
+            }),
             tokio::spawn({
                 let (client, node, stats, log) = (
                     client.clone(),
@@ -155,6 +172,8 @@ impl Kubernetes {
             wait: PodWait::new(opts.pod_wait),
             watch_stats,
             tasks,
+            policy_objects,
+            statuses,
         }))
     }
 
