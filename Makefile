@@ -106,6 +106,7 @@ bench: build $(TOOLS)/tansu $(TOOLS)/rotel-agent
 	$(SUDO) $(OUT)/vigil-bench
 	$(OUT)/vigil-bench-sigma
 	$(OUT)/vigil-bench-exporters
+	$(SUDO) $(OUT)/vigil-bench-kubernetes
 
 lint: deps
 	$(CARGO) fmt --all -- --check

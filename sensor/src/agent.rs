@@ -251,7 +251,7 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         procfs_seeded: proc_seed::seed(&mut cache, &identity, system::clk_tck(), cgroup_subsys),
         ..Default::default()
     };
-    let enricher = EventEnricher::new(
+    let mut enricher = EventEnricher::new(
         identity,
         cache,
         EnrichOptions {
@@ -260,6 +260,7 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
             cgroup_subsys,
         },
     );
+    enricher.pods = kube.as_ref().map(|k| k.pods.clone());
     clock.step(format!("{} processes read from /proc", stats.procfs_seeded));
     // stdout or the export file, and the configuration's sinks: one pipeline.
     let mut export = opts

@@ -51,6 +51,8 @@ pub struct EventEnricher {
     /// The process cache.
     pub cache: ProcessCache,
     opts: EnrichOptions,
+    /// Names a new execution's pod before it is cached, on a Kubernetes node.
+    pub pods: Option<crate::k8s::identity::PodIdentity>,
 }
 
 impl EventEnricher {
@@ -60,6 +62,7 @@ impl EventEnricher {
             identity,
             cache,
             opts,
+            pods: None,
         }
     }
 
@@ -118,6 +121,11 @@ impl EventEnricher {
             .is_some_and(|p| p.flags.split(' ').next() == Some("clone"));
         if after_fork {
             process.flags = vigil_events::flags::with_derived(&process.flags, &process.cwd, true);
+        }
+        // Named here, before it is shared, when its pod is known: the pod stage then has
+        // nothing to do for this execution's events.
+        if let Some(pods) = self.pods.as_mut() {
+            pods.name_new(&mut process);
         }
         let ancestors = self.ancestors(&process);
         let process = self.cache.insert(process, now);

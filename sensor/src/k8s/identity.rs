@@ -29,6 +29,14 @@ pub enum Naming {
     Unknown(String),
 }
 
+/// What the store says of a process's pod.
+enum Lookup {
+    NotInPod,
+    Unknown(String),
+    /// The pod, and whether its container is named too.
+    Found(Box<vigil_events::Pod>, bool),
+}
+
 /// This node's pods and labels, as the watcher last saw them.
 #[derive(Clone)]
 pub struct PodIdentity {
@@ -62,6 +70,14 @@ impl PodIdentity {
         p
     }
 
+    /// Names the pod of a new execution, not shared yet, when the store knows its pod and
+    /// container; otherwise leaves it for [`PodIdentity::name`].
+    pub fn name_new(&mut self, process: &mut Process) {
+        if let Lookup::Found(pod, true) = self.lookup(process, false) {
+            process.pod = Some(*pod);
+        }
+    }
+
     /// Names the pod of `process` when the store knows it, in the event and in the cache (so
     /// the process's later events have it without asking again). A known pod whose container
     /// is not known yet is named only when `settle` (no more waiting): then its container has
@@ -75,11 +91,26 @@ impl PodIdentity {
         if process.pod.is_some() {
             return Naming::NotInPod;
         }
+        match self.lookup(process, settle) {
+            Lookup::NotInPod => Naming::NotInPod,
+            Lookup::Unknown(uid) => Naming::Unknown(uid),
+            Lookup::Found(pod, complete) => {
+                if complete {
+                    cache.set_pod(&process.exec_id, &pod);
+                }
+                Arc::make_mut(process).pod = Some(*pod);
+                Naming::Named
+            }
+        }
+    }
+
+    /// The pod of `process`, and whether it is named whole (its container too).
+    fn lookup(&mut self, process: &Process, settle: bool) -> Lookup {
         let Some(path) = process.cgroup.as_ref().map(|c| c.path.as_str()) else {
-            return Naming::NotInPod;
+            return Lookup::NotInPod;
         };
         let Some(at) = self.parse(path) else {
-            return Naming::NotInPod;
+            return Lookup::NotInPod;
         };
         let pod = lock(&self.store).pod(
             &at.pod_uid,
@@ -93,7 +124,7 @@ impl PodIdentity {
             (Some(mut pod), Some(c)) if pod.container.is_none() => {
                 complete = false;
                 if !settle {
-                    return Naming::Unknown(at.pod_uid);
+                    return Lookup::Unknown(at.pod_uid);
                 }
                 pod.container = Some(vigil_events::Container {
                     id: match c.runtime.scheme() {
@@ -108,14 +139,8 @@ impl PodIdentity {
             (pod, _) => pod,
         };
         match pod {
-            Some(pod) => {
-                if complete {
-                    cache.set_pod(&process.exec_id, &pod);
-                }
-                Arc::make_mut(process).pod = Some(pod);
-                Naming::Named
-            }
-            None => Naming::Unknown(at.pod_uid),
+            Some(pod) => Lookup::Found(Box::new(pod), complete),
+            None => Lookup::Unknown(at.pod_uid),
         }
     }
 

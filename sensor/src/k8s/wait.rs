@@ -94,7 +94,13 @@ impl PodWait {
                 .is_some_and(|at| now.duration_since(*at) < GIVEN_UP_FOR)
         };
         match name_all(&mut event, pods, cache, &settled) {
-            Naming::NotInPod => out.push(event),
+            Naming::NotInPod => {
+                // Named already (at its exec, or by an earlier event).
+                if event.process().pod.is_some() {
+                    self.stats.events_with_pod += 1;
+                }
+                out.push(event)
+            }
             Naming::Named => {
                 self.stats.events_with_pod += 1;
                 out.push(event);
