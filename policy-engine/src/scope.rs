@@ -21,6 +21,8 @@ pub struct PodScope {
     pub namespace: Option<String>,
     /// The pods' labels; `None`: every pod (of the namespace).
     pub selector: Option<LabelSelector>,
+    /// The containers' `name` and `repo`; `None`: the whole pod.
+    pub containers: Option<LabelSelector>,
 }
 
 impl PodScope {
@@ -31,10 +33,24 @@ impl PodScope {
             PolicyKind::TracingPolicy => None,
         };
         let selector = policy.spec.pod_selector.clone();
-        (namespace.is_some() || selector.is_some()).then_some(PodScope {
+        let containers = policy.spec.container_selector.clone();
+        (namespace.is_some() || selector.is_some() || containers.is_some()).then_some(PodScope {
             namespace,
             selector,
+            containers,
         })
+    }
+
+    /// Whether a container named `name` running an image of `repo` is in the scope (when its
+    /// pod is).
+    pub fn selects_container(&self, name: &str, repo: &str) -> bool {
+        let fields: BTreeMap<String, String> = [("name", name), ("repo", repo)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.containers
+            .as_ref()
+            .is_none_or(|s| label_selector_holds(s, &fields))
     }
 
     /// Whether a pod of `namespace` with `labels` is in the scope.
@@ -42,58 +58,66 @@ impl PodScope {
         if self.namespace.as_deref().is_some_and(|n| n != namespace) {
             return false;
         }
-        let Some(sel) = &self.selector else {
-            return true;
-        };
-        sel.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-            && sel.match_expressions.iter().all(|r| {
-                let value = labels.get(&r.key);
-                match r.operator.as_str() {
-                    "In" => value.is_some_and(|v| r.values.contains(v)),
-                    "NotIn" => value.is_none_or(|v| !r.values.contains(v)),
-                    "Exists" => value.is_some(),
-                    "DoesNotExist" => value.is_none(),
-                    // Refused when the policy was checked.
-                    _ => false,
-                }
-            })
+        self.selector
+            .as_ref()
+            .is_none_or(|sel| label_selector_holds(sel, labels))
     }
 
     /// The scope in words, for `vigil policy explain` and the agent's log.
     pub fn describe(&self) -> String {
-        let pods = match &self.selector {
+        let what = match &self.containers {
+            Some(c) => match terms(c) {
+                Some(t) => format!("the containers {t} of "),
+                None => String::new(),
+            },
+            None => String::new(),
+        };
+        let pods = match self.selector.as_ref().and_then(terms) {
             None => "every pod".to_string(),
-            Some(sel) => {
-                let mut terms: Vec<String> = sel
-                    .match_labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                terms.extend(
-                    sel.match_expressions
-                        .iter()
-                        .map(|r| match r.operator.as_str() {
-                            "Exists" => r.key.clone(),
-                            "DoesNotExist" => format!("!{}", r.key),
-                            op => {
-                                format!("{} {} ({})", r.key, op.to_lowercase(), r.values.join(", "))
-                            }
-                        }),
-                );
-                if terms.is_empty() {
-                    "every pod".to_string()
-                } else {
-                    format!("the pods labelled {}", terms.join(", "))
-                }
-            }
+            Some(t) => format!("the pods labelled {t}"),
         };
         match &self.namespace {
-            Some(ns) => format!("{pods} of namespace {ns}"),
-            None => format!("{pods} of every namespace"),
+            Some(ns) => format!("{what}{pods} of namespace {ns}"),
+            None => format!("{what}{pods} of every namespace"),
         }
     }
+}
+
+/// A selector's requirements in words; `None` when it has none (it selects everything).
+fn terms(sel: &LabelSelector) -> Option<String> {
+    let mut terms: Vec<String> = sel
+        .match_labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    terms.extend(
+        sel.match_expressions
+            .iter()
+            .map(|r| match r.operator.as_str() {
+                "Exists" => r.key.clone(),
+                "DoesNotExist" => format!("!{}", r.key),
+                op => format!("{} {} ({})", r.key, op.to_lowercase(), r.values.join(", ")),
+            }),
+    );
+    (!terms.is_empty()).then(|| terms.join(", "))
+}
+
+/// Whether `labels` satisfy every requirement of `sel` (Kubernetes' semantics).
+fn label_selector_holds(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    sel.match_labels
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v))
+        && sel.match_expressions.iter().all(|r| {
+            let value = labels.get(&r.key);
+            match r.operator.as_str() {
+                "In" => value.is_some_and(|v| r.values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !r.values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                // Refused when the policy was checked.
+                _ => false,
+            }
+        })
 }
 
 #[cfg(test)]
@@ -129,6 +153,7 @@ mod tests {
                     req("owner", "Exists", &[]),
                 ],
             }),
+            containers: None,
         };
         let web = labels(&[("app", "web"), ("tier", "front"), ("owner", "x")]);
         assert!(scope.selects("shop", &web));
@@ -157,14 +182,35 @@ mod tests {
         let ns = PodScope {
             namespace: Some("shop".into()),
             selector: None,
+            containers: None,
         };
         assert!(ns.selects("shop", &labels(&[])));
         assert!(!ns.selects("kube-system", &labels(&[])));
         let all = PodScope {
             namespace: None,
             selector: Some(LabelSelector::default()),
+            containers: None,
         };
         assert!(all.selects("anything", &labels(&[("a", "b")])));
         assert_eq!(all.describe(), "every pod of every namespace");
+    }
+
+    #[test]
+    fn a_container_selector_picks_containers_by_name_and_image_repo() {
+        let scope = PodScope {
+            namespace: None,
+            selector: None,
+            containers: Some(LabelSelector {
+                match_labels: labels(&[("name", "web")]),
+                match_expressions: vec![req("repo", "In", &["docker.io/library/nginx"])],
+            }),
+        };
+        assert!(scope.selects_container("web", "docker.io/library/nginx"));
+        assert!(!scope.selects_container("sidecar", "docker.io/library/nginx"));
+        assert!(!scope.selects_container("web", "docker.io/library/httpd"));
+        assert_eq!(
+            scope.describe(),
+            "the containers name=web, repo in (docker.io/library/nginx) of every pod of every namespace"
+        );
     }
 }

@@ -145,10 +145,10 @@ pub struct PolicySpec {
     /// kernel by the pods' cgroups.
     #[serde(default)]
     pub pod_selector: Option<LabelSelector>,
-    /// Container selector (likewise).
+    /// The containers the policy applies to, by their `name` and image `repo` written as labels
+    /// (Tetragon's containerSelector): only those containers' cgroups are in its scope.
     #[serde(default)]
-    #[schemars(with = "Option<AnyValue>")]
-    pub container_selector: Option<serde_yaml::Value>,
+    pub container_selector: Option<LabelSelector>,
     /// uprobes (likewise).
     #[serde(default)]
     #[schemars(with = "Vec<AnyValue>")]

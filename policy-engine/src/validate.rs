@@ -271,7 +271,6 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
     }
     for (field, present) in [
         ("spec.lists", !spec.lists.is_empty()),
-        ("spec.containerSelector", spec.container_selector.is_some()),
         ("spec.uprobes", !spec.uprobes.is_empty()),
         ("spec.usdts", !spec.usdts.is_empty()),
     ] {
@@ -281,7 +280,23 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
         }
     }
     if let Some(sel) = &spec.pod_selector {
-        check_pod_selector(c, sel);
+        check_label_selector(c, "spec.podSelector", sel);
+    }
+    if let Some(sel) = &spec.container_selector {
+        check_label_selector(c, "spec.containerSelector", sel);
+        let keys = sel
+            .match_labels
+            .keys()
+            .chain(sel.match_expressions.iter().map(|r| &r.key));
+        for key in keys {
+            if key != "name" && key != "repo" {
+                c.field(
+                    "spec.containerSelector",
+                    format!("a container is selected by `name` and `repo`, not `{key}`"),
+                    "select on `name` (the container's name in the pod) or `repo` (its image without tag or digest)",
+                );
+            }
+        }
     }
     let mode = check_options(c, spec);
     check_kprobes(c, spec);
@@ -290,20 +305,20 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
     mode
 }
 
-/// `spec.podSelector`: label keys and the operators Kubernetes defines, each with the values
-/// it takes.
-fn check_pod_selector(c: &mut Checker, sel: &crate::spec::LabelSelector) {
+/// A label selector at `at`: label keys and the operators Kubernetes defines, each with the
+/// values it takes.
+fn check_label_selector(c: &mut Checker, at: &str, sel: &crate::spec::LabelSelector) {
     for key in sel.match_labels.keys() {
         if key.is_empty() {
             c.field(
-                "spec.podSelector.matchLabels",
+                &format!("{at}.matchLabels"),
                 "a label key is empty",
                 "name the label, as `app: web`",
             );
         }
     }
     for (i, r) in sel.match_expressions.iter().enumerate() {
-        let path = format!("spec.podSelector.matchExpressions[{i}]");
+        let path = format!("{at}.matchExpressions[{i}]");
         if r.key.is_empty() {
             c.field(
                 &format!("{path}.key"),

@@ -533,3 +533,59 @@ fn policies_from_the_api_server_are_enforced_and_each_node_says_so_in_their_stat
         run.stderr
     );
 }
+
+#[test]
+fn a_container_selector_acts_in_the_containers_it_names_only() {
+    let root = hierarchy_root();
+    let server = KubeApiServer::start();
+    let uid = pod_uid("c0c00001");
+    let (web, sidecar) = (container_id("c1"), container_id("c2"));
+    let status = |name: &str, image: &str, id: &str| {
+        json!({"name": name, "ready": true, "restartCount": 0, "image": image,
+            "imageID": format!("{image}@sha256:00"), "containerID": format!("containerd://{id}"),
+            "state": {"running": {"startedAt": "2026-12-03T10:00:00Z"}}})
+    };
+    server.put_pod(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-1", "namespace": "shop", "uid": uid, "labels": {"app": "web"}},
+        "spec": {"nodeName": NODE, "containers": [{"name": "web", "image": "nginx:1.27"},
+            {"name": "proxy", "image": "envoyproxy/envoy:v1.31"}]},
+        "status": {"containerStatuses": [status("web", "docker.io/library/nginx:1.27", &web),
+            status("proxy", "docker.io/envoyproxy/envoy:v1.31", &sidecar)]}}));
+    let cg_web = ContainerCgroup::make(&root, Driver::Systemd, &uid, &web);
+    let cg_proxy = ContainerCgroup::make(&root, Driver::Systemd, &uid, &sidecar);
+    let dir = TempDir::new("containers");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "the secret\n").unwrap();
+    let secret = secret.display().to_string();
+    let policy = scoped_deny(&secret).replace(
+        "  podSelector:",
+        "  containerSelector:\n    matchExpressions:\n    - key: repo\n      operator: In\n      values: [\"docker.io/library/nginx\"]\n  podSelector:",
+    );
+    let file = dir.path().join("containers.yaml");
+    std::fs::write(&file, policy).unwrap();
+    let config = kubeconfig(&dir, &server);
+    let agent = Agent::start(&["--kubeconfig", &config, "--policy", file.to_str().unwrap()]);
+    agent.wait_for_log(
+        "applies to the containers repo in (docker.io/library/nginx) of the pods labelled app=web of namespace shop: 1 pods now, 1 of their cgroups",
+        0,
+    );
+    let in_web = cg_web.run("/bin/cat", &[&secret]);
+    assert!(
+        in_web.stdout.is_empty() && !in_web.status.success(),
+        "{in_web:?}"
+    );
+    let in_proxy = cg_proxy.run("/bin/cat", &[&secret]);
+    assert!(
+        in_proxy.status.success(),
+        "the other container of the pod: {in_proxy:?}"
+    );
+    let run = agent.stop();
+    let denied: Vec<&Value> = run
+        .events
+        .iter()
+        .filter_map(|e| e.get("process_lsm"))
+        .filter(|e| e["policy_name"] == "shop-web-secret")
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    assert_eq!(denied[0]["process"]["pod"]["container"]["name"], "web");
+}

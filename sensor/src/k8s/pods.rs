@@ -244,6 +244,19 @@ impl PodStore {
         })
     }
 
+    /// The containers of pod `uid` the store knows (started ones): runtime id, name and image.
+    pub fn containers(&self, uid: &str) -> Vec<(&str, &str, &str)> {
+        self.pods
+            .get(uid)
+            .map(|p| {
+                p.containers
+                    .iter()
+                    .map(|c| (c.id.as_str(), c.name.as_str(), c.image.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Pods known (deleted ones within their grace period included).
     pub fn len(&self) -> usize {
         self.pods.len()

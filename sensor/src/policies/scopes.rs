@@ -15,6 +15,7 @@ use std::{
     os::unix::fs::MetadataExt,
     path::PathBuf,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use aya::{
@@ -32,6 +33,9 @@ use crate::k8s::{cgroup::pod_dirs, pods::PodStore, watch::lock};
 struct ScopeKeyPod(abi::ScopeKey);
 // SAFETY: #[repr(C)] integers only.
 unsafe impl Pod for ScopeKeyPod {}
+
+/// How long a container cgroup the pod store does not name is looked at again every tick.
+const UNNAMED_LOOK: Duration = Duration::from_secs(30);
 
 /// Where the pods come from: the pod store and the root of the cgroup hierarchy the programs
 /// read (cgroup v2, or v1's memory hierarchy).
@@ -61,8 +65,12 @@ pub struct PodScopes {
     found: HashMap<String, Vec<u64>>,
     /// The pod store's generation at the last sync.
     seen: Option<u64>,
-    /// Selected pods whose cgroup was not found at the last sync.
+    /// Selected pods whose cgroup was not found at the last sync, and containers whose cgroup
+    /// is there but not their name yet.
     missing: usize,
+    /// When each container cgroup the pod store does not name was first seen: the sandbox's
+    /// (which no status lists) is looked at for a while, then no more.
+    unnamed: HashMap<String, Instant>,
 }
 
 impl PodScopes {
@@ -79,6 +87,7 @@ impl PodScopes {
             found: HashMap::new(),
             seen: None,
             missing: 0,
+            unnamed: HashMap::new(),
         })
     }
 
@@ -176,6 +185,34 @@ impl PodScopes {
                 continue;
             }
             live.insert(pod.uid.to_string());
+            // A scope with a container selector holds the cgroups of the containers it selects.
+            let (whole, by_container): (Vec<u16>, Vec<u16>) = ids
+                .into_iter()
+                .partition(|id| self.scopes[id].1.containers.is_none());
+            if !by_container.is_empty() {
+                let known = store.containers(pod.uid);
+                for (container, cgroup) in find_container_cgroups(&src.root, pod.uid) {
+                    let Some((_, name, image)) = known.iter().find(|(id, _, _)| *id == container)
+                    else {
+                        // Started, but not in the pod's status yet: looked for again next tick,
+                        // for a while (the sandbox's never is).
+                        let since = *self.unnamed.entry(container).or_insert_with(Instant::now);
+                        if since.elapsed() < UNNAMED_LOOK {
+                            self.missing += 1;
+                        }
+                        continue;
+                    };
+                    for id in &by_container {
+                        if self.scopes[id].1.selects_container(name, image_repo(image)) {
+                            wanted.insert((*id, cgroup));
+                        }
+                    }
+                }
+            }
+            if whole.is_empty() {
+                continue;
+            }
+            let ids = whole;
             let cgroups = match self.found.get(pod.uid) {
                 Some(c) => c.clone(),
                 None => {
@@ -193,6 +230,8 @@ impl PodScopes {
             }
         }
         self.found.retain(|uid, _| live.contains(uid));
+        self.unnamed
+            .retain(|_, at| at.elapsed() < UNNAMED_LOOK * 10);
         wanted
     }
 
@@ -230,6 +269,42 @@ impl PodScopes {
         let _ = self.map.remove(&key);
         self.written.remove(&(scope, cgroup));
     }
+}
+
+/// An image's repository: its name without the tag or digest (`docker.io/library/nginx` of
+/// `docker.io/library/nginx:1.27`), as a container selector's `repo` compares it.
+fn image_repo(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => &image[..i],
+        _ => image,
+    }
+}
+
+/// The containers' cgroups of pod `uid` under `root`: runtime id and cgroup id.
+fn find_container_cgroups(root: &std::path::Path, uid: &str) -> Vec<(String, u64)> {
+    let mut found = Vec::new();
+    for dir in pod_dirs(uid) {
+        let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
+            continue;
+        };
+        // A pod's cgroup holds a few containers; a directory of thousands is not the kubelet's.
+        for e in entries.flatten().take(256) {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(c) =
+                crate::k8s::cgroup::parse(&format!("{dir}/{name}")).and_then(|p| p.container)
+            else {
+                continue;
+            };
+            if let Ok(m) = e.metadata() {
+                if m.is_dir() {
+                    found.push((c.id, m.ino()));
+                }
+            }
+        }
+    }
+    found
 }
 
 /// The cgroup ids (kernfs ids, the inode numbers cgroupfs shows) of pod `uid` under `root`.
