@@ -83,6 +83,21 @@ impl PodScope {
     }
 }
 
+/// Whether the node labelled `labels` loads `policy` (its `nodeSelector`, when it has one).
+pub fn node_selects(policy: &Policy, labels: &BTreeMap<String, String>) -> bool {
+    policy
+        .spec
+        .node_selector
+        .as_ref()
+        .is_none_or(|sel| label_selector_holds(sel, labels))
+}
+
+/// The node selector of `policy` in words, when it has one.
+pub fn describe_node_selector(policy: &Policy) -> Option<String> {
+    let sel = policy.spec.node_selector.as_ref()?;
+    Some(terms(sel).unwrap_or_else(|| "every node".into()))
+}
+
 /// A selector's requirements in words; `None` when it has none (it selects everything).
 fn terms(sel: &LabelSelector) -> Option<String> {
     let mut terms: Vec<String> = sel

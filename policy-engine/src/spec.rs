@@ -149,6 +149,10 @@ pub struct PolicySpec {
     /// (Tetragon's containerSelector): only those containers' cgroups are in its scope.
     #[serde(default)]
     pub container_selector: Option<LabelSelector>,
+    /// The nodes, by label, whose agents load the policy (Tetragon's nodeSelector); unset or
+    /// empty: every node.
+    #[serde(default)]
+    pub node_selector: Option<LabelSelector>,
     /// uprobes (likewise).
     #[serde(default)]
     #[schemars(with = "Vec<AnyValue>")]

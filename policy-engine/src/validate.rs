@@ -282,6 +282,9 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
     if let Some(sel) = &spec.pod_selector {
         check_label_selector(c, "spec.podSelector", sel);
     }
+    if let Some(sel) = &spec.node_selector {
+        check_label_selector(c, "spec.nodeSelector", sel);
+    }
     if let Some(sel) = &spec.container_selector {
         check_label_selector(c, "spec.containerSelector", sel);
         let keys = sel

@@ -227,6 +227,7 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
                 Some(root) => Some(ScopeSource {
                     pods: k.pods.store.clone(),
                     root,
+                    node_labels: k.pods.node_labels.clone(),
                 }),
                 None => {
                     log("the cgroup hierarchy is not mounted here: scoped policies act on no process (set --cgroup-root)");
@@ -497,7 +498,8 @@ fn apply_policy_objects(k: &mut Kubernetes, p: &mut PolicyManager, sensor: &mut 
                 let outcome = p.apply_object(sensor, &source, &text);
                 if let Some(target) = status {
                     let (state, message) = match outcome {
-                        Ok(said) => ("loaded", said),
+                        Ok(a) if a.loaded => ("loaded", a.said),
+                        Ok(a) => ("not-selected", a.said),
                         Err(reason) => ("refused", reason),
                     };
                     let _ = k.statuses.send(StatusUpdate {

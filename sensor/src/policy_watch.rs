@@ -33,6 +33,14 @@ use crate::{
 /// How long a file must be left alone before it is read.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// What became of a policy that was not refused.
+pub struct Applied {
+    /// What the agent logged.
+    pub said: String,
+    /// It runs on this node (else its nodeSelector leaves this node out).
+    pub loaded: bool,
+}
+
 /// What the agent knows of one policy file.
 struct Tracked {
     /// Modification time and size when last read.
@@ -329,13 +337,43 @@ impl PolicyManager {
         sensor: &mut LoadedObject,
         file: PreparedFile,
         log_refusal: bool,
-    ) -> Result<String, String> {
+    ) -> Result<Applied, String> {
         let Some(st) = file.stamp else {
             return Err(format!("{}: cannot read it", file.path.display()));
         };
         let path = file.path;
         let name_of_file = path.display().to_string();
         let previous = self.files.get(&path).and_then(|t| t.policy.clone());
+        if let Ok(p) = &file.prepared {
+            let labels = self.table.scopes.node_labels();
+            if !vigil_policy_engine::scope::node_selects(&p.policy, &labels) {
+                // Not for this node: a version of it that was loads no more.
+                if let Some(old) = &previous {
+                    match self.table.uninstall(old) {
+                        Ok(links) => links.into_iter().for_each(|l| sensor.detach_hook(l)),
+                        Err(e) => log(format!("policy {old}: removing it: {e}")),
+                    }
+                    self.release_file_open(sensor);
+                }
+                let said = format!(
+                    "policy {} from {name_of_file} is not loaded on this node: its nodeSelector ({}) does not select this node's labels",
+                    p.name(),
+                    vigil_policy_engine::scope::describe_node_selector(&p.policy).unwrap_or_default()
+                );
+                log(&said);
+                self.files.insert(
+                    path,
+                    Tracked {
+                        stamp: st,
+                        policy: None,
+                    },
+                );
+                return Ok(Applied {
+                    said,
+                    loaded: false,
+                });
+            }
+        }
         let result = file.prepared.and_then(|p| {
             let name = p.name().to_string();
             self.table
@@ -358,7 +396,7 @@ impl PolicyManager {
                         "policy {name} {verb} from {name_of_file} ({rules} rules){attached}{scope}"
                     );
                     log(&said);
-                    (Some(name), Ok(said))
+                    (Some(name), Ok(Applied { said, loaded: true }))
                 }
                 Err(reason) => (previous, Err(format!("{name_of_file}: {reason}"))),
             },
@@ -453,7 +491,7 @@ impl PolicyManager {
         sensor: &mut LoadedObject,
         source: &str,
         text: &str,
-    ) -> Result<String, String> {
+    ) -> Result<Applied, String> {
         let file = self.view.prepare_text(source, text);
         self.apply(sensor, file, true)
     }

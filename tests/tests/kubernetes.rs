@@ -451,6 +451,19 @@ fn policies_from_the_api_server_are_enforced_and_each_node_says_so_in_their_stat
             "spec": {"kprobes": [{"call": "sys_setuid", "syscall": true,
                 "args": [{"index": 0, "type": "integr"}]}]}}),
     );
+    // Policies for some nodes only (nodeSelector): this node is in the general pool.
+    server.put_node(json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "labels": {"pool": "general"}}}));
+    for (name, pool) in [("general-only", "general"), ("gpu-only", "gpu")] {
+        server.put_object(
+            "tracingpolicies",
+            json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "TracingPolicy",
+                "metadata": {"name": name},
+                "spec": {"nodeSelector": {"matchLabels": {"pool": pool}},
+                    "kprobes": [{"call": "sys_setuid", "syscall": true,
+                        "args": [{"index": 0, "type": "int"}]}]}}),
+        );
+    }
     let config = kubeconfig(&dir, &server);
     let agent = Agent::start(&["--kubeconfig", &config]);
     agent.wait_for_log(
@@ -477,6 +490,14 @@ fn policies_from_the_api_server_are_enforced_and_each_node_says_so_in_their_stat
     until("the refused policy's status", || {
         status("tracingpolicies", "", "broken")["state"] == "refused"
     });
+    until("the node-selected policies' statuses", || {
+        status("tracingpolicies", "", "general-only")["state"] == "loaded"
+            && status("tracingpolicies", "", "gpu-only")["state"] == "not-selected"
+    });
+    assert!(status("tracingpolicies", "", "gpu-only")["message"]
+        .as_str()
+        .unwrap()
+        .contains("its nodeSelector (pool=gpu) does not select this node's labels"));
     let refused = status("tracingpolicies", "", "broken");
     assert!(
         refused["message"]

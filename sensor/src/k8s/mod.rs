@@ -160,8 +160,13 @@ impl Kubernetes {
                 async move { watch::watch_pods(client, &node, store, stats, log).await }
             }),
             tokio::spawn({
-                let (node, labels, log) = (node.to_string(), pods.node_labels.clone(), log.clone());
-                async move { watch::watch_node_labels(client, &node, labels, log).await }
+                let (node, labels, stats, log) = (
+                    node.to_string(),
+                    pods.node_labels.clone(),
+                    watch_stats.clone(),
+                    log.clone(),
+                );
+                async move { watch::watch_node_labels(client, &node, labels, stats, log).await }
             }),
         ];
         log(format!(
@@ -177,12 +182,13 @@ impl Kubernetes {
         }))
     }
 
-    /// Waits until the first list of this node's pods is in, at most `within`; says whether
-    /// it is.
+    /// Waits until the first list of this node's pods is in and its labels were read (or
+    /// failed to be), at most `within`; says whether they are.
     pub async fn listed(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if lock(&self.watch_stats).lists > 0 {
+            let w = lock(&self.watch_stats).clone();
+            if w.lists > 0 && w.node_reads > 0 {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {

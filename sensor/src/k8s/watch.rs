@@ -29,6 +29,8 @@ pub struct WatchStats {
     pub changes: u64,
     /// Errors the watcher retried after.
     pub errors: u64,
+    /// Reads of the node's labels tried (each success or failure).
+    pub node_reads: u64,
 }
 
 /// Watches the pods of `node` into `store` until the task is dropped.
@@ -85,6 +87,7 @@ pub async fn watch_node_labels(
     client: Client,
     node: &str,
     labels: Arc<Mutex<Arc<BTreeMap<String, String>>>>,
+    stats: Arc<Mutex<WatchStats>>,
     log: impl Fn(String),
 ) {
     let nodes: Api<Node> = Api::all(client);
@@ -111,6 +114,7 @@ pub async fn watch_node_labels(
             }
             Err(_) => {}
         }
+        lock(&stats).node_reads += 1;
         tokio::time::sleep(NODE_LABELS_EVERY).await;
     }
 }

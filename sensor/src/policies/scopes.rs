@@ -44,6 +44,8 @@ pub struct ScopeSource {
     pub pods: Arc<Mutex<PodStore>>,
     /// The hierarchy's mount point.
     pub root: PathBuf,
+    /// This node's labels, for the policies' `nodeSelector`.
+    pub node_labels: Arc<Mutex<Arc<BTreeMap<String, String>>>>,
 }
 
 /// What a sync changed.
@@ -95,6 +97,14 @@ impl PodScopes {
     pub fn set_source(&mut self, source: ScopeSource) {
         self.source = Some(source);
         self.seen = None;
+    }
+
+    /// This node's labels (none without a cluster).
+    pub fn node_labels(&self) -> Arc<BTreeMap<String, String>> {
+        self.source
+            .as_ref()
+            .map(|s| lock(&s.node_labels).clone())
+            .unwrap_or_default()
     }
 
     /// Whether the agent knows any pod (else scoped policies act on nothing).
