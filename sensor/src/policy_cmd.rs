@@ -177,6 +177,9 @@ pub fn explain(btf: &str, paths: &[PathBuf], json: bool) -> Result<()> {
             prepared.name(),
             what_it_does(&prepared)
         )?;
+        if let Some(nodes) = vigil_policy_engine::scope::describe_node_selector(&prepared.policy) {
+            outln!("  loaded on the nodes labelled {nodes} (nodeSelector), elsewhere not at all")?;
+        }
         if let Some(scope) = vigil_policy_engine::scope::PodScope::of(&prepared.policy) {
             outln!("  applies to {}", scope.describe())?;
             outln!("    scope:     checked in the kernel on every call of its hooks, by the caller's cgroup and its ancestors; no other process is acted on")?;
