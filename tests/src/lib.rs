@@ -20,6 +20,7 @@ pub mod dns;
 pub mod fixtures;
 pub mod kernels;
 pub mod kube_api;
+pub mod measure;
 pub mod netns;
 pub mod pod_cgroups;
 pub mod vm;

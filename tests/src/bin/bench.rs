@@ -18,7 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use vigil_tests::Agent;
+use vigil_tests::{
+    measure::{cpu_seconds, median},
+    Agent,
+};
 
 const SEQUENTIAL: usize = 2000;
 const STORM: usize = 8000;
@@ -39,19 +42,6 @@ fn exec_rate(n: usize, workers: usize) -> f64 {
         }
     });
     n as f64 / start.elapsed().as_secs_f64()
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("agent stat");
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f[11] + f[12]) as f64 / tck
 }
 
 const OPENS: usize = 200_000;
@@ -277,16 +267,6 @@ fn with_agent() -> WithAgent {
         storm_cpu,
         records: run.stats["records"].as_u64().unwrap_or(0),
         drops: run.stats["ringbuf_drops"]["total"].as_u64().unwrap_or(0),
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

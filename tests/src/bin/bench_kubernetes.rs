@@ -17,6 +17,7 @@ use std::{
 use serde_json::json;
 use vigil_tests::{
     kube_api::KubeApiServer,
+    measure::{cpu_seconds, median},
     pod_cgroups::{container_id, hierarchy_root, pod_uid, ContainerCgroup, Driver},
     Agent, TempDir, NODE,
 };
@@ -57,23 +58,6 @@ fn exec_storm(cg: &ContainerCgroup, n: usize) {
     let script = format!("i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done");
     let out = cg.run("/bin/sh", &["-c", &script]);
     assert!(out.status.success());
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f[11] + f[12]) as f64 / tck
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn policy(path: &str, scoped: bool) -> String {
