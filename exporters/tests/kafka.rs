@@ -26,14 +26,19 @@ fn exporters(dir: &Dir, port: u16, extra: &str) -> Exporters {
     ex
 }
 
-/// Event `seq` of process `p`.
+/// Event `seq` of process `p`; process 0 runs in a pod.
 fn event(p: usize, seq: usize) -> Event {
-    exec_event(
+    let e = exec_event(
         &format!("exec-{p}"),
         p as u32,
         "/usr/bin/true",
         format!("{p} {seq}"),
-    )
+    );
+    if p == 0 {
+        common::in_pod(e)
+    } else {
+        e
+    }
 }
 
 fn delivered(ex: &Exporters) -> u64 {
@@ -60,6 +65,14 @@ async fn events_reach_the_topic_keyed_and_ordered_by_process() {
     let all: Vec<&(String, String)> = by_partition.values().flatten().collect();
     let unique: HashSet<&String> = all.iter().map(|(_, a)| a).collect();
     assert_eq!(unique.len(), PROCS * EACH, "every event arrived");
+    // The pod travels in the message; the key stays the exec id.
+    for (key, args) in &all {
+        assert_eq!(
+            args.ends_with(" shop/web-7d9f5c6b8-x2x4k"),
+            key == "exec-0",
+            "{key}: {args}"
+        );
+    }
     for (partition, records) in &by_partition {
         for p in 0..PROCS {
             let key = format!("exec-{p}");

@@ -92,6 +92,12 @@ pub async fn consume(client: &Client) -> BTreeMap<i32, Vec<(String, String)>> {
                     .as_str()
                     .unwrap()
                     .to_string();
+                // A process's pod, when it has one, after its arguments.
+                let pod = &value["process_exec"]["process"]["pod"];
+                let args = match (pod["namespace"].as_str(), pod["name"].as_str()) {
+                    (Some(ns), Some(name)) => format!("{args} {ns}/{name}"),
+                    _ => args,
+                };
                 by_partition.entry(partition).or_default().push((key, args));
                 offset = r.offset + 1;
             }
