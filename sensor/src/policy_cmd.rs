@@ -184,6 +184,9 @@ pub fn explain(btf: &str, paths: &[PathBuf], json: bool) -> Result<()> {
             outln!("  applies to {}", scope.describe())?;
             outln!("    scope:     checked in the kernel on every call of its hooks, by the caller's cgroup and its ancestors; no other process is acted on")?;
             outln!("    new pods:  covered once the agent knows the pod and the kubelet has made its cgroup: a running pod at once, a new one within 50 ms of both (the agent's tick), before its first container normally starts (the sandbox is made in between)")?;
+            if scope.containers.is_some() {
+                outln!("    containers: a container is named by the pod's status, which lags its start: until then it is in every container selector of its pod (the policy acts on it rather than miss its first moments)")?;
+            }
         }
         for h in &prepared.hooks {
             explain_hook(&h.plan)?;

@@ -491,8 +491,12 @@ impl PolicyManager {
         sensor: &mut LoadedObject,
         source: &str,
         text: &str,
+        namespace: Option<&str>,
     ) -> Result<Applied, String> {
-        let file = self.view.prepare_text(source, text);
+        let mut file = self.view.prepare_text(source, text);
+        if let (Some(ns), Ok(p)) = (namespace, file.prepared.as_mut()) {
+            p.policy.name = format!("{ns}/{}", p.policy.name);
+        }
         self.apply(sensor, file, true)
     }
 

@@ -109,6 +109,11 @@ impl PodIdentity {
         let Some(path) = process.cgroup.as_ref().map(|c| c.path.as_str()) else {
             return Lookup::NotInPod;
         };
+        // A path cut short keeps its last components only: a user could make those read as
+        // someone else's pod below a deep cgroup of their own.
+        if process.flags.split(' ').any(|w| w == "truncCgroup") {
+            return Lookup::NotInPod;
+        }
         let Some(at) = self.parse(path) else {
             return Lookup::NotInPod;
         };

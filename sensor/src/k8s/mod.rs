@@ -93,6 +93,8 @@ pub struct Kubernetes {
     pub policy_objects: mpsc::UnboundedReceiver<PolicyObject>,
     /// What this node did with them.
     pub statuses: mpsc::UnboundedSender<StatusUpdate>,
+    /// Objects refused, by source, tried again when a policy goes.
+    pub refused: std::collections::BTreeMap<String, PolicyObject>,
 }
 
 /// What the Kubernetes side did, for the `stats` line.
@@ -179,6 +181,7 @@ impl Kubernetes {
             tasks,
             policy_objects,
             statuses,
+            refused: Default::default(),
         }))
     }
 

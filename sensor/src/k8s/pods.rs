@@ -41,6 +41,8 @@ struct PodInfo {
     workload: String,
     workload_kind: String,
     containers: Vec<ContainerInfo>,
+    /// Its phase is `Succeeded` or `Failed`: its processes and cgroups are gone.
+    ended: bool,
 }
 
 /// The workload that owns a pod, as Tetragon names it: a Deployment for a ReplicaSet with
@@ -144,6 +146,11 @@ impl PodInfo {
             workload,
             workload_kind,
             containers,
+            ended: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|p| p == "Succeeded" || p == "Failed"),
         })
     }
 }
@@ -156,6 +163,8 @@ pub struct PodView<'a> {
     pub namespace: &'a str,
     /// Its labels.
     pub labels: &'a BTreeMap<String, String>,
+    /// It ended (`Succeeded`, `Failed`).
+    pub ended: bool,
 }
 
 /// This node's pods by UID, and those deleted within the grace period.
@@ -241,6 +250,7 @@ impl PodStore {
             uid: &p.uid,
             namespace: &p.namespace,
             labels: &p.labels,
+            ended: p.ended,
         })
     }
 

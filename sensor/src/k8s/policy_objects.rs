@@ -80,7 +80,7 @@ pub struct StatusTarget {
 }
 
 /// A change of a policy object.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum PolicyObject {
     /// Added or changed: its policy text, named `source` in logs and errors.
     Applied {
@@ -88,6 +88,9 @@ pub enum PolicyObject {
         source: String,
         /// The object as a policy document.
         text: String,
+        /// A namespaced object's namespace: its policy is named `<namespace>/<name>`, so no
+        /// namespace can take another's (or a cluster policy's) name.
+        namespace: Option<String>,
         /// Where the outcome goes, for vigil's objects.
         status: Option<StatusTarget>,
     },
@@ -176,12 +179,13 @@ async fn watch_resource(
             sent.insert(src.clone(), text.clone());
             let status = r.writes_status.then_some(StatusTarget {
                 resource: index,
-                namespace: ns,
+                namespace: ns.clone(),
                 name,
             });
             let _ = tx.send(PolicyObject::Applied {
                 source: src,
                 text,
+                namespace: ns,
                 status,
             });
         };
@@ -233,6 +237,9 @@ async fn watch_resource(
     }
 }
 
+/// The longest message a node writes into a status.
+const STATUS_MESSAGE_MAX: usize = 1024;
+
 /// Writes each update into its object's `status.nodes.<node>` (a merge patch of the status
 /// subresource: every node writes its own key).
 pub async fn write_statuses(
@@ -251,9 +258,20 @@ pub async fn write_statuses(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
+        // Every node writes its own key: a bounded message keeps the object well below the
+        // API server's size limit on a large cluster.
+        let mut message = u.message;
+        if message.len() > STATUS_MESSAGE_MAX {
+            let mut cut = STATUS_MESSAGE_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" …");
+        }
         let patch = json!({"status": {"nodes": {node.as_str(): {
             "state": u.state,
-            "message": u.message,
+            "message": message,
             "time": vigil_events::time::rfc3339(now),
         }}}});
         if let Err(e) = api

@@ -112,10 +112,11 @@ impl PodWait {
                     return;
                 }
                 if self.held.len() >= HELD_MAX {
-                    if let Some(oldest) = self.held.pop_front() {
-                        self.stats.without_pod += 1;
-                        out.push(oldest.event);
-                    }
+                    // The newcomer goes on without its pod: in a flood it is most likely the
+                    // flood's own, and the held events of other pods keep their chance.
+                    self.stats.without_pod += 1;
+                    out.push(event);
+                    return;
                 }
                 self.held.push_back(Held {
                     until: now + self.max_wait,
@@ -145,9 +146,17 @@ impl PodWait {
         if !moved && !expired {
             return;
         }
+        // Once one event of a pod has waited out its time, every held event of that pod goes
+        // now, in order, before the pod's next events (which no longer wait).
+        let expired: std::collections::HashSet<String> = self
+            .held
+            .iter()
+            .filter(|h| h.until <= now)
+            .map(|h| h.uid.clone())
+            .collect();
         let mut still = VecDeque::with_capacity(self.held.len());
         for mut h in self.held.drain(..) {
-            let settle = h.until <= now;
+            let settle = expired.contains(&h.uid);
             let named = (moved || settle)
                 && name_all(&mut h.event, pods, cache, &|_: &str| settle) == Naming::Named;
             if named {

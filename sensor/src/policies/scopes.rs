@@ -172,7 +172,12 @@ impl PodScopes {
         }
         self.seen = Some(generation);
         let wanted = self.wanted();
-        self.write(wanted)
+        let written = self.write(wanted);
+        if written.is_err() {
+            // Looked at again next tick.
+            self.seen = None;
+        }
+        written
     }
 
     /// The entries the scopes call for now.
@@ -210,6 +215,12 @@ impl PodScopes {
                         if since.elapsed() < UNNAMED_LOOK {
                             self.missing += 1;
                         }
+                        // Until it is named, it is in every container scope of its pod: a
+                        // container's first moments are never outside the policy meant for it
+                        // (the pod's sandbox, which no status names, stays in them).
+                        for id in &by_container {
+                            wanted.insert((*id, cgroup));
+                        }
                         continue;
                     };
                     for id in &by_container {
@@ -227,9 +238,10 @@ impl PodScopes {
                 Some(c) => c.clone(),
                 None => {
                     let c = find_cgroups(&src.root, pod.uid);
-                    if c.is_empty() {
+                    // A pod that ended (a finished Job's) has no cgroup any more: not looked for.
+                    if c.is_empty() && !pod.ended {
                         self.missing += 1;
-                    } else {
+                    } else if !c.is_empty() {
                         self.found.insert(pod.uid.to_string(), c.clone());
                     }
                     c
@@ -245,28 +257,40 @@ impl PodScopes {
         wanted
     }
 
-    /// Writes what is wanted and not written, then removes what is written and not wanted.
+    /// Removes what is written and not wanted, then writes what is wanted and not written
+    /// (so a full map makes room first). An entry the kernel refuses does not stop the others;
+    /// the first refusal is returned.
     fn write(&mut self, wanted: HashSet<(u16, u64)>) -> Result<ScopeChanges, PolicyLoadError> {
         let mut changes = ScopeChanges::default();
-        for &(scope, cgroup) in wanted.difference(&self.written.clone()) {
-            let key = ScopeKeyPod(abi::ScopeKey {
-                cgroup,
-                scope: scope.into(),
-                _pad0: 0,
-            });
-            let policy = self.scopes.get(&scope).map_or("-", |(p, _)| p.as_str());
-            self.map
-                .insert(key, 1, 0)
-                .map_err(|e| map_err(policy, "vigil_scopes", e))?;
-            self.written.insert((scope, cgroup));
-            changes.added += 1;
-        }
         let stale: Vec<(u16, u64)> = self.written.difference(&wanted).copied().collect();
         for k in stale {
             self.delete(k);
             changes.removed += 1;
         }
-        Ok(changes)
+        let mut first_error = None;
+        let new: Vec<(u16, u64)> = wanted.difference(&self.written).copied().collect();
+        for (scope, cgroup) in new {
+            let key = ScopeKeyPod(abi::ScopeKey {
+                cgroup,
+                scope: scope.into(),
+                _pad0: 0,
+            });
+            match self.map.insert(key, 1, 0) {
+                Ok(()) => {
+                    self.written.insert((scope, cgroup));
+                    changes.added += 1;
+                }
+                Err(e) if first_error.is_none() => {
+                    let policy = self.scopes.get(&scope).map_or("-", |(p, _)| p.as_str());
+                    first_error = Some(map_err(policy, "vigil_scopes", e));
+                }
+                Err(_) => {}
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(changes),
+        }
     }
 
     fn delete(&mut self, (scope, cgroup): (u16, u64)) {

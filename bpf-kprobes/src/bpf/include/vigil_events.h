@@ -177,11 +177,12 @@ struct vigil_rule {
 
 /*
  * The pods a scoped policy applies to (a TracingPolicyNamespaced, a podSelector): the agent
- * writes one entry per scope and pod cgroup; a process is in a scope when its cgroup or one of
- * its ancestors (at most VIGIL_CGROUP_DEPTH levels up) has an entry.
+ * writes one entry per scope and pod (or container) cgroup; a process is in a scope when its
+ * cgroup or one of its ancestors at levels 1 to VIGIL_SCOPE_LEVELS below the root has an entry.
  */
 #define VIGIL_SCOPE_ENTRIES 65536
 #define VIGIL_SCOPES 4096 /* scope ids: 1 .. VIGIL_SCOPES - 1 */
+#define VIGIL_SCOPE_LEVELS 8 /* cgroup levels below the root where scoped pods' cgroups may be */
 struct vigil_scope_key {
 	__u64 cgroup; /* kernfs id of the cgroup in the tracked hierarchy */
 	__u32 scope;

@@ -192,15 +192,31 @@ fn the_cache_keeps_the_pod_so_later_events_have_it_at_once() {
 }
 
 #[test]
-fn a_full_queue_lets_the_oldest_go_without_its_pod() {
+fn a_full_queue_lets_the_newcomer_go_without_its_pod() {
     let mut s = Stage::new(Duration::from_secs(60));
     let t0 = Instant::now();
     for pid in 0..HELD_MAX as u32 {
         assert!(s.admit(exec(pid, &in_pod(UID)), t0).is_empty());
     }
-    assert_eq!(pids(&s.admit(exec(99_999_999, &in_pod(UID)), t0)), [0]);
+    assert_eq!(
+        pids(&s.admit(exec(99_999_999, &in_pod(UID)), t0)),
+        [99_999_999]
+    );
     let mut rest = Vec::new();
     s.wait.flush(&mut rest);
     assert_eq!(rest.len(), HELD_MAX);
     assert_eq!(s.wait.stats().without_pod, HELD_MAX as u64 + 1);
+}
+
+#[test]
+fn a_pod_given_up_on_lets_all_its_held_events_go_in_order_before_its_next() {
+    let mut s = Stage::new(Duration::from_secs(2));
+    let t0 = Instant::now();
+    assert!(s.admit(exec(1, &in_pod(OTHER)), t0).is_empty());
+    assert!(s
+        .admit(exec(2, &in_pod(OTHER)), t0 + Duration::from_secs(1))
+        .is_empty());
+    // The first one's time is up: both go, then the pod's next event.
+    let out = s.admit(exec(3, &in_pod(OTHER)), t0 + Duration::from_secs(2));
+    assert_eq!(pids(&out), [1, 2, 3]);
 }
