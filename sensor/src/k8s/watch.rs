@@ -172,7 +172,16 @@ mod tests {
             server.requests()
         );
 
-        // A change arrives on the watch; a deleted pod is still named during its grace period.
+        // A bookmark (the watch asked for them) moves the watch on; a change arrives after it;
+        // a deleted pod is still named during its grace period.
+        until("a watch that takes bookmarks", || {
+            server
+                .requests()
+                .iter()
+                .any(|r| r.contains("watch=true") && r.contains("allowWatchBookmarks=true"))
+        })
+        .await;
+        server.bookmark();
         server.put_pod(pod(C, "node-a"));
         until("the watched pod", || known(C)).await;
         server.delete_pod(A);
