@@ -28,7 +28,11 @@ use crate::{
     enrich::{EnrichOptions, EventEnricher},
     identity::Identity,
     k8s::{KubeOptions, KubeStats, Kubernetes},
-    loader::{cgroup_subsys_for_host, Handover, LoadError, LoadOptions, LoadedObject, ProgramNeed},
+    loader::{
+        cgroup_subsys_for_host,
+        pins::{self, PinDir, Retired},
+        Handover, LoadError, LoadOptions, LoadedObject, ProgramNeed,
+    },
     output::{self, Format},
     policies::scopes::ScopeSource,
     policies::PolicyTable,
@@ -70,6 +74,10 @@ pub struct AgentOptions {
     pub kube: KubeOptions,
     /// What the agent's own outputs (stdout, the export file) carry of pods' events.
     pub own_filter: vigil_exporters::filter::FilterSpec,
+    /// Where links and maps are pinned.
+    pub bpf_dir: PathBuf,
+    /// Whether this agent pins its own, so that its enforcement outlives it.
+    pub persist: bool,
 }
 
 /// Counters printed as the agent's last line.
@@ -100,6 +108,10 @@ pub struct AgentStats {
     /// Pods named on events, on a Kubernetes node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubeStats>,
+    /// The enforcement earlier agents left pinned, which this one replaced at its start, with
+    /// what their programs wrote while no agent read it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub previous_agents: Vec<Retired>,
 }
 
 /// Ring buffer drops by event kind.
@@ -245,11 +257,14 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         }
         None => None,
     };
+    // Only now, with this agent's programs attached, does an earlier agent's enforcement go.
+    let previous_agents = retire_previous(&sensor);
 
     let identity = Identity::new(node, BootClock::new(system::boot_epoch_ns()));
     let mut cache = ProcessCache::new(opts.cache_capacity, opts.exit_grace);
     let stats = AgentStats {
         procfs_seeded: proc_seed::seed(&mut cache, &identity, system::clk_tck(), cgroup_subsys),
+        previous_agents,
         ..Default::default()
     };
     let mut enricher = EventEnricher::new(
@@ -319,12 +334,20 @@ fn load_programs(
     needs: &[ProgramNeed],
     clock: &mut StartClock,
 ) -> Result<LoadedObject> {
+    let pins = match PinDir::open(&opts.bpf_dir, opts.persist) {
+        Ok(p) => p,
+        Err(e) => {
+            log(format!("enforcement will not outlive this agent, and what an earlier one pinned stays: {e}"));
+            PinDir::unused()
+        }
+    };
     let load = LoadOptions {
         btf_path: &opts.btf,
         ringbuf_bytes: opts.ringbuf_bytes,
         cgroup_subsys: cgroup_subsys_for_host(),
+        pins,
     };
-    match LoadedObject::load(&load, needs) {
+    match LoadedObject::load(load, needs) {
         Ok((sensor, mut loads)) => {
             loads.sort_by_key(|l| std::cmp::Reverse(l.took));
             let slowest: Vec<String> = loads
@@ -428,6 +451,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                         drops.total, drops.exec, drops.fork, drops.exit
                     ));
                     reported_drops = drops;
+                    if let Err(e) = sensor.set_drops_seen(drops.total) {
+                        log(format!("cannot record the drops reported: {e}"));
+                    }
                 }
                 let misses = sensor.runner_misses();
                 if misses != reported_misses {
@@ -463,10 +489,26 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     stats.cache_size = enricher.cache.len();
     stats.cache_evictions = enricher.cache.evictions();
     stats.hooks_not_run = sensor.runner_misses();
+    if let Err(e) = sensor.set_drops_seen(stats.ringbuf_drops.total) {
+        log(format!("cannot record the drops reported: {e}"));
+    }
     drop(ring);
     drop(policies);
-    if let Err(e) = sensor.stop_policies() {
-        log(format!("cannot tell the programs the agent stops: {e}"));
+    match sensor.pins().own() {
+        // Pinned: the programs go on enforcing with the rules as they are, until a next agent
+        // has attached its own, or `--cleanup`.
+        Some(own) if own.is_dir() => log(format!(
+            "enforcement stays attached, pinned in {}: the next agent takes it over; `vigil agent --cleanup` removes it",
+            own.display()
+        )),
+        // Retired by a newer agent (an upgrade that started before this one stopped), or
+        // removed by `--cleanup`: this agent's programs detach as it exits.
+        Some(_) => log("this agent's pinned enforcement was taken over by a newer agent or removed by --cleanup: its programs detach as it exits"),
+        None => {
+            if let Err(e) = sensor.stop_policies() {
+                log(format!("cannot tell the programs the agent stops: {e}"));
+            }
+        }
     }
     let handover = Handover::start()
         .map_err(|e| log(format!("detaching here, one tracepoint at a time: {e}")))
@@ -481,6 +523,46 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         "stopped in {:.2} s{detaching}",
         stopping.elapsed().as_secs_f64()
     ));
+    Ok(())
+}
+
+/// Retires what earlier agents left pinned, once this agent's programs are attached, and says
+/// what their programs wrote while no agent read it.
+fn retire_previous(sensor: &LoadedObject) -> Vec<Retired> {
+    let mut retired = Vec::new();
+    for r in sensor.pins().retire_others() {
+        match r {
+            Ok(r) => {
+                log(format!(
+                    "replaced the enforcement an earlier agent left pinned ({}, version {}): its {} links detached after this agent's were attached; {} records lost while no agent read them ({} left in its ring buffer, {} it could not queue)",
+                    r.generation, r.abi, r.links, r.lost(), r.unread, r.dropped
+                ));
+                retired.push(r);
+            }
+            Err(e) => log(format!("cannot remove what an earlier agent pinned: {e}")),
+        }
+    }
+    retired
+}
+
+/// `vigil agent --cleanup`: removes everything pinned in `dir`, detaching what an earlier agent
+/// left attached.
+pub fn cleanup(dir: &std::path::Path) -> Result<()> {
+    system::check_privileges()?;
+    for line in system::mount_pseudo_filesystems()? {
+        log(line);
+    }
+    let retired = pins::cleanup(dir)?;
+    if retired.is_empty() {
+        log(format!("nothing pinned in {}", dir.display()));
+    }
+    for r in retired {
+        let r = r?;
+        log(format!(
+            "removed {}: {} links detached; {} records lost while no agent read them ({} left in its ring buffer, {} it could not queue)",
+            r.generation, r.links, r.lost(), r.unread, r.dropped
+        ));
+    }
     Ok(())
 }
 

@@ -74,6 +74,23 @@ struct KubeArgs {
     labels: Vec<String>,
 }
 
+/// Whether the agent's enforcement outlives it.
+#[derive(clap::Args)]
+struct PersistArgs {
+    /// The directory in bpffs where the agent pins its programs' links and maps, so that
+    /// enforcement stays attached across a crash, a restart or an upgrade; a starting agent
+    /// attaches its own before it removes what an earlier one left there.
+    #[arg(long, value_name = "DIR", default_value = loader::pins::DEFAULT_DIR)]
+    bpf_dir: PathBuf,
+    /// Pin nothing: enforcement ends with the agent.
+    #[arg(long)]
+    no_persist: bool,
+    /// Remove everything pinned in --bpf-dir (detaching what an earlier agent left attached)
+    /// and exit.
+    #[arg(long)]
+    cleanup: bool,
+}
+
 // Parsed once per run: the agent's many options cost nothing worth boxing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
@@ -127,6 +144,8 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         kube: KubeArgs,
+        #[command(flatten)]
+        persist: PersistArgs,
         #[command(flatten)]
         btf: Btf,
     },
@@ -270,7 +289,11 @@ fn main() -> ExitCode {
             alerts_in_stream,
             config,
             kube,
+            persist,
         } => {
+            if persist.cleanup {
+                return exit_code(agent::cleanup(&persist.bpf_dir));
+            }
             let config = match config.as_deref().map(config::AgentConfig::load).transpose() {
                 Ok(c) => c,
                 Err(e) => {
@@ -313,6 +336,8 @@ fn main() -> ExitCode {
                     labels: kube.labels,
                     ..Default::default()
                 },
+                bpf_dir: persist.bpf_dir,
+                persist: !persist.no_persist,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -321,6 +346,10 @@ fn main() -> ExitCode {
                 .and_then(|rt| rt.block_on(agent::run(opts)))
         }
     };
+    exit_code(result)
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -111,6 +111,12 @@ pub fn require_root() {
     );
 }
 
+/// What the tests' agents are started with unless a test is about persistence: an agent
+/// pins its enforcement by default so that it outlives it (`sensor/src/loader/pins.rs`), and a
+/// test's must not: it would go on enforcing the test's policies after the test, and the next
+/// agent would spend its start detaching it.
+pub const NO_PERSIST: &str = "--no-persist";
+
 /// A running agent.
 pub struct Agent {
     child: Child,
@@ -143,16 +149,26 @@ impl Agent {
         Agent::start_as(extra, false)
     }
 
+    /// [`Agent::start`] with another build of the agent (an upgrade).
+    pub fn start_binary(bin: &Path, extra: &[&str]) -> Agent {
+        Agent::start_from(bin, extra, true)
+    }
+
     fn start_as(extra: &[&str], alerts_in_stream: bool) -> Agent {
+        Agent::start_from(&vigil_bin(), extra, alerts_in_stream)
+    }
+
+    fn start_from(bin: &Path, extra: &[&str], alerts_in_stream: bool) -> Agent {
         require_root();
         let dir = TempDir::new("agent");
         let export = dir.path().join("events.jsonl");
-        let mut child = Command::new(vigil_bin())
+        let mut child = Command::new(bin)
             .arg("agent")
             .arg("--export-file")
             .arg(&export)
             .args(["--node-name", NODE])
             .args(alerts_in_stream.then_some("--alerts-in-stream"))
+            .args((!extra.contains(&"--bpf-dir")).then_some(NO_PERSIST))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -260,6 +276,16 @@ impl Agent {
             stats,
             stderr,
         }
+    }
+
+    /// Kills the agent with SIGKILL, as a crash or the OOM killer would, and returns what it
+    /// had logged.
+    pub fn kill(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The reader thread finishes when the pipe closes.
+        std::thread::sleep(Duration::from_millis(100));
+        self.stderr.lock().unwrap().clone()
     }
 
     /// Stops the agent and returns its export file as text (for `-o compact`) and its stats.

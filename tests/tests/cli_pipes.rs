@@ -62,8 +62,10 @@ fn through_closed_pipe(args: &[OsString], read_first: bool) -> Ended {
         reader = File::open("/dev/null").unwrap();
     }
     // The command is a temporary: its copy of the writer is closed once the child runs.
+    let agent = args.first().is_some_and(|a| a == "agent");
     let child = Command::new(vigil_bin())
         .args(args)
+        .args(agent.then_some(vigil_tests::NO_PERSIST))
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::piped())

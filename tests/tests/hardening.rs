@@ -211,7 +211,7 @@ fn refused(args: &[&str]) -> String {
     require_root();
     let mut child = Command::new(vigil_bin())
         .arg("agent")
-        .args(["--node-name", vigil_tests::NODE])
+        .args(["--node-name", vigil_tests::NODE, vigil_tests::NO_PERSIST])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -325,7 +325,13 @@ fn when_the_reader_of_stdout_goes_away_the_agent_says_so_and_keeps_enforcing() {
     require_root();
     // `vigil agent --policy-dir rules/policies | head -1`
     let mut agent = Command::new(vigil_bin())
-        .args(["agent", "--node-name", vigil_tests::NODE, "--policy-dir"])
+        .args([
+            "agent",
+            "--node-name",
+            vigil_tests::NODE,
+            vigil_tests::NO_PERSIST,
+            "--policy-dir",
+        ])
         .arg(rules_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

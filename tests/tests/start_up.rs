@@ -42,7 +42,7 @@ fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
 
 fn agent(args: &[&str]) -> Output {
     Command::new(vigil_bin())
-        .arg("agent")
+        .args(["agent", vigil_tests::NO_PERSIST])
         .args(args)
         .output()
         .expect("run vigil agent")

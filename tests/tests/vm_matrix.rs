@@ -16,7 +16,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 13] = [
+const SCENARIOS: [&str; 14] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -30,6 +30,7 @@ const SCENARIOS: [&str; 13] = [
     "file_changes",
     "policy_verdicts",
     "kubernetes",
+    "persistence",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,

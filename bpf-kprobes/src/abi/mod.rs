@@ -149,6 +149,15 @@ pub struct Config {
     pub agent_tgid: u32,
     /// Non-zero once the agent stops: no policy acts any more.
     pub stopping: u32,
+    /// Padding.
+    pub _pad0: u32,
+    /// The agent's start in clock ticks since boot: with `agent_tgid` it names the agent, so
+    /// a process reusing a dead agent's pid is not taken for it.
+    pub agent_start_ticks: u64,
+    /// Nanoseconds per clock tick.
+    pub tick_ns: u64,
+    /// Ring-buffer drops the agent had read and reported.
+    pub drops_seen: u64,
 }
 
 #[cfg(test)]
@@ -231,7 +240,7 @@ mod layout_tests {
             "vigil_scope_key" => ScopeKey { cgroup, scope }
             "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len,
                 mode }
-            "vigil_config" => Config { cgroup_subsys, agent_tgid, stopping }
+            "vigil_config" => Config { cgroup_subsys, agent_tgid, stopping, agent_start_ticks, tick_ns, drops_seen }
             "vigil_hook_config" => HookConfig { hook_id, flags, arg_reg, arg_type, arg_flags,
                 arg_bits, nargs, scope, rule_first, rule_count, konst }
             "vigil_hook_list" => HookList { n, slot }

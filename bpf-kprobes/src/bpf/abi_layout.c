@@ -168,6 +168,9 @@ int main(void)
 	FIELD(vigil_config, cgroup_subsys);
 	FIELD(vigil_config, agent_tgid);
 	FIELD(vigil_config, stopping);
+	FIELD(vigil_config, agent_start_ticks);
+	FIELD(vigil_config, tick_ns);
+	FIELD(vigil_config, drops_seen);
 
 	printf("(\"VIGIL_PATH_MAX\", \"#define\", %d),\n", VIGIL_PATH_MAX);
 	printf("(\"VIGIL_ARGS_MAX\", \"#define\", %d),\n", VIGIL_ARGS_MAX);

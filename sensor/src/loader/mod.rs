@@ -5,20 +5,19 @@
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{
-        kprobe::KProbeLinkId, trace_point::TracePointLinkId, KProbe, Lsm, ProgramError,
-        RawTracePoint, TracePoint,
-    },
-    Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Endianness, Pod,
+    programs::{links::FdLink, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint},
+    Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Endianness,
 };
 use thiserror::Error;
 use vigil_bpf_kprobes::{abi, VIGIL_OBJ};
 
 mod handover;
 mod parallel;
+pub mod pins;
 pub use handover::Handover;
 use parallel::LoadAs;
 pub use parallel::ProgramLoad;
+use pins::{ConfigPod, HeldLink, PinDir};
 
 /// Why the process sensor could not start.
 #[derive(Debug, Error)]
@@ -52,6 +51,16 @@ pub enum LoadError {
         /// aya's error, with the verifier log when there is one.
         source: ProgramError,
     },
+    /// A link could not be held as the agent holds every link (by descriptor, to pin it).
+    #[error("program {program} ({hook}): cannot hold its link: {detail}")]
+    Link {
+        /// Program name.
+        program: &'static str,
+        /// The hook it goes to.
+        hook: &'static str,
+        /// aya's reason.
+        detail: String,
+    },
 }
 
 /// One hook's use of a generic hook program's attachment. Hooks of several policies on the
@@ -74,14 +83,15 @@ pub enum AttachPoint {
     SyscallEnter(String),
 }
 
+/// A shared attachment: the program attached and its link.
 #[derive(Debug)]
-enum SharedLinkId {
-    Kprobe(&'static str, KProbeLinkId),
-    Tracepoint(&'static str, TracePointLinkId),
+struct SharedLink {
+    program: &'static str,
+    link: HeldLink,
 }
 
 /// The links of the programs that stand for the socket functions.
-type SockStateLinks = Vec<(&'static str, TracePointLinkId)>;
+type SockStateLinks = Vec<HeldLink>;
 
 /// The programs that stand for the socket functions, each with its tracepoint (category,
 /// name): the TCP state changes, the system calls' entries and returns (one exit program
@@ -236,12 +246,6 @@ pub const ATTACH_PLAN: [(&str, &str); 3] = [
     ("vigil_exit", "sched_process_exit"),
 ];
 
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-struct ConfigPod(abi::Config);
-// SAFETY: abi::Config is #[repr(C)] plain integers, valid for any bit pattern.
-unsafe impl Pod for ConfigPod {}
-
 /// Options for [`LoadedObject::load`].
 pub struct LoadOptions<'a> {
     /// Kernel BTF file.
@@ -250,6 +254,8 @@ pub struct LoadOptions<'a> {
     pub ringbuf_bytes: u32,
     /// cgroup v1 subsystem to report, or [`abi::CGROUP_V2`].
     pub cgroup_subsys: u32,
+    /// Where links and maps are pinned, and whether this agent's are (see [`pins`]).
+    pub pins: PinDir,
 }
 
 /// The agent's loaded eBPF object: every program and map, and the links of those attached.
@@ -257,6 +263,11 @@ pub struct LoadOptions<'a> {
 pub struct LoadedObject {
     ebpf: Ebpf,
     btf: Btf,
+    pins: PinDir,
+    /// The lifecycle programs' links, held for their descriptors (and pins).
+    _lifecycle: Vec<HeldLink>,
+    /// The file-open programs' links.
+    file_open: Vec<HeldLink>,
     drops: PerCpuArray<MapData, u64>,
     /// See [`LoadedObject::runner_misses`].
     runner_misses: PerCpuArray<MapData, u64>,
@@ -264,7 +275,7 @@ pub struct LoadedObject {
     /// (each finds its own description by key), since two would run them twice per call.
     sock_state: Option<(SockStateLinks, usize)>,
     /// The kprobe and tracepoint attachments and how many hooks use each.
-    shared: std::collections::HashMap<AttachPoint, (SharedLinkId, usize)>,
+    shared: std::collections::HashMap<AttachPoint, (SharedLink, usize)>,
     /// The runners in their arrays.
     runners: Vec<Runner>,
 }
@@ -275,7 +286,7 @@ impl LoadedObject {
     /// time. A program of `needs` the kernel refuses is left unloaded: the policy that attaches
     /// it is refused with the kernel's reason then.
     pub fn load(
-        opts: &LoadOptions,
+        opts: LoadOptions,
         needs: &[ProgramNeed],
     ) -> Result<(Self, Vec<ProgramLoad>), LoadError> {
         let btf = Btf::parse_file(opts.btf_path, Endianness::default()).map_err(|source| {
@@ -302,11 +313,22 @@ impl LoadedObject {
                     cgroup_subsys: opts.cgroup_subsys,
                     agent_tgid: std::process::id(),
                     stopping: 0,
+                    _pad0: 0,
+                    agent_start_ticks: procfs::process::Process::myself()
+                        .and_then(|p| p.stat())
+                        .map(|s| s.starttime)
+                        .unwrap_or(0),
+                    tick_ns: 1_000_000_000 / crate::system::clk_tck(),
+                    drops_seen: 0,
                 }),
                 0,
             )
             .map_err(|e| map_err("vigil_config_map", e))?;
 
+        // Before any map is taken out of the object: the pins keep the tail-call arrays (which
+        // the kernel empties when nothing holds them) and the counters a next agent reads.
+        let mut pins = opts.pins;
+        pins.pin_maps(&ebpf).map_err(|e| map_err("(pinning)", e))?;
         let drops_map = ebpf
             .take_map("vigil_drops")
             .ok_or_else(|| missing("vigil_drops"))?;
@@ -326,6 +348,7 @@ impl LoadedObject {
         }
         wanted.dedup();
         let mut loads = parallel::load_all(&mut ebpf, &btf, &wanted);
+        let mut lifecycle = Vec::new();
         for (program, hook) in ATTACH_PLAN {
             if let Some(source) = loads
                 .iter_mut()
@@ -339,16 +362,22 @@ impl LoadedObject {
                 });
             }
             let prog = loaded_program(&mut ebpf, program, hook, RawTracePoint::load)?;
-            prog.attach(hook).map_err(|source| LoadError::Program {
+            let err = |source| LoadError::Program {
                 program,
                 hook,
                 source,
-            })?;
+            };
+            let id = prog.attach(hook).map_err(err)?;
+            let link = prog.take_link(id).map_err(err)?;
+            lifecycle.push(hold(&mut pins, link, program, hook)?);
         }
         Ok((
             LoadedObject {
                 ebpf,
                 btf,
+                pins,
+                _lifecycle: lifecycle,
+                file_open: Vec::new(),
                 drops,
                 runner_misses,
                 sock_state: None,
@@ -396,6 +425,16 @@ impl LoadedObject {
     /// runs, no file open is judged), so the programs the kernel detaches after the agent has
     /// exited (see [`Handover`]) cannot act on a process, a next agent included.
     pub fn stop_policies(&mut self) -> Result<(), LoadError> {
+        self.update_config(|c| c.stopping = 1)
+    }
+
+    /// Records in the config the ring-buffer drops the agent has read and reported, so that a
+    /// next agent reports only the rest as lost while no agent read.
+    pub fn set_drops_seen(&mut self, total: u64) -> Result<(), LoadError> {
+        self.update_config(|c| c.drops_seen = total)
+    }
+
+    fn update_config(&mut self, change: impl FnOnce(&mut abi::Config)) -> Result<(), LoadError> {
         let map = self
             .ebpf
             .map_mut("vigil_config_map")
@@ -405,10 +444,15 @@ impl LoadedObject {
         let ConfigPod(mut c) = config
             .get(&0, 0)
             .map_err(|e| map_err("vigil_config_map", e))?;
-        c.stopping = 1;
+        change(&mut c);
         config
             .set(0, ConfigPod(c), 0)
             .map_err(|e| map_err("vigil_config_map", e))
+    }
+
+    /// The pin directory.
+    pub fn pins(&self) -> &PinDir {
+        &self.pins
     }
 
     /// Calls whose hooks did not run because a runner was missing from its array, summed over
@@ -442,15 +486,16 @@ impl LoadedObject {
         };
         self.ensure_runner(Runner::Kprobe)?;
         let prog = loaded_program(&mut self.ebpf, program, hook, KProbe::load)?;
-        let link = prog
-            .attach(function, 0)
-            .map_err(|source| LoadError::Program {
-                program,
-                hook,
-                source,
-            })?;
+        let err = |source| LoadError::Program {
+            program,
+            hook,
+            source,
+        };
+        let id = prog.attach(function, 0).map_err(err)?;
+        let link = prog.take_link(id).map_err(err)?;
+        let link = hold(&mut self.pins, link, program, hook)?;
         self.shared
-            .insert(point.clone(), (SharedLinkId::Kprobe(program, link), 1));
+            .insert(point.clone(), (SharedLink { program, link }, 1));
         Ok(HookLink::Shared(point))
     }
 
@@ -467,7 +512,7 @@ impl LoadedObject {
         let program = SYSCALL_ENTER_PROGRAMS[arity.clamp(1, 6) - 1];
         let reads = |p: &str| SYSCALL_ENTER_PROGRAMS.iter().position(|q| *q == p);
         let attached = match self.shared.get(&point) {
-            Some((SharedLinkId::Tracepoint(p, _), _)) => reads(p),
+            Some((SharedLink { program, .. }, _)) => reads(program),
             _ => None,
         };
         if attached.is_some_and(|a| a >= arity.clamp(1, 6) - 1) {
@@ -477,24 +522,23 @@ impl LoadedObject {
         let hook = "syscalls/sys_enter_*";
         self.ensure_runner(Runner::Tracepoint)?;
         let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
-        let link = prog
-            .attach("syscalls", tracepoint)
-            .map_err(|source| LoadError::Program {
-                program,
-                hook,
-                source,
-            })?;
+        let err = |source| LoadError::Program {
+            program,
+            hook,
+            source,
+        };
+        let id = prog.attach("syscalls", tracepoint).map_err(err)?;
+        let link = prog.take_link(id).map_err(err)?;
+        let link = hold(&mut self.pins, link, program, tracepoint)?;
         let users = match self.shared.remove(&point) {
             Some((old, users)) => {
-                self.detach_shared(old);
+                old.link.release();
                 users + 1
             }
             None => 1,
         };
-        self.shared.insert(
-            point.clone(),
-            (SharedLinkId::Tracepoint(program, link), users),
-        );
+        self.shared
+            .insert(point.clone(), (SharedLink { program, link }, users));
         Ok(HookLink::Shared(point))
     }
 
@@ -519,7 +563,7 @@ impl LoadedObject {
         self.ensure_runner(Runner::Tracepoint)?;
         let mut links = SockStateLinks::new();
         if let Err(e) = self.attach_sock_programs(&mut links) {
-            self.detach_sock_state_links(links);
+            links.into_iter().for_each(HeldLink::release);
             return Err(e);
         }
         self.sock_state = Some((links, 1));
@@ -532,43 +576,16 @@ impl LoadedObject {
         for (program, category, tracepoint) in sock_state_programs() {
             let hook = "sock/inet_sock_set_state, sock/sock_recv_length, syscalls/sys_*_connect, sys_exit_accept*, sys_*_send*, sys_*_recv*, sys_*_read, sys_enter_write";
             let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
-            let link = prog
-                .attach(category, tracepoint)
-                .map_err(|source| LoadError::Program {
-                    program,
-                    hook,
-                    source,
-                })?;
-            links.push((program, link));
+            let err = |source| LoadError::Program {
+                program,
+                hook,
+                source,
+            };
+            let id = prog.attach(category, tracepoint).map_err(err)?;
+            let link = prog.take_link(id).map_err(err)?;
+            links.push(hold(&mut self.pins, link, program, tracepoint)?);
         }
         Ok(())
-    }
-
-    fn detach_sock_state_links(&mut self, links: SockStateLinks) {
-        for (program, link) in links {
-            if let Some(p) = self
-                .ebpf
-                .program_mut(program)
-                .and_then(|p| <&mut TracePoint>::try_from(p).ok())
-            {
-                let _ = p.detach(link);
-            }
-        }
-    }
-
-    fn detach_shared(&mut self, id: SharedLinkId) {
-        let _ = match id {
-            SharedLinkId::Kprobe(program, id) => self
-                .ebpf
-                .program_mut(program)
-                .and_then(|p| <&mut KProbe>::try_from(p).ok())
-                .map(|p| p.detach(id)),
-            SharedLinkId::Tracepoint(program, id) => self
-                .ebpf
-                .program_mut(program)
-                .and_then(|p| <&mut TracePoint>::try_from(p).ok())
-                .map(|p| p.detach(id)),
-        };
     }
 
     /// Detaches one generic hook link.
@@ -578,8 +595,8 @@ impl LoadedObject {
                 if let Some((_, users)) = self.shared.get_mut(&point) {
                     *users = users.saturating_sub(1);
                     if *users == 0 {
-                        if let Some((id, _)) = self.shared.remove(&point) {
-                            self.detach_shared(id);
+                        if let Some((shared, _)) = self.shared.remove(&point) {
+                            shared.link.release();
                         }
                     }
                 }
@@ -589,7 +606,7 @@ impl LoadedObject {
                     *users = users.saturating_sub(1);
                     if *users == 0 {
                         if let Some((links, _)) = self.sock_state.take() {
-                            self.detach_sock_state_links(links);
+                            links.into_iter().for_each(HeldLink::release);
                         }
                     }
                 }
@@ -600,6 +617,7 @@ impl LoadedObject {
     /// Detaches and unloads the file-open policy programs (when the last policy goes, opens
     /// cost nothing again).
     pub fn detach_file_open(&mut self) {
+        self.file_open.drain(..).for_each(HeldLink::release);
         for program in FILE_OPEN_PROGRAMS {
             if let Some(p) = self.ebpf.program_mut(program) {
                 let _ = match p {
@@ -629,23 +647,30 @@ impl LoadedObject {
             let prog = loaded_program(&mut self.ebpf, program, hook, |p: &mut Lsm| {
                 p.load("file_open", btf)
             })?;
-            prog.attach().map_err(|source| LoadError::Program {
+            let err = |source| LoadError::Program {
                 program,
                 hook,
                 source,
-            })?;
+            };
+            let id = prog.attach().map_err(err)?;
+            let link = prog.take_link(id).map_err(err)?;
+            self.file_open
+                .push(hold(&mut self.pins, link, program, "file_open")?);
             return Ok("BPF LSM on file_open".into());
         }
         let mut attached = Vec::new();
         for tracepoint in file_open_exits() {
             let (program, hook) = (FILE_OPEN_EXIT, "syscalls/sys_exit_open*");
             let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
-            prog.attach("syscalls", &tracepoint)
-                .map_err(|source| LoadError::Program {
-                    program,
-                    hook,
-                    source,
-                })?;
+            let err = |source| LoadError::Program {
+                program,
+                hook,
+                source,
+            };
+            let id = prog.attach("syscalls", &tracepoint).map_err(err)?;
+            let link = prog.take_link(id).map_err(err)?;
+            self.file_open
+                .push(hold(&mut self.pins, link, program, &tracepoint)?);
             attached.push(tracepoint);
         }
         Ok(format!("tracepoints {}", attached.join(", ")))
@@ -670,6 +695,32 @@ impl LoadedObject {
         }
         out
     }
+}
+
+/// Holds `link` as the agent holds every link: by its descriptor, pinned in the agent's
+/// generation when it persists. A link the kernel made without a BPF link (perf events
+/// before Linux 5.15) cannot be held so; vigil's hooks need 5.17 (`bpf_loop`) anyway.
+fn hold<L>(
+    pins: &mut PinDir,
+    link: L,
+    program: &'static str,
+    hook: &str,
+) -> Result<HeldLink, LoadError>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+{
+    let fd = FdLink::try_from(link).map_err(|e| LoadError::Link {
+        program,
+        hook: "attach",
+        detail: format!("{e} (a BPF link is needed: Linux 5.15 or later)"),
+    })?;
+    pins.hold(fd, &format!("{program}-{hook}"))
+        .map_err(|e| LoadError::Link {
+            program,
+            hook: "pin",
+            detail: e.to_string(),
+        })
 }
 
 /// The program `program` of `ebpf` as its kind `T`, loaded (with `load`) if it is not yet.

@@ -395,7 +395,7 @@ fn start_and_stop(args: &[&str]) -> (f64, f64) {
     use std::io::{BufRead, BufReader};
     let start = Instant::now();
     let mut child = Command::new(vigil_tests::vigil_bin())
-        .arg("agent")
+        .args(["agent", vigil_tests::NO_PERSIST])
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -34,8 +34,11 @@ impl RawAgent {
         require_root();
         let dir = TempDir::new("raw-agent");
         let log = dir.path().join("stderr");
+        // An agent started here is a test's, even when its command line is the README's.
+        let agent = args.first().is_some_and(|a| a.as_ref() == "agent");
         let child = Command::new(vigil_bin())
             .args(args)
+            .args(agent.then_some(vigil_tests::NO_PERSIST))
             .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(stdout)

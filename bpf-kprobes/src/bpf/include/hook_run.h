@@ -120,13 +120,27 @@ static __always_inline void emit(struct hook_eval *e)
 	vigil_emit(&e->ev, size, VIGIL_EVENT_HOOK);
 }
 
+/*
+ * Whether the caller is the agent: its tgid and its start (to the clock tick, as /proc shows
+ * it), so that a process reusing the pid of an agent that died while its programs stayed
+ * pinned is not exempt from the policies.
+ */
+static __always_inline int vigil_is_agent(struct vigil_config *cfg, __u64 pid_tgid)
+{
+	if (cfg->agent_tgid != pid_tgid >> 32 || !cfg->tick_ns)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	return vigil_task_start_boottime(leader) / cfg->tick_ns == cfg->agent_start_ticks;
+}
+
 /* Evaluates the hook `cfg` describes, the argument registers being in e->regs. */
 static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_config *cfg)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct vigil_config *gcfg = vigil_config();
 
-	if (!gcfg || gcfg->stopping || gcfg->agent_tgid == pid_tgid >> 32)
+	if (!gcfg || gcfg->stopping || vigil_is_agent(gcfg, pid_tgid))
 		return;
 	__builtin_memcpy(&e->cfg, cfg, sizeof(e->cfg));
 	__builtin_memset(&e->ev, 0, sizeof(e->ev));

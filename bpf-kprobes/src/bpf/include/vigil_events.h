@@ -417,6 +417,15 @@ struct vigil_config {
 	__u32 cgroup_subsys; /* cgroup v1 subsystem whose path is reported, or VIGIL_CGROUP_V2 */
 	__u32 agent_tgid;    /* generic hooks ignore the agent's own calls (its writes, connects) */
 	__u32 stopping;      /* the agent is stopping: no policy acts any more (see handover.rs) */
+	__u32 _pad0;
+	/* The agent's start, in clock ticks since boot (/proc/<pid>/stat's field 22): with the tgid
+	 * it names the agent, so a process that reuses the pid of an agent that died while its
+	 * programs stay pinned is not taken for it. */
+	__u64 agent_start_ticks;
+	__u64 tick_ns;       /* nanoseconds per clock tick (10^9 / USER_HZ) */
+	/* Ring-buffer drops the agent had read and reported: a next agent reports the rest as
+	 * lost while no agent read (see sensor/src/loader/pins.rs). */
+	__u64 drops_seen;
 };
 
 #define VIGIL_CGROUP_V2 0xffffffffu
