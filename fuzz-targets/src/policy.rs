@@ -35,6 +35,7 @@ pub fn policy(data: &[u8]) {
     let kprobes_only = KernelCaps {
         lsm: false,
         fentry: false,
+        fmod_ret: false,
         send_signal: false,
         override_return: false,
         ..all

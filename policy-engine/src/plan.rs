@@ -2,8 +2,10 @@
 //! guarantee it gives, following DESIGN.md's ladder.
 //!
 //! - File opens (`lsmhooks: file_open`, `kprobes: security_file_open`): BPF LSM (denied before
-//!   the effect) → the open system calls' exit tracepoints, which kill with SIGKILL on the way
-//!   back to userspace (the process dies before it sees the file).
+//!   the effect) → fmod_ret on `security_file_open`, where trampolines work but BPF LSM is not
+//!   active (denied before the effect, the same way) → the open system calls' exit
+//!   tracepoints, which kill with SIGKILL on the way back to userspace (the process dies
+//!   before it sees the file).
 //! - Other kprobes: kprobe or kretprobe on the kernel function (for a system call, its
 //!   wrapper, as `/proc/kallsyms` names it) → for system calls, their enter tracepoints; for
 //!   the socket functions, what stands for them ([`abi::STAND_INS`]), which the UDP ones use
@@ -29,6 +31,8 @@ pub struct KernelCaps {
     pub kprobe: bool,
     /// fentry programs attach.
     pub fentry: bool,
+    /// fmod_ret programs attach to `security_file_open` (trampolines, without BPF LSM).
+    pub fmod_ret: bool,
     /// Tracepoints attach.
     pub tracepoint: bool,
     /// `bpf_send_signal` is available.
@@ -44,6 +48,7 @@ impl KernelCaps {
         lsm: true,
         kprobe: true,
         fentry: true,
+        fmod_ret: true,
         tracepoint: true,
         send_signal: true,
         override_return: true,
@@ -55,6 +60,10 @@ impl KernelCaps {
 pub enum Mechanism {
     /// A BPF LSM program on `security_<hook>`.
     Lsm(String),
+    /// fentry on `security_<hook>` judges, and an fmod_ret program there returns its errno
+    /// before the hook's function runs: BPF LSM's guarantee where trampolines work but BPF LSM
+    /// is not among the kernel's active LSMs.
+    FmodRet(String),
     /// A kprobe on this kernel function (a system call's wrapper, for a system call).
     Kprobe(String),
     /// A kretprobe on this kernel function: the hook reads its return value.
@@ -218,12 +227,17 @@ fn attach(h: &HookRule, kernel: &Kernel) -> Attach {
         // The file-open evaluator: BPF LSM, or the open system calls' exits.
         return if caps.lsm {
             Ok((Mechanism::Lsm("file_open".into()), None))
+        } else if caps.fmod_ret {
+            Ok((
+                Mechanism::FmodRet("file_open".into()),
+                Some("BPF LSM is not available".to_string()),
+            ))
         } else if caps.tracepoint {
             Ok((
                 Mechanism::SyscallTracepoints(
                     OPEN_SYSCALLS.iter().map(|c| c.to_string()).collect(),
                 ),
-                Some("BPF LSM is not available".to_string()),
+                Some("neither BPF LSM nor fmod_ret on security_file_open is available".to_string()),
             ))
         } else {
             Err("file opens need BPF LSM or the open system calls' tracepoints; this kernel has neither".into())
@@ -339,8 +353,8 @@ fn enforcement(
         (true, _, _) | (false, Enforcement::None, _) | (_, _, Mechanism::NotInKernel(_)) => {
             (Enforcement::None, Guarantee::ObservedOnly)
         }
-        (false, Enforcement::Deny(e), Mechanism::Lsm(_)) => (Enforcement::Deny(e), Guarantee::DeniedBeforeEffect),
-        (false, Enforcement::Kill, Mechanism::Lsm(_)) => (Enforcement::Kill, Guarantee::DeniedBeforeEffect),
+        (false, Enforcement::Deny(e), Mechanism::Lsm(_) | Mechanism::FmodRet(_)) => (Enforcement::Deny(e), Guarantee::DeniedBeforeEffect),
+        (false, Enforcement::Kill, Mechanism::Lsm(_) | Mechanism::FmodRet(_)) => (Enforcement::Kill, Guarantee::DeniedBeforeEffect),
         (false, Enforcement::Signal(s), _) if caps.send_signal => (Enforcement::Signal(s), Guarantee::SignalledOnReturn),
         // A kill decided on entry to a call (a kprobe, a system call's enter tracepoint, a
         // stand-in) lands when the call returns; only the file-open evaluator decides on the
@@ -364,6 +378,9 @@ fn enforcement(
 pub fn describe_mechanism(m: &Mechanism) -> String {
     match m {
         Mechanism::Lsm(h) => format!("BPF LSM on {h}"),
+        Mechanism::FmodRet(h) => format!(
+            "fmod_ret on security_{h} (fentry there judges the open; its errno is returned before the open happens)"
+        ),
         Mechanism::Kprobe(f) => format!("kprobe on {f}"),
         Mechanism::Kretprobe(f) => format!("kretprobe on {f}"),
         Mechanism::SyscallTracepoints(calls) => format!(
@@ -451,6 +468,7 @@ spec:
         lsm: false,
         kprobe: false,
         fentry: false,
+        fmod_ret: false,
         tracepoint: false,
         send_signal: false,
         override_return: false,
@@ -464,6 +482,20 @@ spec:
         assert_eq!(plans[0].guarantee, Guarantee::DeniedBeforeEffect);
         assert_eq!(plans[1].mechanism, Mechanism::Kprobe("tcp_connect".into()));
         assert_eq!(plans[1].guarantee, Guarantee::ObservedOnly);
+    }
+
+    #[test]
+    fn without_bpf_lsm_but_with_trampolines_fmod_ret_denies_before_the_effect() {
+        let no_lsm = KernelCaps { lsm: false, ..VM };
+        let plans = plan_of(DENY_PASSWD, &no_lsm).unwrap();
+        assert_eq!(plans[0].mechanism, Mechanism::FmodRet("file_open".into()));
+        assert_eq!(plans[0].enforcement, Enforcement::Deny(-1));
+        assert_eq!(plans[0].guarantee, Guarantee::DeniedBeforeEffect);
+        assert_eq!(plans[0].fallback_reason.as_deref(), Some("BPF LSM is not available"));
+        let no_trampolines = KernelCaps { fmod_ret: false, ..no_lsm };
+        let plans = plan_of(DENY_PASSWD, &no_trampolines).unwrap();
+        assert!(matches!(plans[0].mechanism, Mechanism::SyscallTracepoints(_)));
+        assert_eq!(plans[0].guarantee, Guarantee::KilledBeforeReturn);
     }
 
     #[test]

@@ -315,6 +315,7 @@ mod tests {
             lsm: false,
             kprobe: false,
             fentry: false,
+            fmod_ret: false,
             override_return: false,
         },
         symbols: None,

@@ -24,7 +24,7 @@ use vigil_policy_engine::{
 
 use crate::{
     agent::log,
-    loader::{LoadError, LoadedObject, ProgramNeed},
+    loader::{FileOpenVia, LoadError, LoadedObject, ProgramNeed},
     policies::{
         scopes::ScopeSource, AttachTarget, HookReport, Installed, PolicyLoadError, PolicyTable,
     },
@@ -174,8 +174,12 @@ impl StartingPolicies {
             .flat_map(|p| &p.hooks)
         {
             let need = match &hook.plan.mechanism {
-                Mechanism::Lsm(_) => ProgramNeed::FileOpen { lsm: true },
-                Mechanism::SyscallTracepoints(_) => ProgramNeed::FileOpen { lsm: false },
+                m @ (Mechanism::Lsm(_) | Mechanism::FmodRet(_) | Mechanism::SyscallTracepoints(_)) => {
+                    match FileOpenVia::of(m) {
+                        Some(via) => ProgramNeed::FileOpen(via),
+                        None => continue,
+                    }
+                }
                 Mechanism::Kprobe(_) => ProgramNeed::Kprobe,
                 Mechanism::Kretprobe(_) => ProgramNeed::Kretprobe,
                 Mechanism::SyscallEnter(_) => ProgramNeed::SyscallEnter,
@@ -441,9 +445,9 @@ impl PolicyManager {
                 }
             }
         }
-        if let (None, Some(lsm)) = (&failure, installed.file_open_lsm) {
+        if let (None, Some(via)) = (&failure, installed.file_open_via) {
             failure = self
-                .attach_file_open(sensor, lsm)
+                .attach_file_open(sensor, via)
                 .err()
                 .map(|e| ("the file-open programs".to_string(), e));
         }
@@ -532,9 +536,9 @@ impl PolicyManager {
     }
 
     /// Attaches the file-open programs unless they are.
-    fn attach_file_open(&mut self, sensor: &mut LoadedObject, lsm: bool) -> Result<(), LoadError> {
+    fn attach_file_open(&mut self, sensor: &mut LoadedObject, via: FileOpenVia) -> Result<(), LoadError> {
         if !self.attached {
-            let how = sensor.attach_file_open(lsm)?;
+            let how = sensor.attach_file_open(via)?;
             log(format!("file-open policies enforced through {how}"));
             self.attached = true;
         }

@@ -92,6 +92,7 @@ impl ProbeReport {
             lsm: self.has("lsm"),
             kprobe: self.has("kprobe"),
             fentry: self.has("fentry"),
+            fmod_ret: self.has("fmod_ret"),
             tracepoint: self.has("tracepoint") && self.has("raw_tracepoint"),
             send_signal: self.helper("bpf_send_signal"),
             override_return: self.helper("bpf_override_return"),
@@ -232,6 +233,8 @@ pub fn run(btf_path: &str) -> ProbeReport {
         judge(k, fired, triggered.failure(kinds[slot].3));
     }
 
+    report.program_kinds.push(fmod_ret_kind(btf.as_ref(), report.has("fentry")));
+
     let helpers: [(&'static str, &'static str, &'static str); 5] = [
         ("bpf_loop", "tracepoint", "probe_loop"),
         ("bpf_send_signal", "tracepoint", "probe_send_signal"),
@@ -249,6 +252,32 @@ pub fn run(btf_path: &str) -> ProbeReport {
         });
     }
     report
+}
+
+/// fmod_ret on security_file_open, which the agent loads itself (`loader/fmod_ret.rs`): a
+/// program that returns 0, attached for a moment. It runs on the trampolines the fentry row
+/// saw run, so it is available where it attaches and fentry fires.
+fn fmod_ret_kind(btf: Option<&Btf>, fentry_fires: bool) -> KindResult {
+    let tried = btf
+        .ok_or_else(|| "no kernel BTF".to_string())
+        .and_then(crate::loader::fmod_ret::probe);
+    let ok = tried.is_ok();
+    let error = match tried {
+        Err(e) => Some(e),
+        Ok(()) if !fentry_fires => {
+            Some("attached, but fentry programs did not run here, and fmod_ret runs on the same trampolines".into())
+        }
+        Ok(()) => None,
+    };
+    KindResult {
+        kind: "fmod_ret",
+        hook: crate::loader::fmod_ret::FUNCTION,
+        loads: ok,
+        attaches: ok,
+        fires: ok && fentry_fires,
+        available: ok && fentry_fires,
+        error,
+    }
 }
 
 fn set_target(ebpf: &mut Ebpf) -> Result<(), String> {

@@ -20,6 +20,8 @@ pub enum Hook {
     Fentry,
     /// BPF LSM.
     Lsm,
+    /// fmod_ret on security_file_open (vigil loads it itself).
+    FmodRet,
 }
 
 impl Hook {
@@ -30,6 +32,7 @@ impl Hook {
             Hook::Kprobe => "kprobe",
             Hook::Fentry => "fentry",
             Hook::Lsm => "lsm",
+            Hook::FmodRet => "fmod_ret",
         }
     }
 }
@@ -52,11 +55,54 @@ pub const HOST: Kernel = Kernel {
 /// Debian's 6.1 cloud kernel under qemu.
 pub const DEBIAN_VM: Kernel = Kernel {
     name: "debian-vm",
-    hooks: &[Hook::Tracepoint, Hook::Kprobe, Hook::Fentry, Hook::Lsm],
+    hooks: &[
+        Hook::Tracepoint,
+        Hook::Kprobe,
+        Hook::Fentry,
+        Hook::Lsm,
+        Hook::FmodRet,
+    ],
 };
 
+/// The same kernel booted with an `lsm=` list that leaves out `bpf`: trampolines work, BPF LSM
+/// programs load but the kernel never runs them, so the probe does not count them.
+pub const DEBIAN_VM_NO_BPF_LSM: Kernel = Kernel {
+    name: "debian-vm-no-bpf-lsm",
+    hooks: &[Hook::Tracepoint, Hook::Kprobe, Hook::Fentry, Hook::FmodRet],
+};
+
+/// The rung of the attach plan's ladder file opens are enforced on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOpenRung {
+    /// BPF LSM: denied before the open.
+    Lsm,
+    /// fentry and fmod_ret on security_file_open: denied before the open.
+    FmodRet,
+    /// The open system calls' exit tracepoints: killed before the process sees the file.
+    Tracepoints,
+}
+
+impl Kernel {
+    /// The rung file opens are enforced on here.
+    pub fn file_open_rung(&self) -> FileOpenRung {
+        if self.hooks.contains(&Hook::Lsm) {
+            FileOpenRung::Lsm
+        } else if self.hooks.contains(&Hook::FmodRet) {
+            FileOpenRung::FmodRet
+        } else {
+            FileOpenRung::Tracepoints
+        }
+    }
+}
+
 /// Every hook kind the matrix knows.
-pub const ALL_HOOKS: [Hook; 4] = [Hook::Tracepoint, Hook::Kprobe, Hook::Fentry, Hook::Lsm];
+pub const ALL_HOOKS: [Hook; 5] = [
+    Hook::Tracepoint,
+    Hook::Kprobe,
+    Hook::Fentry,
+    Hook::Lsm,
+    Hook::FmodRet,
+];
 
 /// Environment variable the VM's init sets to name its kernel.
 pub const KERNEL_ENV: &str = "VIGIL_TEST_KERNEL";
@@ -67,6 +113,7 @@ pub const SKIP_LOG_ENV: &str = "VIGIL_SKIP_LOG";
 pub fn current() -> Kernel {
     match std::env::var(KERNEL_ENV).as_deref() {
         Ok("debian-vm") => DEBIAN_VM,
+        Ok("debian-vm-no-bpf-lsm") => DEBIAN_VM_NO_BPF_LSM,
         _ => HOST,
     }
 }

@@ -272,6 +272,7 @@ pub fn boot(
     initramfs: &Path,
     limit: Duration,
     second_serial: &Path,
+    cmdline: &str,
 ) -> Result<String, String> {
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-serial", "mon:stdio", "-serial"])
@@ -290,7 +291,8 @@ pub fn boot(
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .arg("-append")
+        .arg(format!("console=ttyS0 panic=-1 quiet {cmdline}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

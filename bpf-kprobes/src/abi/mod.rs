@@ -139,6 +139,21 @@ pub struct ExitEvent {
     pub _pad0: u32,
 }
 
+/// `struct vigil_fmod_verdict`: a file-open denial fentry leaves for the fmod_ret program.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct FmodVerdict {
+    /// The `struct file *` judged.
+    pub file: u64,
+    /// The errno to return, negative.
+    pub verdict: i64,
+}
+
+/// Offsets the hand-assembled fmod_ret program reads in an [`FmodVerdict`].
+pub const FMOD_VERDICT_FILE: i16 = std::mem::offset_of!(FmodVerdict, file) as i16;
+/// See [`FMOD_VERDICT_FILE`].
+pub const FMOD_VERDICT_ERRNO: i16 = std::mem::offset_of!(FmodVerdict, verdict) as i16;
+
 /// `struct vigil_config`, written by the agent into `vigil_config_map` before attaching.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -240,6 +255,7 @@ mod layout_tests {
             "vigil_scope_key" => ScopeKey { cgroup, scope }
             "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len,
                 mode }
+            "vigil_fmod_verdict" => FmodVerdict { file, verdict }
             "vigil_config" => Config { cgroup_subsys, agent_tgid, stopping, agent_start_ticks, tick_ns, drops_seen }
             "vigil_hook_config" => HookConfig { hook_id, flags, arg_reg, arg_type, arg_flags,
                 arg_bits, nargs, scope, rule_first, rule_count, konst }

@@ -164,6 +164,10 @@ int main(void)
 	FIELD(vigil_hook_event, args);
 	FIELD(vigil_hook_event, str_len);
 
+	SIZE(vigil_fmod_verdict);
+	FIELD(vigil_fmod_verdict, file);
+	FIELD(vigil_fmod_verdict, verdict);
+
 	SIZE(vigil_config);
 	FIELD(vigil_config, cgroup_subsys);
 	FIELD(vigil_config, agent_tgid);

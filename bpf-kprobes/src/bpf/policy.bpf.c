@@ -2,9 +2,11 @@
 /*
  * Policy enforcement on file opens.
  *
- * One evaluator, two ways in, chosen per kernel by the attach plan:
+ * One evaluator, three ways in, chosen per kernel by the attach plan:
  * - `lsm/file_open` (BPF LSM, 5.7+): runs before the open completes and denies it by returning
  *   an errno, so the operation never happens.
+ * - `fentry/security_file_open` with an fmod_ret program beside it (trampolines, where BPF LSM
+ *   is not an active LSM): the same verdict, returned in security_file_open's place.
  * - `tracepoint/syscalls/sys_exit_open{,at,at2}` and `sys_exit_creat` (every kernel): runs when
  *   the open has succeeded, resolves the new fd to the file the kernel really opened (after
  *   relative paths, `..` and symlinks), and kills the process with SIGKILL before it returns to
@@ -228,6 +230,34 @@ int BPF_PROG(vigil_lsm_file_open, struct file *file, int ret)
 	struct path p;
 	BPF_CORE_READ_INTO(&p, file, f_path);
 	return evaluate(&p, VIGIL_POLICY_VIA_LSM);
+}
+
+/*
+ * Where BPF LSM is not active but trampolines work: this fentry program judges the open as the
+ * LSM program does, and leaves a denial's errno here, by thread, for the fmod_ret program on
+ * the same function (sensor/src/loader/fmod_ret.rs), which runs right after it, before
+ * security_file_open itself, and returns the errno instead of calling it. The file pointer
+ * makes sure the verdict is this open's.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct vigil_fmod_verdict);
+} vigil_fmod_verdicts SEC(".maps") __vigil_shared;
+
+SEC("fentry/security_file_open")
+int BPF_PROG(vigil_fentry_file_open, struct file *file)
+{
+	struct path p;
+	BPF_CORE_READ_INTO(&p, file, f_path);
+	int verdict = evaluate(&p, VIGIL_POLICY_VIA_LSM);
+	if (verdict) {
+		__u64 thread = bpf_get_current_pid_tgid();
+		struct vigil_fmod_verdict v = { .file = (__u64)file, .verdict = verdict };
+		bpf_map_update_elem(&vigil_fmod_verdicts, &thread, &v, BPF_ANY);
+	}
+	return 0;
 }
 
 /* sys_exit_* tracepoints: `long ret` at offset 16 after the common fields and __syscall_nr. */

@@ -3,14 +3,17 @@
 //! attaches the lifecycle programs to their raw tracepoints; attaches and detaches the policy
 //! programs where the attach plan says; reads the in-kernel drop counters.
 
+use std::os::fd::AsFd;
+
 use aya::{
     maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{links::FdLink, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint},
+    programs::{links::FdLink, FEntry, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint},
     Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Endianness,
 };
 use thiserror::Error;
 use vigil_bpf_kprobes::{abi, VIGIL_OBJ};
 
+pub mod fmod_ret;
 mod handover;
 mod parallel;
 pub mod pins;
@@ -175,11 +178,32 @@ pub enum ProgramNeed {
     SyscallEnter,
     /// What stands for the socket functions.
     SockState,
-    /// The file-open evaluator, through BPF LSM (`lsm`) or the open system calls' exits.
-    FileOpen {
-        /// Through BPF LSM.
-        lsm: bool,
-    },
+    /// The file-open evaluator, the way the plan chose.
+    FileOpen(FileOpenVia),
+}
+
+/// How the file-open evaluator is attached: the rungs of the attach plan's ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOpenVia {
+    /// BPF LSM on `file_open`.
+    Lsm,
+    /// fentry and fmod_ret on `security_file_open` ([`fmod_ret`]).
+    FmodRet,
+    /// The open system calls' exit tracepoints.
+    Tracepoints,
+}
+
+impl FileOpenVia {
+    /// The rung a file-open hook's plan chose, or None for a mechanism of other hooks.
+    pub fn of(m: &vigil_policy_engine::plan::Mechanism) -> Option<FileOpenVia> {
+        use vigil_policy_engine::plan::Mechanism;
+        match m {
+            Mechanism::Lsm(_) => Some(FileOpenVia::Lsm),
+            Mechanism::FmodRet(_) => Some(FileOpenVia::FmodRet),
+            Mechanism::SyscallTracepoints(_) => Some(FileOpenVia::Tracepoints),
+            _ => None,
+        }
+    }
 }
 
 impl ProgramNeed {
@@ -199,10 +223,13 @@ impl ProgramNeed {
                 all.push((Runner::Tracepoint.program(), LoadAs::Plain));
                 all
             }
-            ProgramNeed::FileOpen { lsm: true } => {
+            ProgramNeed::FileOpen(FileOpenVia::Lsm) => {
                 vec![("vigil_lsm_file_open", LoadAs::Lsm("file_open"))]
             }
-            ProgramNeed::FileOpen { lsm: false } => plain(&[FILE_OPEN_EXIT]),
+            ProgramNeed::FileOpen(FileOpenVia::FmodRet) => {
+                vec![(FILE_OPEN_FENTRY, LoadAs::FEntry(fmod_ret::FUNCTION))]
+            }
+            ProgramNeed::FileOpen(FileOpenVia::Tracepoints) => plain(&[FILE_OPEN_EXIT]),
         }
     }
 }
@@ -234,7 +261,10 @@ fn file_open_exits() -> Vec<String> {
 }
 
 /// The programs of `policy.bpf.c` that enforce on file opens.
-const FILE_OPEN_PROGRAMS: [&str; 2] = ["vigil_lsm_file_open", FILE_OPEN_EXIT];
+const FILE_OPEN_PROGRAMS: [&str; 3] = ["vigil_lsm_file_open", FILE_OPEN_FENTRY, FILE_OPEN_EXIT];
+
+/// The program of `policy.bpf.c` that judges opens for the fmod_ret program.
+const FILE_OPEN_FENTRY: &str = "vigil_fentry_file_open";
 
 /// The program of `policy.bpf.c` attached to every open system call's exit.
 const FILE_OPEN_EXIT: &str = "vigil_exit_open";
@@ -622,6 +652,7 @@ impl LoadedObject {
             if let Some(p) = self.ebpf.program_mut(program) {
                 let _ = match p {
                     aya::programs::Program::Lsm(p) => p.unload(),
+                    aya::programs::Program::FEntry(p) => p.unload(),
                     aya::programs::Program::TracePoint(p) => p.unload(),
                     _ => Ok(()),
                 };
@@ -629,19 +660,21 @@ impl LoadedObject {
         }
     }
 
-    /// Attaches the file-open policy programs: BPF LSM where the kernel runs it, else the open
-    /// system calls' exit tracepoints. Returns how it attached. All or nothing: when one
-    /// program fails, those attached are detached again.
-    pub fn attach_file_open(&mut self, lsm: bool) -> Result<String, LoadError> {
-        let attached = self.attach_file_open_programs(lsm);
+    /// Attaches the file-open policy programs the way the plan chose. Returns how it attached.
+    /// All or nothing: when one program fails, those attached are detached again.
+    pub fn attach_file_open(&mut self, via: FileOpenVia) -> Result<String, LoadError> {
+        let attached = self.attach_file_open_programs(via);
         if attached.is_err() {
             self.detach_file_open();
         }
         attached
     }
 
-    fn attach_file_open_programs(&mut self, lsm: bool) -> Result<String, LoadError> {
-        if lsm {
+    fn attach_file_open_programs(&mut self, via: FileOpenVia) -> Result<String, LoadError> {
+        if via == FileOpenVia::FmodRet {
+            return self.attach_fmod_ret();
+        }
+        if via == FileOpenVia::Lsm {
             let (program, hook) = ("vigil_lsm_file_open", "lsm/file_open");
             let btf = &self.btf;
             let prog = loaded_program(&mut self.ebpf, program, hook, |p: &mut Lsm| {
@@ -674,6 +707,46 @@ impl LoadedObject {
             attached.push(tracepoint);
         }
         Ok(format!("tracepoints {}", attached.join(", ")))
+    }
+
+    /// fmod_ret on `security_file_open` first (it denies nothing until the fentry program
+    /// judges), then the fentry program that judges.
+    fn attach_fmod_ret(&mut self) -> Result<String, LoadError> {
+        let (program, hook) = ("vigil_fmodret", "fmod_ret/security_file_open");
+        let raw = |detail: String| LoadError::Link {
+            program,
+            hook,
+            detail,
+        };
+        let verdicts = match self.ebpf.map("vigil_fmod_verdicts") {
+            Some(aya::maps::Map::LruHashMap(m)) => m.fd().as_fd().try_clone_to_owned(),
+            _ => return Err(missing("vigil_fmod_verdicts")),
+        }
+        .map_err(|e| map_err("vigil_fmod_verdicts", e))?;
+        let link = fmod_ret::attach_over(&self.btf, verdicts.as_fd()).map_err(raw)?;
+        let held = self
+            .pins
+            .hold_raw(link, "vigil_fmodret-security_file_open")
+            .map_err(|e| raw(e.to_string()))?;
+        self.file_open.push(held);
+        let (program, hook) = (FILE_OPEN_FENTRY, "fentry/security_file_open");
+        let btf = &self.btf;
+        let prog = loaded_program(&mut self.ebpf, program, hook, |p: &mut FEntry| {
+            p.load(fmod_ret::FUNCTION, btf)
+        })?;
+        let err = |source| LoadError::Program {
+            program,
+            hook,
+            source,
+        };
+        let id = prog.attach().map_err(err)?;
+        let link = prog.take_link(id).map_err(err)?;
+        self.file_open
+            .push(hold(&mut self.pins, link, program, fmod_ret::FUNCTION)?);
+        Ok(format!(
+            "fentry and fmod_ret on {} (BPF LSM is not active here)",
+            fmod_ret::FUNCTION
+        ))
     }
 
     /// Takes the ring buffer (once).
@@ -758,7 +831,7 @@ trait HasFd {
 macro_rules! has_fd {
     ($($t:ty),*) => { $(impl HasFd for $t { fn is_loaded(&self) -> bool { self.fd().is_ok() } })* };
 }
-has_fd!(KProbe, TracePoint, Lsm, RawTracePoint);
+has_fd!(KProbe, TracePoint, Lsm, RawTracePoint, FEntry);
 
 fn missing(name: &'static str) -> LoadError {
     LoadError::Map {

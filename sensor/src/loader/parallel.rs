@@ -18,6 +18,8 @@ pub enum LoadAs {
     Plain,
     /// A BPF LSM program, for this hook.
     Lsm(&'static str),
+    /// An fentry program, on this kernel function.
+    FEntry(&'static str),
 }
 
 /// One program's load.
@@ -69,6 +71,7 @@ fn load_one(program: &mut Program, how: LoadAs, btf: &Btf) -> Result<(), Program
         (Program::KProbe(p), _) => p.load(),
         (Program::RawTracePoint(p), _) => p.load(),
         (Program::Lsm(p), LoadAs::Lsm(hook)) => p.load(hook, btf),
+        (Program::FEntry(p), LoadAs::FEntry(function)) => p.load(function, btf),
         // A kind the agent does not use, or a table entry that does not match its program:
         // the attach that needs it loads it and says what is wrong.
         _ => Ok(()),

@@ -110,14 +110,18 @@ pub enum HeldLink {
     Owned(#[allow(dead_code)] FdLink),
     /// Pinned in bpffs as well.
     Pinned(PinnedLink),
+    /// A link aya did not make (the fmod_ret program's), by descriptor and maybe its pin.
+    Raw(#[allow(dead_code)] std::os::fd::OwnedFd, Option<PathBuf>),
 }
 
 impl HeldLink {
     /// Detaches the link: removes its pin, then closes it.
     pub fn release(self) {
-        if let HeldLink::Pinned(p) = self {
-            // A pin already removed (by `vigil agent --cleanup`) leaves the descriptor only.
-            let _ = p.unpin();
+        // A pin already removed (by `vigil agent --cleanup`) leaves the descriptor only.
+        match self {
+            HeldLink::Pinned(p) => drop(p.unpin()),
+            HeldLink::Raw(_, Some(path)) => drop(std::fs::remove_file(path)),
+            _ => {}
         }
     }
 }
@@ -204,22 +208,9 @@ impl PinDir {
     /// Holds `link`, pinned in this generation when the agent persists (`what` names the pin
     /// for whoever lists the directory).
     pub fn hold(&mut self, link: FdLink, what: &str) -> Result<HeldLink, PinError> {
-        let Some(own) = &self.own else {
+        let Some(path) = self.next_path(what) else {
             return Ok(HeldLink::Owned(link));
         };
-        if !own.join("links").is_dir() {
-            // Removed under the running agent (`vigil agent --cleanup`): what it attaches from
-            // now on goes with it, as the rest of its enforcement now does.
-            self.own = None;
-            return Ok(HeldLink::Owned(link));
-        }
-        self.next += 1;
-        let name: String = what
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .take(64)
-            .collect();
-        let path = own.join("links").join(format!("{:04}-{name}", self.next));
         link.pin(&path)
             .map(HeldLink::Pinned)
             .map_err(|e| PinError::Pin {
@@ -227,6 +218,41 @@ impl PinDir {
                 path,
                 detail: e.to_string(),
             })
+    }
+
+    /// Holds a link aya did not make, pinned as [`PinDir::hold`] pins.
+    pub fn hold_raw(
+        &mut self,
+        link: std::os::fd::OwnedFd,
+        what: &str,
+    ) -> Result<HeldLink, PinError> {
+        let Some(path) = self.next_path(what) else {
+            return Ok(HeldLink::Raw(link, None));
+        };
+        super::fmod_ret::pin(&link, &path).map_err(|e| PinError::Pin {
+            what: format!("the link of {what}"),
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(HeldLink::Raw(link, Some(path)))
+    }
+
+    /// The path the next link's pin takes, or None when this agent does not pin (any more).
+    fn next_path(&mut self, what: &str) -> Option<PathBuf> {
+        let own = self.own.as_ref()?;
+        if !own.join("links").is_dir() {
+            // Removed under the running agent (`vigil agent --cleanup`): what it attaches from
+            // now on goes with it, as the rest of its enforcement now does.
+            self.own = None;
+            return None;
+        }
+        self.next += 1;
+        let name: String = what
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(64)
+            .collect();
+        Some(own.join("links").join(format!("{:04}-{name}", self.next)))
     }
 
     /// Pins every map of `ebpf` in this generation (before the agent takes any out of it).

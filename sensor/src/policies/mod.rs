@@ -19,7 +19,7 @@ use aya::{
 use thiserror::Error;
 use vigil_bpf_kprobes::abi;
 
-use crate::loader::HookLink;
+use crate::loader::{FileOpenVia, HookLink};
 
 mod file_rules;
 mod hook_rules;
@@ -34,7 +34,7 @@ use scopes::PodScopes;
 use vigil_policy_engine::{
     compile::HookRule,
     kernel::RunningKernel,
-    plan::{describe_mechanism, Mechanism},
+    plan::describe_mechanism,
     scope::PodScope,
     Prepared,
 };
@@ -199,7 +199,7 @@ impl PolicyTable {
                 attach,
             });
             if h.rule.is_file_open() {
-                lowered.file_open_lsm = Some(matches!(h.plan.mechanism, Mechanism::Lsm(_)));
+                lowered.file_open_via = FileOpenVia::of(&h.plan.mechanism);
                 let rules = FileRule::of(h.rule)
                     .map_err(|e| PolicyLoadError::Refused(format!("{file}: {e}")))?;
                 lowered.rules.extend(rules);
@@ -277,7 +277,7 @@ impl PolicyTable {
             rule_slots: Vec::new(),
             hook_slots: Vec::new(),
             attach: Vec::new(),
-            file_open_lsm: p.file_open_lsm,
+            file_open_via: p.file_open_via,
             report,
             scope,
             scope_text,
@@ -413,7 +413,7 @@ struct Lowered {
     hooks: Vec<HookRule>,
     /// Whether file opens are evaluated through BPF LSM (else the open system calls' exits),
     /// when the policy has file-open hooks.
-    file_open_lsm: Option<bool>,
+    file_open_via: Option<FileOpenVia>,
 }
 
 /// Where one hook of a policy is attached, as `vigil policy explain` words it.
@@ -443,7 +443,7 @@ pub struct Installed {
     pub attach: Vec<(usize, AttachTarget)>,
     /// Whether the file-open programs must be attached, and through BPF LSM (else the open
     /// system calls' exits), as the plan chose.
-    pub file_open_lsm: Option<bool>,
+    pub file_open_via: Option<FileOpenVia>,
     /// Each hook's path, name and attach point as the plan describes it, for the log once
     /// everything is attached.
     pub report: Vec<HookReport>,

@@ -412,6 +412,14 @@ struct vigil_hook_event {
 	__u16 _pad0[3];
 };
 
+/* A file-open denial fentry on security_file_open leaves for the fmod_ret program there,
+ * keyed by the thread (pid_tgid). The fmod_ret program reads `file` at offset 0 and `verdict`
+ * at offset 8 (sensor/src/loader/fmod_ret.rs). */
+struct vigil_fmod_verdict {
+	__u64 file;    /* the struct file * judged */
+	__s64 verdict; /* the errno to return, negative */
+};
+
 /* Knobs the agent writes before attaching, read by every program. */
 struct vigil_config {
 	__u32 cgroup_subsys; /* cgroup v1 subsystem whose path is reported, or VIGIL_CGROUP_V2 */
