@@ -29,6 +29,7 @@ pub mod compile;
 pub mod crd;
 mod error;
 pub mod evaluate_hooks;
+pub mod gaps;
 pub mod hook_rule;
 pub mod input;
 pub mod kernel;

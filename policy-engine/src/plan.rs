@@ -116,7 +116,7 @@ impl Guarantee {
         match self {
             Guarantee::DeniedBeforeEffect => "denied before the effect: the operation never happens",
             Guarantee::KilledBeforeReturn => {
-                "process killed after the operation, before it returns to userspace: the data never reaches it through that call (opens made through io_uring pass no system call and are not seen, and another thread of the process may use the new descriptor before the kill lands; BPF LSM has neither gap)"
+                "process killed after the operation, before it returns to userspace: the data never reaches it through that call"
             }
             Guarantee::KilledOnReturn => {
                 "process killed when the call returns to userspace: the call itself completes, nothing after it runs"
@@ -144,6 +144,8 @@ pub struct HookPlan {
     pub guarantee: Guarantee,
     /// Why a better mechanism was not used, when it was not.
     pub fallback_reason: Option<String>,
+    /// What this rung cannot stop, for the hook's selectors.
+    pub gaps: Vec<crate::gaps::Gap>,
 }
 
 /// A hook this kernel cannot serve.
@@ -199,10 +201,11 @@ pub fn plan(
             Ok(HookPlan {
                 path: path.clone(),
                 hook: h.call.clone(),
-                mechanism,
                 requested,
                 enforcement,
                 guarantee,
+                gaps: crate::gaps::file_open_gaps(h, &mechanism),
+                mechanism,
                 fallback_reason,
             })
         });

@@ -440,6 +440,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 enricher.cache.expire(Instant::now());
                 if let Some(p) = policies.as_mut() {
                     p.rescan(&mut sensor)?;
+                    p.refresh_inodes();
                 }
                 if let Some(d) = sinks.detector.as_mut() {
                     d.rescan();

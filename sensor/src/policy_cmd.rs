@@ -222,7 +222,11 @@ fn explain_hook(p: &HookPlan) -> std::io::Result<()> {
         )
     };
     outln!("    action:    {action}")?;
-    outln!("    guarantee: {}", p.guarantee.describe())
+    outln!("    guarantee: {}", p.guarantee.describe())?;
+    for g in &p.gaps {
+        outln!("    gap:       {}: {}", g.name, g.reason)?;
+    }
+    Ok(())
 }
 
 /// One hook's plan for `explain --json`; `attach` is worded as the agent logs what it attached.
@@ -237,6 +241,7 @@ fn plan_json(policy: &Prepared, p: &HookPlan) -> serde_json::Value {
         "action": describe_enforcement(p.enforcement),
         "requested": describe_enforcement(p.requested),
         "guarantee": p.guarantee.describe(),
+        "gaps": p.gaps.iter().map(|g| serde_json::json!({"name": g.name, "reason": g.reason})).collect::<Vec<_>>(),
     })
 }
 

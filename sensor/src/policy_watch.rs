@@ -522,6 +522,14 @@ impl PolicyManager {
         self.release_file_open(sensor);
     }
 
+    /// Follows protected files replaced under their names (their inode keys move to the new
+    /// file), logging each.
+    pub fn refresh_inodes(&mut self) {
+        for name in self.table.refresh_inodes() {
+            log(format!("{name} is another file now: rules naming it follow it"));
+        }
+    }
+
     /// Brings the scoped policies' pods in the kernel up to date with the pod store; a failure
     /// (the map is full) is logged, the entries written so far staying.
     pub fn sync_scopes(&mut self) {

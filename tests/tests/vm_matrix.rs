@@ -16,7 +16,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 15] = [
+const SCENARIOS: [&str; 16] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -32,6 +32,7 @@ const SCENARIOS: [&str; 15] = [
     "kubernetes",
     "persistence",
     "enforcement_rungs",
+    "walkarounds",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,
@@ -153,7 +154,7 @@ fn the_scenario_list_names_every_scenario_file() {
 
 /// The scenarios that run again with the kernel booted without BPF LSM, where file opens are
 /// denied through fmod_ret: the rungs and their gaps, and the persistence of that rung's links.
-const NO_BPF_LSM_SCENARIOS: [&str; 2] = ["enforcement_rungs", "persistence"];
+const NO_BPF_LSM_SCENARIOS: [&str; 3] = ["enforcement_rungs", "persistence", "walkarounds"];
 
 /// The kernel command line's LSMs for that boot: Debian's list without `bpf`.
 const NO_BPF_LSM: &str = "lsm=landlock,lockdown,yama,integrity,apparmor";
@@ -209,6 +210,9 @@ fn run_in_vm(matrix: Kernel, all: &[&'static str], cmdline: &str) {
     // A stand-in for setuid-root programs, installed setuid by the privilege scenario.
     let helper = vigil_bin().with_file_name("vigil-setuid-helper");
     fs.add_binary(&helper, "vigil-setuid-helper").unwrap();
+    // The walk-arounds of a file-open deny (walkarounds.rs).
+    let walkaround = vigil_bin().with_file_name("vigil-walkaround");
+    fs.add_binary(&walkaround, "vigil-walkaround").unwrap();
     for s in &scenarios {
         fs.add_scenario(&test_binary(&deps, s), s).unwrap();
     }

@@ -139,6 +139,19 @@ pub struct ExitEvent {
     pub _pad0: u32,
 }
 
+/// `struct vigil_inode_key`: a file by its superblock's device (the kernel's encoding,
+/// `major << 20 | minor`) and inode number.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeKey {
+    /// The inode number.
+    pub ino: u64,
+    /// The device, as the kernel's `s_dev`.
+    pub dev: u32,
+    #[allow(missing_docs)]
+    pub _pad0: u32,
+}
+
 /// `struct vigil_fmod_verdict`: a file-open denial fentry leaves for the fmod_ret program.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -256,6 +269,7 @@ mod layout_tests {
             "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len,
                 mode }
             "vigil_fmod_verdict" => FmodVerdict { file, verdict }
+            "vigil_inode_key" => InodeKey { ino, dev }
             "vigil_config" => Config { cgroup_subsys, agent_tgid, stopping, agent_start_ticks, tick_ns, drops_seen }
             "vigil_hook_config" => HookConfig { hook_id, flags, arg_reg, arg_type, arg_flags,
                 arg_bits, nargs, scope, rule_first, rule_count, konst }

@@ -164,6 +164,9 @@ int main(void)
 	FIELD(vigil_hook_event, args);
 	FIELD(vigil_hook_event, str_len);
 
+	SIZE(vigil_inode_key);
+	FIELD(vigil_inode_key, ino);
+	FIELD(vigil_inode_key, dev);
 	SIZE(vigil_fmod_verdict);
 	FIELD(vigil_fmod_verdict, file);
 	FIELD(vigil_fmod_verdict, verdict);

@@ -68,6 +68,7 @@ struct rule_walk {
 	__s32 verdict;     /* errno to return (LSM) */
 	__u32 kill;        /* send SIGKILL */
 	__u32 trunc;
+	__u64 inode_rules; /* rule slots whose exact values name this very file (vigil_path_inodes) */
 };
 
 static __always_inline void set_rule(struct vigil_eval *e, __u32 rule)
@@ -133,9 +134,14 @@ static long rule_step(__u32 rule, void *vctx)
 
 	if (r->flags & (VIGIL_RULE_PATH_EQ | VIGIL_RULE_PATH_PREFIX | VIGIL_RULE_PATH_POSTFIX)) {
 		hit = 0;
-		if ((r->flags & VIGIL_RULE_PATH_EQ) && bpf_map_lookup_elem(&vigil_path_exact, &e->path_key))
+		if ((r->flags & VIGIL_RULE_PATH_EQ) &&
+		    (bpf_map_lookup_elem(&vigil_path_exact, &e->path_key) || (w->inode_rules >> (rule & 63)) & 1))
 			hit = 1;
-		if ((r->flags & VIGIL_RULE_PATH_PREFIX) && bpf_map_lookup_elem(&vigil_path_prefix, &e->path_lpm))
+		/* A path cut at VIGIL_PATH_DEPTH components or VIGIL_PATH_MAX bytes keeps its end, not
+		 * its start: no prefix can be compared, so it counts as under every prefix rather
+		 * than under none (a file buried deep is never silently let through). */
+		if ((r->flags & VIGIL_RULE_PATH_PREFIX) &&
+		    (w->trunc || bpf_map_lookup_elem(&vigil_path_prefix, &e->path_lpm)))
 			hit = 1;
 		if ((r->flags & VIGIL_RULE_PATH_POSTFIX) && bpf_map_lookup_elem(&vigil_path_postfix, &e->path_rev))
 			hit = 1;
@@ -195,7 +201,16 @@ static __always_inline int evaluate(const struct path *p, __u32 mechanism)
 		return 0;
 	__u32 zero = 0;
 	struct vigil_policy_state *state = bpf_map_lookup_elem(&vigil_policy_state_map, &zero);
-	if (state && state->prefilter) {
+	/* The file itself, whatever its name here: another link to it, or a bind mount of it, is
+	 * still the file an exact value names. */
+	struct vigil_inode_key ik = {
+		.ino = BPF_CORE_READ(p, dentry, d_inode, i_ino),
+		.dev = BPF_CORE_READ(p, dentry, d_inode, i_sb, s_dev),
+	};
+	__u64 *inode_rules = bpf_map_lookup_elem(&vigil_path_inodes, &ik);
+	if (inode_rules)
+		w.inode_rules = *inode_rules;
+	if (state && state->prefilter && !w.inode_rules) {
 		__builtin_memset(&e->name_key, 0, sizeof(e->name_key));
 		const unsigned char *name = BPF_CORE_READ(p, dentry, d_name.name);
 		bpf_probe_read_kernel_str(e->name_key.name, sizeof(e->name_key.name), name);

@@ -328,20 +328,25 @@ fn check_dir(root: &Path) -> Result<(), PinError> {
             "chown root and chmod go-w it, or remove it",
         ));
     }
-    let c = CString::new(root.as_os_str().as_encoded_bytes())
-        .map_err(|_| unsafe_dir("holds a NUL byte".into(), "choose another --bpf-dir"))?;
-    // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut fs) } != 0 {
-        return Err(io(root)(std::io::Error::last_os_error()));
-    }
-    if fs.f_type as i64 != BPF_FS_MAGIC {
+    if fs_magic(root).map_err(io(root))? != BPF_FS_MAGIC {
         return Err(unsafe_dir(
             "is not on a BPF file system".into(),
             "choose a --bpf-dir under /sys/fs/bpf (the agent mounts bpffs there when it is missing)",
         ));
     }
     Ok(())
+}
+
+/// The type of the file system `path` is on (statfs(2)'s `f_type`).
+pub(crate) fn fs_magic(path: &Path) -> std::io::Result<i64> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut fs) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fs.f_type as i64)
 }
 
 /// The generation directories in `root`, oldest first.

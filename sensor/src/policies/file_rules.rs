@@ -128,6 +128,15 @@ impl PolicyTable {
             let _ = self.write_keys(policy, &keys, false);
             return Err(e);
         }
+        let exact: Vec<String> = match &r.path {
+            Some(f) if f.kind == MatchKind::Exact => f.values.clone(),
+            _ => Vec::new(),
+        };
+        if let Err(e) = self.inodes.add(policy, slot, &exact) {
+            self.drop_names(&names);
+            let _ = self.write_keys(policy, &keys, false);
+            return Err(e);
+        }
         let raw = abi::Rule {
             flags: rule::ACTIVE
                 | if r.hook.monitor { rule::MONITOR } else { 0 }
@@ -141,6 +150,7 @@ impl PolicyTable {
             scope: scope.into(),
         };
         if let Err(e) = self.rules.set(slot, RulePod(raw), 0) {
+            self.inodes.remove(slot);
             self.drop_names(&names);
             let _ = self.write_keys(policy, &keys, false);
             return Err(map_err(policy, "vigil_rules", e));
@@ -173,6 +183,7 @@ impl PolicyTable {
                 first_error.get_or_insert(e);
                 continue;
             }
+            self.inodes.remove(slot);
             if let Err(e) = self.write_keys(&policy, &rule_keys(slot, &installed.rule), false) {
                 first_error.get_or_insert(e);
             }

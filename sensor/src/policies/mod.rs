@@ -24,6 +24,7 @@ use crate::loader::{FileOpenVia, HookLink};
 mod file_rules;
 mod hook_rules;
 mod hook_slots;
+mod inodes;
 pub mod scopes;
 pub use file_rules::FileRule;
 use file_rules::{kernel_action, prefilter_names};
@@ -96,6 +97,8 @@ pub struct PolicyTable {
     bin_exact: HashMap<MapData, MatchKeyPod, u8>,
     bin_prefix: LpmTrie<MapData, [u8; abi::LPM_DATA], u8>,
     names: HashMap<MapData, [u8; abi::NAME_LEN], u8>,
+    /// Exact path values by the file they name (`vigil_path_inodes`).
+    inodes: inodes::InodeKeys,
     state: Array<MapData, StatePod>,
     slots: Vec<Option<InstalledRule>>,
     /// The hooks on each attach point (`vigil_hooks`) and each hook's description.
@@ -145,6 +148,7 @@ impl PolicyTable {
             bin_exact: take(ebpf, "vigil_bin_exact")?,
             bin_prefix: take(ebpf, "vigil_bin_prefix")?,
             names: take(ebpf, "vigil_names")?,
+            inodes: inodes::InodeKeys::new(take(ebpf, "vigil_path_inodes")?),
             state: take(ebpf, "vigil_policy_state_map")?,
             slots: vec![None; abi::MAX_RULES],
             hooks: take(ebpf, "vigil_hooks")?,
@@ -168,6 +172,12 @@ impl PolicyTable {
     /// The rule in `slot`, for events.
     pub fn rule(&self, slot: u32) -> Option<&InstalledRule> {
         self.slots.get(slot as usize).and_then(|s| s.as_ref())
+    }
+
+    /// Looks the files of exact path values up again (a file replaced under its name is
+    /// followed); returns the names that point at another file now.
+    pub fn refresh_inodes(&mut self) -> Vec<String> {
+        self.inodes.refresh()
     }
 
     /// Whether any installed rule runs on file opens.

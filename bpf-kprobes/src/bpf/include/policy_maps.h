@@ -48,6 +48,18 @@ VIGIL_MATCH_MAP(vigil_path_postfix, BPF_MAP_TYPE_LPM_TRIE, struct vigil_lpm_key)
 VIGIL_MATCH_MAP(vigil_bin_exact, BPF_MAP_TYPE_HASH, struct vigil_match_key);
 VIGIL_MATCH_MAP(vigil_bin_prefix, BPF_MAP_TYPE_LPM_TRIE, struct vigil_lpm_key);
 
+/* The files exact path values name, by device and inode (written by file_rules.rs, refreshed
+ * when a name comes to point at another file): the value is the mask of rule slots naming it.
+ * VIGIL_MAX_RULES is 64, one bit each. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VIGIL_STR_VALUES);
+	__type(key, struct vigil_inode_key);
+	__type(value, __u64);
+} vigil_path_inodes SEC(".maps") __vigil_shared;
+
+_Static_assert(VIGIL_MAX_RULES == 64, "vigil_path_inodes' value has one bit per rule slot");
+
 /*
  * The cheap first look at every open. While every active file rule compares the path for
  * equality, an open whose file name (the last component) is not the last component of some

@@ -420,6 +420,16 @@ struct vigil_fmod_verdict {
 	__s64 verdict; /* the errno to return, negative */
 };
 
+/* A file as the kernel knows it, whatever name a mount tree gives it: the superblock's device
+ * (the kernel's dev_t, major << 20 | minor) and the inode number. Exact path values of file-open
+ * rules are also written by this key (vigil_path_inodes), so a hard link or a bind mount does
+ * not rename a protected file. */
+struct vigil_inode_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 _pad0;
+};
+
 /* Knobs the agent writes before attaching, read by every program. */
 struct vigil_config {
 	__u32 cgroup_subsys; /* cgroup v1 subsystem whose path is reported, or VIGIL_CGROUP_V2 */

@@ -1,0 +1,95 @@
+//! What a file-open hook's rung cannot stop, named, so that `vigil policy explain` tells the
+//! user before an adversary does.
+//!
+//! Each gap has a stable name (scenarios and tooling key on it) and a reason with what to do
+//! about it. Which gaps apply depends on the rung the plan chose and on the hook's selectors:
+//! the open system calls' exit tracepoints miss opens that make no such call and act after the
+//! open; every rung compares prefixes and binaries by the names one mount tree gives them.
+//! Exact path values are not a gap: they also match the file by its device and inode (the
+//! sensor's `policies/inodes.rs`), so a hard link or a bind mount does not rename it.
+
+use crate::{
+    compile::{HookRule, MatchKind},
+    hook_rule::CondOp,
+    plan::Mechanism,
+};
+
+/// One thing a rung cannot stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// Its stable name.
+    pub name: &'static str,
+    /// Why, and what to do about it.
+    pub reason: &'static str,
+}
+
+/// io_uring opens on the tracepoint rung.
+pub const IO_URING: Gap = Gap {
+    name: "io_uring",
+    reason: "IORING_OP_OPENAT and IORING_OP_OPENAT2 open files without an open system call, so no open tracepoint sees them: set sysctl kernel.io_uring_disabled=2 (Linux 6.6 and later), or run a kernel where BPF LSM or fmod_ret works",
+};
+
+/// 32-bit system calls on the tracepoint rung.
+pub const COMPAT_SYSCALLS: Gap = Gap {
+    name: "32-bit system calls",
+    reason: "an open made through int 0x80 or by a 32-bit program does not reach the 64-bit system calls' tracepoints: boot with ia32_emulation=0 (Linux 6.7 and later) or without IA32 emulation, or run a kernel where BPF LSM or fmod_ret works",
+};
+
+/// A descriptor table shared outside the thread group, on the tracepoint rung.
+pub const SHARED_DESCRIPTORS: Gap = Gap {
+    name: "shared descriptor table",
+    reason: "the kill lands on the opener's thread group after the open; a process made with clone(CLONE_FILES) shares its descriptor table and can read the new descriptor once the opener is dead",
+};
+
+/// Side effects of the open itself, on the tracepoint rung.
+pub const TRUNCATE_OR_CREATE: Gap = Gap {
+    name: "truncate or create",
+    reason: "the kill lands when the open returns: O_TRUNC has already emptied the file, and O_CREAT has made it",
+};
+
+/// O_CREAT before the open is judged, on the rungs that deny.
+pub const CREATE_BEFORE_JUDGED: Gap = Gap {
+    name: "create",
+    reason: "O_CREAT of a protected path that does not exist yet makes the (empty) file before the open is judged; the open itself is denied",
+};
+
+/// Prefix values and mount trees, on every rung.
+pub const PREFIX_RENAMED: Gap = Gap {
+    name: "bind mount or hard link under a prefix",
+    reason: "prefix and postfix values compare the path in the opener's mount tree: a bind mount of a protected directory (in a mount namespace of one's own, e.g. unshare -Urm) or a hard link gives its files names these values do not match; exact values also match the file by device and inode",
+};
+
+/// matchBinaries and mount trees, on every rung.
+pub const BINARY_BIND_MOUNT: Gap = Gap {
+    name: "binary bind-mounted",
+    reason: "matchBinaries compares the executable's path in the executing process's mount tree: another binary bind-mounted over a named binary's path (in a mount namespace of one's own, e.g. unshare -Urm) passes for it",
+};
+
+/// The gaps of a file-open hook attached by `mechanism`; none for other hooks.
+pub fn file_open_gaps(hook: &HookRule, mechanism: &Mechanism) -> Vec<Gap> {
+    if !hook.is_file_open() {
+        return Vec::new();
+    }
+    let mut gaps = match mechanism {
+        Mechanism::Lsm(_) | Mechanism::FmodRet(_) => vec![CREATE_BEFORE_JUDGED],
+        Mechanism::SyscallTracepoints(_) => vec![
+            IO_URING,
+            COMPAT_SYSCALLS,
+            SHARED_DESCRIPTORS,
+            TRUNCATE_OR_CREATE,
+        ],
+        _ => Vec::new(),
+    };
+    let by_prefix = hook.selectors.iter().any(|s| {
+        s.conds.iter().any(|c| {
+            matches!(&c.op, CondOp::Text(kind, _) if *kind != MatchKind::Exact)
+        })
+    });
+    if by_prefix {
+        gaps.push(PREFIX_RENAMED);
+    }
+    if hook.selectors.iter().any(|s| s.binary.is_some()) {
+        gaps.push(BINARY_BIND_MOUNT);
+    }
+    gaps
+}
