@@ -107,6 +107,7 @@ bench: build $(TOOLS)/tansu $(TOOLS)/rotel-agent
 	$(OUT)/vigil-bench-sigma
 	$(OUT)/vigil-bench-exporters
 	$(SUDO) $(OUT)/vigil-bench-kubernetes
+	$(SUDO) $(OUT)/vigil-bench-rungs
 
 lint: deps
 	$(CARGO) fmt --all -- --check

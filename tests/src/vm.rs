@@ -264,6 +264,10 @@ impl Initramfs {
     }
 }
 
+/// The kernel command line's LSMs for a boot without BPF LSM: Debian's list without `bpf`, so
+/// file opens are denied through fmod_ret.
+pub const NO_BPF_LSM_CMDLINE: &str = "lsm=landlock,lockdown,yama,integrity,apparmor";
+
 /// Boots `kernel` with `initramfs` under qemu (software emulation) and returns the serial
 /// console once the guest powers off, or an error with the console so far after `limit`. The
 /// guest's second serial port (`/dev/ttyS1`) is written to `second_serial`.

@@ -12,6 +12,7 @@ use std::{
 use k8s_openapi::{
     api::{
         apps::v1::DaemonSet,
+        batch::v1::Job,
         core::v1::{ConfigMap, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding},
     },
@@ -100,6 +101,7 @@ fn every_rendered_object_is_a_kubernetes_object_of_its_kind() {
             "ClusterRole",
             "ClusterRoleBinding",
             "ConfigMap",
+            "Job",
         ] {
             assert!(kinds.contains(&kind), "{values:?}: no {kind} in {kinds:?}");
         }
@@ -110,6 +112,14 @@ fn every_rendered_object_is_a_kubernetes_object_of_its_kind() {
                 Some("ClusterRole") => round_trip::<ClusterRole>(o),
                 Some("ClusterRoleBinding") => round_trip::<ClusterRoleBinding>(o),
                 Some("ConfigMap") => round_trip::<ConfigMap>(o),
+                Some("Job") => {
+                    round_trip::<Job>(o);
+                    // The uninstall hook that removes the pinned enforcement, on every node.
+                    assert_eq!(o["metadata"]["annotations"]["helm.sh/hook"], "post-delete");
+                    let cmd = &o["spec"]["template"]["spec"]["containers"][0]["command"];
+                    assert_eq!(cmd[2], "--cleanup", "{cmd}");
+                    assert_eq!(o["spec"]["completions"], o["spec"]["parallelism"]);
+                }
                 other => panic!("{values:?}: an object the test does not know: {other:?}"),
             }
         }

@@ -11,7 +11,10 @@ use std::{
 use vigil_tests::{
     kernels::{Kernel, DEBIAN_VM, DEBIAN_VM_NO_BPF_LSM},
     require_root, vigil_bin,
-    vm::{boot, guest_event_count, parse_console, read_guest_events, DebianKernel, Initramfs},
+    vm::{
+        boot, guest_event_count, parse_console, read_guest_events, DebianKernel, Initramfs,
+        NO_BPF_LSM_CMDLINE,
+    },
     EVENT_ARCHIVE_VAR,
 };
 
@@ -156,8 +159,6 @@ fn the_scenario_list_names_every_scenario_file() {
 /// denied through fmod_ret: the rungs and their gaps, and the persistence of that rung's links.
 const NO_BPF_LSM_SCENARIOS: [&str; 3] = ["enforcement_rungs", "persistence", "walkarounds"];
 
-/// The kernel command line's LSMs for that boot: Debian's list without `bpf`.
-const NO_BPF_LSM: &str = "lsm=landlock,lockdown,yama,integrity,apparmor";
 
 /// `all`, or those of them `VIGIL_VM_SCENARIOS` (comma-separated) names while one is being
 /// worked on; `make test` never sets it, and the run says loudly what it left out.
@@ -186,7 +187,7 @@ fn every_scenario_passes_in_the_debian_vm() {
 
 #[test]
 fn the_file_open_rungs_hold_in_the_debian_vm_without_bpf_lsm() {
-    run_in_vm(DEBIAN_VM_NO_BPF_LSM, &NO_BPF_LSM_SCENARIOS, NO_BPF_LSM);
+    run_in_vm(DEBIAN_VM_NO_BPF_LSM, &NO_BPF_LSM_SCENARIOS, NO_BPF_LSM_CMDLINE);
 }
 
 /// Boots the Debian kernel as `matrix` says (with `cmdline` added) and runs `scenarios` in it.
@@ -266,6 +267,10 @@ fn run_in_vm(matrix: Kernel, all: &[&'static str], cmdline: &str) {
                         r.rc, r.output
                     ));
                 } else {
+                    // VIGIL_VM_SHOW=1 prints what a passing scenario printed (its tables).
+                    if std::env::var_os("VIGIL_VM_SHOW").is_some() {
+                        eprintln!("--- {s} ---\n{}", r.output);
+                    }
                     eprintln!(
                         "{s}: {}",
                         r.output
