@@ -62,7 +62,7 @@ pub const PREFIX_RENAMED: Gap = Gap {
 /// matchBinaries and mount trees, on every rung.
 pub const BINARY_BIND_MOUNT: Gap = Gap {
     name: "binary bind-mounted",
-    reason: "matchBinaries compares the executable's path in the executing process's mount tree: another binary bind-mounted over a named binary's path (in a mount namespace of one's own, e.g. unshare -Urm) passes for it",
+    reason: "matchBinaries compares the executable's path in the executing process's mount tree: another binary bind-mounted over a named binary's path (in a mount namespace of one's own, e.g. unshare -Urm) passes for it; and a copy of a named binary under another path is another binary",
 };
 
 /// The gaps of a file-open hook attached by `mechanism`; none for other hooks.
@@ -81,9 +81,9 @@ pub fn file_open_gaps(hook: &HookRule, mechanism: &Mechanism) -> Vec<Gap> {
         _ => Vec::new(),
     };
     let by_prefix = hook.selectors.iter().any(|s| {
-        s.conds.iter().any(|c| {
-            matches!(&c.op, CondOp::Text(kind, _) if *kind != MatchKind::Exact)
-        })
+        s.conds
+            .iter()
+            .any(|c| matches!(&c.op, CondOp::Text(kind, _) if *kind != MatchKind::Exact))
     });
     if by_prefix {
         gaps.push(PREFIX_RENAMED);

@@ -494,10 +494,19 @@ spec:
         assert_eq!(plans[0].mechanism, Mechanism::FmodRet("file_open".into()));
         assert_eq!(plans[0].enforcement, Enforcement::Deny(-1));
         assert_eq!(plans[0].guarantee, Guarantee::DeniedBeforeEffect);
-        assert_eq!(plans[0].fallback_reason.as_deref(), Some("BPF LSM is not available"));
-        let no_trampolines = KernelCaps { fmod_ret: false, ..no_lsm };
+        assert_eq!(
+            plans[0].fallback_reason.as_deref(),
+            Some("BPF LSM is not available")
+        );
+        let no_trampolines = KernelCaps {
+            fmod_ret: false,
+            ..no_lsm
+        };
         let plans = plan_of(DENY_PASSWD, &no_trampolines).unwrap();
-        assert!(matches!(plans[0].mechanism, Mechanism::SyscallTracepoints(_)));
+        assert!(matches!(
+            plans[0].mechanism,
+            Mechanism::SyscallTracepoints(_)
+        ));
         assert_eq!(plans[0].guarantee, Guarantee::KilledBeforeReturn);
     }
 

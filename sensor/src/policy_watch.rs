@@ -174,12 +174,12 @@ impl StartingPolicies {
             .flat_map(|p| &p.hooks)
         {
             let need = match &hook.plan.mechanism {
-                m @ (Mechanism::Lsm(_) | Mechanism::FmodRet(_) | Mechanism::SyscallTracepoints(_)) => {
-                    match FileOpenVia::of(m) {
-                        Some(via) => ProgramNeed::FileOpen(via),
-                        None => continue,
-                    }
-                }
+                m @ (Mechanism::Lsm(_)
+                | Mechanism::FmodRet(_)
+                | Mechanism::SyscallTracepoints(_)) => match FileOpenVia::of(m) {
+                    Some(via) => ProgramNeed::FileOpen(via),
+                    None => continue,
+                },
                 Mechanism::Kprobe(_) => ProgramNeed::Kprobe,
                 Mechanism::Kretprobe(_) => ProgramNeed::Kretprobe,
                 Mechanism::SyscallEnter(_) => ProgramNeed::SyscallEnter,
@@ -526,7 +526,9 @@ impl PolicyManager {
     /// file), logging each.
     pub fn refresh_inodes(&mut self) {
         for name in self.table.refresh_inodes() {
-            log(format!("{name} is another file now: rules naming it follow it"));
+            log(format!(
+                "{name} is another file now: rules naming it follow it"
+            ));
         }
     }
 
@@ -544,7 +546,11 @@ impl PolicyManager {
     }
 
     /// Attaches the file-open programs unless they are.
-    fn attach_file_open(&mut self, sensor: &mut LoadedObject, via: FileOpenVia) -> Result<(), LoadError> {
+    fn attach_file_open(
+        &mut self,
+        sensor: &mut LoadedObject,
+        via: FileOpenVia,
+    ) -> Result<(), LoadError> {
         if !self.attached {
             let how = sensor.attach_file_open(via)?;
             log(format!("file-open policies enforced through {how}"));

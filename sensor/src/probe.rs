@@ -233,7 +233,9 @@ pub fn run(btf_path: &str) -> ProbeReport {
         judge(k, fired, triggered.failure(kinds[slot].3));
     }
 
-    report.program_kinds.push(fmod_ret_kind(btf.as_ref(), report.has("fentry")));
+    report
+        .program_kinds
+        .push(fmod_ret_kind(btf.as_ref(), report.has("fentry")));
 
     let helpers: [(&'static str, &'static str, &'static str); 5] = [
         ("bpf_loop", "tracepoint", "probe_loop"),

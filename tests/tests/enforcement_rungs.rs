@@ -26,7 +26,10 @@ fn the_deny_acts_on_the_rung_explain_names() {
     let rung = kernels::current().file_open_rung();
     let explained = explain_deny();
     let (attach, guarantee) = match rung {
-        FileOpenRung::Lsm => ("attach:    BPF LSM on file_open", "denied before the effect"),
+        FileOpenRung::Lsm => (
+            "attach:    BPF LSM on file_open",
+            "denied before the effect",
+        ),
         FileOpenRung::FmodRet => (
             "attach:    fmod_ret on security_file_open",
             "denied before the effect",
@@ -39,14 +42,23 @@ fn the_deny_acts_on_the_rung_explain_names() {
     assert!(explained.contains(attach), "{rung:?}:\n{explained}");
     assert!(explained.contains(guarantee), "{rung:?}:\n{explained}");
     if rung == FileOpenRung::FmodRet {
-        assert!(explained.contains("fallback:  BPF LSM is not available"), "{explained}");
+        assert!(
+            explained.contains("fallback:  BPF LSM is not available"),
+            "{explained}"
+        );
     }
 
     let agent = Agent::start(&[
         "--policy",
-        rules_dir().join("deny-credential-reads.yaml").to_str().unwrap(),
+        rules_dir()
+            .join("deny-credential-reads.yaml")
+            .to_str()
+            .unwrap(),
     ]);
-    let cat = Command::new("/usr/bin/cat").arg("/etc/shadow").output().unwrap();
+    let cat = Command::new("/usr/bin/cat")
+        .arg("/etc/shadow")
+        .output()
+        .unwrap();
     let run = agent.stop();
     let how = match rung {
         FileOpenRung::Lsm => "BPF LSM on file_open",
@@ -60,7 +72,11 @@ fn the_deny_acts_on_the_rung_explain_names() {
         "{:#?}",
         run.stderr
     );
-    assert!(cat.stdout.is_empty(), "{} bytes reached cat", cat.stdout.len());
+    assert!(
+        cat.stdout.is_empty(),
+        "{} bytes reached cat",
+        cat.stdout.len()
+    );
     let denied: Vec<&Value> = run
         .events
         .iter()

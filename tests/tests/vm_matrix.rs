@@ -159,7 +159,6 @@ fn the_scenario_list_names_every_scenario_file() {
 /// denied through fmod_ret: the rungs and their gaps, and the persistence of that rung's links.
 const NO_BPF_LSM_SCENARIOS: [&str; 3] = ["enforcement_rungs", "persistence", "walkarounds"];
 
-
 /// `all`, or those of them `VIGIL_VM_SCENARIOS` (comma-separated) names while one is being
 /// worked on; `make test` never sets it, and the run says loudly what it left out.
 fn chosen_scenarios(all: &[&'static str]) -> Vec<&'static str> {
@@ -187,7 +186,11 @@ fn every_scenario_passes_in_the_debian_vm() {
 
 #[test]
 fn the_file_open_rungs_hold_in_the_debian_vm_without_bpf_lsm() {
-    run_in_vm(DEBIAN_VM_NO_BPF_LSM, &NO_BPF_LSM_SCENARIOS, NO_BPF_LSM_CMDLINE);
+    run_in_vm(
+        DEBIAN_VM_NO_BPF_LSM,
+        &NO_BPF_LSM_SCENARIOS,
+        NO_BPF_LSM_CMDLINE,
+    );
 }
 
 /// Boots the Debian kernel as `matrix` says (with `cmdline` added) and runs `scenarios` in it.
@@ -195,7 +198,10 @@ fn run_in_vm(matrix: Kernel, all: &[&'static str], cmdline: &str) {
     require_root();
     let scenarios = chosen_scenarios(all);
     if scenarios.is_empty() {
-        eprintln!("VIGIL_VM_SCENARIOS leaves nothing to run on {}", matrix.name);
+        eprintln!(
+            "VIGIL_VM_SCENARIOS leaves nothing to run on {}",
+            matrix.name
+        );
         return;
     }
     let exe = std::env::current_exe().unwrap();

@@ -121,7 +121,9 @@ fn outcome(out: &Output) -> Outcome {
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     match (out.status.code(), out.status.signal()) {
         (_, Some(9)) if !said.contains("read ") => Outcome::Killed,
-        (Some(1), _) if said.contains("Operation not permitted") || said.contains("no descriptor left") => {
+        (Some(1), _)
+            if said.contains("Operation not permitted") || said.contains("no descriptor left") =>
+        {
             Outcome::Refused
         }
         (Some(2), _) => Outcome::NotOpenHere(said),
@@ -137,7 +139,11 @@ fn every_walk_around_is_stopped_or_listed_as_a_gap_of_this_rung() {
     let stage = Stage::new();
     let gaps = explained_gaps(&stage.policy);
     let before_effect = matches!(rung, FileOpenRung::Lsm | FileOpenRung::FmodRet);
-    let stopped = if before_effect { Outcome::Refused } else { Outcome::Killed };
+    let stopped = if before_effect {
+        Outcome::Refused
+    } else {
+        Outcome::Killed
+    };
 
     let agent = Agent::start(&["--policy", stage.policy.to_str().unwrap()]);
     let secret = stage.path("secret");
@@ -146,17 +152,32 @@ fn every_walk_around_is_stopped_or_listed_as_a_gap_of_this_rung() {
         ("plain open", run(&h, &["read", &secret])),
         ("io_uring", run(&h, &["io-uring-read", &secret])),
         ("32-bit system calls", run(&h, &["int80-read", &secret])),
-        ("shared descriptor table", run(&h, &["clone-files-read", &secret])),
+        (
+            "shared descriptor table",
+            run(&h, &["clone-files-read", &secret]),
+        ),
         ("hard link", run(&h, &["read", &stage.path("hard-link")])),
-        ("bind mount", run(&h, &["bind-read", &secret, &stage.path("alias")])),
+        (
+            "bind mount",
+            run(&h, &["bind-read", &secret, &stage.path("alias")]),
+        ),
         (
             "binary bind-mounted",
             run(
                 &h,
-                &["bind-exec", &stage.path("other"), &stage.path("allowed"), "read", &secret],
+                &[
+                    "bind-exec",
+                    &stage.path("other"),
+                    &stage.path("allowed"),
+                    "read",
+                    &secret,
+                ],
             ),
         ),
-        ("allowed binary", run(Path::new(&stage.path("allowed")), &["read", &secret])),
+        (
+            "allowed binary",
+            run(Path::new(&stage.path("allowed")), &["read", &secret]),
+        ),
         // Last: on a rung that kills after the open, this one empties the file.
         ("truncate or create", run(&h, &["open-trunc", &secret])),
     ];
@@ -166,29 +187,44 @@ fn every_walk_around_is_stopped_or_listed_as_a_gap_of_this_rung() {
     let mut table = Vec::new();
     let mut wrong = Vec::new();
     for (name, out) in &tries {
-        let got = if *name == "truncate or create" && out.status.signal() == Some(9) && size_after == 0 {
-            // Killed, but O_TRUNC had emptied the file before the kill.
-            Outcome::GotThrough
-        } else {
-            outcome(out)
-        };
+        let got =
+            if *name == "truncate or create" && out.status.signal() == Some(9) && size_after == 0 {
+                // Killed, but O_TRUNC had emptied the file before the kill.
+                Outcome::GotThrough
+            } else {
+                outcome(out)
+            };
         let listed = gaps.iter().any(|g| g == name);
         let fine = match (&got, *name) {
             (Outcome::GotThrough, "allowed binary") => true,
             (_, "allowed binary") => false,
             (Outcome::GotThrough, _) => listed,
-            (Outcome::NotOpenHere(_), "io_uring" | "32-bit system calls" | "bind mount" | "binary bind-mounted") => true,
+            (
+                Outcome::NotOpenHere(_),
+                "io_uring" | "32-bit system calls" | "bind mount" | "binary bind-mounted",
+            ) => true,
             (o, _) => *o == stopped && !listed,
         };
         table.push(format!("{name:<26} {got:?} (listed as a gap: {listed})"));
         if !fine {
-            wrong.push(format!("{name}: {got:?}, listed as a gap: {listed}\n  {out:?}"));
+            wrong.push(format!(
+                "{name}: {got:?}, listed as a gap: {listed}\n  {out:?}"
+            ));
         }
     }
     eprintln!("{rung:?}:\n  {}", table.join("\n  "));
-    assert!(wrong.is_empty(), "{rung:?}: gaps {gaps:?}\n{}\nagent:\n{}", wrong.join("\n"), run.stderr.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{rung:?}: gaps {gaps:?}\n{}\nagent:\n{}",
+        wrong.join("\n"),
+        run.stderr.join("\n")
+    );
     if before_effect {
-        assert_eq!(size_after, SECRET.len() as u64, "O_TRUNC was refused before it emptied the file");
+        assert_eq!(
+            size_after,
+            SECRET.len() as u64,
+            "O_TRUNC was refused before it emptied the file"
+        );
     }
     // Every stopped open is reported under the policy.
     let reported = run
@@ -197,6 +233,12 @@ fn every_walk_around_is_stopped_or_listed_as_a_gap_of_this_rung() {
         .filter_map(|e| e.get("process_lsm"))
         .filter(|e| e["policy_name"] == "walkaround-deny")
         .count();
-    let stopped_count = table.iter().filter(|l| l.contains("Refused") || l.contains("Killed")).count();
-    assert!(reported >= stopped_count, "{reported} events for {stopped_count} stopped opens");
+    let stopped_count = table
+        .iter()
+        .filter(|l| l.contains("Refused") || l.contains("Killed"))
+        .count();
+    assert!(
+        reported >= stopped_count,
+        "{reported} events for {stopped_count} stopped opens"
+    );
 }

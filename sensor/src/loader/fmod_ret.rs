@@ -84,7 +84,10 @@ const fn exit() -> Insn {
 }
 /// `dst = map` (a 64-bit load of the map's descriptor: two instructions).
 fn load_map(dst: u8, map: i32) -> [Insn; 2] {
-    [insn(0x18, dst, BPF_PSEUDO_MAP_FD, 0, map), insn(0, 0, 0, 0, 0)]
+    [
+        insn(0x18, dst, BPF_PSEUDO_MAP_FD, 0, map),
+        insn(0, 0, 0, 0, 0),
+    ]
 }
 
 /// The program, for the map of verdicts `map`. Its context is `security_file_open`'s
@@ -198,7 +201,10 @@ fn load(btf: &Btf, insns: &[Insn]) -> Result<OwnedFd, String> {
             if tail.is_empty() {
                 String::new()
             } else {
-                format!(" (verifier: {})", tail.into_iter().rev().collect::<Vec<_>>().join("; "))
+                format!(
+                    " (verifier: {})",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("; ")
+                )
             }
         )
     })

@@ -94,7 +94,13 @@ impl InodeKeys {
 
     /// Removes rule `slot`'s files.
     pub(super) fn remove(&mut self, slot: u32) {
-        for key in self.named.remove(&slot).into_iter().flatten().filter_map(|(_, k)| k) {
+        for key in self
+            .named
+            .remove(&slot)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, k)| k)
+        {
             let _ = self.set_bit(key, slot, false);
         }
     }

@@ -33,11 +33,7 @@ use hook_slots::{hook_keys, HookConfigPod, HookListPod};
 pub use hook_slots::{AttachTarget, InstalledHook};
 use scopes::PodScopes;
 use vigil_policy_engine::{
-    compile::HookRule,
-    kernel::RunningKernel,
-    plan::describe_mechanism,
-    scope::PodScope,
-    Prepared,
+    compile::HookRule, kernel::RunningKernel, plan::describe_mechanism, scope::PodScope, Prepared,
 };
 
 /// Why a policy was refused.

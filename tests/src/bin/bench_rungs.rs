@@ -45,6 +45,9 @@ fn measure_here(opens: usize) -> Vec<String> {
     let (mut base_plain, mut base_passwd, mut with_plain, mut with_passwd) =
         (vec![], vec![], vec![], vec![]);
     let mut rung = String::from("?");
+    // A first pass warms the caches and, in the VM, the emulator's translations.
+    open_close_rate(&plain, opens);
+    open_close_rate("/etc/passwd", opens);
     for _ in 0..ROUNDS {
         base_plain.push(open_close_rate(&plain, opens));
         base_passwd.push(open_close_rate("/etc/passwd", opens));
@@ -68,7 +71,11 @@ fn measure_here(opens: usize) -> Vec<String> {
         )
     };
     vec![
-        row("open()+close() of a file no policy names", &base_plain, &with_plain),
+        row(
+            "open()+close() of a file no policy names",
+            &base_plain,
+            &with_plain,
+        ),
         row(
             "open()+close() of `/etc/passwd` by a binary the deny does not name",
             &base_passwd,
@@ -78,7 +85,12 @@ fn measure_here(opens: usize) -> Vec<String> {
 }
 
 /// Boots `matrix`'s kernel with this program as its one guest program and returns its rows.
-fn measure_in_vm(kernel: &DebianKernel, target: &Path, matrix: Kernel, cmdline: &str) -> Vec<String> {
+fn measure_in_vm(
+    kernel: &DebianKernel,
+    target: &Path,
+    matrix: Kernel,
+    cmdline: &str,
+) -> Vec<String> {
     let me = std::env::current_exe().unwrap();
     let mut fs = Initramfs::new(&target.join(format!("vm-root-bench-{}", matrix.name)))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -88,13 +100,21 @@ fn measure_in_vm(kernel: &DebianKernel, target: &Path, matrix: Kernel, cmdline: 
     for entry in std::fs::read_dir(&policies).unwrap() {
         let p = entry.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        fs.add_file(&p, &format!("vigil/rules/policies/{name}")).unwrap();
+        fs.add_file(&p, &format!("vigil/rules/policies/{name}"))
+            .unwrap();
     }
     let initramfs = target.join(format!("vm-initramfs-bench-{}.gz", matrix.name));
-    fs.pack(matrix.name, &initramfs).unwrap_or_else(|e| panic!("{e}"));
-    let serial = target.join(format!("vm-ttyS1-bench-{}", matrix.name));
-    let console = boot(kernel, &initramfs, std::time::Duration::from_secs(600), &serial, cmdline)
+    fs.pack(matrix.name, &initramfs)
         .unwrap_or_else(|e| panic!("{e}"));
+    let serial = target.join(format!("vm-ttyS1-bench-{}", matrix.name));
+    let console = boot(
+        kernel,
+        &initramfs,
+        std::time::Duration::from_secs(600),
+        &serial,
+        cmdline,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let (runs, _) = parse_console(&console);
     let run = runs
         .iter()
@@ -103,7 +123,11 @@ fn measure_in_vm(kernel: &DebianKernel, target: &Path, matrix: Kernel, cmdline: 
     let rows: Vec<String> = run
         .output
         .lines()
-        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(ROW).map(str::to_string))
+        .filter_map(|l| {
+            l.trim_end_matches('\r')
+                .strip_prefix(ROW)
+                .map(str::to_string)
+        })
         .collect();
     assert!(!rows.is_empty(), "no rows from the guest:\n{}", run.output);
     rows

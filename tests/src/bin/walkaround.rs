@@ -151,7 +151,11 @@ fn int80_read(path: &str) -> ! {
         );
     }
     if ret == -libc::ENOSYS {
-        fail(2, "int 0x80 open: no 32-bit system calls on this kernel", libc::ENOSYS);
+        fail(
+            2,
+            "int 0x80 open: no 32-bit system calls on this kernel",
+            libc::ENOSYS,
+        );
     }
     if ret < 0 {
         fail(1, "int 0x80 open", -ret);
@@ -190,10 +194,15 @@ fn clone_files_read(path: &str) -> ! {
         for fd in 3..64 {
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             // SAFETY: fstat into a struct we own.
-            if unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            if unsafe { libc::fstat(fd, &mut st) } == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            {
                 // SAFETY: rewinding a descriptor we found open.
                 unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
-                read_fd(fd, "a descriptor shared by clone(CLONE_FILES) with the opener");
+                read_fd(
+                    fd,
+                    "a descriptor shared by clone(CLONE_FILES) with the opener",
+                );
             }
         }
         println!("no descriptor left by the opener");
@@ -246,9 +255,14 @@ fn io_uring_read(path: &str) -> ! {
 
     let mut params = Params::default();
     // SAFETY: io_uring_setup fills the params we own.
-    let ring = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, &mut params as *mut Params) } as i32;
+    let ring =
+        unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, &mut params as *mut Params) } as i32;
     if ring < 0 {
-        fail(2, "io_uring_setup: io_uring is not open to this process", errno());
+        fail(
+            2,
+            "io_uring_setup: io_uring is not open to this process",
+            errno(),
+        );
     }
     let map = |len: usize, off: i64| {
         // SAFETY: mapping the ring's regions as io_uring_setup(2) describes them.
@@ -267,8 +281,14 @@ fn io_uring_read(path: &str) -> ! {
         }
         p.cast::<u8>()
     };
-    let sq = map(params.sq_off[SQ_ARRAY] as usize + params.sq_entries as usize * 4, OFF_SQ_RING);
-    let cq = map(params.cq_off[CQ_CQES] as usize + params.cq_entries as usize * 16, OFF_CQ_RING);
+    let sq = map(
+        params.sq_off[SQ_ARRAY] as usize + params.sq_entries as usize * 4,
+        OFF_SQ_RING,
+    );
+    let cq = map(
+        params.cq_off[CQ_CQES] as usize + params.cq_entries as usize * 16,
+        OFF_CQ_RING,
+    );
     let sqes = map(params.sq_entries as usize * 64, OFF_SQES);
     let p = cstr(path);
     // SAFETY: offsets and sizes from io_uring_setup; the kernel reads the SQE after the tail
@@ -288,7 +308,15 @@ fn io_uring_read(path: &str) -> ! {
         *u32_at(sq, params.sq_off[SQ_ARRAY]).add((tail & mask) as usize) = 0;
         std::sync::atomic::AtomicU32::from_ptr(u32_at(sq, params.sq_off[SQ_TAIL]))
             .store(tail.wrapping_add(1), std::sync::atomic::Ordering::Release);
-        let n = libc::syscall(libc::SYS_io_uring_enter, ring, 1u32, 1u32, ENTER_GETEVENTS, 0usize, 0usize);
+        let n = libc::syscall(
+            libc::SYS_io_uring_enter,
+            ring,
+            1u32,
+            1u32,
+            ENTER_GETEVENTS,
+            0usize,
+            0usize,
+        );
         if n < 0 {
             fail(2, "io_uring_enter", errno());
         }
@@ -345,7 +373,16 @@ fn own_namespaces() {
 fn bind(from: &str, on: &str) {
     let (f, o) = (cstr(from), cstr(on));
     // SAFETY: NUL-terminated paths.
-    if unsafe { libc::mount(f.as_ptr(), o.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) } != 0 {
+    if unsafe {
+        libc::mount(
+            f.as_ptr(),
+            o.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    } != 0
+    {
         fail(2, &format!("mount --bind {from} {on}"), errno());
     }
 }
