@@ -5,8 +5,10 @@
 //! about it. Which gaps apply depends on the rung the plan chose and on the hook's selectors:
 //! the open system calls' exit tracepoints miss opens that make no such call and act after the
 //! open; every rung compares prefixes and binaries by the names one mount tree gives them.
-//! Exact path values are not a gap: they also match the file by its device and inode (the
-//! sensor's `policies/inodes.rs`), so a hard link or a bind mount does not rename it.
+//! Exact path and binary values are not a gap: they also match the file by its device and
+//! inode (the sensor's `policies/inodes.rs`), so a hard link or a bind mount does not rename
+//! it; where a value names no file the agent can key (missing, a link, btrfs or overlayfs),
+//! the agent says so when it loads the policy.
 
 use crate::{
     compile::{HookRule, MatchKind},
@@ -59,10 +61,10 @@ pub const PREFIX_RENAMED: Gap = Gap {
     reason: "prefix and postfix values compare the path in the opener's mount tree: a bind mount of a protected directory (in a mount namespace of one's own, e.g. unshare -Urm) or a hard link gives its files names these values do not match; exact values also match the file by device and inode",
 };
 
-/// matchBinaries and mount trees, on every rung.
+/// matchBinaries prefixes and mount trees, on every rung.
 pub const BINARY_BIND_MOUNT: Gap = Gap {
     name: "binary bind-mounted",
-    reason: "matchBinaries compares the executable's path in the executing process's mount tree: another binary bind-mounted over a named binary's path (in a mount namespace of one's own, e.g. unshare -Urm) passes for it; and a copy of a named binary under another path is another binary",
+    reason: "a matchBinaries prefix compares the executable's path in the executing process's mount tree: another binary bind-mounted over a path under it (in a mount namespace of one's own, e.g. unshare -Urm) passes for one of its binaries; exact values also check that the executable is the file they name",
 };
 
 /// The gaps of a file-open hook attached by `mechanism`; none for other hooks.
@@ -88,7 +90,12 @@ pub fn file_open_gaps(hook: &HookRule, mechanism: &Mechanism) -> Vec<Gap> {
     if by_prefix {
         gaps.push(PREFIX_RENAMED);
     }
-    if hook.selectors.iter().any(|s| s.binary.is_some()) {
+    let binary_prefix = hook.selectors.iter().any(|s| {
+        s.binary
+            .as_ref()
+            .is_some_and(|b| b.kind != MatchKind::Exact)
+    });
+    if binary_prefix {
         gaps.push(BINARY_BIND_MOUNT);
     }
     gaps

@@ -157,9 +157,10 @@ pub struct PlanError {
     pub reason: String,
 }
 
-/// The system calls whose exits the file-open evaluator watches where BPF LSM is not available:
-/// every system call that opens a path (io_uring's opens are none of them).
-pub const OPEN_SYSCALLS: [&str; 4] = ["openat", "openat2", "open", "creat"];
+/// The system calls whose exits the file-open evaluator watches where neither BPF LSM nor
+/// fmod_ret is available: every system call that opens a file and returns its descriptor
+/// (io_uring's opens are none of them; see `gaps.rs`).
+pub const OPEN_SYSCALLS: [&str; 5] = ["openat", "openat2", "open", "creat", "open_by_handle_at"];
 
 /// What planning needs to know of the kernel the policy is for.
 #[derive(Clone, Copy, Default)]
@@ -520,7 +521,8 @@ spec:
                 "openat".into(),
                 "openat2".into(),
                 "open".into(),
-                "creat".into()
+                "creat".into(),
+                "open_by_handle_at".into()
             ])
         );
         assert_eq!(plans[0].requested, Enforcement::Deny(-1));

@@ -1,6 +1,6 @@
 //! The ways around a file-open deny, tried on the rung this kernel gives (BPF LSM, fmod_ret,
 //! or the open system calls' tracepoints): io_uring, the 32-bit open, a descriptor table
-//! shared with clone(CLONE_FILES), O_TRUNC, a hard link, a bind mount of the file inside a user
+//! shared with clone(CLONE_FILES), O_TRUNC, a hard link, open_by_handle_at, a bind mount of the file inside a user
 //! and mount namespace of one's own, and a binary bind-mounted over an allowed binary's path.
 //! Each is either stopped (refused, or the process killed before it read a byte), or it gets
 //! through and `vigil policy explain` lists it as a gap of this rung, by name. Nothing else
@@ -157,6 +157,7 @@ fn every_walk_around_is_stopped_or_listed_as_a_gap_of_this_rung() {
             run(&h, &["clone-files-read", &secret]),
         ),
         ("hard link", run(&h, &["read", &stage.path("hard-link")])),
+        ("file handle", run(&h, &["handle-read", &secret])),
         (
             "bind mount",
             run(&h, &["bind-read", &secret, &stage.path("alias")]),

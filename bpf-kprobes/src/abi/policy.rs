@@ -278,6 +278,7 @@ pub mod rule {
     pub const BIN_PREFIX: u32 = 1 << 7;
     pub const BIN_NOT: u32 = 1 << 8;
     pub const NOPOST: u32 = 1 << 9;
+    pub const BIN_INODE: u32 = 1 << 10;
 }
 
 /// `enum vigil_action`.

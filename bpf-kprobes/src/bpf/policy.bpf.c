@@ -7,7 +7,8 @@
  *   an errno, so the operation never happens.
  * - `fentry/security_file_open` with an fmod_ret program beside it (trampolines, where BPF LSM
  *   is not an active LSM): the same verdict, returned in security_file_open's place.
- * - `tracepoint/syscalls/sys_exit_open{,at,at2}` and `sys_exit_creat` (every kernel): runs when
+ * - `tracepoint/syscalls/sys_exit_open{,at,at2}`, `sys_exit_creat` and
+ *   `sys_exit_open_by_handle_at` (every kernel): runs when
  *   the open has succeeded, resolves the new fd to the file the kernel really opened (after
  *   relative paths, `..` and symlinks), and kills the process with SIGKILL before it returns to
  *   userspace, so it never reads a byte. Matching on the resolved file, not on the string the
@@ -69,6 +70,7 @@ struct rule_walk {
 	__u32 kill;        /* send SIGKILL */
 	__u32 trunc;
 	__u64 inode_rules; /* rule slots whose exact values name this very file (vigil_path_inodes) */
+	__u64 bin_inode_rules; /* rule slots whose exact binaries name this executable (vigil_bin_inodes) */
 };
 
 static __always_inline void set_rule(struct vigil_eval *e, __u32 rule)
@@ -137,24 +139,27 @@ static long rule_step(__u32 rule, void *vctx)
 		if ((r->flags & VIGIL_RULE_PATH_EQ) &&
 		    (bpf_map_lookup_elem(&vigil_path_exact, &e->path_key) || (w->inode_rules >> (rule & 63)) & 1))
 			hit = 1;
-		/* A path cut at VIGIL_PATH_DEPTH components or VIGIL_PATH_MAX bytes keeps its end, not
-		 * its start: no prefix can be compared, so it counts as under every prefix rather
-		 * than under none (a file buried deep is never silently let through). */
-		if ((r->flags & VIGIL_RULE_PATH_PREFIX) &&
-		    (w->trunc || bpf_map_lookup_elem(&vigil_path_prefix, &e->path_lpm)))
+		if ((r->flags & VIGIL_RULE_PATH_PREFIX) && bpf_map_lookup_elem(&vigil_path_prefix, &e->path_lpm))
 			hit = 1;
 		if ((r->flags & VIGIL_RULE_PATH_POSTFIX) && bpf_map_lookup_elem(&vigil_path_postfix, &e->path_rev))
 			hit = 1;
-		if (!!(r->flags & VIGIL_RULE_PATH_NOT) == hit)
+		/* A path cut at VIGIL_PATH_DEPTH components or VIGIL_PATH_MAX bytes keeps its end, not
+		 * its start: no prefix can be compared, so a prefix condition, Prefix or NotPrefix,
+		 * holds for it (a file buried deep is never let through unseen). */
+		if (!!(r->flags & VIGIL_RULE_PATH_NOT) == hit && !(w->trunc && (r->flags & VIGIL_RULE_PATH_PREFIX)))
 			return 0;
 	}
 	if (r->flags & (VIGIL_RULE_BIN_EQ | VIGIL_RULE_BIN_PREFIX)) {
 		if (!w->bin_ready) {
 			vigil_binary_keys(&e->bin_key, &e->bin_lpm);
+			w->bin_inode_rules = vigil_binary_inode_rules();
 			w->bin_ready = 1;
 		}
 		hit = 0;
-		if ((r->flags & VIGIL_RULE_BIN_EQ) && bpf_map_lookup_elem(&vigil_bin_exact, &e->bin_key))
+		/* The path names a value and, where every value's file is known, the executable is
+		 * one of those files: a path alone can be given to another binary by a mount. */
+		if ((r->flags & VIGIL_RULE_BIN_EQ) && bpf_map_lookup_elem(&vigil_bin_exact, &e->bin_key) &&
+		    (!(r->flags & VIGIL_RULE_BIN_INODE) || ((w->bin_inode_rules >> (rule & 63)) & 1)))
 			hit = 1;
 		if ((r->flags & VIGIL_RULE_BIN_PREFIX) && bpf_map_lookup_elem(&vigil_bin_prefix, &e->bin_lpm))
 			hit = 1;
@@ -270,7 +275,9 @@ int BPF_PROG(vigil_fentry_file_open, struct file *file)
 	if (verdict) {
 		__u64 thread = bpf_get_current_pid_tgid();
 		struct vigil_fmod_verdict v = { .file = (__u64)file, .verdict = verdict };
-		bpf_map_update_elem(&vigil_fmod_verdicts, &thread, &v, BPF_ANY);
+		/* A denial that cannot be handed over still stops the process. */
+		if (bpf_map_update_elem(&vigil_fmod_verdicts, &thread, &v, BPF_ANY))
+			bpf_send_signal(SIGKILL);
 	}
 	return 0;
 }

@@ -91,24 +91,27 @@ fn load_map(dst: u8, map: i32) -> [Insn; 2] {
 }
 
 /// The program, for the map of verdicts `map`. Its context is `security_file_open`'s
-/// arguments as u64s, `struct file *file` at 0, then the return value so far at 8.
+/// arguments as u64s, `struct file *file` at 0, then the return value so far at 8. Any entry
+/// of this thread is consumed, whether it is used or not (an earlier fmod_ret refused already,
+/// or it was left by an open this program did not see): a stale verdict must never meet a
+/// reused `struct file` address.
 fn program(map: i32) -> Vec<Insn> {
     let mut p = vec![
         mov_reg(6, 1),     // 0: r6 = ctx
         load_u64(7, 6, 8), // 1: r7 = what an earlier fmod_ret returned
-        jne_imm(7, 0, 17), // 2: kept (-> 20)
         call(HELPER_GET_CURRENT_PID_TGID),
-        store_u64(10, -8, 0), // 4: the key, this thread
+        store_u64(10, -8, 0), // 3: the key, this thread
     ];
-    p.extend(load_map(1, map)); // 5, 6
+    p.extend(load_map(1, map)); // 4, 5
     p.extend([
         mov_reg(2, 10),
         add_imm(2, -8),
-        call(HELPER_MAP_LOOKUP_ELEM), // 9
-        jeq_imm(0, 0, 11),            // 10: no verdict (-> 22)
+        call(HELPER_MAP_LOOKUP_ELEM), // 8
+        jeq_imm(0, 0, 10),            // 9: no verdict (-> 20)
         load_u64(1, 0, FMOD_VERDICT_FILE),
         load_u64(2, 6, 0),
-        jne_reg(1, 2, 8), // 13: another open's (-> 22)
+        jne_reg(1, 2, 2), // 12: another open's: consumed, unused (-> 15)
+        jne_imm(7, 0, 1), // 13: an earlier refusal stands (-> 15)
         load_u64(7, 0, FMOD_VERDICT_ERRNO),
     ]);
     p.extend(load_map(1, map)); // 15, 16
@@ -117,8 +120,6 @@ fn program(map: i32) -> Vec<Insn> {
         add_imm(2, -8),
         call(HELPER_MAP_DELETE_ELEM), // 19
         mov_reg(0, 7),                // 20
-        exit(),
-        mov_imm(0, 0), // 22
         exit(),
     ]);
     p
@@ -279,15 +280,20 @@ mod tests {
     #[test]
     fn the_jumps_land_where_their_comments_say() {
         let p = program(7);
-        assert_eq!(p.len(), 24);
+        assert_eq!(p.len(), 22);
         let target = |at: usize| (at as i16 + 1 + p[at].off) as usize;
-        assert_eq!(target(2), 20, "a kept errno returns it");
-        assert_eq!(target(10), 22, "no verdict returns 0");
-        assert_eq!(target(13), 22, "another file's verdict returns 0");
+        assert_eq!(target(9), 20, "no verdict returns what came before");
+        assert_eq!(target(12), 15, "another file's verdict is deleted, unused");
+        assert_eq!(
+            target(13),
+            15,
+            "an earlier refusal stands; the verdict is deleted"
+        );
+        assert_eq!(p[19].imm, HELPER_MAP_DELETE_ELEM);
         assert_eq!(p[20].code, 0xbf);
-        assert_eq!((p[21].code, p[23].code), (0x95, 0x95));
+        assert_eq!(p[21].code, 0x95);
         // Both map loads carry the descriptor, as the kernel's pseudo map fd.
-        for at in [5, 15] {
+        for at in [4, 15] {
             assert_eq!((p[at].code, p[at].regs >> 4, p[at].imm), (0x18, 1, 7));
         }
         assert_eq!(std::mem::size_of::<Insn>(), 8);

@@ -249,7 +249,7 @@ fn sock_state_programs() -> Vec<(&'static str, &'static str, &'static str)> {
 /// The exit tracepoints of the open system calls this architecture has (the ones it has are
 /// all covered), for [`FILE_OPEN_EXIT`].
 fn file_open_exits() -> Vec<String> {
-    ["openat", "openat2", "open", "creat"]
+    vigil_policy_engine::plan::OPEN_SYSCALLS
         .into_iter()
         .map(|call| format!("sys_exit_{call}"))
         .filter(|tp| {

@@ -128,17 +128,37 @@ impl PolicyTable {
             let _ = self.write_keys(policy, &keys, false);
             return Err(e);
         }
-        let exact: Vec<String> = match &r.path {
+        let exact = |f: &Option<Filter>| match f {
             Some(f) if f.kind == MatchKind::Exact => f.values.clone(),
             _ => Vec::new(),
         };
-        if let Err(e) = self.inodes.add(policy, slot, &exact) {
-            self.drop_names(&names);
-            let _ = self.write_keys(policy, &keys, false);
-            return Err(e);
+        let undo = |t: &mut Self| {
+            t.inodes.remove(slot);
+            t.bin_inodes.remove(slot);
+            t.drop_names(&names);
+            let _ = t.write_keys(policy, &keys, false);
+        };
+        let (paths, binaries) = (exact(&r.path), exact(&r.binary));
+        let unkeyed = self.inodes.add(policy, slot, &paths).and_then(|mut u| {
+            u.extend(self.bin_inodes.add(policy, slot, &binaries)?);
+            Ok(u)
+        });
+        let unkeyed = match unkeyed {
+            Ok(u) => u,
+            Err(e) => {
+                undo(self);
+                return Err(e);
+            }
+        };
+        for v in &unkeyed {
+            crate::agent::log(format!(
+                "policy {policy}: {v} names no file here that can be keyed by device and inode (missing, a symbolic link, or on btrfs or overlayfs): it is compared by path only, so a hard link or a bind mount can give that file or binary another name"
+            ));
         }
+        let bin_inode = !binaries.is_empty() && binaries.iter().all(|b| !unkeyed.contains(b));
         let raw = abi::Rule {
             flags: rule::ACTIVE
+                | if bin_inode { rule::BIN_INODE } else { 0 }
                 | if r.hook.monitor { rule::MONITOR } else { 0 }
                 | if r.post { 0 } else { rule::NOPOST }
                 | filter_flags(&r.path, true)
@@ -150,9 +170,7 @@ impl PolicyTable {
             scope: scope.into(),
         };
         if let Err(e) = self.rules.set(slot, RulePod(raw), 0) {
-            self.inodes.remove(slot);
-            self.drop_names(&names);
-            let _ = self.write_keys(policy, &keys, false);
+            undo(self);
             return Err(map_err(policy, "vigil_rules", e));
         }
         self.slots[slot as usize] = Some(InstalledRule {
@@ -184,6 +202,7 @@ impl PolicyTable {
                 continue;
             }
             self.inodes.remove(slot);
+            self.bin_inodes.remove(slot);
             if let Err(e) = self.write_keys(&policy, &rule_keys(slot, &installed.rule), false) {
                 first_error.get_or_insert(e);
             }

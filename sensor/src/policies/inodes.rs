@@ -1,16 +1,22 @@
-//! Protected files by what they are, not by the name one mount tree gives them.
+//! Protected files and named binaries by what they are, not by the name one mount tree gives
+//! them.
 //!
 //! A file-open rule's exact path values are also written into `vigil_path_inodes` as the
-//! device and inode the path names now, with the mask of rule slots naming it, so the kernel's
+//! device and inode the path names, with the mask of rule slots naming it, so the kernel's
 //! evaluator matches the file however it was reached: another hard link to it, a bind mount of
-//! it inside `unshare -Urm`, or the same file seen from another mount namespace. Names are
-//! looked up again on every housekeeping pass, so a file replaced under its name (a package
-//! update, `passwd` renaming a new `/etc/shadow` into place) is followed within seconds; the
-//! previous inode keeps matching until then.
+//! it inside `unshare -Urm`, or the same file seen from another mount namespace. Its exact
+//! `matchBinaries` values go into `vigil_bin_inodes` the same way; where every value has its
+//! file, a binary matches only when its path names a value and the executable is one of those
+//! files, so another binary bind-mounted over a named path does not pass for it. Names are
+//! looked up again on every housekeeping pass (every second): a file replaced under its name
+//! (a package update, `passwd` renaming a new `/etc/shadow` into place) is followed within a
+//! second, and the files it named before keep matching while the rule lives, since a hard link,
+//! a rename or a running process may still hold them. A number an old file freed and the file
+//! system gave to a new one then matches too: that errs towards denying.
 //!
 //! What is not written, and why: a value that is a symbolic link (the kernel matches the file
 //! it resolves to, and the path rule never names that link itself), a path that does not exist
-//! yet (written once it does), and files on btrfs and overlayfs, where the device `stat` reports
+//! yet (written once it does; a binary filter with such a value compares paths only), and files on btrfs and overlayfs, where the device `stat` reports
 //! is not the superblock's the kernel sees, so the key could never match.
 
 use std::{collections::BTreeMap, os::unix::fs::MetadataExt, path::Path};
@@ -52,44 +58,62 @@ pub fn inode_of(path: &str) -> Option<InodeKey> {
     })
 }
 
-/// The inode keys in the kernel and the names behind them.
+/// Files one name may have pointed at over a rule's life. Every one of them keeps matching
+/// until the rule goes: an old `/etc/shadow` that `passwd` renamed away may still be reachable
+/// through a hard link made earlier (or renamed elsewhere itself), and a daemon started before
+/// its binary was upgraded still runs the old file. Past this many, a name's new files are
+/// compared by path only.
+const KEPT_PER_NAME: usize = 64;
+
+/// The inode keys of one map in the kernel and the names behind them.
 pub(super) struct InodeKeys {
     map: HashMap<MapData, InodeKeyPod, u64>,
+    /// The map's name, for errors.
+    name: &'static str,
     masks: BTreeMap<InodeKey, u64>,
-    /// Per rule slot: each exact value and the file it named when last looked up.
-    named: BTreeMap<u32, Vec<(String, Option<InodeKey>)>>,
+    /// Per rule slot: each value and the files it named, the current one last.
+    named: BTreeMap<u32, Vec<(String, Vec<InodeKey>)>>,
 }
 
 impl InodeKeys {
-    pub(super) fn new(map: HashMap<MapData, InodeKeyPod, u64>) -> Self {
+    pub(super) fn new(map: HashMap<MapData, InodeKeyPod, u64>, name: &'static str) -> Self {
         InodeKeys {
             map,
+            name,
             masks: BTreeMap::new(),
             named: BTreeMap::new(),
         }
     }
 
-    /// Writes the files `values` name for rule `slot`. All or nothing.
+    /// Writes the files `values` name for rule `slot`. All or nothing; returns the values
+    /// without a file (missing, a link, or on a file system without keys).
     pub(super) fn add(
         &mut self,
         policy: &str,
         slot: u32,
         values: &[String],
-    ) -> Result<(), PolicyLoadError> {
-        let named: Vec<(String, Option<InodeKey>)> =
-            values.iter().map(|v| (v.clone(), inode_of(v))).collect();
+    ) -> Result<Vec<String>, PolicyLoadError> {
+        let named: Vec<(String, Vec<InodeKey>)> = values
+            .iter()
+            .map(|v| (v.clone(), inode_of(v).into_iter().collect()))
+            .collect();
         let mut done = Vec::new();
-        for key in named.iter().filter_map(|(_, k)| *k) {
+        for key in named.iter().flat_map(|(_, k)| k.iter().copied()) {
             if let Err(e) = self.set_bit(key, slot, true) {
                 for k in done {
                     let _ = self.set_bit(k, slot, false);
                 }
-                return Err(map_err(policy, "vigil_path_inodes", e));
+                return Err(map_err(policy, self.name, e));
             }
             done.push(key);
         }
+        let unkeyed = named
+            .iter()
+            .filter(|(_, k)| k.is_empty())
+            .map(|(v, _)| v.clone())
+            .collect();
         self.named.insert(slot, named);
-        Ok(())
+        Ok(unkeyed)
     }
 
     /// Removes rule `slot`'s files.
@@ -99,39 +123,33 @@ impl InodeKeys {
             .remove(&slot)
             .into_iter()
             .flatten()
-            .filter_map(|(_, k)| k)
+            .flat_map(|(_, k)| k)
         {
             let _ = self.set_bit(key, slot, false);
         }
     }
 
-    /// Looks every name up again and moves the keys of those that name another file now (the
-    /// new file is written before the old one goes). Returns the names moved, for the log.
+    /// Looks every name up again and adds the file of each that names another one now (the
+    /// files it named before keep matching). Returns the names that moved, for the log.
     pub(super) fn refresh(&mut self) -> Vec<String> {
         let mut moved = Vec::new();
         let slots: Vec<u32> = self.named.keys().copied().collect();
         for slot in slots {
-            let Some(named) = self.named.get(&slot).cloned() else {
+            let Some(mut named) = self.named.remove(&slot) else {
                 continue;
             };
-            let mut now = named.clone();
-            for (i, (value, before)) in named.iter().enumerate() {
-                let after = inode_of(value);
-                if after == *before {
+            for (value, keys) in named.iter_mut() {
+                let Some(now) = inode_of(value) else { continue };
+                if keys.contains(&now) || keys.len() >= KEPT_PER_NAME {
                     continue;
                 }
-                if let Some(k) = after {
-                    if self.set_bit(k, slot, true).is_err() {
-                        continue; // map full: the old key stays, tried again next pass
-                    }
+                if self.set_bit(now, slot, true).is_err() {
+                    continue; // map full: tried again next pass
                 }
-                if let Some(k) = before {
-                    let _ = self.set_bit(*k, slot, false);
-                }
-                now[i].1 = after;
+                keys.push(now);
                 moved.push(value.clone());
             }
-            self.named.insert(slot, now);
+            self.named.insert(slot, named);
         }
         moved
     }

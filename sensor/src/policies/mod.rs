@@ -95,6 +95,8 @@ pub struct PolicyTable {
     names: HashMap<MapData, [u8; abi::NAME_LEN], u8>,
     /// Exact path values by the file they name (`vigil_path_inodes`).
     inodes: inodes::InodeKeys,
+    /// Exact binary values by the file they name (`vigil_bin_inodes`).
+    bin_inodes: inodes::InodeKeys,
     state: Array<MapData, StatePod>,
     slots: Vec<Option<InstalledRule>>,
     /// The hooks on each attach point (`vigil_hooks`) and each hook's description.
@@ -144,7 +146,8 @@ impl PolicyTable {
             bin_exact: take(ebpf, "vigil_bin_exact")?,
             bin_prefix: take(ebpf, "vigil_bin_prefix")?,
             names: take(ebpf, "vigil_names")?,
-            inodes: inodes::InodeKeys::new(take(ebpf, "vigil_path_inodes")?),
+            inodes: inodes::InodeKeys::new(take(ebpf, "vigil_path_inodes")?, "vigil_path_inodes"),
+            bin_inodes: inodes::InodeKeys::new(take(ebpf, "vigil_bin_inodes")?, "vigil_bin_inodes"),
             state: take(ebpf, "vigil_policy_state_map")?,
             slots: vec![None; abi::MAX_RULES],
             hooks: take(ebpf, "vigil_hooks")?,
@@ -173,7 +176,9 @@ impl PolicyTable {
     /// Looks the files of exact path values up again (a file replaced under its name is
     /// followed); returns the names that point at another file now.
     pub fn refresh_inodes(&mut self) -> Vec<String> {
-        self.inodes.refresh()
+        let mut moved = self.inodes.refresh();
+        moved.extend(self.bin_inodes.refresh());
+        moved
     }
 
     /// Whether any installed rule runs on file opens.

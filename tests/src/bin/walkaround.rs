@@ -9,6 +9,7 @@
 //! - `clone-files-read PATH`: a child made with clone(CLONE_FILES) shares the descriptor table;
 //!   the parent opens, the child reads whatever descriptor the parent left once it is gone.
 //! - `open-trunc PATH`: open(O_WRONLY | O_TRUNC), nothing written.
+//! - `handle-read PATH`: name_to_handle_at, then open_by_handle_at (no path at all), and read.
 //! - `bind-read FILE ALIAS`: in a user and mount namespace of its own, bind-mounts FILE on
 //!   ALIAS and reads ALIAS.
 //! - `bind-exec BINARY OVER ARGS...`: the same namespaces, BINARY bind-mounted over OVER, then
@@ -30,6 +31,7 @@ fn main() {
         "int80-read" => int80_read(arg(1)),
         "clone-files-read" => clone_files_read(arg(1)),
         "open-trunc" => open_trunc(arg(1)),
+        "handle-read" => handle_read(arg(1)),
         "bind-read" => {
             own_namespaces();
             bind(arg(1), arg(2));
@@ -110,6 +112,66 @@ fn open_trunc(path: &str) -> ! {
     }
     println!("opened with O_TRUNC");
     exit(0)
+}
+
+/// The file by its handle: name_to_handle_at(2) gives it, open_by_handle_at(2) opens it with
+/// only a descriptor of its mount and the handle (root's CAP_DAC_READ_SEARCH).
+fn handle_read(path: &str) -> ! {
+    #[repr(C)]
+    struct Handle {
+        bytes: u32,
+        kind: i32,
+        data: [u8; 128],
+    }
+    let mut h = Handle {
+        bytes: 128,
+        kind: 0,
+        data: [0; 128],
+    };
+    let mut mount_id = 0i32;
+    let p = cstr(path);
+    // SAFETY: a NUL-terminated path and a handle buffer of the size it says.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            &mut h as *mut Handle,
+            &mut mount_id as *mut i32,
+            0,
+        )
+    } != 0
+    {
+        fail(
+            2,
+            "name_to_handle_at: this file system gives no handles",
+            errno(),
+        );
+    }
+    let dir = cstr(
+        std::path::Path::new(path)
+            .parent()
+            .and_then(|d| d.to_str())
+            .unwrap_or("/"),
+    );
+    // SAFETY: a NUL-terminated path.
+    let mount_fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+    if mount_fd < 0 {
+        fail(2, "open of the file's directory", errno());
+    }
+    // SAFETY: the handle name_to_handle_at filled.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd,
+            &mut h as *mut Handle,
+            libc::O_RDONLY,
+        )
+    } as i32;
+    if fd < 0 {
+        fail(1, "open_by_handle_at", errno());
+    }
+    read_fd(fd, "open_by_handle_at(2)")
 }
 
 /// The 32-bit open system call (number 5 in the i386 table) through int 0x80, with the path

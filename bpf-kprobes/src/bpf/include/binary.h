@@ -41,4 +41,21 @@ static __always_inline void vigil_binary_keys(struct vigil_match_key *exact, str
 	lpm->prefixlen = 32 + len * 8;
 }
 
+/* The rule slots whose exact matchBinaries values name the calling process's executable itself
+ * (vigil_bin_inodes), whatever path it was run by: a binary bind-mounted over a named path has
+ * that path but not that file. */
+static __always_inline __u64 vigil_binary_inode_rules(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct inode *inode = BPF_CORE_READ(task, mm, exe_file, f_inode);
+	if (!inode)
+		return 0;
+	struct vigil_inode_key k = {
+		.ino = BPF_CORE_READ(inode, i_ino),
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+	};
+	__u64 *rules = bpf_map_lookup_elem(&vigil_bin_inodes, &k);
+	return rules ? *rules : 0;
+}
+
 #endif /* VIGIL_BINARY_H */

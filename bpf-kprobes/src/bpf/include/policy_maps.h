@@ -58,7 +58,15 @@ struct {
 	__type(value, __u64);
 } vigil_path_inodes SEC(".maps") __vigil_shared;
 
-_Static_assert(VIGIL_MAX_RULES == 64, "vigil_path_inodes' value has one bit per rule slot");
+/* The same for the executables exact matchBinaries values name. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VIGIL_STR_VALUES);
+	__type(key, struct vigil_inode_key);
+	__type(value, __u64);
+} vigil_bin_inodes SEC(".maps") __vigil_shared;
+
+_Static_assert(VIGIL_MAX_RULES == 64, "the inode maps' values have one bit per rule slot");
 
 /*
  * The cheap first look at every open. While every active file rule compares the path for

@@ -152,6 +152,8 @@ struct vigil_exit_event {
 #define VIGIL_RULE_BIN_PREFIX (1u << 7)  /* binary starts with one of vigil_bin_prefix */
 #define VIGIL_RULE_BIN_NOT (1u << 8)     /* negate the binary filter */
 #define VIGIL_RULE_NOPOST (1u << 9)      /* act without reporting (NoPost beside the action) */
+#define VIGIL_RULE_BIN_INODE (1u << 10)  /* BIN_EQ also needs the executable to be the file a value
+					  * names (vigil_bin_inodes): every value has its key */
 
 enum vigil_action {
 	VIGIL_ACTION_POST = 0,
