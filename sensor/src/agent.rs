@@ -180,8 +180,35 @@ impl StartClock {
     }
 }
 
+/// When the enforcement earlier agents pinned is retired.
+#[derive(Clone, Copy)]
+enum RetireWhen {
+    /// It was, at start (no cluster), or there was none to retire.
+    Done,
+    /// Once every policy resource of the cluster was listed and its objects enforced, or
+    /// [`RETIRE_WAIT`] after this start.
+    PolicyObjectsListed(Instant),
+}
+
+/// How long a restarting agent on a cluster waits for the cluster's policy objects before it
+/// retires what earlier agents pinned anyway.
+const RETIRE_WAIT: Duration = Duration::from_secs(60);
+
+/// Removes this start's pinned generation unless disarmed (`.0 = None`) when the start went
+/// through.
+struct AbandonOnError(Option<std::path::PathBuf>);
+
+impl Drop for AbandonOnError {
+    fn drop(&mut self) {
+        if let Some(own) = self.0.take() {
+            crate::loader::pins::abandon(&own);
+        }
+    }
+}
+
 /// What the loop needs of a started agent.
 struct Started {
+    retire: RetireWhen,
     sensor: LoadedObject,
     ring: RingBuf<MapData>,
     policies: Option<PolicyManager>,
@@ -215,6 +242,8 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
     };
     let needs = starting.as_ref().map(|s| s.needs()).unwrap_or_default();
     let mut sensor = load_programs(&opts, &needs, clock)?;
+    // From here a failed start removes what it pinned: nothing of it stays acting.
+    let mut abandon = AbandonOnError(sensor.pins().own().map(std::path::Path::to_path_buf));
     let ring = sensor.take_ring()?;
     let node = system::node_name(opts.node_name.as_deref());
     let cgroup_subsys = cgroup_subsys_for_host();
@@ -257,8 +286,17 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         }
         None => None,
     };
-    // Only now, with this agent's programs attached, does an earlier agent's enforcement go.
-    let previous_agents = retire_previous(&sensor);
+    // Only now, with this agent's programs attached, does an earlier agent's enforcement go;
+    // on a cluster, once the cluster's policy objects are enforced too (`RetireWhen`).
+    let retire = if kube.is_some() && sensor.pins().own().is_some() {
+        RetireWhen::PolicyObjectsListed(Instant::now())
+    } else {
+        RetireWhen::Done
+    };
+    let previous_agents = match retire {
+        RetireWhen::Done => retire_previous(&sensor),
+        RetireWhen::PolicyObjectsListed(_) => Vec::new(),
+    };
 
     let identity = Identity::new(node, BootClock::new(system::boot_epoch_ns()));
     let mut cache = ProcessCache::new(opts.cache_capacity, opts.exit_grace);
@@ -311,7 +349,9 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
     if log_alerts {
         log("no output takes the Sigma alerts (a Tetragon-shaped JSON stream does not, unless --alerts-in-stream): each is logged here");
     }
+    abandon.0 = None;
     Ok(Started {
+        retire,
         sensor,
         ring,
         policies,
@@ -391,6 +431,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let Started {
+        mut retire,
         mut sensor,
         ring,
         mut policies,
@@ -432,6 +473,18 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                         apply_policy_objects(k, p, &mut sensor);
                     }
                     p.sync_scopes();
+                }
+                if let RetireWhen::PolicyObjectsListed(since) = retire {
+                    let listed = sinks.kube.as_ref().is_some_and(|k| {
+                        k.listed.len() == crate::k8s::policy_objects::POLICY_RESOURCES.len()
+                    });
+                    if listed || since.elapsed() >= RETIRE_WAIT {
+                        if !listed {
+                            log(format!("the cluster's policy objects are not all listed {} s after the start (a CRD missing, or the API server unreachable): what earlier agents pinned is replaced now, and objects listed later are enforced as they come", RETIRE_WAIT.as_secs()));
+                        }
+                        stats.previous_agents.extend(retire_previous(&sensor));
+                        retire = RetireWhen::Done;
+                    }
                 }
                 ticks = ticks.wrapping_add(1);
                 if !ticks.is_multiple_of(HOUSEKEEPING_EVERY) {
@@ -533,6 +586,13 @@ fn retire_previous(sensor: &LoadedObject) -> Vec<Retired> {
     let mut retired = Vec::new();
     for r in sensor.pins().retire_others() {
         match r {
+            Ok(r) if r.running => {
+                log(format!(
+                    "took over from an agent still running ({}, version {}): its {} links detach when it stops; it reads and reports its own records",
+                    r.generation, r.abi, r.links
+                ));
+                retired.push(r);
+            }
             Ok(r) => {
                 log(format!(
                     "replaced the enforcement an earlier agent left pinned ({}, version {}): its {} links detached after this agent's were attached; {} records lost while no agent read them ({} left in its ring buffer, {} it could not queue)",
@@ -549,10 +609,8 @@ fn retire_previous(sensor: &LoadedObject) -> Vec<Retired> {
 /// `vigil agent --cleanup`: removes everything pinned in `dir`, detaching what an earlier agent
 /// left attached.
 pub fn cleanup(dir: &std::path::Path) -> Result<()> {
+    // Nothing to mount: where bpffs is not mounted, nothing is pinned.
     system::check_privileges()?;
-    for line in system::mount_pseudo_filesystems()? {
-        log(line);
-    }
     let retired = pins::cleanup(dir)?;
     if retired.is_empty() {
         log(format!("nothing pinned in {}", dir.display()));
@@ -579,6 +637,9 @@ fn apply_policy_objects(k: &mut Kubernetes, p: &mut PolicyManager, sensor: &mut 
                 k.refused.remove(&source);
                 p.remove_object(sensor, &source);
                 removed = true;
+            }
+            PolicyObject::Listed { resource } => {
+                k.listed.insert(resource);
             }
             applied => apply_policy_object(k, p, sensor, applied),
         }

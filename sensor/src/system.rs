@@ -83,6 +83,8 @@ struct PseudoFs {
     target: &'static str,
     /// A file that exists only once the filesystem is mounted.
     marker: &'static str,
+    /// Mount options.
+    data: &'static str,
 }
 
 const PSEUDO_FS: [PseudoFs; 3] = [
@@ -90,16 +92,20 @@ const PSEUDO_FS: [PseudoFs; 3] = [
         fstype: "tracefs",
         target: "/sys/kernel/tracing",
         marker: "events",
+        data: "",
     },
     PseudoFs {
         fstype: "bpf",
         target: "/sys/fs/bpf",
         marker: "",
+        // Root's alone: others must not make the directory the agent pins in first.
+        data: "mode=0700",
     },
     PseudoFs {
         fstype: "securityfs",
         target: "/sys/kernel/security",
         marker: "lsm",
+        data: "",
     },
 ];
 
@@ -116,20 +122,42 @@ pub fn mount_pseudo_filesystems() -> Result<Vec<String>, HostError> {
         if mounted || (!fs.marker.is_empty() && Path::new(fs.target).join(fs.marker).exists()) {
             continue;
         }
-        mount(fs.fstype, fs.target).map_err(|source| HostError::Mount {
+        mount(fs.fstype, fs.target, fs.data).map_err(|source| HostError::Mount {
             fstype: fs.fstype,
             target: fs.target,
             source,
         })?;
-        made.push(format!("mounted {} on {}", fs.fstype, fs.target));
+        let private = fs.fstype == "bpf" && !in_init_mount_namespace();
+        made.push(format!(
+            "mounted {} on {}{}",
+            fs.fstype,
+            fs.target,
+            if private {
+                " in this process's own mount namespace: enforcement pinned there does not outlive it (mount bpffs on the host's /sys/fs/bpf, or give the agent the host's)"
+            } else {
+                ""
+            }
+        ));
     }
     Ok(made)
 }
 
-fn mount(fstype: &str, target: &str) -> std::io::Result<()> {
+/// Whether this process shares the mount namespace of pid 1 (the host's init, with hostPID).
+fn in_init_mount_namespace() -> bool {
+    match (
+        std::fs::read_link("/proc/self/ns/mnt"),
+        std::fs::read_link("/proc/1/ns/mnt"),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn mount(fstype: &str, target: &str, data: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(target).ok();
     let src = CString::new(fstype).expect("no NUL");
     let tgt = CString::new(target).expect("no NUL");
+    let data = CString::new(data).expect("no NUL");
     // SAFETY: all pointers are valid NUL-terminated strings; data may be NULL.
     let rc = unsafe {
         libc::mount(
@@ -137,7 +165,11 @@ fn mount(fstype: &str, target: &str) -> std::io::Result<()> {
             tgt.as_ptr(),
             src.as_ptr(),
             0,
-            std::ptr::null(),
+            if data.is_empty() {
+                std::ptr::null()
+            } else {
+                data.as_ptr().cast()
+            },
         )
     };
     if rc == 0 {

@@ -238,14 +238,21 @@ fn a_deny_holds_across_a_killed_agent_a_restart_and_an_upgrade() {
         !first_log.iter().any(|l| l.contains("stats")),
         "the first agent was killed, not stopped"
     );
-    // The upgrade replaced the second agent's generation, of the older version, while it ran;
-    // the second agent saw it gone when it stopped.
-    let line = replaced(&third_run.stderr);
+    // The upgrade replaced the second agent's generation, of the older version, while it ran
+    // (so its records were left to it, not drained); the second agent saw it gone when it
+    // stopped.
+    let line = third_run
+        .stderr
+        .iter()
+        .find(|l| l.contains("took over from an agent still running"))
+        .unwrap_or_else(|| panic!("no take-over logged:\n{}", third_run.stderr.join("\n")));
     assert!(
         line.contains(&format!("({}, version 1)", second_gen[0])),
         "{line}"
     );
     assert_eq!(previous(&third_run.stats)["abi"], 1);
+    assert_eq!(previous(&third_run.stats)["running"], true);
+    assert_eq!(previous(&third_run.stats)["unread"], 0);
     assert!(
         second_run
             .stderr
@@ -295,4 +302,55 @@ fn cleanup_lifts_the_pinned_enforcement() {
         .output()
         .unwrap();
     assert!(read.status.success(), "{read:?} after --cleanup");
+}
+
+/// A start that fails after the programs were loaded and pinned (here: a kubeconfig that is
+/// not there) leaves nothing pinned and nothing acting; and an agent that does not persist
+/// leaves another's pinned enforcement alone.
+#[test]
+fn a_failed_start_pins_nothing_and_a_non_persisting_agent_takes_nothing_over() {
+    let pins = PinDir::new("failed");
+    let policy = rules_dir().join("deny-credential-reads.yaml");
+    let out = Command::new(vigil_bin())
+        .args(["agent", "--bpf-dir", pins.arg(), "--policy"])
+        .arg(&policy)
+        .args(["--kubeconfig", "/nonexistent/kubeconfig"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("kubeconfig"), "{log}");
+    assert_eq!(pins.generations(), Vec::<String>::new(), "{log}");
+    let read = Command::new("/usr/bin/cat")
+        .arg("/etc/shadow")
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{read:?}: the failed start's deny still acts"
+    );
+
+    // A persisting agent's generation, then an agent with --no-persist beside it.
+    Agent::start(&[
+        "--bpf-dir",
+        pins.arg(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ])
+    .stop();
+    let pinned = pins.generations();
+    assert_eq!(pinned.len(), 1, "{pinned:?}");
+    let run = Agent::start(&[
+        "--bpf-dir",
+        pins.arg(),
+        vigil_tests::NO_PERSIST,
+        "--policy",
+        policy.to_str().unwrap(),
+    ])
+    .stop();
+    assert_eq!(pins.generations(), pinned, "{:#?}", run.stderr);
+    assert!(!run
+        .stderr
+        .iter()
+        .any(|l| l.contains("replaced the enforcement")));
 }

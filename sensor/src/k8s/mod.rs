@@ -95,6 +95,8 @@ pub struct Kubernetes {
     pub statuses: mpsc::UnboundedSender<StatusUpdate>,
     /// Objects refused, by source, tried again when a policy goes.
     pub refused: std::collections::BTreeMap<String, PolicyObject>,
+    /// The policy resources whose objects were all listed and applied at least once.
+    pub listed: std::collections::BTreeSet<usize>,
 }
 
 /// What the Kubernetes side did, for the `stats` line.
@@ -182,6 +184,7 @@ impl Kubernetes {
             policy_objects,
             statuses,
             refused: Default::default(),
+            listed: Default::default(),
         }))
     }
 

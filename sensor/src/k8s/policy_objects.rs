@@ -99,6 +99,12 @@ pub enum PolicyObject {
         /// As in `Applied`.
         source: String,
     },
+    /// Every object of [`POLICY_RESOURCES`]`[resource]` the API server listed has been sent
+    /// (after each full list).
+    Listed {
+        /// Its index.
+        resource: usize,
+    },
 }
 
 /// What a node did with a policy object.
@@ -215,6 +221,7 @@ async fn watch_resource(
                 for o in std::mem::take(&mut listing) {
                     apply(&o, &mut sent);
                 }
+                let _ = tx.send(PolicyObject::Listed { resource: index });
             }
             Ok(watcher::Event::Apply(o)) => apply(&o, &mut sent),
             Ok(watcher::Event::Delete(o)) => {

@@ -136,6 +136,9 @@ pub struct Retired {
     pub abi: u32,
     /// Links it held attached until this agent's were in place.
     pub links: usize,
+    /// Its agent still ran (an upgrade's overlap): it reads and reports its own records, and
+    /// nothing of its ring was read here.
+    pub running: bool,
     /// Records in its ring buffer that no agent read.
     pub unread: u64,
     /// Records its programs could not queue (ring buffer full) that its agent had not
@@ -173,7 +176,14 @@ impl PinDir {
         }
         check_dir(root)?;
         let own = if persist {
-            let dir = root.join(format!("gen-{:04}-{}", abi_version(), boot_ns()));
+            // Its owner in its name, so a next agent tells a generation whose agent still
+            // runs (an upgrade's overlap: it reads its own records) from one left behind.
+            let (pid, ticks) = own_process();
+            let dir = root.join(format!(
+                "gen-{:04}-{}-{pid}-{ticks}",
+                abi_version(),
+                boot_ns()
+            ));
             for sub in ["", "links", "maps"] {
                 std::fs::DirBuilder::new()
                     .mode(0o700)
@@ -280,7 +290,9 @@ impl PinDir {
     /// attached: detaches its links, counts what its programs wrote that no agent read, and
     /// removes it.
     pub fn retire_others(&self) -> Vec<Result<Retired, PinError>> {
-        let Some(root) = &self.root else {
+        // An agent that does not persist leaves what another pinned alone: it is not its
+        // successor, and the other's next restart would otherwise find nothing to hand over.
+        let (Some(root), Some(_)) = (&self.root, &self.own) else {
             return Vec::new();
         };
         generations(root)
@@ -368,14 +380,46 @@ fn generations(root: &Path) -> Vec<PathBuf> {
 }
 
 /// `gen-<abi>-<boot ns>`: the version and the time it was made.
-fn parse_generation(dir: &Path) -> Option<(u32, u64)> {
+/// A generation's name: `gen-<abi>-<boot ns>-<owner pid>-<owner start ticks>`.
+struct Generation {
+    abi: u32,
+    time: u64,
+    owner: (u32, u64),
+}
+
+fn parse_generation(dir: &Path) -> Option<Generation> {
     let name = dir.file_name()?.to_str()?;
-    let mut parts = name.strip_prefix("gen-")?.splitn(2, '-');
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    let mut parts = name.strip_prefix("gen-")?.split('-');
+    let mut next = || parts.next()?.parse::<u64>().ok();
+    Some(Generation {
+        abi: u32::try_from(next()?).ok()?,
+        time: next()?,
+        owner: (u32::try_from(next()?).ok()?, next()?),
+    })
 }
 
 fn generation_time(dir: &Path) -> u64 {
-    parse_generation(dir).map(|(_, t)| t).unwrap_or(0)
+    parse_generation(dir).map(|g| g.time).unwrap_or(0)
+}
+
+/// This process's pid and start time in clock ticks since boot.
+fn own_process() -> (u32, u64) {
+    let pid = std::process::id();
+    (pid, start_ticks(pid).unwrap_or(0))
+}
+
+fn start_ticks(pid: u32) -> Option<u64> {
+    procfs::process::Process::new(pid as i32)
+        .ok()?
+        .stat()
+        .ok()
+        .map(|s| s.starttime)
+}
+
+/// Whether the agent that made a generation still runs (the same pid, started at the same
+/// tick: not a process that got its pid since).
+fn owner_runs((pid, ticks): (u32, u64)) -> bool {
+    pid != 0 && start_ticks(pid) == Some(ticks)
 }
 
 /// Detaches a generation's links, counts what it left and removes it.
@@ -384,7 +428,11 @@ fn retire(dir: &Path) -> Result<Retired, PinError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let abi = parse_generation(dir).map(|(a, _)| a).unwrap_or(0);
+    let generation = parse_generation(dir);
+    let abi = generation.as_ref().map(|g| g.abi).unwrap_or(0);
+    // An agent still running (an upgrade's overlap) reads its own ring and reports its own
+    // drops; once its pins are gone it stops without touching its links.
+    let running = generation.is_some_and(|g| owner_runs(g.owner));
     // Its links first, so its programs stop writing before their counters are read.
     let mut links = 0;
     for entry in std::fs::read_dir(dir.join("links")).into_iter().flatten() {
@@ -393,6 +441,16 @@ fn retire(dir: &Path) -> Result<Retired, PinError> {
         links += 1;
     }
     let maps = dir.join("maps");
+    if running {
+        remove_generation(dir)?;
+        return Ok(Retired {
+            generation: name,
+            abi,
+            links,
+            running: true,
+            ..Default::default()
+        });
+    }
     let unread = pinned(&maps, "vigil_events")
         .and_then(|m| RingBuf::try_from(m).ok())
         .map(|mut ring| {
@@ -425,6 +483,7 @@ fn retire(dir: &Path) -> Result<Retired, PinError> {
         generation: name,
         abi,
         links,
+        running: false,
         unread,
         dropped: total.saturating_sub(seen),
     })
@@ -434,6 +493,12 @@ fn retire(dir: &Path) -> Result<Retired, PinError> {
 /// being made may not).
 fn pinned(maps: &Path, name: &str) -> Option<Map> {
     Map::from_map_data(MapData::from_pin(maps.join(name)).ok()?).ok()
+}
+
+/// Removes this agent's own generation after a start that failed: nothing of a start that did
+/// not finish stays pinned and acting.
+pub fn abandon(own: &Path) {
+    let _ = remove_generation(own);
 }
 
 /// Removes a generation: links (detaching what is still attached), then maps, then the
@@ -478,12 +543,23 @@ mod tests {
 
     #[test]
     fn generation_names_give_their_version_and_time() {
+        let g = parse_generation(Path::new("/x/gen-0001-123456-77-9000")).unwrap();
+        assert_eq!((g.abi, g.time, g.owner), (1, 123456, (77, 9000)));
         assert_eq!(
-            parse_generation(Path::new("/x/gen-0001-123456")),
-            Some((1, 123456))
+            parse_generation(Path::new("/x/gen-0001-123456")).map(|g| g.abi),
+            None
         );
-        assert_eq!(parse_generation(Path::new("/x/gen-x-1")), None);
-        assert_eq!(parse_generation(Path::new("/x/other")), None);
+        assert_eq!(
+            parse_generation(Path::new("/x/gen-x-1-2-3")).map(|g| g.abi),
+            None
+        );
+        let (pid, ticks) = own_process();
+        assert!(owner_runs((pid, ticks)), "this test process runs");
+        assert!(
+            !owner_runs((pid, ticks + 1)),
+            "a pid reused by a later process is not the owner"
+        );
+        assert!(parse_generation(Path::new("/x/other")).is_none());
     }
 
     #[test]
