@@ -10,6 +10,8 @@
 //! it; where a value names no file the agent can key (missing, a link, btrfs or overlayfs),
 //! the agent says so when it loads the policy.
 
+use std::borrow::Cow;
+
 use crate::{
     compile::{HookRule, MatchKind},
     hook_rule::CondOp,
@@ -22,50 +24,93 @@ pub struct Gap {
     /// Its stable name.
     pub name: &'static str,
     /// Why, and what to do about it.
-    pub reason: &'static str,
+    pub reason: Cow<'static, str>,
 }
 
 /// io_uring opens on the tracepoint rung.
 pub const IO_URING: Gap = Gap {
     name: "io_uring",
-    reason: "IORING_OP_OPENAT and IORING_OP_OPENAT2 open files without an open system call, so no open tracepoint sees them: set sysctl kernel.io_uring_disabled=2 (Linux 6.6 and later), or run a kernel where BPF LSM or fmod_ret works",
+    reason: Cow::Borrowed("IORING_OP_OPENAT and IORING_OP_OPENAT2 open files without an open system call, so no open tracepoint sees them: set sysctl kernel.io_uring_disabled=2 (Linux 6.6 and later), or run a kernel where BPF LSM or fmod_ret works"),
 };
 
 /// 32-bit system calls on the tracepoint rung.
 pub const COMPAT_SYSCALLS: Gap = Gap {
     name: "32-bit system calls",
-    reason: "an open made through int 0x80 or by a 32-bit program does not reach the 64-bit system calls' tracepoints: boot with ia32_emulation=0 (Linux 6.7 and later) or without IA32 emulation, or run a kernel where BPF LSM or fmod_ret works",
+    reason: Cow::Borrowed("an open made through int 0x80 or by a 32-bit program does not reach the 64-bit system calls' tracepoints: boot with ia32_emulation=0 (Linux 6.7 and later) or without IA32 emulation, or run a kernel where BPF LSM or fmod_ret works"),
 };
 
 /// A descriptor table shared outside the thread group, on the tracepoint rung.
 pub const SHARED_DESCRIPTORS: Gap = Gap {
     name: "shared descriptor table",
-    reason: "the kill lands on the opener's thread group after the open; a process made with clone(CLONE_FILES) shares its descriptor table and can read the new descriptor once the opener is dead",
+    reason: Cow::Borrowed("the kill lands on the opener's thread group after the open; a process made with clone(CLONE_FILES) shares its descriptor table and can read the new descriptor once the opener is dead"),
 };
 
 /// Side effects of the open itself, on the tracepoint rung.
 pub const TRUNCATE_OR_CREATE: Gap = Gap {
     name: "truncate or create",
-    reason: "the kill lands when the open returns: O_TRUNC has already emptied the file, and O_CREAT has made it",
+    reason: Cow::Borrowed("the kill lands when the open returns: O_TRUNC has already emptied the file, and O_CREAT has made it"),
 };
 
 /// O_CREAT before the open is judged, on the rungs that deny.
 pub const CREATE_BEFORE_JUDGED: Gap = Gap {
     name: "create",
-    reason: "O_CREAT of a protected path that does not exist yet makes the (empty) file before the open is judged; the open itself is denied",
+    reason: Cow::Borrowed("O_CREAT of a protected path that does not exist yet makes the (empty) file before the open is judged; the open itself is denied"),
+};
+
+/// Trampoline programs do not nest, on the fmod_ret rung.
+pub const NOT_NESTED: Gap = Gap {
+    name: "open while the judge is preempted",
+    reason: Cow::Borrowed("the kernel does not run an fentry or fmod_ret program on a CPU where it is already running (BPF LSM programs have no such rule): on a preemptible kernel, an open by another task while the judging program is preempted on that CPU is not judged, and goes through unseen; it is rare (the program runs for microseconds) but not impossible, and only BPF LSM closes it"),
 };
 
 /// Prefix values and mount trees, on every rung.
 pub const PREFIX_RENAMED: Gap = Gap {
     name: "bind mount or hard link under a prefix",
-    reason: "prefix and postfix values compare the path in the opener's mount tree: a bind mount of a protected directory (in a mount namespace of one's own, e.g. unshare -Urm) or a hard link gives its files names these values do not match; exact values also match the file by device and inode",
+    reason: Cow::Borrowed("prefix and postfix values compare the path in the opener's mount tree: a bind mount of a protected directory (in a mount namespace of one's own, e.g. unshare -Urm) or a hard link gives its files names these values do not match; exact values also match the file by device and inode"),
 };
 
 /// matchBinaries prefixes and mount trees, on every rung.
 pub const BINARY_BIND_MOUNT: Gap = Gap {
     name: "binary bind-mounted",
-    reason: "a matchBinaries prefix compares the executable's path in the executing process's mount tree: another binary bind-mounted over a path under it (in a mount namespace of one's own, e.g. unshare -Urm) passes for one of its binaries; exact values also check that the executable is the file they name",
+    reason: Cow::Borrowed("a matchBinaries prefix compares the executable's path in the executing process's mount tree: another binary bind-mounted over a path under it (in a mount namespace of one's own, e.g. unshare -Urm) passes for one of its binaries; exact values also check that the executable is the file they name"),
 };
+
+/// The name of the gap [`unkeyed`] describes.
+pub const UNKEYED: &str = "named by path only";
+
+/// Exact values that name no file this machine can key by device and inode: a hard link or a
+/// bind mount renames them (known only on the machine, so the plan leaves it to the caller).
+pub fn unkeyed(values: &[String]) -> Gap {
+    Gap {
+        name: UNKEYED,
+        reason: Cow::Owned(format!(
+            "{}: no file here that can be keyed by device and inode (missing, a symbolic link, or on btrfs or overlayfs), so compared by path only: a hard link or a bind mount gives that file or binary another name",
+            values.join(", ")
+        )),
+    }
+}
+
+/// The exact path and binary values of a file-open hook, which the sensor also keys by device
+/// and inode.
+pub fn exact_values(hook: &HookRule) -> Vec<String> {
+    if !hook.is_file_open() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for s in &hook.selectors {
+        for c in &s.conds {
+            if let CondOp::Text(MatchKind::Exact, values) = &c.op {
+                out.extend(values.iter().cloned());
+            }
+        }
+        if let Some(b) = s.binary.as_ref().filter(|b| b.kind == MatchKind::Exact) {
+            out.extend(b.values.iter().cloned());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
 
 /// The gaps of a file-open hook attached by `mechanism`; none for other hooks.
 pub fn file_open_gaps(hook: &HookRule, mechanism: &Mechanism) -> Vec<Gap> {
@@ -73,7 +118,8 @@ pub fn file_open_gaps(hook: &HookRule, mechanism: &Mechanism) -> Vec<Gap> {
         return Vec::new();
     }
     let mut gaps = match mechanism {
-        Mechanism::Lsm(_) | Mechanism::FmodRet(_) => vec![CREATE_BEFORE_JUDGED],
+        Mechanism::Lsm(_) => vec![CREATE_BEFORE_JUDGED],
+        Mechanism::FmodRet(_) => vec![CREATE_BEFORE_JUDGED, NOT_NESTED],
         Mechanism::SyscallTracepoints(_) => vec![
             IO_URING,
             COMPAT_SYSCALLS,

@@ -512,6 +512,48 @@ spec:
     }
 
     #[test]
+    fn each_rung_lists_what_it_cannot_stop_and_other_hooks_list_nothing() {
+        let names = |caps: &KernelCaps, text: &str| -> Vec<Vec<&'static str>> {
+            plan_of(text, caps)
+                .unwrap()
+                .iter()
+                .map(|p| p.gaps.iter().map(|g| g.name).collect())
+                .collect()
+        };
+        let no_lsm = KernelCaps { lsm: false, ..VM };
+        assert_eq!(names(&VM, DENY_PASSWD), [vec!["create"], vec![]]);
+        assert_eq!(
+            names(&no_lsm, DENY_PASSWD),
+            [vec!["create", "open while the judge is preempted"], vec![]]
+        );
+        let file_only = DENY_PASSWD.split("  kprobes:").next().unwrap();
+        assert_eq!(
+            names(&HOST, file_only),
+            [vec![
+                "io_uring",
+                "32-bit system calls",
+                "shared descriptor table",
+                "truncate or create"
+            ]]
+        );
+        // Prefixes of paths and of binaries compare names a mount tree gives.
+        let by_prefix = file_only
+            .replace("operator: Equal", "operator: Prefix")
+            .replace(
+                "    - matchArgs:",
+                "    - matchBinaries:\n      - operator: Prefix\n        values: [\"/usr/bin/\"]\n      matchArgs:",
+            );
+        assert_eq!(
+            names(&VM, &by_prefix),
+            [vec![
+                "create",
+                "bind mount or hard link under a prefix",
+                "binary bind-mounted"
+            ]]
+        );
+    }
+
+    #[test]
     fn without_lsm_or_kprobes_file_open_falls_back_to_syscalls_with_sigkill() {
         let text = DENY_PASSWD.split("  kprobes:").next().unwrap();
         let plans = plan_of(text, &HOST).unwrap();

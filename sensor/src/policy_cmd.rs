@@ -152,7 +152,10 @@ pub fn explain(btf: &str, paths: &[PathBuf], json: bool) -> Result<()> {
     let (mut refused, mut hooks) = (0, Vec::new());
     for (i, f) in files.iter().enumerate() {
         let prepared = match prepare(f, &kernel) {
-            Ok(p) => p,
+            Ok(mut p) => {
+                add_unkeyed_gaps(&mut p);
+                p
+            }
             Err(errors) if json => {
                 eprintln!("{errors}");
                 refused += 1;
@@ -202,6 +205,21 @@ pub fn explain(btf: &str, paths: &[PathBuf], json: bool) -> Result<()> {
             "{refused} of {} policy files are refused on this kernel",
             files.len()
         ),
+    }
+}
+
+/// Adds to each file-open hook the exact values no file on this machine can stand for (the
+/// agent compares those by path only, and says so when it loads them).
+fn add_unkeyed_gaps(p: &mut Prepared) {
+    use vigil_policy_engine::gaps;
+    for h in &mut p.hooks {
+        let unkeyed: Vec<String> = gaps::exact_values(&h.rule)
+            .into_iter()
+            .filter(|v| crate::policies::inodes::inode_of(v).is_none())
+            .collect();
+        if !unkeyed.is_empty() {
+            h.plan.gaps.push(gaps::unkeyed(&unkeyed));
+        }
     }
 }
 

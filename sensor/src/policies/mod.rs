@@ -24,7 +24,7 @@ use crate::loader::{FileOpenVia, HookLink};
 mod file_rules;
 mod hook_rules;
 mod hook_slots;
-mod inodes;
+pub mod inodes;
 pub mod scopes;
 pub use file_rules::FileRule;
 use file_rules::{kernel_action, prefilter_names};
