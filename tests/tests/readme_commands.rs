@@ -1,7 +1,8 @@
 //! The example commands of README.md and rules/README.md run as written: every line of their
 //! fenced `sh` blocks, in a directory that holds what the examples name (`rules/policies`,
 //! `rules/sigma`, `policy.yaml`, `recorded.jsonl`, `vigil.yaml`), must exit 0. A `vigil agent`
-//! example runs until it is ready and is then stopped, which must end it cleanly; the examples
+//! example runs until it is ready and is then stopped, which must end it cleanly (`--cleanup`
+//! exits by itself, and runs on a pin directory of the test's own); the examples
 //! that replay recorded events get events an agent recorded first.
 //!
 //! `make run` and `make test` are not run: `make run` starts `vigil agent -o compact
@@ -97,6 +98,18 @@ fn every_example_command_of_the_readmes_runs_as_written() {
             match w.as_slice() {
                 // See the module's comment.
                 ["make", "run" | "test"] => continue,
+                // Removes what is pinned, then exits: in a pin directory of the test's own,
+                // so that the machine's own agent keeps its enforcement.
+                ["vigil", "agent", "--cleanup"] => {
+                    let pins = format!("/sys/fs/bpf/vigil-readme-{}", std::process::id());
+                    let out = Command::new(vigil_bin())
+                        .args(["agent", "--cleanup", "--bpf-dir", &pins])
+                        .output()
+                        .unwrap();
+                    let log = String::from_utf8_lossy(&out.stderr);
+                    assert!(out.status.success(), "{at}: {}\n{log}", out.status);
+                    assert!(log.contains("nothing pinned"), "{at}: {log}");
+                }
                 ["vigil", "agent", ..] => {
                     let agent = RawAgent::start(&w[1..], Stdio::null(), dir.path());
                     let (status, log) = agent.stop();

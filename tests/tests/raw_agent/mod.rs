@@ -35,7 +35,8 @@ impl RawAgent {
         let dir = TempDir::new("raw-agent");
         let log = dir.path().join("stderr");
         // An agent started here is a test's, even when its command line is the README's.
-        let agent = args.first().is_some_and(|a| a.as_ref() == "agent");
+        let agent = args.first().is_some_and(|a| a.as_ref() == "agent")
+            && !args.iter().any(|a| a.as_ref() == vigil_tests::NO_PERSIST);
         let child = Command::new(vigil_bin())
             .args(args)
             .args(agent.then_some(vigil_tests::NO_PERSIST))
