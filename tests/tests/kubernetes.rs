@@ -628,3 +628,64 @@ fn a_container_selector_acts_in_the_containers_it_names_only() {
     assert_eq!(denied.len(), 1, "{denied:#?}");
     assert_eq!(denied[0]["process"]["pod"]["container"]["name"], "web");
 }
+
+/// A restarting agent on a cluster keeps the enforcement an earlier agent pinned until the
+/// cluster's policy objects are listed and enforced again: a policy that lives only in the
+/// cluster never lapses while the new agent waits for the API server.
+#[test]
+fn a_restart_on_a_cluster_keeps_the_pinned_enforcement_until_the_policy_objects_are_back() {
+    let server = KubeApiServer::start();
+    for (group, plural) in [
+        ("vigil.dev", "tracingpolicies"),
+        ("vigil.dev", "tracingpoliciesnamespaced"),
+        ("cilium.io", "tracingpolicies"),
+        ("cilium.io", "tracingpoliciesnamespaced"),
+    ] {
+        server.install_crd(group, "v1alpha1", plural);
+    }
+    let dir = TempDir::new("cluster-restart");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "the secret\n").unwrap();
+    let secret = secret.display().to_string();
+    server.put_object(
+        "tracingpolicies",
+        json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "TracingPolicy",
+            "metadata": {"name": "cluster-secret"},
+            "spec": {"lsmhooks": [{"hook": "file_open", "args": [{"index": 0, "type": "file"}],
+                "selectors": [{"matchArgs": [{"index": 0, "operator": "Equal", "values": [secret]}],
+                    "matchActions": [{"action": "Override", "argError": -1}]}]}]}}),
+    );
+    let config = kubeconfig(&dir, &server);
+    let pins = format!("/sys/fs/bpf/vigil-test-{}-cluster", std::process::id());
+    let args = ["--kubeconfig", config.as_str(), "--bpf-dir", pins.as_str()];
+    let loaded = "policy cluster-secret loaded from tracingpolicies.vigil.dev/cluster-secret";
+
+    let first = Agent::start(&args);
+    first.wait_for_log(loaded, 0);
+    first.kill();
+    let second = Agent::start(&args);
+    second.wait_for_log("replaced the enforcement an earlier agent left pinned", 0);
+    let denied = std::process::Command::new("/bin/cat")
+        .arg(&secret)
+        .output()
+        .unwrap();
+    let run = second.stop();
+    let _ = std::process::Command::new(vigil_bin())
+        .args(["agent", "--cleanup", "--bpf-dir", &pins])
+        .output();
+    let at = |needle: &str| {
+        run.stderr
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not logged:\n{}", run.stderr.join("\n")))
+    };
+    assert!(
+        at(loaded) < at("replaced the enforcement an earlier agent left pinned"),
+        "the earlier enforcement went before the cluster's policy was back:\n{}",
+        run.stderr.join("\n")
+    );
+    assert!(
+        denied.stdout.is_empty() && !denied.status.success(),
+        "{denied:?}"
+    );
+}
