@@ -381,6 +381,16 @@ fn load_programs(
             PinDir::unused()
         }
     };
+    // Before this agent does anything an earlier agent's policies could act on.
+    match pins.exempt_in_others() {
+        Ok(0) => {}
+        Ok(n) => log(format!(
+            "{n} earlier agents' pinned programs leave this agent alone until it replaces them"
+        )),
+        Err(e) => log(format!(
+            "cannot tell an earlier agent's pinned programs to leave this agent alone: {e}"
+        )),
+    }
     let load = LoadOptions {
         btf_path: &opts.btf,
         ringbuf_bytes: opts.ringbuf_bytes,

@@ -220,6 +220,15 @@ fn a_deny_holds_across_a_killed_agent_a_restart_and_an_upgrade() {
     // least an exec and an exit per cat that ran meanwhile.
     let line = replaced(&second_run.stderr);
     assert!(line.contains(&first_gen[0]), "{line}");
+    // Until then, the first agent's programs left the second one alone, as its own do.
+    assert!(
+        second_run
+            .stderr
+            .iter()
+            .any(|l| l.contains("1 earlier agents' pinned programs leave this agent alone")),
+        "{:#?}",
+        second_run.stderr
+    );
     let lost = previous(&second_run.stats);
     assert_eq!(lost["generation"], first_gen[0].as_str(), "{lost}");
     let unread = lost["unread"].as_u64().unwrap();

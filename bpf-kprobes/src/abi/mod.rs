@@ -186,6 +186,12 @@ pub struct Config {
     pub tick_ns: u64,
     /// Ring-buffer drops the agent had read and reported.
     pub drops_seen: u64,
+    /// A next agent, exempt like this one until it retires this generation.
+    pub successor_tgid: u32,
+    /// Padding.
+    pub _pad1: u32,
+    /// The next agent's start in clock ticks since boot.
+    pub successor_start_ticks: u64,
 }
 
 #[cfg(test)]
@@ -270,7 +276,8 @@ mod layout_tests {
                 mode }
             "vigil_fmod_verdict" => FmodVerdict { file, verdict }
             "vigil_inode_key" => InodeKey { ino, dev }
-            "vigil_config" => Config { cgroup_subsys, agent_tgid, stopping, agent_start_ticks, tick_ns, drops_seen }
+            "vigil_config" => Config { cgroup_subsys, agent_tgid, stopping, agent_start_ticks, tick_ns, drops_seen,
+                successor_tgid, successor_start_ticks }
             "vigil_hook_config" => HookConfig { hook_id, flags, arg_reg, arg_type, arg_flags,
                 arg_bits, nargs, scope, rule_first, rule_count, konst }
             "vigil_hook_list" => HookList { n, slot }

@@ -178,6 +178,8 @@ int main(void)
 	FIELD(vigil_config, agent_start_ticks);
 	FIELD(vigil_config, tick_ns);
 	FIELD(vigil_config, drops_seen);
+	FIELD(vigil_config, successor_tgid);
+	FIELD(vigil_config, successor_start_ticks);
 
 	printf("(\"VIGIL_PATH_MAX\", \"#define\", %d),\n", VIGIL_PATH_MAX);
 	printf("(\"VIGIL_ARGS_MAX\", \"#define\", %d),\n", VIGIL_ARGS_MAX);

@@ -350,6 +350,9 @@ impl LoadedObject {
                         .unwrap_or(0),
                     tick_ns: 1_000_000_000 / crate::system::clk_tck(),
                     drops_seen: 0,
+                    successor_tgid: 0,
+                    _pad1: 0,
+                    successor_start_ticks: 0,
                 }),
                 0,
             )

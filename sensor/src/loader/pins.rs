@@ -286,6 +286,39 @@ impl PinDir {
         Ok(n)
     }
 
+    /// Writes this agent into every earlier generation's config as its successor, so that
+    /// their programs leave this agent's calls alone until it retires them (an old kill on
+    /// connects would otherwise kill it when it reaches its API server or exporters). Only
+    /// generations of this pinned layout; returns how many took it.
+    pub fn exempt_in_others(&self) -> Result<usize, PinError> {
+        let (Some(root), Some(_)) = (&self.root, &self.own) else {
+            return Ok(0);
+        };
+        let (tgid, ticks) = own_process();
+        let mut done = 0;
+        for g in generations(root)
+            .into_iter()
+            .filter(|g| Some(g.as_path()) != self.own.as_deref())
+        {
+            if parse_generation(&g).is_none_or(|p| p.abi != abi_version()) {
+                continue;
+            }
+            let path = g.join("maps").join("vigil_config_map");
+            let Some(mut config) = pinned(&g.join("maps"), "vigil_config_map")
+                .and_then(|m| Array::<_, ConfigPod>::try_from(m).ok())
+            else {
+                continue;
+            };
+            let map_io = |e: aya::maps::MapError| io(&path)(std::io::Error::other(e.to_string()));
+            let ConfigPod(mut c) = config.get(&0, 0).map_err(map_io)?;
+            c.successor_tgid = tgid;
+            c.successor_start_ticks = ticks;
+            config.set(0, ConfigPod(c), 0).map_err(map_io)?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
     /// Retires every other generation in the directory, after this agent's programs are
     /// attached: detaches its links, counts what its programs wrote that no agent read, and
     /// removes it.

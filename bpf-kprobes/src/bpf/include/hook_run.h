@@ -121,17 +121,26 @@ static __always_inline void emit(struct hook_eval *e)
 }
 
 /*
- * Whether the caller is the agent: its tgid and its start (to the clock tick, as /proc shows
- * it), so that a process reusing the pid of an agent that died while its programs stayed
- * pinned is not exempt from the policies.
+ * Whether the caller is the agent (or the next agent, while it takes over): its tgid and its
+ * start (to the clock tick, as /proc shows it), so that a process reusing the pid of an agent
+ * that died while its programs stayed pinned is not exempt from the policies.
  */
 static __always_inline int vigil_is_agent(struct vigil_config *cfg, __u64 pid_tgid)
 {
-	if (cfg->agent_tgid != pid_tgid >> 32 || !cfg->tick_ns)
+	__u32 tgid = pid_tgid >> 32;
+	__u64 ticks;
+
+	if (tgid == cfg->agent_tgid)
+		ticks = cfg->agent_start_ticks;
+	else if (tgid == cfg->successor_tgid)
+		ticks = cfg->successor_start_ticks;
+	else
+		return 0;
+	if (!tgid || !cfg->tick_ns)
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
-	return vigil_task_start_boottime(leader) / cfg->tick_ns == cfg->agent_start_ticks;
+	return vigil_task_start_boottime(leader) / cfg->tick_ns == ticks;
 }
 
 /* Evaluates the hook `cfg` describes, the argument registers being in e->regs. */

@@ -446,6 +446,12 @@ struct vigil_config {
 	/* Ring-buffer drops the agent had read and reported: a next agent reports the rest as
 	 * lost while no agent read (see sensor/src/loader/pins.rs). */
 	__u64 drops_seen;
+	/* A next agent, written by it into this generation's pinned config when it starts: until
+	 * it retires this generation, these programs leave its calls alone too (its connects to
+	 * the API server and the exporters, its reads of its own files), as its own programs do. */
+	__u32 successor_tgid;
+	__u32 _pad1;
+	__u64 successor_start_ticks;
 };
 
 #define VIGIL_CGROUP_V2 0xffffffffu
