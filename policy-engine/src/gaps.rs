@@ -33,12 +33,6 @@ pub const IO_URING: Gap = Gap {
     reason: Cow::Borrowed("IORING_OP_OPENAT and IORING_OP_OPENAT2 open files without an open system call, so no open tracepoint sees them: set sysctl kernel.io_uring_disabled=2 (Linux 6.6 and later), or run a kernel where BPF LSM or fmod_ret works"),
 };
 
-/// 32-bit system calls on the tracepoint rung.
-pub const COMPAT_SYSCALLS: Gap = Gap {
-    name: "32-bit system calls",
-    reason: Cow::Borrowed("an open made through int 0x80 or by a 32-bit program does not reach the 64-bit system calls' tracepoints: boot with ia32_emulation=0 (Linux 6.7 and later) or without IA32 emulation, or run a kernel where BPF LSM or fmod_ret works"),
-};
-
 /// A descriptor table shared outside the thread group, on the tracepoint rung.
 pub const SHARED_DESCRIPTORS: Gap = Gap {
     name: "shared descriptor table",
@@ -120,12 +114,7 @@ pub fn file_open_gaps(hook: &HookRule, mechanism: &Mechanism) -> Vec<Gap> {
     let mut gaps = match mechanism {
         Mechanism::Lsm(_) => vec![CREATE_BEFORE_JUDGED],
         Mechanism::FmodRet(_) => vec![CREATE_BEFORE_JUDGED, NOT_NESTED],
-        Mechanism::SyscallTracepoints(_) => vec![
-            IO_URING,
-            COMPAT_SYSCALLS,
-            SHARED_DESCRIPTORS,
-            TRUNCATE_OR_CREATE,
-        ],
+        Mechanism::SyscallTracepoints(_) => vec![IO_URING, SHARED_DESCRIPTORS, TRUNCATE_OR_CREATE],
         _ => Vec::new(),
     };
     let by_prefix = hook.selectors.iter().any(|s| {

@@ -388,7 +388,7 @@ pub fn describe_mechanism(m: &Mechanism) -> String {
         Mechanism::Kprobe(f) => format!("kprobe on {f}"),
         Mechanism::Kretprobe(f) => format!("kretprobe on {f}"),
         Mechanism::SyscallTracepoints(calls) => format!(
-            "system call tracepoints {} (matching on the file the kernel resolved)",
+            "system call tracepoints {}, and the raw sys_exit for 32-bit opens (matching on the file the kernel resolved)",
             calls
                 .iter()
                 .map(|c| format!("sys_exit_{c}"))
@@ -531,7 +531,6 @@ spec:
             names(&HOST, file_only),
             [vec![
                 "io_uring",
-                "32-bit system calls",
                 "shared descriptor table",
                 "truncate or create"
             ]]

@@ -152,6 +152,7 @@ fn every_walk_around_is_stopped_or_listed_as_a_gap_of_this_rung() {
         ("plain open", run(&h, &["read", &secret])),
         ("io_uring", run(&h, &["io-uring-read", &secret])),
         ("32-bit system calls", run(&h, &["int80-read", &secret])),
+        ("32-bit static binary", run(&h, &["static32-read", &secret])),
         (
             "shared descriptor table",
             run(&h, &["clone-files-read", &secret]),
@@ -202,7 +203,11 @@ fn every_walk_around_is_stopped_or_listed_as_a_gap_of_this_rung() {
             (Outcome::GotThrough, _) => listed,
             (
                 Outcome::NotOpenHere(_),
-                "io_uring" | "32-bit system calls" | "bind mount" | "binary bind-mounted",
+                "io_uring"
+                | "32-bit system calls"
+                | "32-bit static binary"
+                | "bind mount"
+                | "binary bind-mounted",
             ) => true,
             (o, _) => *o == stopped && !listed,
         };

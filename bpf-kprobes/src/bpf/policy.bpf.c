@@ -8,7 +8,7 @@
  * - `fentry/security_file_open` with an fmod_ret program beside it (trampolines, where BPF LSM
  *   is not an active LSM): the same verdict, returned in security_file_open's place.
  * - `tracepoint/syscalls/sys_exit_open{,at,at2}`, `sys_exit_creat` and
- *   `sys_exit_open_by_handle_at` (every kernel): runs when
+ *   `sys_exit_open_by_handle_at`, with the raw `sys_exit` for 32-bit calls (every kernel): runs when
  *   the open has succeeded, resolves the new fd to the file the kernel really opened (after
  *   relative paths, `..` and symlinks), and kills the process with SIGKILL before it returns to
  *   userspace, so it never reads a byte. Matching on the resolved file, not on the string the
@@ -289,9 +289,9 @@ struct syscall_exit_ctx {
 	long ret;
 };
 
-static __always_inline int on_open_exit(struct syscall_exit_ctx *ctx)
+/* Judges the file an open system call returned as descriptor `fd` (a failed open: nothing). */
+static __always_inline int on_open_exit(long fd)
 {
-	long fd = ctx->ret;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct file **fds, *file = 0;
 	struct path p;
@@ -314,5 +314,35 @@ static __always_inline int on_open_exit(struct syscall_exit_ctx *ctx)
 SEC("tracepoint/syscalls/sys_exit_open")
 int vigil_exit_open(struct syscall_exit_ctx *ctx)
 {
-	return on_open_exit(ctx);
+	return on_open_exit(ctx->ret);
+}
+
+/*
+ * The same for 32-bit system calls (int 0x80, or a 32-bit program), which the syscalls:*
+ * tracepoints leave out: the raw sys_exit tracepoint sees every system call's return, so this
+ * program returns at once unless the call is an ia32 one of the i386 table's opens.
+ */
+#define VIGIL_TS_COMPAT 0x0002 /* thread_info.status: in an ia32 system call */
+#define IA32_OPEN 5
+#define IA32_CREAT 8
+#define IA32_OPENAT 295
+#define IA32_OPEN_BY_HANDLE_AT 342
+#define IA32_OPENAT2 437
+
+SEC("raw_tracepoint/sys_exit")
+int vigil_exit_compat_open(void *ctx)
+{
+	/* (struct pt_regs *regs, long ret), read as plain words: not through the CO-RE type of
+	 * bpf_raw_tracepoint_args, whose flexible array the loader cannot relocate. */
+	__u64 *args = ctx;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (!(BPF_CORE_READ(task, thread_info.status) & VIGIL_TS_COMPAT))
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)args[0];
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	if (nr != IA32_OPEN && nr != IA32_CREAT && nr != IA32_OPENAT && nr != IA32_OPEN_BY_HANDLE_AT &&
+	    nr != IA32_OPENAT2)
+		return 0;
+	/* The 32-bit return value, sign-extended. */
+	return on_open_exit((long)(int)args[1]);
 }

@@ -229,7 +229,9 @@ impl ProgramNeed {
             ProgramNeed::FileOpen(FileOpenVia::FmodRet) => {
                 vec![(FILE_OPEN_FENTRY, LoadAs::FEntry(fmod_ret::FUNCTION))]
             }
-            ProgramNeed::FileOpen(FileOpenVia::Tracepoints) => plain(&[FILE_OPEN_EXIT]),
+            ProgramNeed::FileOpen(FileOpenVia::Tracepoints) => {
+                plain(&[FILE_OPEN_EXIT, FILE_OPEN_COMPAT_EXIT])
+            }
         }
     }
 }
@@ -261,7 +263,15 @@ fn file_open_exits() -> Vec<String> {
 }
 
 /// The programs of `policy.bpf.c` that enforce on file opens.
-const FILE_OPEN_PROGRAMS: [&str; 3] = ["vigil_lsm_file_open", FILE_OPEN_FENTRY, FILE_OPEN_EXIT];
+const FILE_OPEN_PROGRAMS: [&str; 4] = [
+    "vigil_lsm_file_open",
+    FILE_OPEN_FENTRY,
+    FILE_OPEN_EXIT,
+    FILE_OPEN_COMPAT_EXIT,
+];
+
+/// The program of `policy.bpf.c` on the raw `sys_exit` tracepoint, for 32-bit opens.
+const FILE_OPEN_COMPAT_EXIT: &str = "vigil_exit_compat_open";
 
 /// The program of `policy.bpf.c` that judges opens for the fmod_ret program.
 const FILE_OPEN_FENTRY: &str = "vigil_fentry_file_open";
@@ -657,6 +667,7 @@ impl LoadedObject {
                     aya::programs::Program::Lsm(p) => p.unload(),
                     aya::programs::Program::FEntry(p) => p.unload(),
                     aya::programs::Program::TracePoint(p) => p.unload(),
+                    aya::programs::Program::RawTracePoint(p) => p.unload(),
                     _ => Ok(()),
                 };
             }
@@ -709,7 +720,21 @@ impl LoadedObject {
                 .push(hold(&mut self.pins, link, program, &tracepoint)?);
             attached.push(tracepoint);
         }
-        Ok(format!("tracepoints {}", attached.join(", ")))
+        let (program, hook) = (FILE_OPEN_COMPAT_EXIT, "sys_exit");
+        let prog = loaded_program(&mut self.ebpf, program, hook, RawTracePoint::load)?;
+        let err = |source| LoadError::Program {
+            program,
+            hook,
+            source,
+        };
+        let id = prog.attach(hook).map_err(err)?;
+        let link = prog.take_link(id).map_err(err)?;
+        self.file_open
+            .push(hold(&mut self.pins, link, program, hook)?);
+        Ok(format!(
+            "tracepoints {}, and the raw sys_exit for 32-bit opens",
+            attached.join(", ")
+        ))
     }
 
     /// fmod_ret on `security_file_open` first (it denies nothing until the fentry program

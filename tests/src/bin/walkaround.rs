@@ -6,6 +6,8 @@
 //! - `read PATH`: open(2) and read.
 //! - `io-uring-read PATH`: IORING_OP_OPENAT through a ring of its own, then read(2).
 //! - `int80-read PATH`: the 32-bit open (int 0x80) from this 64-bit process, then read(2).
+//! - `static32-read PATH`: a 32-bit static program (tests/walkaround32/read32.c, carried in this
+//!   binary) opens and reads it, 32-bit system calls only.
 //! - `clone-files-read PATH`: a child made with clone(CLONE_FILES) shares the descriptor table;
 //!   the parent opens, the child reads whatever descriptor the parent left once it is gone.
 //! - `open-trunc PATH`: open(O_WRONLY | O_TRUNC), nothing written.
@@ -29,6 +31,7 @@ fn main() {
         "read" => read_path(arg(1)),
         "io-uring-read" => io_uring_read(arg(1)),
         "int80-read" => int80_read(arg(1)),
+        "static32-read" => static32_read(arg(1)),
         "clone-files-read" => clone_files_read(arg(1)),
         "open-trunc" => open_trunc(arg(1)),
         "handle-read" => handle_read(arg(1)),
@@ -112,6 +115,43 @@ fn open_trunc(path: &str) -> ! {
     }
     println!("opened with O_TRUNC");
     exit(0)
+}
+
+/// Writes the 32-bit program out and runs it on `path`, passing on its output and status
+/// (exit 1 for a refusal; killed, the same signal).
+fn static32_read(path: &str) -> ! {
+    use std::os::unix::{fs::PermissionsExt, process::ExitStatusExt};
+    const READ32: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/read32"));
+    let dir = std::env::temp_dir().join(format!("vigil-read32-{}", std::process::id()));
+    let _ = std::fs::create_dir(&dir);
+    let bin = dir.join("read32");
+    std::fs::write(&bin, READ32).expect("write the 32-bit program");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&bin).arg(path).output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = match out {
+        Ok(o) => o,
+        // ENOEXEC: this kernel runs no 32-bit programs.
+        Err(e) => fail(
+            2,
+            "the 32-bit program: this kernel runs none",
+            e.raw_os_error().unwrap_or(0),
+        ),
+    };
+    if let Some(sig) = out.status.signal() {
+        // Die as it died, with nothing said: the scenario reads the signal.
+        // SAFETY: signalling ourselves.
+        unsafe { libc::kill(libc::getpid(), sig) };
+        exit(128 + sig)
+    }
+    if out.status.code() == Some(0) {
+        println!(
+            "read {} bytes through a 32-bit static program",
+            out.stdout.len()
+        );
+        exit(0)
+    }
+    fail(1, "the 32-bit program's open", libc::EPERM)
 }
 
 /// The file by its handle: name_to_handle_at(2) gives it, open_by_handle_at(2) opens it with
