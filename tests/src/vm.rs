@@ -265,8 +265,9 @@ impl Initramfs {
 }
 
 /// The kernel command line's LSMs for a boot without BPF LSM: Debian's list without `bpf`, so
-/// file opens are denied through fmod_ret.
-pub const NO_BPF_LSM_CMDLINE: &str = "lsm=landlock,lockdown,yama,integrity,apparmor";
+/// file opens are denied through fmod_ret; and every kernel message on the console, so that a
+/// warning there (a stall, a lockup) comes with its stack.
+pub const NO_BPF_LSM_CMDLINE: &str = "lsm=landlock,lockdown,yama,integrity,apparmor loglevel=7";
 
 /// Boots `kernel` with `initramfs` under qemu (software emulation) and returns the serial
 /// console once the guest powers off, or an error with the console so far after `limit`. The

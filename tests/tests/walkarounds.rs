@@ -83,6 +83,8 @@ fn helper() -> PathBuf {
 }
 
 fn run(binary: &Path, args: &[&str]) -> Output {
+    // Said before it runs: a walk-around that wedges the kernel is named on the console.
+    eprintln!("walk-around: {} {}", binary.display(), args.join(" "));
     Command::new(binary).args(args).output().unwrap()
 }
 
