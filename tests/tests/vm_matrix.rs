@@ -87,10 +87,10 @@ const HOST_ONLY: [(&str, &str); 11] = [
     ),
 ];
 
-/// How long one boot may take: the main boot's sixteen scenarios took 200 to 300 s on our 2-core
+/// How long one boot may take: the main boot's sixteen scenarios took 200 to 400 s on our 2-core
 /// machines under emulation, depending on the machine's neighbours; past this, the guest is
 /// taken for hung and its console is shown.
-const VM_LIMIT: Duration = Duration::from_secs(480);
+const VM_LIMIT: Duration = Duration::from_secs(600);
 
 /// Copies the files under `dir` (subdirectories included) to `dest` in the image.
 fn add_tree(fs: &mut vigil_tests::vm::Initramfs, dir: &Path, dest: &str) {
