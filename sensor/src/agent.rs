@@ -391,6 +391,8 @@ fn load_programs(
             "cannot tell an earlier agent's pinned programs to leave this agent alone: {e}"
         )),
     }
+    // A start that fails here leaves nothing pinned behind it.
+    let mut abandon = AbandonOnError(pins.own().map(std::path::Path::to_path_buf));
     let load = LoadOptions {
         btf_path: &opts.btf,
         ringbuf_bytes: opts.ringbuf_bytes,
@@ -399,6 +401,7 @@ fn load_programs(
     };
     match LoadedObject::load(load, needs) {
         Ok((sensor, mut loads)) => {
+            abandon.0 = None;
             loads.sort_by_key(|l| std::cmp::Reverse(l.took));
             let slowest: Vec<String> = loads
                 .iter()

@@ -313,23 +313,28 @@ fn cleanup_lifts_the_pinned_enforcement() {
     assert!(read.status.success(), "{read:?} after --cleanup");
 }
 
-/// A start that fails after the programs were loaded and pinned (here: a kubeconfig that is
-/// not there) leaves nothing pinned and nothing acting; and an agent that does not persist
-/// leaves another's pinned enforcement alone.
+/// A start that fails while the programs load (a BTF file that is not BTF) or after they were
+/// loaded and pinned (a kubeconfig that is not there) leaves nothing pinned and nothing
+/// acting; and an agent that does not persist leaves another's pinned enforcement alone.
 #[test]
 fn a_failed_start_pins_nothing_and_a_non_persisting_agent_takes_nothing_over() {
     let pins = PinDir::new("failed");
     let policy = rules_dir().join("deny-credential-reads.yaml");
-    let out = Command::new(vigil_bin())
-        .args(["agent", "--bpf-dir", pins.arg(), "--policy"])
-        .arg(&policy)
-        .args(["--kubeconfig", "/nonexistent/kubeconfig"])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{log}");
-    assert!(log.contains("kubeconfig"), "{log}");
-    assert_eq!(pins.generations(), Vec::<String>::new(), "{log}");
+    for (fault, said) in [
+        (["--btf", "/etc/hostname"], "/etc/hostname"),
+        (["--kubeconfig", "/nonexistent/kubeconfig"], "kubeconfig"),
+    ] {
+        let out = Command::new(vigil_bin())
+            .args(["agent", "--bpf-dir", pins.arg(), "--policy"])
+            .arg(&policy)
+            .args(fault)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{log}");
+        assert!(log.contains(said), "{log}");
+        assert_eq!(pins.generations(), Vec::<String>::new(), "{log}");
+    }
     let read = Command::new("/usr/bin/cat")
         .arg("/etc/shadow")
         .output()

@@ -303,6 +303,11 @@ impl PinDir {
             if parse_generation(&g).is_none_or(|p| p.abi != abi_version()) {
                 continue;
             }
+            // Without links its programs act on nothing (a start cut short): there is
+            // nothing to be exempt from, and the retire after this start removes it.
+            if std::fs::read_dir(g.join("links")).map_or(true, |mut l| l.next().is_none()) {
+                continue;
+            }
             let path = g.join("maps").join("vigil_config_map");
             let Some(mut config) = pinned(&g.join("maps"), "vigil_config_map")
                 .and_then(|m| Array::<_, ConfigPod>::try_from(m).ok())
