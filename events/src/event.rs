@@ -94,6 +94,23 @@ impl Event {
             .chain(ancestors.iter_mut())
     }
 
+    /// The processes the event names, the one it is about first, then its parent and
+    /// ancestors.
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        let (process, parent, ancestors) = match &self.body {
+            EventBody::ProcessExec(e) => (&e.process, &e.parent, &e.ancestors[..]),
+            EventBody::ProcessExit(e) => (&e.process, &e.parent, &e.ancestors[..]),
+            EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => {
+                (&e.process, &e.parent, &e.ancestors[..])
+            }
+            EventBody::ProcessAlert(e) => (&e.process, &e.parent, &[][..]),
+        };
+        std::iter::once(process)
+            .chain(parent.as_ref())
+            .chain(ancestors.iter())
+            .map(|p| &**p)
+    }
+
     /// The process the event is about.
     pub fn process(&self) -> &Process {
         match &self.body {

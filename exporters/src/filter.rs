@@ -31,6 +31,10 @@ pub struct FilterSpec {
     /// Process ids.
     #[serde(default)]
     pub pid: Vec<u32>,
+    /// Process ids whose descendants pass too: the process, its parent or an ancestor the
+    /// event carries has one of them.
+    #[serde(default)]
+    pub pid_set: Vec<u32>,
     /// Policy names (policy events only).
     #[serde(default)]
     pub policy_names: Vec<String>,
@@ -78,6 +82,7 @@ struct Filter {
     parent_binary: Vec<Regex>,
     arguments: Vec<Regex>,
     pid: Vec<u32>,
+    pid_set: Vec<u32>,
     policy_names: Vec<String>,
     namespace: Vec<String>,
     pod: Vec<Regex>,
@@ -99,6 +104,7 @@ impl Filter {
             )?,
             arguments: compile(&format!("{at}.arguments_regex"), &spec.arguments_regex)?,
             pid: spec.pid.clone(),
+            pid_set: spec.pid_set.clone(),
             policy_names: spec.policy_names.clone(),
             namespace: spec.namespace.clone(),
             pod: compile(&format!("{at}.pod_regex"), &spec.pod_regex)?,
@@ -134,6 +140,7 @@ impl Filter {
                 || parent.is_some_and(|pp| any_match(&self.parent_binary, &pp.binary)))
             && any_match(&self.arguments, &p.arguments)
             && (self.pid.is_empty() || self.pid.contains(&p.pid))
+            && (self.pid_set.is_empty() || e.processes().any(|q| self.pid_set.contains(&q.pid)))
             && (self.policy_names.is_empty()
                 || policy.is_some_and(|n| self.policy_names.iter().any(|w| w == n)))
             && self.pod_matches(p.pod.as_ref())

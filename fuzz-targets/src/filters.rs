@@ -70,6 +70,7 @@ fn spec(u: &mut Unstructured<'_>) -> Result<FilterSpec> {
         parent_binary_regex: patterns(u)?,
         arguments_regex: patterns(u)?,
         pid: u.arbitrary()?,
+        pid_set: u.arbitrary()?,
         policy_names: u.arbitrary()?,
         namespace: u.arbitrary()?,
         pod_regex: patterns(u)?,

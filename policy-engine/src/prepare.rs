@@ -49,13 +49,36 @@ impl Prepared {
 /// Reads the policy file `path` through the gate (a file others can write is refused, and so
 /// is one past [`Limits::POLICY`]) and prepares it for `kernel`.
 pub fn prepare(path: &Path, kernel: &Kernel) -> Result<Prepared, InputError> {
+    prepare_as(path, kernel, &|_| None)
+}
+
+/// A mode set for a policy by name from outside its text (the agent's API), which takes the
+/// place of its `policy-mode` option.
+pub type ModeOf<'a> = &'a dyn Fn(&str) -> Option<Mode>;
+
+/// [`prepare`], in the mode `mode_of` gives the policy's name, if any.
+pub fn prepare_as(path: &Path, kernel: &Kernel, mode_of: ModeOf) -> Result<Prepared, InputError> {
     let text = read_yaml(path, &Limits::POLICY)?;
-    prepare_text(&path.display().to_string(), &text, kernel).map_err(InputError::Invalid)
+    prepare_text_as(&path.display().to_string(), &text, kernel, mode_of)
+        .map_err(InputError::Invalid)
 }
 
 /// [`prepare`] for a policy's text; `file` names it in errors.
 pub fn prepare_text(file: &str, text: &str, kernel: &Kernel) -> Result<Prepared, PolicyErrors> {
-    let policy = load_policy_for(file, text, kernel.symbols)?;
+    prepare_text_as(file, text, kernel, &|_| None)
+}
+
+/// [`prepare_text`], in the mode `mode_of` gives the policy's name, if any.
+pub fn prepare_text_as(
+    file: &str,
+    text: &str,
+    kernel: &Kernel,
+    mode_of: ModeOf,
+) -> Result<Prepared, PolicyErrors> {
+    let mut policy = load_policy_for(file, text, kernel.symbols)?;
+    if let Some(mode) = mode_of(&policy.name) {
+        policy.mode = mode;
+    }
     let locations = Locations::index(text);
     let error = |path: &str, reason: String, fix: String| {
         let pos = locations.key(path).or_else(|| locations.value(path));

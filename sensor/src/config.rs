@@ -15,6 +15,9 @@ pub struct AgentConfig {
     /// Sinks and their shared settings.
     #[serde(default)]
     pub exporters: ExportersConfig,
+    /// The API's TCP listener, TLS and roles, and its streams' queues.
+    #[serde(default)]
+    pub api: Option<crate::api::config::ApiConfig>,
 }
 
 impl AgentConfig {
@@ -24,7 +27,12 @@ impl AgentConfig {
     /// limits, is refused.
     pub fn load(path: &Path) -> anyhow::Result<AgentConfig> {
         let text = read_yaml(path, &Limits::CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
-        parse(&path.display().to_string(), &text)
+        let config = parse(&path.display().to_string(), &text)?;
+        if let Some(api) = &config.api {
+            api.check()
+                .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
+        }
+        Ok(config)
     }
 }
 

@@ -9,6 +9,7 @@ use stdout::outln;
 mod agent;
 mod brief;
 mod cache;
+mod client;
 mod config;
 mod enrich;
 mod identity;
@@ -16,6 +17,7 @@ mod k8s;
 mod loader;
 mod output;
 mod policies;
+mod api;
 mod policy_cmd;
 mod policy_watch;
 mod probe;
@@ -142,12 +144,36 @@ enum Command {
         /// The configuration file (YAML): the exporters' sinks (see vigil.example.yaml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Where the policies added through the API, and the modes and disabled states set
+        /// through it, are kept (root's, 0700), so that they hold after a restart.
+        #[arg(long, value_name = "DIR", default_value = policy_watch::state::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// The API's unix socket (only root can connect; its directory must be root's).
+        #[arg(long, value_name = "PATH", default_value = vigil_api::DEFAULT_SOCKET)]
+        api_socket: PathBuf,
+        /// Serve no API on a unix socket (a TCP listener of the configuration still serves).
+        #[arg(long)]
+        no_api_socket: bool,
         #[command(flatten)]
         kube: KubeArgs,
         #[command(flatten)]
         persist: PersistArgs,
         #[command(flatten)]
         btf: Btf,
+    },
+    /// Stream the running agent's events through its API.
+    Events(client::EventsArgs),
+    /// Ask the running agent how it is: sensors, ring buffer and drops, exporters, streams.
+    Status {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: client::Listing,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// Print this binary's version and the running agent's.
+    Version {
+        #[command(flatten)]
+        server: client::ServerArgs,
     },
     /// Work with Sigma rules.
     Sigma {
@@ -229,6 +255,8 @@ enum PolicyCommand {
         #[command(flatten)]
         btf: Btf,
     },
+    #[command(flatten)]
+    Agent(client::PolicyClientCommand),
 }
 
 fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
@@ -246,6 +274,12 @@ fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Events(args) => return client::run(args.run()),
+        Command::Status { output, server } => return client::run(client::status(server, output)),
+        Command::Version { server } => return client::run(client::version(server)),
+        Command::Policy {
+            command: PolicyCommand::Agent(c),
+        } => return client::run(c.run()),
         Command::Probe { btf, json } => probe_command(&btf.path, json),
         Command::Policy {
             command: PolicyCommand::Lint { btf, paths },
@@ -290,6 +324,9 @@ fn main() -> ExitCode {
             config,
             kube,
             persist,
+            state_dir,
+            api_socket,
+            no_api_socket,
         } => {
             if persist.cleanup {
                 return exit_code(agent::cleanup(&persist.bpf_dir));
@@ -338,6 +375,8 @@ fn main() -> ExitCode {
                 },
                 bpf_dir: persist.bpf_dir,
                 persist: !persist.no_persist,
+                state_dir,
+                api_socket: (!no_api_socket).then_some(api_socket),
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -110,6 +110,13 @@ fn rule_keys(slot: u32, r: &FileRule) -> Vec<WrittenKey> {
     keys
 }
 
+impl FileRule {
+    /// The bytes of the match-map entries its values take.
+    pub fn entry_bytes(&self) -> usize {
+        rule_keys(0, self).iter().map(WrittenKey::entry_bytes).sum()
+    }
+}
+
 impl PolicyTable {
     /// Writes rule `r` into `slot`: its values and prefilter names first, the rule last, so
     /// the kernel never walks a rule without its values. All or nothing.

@@ -47,6 +47,22 @@ pub(super) enum WrittenKey {
     BinPrefix(u32, [u8; abi::LPM_DATA]),
 }
 
+impl WrittenKey {
+    /// The bytes of its map entry: the key, with an LPM trie key's prefix length, and the
+    /// one-byte value every value map holds.
+    pub(super) fn entry_bytes(&self) -> usize {
+        let key = match self {
+            WrittenKey::Value(k) => std::mem::size_of_val(k),
+            WrittenKey::Cidr(_, d) => 4 + d.len(),
+            WrittenKey::Exact(k) | WrittenKey::BinExact(k) => std::mem::size_of_val(k),
+            WrittenKey::Prefix(_, d) | WrittenKey::Postfix(_, d) | WrittenKey::BinPrefix(_, d) => {
+                4 + d.len()
+            }
+        };
+        key + 1
+    }
+}
+
 /// The kernel's description of how to read each argument (policy-engine refused a hook
 /// reading more than `abi::HOOK_ARGS`).
 pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) -> Result<(), String> {

@@ -59,6 +59,16 @@ pub struct InstalledHook {
     written: Vec<WrittenKey>,
 }
 
+impl InstalledHook {
+    /// The bytes of kernel map entries this hook holds: its configuration, its selectors'
+    /// rules and the values they match.
+    pub fn kernel_bytes(&self) -> usize {
+        std::mem::size_of::<abi::HookConfig>()
+            + self.rule.selectors.len() * std::mem::size_of::<abi::HookRule>()
+            + self.written.iter().map(WrittenKey::entry_bytes).sum::<usize>()
+    }
+}
+
 #[cfg(test)]
 impl InstalledHook {
     /// A hook as events name it, with nothing of it in the kernel.

@@ -127,6 +127,26 @@ fn map_err(policy: &str, map: &'static str, e: impl std::fmt::Display) -> Policy
 }
 
 impl PolicyTable {
+    /// The bytes of kernel map entries the running policy `name` holds: its file-open rules
+    /// and the values they match, and its hooks ([`InstalledHook::kernel_bytes`]).
+    pub fn kernel_bytes(&self, name: &str) -> u64 {
+        let rules = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|r| r.policy == name)
+            .map(|r| std::mem::size_of::<abi::Rule>() + r.rule.entry_bytes())
+            .sum::<usize>();
+        let hooks = self
+            .hook_slots
+            .iter()
+            .flatten()
+            .filter(|h| h.policy == name)
+            .map(InstalledHook::kernel_bytes)
+            .sum::<usize>();
+        (rules + hooks) as u64
+    }
+
     /// Takes the rule maps out of the agent's object.
     pub fn new(ebpf: &mut aya::Ebpf) -> Result<Self, PolicyLoadError> {
         fn take<M>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<M, PolicyLoadError>
@@ -208,6 +228,7 @@ impl PolicyTable {
                 path: h.rule.hook_path.clone(),
                 hook: h.rule.call.clone(),
                 attach,
+                guarantee: h.plan.guarantee.describe().to_string(),
             });
             if h.rule.is_file_open() {
                 lowered.file_open_via = FileOpenVia::of(&h.plan.mechanism);
@@ -436,6 +457,8 @@ pub struct HookReport {
     pub hook: String,
     /// The attach point ([`describe_mechanism`]).
     pub attach: String,
+    /// What that guarantees.
+    pub guarantee: String,
 }
 
 /// A policy written into the kernel beside the running ones, until it is committed or aborted.

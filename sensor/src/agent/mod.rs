@@ -23,7 +23,10 @@ use vigil_events::time::BootClock;
 
 use vigil_exporters::Exporters;
 
+mod api_side;
+
 use crate::{
+    api::{ActionCounts, Api, ApiOptions, EventHub},
     cache::ProcessCache,
     enrich::{EnrichOptions, EventEnricher},
     identity::Identity,
@@ -36,7 +39,7 @@ use crate::{
     output::{self, Format},
     policies::scopes::ScopeSource,
     policies::PolicyTable,
-    policy_watch::{PolicyManager, StartingPolicies},
+    policy_watch::{state::PolicyState, PolicyManager, StartingPolicies},
     probe, proc_seed,
     sigma_alerts::SigmaDetector,
     system,
@@ -78,6 +81,10 @@ pub struct AgentOptions {
     pub bpf_dir: PathBuf,
     /// Whether this agent pins its own, so that its enforcement outlives it.
     pub persist: bool,
+    /// Where the policies added through the API and the API's overrides are kept.
+    pub state_dir: PathBuf,
+    /// The API's unix socket (none: the API is not served on one).
+    pub api_socket: Option<PathBuf>,
 }
 
 /// Counters printed as the agent's last line.
@@ -215,6 +222,8 @@ struct Started {
     enricher: EventEnricher,
     sinks: Sinks,
     stats: AgentStats,
+    api: Option<Api>,
+    ring_bytes: u32,
 }
 
 /// Checks the host, reads the policies, loads the programs and enforces the policies, seeds
@@ -225,16 +234,17 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
     for line in system::mount_pseudo_filesystems()? {
         log(line);
     }
-    // On a cluster the policy objects come later: the table must be there for them.
-    let kube_wanted =
-        opts.kube.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    let starting = if opts.policies.is_empty() && opts.policy_dir.is_none() && !kube_wanted {
-        None
-    } else {
-        let s = StartingPolicies::read(&opts.btf, &opts.policies, opts.policy_dir.clone())?;
-        clock.step("policies read and planned");
-        Some(s)
-    };
+    // The policies the API added are enforced before the agent says it is ready.
+    let state = PolicyState::open(&opts.state_dir)
+        .with_context(|| format!("--state-dir {}", opts.state_dir.display()))?;
+    let starting = StartingPolicies::read(
+        &opts.btf,
+        &opts.policies,
+        opts.policy_dir.clone(),
+        Some(state),
+    )?;
+    clock.step("policies read and planned");
+    let starting = Some(starting);
     let detector = if opts.sigma.is_empty() {
         None
     } else {
@@ -334,6 +344,24 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         log(format!("exporters: {} sinks", cfg.exporters.sinks.len()));
     }
     clock.step("outputs started");
+    let api_config = opts
+        .config
+        .as_ref()
+        .and_then(|c| c.api.clone())
+        .unwrap_or_default();
+    let api = if opts.api_socket.is_some() || api_config.listen.is_some() {
+        let api = Api::start(ApiOptions {
+            socket: opts.api_socket.clone(),
+            config: api_config.clone(),
+            btf: opts.btf.clone(),
+            node: enricher.identity.node.clone(),
+        })
+        .await?;
+        clock.step(format!("api served on {}", api.describe(&api_config)));
+        Some(api)
+    } else {
+        None
+    };
     log(format!(
         "agent ready in {:.2} s: node {}, {} processes from /proc, cgroup hierarchy {}",
         clock.total(),
@@ -362,8 +390,12 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
             exporters: Some(exporters),
             kube,
             ready: Vec::new(),
+            hub: api.as_ref().map(|a| a.hub.clone()),
+            actions: Default::default(),
         },
         stats,
+        api,
+        ring_bytes: opts.ringbuf_bytes,
     })
 }
 
@@ -451,7 +483,10 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         mut enricher,
         mut sinks,
         mut stats,
+        mut api,
+        ring_bytes,
     } = start(opts, &mut clock).await?;
+    let since = Instant::now();
 
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the AsyncFd
     // (which owns the ring buffer) is dropped.
@@ -530,6 +565,18 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                     reported_misses = misses;
                 }
             }
+            request = api_side::next_request(&mut api) => {
+                let mut at = api_side::Loop {
+                    policies: policies.as_mut(),
+                    sensor: &mut sensor,
+                    sinks: &sinks,
+                    stats: &stats,
+                    cache: &enricher.cache,
+                    since,
+                    ring_bytes,
+                };
+                at.answer(request);
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
@@ -560,6 +607,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         log(format!("cannot record the drops reported: {e}"));
     }
     drop(ring);
+    drop(api);
     drop(policies);
     match sensor.pins().own() {
         // Pinned: the programs go on enforcing with the rules as they are, until a next agent
@@ -713,6 +761,10 @@ struct Sinks {
     kube: Option<Kubernetes>,
     /// Events the pod stage let go, reused between calls.
     ready: Vec<vigil_events::Event>,
+    /// The API's event streams.
+    hub: Option<EventHub>,
+    /// Each policy hook's actions, for the API.
+    actions: ActionCounts,
 }
 
 impl Sinks {
@@ -774,6 +826,10 @@ impl Sinks {
     fn emit(&mut self, event: &vigil_events::Event) {
         if let Some(e) = self.exporters.as_mut() {
             e.submit(event);
+        }
+        self.actions.record(event);
+        if let Some(h) = &self.hub {
+            h.publish(event);
         }
     }
 

@@ -8,6 +8,13 @@
 //!
 //! At start every file is read and prepared before the agent loads its programs, so that it
 //! loads every program their attach plans use at once, in parallel ([`StartingPolicies`]).
+//!
+//! The API adds policies (kept in the state directory's `policies/`, read like a second
+//! `--policy-dir`), removes them, and disables or switches the mode of any policy by name
+//! (kept in the state directory too: [`state`]); `api_ops.rs` holds those operations.
+
+pub mod api_ops;
+pub mod state;
 
 use std::{
     collections::BTreeMap,
@@ -19,8 +26,10 @@ use anyhow::{bail, Result};
 use vigil_policy_engine::{
     kernel::RunningKernel,
     plan::{KernelCaps, Mechanism},
-    Kernel, KernelSymbols, Limits, Prepared,
+    Kernel, KernelSymbols, Limits, Mode, Prepared,
 };
+
+use state::{Overrides, PolicyState};
 
 use crate::{
     agent::log,
@@ -47,6 +56,27 @@ struct Tracked {
     stamp: (SystemTime, u64),
     /// The policy it holds, when it loaded.
     policy: Option<String>,
+    /// What became of it when last applied.
+    outcome: Outcome,
+    /// A cluster object's text and namespace, to prepare it again (a file is read again).
+    object: Option<(String, Option<String>)>,
+}
+
+/// What became of a policy source when last applied.
+#[derive(Clone)]
+enum Outcome {
+    /// It runs, in this mode, attached so.
+    Loaded {
+        mode: Mode,
+        report: Vec<HookReport>,
+        namespace: Option<String>,
+    },
+    /// Its nodeSelector leaves this node out.
+    NotSelected { name: String, said: String },
+    /// Disabled through the API.
+    Disabled { name: String },
+    /// Refused (a version loaded before may still run: [`Tracked::policy`]).
+    Refused { reason: String },
 }
 
 /// A policy file read and prepared (validated, compiled, planned), or why not.
@@ -93,13 +123,13 @@ impl KernelView {
 
     /// Reads `path` through the gate every reader of policies goes through, then validates,
     /// compiles and plans it, exactly as `vigil policy lint` and `explain` do.
-    fn prepare(&self, path: &Path) -> PreparedFile {
+    fn prepare(&self, path: &Path, overrides: &Overrides) -> PreparedFile {
         let stamp = stamp(path);
         let kernel = Kernel {
             caps: self.caps,
             symbols: self.kernel.as_ref().map(|k| k as &dyn KernelSymbols),
         };
-        let prepared = vigil_policy_engine::prepare(path, &kernel)
+        let prepared = vigil_policy_engine::prepare_as(path, &kernel, &|n| overrides.mode(n))
             .map_err(|e| PolicyLoadError::Refused(e.to_string()));
         PreparedFile {
             path: path.to_path_buf(),
@@ -112,15 +142,33 @@ impl KernelView {
 impl KernelView {
     /// Prepares a policy that is not a file (a Kubernetes object's), through the same gate,
     /// validation and plan as a file's; `source` names it in errors.
-    fn prepare_text(&self, source: &str, text: &str) -> PreparedFile {
+    /// A namespaced object's policy is named `namespace/name`.
+    fn prepare_text(
+        &self,
+        source: &str,
+        text: &str,
+        namespace: Option<&str>,
+        overrides: &Overrides,
+    ) -> PreparedFile {
         let kernel = Kernel {
             caps: self.caps,
             symbols: self.kernel.as_ref().map(|k| k as &dyn KernelSymbols),
         };
-        let prepared = vigil_policy_engine::check_yaml(source, text, &Limits::POLICY)
+        let full = |n: &str| match namespace {
+            Some(ns) => format!("{ns}/{n}"),
+            None => n.to_string(),
+        };
+        let mut prepared = vigil_policy_engine::check_yaml(source, text, &Limits::POLICY)
             .map_err(|e| vigil_policy_engine::PolicyErrors(vec![e]))
-            .and_then(|()| vigil_policy_engine::prepare_text(source, text, &kernel))
+            .and_then(|()| {
+                vigil_policy_engine::prepare_text_as(source, text, &kernel, &|n| {
+                    overrides.mode(&full(n))
+                })
+            })
             .map_err(|e| PolicyLoadError::Refused(e.to_string()));
+        if let Ok(p) = prepared.as_mut() {
+            p.policy.name = full(&p.policy.name);
+        }
         PreparedFile {
             path: PathBuf::from(source),
             stamp: Some((SystemTime::now(), text.len() as u64)),
@@ -132,19 +180,35 @@ impl KernelView {
 /// The policies of a start, read and prepared before the agent loads its programs.
 pub struct StartingPolicies {
     view: KernelView,
-    dir: Option<PathBuf>,
+    dirs: Vec<PathBuf>,
     files: Vec<PreparedFile>,
+    state: Option<PolicyState>,
+    overrides: Overrides,
 }
 
 impl StartingPolicies {
-    /// Reads and prepares the files named with `--policy`, then those of `dir`. A named file
-    /// that is missing, unreadable or refused is an error, in one line: the agent does not
-    /// start without a policy it was asked for.
-    pub fn read(btf: &str, named: &[PathBuf], dir: Option<PathBuf>) -> Result<Self> {
+    /// Reads and prepares the files named with `--policy`, then those of `dir`, then the
+    /// policies added through the API (in `state`), each in the mode and state the API set. A
+    /// named file that is missing, unreadable or refused is an error, in one line: the agent
+    /// does not start without a policy it was asked for.
+    pub fn read(
+        btf: &str,
+        named: &[PathBuf],
+        dir: Option<PathBuf>,
+        state: Option<PolicyState>,
+    ) -> Result<Self> {
         let view = KernelView::read(btf);
+        let overrides = match &state {
+            Some(s) => s.overrides()?,
+            None => Overrides::default(),
+        };
+        let dirs: Vec<PathBuf> = dir
+            .into_iter()
+            .chain(state.as_ref().map(|s| s.policies_dir().to_path_buf()))
+            .collect();
         let mut files = Vec::new();
         for path in named {
-            let file = view.prepare(path);
+            let file = view.prepare(path, &overrides);
             if let Err(e) = &file.prepared {
                 bail!(
                     "--policy {}: {}",
@@ -154,14 +218,20 @@ impl StartingPolicies {
             }
             files.push(file);
         }
-        if let Some(dir) = &dir {
+        for dir in &dirs {
             for path in policy_files(dir)? {
                 if !named.contains(&path) {
-                    files.push(view.prepare(&path));
+                    files.push(view.prepare(&path, &overrides));
                 }
             }
         }
-        Ok(StartingPolicies { view, dir, files })
+        Ok(StartingPolicies {
+            view,
+            dirs,
+            files,
+            state,
+            overrides,
+        })
     }
 
     /// The program families the prepared policies attach with.
@@ -204,9 +274,11 @@ impl StartingPolicies {
         let mut m = PolicyManager {
             table: PolicyTable::new(sensor.ebpf_mut())?,
             view: self.view,
-            dir: self.dir,
+            dirs: self.dirs,
             files: BTreeMap::new(),
             attached: false,
+            state: self.state,
+            overrides: self.overrides,
         };
         if let Some(src) = pods {
             m.table.scopes.set_source(src);
@@ -240,9 +312,13 @@ fn first_line(reason: &str) -> String {
 pub struct PolicyManager {
     table: PolicyTable,
     view: KernelView,
-    dir: Option<PathBuf>,
+    /// `--policy-dir` and the API's policies, rescanned.
+    dirs: Vec<PathBuf>,
     files: BTreeMap<PathBuf, Tracked>,
     attached: bool,
+    /// Where the API's changes are kept (none: they last until the agent stops).
+    state: Option<PolicyState>,
+    overrides: Overrides,
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -266,29 +342,39 @@ impl PolicyManager {
         &self.table
     }
 
-    /// Applies what changed in the policy directory since the last scan.
+    /// Whether the file-open programs are attached.
+    pub fn file_open_attached(&self) -> bool {
+        self.attached
+    }
+
+    /// Applies what changed in the policy directories since the last scan.
     ///
     /// Never fails: an unreadable directory, a refused policy or a failed attach is logged and
     /// the running policies go on (the `Result` lets the agent's loop use `?` should a fatal
     /// case ever appear).
     pub fn rescan(&mut self, sensor: &mut LoadedObject) -> Result<()> {
-        let Some(dir) = self.dir.clone() else {
-            return Ok(());
-        };
-        let present = match policy_files(&dir) {
+        for dir in self.dirs.clone() {
+            self.rescan_dir(sensor, &dir);
+        }
+        self.release_file_open(sensor);
+        Ok(())
+    }
+
+    fn rescan_dir(&mut self, sensor: &mut LoadedObject, dir: &Path) {
+        let present = match policy_files(dir) {
             Ok(p) => p,
             Err(e) => {
                 log(format!(
                     "cannot read policy directory {}: {e}",
                     dir.display()
                 ));
-                return Ok(());
+                return;
             }
         };
         let gone: Vec<PathBuf> = self
             .files
             .keys()
-            .filter(|p| p.starts_with(&dir) && !present.contains(p))
+            .filter(|p| p.starts_with(dir) && !present.contains(p))
             .cloned()
             .collect();
         for path in gone {
@@ -325,11 +411,9 @@ impl PolicyManager {
             self.view.refresh();
         }
         for path in due {
-            let file = self.view.prepare(&path);
+            let file = self.view.prepare(&path, &self.overrides);
             let _ = self.apply(sensor, file, true);
         }
-        self.release_file_open(sensor);
-        Ok(())
     }
 
     /// Enforces (or re-enforces) one prepared file before saying so. A refusal at any step
@@ -365,19 +449,38 @@ impl PolicyManager {
                     vigil_policy_engine::scope::describe_node_selector(&p.policy).unwrap_or_default()
                 );
                 log(&said);
-                self.files.insert(
-                    path,
-                    Tracked {
-                        stamp: st,
-                        policy: None,
-                    },
+                let name = p.name().to_string();
+                self.track(path, st, None, Outcome::NotSelected { name, said: said.clone() });
+                return Ok(Applied {
+                    said,
+                    loaded: false,
+                });
+            }
+            if self.overrides.disabled.contains(p.name()) {
+                let name = p.name().to_string();
+                if let Some(old) = &previous {
+                    match self.table.uninstall(old) {
+                        Ok(links) => links.into_iter().for_each(|l| sensor.detach_hook(l)),
+                        Err(e) => log(format!("policy {old}: removing it: {e}")),
+                    }
+                    self.release_file_open(sensor);
+                }
+                let said = format!(
+                    "policy {name} from {name_of_file} is disabled (`vigil policy enable {name}` enforces it again)"
                 );
+                log(&said);
+                self.track(path, st, None, Outcome::Disabled { name });
                 return Ok(Applied {
                     said,
                     loaded: false,
                 });
             }
         }
+        let loaded_as = file
+            .prepared
+            .as_ref()
+            .ok()
+            .map(|p| (p.policy.mode, p.policy.namespace.clone()));
         let result = file.prepared.and_then(|p| {
             let name = p.name().to_string();
             self.table
@@ -387,6 +490,12 @@ impl PolicyManager {
         let (policy, outcome) = match result {
             Ok((name, installed)) => match self.enforce(sensor, &name_of_file, installed) {
                 Ok((rules, report, scope)) => {
+                    let (mode, namespace) = loaded_as.clone().unwrap_or((Mode::Enforce, None));
+                    let kept = Outcome::Loaded {
+                        mode,
+                        report: report.clone(),
+                        namespace,
+                    };
                     let verb = if previous.is_some() {
                         "reloaded"
                     } else {
@@ -400,17 +509,38 @@ impl PolicyManager {
                         "policy {name} {verb} from {name_of_file} ({rules} rules){attached}{scope}"
                     );
                     log(&said);
-                    (Some(name), Ok(Applied { said, loaded: true }))
+                    (Some((name, kept)), Ok(Applied { said, loaded: true }))
                 }
-                Err(reason) => (previous, Err(format!("{name_of_file}: {reason}"))),
+                Err(reason) => (None, Err(format!("{name_of_file}: {reason}"))),
             },
-            Err(e) => (previous, Err(e.to_string())),
+            Err(e) => (None, Err(e.to_string())),
         };
         if let (Err(reason), true) = (&outcome, log_refusal) {
-            refused(policy.as_deref(), reason);
+            refused(previous.as_deref(), reason);
         }
-        self.files.insert(path, Tracked { stamp: st, policy });
+        match (policy, &outcome) {
+            (Some((name, kept)), _) => self.track(path, st, Some(name), kept),
+            (None, Err(reason)) => {
+                let reason = reason.clone();
+                self.track(path, st, previous, Outcome::Refused { reason })
+            }
+            (None, Ok(_)) => {}
+        }
         outcome
+    }
+
+    /// Records what became of a source, keeping a cluster object's text.
+    fn track(&mut self, path: PathBuf, stamp: (SystemTime, u64), policy: Option<String>, outcome: Outcome) {
+        let object = self.files.get_mut(&path).and_then(|t| t.object.take());
+        self.files.insert(
+            path,
+            Tracked {
+                stamp,
+                policy,
+                outcome,
+                object,
+            },
+        );
     }
 
     /// Attaches an installed policy's hooks (and the file-open programs it needs), then makes
@@ -497,11 +627,14 @@ impl PolicyManager {
         text: &str,
         namespace: Option<&str>,
     ) -> Result<Applied, String> {
-        let mut file = self.view.prepare_text(source, text);
-        if let (Some(ns), Ok(p)) = (namespace, file.prepared.as_mut()) {
-            p.policy.name = format!("{ns}/{}", p.policy.name);
+        let file = self
+            .view
+            .prepare_text(source, text, namespace, &self.overrides);
+        let applied = self.apply(sensor, file, true);
+        if let Some(t) = self.files.get_mut(Path::new(source)) {
+            t.object = Some((text.to_string(), namespace.map(str::to_string)));
         }
-        self.apply(sensor, file, true)
+        applied
     }
 
     /// Removes the policy of a deleted object.
