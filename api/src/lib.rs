@@ -99,7 +99,9 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     /// An https address without the TLS files.
-    #[error("{0} needs --tls-cert, --tls-key and --tls-ca: the agent serves TCP with mutual TLS only")]
+    #[error(
+        "{0} needs --tls-cert, --tls-key and --tls-ca: the agent serves TCP with mutual TLS only"
+    )]
     NoTls(String),
     /// The connection failed.
     #[error("cannot reach the agent at {addr}: {reason}")]

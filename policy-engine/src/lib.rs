@@ -48,5 +48,7 @@ pub use error::{PolicyError, PolicyErrors};
 pub use input::{check_yaml, read_yaml, InputError, Limits};
 pub use kernel::KernelSymbols;
 pub use plan::Kernel;
-pub use prepare::{prepare, prepare_as, prepare_text, prepare_text_as, ModeOf, Prepared, PreparedHook};
+pub use prepare::{
+    prepare, prepare_as, prepare_text, prepare_text_as, ModeOf, Prepared, PreparedHook,
+};
 pub use validate::{load_policy, load_policy_file, load_policy_for, Mode, Policy};

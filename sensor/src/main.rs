@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use stdout::outln;
 
 mod agent;
+mod api;
 mod brief;
 mod cache;
 mod client;
@@ -17,7 +18,6 @@ mod k8s;
 mod loader;
 mod output;
 mod policies;
-mod api;
 mod policy_cmd;
 mod policy_watch;
 mod probe;

@@ -16,6 +16,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod certs;
 pub mod dns;
 pub mod fixtures;
 pub mod kernels;
@@ -117,10 +118,27 @@ pub fn require_root() {
 /// agent would spend its start detaching it.
 pub const NO_PERSIST: &str = "--no-persist";
 
+/// The flags that keep a test's agent's state (the API's policies) and API socket in `dir`,
+/// off the machine's /var/lib/vigil and /run/vigil: unless the test names its own.
+pub fn private_state(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut flags = Vec::new();
+    if !extra.contains(&"--state-dir") {
+        flags.push("--state-dir".to_string());
+        flags.push(dir.join("state").display().to_string());
+    }
+    if !extra.contains(&"--api-socket") && !extra.contains(&"--no-api-socket") {
+        flags.push("--api-socket".to_string());
+        flags.push(dir.join("run/vigil.sock").display().to_string());
+    }
+    flags
+}
+
 /// A running agent.
 pub struct Agent {
     child: Child,
     export: PathBuf,
+    /// Its API socket (unless the test named another).
+    pub socket: PathBuf,
     stderr: Arc<Mutex<Vec<String>>>,
     _dir: TempDir,
 }
@@ -169,6 +187,7 @@ impl Agent {
             .args(["--node-name", NODE])
             .args(alerts_in_stream.then_some("--alerts-in-stream"))
             .args((!extra.contains(&"--bpf-dir")).then_some(NO_PERSIST))
+            .args(private_state(dir.path(), extra))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -225,6 +244,7 @@ impl Agent {
         Agent {
             child,
             export,
+            socket: dir.path().join("run/vigil.sock"),
             stderr,
             _dir: dir,
         }

@@ -49,7 +49,7 @@ fn validate(files: &[&Path]) {
         .unwrap_or_else(|| {
             panic!("python3 does not run: the Tetragon schema check needs it (run make test-deps)")
         });
-    let tools = repo.join("target/tools/tetragon-schema-py").join(&tag);
+    let tools = repo.join("target/tools/grpc-py").join(&tag);
     assert!(
         tools.join(".done").is_file(),
         "grpcio-tools and protobuf for {tag} are not unpacked in {}: run make test-deps",

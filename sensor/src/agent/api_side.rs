@@ -145,7 +145,12 @@ impl Loop<'_> {
             sensors.push(sensor("sigma", "running"));
         }
         v1::GetHealthResponse {
-            status: if problems.is_empty() { "ok" } else { "degraded" }.into(),
+            status: if problems.is_empty() {
+                "ok"
+            } else {
+                "degraded"
+            }
+            .into(),
             problems,
             sensors,
             ring_buffer: Some(v1::RingBuffer {

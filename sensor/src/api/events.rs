@@ -231,7 +231,11 @@ pub fn render(e: &Event, mask: &v1::FieldMask, count: u64) -> v1::Event {
         binary: p.binary.clone(),
         policy_name,
         action,
-        namespace: p.pod.as_ref().map(|x| x.namespace.clone()).unwrap_or_default(),
+        namespace: p
+            .pod
+            .as_ref()
+            .map(|x| x.namespace.clone())
+            .unwrap_or_default(),
         pod: p.pod.as_ref().map(|x| x.name.clone()).unwrap_or_default(),
         json: json.unwrap_or_default(),
         count,
@@ -299,7 +303,11 @@ mod tests {
         let v = json!({"process_exec": {"process": {"binary": "/bin/ls", "pid": 3, "uid": 0},
                        "parent": {"binary": "/bin/sh"}}, "time": "t"});
         let mask = v1::FieldMask {
-            include: vec!["process.binary".into(), "process.pid".into(), "nope.x".into()],
+            include: vec![
+                "process.binary".into(),
+                "process.pid".into(),
+                "nope.x".into(),
+            ],
             exclude: vec!["process.pid".into()],
         };
         assert_eq!(

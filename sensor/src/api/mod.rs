@@ -81,8 +81,8 @@ impl Api {
         }
         if let (Some(addr), Some(tls)) = (opts.config.listen, &opts.config.tls) {
             let (acceptor, roots) = peer::tls_acceptor(tls)?;
-            let authorizer = Authorizer::new(&opts.config.roles, Some(roots))
-                .context("api.tls.client_ca")?;
+            let authorizer =
+                Authorizer::new(&opts.config.roles, Some(roots)).context("api.tls.client_ca")?;
             let incoming = peer::tls_incoming(addr, acceptor)
                 .await
                 .with_context(|| format!("api.listen: cannot listen on {addr}"))?;
@@ -127,12 +127,13 @@ impl Drop for Api {
 async fn router(
     service: &Arc<VigilService>,
     auth: Authorizer,
-) -> Result<tonic::transport::server::Router<tower::layer::util::Stack<AuthLayer, tower::layer::util::Identity>>>
-{
+) -> Result<
+    tonic::transport::server::Router<
+        tower::layer::util::Stack<AuthLayer, tower::layer::util::Identity>,
+    >,
+> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<VigilServer<VigilService>>()
-        .await;
+    reporter.set_serving::<VigilServer<VigilService>>().await;
     // grpcurl and grpcio's reflection client ask v1alpha, newer clients v1.
     let reflection = || {
         tonic_reflection::server::Builder::configure()

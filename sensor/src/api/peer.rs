@@ -155,8 +155,8 @@ impl BoundSocket {
 
 impl Drop for BoundSocket {
     fn drop(&mut self) {
-        let ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| (m.dev(), m.ino()) == self.ino);
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.ino);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -170,7 +170,10 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<(TlsAcceptor, Arc<RootCertStore>
             .and_then(|i| i.collect::<Result<Vec<_>, _>>())
             .map_err(|e| anyhow!("api.tls.{what}: {}: {e}", p.display()))?;
         if certs.is_empty() {
-            return Err(anyhow!("api.tls.{what}: {} holds no PEM certificate", p.display()));
+            return Err(anyhow!(
+                "api.tls.{what}: {} holds no PEM certificate",
+                p.display()
+            ));
         }
         Ok(certs)
     };
@@ -198,8 +201,9 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<(TlsAcceptor, Arc<RootCertStore>
 pub async fn tls_incoming(
     addr: SocketAddr,
     acceptor: TlsAcceptor,
-) -> Result<impl Stream<Item = io::Result<PeerStream<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>>>
-{
+) -> Result<
+    impl Stream<Item = io::Result<PeerStream<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>>,
+> {
     let listener = TcpListener::bind(addr).await?;
     let (tx, rx) = mpsc::channel(READY_CONNECTIONS);
     tokio::spawn(async move {

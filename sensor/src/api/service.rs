@@ -124,7 +124,10 @@ fn op_status(e: PolicyOpError) -> Status {
 
 impl VigilService {
     /// Sends a request to the agent's loop and waits for its answer.
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> ApiRequest) -> Result<T, Status> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> ApiRequest,
+    ) -> Result<T, Status> {
         let (tx, rx) = oneshot::channel();
         self.requests
             .send(make(tx))
@@ -275,7 +278,11 @@ fn info(btf: &str, node: String) -> v1::GetInfoResponse {
     };
     v1::GetInfoResponse {
         attach_ladder: vec![
-            rung("BPF LSM on file_open", caps.lsm, Guarantee::DeniedBeforeEffect),
+            rung(
+                "BPF LSM on file_open",
+                caps.lsm,
+                Guarantee::DeniedBeforeEffect,
+            ),
             rung(
                 "fmod_ret on security_file_open",
                 caps.fmod_ret,

@@ -215,7 +215,12 @@ fn list(policies: &[v1::Policy], output: Listing) -> Exit {
         };
     }
     let colour = colour();
-    let width = policies.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
+    let width = policies
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut text = format!(
         "{:width$}  {:12}  {:8}  {:>7}  {:>9}  SOURCE\n",
         "NAME", "STATE", "MODE", "ACTIONS", "KERNEL"

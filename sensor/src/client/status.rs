@@ -105,7 +105,11 @@ pub async fn version(server: ServerArgs) -> Exit {
     match c.get_version(v1::GetVersionRequest {}).await {
         Ok(r) => {
             let v = r.into_inner();
-            match outln!("client {own}\nagent  {} (kernel-side layout {})", v.version, v.abi) {
+            match outln!(
+                "client {own}\nagent  {} (kernel-side layout {})",
+                v.version,
+                v.abi
+            ) {
                 Ok(()) => Exit::Ok,
                 Err(_) => Exit::Refused,
             }

@@ -65,7 +65,11 @@ impl InstalledHook {
     pub fn kernel_bytes(&self) -> usize {
         std::mem::size_of::<abi::HookConfig>()
             + self.rule.selectors.len() * std::mem::size_of::<abi::HookRule>()
-            + self.written.iter().map(WrittenKey::entry_bytes).sum::<usize>()
+            + self
+                .written
+                .iter()
+                .map(WrittenKey::entry_bytes)
+                .sum::<usize>()
     }
 }
 

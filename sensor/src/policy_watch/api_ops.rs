@@ -69,7 +69,11 @@ impl PolicyManager {
     /// Enforces a policy sent as YAML and keeps it in the state directory; a policy of the
     /// same name added through the API before is replaced (the new version runs before the
     /// old one goes).
-    pub fn add(&mut self, sensor: &mut LoadedObject, yaml: &str) -> Result<PolicyView, PolicyOpError> {
+    pub fn add(
+        &mut self,
+        sensor: &mut LoadedObject,
+        yaml: &str,
+    ) -> Result<PolicyView, PolicyOpError> {
         let checked = self
             .view
             .prepare_text("AddPolicy request", yaml, None, &self.overrides);
@@ -110,7 +114,9 @@ impl PolicyManager {
                     (None, _) => Ok(()),
                 };
                 if let Err(e) = undo {
-                    log(format!("policy {name}: cannot restore its file after the refusal: {e}"));
+                    log(format!(
+                        "policy {name}: cannot restore its file after the refusal: {e}"
+                    ));
                 }
                 if self.files.get(&path).is_some_and(|t| t.policy.is_none()) {
                     self.files.remove(&path);
@@ -125,7 +131,11 @@ impl PolicyManager {
         let (path, _) = self
             .find(name)
             .ok_or_else(|| PolicyOpError::NotFound(name.to_string()))?;
-        let Some(state) = self.state.as_ref().filter(|s| path.starts_with(s.policies_dir())) else {
+        let Some(state) = self
+            .state
+            .as_ref()
+            .filter(|s| path.starts_with(s.policies_dir()))
+        else {
             return Err(PolicyOpError::Elsewhere(format!(
                 "policy `{name}` comes from {}, not the API: remove it there (or `vigil policy disable {name}`)",
                 path.display()
@@ -270,14 +280,31 @@ impl PolicyManager {
                 mode,
                 report,
                 namespace,
-            } => (running, "enabled", Some(*mode), report.clone(), None, namespace.clone()),
+            } => (
+                running,
+                "enabled",
+                Some(*mode),
+                report.clone(),
+                None,
+                namespace.clone(),
+            ),
             Outcome::Disabled { name } => (name.clone(), "disabled", None, Vec::new(), None, None),
-            Outcome::NotSelected { name, said } => {
-                (name.clone(), "not-selected", None, Vec::new(), Some(said.clone()), None)
-            }
-            Outcome::Refused { reason } => {
-                (running, "refused", None, Vec::new(), Some(reason.clone()), None)
-            }
+            Outcome::NotSelected { name, said } => (
+                name.clone(),
+                "not-selected",
+                None,
+                Vec::new(),
+                Some(said.clone()),
+                None,
+            ),
+            Outcome::Refused { reason } => (
+                running,
+                "refused",
+                None,
+                Vec::new(),
+                Some(reason.clone()),
+                None,
+            ),
         };
         PolicyView {
             name,

@@ -450,7 +450,15 @@ impl PolicyManager {
                 );
                 log(&said);
                 let name = p.name().to_string();
-                self.track(path, st, None, Outcome::NotSelected { name, said: said.clone() });
+                self.track(
+                    path,
+                    st,
+                    None,
+                    Outcome::NotSelected {
+                        name,
+                        said: said.clone(),
+                    },
+                );
                 return Ok(Applied {
                     said,
                     loaded: false,
@@ -530,7 +538,13 @@ impl PolicyManager {
     }
 
     /// Records what became of a source, keeping a cluster object's text.
-    fn track(&mut self, path: PathBuf, stamp: (SystemTime, u64), policy: Option<String>, outcome: Outcome) {
+    fn track(
+        &mut self,
+        path: PathBuf,
+        stamp: (SystemTime, u64),
+        policy: Option<String>,
+        outcome: Outcome,
+    ) {
         let object = self.files.get_mut(&path).and_then(|t| t.object.take());
         self.files.insert(
             path,

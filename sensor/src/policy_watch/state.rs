@@ -165,7 +165,15 @@ mod tests {
     #[test]
     fn only_kubernetes_names_become_file_names() {
         assert!(file_safe("deny-shadow.v2"));
-        for bad in ["", "../x", "a/b", ".hidden", "UPPER", "a b", &"x".repeat(254)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            "UPPER",
+            "a b",
+            &"x".repeat(254),
+        ] {
             assert!(!file_safe(bad), "{bad}");
         }
     }

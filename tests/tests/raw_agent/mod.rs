@@ -40,6 +40,12 @@ impl RawAgent {
         let child = Command::new(vigil_bin())
             .args(args)
             .args(agent.then_some(vigil_tests::NO_PERSIST))
+            .args(if agent {
+                let given: Vec<&str> = args.iter().filter_map(|a| a.as_ref().to_str()).collect();
+                vigil_tests::private_state(dir.path(), &given)
+            } else {
+                Vec::new()
+            })
             .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(stdout)
