@@ -112,6 +112,7 @@ bench: build $(TOOLS)/tansu $(TOOLS)/rotel-agent
 	$(OUT)/vigil-bench-exporters
 	$(SUDO) $(OUT)/vigil-bench-kubernetes
 	$(SUDO) $(OUT)/vigil-bench-rungs
+	$(SUDO) $(OUT)/vigil-bench-api
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -357,7 +357,7 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
             node: enricher.identity.node.clone(),
         })
         .await?;
-        clock.step(format!("api served on {}", api.describe(&api_config)));
+        clock.step(format!("api served on {}", api.serving));
         Some(api)
     } else {
         None

@@ -152,15 +152,33 @@ impl Authorizer {
                 ),
             ));
         };
-        let ids = identities(end);
-        let who = format!("{} from {addr}", ids.first().map_or("?", String::as_str));
         let Some(verifier) = &self.verifier else {
-            return Err((who, Status::unauthenticated("no client CA is configured")));
+            return Err((
+                addr.to_string(),
+                Status::unauthenticated("no client CA is configured"),
+            ));
         };
+        // Nothing of a certificate the CA did not sign is written to the log.
         if let Err(e) = verifier.verify_client_cert(end, intermediates, UnixTime::now()) {
             return Err((
-                who,
+                format!("an unverified certificate from {addr}"),
                 Status::unauthenticated(format!("client certificate refused: {}", cert_reason(&e))),
+            ));
+        }
+        let ids = identities(end);
+        // Escaped: a name is the certificate holder's text, and goes into the log.
+        let who = vigil_events::compact::escape(&format!(
+            "{} from {addr}",
+            ids.first().map_or("?", String::as_str)
+        ))
+        .into_owned();
+        // One subject, one name: with two common names, which one the CA checked is not known.
+        if ids.iter().filter(|i| i.starts_with("CN=")).count() > 1 {
+            return Err((
+                who,
+                Status::unauthenticated(
+                    "the client certificate's subject has more than one common name (CN)",
+                ),
             ));
         }
         let role = ids.iter().filter_map(|i| self.roles.get(i)).max().copied();
@@ -306,6 +324,50 @@ impl ClientCertVerifier for DeferredClientAuth {
     }
 }
 
+/// Refusals logged per second at most; the rest are counted and said in one line.
+const REFUSALS_PER_SECOND: u64 = 10;
+
+/// A log of refusals that a flood of refused calls cannot turn into a flood of lines.
+struct RefusalLog {
+    /// The second of the current window and the lines logged in it, and those left out.
+    window: std::sync::Mutex<(u64, u64, u64)>,
+}
+
+static REFUSALS: RefusalLog = RefusalLog {
+    window: std::sync::Mutex::new((0, 0, 0)),
+};
+
+/// Logs a refused call or connection, at most [`REFUSALS_PER_SECOND`] a second.
+pub fn log_refusal(line: std::fmt::Arguments<'_>) {
+    REFUSALS.log(line);
+}
+
+impl RefusalLog {
+    fn log(&self, line: std::fmt::Arguments<'_>) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let Ok(mut w) = self.window.lock() else {
+            return;
+        };
+        if w.0 != now {
+            if w.2 > 0 {
+                log(format!(
+                    "api: {} more refusals in the second before not logged",
+                    w.2
+                ));
+            }
+            *w = (now, 0, 0);
+        }
+        if w.1 < REFUSALS_PER_SECOND {
+            w.1 += 1;
+            log(line);
+        } else {
+            w.2 += 1;
+        }
+    }
+}
+
 /// Checks every call before it reaches a service (the vigil service, health and reflection
 /// alike), and logs each refusal with the caller.
 #[derive(Clone)]
@@ -350,7 +412,8 @@ where
         match self.auth.check(req.extensions().get::<Peer>(), &path) {
             Ok(_) => futures::future::Either::Left(self.inner.call(req)),
             Err((who, status)) => {
-                log(format!(
+                let path = vigil_events::compact::escape(&path);
+                REFUSALS.log(format_args!(
                     "api: refused {path} to {who}: {}",
                     status.message()
                 ));

@@ -10,7 +10,7 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     time::Duration,
 };
@@ -22,10 +22,24 @@ use vigil_api::v1;
 use vigil_events::{Event, EventBody};
 use vigil_exporters::filter::{ExportFilter, FilterSpec};
 
+/// An event as streams share it: its JSON is made once, by the first stream that sends it
+/// whole, for all of them.
+pub struct Published {
+    event: Event,
+    json: OnceLock<String>,
+}
+
+impl Published {
+    fn json(&self) -> &str {
+        self.json
+            .get_or_init(|| serde_json::to_string(&self.event).unwrap_or_default())
+    }
+}
+
 /// The publishing side, held by the agent's loop.
 #[derive(Clone)]
 pub struct EventHub {
-    tx: broadcast::Sender<Arc<Event>>,
+    tx: broadcast::Sender<Arc<Published>>,
     counters: Arc<HubCounters>,
 }
 
@@ -40,8 +54,20 @@ pub struct HubCounters {
 
 /// Responses a stream's task may have ready for gRPC before it waits on the client.
 const READY_RESPONSES: usize = 64;
-/// The shortest aggregation window.
+/// The shortest aggregation window, and the longest.
 const MIN_WINDOW_MS: u32 = 100;
+const MAX_WINDOW_MS: u32 = 60_000;
+/// Most connects and accepts held for one window.
+const MAX_HELD: usize = 10_000;
+/// Most streams open at once.
+pub const MAX_STREAMS: usize = 64;
+/// Most filters in a list, values in a filter's field, and paths in a field mask; the longest
+/// value or path. Each event costs every stream its filters and mask: a request cannot make
+/// that cost unbounded.
+const MAX_FILTERS: usize = 16;
+const MAX_VALUES: usize = 64;
+const MAX_PATHS: usize = 64;
+const MAX_TEXT: usize = 1024;
 
 impl EventHub {
     /// A hub whose streams may each fall `capacity` events behind.
@@ -56,7 +82,10 @@ impl EventHub {
     /// Hands `event` to every open stream; costs nothing without one.
     pub fn publish(&self, event: &Event) {
         if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(Arc::new(event.clone()));
+            let _ = self.tx.send(Arc::new(Published {
+                event: event.clone(),
+                json: OnceLock::new(),
+            }));
         }
     }
 
@@ -70,15 +99,21 @@ impl EventHub {
         &self,
         req: v1::GetEventsRequest,
     ) -> Result<mpsc::Receiver<Result<v1::GetEventsResponse, Status>>, Status> {
+        check_bounds(&req)?;
+        if self.counters.streams.load(Ordering::Relaxed) >= MAX_STREAMS {
+            return Err(Status::resource_exhausted(format!(
+                "{MAX_STREAMS} event streams are open: close one first"
+            )));
+        }
         let allow: Vec<FilterSpec> = req.allow_list.into_iter().map(spec).collect();
         let deny: Vec<FilterSpec> = req.deny_list.into_iter().map(spec).collect();
         let filter = ExportFilter::new(&allow, &deny, "GetEventsRequest")
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mask = req.field_mask.unwrap_or_default();
         let window = match req.aggregation {
-            Some(a) if a.window_ms < MIN_WINDOW_MS => {
+            Some(a) if !(MIN_WINDOW_MS..=MAX_WINDOW_MS).contains(&a.window_ms) => {
                 return Err(Status::invalid_argument(format!(
-                    "aggregation.window_ms: {} is below {MIN_WINDOW_MS}",
+                    "aggregation.window_ms: {} is not between {MIN_WINDOW_MS} and {MAX_WINDOW_MS}",
                     a.window_ms
                 )))
             }
@@ -101,6 +136,65 @@ impl EventHub {
     }
 }
 
+/// Refuses a request past the bounds above, naming the field.
+fn check_bounds(req: &v1::GetEventsRequest) -> Result<(), Status> {
+    let too_many = |field: &str, n: usize, max: usize| {
+        Status::invalid_argument(format!("{field}: {n} entries, at most {max}"))
+    };
+    for (list, filters) in [
+        ("allow_list", &req.allow_list),
+        ("deny_list", &req.deny_list),
+    ] {
+        if filters.len() > MAX_FILTERS {
+            return Err(too_many(list, filters.len(), MAX_FILTERS));
+        }
+        for (i, f) in filters.iter().enumerate() {
+            let texts = [
+                ("event_set", &f.event_set),
+                ("binary_regex", &f.binary_regex),
+                ("parent_binary_regex", &f.parent_binary_regex),
+                ("arguments_regex", &f.arguments_regex),
+                ("policy_names", &f.policy_names),
+                ("namespace", &f.namespace),
+                ("pod_regex", &f.pod_regex),
+                ("labels", &f.labels),
+            ];
+            for (field, values) in texts {
+                let at = format!("{list}[{i}].{field}");
+                if values.len() > MAX_VALUES {
+                    return Err(too_many(&at, values.len(), MAX_VALUES));
+                }
+                if values.iter().any(|v| v.len() > MAX_TEXT) {
+                    return Err(Status::invalid_argument(format!(
+                        "{at}: a value longer than {MAX_TEXT} bytes"
+                    )));
+                }
+            }
+            for (field, n) in [("pid", f.pid.len()), ("pid_set", f.pid_set.len())] {
+                if n > MAX_VALUES {
+                    return Err(too_many(&format!("{list}[{i}].{field}"), n, MAX_VALUES));
+                }
+            }
+        }
+    }
+    if let Some(m) = &req.field_mask {
+        for (field, paths) in [
+            ("field_mask.include", &m.include),
+            ("field_mask.exclude", &m.exclude),
+        ] {
+            if paths.len() > MAX_PATHS {
+                return Err(too_many(field, paths.len(), MAX_PATHS));
+            }
+            if paths.iter().any(|p| p.len() > MAX_TEXT) {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: a path longer than {MAX_TEXT} bytes"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn spec(f: v1::Filter) -> FilterSpec {
     FilterSpec {
         event_set: f.event_set,
@@ -118,7 +212,7 @@ fn spec(f: v1::Filter) -> FilterSpec {
 
 /// One client's stream.
 struct Stream {
-    events: broadcast::Receiver<Arc<Event>>,
+    events: broadcast::Receiver<Arc<Published>>,
     out: mpsc::Sender<Result<v1::GetEventsResponse, Status>>,
     filter: ExportFilter,
     mask: v1::FieldMask,
@@ -129,7 +223,7 @@ struct Stream {
 }
 
 /// Connects and accepts held for aggregation, by process, function and arguments.
-type Held = HashMap<(String, String, String), (Arc<Event>, u64)>;
+type Held = HashMap<(String, String, String), (Arc<Published>, u64)>;
 
 impl Stream {
     async fn run(mut self) {
@@ -149,14 +243,20 @@ impl Stream {
                 _ = self.out.closed() => break,
             };
             let sent = match next {
-                Ok(event) if !self.filter.passes(&event) => Ok(()),
-                Ok(event) => match aggregation_key(&event).filter(|_| self.window.is_some()) {
-                    Some(key) => {
-                        held.entry(key).or_insert_with(|| (event.clone(), 0)).1 += 1;
-                        Ok(())
+                Ok(event) if !self.filter.passes(&event.event) => Ok(()),
+                Ok(event) => {
+                    match aggregation_key(&event.event).filter(|_| self.window.is_some()) {
+                        // A window's worth of distinct connects is bounded: past it, they go now.
+                        Some(key) if held.len() >= MAX_HELD && !held.contains_key(&key) => {
+                            self.send_event(&event, 1).await
+                        }
+                        Some(key) => {
+                            held.entry(key).or_insert_with(|| (event.clone(), 0)).1 += 1;
+                            Ok(())
+                        }
+                        None => self.send_event(&event, 1).await,
                     }
-                    None => self.send_event(&event, 1).await,
-                },
+                }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     self.missed += n;
                     self.counters.missed.fetch_add(n, Ordering::Relaxed);
@@ -183,7 +283,7 @@ impl Stream {
         Ok(())
     }
 
-    async fn send_event(&mut self, e: &Event, count: u64) -> Result<(), ()> {
+    async fn send_event(&mut self, e: &Published, count: u64) -> Result<(), ()> {
         let event = render(e, &self.mask, count);
         self.send(v1::get_events_response::Response::Event(event))
             .await
@@ -209,7 +309,8 @@ fn aggregation_key(e: &Event) -> Option<(String, String, String)> {
 }
 
 /// The API's event: the fields clients filter on, and the event's JSON after the mask.
-pub fn render(e: &Event, mask: &v1::FieldMask, count: u64) -> v1::Event {
+fn render(published: &Published, mask: &v1::FieldMask, count: u64) -> v1::Event {
+    let e = &published.event;
     let p = e.process();
     let (policy_name, action) = match &e.body {
         EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) => {
@@ -218,7 +319,7 @@ pub fn render(e: &Event, mask: &v1::FieldMask, count: u64) -> v1::Event {
         _ => (String::new(), String::new()),
     };
     let json = if mask.include.is_empty() && mask.exclude.is_empty() {
-        serde_json::to_string(e)
+        Ok(published.json().to_string())
     } else {
         serde_json::to_value(e).map(|v| apply_mask(v, e.kind(), mask).to_string())
     };

@@ -15,10 +15,10 @@ mod events;
 mod peer;
 pub mod service;
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Server;
 use vigil_api::v1::vigil_server::VigilServer;
 
@@ -44,81 +44,121 @@ pub struct ApiOptions {
     pub node: String,
 }
 
-/// The running API: what the agent's loop reads and publishes to.
+/// The running API: what the agent's loop reads and publishes to. The servers run on a thread
+/// of their own, with their own runtime: encoding events for streams, TLS and HTTP/2 never
+/// take the agent's thread, which reads the ring buffer; they stop when this is dropped.
 pub struct Api {
     /// Requests for the loop.
     pub requests: mpsc::Receiver<ApiRequest>,
     /// Where the loop publishes events.
     pub hub: EventHub,
-    servers: Vec<JoinHandle<()>>,
-    socket: Option<peer::BoundSocket>,
+    /// Where it listens, for the log.
+    pub serving: String,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Api {
-    /// Serves the API as `opts` says.
+    /// Serves the API as `opts` says, once its listeners are bound (an error binding them is
+    /// the start's).
     pub async fn start(opts: ApiOptions) -> Result<Api> {
         let (tx, requests) = mpsc::channel(QUEUED_REQUESTS);
         let hub = EventHub::new(opts.config.stream_buffer);
         let service = Arc::new(VigilService {
             requests: tx,
             hub: hub.clone(),
-            btf: opts.btf,
-            node: opts.node,
+            btf: opts.btf.clone(),
+            node: opts.node.clone(),
             info: Arc::default(),
         });
-        let mut servers = Vec::new();
-        let mut socket = None;
-        if let Some(path) = &opts.socket {
-            let mut bound = peer::BoundSocket::bind(path)?;
-            let incoming = bound.incoming()?;
-            let router = router(&service, Authorizer::default()).await?;
-            servers.push(tokio::spawn(async move {
-                if let Err(e) = router.serve_with_incoming(incoming).await {
-                    crate::agent::log(format!("api: the unix socket's server stopped: {e}"));
-                }
-            }));
-            socket = Some(bound);
-        }
-        if let (Some(addr), Some(tls)) = (opts.config.listen, &opts.config.tls) {
-            let (acceptor, roots) = peer::tls_acceptor(tls)?;
-            let authorizer =
-                Authorizer::new(&opts.config.roles, Some(roots)).context("api.tls.client_ca")?;
-            let incoming = peer::tls_incoming(addr, acceptor)
-                .await
-                .with_context(|| format!("api.listen: cannot listen on {addr}"))?;
-            let router = router(&service, authorizer).await?;
-            servers.push(tokio::spawn(async move {
-                if let Err(e) = router.serve_with_incoming(incoming).await {
-                    crate::agent::log(format!("api: the TCP server stopped: {e}"));
-                }
-            }));
-        }
+        let (bound_tx, bound_rx) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("vigil-api".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(anyhow::anyhow!("api: no runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match serve(&opts, &service).await {
+                        Ok((socket, serving)) => {
+                            let _ = bound_tx.send(Ok(serving));
+                            // Until the agent stops; the socket is removed then.
+                            let _ = stopped.await;
+                            drop(socket);
+                        }
+                        Err(e) => {
+                            let _ = bound_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .context("api: cannot start its thread")?;
+        let serving = bound_rx
+            .await
+            .map_err(|_| anyhow::anyhow!("api: its thread ended"))??;
         Ok(Api {
             requests,
             hub,
-            servers,
-            socket,
+            serving,
+            stop: Some(stop),
+            thread: Some(thread),
         })
     }
+}
 
-    /// Where the API listens, for the log.
-    pub fn describe(&self, config: &ApiConfig) -> String {
-        let mut at: Vec<String> = self
-            .socket
-            .iter()
-            .map(|s| format!("unix://{}", s.path().display()))
-            .collect();
-        if let Some(a) = config.listen {
-            at.push(format!("https://{a} (mutual TLS)"));
-        }
-        at.join(" and ")
+/// Binds the listeners and spawns their servers; returns the unix socket (removed when
+/// dropped) and where the API listens.
+async fn serve(
+    opts: &ApiOptions,
+    service: &Arc<VigilService>,
+) -> Result<(Option<peer::BoundSocket>, String)> {
+    let mut at = Vec::new();
+    let mut socket = None;
+    if let Some(path) = &opts.socket {
+        let mut bound = peer::BoundSocket::bind(path)?;
+        let incoming = bound.incoming()?;
+        let router = router(service, Authorizer::default()).await?;
+        tokio::spawn(async move {
+            if let Err(e) = router.serve_with_incoming(incoming).await {
+                crate::agent::log(format!("api: the unix socket's server stopped: {e}"));
+            }
+        });
+        at.push(format!("unix://{}", path.display()));
+        socket = Some(bound);
     }
+    if let (Some(addr), Some(tls)) = (opts.config.listen, &opts.config.tls) {
+        let (acceptor, roots) = peer::tls_acceptor(tls)?;
+        let authorizer =
+            Authorizer::new(&opts.config.roles, Some(roots)).context("api.tls.client_ca")?;
+        let incoming = peer::tls_incoming(addr, acceptor)
+            .await
+            .with_context(|| format!("api.listen: cannot listen on {addr}"))?;
+        let router = router(service, authorizer).await?;
+        tokio::spawn(async move {
+            if let Err(e) = router.serve_with_incoming(incoming).await {
+                crate::agent::log(format!("api: the TCP server stopped: {e}"));
+            }
+        });
+        at.push(format!("https://{addr} (mutual TLS)"));
+    }
+    Ok((socket, at.join(" and ")))
 }
 
 impl Drop for Api {
     fn drop(&mut self) {
-        for s in &self.servers {
-            s.abort();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -143,9 +183,18 @@ async fn router(
     let v1 = reflection().build_v1()?;
     let v1alpha = reflection().build_v1alpha()?;
     Ok(Server::builder()
+        // A peer that went away is noticed, and one connection holds a bounded number of calls.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(events::MAX_STREAMS as u32))
         .layer(AuthLayer(Arc::new(auth)))
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha)
-        .add_service(VigilServer::from_arc(service.clone())))
+        .add_service(
+            // A policy may be as large as the policy gate lets a file be, and no request more.
+            VigilServer::from_arc(service.clone()).max_decoding_message_size(
+                vigil_policy_engine::Limits::POLICY.bytes as usize + 4096,
+            ),
+        ))
 }

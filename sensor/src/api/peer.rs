@@ -23,7 +23,7 @@ use rustls::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, UnixListener},
-    sync::mpsc,
+    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
 };
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
@@ -37,11 +37,16 @@ use crate::agent::log;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server.
 const READY_CONNECTIONS: usize = 64;
+/// TCP connections open at once, handshaking or served: past it, new ones are closed at once
+/// (a client that opens connections and sends nothing cannot take the agent's descriptors).
+pub const MAX_TCP_CONNECTIONS: usize = 256;
 
 /// A connection and who is at its other end.
 pub struct PeerStream<S> {
     io: S,
     peer: Peer,
+    /// Its place among the TCP connections open at once, given back when it closes.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<S> Connected for PeerStream<S> {
@@ -124,11 +129,6 @@ impl BoundSocket {
         })
     }
 
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Its connections, each with the caller's credentials (once: the server takes the
     /// listener).
     pub fn incoming(
@@ -147,6 +147,7 @@ impl BoundSocket {
                         pid: cred.and_then(|c| c.pid()),
                     },
                     io,
+                    _slot: None,
                 }
             })
         }))
@@ -206,6 +207,8 @@ pub async fn tls_incoming(
 > {
     let listener = TcpListener::bind(addr).await?;
     let (tx, rx) = mpsc::channel(READY_CONNECTIONS);
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let mut turned_away = 0u64;
     tokio::spawn(async move {
         loop {
             if tx.is_closed() {
@@ -218,6 +221,13 @@ pub async fn tls_incoming(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                turned_away += 1;
+                if turned_away.is_power_of_two() {
+                    log(format!("api: {MAX_TCP_CONNECTIONS} TCP connections are open: {turned_away} connections closed at once so far (the last from {from})"));
+                }
+                continue;
             };
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
@@ -233,10 +243,18 @@ pub async fn tls_incoming(
                             addr: from,
                             chain: Arc::new(chain),
                         };
-                        let _ = tx.send(Ok(PeerStream { io: tls, peer })).await;
+                        let _ = tx
+                            .send(Ok(PeerStream {
+                                io: tls,
+                                peer,
+                                _slot: Some(slot),
+                            }))
+                            .await;
                     }
-                    Ok(Err(e)) => log(format!("api: TLS handshake with {from} failed: {e}")),
-                    Err(_) => log(format!(
+                    Ok(Err(e)) => super::auth::log_refusal(format_args!(
+                        "api: TLS handshake with {from} failed: {e}"
+                    )),
+                    Err(_) => super::auth::log_refusal(format_args!(
                         "api: {from} did not finish its TLS handshake within {} s",
                         HANDSHAKE_TIMEOUT.as_secs()
                     )),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use vigil_policy_engine::Mode;
 
 use super::{
-    state::{file_safe, Overrides},
+    state::{file_safe, Overrides, MAX_NAME},
     Outcome, PolicyManager, Tracked,
 };
 use crate::{agent::log, loader::LoadedObject, policies::HookReport};
@@ -74,6 +74,7 @@ impl PolicyManager {
         sensor: &mut LoadedObject,
         yaml: &str,
     ) -> Result<PolicyView, PolicyOpError> {
+        // Prepared once, as the request's text: the file written next holds the same text.
         let checked = self
             .view
             .prepare_text("AddPolicy request", yaml, None, &self.overrides);
@@ -81,10 +82,9 @@ impl PolicyManager {
             Ok(p) => p.name().to_string(),
             Err(e) => return Err(PolicyOpError::Invalid(e.to_string())),
         };
-        drop(checked);
         if !file_safe(&name) {
             return Err(PolicyOpError::Invalid(format!(
-                "metadata.name `{name}`: a policy added through the API is named as a Kubernetes object (lower-case letters, digits, `-` and `.`, at most 253); rename it"
+                "metadata.name `{name}`: a policy added through the API is named as a Kubernetes object (lower-case letters, digits, `-` and `.`, at most {MAX_NAME}); rename it"
             )));
         }
         let Some(state) = &self.state else {
@@ -103,7 +103,11 @@ impl PolicyManager {
         state
             .save_policy(&name, yaml)
             .map_err(|e| PolicyOpError::State(e.to_string()))?;
-        let file = self.view.prepare(&path, &self.overrides);
+        let file = super::PreparedFile {
+            stamp: super::stamp(&path),
+            path: path.clone(),
+            prepared: checked.prepared,
+        };
         match self.apply(sensor, file, true) {
             Ok(_) => Ok(self.view_named(&name)),
             Err(reason) => {

@@ -146,12 +146,16 @@ fn replace(dir: &TrustedDir, name: &str, bytes: &[u8]) -> Result<(), StateError>
     Ok(())
 }
 
+/// The longest name of a policy added through the API: its file, and the `.<name>.yaml.new`
+/// it is written as first, stay within a file name's 255 bytes.
+pub const MAX_NAME: usize = 245;
+
 /// Whether `name` can name a file of the state directory: what Kubernetes allows in a
-/// policy's name (lower-case letters, digits, `-` and `.`, at most 253), not starting with a
-/// dot.
+/// policy's name (lower-case letters, digits, `-` and `.`), at most [`MAX_NAME`], not
+/// starting with a dot.
 pub fn file_safe(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 253
+        && name.len() <= MAX_NAME
         && !name.starts_with('.')
         && name
             .bytes()
