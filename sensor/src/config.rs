@@ -216,5 +216,8 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vigil.example.yaml");
         let cfg = super::AgentConfig::load(&path).unwrap();
         assert_eq!(cfg.exporters.sinks.len(), 5);
+        let api = cfg.api.unwrap();
+        assert!(api.listen.is_some() && api.tls.is_some());
+        assert_eq!(api.roles.len(), 2);
     }
 }
