@@ -243,7 +243,9 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         opts.policy_dir.clone(),
         Some(state),
     )?;
-    clock.step("policies read and planned");
+    if !starting.is_empty() {
+        clock.step("policies read and planned");
+    }
     let starting = Some(starting);
     let detector = if opts.sigma.is_empty() {
         None

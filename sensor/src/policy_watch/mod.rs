@@ -234,6 +234,11 @@ impl StartingPolicies {
         })
     }
 
+    /// Whether there was no policy to read.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
     /// The program families the prepared policies attach with.
     pub fn needs(&self) -> Vec<ProgramNeed> {
         let mut needs = Vec::new();
