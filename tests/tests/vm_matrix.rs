@@ -40,7 +40,11 @@ const SCENARIOS: [&str; 16] = [
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,
 /// its outputs and its inputs, which no kernel hook changes.
-const HOST_ONLY: [(&str, &str); 11] = [
+const HOST_ONLY: [(&str, &str); 12] = [
+    (
+        "api",
+        "its clients are Python's grpcio (the VM's initramfs has no Python) and the CLI over the same socket; the API reads events and changes policies through the loop's own paths, which the VM's scenarios cover on its kernel (persistence, file_policies)",
+    ),
     (
         "helm_chart",
         "renders the chart with helm and checks what it renders: no kernel is involved",
