@@ -231,6 +231,10 @@ pub struct ProcessPolicy {
     /// `KPROBE_ACTION_POST` (the event), as Tetragon's.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub return_action: String,
+    /// The index of the selector that matched among its hook's, for the agent's own counters
+    /// (not in the event's JSON: Tetragon's has no such field).
+    #[serde(skip)]
+    pub selector: Option<u32>,
 }
 
 /// One argument of a policy event, tagged by type as in Tetragon's JSON.

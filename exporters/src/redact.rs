@@ -235,6 +235,7 @@ mod tests {
                 outcome: "posted".into(),
                 ancestors: vec![p("--password=a6")],
                 return_action: "KPROBE_ACTION_POST".into(),
+                selector: None,
             }),
             node_name: "n".into(),
             node_labels: Default::default(),

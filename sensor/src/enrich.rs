@@ -38,6 +38,8 @@ struct Match<'a> {
     flags: u32,
     /// The policy and its hook, when still installed.
     hook: Option<(&'a str, &'a HookRule)>,
+    /// The selector that matched, when still installed.
+    selector: Option<u32>,
     /// When it is not (removed while its record was queued): what to call it (`rule-N`,
     /// `hook-N`) and whether the event is `process_lsm`.
     unknown: (&'static str, u32, bool),
@@ -218,6 +220,7 @@ impl EventEnricher {
             action: ev.action,
             flags: ev.flags,
             hook: installed.map(|i| (i.policy.as_str(), &*i.rule.hook)),
+            selector: installed.map(|i| i.rule.selector),
             // A rule removed while its record was queued.
             unknown: ("rule", ev.rule, true),
             args: vec![Arg::FileArg(FileArg::new(
@@ -250,6 +253,7 @@ impl EventEnricher {
             action: ev.action,
             flags: ev.flags,
             hook: installed.map(|i| (i.policy.as_str(), &i.rule)),
+            selector: installed.and_then(|i| i.selector_of(ev.rule)),
             unknown: ("hook", ev.hook_id, false),
             args,
         })
@@ -301,6 +305,7 @@ impl EventEnricher {
             outcome: outcome(m.action, m.flags).into(),
             ancestors,
             return_action,
+            selector: m.selector,
         };
         let body = if lsm {
             EventBody::ProcessLsm(body)

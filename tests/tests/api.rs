@@ -378,6 +378,22 @@ fn the_cli_shows_a_shadow_denial_within_a_second_and_a_policy_it_added_holds_aft
             )
         });
     assert!(shown.saturating_duration_since(denied_at) <= Duration::from_secs(1));
+    // The policy's first selector acted, and the list says so.
+    let listed = cli(&agent.socket, &["policy", "list", "-o", "json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let counters = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "deny-credential-reads")
+        .map(|p| p["counters"].clone())
+        .unwrap_or_default();
+    assert!(
+        counters.as_array().is_some_and(|c| c
+            .iter()
+            .any(|c| c["selector"] == 0 && c["count"].as_u64() >= Some(1))),
+        "{listed:#}"
+    );
     drop(events);
     agent.stop();
 

@@ -452,6 +452,7 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
             outcome: "posted".into(),
             ancestors: vec![],
             return_action: String::new(),
+            selector: None,
         }),
         node_name: "node".into(),
         node_labels: Default::default(),

@@ -335,6 +335,7 @@ mod tests {
             outcome: String::new(),
             ancestors: Vec::new(),
             return_action: String::new(),
+            selector: None,
         }))
     }
 

@@ -34,10 +34,13 @@ pub enum ApiRequest {
     Health(oneshot::Sender<v1::GetHealthResponse>),
 }
 
-/// How many times each hook of each policy acted, by action and outcome, counted from the
-/// events published.
+/// How many times each selector of each policy's hooks acted, by action and outcome, counted
+/// from the events published.
 #[derive(Default)]
-pub struct ActionCounts(BTreeMap<(String, String, String, String), u64>);
+pub struct ActionCounts(BTreeMap<ActionKey, u64>);
+
+/// Policy, hook, selector, action, outcome.
+type ActionKey = (String, String, Option<u32>, String, String);
 
 /// Most (policy, hook, action, outcome) counters kept: a policy churned through the API cannot
 /// grow the agent's memory without bound.
@@ -52,6 +55,7 @@ impl ActionCounts {
         let key = (
             p.policy_name.clone(),
             p.function_name.clone(),
+            p.selector,
             p.action.clone(),
             p.outcome.clone(),
         );
@@ -66,12 +70,15 @@ impl ActionCounts {
         self.0
             .iter()
             .filter(|((p, ..), _)| p == policy)
-            .map(|((_, hook, action, outcome), n)| v1::ActionCounter {
-                hook: hook.clone(),
-                action: action.clone(),
-                outcome: outcome.clone(),
-                count: *n,
-            })
+            .map(
+                |((_, hook, selector, action, outcome), n)| v1::ActionCounter {
+                    hook: hook.clone(),
+                    selector: *selector,
+                    action: action.clone(),
+                    outcome: outcome.clone(),
+                    count: *n,
+                },
+            )
             .collect()
     }
 }

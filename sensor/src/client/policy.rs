@@ -199,7 +199,8 @@ fn to_json(p: &v1::Policy) -> serde_json::Value {
             "path": h.path, "hook": h.hook, "attach": h.attach, "guarantee": h.guarantee,
         })).collect::<Vec<_>>(),
         "counters": p.counters.iter().map(|c| json!({
-            "hook": c.hook, "action": c.action, "outcome": c.outcome, "count": c.count,
+            "hook": c.hook, "selector": c.selector, "action": c.action, "outcome": c.outcome,
+            "count": c.count,
         })).collect::<Vec<_>>(),
         "kernel_memory_bytes": p.kernel_memory_bytes,
         "error": p.error,

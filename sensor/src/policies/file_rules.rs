@@ -17,6 +17,8 @@ use vigil_policy_engine::{
 pub struct FileRule {
     /// The hook, for events.
     pub hook: Arc<HookRule>,
+    /// Its selector's index in the hook.
+    pub selector: u32,
     path: Option<Filter>,
     binary: Option<Filter>,
     action: RuleAction,
@@ -45,6 +47,7 @@ impl FileRule {
         if hook.selectors.is_empty() {
             return Ok(vec![FileRule {
                 hook,
+                selector: 0,
                 path: None,
                 binary: None,
                 action: RuleAction::Post,
@@ -54,8 +57,10 @@ impl FileRule {
         Ok(hook
             .selectors
             .iter()
-            .map(|s| FileRule {
+            .zip(0..)
+            .map(|(s, selector)| FileRule {
                 hook: hook.clone(),
+                selector,
                 path: s.conds.first().and_then(|c| match &c.op {
                     CondOp::Text(kind, values) => Some(Filter {
                         kind: *kind,

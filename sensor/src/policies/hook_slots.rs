@@ -60,6 +60,12 @@ pub struct InstalledHook {
 }
 
 impl InstalledHook {
+    /// The index, among this hook's selectors, of the selector rule in slot `rule`.
+    pub fn selector_of(&self, rule: u32) -> Option<u32> {
+        let i = (rule as usize).checked_sub(self.rule_first)?;
+        (i < self.rule.selectors.len()).then_some(i as u32)
+    }
+
     /// The bytes of kernel map entries this hook holds: its configuration, its selectors'
     /// rules and the values they match.
     pub fn kernel_bytes(&self) -> usize {

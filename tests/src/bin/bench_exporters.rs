@@ -107,6 +107,7 @@ fn streams() -> [(&'static str, Vec<Event>); 3] {
                 outcome: "posted".into(),
                 ancestors: vec![],
                 return_action: String::new(),
+                selector: None,
             }))
         })
         .collect();
