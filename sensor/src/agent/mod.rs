@@ -24,6 +24,16 @@ use vigil_events::time::BootClock;
 use vigil_exporters::Exporters;
 
 mod api_side;
+mod cluster;
+mod pinned;
+mod sinks;
+mod stats;
+
+use cluster::apply_policy_objects;
+pub use pinned::cleanup;
+use pinned::retire_previous;
+use sinks::Sinks;
+pub use stats::{AgentStats, DropStats};
 
 use crate::{
     api::{ActionCounts, Api, ApiOptions, EventHub},
@@ -85,64 +95,6 @@ pub struct AgentOptions {
     pub state_dir: PathBuf,
     /// The API's unix socket (none: the API is not served on one).
     pub api_socket: Option<PathBuf>,
-}
-
-/// Counters printed as the agent's last line.
-#[derive(Debug, Default, Serialize)]
-pub struct AgentStats {
-    /// Records read from the ring buffer.
-    pub records: u64,
-    /// Events built (and handed to the outputs).
-    pub events: u64,
-    /// Records that did not decode.
-    pub decode_errors: u64,
-    /// Sigma alerts raised.
-    pub alerts: u64,
-    /// Per output and sink (stdout or the export file first): delivered, retried, spooled,
-    /// dead-lettered, rate-limited, filtered, dropped, spool errors.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exporters: Option<serde_json::Value>,
-    /// Records the kernel could not queue, by kind.
-    pub ringbuf_drops: DropStats,
-    /// Processes found in /proc at start.
-    pub procfs_seeded: usize,
-    /// Executions in the cache at exit.
-    pub cache_size: usize,
-    /// Live executions evicted by the cache capacity.
-    pub cache_evictions: u64,
-    /// Calls whose hooks did not run because a runner was missing from its array.
-    pub hooks_not_run: u64,
-    /// Pods named on events, on a Kubernetes node.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kubernetes: Option<KubeStats>,
-    /// The enforcement earlier agents left pinned, which this one replaced at its start, with
-    /// what their programs wrote while no agent read it.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub previous_agents: Vec<Retired>,
-}
-
-/// Ring buffer drops by event kind.
-#[derive(Debug, Default, Serialize, PartialEq, Eq, Clone, Copy)]
-pub struct DropStats {
-    /// Exec records.
-    pub exec: u64,
-    /// Fork records.
-    pub fork: u64,
-    /// Exit records.
-    pub exit: u64,
-    /// All of them.
-    pub total: u64,
-}
-
-impl DropStats {
-    fn from_slots(s: [u64; abi::DROP_SLOTS]) -> Self {
-        DropStats {
-            exec: s[abi::EVENT_EXEC as usize],
-            fork: s[abi::EVENT_FORK as usize],
-            exit: s[abi::EVENT_EXIT as usize],
-            total: s.iter().sum(),
-        }
-    }
 }
 
 /// How long the start waits for the first list of this node's pods.
@@ -641,209 +593,6 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         stopping.elapsed().as_secs_f64()
     ));
     Ok(())
-}
-
-/// Retires what earlier agents left pinned, once this agent's programs are attached, and says
-/// what their programs wrote while no agent read it.
-fn retire_previous(sensor: &LoadedObject) -> Vec<Retired> {
-    let mut retired = Vec::new();
-    for r in sensor.pins().retire_others() {
-        match r {
-            Ok(r) if r.running => {
-                log(format!(
-                    "took over from an agent still running ({}, version {}): its {} links detach when it stops; it reads and reports its own records",
-                    r.generation, r.abi, r.links
-                ));
-                retired.push(r);
-            }
-            Ok(r) => {
-                log(format!(
-                    "replaced the enforcement an earlier agent left pinned ({}, version {}): its {} links detached after this agent's were attached; {} records lost while no agent read them ({} left in its ring buffer, {} it could not queue)",
-                    r.generation, r.abi, r.links, r.lost(), r.unread, r.dropped
-                ));
-                retired.push(r);
-            }
-            Err(e) => log(format!("cannot remove what an earlier agent pinned: {e}")),
-        }
-    }
-    retired
-}
-
-/// `vigil agent --cleanup`: removes everything pinned in `dir`, detaching what an earlier agent
-/// left attached.
-pub fn cleanup(dir: &std::path::Path) -> Result<()> {
-    // Nothing to mount: where bpffs is not mounted, nothing is pinned.
-    system::check_privileges()?;
-    let retired = pins::cleanup(dir)?;
-    if retired.is_empty() {
-        log(format!("nothing pinned in {}", dir.display()));
-    }
-    for r in retired {
-        let r = r?;
-        log(format!(
-            "removed {}: {} links detached; {} records lost while no agent read them ({} left in its ring buffer, {} it could not queue)",
-            r.generation, r.links, r.lost(), r.unread, r.dropped
-        ));
-    }
-    Ok(())
-}
-
-/// Applies the policy objects the cluster added, changed or deleted since the last turn, and
-/// sends what this node did with vigil's own objects to their status. Objects refused are tried
-/// again once a policy goes (what refused them, a name or room taken, may have gone with it).
-fn apply_policy_objects(k: &mut Kubernetes, p: &mut PolicyManager, sensor: &mut LoadedObject) {
-    use crate::k8s::policy_objects::PolicyObject;
-    let mut removed = false;
-    while let Ok(object) = k.policy_objects.try_recv() {
-        match object {
-            PolicyObject::Deleted { source } => {
-                k.refused.remove(&source);
-                p.remove_object(sensor, &source);
-                removed = true;
-            }
-            PolicyObject::Listed { resource } => {
-                k.listed.insert(resource);
-            }
-            applied => apply_policy_object(k, p, sensor, applied),
-        }
-    }
-    if removed {
-        for (_, object) in std::mem::take(&mut k.refused) {
-            apply_policy_object(k, p, sensor, object);
-        }
-    }
-}
-
-fn apply_policy_object(
-    k: &mut Kubernetes,
-    p: &mut PolicyManager,
-    sensor: &mut LoadedObject,
-    object: crate::k8s::policy_objects::PolicyObject,
-) {
-    use crate::k8s::policy_objects::{PolicyObject, StatusUpdate};
-    let PolicyObject::Applied {
-        source,
-        text,
-        namespace,
-        status,
-    } = &object
-    else {
-        return;
-    };
-    let outcome = p.apply_object(sensor, source, text, namespace.as_deref());
-    let (state, message) = match outcome {
-        Ok(a) if a.loaded => ("loaded", a.said),
-        Ok(a) => ("not-selected", a.said),
-        Err(reason) => ("refused", reason),
-    };
-    if state == "refused" {
-        k.refused.insert(source.clone(), object.clone());
-    } else {
-        k.refused.remove(source);
-    }
-    if let Some(target) = status.clone() {
-        let _ = k.statuses.send(StatusUpdate {
-            target,
-            state,
-            message,
-        });
-    }
-}
-
-/// Where events go: the exporters' pipeline (stdout or the export file, and the configured
-/// sinks), which never blocks and never fails, so no output can stop enforcement; and the Sigma
-/// detector that adds alerts to them.
-struct Sinks {
-    detector: Option<SigmaDetector>,
-    /// No output takes the alerts: each is logged on stderr, as a compact line.
-    log_alerts: bool,
-    /// `None` only once shutting down.
-    exporters: Option<Exporters>,
-    /// Names events' pods, on a Kubernetes node.
-    kube: Option<Kubernetes>,
-    /// Events the pod stage let go, reused between calls.
-    ready: Vec<vigil_events::Event>,
-    /// The API's event streams.
-    hub: Option<EventHub>,
-    /// Each policy hook's actions, for the API.
-    actions: ActionCounts,
-}
-
-impl Sinks {
-    /// Takes an event from the enricher: names its pod (an event whose pod is not known yet
-    /// may wait), then publishes what is ready.
-    fn deliver(
-        &mut self,
-        event: vigil_events::Event,
-        cache: &mut ProcessCache,
-        stats: &mut AgentStats,
-        now: Instant,
-    ) {
-        let Some(k) = self.kube.as_mut() else {
-            return self.publish(&event, stats);
-        };
-        let mut ready = std::mem::take(&mut self.ready);
-        k.wait.admit(event, &mut k.pods, cache, now, &mut ready);
-        self.publish_all(&mut ready, stats);
-    }
-
-    /// Publishes the held events whose pod became known or whose wait ran out.
-    fn release(&mut self, cache: &mut ProcessCache, stats: &mut AgentStats, now: Instant) {
-        let Some(k) = self.kube.as_mut() else {
-            return;
-        };
-        let mut ready = std::mem::take(&mut self.ready);
-        k.wait.release(&mut k.pods, cache, now, &mut ready);
-        self.publish_all(&mut ready, stats);
-    }
-
-    /// Publishes every held event (the agent stops).
-    fn flush(&mut self, stats: &mut AgentStats) {
-        let Some(k) = self.kube.as_mut() else {
-            return;
-        };
-        let mut ready = std::mem::take(&mut self.ready);
-        k.wait.flush(&mut ready);
-        self.publish_all(&mut ready, stats);
-    }
-
-    fn publish_all(&mut self, ready: &mut Vec<vigil_events::Event>, stats: &mut AgentStats) {
-        for e in ready.drain(..) {
-            self.publish(&e, stats);
-        }
-        self.ready = std::mem::take(ready);
-    }
-
-    /// Hands an event to the outputs, then its Sigma alerts.
-    fn publish(&mut self, event: &vigil_events::Event, stats: &mut AgentStats) {
-        self.emit(event);
-        stats.events += 1;
-        let alerts = self.detector.as_ref().map(|d| d.alerts(event));
-        for alert in alerts.unwrap_or_default() {
-            self.alert(&alert);
-            stats.alerts += 1;
-        }
-    }
-
-    fn emit(&mut self, event: &vigil_events::Event) {
-        if let Some(e) = self.exporters.as_mut() {
-            e.submit(event);
-        }
-        self.actions.record(event);
-        if let Some(h) = &self.hub {
-            h.publish(event);
-        }
-    }
-
-    fn alert(&mut self, alert: &vigil_events::Event) {
-        if self.log_alerts {
-            log(format!(
-                "alert: {}",
-                vigil_events::compact::render(alert).trim_end()
-            ));
-        }
-        self.emit(alert);
-    }
 }
 
 /// How long the outputs and exporters may take to deliver what is queued when the agent stops;

@@ -1,0 +1,105 @@
+//! Where the loop's events go: the exporters' pipeline, the Sigma detector and the API's
+//! streams, after the pod stage has named them.
+
+use super::*;
+
+/// Where events go: the exporters' pipeline (stdout or the export file, and the configured
+/// sinks), which never blocks and never fails, so no output can stop enforcement; and the Sigma
+/// detector that adds alerts to them.
+pub(super) struct Sinks {
+    pub(super) detector: Option<SigmaDetector>,
+    /// No output takes the alerts: each is logged on stderr, as a compact line.
+    pub(super) log_alerts: bool,
+    /// `None` only once shutting down.
+    pub(super) exporters: Option<Exporters>,
+    /// Names events' pods, on a Kubernetes node.
+    pub(super) kube: Option<Kubernetes>,
+    /// Events the pod stage let go, reused between calls.
+    pub(super) ready: Vec<vigil_events::Event>,
+    /// The API's event streams.
+    pub(super) hub: Option<EventHub>,
+    /// Each policy hook's actions, for the API.
+    pub(super) actions: ActionCounts,
+}
+
+impl Sinks {
+    /// Takes an event from the enricher: names its pod (an event whose pod is not known yet
+    /// may wait), then publishes what is ready.
+    pub(super) fn deliver(
+        &mut self,
+        event: vigil_events::Event,
+        cache: &mut ProcessCache,
+        stats: &mut AgentStats,
+        now: Instant,
+    ) {
+        let Some(k) = self.kube.as_mut() else {
+            return self.publish(&event, stats);
+        };
+        let mut ready = std::mem::take(&mut self.ready);
+        k.wait.admit(event, &mut k.pods, cache, now, &mut ready);
+        self.publish_all(&mut ready, stats);
+    }
+
+    /// Publishes the held events whose pod became known or whose wait ran out.
+    pub(super) fn release(
+        &mut self,
+        cache: &mut ProcessCache,
+        stats: &mut AgentStats,
+        now: Instant,
+    ) {
+        let Some(k) = self.kube.as_mut() else {
+            return;
+        };
+        let mut ready = std::mem::take(&mut self.ready);
+        k.wait.release(&mut k.pods, cache, now, &mut ready);
+        self.publish_all(&mut ready, stats);
+    }
+
+    /// Publishes every held event (the agent stops).
+    pub(super) fn flush(&mut self, stats: &mut AgentStats) {
+        let Some(k) = self.kube.as_mut() else {
+            return;
+        };
+        let mut ready = std::mem::take(&mut self.ready);
+        k.wait.flush(&mut ready);
+        self.publish_all(&mut ready, stats);
+    }
+
+    fn publish_all(&mut self, ready: &mut Vec<vigil_events::Event>, stats: &mut AgentStats) {
+        for e in ready.drain(..) {
+            self.publish(&e, stats);
+        }
+        self.ready = std::mem::take(ready);
+    }
+
+    /// Hands an event to the outputs, then its Sigma alerts.
+    fn publish(&mut self, event: &vigil_events::Event, stats: &mut AgentStats) {
+        self.emit(event);
+        stats.events += 1;
+        let alerts = self.detector.as_ref().map(|d| d.alerts(event));
+        for alert in alerts.unwrap_or_default() {
+            self.alert(&alert);
+            stats.alerts += 1;
+        }
+    }
+
+    fn emit(&mut self, event: &vigil_events::Event) {
+        if let Some(e) = self.exporters.as_mut() {
+            e.submit(event);
+        }
+        self.actions.record(event);
+        if let Some(h) = &self.hub {
+            h.publish(event);
+        }
+    }
+
+    fn alert(&mut self, alert: &vigil_events::Event) {
+        if self.log_alerts {
+            log(format!(
+                "alert: {}",
+                vigil_events::compact::render(alert).trim_end()
+            ));
+        }
+        self.emit(alert);
+    }
+}
