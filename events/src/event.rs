@@ -232,8 +232,9 @@ pub struct ProcessPolicy {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub return_action: String,
     /// The index of the selector that matched among its hook's, for the agent's own counters
-    /// (not in the event's JSON: Tetragon's has no such field).
+    /// (not in the event's JSON: Tetragon's has no such field, and a decoded event has none).
     #[serde(skip)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(default))]
     pub selector: Option<u32>,
 }
 
