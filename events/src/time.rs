@@ -40,6 +40,42 @@ pub fn rfc3339(unix_ns: i128) -> String {
     )
 }
 
+/// Nanoseconds since the epoch of a UTC RFC 3339 time as vigil writes it
+/// (`2026-11-25T10:00:00.123456789Z`; the fraction may be shorter or absent); `None` for
+/// anything else, or a time before 1970.
+pub fn parse_rfc3339_ns(t: &str) -> Option<u64> {
+    fn num(s: &str) -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    }
+    let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-');
+    let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut h = hms.split(':');
+    let (hh, mm, ss) = (num(h.next()?)?, num(h.next()?)?, num(h.next()?)?);
+    if d.next().is_some() || h.next().is_some() || frac.len() > 9 {
+        return None;
+    }
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    if hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let nanos = num(frac)? * 10u64.pow(9 - frac.len() as u32);
+    // Days since the epoch from a civil date (H. Hinnant's algorithm).
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000_000 + nanos)
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
 /// (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -67,6 +103,24 @@ mod tests {
             "2024-02-29T12:34:56.123456789Z"
         );
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats() {
+        for ns in [0i128, 1_709_210_096_123_456_789, 1_764_000_000_000_000_001] {
+            assert_eq!(parse_rfc3339_ns(&rfc3339(ns)), Some(ns as u64));
+        }
+        assert_eq!(
+            parse_rfc3339_ns("2024-02-29T12:34:56Z"),
+            Some(1_709_210_096_000_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2024-02-29T12:34:56.5Z"),
+            Some(1_709_210_096_500_000_000)
+        );
+        for bad in ["", "2024-02-29", "2024-13-01T00:00:00Z", "2024-02-29T12:34:56.Z", "x"] {
+            assert_eq!(parse_rfc3339_ns(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -34,31 +34,7 @@ pub struct Record {
 /// Nanoseconds since the epoch of an RFC 3339 UTC time as vigil writes it
 /// (`2026-11-25T10:00:00.123456789Z`); 0 when it does not parse.
 pub fn rfc3339_ns(t: &str) -> u64 {
-    fn num(s: &str) -> Option<u64> {
-        s.parse().ok()
-    }
-    let parse = || -> Option<u64> {
-        let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
-        let mut d = date.split('-');
-        let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
-        let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-        let mut h = hms.split(':');
-        let (hh, mm, ss) = (num(h.next()?)?, num(h.next()?)?, num(h.next()?)?);
-        let mut nanos = frac.to_string();
-        nanos.truncate(9);
-        while nanos.len() < 9 {
-            nanos.push('0');
-        }
-        // Days since the epoch from a civil date (Howard Hinnant's algorithm).
-        let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-        let era = y / 400;
-        let yoe = y - era * 400;
-        let doy = (153 * m + 2) / 5 + day - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
-        Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000_000) + num(&nanos)?)
-    };
-    parse().unwrap_or(0)
+    vigil_events::time::parse_rfc3339_ns(t).unwrap_or(0)
 }
 
 impl Record {

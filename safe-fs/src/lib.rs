@@ -336,10 +336,19 @@ impl TrustedDir {
     /// existing one must be a regular file owned by root (or the caller), not writable by group
     /// or others, with no other hard link.
     pub fn open_append(&self, name: &str, mode: u32) -> Result<File, FsError> {
+        self.open_or_create(name, libc::O_WRONLY | libc::O_APPEND, mode)
+    }
+
+    /// Opens `name` for reading and writing (a file mapped into memory), as
+    /// [`TrustedDir::open_append`] opens and creates.
+    pub fn open_read_write(&self, name: &str, mode: u32) -> Result<File, FsError> {
+        self.open_or_create(name, libc::O_RDWR, mode)
+    }
+
+    fn open_or_create(&self, name: &str, access: i32, mode: u32) -> Result<File, FsError> {
         self.own_files()?;
-        let append = libc::O_WRONLY | libc::O_APPEND;
         for _ in 0..2 {
-            match self.open_at(name, append, 0)? {
+            match self.open_at(name, access, 0)? {
                 Ok(f) => {
                     self.check_file(&f, name, true)?;
                     return Ok(f);
@@ -347,7 +356,7 @@ impl TrustedDir {
                 Err(libc::ENOENT) => {}
                 Err(e) => return Err(self.open_error(name, e, "regular file")),
             }
-            match self.open_at(name, append | libc::O_CREAT | libc::O_EXCL, mode)? {
+            match self.open_at(name, access | libc::O_CREAT | libc::O_EXCL, mode)? {
                 Ok(f) => {
                     self.check_file(&f, name, true)?;
                     return Ok(f);

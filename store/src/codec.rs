@@ -1,0 +1,146 @@
+//! The events' JSON, compressed one by one with zstd and a dictionary trained on this node's
+//! first events.
+//!
+//! One event is a few hundred bytes to a few KiB of JSON whose keys and much of whose values
+//! (the node, the parent, the capabilities, the namespaces) repeat from event to event. Alone,
+//! zstd finds little of that inside one event; with a dictionary made of earlier events it
+//! finds most of it (the figures are in BENCHMARKS.md), and each event still decompresses
+//! alone, so a search reads only the events it returns. Events written before the dictionary
+//! exists are compressed without one (dictionary id 0).
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection};
+
+use crate::StoreError;
+
+/// zstd's level: the writer's thread spends little per event, and higher levels gained little
+/// on events with a dictionary.
+const LEVEL: i32 = 3;
+/// Events collected before the dictionary is trained.
+pub(crate) const TRAIN_SAMPLES: usize = 4000;
+/// The dictionary's size.
+const DICT_BYTES: usize = 64 * 1024;
+/// The largest event read back: a stored event that claims more is damaged (or planted).
+pub(crate) const MAX_EVENT_BYTES: usize = 16 << 20;
+
+/// The writer's compressor: without a dictionary until it has trained one.
+pub(crate) struct Compressor {
+    dict_id: i64,
+    with_dict: Option<zstd::bulk::Compressor<'static>>,
+    plain: zstd::bulk::Compressor<'static>,
+    samples: Vec<Vec<u8>>,
+}
+
+impl Compressor {
+    /// The compressor with the database's newest dictionary, if it has one.
+    pub(crate) fn load(conn: &Connection) -> Result<Compressor, StoreError> {
+        let newest: Option<(i64, Vec<u8>)> = conn
+            .query_row(
+                "SELECT id, dict FROM dicts ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
+        let plain = zstd::bulk::Compressor::new(LEVEL).map_err(zstd_error)?;
+        let (dict_id, with_dict) = match newest {
+            Some((id, dict)) => (
+                id,
+                Some(zstd::bulk::Compressor::with_dictionary(LEVEL, &dict).map_err(zstd_error)?),
+            ),
+            None => (0, None),
+        };
+        Ok(Compressor {
+            dict_id,
+            with_dict,
+            plain,
+            samples: Vec::new(),
+        })
+    }
+
+    /// Compresses `json`; returns the dictionary id it used and the bytes.
+    pub(crate) fn compress(&mut self, json: &[u8]) -> Result<(i64, Vec<u8>), StoreError> {
+        if let Some(c) = self.with_dict.as_mut() {
+            return Ok((self.dict_id, c.compress(json).map_err(zstd_error)?));
+        }
+        if self.samples.len() < TRAIN_SAMPLES {
+            self.samples.push(json.to_vec());
+        }
+        Ok((0, self.plain.compress(json).map_err(zstd_error)?))
+    }
+
+    /// Trains and stores the dictionary once enough events were seen (in the writer's
+    /// transaction).
+    pub(crate) fn maybe_train(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        if self.with_dict.is_some() || self.samples.len() < TRAIN_SAMPLES {
+            return Ok(());
+        }
+        let samples = std::mem::take(&mut self.samples);
+        // Too few distinct samples to train on is not an error: events are stored without.
+        let Ok(dict) = zstd::dict::from_samples(&samples, DICT_BYTES) else {
+            return Ok(());
+        };
+        conn.execute("INSERT INTO dicts(dict) VALUES (?1)", params![dict])?;
+        self.dict_id = conn.last_insert_rowid();
+        self.with_dict =
+            Some(zstd::bulk::Compressor::with_dictionary(LEVEL, &dict).map_err(zstd_error)?);
+        Ok(())
+    }
+}
+
+fn zstd_error(e: std::io::Error) -> StoreError {
+    StoreError::Corrupt {
+        id: 0,
+        reason: format!("zstd: {e}"),
+    }
+}
+
+/// The readers' decompressors, one per dictionary, loaded as events need them.
+#[derive(Default)]
+pub(crate) struct Decompressors {
+    by_dict: HashMap<i64, zstd::bulk::Decompressor<'static>>,
+}
+
+impl Decompressors {
+    /// The JSON of event `id`, stored with dictionary `dict`.
+    pub(crate) fn decompress(
+        &mut self,
+        conn: &Connection,
+        id: i64,
+        dict: i64,
+        bytes: &[u8],
+    ) -> Result<String, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt { id, reason };
+        if !self.by_dict.contains_key(&dict) {
+            let d = if dict == 0 {
+                zstd::bulk::Decompressor::new()
+            } else {
+                let raw: Vec<u8> = conn
+                    .query_row("SELECT dict FROM dicts WHERE id = ?1", [dict], |r| r.get(0))
+                    .map_err(|e| corrupt(format!("its dictionary {dict}: {e}")))?;
+                zstd::bulk::Decompressor::with_dictionary(&raw)
+            }
+            .map_err(|e| corrupt(e.to_string()))?;
+            self.by_dict.insert(dict, d);
+        }
+        let d = self
+            .by_dict
+            .get_mut(&dict)
+            .ok_or_else(|| corrupt("no decompressor".into()))?;
+        let size = zstd::zstd_safe::get_frame_content_size(bytes)
+            .ok()
+            .flatten()
+            .ok_or_else(|| corrupt("no content size in its frame".into()))?;
+        if size > MAX_EVENT_BYTES as u64 {
+            return Err(corrupt(format!("it claims {size} bytes")));
+        }
+        let out = d
+            .decompress(bytes, size as usize)
+            .map_err(|e| corrupt(e.to_string()))?;
+        String::from_utf8(out).map_err(|e| corrupt(e.to_string()))
+    }
+}

@@ -1,0 +1,388 @@
+//! The store written by its real writer thread and read back by the real searcher, on a
+//! SQLite database in a temporary directory.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{json, Value};
+use vigil_events::Event;
+use vigil_store::{
+    query::{parse_dst, Query, TextMatch},
+    EventStore, Searcher, StoreConfig,
+};
+
+/// An hour ago, to the second: inside the default retention.
+fn t0() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    (now - 3600) * 1_000_000_000
+}
+
+/// Two years before [`t0`]: past the default retention.
+const OLD: u64 = 2 * 365 * 86_400 * 1_000_000_000;
+
+thread_local! {
+    static BASE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn time(offset_s: u64) -> String {
+    let base = BASE.with(|b| b.get());
+    let base = if base == 0 { t0() } else { base };
+    vigil_events::time::rfc3339((base + offset_s * 1_000_000_000) as i128)
+}
+
+fn process(exec_id: &str, parent: &str, pid: u32, binary: &str, args: &str) -> Value {
+    json!({"exec_id": exec_id, "parent_exec_id": parent, "pid": pid, "uid": 0, "binary": binary,
+           "arguments": args, "start_time": time(0)})
+}
+
+fn event(v: Value) -> Arc<Event> {
+    Arc::new(serde_json::from_value(v).expect("a valid event"))
+}
+
+/// A shell (`sh1`) whose child `curl` connects out and reads a file, and whose child `rm`
+/// deletes a history; an unrelated `cat` reads the same file; an alert on the shell.
+fn incident() -> Vec<Arc<Event>> {
+    let init = process("init", "", 1, "/sbin/init", "");
+    let sh = process("sh1", "init", 100, "/bin/sh", "-c 'curl; rm'");
+    let curl = process(
+        "curl1",
+        "sh1",
+        101,
+        "/usr/bin/curl",
+        "http://10.200.0.2:8080/x",
+    );
+    let rm = process("rm1", "sh1", 102, "/bin/rm", "/root/.bash_history");
+    let cat = process("cat1", "init", 200, "/bin/cat", "/etc/shadow");
+    vec![
+        event(json!({"process_exec": {"process": sh, "parent": init}, "time": time(1)})),
+        event(json!({"process_exec": {"process": curl, "parent": sh}, "time": time(2)})),
+        event(
+            json!({"process_kprobe": {"process": curl, "parent": sh, "function_name": "tcp_connect",
+            "args": [{"sock_arg": {"family": "AF_INET", "daddr": "10.200.0.2", "dport": 8080, "saddr": "10.200.0.1", "sport": 40000}}],
+            "action": "KPROBE_ACTION_POST", "outcome": "observed", "policy_name": "connects"}, "time": time(3)}),
+        ),
+        event(
+            json!({"process_kprobe": {"process": curl, "parent": sh, "function_name": "security_file_open",
+            "args": [{"file_arg": {"path": "/etc/shadow"}}], "action": "KPROBE_ACTION_POST", "outcome": "observed", "policy_name": "credentials"}, "time": time(4)}),
+        ),
+        event(
+            json!({"process_kprobe": {"process": curl, "parent": sh, "function_name": "udp_sendmsg",
+            "args": [{"dns_arg": {"id": 7, "query": "Evil.Example.", "type": "A"}}], "action": "KPROBE_ACTION_POST", "outcome": "observed", "policy_name": "dns"}, "time": time(5)}),
+        ),
+        event(json!({"process_exec": {"process": rm, "parent": sh}, "time": time(6)})),
+        event(
+            json!({"process_kprobe": {"process": rm, "parent": sh, "function_name": "security_path_unlink",
+            "args": [{"path_arg": {"path": "/root/.bash_history"}}], "action": "KPROBE_ACTION_POST", "outcome": "observed", "policy_name": "history"}, "time": time(7)}),
+        ),
+        event(json!({"process_exec": {"process": cat, "parent": init}, "time": time(8)})),
+        event(
+            json!({"process_kprobe": {"process": cat, "parent": init, "function_name": "security_file_open",
+            "args": [{"file_arg": {"path": "/etc/shadow"}}], "action": "KPROBE_ACTION_POST", "outcome": "observed", "policy_name": "credentials"}, "time": time(9)}),
+        ),
+        event(
+            json!({"process_alert": {"process": sh, "rule_id": "r-1", "title": "Shell history deleted", "level": "high",
+            "rule_file": "x.yml", "category": "file_event", "event": {"process_exec": {"process": sh}, "time": time(6)}}, "time": time(10)}),
+        ),
+    ]
+}
+
+fn store_with(events: &[Arc<Event>]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    for e in events {
+        store.offer(e.clone());
+    }
+    let stats = store.close();
+    assert_eq!(stats.committed, events.len() as u64, "{stats:?}");
+    (dir, store_dir.join(vigil_store::DB_FILE))
+}
+
+fn kinds_and_pids(db: &std::path::Path, q: &Query) -> Vec<(String, u64)> {
+    let mut s = Searcher::open(db).unwrap();
+    let mut out = Vec::new();
+    s.search(q, |e| {
+        let v: Value = serde_json::from_str(&e.json).unwrap();
+        let (kind, body) = v
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.starts_with("process_"))
+            .unwrap();
+        out.push((kind.clone(), body["process"]["pid"].as_u64().unwrap()));
+        true
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn each_criterion_finds_the_events_it_names_and_no_other() {
+    let (_dir, db) = store_with(&incident());
+    let q = |f: &dyn Fn(&mut Query)| {
+        let mut q = Query::default();
+        f(&mut q);
+        q
+    };
+    let k = |s: &str, p: u64| (s.to_string(), p);
+    assert_eq!(
+        kinds_and_pids(
+            &db,
+            &q(&|q| q.path = Some(TextMatch::Exact("/etc/shadow".into())))
+        ),
+        vec![k("process_kprobe", 101), k("process_kprobe", 200)]
+    );
+    assert_eq!(
+        kinds_and_pids(
+            &db,
+            &q(&|q| q.path = Some(TextMatch::Prefix("/root/".into())))
+        ),
+        vec![k("process_kprobe", 102)]
+    );
+    assert_eq!(
+        kinds_and_pids(
+            &db,
+            &q(&|q| q.path = Some(TextMatch::Substring("bash_hist".into())))
+        ),
+        vec![k("process_kprobe", 102)]
+    );
+    assert_eq!(
+        kinds_and_pids(
+            &db,
+            &q(&|q| q.path = Some(TextMatch::Regex("sha[d]ow$".into())))
+        )
+        .len(),
+        2
+    );
+    assert_eq!(
+        kinds_and_pids(
+            &db,
+            &q(&|q| q.dst = Some(parse_dst("10.200.0.2/32").unwrap()))
+        ),
+        vec![k("process_kprobe", 101)]
+    );
+    assert_eq!(
+        kinds_and_pids(&db, &q(&|q| q.dst = Some(parse_dst("10.0.0.0/8").unwrap()))).len(),
+        1
+    );
+    assert!(kinds_and_pids(
+        &db,
+        &q(&|q| q.dst = Some(parse_dst("10.200.0.3/32").unwrap()))
+    )
+    .is_empty());
+    assert_eq!(kinds_and_pids(&db, &q(&|q| q.dport = Some(8080))).len(), 1);
+    assert_eq!(
+        kinds_and_pids(&db, &q(&|q| q.dns = Some("evil.example".into()))),
+        vec![k("process_kprobe", 101)]
+    );
+    assert_eq!(
+        kinds_and_pids(&db, &q(&|q| q.binary = Some("cat".into()))),
+        vec![k("process_exec", 200), k("process_kprobe", 200)]
+    );
+    assert_eq!(
+        kinds_and_pids(&db, &q(&|q| q.binary = Some("/usr/bin/curl".into()))).len(),
+        4
+    );
+    assert_eq!(
+        kinds_and_pids(
+            &db,
+            &q(&|q| q.args = Some(TextMatch::Substring("10.200.0.2".into())))
+        )
+        .len(),
+        4
+    );
+    assert_eq!(
+        kinds_and_pids(
+            &db,
+            &q(&|q| q.args = Some(TextMatch::Substring("-c".into())))
+        )
+        .len(),
+        2,
+        "a substring shorter than a trigram still matches"
+    );
+    assert_eq!(
+        kinds_and_pids(&db, &q(&|q| q.kinds = vec!["process_exec".into()])).len(),
+        4
+    );
+    assert_eq!(
+        kinds_and_pids(&db, &q(&|q| q.policy = Some("credentials".into()))).len(),
+        2
+    );
+    assert_eq!(
+        kinds_and_pids(&db, &q(&|q| q.rule = Some("Shell history deleted".into()))).len(),
+        1
+    );
+    assert_eq!(
+        kinds_and_pids(&db, &q(&|q| q.level = Some("medium".into()))).len(),
+        1
+    );
+    assert!(kinds_and_pids(&db, &q(&|q| q.level = Some("critical".into()))).is_empty());
+    assert_eq!(
+        kinds_and_pids(&db, &q(&|q| q.exec_id = Some("rm1".into()))).len(),
+        2
+    );
+    assert_eq!(
+        kinds_and_pids(&db, &q(&|q| q.subtree = Some("sh1".into()))).len(),
+        8,
+        "the shell's exec and alert, curl's four events, rm's two"
+    );
+    let window = q(&|q| {
+        q.from_ns = Some(t0() + 3_000_000_000);
+        q.to_ns = Some(t0() + 5_000_000_000);
+    });
+    assert_eq!(
+        kinds_and_pids(&db, &window).len(),
+        2,
+        "from is inclusive, to exclusive"
+    );
+    let newest = q(&|q| q.limit = Some(2));
+    let got = kinds_and_pids(&db, &newest);
+    assert_eq!(
+        got,
+        vec![k("process_kprobe", 200), k("process_alert", 100)],
+        "the newest, oldest first"
+    );
+    let mut s = Searcher::open(&db).unwrap();
+    assert_eq!(s.count(&Query::default()).unwrap(), 10);
+    assert_eq!(
+        s.count(&q(
+            &|q| q.path = Some(TextMatch::Exact("/etc/shadow".into()))
+        ))
+        .unwrap(),
+        2
+    );
+}
+
+#[test]
+fn a_tree_holds_the_ancestors_the_process_and_its_descendants_with_their_events() {
+    let (_dir, db) = store_with(&incident());
+    let mut s = Searcher::open(&db).unwrap();
+    let tree = s.tree("sh1", true).unwrap().unwrap();
+    let shape: Vec<(String, i32, usize)> = tree
+        .iter()
+        .map(|n| (n.process.exec_id.clone(), n.depth, n.events.len()))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("init".to_string(), -1, 0),
+            ("sh1".to_string(), 0, 2),
+            ("curl1".to_string(), 1, 4),
+            ("rm1".to_string(), 1, 2),
+        ]
+    );
+    assert!(s.tree("nobody", true).unwrap().is_none());
+}
+
+#[test]
+fn events_are_compressed_with_a_dictionary_once_enough_were_seen_and_read_back_whole() {
+    let events: Vec<Arc<Event>> = (0..5000u32)
+        .map(|i| {
+            let parent = process(&format!("p{}", i / 10), "init", 1000 + i / 10, "/bin/sh", "-c x");
+            let p = process(&format!("c{i}"), &format!("p{}", i / 10), 5000 + i, &format!("/usr/bin/tool{}", i % 50), &format!("--run {i} --fast"));
+            event(json!({"process_kprobe": {"process": p, "parent": parent, "function_name": "security_file_open",
+                "args": [{"file_arg": {"path": format!("/var/lib/app/{}/data-{i}.db", i % 7)}}],
+                "action": "KPROBE_ACTION_POST", "outcome": "observed", "policy_name": "files"}, "time": time(u64::from(i % 600))}))
+        })
+        .collect();
+    let (_dir, db) = store_with(&events);
+    // Returned by time, then in the order stored.
+    let mut events = events;
+    events.sort_by_key(|e| e.time.clone());
+    let mut s = Searcher::open(&db).unwrap();
+    let mut n = 0;
+    s.search(
+        &Query {
+            limit: Some(10_000),
+            ..Default::default()
+        },
+        |e| {
+            let back: Event = serde_json::from_str(&e.json).unwrap();
+            assert_eq!(back, *events[n]);
+            n += 1;
+            true
+        },
+    )
+    .unwrap();
+    assert_eq!(n, 5000);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let with_dict: i64 = conn
+        .query_row("SELECT count(*) FROM events WHERE dict > 0", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(
+        with_dict > 0,
+        "no event was compressed with the trained dictionary"
+    );
+}
+
+#[test]
+fn a_clean_close_loses_nothing_and_a_ledger_left_open_reports_what_was_never_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    for e in incident() {
+        store.offer(e);
+    }
+    store.close();
+    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    assert!(store.recovery.clean);
+    assert_eq!((store.recovery.offered, store.recovery.lost), (10, 0));
+    for e in incident() {
+        store.offer(e);
+    }
+    // A crash: the writer commits, but the ledger is never marked closed and three more events
+    // were counted as taken that no commit holds.
+    std::thread::sleep(Duration::from_millis(600));
+    let ledger = store_dir.join(vigil_store::LEDGER_FILE);
+    std::mem::forget(store);
+    let mut raw = std::fs::read(&ledger).unwrap();
+    let offered = u64::from_le_bytes(raw[16..24].try_into().unwrap());
+    assert_eq!(offered, 10);
+    raw[16..24].copy_from_slice(&(offered + 3).to_le_bytes());
+    std::fs::write(&ledger, raw).unwrap();
+    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    assert!(!store.recovery.clean);
+    assert_eq!((store.recovery.committed, store.recovery.lost), (10, 3));
+}
+
+#[test]
+fn retention_removes_events_past_their_age_and_the_rows_only_they_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    // The incident is two years old: past a week's retention, removed when the writer closes.
+    BASE.with(|b| b.set(t0() - OLD));
+    for e in incident() {
+        store.offer(e);
+    }
+    let stats = store.close();
+    assert_eq!(stats.expired, 10, "{stats:?}");
+    let db = store_dir.join(vigil_store::DB_FILE);
+    let mut s = Searcher::open(&db).unwrap();
+    assert_eq!(s.count(&Query::default()).unwrap(), 0);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: i64 = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM processes) + (SELECT count(*) FROM paths)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+#[test]
+fn a_planted_link_in_place_of_the_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", store_dir.join("events.db")).unwrap();
+    let err = EventStore::open(&store_dir, &StoreConfig::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("events.db"), "{err}");
+}
