@@ -18,6 +18,9 @@ pub struct AgentConfig {
     /// The API's TCP listener, TLS and roles, and its streams' queues.
     #[serde(default)]
     pub api: Option<crate::api::config::ApiConfig>,
+    /// The forensic event store: retention and queue.
+    #[serde(default)]
+    pub store: vigil_store::StoreConfig,
 }
 
 impl AgentConfig {
@@ -32,6 +35,10 @@ impl AgentConfig {
             api.check()
                 .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
         }
+        config
+            .store
+            .check()
+            .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
         Ok(config)
     }
 }

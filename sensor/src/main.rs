@@ -154,6 +154,10 @@ enum Command {
         /// Serve no API on a unix socket (a TCP listener of the configuration still serves).
         #[arg(long)]
         no_api_socket: bool,
+        /// Keep no events in the forensic store (`<state-dir>/store`); `vigil search` then has
+        /// only what exporters sent elsewhere.
+        #[arg(long)]
+        no_store: bool,
         #[command(flatten)]
         kube: KubeArgs,
         #[command(flatten)]
@@ -327,6 +331,7 @@ fn main() -> ExitCode {
             state_dir,
             api_socket,
             no_api_socket,
+            no_store,
         } => {
             if persist.cleanup {
                 return exit_code(agent::cleanup(&persist.bpf_dir));
@@ -377,6 +382,7 @@ fn main() -> ExitCode {
                 persist: !persist.no_persist,
                 state_dir,
                 api_socket: (!no_api_socket).then_some(api_socket),
+                no_store,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

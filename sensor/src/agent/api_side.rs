@@ -144,6 +144,19 @@ impl Loop<'_> {
         if self.sinks.detector.is_some() {
             sensors.push(sensor("sigma", "running"));
         }
+        let store = self.sinks.store.as_ref().map(|s| s.stats());
+        if let Some(s) = &store {
+            sensors.push(sensor("event store", "keeping events"));
+            if s.shed > 0 {
+                problems.push(format!(
+                    "the event store fell behind: {} events not kept (a slow disk, or raise store.queue)",
+                    s.shed
+                ));
+            }
+            if let Some(e) = &s.last_error {
+                problems.push(format!("the event store: {e}"));
+            }
+        }
         v1::GetHealthResponse {
             status: if problems.is_empty() {
                 "ok"
@@ -171,6 +184,19 @@ impl Loop<'_> {
             api_streams: 0,
             api_events_missed: 0,
             uptime_seconds: self.since.elapsed().as_secs(),
+            store: Some(match store {
+                Some(s) => v1::EventStore {
+                    enabled: true,
+                    offered: s.offered,
+                    shed: s.shed,
+                    committed: s.committed,
+                    failed: s.failed,
+                    expired: s.expired,
+                    previous_run_lost: s.recovery.lost,
+                    last_error: s.last_error.unwrap_or_default(),
+                },
+                None => v1::EventStore::default(),
+            }),
         }
     }
 }

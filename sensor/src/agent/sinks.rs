@@ -20,6 +20,8 @@ pub(super) struct Sinks {
     pub(super) hub: Option<EventHub>,
     /// Each policy hook's actions, for the API.
     pub(super) actions: ActionCounts,
+    /// The forensic store.
+    pub(super) store: Option<vigil_store::EventStore>,
 }
 
 impl Sinks {
@@ -88,8 +90,16 @@ impl Sinks {
             e.submit(event);
         }
         self.actions.record(event);
-        if let Some(h) = &self.hub {
-            h.publish(event);
+        // One copy of the event, shared by the API's streams and the store's writer.
+        let streams = self.hub.as_ref().filter(|h| h.listening());
+        if streams.is_some() || self.store.is_some() {
+            let shared = std::sync::Arc::new(event.clone());
+            if let Some(h) = streams {
+                h.publish(shared.clone());
+            }
+            if let Some(s) = &self.store {
+                s.offer(shared);
+            }
         }
     }
 

@@ -17,6 +17,9 @@ pub struct AgentStats {
     /// dead-lettered, rate-limited, filtered, dropped, spool errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exporters: Option<serde_json::Value>,
+    /// The forensic store's counters, once closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<vigil_store::StoreStats>,
     /// Records the kernel could not queue, by kind.
     pub ringbuf_drops: DropStats,
     /// Processes found in /proc at start.

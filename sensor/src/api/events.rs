@@ -25,7 +25,7 @@ use vigil_exporters::filter::{ExportFilter, FilterSpec};
 /// An event as streams share it: its JSON is made once, by the first stream that sends it
 /// whole, for all of them.
 pub struct Published {
-    event: Event,
+    event: Arc<Event>,
     json: OnceLock<String>,
 }
 
@@ -79,11 +79,16 @@ impl EventHub {
         }
     }
 
+    /// Whether any stream listens.
+    pub fn listening(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     /// Hands `event` to every open stream; costs nothing without one.
-    pub fn publish(&self, event: &Event) {
-        if self.tx.receiver_count() > 0 {
+    pub fn publish(&self, event: Arc<Event>) {
+        if self.listening() {
             let _ = self.tx.send(Arc::new(Published {
-                event: event.clone(),
+                event,
                 json: OnceLock::new(),
             }));
         }

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 mod events;
 mod peer;
+pub mod search;
 pub mod service;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -42,6 +43,8 @@ pub struct ApiOptions {
     pub btf: String,
     /// This node's name.
     pub node: String,
+    /// The event store's database (none: the store is off).
+    pub store_db: Option<PathBuf>,
 }
 
 /// The running API: what the agent's loop reads and publishes to. The servers run on a thread
@@ -70,6 +73,7 @@ impl Api {
             btf: opts.btf.clone(),
             node: opts.node.clone(),
             info: Arc::default(),
+            store: search::StoreReader::new(opts.store_db.clone()),
         });
         let (bound_tx, bound_rx) = oneshot::channel();
         let (stop, stopped) = oneshot::channel::<()>();

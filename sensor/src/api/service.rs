@@ -118,6 +118,7 @@ pub struct VigilService {
     pub(super) btf: String,
     pub(super) node: String,
     pub(super) info: Arc<OnceCell<v1::GetInfoResponse>>,
+    pub(super) store: super::search::StoreReader,
 }
 
 fn op_status(e: PolicyOpError) -> Status {
@@ -161,6 +162,26 @@ impl Vigil for VigilService {
         req: Request<v1::GetEventsRequest>,
     ) -> Result<Response<Self::GetEventsStream>, Status> {
         let rx = self.hub.subscribe(req.into_inner())?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type SearchStream = ReceiverStream<Result<v1::SearchResponse, Status>>;
+
+    async fn search(
+        &self,
+        req: Request<v1::SearchRequest>,
+    ) -> Result<Response<Self::SearchStream>, Status> {
+        let rx = self.store.search(req.into_inner())?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type ProcessTreeStream = ReceiverStream<Result<v1::ProcessTreeResponse, Status>>;
+
+    async fn process_tree(
+        &self,
+        req: Request<v1::ProcessTreeRequest>,
+    ) -> Result<Response<Self::ProcessTreeStream>, Status> {
+        let rx = self.store.tree(req.into_inner())?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
