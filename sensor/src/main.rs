@@ -167,6 +167,13 @@ enum Command {
     },
     /// Stream the running agent's events through its API.
     Events(client::EventsArgs),
+    /// Search the events the node's store kept (or an Elasticsearch cluster's): by time, type,
+    /// binary, arguments, file, destination, DNS name, pod, process, policy, Sigma rule.
+    Search(client::SearchArgs),
+    /// Draw a process's ancestors and descendants with their events, from the node's store.
+    Tree(client::TreeArgs),
+    /// List everything a process and its descendants did, in time order.
+    Timeline(client::TimelineArgs),
     /// Ask the running agent how it is: sensors, ring buffer and drops, exporters, streams.
     Status {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
@@ -279,6 +286,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Events(args) => return client::run(args.run()),
+        Command::Search(args) => return client::run(args.run()),
+        Command::Tree(args) => return client::run(args.run()),
+        Command::Timeline(args) => return client::run(args.run()),
         Command::Status { output, server } => return client::run(client::status(server, output)),
         Command::Version { server } => return client::run(client::version(server)),
         Command::Policy {

@@ -1,5 +1,6 @@
 //! The CLI over the agent's API: `vigil events`, `vigil policy add|list|delete|enable|disable|
-//! mode`, `vigil status` and `vigil version`. Each command connects to `--server` (the agent's
+//! mode`, `vigil status`, `vigil version`, and the forensic store's `vigil search`, `vigil tree`
+//! and `vigil timeline`. Each command connects to `--server` (the agent's
 //! unix socket by default), makes its calls and prints the answer, in colour when stdout is a
 //! terminal and `NO_COLOR` is not set.
 //!
@@ -9,9 +10,12 @@
 //! let this caller do it (no certificate, an unknown or expired one, a viewer asking an
 //! admin's call).
 
+mod elastic_search;
 mod events;
 mod policy;
+mod search;
 mod status;
+mod tree;
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
@@ -20,6 +24,8 @@ use vigil_api::{v1::vigil_client::VigilClient, ClientTls, ServerAddr};
 
 pub use events::EventsArgs;
 pub use policy::PolicyClientCommand;
+pub use search::{SearchArgs, TimelineArgs};
+pub use tree::TreeArgs;
 pub use status::{status, version};
 
 use crate::agent::log;
