@@ -512,10 +512,12 @@ struct BatchWriter<'a> {
 impl BatchWriter<'_> {
     fn write(&mut self, event: &Event) -> Result<(), StoreError> {
         let c = columns(event);
-        let mut ids = event.processes().map(|p| self.process_row(p, c.time_ns));
-        let process = ids.next().unwrap_or(Ok(0))?;
-        for id in ids {
-            id?;
+        // A process keeps its exec id across execve (it names the clone): its exec event
+        // brings the new binary and arguments to the row its earlier events made.
+        let exec = matches!(event.body, vigil_events::EventBody::ProcessExec(_));
+        let process = self.process_row(event.process(), c.time_ns, exec)?;
+        for p in event.processes().skip(1) {
+            self.process_row(p, c.time_ns, false)?;
         }
         let path = match &c.path {
             Some(p) => Some(self.path_row(p)?),
@@ -550,21 +552,53 @@ impl BatchWriter<'_> {
         Ok(())
     }
 
-    /// The row id of `p`, inserted at its first sight.
-    fn process_row(&mut self, p: &Process, seen: u64) -> Result<i64, StoreError> {
+    /// The row id of `p`, inserted at its first sight, its image replaced when `refresh`.
+    fn process_row(&mut self, p: &Process, seen: u64, refresh: bool) -> Result<i64, StoreError> {
         let exec_id = p.exec_id.as_str();
-        if let Some(id) = self.processes.get(exec_id) {
-            return Ok(*id);
-        }
-        let found: Option<i64> = self
-            .tx
-            .prepare_cached("SELECT id FROM processes WHERE exec_id = ?1")?
-            .query_row([exec_id], |r| r.get(0))
-            .optional()?;
+        let cached = self.processes.get(exec_id).copied();
+        let found: Option<i64> = match cached {
+            Some(id) => Some(id),
+            None => self
+                .tx
+                .prepare_cached("SELECT id FROM processes WHERE exec_id = ?1")?
+                .query_row([exec_id], |r| r.get(0))
+                .optional()?,
+        };
+        let pod = p.pod.as_ref();
         let id = match found {
+            Some(id) if refresh => {
+                self.tx
+                    .prepare_cached(
+                        "UPDATE processes SET parent_exec_id = ?2, pid = ?3, uid = ?4,
+                             binary = ?5, name = ?6, arguments = ?7, start_time = ?8,
+                             namespace = ?9, pod = ?10 WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        id,
+                        p.parent_exec_id.as_str(),
+                        p.pid,
+                        p.uid,
+                        p.binary,
+                        binary_name(&p.binary),
+                        p.arguments,
+                        p.start_time,
+                        pod.map(|p| p.namespace.as_str()),
+                        pod.map(|p| p.name.as_str()),
+                    ])?;
+                self.tx
+                    .prepare_cached("DELETE FROM arguments_text WHERE rowid = ?1")?
+                    .execute([id])?;
+                if !p.arguments.is_empty() {
+                    self.tx
+                        .prepare_cached(
+                            "INSERT INTO arguments_text(rowid, arguments) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![id, p.arguments])?;
+                }
+                id
+            }
             Some(id) => id,
             None => {
-                let pod = p.pod.as_ref();
                 self.tx
                     .prepare_cached(
                         "INSERT INTO processes(exec_id, parent_exec_id, pid, uid, binary, name,

@@ -4,6 +4,10 @@ repository's .proto by grpcio-tools at start (nothing generated is kept).
     client.py TARGET [TLS] reflect
     client.py TARGET [TLS] stream BINARY_REGEX ARGS_REGEX COUNT
     client.py TARGET [TLS] add FILE | list | delete NAME | version
+    client.py TARGET [TLS] search JSON | tree EXEC_ID
+
+`search` takes a SearchRequest in protobuf's JSON mapping and prints the events' JSON, in the
+order streamed; `tree` prints each process of the tree with its depth and events.
 
 TARGET is unix:///path or host:port; TLS is `--tls CA CERT KEY` (`-` for CERT and KEY: no
 client certificate). Each command prints one JSON document; a call the agent refuses prints
@@ -90,6 +94,23 @@ def main(argv):
         elif cmd == "delete":
             stub.DeletePolicy(pb.DeletePolicyRequest(name=args[0]))
             print(json.dumps({"deleted": args[0]}))
+        elif cmd == "search":
+            from google.protobuf import json_format
+            req = json_format.ParseDict(json.loads(args[0]), pb.SearchRequest())
+            got = []
+            for r in stub.Search(req, timeout=60):
+                if r.WhichOneof("response") == "event":
+                    got.append(json.loads(r.event.json))
+                else:
+                    got.append({"count": r.count})
+            print(json.dumps(got))
+        elif cmd == "tree":
+            got = []
+            for r in stub.ProcessTree(pb.ProcessTreeRequest(exec_id=args[0], events=True), timeout=60):
+                p = r.process
+                got.append({"exec_id": p.exec_id, "depth": p.depth, "binary": p.binary,
+                            "events": [json.loads(e.json) for e in p.events]})
+            print(json.dumps(got))
         elif cmd == "version":
             r = stub.GetVersion(pb.GetVersionRequest())
             print(json.dumps({"version": r.version, "abi": r.abi}))

@@ -16,6 +16,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod api_client;
 pub mod certs;
 pub mod dns;
 pub mod fixtures;
@@ -139,6 +140,8 @@ pub struct Agent {
     export: PathBuf,
     /// Its API socket (unless the test named another).
     pub socket: PathBuf,
+    /// Its event store's database (unless the test named another state directory).
+    pub store_db: PathBuf,
     stderr: Arc<Mutex<Vec<String>>>,
     _dir: TempDir,
 }
@@ -245,6 +248,7 @@ impl Agent {
             child,
             export,
             socket: dir.path().join("run/vigil.sock"),
+            store_db: dir.path().join("state/store/events.db"),
             stderr,
             _dir: dir,
         }

@@ -40,10 +40,18 @@ const SCENARIOS: [&str; 16] = [
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,
 /// its outputs and its inputs, which no kernel hook changes.
-const HOST_ONLY: [(&str, &str); 12] = [
+const HOST_ONLY: [(&str, &str); 14] = [
     (
         "api",
         "its clients are Python's grpcio (the VM's initramfs has no Python) and the CLI over the same socket; the API reads events and changes policies through the loop's own paths, which the VM's scenarios cover on its kernel (persistence, file_policies)",
+    ),
+    (
+        "forensics",
+        "the store is the agent's own thread and database and its clients are Python's grpcio and the CLI; the events it keeps come from hooks the VM's scenarios cover on its kernel (network_policies, file_changes)",
+    ),
+    (
+        "elastic_search",
+        "the Elasticsearch translation of a search and the test server's checks of it: no kernel is involved",
     ),
     (
         "helm_chart",

@@ -25,8 +25,8 @@ use vigil_api::{v1::vigil_client::VigilClient, ClientTls, ServerAddr};
 pub use events::EventsArgs;
 pub use policy::PolicyClientCommand;
 pub use search::{SearchArgs, TimelineArgs};
-pub use tree::TreeArgs;
 pub use status::{status, version};
+pub use tree::TreeArgs;
 
 use crate::agent::log;
 

@@ -439,14 +439,13 @@ fn colour_of(kind: &str) -> &'static str {
     }
 }
 
-/// The query an API request asks (for tests of the conversions).
-pub fn round_trip(q: &Query) -> Result<Query, QueryError> {
-    query_of(request_of(q, false))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn round_trip(q: &Query) -> Result<Query, QueryError> {
+        query_of(request_of(q, false))
+    }
 
     #[test]
     fn a_query_crosses_the_api_unchanged() {

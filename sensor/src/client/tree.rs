@@ -66,7 +66,8 @@ impl TreeArgs {
         }
         let nodes = match self.source.store_path() {
             Some(db) => {
-                let found = Searcher::open(db).and_then(|mut s| s.tree(&self.exec_id, !self.no_events));
+                let found =
+                    Searcher::open(db).and_then(|mut s| s.tree(&self.exec_id, !self.no_events));
                 match found {
                     Ok(Some(nodes)) => nodes,
                     Ok(None) => {
@@ -118,7 +119,9 @@ impl TreeArgs {
                     json!({"process": n.process, "depth": n.depth, "events": events})
                 )
             }),
-            TreeFormat::Text => draw(&nodes, colour()).iter().try_for_each(|l| outln!("{l}")),
+            TreeFormat::Text => draw(&nodes, colour())
+                .iter()
+                .try_for_each(|l| outln!("{l}")),
         };
         match printed {
             Ok(()) => Exit::Ok,
@@ -179,7 +182,11 @@ pub fn draw(nodes: &[TreeNode], colour: bool) -> Vec<String> {
             .skip(1)
             .map(|more| if *more { "│  " } else { "   " })
             .collect();
-        below.push_str(if has_children(nodes, i) { "│  " } else { "   " });
+        below.push_str(if has_children(nodes, i) {
+            "│  "
+        } else {
+            "   "
+        });
         for e in &n.events {
             let line = serde_json::from_str::<vigil_events::Event>(&e.json)
                 .map(|ev| {
