@@ -226,5 +226,20 @@ mod tests {
         let api = cfg.api.unwrap();
         assert!(api.listen.is_some() && api.tls.is_some());
         assert_eq!(api.roles.len(), 2);
+        assert_eq!(cfg.store, vigil_store::StoreConfig::default());
+    }
+
+    #[test]
+    fn a_store_setting_that_cannot_work_names_its_field() {
+        let dir = std::env::temp_dir().join(format!("vigil-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vigil.yaml");
+        std::fs::write(&path, "store:\n  max_size_mib: 1\n").unwrap();
+        let err = super::AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("store.max_size_mib"), "{err}");
+        std::fs::write(&path, "store:\n  max_age: 3\n").unwrap();
+        let err = super::AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("max_age"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

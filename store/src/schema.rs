@@ -105,6 +105,10 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| StoreError::open(path, e))?;
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+        .map_err(|e| StoreError::open(path, e))?;
+    conn.pragma_update(None, "trusted_schema", "OFF")
+        .map_err(|e| StoreError::open(path, e))?;
     let fresh: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
         .map_err(|e| StoreError::open(path, e))?;
@@ -154,8 +158,13 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
             found: version,
         });
     }
+    // A database handed to `vigil search --store` may come from anywhere: its schema may not
+    // call functions from views or triggers, nor change the file's structure.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+        .map_err(|e| StoreError::open(path, e))?;
     conn.execute_batch(&format!(
-        "PRAGMA cache_size=-{CACHE_KIB}; PRAGMA temp_store=MEMORY; PRAGMA query_only=1;"
+        "PRAGMA trusted_schema=OFF; PRAGMA cache_size=-{CACHE_KIB}; PRAGMA temp_store=MEMORY;
+         PRAGMA query_only=1;"
     ))
     .map_err(|e| StoreError::open(path, e))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
