@@ -13,6 +13,11 @@ use std::{
 /// Whether the reader has gone: nothing more is written.
 static CLOSED: AtomicBool = AtomicBool::new(false);
 
+/// Whether stdout's reader has gone (a search stops reading then).
+pub fn closed() -> bool {
+    CLOSED.load(Ordering::Relaxed)
+}
+
 /// Writes `text` to stdout. A closed reader ends the output quietly; another failure (a full
 /// disk under a redirect) is an error that says it was stdout.
 pub fn write(text: std::fmt::Arguments<'_>) -> std::io::Result<()> {

@@ -15,11 +15,7 @@ use vigil_store::{
 };
 
 use super::{colour, failed, paint, Exit, ServerArgs};
-use crate::{
-    agent::log,
-    api::search::{query_of, request_of},
-    stdout::outln,
-};
+use crate::{agent::log, api::search::request_of, stdout::outln};
 
 /// How results print.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,11 +299,12 @@ async fn search(source: &SourceArgs, q: Query, count: bool, output: SearchFormat
         match stream.message().await {
             Ok(Some(m)) => match m.response {
                 Some(Response::Event(e)) => {
-                    if !printer.stored(&StoredEvent {
+                    let event = StoredEvent {
                         id: 0,
                         time_ns: e.time_ns,
                         json: e.json,
-                    }) {
+                    };
+                    if !printer.stored(&event) {
                         return printer.exit();
                     }
                 }
@@ -359,7 +356,7 @@ impl Printer {
         self.broken |= outln!("{n}").is_err();
     }
 
-    /// Prints one of the store's events; false once stdout is gone.
+    /// Prints one of the store's events; false once stdout is gone or failed.
     pub(super) fn stored(&mut self, e: &StoredEvent) -> bool {
         let event = serde_json::from_str::<vigil_events::Event>(&e.json);
         let ok = match (self.format, event) {
@@ -381,7 +378,7 @@ impl Printer {
             }
         };
         self.broken |= !ok;
-        ok
+        ok && !crate::stdout::closed()
     }
 
     /// Prints an Elasticsearch document; false once stdout is gone.
@@ -399,7 +396,7 @@ impl Printer {
             SearchFormat::Table => self.row(&row),
         };
         self.broken |= !ok;
-        ok
+        ok && !crate::stdout::closed()
     }
 
     fn row(&mut self, r: &Row<'_>) -> bool {
@@ -442,6 +439,7 @@ fn colour_of(kind: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::search::query_of;
 
     fn round_trip(q: &Query) -> Result<Query, QueryError> {
         query_of(request_of(q, false))
