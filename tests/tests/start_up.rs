@@ -151,6 +151,7 @@ fn the_start_says_each_step_with_its_time_and_a_stop_leaves_no_program_behind() 
         "vigil: start: policies enforced in ",
         "processes read from /proc in ",
         "vigil: start: outputs started in ",
+        "vigil: start: event store opened in ",
         "vigil: agent ready in ",
     ] {
         assert!(
