@@ -115,22 +115,21 @@ impl Decompressors {
         bytes: &[u8],
     ) -> Result<String, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt { id, reason };
-        if !self.by_dict.contains_key(&dict) {
-            let d = if dict == 0 {
-                zstd::bulk::Decompressor::new()
-            } else {
-                let raw: Vec<u8> = conn
-                    .query_row("SELECT dict FROM dicts WHERE id = ?1", [dict], |r| r.get(0))
-                    .map_err(|e| corrupt(format!("its dictionary {dict}: {e}")))?;
-                zstd::bulk::Decompressor::with_dictionary(&raw)
+        let d = match self.by_dict.entry(dict) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let d = if dict == 0 {
+                    zstd::bulk::Decompressor::new()
+                } else {
+                    let raw: Vec<u8> = conn
+                        .query_row("SELECT dict FROM dicts WHERE id = ?1", [dict], |r| r.get(0))
+                        .map_err(|e| corrupt(format!("its dictionary {dict}: {e}")))?;
+                    zstd::bulk::Decompressor::with_dictionary(&raw)
+                }
+                .map_err(|e| corrupt(e.to_string()))?;
+                e.insert(d)
             }
-            .map_err(|e| corrupt(e.to_string()))?;
-            self.by_dict.insert(dict, d);
-        }
-        let d = self
-            .by_dict
-            .get_mut(&dict)
-            .ok_or_else(|| corrupt("no decompressor".into()))?;
+        };
         let size = zstd::zstd_safe::get_frame_content_size(bytes)
             .ok()
             .flatten()
