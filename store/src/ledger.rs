@@ -34,9 +34,11 @@ pub(crate) struct LastRun {
     pub closed: bool,
 }
 
-/// The mapped ledger.
+/// The mapped ledger, locked for the run.
 pub(crate) struct Ledger {
     map: MmapMut,
+    /// Holds the run's lock (released when the file closes).
+    _file: std::fs::File,
 }
 
 impl Ledger {
@@ -49,6 +51,23 @@ impl Ledger {
             path: path.clone(),
             source,
         };
+        // One agent writes a store at a time: during a hand-off the next agent waits for the
+        // lock (its events until then are not kept, and counted), never shares the counts.
+        // SAFETY: flock on a descriptor we own.
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
+            let e = std::io::Error::last_os_error();
+            return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+                StoreError::Busy { path }
+            } else {
+                err(e)
+            });
+        }
         let len = file.metadata().map_err(err)?.len();
         if len != SIZE {
             file.set_len(SIZE).map_err(err)?;
@@ -57,7 +76,7 @@ impl Ledger {
         // checked by TrustedDir), and its size was just set: no one else truncates it while it
         // is mapped.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(err)?;
-        let ledger = Ledger { map };
+        let ledger = Ledger { map, _file: file };
         let last =
             (len == SIZE && ledger.slot(AT_MAGIC).load(Ordering::Relaxed) == MAGIC).then(|| {
                 LastRun {

@@ -70,6 +70,12 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another agent writes this store (a hand-off in progress).
+    #[error("the event store {path} is written by another agent now; this one keeps events once it lets go")]
+    Busy {
+        /// The ledger.
+        path: PathBuf,
+    },
     /// A query the store refuses.
     #[error(transparent)]
     Query(#[from] query::QueryError),
@@ -84,6 +90,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether a search was ended by its [`Searcher::stop_when`] condition.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, StoreError::Sql(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::OperationInterrupted)
+    }
+
     fn open(path: &Path, source: rusqlite::Error) -> StoreError {
         StoreError::Open {
             path: path.to_path_buf(),

@@ -6,7 +6,8 @@
 //! event names its process by row id), each distinct file path in `paths`. Substring search
 //! over arguments and paths goes through FTS5 trigram indexes of those two small tables, not of
 //! the events. The indexes are the ones the queries of [`crate::search`] use: time, process and
-//! time, path and time, destination, DNS name, policy, Sigma rule.
+//! time, path and time, destination, DNS name, policy, Sigma rule. Row ids are never reused
+//! (`AUTOINCREMENT`): an id a rolled-back or removed row had never names another row.
 
 use std::path::Path;
 
@@ -28,9 +29,9 @@ CREATE TABLE IF NOT EXISTS runs(
     committed INTEGER NOT NULL DEFAULT 0,
     lost INTEGER NOT NULL DEFAULT 0
 ) STRICT;
-CREATE TABLE IF NOT EXISTS dicts(id INTEGER PRIMARY KEY, dict BLOB NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS dicts(id INTEGER PRIMARY KEY AUTOINCREMENT, dict BLOB NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS processes(
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     exec_id TEXT NOT NULL UNIQUE,
     parent_exec_id TEXT NOT NULL,
     pid INTEGER NOT NULL,
@@ -48,7 +49,7 @@ CREATE INDEX IF NOT EXISTS processes_binary ON processes(binary);
 CREATE INDEX IF NOT EXISTS processes_name ON processes(name);
 CREATE INDEX IF NOT EXISTS processes_pod ON processes(namespace, pod);
 CREATE INDEX IF NOT EXISTS processes_seen ON processes(first_seen);
-CREATE TABLE IF NOT EXISTS paths(id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE) STRICT;
+CREATE TABLE IF NOT EXISTS paths(id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE) STRICT;
 CREATE TABLE IF NOT EXISTS events(
     id INTEGER PRIMARY KEY,
     time INTEGER NOT NULL,
@@ -132,6 +133,9 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA journal_size_limit=67108864;"
     ))
     .map_err(|e| StoreError::open(path, e))?;
+    // Readers checkpointing at the same moment wait instead of failing a batch.
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| StoreError::open(path, e))?;
     conn.execute_batch(SCHEMA)
         .map_err(|e| StoreError::open(path, e))?;
     conn.pragma_update(None, "user_version", VERSION)

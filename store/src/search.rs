@@ -72,11 +72,15 @@ const MAX_ANCESTORS: usize = 64;
 pub const MAX_DESCENDANTS: usize = 10_000;
 /// The most events shown per process of a tree.
 pub const MAX_TREE_EVENTS: usize = 1000;
+/// The most bytes of events shown per process of a tree (one message of the API's stream).
+pub const MAX_NODE_BYTES: usize = 8 << 20;
 
 /// A read-only view of a store.
 pub struct Searcher {
     conn: Connection,
     decompressors: Decompressors,
+    /// Events skipped because they could not be read back.
+    pub corrupt: u64,
 }
 
 /// `REGEXP` for SQLite, with Rust's `regex` (compiled once per statement and pattern).
@@ -252,7 +256,14 @@ impl Searcher {
         Ok(Searcher {
             conn: crate::schema::open_reader(path)?,
             decompressors: Decompressors::default(),
+            corrupt: 0,
         })
+    }
+
+    /// Stops whatever this searcher runs once `stop` says so (a deadline passed, the client
+    /// went): SQLite checks it every few thousand steps, so even a full scan ends soon after.
+    pub fn stop_when(&mut self, mut stop: impl FnMut() -> bool + Send + 'static) {
+        self.conn.progress_handler(4096, Some(stop));
     }
 
     /// How many events match.
@@ -294,9 +305,16 @@ impl Searcher {
         ids.reverse();
         let mut handed = 0;
         for id in ids {
-            let Some(event) = self.event(id)? else {
+            let event = match self.event(id) {
+                Ok(Some(e)) => e,
                 // Removed by retention since the first step.
-                continue;
+                Ok(None) => continue,
+                // One damaged event does not hide the others.
+                Err(StoreError::Corrupt { .. }) => {
+                    self.corrupt += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             handed += 1;
             if !each(event) {
@@ -360,9 +378,19 @@ impl Searcher {
             rows.collect::<Result<_, _>>()?
         };
         let mut out = Vec::with_capacity(ids.len());
+        let mut bytes = 0;
         for id in ids {
-            if let Some(e) = self.event(id)? {
-                out.push(e);
+            match self.event(id) {
+                Ok(Some(e)) => {
+                    bytes += e.json.len();
+                    if bytes > MAX_NODE_BYTES {
+                        break;
+                    }
+                    out.push(e);
+                }
+                Ok(None) => {}
+                Err(StoreError::Corrupt { .. }) => self.corrupt += 1,
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
@@ -376,8 +404,25 @@ impl Searcher {
         exec_id: &str,
         with_events: bool,
     ) -> Result<Option<Vec<TreeNode>>, StoreError> {
+        let mut nodes = Vec::new();
+        let found = self.walk_tree(exec_id, with_events, |n| {
+            nodes.push(n);
+            true
+        })?;
+        Ok(found.then_some(nodes))
+    }
+
+    /// [`Searcher::tree`], each process handed to `each` with its events as it is read (only
+    /// one process's events are held at a time); `each` returns false to stop. Returns whether
+    /// the store has the process.
+    pub fn walk_tree(
+        &mut self,
+        exec_id: &str,
+        with_events: bool,
+        mut each: impl FnMut(TreeNode) -> bool,
+    ) -> Result<bool, StoreError> {
         let Some((root_id, root)) = self.process(exec_id)? else {
-            return Ok(None);
+            return Ok(false);
         };
         let mut ancestors = Vec::new();
         let mut parent = root.parent_exec_id.clone();
@@ -452,20 +497,22 @@ impl Searcher {
             }
             order.push((id, p, depth));
         }
-        let mut nodes = Vec::with_capacity(order.len());
         for (id, process, depth) in order {
             let events = if with_events {
                 self.events_of(id)?
             } else {
                 Vec::new()
             };
-            nodes.push(TreeNode {
+            let node = TreeNode {
                 process,
                 depth,
                 events,
-            });
+            };
+            if !each(node) {
+                break;
+            }
         }
-        Ok(Some(nodes))
+        Ok(true)
     }
 }
 

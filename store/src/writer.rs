@@ -89,6 +89,35 @@ impl StoreConfig {
     }
 }
 
+/// The most bytes of events (approximately) the queue holds before it sheds.
+const MAX_QUEUE_BYTES: u64 = 64 << 20;
+
+/// About what an event holds in memory: its strings, the processes' and the arguments'.
+fn approx_bytes(event: &Event) -> u64 {
+    let processes: usize = event
+        .processes()
+        .map(|p| 512 + p.binary.len() + p.arguments.len() + p.cwd.len())
+        .sum();
+    let args = match &event.body {
+        vigil_events::EventBody::ProcessKprobe(p) | vigil_events::EventBody::ProcessLsm(p) => {
+            p.args.len() * 128
+                + p.args
+                    .iter()
+                    .map(|a| match a {
+                        vigil_events::Arg::FileArg(f) | vigil_events::Arg::PathArg(f) => {
+                            f.path.len()
+                        }
+                        vigil_events::Arg::StringArg(s) | vigil_events::Arg::BytesArg(s) => s.len(),
+                        _ => 0,
+                    })
+                    .sum::<usize>()
+        }
+        vigil_events::EventBody::ProcessAlert(_) => 4096,
+        _ => 0,
+    };
+    (processes + args) as u64
+}
+
 /// Events committed in one transaction at most.
 const MAX_BATCH: usize = 20_000;
 /// The shortest time between two commits while events trickle in: fewer, larger
@@ -131,10 +160,16 @@ pub struct StoreCounters {
     pub failed: AtomicU64,
     /// Transactions committed.
     pub commits: AtomicU64,
-    /// Events removed by retention.
+    /// Events removed by retention because of their age.
     pub expired: AtomicU64,
+    /// Events removed before their age because the store reached its size.
+    pub evicted: AtomicU64,
+    /// The oldest event kept after the last size eviction (ns since the epoch).
+    pub oldest_kept: AtomicU64,
     /// Events in the queue.
     pub queued: AtomicU64,
+    /// Their approximate size.
+    pub queued_bytes: AtomicU64,
 }
 
 /// A snapshot of the counters, for the agent's stats and the API's health.
@@ -150,8 +185,13 @@ pub struct StoreStats {
     pub failed: u64,
     /// Transactions committed.
     pub commits: u64,
-    /// Events removed by retention.
+    /// Events removed by retention because of their age.
     pub expired: u64,
+    /// Events removed before their age because the store reached its size (a flood can push
+    /// older events out: this says it happened).
+    pub evicted: u64,
+    /// The oldest event kept after the last such eviction, ns since the epoch.
+    pub oldest_kept_ns: u64,
     /// What the previous run lost.
     pub recovery: Recovery,
     /// The last error, if any.
@@ -183,8 +223,8 @@ impl EventStore {
     /// writes in), recovers what a crashed run left, and starts the writer.
     pub fn open(dir: &Path, config: &StoreConfig) -> Result<EventStore, StoreError> {
         let dir = TrustedDir::create(dir)?;
-        // The names are checked before SQLite opens them: a planted link or foreign file is
-        // refused (SQLite's own NOFOLLOW covers the database, not its -wal and -shm files).
+        // The names are checked before SQLite opens them: a planted link or a file another
+        // user owns or may write is refused with the fix, not only not followed.
         for name in [
             crate::DB_FILE,
             "events.db-wal",
@@ -194,8 +234,9 @@ impl EventStore {
             dir.check_entry(name)?;
         }
         let path = dir.join(crate::DB_FILE);
-        let conn = crate::schema::open_writer(&path)?;
+        // The ledger's lock first: the database is touched by one agent at a time.
         let (ledger, last) = Ledger::open(&dir)?;
+        let conn = crate::schema::open_writer(&path)?;
         let recovery = recover(&conn, last)?;
         conn.execute("INSERT INTO runs(started) VALUES (?1)", [now_ns() as i64])?;
         let run = conn.last_insert_rowid();
@@ -244,9 +285,21 @@ impl EventStore {
         let Some(tx) = &self.tx else { return };
         self.ledger.offered();
         self.counters.offered.fetch_add(1, Ordering::Relaxed);
+        let bytes = approx_bytes(&event);
+        // Bounded in bytes as well as in events: events of long arguments and paths cannot
+        // make the queue the agent's memory.
+        let over = self.counters.queued_bytes.load(Ordering::Relaxed) + bytes > MAX_QUEUE_BYTES;
+        if over {
+            self.ledger.shed();
+            self.counters.shed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         match tx.try_send(event) {
             Ok(()) => {
                 self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .queued_bytes
+                    .fetch_add(bytes, Ordering::Relaxed);
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.ledger.shed();
@@ -265,6 +318,8 @@ impl EventStore {
             failed: c.failed.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
             expired: c.expired.load(Ordering::Relaxed),
+            evicted: c.evicted.load(Ordering::Relaxed),
+            oldest_kept_ns: c.oldest_kept.load(Ordering::Relaxed),
             recovery: self.recovery,
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
         }
@@ -342,9 +397,16 @@ impl Writer {
     fn run(&mut self, rx: Receiver<SharedEvent>) {
         let mut batch: Vec<SharedEvent> = Vec::with_capacity(MAX_BATCH);
         let mut last_commit = Instant::now();
-        let mut last_retention = Instant::now();
+        // Retention first: a store that grew past its limits while no agent ran is cut now.
+        let mut last_retention: Option<Instant> = None;
         let mut open = true;
         while open {
+            if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+                if let Err(e) = self.retention() {
+                    self.error(format!("retention: {e}"));
+                }
+                last_retention = Some(Instant::now());
+            }
             // Wait for an event, then for more until the batch is full or COMMIT_GAP passed
             // since the last commit: a trickle is committed a few times a second, a flood in
             // transactions of MAX_BATCH.
@@ -371,19 +433,17 @@ impl Writer {
             }
             if !batch.is_empty() {
                 let n = batch.len() as u64;
+                let bytes: u64 = batch.iter().map(|e| approx_bytes(e)).sum();
                 self.counters.queued.fetch_sub(n, Ordering::Relaxed);
+                self.counters
+                    .queued_bytes
+                    .fetch_sub(bytes, Ordering::Relaxed);
                 if let Err(e) = self.commit(&batch) {
                     self.counters.failed.fetch_add(n, Ordering::Relaxed);
                     self.error(format!("{n} events not stored: {e}"));
                 }
                 batch.clear();
                 last_commit = Instant::now();
-            }
-            if last_retention.elapsed() >= RETENTION_EVERY || !open {
-                if let Err(e) = self.retention() {
-                    self.error(format!("retention: {e}"));
-                }
-                last_retention = Instant::now();
             }
         }
     }
@@ -394,8 +454,22 @@ impl Writer {
         }
     }
 
-    /// Writes `batch` and the run's committed count in one transaction.
+    /// Writes `batch` and the run's committed count in one transaction. Whatever fails, the
+    /// transaction is rolled back whole, and what the caches and the compressor learnt in it
+    /// (row ids, a dictionary) is forgotten with it.
     fn commit(&mut self, batch: &[SharedEvent]) -> Result<(), StoreError> {
+        let result = self.try_commit(batch);
+        if result.is_err() {
+            self.processes.clear();
+            self.paths.clear();
+            if let Ok(c) = Compressor::load(&self.conn) {
+                self.compressor = c;
+            }
+        }
+        result
+    }
+
+    fn try_commit(&mut self, batch: &[SharedEvent]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let mut stored = 0i64;
         {
@@ -414,67 +488,111 @@ impl Writer {
             "UPDATE runs SET committed = committed + ?2 WHERE id = ?1",
             params![self.run, stored],
         )?;
-        match tx.commit() {
-            Ok(()) => {
-                self.counters
-                    .committed
-                    .fetch_add(stored as u64, Ordering::Relaxed);
-                self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                // The rows of the rolled-back transaction are not in the database: forget the
-                // ids the caches learnt in it.
-                self.processes.clear();
-                self.paths.clear();
-                // A dictionary trained in it is gone too.
-                if let Ok(c) = Compressor::load(&self.conn) {
-                    self.compressor = c;
-                }
-                Err(e.into())
-            }
-        }
+        tx.commit()?;
+        self.counters
+            .committed
+            .fetch_add(stored as u64, Ordering::Relaxed);
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Removes events older than the age limit, then the oldest until the database is under
-    /// its size, a chunk at a time, then the process and path rows no event names any more.
+    /// its size, a chunk at a time, each time with the process and path rows no event names
+    /// any more (a flood of processes with long arguments weighs in those rows, not in its
+    /// events: the size is measured again after they go, so no more is removed than needed).
     fn retention(&mut self) -> Result<(), StoreError> {
-        let mut removed = 0u64;
         let cutoff = now_ns().saturating_sub(self.max_age.as_nanos() as u64) as i64;
+        let mut expired = 0u64;
         loop {
             let n = self.conn.execute(
                 "DELETE FROM events WHERE id IN
                    (SELECT id FROM events WHERE time < ?1 ORDER BY time LIMIT ?2)",
                 params![cutoff, RETENTION_CHUNK],
             )? as u64;
-            removed += n;
+            expired += n;
             if n < RETENTION_CHUNK as u64 {
                 break;
             }
         }
+        if expired > 0 {
+            self.counters.expired.fetch_add(expired, Ordering::Relaxed);
+            self.remove_orphans()?;
+        }
+        let mut evicted = 0u64;
         let mut rounds = 0;
-        while self.used_bytes()? > self.max_bytes && rounds < 50 {
+        loop {
+            let used = self.used_bytes()?;
+            if used <= self.max_bytes || rounds >= 200 {
+                break;
+            }
+            // The oldest events in proportion to the excess (to 95% of the limit), so that
+            // a store a little over its size loses a little.
+            let events: i64 = self
+                .conn
+                .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+            let excess = (used - self.max_bytes / 20 * 19) as f64 / used as f64;
+            let chunk = ((events as f64 * excess).ceil() as i64).clamp(64, RETENTION_CHUNK);
             let n = self.conn.execute(
                 "DELETE FROM events WHERE id IN
                    (SELECT id FROM events ORDER BY time LIMIT ?1)",
-                [RETENTION_CHUNK],
+                [chunk],
             )? as u64;
-            removed += n;
+            self.remove_orphans()?;
+            // Deleted trigrams are tombstones until their segments merge: merged now, so
+            // that the size measured next is the size left.
+            self.conn.execute_batch(
+                "INSERT INTO arguments_text(arguments_text) VALUES ('optimize');
+                 INSERT INTO paths_text(paths_text) VALUES ('optimize');",
+            )?;
+            evicted += n;
             rounds += 1;
             if n == 0 {
                 break;
             }
         }
-        if removed == 0 {
-            return Ok(());
+        if evicted > 0 {
+            self.counters.evicted.fetch_add(evicted, Ordering::Relaxed);
+            let oldest: Option<i64> =
+                self.conn
+                    .query_row("SELECT min(time) FROM events", [], |r| r.get(0))?;
+            self.counters
+                .oldest_kept
+                .store(oldest.unwrap_or(0).max(0) as u64, Ordering::Relaxed);
         }
-        self.counters.expired.fetch_add(removed, Ordering::Relaxed);
-        self.conn.execute(
-            "DELETE FROM processes WHERE NOT EXISTS
-               (SELECT 1 FROM events WHERE events.process = processes.id)
-             AND first_seen < coalesce((SELECT min(time) FROM events), ?1)",
-            [now_ns() as i64],
-        )?;
+        if expired + evicted > 0 {
+            // Give the freed pages back to the file system, and let the planner see the data.
+            // Each step of incremental_vacuum frees one page: stepped to its end.
+            {
+                let mut vacuum = self.conn.prepare("PRAGMA incremental_vacuum")?;
+                let mut rows = vacuum.query([])?;
+                while rows.next()?.is_some() {}
+            }
+            self.conn.execute_batch("PRAGMA optimize;")?;
+            if evicted > 0 {
+                // The file itself shrinks once the log is copied back (as far as readers let).
+                self.conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the process and path rows no event names.
+    fn remove_orphans(&mut self) -> Result<(), StoreError> {
+        // A process with no event of its own stays while a kept process names it as its
+        // parent (a tree climbs through it); a chain of such goes leaf by leaf.
+        for _ in 0..64 {
+            let gone = self.conn.execute(
+                "DELETE FROM processes WHERE NOT EXISTS
+                   (SELECT 1 FROM events WHERE events.process = processes.id)
+                 AND NOT EXISTS
+                   (SELECT 1 FROM processes c WHERE c.parent_exec_id = processes.exec_id)",
+                [],
+            )?;
+            if gone == 0 {
+                break;
+            }
+        }
         self.conn.execute(
             "DELETE FROM paths WHERE NOT EXISTS
                (SELECT 1 FROM events WHERE events.path = paths.id)",
@@ -482,13 +600,11 @@ impl Writer {
         )?;
         self.processes.clear();
         self.paths.clear();
-        // Give the freed pages back to the file system, and let the planner see the data.
-        self.conn
-            .execute_batch("PRAGMA incremental_vacuum; PRAGMA optimize;")?;
         Ok(())
     }
 
-    /// Bytes the database's live pages take (freed pages are reused before the file grows).
+    /// Bytes the database's live pages take (freed pages are reused before the file grows),
+    /// with what waits in the write-ahead log.
     fn used_bytes(&self) -> Result<u64, StoreError> {
         let (pages, free, size): (i64, i64, i64) = self.conn.query_row(
             "SELECT (SELECT page_count FROM pragma_page_count()),
@@ -497,7 +613,15 @@ impl Writer {
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        Ok(((pages - free).max(0) * size) as u64)
+        // A checkpoint as far as readers allow; the frames it could not copy yet (a long
+        // search holds them) are pages beside the database's.
+        let frames: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok(r.get::<_, i64>(1)? - r.get::<_, i64>(2)?)
+            })
+            .unwrap_or(0);
+        Ok(((pages - free).max(0) + frames.max(0)) as u64 * size.max(0) as u64)
     }
 }
 

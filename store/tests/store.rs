@@ -334,15 +334,16 @@ fn a_clean_close_loses_nothing_and_a_ledger_left_open_reports_what_was_never_com
     for e in incident() {
         store.offer(e);
     }
-    // A crash: the writer commits, but the ledger is never marked closed and three more events
+    // A crash, as the ledger shows it: the run never marked it closed, and three more events
     // were counted as taken that no commit holds.
     std::thread::sleep(Duration::from_millis(600));
     let ledger = store_dir.join(vigil_store::LEDGER_FILE);
-    std::mem::forget(store);
+    store.close();
     let mut raw = std::fs::read(&ledger).unwrap();
     let offered = u64::from_le_bytes(raw[16..24].try_into().unwrap());
     assert_eq!(offered, 10);
     raw[16..24].copy_from_slice(&(offered + 3).to_le_bytes());
+    raw[32..40].copy_from_slice(&0u64.to_le_bytes());
     std::fs::write(&ledger, raw).unwrap();
     let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     assert!(!store.recovery.clean);
@@ -354,11 +355,14 @@ fn retention_removes_events_past_their_age_and_the_rows_only_they_named() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
     let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
-    // The incident is two years old: past a week's retention, removed when the writer closes.
+    // The incident is two years old: past a week's retention, removed when a writer starts.
     BASE.with(|b| b.set(t0() - OLD));
     for e in incident() {
         store.offer(e);
     }
+    assert_eq!(store.close().committed, 10);
+    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
     let stats = store.close();
     assert_eq!(stats.expired, 10, "{stats:?}");
     let db = store_dir.join(vigil_store::DB_FILE);
@@ -373,6 +377,76 @@ fn retention_removes_events_past_their_age_and_the_rows_only_they_named() {
         )
         .unwrap();
     assert_eq!(rows, 0);
+}
+
+#[test]
+fn a_second_writer_waits_for_the_first_instead_of_sharing_its_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let first = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    let err = EventStore::open(&store_dir, &StoreConfig::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, vigil_store::StoreError::Busy { .. }), "{err}");
+    first.close();
+    assert!(EventStore::open(&store_dir, &StoreConfig::default()).is_ok());
+}
+
+#[test]
+fn a_flood_of_long_arguments_past_the_size_removes_only_what_it_must_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let small = StoreConfig {
+        max_size_mib: 16,
+        ..Default::default()
+    };
+    let store = EventStore::open(&store_dir, &small).unwrap();
+    for e in incident() {
+        store.offer(e);
+    }
+    assert_eq!(store.close().committed, 10);
+    // Processes with 4 KiB of distinct arguments each: their rows and trigrams weigh, not
+    // their events.
+    let store = EventStore::open(&store_dir, &small).unwrap();
+    let mut offered = 0;
+    for i in 0..2000u32 {
+        let noise: String = (0..4000u32)
+            .map(|j| {
+                char::from(b'a' + ((i.wrapping_mul(7919) ^ j.wrapping_mul(104_729)) % 26) as u8)
+            })
+            .collect();
+        let p = process(&format!("f{i}"), "init", 9000 + i, "/bin/true", &noise);
+        store.offer(event(
+            json!({"process_exec": {"process": p}, "time": time(20)}),
+        ));
+        offered += 1;
+        if offered % 500 == 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let flooded = store.close();
+    // The next start cuts the store to its size (if the flood's run did not already), and
+    // only as much as needed.
+    let store = EventStore::open(&store_dir, &small).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = store.close();
+    let db = store_dir.join(vigil_store::DB_FILE);
+    let kept = Searcher::open(&db)
+        .unwrap()
+        .count(&Query::default())
+        .unwrap();
+    assert!(flooded.evicted + after.evicted > 0, "{flooded:?} {after:?}");
+    assert!(
+        kept > 200,
+        "only {kept} events kept: retention removed more than the size asks"
+    );
+    assert!(flooded.oldest_kept_ns.max(after.oldest_kept_ns) > 0);
+    let size = std::fs::metadata(&db).unwrap().len();
+    assert!(
+        size < 24 << 20,
+        "the database is {size} bytes, {kept} events kept: {flooded:?} {after:?}"
+    );
 }
 
 #[test]

@@ -144,7 +144,10 @@ impl Loop<'_> {
         if self.sinks.detector.is_some() {
             sensors.push(sensor("sigma", "running"));
         }
-        let store = self.sinks.store.as_ref().map(|s| s.stats());
+        let store = self.sinks.store.store.as_ref().map(|s| s.stats());
+        if let Some(why) = &self.sinks.store.waiting_reason {
+            problems.push(format!("the event store is not open: {why}"));
+        }
         if let Some(s) = &store {
             sensors.push(sensor("event store", "keeping events"));
             if s.shed > 0 {
@@ -155,6 +158,13 @@ impl Loop<'_> {
             }
             if let Some(e) = &s.last_error {
                 problems.push(format!("the event store: {e}"));
+            }
+            if s.evicted > 0 {
+                problems.push(format!(
+                    "the event store reached its size: {} events were removed before their age; the oldest kept is from {} (raise store.max_size_mib)",
+                    s.evicted,
+                    vigil_events::time::rfc3339(i128::from(s.oldest_kept_ns))
+                ));
             }
         }
         v1::GetHealthResponse {
@@ -192,6 +202,7 @@ impl Loop<'_> {
                     committed: s.committed,
                     failed: s.failed,
                     expired: s.expired,
+                    evicted: s.evicted,
                     previous_run_lost: s.recovery.lost,
                     last_error: s.last_error.unwrap_or_default(),
                 },

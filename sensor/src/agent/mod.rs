@@ -28,6 +28,7 @@ mod cluster;
 mod pinned;
 mod sinks;
 mod stats;
+mod store;
 
 use cluster::apply_policy_objects;
 pub use pinned::cleanup;
@@ -300,8 +301,8 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         log(format!("exporters: {} sinks", cfg.exporters.sinks.len()));
     }
     clock.step("outputs started");
-    let store = open_store(&opts);
-    if store.is_some() {
+    let store = store::StoreSlot::open(&opts);
+    if store.store.is_some() {
         clock.step("event store opened");
     }
     let api_config = opts
@@ -315,7 +316,7 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
             config: api_config.clone(),
             btf: opts.btf.clone(),
             node: enricher.identity.node.clone(),
-            store_db: store.as_ref().map(|s| s.path().to_path_buf()),
+            store_db: store.db.clone(),
         })
         .await?;
         clock.step(format!("api served on {}", api.serving));
@@ -359,41 +360,6 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         api,
         ring_bytes: opts.ringbuf_bytes,
     })
-}
-
-/// Opens the forensic store in the state directory, unless it is off. A store that cannot be
-/// opened is logged and left out: enforcement and the other outputs never depend on it.
-fn open_store(opts: &AgentOptions) -> Option<vigil_store::EventStore> {
-    let config = opts
-        .config
-        .as_ref()
-        .map(|c| c.store.clone())
-        .unwrap_or_default();
-    if opts.no_store || !config.enabled {
-        return None;
-    }
-    let dir = opts.state_dir.join("store");
-    match vigil_store::EventStore::open(&dir, &config) {
-        Ok(store) => {
-            let r = store.recovery;
-            if r.lost > 0 {
-                log(format!(
-                    "event store: the previous agent stopped without closing it: {} of the events it took were never committed and are lost ({} committed, {} shed)",
-                    r.lost, r.committed, r.shed
-                ));
-            } else if r.previous_run > 0 && !r.clean {
-                log(format!(
-                    "event store: the previous agent stopped without closing it, but every event it took was committed ({})",
-                    r.committed
-                ));
-            }
-            Some(store)
-        }
-        Err(e) => {
-            log(format!("event store: {e}; events are not kept on this node (the outputs and enforcement go on)"));
-            None
-        }
-    }
 }
 
 /// Loads the agent's object: the lifecycle programs, attached, and every program the
@@ -543,6 +509,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 if let Some(d) = sinks.detector.as_mut() {
                     d.rescan();
                 }
+                sinks.store.retry();
                 let drops = DropStats::from_slots(sensor.drops());
                 if drops != reported_drops {
                     log(format!(
@@ -592,7 +559,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     ) && Instant::now() < deadline
     {}
     sinks.flush(&mut stats);
-    stats.store = sinks.store.take().map(vigil_store::EventStore::close);
+    stats.store = sinks.store.close();
     stats.kubernetes = sinks.kube.as_ref().map(Kubernetes::stats);
     if let Some(e) = sinks.exporters.take() {
         stats.exporters = Some(e.shutdown(EXPORT_GRACE).await);

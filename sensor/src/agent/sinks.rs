@@ -21,7 +21,7 @@ pub(super) struct Sinks {
     /// Each policy hook's actions, for the API.
     pub(super) actions: ActionCounts,
     /// The forensic store.
-    pub(super) store: Option<vigil_store::EventStore>,
+    pub(super) store: super::store::StoreSlot,
 }
 
 impl Sinks {
@@ -92,12 +92,12 @@ impl Sinks {
         self.actions.record(event);
         // One copy of the event, shared by the API's streams and the store's writer.
         let streams = self.hub.as_ref().filter(|h| h.listening());
-        if streams.is_some() || self.store.is_some() {
+        if streams.is_some() || self.store.store.is_some() {
             let shared = std::sync::Arc::new(event.clone());
             if let Some(h) = streams {
                 h.publish(shared.clone());
             }
-            if let Some(s) = &self.store {
+            if let Some(s) = &self.store.store {
                 s.offer(shared);
             }
         }

@@ -11,6 +11,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
+    time::{Duration, Instant},
 };
 
 use tokio::sync::mpsc;
@@ -23,6 +24,36 @@ use vigil_store::{
 
 /// Searches running at once; more are refused (`RESOURCE_EXHAUSTED`) rather than queued.
 const MAX_SEARCHES: usize = 4;
+/// The longest a search or a tree may run, reading included.
+const SEARCH_DEADLINE: Duration = Duration::from_secs(60);
+/// The longest a client may leave an answer unread before its search is ended.
+const SEND_WAIT: Duration = Duration::from_secs(10);
+
+/// Sends `msg` unless the client went or left its stream unread for [`SEND_WAIT`]; says
+/// whether it was sent. A client that stops reading cannot keep a search's slot.
+fn send<T>(tx: &mpsc::Sender<T>, mut msg: T) -> bool {
+    let until = Instant::now() + SEND_WAIT;
+    loop {
+        match tx.try_send(msg) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(m)) => {
+                if Instant::now() > until {
+                    return false;
+                }
+                msg = m;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// Ends the searcher's statements once the deadline passed or the client went.
+fn bound<T: Send + 'static>(searcher: &mut Searcher, tx: &mpsc::Sender<T>) {
+    let deadline = Instant::now() + SEARCH_DEADLINE;
+    let tx = tx.clone();
+    searcher.stop_when(move || tx.is_closed() || Instant::now() > deadline);
+}
 
 /// The store as the API reads it.
 #[derive(Clone)]
@@ -135,6 +166,10 @@ fn stored(e: StoredEvent) -> v1::StoredEvent {
 fn status(e: StoreError) -> Status {
     match e {
         StoreError::Query(q) => Status::invalid_argument(q.to_string()),
+        e if e.is_interrupted() => Status::deadline_exceeded(format!(
+            "the search ran past {} s: narrow it (a time range, an exact path, a binary)",
+            SEARCH_DEADLINE.as_secs()
+        )),
         e => Status::internal(e.to_string()),
     }
 }
@@ -174,26 +209,32 @@ impl StoreReader {
         let q = query_of(req).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (mut searcher, running) = self.open()?;
         let (tx, rx) = mpsc::channel(256);
+        bound(&mut searcher, &tx);
         tokio::task::spawn_blocking(move || {
             let _running = running;
             let result = if count {
                 searcher.count(&q).map(|n| {
-                    let _ = tx.blocking_send(Ok(v1::SearchResponse {
-                        response: Some(Response::Count(n)),
-                    }));
+                    send(
+                        &tx,
+                        Ok(v1::SearchResponse {
+                            response: Some(Response::Count(n)),
+                        }),
+                    );
                 })
             } else {
                 searcher
                     .search(&q, |e| {
-                        tx.blocking_send(Ok(v1::SearchResponse {
-                            response: Some(Response::Event(stored(e))),
-                        }))
-                        .is_ok()
+                        send(
+                            &tx,
+                            Ok(v1::SearchResponse {
+                                response: Some(Response::Event(stored(e))),
+                            }),
+                        )
                     })
                     .map(|_| ())
             };
             if let Err(e) = result {
-                let _ = tx.blocking_send(Err(status(e)));
+                send(&tx, Err(status(e)));
             }
         });
         Ok(rx)
@@ -210,41 +251,43 @@ impl StoreReader {
             ));
         }
         let (mut searcher, running) = self.open()?;
-        let (tx, rx) = mpsc::channel(64);
+        // Each message holds one process's events (at most 8 MiB): few are queued.
+        let (tx, rx) = mpsc::channel(4);
+        bound(&mut searcher, &tx);
         tokio::task::spawn_blocking(move || {
             let _running = running;
-            match searcher.tree(&req.exec_id, req.events) {
-                Ok(Some(nodes)) => {
-                    for n in nodes {
-                        let p = n.process;
-                        let msg = v1::ProcessTreeResponse {
-                            process: Some(v1::TreeProcess {
-                                exec_id: p.exec_id,
-                                parent_exec_id: p.parent_exec_id,
-                                pid: p.pid,
-                                uid: p.uid,
-                                binary: p.binary,
-                                arguments: p.arguments,
-                                start_time: p.start_time,
-                                namespace: p.namespace.unwrap_or_default(),
-                                pod: p.pod.unwrap_or_default(),
-                                depth: n.depth,
-                                events: n.events.into_iter().map(stored).collect(),
-                            }),
-                        };
-                        if tx.blocking_send(Ok(msg)).is_err() {
-                            break;
-                        }
-                    }
-                }
-                Ok(None) => {
-                    let _ = tx.blocking_send(Err(Status::not_found(format!(
-                        "the store has no process {}: it was never seen, or retention removed it",
-                        vigil_events::compact::escape(&req.exec_id)
-                    ))));
+            let walked = searcher.walk_tree(&req.exec_id, req.events, |n| {
+                let p = n.process;
+                let msg = v1::ProcessTreeResponse {
+                    process: Some(v1::TreeProcess {
+                        exec_id: p.exec_id,
+                        parent_exec_id: p.parent_exec_id,
+                        pid: p.pid,
+                        uid: p.uid,
+                        binary: p.binary,
+                        arguments: p.arguments,
+                        start_time: p.start_time,
+                        namespace: p.namespace.unwrap_or_default(),
+                        pod: p.pod.unwrap_or_default(),
+                        depth: n.depth,
+                        events: n.events.into_iter().map(stored).collect(),
+                    }),
+                };
+                send(&tx, Ok(msg))
+            });
+            match walked {
+                Ok(true) => {}
+                Ok(false) => {
+                    send(
+                        &tx,
+                        Err(Status::not_found(format!(
+                            "the store has no process {}: it was never seen, or retention removed it",
+                            vigil_events::compact::escape(&req.exec_id)
+                        ))),
+                    );
                 }
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(status(e)));
+                    send(&tx, Err(status(e)));
                 }
             }
         });

@@ -288,7 +288,8 @@ async fn search(source: &SourceArgs, q: Query, count: bool, output: SearchFormat
         };
     }
     let mut client = match source.server.connect().await {
-        Ok(c) => c,
+        // One message holds one event, whose arguments may be long.
+        Ok(c) => c.max_decoding_message_size(64 << 20),
         Err(e) => return e,
     };
     let mut stream = match client.search(request_of(&q, count)).await {
@@ -360,7 +361,9 @@ impl Printer {
     pub(super) fn stored(&mut self, e: &StoredEvent) -> bool {
         let event = serde_json::from_str::<vigil_events::Event>(&e.json);
         let ok = match (self.format, event) {
-            (SearchFormat::Json, _) | (_, Err(_)) => outln!("{}", e.json).is_ok(),
+            (SearchFormat::Json, _) => outln!("{}", terminal_safe(&e.json)).is_ok(),
+            // Not an event (a damaged or planted database): shown, escaped.
+            (_, Err(_)) => outln!("{}", vigil_events::compact::escape(&e.json)).is_ok(),
             (SearchFormat::Compact, Ok(ev)) => {
                 let line = vigil_events::compact::render(&ev);
                 outln!("{}", paint(self.colour, colour_of(ev.kind()), &line)).is_ok()
@@ -384,7 +387,7 @@ impl Printer {
     /// Prints an Elasticsearch document; false once stdout is gone.
     pub(super) fn document(&mut self, doc: &Value, row: Row<'_>) -> bool {
         let ok = match self.format {
-            SearchFormat::Json => outln!("{doc}").is_ok(),
+            SearchFormat::Json => outln!("{}", terminal_safe(&doc.to_string())).is_ok(),
             SearchFormat::Compact => {
                 let line = vigil_events::compact::escape(&format!(
                     "{} {} {} {}",
@@ -427,6 +430,25 @@ impl Printer {
     }
 }
 
+/// JSON text with the characters a terminal acts on that JSON leaves as they are (DEL, the C1
+/// controls, the bidirectional overrides a file name may carry) written as `\u` escapes: the
+/// same JSON, which cannot reorder or drive the analyst's terminal.
+pub(super) fn terminal_safe(json: &str) -> std::borrow::Cow<'_, str> {
+    let acts = |c: char| matches!(c, '\u{7f}'..='\u{9f}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !json.chars().any(acts) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if acts(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn colour_of(kind: &str) -> &'static str {
     match kind {
         "process_exec" => "32",
@@ -443,6 +465,20 @@ mod tests {
 
     fn round_trip(q: &Query) -> Result<Query, QueryError> {
         query_of(request_of(q, false))
+    }
+
+    #[test]
+    fn json_shown_on_a_terminal_escapes_what_the_terminal_would_act_on_and_stays_json() {
+        let hostile =
+            serde_json::json!({"path": "/tmp/\u{202e}txt.exe\u{9b}31m\u{7f}"}).to_string();
+        let safe = terminal_safe(&hostile);
+        assert!(!safe.contains('\u{202e}') && !safe.contains('\u{9b}') && !safe.contains('\u{7f}'));
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back.to_string(), hostile);
+        assert!(matches!(
+            terminal_safe("{\"a\":1}"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

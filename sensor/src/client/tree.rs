@@ -85,7 +85,8 @@ impl TreeArgs {
             }
             None => {
                 let mut client = match self.source.server().connect().await {
-                    Ok(c) => c,
+                    // One message holds one process's events: up to 8 MiB of them.
+                    Ok(c) => c.max_decoding_message_size(64 << 20),
                     Err(e) => return e,
                 };
                 let req = v1::ProcessTreeRequest {
@@ -116,7 +117,10 @@ impl TreeArgs {
                     .collect();
                 outln!(
                     "{}",
-                    json!({"process": n.process, "depth": n.depth, "events": events})
+                    super::search::terminal_safe(
+                        &json!({"process": n.process, "depth": n.depth, "events": events})
+                            .to_string()
+                    )
                 )
             }),
             TreeFormat::Text => draw(&nodes, colour())
@@ -192,7 +196,7 @@ pub fn draw(nodes: &[TreeNode], colour: bool) -> Vec<String> {
                 .map(|ev| {
                     format!(
                         "{} {}",
-                        ev.time.get(11..23).unwrap_or(&ev.time),
+                        esc(ev.time.get(11..23).unwrap_or(&ev.time)),
                         vigil_events::compact::render(&ev)
                     )
                 })
