@@ -262,7 +262,7 @@ impl Searcher {
 
     /// Stops whatever this searcher runs once `stop` says so (a deadline passed, the client
     /// went): SQLite checks it every few thousand steps, so even a full scan ends soon after.
-    pub fn stop_when(&mut self, mut stop: impl FnMut() -> bool + Send + 'static) {
+    pub fn stop_when(&mut self, stop: impl FnMut() -> bool + Send + 'static) {
         self.conn.progress_handler(4096, Some(stop));
     }
 
