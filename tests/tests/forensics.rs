@@ -1,6 +1,14 @@
 //! The forensic store on the host kernel: an incident reconstructed from what the agent kept
 //! (`vigil tree`, `vigil search`, `vigil timeline`, the same through Python's gRPC client and
-//! from the database file), and a `kill -9` of the agent while it stores a flood.
+//! from the database file, and across the fleet: the same queries against the Elasticsearch
+//! test server holding the same events), and a `kill -9` of the agent while it stores a flood.
+
+#[path = "../../exporters/tests/support/elastic.rs"]
+#[allow(dead_code)]
+mod elastic;
+#[path = "../../exporters/tests/support/http.rs"]
+#[allow(dead_code)]
+mod http;
 
 use std::{
     io::Read,
@@ -316,6 +324,92 @@ fn an_incident_is_reconstructed_from_the_store_by_tree_search_timeline_and_the_a
         "{}",
         run.stats
     );
+
+    // The fleet's copy: the same events through the real Elasticsearch sink, and the same
+    // queries as DSL, which the test server checks as a strict cluster would.
+    let events: Vec<vigil_events::Event> = run
+        .events
+        .iter()
+        .filter(|e| e.get("process_alert").is_none())
+        .map(|e| serde_json::from_value(e.clone()).unwrap())
+        .collect();
+    let server = elastic::ElasticServer::start("k3y");
+    let key = work.path().join("es-key");
+    std::fs::write(&key, "k3y").unwrap();
+    let cfg: vigil_exporters::sinks::elastic::ElasticConfig = serde_yaml::from_str(&format!(
+        "endpoint: {}\napi_key: !file {}\nallow_plaintext: true\n",
+        server.endpoint(),
+        key.display()
+    ))
+    .unwrap();
+    let mut sink = vigil_exporters::sinks::elastic::ElasticSink::new(cfg).unwrap();
+    let records: Vec<vigil_exporters::record::Record> = events
+        .iter()
+        .map(vigil_exporters::record::Record::encode)
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for batch in records.chunks(500) {
+        assert!(matches!(
+            runtime.block_on(sink.deliver(batch)),
+            vigil_exporters::sinks::Delivery::Delivered
+        ));
+    }
+    let fleet = |args: &[&str]| -> Vec<Value> {
+        let endpoint = server.endpoint();
+        let key = key.display().to_string();
+        let mut all = vec![
+            "search",
+            "--elasticsearch",
+            &endpoint,
+            "--es-api-key-file",
+            &key,
+            "-o",
+            "json",
+        ];
+        all.extend_from_slice(args);
+        lines_of(&vigil(&all))
+    };
+    let ids = |docs: &[Value], at: &str| -> Vec<String> {
+        docs.iter()
+            .map(|d| {
+                at.split('.')
+                    .fold(d, |v, k| &v[k])
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    let bodies =
+        |events: &[Value]| -> Vec<Value> { events.iter().map(|e| body(e).clone()).collect() };
+    // The same events; the order of events within one millisecond may differ (the index maps
+    // @timestamp at milliseconds).
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let fleet_reads = fleet(&["--path", "/etc/shadow", "--since", "5m"]);
+    assert!(!fleet_reads.is_empty());
+    assert_eq!(
+        sorted(ids(&fleet_reads, "process.entity_id")),
+        sorted(ids(&bodies(&reads), "process.exec_id")),
+        "the fleet's answer is the node's"
+    );
+    let fleet_connects = fleet(&["--dst", &dst]);
+    assert_eq!(
+        sorted(ids(&fleet_connects, "process.entity_id")),
+        sorted(ids(&bodies(&connects), "process.exec_id"))
+    );
+    let searches = server.searches();
+    assert_eq!(searches.len(), 2, "{searches:#?}");
+    assert!(
+        searches[0].1.to_string().contains("/etc/shadow"),
+        "{searches:#?}"
+    );
+    assert!(searches[1].1.to_string().contains(&dst), "{searches:#?}");
 }
 
 /// The earliest time of `events`, as nanoseconds.
