@@ -113,6 +113,7 @@ bench: build $(TOOLS)/tansu $(TOOLS)/rotel-agent
 	$(SUDO) $(OUT)/vigil-bench-kubernetes
 	$(SUDO) $(OUT)/vigil-bench-rungs
 	$(SUDO) $(OUT)/vigil-bench-api
+	$(SUDO) $(OUT)/vigil-bench-store
 
 lint: deps
 	$(CARGO) fmt --all -- --check
