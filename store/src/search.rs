@@ -70,7 +70,7 @@ pub struct TreeNode {
 const MAX_ANCESTORS: usize = 64;
 /// The most descendants a tree holds.
 pub const MAX_DESCENDANTS: usize = 10_000;
-/// The most events shown per process of a tree.
+/// The most events shown per process of a tree (its newest).
 pub const MAX_TREE_EVENTS: usize = 1000;
 /// The most bytes of events shown per process of a tree (one message of the API's stream).
 pub const MAX_NODE_BYTES: usize = 8 << 20;
@@ -270,10 +270,7 @@ impl Searcher {
     pub fn count(&mut self, q: &Query) -> Result<u64, StoreError> {
         q.check()?;
         let s = where_clause(q);
-        let sql = format!(
-            "SELECT count(*) FROM events e JOIN processes p ON p.id = e.process {}",
-            conditions(&s)
-        );
+        let sql = format!("SELECT count(*) FROM {} {}", tables(q), conditions(&s));
         let n: i64 =
             self.conn
                 .query_row(&sql, rusqlite::params_from_iter(s.params.iter()), |r| {
@@ -293,8 +290,9 @@ impl Searcher {
         let mut s = where_clause(q);
         let limit = s.bind(q.limit() as i64);
         let sql = format!(
-            "SELECT e.id FROM events e JOIN processes p ON p.id = e.process {}
+            "SELECT e.id FROM {} {}
              ORDER BY e.time DESC, e.id DESC LIMIT {limit}",
+            tables(q),
             conditions(&s)
         );
         let mut ids: Vec<i64> = {
@@ -370,13 +368,15 @@ impl Searcher {
     fn events_of(&mut self, process: i64) -> Result<Vec<StoredEvent>, StoreError> {
         let ids: Vec<i64> = {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT id FROM events WHERE process = ?1 ORDER BY time, id LIMIT ?2",
+                "SELECT id FROM events WHERE process = ?1 ORDER BY time DESC, id DESC LIMIT ?2",
             )?;
             let rows = stmt.query_map(rusqlite::params![process, MAX_TREE_EVENTS as i64], |r| {
                 r.get(0)
             })?;
-            rows.collect::<Result<_, _>>()?
+            rows.collect::<Result<Vec<i64>, _>>()?
         };
+        // The newest (an incident is recent), shown oldest first.
+        let ids: Vec<i64> = ids.into_iter().rev().collect();
         let mut out = Vec::with_capacity(ids.len());
         let mut bytes = 0;
         for id in ids {
@@ -513,6 +513,18 @@ impl Searcher {
             }
         }
         Ok(true)
+    }
+}
+
+/// The tables a query reads: the process rows only when a criterion is about the process (a
+/// join for every event a time range holds costs more than the count itself).
+fn tables(q: &Query) -> &'static str {
+    let process =
+        q.binary.is_some() || q.args.is_some() || q.pod.is_some() || q.namespace.is_some();
+    if process {
+        "events e JOIN processes p ON p.id = e.process"
+    } else {
+        "events e"
     }
 }
 

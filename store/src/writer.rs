@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
-        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
+        mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError},
         Arc,
     },
     thread::JoinHandle,
@@ -400,6 +400,7 @@ impl Writer {
         // Retention first: a store that grew past its limits while no agent ran is cut now.
         let mut last_retention: Option<Instant> = None;
         let mut open = true;
+        let mut behind = false;
         while open {
             if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                 if let Err(e) = self.retention() {
@@ -407,30 +408,28 @@ impl Writer {
                 }
                 last_retention = Some(Instant::now());
             }
-            // Wait for an event, then for more until the batch is full or COMMIT_GAP passed
-            // since the last commit: a trickle is committed a few times a second, a flood in
-            // transactions of MAX_BATCH.
-            let mut wait = RETENTION_EVERY;
+            // Sleep until the next commit is due, then take what queued meanwhile. The writer
+            // never waits on the queue itself: a sender that finds no waiting receiver wakes
+            // no one, so the agent's loop pays no wake-up per event (it did, a futex call per
+            // event, when the writer blocked in recv).
+            let due = last_commit + COMMIT_GAP;
+            let now = Instant::now();
+            // A full batch means more is waiting: no sleep then.
+            if due > now && !behind {
+                std::thread::sleep(due - now);
+            }
+            last_commit = Instant::now();
             while batch.len() < MAX_BATCH {
-                match rx.recv_timeout(wait) {
+                match rx.try_recv() {
                     Ok(e) => batch.push(e),
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => {
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
                         open = false;
                         break;
                     }
                 }
-                wait = COMMIT_GAP.saturating_sub(last_commit.elapsed());
-                if wait.is_zero() {
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(e) => batch.push(e),
-                            Err(_) => break,
-                        }
-                    }
-                    break;
-                }
             }
+            behind = batch.len() >= MAX_BATCH;
             if !batch.is_empty() {
                 let n = batch.len() as u64;
                 let bytes: u64 = batch.iter().map(|e| approx_bytes(e)).sum();
@@ -443,7 +442,6 @@ impl Writer {
                     self.error(format!("{n} events not stored: {e}"));
                 }
                 batch.clear();
-                last_commit = Instant::now();
             }
         }
     }

@@ -35,7 +35,7 @@ impl Sinks {
         now: Instant,
     ) {
         let Some(k) = self.kube.as_mut() else {
-            return self.publish(&event, stats);
+            return self.publish(event, stats);
         };
         let mut ready = std::mem::take(&mut self.ready);
         k.wait.admit(event, &mut k.pods, cache, now, &mut ready);
@@ -69,31 +69,32 @@ impl Sinks {
 
     fn publish_all(&mut self, ready: &mut Vec<vigil_events::Event>, stats: &mut AgentStats) {
         for e in ready.drain(..) {
-            self.publish(&e, stats);
+            self.publish(e, stats);
         }
         self.ready = std::mem::take(ready);
     }
 
     /// Hands an event to the outputs, then its Sigma alerts.
-    fn publish(&mut self, event: &vigil_events::Event, stats: &mut AgentStats) {
+    fn publish(&mut self, event: vigil_events::Event, stats: &mut AgentStats) {
+        let alerts = self.detector.as_ref().map(|d| d.alerts(&event));
         self.emit(event);
         stats.events += 1;
-        let alerts = self.detector.as_ref().map(|d| d.alerts(event));
         for alert in alerts.unwrap_or_default() {
-            self.alert(&alert);
+            self.alert(alert);
             stats.alerts += 1;
         }
     }
 
-    fn emit(&mut self, event: &vigil_events::Event) {
+    /// Hands the event to the exporters, then moves it (no copy) to the API's streams and the
+    /// store's writer, which share it.
+    fn emit(&mut self, event: vigil_events::Event) {
         if let Some(e) = self.exporters.as_mut() {
-            e.submit(event);
+            e.submit(&event);
         }
-        self.actions.record(event);
-        // One copy of the event, shared by the API's streams and the store's writer.
+        self.actions.record(&event);
         let streams = self.hub.as_ref().filter(|h| h.listening());
         if streams.is_some() || self.store.store.is_some() {
-            let shared = std::sync::Arc::new(event.clone());
+            let shared = std::sync::Arc::new(event);
             if let Some(h) = streams {
                 h.publish(shared.clone());
             }
@@ -103,11 +104,11 @@ impl Sinks {
         }
     }
 
-    fn alert(&mut self, alert: &vigil_events::Event) {
+    fn alert(&mut self, alert: vigil_events::Event) {
         if self.log_alerts {
             log(format!(
                 "alert: {}",
-                vigil_events::compact::render(alert).trim_end()
+                vigil_events::compact::render(&alert).trim_end()
             ));
         }
         self.emit(alert);
