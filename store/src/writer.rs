@@ -258,7 +258,15 @@ impl EventStore {
         };
         let thread = std::thread::Builder::new()
             .name("vigil-store".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                // The writer yields the CPU to the workload and to the agent's loop: behind,
+                // it sheds (counted), never they wait for it.
+                // SAFETY: setpriority on this thread (a tid is a PRIO_PROCESS who on Linux).
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                }
+                writer.run(rx)
+            })
             .map_err(|e| StoreError::Ledger {
                 path: path.clone(),
                 source: e,
