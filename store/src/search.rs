@@ -75,6 +75,38 @@ pub const MAX_TREE_EVENTS: usize = 1000;
 /// The most bytes of events shown per process of a tree (one message of the API's stream).
 pub const MAX_NODE_BYTES: usize = 8 << 20;
 
+/// The columns [`process_row`] reads.
+const PROCESS_COLUMNS: &str =
+    "id, exec_id, parent_exec_id, pid, uid, binary, arguments, start_time, namespace, pod";
+
+/// A process row and its id, from [`PROCESS_COLUMNS`].
+fn process_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ProcessRow)> {
+    Ok((
+        r.get(0)?,
+        ProcessRow {
+            exec_id: r.get(1)?,
+            parent_exec_id: r.get(2)?,
+            pid: r.get(3)?,
+            uid: r.get(4)?,
+            binary: r.get(5)?,
+            arguments: r.get(6)?,
+            start_time: r.get(7)?,
+            namespace: r.get(8)?,
+            pod: r.get(9)?,
+        },
+    ))
+}
+
+/// `sub(x)`: the exec ids of the process `param` names and of its descendants, at most
+/// [`MAX_DESCENDANTS`].
+fn subtree(param: &str) -> String {
+    format!(
+        "WITH RECURSIVE sub(x) AS (SELECT {param} UNION
+           SELECT c.exec_id FROM processes c JOIN sub ON c.parent_exec_id = sub.x
+           LIMIT {MAX_DESCENDANTS})"
+    )
+}
+
 /// A read-only view of a store.
 pub struct Searcher {
     conn: Connection,
@@ -228,10 +260,8 @@ fn where_clause(q: &Query) -> Sql {
     if let Some(id) = &q.subtree {
         let p = s.bind(id.clone());
         s.conds.push(format!(
-            "e.process IN (WITH RECURSIVE sub(x) AS (SELECT {p} UNION
-                 SELECT c.exec_id FROM processes c JOIN sub ON c.parent_exec_id = sub.x
-                 LIMIT {MAX_DESCENDANTS})
-               SELECT id FROM processes WHERE exec_id IN sub)"
+            "e.process IN ({} SELECT id FROM processes WHERE exec_id IN sub)",
+            subtree(&p)
         ));
     }
     if let Some(policy) = &q.policy {
@@ -342,26 +372,10 @@ impl Searcher {
     fn process(&self, exec_id: &str) -> Result<Option<(i64, ProcessRow)>, StoreError> {
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT id, exec_id, parent_exec_id, pid, uid, binary, arguments, start_time,
-                        namespace, pod FROM processes WHERE exec_id = ?1",
-            )?
-            .query_row([exec_id], |r| {
-                Ok((
-                    r.get(0)?,
-                    ProcessRow {
-                        exec_id: r.get(1)?,
-                        parent_exec_id: r.get(2)?,
-                        pid: r.get(3)?,
-                        uid: r.get(4)?,
-                        binary: r.get(5)?,
-                        arguments: r.get(6)?,
-                        start_time: r.get(7)?,
-                        namespace: r.get(8)?,
-                        pod: r.get(9)?,
-                    },
-                ))
-            })
+            .prepare_cached(&format!(
+                "SELECT {PROCESS_COLUMNS} FROM processes WHERE exec_id = ?1"
+            ))?
+            .query_row([exec_id], process_row)
             .optional()?)
     }
 
@@ -453,29 +467,11 @@ impl Searcher {
         let mut children: HashMap<String, Vec<(i64, ProcessRow)>> = HashMap::new();
         {
             let mut stmt = self.conn.prepare(&format!(
-                "WITH RECURSIVE sub(x) AS (SELECT ?1 UNION
-                   SELECT c.exec_id FROM processes c JOIN sub ON c.parent_exec_id = sub.x
-                   LIMIT {MAX_DESCENDANTS})
-                 SELECT id, exec_id, parent_exec_id, pid, uid, binary, arguments, start_time,
-                        namespace, pod FROM processes WHERE exec_id IN sub AND exec_id != ?1
-                 ORDER BY start_time, id"
+                "{} SELECT {PROCESS_COLUMNS} FROM processes
+                 WHERE exec_id IN sub AND exec_id != ?1 ORDER BY start_time, id",
+                subtree("?1")
             ))?;
-            let rows = stmt.query_map([exec_id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    ProcessRow {
-                        exec_id: r.get(1)?,
-                        parent_exec_id: r.get(2)?,
-                        pid: r.get(3)?,
-                        uid: r.get(4)?,
-                        binary: r.get(5)?,
-                        arguments: r.get(6)?,
-                        start_time: r.get(7)?,
-                        namespace: r.get(8)?,
-                        pod: r.get(9)?,
-                    },
-                ))
-            })?;
+            let rows = stmt.query_map([exec_id], process_row)?;
             for row in rows {
                 let (id, p) = row?;
                 children
