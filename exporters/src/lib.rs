@@ -176,15 +176,28 @@ impl Exporters {
         if self.entries.is_empty() {
             return;
         }
-        let mut redacted;
-        let event = if self.redactor.is_empty() {
-            event
-        } else {
-            redacted = event.clone();
-            self.redactor.apply(&mut redacted);
-            &redacted
-        };
-        let record = Record::encode(event);
+        if self.redactor.is_empty() {
+            return self.submit_record(event, Record::encode(event));
+        }
+        let mut redacted = event.clone();
+        self.redactor.apply(&mut redacted);
+        self.submit_record(&redacted, Record::encode(&redacted))
+    }
+
+    /// Hides `event`'s secrets in place, as every output gets it: the agent redacts once what
+    /// it then exports, streams and stores.
+    pub fn redact(&self, event: &mut Event) {
+        self.redactor.apply(event);
+    }
+
+    /// Whether any sink takes events (whether an event needs encoding for them).
+    pub fn takes_events(&self) -> bool {
+        !self.entries.is_empty()
+    }
+
+    /// [`Exporters::submit`] for an event already redacted ([`Exporters::redact`]) and
+    /// encoded, by a caller that uses the encoding too.
+    pub fn submit_record(&mut self, event: &Event, record: Record) {
         let alert = matches!(event.body, vigil_events::EventBody::ProcessAlert(_));
         for e in &mut self.entries {
             if (!alert || e.alerts) && e.filter.passes(event) {

@@ -1,6 +1,6 @@
 //! What of an event goes into the columns: the facts investigations filter on.
 
-use std::{net::IpAddr, sync::Arc};
+use std::net::IpAddr;
 
 use vigil_events::{Arg, Event, EventBody};
 
@@ -78,9 +78,6 @@ pub(crate) fn columns(event: &Event) -> EventColumns {
 pub(crate) fn binary_name(binary: &str) -> &str {
     binary.rsplit('/').next().unwrap_or(binary)
 }
-
-/// The shared form the agent hands to the store.
-pub type SharedEvent = Arc<Event>;
 
 #[cfg(test)]
 mod tests {

@@ -75,6 +75,9 @@ pub const MAX_TREE_EVENTS: usize = 1000;
 /// The most bytes of events shown per process of a tree (one message of the API's stream).
 pub const MAX_NODE_BYTES: usize = 8 << 20;
 
+/// How many of the newest events a search by process alone looks through first.
+const RECENT_EVENTS: u64 = 20_000;
+
 /// The columns [`process_row`] reads.
 const PROCESS_COLUMNS: &str =
     "id, exec_id, parent_exec_id, pid, uid, binary, arguments, start_time, namespace, pod";
@@ -319,16 +322,34 @@ impl Searcher {
         q.check()?;
         let mut s = where_clause(q);
         let limit = s.bind(q.limit() as i64);
-        let sql = format!(
-            "SELECT e.id FROM {} {}
-             ORDER BY e.time DESC, e.id DESC LIMIT {limit}",
-            tables(q),
-            conditions(&s)
-        );
-        let mut ids: Vec<i64> = {
-            let mut stmt = self.conn.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(s.params.iter()), |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
+        let order = format!("ORDER BY e.time DESC, e.id DESC LIMIT {limit}");
+        let mut ids = None;
+        if process_only(q) {
+            // A frequent binary has millions of events: through its processes, every one of
+            // them is read and sorted to keep the newest few. The newest events are looked
+            // through first, in time order, and that answer stands when it holds the whole
+            // limit (an older match cannot be newer than it).
+            let mut recent = s.conds.clone();
+            recent.push(format!(
+                "e.time >= coalesce((SELECT time FROM events ORDER BY time DESC
+                                     LIMIT 1 OFFSET {RECENT_EVENTS}), 0)"
+            ));
+            let sql = format!(
+                "SELECT e.id FROM events e CROSS JOIN processes p ON p.id = e.process
+                 WHERE {} {order}",
+                recent.join(" AND ")
+            );
+            let found = self.ids(&sql, &s.params)?;
+            if found.len() as u64 >= q.limit() {
+                ids = Some(found);
+            }
+        }
+        let mut ids = match ids {
+            Some(ids) => ids,
+            None => {
+                let sql = format!("SELECT e.id FROM {} {} {order}", tables(q), conditions(&s));
+                self.ids(&sql, &s.params)?
+            }
         };
         ids.reverse();
         let mut handed = 0;
@@ -350,6 +371,12 @@ impl Searcher {
             }
         }
         Ok(handed)
+    }
+
+    fn ids(&self, sql: &str, params: &[Value]) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn event(&mut self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
@@ -514,10 +541,28 @@ impl Searcher {
 
 /// The tables a query reads: the process rows only when a criterion is about the process (a
 /// join for every event a time range holds costs more than the count itself).
+/// Whether `q` has a criterion on the process row (binary, arguments, pod, namespace).
+fn by_process(q: &Query) -> bool {
+    q.binary.is_some() || q.args.is_some() || q.pod.is_some() || q.namespace.is_some()
+}
+
+/// Whether `q`'s only criteria, beside time and kind, are the process's: no index of the
+/// events narrows it.
+fn process_only(q: &Query) -> bool {
+    by_process(q)
+        && q.path.is_none()
+        && q.dst.is_none()
+        && q.dport.is_none()
+        && q.dns_name().is_none()
+        && q.exec_id.is_none()
+        && q.subtree.is_none()
+        && q.policy.is_none()
+        && q.rule.is_none()
+        && q.level_rank().is_none()
+}
+
 fn tables(q: &Query) -> &'static str {
-    let process =
-        q.binary.is_some() || q.args.is_some() || q.pod.is_some() || q.namespace.is_some();
-    if process {
+    if by_process(q) {
         "events e JOIN processes p ON p.id = e.process"
     } else {
         "events e"

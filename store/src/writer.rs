@@ -18,6 +18,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use bytes::Bytes;
 use lru::LruCache;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,7 @@ use vigil_safe_fs::TrustedDir;
 use crate::{
     codec::Compressor,
     ledger::{LastRun, Ledger},
-    row::{binary_name, columns, SharedEvent},
+    row::{binary_name, columns},
     StoreError,
 };
 
@@ -92,30 +93,17 @@ impl StoreConfig {
 /// The most bytes of events (approximately) the queue holds before it sheds.
 const MAX_QUEUE_BYTES: u64 = 64 << 20;
 
-/// About what an event holds in memory: its strings, the processes' and the arguments'.
-fn approx_bytes(event: &Event) -> u64 {
-    let processes: usize = event
-        .processes()
-        .map(|p| 512 + p.binary.len() + p.arguments.len() + p.cwd.len())
-        .sum();
-    let args = match &event.body {
-        vigil_events::EventBody::ProcessKprobe(p) | vigil_events::EventBody::ProcessLsm(p) => {
-            p.args.len() * 128
-                + p.args
-                    .iter()
-                    .map(|a| match a {
-                        vigil_events::Arg::FileArg(f) | vigil_events::Arg::PathArg(f) => {
-                            f.path.len()
-                        }
-                        vigil_events::Arg::StringArg(s) | vigil_events::Arg::BytesArg(s) => s.len(),
-                        _ => 0,
-                    })
-                    .sum::<usize>()
-        }
-        vigil_events::EventBody::ProcessAlert(_) => 4096,
-        _ => 0,
-    };
-    (processes + args) as u64
+/// About what a queued event holds in memory: its JSON, and the event itself (about as much).
+fn approx_bytes(offered: &Offered) -> u64 {
+    2 * offered.json.len() as u64
+}
+
+/// An event queued for the writer: the event, shared with the API's streams, and its JSON,
+/// shared with the exporters. Both are the agent's already: the writer neither copies nor
+/// encodes the event again.
+struct Offered {
+    event: Arc<Event>,
+    json: Bytes,
 }
 
 /// Events committed in one transaction at most.
@@ -199,7 +187,7 @@ pub struct StoreStats {
 
 /// The store, as the agent holds it.
 pub struct EventStore {
-    tx: Option<SyncSender<SharedEvent>>,
+    tx: Option<SyncSender<Offered>>,
     ledger: Arc<Ledger>,
     counters: Arc<StoreCounters>,
     last_error: Arc<std::sync::Mutex<Option<String>>>,
@@ -285,12 +273,20 @@ impl EventStore {
         &self.path
     }
 
-    /// Hands `event` to the writer, or sheds it (counted) if the writer is behind. Never
-    /// waits.
-    pub fn offer(&self, event: SharedEvent) {
+    /// Encodes `event` and hands it to the writer ([`EventStore::offer_encoded`]).
+    pub fn offer(&self, event: &Event) {
+        // Events always serialize (their types have no map with non-string keys).
+        let json = serde_json::to_vec(event).unwrap_or_default();
+        self.offer_encoded(Arc::new(event.clone()), json.into());
+    }
+
+    /// Hands `event` and its JSON, as the exporters encoded it, to the writer, or sheds it
+    /// (counted) if the writer is behind. Never waits.
+    pub fn offer_encoded(&self, event: Arc<Event>, json: Bytes) {
         let Some(tx) = &self.tx else { return };
         self.ledger.offered();
         self.counters.offered.fetch_add(1, Ordering::Relaxed);
+        let event = Offered { event, json };
         let bytes = approx_bytes(&event);
         // Bounded in bytes as well as in events: events of long arguments and paths cannot
         // make the queue the agent's memory.
@@ -399,8 +395,8 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, rx: Receiver<SharedEvent>) {
-        let mut batch: Vec<SharedEvent> = Vec::with_capacity(MAX_BATCH);
+    fn run(&mut self, rx: Receiver<Offered>) {
+        let mut batch: Vec<Offered> = Vec::with_capacity(MAX_BATCH);
         let mut last_commit = Instant::now();
         // Retention first: a store that grew past its limits while no agent ran is cut now.
         let mut last_retention: Option<Instant> = None;
@@ -437,7 +433,7 @@ impl Writer {
             behind = batch.len() >= MAX_BATCH;
             if !batch.is_empty() {
                 let n = batch.len() as u64;
-                let bytes: u64 = batch.iter().map(|e| approx_bytes(e)).sum();
+                let bytes: u64 = batch.iter().map(approx_bytes).sum();
                 self.counters
                     .queued_bytes
                     .fetch_sub(bytes, Ordering::Relaxed);
@@ -459,7 +455,7 @@ impl Writer {
     /// Writes `batch` and the run's committed count in one transaction. Whatever fails, the
     /// transaction is rolled back whole, and what the caches and the compressor learnt in it
     /// (row ids, a dictionary) is forgotten with it.
-    fn commit(&mut self, batch: &[SharedEvent]) -> Result<(), StoreError> {
+    fn commit(&mut self, batch: &[Offered]) -> Result<(), StoreError> {
         let result = self.try_commit(batch);
         if result.is_err() {
             self.processes.clear();
@@ -471,7 +467,7 @@ impl Writer {
         result
     }
 
-    fn try_commit(&mut self, batch: &[SharedEvent]) -> Result<(), StoreError> {
+    fn try_commit(&mut self, batch: &[Offered]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let mut stored = 0i64;
         {
@@ -481,8 +477,8 @@ impl Writer {
                 paths: &mut self.paths,
                 compressor: &mut self.compressor,
             };
-            for event in batch {
-                ctx.write(event)?;
+            for o in batch {
+                ctx.write(&o.event, &o.json)?;
                 stored += 1;
             }
         }
@@ -636,7 +632,7 @@ struct BatchWriter<'a> {
 }
 
 impl BatchWriter<'_> {
-    fn write(&mut self, event: &Event) -> Result<(), StoreError> {
+    fn write(&mut self, event: &Event, json: &[u8]) -> Result<(), StoreError> {
         let c = columns(event);
         // A process keeps its exec id across execve (it names the clone): its exec event
         // brings the new binary and arguments to the row its earlier events made.
@@ -649,11 +645,7 @@ impl BatchWriter<'_> {
             Some(p) => Some(self.path_row(p)?),
             None => None,
         };
-        let json = serde_json::to_vec(event).map_err(|e| StoreError::Corrupt {
-            id: 0,
-            reason: e.to_string(),
-        })?;
-        let (dict, body) = self.compressor.compress(&json)?;
+        let (dict, body) = self.compressor.compress(json)?;
         self.compressor.maybe_train(self.tx)?;
         let mut insert = self.tx.prepare_cached(
             "INSERT INTO events(time, kind, process, path, daddr, dport, dns, policy, rule,
@@ -692,43 +684,59 @@ impl BatchWriter<'_> {
         };
         let pod = p.pod.as_ref();
         let id = match found {
-            Some(id) if !refresh => id,
-            found => {
-                // Its first sight, or its exec replacing the image: one statement either way.
-                let id: i64 = self
-                    .tx
+            Some(id) if refresh => {
+                self.tx
+                    .prepare_cached(
+                        "UPDATE processes SET parent_exec_id = ?2, pid = ?3, uid = ?4,
+                             binary = ?5, name = ?6, arguments = ?7, start_time = ?8,
+                             namespace = ?9, pod = ?10 WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        id,
+                        p.parent_exec_id.as_str(),
+                        p.pid,
+                        p.uid,
+                        p.binary,
+                        binary_name(&p.binary),
+                        p.arguments,
+                        p.start_time,
+                        pod.map(|p| p.namespace.as_str()),
+                        pod.map(|p| p.name.as_str()),
+                    ])?;
+                self.tx
+                    .prepare_cached("DELETE FROM arguments_text WHERE rowid = ?1")?
+                    .execute([id])?;
+                if !p.arguments.is_empty() {
+                    self.tx
+                        .prepare_cached(
+                            "INSERT INTO arguments_text(rowid, arguments) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![id, p.arguments])?;
+                }
+                id
+            }
+            Some(id) => id,
+            None => {
+                self.tx
                     .prepare_cached(
                         "INSERT INTO processes(exec_id, parent_exec_id, pid, uid, binary, name,
                              arguments, start_time, namespace, pod, first_seen)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                         ON CONFLICT(exec_id) DO UPDATE SET
-                             parent_exec_id = excluded.parent_exec_id, pid = excluded.pid,
-                             uid = excluded.uid, binary = excluded.binary, name = excluded.name,
-                             arguments = excluded.arguments, start_time = excluded.start_time,
-                             namespace = excluded.namespace, pod = excluded.pod
-                         RETURNING id",
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )?
-                    .query_row(
-                        params![
-                            exec_id,
-                            p.parent_exec_id.as_str(),
-                            p.pid,
-                            p.uid,
-                            p.binary,
-                            binary_name(&p.binary),
-                            p.arguments,
-                            p.start_time,
-                            pod.map(|p| p.namespace.as_str()),
-                            pod.map(|p| p.name.as_str()),
-                            seen as i64,
-                        ],
-                        |r| r.get(0),
-                    )?;
-                if found.is_some() {
-                    self.tx
-                        .prepare_cached("DELETE FROM arguments_text WHERE rowid = ?1")?
-                        .execute([id])?;
-                }
+                    .execute(params![
+                        exec_id,
+                        p.parent_exec_id.as_str(),
+                        p.pid,
+                        p.uid,
+                        p.binary,
+                        binary_name(&p.binary),
+                        p.arguments,
+                        p.start_time,
+                        pod.map(|p| p.namespace.as_str()),
+                        pod.map(|p| p.name.as_str()),
+                        seen as i64,
+                    ])?;
+                let id = self.tx.last_insert_rowid();
                 if !p.arguments.is_empty() {
                     self.tx
                         .prepare_cached(

@@ -93,7 +93,7 @@ fn store_with(events: &[Arc<Event>]) -> (tempfile::TempDir, std::path::PathBuf) 
     let store_dir = dir.path().join("store");
     let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     for e in events {
-        store.offer(e.clone());
+        store.offer(e);
     }
     let stats = store.close();
     assert_eq!(stats.committed, events.len() as u64, "{stats:?}");
@@ -325,14 +325,14 @@ fn a_clean_close_loses_nothing_and_a_ledger_left_open_reports_what_was_never_com
     let store_dir = dir.path().join("store");
     let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     for e in incident() {
-        store.offer(e);
+        store.offer(&e);
     }
     store.close();
     let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     assert!(store.recovery.clean);
     assert_eq!((store.recovery.offered, store.recovery.lost), (10, 0));
     for e in incident() {
-        store.offer(e);
+        store.offer(&e);
     }
     // A crash, as the ledger shows it: the run never marked it closed, and three more events
     // were counted as taken that no commit holds.
@@ -358,7 +358,7 @@ fn retention_removes_events_past_their_age_and_the_rows_only_they_named() {
     // The incident is two years old: past a week's retention, removed when a writer starts.
     BASE.with(|b| b.set(t0() - OLD));
     for e in incident() {
-        store.offer(e);
+        store.offer(&e);
     }
     assert_eq!(store.close().committed, 10);
     let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
@@ -402,7 +402,7 @@ fn a_flood_of_long_arguments_past_the_size_removes_only_what_it_must_and_says_so
     };
     let store = EventStore::open(&store_dir, &small).unwrap();
     for e in incident() {
-        store.offer(e);
+        store.offer(&e);
     }
     assert_eq!(store.close().committed, 10);
     // Processes with 4 KiB of distinct arguments each: their rows and trigrams weigh, not
@@ -416,7 +416,7 @@ fn a_flood_of_long_arguments_past_the_size_removes_only_what_it_must_and_says_so
             })
             .collect();
         let p = process(&format!("f{i}"), "init", 9000 + i, "/bin/true", &noise);
-        store.offer(event(
+        store.offer(&event(
             json!({"process_exec": {"process": p}, "time": time(20)}),
         ));
         offered += 1;
@@ -459,4 +459,64 @@ fn a_planted_link_in_place_of_the_database_is_refused() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("events.db"), "{err}");
+}
+
+#[test]
+fn a_search_by_binary_returns_its_newest_events_whether_they_are_recent_or_old() {
+    // 25,000 events, one a second: `busy` runs throughout, `mixed` 30 times in the newest
+    // 20,000 events and 100 times before, `rare` only in the first 1000. The newest events are
+    // looked through first (a frequent binary's answer is there); what they do not hold whole
+    // comes from every process of the name.
+    let binary = |i: u32| match i {
+        _ if i.is_multiple_of(2) => "busy",
+        _ if i < 1000 && i % 7 == 1 => "rare",
+        _ if (i < 5000 && i % 25 == 3) || (i >= 5000 && i % 333 == 3) => "mixed",
+        _ => "other",
+    };
+    let events: Vec<Arc<Event>> = (0..25_000u32)
+        .map(|i| {
+            let b = binary(i);
+            let p = process(
+                &format!("{b}{}", i / 10),
+                "init",
+                i,
+                &format!("/usr/bin/{b}"),
+                "",
+            );
+            event(
+                json!({"process_kprobe": {"process": p, "function_name": "security_file_open",
+                "args": [{"file_arg": {"path": "/etc/hosts"}}], "action": "KPROBE_ACTION_POST",
+                "outcome": "observed", "policy_name": "files"}, "time": time(u64::from(i))}),
+            )
+        })
+        .collect();
+    let (_dir, db) = store_with(&events);
+    for (name, limit, recent) in [
+        ("busy", 100, 100),
+        ("mixed", 100, 30),
+        ("rare", 100, 0),
+        ("mixed", 1000, 30),
+    ] {
+        let mut expected: Vec<u64> = (0..25_000u32)
+            .filter(|&i| binary(i) == name)
+            .map(u64::from)
+            .collect();
+        let in_recent = expected.iter().filter(|&&i| i >= 5000).count();
+        assert_eq!(
+            in_recent.min(limit),
+            recent,
+            "{name}: the test's own layout"
+        );
+        expected = expected[expected.len().saturating_sub(limit)..].to_vec();
+        let q = Query {
+            binary: Some(name.into()),
+            limit: Some(limit as u64),
+            ..Default::default()
+        };
+        let pids: Vec<u64> = kinds_and_pids(&db, &q)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(pids, expected, "{name}, limit {limit}");
+    }
 }

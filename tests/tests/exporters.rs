@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use vigil_tests::{require_root, Agent, TempDir};
 
 #[test]
-fn agent_events_reach_splunk_with_secrets_redacted() {
+fn agent_events_reach_splunk_the_file_and_the_store_with_secrets_redacted() {
     require_root();
     let server = hec::HecServer::start("t0k3n");
     let dir = TempDir::new("exporters");
@@ -39,6 +39,28 @@ fn agent_events_reach_splunk_with_secrets_redacted() {
         .output()
         .unwrap();
     assert!(out.status.success());
+    // The forensic store keeps the event as the sinks got it: redacted, its trigrams too (a
+    // search for the secret finds nothing).
+    let db = agent.store_db.to_str().unwrap().to_string();
+    // By a pattern: the searches are processes too, whose arguments must not hold the secret.
+    let stored = |pattern: &str| {
+        let out = std::process::Command::new(vigil_tests::vigil_bin())
+            .args(["search", "--store", &db, "-o", "json", "--type", "process_exec"])
+            .args(["--args-regex", pattern])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut kept = stored("vigil-hec-marker");
+    while !kept.contains("vigil-hec-marker") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        kept = stored("vigil-hec-marker");
+    }
+    assert!(kept.contains("vigil-hec-marker --password=*****"), "{kept}");
+    assert!(!kept.contains("hunter2"), "{kept}");
+    assert_eq!(stored("hunte[r]2"), "");
     let run = agent.stop();
     assert!(
         run.stderr.iter().any(|l| l.contains("exporters: 2 sinks")),

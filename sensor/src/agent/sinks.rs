@@ -85,21 +85,33 @@ impl Sinks {
         }
     }
 
-    /// Hands the event to the exporters, then moves it (no copy) to the API's streams and the
-    /// store's writer, which share it.
-    fn emit(&mut self, event: vigil_events::Event) {
-        if let Some(e) = self.exporters.as_mut() {
-            e.submit(&event);
-        }
+    /// Redacts the event, encodes it once for the exporters and the store, hands it to the
+    /// exporters, then moves it (no copy) to the API's streams and the store's writer, which
+    /// share it: every output gets the same redacted event.
+    fn emit(&mut self, mut event: vigil_events::Event) {
         self.actions.record(&event);
+        let store = self.store.store.as_ref();
+        let exporters = self.exporters.as_mut();
+        if let Some(e) = &exporters {
+            e.redact(&mut event);
+        }
+        let takes = exporters.as_ref().is_some_and(|e| e.takes_events());
+        let mut json = None;
+        if takes || store.is_some() {
+            let record = vigil_exporters::record::Record::encode(&event);
+            json = store.is_some().then(|| record.json.clone());
+            if let Some(e) = exporters.filter(|_| takes) {
+                e.submit_record(&event, record);
+            }
+        }
         let streams = self.hub.as_ref().filter(|h| h.listening());
-        if streams.is_some() || self.store.store.is_some() {
+        if streams.is_some() || store.is_some() {
             let shared = std::sync::Arc::new(event);
             if let Some(h) = streams {
                 h.publish(shared.clone());
             }
-            if let Some(s) = &self.store.store {
-                s.offer(shared);
+            if let (Some(s), Some(json)) = (store, json) {
+                s.offer_encoded(shared, json);
             }
         }
     }
