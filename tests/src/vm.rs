@@ -282,9 +282,15 @@ pub fn boot(
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-serial", "mon:stdio", "-serial"])
         .arg(format!("file:{}", second_serial.display()))
+        // One host thread runs both virtual CPUs in turn. With a thread each, the guest's two
+        // CPUs sometimes spun for good at the site the kernel was patching (a tracepoint's
+        // static key or a BPF trampoline, text_poke's sync_core IPI in both stacks: soft lockups
+        // on both CPUs, the boot hung), in the scenarios that attach and detach the most
+        // programs while other threads make syscalls (persistence); that is emulation, not the
+        // kernel, which patches its text the same way on real CPUs.
         .args([
             "-accel",
-            "tcg,thread=multi",
+            "tcg,thread=single",
             "-smp",
             "2",
             "-m",
