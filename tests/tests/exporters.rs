@@ -45,8 +45,8 @@ fn agent_events_reach_splunk_the_file_and_the_store_with_secrets_redacted() {
     // By a pattern: the searches are processes too, whose arguments must not hold the secret.
     let stored = |pattern: &str| {
         let out = std::process::Command::new(vigil_tests::vigil_bin())
-            .args(["search", "--store", &db, "-o", "json", "--type", "process_exec"])
-            .args(["--args-regex", pattern])
+            .args(["search", "--store", &db, "-o", "json"])
+            .args(["--type", "process_exec", "--args-regex", pattern])
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
