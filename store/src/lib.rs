@@ -30,7 +30,7 @@ mod row;
 use std::path::{Path, PathBuf};
 
 pub use search::{ProcessRow, Searcher, StoredEvent, TreeNode};
-pub use writer::{EventStore, Recovery, StoreConfig, StoreStats};
+pub use writer::{EventStore, Recovery, StoreConfig, StoreStats, MAX_QUEUE_BYTES};
 
 /// The database's file name in the store's directory.
 pub const DB_FILE: &str = "events.db";

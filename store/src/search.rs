@@ -539,8 +539,6 @@ impl Searcher {
     }
 }
 
-/// The tables a query reads: the process rows only when a criterion is about the process (a
-/// join for every event a time range holds costs more than the count itself).
 /// Whether `q` has a criterion on the process row (binary, arguments, pod, namespace).
 fn by_process(q: &Query) -> bool {
     q.binary.is_some() || q.args.is_some() || q.pod.is_some() || q.namespace.is_some()
@@ -561,6 +559,8 @@ fn process_only(q: &Query) -> bool {
         && q.level_rank().is_none()
 }
 
+/// The tables a query reads: the process rows only when a criterion is about the process (a
+/// join for every event a time range holds costs more than the count itself).
 fn tables(q: &Query) -> &'static str {
     if by_process(q) {
         "events e JOIN processes p ON p.id = e.process"

@@ -91,7 +91,7 @@ impl StoreConfig {
 }
 
 /// The most bytes of events (approximately) the queue holds before it sheds.
-const MAX_QUEUE_BYTES: u64 = 64 << 20;
+pub const MAX_QUEUE_BYTES: u64 = 64 << 20;
 
 /// About what a queued event holds in memory: its JSON, and the event itself (about as much).
 fn approx_bytes(offered: &Offered) -> u64 {
@@ -274,10 +274,10 @@ impl EventStore {
     }
 
     /// Encodes `event` and hands it to the writer ([`EventStore::offer_encoded`]).
-    pub fn offer(&self, event: &Event) {
+    pub fn offer(&self, event: Arc<Event>) {
         // Events always serialize (their types have no map with non-string keys).
-        let json = serde_json::to_vec(event).unwrap_or_default();
-        self.offer_encoded(Arc::new(event.clone()), json.into());
+        let json = serde_json::to_vec(&*event).unwrap_or_default();
+        self.offer_encoded(event, json.into());
     }
 
     /// Hands `event` and its JSON, as the exporters encoded it, to the writer, or sheds it

@@ -93,7 +93,7 @@ fn store_with(events: &[Arc<Event>]) -> (tempfile::TempDir, std::path::PathBuf) 
     let store_dir = dir.path().join("store");
     let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     for e in events {
-        store.offer(e);
+        store.offer(e.clone());
     }
     let stats = store.close();
     assert_eq!(stats.committed, events.len() as u64, "{stats:?}");
@@ -325,14 +325,14 @@ fn a_clean_close_loses_nothing_and_a_ledger_left_open_reports_what_was_never_com
     let store_dir = dir.path().join("store");
     let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     for e in incident() {
-        store.offer(&e);
+        store.offer(e);
     }
     store.close();
     let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     assert!(store.recovery.clean);
     assert_eq!((store.recovery.offered, store.recovery.lost), (10, 0));
     for e in incident() {
-        store.offer(&e);
+        store.offer(e);
     }
     // A crash, as the ledger shows it: the run never marked it closed, and three more events
     // were counted as taken that no commit holds.
@@ -358,7 +358,7 @@ fn retention_removes_events_past_their_age_and_the_rows_only_they_named() {
     // The incident is two years old: past a week's retention, removed when a writer starts.
     BASE.with(|b| b.set(t0() - OLD));
     for e in incident() {
-        store.offer(&e);
+        store.offer(e);
     }
     assert_eq!(store.close().committed, 10);
     let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
@@ -402,7 +402,7 @@ fn a_flood_of_long_arguments_past_the_size_removes_only_what_it_must_and_says_so
     };
     let store = EventStore::open(&store_dir, &small).unwrap();
     for e in incident() {
-        store.offer(&e);
+        store.offer(e);
     }
     assert_eq!(store.close().committed, 10);
     // Processes with 4 KiB of distinct arguments each: their rows and trigrams weigh, not
@@ -416,7 +416,7 @@ fn a_flood_of_long_arguments_past_the_size_removes_only_what_it_must_and_says_so
             })
             .collect();
         let p = process(&format!("f{i}"), "init", 9000 + i, "/bin/true", &noise);
-        store.offer(&event(
+        store.offer(event(
             json!({"process_exec": {"process": p}, "time": time(20)}),
         ));
         offered += 1;

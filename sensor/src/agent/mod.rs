@@ -615,9 +615,9 @@ const EXPORT_GRACE: Duration = Duration::from_secs(5);
 /// kernel at once. The loop allocates each event and the store's writer frees it up to 200 ms
 /// later, in batches: with glibc's defaults the heap's top was trimmed after each batch and the
 /// loop faulted fresh, zeroed pages back in for the next (measured in BENCHMARKS.md, "The event
-/// store"). What stays is bounded by the store's queue (64 MiB), and glibc still trims above it.
+/// store"). What stays is bounded by the store's queue, and glibc still trims above it.
 fn keep_freed_memory() {
-    const QUEUE_BYTES: libc::c_int = 64 << 20;
+    const QUEUE_BYTES: libc::c_int = vigil_store::MAX_QUEUE_BYTES as libc::c_int;
     // SAFETY: mallopt only changes glibc's thresholds; called before the agent's threads start.
     unsafe {
         libc::mallopt(libc::M_TRIM_THRESHOLD, QUEUE_BYTES);

@@ -95,14 +95,15 @@ impl Sinks {
         if let Some(e) = &exporters {
             e.redact(&mut event);
         }
-        let takes = exporters.as_ref().is_some_and(|e| e.takes_events());
-        let mut json = None;
-        if takes || store.is_some() {
-            let record = vigil_exporters::record::Record::encode(&event);
-            json = store.is_some().then(|| record.json.clone());
-            if let Some(e) = exporters.filter(|_| takes) {
-                e.submit_record(&event, record);
-            }
+        let exporters = exporters.filter(|e| e.takes_events());
+        let record = (exporters.is_some() || store.is_some())
+            .then(|| vigil_exporters::record::Record::encode(&event));
+        let json = record
+            .as_ref()
+            .filter(|_| store.is_some())
+            .map(|r| r.json.clone());
+        if let (Some(e), Some(r)) = (exporters, record) {
+            e.submit_record(&event, r);
         }
         let streams = self.hub.as_ref().filter(|h| h.listening());
         if streams.is_some() || store.is_some() {

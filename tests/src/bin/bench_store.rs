@@ -415,7 +415,7 @@ fn ingest(dir: &Path, n: u64) {
     let (mut g, mut buf, start) = (Gen::new(7, n), Vec::new(), Instant::now());
     while start.elapsed() < INGEST_TIME {
         g.fill(&mut buf, 1024);
-        buf.drain(..).for_each(|e| store.offer(&e));
+        buf.drain(..).for_each(|e| store.offer(e));
     }
     let offering = start.elapsed().as_secs_f64();
     let s = store.close();
@@ -448,7 +448,7 @@ fn compression() {
     let (p, pt) = mean(zstd::bulk::Compressor::new(3).unwrap());
     let (d, dt) = mean(zstd::bulk::Compressor::with_dictionary(3, &dict).unwrap());
     let (f, ft) = mean(zstd::bulk::Compressor::with_dictionary(1, &dict).unwrap());
-    println!("| compression alone: zstd, {} events one by one (after the 4000 trained on, in {training:.2} s) | JSON {raw:.0} B/event; level 3 without a dictionary {p:.0} B (×{:.1}, {pt:.1} µs/event); level 3 with a 64 KiB dictionary {d:.0} B (×{:.1}, {dt:.1} µs/event); level 1 with it (the store's) {f:.0} B (×{:.1}, {ft:.1} µs/event) |",
+    println!("| compression alone: zstd, {} events one by one (after the 4000 trained on, in {training:.2} s) | JSON {raw:.0} B/event; level 3 without a dictionary {p:.0} B (×{:.1}, {pt:.1} µs/event); level 3 with a 64 KiB dictionary {d:.0} B (×{:.1}, {dt:.1} µs/event); level 1 with it {f:.0} B (×{:.1}, {ft:.1} µs/event) |",
         test.len(), raw / p, raw / d, raw / f);
 }
 
@@ -467,7 +467,7 @@ fn build(db_dir: &Path, n: u64) -> Gen {
             if offered % 16 == 0 {
                 json += serde_json::to_vec(&e).unwrap().len() as u64;
             }
-            store.offer(&e);
+            store.offer(e);
             offered += 1;
             if offered % 1_000_000 == 0 {
                 eprintln!("  {offered} offered, {:.0?}", start.elapsed());
@@ -612,7 +612,6 @@ const ROUNDS: usize = 5;
 /// The workloads' operations, in the order of [`agent_round`]'s loads.
 const OPS: [usize; 2] = [EXECS, OPENS];
 
-/// utime + stime, seconds, of the process and of its thread named `vigil-store`.
 /// The agent's CPU seconds: the whole process, the store's writer thread, and the loop (the
 /// main thread: ring buffer, enrichment, encoding, the queues to every output).
 fn agent_cpu(pid: u32) -> [f64; 3] {
