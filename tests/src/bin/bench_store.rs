@@ -12,8 +12,10 @@
 //!    `--dir DIR` builds it in DIR and keeps it (for `EXPLAIN QUERY PLAN`);
 //! 4. the real agent (a policy posts every open of one file) with the store and with
 //!    `--no-store`, rounds alternating, each agent warmed up first (its store has trained its
-//!    dictionary): its CPU per event (utime + stime of the process, and of the writer's thread
-//!    alone) under an exec loop and an open loop, and the ratio.
+//!    dictionary): the ingest rate (events through the pipeline per second of the storm), the
+//!    loop's CPU per event (its main thread) and the whole process's, under an exec loop and an
+//!    open loop, and the ratios; once with the threads where the kernel puts them, once with
+//!    the loop alone on CPU 1 and everything else (the writer, the workload) on CPU 0.
 //!
 //! The events have the agent's shapes (the process and its parent in each, with credentials,
 //! namespaces, cgroup, and Docker's default capabilities for root): execs and exits of
@@ -664,12 +666,36 @@ fn child(mode: &str, arg: &str) -> f64 {
 /// rate, the loop's CPU.
 type Load = [f64; 7];
 
-/// One agent, with or without the store: a warm-up, the exec loop, then the open loop.
-fn agent_round(rt: &tokio::runtime::Runtime, store: bool, policy: &str, file: &str) -> [Load; 2] {
+/// Pins the thread `tid` to the CPU `cpu`.
+fn pin(tid: i32, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; the call reads it and changes `tid` only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let ok = libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(ok, 0, "sched_setaffinity({tid}, {cpu})");
+    }
+}
+
+/// One agent, with or without the store: a warm-up, the exec loop, then the open loop. With
+/// `pinned`, the agent's loop (its main thread) has CPU 1 to itself, and everything else (the
+/// store's writer, the outputs' threads, the workload) shares CPU 0: the pipeline's own speed,
+/// apart from what the workload and the writer take from a 2-core machine.
+fn agent_round(
+    rt: &tokio::runtime::Runtime,
+    store: bool,
+    pinned: bool,
+    policy: &str,
+    file: &str,
+) -> [Load; 2] {
     let no_store = if store { None } else { Some("--no-store") };
     let agent = Agent::start(&[&["--policy", policy][..], no_store.as_slice()].concat());
     // 6000 events: the store has trained its dictionary (once per database) before measuring.
     child("--exec-loop", "3000");
+    if pinned {
+        // Started from this process (pinned to CPU 0), the agent's threads are there already.
+        pin(agent.pid() as i32, 1);
+    }
     let mut before = (settle(rt, &agent), agent_cpu(agent.pid()));
     let mut out = [Load::default(); 2];
     let execs = EXECS.to_string();
@@ -699,12 +725,28 @@ fn agent_rows() {
         .build()
         .unwrap();
     let (policy, file) = (policy.to_str().unwrap(), file.to_str().unwrap());
+    for pinned in [false, true] {
+        if pinned {
+            // The children (the agents, the workloads) inherit CPU 0.
+            pin(0, 0);
+        }
+        agent_table(&rt, pinned, policy, file);
+    }
+}
+
+/// 4, one way of sharing the CPUs: unpinned, or the loop on a CPU of its own.
+fn agent_table(rt: &tokio::runtime::Runtime, pinned: bool, policy: &str, file: &str) {
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        off.push(agent_round(&rt, false, policy, file));
-        on.push(agent_round(&rt, true, policy, file));
+        off.push(agent_round(rt, false, pinned, policy, file));
+        on.push(agent_round(rt, true, pinned, policy, file));
     }
-    println!("\n| the agent (median of {ROUNDS} rounds, alternating) | --no-store | store on | ratio | |");
+    let how = if pinned {
+        "the loop alone on CPU 1; the store's writer, the outputs and the workload on CPU 0"
+    } else {
+        "not pinned: the workload, the loop and the writer share both CPUs"
+    };
+    println!("\n| the agent ({how}; median of {ROUNDS} rounds, alternating) | --no-store | store on | ratio | |");
     println!("|---|---|---|---|---|");
     let loads = [
         format!("{EXECS} execs of /bin/true on 2 threads (exec + exit events)"),
