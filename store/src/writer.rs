@@ -684,59 +684,43 @@ impl BatchWriter<'_> {
         };
         let pod = p.pod.as_ref();
         let id = match found {
-            Some(id) if refresh => {
-                self.tx
-                    .prepare_cached(
-                        "UPDATE processes SET parent_exec_id = ?2, pid = ?3, uid = ?4,
-                             binary = ?5, name = ?6, arguments = ?7, start_time = ?8,
-                             namespace = ?9, pod = ?10 WHERE id = ?1",
-                    )?
-                    .execute(params![
-                        id,
-                        p.parent_exec_id.as_str(),
-                        p.pid,
-                        p.uid,
-                        p.binary,
-                        binary_name(&p.binary),
-                        p.arguments,
-                        p.start_time,
-                        pod.map(|p| p.namespace.as_str()),
-                        pod.map(|p| p.name.as_str()),
-                    ])?;
-                self.tx
-                    .prepare_cached("DELETE FROM arguments_text WHERE rowid = ?1")?
-                    .execute([id])?;
-                if !p.arguments.is_empty() {
-                    self.tx
-                        .prepare_cached(
-                            "INSERT INTO arguments_text(rowid, arguments) VALUES (?1, ?2)",
-                        )?
-                        .execute(params![id, p.arguments])?;
-                }
-                id
-            }
-            Some(id) => id,
-            None => {
-                self.tx
+            Some(id) if !refresh => id,
+            found => {
+                // Its first sight, or its exec replacing the image: one statement either way.
+                let id: i64 = self
+                    .tx
                     .prepare_cached(
                         "INSERT INTO processes(exec_id, parent_exec_id, pid, uid, binary, name,
                              arguments, start_time, namespace, pod, first_seen)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                         ON CONFLICT(exec_id) DO UPDATE SET
+                             parent_exec_id = excluded.parent_exec_id, pid = excluded.pid,
+                             uid = excluded.uid, binary = excluded.binary, name = excluded.name,
+                             arguments = excluded.arguments, start_time = excluded.start_time,
+                             namespace = excluded.namespace, pod = excluded.pod
+                         RETURNING id",
                     )?
-                    .execute(params![
-                        exec_id,
-                        p.parent_exec_id.as_str(),
-                        p.pid,
-                        p.uid,
-                        p.binary,
-                        binary_name(&p.binary),
-                        p.arguments,
-                        p.start_time,
-                        pod.map(|p| p.namespace.as_str()),
-                        pod.map(|p| p.name.as_str()),
-                        seen as i64,
-                    ])?;
-                let id = self.tx.last_insert_rowid();
+                    .query_row(
+                        params![
+                            exec_id,
+                            p.parent_exec_id.as_str(),
+                            p.pid,
+                            p.uid,
+                            p.binary,
+                            binary_name(&p.binary),
+                            p.arguments,
+                            p.start_time,
+                            pod.map(|p| p.namespace.as_str()),
+                            pod.map(|p| p.name.as_str()),
+                            seen as i64,
+                        ],
+                        |r| r.get(0),
+                    )?;
+                if found.is_some() {
+                    self.tx
+                        .prepare_cached("DELETE FROM arguments_text WHERE rowid = ?1")?
+                        .execute([id])?;
+                }
                 if !p.arguments.is_empty() {
                     self.tx
                         .prepare_cached(

@@ -520,3 +520,52 @@ fn a_search_by_binary_returns_its_newest_events_whether_they_are_recent_or_old()
         assert_eq!(pids, expected, "{name}, limit {limit}");
     }
 }
+
+#[test]
+fn a_process_that_execs_is_found_by_its_new_binary_and_arguments_not_its_old_ones() {
+    // The clone keeps its exec id across execve: what it did before the exec and after are
+    // one process row, which the exec brings up to date (arguments' trigrams included).
+    let before = process("x1", "init", 300, "/bin/sh", "-c launcher-stage");
+    let after = process("x1", "init", 300, "/usr/bin/python3", "steal.py --token");
+    let events = vec![
+        event(
+            json!({"process_kprobe": {"process": before, "function_name": "security_file_open",
+            "args": [{"file_arg": {"path": "/etc/hosts"}}], "action": "KPROBE_ACTION_POST",
+            "outcome": "observed", "policy_name": "files"}, "time": time(1)}),
+        ),
+        event(json!({"process_exec": {"process": after}, "time": time(2)})),
+        event(
+            json!({"process_kprobe": {"process": after, "function_name": "security_file_open",
+            "args": [{"file_arg": {"path": "/etc/shadow"}}], "action": "KPROBE_ACTION_POST",
+            "outcome": "observed", "policy_name": "files"}, "time": time(3)}),
+        ),
+    ];
+    let (_dir, db) = store_with(&events);
+    let all = vec![
+        ("process_kprobe".to_string(), 300),
+        ("process_exec".to_string(), 300),
+        ("process_kprobe".to_string(), 300),
+    ];
+    let q = |f: &dyn Fn(&mut Query)| {
+        let mut q = Query::default();
+        f(&mut q);
+        q
+    };
+    assert_eq!(
+        kinds_and_pids(&db, &q(&|q| q.binary = Some("python3".into()))),
+        all
+    );
+    assert_eq!(
+        kinds_and_pids(
+            &db,
+            &q(&|q| q.args = Some(TextMatch::Substring("steal.py".into())))
+        ),
+        all
+    );
+    assert!(kinds_and_pids(&db, &q(&|q| q.binary = Some("/bin/sh".into()))).is_empty());
+    assert!(kinds_and_pids(
+        &db,
+        &q(&|q| q.args = Some(TextMatch::Substring("launcher".into())))
+    )
+    .is_empty());
+}
