@@ -113,9 +113,9 @@ impl Ledger {
         self.slot(AT_OFFERED).fetch_add(1, Ordering::Relaxed);
     }
 
-    /// One event the store could not take (its queue was full).
-    pub(crate) fn shed(&self) {
-        self.slot(AT_SHED).fetch_add(1, Ordering::Relaxed);
+    /// Events the store could not take (its queue was full).
+    pub(crate) fn shed(&self, events: u64) {
+        self.slot(AT_SHED).fetch_add(events, Ordering::Relaxed);
     }
 
     /// The store was closed after its last commit.

@@ -23,6 +23,7 @@ pub mod schema;
 pub mod search;
 pub mod writer;
 
+mod batch;
 mod codec;
 mod ledger;
 mod row;
@@ -79,6 +80,13 @@ pub enum StoreError {
     /// A query the store refuses.
     #[error(transparent)]
     Query(#[from] query::QueryError),
+    /// A batch the agent's loop handed to the writer could not be read (a bug: the loop and
+    /// the writer are one program).
+    #[error("a batch of events handed to the store's writer cannot be read: {reason}")]
+    Batch {
+        /// Why.
+        reason: String,
+    },
     /// A stored event could not be read back.
     #[error("stored event {id} cannot be read: {reason}")]
     Corrupt {

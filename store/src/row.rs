@@ -1,24 +1,75 @@
-//! What of an event goes into the columns: the facts investigations filter on.
+//! What of an event goes into the columns: the facts investigations filter on, taken from the
+//! event by the agent's loop and filed by the writer.
 
-use std::net::IpAddr;
+use std::{borrow::Cow, net::IpAddr};
 
-use vigil_events::{Arg, Event, EventBody};
+use serde::{Deserialize, Serialize};
+use vigil_events::{Arg, Event, EventBody, Process};
 
 use crate::query::level_rank;
 
-/// The columns of one event (its process goes to `processes`).
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct EventColumns {
+/// The columns of one event, and the process rows it names. Borrowed from the event where the
+/// loop makes them (nothing is copied but the DNS name it lowercases); read back by the writer.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EventColumns<'a> {
     pub time_ns: u64,
     pub kind: i64,
-    pub path: Option<String>,
+    /// A process exec: its image replaces what the process row held (a process keeps its
+    /// exec id across execve).
+    pub exec: bool,
+    #[serde(borrow)]
+    pub path: Option<Cow<'a, str>>,
     pub daddr: Option<[u8; 16]>,
     pub dport: Option<u16>,
-    pub dns: Option<String>,
-    pub policy: Option<String>,
-    pub rule: Option<String>,
-    pub rule_title: Option<String>,
+    #[serde(borrow)]
+    pub dns: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub policy: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub rule: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub rule_title: Option<Cow<'a, str>>,
     pub level: Option<i64>,
+    /// The event's process first, then its parent and ancestors.
+    #[serde(borrow)]
+    pub processes: Vec<ProcessColumns<'a>>,
+}
+
+/// A process row's columns.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ProcessColumns<'a> {
+    #[serde(borrow)]
+    pub exec_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub parent_exec_id: Cow<'a, str>,
+    pub pid: u32,
+    pub uid: u32,
+    #[serde(borrow)]
+    pub binary: Cow<'a, str>,
+    #[serde(borrow)]
+    pub arguments: Cow<'a, str>,
+    #[serde(borrow)]
+    pub start_time: Cow<'a, str>,
+    #[serde(borrow)]
+    pub namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub pod: Option<Cow<'a, str>>,
+}
+
+impl<'a> ProcessColumns<'a> {
+    fn of(p: &'a Process) -> Self {
+        ProcessColumns {
+            exec_id: Cow::Borrowed(p.exec_id.as_str()),
+            parent_exec_id: Cow::Borrowed(p.parent_exec_id.as_str()),
+            pid: p.pid,
+            uid: p.uid,
+            binary: Cow::Borrowed(&p.binary),
+            arguments: Cow::Borrowed(&p.arguments),
+            start_time: Cow::Borrowed(&p.start_time),
+            namespace: p.pod.as_ref().map(|p| Cow::Borrowed(p.namespace.as_str())),
+            pod: p.pod.as_ref().map(|p| Cow::Borrowed(p.name.as_str())),
+        }
+    }
 }
 
 /// An address as a 16-byte key that sorts as its range does: IPv4 as IPv4-mapped IPv6, so a
@@ -31,19 +82,21 @@ pub(crate) fn ip_key(ip: IpAddr) -> [u8; 16] {
 }
 
 /// The columns of `event`.
-pub(crate) fn columns(event: &Event) -> EventColumns {
+pub(crate) fn columns(event: &Event) -> EventColumns<'_> {
     let mut c = EventColumns {
         time_ns: vigil_events::time::parse_rfc3339_ns(&event.time).unwrap_or(0),
         kind: crate::schema::kind_code(event.kind()).unwrap_or(-1),
+        exec: matches!(event.body, EventBody::ProcessExec(_)),
+        processes: event.processes().map(ProcessColumns::of).collect(),
         ..Default::default()
     };
     match &event.body {
         EventBody::ProcessKprobe(p) | EventBody::ProcessLsm(p) => {
-            c.policy = Some(p.policy_name.clone()).filter(|n| !n.is_empty());
+            c.policy = Some(Cow::Borrowed(p.policy_name.as_str())).filter(|n| !n.is_empty());
             for arg in p.args.iter().chain(p.return_arg.as_ref()) {
                 match arg {
                     Arg::FileArg(f) | Arg::PathArg(f) if c.path.is_none() && !f.path.is_empty() => {
-                        c.path = Some(f.path.clone());
+                        c.path = Some(Cow::Borrowed(&f.path));
                     }
                     Arg::SockArg(s) if c.daddr.is_none() => {
                         if let Ok(ip) = s.daddr.parse::<IpAddr>() {
@@ -58,15 +111,17 @@ pub(crate) fn columns(event: &Event) -> EventColumns {
                         }
                     }
                     Arg::DnsArg(d) if c.dns.is_none() && !d.query.is_empty() => {
-                        c.dns = Some(d.query.trim_end_matches('.').to_ascii_lowercase());
+                        c.dns = Some(Cow::Owned(
+                            d.query.trim_end_matches('.').to_ascii_lowercase(),
+                        ));
                     }
                     _ => {}
                 }
             }
         }
         EventBody::ProcessAlert(a) => {
-            c.rule = Some(a.rule_id.clone());
-            c.rule_title = Some(a.title.clone());
+            c.rule = Some(Cow::Borrowed(&a.rule_id));
+            c.rule_title = Some(Cow::Borrowed(&a.title));
             c.level = level_rank(&a.level).map(|r| r as i64);
         }
         EventBody::ProcessExec(_) | EventBody::ProcessExit(_) => {}

@@ -18,17 +18,17 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use bytes::Bytes;
 use lru::LruCache;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use vigil_events::{Event, Process};
+use vigil_events::Event;
 use vigil_safe_fs::TrustedDir;
 
 use crate::{
+    batch::{Batch, HAND_OFF_BYTES},
     codec::Compressor,
     ledger::{LastRun, Ledger},
-    row::{binary_name, columns},
+    row::{binary_name, columns, EventColumns, ProcessColumns},
     StoreError,
 };
 
@@ -90,27 +90,24 @@ impl StoreConfig {
     }
 }
 
-/// The most bytes of events (approximately) the queue holds before it sheds.
+/// The most bytes of events the queue holds before it sheds.
 pub const MAX_QUEUE_BYTES: u64 = 64 << 20;
+/// Batches queued at most: the queue's bytes in batches of [`HAND_OFF_BYTES`], and room for
+/// the smaller ones the loop's timer hands over.
+const MAX_QUEUED_BATCHES: usize = 4 * (MAX_QUEUE_BYTES as usize / HAND_OFF_BYTES);
+/// Emptied buffers the writer keeps for the loop to fill again: enough for what the queue
+/// holds while the writer takes every [`TAKE_GAP`], so that a storm's batches are written in
+/// pages already mapped (and mostly still cached), not faulted in fresh.
+const SPARE_BUFFERS: usize = 16;
 
-/// About what a queued event holds in memory: its JSON, and the event itself (about as much).
-fn approx_bytes(offered: &Offered) -> u64 {
-    2 * offered.json.len() as u64
-}
-
-/// An event queued for the writer: the event, shared with the API's streams, and its JSON,
-/// shared with the exporters. Both are the agent's already: the writer neither copies nor
-/// encodes the event again.
-struct Offered {
-    event: Arc<Event>,
-    json: Bytes,
-}
-
-/// Events committed in one transaction at most.
+/// Events in one transaction (a batch the loop handed over is written whole: a few more).
 const MAX_BATCH: usize = 20_000;
 /// The shortest time between two commits while events trickle in: fewer, larger
 /// transactions.
 const COMMIT_GAP: Duration = Duration::from_millis(200);
+/// How often the writer takes the batches queued into its transaction: their buffers go back
+/// to the loop soon after it filled them.
+const TAKE_GAP: Duration = Duration::from_millis(20);
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
 /// Events removed per retention statement: the writer goes back to its queue between them.
@@ -154,7 +151,9 @@ pub struct StoreCounters {
     pub evicted: AtomicU64,
     /// The oldest event kept after the last size eviction (ns since the epoch).
     pub oldest_kept: AtomicU64,
-    /// Their approximate size.
+    /// Events queued for the writer (in the loop's batch or handed over).
+    pub queued: AtomicU64,
+    /// Their bytes.
     pub queued_bytes: AtomicU64,
 }
 
@@ -187,7 +186,13 @@ pub struct StoreStats {
 
 /// The store, as the agent holds it.
 pub struct EventStore {
-    tx: Option<SyncSender<Offered>>,
+    tx: Option<SyncSender<Batch>>,
+    /// Buffers the writer emptied, to be filled again.
+    spare: Receiver<Vec<u8>>,
+    /// The batch the loop is filling.
+    pending: Batch,
+    /// The most events queued before further ones are shed (`store.queue`).
+    max_queued: u64,
     ledger: Arc<Ledger>,
     counters: Arc<StoreCounters>,
     last_error: Arc<std::sync::Mutex<Option<String>>>,
@@ -228,7 +233,8 @@ impl EventStore {
         let run = conn.last_insert_rowid();
         ledger.start(run);
         let ledger = Arc::new(ledger);
-        let (tx, rx) = mpsc::sync_channel(config.queue);
+        let (tx, rx) = mpsc::sync_channel(MAX_QUEUED_BATCHES);
+        let (spare_tx, spare) = mpsc::sync_channel(SPARE_BUFFERS);
         let counters = Arc::new(StoreCounters::default());
         let last_error = Arc::new(std::sync::Mutex::new(None));
         let mut writer = Writer {
@@ -251,7 +257,7 @@ impl EventStore {
                 unsafe {
                     libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
                 }
-                writer.run(rx)
+                writer.run(rx, spare_tx)
             })
             .map_err(|e| StoreError::Ledger {
                 path: path.clone(),
@@ -259,6 +265,9 @@ impl EventStore {
             })?;
         Ok(EventStore {
             tx: Some(tx),
+            spare,
+            pending: Batch::new(),
+            max_queued: config.queue as u64,
             ledger,
             counters,
             last_error,
@@ -274,38 +283,64 @@ impl EventStore {
     }
 
     /// Encodes `event` and hands it to the writer ([`EventStore::offer_encoded`]).
-    pub fn offer(&self, event: Arc<Event>) {
+    pub fn offer(&mut self, event: &Event) {
         // Events always serialize (their types have no map with non-string keys).
-        let json = serde_json::to_vec(&*event).unwrap_or_default();
-        self.offer_encoded(event, json.into());
+        let json = serde_json::to_vec(event).unwrap_or_default();
+        self.offer_encoded(event, &json);
     }
 
-    /// Hands `event` and its JSON, as the exporters encoded it, to the writer, or sheds it
-    /// (counted) if the writer is behind. Never waits.
-    pub fn offer_encoded(&self, event: Arc<Event>, json: Bytes) {
-        let Some(tx) = &self.tx else { return };
+    /// Files `event` and its JSON, as the exporters encoded it, into the batch the writer is
+    /// handed next, or sheds it (counted) if the writer is behind. Never waits: a full batch
+    /// is handed over with a `try_send`.
+    pub fn offer_encoded(&mut self, event: &Event, json: &[u8]) {
+        if self.tx.is_none() {
+            return;
+        }
         self.ledger.offered();
         self.counters.offered.fetch_add(1, Ordering::Relaxed);
-        let event = Offered { event, json };
-        let bytes = approx_bytes(&event);
         // Bounded in bytes as well as in events: events of long arguments and paths cannot
         // make the queue the agent's memory.
-        let over = self.counters.queued_bytes.load(Ordering::Relaxed) + bytes > MAX_QUEUE_BYTES;
-        if over {
-            self.ledger.shed();
+        let c = &self.counters;
+        let queued = c.queued.load(Ordering::Relaxed) + self.pending.events;
+        let bytes = c.queued_bytes.load(Ordering::Relaxed) + self.pending.bytes.len() as u64;
+        if queued >= self.max_queued || bytes + json.len() as u64 > MAX_QUEUE_BYTES {
+            self.ledger.shed(1);
             self.counters.shed.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        match tx.try_send(event) {
-            Ok(()) => {
-                self.counters
-                    .queued_bytes
-                    .fetch_add(bytes, Ordering::Relaxed);
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.ledger.shed();
-                self.counters.shed.fetch_add(1, Ordering::Relaxed);
-            }
+        self.pending.push(&columns(event), json);
+        if self.pending.bytes.len() >= HAND_OFF_BYTES {
+            self.hand_off();
+        }
+    }
+
+    /// Hands the batch being filled to the writer. The agent calls it on its timer, so that a
+    /// quiet node's events reach the database within the writer's commit gap.
+    pub fn hand_off(&mut self) {
+        if self.pending.events == 0 {
+            return;
+        }
+        let Some(tx) = &self.tx else { return };
+        let next = self
+            .spare
+            .try_recv()
+            .map_or_else(|_| Batch::new(), Batch::reuse);
+        let batch = std::mem::replace(&mut self.pending, next);
+        let (n, bytes) = (batch.events, batch.bytes.len() as u64);
+        self.counters.queued.fetch_add(n, Ordering::Relaxed);
+        self.counters
+            .queued_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(batch) {
+            // Full only when the writer has taken nothing for many of the loop's timer periods
+            // (each hands over a batch, however small), or gone: what it cannot take is shed,
+            // counted.
+            self.counters.queued.fetch_sub(n, Ordering::Relaxed);
+            self.counters
+                .queued_bytes
+                .fetch_sub(bytes, Ordering::Relaxed);
+            self.ledger.shed(n);
+            self.counters.shed.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -333,6 +368,7 @@ impl EventStore {
     }
 
     fn stop(&mut self) {
+        self.hand_off();
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -395,34 +431,39 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, rx: Receiver<Offered>) {
-        let mut batch: Vec<Offered> = Vec::with_capacity(MAX_BATCH);
-        let mut last_commit = Instant::now();
+    fn run(&mut self, rx: Receiver<Batch>, spare: SyncSender<Vec<u8>>) {
         // Retention first: a store that grew past its limits while no agent ran is cut now.
         let mut last_retention: Option<Instant> = None;
+        // The transaction being filled: its events, and when it began.
+        let mut filling: Option<(u64, Instant)> = None;
         let mut open = true;
         let mut behind = false;
         while open {
-            if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+            if filling.is_none() && last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                 if let Err(e) = self.retention() {
                     self.error(format!("retention: {e}"));
                 }
                 last_retention = Some(Instant::now());
             }
-            // Sleep until the next commit is due, then take what queued meanwhile. The writer
-            // never waits on the queue itself: a sender that finds no waiting receiver wakes
-            // no one, so the agent's loop pays no wake-up per event (it did, a futex call per
-            // event, when the writer blocked in recv).
-            let due = last_commit + COMMIT_GAP;
-            let now = Instant::now();
-            // A full batch means more is waiting: no sleep then.
-            if due > now && !behind {
-                std::thread::sleep(due - now);
+            // The writer never waits on the queue itself: the loop's hand-offs wake no one,
+            // and a queue that held a full transaction's events is taken again at once.
+            if !behind {
+                std::thread::sleep(TAKE_GAP);
             }
-            last_commit = Instant::now();
-            while batch.len() < MAX_BATCH {
+            let mut took = 0;
+            while took < MAX_BATCH as u64 {
                 match rx.try_recv() {
-                    Ok(e) => batch.push(e),
+                    Ok(batch) => {
+                        took += batch.events;
+                        self.counters
+                            .queued
+                            .fetch_sub(batch.events, Ordering::Relaxed);
+                        self.counters
+                            .queued_bytes
+                            .fetch_sub(batch.bytes.len() as u64, Ordering::Relaxed);
+                        self.write(&batch, &mut filling);
+                        let _ = spare.try_send(batch.bytes);
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         open = false;
@@ -430,18 +471,12 @@ impl Writer {
                     }
                 }
             }
-            behind = batch.len() >= MAX_BATCH;
-            if !batch.is_empty() {
-                let n = batch.len() as u64;
-                let bytes: u64 = batch.iter().map(approx_bytes).sum();
-                self.counters
-                    .queued_bytes
-                    .fetch_sub(bytes, Ordering::Relaxed);
-                if let Err(e) = self.commit(&batch) {
-                    self.counters.failed.fetch_add(n, Ordering::Relaxed);
-                    self.error(format!("{n} events not stored: {e}"));
+            behind = took >= MAX_BATCH as u64;
+            if let Some((events, since)) = filling {
+                if !open || events >= MAX_BATCH as u64 || since.elapsed() >= COMMIT_GAP {
+                    self.commit(events);
+                    filling = None;
                 }
-                batch.clear();
             }
         }
     }
@@ -452,46 +487,64 @@ impl Writer {
         }
     }
 
-    /// Writes `batch` and the run's committed count in one transaction. Whatever fails, the
-    /// transaction is rolled back whole, and what the caches and the compressor learnt in it
-    /// (row ids, a dictionary) is forgotten with it.
-    fn commit(&mut self, batch: &[Offered]) -> Result<(), StoreError> {
-        let result = self.try_commit(batch);
-        if result.is_err() {
-            self.processes.clear();
-            self.paths.clear();
-            if let Ok(c) = Compressor::load(&self.conn) {
-                self.compressor = c;
+    /// Writes `batch` into the transaction being filled (begun if none is).
+    fn write(&mut self, batch: &Batch, filling: &mut Option<(u64, Instant)>) {
+        let (events, since) = match *filling {
+            Some(f) => f,
+            None => {
+                if let Err(e) = self.conn.execute_batch("BEGIN") {
+                    return self.abort(batch.events, e.into());
+                }
+                (0, Instant::now())
             }
+        };
+        let mut writer = BatchWriter {
+            tx: &self.conn,
+            processes: &mut self.processes,
+            paths: &mut self.paths,
+            compressor: &mut self.compressor,
+        };
+        let written = batch.events().try_for_each(|event| {
+            let (columns, json) = event?;
+            writer.write(&columns, json)
+        });
+        *filling = None;
+        match written {
+            Ok(()) => *filling = Some((events + batch.events, since)),
+            Err(e) => self.abort(events + batch.events, e),
         }
-        result
     }
 
-    fn try_commit(&mut self, batch: &[Offered]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        let mut stored = 0i64;
-        {
-            let mut ctx = BatchWriter {
-                tx: &tx,
-                processes: &mut self.processes,
-                paths: &mut self.paths,
-                compressor: &mut self.compressor,
-            };
-            for o in batch {
-                ctx.write(&o.event, &o.json)?;
-                stored += 1;
+    /// Commits the transaction being filled, with the run's committed count.
+    fn commit(&mut self, events: u64) {
+        let committed = self
+            .conn
+            .execute(
+                "UPDATE runs SET committed = committed + ?2 WHERE id = ?1",
+                params![self.run, events as i64],
+            )
+            .and_then(|_| self.conn.execute_batch("COMMIT"));
+        match committed {
+            Ok(()) => {
+                self.counters.committed.fetch_add(events, Ordering::Relaxed);
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
             }
+            Err(e) => self.abort(events, e.into()),
         }
-        tx.execute(
-            "UPDATE runs SET committed = committed + ?2 WHERE id = ?1",
-            params![self.run, stored],
-        )?;
-        tx.commit()?;
-        self.counters
-            .committed
-            .fetch_add(stored as u64, Ordering::Relaxed);
-        self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+    }
+
+    /// Rolls the transaction being filled back whole, counting its `events` as failed, and
+    /// forgets what the caches and the compressor learnt in it (row ids, a dictionary).
+    fn abort(&mut self, events: u64, e: StoreError) {
+        // SQLite may have rolled it back itself (a full disk): nothing to do then.
+        let _ = self.conn.execute_batch("ROLLBACK");
+        self.counters.failed.fetch_add(events, Ordering::Relaxed);
+        self.error(format!("{events} events not stored: {e}"));
+        self.processes.clear();
+        self.paths.clear();
+        if let Ok(c) = Compressor::load(&self.conn) {
+            self.compressor = c;
+        }
     }
 
     /// Removes events older than the age limit, then the oldest until the database is under
@@ -625,22 +678,26 @@ impl Writer {
 
 /// One transaction's writes.
 struct BatchWriter<'a> {
-    tx: &'a Transaction<'a>,
+    tx: &'a Connection,
     processes: &'a mut LruCache<String, i64>,
     paths: &'a mut LruCache<String, i64>,
     compressor: &'a mut Compressor,
 }
 
 impl BatchWriter<'_> {
-    fn write(&mut self, event: &Event, json: &[u8]) -> Result<(), StoreError> {
-        let c = columns(event);
+    fn write(&mut self, c: &EventColumns<'_>, json: &[u8]) -> Result<(), StoreError> {
         // A process keeps its exec id across execve (it names the clone): its exec event
         // brings the new binary and arguments to the row its earlier events made.
-        let exec = matches!(event.body, vigil_events::EventBody::ProcessExec(_));
-        let process = self.process_row(event.process(), c.time_ns, exec)?;
-        for p in event.processes().skip(1) {
-            self.process_row(p, c.time_ns, false)?;
+        let mut process = None;
+        for (i, p) in c.processes.iter().enumerate() {
+            let id = self.process_row(p, c.time_ns, i == 0 && c.exec)?;
+            process = process.or(Some(id));
         }
+        let Some(process) = process else {
+            return Err(StoreError::Batch {
+                reason: "an event without its process".into(),
+            });
+        };
         let path = match &c.path {
             Some(p) => Some(self.path_row(p)?),
             None => None,
@@ -671,8 +728,13 @@ impl BatchWriter<'_> {
     }
 
     /// The row id of `p`, inserted at its first sight, its image replaced when `refresh`.
-    fn process_row(&mut self, p: &Process, seen: u64, refresh: bool) -> Result<i64, StoreError> {
-        let exec_id = p.exec_id.as_str();
+    fn process_row(
+        &mut self,
+        p: &ProcessColumns<'_>,
+        seen: u64,
+        refresh: bool,
+    ) -> Result<i64, StoreError> {
+        let exec_id = &*p.exec_id;
         let cached = self.processes.get(exec_id).copied();
         let found: Option<i64> = match cached {
             Some(id) => Some(id),
@@ -682,7 +744,6 @@ impl BatchWriter<'_> {
                 .query_row([exec_id], |r| r.get(0))
                 .optional()?,
         };
-        let pod = p.pod.as_ref();
         let id = match found {
             Some(id) if !refresh => id,
             found => {
@@ -703,15 +764,15 @@ impl BatchWriter<'_> {
                     .query_row(
                         params![
                             exec_id,
-                            p.parent_exec_id.as_str(),
+                            p.parent_exec_id,
                             p.pid,
                             p.uid,
                             p.binary,
                             binary_name(&p.binary),
                             p.arguments,
                             p.start_time,
-                            pod.map(|p| p.namespace.as_str()),
-                            pod.map(|p| p.name.as_str()),
+                            p.namespace,
+                            p.pod,
                             seen as i64,
                         ],
                         |r| r.get(0),

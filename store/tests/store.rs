@@ -91,9 +91,9 @@ fn incident() -> Vec<Arc<Event>> {
 fn store_with(events: &[Arc<Event>]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
-    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    let mut store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     for e in events {
-        store.offer(e.clone());
+        store.offer(&e);
     }
     let stats = store.close();
     assert_eq!(stats.committed, events.len() as u64, "{stats:?}");
@@ -323,16 +323,16 @@ fn events_are_compressed_with_a_dictionary_once_enough_were_seen_and_read_back_w
 fn a_clean_close_loses_nothing_and_a_ledger_left_open_reports_what_was_never_committed() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
-    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    let mut store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     for e in incident() {
-        store.offer(e);
+        store.offer(&e);
     }
     store.close();
-    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    let mut store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     assert!(store.recovery.clean);
     assert_eq!((store.recovery.offered, store.recovery.lost), (10, 0));
     for e in incident() {
-        store.offer(e);
+        store.offer(&e);
     }
     // A crash, as the ledger shows it: the run never marked it closed, and three more events
     // were counted as taken that no commit holds.
@@ -345,7 +345,7 @@ fn a_clean_close_loses_nothing_and_a_ledger_left_open_reports_what_was_never_com
     raw[16..24].copy_from_slice(&(offered + 3).to_le_bytes());
     raw[32..40].copy_from_slice(&0u64.to_le_bytes());
     std::fs::write(&ledger, raw).unwrap();
-    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    let mut store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     assert!(!store.recovery.clean);
     assert_eq!((store.recovery.committed, store.recovery.lost), (10, 3));
 }
@@ -354,14 +354,14 @@ fn a_clean_close_loses_nothing_and_a_ledger_left_open_reports_what_was_never_com
 fn retention_removes_events_past_their_age_and_the_rows_only_they_named() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
-    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    let mut store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     // The incident is two years old: past a week's retention, removed when a writer starts.
     BASE.with(|b| b.set(t0() - OLD));
     for e in incident() {
-        store.offer(e);
+        store.offer(&e);
     }
     assert_eq!(store.close().committed, 10);
-    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    let mut store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let stats = store.close();
     assert_eq!(stats.expired, 10, "{stats:?}");
@@ -383,7 +383,7 @@ fn retention_removes_events_past_their_age_and_the_rows_only_they_named() {
 fn a_second_writer_waits_for_the_first_instead_of_sharing_its_counts() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
-    let first = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    let mut first = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     let err = EventStore::open(&store_dir, &StoreConfig::default())
         .err()
         .unwrap();
@@ -400,14 +400,14 @@ fn a_flood_of_long_arguments_past_the_size_removes_only_what_it_must_and_says_so
         max_size_mib: 16,
         ..Default::default()
     };
-    let store = EventStore::open(&store_dir, &small).unwrap();
+    let mut store = EventStore::open(&store_dir, &small).unwrap();
     for e in incident() {
-        store.offer(e);
+        store.offer(&e);
     }
     assert_eq!(store.close().committed, 10);
     // Processes with 4 KiB of distinct arguments each: their rows and trigrams weigh, not
     // their events.
-    let store = EventStore::open(&store_dir, &small).unwrap();
+    let mut store = EventStore::open(&store_dir, &small).unwrap();
     let mut offered = 0;
     for i in 0..2000u32 {
         let noise: String = (0..4000u32)
@@ -416,11 +416,13 @@ fn a_flood_of_long_arguments_past_the_size_removes_only_what_it_must_and_says_so
             })
             .collect();
         let p = process(&format!("f{i}"), "init", 9000 + i, "/bin/true", &noise);
-        store.offer(event(
+        store.offer(&event(
             json!({"process_exec": {"process": p}, "time": time(20)}),
         ));
         offered += 1;
         if offered % 500 == 0 {
+            // As the agent's timer does.
+            store.hand_off();
             std::thread::sleep(Duration::from_millis(300));
         }
     }
@@ -428,7 +430,7 @@ fn a_flood_of_long_arguments_past_the_size_removes_only_what_it_must_and_says_so
     let flooded = store.close();
     // The next start cuts the store to its size (if the flood's run did not already), and
     // only as much as needed.
-    let store = EventStore::open(&store_dir, &small).unwrap();
+    let mut store = EventStore::open(&store_dir, &small).unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     let after = store.close();
     let db = store_dir.join(vigil_store::DB_FILE);

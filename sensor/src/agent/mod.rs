@@ -480,6 +480,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             _ = tick.tick() => {
                 drain(ring.get_mut(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
                 sinks.release(&mut enricher.cache, &mut stats, Instant::now());
+                sinks.store.hand_off();
                 if let Some(p) = policies.as_mut() {
                     if let Some(k) = sinks.kube.as_mut() {
                         apply_policy_objects(k, p, &mut sensor);

@@ -85,12 +85,12 @@ impl Sinks {
         }
     }
 
-    /// Redacts the event, encodes it once for the exporters and the store, hands it to the
-    /// exporters, then moves it (no copy) to the API's streams and the store's writer, which
-    /// share it: every output gets the same redacted event.
+    /// Redacts the event, encodes it once for the exporters and the store, files it in the
+    /// store's next batch, hands it to the exporters, then moves it (no copy) to the API's
+    /// streams: every output gets the same redacted event.
     fn emit(&mut self, mut event: vigil_events::Event) {
         self.actions.record(&event);
-        let store = self.store.store.as_ref();
+        let mut store = self.store.store.as_mut();
         let exporters = self.exporters.as_mut();
         if let Some(e) = &exporters {
             e.redact(&mut event);
@@ -98,22 +98,14 @@ impl Sinks {
         let exporters = exporters.filter(|e| e.takes_events());
         let record = (exporters.is_some() || store.is_some())
             .then(|| vigil_exporters::record::Record::encode(&event));
-        let json = record
-            .as_ref()
-            .filter(|_| store.is_some())
-            .map(|r| r.json.clone());
+        if let (Some(s), Some(r)) = (store.as_mut(), &record) {
+            s.offer_encoded(&event, &r.json);
+        }
         if let (Some(e), Some(r)) = (exporters, record) {
             e.submit_record(&event, r);
         }
-        let streams = self.hub.as_ref().filter(|h| h.listening());
-        if streams.is_some() || store.is_some() {
-            let shared = std::sync::Arc::new(event);
-            if let Some(h) = streams {
-                h.publish(shared.clone());
-            }
-            if let (Some(s), Some(json)) = (store, json) {
-                s.offer_encoded(shared, json);
-            }
+        if let Some(h) = self.hub.as_ref().filter(|h| h.listening()) {
+            h.publish(std::sync::Arc::new(event));
         }
     }
 

@@ -83,6 +83,13 @@ impl StoreSlot {
         }
     }
 
+    /// Hands the events filed since the last time to the writer (the loop's timer).
+    pub(super) fn hand_off(&mut self) {
+        if let Some(s) = self.store.as_mut() {
+            s.hand_off();
+        }
+    }
+
     /// Commits what is queued and closes the store.
     pub(super) fn close(&mut self) -> Option<StoreStats> {
         self.store.take().map(EventStore::close)
