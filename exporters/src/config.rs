@@ -267,9 +267,10 @@ fn default_queue() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportersConfig {
-    /// Where each sink's spool and dead-letter file live (`<dir>/<sink name>/`).
-    #[serde(default = "default_spool")]
-    pub spool_dir: PathBuf,
+    /// Where each sink's spool and dead-letter file live (`<dir>/<sink name>/`); the agent
+    /// puts them in its state directory's `spool/` when this is not set.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
     /// Patterns whose capture groups are hidden in process arguments and in the string,
     /// buffer, path and file arguments of policy events.
     #[serde(default)]
@@ -285,9 +286,8 @@ pub struct ExportersConfig {
     pub sinks: Vec<SinkConfig>,
 }
 
-fn default_spool() -> PathBuf {
-    PathBuf::from("/var/lib/vigil/spool")
-}
+/// The spool directory of an agent with the default state directory.
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/vigil/spool";
 fn default_spool_max() -> u64 {
     1024
 }
@@ -298,7 +298,7 @@ fn default_dead_letter_max() -> u64 {
 impl Default for ExportersConfig {
     fn default() -> Self {
         ExportersConfig {
-            spool_dir: default_spool(),
+            spool_dir: None,
             redact: Vec::new(),
             spool_max_mb: default_spool_max(),
             dead_letter_max_mb: default_dead_letter_max(),
@@ -308,6 +308,13 @@ impl Default for ExportersConfig {
 }
 
 impl ExportersConfig {
+    /// Where the spools are: as configured, else [`DEFAULT_SPOOL_DIR`].
+    pub fn spool_root(&self) -> PathBuf {
+        self.spool_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR))
+    }
+
     /// Checks that every sink name can name its spool directory and that no two sinks share
     /// one; the error names the sink and the fix.
     pub fn check_names(&self) -> Result<(), (String, String)> {
@@ -317,7 +324,7 @@ impl ExportersConfig {
                     format!("sinks[{i}] `{}`", s.name.escape_debug()),
                     format!(
                         "the name is also the sink's spool directory under {}: use letters, digits, `.`, `_` and `-` only (not `.` or `..`), such as `splunk-prod`",
-                        self.spool_dir.display()
+                        self.spool_root().display()
                     ),
                 ));
             }
@@ -326,7 +333,7 @@ impl ExportersConfig {
                     s.name.clone(),
                     format!(
                         "sinks[{j}] and sinks[{i}] have the same name, and would share one spool under {}: rename one (the agent's own outputs are named `stdout` and `export-file`)",
-                        self.spool_dir.display()
+                        self.spool_root().display()
                     ),
                 ));
             }

@@ -140,7 +140,7 @@ impl Exporters {
                 s,
                 sink,
                 fields,
-                &cfg.spool_dir.join(s.spool_name()),
+                &cfg.spool_root().join(s.spool_name()),
                 spool_cap,
                 dead_cap,
             )

@@ -17,7 +17,7 @@ use crate::{row::EventColumns, StoreError};
 /// A batch's size at which the loop hands it over.
 pub(crate) const HAND_OFF_BYTES: usize = 1 << 20;
 /// A new batch's buffer: room for the record that crosses [`HAND_OFF_BYTES`] without growing.
-const CAPACITY: usize = HAND_OFF_BYTES + (HAND_OFF_BYTES >> 2);
+pub(crate) const CAPACITY: usize = HAND_OFF_BYTES + (HAND_OFF_BYTES >> 2);
 
 /// Events appended by the loop, read by the writer: for each, the length of its columns (as
 /// JSON) and the columns, then the length of the event's JSON and the JSON, lengths as 4-byte
@@ -40,14 +40,15 @@ impl Batch {
         Batch { bytes, events: 0 }
     }
 
-    /// Appends one event.
-    pub fn push(&mut self, columns: &EventColumns<'_>, json: &[u8]) {
+    /// Appends one event; false if its columns could not be encoded (they are strings,
+    /// numbers and byte arrays: they always can).
+    #[must_use]
+    pub fn push(&mut self, columns: &EventColumns<'_>, json: &[u8]) -> bool {
         let at = self.bytes.len();
         self.bytes.extend_from_slice(&[0; 4]);
-        // Columns always serialize (strings, numbers and byte arrays only).
         if serde_json::to_writer(&mut self.bytes, columns).is_err() {
             self.bytes.truncate(at);
-            return;
+            return false;
         }
         let len = (self.bytes.len() - at - 4) as u32;
         self.bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
@@ -55,6 +56,7 @@ impl Batch {
             .extend_from_slice(&(json.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(json);
         self.events += 1;
+        true
     }
 
     /// The events, in the order they were appended.
@@ -135,7 +137,7 @@ mod tests {
     fn a_batch_reads_back_every_event_in_order() {
         let mut b = Batch::default();
         for n in 0..3 {
-            b.push(&columns(n), format!("{{\"n\":{n}}}").as_bytes());
+            assert!(b.push(&columns(n), format!("{{\"n\":{n}}}").as_bytes()));
         }
         assert_eq!(b.events, 3);
         let back: Vec<_> = b.events().map(|e| e.unwrap()).collect();
@@ -151,9 +153,9 @@ mod tests {
     #[test]
     fn a_batch_cut_short_is_an_error_not_a_panic() {
         let mut b = Batch::default();
-        b.push(&columns(1), b"{}");
+        assert!(b.push(&columns(1), b"{}"));
         let first = b.bytes.len();
-        b.push(&columns(2), b"{}");
+        assert!(b.push(&columns(2), b"{}"));
         for cut in (1..b.bytes.len()).filter(|&c| c != first) {
             let bytes = &b.bytes[..cut];
             let read: Vec<_> = BatchEvents { rest: bytes }.collect();

@@ -1,10 +1,11 @@
-//! The store's writer: a thread of its own that takes events from a bounded queue and commits
-//! them in large transactions, and enforces retention between commits.
+//! The store's writer: a thread of its own that takes batches of events from a bounded queue
+//! and commits them in large transactions, and enforces retention between commits.
 //!
-//! The agent's loop only ever tries to queue an event ([`EventStore::offer`]): when the writer
-//! falls behind (a slow disk, a burst), the queue fills and further events are shed, counted
-//! and reported, instead of the loop waiting and the kernel's ring buffer filling behind it.
-//! Enforcement and the other outputs never depend on the disk.
+//! The agent's loop only files each event into a batch and tries to queue full batches
+//! ([`EventStore::offer_encoded`], [`crate::batch`]): when the writer falls behind (a slow
+//! disk, a burst), the queue fills and further events are shed, counted and reported, instead
+//! of the loop waiting and the kernel's ring buffer filling behind it. Enforcement and the
+//! other outputs never depend on the disk.
 
 use std::{
     num::NonZeroUsize,
@@ -25,7 +26,7 @@ use vigil_events::Event;
 use vigil_safe_fs::TrustedDir;
 
 use crate::{
-    batch::{Batch, HAND_OFF_BYTES},
+    batch::{Batch, CAPACITY, HAND_OFF_BYTES},
     codec::Compressor,
     ledger::{LastRun, Ledger},
     row::{binary_name, columns, EventColumns, ProcessColumns},
@@ -303,20 +304,34 @@ impl EventStore {
         let c = &self.counters;
         let queued = c.queued.load(Ordering::Relaxed) + self.pending.events;
         let bytes = c.queued_bytes.load(Ordering::Relaxed) + self.pending.bytes.len() as u64;
-        if queued >= self.max_queued || bytes + json.len() as u64 > MAX_QUEUE_BYTES {
+        // An event's columns are a part of its JSON, so at most as long.
+        let size = 2 * json.len() as u64 + 8;
+        if queued >= self.max_queued
+            || bytes + size > MAX_QUEUE_BYTES
+            || !self.pending.push(&columns(event), json)
+        {
             self.ledger.shed(1);
             self.counters.shed.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.pending.push(&columns(event), json);
         if self.pending.bytes.len() >= HAND_OFF_BYTES {
-            self.hand_off();
+            self.send();
         }
     }
 
-    /// Hands the batch being filled to the writer. The agent calls it on its timer, so that a
-    /// quiet node's events reach the database within the writer's commit gap.
+    /// Hands the batch being filled to the writer, unless the writer has not taken the last
+    /// one yet (the batch then grows until it is full). The agent calls it on its timer, so
+    /// that a quiet node's events reach the database within the writer's commit gap; a writer
+    /// held up (retention, a slow disk) finds one batch per stall, not one per tick, and the
+    /// queue sheds by its bounds in events and bytes only.
     pub fn hand_off(&mut self) {
+        if self.counters.queued.load(Ordering::Relaxed) == 0 {
+            self.send();
+        }
+    }
+
+    /// Hands the batch being filled to the writer.
+    fn send(&mut self) {
         if self.pending.events == 0 {
             return;
         }
@@ -332,9 +347,8 @@ impl EventStore {
             .queued_bytes
             .fetch_add(bytes, Ordering::Relaxed);
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(batch) {
-            // Full only when the writer has taken nothing for many of the loop's timer periods
-            // (each hands over a batch, however small), or gone: what it cannot take is shed,
-            // counted.
+            // Full only when the writer is gone, or has taken nothing while the loop filled
+            // hundreds of batches: what it cannot take is shed, counted.
             self.counters.queued.fetch_sub(n, Ordering::Relaxed);
             self.counters
                 .queued_bytes
@@ -368,11 +382,14 @@ impl EventStore {
     }
 
     fn stop(&mut self) {
-        self.hand_off();
+        self.send();
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
-            self.ledger.close();
+            // A writer that died did not commit what it took: the ledger stays open, and the
+            // next agent counts those events as lost.
+            if t.join().is_ok() {
+                self.ledger.close();
+            }
         }
     }
 }
@@ -451,7 +468,8 @@ impl Writer {
                 std::thread::sleep(TAKE_GAP);
             }
             let mut took = 0;
-            while took < MAX_BATCH as u64 {
+            let open_events = filling.map_or(0, |(events, _)| events);
+            while open_events + took < MAX_BATCH as u64 {
                 match rx.try_recv() {
                     Ok(batch) => {
                         took += batch.events;
@@ -462,7 +480,10 @@ impl Writer {
                             .queued_bytes
                             .fetch_sub(batch.bytes.len() as u64, Ordering::Relaxed);
                         self.write(&batch, &mut filling);
-                        let _ = spare.try_send(batch.bytes);
+                        // The loop fills it again; one a huge event grew is let go.
+                        if batch.bytes.capacity() <= CAPACITY {
+                            let _ = spare.try_send(batch.bytes);
+                        }
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
@@ -471,7 +492,7 @@ impl Writer {
                     }
                 }
             }
-            behind = took >= MAX_BATCH as u64;
+            behind = open_events + took >= MAX_BATCH as u64;
             if let Some((events, since)) = filling {
                 if !open || events >= MAX_BATCH as u64 || since.elapsed() >= COMMIT_GAP {
                     self.commit(events);

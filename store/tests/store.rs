@@ -93,7 +93,7 @@ fn store_with(events: &[Arc<Event>]) -> (tempfile::TempDir, std::path::PathBuf) 
     let store_dir = dir.path().join("store");
     let mut store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     for e in events {
-        store.offer(&e);
+        store.offer(e);
     }
     let stats = store.close();
     assert_eq!(stats.committed, events.len() as u64, "{stats:?}");
@@ -345,7 +345,7 @@ fn a_clean_close_loses_nothing_and_a_ledger_left_open_reports_what_was_never_com
     raw[16..24].copy_from_slice(&(offered + 3).to_le_bytes());
     raw[32..40].copy_from_slice(&0u64.to_le_bytes());
     std::fs::write(&ledger, raw).unwrap();
-    let mut store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     assert!(!store.recovery.clean);
     assert_eq!((store.recovery.committed, store.recovery.lost), (10, 3));
 }
@@ -361,7 +361,7 @@ fn retention_removes_events_past_their_age_and_the_rows_only_they_named() {
         store.offer(&e);
     }
     assert_eq!(store.close().committed, 10);
-    let mut store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    let store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let stats = store.close();
     assert_eq!(stats.expired, 10, "{stats:?}");
@@ -383,7 +383,7 @@ fn retention_removes_events_past_their_age_and_the_rows_only_they_named() {
 fn a_second_writer_waits_for_the_first_instead_of_sharing_its_counts() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
-    let mut first = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    let first = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
     let err = EventStore::open(&store_dir, &StoreConfig::default())
         .err()
         .unwrap();
@@ -430,7 +430,7 @@ fn a_flood_of_long_arguments_past_the_size_removes_only_what_it_must_and_says_so
     let flooded = store.close();
     // The next start cuts the store to its size (if the flood's run did not already), and
     // only as much as needed.
-    let mut store = EventStore::open(&store_dir, &small).unwrap();
+    let store = EventStore::open(&store_dir, &small).unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     let after = store.close();
     let db = store_dir.join(vigil_store::DB_FILE);

@@ -123,3 +123,22 @@ fn a_bad_configuration_names_the_file_line_and_field() {
         "{err}"
     );
 }
+
+#[test]
+fn an_agent_given_a_state_directory_keeps_its_spools_there() {
+    require_root();
+    // Every test agent has an export file of its own: spools under /var/lib/vigil, keyed by
+    // that path, were left behind by each run (69 GB of them, until the disk was full).
+    let agent = Agent::start(&[]);
+    let state = agent.store_db.parent().unwrap().parent().unwrap().to_path_buf();
+    let spools: Vec<String> = std::fs::read_dir(state.join("spool"))
+        .expect("the state directory has the spools")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    agent.stop();
+    assert!(
+        spools.iter().any(|s| s.starts_with("export-file-")),
+        "the export file's spool is in {}: {spools:?}",
+        state.display()
+    );
+}

@@ -289,6 +289,10 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         .as_ref()
         .map(|c| c.exporters.clone())
         .unwrap_or_default();
+    // The spools are state: an agent given its own state directory keeps them there.
+    export
+        .spool_dir
+        .get_or_insert_with(|| opts.state_dir.join("spool"));
     output::add_outputs(&mut export, opts.export_file.as_deref(), opts.format);
     if opts.alerts_in_stream {
         output::alerts_in_own_outputs(&mut export);
@@ -613,10 +617,11 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
 const EXPORT_GRACE: Duration = Duration::from_secs(5);
 
 /// Keeps the memory a burst of events freed in the heap instead of handing it back to the
-/// kernel at once. The loop allocates each event and the store's writer frees it up to 200 ms
-/// later, in batches: with glibc's defaults the heap's top was trimmed after each batch and the
-/// loop faulted fresh, zeroed pages back in for the next (measured in BENCHMARKS.md, "The event
-/// store"). What stays is bounded by the store's queue, and glibc still trims above it.
+/// kernel at once. A storm's events wait in the exporters' queues and the store's batches (up
+/// to the store's queue bound) and are freed together: with glibc's defaults the heap's top was
+/// trimmed after each such wave and the loop faulted fresh, zeroed pages back in for the next
+/// (measured in BENCHMARKS.md, "The event store"). What stays is bounded by the store's queue,
+/// and glibc still trims above it.
 fn keep_freed_memory() {
     const QUEUE_BYTES: libc::c_int = vigil_store::MAX_QUEUE_BYTES as libc::c_int;
     // SAFETY: mallopt only changes glibc's thresholds; called before the agent's threads start.
