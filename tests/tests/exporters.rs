@@ -130,7 +130,13 @@ fn an_agent_given_a_state_directory_keeps_its_spools_there() {
     // Every test agent has an export file of its own: spools under /var/lib/vigil, keyed by
     // that path, were left behind by each run (69 GB of them, until the disk was full).
     let agent = Agent::start(&[]);
-    let state = agent.store_db.parent().unwrap().parent().unwrap().to_path_buf();
+    let state = agent
+        .store_db
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let spools: Vec<String> = std::fs::read_dir(state.join("spool"))
         .expect("the state directory has the spools")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
