@@ -12,16 +12,21 @@
 //! thread cache for the heap's slow paths and cold memory. Copying a few kilobytes into a
 //! buffer that stays mapped and is written in order costs the loop less than that did.
 
-use crate::{row::EventColumns, StoreError};
+use postcard::ser_flavors::Flavor;
+
+use crate::{
+    row::{EventColumns, ProcessColumns},
+    StoreError,
+};
 
 /// A batch's size at which the loop hands it over.
 pub(crate) const HAND_OFF_BYTES: usize = 1 << 20;
 /// A new batch's buffer: room for the record that crosses [`HAND_OFF_BYTES`] without growing.
 pub(crate) const CAPACITY: usize = HAND_OFF_BYTES + (HAND_OFF_BYTES >> 2);
 
-/// Events appended by the loop, read by the writer: for each, the length of its columns (as
-/// JSON) and the columns, then the length of the event's JSON and the JSON, lengths as 4-byte
-/// little-endian integers.
+/// Events appended by the loop, read by the writer. For each: the length of what follows up to
+/// the JSON, the number of process rows, the columns and the rows (postcard), then the length
+/// of the event's JSON and the JSON; lengths and the count as 4-byte little-endian integers.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     pub bytes: Vec<u8>,
@@ -40,18 +45,32 @@ impl Batch {
         Batch { bytes, events: 0 }
     }
 
-    /// Appends one event; false if its columns could not be encoded (they are strings,
-    /// numbers and byte arrays: they always can).
+    /// Appends one event: its columns, the rows of `processes` (its own first) and its JSON.
+    /// False if the columns could not be encoded (they are strings, numbers and byte arrays:
+    /// they always can); the batch is then as it was.
     #[must_use]
-    pub fn push(&mut self, columns: &EventColumns<'_>, json: &[u8]) -> bool {
+    pub fn push<'p>(
+        &mut self,
+        columns: &EventColumns<'_>,
+        mut processes: impl Iterator<Item = ProcessColumns<'p>>,
+        json: &[u8],
+    ) -> bool {
         let at = self.bytes.len();
-        self.bytes.extend_from_slice(&[0; 4]);
-        if serde_json::to_writer(&mut self.bytes, columns).is_err() {
+        self.bytes.extend_from_slice(&[0; 8]);
+        let mut count = 0u32;
+        let encoded = encode(&mut self.bytes, columns).and_then(|()| {
+            processes.try_for_each(|p| {
+                count += 1;
+                encode(&mut self.bytes, &p)
+            })
+        });
+        if encoded.is_err() {
             self.bytes.truncate(at);
             return false;
         }
         let len = (self.bytes.len() - at - 4) as u32;
         self.bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.bytes[at + 4..at + 8].copy_from_slice(&count.to_le_bytes());
         self.bytes
             .extend_from_slice(&(json.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(json);
@@ -98,10 +117,7 @@ impl<'a> Iterator for BatchEvents<'a> {
         }
         let event = (|| {
             let columns = self.part()?;
-            let columns = serde_json::from_slice(columns).map_err(|e| StoreError::Batch {
-                reason: format!("columns: {e}"),
-            })?;
-            Ok((columns, self.part()?))
+            Ok((decode(columns)?, self.part()?))
         })();
         if event.is_err() {
             // Nothing after a damaged record can be found: the rest of the batch is one error.
@@ -109,6 +125,55 @@ impl<'a> Iterator for BatchEvents<'a> {
         }
         Some(event)
     }
+}
+
+/// Appends `value` to `bytes`.
+fn encode(bytes: &mut Vec<u8>, value: &impl serde::Serialize) -> postcard::Result<()> {
+    postcard::serialize_with_flavor(value, Append(bytes))
+}
+
+/// Postcard's output: the end of a batch's buffer.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// An event's columns and process rows from what [`Batch::push`] wrote before its JSON.
+fn decode(part: &[u8]) -> Result<EventColumns<'_>, StoreError> {
+    let bad = |e: postcard::Error| StoreError::Batch {
+        reason: format!("columns: {e}"),
+    };
+    let (count, mut rest) = part.split_first_chunk::<4>().ok_or(StoreError::Batch {
+        reason: "a count cut short".into(),
+    })?;
+    let (mut columns, after): (EventColumns, _) = postcard::take_from_bytes(rest).map_err(bad)?;
+    rest = after;
+    for _ in 0..u32::from_le_bytes(*count) {
+        let (process, after) = postcard::take_from_bytes(rest).map_err(bad)?;
+        columns.processes.push(process);
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(StoreError::Batch {
+            reason: format!("{} bytes after the columns", rest.len()),
+        });
+    }
+    Ok(columns)
 }
 
 #[cfg(test)]
@@ -124,11 +189,19 @@ mod tests {
             kind: 2,
             path: Some(Cow::Borrowed("/etc/\"shadow\"\n")),
             daddr: Some([7; 16]),
-            processes: vec![ProcessColumns {
-                exec_id: Cow::Borrowed("e1"),
-                arguments: Cow::Owned(format!("--n {n}")),
-                ..Default::default()
-            }],
+            processes: vec![
+                ProcessColumns {
+                    exec_id: Cow::Borrowed("e1"),
+                    arguments: Cow::Owned(format!("--n {n}")),
+                    pod: Some(Cow::Borrowed("web-0")),
+                    ..Default::default()
+                },
+                ProcessColumns {
+                    exec_id: Cow::Borrowed("e0"),
+                    binary: Cow::Borrowed("/bin/sh"),
+                    ..Default::default()
+                },
+            ],
             ..Default::default()
         }
     }
@@ -137,7 +210,9 @@ mod tests {
     fn a_batch_reads_back_every_event_in_order() {
         let mut b = Batch::default();
         for n in 0..3 {
-            assert!(b.push(&columns(n), format!("{{\"n\":{n}}}").as_bytes()));
+            let c = columns(n);
+            let json = format!("{{\"n\":{n}}}");
+            assert!(b.push(&c, c.processes.iter().cloned(), json.as_bytes()));
         }
         assert_eq!(b.events, 3);
         let back: Vec<_> = b.events().map(|e| e.unwrap()).collect();
@@ -153,9 +228,10 @@ mod tests {
     #[test]
     fn a_batch_cut_short_is_an_error_not_a_panic() {
         let mut b = Batch::default();
-        assert!(b.push(&columns(1), b"{}"));
+        let (one, two) = (columns(1), columns(2));
+        assert!(b.push(&one, one.processes.iter().cloned(), b"{}"));
         let first = b.bytes.len();
-        assert!(b.push(&columns(2), b"{}"));
+        assert!(b.push(&two, two.processes.iter().cloned(), b"{}"));
         for cut in (1..b.bytes.len()).filter(|&c| c != first) {
             let bytes = &b.bytes[..cut];
             let read: Vec<_> = BatchEvents { rest: bytes }.collect();

@@ -308,7 +308,11 @@ impl EventStore {
         let size = 2 * json.len() as u64 + 8;
         if queued >= self.max_queued
             || bytes + size > MAX_QUEUE_BYTES
-            || !self.pending.push(&columns(event), json)
+            || !self.pending.push(
+                &columns(event),
+                event.processes().map(ProcessColumns::of),
+                json,
+            )
         {
             self.ledger.shed(1);
             self.counters.shed.fetch_add(1, Ordering::Relaxed);
