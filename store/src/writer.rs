@@ -93,9 +93,10 @@ impl StoreConfig {
 
 /// The most bytes of events the queue holds before it sheds.
 pub const MAX_QUEUE_BYTES: u64 = 64 << 20;
-/// Batches queued at most: the queue's bytes in batches of [`HAND_OFF_BYTES`], and room for
-/// the smaller ones the loop's timer hands over.
-const MAX_QUEUED_BATCHES: usize = 4 * (MAX_QUEUE_BYTES as usize / HAND_OFF_BYTES);
+/// Batches queued at most. The queue sheds by its bytes first: it holds at most
+/// [`MAX_QUEUE_BYTES`] in full batches of [`HAND_OFF_BYTES`] and one smaller batch (the loop's
+/// timer hands one over only to an empty queue). Twice that leaves the channel never the bound.
+const MAX_QUEUED_BATCHES: usize = 2 * (MAX_QUEUE_BYTES as usize / HAND_OFF_BYTES);
 /// Emptied buffers the writer keeps for the loop to fill again: enough for what the queue
 /// holds while the writer takes every [`TAKE_GAP`], so that a storm's batches are written in
 /// pages already mapped (and mostly still cached), not faulted in fresh.
@@ -314,8 +315,7 @@ impl EventStore {
                 json,
             )
         {
-            self.ledger.shed(1);
-            self.counters.shed.fetch_add(1, Ordering::Relaxed);
+            self.shed(1);
             return;
         }
         if self.pending.bytes.len() >= HAND_OFF_BYTES {
@@ -357,9 +357,14 @@ impl EventStore {
             self.counters
                 .queued_bytes
                 .fetch_sub(bytes, Ordering::Relaxed);
-            self.ledger.shed(n);
-            self.counters.shed.fetch_add(n, Ordering::Relaxed);
+            self.shed(n);
         }
+    }
+
+    /// Counts `events` the store could not take, in the ledger and for `GetHealth`.
+    fn shed(&self, events: u64) {
+        self.ledger.shed(events);
+        self.counters.shed.fetch_add(events, Ordering::Relaxed);
     }
 
     /// The counters now.
