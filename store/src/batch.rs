@@ -1,17 +1,19 @@
-//! How events travel from the agent's loop to the writer: in batches of bytes.
+//! How events travel from the agent's loop to the writer: in batches.
 //!
 //! The loop takes what the writer files from each event (its columns and its processes'
-//! rows, [`EventColumns`]) and appends them with the event's JSON to a buffer of its own; the
-//! writer is handed whole buffers and hands them back empty to be filled again. The event and
-//! its JSON stay the loop's and are freed by it as soon as every output has them, as they are
-//! without the store.
+//! rows, [`EventColumns`]) and appends them to a buffer of its own, with a reference to the
+//! event's JSON the exporters encoded (shared, not copied); the writer is handed whole batches
+//! and hands them back to be filled again. The loop lets go of the JSON it referenced when it
+//! reuses a batch, so the memory is freed by the thread that allocated it.
 //!
 //! Why not hand the writer the events themselves: held until the writer's commit (up to
 //! 200 ms), a storm's events were tens of megabytes alive at once, each allocated where the
 //! last was not yet freed and freed in bulk by another thread; the loop's allocations left its
-//! thread cache for the heap's slow paths and cold memory. Copying a few kilobytes into a
-//! buffer that stays mapped and is written in order costs the loop less than that did.
+//! thread cache for the heap's slow paths and cold memory. Why not copy the JSON into the
+//! buffer (as the columns are): a 5 KiB event's copy into memory the writer last read was
+//! a microsecond of the loop's, most of what the store cost it.
 
+use bytes::Bytes;
 use postcard::ser_flavors::Flavor;
 
 use crate::{
@@ -19,30 +21,46 @@ use crate::{
     StoreError,
 };
 
-/// A batch's size at which the loop hands it over.
+/// A batch's size (its columns and its events' JSON) at which the loop hands it over.
 pub(crate) const HAND_OFF_BYTES: usize = 1 << 20;
-/// A new batch's buffer: room for the record that crosses [`HAND_OFF_BYTES`] without growing.
+/// The largest columns buffer kept for reuse: one a flood of huge events grew is let go.
 pub(crate) const CAPACITY: usize = HAND_OFF_BYTES + (HAND_OFF_BYTES >> 2);
+/// A new batch's columns buffer: the columns are a fraction of the JSON.
+const COLUMNS_CAPACITY: usize = HAND_OFF_BYTES / 4;
 
-/// Events appended by the loop, read by the writer. For each: the length of what follows up to
-/// the JSON, the number of process rows, the columns and the rows (postcard), then the length
-/// of the event's JSON and the JSON; lengths and the count as 4-byte little-endian integers.
+/// Events appended by the loop, read by the writer. In `columns`, for each event: the length of
+/// what follows, the number of process rows (both 4-byte little-endian integers), the columns
+/// and the rows (postcard); in `json`, each event's JSON, in the same order.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    pub bytes: Vec<u8>,
+    pub columns: Vec<u8>,
+    pub json: Vec<Bytes>,
+    /// The JSON's bytes.
+    json_bytes: usize,
     pub events: u64,
 }
 
 impl Batch {
-    /// An empty batch in a new buffer.
+    /// An empty batch in new buffers.
     pub fn new() -> Batch {
-        Batch::reuse(Vec::with_capacity(CAPACITY))
+        Batch {
+            columns: Vec::with_capacity(COLUMNS_CAPACITY),
+            ..Default::default()
+        }
     }
 
-    /// An empty batch in `bytes`, a buffer the writer handed back (or a new one).
-    pub fn reuse(mut bytes: Vec<u8>) -> Batch {
-        bytes.clear();
-        Batch { bytes, events: 0 }
+    /// `self` emptied, to be filled again.
+    pub fn reuse(mut self) -> Batch {
+        self.columns.clear();
+        self.json.clear();
+        self.json_bytes = 0;
+        self.events = 0;
+        self
+    }
+
+    /// What the batch holds, in bytes: its columns and its events' JSON.
+    pub fn size(&self) -> usize {
+        self.columns.len() + self.json_bytes
     }
 
     /// Appends one event: its columns, the rows of `processes` (its own first) and its JSON.
@@ -53,59 +71,43 @@ impl Batch {
         &mut self,
         columns: &EventColumns<'_>,
         mut processes: impl Iterator<Item = ProcessColumns<'p>>,
-        json: &[u8],
+        json: &Bytes,
     ) -> bool {
-        let at = self.bytes.len();
-        self.bytes.extend_from_slice(&[0; 8]);
+        let at = self.columns.len();
+        self.columns.extend_from_slice(&[0; 8]);
         let mut count = 0u32;
-        let encoded = encode(&mut self.bytes, columns).and_then(|()| {
+        let encoded = encode(&mut self.columns, columns).and_then(|()| {
             processes.try_for_each(|p| {
                 count += 1;
-                encode(&mut self.bytes, &p)
+                encode(&mut self.columns, &p)
             })
         });
         if encoded.is_err() {
-            self.bytes.truncate(at);
+            self.columns.truncate(at);
             return false;
         }
-        let len = (self.bytes.len() - at - 4) as u32;
-        self.bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
-        self.bytes[at + 4..at + 8].copy_from_slice(&count.to_le_bytes());
-        self.bytes
-            .extend_from_slice(&(json.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(json);
+        let len = (self.columns.len() - at - 4) as u32;
+        self.columns[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.columns[at + 4..at + 8].copy_from_slice(&count.to_le_bytes());
+        self.json.push(json.clone());
+        self.json_bytes += json.len();
         self.events += 1;
         true
     }
 
     /// The events, in the order they were appended.
     pub fn events(&self) -> BatchEvents<'_> {
-        BatchEvents { rest: &self.bytes }
+        BatchEvents {
+            rest: &self.columns,
+            json: self.json.iter(),
+        }
     }
 }
 
 /// The events of a [`Batch`].
 pub(crate) struct BatchEvents<'a> {
     rest: &'a [u8],
-}
-
-impl<'a> BatchEvents<'a> {
-    fn part(&mut self) -> Result<&'a [u8], StoreError> {
-        let bad = |reason: &str| StoreError::Batch {
-            reason: reason.into(),
-        };
-        let (len, rest) = self
-            .rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| bad("a length cut short"))?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if rest.len() < len {
-            return Err(bad("a record cut short"));
-        }
-        let (part, rest) = rest.split_at(len);
-        self.rest = rest;
-        Ok(part)
-    }
+    json: std::slice::Iter<'a, Bytes>,
 }
 
 impl<'a> Iterator for BatchEvents<'a> {
@@ -116,8 +118,24 @@ impl<'a> Iterator for BatchEvents<'a> {
             return None;
         }
         let event = (|| {
-            let columns = self.part()?;
-            Ok((decode(columns)?, self.part()?))
+            let (len, rest) = self
+                .rest
+                .split_first_chunk::<4>()
+                .ok_or(StoreError::Batch {
+                    reason: "a length cut short".into(),
+                })?;
+            let len = u32::from_le_bytes(*len) as usize;
+            if rest.len() < len {
+                return Err(StoreError::Batch {
+                    reason: "a record cut short".into(),
+                });
+            }
+            let (part, rest) = rest.split_at(len);
+            self.rest = rest;
+            let json = self.json.next().ok_or(StoreError::Batch {
+                reason: "columns without their event".into(),
+            })?;
+            Ok((decode(part)?, &json[..]))
         })();
         if event.is_err() {
             // Nothing after a damaged record can be found: the rest of the batch is one error.
@@ -211,8 +229,8 @@ mod tests {
         let mut b = Batch::default();
         for n in 0..3 {
             let c = columns(n);
-            let json = format!("{{\"n\":{n}}}");
-            assert!(b.push(&c, c.processes.iter().cloned(), json.as_bytes()));
+            let json = Bytes::from(format!("{{\"n\":{n}}}"));
+            assert!(b.push(&c, c.processes.iter().cloned(), &json));
         }
         assert_eq!(b.events, 3);
         let back: Vec<_> = b.events().map(|e| e.unwrap()).collect();
@@ -221,22 +239,36 @@ mod tests {
             assert_eq!(c, columns(n as u64));
             assert_eq!(json, format!("{{\"n\":{n}}}").as_bytes());
         }
-        let again = Batch::reuse(b.bytes);
-        assert_eq!((again.bytes.len(), again.events), (0, 0));
+        assert_eq!(b.size(), b.columns.len() + 3 * 7);
+        let again = b.reuse();
+        assert_eq!(
+            (again.columns.len(), again.json.len(), again.size()),
+            (0, 0, 0)
+        );
     }
 
     #[test]
     fn a_batch_cut_short_is_an_error_not_a_panic() {
         let mut b = Batch::default();
         let (one, two) = (columns(1), columns(2));
-        assert!(b.push(&one, one.processes.iter().cloned(), b"{}"));
-        let first = b.bytes.len();
-        assert!(b.push(&two, two.processes.iter().cloned(), b"{}"));
-        for cut in (1..b.bytes.len()).filter(|&c| c != first) {
-            let bytes = &b.bytes[..cut];
-            let read: Vec<_> = BatchEvents { rest: bytes }.collect();
+        let json = Bytes::from_static(b"{}");
+        assert!(b.push(&one, one.processes.iter().cloned(), &json));
+        let first = b.columns.len();
+        assert!(b.push(&two, two.processes.iter().cloned(), &json));
+        for cut in (1..b.columns.len()).filter(|&c| c != first) {
+            let read: Vec<_> = BatchEvents {
+                rest: &b.columns[..cut],
+                json: b.json.iter(),
+            }
+            .collect();
             assert!(read.last().unwrap().is_err(), "cut at {cut}");
             assert!(read.len() <= 2);
         }
+        let lost: Vec<_> = BatchEvents {
+            rest: &b.columns,
+            json: b.json[..1].iter(),
+        }
+        .collect();
+        assert!(lost[0].is_ok() && lost[1].is_err());
     }
 }

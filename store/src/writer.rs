@@ -7,6 +7,7 @@
 //! of the loop waiting and the kernel's ring buffer filling behind it. Enforcement and the
 //! other outputs never depend on the disk.
 
+use bytes::Bytes;
 use std::{
     num::NonZeroUsize,
     path::{Path, PathBuf},
@@ -190,7 +191,7 @@ pub struct StoreStats {
 pub struct EventStore {
     tx: Option<SyncSender<Batch>>,
     /// Buffers the writer emptied, to be filled again.
-    spare: Receiver<Vec<u8>>,
+    spare: Receiver<Batch>,
     /// The batch the loop is filling.
     pending: Batch,
     /// The most events queued before further ones are shed (`store.queue`).
@@ -288,13 +289,13 @@ impl EventStore {
     pub fn offer(&mut self, event: &Event) {
         // Events always serialize (their types have no map with non-string keys).
         let json = serde_json::to_vec(event).unwrap_or_default();
-        self.offer_encoded(event, &json);
+        self.offer_encoded(event, &json.into());
     }
 
-    /// Files `event` and its JSON, as the exporters encoded it, into the batch the writer is
-    /// handed next, or sheds it (counted) if the writer is behind. Never waits: a full batch
-    /// is handed over with a `try_send`.
-    pub fn offer_encoded(&mut self, event: &Event, json: &[u8]) {
+    /// Files `event` and its JSON, as the exporters encoded it (shared with them, not copied),
+    /// into the batch the writer is handed next, or sheds it (counted) if the writer is behind.
+    /// Never waits: a full batch is handed over with a `try_send`.
+    pub fn offer_encoded(&mut self, event: &Event, json: &Bytes) {
         if self.tx.is_none() {
             return;
         }
@@ -304,7 +305,7 @@ impl EventStore {
         // make the queue the agent's memory.
         let c = &self.counters;
         let queued = c.queued.load(Ordering::Relaxed) + self.pending.events;
-        let bytes = c.queued_bytes.load(Ordering::Relaxed) + self.pending.bytes.len() as u64;
+        let bytes = c.queued_bytes.load(Ordering::Relaxed) + self.pending.size() as u64;
         // An event's columns are a part of its JSON, so at most as long.
         let size = 2 * json.len() as u64 + 8;
         if queued >= self.max_queued
@@ -318,7 +319,7 @@ impl EventStore {
             self.shed(1);
             return;
         }
-        if self.pending.bytes.len() >= HAND_OFF_BYTES {
+        if self.pending.size() >= HAND_OFF_BYTES {
             self.send();
         }
     }
@@ -345,7 +346,7 @@ impl EventStore {
             .try_recv()
             .map_or_else(|_| Batch::new(), Batch::reuse);
         let batch = std::mem::replace(&mut self.pending, next);
-        let (n, bytes) = (batch.events, batch.bytes.len() as u64);
+        let (n, bytes) = (batch.events, batch.size() as u64);
         self.counters.queued.fetch_add(n, Ordering::Relaxed);
         self.counters
             .queued_bytes
@@ -457,7 +458,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, rx: Receiver<Batch>, spare: SyncSender<Vec<u8>>) {
+    fn run(&mut self, rx: Receiver<Batch>, spare: SyncSender<Batch>) {
         // Retention first: a store that grew past its limits while no agent ran is cut now.
         let mut last_retention: Option<Instant> = None;
         // The transaction being filled: its events, and when it began.
@@ -487,11 +488,12 @@ impl Writer {
                             .fetch_sub(batch.events, Ordering::Relaxed);
                         self.counters
                             .queued_bytes
-                            .fetch_sub(batch.bytes.len() as u64, Ordering::Relaxed);
+                            .fetch_sub(batch.size() as u64, Ordering::Relaxed);
                         self.write(&batch, &mut filling);
-                        // The loop fills it again; one a huge event grew is let go.
-                        if batch.bytes.capacity() <= CAPACITY {
-                            let _ = spare.try_send(batch.bytes);
+                        // The loop fills it again, and lets go of the JSON it references
+                        // then; one a huge event grew is let go here.
+                        if batch.columns.capacity() <= CAPACITY {
+                            let _ = spare.try_send(batch);
                         }
                     }
                     Err(TryRecvError::Empty) => break,
@@ -774,54 +776,58 @@ impl BatchWriter<'_> {
                 .query_row([exec_id], |r| r.get(0))
                 .optional()?,
         };
+        if let (Some(id), false) = (found, refresh) {
+            self.processes.put(exec_id.to_string(), id);
+            return Ok(id);
+        }
+        // Its first sight, or its exec replacing the image. An insert or an update, not an
+        // upsert: SQLite keeps a statement journal for an upsert (it may abort half-written),
+        // which made it half again as costly as these two measured side by side, and a failed statement rolls the whole transaction back
+        // anyway (`OR FAIL` keeps SQLite from journaling for a statement's own rollback).
+        let values = params![
+            exec_id,
+            p.parent_exec_id,
+            p.pid,
+            p.uid,
+            p.binary,
+            binary_name(&p.binary),
+            p.arguments,
+            p.start_time,
+            p.namespace,
+            p.pod,
+            seen as i64,
+        ];
         let id = match found {
-            Some(id) if !refresh => id,
-            found => {
-                // Its first sight, or its exec replacing the image: one statement either way.
-                let id: i64 = self
-                    .tx
+            Some(id) => {
+                self.tx
                     .prepare_cached(
-                        "INSERT INTO processes(exec_id, parent_exec_id, pid, uid, binary, name,
-                             arguments, start_time, namespace, pod, first_seen)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                         ON CONFLICT(exec_id) DO UPDATE SET
-                             parent_exec_id = excluded.parent_exec_id, pid = excluded.pid,
-                             uid = excluded.uid, binary = excluded.binary, name = excluded.name,
-                             arguments = excluded.arguments, start_time = excluded.start_time,
-                             namespace = excluded.namespace, pod = excluded.pod
-                         RETURNING id",
+                        "UPDATE OR FAIL processes SET parent_exec_id = ?2, pid = ?3, uid = ?4,
+                             binary = ?5, name = ?6, arguments = ?7, start_time = ?8,
+                             namespace = ?9, pod = ?10
+                         WHERE exec_id = ?1",
                     )?
-                    .query_row(
-                        params![
-                            exec_id,
-                            p.parent_exec_id,
-                            p.pid,
-                            p.uid,
-                            p.binary,
-                            binary_name(&p.binary),
-                            p.arguments,
-                            p.start_time,
-                            p.namespace,
-                            p.pod,
-                            seen as i64,
-                        ],
-                        |r| r.get(0),
-                    )?;
-                if found.is_some() {
-                    self.tx
-                        .prepare_cached("DELETE FROM arguments_text WHERE rowid = ?1")?
-                        .execute([id])?;
-                }
-                if !p.arguments.is_empty() {
-                    self.tx
-                        .prepare_cached(
-                            "INSERT INTO arguments_text(rowid, arguments) VALUES (?1, ?2)",
-                        )?
-                        .execute(params![id, p.arguments])?;
-                }
+                    .execute(&values[..10])?;
+                self.tx
+                    .prepare_cached("DELETE FROM arguments_text WHERE rowid = ?1")?
+                    .execute([id])?;
                 id
             }
+            None => {
+                self.tx
+                    .prepare_cached(
+                        "INSERT OR FAIL INTO processes(exec_id, parent_exec_id, pid, uid, binary,
+                             name, arguments, start_time, namespace, pod, first_seen)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )?
+                    .execute(values)?;
+                self.tx.last_insert_rowid()
+            }
         };
+        if !p.arguments.is_empty() {
+            self.tx
+                .prepare_cached("INSERT INTO arguments_text(rowid, arguments) VALUES (?1, ?2)")?
+                .execute(params![id, p.arguments])?;
+        }
         self.processes.put(exec_id.to_string(), id);
         Ok(id)
     }

@@ -2,8 +2,8 @@
 //!
 //! 1. the store's ingest rate alone: events generated and offered at full speed for 10 s to a
 //!    store with the default settings, committed against shed, and the writer's committed/s;
-//! 2. what compression alone gives: zstd level 3 per event without and with a 64 KiB
-//!    dictionary trained on 4000 events, as the store does;
+//! 2. what compression alone gives: zstd per event, level 3 without and with a 64 KiB
+//!    dictionary trained on 4000 events, and level 1 with it, as the store does;
 //! 3. a store of N events (default 10,000,000, or `VIGIL_BENCH_STORE_EVENTS`) over the last
 //!    24 hours, offered at the writer's pace (none shed): the build's rate, the database's bytes
 //!    per event after a checkpoint, and p50/p99 of an investigation's queries, each run once
@@ -430,7 +430,8 @@ fn ingest(dir: &Path, n: u64) {
         INGEST_TIME.as_secs(), s.offered as f64 / offering, s.committed, s.shed, s.committed as f64 / secs);
 }
 
-/// 2: zstd level 3 per event, without and with a dictionary trained on 4000 events.
+/// 2: zstd per event: level 3 without and with a dictionary trained on 4000 events, and level
+/// 1 (the store's) with it.
 fn compression() {
     let (mut g, mut events) = (Gen::new(11, 1_000_000), Vec::new());
     g.fill(&mut events, 24_000);
