@@ -491,8 +491,9 @@ impl Writer {
                             .fetch_sub(batch.size() as u64, Ordering::Relaxed);
                         self.write(&batch, &mut filling);
                         // The loop fills it again, and lets go of the JSON it references
-                        // then; one a huge event grew is let go here.
-                        if batch.columns.capacity() <= CAPACITY {
+                        // then; one a huge event grew is let go here, so that the spare
+                        // batches keep at most SPARE_BUFFERS × CAPACITY alive.
+                        if batch.columns.capacity() <= CAPACITY && batch.size() <= CAPACITY {
                             let _ = spare.try_send(batch);
                         }
                     }
