@@ -4,7 +4,9 @@
 //! rows, [`EventColumns`]) and appends them to a buffer of its own, with a reference to the
 //! event's JSON the exporters encoded (shared, not copied); the writer is handed whole batches
 //! and hands them back to be filled again. The loop lets go of the JSON it referenced when it
-//! reuses a batch, so the memory is freed by the thread that allocated it.
+//! reuses a batch, so the memory is usually freed by the thread that allocated it (an exporter may hold the
+//! last reference). Known gap: the queue's byte bound counts the JSON's length, not the
+//! capacity of the buffer it was encoded into, nor the JSON spare batches still hold.
 //!
 //! Why not hand the writer the events themselves: held until the writer's commit (up to
 //! 200 ms), a storm's events were tens of megabytes alive at once, each allocated where the
