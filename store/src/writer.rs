@@ -7,7 +7,6 @@
 //! of the loop waiting and the kernel's ring buffer filling behind it. Enforcement and the
 //! other outputs never depend on the disk.
 
-use bytes::Bytes;
 use std::{
     num::NonZeroUsize,
     path::{Path, PathBuf},
@@ -20,6 +19,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use bytes::Bytes;
 use lru::LruCache;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -783,8 +783,8 @@ impl BatchWriter<'_> {
         }
         // Its first sight, or its exec replacing the image. An insert or an update, not an
         // upsert: SQLite keeps a statement journal for an upsert (it may abort half-written),
-        // which made it half again as costly as these two measured side by side, and a failed statement rolls the whole transaction back
-        // anyway (`OR FAIL` keeps SQLite from journaling for a statement's own rollback).
+        // which made it half again as costly as these two, measured side by side. A failed
+        // statement rolls the whole transaction back anyway, so `OR FAIL` loses nothing.
         let values = params![
             exec_id,
             p.parent_exec_id,
