@@ -28,7 +28,7 @@ use vigil_safe_fs::{FsError, TrustedDir};
 pub use crate::stop::{stop_signal, StopHandle, StopSignal};
 use crate::{
     config::SinkConfig,
-    deadletter::{DeadLetter, Letter},
+    deadletter::{DeadLetter, Letter, DEAD_LETTER},
     fields::FieldFilters,
     record::Record,
     report::{self, Problem},
@@ -177,6 +177,8 @@ pub struct SinkWorker {
     linger: Duration,
     /// The destination failing, said once then summarized.
     failing: Problem,
+    /// Records refused for good, said once then summarized.
+    refusing: Problem,
     spool_problem: Problem,
 }
 
@@ -219,6 +221,7 @@ pub fn pipeline(
             batch_size: cfg.batch_size.max(1),
             linger: Duration::from_millis(cfg.linger_ms),
             failing: Problem::default(),
+            refusing: Problem::default(),
             spool_problem: Problem::default(),
         },
     ))
@@ -256,6 +259,16 @@ impl SinkWorker {
 
     /// Writes refused records with their reasons.
     fn dead_letter(&mut self, refused: &[(&Record, &str)]) {
+        let Some((_, first)) = refused.first() else {
+            return;
+        };
+        let what = format!(
+            "refused for good ({first}); kept in {}",
+            self.dead_letter.dir().join(DEAD_LETTER).display()
+        );
+        if let Some(line) = self.refusing.occurred(&what, Instant::now()) {
+            self.log(&line);
+        }
         let letters: Vec<(Letter<'_>, &str)> = refused
             .iter()
             .map(|(r, why)| (Letter::Record(r), *why))

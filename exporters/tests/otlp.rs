@@ -255,7 +255,23 @@ async fn a_collector_restart_loses_nothing() {
         "otlp restart: {received} received, {} unique of {N}, sink {stats}",
         unique()
     );
-    assert!(arrived, "{} of {N} events arrived", unique());
+    // Why any were refused, in the collector's words: a restart must only ever be retried.
+    let reasons: HashSet<String> =
+        std::fs::read_to_string(dir.join("spool/otel/dead-letter.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["reason"].to_string())
+            .collect();
+    assert!(
+        arrived,
+        "{} of {N} events arrived; refused because {reasons:?}",
+        unique()
+    );
+    assert_eq!(
+        stats["otel"]["dead_lettered"], 0,
+        "{stats}; refused because {reasons:?}"
+    );
     assert!(stats["otel"]["retries"].as_u64().unwrap() > 0, "{stats}");
     drop(rotel);
 }

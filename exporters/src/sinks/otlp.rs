@@ -5,7 +5,7 @@
 //! carries `service.name`, `host.name`, `k8s.node.name`, `k8s.cluster.name` and any attributes
 //! configured. gRPC status codes decide what happens next, as the OTLP specification lists
 //! them: UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED, CANCELLED, OUT_OF_RANGE,
-//! DATA_LOSS and network errors are retried; a message over the collector's size limit is
+//! DATA_LOSS and network errors (whatever code tonic gives a broken connection) are retried; a message over the collector's size limit is
 //! split; UNAUTHENTICATED and PERMISSION_DENIED are retried too (a rotated credential
 //! recovers; dropping security events for it would not); anything else refuses the batch for
 //! good (dead letter). A collector that reports a partial success without saying which records
@@ -287,37 +287,44 @@ impl OtlpLogsSink {
                 )),
                 _ => Delivery::Delivered,
             },
-            Err(status) => {
-                let why = format!(
-                    "OTLP {}: {:?}: {}",
-                    self.endpoint,
-                    status.code(),
-                    peer_text(status.message().as_bytes())
-                );
-                let too_large = status.message().contains("too large")
-                    || status.message().contains("larger than max");
-                match status.code() {
-                    Code::ResourceExhausted | Code::OutOfRange if too_large => {
-                        if batch.len() > 1 {
-                            Delivery::TooLarge
-                        } else {
-                            refuse(why)
-                        }
-                    }
-                    Code::Unavailable
-                    | Code::ResourceExhausted
-                    | Code::Aborted
-                    | Code::DeadlineExceeded
-                    | Code::Cancelled
-                    | Code::OutOfRange
-                    | Code::DataLoss
-                    | Code::Unauthenticated
-                    | Code::PermissionDenied
-                    | Code::Unknown => Delivery::Retry(why),
-                    _ => refuse(why),
-                }
+            Err(status) => failed(&status, &self.endpoint, batch.len()),
+        }
+    }
+}
+
+/// What a failed export means for its batch of `len` records. A status the client made up
+/// from a broken connection (it carries the transport error as its source; the collector
+/// never answered) is retried whatever code tonic gave it: a collector that stops mid-request
+/// resets the stream, which tonic names INTERNAL, and those records were refused by nobody.
+fn failed(status: &tonic::Status, endpoint: &str, len: usize) -> Delivery {
+    let why = format!(
+        "OTLP {endpoint}: {:?}: {}",
+        status.code(),
+        peer_text(status.message().as_bytes())
+    );
+    let too_large =
+        status.message().contains("too large") || status.message().contains("larger than max");
+    let from_transport = std::error::Error::source(status).is_some();
+    match status.code() {
+        Code::ResourceExhausted | Code::OutOfRange if too_large => {
+            if len > 1 {
+                Delivery::TooLarge
+            } else {
+                Delivery::refuse_all(len, why)
             }
         }
+        Code::Unavailable
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::OutOfRange
+        | Code::DataLoss
+        | Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::Unknown => Delivery::Retry(why),
+        _ if from_transport => Delivery::Retry(why),
+        _ => Delivery::refuse_all(len, why),
     }
 }
 
@@ -429,5 +436,50 @@ mod tests {
         };
         let err = OtlpLogsSink::new(&cfg, "n").err().unwrap();
         assert!(err.contains("not https://"), "{err}");
+    }
+
+    /// A broken connection, as tonic reports one: its status wraps the transport's error.
+    #[derive(Debug)]
+    struct StreamReset(tonic::Status);
+
+    impl std::fmt::Display for StreamReset {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("connection reset mid-request")
+        }
+    }
+
+    impl std::error::Error for StreamReset {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_collector_that_stops_mid_request_is_retried_and_its_own_internal_error_refuses() {
+        let reset = tonic::Status::from_error(Box::new(StreamReset(tonic::Status::internal(
+            "h2 protocol error: stream no longer needed",
+        ))));
+        assert_eq!(reset.code(), Code::Internal);
+        assert!(
+            matches!(failed(&reset, "http://c:4317", 3), Delivery::Retry(_)),
+            "a transport failure refused nothing"
+        );
+        let said = tonic::Status::internal("the pipeline broke");
+        match failed(&said, "http://c:4317", 3) {
+            Delivery::Partial { retry, rejected } => {
+                assert!(retry.is_empty());
+                assert_eq!(rejected.len(), 3);
+                assert!(
+                    rejected[0].1.contains("the pipeline broke"),
+                    "{:?}",
+                    rejected[0]
+                );
+            }
+            _ => panic!("the collector's own INTERNAL refuses the batch"),
+        }
+        assert!(matches!(
+            failed(&tonic::Status::unavailable("down"), "http://c:4317", 3),
+            Delivery::Retry(_)
+        ));
     }
 }
