@@ -3,10 +3,11 @@
 //! The loop takes what the writer files from each event (its columns and its processes'
 //! rows, [`EventColumns`]) and appends them to a buffer of its own, with a reference to the
 //! event's JSON the exporters encoded (shared, not copied); the writer is handed whole batches
-//! and hands them back to be filled again. The loop lets go of the JSON it referenced when it
-//! reuses a batch, so the memory is usually freed by the thread that allocated it (an exporter may hold the
-//! last reference). Known gap: the queue's byte bound counts the JSON's length, not the
-//! capacity of the buffer it was encoded into, nor the JSON spare batches still hold.
+//! and hands them back. The loop takes them back, lets go of the JSON they reference (so the
+//! memory is usually freed by the thread that allocated it; an exporter may hold the last
+//! reference) and fills them again. The queue's byte bound counts a batch from its hand-off
+//! until the loop takes it back, each event's JSON with what keeping it costs besides its
+//! bytes ([`JSON_OVERHEAD`]; the exporters encode it without spare capacity).
 //!
 //! Why not hand the writer the events themselves: held until the writer's commit (up to
 //! 200 ms), a storm's events were tens of megabytes alive at once, each allocated where the
@@ -27,6 +28,9 @@ use crate::{
 pub(crate) const HAND_OFF_BYTES: usize = 1 << 20;
 /// The largest columns buffer kept for reuse: one a flood of huge events grew is let go.
 pub(crate) const CAPACITY: usize = HAND_OFF_BYTES + (HAND_OFF_BYTES >> 2);
+/// What a batch's reference to one event's JSON costs besides the JSON's bytes: the reference
+/// in the batch, the count shared with the exporters, the allocator's header.
+pub(crate) const JSON_OVERHEAD: usize = 64;
 /// A new batch's columns buffer: the columns are a fraction of the JSON.
 const COLUMNS_CAPACITY: usize = HAND_OFF_BYTES / 4;
 
@@ -37,14 +41,14 @@ const COLUMNS_CAPACITY: usize = HAND_OFF_BYTES / 4;
 pub(crate) struct Batch {
     pub columns: Vec<u8>,
     pub json: Vec<Bytes>,
-    /// The JSON's bytes.
+    /// The memory the JSON references hold: their bytes and [`JSON_OVERHEAD`] each.
     json_bytes: usize,
     pub events: u64,
 }
 
 impl Batch {
     /// An empty batch in new buffers.
-    pub fn new() -> Batch {
+    pub fn allocated() -> Batch {
         Batch {
             columns: Vec::with_capacity(COLUMNS_CAPACITY),
             ..Default::default()
@@ -60,7 +64,8 @@ impl Batch {
         self
     }
 
-    /// What the batch holds, in bytes: its columns and its events' JSON.
+    /// What the batch holds, in bytes: its columns and its events' JSON (with what keeping it
+    /// costs).
     pub fn size(&self) -> usize {
         self.columns.len() + self.json_bytes
     }
@@ -92,7 +97,7 @@ impl Batch {
         self.columns[at..at + 4].copy_from_slice(&len.to_le_bytes());
         self.columns[at + 4..at + 8].copy_from_slice(&count.to_le_bytes());
         self.json.push(json.clone());
-        self.json_bytes += json.len();
+        self.json_bytes += json.len() + JSON_OVERHEAD;
         self.events += 1;
         true
     }
@@ -117,7 +122,14 @@ impl<'a> Iterator for BatchEvents<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
-            return None;
+            let left = self.json.len();
+            if left == 0 {
+                return None;
+            }
+            self.json = [].iter();
+            return Some(Err(StoreError::Batch {
+                reason: format!("the JSON of {left} events without their columns"),
+            }));
         }
         let event = (|| {
             let (len, rest) = self
@@ -142,6 +154,7 @@ impl<'a> Iterator for BatchEvents<'a> {
         if event.is_err() {
             // Nothing after a damaged record can be found: the rest of the batch is one error.
             self.rest = &[];
+            self.json = [].iter();
         }
         Some(event)
     }
@@ -241,7 +254,7 @@ mod tests {
             assert_eq!(c, columns(n as u64));
             assert_eq!(json, format!("{{\"n\":{n}}}").as_bytes());
         }
-        assert_eq!(b.size(), b.columns.len() + 3 * 7);
+        assert_eq!(b.size(), b.columns.len() + 3 * (7 + JSON_OVERHEAD));
         let again = b.reuse();
         assert_eq!(
             (again.columns.len(), again.json.len(), again.size()),
@@ -255,9 +268,9 @@ mod tests {
         let (one, two) = (columns(1), columns(2));
         let json = Bytes::from_static(b"{}");
         assert!(b.push(&one, one.processes.iter().cloned(), &json));
-        let first = b.columns.len();
         assert!(b.push(&two, two.processes.iter().cloned(), &json));
-        for cut in (1..b.columns.len()).filter(|&c| c != first) {
+        // Cut between the two events, the second's JSON is left over: an error too.
+        for cut in 1..b.columns.len() {
             let read: Vec<_> = BatchEvents {
                 rest: &b.columns[..cut],
                 json: b.json.iter(),

@@ -6,8 +6,10 @@
 //! event names its process by row id), each distinct file path in `paths`. Substring search
 //! over arguments and paths goes through FTS5 trigram indexes of those two small tables, not of
 //! the events. The indexes are the ones the queries of [`crate::search`] use: time, process and
-//! time, path and time, destination, DNS name, policy, Sigma rule. Row ids are never reused
-//! (`AUTOINCREMENT`): an id a rolled-back or removed row had never names another row.
+//! time, path and time, destination, DNS name, policy, Sigma rule. The id of a removed row is
+//! never reused (`AUTOINCREMENT`), so an id the writer remembers never names another row; a
+//! rolled-back transaction rolls its ids back too, which is why the writer forgets every id
+//! it learnt when it rolls one back.
 
 use std::path::Path;
 

@@ -27,7 +27,7 @@ use vigil_events::Event;
 use vigil_safe_fs::TrustedDir;
 
 use crate::{
-    batch::{Batch, CAPACITY, HAND_OFF_BYTES},
+    batch::{Batch, CAPACITY, HAND_OFF_BYTES, JSON_OVERHEAD},
     codec::Compressor,
     ledger::{LastRun, Ledger},
     row::{binary_name, columns, EventColumns, ProcessColumns},
@@ -98,9 +98,9 @@ pub const MAX_QUEUE_BYTES: u64 = 64 << 20;
 /// [`MAX_QUEUE_BYTES`] in full batches of [`HAND_OFF_BYTES`] and one smaller batch (the loop's
 /// timer hands one over only to an empty queue). Twice that leaves the channel never the bound.
 const MAX_QUEUED_BATCHES: usize = 2 * (MAX_QUEUE_BYTES as usize / HAND_OFF_BYTES);
-/// Emptied buffers the writer keeps for the loop to fill again: enough for what the queue
-/// holds while the writer takes every [`TAKE_GAP`], so that a storm's batches are written in
-/// pages already mapped (and mostly still cached), not faulted in fresh.
+/// Emptied batches the loop keeps to fill again: enough for what the queue holds while the
+/// writer takes every [`TAKE_GAP`], so that a storm's batches are written in pages already
+/// mapped (and mostly still cached), not faulted in fresh.
 const SPARE_BUFFERS: usize = 16;
 
 /// Events in one transaction (a batch the loop handed over is written whole: a few more).
@@ -156,8 +156,10 @@ pub struct StoreCounters {
     pub oldest_kept: AtomicU64,
     /// Events queued for the writer (in the loop's batch or handed over).
     pub queued: AtomicU64,
-    /// Their bytes.
-    pub queued_bytes: AtomicU64,
+    /// The bytes of the batches handed over that the loop has not taken back yet: queued,
+    /// being written, or written and waiting to be reused (the JSON they reference is alive
+    /// until the loop reuses them).
+    pub held_bytes: AtomicU64,
 }
 
 /// A snapshot of the counters, for the agent's stats and the API's health.
@@ -190,8 +192,10 @@ pub struct StoreStats {
 /// The store, as the agent holds it.
 pub struct EventStore {
     tx: Option<SyncSender<Batch>>,
-    /// Buffers the writer emptied, to be filled again.
+    /// Batches the writer is done with, still referencing their JSON.
     spare: Receiver<Batch>,
+    /// Batches taken back and emptied, to be filled again.
+    reusable: Vec<Batch>,
     /// The batch the loop is filling.
     pending: Batch,
     /// The most events queued before further ones are shed (`store.queue`).
@@ -237,7 +241,8 @@ impl EventStore {
         ledger.start(run);
         let ledger = Arc::new(ledger);
         let (tx, rx) = mpsc::sync_channel(MAX_QUEUED_BATCHES);
-        let (spare_tx, spare) = mpsc::sync_channel(SPARE_BUFFERS);
+        // Room for every batch the queue can hold: the writer never has to let one go.
+        let (spare_tx, spare) = mpsc::sync_channel(MAX_QUEUED_BATCHES);
         let counters = Arc::new(StoreCounters::default());
         let last_error = Arc::new(std::sync::Mutex::new(None));
         let mut writer = Writer {
@@ -269,7 +274,8 @@ impl EventStore {
         Ok(EventStore {
             tx: Some(tx),
             spare,
-            pending: Batch::new(),
+            reusable: Vec::with_capacity(SPARE_BUFFERS),
+            pending: Batch::allocated(),
             max_queued: config.queue as u64,
             ledger,
             counters,
@@ -288,7 +294,9 @@ impl EventStore {
     /// Encodes `event` and hands it to the writer ([`EventStore::offer_encoded`]).
     pub fn offer(&mut self, event: &Event) {
         // Events always serialize (their types have no map with non-string keys).
-        let json = serde_json::to_vec(event).unwrap_or_default();
+        let mut json = serde_json::to_vec(event).unwrap_or_default();
+        // The queue's bound counts what the JSON holds: no spare capacity behind it.
+        json.shrink_to_fit();
         self.offer_encoded(event, &json.into());
     }
 
@@ -305,9 +313,9 @@ impl EventStore {
         // make the queue the agent's memory.
         let c = &self.counters;
         let queued = c.queued.load(Ordering::Relaxed) + self.pending.events;
-        let bytes = c.queued_bytes.load(Ordering::Relaxed) + self.pending.size() as u64;
+        let bytes = c.held_bytes.load(Ordering::Relaxed) + self.pending.size() as u64;
         // An event's columns are a part of its JSON, so at most as long.
-        let size = 2 * json.len() as u64 + 8;
+        let size = 2 * json.len() as u64 + JSON_OVERHEAD as u64 + 8;
         if queued >= self.max_queued
             || bytes + size > MAX_QUEUE_BYTES
             || !self.pending.push(
@@ -330,6 +338,7 @@ impl EventStore {
     /// held up (retention, a slow disk) finds one batch per stall, not one per tick, and the
     /// queue sheds by its bounds in events and bytes only.
     pub fn hand_off(&mut self) {
+        self.take_back();
         if self.counters.queued.load(Ordering::Relaxed) == 0 {
             self.send();
         }
@@ -340,25 +349,33 @@ impl EventStore {
         if self.pending.events == 0 {
             return;
         }
+        self.take_back();
         let Some(tx) = &self.tx else { return };
-        let next = self
-            .spare
-            .try_recv()
-            .map_or_else(|_| Batch::new(), Batch::reuse);
+        let next = self.reusable.pop().unwrap_or_else(Batch::allocated);
         let batch = std::mem::replace(&mut self.pending, next);
         let (n, bytes) = (batch.events, batch.size() as u64);
         self.counters.queued.fetch_add(n, Ordering::Relaxed);
-        self.counters
-            .queued_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
+        self.counters.held_bytes.fetch_add(bytes, Ordering::Relaxed);
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(batch) {
             // Full only when the writer is gone, or has taken nothing while the loop filled
             // hundreds of batches: what it cannot take is shed, counted.
             self.counters.queued.fetch_sub(n, Ordering::Relaxed);
-            self.counters
-                .queued_bytes
-                .fetch_sub(bytes, Ordering::Relaxed);
+            self.counters.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.shed(n);
+        }
+    }
+
+    /// Takes back the batches the writer is done with: the JSON they reference is let go
+    /// here, by the thread that (mostly) allocated it, and their bytes leave the queue's
+    /// bound only now. A few are kept to be filled again.
+    fn take_back(&mut self) {
+        while let Ok(batch) = self.spare.try_recv() {
+            self.counters
+                .held_bytes
+                .fetch_sub(batch.size() as u64, Ordering::Relaxed);
+            if self.reusable.len() < SPARE_BUFFERS && batch.columns.capacity() <= CAPACITY {
+                self.reusable.push(batch.reuse());
+            }
         }
     }
 
@@ -486,15 +503,15 @@ impl Writer {
                         self.counters
                             .queued
                             .fetch_sub(batch.events, Ordering::Relaxed);
-                        self.counters
-                            .queued_bytes
-                            .fetch_sub(batch.size() as u64, Ordering::Relaxed);
                         self.write(&batch, &mut filling);
-                        // The loop fills it again, and lets go of the JSON it references
-                        // then; one a huge event grew is let go here, so that the spare
-                        // batches keep at most SPARE_BUFFERS × CAPACITY alive.
-                        if batch.columns.capacity() <= CAPACITY && batch.size() <= CAPACITY {
-                            let _ = spare.try_send(batch);
+                        // Back to the loop, which lets go of its JSON and of its bytes in the
+                        // queue's bound (the channel has room for all the queue holds).
+                        if let Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) =
+                            spare.try_send(batch)
+                        {
+                            self.counters
+                                .held_bytes
+                                .fetch_sub(batch.size() as u64, Ordering::Relaxed);
                         }
                     }
                     Err(TryRecvError::Empty) => break,
@@ -783,36 +800,49 @@ impl BatchWriter<'_> {
         }
         // Its first sight, or its exec replacing the image. An insert or an update, not an
         // upsert: SQLite keeps a statement journal for an upsert (it may abort half-written),
-        // which made it half again as costly as these two, measured side by side. A failed
+        // which made it half again as costly as these two, measured side by side (the FTS5
+        // row written after them may still keep one: that cost is measured in it). A failed
         // statement rolls the whole transaction back anyway, so `OR FAIL` loses nothing.
-        let values = params![
-            exec_id,
-            p.parent_exec_id,
-            p.pid,
-            p.uid,
-            p.binary,
-            binary_name(&p.binary),
-            p.arguments,
-            p.start_time,
-            p.namespace,
-            p.pod,
-            seen as i64,
+        let id_column = found.unwrap_or_default();
+        let mut values: [&dyn rusqlite::ToSql; 11] = [
+            &exec_id,
+            &p.parent_exec_id,
+            &p.pid,
+            &p.uid,
+            &p.binary,
+            &binary_name(&p.binary),
+            &p.arguments,
+            &p.start_time,
+            &p.namespace,
+            &p.pod,
+            &(seen as i64),
         ];
-        let id = match found {
+        let updated = match found {
             Some(id) => {
-                self.tx
+                // By its row id (the key, not a second index's lookup), the first value the
+                // row's own; one row changed, or the caches named a row that is gone.
+                values[0] = &id_column;
+                let changed = self
+                    .tx
                     .prepare_cached(
                         "UPDATE OR FAIL processes SET parent_exec_id = ?2, pid = ?3, uid = ?4,
                              binary = ?5, name = ?6, arguments = ?7, start_time = ?8,
                              namespace = ?9, pod = ?10
-                         WHERE exec_id = ?1",
+                         WHERE id = ?1",
                     )?
                     .execute(&values[..10])?;
-                self.tx
-                    .prepare_cached("DELETE FROM arguments_text WHERE rowid = ?1")?
-                    .execute([id])?;
-                id
+                values[0] = &exec_id;
+                if changed == 1 {
+                    self.tx
+                        .prepare_cached("DELETE FROM arguments_text WHERE rowid = ?1")?
+                        .execute([id])?;
+                }
+                (changed == 1).then_some(id)
             }
+            None => None,
+        };
+        let id = match updated {
+            Some(id) => id,
             None => {
                 self.tx
                     .prepare_cached(
@@ -820,7 +850,7 @@ impl BatchWriter<'_> {
                              name, arguments, start_time, namespace, pod, first_seen)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )?
-                    .execute(values)?;
+                    .execute(&values[..])?;
                 self.tx.last_insert_rowid()
             }
         };

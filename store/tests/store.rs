@@ -351,6 +351,40 @@ fn a_clean_close_loses_nothing_and_a_ledger_left_open_reports_what_was_never_com
 }
 
 #[test]
+fn the_json_a_committed_batch_referenced_is_let_go_once_the_loop_takes_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = EventStore::open(&dir.path().join("store"), &StoreConfig::default()).unwrap();
+    let events = incident();
+    // The exporters' encodings, which the store shares instead of copying.
+    let json: Vec<bytes::Bytes> = events
+        .iter()
+        .map(|e| serde_json::to_vec(&**e).unwrap().into())
+        .collect();
+    for (e, j) in events.iter().zip(&json) {
+        store.offer_encoded(e, j);
+    }
+    assert!(
+        json.iter().all(|j| !j.is_unique()),
+        "the batch references them"
+    );
+    store.hand_off();
+    let committed = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        store.stats().committed == events.len() as u64
+    });
+    assert!(committed, "{:?}", store.stats());
+    // Written, but the batch waits for the loop: the JSON is alive and still counted.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(json.iter().all(|j| !j.is_unique()));
+    store.hand_off();
+    assert!(
+        json.iter().all(bytes::Bytes::is_unique),
+        "the loop took the batch back and let go of its JSON"
+    );
+    store.close();
+}
+
+#[test]
 fn retention_removes_events_past_their_age_and_the_rows_only_they_named() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
