@@ -287,7 +287,27 @@ fn events_are_compressed_with_a_dictionary_once_enough_were_seen_and_read_back_w
                 "action": "KPROBE_ACTION_POST", "outcome": "observed", "policy_name": "files"}, "time": time(u64::from(i % 600))}))
         })
         .collect();
-    let (_dir, db) = store_with(&events);
+    // The dictionary is trained once 4,000 events were seen, when the writer is next idle:
+    // the rest come after.
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let db = store_dir.join(vigil_store::DB_FILE);
+    let mut store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    for e in &events[..4000] {
+        store.offer(e);
+    }
+    let trained = (0..200).any(|_| {
+        store.hand_off();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row("SELECT count(*) FROM dicts", [], |r| r.get::<_, i64>(0))
+            .is_ok_and(|n| n > 0)
+    });
+    assert!(trained, "no dictionary 10 s after 4,000 events");
+    for e in &events[4000..] {
+        store.offer(e);
+    }
+    assert_eq!(store.close().committed, 5000);
     // Returned by time, then in the order stored.
     let mut events = events;
     events.sort_by_key(|e| e.time.clone());
