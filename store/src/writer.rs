@@ -111,6 +111,8 @@ const COMMIT_GAP: Duration = Duration::from_millis(200);
 /// How often the writer takes the batches queued into its transaction: their buffers go back
 /// to the loop soon after it filled them.
 const TAKE_GAP: Duration = Duration::from_millis(20);
+/// ... and while events flow: what the loop filled is read while still in the cache.
+const FLOWING_TAKE_GAP: Duration = Duration::from_millis(2);
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
 /// Events removed per retention statement: the writer goes back to its queue between them.
@@ -490,6 +492,8 @@ impl Writer {
         let mut behind = false;
         // Nothing was queued last time and nothing is open.
         let mut idle = false;
+        // Something was queued last time.
+        let mut flowing = false;
         while open {
             if filling.is_none() && last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                 if let Err(e) = self.retention() {
@@ -505,7 +509,7 @@ impl Writer {
             // The writer never waits on the queue itself: the loop's hand-offs wake no one,
             // and a queue that held a full transaction's events is taken again at once.
             if !behind {
-                std::thread::sleep(TAKE_GAP);
+                std::thread::sleep(if flowing { FLOWING_TAKE_GAP } else { TAKE_GAP });
             }
             let mut took = 0;
             let open_events = filling.map_or(0, |(events, _)| events);
@@ -536,6 +540,7 @@ impl Writer {
             }
             behind = open_events + took >= MAX_BATCH as u64;
             idle = took == 0 && filling.is_none();
+            flowing = took > 0;
             if let Some((events, since)) = filling {
                 if !open || events >= MAX_BATCH as u64 || since.elapsed() >= COMMIT_GAP {
                     self.commit(events);
