@@ -66,6 +66,10 @@ fn add(c: &AtomicU64, n: u64) {
 /// Backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Times a batch may be cut off by its destination ([`Delivery::CutOff`]) before it is split.
+/// A collector restarting cuts off the request in flight once; the attempts after it meet a
+/// closed port (retried without limit) until it is back.
+pub const CUTS_BEFORE_SPLIT: u32 = 3;
 
 /// What both halves of a pipeline share.
 struct Shared {
@@ -300,14 +304,16 @@ impl SinkWorker {
         if !self.fields.is_empty() {
             batch = batch.into_iter().map(|r| self.fields.apply(r)).collect();
         }
-        let mut todo: Vec<Vec<Record>> = vec![batch];
+        // Each batch still to send, with how many times the destination cut it off.
+        let mut todo: Vec<(Vec<Record>, u32)> = vec![(batch, 0)];
+        let left = |todo: Vec<(Vec<Record>, u32)>| todo.into_iter().flat_map(|(b, _)| b).collect();
         let mut backoff = BACKOFF_MIN;
-        while let Some(b) = todo.pop() {
+        while let Some((b, cuts)) = todo.pop() {
             let outcome = tokio::select! {
                 d = self.sink.deliver(&b) => d,
                 () = stop.abandoned() => {
-                    todo.push(b);
-                    return todo.into_iter().flatten().collect();
+                    todo.push((b, cuts));
+                    return left(todo);
                 }
             };
             let outcome = match outcome {
@@ -329,15 +335,30 @@ impl SinkWorker {
                     continue;
                 }
                 Delivery::Closed(why) => {
-                    let lost = b.len() + todo.iter().map(Vec::len).sum::<usize>();
+                    let lost = b.len() + todo.iter().map(|(b, _)| b.len()).sum::<usize>();
                     self.close(&why, lost as u64);
                     return Vec::new();
                 }
                 Delivery::TooLarge if b.len() > 1 => {
                     let mut b = b;
                     let tail = b.split_off(b.len() / 2);
-                    todo.push(tail);
-                    todo.push(b);
+                    todo.push((tail, 0));
+                    todo.push((b, 0));
+                    continue;
+                }
+                Delivery::CutOff(why) if cuts + 1 >= CUTS_BEFORE_SPLIT => {
+                    // Cut off every time: something in it, not the moment. The halves go at
+                    // once, and a record cut off alone that often is refused.
+                    if b.len() > 1 {
+                        let mut b = b;
+                        let tail = b.split_off(b.len() / 2);
+                        todo.push((tail, 0));
+                        todo.push((b, 0));
+                        add(&self.shared.stats.retries, 1);
+                    } else {
+                        let why = format!("{why}, {CUTS_BEFORE_SPLIT} times, alone");
+                        self.dead_letter(&[(&b[0], &why)]);
+                    }
                     continue;
                 }
                 Delivery::TooLarge => {
@@ -353,11 +374,11 @@ impl SinkWorker {
                     if retry.is_empty() {
                         continue;
                     }
-                    todo.push(retry.iter().map(|i| b[*i].clone()).collect());
+                    todo.push((retry.iter().map(|i| b[*i].clone()).collect(), 0));
                     add(&self.shared.stats.retries, 1);
                     jitter(backoff)
                 }
-                Delivery::Retry(why) => {
+                Delivery::Retry(ref why) | Delivery::CutOff(ref why) => {
                     if let Some(line) = self
                         .failing
                         .occurred(&format!("{why}; retrying"), Instant::now())
@@ -365,17 +386,24 @@ impl SinkWorker {
                         self.log(&line);
                     }
                     add(&self.shared.stats.retries, 1);
-                    todo.push(b);
+                    // A cut-off batch is tried again soon: its own count, not the sink's
+                    // backoff, sets the pause, so a record that is cut off every time is
+                    // found in seconds, not minutes.
+                    let (cuts, pause) = match outcome {
+                        Delivery::CutOff(_) => (cuts + 1, jitter(BACKOFF_MIN * 2u32.pow(cuts))),
+                        _ => (cuts, jitter(backoff)),
+                    };
+                    todo.push((b, cuts));
                     if stop.finishing() {
-                        return todo.into_iter().flatten().collect();
+                        return left(todo);
                     }
-                    jitter(backoff)
+                    pause
                 }
             };
             backoff = (backoff * 2).min(BACKOFF_MAX);
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                () = stop.abandoned() => return todo.into_iter().flatten().collect(),
+                () = stop.abandoned() => return left(todo),
             }
         }
         Vec::new()

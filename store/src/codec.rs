@@ -21,13 +21,16 @@ use crate::StoreError;
 const LEVEL: i32 = 1;
 /// Events collected before the dictionary is trained ...
 const TRAIN_SAMPLES: usize = 4000;
-/// ... or fewer, once they weigh this much (a few hostile KiB-long events must not hold
-/// gigabytes until training). 4,000 of the bench's 5 KiB open events weigh about 20 MiB; 4 MiB
-/// of them trained as good a dictionary, 2 MiB a much worse one.
+/// ... or fewer, once they weigh this much: what the samples hold until training is bounded
+/// whatever the events (4,000 events of long arguments and paths would be hundreds of MiB).
+/// 4,000 of the bench's 5 KiB open events weigh about 20 MiB; 4 MiB of them trained as good a
+/// dictionary, 2 MiB a much worse one.
 const TRAIN_BYTES: usize = 16 << 20;
 /// How long a dictionary's training waits for the writer to be idle: a busy node gets its
 /// dictionary this late at worst.
 const TRAIN_WAIT: Duration = Duration::from_secs(60);
+/// Trainings tried before the writer gives up on a dictionary for this run.
+const MAX_TRAININGS: u32 = 3;
 /// The dictionary's size.
 const DICT_BYTES: usize = 64 * 1024;
 /// The largest event read back: a stored event that claims more is damaged (or planted).
@@ -42,6 +45,7 @@ pub(crate) struct Compressor {
     sample_bytes: usize,
     /// When the samples were all in.
     ready: Option<Instant>,
+    failed_trainings: u32,
 }
 
 impl Compressor {
@@ -73,6 +77,7 @@ impl Compressor {
             samples: Vec::new(),
             sample_bytes: 0,
             ready: None,
+            failed_trainings: 0,
         })
     }
 
@@ -85,7 +90,7 @@ impl Compressor {
         let (id, c) = match self.with_dict.as_mut() {
             Some(c) => (self.dict_id, c),
             None => {
-                if self.ready.is_none() {
+                if self.ready.is_none() && self.failed_trainings < MAX_TRAININGS {
                     self.samples.push(json.to_vec());
                     self.sample_bytes += json.len();
                     if self.samples.len() >= TRAIN_SAMPLES || self.sample_bytes >= TRAIN_BYTES {
@@ -122,10 +127,25 @@ impl Compressor {
         }
         let samples = std::mem::take(&mut self.samples);
         (self.sample_bytes, self.ready) = (0, None);
-        // Too few distinct samples to train on is not an error: events are stored without,
-        // and the next ones are sampled again.
-        let Ok(dict) = zstd::dict::from_samples(&samples, DICT_BYTES) else {
-            return Ok(());
+        // Samples zstd cannot train on (too alike, too few): events are stored without a
+        // dictionary, and later ones sampled again, a few times only (each try costs the
+        // writer a training).
+        let dict = match zstd::dict::from_samples(&samples, DICT_BYTES) {
+            Ok(dict) => dict,
+            Err(e) => {
+                self.failed_trainings += 1;
+                return Err(StoreError::Dictionary {
+                    reason: format!(
+                        "none from {} events ({e}); {}",
+                        samples.len(),
+                        if self.failed_trainings < MAX_TRAININGS {
+                            "sampling later events"
+                        } else {
+                            "events are compressed without one"
+                        }
+                    ),
+                });
+            }
         };
         conn.execute("INSERT INTO dicts(dict) VALUES (?1)", params![dict])?;
         self.dict_id = conn.last_insert_rowid();
@@ -184,5 +204,43 @@ impl Decompressors {
             .decompress(bytes, size as usize)
             .map_err(|e| corrupt(e.to_string()))?;
         String::from_utf8(out).map_err(|e| corrupt(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_zstd_cannot_train_on_are_said_and_given_up_after_a_few_tries() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE dicts(id INTEGER PRIMARY KEY, dict BLOB NOT NULL)")
+            .unwrap();
+        let mut c = Compressor::load(&conn).unwrap();
+        let mut out = Vec::new();
+        for round in 1..=MAX_TRAININGS {
+            // Not ready: nothing to train, idle or not.
+            c.train_when_due(&conn, true).unwrap();
+            // Empty events: nothing to train on.
+            for _ in 0..TRAIN_SAMPLES {
+                assert_eq!(c.compress_into(b"", &mut out).unwrap(), 0);
+            }
+            let e = c.train_when_due(&conn, true).unwrap_err().to_string();
+            let next = if round < MAX_TRAININGS {
+                "sampling later"
+            } else {
+                "without one"
+            };
+            assert!(
+                e.contains("none from 4000 events") && e.contains(next),
+                "{e}"
+            );
+        }
+        // Given up: no more samples kept, no more training.
+        for _ in 0..TRAIN_SAMPLES {
+            c.compress_into(b"{}", &mut out).unwrap();
+        }
+        assert!(c.samples.is_empty() && c.ready.is_none());
+        c.train_when_due(&conn, true).unwrap();
     }
 }

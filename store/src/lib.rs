@@ -87,6 +87,12 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// zstd could not train a compression dictionary on the events sampled.
+    #[error("its compression dictionary: {reason}")]
+    Dictionary {
+        /// Why, and what happens next.
+        reason: String,
+    },
     /// A stored event could not be read back.
     #[error("stored event {id} cannot be read: {reason}")]
     Corrupt {

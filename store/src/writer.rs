@@ -503,7 +503,7 @@ impl Writer {
             }
             if filling.is_none() {
                 if let Err(e) = self.compressor.train_when_due(&self.conn, idle) {
-                    self.error(format!("the compression dictionary: {e}"));
+                    self.error(e.to_string());
                 }
             }
             // The writer never waits on the queue itself: the loop's hand-offs wake no one,
@@ -573,16 +573,18 @@ impl Writer {
                 processes: &mut self.processes,
                 paths: &mut self.paths,
             };
-            let mut start = 0;
-            batch
-                .events()
-                .zip(&self.bodies)
-                .try_for_each(|(event, &(dict, end))| {
-                    let (columns, _) = event?;
-                    let body = &self.body_bytes[start..end];
-                    start = end;
-                    writer.write(&columns, dict, body)
-                })
+            // One body per JSON: the batch's own iterator says when columns and JSON do not
+            // pair up (a zip would end quietly at the shorter of the two).
+            let (mut bodies, mut start) = (self.bodies.iter(), 0);
+            batch.events().try_for_each(|event| {
+                let (columns, _) = event?;
+                let &(dict, end) = bodies.next().ok_or(StoreError::Batch {
+                    reason: "an event without its compressed body".into(),
+                })?;
+                let body = &self.body_bytes[start..end];
+                start = end;
+                writer.write(&columns, dict, body)
+            })
         });
         *filling = None;
         match written {
@@ -596,8 +598,10 @@ impl Writer {
     /// the rows between them evicted them (the writer's CPU per event draining the bench's
     /// open backlog: 11.4 µs before, 9.2 µs after).
     fn compress(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        if self.body_bytes.capacity() > CAPACITY {
-            // Grown by a huge event: not kept for the batches after it.
+        if self.body_bytes.capacity() > 2 * CAPACITY {
+            // Grown by huge events: not kept for the batches after it. (A batch's bodies are
+            // at most about its JSON, which is at most about CAPACITY; the buffer doubles as
+            // it grows.)
             self.body_bytes = Vec::new();
         }
         self.body_bytes.clear();
@@ -628,7 +632,9 @@ impl Writer {
     }
 
     /// Rolls the transaction being filled back whole, counting its `events` as failed, and
-    /// forgets what the caches and the compressor learnt in it (row ids, a dictionary).
+    /// forgets the row ids the caches learnt in it. The compressor keeps its dictionary and
+    /// its samples: a dictionary is stored outside any transaction of events
+    /// ([`Compressor::train_when_due`] runs with none open), so no rollback takes it back.
     fn abort(&mut self, events: u64, e: StoreError) {
         // SQLite may have rolled it back itself (a full disk): nothing to do then.
         let _ = self.conn.execute_batch("ROLLBACK");
@@ -636,9 +642,6 @@ impl Writer {
         self.error(format!("{events} events not stored: {e}"));
         self.processes.clear();
         self.paths.clear();
-        if let Ok(c) = Compressor::load(&self.conn) {
-            self.compressor = c;
-        }
     }
 
     /// Removes events older than the age limit, then the oldest until the database is under

@@ -27,6 +27,11 @@ pub enum Delivery {
     Delivered,
     /// Nothing arrived and trying again may help (network, 429, 5xx): retry after a backoff.
     Retry(String),
+    /// The destination cut the request off without answering (it reset the stream): retried
+    /// like [`Delivery::Retry`], but a batch cut off [`crate::pipeline::CUTS_BEFORE_SPLIT`]
+    /// times is split, and one record cut off that often alone is refused (dead letter), so a
+    /// record that crashes the destination does not hold up everything behind it.
+    CutOff(String),
     /// The batch is too large for the destination (413): split it and send the halves.
     TooLarge,
     /// Some records were refused for good (with the reason) and go to the dead-letter file;

@@ -5,7 +5,9 @@
 //! carries `service.name`, `host.name`, `k8s.node.name`, `k8s.cluster.name` and any attributes
 //! configured. gRPC status codes decide what happens next, as the OTLP specification lists
 //! them: UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED, CANCELLED, OUT_OF_RANGE,
-//! DATA_LOSS and network errors (whatever code tonic gives a broken connection) are retried; a message over the collector's size limit is
+//! DATA_LOSS are retried; a request cut off without an answer (a reset stream, which tonic names
+//! INTERNAL) is retried a few times, then split, so that a record that makes the collector or a
+//! proxy reset the stream is refused alone; a message over the collector's size limit is
 //! split; UNAUTHENTICATED and PERMISSION_DENIED are retried too (a rotated credential
 //! recovers; dropping security events for it would not); anything else refuses the batch for
 //! good (dead letter). A collector that reports a partial success without saying which records
@@ -293,9 +295,10 @@ impl OtlpLogsSink {
 }
 
 /// What a failed export means for its batch of `len` records. A status the client made up
-/// from a broken connection (it carries the transport error as its source; the collector
-/// never answered) is retried whatever code tonic gave it: a collector that stops mid-request
-/// resets the stream, which tonic names INTERNAL, and those records were refused by nobody.
+/// from a transport error (it carries it as its source: the request was cut off, no answer
+/// came) is not the collector refusing the records: a collector that stops mid-request
+/// resets the stream, which tonic names INTERNAL. It is retried, a few times: a collector or
+/// proxy that resets the stream on some record every time gets that record refused alone.
 fn failed(status: &tonic::Status, endpoint: &str, len: usize) -> Delivery {
     let why = format!(
         "OTLP {endpoint}: {:?}: {}",
@@ -323,7 +326,7 @@ fn failed(status: &tonic::Status, endpoint: &str, len: usize) -> Delivery {
         | Code::Unauthenticated
         | Code::PermissionDenied
         | Code::Unknown => Delivery::Retry(why),
-        _ if from_transport => Delivery::Retry(why),
+        _ if from_transport => Delivery::CutOff(why),
         _ => Delivery::refuse_all(len, why),
     }
 }
@@ -461,7 +464,7 @@ mod tests {
         ))));
         assert_eq!(reset.code(), Code::Internal);
         assert!(
-            matches!(failed(&reset, "http://c:4317", 3), Delivery::Retry(_)),
+            matches!(failed(&reset, "http://c:4317", 3), Delivery::CutOff(_)),
             "a transport failure refused nothing"
         );
         let said = tonic::Status::internal("the pipeline broke");
