@@ -852,8 +852,11 @@ fn agent_table(rt: &tokio::runtime::Runtime, backlog: bool, policy: &str, file: 
         let (a, b) = (per(&off, 0), per(&on, 0));
         println!("| same: the whole process's CPU per event (the loop, the outputs' threads, the store's writer) | {a:.1} µs | {b:.1} µs | {:.3} | the store's writer thread: {:.1} µs per event |", b / a, per(&on, 1));
         let sum = |j: usize| on.iter().map(|r| r[i][j]).sum::<f64>();
-        println!("| same: events published, stored | {:.0} | {:.0} | | store: {} committed, {} shed, all rounds |",
-            median(off.iter().map(|r| r[i][2]).collect()), median(on.iter().map(|r| r[i][2]).collect()), sum(3), sum(4));
+        // Each round's shed events: a writer that fell far behind in some rounds only shows
+        // here, not in the medians.
+        let shed: Vec<String> = on.iter().map(|r| format!("{:.0}", r[i][4])).collect();
+        println!("| same: events published, stored | {:.0} | {:.0} | | store: {} committed, {} shed, all rounds (shed by round: {}) |",
+            median(off.iter().map(|r| r[i][2]).collect()), median(on.iter().map(|r| r[i][2]).collect()), sum(3), sum(4), shed.join(", "));
     }
 }
 
