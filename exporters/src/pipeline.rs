@@ -71,6 +71,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// closed port (retried without limit) until it is back.
 pub const CUTS_BEFORE_SPLIT: u32 = 3;
 
+/// Puts `b`'s two halves on `todo`, the first half to go first, each not cut off yet.
+fn halve(todo: &mut Vec<(Vec<Record>, u32)>, mut b: Vec<Record>) {
+    let tail = b.split_off(b.len() / 2);
+    todo.push((tail, 0));
+    todo.push((b, 0));
+}
+
 /// What both halves of a pipeline share.
 struct Shared {
     name: String,
@@ -340,20 +347,14 @@ impl SinkWorker {
                     return Vec::new();
                 }
                 Delivery::TooLarge if b.len() > 1 => {
-                    let mut b = b;
-                    let tail = b.split_off(b.len() / 2);
-                    todo.push((tail, 0));
-                    todo.push((b, 0));
+                    halve(&mut todo, b);
                     continue;
                 }
                 Delivery::CutOff(why) if cuts + 1 >= CUTS_BEFORE_SPLIT => {
                     // Cut off every time: something in it, not the moment. The halves go at
                     // once, and a record cut off alone that often is refused.
                     if b.len() > 1 {
-                        let mut b = b;
-                        let tail = b.split_off(b.len() / 2);
-                        todo.push((tail, 0));
-                        todo.push((b, 0));
+                        halve(&mut todo, b);
                         add(&self.shared.stats.retries, 1);
                     } else {
                         let why = format!("{why}, {CUTS_BEFORE_SPLIT} times, alone");

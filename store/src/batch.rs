@@ -132,12 +132,12 @@ impl<'a> Iterator for BatchEvents<'a> {
             }));
         }
         let event = (|| {
-            let (len, rest) = self
-                .rest
-                .split_first_chunk::<4>()
-                .ok_or(StoreError::Batch {
-                    reason: "a length cut short".into(),
-                })?;
+            let (len, rest) =
+                self.rest
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| StoreError::Batch {
+                        reason: "a length cut short".into(),
+                    })?;
             let len = u32::from_le_bytes(*len) as usize;
             if rest.len() < len {
                 return Err(StoreError::Batch {
@@ -146,7 +146,7 @@ impl<'a> Iterator for BatchEvents<'a> {
             }
             let (part, rest) = rest.split_at(len);
             self.rest = rest;
-            let json = self.json.next().ok_or(StoreError::Batch {
+            let json = self.json.next().ok_or_else(|| StoreError::Batch {
                 reason: "columns without their event".into(),
             })?;
             Ok((decode(part)?, &json[..]))

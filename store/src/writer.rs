@@ -490,8 +490,6 @@ impl Writer {
         let mut filling: Option<(u64, Instant)> = None;
         let mut open = true;
         let mut behind = false;
-        // Nothing was queued last time and nothing is open.
-        let mut idle = false;
         // Something was queued last time.
         let mut flowing = false;
         while open {
@@ -502,7 +500,8 @@ impl Writer {
                 last_retention = Some(Instant::now());
             }
             if filling.is_none() {
-                if let Err(e) = self.compressor.train_when_due(&self.conn, idle) {
+                // Idle: nothing was queued last time and nothing is open.
+                if let Err(e) = self.compressor.train_when_due(&self.conn, !flowing) {
                     self.error(e.to_string());
                 }
             }
@@ -539,7 +538,6 @@ impl Writer {
                 }
             }
             behind = open_events + took >= MAX_BATCH as u64;
-            idle = took == 0 && filling.is_none();
             flowing = took > 0;
             if let Some((events, since)) = filling {
                 if !open || events >= MAX_BATCH as u64 || since.elapsed() >= COMMIT_GAP {
@@ -578,7 +576,7 @@ impl Writer {
             let (mut bodies, mut start) = (self.bodies.iter(), 0);
             batch.events().try_for_each(|event| {
                 let (columns, _) = event?;
-                let &(dict, end) = bodies.next().ok_or(StoreError::Batch {
+                let &(dict, end) = bodies.next().ok_or_else(|| StoreError::Batch {
                     reason: "an event without its compressed body".into(),
                 })?;
                 let body = &self.body_bytes[start..end];
