@@ -101,43 +101,26 @@ impl Batch {
         self.events += 1;
         true
     }
-
-    /// The events, in the order they were appended.
-    pub fn events(&self) -> BatchEvents<'_> {
-        BatchEvents {
-            rest: &self.columns,
-            json: self.json.iter(),
-        }
-    }
 }
 
-/// The events of a [`Batch`].
-pub(crate) struct BatchEvents<'a> {
-    rest: &'a [u8],
-    json: std::slice::Iter<'a, Bytes>,
-}
+/// The events' columns in a batch's `columns` buffer (or a copy of it): what [`Batch::push`]
+/// wrote, one record at a time.
+pub(crate) struct Records<'a>(pub &'a [u8]);
 
-impl<'a> Iterator for BatchEvents<'a> {
-    type Item = Result<(EventColumns<'a>, &'a [u8]), StoreError>;
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<EventColumns<'a>, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            let left = self.json.len();
-            if left == 0 {
-                return None;
-            }
-            self.json = [].iter();
-            return Some(Err(StoreError::Batch {
-                reason: format!("the JSON of {left} events without their columns"),
-            }));
+        if self.0.is_empty() {
+            return None;
         }
-        let event = (|| {
-            let (len, rest) =
-                self.rest
-                    .split_first_chunk::<4>()
-                    .ok_or_else(|| StoreError::Batch {
-                        reason: "a length cut short".into(),
-                    })?;
+        let record = (|| {
+            let (len, rest) = self
+                .0
+                .split_first_chunk::<4>()
+                .ok_or_else(|| StoreError::Batch {
+                    reason: "a length cut short".into(),
+                })?;
             let len = u32::from_le_bytes(*len) as usize;
             if rest.len() < len {
                 return Err(StoreError::Batch {
@@ -145,18 +128,14 @@ impl<'a> Iterator for BatchEvents<'a> {
                 });
             }
             let (part, rest) = rest.split_at(len);
-            self.rest = rest;
-            let json = self.json.next().ok_or_else(|| StoreError::Batch {
-                reason: "columns without their event".into(),
-            })?;
-            Ok((decode(part)?, &json[..]))
+            self.0 = rest;
+            decode(part)
         })();
-        if event.is_err() {
-            // Nothing after a damaged record can be found: the rest of the batch is one error.
-            self.rest = &[];
-            self.json = [].iter();
+        if record.is_err() {
+            // Nothing after a damaged record can be found: the rest is one error.
+            self.0 = &[];
         }
-        Some(event)
+        Some(record)
     }
 }
 
@@ -248,11 +227,11 @@ mod tests {
             assert!(b.push(&c, c.processes.iter().cloned(), &json));
         }
         assert_eq!(b.events, 3);
-        let back: Vec<_> = b.events().map(|e| e.unwrap()).collect();
-        assert_eq!(back.len(), 3);
-        for (n, (c, json)) in back.into_iter().enumerate() {
+        let back: Vec<_> = Records(&b.columns).map(|e| e.unwrap()).collect();
+        assert_eq!((back.len(), b.json.len()), (3, 3));
+        for (n, (c, json)) in back.into_iter().zip(&b.json).enumerate() {
             assert_eq!(c, columns(n as u64));
-            assert_eq!(json, format!("{{\"n\":{n}}}").as_bytes());
+            assert_eq!(&json[..], format!("{{\"n\":{n}}}").as_bytes());
         }
         assert_eq!(b.size(), b.columns.len() + 3 * (7 + JSON_OVERHEAD));
         let again = b.reuse();
@@ -268,22 +247,19 @@ mod tests {
         let (one, two) = (columns(1), columns(2));
         let json = Bytes::from_static(b"{}");
         assert!(b.push(&one, one.processes.iter().cloned(), &json));
+        let first = b.columns.len();
         assert!(b.push(&two, two.processes.iter().cloned(), &json));
-        // Cut between the two events, the second's JSON is left over: an error too.
+        // Cut anywhere but between the two events: the last record read is an error, and
+        // nothing is read after it. (Cut between them, one event reads back whole: the writer
+        // finds the second's body left over.)
         for cut in 1..b.columns.len() {
-            let read: Vec<_> = BatchEvents {
-                rest: &b.columns[..cut],
-                json: b.json.iter(),
+            let read: Vec<_> = Records(&b.columns[..cut]).collect();
+            assert!(read.len() <= 2, "cut at {cut}");
+            if cut == first {
+                assert!(read.len() == 1 && read[0].is_ok());
+            } else {
+                assert!(read.last().unwrap().is_err(), "cut at {cut}");
             }
-            .collect();
-            assert!(read.last().unwrap().is_err(), "cut at {cut}");
-            assert!(read.len() <= 2);
         }
-        let lost: Vec<_> = BatchEvents {
-            rest: &b.columns,
-            json: b.json[..1].iter(),
-        }
-        .collect();
-        assert!(lost[0].is_ok() && lost[1].is_err());
     }
 }

@@ -155,7 +155,7 @@ impl Compressor {
     }
 }
 
-fn zstd_error(e: std::io::Error) -> StoreError {
+pub(crate) fn zstd_error(e: std::io::Error) -> StoreError {
     StoreError::Corrupt {
         id: 0,
         reason: format!("zstd: {e}"),

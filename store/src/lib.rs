@@ -25,6 +25,7 @@ pub mod writer;
 
 mod batch;
 mod codec;
+mod deferred;
 mod ledger;
 mod row;
 

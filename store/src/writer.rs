@@ -1,5 +1,7 @@
-//! The store's writer: a thread of its own that takes batches of events from a bounded queue
-//! and commits them in large transactions, and enforces retention between commits.
+//! The store's writer: a thread of its own that takes batches of events from a bounded queue,
+//! compresses them at once and hands them back, writes their rows when the loop pauses
+//! ([`crate::deferred`]), commits them in large transactions, and enforces retention between
+//! commits.
 //!
 //! The agent's loop only files each event into a batch and tries to queue full batches
 //! ([`EventStore::offer_encoded`], [`crate::batch`]): when the writer falls behind (a slow
@@ -27,8 +29,9 @@ use vigil_events::Event;
 use vigil_safe_fs::TrustedDir;
 
 use crate::{
-    batch::{Batch, CAPACITY, HAND_OFF_BYTES, JSON_OVERHEAD},
-    codec::Compressor,
+    batch::{Batch, Records, CAPACITY, HAND_OFF_BYTES, JSON_OVERHEAD},
+    codec::{self, Compressor},
+    deferred::{Compressed, Deferred},
     ledger::{LastRun, Ledger},
     row::{binary_name, columns, EventColumns, ProcessColumns},
     StoreError,
@@ -103,13 +106,13 @@ const MAX_QUEUED_BATCHES: usize = 2 * (MAX_QUEUE_BYTES as usize / HAND_OFF_BYTES
 /// mapped (and mostly still cached), not faulted in fresh.
 const SPARE_BUFFERS: usize = 16;
 
-/// Events in one transaction (a batch the loop handed over is written whole: a few more).
+/// Events in one transaction (a deferred batch is written whole: a few more).
 const MAX_BATCH: usize = 20_000;
 /// The shortest time between two commits while events trickle in: fewer, larger
 /// transactions.
 const COMMIT_GAP: Duration = Duration::from_millis(200);
-/// How often the writer takes the batches queued into its transaction: their buffers go back
-/// to the loop soon after it filled them.
+/// How often the writer takes the batches queued (compresses them and defers their rows):
+/// their buffers go back to the loop soon after it filled them.
 const TAKE_GAP: Duration = Duration::from_millis(20);
 /// ... and while events flow: what the loop filled is read while still in the cache.
 const FLOWING_TAKE_GAP: Duration = Duration::from_millis(2);
@@ -117,6 +120,8 @@ const FLOWING_TAKE_GAP: Duration = Duration::from_millis(2);
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
 /// Events removed per retention statement: the writer goes back to its queue between them.
 const RETENTION_CHUNK: i64 = 20_000;
+/// Emptied deferred batches kept for the next burst.
+const EMPTIED_KEPT: usize = 64;
 /// Process and path rows remembered by the writer.
 const ROW_CACHE: usize = 16_384;
 
@@ -159,7 +164,7 @@ pub struct StoreCounters {
     /// Events queued for the writer (in the loop's batch or handed over).
     pub queued: AtomicU64,
     /// The bytes of the batches handed over that the loop has not taken back yet: queued,
-    /// being written, or written and waiting to be reused (the JSON they reference is alive
+    /// being compressed, or compressed and waiting to be reused (the JSON they reference is alive
     /// until the loop reuses them).
     pub held_bytes: AtomicU64,
 }
@@ -249,8 +254,11 @@ impl EventStore {
         let last_error = Arc::new(std::sync::Mutex::new(None));
         let mut writer = Writer {
             compressor: Compressor::load(&conn)?,
-            body_bytes: Vec::new(),
-            bodies: Vec::new(),
+            deferred: Deferred::default(),
+            columns_zstd: zstd::bulk::Compressor::new(1).map_err(codec::zstd_error)?,
+            columns_unzstd: zstd::bulk::Decompressor::new().map_err(codec::zstd_error)?,
+            columns: Vec::new(),
+            emptied: Vec::new(),
             conn,
             run,
             processes: LruCache::new(NonZeroUsize::new(ROW_CACHE).unwrap_or(NonZeroUsize::MIN)),
@@ -338,7 +346,8 @@ impl EventStore {
 
     /// Hands the batch being filled to the writer, unless the writer has not taken the last
     /// one yet (the batch then grows until it is full). The agent calls it on its timer, so
-    /// that a quiet node's events reach the database within the writer's commit gap; a writer
+    /// that a quiet node's events reach the database soon (the writer writes a quiet loop's
+    /// events within its commit gap, [`crate::deferred`]'s bounds otherwise); a writer
     /// held up (retention, a slow disk) finds one batch per stall, not one per tick, and the
     /// queue sheds by its bounds in events and bytes only.
     pub fn hand_off(&mut self) {
@@ -469,10 +478,17 @@ fn recover(conn: &Connection, last: Option<LastRun>) -> Result<Recovery, StoreEr
 struct Writer {
     conn: Connection,
     compressor: Compressor,
-    /// The batch being written, compressed: the events' bodies end to end ...
-    body_bytes: Vec<u8>,
-    /// ... and for each, its dictionary and where it ends.
-    bodies: Vec<(i64, usize)>,
+    /// Batches compressed, their rows not written yet.
+    deferred: Deferred,
+    /// The batches' columns, compressed as they are deferred ...
+    columns_zstd: zstd::bulk::Compressor<'static>,
+    /// ... and decompressed when their rows are written.
+    columns_unzstd: zstd::bulk::Decompressor<'static>,
+    /// The writer's buffer: a batch compressed, before it is copied to what waits; its
+    /// columns decompressed, while its rows are written.
+    columns: Vec<u8>,
+    /// Deferred batches written, emptied to be filled again: a burst's buffers serve the next.
+    emptied: Vec<Compressed>,
     run: i64,
     processes: LruCache<String, i64>,
     paths: LruCache<String, i64>,
@@ -489,10 +505,9 @@ impl Writer {
         // The transaction being filled: its events, and when it began.
         let mut filling: Option<(u64, Instant)> = None;
         let mut open = true;
-        let mut behind = false;
         // Something was queued last time.
         let mut flowing = false;
-        while open {
+        while open || !self.deferred.is_empty() || filling.is_some() {
             if filling.is_none() && last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                 if let Err(e) = self.retention() {
                     self.error(format!("retention: {e}"));
@@ -500,26 +515,30 @@ impl Writer {
                 last_retention = Some(Instant::now());
             }
             if filling.is_none() {
-                // Idle: nothing was queued last time and nothing is open.
-                if let Err(e) = self.compressor.train_when_due(&self.conn, !flowing) {
+                // With no transaction open (a rollback never takes a dictionary back); now if
+                // idle (nothing taken last time, nothing waiting), or once it waited too long.
+                let idle = !flowing && self.deferred.is_empty();
+                if let Err(e) = self.compressor.train_when_due(&self.conn, idle) {
                     self.error(e.to_string());
                 }
             }
-            // The writer never waits on the queue itself: the loop's hand-offs wake no one,
-            // and a queue that held a full transaction's events is taken again at once.
-            if !behind {
+            // The writer never waits on the queue itself: the loop's hand-offs wake no one.
+            // Rows due to be written are written at once.
+            if open && !self.deferred.due(Instant::now(), false) {
                 std::thread::sleep(if flowing { FLOWING_TAKE_GAP } else { TAKE_GAP });
             }
             let mut took = 0;
-            let open_events = filling.map_or(0, |(events, _)| events);
-            while open_events + took < MAX_BATCH as u64 {
+            while open && !self.deferred.full() {
                 match rx.try_recv() {
                     Ok(batch) => {
                         took += batch.events;
                         self.counters
                             .queued
                             .fetch_sub(batch.events, Ordering::Relaxed);
-                        self.write(&batch, &mut filling);
+                        match self.compress(&batch) {
+                            Ok(c) => self.deferred.push(c, Instant::now()),
+                            Err(e) => self.fail(batch.events, e),
+                        }
                         // Back to the loop, which lets go of its JSON and of its bytes in the
                         // queue's bound (the channel has room for all the queue holds).
                         if let Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) =
@@ -531,16 +550,26 @@ impl Writer {
                         }
                     }
                     Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        open = false;
+                    Err(TryRecvError::Disconnected) => open = false,
+                }
+            }
+            flowing = took > 0;
+            // At most a transaction's events each turn: the queue is taken between them.
+            if self.deferred.due(Instant::now(), !open) {
+                while filling.map_or(0, |(events, _)| events) < MAX_BATCH as u64 {
+                    let Some(mut batch) = self.deferred.pop() else {
                         break;
+                    };
+                    self.write(&batch, &mut filling);
+                    if self.emptied.len() < EMPTIED_KEPT && batch.size() <= 2 * CAPACITY {
+                        batch.clear();
+                        self.emptied.push(batch);
                     }
                 }
             }
-            behind = open_events + took >= MAX_BATCH as u64;
-            flowing = took > 0;
             if let Some((events, since)) = filling {
-                if !open || events >= MAX_BATCH as u64 || since.elapsed() >= COMMIT_GAP {
+                let last = !open && self.deferred.is_empty();
+                if last || events >= MAX_BATCH as u64 || since.elapsed() >= COMMIT_GAP {
                     self.commit(events);
                     filling = None;
                 }
@@ -554,8 +583,8 @@ impl Writer {
         }
     }
 
-    /// Writes `batch` into the transaction being filled (begun if none is).
-    fn write(&mut self, batch: &Batch, filling: &mut Option<(u64, Instant)>) {
+    /// Writes the rows of `batch` into the transaction being filled (begun if none is).
+    fn write(&mut self, batch: &Compressed, filling: &mut Option<(u64, Instant)>) {
         let (events, since) = match *filling {
             Some(f) => f,
             None => {
@@ -565,25 +594,49 @@ impl Writer {
                 (0, Instant::now())
             }
         };
-        let written = self.compress(batch).and_then(|()| {
-            let mut writer = BatchWriter {
-                tx: &self.conn,
-                processes: &mut self.processes,
-                paths: &mut self.paths,
-            };
-            // One body per JSON: the batch's own iterator says when columns and JSON do not
-            // pair up (a zip would end quietly at the shorter of the two).
-            let (mut bodies, mut start) = (self.bodies.iter(), 0);
-            batch.events().try_for_each(|event| {
-                let (columns, _) = event?;
-                let &(dict, end) = bodies.next().ok_or_else(|| StoreError::Batch {
-                    reason: "an event without its compressed body".into(),
+        let columns = &mut self.columns;
+        columns.clear();
+        columns.reserve(batch.columns_len);
+        let unpacked = self
+            .columns_unzstd
+            .decompress_to_buffer(&batch.columns, columns);
+        if unpacked.ok() != Some(batch.columns_len) {
+            return self.abort(
+                events + batch.events,
+                StoreError::Batch {
+                    reason: "its columns do not decompress".into(),
+                },
+            );
+        }
+        let mut writer = BatchWriter {
+            tx: &self.conn,
+            processes: &mut self.processes,
+            paths: &mut self.paths,
+        };
+        // One body per record, and no body left over: the columns and the JSON the bodies
+        // came from were filed together, and a damaged batch is refused whole.
+        let (mut ends, mut start) = (batch.ends.iter(), 0);
+        let written = Records(columns)
+            .try_for_each(|columns| {
+                let columns = columns?;
+                let &(dict, end) = ends.next().ok_or_else(|| StoreError::Batch {
+                    reason: "columns without their event".into(),
                 })?;
-                let body = &self.body_bytes[start..end];
+                let body = batch
+                    .bodies
+                    .get(start..end)
+                    .ok_or_else(|| StoreError::Batch {
+                        reason: "a body out of its buffer".into(),
+                    })?;
                 start = end;
                 writer.write(&columns, dict, body)
             })
-        });
+            .and_then(|()| match ends.len() {
+                0 => Ok(()),
+                left => Err(StoreError::Batch {
+                    reason: format!("the JSON of {left} events without their columns"),
+                }),
+            });
         *filling = None;
         match written {
             Ok(()) => *filling = Some((events + batch.events, since)),
@@ -591,24 +644,31 @@ impl Writer {
         }
     }
 
-    /// Compresses every event of `batch` into `body_bytes`, before any of its rows is written:
-    /// the compressor's tables stay in the cache from one event to the next, where writing
-    /// the rows between them evicted them (the writer's CPU per event draining the bench's
-    /// open backlog: 11.4 µs before, 9.2 µs after).
-    fn compress(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        if self.body_bytes.capacity() > 2 * CAPACITY {
-            // Grown by huge events: not kept for the batches after it. (A batch's bodies are
-            // at most about its JSON, which is at most about CAPACITY; the buffer doubles as
-            // it grows.)
-            self.body_bytes = Vec::new();
+    /// Compresses every event of `batch`, one after the other (zstd's tables stay in the
+    /// cache from one event to the next), and its columns: the batch can go back to the loop.
+    fn compress(&mut self, batch: &Batch) -> Result<Compressed, StoreError> {
+        if self.columns.capacity() > 2 * CAPACITY {
+            // Grown by huge events: not kept for the batches after them.
+            self.columns = Vec::new();
         }
-        self.body_bytes.clear();
-        self.bodies.clear();
+        // Compressed into the writer's own buffer (zstd wants room for the worst case), then
+        // copied: what waits holds its bytes, not that room.
+        let mut c = self.emptied.pop().unwrap_or_default();
+        let scratch = &mut self.columns;
+        scratch.clear();
+        scratch.reserve(zstd::zstd_safe::compress_bound(batch.columns.len()));
+        self.columns_zstd
+            .compress_to_buffer(&batch.columns, scratch)
+            .map_err(codec::zstd_error)?;
+        c.columns.extend_from_slice(scratch);
+        scratch.clear();
         for json in &batch.json {
-            let dict = self.compressor.compress_into(json, &mut self.body_bytes)?;
-            self.bodies.push((dict, self.body_bytes.len()));
+            let dict = self.compressor.compress_into(json, scratch)?;
+            c.ends.push((dict, scratch.len()));
         }
-        Ok(())
+        c.bodies.extend_from_slice(scratch);
+        (c.columns_len, c.events) = (batch.columns.len(), batch.events);
+        Ok(c)
     }
 
     /// Commits the transaction being filled, with the run's committed count.
@@ -636,10 +696,15 @@ impl Writer {
     fn abort(&mut self, events: u64, e: StoreError) {
         // SQLite may have rolled it back itself (a full disk): nothing to do then.
         let _ = self.conn.execute_batch("ROLLBACK");
-        self.counters.failed.fetch_add(events, Ordering::Relaxed);
-        self.error(format!("{events} events not stored: {e}"));
+        self.fail(events, e);
         self.processes.clear();
         self.paths.clear();
+    }
+
+    /// Counts `events` as failed, for `e`.
+    fn fail(&self, events: u64, e: StoreError) {
+        self.counters.failed.fetch_add(events, Ordering::Relaxed);
+        self.error(format!("{events} events not stored: {e}"));
     }
 
     /// Removes events older than the age limit, then the oldest until the database is under

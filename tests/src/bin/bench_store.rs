@@ -1,4 +1,5 @@
-//! `make bench`, the event store (`vigil-bench-store [--events N] [--dir DIR] [--no-agent]`):
+//! `make bench`, the event store (`vigil-bench-store [--events N] [--dir DIR] [--no-agent]`;
+//! `--agent-only [--rounds N] [--backlog-only]` runs part 4 alone, or only its backlog rows):
 //!
 //! 1. the store's ingest rate alone: events generated and offered at full speed for 10 s to a
 //!    store with the default settings, committed against shed, and the writer's committed/s;
@@ -779,7 +780,7 @@ fn agent_round(
 }
 
 /// 4: the agent's CPU per event with and without the store, rounds alternating.
-fn agent_rows() {
+fn agent_rows(rounds: usize, only_backlog: bool) {
     vigil_tests::require_root();
     let dir = TempDir::new("bench-store-agent");
     let file = dir.path().join("watched.txt");
@@ -792,14 +793,23 @@ fn agent_rows() {
         .unwrap();
     let (policy, file) = (policy.to_str().unwrap(), file.to_str().unwrap());
     for backlog in [true, false] {
-        agent_table(&rt, backlog, policy, file);
+        if !backlog && only_backlog {
+            break;
+        }
+        agent_table(&rt, rounds, backlog, policy, file);
     }
 }
 
 /// 4, one way of feeding the agent: a backlog it drains (the verdicts), or a live storm.
-fn agent_table(rt: &tokio::runtime::Runtime, backlog: bool, policy: &str, file: &str) {
+fn agent_table(
+    rt: &tokio::runtime::Runtime,
+    rounds: usize,
+    backlog: bool,
+    policy: &str,
+    file: &str,
+) {
     let (mut off, mut on) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         off.push(agent_round(rt, false, backlog, policy, file));
         on.push(agent_round(rt, true, backlog, policy, file));
     }
@@ -808,7 +818,7 @@ fn agent_table(rt: &tokio::runtime::Runtime, backlog: bool, policy: &str, file: 
     } else {
         "live: the workload, the loop and the writer share both CPUs; what a storm costs beside the workload"
     };
-    println!("\n| the agent ({how}; median of {ROUNDS} rounds, alternating; ratio: the median of each pair's) | --no-store | store on | ratio | |");
+    println!("\n| the agent ({how}; median of {rounds} rounds, alternating; ratio: the median of each pair's) | --no-store | store on | ratio | |");
     println!("|---|---|---|---|---|");
     let loads = [
         format!("{EXECS} execs of /bin/true on 2 threads (exec + exit events)"),
@@ -906,14 +916,16 @@ fn main() {
     if args.iter().any(|a| a == "--compression-only") {
         return compression();
     }
+    let rounds = flag("--rounds").map_or(ROUNDS, |r| r.parse().expect("--rounds N"));
+    let only_backlog = args.iter().any(|a| a == "--backlog-only");
     if args.iter().any(|a| a == "--agent-only") {
-        return agent_rows();
+        return agent_rows(rounds, only_backlog);
     }
     ingest(&dir, n);
     compression();
     let g = build(&dir.join("store"), n);
     queries(&dir.join("store").join(vigil_store::DB_FILE), &g);
     if !args.iter().any(|a| a == "--no-agent") {
-        agent_rows();
+        agent_rows(rounds, only_backlog);
     }
 }
