@@ -120,8 +120,9 @@ const FLOWING_TAKE_GAP: Duration = Duration::from_millis(2);
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
 /// Events removed per retention statement: the writer goes back to its queue between them.
 const RETENTION_CHUNK: i64 = 20_000;
-/// Emptied deferred batches kept for the next burst.
-const EMPTIED_KEPT: usize = 64;
+/// The memory of emptied deferred batches kept for the next burst (a batch of events that
+/// compress badly is let go, not kept at its size).
+const EMPTIED_BYTES: usize = 8 << 20;
 /// Process and path rows remembered by the writer.
 const ROW_CACHE: usize = 16_384;
 
@@ -259,6 +260,7 @@ impl EventStore {
             columns_unzstd: zstd::bulk::Decompressor::new().map_err(codec::zstd_error)?,
             columns: Vec::new(),
             emptied: Vec::new(),
+            emptied_bytes: 0,
             conn,
             run,
             processes: LruCache::new(NonZeroUsize::new(ROW_CACHE).unwrap_or(NonZeroUsize::MIN)),
@@ -489,6 +491,8 @@ struct Writer {
     columns: Vec<u8>,
     /// Deferred batches written, emptied to be filled again: a burst's buffers serve the next.
     emptied: Vec<Compressed>,
+    /// Their memory (their sizes do not change while they are kept).
+    emptied_bytes: usize,
     run: i64,
     processes: LruCache<String, i64>,
     paths: LruCache<String, i64>,
@@ -561,8 +565,9 @@ impl Writer {
                         break;
                     };
                     self.write(&batch, &mut filling);
-                    if self.emptied.len() < EMPTIED_KEPT && batch.size() <= 2 * CAPACITY {
+                    if self.emptied_bytes + batch.size() <= EMPTIED_BYTES {
                         batch.clear();
+                        self.emptied_bytes += batch.size();
                         self.emptied.push(batch);
                     }
                 }
@@ -654,6 +659,7 @@ impl Writer {
         // Compressed into the writer's own buffer (zstd wants room for the worst case), then
         // copied: what waits holds its bytes, not that room.
         let mut c = self.emptied.pop().unwrap_or_default();
+        self.emptied_bytes -= c.size();
         let scratch = &mut self.columns;
         scratch.clear();
         scratch.reserve(zstd::zstd_safe::compress_bound(batch.columns.len()));
