@@ -1,22 +1,18 @@
 //! How events travel from the agent's loop to the writer: in batches.
 //!
-//! The loop takes what the writer files from each event (its columns and its processes'
-//! rows, [`EventColumns`]) and appends them to a buffer of its own, with a reference to the
-//! event's JSON the exporters encoded (shared, not copied); the writer is handed whole batches
-//! and hands them back. The loop takes them back, lets go of the JSON they reference (so the
-//! memory is usually freed by the thread that allocated it; an exporter may hold the last
-//! reference) and fills them again. The queue's byte bound counts a batch from its hand-off
-//! until the loop takes it back, each event's JSON with what keeping it costs besides its
-//! bytes ([`JSON_OVERHEAD`]; the exporters encode it without spare capacity).
+//! The loop appends what the writer files from each event (its columns and its processes'
+//! rows, [`EventColumns`]) and a copy of the event's JSON (the exporters' encoding) to buffers
+//! of its own; the writer is handed whole batches and hands them back, and the loop fills them
+//! again. The queue's byte bound counts a batch from its hand-off until the loop takes it back.
 //!
-//! Why not hand the writer the events themselves: held until the writer's commit (up to
-//! 200 ms), a storm's events were tens of megabytes alive at once, each allocated where the
-//! last was not yet freed and freed in bulk by another thread; the loop's allocations left its
-//! thread cache for the heap's slow paths and cold memory. Why not copy the JSON into the
-//! buffer (as the columns are): a 5 KiB event's copy into memory the writer last read was
-//! a microsecond of the loop's, most of what the store cost it.
+//! Why the JSON is copied and not shared with the exporters: held by reference until the
+//! writer was done with the batch, each event's JSON lived beside hundreds of others, and the
+//! loop's allocator served every new event from memory its own cache no longer held, and freed
+//! them in bulk when the batch came back. Under `perf` that was a third of what the store cost
+//! the loop (`_int_malloc`, `unlink_chunk`, `malloc_consolidate`), and an open backlog drained
+//! at 0.7 to 0.85 of its rate without the store. Copied, each event's JSON is freed as it is
+//! without the store, and the copy is a sequential write into a buffer the loop reuses.
 
-use bytes::Bytes;
 use postcard::ser_flavors::Flavor;
 
 use crate::{
@@ -26,23 +22,26 @@ use crate::{
 
 /// A batch's size (its columns and its events' JSON) at which the loop hands it over.
 pub(crate) const HAND_OFF_BYTES: usize = 1 << 20;
-/// The largest columns buffer kept for reuse: one a flood of huge events grew is let go.
+/// A new batch's JSON buffer, and the largest kept for reuse: a batch handed over at
+/// [`HAND_OFF_BYTES`] takes one more event of up to a quarter of that without growing (a copy
+/// of the whole buffer), and one a flood of huge events grew is let go.
 pub(crate) const CAPACITY: usize = HAND_OFF_BYTES + (HAND_OFF_BYTES >> 2);
-/// What a batch's reference to one event's JSON costs besides the JSON's bytes: the reference
-/// in the batch, the count shared with the exporters, the allocator's header.
-pub(crate) const JSON_OVERHEAD: usize = 64;
 /// A new batch's columns buffer: the columns are a fraction of the JSON.
 const COLUMNS_CAPACITY: usize = HAND_OFF_BYTES / 4;
+/// Room for the ends of a batch of small events ...
+const ENDS_CAPACITY: usize = 4096;
+/// ... and the most kept for reuse (a batch of tiny events grows it).
+const MAX_ENDS: usize = 64 * 1024;
 
 /// Events appended by the loop, read by the writer. In `columns`, for each event: the length of
 /// what follows, the number of process rows (both 4-byte little-endian integers), the columns
-/// and the rows (postcard); in `json`, each event's JSON, in the same order.
+/// and the rows (postcard); in `bodies`, each event's JSON, one after the other, where it ends
+/// in `ends`, in the same order.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     pub columns: Vec<u8>,
-    pub json: Vec<Bytes>,
-    /// The memory the JSON references hold: their bytes and [`JSON_OVERHEAD`] each.
-    json_bytes: usize,
+    bodies: Vec<u8>,
+    ends: Vec<u32>,
     pub events: u64,
 }
 
@@ -51,35 +50,63 @@ impl Batch {
     pub fn allocated() -> Batch {
         Batch {
             columns: Vec::with_capacity(COLUMNS_CAPACITY),
-            ..Default::default()
+            bodies: Vec::with_capacity(CAPACITY),
+            ends: Vec::with_capacity(ENDS_CAPACITY),
+            events: 0,
         }
     }
 
-    /// `self` emptied, to be filled again.
-    pub fn reuse(mut self) -> Batch {
+    /// `self` emptied, to be filled again; none if a huge event grew its buffers.
+    pub fn reuse(mut self) -> Option<Batch> {
+        if self.columns.capacity() > CAPACITY
+            || self.bodies.capacity() > CAPACITY
+            || self.ends.capacity() > MAX_ENDS
+        {
+            return None;
+        }
         self.columns.clear();
-        self.json.clear();
-        self.json_bytes = 0;
+        self.bodies.clear();
+        self.ends.clear();
         self.events = 0;
-        self
+        Some(self)
     }
 
-    /// What the batch holds, in bytes: its columns and its events' JSON (with what keeping it
-    /// costs).
+    /// What the batch holds, in bytes: its columns, its events' JSON and where each ends. It
+    /// is handed over at [`HAND_OFF_BYTES`].
     pub fn size(&self) -> usize {
-        self.columns.len() + self.json_bytes
+        self.columns.len() + self.bodies.len() + 4 * self.ends.len()
+    }
+
+    /// The memory the batch keeps allocated: what the queue's byte bound counts (a batch of
+    /// two 250 KiB events holds more than its [`HAND_OFF_BYTES`]).
+    pub fn held(&self) -> usize {
+        self.columns.capacity() + self.bodies.capacity() + 4 * self.ends.capacity()
+    }
+
+    /// The events' JSON, in order.
+    pub fn bodies(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let body = &self.bodies[start..end as usize];
+            start = end as usize;
+            body
+        })
     }
 
     /// Appends one event: its columns, the rows of `processes` (its own first) and its JSON.
     /// False if the columns could not be encoded (they are strings, numbers and byte arrays:
-    /// they always can); the batch is then as it was.
+    /// they always can) or the batch would pass 4 GiB of JSON (the loop hands it over at
+    /// 1 MiB); the batch is then as it was.
     #[must_use]
     pub fn push<'p>(
         &mut self,
         columns: &EventColumns<'_>,
         mut processes: impl Iterator<Item = ProcessColumns<'p>>,
-        json: &Bytes,
+        json: &[u8],
     ) -> bool {
+        let Ok(end) = u32::try_from(self.bodies.len() + json.len()) else {
+            return false;
+        };
         let at = self.columns.len();
         self.columns.extend_from_slice(&[0; 8]);
         let mut count = 0u32;
@@ -96,8 +123,8 @@ impl Batch {
         let len = (self.columns.len() - at - 4) as u32;
         self.columns[at..at + 4].copy_from_slice(&len.to_le_bytes());
         self.columns[at + 4..at + 8].copy_from_slice(&count.to_le_bytes());
-        self.json.push(json.clone());
-        self.json_bytes += json.len() + JSON_OVERHEAD;
+        self.bodies.extend_from_slice(json);
+        self.ends.push(end);
         self.events += 1;
         true
     }
@@ -223,20 +250,21 @@ mod tests {
         let mut b = Batch::default();
         for n in 0..3 {
             let c = columns(n);
-            let json = Bytes::from(format!("{{\"n\":{n}}}"));
-            assert!(b.push(&c, c.processes.iter().cloned(), &json));
+            let json = format!("{{\"n\":{n}}}");
+            assert!(b.push(&c, c.processes.iter().cloned(), json.as_bytes()));
         }
         assert_eq!(b.events, 3);
         let back: Vec<_> = Records(&b.columns).map(|e| e.unwrap()).collect();
-        assert_eq!((back.len(), b.json.len()), (3, 3));
-        for (n, (c, json)) in back.into_iter().zip(&b.json).enumerate() {
+        assert_eq!((back.len(), b.bodies().count()), (3, 3));
+        for (n, (c, json)) in back.into_iter().zip(b.bodies()).enumerate() {
             assert_eq!(c, columns(n as u64));
-            assert_eq!(&json[..], format!("{{\"n\":{n}}}").as_bytes());
+            assert_eq!(json, format!("{{\"n\":{n}}}").as_bytes());
         }
-        assert_eq!(b.size(), b.columns.len() + 3 * (7 + JSON_OVERHEAD));
-        let again = b.reuse();
+        assert_eq!(b.size(), b.columns.len() + 3 * (7 + 4));
+        assert!(b.held() >= b.size());
+        let again = b.reuse().unwrap();
         assert_eq!(
-            (again.columns.len(), again.json.len(), again.size()),
+            (again.columns.len(), again.bodies().count(), again.size()),
             (0, 0, 0)
         );
     }
@@ -245,10 +273,9 @@ mod tests {
     fn a_batch_cut_short_is_an_error_not_a_panic() {
         let mut b = Batch::default();
         let (one, two) = (columns(1), columns(2));
-        let json = Bytes::from_static(b"{}");
-        assert!(b.push(&one, one.processes.iter().cloned(), &json));
+        assert!(b.push(&one, one.processes.iter().cloned(), b"{}"));
         let first = b.columns.len();
-        assert!(b.push(&two, two.processes.iter().cloned(), &json));
+        assert!(b.push(&two, two.processes.iter().cloned(), b"{}"));
         // Cut anywhere but between the two events: the last record read is an error, and
         // nothing is read after it. (Cut between them, one event reads back whole: the writer
         // finds the second's body left over.)

@@ -2,13 +2,13 @@
 //! from the loop and inserting its rows.
 //!
 //! The writer takes each batch as soon as the loop hands it over, compresses its events and
-//! hands the batch back (so the loop lets go of its JSON at once), and keeps the compressed
+//! hands the batch back (so the loop can fill it again), and keeps the compressed
 //! events and their compressed columns here, a few percent of the JSON's bytes (the bench's
 //! open events: about 200 of 5,000 bytes). It inserts them into the
 //! database when the loop has handed nothing over for [`QUIET`], when they reach
 //! [`DEFER_BYTES`], or when the oldest has waited [`DEFER_MAX`]. Why: while the loop drains a
 //! burst, the rows' B-tree and page-cache work on the other CPU slowed it by 10 to 20 % on the
-//! bench's machine (the two CPUs share their cache), where compressing alone did not
+//! bench's machine (the two CPUs share their cache), more than compressing does
 //! (BENCHMARKS.md). A burst is written just after it, in the same transactions; a flow that
 //! never pauses is written as it comes, as before, once the buffer is full or old enough.
 //!

@@ -21,7 +21,6 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use bytes::Bytes;
 use lru::LruCache;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -29,7 +28,7 @@ use vigil_events::Event;
 use vigil_safe_fs::TrustedDir;
 
 use crate::{
-    batch::{Batch, Records, CAPACITY, HAND_OFF_BYTES, JSON_OVERHEAD},
+    batch::{Batch, Records, CAPACITY, HAND_OFF_BYTES},
     codec::{self, Compressor},
     deferred::{Compressed, Deferred},
     ledger::{LastRun, Ledger},
@@ -101,10 +100,11 @@ pub const MAX_QUEUE_BYTES: u64 = 64 << 20;
 /// [`MAX_QUEUE_BYTES`] in full batches of [`HAND_OFF_BYTES`] and one smaller batch (the loop's
 /// timer hands one over only to an empty queue). Twice that leaves the channel never the bound.
 const MAX_QUEUED_BATCHES: usize = 2 * (MAX_QUEUE_BYTES as usize / HAND_OFF_BYTES);
-/// Emptied batches the loop keeps to fill again: enough for what the queue holds while the
-/// writer takes every [`TAKE_GAP`], so that a storm's batches are written in pages already
-/// mapped (and mostly still cached), not faulted in fresh.
-const SPARE_BUFFERS: usize = 16;
+/// Emptied batches the loop keeps to fill again (each about 1.5 MiB): the writer takes the
+/// queue every few milliseconds while events flow and hands each batch back once compressed,
+/// so a storm has a few in flight (more while the writer is held up, each then allocated
+/// fresh); those are written in pages already mapped, not faulted in fresh.
+const SPARE_BUFFERS: usize = 4;
 
 /// Events in one transaction (a deferred batch is written whole: a few more).
 const MAX_BATCH: usize = 20_000;
@@ -164,9 +164,8 @@ pub struct StoreCounters {
     pub oldest_kept: AtomicU64,
     /// Events queued for the writer (in the loop's batch or handed over).
     pub queued: AtomicU64,
-    /// The bytes of the batches handed over that the loop has not taken back yet: queued,
-    /// being compressed, or compressed and waiting to be reused (the JSON they reference is alive
-    /// until the loop reuses them).
+    /// The memory of the batches handed over that the loop has not taken back yet (queued,
+    /// being compressed, or compressed and not yet taken back), by their allocated capacity.
     pub held_bytes: AtomicU64,
 }
 
@@ -308,16 +307,14 @@ impl EventStore {
     /// Encodes `event` and hands it to the writer ([`EventStore::offer_encoded`]).
     pub fn offer(&mut self, event: &Event) {
         // Events always serialize (their types have no map with non-string keys).
-        let mut json = serde_json::to_vec(event).unwrap_or_default();
-        // The queue's bound counts what the JSON holds: no spare capacity behind it.
-        json.shrink_to_fit();
-        self.offer_encoded(event, &json.into());
+        let json = serde_json::to_vec(event).unwrap_or_default();
+        self.offer_encoded(event, &json);
     }
 
-    /// Files `event` and its JSON, as the exporters encoded it (shared with them, not copied),
-    /// into the batch the writer is handed next, or sheds it (counted) if the writer is behind.
-    /// Never waits: a full batch is handed over with a `try_send`.
-    pub fn offer_encoded(&mut self, event: &Event, json: &Bytes) {
+    /// Files `event` and its JSON, as the exporters encoded it, into the batch the writer is
+    /// handed next, or sheds it (counted) if the writer is behind. Never waits: a full batch is
+    /// handed over with a `try_send`.
+    pub fn offer_encoded(&mut self, event: &Event, json: &[u8]) {
         if self.tx.is_none() {
             return;
         }
@@ -327,9 +324,9 @@ impl EventStore {
         // make the queue the agent's memory.
         let c = &self.counters;
         let queued = c.queued.load(Ordering::Relaxed) + self.pending.events;
-        let bytes = c.held_bytes.load(Ordering::Relaxed) + self.pending.size() as u64;
+        let bytes = c.held_bytes.load(Ordering::Relaxed) + self.pending.held() as u64;
         // An event's columns are a part of its JSON, so at most as long.
-        let size = 2 * json.len() as u64 + JSON_OVERHEAD as u64 + 8;
+        let size = 2 * json.len() as u64 + 12;
         if queued >= self.max_queued
             || bytes + size > MAX_QUEUE_BYTES
             || !self.pending.push(
@@ -368,7 +365,7 @@ impl EventStore {
         let Some(tx) = &self.tx else { return };
         let next = self.reusable.pop().unwrap_or_else(Batch::allocated);
         let batch = std::mem::replace(&mut self.pending, next);
-        let (n, bytes) = (batch.events, batch.size() as u64);
+        let (n, bytes) = (batch.events, batch.held() as u64);
         self.counters.queued.fetch_add(n, Ordering::Relaxed);
         self.counters.held_bytes.fetch_add(bytes, Ordering::Relaxed);
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(batch) {
@@ -380,16 +377,15 @@ impl EventStore {
         }
     }
 
-    /// Takes back the batches the writer is done with: the JSON they reference is let go
-    /// here, by the thread that (mostly) allocated it, and their bytes leave the queue's
-    /// bound only now. A few are kept to be filled again.
+    /// Takes back the batches the writer is done with: their bytes leave the queue's bound
+    /// only now. A few are kept to be filled again.
     fn take_back(&mut self) {
         while let Ok(batch) = self.spare.try_recv() {
             self.counters
                 .held_bytes
-                .fetch_sub(batch.size() as u64, Ordering::Relaxed);
-            if self.reusable.len() < SPARE_BUFFERS && batch.columns.capacity() <= CAPACITY {
-                self.reusable.push(batch.reuse());
+                .fetch_sub(batch.held() as u64, Ordering::Relaxed);
+            if self.reusable.len() < SPARE_BUFFERS {
+                self.reusable.extend(batch.reuse());
             }
         }
     }
@@ -543,14 +539,14 @@ impl Writer {
                             Ok(c) => self.deferred.push(c, Instant::now()),
                             Err(e) => self.fail(batch.events, e),
                         }
-                        // Back to the loop, which lets go of its JSON and of its bytes in the
+                        // Back to the loop, which fills it again and takes its bytes out of the
                         // queue's bound (the channel has room for all the queue holds).
                         if let Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) =
                             spare.try_send(batch)
                         {
                             self.counters
                                 .held_bytes
-                                .fetch_sub(batch.size() as u64, Ordering::Relaxed);
+                                .fetch_sub(batch.held() as u64, Ordering::Relaxed);
                         }
                     }
                     Err(TryRecvError::Empty) => break,
@@ -668,7 +664,7 @@ impl Writer {
             .map_err(codec::zstd_error)?;
         c.columns.extend_from_slice(scratch);
         scratch.clear();
-        for json in &batch.json {
+        for json in batch.bodies() {
             let dict = self.compressor.compress_into(json, scratch)?;
             c.ends.push((dict, scratch.len()));
         }
