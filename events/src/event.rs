@@ -97,6 +97,12 @@ impl Event {
     /// The processes the event names, the one it is about first, then its parent and
     /// ancestors.
     pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.shared_processes().map(|p| &**p)
+    }
+
+    /// [`Event::processes`], as the shared processes the event holds (the process cache's,
+    /// unless redaction changed them).
+    pub fn shared_processes(&self) -> impl Iterator<Item = &Arc<Process>> + Clone {
         let (process, parent, ancestors) = match &self.body {
             EventBody::ProcessExec(e) => (&e.process, &e.parent, &e.ancestors[..]),
             EventBody::ProcessExit(e) => (&e.process, &e.parent, &e.ancestors[..]),
@@ -108,7 +114,6 @@ impl Event {
         std::iter::once(process)
             .chain(parent.as_ref())
             .chain(ancestors.iter())
-            .map(|p| &**p)
     }
 
     /// The process the event is about.

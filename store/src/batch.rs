@@ -13,7 +13,10 @@
 //! at 0.7 to 0.85 of its rate without the store. Copied, each event's JSON is freed as it is
 //! without the store, and the copy is a sequential write into a buffer the loop reuses.
 
+use std::sync::Arc;
+
 use postcard::ser_flavors::Flavor;
+use vigil_events::Process;
 
 use crate::{
     row::{EventColumns, ProcessColumns},
@@ -32,17 +35,27 @@ const COLUMNS_CAPACITY: usize = HAND_OFF_BYTES / 4;
 const ENDS_CAPACITY: usize = 4096;
 /// ... and the most kept for reuse (a batch of tiny events grows it).
 const MAX_ENDS: usize = 64 * 1024;
+/// Before each of an event's processes, 0 if its row follows, or which of the last event's
+/// processes it is (1 for the first): a storm's events are mostly one process's, or one
+/// parent's children's, and their rows (a few hundred bytes each) were most of what the loop
+/// encoded for each event.
+const ROW_FOLLOWS: u8 = 0;
 
 /// Events appended by the loop, read by the writer. In `columns`, for each event: the length of
-/// what follows, the number of process rows (both 4-byte little-endian integers), the columns
-/// and the rows (postcard); in `bodies`, each event's JSON, one after the other, where it ends
-/// in `ends`, in the same order.
+/// what follows, the number of its processes (both 4-byte little-endian integers), the columns
+/// (postcard), and for each process a byte ([`ROW_FOLLOWS`], or which of the last event's
+/// processes it is) and, after a [`ROW_FOLLOWS`], its row (postcard); in `bodies`, each
+/// event's JSON, one after the other, where it ends in `ends`, in the same order.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     pub columns: Vec<u8>,
     bodies: Vec<u8>,
     ends: Vec<u32>,
     pub events: u64,
+    /// The processes of the last event appended, held so that no other process can be
+    /// allocated where one of them was while they are compared by address. Let go by the loop
+    /// before the batch is handed over.
+    last: Vec<Arc<Process>>,
 }
 
 impl Batch {
@@ -53,6 +66,7 @@ impl Batch {
             bodies: Vec::with_capacity(CAPACITY),
             ends: Vec::with_capacity(ENDS_CAPACITY),
             events: 0,
+            last: Vec::new(),
         }
     }
 
@@ -68,6 +82,7 @@ impl Batch {
         self.bodies.clear();
         self.ends.clear();
         self.events = 0;
+        self.last.clear();
         Some(self)
     }
 
@@ -83,6 +98,11 @@ impl Batch {
         self.columns.capacity() + self.bodies.capacity() + 4 * self.ends.capacity()
     }
 
+    /// Lets go of the last event's processes (the loop's, not the writer's to free).
+    pub fn seal(&mut self) {
+        self.last.clear();
+    }
+
     /// The events' JSON, in order.
     pub fn bodies(&self) -> impl Iterator<Item = &[u8]> {
         let mut start = 0;
@@ -93,15 +113,16 @@ impl Batch {
         })
     }
 
-    /// Appends one event: its columns, the rows of `processes` (its own first) and its JSON.
-    /// False if the columns could not be encoded (they are strings, numbers and byte arrays:
-    /// they always can) or the batch would pass 4 GiB of JSON (the loop hands it over at
-    /// 1 MiB); the batch is then as it was.
+    /// Appends one event: its columns, the rows of `processes` (its own first; a process that
+    /// is one of the last event's, the same shared `Arc`, by its place there) and its JSON. False if the columns could
+    /// not be encoded (they are strings, numbers and byte arrays: they always can) or the batch
+    /// would pass 4 GiB of JSON (the loop hands it over at 1 MiB); the batch is then as it
+    /// was.
     #[must_use]
     pub fn push<'p>(
         &mut self,
         columns: &EventColumns<'_>,
-        mut processes: impl Iterator<Item = ProcessColumns<'p>>,
+        processes: impl Iterator<Item = &'p Arc<Process>> + Clone,
         json: &[u8],
     ) -> bool {
         let Ok(end) = u32::try_from(self.bodies.len() + json.len()) else {
@@ -110,15 +131,36 @@ impl Batch {
         let at = self.columns.len();
         self.columns.extend_from_slice(&[0; 8]);
         let mut count = 0u32;
-        let encoded = encode(&mut self.columns, columns).and_then(|()| {
-            processes.try_for_each(|p| {
+        let last = &self.last;
+        let columns_out = &mut self.columns;
+        let encoded = encode(columns_out, columns).and_then(|()| {
+            processes.clone().try_for_each(|p| {
                 count += 1;
-                encode(&mut self.columns, &p)
+                // At most a handful each: a scan is cheaper than a map.
+                match last.iter().position(|l| Arc::ptr_eq(p, l)) {
+                    Some(i) if i < u8::MAX as usize => {
+                        columns_out.push(i as u8 + 1);
+                        Ok(())
+                    }
+                    _ => {
+                        columns_out.push(ROW_FOLLOWS);
+                        encode(columns_out, &ProcessColumns::of(p))
+                    }
+                }
             })
         });
         if encoded.is_err() {
             self.columns.truncate(at);
             return false;
+        }
+        let changed = self.last.len() != count as usize
+            || processes
+                .clone()
+                .zip(&self.last)
+                .any(|(p, l)| !Arc::ptr_eq(p, l));
+        if changed {
+            self.last.clear();
+            self.last.extend(processes.cloned());
         }
         let len = (self.columns.len() - at - 4) as u32;
         self.columns[at..at + 4].copy_from_slice(&len.to_le_bytes());
@@ -132,22 +174,35 @@ impl Batch {
 
 /// The events' columns in a batch's `columns` buffer (or a copy of it): what [`Batch::push`]
 /// wrote, one record at a time.
-pub(crate) struct Records<'a>(pub &'a [u8]);
+pub(crate) struct Records<'a> {
+    rest: &'a [u8],
+    /// The last record's processes, for the next one that names them again.
+    last: Vec<ProcessColumns<'a>>,
+}
+
+impl<'a> Records<'a> {
+    pub(crate) fn new(columns: &'a [u8]) -> Records<'a> {
+        Records {
+            rest: columns,
+            last: Vec::new(),
+        }
+    }
+}
 
 impl<'a> Iterator for Records<'a> {
     type Item = Result<EventColumns<'a>, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
+        if self.rest.is_empty() {
             return None;
         }
         let record = (|| {
-            let (len, rest) = self
-                .0
-                .split_first_chunk::<4>()
-                .ok_or_else(|| StoreError::Batch {
-                    reason: "a length cut short".into(),
-                })?;
+            let (len, rest) =
+                self.rest
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| StoreError::Batch {
+                        reason: "a length cut short".into(),
+                    })?;
             let len = u32::from_le_bytes(*len) as usize;
             if rest.len() < len {
                 return Err(StoreError::Batch {
@@ -155,12 +210,12 @@ impl<'a> Iterator for Records<'a> {
                 });
             }
             let (part, rest) = rest.split_at(len);
-            self.0 = rest;
-            decode(part)
+            self.rest = rest;
+            decode(part, &mut self.last)
         })();
         if record.is_err() {
             // Nothing after a damaged record can be found: the rest is one error.
-            self.0 = &[];
+            self.rest = &[];
         }
         Some(record)
     }
@@ -192,8 +247,12 @@ impl Flavor for Append<'_> {
     }
 }
 
-/// An event's columns and process rows from what [`Batch::push`] wrote before its JSON.
-fn decode(part: &[u8]) -> Result<EventColumns<'_>, StoreError> {
+/// An event's columns and process rows from what [`Batch::push`] wrote before its JSON; `last`,
+/// the record before's processes, becomes its own.
+fn decode<'a>(
+    part: &'a [u8],
+    last: &mut Vec<ProcessColumns<'a>>,
+) -> Result<EventColumns<'a>, StoreError> {
     let bad = |e: postcard::Error| StoreError::Batch {
         reason: format!("columns: {e}"),
     };
@@ -203,10 +262,25 @@ fn decode(part: &[u8]) -> Result<EventColumns<'_>, StoreError> {
     let (mut columns, after): (EventColumns, _) = postcard::take_from_bytes(rest).map_err(bad)?;
     rest = after;
     for _ in 0..u32::from_le_bytes(*count) {
-        let (process, after) = postcard::take_from_bytes(rest).map_err(bad)?;
-        columns.processes.push(process);
+        let (&tag, after) = rest.split_first().ok_or(StoreError::Batch {
+            reason: "a process cut short".into(),
+        })?;
         rest = after;
+        if tag == ROW_FOLLOWS {
+            let (process, after) = postcard::take_from_bytes(rest).map_err(bad)?;
+            columns.processes.push(process);
+            rest = after;
+        } else {
+            let process = last.get(tag as usize - 1).ok_or(StoreError::Batch {
+                reason: format!(
+                    "a record naming process {tag} of the one before it, which has {}",
+                    last.len()
+                ),
+            })?;
+            columns.processes.push(process.clone());
+        }
     }
+    last.clone_from(&columns.processes);
     if !rest.is_empty() {
         return Err(StoreError::Batch {
             reason: format!("{} bytes after the columns", rest.len()),
@@ -222,65 +296,119 @@ mod tests {
     use super::*;
     use crate::row::ProcessColumns;
 
+    /// A process `n` and its parent (the same parent for every `n`).
+    fn processes(n: u64, parent: &Arc<Process>) -> Vec<Arc<Process>> {
+        let own = Process {
+            exec_id: vigil_events::ExecId(format!("e{n}")),
+            arguments: format!("--n {n}"),
+            binary: "/bin/\"cat\"\n".into(),
+            ..Default::default()
+        };
+        vec![Arc::new(own), parent.clone()]
+    }
+
+    fn parent() -> Arc<Process> {
+        Arc::new(Process {
+            exec_id: vigil_events::ExecId("e0".into()),
+            binary: "/bin/sh".into(),
+            ..Default::default()
+        })
+    }
+
     fn columns(n: u64) -> EventColumns<'static> {
         EventColumns {
             time_ns: n,
             kind: 2,
             path: Some(Cow::Borrowed("/etc/\"shadow\"\n")),
             daddr: Some([7; 16]),
-            processes: vec![
-                ProcessColumns {
-                    exec_id: Cow::Borrowed("e1"),
-                    arguments: Cow::Owned(format!("--n {n}")),
-                    pod: Some(Cow::Borrowed("web-0")),
-                    ..Default::default()
-                },
-                ProcessColumns {
-                    exec_id: Cow::Borrowed("e0"),
-                    binary: Cow::Borrowed("/bin/sh"),
-                    ..Default::default()
-                },
-            ],
             ..Default::default()
         }
     }
 
     #[test]
-    fn a_batch_reads_back_every_event_in_order() {
-        let mut b = Batch::default();
-        for n in 0..3 {
-            let c = columns(n);
+    fn a_batch_reads_back_every_event_in_order_with_its_own_processes() {
+        let (mut b, parent) = (Batch::default(), parent());
+        // Events 0 and 1 of their own processes (the parent shared), 2 and 3 of process 1's
+        // again, 4 of the parent alone (second in the event before), 5 of a copy of process 1
+        // and its parent (equal, not the same).
+        let one = processes(1, &parent);
+        let copy: Vec<_> = one.iter().map(|p| Arc::new((**p).clone())).collect();
+        let named = [
+            processes(0, &parent),
+            one.clone(),
+            one.clone(),
+            one.clone(),
+            vec![parent.clone()],
+            copy,
+        ];
+        let mut lengths = Vec::new();
+        for (n, procs) in named.iter().enumerate() {
             let json = format!("{{\"n\":{n}}}");
-            assert!(b.push(&c, c.processes.iter().cloned(), json.as_bytes()));
+            let at = b.columns.len();
+            assert!(b.push(&columns(n as u64), procs.iter(), json.as_bytes()));
+            lengths.push(b.columns.len() - at);
         }
-        assert_eq!(b.events, 3);
-        let back: Vec<_> = Records(&b.columns).map(|e| e.unwrap()).collect();
-        assert_eq!((back.len(), b.bodies().count()), (3, 3));
+        assert_eq!(b.events, 6);
+        // A process of the event before is named by its place there, in a byte.
+        let alone = |n: u64| {
+            let mut bytes = Vec::new();
+            encode(&mut bytes, &columns(n)).unwrap();
+            8 + bytes.len()
+        };
+        assert!(lengths[1] > alone(1) + 20 && lengths[0] > lengths[1] + 10);
+        assert_eq!(
+            (lengths[2], lengths[3], lengths[4]),
+            (alone(2) + 2, alone(3) + 2, alone(4) + 1)
+        );
+        assert_eq!(lengths[5], lengths[0]);
+        let back: Vec<_> = Records::new(&b.columns).map(|e| e.unwrap()).collect();
+        assert_eq!((back.len(), b.bodies().count()), (6, 6));
         for (n, (c, json)) in back.into_iter().zip(b.bodies()).enumerate() {
-            assert_eq!(c, columns(n as u64));
+            let mut want = columns(n as u64);
+            want.processes = named[n].iter().map(|p| ProcessColumns::of(p)).collect();
+            assert_eq!(c, want, "event {n}");
             assert_eq!(json, format!("{{\"n\":{n}}}").as_bytes());
         }
-        assert_eq!(b.size(), b.columns.len() + 3 * (7 + 4));
+        assert_eq!(b.size(), b.columns.len() + 6 * (7 + 4));
         assert!(b.held() >= b.size());
+        // Sealed (handed over), it holds no process and names its processes again.
+        assert_eq!(Arc::strong_count(&named[5][0]), 2);
+        b.seal();
+        assert_eq!(Arc::strong_count(&named[5][0]), 1);
+        let at = b.columns.len();
+        assert!(b.push(&columns(6), named[5].iter(), b"{}"));
+        assert_eq!(b.columns.len() - at, lengths[5]);
         let again = b.reuse().unwrap();
         assert_eq!(
             (again.columns.len(), again.bodies().count(), again.size()),
             (0, 0, 0)
         );
+        assert_eq!(Arc::strong_count(&named[5][0]), 1);
+    }
+
+    #[test]
+    fn a_record_naming_a_process_of_the_one_before_it_that_has_none_is_an_error() {
+        let (mut b, parent) = (Batch::default(), parent());
+        let procs = processes(1, &parent);
+        assert!(b.push(&columns(1), procs.iter(), b"{}"));
+        let first = b.columns.len();
+        assert!(b.push(&columns(2), procs.iter(), b"{}"));
+        let read: Vec<_> = Records::new(&b.columns[first..]).collect();
+        let e = read[0].as_ref().unwrap_err().to_string();
+        assert!(e.contains("of the one before it, which has 0"), "{e}");
     }
 
     #[test]
     fn a_batch_cut_short_is_an_error_not_a_panic() {
-        let mut b = Batch::default();
-        let (one, two) = (columns(1), columns(2));
-        assert!(b.push(&one, one.processes.iter().cloned(), b"{}"));
+        let (mut b, parent) = (Batch::default(), parent());
+        assert!(b.push(&columns(1), processes(1, &parent).iter(), b"{}"));
         let first = b.columns.len();
-        assert!(b.push(&two, two.processes.iter().cloned(), b"{}"));
+        assert!(b.push(&columns(2), processes(2, &parent).iter(), b"{}"));
         // Cut anywhere but between the two events: the last record read is an error, and
         // nothing is read after it. (Cut between them, one event reads back whole: the writer
         // finds the second's body left over.)
         for cut in 1..b.columns.len() {
-            let read: Vec<_> = Records(&b.columns[..cut]).collect();
+            let read: Vec<_> = Records::new(&b.columns[..cut]).collect();
             assert!(read.len() <= 2, "cut at {cut}");
             if cut == first {
                 assert!(read.len() == 1 && read[0].is_ok());

@@ -108,14 +108,15 @@ impl Ledger {
         self.slot(AT_MAGIC).store(MAGIC, Ordering::Release);
     }
 
-    /// One event handed to the store.
-    pub(crate) fn offered(&self) {
-        self.slot(AT_OFFERED).fetch_add(1, Ordering::Relaxed);
+    /// The events handed to the store so far. Only the agent's loop counts them, so a plain
+    /// store serves: no locked add for every event.
+    pub(crate) fn set_offered(&self, events: u64) {
+        self.slot(AT_OFFERED).store(events, Ordering::Relaxed);
     }
 
-    /// Events the store could not take (its queue was full).
-    pub(crate) fn shed(&self, events: u64) {
-        self.slot(AT_SHED).fetch_add(events, Ordering::Relaxed);
+    /// The events the store could not take so far (its queue was full).
+    pub(crate) fn set_shed(&self, events: u64) {
+        self.slot(AT_SHED).store(events, Ordering::Relaxed);
     }
 
     /// The store was closed after its last commit.

@@ -87,10 +87,11 @@ pub(crate) fn ip_key(ip: IpAddr) -> [u8; 16] {
     }
 }
 
-/// The columns of `event`, without its processes (see [`EventColumns::processes`]).
-pub(crate) fn columns(event: &Event) -> EventColumns<'_> {
+/// The columns of `event`, which happened at `time_ns`, without its processes (see
+/// [`EventColumns::processes`]).
+pub(crate) fn columns(event: &Event, time_ns: u64) -> EventColumns<'_> {
     let mut c = EventColumns {
-        time_ns: vigil_events::time::parse_rfc3339_ns(&event.time).unwrap_or(0),
+        time_ns,
         kind: crate::schema::kind_code(event.kind()).unwrap_or(-1),
         exec: matches!(event.body, EventBody::ProcessExec(_)),
         ..Default::default()

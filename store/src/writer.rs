@@ -199,7 +199,7 @@ pub struct StoreStats {
 /// The store, as the agent holds it.
 pub struct EventStore {
     tx: Option<SyncSender<Batch>>,
-    /// Batches the writer is done with, still referencing their JSON.
+    /// Batches the writer is done with, to be taken back.
     spare: Receiver<Batch>,
     /// Batches taken back and emptied, to be filled again.
     reusable: Vec<Batch>,
@@ -207,6 +207,10 @@ pub struct EventStore {
     pending: Batch,
     /// The most events queued before further ones are shed (`store.queue`).
     max_queued: u64,
+    /// Events offered and shed so far: counted by the loop alone, written to the ledger and
+    /// the counters as they change.
+    offered: u64,
+    shed: u64,
     ledger: Arc<Ledger>,
     counters: Arc<StoreCounters>,
     last_error: Arc<std::sync::Mutex<Option<String>>>,
@@ -290,6 +294,8 @@ impl EventStore {
             reusable: Vec::with_capacity(SPARE_BUFFERS),
             pending: Batch::allocated(),
             max_queued: config.queue as u64,
+            offered: 0,
+            shed: 0,
             ledger,
             counters,
             last_error,
@@ -308,18 +314,20 @@ impl EventStore {
     pub fn offer(&mut self, event: &Event) {
         // Events always serialize (their types have no map with non-string keys).
         let json = serde_json::to_vec(event).unwrap_or_default();
-        self.offer_encoded(event, &json);
+        let time_ns = vigil_events::time::parse_rfc3339_ns(&event.time).unwrap_or(0);
+        self.offer_encoded(event, time_ns, &json);
     }
 
     /// Files `event` and its JSON, as the exporters encoded it, into the batch the writer is
     /// handed next, or sheds it (counted) if the writer is behind. Never waits: a full batch is
     /// handed over with a `try_send`.
-    pub fn offer_encoded(&mut self, event: &Event, json: &[u8]) {
+    pub fn offer_encoded(&mut self, event: &Event, time_ns: u64, json: &[u8]) {
         if self.tx.is_none() {
             return;
         }
-        self.ledger.offered();
-        self.counters.offered.fetch_add(1, Ordering::Relaxed);
+        self.offered += 1;
+        self.ledger.set_offered(self.offered);
+        self.counters.offered.store(self.offered, Ordering::Relaxed);
         // Bounded in bytes as well as in events: events of long arguments and paths cannot
         // make the queue the agent's memory.
         let c = &self.counters;
@@ -329,11 +337,9 @@ impl EventStore {
         let size = 2 * json.len() as u64 + 12;
         if queued >= self.max_queued
             || bytes + size > MAX_QUEUE_BYTES
-            || !self.pending.push(
-                &columns(event),
-                event.processes().map(ProcessColumns::of),
-                json,
-            )
+            || !self
+                .pending
+                .push(&columns(event, time_ns), event.shared_processes(), json)
         {
             self.shed(1);
             return;
@@ -364,7 +370,8 @@ impl EventStore {
         self.take_back();
         let Some(tx) = &self.tx else { return };
         let next = self.reusable.pop().unwrap_or_else(Batch::allocated);
-        let batch = std::mem::replace(&mut self.pending, next);
+        let mut batch = std::mem::replace(&mut self.pending, next);
+        batch.seal();
         let (n, bytes) = (batch.events, batch.held() as u64);
         self.counters.queued.fetch_add(n, Ordering::Relaxed);
         self.counters.held_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -391,9 +398,10 @@ impl EventStore {
     }
 
     /// Counts `events` the store could not take, in the ledger and for `GetHealth`.
-    fn shed(&self, events: u64) {
-        self.ledger.shed(events);
-        self.counters.shed.fetch_add(events, Ordering::Relaxed);
+    fn shed(&mut self, events: u64) {
+        self.shed += events;
+        self.ledger.set_shed(self.shed);
+        self.counters.shed.store(self.shed, Ordering::Relaxed);
     }
 
     /// The counters now.
@@ -617,7 +625,7 @@ impl Writer {
         // One body per record, and no body left over: the columns and the JSON the bodies
         // came from were filed together, and a damaged batch is refused whole.
         let (mut ends, mut start) = (batch.ends.iter(), 0);
-        let written = Records(columns)
+        let written = Records::new(columns)
             .try_for_each(|columns| {
                 let columns = columns?;
                 let &(dict, end) = ends.next().ok_or_else(|| StoreError::Batch {

@@ -382,7 +382,8 @@ fn the_store_keeps_its_own_copy_of_each_events_json_not_the_exporters_buffer() {
         .map(|e| serde_json::to_vec(&**e).unwrap())
         .collect();
     for (e, j) in events.iter().zip(&json) {
-        store.offer_encoded(e, j);
+        let time_ns = vigil_events::time::parse_rfc3339_ns(&e.time).unwrap();
+        store.offer_encoded(e, time_ns, j);
     }
     for j in &mut json {
         j.fill(b'x');
@@ -624,4 +625,44 @@ fn a_process_that_execs_is_found_by_its_new_binary_and_arguments_not_its_old_one
         &q(&|q| q.args = Some(TextMatch::Substring("launcher".into())))
     )
     .is_empty());
+}
+
+#[test]
+fn events_sharing_their_processes_are_filed_under_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let mut store = EventStore::open(&store_dir, &StoreConfig::default()).unwrap();
+    let mut events: Vec<Event> = incident().iter().map(|e| (**e).clone()).collect();
+    // As the process cache's events do: curl's kprobes hold the very processes of its exec,
+    // and the exec comes again after them (the batch names them by their place in the event
+    // before, and the writer refreshes the row from the exec as ever).
+    let shared: Vec<_> = events[1].shared_processes().cloned().collect();
+    for e in &mut events[2..5] {
+        for (p, s) in e.processes_mut().zip(&shared) {
+            *p = s.clone();
+        }
+    }
+    let mut again = events[1].clone();
+    again.time = events[4].time.clone();
+    events.insert(5, again);
+    for e in &events {
+        store.offer(e);
+    }
+    assert_eq!(store.close().committed, events.len() as u64);
+    let mut s = Searcher::open(&store_dir.join(vigil_store::DB_FILE)).unwrap();
+    let tree = s.tree("sh1", true).unwrap().unwrap();
+    assert!(tree
+        .iter()
+        .any(|n| n.process.exec_id == "curl1" && n.events.len() == 5));
+    for node in &tree {
+        let own = events
+            .iter()
+            .filter(|e| e.process().exec_id.as_str() == node.process.exec_id)
+            .count();
+        assert_eq!(node.events.len(), own, "{}", node.process.exec_id);
+        for stored in &node.events {
+            let back: Event = serde_json::from_str(&stored.json).unwrap();
+            assert_eq!(back.process().exec_id.as_str(), node.process.exec_id);
+        }
+    }
 }

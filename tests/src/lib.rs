@@ -119,6 +119,23 @@ pub fn require_root() {
 /// agent would spend its start detaching it.
 pub const NO_PERSIST: &str = "--no-persist";
 
+/// Spawns `command`, whose program a test may have just written (an upgrade's build): while
+/// another test's thread forks, its child holds a copy of every descriptor open in this
+/// process until it execs, the one the program was written through among them, and the kernel
+/// refuses to run a file open for writing (`ETXTBSY`). That lasts a fork's moment: tried again.
+pub fn spawn_written(command: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            spawned => return spawned,
+        }
+    }
+}
+
 /// The flags that keep a test's agent's state (the API's policies) and API socket in `dir`,
 /// off the machine's /var/lib/vigil and /run/vigil: unless the test names its own.
 pub fn private_state(dir: &Path, extra: &[&str]) -> Vec<String> {
@@ -183,7 +200,8 @@ impl Agent {
         require_root();
         let dir = TempDir::new("agent");
         let export = dir.path().join("events.jsonl");
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .arg("agent")
             .arg("--export-file")
             .arg(&export)
@@ -194,9 +212,8 @@ impl Agent {
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn vigil agent");
+            .stderr(Stdio::piped());
+        let mut child = spawn_written(&mut command).expect("spawn vigil agent");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let lines = stderr.clone();

@@ -99,7 +99,7 @@ impl Sinks {
         let record = (exporters.is_some() || store.is_some())
             .then(|| vigil_exporters::record::Record::encode(&event));
         if let (Some(s), Some(r)) = (store.as_mut(), &record) {
-            s.offer_encoded(&event, &r.json);
+            s.offer_encoded(&event, r.time_ns, &r.json);
         }
         if let (Some(e), Some(r)) = (exporters, record) {
             e.submit_record(&event, r);
