@@ -114,10 +114,10 @@ impl Batch {
     }
 
     /// Appends one event: its columns, the rows of `processes` (its own first; a process that
-    /// is one of the last event's, the same shared `Arc`, by its place there) and its JSON. False if the columns could
-    /// not be encoded (they are strings, numbers and byte arrays: they always can) or the batch
-    /// would pass 4 GiB of JSON (the loop hands it over at 1 MiB); the batch is then as it
-    /// was.
+    /// is one of the last event's, the same shared `Arc`, by its place there) and its JSON.
+    /// False if the columns could not be encoded (they are strings, numbers and byte arrays:
+    /// they always can) or the batch would pass 4 GiB of JSON (the loop hands it over at
+    /// 1 MiB); the batch is then as it was.
     #[must_use]
     pub fn push<'p>(
         &mut self,
@@ -131,13 +131,18 @@ impl Batch {
         let at = self.columns.len();
         self.columns.extend_from_slice(&[0; 8]);
         let mut count = 0u32;
+        // Whether every process is the last event's at the same place (and no more): then
+        // `last` already holds them.
+        let mut unchanged = true;
         let last = &self.last;
         let columns_out = &mut self.columns;
         let encoded = encode(columns_out, columns).and_then(|()| {
             processes.clone().try_for_each(|p| {
-                count += 1;
                 // At most a handful each: a scan is cheaper than a map.
-                match last.iter().position(|l| Arc::ptr_eq(p, l)) {
+                let place = last.iter().position(|l| Arc::ptr_eq(p, l));
+                unchanged &= place == Some(count as usize);
+                count += 1;
+                match place {
                     Some(i) if i < u8::MAX as usize => {
                         columns_out.push(i as u8 + 1);
                         Ok(())
@@ -153,12 +158,7 @@ impl Batch {
             self.columns.truncate(at);
             return false;
         }
-        let changed = self.last.len() != count as usize
-            || processes
-                .clone()
-                .zip(&self.last)
-                .any(|(p, l)| !Arc::ptr_eq(p, l));
-        if changed {
+        if !unchanged || self.last.len() != count as usize {
             self.last.clear();
             self.last.extend(processes.cloned());
         }

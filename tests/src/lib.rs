@@ -123,7 +123,7 @@ pub const NO_PERSIST: &str = "--no-persist";
 /// another test's thread forks, its child holds a copy of every descriptor open in this
 /// process until it execs, the one the program was written through among them, and the kernel
 /// refuses to run a file open for writing (`ETXTBSY`). That lasts a fork's moment: tried again.
-pub fn spawn_written(command: &mut Command) -> std::io::Result<std::process::Child> {
+fn spawn_written(command: &mut Command) -> std::io::Result<Child> {
     let mut tries = 0;
     loop {
         match command.spawn() {
