@@ -42,6 +42,8 @@ pub enum EventBody {
     ProcessKprobe(ProcessPolicy),
     /// An LSM hook policy matched.
     ProcessLsm(ProcessPolicy),
+    /// A uprobe policy matched (a function of a program or library, in user space).
+    ProcessUprobe(ProcessPolicy),
     /// A Sigma rule matched an event.
     ProcessAlert(ProcessAlert),
 }
@@ -84,9 +86,9 @@ impl Event {
         let (process, parent, ancestors) = match &mut self.body {
             EventBody::ProcessExec(e) => (&mut e.process, &mut e.parent, &mut e.ancestors[..]),
             EventBody::ProcessExit(e) => (&mut e.process, &mut e.parent, &mut e.ancestors[..]),
-            EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => {
-                (&mut e.process, &mut e.parent, &mut e.ancestors[..])
-            }
+            EventBody::ProcessKprobe(e)
+            | EventBody::ProcessLsm(e)
+            | EventBody::ProcessUprobe(e) => (&mut e.process, &mut e.parent, &mut e.ancestors[..]),
             EventBody::ProcessAlert(e) => (&mut e.process, &mut e.parent, &mut [][..]),
         };
         std::iter::once(process)
@@ -106,9 +108,9 @@ impl Event {
         let (process, parent, ancestors) = match &self.body {
             EventBody::ProcessExec(e) => (&e.process, &e.parent, &e.ancestors[..]),
             EventBody::ProcessExit(e) => (&e.process, &e.parent, &e.ancestors[..]),
-            EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => {
-                (&e.process, &e.parent, &e.ancestors[..])
-            }
+            EventBody::ProcessKprobe(e)
+            | EventBody::ProcessLsm(e)
+            | EventBody::ProcessUprobe(e) => (&e.process, &e.parent, &e.ancestors[..]),
             EventBody::ProcessAlert(e) => (&e.process, &e.parent, &[][..]),
         };
         std::iter::once(process)
@@ -121,7 +123,9 @@ impl Event {
         match &self.body {
             EventBody::ProcessExec(e) => &e.process,
             EventBody::ProcessExit(e) => &e.process,
-            EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) => &e.process,
+            EventBody::ProcessKprobe(e)
+            | EventBody::ProcessLsm(e)
+            | EventBody::ProcessUprobe(e) => &e.process,
             EventBody::ProcessAlert(e) => &e.process,
         }
     }
@@ -133,6 +137,7 @@ impl Event {
             EventBody::ProcessExit(_) => "process_exit",
             EventBody::ProcessKprobe(_) => "process_kprobe",
             EventBody::ProcessLsm(_) => "process_lsm",
+            EventBody::ProcessUprobe(_) => "process_uprobe",
             EventBody::ProcessAlert(_) => "process_alert",
         }
     }
@@ -203,9 +208,24 @@ pub struct ProcessPolicy {
         serialize_with = "crate::encoded::parent"
     )]
     pub parent: Option<Arc<Process>>,
-    /// The kernel function or LSM hook.
+    /// The kernel function or LSM hook (empty for a uprobe).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub function_name: String,
+    /// A uprobe's binary or library, as the policy names it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    /// A uprobe's symbol (empty when it is placed by offset).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub symbol: String,
+    /// A uprobe's offset, past the symbol when there is one (left out at 0, as protojson
+    /// leaves out a `uint64` at its default).
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_u64",
+        serialize_with = "crate::int64::serialize",
+        deserialize_with = "crate::int64::deserialize"
+    )]
+    pub offset: u64,
     /// The arguments the policy reads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<Arg>,

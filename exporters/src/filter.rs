@@ -127,11 +127,15 @@ impl Filter {
         let parent = match &e.body {
             EventBody::ProcessExec(x) => x.parent.as_deref(),
             EventBody::ProcessExit(x) => x.parent.as_deref(),
-            EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) => x.parent.as_deref(),
+            EventBody::ProcessKprobe(x)
+            | EventBody::ProcessLsm(x)
+            | EventBody::ProcessUprobe(x) => x.parent.as_deref(),
             EventBody::ProcessAlert(x) => x.parent.as_deref(),
         };
         let policy = match &e.body {
-            EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) => Some(x.policy_name.as_str()),
+            EventBody::ProcessKprobe(x)
+            | EventBody::ProcessLsm(x)
+            | EventBody::ProcessUprobe(x) => Some(x.policy_name.as_str()),
             _ => None,
         };
         (self.event_set.is_empty() || self.event_set.iter().any(|k| k == e.kind()))

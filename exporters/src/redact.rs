@@ -144,7 +144,9 @@ impl Redactor {
         let (process, parent, ancestors) = match &mut e.body {
             EventBody::ProcessExec(x) => (&mut x.process, &mut x.parent, Some(&mut x.ancestors)),
             EventBody::ProcessExit(x) => (&mut x.process, &mut x.parent, Some(&mut x.ancestors)),
-            EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) => {
+            EventBody::ProcessKprobe(x)
+            | EventBody::ProcessLsm(x)
+            | EventBody::ProcessUprobe(x) => {
                 for a in x.args.iter_mut().chain(x.return_arg.as_mut()) {
                     self.redact_arg(a);
                 }
@@ -209,6 +211,9 @@ mod tests {
         use base64::Engine;
         Event {
             body: EventBody::ProcessKprobe(vigil_events::ProcessPolicy {
+                path: String::new(),
+                symbol: String::new(),
+                offset: 0,
                 process: p("--password=p0"),
                 parent: Some(p(parent_args)),
                 function_name: "security_file_open".into(),

@@ -29,7 +29,7 @@ fn normalize(e: &mut Event) {
             processes.extend(&mut x.parent);
             processes.extend(&mut x.ancestors);
         }
-        EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) => {
+        EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) | EventBody::ProcessUprobe(x) => {
             processes.push(&mut x.process);
             processes.extend(&mut x.parent);
             processes.extend(&mut x.ancestors);

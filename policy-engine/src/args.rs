@@ -25,10 +25,13 @@ pub enum ArgClass {
     Sockaddr,
     /// A DNS message (`dns`, vigil's): decoded by the agent, not compared in the kernel.
     Dns,
+    /// `nop`: declared, never read (it keeps the positions of the arguments after it, as in
+    /// Tetragon, and is left out of events).
+    Nop,
 }
 
 /// Argument types vigil reads, with their class.
-pub const ARG_TYPES: [(&str, ArgClass); 21] = [
+pub const ARG_TYPES: [(&str, ArgClass); 22] = [
     (
         "int",
         ArgClass::Int {
@@ -128,6 +131,7 @@ pub const ARG_TYPES: [(&str, ArgClass); 21] = [
     ("sock", ArgClass::Sock),
     ("sockaddr", ArgClass::Sockaddr),
     ("dns", ArgClass::Dns),
+    ("nop", ArgClass::Nop),
 ];
 
 /// The file name arguments of the system calls that take them: (call, argument index, the

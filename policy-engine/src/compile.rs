@@ -169,6 +169,9 @@ pub fn compile_all(policy: &Policy) -> Compiled {
             }
         }
     }
+    let uprobes = crate::uprobes::compile_uprobes(&policy.spec, monitor);
+    hooks.extend(uprobes.hooks);
+    errors.extend(uprobes.errors);
     for (i, t) in policy.spec.tracepoints.iter().enumerate() {
         errors.push(CompileError::new(
             format!("spec.tracepoints[{i}]"),
@@ -311,5 +314,6 @@ fn skeleton(path: &str, k: &KprobeSpec, monitor: bool) -> HookRule {
         monitor,
         message: None,
         tags: Vec::new(),
+        uprobe: None,
     }
 }

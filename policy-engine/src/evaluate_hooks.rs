@@ -171,6 +171,7 @@ mod tests {
             monitor: false,
             message: None,
             tags: vec![],
+            uprobe: None,
         }
     }
 

@@ -205,6 +205,21 @@ pub struct HookRule {
     pub message: Option<String>,
     /// The hook's `tags`.
     pub tags: Vec<String>,
+    /// A uprobe's place: `call` is then its symbol (or its offset, written `0x...`).
+    pub uprobe: Option<UprobeTarget>,
+}
+
+/// Where in a binary a uprobe sits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UprobeTarget {
+    /// The binary as the policy names it.
+    pub path: String,
+    /// The file the kernel is given (`/procRoot/` read as `/proc/`).
+    pub file: String,
+    /// The symbol, if it is placed by one.
+    pub symbol: Option<String>,
+    /// Bytes past the symbol, or in the file without one.
+    pub offset: u64,
 }
 
 impl HookRule {
@@ -277,6 +292,7 @@ fn finish(
         monitor,
         message: src.message.clone(),
         tags: src.tags.to_vec(),
+        uprobe: None,
     })
 }
 
@@ -343,9 +359,11 @@ pub fn generic_hook(
         }
         vec![(format!("{path}.returnArg.type"), r)]
     } else {
+        // A `nop` argument is declared and never read.
         k.args
             .iter()
             .enumerate()
+            .filter(|(_, a)| arg_class(&a.r#type) != Some(ArgClass::Nop))
             .map(|(i, a)| (format!("{path}.args[{i}].type"), a))
             .collect()
     };

@@ -40,6 +40,7 @@ pub mod scope;
 mod selectors;
 pub mod sigma;
 pub mod spec;
+pub mod uprobes;
 mod validate;
 mod values;
 

@@ -39,6 +39,8 @@ pub struct KernelCaps {
     pub send_signal: bool,
     /// `bpf_override_return` is available.
     pub override_return: bool,
+    /// uprobes attach (the kernel's uprobe PMU).
+    pub uprobe: bool,
 }
 
 impl KernelCaps {
@@ -52,6 +54,7 @@ impl KernelCaps {
         tracepoint: true,
         send_signal: true,
         override_return: true,
+        uprobe: true,
     };
 }
 
@@ -76,6 +79,13 @@ pub enum Mechanism {
     /// return, or the TCP state change it makes, in the calling process; the socket is its
     /// first argument.
     SockState(String),
+    /// A uprobe (`ret`: a uretprobe) on a function of a binary.
+    Uprobe {
+        /// Where.
+        target: crate::hook_rule::UprobeTarget,
+        /// On the function's return.
+        ret: bool,
+    },
     /// Nowhere: this kernel compiled the system call out, so every call fails with ENOSYS and
     /// there is nothing for the hook to see or stop.
     NotInKernel(String),
@@ -104,6 +114,9 @@ pub enum Guarantee {
     KilledBeforeReturn,
     /// The process is killed when the call returns to userspace; the call itself completes.
     KilledOnReturn,
+    /// The process is killed at the function's first instruction (a uprobe on its entry): the
+    /// function never runs in it.
+    KilledBeforeFunction,
     /// The signal is delivered when the process returns to userspace.
     SignalledOnReturn,
     /// Events are reported; nothing is enforced (monitor mode, or no enforcement action).
@@ -117,6 +130,9 @@ impl Guarantee {
             Guarantee::DeniedBeforeEffect => "denied before the effect: the operation never happens",
             Guarantee::KilledBeforeReturn => {
                 "process killed after the operation, before it returns to userspace: the data never reaches it through that call"
+            }
+            Guarantee::KilledBeforeFunction => {
+                "process killed before the function's first instruction runs: the function never runs in it"
             }
             Guarantee::KilledOnReturn => {
                 "process killed when the call returns to userspace: the call itself completes, nothing after it runs"
@@ -227,6 +243,19 @@ type Attach = Result<(Mechanism, Option<String>), String>;
 /// Where a hook attaches on this kernel, and why not somewhere better.
 fn attach(h: &HookRule, kernel: &Kernel) -> Attach {
     let caps = &kernel.caps;
+    if let Some(target) = &h.uprobe {
+        return if caps.uprobe {
+            Ok((
+                Mechanism::Uprobe {
+                    target: target.clone(),
+                    ret: h.returns,
+                },
+                None,
+            ))
+        } else {
+            Err("uprobes need the kernel's uprobe PMU (CONFIG_UPROBE_EVENTS, /sys/bus/event_source/devices/uprobe), which this kernel lacks".into())
+        };
+    }
     if h.is_file_open() {
         // The file-open evaluator: BPF LSM, or the open system calls' exits.
         return if caps.lsm {
@@ -366,6 +395,15 @@ fn enforcement(
         (false, Enforcement::Deny(_) | Enforcement::Kill, Mechanism::SyscallTracepoints(_)) if caps.send_signal => {
             (Enforcement::Kill, Guarantee::KilledBeforeReturn)
         }
+        // A uprobe runs from the breakpoint on the function's first instruction, and the
+        // kill lands on the way back to that instruction; on the return, before the caller
+        // runs again.
+        (false, Enforcement::Kill, Mechanism::Uprobe { ret: false, .. }) if caps.send_signal => {
+            (Enforcement::Kill, Guarantee::KilledBeforeFunction)
+        }
+        (false, Enforcement::Kill, Mechanism::Uprobe { ret: true, .. }) if caps.send_signal => {
+            (Enforcement::Kill, Guarantee::KilledBeforeReturn)
+        }
         (false, Enforcement::Deny(_) | Enforcement::Kill, _) if caps.send_signal => {
             (Enforcement::Kill, Guarantee::KilledOnReturn)
         }
@@ -402,6 +440,17 @@ pub fn describe_mechanism(m: &Mechanism) -> String {
                 .iter()
                 .find(|s| s.call == f)
                 .map_or("", |s| s.what)
+        ),
+        Mechanism::Uprobe { target, ret } => format!(
+            "{} on {}{} in {}",
+            if *ret { "uretprobe" } else { "uprobe" },
+            target.symbol.as_deref().unwrap_or(""),
+            match (&target.symbol, target.offset) {
+                (Some(_), 0) => String::new(),
+                (Some(_), o) => format!("+{o:#x}"),
+                (None, o) => format!("{o:#x}"),
+            },
+            target.file
         ),
         Mechanism::NotInKernel(c) => {
             format!("nowhere: this kernel does not implement {c} (every call fails with ENOSYS)")
@@ -476,6 +525,7 @@ spec:
         tracepoint: false,
         send_signal: false,
         override_return: false,
+        uprobe: false,
     };
 
     #[test]

@@ -340,6 +340,7 @@ mod tests {
             fentry: false,
             fmod_ret: false,
             override_return: false,
+            uprobe: true,
         },
         symbols: None,
     };

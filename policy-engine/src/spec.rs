@@ -153,10 +153,9 @@ pub struct PolicySpec {
     /// empty: every node.
     #[serde(default)]
     pub node_selector: Option<LabelSelector>,
-    /// uprobes (likewise).
+    /// Hooks on functions of programs and libraries (user space).
     #[serde(default)]
-    #[schemars(with = "Vec<AnyValue>")]
-    pub uprobes: Vec<serde_yaml::Value>,
+    pub uprobes: Vec<UprobeSpec>,
     /// usdts (likewise).
     #[serde(default)]
     #[schemars(with = "Vec<AnyValue>")]
@@ -235,6 +234,51 @@ pub struct KprobeSpec {
     #[serde(default)]
     #[schemars(with = "Option<AnyValue>")]
     pub ignore: Option<serde_yaml::Value>,
+}
+
+/// `spec.uprobes[]`: a function of a program or library, by symbol or by offset, on entry or
+/// (`return: true`) on return.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UprobeSpec {
+    /// The binary or library (absolute; `/procRoot/` stands for the host's `/proc/`, as in
+    /// Tetragon's pod).
+    pub path: String,
+    /// Symbols to hook, each one hook.
+    #[serde(default)]
+    pub symbols: Vec<String>,
+    /// Offsets to hook: past the symbol of the same position when there is one, else in the
+    /// file.
+    #[serde(default)]
+    pub offsets: Vec<u64>,
+    /// Reference counter offsets of USDT semaphores (parsed so they can be refused by name).
+    #[serde(default)]
+    pub ref_ctr_offsets: Vec<u64>,
+    /// Virtual addresses (likewise).
+    #[serde(default)]
+    pub addrs: Vec<u64>,
+    /// Hook the return, reading `returnArg`.
+    #[serde(default)]
+    pub r#return: bool,
+    /// Arguments to read.
+    #[serde(default)]
+    pub args: Vec<ArgSpec>,
+    /// How to read the return value.
+    #[serde(default)]
+    pub return_arg: Option<ArgSpec>,
+    /// Data to read besides arguments (likewise).
+    #[serde(default)]
+    #[schemars(with = "Vec<AnyValue>")]
+    pub data: Vec<serde_yaml::Value>,
+    /// Filters and actions.
+    #[serde(default)]
+    pub selectors: Vec<Selector>,
+    /// Text for the event's `message`.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Tags for the event.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// `spec.tracepoints[]`.

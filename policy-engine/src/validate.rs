@@ -163,6 +163,7 @@ pub fn load_policy_for(
     let mode = check_document(&mut c, &tp);
     if let Some(k) = kernel {
         check_kernel(&mut c, &tp.spec, k);
+        crate::uprobes::check_binaries(&mut c, &tp.spec);
     }
     if c.more > 0 {
         c.errors.push(PolicyError {
@@ -262,16 +263,19 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
         );
     }
     let spec = &tp.spec;
-    if spec.kprobes.is_empty() && spec.tracepoints.is_empty() && spec.lsmhooks.is_empty() {
+    if spec.kprobes.is_empty()
+        && spec.tracepoints.is_empty()
+        && spec.lsmhooks.is_empty()
+        && spec.uprobes.is_empty()
+    {
         c.field(
             "spec",
             "the policy has no hooks",
-            "add at least one of `kprobes`, `tracepoints` or `lsmhooks`",
+            "add at least one of `kprobes`, `tracepoints`, `lsmhooks` or `uprobes`",
         );
     }
     for (field, present) in [
         ("spec.lists", !spec.lists.is_empty()),
-        ("spec.uprobes", !spec.uprobes.is_empty()),
         ("spec.usdts", !spec.usdts.is_empty()),
     ] {
         if present {
@@ -305,6 +309,7 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
     check_kprobes(c, spec);
     check_tracepoints(c, spec);
     check_lsm_hooks(c, spec);
+    crate::uprobes::check_uprobes(c, spec);
     mode
 }
 
@@ -550,7 +555,7 @@ fn check_symbol(c: &mut Checker, path: &str, name: &str, what: &str) {
     }
 }
 
-fn check_message(c: &mut Checker, hook: &str, message: Option<&str>, tags: &[String]) {
+pub(crate) fn check_message(c: &mut Checker, hook: &str, message: Option<&str>, tags: &[String]) {
     if message.is_some_and(|m| m.len() > 256) {
         c.value(
             &format!("{hook}.message"),

@@ -281,9 +281,11 @@ impl EventEnricher {
                 m.unknown.2,
             ),
         };
-        // A hook on the function's return read one value: the return value.
+        let uprobe = m.hook.and_then(|(_, h)| h.uprobe.as_ref());
+        // A hook on the function's return read one value: the return value. A uprobe's event
+        // has no `return` (Tetragon's process_uprobe has none): the value stays its argument.
         let return_arg = match m.hook {
-            Some((_, h)) if h.returns => m.args.pop(),
+            Some((_, h)) if h.returns && uprobe.is_none() => m.args.pop(),
             _ => None,
         };
         // The event was posted when the function returned: posting is the one action a return
@@ -295,7 +297,14 @@ impl EventEnricher {
         let body = ProcessPolicy {
             process,
             parent,
-            function_name,
+            function_name: if uprobe.is_some() {
+                String::new()
+            } else {
+                function_name
+            },
+            path: uprobe.map(|u| u.path.clone()).unwrap_or_default(),
+            symbol: uprobe.and_then(|u| u.symbol.clone()).unwrap_or_default(),
+            offset: uprobe.map_or(0, |u| u.offset),
             args: m.args,
             return_arg,
             action: action_name(done_action(m.action, m.flags)).into(),
@@ -307,7 +316,9 @@ impl EventEnricher {
             return_action,
             selector: m.selector,
         };
-        let body = if lsm {
+        let body = if uprobe.is_some() {
+            EventBody::ProcessUprobe(body)
+        } else if lsm {
             EventBody::ProcessLsm(body)
         } else {
             EventBody::ProcessKprobe(body)
@@ -661,6 +672,7 @@ mod tests {
             monitor: false,
             message: None,
             tags: Vec::new(),
+            uprobe: None,
         }
     }
 

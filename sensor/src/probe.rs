@@ -96,6 +96,7 @@ impl ProbeReport {
             tracepoint: self.has("tracepoint") && self.has("raw_tracepoint"),
             send_signal: self.helper("bpf_send_signal"),
             override_return: self.helper("bpf_override_return"),
+            uprobe: std::path::Path::new("/sys/bus/event_source/devices/uprobe/type").exists(),
         }
     }
 

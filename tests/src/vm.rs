@@ -199,6 +199,39 @@ impl Initramfs {
         Ok(())
     }
 
+    /// Copies a dynamically linked program of this machine to the same path in the guest, with
+    /// every library `ldd` says it loads (at their paths, the dynamic linker included), so the
+    /// guest runs the system's own build of it: what a uprobe scenario hooks.
+    pub fn add_dynamic(&mut self, program: &Path) -> Result<(), String> {
+        let out = run_ok(Command::new("ldd").arg(program))?;
+        let mut files = vec![program.to_path_buf()];
+        for line in out.lines() {
+            // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or `/lib64/ld-linux-x86-64.so.2 (0x...)`
+            let path = match line.split_once("=>") {
+                Some((_, right)) => right.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(p) = path.filter(|p| p.starts_with('/')) {
+                files.push(PathBuf::from(p));
+            }
+        }
+        for f in files {
+            let dest = f
+                .to_str()
+                .and_then(|s| s.strip_prefix('/'))
+                .ok_or_else(|| format!("{}: not an absolute path", f.display()))?
+                .to_string();
+            // Debian's /lib and /lib64 lead to /usr/lib: copy the file where the guest looks.
+            self.add_file(&f, &dest)?;
+            let real = std::fs::canonicalize(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+            if real != f {
+                let real_dest = real.to_str().unwrap_or_default().trim_start_matches('/');
+                self.add_file(&real, real_dest)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Adds a scenario binary, run by `/init` in the order added.
     pub fn add_scenario(&mut self, src: &Path, name: &str) -> Result<(), String> {
         self.add_binary(src, name)?;

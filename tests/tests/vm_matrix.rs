@@ -19,7 +19,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 16] = [
+const SCENARIOS: [&str; 17] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -36,6 +36,7 @@ const SCENARIOS: [&str; 16] = [
     "persistence",
     "enforcement_rungs",
     "walkarounds",
+    "uprobes",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,
@@ -235,6 +236,11 @@ fn run_in_vm(matrix: Kernel, all: &[&'static str], cmdline: &str) {
     // The walk-arounds of a file-open deny (walkarounds.rs).
     let walkaround = vigil_bin().with_file_name("vigil-walkaround");
     fs.add_binary(&walkaround, "vigil-walkaround").unwrap();
+    // The system's own bash and openssl with their libraries, which the uprobe scenarios hook.
+    for program in ["/usr/bin/bash", "/usr/bin/openssl"] {
+        fs.add_dynamic(Path::new(program))
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+    }
     for s in &scenarios {
         fs.add_scenario(&test_binary(&deps, s), s).unwrap();
     }

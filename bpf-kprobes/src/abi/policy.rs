@@ -20,6 +20,34 @@ pub fn kprobe_keys(addr: u64, returns: bool) -> [u64; 2] {
     [addr ^ flip, (addr + 4) ^ flip]
 }
 
+/// `VIGIL_HOOK_KEY_UPROBE`: keys of uprobe hooks in `vigil_hooks` (bits 63 to 61 clear, so no
+/// kernel address, system call or stand-in key is one); the uprobe's program reads its key as
+/// its attach cookie.
+pub const HOOK_KEY_UPROBE: u64 = 1 << 60;
+/// Set in a uprobe key for a hook on the function's return.
+pub const HOOK_KEY_UPROBE_RETURN: u64 = 1 << 59;
+
+/// The `vigil_hooks` key of the uprobes on `symbol` + `offset` of `file`, on its entry or
+/// (`returns`) its return: a 59-bit FNV-1a hash of the place, so that every hook on one place
+/// shares one attachment and two places share none (a collision needs about 2^29 places).
+pub fn uprobe_key(file: &str, symbol: &str, offset: u64, returns: bool) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let offset = offset.to_le_bytes();
+    let bytes = file
+        .as_bytes()
+        .iter()
+        .chain(&[0])
+        .chain(symbol.as_bytes())
+        .chain(&[0])
+        .chain(&offset);
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let ret = if returns { HOOK_KEY_UPROBE_RETURN } else { 0 };
+    HOOK_KEY_UPROBE | ret | (h & (HOOK_KEY_UPROBE_RETURN - 1))
+}
+
 /// `VIGIL_HOOK_KEY_SYSCALL`: keys of syscall hooks in `vigil_hooks`.
 pub const HOOK_KEY_SYSCALL: u64 = 1 << 63;
 /// `VIGIL_HOOK_SYSCALL`: the hook is a syscall wrapper.

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Generic hooks: one kprobe program attached to every kernel function a policy names, one
- * kretprobe program for the hooks on a function's return, and, where kprobes are unavailable,
+ * kretprobe program for the hooks on a function's return, a uprobe and a uretprobe program for
+ * the functions of binaries, and, where kprobes are unavailable,
  * tracepoint programs (one per arity) attached to the enter tracepoint of every system call a
  * policy names (sock_hooks.bpf.c has what stands for the socket functions).
  * Each finds the hooks on its attach point in vigil_hooks (by the probed address, from
@@ -64,6 +65,52 @@ SEC("kretprobe/vigil_generic")
 int vigil_kretprobe(struct pt_regs *ctx)
 {
 	__u64 key = bpf_get_func_ip(ctx) ^ VIGIL_HOOK_KEY_RETURN;
+	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);
+	struct hook_eval *e = hook_eval();
+
+	if (!hooks || !e)
+		return 0;
+	e->regs[0] = PT_REGS_RC(ctx);
+	for (int i = 1; i < 6; i++)
+		e->regs[i] = 0;
+	e->connect_addr = 0;
+	e->lookup_key = key;
+	RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_kprobe_runner);
+	return 0;
+}
+
+/*
+ * A uprobe on a function of a binary: the same hooks and runner as a kprobe (a uprobe program is
+ * a kprobe program), found by the attach cookie the agent gave the attachment (its hooks' key),
+ * since a user address differs from process to process. Pointer arguments are user memory (the
+ * agent marks them so).
+ */
+SEC("uprobe/vigil_generic")
+int vigil_uprobe(struct pt_regs *ctx)
+{
+	__u64 key = bpf_get_attach_cookie(ctx);
+	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);
+	struct hook_eval *e = hook_eval();
+
+	if (!hooks || !e)
+		return 0;
+	e->regs[0] = PT_REGS_PARM1(ctx);
+	e->regs[1] = PT_REGS_PARM2(ctx);
+	e->regs[2] = PT_REGS_PARM3(ctx);
+	e->regs[3] = PT_REGS_PARM4(ctx);
+	e->regs[4] = PT_REGS_PARM5(ctx);
+	e->regs[5] = 0;
+	e->connect_addr = 0;
+	e->lookup_key = key;
+	RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_kprobe_runner);
+	return 0;
+}
+
+/* A uprobe on a function's return: the one value it reads is the return value. */
+SEC("uretprobe/vigil_generic")
+int vigil_uretprobe(struct pt_regs *ctx)
+{
+	__u64 key = bpf_get_attach_cookie(ctx);
 	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);
 	struct hook_eval *e = hook_eval();
 

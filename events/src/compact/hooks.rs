@@ -206,6 +206,24 @@ pub(super) fn line(node: &str, e: &ProcessPolicy, lsm: bool) -> String {
     super::line(emoji, verb, node, &e.process.binary, parts)
 }
 
+/// The line of a uprobe's event: `🔗 uprobe <node> <binary> <path> <symbol> <args...>
+/// <outcome> [<policy>]`; each argument as an unknown function's.
+pub(super) fn uprobe_line(node: &str, e: &ProcessPolicy) -> String {
+    let mut parts = Vec::with_capacity(e.args.len() + 4);
+    parts.push(e.path.clone());
+    parts.push(match (e.symbol.is_empty(), e.offset) {
+        (false, 0) => e.symbol.clone(),
+        (false, off) => format!("{}+{off:#x}", e.symbol),
+        (true, off) => format!("{off:#x}"),
+    });
+    parts.extend(UNKNOWN.args(&e.args));
+    parts.push(e.outcome.clone());
+    if !e.policy_name.is_empty() {
+        parts.push(format!("[{}]", e.policy_name));
+    }
+    super::line("🔗", "uprobe", node, &e.process.binary, parts)
+}
+
 impl Op {
     /// Each argument as this operation reads it.
     fn args(&self, args: &[Arg]) -> Vec<String> {

@@ -440,6 +440,9 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
     };
     let event = |function: &str, args: Vec<Arg>, ret: Option<Arg>| Event {
         body: EventBody::ProcessKprobe(ProcessPolicy {
+            path: String::new(),
+            symbol: String::new(),
+            offset: 0,
             process: std::sync::Arc::new(proc("/usr/bin/curl", "")),
             parent: None,
             function_name: function.into(),

@@ -240,7 +240,7 @@ pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
             }
             "process_creation"
         }
-        EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) => {
+        EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) | EventBody::ProcessUprobe(x) => {
             let file = x.args.iter().find_map(|a| match a {
                 Arg::FileArg(f) | Arg::PathArg(f) => Some(f.path.clone()),
                 _ => None,
@@ -323,6 +323,9 @@ mod tests {
 
     fn policy_event(arg: Arg) -> Event {
         event(EventBody::ProcessKprobe(ProcessPolicy {
+            path: String::new(),
+            symbol: String::new(),
+            offset: 0,
             process: Arc::new(Process::default()),
             parent: None,
             function_name: "f".into(),

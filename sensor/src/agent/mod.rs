@@ -414,14 +414,14 @@ fn load_programs(
                 .filter(|l| l.error.is_some())
                 .map(|l| l.name)
                 .collect();
+            let verified = loads.len() - refused.len();
             let refused = if refused.is_empty() {
                 String::new()
             } else {
                 format!("; refused by the kernel: {}", refused.join(", "))
             };
             clock.step(format!(
-                "{} programs verified in parallel (slowest: {}){refused}",
-                loads.len() - refused.len(),
+                "{verified} programs verified in parallel (slowest: {}){refused}",
                 slowest.join(", ")
             ));
             Ok(sensor)

@@ -302,7 +302,9 @@ impl Stream {
 
 /// A connect or an accept, keyed for aggregation; other events pass one by one.
 fn aggregation_key(e: &Event) -> Option<(String, String, String)> {
-    let (EventBody::ProcessKprobe(p) | EventBody::ProcessLsm(p)) = &e.body else {
+    let (EventBody::ProcessKprobe(p) | EventBody::ProcessLsm(p) | EventBody::ProcessUprobe(p)) =
+        &e.body
+    else {
         return None;
     };
     let f = p.function_name.as_str();
@@ -318,7 +320,7 @@ fn render(published: &Published, mask: &v1::FieldMask, count: u64) -> v1::Event 
     let e = &published.event;
     let p = e.process();
     let (policy_name, action) = match &e.body {
-        EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) => {
+        EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) | EventBody::ProcessUprobe(x) => {
             (x.policy_name.clone(), x.action.clone())
         }
         _ => (String::new(), String::new()),

@@ -49,7 +49,9 @@ const MAX_COUNTERS: usize = 65_536;
 impl ActionCounts {
     /// Counts a policy event.
     pub fn record(&mut self, e: &Event) {
-        let (EventBody::ProcessKprobe(p) | EventBody::ProcessLsm(p)) = &e.body else {
+        let (EventBody::ProcessKprobe(p) | EventBody::ProcessLsm(p) | EventBody::ProcessUprobe(p)) =
+            &e.body
+        else {
             return;
         };
         let key = (

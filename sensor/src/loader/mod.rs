@@ -7,7 +7,11 @@ use std::os::fd::AsFd;
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{links::FdLink, FEntry, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint},
+    programs::{
+        links::FdLink,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        FEntry, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint, UProbe,
+    },
     Btf, BtfError, Ebpf, EbpfError, EbpfLoader, Endianness,
 };
 use thiserror::Error;
@@ -82,6 +86,13 @@ pub enum HookLink {
 pub enum AttachPoint {
     /// A kprobe (`ret`: kretprobe) on a function.
     Kprobe { function: String, ret: bool },
+    /// A uprobe (`ret`: uretprobe) on a function of a binary, by its hooks' key (the attach
+    /// cookie its program reads).
+    Uprobe {
+        target: vigil_policy_engine::hook_rule::UprobeTarget,
+        ret: bool,
+        key: u64,
+    },
     /// A system call's enter tracepoint.
     SyscallEnter(String),
 }
@@ -174,6 +185,11 @@ pub enum ProgramNeed {
     Kprobe,
     /// Kretprobes on kernel functions.
     Kretprobe,
+    /// Uprobes (`ret`: uretprobes) on functions of binaries.
+    Uprobe {
+        /// On the return.
+        ret: bool,
+    },
     /// System calls' enter tracepoints.
     SyscallEnter,
     /// What stands for the socket functions.
@@ -214,6 +230,7 @@ impl ProgramNeed {
         match self {
             ProgramNeed::Kprobe => plain(&["vigil_kprobe", Runner::Kprobe.program()]),
             ProgramNeed::Kretprobe => plain(&["vigil_kretprobe", Runner::Kprobe.program()]),
+            ProgramNeed::Uprobe { ret } => plain(&[uprobe_program(ret), Runner::Kprobe.program()]),
             ProgramNeed::SyscallEnter => plain(&[Runner::Tracepoint.program()]),
             ProgramNeed::SockState => {
                 let mut all: Vec<_> = sock_state_programs()
@@ -542,6 +559,49 @@ impl LoadedObject {
         Ok(HookLink::Shared(point))
     }
 
+    /// Attaches the uprobe (`ret`: uretprobe) program to `target` for every process, with
+    /// `key` as the cookie it finds its hooks by, or counts one more user of that attachment.
+    pub fn attach_uprobe(
+        &mut self,
+        target: &vigil_policy_engine::hook_rule::UprobeTarget,
+        ret: bool,
+        key: u64,
+    ) -> Result<HookLink, LoadError> {
+        let point = AttachPoint::Uprobe {
+            target: target.clone(),
+            ret,
+            key,
+        };
+        if self.share(&point) {
+            return Ok(HookLink::Shared(point));
+        }
+        let program = uprobe_program(ret);
+        let hook = if ret { "uretprobe" } else { "uprobe" };
+        self.ensure_runner(Runner::Kprobe)?;
+        let prog = loaded_program(&mut self.ebpf, program, hook, UProbe::load)?;
+        let err = |source| LoadError::Program {
+            program,
+            hook,
+            source,
+        };
+        let location = match &target.symbol {
+            Some(s) => UProbeAttachLocation::SymbolOffset(s, target.offset),
+            None => UProbeAttachLocation::AbsoluteOffset(target.offset),
+        };
+        let point_with_cookie = UProbeAttachPoint {
+            location,
+            cookie: Some(key),
+        };
+        let id = prog
+            .attach(point_with_cookie, &target.file, UProbeScope::AllProcesses)
+            .map_err(err)?;
+        let link = prog.take_link(id).map_err(err)?;
+        let link = hold(&mut self.pins, link, program, hook)?;
+        self.shared
+            .insert(point.clone(), (SharedLink { program, link }, 1));
+        Ok(HookLink::Shared(point))
+    }
+
     /// Attaches the generic syscall program that reads `arity` arguments to
     /// `syscalls/<tracepoint>`, or counts one more user of that attachment. A hook that reads
     /// more arguments than the attached program moves the tracepoint to the program that reads
@@ -851,6 +911,15 @@ where
     Ok(prog)
 }
 
+/// The generic uprobe program (`ret`: the uretprobe one).
+fn uprobe_program(ret: bool) -> &'static str {
+    if ret {
+        "vigil_uretprobe"
+    } else {
+        "vigil_uprobe"
+    }
+}
+
 /// Whether a program is loaded in the kernel yet.
 trait HasFd {
     fn is_loaded(&self) -> bool;
@@ -859,7 +928,7 @@ trait HasFd {
 macro_rules! has_fd {
     ($($t:ty),*) => { $(impl HasFd for $t { fn is_loaded(&self) -> bool { self.fd().is_ok() } })* };
 }
-has_fd!(KProbe, TracePoint, Lsm, RawTracePoint, FEntry);
+has_fd!(KProbe, TracePoint, Lsm, RawTracePoint, FEntry, UProbe);
 
 fn missing(name: &'static str) -> LoadError {
     LoadError::Map {

@@ -69,6 +69,7 @@ fn load_one(program: &mut Program, how: LoadAs, btf: &Btf) -> Result<(), Program
     match (program, how) {
         (Program::TracePoint(p), _) => p.load(),
         (Program::KProbe(p), _) => p.load(),
+        (Program::UProbe(p), _) => p.load(),
         (Program::RawTracePoint(p), _) => p.load(),
         (Program::Lsm(p), LoadAs::Lsm(hook)) => p.load(hook, btf),
         (Program::FEntry(p), LoadAs::FEntry(function)) => p.load(function, btf),

@@ -73,7 +73,12 @@ pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) -> Result<(), 
             abi::HOOK_ARGS
         ));
     }
-    let user = if h.syscall { abi::ARGF_USER } else { 0 };
+    // A system call's and a uprobe's pointers are user memory.
+    let user = if h.syscall || h.uprobe.is_some() {
+        abi::ARGF_USER
+    } else {
+        0
+    };
     for (i, a) in h.args.iter().enumerate() {
         cfg.arg_reg[i] = a.index as u8;
         let (t, flags, bits) = match a.kind {

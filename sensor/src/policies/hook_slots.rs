@@ -24,6 +24,13 @@ pub enum AttachTarget {
     Kprobe(String),
     /// A kretprobe on this function.
     Kretprobe(String),
+    /// A uprobe (`ret`: uretprobe) on a function of a binary, its program finding its hooks
+    /// by `key` (the attach cookie).
+    Uprobe {
+        target: vigil_policy_engine::hook_rule::UprobeTarget,
+        ret: bool,
+        key: u64,
+    },
     /// The `syscalls/<this>` enter tracepoint, with a program reading this many arguments.
     SyscallEnter(String, usize),
     /// What stands for this socket function (sock_hooks.bpf.c: system call returns, TCP state
@@ -40,6 +47,14 @@ impl std::fmt::Display for AttachTarget {
         match self {
             AttachTarget::Kprobe(func) => write!(f, "kprobe {func}"),
             AttachTarget::Kretprobe(func) => write!(f, "kretprobe {func}"),
+            AttachTarget::Uprobe { target, ret, .. } => write!(
+                f,
+                "{}",
+                describe_mechanism(&Mechanism::Uprobe {
+                    target: target.clone(),
+                    ret: *ret
+                })
+            ),
             AttachTarget::SyscallEnter(t, _) => write!(f, "tracepoint syscalls/{t}"),
             AttachTarget::SockState(call) => write!(f, "the programs standing for {call}"),
             AttachTarget::NotInKernel(call) => write!(f, "{call} (not in this kernel)"),
@@ -151,6 +166,22 @@ pub(super) fn hook_keys(
             Ok((
                 vec![abi::HOOK_KEY_SYSCALL | nr as u64],
                 AttachTarget::SyscallEnter(format!("sys_enter_{call}"), arity),
+            ))
+        }
+        Mechanism::Uprobe { target, ret } => {
+            let key = abi::uprobe_key(
+                &target.file,
+                target.symbol.as_deref().unwrap_or(""),
+                target.offset,
+                *ret,
+            );
+            Ok((
+                vec![key],
+                AttachTarget::Uprobe {
+                    target: target.clone(),
+                    ret: *ret,
+                    key,
+                },
             ))
         }
         Mechanism::NotInKernel(call) => Ok((Vec::new(), AttachTarget::NotInKernel(call.clone()))),

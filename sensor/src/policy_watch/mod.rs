@@ -356,6 +356,9 @@ impl PolicyManager {
             let link = match &target {
                 AttachTarget::Kprobe(f) => sensor.attach_kprobe(f, false),
                 AttachTarget::Kretprobe(f) => sensor.attach_kprobe(f, true),
+                AttachTarget::Uprobe { target, ret, key } => {
+                    sensor.attach_uprobe(target, *ret, *key)
+                }
                 AttachTarget::SyscallEnter(t, arity) => sensor.attach_syscall_enter(t, *arity),
                 AttachTarget::SockState(_) => sensor.attach_sock_state(),
                 AttachTarget::NotInKernel(call) => {

@@ -174,6 +174,7 @@ impl StartingPolicies {
                 },
                 Mechanism::Kprobe(_) => ProgramNeed::Kprobe,
                 Mechanism::Kretprobe(_) => ProgramNeed::Kretprobe,
+                Mechanism::Uprobe { ret, .. } => ProgramNeed::Uprobe { ret: *ret },
                 Mechanism::SyscallEnter(_) => ProgramNeed::SyscallEnter,
                 Mechanism::SockState(_) => ProgramNeed::SockState,
                 Mechanism::NotInKernel(_) => continue,

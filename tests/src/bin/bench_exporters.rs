@@ -91,6 +91,9 @@ fn streams() -> [(&'static str, Vec<Event>); 3] {
         .map(|n| {
             let (p, parent) = &running[n % running.len()];
             wrap(EventBody::ProcessKprobe(ProcessPolicy {
+                path: String::new(),
+                symbol: String::new(),
+                offset: 0,
                 process: p.clone(),
                 parent: Some(parent.clone()),
                 function_name: "security_file_open".into(),

@@ -180,6 +180,13 @@ static long cond_step(__u32 c, void *unused)
 	return 0;
 }
 
+/* The filters on the calling process of the selector in `slot`: binary, pids, namespaces,
+ * capabilities. A global function, like decode_str: the verifier checks it (and the binary's
+ * path walk in it) once on its own, instead of in every state the selector walk reaches it in.
+ * One object defines it (see VIGIL_DECODE_STR_ELSEWHERE). */
+#ifdef VIGIL_DECODE_STR_ELSEWHERE
+extern int process_filters_hold(__u32 slot);
+#else
 static __always_inline __u32 task_nspid(struct task_struct *task)
 {
 	struct pid *tpid = BPF_CORE_READ(task, thread_pid);
@@ -222,10 +229,17 @@ static long pid_step(__u32 i, void *vctx)
 	return 0;
 }
 
-/* The selector's filters on the calling process: binary, pids, namespaces, capabilities. */
-static __always_inline int process_filters_hold(struct hook_eval *e, struct rule_walk *w, struct vigil_hook_rule *r, __u32 slot)
+__noinline int process_filters_hold(__u32 slot)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct hook_eval *e = hook_eval();
+
+	if (!e || slot >= VIGIL_HOOK_RULES)
+		return 0;
+	struct rule_walk *w = &e->walk;
+	struct vigil_hook_rule *r = bpf_map_lookup_elem(&vigil_hook_rules, &slot);
+	if (!r)
+		return 0;
 
 	if (r->flags & (VIGIL_RULE_BIN_EQ | VIGIL_RULE_BIN_PREFIX)) {
 		if (!w->bin_ready) {
@@ -285,6 +299,7 @@ static __always_inline int process_filters_hold(struct hook_eval *e, struct rule
 	}
 	return 1;
 }
+#endif
 
 static long rule_step(__u32 i, void *unused)
 {
@@ -305,9 +320,7 @@ static long rule_step(__u32 i, void *unused)
 	bpf_loop(n, cond_step, 0, 0);
 	if (w->failed)
 		return 0;
-	/* The condition walk may have looked the rule up again; refresh the pointer. */
-	r = bpf_map_lookup_elem(&vigil_hook_rules, &slot);
-	if (!r || !process_filters_hold(e, w, r, slot))
+	if (!process_filters_hold(slot))
 		return 0;
 	w->matched = slot + 1;
 	return 1;

@@ -13,15 +13,26 @@
 
 #define VIGIL_PATH_MASK (VIGIL_PATH_MAX - 1)
 
-/* Prepends "/<name>" in front of buf[*pos..]. Returns 0, or -1 when it would not fit. */
+/*
+ * Prepends "/<name>" in front of buf[*pos..]. Returns 0, or -1 when it would not fit.
+ *
+ * The position is read through a helper, so the verifier knows it only as a number: every
+ * index into the buffer is masked anyway, and a position it tracked exactly would make each
+ * step of a walk a state of its own, which it must explore again (Linux 6.18's verifier, which
+ * checks a bpf_loop callback until its states repeat, passed a million instructions so).
+ */
 static __always_inline int vigil_prepend(char *buf, __u32 *pos, const unsigned char *name, __u32 len)
 {
+	__u32 at = 0;
+
+	bpf_probe_read_kernel(&at, sizeof(at), pos);
 	len &= VIGIL_PATH_MASK;
-	if (len + 1 >= *pos)
+	if (len + 1 >= at)
 		return -1;
-	*pos -= len + 1;
-	buf[*pos & VIGIL_PATH_MASK] = '/';
-	bpf_probe_read_kernel(&buf[(*pos + 1) & VIGIL_PATH_MASK], len, name);
+	at -= len + 1;
+	*pos = at;
+	buf[at & VIGIL_PATH_MASK] = '/';
+	bpf_probe_read_kernel(&buf[(at + 1) & VIGIL_PATH_MASK], len, name);
 	return 0;
 }
 

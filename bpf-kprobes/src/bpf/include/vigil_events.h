@@ -246,6 +246,11 @@ enum vigil_sock_state_hook {
  * address has its top bits set, so this clears one: OR-ing it in would leave the address, and
  * the hooks on a function's entry and on its return would share a list. */
 #define VIGIL_HOOK_KEY_RETURN (1ull << 61)
+/* Keys of uprobe hooks: a hash of the place (file, symbol, offset) with these bits, which no
+ * kernel address, system call or stand-in key has; the uprobe program reads it as its attach
+ * cookie (see abi::uprobe_key). */
+#define VIGIL_HOOK_KEY_UPROBE (1ull << 60)
+#define VIGIL_HOOK_KEY_UPROBE_RETURN (1ull << 59)
 #define VIGIL_HOOK_STR 256 /* bytes kept of a string, path or buffer argument, NUL included */
 
 enum vigil_arg_type {
