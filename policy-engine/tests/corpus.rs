@@ -135,14 +135,8 @@ const TETRAGON_POLICIES: [(&str, Option<&str>); 57] = [
     ),
     ("tracingpolicy_fd_install_caps.yaml", None),
     ("tracingpolicy_fd_install_ns_host.yaml", None),
-    (
-        "tracingpolicy_filename_monitoring.yaml",
-        None,
-    ),
-    (
-        "tracingpolicy_filename_monitoring_filtered.yaml",
-        None,
-    ),
+    ("tracingpolicy_filename_monitoring.yaml", None),
+    ("tracingpolicy_filename_monitoring_filtered.yaml", None),
     ("tracingpolicy_hardlink-observe.yaml", None),
     ("tracingpolicy_hardlink-override.yaml", None),
     (

@@ -9,12 +9,14 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// The event keys a query may name.
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 6] = [
     "process_exec",
     "process_exit",
     "process_kprobe",
     "process_lsm",
     "process_alert",
+    // Last: a kind's place is its code in databases already written.
+    "process_uprobe",
 ];
 
 /// Sigma levels, lowest first.

@@ -41,6 +41,7 @@ struct PodOf {
         alias = "process_exit",
         alias = "process_kprobe",
         alias = "process_lsm",
+        alias = "process_uprobe",
         alias = "process_alert"
     )]
     body: Option<BodyOf>,

@@ -12,7 +12,7 @@ pub struct EventsArgs {
     /// json: each event in Tetragon's JSON shape, one per line; compact: one readable line.
     #[arg(short = 'o', long = "output", value_enum, default_value = "json")]
     output: EventsFormat,
-    /// Event kinds: process_exec, process_exit, process_kprobe, process_lsm, process_alert
+    /// Event kinds: process_exec, process_exit, process_kprobe, process_lsm, process_uprobe, process_alert
     /// (or exec, exit, kprobe, lsm, alert).
     #[arg(long = "event-type", value_name = "KIND")]
     event_types: Vec<String>,

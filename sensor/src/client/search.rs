@@ -86,8 +86,8 @@ pub struct SearchArgs {
     /// Events before TIME.
     #[arg(long, value_name = "TIME")]
     to: Option<String>,
-    /// Event types: process_exec, process_exit, process_kprobe, process_lsm, process_alert (or
-    /// exec, exit, kprobe, lsm, alert).
+    /// Event types: process_exec, process_exit, process_kprobe, process_lsm, process_uprobe,
+    /// process_alert (or exec, exit, kprobe, lsm, uprobe, alert).
     #[arg(long = "type", value_name = "TYPE")]
     types: Vec<String>,
     /// The process's binary: a full path, or a name (`curl`).
@@ -153,7 +153,7 @@ pub struct SearchArgs {
 
 fn kind(k: &str) -> String {
     match k {
-        "exec" | "exit" | "kprobe" | "lsm" | "alert" => format!("process_{k}"),
+        "exec" | "exit" | "kprobe" | "lsm" | "uprobe" | "alert" => format!("process_{k}"),
         _ => k.to_string(),
     }
 }

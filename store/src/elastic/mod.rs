@@ -226,8 +226,15 @@ fn kinds(kinds: &[String]) -> Result<Value, QueryError> {
             term("event.type", "end"),
         ]));
     }
+    // A uprobe's event is the one policy event that names a symbol.
     if has("process_kprobe") {
-        clauses.push(all(vec![event(), exists("vigil.policy")]));
+        clauses.push(json!({"bool": {
+            "filter": [event(), exists("vigil.policy")],
+            "must_not": [exists("vigil.policy.symbol")],
+        }}));
+    }
+    if has("process_uprobe") {
+        clauses.push(all(vec![event(), exists("vigil.policy.symbol")]));
     }
     if has("process_alert") {
         clauses.push(term("event.kind", "alert"));

@@ -100,8 +100,16 @@ fn event_types_are_told_apart_by_the_ecs_categorization() {
             {"bool": {"filter": [
                 {"term": {"event.kind": "event"}},
                 {"exists": {"field": "vigil.policy"}}
-            ]}}
+            ], "must_not": [{"exists": {"field": "vigil.policy.symbol"}}]}}
         ], "minimum_should_match": 1}})
+    );
+    // A uprobe's event names its symbol.
+    assert_eq!(
+        only(q(&["process_uprobe"])),
+        json!({"bool": {"filter": [
+            {"term": {"event.kind": "event"}},
+            {"exists": {"field": "vigil.policy.symbol"}}
+        ]}})
     );
     for alone in ["process_kprobe", "process_lsm"] {
         let e = search_body(&q(&[alone])).unwrap_err();

@@ -422,7 +422,7 @@ fn describe(doc: &mut Map<String, Value>, kind: &str, body: &Value) {
                 }
                 (vec!["process"], vec!["end"], "end".into(), None)
             }
-            "process_kprobe" | "process_lsm" => {
+            "process_kprobe" | "process_lsm" | "process_uprobe" => {
                 let c = category::policy_event(body);
                 let args = body["args"].as_array().cloned().unwrap_or_default();
                 let ret = body.get("return");
@@ -467,6 +467,12 @@ fn describe(doc: &mut Map<String, Value>, kind: &str, body: &Value) {
                 });
                 if let Some(r) = ret {
                     vigil["return"] = r.clone();
+                }
+                // A uprobe's function is a symbol of a binary, not a kernel function.
+                for key in ["path", "symbol"] {
+                    if let Some(v) = body.get(key) {
+                        vigil[key] = v.clone();
+                    }
                 }
                 put(doc, "vigil.policy", vigil);
                 (c.category, c.types, c.action, c.outcome)
