@@ -332,13 +332,17 @@ pub fn generic_hook(
     monitor: bool,
 ) -> Result<HookRule, Vec<CompileError>> {
     let err = |p: String, reason: String| vec![CompileError::from_text(p, reason)];
+    // A `nop` argument is declared and never read.
+    let entry: Vec<(String, &ArgSpec)> = k
+        .args
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| arg_class(&a.r#type) != Some(ArgClass::Nop))
+        .map(|(i, a)| (format!("{path}.args[{i}].type"), a))
+        .collect();
+    // On a return, the arguments are read at the entry and kept for the thread; the return
+    // value comes last.
     let read: Vec<(String, &ArgSpec)> = if k.r#return {
-        if !k.args.is_empty() {
-            return Err(err(
-                format!("{path}.args"),
-                "vigil reads either a function's arguments or its return value, not both yet; drop `args` or `return`".into(),
-            ));
-        }
         if k.syscall {
             return Err(err(
                 format!("{path}.return"),
@@ -357,15 +361,11 @@ pub fn generic_hook(
                 "`returnArgAction` is not supported by vigil".into(),
             ));
         }
-        vec![(format!("{path}.returnArg.type"), r)]
+        let mut read = entry;
+        read.push((format!("{path}.returnArg.type"), r));
+        read
     } else {
-        // A `nop` argument is declared and never read.
-        k.args
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| arg_class(&a.r#type) != Some(ArgClass::Nop))
-            .map(|(i, a)| (format!("{path}.args[{i}].type"), a))
-            .collect()
+        entry
     };
     let mut args = Vec::new();
     for (apath, a) in read {
@@ -465,38 +465,51 @@ fn conditions(
 ) -> Result<Vec<Cond>, CompileError> {
     let err =
         |field: String, reason: String| CompileError::from_text(format!("{spath}.{field}"), reason);
-    // On a return hook the one value read is the return value, at index 0.
-    let (filters, name) =
-        match (
-            returns,
-            s.match_args.is_empty(),
-            s.match_return_args.is_empty(),
-        ) {
-            (true, true, _) => (&s.match_return_args, "matchReturnArgs"),
-            (true, false, _) => return Err(err(
-                "matchArgs".into(),
-                "a hook on the return reads no arguments; filter on the value with matchReturnArgs"
-                    .into(),
-            )),
-            (false, _, true) => (&s.match_args, "matchArgs"),
-            (false, _, false) => {
-                return Err(err(
-                    "matchReturnArgs".into(),
-                    "the hook does not read the return value: add `return: true` and `returnArg`"
-                        .into(),
-                ))
-            }
-        };
-    if filters.len() > HOOK_CONDS {
+    // On a return hook the return value is the last argument read; those before it were
+    // read at the entry.
+    let entry = if returns {
+        args.len().saturating_sub(1)
+    } else {
+        args.len()
+    };
+    if !s.match_return_args.is_empty() && !returns {
         return Err(err(
-            name.into(),
+            "matchReturnArgs".into(),
+            "the hook does not read the return value: add `return: true` and `returnArg`".into(),
+        ));
+    }
+    if !s.match_args.is_empty() && entry == 0 && returns {
+        return Err(err(
+            "matchArgs".into(),
+            "a hook on the return reads no arguments; declare them in `args` (read at the entry), or filter on the value with matchReturnArgs"
+                .into(),
+        ));
+    }
+    if s.match_args.len() + s.match_return_args.len() > HOOK_CONDS {
+        return Err(err(
+            "matchArgs".into(),
             format!("the kernel evaluates up to {HOOK_CONDS} argument filters per selector; split the selector"),
         ));
     }
+    let filters = s
+        .match_args
+        .iter()
+        .enumerate()
+        .map(|(i, f)| ("matchArgs", i, f, 0..entry))
+        .chain(
+            s.match_return_args
+                .iter()
+                .enumerate()
+                .map(|(i, f)| ("matchReturnArgs", i, f, entry..args.len())),
+        );
     let mut conds = Vec::new();
-    for (i, f) in filters.iter().enumerate() {
+    for (name, i, f, within) in filters {
         let field = format!("{name}[{i}]");
-        let Some(pos) = args.iter().position(|a| a.index == f.index) else {
+        let Some(pos) = args[within.clone()]
+            .iter()
+            .position(|a| a.index == f.index)
+            .map(|p| p + within.start)
+        else {
             return Err(err(
                 format!("{field}.index"),
                 "names no declared argument".into(),

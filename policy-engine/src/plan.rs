@@ -335,6 +335,12 @@ fn kprobe_function(h: &HookRule, kernel: &Kernel) -> Result<String, String> {
 
 /// A hook served by what stands for its socket function, if that carries what it reads.
 fn use_stand_in(h: &HookRule, s: &abi::StandIn, fallback: Option<String>) -> Attach {
+    if h.returns && h.args.len() > 1 {
+        return Err(format!(
+            "{} is served by what stands for it, which reads the return value alone: the arguments of its entry cannot be kept for it",
+            h.call
+        ));
+    }
     match h.args.iter().find(|a| !s.args.contains(&a.index)) {
         Some(a) => Err(format!(
             "{} is served by what stands for it, which carries only {}: argument {} cannot be read",

@@ -389,10 +389,10 @@ mod tests {
 
     #[test]
     fn where_a_hook_cannot_attach_is_said_before_what_else_is_wrong_with_it() {
-        let text = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  kprobes:\n  - call: do_init_module\n    return: true\n    args:\n    - index: 0\n      type: int\n    returnArg:\n      index: 0\n      type: int\n";
+        let text = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  kprobes:\n  - call: do_init_module\n    return: true\n    args:\n    - index: 0\n      type: char_buf\n    returnArg:\n      index: 0\n      type: int\n";
         let errors = prepare_text("p.yaml", text, &HOST).unwrap_err().0;
         assert!(errors[0].reason.contains("needs a kprobe"), "{errors:?}");
-        assert!(errors[1].reason.contains("not both yet"), "{errors:?}");
+        assert!(errors[1].reason.contains("sizeArgIndex"), "{errors:?}");
     }
 
     #[test]

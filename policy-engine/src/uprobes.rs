@@ -129,13 +129,6 @@ pub(crate) fn check_uprobes(c: &mut Checker, spec: &PolicySpec) {
             }
             _ => {}
         }
-        if u.r#return && !u.args.is_empty() {
-            c.field(
-                &format!("{path}.args"),
-                "a uprobe on the return reads the return value only: a function's argument registers are gone when it returns",
-                "drop `args`, or hook the entry in another uprobe",
-            );
-        }
         let hook = crate::selectors::Hook {
             path: &path,
             args: &u.args,

@@ -1,6 +1,7 @@
 //! Uprobes from policy: the real agent hooks functions of the system's own binaries and
 //! libraries, and reports what a real process passed them: the command line typed into an
-//! interactive bash (the return of `readline`), and the plaintext an OpenSSL client writes into
+//! interactive bash (the return of `readline`, with its argument, the prompt, kept from the
+//! entry, and a selector on both), and the plaintext an OpenSSL client writes into
 //! a TLS connection to a local server (`SSL_write`'s buffer, before encryption). The host's
 //! kernel has the uprobe PMU, and so does the VM's, where the same scenarios run (the matrix
 //! copies bash, openssl and their libraries into the guest).
@@ -19,6 +20,8 @@ use vigil_tests::{require_root, Agent, TempDir};
 const BASH: &str = "/usr/bin/bash";
 const LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
 const OPENSSL: &str = "/usr/bin/openssl";
+/// The prompt the scenario's shell shows: readline's argument.
+const PROMPT: &str = "vigil-prompt> ";
 
 fn uprobe_events<'a>(events: &'a [Value], symbol: &str) -> Vec<&'a Value> {
     events
@@ -62,7 +65,7 @@ fn a_uprobe_on_bash_readline_reports_the_command_typed_into_an_interactive_shell
     std::fs::write(
         &policy,
         format!(
-            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: bash-readline\nspec:\n  uprobes:\n  - path: {BASH}\n    symbols: [readline]\n    return: true\n    returnArg:\n      index: 0\n      type: string\n      label: command\n    message: a command typed into bash\n    tags: [shell]\n"
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: bash-readline\nspec:\n  uprobes:\n  - path: {BASH}\n    symbols: [readline]\n    args:\n    - index: 0\n      type: string\n      label: prompt\n    return: true\n    returnArg:\n      index: 0\n      type: string\n      label: command\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: Equal\n        values: [\"{PROMPT}\"]\n      matchReturnArgs:\n      - index: 0\n        operator: Prefix\n        values: [\"echo vigil-typed-\"]\n    message: a command typed into bash\n    tags: [shell]\n"
         ),
     )
     .unwrap();
@@ -73,6 +76,7 @@ fn a_uprobe_on_bash_readline_reports_the_command_typed_into_an_interactive_shell
         .env("HOME", dir.path())
         .env("HISTFILE", "/dev/null")
         .env("TERM", "dumb")
+        .env("PS1", PROMPT)
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
         .stderr(Stdio::from(slave))
@@ -109,16 +113,17 @@ fn a_uprobe_on_bash_readline_reports_the_command_typed_into_an_interactive_shell
         .into_iter()
         .filter(|e| e["process"]["pid"] == shell.id())
         .collect();
-    let commands: Vec<&Value> = typed.iter().map(|e| &e["args"][0]["string_arg"]).collect();
-    assert!(
-        commands
-            .iter()
-            .any(|c| *c == &Value::from(format!("echo {marker}"))),
-        "no readline return with the command; bash's: {commands:?}; all: {:#?}; terminal: {echoed}",
+    // The argument (the prompt, kept from the entry) and the return value (the line typed)
+    // in one event; the selector matched both, so `exit` was not reported.
+    let commands: Vec<&Value> = typed.iter().map(|e| &e["args"][1]["string_arg"]).collect();
+    assert_eq!(
+        commands,
+        [&Value::from(format!("echo {marker}"))],
+        "bash's readline events: {typed:#?}; all: {:#?}; terminal: {echoed}",
         uprobe_events(&run.events, "readline")
     );
-    assert!(commands.iter().any(|c| *c == "exit"), "{commands:?}");
     let e = typed[0];
+    assert_eq!(e["args"][0]["string_arg"], PROMPT);
     assert_eq!(e["path"], BASH);
     assert_eq!(e["policy_name"], "bash-readline");
     assert_eq!(e["message"], "a command typed into bash");

@@ -52,6 +52,9 @@ pub fn uprobe_key(file: &str, symbol: &str, offset: u64, returns: bool) -> u64 {
 pub const HOOK_KEY_SYSCALL: u64 = 1 << 63;
 /// `VIGIL_HOOK_SYSCALL`: the hook is a syscall wrapper.
 pub const HOOK_SYSCALL: u32 = 1;
+/// `VIGIL_HOOK_RETURN_REG`: the register slot a hook on a return that also reads the
+/// arguments kept at the entry reads the return value from.
+pub const HOOK_RETURN_REG: u8 = 6;
 /// `enum vigil_arg_type`.
 pub const ARG_INT: u32 = 1;
 /// `VIGIL_ARG_SOCK`: a `struct sock *`.

@@ -30,16 +30,17 @@ int vigil_kprobe(struct pt_regs *ctx)
 {
 	__u64 ip = bpf_get_func_ip(ctx);
 	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &ip);
+	__u64 *save = bpf_map_lookup_elem(&vigil_entry_saves, &ip);
 	struct hook_eval *e = hook_eval();
 
-	if (!hooks || !e)
+	/* The registers are read before the two lookups are tested, each on its own: clang
+	 * would OR the pointers to test both at once, which the verifier refuses. */
+	if (!e)
 		return 0;
-	struct vigil_hook_config *cfg = first_hook(hooks);
-	if (!cfg)
-		return 0;
+	struct vigil_hook_config *cfg = hooks ? first_hook(hooks) : 0;
 	/* Copy the argument registers out with constant offsets (the verifier refuses computed
 	 * offsets into the context), from the inner pt_regs for a syscall wrapper. */
-	if (cfg->flags & VIGIL_HOOK_SYSCALL) {
+	if (cfg && (cfg->flags & VIGIL_HOOK_SYSCALL)) {
 		struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
 		e->regs[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
 		e->regs[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
@@ -54,13 +55,17 @@ int vigil_kprobe(struct pt_regs *ctx)
 		e->regs[4] = PT_REGS_PARM5(ctx);
 	}
 	e->regs[5] = 0;
+	if (save)
+		save_entry(e, save);
+	if (!hooks)
+		return 0;
 	e->connect_addr = 0;
 	e->lookup_key = ip;
 	RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_kprobe_runner);
 	return 0;
 }
 
-/* A hook on a function's return: the one value it reads is the return value. */
+/* A hook on a function's return: the return value, and the arguments its entry kept. */
 SEC("kretprobe/vigil_generic")
 int vigil_kretprobe(struct pt_regs *ctx)
 {
@@ -70,9 +75,7 @@ int vigil_kretprobe(struct pt_regs *ctx)
 
 	if (!hooks || !e)
 		return 0;
-	e->regs[0] = PT_REGS_RC(ctx);
-	for (int i = 1; i < 6; i++)
-		e->regs[i] = 0;
+	restore_entry(e, key, PT_REGS_RC(ctx));
 	e->connect_addr = 0;
 	e->lookup_key = key;
 	RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_kprobe_runner);
@@ -90,9 +93,12 @@ int vigil_uprobe(struct pt_regs *ctx)
 {
 	__u64 key = bpf_get_attach_cookie(ctx);
 	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);
+	__u64 *save = bpf_map_lookup_elem(&vigil_entry_saves, &key);
 	struct hook_eval *e = hook_eval();
 
-	if (!hooks || !e)
+	/* The registers are read before the two lookups are tested, each on its own: clang
+	 * would OR the pointers to test both at once, which the verifier refuses. */
+	if (!e)
 		return 0;
 	e->regs[0] = PT_REGS_PARM1(ctx);
 	e->regs[1] = PT_REGS_PARM2(ctx);
@@ -100,13 +106,17 @@ int vigil_uprobe(struct pt_regs *ctx)
 	e->regs[3] = PT_REGS_PARM4(ctx);
 	e->regs[4] = PT_REGS_PARM5(ctx);
 	e->regs[5] = 0;
+	if (save)
+		save_entry(e, save);
+	if (!hooks)
+		return 0;
 	e->connect_addr = 0;
 	e->lookup_key = key;
 	RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_kprobe_runner);
 	return 0;
 }
 
-/* A uprobe on a function's return: the one value it reads is the return value. */
+/* A uprobe on a function's return: the return value, and the arguments its entry kept. */
 SEC("uretprobe/vigil_generic")
 int vigil_uretprobe(struct pt_regs *ctx)
 {
@@ -116,9 +126,7 @@ int vigil_uretprobe(struct pt_regs *ctx)
 
 	if (!hooks || !e)
 		return 0;
-	e->regs[0] = PT_REGS_RC(ctx);
-	for (int i = 1; i < 6; i++)
-		e->regs[i] = 0;
+	restore_entry(e, key, PT_REGS_RC(ctx));
 	e->connect_addr = 0;
 	e->lookup_key = key;
 	RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_kprobe_runner);

@@ -22,14 +22,20 @@ use crate::loader::HookLink;
 pub enum AttachTarget {
     /// A kprobe on this function.
     Kprobe(String),
-    /// A kretprobe on this function.
-    Kretprobe(String),
+    /// A kretprobe on this function; with `saves`, a kprobe on its entry too, which keeps the
+    /// arguments for the return under each entry key's return key.
+    Kretprobe {
+        function: String,
+        saves: Vec<(u64, u64)>,
+    },
     /// A uprobe (`ret`: uretprobe) on a function of a binary, its program finding its hooks
-    /// by `key` (the attach cookie).
+    /// by `key` (the attach cookie); with `entry`, a uprobe on the entry too (by that key),
+    /// which keeps the arguments for the return.
     Uprobe {
         target: vigil_policy_engine::hook_rule::UprobeTarget,
         ret: bool,
         key: u64,
+        entry: Option<u64>,
     },
     /// The `syscalls/<this>` enter tracepoint, with a program reading this many arguments.
     SyscallEnter(String, usize),
@@ -42,11 +48,31 @@ pub enum AttachTarget {
     NotInKernel(String),
 }
 
+impl AttachTarget {
+    /// The (entry key, return key) pairs whose entries keep the arguments for the return.
+    pub fn saves(&self) -> Vec<(u64, u64)> {
+        match self {
+            AttachTarget::Kretprobe { saves, .. } => saves.clone(),
+            AttachTarget::Uprobe {
+                key,
+                entry: Some(entry),
+                ..
+            } => vec![(*entry, *key)],
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl std::fmt::Display for AttachTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AttachTarget::Kprobe(func) => write!(f, "kprobe {func}"),
-            AttachTarget::Kretprobe(func) => write!(f, "kretprobe {func}"),
+            AttachTarget::Kretprobe { function, saves } if saves.is_empty() => {
+                write!(f, "kretprobe {function}")
+            }
+            AttachTarget::Kretprobe { function, .. } => {
+                write!(f, "kprobe and kretprobe {function}")
+            }
             AttachTarget::Uprobe { target, ret, .. } => write!(
                 f,
                 "{}",
@@ -72,6 +98,8 @@ pub struct InstalledHook {
     links: Vec<HookLink>,
     rule_first: usize,
     written: Vec<WrittenKey>,
+    /// The entry keys whose programs keep the arguments for this hook, with its return key.
+    saves: Vec<(u64, u64)>,
 }
 
 impl InstalledHook {
@@ -105,6 +133,7 @@ impl InstalledHook {
             links: Vec::new(),
             rule_first: 0,
             written: Vec::new(),
+            saves: Vec::new(),
         }
     }
 }
@@ -145,7 +174,20 @@ pub(super) fn hook_keys(
                 .ok_or_else(|| format!("no address for {function} in /proc/kallsyms"))?;
             let keys = abi::kprobe_keys(addr, h.returns).to_vec();
             Ok(if h.returns {
-                (keys, AttachTarget::Kretprobe(function.clone()))
+                // Arguments besides the return value are read at the entry and kept.
+                let saves = if h.args.len() > 1 {
+                    let entry = abi::kprobe_keys(addr, false);
+                    entry.into_iter().zip(keys.iter().copied()).collect()
+                } else {
+                    Vec::new()
+                };
+                (
+                    keys,
+                    AttachTarget::Kretprobe {
+                        function: function.clone(),
+                        saves,
+                    },
+                )
             } else {
                 (keys, AttachTarget::Kprobe(function.clone()))
             })
@@ -169,18 +211,22 @@ pub(super) fn hook_keys(
             ))
         }
         Mechanism::Uprobe { target, ret } => {
-            let key = abi::uprobe_key(
-                &target.file,
-                target.symbol.as_deref().unwrap_or(""),
-                target.offset,
-                *ret,
-            );
+            let key_of = |ret| {
+                abi::uprobe_key(
+                    &target.file,
+                    target.symbol.as_deref().unwrap_or(""),
+                    target.offset,
+                    ret,
+                )
+            };
+            let key = key_of(*ret);
             Ok((
                 vec![key],
                 AttachTarget::Uprobe {
                     target: target.clone(),
                     ret: *ret,
                     key,
+                    entry: (*ret && h.args.len() > 1).then(|| key_of(false)),
                 },
             ))
         }
@@ -233,6 +279,7 @@ impl PolicyTable {
             };
             arg_config(&h, &mut cfg)
                 .map_err(|e| PolicyLoadError::Refused(format!("{}: {e}", h.hook_path)))?;
+            let saves = target.saves();
             let (selectors, monitor, hook_path) =
                 (h.selectors.clone(), h.monitor, h.hook_path.clone());
             self.hook_slots[slot] = Some(InstalledHook {
@@ -242,6 +289,7 @@ impl PolicyTable {
                 links: Vec::new(),
                 rule_first: first,
                 written: Vec::new(),
+                saves: saves.clone(),
             });
             staged.hook_slots.push(slot);
             for (i, s) in selectors.iter().enumerate() {
@@ -264,6 +312,9 @@ impl PolicyTable {
             self.hook_configs
                 .set(slot as u32, HookConfigPod(cfg), 0)
                 .map_err(|e| map_err(policy, "vigil_hook_configs", e))?;
+            for &(entry, _) in &saves {
+                self.write_entry_save(policy, entry)?;
+            }
             for k in keys {
                 self.write_hook_list(policy, k)?;
             }
@@ -345,6 +396,28 @@ impl PolicyTable {
             .map_err(|e| map_err(policy, "vigil_hooks", e))
     }
 
+    /// Writes whether the entry at `key` keeps the arguments for its return (and under which
+    /// return key), from the hooks installed now, or removes the key when none wants them.
+    fn write_entry_save(&mut self, policy: &str, key: u64) -> Result<(), PolicyLoadError> {
+        let wanted = self
+            .hook_slots
+            .iter()
+            .flatten()
+            .flat_map(|h| &h.saves)
+            .find(|(entry, _)| *entry == key)
+            .map(|&(_, ret)| ret);
+        match wanted {
+            Some(ret) => self
+                .entry_saves
+                .insert(key, ret, 0)
+                .map_err(|e| map_err(policy, "vigil_entry_saves", e)),
+            None => {
+                let _ = self.entry_saves.remove(&key);
+                Ok(())
+            }
+        }
+    }
+
     /// Records where a hook's program was attached, so removal can detach it.
     pub fn add_link(&mut self, slot: usize, link: HookLink) {
         if let Some(h) = self.hook_slots[slot].as_mut() {
@@ -380,6 +453,9 @@ impl PolicyTable {
             // policies' hooks on the same function stay.
             for &k in &h.keys {
                 let _ = self.write_hook_list(&h.policy, k);
+            }
+            for &(entry, _) in &h.saves {
+                let _ = self.write_entry_save(&h.policy, entry);
             }
             // The selectors stop matching before their values go.
             for i in h.rule_first..h.rule_first + h.rule.selectors.len() {

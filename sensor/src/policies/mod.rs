@@ -101,6 +101,8 @@ pub struct PolicyTable {
     slots: Vec<Option<InstalledRule>>,
     /// The hooks on each attach point (`vigil_hooks`) and each hook's description.
     hooks: HashMap<MapData, u64, HookListPod>,
+    /// The entries that keep their arguments for a hook on the return (`vigil_entry_saves`).
+    entry_saves: HashMap<MapData, u64, u64>,
     hook_configs: Array<MapData, HookConfigPod>,
     hook_slots: Vec<Option<InstalledHook>>,
     hook_maps: HookRuleMaps,
@@ -171,6 +173,7 @@ impl PolicyTable {
             state: take(ebpf, "vigil_policy_state_map")?,
             slots: vec![None; abi::MAX_RULES],
             hooks: take(ebpf, "vigil_hooks")?,
+            entry_saves: take(ebpf, "vigil_entry_saves")?,
             hook_configs: take(ebpf, "vigil_hook_configs")?,
             hook_slots: (0..abi::MAX_RULES).map(|_| None).collect(),
             hook_maps: HookRuleMaps {

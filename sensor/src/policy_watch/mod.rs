@@ -355,9 +355,38 @@ impl PolicyManager {
         for (slot, target) in installed.attach.clone() {
             let link = match &target {
                 AttachTarget::Kprobe(f) => sensor.attach_kprobe(f, false),
-                AttachTarget::Kretprobe(f) => sensor.attach_kprobe(f, true),
-                AttachTarget::Uprobe { target, ret, key } => {
-                    sensor.attach_uprobe(target, *ret, *key)
+                // The entry that keeps the arguments first, so no return misses them.
+                AttachTarget::Kretprobe { function, saves } => {
+                    let entry = if saves.is_empty() {
+                        None
+                    } else {
+                        match sensor.attach_kprobe(function, false) {
+                            Ok(l) => Some(l),
+                            Err(e) => {
+                                failure = Some((format!("{target}"), e));
+                                break;
+                            }
+                        }
+                    };
+                    entry.into_iter().for_each(|l| self.table.add_link(slot, l));
+                    sensor.attach_kprobe(function, true)
+                }
+                AttachTarget::Uprobe {
+                    target: t,
+                    ret,
+                    key,
+                    entry,
+                } => {
+                    if let Some(entry) = entry {
+                        match sensor.attach_uprobe(t, false, *entry) {
+                            Ok(l) => self.table.add_link(slot, l),
+                            Err(e) => {
+                                failure = Some((format!("{target}"), e));
+                                break;
+                            }
+                        }
+                    }
+                    sensor.attach_uprobe(t, *ret, *key)
                 }
                 AttachTarget::SyscallEnter(t, arity) => sensor.attach_syscall_enter(t, *arity),
                 AttachTarget::SockState(_) => sensor.attach_sock_state(),

@@ -50,6 +50,63 @@ struct {
 	__type(value, __u32);
 } vigil_kprobe_runner SEC(".maps") __vigil_shared;
 
+/*
+ * A hook that reads a function's arguments and its return value: the entry's program keeps the
+ * argument registers for the thread, under the return's key, where the agent listed the entry's
+ * key in vigil_entry_saves (its value: the return's key); the return's program takes them back.
+ * A thread is in one call of a function at a time but for recursion, where the inner call's
+ * arguments are reported with the outer's return: rare, and never a wrong process.
+ */
+struct vigil_entry_key {
+	__u64 pid_tgid;
+	__u64 ret_key;
+};
+
+struct vigil_entry_regs {
+	__u64 regs[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u64);
+} vigil_entry_saves SEC(".maps") __vigil_shared;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct vigil_entry_key);
+	__type(value, struct vigil_entry_regs);
+} vigil_entry_regs SEC(".maps") __vigil_shared;
+
+/* At an entry: keeps the argument registers in e->regs for the return, if a hook wants them. */
+static __always_inline void save_entry(struct hook_eval *e, const __u64 *ret_key)
+{
+	struct vigil_entry_key k = { .pid_tgid = bpf_get_current_pid_tgid(), .ret_key = *ret_key };
+	struct vigil_entry_regs v;
+
+	__builtin_memcpy(v.regs, e->regs, sizeof(v.regs));
+	bpf_map_update_elem(&vigil_entry_regs, &k, &v, BPF_ANY);
+}
+
+/* At a return: the return value in its slot (and in slot 0, where a hook that reads only the
+ * return value reads it), then the arguments the entry kept, if it kept them. */
+static __always_inline void restore_entry(struct hook_eval *e, __u64 ret_key, __u64 rc)
+{
+	struct vigil_entry_key k = { .pid_tgid = bpf_get_current_pid_tgid(), .ret_key = ret_key };
+	struct vigil_entry_regs *v = bpf_map_lookup_elem(&vigil_entry_regs, &k);
+
+	e->regs[0] = rc;
+	for (int i = 1; i < 6; i++)
+		e->regs[i] = 0;
+	e->regs[VIGIL_HOOK_RETURN_REG] = rc;
+	if (v) {
+		__builtin_memcpy(e->regs, v->regs, sizeof(v->regs));
+		bpf_map_delete_elem(&vigil_entry_regs, &k);
+	}
+}
+
 /* Calls whose hooks did not run because a runner was missing from its array: counted, so that an
  * emptied or tampered array shows in the agent's stats instead of going quiet. */
 struct {

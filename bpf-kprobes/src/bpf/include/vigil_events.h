@@ -270,6 +270,9 @@ enum vigil_arg_type {
 };
 
 #define VIGIL_HOOK_SYSCALL (1u << 0) /* a syscall wrapper: arguments sit in the inner pt_regs */
+/* A hook on a function's return reads the return value from this register slot, the arguments
+ * the entry kept for the thread (vigil_entry_regs) from the others. */
+#define VIGIL_HOOK_RETURN_REG 6
 #define VIGIL_AT_CWD 0xff /* arg_bits of a VIGIL_ARG_AT_PATH relative to the working directory */
 
 /* The hooks on one key (each loaded policy may hook the same function): their slots in
