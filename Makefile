@@ -115,6 +115,7 @@ bench: build $(TOOLS)/tansu $(TOOLS)/rotel-agent
 	$(SUDO) $(OUT)/vigil-bench-rungs
 	$(SUDO) $(OUT)/vigil-bench-api
 	$(SUDO) $(OUT)/vigil-bench-store
+	$(SUDO) $(OUT)/vigil-bench-uprobes
 
 lint: deps
 	$(CARGO) fmt --all -- --check
