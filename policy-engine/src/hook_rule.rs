@@ -596,27 +596,45 @@ fn conditions(
 fn pid_filter(spath: &str, s: &Selector) -> Result<Option<PidFilter>, CompileError> {
     let err =
         |field: String, reason: String| CompileError::from_text(format!("{spath}.{field}"), reason);
-    if s.match_pids.len() > 1 {
-        return Err(err(
-            "matchPIDs".into(),
-            "the kernel evaluates one matchPIDs filter per selector; list every pid in one filter"
-                .into(),
-        ));
-    }
-    Ok(match s.match_pids.first() {
-        None => None,
-        Some(f) => Some(PidFilter {
-            values: f
-                .values
-                .iter()
-                .map(|v| values::int_for(&v.0, 32, false).map(|n| n as u32))
-                .collect::<Result<_, _>>()
-                .map_err(|e| err("matchPIDs[0].values".into(), e))?,
+    let mut merged: Option<PidFilter> = None;
+    for (i, f) in s.match_pids.iter().enumerate() {
+        let values: Vec<u32> = f
+            .values
+            .iter()
+            .map(|v| values::int_for(&v.0, 32, false).map(|n| n as u32))
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(format!("matchPIDs[{i}].values"), e))?;
+        let next = PidFilter {
+            values,
             not_in: f.operator == "NotIn",
             namespace: f.is_namespace_pid,
             follow_forks: f.follow_forks,
-        }),
-    })
+        };
+        // Filters are ANDed: two that read the pid the same way are one. Not in A and not in B
+        // is not in A or B; in A and in B is in both.
+        merged = Some(match merged {
+            None => next,
+            Some(mut m)
+                if (m.not_in, m.namespace, m.follow_forks)
+                    == (next.not_in, next.namespace, next.follow_forks) =>
+            {
+                if m.not_in {
+                    m.values.extend(next.values);
+                    m.values.sort_unstable();
+                    m.values.dedup();
+                } else {
+                    m.values.retain(|v| next.values.contains(v));
+                }
+                m
+            }
+            Some(_) => return Err(err(
+                format!("matchPIDs[{i}]"),
+                "the kernel evaluates one matchPIDs filter per selector, and this one reads the pid another way than the one before (operator, isNamespacePID or followForks); filters that read it the same way are merged"
+                    .into(),
+            )),
+        });
+    }
+    Ok(merged)
 }
 
 /// `matchNamespaces`: at most one filter per namespace kind.

@@ -388,6 +388,22 @@ mod tests {
     }
 
     #[test]
+    fn pid_filters_that_read_the_pid_the_same_way_are_merged_and_others_refused() {
+        let policy = |second: &str| {
+            format!("apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  kprobes:\n  - call: sys_setuid\n    syscall: true\n    selectors:\n    - matchPIDs:\n      - operator: NotIn\n        isNamespacePID: true\n        values: [1]\n      - operator: {second}\n        isNamespacePID: true\n        values: [0, 1]\n")
+        };
+        let prepared = prepare_text("p.yaml", &policy("NotIn"), &HOST).unwrap();
+        let pids = prepared.hooks[0].rule.selectors[0].pids.clone().unwrap();
+        assert_eq!(
+            (pids.values, pids.not_in, pids.namespace),
+            (vec![0, 1], true, true)
+        );
+        let errors = prepare_text("p.yaml", &policy("In"), &HOST).unwrap_err().0;
+        assert_eq!(errors[0].path, "spec.kprobes[0].selectors[0].matchPIDs[1]");
+        assert!(errors[0].reason.contains("another way"), "{errors:?}");
+    }
+
+    #[test]
     fn where_a_hook_cannot_attach_is_said_before_what_else_is_wrong_with_it() {
         let text = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: p\nspec:\n  kprobes:\n  - call: do_init_module\n    return: true\n    args:\n    - index: 0\n      type: char_buf\n    returnArg:\n      index: 0\n      type: int\n";
         let errors = prepare_text("p.yaml", text, &HOST).unwrap_err().0;

@@ -370,10 +370,13 @@ fn check_options(c: &mut Checker, spec: &PolicySpec) -> Mode {
                     "use `enforce` or `monitor`",
                 ),
             },
+            // Tetragon's switch away from kprobe_multi links: vigil attaches one kprobe per
+            // function always, so the option asks for what it does anyway.
+            "disable-kprobe-multi" => {}
             other => c.value(
                 &format!("{path}.name"),
                 format!("unknown option `{other}`"),
-                "vigil knows the option `policy-mode`",
+                "vigil knows the options `policy-mode` and `disable-kprobe-multi`",
             ),
         }
     }

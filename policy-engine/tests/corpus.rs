@@ -91,7 +91,7 @@ const TETRAGON_POLICIES: [(&str, Option<&str>); 57] = [
     ("policylibrary_privileges-setuid-root.yaml", None),
     (
         "policylibrary_sshd.yaml",
-        Some("unknown option `disable-kprobe-multi`"),
+        Some("`returnArgAction` is not supported by vigil"),
     ),
     (
         "quickstart_file_monitoring.yaml",

@@ -241,6 +241,11 @@ fn run_in_vm(matrix: Kernel, all: &[&'static str], cmdline: &str) {
         fs.add_dynamic(Path::new(program))
             .unwrap_or_else(|e| panic!("{program}: {e}"));
     }
+    // OpenSSL reads its configuration at start (/usr/lib/ssl/openssl.cnf leads to /etc/ssl).
+    for dest in ["etc/ssl/openssl.cnf", "usr/lib/ssl/openssl.cnf"] {
+        fs.add_file(Path::new("/etc/ssl/openssl.cnf"), dest)
+            .unwrap();
+    }
     for s in &scenarios {
         fs.add_scenario(&test_binary(&deps, s), s).unwrap();
     }
