@@ -156,6 +156,7 @@ mod tests {
             caps: vec![],
             action,
             post: true,
+            rate_limit_secs: None,
         }
     }
 

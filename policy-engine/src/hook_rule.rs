@@ -179,6 +179,9 @@ pub struct HookSelector {
     pub action: RuleAction,
     /// Whether it reports.
     pub post: bool,
+    /// `rateLimit` on Post: a report at most once per this many seconds for the same process,
+    /// selector and arguments (the agent holds back the others).
+    pub rate_limit_secs: Option<u64>,
 }
 
 /// A hook, its arguments and its selectors: a kprobe, a system call, or an LSM hook.
@@ -367,6 +370,16 @@ pub fn generic_hook(
     } else {
         entry
     };
+    if read.len() > vigil_bpf_kprobes::abi::HOOK_ARGS {
+        return Err(err(
+            format!("{path}.args"),
+            format!(
+                "{} values to read (the arguments and the return value); the kernel reads at most {}; read fewer arguments",
+                read.len(),
+                vigil_bpf_kprobes::abi::HOOK_ARGS
+            ),
+        ));
+    }
     let mut args = Vec::new();
     for (apath, a) in read {
         if let Some((reason, fix)) =
@@ -453,6 +466,15 @@ fn selector(
         caps: capability_filters(spath, s)?,
         action: action(spath, s, file_open)?,
         post: !s.match_actions.iter().any(|a| a.action == "NoPost"),
+        rate_limit_secs: s
+            .match_actions
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| a.rate_limit.as_deref().map(|r| (i, r)))
+            .map(|(i, r)| {
+                values::period(r).map_err(|e| err(format!("matchActions[{i}].rateLimit"), e))
+            })
+            .transpose()?,
     })
 }
 
@@ -723,13 +745,6 @@ fn action(spath: &str, s: &Selector, file_open: bool) -> Result<RuleAction, Comp
         |field: String, reason: String| CompileError::from_text(format!("{spath}.{field}"), reason);
     let mut action = RuleAction::Post;
     for (i, a) in s.match_actions.iter().enumerate() {
-        if a.rate_limit.is_some() {
-            return Err(err(
-                format!("matchActions[{i}].rateLimit"),
-                "vigil does not rate-limit events in the kernel yet; drop `rateLimit` to report every match"
-                    .into(),
-            ));
-        }
         action = match a.action.as_str() {
             "Sigkill" => RuleAction::Sigkill,
             "Signal" => RuleAction::Signal(a.arg_sig.unwrap_or(9) as i32),

@@ -132,7 +132,7 @@ impl Guarantee {
                 "process killed after the operation, before it returns to userspace: the data never reaches it through that call"
             }
             Guarantee::KilledBeforeFunction => {
-                "process killed before the function's first instruction runs: the function never runs in it"
+                "process killed at the function's first instruction, before it runs: in code run from the hooked file (a copy of the binary is another file)"
             }
             Guarantee::KilledOnReturn => {
                 "process killed when the call returns to userspace: the call itself completes, nothing after it runs"

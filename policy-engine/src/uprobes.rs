@@ -236,7 +236,9 @@ pub fn symbol_offset(obj: &object::File<'_>, name: &str) -> Option<u64> {
         object::ObjectKind::Dynamic | object::ObjectKind::Executable => {
             let section = obj.section_by_index(sym.section_index()?).ok()?;
             let (offset, _) = section.file_range()?;
-            Some(sym.address() - section.address() + offset)
+            sym.address()
+                .checked_sub(section.address())?
+                .checked_add(offset)
         }
         _ => Some(sym.address()),
     }

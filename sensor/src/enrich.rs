@@ -55,6 +55,8 @@ pub struct EventEnricher {
     opts: EnrichOptions,
     /// Names a new execution's pod before it is cached, on a Kubernetes node.
     pub pods: Option<crate::k8s::identity::PodIdentity>,
+    /// Selectors' `rateLimit` on Post.
+    pub rate_limit: crate::rate_limit::PostRateLimit,
 }
 
 impl EventEnricher {
@@ -65,6 +67,7 @@ impl EventEnricher {
             cache,
             opts,
             pods: None,
+            rate_limit: Default::default(),
         }
     }
 
@@ -79,7 +82,20 @@ impl EventEnricher {
         match record {
             Record::Hook(h) => {
                 let installed = policies.and_then(|t| t.hook(h.event.hook_id));
-                Some(self.hook(h, installed))
+                let (hook_id, ktime) = (h.event.hook_id, h.event.hdr.ktime);
+                let limit = installed.and_then(|i| {
+                    let s = i.selector_of(h.event.rule)?;
+                    Some((s, i.rule.selectors.get(s as usize)?.rate_limit_secs?))
+                });
+                let event = self.hook(h, installed);
+                match limit {
+                    Some((s, secs))
+                        if self.rate_limit.holds_back(&event, hook_id, s, secs, ktime) =>
+                    {
+                        None
+                    }
+                    _ => Some(event),
+                }
             }
             Record::Policy(p) => {
                 let installed = policies.and_then(|t| t.rule(p.event.rule));

@@ -22,6 +22,7 @@ mod policy_cmd;
 mod policy_watch;
 mod probe;
 mod proc_seed;
+mod rate_limit;
 mod sigma_alerts;
 mod sigma_cmd;
 mod stdout;

@@ -247,3 +247,42 @@ fn plaintext(e: &Value) -> String {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
+
+/// A function of this test binary for the rateLimit scenario: not inlined, found by symbol.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vigil_uprobe_rate_target(x: u64) -> u64 {
+    std::hint::black_box(x.wrapping_add(1))
+}
+
+#[test]
+fn rate_limit_on_post_reports_a_repeated_match_once_per_period_and_counts_the_rest() {
+    require_root();
+    let exe = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+    let exe = exe.to_str().unwrap();
+    let dir = TempDir::new("uprobe-rate");
+    let policy = dir.path().join("rate.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: rate-limited\nspec:\n  uprobes:\n  - path: {exe}\n    symbols: [vigil_uprobe_rate_target]\n    args:\n    - index: 0\n      type: uint64\n    selectors:\n    - matchActions:\n      - action: Post\n        rateLimit: 1m\n"
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    for x in [7, 7, 7, 7, 7, 8, 8, 8] {
+        vigil_uprobe_rate_target(std::hint::black_box(x));
+    }
+    let run = agent.stop();
+    let mine: Vec<&Value> = uprobe_events(&run.events, "vigil_uprobe_rate_target")
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == std::process::id())
+        .collect();
+    let values: Vec<&Value> = mine.iter().map(|e| &e["args"][0]["size_arg"]).collect();
+    assert_eq!(
+        values,
+        [&Value::from("7"), &Value::from("8")],
+        "one report per argument value within the minute: {mine:#?}"
+    );
+    assert_eq!(run.stats["rate_limited"], 6, "{}", run.stats);
+}

@@ -574,6 +574,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     stats.cache_size = enricher.cache.len();
     stats.cache_evictions = enricher.cache.evictions();
     stats.hooks_not_run = sensor.runner_misses();
+    stats.rate_limited = enricher.rate_limit.held_back;
     if let Err(e) = sensor.set_drops_seen(stats.ringbuf_drops.total) {
         log(format!("cannot record the drops reported: {e}"));
     }

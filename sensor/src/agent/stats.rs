@@ -30,6 +30,8 @@ pub struct AgentStats {
     pub cache_evictions: u64,
     /// Calls whose hooks did not run because a runner was missing from its array.
     pub hooks_not_run: u64,
+    /// Reports held back by a selector's `rateLimit`.
+    pub rate_limited: u64,
     /// Pods named on events, on a Kubernetes node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubeStats>,

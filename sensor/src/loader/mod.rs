@@ -87,12 +87,9 @@ pub enum AttachPoint {
     /// A kprobe (`ret`: kretprobe) on a function.
     Kprobe { function: String, ret: bool },
     /// A uprobe (`ret`: uretprobe) on a function of a binary, by its hooks' key (the attach
-    /// cookie its program reads).
-    Uprobe {
-        target: vigil_policy_engine::hook_rule::UprobeTarget,
-        ret: bool,
-        key: u64,
-    },
+    /// cookie its program reads), which names the place (file, symbol, offset) however the
+    /// policy wrote its path: one place, one attachment.
+    Uprobe { ret: bool, key: u64 },
     /// A system call's enter tracepoint.
     SyscallEnter(String),
 }
@@ -567,11 +564,7 @@ impl LoadedObject {
         ret: bool,
         key: u64,
     ) -> Result<HookLink, LoadError> {
-        let point = AttachPoint::Uprobe {
-            target: target.clone(),
-            ret,
-            key,
-        };
+        let point = AttachPoint::Uprobe { ret, key };
         if self.share(&point) {
             return Ok(HookLink::Shared(point));
         }

@@ -106,10 +106,6 @@ pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) -> Result<(), 
         cfg.arg_flags[i] = flags;
         cfg.arg_bits[i] = bits;
     }
-    // With arguments kept from the entry, the return value has a register slot of its own.
-    if h.returns && h.args.len() > 1 {
-        cfg.arg_reg[h.args.len() - 1] = abi::HOOK_RETURN_REG;
-    }
     cfg.nargs = h.args.len() as u8;
     Ok(())
 }

@@ -279,6 +279,16 @@ impl PolicyTable {
             };
             arg_config(&h, &mut cfg)
                 .map_err(|e| PolicyLoadError::Refused(format!("{}: {e}", h.hook_path)))?;
+            // A kretprobe's or uretprobe's return value has a register slot of its own, apart
+            // from the arguments the entry may have kept for another hook on the same return
+            // (what stands for a socket function's return puts its value in slot 0).
+            let return_slot = matches!(
+                target,
+                AttachTarget::Kretprobe { .. } | AttachTarget::Uprobe { ret: true, .. }
+            );
+            if let (true, Some(last)) = (return_slot && h.returns, h.args.len().checked_sub(1)) {
+                cfg.arg_reg[last] = abi::HOOK_RETURN_REG;
+            }
             let saves = target.saves();
             let (selectors, monitor, hook_path) =
                 (h.selectors.clone(), h.monitor, h.hook_path.clone());

@@ -54,8 +54,9 @@ struct {
  * A hook that reads a function's arguments and its return value: the entry's program keeps the
  * argument registers for the thread, under the return's key, where the agent listed the entry's
  * key in vigil_entry_saves (its value: the return's key); the return's program takes them back.
- * A thread is in one call of a function at a time but for recursion, where the inner call's
- * arguments are reported with the outer's return: rare, and never a wrong process.
+ * Where the return finds none (a recursive call's inner return took them, or the map evicted
+ * them), the arguments read as zero: a pointer then decodes to nothing, never to another
+ * call's data.
  */
 struct vigil_entry_key {
 	__u64 pid_tgid;
@@ -90,15 +91,14 @@ static __always_inline void save_entry(struct hook_eval *e, const __u64 *ret_key
 	bpf_map_update_elem(&vigil_entry_regs, &k, &v, BPF_ANY);
 }
 
-/* At a return: the return value in its slot (and in slot 0, where a hook that reads only the
- * return value reads it), then the arguments the entry kept, if it kept them. */
+/* At a return: the return value in its own slot (every hook on a return reads it there), then
+ * the arguments the entry kept, if it kept them. */
 static __always_inline void restore_entry(struct hook_eval *e, __u64 ret_key, __u64 rc)
 {
 	struct vigil_entry_key k = { .pid_tgid = bpf_get_current_pid_tgid(), .ret_key = ret_key };
 	struct vigil_entry_regs *v = bpf_map_lookup_elem(&vigil_entry_regs, &k);
 
-	e->regs[0] = rc;
-	for (int i = 1; i < 6; i++)
+	for (int i = 0; i < 6; i++)
 		e->regs[i] = 0;
 	e->regs[VIGIL_HOOK_RETURN_REG] = rc;
 	if (v) {
