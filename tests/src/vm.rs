@@ -247,6 +247,8 @@ impl Initramfs {
              mount -t proc proc /proc\n\
              mount -t sysfs sysfs /sys\n\
              mount -t devtmpfs devtmpfs /dev\n\
+             mkdir -p /dev/pts\n\
+             mount -t devpts devpts /dev/pts\n\
              mount -t tmpfs tmpfs /tmp\n\
              hostname vigil-vm\n\
              ip link set lo up\n\
