@@ -215,18 +215,26 @@ impl Initramfs {
                 files.push(PathBuf::from(p));
             }
         }
-        for f in files {
-            let dest = f
-                .to_str()
+        let relative = |p: &Path| -> Result<String, String> {
+            p.to_str()
                 .and_then(|s| s.strip_prefix('/'))
-                .ok_or_else(|| format!("{}: not an absolute path", f.display()))?
-                .to_string();
-            // Debian's /lib and /lib64 lead to /usr/lib: copy the file where the guest looks.
-            self.add_file(&f, &dest)?;
+                .map(str::to_string)
+                .ok_or_else(|| format!("{}: not an absolute path", p.display()))
+        };
+        for f in files {
+            // One file per library, at its real path, and a link where the program names it
+            // (Debian's /lib leads to /usr/lib): a copy at each would be two files, and a
+            // uprobe on one would not see the program that loaded the other.
             let real = std::fs::canonicalize(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+            self.add_file(&real, &relative(&real)?)?;
             if real != f {
-                let real_dest = real.to_str().unwrap_or_default().trim_start_matches('/');
-                self.add_file(&real, real_dest)?;
+                let link = self.root.join(relative(&f)?);
+                if let Some(dir) = link.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                }
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(&real, &link)
+                    .map_err(|e| format!("{}: {e}", link.display()))?;
             }
         }
         Ok(())
