@@ -20,6 +20,9 @@ const CAPACITY: usize = 65_536;
 #[derive(Default)]
 pub struct PostRateLimit {
     last: HashMap<u64, u64>,
+    /// When the full table was last swept: at most once a second, so a flood of new keys
+    /// costs one sweep, not one per event.
+    swept_ns: u64,
     /// Reports held back.
     pub held_back: u64,
 }
@@ -58,6 +61,10 @@ impl PostRateLimit {
             }
         }
         if self.last.len() >= CAPACITY && !self.last.contains_key(&key) {
+            if ktime_ns.saturating_sub(self.swept_ns) < 1_000_000_000 {
+                return false;
+            }
+            self.swept_ns = ktime_ns;
             self.last
                 .retain(|_, at| ktime_ns.saturating_sub(*at) < period);
             if self.last.len() >= CAPACITY {
