@@ -27,6 +27,7 @@
 mod args;
 pub mod compile;
 pub mod crd;
+mod documents;
 mod error;
 pub mod evaluate_hooks;
 pub mod gaps;

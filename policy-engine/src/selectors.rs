@@ -347,6 +347,25 @@ fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass
         );
     }
     for (j, v) in f.values.iter().enumerate() {
+        let vpath = format!("{fpath}.values[{j}]");
+        if let Some(name) = crate::documents::placeholder(&v.0) {
+            c.value(
+                &vpath,
+                format!("`{}` is a placeholder, and {name} is not set where vigil runs", v.0),
+                format!("set {name} in vigil's environment (as for envsubst: `export {name}=...`), or write the value itself"),
+            );
+            continue;
+        }
+        if let Some(net) = values::cidr_with_host_bits(&v.0) {
+            c.warn(
+                &vpath,
+                format!(
+                    "`{}` has host bits set past its prefix; it is read as `{net}`",
+                    v.0
+                ),
+                format!("write `{net}`"),
+            );
+        }
         let checked = match (class, op) {
             (ArgClass::Int { bits, signed }, _) => values::int_for(&v.0, bits, signed).map(|_| ()),
             (_, "SAddr" | "DAddr" | "NotSAddr" | "NotDAddr") => values::cidr(&v.0).map(|_| ()),
@@ -357,10 +376,18 @@ fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass
                 if matches!(op, "Equal" | "NotEqual" | "Prefix" | "NotPrefix")
                     && !v.0.starts_with('/') =>
             {
-                Err(format!(
-                    "`{}` is not an absolute path; the kernel compares the path it resolved",
-                    v.0
-                ))
+                // Tetragon loads it, and so does vigil, but the author should know.
+                let never = if op.starts_with("Not") {
+                    "every path"
+                } else {
+                    "no path"
+                };
+                c.warn(
+                    &vpath,
+                    format!("`{}` is not an absolute path, so {op} matches {never}: the kernel compares the absolute path it resolved", v.0),
+                    if op.ends_with("Prefix") { "write the absolute directory, or use Postfix for a name at the end of any path" } else { "write the absolute path" },
+                );
+                fits_match(&v.0).map_err(|(reason, _)| reason)
             }
             (ArgClass::Text | ArgClass::Path, _) => match fits_match(&v.0) {
                 Err((reason, fix)) => {
@@ -427,8 +454,8 @@ fn check_actions(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
                     Some(e) if (-4095..0).contains(&e) => {}
                     Some(e) => c.value(
                         &format!("{apath}.argError"),
-                        format!("{e} is not an error number"),
-                        "use a negative errno such as -1 (EPERM)",
+                        format!("{e} is not an error number: Override makes the function return a negative errno"),
+                        "use a negative errno such as -1 (EPERM); hooks that took a positive value to mean `skip` take an errno now (security_inode_copy_up_xattr discards an attribute on -125, ECANCELED, since Linux 6.10)",
                     ),
                     None => c.field(
                         &apath,

@@ -41,6 +41,10 @@ pub struct Policy {
     pub mode: Mode,
     /// The hooks.
     pub spec: PolicySpec,
+    /// What loads but may not do what its author meant (a filter that can never match, a
+    /// value vigil normalized, a document skipped): `policy lint` prints them, the agent logs
+    /// them.
+    pub warnings: Vec<PolicyError>,
 }
 
 /// Collects problems with their positions.
@@ -50,6 +54,7 @@ pub(crate) struct Checker<'a> {
     pub(crate) errors: Vec<PolicyError>,
     /// Problems found past [`MAX_REPORTED`], counted only.
     more: usize,
+    pub(crate) warnings: Vec<PolicyError>,
 }
 
 /// Most problems reported for one file: a policy of 60,000 bad hooks would otherwise hold (and
@@ -57,25 +62,38 @@ pub(crate) struct Checker<'a> {
 pub const MAX_REPORTED: usize = 100;
 
 impl<'a> Checker<'a> {
-    fn push(&mut self, path: &str, at_key: bool, reason: String, fix: String) {
-        if self.errors.len() == MAX_REPORTED {
-            self.more += 1;
-            return;
-        }
+    fn located(&self, path: &str, at_key: bool, reason: String, fix: String) -> PolicyError {
         let pos = if at_key {
             self.locations.key(path)
         } else {
             self.locations.value(path)
         };
         let (line, column) = pos.map(|p| (p.line, p.column)).unwrap_or((1, 1));
-        self.errors.push(PolicyError {
+        PolicyError {
             file: self.file.to_string(),
             line,
             column,
             path: path.to_string(),
             reason,
             fix,
-        });
+        }
+    }
+
+    fn push(&mut self, path: &str, at_key: bool, reason: String, fix: String) {
+        if self.errors.len() == MAX_REPORTED {
+            self.more += 1;
+            return;
+        }
+        let e = self.located(path, at_key, reason, fix);
+        self.errors.push(e);
+    }
+
+    /// A value at `path` that loads but may not mean what its author wanted.
+    pub(crate) fn warn(&mut self, path: &str, reason: impl Into<String>, fix: impl Into<String>) {
+        if self.warnings.len() < MAX_REPORTED {
+            let w = self.located(path, false, reason.into(), fix.into());
+            self.warnings.push(w);
+        }
     }
 
     /// A wrong value at `path`.
@@ -126,11 +144,23 @@ pub fn load_policy_for(
 ) -> Result<Policy, PolicyErrors> {
     // Nothing that builds from the text sees it before the gate did.
     check_yaml(file, text, &Limits::POLICY).map_err(|e| PolicyErrors(vec![e]))?;
+    let one = |e| PolicyErrors(vec![e]);
+    let doc = crate::documents::policy_document(file, text).map_err(one)?;
+    let mut notes = doc.notes;
+    let filled = crate::documents::fill_placeholders(
+        file,
+        &doc.text,
+        &crate::documents::from_environment,
+        &mut notes,
+    )
+    .map_err(one)?;
+    let text = filled.as_str();
     let mut c = Checker {
         file,
         locations: Locations::index(text),
         errors: Vec::new(),
         more: 0,
+        warnings: notes,
     };
     let de = serde_yaml::Deserializer::from_str(text);
     let tp: TracingPolicy = match serde_path_to_error::deserialize(de) {
@@ -178,12 +208,18 @@ pub fn load_policy_for(
     if !c.errors.is_empty() {
         return Err(PolicyErrors(c.errors));
     }
+    let namespace = match (tp.kind, tp.metadata.namespace) {
+        // kubectl applies a namespaced object without a namespace to `default`.
+        (PolicyKind::TracingPolicyNamespaced, None) => Some("default".to_string()),
+        (_, ns) => ns,
+    };
     Ok(Policy {
         name: tp.metadata.name,
         kind: tp.kind,
-        namespace: tp.metadata.namespace,
+        namespace,
         mode,
         spec: tp.spec,
+        warnings: c.warnings,
     })
 }
 
@@ -253,14 +289,20 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
             "use lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit, at most 253 characters",
         );
     }
-    if tp.kind == PolicyKind::TracingPolicyNamespaced
-        && tp.metadata.namespace.as_deref().unwrap_or("").is_empty()
-    {
-        c.field(
-            "metadata",
-            "a TracingPolicyNamespaced needs a namespace",
-            "add `namespace:` under metadata",
-        );
+    if tp.kind == PolicyKind::TracingPolicyNamespaced {
+        match tp.metadata.namespace.as_deref() {
+            None => c.warn(
+                "metadata",
+                "a TracingPolicyNamespaced without a namespace acts in namespace `default`, where kubectl would apply it",
+                "add `namespace:` under metadata to say which namespace's pods it covers",
+            ),
+            Some("") => c.field(
+                "metadata.namespace",
+                "the namespace is empty",
+                "name the namespace whose pods the policy covers",
+            ),
+            Some(_) => {}
+        }
     }
     let spec = &tp.spec;
     if spec.kprobes.is_empty()

@@ -4,6 +4,12 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+/// The network `v` names when it is a CIDR with host bits set past its prefix.
+pub fn cidr_with_host_bits(v: &str) -> Option<IpNet> {
+    let net = v.trim().parse::<IpNet>().ok()?;
+    (net.trunc() != net).then(|| net.trunc())
+}
+
 /// An integer in decimal, `0x` hex or `0o` octal, possibly negative.
 pub fn int(v: &str) -> Result<i128, String> {
     let t = v.trim();
@@ -42,17 +48,13 @@ pub fn int_for(v: &str, bits: u32, signed: bool) -> Result<i128, String> {
     Ok(n)
 }
 
-/// An address or CIDR (`10.0.0.0/8`, `::1`, `fd00::/8`).
+/// An address or CIDR (`10.0.0.0/8`, `::1`, `fd00::/8`). A CIDR with host bits set
+/// (`127.0.0.1/8`) is its network (`127.0.0.0/8`), as Tetragon reads it; validation warns of it
+/// ([`cidr_with_host_bits`]).
 pub fn cidr(v: &str) -> Result<IpNet, String> {
     let t = v.trim();
     if let Ok(net) = t.parse::<IpNet>() {
-        if net.trunc() != net {
-            return Err(format!(
-                "`{v}` has host bits set past its prefix (did you mean `{}`?)",
-                net.trunc()
-            ));
-        }
-        return Ok(net);
+        return Ok(net.trunc());
     }
     if let Ok(addr) = t.parse::<IpAddr>() {
         return Ok(IpNet::from(addr));
@@ -155,7 +157,12 @@ mod tests {
     fn cidrs_and_addresses() {
         assert!(cidr("10.0.0.0/8").is_ok());
         assert!(cidr("::1").is_ok());
-        assert!(cidr("10.0.0.1/8").unwrap_err().contains("10.0.0.0/8"));
+        assert_eq!(cidr("10.0.0.1/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            cidr_with_host_bits("10.0.0.1/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(cidr_with_host_bits("10.0.0.0/8"), None);
         assert!(cidr("10.0.0.0/33").is_err());
         assert!(cidr("example.com").is_err());
     }

@@ -120,14 +120,19 @@ pub fn lint(btf: &str, paths: &[PathBuf]) -> Result<()> {
     let mut bad = 0;
     for f in &files {
         match prepare(f, &kernel) {
-            Ok(p) => outln!(
-                "{}: ok (policy {}, {} hook{}, {})",
-                f.display(),
-                p.name(),
-                p.hooks.len(),
-                if p.hooks.len() == 1 { "" } else { "s" },
-                what_it_does(&p)
-            )?,
+            Ok(p) => {
+                for w in &p.policy.warnings {
+                    outln!("warning: {w}")?;
+                }
+                outln!(
+                    "{}: ok (policy {}, {} hook{}, {})",
+                    f.display(),
+                    p.name(),
+                    p.hooks.len(),
+                    if p.hooks.len() == 1 { "" } else { "s" },
+                    what_it_does(&p)
+                )?
+            }
             Err(errors) => {
                 outln!("{errors}")?;
                 bad += 1;

@@ -271,6 +271,17 @@ impl PolicyManager {
             .as_ref()
             .ok()
             .map(|p| (p.policy.mode, p.policy.namespace.clone()));
+        let warnings: Vec<String> = file
+            .prepared
+            .as_ref()
+            .map(|p| {
+                p.policy
+                    .warnings
+                    .iter()
+                    .map(|w| format!("warning: {w}"))
+                    .collect()
+            })
+            .unwrap_or_default();
         let result = file.prepared.and_then(|p| {
             let name = p.name().to_string();
             self.table
@@ -299,6 +310,9 @@ impl PolicyManager {
                         "policy {name} {verb} from {name_of_file} ({rules} rules){attached}{scope}"
                     );
                     log(&said);
+                    for w in &warnings {
+                        log(w);
+                    }
                     (Some((name, kept)), Ok(Applied { said, loaded: true }))
                 }
                 Err(reason) => (None, Err(format!("{name_of_file}: {reason}"))),
