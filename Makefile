@@ -11,7 +11,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (the kernel package itself is fetched by the tests with `apt-get download`, see tests/src/vm.rs).
 BUILD_PKGS := clang-19 llvm-19 libbpf-dev bpftool linux-libc-dev
 # bash and openssl (with the libssl it depends on): what the uprobe scenarios hook.
-TEST_PKGS  := qemu-system-x86 busybox-static cpio bash openssl
+TEST_PKGS  := qemu-system-x86 busybox-static cpio bash openssl procps
 
 .PHONY: all deps test-deps build run test bench lint clean fuzz fuzz-deps fuzz-replay fuzz-corpus
 

@@ -159,7 +159,13 @@ pub fn compile_all(policy: &Policy) -> Compiled {
             };
             file_open_hook(src, monitor)
         } else {
-            generic_hook(&path, k, monitor)
+            generic_hook(&path, k, monitor).map(|mut h| {
+                if let Some(list) = crate::lists::target(&policy.spec, &k.call) {
+                    h.syscall = list.ftrace.is_none();
+                    h.list = Some(list);
+                }
+                h
+            })
         };
         match result {
             Ok(h) => hooks.push(h),
@@ -315,5 +321,6 @@ fn skeleton(path: &str, k: &KprobeSpec, monitor: bool) -> HookRule {
         message: None,
         tags: Vec::new(),
         uprobe: None,
+        list: None,
     }
 }

@@ -173,6 +173,7 @@ mod tests {
             message: None,
             tags: vec![],
             uprobe: None,
+            list: None,
         }
     }
 

@@ -210,6 +210,8 @@ pub struct HookRule {
     pub tags: Vec<String>,
     /// A uprobe's place: `call` is then its symbol (or its offset, written `0x...`).
     pub uprobe: Option<UprobeTarget>,
+    /// A list hook's members: `call` is then `list:<name>`.
+    pub list: Option<crate::lists::ListTarget>,
 }
 
 /// Where in a binary a uprobe sits.
@@ -296,6 +298,7 @@ fn finish(
         message: src.message.clone(),
         tags: src.tags.to_vec(),
         uprobe: None,
+        list: None,
     })
 }
 

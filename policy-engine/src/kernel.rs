@@ -10,6 +10,11 @@ pub trait KernelSymbols {
     fn function(&self, name: &str) -> bool;
     /// Whether the tracepoint exists; `None` when that cannot be told (tracefs not mounted).
     fn tracepoint(&self, subsystem: &str, event: &str) -> Option<bool>;
+    /// The functions kprobes can attach to whose names `re` matches (a `generated_ftrace`
+    /// list); none where they cannot be listed.
+    fn functions_matching(&self, _re: &regex::Regex) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The running kernel's symbols.
@@ -50,6 +55,32 @@ impl RunningKernel {
 impl KernelSymbols for RunningKernel {
     fn function(&self, name: &str) -> bool {
         self.functions.contains_key(name)
+    }
+
+    /// ftrace's list of the functions it can trace, where tracefs shows it (root), else every
+    /// function of kallsyms (some of which, `notrace` ones, a kprobe then fails to attach to).
+    fn functions_matching(&self, re: &regex::Regex) -> Vec<String> {
+        let traceable = self.tracefs.and_then(|root| {
+            vigil_safe_fs::read_trusted(
+                &Path::new(root).join("available_filter_functions"),
+                64 << 20,
+            )
+            .ok()
+        });
+        match traceable {
+            Some(text) => text
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|f| !f.contains('.') && re.is_match(f))
+                .map(str::to_string)
+                .collect(),
+            None => self
+                .functions
+                .keys()
+                .filter(|f| re.is_match(f))
+                .cloned()
+                .collect(),
+        }
     }
 
     fn tracepoint(&self, subsystem: &str, event: &str) -> Option<bool> {

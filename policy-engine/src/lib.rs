@@ -34,6 +34,7 @@ pub mod gaps;
 pub mod hook_rule;
 pub mod input;
 pub mod kernel;
+pub mod lists;
 pub mod locate;
 pub mod plan;
 pub mod prepare;

@@ -89,6 +89,9 @@ pub enum Mechanism {
     /// Nowhere: this kernel compiled the system call out, so every call fails with ENOSYS and
     /// there is nothing for the hook to see or stop.
     NotInKernel(String),
+    /// A list hook: each member's mechanism, by the member's name (members this kernel compiled
+    /// out are left out).
+    List(Vec<(String, Mechanism)>),
 }
 
 /// What happens to a matching operation.
@@ -240,9 +243,46 @@ pub fn plan(
 
 type Attach = Result<(Mechanism, Option<String>), String>;
 
+/// Where each member of a list hook attaches: a system call on its enter tracepoint (where
+/// tracepoints exist), a function by kprobe.
+fn attach_list(h: &HookRule, list: &crate::lists::ListTarget, kernel: &Kernel) -> Attach {
+    let members: Vec<(String, bool)> = match (&list.ftrace, kernel.symbols) {
+        (Some(p), Some(symbols)) => crate::lists::ftrace_members(p, symbols)?
+            .into_iter()
+            .map(|f| (f, false))
+            .collect(),
+        // Planned by names alone (no kernel read): the functions are not known.
+        (Some(_), None) => Vec::new(),
+        (None, _) => list.syscalls.iter().map(|c| (c.clone(), true)).collect(),
+    };
+    let mut each = Vec::new();
+    let mut fallback = None;
+    for (name, syscall) in members {
+        let member = HookRule {
+            call: name.clone(),
+            syscall,
+            list: None,
+            ..h.clone()
+        };
+        let (m, why) = if syscall && kernel.caps.tracepoint {
+            syscall_enter(&member, kernel, None)?
+        } else {
+            attach(&member, kernel)?
+        };
+        fallback = fallback.or(why);
+        if !matches!(m, Mechanism::NotInKernel(_)) {
+            each.push((name, m));
+        }
+    }
+    Ok((Mechanism::List(each), fallback))
+}
+
 /// Where a hook attaches on this kernel, and why not somewhere better.
 fn attach(h: &HookRule, kernel: &Kernel) -> Attach {
     let caps = &kernel.caps;
+    if let Some(list) = &h.list {
+        return attach_list(h, list, kernel);
+    }
     if let Some(target) = &h.uprobe {
         return if caps.uprobe {
             Ok((
@@ -388,6 +428,13 @@ fn enforcement(
     caps: &KernelCaps,
     monitor: bool,
 ) -> Result<(Enforcement, Guarantee), String> {
+    // A list's members are all system call tracepoints or all kprobes: the first decides.
+    if let Mechanism::List(each) = mechanism {
+        return match each.first() {
+            Some((_, m)) => enforcement(hook, requested, m, caps, monitor),
+            None => Ok((Enforcement::None, Guarantee::ObservedOnly)),
+        };
+    }
     Ok(match (monitor, requested, mechanism) {
         (true, _, _) | (false, Enforcement::None, _) | (_, _, Mechanism::NotInKernel(_)) => {
             (Enforcement::None, Guarantee::ObservedOnly)
@@ -460,6 +507,16 @@ pub fn describe_mechanism(m: &Mechanism) -> String {
         ),
         Mechanism::NotInKernel(c) => {
             format!("nowhere: this kernel does not implement {c} (every call fails with ENOSYS)")
+        }
+        Mechanism::List(each) => {
+            let shown: Vec<String> = each.iter().take(4).map(|(_, m)| describe_mechanism(m)).collect();
+            let more = each.len().saturating_sub(shown.len());
+            format!(
+                "{} attach points: {}{}",
+                each.len(),
+                shown.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            )
         }
     }
 }

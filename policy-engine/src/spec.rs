@@ -134,10 +134,10 @@ pub struct PolicySpec {
     /// LSM hooks.
     #[serde(default)]
     pub lsmhooks: Vec<LsmHookSpec>,
-    /// Named value lists (parsed so they can be refused by name).
+    /// Named lists of functions or system calls, which a kprobe hooks all of with
+    /// `call: "list:<name>"`.
     #[serde(default)]
-    #[schemars(with = "Vec<AnyValue>")]
-    pub lists: Vec<serde_yaml::Value>,
+    pub lists: Vec<ListSpec>,
     /// Policy options, `policy-mode` among them.
     #[serde(default)]
     pub options: Vec<PolicyOption>,
@@ -234,6 +234,31 @@ pub struct KprobeSpec {
     #[serde(default)]
     #[schemars(with = "Option<AnyValue>")]
     pub ignore: Option<serde_yaml::Value>,
+}
+
+/// `spec.lists[]`: a named list of system calls or kernel functions.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListSpec {
+    /// What `list:<name>` refers to.
+    pub name: String,
+    /// `syscalls` (the `values`), `generated_syscalls` (every system call) or
+    /// `generated_ftrace` (the kernel functions `pattern` matches).
+    #[serde(default = "syscalls_list")]
+    pub r#type: String,
+    /// The system calls of a `syscalls` list (`sys_dup` or `dup`).
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// The regular expression a `generated_ftrace` list's functions match.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// Tetragon checks the values against the kernel when set; vigil always does.
+    #[serde(default)]
+    pub validated: bool,
+}
+
+fn syscalls_list() -> String {
+    "syscalls".into()
 }
 
 /// `spec.uprobes[]`: a function of a program or library, by symbol or by offset, on entry or

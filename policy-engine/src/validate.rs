@@ -316,15 +316,10 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
             "add at least one of `kprobes`, `tracepoints`, `lsmhooks` or `uprobes`",
         );
     }
-    for (field, present) in [
-        ("spec.lists", !spec.lists.is_empty()),
-        ("spec.usdts", !spec.usdts.is_empty()),
-    ] {
-        if present {
-            let feature = format!("`{}`", field.trim_start_matches("spec."));
-            c.unsupported(field, &feature);
-        }
+    if !spec.usdts.is_empty() {
+        c.unsupported("spec.usdts", "`usdts`");
     }
+    crate::lists::check_lists(c, spec);
     if let Some(sel) = &spec.pod_selector {
         check_label_selector(c, "spec.podSelector", sel);
     }
@@ -428,12 +423,14 @@ fn check_options(c: &mut Checker, spec: &PolicySpec) -> Mode {
 fn check_kprobes(c: &mut Checker, spec: &PolicySpec) {
     for (i, k) in spec.kprobes.iter().enumerate() {
         let path = format!("spec.kprobes[{i}]");
-        check_symbol(
-            c,
-            &format!("{path}.call"),
-            &k.call,
-            "a kernel function or system call name",
-        );
+        if crate::lists::list_name(&k.call).is_none() {
+            check_symbol(
+                c,
+                &format!("{path}.call"),
+                &k.call,
+                "a kernel function or system call name",
+            );
+        }
         if k.return_arg_action.is_some() {
             c.unsupported(&format!("{path}.returnArgAction"), "`returnArgAction`");
         }
@@ -535,7 +532,11 @@ fn check_lsm_hooks(c: &mut Checker, spec: &PolicySpec) {
 }
 
 fn check_kernel(c: &mut Checker, spec: &PolicySpec, kernel: &dyn KernelSymbols) {
+    crate::lists::check_kernel_lists(c, spec, kernel);
     for (i, k) in spec.kprobes.iter().enumerate() {
+        if crate::lists::list_name(&k.call).is_some() {
+            continue;
+        }
         if !kprobe_function_candidates(&k.call, k.syscall)
             .iter()
             .any(|f| kernel.function(f))

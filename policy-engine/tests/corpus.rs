@@ -165,22 +165,13 @@ const TETRAGON_POLICIES: [(&str, Option<&str>); 57] = [
         "tracingpolicy_kprobe_commit_creds.yaml",
         Some("argument type `cred` is not supported by vigil"),
     ),
-    (
-        "tracingpolicy_list-generated-ftrace.yaml",
-        Some("`lists` is not supported by vigil"),
-    ),
-    (
-        "tracingpolicy_list-syscalls-generated.yaml",
-        Some("`lists` is not supported by vigil"),
-    ),
+    ("tracingpolicy_list-generated-ftrace.yaml", None),
+    ("tracingpolicy_list-syscalls-generated.yaml", None),
     (
         "tracingpolicy_list-syscalls-tracepoint.yaml",
-        Some("`lists` is not supported by vigil"),
+        Some("operator `InMap` is not supported by vigil"),
     ),
-    (
-        "tracingpolicy_list-syscalls.yaml",
-        Some("`lists` is not supported by vigil"),
-    ),
+    ("tracingpolicy_list-syscalls.yaml", None),
     (
         "tracingpolicy_loader.yaml",
         Some("unknown field `loader`, expected one of `kprobes`,"),

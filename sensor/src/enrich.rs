@@ -40,6 +40,8 @@ struct Match<'a> {
     hook: Option<(&'a str, &'a HookRule)>,
     /// The selector that matched, when still installed.
     selector: Option<u32>,
+    /// The function the event names, where the hook does not say it alone (a list's member).
+    function: Option<String>,
     /// When it is not (removed while its record was queued): what to call it (`rule-N`,
     /// `hook-N`) and whether the event is `process_lsm`.
     unknown: (&'static str, u32, bool),
@@ -237,6 +239,7 @@ impl EventEnricher {
             flags: ev.flags,
             hook: installed.map(|i| (i.policy.as_str(), &*i.rule.hook)),
             selector: installed.map(|i| i.rule.selector),
+            function: None,
             // A rule removed while its record was queued.
             unknown: ("rule", ev.rule, true),
             args: vec![Arg::FileArg(FileArg::new(
@@ -270,6 +273,7 @@ impl EventEnricher {
             flags: ev.flags,
             hook: installed.map(|i| (i.policy.as_str(), &i.rule)),
             selector: installed.and_then(|i| i.selector_of(ev.rule)),
+            function: installed.map(|i| i.function_name(ev.key)),
             unknown: ("hook", ev.hook_id, false),
             args,
         })
@@ -284,7 +288,9 @@ impl EventEnricher {
         let (policy_name, function_name, message, tags, lsm) = match m.hook {
             Some((policy, h)) => (
                 policy.to_string(),
-                vigil_policy_engine::kernel::reported_function(&h.call, h.syscall),
+                m.function.take().unwrap_or_else(|| {
+                    vigil_policy_engine::kernel::reported_function(&h.call, h.syscall)
+                }),
                 h.message.clone().unwrap_or_default(),
                 h.tags.clone(),
                 h.lsm,
@@ -689,6 +695,7 @@ mod tests {
             message: None,
             tags: Vec::new(),
             uprobe: None,
+            list: None,
         }
     }
 

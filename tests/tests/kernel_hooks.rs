@@ -165,7 +165,7 @@ fn tetragon_examples_load_or_are_refused_by_name() {
         ),
         (
             "tracingpolicy_list-syscalls-tracepoint.yaml",
-            Some("`lists` is not supported by vigil"),
+            Some("operator `InMap` is not supported by vigil"),
         ),
         (
             "tracingpolicy_lsm_bprm_check.yaml",

@@ -19,7 +19,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 17] = [
+const SCENARIOS: [&str; 18] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -37,6 +37,7 @@ const SCENARIOS: [&str; 17] = [
     "enforcement_rungs",
     "walkarounds",
     "uprobes",
+    "lists",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,
@@ -236,8 +237,9 @@ fn run_in_vm(matrix: Kernel, all: &[&'static str], cmdline: &str) {
     // The walk-arounds of a file-open deny (walkarounds.rs).
     let walkaround = vigil_bin().with_file_name("vigil-walkaround");
     fs.add_binary(&walkaround, "vigil-walkaround").unwrap();
-    // The system's own bash and openssl with their libraries, which the uprobe scenarios hook.
-    for program in ["/usr/bin/bash", "/usr/bin/openssl"] {
+    // The system's own bash and openssl with their libraries, which the uprobe scenarios hook,
+    // and procps' kill, which Tetragon's list examples select.
+    for program in ["/usr/bin/bash", "/usr/bin/openssl", "/usr/bin/kill"] {
         fs.add_dynamic(Path::new(program))
             .unwrap_or_else(|e| panic!("{program}: {e}"));
     }

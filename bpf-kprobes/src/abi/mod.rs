@@ -289,7 +289,7 @@ mod layout_tests {
             "vigil_file_value" => FileValue { cut, mode }
             "vigil_arg_value" => ArgValue { value }
             "vigil_hook_event" => HookEvent { hdr, pid, tid, hook_id, nargs, rule, action,
-                action_arg, flags, args, str_len }
+                action_arg, flags, args, str_len, key }
             "vigil_policy_state" => PolicyState { prefilter, rule_end }
         }
     }

@@ -170,6 +170,11 @@ pub fn syscall_nr(name: &str) -> Option<u32> {
         .map(|(_, nr)| *nr)
 }
 
+/// Every x86-64 system call vigil knows, by name and number.
+pub fn syscalls() -> impl Iterator<Item = (&'static str, u32)> {
+    syscalls::SYSCALLS.iter().copied()
+}
+
 /// `struct vigil_hook_list`: the hooks on one attach point, by slot.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -280,6 +285,7 @@ pub struct HookEvent {
     pub args: [ArgValue; HOOK_ARGS],
     pub str_len: [u16; HOOK_ARGS],
     pub _pad0: [u16; 3],
+    pub key: u64,
 }
 
 /// A generic hook record: the fixed part and the bytes of its string-like arguments.

@@ -163,6 +163,7 @@ int main(void)
 	FIELD(vigil_hook_event, flags);
 	FIELD(vigil_hook_event, args);
 	FIELD(vigil_hook_event, str_len);
+	FIELD(vigil_hook_event, key);
 
 	SIZE(vigil_inode_key);
 	FIELD(vigil_inode_key, ino);

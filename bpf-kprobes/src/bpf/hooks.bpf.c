@@ -157,6 +157,7 @@ int vigil_uretprobe(struct pt_regs *ctx)
 		return 0;                                                                          \
 	}
 
+SYSCALL_ENTER(0)
 SYSCALL_ENTER(1)
 SYSCALL_ENTER(2)
 SYSCALL_ENTER(3)

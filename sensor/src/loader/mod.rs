@@ -139,7 +139,8 @@ const READ_FALLBACK_PROGRAMS: [(&str, &str, &str); 2] = [
 ];
 
 /// The syscall-enter programs of `hooks.bpf.c`, by the number of arguments they read.
-const SYSCALL_ENTER_PROGRAMS: [&str; 6] = [
+const SYSCALL_ENTER_PROGRAMS: [&str; 7] = [
+    "vigil_syscall_enter_0",
     "vigil_syscall_enter_1",
     "vigil_syscall_enter_2",
     "vigil_syscall_enter_3",
@@ -605,13 +606,13 @@ impl LoadedObject {
         arity: usize,
     ) -> Result<HookLink, LoadError> {
         let point = AttachPoint::SyscallEnter(tracepoint.to_string());
-        let program = SYSCALL_ENTER_PROGRAMS[arity.clamp(1, 6) - 1];
+        let program = SYSCALL_ENTER_PROGRAMS[arity.min(6)];
         let reads = |p: &str| SYSCALL_ENTER_PROGRAMS.iter().position(|q| *q == p);
         let attached = match self.shared.get(&point) {
             Some((SharedLink { program, .. }, _)) => reads(program),
             _ => None,
         };
-        if attached.is_some_and(|a| a >= arity.clamp(1, 6) - 1) {
+        if attached.is_some_and(|a| a >= arity.min(6)) {
             self.share(&point);
             return Ok(HookLink::Shared(point));
         }

@@ -88,6 +88,25 @@ impl std::fmt::Display for AttachTarget {
     }
 }
 
+/// Where a hook goes: the `vigil_hooks` keys it is listed under, where its programs attach,
+/// and, for a list hook, the member each key stands for (its events name that member).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Placement {
+    pub keys: Vec<u64>,
+    pub targets: Vec<AttachTarget>,
+    pub members: Vec<(u64, String)>,
+}
+
+impl Placement {
+    fn one(keys: Vec<u64>, target: AttachTarget) -> Self {
+        Placement {
+            keys,
+            targets: vec![target],
+            members: Vec::new(),
+        }
+    }
+}
+
 /// A generic hook in the kernel, as events name it.
 pub struct InstalledHook {
     /// The policy's name.
@@ -100,9 +119,24 @@ pub struct InstalledHook {
     written: Vec<WrittenKey>,
     /// The entry keys whose programs keep the arguments for this hook, with its return key.
     saves: Vec<(u64, u64)>,
+    /// A list hook's members, by the key of their attach point.
+    members: Vec<(u64, String)>,
 }
 
 impl InstalledHook {
+    /// The function events of this hook name: a list's member that fired (by the record's
+    /// attach-point key), else the hook's own.
+    pub fn function_name(&self, key: u64) -> String {
+        match self.members.iter().find(|(k, _)| *k == key) {
+            Some((_, member)) => {
+                vigil_policy_engine::kernel::reported_function(member, self.rule.syscall)
+            }
+            None => {
+                vigil_policy_engine::kernel::reported_function(&self.rule.call, self.rule.syscall)
+            }
+        }
+    }
+
     /// The index, among this hook's selectors, of the selector rule in slot `rule`.
     pub fn selector_of(&self, rule: u32) -> Option<u32> {
         let i = (rule as usize).checked_sub(self.rule_first)?;
@@ -134,6 +168,7 @@ impl InstalledHook {
             rule_first: 0,
             written: Vec::new(),
             saves: Vec::new(),
+            members: Vec::new(),
         }
     }
 }
@@ -156,8 +191,24 @@ pub(super) fn hook_keys(
     h: &HookRule,
     mechanism: &Mechanism,
     kernel: Option<&RunningKernel>,
-) -> Result<(Vec<u64>, AttachTarget), String> {
-    match mechanism {
+) -> Result<Placement, String> {
+    if let Mechanism::List(each) = mechanism {
+        let mut all = Placement::default();
+        for (member, m) in each {
+            // The member keeps `list`: its arguments are read as a list member's.
+            let rule = HookRule {
+                call: member.clone(),
+                ..h.clone()
+            };
+            let p = hook_keys(&rule, m, kernel)?;
+            all.members
+                .extend(p.keys.iter().map(|k| (*k, member.clone())));
+            all.keys.extend(p.keys);
+            all.targets.extend(p.targets);
+        }
+        return Ok(all);
+    }
+    let (keys, target) = match mechanism {
         Mechanism::SockState(call) => {
             let s = abi::stand_in(call, h.returns)
                 .ok_or_else(|| format!("nothing stands for {call}"))?;
@@ -204,7 +255,13 @@ pub(super) fn hook_keys(
                     _ => a.index as usize + 1,
                 })
                 .max()
-                .unwrap_or(1);
+                .unwrap_or(0);
+            // A list's member may take fewer arguments than the hook reads (the record has no
+            // room past them): those read as 0.
+            let arity = match syscall_params(call) {
+                Some(n) if h.list.is_some() => arity.min(n),
+                _ => arity,
+            };
             Ok((
                 vec![abi::HOOK_KEY_SYSCALL | nr as u64],
                 AttachTarget::SyscallEnter(format!("sys_enter_{call}"), arity),
@@ -235,7 +292,22 @@ pub(super) fn hook_keys(
             "{} does not run generic hooks",
             describe_mechanism(other)
         )),
-    }
+    }?;
+    Ok(Placement::one(keys, target))
+}
+
+/// How many arguments system call `call` takes, from its enter tracepoint's format (the
+/// fields after `__syscall_nr`); `None` where tracefs cannot be read.
+fn syscall_params(call: &str) -> Option<usize> {
+    let format = std::fs::read_to_string(format!(
+        "/sys/kernel/tracing/events/syscalls/sys_enter_{call}/format"
+    ))
+    .ok()?;
+    let mut fields = format
+        .lines()
+        .filter(|l| l.trim_start().starts_with("field:"));
+    fields.find(|l| l.contains("__syscall_nr"))?;
+    Some(fields.count())
 }
 
 impl PolicyTable {
@@ -249,10 +321,15 @@ impl PolicyTable {
         policy: &str,
         staged: &mut super::Installed,
         hooks: Vec<HookRule>,
-        placed: Vec<(Vec<u64>, AttachTarget)>,
+        placed: Vec<Placement>,
         free: Vec<usize>,
     ) -> Result<(), PolicyLoadError> {
-        for ((slot, h), (keys, target)) in free.into_iter().zip(hooks).zip(placed) {
+        for ((slot, h), placement) in free.into_iter().zip(hooks).zip(placed) {
+            let Placement {
+                keys,
+                targets,
+                members,
+            } = placement;
             let n = h.selectors.len();
             let first = self.free_rule_run(n).ok_or_else(|| {
                 PolicyLoadError::Refused(format!(
@@ -264,7 +341,7 @@ impl PolicyTable {
             for owner in &mut self.hook_rule_owner[first..first + n] {
                 *owner = Some(slot);
             }
-            let flags = if h.syscall && matches!(target, AttachTarget::Kprobe(_)) {
+            let flags = if h.syscall && matches!(targets.first(), Some(AttachTarget::Kprobe(_))) {
                 abi::HOOK_SYSCALL
             } else {
                 0
@@ -283,13 +360,13 @@ impl PolicyTable {
             // from the arguments the entry may have kept for another hook on the same return
             // (what stands for a socket function's return puts its value in slot 0).
             let return_slot = matches!(
-                target,
-                AttachTarget::Kretprobe { .. } | AttachTarget::Uprobe { ret: true, .. }
+                targets.first(),
+                Some(AttachTarget::Kretprobe { .. } | AttachTarget::Uprobe { ret: true, .. })
             );
             if let (true, Some(last)) = (return_slot && h.returns, h.args.len().checked_sub(1)) {
                 cfg.arg_reg[last] = abi::HOOK_RETURN_REG;
             }
-            let saves = target.saves();
+            let saves: Vec<(u64, u64)> = targets.iter().flat_map(AttachTarget::saves).collect();
             let (selectors, monitor, hook_path) =
                 (h.selectors.clone(), h.monitor, h.hook_path.clone());
             self.hook_slots[slot] = Some(InstalledHook {
@@ -300,6 +377,7 @@ impl PolicyTable {
                 rule_first: first,
                 written: Vec::new(),
                 saves: saves.clone(),
+                members,
             });
             staged.hook_slots.push(slot);
             for (i, s) in selectors.iter().enumerate() {
@@ -328,7 +406,7 @@ impl PolicyTable {
             for k in keys {
                 self.write_hook_list(policy, k)?;
             }
-            staged.attach.push((slot, target));
+            staged.attach.extend(targets.into_iter().map(|t| (slot, t)));
         }
         Ok(())
     }
@@ -351,11 +429,11 @@ impl PolicyTable {
         file: &str,
         replacing: Option<&str>,
         hooks: &[HookRule],
-        placed: &[(Vec<u64>, AttachTarget)],
+        placed: &[Placement],
     ) -> Result<(), PolicyLoadError> {
-        for (h, (keys, _)) in hooks.iter().zip(placed) {
-            for &k in keys {
-                let new = placed.iter().filter(|(ks, _)| ks.contains(&k)).count();
+        for (h, p) in hooks.iter().zip(placed) {
+            for &k in &p.keys {
+                let new = placed.iter().filter(|o| o.keys.contains(&k)).count();
                 let old = self.hooks_on(k).len();
                 if old + new > abi::HOOKS_PER_KEY {
                     let others: Vec<&str> = self

@@ -29,7 +29,7 @@ pub mod scopes;
 pub use file_rules::FileRule;
 use file_rules::{kernel_action, prefilter_names};
 use hook_rules::HookRuleMaps;
-use hook_slots::{hook_keys, HookConfigPod, HookListPod};
+use hook_slots::{hook_keys, HookConfigPod, HookListPod, Placement};
 pub use hook_slots::{AttachTarget, InstalledHook};
 use scopes::PodScopes;
 use vigil_policy_engine::{
@@ -332,7 +332,7 @@ impl PolicyTable {
     fn write_policy(
         &mut self,
         p: Lowered,
-        placed: Vec<(Vec<u64>, AttachTarget)>,
+        placed: Vec<Placement>,
         free: Vec<u32>,
         free_hooks: Vec<usize>,
         staged: &mut Installed,

@@ -159,13 +159,18 @@ impl StartingPolicies {
     /// The program families the prepared policies attach with.
     pub fn needs(&self) -> Vec<ProgramNeed> {
         let mut needs = Vec::new();
-        for hook in self
+        // A list hook needs what its members attach with.
+        let mechanisms = self
             .files
             .iter()
             .filter_map(|f| f.prepared.as_ref().ok())
             .flat_map(|p| &p.hooks)
-        {
-            let need = match &hook.plan.mechanism {
+            .flat_map(|h| match &h.plan.mechanism {
+                Mechanism::List(each) => each.iter().map(|(_, m)| m).collect::<Vec<_>>(),
+                m => vec![m],
+            });
+        for mechanism in mechanisms {
+            let need = match mechanism {
                 m @ (Mechanism::Lsm(_)
                 | Mechanism::FmodRet(_)
                 | Mechanism::SyscallTracepoints(_)) => match FileOpenVia::of(m) {
@@ -177,7 +182,7 @@ impl StartingPolicies {
                 Mechanism::Uprobe { ret, .. } => ProgramNeed::Uprobe { ret: *ret },
                 Mechanism::SyscallEnter(_) => ProgramNeed::SyscallEnter,
                 Mechanism::SockState(_) => ProgramNeed::SockState,
-                Mechanism::NotInKernel(_) => continue,
+                Mechanism::NotInKernel(_) | Mechanism::List(_) => continue,
             };
             if !needs.contains(&need) {
                 needs.push(need);

@@ -12,10 +12,11 @@
 #include "hook_selectors.h"
 #include "scope.h"
 
-/* The hooks on each attach point, by key (see vigil_events.h). */
+/* The hooks on each attach point, by key (see vigil_events.h). Room for a list hook on every
+ * system call and the rest of the policies beside it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 4096);
 	__type(key, __u64);
 	__type(value, struct vigil_hook_list);
 } vigil_hooks SEC(".maps") __vigil_shared;
@@ -217,6 +218,7 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 	e->ev.tid = (__u32)pid_tgid;
 	e->ev.hook_id = cfg->hook_id;
 	e->ev.nargs = cfg->nargs;
+	e->ev.key = e->lookup_key;
 	e->ev.rule = VIGIL_HOOK_NO_RULE;
 	for (int i = 0; i < VIGIL_HOOK_ARGS; i++) {
 		if (i >= cfg->nargs)

@@ -420,6 +420,7 @@ struct vigil_hook_event {
 	struct vigil_arg_value args[VIGIL_HOOK_ARGS];
 	__u16 str_len[VIGIL_HOOK_ARGS];
 	__u16 _pad0[3];
+	__u64 key; /* the attach point's vigil_hooks key: which member of a list hook fired */
 };
 
 /* A file-open denial fentry on security_file_open leaves for the fmod_ret program there,
