@@ -293,6 +293,71 @@ pub enum Arg {
     SockaddrArg(SockaddrArg),
     /// A DNS message a process sent or received (vigil's addition).
     DnsArg(crate::dns::DnsArg),
+    /// A `struct cred *`: ids, securebits, capabilities and user namespace.
+    ProcessCredentialsArg(CredentialsArg),
+    /// A `kernel_cap_t *` as the set it points at, 16 hex digits (Tetragon's
+    /// `kernel_cap_t_arg`, `cap_effective_arg`, `cap_inheritable_arg`, `cap_permitted_arg`).
+    KernelCapTArg(String),
+    /// The effective set of a capset.
+    CapEffectiveArg(String),
+    /// The inheritable set of a capset.
+    CapInheritableArg(String),
+    /// The permitted set of a capset.
+    CapPermittedArg(String),
+}
+
+/// `process_credentials_arg`: Tetragon's `ProcessCredentials`, whose ids are `UInt32Value`
+/// wrappers (written even at 0).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[allow(missing_docs)]
+pub struct CredentialsArg {
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub suid: u32,
+    pub sgid: u32,
+    pub fsuid: u32,
+    pub fsgid: u32,
+    /// The names of the securebits set (`SecBitNoRoot`, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub securebits: Vec<String>,
+    pub caps: Capabilities,
+    pub user_ns: UserNamespace,
+}
+
+/// `UserNamespace`: its depth (0: the host's), owner and inode.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[allow(missing_docs)]
+pub struct UserNamespace {
+    pub level: i32,
+    pub uid: u32,
+    pub gid: u32,
+    pub ns: Namespace,
+}
+
+/// The names of the securebits in `bits` (`include/uapi/linux/securebits.h`), as Tetragon's
+/// `SecureBitsType` names them.
+pub fn securebits_names(bits: u32) -> Vec<String> {
+    const NAMES: [(u32, &str); 8] = [
+        (1 << 0, "SecBitNoRoot"),
+        (1 << 1, "SecBitNoRootLocked"),
+        (1 << 2, "SecBitNoSetUidFixup"),
+        (1 << 3, "SecBitNoSetUidFixupLocked"),
+        (1 << 4, "SecBitKeepCaps"),
+        (1 << 5, "SecBitKeepCapsLocked"),
+        (1 << 6, "SecBitNoCapAmbientRaise"),
+        (1 << 7, "SecBitNoCapAmbientRaiseLocked"),
+    ];
+    NAMES
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| n.to_string())
+        .collect()
 }
 
 /// `sockaddr_arg`.

@@ -132,7 +132,12 @@ impl Redactor {
             | Arg::SizeArg(_)
             | Arg::SockArg(_)
             | Arg::SockaddrArg(_)
-            | Arg::DnsArg(_) => {}
+            | Arg::DnsArg(_)
+            | Arg::ProcessCredentialsArg(_)
+            | Arg::KernelCapTArg(_)
+            | Arg::CapEffectiveArg(_)
+            | Arg::CapInheritableArg(_)
+            | Arg::CapPermittedArg(_) => {}
         }
     }
 

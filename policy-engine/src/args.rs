@@ -28,10 +28,18 @@ pub enum ArgClass {
     /// `nop`: declared, never read (it keeps the positions of the arguments after it, as in
     /// Tetragon, and is left out of events).
     Nop,
+    /// A `struct cred *` (`cred`): reported whole (ids, capabilities, user namespace).
+    Cred,
 }
 
+/// A capability set read through a `kernel_cap_t *`: compared as the 64-bit integer it holds.
+const CAP_SET: ArgClass = ArgClass::Int {
+    bits: 64,
+    signed: false,
+};
+
 /// Argument types vigil reads, with their class.
-pub const ARG_TYPES: [(&str, ArgClass); 22] = [
+pub const ARG_TYPES: [(&str, ArgClass); 27] = [
     (
         "int",
         ArgClass::Int {
@@ -132,6 +140,19 @@ pub const ARG_TYPES: [(&str, ArgClass); 22] = [
     ("sockaddr", ArgClass::Sockaddr),
     ("dns", ArgClass::Dns),
     ("nop", ArgClass::Nop),
+    ("cred", ArgClass::Cred),
+    ("kernel_cap_t", CAP_SET),
+    ("cap_effective", CAP_SET),
+    ("cap_inheritable", CAP_SET),
+    ("cap_permitted", CAP_SET),
+];
+
+/// The capability set types, each the set a `kernel_cap_t *` argument points at.
+pub const CAP_TYPES: [&str; 4] = [
+    "kernel_cap_t",
+    "cap_effective",
+    "cap_inheritable",
+    "cap_permitted",
 ];
 
 /// The file name arguments of the system calls that take them: (call, argument index, the

@@ -55,6 +55,23 @@ pub enum HookArgKind {
         /// The directory descriptor's argument index; `None`: the working directory.
         dirfd: Option<u32>,
     },
+    /// A `struct cred *`.
+    Cred,
+    /// A `kernel_cap_t *`, read as the set it holds; which set it is names its event field.
+    Cap(CapArg),
+}
+
+/// Which capability set a `kernel_cap_t *` argument is, for its event field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapArg {
+    /// `kernel_cap_t`.
+    Any,
+    /// `cap_effective`.
+    Effective,
+    /// `cap_inheritable`.
+    Inheritable,
+    /// `cap_permitted`.
+    Permitted,
 }
 
 impl HookArgKind {
@@ -391,6 +408,18 @@ pub fn generic_hook(
             return Err(err(apath, format!("{reason}: {fix}")));
         }
         let kind = match (arg_class(&a.r#type), a.r#type.as_str()) {
+            // Kernel pointers: a system call's arguments are user memory.
+            (_, "cred") if !k.syscall => HookArgKind::Cred,
+            (_, "kernel_cap_t") if !k.syscall => HookArgKind::Cap(CapArg::Any),
+            (_, "cap_effective") if !k.syscall => HookArgKind::Cap(CapArg::Effective),
+            (_, "cap_inheritable") if !k.syscall => HookArgKind::Cap(CapArg::Inheritable),
+            (_, "cap_permitted") if !k.syscall => HookArgKind::Cap(CapArg::Permitted),
+            (_, t) if crate::args::CAP_TYPES.contains(&t) => {
+                return Err(err(
+                    apath,
+                    format!("a system call hook cannot read a `{t}` argument (a kernel pointer)"),
+                ))
+            }
             (Some(ArgClass::Int { bits, signed }), t) => HookArgKind::Int {
                 bits,
                 signed,
@@ -547,7 +576,16 @@ fn conditions(
             Some(rest) => (true, rest),
             None => (false, op),
         };
-        let cond_op = match (args[pos].kind, base) {
+        let kind = match args[pos].kind {
+            // A capability set compares as the integer it holds.
+            HookArgKind::Cap(_) => HookArgKind::Int {
+                bits: 64,
+                signed: false,
+                size: false,
+            },
+            k => k,
+        };
+        let cond_op = match (kind, base) {
             (HookArgKind::Int { bits, signed, .. }, _) => {
                 let ints = vals
                     .iter()

@@ -65,7 +65,7 @@ fn ops_for(class: ArgClass) -> &'static [&'static str] {
         ArgClass::Text | ArgClass::Path => &TEXT_OPS,
         ArgClass::Sock => &SOCK_OPS,
         ArgClass::Sockaddr => &SOCKADDR_OPS,
-        ArgClass::Dns | ArgClass::Nop => &[],
+        ArgClass::Dns | ArgClass::Nop | ArgClass::Cred => &[],
     }
 }
 
@@ -293,6 +293,14 @@ fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass
             &format!("{fpath}.index"),
             "a `dns` argument is decoded by the agent, not compared in the kernel",
             "select DNS traffic on the `sock` argument (DPort 53) and match query names in Sigma rules or export filters",
+        );
+        return;
+    }
+    if class == ArgClass::Cred {
+        c.value(
+            &format!("{fpath}.index"),
+            "a `cred` argument is reported whole, not compared in the kernel",
+            "select on the process's credentials with matchCapabilities, or on a uid argument (`int`) of the call",
         );
         return;
     }

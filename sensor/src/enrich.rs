@@ -9,7 +9,10 @@ use vigil_events::{
     Arg, Event, EventBody, ExecId, FileArg, Process, ProcessExec, ProcessExit, ProcessPolicy,
     SockArg, SockaddrArg,
 };
-use vigil_policy_engine::compile::{HookArgKind, HookRule};
+use vigil_policy_engine::{
+    compile::{HookArgKind, HookRule},
+    hook_rule::CapArg,
+};
 
 use crate::{
     cache::ProcessCache,
@@ -432,6 +435,48 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
         HookArgKind::Sock => Arg::SockArg(sock_arg(&raw.sock())),
         // The kernel sets the value when the datagram was longer than the bytes it copied.
         HookArgKind::Dns => Arg::DnsArg(vigil_events::dns::DnsArg::decode(text, raw.int() != 0)),
+        HookArgKind::Cred => Arg::ProcessCredentialsArg(credentials_arg(&raw.cred())),
+        HookArgKind::Cap(set) => {
+            // Tetragon's form: the set in 16 hex digits.
+            let hex = format!("{:016x}", raw.int() as u64);
+            match set {
+                CapArg::Any => Arg::KernelCapTArg(hex),
+                CapArg::Effective => Arg::CapEffectiveArg(hex),
+                CapArg::Inheritable => Arg::CapInheritableArg(hex),
+                CapArg::Permitted => Arg::CapPermittedArg(hex),
+            }
+        }
+    }
+}
+
+/// A `struct cred *` as Tetragon's `process_credentials_arg`: its user namespace is the host's
+/// at level 0.
+fn credentials_arg(c: &abi::CredValue) -> vigil_events::CredentialsArg {
+    use vigil_events::{caps::CapSet, Capabilities, CredentialsArg, Namespace, UserNamespace};
+    CredentialsArg {
+        uid: c.uid,
+        gid: c.gid,
+        euid: c.euid,
+        egid: c.egid,
+        suid: c.suid,
+        sgid: c.sgid,
+        fsuid: c.fsuid,
+        fsgid: c.fsgid,
+        securebits: vigil_events::securebits_names(c.securebits),
+        caps: Capabilities {
+            permitted: CapSet(c.cap_permitted),
+            effective: CapSet(c.cap_effective),
+            inheritable: CapSet(c.cap_inheritable),
+        },
+        user_ns: UserNamespace {
+            level: c.ns_level,
+            uid: c.ns_uid,
+            gid: c.ns_gid,
+            ns: Namespace {
+                inum: c.ns_inum,
+                is_host: c.ns_level == 0,
+            },
+        },
     }
 }
 

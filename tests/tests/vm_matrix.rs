@@ -19,7 +19,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 18] = [
+const SCENARIOS: [&str; 19] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -38,6 +38,7 @@ const SCENARIOS: [&str; 18] = [
     "walkarounds",
     "uprobes",
     "lists",
+    "arg_types",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,

@@ -287,6 +287,9 @@ mod layout_tests {
             "vigil_sock_value" => SockValue { family, protocol, sport, dport, state, netns, saddr, daddr,
                 bytes_sent, bytes_received, cookie }
             "vigil_file_value" => FileValue { cut, mode }
+            "vigil_cred_value" => CredValue { uid, gid, euid, egid, suid, sgid, fsuid, fsgid,
+                securebits, ns_level, ns_uid, ns_gid, ns_inum, cap_permitted, cap_effective,
+                cap_inheritable }
             "vigil_arg_value" => ArgValue { value }
             "vigil_hook_event" => HookEvent { hdr, pid, tid, hook_id, nargs, rule, action,
                 action_arg, flags, args, str_len, key }

@@ -75,6 +75,10 @@ pub const ARG_BUF: u32 = 8;
 pub const ARG_CONST: u32 = 9;
 /// `VIGIL_ARG_AT_PATH`: a system call's file name, made absolute and normalized.
 pub const ARG_AT_PATH: u32 = 10;
+/// `VIGIL_ARG_CRED`: a `struct cred *`.
+pub const ARG_CRED: u32 = 11;
+/// `VIGIL_ARG_CAP`: a `kernel_cap_t *`, read as the 64-bit set.
+pub const ARG_CAP: u32 = 12;
 /// `VIGIL_AT_CWD`: an `ARG_AT_PATH` relative to the working directory.
 pub const AT_CWD: u8 = 0xff;
 /// `VIGIL_ARGF_USER`: the pointer is a user address.
@@ -235,36 +239,90 @@ pub struct FileValue {
     pub _pad0: [u16; 3],
 }
 
-/// `struct vigil_arg_value`: a type and, by type, an integer or a socket.
+/// `struct vigil_cred_value`: a `struct cred *` argument.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct CredValue {
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub suid: u32,
+    pub sgid: u32,
+    pub fsuid: u32,
+    pub fsgid: u32,
+    pub securebits: u32,
+    pub ns_level: i32,
+    pub ns_uid: u32,
+    pub ns_gid: u32,
+    pub ns_inum: u32,
+    pub _pad0: u32,
+    pub cap_permitted: u64,
+    pub cap_effective: u64,
+    pub cap_inheritable: u64,
+}
+
+/// Bytes of the union of `struct vigil_arg_value`: its largest member.
+const ARG_VALUE_BYTES: usize = {
+    let (s, c) = (size_of::<SockValue>(), size_of::<CredValue>());
+    if s > c {
+        s
+    } else {
+        c
+    }
+};
+
+/// `struct vigil_arg_value`: a type and, by type, an integer, a socket, a file or credentials.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
 pub struct ArgValue {
     /// `ARG_*`.
     pub r#type: u32,
     /// Padding.
     pub _pad0: u32,
-    /// The value's bytes; read them with [`ArgValue::int`] or [`ArgValue::sock`].
-    pub value: SockValue,
+    /// The union's bytes (8-aligned, as the C union); read them with [`ArgValue::int`],
+    /// [`ArgValue::sock`], [`ArgValue::file`] or [`ArgValue::cred`].
+    pub value: [u64; ARG_VALUE_BYTES / 8],
+}
+
+impl Default for ArgValue {
+    fn default() -> Self {
+        ArgValue {
+            r#type: 0,
+            _pad0: 0,
+            value: [0; ARG_VALUE_BYTES / 8],
+        }
+    }
 }
 
 impl ArgValue {
-    /// The integer (`ARG_INT`).
+    /// The union's member of type `T`, which starts at its first byte.
+    fn member<T: Copy>(&self) -> T {
+        const { assert!(size_of::<T>() <= ARG_VALUE_BYTES) };
+        // SAFETY: every member is plain data no larger than the union (asserted above), and
+        // every bit pattern is a valid value of each.
+        unsafe { std::ptr::read_unaligned(self.value.as_ptr().cast::<T>()) }
+    }
+
+    /// The integer (`ARG_INT`, `ARG_CAP`).
     pub fn int(&self) -> i64 {
-        // SAFETY: SockValue is plain data at least 8 bytes long; the union's integer member is
-        // its first 8 bytes.
-        unsafe { std::ptr::read_unaligned((&self.value as *const SockValue).cast::<i64>()) }
+        self.member()
     }
 
     /// The socket (`ARG_SOCK`).
     pub fn sock(&self) -> SockValue {
-        self.value
+        self.member()
     }
 
     /// The file (`ARG_FILE`, `ARG_PATH`, `ARG_FD`, `ARG_AT_PATH`).
     pub fn file(&self) -> FileValue {
-        // SAFETY: SockValue is plain data larger than FileValue, the union's file member,
-        // which starts at its first byte; every bit pattern is a valid FileValue.
-        unsafe { std::ptr::read_unaligned((&self.value as *const SockValue).cast::<FileValue>()) }
+        self.member()
+    }
+
+    /// The credentials (`ARG_CRED`).
+    pub fn cred(&self) -> CredValue {
+        self.member()
     }
 }
 

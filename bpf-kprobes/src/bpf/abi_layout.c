@@ -147,6 +147,24 @@ int main(void)
 	FIELD(vigil_file_value, cut);
 	FIELD(vigil_file_value, mode);
 
+	SIZE(vigil_cred_value);
+	FIELD(vigil_cred_value, uid);
+	FIELD(vigil_cred_value, gid);
+	FIELD(vigil_cred_value, euid);
+	FIELD(vigil_cred_value, egid);
+	FIELD(vigil_cred_value, suid);
+	FIELD(vigil_cred_value, sgid);
+	FIELD(vigil_cred_value, fsuid);
+	FIELD(vigil_cred_value, fsgid);
+	FIELD(vigil_cred_value, securebits);
+	FIELD(vigil_cred_value, ns_level);
+	FIELD(vigil_cred_value, ns_uid);
+	FIELD(vigil_cred_value, ns_gid);
+	FIELD(vigil_cred_value, ns_inum);
+	FIELD(vigil_cred_value, cap_permitted);
+	FIELD(vigil_cred_value, cap_effective);
+	FIELD(vigil_cred_value, cap_inheritable);
+
 	SIZE(vigil_arg_value);
 	FIELD(vigil_arg_value, type);
 	FIELD(vigil_arg_value, int_value);

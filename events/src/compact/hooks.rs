@@ -289,6 +289,11 @@ impl Op {
             Arg::DnsArg(d) => dns(d),
             Arg::IntArg(v) => v.to_string(),
             Arg::SizeArg(v) => v.to_string(),
+            Arg::ProcessCredentialsArg(c) => credentials(c),
+            Arg::KernelCapTArg(s) => format!("caps {s}"),
+            Arg::CapEffectiveArg(s) => format!("effective {s}"),
+            Arg::CapInheritableArg(s) => format!("inheritable {s}"),
+            Arg::CapPermittedArg(s) => format!("permitted {s}"),
         }
     }
 
@@ -386,4 +391,32 @@ fn dns(d: &DnsArg) -> String {
         out.push_str(&d.answers.join(","));
     }
     out
+}
+
+/// `uid 1000 euid 0 caps CAP_SETUID,CAP_SYS_ADMIN`: the ids that differ from the real uid, and
+/// the effective capabilities (all of them reads `caps all`), the user namespace when not the
+/// host's.
+fn credentials(c: &crate::event::CredentialsArg) -> String {
+    let mut parts = vec![format!("uid {}", c.uid)];
+    for (name, id) in [("euid", c.euid), ("suid", c.suid), ("fsuid", c.fsuid)] {
+        if id != c.uid {
+            parts.push(format!("{name} {id}"));
+        }
+    }
+    if c.gid != c.uid {
+        parts.push(format!("gid {}", c.gid));
+    }
+    let eff = &c.caps.effective;
+    if !eff.is_empty() {
+        let names = eff.names();
+        parts.push(if names.len() >= 40 {
+            "caps all".to_string()
+        } else {
+            format!("caps {}", names.join(","))
+        });
+    }
+    if c.user_ns.level > 0 {
+        parts.push(format!("userns level {}", c.user_ns.level));
+    }
+    parts.join(" ")
 }

@@ -96,6 +96,8 @@ pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) -> Result<(), 
             HookArgKind::Fd => (abi::ARG_FD, 0, 0),
             // The stand-in's datagram: user memory, its length at position 2.
             HookArgKind::Dns => (abi::ARG_BUF, abi::ARGF_USER, 2),
+            HookArgKind::Cred => (abi::ARG_CRED, 0, 0),
+            HookArgKind::Cap(_) => (abi::ARG_CAP, 0, 64),
             HookArgKind::AtPath { dirfd } => (
                 abi::ARG_AT_PATH,
                 abi::ARGF_USER,

@@ -38,6 +38,39 @@ static __always_inline void read_sock(struct sock *sk, struct vigil_sock_value *
 	}
 }
 
+/* A capability set: `kernel_cap_t` is one 64-bit word (`val`) since Linux 6.3 and two 32-bit
+ * ones (`cap[2]`, low word first) before; the 8 bytes at its address read the same on both. */
+static __always_inline __u64 read_caps(const void *set)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), set);
+	return v;
+}
+
+static __always_inline void read_cred(const struct cred *c, struct vigil_cred_value *v)
+{
+	v->uid = BPF_CORE_READ(c, uid.val);
+	v->gid = BPF_CORE_READ(c, gid.val);
+	v->euid = BPF_CORE_READ(c, euid.val);
+	v->egid = BPF_CORE_READ(c, egid.val);
+	v->suid = BPF_CORE_READ(c, suid.val);
+	v->sgid = BPF_CORE_READ(c, sgid.val);
+	v->fsuid = BPF_CORE_READ(c, fsuid.val);
+	v->fsgid = BPF_CORE_READ(c, fsgid.val);
+	v->securebits = BPF_CORE_READ(c, securebits);
+	v->cap_permitted = read_caps(__builtin_preserve_access_index(&c->cap_permitted));
+	v->cap_effective = read_caps(__builtin_preserve_access_index(&c->cap_effective));
+	v->cap_inheritable = read_caps(__builtin_preserve_access_index(&c->cap_inheritable));
+	struct user_namespace *ns = BPF_CORE_READ(c, user_ns);
+	if (!ns)
+		return;
+	v->ns_level = BPF_CORE_READ(ns, level);
+	v->ns_uid = BPF_CORE_READ(ns, owner.val);
+	v->ns_gid = BPF_CORE_READ(ns, group.val);
+	v->ns_inum = BPF_CORE_READ(ns, ns.inum);
+}
+
 static __always_inline long read_mem(void *dst, __u32 size, const void *src, int user)
 {
 	return user ? bpf_probe_read_user(dst, size, src) : bpf_probe_read_kernel(dst, size, src);

@@ -238,6 +238,10 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 		}
 		else if (t == VIGIL_ARG_SOCKADDR && raw)
 			read_sockaddr((void *)raw, user, &e->ev.args[i].sock);
+		else if (t == VIGIL_ARG_CRED && raw)
+			read_cred((const struct cred *)raw, &e->ev.args[i].cred);
+		else if (t == VIGIL_ARG_CAP && raw)
+			e->ev.args[i].int_value = read_caps((const void *)raw);
 	}
 
 	if (cfg->rule_count) {

@@ -267,6 +267,9 @@ enum vigil_arg_type {
 	VIGIL_ARG_AT_PATH = 10, /* a system call's file name (user memory), made absolute from the
 				 * descriptor at position arg_bits (VIGIL_AT_CWD: the working
 				 * directory) and normalized ('.', '..', '//' resolved by name) */
+	VIGIL_ARG_CRED = 11,    /* struct cred *: ids, securebits, capabilities, user namespace */
+	VIGIL_ARG_CAP = 12,     /* kernel_cap_t *: the 64-bit set it points at, compared as an
+				 * integer */
 };
 
 #define VIGIL_HOOK_SYSCALL (1u << 0) /* a syscall wrapper: arguments sit in the inner pt_regs */
@@ -391,6 +394,20 @@ struct vigil_file_value {
 	__u16 _pad0[3];
 };
 
+/* A `struct cred *` argument: what Tetragon's process_credentials_arg reports. */
+struct vigil_cred_value {
+	__u32 uid, gid, euid, egid, suid, sgid, fsuid, fsgid;
+	__u32 securebits;
+	__s32 ns_level; /* the user namespace's depth: 0 is the host's */
+	__u32 ns_uid;   /* its owner */
+	__u32 ns_gid;
+	__u32 ns_inum;
+	__u32 _pad0;
+	__u64 cap_permitted;
+	__u64 cap_effective;
+	__u64 cap_inheritable;
+};
+
 struct vigil_arg_value {
 	__u32 type; /* enum vigil_arg_type */
 	__u32 _pad0;
@@ -398,6 +415,7 @@ struct vigil_arg_value {
 		__s64 int_value; /* integers; for strings, paths and buffers 1 when cut short */
 		struct vigil_sock_value sock;
 		struct vigil_file_value file;
+		struct vigil_cred_value cred;
 	};
 };
 

@@ -1,0 +1,169 @@
+//! Kernel-object argument types, decoded as Tetragon shapes them: a `struct cred *` as
+//! `process_credentials_arg`, a `kernel_cap_t *` as the hex set of `cap_effective_arg`. The
+//! scenarios run Tetragon's own example policies; their hooks are kprobes, so they run where
+//! kprobes exist (the VM matrix) and are recorded as skipped elsewhere.
+
+use serde_json::Value;
+use vigil_tests::{
+    kernels::{scenario_needs, Hook},
+    require_root, tetragon_policies_dir, Agent,
+};
+
+fn kprobe_events<'a>(events: &'a [Value], function: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter_map(|e| e.get("process_kprobe"))
+        .filter(|e| e["function_name"] == function)
+        .collect()
+}
+
+/// capget(2)/capset(2)'s header and data, version 3 (two 32-bit words per set).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_V3: u32 = 0x2008_0522;
+const CAP_NET_RAW: u32 = 13;
+
+/// The calling thread's capability sets (effective, permitted, inheritable), 64 bits each.
+fn capget() -> (u64, u64, u64) {
+    let mut h = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    let mut d = [CapData::default(); 2];
+    // SAFETY: capget writes two CapData into `d`, the size version 3 asks for.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) };
+    assert_eq!(rc, 0, "capget: {}", std::io::Error::last_os_error());
+    let join = |f: fn(&CapData) -> u32| f(&d[0]) as u64 | (f(&d[1]) as u64) << 32;
+    (
+        join(|c| c.effective),
+        join(|c| c.permitted),
+        join(|c| c.inheritable),
+    )
+}
+
+#[test]
+fn a_cred_argument_reports_the_credentials_a_thread_takes_on() {
+    if !scenario_needs(
+        "a_cred_argument_reports_the_credentials_a_thread_takes_on",
+        &[Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    let policy = tetragon_policies_dir().join("tracingpolicy_kprobe_commit_creds.yaml");
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    // setuid(2) made directly changes the calling thread's credentials only (glibc's wrapper
+    // would change every thread's): a thread of the test becomes nobody and ends.
+    let tid = std::thread::spawn(|| {
+        // SAFETY: gettid and setuid have no memory arguments.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid);
+            assert_eq!(libc::syscall(libc::SYS_setuid, 65534), 0);
+            tid
+        }
+    })
+    .join()
+    .unwrap();
+    let run = agent.stop();
+    let ours: Vec<&Value> = kprobe_events(&run.events, "commit_creds")
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == std::process::id() && e["process"]["tid"] == tid)
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:#?}");
+    let cred = &ours[0]["args"][0]["process_credentials_arg"];
+    for id in ["uid", "euid", "suid", "fsuid"] {
+        assert_eq!(cred[id], 65534, "{id}: {cred}");
+    }
+    assert_eq!(cred["gid"], 0, "{cred}");
+    // Leaving uid 0 clears the effective and permitted sets (no keepcaps).
+    assert!(cred["caps"].get("effective").is_none(), "{cred}");
+    assert!(cred["caps"].get("permitted").is_none(), "{cred}");
+    assert_eq!(cred["user_ns"]["level"], 0, "{cred}");
+    assert_eq!(cred["user_ns"]["ns"]["is_host"], true, "{cred}");
+    assert!(
+        cred["user_ns"]["ns"]["inum"].as_u64().unwrap_or(0) > 0,
+        "{cred}"
+    );
+}
+
+#[test]
+fn capset_reports_the_new_effective_set_and_the_old_credentials() {
+    if !scenario_needs(
+        "capset_reports_the_new_effective_set_and_the_old_credentials",
+        &[Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    let policy = tetragon_policies_dir().join("policylibrary_privileges-raise.yaml");
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let (before, after, tid) = std::thread::spawn(|| {
+        let (eff, perm, inh) = capget();
+        let dropped = eff & !(1u64 << CAP_NET_RAW);
+        let mut h = CapHeader {
+            version: CAP_V3,
+            pid: 0,
+        };
+        let split = |v: u64| [v as u32, (v >> 32) as u32];
+        let (e, p, i) = (split(dropped), split(perm), split(inh));
+        let d = [
+            CapData {
+                effective: e[0],
+                permitted: p[0],
+                inheritable: i[0],
+            },
+            CapData {
+                effective: e[1],
+                permitted: p[1],
+                inheritable: i[1],
+            },
+        ];
+        // SAFETY: capset reads the header and two CapData; it changes this thread alone.
+        let rc = unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) };
+        assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
+        // SAFETY: gettid has no arguments.
+        (eff, dropped, unsafe { libc::syscall(libc::SYS_gettid) })
+    })
+    .join()
+    .unwrap();
+    let run = agent.stop();
+    let ours: Vec<&Value> = kprobe_events(&run.events, "security_capset")
+        .into_iter()
+        .filter(|e| e["process"]["tid"] == tid)
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:#?}");
+    let args = ours[0]["args"].as_array().unwrap();
+    // `nop` (index 0) is left out: the old credentials, then the three sets.
+    assert_eq!(args.len(), 4, "{args:#?}");
+    let old = &args[0]["process_credentials_arg"];
+    assert_eq!(old["uid"], 0, "{old}");
+    assert!(
+        old["caps"]["effective"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|n| n == "CAP_NET_RAW")),
+        "the old set still held CAP_NET_RAW ({before:#x}): {old}"
+    );
+    assert_eq!(
+        args[1]["cap_effective_arg"],
+        format!("{after:016x}"),
+        "{args:#?}"
+    );
+    assert!(args[2].get("cap_inheritable_arg").is_some(), "{args:#?}");
+    assert!(args[3].get("cap_permitted_arg").is_some(), "{args:#?}");
+    assert_eq!(
+        ours[0]["message"],
+        "Process changed its capabilities using capset system call"
+    );
+}
