@@ -285,7 +285,12 @@ impl EventEnricher {
     /// The event of a policy's match, from either kind of record: the process (by pid, its
     /// current execution), the policy's hook and what the kernel did.
     fn matched(&mut self, mut m: Match<'_>) -> Event {
-        let process = self.process_of(m.pid, m.tid);
+        let mut process = self.process_of(m.pid, m.tid);
+        // The thread that made the call, as Tetragon's process.tid says (the cache holds the
+        // process as its first thread started it).
+        if m.tid != 0 && process.tid != m.tid {
+            Arc::make_mut(&mut process).tid = m.tid;
+        }
         let parent = self.cache.get(&process.parent_exec_id);
         let ancestors = self.ancestors(&process);
         let (policy_name, function_name, message, tags, lsm) = match m.hook {
