@@ -304,6 +304,41 @@ pub enum Arg {
     CapInheritableArg(String),
     /// The permitted set of a capset.
     CapPermittedArg(String),
+    /// A packet (`struct sk_buff *`).
+    SkbArg(SkbArg),
+}
+
+/// `skb_arg`: Tetragon's `KprobeSkb`.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[allow(missing_docs)]
+pub struct SkbArg {
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub hash: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub len: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub priority: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub mark: u32,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub saddr: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub daddr: String,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub sport: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub dport: u32,
+    /// The IP protocol's number.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub proto: u32,
+    /// Its name (`IPPROTO_UDP`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub protocol: String,
+    /// `AF_INET` or `AF_INET6`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub family: String,
 }
 
 /// `process_credentials_arg`: Tetragon's `ProcessCredentials`, whose ids are `UInt32Value`
@@ -339,6 +374,23 @@ pub struct UserNamespace {
     pub gid: u32,
     pub ns: Namespace,
 }
+
+/// TCP states by number (`include/net/tcp_states.h`), as Tetragon names them.
+pub const TCP_STATES: [&str; 13] = [
+    "",
+    "TCP_ESTABLISHED",
+    "TCP_SYN_SENT",
+    "TCP_SYN_RECV",
+    "TCP_FIN_WAIT1",
+    "TCP_FIN_WAIT2",
+    "TCP_TIME_WAIT",
+    "TCP_CLOSE",
+    "TCP_CLOSE_WAIT",
+    "TCP_LAST_ACK",
+    "TCP_LISTEN",
+    "TCP_CLOSING",
+    "TCP_NEW_SYN_RECV",
+];
 
 /// The names of the securebits in `bits` (`include/uapi/linux/securebits.h`), as Tetragon's
 /// `SecureBitsType` names them.

@@ -137,7 +137,8 @@ impl Redactor {
             | Arg::KernelCapTArg(_)
             | Arg::CapEffectiveArg(_)
             | Arg::CapInheritableArg(_)
-            | Arg::CapPermittedArg(_) => {}
+            | Arg::CapPermittedArg(_)
+            | Arg::SkbArg(_) => {}
         }
     }
 

@@ -30,6 +30,8 @@ pub enum ArgClass {
     Nop,
     /// A `struct cred *` (`cred`): reported whole (ids, capabilities, user namespace).
     Cred,
+    /// A packet (`skb`): its addresses, ports, protocol and family.
+    Skb,
 }
 
 /// A capability set read through a `kernel_cap_t *`: compared as the 64-bit integer it holds.
@@ -39,7 +41,7 @@ const CAP_SET: ArgClass = ArgClass::Int {
 };
 
 /// Argument types vigil reads, with their class.
-pub const ARG_TYPES: [(&str, ArgClass); 27] = [
+pub const ARG_TYPES: [(&str, ArgClass); 28] = [
     (
         "int",
         ArgClass::Int {
@@ -141,6 +143,7 @@ pub const ARG_TYPES: [(&str, ArgClass); 27] = [
     ("dns", ArgClass::Dns),
     ("nop", ArgClass::Nop),
     ("cred", ArgClass::Cred),
+    ("skb", ArgClass::Skb),
     ("kernel_cap_t", CAP_SET),
     ("cap_effective", CAP_SET),
     ("cap_inheritable", CAP_SET),

@@ -322,5 +322,6 @@ fn skeleton(path: &str, k: &KprobeSpec, monitor: bool) -> HookRule {
         tags: Vec::new(),
         uprobe: None,
         list: None,
+        return_sock: None,
     }
 }

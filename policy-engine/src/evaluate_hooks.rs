@@ -157,6 +157,7 @@ mod tests {
             action,
             post: true,
             rate_limit_secs: None,
+            sock_action: None,
         }
     }
 
@@ -174,6 +175,7 @@ mod tests {
             tags: vec![],
             uprobe: None,
             list: None,
+            return_sock: None,
         }
     }
 

@@ -57,6 +57,8 @@ pub enum HookArgKind {
     },
     /// A `struct cred *`.
     Cred,
+    /// A `struct sk_buff *`.
+    Skb,
     /// A `kernel_cap_t *`, read as the set it holds; which set it is names its event field.
     Cap(CapArg),
 }
@@ -122,6 +124,8 @@ pub enum CondOp {
     Protocol(Vec<u8>),
     /// The address family is one of these.
     Family(Vec<u16>),
+    /// The socket's TCP state is one of these.
+    State(Vec<u8>),
 }
 
 /// One argument condition.
@@ -199,6 +203,8 @@ pub struct HookSelector {
     /// `rateLimit` on Post: a report at most once per this many seconds for the same process,
     /// selector and arguments (the agent holds back the others).
     pub rate_limit_secs: Option<u64>,
+    /// TrackSock (`true`) or UntrackSock on the socket argument at this position in `args`.
+    pub sock_action: Option<(bool, usize)>,
 }
 
 /// A hook, its arguments and its selectors: a kprobe, a system call, or an LSM hook.
@@ -229,6 +235,9 @@ pub struct HookRule {
     pub uprobe: Option<UprobeTarget>,
     /// A list hook's members: `call` is then `list:<name>`.
     pub list: Option<crate::lists::ListTarget>,
+    /// `returnArgAction`: TrackSock (`true`) or UntrackSock on the socket the function
+    /// returned, when a selector matched (or there is none).
+    pub return_sock: Option<bool>,
 }
 
 /// Where in a binary a uprobe sits.
@@ -316,6 +325,7 @@ fn finish(
         tags: src.tags.to_vec(),
         uprobe: None,
         list: None,
+        return_sock: None,
     })
 }
 
@@ -378,12 +388,6 @@ pub fn generic_hook(
                 "`return: true` needs `returnArg` saying how to read the value".into(),
             ));
         };
-        if k.return_arg_action.is_some() {
-            return Err(err(
-                format!("{path}.returnArgAction"),
-                "`returnArgAction` is not supported by vigil".into(),
-            ));
-        }
         let mut read = entry;
         read.push((format!("{path}.returnArg.type"), r));
         read
@@ -426,6 +430,7 @@ pub fn generic_hook(
                 size: t == "size_t",
             },
             (Some(ArgClass::Sock), _) if !k.syscall => HookArgKind::Sock,
+            (Some(ArgClass::Skb), _) if !k.syscall => HookArgKind::Skb,
             (Some(ArgClass::Sockaddr), _) => HookArgKind::Sockaddr,
             (_, "string") => HookArgKind::String,
             (_, "char_buf") => match a.size_arg_index {
@@ -472,7 +477,14 @@ pub fn generic_hook(
         message: &k.message,
         tags: &k.tags,
     };
-    finish(src, args, monitor, false)
+    finish(src, args, monitor, false).map(|mut h| {
+        h.return_sock = match k.return_arg_action.as_deref() {
+            Some("TrackSock") => Some(true),
+            Some("UntrackSock") => Some(false),
+            _ => None,
+        };
+        h
+    })
 }
 
 /// One selector: its argument conditions, process filters and action.
@@ -490,7 +502,27 @@ fn selector(
         return Err(err("matchBinaries".into(), "the kernel evaluates one matchBinaries filter per selector; list every binary in one filter".into()));
     }
     let binary = binary_filter(s);
+    let sock_action = s
+        .match_actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a.action.as_str(), "TrackSock" | "UntrackSock"))
+        .map(|(i, a)| {
+            let at = a.arg_sock.unwrap_or(0);
+            args.iter()
+                .position(|d| i64::from(d.index) == at && d.kind == HookArgKind::Sock)
+                .map(|p| (a.action == "TrackSock", p))
+                .ok_or_else(|| {
+                    err(
+                        format!("matchActions[{i}].argSock"),
+                        format!("argument {at} is not a `sock` argument the hook reads"),
+                    )
+                })
+        })
+        .next_back()
+        .transpose()?;
     Ok(HookSelector {
+        sock_action,
         conds,
         binary,
         pids: pid_filter(spath, s)?,
@@ -613,29 +645,41 @@ fn conditions(
                 };
                 CondOp::Text(kind, vals.iter().map(|v| v.to_string()).collect())
             }
-            (HookArgKind::Sock | HookArgKind::Sockaddr, "SAddr" | "DAddr") => CondOp::Addr(
-                base == "SAddr",
-                vals.iter()
-                    .map(|v| values::cidr(v))
-                    .collect::<Result<_, _>>()
-                    .map_err(bad)?,
-            ),
-            (HookArgKind::Sock | HookArgKind::Sockaddr, "SPort" | "DPort") => CondOp::Port(
-                base == "SPort",
-                vals.iter()
-                    .map(|v| values::port(v))
-                    .collect::<Result<_, _>>()
-                    .map_err(bad)?,
-            ),
-            (HookArgKind::Sock, "Protocol") => CondOp::Protocol(
+            (HookArgKind::Sock | HookArgKind::Sockaddr | HookArgKind::Skb, "SAddr" | "DAddr") => {
+                CondOp::Addr(
+                    base == "SAddr",
+                    vals.iter()
+                        .map(|v| values::cidr(v))
+                        .collect::<Result<_, _>>()
+                        .map_err(bad)?,
+                )
+            }
+            (HookArgKind::Sock | HookArgKind::Sockaddr | HookArgKind::Skb, "SPort" | "DPort") => {
+                CondOp::Port(
+                    base == "SPort",
+                    vals.iter()
+                        .map(|v| values::port(v))
+                        .collect::<Result<_, _>>()
+                        .map_err(bad)?,
+                )
+            }
+            (HookArgKind::Sock | HookArgKind::Skb, "Protocol") => CondOp::Protocol(
                 vals.iter()
                     .map(|v| values::protocol(v))
                     .collect::<Result<_, _>>()
                     .map_err(bad)?,
             ),
-            (HookArgKind::Sock | HookArgKind::Sockaddr, "Family") => CondOp::Family(
+            (HookArgKind::Sock | HookArgKind::Sockaddr | HookArgKind::Skb, "Family") => {
+                CondOp::Family(
+                    vals.iter()
+                        .map(|v| values::family(v))
+                        .collect::<Result<_, _>>()
+                        .map_err(bad)?,
+                )
+            }
+            (HookArgKind::Sock, "State") => CondOp::State(
                 vals.iter()
-                    .map(|v| values::family(v))
+                    .map(|v| values::tcp_state(v))
                     .collect::<Result<_, _>>()
                     .map_err(bad)?,
             ),

@@ -289,6 +289,7 @@ impl ValueCounts {
                 CondOp::Port(_, v) => self.ints += v.len(),
                 CondOp::Protocol(v) => self.ints += v.len(),
                 CondOp::Family(v) => self.ints += v.len(),
+                CondOp::State(v) => self.ints += v.len(),
                 CondOp::Addr(_, v) => self.nets += v.len(),
                 CondOp::Gt(_) | CondOp::Lt(_) | CondOp::Mask(_) => {}
             }

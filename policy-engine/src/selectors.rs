@@ -36,23 +36,33 @@ const TEXT_OPS: [&str; 6] = [
     "NotPostfix",
 ];
 const INT_OPS: [&str; 5] = ["Equal", "NotEqual", "GT", "LT", "Mask"];
-const SOCK_OPS: [&str; 10] = [
+const SOCK_OPS: [&str; 11] = [
+    "SAddr", "DAddr", "NotSAddr", "NotDAddr", "SPort", "DPort", "NotSPort", "NotDPort", "Protocol",
+    "Family", "State",
+];
+const SKB_OPS: [&str; 10] = [
     "SAddr", "DAddr", "NotSAddr", "NotDAddr", "SPort", "DPort", "NotSPort", "NotDPort", "Protocol",
     "Family",
 ];
 const SOCKADDR_OPS: [&str; 5] = ["SAddr", "NotSAddr", "SPort", "NotSPort", "Family"];
 /// Operators Tetragon has and vigil refuses by name.
 const UNSUPPORTED_OPS: [&str; 4] = ["InMap", "NotInMap", "CapabilitiesGained", "FileType"];
-const ACTIONS: [&str; 5] = ["Post", "NoPost", "Sigkill", "Signal", "Override"];
+const ACTIONS: [&str; 7] = [
+    "Post",
+    "NoPost",
+    "Sigkill",
+    "Signal",
+    "Override",
+    "TrackSock",
+    "UntrackSock",
+];
 /// Actions Tetragon has and vigil refuses by name.
-const UNSUPPORTED_ACTIONS: [&str; 11] = [
+const UNSUPPORTED_ACTIONS: [&str; 9] = [
     "FollowFD",
     "UnfollowFD",
     "CopyFD",
     "GetUrl",
     "DnsLookup",
-    "TrackSock",
-    "UntrackSock",
     "NotifyEnforcer",
     "CleanupEnforcerNotification",
     "Set",
@@ -64,6 +74,7 @@ fn ops_for(class: ArgClass) -> &'static [&'static str] {
         ArgClass::Int { .. } => &INT_OPS,
         ArgClass::Text | ArgClass::Path => &TEXT_OPS,
         ArgClass::Sock => &SOCK_OPS,
+        ArgClass::Skb => &SKB_OPS,
         ArgClass::Sockaddr => &SOCKADDR_OPS,
         ArgClass::Dns | ArgClass::Nop | ArgClass::Cred => &[],
     }
@@ -380,6 +391,7 @@ fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass
             (_, "SPort" | "DPort" | "NotSPort" | "NotDPort") => values::port(&v.0).map(|_| ()),
             (_, "Protocol") => values::protocol(&v.0).map(|_| ()),
             (_, "Family") => values::family(&v.0).map(|_| ()),
+            (_, "State") => values::tcp_state(&v.0).map(|_| ()),
             (ArgClass::Path, _)
                 if matches!(op, "Equal" | "NotEqual" | "Prefix" | "NotPrefix")
                     && !v.0.starts_with('/') =>
@@ -450,6 +462,22 @@ fn check_actions(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
                     "add `argSig:` with the signal number",
                 ),
             },
+            "TrackSock" | "UntrackSock" => {
+                let at = a.arg_sock.unwrap_or(0);
+                let sock = hook
+                    .args
+                    .iter()
+                    .any(|d| i64::from(d.index) == at && d.r#type == "sock");
+                if !sock {
+                    c.value(
+                        &format!("{apath}.argSock"),
+                        format!(
+                            "{name} names argument {at}, which is not a declared `sock` argument"
+                        ),
+                        "set `argSock` to the index of the hook's `sock` argument",
+                    );
+                }
+            }
             "Override" => {
                 if !hook.can_override {
                     c.value(

@@ -431,8 +431,20 @@ fn check_kprobes(c: &mut Checker, spec: &PolicySpec) {
                 "a kernel function or system call name",
             );
         }
-        if k.return_arg_action.is_some() {
-            c.unsupported(&format!("{path}.returnArgAction"), "`returnArgAction`");
+        match k.return_arg_action.as_deref() {
+            None => {}
+            Some("TrackSock" | "UntrackSock")
+                if k.r#return && k.return_arg.as_ref().is_some_and(|r| r.r#type == "sock") => {}
+            Some(a @ ("TrackSock" | "UntrackSock")) => c.field(
+                &format!("{path}.returnArgAction"),
+                format!("{a} acts on the socket the function returns, and this hook reads no returned `sock`"),
+                "add `return: true` and `returnArg: {index: 0, type: sock}`",
+            ),
+            Some(other) => c.value(
+                &format!("{path}.returnArgAction"),
+                format!("`{other}` is not a return action vigil takes"),
+                "use TrackSock or UntrackSock (Post is what every return does)",
+            ),
         }
         if k.ignore.is_some() {
             c.unsupported(&format!("{path}.ignore"), "`ignore`");

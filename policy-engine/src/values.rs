@@ -4,6 +4,24 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+/// A TCP state, by name (`TCP_SYN_RECV`) or number.
+pub fn tcp_state(v: &str) -> Result<u8, String> {
+    let t = v.trim();
+    if let Some(n) = vigil_events::TCP_STATES
+        .iter()
+        .position(|s| !s.is_empty() && *s == t)
+    {
+        return Ok(n as u8);
+    }
+    int(t)
+        .ok()
+        .and_then(|n| u8::try_from(n).ok())
+        .filter(|n| (1..vigil_events::TCP_STATES.len() as u8).contains(n))
+        .ok_or_else(|| {
+            format!("`{v}` is not a TCP state (TCP_ESTABLISHED, TCP_SYN_RECV, TCP_LISTEN, ...)")
+        })
+}
+
 /// The network `v` names when it is a CIDR with host bits set past its prefix.
 pub fn cidr_with_host_bits(v: &str) -> Option<IpNet> {
     let net = v.trim().parse::<IpNet>().ok()?;

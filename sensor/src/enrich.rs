@@ -441,6 +441,7 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
         // The kernel sets the value when the datagram was longer than the bytes it copied.
         HookArgKind::Dns => Arg::DnsArg(vigil_events::dns::DnsArg::decode(text, raw.int() != 0)),
         HookArgKind::Cred => Arg::ProcessCredentialsArg(credentials_arg(&raw.cred())),
+        HookArgKind::Skb => Arg::SkbArg(skb_arg(&raw.skb())),
         HookArgKind::Cap(set) => {
             // Tetragon's form: the set in 16 hex digits.
             let hex = format!("{:016x}", raw.int() as u64);
@@ -451,6 +452,36 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
                 CapArg::Permitted => Arg::CapPermittedArg(hex),
             }
         }
+    }
+}
+
+/// A packet as Tetragon's `skb_arg`: its addresses and ports from the headers the kernel had
+/// placed, the protocol by number and name.
+fn skb_arg(s: &abi::SkbValue) -> vigil_events::SkbArg {
+    let as_sock = abi::SockValue {
+        family: s.family,
+        protocol: s.protocol,
+        saddr: s.saddr,
+        daddr: s.daddr,
+        ..Default::default()
+    };
+    let named = sock_arg(&as_sock);
+    vigil_events::SkbArg {
+        hash: s.hash,
+        len: s.len,
+        priority: s.priority,
+        mark: s.mark,
+        saddr: named.saddr,
+        daddr: named.daddr,
+        sport: s.sport.into(),
+        dport: s.dport.into(),
+        proto: s.protocol.into(),
+        protocol: if s.protocol == 0 {
+            String::new()
+        } else {
+            named.protocol
+        },
+        family: named.family,
     }
 }
 
@@ -552,21 +583,7 @@ fn sock_arg(s: &abi::SockValue) -> SockArg {
         58 => "IPPROTO_ICMPV6".to_string(),
         n => format!("IPPROTO_{n}"),
     };
-    const TCP_STATES: [&str; 13] = [
-        "",
-        "TCP_ESTABLISHED",
-        "TCP_SYN_SENT",
-        "TCP_SYN_RECV",
-        "TCP_FIN_WAIT1",
-        "TCP_FIN_WAIT2",
-        "TCP_TIME_WAIT",
-        "TCP_CLOSE",
-        "TCP_CLOSE_WAIT",
-        "TCP_LAST_ACK",
-        "TCP_LISTEN",
-        "TCP_CLOSING",
-        "TCP_NEW_SYN_RECV",
-    ];
+    use vigil_events::TCP_STATES;
     let state = if s.protocol == 6 {
         TCP_STATES.get(s.state as usize).unwrap_or(&"").to_string()
     } else {
@@ -746,6 +763,7 @@ mod tests {
             tags: Vec::new(),
             uprobe: None,
             list: None,
+            return_sock: None,
         }
     }
 

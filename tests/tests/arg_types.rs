@@ -167,3 +167,123 @@ fn capset_reports_the_new_effective_set_and_the_old_credentials() {
         "Process changed its capabilities using capset system call"
     );
 }
+
+/// Runs `script` in bash and waits for it: its exit status (None: killed by a signal) and the
+/// signal that killed it.
+fn bash(script: &str) -> (Option<i32>, Option<i32>, u32) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new("/usr/bin/bash")
+        .args(["-c", script])
+        .spawn()
+        .expect("run bash");
+    let pid = child.id();
+    let status = child.wait().unwrap();
+    (status.code(), status.signal(), pid)
+}
+
+#[test]
+fn an_skb_argument_is_matched_on_its_headers_and_the_sender_killed() {
+    if !scenario_needs(
+        "an_skb_argument_is_matched_on_its_headers_and_the_sender_killed",
+        &[Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    // Tetragon's example: DNS (port 53) to any server but 127.0.0.53 kills the sender.
+    let policy = tetragon_policies_dir().join("tracingpolicy_dns-only-specified-servers.yaml");
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let send = |to: &str| {
+        bash(&format!(
+            "exec 3>/dev/udp/{to}/53; printf 'vigil-query' >&3; sleep 0.5; exit 7"
+        ))
+    };
+    let (allowed, _, _) = send("127.0.0.53");
+    let (code, signal, killed_pid) = send("127.0.0.1");
+    let run = agent.stop();
+    assert_eq!(allowed, Some(7), "a query to 127.0.0.53 is allowed");
+    assert_eq!(
+        (code, signal),
+        (None, Some(libc::SIGKILL)),
+        "a query to 127.0.0.1 is killed"
+    );
+    let ours: Vec<&Value> = kprobe_events(&run.events, "ip_output")
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == killed_pid)
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:#?}");
+    let skb = &ours[0]["args"][0]["skb_arg"];
+    assert_eq!(skb["daddr"], "127.0.0.1", "{skb}");
+    assert_eq!(skb["saddr"], "127.0.0.1", "{skb}");
+    assert_eq!(skb["dport"], 53, "{skb}");
+    assert!(skb["sport"].as_u64().unwrap_or(0) > 0, "{skb}");
+    assert_eq!(skb["protocol"], "IPPROTO_UDP", "{skb}");
+    assert_eq!(skb["proto"], 17, "{skb}");
+    assert_eq!(skb["family"], "AF_INET", "{skb}");
+    // IP header, UDP header and the 11 bytes sent.
+    assert_eq!(skb["len"], 20 + 8 + 11, "{skb}");
+    assert_eq!(ours[0]["action"], "KPROBE_ACTION_SIGKILL", "{:#?}", ours[0]);
+}
+
+#[test]
+fn a_tracked_socket_names_its_owner_where_the_kernel_runs_for_another_process() {
+    if !scenario_needs(
+        "a_tracked_socket_names_its_owner_where_the_kernel_runs_for_another_process",
+        &[Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let dir = vigil_tests::TempDir::new("tracksock");
+    let policy = dir.path().join("tracksock.yaml");
+    // Tetragon's tcp-accept example's tracking, and a hook on the wake-up of a socket's
+    // reader, which runs where the packet is processed: on loopback, in the sender.
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: tracksock\nspec:\n  kprobes:\n  - call: sk_alloc\n    return: true\n    args:\n    - index: 1\n      type: int\n    returnArg:\n      index: 0\n      type: sock\n    returnArgAction: TrackSock\n    selectors:\n    - matchArgs:\n      - index: 1\n        operator: Equal\n        values: [\"2\"]\n      matchActions:\n      - action: NoPost\n  - call: tcp_create_openreq_child\n    return: true\n    args:\n    - index: 0\n      type: sock\n    returnArg:\n      index: 0\n      type: sock\n    returnArgAction: TrackSock\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: SPort\n        values: [\"{port}\"]\n  - call: __sk_free\n    args:\n    - index: 0\n      type: sock\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: SPort\n        values: [\"{port}\"]\n      matchActions:\n      - action: UntrackSock\n        argSock: 0\n      - action: NoPost\n  - call: sock_def_readable\n    args:\n    - index: 0\n      type: sock\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: SPort\n        values: [\"{port}\"]\n      - index: 0\n        operator: State\n        values: [TCP_ESTABLISHED]\n"
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    // The listener is made after the agent started, so its sk_alloc is tracked.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = Vec::new();
+        conn.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    let (code, _, sender) = bash(&format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'vigil-data' >&3; exit 0"
+    ));
+    assert_eq!(code, Some(0));
+    assert_eq!(server.join().unwrap(), b"vigil-data");
+    let run = agent.stop();
+    let readable = kprobe_events(&run.events, "sock_def_readable");
+    assert!(!readable.is_empty(), "no wake-up of the accepted socket");
+    for e in &readable {
+        assert_eq!(
+            e["process"]["pid"],
+            std::process::id(),
+            "the accepted socket is the test's, though bash ({sender}) sent the data: {e:#}"
+        );
+        assert_eq!(
+            e["args"][0]["sock_arg"]["state"], "TCP_ESTABLISHED",
+            "{e:#}"
+        );
+    }
+    // The accept itself (in the kernel's handling of the client's packet) names the owner of
+    // the listening socket.
+    let accepted = kprobe_events(&run.events, "tcp_create_openreq_child");
+    assert!(
+        accepted
+            .iter()
+            .any(|e| e["process"]["pid"] == std::process::id()),
+        "{accepted:#?}"
+    );
+}

@@ -247,6 +247,14 @@ mod layout_tests {
                     ("VIGIL_PART_PIDS", _) => Some(PART_PIDS as usize),
                     ("VIGIL_PART_BINARY", _) => Some(PART_BINARY as usize),
                     ("VIGIL_OP_FAMILY", _) => Some(op::FAMILY as usize),
+                    ("VIGIL_OP_STATE", _) => Some(op::STATE as usize),
+                    ("VIGIL_ARG_CRED", _) => Some(ARG_CRED as usize),
+                    ("VIGIL_ARG_CAP", _) => Some(ARG_CAP as usize),
+                    ("VIGIL_ARG_SKB", _) => Some(ARG_SKB as usize),
+                    ("VIGIL_SOCK_TRACK", _) => Some(SOCK_TRACK as usize),
+                    ("VIGIL_SOCK_UNTRACK", _) => Some(SOCK_UNTRACK as usize),
+                    ("VIGIL_HOOK_TRACK_RETURN", _) => Some(HOOK_TRACK_RETURN as usize),
+                    ("VIGIL_HOOK_UNTRACK_RETURN", _) => Some(HOOK_UNTRACK_RETURN as usize),
                     ("VIGIL_ARG_CONST", _) => Some(ARG_CONST as usize),
                     ("VIGIL_ARG_AT_PATH", _) => Some(ARG_AT_PATH as usize),
                     ("VIGIL_AT_CWD", _) => Some(AT_CWD as usize),
@@ -283,10 +291,13 @@ mod layout_tests {
             "vigil_hook_list" => HookList { n, slot }
             "vigil_hook_cond" => HookCond { arg, op, negate, value }
             "vigil_hook_rule" => HookRule { flags, policy_id, action, arg, nconds, pid_flags,
-                ns_in, ns_not_in, cap_set, cap_not, generation, cap_mask, conds }
+                ns_in, ns_not_in, cap_set, cap_not, sock_action, sock_arg, generation, cap_mask,
+                conds }
             "vigil_sock_value" => SockValue { family, protocol, sport, dport, state, netns, saddr, daddr,
                 bytes_sent, bytes_received, cookie }
             "vigil_file_value" => FileValue { cut, mode }
+            "vigil_skb_value" => SkbValue { family, protocol, sport, dport, saddr, daddr, hash,
+                len, priority, mark }
             "vigil_cred_value" => CredValue { uid, gid, euid, egid, suid, sgid, fsuid, fsgid,
                 securebits, ns_level, ns_uid, ns_gid, ns_inum, cap_permitted, cap_effective,
                 cap_inheritable }

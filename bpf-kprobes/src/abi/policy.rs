@@ -52,6 +52,15 @@ pub fn uprobe_key(file: &str, symbol: &str, offset: u64, returns: bool) -> u64 {
 pub const HOOK_KEY_SYSCALL: u64 = 1 << 63;
 /// `VIGIL_HOOK_SYSCALL`: the hook is a syscall wrapper.
 pub const HOOK_SYSCALL: u32 = 1;
+/// `VIGIL_HOOK_TRACK_RETURN`: on a match, the socket the function returned is the event's
+/// process's (`returnArgAction: TrackSock`).
+pub const HOOK_TRACK_RETURN: u32 = 1 << 1;
+/// `VIGIL_HOOK_UNTRACK_RETURN`: `returnArgAction: UntrackSock`.
+pub const HOOK_UNTRACK_RETURN: u32 = 1 << 2;
+/// `VIGIL_SOCK_TRACK`: [`HookRule::sock_action`] TrackSock.
+pub const SOCK_TRACK: u8 = 1;
+/// `VIGIL_SOCK_UNTRACK`: [`HookRule::sock_action`] UntrackSock.
+pub const SOCK_UNTRACK: u8 = 2;
 /// `VIGIL_HOOK_RETURN_REG`: the register slot a hook on a return that also reads the
 /// arguments kept at the entry reads the return value from.
 pub const HOOK_RETURN_REG: u8 = 6;
@@ -79,6 +88,8 @@ pub const ARG_AT_PATH: u32 = 10;
 pub const ARG_CRED: u32 = 11;
 /// `VIGIL_ARG_CAP`: a `kernel_cap_t *`, read as the 64-bit set.
 pub const ARG_CAP: u32 = 12;
+/// `VIGIL_ARG_SKB`: a `struct sk_buff *`.
+pub const ARG_SKB: u32 = 13;
 /// `VIGIL_AT_CWD`: an `ARG_AT_PATH` relative to the working directory.
 pub const AT_CWD: u8 = 0xff;
 /// `VIGIL_ARGF_USER`: the pointer is a user address.
@@ -115,6 +126,7 @@ pub mod op {
     pub const DPORT: u8 = 11;
     pub const PROTOCOL: u8 = 12;
     pub const FAMILY: u8 = 13;
+    pub const STATE: u8 = 14;
 }
 
 /// `VIGIL_PIDS_*` bits of [`HookRule::pid_flags`].
@@ -153,7 +165,8 @@ pub struct HookRule {
     pub ns_not_in: u32,
     pub cap_set: [u8; 3],
     pub cap_not: [u8; 3],
-    pub _pad0: [u8; 2],
+    pub sock_action: u8,
+    pub sock_arg: u8,
     pub generation: u32,
     pub _pad1: u32,
     pub cap_mask: [u64; 3],
@@ -263,6 +276,28 @@ pub struct CredValue {
     pub cap_inheritable: u64,
 }
 
+/// `struct vigil_skb_value`: a `struct sk_buff *` argument; its first fields are placed as
+/// [`SockValue`]'s.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct SkbValue {
+    pub family: u16,
+    pub _type: u16,
+    pub protocol: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _state: u8,
+    pub _pad0: u8,
+    pub _netns: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub hash: u32,
+    pub len: u32,
+    pub priority: u32,
+    pub mark: u32,
+}
+
 /// Bytes of the union of `struct vigil_arg_value`: its largest member.
 const ARG_VALUE_BYTES: usize = {
     let (s, c) = (size_of::<SockValue>(), size_of::<CredValue>());
@@ -322,6 +357,11 @@ impl ArgValue {
 
     /// The credentials (`ARG_CRED`).
     pub fn cred(&self) -> CredValue {
+        self.member()
+    }
+
+    /// The packet (`ARG_SKB`).
+    pub fn skb(&self) -> SkbValue {
         self.member()
     }
 }

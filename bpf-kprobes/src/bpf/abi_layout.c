@@ -125,6 +125,8 @@ int main(void)
 	FIELD(vigil_hook_rule, ns_not_in);
 	FIELD(vigil_hook_rule, cap_set);
 	FIELD(vigil_hook_rule, cap_not);
+	FIELD(vigil_hook_rule, sock_action);
+	FIELD(vigil_hook_rule, sock_arg);
 	FIELD(vigil_hook_rule, generation);
 	FIELD(vigil_hook_rule, cap_mask);
 	FIELD(vigil_hook_rule, conds);
@@ -164,6 +166,18 @@ int main(void)
 	FIELD(vigil_cred_value, cap_permitted);
 	FIELD(vigil_cred_value, cap_effective);
 	FIELD(vigil_cred_value, cap_inheritable);
+
+	SIZE(vigil_skb_value);
+	FIELD(vigil_skb_value, family);
+	FIELD(vigil_skb_value, protocol);
+	FIELD(vigil_skb_value, sport);
+	FIELD(vigil_skb_value, dport);
+	FIELD(vigil_skb_value, saddr);
+	FIELD(vigil_skb_value, daddr);
+	FIELD(vigil_skb_value, hash);
+	FIELD(vigil_skb_value, len);
+	FIELD(vigil_skb_value, priority);
+	FIELD(vigil_skb_value, mark);
 
 	SIZE(vigil_arg_value);
 	FIELD(vigil_arg_value, type);
@@ -240,6 +254,14 @@ int main(void)
 	printf("(\"VIGIL_ARG_CONST\", \"#define\", %d),\n", VIGIL_ARG_CONST);
 	printf("(\"VIGIL_ARG_AT_PATH\", \"#define\", %d),\n", VIGIL_ARG_AT_PATH);
 	printf("(\"VIGIL_AT_CWD\", \"#define\", %d),\n", VIGIL_AT_CWD);
+	printf("(\"VIGIL_OP_STATE\", \"#define\", %d),\n", VIGIL_OP_STATE);
+	printf("(\"VIGIL_ARG_CRED\", \"#define\", %d),\n", VIGIL_ARG_CRED);
+	printf("(\"VIGIL_ARG_CAP\", \"#define\", %d),\n", VIGIL_ARG_CAP);
+	printf("(\"VIGIL_ARG_SKB\", \"#define\", %d),\n", VIGIL_ARG_SKB);
+	printf("(\"VIGIL_SOCK_TRACK\", \"#define\", %d),\n", VIGIL_SOCK_TRACK);
+	printf("(\"VIGIL_SOCK_UNTRACK\", \"#define\", %d),\n", VIGIL_SOCK_UNTRACK);
+	printf("(\"VIGIL_HOOK_TRACK_RETURN\", \"#define\", %d),\n", VIGIL_HOOK_TRACK_RETURN);
+	printf("(\"VIGIL_HOOK_UNTRACK_RETURN\", \"#define\", %d),\n", VIGIL_HOOK_UNTRACK_RETURN);
 	printf("];\n");
 	return 0;
 }

@@ -294,6 +294,16 @@ impl Op {
             Arg::CapEffectiveArg(s) => format!("effective {s}"),
             Arg::CapInheritableArg(s) => format!("inheritable {s}"),
             Arg::CapPermittedArg(s) => format!("permitted {s}"),
+            Arg::SkbArg(s) => {
+                let proto = s.protocol.trim_start_matches("IPPROTO_").to_lowercase();
+                match (
+                    endpoint(&s.saddr, s.sport as u16),
+                    endpoint(&s.daddr, s.dport as u16),
+                ) {
+                    (Some(src), Some(dst)) => format!("{proto} {src} -> {dst} len {}", s.len),
+                    _ => format!("{proto} len {}", s.len),
+                }
+            }
         }
     }
 

@@ -97,6 +97,7 @@ pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) -> Result<(), 
             // The stand-in's datagram: user memory, its length at position 2.
             HookArgKind::Dns => (abi::ARG_BUF, abi::ARGF_USER, 2),
             HookArgKind::Cred => (abi::ARG_CRED, 0, 0),
+            HookArgKind::Skb => (abi::ARG_SKB, 0, 0),
             HookArgKind::Cap(_) => (abi::ARG_CAP, 0, 64),
             HookArgKind::AtPath { dirfd } => (
                 abi::ARG_AT_PATH,
@@ -161,6 +162,12 @@ pub(super) fn selector_rule(
         action,
         arg,
         nconds: s.conds.len() as u32,
+        sock_action: match s.sock_action {
+            Some((true, _)) => abi::SOCK_TRACK,
+            Some((false, _)) => abi::SOCK_UNTRACK,
+            None => 0,
+        },
+        sock_arg: s.sock_action.map_or(0, |(_, p)| p as u8),
         ..empty
     };
     for (c, cond) in s.conds.iter().enumerate() {
@@ -232,6 +239,10 @@ fn lower_cond(
         CondOp::Family(fs) => {
             kc.op = op::FAMILY;
             keys.extend(fs.iter().map(|f| value_key(slot, part, *f as i64)));
+        }
+        CondOp::State(ss) => {
+            kc.op = op::STATE;
+            keys.extend(ss.iter().map(|s| value_key(slot, part, *s as i64)));
         }
     }
 }

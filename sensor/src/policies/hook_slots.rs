@@ -345,6 +345,10 @@ impl PolicyTable {
                 abi::HOOK_SYSCALL
             } else {
                 0
+            } | match h.return_sock {
+                Some(true) => abi::HOOK_TRACK_RETURN,
+                Some(false) => abi::HOOK_UNTRACK_RETURN,
+                None => 0,
             };
             let mut cfg = abi::HookConfig {
                 hook_id: slot as u32,

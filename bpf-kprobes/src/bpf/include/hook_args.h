@@ -38,6 +38,54 @@ static __always_inline void read_sock(struct sock *sk, struct vigil_sock_value *
 	}
 }
 
+/* A packet: where the kernel's headers say its IP header is, then its transport header (or, not
+ * set yet, the one after the IP header) for the ports of TCP, UDP and SCTP. IPv6 extension
+ * headers are not walked: their next header is the protocol then. */
+static __always_inline void read_skb(struct sk_buff *skb, struct vigil_skb_value *v)
+{
+	v->len = BPF_CORE_READ(skb, len);
+	v->hash = BPF_CORE_READ(skb, hash);
+	v->priority = BPF_CORE_READ(skb, priority);
+	v->mark = BPF_CORE_READ(skb, mark);
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u8 first = 0;
+	__u32 l4;
+
+	if (nh == (__u16)~0U || bpf_probe_read_kernel(&first, 1, head + nh) < 0)
+		return;
+	if (first >> 4 == 4) {
+		struct iphdr ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh) < 0)
+			return;
+		v->family = AF_INET;
+		v->protocol = ip.protocol;
+		__builtin_memcpy(v->saddr, &ip.saddr, 4);
+		__builtin_memcpy(v->daddr, &ip.daddr, 4);
+		l4 = nh + ip.ihl * 4;
+	} else if (first >> 4 == 6) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh) < 0)
+			return;
+		v->family = AF_INET6;
+		v->protocol = ip6.nexthdr;
+		__builtin_memcpy(v->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(v->daddr, &ip6.daddr, 16);
+		l4 = nh + sizeof(ip6);
+	} else {
+		return;
+	}
+	if (th != (__u16)~0U && th > nh)
+		l4 = th;
+	if (v->protocol == IPPROTO_TCP || v->protocol == IPPROTO_UDP || v->protocol == IPPROTO_SCTP) {
+		__u16 ports[2] = {};
+		bpf_probe_read_kernel(ports, sizeof(ports), head + l4);
+		v->sport = bpf_ntohs(ports[0]);
+		v->dport = bpf_ntohs(ports[1]);
+	}
+}
+
 /* A capability set: `kernel_cap_t` is one 64-bit word (`val`) since Linux 6.3 and two 32-bit
  * ones (`cap[2]`, low word first) before; the 8 bytes at its address read the same on both. */
 static __always_inline __u64 read_caps(const void *set)

@@ -108,6 +108,52 @@ static __always_inline void restore_entry(struct hook_eval *e, __u64 ret_key, __
 	}
 }
 
+/*
+ * Which process a socket belongs to (TrackSock, UntrackSock): an event about a tracked socket
+ * names that process, also where the kernel runs the hook in no process's context (a packet
+ * received, a connection accepted in softirq). An LRU: a socket never untracked ages out.
+ */
+struct vigil_sock_owner {
+	__u32 tgid;
+	__u32 tid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct vigil_sock_owner);
+} vigil_sock_owners SEC(".maps") __vigil_shared;
+
+/* The event names the process that owns its first tracked socket argument. */
+static __always_inline void name_sock_owner(struct hook_eval *e)
+{
+	for (int i = 0; i < VIGIL_HOOK_ARGS; i++) {
+		if (i >= e->cfg.nargs || e->cfg.arg_type[i] != VIGIL_ARG_SOCK)
+			continue;
+		__u64 sk = e->regs[e->cfg.arg_reg[i] & 7];
+		struct vigil_sock_owner *o = sk ? bpf_map_lookup_elem(&vigil_sock_owners, &sk) : 0;
+		if (o) {
+			e->ev.pid = o->tgid;
+			e->ev.tid = o->tid;
+			return;
+		}
+	}
+}
+
+/* TrackSock (the socket becomes the event's process's) or UntrackSock on socket `sk`. */
+static __always_inline void sock_track(struct hook_eval *e, __u64 sk, int track)
+{
+	if (!sk)
+		return;
+	if (track) {
+		struct vigil_sock_owner o = { .tgid = e->ev.pid, .tid = e->ev.tid };
+		bpf_map_update_elem(&vigil_sock_owners, &sk, &o, BPF_ANY);
+	} else {
+		bpf_map_delete_elem(&vigil_sock_owners, &sk);
+	}
+}
+
 /* Calls whose hooks did not run because a runner was missing from its array: counted, so that an
  * emptied or tampered array shows in the agent's stats instead of going quiet. */
 struct {
@@ -242,6 +288,8 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 			read_cred((const struct cred *)raw, &e->ev.args[i].cred);
 		else if (t == VIGIL_ARG_CAP && raw)
 			e->ev.args[i].int_value = read_caps((const void *)raw);
+		else if (t == VIGIL_ARG_SKB && raw)
+			read_skb((struct sk_buff *)raw, &e->ev.args[i].skb);
 	}
 
 	if (cfg->rule_count) {
@@ -256,6 +304,9 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 	 * selector matched, so the calls it filters out anyway cost nothing more. */
 	if (e->cfg.scope && !vigil_in_scope(e->cfg.scope))
 		return;
+	name_sock_owner(e);
+	if (e->cfg.flags & (VIGIL_HOOK_TRACK_RETURN | VIGIL_HOOK_UNTRACK_RETURN))
+		sock_track(e, e->regs[VIGIL_HOOK_RETURN_REG], e->cfg.flags & VIGIL_HOOK_TRACK_RETURN);
 	if (e->cfg.rule_count) {
 		__u32 slot = e->walk.matched - 1;
 		struct vigil_hook_rule *r = bpf_map_lookup_elem(&vigil_hook_rules, &slot);
@@ -264,6 +315,9 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 		e->ev.rule = slot;
 		e->ev.action = r->action;
 		e->ev.action_arg = r->arg;
+		if (r->sock_action)
+			sock_track(e, e->regs[e->cfg.arg_reg[r->sock_arg & 7] & 7],
+				   r->sock_action == VIGIL_SOCK_TRACK);
 		if (r->flags & VIGIL_RULE_MONITOR) {
 			if (r->action == VIGIL_ACTION_SIGKILL || r->action == VIGIL_ACTION_SIGNAL)
 				e->ev.flags = VIGIL_POLICY_MONITOR;

@@ -172,6 +172,9 @@ static long cond_step(__u32 c, void *unused)
 	case VIGIL_OP_FAMILY:
 		hit = lookup_value(e, key, sk->family);
 		break;
+	case VIGIL_OP_STATE:
+		hit = lookup_value(e, key, sk->state);
+		break;
 	}
 	if (hit == !!cond->negate) {
 		w->failed = 1;

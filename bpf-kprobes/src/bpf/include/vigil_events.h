@@ -270,6 +270,8 @@ enum vigil_arg_type {
 	VIGIL_ARG_CRED = 11,    /* struct cred *: ids, securebits, capabilities, user namespace */
 	VIGIL_ARG_CAP = 12,     /* kernel_cap_t *: the 64-bit set it points at, compared as an
 				 * integer */
+	VIGIL_ARG_SKB = 13,     /* struct sk_buff *: its IP and transport headers, length, hash,
+				 * priority and mark (struct vigil_skb_value) */
 };
 
 #define VIGIL_HOOK_SYSCALL (1u << 0) /* a syscall wrapper: arguments sit in the inner pt_regs */
@@ -332,6 +334,7 @@ enum vigil_cond_op {
 	VIGIL_OP_DPORT = 11,
 	VIGIL_OP_PROTOCOL = 12,
 	VIGIL_OP_FAMILY = 13,
+	VIGIL_OP_STATE = 14, /* a socket's TCP state is one of the values */
 };
 
 struct vigil_hook_cond {
@@ -341,6 +344,15 @@ struct vigil_hook_cond {
 	__u8 _pad0[5];
 	__s64 value; /* operand of GT, LT and MASK */
 };
+
+/* vigil_hook_rule.sock_action: TrackSock and UntrackSock (the agent's table of which process
+ * a socket belongs to, for events in no process's context). */
+#define VIGIL_SOCK_TRACK 1
+#define VIGIL_SOCK_UNTRACK 2
+/* vigil_hook_config.flags: on the hook's match, track the socket its function returned
+ * (`returnArgAction: TrackSock`) or untrack it. */
+#define VIGIL_HOOK_TRACK_RETURN (1u << 1)
+#define VIGIL_HOOK_UNTRACK_RETURN (1u << 2)
 
 /* Bits of vigil_hook_rule.pid_flags. */
 #define VIGIL_PIDS_IN (1u << 0)
@@ -364,7 +376,8 @@ struct vigil_hook_rule {
 	__u32 ns_not_in; /* bit i: namespace i must be none of them */
 	__u8 cap_set[3]; /* VIGIL_CAPS_* or 0 */
 	__u8 cap_not[3]; /* NotIn: none of the mask's capabilities */
-	__u8 _pad0[2];
+	__u8 sock_action; /* VIGIL_SOCK_TRACK or VIGIL_SOCK_UNTRACK the socket argument sock_arg */
+	__u8 sock_arg;
 	__u32 generation; /* new for every selector written: keys the in-kernel decision cache */
 	__u32 _pad1;
 	__u64 cap_mask[3];
@@ -408,6 +421,25 @@ struct vigil_cred_value {
 	__u64 cap_inheritable;
 };
 
+/* A `struct sk_buff *` argument: the socket value's addresses, ports, protocol and family at
+ * the same places (the socket conditions read them alike), then the buffer's own fields. */
+struct vigil_skb_value {
+	__u16 family;
+	__u16 _type;
+	__u16 protocol; /* the IP protocol (IPPROTO_UDP, ...) */
+	__u16 sport;    /* host order */
+	__u16 dport;
+	__u8 _state;
+	__u8 _pad0;
+	__u32 _netns;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 hash;
+	__u32 len;
+	__u32 priority;
+	__u32 mark;
+};
+
 struct vigil_arg_value {
 	__u32 type; /* enum vigil_arg_type */
 	__u32 _pad0;
@@ -416,6 +448,7 @@ struct vigil_arg_value {
 		struct vigil_sock_value sock;
 		struct vigil_file_value file;
 		struct vigil_cred_value cred;
+		struct vigil_skb_value skb;
 	};
 };
 
