@@ -41,7 +41,7 @@ const CAP_SET: ArgClass = ArgClass::Int {
 };
 
 /// Argument types vigil reads, with their class.
-pub const ARG_TYPES: [(&str, ArgClass); 28] = [
+pub const ARG_TYPES: [(&str, ArgClass); 31] = [
     (
         "int",
         ArgClass::Int {
@@ -144,6 +144,9 @@ pub const ARG_TYPES: [(&str, ArgClass); 28] = [
     ("nop", ArgClass::Nop),
     ("cred", ArgClass::Cred),
     ("skb", ArgClass::Skb),
+    ("dentry", ArgClass::Path),
+    ("kiocb", ArgClass::Path),
+    ("iov_iter", ArgClass::Text),
     ("kernel_cap_t", CAP_SET),
     ("cap_effective", CAP_SET),
     ("cap_inheritable", CAP_SET),
@@ -273,10 +276,10 @@ pub(crate) fn check_args(c: &mut Checker, hook: &str, args: &[ArgSpec], calling_
                 format!("use one of: {}", known.join(", ")),
             );
         }
-        if a.max_data && a.r#type != "char_buf" {
+        if a.max_data && !matches!(a.r#type.as_str(), "char_buf" | "iov_iter") {
             c.field(
                 &format!("{path}.maxData"),
-                "maxData applies to `char_buf` arguments only",
+                "maxData applies to `char_buf` and `iov_iter` arguments only",
                 "remove `maxData` or make the type `char_buf`",
             );
         }

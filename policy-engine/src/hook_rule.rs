@@ -59,6 +59,12 @@ pub enum HookArgKind {
     Cred,
     /// A `struct sk_buff *`.
     Skb,
+    /// A `struct dentry *`, reported as its path within its filesystem.
+    Dentry,
+    /// A `struct kiocb *`, reported as its file's path.
+    Kiocb,
+    /// A `struct iov_iter *`, reported as the bytes it holds next.
+    IovIter,
     /// A `kernel_cap_t *`, read as the set it holds; which set it is names its event field.
     Cap(CapArg),
 }
@@ -88,6 +94,9 @@ impl HookArgKind {
                 | HookArgKind::Fd
                 | HookArgKind::Dns
                 | HookArgKind::AtPath { .. }
+                | HookArgKind::Dentry
+                | HookArgKind::Kiocb
+                | HookArgKind::IovIter
         )
     }
 }
@@ -431,6 +440,9 @@ pub fn generic_hook(
             },
             (Some(ArgClass::Sock), _) if !k.syscall => HookArgKind::Sock,
             (Some(ArgClass::Skb), _) if !k.syscall => HookArgKind::Skb,
+            (_, "dentry") if !k.syscall => HookArgKind::Dentry,
+            (_, "kiocb") if !k.syscall => HookArgKind::Kiocb,
+            (_, "iov_iter") if !k.syscall => HookArgKind::IovIter,
             (Some(ArgClass::Sockaddr), _) => HookArgKind::Sockaddr,
             (_, "string") => HookArgKind::String,
             (_, "char_buf") => match a.size_arg_index {

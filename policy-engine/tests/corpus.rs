@@ -182,10 +182,7 @@ const TETRAGON_POLICIES: [(&str, Option<&str>); 57] = [
         Some("`raw: true` (raw tracepoint arguments) is not supported by"),
     ),
     ("tracingpolicy_security-socket-connect.yaml", None),
-    (
-        "tracingpolicy_security_inode_follow_link.yaml",
-        Some("argument type `dentry` is not supported by vigil"),
-    ),
+    ("tracingpolicy_security_inode_follow_link.yaml", None),
     ("tracingpolicy_symlink-observe.yaml", None),
     ("tracingpolicy_symlink-override.yaml", None),
     ("tracingpolicy_sys_mount.yaml", None),
@@ -195,10 +192,7 @@ const TETRAGON_POLICIES: [(&str, Option<&str>); 57] = [
     ("tracingpolicy_tcp-connect-only-private-addrs.yaml", None),
     ("tracingpolicy_tcp-connect-with-selectors.yaml", None),
     ("tracingpolicy_tcp-connect.yaml", None),
-    (
-        "tracingpolicy_tty.yaml",
-        Some("argument type `kiocb` is not supported by vigil"),
-    ),
+    ("tracingpolicy_tty.yaml", None),
     ("tracingpolicy_tty_54.yaml", None),
     (
         "tracingpolicy_uprobe-binaries.yaml",

@@ -404,14 +404,14 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
     let lossy = || String::from_utf8_lossy(text).into_owned();
     match kind {
         HookArgKind::String => Arg::StringArg(lossy()),
-        HookArgKind::CharBuf { .. } => {
+        HookArgKind::CharBuf { .. } | HookArgKind::IovIter => {
             Arg::BytesArg(base64::engine::general_purpose::STANDARD.encode(text))
         }
-        HookArgKind::File | HookArgKind::Fd => {
+        HookArgKind::File | HookArgKind::Fd | HookArgKind::Kiocb => {
             let f = raw.file();
             Arg::FileArg(FileArg::new(lossy(), f.cut != 0, f.mode))
         }
-        HookArgKind::Path | HookArgKind::AtPath { .. } => {
+        HookArgKind::Path | HookArgKind::AtPath { .. } | HookArgKind::Dentry => {
             let f = raw.file();
             Arg::PathArg(FileArg::new(lossy(), f.cut != 0, f.mode))
         }

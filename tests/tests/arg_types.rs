@@ -287,3 +287,89 @@ fn a_tracked_socket_names_its_owner_where_the_kernel_runs_for_another_process() 
         "{accepted:#?}"
     );
 }
+
+#[test]
+fn a_dentry_argument_reports_the_link_being_followed() {
+    if !scenario_needs(
+        "a_dentry_argument_reports_the_link_being_followed",
+        &[Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    let dir = vigil_tests::TempDir::new("dentry");
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"x").unwrap();
+    let link = dir.path().join("vigil-followed-link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let policy = tetragon_policies_dir().join("tracingpolicy_security_inode_follow_link.yaml");
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&link).unwrap(), b"x");
+    let run = agent.stop();
+    let ours: Vec<&Value> = kprobe_events(&run.events, "security_inode_follow_link")
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == std::process::id())
+        .collect();
+    // The dentry's path within its filesystem: the link's own name ends it.
+    assert!(
+        ours.iter().any(|e| e["args"][0]["path_arg"]["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with('/') && p.ends_with("/vigil-followed-link"))),
+        "{ours:#?}"
+    );
+}
+
+#[test]
+fn kiocb_and_iov_iter_arguments_report_the_terminal_and_the_bytes_written_to_it() {
+    if !scenario_needs(
+        "kiocb_and_iov_iter_arguments_report_the_terminal_and_the_bytes_written_to_it",
+        &[Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the integers it is given.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: a buffer of PATH_MAX for the slave's name.
+    let name = unsafe {
+        let mut buf = [0 as libc::c_char; 4096];
+        assert_eq!(libc::ttyname_r(slave, buf.as_mut_ptr(), buf.len()), 0);
+        std::ffi::CStr::from_ptr(buf.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    };
+    let policy = tetragon_policies_dir().join("tracingpolicy_tty.yaml");
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let data = b"vigil-typed-on-a-tty";
+    // SAFETY: writes `data` to the slave descriptor this test opened.
+    let n = unsafe { libc::write(slave, data.as_ptr().cast(), data.len()) };
+    assert_eq!(n, data.len() as isize);
+    let run = agent.stop();
+    // SAFETY: both descriptors are this test's.
+    unsafe {
+        libc::close(slave);
+        libc::close(master);
+    }
+    let ours: Vec<&Value> = kprobe_events(&run.events, "tty_write")
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == std::process::id())
+        .collect();
+    use base64::Engine;
+    let written = base64::engine::general_purpose::STANDARD.encode(data);
+    assert!(
+        ours.iter()
+            .any(|e| e["args"][0]["file_arg"]["path"] == name.as_str()
+                && e["args"][1]["bytes_arg"] == written.as_str()),
+        "{name} and {written}: {ours:#?}"
+    );
+}

@@ -90,6 +90,12 @@ pub const ARG_CRED: u32 = 11;
 pub const ARG_CAP: u32 = 12;
 /// `VIGIL_ARG_SKB`: a `struct sk_buff *`.
 pub const ARG_SKB: u32 = 13;
+/// `VIGIL_ARG_DENTRY`: a `struct dentry *`, read as its path within its filesystem.
+pub const ARG_DENTRY: u32 = 14;
+/// `VIGIL_ARG_KIOCB`: a `struct kiocb *`, read as its file's path.
+pub const ARG_KIOCB: u32 = 15;
+/// `VIGIL_ARG_IOV`: a `struct iov_iter *`, read as the bytes it holds next.
+pub const ARG_IOV: u32 = 16;
 /// `VIGIL_AT_CWD`: an `ARG_AT_PATH` relative to the working directory.
 pub const AT_CWD: u8 = 0xff;
 /// `VIGIL_ARGF_USER`: the pointer is a user address.

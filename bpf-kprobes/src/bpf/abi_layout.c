@@ -258,6 +258,9 @@ int main(void)
 	printf("(\"VIGIL_ARG_CRED\", \"#define\", %d),\n", VIGIL_ARG_CRED);
 	printf("(\"VIGIL_ARG_CAP\", \"#define\", %d),\n", VIGIL_ARG_CAP);
 	printf("(\"VIGIL_ARG_SKB\", \"#define\", %d),\n", VIGIL_ARG_SKB);
+	printf("(\"VIGIL_ARG_DENTRY\", \"#define\", %d),\n", VIGIL_ARG_DENTRY);
+	printf("(\"VIGIL_ARG_KIOCB\", \"#define\", %d),\n", VIGIL_ARG_KIOCB);
+	printf("(\"VIGIL_ARG_IOV\", \"#define\", %d),\n", VIGIL_ARG_IOV);
 	printf("(\"VIGIL_SOCK_TRACK\", \"#define\", %d),\n", VIGIL_SOCK_TRACK);
 	printf("(\"VIGIL_SOCK_UNTRACK\", \"#define\", %d),\n", VIGIL_SOCK_UNTRACK);
 	printf("(\"VIGIL_HOOK_TRACK_RETURN\", \"#define\", %d),\n", VIGIL_HOOK_TRACK_RETURN);

@@ -98,6 +98,10 @@ pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) -> Result<(), 
             HookArgKind::Dns => (abi::ARG_BUF, abi::ARGF_USER, 2),
             HookArgKind::Cred => (abi::ARG_CRED, 0, 0),
             HookArgKind::Skb => (abi::ARG_SKB, 0, 0),
+            HookArgKind::Dentry => (abi::ARG_DENTRY, 0, 0),
+            HookArgKind::Kiocb => (abi::ARG_KIOCB, 0, 0),
+            // The iterator's own count bounds what is read: no length argument.
+            HookArgKind::IovIter => (abi::ARG_IOV, 0, 0xff),
             HookArgKind::Cap(_) => (abi::ARG_CAP, 0, 64),
             HookArgKind::AtPath { dirfd } => (
                 abi::ARG_AT_PATH,

@@ -223,13 +223,21 @@ static __always_inline void decode_path(struct hook_eval *e, __u32 a, const stru
 	e->ev.args[a].file.mode = BPF_CORE_READ(p, dentry, d_inode, i_mode);
 }
 
-/* The `struct path` a file, path or descriptor argument names. */
+/* The `struct path` a file, path, descriptor, dentry or kiocb argument names. A dentry has no
+ * mount: its path ends at its filesystem's root, as Tetragon reads it. */
 static __always_inline int arg_path(__u8 type, void *ptr, struct path *p)
 {
 	struct file *f = 0;
 
 	if (type == VIGIL_ARG_PATH)
 		return ptr ? bpf_probe_read_kernel(p, sizeof(*p), ptr) : -1;
+	if (type == VIGIL_ARG_DENTRY) {
+		__builtin_memset(p, 0, sizeof(*p));
+		p->dentry = ptr;
+		return ptr ? 0 : -1;
+	}
+	if (type == VIGIL_ARG_KIOCB && ptr)
+		f = BPF_CORE_READ((struct kiocb *)ptr, ki_filp);
 	if (type == VIGIL_ARG_FILE)
 		f = ptr;
 	else if (type == VIGIL_ARG_FD)
@@ -366,10 +374,39 @@ __noinline int decode_str(__u32 a)
 		e->ev.args[a].int_value = want > VIGIL_MATCH_MAX;
 		break;
 	}
+	case VIGIL_ARG_IOV: {
+		/* The iterator's next bytes: a user buffer (ITER_UBUF) or its first iovec's. The
+		 * pointer shares the union's first slot in every layout (ubuf, iov, __iov). */
+		struct iov_iter *it = ptr;
+		__u8 kind = BPF_CORE_READ(it, iter_type);
+		void *at = BPF_CORE_READ(it, ubuf);
+		__u64 count = BPF_CORE_READ(it, count);
+		__u64 off = BPF_CORE_READ(it, iov_offset);
+		if (kind == bpf_core_enum_value(enum iter_type, ITER_IOVEC)) {
+			struct iovec v = {};
+			bpf_probe_read_kernel(&v, sizeof(v), at);
+			at = v.iov_base;
+			if (count > v.iov_len - off)
+				count = v.iov_len - off;
+		} else if (kind != bpf_core_enum_value(enum iter_type, ITER_UBUF)) {
+			return 0; /* kernel memory, pages: not read */
+		}
+		__u64 want = e->regs[e->cfg.arg_bits[a] & 7];
+		if (e->cfg.arg_bits[a] < 6 && want < count)
+			count = want;
+		__u32 len = count > VIGIL_MATCH_MAX ? VIGIL_MATCH_MAX : count;
+		if (bpf_probe_read_user(e->key[a].path, len & (VIGIL_MATCH_LEN - 1), at + off) < 0)
+			return 0;
+		e->slen[a] = len;
+		e->ev.args[a].int_value = count > VIGIL_MATCH_MAX;
+		break;
+	}
 	case VIGIL_ARG_AT_PATH:
 	case VIGIL_ARG_FILE:
 	case VIGIL_ARG_PATH:
 	case VIGIL_ARG_FD:
+	case VIGIL_ARG_DENTRY:
+	case VIGIL_ARG_KIOCB:
 		/* A system call's file name: relative ones are joined to their directory's path,
 		 * walked below like the paths of files (one walk in this function keeps its frame
 		 * small). */

@@ -190,7 +190,8 @@ static long emit_step(__u32 a, void *vctx)
 		return 1;
 	__u8 t = e->cfg.arg_type[i];
 	if (t != VIGIL_ARG_STRING && t != VIGIL_ARG_BUF && t != VIGIL_ARG_FILE && t != VIGIL_ARG_PATH &&
-	    t != VIGIL_ARG_FD && t != VIGIL_ARG_AT_PATH)
+	    t != VIGIL_ARG_FD && t != VIGIL_ARG_AT_PATH && t != VIGIL_ARG_DENTRY &&
+	    t != VIGIL_ARG_KIOCB && t != VIGIL_ARG_IOV)
 		return 0;
 	decode_str(i);
 	e = hook_eval();

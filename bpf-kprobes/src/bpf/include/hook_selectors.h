@@ -148,7 +148,8 @@ static long cond_step(__u32 c, void *unused)
 	case VIGIL_OP_STR_PREFIX:
 	case VIGIL_OP_STR_POSTFIX: {
 		__u8 t = e->cfg.arg_type[a];
-		if (t == VIGIL_ARG_FILE || t == VIGIL_ARG_PATH || t == VIGIL_ARG_FD)
+		if (t == VIGIL_ARG_FILE || t == VIGIL_ARG_PATH || t == VIGIL_ARG_FD ||
+		    t == VIGIL_ARG_DENTRY || t == VIGIL_ARG_KIOCB)
 			hit = path_hit(e, a, cond->op, key, r->generation);
 		else
 			hit = string_hit(e, a, cond->op, key);

@@ -272,6 +272,10 @@ enum vigil_arg_type {
 				 * integer */
 	VIGIL_ARG_SKB = 13,     /* struct sk_buff *: its IP and transport headers, length, hash,
 				 * priority and mark (struct vigil_skb_value) */
+	VIGIL_ARG_DENTRY = 14,  /* struct dentry *: its path within its filesystem */
+	VIGIL_ARG_KIOCB = 15,   /* struct kiocb *: the path of its file */
+	VIGIL_ARG_IOV = 16,     /* struct iov_iter *: the bytes it holds next (its first segment),
+				 * at most the count at position arg_bits */
 };
 
 #define VIGIL_HOOK_SYSCALL (1u << 0) /* a syscall wrapper: arguments sit in the inner pt_regs */
