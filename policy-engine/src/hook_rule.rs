@@ -538,7 +538,7 @@ fn selector(
         conds,
         binary,
         pids: pid_filter(spath, s)?,
-        namespaces: namespace_filters(spath, s)?,
+        namespaces: with_namespace_capabilities(namespace_filters(spath, s)?, s),
         caps: capability_filters(spath, s)?,
         action: action(spath, s, file_open)?,
         post: !s.match_actions.iter().any(|a| a.action == "NoPost"),
@@ -799,6 +799,36 @@ fn namespace_filters(spath: &str, s: &Selector) -> Result<Vec<NsFilter>, Compile
     Ok(namespaces)
 }
 
+/// `isNamespaceCapability: true` on a capability filter: it holds only for a process outside
+/// the host's user namespace (where its capabilities are a namespace's, as after
+/// `unshare -U`), as in Tetragon. Every filter of a selector must hold, so one condition on
+/// the user namespace serves them all: a `User` NotIn `host_ns` filter, added or merged.
+fn with_namespace_capabilities(mut namespaces: Vec<NsFilter>, s: &Selector) -> Vec<NsFilter> {
+    if !s
+        .match_capabilities
+        .iter()
+        .any(|f| f.is_namespace_capability)
+    {
+        return namespaces;
+    }
+    let user = NAMESPACES.iter().position(|n| *n == "User").unwrap_or(0);
+    match namespaces.iter_mut().find(|f| f.ns == user) {
+        Some(f) if f.not_in => {
+            if !f.values.contains(&NsValue::Host) {
+                f.values.push(NsValue::Host);
+            }
+        }
+        // `In` some namespaces: the host's must not be one of them.
+        Some(f) => f.values.retain(|v| *v != NsValue::Host),
+        None => namespaces.push(NsFilter {
+            ns: user,
+            values: vec![NsValue::Host],
+            not_in: true,
+        }),
+    }
+    namespaces
+}
+
 /// `matchCapabilities`: up to three filters.
 fn capability_filters(spath: &str, s: &Selector) -> Result<Vec<CapFilter>, CompileError> {
     let err =
@@ -810,13 +840,7 @@ fn capability_filters(spath: &str, s: &Selector) -> Result<Vec<CapFilter>, Compi
         ));
     }
     let mut caps = Vec::new();
-    for (i, f) in s.match_capabilities.iter().enumerate() {
-        if f.is_namespace_capability {
-            return Err(err(
-                format!("matchCapabilities[{i}].isNamespaceCapability"),
-                "capabilities relative to a user namespace are not evaluated yet".into(),
-            ));
-        }
+    for f in &s.match_capabilities {
         let set = match f.r#type.as_deref().unwrap_or("Effective") {
             "Effective" => 1,
             "Permitted" => 2,

@@ -373,3 +373,55 @@ fn kiocb_and_iov_iter_arguments_report_the_terminal_and_the_bytes_written_to_it(
         "{name} and {written}: {ours:#?}"
     );
 }
+
+#[test]
+fn a_namespace_capability_filter_matches_only_outside_the_host_user_namespace() {
+    if !scenario_needs(
+        "a_namespace_capability_filter_matches_only_outside_the_host_user_namespace",
+        &[Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    use std::os::unix::process::CommandExt;
+    // Tetragon's example: fd_install by a process holding CAP_CHOWN or CAP_NET_RAW in a user
+    // namespace of its own.
+    let policy = tetragon_policies_dir().join("tracingpolicy_fd_install_caps.yaml");
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    // The test itself (root in the host's user namespace, CAP_CHOWN held) opens a file.
+    drop(std::fs::File::open("/proc/self/status").unwrap());
+    let mut child = std::process::Command::new("/bin/true");
+    // SAFETY: unshare, open and close are async-signal-safe system calls, made in the child
+    // between fork and exec: a new user namespace gives it every capability there, and the
+    // open installs a descriptor.
+    unsafe {
+        child.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let mut child = child
+        .spawn()
+        .expect("a child in a user namespace of its own");
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    let run = agent.stop();
+    let events = kprobe_events(&run.events, "fd_install");
+    assert!(
+        events.iter().any(|e| e["process"]["pid"] == pid),
+        "the child in its own user namespace: {events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["process"]["pid"] == std::process::id()),
+        "the test, in the host's user namespace, is not selected: {events:#?}"
+    );
+}
