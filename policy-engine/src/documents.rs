@@ -130,9 +130,18 @@ fn value_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | ':' | '_' | '-' | '+')
 }
 
+/// Where a YAML comment starts on `line` (a `#` at its start or after a blank), or its end.
+fn comment_start(line: &str) -> usize {
+    let b = line.as_bytes();
+    (0..b.len())
+        .find(|&i| b[i] == b'#' && (i == 0 || b[i - 1] == b' ' || b[i - 1] == b'\t'))
+        .unwrap_or(b.len())
+}
+
 /// Fills each `${NAME}` (NAME of capitals, digits and `_`) in `text` with `lookup(NAME)`, as
-/// envsubst does. A name `lookup` does not know is left as written (the field's own check then
-/// says it is no value); one whose value holds other characters than [`value_char`] is refused.
+/// envsubst does. One `lookup` does not know is refused, as is one whose value holds other
+/// characters than [`value_char`]: a filter left holding `${NAME}` would load and never match
+/// (or, negated, match everything). Comments are left alone.
 pub(crate) fn fill_placeholders(
     file: &str,
     text: &str,
@@ -144,7 +153,8 @@ pub(crate) fn fill_placeholders(
     }
     let mut out = String::with_capacity(text.len());
     for (n, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
+        let (code, comment) = line.split_at(comment_start(line));
+        let mut rest = code;
         while let Some(i) = rest.find("${") {
             out.push_str(&rest[..i]);
             let after = &rest[i + 2..];
@@ -158,22 +168,29 @@ pub(crate) fn fill_placeholders(
             } else {
                 None
             };
-            let Some(value) = value else {
-                out.push_str("${");
-                rest = after;
-                continue;
-            };
             let at = |reason: String, fix: String| PolicyError {
                 file: file.to_string(),
                 line: n + 1,
-                column: line.len() - rest.len() + i + 1,
+                column: code.len() - rest.len() + i + 1,
                 path: "(document)".into(),
                 reason,
                 fix,
             };
-            if value.is_empty() || !value.chars().all(value_char) {
+            let Some(value) = value else {
+                if !closed || name.is_empty() {
+                    out.push_str("${");
+                    rest = after;
+                    continue;
+                }
                 return Err(at(
-                    format!("${{{name}}} is set to {value:?}, which is not a value a policy field takes"),
+                    format!("${{{name}}} is a placeholder, and {name} is not set where vigil reads this policy"),
+                    format!("write the value itself; in a policy file on the node, {name} may also be set in vigil's environment (as for envsubst: `export {name}=...`)"),
+                ));
+            };
+            if value.is_empty() || !value.chars().all(value_char) {
+                // The value itself is not echoed: it may be a secret of the environment.
+                return Err(at(
+                    format!("${{{name}}} is set to something that is not a value a policy field takes"),
                     format!("set {name} to an address, CIDR, number or name (letters, digits and . / : _ - +)"),
                 ));
             }
@@ -185,6 +202,7 @@ pub(crate) fn fill_placeholders(
             rest = &after[name_len + 1..];
         }
         out.push_str(rest);
+        out.push_str(comment);
     }
     Ok(out)
 }
@@ -192,14 +210,6 @@ pub(crate) fn fill_placeholders(
 /// The environment variable a placeholder names, for [`fill_placeholders`].
 pub(crate) fn from_environment(name: &str) -> Option<String> {
     std::env::var(name).ok()
-}
-
-/// The name of the placeholder `v` is, if it is one (`${PODCIDR}`).
-pub(crate) fn placeholder(v: &str) -> Option<&str> {
-    v.trim()
-        .strip_prefix("${")
-        .and_then(|r| r.strip_suffix('}'))
-        .filter(|n| !n.is_empty())
 }
 
 #[cfg(test)]
@@ -241,14 +251,28 @@ mod tests {
         let mut notes = Vec::new();
         let out = fill_placeholders(
             "f",
-            "a: [${PODCIDR}, ${OTHER}, $x, ${]\n",
+            "a: [${PODCIDR}, $x, ${]  # ${OTHER} in a comment\n",
             &lookup,
             &mut notes,
         )
         .unwrap();
-        assert_eq!(out, "a: [10.0.0.0/16, ${OTHER}, $x, ${]\n");
+        assert_eq!(out, "a: [10.0.0.0/16, $x, ${]  # ${OTHER} in a comment\n");
         assert_eq!(notes.len(), 1);
         assert_eq!((notes[0].line, notes[0].column), (1, 5));
+    }
+
+    #[test]
+    fn a_placeholder_left_unset_is_refused_where_it_is() {
+        let e = fill_placeholders(
+            "f",
+            "a: 1\nb: \"${APP_DIR}/keys\"\n",
+            &|_| None,
+            &mut Vec::new(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!((e.line, e.column), (2, 5));
+        assert!(e.reason.contains("APP_DIR is not set"), "{e}");
     }
 
     #[test]
@@ -258,12 +282,5 @@ mod tests {
             let e = fill_placeholders("f", "v: ${V}\n", &lookup, &mut Vec::new());
             assert!(e.is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn placeholder_names_a_placeholder_only() {
-        assert_eq!(placeholder("${PODCIDR}"), Some("PODCIDR"));
-        assert_eq!(placeholder("10.0.0.0/8"), None);
-        assert_eq!(placeholder("${}"), None);
     }
 }

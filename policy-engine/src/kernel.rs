@@ -8,6 +8,11 @@ use std::{collections::HashMap, path::Path};
 pub trait KernelSymbols {
     /// Whether the kernel has a function called `name`.
     fn function(&self, name: &str) -> bool;
+    /// How many text symbols are named exactly `name` (an inline function the compiler emitted
+    /// in several files has one copy each, and a kprobe by that name cannot choose).
+    fn copies(&self, _name: &str) -> usize {
+        1
+    }
     /// Whether the tracepoint exists; `None` when that cannot be told (tracefs not mounted).
     fn tracepoint(&self, subsystem: &str, event: &str) -> Option<bool>;
     /// The functions kprobes can attach to whose names `re` matches (a `generated_ftrace`
@@ -21,6 +26,8 @@ pub trait KernelSymbols {
 pub struct RunningKernel {
     /// Function name to address (0 where kallsyms hides addresses from us).
     functions: HashMap<String, u64>,
+    /// Names that several text symbols bear exactly, with their count.
+    duplicates: HashMap<String, usize>,
     tracefs: Option<&'static str>,
 }
 
@@ -28,20 +35,34 @@ impl RunningKernel {
     /// Reads `/proc/kallsyms` (names for everyone, addresses for root) and finds tracefs.
     pub fn read() -> std::io::Result<RunningKernel> {
         let text = std::fs::read_to_string("/proc/kallsyms")?;
+        let mut exact: HashMap<&str, usize> = HashMap::new();
         let functions = text
             .lines()
             .filter_map(|l| {
                 let mut f = l.split_whitespace();
                 let (addr, kind, name) = (f.next()?, f.next()?, f.next()?);
                 let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
-                matches!(kind, "T" | "t" | "W" | "w")
-                    .then(|| (name.split('.').next().unwrap_or(name).to_string(), addr))
+                if !matches!(kind, "T" | "t" | "W" | "w") {
+                    return None;
+                }
+                // Module symbols (`[name]` after) count too: a kprobe by name sees them.
+                *exact.entry(name).or_default() += 1;
+                Some((name.split('.').next().unwrap_or(name).to_string(), addr))
             })
+            .collect();
+        let duplicates = exact
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(name, n)| (name.to_string(), n))
             .collect();
         let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
             .into_iter()
             .find(|p| Path::new(p).join("events").is_dir());
-        Ok(RunningKernel { functions, tracefs })
+        Ok(RunningKernel {
+            functions,
+            duplicates,
+            tracefs,
+        })
     }
 }
 
@@ -55,6 +76,10 @@ impl RunningKernel {
 impl KernelSymbols for RunningKernel {
     fn function(&self, name: &str) -> bool {
         self.functions.contains_key(name)
+    }
+
+    fn copies(&self, name: &str) -> usize {
+        self.duplicates.get(name).copied().unwrap_or(1)
     }
 
     /// ftrace's list of the functions it can trace, where tracefs shows it (root), else every

@@ -54,4 +54,6 @@ pub use plan::Kernel;
 pub use prepare::{
     prepare, prepare_as, prepare_text, prepare_text_as, ModeOf, Prepared, PreparedHook,
 };
-pub use validate::{load_policy, load_policy_file, load_policy_for, Mode, Policy};
+pub use validate::{
+    load_local_policy, load_policy, load_policy_file, load_policy_for, Mode, Policy,
+};

@@ -71,7 +71,13 @@ pub(crate) fn target(spec: &PolicySpec, call: &str) -> Option<ListTarget> {
 pub fn ftrace_members(pattern: &str, kernel: &dyn KernelSymbols) -> Result<Vec<String>, String> {
     let re =
         Regex::new(pattern).map_err(|e| format!("`{pattern}` is not a regular expression: {e}"))?;
-    let mut found = kernel.functions_matching(&re);
+    // A system call's wrapper takes the caller's pt_regs, not the call's arguments: hook the
+    // system call through a `syscalls` list instead.
+    let mut found: Vec<String> = kernel
+        .functions_matching(&re)
+        .into_iter()
+        .filter(|f| !f.starts_with("__x64_sys_") && !f.starts_with("__ia32_sys_"))
+        .collect();
     found.sort();
     found.dedup();
     if found.is_empty() {
@@ -200,10 +206,15 @@ fn check_list_hook(c: &mut Checker, spec: &PolicySpec, path: &str, name: &str, k
         );
     }
     for (j, a) in k.args.iter().enumerate() {
-        if !matches!(
-            arg_class(&a.r#type),
-            Some(ArgClass::Int { .. } | ArgClass::Nop) | None
-        ) {
+        // A capability set is read through a kernel pointer, which a system call's register
+        // is not.
+        let kernel_pointer = crate::args::CAP_TYPES.contains(&a.r#type.as_str());
+        if kernel_pointer
+            || !matches!(
+                arg_class(&a.r#type),
+                Some(ArgClass::Int { .. } | ArgClass::Nop) | None
+            )
+        {
             c.value(
                 &format!("{path}.args[{j}].type"),
                 format!(

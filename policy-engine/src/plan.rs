@@ -318,7 +318,9 @@ fn attach(h: &HookRule, kernel: &Kernel) -> Attach {
     }
     let stand_in = abi::stand_in(&h.call, h.returns).filter(|_| !h.syscall);
     match stand_in {
-        Some(s) if caps.tracepoint && s.everywhere => return use_stand_in(h, s, None),
+        Some(s) if caps.tracepoint && s.everywhere && h.return_sock.is_none() => {
+            return use_stand_in(h, s, None)
+        }
         _ => {}
     }
     if caps.kprobe {
@@ -362,7 +364,7 @@ fn kprobe_function(h: &HookRule, kernel: &Kernel) -> Result<String, String> {
     let Some(symbols) = kernel.symbols else {
         return Ok(candidates[0].clone());
     };
-    candidates
+    let function = candidates
         .into_iter()
         .find(|f| symbols.function(f))
         .ok_or_else(|| {
@@ -370,11 +372,23 @@ fn kprobe_function(h: &HookRule, kernel: &Kernel) -> Result<String, String> {
                 "{} is not a function of this kernel (/proc/kallsyms)",
                 h.call
             )
-        })
+        })?;
+    match symbols.copies(&function) {
+        n if n > 1 => Err(format!(
+            "this kernel has {n} functions named {function} (copies of an inline function, each in its own file), and a kprobe by name cannot choose one; hook the function they call (for dev_queue_xmit, __dev_queue_xmit)"
+        )),
+        _ => Ok(function),
+    }
 }
 
 /// A hook served by what stands for its socket function, if that carries what it reads.
 fn use_stand_in(h: &HookRule, s: &abi::StandIn, fallback: Option<String>) -> Attach {
+    if h.return_sock.is_some() {
+        return Err(format!(
+            "{} is served by what stands for it, which cannot track the socket it returns (returnArgAction): that needs a kretprobe",
+            h.call
+        ));
+    }
     if h.returns && h.args.len() > 1 {
         return Err(format!(
             "{} is served by what stands for it, which reads the return value alone: the arguments of its entry cannot be kept for it",

@@ -59,8 +59,15 @@ pub type ModeOf<'a> = &'a dyn Fn(&str) -> Option<Mode>;
 /// [`prepare`], in the mode `mode_of` gives the policy's name, if any.
 pub fn prepare_as(path: &Path, kernel: &Kernel, mode_of: ModeOf) -> Result<Prepared, InputError> {
     let text = read_yaml(path, &Limits::POLICY)?;
-    prepare_text_as(&path.display().to_string(), &text, kernel, mode_of)
-        .map_err(InputError::Invalid)
+    // A file on this machine: its `${NAME}` placeholders are filled (load_local_policy).
+    prepare_loaded(
+        &path.display().to_string(),
+        &text,
+        kernel,
+        mode_of,
+        crate::validate::load_policy_with(&path.display().to_string(), &text, kernel.symbols, true),
+    )
+    .map_err(InputError::Invalid)
 }
 
 /// [`prepare`] for a policy's text; `file` names it in errors.
@@ -75,7 +82,24 @@ pub fn prepare_text_as(
     kernel: &Kernel,
     mode_of: ModeOf,
 ) -> Result<Prepared, PolicyErrors> {
-    let mut policy = load_policy_for(file, text, kernel.symbols)?;
+    prepare_loaded(
+        file,
+        text,
+        kernel,
+        mode_of,
+        load_policy_for(file, text, kernel.symbols),
+    )
+}
+
+/// Compiles and plans a policy `text` loaded as `loaded`.
+fn prepare_loaded(
+    file: &str,
+    text: &str,
+    kernel: &Kernel,
+    mode_of: ModeOf,
+    loaded: Result<Policy, PolicyErrors>,
+) -> Result<Prepared, PolicyErrors> {
+    let mut policy = loaded?;
     if let Some(mode) = mode_of(&policy.name) {
         policy.mode = mode;
     }

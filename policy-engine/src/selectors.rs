@@ -367,14 +367,6 @@ fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass
     }
     for (j, v) in f.values.iter().enumerate() {
         let vpath = format!("{fpath}.values[{j}]");
-        if let Some(name) = crate::documents::placeholder(&v.0) {
-            c.value(
-                &vpath,
-                format!("`{}` is a placeholder, and {name} is not set where vigil runs", v.0),
-                format!("set {name} in vigil's environment (as for envsubst: `export {name}=...`), or write the value itself"),
-            );
-            continue;
-        }
         if let Some(net) = values::cidr_with_host_bits(&v.0) {
             c.warn(
                 &vpath,
@@ -396,18 +388,21 @@ fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass
                 if matches!(op, "Equal" | "NotEqual" | "Prefix" | "NotPrefix")
                     && !v.0.starts_with('/') =>
             {
-                // Tetragon loads it, and so does vigil, but the author should know.
-                let never = if op.starts_with("Not") {
-                    "every path"
+                // Equal or Prefix: Tetragon loads it, and so does vigil, but it never matches.
+                // Not-: it would match every path, and act on every one.
+                if op.starts_with("Not") {
+                    Err(format!(
+                        "`{}` is not an absolute path, so {op} would match every path: the kernel compares the absolute path it resolved",
+                        v.0
+                    ))
                 } else {
-                    "no path"
-                };
-                c.warn(
-                    &vpath,
-                    format!("`{}` is not an absolute path, so {op} matches {never}: the kernel compares the absolute path it resolved", v.0),
-                    if op.ends_with("Prefix") { "write the absolute directory, or use Postfix for a name at the end of any path" } else { "write the absolute path" },
-                );
-                fits_match(&v.0).map_err(|(reason, _)| reason)
+                    c.warn(
+                        &vpath,
+                        format!("`{}` is not an absolute path, so {op} matches no path: the kernel compares the absolute path it resolved", v.0),
+                        if op.ends_with("Prefix") { "write the absolute directory, or use Postfix for a name at the end of any path" } else { "write the absolute path" },
+                    );
+                    fits_match(&v.0).map_err(|(reason, _)| reason)
+                }
             }
             (ArgClass::Text | ArgClass::Path, _) => match fits_match(&v.0) {
                 Err((reason, fix)) => {
@@ -429,6 +424,18 @@ fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass
 }
 
 fn check_actions(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
+    let sock_actions = s
+        .match_actions
+        .iter()
+        .filter(|a| matches!(a.action.as_str(), "TrackSock" | "UntrackSock"))
+        .count();
+    if sock_actions > 1 {
+        c.field(
+            &format!("{path}.matchActions"),
+            format!("{sock_actions} TrackSock/UntrackSock actions in one selector; the kernel takes one"),
+            "keep one, or split the selector",
+        );
+    }
     for (i, a) in s.match_actions.iter().enumerate() {
         let apath = format!("{path}.matchActions[{i}]");
         let name = a.action.as_str();

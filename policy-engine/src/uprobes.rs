@@ -40,7 +40,9 @@ const MAX_BINARY: u64 = 1 << 30;
 
 /// Argument types a uprobe reads: integers, and the strings and buffers they point to.
 fn readable(t: &str) -> bool {
-    matches!(arg_class(t), Some(ArgClass::Int { .. })) || matches!(t, "string" | "char_buf" | "nop")
+    // A capability set is read through a kernel pointer: never from a user register.
+    (matches!(arg_class(t), Some(ArgClass::Int { .. })) && !crate::args::CAP_TYPES.contains(&t))
+        || matches!(t, "string" | "char_buf" | "nop")
 }
 
 pub(crate) fn check_uprobes(c: &mut Checker, spec: &PolicySpec) {

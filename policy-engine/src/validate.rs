@@ -127,7 +127,7 @@ pub fn load_policy_file(
     kernel: Option<&dyn KernelSymbols>,
 ) -> Result<Policy, InputError> {
     let text = read_yaml(path, &Limits::POLICY)?;
-    load_policy_for(&path.display().to_string(), &text, kernel).map_err(InputError::Invalid)
+    load_local_policy(&path.display().to_string(), &text, kernel).map_err(InputError::Invalid)
 }
 
 /// Parses and checks one policy document. `file` names it in errors.
@@ -142,18 +142,40 @@ pub fn load_policy_for(
     text: &str,
     kernel: Option<&dyn KernelSymbols>,
 ) -> Result<Policy, PolicyErrors> {
+    load_policy_with(file, text, kernel, false)
+}
+
+/// [`load_policy_for`] for a policy file on this machine (root's, read through the gate):
+/// `${NAME}` placeholders are filled from the agent's environment, as envsubst would. A policy
+/// from anywhere else (a Kubernetes object, the API) never is: its author could otherwise read
+/// the agent's environment (its exporters' tokens) back from the refusal.
+pub fn load_local_policy(
+    file: &str,
+    text: &str,
+    kernel: Option<&dyn KernelSymbols>,
+) -> Result<Policy, PolicyErrors> {
+    load_policy_with(file, text, kernel, true)
+}
+
+pub(crate) fn load_policy_with(
+    file: &str,
+    text: &str,
+    kernel: Option<&dyn KernelSymbols>,
+    fill: bool,
+) -> Result<Policy, PolicyErrors> {
     // Nothing that builds from the text sees it before the gate did.
     check_yaml(file, text, &Limits::POLICY).map_err(|e| PolicyErrors(vec![e]))?;
     let one = |e| PolicyErrors(vec![e]);
     let doc = crate::documents::policy_document(file, text).map_err(one)?;
     let mut notes = doc.notes;
-    let filled = crate::documents::fill_placeholders(
-        file,
-        &doc.text,
-        &crate::documents::from_environment,
-        &mut notes,
-    )
-    .map_err(one)?;
+    let none = |_: &str| None;
+    let lookup: &dyn Fn(&str) -> Option<String> = if fill {
+        &crate::documents::from_environment
+    } else {
+        &none
+    };
+    let filled =
+        crate::documents::fill_placeholders(file, &doc.text, lookup, &mut notes).map_err(one)?;
     let text = filled.as_str();
     let mut c = Checker {
         file,

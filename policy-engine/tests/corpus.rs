@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use vigil_policy_engine::{kernel::RunningKernel, load_policy_for, KernelSymbols};
+use vigil_policy_engine::{
+    kernel::RunningKernel, load_local_policy, load_policy_for, KernelSymbols,
+};
 
 fn kernel() -> Option<RunningKernel> {
     RunningKernel::read().ok()
@@ -15,7 +17,7 @@ fn check(
     kernel: Option<&dyn KernelSymbols>,
 ) -> Result<String, Vec<vigil_policy_engine::PolicyError>> {
     let text = std::fs::read_to_string(file).unwrap();
-    load_policy_for(&file.display().to_string(), &text, kernel)
+    load_local_policy(&file.display().to_string(), &text, kernel)
         .map(|p| p.name)
         .map_err(|e| e.0)
 }

@@ -86,6 +86,12 @@ static __always_inline void read_skb(struct sk_buff *skb, struct vigil_skb_value
 	}
 }
 
+/* The iov_iter of kernels before 6.0: no `ubuf`, no ITER_UBUF (the pointer union starts with
+ * `iov`). A CO-RE flavor, so one object loads on both. */
+struct iov_iter___pre_ubuf {
+	const struct iovec *iov;
+} __attribute__((preserve_access_index));
+
 /* A capability set: `kernel_cap_t` is one 64-bit word (`val`) since Linux 6.3 and two 32-bit
  * ones (`cap[2]`, low word first) before; the 8 bytes at its address read the same on both. */
 static __always_inline __u64 read_caps(const void *set)
@@ -379,16 +385,23 @@ __noinline int decode_str(__u32 a)
 		 * pointer shares the union's first slot in every layout (ubuf, iov, __iov). */
 		struct iov_iter *it = ptr;
 		__u8 kind = BPF_CORE_READ(it, iter_type);
-		void *at = BPF_CORE_READ(it, ubuf);
 		__u64 count = BPF_CORE_READ(it, count);
 		__u64 off = BPF_CORE_READ(it, iov_offset);
+		void *at;
+		int ubuf = -1;
+		if (bpf_core_field_exists(it->ubuf))
+			at = BPF_CORE_READ(it, ubuf);
+		else
+			at = (void *)BPF_CORE_READ((struct iov_iter___pre_ubuf *)it, iov);
+		if (bpf_core_enum_value_exists(enum iter_type, ITER_UBUF))
+			ubuf = bpf_core_enum_value(enum iter_type, ITER_UBUF);
 		if (kind == bpf_core_enum_value(enum iter_type, ITER_IOVEC)) {
 			struct iovec v = {};
 			bpf_probe_read_kernel(&v, sizeof(v), at);
 			at = v.iov_base;
 			if (count > v.iov_len - off)
 				count = v.iov_len - off;
-		} else if (kind != bpf_core_enum_value(enum iter_type, ITER_UBUF)) {
+		} else if (kind != ubuf) {
 			return 0; /* kernel memory, pages: not read */
 		}
 		__u64 want = e->regs[e->cfg.arg_bits[a] & 7];

@@ -125,11 +125,13 @@ struct {
 	__type(value, struct vigil_sock_owner);
 } vigil_sock_owners SEC(".maps") __vigil_shared;
 
-/* The event names the process that owns its first tracked socket argument. */
-static __always_inline void name_sock_owner(struct hook_eval *e)
+/* The event names the process that owns its first tracked socket argument, but the one at
+ * position `skip`: the socket a TrackSock is about to give an owner (a new socket may sit at the
+ * address of a freed one that was never untracked, whose owner it must not inherit). */
+static __always_inline void name_sock_owner(struct hook_eval *e, __u32 skip)
 {
 	for (int i = 0; i < VIGIL_HOOK_ARGS; i++) {
-		if (i >= e->cfg.nargs || e->cfg.arg_type[i] != VIGIL_ARG_SOCK)
+		if (i >= e->cfg.nargs || i == skip || e->cfg.arg_type[i] != VIGIL_ARG_SOCK)
 			continue;
 		__u64 sk = e->regs[e->cfg.arg_reg[i] & 7];
 		struct vigil_sock_owner *o = sk ? bpf_map_lookup_elem(&vigil_sock_owners, &sk) : 0;
@@ -305,33 +307,48 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 	 * selector matched, so the calls it filters out anyway cost nothing more. */
 	if (e->cfg.scope && !vigil_in_scope(e->cfg.scope))
 		return;
-	name_sock_owner(e);
-	if (e->cfg.flags & (VIGIL_HOOK_TRACK_RETURN | VIGIL_HOOK_UNTRACK_RETURN))
-		sock_track(e, e->regs[VIGIL_HOOK_RETURN_REG], e->cfg.flags & VIGIL_HOOK_TRACK_RETURN);
+	struct vigil_hook_rule *r = 0;
 	if (e->cfg.rule_count) {
 		__u32 slot = e->walk.matched - 1;
-		struct vigil_hook_rule *r = bpf_map_lookup_elem(&vigil_hook_rules, &slot);
+		r = bpf_map_lookup_elem(&vigil_hook_rules, &slot);
 		if (!r)
 			return;
 		e->ev.rule = slot;
 		e->ev.action = r->action;
 		e->ev.action_arg = r->arg;
-		if (r->sock_action)
-			sock_track(e, e->regs[e->cfg.arg_reg[r->sock_arg & 7] & 7],
-				   r->sock_action == VIGIL_SOCK_TRACK);
-		if (r->flags & VIGIL_RULE_MONITOR) {
-			if (r->action == VIGIL_ACTION_SIGKILL || r->action == VIGIL_ACTION_SIGNAL)
-				e->ev.flags = VIGIL_POLICY_MONITOR;
-		} else if (r->action == VIGIL_ACTION_SIGKILL) {
-			bpf_send_signal(SIGKILL);
-			e->ev.flags = VIGIL_POLICY_ENFORCED;
-		} else if (r->action == VIGIL_ACTION_SIGNAL) {
-			bpf_send_signal(r->arg);
-			e->ev.flags = VIGIL_POLICY_ENFORCED;
-		}
-		if (r->action == VIGIL_ACTION_NOPOST || (r->flags & VIGIL_RULE_NOPOST))
-			return;
 	}
+	/* The socket a TrackSock gives an owner is not asked for its own. */
+	__u32 skip = VIGIL_HOOK_ARGS;
+	if (e->cfg.flags & VIGIL_HOOK_TRACK_RETURN)
+		skip = e->cfg.nargs ? e->cfg.nargs - 1 : 0;
+	else if (r && r->sock_action == VIGIL_SOCK_TRACK)
+		skip = r->sock_arg;
+	name_sock_owner(e, skip);
+	if (e->cfg.flags & (VIGIL_HOOK_TRACK_RETURN | VIGIL_HOOK_UNTRACK_RETURN))
+		sock_track(e, e->regs[VIGIL_HOOK_RETURN_REG], e->cfg.flags & VIGIL_HOOK_TRACK_RETURN);
+	if (!r) {
+		emit(e);
+		return;
+	}
+	if (r->sock_action && r->sock_arg < VIGIL_HOOK_ARGS)
+		sock_track(e, e->regs[e->cfg.arg_reg[r->sock_arg % VIGIL_HOOK_ARGS] & 7],
+			   r->sock_action == VIGIL_SOCK_TRACK);
+	/* A signal reaches the process that runs, and only when the event names that process:
+	 * where the kernel works for another (a tracked socket's packet in softirq), the process
+	 * the event names is not the one a signal would hit, and none is sent. */
+	int named = e->ev.pid == (__u32)(pid_tgid >> 32);
+	if (r->flags & VIGIL_RULE_MONITOR) {
+		if (r->action == VIGIL_ACTION_SIGKILL || r->action == VIGIL_ACTION_SIGNAL)
+			e->ev.flags = VIGIL_POLICY_MONITOR;
+	} else if (r->action == VIGIL_ACTION_SIGKILL && named) {
+		bpf_send_signal(SIGKILL);
+		e->ev.flags = VIGIL_POLICY_ENFORCED;
+	} else if (r->action == VIGIL_ACTION_SIGNAL && named) {
+		bpf_send_signal(r->arg);
+		e->ev.flags = VIGIL_POLICY_ENFORCED;
+	}
+	if (r->action == VIGIL_ACTION_NOPOST || (r->flags & VIGIL_RULE_NOPOST))
+		return;
 	emit(e);
 }
 
