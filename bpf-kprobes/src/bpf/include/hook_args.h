@@ -340,6 +340,35 @@ static __always_inline void at_path_join(struct hook_eval *e, __u32 a)
 	e->ev.args[a].file.mode = 0; /* the directory's, read by decode_path: not the file's */
 }
 
+/* Reads kernel-object argument `a` (a credential, a capability set, a packet) into its value
+ * slot. A global function, like decode_str: each reader is verified once, not once per
+ * argument position in every runner's unrolled loop. */
+#ifdef VIGIL_DECODE_STR_ELSEWHERE
+extern int decode_object(__u32 a);
+#else
+__noinline int decode_object(__u32 a)
+{
+	struct hook_eval *e = hook_eval();
+
+	if (!e || a >= VIGIL_HOOK_ARGS)
+		return 0;
+	BOUND_SLOT(a);
+	if (a >= VIGIL_HOOK_ARGS)
+		return 0;
+	__u8 t = e->cfg.arg_type[a];
+	__u64 raw = e->regs[e->cfg.arg_reg[a] & 7];
+	if (!raw)
+		return 0;
+	if (t == VIGIL_ARG_CRED)
+		read_cred((const struct cred *)raw, &e->ev.args[a].cred);
+	else if (t == VIGIL_ARG_CAP)
+		e->ev.args[a].int_value = read_caps((const void *)raw);
+	else if (t == VIGIL_ARG_SKB)
+		read_skb((struct sk_buff *)raw, &e->ev.args[a].skb);
+	return 0;
+}
+#endif
+
 /* Decodes string-like argument `a` into e->key[a], once per call. A global function: the
  * verifier checks it once, not once per place that calls it. One object defines it (the
  * linker resolves the others' calls to it): see VIGIL_DECODE_STR_ELSEWHERE. */

@@ -127,10 +127,18 @@ struct {
 
 /* The event names the process that owns its first tracked socket argument, but the one at
  * position `skip`: the socket a TrackSock is about to give an owner (a new socket may sit at the
- * address of a freed one that was never untracked, whose owner it must not inherit). */
-static __always_inline void name_sock_owner(struct hook_eval *e, __u32 skip)
+ * address of a freed one that was never untracked, whose owner it must not inherit). A global
+ * function: verified once. */
+#ifdef VIGIL_DECODE_STR_ELSEWHERE
+extern int name_sock_owner(__u32 skip);
+#else
+__noinline int name_sock_owner(__u32 skip)
 {
-	for (int i = 0; i < VIGIL_HOOK_ARGS; i++) {
+	struct hook_eval *e = hook_eval();
+
+	if (!e)
+		return 0;
+	for (__u32 i = 0; i < VIGIL_HOOK_ARGS; i++) {
 		if (i >= e->cfg.nargs || i == skip || e->cfg.arg_type[i] != VIGIL_ARG_SOCK)
 			continue;
 		__u64 sk = e->regs[e->cfg.arg_reg[i] & 7];
@@ -138,10 +146,12 @@ static __always_inline void name_sock_owner(struct hook_eval *e, __u32 skip)
 		if (o) {
 			e->ev.pid = o->tgid;
 			e->ev.tid = o->tid;
-			return;
+			return 0;
 		}
 	}
+	return 0;
 }
+#endif
 
 /* TrackSock (the socket becomes the event's process's) or UntrackSock on socket `sk`. */
 static __always_inline void sock_track(struct hook_eval *e, __u64 sk, int track)
@@ -287,12 +297,8 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 		}
 		else if (t == VIGIL_ARG_SOCKADDR && raw)
 			read_sockaddr((void *)raw, user, &e->ev.args[i].sock);
-		else if (t == VIGIL_ARG_CRED && raw)
-			read_cred((const struct cred *)raw, &e->ev.args[i].cred);
-		else if (t == VIGIL_ARG_CAP && raw)
-			e->ev.args[i].int_value = read_caps((const void *)raw);
-		else if (t == VIGIL_ARG_SKB && raw)
-			read_skb((struct sk_buff *)raw, &e->ev.args[i].skb);
+		else if (t == VIGIL_ARG_CRED || t == VIGIL_ARG_CAP || t == VIGIL_ARG_SKB)
+			decode_object(i);
 	}
 
 	if (cfg->rule_count) {
@@ -323,7 +329,10 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 		skip = e->cfg.nargs ? e->cfg.nargs - 1 : 0;
 	else if (r && r->sock_action == VIGIL_SOCK_TRACK)
 		skip = r->sock_arg;
-	name_sock_owner(e, skip);
+	name_sock_owner(skip);
+	e = hook_eval();
+	if (!e)
+		return;
 	if (e->cfg.flags & (VIGIL_HOOK_TRACK_RETURN | VIGIL_HOOK_UNTRACK_RETURN))
 		sock_track(e, e->regs[VIGIL_HOOK_RETURN_REG], e->cfg.flags & VIGIL_HOOK_TRACK_RETURN);
 	if (!r) {
