@@ -13,6 +13,12 @@ pub trait KernelSymbols {
     fn copies(&self, _name: &str) -> usize {
         1
     }
+    /// Whether ftrace can trace `name` (`available_filter_functions`); `None` where that
+    /// cannot be read. A kprobe refuses a function it cannot (a `notrace` one, such as the
+    /// out-of-line copy of an inline function: the kernel's `inline` implies `notrace`).
+    fn traceable(&self, _name: &str) -> Option<bool> {
+        None
+    }
     /// Whether the tracepoint exists; `None` when that cannot be told (tracefs not mounted).
     fn tracepoint(&self, subsystem: &str, event: &str) -> Option<bool>;
     /// The functions kprobes can attach to whose names `re` matches (a `generated_ftrace`
@@ -28,6 +34,8 @@ pub struct RunningKernel {
     functions: HashMap<String, u64>,
     /// Names that several text symbols bear exactly, with their count.
     duplicates: HashMap<String, usize>,
+    /// ftrace's traceable functions, read when first asked.
+    traceable: std::sync::OnceLock<Option<std::collections::HashSet<String>>>,
     tracefs: Option<&'static str>,
 }
 
@@ -61,6 +69,7 @@ impl RunningKernel {
         Ok(RunningKernel {
             functions,
             duplicates,
+            traceable: std::sync::OnceLock::new(),
             tracefs,
         })
     }
@@ -80,6 +89,21 @@ impl KernelSymbols for RunningKernel {
 
     fn copies(&self, name: &str) -> usize {
         self.duplicates.get(name).copied().unwrap_or(1)
+    }
+
+    fn traceable(&self, name: &str) -> Option<bool> {
+        let set = self.traceable.get_or_init(|| {
+            let root = self.tracefs?;
+            let text =
+                std::fs::read_to_string(Path::new(root).join("available_filter_functions")).ok()?;
+            Some(
+                text.lines()
+                    .filter_map(|l| l.split_whitespace().next())
+                    .map(str::to_string)
+                    .collect(),
+            )
+        });
+        set.as_ref().map(|s| s.contains(name))
     }
 
     /// ftrace's list of the functions it can trace, where tracefs shows it (root), else every

@@ -373,9 +373,12 @@ fn kprobe_function(h: &HookRule, kernel: &Kernel) -> Result<String, String> {
                 h.call
             )
         })?;
-    match symbols.copies(&function) {
-        n if n > 1 => Err(format!(
+    match (symbols.copies(&function), symbols.traceable(&function)) {
+        (n, _) if n > 1 => Err(format!(
             "this kernel has {n} functions named {function} (copies of an inline function, each in its own file), and a kprobe by name cannot choose one; hook the function they call (for dev_queue_xmit, __dev_queue_xmit)"
+        )),
+        (_, Some(false)) => Err(format!(
+            "{function} cannot be traced on this kernel (it is not in available_filter_functions: a notrace function, or the out-of-line copy of an inline one), and kprobes refuse it; hook the function it calls (for dev_queue_xmit, __dev_queue_xmit)"
         )),
         _ => Ok(function),
     }
