@@ -155,6 +155,7 @@ mod tests {
             namespaces: vec![],
             caps: vec![],
             action,
+            kill: false,
             post: true,
             rate_limit_secs: None,
             sock_action: None,

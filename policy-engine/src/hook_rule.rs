@@ -207,6 +207,8 @@ pub struct HookSelector {
     pub caps: Vec<CapFilter>,
     /// What it does.
     pub action: RuleAction,
+    /// With an Override: the process is killed as well.
+    pub kill: bool,
     /// Whether it reports.
     pub post: bool,
     /// `rateLimit` on Post: a report at most once per this many seconds for the same process,
@@ -533,6 +535,7 @@ fn selector(
         })
         .next_back()
         .transpose()?;
+    let (action, kill) = action(spath, s, file_open)?;
     Ok(HookSelector {
         sock_action,
         conds,
@@ -540,7 +543,8 @@ fn selector(
         pids: pid_filter(spath, s)?,
         namespaces: with_namespace_capabilities(namespace_filters(spath, s)?, s),
         caps: capability_filters(spath, s)?,
-        action: action(spath, s, file_open)?,
+        action,
+        kill,
         post: !s.match_actions.iter().any(|a| a.action == "NoPost"),
         rate_limit_secs: s
             .match_actions
@@ -860,22 +864,35 @@ fn capability_filters(spath: &str, s: &Selector) -> Result<Vec<CapFilter>, Compi
     Ok(caps)
 }
 
-/// The selector's action: the last of its actions that decides one (NoPost only silences).
-fn action(spath: &str, s: &Selector, file_open: bool) -> Result<RuleAction, CompileError> {
+/// The selector's action: the last of its actions that decides one (NoPost only silences),
+/// and whether it kills as well. On a generic hook, Override decides, and a Sigkill beside it
+/// kills the process too (Tetragon carries out both); on a file open, a denial is a denial.
+fn action(spath: &str, s: &Selector, file_open: bool) -> Result<(RuleAction, bool), CompileError> {
     let err =
         |field: String, reason: String| CompileError::from_text(format!("{spath}.{field}"), reason);
     let mut action = RuleAction::Post;
-    for (i, a) in s.match_actions.iter().enumerate() {
+    for a in &s.match_actions {
         action = match a.action.as_str() {
             "Sigkill" => RuleAction::Sigkill,
             "Signal" => RuleAction::Signal(a.arg_sig.unwrap_or(9) as i32),
-            "Override" if file_open => RuleAction::Override(a.arg_error.unwrap_or(-1) as i32),
-            "Override" => {
-                return Err(err(format!("matchActions[{i}].action"), "Override on a kprobe needs bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE), which neither Debian's kernels nor vigil's host kernel have; deny file opens with `lsmhooks: file_open`, or use Sigkill".into()));
-            }
+            "Override" => RuleAction::Override(a.arg_error.unwrap_or(-1) as i32),
             "NoPost" if action == RuleAction::Post => RuleAction::NoPost,
             _ => action,
         };
     }
-    Ok(action)
+    let overrides = s.match_actions.iter().position(|a| a.action == "Override");
+    let (Some(o), false) = (overrides, file_open) else {
+        return Ok((action, false));
+    };
+    if let Some(i) = s.match_actions.iter().position(|a| a.action == "Signal") {
+        return Err(err(
+            format!("matchActions[{i}].action"),
+            "Override and Signal in one selector: vigil carries out the Override and a Sigkill beside it, not another signal (fix: use Sigkill, or move the Signal to its own selector)".into(),
+        ));
+    }
+    let kill = s.match_actions.iter().any(|a| a.action == "Sigkill");
+    Ok((
+        RuleAction::Override(s.match_actions[o].arg_error.unwrap_or(-1) as i32),
+        kill,
+    ))
 }

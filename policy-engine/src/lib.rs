@@ -36,6 +36,7 @@ pub mod input;
 pub mod kernel;
 pub mod lists;
 pub mod locate;
+pub mod overrides;
 pub mod plan;
 pub mod prepare;
 pub mod scope;

@@ -216,8 +216,17 @@ pub fn plan(
         let path = h.hook_path.clone();
         let plan = attach(h, kernel).and_then(|(mechanism, fallback_reason)| {
             let requested = requested(&h.selectors);
-            let (enforcement, guarantee) =
-                enforcement(&h.call, requested, &mechanism, &kernel.caps, monitor)?;
+            let (enforcement, guarantee) = match requested {
+                // A generic hook's Override: an fmod_ret program returns the errno.
+                Enforcement::Deny(e) if !monitor && !h.is_file_open() => {
+                    crate::overrides::override_gates(h, &mechanism)?;
+                    if !kernel.caps.fmod_ret {
+                        return Err("Override needs fmod_ret programs (BPF trampolines) to make the LSM check return the errno, which this kernel does not allow; a Sigkill would land after the call had its effect (fix: use Sigkill, knowing that)".into());
+                    }
+                    (Enforcement::Deny(e), Guarantee::DeniedBeforeEffect)
+                }
+                _ => enforcement(&h.call, requested, &mechanism, &kernel.caps, monitor)?,
+            };
             Ok(HookPlan {
                 path: path.clone(),
                 hook: h.call.clone(),
@@ -325,8 +334,10 @@ fn attach(h: &HookRule, kernel: &Kernel) -> Attach {
     }
     if caps.kprobe {
         let function = kprobe_function(h, kernel)?;
+        // A return hook that overrides is judged at the entry, before the function runs; its
+        // event reports the errno it was made to return.
         return Ok((
-            if h.returns {
+            if h.returns && !crate::overrides::overrides(h) {
                 Mechanism::Kretprobe(function)
             } else {
                 Mechanism::Kprobe(function)

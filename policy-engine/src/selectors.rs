@@ -25,6 +25,8 @@ pub(crate) struct Hook<'a> {
     pub return_type: Option<&'a str>,
     /// `Override` can act here (system calls and LSM hooks).
     pub can_override: bool,
+    /// The kernel function a kprobe hooks; empty for other hooks.
+    pub call: &'a str,
 }
 
 const TEXT_OPS: [&str; 6] = [
@@ -495,6 +497,12 @@ fn check_actions(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
                 }
                 match a.arg_error {
                     Some(e) if (-4095..0).contains(&e) => {}
+                    // An LSM check's own positive result (not an errno), as Tetragon passes it.
+                    Some(e) if e > 0 && e <= i32::MAX as i64 && hook.call.starts_with("security_") => c.warn(
+                        &format!("{apath}.argError"),
+                        format!("{e} is not an errno: {} returns it as its own result, which its callers read by their kernel's convention (security_inode_copy_up_xattr discards the attribute on 1 before Linux 6.10, and copies it on 1 from 6.10, where -125, ECANCELED, discards it)", hook.call),
+                        "check what the function's callers make of this value on the kernels you run",
+                    ),
                     Some(e) => c.value(
                         &format!("{apath}.argError"),
                         format!("{e} is not an error number: Override makes the function return a negative errno"),

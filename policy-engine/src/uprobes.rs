@@ -138,6 +138,7 @@ pub(crate) fn check_uprobes(c: &mut Checker, spec: &PolicySpec) {
             has_return: u.r#return,
             return_type: u.return_arg.as_ref().map(|r| r.r#type.as_str()),
             can_override: false,
+            call: "",
         };
         crate::selectors::check_selectors(c, &hook, &u.selectors);
         crate::validate::check_message(c, &path, u.message.as_deref(), &u.tags);

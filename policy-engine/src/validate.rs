@@ -506,6 +506,7 @@ fn check_kprobes(c: &mut Checker, spec: &PolicySpec) {
             has_return: k.r#return,
             return_type: k.return_arg.as_ref().map(|r| r.r#type.as_str()),
             can_override: k.syscall || k.call.starts_with("security_"),
+            call: &k.call,
         };
         crate::selectors::check_selectors(c, &hook, &k.selectors);
         check_message(c, &path, k.message.as_deref(), &k.tags);
@@ -536,6 +537,7 @@ fn check_tracepoints(c: &mut Checker, spec: &PolicySpec) {
             has_return: false,
             return_type: None,
             can_override: false,
+            call: "",
         };
         crate::selectors::check_selectors(c, &hook, &t.selectors);
         check_message(c, &path, t.message.as_deref(), &t.tags);
@@ -559,6 +561,7 @@ fn check_lsm_hooks(c: &mut Checker, spec: &PolicySpec) {
             has_return: false,
             return_type: None,
             can_override: true,
+            call: "",
         };
         crate::selectors::check_selectors(c, &hook, &l.selectors);
         check_message(c, &path, l.message.as_deref(), &l.tags);

@@ -205,7 +205,13 @@ pub fn syscalls() -> impl Iterator<Item = (&'static str, u32)> {
 pub struct HookList {
     pub n: u32,
     pub slot: [u32; HOOKS_PER_KEY],
+    /// `VIGIL_LIST_*`: [`LIST_CLEARS_VERDICT`].
+    pub flags: u32,
 }
+
+/// `VIGIL_LIST_CLEARS_VERDICT`: a hook on the point overrides at a later LSM check (a system
+/// call's), so each call first clears what an earlier one left unused.
+pub const LIST_CLEARS_VERDICT: u32 = 1 << 0;
 
 /// `struct vigil_hook_config`.
 #[repr(C)]
@@ -420,6 +426,8 @@ pub mod rule {
     pub const BIN_NOT: u32 = 1 << 8;
     pub const NOPOST: u32 = 1 << 9;
     pub const BIN_INODE: u32 = 1 << 10;
+    /// Override, and kill the process too.
+    pub const KILL: u32 = 1 << 11;
 }
 
 /// `enum vigil_action`.

@@ -55,6 +55,8 @@ int vigil_kprobe(struct pt_regs *ctx)
 		e->regs[4] = PT_REGS_PARM5(ctx);
 	}
 	e->regs[5] = 0;
+	/* No return value yet: a return hook judged here (it overrides) reads 0 until it does. */
+	e->regs[VIGIL_HOOK_RETURN_REG] = 0;
 	if (save)
 		save_entry(e, save);
 	if (!hooks)

@@ -254,18 +254,11 @@ int BPF_PROG(vigil_lsm_file_open, struct file *file, int ret)
 
 /*
  * Where BPF LSM is not active but trampolines work: this fentry program judges the open as the
- * LSM program does, and leaves a denial's errno here, by thread, for the fmod_ret program on
- * the same function (sensor/src/loader/fmod_ret.rs), which runs right after it, before
- * security_file_open itself, and returns the errno instead of calling it. The file pointer
- * makes sure the verdict is this open's.
+ * LSM program does, and leaves a denial's errno in vigil_fmod_verdicts (maps.h), by thread, for
+ * the fmod_ret program on the same function (sensor/src/loader/fmod_ret.rs), which runs right
+ * after it, before security_file_open itself, and returns the errno instead of calling it. The
+ * file pointer makes sure the verdict is this open's.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct vigil_fmod_verdict);
-} vigil_fmod_verdicts SEC(".maps") __vigil_shared;
-
 SEC("fentry/security_file_open")
 int BPF_PROG(vigil_fentry_file_open, struct file *file)
 {

@@ -73,6 +73,9 @@ const fn jne_imm(dst: u8, imm: i32, off: i16) -> Insn {
 const fn jeq_imm(dst: u8, imm: i32, off: i16) -> Insn {
     insn(0x15, dst, 0, off, imm)
 }
+const fn jeq_reg(dst: u8, src: u8, off: i16) -> Insn {
+    insn(0x1d, dst, src, off, 0)
+}
 const fn jne_reg(dst: u8, src: u8, off: i16) -> Insn {
     insn(0x5d, dst, src, off, 0)
 }
@@ -90,12 +93,72 @@ fn load_map(dst: u8, map: i32) -> [Insn; 2] {
     ]
 }
 
-/// The program, for the map of verdicts `map`. Its context is `security_file_open`'s
-/// arguments as u64s, `struct file *file` at 0, then the return value so far at 8. Any entry
-/// of this thread is consumed, whether it is used or not (an earlier fmod_ret refused already,
-/// or it was left by an open this program did not see): a stale verdict must never meet a
-/// reused `struct file` address.
-fn program(map: i32) -> Vec<Insn> {
+/// `dst = imm` for a 64-bit constant (two instructions).
+fn load_imm64(dst: u8, imm: u64) -> [Insn; 2] {
+    [
+        insn(0x18, dst, 0, 0, imm as u32 as i32),
+        insn(0, 0, 0, 0, (imm >> 32) as u32 as i32),
+    ]
+}
+
+/// Which verdicts a program carries out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerdictFor {
+    /// The file-open judge's, for the `struct file` being opened (`security_file_open`).
+    File,
+    /// A generic hook's Override, judged at one of these attach points (their `vigil_hooks`
+    /// keys).
+    Keys(Vec<u64>),
+}
+
+/// The program, for the map of verdicts `map`.
+fn program(map: i32, verdicts: &VerdictFor) -> Vec<Insn> {
+    match verdicts {
+        VerdictFor::File => file_program(map),
+        VerdictFor::Keys(keys) => keys_program(map, keys),
+    }
+}
+
+/// The program for a generic hook's Override: the thread's verdict's errno when the verdict
+/// names one of `keys`, else 0. The verdict is consumed either way. (A second fmod_ret program
+/// on a function runs only while the ones before it returned 0, so there is no earlier
+/// refusal to keep.)
+fn keys_program(map: i32, keys: &[u64]) -> Vec<Insn> {
+    let mut p = vec![
+        mov_imm(7, 0),
+        call(HELPER_GET_CURRENT_PID_TGID),
+        store_u64(10, -8, 0),
+    ];
+    p.extend(load_map(1, map));
+    p.extend([mov_reg(2, 10), add_imm(2, -8), call(HELPER_MAP_LOOKUP_ELEM)]);
+    // Each key: 2 instructions to load it, 1 to compare; then 1 jump past the errno's load.
+    let n = keys.len() as i16;
+    p.push(jeq_imm(0, 0, 3 * n + 2 + 6)); // no verdict (-> the end's mov)
+    p.push(load_u64(1, 0, FMOD_VERDICT_FILE));
+    for (i, k) in keys.iter().enumerate() {
+        p.extend(load_imm64(2, *k));
+        // -> the errno's load
+        p.push(jeq_reg(1, 2, 3 * (n - 1 - i as i16) + 1));
+    }
+    p.push(insn(0x05, 0, 0, 1, 0)); // another attach point's: consumed, unused
+    p.push(load_u64(7, 0, FMOD_VERDICT_ERRNO));
+    p.extend(load_map(1, map));
+    p.extend([
+        mov_reg(2, 10),
+        add_imm(2, -8),
+        call(HELPER_MAP_DELETE_ELEM),
+        mov_reg(0, 7),
+        exit(),
+    ]);
+    p
+}
+
+/// The file-open program. Its context is `security_file_open`'s arguments as u64s,
+/// `struct file *file` at 0, then the return value so far at 8. Any entry of this thread is
+/// consumed, whether it is used or not (an earlier fmod_ret refused already, or it was left by
+/// an open this program did not see): a stale verdict must never meet a reused `struct file`
+/// address.
+fn file_program(map: i32) -> Vec<Insn> {
     let mut p = vec![
         mov_reg(6, 1),     // 0: r6 = ctx
         load_u64(7, 6, 8), // 1: r7 = what an earlier fmod_ret returned
@@ -171,11 +234,11 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Loads `insns` as an fmod_ret program on [`FUNCTION`]; the error carries the verifier's log.
-fn load(btf: &Btf, insns: &[Insn]) -> Result<OwnedFd, String> {
+/// Loads `insns` as an fmod_ret program on `function`; the error carries the verifier's log.
+fn load(btf: &Btf, function: &str, insns: &[Insn]) -> Result<OwnedFd, String> {
     let target = btf
-        .id_by_type_name_kind(FUNCTION, BtfKind::Func)
-        .map_err(|e| format!("{FUNCTION} is not in the kernel's BTF: {e}"))?;
+        .id_by_type_name_kind(function, BtfKind::Func)
+        .map_err(|e| format!("{function} is not in the kernel's BTF: {e}"))?;
     let license = CString::new("GPL").expect("no NUL");
     let mut log = vec![0u8; 64 * 1024];
     let mut name = [0u8; 16];
@@ -198,7 +261,7 @@ fn load(btf: &Btf, insns: &[Insn]) -> Result<OwnedFd, String> {
         let text = String::from_utf8_lossy(&log[..end]);
         let tail: Vec<&str> = text.lines().rev().take(4).collect();
         format!(
-            "the kernel refused the fmod_ret program on {FUNCTION}: {e}{}",
+            "the kernel refused the fmod_ret program on {function}: {e}{}",
             if tail.is_empty() {
                 String::new()
             } else {
@@ -211,8 +274,8 @@ fn load(btf: &Btf, insns: &[Insn]) -> Result<OwnedFd, String> {
     })
 }
 
-/// Attaches a loaded tracing program where it was verified for; returns the link.
-fn attach(prog: &OwnedFd) -> Result<OwnedFd, String> {
+/// Attaches a loaded tracing program where it was verified for (`function`); returns the link.
+fn attach(prog: &OwnedFd, function: &str) -> Result<OwnedFd, String> {
     #[repr(C)]
     struct RawTracepointOpen {
         name: u64,
@@ -225,21 +288,26 @@ fn attach(prog: &OwnedFd) -> Result<OwnedFd, String> {
         _pad: 0,
     };
     bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)
-        .map_err(|e| format!("the kernel refused to attach fmod_ret to {FUNCTION}: {e}"))
+        .map_err(|e| format!("the kernel refused to attach fmod_ret to {function}: {e}"))
 }
 
-/// Loads and attaches the program over the verdicts map `verdicts`; returns its link (the
-/// program is held by it).
-pub fn attach_over(btf: &Btf, verdicts: BorrowedFd<'_>) -> Result<OwnedFd, String> {
-    let prog = load(btf, &program(verdicts.as_raw_fd()))?;
-    attach(&prog)
+/// Loads and attaches the program on `function` over the verdicts map `map`, carrying out
+/// `verdicts`; returns its link (the program is held by it).
+pub fn attach_over(
+    btf: &Btf,
+    function: &str,
+    map: BorrowedFd<'_>,
+    verdicts: &VerdictFor,
+) -> Result<OwnedFd, String> {
+    let prog = load(btf, function, &program(map.as_raw_fd(), verdicts))?;
+    attach(&prog, function)
 }
 
 /// Whether fmod_ret programs load and attach to [`FUNCTION`] here: a program that returns 0,
 /// attached for a moment.
 pub fn probe(btf: &Btf) -> Result<(), String> {
-    let prog = load(btf, &[mov_imm(0, 0), exit()])?;
-    attach(&prog).map(drop)
+    let prog = load(btf, FUNCTION, &[mov_imm(0, 0), exit()])?;
+    attach(&prog, FUNCTION).map(drop)
 }
 
 /// Pins a link the kernel gave us at `path` in bpffs.
@@ -279,7 +347,7 @@ mod tests {
 
     #[test]
     fn the_jumps_land_where_their_comments_say() {
-        let p = program(7);
+        let p = program(7, &VerdictFor::File);
         assert_eq!(p.len(), 22);
         let target = |at: usize| (at as i16 + 1 + p[at].off) as usize;
         assert_eq!(target(9), 20, "no verdict returns what came before");
@@ -299,5 +367,38 @@ mod tests {
         assert_eq!(std::mem::size_of::<Insn>(), 8);
         assert_eq!(std::mem::size_of::<ProgLoadAttr>(), 120);
         assert_eq!(std::mem::offset_of!(ProgLoadAttr, attach_btf_id), 108);
+    }
+
+    #[test]
+    fn a_verdict_is_taken_only_for_its_keys() {
+        for keys in [
+            vec![0xffff_ffff_8100_0000u64],
+            vec![0xffff_ffff_8100_0000, 0xffff_ffff_8100_0004],
+        ] {
+            let p = program(7, &VerdictFor::Keys(keys.clone()));
+            let target = |at: usize| (at as i16 + 1 + p[at].off) as usize;
+            let errno = p
+                .iter()
+                .position(|i| i.code == 0x79 && i.regs & 0xf == 7)
+                .expect("the errno's load");
+            let end = p.len() - 2;
+            assert_eq!(p[end].code, 0xbf, "r0 = r7");
+            let no_verdict = p.iter().position(|i| i.code == 0x15).unwrap();
+            assert_eq!(target(no_verdict), end, "no verdict returns 0");
+            // Each key is loaded whole, and a match jumps to the errno's load.
+            let compares: Vec<usize> = (0..p.len()).filter(|&at| p[at].code == 0x1d).collect();
+            assert_eq!(compares.len(), keys.len());
+            for (c, k) in compares.iter().zip(&keys) {
+                assert_eq!(target(*c), errno);
+                let lo = p[c - 2].imm as u32 as u64;
+                let hi = p[c - 1].imm as u32 as u64;
+                assert_eq!(p[c - 2].code, 0x18);
+                assert_eq!(hi << 32 | lo, *k);
+            }
+            // No match skips the errno, to the delete.
+            assert_eq!(target(errno - 1), errno + 1);
+            assert_eq!(p[errno + 1].code, 0x18, "the map, for the delete");
+            assert_eq!(p[end - 1].imm, HELPER_MAP_DELETE_ELEM);
+        }
     }
 }

@@ -92,6 +92,8 @@ pub enum AttachPoint {
     Uprobe { ret: bool, key: u64 },
     /// A system call's enter tracepoint.
     SyscallEnter(String),
+    /// The fmod_ret program on a function that carries out the Overrides judged at `keys`.
+    Override { function: String, keys: Vec<u64> },
 }
 
 /// A shared attachment: the program attached and its link.
@@ -791,6 +793,48 @@ impl LoadedObject {
         ))
     }
 
+    /// The map of verdicts the fmod_ret programs carry out.
+    fn fmod_verdicts(&self) -> Result<std::os::fd::OwnedFd, LoadError> {
+        match self.ebpf.map("vigil_fmod_verdicts") {
+            Some(aya::maps::Map::LruHashMap(m)) => m.fd().as_fd().try_clone_to_owned(),
+            _ => return Err(missing("vigil_fmod_verdicts")),
+        }
+        .map_err(|e| map_err("vigil_fmod_verdicts", e))
+    }
+
+    /// Attaches the fmod_ret program that carries out the Overrides judged at `keys` to
+    /// `function`, or counts one more user of it.
+    pub fn attach_override(&mut self, function: &str, keys: &[u64]) -> Result<HookLink, LoadError> {
+        let point = AttachPoint::Override {
+            function: function.to_string(),
+            keys: keys.to_vec(),
+        };
+        if self.share(&point) {
+            return Ok(HookLink::Shared(point));
+        }
+        let (program, hook) = ("vigil_fmodret", "fmod_ret (Override)");
+        let raw = |detail: String| LoadError::Link {
+            program,
+            hook,
+            detail,
+        };
+        let verdicts = self.fmod_verdicts()?;
+        let link = fmod_ret::attach_over(
+            &self.btf,
+            function,
+            verdicts.as_fd(),
+            &fmod_ret::VerdictFor::Keys(keys.to_vec()),
+        )
+        .map_err(raw)?;
+        let link = self
+            .pins
+            .hold_raw(link, &format!("vigil_fmodret-{function}"))
+            .map_err(|e| raw(e.to_string()))?;
+        self.shared
+            .insert(point.clone(), (SharedLink { program, link }, 1));
+        Ok(HookLink::Shared(point))
+    }
+
     /// fmod_ret on `security_file_open` first (it denies nothing until the fentry program
     /// judges), then the fentry program that judges.
     fn attach_fmod_ret(&mut self) -> Result<String, LoadError> {
@@ -800,12 +844,14 @@ impl LoadedObject {
             hook,
             detail,
         };
-        let verdicts = match self.ebpf.map("vigil_fmod_verdicts") {
-            Some(aya::maps::Map::LruHashMap(m)) => m.fd().as_fd().try_clone_to_owned(),
-            _ => return Err(missing("vigil_fmod_verdicts")),
-        }
-        .map_err(|e| map_err("vigil_fmod_verdicts", e))?;
-        let link = fmod_ret::attach_over(&self.btf, verdicts.as_fd()).map_err(raw)?;
+        let verdicts = self.fmod_verdicts()?;
+        let link = fmod_ret::attach_over(
+            &self.btf,
+            fmod_ret::FUNCTION,
+            verdicts.as_fd(),
+            &fmod_ret::VerdictFor::File,
+        )
+        .map_err(raw)?;
         let held = self
             .pins
             .hold_raw(link, "vigil_fmodret-security_file_open")

@@ -157,6 +157,7 @@ pub(super) fn selector_rule(
     let mut r = abi::HookRule {
         flags: rule::ACTIVE
             | if monitor { rule::MONITOR } else { 0 }
+            | if s.kill { rule::KILL } else { 0 }
             | if s.post || s.action == RuleAction::NoPost {
                 0
             } else {

@@ -8,6 +8,7 @@ use vigil_bpf_kprobes::abi;
 use vigil_policy_engine::{
     compile::{HookArgKind, HookRule},
     kernel::RunningKernel,
+    overrides::{override_gates, overrides},
     plan::{describe_mechanism, Mechanism},
 };
 
@@ -42,6 +43,11 @@ pub enum AttachTarget {
     /// What stands for this socket function (sock_hooks.bpf.c: system call returns, TCP state
     /// changes, socket receives).
     SockState(String),
+    /// The fmod_ret programs that carry out the hook's Overrides, on these functions (the
+    /// hooked `security_*` function, or the LSM checks its system call passes through): each
+    /// returns the errno its thread's verdict holds when that verdict names one of `keys`, the
+    /// attach points that judge.
+    Override { gates: Vec<String>, keys: Vec<u64> },
     /// Nowhere: this kernel does not implement the system call (it is compiled out and every
     /// call fails with ENOSYS, e.g. init_module without CONFIG_MODULES), so nothing can happen
     /// for the hook to see or stop.
@@ -83,6 +89,7 @@ impl std::fmt::Display for AttachTarget {
             ),
             AttachTarget::SyscallEnter(t, _) => write!(f, "tracepoint syscalls/{t}"),
             AttachTarget::SockState(call) => write!(f, "the programs standing for {call}"),
+            AttachTarget::Override { gates, .. } => write!(f, "fmod_ret {}", gates.join(", ")),
             AttachTarget::NotInKernel(call) => write!(f, "{call} (not in this kernel)"),
         }
     }
@@ -223,8 +230,10 @@ pub(super) fn hook_keys(
             let addr = kernel
                 .address(function)
                 .ok_or_else(|| format!("no address for {function} in /proc/kallsyms"))?;
-            let keys = abi::kprobe_keys(addr, h.returns).to_vec();
-            Ok(if h.returns {
+            // A return hook that overrides is judged at the entry (plan.rs).
+            let returns = matches!(mechanism, Mechanism::Kretprobe(_));
+            let keys = abi::kprobe_keys(addr, returns).to_vec();
+            Ok(if returns {
                 // Arguments besides the return value are read at the entry and kept.
                 let saves = if h.args.len() > 1 {
                     let entry = abi::kprobe_keys(addr, false);
@@ -293,7 +302,19 @@ pub(super) fn hook_keys(
             describe_mechanism(other)
         )),
     }?;
-    Ok(Placement::one(keys, target))
+    let mut placement = Placement::one(keys, target);
+    if overrides(h) {
+        // Attached before the hook's own program, so no judged call goes unoverridden.
+        let gates = override_gates(h, mechanism)?;
+        placement.targets.insert(
+            0,
+            AttachTarget::Override {
+                gates,
+                keys: placement.keys.clone(),
+            },
+        );
+    }
+    Ok(placement)
 }
 
 /// How many arguments system call `call` takes, from its enter tracepoint's format (the
@@ -341,7 +362,8 @@ impl PolicyTable {
             for owner in &mut self.hook_rule_owner[first..first + n] {
                 *owner = Some(slot);
             }
-            let flags = if h.syscall && matches!(targets.first(), Some(AttachTarget::Kprobe(_))) {
+            let flags = if h.syscall && targets.iter().any(|t| matches!(t, AttachTarget::Kprobe(_)))
+            {
                 abi::HOOK_SYSCALL
             } else {
                 0
@@ -363,10 +385,14 @@ impl PolicyTable {
             // A kretprobe's or uretprobe's return value has a register slot of its own, apart
             // from the arguments the entry may have kept for another hook on the same return
             // (what stands for a socket function's return puts its value in slot 0).
-            let return_slot = matches!(
-                targets.first(),
-                Some(AttachTarget::Kretprobe { .. } | AttachTarget::Uprobe { ret: true, .. })
-            );
+            // A return hook judged at the entry (it overrides) reads the slot too: 0 until its
+            // Override puts the errno there.
+            let return_slot = targets.iter().any(|t| {
+                matches!(
+                    t,
+                    AttachTarget::Kretprobe { .. } | AttachTarget::Uprobe { ret: true, .. }
+                ) || (matches!(t, AttachTarget::Kprobe(_)) && overrides(&h))
+            });
             if let (true, Some(last)) = (return_slot && h.returns, h.args.len().checked_sub(1)) {
                 cfg.arg_reg[last] = abi::HOOK_RETURN_REG;
             }
@@ -476,8 +502,15 @@ impl PolicyTable {
                 abi::HOOKS_PER_KEY
             )));
         }
+        let clears = slots.iter().any(|s| {
+            self.hook_slots
+                .get(*s as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|i| overrides(&i.rule))
+        });
         let mut list = abi::HookList {
             n: slots.len() as u32,
+            flags: if clears { abi::LIST_CLEARS_VERDICT } else { 0 },
             ..Default::default()
         };
         for (d, s) in list.slot.iter_mut().zip(&slots) {

@@ -402,6 +402,20 @@ impl PolicyManager {
                     }
                     sensor.attach_uprobe(t, *ret, *key)
                 }
+                AttachTarget::Override { gates, keys } => {
+                    let (last, rest) = gates.split_last().expect("a gate");
+                    let mut each = Ok(());
+                    for g in rest {
+                        match sensor.attach_override(g, keys) {
+                            Ok(l) => self.table.add_link(slot, l),
+                            Err(e) => {
+                                each = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    each.and_then(|()| sensor.attach_override(last, keys))
+                }
                 AttachTarget::SyscallEnter(t, arity) => sensor.attach_syscall_enter(t, *arity),
                 AttachTarget::SockState(_) => sensor.attach_sock_state(),
                 AttachTarget::NotInKernel(call) => {

@@ -260,6 +260,33 @@ static __always_inline int vigil_is_agent(struct vigil_config *cfg, __u64 pid_tg
 	return vigil_task_start_boottime(leader) / cfg->tick_ns == ticks;
 }
 
+/*
+ * Override: the call fails with the rule's errno. The fmod_ret program on the function (or on the
+ * LSM check the system call passes through) returns it instead of running the function; it takes
+ * the verdict this thread leaves, which names the attach point that judged. A hook reading the
+ * return value is judged at the entry when it overrides, and its event reports the errno as the
+ * return value. A verdict that cannot be left still stops the process.
+ */
+static __always_inline void override_call(struct hook_eval *e, struct vigil_hook_rule *r,
+					  __u64 pid_tgid, int named)
+{
+	struct vigil_fmod_verdict v = { .file = e->lookup_key, .verdict = (__s32)r->arg };
+
+	if (bpf_map_update_elem(&vigil_fmod_verdicts, &pid_tgid, &v, BPF_ANY) ||
+	    (r->flags & VIGIL_RULE_KILL)) {
+		if (named)
+			bpf_send_signal(SIGKILL);
+	}
+	for (int i = 0; i < VIGIL_HOOK_ARGS; i++) {
+		if (i >= e->cfg.nargs)
+			break;
+		if ((e->cfg.arg_reg[i] & 7) == VIGIL_HOOK_RETURN_REG &&
+		    e->cfg.arg_type[i] == VIGIL_ARG_INT)
+			e->ev.args[i].int_value = v.verdict;
+	}
+	e->ev.flags = VIGIL_POLICY_ENFORCED;
+}
+
 /* Evaluates the hook `cfg` describes, the argument registers being in e->regs. */
 static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_config *cfg)
 {
@@ -347,8 +374,11 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 	 * the event names is not the one a signal would hit, and none is sent. */
 	int named = e->ev.pid == (__u32)(pid_tgid >> 32);
 	if (r->flags & VIGIL_RULE_MONITOR) {
-		if (r->action == VIGIL_ACTION_SIGKILL || r->action == VIGIL_ACTION_SIGNAL)
+		if (r->action == VIGIL_ACTION_SIGKILL || r->action == VIGIL_ACTION_SIGNAL ||
+		    r->action == VIGIL_ACTION_OVERRIDE)
 			e->ev.flags = VIGIL_POLICY_MONITOR;
+	} else if (r->action == VIGIL_ACTION_OVERRIDE) {
+		override_call(e, r, pid_tgid, named);
 	} else if (r->action == VIGIL_ACTION_SIGKILL && named) {
 		bpf_send_signal(SIGKILL);
 		e->ev.flags = VIGIL_POLICY_ENFORCED;
@@ -402,8 +432,15 @@ static __always_inline void run_hooks_of_key(void)
 		return;
 	struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &e->lookup_key);
 
-	if (hooks)
-		run_hooks(e, hooks);
+	if (!hooks)
+		return;
+	/* A verdict an earlier call left unused (it failed before its LSM check) must not deny
+	 * this one, which its hooks judge afresh. */
+	if (hooks->flags & VIGIL_LIST_CLEARS_VERDICT) {
+		__u64 thread = bpf_get_current_pid_tgid();
+		bpf_map_delete_elem(&vigil_fmod_verdicts, &thread);
+	}
+	run_hooks(e, hooks);
 }
 
 /* The first hook on an attach point (they agree on what the point is). */

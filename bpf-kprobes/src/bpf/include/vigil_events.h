@@ -152,6 +152,7 @@ struct vigil_exit_event {
 #define VIGIL_RULE_BIN_PREFIX (1u << 7)  /* binary starts with one of vigil_bin_prefix */
 #define VIGIL_RULE_BIN_NOT (1u << 8)     /* negate the binary filter */
 #define VIGIL_RULE_NOPOST (1u << 9)      /* act without reporting (NoPost beside the action) */
+#define VIGIL_RULE_KILL (1u << 11)      /* Override, and kill the process too */
 #define VIGIL_RULE_BIN_INODE (1u << 10)  /* BIN_EQ also needs the executable to be the file a value
 					  * names (vigil_bin_inodes): every value has its key */
 
@@ -290,7 +291,12 @@ enum vigil_arg_type {
 struct vigil_hook_list {
 	__u32 n;
 	__u32 slot[VIGIL_HOOKS_PER_KEY];
+	__u32 flags; /* VIGIL_LIST_* */
 };
+
+/* Bits of vigil_hook_list.flags. */
+#define VIGIL_LIST_CLEARS_VERDICT (1u << 0) /* a hook here overrides at a later LSM check: a
+					     * call it lets through clears the thread's verdict */
 
 /* Bits of vigil_hook_config.arg_flags. */
 #define VIGIL_ARGF_USER (1u << 0)   /* the pointer is a user address (system call arguments) */
