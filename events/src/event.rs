@@ -306,6 +306,14 @@ pub enum Arg {
     CapPermittedArg(String),
     /// A packet (`struct sk_buff *`).
     SkbArg(SkbArg),
+    /// A BPF program being loaded (`union bpf_attr *`).
+    BpfAttrArg(crate::kernel_objects::BpfAttrArg),
+    /// A BPF map.
+    BpfMapArg(crate::kernel_objects::BpfMapArg),
+    /// A perf event being created.
+    PerfEventArg(crate::kernel_objects::PerfEventArg),
+    /// A kernel module (`struct module *`, `struct load_info *`).
+    ModuleArg(crate::kernel_objects::ModuleArg),
 }
 
 /// `skb_arg`: Tetragon's `KprobeSkb`.

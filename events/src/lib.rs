@@ -25,6 +25,7 @@ mod event;
 mod exec_id;
 pub mod flags;
 mod int64;
+pub mod kernel_objects;
 pub mod mode;
 mod pod;
 pub mod time;

@@ -128,6 +128,13 @@ impl Redactor {
                     }
                 }
             }
+            // A perf event's function name is the opener's string, as a file name is.
+            Arg::PerfEventArg(p) => {
+                if let Some(r) = self.redact_str(&p.KprobeFunc) {
+                    p.KprobeFunc = r;
+                }
+            }
+            Arg::BpfAttrArg(_) | Arg::BpfMapArg(_) | Arg::ModuleArg(_) => {}
             Arg::IntArg(_)
             | Arg::SizeArg(_)
             | Arg::SockArg(_)

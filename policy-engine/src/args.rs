@@ -32,6 +32,9 @@ pub enum ArgClass {
     Cred,
     /// A packet (`skb`): its addresses, ports, protocol and family.
     Skb,
+    /// A kernel object reported whole (`bpf_attr`, `bpf_map`, `perf_event`, `module`,
+    /// `load_info`), not compared in the kernel.
+    Object,
 }
 
 /// A capability set read through a `kernel_cap_t *`: compared as the 64-bit integer it holds.
@@ -41,7 +44,7 @@ const CAP_SET: ArgClass = ArgClass::Int {
 };
 
 /// Argument types vigil reads, with their class.
-pub const ARG_TYPES: [(&str, ArgClass); 31] = [
+pub const ARG_TYPES: [(&str, ArgClass); 36] = [
     (
         "int",
         ArgClass::Int {
@@ -151,6 +154,11 @@ pub const ARG_TYPES: [(&str, ArgClass); 31] = [
     ("cap_effective", CAP_SET),
     ("cap_inheritable", CAP_SET),
     ("cap_permitted", CAP_SET),
+    ("bpf_attr", ArgClass::Object),
+    ("bpf_map", ArgClass::Object),
+    ("perf_event", ArgClass::Object),
+    ("module", ArgClass::Object),
+    ("load_info", ArgClass::Object),
 ];
 
 /// The capability set types, each the set a `kernel_cap_t *` argument points at.

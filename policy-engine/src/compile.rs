@@ -144,8 +144,18 @@ pub fn compile_all(policy: &Policy) -> Compiled {
         }
     }
     for (i, k) in policy.spec.kprobes.iter().enumerate() {
+        if policy.absent_kprobes.contains(&i) {
+            continue;
+        }
         let path = format!("spec.kprobes[{i}]");
-        let result = if k.call == "security_file_open" {
+        // The file-open evaluator holds path and binary filters; a filter on the process
+        // makes the hook a generic one on the function (a kprobe, Override by fmod_ret).
+        let on_process = k.selectors.iter().any(|s| {
+            !s.match_pids.is_empty()
+                || !s.match_namespaces.is_empty()
+                || !s.match_capabilities.is_empty()
+        });
+        let result = if k.call == "security_file_open" && !on_process {
             let src = HookSource {
                 path,
                 call: &k.call,

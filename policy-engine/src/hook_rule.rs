@@ -67,6 +67,37 @@ pub enum HookArgKind {
     IovIter,
     /// A `kernel_cap_t *`, read as the set it holds; which set it is names its event field.
     Cap(CapArg),
+    /// A kernel object, reported whole.
+    Object(KernelObject),
+}
+
+/// The kernel objects an argument can be (Tetragon's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelObject {
+    /// `bpf_attr`: a `union bpf_attr *` of a program being loaded.
+    BpfAttr,
+    /// `bpf_map`: a `struct bpf_map *`.
+    BpfMap,
+    /// `perf_event`: a `struct perf_event *`.
+    PerfEvent,
+    /// `module`: a `struct module *`.
+    Module,
+    /// `load_info`: a `struct load_info *`, a module being loaded.
+    LoadInfo,
+}
+
+impl KernelObject {
+    /// The object a policy's argument type names.
+    pub fn named(t: &str) -> Option<KernelObject> {
+        Some(match t {
+            "bpf_attr" => KernelObject::BpfAttr,
+            "bpf_map" => KernelObject::BpfMap,
+            "perf_event" => KernelObject::PerfEvent,
+            "module" => KernelObject::Module,
+            "load_info" => KernelObject::LoadInfo,
+            _ => return None,
+        })
+    }
 }
 
 /// Which capability set a `kernel_cap_t *` argument is, for its event field.
@@ -266,12 +297,18 @@ pub struct UprobeTarget {
 
 impl HookRule {
     /// Whether the kernel's file-open evaluator serves it (`lsmhooks: file_open`, `kprobes:
-    /// security_file_open`): its one argument is the opened file.
+    /// security_file_open`): its one argument is the opened file. A `security_file_open` kprobe
+    /// that filters on the process (pids, namespaces, capabilities), which that evaluator does
+    /// not hold, is a generic hook on the function instead.
     pub fn is_file_open(&self) -> bool {
         if self.lsm {
             self.call == "file_open"
         } else {
             self.call == "security_file_open"
+                && self
+                    .selectors
+                    .iter()
+                    .all(|s| s.pids.is_none() && s.namespaces.is_empty() && s.caps.is_empty())
         }
     }
 }
@@ -445,6 +482,15 @@ pub fn generic_hook(
             (_, "dentry") if !k.syscall => HookArgKind::Dentry,
             (_, "kiocb") if !k.syscall => HookArgKind::Kiocb,
             (_, "iov_iter") if !k.syscall => HookArgKind::IovIter,
+            (Some(ArgClass::Object), t) if !k.syscall => {
+                HookArgKind::Object(KernelObject::named(t).expect("every object class is named"))
+            }
+            (Some(ArgClass::Object), t) => {
+                return Err(err(
+                    apath,
+                    format!("a system call hook cannot read a `{t}` argument (a kernel pointer)"),
+                ))
+            }
             (Some(ArgClass::Sockaddr), _) => HookArgKind::Sockaddr,
             (_, "string") => HookArgKind::String,
             (_, "char_buf") => match a.size_arg_index {

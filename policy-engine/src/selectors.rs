@@ -78,7 +78,7 @@ fn ops_for(class: ArgClass) -> &'static [&'static str] {
         ArgClass::Sock => &SOCK_OPS,
         ArgClass::Skb => &SKB_OPS,
         ArgClass::Sockaddr => &SOCKADDR_OPS,
-        ArgClass::Dns | ArgClass::Nop | ArgClass::Cred => &[],
+        ArgClass::Dns | ArgClass::Nop | ArgClass::Cred | ArgClass::Object => &[],
     }
 }
 
@@ -314,6 +314,14 @@ fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass
             &format!("{fpath}.index"),
             "a `cred` argument is reported whole, not compared in the kernel",
             "select on the process's credentials with matchCapabilities, or on a uid argument (`int`) of the call",
+        );
+        return;
+    }
+    if class == ArgClass::Object {
+        c.value(
+            &format!("{fpath}.index"),
+            format!("a `{type_name}` argument is reported whole, not compared in the kernel"),
+            "select on the process (matchBinaries, matchNamespaces) and filter the reports in Sigma rules or export filters",
         );
         return;
     }

@@ -45,6 +45,9 @@ pub struct Policy {
     /// value vigil normalized, a document skipped): `policy lint` prints them, the agent logs
     /// them.
     pub warnings: Vec<PolicyError>,
+    /// The `spec.kprobes` entries left out: their function is not in this kernel and they
+    /// say `ignore: {callNotFound: true}` (a warning names each).
+    pub absent_kprobes: Vec<usize>,
 }
 
 /// Collects problems with their positions.
@@ -213,8 +216,9 @@ pub(crate) fn load_policy_with(
         }
     };
     let mode = check_document(&mut c, &tp);
+    let mut absent_kprobes = Vec::new();
     if let Some(k) = kernel {
-        check_kernel(&mut c, &tp.spec, k);
+        absent_kprobes = check_kernel(&mut c, &tp.spec, k);
         crate::uprobes::check_binaries(&mut c, &tp.spec);
     }
     if c.more > 0 {
@@ -242,6 +246,7 @@ pub(crate) fn load_policy_with(
         mode,
         spec: tp.spec,
         warnings: c.warnings,
+        absent_kprobes,
     })
 }
 
@@ -468,8 +473,30 @@ fn check_kprobes(c: &mut Checker, spec: &PolicySpec) {
                 "use TrackSock or UntrackSock (Post is what every return does)",
             ),
         }
-        if k.ignore.is_some() {
-            c.unsupported(&format!("{path}.ignore"), "`ignore`");
+        if let Some(ignore) = &k.ignore {
+            let keys: Vec<String> = ignore
+                .as_mapping()
+                .map(|m| {
+                    m.keys()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(other) = keys.iter().find(|k| *k != "callNotFound") {
+                c.unsupported(
+                    &format!("{path}.ignore.{other}"),
+                    &format!("`ignore.{other}`"),
+                );
+            } else if ignore
+                .get("callNotFound")
+                .is_some_and(|v| v.as_bool().is_none())
+            {
+                c.value(
+                    &format!("{path}.ignore.callNotFound"),
+                    "callNotFound is true or false",
+                    "write `callNotFound: true` to leave the hook out where its function is missing",
+                );
+            }
         }
         check_args(c, &path, &k.args, true);
         for (j, a) in k.args.iter().enumerate() {
@@ -568,7 +595,10 @@ fn check_lsm_hooks(c: &mut Checker, spec: &PolicySpec) {
     }
 }
 
-fn check_kernel(c: &mut Checker, spec: &PolicySpec, kernel: &dyn KernelSymbols) {
+/// Checks the functions and hooks the policy names against `kernel`; returns the kprobes to
+/// leave out (absent, and `ignore.callNotFound` set).
+fn check_kernel(c: &mut Checker, spec: &PolicySpec, kernel: &dyn KernelSymbols) -> Vec<usize> {
+    let mut absent = Vec::new();
     crate::lists::check_kernel_lists(c, spec, kernel);
     for (i, k) in spec.kprobes.iter().enumerate() {
         if crate::lists::list_name(&k.call).is_some() {
@@ -583,6 +613,21 @@ fn check_kernel(c: &mut Checker, spec: &PolicySpec, kernel: &dyn KernelSymbols) 
             } else {
                 "check the name in /proc/kallsyms, or set `syscall: true` for a system call"
             };
+            let ignored = k
+                .ignore
+                .as_ref()
+                .and_then(|v| v.get("callNotFound"))
+                .and_then(|v| v.as_bool())
+                == Some(true);
+            if ignored {
+                c.warn(
+                    &format!("spec.kprobes[{i}].call"),
+                    format!("this kernel has no function `{}`: the hook is left out (ignore.callNotFound)", k.call),
+                    "nothing to do where the function exists under another kernel's name; another hook of the policy may stand for it",
+                );
+                absent.push(i);
+                continue;
+            }
             c.value(
                 &format!("spec.kprobes[{i}].call"),
                 format!("this kernel has no function `{}`", k.call),
@@ -611,6 +656,7 @@ fn check_kernel(c: &mut Checker, spec: &PolicySpec, kernel: &dyn KernelSymbols) 
             );
         }
     }
+    absent
 }
 
 fn is_dns_subdomain(s: &str) -> bool {

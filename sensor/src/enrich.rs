@@ -12,6 +12,7 @@ use vigil_events::{
 use vigil_policy_engine::{
     compile::{HookArgKind, HookRule},
     hook_rule::CapArg,
+    hook_rule::KernelObject,
 };
 
 use crate::{
@@ -442,6 +443,7 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
         HookArgKind::Dns => Arg::DnsArg(vigil_events::dns::DnsArg::decode(text, raw.int() != 0)),
         HookArgKind::Cred => Arg::ProcessCredentialsArg(credentials_arg(&raw.cred())),
         HookArgKind::Skb => Arg::SkbArg(skb_arg(&raw.skb())),
+        HookArgKind::Object(o) => object_arg(o, &raw.kobj()),
         HookArgKind::Cap(set) => {
             // Tetragon's form: the set in 16 hex digits.
             let hex = format!("{:016x}", raw.int() as u64);
@@ -452,6 +454,40 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
                 CapArg::Permitted => Arg::CapPermittedArg(hex),
             }
         }
+    }
+}
+
+/// A kernel object as Tetragon shapes it (hook_args.h `read_kobj` says where each number is).
+fn object_arg(o: KernelObject, v: &abi::KobjValue) -> Arg {
+    use vigil_events::kernel_objects as k;
+    match o {
+        KernelObject::BpfAttr => Arg::BpfAttrArg(k::BpfAttrArg {
+            ProgType: k::prog_type(v.n[0]),
+            InsnCnt: v.n[1],
+            ProgName: v.name(),
+        }),
+        KernelObject::BpfMap => Arg::BpfMapArg(k::BpfMapArg {
+            MapType: k::map_type(v.n[0]),
+            KeySize: v.n[1],
+            ValueSize: v.n[2],
+            MaxEntries: v.n[3],
+            MapName: v.name(),
+        }),
+        KernelObject::PerfEvent => Arg::PerfEventArg(k::PerfEventArg {
+            KprobeFunc: v.name(),
+            Type: k::perf_type(v.n[4]),
+            Config: v.wide(0),
+            ProbeOffset: v.wide(2),
+        }),
+        KernelObject::Module | KernelObject::LoadInfo => Arg::ModuleArg(k::ModuleArg {
+            name: v.name(),
+            signature_ok: match v.n[2] {
+                0 => Some(false),
+                1 => Some(true),
+                _ => None,
+            },
+            tainted: k::module_taints(v.wide(0)),
+        }),
     }
 }
 

@@ -425,3 +425,100 @@ fn a_namespace_capability_filter_matches_only_outside_the_host_user_namespace() 
         "the test, in the host's user namespace, is not selected: {events:#?}"
     );
 }
+
+/// bpf(2) as the test calls it: `cmd` with the attribute bytes `attr`.
+fn bpf(cmd: i64, attr: &mut [u8]) -> i64 {
+    // SAFETY: `attr` is a zeroed bpf_attr prefix of the size passed.
+    unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) }
+}
+
+fn put(attr: &mut [u8], at: usize, bytes: &[u8]) {
+    attr[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// Tetragon's BPF library policy: a program loaded (`bpf_attr`), a map created (`bpf_map`) and
+/// a perf event opened (`perf_event`) by the test process are reported with what they are.
+#[test]
+fn bpf_objects_are_reported_as_tetragon_shapes_them() {
+    if !scenario_needs(
+        "bpf_objects_are_reported_as_tetragon_shapes_them",
+        &[Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    let policy = tetragon_policies_dir().join("policylibrary_bpf.yaml");
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    // BPF_MAP_CREATE: an array map of 4 entries, u32 keys and u64 values, named.
+    let mut map = [0u8; 72];
+    put(&mut map, 0, &2u32.to_ne_bytes()); // BPF_MAP_TYPE_ARRAY
+    put(&mut map, 4, &4u32.to_ne_bytes());
+    put(&mut map, 8, &8u32.to_ne_bytes());
+    put(&mut map, 12, &4u32.to_ne_bytes());
+    put(&mut map, 28, b"vigil_map");
+    let map_fd = bpf(0, &mut map);
+    // BPF_PROG_LOAD: a socket filter of two instructions (r0 = 0; exit), named.
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = b"GPL\0";
+    let mut prog = [0u8; 72];
+    put(&mut prog, 0, &1u32.to_ne_bytes()); // BPF_PROG_TYPE_SOCKET_FILTER
+    put(&mut prog, 4, &2u32.to_ne_bytes());
+    put(&mut prog, 8, &(insns.as_ptr() as u64).to_ne_bytes());
+    put(&mut prog, 16, &(license.as_ptr() as u64).to_ne_bytes());
+    put(&mut prog, 48, b"vigil_prog");
+    let prog_fd = bpf(5, &mut prog);
+    // perf_event_open: a software clock on this process.
+    let mut attr = [0u8; 128];
+    put(&mut attr, 0, &1u32.to_ne_bytes()); // PERF_TYPE_SOFTWARE
+    put(&mut attr, 4, &128u32.to_ne_bytes());
+    put(&mut attr, 8, &0u64.to_ne_bytes()); // PERF_COUNT_SW_CPU_CLOCK
+    put(&mut attr, 40, &(1u64 << 5 | 1u64 << 6).to_ne_bytes()); // exclude_kernel, exclude_hv
+                                                                // SAFETY: a perf_event_attr of the size it says, for this process on any CPU.
+    let perf_fd = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0) };
+    let run = agent.stop();
+    for fd in [map_fd, prog_fd, perf_fd] {
+        assert!(
+            fd >= 0,
+            "map {map_fd}, program {prog_fd}, perf event {perf_fd}"
+        );
+        // SAFETY: a descriptor this test opened.
+        unsafe { libc::close(fd as i32) };
+    }
+    let me = std::process::id();
+    let ours = |function: &str| -> Vec<Value> {
+        kprobe_events(&run.events, function)
+            .into_iter()
+            .filter(|e| e["process"]["pid"] == me)
+            .cloned()
+            .collect()
+    };
+    let progs = ours("bpf_check");
+    let seen: std::collections::BTreeSet<&str> = run
+        .events
+        .iter()
+        .filter_map(|e| e["process_kprobe"]["function_name"].as_str())
+        .collect();
+    assert!(
+        progs.iter().any(|e| e["args"][0]["bpf_attr_arg"]
+            == serde_json::json!({"ProgType": "BPF_PROG_TYPE_SOCKET_FILTER", "InsnCnt": 2, "ProgName": "vigil_prog"})),
+        "{progs:#?}\nfunctions reported: {seen:?}\nagent:\n{}",
+        run.stderr.join("\n")
+    );
+    let maps: Vec<Value> = ["security_bpf_map_alloc", "security_bpf_map_create"]
+        .iter()
+        .flat_map(|f| ours(f))
+        .collect();
+    assert!(
+        maps.iter().any(|e| e["args"][0]["bpf_map_arg"]
+            == serde_json::json!({"MapType": "BPF_MAP_TYPE_ARRAY", "KeySize": 4, "ValueSize": 8, "MaxEntries": 4, "MapName": "vigil_map"})),
+        "{maps:#?}"
+    );
+    let perf = ours("security_perf_event_alloc");
+    assert!(
+        perf.iter().any(
+            |e| e["args"][0]["perf_event_arg"]["Type"] == "PERF_TYPE_SOFTWARE"
+                && e["args"][0]["perf_event_arg"]["Config"] == "0"
+        ),
+        "{perf:#?}"
+    );
+}

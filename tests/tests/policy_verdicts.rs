@@ -140,6 +140,14 @@ fn lint_and_the_agent_give_every_policy_file_the_same_verdict_and_message() {
         names_in_batch[at].extend(policy);
     }
 
+    // Tetragon's examples, as staged, to count how many of them this kernel's agent loads.
+    let tetragon: BTreeSet<PathBuf> = corpus
+        .iter()
+        .zip(&staged)
+        .filter(|(src, _)| src.starts_with(tetragon_policies_dir()))
+        .map(|(_, staged)| staged.clone())
+        .collect();
+    let mut tetragon_loaded = Vec::new();
     let agent = Agent::start(&["--policy-dir", dir.to_str().unwrap()]);
     let mut disagreements = Vec::new();
     let (mut loaded, mut refused) = (0, 0);
@@ -167,7 +175,12 @@ fn lint_and_the_agent_give_every_policy_file_the_same_verdict_and_message() {
             .collect();
         for ((file, lint), agent) in placed.iter().zip(linted).zip(verdicts) {
             match (&lint, &agent) {
-                (Ok(_), Ok(())) => loaded += 1,
+                (Ok(_), Ok(())) => {
+                    loaded += 1;
+                    if tetragon.contains(file) {
+                        tetragon_loaded.push(file.clone());
+                    }
+                }
                 (Err(l), Err(a)) if l == a => refused += 1,
                 _ => disagreements.push(format!(
                     "{}:\n  lint:  {lint:?}\n  agent: {agent:?}",
@@ -193,6 +206,11 @@ fn lint_and_the_agent_give_every_policy_file_the_same_verdict_and_message() {
         }
     }
     let run = agent.stop();
+    eprintln!(
+        "Tetragon's example policies the agent loaded on this kernel: {} of {}",
+        tetragon_loaded.len(),
+        tetragon.len()
+    );
     assert!(
         disagreements.is_empty(),
         "lint and the agent disagree on {} files:\n{}",

@@ -19,7 +19,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 19] = [
+const SCENARIOS: [&str; 20] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -39,6 +39,7 @@ const SCENARIOS: [&str; 19] = [
     "uprobes",
     "lists",
     "arg_types",
+    "overrides",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,

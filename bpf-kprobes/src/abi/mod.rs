@@ -254,6 +254,11 @@ mod layout_tests {
                     ("VIGIL_ARG_DENTRY", _) => Some(ARG_DENTRY as usize),
                     ("VIGIL_ARG_KIOCB", _) => Some(ARG_KIOCB as usize),
                     ("VIGIL_ARG_IOV", _) => Some(ARG_IOV as usize),
+                    ("VIGIL_ARG_BPF_ATTR", _) => Some(ARG_BPF_ATTR as usize),
+                    ("VIGIL_ARG_BPF_MAP", _) => Some(ARG_BPF_MAP as usize),
+                    ("VIGIL_ARG_PERF_EVENT", _) => Some(ARG_PERF_EVENT as usize),
+                    ("VIGIL_ARG_MODULE", _) => Some(ARG_MODULE as usize),
+                    ("VIGIL_ARG_LOAD_INFO", _) => Some(ARG_LOAD_INFO as usize),
                     ("VIGIL_SOCK_TRACK", _) => Some(SOCK_TRACK as usize),
                     ("VIGIL_SOCK_UNTRACK", _) => Some(SOCK_UNTRACK as usize),
                     ("VIGIL_HOOK_TRACK_RETURN", _) => Some(HOOK_TRACK_RETURN as usize),
@@ -299,6 +304,7 @@ mod layout_tests {
             "vigil_sock_value" => SockValue { family, protocol, sport, dport, state, netns, saddr, daddr,
                 bytes_sent, bytes_received, cookie }
             "vigil_file_value" => FileValue { cut, mode }
+            "vigil_kobj_value" => KobjValue { n, name }
             "vigil_skb_value" => SkbValue { family, protocol, sport, dport, saddr, daddr, hash,
                 len, priority, mark }
             "vigil_cred_value" => CredValue { uid, gid, euid, egid, suid, sgid, fsuid, fsgid,

@@ -96,6 +96,16 @@ pub const ARG_DENTRY: u32 = 14;
 pub const ARG_KIOCB: u32 = 15;
 /// `VIGIL_ARG_IOV`: a `struct iov_iter *`, read as the bytes it holds next.
 pub const ARG_IOV: u32 = 16;
+/// `VIGIL_ARG_BPF_ATTR`: a `union bpf_attr *` of a program being loaded.
+pub const ARG_BPF_ATTR: u32 = 17;
+/// `VIGIL_ARG_BPF_MAP`: a `struct bpf_map *`.
+pub const ARG_BPF_MAP: u32 = 18;
+/// `VIGIL_ARG_PERF_EVENT`: a `struct perf_event *`.
+pub const ARG_PERF_EVENT: u32 = 19;
+/// `VIGIL_ARG_MODULE`: a `struct module *`.
+pub const ARG_MODULE: u32 = 20;
+/// `VIGIL_ARG_LOAD_INFO`: a `struct load_info *` of a module being loaded.
+pub const ARG_LOAD_INFO: u32 = 21;
 /// `VIGIL_AT_CWD`: an `ARG_AT_PATH` relative to the working directory.
 pub const AT_CWD: u8 = 0xff;
 /// `VIGIL_ARGF_USER`: the pointer is a user address.
@@ -310,6 +320,33 @@ pub struct SkbValue {
     pub mark: u32,
 }
 
+/// `struct vigil_kobj_value`: a kernel object argument (`ARG_BPF_ATTR` to `ARG_LOAD_INFO`),
+/// its numbers by type (hook_args.h `read_kobj` says which) and its name.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+#[allow(missing_docs)]
+pub struct KobjValue {
+    pub n: [u32; 6],
+    pub name: [u8; 56],
+}
+
+impl KobjValue {
+    /// The 64-bit number in `n[i]` (low) and `n[i + 1]` (high).
+    pub fn wide(&self, i: usize) -> u64 {
+        self.n[i] as u64 | (self.n[i + 1] as u64) << 32
+    }
+
+    /// The name, up to its NUL.
+    pub fn name(&self) -> String {
+        let end = self
+            .name
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(self.name.len());
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+}
+
 /// Bytes of the union of `struct vigil_arg_value`: its largest member.
 const ARG_VALUE_BYTES: usize = {
     let (s, c) = (size_of::<SockValue>(), size_of::<CredValue>());
@@ -374,6 +411,11 @@ impl ArgValue {
 
     /// The packet (`ARG_SKB`).
     pub fn skb(&self) -> SkbValue {
+        self.member()
+    }
+
+    /// The kernel object (`ARG_BPF_ATTR` to `ARG_LOAD_INFO`).
+    pub fn kobj(&self) -> KobjValue {
         self.member()
     }
 }

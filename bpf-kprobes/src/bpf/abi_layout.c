@@ -261,6 +261,11 @@ int main(void)
 	printf("(\"VIGIL_ARG_DENTRY\", \"#define\", %d),\n", VIGIL_ARG_DENTRY);
 	printf("(\"VIGIL_ARG_KIOCB\", \"#define\", %d),\n", VIGIL_ARG_KIOCB);
 	printf("(\"VIGIL_ARG_IOV\", \"#define\", %d),\n", VIGIL_ARG_IOV);
+	printf("(\"VIGIL_ARG_BPF_ATTR\", \"#define\", %d),\n", VIGIL_ARG_BPF_ATTR);
+	printf("(\"VIGIL_ARG_BPF_MAP\", \"#define\", %d),\n", VIGIL_ARG_BPF_MAP);
+	printf("(\"VIGIL_ARG_PERF_EVENT\", \"#define\", %d),\n", VIGIL_ARG_PERF_EVENT);
+	printf("(\"VIGIL_ARG_MODULE\", \"#define\", %d),\n", VIGIL_ARG_MODULE);
+	printf("(\"VIGIL_ARG_LOAD_INFO\", \"#define\", %d),\n", VIGIL_ARG_LOAD_INFO);
 	printf("(\"VIGIL_SOCK_TRACK\", \"#define\", %d),\n", VIGIL_SOCK_TRACK);
 	printf("(\"VIGIL_SOCK_UNTRACK\", \"#define\", %d),\n", VIGIL_SOCK_UNTRACK);
 	printf("(\"VIGIL_HOOK_TRACK_RETURN\", \"#define\", %d),\n", VIGIL_HOOK_TRACK_RETURN);

@@ -304,6 +304,36 @@ impl Op {
                     _ => format!("{proto} len {}", s.len),
                 }
             }
+            Arg::BpfAttrArg(b) => format!(
+                "{} {:?} {} insns",
+                b.ProgType
+                    .trim_start_matches("BPF_PROG_TYPE_")
+                    .to_lowercase(),
+                b.ProgName,
+                b.InsnCnt
+            ),
+            Arg::BpfMapArg(m) => format!(
+                "{} map {:?} {} entries",
+                m.MapType.trim_start_matches("BPF_MAP_TYPE_").to_lowercase(),
+                m.MapName,
+                m.MaxEntries
+            ),
+            Arg::PerfEventArg(p) if !p.KprobeFunc.is_empty() => {
+                format!("perf event on {}", p.KprobeFunc)
+            }
+            Arg::PerfEventArg(p) => format!(
+                "perf event {} {}",
+                p.Type.trim_start_matches("PERF_TYPE_").to_lowercase(),
+                p.Config
+            ),
+            Arg::ModuleArg(m) => format!(
+                "module {}{}",
+                m.name,
+                match m.signature_ok {
+                    Some(false) => " (unsigned)",
+                    _ => "",
+                }
+            ),
         }
     }
 

@@ -120,9 +120,10 @@ fn program(map: i32, verdicts: &VerdictFor) -> Vec<Insn> {
 }
 
 /// The program for a generic hook's Override: the thread's verdict's errno when the verdict
-/// names one of `keys`, else 0. The verdict is consumed either way. (A second fmod_ret program
-/// on a function runs only while the ones before it returned 0, so there is no earlier
-/// refusal to keep.)
+/// names one of `keys` (and it is consumed), else 0, the verdict left for the program on this
+/// function it names (two system calls can share an LSM check; the next call judged at the
+/// verdict's own attach point clears one left unused). A second fmod_ret program on a function
+/// runs only while the ones before it returned 0, so there is no earlier refusal to keep.
 fn keys_program(map: i32, keys: &[u64]) -> Vec<Insn> {
     let mut p = vec![
         mov_imm(7, 0),
@@ -131,7 +132,8 @@ fn keys_program(map: i32, keys: &[u64]) -> Vec<Insn> {
     ];
     p.extend(load_map(1, map));
     p.extend([mov_reg(2, 10), add_imm(2, -8), call(HELPER_MAP_LOOKUP_ELEM)]);
-    // Each key: 2 instructions to load it, 1 to compare; then 1 jump past the errno's load.
+    // Each key: 2 instructions to load it, 1 to compare; then 1 jump past the errno's load and
+    // the delete.
     let n = keys.len() as i16;
     p.push(jeq_imm(0, 0, 3 * n + 2 + 6)); // no verdict (-> the end's mov)
     p.push(load_u64(1, 0, FMOD_VERDICT_FILE));
@@ -140,7 +142,7 @@ fn keys_program(map: i32, keys: &[u64]) -> Vec<Insn> {
         // -> the errno's load
         p.push(jeq_reg(1, 2, 3 * (n - 1 - i as i16) + 1));
     }
-    p.push(insn(0x05, 0, 0, 1, 0)); // another attach point's: consumed, unused
+    p.push(insn(0x05, 0, 0, 6, 0)); // another attach point's: left (-> the end's mov)
     p.push(load_u64(7, 0, FMOD_VERDICT_ERRNO));
     p.extend(load_map(1, map));
     p.extend([
@@ -395,8 +397,8 @@ mod tests {
                 assert_eq!(p[c - 2].code, 0x18);
                 assert_eq!(hi << 32 | lo, *k);
             }
-            // No match skips the errno, to the delete.
-            assert_eq!(target(errno - 1), errno + 1);
+            // No match skips the errno and the delete, leaving the verdict.
+            assert_eq!(target(errno - 1), end);
             assert_eq!(p[errno + 1].code, 0x18, "the map, for the delete");
             assert_eq!(p[end - 1].imm, HELPER_MAP_DELETE_ELEM);
         }

@@ -793,13 +793,14 @@ impl LoadedObject {
         ))
     }
 
-    /// The map of verdicts the fmod_ret programs carry out.
-    fn fmod_verdicts(&self) -> Result<std::os::fd::OwnedFd, LoadError> {
-        match self.ebpf.map("vigil_fmod_verdicts") {
+    /// A map of verdicts fmod_ret programs carry out: the file-open judge's
+    /// (`vigil_fmod_verdicts`) or the generic hooks' Overrides (`vigil_override_verdicts`).
+    fn fmod_verdicts(&self, name: &'static str) -> Result<std::os::fd::OwnedFd, LoadError> {
+        match self.ebpf.map(name) {
             Some(aya::maps::Map::LruHashMap(m)) => m.fd().as_fd().try_clone_to_owned(),
-            _ => return Err(missing("vigil_fmod_verdicts")),
+            _ => return Err(missing(name)),
         }
-        .map_err(|e| map_err("vigil_fmod_verdicts", e))
+        .map_err(|e| map_err(name, e))
     }
 
     /// Attaches the fmod_ret program that carries out the Overrides judged at `keys` to
@@ -818,7 +819,7 @@ impl LoadedObject {
             hook,
             detail,
         };
-        let verdicts = self.fmod_verdicts()?;
+        let verdicts = self.fmod_verdicts("vigil_override_verdicts")?;
         let link = fmod_ret::attach_over(
             &self.btf,
             function,
@@ -844,7 +845,7 @@ impl LoadedObject {
             hook,
             detail,
         };
-        let verdicts = self.fmod_verdicts()?;
+        let verdicts = self.fmod_verdicts("vigil_fmod_verdicts")?;
         let link = fmod_ret::attach_over(
             &self.btf,
             fmod_ret::FUNCTION,

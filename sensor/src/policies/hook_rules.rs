@@ -10,7 +10,7 @@ use aya::{
 use vigil_bpf_kprobes::abi::{self, op, pids, rule};
 use vigil_policy_engine::{
     compile::{Filter, MatchKind, RuleAction},
-    hook_rule::{Cond, CondOp, HookArgKind, HookRule, HookSelector, NsValue},
+    hook_rule::{Cond, CondOp, HookArgKind, HookRule, HookSelector, KernelObject, NsValue},
 };
 
 use super::{kernel_action, map_err, MatchKeyPod, PolicyLoadError, PolicyTable};
@@ -103,6 +103,17 @@ pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) -> Result<(), 
             // The iterator's own count bounds what is read: no length argument.
             HookArgKind::IovIter => (abi::ARG_IOV, 0, 0xff),
             HookArgKind::Cap(_) => (abi::ARG_CAP, 0, 64),
+            HookArgKind::Object(o) => (
+                match o {
+                    KernelObject::BpfAttr => abi::ARG_BPF_ATTR,
+                    KernelObject::BpfMap => abi::ARG_BPF_MAP,
+                    KernelObject::PerfEvent => abi::ARG_PERF_EVENT,
+                    KernelObject::Module => abi::ARG_MODULE,
+                    KernelObject::LoadInfo => abi::ARG_LOAD_INFO,
+                },
+                0,
+                0,
+            ),
             HookArgKind::AtPath { dirfd } => (
                 abi::ARG_AT_PATH,
                 abi::ARGF_USER,

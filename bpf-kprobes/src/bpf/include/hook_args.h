@@ -343,6 +343,76 @@ static __always_inline void at_path_join(struct hook_eval *e, __u32 a)
 /* Reads kernel-object argument `a` (a credential, a capability set, a packet) into its value
  * slot. A global function, like decode_str: each reader is verified once, not once per
  * argument position in every runner's unrolled loop. */
+/* The module loader's struct load_info is internal to it (kernel/module/internal.h) and not in
+ * every kernel's BTF: the fields read, relocated by name where it is, never read where not. */
+struct load_info___vigil {
+	const char *name;
+	struct module *mod;
+	bool sig_ok;
+} __attribute__((preserve_access_index));
+
+/*
+ * A kernel object, as Tetragon reports it:
+ * - union bpf_attr (a program being loaded): n[0] program type, n[1] instructions, its name;
+ * - struct bpf_map: n[0] map type, n[1] key size, n[2] value size, n[3] entries, its name;
+ * - struct perf_event: n[0..1] config, n[2..3] probe offset, n[4] type, and the function a
+ *   kprobe event names (the opener's string, read from its memory while it opens);
+ * - struct module: its name, n[0..1] taints, n[2] 2 (no signature to tell of);
+ * - struct load_info (a module being loaded): its name, n[0..1] taints, n[2] whether its
+ *   signature verified (2 where the kernel does not check signatures).
+ */
+static __always_inline void read_kobj(__u8 t, void *raw, struct vigil_kobj_value *v)
+{
+	__u64 x = 0;
+
+	if (t == VIGIL_ARG_BPF_ATTR) {
+		union bpf_attr *a = raw;
+		v->n[0] = BPF_CORE_READ(a, prog_type);
+		v->n[1] = BPF_CORE_READ(a, insn_cnt);
+		bpf_probe_read_kernel(v->name, 16, &a->prog_name);
+	} else if (t == VIGIL_ARG_BPF_MAP) {
+		struct bpf_map *m = raw;
+		v->n[0] = BPF_CORE_READ(m, map_type);
+		v->n[1] = BPF_CORE_READ(m, key_size);
+		v->n[2] = BPF_CORE_READ(m, value_size);
+		v->n[3] = BPF_CORE_READ(m, max_entries);
+		bpf_probe_read_kernel(v->name, 16, &m->name);
+	} else if (t == VIGIL_ARG_PERF_EVENT) {
+		struct perf_event *p = raw;
+		x = BPF_CORE_READ(p, attr.config);
+		v->n[0] = x;
+		v->n[1] = x >> 32;
+		x = BPF_CORE_READ(p, attr.probe_offset);
+		v->n[2] = x;
+		v->n[3] = x >> 32;
+		v->n[4] = BPF_CORE_READ(p, attr.type);
+		x = BPF_CORE_READ(p, attr.kprobe_func);
+		if (x)
+			bpf_probe_read_user_str(v->name, sizeof(v->name), (void *)x);
+	} else if (t == VIGIL_ARG_MODULE) {
+		struct module *m = raw;
+		x = BPF_CORE_READ(m, taints);
+		v->n[0] = x;
+		v->n[1] = x >> 32;
+		v->n[2] = 2;
+		bpf_probe_read_kernel_str(v->name, sizeof(v->name), &m->name);
+	} else if (t == VIGIL_ARG_LOAD_INFO && bpf_core_type_exists(struct load_info___vigil)) {
+		struct load_info___vigil *l = raw;
+		struct module *m = BPF_CORE_READ(l, mod);
+		if (m) {
+			x = BPF_CORE_READ(m, taints);
+			v->n[0] = x;
+			v->n[1] = x >> 32;
+		}
+		v->n[2] = 2;
+		if (bpf_core_field_exists(l->sig_ok))
+			v->n[2] = BPF_CORE_READ_BITFIELD_PROBED(l, sig_ok);
+		const char *name = BPF_CORE_READ(l, name);
+		if (name)
+			bpf_probe_read_kernel_str(v->name, sizeof(v->name), name);
+	}
+}
+
 #ifdef VIGIL_DECODE_STR_ELSEWHERE
 extern int decode_object(__u32 a);
 #else
@@ -365,6 +435,8 @@ __noinline int decode_object(__u32 a)
 		e->ev.args[a].int_value = read_caps((const void *)raw);
 	else if (t == VIGIL_ARG_SKB)
 		read_skb((struct sk_buff *)raw, &e->ev.args[a].skb);
+	else if (t >= VIGIL_ARG_BPF_ATTR && t <= VIGIL_ARG_LOAD_INFO)
+		read_kobj(t, (void *)raw, &e->ev.args[a].kobj);
 	return 0;
 }
 #endif

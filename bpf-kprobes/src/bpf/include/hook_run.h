@@ -261,6 +261,20 @@ static __always_inline int vigil_is_agent(struct vigil_config *cfg, __u64 pid_tg
 }
 
 /*
+ * Generic hooks' Overrides, by thread (pid_tgid), for the fmod_ret programs that carry them out;
+ * `file` is the key of the attach point that judged. A map of their own: the file-open
+ * program consumes whatever it finds in its map. An fmod_ret program takes only a verdict that
+ * names its keys (another program on the same function may be the one it is for); what a call
+ * leaves unused is cleared by the next call judged at that point (VIGIL_LIST_CLEARS_VERDICT).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct vigil_fmod_verdict);
+} vigil_override_verdicts SEC(".maps") __vigil_shared;
+
+/*
  * Override: the call fails with the rule's errno. The fmod_ret program on the function (or on the
  * LSM check the system call passes through) returns it instead of running the function; it takes
  * the verdict this thread leaves, which names the attach point that judged. A hook reading the
@@ -272,7 +286,7 @@ static __always_inline void override_call(struct hook_eval *e, struct vigil_hook
 {
 	struct vigil_fmod_verdict v = { .file = e->lookup_key, .verdict = (__s32)r->arg };
 
-	if (bpf_map_update_elem(&vigil_fmod_verdicts, &pid_tgid, &v, BPF_ANY) ||
+	if (bpf_map_update_elem(&vigil_override_verdicts, &pid_tgid, &v, BPF_ANY) ||
 	    (r->flags & VIGIL_RULE_KILL)) {
 		if (named)
 			bpf_send_signal(SIGKILL);
@@ -284,7 +298,8 @@ static __always_inline void override_call(struct hook_eval *e, struct vigil_hook
 		    e->cfg.arg_type[i] == VIGIL_ARG_INT)
 			e->ev.args[i].int_value = v.verdict;
 	}
-	e->ev.flags = VIGIL_POLICY_ENFORCED;
+	/* Denied at an LSM check, before the effect. */
+	e->ev.flags = VIGIL_POLICY_ENFORCED | VIGIL_POLICY_VIA_LSM;
 }
 
 /* Evaluates the hook `cfg` describes, the argument registers being in e->regs. */
@@ -324,7 +339,8 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 		}
 		else if (t == VIGIL_ARG_SOCKADDR && raw)
 			read_sockaddr((void *)raw, user, &e->ev.args[i].sock);
-		else if (t == VIGIL_ARG_CRED || t == VIGIL_ARG_CAP || t == VIGIL_ARG_SKB)
+		else if (t == VIGIL_ARG_CRED || t == VIGIL_ARG_CAP || t == VIGIL_ARG_SKB ||
+			 (t >= VIGIL_ARG_BPF_ATTR && t <= VIGIL_ARG_LOAD_INFO))
 			decode_object(i);
 	}
 
@@ -374,9 +390,10 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 	 * the event names is not the one a signal would hit, and none is sent. */
 	int named = e->ev.pid == (__u32)(pid_tgid >> 32);
 	if (r->flags & VIGIL_RULE_MONITOR) {
-		if (r->action == VIGIL_ACTION_SIGKILL || r->action == VIGIL_ACTION_SIGNAL ||
-		    r->action == VIGIL_ACTION_OVERRIDE)
+		if (r->action == VIGIL_ACTION_SIGKILL || r->action == VIGIL_ACTION_SIGNAL)
 			e->ev.flags = VIGIL_POLICY_MONITOR;
+		else if (r->action == VIGIL_ACTION_OVERRIDE)
+			e->ev.flags = VIGIL_POLICY_MONITOR | VIGIL_POLICY_VIA_LSM;
 	} else if (r->action == VIGIL_ACTION_OVERRIDE) {
 		override_call(e, r, pid_tgid, named);
 	} else if (r->action == VIGIL_ACTION_SIGKILL && named) {
@@ -438,7 +455,7 @@ static __always_inline void run_hooks_of_key(void)
 	 * this one, which its hooks judge afresh. */
 	if (hooks->flags & VIGIL_LIST_CLEARS_VERDICT) {
 		__u64 thread = bpf_get_current_pid_tgid();
-		bpf_map_delete_elem(&vigil_fmod_verdicts, &thread);
+		bpf_map_delete_elem(&vigil_override_verdicts, &thread);
 	}
 	run_hooks(e, hooks);
 }

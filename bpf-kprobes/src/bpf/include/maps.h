@@ -111,10 +111,8 @@ static __always_inline void vigil_emit(void *rec, __u64 size, __u32 kind)
 }
 
 /*
- * Denials that an fmod_ret program carries out, by thread (pid_tgid): the file-open judge's (the
- * struct file it is about in `file`), and a generic hook's Override (the key of the attach point
- * that judged, in `file`), which the fmod_ret program on the function, or on the LSM check its
- * system call passes through, returns instead of calling it (sensor/src/loader/fmod_ret.rs).
+ * The file-open judge's denials (policy.bpf.c), by thread (pid_tgid), for the fmod_ret program
+ * on security_file_open (sensor/src/loader/fmod_ret.rs); `file` is the struct file judged.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

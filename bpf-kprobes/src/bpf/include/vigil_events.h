@@ -204,7 +204,8 @@ struct vigil_policy_state {
 /* Bits of vigil_policy_event.flags. */
 #define VIGIL_POLICY_ENFORCED (1u << 0)   /* the action was carried out */
 #define VIGIL_POLICY_MONITOR (1u << 1)    /* monitor mode: the action was only reported */
-#define VIGIL_POLICY_VIA_LSM (1u << 2)    /* decided in a BPF LSM program (before the effect) */
+#define VIGIL_POLICY_VIA_LSM (1u << 2)    /* denied at an LSM check (a BPF LSM program, or a
+					   * generic hook's Override by fmod_ret): before the effect */
 #define VIGIL_POLICY_TRUNC_PATH (1u << 3) /* the path was longer than VIGIL_PATH_MAX */
 
 /* A rule matched. Followed by `path_len` bytes of the subject path. */
@@ -277,6 +278,14 @@ enum vigil_arg_type {
 	VIGIL_ARG_KIOCB = 15,   /* struct kiocb *: the path of its file */
 	VIGIL_ARG_IOV = 16,     /* struct iov_iter *: the bytes it holds next (its first segment),
 				 * at most the count at position arg_bits */
+	/* Kernel objects, each read into struct vigil_kobj_value: */
+	VIGIL_ARG_BPF_ATTR = 17,   /* union bpf_attr * (BPF_PROG_LOAD): type, insns, name */
+	VIGIL_ARG_BPF_MAP = 18,    /* struct bpf_map *: type, key, value, entries, name */
+	VIGIL_ARG_PERF_EVENT = 19, /* struct perf_event *: type, config, probe offset, the
+				    * kprobe function its opener named (user memory) */
+	VIGIL_ARG_MODULE = 20,     /* struct module *: name, taints */
+	VIGIL_ARG_LOAD_INFO = 21,  /* struct load_info *: the module's name, whether its signature
+				    * verified, taints */
 };
 
 #define VIGIL_HOOK_SYSCALL (1u << 0) /* a syscall wrapper: arguments sit in the inner pt_regs */
@@ -450,6 +459,13 @@ struct vigil_skb_value {
 	__u32 mark;
 };
 
+/* A kernel object argument (VIGIL_ARG_BPF_ATTR to VIGIL_ARG_LOAD_INFO): numbers by type (see
+ * hook_args.h read_kobj), then a name. */
+struct vigil_kobj_value {
+	__u32 n[6];
+	char name[56];
+};
+
 struct vigil_arg_value {
 	__u32 type; /* enum vigil_arg_type */
 	__u32 _pad0;
@@ -459,6 +475,7 @@ struct vigil_arg_value {
 		struct vigil_file_value file;
 		struct vigil_cred_value cred;
 		struct vigil_skb_value skb;
+		struct vigil_kobj_value kobj;
 	};
 };
 
