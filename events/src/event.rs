@@ -44,6 +44,8 @@ pub enum EventBody {
     ProcessLsm(ProcessPolicy),
     /// A uprobe policy matched (a function of a program or library, in user space).
     ProcessUprobe(ProcessPolicy),
+    /// A policy's tracepoint matched (`subsys` and `event` name it).
+    ProcessTracepoint(ProcessPolicy),
     /// A Sigma rule matched an event.
     ProcessAlert(ProcessAlert),
 }
@@ -88,7 +90,10 @@ impl Event {
             EventBody::ProcessExit(e) => (&mut e.process, &mut e.parent, &mut e.ancestors[..]),
             EventBody::ProcessKprobe(e)
             | EventBody::ProcessLsm(e)
-            | EventBody::ProcessUprobe(e) => (&mut e.process, &mut e.parent, &mut e.ancestors[..]),
+            | EventBody::ProcessUprobe(e)
+            | EventBody::ProcessTracepoint(e) => {
+                (&mut e.process, &mut e.parent, &mut e.ancestors[..])
+            }
             EventBody::ProcessAlert(e) => (&mut e.process, &mut e.parent, &mut [][..]),
         };
         std::iter::once(process)
@@ -110,7 +115,8 @@ impl Event {
             EventBody::ProcessExit(e) => (&e.process, &e.parent, &e.ancestors[..]),
             EventBody::ProcessKprobe(e)
             | EventBody::ProcessLsm(e)
-            | EventBody::ProcessUprobe(e) => (&e.process, &e.parent, &e.ancestors[..]),
+            | EventBody::ProcessUprobe(e)
+            | EventBody::ProcessTracepoint(e) => (&e.process, &e.parent, &e.ancestors[..]),
             EventBody::ProcessAlert(e) => (&e.process, &e.parent, &[][..]),
         };
         std::iter::once(process)
@@ -125,7 +131,8 @@ impl Event {
             EventBody::ProcessExit(e) => &e.process,
             EventBody::ProcessKprobe(e)
             | EventBody::ProcessLsm(e)
-            | EventBody::ProcessUprobe(e) => &e.process,
+            | EventBody::ProcessUprobe(e)
+            | EventBody::ProcessTracepoint(e) => &e.process,
             EventBody::ProcessAlert(e) => &e.process,
         }
     }
@@ -138,6 +145,7 @@ impl Event {
             EventBody::ProcessKprobe(_) => "process_kprobe",
             EventBody::ProcessLsm(_) => "process_lsm",
             EventBody::ProcessUprobe(_) => "process_uprobe",
+            EventBody::ProcessTracepoint(_) => "process_tracepoint",
             EventBody::ProcessAlert(_) => "process_alert",
         }
     }
@@ -211,6 +219,12 @@ pub struct ProcessPolicy {
     /// The kernel function or LSM hook (empty for a uprobe).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub function_name: String,
+    /// A tracepoint's subsystem (`process_tracepoint`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subsys: String,
+    /// A tracepoint's name (`process_tracepoint`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub event: String,
     /// A uprobe's binary or library, as the policy names it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
@@ -314,6 +328,8 @@ pub enum Arg {
     PerfEventArg(crate::kernel_objects::PerfEventArg),
     /// A kernel module (`struct module *`, `struct load_info *`).
     ModuleArg(crate::kernel_objects::ModuleArg),
+    /// A program being executed (`struct linux_binprm *`), by its file's path.
+    LinuxBinprmArg(FileArg),
 }
 
 /// `skb_arg`: Tetragon's `KprobeSkb`.

@@ -129,13 +129,15 @@ impl Filter {
             EventBody::ProcessExit(x) => x.parent.as_deref(),
             EventBody::ProcessKprobe(x)
             | EventBody::ProcessLsm(x)
-            | EventBody::ProcessUprobe(x) => x.parent.as_deref(),
+            | EventBody::ProcessUprobe(x)
+            | EventBody::ProcessTracepoint(x) => x.parent.as_deref(),
             EventBody::ProcessAlert(x) => x.parent.as_deref(),
         };
         let policy = match &e.body {
             EventBody::ProcessKprobe(x)
             | EventBody::ProcessLsm(x)
-            | EventBody::ProcessUprobe(x) => Some(x.policy_name.as_str()),
+            | EventBody::ProcessUprobe(x)
+            | EventBody::ProcessTracepoint(x) => Some(x.policy_name.as_str()),
             _ => None,
         };
         (self.event_set.is_empty() || self.event_set.iter().any(|k| k == e.kind()))

@@ -114,7 +114,7 @@ impl Redactor {
                     *s = r;
                 }
             }
-            Arg::FileArg(f) | Arg::PathArg(f) => {
+            Arg::FileArg(f) | Arg::PathArg(f) | Arg::LinuxBinprmArg(f) => {
                 if let Some(r) = self.redact_str(&f.path) {
                     f.path = r;
                 }
@@ -159,7 +159,8 @@ impl Redactor {
             EventBody::ProcessExit(x) => (&mut x.process, &mut x.parent, Some(&mut x.ancestors)),
             EventBody::ProcessKprobe(x)
             | EventBody::ProcessLsm(x)
-            | EventBody::ProcessUprobe(x) => {
+            | EventBody::ProcessUprobe(x)
+            | EventBody::ProcessTracepoint(x) => {
                 for a in x.args.iter_mut().chain(x.return_arg.as_mut()) {
                     self.redact_arg(a);
                 }
@@ -230,6 +231,8 @@ mod tests {
                 process: p("--password=p0"),
                 parent: Some(p(parent_args)),
                 function_name: "security_file_open".into(),
+                subsys: String::new(),
+                event: String::new(),
                 args: vec![
                     Arg::StringArg("--password=s1".into()),
                     Arg::BytesArg(

@@ -29,7 +29,10 @@ fn normalize(e: &mut Event) {
             processes.extend(&mut x.parent);
             processes.extend(&mut x.ancestors);
         }
-        EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) | EventBody::ProcessUprobe(x) => {
+        EventBody::ProcessKprobe(x)
+        | EventBody::ProcessLsm(x)
+        | EventBody::ProcessUprobe(x)
+        | EventBody::ProcessTracepoint(x) => {
             processes.push(&mut x.process);
             processes.extend(&mut x.parent);
             processes.extend(&mut x.ancestors);

@@ -44,7 +44,7 @@ const CAP_SET: ArgClass = ArgClass::Int {
 };
 
 /// Argument types vigil reads, with their class.
-pub const ARG_TYPES: [(&str, ArgClass); 36] = [
+pub const ARG_TYPES: [(&str, ArgClass); 37] = [
     (
         "int",
         ArgClass::Int {
@@ -159,6 +159,7 @@ pub const ARG_TYPES: [(&str, ArgClass); 36] = [
     ("perf_event", ArgClass::Object),
     ("module", ArgClass::Object),
     ("load_info", ArgClass::Object),
+    ("linux_binprm", ArgClass::Path),
 ];
 
 /// The capability set types, each the set a `kernel_cap_t *` argument points at.

@@ -188,16 +188,9 @@ pub fn compile_all(policy: &Policy) -> Compiled {
     let uprobes = crate::uprobes::compile_uprobes(&policy.spec, monitor);
     hooks.extend(uprobes.hooks);
     errors.extend(uprobes.errors);
-    for (i, t) in policy.spec.tracepoints.iter().enumerate() {
-        errors.push(CompileError::new(
-            format!("spec.tracepoints[{i}]"),
-            format!(
-                "vigil does not run policy tracepoints ({}/{}) yet",
-                t.subsystem, t.event
-            ),
-            "hook the kernel function behind the tracepoint with a kprobe instead",
-        ));
-    }
+    let tracepoints = crate::tracepoints::compile_tracepoints(&policy.spec, monitor);
+    hooks.extend(tracepoints.hooks);
+    errors.extend(tracepoints.errors);
     Compiled {
         hooks,
         errors,
@@ -333,5 +326,6 @@ fn skeleton(path: &str, k: &KprobeSpec, monitor: bool) -> HookRule {
         uprobe: None,
         list: None,
         return_sock: None,
+        tracepoint: None,
     }
 }

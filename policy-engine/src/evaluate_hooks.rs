@@ -177,6 +177,7 @@ mod tests {
             uprobe: None,
             list: None,
             return_sock: None,
+            tracepoint: None,
         }
     }
 

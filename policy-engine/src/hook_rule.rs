@@ -69,6 +69,8 @@ pub enum HookArgKind {
     Cap(CapArg),
     /// A kernel object, reported whole.
     Object(KernelObject),
+    /// A `struct linux_binprm *`, reported as the path of the file it executes.
+    Binprm,
 }
 
 /// The kernel objects an argument can be (Tetragon's names).
@@ -128,6 +130,7 @@ impl HookArgKind {
                 | HookArgKind::Dentry
                 | HookArgKind::Kiocb
                 | HookArgKind::IovIter
+                | HookArgKind::Binprm
         )
     }
 }
@@ -280,6 +283,8 @@ pub struct HookRule {
     /// `returnArgAction`: TrackSock (`true`) or UntrackSock on the socket the function
     /// returned, when a selector matched (or there is none).
     pub return_sock: Option<bool>,
+    /// A policy tracepoint: `call` is then `<subsystem>/<event>`.
+    pub tracepoint: Option<crate::tracepoints::TracepointTarget>,
 }
 
 /// Where in a binary a uprobe sits.
@@ -374,6 +379,7 @@ fn finish(
         uprobe: None,
         list: None,
         return_sock: None,
+        tracepoint: None,
     })
 }
 
@@ -482,6 +488,7 @@ pub fn generic_hook(
             (_, "dentry") if !k.syscall => HookArgKind::Dentry,
             (_, "kiocb") if !k.syscall => HookArgKind::Kiocb,
             (_, "iov_iter") if !k.syscall => HookArgKind::IovIter,
+            (_, "linux_binprm") if !k.syscall => HookArgKind::Binprm,
             (Some(ArgClass::Object), t) if !k.syscall => {
                 HookArgKind::Object(KernelObject::named(t).expect("every object class is named"))
             }

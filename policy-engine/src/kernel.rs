@@ -43,21 +43,36 @@ impl RunningKernel {
     /// Reads `/proc/kallsyms` (names for everyone, addresses for root) and finds tracefs.
     pub fn read() -> std::io::Result<RunningKernel> {
         let text = std::fs::read_to_string("/proc/kallsyms")?;
+        Ok(RunningKernel::from_kallsyms(&text))
+    }
+
+    /// The functions of a `/proc/kallsyms` text, and tracefs where it is mounted.
+    fn from_kallsyms(text: &str) -> RunningKernel {
         let mut exact: HashMap<&str, usize> = HashMap::new();
-        let functions = text
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let (addr, kind, name) = (f.next()?, f.next()?, f.next()?);
-                let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
-                if !matches!(kind, "T" | "t" | "W" | "w") {
-                    return None;
+        let mut functions: HashMap<String, u64> = HashMap::new();
+        for l in text.lines() {
+            let mut f = l.split_whitespace();
+            let (Some(addr), Some(kind), Some(name)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
+            if !matches!(kind, "T" | "t" | "W" | "w") {
+                continue;
+            }
+            // Module symbols (`[name]` after) count too: a kprobe by name sees them.
+            *exact.entry(name).or_default() += 1;
+            // A compiler's part of a function (`bpf_check.cold`, `.isra.0`) names the function
+            // where no symbol has its exact name, but never moves the address of one that has
+            // (a kprobe by name attaches there, and the hook's key is that address).
+            match name.split_once('.') {
+                Some((base, _)) => {
+                    functions.entry(base.to_string()).or_insert(addr);
                 }
-                // Module symbols (`[name]` after) count too: a kprobe by name sees them.
-                *exact.entry(name).or_default() += 1;
-                Some((name.split('.').next().unwrap_or(name).to_string(), addr))
-            })
-            .collect();
+                None => {
+                    functions.insert(name.to_string(), addr);
+                }
+            }
+        }
         let duplicates = exact
             .into_iter()
             .filter(|(_, n)| *n > 1)
@@ -66,12 +81,12 @@ impl RunningKernel {
         let tracefs = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
             .into_iter()
             .find(|p| Path::new(p).join("events").is_dir());
-        Ok(RunningKernel {
+        RunningKernel {
             functions,
             duplicates,
             traceable: std::sync::OnceLock::new(),
             tracefs,
-        })
+        }
     }
 }
 
@@ -178,4 +193,22 @@ pub fn reported_function(call: &str, syscall: bool) -> String {
 /// programs attach to `bpf_lsm_file_open`).
 pub fn lsm_function_candidates(hook: &str) -> Vec<String> {
     vec![format!("security_{hook}"), format!("bpf_lsm_{hook}")]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_functions_cold_part_never_moves_its_address() {
+        for text in [
+            "ffffffff81000100 t bpf_check.cold\nffffffff81000200 T bpf_check\n",
+            "ffffffff81000200 T bpf_check\nffffffff81000100 t bpf_check.cold\n",
+        ] {
+            let k = RunningKernel::from_kallsyms(text);
+            assert_eq!(k.address("bpf_check"), Some(0xffffffff81000200));
+        }
+        let k = RunningKernel::from_kallsyms("ffffffff81000100 t only_part.isra.0\n");
+        assert!(k.function("only_part"));
+    }
 }

@@ -43,6 +43,7 @@ pub mod scope;
 mod selectors;
 pub mod sigma;
 pub mod spec;
+pub mod tracepoints;
 pub mod uprobes;
 mod validate;
 mod values;

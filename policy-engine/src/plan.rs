@@ -92,6 +92,8 @@ pub enum Mechanism {
     /// A list hook: each member's mechanism, by the member's name (members this kernel compiled
     /// out are left out).
     List(Vec<(String, Mechanism)>),
+    /// A policy's tracepoint (`raw`: its raw tracepoint).
+    Tracepoint(crate::tracepoints::TracepointTarget),
 }
 
 /// What happens to a matching operation.
@@ -291,6 +293,13 @@ fn attach(h: &HookRule, kernel: &Kernel) -> Attach {
     let caps = &kernel.caps;
     if let Some(list) = &h.list {
         return attach_list(h, list, kernel);
+    }
+    if let Some(tp) = &h.tracepoint {
+        return if caps.tracepoint {
+            Ok((Mechanism::Tracepoint(tp.clone()), None))
+        } else {
+            Err("tracepoints do not attach on this kernel".into())
+        };
     }
     if let Some(target) = &h.uprobe {
         return if caps.uprobe {
@@ -515,6 +524,12 @@ pub fn describe_mechanism(m: &Mechanism) -> String {
                 .join(", ")
         ),
         Mechanism::SyscallEnter(c) => format!("system call tracepoint sys_enter_{c}"),
+        Mechanism::Tracepoint(t) => format!(
+            "{}tracepoint {}/{}",
+            if t.raw { "raw " } else { "" },
+            t.subsystem,
+            t.event
+        ),
         Mechanism::SockState(f) => format!(
             "for {f}, {}",
             abi::STAND_INS

@@ -49,6 +49,9 @@ const SKB_OPS: [&str; 10] = [
 const SOCKADDR_OPS: [&str; 5] = ["SAddr", "NotSAddr", "SPort", "NotSPort", "Family"];
 /// Operators Tetragon has and vigil refuses by name.
 const UNSUPPORTED_OPS: [&str; 4] = ["InMap", "NotInMap", "CapabilitiesGained", "FileType"];
+/// Operators a tracepoint's integer fields take besides [`INT_OPS`]: membership in the values,
+/// or in a `list:` of system calls (their numbers).
+const MAP_OPS: [&str; 2] = ["InMap", "NotInMap"];
 const ACTIONS: [&str; 7] = [
     "Post",
     "NoPost",
@@ -159,7 +162,7 @@ fn check_arg_filters(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
             }
             Some(a) => {
                 if let Some(class) = arg_class(&a.r#type) {
-                    check_arg_filter(c, &fpath, f, class, &a.r#type);
+                    check_arg_filter(c, &fpath, f, (class, &a.r#type), hook.by_position);
                 }
             }
         }
@@ -178,7 +181,13 @@ fn check_arg_filters(c: &mut Checker, hook: &Hook, path: &str, s: &Selector) {
             bits: 64,
             signed: true,
         });
-        check_arg_filter(c, &fpath, f, class, &format!("return value ({ty})"));
+        check_arg_filter(
+            c,
+            &fpath,
+            f,
+            (class, &format!("return value ({ty})")),
+            false,
+        );
     }
 }
 
@@ -298,7 +307,13 @@ fn check_values(c: &mut Checker, fpath: &str, n: usize, max: usize) {
     }
 }
 
-fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass, type_name: &str) {
+fn check_arg_filter(
+    c: &mut Checker,
+    fpath: &str,
+    f: &ArgFilter,
+    (class, type_name): (ArgClass, &str),
+    hook_by_position: bool,
+) {
     let op = f.operator.as_str();
     let allowed = ops_for(class);
     if class == ArgClass::Dns {
@@ -333,12 +348,17 @@ fn check_arg_filter(c: &mut Checker, fpath: &str, f: &ArgFilter, class: ArgClass
         );
         return;
     }
-    if UNSUPPORTED_OPS.contains(&op) {
+    let in_map = hook_by_position && MAP_OPS.contains(&op) && matches!(class, ArgClass::Int { .. });
+    if UNSUPPORTED_OPS.contains(&op) && !in_map {
         c.value(
             &format!("{fpath}.operator"),
             format!("operator `{op}` is not supported by vigil"),
             format!("for `{type_name}` use one of: {}", allowed.join(", ")),
         );
+        return;
+    }
+    if in_map {
+        // Its values (numbers, or a `list:` of system calls) are read when it compiles.
         return;
     }
     if !allowed.contains(&op) {

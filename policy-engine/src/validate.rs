@@ -550,12 +550,6 @@ fn check_tracepoints(c: &mut Checker, spec: &PolicySpec) {
             "a tracepoint subsystem",
         );
         check_symbol(c, &format!("{path}.event"), &t.event, "a tracepoint name");
-        if t.raw {
-            c.unsupported(
-                &format!("{path}.raw"),
-                "`raw: true` (raw tracepoint arguments)",
-            );
-        }
         check_args(c, &path, &t.args, false);
         let hook = crate::selectors::Hook {
             path: &path,

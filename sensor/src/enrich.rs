@@ -313,6 +313,7 @@ impl EventEnricher {
             ),
         };
         let uprobe = m.hook.and_then(|(_, h)| h.uprobe.as_ref());
+        let tracepoint = m.hook.and_then(|(_, h)| h.tracepoint.as_ref());
         // A hook on the function's return read one value: the return value. A uprobe's event
         // has no `return` (Tetragon's process_uprobe has none): the value stays its argument.
         let return_arg = match m.hook {
@@ -328,11 +329,13 @@ impl EventEnricher {
         let body = ProcessPolicy {
             process,
             parent,
-            function_name: if uprobe.is_some() {
+            function_name: if uprobe.is_some() || tracepoint.is_some() {
                 String::new()
             } else {
                 function_name
             },
+            subsys: tracepoint.map(|t| t.subsystem.clone()).unwrap_or_default(),
+            event: tracepoint.map(|t| t.event.clone()).unwrap_or_default(),
             path: uprobe.map(|u| u.path.clone()).unwrap_or_default(),
             symbol: uprobe.and_then(|u| u.symbol.clone()).unwrap_or_default(),
             offset: uprobe.map_or(0, |u| u.offset),
@@ -349,6 +352,8 @@ impl EventEnricher {
         };
         let body = if uprobe.is_some() {
             EventBody::ProcessUprobe(body)
+        } else if tracepoint.is_some() {
+            EventBody::ProcessTracepoint(body)
         } else if lsm {
             EventBody::ProcessLsm(body)
         } else {
@@ -444,6 +449,10 @@ fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
         HookArgKind::Cred => Arg::ProcessCredentialsArg(credentials_arg(&raw.cred())),
         HookArgKind::Skb => Arg::SkbArg(skb_arg(&raw.skb())),
         HookArgKind::Object(o) => object_arg(o, &raw.kobj()),
+        HookArgKind::Binprm => {
+            let f = raw.file();
+            Arg::LinuxBinprmArg(FileArg::new(lossy(), f.cut != 0, f.mode))
+        }
         HookArgKind::Cap(set) => {
             // Tetragon's form: the set in 16 hex digits.
             let hex = format!("{:016x}", raw.int() as u64);
@@ -800,6 +809,7 @@ mod tests {
             uprobe: None,
             list: None,
             return_sock: None,
+            tracepoint: None,
         }
     }
 

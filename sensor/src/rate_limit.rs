@@ -38,8 +38,10 @@ impl PostRateLimit {
         period_secs: u64,
         ktime_ns: u64,
     ) -> bool {
-        let (EventBody::ProcessKprobe(p) | EventBody::ProcessLsm(p) | EventBody::ProcessUprobe(p)) =
-            &event.body
+        let (EventBody::ProcessKprobe(p)
+        | EventBody::ProcessLsm(p)
+        | EventBody::ProcessUprobe(p)
+        | EventBody::ProcessTracepoint(p)) = &event.body
         else {
             return false;
         };

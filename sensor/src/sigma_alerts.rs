@@ -129,9 +129,10 @@ fn alert(event: &Event, m: SigmaMatch<'_>) -> Event {
     let (process, parent) = match &event.body {
         EventBody::ProcessExec(e) => (e.process.clone(), e.parent.clone()),
         EventBody::ProcessExit(e) => (e.process.clone(), e.parent.clone()),
-        EventBody::ProcessKprobe(e) | EventBody::ProcessLsm(e) | EventBody::ProcessUprobe(e) => {
-            (e.process.clone(), e.parent.clone())
-        }
+        EventBody::ProcessKprobe(e)
+        | EventBody::ProcessLsm(e)
+        | EventBody::ProcessUprobe(e)
+        | EventBody::ProcessTracepoint(e) => (e.process.clone(), e.parent.clone()),
         EventBody::ProcessAlert(e) => (e.process.clone(), e.parent.clone()),
     };
     Event {

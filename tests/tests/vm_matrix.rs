@@ -19,7 +19,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 20] = [
+const SCENARIOS: [&str; 21] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -40,6 +40,7 @@ const SCENARIOS: [&str; 20] = [
     "lists",
     "arg_types",
     "overrides",
+    "policy_tracepoints",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,

@@ -259,6 +259,8 @@ mod layout_tests {
                     ("VIGIL_ARG_PERF_EVENT", _) => Some(ARG_PERF_EVENT as usize),
                     ("VIGIL_ARG_MODULE", _) => Some(ARG_MODULE as usize),
                     ("VIGIL_ARG_LOAD_INFO", _) => Some(ARG_LOAD_INFO as usize),
+                    ("VIGIL_ARG_BINPRM", _) => Some(ARG_BINPRM as usize),
+                    ("VIGIL_TP_SLOTS", _) => Some(TP_SLOTS),
                     ("VIGIL_SOCK_TRACK", _) => Some(SOCK_TRACK as usize),
                     ("VIGIL_SOCK_UNTRACK", _) => Some(SOCK_UNTRACK as usize),
                     ("VIGIL_HOOK_TRACK_RETURN", _) => Some(HOOK_TRACK_RETURN as usize),
@@ -305,6 +307,8 @@ mod layout_tests {
                 bytes_sent, bytes_received, cookie }
             "vigil_file_value" => FileValue { cut, mode }
             "vigil_kobj_value" => KobjValue { n, name }
+            "vigil_tp_field" => TpField { off, kind, size }
+            "vigil_tp_fields" => TpFields { f }
             "vigil_skb_value" => SkbValue { family, protocol, sport, dport, saddr, daddr, hash,
                 len, priority, mark }
             "vigil_cred_value" => CredValue { uid, gid, euid, egid, suid, sgid, fsuid, fsgid,

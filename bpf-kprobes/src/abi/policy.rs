@@ -106,6 +106,42 @@ pub const ARG_PERF_EVENT: u32 = 19;
 pub const ARG_MODULE: u32 = 20;
 /// `VIGIL_ARG_LOAD_INFO`: a `struct load_info *` of a module being loaded.
 pub const ARG_LOAD_INFO: u32 = 21;
+/// `VIGIL_ARG_BINPRM`: a `struct linux_binprm *`, read as the path of the file it executes.
+pub const ARG_BINPRM: u32 = 22;
+/// `VIGIL_HOOK_KEY_TP`: with a slot, the key of a policy's hooks on a tracepoint.
+pub const HOOK_KEY_TP: u64 = 1 << 58;
+/// `VIGIL_HOOK_KEY_RAW_TP`: with a slot, the key of a policy's hooks on a raw tracepoint.
+pub const HOOK_KEY_RAW_TP: u64 = 1 << 57;
+/// `VIGIL_TP_SLOTS`: tracepoints (and, apart, raw tracepoints) policies can hook at once (a
+/// program each).
+pub const TP_SLOTS: usize = 4;
+/// `enum vigil_tp_field_kind`.
+#[allow(missing_docs)]
+pub mod tp_field {
+    pub const NONE: u8 = 0;
+    pub const INT: u8 = 1;
+    pub const DATA_LOC: u8 = 2;
+    pub const ARRAY: u8 = 3;
+}
+
+/// `struct vigil_tp_field`: where a tracepoint's field is in its record.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct TpField {
+    pub off: u16,
+    pub kind: u8,
+    pub size: u8,
+}
+
+/// `struct vigil_tp_fields`: the fields a policy tracepoint's hooks read, by register.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct TpFields {
+    pub f: [TpField; HOOK_ARGS],
+}
+
 /// `VIGIL_AT_CWD`: an `ARG_AT_PATH` relative to the working directory.
 pub const AT_CWD: u8 = 0xff;
 /// `VIGIL_ARGF_USER`: the pointer is a user address.

@@ -145,6 +145,15 @@ int main(void)
 	FIELD(vigil_sock_value, bytes_received);
 	FIELD(vigil_sock_value, cookie);
 
+	SIZE(vigil_kobj_value);
+	FIELD(vigil_kobj_value, n);
+	FIELD(vigil_kobj_value, name);
+	SIZE(vigil_tp_field);
+	FIELD(vigil_tp_field, off);
+	FIELD(vigil_tp_field, kind);
+	FIELD(vigil_tp_field, size);
+	SIZE(vigil_tp_fields);
+	FIELD(vigil_tp_fields, f);
 	SIZE(vigil_file_value);
 	FIELD(vigil_file_value, cut);
 	FIELD(vigil_file_value, mode);
@@ -266,6 +275,8 @@ int main(void)
 	printf("(\"VIGIL_ARG_PERF_EVENT\", \"#define\", %d),\n", VIGIL_ARG_PERF_EVENT);
 	printf("(\"VIGIL_ARG_MODULE\", \"#define\", %d),\n", VIGIL_ARG_MODULE);
 	printf("(\"VIGIL_ARG_LOAD_INFO\", \"#define\", %d),\n", VIGIL_ARG_LOAD_INFO);
+	printf("(\"VIGIL_ARG_BINPRM\", \"#define\", %d),\n", VIGIL_ARG_BINPRM);
+	printf("(\"VIGIL_TP_SLOTS\", \"#define\", %d),\n", VIGIL_TP_SLOTS);
 	printf("(\"VIGIL_SOCK_TRACK\", \"#define\", %d),\n", VIGIL_SOCK_TRACK);
 	printf("(\"VIGIL_SOCK_UNTRACK\", \"#define\", %d),\n", VIGIL_SOCK_UNTRACK);
 	printf("(\"VIGIL_HOOK_TRACK_RETURN\", \"#define\", %d),\n", VIGIL_HOOK_TRACK_RETURN);

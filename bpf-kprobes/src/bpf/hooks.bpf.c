@@ -167,6 +167,108 @@ SYSCALL_ENTER(4)
 SYSCALL_ENTER(5)
 SYSCALL_ENTER(6)
 
+/* The fields a policy tracepoint's hooks read, by the tracepoint's key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, struct vigil_tp_fields);
+} vigil_tp_fields SEC(".maps") __vigil_shared;
+
+/* Field `f` of the record at `base`. */
+static __always_inline __u64 tp_field(__u64 base, const struct vigil_tp_field *f)
+{
+	__u64 v = 0;
+	__u32 loc = 0;
+
+	switch (f->kind) {
+	case VIGIL_TP_INT:
+		bpf_probe_read_kernel(&v, sizeof(v), (void *)(base + f->off));
+		if (f->size < 8)
+			v &= (1ull << ((f->size & 7) * 8)) - 1;
+		return v;
+	case VIGIL_TP_DATA_LOC:
+		bpf_probe_read_kernel(&loc, sizeof(loc), (void *)(base + f->off));
+		return base + (loc & 0xffff);
+	case VIGIL_TP_ARRAY:
+		return base + f->off;
+	}
+	return 0;
+}
+
+/*
+ * A policy's tracepoint: the fields its hooks read, as the agent laid them out in
+ * vigil_tp_fields from the tracepoint's format, in the argument registers. A tracepoint
+ * program cannot tell which tracepoint runs it (the record's common fields are filled in after
+ * the programs ran), so each slot is a program of its own, with the slot in its key; the agent
+ * gives each tracepoint a slot.
+ */
+#define TRACEPOINT(n)                                                                              \
+	SEC("tracepoint/vigil_generic")                                                            \
+	int vigil_tracepoint_##n(void *ctx)                                                        \
+	{                                                                                          \
+		void *record = ctx;                                                                \
+		__u64 base = 0, key = VIGIL_HOOK_KEY_TP | n;                                       \
+		struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);           \
+		struct vigil_tp_fields *fields = bpf_map_lookup_elem(&vigil_tp_fields, &key);      \
+		struct hook_eval *e = hook_eval();                                                 \
+		if (!hooks)                                                                        \
+			return 0;                                                                  \
+		if (!fields || !e)                                                                 \
+			return 0;                                                                  \
+		/* The record's address as a number: the fields' offsets are the map's. */         \
+		bpf_probe_read_kernel(&base, sizeof(base), &record);                               \
+		for (int i = 0; i < VIGIL_HOOK_ARGS; i++)                                          \
+			e->regs[i] = tp_field(base, &fields->f[i]);                                \
+		e->regs[5] = 0;                                                                    \
+		e->regs[VIGIL_HOOK_RETURN_REG] = 0;                                                \
+		e->connect_addr = 0;                                                               \
+		e->lookup_key = key;                                                               \
+		RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_tp_runner);                                      \
+		return 0;                                                                          \
+	}
+
+TRACEPOINT(0)
+TRACEPOINT(1)
+TRACEPOINT(2)
+TRACEPOINT(3)
+
+/*
+ * A policy's raw tracepoint: the tracepoint's own arguments (its TP_PROTO), copied out of the
+ * context rather than loaded from it, so that one program serves tracepoints of any arity.
+ * A raw tracepoint program cannot tell which tracepoint runs it, so each slot is a program of
+ * its own, with the slot in its key; the agent gives each raw tracepoint a slot.
+ */
+#define RAW_TRACEPOINT(n)                                                                          \
+	SEC("raw_tracepoint/vigil_generic")                                                        \
+	int vigil_raw_tp_##n(struct bpf_raw_tracepoint_args *ctx)                                  \
+	{                                                                                          \
+		__u64 key = VIGIL_HOOK_KEY_RAW_TP | n;                                             \
+		struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);           \
+		struct hook_eval *e = hook_eval();                                                 \
+		if (!hooks || !e)                                                                  \
+			return 0;                                                                  \
+		bpf_probe_read_kernel(e->regs, 6 * sizeof(__u64), ctx);                            \
+		e->regs[VIGIL_HOOK_RETURN_REG] = 0;                                                \
+		e->connect_addr = 0;                                                               \
+		e->lookup_key = key;                                                               \
+		RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_raw_tp_runner);                                  \
+		return 0;                                                                          \
+	}
+
+RAW_TRACEPOINT(0)
+RAW_TRACEPOINT(1)
+RAW_TRACEPOINT(2)
+RAW_TRACEPOINT(3)
+_Static_assert(VIGIL_TP_SLOTS == 4, "one program per slot");
+
+SEC("raw_tracepoint/vigil_run_hooks")
+int vigil_raw_tp_run_hooks(void *ctx)
+{
+	run_hooks_of_key();
+	return 0;
+}
+
 /* The runners the programs above (and the socket tracepoint programs) tail-call: see
  * hook_run.h. Never attached. */
 SEC("tracepoint/vigil/run_hooks")

@@ -224,6 +224,18 @@ pub(super) fn uprobe_line(node: &str, e: &ProcessPolicy) -> String {
     super::line("🔗", "uprobe", node, &e.process.binary, parts)
 }
 
+/// A policy tracepoint's line: the tracepoint, its arguments, what was done.
+pub(super) fn tracepoint_line(node: &str, e: &ProcessPolicy) -> String {
+    let mut parts = Vec::with_capacity(e.args.len() + 3);
+    parts.push(format!("{}/{}", e.subsys, e.event));
+    parts.extend(UNKNOWN.args(&e.args));
+    parts.push(e.outcome.clone());
+    if !e.policy_name.is_empty() {
+        parts.push(format!("[{}]", e.policy_name));
+    }
+    super::line("📍", "tracepoint", node, &e.process.binary, parts)
+}
+
 impl Op {
     /// Each argument as this operation reads it.
     fn args(&self, args: &[Arg]) -> Vec<String> {
@@ -278,7 +290,7 @@ impl Op {
     /// An argument that is no integer.
     fn value(&self, arg: &Arg) -> String {
         match arg {
-            Arg::FileArg(f) | Arg::PathArg(f) => f.path.clone(),
+            Arg::FileArg(f) | Arg::PathArg(f) | Arg::LinuxBinprmArg(f) => f.path.clone(),
             Arg::StringArg(s) | Arg::BytesArg(s) => format!("{s:?}"),
             Arg::SockaddrArg(s) => match (endpoint(&s.addr, s.port), self.sock) {
                 (None, _) => s.family.clone(),

@@ -446,6 +446,8 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
             process: std::sync::Arc::new(proc("/usr/bin/curl", "")),
             parent: None,
             function_name: function.into(),
+            subsys: String::new(),
+            event: String::new(),
             args,
             return_arg: ret,
             action: "KPROBE_ACTION_POST".into(),

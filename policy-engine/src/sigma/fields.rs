@@ -240,7 +240,10 @@ pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
             }
             "process_creation"
         }
-        EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) | EventBody::ProcessUprobe(x) => {
+        EventBody::ProcessKprobe(x)
+        | EventBody::ProcessLsm(x)
+        | EventBody::ProcessUprobe(x)
+        | EventBody::ProcessTracepoint(x) => {
             let file = x.args.iter().find_map(|a| match a {
                 Arg::FileArg(f) | Arg::PathArg(f) => Some(f.path.clone()),
                 _ => None,
@@ -329,6 +332,8 @@ mod tests {
             process: Arc::new(Process::default()),
             parent: None,
             function_name: "f".into(),
+            subsys: String::new(),
+            event: String::new(),
             args: vec![arg],
             return_arg: None,
             action: String::new(),

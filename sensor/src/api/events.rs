@@ -302,8 +302,10 @@ impl Stream {
 
 /// A connect or an accept, keyed for aggregation; other events pass one by one.
 fn aggregation_key(e: &Event) -> Option<(String, String, String)> {
-    let (EventBody::ProcessKprobe(p) | EventBody::ProcessLsm(p) | EventBody::ProcessUprobe(p)) =
-        &e.body
+    let (EventBody::ProcessKprobe(p)
+    | EventBody::ProcessLsm(p)
+    | EventBody::ProcessUprobe(p)
+    | EventBody::ProcessTracepoint(p)) = &e.body
     else {
         return None;
     };
@@ -320,9 +322,10 @@ fn render(published: &Published, mask: &v1::FieldMask, count: u64) -> v1::Event 
     let e = &published.event;
     let p = e.process();
     let (policy_name, action) = match &e.body {
-        EventBody::ProcessKprobe(x) | EventBody::ProcessLsm(x) | EventBody::ProcessUprobe(x) => {
-            (x.policy_name.clone(), x.action.clone())
-        }
+        EventBody::ProcessKprobe(x)
+        | EventBody::ProcessLsm(x)
+        | EventBody::ProcessUprobe(x)
+        | EventBody::ProcessTracepoint(x) => (x.policy_name.clone(), x.action.clone()),
         _ => (String::new(), String::new()),
     };
     let json = if mask.include.is_empty() && mask.exclude.is_empty() {

@@ -49,8 +49,10 @@ const MAX_COUNTERS: usize = 65_536;
 impl ActionCounts {
     /// Counts a policy event.
     pub fn record(&mut self, e: &Event) {
-        let (EventBody::ProcessKprobe(p) | EventBody::ProcessLsm(p) | EventBody::ProcessUprobe(p)) =
-            &e.body
+        let (EventBody::ProcessKprobe(p)
+        | EventBody::ProcessLsm(p)
+        | EventBody::ProcessUprobe(p)
+        | EventBody::ProcessTracepoint(p)) = &e.body
         else {
             return;
         };

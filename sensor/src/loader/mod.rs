@@ -94,7 +94,30 @@ pub enum AttachPoint {
     SyscallEnter(String),
     /// The fmod_ret program on a function that carries out the Overrides judged at `keys`.
     Override { function: String, keys: Vec<u64> },
+    /// The policy tracepoint program of this slot.
+    Tracepoint(u8),
+    /// The raw tracepoint program of this slot.
+    RawTracepoint(u8),
 }
+
+/// The tracepoint programs by slot, then the raw tracepoint programs by slot.
+const TP_PROGRAMS: [&str; 2 * abi::TP_SLOTS] = [
+    "vigil_tracepoint_0",
+    "vigil_tracepoint_1",
+    "vigil_tracepoint_2",
+    "vigil_tracepoint_3",
+    "vigil_raw_tp_0",
+    "vigil_raw_tp_1",
+    "vigil_raw_tp_2",
+    "vigil_raw_tp_3",
+];
+
+/// `struct vigil_tp_fields` as a map value.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct TpFieldsPod(abi::TpFields);
+// SAFETY: plain data of fixed layout, every bit pattern valid.
+unsafe impl aya::Pod for TpFieldsPod {}
 
 /// A shared attachment: the program attached and its link.
 #[derive(Debug)]
@@ -155,10 +178,12 @@ const SYSCALL_ENTER_PROGRAMS: [&str; 7] = [
 /// runner program and the array its callers find it in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Runner {
-    /// System call and socket tracepoint programs.
+    /// System call, socket and policy tracepoint programs.
     Tracepoint,
     /// Kprobe and kretprobe programs.
     Kprobe,
+    /// Policy raw tracepoint programs.
+    RawTracepoint,
 }
 
 impl Runner {
@@ -166,6 +191,7 @@ impl Runner {
         match self {
             Runner::Tracepoint => "vigil_tp_run_hooks",
             Runner::Kprobe => "vigil_kprobe_run_hooks",
+            Runner::RawTracepoint => "vigil_raw_tp_run_hooks",
         }
     }
 
@@ -173,6 +199,7 @@ impl Runner {
         match self {
             Runner::Tracepoint => "vigil_tp_runner",
             Runner::Kprobe => "vigil_kprobe_runner",
+            Runner::RawTracepoint => "vigil_raw_tp_runner",
         }
     }
 }
@@ -465,6 +492,9 @@ impl LoadedObject {
                 loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?.fd()
             }
             Runner::Kprobe => loaded_program(&mut self.ebpf, program, hook, KProbe::load)?.fd(),
+            Runner::RawTracepoint => {
+                loaded_program(&mut self.ebpf, program, hook, RawTracePoint::load)?.fd()
+            }
         }
         .map_err(err)?
         .try_clone()
@@ -638,6 +668,70 @@ impl LoadedObject {
         };
         self.shared
             .insert(point.clone(), (SharedLink { program, link }, users));
+        Ok(HookLink::Shared(point))
+    }
+
+    /// Attaches the policy tracepoint program of `slot` to `subsystem/event`, its fields laid
+    /// out as `fields` (the same for every hook on it), or counts one more user of it.
+    pub fn attach_tracepoint(
+        &mut self,
+        subsystem: &str,
+        event: &str,
+        slot: u8,
+        fields: abi::TpFields,
+    ) -> Result<HookLink, LoadError> {
+        let point = AttachPoint::Tracepoint(slot);
+        if self.share(&point) {
+            return Ok(HookLink::Shared(point));
+        }
+        let key = abi::HOOK_KEY_TP | slot as u64;
+        let program = TP_PROGRAMS[slot as usize % abi::TP_SLOTS];
+        let hook = "a policy's tracepoint";
+        {
+            let map = self
+                .ebpf
+                .map_mut("vigil_tp_fields")
+                .ok_or_else(|| missing("vigil_tp_fields"))?;
+            let mut map: aya::maps::HashMap<_, u64, TpFieldsPod> =
+                aya::maps::HashMap::try_from(map).map_err(|e| map_err("vigil_tp_fields", e))?;
+            map.insert(key, TpFieldsPod(fields), 0)
+                .map_err(|e| map_err("vigil_tp_fields", e))?;
+        }
+        self.ensure_runner(Runner::Tracepoint)?;
+        let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
+        let err = |source| LoadError::Program {
+            program,
+            hook,
+            source,
+        };
+        let id = prog.attach(subsystem, event).map_err(err)?;
+        let link = prog.take_link(id).map_err(err)?;
+        let link = hold(&mut self.pins, link, program, event)?;
+        self.shared
+            .insert(point.clone(), (SharedLink { program, link }, 1));
+        Ok(HookLink::Shared(point))
+    }
+
+    /// Attaches the raw tracepoint program of `slot` to `event`, or counts one more user of it.
+    pub fn attach_raw_tracepoint(&mut self, event: &str, slot: u8) -> Result<HookLink, LoadError> {
+        let point = AttachPoint::RawTracepoint(slot);
+        if self.share(&point) {
+            return Ok(HookLink::Shared(point));
+        }
+        let program = TP_PROGRAMS[abi::TP_SLOTS + slot as usize % abi::TP_SLOTS];
+        let hook = "a policy's raw tracepoint";
+        self.ensure_runner(Runner::RawTracepoint)?;
+        let prog = loaded_program(&mut self.ebpf, program, hook, RawTracePoint::load)?;
+        let err = |source| LoadError::Program {
+            program,
+            hook,
+            source,
+        };
+        let id = prog.attach(event).map_err(err)?;
+        let link = prog.take_link(id).map_err(err)?;
+        let link = hold(&mut self.pins, link, program, event)?;
+        self.shared
+            .insert(point.clone(), (SharedLink { program, link }, 1));
         Ok(HookLink::Shared(point))
     }
 

@@ -103,6 +103,7 @@ pub(super) fn arg_config(h: &HookRule, cfg: &mut abi::HookConfig) -> Result<(), 
             // The iterator's own count bounds what is read: no length argument.
             HookArgKind::IovIter => (abi::ARG_IOV, 0, 0xff),
             HookArgKind::Cap(_) => (abi::ARG_CAP, 0, 64),
+            HookArgKind::Binprm => (abi::ARG_BINPRM, 0, 0),
             HookArgKind::Object(o) => (
                 match o {
                     KernelObject::BpfAttr => abi::ARG_BPF_ATTR,

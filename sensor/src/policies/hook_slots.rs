@@ -48,6 +48,15 @@ pub enum AttachTarget {
     /// returns the errno its thread's verdict holds when that verdict names one of `keys`, the
     /// attach points that judge.
     Override { gates: Vec<String>, keys: Vec<u64> },
+    /// A policy's tracepoint, served by the program of `slot`, its fields laid out for it.
+    Tracepoint {
+        subsystem: String,
+        event: String,
+        slot: u8,
+        fields: abi::TpFields,
+    },
+    /// A policy's raw tracepoint, served by the program of `slot`.
+    RawTracepoint { event: String, slot: u8 },
     /// Nowhere: this kernel does not implement the system call (it is compiled out and every
     /// call fails with ENOSYS, e.g. init_module without CONFIG_MODULES), so nothing can happen
     /// for the hook to see or stop.
@@ -90,6 +99,10 @@ impl std::fmt::Display for AttachTarget {
             AttachTarget::SyscallEnter(t, _) => write!(f, "tracepoint syscalls/{t}"),
             AttachTarget::SockState(call) => write!(f, "the programs standing for {call}"),
             AttachTarget::Override { gates, .. } => write!(f, "fmod_ret {}", gates.join(", ")),
+            AttachTarget::Tracepoint {
+                subsystem, event, ..
+            } => write!(f, "tracepoint {subsystem}/{event}"),
+            AttachTarget::RawTracepoint { event, .. } => write!(f, "raw tracepoint {event}"),
             AttachTarget::NotInKernel(call) => write!(f, "{call} (not in this kernel)"),
         }
     }
@@ -297,6 +310,29 @@ pub(super) fn hook_keys(
             ))
         }
         Mechanism::NotInKernel(call) => Ok((Vec::new(), AttachTarget::NotInKernel(call.clone()))),
+        Mechanism::Tracepoint(t) if t.raw => {
+            let slot = super::tracepoint_fields::slot(t)?;
+            Ok((
+                vec![abi::HOOK_KEY_RAW_TP | slot as u64],
+                AttachTarget::RawTracepoint {
+                    event: t.event.clone(),
+                    slot,
+                },
+            ))
+        }
+        Mechanism::Tracepoint(t) => {
+            let layout = super::tracepoint_fields::layout(t)?;
+            let slot = super::tracepoint_fields::slot(t)?;
+            Ok((
+                vec![abi::HOOK_KEY_TP | slot as u64],
+                AttachTarget::Tracepoint {
+                    subsystem: t.subsystem.clone(),
+                    event: t.event.clone(),
+                    slot,
+                    fields: layout.fields,
+                },
+            ))
+        }
         other => Err(format!(
             "{} does not run generic hooks",
             describe_mechanism(other)
@@ -315,6 +351,43 @@ pub(super) fn hook_keys(
         );
     }
     Ok(placement)
+}
+
+/// A policy tracepoint's arguments name the registers its program puts their fields in (see
+/// tracepoint_fields.rs); a pointer field of a system call's tracepoint points to user memory.
+fn tracepoint_registers(h: &HookRule, cfg: &mut abi::HookConfig) -> Result<(), String> {
+    let Some(t) = h.tracepoint.as_ref().filter(|t| !t.raw) else {
+        return Ok(());
+    };
+    let layout = super::tracepoint_fields::layout(t)?;
+    let first = vigil_policy_engine::tracepoints::COMMON_FIELDS;
+    for (i, a) in h.args.iter().enumerate() {
+        let r = a
+            .index
+            .checked_sub(first)
+            .filter(|r| (*r as usize) < abi::HOOK_ARGS);
+        let Some(r) = r else {
+            return Err(format!(
+                "args[{i}]: field {} of {}/{}: vigil reads the first {} fields after the {first} common ones (indexes {first} to {})",
+                a.index,
+                t.subsystem,
+                t.event,
+                abi::HOOK_ARGS,
+                first as usize + abi::HOOK_ARGS - 1
+            ));
+        };
+        if layout.fields.f[r as usize].kind == abi::tp_field::NONE {
+            return Err(format!(
+                "args[{i}]: {}/{} has no field {}",
+                t.subsystem, t.event, a.index
+            ));
+        }
+        cfg.arg_reg[i] = r as u8;
+        if layout.pointers[r as usize] && t.subsystem.ends_with("syscalls") {
+            cfg.arg_flags[i] |= abi::ARGF_USER;
+        }
+    }
+    Ok(())
 }
 
 /// How many arguments system call `call` takes, from its enter tracepoint's format (the
@@ -381,6 +454,8 @@ impl PolicyTable {
                 ..Default::default()
             };
             arg_config(&h, &mut cfg)
+                .map_err(|e| PolicyLoadError::Refused(format!("{}: {e}", h.hook_path)))?;
+            tracepoint_registers(&h, &mut cfg)
                 .map_err(|e| PolicyLoadError::Refused(format!("{}: {e}", h.hook_path)))?;
             // A kretprobe's or uretprobe's return value has a register slot of its own, apart
             // from the arguments the entry may have kept for another hook on the same return

@@ -26,6 +26,7 @@ mod hook_rules;
 mod hook_slots;
 pub mod inodes;
 pub mod scopes;
+mod tracepoint_fields;
 pub use file_rules::FileRule;
 use file_rules::{kernel_action, prefilter_names};
 use hook_rules::HookRuleMaps;

@@ -417,6 +417,15 @@ impl PolicyManager {
                     each.and_then(|()| sensor.attach_override(last, keys))
                 }
                 AttachTarget::SyscallEnter(t, arity) => sensor.attach_syscall_enter(t, *arity),
+                AttachTarget::Tracepoint {
+                    subsystem,
+                    event,
+                    slot,
+                    fields,
+                } => sensor.attach_tracepoint(subsystem, event, *slot, *fields),
+                AttachTarget::RawTracepoint { event, slot } => {
+                    sensor.attach_raw_tracepoint(event, *slot)
+                }
                 AttachTarget::SockState(_) => sensor.attach_sock_state(),
                 AttachTarget::NotInKernel(call) => {
                     log(format!("{file}: {call} is not implemented by this kernel (every call fails with ENOSYS); its hook has nothing to watch"));

@@ -182,7 +182,11 @@ impl StartingPolicies {
                 Mechanism::Uprobe { ret, .. } => ProgramNeed::Uprobe { ret: *ret },
                 Mechanism::SyscallEnter(_) => ProgramNeed::SyscallEnter,
                 Mechanism::SockState(_) => ProgramNeed::SockState,
-                Mechanism::NotInKernel(_) | Mechanism::List(_) => continue,
+                // Loaded when first attached (few policies use them; their runner verifies
+                // then).
+                Mechanism::NotInKernel(_) | Mechanism::List(_) | Mechanism::Tracepoint(_) => {
+                    continue
+                }
             };
             if !needs.contains(&need) {
                 needs.push(need);

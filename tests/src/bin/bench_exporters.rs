@@ -97,6 +97,8 @@ fn streams() -> [(&'static str, Vec<Event>); 3] {
                 process: p.clone(),
                 parent: Some(parent.clone()),
                 function_name: "security_file_open".into(),
+                subsys: String::new(),
+                event: String::new(),
                 args: vec![Arg::FileArg(FileArg::new(
                     format!("/home/dev/project/src/file{n}.rs"),
                     false,

@@ -516,6 +516,7 @@ __noinline int decode_str(__u32 a)
 		break;
 	}
 	case VIGIL_ARG_AT_PATH:
+	case VIGIL_ARG_BINPRM:
 	case VIGIL_ARG_FILE:
 	case VIGIL_ARG_PATH:
 	case VIGIL_ARG_FD:
@@ -542,6 +543,10 @@ __noinline int decode_str(__u32 a)
 				ptr = __builtin_preserve_access_index(&fs->pwd);
 				type = VIGIL_ARG_PATH;
 			}
+		}
+		if (type == VIGIL_ARG_BINPRM) {
+			ptr = BPF_CORE_READ((struct linux_binprm *)ptr, file);
+			type = VIGIL_ARG_FILE;
 		}
 		if (arg_path(type, ptr, &p) < 0)
 			return 0;

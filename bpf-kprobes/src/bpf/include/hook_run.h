@@ -51,6 +51,13 @@ struct {
 	__type(value, __u32);
 } vigil_kprobe_runner SEC(".maps") __vigil_shared;
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} vigil_raw_tp_runner SEC(".maps") __vigil_shared;
+
 /*
  * A hook that reads a function's arguments and its return value: the entry's program keeps the
  * argument registers for the thread, under the return's key, where the agent listed the entry's
@@ -203,7 +210,7 @@ static long emit_step(__u32 a, void *vctx)
 	__u8 t = e->cfg.arg_type[i];
 	if (t != VIGIL_ARG_STRING && t != VIGIL_ARG_BUF && t != VIGIL_ARG_FILE && t != VIGIL_ARG_PATH &&
 	    t != VIGIL_ARG_FD && t != VIGIL_ARG_AT_PATH && t != VIGIL_ARG_DENTRY &&
-	    t != VIGIL_ARG_KIOCB && t != VIGIL_ARG_IOV)
+	    t != VIGIL_ARG_KIOCB && t != VIGIL_ARG_IOV && t != VIGIL_ARG_BINPRM)
 		return 0;
 	decode_str(i);
 	e = hook_eval();
@@ -275,23 +282,32 @@ struct {
 } vigil_override_verdicts SEC(".maps") __vigil_shared;
 
 /*
- * Override: the call fails with the rule's errno. The fmod_ret program on the function (or on the
- * LSM check the system call passes through) returns it instead of running the function; it takes
- * the verdict this thread leaves, which names the attach point that judged. A hook reading the
- * return value is judged at the entry when it overrides, and its event reports the errno as the
- * return value. A verdict that cannot be left still stops the process.
+ * Override: the call fails with the errno of selector `slot`. The fmod_ret program on the
+ * function (or on the LSM check the system call passes through) returns it instead of running
+ * the function; it takes the verdict this thread leaves, which names the attach point that
+ * judged. A hook reading the return value is judged at the entry when it overrides, and its
+ * event reports the errno as the return value. A verdict that cannot be left still stops the
+ * process (`named`: the event is about the process that runs). A global function: verified
+ * once, apart from the runner it would otherwise grow.
  */
-static __always_inline void override_call(struct hook_eval *e, struct vigil_hook_rule *r,
-					  __u64 pid_tgid, int named)
+#ifdef VIGIL_DECODE_STR_ELSEWHERE
+extern int override_call(__u32 slot, int named);
+#else
+__noinline int override_call(__u32 slot, int named)
 {
-	struct vigil_fmod_verdict v = { .file = e->lookup_key, .verdict = (__s32)r->arg };
+	struct hook_eval *e = hook_eval();
+	struct vigil_hook_rule *r = bpf_map_lookup_elem(&vigil_hook_rules, &slot);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
+	if (!e || !r)
+		return 0;
+	struct vigil_fmod_verdict v = { .file = e->lookup_key, .verdict = (__s32)r->arg };
 	if (bpf_map_update_elem(&vigil_override_verdicts, &pid_tgid, &v, BPF_ANY) ||
 	    (r->flags & VIGIL_RULE_KILL)) {
 		if (named)
 			bpf_send_signal(SIGKILL);
 	}
-	for (int i = 0; i < VIGIL_HOOK_ARGS; i++) {
+	for (__u32 i = 0; i < VIGIL_HOOK_ARGS; i++) {
 		if (i >= e->cfg.nargs)
 			break;
 		if ((e->cfg.arg_reg[i] & 7) == VIGIL_HOOK_RETURN_REG &&
@@ -300,7 +316,9 @@ static __always_inline void override_call(struct hook_eval *e, struct vigil_hook
 	}
 	/* Denied at an LSM check, before the effect. */
 	e->ev.flags = VIGIL_POLICY_ENFORCED | VIGIL_POLICY_VIA_LSM;
+	return 0;
 }
+#endif
 
 /* Evaluates the hook `cfg` describes, the argument registers being in e->regs. */
 static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_config *cfg)
@@ -395,7 +413,10 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 		else if (r->action == VIGIL_ACTION_OVERRIDE)
 			e->ev.flags = VIGIL_POLICY_MONITOR | VIGIL_POLICY_VIA_LSM;
 	} else if (r->action == VIGIL_ACTION_OVERRIDE) {
-		override_call(e, r, pid_tgid, named);
+		override_call(e->ev.rule, named);
+		e = hook_eval();
+		if (!e)
+			return;
 	} else if (r->action == VIGIL_ACTION_SIGKILL && named) {
 		bpf_send_signal(SIGKILL);
 		e->ev.flags = VIGIL_POLICY_ENFORCED;

@@ -253,6 +253,29 @@ enum vigil_sock_state_hook {
  * cookie (see abi::uprobe_key). */
 #define VIGIL_HOOK_KEY_UPROBE (1ull << 60)
 #define VIGIL_HOOK_KEY_UPROBE_RETURN (1ull << 59)
+/* Keys of a policy's tracepoints and raw tracepoints: the slot of the program attached there
+ * (one program per slot of each kind). */
+#define VIGIL_HOOK_KEY_TP (1ull << 58)
+#define VIGIL_HOOK_KEY_RAW_TP (1ull << 57)
+#define VIGIL_TP_SLOTS 4
+
+/* How a policy tracepoint's program reads field i of the record into register i. */
+enum vigil_tp_field_kind {
+	VIGIL_TP_NONE = 0,
+	VIGIL_TP_INT = 1,      /* `size` bytes at `off` */
+	VIGIL_TP_DATA_LOC = 2, /* __data_loc: the address of the bytes the u32 at `off` places */
+	VIGIL_TP_ARRAY = 3,    /* an array in the record (char comm[16]): its address */
+};
+
+struct vigil_tp_field {
+	__u16 off;
+	__u8 kind; /* enum vigil_tp_field_kind */
+	__u8 size;
+};
+
+struct vigil_tp_fields {
+	struct vigil_tp_field f[VIGIL_HOOK_ARGS];
+};
 #define VIGIL_HOOK_STR 256 /* bytes kept of a string, path or buffer argument, NUL included */
 
 enum vigil_arg_type {
@@ -286,6 +309,7 @@ enum vigil_arg_type {
 	VIGIL_ARG_MODULE = 20,     /* struct module *: name, taints */
 	VIGIL_ARG_LOAD_INFO = 21,  /* struct load_info *: the module's name, whether its signature
 				    * verified, taints */
+	VIGIL_ARG_BINPRM = 22,     /* struct linux_binprm *: the path of the file it executes */
 };
 
 #define VIGIL_HOOK_SYSCALL (1u << 0) /* a syscall wrapper: arguments sit in the inner pt_regs */
