@@ -46,6 +46,8 @@ pub enum EventBody {
     ProcessUprobe(ProcessPolicy),
     /// A policy's tracepoint matched (`subsys` and `event` name it).
     ProcessTracepoint(ProcessPolicy),
+    /// A process mapped an executable file (`path`, `buildid`): a policy's `loader`.
+    ProcessLoader(ProcessPolicy),
     /// A Sigma rule matched an event.
     ProcessAlert(ProcessAlert),
 }
@@ -91,9 +93,8 @@ impl Event {
             EventBody::ProcessKprobe(e)
             | EventBody::ProcessLsm(e)
             | EventBody::ProcessUprobe(e)
-            | EventBody::ProcessTracepoint(e) => {
-                (&mut e.process, &mut e.parent, &mut e.ancestors[..])
-            }
+            | EventBody::ProcessTracepoint(e)
+            | EventBody::ProcessLoader(e) => (&mut e.process, &mut e.parent, &mut e.ancestors[..]),
             EventBody::ProcessAlert(e) => (&mut e.process, &mut e.parent, &mut [][..]),
         };
         std::iter::once(process)
@@ -116,7 +117,8 @@ impl Event {
             EventBody::ProcessKprobe(e)
             | EventBody::ProcessLsm(e)
             | EventBody::ProcessUprobe(e)
-            | EventBody::ProcessTracepoint(e) => (&e.process, &e.parent, &e.ancestors[..]),
+            | EventBody::ProcessTracepoint(e)
+            | EventBody::ProcessLoader(e) => (&e.process, &e.parent, &e.ancestors[..]),
             EventBody::ProcessAlert(e) => (&e.process, &e.parent, &[][..]),
         };
         std::iter::once(process)
@@ -132,7 +134,8 @@ impl Event {
             EventBody::ProcessKprobe(e)
             | EventBody::ProcessLsm(e)
             | EventBody::ProcessUprobe(e)
-            | EventBody::ProcessTracepoint(e) => &e.process,
+            | EventBody::ProcessTracepoint(e)
+            | EventBody::ProcessLoader(e) => &e.process,
             EventBody::ProcessAlert(e) => &e.process,
         }
     }
@@ -146,6 +149,7 @@ impl Event {
             EventBody::ProcessLsm(_) => "process_lsm",
             EventBody::ProcessUprobe(_) => "process_uprobe",
             EventBody::ProcessTracepoint(_) => "process_tracepoint",
+            EventBody::ProcessLoader(_) => "process_loader",
             EventBody::ProcessAlert(_) => "process_alert",
         }
     }
@@ -261,8 +265,13 @@ pub struct ProcessPolicy {
     pub tags: Vec<String>,
     /// What happened (vigil's addition): `denied`, `killed`, `signalled`, `posted`, or in
     /// monitor mode `would_have_been_denied` / `would_have_been_killed` /
-    /// `would_have_been_signalled`.
+    /// `would_have_been_signalled`; empty for a loader's event, which reports only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub outcome: String,
+    /// The build id of a loader event's file (`.note.gnu.build-id`), base64 as protojson
+    /// writes Tetragon's `bytes buildid`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub buildid: String,
     /// Grandparent first, when requested.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ancestors: Vec<Arc<Process>>,

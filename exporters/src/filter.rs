@@ -130,14 +130,16 @@ impl Filter {
             EventBody::ProcessKprobe(x)
             | EventBody::ProcessLsm(x)
             | EventBody::ProcessUprobe(x)
-            | EventBody::ProcessTracepoint(x) => x.parent.as_deref(),
+            | EventBody::ProcessTracepoint(x)
+            | EventBody::ProcessLoader(x) => x.parent.as_deref(),
             EventBody::ProcessAlert(x) => x.parent.as_deref(),
         };
         let policy = match &e.body {
             EventBody::ProcessKprobe(x)
             | EventBody::ProcessLsm(x)
             | EventBody::ProcessUprobe(x)
-            | EventBody::ProcessTracepoint(x) => Some(x.policy_name.as_str()),
+            | EventBody::ProcessTracepoint(x)
+            | EventBody::ProcessLoader(x) => Some(x.policy_name.as_str()),
             _ => None,
         };
         (self.event_set.is_empty() || self.event_set.iter().any(|k| k == e.kind()))

@@ -160,7 +160,8 @@ impl Redactor {
             EventBody::ProcessKprobe(x)
             | EventBody::ProcessLsm(x)
             | EventBody::ProcessUprobe(x)
-            | EventBody::ProcessTracepoint(x) => {
+            | EventBody::ProcessTracepoint(x)
+            | EventBody::ProcessLoader(x) => {
                 for a in x.args.iter_mut().chain(x.return_arg.as_mut()) {
                     self.redact_arg(a);
                 }
@@ -233,6 +234,7 @@ mod tests {
                 function_name: "security_file_open".into(),
                 subsys: String::new(),
                 event: String::new(),
+                buildid: String::new(),
                 args: vec![
                     Arg::StringArg("--password=s1".into()),
                     Arg::BytesArg(

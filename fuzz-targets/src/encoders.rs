@@ -32,7 +32,8 @@ fn normalize(e: &mut Event) {
         EventBody::ProcessKprobe(x)
         | EventBody::ProcessLsm(x)
         | EventBody::ProcessUprobe(x)
-        | EventBody::ProcessTracepoint(x) => {
+        | EventBody::ProcessTracepoint(x)
+        | EventBody::ProcessLoader(x) => {
             processes.push(&mut x.process);
             processes.extend(&mut x.parent);
             processes.extend(&mut x.ancestors);

@@ -188,6 +188,12 @@ pub fn compile_all(policy: &Policy) -> Compiled {
     let uprobes = crate::uprobes::compile_uprobes(&policy.spec, monitor);
     hooks.extend(uprobes.hooks);
     errors.extend(uprobes.errors);
+    if policy.spec.loader {
+        match loader_hook(monitor) {
+            Ok(h) => hooks.push(h),
+            Err(e) => errors.extend(e),
+        }
+    }
     let tracepoints = crate::tracepoints::compile_tracepoints(&policy.spec, monitor);
     hooks.extend(tracepoints.hooks);
     errors.extend(tracepoints.errors);
@@ -227,6 +233,32 @@ fn file_open_hook(src: HookSource, monitor: bool) -> Result<HookRule, Vec<Compil
         return Err(errors);
     }
     hook_rule(src, monitor)
+}
+
+/// The loader as a hook: the LSM check of every mapping of a file, kept where the mapping is
+/// executable (PROT_EXEC) and of a file (an anonymous mapping has no path).
+const LOADER_HOOK: &str = r#"
+call: security_mmap_file
+args:
+- index: 0
+  type: file
+- index: 1
+  type: uint32
+selectors:
+- matchArgs:
+  - index: 0
+    operator: Prefix
+    values: ["/"]
+  - index: 1
+    operator: Mask
+    values: ["4"]
+"#;
+
+fn loader_hook(monitor: bool) -> Result<HookRule, Vec<CompileError>> {
+    let k: KprobeSpec = serde_yaml::from_str(LOADER_HOOK).expect("the loader hook parses");
+    let mut h = generic_hook("spec.loader", &k, monitor)?;
+    h.loader = true;
+    Ok(h)
 }
 
 /// Refuses what the file-open evaluator does not hold: one path filter on the `file` argument
@@ -327,5 +359,6 @@ fn skeleton(path: &str, k: &KprobeSpec, monitor: bool) -> HookRule {
         list: None,
         return_sock: None,
         tracepoint: None,
+        loader: false,
     }
 }

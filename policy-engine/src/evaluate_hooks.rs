@@ -178,6 +178,7 @@ mod tests {
             list: None,
             return_sock: None,
             tracepoint: None,
+            loader: false,
         }
     }
 

@@ -285,6 +285,8 @@ pub struct HookRule {
     pub return_sock: Option<bool>,
     /// A policy tracepoint: `call` is then `<subsystem>/<event>`.
     pub tracepoint: Option<crate::tracepoints::TracepointTarget>,
+    /// The loader (`spec.loader`): its events are `process_loader`, the file mapped.
+    pub loader: bool,
 }
 
 /// Where in a binary a uprobe sits.
@@ -380,6 +382,7 @@ fn finish(
         list: None,
         return_sock: None,
         tracepoint: None,
+        loader: false,
     })
 }
 

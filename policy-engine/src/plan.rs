@@ -221,7 +221,14 @@ pub fn plan(
             let (enforcement, guarantee) = match requested {
                 // A generic hook's Override: an fmod_ret program returns the errno.
                 Enforcement::Deny(e) if !monitor && !h.is_file_open() => {
-                    crate::overrides::override_gates(h, &mechanism)?;
+                    let gates = crate::overrides::override_gates(h, &mechanism)?;
+                    let symbols = kernel.symbols;
+                    if let Some(g) = gates
+                        .iter()
+                        .find(|g| symbols.is_some_and(|k| !k.function(g)))
+                    {
+                        return Err(format!("Override takes effect at {g}, which this kernel does not have (built without the LSM hooks on paths, CONFIG_SECURITY_PATH?)"));
+                    }
                     if !kernel.caps.fmod_ret {
                         return Err("Override needs fmod_ret programs (BPF trampolines) to make the LSM check return the errno, which this kernel does not allow; a Sigkill would land after the call had its effect (fix: use Sigkill, knowing that)".into());
                     }

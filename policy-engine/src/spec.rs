@@ -160,6 +160,10 @@ pub struct PolicySpec {
     #[serde(default)]
     #[schemars(with = "Vec<AnyValue>")]
     pub usdts: Vec<serde_yaml::Value>,
+    /// Tetragon's loader: every executable file a process maps (a program, a library), with
+    /// its build id, as `process_loader` events.
+    #[serde(default)]
+    pub loader: bool,
 }
 
 /// A Kubernetes label selector (`podSelector`): every `matchLabels` pair and every

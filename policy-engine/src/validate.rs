@@ -336,11 +336,12 @@ fn check_document(c: &mut Checker, tp: &TracingPolicy) -> Mode {
         && spec.tracepoints.is_empty()
         && spec.lsmhooks.is_empty()
         && spec.uprobes.is_empty()
+        && !spec.loader
     {
         c.field(
             "spec",
             "the policy has no hooks",
-            "add at least one of `kprobes`, `tracepoints`, `lsmhooks` or `uprobes`",
+            "add at least one of `kprobes`, `tracepoints`, `lsmhooks` or `uprobes`, or `loader: true`",
         );
     }
     if !spec.usdts.is_empty() {

@@ -63,6 +63,8 @@ pub struct EventEnricher {
     pub pods: Option<crate::k8s::identity::PodIdentity>,
     /// Selectors' `rateLimit` on Post.
     pub rate_limit: crate::rate_limit::PostRateLimit,
+    /// The build ids of the files loader events name.
+    build_ids: crate::build_id::BuildIds,
 }
 
 impl EventEnricher {
@@ -74,6 +76,7 @@ impl EventEnricher {
             opts,
             pods: None,
             rate_limit: Default::default(),
+            build_ids: Default::default(),
         }
     }
 
@@ -314,6 +317,9 @@ impl EventEnricher {
         };
         let uprobe = m.hook.and_then(|(_, h)| h.uprobe.as_ref());
         let tracepoint = m.hook.and_then(|(_, h)| h.tracepoint.as_ref());
+        if m.hook.is_some_and(|(_, h)| h.loader) {
+            return self.loaded(m.ktime, process, parent, ancestors, m.args);
+        }
         // A hook on the function's return read one value: the return value. A uprobe's event
         // has no `return` (Tetragon's process_uprobe has none): the value stays its argument.
         let return_arg = match m.hook {
@@ -349,6 +355,7 @@ impl EventEnricher {
             ancestors,
             return_action,
             selector: m.selector,
+            buildid: String::new(),
         };
         let body = if uprobe.is_some() {
             EventBody::ProcessUprobe(body)
@@ -360,6 +367,51 @@ impl EventEnricher {
             EventBody::ProcessKprobe(body)
         };
         self.event(m.ktime, body)
+    }
+
+    /// A loader's event: the executable file the process mapped, with its build id (read from
+    /// the file, as Tetragon's loader reads it from the mapping), as Tetragon's
+    /// `process_loader`.
+    fn loaded(
+        &mut self,
+        ktime: u64,
+        process: Arc<Process>,
+        parent: Option<Arc<Process>>,
+        ancestors: Vec<Arc<Process>>,
+        args: Vec<Arg>,
+    ) -> Event {
+        use base64::Engine;
+        let path = match args.into_iter().next() {
+            Some(Arg::FileArg(f)) => f.path,
+            _ => String::new(),
+        };
+        let buildid = self
+            .build_ids
+            .of(&path)
+            .map(|id| base64::engine::general_purpose::STANDARD.encode(id))
+            .unwrap_or_default();
+        let body = ProcessPolicy {
+            process,
+            parent,
+            function_name: String::new(),
+            subsys: String::new(),
+            event: String::new(),
+            path,
+            symbol: String::new(),
+            offset: 0,
+            args: Vec::new(),
+            return_arg: None,
+            action: String::new(),
+            policy_name: String::new(),
+            message: String::new(),
+            tags: Vec::new(),
+            outcome: String::new(),
+            buildid,
+            ancestors,
+            return_action: String::new(),
+            selector: None,
+        };
+        self.event(ktime, EventBody::ProcessLoader(body))
     }
 
     /// The current execution of `pid`: from the cache, else read from `/proc` (a process that
@@ -810,6 +862,7 @@ mod tests {
             list: None,
             return_sock: None,
             tracepoint: None,
+            loader: false,
         }
     }
 

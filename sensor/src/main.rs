@@ -9,6 +9,7 @@ use stdout::outln;
 mod agent;
 mod api;
 mod brief;
+mod build_id;
 mod cache;
 mod client;
 mod config;

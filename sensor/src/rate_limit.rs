@@ -41,7 +41,8 @@ impl PostRateLimit {
         let (EventBody::ProcessKprobe(p)
         | EventBody::ProcessLsm(p)
         | EventBody::ProcessUprobe(p)
-        | EventBody::ProcessTracepoint(p)) = &event.body
+        | EventBody::ProcessTracepoint(p)
+        | EventBody::ProcessLoader(p)) = &event.body
         else {
             return false;
         };

@@ -132,7 +132,8 @@ fn alert(event: &Event, m: SigmaMatch<'_>) -> Event {
         EventBody::ProcessKprobe(e)
         | EventBody::ProcessLsm(e)
         | EventBody::ProcessUprobe(e)
-        | EventBody::ProcessTracepoint(e) => (e.process.clone(), e.parent.clone()),
+        | EventBody::ProcessTracepoint(e)
+        | EventBody::ProcessLoader(e) => (e.process.clone(), e.parent.clone()),
         EventBody::ProcessAlert(e) => (e.process.clone(), e.parent.clone()),
     };
     Event {

@@ -100,7 +100,8 @@ pub(crate) fn columns(event: &Event, time_ns: u64) -> EventColumns<'_> {
         EventBody::ProcessKprobe(p)
         | EventBody::ProcessLsm(p)
         | EventBody::ProcessUprobe(p)
-        | EventBody::ProcessTracepoint(p) => {
+        | EventBody::ProcessTracepoint(p)
+        | EventBody::ProcessLoader(p) => {
             c.policy = Some(Cow::Borrowed(p.policy_name.as_str())).filter(|n| !n.is_empty());
             for arg in p.args.iter().chain(p.return_arg.as_ref()) {
                 match arg {

@@ -146,7 +146,10 @@ fn tetragon_examples_load_or_are_refused_by_name() {
         .hooks
         .contains(&Hook::Kprobe);
     let no_kprobes = "needs a kprobe, and this kernel allows none";
-    let no_override = "Override on a kprobe needs bpf_override_return";
+    let fmod_ret = vigil_tests::kernels::current()
+        .hooks
+        .contains(&Hook::FmodRet);
+    let no_override = "Override needs fmod_ret programs (BPF trampolines)";
     let expectations: [(&str, Option<&str>); 13] = [
         // Arguments kept from the entry with the return value.
         (
@@ -163,24 +166,23 @@ fn tetragon_examples_load_or_are_refused_by_name() {
             "tracingpolicy_filename_monitoring.yaml",
             if kprobes { None } else { Some(no_kprobes) },
         ),
-        (
-            "tracingpolicy_list-syscalls-tracepoint.yaml",
-            Some("operator `InMap` is not supported by vigil"),
-        ),
+        // A tracepoint's field matched against a list of system calls.
+        ("tracingpolicy_list-syscalls-tracepoint.yaml", None),
         (
             "tracingpolicy_lsm_bprm_check.yaml",
-            Some("argument type `linux_binprm` is not supported by vigil"),
+            Some("`imaHash` is not supported by vigil"),
         ),
         ("tracingpolicy_lsm_file_open.yaml", None),
-        (
-            "tracingpolicy_rawtp.yaml",
-            Some("`raw: true` (raw tracepoint arguments) is not supported by vigil"),
-        ),
+        ("tracingpolicy_rawtp.yaml", None),
         (
             "tracingpolicy_security-socket-connect.yaml",
             if kprobes { None } else { Some(no_kprobes) },
         ),
-        ("tracingpolicy_symlink-override.yaml", Some(no_override)),
+        // Override at the LSM check symlinkat passes through, by fmod_ret.
+        (
+            "tracingpolicy_symlink-override.yaml",
+            if fmod_ret { None } else { Some(no_override) },
+        ),
         ("tracingpolicy_sys_setuid.yaml", None),
         // tcp_connect is served without kprobes by the return from connect().
         ("tracingpolicy_tcp-connect-only-private-addrs.yaml", None),
@@ -263,4 +265,57 @@ fn entry_and_return_hooks_on_one_function_each_run_on_their_own_side() {
     assert_eq!((entry.len(), ret.len()), (1, 1), "{ours:#?}");
     assert_eq!(entry[0]["args"][0]["int_arg"], -100, "AT_FDCWD: {ours:#?}");
     assert_eq!(ret[0]["return"]["int_arg"], 0, "{ours:#?}");
+}
+
+/// tracingpolicy_loader.yaml (`loader: true`): each executable file a process maps, the program
+/// and its libraries, reported as `process_loader` with the file's build id. The loader is
+/// judged at the LSM check of every mapping (a kprobe), so it runs where kprobes exist.
+#[test]
+fn the_loader_reports_each_executable_file_mapped_with_its_build_id() {
+    if !vigil_tests::kernels::scenario_needs(
+        "the_loader_reports_each_executable_file_mapped_with_its_build_id",
+        &[Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    let policy = vigil_tests::tetragon_policies_dir().join("tracingpolicy_loader.yaml");
+    let agent = vigil_tests::Agent::start(&["--policy", policy.to_str().unwrap()]);
+    // procps' kill, a dynamically linked program in the VM's image too.
+    let child = std::process::Command::new("/usr/bin/kill")
+        .arg("-l")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let run = agent.stop();
+    let loaded: Vec<&serde_json::Value> = run
+        .events
+        .iter()
+        .filter_map(|e| e.get("process_loader"))
+        .filter(|e| e["process"]["pid"] == pid)
+        .collect();
+    assert!(!loaded.is_empty(), "no process_loader for pid {pid}");
+    let truth = std::fs::canonicalize("/usr/bin/kill").unwrap();
+    let program = loaded
+        .iter()
+        .find(|e| e["path"] == truth.to_str().unwrap())
+        .unwrap_or_else(|| panic!("{} not among {loaded:#?}", truth.display()));
+    use base64::Engine;
+    let id = base64::engine::general_purpose::STANDARD
+        .decode(program["buildid"].as_str().expect("a build id"))
+        .unwrap();
+    // The id is the note's bytes in the file, after its name.
+    let bytes = std::fs::read(&truth).unwrap();
+    assert!(id.len() >= 16);
+    assert!(bytes
+        .windows(id.len() + 4)
+        .any(|w| &w[..4] == b"GNU\0" && w[4..] == id[..]));
+    assert!(
+        loaded
+            .iter()
+            .any(|e| e["path"].as_str().is_some_and(|p| p.contains("libc.so"))),
+        "the C library is mapped executable too: {loaded:#?}"
+    );
 }

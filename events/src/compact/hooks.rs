@@ -224,6 +224,17 @@ pub(super) fn uprobe_line(node: &str, e: &ProcessPolicy) -> String {
     super::line("🔗", "uprobe", node, &e.process.binary, parts)
 }
 
+/// A loader's line: the executable file mapped.
+pub(super) fn loader_line(node: &str, e: &ProcessPolicy) -> String {
+    super::line(
+        "📚",
+        "loaded",
+        node,
+        &e.process.binary,
+        vec![e.path.clone()],
+    )
+}
+
 /// A policy tracepoint's line: the tracepoint, its arguments, what was done.
 pub(super) fn tracepoint_line(node: &str, e: &ProcessPolicy) -> String {
     let mut parts = Vec::with_capacity(e.args.len() + 3);

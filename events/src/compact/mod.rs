@@ -74,6 +74,7 @@ fn render_raw(event: &Event) -> String {
         EventBody::ProcessLsm(e) => hooks::line(node, e, true),
         EventBody::ProcessUprobe(e) => hooks::uprobe_line(node, e),
         EventBody::ProcessTracepoint(e) => hooks::tracepoint_line(node, e),
+        EventBody::ProcessLoader(e) => hooks::loader_line(node, e),
         EventBody::ProcessAlert(a) => {
             // Who did it, by pid and command line as an exec line shows it, so the process
             // can be found (and killed) without opening the JSON.

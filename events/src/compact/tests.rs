@@ -448,6 +448,7 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
             function_name: function.into(),
             subsys: String::new(),
             event: String::new(),
+            buildid: String::new(),
             args,
             return_arg: ret,
             action: "KPROBE_ACTION_POST".into(),

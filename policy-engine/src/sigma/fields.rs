@@ -243,7 +243,8 @@ pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
         EventBody::ProcessKprobe(x)
         | EventBody::ProcessLsm(x)
         | EventBody::ProcessUprobe(x)
-        | EventBody::ProcessTracepoint(x) => {
+        | EventBody::ProcessTracepoint(x)
+        | EventBody::ProcessLoader(x) => {
             let file = x.args.iter().find_map(|a| match a {
                 Arg::FileArg(f) | Arg::PathArg(f) => Some(f.path.clone()),
                 _ => None,
@@ -334,6 +335,7 @@ mod tests {
             function_name: "f".into(),
             subsys: String::new(),
             event: String::new(),
+            buildid: String::new(),
             args: vec![arg],
             return_arg: None,
             action: String::new(),

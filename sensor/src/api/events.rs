@@ -305,7 +305,8 @@ fn aggregation_key(e: &Event) -> Option<(String, String, String)> {
     let (EventBody::ProcessKprobe(p)
     | EventBody::ProcessLsm(p)
     | EventBody::ProcessUprobe(p)
-    | EventBody::ProcessTracepoint(p)) = &e.body
+    | EventBody::ProcessTracepoint(p)
+    | EventBody::ProcessLoader(p)) = &e.body
     else {
         return None;
     };
@@ -325,7 +326,8 @@ fn render(published: &Published, mask: &v1::FieldMask, count: u64) -> v1::Event 
         EventBody::ProcessKprobe(x)
         | EventBody::ProcessLsm(x)
         | EventBody::ProcessUprobe(x)
-        | EventBody::ProcessTracepoint(x) => (x.policy_name.clone(), x.action.clone()),
+        | EventBody::ProcessTracepoint(x)
+        | EventBody::ProcessLoader(x) => (x.policy_name.clone(), x.action.clone()),
         _ => (String::new(), String::new()),
     };
     let json = if mask.include.is_empty() && mask.exclude.is_empty() {

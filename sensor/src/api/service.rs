@@ -52,7 +52,8 @@ impl ActionCounts {
         let (EventBody::ProcessKprobe(p)
         | EventBody::ProcessLsm(p)
         | EventBody::ProcessUprobe(p)
-        | EventBody::ProcessTracepoint(p)) = &e.body
+        | EventBody::ProcessTracepoint(p)
+        | EventBody::ProcessLoader(p)) = &e.body
         else {
             return;
         };

@@ -891,7 +891,9 @@ impl LoadedObject {
     /// (`vigil_fmod_verdicts`) or the generic hooks' Overrides (`vigil_override_verdicts`).
     fn fmod_verdicts(&self, name: &'static str) -> Result<std::os::fd::OwnedFd, LoadError> {
         match self.ebpf.map(name) {
-            Some(aya::maps::Map::LruHashMap(m)) => m.fd().as_fd().try_clone_to_owned(),
+            Some(aya::maps::Map::LruHashMap(m) | aya::maps::Map::HashMap(m)) => {
+                m.fd().as_fd().try_clone_to_owned()
+            }
             _ => return Err(missing(name)),
         }
         .map_err(|e| map_err(name, e))

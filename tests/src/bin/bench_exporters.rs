@@ -99,6 +99,7 @@ fn streams() -> [(&'static str, Vec<Event>); 3] {
                 function_name: "security_file_open".into(),
                 subsys: String::new(),
                 event: String::new(),
+                buildid: String::new(),
                 args: vec![Arg::FileArg(FileArg::new(
                     format!("/home/dev/project/src/file{n}.rs"),
                     false,

@@ -273,9 +273,12 @@ static __always_inline int vigil_is_agent(struct vigil_config *cfg, __u64 pid_tg
  * program consumes whatever it finds in its map. An fmod_ret program takes only a verdict that
  * names its keys (another program on the same function may be the one it is for); what a call
  * leaves unused is cleared by the next call judged at that point (VIGIL_LIST_CLEARS_VERDICT).
+ * Not an LRU: a flood of other threads' verdicts must not evict one whose call is still on its
+ * way to the LSM check (stalled in a path lookup); when the map is full, the process is killed
+ * instead.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct vigil_fmod_verdict);
