@@ -142,10 +142,7 @@ const TETRAGON_POLICIES: [(&str, Option<&str>); 57] = [
     ("tracingpolicy_list-syscalls-generated.yaml", None),
     ("tracingpolicy_list-syscalls-tracepoint.yaml", None),
     ("tracingpolicy_list-syscalls.yaml", None),
-    (
-        "tracingpolicy_loader.yaml",
-        Some("unknown field `loader`, expected one of `kprobes`,"),
-    ),
+    ("tracingpolicy_loader.yaml", None),
     (
         "tracingpolicy_lsm_bprm_check.yaml",
         // The IMA hash of the file executed: not computed by vigil.
