@@ -159,7 +159,10 @@ int vigil_exit(void *ctx)
 {
 	struct task_struct *task = (struct task_struct *)RAW_ARG(ctx, 0);
 	struct vigil_exit_event ev = {};
+	__u64 thread = (__u64)BPF_CORE_READ(task, tgid) << 32 | (__u32)BPF_CORE_READ(task, pid);
 
+	/* An Override this thread never reached the check of goes with it. */
+	bpf_map_delete_elem(&vigil_override_verdicts, &thread);
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
 	ev.hdr.kind = VIGIL_EVENT_EXIT;

@@ -362,6 +362,11 @@ fn tracepoint_registers(h: &HookRule, cfg: &mut abi::HookConfig) -> Result<(), S
     let layout = super::tracepoint_fields::layout(t)?;
     let first = vigil_policy_engine::tracepoints::COMMON_FIELDS;
     for (i, a) in h.args.iter().enumerate() {
+        if matches!(a.kind, HookArgKind::CharBuf { .. }) {
+            return Err(format!(
+                "args[{i}]: a tracepoint's `char_buf` is not read (its length's field is not mapped); read the field as `string`, or hook the function with a kprobe"
+            ));
+        }
         let r = a
             .index
             .checked_sub(first)

@@ -267,22 +267,6 @@ static __always_inline int vigil_is_agent(struct vigil_config *cfg, __u64 pid_tg
 	return vigil_task_start_boottime(leader) / cfg->tick_ns == ticks;
 }
 
-/*
- * Generic hooks' Overrides, by thread (pid_tgid), for the fmod_ret programs that carry them out;
- * `file` is the key of the attach point that judged. A map of their own: the file-open
- * program consumes whatever it finds in its map. An fmod_ret program takes only a verdict that
- * names its keys (another program on the same function may be the one it is for); what a call
- * leaves unused is cleared by the next call judged at that point (VIGIL_LIST_CLEARS_VERDICT).
- * Not an LRU: a flood of other threads' verdicts must not evict one whose call is still on its
- * way to the LSM check (stalled in a path lookup); when the map is full, the process is killed
- * instead.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct vigil_fmod_verdict);
-} vigil_override_verdicts SEC(".maps") __vigil_shared;
 
 /*
  * Override: the call fails with the errno of selector `slot`. The fmod_ret program on the
@@ -305,10 +289,17 @@ __noinline int override_call(__u32 slot, int named)
 	if (!e || !r)
 		return 0;
 	struct vigil_fmod_verdict v = { .file = e->lookup_key, .verdict = (__s32)r->arg };
-	if (bpf_map_update_elem(&vigil_override_verdicts, &pid_tgid, &v, BPF_ANY) ||
-	    (r->flags & VIGIL_RULE_KILL)) {
+	/* Another attach point's pending verdict (a system call on its way to its LSM check, this
+	 * hook run from an interrupt) is never overwritten: this one then cannot be left. */
+	struct vigil_fmod_verdict *pending = bpf_map_lookup_elem(&vigil_override_verdicts, &pid_tgid);
+	long stored = -1;
+	if (!pending || pending->file == v.file)
+		stored = bpf_map_update_elem(&vigil_override_verdicts, &pid_tgid, &v, BPF_ANY);
+	if (stored || (r->flags & VIGIL_RULE_KILL)) {
 		if (named)
 			bpf_send_signal(SIGKILL);
+		if (stored && !named)
+			return 0; /* neither denied nor killed: the event says posted */
 	}
 	for (__u32 i = 0; i < VIGIL_HOOK_ARGS; i++) {
 		if (i >= e->cfg.nargs)
@@ -479,7 +470,10 @@ static __always_inline void run_hooks_of_key(void)
 	 * this one, which its hooks judge afresh. */
 	if (hooks->flags & VIGIL_LIST_CLEARS_VERDICT) {
 		__u64 thread = bpf_get_current_pid_tgid();
-		bpf_map_delete_elem(&vigil_override_verdicts, &thread);
+		struct vigil_fmod_verdict *v = bpf_map_lookup_elem(&vigil_override_verdicts, &thread);
+		/* Only this point's own: another's may be on its way to its check. */
+		if (v && v->file == e->lookup_key)
+			bpf_map_delete_elem(&vigil_override_verdicts, &thread);
 	}
 	run_hooks(e, hooks);
 }

@@ -121,4 +121,22 @@ struct {
 	__type(value, struct vigil_fmod_verdict);
 } vigil_fmod_verdicts SEC(".maps") __vigil_shared;
 
+/*
+ * Generic hooks' Overrides, by thread (pid_tgid), for the fmod_ret programs that carry them out;
+ * `file` is the key of the attach point that judged. A map of their own: the file-open
+ * program consumes whatever it finds in its map. An fmod_ret program takes only a verdict that
+ * names its keys (another program on the same function may be the one it is for); what a call
+ * leaves unused is cleared by the next call judged at that point (VIGIL_LIST_CLEARS_VERDICT)
+ * and when the thread exits (process.bpf.c), so a reused thread id never inherits one.
+ * Not an LRU: a flood of other threads' verdicts must not evict one whose call is still on its
+ * way to the LSM check (stalled in a path lookup); when the map is full, the process is killed
+ * instead.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct vigil_fmod_verdict);
+} vigil_override_verdicts SEC(".maps") __vigil_shared;
+
 #endif /* VIGIL_MAPS_H */
