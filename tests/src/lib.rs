@@ -446,6 +446,18 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
 }
 
 impl AgentRun {
+    /// The `process_kprobe` events of `function`; a system call named `sys_<name>` is matched
+    /// by the symbol Tetragon reports it under (`__x64_sys_setuid`).
+    pub fn kprobes(&self, function: &str) -> Vec<&Value> {
+        let reported =
+            vigil_policy_engine::kernel::reported_function(function, function.starts_with("sys_"));
+        self.events
+            .iter()
+            .filter_map(|e| e.get("process_kprobe"))
+            .filter(|e| e["function_name"] == reported)
+            .collect()
+    }
+
     /// Events of `kind` (`process_exec`, ...) whose process has `pid`.
     pub fn of_pid(&self, kind: &str, pid: u32) -> Vec<&Value> {
         self.events

@@ -4,7 +4,8 @@
 //! [`DebianKernel::fetch`] takes the kernel that `linux-image-cloud-amd64` currently depends
 //! on from Debian's archive (`apt-get download`), so a new point release does not break the
 //! tests, and caches it under the build directory with its version. [`Initramfs`] packs
-//! busybox, the static agent and the static scenario binaries with an `/init` that runs them;
+//! busybox, the static agent and the static scenario binaries with an `/init` that runs them
+//! (and, from the same package, the few modules of [`GUEST_MODULES`] that scenarios load);
 //! [`boot`] runs qemu (software emulation: nested KVM does not work on our machines) and
 //! returns the serial console. Scenario output on the console is framed by
 //! [`BEGIN`]/[`END`] lines so the matrix test can show a failing scenario's part alone.
@@ -50,6 +51,22 @@ pub struct DebianKernel {
     pub version: String,
     /// The bzImage.
     pub vmlinuz: PathBuf,
+    /// The modules of [`GUEST_MODULES`], as `<release>/kernel/...`: what the guest's
+    /// `/lib/modules` holds.
+    pub modules: PathBuf,
+}
+
+/// The kernel modules the image carries from the same package, at their paths under
+/// `/lib/modules/<release>/`: scenarios load them to see the module hooks fire.
+pub const GUEST_MODULES: [&str; 1] = ["kernel/drivers/net/dummy.ko"];
+
+/// Whether `modules` holds every one of [`GUEST_MODULES`] for some release.
+fn has_guest_modules(modules: &Path) -> bool {
+    std::fs::read_dir(modules).is_ok_and(|releases| {
+        releases
+            .filter_map(|e| e.ok())
+            .any(|r| GUEST_MODULES.iter().all(|m| r.path().join(m).is_file()))
+    })
 }
 
 fn run_ok(cmd: &mut Command) -> Result<String, String> {
@@ -88,12 +105,14 @@ impl DebianKernel {
         let dir = cache.join(&package);
         let vmlinuz = dir.join("vmlinuz");
         let version_file = dir.join("VERSION");
-        if vmlinuz.is_file() {
+        let modules = dir.join("modules");
+        if vmlinuz.is_file() && has_guest_modules(&modules) {
             if let Ok(version) = std::fs::read_to_string(&version_file) {
                 return Ok(DebianKernel {
                     package,
                     version: version.trim().to_string(),
                     vmlinuz,
+                    modules,
                 });
             }
         }
@@ -125,12 +144,26 @@ impl DebianKernel {
             .ok_or_else(|| format!("{package} has no /boot/vmlinuz-*"))?;
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         std::fs::copy(&image, &vmlinuz).map_err(|e| e.to_string())?;
+        let release = image
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("vmlinuz-"))
+            .ok_or_else(|| format!("{}: no release in its name", image.display()))?;
+        for m in GUEST_MODULES {
+            let from = unpacked.join("lib/modules").join(release).join(m);
+            let to = modules.join(release).join(m);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::copy(&from, &to).map_err(|e| format!("{package}: {m}: {e}"))?;
+        }
         std::fs::write(&version_file, &version).map_err(|e| e.to_string())?;
         let _ = std::fs::remove_dir_all(&work);
         Ok(DebianKernel {
             package,
             version,
             vmlinuz,
+            modules,
         })
     }
 }

@@ -9,14 +9,6 @@ use vigil_tests::{
     require_root, tetragon_policies_dir, Agent,
 };
 
-fn kprobe_events<'a>(events: &'a [Value], function: &str) -> Vec<&'a Value> {
-    events
-        .iter()
-        .filter_map(|e| e.get("process_kprobe"))
-        .filter(|e| e["function_name"] == function)
-        .collect()
-}
-
 /// capget(2)/capset(2)'s header and data, version 3 (two 32-bit words per set).
 #[repr(C)]
 struct CapHeader {
@@ -77,7 +69,8 @@ fn a_cred_argument_reports_the_credentials_a_thread_takes_on() {
     .join()
     .unwrap();
     let run = agent.stop();
-    let ours: Vec<&Value> = kprobe_events(&run.events, "commit_creds")
+    let ours: Vec<&Value> = run
+        .kprobes("commit_creds")
         .into_iter()
         .filter(|e| e["process"]["pid"] == std::process::id() && e["process"]["tid"] == tid)
         .collect();
@@ -139,7 +132,8 @@ fn capset_reports_the_new_effective_set_and_the_old_credentials() {
     .join()
     .unwrap();
     let run = agent.stop();
-    let ours: Vec<&Value> = kprobe_events(&run.events, "security_capset")
+    let ours: Vec<&Value> = run
+        .kprobes("security_capset")
         .into_iter()
         .filter(|e| e["process"]["tid"] == tid)
         .collect();
@@ -207,7 +201,8 @@ fn an_skb_argument_is_matched_on_its_headers_and_the_sender_killed() {
         (None, Some(libc::SIGKILL)),
         "a query to 127.0.0.1 is killed"
     );
-    let ours: Vec<&Value> = kprobe_events(&run.events, "ip_output")
+    let ours: Vec<&Value> = run
+        .kprobes("ip_output")
         .into_iter()
         .filter(|e| e["process"]["pid"] == killed_pid)
         .collect();
@@ -264,7 +259,7 @@ fn a_tracked_socket_names_its_owner_where_the_kernel_runs_for_another_process() 
     assert_eq!(code, Some(0));
     assert_eq!(server.join().unwrap(), b"vigil-data");
     let run = agent.stop();
-    let readable = kprobe_events(&run.events, "sock_def_readable");
+    let readable = run.kprobes("sock_def_readable");
     assert!(!readable.is_empty(), "no wake-up of the accepted socket");
     for e in &readable {
         assert_eq!(
@@ -279,7 +274,7 @@ fn a_tracked_socket_names_its_owner_where_the_kernel_runs_for_another_process() 
     }
     // The accept itself (in the kernel's handling of the client's packet) names the owner of
     // the listening socket.
-    let accepted = kprobe_events(&run.events, "tcp_create_openreq_child");
+    let accepted = run.kprobes("tcp_create_openreq_child");
     assert!(
         accepted
             .iter()
@@ -306,7 +301,8 @@ fn a_dentry_argument_reports_the_link_being_followed() {
     let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
     assert_eq!(std::fs::read(&link).unwrap(), b"x");
     let run = agent.stop();
-    let ours: Vec<&Value> = kprobe_events(&run.events, "security_inode_follow_link")
+    let ours: Vec<&Value> = run
+        .kprobes("security_inode_follow_link")
         .into_iter()
         .filter(|e| e["process"]["pid"] == std::process::id())
         .collect();
@@ -360,7 +356,8 @@ fn kiocb_and_iov_iter_arguments_report_the_terminal_and_the_bytes_written_to_it(
         libc::close(slave);
         libc::close(master);
     }
-    let ours: Vec<&Value> = kprobe_events(&run.events, "tty_write")
+    let ours: Vec<&Value> = run
+        .kprobes("tty_write")
         .into_iter()
         .filter(|e| e["process"]["pid"] == std::process::id())
         .collect();
@@ -413,7 +410,7 @@ fn a_namespace_capability_filter_matches_only_outside_the_host_user_namespace() 
     let pid = child.id();
     assert!(child.wait().unwrap().success());
     let run = agent.stop();
-    let events = kprobe_events(&run.events, "fd_install");
+    let events = run.kprobes("fd_install");
     assert!(
         events.iter().any(|e| e["process"]["pid"] == pid),
         "the child in its own user namespace: {events:#?}"
@@ -486,7 +483,7 @@ fn bpf_objects_are_reported_as_tetragon_shapes_them() {
     }
     let me = std::process::id();
     let ours = |function: &str| -> Vec<Value> {
-        kprobe_events(&run.events, function)
+        run.kprobes(function)
             .into_iter()
             .filter(|e| e["process"]["pid"] == me)
             .cloned()

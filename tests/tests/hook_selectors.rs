@@ -6,20 +6,10 @@
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 
 use serde_json::Value;
-use vigil_policy_engine::kernel::reported_function;
 use vigil_tests::{
     kernels::{scenario_needs, Hook},
-    require_root, Agent, AgentRun, TempDir,
+    require_root, Agent, TempDir,
 };
-
-fn kprobe_events<'a>(run: &'a AgentRun, function: &str) -> Vec<&'a Value> {
-    run.events
-        .iter()
-        .filter_map(|e| e.get("process_kprobe"))
-        // A system call is reported by the symbol Tetragon names (`__x64_sys_setuid`).
-        .filter(|e| e["function_name"] == reported_function(function, function.starts_with("sys_")))
-        .collect()
-}
 
 /// sys_setuid: uid 4242 is killed; a setuid by a fork of this test (before it execs), holding
 /// CAP_SETUID, is reported; nothing else is.
@@ -89,7 +79,8 @@ fn setuid_scenario(mode: &str) {
     let run = agent.stop();
     // Once exec'd, a child's new image may call setuid(2) itself (busybox does): count the
     // calls made while it was still this test's binary.
-    let events: Vec<_> = kprobe_events(&run, "sys_setuid")
+    let events: Vec<_> = run
+        .kprobes("sys_setuid")
         .into_iter()
         .filter(|e| e["process"]["binary"] == me.to_str().unwrap())
         .collect();
@@ -194,7 +185,7 @@ spec:
     agent.wait_for_log("policy setuid-narrow removed", 0);
     let (after, survived) = spawn_as(4244);
     let run = agent.stop();
-    let events = kprobe_events(&run, "sys_setuid");
+    let events = run.kprobes("sys_setuid");
     let of = |pid: u32| -> Vec<&str> {
         let mut names: Vec<&str> = events
             .iter()
@@ -310,8 +301,8 @@ spec:
     let run = agent.stop();
 
     // libc makes the link with symlink(2) or symlinkat(2); either is hooked.
-    let mut links = kprobe_events(&run, "sys_symlinkat");
-    links.extend(kprobe_events(&run, "sys_symlink"));
+    let mut links = run.kprobes("sys_symlinkat");
+    links.extend(run.kprobes("sys_symlink"));
     assert_eq!(links.len(), 1, "only the link to /etc/: {links:#?}");
     assert_eq!(links[0]["args"][0]["string_arg"], "/etc/hostname");
     assert_eq!(
@@ -319,7 +310,8 @@ spec:
         link.to_str().unwrap(),
         "{links:#?}"
     );
-    let all_chmods: Vec<&Value> = kprobe_events(&run, "sys_fchmod")
+    let all_chmods: Vec<&Value> = run
+        .kprobes("sys_fchmod")
         .into_iter()
         .filter(|e| e["process"]["pid"] == std::process::id())
         .collect();
@@ -372,7 +364,8 @@ fn tetragon_socket_connect_example_reports_the_sockaddr() {
     let agent = Agent::start(&["--policy", &policy]);
     drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
     let run = agent.stop();
-    let events: Vec<_> = kprobe_events(&run, "security_socket_connect")
+    let events: Vec<_> = run
+        .kprobes("security_socket_connect")
         .into_iter()
         .filter(|e| e["args"][0]["sockaddr_arg"]["port"] == port)
         .collect();
@@ -411,7 +404,7 @@ fn tetragon_private_addrs_example_kills_a_connect_outside_them() {
     let run = agent.stop();
     assert!(allowed.is_ok(), "a loopback connect must succeed");
     assert_eq!(outside.signal(), Some(9), "{outside:?}");
-    let events = kprobe_events(&run, "tcp_connect");
+    let events = run.kprobes("tcp_connect");
     let killed: Vec<_> = events
         .iter()
         .filter(|e| e["args"][0]["sock_arg"]["daddr"] == "198.51.100.7")
@@ -439,7 +432,7 @@ fn tetragon_write_example_reports_writes_to_stdout() {
     assert!(out.status.success());
     use base64::Engine;
     let marker = base64::engine::general_purpose::STANDARD.encode("vigil-write-marker\n");
-    let events = kprobe_events(&run, "sys_write");
+    let events = run.kprobes("sys_write");
     let hits: Vec<_> = events
         .iter()
         .filter(|e| e["args"][1]["bytes_arg"] == marker.as_str())
@@ -509,7 +502,8 @@ fn policy_test_agrees_with_the_kernel_on_hook_selectors() {
     let enforcer = Agent::start(&["--policy", enforce.to_str().unwrap()]);
     commands();
     let live = enforcer.stop();
-    let online: BTreeSet<(String, String)> = kprobe_events(&live, "sys_setuid")
+    let online: BTreeSet<(String, String)> = live
+        .kprobes("sys_setuid")
         .into_iter()
         .filter(mine)
         .map(|e| {

@@ -4,7 +4,6 @@
 use std::os::unix::process::CommandExt;
 
 use serde_json::Value;
-use vigil_policy_engine::kernel::reported_function;
 use vigil_tests::{
     kernels::{scenario_needs, Hook},
     require_root,
@@ -61,15 +60,6 @@ fn kprobe_and_fentry_programs_run() {
     }
 }
 
-fn kprobe_events<'a>(run: &'a vigil_tests::AgentRun, function: &str) -> Vec<&'a Value> {
-    run.events
-        .iter()
-        .filter_map(|e| e.get("process_kprobe"))
-        // A system call is reported by the symbol Tetragon names (`__x64_sys_setuid`).
-        .filter(|e| e["function_name"] == reported_function(function, function.starts_with("sys_")))
-        .collect()
-}
-
 #[test]
 fn setuid_calls_report_the_uid() {
     require_root();
@@ -96,11 +86,12 @@ fn setuid_calls_report_the_uid() {
     // The child calls setuid(2) before it execs; what it execs may call it again (busybox does),
     // so count the calls made while it was still this test's image.
     let me = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
-    let events: Vec<_> = kprobe_events(&run, "sys_setuid")
+    let events: Vec<_> = run
+        .kprobes("sys_setuid")
         .into_iter()
         .filter(|e| e["process"]["pid"] == pid && e["process"]["binary"] == me.to_str().unwrap())
         .collect();
-    assert_eq!(events.len(), 1, "{:#?}", kprobe_events(&run, "sys_setuid"));
+    assert_eq!(events.len(), 1, "{:#?}", run.kprobes("sys_setuid"));
     assert_eq!(events[0]["args"][0]["int_arg"], 65534);
     assert_eq!(events[0]["policy_name"], "syscalls");
     assert_eq!(events[0]["action"], "KPROBE_ACTION_POST");
@@ -122,11 +113,12 @@ fn tcp_connect_reports_the_socket() {
     let local = stream.local_addr().unwrap().port();
     drop(stream);
     let run = agent.stop();
-    let events: Vec<_> = kprobe_events(&run, "tcp_connect")
+    let events: Vec<_> = run
+        .kprobes("tcp_connect")
         .into_iter()
         .filter(|e| e["args"][0]["sock_arg"]["dport"] == port)
         .collect();
-    assert_eq!(events.len(), 1, "{:#?}", kprobe_events(&run, "tcp_connect"));
+    assert_eq!(events.len(), 1, "{:#?}", run.kprobes("tcp_connect"));
     let sock = &events[0]["args"][0]["sock_arg"];
     assert_eq!(sock["family"], "AF_INET");
     assert_eq!(sock["type"], "SOCK_STREAM");
@@ -255,7 +247,8 @@ fn entry_and_return_hooks_on_one_function_each_run_on_their_own_side() {
     std::fs::write(&victim, b"x").unwrap();
     std::fs::remove_file(&victim).unwrap();
     let run = agent.stop();
-    let ours: Vec<&Value> = kprobe_events(&run, "do_unlinkat")
+    let ours: Vec<&Value> = run
+        .kprobes("do_unlinkat")
         .into_iter()
         .filter(|e| e["process"]["pid"] == std::process::id())
         .collect();

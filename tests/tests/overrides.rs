@@ -12,14 +12,6 @@ use vigil_tests::{
     require_root, tetragon_policies_dir, Agent,
 };
 
-fn kprobe_events<'a>(events: &'a [Value], function: &str) -> Vec<&'a Value> {
-    events
-        .iter()
-        .filter_map(|e| e.get("process_kprobe"))
-        .filter(|e| e["function_name"] == function)
-        .collect()
-}
-
 fn c(path: &Path) -> CString {
     CString::new(path.as_os_str().as_encoded_bytes()).unwrap()
 }
@@ -85,7 +77,8 @@ fn a_hard_link_to_passwd_is_never_made() {
         Ok(()),
         "a stale verdict must not refuse the next link"
     );
-    let ours: Vec<&Value> = kprobe_events(&run.events, "__x64_sys_linkat")
+    let ours: Vec<&Value> = run
+        .kprobes("__x64_sys_linkat")
         .into_iter()
         .filter(|e| e["process"]["pid"] == std::process::id())
         .collect();
@@ -120,7 +113,7 @@ fn a_symbolic_link_to_passwd_is_never_made() {
     assert_eq!(denied, Err(libc::EPERM));
     assert!(std::fs::symlink_metadata(dir.join("passwd")).is_err());
     assert_eq!(allowed, Ok(()));
-    let ours = kprobe_events(&run.events, "__x64_sys_symlinkat");
+    let ours = run.kprobes("__x64_sys_symlinkat");
     assert!(
         ours.iter().any(|e| e["action"] == "KPROBE_ACTION_OVERRIDE"
             && e["args"][0]["string_arg"] == "/etc/passwd"),
@@ -154,7 +147,8 @@ fn an_lsm_check_returns_the_policy_errno() {
     assert!(!dir.join("new").exists());
     // Once the agent is gone, mkdir works again.
     std::fs::create_dir(dir.join("after")).expect("mkdir after the agent stopped");
-    let ours: Vec<&Value> = kprobe_events(&run.events, "security_inode_mkdir")
+    let ours: Vec<&Value> = run
+        .kprobes("security_inode_mkdir")
         .into_iter()
         .filter(|e| e["process"]["pid"] == std::process::id())
         .collect();

@@ -19,7 +19,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 21] = [
+const SCENARIOS: [&str; 22] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -41,6 +41,7 @@ const SCENARIOS: [&str; 21] = [
     "arg_types",
     "overrides",
     "policy_tracepoints",
+    "kernel_modules",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,
@@ -254,6 +255,8 @@ fn run_in_vm(matrix: Kernel, all: &[&'static str], cmdline: &str) {
     for s in &scenarios {
         fs.add_scenario(&test_binary(&deps, s), s).unwrap();
     }
+    // The kernel's own modules the module scenarios load, where the distribution keeps them.
+    add_tree(&mut fs, &kernel.modules, "lib/modules");
     // The shipped policies and the broken-policy corpus, for the scenarios that load them.
     for (dir, dest) in [
         (vigil_tests::rules_dir(), "vigil/rules/policies"),

@@ -566,27 +566,18 @@ impl LoadedObject {
             function: function.to_string(),
             ret,
         };
-        if self.share(&point) {
-            return Ok(HookLink::Shared(point));
-        }
         let (program, hook) = if ret {
             ("vigil_kretprobe", "kretprobe")
         } else {
             ("vigil_kprobe", "kprobe")
         };
-        self.ensure_runner(Runner::Kprobe)?;
-        let prog = loaded_program(&mut self.ebpf, program, hook, KProbe::load)?;
-        let err = |source| LoadError::Program {
-            program,
-            hook,
-            source,
-        };
-        let id = prog.attach(function, 0).map_err(err)?;
-        let link = prog.take_link(id).map_err(err)?;
-        let link = hold(&mut self.pins, link, program, hook)?;
-        self.shared
-            .insert(point.clone(), (SharedLink { program, link }, 1));
-        Ok(HookLink::Shared(point))
+        self.attach_shared(
+            point,
+            Runner::Kprobe,
+            (program, hook, hook),
+            KProbe::load,
+            |p: &mut KProbe| p.attach(function, 0).and_then(|id| p.take_link(id)),
+        )
     }
 
     /// Attaches the uprobe (`ret`: uretprobe) program to `target` for every process, with
@@ -598,18 +589,8 @@ impl LoadedObject {
         key: u64,
     ) -> Result<HookLink, LoadError> {
         let point = AttachPoint::Uprobe { ret, key };
-        if self.share(&point) {
-            return Ok(HookLink::Shared(point));
-        }
         let program = uprobe_program(ret);
         let hook = if ret { "uretprobe" } else { "uprobe" };
-        self.ensure_runner(Runner::Kprobe)?;
-        let prog = loaded_program(&mut self.ebpf, program, hook, UProbe::load)?;
-        let err = |source| LoadError::Program {
-            program,
-            hook,
-            source,
-        };
         let location = match &target.symbol {
             Some(s) => UProbeAttachLocation::SymbolOffset(s, target.offset),
             None => UProbeAttachLocation::AbsoluteOffset(target.offset),
@@ -618,14 +599,16 @@ impl LoadedObject {
             location,
             cookie: Some(key),
         };
-        let id = prog
-            .attach(point_with_cookie, &target.file, UProbeScope::AllProcesses)
-            .map_err(err)?;
-        let link = prog.take_link(id).map_err(err)?;
-        let link = hold(&mut self.pins, link, program, hook)?;
-        self.shared
-            .insert(point.clone(), (SharedLink { program, link }, 1));
-        Ok(HookLink::Shared(point))
+        self.attach_shared(
+            point,
+            Runner::Kprobe,
+            (program, hook, hook),
+            UProbe::load,
+            |p: &mut UProbe| {
+                p.attach(point_with_cookie, &target.file, UProbeScope::AllProcesses)
+                    .and_then(|id| p.take_link(id))
+            },
+        )
     }
 
     /// Attaches the generic syscall program that reads `arity` arguments to
@@ -685,8 +668,6 @@ impl LoadedObject {
             return Ok(HookLink::Shared(point));
         }
         let key = abi::HOOK_KEY_TP | slot as u64;
-        let program = TP_PROGRAMS[slot as usize % abi::TP_SLOTS];
-        let hook = "a policy's tracepoint";
         {
             let map = self
                 .ebpf
@@ -697,39 +678,64 @@ impl LoadedObject {
             map.insert(key, TpFieldsPod(fields), 0)
                 .map_err(|e| map_err("vigil_tp_fields", e))?;
         }
-        self.ensure_runner(Runner::Tracepoint)?;
-        let prog = loaded_program(&mut self.ebpf, program, hook, TracePoint::load)?;
-        let err = |source| LoadError::Program {
-            program,
-            hook,
-            source,
-        };
-        let id = prog.attach(subsystem, event).map_err(err)?;
-        let link = prog.take_link(id).map_err(err)?;
-        let link = hold(&mut self.pins, link, program, event)?;
-        self.shared
-            .insert(point.clone(), (SharedLink { program, link }, 1));
-        Ok(HookLink::Shared(point))
+        self.attach_shared(
+            point,
+            Runner::Tracepoint,
+            (
+                TP_PROGRAMS[slot as usize % abi::TP_SLOTS],
+                "a policy's tracepoint",
+                event,
+            ),
+            TracePoint::load,
+            |p: &mut TracePoint| p.attach(subsystem, event).and_then(|id| p.take_link(id)),
+        )
     }
 
     /// Attaches the raw tracepoint program of `slot` to `event`, or counts one more user of it.
     pub fn attach_raw_tracepoint(&mut self, event: &str, slot: u8) -> Result<HookLink, LoadError> {
-        let point = AttachPoint::RawTracepoint(slot);
+        self.attach_shared(
+            AttachPoint::RawTracepoint(slot),
+            Runner::RawTracepoint,
+            (
+                TP_PROGRAMS[abi::TP_SLOTS + slot as usize % abi::TP_SLOTS],
+                "a policy's raw tracepoint",
+                event,
+            ),
+            RawTracePoint::load,
+            |p: &mut RawTracePoint| p.attach(event).and_then(|id| p.take_link(id)),
+        )
+    }
+
+    /// Counts one more user of `point` where it is attached; otherwise loads `program` (with
+    /// `load`, its runner first), attaches it (`attach` returns the link) and holds the link,
+    /// pinned as `<program>-<pin_as>`, as the point's first user. `what` is (program, the hook
+    /// errors name, pin_as).
+    fn attach_shared<T, L>(
+        &mut self,
+        point: AttachPoint,
+        runner: Runner,
+        what: (&'static str, &'static str, &str),
+        load: impl FnOnce(&mut T) -> Result<(), ProgramError>,
+        attach: impl FnOnce(&mut T) -> Result<L, ProgramError>,
+    ) -> Result<HookLink, LoadError>
+    where
+        for<'a> &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+        T: HasFd,
+        FdLink: TryFrom<L>,
+        <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+    {
         if self.share(&point) {
             return Ok(HookLink::Shared(point));
         }
-        let program = TP_PROGRAMS[abi::TP_SLOTS + slot as usize % abi::TP_SLOTS];
-        let hook = "a policy's raw tracepoint";
-        self.ensure_runner(Runner::RawTracepoint)?;
-        let prog = loaded_program(&mut self.ebpf, program, hook, RawTracePoint::load)?;
-        let err = |source| LoadError::Program {
+        let (program, hook, pin_as) = what;
+        self.ensure_runner(runner)?;
+        let prog = loaded_program(&mut self.ebpf, program, hook, load)?;
+        let link = attach(prog).map_err(|source| LoadError::Program {
             program,
             hook,
             source,
-        };
-        let id = prog.attach(event).map_err(err)?;
-        let link = prog.take_link(id).map_err(err)?;
-        let link = hold(&mut self.pins, link, program, event)?;
+        })?;
+        let link = hold(&mut self.pins, link, program, pin_as)?;
         self.shared
             .insert(point.clone(), (SharedLink { program, link }, 1));
         Ok(HookLink::Shared(point))

@@ -53,7 +53,7 @@ pub enum AttachTarget {
         subsystem: String,
         event: String,
         slot: u8,
-        fields: abi::TpFields,
+        layout: super::tracepoint_fields::TracepointLayout,
     },
     /// A policy's raw tracepoint, served by the program of `slot`.
     RawTracepoint { event: String, slot: u8 },
@@ -329,7 +329,7 @@ pub(super) fn hook_keys(
                     subsystem: t.subsystem.clone(),
                     event: t.event.clone(),
                     slot,
-                    fields: layout.fields,
+                    layout,
                 },
             ))
         }
@@ -354,12 +354,25 @@ pub(super) fn hook_keys(
 }
 
 /// A policy tracepoint's arguments name the registers its program puts their fields in (see
-/// tracepoint_fields.rs); a pointer field of a system call's tracepoint points to user memory.
-fn tracepoint_registers(h: &HookRule, cfg: &mut abi::HookConfig) -> Result<(), String> {
+/// tracepoint_fields.rs), through the layout its attach target was planned with; a pointer
+/// field of a system call's tracepoint points to user memory.
+fn tracepoint_registers(
+    h: &HookRule,
+    targets: &[AttachTarget],
+    cfg: &mut abi::HookConfig,
+) -> Result<(), String> {
     let Some(t) = h.tracepoint.as_ref().filter(|t| !t.raw) else {
         return Ok(());
     };
-    let layout = super::tracepoint_fields::layout(t)?;
+    let Some(layout) = targets.iter().find_map(|target| match target {
+        AttachTarget::Tracepoint { layout, .. } => Some(layout),
+        _ => None,
+    }) else {
+        return Err(format!(
+            "{}/{} was planned without its tracepoint",
+            t.subsystem, t.event
+        ));
+    };
     let first = vigil_policy_engine::tracepoints::COMMON_FIELDS;
     for (i, a) in h.args.iter().enumerate() {
         if matches!(a.kind, HookArgKind::CharBuf { .. }) {
@@ -460,7 +473,7 @@ impl PolicyTable {
             };
             arg_config(&h, &mut cfg)
                 .map_err(|e| PolicyLoadError::Refused(format!("{}: {e}", h.hook_path)))?;
-            tracepoint_registers(&h, &mut cfg)
+            tracepoint_registers(&h, &targets, &mut cfg)
                 .map_err(|e| PolicyLoadError::Refused(format!("{}: {e}", h.hook_path)))?;
             // A kretprobe's or uretprobe's return value has a register slot of its own, apart
             // from the arguments the entry may have kept for another hook on the same return

@@ -13,7 +13,7 @@ use vigil_bpf_kprobes::abi::{self, tp_field, TpField, TpFields};
 use vigil_policy_engine::tracepoints::{TracepointTarget, COMMON_FIELDS};
 
 /// The layout a tracepoint's program reads.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TracepointLayout {
     /// Registers 0..HOOK_ARGS: fields COMMON_FIELDS.. of the record.
     pub fields: TpFields,

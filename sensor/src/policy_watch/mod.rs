@@ -421,8 +421,8 @@ impl PolicyManager {
                     subsystem,
                     event,
                     slot,
-                    fields,
-                } => sensor.attach_tracepoint(subsystem, event, *slot, *fields),
+                    layout,
+                } => sensor.attach_tracepoint(subsystem, event, *slot, layout.fields),
                 AttachTarget::RawTracepoint { event, slot } => {
                     sensor.attach_raw_tracepoint(event, *slot)
                 }
