@@ -558,6 +558,14 @@ impl TempDir {
         TempDir(p)
     }
 
+    /// A fresh directory at `path` (what was there is removed): for a staging directory that
+    /// must be on the same filesystem as where its contents go.
+    pub fn at(path: PathBuf) -> std::io::Result<TempDir> {
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.0

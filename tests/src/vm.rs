@@ -116,15 +116,17 @@ impl DebianKernel {
                 });
             }
         }
+        // Everything is unpacked and staged beside the cache and renamed into place at the end:
+        // a download cut short leaves no cache that looks complete.
         let work = cache.join(format!("download-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        let work =
+            crate::TempDir::at(work.clone()).map_err(|e| format!("{}: {e}", work.display()))?;
         run_ok(
             Command::new("apt-get")
                 .args(["download", &package])
-                .current_dir(&work),
+                .current_dir(work.path()),
         )?;
-        let deb = std::fs::read_dir(&work)
+        let deb = std::fs::read_dir(work.path())
             .map_err(|e| e.to_string())?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|x| x == "deb"))
@@ -132,7 +134,7 @@ impl DebianKernel {
         let version = run_ok(Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Version"))?
             .trim()
             .to_string();
-        let unpacked = work.join("x");
+        let unpacked = work.path().join("x");
         run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
         let image = std::fs::read_dir(unpacked.join("boot"))
             .map_err(|e| e.to_string())?
@@ -142,23 +144,31 @@ impl DebianKernel {
                     .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
             })
             .ok_or_else(|| format!("{package} has no /boot/vmlinuz-*"))?;
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        std::fs::copy(&image, &vmlinuz).map_err(|e| e.to_string())?;
         let release = image
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_prefix("vmlinuz-"))
             .ok_or_else(|| format!("{}: no release in its name", image.display()))?;
+        let staged = work.path().join("staged");
+        std::fs::create_dir_all(&staged).map_err(|e| e.to_string())?;
+        std::fs::copy(&image, staged.join("vmlinuz")).map_err(|e| e.to_string())?;
         for m in GUEST_MODULES {
-            let from = unpacked.join("lib/modules").join(release).join(m);
-            let to = modules.join(release).join(m);
+            // Where the package keeps its modules: /lib/modules, or /usr/lib/modules once the
+            // distribution merged /lib into /usr.
+            let from = ["lib/modules", "usr/lib/modules"]
+                .iter()
+                .map(|d| unpacked.join(d).join(release).join(m))
+                .find(|p| p.is_file())
+                .ok_or_else(|| format!("{package} has no {m} for {release}"))?;
+            let to = staged.join("modules").join(release).join(m);
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
             }
-            std::fs::copy(&from, &to).map_err(|e| format!("{package}: {m}: {e}"))?;
+            std::fs::copy(&from, &to).map_err(|e| format!("{}: {e}", from.display()))?;
         }
-        std::fs::write(&version_file, &version).map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_dir_all(&work);
+        std::fs::write(staged.join("VERSION"), &version).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&staged, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         Ok(DebianKernel {
             package,
             version,

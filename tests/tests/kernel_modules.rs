@@ -5,29 +5,37 @@
 //! kernel's own `dummy.ko`, which the VM image carries from the same Debian package, so the
 //! scenarios run in the VM matrix and are recorded as skipped where kprobes are missing.
 
-use std::{path::PathBuf, process::Command};
+use std::{os::fd::AsRawFd, path::PathBuf, process::Command};
 
 use serde_json::Value;
 use vigil_tests::{
     kernels::{scenario_needs, Hook},
-    require_root, tetragon_policies_dir, Agent, TempDir,
+    require_root, tetragon_policies_dir,
+    vm::GUEST_MODULES,
+    Agent, TempDir,
 };
 
 /// The module the scenarios load, by its name in the kernel.
 const MODULE: &str = "dummy";
 
-/// `dummy.ko` of the running kernel, where the distribution keeps it; a machine without it
-/// cannot run the scenario, which says so.
+/// `dummy.ko` of the running kernel, where the distribution keeps it, as the kernel names the
+/// file it reads (the links on its path resolved). A machine without it, or that uses the module
+/// already (the scenario unloads what it loaded), cannot run the scenario, which says so.
 fn module_file() -> PathBuf {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     let path = PathBuf::from("/lib/modules")
         .join(release.trim())
-        .join("kernel/drivers/net/dummy.ko");
+        .join(GUEST_MODULES[0]);
+    let path = std::fs::canonicalize(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: the scenario loads the running kernel's own dummy module, uncompressed \
+             (the VM image carries it from Debian's package, tests/src/vm.rs GUEST_MODULES)",
+            path.display()
+        )
+    });
     assert!(
-        path.is_file(),
-        "{} is missing: the scenario loads the running kernel's own dummy module (the VM image \
-         carries it from Debian's package, tests/src/vm.rs GUEST_MODULES)",
-        path.display()
+        !std::path::Path::new("/sys/module").join(MODULE).exists(),
+        "the {MODULE} module is loaded on this machine: the scenario would unload it"
     );
     path
 }
@@ -49,20 +57,50 @@ fn modutil(tool: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Loads and unloads the module under an agent started with `policy`; the agent's events.
-fn load_and_unload(policy: &str) -> vigil_tests::AgentRun {
+/// Loads and unloads the module under an agent started with `policy`, and has the kernel read
+/// its file for kexec; the agent's events, and the module's file.
+fn load_and_unload(policy: &str) -> (vigil_tests::AgentRun, PathBuf) {
     let module = module_file();
-    // Left loaded by an earlier run that stopped half-way.
-    let _ = modutil("rmmod", &[MODULE]);
     let agent = Agent::start(&["--policy", policy]);
     let loaded = modutil("insmod", &[module.to_str().unwrap()]);
     let unloaded = loaded.is_ok().then(|| modutil("rmmod", &[MODULE]));
+    let kexec = kexec_read(&module);
     let run = agent.stop();
+    // The kernel read the file for kexec (and found no kernel in it): a read a module selector
+    // must leave out.
+    assert_eq!(
+        kexec,
+        libc::ENOEXEC,
+        "kexec_file_load of {}",
+        module.display()
+    );
     loaded.unwrap_or_else(|e| panic!("{e}"));
     if let Some(Err(e)) = unloaded {
         panic!("{e}");
     }
-    run
+    (run, module)
+}
+
+/// Has the kernel read `file` as a kexec image (READING_KEXEC_IMAGE), which fails after the read
+/// since a module is no kernel; the errno.
+fn kexec_read(file: &std::path::Path) -> i32 {
+    let f = std::fs::File::open(file).unwrap();
+    const KEXEC_FILE_NO_INITRAMFS: libc::c_ulong = 4;
+    // SAFETY: an open descriptor, no initramfs, an empty command line (length 0, no pointer).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            f.as_raw_fd(),
+            -1,
+            0usize,
+            std::ptr::null::<u8>(),
+            KEXEC_FILE_NO_INITRAMFS,
+        )
+    };
+    if rc == 0 {
+        panic!("kexec_file_load took {} as a kernel", file.display());
+    }
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 fn module_arg(event: &Value, index: usize) -> &Value {
@@ -82,8 +120,7 @@ fn a_module_loaded_and_unloaded_is_reported_by_tetragon_s_example() {
     }
     require_root();
     let policy = tetragon_policies_dir().join("tracingpolicy_monitor-kernel-modules.yaml");
-    let run = load_and_unload(policy.to_str().unwrap());
-    let module = module_file();
+    let (run, module) = load_and_unload(policy.to_str().unwrap());
     let context = || {
         let seen: std::collections::BTreeSet<&str> = run
             .events
@@ -105,8 +142,8 @@ fn a_module_loaded_and_unloaded_is_reported_by_tetragon_s_example() {
         "the module file read for finit_module: {reads:#?}\n{}",
         context()
     );
-    // Every other read of a file by the kernel (firmware, a policy) is left out by the
-    // selector.
+    // The kexec read of the same file (and any other read by the kernel: firmware, a policy)
+    // is left out by the selector.
     assert!(
         reads.iter().all(|e| e["args"][1]["int_arg"] == 2),
         "{reads:#?}"
@@ -151,7 +188,7 @@ fn a_module_being_loaded_reports_its_name_and_signature_verdict() {
          \x20   - index: 1\n      type: load_info\n",
     )
     .unwrap();
-    let run = load_and_unload(policy.to_str().unwrap());
+    let (run, _) = load_and_unload(policy.to_str().unwrap());
     let ours = run.kprobes("layout_symtab");
     let loading: Vec<&&Value> = ours
         .iter()
