@@ -140,17 +140,34 @@ impl Event {
         }
     }
 
+    /// Every event key, in the order of [`Event::kind_index`].
+    pub const KINDS: [&'static str; 8] = [
+        "process_exec",
+        "process_exit",
+        "process_kprobe",
+        "process_lsm",
+        "process_uprobe",
+        "process_tracepoint",
+        "process_loader",
+        "process_alert",
+    ];
+
     /// The event key (`process_exec`, ...).
     pub fn kind(&self) -> &'static str {
+        Self::KINDS[self.kind_index()]
+    }
+
+    /// The place of its key in [`Event::KINDS`]: counters by kind are an array.
+    pub fn kind_index(&self) -> usize {
         match &self.body {
-            EventBody::ProcessExec(_) => "process_exec",
-            EventBody::ProcessExit(_) => "process_exit",
-            EventBody::ProcessKprobe(_) => "process_kprobe",
-            EventBody::ProcessLsm(_) => "process_lsm",
-            EventBody::ProcessUprobe(_) => "process_uprobe",
-            EventBody::ProcessTracepoint(_) => "process_tracepoint",
-            EventBody::ProcessLoader(_) => "process_loader",
-            EventBody::ProcessAlert(_) => "process_alert",
+            EventBody::ProcessExec(_) => 0,
+            EventBody::ProcessExit(_) => 1,
+            EventBody::ProcessKprobe(_) => 2,
+            EventBody::ProcessLsm(_) => 3,
+            EventBody::ProcessUprobe(_) => 4,
+            EventBody::ProcessTracepoint(_) => 5,
+            EventBody::ProcessLoader(_) => 6,
+            EventBody::ProcessAlert(_) => 7,
         }
     }
 }

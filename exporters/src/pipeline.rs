@@ -110,10 +110,13 @@ impl SinkHandle {
         add(&self.shared.stats.filtered, 1);
     }
 
-    /// The sink's counters, and the records waiting in its spool.
+    /// The sink's counters, and what waits: records in its queue (`queued`), records and bytes
+    /// in its spool (`spool_pending`, `spool_bytes`).
     pub fn stats(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(&self.shared.stats).unwrap_or_default();
         v["spool_pending"] = self.shared.spool.pending().into();
+        v["spool_bytes"] = self.shared.spool.bytes().into();
+        v["queued"] = (self.tx.max_capacity() - self.tx.capacity()).into();
         v
     }
 

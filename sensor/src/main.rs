@@ -17,6 +17,7 @@ mod enrich;
 mod identity;
 mod k8s;
 mod loader;
+mod metrics;
 mod output;
 mod policies;
 mod policy_cmd;
@@ -160,6 +161,19 @@ enum Command {
         /// only what exporters sent elsewhere.
         #[arg(long)]
         no_store: bool,
+        /// Where the Prometheus endpoint listens: `/metrics`, `/healthz` (the agent's loop
+        /// turns) and `/readyz` (its start is done). Port 0 lets the kernel choose; the start's
+        /// log says where it is served.
+        #[arg(long, value_name = "ADDR", default_value = metrics::DEFAULT_ADDRESS)]
+        metrics_address: std::net::SocketAddr,
+        /// Serve no Prometheus endpoint.
+        #[arg(long)]
+        no_metrics: bool,
+        /// Leave the kernel's BPF run-time statistics off (the metrics then carry no program run
+        /// counts or times; on, they cost every BPF program on the machine two clock reads per
+        /// run).
+        #[arg(long)]
+        no_bpf_stats: bool,
         #[command(flatten)]
         kube: KubeArgs,
         #[command(flatten)]
@@ -344,6 +358,9 @@ fn main() -> ExitCode {
             api_socket,
             no_api_socket,
             no_store,
+            metrics_address,
+            no_metrics,
+            no_bpf_stats,
         } => {
             if persist.cleanup {
                 return exit_code(agent::cleanup(&persist.bpf_dir));
@@ -395,6 +412,8 @@ fn main() -> ExitCode {
                 state_dir,
                 api_socket: (!no_api_socket).then_some(api_socket),
                 no_store,
+                metrics: (!no_metrics).then_some(metrics_address),
+                bpf_stats: !no_metrics && !no_bpf_stats,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

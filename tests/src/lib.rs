@@ -148,7 +148,52 @@ pub fn private_state(dir: &Path, extra: &[&str]) -> Vec<String> {
         flags.push("--api-socket".to_string());
         flags.push(dir.join("run/vigil.sock").display().to_string());
     }
+    // A port of its own: two agents of an upgrade run at once, and the machine's own agent
+    // may hold the default.
+    if !extra.contains(&"--metrics-address") && !extra.contains(&"--no-metrics") {
+        flags.push("--metrics-address".to_string());
+        flags.push("127.0.0.1:0".to_string());
+    }
     flags
+}
+
+/// `GET path` over HTTP/1.1 from `address` (`host:port`): the status and the body.
+pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("connect {address}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("GET {path}: no header end in {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("GET {path}: no status in {head:?}"));
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "GET {path}: a chunked body, which this client does not read: {head}"
+    );
+    (status, body.to_string())
+}
+
+/// The value of the series `series` (its name and labels as the text shows them, e.g.
+/// `vigil_events_total{type="process_exec"}`) in an OpenMetrics text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A running agent.
@@ -293,6 +338,31 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Where its metrics endpoint listens (`host:port`), from its start's log.
+    pub fn metrics_address(&self) -> String {
+        self.log_lines()
+            .iter()
+            .find_map(|l| {
+                let rest = l.split_once("metrics served on http://")?.1;
+                Some(rest.split_once('/')?.0.to_string())
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "the agent logged no metrics address:\n{}",
+                    self.log_lines().join("\n")
+                )
+            })
+    }
+
+    /// The events written to its export file so far (a line still being written is left out).
+    pub fn events_so_far(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.export)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Every line the agent has logged so far.

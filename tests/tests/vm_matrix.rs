@@ -19,7 +19,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 22] = [
+const SCENARIOS: [&str; 23] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -42,6 +42,7 @@ const SCENARIOS: [&str; 22] = [
     "overrides",
     "policy_tracepoints",
     "kernel_modules",
+    "metrics",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,

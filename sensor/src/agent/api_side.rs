@@ -33,6 +33,8 @@ pub(super) struct Loop<'a> {
     pub cache: &'a ProcessCache,
     pub since: Instant,
     pub ring_bytes: u32,
+    /// Reports a `rateLimit` held back so far.
+    pub rate_limited: u64,
 }
 
 fn no_policies() -> PolicyOpError {

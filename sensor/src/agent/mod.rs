@@ -25,6 +25,7 @@ use vigil_exporters::Exporters;
 
 mod api_side;
 mod cluster;
+mod metrics_side;
 mod pinned;
 mod sinks;
 mod stats;
@@ -47,6 +48,7 @@ use crate::{
         pins::{self, PinDir, Retired},
         Handover, LoadError, LoadOptions, LoadedObject, ProgramNeed,
     },
+    metrics::{next_scrape, MetricsEndpoint},
     output::{self, Format},
     policies::scopes::ScopeSource,
     policies::PolicyTable,
@@ -98,6 +100,10 @@ pub struct AgentOptions {
     pub api_socket: Option<PathBuf>,
     /// Keep no events (`--no-store`), whatever the configuration says.
     pub no_store: bool,
+    /// Where the Prometheus endpoint listens (none: no endpoint).
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Turn the kernel's BPF run-time statistics on while the agent runs.
+    pub bpf_stats: bool,
 }
 
 /// How long the start waits for the first list of this node's pods.
@@ -179,6 +185,46 @@ struct Started {
     stats: AgentStats,
     api: Option<Api>,
     ring_bytes: u32,
+    metrics: Option<MetricsEndpoint>,
+    /// Holds the kernel's BPF statistics on (they go off when it closes).
+    bpf_stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// Serves the metrics endpoint on `address`; an address taken (another agent, another exporter)
+/// costs the endpoint, never the agent's start.
+async fn serve_metrics(address: Option<std::net::SocketAddr>) -> Option<MetricsEndpoint> {
+    let address = address?;
+    match MetricsEndpoint::start(address).await {
+        Ok(m) => {
+            log(format!(
+                "metrics served on http://{}/metrics (and /healthz, /readyz)",
+                m.address
+            ));
+            Some(m)
+        }
+        Err(e) => {
+            log(format!(
+                "cannot serve metrics on {address}: {e}; the agent runs without its metrics endpoint (--metrics-address to choose another)"
+            ));
+            None
+        }
+    }
+}
+
+/// Turns the kernel's run-time statistics of BPF programs on, for the metrics' per-program run
+/// counts and times. They cost every BPF program on the machine two clock reads per run, so they
+/// stay on only while the agent holds the descriptor.
+fn enable_bpf_stats(wanted: bool) -> Option<std::os::fd::OwnedFd> {
+    if !wanted {
+        return None;
+    }
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| {
+            log(format!(
+                "cannot turn the kernel's BPF statistics on ({e}): the metrics carry no program run times"
+            ))
+        })
+        .ok()
 }
 
 /// Checks the host, reads the policies, loads the programs and enforces the policies, seeds
@@ -186,6 +232,8 @@ struct Started {
 async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
     system::check_privileges()?;
     system::check_btf(&opts.btf)?;
+    let metrics = serve_metrics(opts.metrics).await;
+    let bpf_stats = enable_bpf_stats(opts.bpf_stats);
     for line in system::mount_pseudo_filesystems()? {
         log(line);
     }
@@ -363,6 +411,8 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         stats,
         api,
         ring_bytes: opts.ringbuf_bytes,
+        metrics,
+        bpf_stats,
     })
 }
 
@@ -453,8 +503,13 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         mut stats,
         mut api,
         ring_bytes,
+        mut metrics,
+        bpf_stats,
     } = start(opts, &mut clock).await?;
     let since = Instant::now();
+    if let Some(m) = &metrics {
+        m.set_ready();
+    }
 
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the AsyncFd
     // (which owns the ring buffer) is dropped.
@@ -482,6 +537,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 }
             }
             _ = tick.tick() => {
+                if let Some(m) = &metrics {
+                    m.turned();
+                }
                 drain(ring.get_mut(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
                 sinks.release(&mut enricher.cache, &mut stats, Instant::now());
                 sinks.store.hand_off();
@@ -544,8 +602,22 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                     cache: &enricher.cache,
                     since,
                     ring_bytes,
+                    rate_limited: enricher.rate_limit.held_back,
                 };
                 at.answer(request);
+            }
+            scrape = next_scrape(&mut metrics) => {
+                let at = api_side::Loop {
+                    policies: policies.as_mut(),
+                    sensor: &mut sensor,
+                    sinks: &sinks,
+                    stats: &stats,
+                    cache: &enricher.cache,
+                    since,
+                    ring_bytes,
+                    rate_limited: enricher.rate_limit.held_back,
+                };
+                let _ = scrape.0.send(at.metrics());
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -580,6 +652,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     }
     drop(ring);
     drop(api);
+    drop(metrics);
+    drop(bpf_stats);
     drop(policies);
     match sensor.pins().own() {
         // Pinned: the programs go on enforcing with the rules as they are, until a next agent

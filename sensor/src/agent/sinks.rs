@@ -77,9 +77,11 @@ impl Sinks {
     /// Hands an event to the outputs, then its Sigma alerts.
     fn publish(&mut self, event: vigil_events::Event, stats: &mut AgentStats) {
         let alerts = self.detector.as_ref().map(|d| d.alerts(&event));
+        stats.events_by_kind[event.kind_index()] += 1;
         self.emit(event);
         stats.events += 1;
         for alert in alerts.unwrap_or_default() {
+            stats.count_alert(&alert);
             self.alert(alert);
             stats.alerts += 1;
         }

@@ -13,6 +13,12 @@ pub struct AgentStats {
     pub decode_errors: u64,
     /// Sigma alerts raised.
     pub alerts: u64,
+    /// Events published, by kind (in the order of `Event::KINDS`), for the metrics.
+    #[serde(skip)]
+    pub events_by_kind: [u64; vigil_events::Event::KINDS.len()],
+    /// Sigma alerts by rule title and level, for the metrics; at most [`MAX_ALERT_SERIES`].
+    #[serde(skip)]
+    pub alerts_by_rule: std::collections::BTreeMap<(String, String), u64>,
     /// Per output and sink (stdout or the export file first): delivered, retried, spooled,
     /// dead-lettered, rate-limited, filtered, dropped, spool errors.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,6 +45,26 @@ pub struct AgentStats {
     /// what their programs wrote while no agent read it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub previous_agents: Vec<Retired>,
+}
+
+/// Most (rule, level) pairs counted: rules come and go with their files, and a directory of
+/// rules changed in a loop cannot grow the agent's memory without bound.
+pub const MAX_ALERT_SERIES: usize = 4096;
+
+impl AgentStats {
+    /// Counts an alert by its rule and level.
+    pub fn count_alert(&mut self, alert: &vigil_events::Event) {
+        let vigil_events::EventBody::ProcessAlert(a) = &alert.body else {
+            return;
+        };
+        self.events_by_kind[alert.kind_index()] += 1;
+        let key = (a.title.clone(), a.level.clone());
+        if let Some(n) = self.alerts_by_rule.get_mut(&key) {
+            *n += 1;
+        } else if self.alerts_by_rule.len() < MAX_ALERT_SERIES {
+            self.alerts_by_rule.insert(key, 1);
+        }
+    }
 }
 
 /// Ring buffer drops by event kind.

@@ -40,7 +40,7 @@ pub enum ApiRequest {
 pub struct ActionCounts(BTreeMap<ActionKey, u64>);
 
 /// Policy, hook, selector, action, outcome.
-type ActionKey = (String, String, Option<u32>, String, String);
+pub type ActionKey = (String, String, Option<u32>, String, String);
 
 /// Most (policy, hook, action, outcome) counters kept: a policy churned through the API cannot
 /// grow the agent's memory without bound.
@@ -69,6 +69,11 @@ impl ActionCounts {
         } else if self.0.len() < MAX_COUNTERS {
             self.0.insert(key, 1);
         }
+    }
+
+    /// Every counter: (policy, hook, selector, action, outcome) and its count.
+    pub fn series(&self) -> impl Iterator<Item = (&ActionKey, u64)> {
+        self.0.iter().map(|(k, n)| (k, *n))
     }
 
     fn of(&self, policy: &str) -> Vec<v1::ActionCounter> {

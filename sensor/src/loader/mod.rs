@@ -992,12 +992,41 @@ impl LoadedObject {
     /// Records the kernel could not put in the ring buffer, by event kind, summed over CPUs.
     pub fn drops(&self) -> [u64; abi::DROP_SLOTS] {
         let mut out = [0u64; abi::DROP_SLOTS];
-        for (slot, total) in out.iter_mut().enumerate() {
-            if let Ok(per_cpu) = self.drops.get(&(slot as u32), 0) {
-                *total = per_cpu.iter().sum();
+        for per_cpu in self.drops_by_cpu() {
+            for (total, n) in out.iter_mut().zip(per_cpu) {
+                *total += n;
             }
         }
         out
+    }
+
+    /// The same per CPU (index: the CPU's number).
+    pub fn drops_by_cpu(&self) -> Vec<[u64; abi::DROP_SLOTS]> {
+        let mut out: Vec<[u64; abi::DROP_SLOTS]> = Vec::new();
+        for slot in 0..abi::DROP_SLOTS {
+            let Ok(per_cpu) = self.drops.get(&(slot as u32), 0) else {
+                continue;
+            };
+            if out.len() < per_cpu.len() {
+                out.resize(per_cpu.len(), [0; abi::DROP_SLOTS]);
+            }
+            for (cpu, n) in per_cpu.iter().enumerate() {
+                out[cpu][slot] = *n;
+            }
+        }
+        out
+    }
+
+    /// Each loaded program of the agent's object with the kernel's run count and run time
+    /// (counted only while `bpf_stats` are on).
+    pub fn program_runs(&self) -> Vec<(String, u64, std::time::Duration)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_string(), info.run_count(), info.run_time()))
+            })
+            .collect()
     }
 }
 

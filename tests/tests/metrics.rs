@@ -1,0 +1,181 @@
+//! The agent's Prometheus endpoint, scraped over real HTTP while real processes run: the
+//! counters agree with the events the agent delivered, the kernel's run counts and times of the
+//! agent's programs are there once the agent turned `bpf_stats` on, and the probes answer.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use vigil_tests::{http_get, metric, require_root, Agent};
+
+const EXECS: &str = "vigil_events_total{type=\"process_exec\"}";
+const EXITS: &str = "vigil_events_total{type=\"process_exit\"}";
+
+fn scrape(address: &str) -> String {
+    let (status, body) = http_get(address, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.ends_with("# EOF\n"),
+        "an OpenMetrics text ends so:\n{body}"
+    );
+    body
+}
+
+fn count(text: &str, series: &str) -> u64 {
+    metric(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}")) as u64
+}
+
+/// Execs of `/bin/true` with `marker` as argument, from `threads` threads, `each` per thread.
+fn exec_storm(marker: &str, threads: usize, each: usize) -> std::thread::JoinHandle<()> {
+    let marker = marker.to_string();
+    std::thread::spawn(move || {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let marker = marker.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..each {
+                        Command::new("/bin/true").arg(&marker).status().unwrap();
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().for_each(|w| w.join().unwrap());
+    })
+}
+
+fn execs_of(events: &[Value], marker: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            e["process_exec"]["process"]["arguments"]
+                .as_str()
+                .is_some_and(|a| a == marker)
+        })
+        .count()
+}
+
+#[test]
+fn scrapes_during_an_exec_storm_agree_with_the_events_delivered() {
+    require_root();
+    let agent = Agent::start(&[]);
+    let address = agent.metrics_address();
+    assert_eq!(http_get(&address, "/readyz").0, 200);
+    assert_eq!(http_get(&address, "/healthz").0, 200);
+    let marker = format!("vigil-metrics-storm-{}", std::process::id());
+    let (threads, each) = (4, 100);
+    let storm = exec_storm(&marker, threads, each);
+    // Scraped while the storm runs: counters never go back.
+    let mut during = Vec::new();
+    while !storm.is_finished() {
+        during.push(count(&scrape(&address), EXECS));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    storm.join().unwrap();
+    assert!(
+        during.windows(2).all(|w| w[0] <= w[1]),
+        "the exec counter went back: {during:?}"
+    );
+    // Once the storm's events are all delivered, a scrape counts at least them ...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while execs_of(&agent.events_so_far(), &marker) < threads * each {
+        assert!(
+            Instant::now() < deadline,
+            "the storm's {} execs were not all delivered in 30 s",
+            threads * each
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = scrape(&address);
+    let run = agent.stop();
+    let (execs, exits) = (count(&after, EXECS), count(&after, EXITS));
+    // ... and no more than the agent delivered in all: what it counted, it delivered.
+    let delivered = |kind: &str| run.events.iter().filter(|e| e.get(kind).is_some()).count() as u64;
+    assert!(
+        (threads * each) as u64 <= execs && execs <= delivered("process_exec"),
+        "storm {}, scraped {execs}, delivered {}",
+        threads * each,
+        delivered("process_exec")
+    );
+    assert!(
+        (threads * each) as u64 <= exits && exits <= delivered("process_exit"),
+        "scraped {exits} exits, delivered {}",
+        delivered("process_exit")
+    );
+    assert!(
+        count(&after, "vigil_ringbuf_records_total") >= execs + exits,
+        "{after}"
+    );
+    // Every CPU's exec drops are a series from the start; none was dropped here.
+    assert_eq!(
+        metric(&after, "vigil_ringbuf_drops_total{kind=\"exec\",cpu=\"0\"}"),
+        Some(0.0),
+        "{after}"
+    );
+    eprintln!(
+        "{} scrapes during the storm, the last at {} execs; after it {execs} execs and {exits} exits counted, {} and {} delivered",
+        during.len(),
+        during.last().copied().unwrap_or(0),
+        delivered("process_exec"),
+        delivered("process_exit")
+    );
+}
+
+#[test]
+fn the_agent_s_programs_report_their_runs_and_run_time() {
+    require_root();
+    let agent = Agent::start(&[]);
+    let address = agent.metrics_address();
+    let before = scrape(&address);
+    let marker = format!("vigil-metrics-runs-{}", std::process::id());
+    exec_storm(&marker, 1, 50).join().unwrap();
+    let after = scrape(&address);
+    drop(agent.stop());
+    let runs = |text: &str| count(text, "vigil_bpf_program_runs_total{program=\"vigil_exec\"}");
+    let seconds = |text: &str| {
+        metric(
+            text,
+            "vigil_bpf_program_run_seconds_total{program=\"vigil_exec\"}",
+        )
+        .unwrap_or_else(|| panic!("no run time for vigil_exec:\n{text}"))
+    };
+    assert!(
+        runs(&after) >= runs(&before) + 50,
+        "vigil_exec ran {} times before the 50 execs and {} after",
+        runs(&before),
+        runs(&after)
+    );
+    assert!(seconds(&after) > seconds(&before), "{after}");
+    let ns = (seconds(&after) - seconds(&before)) * 1e9 / (runs(&after) - runs(&before)) as f64;
+    eprintln!("vigil_exec: {ns:.0} ns per run over the 50 execs");
+}
+
+#[test]
+fn without_the_endpoint_nothing_listens_and_a_taken_address_costs_only_the_endpoint() {
+    require_root();
+    let first = Agent::start(&[]);
+    let taken = first.metrics_address();
+    // A second agent asked for the address the first one holds starts all the same.
+    let second = Agent::start(&["--metrics-address", &taken]);
+    assert!(
+        second
+            .log_lines()
+            .iter()
+            .any(|l| l.contains(&format!("cannot serve metrics on {taken}"))),
+        "{:#?}",
+        second.log_lines()
+    );
+    drop(second.stop());
+    drop(first.stop());
+    let none = Agent::start(&["--no-metrics"]);
+    assert!(
+        !none
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("metrics served")),
+        "{:#?}",
+        none.log_lines()
+    );
+    drop(none.stop());
+}
