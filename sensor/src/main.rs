@@ -169,11 +169,11 @@ enum Command {
         /// Serve no Prometheus endpoint.
         #[arg(long)]
         no_metrics: bool,
-        /// Leave the kernel's BPF run-time statistics off (the metrics then carry no program run
-        /// counts or times; on, they cost every BPF program on the machine two clock reads per
-        /// run).
+        /// Turn the kernel's BPF run-time statistics on while the agent runs, for the metrics'
+        /// run count and run time of each of its programs. Off by default: they cost every BPF
+        /// program on the machine two clock reads per run.
         #[arg(long)]
-        no_bpf_stats: bool,
+        bpf_stats: bool,
         #[command(flatten)]
         kube: KubeArgs,
         #[command(flatten)]
@@ -360,7 +360,7 @@ fn main() -> ExitCode {
             no_store,
             metrics_address,
             no_metrics,
-            no_bpf_stats,
+            bpf_stats,
         } => {
             if persist.cleanup {
                 return exit_code(agent::cleanup(&persist.bpf_dir));
@@ -413,7 +413,7 @@ fn main() -> ExitCode {
                 api_socket: (!no_api_socket).then_some(api_socket),
                 no_store,
                 metrics: (!no_metrics).then_some(metrics_address),
-                bpf_stats: !no_metrics && !no_bpf_stats,
+                bpf_stats: !no_metrics && bpf_stats,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

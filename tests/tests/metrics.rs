@@ -125,7 +125,22 @@ fn scrapes_during_an_exec_storm_agree_with_the_events_delivered() {
 #[test]
 fn the_agent_s_programs_report_their_runs_and_run_time() {
     require_root();
-    let agent = Agent::start(&[]);
+    // Off without the flag: no run counts (unless the machine's own sysctl turned them on).
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    let without = Agent::start(&[]);
+    let text = scrape(&without.metrics_address());
+    drop(without.stop());
+    if sysctl.trim() == "0" {
+        assert_eq!(
+            metric(
+                &text,
+                "vigil_bpf_program_runs_total{program=\"vigil_exec\"}"
+            ),
+            Some(0.0),
+            "bpf_stats are off by default:\n{text}"
+        );
+    }
+    let agent = Agent::start(&["--bpf-stats"]);
     let address = agent.metrics_address();
     let before = scrape(&address);
     let marker = format!("vigil-metrics-runs-{}", std::process::id());
