@@ -194,6 +194,13 @@ enum Command {
     Status {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: client::Listing,
+        /// Show what each of the agent's BPF programs costs instead: runs per second and
+        /// nanoseconds per run over `--interval` (needs an agent started with `--bpf-stats`).
+        #[arg(long)]
+        overhead: bool,
+        /// The interval `--overhead` measures over, in seconds.
+        #[arg(long, value_name = "SECS", default_value = "1", requires = "overhead")]
+        interval: f64,
         #[command(flatten)]
         server: client::ServerArgs,
     },
@@ -305,7 +312,18 @@ fn main() -> ExitCode {
         Command::Search(args) => return client::run(args.run()),
         Command::Tree(args) => return client::run(args.run()),
         Command::Timeline(args) => return client::run(args.run()),
-        Command::Status { output, server } => return client::run(client::status(server, output)),
+        Command::Status {
+            output,
+            overhead: false,
+            server,
+            ..
+        } => return client::run(client::status(server, output)),
+        Command::Status {
+            output,
+            interval,
+            server,
+            ..
+        } => return client::run(client::overhead(server, output, interval)),
         Command::Version { server } => return client::run(client::version(server)),
         Command::Policy {
             command: PolicyCommand::Agent(c),

@@ -236,3 +236,65 @@ fn a_full_ring_buffer_is_counted_per_kind_and_cpu_and_said() {
     );
     eprintln!("{scraped} exec records dropped by a full 1 MiB ring buffer, counted and said");
 }
+
+/// `vigil status --overhead` against the agent's socket.
+fn overhead(agent: &Agent, json: bool) -> std::process::Output {
+    let server = format!("unix://{}", agent.socket.display());
+    let mut args = vec![
+        "status",
+        "--overhead",
+        "--interval",
+        "1",
+        "--server",
+        &server,
+    ];
+    if json {
+        args.extend(["-o", "json"]);
+    }
+    Command::new(vigil_tests::vigil_bin())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn status_shows_each_program_s_runs_per_second_and_cost_per_run() {
+    require_root();
+    let without = Agent::start(&[]);
+    let refused = overhead(&without, false);
+    drop(without.stop());
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--bpf-stats"),
+        "{refused:?}"
+    );
+    let agent = Agent::start(&["--bpf-stats"]);
+    // Execs all along both measurements.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                Command::new("/bin/true").status().unwrap();
+            }
+        })
+    };
+    let table = overhead(&agent, false);
+    let json = overhead(&agent, true);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    storm.join().unwrap();
+    drop(agent.stop());
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{table:?}");
+    assert!(text.starts_with("PROGRAM"), "{text}");
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}: {json:?}"));
+    let exec = v["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["program"] == "vigil_exec")
+        .unwrap_or_else(|| panic!("no vigil_exec in {v}"));
+    assert!(exec["runs_per_second"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(exec["ns_per_run"].as_f64().unwrap() > 0.0, "{v}");
+    eprintln!("{text}");
+}

@@ -35,6 +35,8 @@ pub(super) struct Loop<'a> {
     pub ring_bytes: u32,
     /// Reports a `rateLimit` held back so far.
     pub rate_limited: u64,
+    /// Whether the agent holds the kernel's BPF statistics on.
+    pub bpf_stats: bool,
 }
 
 fn no_policies() -> PolicyOpError {
@@ -196,6 +198,17 @@ impl Loop<'_> {
             api_streams: 0,
             api_events_missed: 0,
             uptime_seconds: self.since.elapsed().as_secs(),
+            bpf_stats: self.bpf_stats,
+            programs: self
+                .sensor
+                .program_runs()
+                .into_iter()
+                .map(|(name, runs, time)| v1::ProgramRuns {
+                    name,
+                    runs,
+                    run_time_ns: u64::try_from(time.as_nanos()).unwrap_or(u64::MAX),
+                })
+                .collect(),
             store: Some(match store {
                 Some(s) => v1::EventStore {
                     enabled: true,

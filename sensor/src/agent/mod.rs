@@ -603,6 +603,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                     since,
                     ring_bytes,
                     rate_limited: enricher.rate_limit.held_back,
+                    bpf_stats: bpf_stats.is_some(),
                 };
                 at.answer(request);
             }
@@ -616,6 +617,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                     since,
                     ring_bytes,
                     rate_limited: enricher.rate_limit.held_back,
+                    bpf_stats: bpf_stats.is_some(),
                 };
                 let _ = scrape.0.send(at.metrics());
             }

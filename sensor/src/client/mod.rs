@@ -12,6 +12,7 @@
 
 mod elastic_search;
 mod events;
+mod overhead;
 mod policy;
 mod search;
 mod status;
@@ -23,6 +24,7 @@ use tonic::{transport::Channel, Code, Status};
 use vigil_api::{v1::vigil_client::VigilClient, ClientTls, ServerAddr};
 
 pub use events::EventsArgs;
+pub use overhead::overhead;
 pub use policy::PolicyClientCommand;
 pub use search::{SearchArgs, TimelineArgs};
 pub use status::{status, version};
