@@ -431,7 +431,7 @@ fn main() -> ExitCode {
                 api_socket: (!no_api_socket).then_some(api_socket),
                 no_store,
                 metrics: (!no_metrics).then_some(metrics_address),
-                bpf_stats: !no_metrics && bpf_stats,
+                bpf_stats,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

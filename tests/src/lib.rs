@@ -159,33 +159,40 @@ pub fn private_state(dir: &Path, extra: &[&str]) -> Vec<String> {
 
 /// `GET path` over HTTP/1.1 from `address` (`host:port`): the status and the body.
 pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    try_http_get(address, path).unwrap_or_else(|e| panic!("GET {path} from {address}: {e}"))
+}
+
+/// The same, an error where no answer came (refused, closed, cut short, timed out).
+pub fn try_http_get(address: &str, path: &str) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("connect {address}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = std::net::TcpStream::connect(address).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .map_err(|e| format!("write: {e}"))?;
     let mut response = String::new();
     s.read_to_string(&mut response)
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        .map_err(|e| format!("read: {e}"))?;
     let (head, body) = response
         .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("GET {path}: no header end in {response:?}"));
+        .ok_or_else(|| format!("no header end in {response:?}"))?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("GET {path}: no status in {head:?}"));
-    assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "GET {path}: a chunked body, which this client does not read: {head}"
-    );
-    (status, body.to_string())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(format!(
+            "a chunked body, which this client does not read: {head}"
+        ));
+    }
+    Ok((status, body.to_string()))
 }
 
 /// The value of the series `series` (its name and labels as the text shows them, e.g.

@@ -4,7 +4,7 @@
 use vigil_bpf_kprobes::abi;
 
 use super::api_side::Loop;
-use crate::metrics::{render, MetricsView, ProgramRuns};
+use crate::metrics::{label, render, MetricsView, ProgramRuns};
 
 /// The drop counter slots by name (`abi::EVENT_*`); the others are counted as `other`.
 fn drop_kind(slot: usize) -> &'static str {
@@ -21,18 +21,18 @@ fn drop_kind(slot: usize) -> &'static str {
 impl Loop<'_> {
     /// The text of a scrape.
     pub fn metrics(&self) -> String {
-        let label = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let online = aya::util::online_cpus().unwrap_or_default();
         let mut drops = Vec::new();
         for (cpu, slots) in self.sensor.drops_by_cpu().iter().enumerate() {
             for (slot, n) in slots.iter().enumerate() {
-                // Every CPU's exec, fork and exit series exist from the start, so a rate over
-                // them is defined before the first drop; other kinds appear when they drop.
-                if *n > 0
-                    || matches!(
-                        slot as u32,
-                        abi::EVENT_EXEC | abi::EVENT_FORK | abi::EVENT_EXIT
-                    )
-                {
+                // Every online CPU's exec, fork and exit series exist from the start, so a rate
+                // over them is defined before the first drop; other kinds (and CPUs) appear
+                // when they drop.
+                let lifecycle = matches!(
+                    slot as u32,
+                    abi::EVENT_EXEC | abi::EVENT_FORK | abi::EVENT_EXIT
+                );
+                if *n > 0 || (lifecycle && online.contains(&(cpu as u32))) {
                     drops.push((
                         vec![
                             label("kind", drop_kind(slot)),
@@ -88,16 +88,21 @@ impl Loop<'_> {
             })
             .collect();
         let mut policies: Vec<(String, u64)> = Vec::new();
-        let mut policy_bytes = Vec::new();
+        // By name, over the policies that run (a name may come from a file and the API both).
+        let mut bytes: std::collections::BTreeMap<String, u64> = Default::default();
         for p in self.policies.as_ref().map(|p| p.list()).unwrap_or_default() {
             match policies.iter_mut().find(|(s, _)| s == p.state) {
                 Some((_, n)) => *n += 1,
                 None => policies.push((p.state.to_string(), 1)),
             }
-            if !p.name.is_empty() {
-                policy_bytes.push((vec![label("policy", &p.name)], p.kernel_bytes));
+            if p.state == "enabled" && !p.name.is_empty() {
+                *bytes.entry(p.name).or_default() += p.kernel_bytes;
             }
         }
+        let policy_bytes = bytes
+            .into_iter()
+            .map(|(name, n)| (vec![label("policy", &name)], n))
+            .collect();
         let programs = self
             .sensor
             .program_runs()

@@ -48,7 +48,7 @@ use crate::{
         pins::{self, PinDir, Retired},
         Handover, LoadError, LoadOptions, LoadedObject, ProgramNeed,
     },
-    metrics::{next_scrape, MetricsEndpoint},
+    metrics::MetricsEndpoint,
     output::{self, Format},
     policies::scopes::ScopeSource,
     policies::PolicyTable,
@@ -186,15 +186,18 @@ struct Started {
     api: Option<Api>,
     ring_bytes: u32,
     metrics: Option<MetricsEndpoint>,
+    /// Where the metrics endpoint should be, while it could not be bound.
+    metrics_address: Option<std::net::SocketAddr>,
     /// Holds the kernel's BPF statistics on (they go off when it closes).
     bpf_stats: Option<std::os::fd::OwnedFd>,
 }
 
-/// Serves the metrics endpoint on `address`; an address taken (another agent, another exporter)
-/// costs the endpoint, never the agent's start.
-async fn serve_metrics(address: Option<std::net::SocketAddr>) -> Option<MetricsEndpoint> {
+/// Serves the metrics endpoint on `address`; an address taken (another agent during an
+/// upgrade, another exporter) costs the endpoint, never the agent's start, and the loop tries
+/// again every second (`quiet`: a failed retry is not logged again).
+fn serve_metrics(address: Option<std::net::SocketAddr>, quiet: bool) -> Option<MetricsEndpoint> {
     let address = address?;
-    match MetricsEndpoint::start(address).await {
+    match MetricsEndpoint::start(address) {
         Ok(m) => {
             log(format!(
                 "metrics served on http://{}/metrics (and /healthz, /readyz)",
@@ -203,9 +206,11 @@ async fn serve_metrics(address: Option<std::net::SocketAddr>) -> Option<MetricsE
             Some(m)
         }
         Err(e) => {
-            log(format!(
-                "cannot serve metrics on {address}: {e}; the agent runs without its metrics endpoint (--metrics-address to choose another)"
-            ));
+            if !quiet {
+                log(format!(
+                    "cannot serve metrics on {address}: {e}; the agent runs without its metrics endpoint and tries again every second (--metrics-address to choose another)"
+                ));
+            }
             None
         }
     }
@@ -232,7 +237,6 @@ fn enable_bpf_stats(wanted: bool) -> Option<std::os::fd::OwnedFd> {
 async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
     system::check_privileges()?;
     system::check_btf(&opts.btf)?;
-    let metrics = serve_metrics(opts.metrics).await;
     let bpf_stats = enable_bpf_stats(opts.bpf_stats);
     for line in system::mount_pseudo_filesystems()? {
         log(line);
@@ -376,6 +380,7 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
     } else {
         None
     };
+    let metrics = serve_metrics(opts.metrics, false);
     log(format!(
         "agent ready in {:.2} s: node {}, {} processes from /proc, cgroup hierarchy {}",
         clock.total(),
@@ -412,6 +417,7 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         api,
         ring_bytes: opts.ringbuf_bytes,
         metrics,
+        metrics_address: opts.metrics,
         bpf_stats,
     })
 }
@@ -504,6 +510,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         mut api,
         ring_bytes,
         mut metrics,
+        metrics_address,
         bpf_stats,
     } = start(opts, &mut clock).await?;
     let since = Instant::now();
@@ -537,10 +544,24 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 }
             }
             _ = tick.tick() => {
-                if let Some(m) = &metrics {
-                    m.turned();
-                }
                 drain(ring.get_mut(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
+                if let Some(m) = metrics.as_mut() {
+                    m.turned();
+                    m.answer(|| {
+                        api_side::Loop {
+                            policies: policies.as_mut(),
+                            sensor: &mut sensor,
+                            sinks: &sinks,
+                            stats: &stats,
+                            cache: &enricher.cache,
+                            since,
+                            ring_bytes,
+                            rate_limited: enricher.rate_limit.held_back,
+                            bpf_stats: bpf_stats.is_some(),
+                        }
+                        .metrics()
+                    });
+                }
                 sinks.release(&mut enricher.cache, &mut stats, Instant::now());
                 sinks.store.hand_off();
                 if let Some(p) = policies.as_mut() {
@@ -566,6 +587,12 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                     continue;
                 }
                 enricher.cache.expire(Instant::now());
+                if metrics.is_none() && metrics_address.is_some() {
+                    metrics = serve_metrics(metrics_address, true);
+                    if let Some(m) = &metrics {
+                        m.set_ready();
+                    }
+                }
                 if let Some(p) = policies.as_mut() {
                     p.rescan(&mut sensor)?;
                     p.refresh_inodes();
@@ -607,20 +634,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 };
                 at.answer(request);
             }
-            scrape = next_scrape(&mut metrics) => {
-                let at = api_side::Loop {
-                    policies: policies.as_mut(),
-                    sensor: &mut sensor,
-                    sinks: &sinks,
-                    stats: &stats,
-                    cache: &enricher.cache,
-                    since,
-                    ring_bytes,
-                    rate_limited: enricher.rate_limit.held_back,
-                    bpf_stats: bpf_stats.is_some(),
-                };
-                let _ = scrape.0.send(at.metrics());
-            }
+
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }

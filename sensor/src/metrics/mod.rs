@@ -1,10 +1,13 @@
 //! The agent's Prometheus endpoint: `/metrics` (the OpenMetrics text of the agent's counters),
 //! `/healthz` (the agent's loop turns) and `/readyz` (the agent finished its start).
 //!
-//! The counters live in the agent's loop, which owns them without locks; a scrape is a request
-//! the loop answers between two reads of the ring buffer (as an API call is), so what a scrape
-//! shows is exact at that moment and nothing on the event path pays for metrics. The server
-//! only serves: if it cannot bind its address the agent says so and runs without it.
+//! The counters live in the agent's loop, which owns them without locks. A scrape is a request
+//! queued to the loop, which answers every waiting scrape from one rendering on its next tick,
+//! so what a scrape shows is at most a tick old, the loop renders at most once a tick however
+//! many clients ask, and nothing on the event path pays for metrics. The HTTP server runs on a
+//! thread and runtime of its own with a cap on connections and short deadlines, so a local
+//! user's slow or numerous connections cost neither the loop's time nor its descriptors. If the
+//! address cannot be bound, the agent says so, runs without the endpoint and tries again.
 
 use std::{
     net::SocketAddr,
@@ -16,31 +19,43 @@ use std::{
 };
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
-use tokio::sync::{mpsc, oneshot};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 mod render;
-pub use render::{render, MetricsView, ProgramRuns};
+pub use render::{label, render, MetricsView, ProgramRuns};
 
 /// Tetragon's metrics address, where users' scrapers already look.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:2112";
 /// How long a scrape waits for the loop before it fails: a loop that cannot answer in this time
-/// is wedged, which `/healthz` says too.
+/// is wedged.
 const SCRAPE_WAIT: Duration = Duration::from_secs(5);
 /// A loop that has not turned for this long is reported unhealthy.
 const STALL: Duration = Duration::from_secs(10);
-/// Scrapes waiting for the loop before a scraper waits for room.
-const QUEUED_SCRAPES: usize = 8;
+/// Scrapes waiting for the loop's next tick; more wait for room (and their deadline).
+const QUEUED_SCRAPES: usize = 4;
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 16;
+/// A request's head must arrive within this, and a connection ends within [`CONNECTION_LIFE`].
+const HEADER_WAIT: Duration = Duration::from_secs(5);
+const CONNECTION_LIFE: Duration = Duration::from_secs(15);
+/// The most bytes read of a request (a scrape's request is a line and a few headers).
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
 /// A scrape waiting for the loop's counters, rendered.
-pub struct Scrape(pub oneshot::Sender<String>);
+pub struct Scrape(pub oneshot::Sender<Arc<str>>);
 
-/// The loop's side: its heartbeat and readiness, and the scrapes to answer.
+/// The loop's side: its heartbeat and readiness, and the scrapes to answer. Dropping it stops
+/// the server and frees the address.
 pub struct MetricsEndpoint {
     /// The address served (the port the kernel chose, where 0 was asked).
     pub address: SocketAddr,
-    /// Scrapes to answer.
-    pub scrapes: mpsc::Receiver<Scrape>,
+    scrapes: mpsc::Receiver<Scrape>,
     shared: Arc<Shared>,
+    _stop: oneshot::Sender<()>,
 }
 
 struct Shared {
@@ -57,9 +72,10 @@ struct Served {
 }
 
 impl MetricsEndpoint {
-    /// Binds `address` and serves the endpoint on the runtime.
-    pub async fn start(address: SocketAddr) -> std::io::Result<MetricsEndpoint> {
-        let listener = tokio::net::TcpListener::bind(address).await?;
+    /// Binds `address` and serves the endpoint on a thread of its own.
+    pub fn start(address: SocketAddr) -> std::io::Result<MetricsEndpoint> {
+        let listener = std::net::TcpListener::bind(address)?;
+        listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let shared = Arc::new(Shared {
             started: Instant::now(),
@@ -75,15 +91,32 @@ impl MetricsEndpoint {
                 shared: shared.clone(),
                 scrapes: tx,
             });
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                crate::agent::log(format!("the metrics endpoint stopped: {e}"));
-            }
-        });
+        let (stop_tx, stop) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("vigil-metrics".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            crate::agent::log(format!("the metrics endpoint stopped: {e}"));
+                            return;
+                        }
+                    };
+                    tokio::select! {
+                        _ = accept_loop(listener, app) => {}
+                        _ = stop => {}
+                    }
+                })
+            })?;
         Ok(MetricsEndpoint {
             address,
             scrapes,
             shared,
+            _stop: stop_tx,
         })
     }
 
@@ -97,6 +130,58 @@ impl MetricsEndpoint {
     pub fn set_ready(&self) {
         self.turned();
         self.shared.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Answers every scrape waiting with one rendering by `render` (not called when no client
+    /// still waits).
+    pub fn answer(&mut self, render: impl FnOnce() -> String) {
+        let mut waiting = Vec::new();
+        while let Ok(s) = self.scrapes.try_recv() {
+            if !s.0.is_closed() {
+                waiting.push(s);
+            }
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        let text: Arc<str> = render().into();
+        for s in waiting {
+            let _ = s.0.send(text.clone());
+        }
+    }
+}
+
+/// Serves connections, at most [`MAX_CONNECTIONS`] at once, each with its deadlines.
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut turned_away = 0u64;
+    loop {
+        let (tcp, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => {
+                // Out of descriptors or memory for a moment: the next accept may succeed.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            turned_away += 1;
+            if turned_away.is_power_of_two() {
+                crate::agent::log(format!("metrics: {MAX_CONNECTIONS} connections are open: {turned_away} connections closed at once so far (the last from {from})"));
+            }
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_WAIT)
+                .keep_alive(false)
+                .max_buf_size(MAX_REQUEST_BYTES);
+            let connection = http.serve_connection(TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFE, connection).await;
+            drop(slot);
+        });
     }
 }
 
@@ -117,7 +202,7 @@ async fn metrics(State(s): State<Served>) -> impl IntoResponse {
                 axum::http::header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
-            text,
+            text.to_string(),
         )
             .into_response(),
         None => (
@@ -131,9 +216,8 @@ async fn metrics(State(s): State<Served>) -> impl IntoResponse {
 async fn healthz(State(s): State<Served>) -> impl IntoResponse {
     let now = s.shared.started.elapsed().as_millis() as u64;
     let last = s.shared.last_turn_ms.load(Ordering::Relaxed);
-    let ready = s.shared.ready.load(Ordering::Relaxed);
     let stalled = now.saturating_sub(last);
-    if ready && stalled > STALL.as_millis() as u64 {
+    if s.shared.ready.load(Ordering::Relaxed) && stalled > STALL.as_millis() as u64 {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -151,16 +235,5 @@ async fn readyz(State(s): State<Served>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
-    }
-}
-
-/// The next scrape to answer; never, without an endpoint.
-pub async fn next_scrape(endpoint: &mut Option<MetricsEndpoint>) -> Scrape {
-    match endpoint.as_mut() {
-        Some(m) => match m.scrapes.recv().await {
-            Some(s) => s,
-            None => std::future::pending().await,
-        },
-        None => std::future::pending().await,
     }
 }

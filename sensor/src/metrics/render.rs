@@ -128,8 +128,20 @@ fn gauge(r: &mut Registry, name: &str, help: &str, v: u64) {
     r.register(name, help, g);
 }
 
-fn label(k: &str, v: &str) -> (String, String) {
-    (k.to_string(), v.to_string())
+/// A label pair, its value escaped as the text format wants (`\\`, `\"`, `\n`): the encoder
+/// writes values as they are, and a policy name or a rule title with a quote or a line break
+/// would otherwise make Prometheus refuse the whole scrape or read lines of its own.
+pub fn label(k: &str, v: &str) -> (String, String) {
+    let mut escaped = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    (k.to_string(), escaped)
 }
 
 /// The text of a scrape.
@@ -300,6 +312,30 @@ pub fn render(v: &MetricsView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_cannot_break_the_text() {
+        let v = MetricsView {
+            alerts: vec![(
+                vec![
+                    label("rule", "a \"quoted\" \\ title\nvigil_fake_total 1"),
+                    label("level", "high"),
+                ],
+                1,
+            )],
+            ..Default::default()
+        };
+        let text = render(&v);
+        assert!(
+            text.lines().any(|l| l
+                == r#"vigil_sigma_alerts_total{rule="a \"quoted\" \\ title\nvigil_fake_total 1",level="high"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("vigil_fake_total")),
+            "{text}"
+        );
+    }
 
     #[test]
     fn counters_are_named_by_convention_and_labelled() {
