@@ -23,6 +23,8 @@ pub struct ProcessCache {
     retiring: VecDeque<(Instant, ExecId)>,
     grace: Duration,
     evictions: u64,
+    hits: u64,
+    misses: u64,
 }
 
 impl ProcessCache {
@@ -34,6 +36,8 @@ impl ProcessCache {
             retiring: VecDeque::new(),
             grace,
             evictions: 0,
+            hits: 0,
+            misses: 0,
         }
     }
 
@@ -59,13 +63,25 @@ impl ProcessCache {
 
     /// The current execution of `pid`.
     pub fn by_pid(&mut self, pid: u32) -> Option<Arc<Process>> {
-        let id = self.live.get(&pid)?;
-        self.entries.get(id).cloned()
+        let found = self
+            .live
+            .get(&pid)
+            .and_then(|id| self.entries.get(id).cloned());
+        self.count(found)
     }
 
     /// An execution by id (live or within its grace period).
     pub fn get(&mut self, id: &ExecId) -> Option<Arc<Process>> {
-        self.entries.get(id).cloned()
+        let found = self.entries.get(id).cloned();
+        self.count(found)
+    }
+
+    fn count(&mut self, found: Option<Arc<Process>>) -> Option<Arc<Process>> {
+        match found {
+            Some(_) => self.hits += 1,
+            None => self.misses += 1,
+        }
+        found
     }
 
     /// Ends the current execution of `pid` and returns it, no longer referenced as running
@@ -114,14 +130,19 @@ impl ProcessCache {
     /// The ancestors of `p` above its parent, nearest first, up to `max`.
     pub fn ancestors(&mut self, p: &Process, max: usize) -> Vec<Arc<Process>> {
         let mut out = Vec::new();
+        // Not counted as lookups: a walk ends at the first execution the cache never had (the
+        // oldest ancestor's parent), which is no miss.
         let mut next = self
+            .entries
             .get(&p.parent_exec_id)
             .map(|parent| parent.parent_exec_id.clone());
         while let Some(id) = next.take() {
             if out.len() >= max {
                 break;
             }
-            let Some(a) = self.get(&id) else { break };
+            let Some(a) = self.entries.get(&id).cloned() else {
+                break;
+            };
             next = Some(a.parent_exec_id.clone()).filter(|n| *n != id);
             out.push(a);
         }
@@ -136,6 +157,11 @@ impl ProcessCache {
     /// Live executions pushed out by the capacity bound since start.
     pub fn evictions(&self) -> u64 {
         self.evictions
+    }
+
+    /// Lookups by pid or exec id that found the execution, and those that did not.
+    pub fn lookups(&self) -> (u64, u64) {
+        (self.hits, self.misses)
     }
 }
 

@@ -111,6 +111,11 @@ fn scrapes_during_an_exec_storm_agree_with_the_events_delivered() {
         count(&after, "vigil_ringbuf_records_total") >= execs + exits,
         "{after}"
     );
+    // Each exec's parent and each exit's execution were looked up, and found.
+    assert!(
+        count(&after, "vigil_process_cache_lookups_total{result=\"hit\"}") >= execs,
+        "{after}"
+    );
     // Every CPU's exec drops are a series from the start; none was dropped here.
     assert_eq!(
         metric(&after, "vigil_ringbuf_drops_total{kind=\"exec\",cpu=\"0\"}"),

@@ -127,6 +127,9 @@ impl Loop<'_> {
             rate_limited: self.rate_limited,
             cache_size: self.cache.len() as u64,
             cache_evictions: self.cache.evictions(),
+            cache_hits: self.cache.lookups().0,
+            cache_misses: self.cache.lookups().1,
+            sigma_evaluations: self.stats.sigma_evaluations,
             actions,
             sigma_rules: self
                 .sinks

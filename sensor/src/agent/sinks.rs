@@ -77,6 +77,7 @@ impl Sinks {
     /// Hands an event to the outputs, then its Sigma alerts.
     fn publish(&mut self, event: vigil_events::Event, stats: &mut AgentStats) {
         let alerts = self.detector.as_ref().map(|d| d.alerts(&event));
+        stats.sigma_evaluations += u64::from(alerts.is_some());
         stats.events_by_kind[event.kind_index()] += 1;
         self.emit(event);
         stats.events += 1;

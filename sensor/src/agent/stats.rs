@@ -13,6 +13,9 @@ pub struct AgentStats {
     pub decode_errors: u64,
     /// Sigma alerts raised.
     pub alerts: u64,
+    /// Events the Sigma rules were evaluated on.
+    #[serde(skip)]
+    pub sigma_evaluations: u64,
     /// Events published, by kind (in the order of `Event::KINDS`), for the metrics.
     #[serde(skip)]
     pub events_by_kind: [u64; vigil_events::Event::KINDS.len()],

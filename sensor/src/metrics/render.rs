@@ -83,13 +83,17 @@ pub struct MetricsView {
     pub hooks_not_run: u64,
     /// Reports a `rateLimit` held back.
     pub rate_limited: u64,
-    /// Process cache: entries, and live executions evicted.
+    /// Process cache: entries, live executions evicted, lookups that found their execution
+    /// and those that did not.
     pub cache_size: u64,
     pub cache_evictions: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
     /// Per policy, hook, selector, action and outcome: how many times it acted.
     pub actions: Vec<(Labels, u64)>,
-    /// Sigma: rules loaded, and alerts by rule and level.
+    /// Sigma: rules loaded, events evaluated, and alerts by rule and level.
     pub sigma_rules: Option<u64>,
+    pub sigma_evaluations: u64,
     pub alerts: Vec<(Labels, u64)>,
     /// Per sink, its counters by name (`delivered`, `retries`, ...).
     pub sinks: Vec<(String, Vec<(String, u64)>)>,
@@ -242,9 +246,24 @@ pub fn render(v: &MetricsView) -> String {
         "Live executions evicted by the cache's capacity",
         v.cache_evictions,
     );
+    counter_family(
+        &mut r,
+        "vigil_process_cache_lookups",
+        "Process cache lookups by pid or exec id, by result (hit: the execution was there)",
+        [
+            (vec![label("result", "hit")], v.cache_hits),
+            (vec![label("result", "miss")], v.cache_misses),
+        ],
+    );
     if let Some(n) = v.sigma_rules {
         gauge(&mut r, "vigil_sigma_rules_loaded", "Sigma rules loaded", n);
     }
+    counter(
+        &mut r,
+        "vigil_sigma_evaluations",
+        "Events the Sigma rules were evaluated on",
+        v.sigma_evaluations,
+    );
     counter_family(
         &mut r,
         "vigil_sigma_alerts",
