@@ -274,3 +274,42 @@ fn the_chart_s_readme_names_every_value() {
         "values the chart's README does not name: {missing:?}"
     );
 }
+
+#[test]
+fn the_probes_and_the_port_are_where_the_agent_serves_its_metrics() {
+    for values in value_sets() {
+        let objects = render(&values);
+        let flags = agent_flags(&objects);
+        let at = flags
+            .iter()
+            .position(|f| f == "--metrics-address")
+            .unwrap_or_else(|| panic!("{values:?}: no --metrics-address in {flags:?}"));
+        let address = &flags[at + 1];
+        // The pod's own address: the kubelet's probes and the scraper come from outside it.
+        let port = address
+            .strip_prefix("0.0.0.0:")
+            .unwrap_or_else(|| panic!("{values:?}: {address} is not the pod's address"));
+        let ds = objects.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
+        let agent = &ds["spec"]["template"]["spec"]["containers"][0];
+        let declared = agent["ports"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "metrics"))
+            .unwrap_or_else(|| panic!("{values:?}: no metrics port"));
+        assert_eq!(
+            declared["containerPort"].as_u64().map(|p| p.to_string()),
+            Some(port.to_string()),
+            "{values:?}"
+        );
+        for (probe, path) in [
+            ("startupProbe", "/readyz"),
+            ("readinessProbe", "/readyz"),
+            ("livenessProbe", "/healthz"),
+        ] {
+            assert_eq!(agent[probe]["httpGet"]["path"], path, "{values:?}: {probe}");
+            assert_eq!(
+                agent[probe]["httpGet"]["port"], "metrics",
+                "{values:?}: {probe}"
+            );
+        }
+    }
+}
