@@ -348,3 +348,40 @@ fn idle_connections_cost_neither_the_events_nor_the_endpoint_for_long() {
     drop(held);
     drop(agent.stop());
 }
+
+#[test]
+fn a_refused_policy_is_a_load_error_and_the_others_run() {
+    require_root();
+    let dir = vigil_tests::TempDir::new("metrics-policies");
+    std::fs::copy(
+        vigil_tests::rules_dir().join("observe-secret-reads.yaml"),
+        dir.path().join("observe-secret-reads.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: broken\nspec:\n  kprobes:\n  - call: sys_write\n    syscall: true\n    args:\n    - index: 0\n      type: no-such-type\n",
+    )
+    .unwrap();
+    let agent = Agent::start(&["--policy-dir", dir.path().to_str().unwrap()]);
+    let text = scrape(&agent.metrics_address());
+    drop(agent.stop());
+    assert_eq!(count(&text, "vigil_policy_load_errors_total"), 1, "{text}");
+    assert_eq!(
+        count(&text, "vigil_policies{state=\"refused\"}"),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        count(&text, "vigil_policies{state=\"enabled\"}"),
+        1,
+        "{text}"
+    );
+    assert!(
+        count(
+            &text,
+            "vigil_policy_kernel_memory_bytes{policy=\"observe-secret-reads\"}"
+        ) > 0,
+        "{text}"
+    );
+}

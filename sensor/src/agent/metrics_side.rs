@@ -140,6 +140,7 @@ impl Loop<'_> {
             sinks,
             policies,
             policy_bytes,
+            policy_load_errors: self.policies.as_ref().map_or(0, |p| p.load_errors),
             programs,
             uptime: self.since.elapsed(),
         })

@@ -101,6 +101,8 @@ pub struct MetricsView {
     pub policies: Vec<(String, u64)>,
     /// Per policy, the kernel map entries it holds, in bytes.
     pub policy_bytes: Vec<(Labels, u64)>,
+    /// Policies refused since the start.
+    pub policy_load_errors: u64,
     /// The kernel's run counts and times of the agent's programs (empty while bpf_stats is off).
     pub programs: Vec<ProgramRuns>,
     /// Seconds since the agent started.
@@ -221,6 +223,12 @@ pub fn render(v: &MetricsView) -> String {
         "vigil_policies",
         "Policies known to the agent, by state (a refused one is a policy load error)",
         policies,
+    );
+    counter(
+        &mut r,
+        "vigil_policy_load_errors",
+        "Policies refused since the start: a file, an API request or a cluster object that did not validate, plan or load",
+        v.policy_load_errors,
     );
     let bytes = Family::<Labels, Gauge>::default();
     for (labels, n) in &v.policy_bytes {

@@ -80,7 +80,10 @@ impl PolicyManager {
             .prepare_text("AddPolicy request", yaml, None, &self.overrides);
         let name = match &checked.prepared {
             Ok(p) => p.name().to_string(),
-            Err(e) => return Err(PolicyOpError::Invalid(e.to_string())),
+            Err(e) => {
+                self.load_errors += 1;
+                return Err(PolicyOpError::Invalid(e.to_string()));
+            }
         };
         if !file_safe(&name) {
             return Err(PolicyOpError::Invalid(format!(

@@ -101,6 +101,9 @@ pub struct PolicyManager {
     /// Where the API's changes are kept (none: they last until the agent stops).
     state: Option<PolicyState>,
     overrides: Overrides,
+    /// Policies refused since the start (a file, an API request or a cluster object that did
+    /// not validate, plan or load), for the metrics.
+    pub load_errors: u64,
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -319,8 +322,11 @@ impl PolicyManager {
             },
             Err(e) => (None, Err(e.to_string())),
         };
-        if let (Err(reason), true) = (&outcome, log_refusal) {
-            refused(previous.as_deref(), reason);
+        if let Err(reason) = &outcome {
+            self.load_errors += 1;
+            if log_refusal {
+                refused(previous.as_deref(), reason);
+            }
         }
         match (policy, &outcome) {
             (Some((name, kept)), _) => self.track(path, st, Some(name), kept),

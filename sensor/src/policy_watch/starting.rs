@@ -211,6 +211,7 @@ impl StartingPolicies {
             attached: false,
             state: self.state,
             overrides: self.overrides,
+            load_errors: 0,
         };
         if let Some(src) = pods {
             m.table.scopes.set_source(src);
