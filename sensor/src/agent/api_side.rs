@@ -39,6 +39,30 @@ pub(super) struct Loop<'a> {
     pub bpf_stats: bool,
 }
 
+impl Loop<'_> {
+    /// Each sink's counters by name, as the exporters report them (numbers only), for the
+    /// health answer and for the metrics page.
+    pub(super) fn sink_counters(
+        &self,
+    ) -> impl Iterator<Item = (String, impl Iterator<Item = (String, u64)>)> {
+        let stats = self.sinks.exporters.as_ref().map(|e| e.stats());
+        let sinks = match stats {
+            Some(serde_json::Value::Object(m)) => m,
+            _ => Default::default(),
+        };
+        sinks.into_iter().map(|(sink, counters)| {
+            let counters = match counters {
+                serde_json::Value::Object(m) => m,
+                _ => Default::default(),
+            };
+            let numbers = counters
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.as_u64()?)));
+            (sink, numbers)
+        })
+    }
+}
+
 fn no_policies() -> PolicyOpError {
     PolicyOpError::State("the agent runs without its policy table".into())
 }
@@ -115,23 +139,10 @@ impl Loop<'_> {
             ));
         }
         let exporters = self
-            .sinks
-            .exporters
-            .as_ref()
-            .map(|e| e.stats())
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default()
-            .into_iter()
+            .sink_counters()
             .map(|(name, counters)| v1::Exporter {
                 name,
-                counters: counters
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                counters: counters.collect(),
             })
             .collect();
         let file_open = match &self.policies {

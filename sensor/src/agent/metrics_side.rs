@@ -68,24 +68,8 @@ impl Loop<'_> {
             .map(|((rule, level), n)| (vec![label("rule", rule), label("level", level)], *n))
             .collect();
         let sinks = self
-            .sinks
-            .exporters
-            .as_ref()
-            .map(|e| e.stats())
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(sink, counters)| {
-                let counters = counters
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (sink, counters)
-            })
+            .sink_counters()
+            .map(|(sink, counters)| (sink, counters.collect()))
             .collect();
         let mut policies: Vec<(String, u64)> = Vec::new();
         // By name, over the policies that run (a name may come from a file and the API both).

@@ -528,6 +528,23 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let mut ticks = 0u32;
     let mut reported_drops = DropStats::default();
     let mut reported_misses = 0;
+    // What a scrape and an API request may read and change, borrowed afresh for each (a macro,
+    // since the borrows must end before the loop reads the ring buffer again).
+    macro_rules! loop_view {
+        () => {
+            api_side::Loop {
+                policies: policies.as_mut(),
+                sensor: &mut sensor,
+                sinks: &sinks,
+                stats: &stats,
+                cache: &enricher.cache,
+                since,
+                ring_bytes,
+                rate_limited: enricher.rate_limit.held_back,
+                bpf_stats: bpf_stats.is_some(),
+            }
+        };
+    }
 
     loop {
         tokio::select! {
@@ -548,18 +565,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 if let Some(m) = metrics.as_mut() {
                     m.turned();
                     m.answer(|| {
-                        api_side::Loop {
-                            policies: policies.as_mut(),
-                            sensor: &mut sensor,
-                            sinks: &sinks,
-                            stats: &stats,
-                            cache: &enricher.cache,
-                            since,
-                            ring_bytes,
-                            rate_limited: enricher.rate_limit.held_back,
-                            bpf_stats: bpf_stats.is_some(),
-                        }
-                        .metrics()
+                        loop_view!().metrics()
                     });
                 }
                 sinks.release(&mut enricher.cache, &mut stats, Instant::now());
@@ -621,18 +627,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 }
             }
             request = api_side::next_request(&mut api) => {
-                let mut at = api_side::Loop {
-                    policies: policies.as_mut(),
-                    sensor: &mut sensor,
-                    sinks: &sinks,
-                    stats: &stats,
-                    cache: &enricher.cache,
-                    since,
-                    ring_bytes,
-                    rate_limited: enricher.rate_limit.held_back,
-                    bpf_stats: bpf_stats.is_some(),
-                };
-                at.answer(request);
+                loop_view!().answer(request);
             }
 
             _ = sigint.recv() => break,
