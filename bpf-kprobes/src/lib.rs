@@ -6,8 +6,9 @@
 //! generic hooks of policies on kprobes, kretprobes and system call entries, and
 //! `sock_hooks.bpf.c` what stands for the socket functions; `probe.bpf.c` holds one trivial
 //! program per program kind and helper, which `vigil probe` loads to learn what the running
-//! kernel allows. `build.rs` compiles them with clang-19, links the agent's families into one
-//! object, and this crate embeds the objects ([`VIGIL_OBJ`], [`PROBE_OBJ`]).
+//! kernel allows, and `floor.bpf.c` programs that do nothing, the benchmark's floor.
+//! `build.rs` compiles them with clang-19, links the agent's families into one object, and this
+//! crate embeds the objects ([`VIGIL_OBJ`], [`PROBE_OBJ`], [`FLOOR_OBJ`]).
 //!
 //! [`abi`] mirrors `src/bpf/include/vigil_events.h` as `#[repr(C)]` types and decodes ring
 //! buffer records into them ([`abi::Record`]); its tests compare every size and offset with the
@@ -41,3 +42,7 @@ pub const VIGIL_OBJ: &[u8] = embed_object!("vigil");
 
 /// One program per program kind and helper, for the kernel capability probe.
 pub const PROBE_OBJ: &[u8] = embed_object!("probe");
+
+/// Programs that do nothing (a tracepoint and a raw tracepoint one), which the benchmark
+/// attaches where the agent's programs attach to measure the kernel's own cost of a hook.
+pub const FLOOR_OBJ: &[u8] = embed_object!("floor");

@@ -20,6 +20,7 @@ pub mod api_client;
 pub mod certs;
 pub mod dns;
 pub mod fixtures;
+pub mod floor;
 pub mod kernels;
 pub mod kube_api;
 pub mod measure;

@@ -6,9 +6,11 @@
 //!   script feels): without the agent, with it, and the ratio;
 //! - exec storm (4 parallel spawners): rate without and with the agent, and the agent's own CPU
 //!   per exec and its record throughput per CPU-second;
-//! - the file, write, read, TCP and DNS paths with the shipped policies loaded;
+//! - the file, write, getppid, read, TCP and DNS paths with the shipped policies loaded, each
+//!   also at the floor: programs that do nothing, attached where the agent's programs are;
 //! - start-up (to the "agent ready" line) and stop (SIGTERM to exit), with no policy and with
-//!   the shipped library and Sigma rules (alone: `vigil-bench --start-stop`).
+//!   the shipped library and Sigma rules (alone: `vigil-bench --start-stop`; the hot paths
+//!   alone: `vigil-bench --hot-paths`).
 //!
 //! Rounds without and with the agent alternate (4 without, 3 with) and the table shows medians
 //! and every round, so drift of the machine shows up as spread rather than as agent cost.
@@ -48,13 +50,9 @@ const OPENS: usize = 200_000;
 /// write()s per measurement.
 const WRITES: usize = 200_000;
 
-/// open()+close() per second of `path`, measured in a child process started now (so that,
-/// with the agent running, it is a process the agent saw exec, as nearly all are).
-fn open_close_rate(path: &str) -> f64 {
-    child_rate("--open-loop", path)
-}
-
-/// Operations per second of the child loop `mode` on `path`.
+/// Operations per second of the child loop `mode` on `path`, measured in a child process
+/// started now (so that, with the agent running, it is a process the agent saw exec, as nearly
+/// all are).
 fn child_rate(mode: &str, path: &str) -> f64 {
     let exe = std::env::current_exe().expect("current_exe");
     let out = Command::new(exe)
@@ -72,7 +70,7 @@ fn child_rate(mode: &str, path: &str) -> f64 {
         .expect("a rate")
 }
 
-/// The child side of [`open_close_rate`].
+/// The child side of the open benchmark: open()+close() of `path`.
 fn open_loop(path: &str) {
     let start = Instant::now();
     for _ in 0..OPENS {
@@ -88,7 +86,8 @@ fn write_loop(path: &str) {
     let block = [b'x'; 64];
     let start = Instant::now();
     for i in 0..WRITES {
-        if i % 4096 == 0 {
+        // A file is kept small; /dev/null cannot be truncated.
+        if i % 4096 == 0 && path != "/dev/null" {
             f.set_len(0).expect("truncate");
         }
         f.write_all(&block).expect("write");
@@ -158,8 +157,50 @@ fn dns_loop(addr: &str) {
     println!("{}", LOOKUPS as f64 / start.elapsed().as_secs_f64());
 }
 
-/// Rates of opening a file no policy matches and `/etc/passwd` (which the shipped deny policy
-/// names, by a binary it does not name), without and with the agent and its shipped policies.
+/// getppid()s per measurement: a system call no policy names, which still takes the kernel's
+/// traced path once any system call tracepoint is on.
+const GETPPIDS: usize = 1_000_000;
+
+/// The child side of the getppid benchmark.
+fn getppid_loop() {
+    let start = Instant::now();
+    for _ in 0..GETPPIDS {
+        // SAFETY: getppid has no preconditions.
+        std::hint::black_box(unsafe { libc::getppid() });
+    }
+    println!("{}", GETPPIDS as f64 / start.elapsed().as_secs_f64());
+}
+
+/// One hot path: what the row says, and the child loop that measures it.
+struct HotPath {
+    what: String,
+    mode: &'static str,
+    arg: String,
+    base: Vec<f64>,
+    floor: Vec<f64>,
+    with: Vec<f64>,
+}
+
+impl HotPath {
+    fn new(what: String, mode: &'static str, arg: &str) -> HotPath {
+        HotPath {
+            what,
+            mode,
+            arg: arg.to_string(),
+            base: vec![],
+            floor: vec![],
+            with: vec![],
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        child_rate(self.mode, &self.arg)
+    }
+}
+
+/// The hot paths with the shipped policies loaded: without the agent, at the floor (programs
+/// that do nothing, attached where the agent's are: `vigil_tests::floor`) and with the agent,
+/// rounds alternating.
 fn open_rows() {
     let scratch = vigil_tests::TempDir::new("bench-open");
     let plain = scratch.path().join("plain.txt");
@@ -167,66 +208,59 @@ fn open_rows() {
     let plain = plain.to_str().unwrap().to_string();
     let written = scratch.path().join("written.txt");
     let written = written.to_str().unwrap().to_string();
-    let (mut base_plain, mut base_passwd, mut with_plain, mut with_passwd) =
-        (vec![], vec![], vec![], vec![]);
-    let (mut base_write, mut with_write) = (vec![], vec![]);
-    let (mut base_read, mut with_read) = (vec![], vec![]);
-    let (mut base_tcp, mut with_tcp) = (vec![], vec![]);
-    let (mut base_dns, mut with_dns) = (vec![], vec![]);
     let resolver = vigil_tests::dns::TestResolver::start("127.0.0.1:53", &[]);
     let resolver_addr = resolver.addr().to_string();
+    let mut paths = [
+        HotPath::new(format!("open()+close() of a file no policy matches, {OPENS} times"), "--open-loop", &plain),
+        HotPath::new(format!("open()+close() of `/etc/passwd` by a binary the deny policy does not name, {OPENS} times"), "--open-loop", "/etc/passwd"),
+        HotPath::new(format!("64-byte write() to a file outside the watched directories, {WRITES} times"), "--write-loop", &written),
+        HotPath::new(format!("64-byte write() to `/dev/null`, {WRITES} times"), "--write-loop", "/dev/null"),
+        HotPath::new(format!("getppid(), {GETPPIDS} times"), "--getppid-loop", ""),
+        HotPath::new(format!("64-byte read() from a file, {WRITES} times (socket receives are watched for DNS answers)"), "--read-loop", &written),
+        HotPath::new(format!("TCP connect + close on loopback (the shipped TCP policy's hooks run, its in-kernel filter drops them), {CONNECTS} times"), "--tcp-loop", "127.0.0.1:0"),
+        HotPath::new(format!("DNS lookup (query sent, NXDOMAIN received) on a connected UDP socket to a resolver on 127.0.0.1:53, {LOOKUPS} times: observe-dns reports both"), "--dns-loop", &resolver_addr),
+    ];
+    let dir = vigil_tests::rules_dir();
+    let library = ["--policy-dir", dir.to_str().unwrap()];
+    let points = {
+        let agent = Agent::start(&library);
+        let points = vigil_tests::floor::attach_points(agent.pid());
+        agent.stop();
+        points
+    };
     for round in 0..=ROUNDS {
-        base_plain.push(open_close_rate(&plain));
-        base_passwd.push(open_close_rate("/etc/passwd"));
-        base_write.push(child_rate("--write-loop", &written));
-        base_read.push(child_rate("--read-loop", &written));
-        base_tcp.push(child_rate("--tcp-loop", "127.0.0.1:0"));
-        base_dns.push(child_rate("--dns-loop", &resolver_addr));
+        paths.iter_mut().for_each(|p| p.base.push(p.rate()));
         if round < ROUNDS {
-            let dir = vigil_tests::rules_dir();
-            let agent = Agent::start(&["--policy-dir", dir.to_str().unwrap()]);
-            with_plain.push(open_close_rate(&plain));
-            with_passwd.push(open_close_rate("/etc/passwd"));
-            with_write.push(child_rate("--write-loop", &written));
-            with_read.push(child_rate("--read-loop", &written));
-            with_tcp.push(child_rate("--tcp-loop", "127.0.0.1:0"));
-            with_dns.push(child_rate("--dns-loop", &resolver_addr));
+            let floor = vigil_tests::floor::Floor::attach(&points);
+            paths.iter_mut().for_each(|p| p.floor.push(p.rate()));
+            drop(floor);
+            let agent = Agent::start(&library);
+            paths.iter_mut().for_each(|p| p.with.push(p.rate()));
             agent.stop();
         }
     }
-    rate_row(
-        &format!("TCP connect + close on loopback (the shipped TCP policy's hooks run, its in-kernel filter drops them), {CONNECTS} times"),
-        &base_tcp,
-        &with_tcp,
-    );
-    rate_row(
-        &format!("DNS lookup (query sent, NXDOMAIN received) on a connected UDP socket to a resolver on 127.0.0.1:53, {LOOKUPS} times: observe-dns reports both"),
-        &base_dns,
-        &with_dns,
-    );
     drop(resolver);
-    rate_row(
-        &format!("64-byte write() to a file outside the watched directories, {WRITES} times, shipped policies loaded"),
-        &base_write,
-        &with_write,
+    println!();
+    println!(
+        "| hot path, shipped policies (median of rounds) | without agent | floor: no-op programs at the agent's {} attach points | with agent | floor / without | with / without | with / floor |",
+        points.len()
     );
-    rate_row(
-        &format!("64-byte read() from a file, {WRITES} times, shipped policies loaded (socket receives are watched for DNS answers)"),
-        &base_read,
-        &with_read,
-    );
-    for (what, base, with) in [
-        ("a file no policy matches", &base_plain, &with_plain),
-        (
-            "`/etc/passwd` by a binary the deny policy does not name",
-            &base_passwd,
-            &with_passwd,
-        ),
-    ] {
-        rate_row(
-            &format!("open()+close() of {what}, {OPENS} times, shipped policies loaded"),
-            base,
-            with,
+    println!("|---|---|---|---|---|---|---|");
+    for p in &paths {
+        let (b, f, w) = (
+            median(p.base.clone()),
+            median(p.floor.clone()),
+            median(p.with.clone()),
+        );
+        println!(
+            "| {} | {b:.0}/s ({}) | {f:.0}/s ({}) | {w:.0}/s ({}) | {:.3} | {:.3} | {:.3} |",
+            p.what,
+            list(&p.base),
+            list(&p.floor),
+            list(&p.with),
+            f / b,
+            w / b,
+            w / f
         );
     }
 }
@@ -291,12 +325,18 @@ fn main() {
     if args.len() == 3 && args[1] == "--read-loop" {
         return read_loop(&args[2]);
     }
+    if args.len() == 3 && args[1] == "--getppid-loop" {
+        return getppid_loop();
+    }
     if args.len() == 3 && args[1] == "--dns-loop" {
         return dns_loop(&args[2]);
     }
     vigil_tests::require_root();
     if args.len() == 2 && args[1] == "--start-stop" {
         return start_stop_rows();
+    }
+    if args.len() == 2 && args[1] == "--hot-paths" {
+        return open_rows();
     }
     // Warm the page cache and the spawn path before measuring.
     exec_rate(200, 1);
