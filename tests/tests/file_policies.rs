@@ -414,26 +414,33 @@ fn sigkill_signal_and_nopost_actions() {
     );
 }
 
-/// Postfix filters compare the end of the resolved path.
+/// Postfix filters compare the end of the resolved path: one holding a `/` through the open
+/// prefilter (by the file name it ends with), one without (`sswd` ends any name) without it.
 #[test]
 fn postfix_filters_match_the_end_of_the_resolved_path() {
     let dir = TempDir::new("postfix");
-    let policy = dir.path().join("postfix.yaml");
-    let text = fixtures::deny_passwd("enforce")
-        .replace("operator: Equal", "operator: Postfix")
-        .replace("\"/etc/passwd\", \"/etc/shadow\"", "\"/passwd\"");
-    std::fs::write(&policy, text).unwrap();
-    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
-    let passwd = cat(&["passwd"], "/etc");
-    let hostname = cat(&["/etc/hostname"], "/");
-    let run = agent.stop();
-    assert!(
-        passwd.stdout.is_empty() && !passwd.status.success(),
-        "{:?}",
-        passwd.status
-    );
-    assert!(hostname.status.success());
-    assert_eq!(policy_events(&run, "/etc/passwd").len(), 1);
+    for value in ["/passwd", "sswd"] {
+        let policy = dir.path().join("postfix.yaml");
+        let text = fixtures::deny_passwd("enforce")
+            .replace("operator: Equal", "operator: Postfix")
+            .replace("\"/etc/passwd\", \"/etc/shadow\"", &format!("\"{value}\""));
+        std::fs::write(&policy, text).unwrap();
+        let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+        let passwd = cat(&["passwd"], "/etc");
+        let hostname = cat(&["/etc/hostname"], "/");
+        let run = agent.stop();
+        assert!(
+            passwd.stdout.is_empty() && !passwd.status.success(),
+            "Postfix {value}: {:?}",
+            passwd.status
+        );
+        assert!(hostname.status.success());
+        assert_eq!(
+            policy_events(&run, "/etc/passwd").len(),
+            1,
+            "Postfix {value}"
+        );
+    }
 }
 
 /// Each file-open hook of a policy has its own first match, as every other hook does and as

@@ -328,8 +328,10 @@ int vigil_exit_compat_open(void *ctx)
 	/* (struct pt_regs *regs, long ret), read as plain words: not through the CO-RE type of
 	 * bpf_raw_tracepoint_args, whose flexible array the loader cannot relocate. */
 	__u64 *args = ctx;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	if (!(BPF_CORE_READ(task, thread_info.status) & VIGIL_TS_COMPAT))
+	/* Every system call's return passes here: the task's status is read in place (a BTF
+	 * pointer, no helper call to copy it), the cheapest test that a 64-bit call fails. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!(task->thread_info.status & VIGIL_TS_COMPAT))
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)args[0];
 	long nr = BPF_CORE_READ(regs, orig_ax);

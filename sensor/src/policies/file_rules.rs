@@ -94,13 +94,67 @@ fn name_key(path: &str) -> Option<[u8; abi::NAME_LEN]> {
 }
 
 /// The names a rule needs in the prefilter, or `None` when the rule can match opens of any
-/// name (no path filter, a prefix or postfix, a negation, a name too long for the key).
+/// name (no path filter, a prefix, a negation, a name too long for the key). A postfix that
+/// holds a `/` (`/.ssh/id_rsa`) ends with a whole file name, so it can be prefiltered like an
+/// exact path; one without (`rsa`) can end any name.
 pub(super) fn prefilter_names(r: &FileRule) -> Option<Vec<[u8; abi::NAME_LEN]>> {
-    let f = r.path.as_ref()?;
-    if f.kind != MatchKind::Exact || f.negate {
+    names_of(r.path.as_ref()?)
+}
+
+/// The file names a path filter can match, if it can match only those.
+fn names_of(f: &Filter) -> Option<Vec<[u8; abi::NAME_LEN]>> {
+    let whole_names = match f.kind {
+        MatchKind::Exact => true,
+        MatchKind::Postfix => f.values.iter().all(|v| v.contains('/')),
+        _ => false,
+    };
+    if !whole_names || f.negate {
         return None;
     }
     f.values.iter().map(|v| name_key(v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(kind: MatchKind, values: &[&str]) -> Filter {
+        Filter {
+            kind,
+            negate: false,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn postfixes_with_a_slash_are_prefiltered_by_their_last_name() {
+        let names = |f: &Filter| {
+            names_of(f).map(|v| {
+                v.iter()
+                    .map(|k| {
+                        String::from_utf8_lossy(k)
+                            .trim_end_matches('\0')
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let exact = filter(MatchKind::Exact, &["/etc/shadow"]);
+        assert_eq!(names(&exact), Some(vec!["shadow".to_string()]));
+        let postfix = filter(MatchKind::Postfix, &["/.ssh/id_rsa", ".kube/config"]);
+        assert_eq!(
+            names(&postfix),
+            Some(vec!["id_rsa".to_string(), "config".to_string()])
+        );
+        // `rsa` ends `id_rsa`: any name may match it.
+        assert_eq!(
+            names(&filter(MatchKind::Postfix, &["/.ssh/id_rsa", "rsa"])),
+            None
+        );
+        // A postfix ending in `/` names no file.
+        assert_eq!(names(&filter(MatchKind::Postfix, &["/etc/"])), None);
+        assert_eq!(names(&filter(MatchKind::Prefix, &["/etc/"])), None);
+    }
 }
 
 /// The match-map keys of the rule in `slot`.
