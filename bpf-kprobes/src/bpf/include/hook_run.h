@@ -236,6 +236,12 @@ static __always_inline void emit(struct hook_eval *e)
 	struct emit_walk w = {};
 
 	__builtin_memset(e->ev.str_len, 0, sizeof(e->ev.str_len));
+	/* run_hook cleared only the arguments the hook has: the rest leave zeroed, never as an
+	 * earlier event's. The time is taken here, where a call becomes an event. */
+	for (int i = 0; i < VIGIL_HOOK_ARGS; i++)
+		if (i >= e->ev.nargs)
+			__builtin_memset(&e->ev.args[i], 0, sizeof(e->ev.args[i]));
+	e->ev.hdr.ktime = bpf_ktime_get_boot_ns();
 	bpf_loop(VIGIL_HOOK_ARGS, emit_step, &w, 0);
 	__u64 off = w.off;
 	asm volatile("%0 &= 2047" : "+r"(off));
@@ -323,10 +329,12 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 	if (!gcfg || gcfg->stopping || vigil_is_agent(gcfg, pid_tgid))
 		return;
 	__builtin_memcpy(&e->cfg, cfg, sizeof(e->cfg));
-	__builtin_memset(&e->ev, 0, sizeof(e->ev));
+	/* Most calls match no selector and never become an event: only what the selectors read
+	 * is cleared here (the fields before the arguments, and each argument the hook has);
+	 * emit() clears the rest and takes the time. */
+	__builtin_memset(&e->ev, 0, __builtin_offsetof(struct vigil_hook_event, args));
 	e->decoded = 0;
 	e->ev.hdr.kind = VIGIL_EVENT_HOOK;
-	e->ev.hdr.ktime = bpf_ktime_get_boot_ns();
 	e->ev.pid = pid_tgid >> 32;
 	e->ev.tid = (__u32)pid_tgid;
 	e->ev.hook_id = cfg->hook_id;
@@ -339,6 +347,7 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 		__u8 t = cfg->arg_type[i];
 		__u64 raw = e->regs[cfg->arg_reg[i] & 7];
 		int user = cfg->arg_flags[i] & VIGIL_ARGF_USER;
+		__builtin_memset(&e->ev.args[i], 0, sizeof(e->ev.args[i]));
 		e->ev.args[i].type = t;
 		if (t == VIGIL_ARG_INT)
 			e->ev.args[i].int_value = normalize_int(raw, cfg->arg_bits[i], cfg->arg_flags[i]);
