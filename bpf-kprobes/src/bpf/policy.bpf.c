@@ -26,6 +26,7 @@
 #include "path.h"
 #include "binary.h"
 #include "scope.h"
+#include "task.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -208,9 +209,10 @@ static __always_inline int evaluate(const struct path *p, __u32 mechanism)
 	struct vigil_policy_state *state = bpf_map_lookup_elem(&vigil_policy_state_map, &zero);
 	/* The file itself, whatever its name here: another link to it, or a bind mount of it, is
 	 * still the file an exact value names. */
+	struct inode *inode = BPF_CORE_READ(p, dentry, d_inode);
 	struct vigil_inode_key ik = {
-		.ino = BPF_CORE_READ(p, dentry, d_inode, i_ino),
-		.dev = BPF_CORE_READ(p, dentry, d_inode, i_sb, s_dev),
+		.ino = BPF_CORE_READ(inode, i_ino),
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
 	};
 	__u64 *inode_rules = bpf_map_lookup_elem(&vigil_path_inodes, &ik);
 	if (inode_rules)
@@ -228,7 +230,7 @@ static __always_inline int evaluate(const struct path *p, __u32 mechanism)
 	/* The event carries the whole path; keys carry its first VIGIL_MATCH_MAX bytes. */
 	bpf_probe_read_kernel(e->ev_path, len, &s->path[pos & (VIGIL_PATH_MAX - 1)]);
 	e->ev.path_len = len;
-	e->ev.mode = BPF_CORE_READ(p, dentry, d_inode, i_mode);
+	e->ev.mode = BPF_CORE_READ(inode, i_mode);
 	w.path_len = len < VIGIL_MATCH_MAX ? len : VIGIL_MATCH_MAX;
 	__builtin_memset(e->path_key.path, 0, sizeof(e->path_key.path));
 	bpf_probe_read_kernel(e->path_key.path, w.path_len & (VIGIL_MATCH_LEN - 1), &s->path[pos & (VIGIL_PATH_MAX - 1)]);
@@ -285,17 +287,10 @@ struct syscall_exit_ctx {
 /* Judges the file an open system call returned as descriptor `fd` (a failed open: nothing). */
 static __always_inline int on_open_exit(long fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file **fds, *file = 0;
+	struct file *file = fd_file(fd);
 	struct path p;
 
-	if (fd < 0)
-		return 0;
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (!fds || bpf_core_read(&file, sizeof(file), &fds[fd & 0xfffff]) < 0 || !file)
+	if (!file)
 		return 0;
 	BPF_CORE_READ_INTO(&p, file, f_path);
 	evaluate(&p, 0);

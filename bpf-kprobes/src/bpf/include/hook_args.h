@@ -9,6 +9,7 @@
 
 #include "hook_state.h"
 #include "path.h"
+#include "task.h"
 
 static __always_inline void read_sock(struct sock *sk, struct vigil_sock_value *v)
 {
@@ -176,28 +177,6 @@ static __always_inline __s64 normalize_int(__u64 v, __u8 bits, __u8 flags)
 	if (bits == 32)
 		return sign ? (__s64)(__s32)v : (__s64)(__u32)v;
 	return (__s64)v;
-}
-
-/* Every read(), write() and socket call a policy watches starts here, so the task's table is
- * read in place through BTF pointers (a faulting load reads 0); only the slot, at a computed
- * offset the verifier cannot follow, is copied by a helper. */
-static __always_inline struct file *fd_file(long fd)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct file *file = 0;
-
-	if (fd < 0)
-		return 0;
-	struct files_struct *files = task->files;
-	if (!files)
-		return 0;
-	struct fdtable *fdt = files->fdt;
-	if (!fdt || fd >= fdt->max_fds)
-		return 0;
-	struct file **fds = fdt->fd;
-	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xfffff]) < 0)
-		return 0;
-	return file;
 }
 
 /* The socket behind descriptor `fd` of the current process, or NULL when it is no socket (a
