@@ -253,6 +253,30 @@ pub struct HookList {
     pub slot: [u32; HOOKS_PER_KEY],
     /// `VIGIL_LIST_*`: [`LIST_CLEARS_VERDICT`].
     pub flags: u32,
+    /// The gate's argument register, its type, and the comparisons its values are written
+    /// for (`VIGIL_GATE_*`; 0: no gate).
+    pub gate_reg: u8,
+    pub gate_type: u8,
+    pub gate_ops: u8,
+    pub _pad0: u8,
+    /// The value key the gate's values are written under ([`gate_key`]).
+    pub gate_key: u32,
+    /// Changes with the gate's values, so decisions cached before never apply.
+    pub gate_generation: u32,
+}
+
+/// `VIGIL_GATE_EQ`, `VIGIL_GATE_PREFIX`, `VIGIL_GATE_POSTFIX`: the gate holds values compared
+/// for equality, as prefixes, as postfixes.
+pub const GATE_EQ: u8 = 1 << 0;
+#[allow(missing_docs)]
+pub const GATE_PREFIX: u8 = 1 << 1;
+#[allow(missing_docs)]
+pub const GATE_POSTFIX: u8 = 1 << 2;
+
+/// The value key a gate's values are written under in the string maps, for the list on
+/// system call `nr` (apart from the file-open rules' slots and the selectors' keys).
+pub const fn gate_key(nr: u32) -> u32 {
+    0x4000_0000 | (nr & 0xffff)
 }
 
 /// `VIGIL_LIST_CLEARS_VERDICT`: a hook on the point overrides at a later LSM check (a system

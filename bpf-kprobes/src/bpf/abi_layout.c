@@ -94,6 +94,11 @@ int main(void)
 	SIZE(vigil_hook_list);
 	FIELD(vigil_hook_list, n);
 	FIELD(vigil_hook_list, slot);
+	FIELD(vigil_hook_list, gate_reg);
+	FIELD(vigil_hook_list, gate_type);
+	FIELD(vigil_hook_list, gate_ops);
+	FIELD(vigil_hook_list, gate_key);
+	FIELD(vigil_hook_list, gate_generation);
 
 	SIZE(vigil_hook_config);
 	FIELD(vigil_hook_config, hook_id);

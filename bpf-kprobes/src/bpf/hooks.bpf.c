@@ -136,6 +136,37 @@ int vigil_uretprobe(struct pt_regs *ctx)
 }
 
 /*
+ * The gate of the hook list on `key` (struct vigil_hook_list): 1 when its hooks must run, 0
+ * when every selector on the list compares the file of one argument with values and none of
+ * them matches this call's file. The decision is path_hit's, cached per file for
+ * VIGIL_PATH_CACHE_NS as a selector's is, so a call to a file no policy names (a write to a log,
+ * to /dev/null) costs the descriptor's lookup and one cache lookup instead of the hooks' walk.
+ * The argument is set up as the first of a hook's (run_hook sets up the hook's own before its
+ * selectors read them). A global function: verified once, apart from the programs calling it.
+ */
+__noinline int gate_admits(__u64 key)
+{
+	struct hook_eval *e = hook_eval();
+	struct vigil_hook_list *l = bpf_map_lookup_elem(&vigil_hooks, &key);
+
+	if (!e || !l || !l->gate_ops)
+		return 1;
+	__u8 ops = l->gate_ops;
+	__u32 gate = l->gate_key, generation = l->gate_generation;
+	e->cfg.arg_type[0] = l->gate_type;
+	e->cfg.arg_reg[0] = l->gate_reg & 7;
+	e->cfg.arg_flags[0] = 0;
+	e->decoded = 0;
+	if ((ops & VIGIL_GATE_EQ) && path_hit(e, 0, VIGIL_OP_STR_EQ, gate, generation))
+		return 1;
+	if ((ops & VIGIL_GATE_PREFIX) && path_hit(e, 0, VIGIL_OP_STR_PREFIX, gate, generation))
+		return 1;
+	if ((ops & VIGIL_GATE_POSTFIX) && path_hit(e, 0, VIGIL_OP_STR_POSTFIX, gate, generation))
+		return 1;
+	return 0;
+}
+
+/*
  * One program per arity: attaching checks that a program reads no further into the context
  * than the tracepoint's record reaches, so a program that reads N arguments attaches to system
  * calls with at least N. The agent picks the smallest that covers the arguments a hook reads.
@@ -155,6 +186,8 @@ int vigil_uretprobe(struct pt_regs *ctx)
 			e->regs[i] = 0;                                                            \
 		e->connect_addr = 0;                                                               \
 		e->lookup_key = key;                                                               \
+		if (hooks->gate_ops && !gate_admits(key))                                          \
+			return 0;                                                                  \
 		RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_tp_runner);                                      \
 		return 0;                                                                          \
 	}

@@ -12,6 +12,7 @@ use vigil_policy_engine::{
     plan::{describe_mechanism, Mechanism},
 };
 
+use super::gates::list_gate;
 use super::{
     hook_rules::{arg_config, selector_rule, HookRulePod, WrittenKey},
     map_err, PolicyLoadError, PolicyTable,
@@ -585,7 +586,7 @@ impl PolicyTable {
         let slots = self.hooks_on(key);
         if slots.is_empty() {
             let _ = self.hooks.remove(&key);
-            return Ok(());
+            return self.write_gate(policy, key, None, &mut abi::HookList::default());
         }
         if slots.len() > abi::HOOKS_PER_KEY {
             // check_room refuses such an install before anything is written.
@@ -609,9 +610,28 @@ impl PolicyTable {
         for (d, s) in list.slot.iter_mut().zip(&slots) {
             *d = *s;
         }
+        // The list without a gate first, so no call is judged by a gate whose values are being
+        // rewritten; then the gate's values; then the list with the gate.
         self.hooks
             .insert(key, HookListPod(list), 0)
-            .map_err(|e| map_err(policy, "vigil_hooks", e))
+            .map_err(|e| map_err(policy, "vigil_hooks", e))?;
+        let gate = if clears {
+            None
+        } else {
+            list_gate(slots.iter().filter_map(|s| {
+                self.hook_slots
+                    .get(*s as usize)
+                    .and_then(Option::as_ref)
+                    .map(|i| &i.rule)
+            }))
+        };
+        self.write_gate(policy, key, gate, &mut list)?;
+        if list.gate_ops != 0 {
+            self.hooks
+                .insert(key, HookListPod(list), 0)
+                .map_err(|e| map_err(policy, "vigil_hooks", e))?;
+        }
+        Ok(())
     }
 
     /// Writes whether the entry at `key` keeps the arguments for its return (and under which

@@ -22,6 +22,7 @@ use vigil_bpf_kprobes::abi;
 use crate::loader::{FileOpenVia, HookLink};
 
 mod file_rules;
+mod gates;
 mod hook_rules;
 mod hook_slots;
 pub mod inodes;
@@ -111,8 +112,11 @@ pub struct PolicyTable {
     hook_rule_owner: Vec<Option<usize>>,
     /// The host's namespaces, for `host_ns` values.
     host_ns: [u32; abi::NS_COUNT],
-    /// Last selector generation written (`vigil_hook_rule.generation`).
+    /// Last selector or gate generation written (`vigil_hook_rule.generation`,
+    /// `vigil_hook_list.gate_generation`).
     generation: u32,
+    /// The keys each system call's gate wrote its values under (`gates.rs`).
+    gates: std::collections::HashMap<u64, Vec<hook_rules::WrittenKey>>,
     policies: BTreeMap<String, u32>,
     name_refs: std::collections::HashMap<[u8; abi::NAME_LEN], usize>,
     /// The pods of scoped policies (`vigil_scopes`).
@@ -185,6 +189,7 @@ impl PolicyTable {
             hook_rule_owner: vec![None; abi::HOOK_RULES],
             host_ns: crate::identity::host_namespaces(),
             generation: 0,
+            gates: Default::default(),
             policies: BTreeMap::new(),
             name_refs: Default::default(),
             scopes: PodScopes::new(ebpf)?,

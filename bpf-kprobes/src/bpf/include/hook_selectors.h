@@ -96,11 +96,25 @@ static __always_inline int path_hit(struct hook_eval *e, __u32 a, __u8 op, __u32
 	e->pkey.rule = rule_key;
 	e->pkey.generation = generation;
 	__u64 now = bpf_ktime_get_ns();
+	struct path_cache_key *k = &e->pkey, *last = &e->last_pkey;
+	if (k->dentry == last->dentry && k->name == last->name && k->parent == last->parent &&
+	    k->mnt == last->mnt && k->rule == last->rule && k->generation == last->generation &&
+	    now - e->last_decision.ktime < VIGIL_PATH_CACHE_NS)
+		return e->last_decision.hit;
 	struct path_cache_value *v = bpf_map_lookup_elem(&vigil_path_cache, &e->pkey);
-	if (v && now - v->ktime < VIGIL_PATH_CACHE_NS)
-		return v->hit;
-	struct path_cache_value fresh = { .ktime = now, .hit = string_hit(e, a, op, rule_key) };
-	bpf_map_update_elem(&vigil_path_cache, &e->pkey, &fresh, BPF_ANY);
+	struct path_cache_value fresh = { .ktime = now };
+	if (v && now - v->ktime < VIGIL_PATH_CACHE_NS) {
+		fresh = *v;
+	} else {
+		fresh.hit = string_hit(e, a, op, rule_key);
+		bpf_map_update_elem(&vigil_path_cache, &e->pkey, &fresh, BPF_ANY);
+	}
+	/* `e` again: string_hit's calls may leave the verifier unsure of it. */
+	e = hook_eval();
+	if (!e)
+		return fresh.hit;
+	__builtin_memcpy(&e->last_pkey, &e->pkey, sizeof(e->pkey));
+	e->last_decision = fresh;
 	return fresh.hit;
 }
 

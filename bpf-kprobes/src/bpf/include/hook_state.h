@@ -106,6 +106,10 @@ struct hook_eval {
 	struct vigil_value_key vkey;
 	struct vigil_cidr_key ckey;
 	struct path_cache_key pkey;
+	/* This CPU's last decision of path_hit, checked before the shared cache: a loop writing
+	 * to one file finds it without hashing the key. */
+	struct path_cache_key last_pkey;
+	struct path_cache_value last_decision;
 	struct vigil_process proc;
 	/* The walk over the selectors, here rather than on the stack: the frames of the loops
 	 * that walk them must fit the kernel's 512 bytes together. */

@@ -325,7 +325,25 @@ struct vigil_hook_list {
 	__u32 n;
 	__u32 slot[VIGIL_HOOKS_PER_KEY];
 	__u32 flags; /* VIGIL_LIST_* */
+	/*
+	 * The gate: where every selector of every hook here compares the file of one argument
+	 * (register gate_reg, of type gate_type) with values, the agent writes the union of those
+	 * values under gate_key, and a call whose file none of them matches skips the hooks at
+	 * the door (one cached decision per file, see gate_admits in hooks.bpf.c). gate_ops 0: no
+	 * gate, every call runs the hooks.
+	 */
+	__u8 gate_reg;
+	__u8 gate_type;
+	__u8 gate_ops; /* VIGIL_GATE_* */
+	__u8 _pad0;
+	__u32 gate_key;
+	__u32 gate_generation; /* changes with the values: decisions cached before never apply */
 };
+
+/* Bits of vigil_hook_list.gate_ops: the comparisons the gate's values are written for. */
+#define VIGIL_GATE_EQ (1u << 0)
+#define VIGIL_GATE_PREFIX (1u << 1)
+#define VIGIL_GATE_POSTFIX (1u << 2)
 
 /* Bits of vigil_hook_list.flags. */
 #define VIGIL_LIST_CLEARS_VERDICT (1u << 0) /* a hook here overrides at a later LSM check: a

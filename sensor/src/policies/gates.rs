@@ -1,0 +1,188 @@
+//! The gate of a system call's hook list: where every selector of every hook on the call
+//! compares the file of the same argument with values (observe-system-writes' Prefix on a
+//! write's descriptor), a call to a file none of those values matches cannot match any
+//! selector, so the entry program (`gate_admits` in hooks.bpf.c) skips the hooks' walk for it.
+//! The gate holds the union of the values under a key of its own; its decision is cached per
+//! file like a selector's, for the same second.
+//!
+//! A gate is a necessary condition only: a file that passes it runs the hooks as before, which
+//! decide. Negated comparisons (`NotPrefix` matches files the values do not name), selectors
+//! without such a comparison, hooks without selectors (they report every call) and lists with
+//! an Override (the runner clears a thread's unused verdict on every call) get no gate.
+
+use std::collections::BTreeSet;
+
+use vigil_bpf_kprobes::abi;
+use vigil_policy_engine::{
+    compile::{HookRule, MatchKind},
+    hook_rule::{CondOp, HookArgKind},
+};
+
+use super::{
+    hook_rules::{text_key, WrittenKey},
+    PolicyLoadError, PolicyTable,
+};
+
+/// What a list's gate compares: the argument (its register and kernel type) and the values.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Gate {
+    reg: u8,
+    arg_type: u8,
+    values: BTreeSet<(u8, String)>,
+}
+
+/// The kernel's type of a file argument the gate can resolve to a path, if it is one.
+fn file_arg_type(kind: &HookArgKind) -> Option<u32> {
+    match kind {
+        HookArgKind::Fd => Some(abi::ARG_FD),
+        HookArgKind::File => Some(abi::ARG_FILE),
+        HookArgKind::Path => Some(abi::ARG_PATH),
+        HookArgKind::Dentry => Some(abi::ARG_DENTRY),
+        HookArgKind::Kiocb => Some(abi::ARG_KIOCB),
+        _ => None,
+    }
+}
+
+fn gate_op(kind: MatchKind) -> u8 {
+    match kind {
+        MatchKind::Exact => abi::GATE_EQ,
+        MatchKind::Prefix => abi::GATE_PREFIX,
+        MatchKind::Postfix => abi::GATE_POSTFIX,
+    }
+}
+
+/// The gate of a list holding `hooks`, if every selector of every one compares one file
+/// argument, the same for all, with values.
+pub(super) fn list_gate<'a>(hooks: impl IntoIterator<Item = &'a HookRule>) -> Option<Gate> {
+    let mut gate: Option<Gate> = None;
+    for h in hooks {
+        if h.selectors.is_empty() {
+            return None;
+        }
+        for s in &h.selectors {
+            let (reg, arg_type, kind, values) = s.conds.iter().find_map(|c| {
+                let CondOp::Text(kind, values) = &c.op else {
+                    return None;
+                };
+                let arg = h.args.get(c.arg).filter(|_| !c.negate)?;
+                let t = file_arg_type(&arg.kind)?;
+                Some((arg.index as u8, t as u8, *kind, values))
+            })?;
+            let g = gate.get_or_insert_with(|| Gate {
+                reg,
+                arg_type,
+                values: BTreeSet::new(),
+            });
+            if (g.reg, g.arg_type) != (reg, arg_type) {
+                return None;
+            }
+            g.values
+                .extend(values.iter().map(|v| (gate_op(kind), v.clone())));
+        }
+    }
+    gate
+}
+
+impl Gate {
+    /// The keys of its values under `key`.
+    fn keys(&self, key: u32) -> Vec<WrittenKey> {
+        self.values
+            .iter()
+            .map(|(op, v)| {
+                let kind = match *op {
+                    abi::GATE_EQ => MatchKind::Exact,
+                    abi::GATE_PREFIX => MatchKind::Prefix,
+                    _ => MatchKind::Postfix,
+                };
+                text_key(kind, key, v)
+            })
+            .collect()
+    }
+
+    fn ops(&self) -> u8 {
+        self.values.iter().fold(0, |ops, (op, _)| ops | op)
+    }
+}
+
+impl PolicyTable {
+    /// Rewrites the gate of the list on system call key `key` (its values first, the list
+    /// already written without a gate), and returns the list's gate fields to write last.
+    /// A gate that cannot be written leaves the list without one: slower, never wrong.
+    pub(super) fn write_gate(
+        &mut self,
+        policy: &str,
+        key: u64,
+        gate: Option<Gate>,
+        list: &mut abi::HookList,
+    ) -> Result<(), PolicyLoadError> {
+        if let Some(old) = self.gates.remove(&key) {
+            self.write_keys(policy, &old, false)?;
+        }
+        let Some(gate) = gate.filter(|_| key & abi::HOOK_KEY_SYSCALL != 0) else {
+            return Ok(());
+        };
+        let gate_key = abi::gate_key(key as u32);
+        let keys = gate.keys(gate_key);
+        if self.insert_keys(policy, &keys).is_err() {
+            return Ok(());
+        }
+        self.gates.insert(key, keys);
+        self.generation = self.generation.wrapping_add(1);
+        list.gate_reg = gate.reg;
+        list.gate_type = gate.arg_type;
+        list.gate_ops = gate.ops();
+        list.gate_key = gate_key;
+        list.gate_generation = self.generation;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules_of(text: &str) -> Vec<HookRule> {
+        let p = vigil_policy_engine::load_policy("p.yaml", text).expect("a policy");
+        vigil_policy_engine::compile::compile(&p).expect("compiles")
+    }
+
+    const WRITES: &str = r#"
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata: {name: writes}
+spec:
+  kprobes:
+  - call: sys_write
+    syscall: true
+    args: [{index: 0, type: fd}, {index: 2, type: size_t}]
+    selectors:
+    - matchArgs: [{index: 0, operator: Prefix, values: ["/etc/", "/bin/"]}]
+    - matchArgs:
+      - {index: 2, operator: GT, values: ["100"]}
+      - {index: 0, operator: Equal, values: ["/var/log/x"]}
+"#;
+
+    #[test]
+    fn a_list_whose_selectors_all_compare_the_descriptor_gets_the_union_of_their_values() {
+        let hooks = rules_of(WRITES);
+        let gate = list_gate(&hooks).expect("a gate");
+        assert_eq!((gate.reg, gate.arg_type), (0, abi::ARG_FD as u8));
+        assert_eq!(gate.ops(), abi::GATE_PREFIX | abi::GATE_EQ);
+        assert_eq!(gate.values.len(), 3);
+    }
+
+    #[test]
+    fn a_negation_a_selector_without_a_file_comparison_or_no_selector_leaves_no_gate() {
+        let not_prefix = WRITES.replace("operator: Prefix", "operator: NotPrefix");
+        assert_eq!(list_gate(&rules_of(&not_prefix)), None);
+        let size_only = WRITES.replace(
+            "{index: 0, operator: Equal, values: [\"/var/log/x\"]}",
+            "{index: 2, operator: LT, values: [\"200\"]}",
+        );
+        assert_eq!(list_gate(&rules_of(&size_only)), None);
+        let every_call = "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata: {name: all}\nspec:\n  kprobes:\n  - call: sys_write\n    syscall: true\n    args: [{index: 0, type: fd}]\n";
+        let mut both = rules_of(WRITES);
+        both.extend(rules_of(every_call));
+        assert_eq!(list_gate(&both), None);
+    }
+}
