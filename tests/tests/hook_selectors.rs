@@ -342,6 +342,70 @@ spec:
     );
 }
 
+/// A write hook whose selectors all compare the descriptor's file gets a gate at the system
+/// call's entry (the union of the values of every hook on the call): writes to the files two
+/// policies name are each reported, a write elsewhere is not, and a file whose directory is
+/// moved under a named one is reported once the decision cached for it (a second) has aged.
+#[test]
+fn a_gated_write_hook_reports_the_files_its_policies_name() {
+    require_root();
+    let dir = TempDir::new("write-gate");
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    for d in ["watched", "other", "plain/sub", "policies"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for (name, under) in [("gate-watched", "watched"), ("gate-other", "other")] {
+        let text = format!(
+            "apiVersion: cilium.io/v1alpha1\nkind: TracingPolicy\nmetadata:\n  name: {name}\nspec:\n  kprobes:\n  - call: sys_write\n    syscall: true\n    args:\n    - index: 0\n      type: fd\n    selectors:\n    - matchArgs:\n      - index: 0\n        operator: Prefix\n        values: [\"{}/\"]\n",
+            root.join(under).display()
+        );
+        std::fs::write(root.join("policies").join(format!("{name}.yaml")), text).unwrap();
+    }
+    let agent = Agent::start(&["--policy-dir", root.join("policies").to_str().unwrap()]);
+    let write_to = |f: &mut std::fs::File| {
+        use std::io::Write;
+        f.write_all(b"x").unwrap();
+    };
+    let open = |p: &std::path::Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap()
+    };
+    for p in ["watched/a", "other/b", "plain/c"] {
+        write_to(&mut open(&root.join(p)));
+    }
+    let mut moved = open(&root.join("plain/sub/d"));
+    write_to(&mut moved);
+    std::fs::rename(root.join("plain/sub"), root.join("watched/sub")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    write_to(&mut moved);
+    let run = agent.stop();
+
+    let paths: Vec<String> = run
+        .kprobes("sys_write")
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == std::process::id())
+        .filter_map(|e| e["args"][0]["file_arg"]["path"].as_str().map(String::from))
+        .collect();
+    let count = |p: &str| {
+        let full = root.join(p);
+        paths
+            .iter()
+            .filter(|x| **x == full.to_str().unwrap())
+            .count()
+    };
+    assert_eq!(count("watched/a"), 1, "{paths:#?}");
+    assert_eq!(count("other/b"), 1, "{paths:#?}");
+    assert_eq!(count("plain/c") + count("plain/sub/d"), 0, "{paths:#?}");
+    assert_eq!(
+        count("watched/sub/d"),
+        1,
+        "the moved file, once aged: {paths:#?}"
+    );
+}
+
 fn tetragon_policy(name: &str) -> String {
     vigil_tests::tetragon_policies_dir()
         .join(name)

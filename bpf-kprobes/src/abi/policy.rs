@@ -273,10 +273,16 @@ pub const GATE_PREFIX: u8 = 1 << 1;
 #[allow(missing_docs)]
 pub const GATE_POSTFIX: u8 = 1 << 2;
 
-/// The value key a gate's values are written under in the string maps, for the list on
-/// system call `nr` (apart from the file-open rules' slots and the selectors' keys).
+/// The gate key of the list on system call `nr` (apart from the file-open rules' slots and
+/// the selectors' keys).
 pub const fn gate_key(nr: u32) -> u32 {
     0x4000_0000 | (nr & 0xffff)
+}
+
+/// `VIGIL_GATE_KEY`: the value key of gate `gate`'s values compared by `op` (a `GATE_*` bit),
+/// one per comparison, as its cached decisions are.
+pub const fn gate_value_key(gate: u32, op: u8) -> u32 {
+    gate | (op as u32) << 16
 }
 
 /// `VIGIL_LIST_CLEARS_VERDICT`: a hook on the point overrides at a later LSM check (a system

@@ -157,11 +157,16 @@ __noinline int gate_admits(__u64 key)
 	e->cfg.arg_reg[0] = l->gate_reg & 7;
 	e->cfg.arg_flags[0] = 0;
 	e->decoded = 0;
-	if ((ops & VIGIL_GATE_EQ) && path_hit(e, 0, VIGIL_OP_STR_EQ, gate, generation))
+	/* Each comparison's values under a key of its own (VIGIL_GATE_KEY), as its cached
+	 * decisions are. */
+	if ((ops & VIGIL_GATE_EQ) &&
+	    path_hit(e, 0, VIGIL_OP_STR_EQ, VIGIL_GATE_KEY(gate, VIGIL_GATE_EQ), generation))
 		return 1;
-	if ((ops & VIGIL_GATE_PREFIX) && path_hit(e, 0, VIGIL_OP_STR_PREFIX, gate, generation))
+	if ((ops & VIGIL_GATE_PREFIX) &&
+	    path_hit(e, 0, VIGIL_OP_STR_PREFIX, VIGIL_GATE_KEY(gate, VIGIL_GATE_PREFIX), generation))
 		return 1;
-	if ((ops & VIGIL_GATE_POSTFIX) && path_hit(e, 0, VIGIL_OP_STR_POSTFIX, gate, generation))
+	if ((ops & VIGIL_GATE_POSTFIX) &&
+	    path_hit(e, 0, VIGIL_OP_STR_POSTFIX, VIGIL_GATE_KEY(gate, VIGIL_GATE_POSTFIX), generation))
 		return 1;
 	return 0;
 }

@@ -114,49 +114,6 @@ fn names_of(f: &Filter) -> Option<Vec<[u8; abi::NAME_LEN]>> {
     f.values.iter().map(|v| name_key(v)).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn filter(kind: MatchKind, values: &[&str]) -> Filter {
-        Filter {
-            kind,
-            negate: false,
-            values: values.iter().map(|v| v.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn postfixes_with_a_slash_are_prefiltered_by_their_last_name() {
-        let names = |f: &Filter| {
-            names_of(f).map(|v| {
-                v.iter()
-                    .map(|k| {
-                        String::from_utf8_lossy(k)
-                            .trim_end_matches('\0')
-                            .to_string()
-                    })
-                    .collect::<Vec<_>>()
-            })
-        };
-        let exact = filter(MatchKind::Exact, &["/etc/shadow"]);
-        assert_eq!(names(&exact), Some(vec!["shadow".to_string()]));
-        let postfix = filter(MatchKind::Postfix, &["/.ssh/id_rsa", ".kube/config"]);
-        assert_eq!(
-            names(&postfix),
-            Some(vec!["id_rsa".to_string(), "config".to_string()])
-        );
-        // `rsa` ends `id_rsa`: any name may match it.
-        assert_eq!(
-            names(&filter(MatchKind::Postfix, &["/.ssh/id_rsa", "rsa"])),
-            None
-        );
-        // A postfix ending in `/` names no file.
-        assert_eq!(names(&filter(MatchKind::Postfix, &["/etc/"])), None);
-        assert_eq!(names(&filter(MatchKind::Prefix, &["/etc/"])), None);
-    }
-}
-
 /// The match-map keys of the rule in `slot`.
 fn rule_keys(slot: u32, r: &FileRule) -> Vec<WrittenKey> {
     let mut keys = Vec::new();
@@ -346,4 +303,47 @@ fn filter_flags(f: &Option<Filter>, is_path: bool) -> u32 {
         MatchKind::Postfix => postfix,
     };
     kind | if f.negate { not } else { 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(kind: MatchKind, values: &[&str]) -> Filter {
+        Filter {
+            kind,
+            negate: false,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn postfixes_with_a_slash_are_prefiltered_by_their_last_name() {
+        let names = |f: &Filter| {
+            names_of(f).map(|v| {
+                v.iter()
+                    .map(|k| {
+                        String::from_utf8_lossy(k)
+                            .trim_end_matches('\0')
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let exact = filter(MatchKind::Exact, &["/etc/shadow"]);
+        assert_eq!(names(&exact), Some(vec!["shadow".to_string()]));
+        let postfix = filter(MatchKind::Postfix, &["/.ssh/id_rsa", ".kube/config"]);
+        assert_eq!(
+            names(&postfix),
+            Some(vec!["id_rsa".to_string(), "config".to_string()])
+        );
+        // `rsa` ends `id_rsa`: any name may match it.
+        assert_eq!(
+            names(&filter(MatchKind::Postfix, &["/.ssh/id_rsa", "rsa"])),
+            None
+        );
+        // A postfix ending in `/` names no file.
+        assert_eq!(names(&filter(MatchKind::Postfix, &["/etc/"])), None);
+        assert_eq!(names(&filter(MatchKind::Prefix, &["/etc/"])), None);
+    }
 }

@@ -94,7 +94,7 @@ impl Gate {
                     abi::GATE_PREFIX => MatchKind::Prefix,
                     _ => MatchKind::Postfix,
                 };
-                text_key(kind, key, v)
+                text_key(kind, abi::gate_value_key(key, *op), v)
             })
             .collect()
     }

@@ -344,6 +344,8 @@ struct vigil_hook_list {
 #define VIGIL_GATE_EQ (1u << 0)
 #define VIGIL_GATE_PREFIX (1u << 1)
 #define VIGIL_GATE_POSTFIX (1u << 2)
+/* The value key of a gate's values for one comparison (gate_key | the VIGIL_GATE_* bit << 16). */
+#define VIGIL_GATE_KEY(gate, op) ((gate) | ((__u32)(op) << 16))
 
 /* Bits of vigil_hook_list.flags. */
 #define VIGIL_LIST_CLEARS_VERDICT (1u << 0) /* a hook here overrides at a later LSM check: a
