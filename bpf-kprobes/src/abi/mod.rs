@@ -299,7 +299,7 @@ mod layout_tests {
             "vigil_hook_config" => HookConfig { hook_id, flags, arg_reg, arg_type, arg_flags,
                 arg_bits, nargs, scope, rule_first, rule_count, konst }
             "vigil_hook_list" => HookList { n, slot, flags, gate_reg, gate_type, gate_ops, gate_key,
-                gate_generation }
+                gate_generation, gate_mask_reg, gate_mask }
             "vigil_hook_cond" => HookCond { arg, op, negate, value }
             "vigil_hook_rule" => HookRule { flags, policy_id, action, arg, nconds, pid_flags,
                 ns_in, ns_not_in, cap_set, cap_not, sock_action, sock_arg, generation, cap_mask,

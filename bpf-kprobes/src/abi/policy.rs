@@ -263,6 +263,10 @@ pub struct HookList {
     pub gate_key: u32,
     /// Changes with the gate's values, so decisions cached before never apply.
     pub gate_generation: u32,
+    /// The flags gate: the register every selector tests with Mask, and the union of their
+    /// masks (0: no gate).
+    pub gate_mask_reg: u32,
+    pub gate_mask: u64,
 }
 
 /// `VIGIL_GATE_EQ`, `VIGIL_GATE_PREFIX`, `VIGIL_GATE_POSTFIX`: the gate holds values compared

@@ -99,6 +99,8 @@ int main(void)
 	FIELD(vigil_hook_list, gate_ops);
 	FIELD(vigil_hook_list, gate_key);
 	FIELD(vigil_hook_list, gate_generation);
+	FIELD(vigil_hook_list, gate_mask_reg);
+	FIELD(vigil_hook_list, gate_mask);
 
 	SIZE(vigil_hook_config);
 	FIELD(vigil_hook_config, hook_id);

@@ -191,6 +191,8 @@ __noinline int gate_admits(__u64 key)
 			e->regs[i] = 0;                                                            \
 		e->connect_addr = 0;                                                               \
 		e->lookup_key = key;                                                               \
+		if (hooks->gate_mask && !(e->regs[hooks->gate_mask_reg & 7] & hooks->gate_mask))  \
+			return 0;                                                                  \
 		if (hooks->gate_ops && !gate_admits(key))                                          \
 			return 0;                                                                  \
 		RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_tp_runner);                                      \

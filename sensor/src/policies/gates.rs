@@ -3,7 +3,10 @@
 //! write's descriptor), a call to a file none of those values matches cannot match any
 //! selector, so the entry program (`gate_admits` in hooks.bpf.c) skips the hooks' walk for it.
 //! The gate holds the union of the values under a key of its own; its decision is cached per
-//! file like a selector's, for the same second.
+//! file like a selector's, for the same second. A flags gate does the same for a Mask test
+//! (observe-file-changes' open for writing): where every selector tests one integer argument
+//! with Mask, a call sharing no bit with the union of the masks skips the hooks, at the cost of
+//! one AND.
 //!
 //! A gate is a necessary condition only: a file that passes it runs the hooks as before, which
 //! decide. Negated comparisons (`NotPrefix` matches files the values do not name), selectors
@@ -83,6 +86,39 @@ pub(super) fn list_gate<'a>(hooks: impl IntoIterator<Item = &'a HookRule>) -> Op
     gate
 }
 
+/// The flags gate of a list holding `hooks`: the register every selector of every one tests
+/// with Mask, and the union of their masks, if they all do. A mask reaching the argument's
+/// sign bit gets none: the register's bits above the argument's width are not the value's.
+pub(super) fn list_mask_gate<'a>(
+    hooks: impl IntoIterator<Item = &'a HookRule>,
+) -> Option<(u8, u64)> {
+    let mut gate: Option<(u8, u64)> = None;
+    for h in hooks {
+        if h.selectors.is_empty() {
+            return None;
+        }
+        for s in &h.selectors {
+            let (reg, mask) = s.conds.iter().find_map(|c| {
+                let CondOp::Mask(mask) = c.op else {
+                    return None;
+                };
+                let arg = h.args.get(c.arg).filter(|_| !c.negate)?;
+                let HookArgKind::Int { bits, .. } = arg.kind else {
+                    return None;
+                };
+                let fits = mask > 0 && bits >= 2 && (mask as u64) < 1u64 << (bits.min(64) - 1);
+                fits.then_some((arg.index as u8, mask as u64))
+            })?;
+            match gate.as_mut() {
+                None => gate = Some((reg, mask)),
+                Some((r, m)) if *r == reg => *m |= mask,
+                Some(_) => return None,
+            }
+        }
+    }
+    gate
+}
+
 impl Gate {
     /// The keys of its values under `key`.
     fn keys(&self, key: u32) -> Vec<WrittenKey> {
@@ -112,13 +148,21 @@ impl PolicyTable {
         &mut self,
         policy: &str,
         key: u64,
-        gate: Option<Gate>,
+        (gate, mask): (Option<Gate>, Option<(u8, u64)>),
         list: &mut abi::HookList,
     ) -> Result<(), PolicyLoadError> {
         if let Some(old) = self.gates.remove(&key) {
             self.write_keys(policy, &old, false)?;
         }
-        let Some(gate) = gate.filter(|_| key & abi::HOOK_KEY_SYSCALL != 0) else {
+        // Only the system call entries' programs have gates.
+        if key & abi::HOOK_KEY_SYSCALL == 0 {
+            return Ok(());
+        }
+        if let Some((reg, mask)) = mask {
+            list.gate_mask_reg = reg as u32;
+            list.gate_mask = mask;
+        }
+        let Some(gate) = gate else {
             return Ok(());
         };
         let gate_key = abi::gate_key(key as u32);
@@ -169,6 +213,34 @@ spec:
         assert_eq!((gate.reg, gate.arg_type), (0, abi::ARG_FD as u8));
         assert_eq!(gate.ops(), abi::GATE_PREFIX | abi::GATE_EQ);
         assert_eq!(gate.values.len(), 3);
+    }
+
+    #[test]
+    fn a_list_whose_selectors_all_test_one_flags_argument_gets_the_union_of_their_masks() {
+        let opens = r#"
+apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata: {name: opens}
+spec:
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    args: [{index: 1, type: string}, {index: 2, type: int}]
+    selectors:
+    - matchArgs: [{index: 2, operator: Mask, values: ["3"]}]
+    - matchArgs:
+      - {index: 1, operator: Prefix, values: ["/etc/"]}
+      - {index: 2, operator: Mask, values: ["512"]}
+"#;
+        assert_eq!(list_mask_gate(&rules_of(opens)), Some((2, 515)));
+        // A selector without a Mask, or a mask reaching the int's sign bit: no gate.
+        let no_mask = opens.replace(
+            "- {index: 2, operator: Mask, values: [\"512\"]}",
+            "- {index: 2, operator: GT, values: [\"1\"]}",
+        );
+        assert_eq!(list_mask_gate(&rules_of(&no_mask)), None);
+        let sign = opens.replace("values: [\"512\"]", "values: [\"2147483648\"]");
+        assert_eq!(list_mask_gate(&rules_of(&sign)), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use vigil_policy_engine::{
     plan::{describe_mechanism, Mechanism},
 };
 
-use super::gates::list_gate;
+use super::gates::{list_gate, list_mask_gate};
 use super::{
     hook_rules::{arg_config, selector_rule, HookRulePod, WrittenKey},
     map_err, PolicyLoadError, PolicyTable,
@@ -586,7 +586,7 @@ impl PolicyTable {
         let slots = self.hooks_on(key);
         if slots.is_empty() {
             let _ = self.hooks.remove(&key);
-            return self.write_gate(policy, key, None, &mut abi::HookList::default());
+            return self.write_gate(policy, key, (None, None), &mut abi::HookList::default());
         }
         if slots.len() > abi::HOOKS_PER_KEY {
             // check_room refuses such an install before anything is written.
@@ -615,18 +615,18 @@ impl PolicyTable {
         self.hooks
             .insert(key, HookListPod(list), 0)
             .map_err(|e| map_err(policy, "vigil_hooks", e))?;
-        let gate = if clears {
-            None
+        let rules: Vec<&HookRule> = slots
+            .iter()
+            .filter_map(|s| self.hook_slots.get(*s as usize).and_then(Option::as_ref))
+            .map(|i| &i.rule)
+            .collect();
+        let gates = if clears {
+            (None, None)
         } else {
-            list_gate(slots.iter().filter_map(|s| {
-                self.hook_slots
-                    .get(*s as usize)
-                    .and_then(Option::as_ref)
-                    .map(|i| &i.rule)
-            }))
+            (list_gate(rules.clone()), list_mask_gate(rules))
         };
-        self.write_gate(policy, key, gate, &mut list)?;
-        if list.gate_ops != 0 {
+        self.write_gate(policy, key, gates, &mut list)?;
+        if list.gate_ops != 0 || list.gate_mask != 0 {
             self.hooks
                 .insert(key, HookListPod(list), 0)
                 .map_err(|e| map_err(policy, "vigil_hooks", e))?;

@@ -338,6 +338,10 @@ struct vigil_hook_list {
 	__u8 _pad0;
 	__u32 gate_key;
 	__u32 gate_generation; /* changes with the values: decisions cached before never apply */
+	/* The same for a flags argument: where every selector tests register gate_mask_reg with
+	 * Mask, a call sharing no bit with the union of their masks skips the hooks (0: no gate). */
+	__u32 gate_mask_reg;
+	__u64 gate_mask;
 };
 
 /* Bits of vigil_hook_list.gate_ops: the comparisons the gate's values are written for. */
