@@ -443,6 +443,43 @@ fn postfix_filters_match_the_end_of_the_resolved_path() {
     }
 }
 
+/// A file mounted on its own under another name (a container's secret, `docker -v
+/// key:/root/.ssh/id_rsa`) is opened by the name of its mountpoint: a Postfix on that name
+/// holds for it, though the file's own name (which the open prefilter reads) is another.
+#[test]
+fn a_file_mounted_on_its_own_is_judged_by_its_mounted_name() {
+    let dir = TempDir::new("mounted-file");
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::create_dir_all(root.join("home/.ssh")).unwrap();
+    std::fs::write(root.join("deploy-key"), "key").unwrap();
+    let target = root.join("home/.ssh/id_rsa");
+    std::fs::write(&target, "").unwrap();
+    let mounted = Command::new("mount")
+        .args(["--bind"])
+        .arg(root.join("deploy-key"))
+        .arg(&target)
+        .status()
+        .expect("run mount");
+    assert!(mounted.success(), "mount --bind: {mounted:?}");
+    let policy = root.join("mounted.yaml");
+    let text = fixtures::deny_passwd("enforce")
+        .replace("operator: Equal", "operator: Postfix")
+        .replace("\"/etc/passwd\", \"/etc/shadow\"", "\"/.ssh/id_rsa\"");
+    std::fs::write(&policy, text).unwrap();
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let read = cat(&[target.to_str().unwrap()], "/");
+    let own_name = cat(&[root.join("deploy-key").to_str().unwrap()], "/");
+    let run = agent.stop();
+    let _ = Command::new("umount").arg(&target).status();
+    assert!(
+        read.stdout.is_empty() && !read.status.success(),
+        "the mounted key was read: {:?}",
+        read.status
+    );
+    assert!(own_name.status.success(), "{:?}", own_name.status);
+    assert_eq!(policy_events(&run, target.to_str().unwrap()).len(), 1);
+}
+
 /// Each file-open hook of a policy has its own first match, as every other hook does and as
 /// `vigil policy explain` describes it: an audit hook matching every file under /etc does not
 /// shadow the policy's second hook, which denies /etc/shadow to cat.

@@ -355,7 +355,10 @@ mod layout_tests {
                 k & HOOK_KEY_SYSCALL != 0 && k & HOOK_KEY_SOCK_STATE != 0,
                 "{k:x}"
             );
+            // Not a system call's key: no gate is written for it.
+            assert_eq!(syscall_of_key(*k), None, "{k:x}");
         }
+        assert_eq!(syscall_of_key(HOOK_KEY_SYSCALL | 257), Some(257));
     }
 
     #[test]

@@ -277,6 +277,16 @@ pub const GATE_PREFIX: u8 = 1 << 1;
 #[allow(missing_docs)]
 pub const GATE_POSTFIX: u8 = 1 << 2;
 
+/// The system call number of a system call entry's key (`HOOK_KEY_SYSCALL | nr`), and
+/// `None` for every other key: a kernel address (a kprobe's key) has bit 63 set as well.
+pub const fn syscall_of_key(key: u64) -> Option<u32> {
+    if key & !0xffff == HOOK_KEY_SYSCALL {
+        Some(key as u32)
+    } else {
+        None
+    }
+}
+
 /// The gate key of the list on system call `nr` (apart from the file-open rules' slots and
 /// the selectors' keys).
 pub const fn gate_key(nr: u32) -> u32 {

@@ -217,7 +217,11 @@ static __always_inline int evaluate(const struct path *p, __u32 mechanism)
 	__u64 *inode_rules = bpf_map_lookup_elem(&vigil_path_inodes, &ik);
 	if (inode_rules)
 		w.inode_rules = *inode_rules;
-	if (state && state->prefilter && !w.inode_rules) {
+	/* A file mounted on its own (a bind mount of one file, a container's secret) is its
+	 * mount's root: its path ends with the mountpoint's name, not with its own, so the
+	 * prefilter, which reads its own, cannot refuse it. */
+	int mount_root = (void *)p->dentry == (void *)BPF_CORE_READ(p, mnt, mnt_root);
+	if (state && state->prefilter && !w.inode_rules && !mount_root) {
 		__builtin_memset(&e->name_key, 0, sizeof(e->name_key));
 		const unsigned char *name = BPF_CORE_READ(p, dentry, d_name.name);
 		bpf_probe_read_kernel_str(e->name_key.name, sizeof(e->name_key.name), name);

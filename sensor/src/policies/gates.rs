@@ -154,10 +154,11 @@ impl PolicyTable {
         if let Some(old) = self.gates.remove(&key) {
             self.write_keys(policy, &old, false)?;
         }
-        // Only the system call entries' programs have gates.
-        if key & abi::HOOK_KEY_SYSCALL == 0 {
+        // Only the system call entries' programs have gates (a kprobe's key, an address, has
+        // bit 63 set too).
+        let Some(nr) = abi::syscall_of_key(key) else {
             return Ok(());
-        }
+        };
         if let Some((reg, mask)) = mask {
             list.gate_mask_reg = reg as u32;
             list.gate_mask = mask;
@@ -165,7 +166,7 @@ impl PolicyTable {
         let Some(gate) = gate else {
             return Ok(());
         };
-        let gate_key = abi::gate_key(key as u32);
+        let gate_key = abi::gate_key(nr);
         let keys = gate.keys(gate_key);
         if self.insert_keys(policy, &keys).is_err() {
             return Ok(());

@@ -87,8 +87,9 @@ static __always_inline void vigil_fill_process(struct task_struct *task, struct 
 }
 
 /* The file behind descriptor `fd` of the current task. Every open's return, and every read(),
- * write() and socket call a policy watches, starts here, so the task's table is read in place through BTF pointers (a faulting load reads 0); only the slot, at a computed
- * offset the verifier cannot follow, is copied by a helper. */
+ * write() and socket call a policy watches, starts here, so the task's table is read in place
+ * through BTF pointers (a faulting load reads 0); only the slot, at a computed offset the
+ * verifier cannot follow, is copied by a helper. */
 static __always_inline struct file *fd_file(long fd)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -103,7 +104,9 @@ static __always_inline struct file *fd_file(long fd)
 	if (!fdt || fd >= fdt->max_fds)
 		return 0;
 	struct file **fds = fdt->fd;
-	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xfffff]) < 0)
+	/* The slot itself, unmasked: max_fds bounds it, and a mask would read another
+	 * descriptor's file for one past 2^20 (fs.nr_open allows more). */
+	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) < 0)
 		return 0;
 	return file;
 }
