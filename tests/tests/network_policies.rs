@@ -284,6 +284,16 @@ fn udp_sends_are_reported_with_their_destination_and_length() {
         let connected = std::net::UdpSocket::bind((addr, 0)).unwrap();
         connected.connect(to).unwrap();
         connected.send(&[b'r'; 44]).unwrap();
+        // The kernel reads a descriptor's low 32 bits: a register with higher bits set names
+        // the same socket, to write() and to sendto() alike.
+        use std::os::fd::AsRawFd;
+        let high = (1i64 << 32) | connected.as_raw_fd() as i64;
+        for (call, len) in [(libc::SYS_write, 66), (libc::SYS_sendto, 77)] {
+            let buf = [b's'; 77];
+            // SAFETY: the buffer outlives the call; sendto's address is null (connected).
+            let sent = unsafe { libc::syscall(call, high, buf.as_ptr(), len, 0, 0, 0) };
+            assert_eq!(sent, len as i64, "{}", std::io::Error::last_os_error());
+        }
         (receiver, unconnected, connected)
     });
     let port = receiver.local_addr().unwrap().port();
@@ -305,10 +315,13 @@ fn udp_sends_are_reported_with_their_destination_and_length() {
                 && e["process"]["pid"] == pid
         })
         .collect();
-    assert_eq!(sends.len(), 2, "loopback filtered: {sends:#?}");
+    assert_eq!(sends.len(), 4, "loopback filtered: {sends:#?}");
+    let connected_port = connected.local_addr().unwrap().port();
     for (e, from, len) in [
         (sends[0], unconnected.local_addr().unwrap().port(), 33),
-        (sends[1], connected.local_addr().unwrap().port(), 44),
+        (sends[1], connected_port, 44),
+        (sends[2], connected_port, 66),
+        (sends[3], connected_port, 77),
     ] {
         let s = &e["args"][0]["sock_arg"];
         assert_eq!(s["protocol"], "IPPROTO_UDP");

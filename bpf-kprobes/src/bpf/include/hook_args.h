@@ -181,7 +181,7 @@ static __always_inline __s64 normalize_int(__u64 v, __u8 bits, __u8 flags)
 
 /* The socket behind descriptor `fd` of the current process, or NULL when it is no socket (a
  * socket's file and the socket point at each other). */
-static __always_inline struct sock *fd_sock(long fd)
+static __always_inline struct sock *fd_sock(int fd)
 {
 	struct file *f = fd_file(fd);
 	struct socket *so;

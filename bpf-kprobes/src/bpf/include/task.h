@@ -89,8 +89,9 @@ static __always_inline void vigil_fill_process(struct task_struct *task, struct 
 /* The file behind descriptor `fd` of the current task. Every open's return, and every read(),
  * write() and socket call a policy watches, starts here, so the task's table is read in place
  * through BTF pointers (a faulting load reads 0); only the slot, at a computed offset the
- * verifier cannot follow, is copied by a helper. */
-static __always_inline struct file *fd_file(long fd)
+ * verifier cannot follow, is copied by a helper. The descriptor is an int, as the kernel reads
+ * it: a register's higher bits name the same descriptor to the call. */
+static __always_inline struct file *fd_file(int fd)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct file *file = 0;
