@@ -225,7 +225,7 @@ pub struct ProcessExit {
 
 /// `process_kprobe` / `process_lsm`: a policy selector matched in the kernel.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ProcessPolicy {
     /// The process that did it.
     #[serde(serialize_with = "crate::encoded::process")]

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use aya::{
-    programs::{RawTracePoint, TracePoint},
+    programs::{Program, RawTracePoint, TracePoint},
     Ebpf,
 };
 
@@ -99,47 +99,46 @@ pub struct Floor {
     _ebpf: Ebpf,
 }
 
+/// The floor object's program `name`, as its kind `P`.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut P
+where
+    &'a mut P: TryFrom<&'a mut Program>,
+    <&'a mut P as TryFrom<&'a mut Program>>::Error: std::fmt::Debug,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .unwrap_or_else(|| panic!("the floor object has no program {name}"));
+    prog.try_into()
+        .unwrap_or_else(|e| panic!("{name} is not of the expected kind: {e:?}"))
+}
+
+const TRACEPOINT: &str = "vigil_floor_tracepoint";
+const RAW_TRACEPOINT: &str = "vigil_floor_raw_tracepoint";
+
 impl Floor {
     /// Loads the no-op programs and attaches one at each point.
     pub fn attach(points: &[FloorPoint]) -> Floor {
         let mut ebpf = Ebpf::load(vigil_bpf_kprobes::FLOOR_OBJ).expect("load the floor object");
-        {
-            let tp: &mut TracePoint = ebpf
-                .program_mut("vigil_floor_tracepoint")
-                .expect("vigil_floor_tracepoint")
-                .try_into()
-                .expect("a tracepoint program");
-            tp.load().expect("load vigil_floor_tracepoint");
-        }
-        {
-            let raw: &mut RawTracePoint = ebpf
-                .program_mut("vigil_floor_raw_tracepoint")
-                .expect("vigil_floor_raw_tracepoint")
-                .try_into()
-                .expect("a raw tracepoint program");
-            raw.load().expect("load vigil_floor_raw_tracepoint");
-        }
+        program::<TracePoint>(&mut ebpf, TRACEPOINT)
+            .load()
+            .expect("load the floor's tracepoint program");
+        program::<RawTracePoint>(&mut ebpf, RAW_TRACEPOINT)
+            .load()
+            .expect("load the floor's raw tracepoint program");
         for p in points {
-            match p {
+            let attached = match p {
                 FloorPoint::Tracepoint { category, name } => {
-                    let tp: &mut TracePoint = ebpf
-                        .program_mut("vigil_floor_tracepoint")
-                        .expect("loaded above")
-                        .try_into()
-                        .expect("a tracepoint program");
-                    tp.attach(category, name)
-                        .unwrap_or_else(|e| panic!("attach the floor at {p}: {e}"));
+                    program::<TracePoint>(&mut ebpf, TRACEPOINT)
+                        .attach(category, name)
+                        .map(drop)
                 }
                 FloorPoint::RawTracepoint(name) => {
-                    let raw: &mut RawTracePoint = ebpf
-                        .program_mut("vigil_floor_raw_tracepoint")
-                        .expect("loaded above")
-                        .try_into()
-                        .expect("a raw tracepoint program");
-                    raw.attach(name)
-                        .unwrap_or_else(|e| panic!("attach the floor at {p}: {e}"));
+                    program::<RawTracePoint>(&mut ebpf, RAW_TRACEPOINT)
+                        .attach(name)
+                        .map(drop)
                 }
-            }
+            };
+            attached.unwrap_or_else(|e| panic!("attach the floor at {p}: {e}"));
         }
         Floor { _ebpf: ebpf }
     }

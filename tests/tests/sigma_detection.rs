@@ -538,3 +538,90 @@ fn a_missing_or_refused_rule_path_stops_sigma_test_with_one_line() {
         assert!(lines[0].starts_with(&expected), "{stderr}");
     }
 }
+
+/// auditd-service rules (as written for auditd's SYSCALL, EXECVE and PATH records) fire on
+/// vigil's events of the commands they describe: an exec's EXECVE and SYSCALL records, and a
+/// PATH record from a shipped policy's file event.
+#[test]
+fn auditd_rules_fire_on_the_records_vigil_derives() {
+    require_root();
+    let dir = TempDir::new("sigma-auditd");
+    let d = dir.path().display().to_string();
+    std::fs::write(dir.path().join("file"), "x").unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let rule = |name: &str, title: &str, selection: &str| {
+        let text = format!(
+            "title: {title}\nstatus: test\nauthor: vigil tests\nlogsource:\n  product: linux\n  service: auditd\ndetection:\n  selection:\n{selection}  condition: selection\nlevel: medium\n"
+        );
+        std::fs::write(rules.join(name), text).unwrap();
+    };
+    rule(
+        "auditd_chattr_immutable.yml",
+        "Immutable flag cleared",
+        "    type: EXECVE\n    a0: chattr\n    a1|contains: '-i'\n",
+    );
+    rule(
+        "auditd_exec_dev_shm.yml",
+        "Binary run from /dev/shm",
+        "    type: SYSCALL\n    SYSCALL: execve\n    exe|startswith: /dev/shm/\n",
+    );
+    rule(
+        "auditd_shadow_path.yml",
+        "Shadow file opened",
+        "    type: PATH\n    name: /etc/shadow\n",
+    );
+    let agent = Agent::start(&[
+        "--policy-dir",
+        vigil_tests::rules_dir().to_str().unwrap(),
+        "--sigma-dir",
+        rules.to_str().unwrap(),
+    ]);
+    // (command, rule file, whether it fires where every command is busybox: a0 is the binary's
+    // file name, `busybox` there)
+    let cases = [
+        (format!("chattr -i {d}/file"), "auditd_chattr_immutable.yml", false),
+        (
+            "cp /bin/true /dev/shm/vigil-auditd-$$ && /dev/shm/vigil-auditd-$$; rm -f /dev/shm/vigil-auditd-$$"
+                .to_string(),
+            "auditd_exec_dev_shm.yml",
+            true,
+        ),
+        (
+            "cat /etc/shadow >/dev/null".to_string(),
+            "auditd_shadow_path.yml",
+            true,
+        ),
+    ];
+    let busybox = busybox_userland();
+    let cases: Vec<_> = cases.iter().filter(|c| c.2 || !busybox).collect();
+    for (cmd, _, _) in &cases {
+        sh(cmd);
+    }
+    let run = agent.stop();
+    let alerts = alerts(&run);
+    for (cmd, rule, _) in &cases {
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a["rule_file"].as_str().is_some_and(|f| f.ends_with(rule))),
+            "{rule} did not fire on `{cmd}`; alerts: {:#?}",
+            alerts
+                .iter()
+                .map(|a| format!("{} {}", a["rule_file"], a["process"]["binary"]))
+                .collect::<Vec<_>>()
+        );
+    }
+    // The chattr rule's record is the exec's: nothing else raised it.
+    assert!(
+        !alerts.iter().any(|a| {
+            a["rule_file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("auditd_chattr_immutable.yml"))
+                && !a["process"]["binary"]
+                    .as_str()
+                    .is_some_and(|b| b.ends_with("/chattr"))
+        }),
+        "{alerts:#?}"
+    );
+}

@@ -136,25 +136,25 @@ int vigil_uretprobe(struct pt_regs *ctx)
 }
 
 /*
- * The gate of the hook list on `key` (struct vigil_hook_list): 1 when its hooks must run, 0
- * when every selector on the list compares the file of one argument with values and none of
- * them matches this call's file. The decision is path_hit's, cached per file for
- * VIGIL_PATH_CACHE_NS as a selector's is, so a call to a file no policy names (a write to a log,
- * to /dev/null) costs the descriptor's lookup and one cache lookup instead of the hooks' walk.
- * The argument is set up as the first of a hook's (run_hook sets up the hook's own before its
- * selectors read them). A global function: verified once, apart from the programs calling it.
+ * The gate of a hook list (struct vigil_hook_list): 1 when its hooks must run, 0 when every
+ * selector on the list compares the file of one argument with values and none of them matches
+ * this call's file. The decision is path_hit's, cached per file for VIGIL_PATH_CACHE_NS as a
+ * selector's is, so a call to a file no policy names (a write to a log, to /dev/null) costs the
+ * descriptor's lookup and one cache lookup instead of the hooks' walk. The caller holds the list
+ * and passes its gate as scalars (`setup`: gate_ops | gate_reg << 8 | gate_type << 16), so the
+ * list is not looked up twice. The argument is set up as the first of a hook's (run_hook sets up
+ * the hook's own before its selectors read them). A global function: verified once, apart from
+ * the programs calling it.
  */
-__noinline int gate_admits(__u64 key)
+__noinline int gate_admits(__u32 setup, __u32 gate, __u32 generation)
 {
 	struct hook_eval *e = hook_eval();
-	struct vigil_hook_list *l = bpf_map_lookup_elem(&vigil_hooks, &key);
+	__u8 ops = setup & 0xff;
 
-	if (!e || !l || !l->gate_ops)
+	if (!e || !ops)
 		return 1;
-	__u8 ops = l->gate_ops;
-	__u32 gate = l->gate_key, generation = l->gate_generation;
-	e->cfg.arg_type[0] = l->gate_type;
-	e->cfg.arg_reg[0] = l->gate_reg & 7;
+	e->cfg.arg_type[0] = (setup >> 16) & 0xff;
+	e->cfg.arg_reg[0] = (setup >> 8) & 7;
 	e->cfg.arg_flags[0] = 0;
 	e->decoded = 0;
 	/* Each comparison's values under a key of its own (VIGIL_GATE_KEY), as its cached
@@ -193,7 +193,10 @@ __noinline int gate_admits(__u64 key)
 		e->lookup_key = key;                                                               \
 		if (hooks->gate_mask && !(e->regs[hooks->gate_mask_reg & 7] & hooks->gate_mask))  \
 			return 0;                                                                  \
-		if (hooks->gate_ops && !gate_admits(key))                                          \
+		if (hooks->gate_ops &&                                                             \
+		    !gate_admits(hooks->gate_ops | (__u32)hooks->gate_reg << 8 |                   \
+				     (__u32)hooks->gate_type << 16,                                \
+				 hooks->gate_key, hooks->gate_generation))                         \
 			return 0;                                                                  \
 		RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_tp_runner);                                      \
 		return 0;                                                                          \

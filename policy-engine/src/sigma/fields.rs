@@ -12,16 +12,21 @@
 //! Every category also has the Kubernetes pod of the process, on a Kubernetes node:
 //! PodNamespace, PodName, ContainerName, ContainerImage and Workload ([`POD_FIELDS`]).
 //!
+//! Rules written for logs rather than a category are evaluated on records vigil derives from
+//! the same events ([`super::auditd`]): `service: auditd` rules on auditd's SYSCALL, EXECVE and
+//! PATH records, and rules with a product only (shell and syslog lines) on the command line as
+//! it was typed.
+//!
 //! [`CATEGORY_FIELDS`] lists them for the loader's warnings.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use vigil_events::{Arg, Event, EventBody, Process};
 
 /// The fields vigil fills in each category's events, by Sigma name: what [`sigma_fields`]
 /// writes (a parent's fields when the process has a parent). A rule that names another field
 /// loads with a warning ([`super::unfilled`]): nothing it says of that field ever matches.
-pub const CATEGORY_FIELDS: [(&str, &[&str]); 4] = [
+pub const CATEGORY_FIELDS: [(&str, &[&str]); 6] = [
     (
         "process_creation",
         &[
@@ -68,6 +73,8 @@ pub const CATEGORY_FIELDS: [(&str, &[&str]); 4] = [
             "QueryResults",
         ],
     ),
+    (super::auditd::AUDITD, super::auditd::AUDITD_FIELDS),
+    (super::auditd::LINUX, &["CommandLine"]),
 ];
 
 /// The pod fields every category has when the process runs in a pod.
@@ -79,13 +86,23 @@ pub const POD_FIELDS: [&str; 5] = [
     "Workload",
 ];
 
-/// Sigma logsource categories vigil produces.
+/// Sigma logsource categories vigil produces (the logs of [`super::auditd`] aside).
 pub const CATEGORIES: [&str; 4] = [
     CATEGORY_FIELDS[0].0,
     CATEGORY_FIELDS[1].0,
     CATEGORY_FIELDS[2].0,
     CATEGORY_FIELDS[3].0,
 ];
+
+/// `name` as vigil's own static string, if vigil fills a field of that name in some view.
+pub fn known_field(name: &str) -> Option<&'static str> {
+    CATEGORY_FIELDS
+        .iter()
+        .flat_map(|(_, fields)| fields.iter())
+        .chain(POD_FIELDS.iter())
+        .copied()
+        .find(|f| *f == name)
+}
 
 /// The fields vigil fills in `category`'s events.
 pub fn filled(category: &str) -> &'static [&'static str] {
@@ -115,39 +132,43 @@ impl Users {
         )
     }
 
-    fn name(&self, uid: u32) -> String {
-        self.0.get(&uid).cloned().unwrap_or_else(|| uid.to_string())
+    pub(super) fn name(&self, uid: u32) -> Cow<'_, str> {
+        self.0.get(&uid).map_or_else(
+            || Cow::Owned(uid.to_string()),
+            |n| Cow::Borrowed(n.as_str()),
+        )
     }
 }
 
-/// One field's value.
+/// One field's value, borrowed from the event where it is one of the event's strings.
 #[derive(Debug, Clone)]
-pub enum FieldValue {
+pub enum FieldValue<'a> {
     /// A string.
-    Text(String),
+    Text(Cow<'a, str>),
     /// A number (ports, ids), signed as sigma-rust compares numbers.
     Int(i64),
 }
 
 /// An event's fields for Sigma, and the category they belong to.
-pub struct SigmaFields {
-    /// The logsource category.
+pub struct SigmaFields<'a> {
+    /// The logsource category (or log, [`super::auditd`]).
     pub category: &'static str,
     /// The fields, by Sigma name.
-    pub values: Vec<(&'static str, FieldValue)>,
-    /// Every string field joined, for the literal prefilter (which ignores ASCII case).
+    pub values: Vec<(&'static str, FieldValue<'a>)>,
+    /// Every field joined (numbers in decimal), for the literal prefilter (which ignores ASCII
+    /// case).
     pub haystack: String,
     /// Where each field sits in `haystack`: name, start, end.
     pub spans: Vec<(&'static str, usize, usize)>,
 }
 
-impl SigmaFields {
+impl SigmaFields<'_> {
     /// The fields as sigma-rust evaluates them; built only for events a rule may match.
     pub fn to_event(&self) -> sigma_rust::Event {
         let mut e = sigma_rust::Event::new();
         for (k, v) in &self.values {
             match v {
-                FieldValue::Text(t) => e.insert(*k, t.clone()),
+                FieldValue::Text(t) => e.insert(*k, t.to_string()),
                 FieldValue::Int(i) => e.insert(*k, *i),
             }
         }
@@ -163,34 +184,46 @@ impl SigmaFields {
     }
 }
 
-/// argv as one line, the way auditd and Sysmon for Linux write it: the binary and the
-/// arguments as they were, space-separated, without vigil's quoting.
-fn command_line(p: &Process) -> String {
-    let mut line = String::with_capacity(p.binary.len() + p.arguments.len() + 1);
-    line.push_str(&p.binary);
+/// argv as one line, the way auditd and Sysmon for Linux write it: `argv0` (the binary, or
+/// its name as a shell passes it) and the arguments as they were, space-separated, without
+/// vigil's quoting.
+pub(super) fn command_line<'a>(argv0: &'a str, p: &'a Process) -> Cow<'a, str> {
+    if p.arguments.is_empty() {
+        return Cow::Borrowed(argv0);
+    }
+    let mut line = String::with_capacity(argv0.len() + p.arguments.len() + 1);
+    line.push_str(argv0);
     // Only arguments with spaces, quotes or backslashes were quoted: the rest is argv as is.
     if !p.arguments.contains(['"', '\\']) {
-        if !p.arguments.is_empty() {
-            line.push(' ');
-            line.push_str(&p.arguments);
-        }
-        return line;
+        line.push(' ');
+        line.push_str(&p.arguments);
+        return Cow::Owned(line);
     }
     for a in vigil_events::split_arguments(&p.arguments) {
         line.push(' ');
         line.push_str(&a);
     }
-    line
+    Cow::Owned(line)
 }
 
-struct Builder {
-    values: Vec<(&'static str, FieldValue)>,
+/// Builds one [`SigmaFields`].
+pub(super) struct Builder<'a> {
+    values: Vec<(&'static str, FieldValue<'a>)>,
     haystack: String,
     spans: Vec<(&'static str, usize, usize)>,
 }
 
-impl Builder {
-    fn text(&mut self, key: &'static str, v: String) {
+impl<'a> Builder<'a> {
+    pub(super) fn new() -> Self {
+        Builder {
+            values: Vec::with_capacity(12),
+            haystack: String::with_capacity(256),
+            spans: Vec::with_capacity(10),
+        }
+    }
+
+    pub(super) fn text(&mut self, key: &'static str, v: impl Into<Cow<'a, str>>) {
+        let v = v.into();
         let start = self.haystack.len();
         self.haystack.push_str(&v);
         self.spans.push((key, start, self.haystack.len()));
@@ -198,23 +231,39 @@ impl Builder {
         self.values.push((key, FieldValue::Text(v)));
     }
 
-    fn int(&mut self, key: &'static str, v: i64) {
+    /// A number, also written in decimal into the haystack, where the prefilter finds the
+    /// numbers rules compare with.
+    pub(super) fn int(&mut self, key: &'static str, v: i64) {
+        use std::fmt::Write;
+        let start = self.haystack.len();
+        let _ = write!(self.haystack, "{v}");
+        self.spans.push((key, start, self.haystack.len()));
+        self.haystack.push('\n');
         self.values.push((key, FieldValue::Int(v)));
     }
 
-    fn process(&mut self, p: &Process, users: &Users) {
-        self.text("Image", p.binary.clone());
+    pub(super) fn build(self, category: &'static str) -> SigmaFields<'a> {
+        SigmaFields {
+            category,
+            values: self.values,
+            haystack: self.haystack,
+            spans: self.spans,
+        }
+    }
+
+    fn process(&mut self, p: &'a Process, users: &'a Users) {
+        self.text("Image", p.binary.as_str());
         self.text("User", users.name(p.uid));
         self.int("ProcessId", p.pid as i64);
         self.int("LogonId", p.auid as i64);
         if let Some(pod) = &p.pod {
-            self.text("PodNamespace", pod.namespace.clone());
-            self.text("PodName", pod.name.clone());
-            self.text("Workload", pod.workload.clone());
+            self.text("PodNamespace", pod.namespace.as_str());
+            self.text("PodName", pod.name.as_str());
+            self.text("Workload", pod.workload.as_str());
             if let Some(c) = &pod.container {
-                self.text("ContainerName", c.name.clone());
+                self.text("ContainerName", c.name.as_str());
                 if let Some(image) = &c.image {
-                    self.text("ContainerImage", image.name.clone());
+                    self.text("ContainerImage", image.name.as_str());
                 }
             }
         }
@@ -222,20 +271,16 @@ impl Builder {
 }
 
 /// The Sigma view of `e`, or `None` for events no category covers.
-pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
-    let mut b = Builder {
-        values: Vec::with_capacity(12),
-        haystack: String::with_capacity(256),
-        spans: Vec::with_capacity(10),
-    };
+pub fn sigma_fields<'a>(e: &'a Event, users: &'a Users) -> Option<SigmaFields<'a>> {
+    let mut b = Builder::new();
     let category = match &e.body {
         EventBody::ProcessExec(x) => {
             b.process(&x.process, users);
-            b.text("CommandLine", command_line(&x.process));
-            b.text("CurrentDirectory", x.process.cwd.clone());
+            b.text("CommandLine", command_line(&x.process.binary, &x.process));
+            b.text("CurrentDirectory", x.process.cwd.as_str());
             if let Some(p) = &x.parent {
-                b.text("ParentImage", p.binary.clone());
-                b.text("ParentCommandLine", command_line(p));
+                b.text("ParentImage", p.binary.as_str());
+                b.text("ParentCommandLine", command_line(&p.binary, p));
                 b.int("ParentProcessId", p.pid as i64);
             }
             "process_creation"
@@ -246,20 +291,18 @@ pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
         | EventBody::ProcessTracepoint(x)
         | EventBody::ProcessLoader(x) => {
             let file = x.args.iter().find_map(|a| match a {
-                Arg::FileArg(f) | Arg::PathArg(f) => Some(f.path.clone()),
+                Arg::FileArg(f) | Arg::PathArg(f) => Some(f.path.as_str()),
                 _ => None,
             });
             let sock = x.args.iter().find_map(|a| match a {
                 Arg::SockArg(s) => Some((
-                    s.saddr.clone(),
+                    s.saddr.as_str(),
                     s.sport,
-                    s.daddr.clone(),
+                    s.daddr.as_str(),
                     s.dport,
-                    s.protocol.clone(),
+                    s.protocol.as_str(),
                 )),
-                Arg::SockaddrArg(s) => {
-                    Some((String::new(), 0, s.addr.clone(), s.port, String::new()))
-                }
+                Arg::SockaddrArg(s) => Some(("", 0, s.addr.as_str(), s.port, "")),
                 _ => None,
             });
             let dns = x.args.iter().find_map(|a| match a {
@@ -272,9 +315,9 @@ pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
                 if !d.response {
                     return None;
                 }
-                b.text("QueryName", d.query.clone());
-                b.text("QueryType", d.qtype.clone());
-                b.text("QueryStatus", d.rcode.clone());
+                b.text("QueryName", d.query.as_str());
+                b.text("QueryType", d.qtype.as_str());
+                b.text("QueryStatus", d.rcode.as_str());
                 b.text("QueryResults", d.answers.join(";"));
                 "dns_query"
             } else if let Some(path) = file {
@@ -290,7 +333,7 @@ pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
                     proto.trim_start_matches("IPPROTO_").to_lowercase(),
                 );
                 // vigil sees connects from the process that makes them.
-                b.text("Initiated", "true".into());
+                b.text("Initiated", "true");
                 "network_connection"
             } else {
                 return None;
@@ -298,12 +341,7 @@ pub fn sigma_fields(e: &Event, users: &Users) -> Option<SigmaFields> {
         }
         EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) => return None,
     };
-    Some(SigmaFields {
-        category,
-        values: b.values,
-        haystack: b.haystack,
-        spans: b.spans,
-    })
+    Some(b.build(category))
 }
 
 #[cfg(test)]
@@ -369,8 +407,9 @@ mod tests {
             response: true,
             ..Default::default()
         }));
+        let users = Users::default();
         for e in [exec, file, sock, dns] {
-            let f = sigma_fields(&e, &Users::default()).unwrap();
+            let f = sigma_fields(&e, &users).unwrap();
             let got: BTreeSet<&str> = f.values.iter().map(|(k, _)| *k).collect();
             let listed: BTreeSet<&str> = filled(f.category).iter().copied().collect();
             assert_eq!(got, listed, "{}", f.category);

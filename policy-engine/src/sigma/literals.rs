@@ -1,7 +1,8 @@
-//! The literal strings a Sigma rule cannot match without: for each rule, a set of lower-cased
-//! strings such that any event the rule matches contains at least one of them in one of its
-//! string fields. The engine finds every literal of every rule in an event with one
-//! Aho-Corasick pass and evaluates only the rules one of whose literals is present, so the cost
+//! The literal strings a Sigma rule cannot match without: for each rule, clauses of lower-cased
+//! strings such that any event the rule matches contains at least one literal of every clause
+//! in its string fields (`Image|endswith: /cat` and `CommandLine|contains: /etc/` are two
+//! clauses). The engine finds every literal of every rule in an event with one Aho-Corasick
+//! pass and evaluates only the rules each of whose clauses has a literal present, so the cost
 //! of an event grows with the rules it could match, not with the rules loaded.
 //!
 //! The analysis is conservative: where it cannot prove a literal is needed (`not`, regular
@@ -35,8 +36,15 @@ pub struct Literal {
     pub anchor: Anchor,
 }
 
-/// Literals of which a match needs one; `None` when any event could match.
-pub type Needed = Option<Vec<Literal>>;
+/// Literals of which a match needs one.
+pub type Clause = Vec<Literal>;
+
+/// Clauses a match needs every one of; `None` when any event could match.
+pub type Needed = Option<Vec<Clause>>;
+
+/// Most clauses kept for a rule, the most selective: the engine tracks a rule's clauses in
+/// the bits of one word, and a few clauses already rule out nearly every event.
+pub const MAX_CLAUSES: usize = 8;
 
 /// Modifiers under which a matching field value contains the written value (case aside).
 const CONTAINING: [&str; 6] = [
@@ -52,6 +60,15 @@ const CONTAINING: [&str; 6] = [
 fn value_needs(v: &Value, field: Option<&str>, modifiers: &[&str]) -> Needed {
     let s = match v {
         Value::String(s) => s.as_str(),
+        // An integer is found as its decimal text, the whole value of its field (the engine's
+        // haystack holds numbers so).
+        Value::Number(n) if modifiers.is_empty() && field.is_some() => {
+            return Some(vec![vec![Literal {
+                text: n.as_i64()?.to_string(),
+                field: field.map(str::to_string),
+                anchor: Anchor::Whole,
+            }]]);
+        }
         _ => return None,
     };
     // A value with wildcards needs its longest literal run, anywhere.
@@ -72,11 +89,11 @@ fn value_needs(v: &Value, field: Option<&str>, modifiers: &[&str]) -> Needed {
         _ if modifiers.contains(&"endswith") => Anchor::End,
         _ => Anchor::Whole,
     };
-    Some(vec![Literal {
+    Some(vec![vec![Literal {
         text: longest.to_lowercase(),
         field: field.map(str::to_string),
         anchor,
-    }])
+    }]])
 }
 
 /// A field condition (`Image|endswith: [...]`): its values are alternatives, or all needed
@@ -99,10 +116,7 @@ fn field_needs(key: &str, v: &Value) -> Needed {
         return None;
     }
     if modifiers.contains(&"all") {
-        return values
-            .iter()
-            .filter_map(|v| value_needs(v, field, &modifiers))
-            .max_by_key(|n| selectivity(n));
+        return both(values.iter().map(|v| value_needs(v, field, &modifiers)));
     }
     union(values.iter().map(|v| value_needs(v, field, &modifiers)))
 }
@@ -127,33 +141,57 @@ fn regex_needs(v: &Value, field: Option<&str>) -> Needed {
             anchor: Anchor::Anywhere,
         });
     }
-    (!out.is_empty()).then_some(out)
+    (!out.is_empty()).then_some(vec![out])
 }
 
 /// How selective a set is: its shortest literal's length (longer is rarer), fewer literals
 /// breaking ties.
-fn selectivity(n: &[Literal]) -> (usize, std::cmp::Reverse<usize>) {
+/// Fields whose values come from a handful that most events have: auditd's record `type`
+/// (`SYSCALL`, `EXECVE`, `PATH`). A literal on one admits a rule on every record of that kind,
+/// so another literal of the same selection is preferred.
+const UNSELECTIVE_FIELDS: [&str; 1] = ["type"];
+
+fn selectivity(n: &Clause) -> (bool, usize, std::cmp::Reverse<usize>) {
+    let selective = n.iter().any(|l| {
+        !l.field
+            .as_deref()
+            .is_some_and(|f| UNSELECTIVE_FIELDS.contains(&f))
+    });
     (
+        selective,
         n.iter().map(|s| s.text.len()).min().unwrap_or(0),
         std::cmp::Reverse(n.len()),
     )
 }
 
-/// All of `parts` hold: one part's set is enough, the most selective.
+/// All of `parts` hold: every part's clauses, the most selective [`MAX_CLAUSES`] of them (a
+/// part without any needs nothing).
 fn both(parts: impl Iterator<Item = Needed>) -> Needed {
-    parts.flatten().max_by_key(|n| selectivity(n))
+    let mut clauses: Vec<Clause> = parts.flatten().flatten().collect();
+    if clauses.is_empty() {
+        return None;
+    }
+    clauses.sort_by_key(|c| std::cmp::Reverse(selectivity(c)));
+    clauses.dedup();
+    clauses.truncate(MAX_CLAUSES);
+    Some(clauses)
 }
 
-/// One of `parts` holds: every part must have a set.
+/// One of `parts` holds: every part must need something, and a match needs a literal of one
+/// clause made of each part's most selective clause.
 fn union(parts: impl Iterator<Item = Needed>) -> Needed {
+    let mut parts: Vec<Needed> = parts.collect();
+    if parts.len() == 1 {
+        return parts.pop().flatten();
+    }
     let mut all = Vec::new();
     for p in parts {
-        all.extend(p?);
+        all.extend(p?.into_iter().max_by_key(selectivity)?);
     }
     if all.is_empty() {
         None
     } else {
-        Some(all)
+        Some(vec![all])
     }
 }
 
@@ -302,16 +340,25 @@ mod tests {
             "selection:\n  Image|endswith: ['/base64', '/b64']\n  CommandLine|contains: ' -d'\ncondition: selection",
         )
         .unwrap();
-        let texts: Vec<_> = n.iter().map(|l| (l.text.as_str(), l.anchor)).collect();
-        assert_eq!(texts, [("/base64", Anchor::End), ("/b64", Anchor::End)]);
-        assert_eq!(n[0].field.as_deref(), Some("Image"));
+        let texts: Vec<Vec<_>> = n
+            .iter()
+            .map(|c| c.iter().map(|l| (l.text.as_str(), l.anchor)).collect())
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                vec![("/base64", Anchor::End), ("/b64", Anchor::End)],
+                vec![(" -d", Anchor::Anywhere)]
+            ]
+        );
+        assert_eq!(n[0][0].field.as_deref(), Some("Image"));
     }
 
     #[test]
     fn negations_need_nothing_and_regexes_their_prefixes() {
         // A regex needs the prefixes every match starts with; one without any needs nothing.
         let re = needs("selection:\n  CommandLine|re: '-(W|R)x.*b'\ncondition: selection").unwrap();
-        let texts: Vec<_> = re.iter().map(|l| l.text.as_str()).collect();
+        let texts: Vec<_> = re[0].iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts, ["-rx", "-wx"]);
         assert_eq!(
             needs("selection:\n  CommandLine|re: '.*b'\ncondition: selection"),
@@ -320,7 +367,7 @@ mod tests {
         let n = needs(
             "selection:\n  Image|endswith: '/nohup'\nfilter:\n  CommandLine|contains: 'x'\ncondition: selection and not filter",
         );
-        assert_eq!(n.unwrap()[0].text, "/nohup");
+        assert_eq!(n.unwrap()[0][0].text, "/nohup");
         assert_eq!(needs("filter:\n  Image: '/a'\ncondition: not filter"), None);
     }
 
@@ -329,16 +376,18 @@ mod tests {
         let d =
             "selection_a:\n  Image|endswith: '/aa'\nselection_b:\n  CommandLine|contains: 'bbbb'\n";
         let any = needs(&format!("{d}condition: 1 of selection_*")).unwrap();
-        assert_eq!(any.len(), 2);
+        assert_eq!(any.len(), 1);
+        assert_eq!(any[0].len(), 2);
         let all = needs(&format!("{d}condition: all of selection_*")).unwrap();
-        assert_eq!(all[0].text, "bbbb");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0][0].text, "bbbb");
     }
 
     #[test]
     fn wildcards_keep_their_longest_literal_run() {
         let n = needs("selection:\n  CommandLine: '*wget *http*'\ncondition: selection").unwrap();
         assert_eq!(
-            (n[0].text.as_str(), n[0].anchor),
+            (n[0][0].text.as_str(), n[0][0].anchor),
             ("wget ", Anchor::Anywhere)
         );
     }

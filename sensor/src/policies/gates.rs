@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use vigil_bpf_kprobes::abi;
 use vigil_policy_engine::{
     compile::{HookRule, MatchKind},
-    hook_rule::{CondOp, HookArgKind},
+    hook_rule::{Cond, CondOp, HookArgKind},
 };
 
 use super::{
@@ -54,36 +54,51 @@ fn gate_op(kind: MatchKind) -> u8 {
     }
 }
 
-/// The gate of a list holding `hooks`, if every selector of every one compares one file
-/// argument, the same for all, with values.
-pub(super) fn list_gate<'a>(hooks: impl IntoIterator<Item = &'a HookRule>) -> Option<Gate> {
-    let mut gate: Option<Gate> = None;
+/// One condition of each selector of every hook in `hooks`, as `pick` finds it: the argument
+/// it tests (`K`, the same for all) and what each tests it with. None where a hook has no
+/// selector (it reports every call), a selector has no such condition, or two test different
+/// arguments: then no gate can stand for the list.
+fn each_selector_tests<'a, K: PartialEq, T>(
+    hooks: impl IntoIterator<Item = &'a HookRule>,
+    pick: impl Fn(&'a HookRule, &'a Cond) -> Option<(K, T)>,
+) -> Option<(K, Vec<T>)> {
+    let mut found: Option<(K, Vec<T>)> = None;
     for h in hooks {
         if h.selectors.is_empty() {
             return None;
         }
         for s in &h.selectors {
-            let (reg, arg_type, kind, values) = s.conds.iter().find_map(|c| {
-                let CondOp::Text(kind, values) = &c.op else {
-                    return None;
-                };
-                let arg = h.args.get(c.arg).filter(|_| !c.negate)?;
-                let t = file_arg_type(&arg.kind)?;
-                Some((arg.index as u8, t as u8, *kind, values))
-            })?;
-            let g = gate.get_or_insert_with(|| Gate {
-                reg,
-                arg_type,
-                values: BTreeSet::new(),
-            });
-            if (g.reg, g.arg_type) != (reg, arg_type) {
-                return None;
+            let (arg, test) = s.conds.iter().find_map(|c| pick(h, c))?;
+            match found.as_mut() {
+                None => found = Some((arg, vec![test])),
+                Some((a, tests)) if *a == arg => tests.push(test),
+                Some(_) => return None,
             }
-            g.values
-                .extend(values.iter().map(|v| (gate_op(kind), v.clone())));
         }
     }
-    gate
+    found
+}
+
+/// The gate of a list holding `hooks`, if every selector of every one compares one file
+/// argument, the same for all, with values.
+pub(super) fn list_gate<'a>(hooks: impl IntoIterator<Item = &'a HookRule>) -> Option<Gate> {
+    let ((reg, arg_type), tests) = each_selector_tests(hooks, |h, c| {
+        let CondOp::Text(kind, values) = &c.op else {
+            return None;
+        };
+        let arg = h.args.get(c.arg).filter(|_| !c.negate)?;
+        let t = file_arg_type(&arg.kind)?;
+        Some(((arg.index as u8, t as u8), (gate_op(*kind), values)))
+    })?;
+    let values = tests
+        .into_iter()
+        .flat_map(|(op, values)| values.iter().map(move |v| (op, v.clone())))
+        .collect();
+    Some(Gate {
+        reg,
+        arg_type,
+        values,
+    })
 }
 
 /// The flags gate of a list holding `hooks`: the register every selector of every one tests
@@ -92,31 +107,18 @@ pub(super) fn list_gate<'a>(hooks: impl IntoIterator<Item = &'a HookRule>) -> Op
 pub(super) fn list_mask_gate<'a>(
     hooks: impl IntoIterator<Item = &'a HookRule>,
 ) -> Option<(u8, u64)> {
-    let mut gate: Option<(u8, u64)> = None;
-    for h in hooks {
-        if h.selectors.is_empty() {
+    let (reg, masks) = each_selector_tests(hooks, |h, c| {
+        let CondOp::Mask(mask) = c.op else {
             return None;
-        }
-        for s in &h.selectors {
-            let (reg, mask) = s.conds.iter().find_map(|c| {
-                let CondOp::Mask(mask) = c.op else {
-                    return None;
-                };
-                let arg = h.args.get(c.arg).filter(|_| !c.negate)?;
-                let HookArgKind::Int { bits, .. } = arg.kind else {
-                    return None;
-                };
-                let fits = mask > 0 && bits >= 2 && (mask as u64) < 1u64 << (bits.min(64) - 1);
-                fits.then_some((arg.index as u8, mask as u64))
-            })?;
-            match gate.as_mut() {
-                None => gate = Some((reg, mask)),
-                Some((r, m)) if *r == reg => *m |= mask,
-                Some(_) => return None,
-            }
-        }
-    }
-    gate
+        };
+        let arg = h.args.get(c.arg).filter(|_| !c.negate)?;
+        let HookArgKind::Int { bits, .. } = arg.kind else {
+            return None;
+        };
+        let fits = mask > 0 && bits >= 2 && (mask as u64) < 1u64 << (bits.min(64) - 1);
+        fits.then_some((arg.index as u8, mask as u64))
+    })?;
+    Some((reg, masks.into_iter().fold(0, |all, m| all | m)))
 }
 
 impl Gate {

@@ -1,0 +1,371 @@
+//! Sigma rules written for logs rather than for a logsource category, evaluated on records
+//! vigil derives from its own events.
+//!
+//! `service: auditd` rules test auditd's records, and vigil writes the records auditd would
+//! have logged for what it saw, one Sigma event per record:
+//!
+//! | auditd record | from | fields |
+//! |---|---|---|
+//! | `SYSCALL` | an exec (`SYSCALL: execve`); a policy event on a system call (`SYSCALL` named by the hook) | type, SYSCALL, success, exe, comm, pid, ppid, uid, euid, auid, UID, EUID, AUID (names) |
+//! | `EXECVE` | an exec | type, argc, a0 (the binary's file name, as a shell passes argv\[0\]), a1, a2, ... (the arguments) |
+//! | `PATH` | an exec (the binary); a policy event's file and path arguments | type, item, name, nametype (`CREATE`, `DELETE` or `NORMAL`, from the hooked function) |
+//!
+//! Fields auditd fills that vigil does not: a SYSCALL record's `a0`..`a3` (vigil's events carry
+//! the arguments a policy names, not the registers), the numeric `syscall` (the name is in
+//! `SYSCALL`, as auditd's enriched format writes it) and `key`, the name of an audit rule,
+//! which vigil does not have; a rule on them loads with a warning per field.
+//!
+//! Rules with a product and no service or category (SigmaHQ's shell-history and syslog keyword
+//! rules) are evaluated on the command line of each exec as it was typed: the binary's file
+//! name and the arguments, one line (`CommandLine`). Rules for another service's log (`sshd`,
+//! `cron`, `vsftpd`, ...) describe lines vigil does not read and are refused by name.
+
+use std::borrow::Cow;
+
+use vigil_events::{Arg, Event, EventBody, Process, ProcessPolicy};
+
+use super::fields::{command_line, Builder, SigmaFields, Users};
+
+/// The logsource key of `service: auditd` rules.
+pub const AUDITD: &str = "auditd";
+/// The logsource key of rules with a product only: the command line as typed.
+pub const LINUX: &str = "linux";
+
+/// auditd's argument fields, `a0` to `a31`; an exec's further arguments are left out.
+const ARG_FIELDS: [&str; 32] = [
+    "a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10", "a11", "a12", "a13", "a14",
+    "a15", "a16", "a17", "a18", "a19", "a20", "a21", "a22", "a23", "a24", "a25", "a26", "a27",
+    "a28", "a29", "a30", "a31",
+];
+
+/// The fields vigil fills in one or another of its auditd records.
+pub const AUDITD_FIELDS: &[&str] = &[
+    "type", "SYSCALL", "success", "exe", "comm", "pid", "ppid", "uid", "euid", "auid", "UID",
+    "EUID", "AUID", "argc", "item", "name", "nametype", "a0", "a1", "a2", "a3", "a4", "a5", "a6",
+    "a7", "a8", "a9", "a10", "a11", "a12", "a13", "a14", "a15", "a16", "a17", "a18", "a19", "a20",
+    "a21", "a22", "a23", "a24", "a25", "a26", "a27", "a28", "a29", "a30", "a31",
+];
+
+/// The services whose logs vigil writes records for.
+pub const SERVICES: [&str; 1] = [AUDITD];
+
+/// The file name of `binary`, as a shell passes it as argv[0].
+fn file_name(binary: &str) -> &str {
+    binary.rsplit('/').next().unwrap_or(binary)
+}
+
+/// The kernel's `comm` of a process running `binary`: its file name, cut to 15 bytes.
+fn comm(binary: &str) -> &str {
+    let name = file_name(binary);
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// The system call a policy event's hook is on, if it is on one: a syscall tracepoint's
+/// (`sys_enter_mknodat`) or a system call function's (`__x64_sys_mknodat`).
+fn syscall_name(x: &ProcessPolicy) -> Option<&str> {
+    if x.subsys == "syscalls" {
+        return x
+            .event
+            .strip_prefix("sys_enter_")
+            .or_else(|| x.event.strip_prefix("sys_exit_"));
+    }
+    let f = x.function_name.as_str();
+    [
+        "__x64_sys_",
+        "__arm64_sys_",
+        "__ia32_sys_",
+        "__se_sys_",
+        "__do_sys_",
+        "sys_",
+    ]
+    .iter()
+    .find_map(|p| f.strip_prefix(p))
+    .filter(|n| !n.is_empty())
+}
+
+/// auditd's `nametype` of a file a hook on `function` saw.
+fn nametype(function: &str) -> &'static str {
+    let f = function.to_ascii_lowercase();
+    if ["unlink", "rmdir"].iter().any(|w| f.contains(w)) {
+        "DELETE"
+    } else if ["create", "mknod", "mkdir", "symlink", "link"]
+        .iter()
+        .any(|w| f.contains(w))
+    {
+        "CREATE"
+    } else {
+        "NORMAL"
+    }
+}
+
+/// A SYSCALL record of process `p` (with parent pid `ppid`) making system call `name`.
+fn syscall<'a>(name: &'a str, p: &'a Process, ppid: u32, users: &'a Users) -> SigmaFields<'a> {
+    let mut b = Builder::new();
+    b.text("type", "SYSCALL");
+    b.text("SYSCALL", name);
+    b.text("success", "yes");
+    b.text("exe", p.binary.as_str());
+    b.text("comm", comm(&p.binary));
+    b.int("pid", p.pid as i64);
+    b.int("ppid", ppid as i64);
+    b.int("uid", p.process_credentials.uid as i64);
+    b.int("euid", p.uid as i64);
+    b.int("auid", p.auid as i64);
+    // auditd's enriched format names the ids too.
+    b.text("UID", users.name(p.process_credentials.uid));
+    b.text("EUID", users.name(p.uid));
+    b.text("AUID", users.name(p.auid));
+    b.build(AUDITD)
+}
+
+/// A PATH record of file `name`, item `item` of its event.
+fn path<'a>(item: i64, name: &'a str, nametype: &'static str) -> SigmaFields<'a> {
+    let mut b = Builder::new();
+    b.text("type", "PATH");
+    b.int("item", item);
+    b.text("name", name);
+    b.text("nametype", nametype);
+    b.build(AUDITD)
+}
+
+/// The auditd records of `e`, appended to `out`.
+pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFields<'a>>) {
+    match &e.body {
+        EventBody::ProcessExec(x) => {
+            let p = &*x.process;
+            let ppid = x.parent.as_ref().map_or(0, |p| p.pid);
+            out.push(syscall("execve", p, ppid, users));
+            let mut b = Builder::new();
+            b.text("type", "EXECVE");
+            let args = if p.arguments.contains(['"', '\\']) {
+                vigil_events::split_arguments(&p.arguments)
+                    .into_iter()
+                    .map(Cow::Owned)
+                    .collect()
+            } else {
+                p.arguments
+                    .split(' ')
+                    .filter(|a| !a.is_empty())
+                    .map(Cow::Borrowed)
+                    .collect::<Vec<_>>()
+            };
+            b.int("argc", args.len() as i64 + 1);
+            b.text(ARG_FIELDS[0], file_name(&p.binary));
+            for (field, a) in ARG_FIELDS[1..].iter().zip(args) {
+                b.text(field, a);
+            }
+            out.push(b.build(AUDITD));
+            out.push(path(0, &p.binary, "NORMAL"));
+        }
+        EventBody::ProcessKprobe(x)
+        | EventBody::ProcessLsm(x)
+        | EventBody::ProcessUprobe(x)
+        | EventBody::ProcessTracepoint(x)
+        | EventBody::ProcessLoader(x) => {
+            if let Some(name) = syscall_name(x) {
+                let ppid = x.parent.as_ref().map_or(0, |p| p.pid);
+                out.push(syscall(name, &x.process, ppid, users));
+            }
+            let kind = nametype(&x.function_name);
+            let files = x.args.iter().filter_map(|a| match a {
+                Arg::FileArg(f) | Arg::PathArg(f) => Some(f.path.as_str()),
+                _ => None,
+            });
+            for (item, f) in files.enumerate() {
+                out.push(path(item as i64, f, kind));
+            }
+        }
+        EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) => {}
+    }
+}
+
+/// The command line of an exec as it was typed, for rules with a product only.
+pub fn typed_line<'a>(e: &'a Event) -> Option<SigmaFields<'a>> {
+    let EventBody::ProcessExec(x) = &e.body else {
+        return None;
+    };
+    let mut b = Builder::new();
+    b.text(
+        "CommandLine",
+        command_line(file_name(&x.process.binary), &x.process),
+    );
+    Some(b.build(LINUX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, sync::Arc};
+
+    use vigil_events::{FileArg, ProcessExec};
+
+    use super::*;
+    use crate::sigma::{load_rule, SigmaEngine};
+
+    fn event(body: EventBody) -> Event {
+        Event {
+            body,
+            node_name: "n".into(),
+            node_labels: Default::default(),
+            time: "t".into(),
+        }
+    }
+
+    fn exec(binary: &str, arguments: &str) -> Event {
+        event(EventBody::ProcessExec(ProcessExec {
+            process: Arc::new(Process {
+                binary: binary.into(),
+                arguments: arguments.into(),
+                uid: 33,
+                ..Default::default()
+            }),
+            parent: None,
+            ancestors: Vec::new(),
+        }))
+    }
+
+    fn engine(rules: &[(&str, &str)]) -> SigmaEngine {
+        SigmaEngine::from_rules(
+            rules
+                .iter()
+                .map(|(name, text)| load_rule(Path::new(name), text).expect("loads"))
+                .collect(),
+        )
+    }
+
+    fn rule(logsource: &str, detection: &str) -> String {
+        format!("title: t\nlogsource:\n  product: linux\n{logsource}detection:\n{detection}level: high\n")
+    }
+
+    #[test]
+    fn an_exec_is_a_syscall_an_execve_and_a_path_record() {
+        let e = exec("/usr/bin/chattr", "-i \"/tmp/a b\"");
+        let users = Users::default();
+        let mut records = Vec::new();
+        auditd_records(&e, &users, &mut records);
+        let text = |r: &SigmaFields, k: &str| {
+            r.values
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| match v {
+                    super::super::fields::FieldValue::Text(t) => t.to_string(),
+                    super::super::fields::FieldValue::Int(i) => i.to_string(),
+                })
+        };
+        let types: Vec<_> = records.iter().map(|r| text(r, "type").unwrap()).collect();
+        assert_eq!(types, ["SYSCALL", "EXECVE", "PATH"]);
+        assert_eq!(text(&records[0], "SYSCALL").as_deref(), Some("execve"));
+        assert_eq!(text(&records[0], "comm").as_deref(), Some("chattr"));
+        assert_eq!(text(&records[0], "euid").as_deref(), Some("33"));
+        assert_eq!(text(&records[1], "argc").as_deref(), Some("3"));
+        assert_eq!(text(&records[1], "a0").as_deref(), Some("chattr"));
+        assert_eq!(text(&records[1], "a2").as_deref(), Some("/tmp/a b"));
+        assert_eq!(
+            text(&records[2], "name").as_deref(),
+            Some("/usr/bin/chattr")
+        );
+    }
+
+    #[test]
+    fn auditd_rules_match_the_record_they_name_and_only_it() {
+        let e = engine(&[
+            (
+                "execve.yml",
+                &rule(
+                    "  service: auditd\n",
+                    "  s:\n    type: EXECVE\n    a0: chattr\n    a1|contains: '-i'\n  condition: s\n",
+                ),
+            ),
+            (
+                "web.yml",
+                &rule(
+                    "  service: auditd\n",
+                    "  s:\n    type: SYSCALL\n    SYSCALL: [execve, execveat]\n    euid: 33\n  condition: s\n",
+                ),
+            ),
+            (
+                // `a0` of a SYSCALL record is never the binary's name.
+                "mixed.yml",
+                &rule(
+                    "  service: auditd\n",
+                    "  s:\n    type: SYSCALL\n    a0: chattr\n  condition: s\n",
+                ),
+            ),
+            (
+                "mknod.yml",
+                &rule(
+                    "  service: auditd\n",
+                    "  s:\n    type: PATH\n    nametype: CREATE\n    name|startswith: /etc/systemd/\n  condition: s\n",
+                ),
+            ),
+        ]);
+        let fired = |ev: &Event| -> Vec<String> {
+            let mut f: Vec<String> = e
+                .evaluate(ev)
+                .iter()
+                .map(|m| m.rule.file.display().to_string())
+                .collect();
+            f.sort();
+            f
+        };
+        assert_eq!(
+            fired(&exec("/usr/bin/chattr", "-i /x")),
+            ["execve.yml", "web.yml"]
+        );
+        assert_eq!(fired(&exec("/usr/bin/chattr", "+i /x")), ["web.yml"]);
+        assert_eq!(e.evaluate_naive(&exec("/usr/bin/chattr", "-i /x")), 2);
+        let create = event(EventBody::ProcessKprobe(ProcessPolicy {
+            function_name: "security_inode_create".into(),
+            args: vec![Arg::FileArg(FileArg {
+                path: "/etc/systemd/system/x.service".into(),
+                ..Default::default()
+            })],
+            ..Default::default()
+        }));
+        assert_eq!(fired(&create), ["mknod.yml"]);
+    }
+
+    #[test]
+    fn a_policy_event_on_a_system_call_is_a_syscall_record() {
+        let tp = ProcessPolicy {
+            subsys: "syscalls".into(),
+            event: "sys_enter_mknodat".into(),
+            ..Default::default()
+        };
+        assert_eq!(syscall_name(&tp), Some("mknodat"));
+        let kp = ProcessPolicy {
+            function_name: "__x64_sys_sysinfo".into(),
+            ..Default::default()
+        };
+        assert_eq!(syscall_name(&kp), Some("sysinfo"));
+        let lsm = ProcessPolicy {
+            function_name: "security_file_open".into(),
+            ..Default::default()
+        };
+        assert_eq!(syscall_name(&lsm), None);
+        assert_eq!(
+            comm("/usr/lib/x/a-very-long-binary-name"),
+            "a-very-long-bin"
+        );
+    }
+
+    #[test]
+    fn product_only_rules_see_the_command_line_as_typed_and_other_logs_are_refused() {
+        let e = engine(&[(
+            "shell.yml",
+            &rule("", "  keywords:\n  - 'nc -l -p *'\n  condition: keywords\n"),
+        )]);
+        assert_eq!(e.evaluate(&exec("/usr/bin/nc", "-l -p 4444")).len(), 1);
+        assert!(e.evaluate(&exec("/usr/bin/nc", "-z host 22")).is_empty());
+        let err = load_rule(
+            Path::new("sshd.yml"),
+            &rule("  service: sshd\n", "  k:\n  - 'error'\n  condition: k\n"),
+        )
+        .err()
+        .expect("refused");
+        assert!(err.reason.contains("service `sshd`"), "{err}");
+    }
+}
