@@ -50,7 +50,28 @@ pub enum EventBody {
     ProcessLoader(ProcessPolicy),
     /// A Sigma rule matched an event.
     ProcessAlert(ProcessAlert),
+    /// Events were lost before they reached the stream (a full ring buffer in the kernel): the
+    /// stream says so in place, as Tetragon's `rate_limit_info` does, so a reader of the
+    /// stream alone knows it has a gap and how large.
+    RateLimitInfo(RateLimitInfo),
 }
+
+/// `rate_limit_info`: how many events were lost since the last such event.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RateLimitInfo {
+    /// Records the kernel could not hand to the agent, of every kind (a decimal string, as
+    /// protojson writes Tetragon's `uint64`; a number is read too).
+    #[serde(
+        default,
+        serialize_with = "crate::int64::serialize",
+        deserialize_with = "crate::int64::deserialize"
+    )]
+    pub number_of_dropped_process_events: u64,
+}
+
+/// The process of an event about none (`rate_limit_info`): empty, pid 0.
+static NO_PROCESS: std::sync::LazyLock<Process> = std::sync::LazyLock::new(Process::default);
 
 /// `process_alert`: a Sigma rule matched `event`.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -88,16 +109,26 @@ impl Event {
     /// ancestors: for what is learnt of a process after its event was built (its pod).
     pub fn processes_mut(&mut self) -> impl Iterator<Item = &mut Arc<Process>> {
         let (process, parent, ancestors) = match &mut self.body {
-            EventBody::ProcessExec(e) => (&mut e.process, &mut e.parent, &mut e.ancestors[..]),
-            EventBody::ProcessExit(e) => (&mut e.process, &mut e.parent, &mut e.ancestors[..]),
+            EventBody::ProcessExec(e) => {
+                (Some(&mut e.process), &mut e.parent, &mut e.ancestors[..])
+            }
+            EventBody::ProcessExit(e) => {
+                (Some(&mut e.process), &mut e.parent, &mut e.ancestors[..])
+            }
             EventBody::ProcessKprobe(e)
             | EventBody::ProcessLsm(e)
             | EventBody::ProcessUprobe(e)
             | EventBody::ProcessTracepoint(e)
-            | EventBody::ProcessLoader(e) => (&mut e.process, &mut e.parent, &mut e.ancestors[..]),
-            EventBody::ProcessAlert(e) => (&mut e.process, &mut e.parent, &mut [][..]),
+            | EventBody::ProcessLoader(e) => {
+                (Some(&mut e.process), &mut e.parent, &mut e.ancestors[..])
+            }
+            EventBody::ProcessAlert(e) => (Some(&mut e.process), &mut e.parent, &mut [][..]),
+            EventBody::RateLimitInfo(_) => {
+                return None.into_iter().chain(None).chain([][..].iter_mut())
+            }
         };
-        std::iter::once(process)
+        process
+            .into_iter()
             .chain(parent.as_mut())
             .chain(ancestors.iter_mut())
     }
@@ -112,21 +143,23 @@ impl Event {
     /// unless redaction changed them).
     pub fn shared_processes(&self) -> impl Iterator<Item = &Arc<Process>> + Clone {
         let (process, parent, ancestors) = match &self.body {
-            EventBody::ProcessExec(e) => (&e.process, &e.parent, &e.ancestors[..]),
-            EventBody::ProcessExit(e) => (&e.process, &e.parent, &e.ancestors[..]),
+            EventBody::ProcessExec(e) => (Some(&e.process), &e.parent, &e.ancestors[..]),
+            EventBody::ProcessExit(e) => (Some(&e.process), &e.parent, &e.ancestors[..]),
             EventBody::ProcessKprobe(e)
             | EventBody::ProcessLsm(e)
             | EventBody::ProcessUprobe(e)
             | EventBody::ProcessTracepoint(e)
-            | EventBody::ProcessLoader(e) => (&e.process, &e.parent, &e.ancestors[..]),
-            EventBody::ProcessAlert(e) => (&e.process, &e.parent, &[][..]),
+            | EventBody::ProcessLoader(e) => (Some(&e.process), &e.parent, &e.ancestors[..]),
+            EventBody::ProcessAlert(e) => (Some(&e.process), &e.parent, &[][..]),
+            EventBody::RateLimitInfo(_) => (None, &None, &[][..]),
         };
-        std::iter::once(process)
+        process
+            .into_iter()
             .chain(parent.as_ref())
             .chain(ancestors.iter())
     }
 
-    /// The process the event is about.
+    /// The process the event is about (an empty one, pid 0, for `rate_limit_info`).
     pub fn process(&self) -> &Process {
         match &self.body {
             EventBody::ProcessExec(e) => &e.process,
@@ -137,11 +170,12 @@ impl Event {
             | EventBody::ProcessTracepoint(e)
             | EventBody::ProcessLoader(e) => &e.process,
             EventBody::ProcessAlert(e) => &e.process,
+            EventBody::RateLimitInfo(_) => &NO_PROCESS,
         }
     }
 
     /// Every event key, in the order of [`Event::kind_index`].
-    pub const KINDS: [&'static str; 8] = [
+    pub const KINDS: [&'static str; 9] = [
         "process_exec",
         "process_exit",
         "process_kprobe",
@@ -150,6 +184,7 @@ impl Event {
         "process_tracepoint",
         "process_loader",
         "process_alert",
+        "rate_limit_info",
     ];
 
     /// The event key (`process_exec`, ...).
@@ -168,6 +203,7 @@ impl Event {
             EventBody::ProcessTracepoint(_) => 5,
             EventBody::ProcessLoader(_) => 6,
             EventBody::ProcessAlert(_) => 7,
+            EventBody::RateLimitInfo(_) => 8,
         }
     }
 }
@@ -823,6 +859,34 @@ mod tests {
         assert_eq!(v["node_name"], "n");
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn rate_limit_info_is_written_as_tetragon_writes_it_and_names_no_process() {
+        let ev = Event {
+            body: EventBody::RateLimitInfo(RateLimitInfo {
+                number_of_dropped_process_events: 42,
+            }),
+            node_name: "n".into(),
+            node_labels: Default::default(),
+            time: "t".into(),
+        };
+        let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"rate_limit_info": {"number_of_dropped_process_events": "42"},
+                "node_name": "n", "time": "t"})
+        );
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), ev);
+        assert_eq!(ev.kind(), "rate_limit_info");
+        assert_eq!(ev.processes().count(), 0);
+        assert_eq!(ev.process().pid, 0);
+        let mut ev = ev;
+        assert_eq!(ev.processes_mut().count(), 0);
+        assert_eq!(
+            crate::compact::render(&ev).trim_end(),
+            "⚠️ dropped n 42 events lost"
+        );
     }
 
     #[test]

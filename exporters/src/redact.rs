@@ -171,6 +171,7 @@ impl Redactor {
                 self.apply(&mut x.event);
                 (&mut x.process, &mut x.parent, None)
             }
+            EventBody::RateLimitInfo(_) => return,
         };
         self.redact_process(process);
         if let Some(p) = parent {

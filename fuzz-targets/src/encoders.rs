@@ -43,6 +43,7 @@ fn normalize(e: &mut Event) {
             processes.push(&mut x.process);
             processes.extend(&mut x.parent);
         }
+        EventBody::RateLimitInfo(_) => {}
     }
     for p in processes {
         ns(&mut std::sync::Arc::make_mut(p).ns);

@@ -445,6 +445,21 @@ impl EventEnricher {
         self.cache.ancestors(p, self.opts.ancestors)
     }
 
+    /// The `rate_limit_info` event saying `lost` records were lost, stamped now.
+    pub fn lost_events(&self, lost: u64) -> Event {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        Event {
+            body: EventBody::RateLimitInfo(vigil_events::RateLimitInfo {
+                number_of_dropped_process_events: lost,
+            }),
+            node_name: self.identity.node.clone(),
+            node_labels: Default::default(),
+            time: vigil_events::time::rfc3339(now),
+        }
+    }
+
     fn event(&self, ktime: u64, body: EventBody) -> Event {
         Event {
             body,

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// The event keys a query may name.
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 7] = [
     "process_exec",
     "process_exit",
     "process_kprobe",
@@ -17,6 +17,7 @@ pub const KINDS: [&str; 6] = [
     "process_alert",
     // Last: a kind's place is its code in databases already written.
     "process_uprobe",
+    "rate_limit_info",
 ];
 
 /// Sigma levels, lowest first.

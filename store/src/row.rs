@@ -134,7 +134,7 @@ pub(crate) fn columns(event: &Event, time_ns: u64) -> EventColumns<'_> {
             c.rule_title = Some(Cow::Borrowed(&a.title));
             c.level = level_rank(&a.level).map(|r| r as i64);
         }
-        EventBody::ProcessExec(_) | EventBody::ProcessExit(_) => {}
+        EventBody::ProcessExec(_) | EventBody::ProcessExit(_) | EventBody::RateLimitInfo(_) => {}
     }
     c
 }

@@ -247,6 +247,24 @@ fn a_full_ring_buffer_is_counted_per_kind_and_cpu_and_said() {
         "scraped {scraped}, at the stop {}",
         run.stats
     );
+    // The stream says it too, in place, as Tetragon's does: every loss is in a
+    // `rate_limit_info` event, the last one written as the agent stops.
+    let said: u64 = run
+        .events
+        .iter()
+        .filter_map(|e| e.get("rate_limit_info"))
+        .map(|r| {
+            r["number_of_dropped_process_events"]
+                .as_str()
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("a count, as a decimal string")
+        })
+        .sum();
+    let total = run.stats["ringbuf_drops"]["total"].as_u64().unwrap_or(0);
+    assert_eq!(
+        said, total,
+        "rate_limit_info events against the drops counted"
+    );
     eprintln!("{scraped} exec records dropped by a full 1 MiB ring buffer, counted and said");
 }
 

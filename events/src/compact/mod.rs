@@ -90,6 +90,10 @@ fn render_raw(event: &Event) -> String {
             let parts = [&p.arguments, &pid, &level, &a.title, &id];
             line("🚨", "alert", node, &p.binary, parts)
         }
+        EventBody::RateLimitInfo(r) => {
+            let lost = format!("{} events lost", r.number_of_dropped_process_events);
+            line("⚠️", "dropped", node, &lost, [""; 0])
+        }
         EventBody::ProcessExit(e) => {
             let how = if e.signal.is_empty() {
                 e.status.to_string()

@@ -179,7 +179,7 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
                 out.push(path(item as i64, f, kind));
             }
         }
-        EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) => {}
+        EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) | EventBody::RateLimitInfo(_) => {}
     }
 }
 

@@ -177,10 +177,11 @@ impl SigmaFields<'_> {
 
     /// The field whose value holds haystack bytes `start..end`, and that value's bounds.
     pub fn span_of(&self, start: usize, end: usize) -> Option<(&'static str, usize, usize)> {
-        self.spans
-            .iter()
-            .copied()
-            .find(|&(_, s, e)| s <= start && end <= e)
+        // Spans are in haystack order: the one that holds `start` is the last starting at or
+        // before it.
+        let at = self.spans.partition_point(|&(_, s, _)| s <= start);
+        let (name, s, e) = *self.spans.get(at.checked_sub(1)?)?;
+        (end <= e).then_some((name, s, e))
     }
 }
 
@@ -339,7 +340,9 @@ pub fn sigma_fields<'a>(e: &'a Event, users: &'a Users) -> Option<SigmaFields<'a
                 return None;
             }
         }
-        EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) => return None,
+        EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) | EventBody::RateLimitInfo(_) => {
+            return None
+        }
     };
     Some(b.build(category))
 }

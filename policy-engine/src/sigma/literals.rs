@@ -173,6 +173,13 @@ fn both(parts: impl Iterator<Item = Needed>) -> Needed {
     }
     clauses.sort_by_key(|c| std::cmp::Reverse(selectivity(c)));
     clauses.dedup();
+    // A clause nearly every event has (auditd's record type, a one- or two-letter literal)
+    // filters little and is found on every event, where the engine walks the rules it admits:
+    // kept only when nothing better is there.
+    let (strong, weak): (Vec<Clause>, Vec<Clause>) = clauses
+        .into_iter()
+        .partition(|c| matches!(selectivity(c), (true, n, _) if n >= 3));
+    let mut clauses = if strong.is_empty() { weak } else { strong };
     clauses.truncate(MAX_CLAUSES);
     Some(clauses)
 }

@@ -17,6 +17,7 @@ use aho_corasick::AhoCorasick;
 use vigil_events::Event;
 
 pub mod auditd;
+mod exact;
 pub mod fields;
 pub mod literals;
 mod unfilled;
@@ -48,6 +49,9 @@ pub struct SigmaRule {
     pub needs: literals::Needed,
     /// The fields it names that vigil never fills in its category's events.
     pub warnings: Vec<SigmaWarning>,
+    /// The rule as the engine decides it without sigma-rust, where its shape allows
+    /// ([`exact`]).
+    exact: Option<exact::ExactRule>,
 }
 
 /// Why a rule file was not loaded.
@@ -72,7 +76,7 @@ struct CategoryIndex {
     /// For each automaton pattern, the rules it admits by the field the text must be found in.
     pattern_rules: Vec<Vec<FieldAdmits>>,
     /// Per rule (by index into the engine's rules), the bits of all its clauses.
-    clause_bits: HashMap<usize, u8>,
+    clause_bits: Vec<u8>,
 }
 
 /// The rules a pattern admits when found in one field (any field: `None`, for keywords): the
@@ -256,8 +260,10 @@ fn parse_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
             }
         });
     let warnings = unfilled::unfilled_fields(&file.display().to_string(), text, &doc, category);
+    let exact = doc.get("detection").and_then(exact::compile);
     Ok(SigmaRule {
         warnings,
+        exact,
         id: rule.id.clone().unwrap_or_else(|| rule.title.clone()),
         level: level_name(&rule),
         file: file.to_path_buf(),
@@ -299,8 +305,10 @@ impl SigmaEngine {
                 Some(clauses) => {
                     let pats = patterns.entry(r.category).or_default();
                     let clauses = &clauses[..clauses.len().min(literals::MAX_CLAUSES)];
-                    idx.clause_bits
-                        .insert(i, (1u16 << clauses.len()).wrapping_sub(1) as u8);
+                    if idx.clause_bits.len() <= i {
+                        idx.clause_bits.resize(i + 1, 0);
+                    }
+                    idx.clause_bits[i] = (1u16 << clauses.len()).wrapping_sub(1) as u8;
                     for (bit, clause) in clauses.iter().enumerate() {
                         for l in clause {
                             // A literal in a field vigil never fills is never found.
@@ -423,7 +431,9 @@ impl SigmaEngine {
         };
         let mut candidates: Vec<usize> = idx.always.clone();
         // The clauses found of each rule a literal was found for: few per event.
-        let mut seen: Vec<(usize, u8)> = Vec::new();
+        // The clause bits found per rule (by its index), and the rules touched.
+        let mut bits_of = vec![0u8; idx.clause_bits.len()];
+        let mut touched: Vec<usize> = Vec::new();
         if let Some(ac) = &idx.automaton {
             for m in ac.find_overlapping_iter(&f.haystack) {
                 let span = f.span_of(m.start(), m.end());
@@ -452,31 +462,35 @@ impl SigmaEngine {
                             }
                         };
                         if placed {
-                            match seen.iter_mut().find(|(r, _)| r == rule) {
-                                Some((_, bits)) => *bits |= bit,
-                                None => seen.push((*rule, *bit)),
+                            let bits = &mut bits_of[*rule];
+                            if *bits == 0 {
+                                touched.push(*rule);
                             }
+                            *bits |= bit;
                         }
                     }
                 }
             }
         }
         candidates.extend(
-            seen.into_iter()
-                .filter(|(rule, bits)| idx.clause_bits.get(rule) == Some(bits))
-                .map(|(rule, _)| rule),
+            touched
+                .into_iter()
+                .filter(|rule| bits_of[*rule] == idx.clause_bits[*rule]),
         );
         if candidates.is_empty() {
             return;
         }
         candidates.sort_unstable();
         candidates.dedup();
-        let event = f.to_event();
-        found.extend(
-            candidates
-                .into_iter()
-                .filter(|i| self.rules[*i].rule.is_match(&event)),
-        );
+        // sigma-rust's event is built only for a rule the engine cannot decide itself.
+        let mut event = None;
+        found.extend(candidates.into_iter().filter(|i| {
+            let r = &self.rules[*i];
+            match r.exact.as_ref().and_then(|x| x.decide(f)) {
+                Some(matched) => matched,
+                None => r.rule.is_match(event.get_or_insert_with(|| f.to_event())),
+            }
+        }));
     }
 
     /// Every rule against every view of `e`, no category or literal index: the baseline the

@@ -613,6 +613,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                         "ring buffer full: {} records dropped so far (exec {}, fork {}, exit {}); raise --ringbuf-size",
                         drops.total, drops.exec, drops.fork, drops.exit
                     ));
+                    sinks.publish_lost(&enricher, reported_drops.total, drops.total, &mut stats);
                     reported_drops = drops;
                     if let Err(e) = sensor.set_drops_seen(drops.total) {
                         log(format!("cannot record the drops reported: {e}"));
@@ -647,6 +648,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         policies.as_ref().map(|p| p.table()),
     ) && Instant::now() < deadline
     {}
+    // What was lost since the last report, said before the stream ends.
+    let drops = DropStats::from_slots(sensor.drops());
+    sinks.publish_lost(&enricher, reported_drops.total, drops.total, &mut stats);
     sinks.flush(&mut stats);
     stats.store = sinks.store.close();
     stats.kubernetes = sinks.kube.as_ref().map(Kubernetes::stats);

@@ -74,6 +74,23 @@ impl Sinks {
         self.ready = std::mem::take(ready);
     }
 
+    /// Says in the stream that records were lost since the last time (`reported` of `total`
+    /// lost in all), as Tetragon's `rate_limit_info` does: a reader of the events alone (a
+    /// SIEM, the store) sees where the stream has a gap and how large. It has no process, so
+    /// no pod to wait for.
+    pub(super) fn publish_lost(
+        &mut self,
+        enricher: &EventEnricher,
+        reported: u64,
+        total: u64,
+        stats: &mut AgentStats,
+    ) {
+        let lost = total.saturating_sub(reported);
+        if lost > 0 {
+            self.publish(enricher.lost_events(lost), stats);
+        }
+    }
+
     /// Hands an event to the outputs, then its Sigma alerts.
     fn publish(&mut self, event: vigil_events::Event, stats: &mut AgentStats) {
         let alerts = self.detector.as_ref().map(|d| d.alerts(&event));

@@ -395,7 +395,10 @@ fn severity(level: &str) -> Option<u64> {
 fn body_of(event: &Value) -> (&str, &Value) {
     event
         .as_object()
-        .and_then(|o| o.iter().find(|(k, _)| k.starts_with("process_")))
+        .and_then(|o| {
+            o.iter()
+                .find(|(k, _)| k.starts_with("process_") || *k == "rate_limit_info")
+        })
         .map(|(k, v)| (k.as_str(), v))
         .unwrap_or(("unknown", &Value::Null))
 }
@@ -410,6 +413,16 @@ fn describe(doc: &mut Map<String, Value>, kind: &str, body: &Value) {
                 "exec".into(),
                 Some("success"),
             ),
+            // Events the kernel could not hand over: how many, as a number.
+            "rate_limit_info" => {
+                let lost = &body["number_of_dropped_process_events"];
+                let lost = lost
+                    .as_u64()
+                    .or_else(|| lost.as_str().and_then(|s| s.parse().ok()))
+                    .unwrap_or(0);
+                put(doc, "vigil.events_lost", Value::from(lost));
+                (vec!["process"], vec!["info"], "events_lost".into(), None)
+            }
             "process_exit" => {
                 match body["signal"].as_str() {
                     // Killed by a signal: no exit code, the signal's name beside.
@@ -544,6 +557,10 @@ pub fn to_ecs(event: &Value, ctx: &EcsContext) -> Value {
         );
     }
 
+    if kind == "rate_limit_info" {
+        // A count over a time, not something that happened: ECS's metric.
+        put(&mut doc, "event.kind", Value::from("metric"));
+    }
     if kind == "process_alert" {
         let ev = doc["event"].as_object_mut().expect("event");
         ev.insert("kind".into(), Value::from("alert"));

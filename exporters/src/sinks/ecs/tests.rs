@@ -256,3 +256,15 @@ fn a_process_in_a_pod_names_the_orchestrator_and_the_container() {
     );
     assert_eq!(d["container"]["security_context"]["privileged"], true);
 }
+
+#[test]
+fn lost_events_are_a_metric_with_their_count() {
+    let d = doc(&event(
+        "rate_limit_info",
+        json!({"number_of_dropped_process_events": "42"}),
+    ));
+    assert_eq!(d["event"]["kind"], "metric");
+    assert_eq!(d["event"]["action"], "events_lost");
+    assert_eq!(d["vigil"]["events_lost"], 42);
+    assert!(d.get("process").is_none(), "{d:#}");
+}
