@@ -561,10 +561,11 @@ fn auditd_rules_fire_on_the_records_vigil_derives() {
         "Immutable flag cleared",
         "    type: EXECVE\n    a0: chattr\n    a1|contains: '-i'\n",
     );
+    // A binary run from the temporary directory (the test's, wherever $TMPDIR puts it).
     rule(
-        "auditd_exec_dev_shm.yml",
-        "Binary run from /dev/shm",
-        "    type: SYSCALL\n    SYSCALL: execve\n    exe|startswith: /dev/shm/\n",
+        "auditd_exec_tmp.yml",
+        "Binary run from a temporary directory",
+        &format!("    type: SYSCALL\n    SYSCALL: execve\n    exe|startswith: '{d}/'\n"),
     );
     rule(
         "auditd_shadow_path.yml",
@@ -580,11 +581,14 @@ fn auditd_rules_fire_on_the_records_vigil_derives() {
     // (command, rule file, whether it fires where every command is busybox: a0 is the binary's
     // file name, `busybox` there)
     let cases = [
-        (format!("chattr -i {d}/file"), "auditd_chattr_immutable.yml", false),
         (
-            "cp /bin/true /dev/shm/vigil-auditd-$$ && /dev/shm/vigil-auditd-$$; rm -f /dev/shm/vigil-auditd-$$"
-                .to_string(),
-            "auditd_exec_dev_shm.yml",
+            format!("chattr -i {d}/file"),
+            "auditd_chattr_immutable.yml",
+            false,
+        ),
+        (
+            format!("cp /bin/true {d}/vigil-true && {d}/vigil-true"),
+            "auditd_exec_tmp.yml",
             true,
         ),
         (
