@@ -195,6 +195,16 @@ impl ExportFilter {
 
     /// Whether `e` passes.
     pub fn passes(&self, e: &Event) -> bool {
+        if let EventBody::RateLimitInfo(_) = e.body {
+            // The note that records were lost is about no process: the process, pod and
+            // policy keys cannot say anything of it, and a filter written for processes (deny
+            // the host's, allow one namespace's) must not hide a gap in the stream. Only a
+            // list that names event kinds decides for it.
+            let named = |f: &Filter| f.event_set.iter().any(|k| k == e.kind());
+            let names_kinds = |fs: &[Filter]| fs.iter().any(|f| !f.event_set.is_empty());
+            return (!names_kinds(&self.allow) || self.allow.iter().any(named))
+                && !self.deny.iter().any(named);
+        }
         (self.allow.is_empty() || self.allow.iter().any(|f| f.matches(e)))
             && !self.deny.iter().any(|f| f.matches(e))
     }
@@ -223,6 +233,39 @@ pub(crate) mod tests {
             node_labels: Default::default(),
             time: "t".into(),
         }
+    }
+
+    #[test]
+    fn a_filter_for_processes_never_hides_the_note_of_lost_records() {
+        let lost = Event {
+            body: EventBody::RateLimitInfo(vigil_events::RateLimitInfo {
+                number_of_dropped_process_events: 3,
+            }),
+            node_name: "n".into(),
+            node_labels: Default::default(),
+            time: "t".into(),
+        };
+        let spec = |f: fn(&mut FilterSpec)| {
+            let mut s = FilterSpec::default();
+            f(&mut s);
+            s
+        };
+        // Deny the host's processes, allow one namespace's, one binary's or one pid's.
+        let host = [spec(|s| s.namespace = vec![String::new()])];
+        assert!(ExportFilter::new(&[], &host, "s").unwrap().passes(&lost));
+        let only = [
+            spec(|s| s.namespace = vec!["prod".into()]),
+            spec(|s| s.binary_regex = vec!["curl$".into()]),
+            spec(|s| s.pid = vec![7]),
+        ];
+        assert!(ExportFilter::new(&only, &[], "s").unwrap().passes(&lost));
+        // A list of kinds decides.
+        let execs = [spec(|s| s.event_set = vec!["process_exec".into()])];
+        assert!(!ExportFilter::new(&execs, &[], "s").unwrap().passes(&lost));
+        let no_notes = [spec(|s| s.event_set = vec!["rate_limit_info".into()])];
+        assert!(!ExportFilter::new(&[], &no_notes, "s")
+            .unwrap()
+            .passes(&lost));
     }
 
     #[test]

@@ -862,10 +862,11 @@ impl BatchWriter<'_> {
             let id = self.process_row(p, c.time_ns, i == 0 && c.exec)?;
             process = process.or(Some(id));
         }
-        let Some(process) = process else {
-            return Err(StoreError::Batch {
-                reason: "an event without its process".into(),
-            });
+        // An event about no process (`rate_limit_info`: records the kernel lost) is filed
+        // under the one empty process row, so a search finds the stream's gaps.
+        let process = match process {
+            Some(p) => p,
+            None => self.process_row(&ProcessColumns::default(), c.time_ns, false)?,
         };
         let path = match &c.path {
             Some(p) => Some(self.path_row(p)?),

@@ -666,3 +666,40 @@ fn events_sharing_their_processes_are_filed_under_them() {
         }
     }
 }
+
+/// An event about no process, the stream's note of records the kernel lost, is stored with
+/// the events around it (none of which it takes down with it) and found by its kind.
+#[test]
+fn a_lost_events_note_is_stored_beside_the_events_and_found_by_its_kind() {
+    let mut events = incident();
+    let n = events.len();
+    events.insert(
+        n / 2,
+        event(
+            json!({"rate_limit_info": {"number_of_dropped_process_events": "42"},
+            "node_name": "node-a", "time": time(3)}),
+        ),
+    );
+    let (_dir, db) = store_with(&events);
+    let mut s = Searcher::open(&db).unwrap();
+    let mut found = Vec::new();
+    let q = Query {
+        kinds: vec!["rate_limit_info".into()],
+        ..Default::default()
+    };
+    s.search(&q, |e| {
+        found.push(e.json.clone());
+        true
+    })
+    .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("\"number_of_dropped_process_events\":\"42\""));
+    // Every other event is there too.
+    let mut all = 0;
+    s.search(&Query::default(), |_| {
+        all += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(all, events.len());
+}

@@ -71,13 +71,18 @@ fn value_needs(v: &Value, field: Option<&str>, modifiers: &[&str]) -> Needed {
         }
         _ => return None,
     };
+    // An escape (`\*` is a star, `\\` a backslash) changes what the text is: such a value
+    // needs nothing the prefilter can be sure of.
+    if s.contains('\\') {
+        return None;
+    }
     // A value with wildcards needs its longest literal run, anywhere.
     let wild = s.contains(['*', '?']);
     let longest = s
         .split(['*', '?'])
         .max_by_key(|p| p.len())
         .unwrap_or("")
-        .replace("\\\\", "\\");
+        .to_string();
     // The prefilter ignores ASCII case only: a literal with other letters is not trusted.
     if longest.is_empty() || !longest.is_ascii() || modifiers.contains(&"exists") {
         return None;

@@ -528,6 +528,17 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let mut ticks = 0u32;
     let mut reported_drops = DropStats::default();
     let mut reported_misses = 0;
+    // What earlier agents' programs wrote while no agent read it is a gap in the stream too.
+    // (An agent still running says its own.)
+    let earlier: Vec<u64> = stats
+        .previous_agents
+        .iter()
+        .filter(|r| !r.running)
+        .map(Retired::lost)
+        .collect();
+    for lost in earlier {
+        sinks.publish_lost(&enricher, 0, lost, &mut stats);
+    }
     // What a scrape and an API request may read and change, borrowed afresh for each (a macro,
     // since the borrows must end before the loop reads the ring buffer again).
     macro_rules! loop_view {
@@ -584,7 +595,11 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                         if !listed {
                             log(format!("the cluster's policy objects are not all listed {} s after the start (a CRD missing, or the API server unreachable): what earlier agents pinned is replaced now, and objects listed later are enforced as they come", RETIRE_WAIT.as_secs()));
                         }
-                        stats.previous_agents.extend(retire_previous(&sensor));
+                        let retired = retire_previous(&sensor);
+                        for r in retired.iter().filter(|r| !r.running) {
+                            sinks.publish_lost(&enricher, 0, r.lost(), &mut stats);
+                        }
+                        stats.previous_agents.extend(retired);
                         retire = RetireWhen::Done;
                     }
                 }
@@ -648,9 +663,11 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         policies.as_ref().map(|p| p.table()),
     ) && Instant::now() < deadline
     {}
-    // What was lost since the last report, said before the stream ends.
+    // What was lost since the last report, said before the stream ends; what is lost after
+    // (nobody reads the ring buffer any more) is left for the next agent to say.
     let drops = DropStats::from_slots(sensor.drops());
     sinks.publish_lost(&enricher, reported_drops.total, drops.total, &mut stats);
+    reported_drops = drops;
     sinks.flush(&mut stats);
     stats.store = sinks.store.close();
     stats.kubernetes = sinks.kube.as_ref().map(Kubernetes::stats);
@@ -662,7 +679,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     stats.cache_evictions = enricher.cache.evictions();
     stats.hooks_not_run = sensor.runner_misses();
     stats.rate_limited = enricher.rate_limit.held_back;
-    if let Err(e) = sensor.set_drops_seen(stats.ringbuf_drops.total) {
+    // Seen: what the stream said, not what was counted since (see above).
+    if let Err(e) = sensor.set_drops_seen(reported_drops.total) {
         log(format!("cannot record the drops reported: {e}"));
     }
     drop(ring);
