@@ -638,6 +638,12 @@ pub struct Process {
     /// argv\[1..\], space-joined; arguments with spaces are quoted.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub arguments: String,
+    /// argv\[0\] as the process was started with it (`nc` where `binary` is
+    /// `/usr/bin/nc.openbsd`, reached through a link): for detection, which must see both
+    /// names. Not written (Tetragon's process has no such field), so empty in an event read
+    /// back from JSON.
+    #[serde(skip)]
+    pub argv0: String,
     /// Space-separated flags: `execve`, `procFS`, `clone`, `rootcwd`, `truncArgs`, ..., in
     /// Tetragon's order ([`crate::flags::with_derived`] adds `rootcwd` and `clone`).
     #[serde(default, skip_serializing_if = "String::is_empty")]

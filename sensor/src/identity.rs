@@ -106,7 +106,7 @@ impl Identity {
         parent_exec_id: ExecId,
     ) -> Process {
         let mut argv = strings.argv.split(|b| *b == 0).map(String::from_utf8_lossy);
-        let _argv0 = argv.next();
+        let argv0 = argv.next().map(|a| a.into_owned()).unwrap_or_default();
         let args: Vec<_> = argv.collect();
         // The final NUL of argv leaves an empty last element that is not an argument.
         let args = match args.split_last() {
@@ -131,6 +131,7 @@ impl Identity {
             cwd: strings.cwd,
             binary: strings.binary,
             arguments,
+            argv0,
             flags,
             start_time: self.clock.rfc3339(ktime),
             parent_exec_id,

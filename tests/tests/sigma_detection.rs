@@ -578,8 +578,8 @@ fn auditd_rules_fire_on_the_records_vigil_derives() {
         "--sigma-dir",
         rules.to_str().unwrap(),
     ]);
-    // (command, rule file, whether it fires where every command is busybox: a0 is the binary's
-    // file name, `busybox` there)
+    // (command, rule file, whether it runs where every command is busybox: whether its
+    // chattr applet is built in varies)
     let cases = [
         (
             format!("chattr -i {d}/file"),

@@ -7,7 +7,7 @@
 //! | auditd record | from | fields |
 //! |---|---|---|
 //! | `SYSCALL` | an exec (`SYSCALL: execve`); a policy event on a system call (`SYSCALL` named by the hook) | type, SYSCALL, success, exe, comm, pid, ppid, uid, euid, auid, UID, EUID, AUID (names) |
-//! | `EXECVE` | an exec | type, argc, a0 (the binary's file name, as a shell passes argv\[0\]), a1, a2, ... (the arguments) |
+//! | `EXECVE` | an exec | type, argc, a0 (argv\[0\]), a1, a2, ... (the arguments) |
 //! | `PATH` | an exec (the binary); a policy event's file and path arguments | type, item, name, nametype (`CREATE`, `DELETE` or `NORMAL`, from the hooked function) |
 //!
 //! Fields auditd fills that vigil does not: a SYSCALL record's `a0`..`a3` (vigil's events carry
@@ -16,8 +16,9 @@
 //! which vigil does not have; a rule on them loads with a warning per field.
 //!
 //! Rules with a product and no service or category (SigmaHQ's shell-history and syslog keyword
-//! rules) are evaluated on the command line of each exec as it was typed: the binary's file
-//! name and the arguments, one line (`CommandLine`). Rules for another service's log (`sshd`,
+//! rules) are evaluated on the command line of each exec as it was typed: argv\[0\] and the
+//! arguments, one line (`CommandLine`). A process reached through a link goes by two names
+//! (`nc` and `nc.openbsd`): its records and lines are written for each ([`names`]). Rules for another service's log (`sshd`,
 //! `cron`, `vsftpd`, ...) describe lines vigil does not read and are refused by name.
 
 use std::borrow::Cow;
@@ -102,14 +103,36 @@ fn nametype(function: &str) -> &'static str {
     }
 }
 
-/// A SYSCALL record of process `p` (with parent pid `ppid`) making system call `name`.
-fn syscall<'a>(name: &'a str, p: &'a Process, ppid: u32, users: &'a Users) -> SigmaFields<'a> {
+/// The names process `p` goes by, each once: argv\[0\] as it was given (what auditd's `a0`
+/// holds and a typed line shows), its file name, and the file name of the binary the kernel
+/// resolved (a link's target: `nc.openbsd` for `nc`, `kmod` for `insmod`). Records are written
+/// for each, so that neither a link nor a chosen argv\[0\] hides a command from a rule written
+/// for the other name; usually they are one name.
+fn names(p: &Process) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::with_capacity(3);
+    for n in [p.argv0.as_str(), file_name(&p.argv0), file_name(&p.binary)] {
+        if !n.is_empty() && !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
+/// A SYSCALL record of process `p` (with parent pid `ppid`, known by `comm`) making system
+/// call `name`.
+fn syscall<'a>(
+    name: &'a str,
+    p: &'a Process,
+    comm: &'a str,
+    ppid: u32,
+    users: &'a Users,
+) -> SigmaFields<'a> {
     let mut b = Builder::new();
     b.text("type", "SYSCALL");
     b.text("SYSCALL", name);
     b.text("success", "yes");
     b.text("exe", p.binary.as_str());
-    b.text("comm", comm(&p.binary));
+    b.text("comm", comm);
     b.int("pid", p.pid as i64);
     b.int("ppid", ppid as i64);
     b.int("uid", p.process_credentials.uid as i64);
@@ -138,10 +161,13 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
         EventBody::ProcessExec(x) => {
             let p = &*x.process;
             let ppid = x.parent.as_ref().map_or(0, |p| p.pid);
-            out.push(syscall("execve", p, ppid, users));
-            let mut b = Builder::new();
-            b.text("type", "EXECVE");
-            let args = if p.arguments.contains(['"', '\\']) {
+            let names = names(p);
+            let mut comms: Vec<&str> = names.iter().map(|n| comm(n)).collect();
+            comms.dedup();
+            for c in comms {
+                out.push(syscall("execve", p, c, ppid, users));
+            }
+            let args: Vec<Cow<'_, str>> = if p.arguments.contains(['"', '\\']) {
                 vigil_events::split_arguments(&p.arguments)
                     .into_iter()
                     .map(Cow::Owned)
@@ -153,12 +179,16 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
                     .map(Cow::Borrowed)
                     .collect::<Vec<_>>()
             };
-            b.int("argc", args.len() as i64 + 1);
-            b.text(ARG_FIELDS[0], file_name(&p.binary));
-            for (field, a) in ARG_FIELDS[1..].iter().zip(args) {
-                b.text(field, a);
+            for a0 in names {
+                let mut b = Builder::new();
+                b.text("type", "EXECVE");
+                b.int("argc", args.len() as i64 + 1);
+                b.text(ARG_FIELDS[0], a0);
+                for (field, a) in ARG_FIELDS[1..].iter().zip(&args) {
+                    b.text(field, a.clone());
+                }
+                out.push(b.build(AUDITD));
             }
-            out.push(b.build(AUDITD));
             out.push(path(0, &p.binary, "NORMAL"));
         }
         EventBody::ProcessKprobe(x)
@@ -168,7 +198,13 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
         | EventBody::ProcessLoader(x) => {
             if let Some(name) = syscall_name(x) {
                 let ppid = x.parent.as_ref().map_or(0, |p| p.pid);
-                out.push(syscall(name, &x.process, ppid, users));
+                out.push(syscall(
+                    name,
+                    &x.process,
+                    comm(&x.process.binary),
+                    ppid,
+                    users,
+                ));
             }
             let kind = nametype(&x.function_name);
             let files = x.args.iter().filter_map(|a| match a {
@@ -183,17 +219,17 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
     }
 }
 
-/// The command line of an exec as it was typed, for rules with a product only.
-pub fn typed_line<'a>(e: &'a Event) -> Option<SigmaFields<'a>> {
+/// The command line of an exec as it was typed, for rules with a product only: one for each
+/// name the process goes by ([`names`]), appended to `out`.
+pub fn typed_lines<'a>(e: &'a Event, out: &mut Vec<SigmaFields<'a>>) {
     let EventBody::ProcessExec(x) = &e.body else {
-        return None;
+        return;
     };
-    let mut b = Builder::new();
-    b.text(
-        "CommandLine",
-        command_line(file_name(&x.process.binary), &x.process),
-    );
-    Some(b.build(LINUX))
+    for name in names(&x.process) {
+        let mut b = Builder::new();
+        b.text("CommandLine", command_line(name, &x.process));
+        out.push(b.build(LINUX));
+    }
 }
 
 #[cfg(test)]
@@ -326,6 +362,70 @@ mod tests {
             ..Default::default()
         }));
         assert_eq!(fired(&create), ["mknod.yml"]);
+    }
+
+    #[test]
+    fn a_command_reached_through_a_link_is_seen_by_both_its_names() {
+        let linked = |argv0: &str, binary: &str, arguments: &str| {
+            event(EventBody::ProcessExec(ProcessExec {
+                process: Arc::new(Process {
+                    binary: binary.into(),
+                    arguments: arguments.into(),
+                    argv0: argv0.into(),
+                    ..Default::default()
+                }),
+                parent: None,
+                ancestors: Vec::new(),
+            }))
+        };
+        let e = engine(&[
+            (
+                "typed.yml",
+                &rule("", "  keywords:\n  - 'nc -l -p *'\n  condition: keywords\n"),
+            ),
+            (
+                "insmod.yml",
+                &rule(
+                    "  service: auditd\n",
+                    "  s:\n    type: SYSCALL\n    comm: insmod\n    exe: /usr/bin/kmod\n  condition: s\n",
+                ),
+            ),
+            (
+                "a0.yml",
+                &rule(
+                    "  service: auditd\n",
+                    "  s:\n    type: EXECVE\n    a0: nc.openbsd\n  condition: s\n",
+                ),
+            ),
+        ]);
+        let fired = |ev: &Event| -> Vec<String> {
+            let mut f: Vec<String> = e
+                .evaluate(ev)
+                .iter()
+                .map(|m| m.rule.file.display().to_string())
+                .collect();
+            f.sort();
+            f
+        };
+        // Typed as `nc`, run as nc.openbsd: the typed rule sees `nc`, the a0 rule the target.
+        assert_eq!(
+            fired(&linked("nc", "/usr/bin/nc.openbsd", "-l -p 4444")),
+            ["a0.yml", "typed.yml"]
+        );
+        // argv[0] chosen to hide (`exec -a`): the binary's own name is still seen.
+        assert_eq!(
+            fired(&linked("innocent", "/usr/bin/nc.openbsd", "-l -p 4444")),
+            ["a0.yml"]
+        );
+        assert_eq!(
+            fired(&linked("insmod", "/usr/bin/kmod", "x.ko")),
+            ["insmod.yml"]
+        );
+        // Each rule once, whichever of the records matched.
+        assert_eq!(
+            e.evaluate_naive(&linked("nc", "/usr/bin/nc.openbsd", "-l -p 4444")),
+            2
+        );
     }
 
     #[test]

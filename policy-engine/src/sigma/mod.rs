@@ -390,7 +390,7 @@ impl SigmaEngine {
             auditd::auditd_records(e, &self.users, &mut views);
         }
         if self.index.contains_key(auditd::LINUX) {
-            views.extend(auditd::typed_line(e));
+            auditd::typed_lines(e, &mut views);
         }
         views
     }
