@@ -46,7 +46,10 @@ fn normalize(e: &mut Event) {
         EventBody::RateLimitInfo(_) => {}
     }
     for p in processes {
-        ns(&mut std::sync::Arc::make_mut(p).ns);
+        let p = std::sync::Arc::make_mut(p);
+        ns(&mut p.ns);
+        // argv[0] is kept for detection, never written: JSON cannot bring it back.
+        p.argv0.clear();
     }
 }
 
