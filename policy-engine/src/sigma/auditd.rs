@@ -234,43 +234,15 @@ pub fn typed_lines<'a>(e: &'a Event, out: &mut Vec<SigmaFields<'a>>) {
 
 #[cfg(test)]
 mod tests {
-    use std::{path::Path, sync::Arc};
+    use std::path::Path;
 
-    use vigil_events::{FileArg, ProcessExec};
+    use vigil_events::FileArg;
 
     use super::*;
-    use crate::sigma::{load_rule, SigmaEngine};
-
-    fn event(body: EventBody) -> Event {
-        Event {
-            body,
-            node_name: "n".into(),
-            node_labels: Default::default(),
-            time: "t".into(),
-        }
-    }
-
-    fn exec(binary: &str, arguments: &str) -> Event {
-        event(EventBody::ProcessExec(ProcessExec {
-            process: Arc::new(Process {
-                binary: binary.into(),
-                arguments: arguments.into(),
-                uid: 33,
-                ..Default::default()
-            }),
-            parent: None,
-            ancestors: Vec::new(),
-        }))
-    }
-
-    fn engine(rules: &[(&str, &str)]) -> SigmaEngine {
-        SigmaEngine::from_rules(
-            rules
-                .iter()
-                .map(|(name, text)| load_rule(Path::new(name), text).expect("loads"))
-                .collect(),
-        )
-    }
+    use crate::sigma::{
+        load_rule,
+        testing::{engine, exec, exec_of, fired, policy_event},
+    };
 
     fn rule(logsource: &str, detection: &str) -> String {
         format!("title: t\nlogsource:\n  product: linux\n{logsource}detection:\n{detection}level: high\n")
@@ -338,45 +310,35 @@ mod tests {
                 ),
             ),
         ]);
-        let fired = |ev: &Event| -> Vec<String> {
-            let mut f: Vec<String> = e
-                .evaluate(ev)
-                .iter()
-                .map(|m| m.rule.file.display().to_string())
-                .collect();
-            f.sort();
-            f
-        };
+        let fired = |ev: &Event| fired(&e, ev);
         assert_eq!(
             fired(&exec("/usr/bin/chattr", "-i /x")),
             ["execve.yml", "web.yml"]
         );
         assert_eq!(fired(&exec("/usr/bin/chattr", "+i /x")), ["web.yml"]);
         assert_eq!(e.evaluate_naive(&exec("/usr/bin/chattr", "-i /x")), 2);
-        let create = event(EventBody::ProcessKprobe(ProcessPolicy {
-            function_name: "security_inode_create".into(),
-            args: vec![Arg::FileArg(FileArg {
+        let create = policy_event(
+            "security_inode_create",
+            Arg::FileArg(FileArg {
                 path: "/etc/systemd/system/x.service".into(),
                 ..Default::default()
-            })],
-            ..Default::default()
-        }));
+            }),
+        );
         assert_eq!(fired(&create), ["mknod.yml"]);
     }
 
     #[test]
     fn a_command_reached_through_a_link_is_seen_by_both_its_names() {
         let linked = |argv0: &str, binary: &str, arguments: &str| {
-            event(EventBody::ProcessExec(ProcessExec {
-                process: Arc::new(Process {
+            exec_of(
+                Process {
                     binary: binary.into(),
                     arguments: arguments.into(),
                     argv0: argv0.into(),
                     ..Default::default()
-                }),
-                parent: None,
-                ancestors: Vec::new(),
-            }))
+                },
+                None,
+            )
         };
         let e = engine(&[
             (
@@ -398,15 +360,7 @@ mod tests {
                 ),
             ),
         ]);
-        let fired = |ev: &Event| -> Vec<String> {
-            let mut f: Vec<String> = e
-                .evaluate(ev)
-                .iter()
-                .map(|m| m.rule.file.display().to_string())
-                .collect();
-            f.sort();
-            f
-        };
+        let fired = |ev: &Event| fired(&e, ev);
         // Typed as `nc`, run as nc.openbsd: the typed rule sees `nc`, the a0 rule the target.
         assert_eq!(
             fired(&linked("nc", "/usr/bin/nc.openbsd", "-l -p 4444")),

@@ -513,19 +513,13 @@ impl Memo<'_, '_, '_> {
 mod tests {
     use std::{path::PathBuf, sync::Arc};
 
-    use vigil_events::{Arg, Event, EventBody, FileArg, Process, ProcessExec, ProcessPolicy};
+    use vigil_events::{Arg, Event, FileArg, Process};
 
     use super::*;
-    use crate::sigma::SigmaEngine;
-
-    fn event(body: EventBody) -> Event {
-        Event {
-            body,
-            node_name: "n".into(),
-            node_labels: Default::default(),
-            time: "t".into(),
-        }
-    }
+    use crate::sigma::{
+        testing::{exec_of, policy_event},
+        SigmaEngine,
+    };
 
     /// Events that exercise the rules: commands and files they name, in several cases, and
     /// values sigma-rust must decide (non-ASCII).
@@ -565,16 +559,15 @@ mod tests {
         let mut out: Vec<Event> = commands
             .iter()
             .map(|(b, a)| {
-                event(EventBody::ProcessExec(ProcessExec {
-                    process: Arc::new(Process {
+                exec_of(
+                    Process {
                         binary: b.to_string(),
                         arguments: a.to_string(),
                         uid: 33,
                         ..Default::default()
-                    }),
-                    parent: Some(parent.clone()),
-                    ancestors: Vec::new(),
-                }))
+                    },
+                    Some(parent.clone()),
+                )
             })
             .collect();
         for path in [
@@ -584,14 +577,13 @@ mod tests {
             "/root/.ssh/authorized_keys",
             "/etc/sudoers.d/x",
         ] {
-            out.push(event(EventBody::ProcessKprobe(ProcessPolicy {
-                function_name: "security_inode_create".into(),
-                args: vec![Arg::FileArg(FileArg {
+            out.push(policy_event(
+                "security_inode_create",
+                Arg::FileArg(FileArg {
                     path: path.into(),
                     ..Default::default()
-                })],
-                ..Default::default()
-            })));
+                }),
+            ));
         }
         out
     }
@@ -675,11 +667,7 @@ mod tests {
                 let rule = crate::sigma::load_rule(std::path::Path::new("g.yml"), &text).unwrap();
                 let x = rule.exact.as_ref().expect("decided here");
                 for v in values {
-                    let e = event(EventBody::ProcessExec(ProcessExec {
-                        process: Arc::new(Process::default()),
-                        parent: None,
-                        ancestors: Vec::new(),
-                    }));
+                    let e = exec_of(Process::default(), None);
                     let users = super::super::Users::default();
                     let mut f = super::super::sigma_fields(&e, &users).unwrap();
                     for (k, val) in f.values.iter_mut() {
@@ -710,11 +698,7 @@ mod tests {
         assert!(d("s:\n  - ev?l\ncondition: s").is_none());
         assert!(d("s:\n  Image: '/x'\ncondition: s | count() > 2").is_none());
         let rule = d("s:\n  ProcessId: '7'\ncondition: s").unwrap();
-        let e = event(EventBody::ProcessExec(ProcessExec {
-            process: Arc::new(Process::default()),
-            parent: None,
-            ancestors: Vec::new(),
-        }));
+        let e = exec_of(Process::default(), None);
         let users = super::super::Users::default();
         let f = super::super::sigma_fields(&e, &users).unwrap();
         assert_eq!(rule.decide(&f), None);

@@ -351,52 +351,18 @@ pub fn sigma_fields<'a>(e: &'a Event, users: &'a Users) -> Option<SigmaFields<'a
 mod tests {
     use std::{collections::BTreeSet, sync::Arc};
 
-    use vigil_events::{
-        dns::DnsArg, Arg, Event, EventBody, FileArg, Process, ProcessExec, ProcessPolicy,
-    };
+    use vigil_events::{dns::DnsArg, Arg, Event, FileArg, Process};
 
     use super::*;
-
-    fn event(body: EventBody) -> Event {
-        Event {
-            body,
-            node_name: "n".into(),
-            node_labels: Default::default(),
-            time: "t".into(),
-        }
-    }
+    use crate::sigma::testing::{self, exec_of};
 
     fn policy_event(arg: Arg) -> Event {
-        event(EventBody::ProcessKprobe(ProcessPolicy {
-            path: String::new(),
-            symbol: String::new(),
-            offset: 0,
-            process: Arc::new(Process::default()),
-            parent: None,
-            function_name: "f".into(),
-            subsys: String::new(),
-            event: String::new(),
-            buildid: String::new(),
-            args: vec![arg],
-            return_arg: None,
-            action: String::new(),
-            policy_name: "p".into(),
-            message: String::new(),
-            tags: Vec::new(),
-            outcome: String::new(),
-            ancestors: Vec::new(),
-            return_action: String::new(),
-            selector: None,
-        }))
+        testing::policy_event("f", arg)
     }
 
     #[test]
     fn the_fields_listed_per_category_are_the_fields_each_event_gets() {
-        let exec = event(EventBody::ProcessExec(ProcessExec {
-            process: Arc::new(Process::default()),
-            parent: Some(Arc::new(Process::default())),
-            ancestors: Vec::new(),
-        }));
+        let exec = exec_of(Process::default(), Some(Arc::new(Process::default())));
         let file = policy_event(Arg::FileArg(FileArg {
             path: "/x".into(),
             ..Default::default()
@@ -435,26 +401,24 @@ mod tests {
                 }),
                 ..Default::default()
             };
-            event(EventBody::ProcessExec(ProcessExec {
-                process: Arc::new(Process {
+            exec_of(
+                Process {
                     binary: "/bin/sh".into(),
                     pod: Some(pod),
                     ..Default::default()
-                }),
-                parent: None,
-                ancestors: Vec::new(),
-            }))
+                },
+                None,
+            )
         };
         assert_eq!(engine.evaluate(&exec("shop")).len(), 1);
         assert!(engine.evaluate(&exec("bank")).is_empty());
-        let host = event(EventBody::ProcessExec(ProcessExec {
-            process: Arc::new(Process {
+        let host = exec_of(
+            Process {
                 binary: "/bin/sh".into(),
                 ..Default::default()
-            }),
-            parent: None,
-            ancestors: Vec::new(),
-        }));
+            },
+            None,
+        );
         assert!(engine.evaluate(&host).is_empty());
     }
 }

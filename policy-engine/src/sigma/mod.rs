@@ -20,6 +20,8 @@ pub mod auditd;
 mod exact;
 pub mod fields;
 pub mod literals;
+#[cfg(test)]
+mod testing;
 mod unfilled;
 mod walk;
 
