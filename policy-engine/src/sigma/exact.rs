@@ -8,8 +8,8 @@
 //!
 //! The decision is sigma-rust's, made the same way: a missing field never matches, values are
 //! compared without case, a list of values is any of them (all of them with `all`). Where the
-//! two could differ it does not decide and sigma-rust does: a rule value with a wildcard, an
-//! escape or a non-ASCII letter is not taken at all, and at evaluation a string compared with
+//! two could differ it does not decide and sigma-rust does: a rule value with a `?` wildcard
+//! or a non-ASCII letter is not taken at all, and at evaluation a string compared with
 //! a field holding a number, a number with a field holding text, or a string with a value
 //! holding a non-ASCII letter (whose lower case sigma-rust finds with Unicode's rules) is left
 //! to sigma-rust. The bench checks every alert against sigma-rust evaluating every rule, and a
@@ -17,7 +17,10 @@
 
 use serde_yaml::Value;
 
-use super::fields::{known_field, FieldValue, SigmaFields};
+use super::{
+    fields::{known_field, FieldValue, SigmaFields},
+    pattern::{pieces, Piece},
+};
 
 /// How a field is compared with a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,16 +145,24 @@ fn selection(v: &Value) -> Option<SelectionTest> {
     }
 }
 
-/// A string value: plain or with `*` wildcards; `None` with `?`, an escape or a non-ASCII
-/// letter.
+/// A string value: plain or with `*` wildcards, escapes read ([`pattern`]); `None` with `?`
+/// or a non-ASCII letter.
 fn text_want(s: &str) -> Option<Want> {
-    if !s.is_ascii() || s.contains(['?', '\\']) {
+    if !s.is_ascii() {
         return None;
     }
-    let lower = s.to_ascii_lowercase();
-    Some(match lower.contains('*') {
-        true => Want::Glob(lower.split('*').map(str::to_string).collect()),
-        false => Want::Text(lower),
+    // The parts between the stars, the first and last empty where a star begins or ends it.
+    let mut parts = vec![String::new()];
+    for piece in pieces(s) {
+        match piece {
+            Piece::Text(t) => parts.last_mut()?.push_str(&t.to_ascii_lowercase()),
+            Piece::Any => parts.push(String::new()),
+            Piece::One => return None,
+        }
+    }
+    Some(match parts.len() {
+        1 => Want::Text(parts.pop()?),
+        _ => Want::Glob(parts),
     })
 }
 
@@ -640,6 +651,12 @@ mod tests {
             "*",
             "a*b*a",
             "/etc/*.conf",
+            r"a\*b",
+            r"a\\*b",
+            r"a\\\*b*",
+            r"x\n*",
+            r"*b\\",
+            r"a\",
         ];
         let values = [
             "",
@@ -658,27 +675,36 @@ mod tests {
             "/etc/x.conf.bak",
             "/ETC/a/b.CONF",
             "x /etc/.conf",
+            "a*b",
+            r"a\b",
+            r"a\xb",
+            r"a\*bc",
+            r"x\nz",
+            "x\nz",
+            r"ab\",
+            r"a\",
         ];
         for how in ["", "|contains", "|startswith", "|endswith"] {
             for p in patterns {
                 let text = format!(
                     "title: t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  s:\n    CommandLine{how}: '{p}'\n  condition: s\n"
                 );
-                let rule = crate::sigma::load_rule(std::path::Path::new("g.yml"), &text).unwrap();
+                let load = || crate::sigma::load_rule(std::path::Path::new("g.yml"), &text);
+                let rule = load().unwrap();
                 let x = rule.exact.as_ref().expect("decided here");
+                // The prefilter and the decision together, as the engine runs them.
+                let engine = SigmaEngine::from_rules(vec![load().unwrap()]);
                 for v in values {
-                    let e = exec_of(Process::default(), None);
-                    let users = super::super::Users::default();
-                    let mut f = super::super::sigma_fields(&e, &users).unwrap();
-                    for (k, val) in f.values.iter_mut() {
-                        if *k == "CommandLine" {
-                            *val = FieldValue::Text(v.into());
-                        }
-                    }
+                    let mut b = super::super::fields::Builder::new();
+                    b.text("CommandLine", v);
+                    b.text("Image", "/usr/bin/x");
+                    let f = b.build("process_creation");
+                    let want = rule.rule.is_match(&f.to_event());
+                    assert_eq!(x.decide(&f), Some(want), "CommandLine{how}: {p} on {v:?}");
                     assert_eq!(
-                        x.decide(&f),
-                        Some(rule.rule.is_match(&f.to_event())),
-                        "CommandLine{how}: {p} on {v:?}"
+                        engine.evaluate_fields(&f).len(),
+                        usize::from(want),
+                        "engine: CommandLine{how}: {p} on {v:?}"
                     );
                 }
             }
@@ -690,7 +716,7 @@ mod tests {
         let d = |text: &str| compile(&serde_yaml::from_str::<Value>(text).unwrap());
         assert!(d("s:\n  Image|endswith: '/x'\ncondition: s").is_some());
         assert!(d("s:\n  Image: '/x?'\ncondition: s").is_none());
-        assert!(d("s:\n  Image: '/x\\\\y'\ncondition: s").is_none());
+        assert!(d("s:\n  Image: '/x\\\\y'\ncondition: s").is_some());
         assert!(d("s:\n  Image|re: 'x'\ncondition: s").is_some());
         assert!(d("s:\n  Image|base64offset|contains: 'x'\ncondition: s").is_none());
         assert!(d("s:\n  Image|cased: 'x'\ncondition: s").is_none());

@@ -11,6 +11,8 @@
 
 use serde_yaml::Value;
 
+use super::pattern::{pieces, Piece};
+
 /// Where in a field a literal must sit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Anchor {
@@ -71,18 +73,18 @@ fn value_needs(v: &Value, field: Option<&str>, modifiers: &[&str]) -> Needed {
         }
         _ => return None,
     };
-    // An escape (`\*` is a star, `\\` a backslash) changes what the text is: such a value
-    // needs nothing the prefilter can be sure of.
-    if s.contains('\\') {
-        return None;
-    }
-    // A value with wildcards needs its longest literal run, anywhere.
-    let wild = s.contains(['*', '?']);
-    let longest = s
-        .split(['*', '?'])
-        .max_by_key(|p| p.len())
-        .unwrap_or("")
-        .to_string();
+    // A value with wildcards needs its longest literal run, anywhere; escapes are read as
+    // the engine reads them (`\*` is a star, `\\` a backslash).
+    let pieces = pieces(s);
+    let wild = pieces.iter().any(|p| !matches!(p, Piece::Text(_)));
+    let longest = pieces
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Text(t) => Some(t),
+            _ => None,
+        })
+        .max_by_key(String::len)
+        .unwrap_or_default();
     // The prefilter ignores ASCII case only: a literal with other letters is not trusted.
     if longest.is_empty() || !longest.is_ascii() || modifiers.contains(&"exists") {
         return None;

@@ -20,6 +20,7 @@ pub mod auditd;
 mod exact;
 pub mod fields;
 pub mod literals;
+mod pattern;
 #[cfg(test)]
 mod testing;
 mod unfilled;
