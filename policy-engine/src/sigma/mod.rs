@@ -9,6 +9,7 @@
 //! automaton.
 
 use std::{
+    cell::RefCell,
     collections::HashMap,
     path::{Path, PathBuf},
 };
@@ -87,6 +88,19 @@ struct CategoryIndex {
 struct FieldAdmits {
     field: Option<&'static str>,
     rules: Vec<(usize, u8, literals::Anchor)>,
+}
+
+/// The working memory of [`SigmaEngine::matching`], one per thread and kept between events,
+/// so that evaluating one allocates nothing of its own.
+#[derive(Default)]
+struct Scratch {
+    bits_of: Vec<u8>,
+    touched: Vec<usize>,
+    candidates: Vec<usize>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
 }
 
 /// A set of rules, ready to evaluate events.
@@ -432,11 +446,29 @@ impl SigmaEngine {
         let Some(idx) = self.index.get(f.category) else {
             return;
         };
-        let mut candidates: Vec<usize> = idx.always.clone();
-        // The clauses found of each rule a literal was found for: few per event.
-        // The clause bits found per rule (by its index), and the rules touched.
-        let mut bits_of = vec![0u8; idx.clause_bits.len()];
-        let mut touched: Vec<usize> = Vec::new();
+        SCRATCH.with_borrow_mut(|scratch| self.matching_in(idx, f, found, scratch));
+    }
+
+    fn matching_in(
+        &self,
+        idx: &CategoryIndex,
+        f: &SigmaFields,
+        found: &mut Vec<usize>,
+        scratch: &mut Scratch,
+    ) {
+        let Scratch {
+            bits_of,
+            touched,
+            candidates,
+        } = scratch;
+        candidates.clear();
+        candidates.extend_from_slice(&idx.always);
+        // The clause bits found per rule (by its index; all zero between calls), and the rules
+        // touched: few per event.
+        if bits_of.len() < idx.clause_bits.len() {
+            bits_of.resize(idx.clause_bits.len(), 0);
+        }
+        touched.clear();
         if let Some(ac) = &idx.automaton {
             for m in ac.find_overlapping_iter(&f.haystack) {
                 let span = f.span_of(m.start(), m.end());
@@ -475,19 +507,20 @@ impl SigmaEngine {
                 }
             }
         }
-        candidates.extend(
-            touched
-                .into_iter()
-                .filter(|rule| bits_of[*rule] == idx.clause_bits[*rule]),
-        );
+        for &rule in touched.iter() {
+            if bits_of[rule] == idx.clause_bits[rule] {
+                candidates.push(rule);
+            }
+            bits_of[rule] = 0;
+        }
         if candidates.is_empty() {
             return;
         }
+        // A rule is either always evaluated or touched, never both: no duplicates.
         candidates.sort_unstable();
-        candidates.dedup();
         // sigma-rust's event is built only for a rule the engine cannot decide itself.
         let mut event = None;
-        found.extend(candidates.into_iter().filter(|i| {
+        found.extend(candidates.iter().copied().filter(|i| {
             let r = &self.rules[*i];
             match r.exact.as_ref().and_then(|x| x.decide(f)) {
                 Some(matched) => matched,
