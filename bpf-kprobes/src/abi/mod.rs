@@ -318,7 +318,7 @@ mod layout_tests {
             "vigil_arg_value" => ArgValue { value }
             "vigil_hook_event" => HookEvent { hdr, pid, tid, hook_id, nargs, rule, action,
                 action_arg, flags, args, str_len, key }
-            "vigil_policy_state" => PolicyState { prefilter, rule_end }
+            "vigil_policy_state" => PolicyState { prefilter, rule_end, bin_scoped }
         }
     }
 

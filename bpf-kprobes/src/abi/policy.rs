@@ -573,6 +573,9 @@ pub struct PolicyState {
     pub prefilter: u32,
     /// Rules are walked from slot 0 up to this one, exclusive.
     pub rule_end: u32,
+    /// Rule slots (a bit each) that hold only for the executables their exact
+    /// `matchBinaries` values name: opens by other binaries are dismissed before the path walk.
+    pub bin_scoped: u64,
 }
 
 /// `enum vigil_hook`.

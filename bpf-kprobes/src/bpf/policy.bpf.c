@@ -193,6 +193,24 @@ static long rule_step(__u32 rule, void *vctx)
 	return 0;
 }
 
+/* Whether an exact matchBinaries value of one of the rules in `rules` (a bit per slot) is
+ * the calling binary's path: the walk's own binary test, less the file check it adds, so a
+ * binary this says no to fails that test too. */
+static __always_inline int binary_named_by(struct vigil_eval *e, __u64 rules)
+{
+	vigil_binary_keys(&e->bin_key, &e->bin_lpm);
+	for (__u32 i = 0; i < VIGIL_MAX_RULES; i++) {
+		if (!(rules >> i))
+			break;
+		if (!((rules >> i) & 1))
+			continue;
+		e->bin_key.rule = i;
+		if (bpf_map_lookup_elem(&vigil_bin_exact, &e->bin_key))
+			return 1;
+	}
+	return 0;
+}
+
 /* Resolves `p`, builds the keys and walks the rules. Returns the LSM verdict. */
 static __always_inline int evaluate(const struct path *p, __u32 mechanism)
 {
@@ -221,11 +239,20 @@ static __always_inline int evaluate(const struct path *p, __u32 mechanism)
 	 * mount's root: its path ends with the mountpoint's name, not with its own, so the
 	 * prefilter, which reads its own, cannot refuse it. */
 	int mount_root = (void *)p->dentry == (void *)BPF_CORE_READ(p, mnt, mnt_root);
-	if (state && state->prefilter && !w.inode_rules && !mount_root) {
+	if (state && state->prefilter && !mount_root) {
+		/* The rules that can match: those with a value of this name, and those whose exact
+		 * value is this very file under any name (a hard link, a bind mount). */
 		__builtin_memset(&e->name_key, 0, sizeof(e->name_key));
 		const unsigned char *name = BPF_CORE_READ(p, dentry, d_name.name);
 		bpf_probe_read_kernel_str(e->name_key.name, sizeof(e->name_key.name), name);
-		if (!bpf_map_lookup_elem(&vigil_names, &e->name_key))
+		__u64 *named = bpf_map_lookup_elem(&vigil_names, &e->name_key);
+		__u64 maybe = w.inode_rules | (named ? *named : 0);
+		if (!maybe)
+			return 0;
+		/* All of them hold only for binaries they name (glibc opening /etc/passwd for `id`,
+		 * against a deny scoped to cat and cp): another binary's open is dismissed before
+		 * the path walk. */
+		if (!(maybe & ~state->bin_scoped) && !binary_named_by(e, maybe))
 			return 0;
 	}
 	w.trunc = vigil_resolve_path(p, s, &pos) < 0;

@@ -147,7 +147,7 @@ impl PolicyTable {
         let keys = rule_keys(slot, &r);
         let names = prefilter_names(&r).unwrap_or_default();
         self.insert_keys(policy, &keys)?;
-        if let Err(e) = self.add_names(policy, &names) {
+        if let Err(e) = self.add_names(policy, slot, &names) {
             let _ = self.write_keys(policy, &keys, false);
             return Err(e);
         }
@@ -158,7 +158,7 @@ impl PolicyTable {
         let undo = |t: &mut Self| {
             t.inodes.remove(slot);
             t.bin_inodes.remove(slot);
-            t.drop_names(&names);
+            t.drop_names(slot, &names);
             let _ = t.write_keys(policy, &keys, false);
         };
         let (paths, binaries) = (exact(&r.path), exact(&r.binary));
@@ -179,6 +179,10 @@ impl PolicyTable {
             ));
         }
         let bin_inode = !binaries.is_empty() && binaries.iter().all(|b| !unkeyed.contains(b));
+        let bin_scoped = r
+            .binary
+            .as_ref()
+            .is_some_and(|b| b.kind == MatchKind::Exact && !b.negate);
         let raw = abi::Rule {
             flags: rule::ACTIVE
                 | if bin_inode { rule::BIN_INODE } else { 0 }
@@ -200,6 +204,7 @@ impl PolicyTable {
             policy: policy.to_string(),
             group,
             rule: r,
+            bin_scoped,
         });
         Ok(())
     }
@@ -229,41 +234,43 @@ impl PolicyTable {
             if let Err(e) = self.write_keys(&policy, &rule_keys(slot, &installed.rule), false) {
                 first_error.get_or_insert(e);
             }
-            self.drop_names(&prefilter_names(&installed.rule).unwrap_or_default());
+            self.drop_names(slot, &prefilter_names(&installed.rule).unwrap_or_default());
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Counts one more rule using each name (rules share names), adding the names new to the
-    /// prefilter. All or nothing.
+    /// Adds rule `slot` to the prefilter's entry of each of its names (rules share names).
+    /// All or nothing.
     fn add_names(
         &mut self,
         policy: &str,
+        slot: u32,
         names: &[[u8; abi::NAME_LEN]],
     ) -> Result<(), PolicyLoadError> {
         for (i, name) in names.iter().enumerate() {
-            let count = self.name_refs.entry(*name).or_insert(0);
-            *count += 1;
-            if *count == 1 {
-                if let Err(e) = self.names.insert(*name, 1, 0) {
-                    self.drop_names(&names[..=i]);
-                    return Err(map_err(policy, "vigil_names", e));
-                }
+            let rules = self.name_rules.entry(*name).or_insert(0);
+            *rules |= 1 << (slot % 64);
+            if let Err(e) = self.names.insert(*name, *rules, 0) {
+                self.drop_names(slot, &names[..=i]);
+                return Err(map_err(policy, "vigil_names", e));
             }
         }
         Ok(())
     }
 
-    /// Counts one rule less using each name, removing from the prefilter those none uses.
-    fn drop_names(&mut self, names: &[[u8; abi::NAME_LEN]]) {
+    /// Takes rule `slot` out of the prefilter's entry of each of its names, removing the names
+    /// no rule has left.
+    fn drop_names(&mut self, slot: u32, names: &[[u8; abi::NAME_LEN]]) {
         for name in names {
-            let Some(count) = self.name_refs.get_mut(name) else {
+            let Some(rules) = self.name_rules.get_mut(name) else {
                 continue;
             };
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.name_refs.remove(name);
+            *rules &= !(1 << (slot % 64));
+            if *rules == 0 {
+                self.name_rules.remove(name);
                 let _ = self.names.remove(name);
+            } else {
+                let _ = self.names.insert(*name, *rules, 0);
             }
         }
     }

@@ -84,6 +84,8 @@ pub struct InstalledRule {
     pub group: u32,
     /// The selector, and its hook.
     pub rule: FileRule,
+    /// It holds only for the executables its exact `matchBinaries` values name.
+    pub bin_scoped: bool,
 }
 
 /// The rule maps of the loaded object and what is in them.
@@ -94,7 +96,7 @@ pub struct PolicyTable {
     path_postfix: LpmTrie<MapData, [u8; abi::LPM_DATA], u8>,
     bin_exact: HashMap<MapData, MatchKeyPod, u8>,
     bin_prefix: LpmTrie<MapData, [u8; abi::LPM_DATA], u8>,
-    names: HashMap<MapData, [u8; abi::NAME_LEN], u8>,
+    names: HashMap<MapData, [u8; abi::NAME_LEN], u64>,
     /// Exact path values by the file they name (`vigil_path_inodes`).
     inodes: inodes::InodeKeys,
     /// Exact binary values by the file they name (`vigil_bin_inodes`).
@@ -118,7 +120,8 @@ pub struct PolicyTable {
     /// The keys each system call's gate wrote its values under (`gates.rs`).
     gates: std::collections::HashMap<u64, Vec<hook_rules::WrittenKey>>,
     policies: BTreeMap<String, u32>,
-    name_refs: std::collections::HashMap<[u8; abi::NAME_LEN], usize>,
+    /// The rule slots (a bit each) with a value of each prefilter name (`vigil_names`).
+    name_rules: std::collections::HashMap<[u8; abi::NAME_LEN], u64>,
     /// The pods of scoped policies (`vigil_scopes`).
     pub scopes: PodScopes,
     /// The scope of each running scoped policy.
@@ -191,7 +194,7 @@ impl PolicyTable {
             generation: 0,
             gates: Default::default(),
             policies: BTreeMap::new(),
-            name_refs: Default::default(),
+            name_rules: Default::default(),
             scopes: PodScopes::new(ebpf)?,
             policy_scopes: BTreeMap::new(),
         })
@@ -343,11 +346,12 @@ impl PolicyTable {
         free_hooks: Vec<usize>,
         staged: &mut Installed,
     ) -> Result<(), PolicyLoadError> {
-        // A rule that can match any file name turns the open prefilter off before it is active.
+        // A rule that can match any file name turns the open prefilter off before it is
+        // active; and the free slots' early exit for other binaries goes before they are
+        // written (a slot's last rule may have had one).
         let name = staged.name.clone();
-        if p.rules.iter().any(|r| prefilter_names(r).is_none()) {
-            self.set_prefilter(&name, false)?;
-        }
+        let names_all = p.rules.iter().all(|r| prefilter_names(r).is_some());
+        self.set_prefilter(&name, names_all && self.prefilter_possible())?;
         for (slot, r) in free.into_iter().zip(p.rules) {
             let group = staged.groups.get(&r.hook.hook_path).copied().unwrap_or(0);
             self.write_rule(&name, group, staged.scope, slot, r)?;
@@ -435,9 +439,16 @@ impl PolicyTable {
             .iter()
             .rposition(|s| s.is_some())
             .map_or(0, |i| i + 1) as u32;
+        let bin_scoped = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.as_ref().is_some_and(|r| r.bin_scoped))
+            .fold(0u64, |mask, (slot, _)| mask | 1 << (slot % 64));
         let state = abi::PolicyState {
             prefilter: on as u32,
             rule_end,
+            bin_scoped,
         };
         self.state
             .set(0, StatePod(state), 0)

@@ -71,7 +71,9 @@ _Static_assert(VIGIL_MAX_RULES == 64, "the inode maps' values have one bit per r
 /*
  * The cheap first look at every open. While every active file rule compares the path for
  * equality, an open whose file name (the last component) is not the last component of some
- * value cannot match, and is dismissed after one hash lookup instead of a path walk.
+ * value cannot match, and is dismissed after one hash lookup instead of a path walk. The
+ * value is the rule slots (one bit each) with a value of that name, so that an open of a
+ * named file by a binary none of those rules covers is dismissed as cheaply.
  */
 struct vigil_name_key {
 	char name[VIGIL_NAME_LEN];
@@ -81,7 +83,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, VIGIL_NAMES);
 	__type(key, struct vigil_name_key);
-	__type(value, __u8);
+	__type(value, __u64);
 } vigil_names SEC(".maps") __vigil_shared;
 
 struct {

@@ -199,6 +199,9 @@ struct vigil_scope_key {
 struct vigil_policy_state {
 	__u32 prefilter; /* 1: dismiss opens whose name is not in vigil_names */
 	__u32 rule_end;  /* rules are walked from slot 0 to this one (exclusive) */
+	/* Rule slots that hold only for the executables their exact matchBinaries values name:
+	 * an open by any other binary cannot match them. */
+	__u64 bin_scoped;
 };
 
 /* Bits of vigil_policy_event.flags. */
