@@ -180,6 +180,9 @@ impl SinkHandle {
     }
 }
 
+/// How long a batch waits for the records right behind its first, whatever the sink's linger.
+const GATHER: Duration = Duration::from_millis(1);
+
 /// The consuming half: the task that delivers.
 pub struct SinkWorker {
     shared: Arc<Shared>,
@@ -500,6 +503,16 @@ impl SinkWorker {
             let mut batch = Vec::with_capacity(self.batch_size);
             batch.push(first);
             let deadline = tokio::time::Instant::now() + self.linger;
+            // What comes within GATHER goes with the first record: the loop that queues wakes
+            // this thread (a system call) only for a record it finds waiting, not for each of
+            // a burst's.
+            tokio::time::sleep(GATHER).await;
+            while batch.len() < self.batch_size {
+                match self.rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
             while batch.len() < self.batch_size {
                 match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                     Ok(Some(r)) => batch.push(r),
