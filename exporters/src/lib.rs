@@ -75,8 +75,6 @@ pub struct Exporters {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stop: StopHandle,
     signal: StopSignal,
-    /// Ends the delivery thread's runtime when sent or dropped.
-    delivery_done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 const MIB: u64 = 1 << 20;
@@ -162,47 +160,14 @@ impl Exporters {
             tasks: Vec::new(),
             stop,
             signal,
-            delivery_done: None,
         })
     }
 
-    /// Starts the delivery tasks on a runtime of their own, on a thread of their own
-    /// (`vigil-export`): a sink's encoding, compression, requests and writes never take the
-    /// core of the loop that reads the kernel's events, and a burst that loop reads at full
-    /// speed is delivered beside it rather than after it (or through the spool).
-    pub fn start(&mut self) -> std::io::Result<()> {
-        if self.workers.is_empty() {
-            return Ok(());
-        }
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("vigil-export".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                match rt {
-                    Ok(rt) => {
-                        let _ = handle_tx.send(Ok(rt.handle().clone()));
-                        // Until shutdown said so, or the exporters are gone without it.
-                        rt.block_on(async {
-                            let _ = done_rx.await;
-                        });
-                    }
-                    Err(e) => {
-                        let _ = handle_tx.send(Err(e));
-                    }
-                }
-            })?;
-        let handle = handle_rx
-            .recv()
-            .map_err(|_| std::io::Error::other("the delivery thread ended at its start"))??;
+    /// Starts the delivery tasks (on the current tokio runtime).
+    pub fn start(&mut self) {
         for w in self.workers.drain(..) {
-            self.tasks.push(handle.spawn(w.run(self.signal.clone())));
+            self.tasks.push(tokio::spawn(w.run(self.signal.clone())));
         }
-        self.delivery_done = Some(done_tx);
-        Ok(())
     }
 
     /// Hands an event to every sink whose filters pass it; never blocks, never fails (what a
@@ -277,9 +242,6 @@ impl Exporters {
                     eprintln!("vigil: a sink could not spool what it held within {SPOOL_GRACE:?}");
                 }
             }
-        }
-        if let Some(done) = self.delivery_done.take() {
-            let _ = done.send(());
         }
         self.stats()
     }

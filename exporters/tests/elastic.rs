@@ -44,7 +44,7 @@ async fn bulk_with_ecs_documents_and_partial_failures() {
     );
     let cfg: ExportersConfig = serde_yaml::from_str(&yaml).unwrap();
     let mut ex = Exporters::new(&cfg, "node-1").unwrap();
-    ex.start().expect("the delivery thread starts");
+    ex.start();
     for args in [
         "-s https://a",
         "es-retry-me",
@@ -121,7 +121,7 @@ async fn a_malformed_bulk_response_is_retried_and_never_kills_the_sink() {
     server.respond_next(serde_json::json!({"errors": true}));
     let cfg: ExportersConfig = serde_yaml::from_str(&yaml).unwrap();
     let mut ex = Exporters::new(&cfg, "node-1").unwrap();
-    ex.start().expect("the delivery thread starts");
+    ex.start();
     ex.submit(&event("-s https://after-the-bad-answers"));
     assert!(
         wait_for(|| !server.docs().is_empty(), 20).await,
@@ -200,7 +200,7 @@ async fn a_refusal_of_megabytes_leaves_short_dead_letters() {
     server.respond_next_raw(400, "e".repeat(3 << 20));
     let cfg: ExportersConfig = serde_yaml::from_str(&yaml).unwrap();
     let mut ex = Exporters::new(&cfg, "node-1").unwrap();
-    ex.start().expect("the delivery thread starts");
+    ex.start();
     for i in 0..50 {
         ex.submit(&event(&format!("-s https://{i}")));
     }

@@ -79,7 +79,7 @@ async fn batches_carry_the_splunk_envelope_and_headers() {
     let dir = Dir::new("envelope");
     let fields = "  fields:\n  - {event_set: [process_exec], fields: [process.ns, process.cap], action: exclude}\n";
     let mut ex = Exporters::new(&config(&dir, &server.endpoint(), fields), "test-node").unwrap();
-    ex.start().expect("the delivery thread starts");
+    ex.start();
     for n in 0..3 {
         ex.submit(&event(n, 0));
     }
@@ -138,7 +138,7 @@ async fn status_codes_lead_to_retry_split_or_dead_letter() {
         "n",
     )
     .unwrap();
-    ex.start().expect("the delivery thread starts");
+    ex.start();
     // 403 (a wrong token) is retried until the token is right.
     for n in 0..10 {
         ex.submit(&event(n, 0));
@@ -196,7 +196,7 @@ async fn an_outage_loses_nothing_and_keeps_memory_bounded() {
         "n",
     )
     .unwrap();
-    ex.start().expect("the delivery thread starts");
+    ex.start();
     let rss = rss_kib;
     let before = rss();
     let mut peak = before;
@@ -270,7 +270,7 @@ async fn indexer_acknowledgement_resends_what_was_never_indexed() {
     let dir = Dir::new("ack");
     let extra = "  ack: true\n  ack_timeout_secs: 1\n  batch_size: 10\n  linger_ms: 20\n";
     let mut ex = Exporters::new(&config(&dir, &server.endpoint(), extra), "n").unwrap();
-    ex.start().expect("the delivery thread starts");
+    ex.start();
     for n in 0..50 {
         ex.submit(&event(n, 0));
     }

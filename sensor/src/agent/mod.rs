@@ -352,9 +352,7 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
     output::filter_own_outputs(&mut export, &opts.own_filter);
     let mut exporters =
         Exporters::new(&export, &enricher.identity.node).context("cannot start the outputs")?;
-    exporters
-        .start()
-        .context("cannot start the outputs' delivery thread")?;
+    exporters.start();
     if let Some(cfg) = &opts.config {
         log(format!("exporters: {} sinks", cfg.exporters.sinks.len()));
     }

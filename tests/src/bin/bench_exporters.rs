@@ -169,7 +169,7 @@ fn pipeline(
     let cfg: ExportersConfig = serde_yaml::from_str(&yaml).unwrap();
     rt.block_on(async {
         let mut ex = Exporters::new(&cfg, "node-1").unwrap();
-        ex.start().expect("the delivery thread starts");
+        ex.start();
         let cpu = cpu_seconds(libc::RUSAGE_SELF);
         let start = Instant::now();
         // The agent hands events over as they come, and the sink's task runs between them.
