@@ -503,15 +503,15 @@ impl SinkWorker {
             let mut batch = Vec::with_capacity(self.batch_size);
             batch.push(first);
             let deadline = tokio::time::Instant::now() + self.linger;
-            // What comes within GATHER goes with the first record: the loop that queues wakes
-            // this thread (a system call) only for a record it finds waiting, not for each of
-            // a burst's.
-            tokio::time::sleep(GATHER).await;
-            while batch.len() < self.batch_size {
-                match self.rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
+            // What is queued already, and, when that does not fill the batch, what comes within
+            // GATHER: a burst's records are taken together, not woken for one by one.
+            self.take_queued(&mut batch);
+            if batch.len() < self.batch_size {
+                tokio::select! {
+                    () = tokio::time::sleep(GATHER) => {}
+                    () = stop.finished() => {}
                 }
+                self.take_queued(&mut batch);
             }
             while batch.len() < self.batch_size {
                 match tokio::time::timeout_at(deadline, self.rx.recv()).await {
@@ -525,6 +525,16 @@ impl SinkWorker {
                 return;
             }
             tokio::task::yield_now().await;
+        }
+    }
+
+    /// Moves the records already queued into `batch`, up to the batch size.
+    fn take_queued(&mut self, batch: &mut Vec<Record>) {
+        while batch.len() < self.batch_size {
+            match self.rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
         }
     }
 

@@ -443,6 +443,34 @@ fn postfix_filters_match_the_end_of_the_resolved_path() {
     }
 }
 
+/// A directory name long enough to push the file's name past the first 251 bytes of its path
+/// (what the forward keys hold) does not hide the file from a Postfix.
+#[test]
+fn a_postfix_holds_for_a_path_longer_than_the_forward_key() {
+    let dir = TempDir::new("postfix-long");
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let ssh = root.join("a".repeat(240)).join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let key = ssh.join("id_rsa");
+    std::fs::write(&key, "key").unwrap();
+    let key = key.to_str().unwrap();
+    assert!(key.len() > 251, "{key}");
+    let policy = root.join("postfix.yaml");
+    let text = fixtures::deny_passwd("enforce")
+        .replace("operator: Equal", "operator: Postfix")
+        .replace("\"/etc/passwd\", \"/etc/shadow\"", "\"/.ssh/id_rsa\"");
+    std::fs::write(&policy, text).unwrap();
+    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let read = cat(&[key], "/");
+    let run = agent.stop();
+    assert!(
+        read.stdout.is_empty() && !read.status.success(),
+        "the key behind a long directory was read: {:?}",
+        read.status
+    );
+    assert_eq!(policy_events(&run, key).len(), 1);
+}
+
 /// A file mounted on its own under another name (a container's secret, `docker -v
 /// key:/root/.ssh/id_rsa`) is opened by the name of its mountpoint: a Postfix on that name
 /// holds for it, though the file's own name (which the open prefilter reads) is another.

@@ -85,16 +85,20 @@ static __always_inline void set_rule(struct vigil_eval *e, __u32 rule)
 }
 
 /* Builds the reversed path key postfix filters look up, once per evaluation and only when a
- * rule has one. */
-static __always_inline void build_reversed(struct vigil_eval *e, __u32 path_len)
+ * rule has one: from the end of the whole path (the event's copy), not of the forward key,
+ * which holds only its first VIGIL_MATCH_MAX bytes, so that a long directory in front of a
+ * file cannot push the file's name out of the comparison. */
+static __always_inline void build_reversed(struct vigil_eval *e)
 {
+	__u32 len = e->ev.path_len & (VIGIL_PATH_MAX - 1);
+	__u32 n = len < VIGIL_MATCH_MAX ? len : VIGIL_MATCH_MAX;
 	for (__u32 i = 0; i < VIGIL_MATCH_MAX; i++) {
-		if (i >= path_len)
+		if (i >= n)
 			break;
 		e->path_rev.data[4 + (i & (VIGIL_MATCH_LEN - 1))] =
-			e->path_key.path[(path_len - 1 - i) & (VIGIL_MATCH_LEN - 1)];
+			e->ev_path[(len - 1 - i) & (VIGIL_PATH_MAX - 1)];
 	}
-	e->path_rev.prefixlen = 32 + path_len * 8;
+	e->path_rev.prefixlen = 32 + n * 8;
 }
 
 static __always_inline void emit(struct vigil_eval *e, struct rule_walk *w, __u32 rule, struct vigil_rule *r, __u32 flags)
@@ -130,7 +134,7 @@ static long rule_step(__u32 rule, void *vctx)
 	if (w->matched & (1u << (r->policy_id & (VIGIL_FILE_OPEN_HOOKS - 1))))
 		return 0;
 	if ((r->flags & VIGIL_RULE_PATH_POSTFIX) && !w->rev_ready) {
-		build_reversed(e, w->path_len);
+		build_reversed(e);
 		w->rev_ready = 1;
 	}
 	set_rule(e, rule);

@@ -468,6 +468,11 @@ impl SigmaEngine {
         if bits_of.len() < idx.clause_bits.len() {
             bits_of.resize(idx.clause_bits.len(), 0);
         }
+        // Zero already, unless a call before this one stopped half-way (a panic): a stale bit
+        // would keep its rule from ever being touched again.
+        for &rule in touched.iter() {
+            bits_of[rule] = 0;
+        }
         touched.clear();
         if let Some(ac) = &idx.automaton {
             for m in ac.find_overlapping_iter(&f.haystack) {
