@@ -227,6 +227,12 @@ fn string_and_descriptor_arguments_are_decoded_and_matched() {
     let deep = deep_dir.join("f".repeat(100));
     std::fs::write(&deep, "x").unwrap();
     std::fs::set_permissions(&deep, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // One that ends as the Postfix says, behind a directory that pushes its end out of the
+    // bytes kept: the condition holds for it (its end cannot be compared), never lets it by.
+    let long_dir = target.with_file_name("e".repeat(200));
+    std::fs::create_dir(&long_dir).unwrap();
+    let long = long_dir.join(format!("{}.vigil", "g".repeat(100)));
+    std::fs::write(&long, "x").unwrap();
     let deep_prefix = format!("{}/ddd", target.parent().unwrap().display());
     let policy = dir.path().join("args.yaml");
     std::fs::write(
@@ -298,6 +304,10 @@ spec:
         .unwrap()
         .set_permissions(std::fs::Permissions::from_mode(0o600))
         .unwrap();
+    std::fs::File::open(&long)
+        .unwrap()
+        .set_permissions(std::fs::Permissions::from_mode(0o744))
+        .unwrap();
     let run = agent.stop();
 
     // libc makes the link with symlink(2) or symlinkat(2); either is hooked.
@@ -315,8 +325,23 @@ spec:
         .into_iter()
         .filter(|e| e["process"]["pid"] == std::process::id())
         .collect();
+    let kept_of = |path: &std::path::Path| {
+        let path = path.to_str().unwrap().to_string();
+        move |e: &&&Value| {
+            e["args"][0]["file_arg"]["path"]
+                .as_str()
+                .is_some_and(|kept| path.starts_with(kept) && kept.len() > 60)
+        }
+    };
+    let long_chmods: Vec<&&Value> = all_chmods.iter().filter(kept_of(&long)).collect();
+    assert_eq!(
+        long_chmods.len(),
+        1,
+        "the long path's chmod, by the Postfix: {all_chmods:#?}"
+    );
     let (chmods, deep_chmods): (Vec<&Value>, Vec<&Value>) = all_chmods
         .iter()
+        .filter(|e| !kept_of(&long)(e))
         .partition(|e| e["args"][0]["file_arg"]["path"] == target.to_str().unwrap());
     assert_eq!(chmods.len(), 1, "only the mode with 0o100: {all_chmods:#?}");
     assert_eq!(chmods[0]["args"][1]["int_arg"], 0o744);

@@ -51,6 +51,9 @@ static __always_inline int lookup_cidr(struct hook_eval *e, __u32 rule_key, __u1
 	return bpf_map_lookup_elem(&vigil_hook_cidrs, &e->ckey) != 0;
 }
 
+/* A condition's answer for an argument it cannot judge: it holds, negated or not. */
+#define VIGIL_HIT_EITHER 2
+
 static __always_inline int string_hit(struct hook_eval *e, __u32 a, __u8 op, __u32 rule_key)
 {
 	decode_str(a);
@@ -68,6 +71,12 @@ static __always_inline int string_hit(struct hook_eval *e, __u32 a, __u8 op, __u
 		e->lpm.prefixlen = 32 + len * 8;
 		return bpf_map_lookup_elem(&vigil_path_prefix, &e->lpm) != 0;
 	}
+	/* Of a longer string or path only the first VIGIL_MATCH_MAX bytes are kept, so its end is
+	 * not known: a Postfix condition, negated or not, holds for it (a file behind a long
+	 * directory name is never let through unseen), as a Prefix holds for a file-open path cut
+	 * at its start. */
+	if (len >= VIGIL_MATCH_MAX && e->ev.args[a].int_value)
+		return VIGIL_HIT_EITHER;
 	for (__u32 i = 0; i < VIGIL_MATCH_MAX; i++) {
 		if (i >= len)
 			break;
@@ -191,7 +200,7 @@ static long cond_step(__u32 c, void *unused)
 		hit = lookup_value(e, key, sk->state);
 		break;
 	}
-	if (hit == !!cond->negate) {
+	if (hit != VIGIL_HIT_EITHER && hit == !!cond->negate) {
 		w->failed = 1;
 		return 1;
 	}
