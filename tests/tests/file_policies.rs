@@ -414,6 +414,13 @@ fn sigkill_signal_and_nopost_actions() {
     );
 }
 
+/// The enforcing deny of `cat`, on files whose path ends with `value`.
+fn deny_postfix(value: &str) -> String {
+    fixtures::deny_passwd("enforce")
+        .replace("operator: Equal", "operator: Postfix")
+        .replace("\"/etc/passwd\", \"/etc/shadow\"", &format!("\"{value}\""))
+}
+
 /// Postfix filters compare the end of the resolved path: one holding a `/` through the open
 /// prefilter (by the file name it ends with), one without (`sswd` ends any name) without it.
 #[test]
@@ -421,10 +428,7 @@ fn postfix_filters_match_the_end_of_the_resolved_path() {
     let dir = TempDir::new("postfix");
     for value in ["/passwd", "sswd"] {
         let policy = dir.path().join("postfix.yaml");
-        let text = fixtures::deny_passwd("enforce")
-            .replace("operator: Equal", "operator: Postfix")
-            .replace("\"/etc/passwd\", \"/etc/shadow\"", &format!("\"{value}\""));
-        std::fs::write(&policy, text).unwrap();
+        std::fs::write(&policy, deny_postfix(value)).unwrap();
         let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
         let passwd = cat(&["passwd"], "/etc");
         let hostname = cat(&["/etc/hostname"], "/");
@@ -456,10 +460,7 @@ fn a_postfix_holds_for_a_path_longer_than_the_forward_key() {
     let key = key.to_str().unwrap();
     assert!(key.len() > 251, "{key}");
     let policy = root.join("postfix.yaml");
-    let text = fixtures::deny_passwd("enforce")
-        .replace("operator: Equal", "operator: Postfix")
-        .replace("\"/etc/passwd\", \"/etc/shadow\"", "\"/.ssh/id_rsa\"");
-    std::fs::write(&policy, text).unwrap();
+    std::fs::write(&policy, deny_postfix("/.ssh/id_rsa")).unwrap();
     let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
     let read = cat(&[key], "/");
     let run = agent.stop();
@@ -490,10 +491,7 @@ fn a_file_mounted_on_its_own_is_judged_by_its_mounted_name() {
         .expect("run mount");
     assert!(mounted.success(), "mount --bind: {mounted:?}");
     let policy = root.join("mounted.yaml");
-    let text = fixtures::deny_passwd("enforce")
-        .replace("operator: Equal", "operator: Postfix")
-        .replace("\"/etc/passwd\", \"/etc/shadow\"", "\"/.ssh/id_rsa\"");
-    std::fs::write(&policy, text).unwrap();
+    std::fs::write(&policy, deny_postfix("/.ssh/id_rsa")).unwrap();
     let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
     let read = cat(&[target.to_str().unwrap()], "/");
     let own_name = cat(&[root.join("deploy-key").to_str().unwrap()], "/");
