@@ -155,11 +155,6 @@ pub struct SigmaFields<'a> {
     pub category: &'static str,
     /// The fields, by Sigma name.
     pub values: Vec<(&'static str, FieldValue<'a>)>,
-    /// Every field joined (numbers in decimal), for the literal prefilter (which ignores ASCII
-    /// case).
-    pub haystack: String,
-    /// Where each field sits in `haystack`: name, start, end.
-    pub spans: Vec<(&'static str, usize, usize)>,
 }
 
 impl SigmaFields<'_> {
@@ -173,15 +168,6 @@ impl SigmaFields<'_> {
             }
         }
         e
-    }
-
-    /// The field whose value holds haystack bytes `start..end`, and that value's bounds.
-    pub fn span_of(&self, start: usize, end: usize) -> Option<(&'static str, usize, usize)> {
-        // Spans are in haystack order: the one that holds `start` is the last starting at or
-        // before it.
-        let at = self.spans.partition_point(|&(_, s, _)| s <= start);
-        let (name, s, e) = *self.spans.get(at.checked_sub(1)?)?;
-        (end <= e).then_some((name, s, e))
     }
 }
 
@@ -210,36 +196,20 @@ pub(super) fn command_line<'a>(argv0: &'a str, p: &'a Process) -> Cow<'a, str> {
 /// Builds one [`SigmaFields`].
 pub(super) struct Builder<'a> {
     values: Vec<(&'static str, FieldValue<'a>)>,
-    haystack: String,
-    spans: Vec<(&'static str, usize, usize)>,
 }
 
 impl<'a> Builder<'a> {
     pub(super) fn new() -> Self {
         Builder {
-            values: Vec::with_capacity(12),
-            haystack: String::with_capacity(256),
-            spans: Vec::with_capacity(10),
+            values: Vec::with_capacity(14),
         }
     }
 
     pub(super) fn text(&mut self, key: &'static str, v: impl Into<Cow<'a, str>>) {
-        let v = v.into();
-        let start = self.haystack.len();
-        self.haystack.push_str(&v);
-        self.spans.push((key, start, self.haystack.len()));
-        self.haystack.push('\n');
-        self.values.push((key, FieldValue::Text(v)));
+        self.values.push((key, FieldValue::Text(v.into())));
     }
 
-    /// A number, also written in decimal into the haystack, where the prefilter finds the
-    /// numbers rules compare with.
     pub(super) fn int(&mut self, key: &'static str, v: i64) {
-        use std::fmt::Write;
-        let start = self.haystack.len();
-        let _ = write!(self.haystack, "{v}");
-        self.spans.push((key, start, self.haystack.len()));
-        self.haystack.push('\n');
         self.values.push((key, FieldValue::Int(v)));
     }
 
@@ -247,8 +217,6 @@ impl<'a> Builder<'a> {
         SigmaFields {
             category,
             values: self.values,
-            haystack: self.haystack,
-            spans: self.spans,
         }
     }
 

@@ -89,8 +89,10 @@ fn value_needs(v: &Value, field: Option<&str>, modifiers: &[&str]) -> Needed {
     if longest.is_empty() || !longest.is_ascii() || modifiers.contains(&"exists") {
         return None;
     }
-    let anchor = match (wild, field) {
-        (true, _) | (_, None) => Anchor::Anywhere,
+    // A keyword (no field) without wildcards must be the whole of one of the event's values,
+    // as sigma-rust compares keywords.
+    let anchor = match wild {
+        true => Anchor::Anywhere,
         _ if modifiers.contains(&"contains") => Anchor::Anywhere,
         _ if modifiers.contains(&"startswith") => Anchor::Start,
         _ if modifiers.contains(&"endswith") => Anchor::End,

@@ -15,6 +15,8 @@ use std::{
 };
 
 use aho_corasick::AhoCorasick;
+use fields::FieldValue;
+use rustc_hash::FxHashMap;
 use vigil_events::Event;
 
 pub mod auditd;
@@ -75,12 +77,37 @@ pub struct SigmaLoadError {
 struct CategoryIndex {
     /// Rules evaluated on every event of the category.
     always: Vec<usize>,
-    /// Finds every rule literal in an event's haystack.
+    /// Finds every rule literal that may sit anywhere in a field, or at one end, in the
+    /// haystack of the fields searched.
     automaton: Option<AhoCorasick>,
     /// For each automaton pattern, the rules it admits by the field the text must be found in.
     pattern_rules: Vec<Vec<FieldAdmits>>,
+    /// By field: the literals that must be its whole value (`type: SYSCALL`, `euid: 33`),
+    /// looked up in one table instead of searched for, and whether it is searched.
+    fields: FxHashMap<&'static str, FieldPlan>,
+    /// Keywords without wildcards: literals that must be the whole value of any field.
+    any_field: WholeValues,
+    /// A rule has keywords with wildcards, found in any field: every field is searched.
+    search_all: bool,
     /// Per rule (by index into the engine's rules), the bits of all its clauses.
     clause_bits: Vec<u8>,
+}
+
+/// Literals that must be a whole value: lower-cased text to the rules (and clause bits) each
+/// admits.
+type WholeValues = FxHashMap<Box<str>, Vec<(usize, u8)>>;
+
+/// What the prefilter does with one field of an event.
+#[derive(Default)]
+struct FieldPlan {
+    whole: WholeValues,
+    /// Whether its text goes into the haystack the automaton searches.
+    searched: bool,
+}
+
+/// Whether two of vigil's static field names are the same (addresses first).
+fn same_field(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.as_ptr() == b.as_ptr() || a == b)
 }
 
 /// The rules a pattern admits when found in one field (any field: `None`, for keywords): the
@@ -97,6 +124,34 @@ struct Scratch {
     bits_of: Vec<u8>,
     touched: Vec<usize>,
     candidates: Vec<usize>,
+    /// The searched fields joined, each followed by a newline.
+    haystack: String,
+    /// Where each searched field sits in `haystack`: name, start, end.
+    spans: Vec<(&'static str, usize, usize)>,
+    /// A field's value lower-cased, to look up among the whole-value literals.
+    lower: String,
+}
+
+/// The field whose value holds haystack bytes `start..end` (of `spans`, in haystack order),
+/// and that value's bounds.
+fn span_of(
+    spans: &[(&'static str, usize, usize)],
+    start: usize,
+    end: usize,
+) -> Option<(&'static str, usize, usize)> {
+    // The span that holds `start` is the last starting at or before it.
+    let at = spans.partition_point(|&(_, s, _)| s <= start);
+    let (name, s, e) = *spans.get(at.checked_sub(1)?)?;
+    (end <= e).then_some((name, s, e))
+}
+
+/// Notes clause `bit` of `rule` found: the rule is touched the first time.
+fn admit(bits_of: &mut [u8], touched: &mut Vec<usize>, rule: usize, bit: u8) {
+    let bits = &mut bits_of[rule];
+    if *bits == 0 {
+        touched.push(rule);
+    }
+    *bits |= bit;
 }
 
 thread_local! {
@@ -336,6 +391,22 @@ impl SigmaEngine {
                                     None => continue,
                                 },
                             };
+                            let whole =
+                                (l.anchor == literals::Anchor::Whole).then(|| match field {
+                                    Some(f) => &mut idx.fields.entry(f).or_default().whole,
+                                    None => &mut idx.any_field,
+                                });
+                            if let Some(table) = whole {
+                                table
+                                    .entry(l.text.as_str().into())
+                                    .or_default()
+                                    .push((i, 1 << bit));
+                                continue;
+                            }
+                            match field {
+                                Some(f) => idx.fields.entry(f).or_default().searched = true,
+                                None => idx.search_all = true,
+                            }
                             let id = *pattern_ids
                                 .entry((r.category, l.text.clone()))
                                 .or_insert_with(|| {
@@ -460,6 +531,9 @@ impl SigmaEngine {
             bits_of,
             touched,
             candidates,
+            haystack,
+            spans,
+            lower,
         } = scratch;
         candidates.clear();
         candidates.extend_from_slice(&idx.always);
@@ -474,18 +548,47 @@ impl SigmaEngine {
             bits_of[rule] = 0;
         }
         touched.clear();
-        if let Some(ac) = &idx.automaton {
-            for m in ac.find_overlapping_iter(&f.haystack) {
-                let span = f.span_of(m.start(), m.end());
+        haystack.clear();
+        spans.clear();
+        let mut digits = itoa::Buffer::new();
+        for (name, value) in &f.values {
+            let plan = idx.fields.get(name);
+            let searched = idx.search_all || plan.is_some_and(|p| p.searched);
+            let whole = plan.map(|p| &p.whole).filter(|w| !w.is_empty());
+            let any_field = Some(&idx.any_field).filter(|w| !w.is_empty());
+            if !searched && whole.is_none() && any_field.is_none() {
+                continue;
+            }
+            let text: &str = match value {
+                FieldValue::Text(t) => t,
+                FieldValue::Int(i) => digits.format(*i),
+            };
+            if whole.is_some() || any_field.is_some() {
+                lower.clear();
+                lower.push_str(text);
+                lower.make_ascii_lowercase();
+                for table in [whole, any_field].into_iter().flatten() {
+                    for &(rule, bit) in table.get(lower.as_str()).into_iter().flatten() {
+                        admit(bits_of, touched, rule, bit);
+                    }
+                }
+            }
+            if searched {
+                let start = haystack.len();
+                haystack.push_str(text);
+                spans.push((name, start, haystack.len()));
+                haystack.push('\n');
+            }
+        }
+        if let Some(ac) = idx.automaton.as_ref().filter(|_| !haystack.is_empty()) {
+            for m in ac.find_overlapping_iter(haystack.as_str()) {
+                let span = span_of(spans, m.start(), m.end());
                 for admits in &idx.pattern_rules[m.pattern().as_usize()] {
                     let (start, end) = match (admits.field, span) {
                         (None, _) => (None, None),
                         // Field names are the same static strings on both sides: compare
                         // addresses first.
-                        (Some(want), Some((name, s, e)))
-                            if want.len() == name.len()
-                                && (want.as_ptr() == name.as_ptr() || want == name) =>
-                        {
+                        (Some(want), Some((name, s, e))) if same_field(want, name) => {
                             (Some(s), Some(e))
                         }
                         _ => continue,
@@ -502,11 +605,7 @@ impl SigmaEngine {
                             }
                         };
                         if placed {
-                            let bits = &mut bits_of[*rule];
-                            if *bits == 0 {
-                                touched.push(*rule);
-                            }
-                            *bits |= bit;
+                            admit(bits_of, touched, *rule, *bit);
                         }
                     }
                 }
@@ -580,6 +679,63 @@ mod tests {
         assert!(errors.is_empty(), "{errors:#?}");
         let warnings: Vec<String> = engine.warnings().map(|w| w.to_string()).collect();
         assert!(warnings.is_empty(), "{warnings:#?}");
+    }
+
+    /// The prefilter finds a literal three ways: a field's whole value looked up, a keyword
+    /// as the whole of any value, and the rest searched for. Each admits what sigma-rust
+    /// matches, whatever the case and whether the value is a number.
+    #[test]
+    fn whole_values_keywords_and_searched_literals_admit_what_sigma_rust_matches() {
+        use testing::{engine, exec_of, fired};
+        let rules: Vec<(String, String)> = [
+            ("type-and-uid", "  s:\n    type: syscall\n    euid: 33\n  condition: s\n"),
+            ("number-keyword", "  keywords:\n    - '33'\n  condition: keywords\n"),
+            ("name-keyword", "  keywords:\n    - 'CHATTR'\n  condition: keywords\n"),
+            ("part-keyword", "  keywords:\n    - 'hatt'\n  condition: keywords\n"),
+            ("wild-keyword", "  keywords:\n    - '*hatt*'\n  condition: keywords\n"),
+            ("number-start", "  s:\n    pid|startswith: '4'\n  condition: s\n"),
+            ("exe-end", "  s:\n    exe|endswith: '/CHATTR'\n  condition: s\n"),
+        ]
+        .iter()
+        .map(|(name, detection)| {
+            (
+                format!("{name}.yml"),
+                format!("title: t\nlogsource:\n  product: linux\n  service: auditd\ndetection:\n{detection}level: high\n"),
+            )
+        })
+        .collect();
+        let texts: Vec<(&str, &str)> = rules
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let engine = engine(&texts);
+        let e = exec_of(
+            vigil_events::Process {
+                binary: "/usr/bin/chattr".into(),
+                arguments: "-i x".into(),
+                pid: 42,
+                uid: 33,
+                ..Default::default()
+            },
+            None,
+        );
+        let got = fired(&engine, &e);
+        assert_eq!(
+            got,
+            [
+                "exe-end.yml",
+                "name-keyword.yml",
+                "number-keyword.yml",
+                "number-start.yml",
+                "type-and-uid.yml",
+                "wild-keyword.yml"
+            ]
+        );
+        assert_eq!(
+            got.len(),
+            engine.evaluate_naive(&e),
+            "as sigma-rust decides"
+        );
     }
 
     const RULE: &str = "title: t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  s:\n    Image: /bin/x\n  condition: s\n";
