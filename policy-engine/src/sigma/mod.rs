@@ -94,8 +94,52 @@ struct CategoryIndex {
 }
 
 /// Literals that must be a whole value: lower-cased text to the rules (and clause bits) each
-/// admits.
-type WholeValues = FxHashMap<Box<str>, Vec<(usize, u8)>>;
+/// admits. Most values are none of them, and are told so by their length and first byte
+/// before they are lower-cased and hashed.
+#[derive(Default)]
+struct WholeValues {
+    admits: FxHashMap<Box<str>, Vec<(usize, u8)>>,
+    /// Bit `n`: a literal `n` bytes long (63: that long or longer).
+    lengths: u64,
+    /// Bit `b`: a literal whose first byte is `b`, lower-cased.
+    firsts: [u64; 4],
+}
+
+impl WholeValues {
+    fn add(&mut self, text: &str, rule: usize, bit: u8) {
+        let Some(&first) = text.as_bytes().first() else {
+            return;
+        };
+        self.lengths |= 1 << text.len().min(63);
+        let first = first.to_ascii_lowercase();
+        self.firsts[usize::from(first >> 6)] |= 1 << (first & 63);
+        self.admits
+            .entry(text.into())
+            .or_default()
+            .push((rule, bit));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.admits.is_empty()
+    }
+
+    /// The rules and clause bits `text` admits (`lower`: scratch space).
+    fn admitted(&self, text: &str, lower: &mut String) -> &[(usize, u8)] {
+        let Some(&first) = text.as_bytes().first() else {
+            return &[];
+        };
+        let first = first.to_ascii_lowercase();
+        if self.lengths & (1 << text.len().min(63)) == 0
+            || self.firsts[usize::from(first >> 6)] & (1 << (first & 63)) == 0
+        {
+            return &[];
+        }
+        lower.clear();
+        lower.push_str(text);
+        lower.make_ascii_lowercase();
+        self.admits.get(lower.as_str()).map_or(&[], Vec::as_slice)
+    }
+}
 
 /// What the prefilter does with one field of an event.
 #[derive(Default)]
@@ -397,10 +441,7 @@ impl SigmaEngine {
                                     None => &mut idx.any_field,
                                 });
                             if let Some(table) = whole {
-                                table
-                                    .entry(l.text.as_str().into())
-                                    .or_default()
-                                    .push((i, 1 << bit));
+                                table.add(&l.text, i, 1 << bit);
                                 continue;
                             }
                             match field {
@@ -563,14 +604,9 @@ impl SigmaEngine {
                 FieldValue::Text(t) => t,
                 FieldValue::Int(i) => digits.format(*i),
             };
-            if whole.is_some() || any_field.is_some() {
-                lower.clear();
-                lower.push_str(text);
-                lower.make_ascii_lowercase();
-                for table in [whole, any_field].into_iter().flatten() {
-                    for &(rule, bit) in table.get(lower.as_str()).into_iter().flatten() {
-                        admit(bits_of, touched, rule, bit);
-                    }
+            for table in [whole, any_field].into_iter().flatten() {
+                for &(rule, bit) in table.admitted(text, lower) {
+                    admit(bits_of, touched, rule, bit);
                 }
             }
             if searched {
