@@ -21,8 +21,6 @@
 //! (`nc` and `nc.openbsd`): its records and lines are written for each ([`names`]). Rules for another service's log (`sshd`,
 //! `cron`, `vsftpd`, ...) describe lines vigil does not read and are refused by name.
 
-use std::borrow::Cow;
-
 use vigil_events::{Arg, Event, EventBody, Process, ProcessPolicy};
 
 use super::fields::{command_line, Builder, SigmaFields, Users};
@@ -108,14 +106,17 @@ fn nametype(function: &str) -> &'static str {
 /// resolved (a link's target: `nc.openbsd` for `nc`, `kmod` for `insmod`). Records are written
 /// for each, so that neither a link nor a chosen argv\[0\] hides a command from a rule written
 /// for the other name; usually they are one name.
-fn names(p: &Process) -> Vec<&str> {
-    let mut names: Vec<&str> = Vec::with_capacity(3);
-    for n in [p.argv0.as_str(), file_name(&p.argv0), file_name(&p.binary)] {
-        if !n.is_empty() && !names.contains(&n) {
-            names.push(n);
-        }
-    }
-    names
+fn names(p: &Process) -> impl Iterator<Item = &str> {
+    let [a, b, c] = [p.argv0.as_str(), file_name(&p.argv0), file_name(&p.binary)];
+    let keep = [
+        !a.is_empty(),
+        !b.is_empty() && b != a,
+        !c.is_empty() && c != a && c != b,
+    ];
+    [a, b, c]
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(n, k)| k.then_some(n))
 }
 
 /// A SYSCALL record of process `p` (with parent pid `ppid`, known by `comm`) making system
@@ -161,31 +162,37 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
         EventBody::ProcessExec(x) => {
             let p = &*x.process;
             let ppid = x.parent.as_ref().map_or(0, |p| p.pid);
-            let names = names(p);
-            let mut comms: Vec<&str> = names.iter().map(|n| comm(n)).collect();
-            comms.dedup();
-            for c in comms {
-                out.push(syscall("execve", p, c, ppid, users));
+            // One SYSCALL record per distinct comm.
+            let mut comms = [""; 3];
+            for (i, c) in names(p).map(comm).enumerate() {
+                if !comms[..i].contains(&c) {
+                    out.push(syscall("execve", p, c, ppid, users));
+                }
+                comms[i] = c;
             }
-            let args: Vec<Cow<'_, str>> = if p.arguments.contains(['"', '\\']) {
+            // Only arguments with spaces, quotes or backslashes were quoted: the rest are
+            // borrowed from the event as they are.
+            let quoted = p.arguments.contains(['"', '\\']);
+            let split = if quoted {
                 vigil_events::split_arguments(&p.arguments)
-                    .into_iter()
-                    .map(Cow::Owned)
-                    .collect()
             } else {
-                p.arguments
-                    .split(' ')
-                    .filter(|a| !a.is_empty())
-                    .map(Cow::Borrowed)
-                    .collect::<Vec<_>>()
+                Vec::new()
             };
-            for a0 in names {
+            let plain = || p.arguments.split(' ').filter(|a| !a.is_empty());
+            let argc = if quoted { split.len() } else { plain().count() };
+            for a0 in names(p) {
                 let mut b = Builder::new();
                 b.text("type", "EXECVE");
-                b.int("argc", args.len() as i64 + 1);
+                b.int("argc", argc as i64 + 1);
                 b.text(ARG_FIELDS[0], a0);
-                for (field, a) in ARG_FIELDS[1..].iter().zip(&args) {
-                    b.text(field, a.clone());
+                if quoted {
+                    for (field, a) in ARG_FIELDS[1..].iter().zip(&split) {
+                        b.text(field, a.clone());
+                    }
+                } else {
+                    for (field, a) in ARG_FIELDS[1..].iter().zip(plain()) {
+                        b.text(field, a);
+                    }
                 }
                 out.push(b.build(AUDITD));
             }

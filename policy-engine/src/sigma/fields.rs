@@ -19,7 +19,9 @@
 //!
 //! [`CATEGORY_FIELDS`] lists them for the loader's warnings.
 
-use std::{borrow::Cow, collections::HashMap};
+use std::borrow::Cow;
+
+use rustc_hash::FxHashMap;
 
 use vigil_events::{Arg, Event, EventBody, Process};
 
@@ -114,7 +116,7 @@ pub fn filled(category: &str) -> &'static [&'static str] {
 
 /// Names of users by uid, read from `/etc/passwd` once.
 #[derive(Debug, Default, Clone)]
-pub struct Users(HashMap<u32, String>);
+pub struct Users(FxHashMap<u32, String>);
 
 impl Users {
     /// Reads `/etc/passwd` (an empty table when it cannot be read: `User` is then the uid).

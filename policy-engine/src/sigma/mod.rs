@@ -14,7 +14,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{automaton::Automaton, dfa::DFA, Anchored, MatchKind};
 use fields::FieldValue;
 use rustc_hash::FxHashMap;
 use vigil_events::Event;
@@ -78,8 +78,8 @@ struct CategoryIndex {
     /// Rules evaluated on every event of the category.
     always: Vec<usize>,
     /// Finds every rule literal that may sit anywhere in a field, or at one end, in the
-    /// haystack of the fields searched.
-    automaton: Option<AhoCorasick>,
+    /// fields searched.
+    automaton: Option<DFA>,
     /// For each automaton pattern, the rules it admits by the field the text must be found in.
     pattern_rules: Vec<Vec<FieldAdmits>>,
     /// By field: the literals that must be its whole value (`type: SYSCALL`, `euid: 33`),
@@ -151,7 +151,9 @@ struct FieldPlan {
 
 /// Whether two of vigil's static field names are the same (addresses first).
 fn same_field(a: &str, b: &str) -> bool {
-    a.len() == b.len() && (a.as_ptr() == b.as_ptr() || a == b)
+    // Names of one length mostly differ in their first letter (`ParentImage`, `CommandLine`).
+    a.len() == b.len()
+        && (a.as_ptr() == b.as_ptr() || (a.as_bytes().first() == b.as_bytes().first() && a == b))
 }
 
 /// The rules a pattern admits when found in one field (any field: `None`, for keywords): the
@@ -168,25 +170,32 @@ struct Scratch {
     bits_of: Vec<u8>,
     touched: Vec<usize>,
     candidates: Vec<usize>,
-    /// The searched fields joined, each followed by a newline.
-    haystack: String,
-    /// Where each searched field sits in `haystack`: name, start, end.
-    spans: Vec<(&'static str, usize, usize)>,
     /// A field's value lower-cased, to look up among the whole-value literals.
     lower: String,
 }
 
-/// The field whose value holds haystack bytes `start..end` (of `spans`, in haystack order),
-/// and that value's bounds.
-fn span_of(
-    spans: &[(&'static str, usize, usize)],
-    start: usize,
-    end: usize,
-) -> Option<(&'static str, usize, usize)> {
-    // The span that holds `start` is the last starting at or before it.
-    let at = spans.partition_point(|&(_, s, _)| s <= start);
-    let (name, s, e) = *spans.get(at.checked_sub(1)?)?;
-    (end <= e).then_some((name, s, e))
+/// Calls `found(pattern, start, end)` for every occurrence of every pattern of `dfa` in
+/// `text`, overlapping ones included. The automaton is walked here, a byte at a time, rather
+/// than through the crate's iterator: fields are short and hold several literals each, and
+/// the iterator's set-up and resumption per match cost more than the walk.
+fn search(dfa: &DFA, text: &[u8], mut found: impl FnMut(usize, usize, usize)) {
+    let Ok(mut state) = dfa.start_state(Anchored::No) else {
+        return;
+    };
+    for (at, &byte) in text.iter().enumerate() {
+        state = dfa.next_state(Anchored::No, state, byte);
+        if !dfa.is_special(state) {
+            continue;
+        }
+        if dfa.is_dead(state) {
+            return;
+        }
+        let end = at + 1;
+        for i in 0..dfa.match_len(state) {
+            let pattern = dfa.match_pattern(state, i);
+            found(pattern.as_usize(), end - dfa.pattern_len(pattern), end);
+        }
+    }
 }
 
 /// Notes clause `bit` of `rule` found: the rule is touched the first time.
@@ -206,7 +215,7 @@ thread_local! {
 #[derive(Default)]
 pub struct SigmaEngine {
     rules: Vec<SigmaRule>,
-    index: HashMap<&'static str, CategoryIndex>,
+    index: FxHashMap<&'static str, CategoryIndex>,
     users: Users,
 }
 
@@ -409,7 +418,7 @@ impl SigmaEngine {
 
     /// An engine over `rules`.
     pub fn from_rules(rules: Vec<SigmaRule>) -> SigmaEngine {
-        let mut index: HashMap<&'static str, CategoryIndex> = HashMap::new();
+        let mut index: FxHashMap<&'static str, CategoryIndex> = FxHashMap::default();
         // One pattern per distinct literal text of a category, admitting every rule that needs
         // it (in the field and place that rule says).
         let mut patterns: HashMap<&'static str, Vec<String>> = HashMap::new();
@@ -475,9 +484,12 @@ impl SigmaEngine {
         for (cat, pats) in patterns {
             let idx = index.get_mut(cat).expect("indexed above");
             // Sigma compares without case by default; literals are lower-cased already.
-            idx.automaton = AhoCorasick::builder()
+            // Standard semantics: a match state names every pattern ending there, so the walk
+            // sees overlapping literals; no prefilter, whose skips do not pay on short fields.
+            idx.automaton = aho_corasick::dfa::Builder::new()
                 .ascii_case_insensitive(true)
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .match_kind(MatchKind::Standard)
+                .prefilter(false)
                 .build(&pats)
                 .ok();
             if idx.automaton.is_none() {
@@ -572,8 +584,6 @@ impl SigmaEngine {
             bits_of,
             touched,
             candidates,
-            haystack,
-            spans,
             lower,
         } = scratch;
         candidates.clear();
@@ -589,8 +599,6 @@ impl SigmaEngine {
             bits_of[rule] = 0;
         }
         touched.clear();
-        haystack.clear();
-        spans.clear();
         let mut digits = itoa::Buffer::new();
         for (name, value) in &f.values {
             let plan = idx.fields.get(name);
@@ -609,42 +617,28 @@ impl SigmaEngine {
                     admit(bits_of, touched, rule, bit);
                 }
             }
-            if searched {
-                let start = haystack.len();
-                haystack.push_str(text);
-                spans.push((name, start, haystack.len()));
-                haystack.push('\n');
-            }
-        }
-        if let Some(ac) = idx.automaton.as_ref().filter(|_| !haystack.is_empty()) {
-            for m in ac.find_overlapping_iter(haystack.as_str()) {
-                let span = span_of(spans, m.start(), m.end());
-                for admits in &idx.pattern_rules[m.pattern().as_usize()] {
-                    let (start, end) = match (admits.field, span) {
-                        (None, _) => (None, None),
-                        // Field names are the same static strings on both sides: compare
-                        // addresses first.
-                        (Some(want), Some((name, s, e))) if same_field(want, name) => {
-                            (Some(s), Some(e))
-                        }
-                        _ => continue,
-                    };
-                    for (rule, bit, anchor) in &admits.rules {
-                        let placed = match (anchor, start, end) {
-                            (_, None, _) | (_, _, None) | (literals::Anchor::Anywhere, _, _) => {
-                                true
-                            }
-                            (literals::Anchor::Start, Some(s), _) => m.start() == s,
-                            (literals::Anchor::End, _, Some(e)) => m.end() == e,
-                            (literals::Anchor::Whole, Some(s), Some(e)) => {
-                                m.start() == s && m.end() == e
-                            }
+            if let Some(dfa) = idx.automaton.as_ref().filter(|_| searched) {
+                search(dfa, text.as_bytes(), |pattern, start, end| {
+                    for admits in &idx.pattern_rules[pattern] {
+                        // A keyword's literal (no field) may sit anywhere in any field.
+                        let whole_field = match admits.field {
+                            None => None,
+                            Some(want) if same_field(want, name) => Some(text.len()),
+                            Some(_) => continue,
                         };
-                        if placed {
-                            admit(bits_of, touched, *rule, *bit);
+                        for &(rule, bit, anchor) in &admits.rules {
+                            let placed = match (anchor, whole_field) {
+                                (_, None) | (literals::Anchor::Anywhere, _) => true,
+                                (literals::Anchor::Start, _) => start == 0,
+                                (literals::Anchor::End, Some(len)) => end == len,
+                                (literals::Anchor::Whole, Some(len)) => start == 0 && end == len,
+                            };
+                            if placed {
+                                admit(bits_of, touched, rule, bit);
+                            }
                         }
                     }
-                }
+                });
             }
         }
         for &rule in touched.iter() {
