@@ -23,7 +23,7 @@
 
 use vigil_events::{Arg, Event, EventBody, Process, ProcessPolicy};
 
-use super::fields::{command_line, Builder, SigmaFields, Users};
+use super::fields::{command_line, field, Builder, Field, SigmaFields, Users};
 
 /// The logsource key of `service: auditd` rules.
 pub const AUDITD: &str = "auditd";
@@ -31,10 +31,39 @@ pub const AUDITD: &str = "auditd";
 pub const LINUX: &str = "linux";
 
 /// auditd's argument fields, `a0` to `a31`; an exec's further arguments are left out.
-const ARG_FIELDS: [&str; 32] = [
-    "a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10", "a11", "a12", "a13", "a14",
-    "a15", "a16", "a17", "a18", "a19", "a20", "a21", "a22", "a23", "a24", "a25", "a26", "a27",
-    "a28", "a29", "a30", "a31",
+const ARG_FIELDS: [Field; 32] = [
+    field!("a0"),
+    field!("a1"),
+    field!("a2"),
+    field!("a3"),
+    field!("a4"),
+    field!("a5"),
+    field!("a6"),
+    field!("a7"),
+    field!("a8"),
+    field!("a9"),
+    field!("a10"),
+    field!("a11"),
+    field!("a12"),
+    field!("a13"),
+    field!("a14"),
+    field!("a15"),
+    field!("a16"),
+    field!("a17"),
+    field!("a18"),
+    field!("a19"),
+    field!("a20"),
+    field!("a21"),
+    field!("a22"),
+    field!("a23"),
+    field!("a24"),
+    field!("a25"),
+    field!("a26"),
+    field!("a27"),
+    field!("a28"),
+    field!("a29"),
+    field!("a30"),
+    field!("a31"),
 ];
 
 /// The fields vigil fills in one or another of its auditd records.
@@ -129,30 +158,30 @@ fn syscall<'a>(
     users: &'a Users,
 ) -> SigmaFields<'a> {
     let mut b = Builder::new();
-    b.text("type", "SYSCALL");
-    b.text("SYSCALL", name);
-    b.text("success", "yes");
-    b.text("exe", p.binary.as_str());
-    b.text("comm", comm);
-    b.int("pid", p.pid as i64);
-    b.int("ppid", ppid as i64);
-    b.int("uid", p.process_credentials.uid as i64);
-    b.int("euid", p.uid as i64);
-    b.int("auid", p.auid as i64);
+    b.text(field!("type"), "SYSCALL");
+    b.text(field!("SYSCALL"), name);
+    b.text(field!("success"), "yes");
+    b.text(field!("exe"), p.binary.as_str());
+    b.text(field!("comm"), comm);
+    b.int(field!("pid"), p.pid as i64);
+    b.int(field!("ppid"), ppid as i64);
+    b.int(field!("uid"), p.process_credentials.uid as i64);
+    b.int(field!("euid"), p.uid as i64);
+    b.int(field!("auid"), p.auid as i64);
     // auditd's enriched format names the ids too.
-    b.text("UID", users.name(p.process_credentials.uid));
-    b.text("EUID", users.name(p.uid));
-    b.text("AUID", users.name(p.auid));
+    b.text(field!("UID"), users.name(p.process_credentials.uid));
+    b.text(field!("EUID"), users.name(p.uid));
+    b.text(field!("AUID"), users.name(p.auid));
     b.build(AUDITD)
 }
 
 /// A PATH record of file `name`, item `item` of its event.
 fn path<'a>(item: i64, name: &'a str, nametype: &'static str) -> SigmaFields<'a> {
     let mut b = Builder::new();
-    b.text("type", "PATH");
-    b.int("item", item);
-    b.text("name", name);
-    b.text("nametype", nametype);
+    b.text(field!("type"), "PATH");
+    b.int(field!("item"), item);
+    b.text(field!("name"), name);
+    b.text(field!("nametype"), nametype);
     b.build(AUDITD)
 }
 
@@ -182,16 +211,16 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
             let argc = if quoted { split.len() } else { plain().count() };
             for a0 in names(p) {
                 let mut b = Builder::new();
-                b.text("type", "EXECVE");
-                b.int("argc", argc as i64 + 1);
+                b.text(field!("type"), "EXECVE");
+                b.int(field!("argc"), argc as i64 + 1);
                 b.text(ARG_FIELDS[0], a0);
                 if quoted {
                     for (field, a) in ARG_FIELDS[1..].iter().zip(&split) {
-                        b.text(field, a.clone());
+                        b.text(*field, a.clone());
                     }
                 } else {
                     for (field, a) in ARG_FIELDS[1..].iter().zip(plain()) {
-                        b.text(field, a);
+                        b.text(*field, a);
                     }
                 }
                 out.push(b.build(AUDITD));
@@ -234,7 +263,7 @@ pub fn typed_lines<'a>(e: &'a Event, out: &mut Vec<SigmaFields<'a>>) {
     };
     for name in names(&x.process) {
         let mut b = Builder::new();
-        b.text("CommandLine", command_line(name, &x.process));
+        b.text(field!("CommandLine"), command_line(name, &x.process));
         out.push(b.build(LINUX));
     }
 }
@@ -264,7 +293,7 @@ mod tests {
         let text = |r: &SigmaFields, k: &str| {
             r.values
                 .iter()
-                .find(|(n, _)| *n == k)
+                .find(|(n, _)| n.name == k)
                 .map(|(_, v)| match v {
                     super::super::fields::FieldValue::Text(t) => t.to_string(),
                     super::super::fields::FieldValue::Int(i) => i.to_string(),

@@ -18,7 +18,7 @@
 use serde_yaml::Value;
 
 use super::{
-    fields::{known_field, FieldValue, SigmaFields},
+    fields::{known_field, Field, FieldValue, SigmaFields},
     pattern::{pieces, Piece},
 };
 
@@ -48,7 +48,7 @@ enum Want {
 /// One field's test: its values, any or all of which must match.
 #[derive(Debug)]
 struct FieldTest {
-    field: &'static str,
+    field: Field,
     how: How,
     all: bool,
     values: Vec<Want>,
@@ -370,10 +370,7 @@ fn glob(how: How, value: &str, parts: &[String]) -> bool {
 impl FieldTest {
     /// `None` where sigma-rust must decide (the field holds a number or a non-ASCII letter).
     fn holds(&self, f: &SigmaFields) -> Option<bool> {
-        // The names are vigil's static strings on both sides: addresses first.
-        let Some((_, value)) = f.values.iter().find(|(k, _)| {
-            k.len() == self.field.len() && (k.as_ptr() == self.field.as_ptr() || *k == self.field)
-        }) else {
+        let Some((_, value)) = f.values.iter().find(|(k, _)| k.id == self.field.id) else {
             return Some(false);
         };
         let mut each = self.values.iter().map(|want| match (want, value) {
@@ -527,6 +524,7 @@ mod tests {
     use vigil_events::{Arg, Event, FileArg, Process};
 
     use super::*;
+    use crate::sigma::fields::field;
     use crate::sigma::{
         testing::{exec_of, policy_event},
         SigmaEngine,
@@ -696,8 +694,8 @@ mod tests {
                 let engine = SigmaEngine::from_rules(vec![load().unwrap()]);
                 for v in values {
                     let mut b = super::super::fields::Builder::new();
-                    b.text("CommandLine", v);
-                    b.text("Image", "/usr/bin/x");
+                    b.text(field!("CommandLine"), v);
+                    b.text(field!("Image"), "/usr/bin/x");
                     let f = b.build("process_creation");
                     let want = rule.rule.is_match(&f.to_event());
                     assert_eq!(x.decide(&f), Some(want), "CommandLine{how}: {p} on {v:?}");

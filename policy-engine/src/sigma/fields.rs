@@ -96,14 +96,138 @@ pub const CATEGORIES: [&str; 4] = [
     CATEGORY_FIELDS[3].0,
 ];
 
-/// `name` as vigil's own static string, if vigil fills a field of that name in some view.
-pub fn known_field(name: &str) -> Option<&'static str> {
-    CATEGORY_FIELDS
-        .iter()
-        .flat_map(|(_, fields)| fields.iter())
-        .chain(POD_FIELDS.iter())
-        .copied()
-        .find(|f| *f == name)
+/// Every field vigil fills in some view: the categories', the pods' and the auditd records'
+/// (a unit test holds it to [`CATEGORY_FIELDS`] and [`POD_FIELDS`]). A field's place here is
+/// its [`Field::id`].
+const ALL_FIELDS: [&str; 74] = [
+    "Image",
+    "User",
+    "ProcessId",
+    "LogonId",
+    "CommandLine",
+    "CurrentDirectory",
+    "ParentImage",
+    "ParentCommandLine",
+    "ParentProcessId",
+    "TargetFilename",
+    "DestinationIp",
+    "DestinationPort",
+    "SourceIp",
+    "SourcePort",
+    "Protocol",
+    "Initiated",
+    "QueryName",
+    "QueryType",
+    "QueryStatus",
+    "QueryResults",
+    "PodNamespace",
+    "PodName",
+    "ContainerName",
+    "ContainerImage",
+    "Workload",
+    "type",
+    "SYSCALL",
+    "success",
+    "exe",
+    "comm",
+    "pid",
+    "ppid",
+    "uid",
+    "euid",
+    "auid",
+    "UID",
+    "EUID",
+    "AUID",
+    "argc",
+    "item",
+    "name",
+    "nametype",
+    "a0",
+    "a1",
+    "a2",
+    "a3",
+    "a4",
+    "a5",
+    "a6",
+    "a7",
+    "a8",
+    "a9",
+    "a10",
+    "a11",
+    "a12",
+    "a13",
+    "a14",
+    "a15",
+    "a16",
+    "a17",
+    "a18",
+    "a19",
+    "a20",
+    "a21",
+    "a22",
+    "a23",
+    "a24",
+    "a25",
+    "a26",
+    "a27",
+    "a28",
+    "a29",
+    "a30",
+    "a31",
+];
+
+/// How many fields vigil fills: the size of a table indexed by [`Field::id`].
+pub(super) const FIELDS: usize = ALL_FIELDS.len();
+
+/// A field vigil fills: its Sigma name and its number, by which the engine's tables are
+/// indexed (a view's field is found without comparing or hashing its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Field {
+    /// Its place in vigil's list of fields.
+    pub id: u8,
+    /// Its Sigma name.
+    pub name: &'static str,
+}
+
+/// The field named `name`; evaluated at compile time by [`field!`], where a name vigil does not
+/// list stops the build.
+pub(super) const fn named(name: &'static str) -> Field {
+    let mut i = 0;
+    while i < ALL_FIELDS.len() {
+        let a = ALL_FIELDS[i].as_bytes();
+        let b = name.as_bytes();
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return Field {
+                    id: i as u8,
+                    name: ALL_FIELDS[i],
+                };
+            }
+        }
+        i += 1;
+    }
+    panic!("a Sigma field vigil does not list in ALL_FIELDS")
+}
+
+/// The [`Field`] of a name, computed when the crate is built.
+macro_rules! field {
+    ($name:expr) => {
+        const { $crate::sigma::fields::named($name) }
+    };
+}
+pub(super) use field;
+
+/// The field called `name`, if vigil fills a field of that name in some view.
+pub fn known_field(name: &str) -> Option<Field> {
+    let at = ALL_FIELDS.iter().position(|f| *f == name)?;
+    Some(Field {
+        id: at as u8,
+        name: ALL_FIELDS[at],
+    })
 }
 
 /// The fields vigil fills in `category`'s events.
@@ -156,7 +280,7 @@ pub struct SigmaFields<'a> {
     /// The logsource category (or log, [`super::auditd`]).
     pub category: &'static str,
     /// The fields, by Sigma name.
-    pub values: Vec<(&'static str, FieldValue<'a>)>,
+    pub values: Vec<(Field, FieldValue<'a>)>,
 }
 
 impl SigmaFields<'_> {
@@ -165,8 +289,8 @@ impl SigmaFields<'_> {
         let mut e = sigma_rust::Event::new();
         for (k, v) in &self.values {
             match v {
-                FieldValue::Text(t) => e.insert(*k, t.to_string()),
-                FieldValue::Int(i) => e.insert(*k, *i),
+                FieldValue::Text(t) => e.insert(k.name, t.to_string()),
+                FieldValue::Int(i) => e.insert(k.name, *i),
             }
         }
         e
@@ -197,7 +321,7 @@ pub(super) fn command_line<'a>(argv0: &'a str, p: &'a Process) -> Cow<'a, str> {
 
 /// Builds one [`SigmaFields`].
 pub(super) struct Builder<'a> {
-    values: Vec<(&'static str, FieldValue<'a>)>,
+    values: Vec<(Field, FieldValue<'a>)>,
 }
 
 impl<'a> Builder<'a> {
@@ -207,11 +331,11 @@ impl<'a> Builder<'a> {
         }
     }
 
-    pub(super) fn text(&mut self, key: &'static str, v: impl Into<Cow<'a, str>>) {
+    pub(super) fn text(&mut self, key: Field, v: impl Into<Cow<'a, str>>) {
         self.values.push((key, FieldValue::Text(v.into())));
     }
 
-    pub(super) fn int(&mut self, key: &'static str, v: i64) {
+    pub(super) fn int(&mut self, key: Field, v: i64) {
         self.values.push((key, FieldValue::Int(v)));
     }
 
@@ -223,18 +347,18 @@ impl<'a> Builder<'a> {
     }
 
     fn process(&mut self, p: &'a Process, users: &'a Users) {
-        self.text("Image", p.binary.as_str());
-        self.text("User", users.name(p.uid));
-        self.int("ProcessId", p.pid as i64);
-        self.int("LogonId", p.auid as i64);
+        self.text(field!("Image"), p.binary.as_str());
+        self.text(field!("User"), users.name(p.uid));
+        self.int(field!("ProcessId"), p.pid as i64);
+        self.int(field!("LogonId"), p.auid as i64);
         if let Some(pod) = &p.pod {
-            self.text("PodNamespace", pod.namespace.as_str());
-            self.text("PodName", pod.name.as_str());
-            self.text("Workload", pod.workload.as_str());
+            self.text(field!("PodNamespace"), pod.namespace.as_str());
+            self.text(field!("PodName"), pod.name.as_str());
+            self.text(field!("Workload"), pod.workload.as_str());
             if let Some(c) = &pod.container {
-                self.text("ContainerName", c.name.as_str());
+                self.text(field!("ContainerName"), c.name.as_str());
                 if let Some(image) = &c.image {
-                    self.text("ContainerImage", image.name.as_str());
+                    self.text(field!("ContainerImage"), image.name.as_str());
                 }
             }
         }
@@ -247,12 +371,15 @@ pub fn sigma_fields<'a>(e: &'a Event, users: &'a Users) -> Option<SigmaFields<'a
     let category = match &e.body {
         EventBody::ProcessExec(x) => {
             b.process(&x.process, users);
-            b.text("CommandLine", command_line(&x.process.binary, &x.process));
-            b.text("CurrentDirectory", x.process.cwd.as_str());
+            b.text(
+                field!("CommandLine"),
+                command_line(&x.process.binary, &x.process),
+            );
+            b.text(field!("CurrentDirectory"), x.process.cwd.as_str());
             if let Some(p) = &x.parent {
-                b.text("ParentImage", p.binary.as_str());
-                b.text("ParentCommandLine", command_line(&p.binary, p));
-                b.int("ParentProcessId", p.pid as i64);
+                b.text(field!("ParentImage"), p.binary.as_str());
+                b.text(field!("ParentCommandLine"), command_line(&p.binary, p));
+                b.int(field!("ParentProcessId"), p.pid as i64);
             }
             "process_creation"
         }
@@ -286,25 +413,25 @@ pub fn sigma_fields<'a>(e: &'a Event, users: &'a Users) -> Option<SigmaFields<'a
                 if !d.response {
                     return None;
                 }
-                b.text("QueryName", d.query.as_str());
-                b.text("QueryType", d.qtype.as_str());
-                b.text("QueryStatus", d.rcode.as_str());
-                b.text("QueryResults", d.answers.join(";"));
+                b.text(field!("QueryName"), d.query.as_str());
+                b.text(field!("QueryType"), d.qtype.as_str());
+                b.text(field!("QueryStatus"), d.rcode.as_str());
+                b.text(field!("QueryResults"), d.answers.join(";"));
                 "dns_query"
             } else if let Some(path) = file {
-                b.text("TargetFilename", path);
+                b.text(field!("TargetFilename"), path);
                 "file_event"
             } else if let Some((saddr, sport, daddr, dport, proto)) = sock {
-                b.text("DestinationIp", daddr);
-                b.int("DestinationPort", dport as i64);
-                b.text("SourceIp", saddr);
-                b.int("SourcePort", sport as i64);
+                b.text(field!("DestinationIp"), daddr);
+                b.int(field!("DestinationPort"), dport as i64);
+                b.text(field!("SourceIp"), saddr);
+                b.int(field!("SourcePort"), sport as i64);
                 b.text(
-                    "Protocol",
+                    field!("Protocol"),
                     proto.trim_start_matches("IPPROTO_").to_lowercase(),
                 );
                 // vigil sees connects from the process that makes them.
-                b.text("Initiated", "true");
+                b.text(field!("Initiated"), "true");
                 "network_connection"
             } else {
                 return None;
@@ -331,6 +458,22 @@ mod tests {
     }
 
     #[test]
+    fn the_field_list_is_every_category_s_fields_and_the_pods() {
+        let listed: BTreeSet<&str> = CATEGORY_FIELDS
+            .iter()
+            .flat_map(|(_, f)| f.iter())
+            .chain(POD_FIELDS.iter())
+            .copied()
+            .collect();
+        let all: BTreeSet<&str> = ALL_FIELDS.iter().copied().collect();
+        assert_eq!(all, listed);
+        assert_eq!(all.len(), ALL_FIELDS.len(), "each once");
+        for (i, name) in ALL_FIELDS.iter().enumerate() {
+            assert_eq!(known_field(name).map(|f| usize::from(f.id)), Some(i));
+        }
+    }
+
+    #[test]
     fn the_fields_listed_per_category_are_the_fields_each_event_gets() {
         let exec = exec_of(Process::default(), Some(Arc::new(Process::default())));
         let file = policy_event(Arg::FileArg(FileArg {
@@ -349,7 +492,7 @@ mod tests {
         let users = Users::default();
         for e in [exec, file, sock, dns] {
             let f = sigma_fields(&e, &users).unwrap();
-            let got: BTreeSet<&str> = f.values.iter().map(|(k, _)| *k).collect();
+            let got: BTreeSet<&str> = f.values.iter().map(|(k, _)| k.name).collect();
             let listed: BTreeSet<&str> = filled(f.category).iter().copied().collect();
             assert_eq!(got, listed, "{}", f.category);
         }

@@ -15,7 +15,7 @@ use std::{
 };
 
 use aho_corasick::{automaton::Automaton, dfa::DFA, Anchored, MatchKind};
-use fields::FieldValue;
+use fields::{Field, FieldValue};
 use rustc_hash::FxHashMap;
 use vigil_events::Event;
 
@@ -84,7 +84,7 @@ struct CategoryIndex {
     pattern_rules: Vec<Vec<FieldAdmits>>,
     /// By field: the literals that must be its whole value (`type: SYSCALL`, `euid: 33`),
     /// looked up in one table instead of searched for, and whether it is searched.
-    fields: FxHashMap<&'static str, FieldPlan>,
+    plans: Vec<FieldPlan>,
     /// Keywords without wildcards: literals that must be the whole value of any field.
     any_field: WholeValues,
     /// A rule has keywords with wildcards, found in any field: every field is searched.
@@ -149,18 +149,21 @@ struct FieldPlan {
     searched: bool,
 }
 
-/// Whether two of vigil's static field names are the same (addresses first).
-fn same_field(a: &str, b: &str) -> bool {
-    // Names of one length mostly differ in their first letter (`ParentImage`, `CommandLine`).
-    a.len() == b.len()
-        && (a.as_ptr() == b.as_ptr() || (a.as_bytes().first() == b.as_bytes().first() && a == b))
-}
-
 /// The rules a pattern admits when found in one field (any field: `None`, for keywords): the
 /// rule, the bit of the rule's clause it is a literal of, and where in the field it must sit.
 struct FieldAdmits {
-    field: Option<&'static str>,
+    field: Option<Field>,
     rules: Vec<(usize, u8, literals::Anchor)>,
+}
+
+impl CategoryIndex {
+    /// The plan of `field`.
+    fn plan_mut(&mut self, field: Field) -> &mut FieldPlan {
+        if self.plans.is_empty() {
+            self.plans.resize_with(fields::FIELDS, FieldPlan::default);
+        }
+        &mut self.plans[usize::from(field.id)]
+    }
 }
 
 /// The working memory of [`SigmaEngine::matching`], one per thread and kept between events,
@@ -446,7 +449,7 @@ impl SigmaEngine {
                             };
                             let whole =
                                 (l.anchor == literals::Anchor::Whole).then(|| match field {
-                                    Some(f) => &mut idx.fields.entry(f).or_default().whole,
+                                    Some(f) => &mut idx.plan_mut(f).whole,
                                     None => &mut idx.any_field,
                                 });
                             if let Some(table) = whole {
@@ -454,7 +457,7 @@ impl SigmaEngine {
                                 continue;
                             }
                             match field {
-                                Some(f) => idx.fields.entry(f).or_default().searched = true,
+                                Some(f) => idx.plan_mut(f).searched = true,
                                 None => idx.search_all = true,
                             }
                             let id = *pattern_ids
@@ -601,7 +604,7 @@ impl SigmaEngine {
         touched.clear();
         let mut digits = itoa::Buffer::new();
         for (name, value) in &f.values {
-            let plan = idx.fields.get(name);
+            let plan = idx.plans.get(usize::from(name.id));
             let searched = idx.search_all || plan.is_some_and(|p| p.searched);
             let whole = plan.map(|p| &p.whole).filter(|w| !w.is_empty());
             let any_field = Some(&idx.any_field).filter(|w| !w.is_empty());
@@ -623,7 +626,7 @@ impl SigmaEngine {
                         // A keyword's literal (no field) may sit anywhere in any field.
                         let whole_field = match admits.field {
                             None => None,
-                            Some(want) if same_field(want, name) => Some(text.len()),
+                            Some(want) if want.id == name.id => Some(text.len()),
                             Some(_) => continue,
                         };
                         for &(rule, bit, anchor) in &admits.rules {
