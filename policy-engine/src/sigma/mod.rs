@@ -5,17 +5,10 @@
 //! Each event is mapped to Sigma's Linux taxonomy ([`fields`]) and to the auditd records and
 //! typed command line log rules are written for ([`auditd`]), and each view is checked only
 //! against the rules of its logsource, and among those only against the rules whose needed
-//! literals ([`literals`]) occur in it, found for all rules at once with one Aho-Corasick
-//! automaton.
+//! literals ([`literals`]) occur in it, found for all rules at once ([`prefilter`]).
 
-use std::{
-    cell::RefCell,
-    collections::HashMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
-use aho_corasick::{automaton::Automaton, dfa::DFA, Anchored, MatchKind};
-use fields::{Field, FieldValue};
 use rustc_hash::FxHashMap;
 use vigil_events::Event;
 
@@ -24,6 +17,7 @@ mod exact;
 pub mod fields;
 pub mod literals;
 mod pattern;
+mod prefilter;
 #[cfg(test)]
 mod testing;
 mod unfilled;
@@ -72,153 +66,11 @@ pub struct SigmaLoadError {
     pub reason: String,
 }
 
-/// The rules of one category and their prefilter.
-#[derive(Default)]
-struct CategoryIndex {
-    /// Rules evaluated on every event of the category.
-    always: Vec<usize>,
-    /// Finds every rule literal that may sit anywhere in a field, or at one end, in the
-    /// fields searched.
-    automaton: Option<DFA>,
-    /// For each automaton pattern, the rules it admits by the field the text must be found in.
-    pattern_rules: Vec<Vec<FieldAdmits>>,
-    /// By field: the literals that must be its whole value (`type: SYSCALL`, `euid: 33`),
-    /// looked up in one table instead of searched for, and whether it is searched.
-    plans: Vec<FieldPlan>,
-    /// Keywords without wildcards: literals that must be the whole value of any field.
-    any_field: WholeValues,
-    /// A rule has keywords with wildcards, found in any field: every field is searched.
-    search_all: bool,
-    /// Per rule (by index into the engine's rules), the bits of all its clauses.
-    clause_bits: Vec<u8>,
-}
-
-/// Literals that must be a whole value: lower-cased text to the rules (and clause bits) each
-/// admits. Most values are none of them, and are told so by their length and first byte
-/// before they are lower-cased and hashed.
-#[derive(Default)]
-struct WholeValues {
-    admits: FxHashMap<Box<str>, Vec<(usize, u8)>>,
-    /// Bit `n`: a literal `n` bytes long (63: that long or longer).
-    lengths: u64,
-    /// Bit `b`: a literal whose first byte is `b`, lower-cased.
-    firsts: [u64; 4],
-}
-
-impl WholeValues {
-    fn add(&mut self, text: &str, rule: usize, bit: u8) {
-        let Some(&first) = text.as_bytes().first() else {
-            return;
-        };
-        self.lengths |= 1 << text.len().min(63);
-        let first = first.to_ascii_lowercase();
-        self.firsts[usize::from(first >> 6)] |= 1 << (first & 63);
-        self.admits
-            .entry(text.into())
-            .or_default()
-            .push((rule, bit));
-    }
-
-    fn is_empty(&self) -> bool {
-        self.admits.is_empty()
-    }
-
-    /// The rules and clause bits `text` admits (`lower`: scratch space).
-    fn admitted(&self, text: &str, lower: &mut String) -> &[(usize, u8)] {
-        let Some(&first) = text.as_bytes().first() else {
-            return &[];
-        };
-        let first = first.to_ascii_lowercase();
-        if self.lengths & (1 << text.len().min(63)) == 0
-            || self.firsts[usize::from(first >> 6)] & (1 << (first & 63)) == 0
-        {
-            return &[];
-        }
-        lower.clear();
-        lower.push_str(text);
-        lower.make_ascii_lowercase();
-        self.admits.get(lower.as_str()).map_or(&[], Vec::as_slice)
-    }
-}
-
-/// What the prefilter does with one field of an event.
-#[derive(Default)]
-struct FieldPlan {
-    whole: WholeValues,
-    /// Whether its text goes into the haystack the automaton searches.
-    searched: bool,
-}
-
-/// The rules a pattern admits when found in one field (any field: `None`, for keywords): the
-/// rule, the bit of the rule's clause it is a literal of, and where in the field it must sit.
-struct FieldAdmits {
-    field: Option<Field>,
-    rules: Vec<(usize, u8, literals::Anchor)>,
-}
-
-impl CategoryIndex {
-    /// The plan of `field`.
-    fn plan_mut(&mut self, field: Field) -> &mut FieldPlan {
-        if self.plans.is_empty() {
-            self.plans.resize_with(fields::FIELDS, FieldPlan::default);
-        }
-        &mut self.plans[usize::from(field.id)]
-    }
-}
-
-/// The working memory of [`SigmaEngine::matching`], one per thread and kept between events,
-/// so that evaluating one allocates nothing of its own.
-#[derive(Default)]
-struct Scratch {
-    bits_of: Vec<u8>,
-    touched: Vec<usize>,
-    candidates: Vec<usize>,
-    /// A field's value lower-cased, to look up among the whole-value literals.
-    lower: String,
-}
-
-/// Calls `found(pattern, start, end)` for every occurrence of every pattern of `dfa` in
-/// `text`, overlapping ones included. The automaton is walked here, a byte at a time, rather
-/// than through the crate's iterator: fields are short and hold several literals each, and
-/// the iterator's set-up and resumption per match cost more than the walk.
-fn search(dfa: &DFA, text: &[u8], mut found: impl FnMut(usize, usize, usize)) {
-    let Ok(mut state) = dfa.start_state(Anchored::No) else {
-        return;
-    };
-    for (at, &byte) in text.iter().enumerate() {
-        state = dfa.next_state(Anchored::No, state, byte);
-        if !dfa.is_special(state) {
-            continue;
-        }
-        if dfa.is_dead(state) {
-            return;
-        }
-        let end = at + 1;
-        for i in 0..dfa.match_len(state) {
-            let pattern = dfa.match_pattern(state, i);
-            found(pattern.as_usize(), end - dfa.pattern_len(pattern), end);
-        }
-    }
-}
-
-/// Notes clause `bit` of `rule` found: the rule is touched the first time.
-fn admit(bits_of: &mut [u8], touched: &mut Vec<usize>, rule: usize, bit: u8) {
-    let bits = &mut bits_of[rule];
-    if *bits == 0 {
-        touched.push(rule);
-    }
-    *bits |= bit;
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::default();
-}
-
 /// A set of rules, ready to evaluate events.
 #[derive(Default)]
 pub struct SigmaEngine {
     rules: Vec<SigmaRule>,
-    index: FxHashMap<&'static str, CategoryIndex>,
+    index: FxHashMap<&'static str, prefilter::CategoryIndex>,
     users: Users,
 }
 
@@ -421,93 +273,7 @@ impl SigmaEngine {
 
     /// An engine over `rules`.
     pub fn from_rules(rules: Vec<SigmaRule>) -> SigmaEngine {
-        let mut index: FxHashMap<&'static str, CategoryIndex> = FxHashMap::default();
-        // One pattern per distinct literal text of a category, admitting every rule that needs
-        // it (in the field and place that rule says).
-        let mut patterns: HashMap<&'static str, Vec<String>> = HashMap::new();
-        let mut pattern_ids: HashMap<(&'static str, String), usize> = HashMap::new();
-        for (i, r) in rules.iter().enumerate() {
-            let idx = index.entry(r.category).or_default();
-            match &r.needs {
-                None => idx.always.push(i),
-                Some(clauses) => {
-                    let pats = patterns.entry(r.category).or_default();
-                    let clauses = &clauses[..clauses.len().min(literals::MAX_CLAUSES)];
-                    if idx.clause_bits.len() <= i {
-                        idx.clause_bits.resize(i + 1, 0);
-                    }
-                    idx.clause_bits[i] = (1u16 << clauses.len()).wrapping_sub(1) as u8;
-                    for (bit, clause) in clauses.iter().enumerate() {
-                        for l in clause {
-                            // A literal in a field vigil never fills is never found.
-                            let field = match &l.field {
-                                None => None,
-                                Some(f) => match fields::known_field(f) {
-                                    Some(known) => Some(known),
-                                    None => continue,
-                                },
-                            };
-                            let whole =
-                                (l.anchor == literals::Anchor::Whole).then(|| match field {
-                                    Some(f) => &mut idx.plan_mut(f).whole,
-                                    None => &mut idx.any_field,
-                                });
-                            if let Some(table) = whole {
-                                table.add(&l.text, i, 1 << bit);
-                                continue;
-                            }
-                            match field {
-                                Some(f) => idx.plan_mut(f).searched = true,
-                                None => idx.search_all = true,
-                            }
-                            let id = *pattern_ids
-                                .entry((r.category, l.text.clone()))
-                                .or_insert_with(|| {
-                                    pats.push(l.text.clone());
-                                    idx.pattern_rules.push(Vec::new());
-                                    pats.len() - 1
-                                });
-                            let by_field = &mut idx.pattern_rules[id];
-                            let at = match by_field.iter().position(|a| a.field == field) {
-                                Some(at) => at,
-                                None => {
-                                    by_field.push(FieldAdmits {
-                                        field,
-                                        rules: Vec::new(),
-                                    });
-                                    by_field.len() - 1
-                                }
-                            };
-                            by_field[at].rules.push((i, 1 << bit, l.anchor));
-                        }
-                    }
-                }
-            }
-        }
-        for (cat, pats) in patterns {
-            let idx = index.get_mut(cat).expect("indexed above");
-            // Sigma compares without case by default; literals are lower-cased already.
-            // Standard semantics: a match state names every pattern ending there, so the walk
-            // sees overlapping literals; no prefilter, whose skips do not pay on short fields.
-            idx.automaton = aho_corasick::dfa::Builder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .prefilter(false)
-                .build(&pats)
-                .ok();
-            if idx.automaton.is_none() {
-                // Cannot happen for plain strings; evaluate those rules always rather than never.
-                let mut rules: Vec<usize> = idx
-                    .pattern_rules
-                    .drain(..)
-                    .flatten()
-                    .flat_map(|a| a.rules.into_iter().map(|r| r.0))
-                    .collect();
-                rules.sort_unstable();
-                rules.dedup();
-                idx.always.extend(rules);
-            }
-        }
+        let index = prefilter::index(&rules);
         SigmaEngine {
             rules,
             index,
@@ -573,97 +339,17 @@ impl SigmaEngine {
         let Some(idx) = self.index.get(f.category) else {
             return;
         };
-        SCRATCH.with_borrow_mut(|scratch| self.matching_in(idx, f, found, scratch));
-    }
-
-    fn matching_in(
-        &self,
-        idx: &CategoryIndex,
-        f: &SigmaFields,
-        found: &mut Vec<usize>,
-        scratch: &mut Scratch,
-    ) {
-        let Scratch {
-            bits_of,
-            touched,
-            candidates,
-            lower,
-        } = scratch;
-        candidates.clear();
-        candidates.extend_from_slice(&idx.always);
-        // The clause bits found per rule (by its index; all zero between calls), and the rules
-        // touched: few per event.
-        if bits_of.len() < idx.clause_bits.len() {
-            bits_of.resize(idx.clause_bits.len(), 0);
-        }
-        // Zero already, unless a call before this one stopped half-way (a panic): a stale bit
-        // would keep its rule from ever being touched again.
-        for &rule in touched.iter() {
-            bits_of[rule] = 0;
-        }
-        touched.clear();
-        let mut digits = itoa::Buffer::new();
-        for (name, value) in &f.values {
-            let plan = idx.plans.get(usize::from(name.id));
-            let searched = idx.search_all || plan.is_some_and(|p| p.searched);
-            let whole = plan.map(|p| &p.whole).filter(|w| !w.is_empty());
-            let any_field = Some(&idx.any_field).filter(|w| !w.is_empty());
-            if !searched && whole.is_none() && any_field.is_none() {
-                continue;
-            }
-            let text: &str = match value {
-                FieldValue::Text(t) => t,
-                FieldValue::Int(i) => digits.format(*i),
-            };
-            for table in [whole, any_field].into_iter().flatten() {
-                for &(rule, bit) in table.admitted(text, lower) {
-                    admit(bits_of, touched, rule, bit);
+        idx.with_candidates(f, |candidates| {
+            // sigma-rust's event is built only for a rule the engine cannot decide itself.
+            let mut event = None;
+            found.extend(candidates.iter().copied().filter(|i| {
+                let r = &self.rules[*i];
+                match r.exact.as_ref().and_then(|x| x.decide(f)) {
+                    Some(matched) => matched,
+                    None => r.rule.is_match(event.get_or_insert_with(|| f.to_event())),
                 }
-            }
-            if let Some(dfa) = idx.automaton.as_ref().filter(|_| searched) {
-                search(dfa, text.as_bytes(), |pattern, start, end| {
-                    for admits in &idx.pattern_rules[pattern] {
-                        // A keyword's literal (no field) may sit anywhere in any field.
-                        let whole_field = match admits.field {
-                            None => None,
-                            Some(want) if want.id == name.id => Some(text.len()),
-                            Some(_) => continue,
-                        };
-                        for &(rule, bit, anchor) in &admits.rules {
-                            let placed = match (anchor, whole_field) {
-                                (_, None) | (literals::Anchor::Anywhere, _) => true,
-                                (literals::Anchor::Start, _) => start == 0,
-                                (literals::Anchor::End, Some(len)) => end == len,
-                                (literals::Anchor::Whole, Some(len)) => start == 0 && end == len,
-                            };
-                            if placed {
-                                admit(bits_of, touched, rule, bit);
-                            }
-                        }
-                    }
-                });
-            }
-        }
-        for &rule in touched.iter() {
-            if bits_of[rule] == idx.clause_bits[rule] {
-                candidates.push(rule);
-            }
-            bits_of[rule] = 0;
-        }
-        if candidates.is_empty() {
-            return;
-        }
-        // A rule is either always evaluated or touched, never both: no duplicates.
-        candidates.sort_unstable();
-        // sigma-rust's event is built only for a rule the engine cannot decide itself.
-        let mut event = None;
-        found.extend(candidates.iter().copied().filter(|i| {
-            let r = &self.rules[*i];
-            match r.exact.as_ref().and_then(|x| x.decide(f)) {
-                Some(matched) => matched,
-                None => r.rule.is_match(event.get_or_insert_with(|| f.to_event())),
-            }
-        }));
+            }));
+        });
     }
 
     /// Every rule against every view of `e`, no category or literal index: the baseline the
