@@ -5,7 +5,7 @@
 //! Each event is mapped to Sigma's Linux taxonomy ([`fields`]) and to the auditd records and
 //! typed command line log rules are written for ([`auditd`]), and each view is checked only
 //! against the rules of its logsource, and among those only against the rules whose needed
-//! literals ([`literals`]) occur in it, found for all rules at once ([`prefilter`]).
+//! literals ([`literals`]) occur in it, found for all rules at once (`prefilter`).
 
 use std::path::{Path, PathBuf};
 
