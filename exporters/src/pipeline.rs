@@ -182,6 +182,8 @@ impl SinkHandle {
 
 /// How long a batch waits for the records right behind its first, whatever the sink's linger.
 const GATHER: Duration = Duration::from_millis(1);
+/// Batches a sink delivers in a row while more are queued, before other tasks have a turn.
+const BURST_BATCHES: usize = 32;
 
 /// The consuming half: the task that delivers.
 pub struct SinkWorker {
@@ -458,6 +460,7 @@ impl SinkWorker {
     /// Runs until `stop` says finish and the memory queue is empty; what could not be delivered
     /// by then is spooled for the next run.
     pub async fn run(mut self, mut stop: StopSignal) {
+        let mut burst = 0;
         loop {
             if self.shared.closed.load(Ordering::Acquire) {
                 return;
@@ -503,10 +506,12 @@ impl SinkWorker {
             let mut batch = Vec::with_capacity(self.batch_size);
             batch.push(first);
             let deadline = tokio::time::Instant::now() + self.linger;
-            // What is queued already, and, when that does not fill the batch, what comes within
-            // GATHER: a burst's records are taken together, not woken for one by one.
+            // What is queued already; when that is nothing, what comes within GATHER: a
+            // trickle's records are taken together, not woken for one by one. A burst already
+            // queued goes at once: waiting for it to fill the batch would let the queue fill
+            // behind it and spill.
             self.take_queued(&mut batch);
-            if batch.len() < self.batch_size {
+            if batch.len() == 1 && self.batch_size > 1 {
                 tokio::select! {
                     () = tokio::time::sleep(GATHER) => {}
                     () = stop.finished() => {}
@@ -524,7 +529,14 @@ impl SinkWorker {
                 self.save(left);
                 return;
             }
-            tokio::task::yield_now().await;
+            // The agent's loop queues a turn's records at once: a burst's batches are delivered
+            // together, up to a turn's worth, before the loop has its turn again. Otherwise the
+            // sink takes one batch per turn of the loop, falls behind and spills to its spool.
+            burst += 1;
+            if burst >= BURST_BATCHES || self.rx.is_empty() {
+                burst = 0;
+                tokio::task::yield_now().await;
+            }
         }
     }
 

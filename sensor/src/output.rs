@@ -77,8 +77,10 @@ pub fn add_outputs(cfg: &mut ExportersConfig, export_file: Option<&Path>, format
     for mut sink in own.into_iter().rev() {
         // Lines appear as soon as the agent's loop has read them (`make run`, tests that read
         // the export file while the agent runs): a batch is what one read of the ring buffer
-        // produced.
+        // produced, all of it. Each batch waits for its writer's answer, one batch per turn
+        // of the loop: a smaller batch would fall behind a burst and spill to the disk spool.
         sink.linger_ms = 0;
+        sink.batch_size = sink.queue_size;
         cfg.sinks.insert(0, sink);
     }
 }

@@ -525,6 +525,10 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     // The kernel wakes us only when records pile up (see VIGIL_WAKEUP_BYTES), so a quiet
     // stream is read on this timer; housekeeping runs on every HOUSEKEEPING_EVERY-th tick.
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    // A loop busy for longer than a tick (a storm, a stall) must not find the missed ticks all
+    // due at once: each would drain a full budget in a row without the sinks having a turn,
+    // and their queues would spill to disk.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u32;
     let mut reported_drops = DropStats::default();
     let mut reported_misses = 0;
@@ -572,7 +576,11 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 }
             }
             _ = tick.tick() => {
-                drain(ring.get_mut(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
+                let more = drain(ring.get_mut(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
+                if more {
+                    // The sinks take what this turn queued before the housekeeping's turn.
+                    tokio::task::yield_now().await;
+                }
                 if let Some(m) = metrics.as_mut() {
                     m.turned();
                     m.answer(|| {
@@ -743,8 +751,10 @@ fn keep_freed_memory() {
 }
 
 /// Records read per turn of the agent's loop: a local user who floods the kernel with events
-/// cannot keep the agent's only thread from its signals, its policy reloads and its sinks.
-const DRAIN_BUDGET: usize = 16 * 1024;
+/// cannot keep the agent's only thread from its signals, its policy reloads and its sinks. A
+/// turn's events fit in a sink's default queue (10,000), so a burst waits there for the sink's
+/// next turn instead of spilling to its disk spool.
+const DRAIN_BUDGET: usize = 8 * 1024;
 /// The longest the agent reads the ring buffer once told to stop.
 const FINAL_DRAIN: Duration = Duration::from_secs(2);
 
