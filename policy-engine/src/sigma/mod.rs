@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rustc_hash::FxHashMap;
 use vigil_events::Event;
 
 pub mod auditd;
@@ -70,7 +69,7 @@ pub struct SigmaLoadError {
 #[derive(Default)]
 pub struct SigmaEngine {
     rules: Vec<SigmaRule>,
-    index: FxHashMap<&'static str, prefilter::CategoryIndex>,
+    index: prefilter::Indexes,
     users: Users,
 }
 

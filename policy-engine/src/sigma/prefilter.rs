@@ -148,8 +148,28 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::default();
 }
 
+/// The prefilter of each category: a handful, looked up for every view, by comparing the
+/// view's category (one of vigil's static names) with each, its address first.
+#[derive(Default)]
+pub(super) struct Indexes(Vec<(&'static str, CategoryIndex)>);
+
+impl Indexes {
+    pub(super) fn get(&self, category: &str) -> Option<&CategoryIndex> {
+        self.0
+            .iter()
+            .find(|(c, _)| {
+                c.len() == category.len() && (c.as_ptr() == category.as_ptr() || *c == category)
+            })
+            .map(|(_, idx)| idx)
+    }
+
+    pub(super) fn contains_key(&self, category: &str) -> bool {
+        self.get(category).is_some()
+    }
+}
+
 /// The prefilter of each category of `rules` (by index in `rules`).
-pub(super) fn index(rules: &[SigmaRule]) -> FxHashMap<&'static str, CategoryIndex> {
+pub(super) fn index(rules: &[SigmaRule]) -> Indexes {
     let mut index: FxHashMap<&'static str, CategoryIndex> = FxHashMap::default();
     // One pattern per distinct literal text of a category, admitting every rule that needs
     // it (in the field and place that rule says).
@@ -236,7 +256,7 @@ pub(super) fn index(rules: &[SigmaRule]) -> FxHashMap<&'static str, CategoryInde
             idx.always.extend(rules);
         }
     }
-    index
+    Indexes(index.into_iter().collect())
 }
 
 impl CategoryIndex {
