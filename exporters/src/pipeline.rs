@@ -503,7 +503,7 @@ impl SinkWorker {
             let Some(first) = first else {
                 return;
             };
-            let mut batch = Vec::with_capacity(self.batch_size);
+            let mut batch = Vec::with_capacity(self.batch_size.min(self.rx.len() + 1));
             batch.push(first);
             let deadline = tokio::time::Instant::now() + self.linger;
             // What is queued already; when that is nothing, what comes within GATHER: a

@@ -456,6 +456,32 @@ mod tests {
         );
     }
 
+    /// A literal repeated through a field is taken once, and again where it ends the field:
+    /// each anchor still admits what sigma-rust matches.
+    #[test]
+    fn a_literal_repeated_through_a_field_admits_every_anchor() {
+        use testing::{engine, exec, fired};
+        let rule = |how: &str| {
+            format!("title: t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  s:\n    CommandLine|{how}\n  condition: s\nlevel: high\n")
+        };
+        let rules = [
+            ("contains.yml", rule("contains: '/tmp/'")),
+            ("endswith.yml", rule("endswith: '/tmp/'")),
+            ("startswith.yml", rule("startswith: '/bin/x /tmp/'")),
+            ("not-at-end.yml", rule("endswith: '/tmp/y'")),
+        ];
+        let texts: Vec<(&str, &str)> = rules.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        let engine = engine(&texts);
+        let e = exec("/bin/x", &"/tmp/".repeat(5000));
+        let got = fired(&engine, &e);
+        assert_eq!(got, ["contains.yml", "endswith.yml", "startswith.yml"]);
+        assert_eq!(
+            got.len(),
+            engine.evaluate_naive(&e),
+            "as sigma-rust decides"
+        );
+    }
+
     const RULE: &str = "title: t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  s:\n    Image: /bin/x\n  condition: s\n";
 
     /// `f` on another thread, which must finish within `secs`.

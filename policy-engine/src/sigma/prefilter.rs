@@ -109,6 +109,10 @@ struct Scratch {
     candidates: Vec<usize>,
     /// A field's value lower-cased, to look up among the whole-value literals.
     lower: String,
+    /// Per automaton pattern, the `stamp` of the last field it was found in.
+    seen: Vec<u32>,
+    /// Numbers the fields searched.
+    stamp: u32,
 }
 
 /// Calls `found(pattern, start, end)` for every occurrence of every pattern of `dfa` in
@@ -126,6 +130,9 @@ fn search(dfa: &DFA, text: &[u8], mut found: impl FnMut(usize, usize, usize)) {
         }
         if dfa.is_dead(state) {
             return;
+        }
+        if !dfa.is_match(state) {
+            continue;
         }
         let end = at + 1;
         for i in 0..dfa.match_len(state) {
@@ -286,6 +293,8 @@ impl CategoryIndex {
             touched,
             candidates,
             lower,
+            seen,
+            stamp,
         } = scratch;
         candidates.clear();
         candidates.extend_from_slice(&self.always);
@@ -319,7 +328,22 @@ impl CategoryIndex {
                 }
             }
             if let Some(dfa) = self.automaton.as_ref().filter(|_| searched) {
+                // A pattern found again in the same field adds nothing unless it now ends the
+                // field (an `endswith`): a value that repeats a literal thousands of times
+                // costs its length, not its length times the rules behind the literal.
+                *stamp = stamp.wrapping_add(1);
+                if *stamp == 0 {
+                    seen.fill(0);
+                    *stamp = 1;
+                }
+                if seen.len() < self.pattern_rules.len() {
+                    seen.resize(self.pattern_rules.len(), 0);
+                }
                 search(dfa, text.as_bytes(), |pattern, start, end| {
+                    if seen[pattern] == *stamp && end != text.len() {
+                        return;
+                    }
+                    seen[pattern] = *stamp;
                     for admits in &self.pattern_rules[pattern] {
                         // A keyword's literal (no field) may sit anywhere in any field.
                         let whole_field = match admits.field {
@@ -348,7 +372,10 @@ impl CategoryIndex {
             }
             bits_of[rule] = 0;
         }
-        // A rule is either always evaluated or touched, never both: no duplicates.
         candidates.sort_unstable();
+        // A rule is either always evaluated or touched, except where the automaton could not
+        // be built (its rules are then always evaluated, and still touched through a whole
+        // value): each once all the same.
+        candidates.dedup();
     }
 }
