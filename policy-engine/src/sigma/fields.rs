@@ -178,6 +178,7 @@ const ALL_FIELDS: [&str; 74] = [
 
 /// How many fields vigil fills: the size of a table indexed by [`Field::id`].
 pub(super) const FIELDS: usize = ALL_FIELDS.len();
+const _: () = assert!(FIELDS <= 256, "a field's id is a byte");
 
 /// A field vigil fills: its Sigma name and its number, by which the engine's tables are
 /// indexed (a view's field is found without comparing or hashing its name).
