@@ -482,6 +482,31 @@ mod tests {
         );
     }
 
+    /// sigma-rust lower-cases values by Unicode's rules: a Kelvin sign is a `k` to it, and `İ`
+    /// an `i` and a combining dot. The prefilter admits such values as sigma-rust reads them.
+    #[test]
+    fn letters_unicode_lower_cases_into_ascii_are_admitted_as_sigma_rust_reads_them() {
+        use testing::{engine, exec, fired};
+        let rule = |detection: &str| {
+            format!("title: t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  s:\n    {detection}\n  condition: s\nlevel: high\n")
+        };
+        let rules = [
+            ("kelvin.yml", rule("Image|endswith: '/kill'")),
+            ("dotted.yml", rule("CommandLine|contains: ' xi'")),
+            ("whole.yml", rule("Image: '/usr/bin/kill'")),
+        ];
+        let texts: Vec<(&str, &str)> = rules.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        let engine = engine(&texts);
+        let e = exec("/usr/bin/\u{212A}ill", "x\u{130}");
+        let got = fired(&engine, &e);
+        assert_eq!(got, ["dotted.yml", "kelvin.yml", "whole.yml"]);
+        assert_eq!(
+            got.len(),
+            engine.evaluate_naive(&e),
+            "as sigma-rust decides"
+        );
+    }
+
     const RULE: &str = "title: t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  s:\n    Image: /bin/x\n  condition: s\n";
 
     /// `f` on another thread, which must finish within `secs`.

@@ -113,6 +113,28 @@ struct Scratch {
     seen: Vec<u32>,
     /// Numbers the fields searched.
     stamp: u32,
+    /// A field's value with the letters sigma-rust lower-cases into ASCII written so.
+    folded_text: String,
+}
+
+/// `text` with the two letters outside ASCII that Unicode lower-cases into ASCII written as
+/// their lower case (the Kelvin sign is `k`; `İ` is `i` and a combining dot), when it holds
+/// either. sigma-rust lower-cases values by Unicode's rules before comparing them; the
+/// prefilter folds ASCII case only, so such a value is looked at both ways, else `/usr/bin/Kill`
+/// with a Kelvin sign would match a rule on `/kill` that the prefilter never admitted.
+fn unicode_folded<'b>(text: &str, buf: &'b mut String) -> Option<&'b str> {
+    if text.is_ascii() || !text.contains(['\u{212A}', '\u{130}']) {
+        return None;
+    }
+    buf.clear();
+    for c in text.chars() {
+        match c {
+            '\u{212A}' => buf.push('k'),
+            '\u{130}' => buf.push_str("i\u{307}"),
+            c => buf.push(c),
+        }
+    }
+    Some(buf)
 }
 
 /// Calls `found(pattern, start, end)` for every occurrence of every pattern of `dfa` in
@@ -295,6 +317,7 @@ impl CategoryIndex {
             lower,
             seen,
             stamp,
+            folded_text,
         } = scratch;
         candidates.clear();
         candidates.extend_from_slice(&self.always);
@@ -322,48 +345,53 @@ impl CategoryIndex {
                 FieldValue::Text(t) => t,
                 FieldValue::Int(i) => digits.format(*i),
             };
-            for table in [whole, any_field].into_iter().flatten() {
-                for &(rule, bit) in table.admitted(text, lower) {
-                    admit(bits_of, touched, rule, bit);
-                }
-            }
-            if let Some(dfa) = self.automaton.as_ref().filter(|_| searched) {
-                // A pattern found again in the same field adds nothing unless it now ends the
-                // field (an `endswith`): a value that repeats a literal thousands of times
-                // costs its length, not its length times the rules behind the literal.
-                *stamp = stamp.wrapping_add(1);
-                if *stamp == 0 {
-                    seen.fill(0);
-                    *stamp = 1;
-                }
-                if seen.len() < self.pattern_rules.len() {
-                    seen.resize(self.pattern_rules.len(), 0);
-                }
-                search(dfa, text.as_bytes(), |pattern, start, end| {
-                    if seen[pattern] == *stamp && end != text.len() {
-                        return;
+            let folded = unicode_folded(text, folded_text);
+            for text in std::iter::once(text).chain(folded) {
+                for table in [whole, any_field].into_iter().flatten() {
+                    for &(rule, bit) in table.admitted(text, lower) {
+                        admit(bits_of, touched, rule, bit);
                     }
-                    seen[pattern] = *stamp;
-                    for admits in &self.pattern_rules[pattern] {
-                        // A keyword's literal (no field) may sit anywhere in any field.
-                        let whole_field = match admits.field {
-                            None => None,
-                            Some(want) if want.id == name.id => Some(text.len()),
-                            Some(_) => continue,
-                        };
-                        for &(rule, bit, anchor) in &admits.rules {
-                            let placed = match (anchor, whole_field) {
-                                (_, None) | (literals::Anchor::Anywhere, _) => true,
-                                (literals::Anchor::Start, _) => start == 0,
-                                (literals::Anchor::End, Some(len)) => end == len,
-                                (literals::Anchor::Whole, Some(len)) => start == 0 && end == len,
+                }
+                if let Some(dfa) = self.automaton.as_ref().filter(|_| searched) {
+                    // A pattern found again in the same field adds nothing unless it now ends the
+                    // field (an `endswith`): a value that repeats a literal thousands of times
+                    // costs its length, not its length times the rules behind the literal.
+                    *stamp = stamp.wrapping_add(1);
+                    if *stamp == 0 {
+                        seen.fill(0);
+                        *stamp = 1;
+                    }
+                    if seen.len() < self.pattern_rules.len() {
+                        seen.resize(self.pattern_rules.len(), 0);
+                    }
+                    search(dfa, text.as_bytes(), |pattern, start, end| {
+                        if seen[pattern] == *stamp && end != text.len() {
+                            return;
+                        }
+                        seen[pattern] = *stamp;
+                        for admits in &self.pattern_rules[pattern] {
+                            // A keyword's literal (no field) may sit anywhere in any field.
+                            let whole_field = match admits.field {
+                                None => None,
+                                Some(want) if want.id == name.id => Some(text.len()),
+                                Some(_) => continue,
                             };
-                            if placed {
-                                admit(bits_of, touched, rule, bit);
+                            for &(rule, bit, anchor) in &admits.rules {
+                                let placed = match (anchor, whole_field) {
+                                    (_, None) | (literals::Anchor::Anywhere, _) => true,
+                                    (literals::Anchor::Start, _) => start == 0,
+                                    (literals::Anchor::End, Some(len)) => end == len,
+                                    (literals::Anchor::Whole, Some(len)) => {
+                                        start == 0 && end == len
+                                    }
+                                };
+                                if placed {
+                                    admit(bits_of, touched, rule, bit);
+                                }
                             }
                         }
-                    }
-                });
+                    });
+                }
             }
         }
         for &rule in touched.iter() {
