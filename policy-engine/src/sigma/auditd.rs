@@ -277,12 +277,8 @@ mod tests {
     use super::*;
     use crate::sigma::{
         load_rule,
-        testing::{engine, exec, exec_of, fired, policy_event},
+        testing::{engine, exec, exec_of, fired, policy_event, rule},
     };
-
-    fn rule(logsource: &str, detection: &str) -> String {
-        format!("title: t\nlogsource:\n  product: linux\n{logsource}detection:\n{detection}level: high\n")
-    }
 
     #[test]
     fn an_exec_is_a_syscall_an_execve_and_a_path_record() {

@@ -96,85 +96,52 @@ pub const CATEGORIES: [&str; 4] = [
     CATEGORY_FIELDS[3].0,
 ];
 
-/// Every field vigil fills in some view: the categories', the pods' and the auditd records'
-/// (a unit test holds it to [`CATEGORY_FIELDS`] and [`POD_FIELDS`]). A field's place here is
-/// its [`Field::id`].
-const ALL_FIELDS: [&str; 74] = [
-    "Image",
-    "User",
-    "ProcessId",
-    "LogonId",
-    "CommandLine",
-    "CurrentDirectory",
-    "ParentImage",
-    "ParentCommandLine",
-    "ParentProcessId",
-    "TargetFilename",
-    "DestinationIp",
-    "DestinationPort",
-    "SourceIp",
-    "SourcePort",
-    "Protocol",
-    "Initiated",
-    "QueryName",
-    "QueryType",
-    "QueryStatus",
-    "QueryResults",
-    "PodNamespace",
-    "PodName",
-    "ContainerName",
-    "ContainerImage",
-    "Workload",
-    "type",
-    "SYSCALL",
-    "success",
-    "exe",
-    "comm",
-    "pid",
-    "ppid",
-    "uid",
-    "euid",
-    "auid",
-    "UID",
-    "EUID",
-    "AUID",
-    "argc",
-    "item",
-    "name",
-    "nametype",
-    "a0",
-    "a1",
-    "a2",
-    "a3",
-    "a4",
-    "a5",
-    "a6",
-    "a7",
-    "a8",
-    "a9",
-    "a10",
-    "a11",
-    "a12",
-    "a13",
-    "a14",
-    "a15",
-    "a16",
-    "a17",
-    "a18",
-    "a19",
-    "a20",
-    "a21",
-    "a22",
-    "a23",
-    "a24",
-    "a25",
-    "a26",
-    "a27",
-    "a28",
-    "a29",
-    "a30",
-    "a31",
-];
+/// Whether two names are the same, where the compiler can tell.
+const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() && a[i] == b[i] {
+        i += 1;
+    }
+    i == a.len()
+}
+
+/// The fields of [`CATEGORY_FIELDS`] and [`POD_FIELDS`], each once in their order, and how
+/// many there are.
+const fn distinct_fields() -> ([&'static str; 256], usize) {
+    let mut out = [""; 256];
+    let mut n = 0;
+    let mut c = 0;
+    while c <= CATEGORY_FIELDS.len() {
+        let list: &[&str] = if c < CATEGORY_FIELDS.len() {
+            CATEGORY_FIELDS[c].1
+        } else {
+            &POD_FIELDS
+        };
+        let mut i = 0;
+        while i < list.len() {
+            let mut j = 0;
+            while j < n && !same_name(out[j], list[i]) {
+                j += 1;
+            }
+            if j == n {
+                out[n] = list[i];
+                n += 1;
+            }
+            i += 1;
+        }
+        c += 1;
+    }
+    (out, n)
+}
+
+const DISTINCT_FIELDS: ([&str; 256], usize) = distinct_fields();
+
+/// Every field vigil fills in some view, once: a field's place here is its [`Field::id`].
+const ALL_FIELDS: &[&str] = DISTINCT_FIELDS.0.split_at(DISTINCT_FIELDS.1).0;
 
 /// How many fields vigil fills: the size of a table indexed by [`Field::id`].
 pub(super) const FIELDS: usize = ALL_FIELDS.len();
@@ -195,23 +162,15 @@ pub struct Field {
 pub(super) const fn named(name: &'static str) -> Field {
     let mut i = 0;
     while i < ALL_FIELDS.len() {
-        let a = ALL_FIELDS[i].as_bytes();
-        let b = name.as_bytes();
-        if a.len() == b.len() {
-            let mut j = 0;
-            while j < a.len() && a[j] == b[j] {
-                j += 1;
-            }
-            if j == a.len() {
-                return Field {
-                    id: i as u8,
-                    name: ALL_FIELDS[i],
-                };
-            }
+        if same_name(ALL_FIELDS[i], name) {
+            return Field {
+                id: i as u8,
+                name: ALL_FIELDS[i],
+            };
         }
         i += 1;
     }
-    panic!("a Sigma field vigil does not list in ALL_FIELDS")
+    panic!("a Sigma field vigil does not list in CATEGORY_FIELDS or POD_FIELDS")
 }
 
 /// The [`Field`] of a name, computed when the crate is built.

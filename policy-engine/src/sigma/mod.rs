@@ -404,29 +404,30 @@ mod tests {
     /// matches, whatever the case and whether the value is a number.
     #[test]
     fn whole_values_keywords_and_searched_literals_admit_what_sigma_rust_matches() {
-        use testing::{engine, exec_of, fired};
-        let rules: Vec<(String, String)> = [
-            ("type-and-uid", "  s:\n    type: syscall\n    euid: 33\n  condition: s\n"),
-            ("number-keyword", "  keywords:\n    - '33'\n  condition: keywords\n"),
-            ("name-keyword", "  keywords:\n    - 'CHATTR'\n  condition: keywords\n"),
-            ("part-keyword", "  keywords:\n    - 'hatt'\n  condition: keywords\n"),
-            ("wild-keyword", "  keywords:\n    - '*hatt*'\n  condition: keywords\n"),
-            ("number-start", "  s:\n    pid|startswith: '4'\n  condition: s\n"),
-            ("exe-end", "  s:\n    exe|endswith: '/CHATTR'\n  condition: s\n"),
-        ]
-        .iter()
-        .map(|(name, detection)| {
-            (
-                format!("{name}.yml"),
-                format!("title: t\nlogsource:\n  product: linux\n  service: auditd\ndetection:\n{detection}level: high\n"),
+        use testing::{engine, exec_of, fired_as_sigma_rust, rule, selection};
+        let auditd = "  service: auditd\n";
+        let keywords = |k: &str| {
+            rule(
+                auditd,
+                &format!("  keywords:\n    - '{k}'\n  condition: keywords\n"),
             )
-        })
-        .collect();
-        let texts: Vec<(&str, &str)> = rules
-            .iter()
-            .map(|(n, t)| (n.as_str(), t.as_str()))
-            .collect();
-        let engine = engine(&texts);
+        };
+        let rules = [
+            (
+                "type-and-uid.yml",
+                rule(
+                    auditd,
+                    "  s:\n    type: syscall\n    euid: 33\n  condition: s\n",
+                ),
+            ),
+            ("number-keyword.yml", keywords("33")),
+            ("name-keyword.yml", keywords("CHATTR")),
+            ("part-keyword.yml", keywords("hatt")),
+            ("wild-keyword.yml", keywords("*hatt*")),
+            ("number-start.yml", selection(auditd, "pid|startswith: '4'")),
+            ("exe-end.yml", selection(auditd, "exe|endswith: '/CHATTR'")),
+        ];
+        let engine = engine(&rules);
         let e = exec_of(
             vigil_events::Process {
                 binary: "/usr/bin/chattr".into(),
@@ -437,9 +438,8 @@ mod tests {
             },
             None,
         );
-        let got = fired(&engine, &e);
         assert_eq!(
-            got,
+            fired_as_sigma_rust(&engine, &e),
             [
                 "exe-end.yml",
                 "name-keyword.yml",
@@ -449,36 +449,37 @@ mod tests {
                 "wild-keyword.yml"
             ]
         );
-        assert_eq!(
-            got.len(),
-            engine.evaluate_naive(&e),
-            "as sigma-rust decides"
-        );
     }
+
+    const CREATION: &str = "  category: process_creation\n";
 
     /// A literal repeated through a field is taken once, and again where it ends the field:
     /// each anchor still admits what sigma-rust matches.
     #[test]
     fn a_literal_repeated_through_a_field_admits_every_anchor() {
-        use testing::{engine, exec, fired};
-        let rule = |how: &str| {
-            format!("title: t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  s:\n    CommandLine|{how}\n  condition: s\nlevel: high\n")
-        };
+        use testing::{engine, exec, fired_as_sigma_rust, selection};
         let rules = [
-            ("contains.yml", rule("contains: '/tmp/'")),
-            ("endswith.yml", rule("endswith: '/tmp/'")),
-            ("startswith.yml", rule("startswith: '/bin/x /tmp/'")),
-            ("not-at-end.yml", rule("endswith: '/tmp/y'")),
+            (
+                "contains.yml",
+                selection(CREATION, "CommandLine|contains: '/tmp/'"),
+            ),
+            (
+                "endswith.yml",
+                selection(CREATION, "CommandLine|endswith: '/tmp/'"),
+            ),
+            (
+                "startswith.yml",
+                selection(CREATION, "CommandLine|startswith: '/bin/x /tmp/'"),
+            ),
+            (
+                "not-at-end.yml",
+                selection(CREATION, "CommandLine|endswith: '/tmp/y'"),
+            ),
         ];
-        let texts: Vec<(&str, &str)> = rules.iter().map(|(n, t)| (*n, t.as_str())).collect();
-        let engine = engine(&texts);
         let e = exec("/bin/x", &"/tmp/".repeat(5000));
-        let got = fired(&engine, &e);
-        assert_eq!(got, ["contains.yml", "endswith.yml", "startswith.yml"]);
         assert_eq!(
-            got.len(),
-            engine.evaluate_naive(&e),
-            "as sigma-rust decides"
+            fired_as_sigma_rust(&engine(&rules), &e),
+            ["contains.yml", "endswith.yml", "startswith.yml"]
         );
     }
 
@@ -486,24 +487,19 @@ mod tests {
     /// an `i` and a combining dot. The prefilter admits such values as sigma-rust reads them.
     #[test]
     fn letters_unicode_lower_cases_into_ascii_are_admitted_as_sigma_rust_reads_them() {
-        use testing::{engine, exec, fired};
-        let rule = |detection: &str| {
-            format!("title: t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  s:\n    {detection}\n  condition: s\nlevel: high\n")
-        };
+        use testing::{engine, exec, fired_as_sigma_rust, selection};
         let rules = [
-            ("kelvin.yml", rule("Image|endswith: '/kill'")),
-            ("dotted.yml", rule("CommandLine|contains: ' xi'")),
-            ("whole.yml", rule("Image: '/usr/bin/kill'")),
+            ("kelvin.yml", selection(CREATION, "Image|endswith: '/kill'")),
+            (
+                "dotted.yml",
+                selection(CREATION, "CommandLine|contains: ' xi'"),
+            ),
+            ("whole.yml", selection(CREATION, "Image: '/usr/bin/kill'")),
         ];
-        let texts: Vec<(&str, &str)> = rules.iter().map(|(n, t)| (*n, t.as_str())).collect();
-        let engine = engine(&texts);
         let e = exec("/usr/bin/\u{212A}ill", "x\u{130}");
-        let got = fired(&engine, &e);
-        assert_eq!(got, ["dotted.yml", "kelvin.yml", "whole.yml"]);
         assert_eq!(
-            got.len(),
-            engine.evaluate_naive(&e),
-            "as sigma-rust decides"
+            fired_as_sigma_rust(&engine(&rules), &e),
+            ["dotted.yml", "kelvin.yml", "whole.yml"]
         );
     }
 

@@ -333,11 +333,14 @@ impl CategoryIndex {
         }
         touched.clear();
         let mut digits = itoa::Buffer::new();
+        let any_field = Some(&self.any_field).filter(|w| !w.is_empty());
+        if seen.len() < self.pattern_rules.len() {
+            seen.resize(self.pattern_rules.len(), 0);
+        }
         for (name, value) in &f.values {
             let plan = self.plans.get(usize::from(name.id));
             let searched = self.search_all || plan.is_some_and(|p| p.searched);
             let whole = plan.map(|p| &p.whole).filter(|w| !w.is_empty());
-            let any_field = Some(&self.any_field).filter(|w| !w.is_empty());
             if !searched && whole.is_none() && any_field.is_none() {
                 continue;
             }
@@ -360,9 +363,6 @@ impl CategoryIndex {
                     if *stamp == 0 {
                         seen.fill(0);
                         *stamp = 1;
-                    }
-                    if seen.len() < self.pattern_rules.len() {
-                        seen.resize(self.pattern_rules.len(), 0);
                     }
                     search(dfa, text.as_bytes(), |pattern, start, end| {
                         if seen[pattern] == *stamp && end != text.len() {

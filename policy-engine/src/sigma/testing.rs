@@ -49,13 +49,37 @@ pub(super) fn policy_event(function: &str, arg: Arg) -> Event {
 }
 
 /// An engine of rules given as (file name, YAML text); each must load.
-pub(super) fn engine(rules: &[(&str, &str)]) -> SigmaEngine {
+pub(super) fn engine<T: AsRef<str>>(rules: &[(&str, T)]) -> SigmaEngine {
     SigmaEngine::from_rules(
         rules
             .iter()
-            .map(|(name, text)| load_rule(Path::new(name), text).expect("loads"))
+            .map(|(name, text)| load_rule(Path::new(name), text.as_ref()).expect("loads"))
             .collect(),
     )
+}
+
+/// A rule's text: product linux with the `logsource` lines given (indented, one per line),
+/// the `detection` lines given, level high.
+pub(super) fn rule(logsource: &str, detection: &str) -> String {
+    format!(
+        "title: t\nlogsource:\n  product: linux\n{logsource}detection:\n{detection}level: high\n"
+    )
+}
+
+/// A rule of one selection, `s`, on one line.
+pub(super) fn selection(logsource: &str, s: &str) -> String {
+    rule(logsource, &format!("  s:\n    {s}\n  condition: s\n"))
+}
+
+/// [`fired`], held to what sigma-rust decides evaluating every rule on every view.
+pub(super) fn fired_as_sigma_rust(engine: &SigmaEngine, event: &Event) -> Vec<String> {
+    let got = fired(engine, event);
+    assert_eq!(
+        got.len(),
+        engine.evaluate_naive(event),
+        "as sigma-rust decides"
+    );
+    got
 }
 
 /// The file names of the rules `engine` fires on `event`, sorted.
