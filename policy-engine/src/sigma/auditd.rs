@@ -79,7 +79,9 @@ pub const SERVICES: [&str; 1] = [AUDITD];
 
 /// The file name of `binary`, as a shell passes it as argv[0].
 fn file_name(binary: &str) -> &str {
-    binary.rsplit('/').next().unwrap_or(binary)
+    binary
+        .rfind('/')
+        .map_or(binary, |slash| &binary[slash + 1..])
 }
 
 /// The kernel's `comm` of a process running `binary`: its file name, cut to 15 bytes.
@@ -117,7 +119,20 @@ fn syscall_name(x: &ProcessPolicy) -> Option<&str> {
 
 /// auditd's `nametype` of a file a hook on `function` saw.
 fn nametype(function: &str) -> &'static str {
-    let f = function.to_ascii_lowercase();
+    // Function names are short: lower-cased on the stack, a longer one on the heap.
+    let mut buf = [0u8; 64];
+    let heap;
+    let f = match buf.get_mut(..function.len()) {
+        Some(lower) => {
+            lower.copy_from_slice(function.as_bytes());
+            lower.make_ascii_lowercase();
+            std::str::from_utf8(lower).unwrap_or(function)
+        }
+        None => {
+            heap = function.to_ascii_lowercase();
+            heap.as_str()
+        }
+    };
     if ["unlink", "rmdir"].iter().any(|w| f.contains(w)) {
         "DELETE"
     } else if ["create", "mknod", "mkdir", "symlink", "link"]
@@ -135,17 +150,31 @@ fn nametype(function: &str) -> &'static str {
 /// resolved (a link's target: `nc.openbsd` for `nc`, `kmod` for `insmod`). Records are written
 /// for each, so that neither a link nor a chosen argv\[0\] hides a command from a rule written
 /// for the other name; usually they are one name.
-fn names(p: &Process) -> impl Iterator<Item = &str> {
-    let [a, b, c] = [p.argv0.as_str(), file_name(&p.argv0), file_name(&p.binary)];
-    let keep = [
-        !a.is_empty(),
-        !b.is_empty() && b != a,
-        !c.is_empty() && c != a && c != b,
-    ];
-    [a, b, c]
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(n, k)| k.then_some(n))
+fn names(p: &Process) -> Names<'_> {
+    let mut names = Names {
+        all: [""; 3],
+        len: 0,
+    };
+    for n in [p.argv0.as_str(), file_name(&p.argv0), file_name(&p.binary)] {
+        if !n.is_empty() && !names.contains(&n) {
+            names.all[names.len] = n;
+            names.len += 1;
+        }
+    }
+    names
+}
+
+/// The names a process goes by ([`names`]): at most three, kept on the stack.
+struct Names<'a> {
+    all: [&'a str; 3],
+    len: usize,
+}
+
+impl<'a> std::ops::Deref for Names<'a> {
+    type Target = [&'a str];
+    fn deref(&self) -> &[&'a str] {
+        &self.all[..self.len]
+    }
 }
 
 /// A SYSCALL record of process `p` (with parent pid `ppid`, known by `comm`) making system
@@ -191,9 +220,10 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
         EventBody::ProcessExec(x) => {
             let p = &*x.process;
             let ppid = x.parent.as_ref().map_or(0, |p| p.pid);
+            let names = names(p);
             // One SYSCALL record per distinct comm.
             let mut comms = [""; 3];
-            for (i, c) in names(p).map(comm).enumerate() {
+            for (i, c) in names.iter().copied().map(comm).enumerate() {
                 if !comms[..i].contains(&c) {
                     out.push(syscall("execve", p, c, ppid, users));
                 }
@@ -209,7 +239,7 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
             };
             let plain = || p.arguments.split(' ').filter(|a| !a.is_empty());
             let argc = if quoted { split.len() } else { plain().count() };
-            for a0 in names(p) {
+            for &a0 in names.iter() {
                 let mut b = Builder::new();
                 b.text(field!("type"), "EXECVE");
                 b.int(field!("argc"), argc as i64 + 1);
@@ -261,7 +291,7 @@ pub fn typed_lines<'a>(e: &'a Event, out: &mut Vec<SigmaFields<'a>>) {
     let EventBody::ProcessExec(x) = &e.body else {
         return;
     };
-    for name in names(&x.process) {
+    for &name in names(&x.process).iter() {
         let mut b = Builder::new();
         b.text(field!("CommandLine"), command_line(name, &x.process));
         out.push(b.build(LINUX));

@@ -293,7 +293,8 @@ impl SigmaEngine {
     /// The views of `e` some loaded rule is evaluated on: its category's fields, and its
     /// auditd records and typed command line where rules for those are loaded.
     pub fn views<'a>(&'a self, e: &'a Event) -> Vec<SigmaFields<'a>> {
-        let mut views = Vec::with_capacity(4);
+        // An exec has five, more where its process goes by more than one name.
+        let mut views = Vec::with_capacity(8);
         views.extend(sigma_fields(e, &self.users).filter(|f| self.index.contains_key(f.category)));
         if self.index.contains_key(auditd::AUDITD) {
             auditd::auditd_records(e, &self.users, &mut views);
