@@ -1,11 +1,15 @@
-//! `vigil-bench-rungs`: what the shipped file-open deny costs on each rung of the attach
-//! ladder. Here (the host's rung, the open system calls' tracepoints on our machines), and
-//! in Debian's kernel under qemu booted twice: as it comes (BPF LSM) and without `bpf` among
-//! its LSMs (fmod_ret on security_file_open). Each place measures open()+close() of a file no
-//! policy names and of `/etc/passwd` by a binary the policy does not name (every rule is
-//! walked, and the open is allowed), without the agent and with it running only the deny
-//! policy, and prints the ratios of that one run. The VM's figures are under software
-//! emulation: compare its ratios with each other, not its rates with the host's.
+//! `vigil-bench-rungs`: what the agent costs on each rung of the attach ladder. Here (the
+//! host's rung, the open system calls' tracepoints on our machines), and in Debian's kernel
+//! under qemu booted twice: as it comes (BPF LSM) and without `bpf` among its LSMs (fmod_ret on
+//! security_file_open). Each place measures open()+close() of a file no policy names and of
+//! `/etc/passwd` by a binary the policy does not name (every rule is walked, and the open is
+//! allowed), without the agent and with it running only the deny policy; then the hot paths of
+//! the host's overhead table (those opens, 64-byte writes to a file and to `/dev/null`,
+//! getppid) without the agent and with the whole shipped library, and what each of the agent's
+//! programs costs per run on each path (the kernel's `bpf_stats`, read by `vigil status
+//! --overhead`). It prints the ratios of that one run. The VM's figures are under software
+//! emulation (TCG): compare its ratios with each other, and its programs' costs with each
+//! other, not with the host's.
 //!
 //! Run inside the VM, it gets `--test-threads=1` (as every guest program does) and measures
 //! there.
@@ -21,11 +25,15 @@ use vigil_tests::{
 };
 
 const ROUNDS: usize = 3;
+/// Writes per measurement, per open.
+const WRITES_PER_OPEN: usize = 2;
 /// Opens per measurement: on the host; the VM's emulation is about 20 times slower.
 const OPENS_HOST: usize = 200_000;
 const OPENS_VM: usize = 20_000;
-/// Marks the guest's result lines on the console.
+/// Mark the guest's result lines on the console, one per table.
 const ROW: &str = "RUNG-ROW ";
+const LIBRARY_ROW: &str = "LIBRARY-ROW ";
+const PROGRAM_ROW: &str = "PROGRAM-ROW ";
 
 /// getppid() per second: a system call no policy names, whose return still passes every
 /// program on the system calls' return path (on the tracepoint rung, the raw sys_exit one for
@@ -47,8 +55,154 @@ fn open_close_rate(path: &str, n: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Measures here and returns the table rows, the rung named as the agent logged it.
-fn measure_here(opens: usize) -> Vec<String> {
+/// 64-byte writes to `path` per second.
+fn write_rate(path: &str, n: usize) -> f64 {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open for writing");
+    let block = [b'x'; 64];
+    let start = Instant::now();
+    for _ in 0..n {
+        f.write_all(&block).expect("write");
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A hot path of the host's overhead table.
+#[derive(Clone)]
+enum HotPath {
+    Open(String),
+    Write(String),
+    Getppid,
+}
+
+impl HotPath {
+    /// Its rate over `opens` opens (or as many writes or getppid calls as take about as long).
+    fn rate(&self, opens: usize) -> f64 {
+        match self {
+            HotPath::Open(path) => open_close_rate(path, opens),
+            HotPath::Write(path) => write_rate(path, opens * WRITES_PER_OPEN),
+            HotPath::Getppid => getppid_rate(opens * 5),
+        }
+    }
+
+    /// The system calls of the path one [`HotPath::rate`] over `opens` makes.
+    fn calls(&self, opens: usize) -> usize {
+        match self {
+            HotPath::Open(_) => opens,
+            HotPath::Write(_) => opens * WRITES_PER_OPEN,
+            HotPath::Getppid => opens * 5,
+        }
+    }
+
+    fn what(&self, opens: usize) -> String {
+        match self {
+            HotPath::Open(path) if path == "/etc/passwd" => format!(
+                "open()+close() of `/etc/passwd` by a binary the deny does not name, {opens} times"
+            ),
+            HotPath::Open(_) => format!("open()+close() of a file no policy names, {opens} times"),
+            HotPath::Write(path) if path == "/dev/null" => format!(
+                "64-byte write() to `/dev/null`, {} times",
+                opens * WRITES_PER_OPEN
+            ),
+            HotPath::Write(_) => format!(
+                "64-byte write() to a file outside the watched directories, {} times",
+                opens * WRITES_PER_OPEN
+            ),
+            HotPath::Getppid => format!("getppid(), {} times", opens * 5),
+        }
+    }
+}
+
+/// What each of `agent`'s programs costs while `path` runs: `vigil status --overhead` over one
+/// second of the loop, the programs that ran at least once per ten of the loop's calls, as
+/// rows (one saying so where none did: the path passes none of the agent's programs).
+fn program_costs(agent: &Agent, rung: &str, path: &HotPath, opens: usize) -> Vec<String> {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let looping = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            let mut calls = 0;
+            while !stop.load(Ordering::Relaxed) {
+                path.rate(opens / 10);
+                calls += path.calls(opens / 10);
+            }
+            calls
+        })
+    };
+    let out = std::process::Command::new(vigil_tests::vigil_bin())
+        .args([
+            "status",
+            "--overhead",
+            "--interval",
+            "1",
+            "-o",
+            "json",
+            "--server",
+        ])
+        .arg(format!("unix://{}", agent.socket.display()))
+        .output()
+        .expect("run vigil status --overhead");
+    stop.store(true, Ordering::Relaxed);
+    let calls = looping.join().expect("the loop") as f64 / started.elapsed().as_secs_f64();
+    assert!(out.status.success(), "vigil status --overhead: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("vigil status --overhead -o json: {e}: {out:?}"));
+    let programs = v["programs"].as_array().cloned().unwrap_or_default();
+    let mut rows: Vec<(f64, String)> = programs
+        .iter()
+        .filter_map(|p| {
+            let runs = p["runs_per_second"].as_f64()?;
+            let ns = p["ns_per_run"].as_f64()?;
+            (runs >= calls / 10.0).then(|| {
+                (
+                    runs * ns,
+                    format!(
+                        "| {rung} | {} | `{}` | {runs:.0} | {ns:.0} |",
+                        path.what(opens),
+                        p["program"].as_str().unwrap_or("?")
+                    ),
+                )
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    if rows.is_empty() {
+        return vec![format!(
+            "| {rung} | {} | none of the agent's programs runs on this path | | |",
+            path.what(opens)
+        )];
+    }
+    rows.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The three tables' rows measured in one place.
+#[derive(Default)]
+struct Rows {
+    /// Only the deny policy: the rung's own cost.
+    rungs: Vec<String>,
+    /// The whole shipped library, per hot path.
+    library: Vec<String>,
+    /// The library's programs' cost per run, per hot path.
+    programs: Vec<String>,
+}
+
+impl Rows {
+    fn tables(&self) -> [&Vec<String>; 3] {
+        [&self.rungs, &self.library, &self.programs]
+    }
+}
+
+/// Measures here and returns the tables' rows, the rung named as the agent logged it.
+fn measure_here(opens: usize) -> Rows {
     let scratch = vigil_tests::TempDir::new("bench-rungs");
     let plain = scratch.path().join("plain.txt");
     std::fs::write(&plain, b"x").unwrap();
@@ -82,7 +236,7 @@ fn measure_here(opens: usize) -> Vec<String> {
         let (b, w) = (median(base.to_vec()), median(with.to_vec()));
         format!("| {rung} | {what} | {b:.0}/s | {w:.0}/s | {:.3} |", w / b)
     };
-    vec![
+    let rungs = vec![
         row(
             &format!("open()+close() of a file no policy names, {opens} times"),
             &base_plain,
@@ -100,16 +254,58 @@ fn measure_here(opens: usize) -> Vec<String> {
             &base_ppid,
             &with_ppid,
         ),
-    ]
+    ];
+
+    // The hot paths with the whole shipped library, then each program's cost on each with the
+    // kernel counting (bpf_stats adds its own clock reads, so not in the ratios' rounds).
+    let written = scratch.path().join("written.txt");
+    let paths = [
+        HotPath::Open(plain.clone()),
+        HotPath::Open("/etc/passwd".into()),
+        HotPath::Write(written.to_str().unwrap().to_string()),
+        HotPath::Write("/dev/null".into()),
+        HotPath::Getppid,
+    ];
+    let library = ["--policy-dir", rules_dir().to_str().unwrap()].map(str::to_string);
+    let (mut base, mut with): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
+        (vec![vec![]; paths.len()], vec![vec![]; paths.len()]);
+    for _ in 0..ROUNDS {
+        for (i, p) in paths.iter().enumerate() {
+            base[i].push(p.rate(opens));
+        }
+        let agent = Agent::start(&[&library[0], &library[1]]);
+        for (i, p) in paths.iter().enumerate() {
+            with[i].push(p.rate(opens));
+        }
+        agent.stop();
+    }
+    let library_rows = paths
+        .iter()
+        .zip(base.iter().zip(&with))
+        .map(|(p, (b, w))| {
+            let (b, w) = (median(b.clone()), median(w.clone()));
+            format!(
+                "| {rung} | {} | {b:.0}/s | {w:.0}/s | {:.3} |",
+                p.what(opens),
+                w / b
+            )
+        })
+        .collect();
+    let agent = Agent::start(&[&library[0], &library[1], "--bpf-stats"]);
+    let programs = paths
+        .iter()
+        .flat_map(|p| program_costs(&agent, &rung, p, opens))
+        .collect();
+    agent.stop();
+    Rows {
+        rungs,
+        library: library_rows,
+        programs,
+    }
 }
 
 /// Boots `matrix`'s kernel with this program as its one guest program and returns its rows.
-fn measure_in_vm(
-    kernel: &DebianKernel,
-    target: &Path,
-    matrix: Kernel,
-    cmdline: &str,
-) -> Vec<String> {
+fn measure_in_vm(kernel: &DebianKernel, target: &Path, matrix: Kernel, cmdline: &str) -> Rows {
     let me = std::env::current_exe().unwrap();
     let mut fs = Initramfs::new(&target.join(format!("vm-root-bench-{}", matrix.name)))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -139,42 +335,68 @@ fn measure_in_vm(
         .iter()
         .find(|r| r.name == "vigil-bench-rungs")
         .unwrap_or_else(|| panic!("the guest never ran the bench:\n{console}"));
-    let rows: Vec<String> = run
-        .output
-        .lines()
-        .filter_map(|l| {
-            l.trim_end_matches('\r')
-                .strip_prefix(ROW)
-                .map(str::to_string)
-        })
-        .collect();
-    assert!(!rows.is_empty(), "no rows from the guest:\n{}", run.output);
-    rows
+    let rows = |mark: &str| -> Vec<String> {
+        let rows: Vec<String> = run
+            .output
+            .lines()
+            .filter_map(|l| {
+                l.trim_end_matches('\r')
+                    .strip_prefix(mark)
+                    .map(str::to_string)
+            })
+            .collect();
+        assert!(
+            !rows.is_empty(),
+            "no {mark}rows from the guest:\n{}",
+            run.output
+        );
+        rows
+    };
+    Rows {
+        rungs: rows(ROW),
+        library: rows(LIBRARY_ROW),
+        programs: rows(PROGRAM_ROW),
+    }
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--test-threads=1") {
-        for r in measure_here(OPENS_VM) {
-            println!("{ROW}{r}");
+        let rows = measure_here(OPENS_VM);
+        for (mark, rows) in [ROW, LIBRARY_ROW, PROGRAM_ROW].iter().zip(rows.tables()) {
+            for r in rows {
+                println!("{mark}{r}");
+            }
         }
         // What the console parser counts as a guest program that finished.
         println!("test result: ok. 1 passed");
         return;
     }
     vigil_tests::require_root();
-    println!("| rung | what | no agent | with the deny | ratio |");
-    println!("|---|---|---|---|---|");
-    for r in measure_here(OPENS_HOST) {
-        println!("{r}");
-    }
+    let here = measure_here(OPENS_HOST);
     let exe = std::env::current_exe().unwrap();
     // target/<triple>/<profile>/vigil-bench-rungs → target/
     let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
     let kernel = DebianKernel::fetch(&target.join("vm-kernel"))
         .unwrap_or_else(|e| panic!("cannot get the VM kernel: {e}"));
+    let mut places = vec![(String::from("host"), here)];
     for (matrix, cmdline) in [(DEBIAN_VM, ""), (DEBIAN_VM_NO_BPF_LSM, NO_BPF_LSM_CMDLINE)] {
-        for r in measure_in_vm(&kernel, &target, matrix, cmdline) {
-            println!("{r} (VM, {} {})", kernel.package, matrix.name);
+        let rows = measure_in_vm(&kernel, &target, matrix, cmdline);
+        places.push((
+            format!("VM, emulated: {} {}", kernel.package, matrix.name),
+            rows,
+        ));
+    }
+    let heads = [
+        "| rung | what | no agent | with the deny | ratio |",
+        "| rung | hot path | no agent | with the shipped library | ratio |",
+        "| rung | hot path (shipped library, bpf_stats on) | program | runs/s | ns per run |",
+    ];
+    for (table, head) in heads.iter().enumerate() {
+        println!("\n{head}\n|---|---|---|---|---|");
+        for (place, rows) in &places {
+            for r in rows.tables()[table] {
+                println!("{r} ({place})");
+            }
         }
     }
 }
