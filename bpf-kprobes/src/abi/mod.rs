@@ -339,6 +339,42 @@ mod layout_tests {
         assert!(C_LAYOUT.len() > 40, "the layout probe printed too little");
     }
 
+    /// Gates are applied by the system call entries' programs and the kprobe on a function's
+    /// entry alone, and their value keys never meet: each comparison bit lands on bits 16 to
+    /// 18, clear in every gate key.
+    #[test]
+    fn kprobe_entries_are_told_from_other_lists_and_their_gates_from_the_system_calls() {
+        let addr = 0xffff_ffff_8123_4560;
+        for key in kprobe_keys(addr, false) {
+            assert!(is_kprobe_entry_key(key), "{key:#x}");
+        }
+        for key in kprobe_keys(addr, true) {
+            assert!(!is_kprobe_entry_key(key), "a return's {key:#x}");
+        }
+        for key in [
+            HOOK_KEY_SYSCALL | 1,
+            HOOK_KEY_SOCK_STATE | 1,
+            HOOK_KEY_UPROBE | 7,
+            HOOK_KEY_UPROBE | HOOK_KEY_UPROBE_RETURN | 7,
+            HOOK_KEY_TP | 3,
+            HOOK_KEY_RAW_TP | 3,
+        ] {
+            assert!(!is_kprobe_entry_key(key), "{key:#x}");
+        }
+        let ops = [GATE_EQ, GATE_PREFIX, GATE_POSTFIX];
+        let syscalls: Vec<u32> = [0, 1, 0xffff]
+            .iter()
+            .flat_map(|&nr| ops.map(|op| gate_value_key(gate_key(nr), op)))
+            .collect();
+        for n in [0, 1, u16::MAX] {
+            for op in ops {
+                let k = gate_value_key(kprobe_gate_key(n), op);
+                assert!(!syscalls.contains(&k), "{k:#x}");
+                assert_eq!(k & !(0x7 << 16), kprobe_gate_key(n), "{k:#x}");
+            }
+        }
+    }
+
     #[test]
     fn a_hook_on_a_function_s_return_is_listed_apart_from_one_on_its_entry() {
         // A kernel text address, as kallsyms and bpf_get_func_ip give it.

@@ -293,6 +293,18 @@ pub const fn gate_key(nr: u32) -> u32 {
     0x4000_0000 | (nr & 0xffff)
 }
 
+/// The gate key of the `n`th kprobe list with a gate (apart from the system calls' gates,
+/// whose keys have bit 23 clear, and from the comparison bits `gate_value_key` adds).
+pub const fn kprobe_gate_key(n: u16) -> u32 {
+    0x4080_0000 | n as u32
+}
+
+/// Whether `key` is a kprobe's on a function's entry: a kernel address, whose top 16 bits are
+/// set (a system call's key has bit 63 alone of them, a return's has bit 61 flipped).
+pub const fn is_kprobe_entry_key(key: u64) -> bool {
+    key >> 48 == 0xffff
+}
+
 /// `VIGIL_GATE_KEY`: the value key of gate `gate`'s values compared by `op` (a `GATE_*` bit),
 /// one per comparison, as its cached decisions are.
 pub const fn gate_value_key(gate: u32, op: u8) -> u32 {

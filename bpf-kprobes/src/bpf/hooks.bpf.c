@@ -25,6 +25,20 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+__noinline int gate_admits(__u32 setup, __u32 gate, __u32 generation);
+
+/* Whether the gates of list `hooks` turn this call away before its hooks run: the flags gate
+ * (one AND) and the file gate (gate_admits). The arguments are in e->regs. */
+static __always_inline int gate_closed(struct vigil_hook_list *hooks, struct hook_eval *e)
+{
+	if (hooks->gate_mask && !(e->regs[hooks->gate_mask_reg & 7] & hooks->gate_mask))
+		return 1;
+	return hooks->gate_ops &&
+	       !gate_admits(hooks->gate_ops | (__u32)hooks->gate_reg << 8 |
+				    (__u32)hooks->gate_type << 16,
+			    hooks->gate_key, hooks->gate_generation);
+}
+
 SEC("kprobe/vigil_generic")
 int vigil_kprobe(struct pt_regs *ctx)
 {
@@ -63,6 +77,9 @@ int vigil_kprobe(struct pt_regs *ctx)
 		return 0;
 	e->connect_addr = 0;
 	e->lookup_key = ip;
+	/* After the entry is saved: the hooks on the return have lists, and gates, of their own. */
+	if (gate_closed(hooks, e))
+		return 0;
 	RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_kprobe_runner);
 	return 0;
 }
@@ -191,12 +208,7 @@ __noinline int gate_admits(__u32 setup, __u32 gate, __u32 generation)
 			e->regs[i] = 0;                                                            \
 		e->connect_addr = 0;                                                               \
 		e->lookup_key = key;                                                               \
-		if (hooks->gate_mask && !(e->regs[hooks->gate_mask_reg & 7] & hooks->gate_mask))  \
-			return 0;                                                                  \
-		if (hooks->gate_ops &&                                                             \
-		    !gate_admits(hooks->gate_ops | (__u32)hooks->gate_reg << 8 |                   \
-				     (__u32)hooks->gate_type << 16,                                \
-				 hooks->gate_key, hooks->gate_generation))                         \
+		if (gate_closed(hooks, e))                                                         \
 			return 0;                                                                  \
 		RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_tp_runner);                                      \
 		return 0;                                                                          \

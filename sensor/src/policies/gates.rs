@@ -143,6 +143,23 @@ impl Gate {
 }
 
 impl PolicyTable {
+    /// The gate key of the list at `key` (a system call entry's or a kprobe's on a function's
+    /// entry): a system call's by its number; a kprobe's numbered apart, each kprobe list with
+    /// a file gate holding its number until that gate goes. `None` past 65,536 gated kprobe
+    /// lists (those run every hook: slower, never wrong).
+    fn gate_key_of(&mut self, key: u64) -> Option<u32> {
+        if let Some(nr) = abi::syscall_of_key(key) {
+            return Some(abi::gate_key(nr));
+        }
+        if let Some(&n) = self.kprobe_gates.get(&key) {
+            return Some(abi::kprobe_gate_key(n));
+        }
+        let taken: BTreeSet<u16> = self.kprobe_gates.values().copied().collect();
+        let n = (0..=u16::MAX).find(|n| !taken.contains(n))?;
+        self.kprobe_gates.insert(key, n);
+        Some(abi::kprobe_gate_key(n))
+    }
+
     /// Rewrites the gate of the list on system call key `key` (its values first, the list
     /// already written without a gate), and returns the list's gate fields to write last.
     /// A gate that cannot be written leaves the list without one: slower, never wrong.
@@ -156,19 +173,22 @@ impl PolicyTable {
         if let Some(old) = self.gates.remove(&key) {
             self.write_keys(policy, &old, false)?;
         }
-        // Only the system call entries' programs have gates (a kprobe's key, an address, has
-        // bit 63 set too).
-        let Some(nr) = abi::syscall_of_key(key) else {
+        // Only the programs of system call entries and of kprobes on a function's entry apply
+        // gates; the returns' and the other hooks' lists run every hook.
+        if abi::syscall_of_key(key).is_none() && !abi::is_kprobe_entry_key(key) {
             return Ok(());
-        };
+        }
         if let Some((reg, mask)) = mask {
             list.gate_mask_reg = reg as u32;
             list.gate_mask = mask;
         }
         let Some(gate) = gate else {
+            self.kprobe_gates.remove(&key);
             return Ok(());
         };
-        let gate_key = abi::gate_key(nr);
+        let Some(gate_key) = self.gate_key_of(key) else {
+            return Ok(());
+        };
         let keys = gate.keys(gate_key);
         if self.insert_keys(policy, &keys).is_err() {
             return Ok(());

@@ -117,8 +117,10 @@ pub struct PolicyTable {
     /// Last selector or gate generation written (`vigil_hook_rule.generation`,
     /// `vigil_hook_list.gate_generation`).
     generation: u32,
-    /// The keys each system call's gate wrote its values under (`gates.rs`).
+    /// The keys each list's gate wrote its values under (`gates.rs`).
     gates: std::collections::HashMap<u64, Vec<hook_rules::WrittenKey>>,
+    /// The number of each kprobe list's gate key (`gates.rs`).
+    kprobe_gates: std::collections::HashMap<u64, u16>,
     policies: BTreeMap<String, u32>,
     /// The rule slots (a bit each) with a value of each prefilter name (`vigil_names`).
     name_rules: std::collections::HashMap<[u8; abi::NAME_LEN], u64>,
@@ -193,6 +195,7 @@ impl PolicyTable {
             host_ns: crate::identity::host_namespaces(),
             generation: 0,
             gates: Default::default(),
+            kprobe_gates: Default::default(),
             policies: BTreeMap::new(),
             name_rules: Default::default(),
             scopes: PodScopes::new(ebpf)?,
