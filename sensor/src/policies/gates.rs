@@ -1,7 +1,8 @@
-//! The gate of a system call's hook list: where every selector of every hook on the call
-//! compares the file of the same argument with values (observe-system-writes' Prefix on a
-//! write's descriptor), a call to a file none of those values matches cannot match any
-//! selector, so the entry program (`gate_admits` in hooks.bpf.c) skips the hooks' walk for it.
+//! The gate of a system call's hook list, or of a kprobe's on a function's entry (the lists
+//! whose programs apply gates): where every selector of every hook on the call compares the
+//! file of the same argument with values (observe-system-writes' Prefix on a write's
+//! descriptor), a call to a file none of those values matches cannot match any selector, so
+//! the entry program (`gate_admits` in hooks.bpf.c) skips the hooks' walk for it.
 //! The gate holds the union of the values under a key of its own; its decision is cached per
 //! file like a selector's, for the same second. A flags gate does the same for a Mask test
 //! (observe-file-changes' open for writing): where every selector tests one integer argument
