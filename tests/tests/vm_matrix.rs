@@ -303,12 +303,31 @@ fn every_scenario_passes_in_the_debian_vm_with_and_without_bpf_lsm() {
                 let Some(guest) = guests.get(n) else {
                     break;
                 };
-                let run = run_guest(&kernel, guest, &deps, &target);
-                runs.lock().unwrap().push((n, run));
+                // A guest that panics (a boot past its limit, a cut archive) is one failure
+                // among the others' reports, and the guests after it still run.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_guest(&kernel, guest, &deps, &target)
+                }))
+                .unwrap_or_else(|panic| GuestRun {
+                    label: guest.label.clone(),
+                    failures: vec![format!(
+                        "the guest did not finish: {}",
+                        panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("a panic without a message")
+                    )],
+                    skips: Vec::new(),
+                    events: None,
+                });
+                runs.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((n, run));
             });
         }
     });
-    let mut runs = runs.into_inner().unwrap();
+    let mut runs = runs.into_inner().unwrap_or_else(|e| e.into_inner());
     runs.sort_by_key(|(n, _)| *n);
 
     let mut failures = Vec::new();
@@ -343,8 +362,8 @@ fn every_scenario_passes_in_the_debian_vm_with_and_without_bpf_lsm() {
 /// Packs `guest`'s image, boots it and reads what each of its scenarios did.
 fn run_guest(kernel: &DebianKernel, guest: &Guest, deps: &Path, target: &Path) -> GuestRun {
     let label = &guest.label;
-    let mut fs =
-        Initramfs::new(&target.join(format!("vm-root-{label}"))).unwrap_or_else(|e| panic!("{e}"));
+    let mut fs = Initramfs::new(&target.join(format!("vm-root-{label}")))
+        .unwrap_or_else(|e| panic!("[{label}] {e}"));
     fs.add_binary(&vigil_bin(), "vigil").unwrap();
     // A stand-in for setuid-root programs, installed setuid by the privilege scenario.
     let helper = vigil_bin().with_file_name("vigil-setuid-helper");
@@ -388,7 +407,7 @@ fn run_guest(kernel: &DebianKernel, guest: &Guest, deps: &Path, target: &Path) -
     }
     let initramfs = target.join(format!("vm-initramfs-{label}.gz"));
     fs.pack(guest.matrix.name, &initramfs)
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("[{label}] {e}"));
 
     let started = Instant::now();
     let second_serial = target.join(format!("vm-ttyS1-{label}"));

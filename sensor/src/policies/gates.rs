@@ -146,8 +146,11 @@ impl Gate {
 impl PolicyTable {
     /// The gate key of the list at `key` (a system call entry's or a kprobe's on a function's
     /// entry): a system call's by its number; a kprobe's numbered apart, each kprobe list with
-    /// a file gate holding its number until that gate goes. `None` past 65,536 gated kprobe
-    /// lists (those run every hook: slower, never wrong).
+    /// a file gate holding its number until that gate goes. Numbers are handed out in turn,
+    /// not the lowest free one, so a number a list just gave up (whose old entry a CPU may
+    /// still be reading) goes to another list only 65,536 gates later. `None` when every
+    /// number is held, which `vigil_hooks`' size rules out (those lists would run every hook:
+    /// slower, never wrong).
     fn gate_key_of(&mut self, key: u64) -> Option<u32> {
         if let Some(nr) = abi::syscall_of_key(key) {
             return Some(abi::gate_key(nr));
@@ -156,13 +159,17 @@ impl PolicyTable {
             return Some(abi::kprobe_gate_key(n));
         }
         let taken: BTreeSet<u16> = self.kprobe_gates.values().copied().collect();
-        let n = (0..=u16::MAX).find(|n| !taken.contains(n))?;
+        let n = (0..=u16::MAX)
+            .map(|i| self.next_kprobe_gate.wrapping_add(i))
+            .find(|n| !taken.contains(n))?;
+        self.next_kprobe_gate = n.wrapping_add(1);
         self.kprobe_gates.insert(key, n);
         Some(abi::kprobe_gate_key(n))
     }
 
-    /// Rewrites the gate of the list on system call key `key` (its values first, the list
-    /// already written without a gate), and returns the list's gate fields to write last.
+    /// Rewrites the gate of the list at `key`, a system call's or a kprobe's on a function's
+    /// entry (its values first, the list already written without a gate), and sets the list's
+    /// gate fields, which the caller writes last.
     /// A gate that cannot be written leaves the list without one: slower, never wrong.
     pub(super) fn write_gate(
         &mut self,

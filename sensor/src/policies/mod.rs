@@ -119,8 +119,9 @@ pub struct PolicyTable {
     generation: u32,
     /// The keys each list's gate wrote its values under (`gates.rs`).
     gates: std::collections::HashMap<u64, Vec<hook_rules::WrittenKey>>,
-    /// The number of each kprobe list's gate key (`gates.rs`).
+    /// The number of each kprobe list's gate key, and the next number to hand out (`gates.rs`).
     kprobe_gates: std::collections::HashMap<u64, u16>,
+    next_kprobe_gate: u16,
     policies: BTreeMap<String, u32>,
     /// The rule slots (a bit each) with a value of each prefilter name (`vigil_names`).
     name_rules: std::collections::HashMap<[u8; abi::NAME_LEN], u64>,
@@ -196,6 +197,7 @@ impl PolicyTable {
             generation: 0,
             gates: Default::default(),
             kprobe_gates: Default::default(),
+            next_kprobe_gate: 0,
             policies: BTreeMap::new(),
             name_rules: Default::default(),
             scopes: PodScopes::new(ebpf)?,

@@ -58,9 +58,11 @@ fn open_close_rate(path: &str, n: usize) -> f64 {
 /// 64-byte writes to `path` per second.
 fn write_rate(path: &str, n: usize) -> f64 {
     use std::io::Write;
+    // Emptied first: the loops write a few hundred MB in all.
     let mut f = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .write(true)
+        .truncate(path != "/dev/null")
         .open(path)
         .expect("open for writing");
     let block = [b'x'; 64];
@@ -119,7 +121,8 @@ impl HotPath {
 
 /// What each of `agent`'s programs costs while `path` runs: `vigil status --overhead` over one
 /// second of the loop, the programs that ran at least once per ten of the loop's calls, as
-/// rows (one saying so where none did: the path passes none of the agent's programs).
+/// rows (one saying so where none did). A program's figures are its runs on every point it is
+/// attached to (`vigil_kprobe` serves every hooked function), system-wide.
 fn program_costs(agent: &Agent, rung: &str, path: &HotPath, opens: usize) -> Vec<String> {
     use std::sync::{
         atomic::{AtomicBool, Ordering},
@@ -138,7 +141,15 @@ fn program_costs(agent: &Agent, rung: &str, path: &HotPath, opens: usize) -> Vec
             calls
         })
     };
-    let out = std::process::Command::new(vigil_tests::vigil_bin())
+    // The loop stops however this ends.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let guard = StopOnDrop(stop);
+    let mut status = std::process::Command::new(vigil_tests::vigil_bin())
         .args([
             "status",
             "--overhead",
@@ -149,9 +160,20 @@ fn program_costs(agent: &Agent, rung: &str, path: &HotPath, opens: usize) -> Vec
             "--server",
         ])
         .arg(format!("unix://{}", agent.socket.display()))
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run vigil status --overhead");
-    stop.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while status.try_wait().expect("wait for vigil status").is_none() {
+        if Instant::now() > deadline {
+            let _ = status.kill();
+            panic!("vigil status --overhead did not answer within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = status.wait_with_output().expect("vigil status --overhead");
+    drop(guard);
     let calls = looping.join().expect("the loop") as f64 / started.elapsed().as_secs_f64();
     assert!(out.status.success(), "vigil status --overhead: {out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -177,7 +199,7 @@ fn program_costs(agent: &Agent, rung: &str, path: &HotPath, opens: usize) -> Vec
     rows.sort_by(|a, b| b.0.total_cmp(&a.0));
     if rows.is_empty() {
         return vec![format!(
-            "| {rung} | {} | none of the agent's programs runs on this path | | |",
+            "| {rung} | {} | no program of the agent ran once per ten of the path's calls | | |",
             path.what(opens)
         )];
     }
