@@ -116,6 +116,21 @@ fn scrapes_during_an_exec_storm_agree_with_the_events_delivered() {
         count(&after, "vigil_process_cache_lookups_total{result=\"hit\"}") >= execs,
         "{after}"
     );
+    // The loop's time went to each stage of the storm's records, and in all to less than the
+    // agent has been up.
+    let stage = |name: &str| {
+        metric(
+            &after,
+            &format!("vigil_pipeline_stage_seconds_total{{stage=\"{name}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no {name} stage in:\n{after}"))
+    };
+    let stages: Vec<f64> = ["decode", "enrich", "deliver"].map(stage).to_vec();
+    let uptime = metric(&after, "vigil_uptime_seconds").expect("the uptime");
+    assert!(
+        stages.iter().all(|s| *s > 0.0) && stages.iter().sum::<f64>() < uptime,
+        "stages {stages:?}, up {uptime} s"
+    );
     // Every CPU's exec drops are a series from the start; none was dropped here.
     assert_eq!(
         metric(&after, "vigil_ringbuf_drops_total{kind=\"exec\",cpu=\"0\"}"),

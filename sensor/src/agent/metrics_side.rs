@@ -127,6 +127,7 @@ impl Loop<'_> {
             policy_load_errors: self.policies.as_ref().map_or(0, |p| p.load_errors),
             programs,
             uptime: self.since.elapsed(),
+            stages: self.stats.stages.named().to_vec(),
         })
     }
 }

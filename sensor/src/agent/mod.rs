@@ -780,10 +780,17 @@ fn drain(
             return false;
         };
         stats.records += 1;
+        let read = Instant::now();
         match Record::parse(&item) {
             Ok(record) => {
-                if let Some(event) = enricher.apply(record, now, policies) {
+                let decoded = Instant::now();
+                stats.stages.decode += decoded - read;
+                let event = enricher.apply(record, now, policies);
+                let enriched = Instant::now();
+                stats.stages.enrich += enriched - decoded;
+                if let Some(event) = event {
                     sinks.deliver(event, &mut enricher.cache, stats, now);
+                    stats.stages.deliver += enriched.elapsed();
                 }
             }
             Err(e) => {

@@ -19,6 +19,9 @@ pub struct AgentStats {
     /// Events published, by kind (in the order of `Event::KINDS`), for the metrics.
     #[serde(skip)]
     pub events_by_kind: [u64; vigil_events::Event::KINDS.len()],
+    /// The loop's time in each stage of a record's way, for the metrics.
+    #[serde(skip)]
+    pub stages: StageTimes,
     /// Sigma alerts by rule title and level, for the metrics; at most [`MAX_ALERT_SERIES`].
     #[serde(skip)]
     pub alerts_by_rule: std::collections::BTreeMap<(String, String), u64>,
@@ -48,6 +51,29 @@ pub struct AgentStats {
     /// what their programs wrote while no agent read it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub previous_agents: Vec<Retired>,
+}
+
+/// The loop's time per stage of a record's way from the ring buffer to the outputs: where a
+/// busy node's agent spends its CPU, read off the metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StageTimes {
+    /// Parsing the kernel's record.
+    pub decode: Duration,
+    /// Turning it into an event: the process cache, the policy's names, identity.
+    pub enrich: Duration,
+    /// Handing the event on: the pod wait, Sigma's queue, the JSON, the sinks' queues.
+    pub deliver: Duration,
+}
+
+impl StageTimes {
+    /// The stages by name, as the metrics label them.
+    pub fn named(&self) -> [(&'static str, Duration); 3] {
+        [
+            ("decode", self.decode),
+            ("enrich", self.enrich),
+            ("deliver", self.deliver),
+        ]
+    }
 }
 
 /// Most (rule, level) pairs counted: rules come and go with their files, and a directory of

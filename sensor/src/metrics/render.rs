@@ -107,6 +107,8 @@ pub struct MetricsView {
     pub programs: Vec<ProgramRuns>,
     /// Seconds since the agent started.
     pub uptime: Duration,
+    /// The loop's time in each stage of a record's way (`decode`, `enrich`, `deliver`).
+    pub stages: Vec<(&'static str, Duration)>,
 }
 
 fn counter_family(
@@ -312,6 +314,20 @@ pub fn render(v: &MetricsView) -> String {
             }
         }
     }
+    let stages = Family::<Labels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+    for (stage, time) in &v.stages {
+        stages
+            .get_or_create(&vec![label("stage", stage)])
+            .inc_by(time.as_secs_f64());
+    }
+    r.register_with_unit(
+        "vigil_pipeline_stage",
+        "The event loop's time in each stage of a record's way: decode (the kernel's record \
+         parsed), enrich (the event built: process cache, names, identity), deliver (the pod \
+         wait, the JSON and the outputs' queues)",
+        Unit::Seconds,
+        stages,
+    );
     let runs = Family::<Labels, Counter>::default();
     let time = Family::<Labels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
     for p in &v.programs {
