@@ -220,7 +220,6 @@ struct Guest {
 
 /// What one guest's scenarios did.
 struct GuestRun {
-    label: String,
     failures: Vec<String>,
     skips: Vec<String>,
     /// The events its agents archived, when the run archives them.
@@ -309,7 +308,6 @@ fn every_scenario_passes_in_the_debian_vm_with_and_without_bpf_lsm() {
                     run_guest(&kernel, guest, &deps, &target)
                 }))
                 .unwrap_or_else(|panic| GuestRun {
-                    label: guest.label.clone(),
                     failures: vec![format!(
                         "the guest did not finish: {}",
                         panic
@@ -332,20 +330,13 @@ fn every_scenario_passes_in_the_debian_vm_with_and_without_bpf_lsm() {
 
     let mut failures = Vec::new();
     let mut skips = Vec::new();
-    for (_, run) in runs {
+    for (n, run) in runs {
         if let Some(events) = run.events {
             vigil_tests::archive_events(&events);
         }
-        failures.extend(
-            run.failures
-                .into_iter()
-                .map(|f| format!("[{}] {f}", run.label)),
-        );
-        skips.extend(
-            run.skips
-                .into_iter()
-                .map(|f| format!("[{}] {f}", run.label)),
-        );
+        let label = &guests[n].label;
+        failures.extend(run.failures.into_iter().map(|f| format!("[{label}] {f}")));
+        skips.extend(run.skips.into_iter().map(|f| format!("[{label}] {f}")));
     }
     assert!(
         failures.is_empty(),
@@ -476,7 +467,6 @@ fn run_guest(kernel: &DebianKernel, guest: &Guest, deps: &Path, target: &Path) -
         events
     });
     GuestRun {
-        label: label.clone(),
         failures,
         skips,
         events,

@@ -57,7 +57,7 @@ pub struct AgentStats {
 /// busy node's agent spends its CPU, read off the metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StageTimes {
-    /// Parsing the kernel's record.
+    /// Reading the kernel's record off the ring buffer and parsing it.
     pub decode: Duration,
     /// Turning it into an event: the process cache, the policy's names, identity.
     pub enrich: Duration,

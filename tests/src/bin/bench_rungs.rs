@@ -82,16 +82,8 @@ enum HotPath {
 }
 
 impl HotPath {
-    /// Its rate over `opens` opens (or as many writes or getppid calls as take about as long).
-    fn rate(&self, opens: usize) -> f64 {
-        match self {
-            HotPath::Open(path) => open_close_rate(path, opens),
-            HotPath::Write(path) => write_rate(path, opens * WRITES_PER_OPEN),
-            HotPath::Getppid => getppid_rate(opens * 5),
-        }
-    }
-
-    /// The system calls of the path one [`HotPath::rate`] over `opens` makes.
+    /// The system calls one measurement over `opens` opens makes: as many writes or getppid
+    /// calls as take about as long.
     fn calls(&self, opens: usize) -> usize {
         match self {
             HotPath::Open(_) => opens,
@@ -100,23 +92,73 @@ impl HotPath {
         }
     }
 
-    fn what(&self, opens: usize) -> String {
+    /// Its calls per second over a measurement of `opens` opens.
+    fn rate(&self, opens: usize) -> f64 {
+        let n = self.calls(opens);
         match self {
-            HotPath::Open(path) if path == "/etc/passwd" => format!(
-                "open()+close() of `/etc/passwd` by a binary the deny does not name, {opens} times"
-            ),
-            HotPath::Open(_) => format!("open()+close() of a file no policy names, {opens} times"),
-            HotPath::Write(path) if path == "/dev/null" => format!(
-                "64-byte write() to `/dev/null`, {} times",
-                opens * WRITES_PER_OPEN
-            ),
-            HotPath::Write(_) => format!(
-                "64-byte write() to a file outside the watched directories, {} times",
-                opens * WRITES_PER_OPEN
-            ),
-            HotPath::Getppid => format!("getppid(), {} times", opens * 5),
+            HotPath::Open(path) => open_close_rate(path, n),
+            HotPath::Write(path) => write_rate(path, n),
+            HotPath::Getppid => getppid_rate(n),
         }
     }
+
+    fn what(&self, opens: usize) -> String {
+        let n = self.calls(opens);
+        match self {
+            HotPath::Open(path) if path == "/etc/passwd" => format!(
+                "open()+close() of `/etc/passwd` by a binary the deny does not name, {n} times"
+            ),
+            HotPath::Open(_) => format!("open()+close() of a file no policy names, {n} times"),
+            HotPath::Write(path) if path == "/dev/null" => {
+                format!("64-byte write() to `/dev/null`, {n} times")
+            }
+            HotPath::Write(_) => {
+                format!("64-byte write() to a file outside the watched directories, {n} times")
+            }
+            HotPath::Getppid => format!("getppid(), {n} times"),
+        }
+    }
+}
+
+/// Each of `paths` without the agent and with it started with `agent_args`, rounds
+/// alternating, as table rows of the medians and their ratio; `rung` is set from the agent's
+/// log where it names the file-open rung.
+fn ratio_rows(
+    paths: &[HotPath],
+    agent_args: &[&str],
+    opens: usize,
+    rung: &mut String,
+) -> Vec<String> {
+    let (mut base, mut with) = (vec![vec![]; paths.len()], vec![vec![]; paths.len()]);
+    for _ in 0..ROUNDS {
+        for (i, p) in paths.iter().enumerate() {
+            base[i].push(p.rate(opens));
+        }
+        let agent = Agent::start(agent_args);
+        for (i, p) in paths.iter().enumerate() {
+            with[i].push(p.rate(opens));
+        }
+        let run = agent.stop();
+        if let Some(l) = run
+            .stderr
+            .iter()
+            .find_map(|l| l.split("file-open policies enforced through ").nth(1))
+        {
+            *rung = l.trim().to_string();
+        }
+    }
+    paths
+        .iter()
+        .zip(base.into_iter().zip(with))
+        .map(|(p, (b, w))| {
+            let (b, w) = (median(b), median(w));
+            format!(
+                "| {rung} | {} | {b:.0}/s | {w:.0}/s | {:.3} |",
+                p.what(opens),
+                w / b
+            )
+        })
+        .collect()
 }
 
 /// What each of `agent`'s programs costs while `path` runs: `vigil status --overhead` over one
@@ -228,92 +270,34 @@ fn measure_here(opens: usize) -> Rows {
     let scratch = vigil_tests::TempDir::new("bench-rungs");
     let plain = scratch.path().join("plain.txt");
     std::fs::write(&plain, b"x").unwrap();
-    let plain = plain.to_str().unwrap().to_string();
-    let policy = rules_dir().join("deny-credential-reads.yaml");
-    let (mut base_plain, mut base_passwd, mut with_plain, mut with_passwd) =
-        (vec![], vec![], vec![], vec![]);
-    let (mut base_ppid, mut with_ppid) = (vec![], vec![]);
+    let plain = HotPath::Open(plain.to_str().unwrap().to_string());
+    let passwd = HotPath::Open("/etc/passwd".into());
     let mut rung = String::from("?");
     // A first pass warms the caches and, in the VM, the emulator's translations.
-    open_close_rate(&plain, opens);
-    open_close_rate("/etc/passwd", opens);
-    for _ in 0..ROUNDS {
-        base_plain.push(open_close_rate(&plain, opens));
-        base_passwd.push(open_close_rate("/etc/passwd", opens));
-        base_ppid.push(getppid_rate(opens * 5));
-        let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
-        with_plain.push(open_close_rate(&plain, opens));
-        with_passwd.push(open_close_rate("/etc/passwd", opens));
-        with_ppid.push(getppid_rate(opens * 5));
-        let run = agent.stop();
-        if let Some(l) = run
-            .stderr
-            .iter()
-            .find_map(|l| l.split("file-open policies enforced through ").nth(1))
-        {
-            rung = l.trim().to_string();
-        }
-    }
-    let row = |what: &str, base: &[f64], with: &[f64]| {
-        let (b, w) = (median(base.to_vec()), median(with.to_vec()));
-        format!("| {rung} | {what} | {b:.0}/s | {w:.0}/s | {:.3} |", w / b)
-    };
-    let rungs = vec![
-        row(
-            &format!("open()+close() of a file no policy names, {opens} times"),
-            &base_plain,
-            &with_plain,
-        ),
-        row(
-            &format!(
-                "open()+close() of `/etc/passwd` by a binary the deny does not name, {opens} times"
-            ),
-            &base_passwd,
-            &with_passwd,
-        ),
-        row(
-            &format!("getppid(), {} times", opens * 5),
-            &base_ppid,
-            &with_ppid,
-        ),
-    ];
+    plain.rate(opens);
+    passwd.rate(opens);
+    let deny = rules_dir().join("deny-credential-reads.yaml");
+    let rungs = ratio_rows(
+        &[plain.clone(), passwd.clone(), HotPath::Getppid],
+        &["--policy", deny.to_str().unwrap()],
+        opens,
+        &mut rung,
+    );
 
     // The hot paths with the whole shipped library, then each program's cost on each with the
     // kernel counting (bpf_stats adds its own clock reads, so not in the ratios' rounds).
     let written = scratch.path().join("written.txt");
     let paths = [
-        HotPath::Open(plain.clone()),
-        HotPath::Open("/etc/passwd".into()),
+        plain,
+        passwd,
         HotPath::Write(written.to_str().unwrap().to_string()),
         HotPath::Write("/dev/null".into()),
         HotPath::Getppid,
     ];
-    let library = ["--policy-dir", rules_dir().to_str().unwrap()].map(str::to_string);
-    let (mut base, mut with): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
-        (vec![vec![]; paths.len()], vec![vec![]; paths.len()]);
-    for _ in 0..ROUNDS {
-        for (i, p) in paths.iter().enumerate() {
-            base[i].push(p.rate(opens));
-        }
-        let agent = Agent::start(&[&library[0], &library[1]]);
-        for (i, p) in paths.iter().enumerate() {
-            with[i].push(p.rate(opens));
-        }
-        agent.stop();
-    }
-    let library_rows = paths
-        .iter()
-        .zip(base.iter().zip(&with))
-        .map(|(p, (b, w))| {
-            let (b, w) = (median(b.clone()), median(w.clone()));
-            format!(
-                "| {rung} | {} | {b:.0}/s | {w:.0}/s | {:.3} |",
-                p.what(opens),
-                w / b
-            )
-        })
-        .collect();
-    let agent = Agent::start(&[&library[0], &library[1], "--bpf-stats"]);
+    let library = rules_dir();
+    let library = ["--policy-dir", library.to_str().unwrap()];
+    let library_rows = ratio_rows(&paths, &library, opens, &mut rung);
+    let agent = Agent::start(&[library[0], library[1], "--bpf-stats"]);
     let programs = paths
         .iter()
         .flat_map(|p| program_costs(&agent, &rung, p, opens))
