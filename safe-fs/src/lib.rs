@@ -252,6 +252,20 @@ impl TrustedDir {
         Ok(dir)
     }
 
+    /// The same directory, checked once, for another thread: a second descriptor of it.
+    pub fn try_clone(&self) -> Result<TrustedDir, FsError> {
+        let fd = self.fd.try_clone().map_err(|source| FsError::Io {
+            path: self.path.clone(),
+            op: "duplicate the directory's descriptor",
+            source,
+        })?;
+        Ok(TrustedDir {
+            fd,
+            path: self.path.clone(),
+            shared: self.shared,
+        })
+    }
+
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.path

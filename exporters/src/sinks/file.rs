@@ -3,6 +3,13 @@
 //! `max_backups` is deleted) and, when asked, gzipped to `.1.gz`. Files are created 0600: events
 //! describe every process on the node.
 //!
+//! The gzip runs on a thread of its own: the sink delivers on the agent's event loop, and
+//! compressing 100 MiB there held the ring buffer's reader for about a second per rotation. The
+//! rotated file waits under a name of its own (`<name>.rotated`) until its `.1.gz` is complete;
+//! one found at start, or left by a gzip that failed, is compressed before the next rotation
+//! (so `.1.gz`, when that name exists beside it, is only its partial copy), and no line is lost
+//! to a crash or a full disk in between.
+//!
 //! Root writes here, in a directory a user may reach: the directory is a
 //! [`vigil_safe_fs::TrustedDir`] (created 0700 where missing, every component owned by root and
 //! not writable by others), the file is opened with `O_NOFOLLOW` and created exclusively, a
@@ -14,6 +21,7 @@ use std::{
     fs::File,
     io::Write,
     path::PathBuf,
+    thread::JoinHandle,
     time::{Duration, SystemTime},
 };
 
@@ -85,6 +93,8 @@ pub struct FileSink {
     file: Option<File>,
     size: u64,
     opened: SystemTime,
+    /// The gzip of the last rotated file, while it runs.
+    gzip: Option<JoinHandle<Result<(), FsError>>>,
 }
 
 impl FileSink {
@@ -116,10 +126,15 @@ impl FileSink {
             file: None,
             size: 0,
             opened: SystemTime::now(),
+            gzip: None,
         };
         let mut sink = sink;
         for n in 1..=sink.cfg.max_backups {
             sink.dir.check_entry(&sink.backup(n))?;
+        }
+        // A rotation the last run did not finish compressing: finished now, in the background.
+        if sink.dir.check_entry(&sink.rotated())? && sink.cfg.compress {
+            sink.gzip_rotated(true)?;
         }
         // Opened (created) now: a problem shows at start, and the file exists from the start,
         // as an export file always did.
@@ -135,6 +150,11 @@ impl FileSink {
     fn backup(&self, n: u32) -> String {
         let ext = if self.cfg.compress { ".gz" } else { "" };
         format!("{}.{n}{ext}", self.name)
+    }
+
+    /// The name a rotated file has until its gzipped backup is complete.
+    fn rotated(&self) -> String {
+        format!("{}.rotated", self.name)
     }
 
     fn open(&mut self) -> std::io::Result<()> {
@@ -165,9 +185,15 @@ impl FileSink {
         self.size > 0 && (by_size || aged)
     }
 
-    /// Shifts the backups and moves the current file to `.1` (gzipped when configured).
+    /// Shifts the backups and moves the current file to `.1` (gzipped when configured, in the
+    /// background).
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file = None;
+        self.wait_for_gzip();
+        if self.cfg.compress && self.dir.check_entry(&self.rotated())? {
+            // The last gzip failed: its file is compressed first, here, before `.1.gz` moves.
+            self.gzip_rotated(false)?;
+        }
         let last = self.cfg.max_backups.max(1);
         self.dir.remove(&self.backup(last))?;
         for n in (1..last).rev() {
@@ -178,18 +204,57 @@ impl FileSink {
         if self.cfg.max_backups == 0 {
             self.dir.remove(&self.name)?;
         } else if self.cfg.compress {
-            // `.1.gz` was just moved away or removed: it is created new, so a link planted
-            // there since is refused rather than followed. The file is streamed, not loaded.
-            let mut src = self.dir.open_read(&self.name)?;
-            let out = self.dir.create_new(&self.backup(1), self.cfg.mode)?;
-            let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-            std::io::copy(&mut src, &mut gz)?;
-            gz.finish()?;
-            self.dir.remove(&self.name)?;
+            self.dir.rename(&self.name, &self.rotated())?;
+            self.gzip_rotated(true)?;
         } else {
             self.dir.rename(&self.name, &self.backup(1))?;
         }
         self.open()
+    }
+
+    /// Gzips the rotated file into `.1.gz` and then removes it, on a thread of its own when
+    /// `background` is set. `.1.gz` is at most a partial copy of it (see the module's docs): it
+    /// is created new, so a link planted there is refused rather than followed. The file is
+    /// streamed, not loaded.
+    fn gzip_rotated(&mut self, background: bool) -> Result<(), FsError> {
+        let (from, to) = (self.rotated(), self.backup(1));
+        self.dir.remove(&to)?;
+        let src = self.dir.open_read(&from)?;
+        let out = self.dir.create_new(&to, self.cfg.mode)?;
+        if !background {
+            return gzip(&self.dir, src, out, &from, &to);
+        }
+        let dir = self.dir.try_clone()?;
+        let thread = std::thread::Builder::new()
+            .name("vigil-gzip".into())
+            .spawn(move || gzip(&dir, src, out, &from, &to))
+            .map_err(|source| FsError::Io {
+                path: self.dir.join(&self.rotated()),
+                op: "start the gzip thread",
+                source,
+            })?;
+        self.gzip = Some(thread);
+        Ok(())
+    }
+
+    /// Waits for the gzip of the last rotation; a failure is logged, and its file is
+    /// compressed again at the next rotation.
+    fn wait_for_gzip(&mut self) {
+        let Some(thread) = self.gzip.take() else {
+            return;
+        };
+        let failure = match thread.join() {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the gzip thread panicked".to_string(),
+        };
+        crate::report::log(
+            &self.cfg.path.display().to_string(),
+            &format!(
+                "{failure}; the rotated lines stay in {} and are compressed at the next rotation",
+                self.dir.join(&self.rotated()).display()
+            ),
+        );
     }
 
     fn write(&mut self, batch: &[Record]) -> std::io::Result<()> {
@@ -233,6 +298,29 @@ impl FileSink {
     }
 }
 
+impl Drop for FileSink {
+    /// A stopping agent leaves its backups complete.
+    fn drop(&mut self) {
+        self.wait_for_gzip();
+    }
+}
+
+/// Streams `src` into `out` gzipped, then removes `from` (`src`'s name); on a failure, `to`
+/// (`out`'s name), a partial copy, is removed and `from` kept.
+fn gzip(dir: &TrustedDir, mut src: File, out: File, from: &str, to: &str) -> Result<(), FsError> {
+    let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    let written = std::io::copy(&mut src, &mut gz).and_then(|_| gz.finish().map(drop));
+    if let Err(source) = written {
+        let _ = dir.remove(to);
+        return Err(FsError::Io {
+            path: dir.join(to),
+            op: "gzip the rotated file into",
+            source,
+        });
+    }
+    dir.remove(from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +350,9 @@ mod tests {
             let batch: Vec<Record> = chunk.iter().map(|n| rec(*n)).collect();
             assert_eq!(sink.deliver(&batch), Delivery::Delivered);
         }
+        // The last rotation's gzip may still run: a stopping sink waits for it.
+        drop(sink);
+        assert!(!dir.join("events.jsonl.rotated").exists());
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         let b1 = dir.join("events.jsonl.1.gz");
@@ -297,7 +388,12 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         let target = dir.join("precious");
         std::fs::write(&target, "root's data\n").unwrap();
-        for planted in ["events.jsonl", "events.jsonl.1.gz", "events.jsonl.5.gz"] {
+        for planted in [
+            "events.jsonl",
+            "events.jsonl.1.gz",
+            "events.jsonl.5.gz",
+            "events.jsonl.rotated",
+        ] {
             let link = dir.join(planted);
             std::os::unix::fs::symlink(&target, &link).unwrap();
             let err = FileSink::new(FileConfig::at(dir.join("events.jsonl")))
@@ -309,6 +405,43 @@ mod tests {
             std::fs::remove_file(&link).unwrap();
         }
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "root's data\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_rotation_cut_short_is_compressed_at_start_and_its_partial_backup_replaced() {
+        let dir = std::env::temp_dir().join(format!("vigil-file-cut-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let create = |name: &str, text: &[u8]| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join(name))
+                .unwrap();
+            f.write_all(text).unwrap();
+        };
+        // A crash during the gzip: the rotated file whole, its backup cut off.
+        let lines: String = (0..500).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+        create("events.jsonl.rotated", lines.as_bytes());
+        create("events.jsonl.1.gz", &[0x1f, 0x8b, 8, 0]);
+        create("events.jsonl.2.gz", b"an older backup");
+        let sink = FileSink::new(FileConfig::at(dir.join("events.jsonl"))).unwrap();
+        drop(sink);
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(File::open(dir.join("events.jsonl.1.gz")).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        assert_eq!(text, lines);
+        assert!(!dir.join("events.jsonl.rotated").exists());
+        assert_eq!(
+            std::fs::read(dir.join("events.jsonl.2.gz")).unwrap(),
+            b"an older backup"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
