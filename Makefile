@@ -90,9 +90,13 @@ build: deps
 run: build
 	$(SUDO) $(BIN) agent -o compact --policy-dir rules/policies --sigma-dir rules/sigma
 
-# Unit tests (with them, vigil-fuzz-targets replays every saved fuzz input: see fuzz-replay),
-# then the end-to-end tests against the real agent on this kernel (one at a time, so that each
-# agent's counters describe that test's processes alone).
+# Unit tests and doc tests, then every crate's integration tests: the end-to-end tests against
+# the real agent on this kernel (one at a time, so that each agent's counters describe that
+# test's processes alone), the sinks' against their servers, vigil-fuzz-targets' replay of every
+# saved fuzz input (see fuzz-replay). Every invocation selects the whole workspace, as `build`
+# and `lint` do, so that cargo resolves each dependency's features alike and builds it once: a
+# narrower selection (`-p vigil-tests`) resolved tokio's and kube's differently and rebuilt the
+# async stack, once per selection.
 # Every JSON event the scenarios' agents write, on the host and in the VM, is archived
 # (VIGIL_EVENT_ARCHIVE, see tests/src/lib.rs) and, once they have all run, parsed as Tetragon's
 # GetEventsResponse (tests/tetragon-schema/) and sent through the Elasticsearch sink to a test
@@ -102,10 +106,11 @@ EVENT_ARCHIVE := $(CURDIR)/target/e2e-events.jsonl
 ARCHIVE_TEST  := every_archived_event_of_the_end_to_end_run
 
 test: test-deps build lint
-	$(CARGO) test --profile $(PROFILE) --workspace --exclude vigil-tests
+	$(CARGO) test --profile $(PROFILE) --workspace --lib --bins
+	$(CARGO) test --profile $(PROFILE) --workspace --doc
 	rm -f $(EVENT_ARCHIVE)
-	$(SUDO) env VIGIL_EVENT_ARCHIVE=$(EVENT_ARCHIVE) $(CARGO) test --profile $(PROFILE) -p vigil-tests -- --test-threads=1 --skip $(ARCHIVE_TEST)
-	$(SUDO) env VIGIL_EVENT_ARCHIVE=$(EVENT_ARCHIVE) $(CARGO) test --profile $(PROFILE) -p vigil-tests --test tetragon_schema --test ecs_documents -- $(ARCHIVE_TEST)
+	$(SUDO) env VIGIL_EVENT_ARCHIVE=$(EVENT_ARCHIVE) $(CARGO) test --profile $(PROFILE) --workspace --test '*' -- --test-threads=1 --skip $(ARCHIVE_TEST)
+	$(SUDO) env VIGIL_EVENT_ARCHIVE=$(EVENT_ARCHIVE) $(CARGO) test --profile $(PROFILE) --workspace --test tetragon_schema --test ecs_documents -- $(ARCHIVE_TEST)
 
 bench: build $(TOOLS)/tansu $(TOOLS)/rotel-agent
 	$(SUDO) $(OUT)/vigil-bench
@@ -119,7 +124,7 @@ bench: build $(TOOLS)/tansu $(TOOLS)/rotel-agent
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --profile $(PROFILE) --workspace --all-targets -- -D warnings
 
 clean:
 	$(CARGO) clean

@@ -143,7 +143,7 @@ fn test_binary(deps: &Path, name: &str) -> PathBuf {
         .map(|e| e.path())
         .unwrap_or_else(|| {
             panic!(
-                "no test binary {name}-* in {}: build with `cargo test --no-run -p vigil-tests`",
+                "no test binary {name}-* in {}: build with `cargo test --profile release --workspace --no-run`",
                 deps.display()
             )
         })
