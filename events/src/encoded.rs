@@ -10,7 +10,13 @@
 //! nor changed in place (`Arc::get_mut` and `Arc::make_mut` need the only reference, and the
 //! cache holds a second one). A process whose details change is a new `Arc`, and a miss.
 //!
-//! Only serde_json knows the raw JSON token; any other serializer is given the process itself.
+//! A process seen for the first time is serialized field by field, but two of its objects are
+//! nearly always ones written before: its capability sets (a root process's 40 names twice,
+//! over half of its JSON) and its namespaces (the host's, or its pod's). Each thread keeps the
+//! JSON of the last few it wrote ([`Recent`]) and writes it again when the next process has the
+//! same value: an exec storm's processes are each new, and each one's sets are not.
+//!
+//! Only serde_json knows the raw JSON token; any other serializer is given the value itself.
 
 use std::{
     cell::RefCell,
@@ -22,7 +28,7 @@ use std::{
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::Process;
+use crate::{Capabilities, Namespaces, Process};
 
 /// Processes kept per thread: more than a busy node's live processes, a few MiB.
 const CAPACITY: usize = 4096;
@@ -96,6 +102,78 @@ impl Cache {
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    static CAPABILITIES: RefCell<Recent<Capabilities>> = const { RefCell::new(Recent::new()) };
+    static NAMESPACES: RefCell<Recent<Namespaces>> = const { RefCell::new(Recent::new()) };
+}
+
+/// Values kept encoded per thread, per type: a node's processes share a few of each.
+const RECENT: usize = 8;
+
+/// The last [`RECENT`] distinct values of a type written, with their JSON; the oldest makes
+/// room. Found by comparison (a few words each), not hashed.
+struct Recent<T> {
+    entries: Vec<(T, Box<RawValue>)>,
+    next: usize,
+}
+
+impl<T: Serialize + PartialEq + Clone> Recent<T> {
+    const fn new() -> Recent<T> {
+        Recent {
+            entries: Vec::new(),
+            next: 0,
+        }
+    }
+
+    fn get_or_encode(&mut self, v: &T) -> Option<&RawValue> {
+        let at = match self.entries.iter().position(|(k, _)| k == v) {
+            Some(at) => at,
+            None => {
+                let json = serde_json::value::to_raw_value(v).ok()?;
+                if self.entries.len() < RECENT {
+                    self.entries.push((v.clone(), json));
+                    self.entries.len() - 1
+                } else {
+                    let at = self.next;
+                    self.next = (self.next + 1) % RECENT;
+                    self.entries[at] = (v.clone(), json);
+                    at
+                }
+            }
+        };
+        Some(&self.entries[at].1)
+    }
+}
+
+/// Serializes `v` through the thread's `recent` cache when `S` is serde_json's.
+fn through_recent<T, S>(
+    recent: &'static std::thread::LocalKey<RefCell<Recent<T>>>,
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error>
+where
+    T: Serialize + PartialEq + Clone + 'static,
+    S: Serializer,
+{
+    if !is_serde_json::<S>() {
+        return v.serialize(s);
+    }
+    recent.with(|c| match c.try_borrow_mut() {
+        Ok(mut recent) => match recent.get_or_encode(v) {
+            Some(raw) => raw.serialize(s),
+            None => v.serialize(s),
+        },
+        Err(_) => v.serialize(s),
+    })
+}
+
+/// `serialize_with` for a process's capability sets.
+pub(crate) fn capabilities<S: Serializer>(v: &Capabilities, s: S) -> Result<S::Ok, S::Error> {
+    through_recent(&CAPABILITIES, v, s)
+}
+
+/// `serialize_with` for a process's namespaces.
+pub(crate) fn namespaces<S: Serializer>(v: &Namespaces, s: S) -> Result<S::Ok, S::Error> {
+    through_recent(&NAMESPACES, v, s)
 }
 
 /// Whether `S` is serde_json's serializer (to a writer or to a `Value`), which alone writes a
@@ -204,6 +282,34 @@ mod tests {
             text.contains("/bin/zsh") && !text.contains("/bin/bash"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn shared_sets_encode_exactly_as_written_field_by_field_and_stay_bounded() {
+        let full = crate::caps::CapSet((1u64 << 41) - 1);
+        for n in 0..(RECENT as u64 * 3) {
+            let mut p = Process {
+                pid: n as u32,
+                ..Default::default()
+            };
+            p.cap.permitted = full;
+            p.cap.effective = crate::caps::CapSet(n);
+            p.ns.mnt.inum = 4026531832 + (n as u32 % 2);
+            p.ns.mnt.is_host = n % 2 == 0;
+            let direct = {
+                let mut v = serde_json::Map::new();
+                v.insert("cap".into(), serde_json::to_value(p.cap.clone()).unwrap());
+                v.insert("ns".into(), serde_json::to_value(p.ns.clone()).unwrap());
+                v
+            };
+            let text = serde_json::to_string(&p).unwrap();
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back["cap"], direct["cap"], "{text}");
+            assert_eq!(back["ns"], direct["ns"], "{text}");
+            assert_eq!(serde_json::from_str::<Process>(&text).unwrap(), p);
+        }
+        CAPABILITIES.with(|c| assert_eq!(c.borrow().entries.len(), RECENT));
+        NAMESPACES.with(|c| assert_eq!(c.borrow().entries.len(), 2));
     }
 
     #[test]

@@ -660,10 +660,10 @@ pub struct Process {
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub refcnt: u32,
     /// Capability sets.
-    #[serde(default)]
+    #[serde(default, serialize_with = "crate::encoded::capabilities")]
     pub cap: Capabilities,
     /// Namespaces.
-    #[serde(default)]
+    #[serde(default, serialize_with = "crate::encoded::namespaces")]
     pub ns: Namespaces,
     /// Full credentials.
     #[serde(default)]
