@@ -19,7 +19,6 @@
 
 use std::{
     fs::File,
-    io::Write,
     path::PathBuf,
     thread::JoinHandle,
     time::{Duration, SystemTime},
@@ -29,7 +28,7 @@ use serde::Deserialize;
 use vigil_safe_fs::{FsError, TrustedDir};
 
 use super::Delivery;
-use crate::record::{LineFormat, Record};
+use crate::record::{write_lines, LineFormat, Record};
 
 /// `type: file`.
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +94,8 @@ pub struct FileSink {
     opened: SystemTime,
     /// The gzip of the last rotated file, while it runs.
     gzip: Option<JoinHandle<Result<(), FsError>>>,
+    /// Compact lines' buffer, kept between batches.
+    scratch: Vec<u8>,
 }
 
 impl FileSink {
@@ -127,6 +128,7 @@ impl FileSink {
             size: 0,
             opened: SystemTime::now(),
             gzip: None,
+            scratch: Vec::new(),
         };
         let mut sink = sink;
         for n in 1..=sink.cfg.max_backups {
@@ -261,27 +263,31 @@ impl FileSink {
         if self.file.is_none() {
             self.open()?;
         }
-        let mut buf = Vec::with_capacity(batch.iter().map(|r| r.json.len() + 1).sum());
         // The age is read once a batch, not once a record: rotating by age needs no finer grain.
         let mut aged = self.aged();
-        for r in batch {
+        let mut rest = batch;
+        while !rest.is_empty() {
             if self.due(aged) {
-                self.flush_buf(&mut buf)?;
                 self.rotate()?;
                 aged = false;
             }
-            let before = buf.len();
-            r.write_line(self.cfg.format, &mut buf);
-            self.size += (buf.len() - before) as u64;
+            // The records up to the one that fills the file; a compact line's length is known
+            // once rendered, so compact files rotate by the JSON's, a line's upper bound.
+            let mut size = self.size;
+            let limit = self.cfg.max_size_mb << 20;
+            let n = rest
+                .iter()
+                .position(|r| {
+                    size += r.json.len() as u64 + 1;
+                    self.cfg.max_size_mb > 0 && size >= limit
+                })
+                .map_or(rest.len(), |i| i + 1);
+            let Some(file) = self.file.as_mut() else {
+                return Err(std::io::ErrorKind::NotConnected.into());
+            };
+            self.size += write_lines(&rest[..n], self.cfg.format, file, &mut self.scratch)?;
+            rest = &rest[n..];
         }
-        self.flush_buf(&mut buf)
-    }
-
-    fn flush_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
-        if let Some(f) = self.file.as_mut() {
-            f.write_all(buf)?;
-        }
-        buf.clear();
         Ok(())
     }
 
@@ -324,7 +330,7 @@ fn gzip(dir: &TrustedDir, mut src: File, out: File, from: &str, to: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::{os::unix::fs::PermissionsExt, path::Path};
+    use std::{io::Write, os::unix::fs::PermissionsExt, path::Path};
 
     #[test]
     fn files_rotate_by_size_into_gzipped_backups_and_keep_a_bounded_number() {
