@@ -96,7 +96,7 @@ run: build
 # saved fuzz input (see fuzz-replay). Every invocation selects the whole workspace, as `build`
 # and `lint` do, so that cargo resolves each dependency's features alike and builds it once: a
 # narrower selection (`-p vigil-tests`) resolved tokio's and kube's differently and rebuilt the
-# async stack, once per selection.
+# async stack, once per selection. The integration tests are built as the user, then run as root.
 # Every JSON event the scenarios' agents write, on the host and in the VM, is archived
 # (VIGIL_EVENT_ARCHIVE, see tests/src/lib.rs) and, once they have all run, parsed as Tetragon's
 # GetEventsResponse (tests/tetragon-schema/) and sent through the Elasticsearch sink to a test
@@ -108,6 +108,7 @@ ARCHIVE_TEST  := every_archived_event_of_the_end_to_end_run
 test: test-deps build lint
 	$(CARGO) test --profile $(PROFILE) --workspace --lib --bins
 	$(CARGO) test --profile $(PROFILE) --workspace --doc
+	$(CARGO) test --profile $(PROFILE) --workspace --test '*' --no-run
 	rm -f $(EVENT_ARCHIVE)
 	$(SUDO) env VIGIL_EVENT_ARCHIVE=$(EVENT_ARCHIVE) $(CARGO) test --profile $(PROFILE) --workspace --test '*' -- --test-threads=1 --skip $(ARCHIVE_TEST)
 	$(SUDO) env VIGIL_EVENT_ARCHIVE=$(EVENT_ARCHIVE) $(CARGO) test --profile $(PROFILE) --workspace --test tetragon_schema --test ecs_documents -- $(ARCHIVE_TEST)

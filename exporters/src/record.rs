@@ -129,48 +129,61 @@ const RECORDS_PER_WRITE: usize = 512;
 /// How much compact text gathers before it is written.
 const COMPACT_FLUSH: usize = 256 << 10;
 
-/// Writes `batch` to `out` as lines in `format`; returns the bytes written. JSON lines go from
-/// the records' own bytes to the kernel (`writev`), never copied into a buffer: a batch of a
-/// storm's 4 KiB events built as one buffer cost the loop a copy of every event and a page
-/// fault for each page of a buffer as large as the batch. Compact lines are rendered into
-/// `scratch`, written every 256 KiB.
+/// Writes the records of `batch` to `out` as lines in `format`, up to and including the one
+/// whose line brings the bytes written to `budget` (a file's room before it rotates); returns
+/// how many records and bytes were written. JSON lines go from the records' own bytes to the
+/// kernel (`writev`), never copied into a buffer: a batch of a storm's 4 KiB events built as
+/// one buffer cost the loop a copy of every event and a page fault for each page of a buffer as
+/// large as the batch. Compact lines are rendered into `scratch`, written every 256 KiB.
 pub fn write_lines(
     batch: &[Record],
     format: LineFormat,
     out: &mut impl Write,
     scratch: &mut Vec<u8>,
-) -> std::io::Result<u64> {
+    budget: u64,
+) -> std::io::Result<(usize, u64)> {
     let mut written = 0;
+    let mut taken = 0;
     match format {
         LineFormat::Json => {
             let mut slices = Vec::with_capacity(2 * batch.len().min(RECORDS_PER_WRITE));
-            for chunk in batch.chunks(RECORDS_PER_WRITE) {
+            while taken < batch.len() && written < budget {
                 slices.clear();
-                for r in chunk {
+                for r in batch[taken..].iter().take(RECORDS_PER_WRITE) {
                     slices.push(IoSlice::new(&r.json));
                     slices.push(IoSlice::new(b"\n"));
                     written += r.json.len() as u64 + 1;
+                    taken += 1;
+                    if written >= budget {
+                        break;
+                    }
                 }
                 write_all_vectored(out, &mut slices)?;
             }
         }
         LineFormat::Compact => {
             scratch.clear();
+            let mut pending = 0;
             for r in batch {
                 r.write_line(format, scratch);
+                taken += 1;
                 if scratch.len() >= COMPACT_FLUSH {
                     out.write_all(scratch)?;
                     written += scratch.len() as u64;
                     scratch.clear();
                 }
+                pending = scratch.len() as u64;
+                if written + pending >= budget {
+                    break;
+                }
             }
             out.write_all(scratch)?;
-            written += scratch.len() as u64;
+            written += pending;
             scratch.clear();
             scratch.shrink_to(COMPACT_FLUSH * 2);
         }
     }
-    Ok(written)
+    Ok((taken, written))
 }
 
 /// `Write::write_all` for slices (the standard library's is not stable yet).
@@ -241,13 +254,30 @@ mod tests {
                     out: Vec::new(),
                     limit,
                 };
-                let n = write_lines(&batch, format, &mut w, &mut Vec::new()).unwrap();
-                assert_eq!(n as usize, one_at_a_time.len());
+                let (n, bytes) =
+                    write_lines(&batch, format, &mut w, &mut Vec::new(), u64::MAX).unwrap();
+                assert_eq!((n, bytes as usize), (batch.len(), one_at_a_time.len()));
                 assert!(
                     w.out == one_at_a_time,
                     "{format:?}, {limit} bytes per write"
                 );
             }
+            // A budget stops after the line that reaches it, never inside one.
+            let mut sink = Vec::new();
+            let (n, bytes) =
+                write_lines(&batch, format, &mut sink, &mut Vec::new(), 10_000).unwrap();
+            let mut expected = Vec::new();
+            for r in &batch[..n] {
+                r.write_line(format, &mut expected);
+            }
+            assert!(sink == expected && bytes as usize == expected.len());
+            let last_line = expected[..expected.len() - 1]
+                .iter()
+                .rev()
+                .position(|b| *b == b'\n')
+                .unwrap();
+            let before_last = expected.len() - 1 - last_line;
+            assert!(before_last < 10_000 && bytes >= 10_000, "{format:?}");
         }
     }
 

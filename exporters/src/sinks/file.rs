@@ -134,9 +134,12 @@ impl FileSink {
         for n in 1..=sink.cfg.max_backups {
             sink.dir.check_entry(&sink.backup(n))?;
         }
-        // A rotation the last run did not finish compressing: finished now, in the background.
+        // A rotation the last run did not finish compressing: finished now, in the background;
+        // where that cannot start, at the next rotation (the agent starts either way).
         if sink.dir.check_entry(&sink.rotated())? && sink.cfg.compress {
-            sink.gzip_rotated(true)?;
+            if let Err(e) = sink.gzip_rotated(true) {
+                crate::report::log(&sink.cfg.path.display().to_string(), &e.to_string());
+            }
         }
         // Opened (created) now: a problem shows at start, and the file exists from the start,
         // as an export file always did.
@@ -193,8 +196,13 @@ impl FileSink {
         self.file = None;
         self.wait_for_gzip();
         if self.cfg.compress && self.dir.check_entry(&self.rotated())? {
-            // The last gzip failed: its file is compressed first, here, before `.1.gz` moves.
-            self.gzip_rotated(false)?;
+            if self.cfg.max_backups > 1 {
+                // The last gzip failed: its file is compressed first, here, before `.1.gz` moves.
+                self.gzip_rotated(false)?;
+            } else {
+                // Its backup would be the one this rotation deletes.
+                self.dir.remove(&self.rotated())?;
+            }
         }
         let last = self.cfg.max_backups.max(1);
         self.dir.remove(&self.backup(last))?;
@@ -271,21 +279,16 @@ impl FileSink {
                 self.rotate()?;
                 aged = false;
             }
-            // The records up to the one that fills the file; a compact line's length is known
-            // once rendered, so compact files rotate by the JSON's, a line's upper bound.
-            let mut size = self.size;
-            let limit = self.cfg.max_size_mb << 20;
-            let n = rest
-                .iter()
-                .position(|r| {
-                    size += r.json.len() as u64 + 1;
-                    self.cfg.max_size_mb > 0 && size >= limit
-                })
-                .map_or(rest.len(), |i| i + 1);
+            // Up to the record that fills the file (`due` rotated a full one).
+            let budget = match self.cfg.max_size_mb {
+                0 => u64::MAX,
+                mb => (mb << 20).saturating_sub(self.size).max(1),
+            };
             let Some(file) = self.file.as_mut() else {
                 return Err(std::io::ErrorKind::NotConnected.into());
             };
-            self.size += write_lines(&rest[..n], self.cfg.format, file, &mut self.scratch)?;
+            let (n, bytes) = write_lines(rest, self.cfg.format, file, &mut self.scratch, budget)?;
+            self.size += bytes;
             rest = &rest[n..];
         }
         Ok(())
