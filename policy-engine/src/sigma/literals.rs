@@ -182,12 +182,17 @@ fn both(parts: impl Iterator<Item = Needed>) -> Needed {
     }
     clauses.sort_by_key(|c| std::cmp::Reverse(selectivity(c)));
     clauses.dedup();
-    // A clause nearly every event has (auditd's record type, a one- or two-letter literal)
-    // filters little and is found on every event, where the engine walks the rules it admits:
-    // kept only when nothing better is there.
-    let (strong, weak): (Vec<Clause>, Vec<Clause>) = clauses
-        .into_iter()
-        .partition(|c| matches!(selectivity(c), (true, n, _) if n >= 3));
+    // A clause nearly every event has (auditd's record type, a one- or two-letter literal
+    // searched for) filters little and is found on every event, where the engine walks the
+    // rules it admits: kept only when nothing better is there. A short value a field must
+    // equal (`euid: 33`) is found only where the field is that value, so it is kept.
+    let (strong, weak): (Vec<Clause>, Vec<Clause>) = clauses.into_iter().partition(|c| {
+        let (selective, shortest, _) = selectivity(c);
+        let whole_values = c
+            .iter()
+            .all(|l| l.anchor == Anchor::Whole && l.field.is_some());
+        selective && (shortest >= 3 || whole_values)
+    });
     let mut clauses = if strong.is_empty() { weak } else { strong };
     clauses.truncate(MAX_CLAUSES);
     Some(clauses)
@@ -397,6 +402,45 @@ mod tests {
         let all = needs(&format!("{d}condition: all of selection_*")).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0][0].text, "bbbb");
+    }
+
+    /// A short value a field must equal is found only where the field has it: it is kept
+    /// beside a stronger clause, so that a web server's uid, not every exec, admits the rule.
+    /// A short literal searched for anywhere, or a record type, is not.
+    #[test]
+    fn a_short_whole_value_stays_a_clause_and_a_short_searched_literal_does_not() {
+        let n = needs(
+            "selection:
+  type: 'SYSCALL'
+  SYSCALL: ['execve', 'execveat']
+  euid: 33
+condition: selection",
+        )
+        .unwrap();
+        let clauses: Vec<Vec<(&str, &str)>> = n
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|l| (l.field.as_deref().unwrap_or(""), l.text.as_str()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            clauses,
+            [
+                vec![("SYSCALL", "execve"), ("SYSCALL", "execveat")],
+                vec![("euid", "33")]
+            ]
+        );
+        let n = needs(
+            "selection:
+  Image|endswith: '/curl'
+  CommandLine|contains: '-T'
+condition: selection",
+        )
+        .unwrap();
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0][0].text, "/curl");
     }
 
     #[test]

@@ -5,8 +5,19 @@
 //! over the fields such literals name. A rule is a candidate once a literal of each of its
 //! clauses was found where the rule says; the engine then decides the candidates
 //! (`super::exact`, or sigma-rust).
+//!
+//! What a field admits depends on its category's index, its name and its text alone, and most
+//! fields repeat from one event to the next: a shell's children share their `ParentImage` and
+//! `ParentCommandLine`, a node runs the same binaries from the same directories. Each thread
+//! remembers the rules the last short fields admitted ([`Memo`]), so a field seen before costs
+//! a hash and a comparison instead of the automaton's walk and the tables' lookups.
 
-use std::{cell::RefCell, collections::HashMap};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    hash::Hasher,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use aho_corasick::{automaton::Automaton, dfa::DFA, Anchored, MatchKind};
 use rustc_hash::FxHashMap;
@@ -19,6 +30,9 @@ use super::{
 /// The rules of one category and their prefilter.
 #[derive(Default)]
 pub(super) struct CategoryIndex {
+    /// Tells this index from every other built in this process (0: never remembered), so that
+    /// a field remembered under a replaced rule set is never taken for the new one's.
+    id: u64,
     /// Rules evaluated on every event of the category.
     always: Vec<usize>,
     /// Finds every rule literal that may sit anywhere in a field, or at one end, in the
@@ -100,10 +114,98 @@ struct FieldAdmits {
     rules: Vec<(usize, u8, literals::Anchor)>,
 }
 
+/// Fields remembered per thread: a direct-mapped table, so that a lookup is one slot whatever
+/// the texts (values crafted to share a slot only push each other out: a miss, never a longer
+/// search), and the whole of it stays small beside the automata it saves walking.
+const MEMO_SLOTS: usize = 1024;
+/// The longest text remembered: longer ones (command lines, mostly) are seldom seen twice.
+const MEMO_TEXT: usize = 64;
+/// The most rule clauses a remembered field admits: most admit none, or one or two.
+const MEMO_ADMITS: usize = 6;
+
+/// What one field admitted: the index, the field and its text are the key.
+#[derive(Clone, Copy)]
+struct MemoSlot {
+    /// [`CategoryIndex::id`]; 0 for an empty slot.
+    index: u64,
+    field: u8,
+    len: u8,
+    admitted: u8,
+    text: [u8; MEMO_TEXT],
+    admits: [(u32, u8); MEMO_ADMITS],
+}
+
+const EMPTY_SLOT: MemoSlot = MemoSlot {
+    index: 0,
+    field: 0,
+    len: 0,
+    admitted: 0,
+    text: [0; MEMO_TEXT],
+    admits: [(0, 0); MEMO_ADMITS],
+};
+
+/// The rules the last short fields admitted, by index, field and text (see the module's doc).
+struct Memo {
+    slots: Box<[MemoSlot]>,
+}
+
+impl Default for Memo {
+    fn default() -> Self {
+        Memo {
+            slots: vec![EMPTY_SLOT; MEMO_SLOTS].into_boxed_slice(),
+        }
+    }
+}
+
+impl Memo {
+    /// The slot of a key: Fx's multiply-and-rotate, then the product's top bits, which depend
+    /// on every byte.
+    fn slot(index: u64, field: u8, text: &[u8]) -> usize {
+        let mut h = rustc_hash::FxHasher::default();
+        h.write_u64(index);
+        h.write_u8(field);
+        h.write(text);
+        let mixed = h.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed >> (64 - MEMO_SLOTS.trailing_zeros())) as usize
+    }
+
+    /// What `text` in `field` admitted under `index`, when remembered.
+    fn get(&self, slot: usize, index: u64, field: u8, text: &[u8]) -> Option<&[(u32, u8)]> {
+        let s = &self.slots[slot];
+        (index != 0
+            && s.index == index
+            && s.field == field
+            && usize::from(s.len) == text.len()
+            && s.text[..text.len()] == *text)
+            .then(|| &s.admits[..usize::from(s.admitted)])
+    }
+
+    /// Remembers what `text` admitted, when it and its list are short enough to keep.
+    fn put(&mut self, slot: usize, index: u64, field: u8, text: &[u8], admits: &[(u32, u8)]) {
+        if index == 0 || text.len() > MEMO_TEXT || admits.len() > MEMO_ADMITS {
+            return;
+        }
+        let s = &mut self.slots[slot];
+        s.index = index;
+        s.field = field;
+        s.len = text.len() as u8;
+        s.text[..text.len()].copy_from_slice(text);
+        s.admitted = admits.len() as u8;
+        s.admits[..admits.len()].copy_from_slice(admits);
+    }
+}
+
+/// Numbers the indexes built, from 1.
+static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(1);
+
 /// The working memory of [`CategoryIndex::with_candidates`], one per thread and kept between events,
 /// so that evaluating one allocates nothing of its own.
 #[derive(Default)]
 struct Scratch {
+    /// What recent fields admitted.
+    memo: Memo,
+    /// What the field being read admits, each (rule, clause bit) once.
+    field_admits: Vec<(u32, u8)>,
     bits_of: Vec<u8>,
     touched: Vec<usize>,
     candidates: Vec<usize>,
@@ -171,6 +273,12 @@ fn admit(bits_of: &mut [u8], touched: &mut Vec<usize>, rule: usize, bit: u8) {
         touched.push(rule);
     }
     *bits |= bit;
+}
+
+/// Adds clause `bit` of `rule` to what a field admits (duplicates are dropped once the field
+/// is read, and only when the list is short enough to be remembered).
+fn note(admits: &mut Vec<(u32, u8)>, rule: usize, bit: u8) {
+    admits.push((rule as u32, bit));
 }
 
 thread_local! {
@@ -285,6 +393,9 @@ pub(super) fn index(rules: &[SigmaRule]) -> Indexes {
             idx.always.extend(rules);
         }
     }
+    for idx in index.values_mut() {
+        idx.id = NEXT_INDEX_ID.fetch_add(1, Ordering::Relaxed);
+    }
     Indexes(index.into_iter().collect())
 }
 
@@ -311,6 +422,8 @@ impl CategoryIndex {
 
     fn candidates(&self, f: &SigmaFields, scratch: &mut Scratch) {
         let Scratch {
+            memo,
+            field_admits,
             bits_of,
             touched,
             candidates,
@@ -348,11 +461,20 @@ impl CategoryIndex {
                 FieldValue::Text(t) => t,
                 FieldValue::Int(i) => digits.format(*i),
             };
+            let slot = Memo::slot(self.id, name.id, text.as_bytes());
+            if let Some(remembered) = memo.get(slot, self.id, name.id, text.as_bytes()) {
+                for &(rule, bit) in remembered {
+                    admit(bits_of, touched, rule as usize, bit);
+                }
+                continue;
+            }
+            field_admits.clear();
+            let field_text = text;
             let folded = unicode_folded(text, folded_text);
             for text in std::iter::once(text).chain(folded) {
                 for table in [whole, any_field].into_iter().flatten() {
                     for &(rule, bit) in table.admitted(text, lower) {
-                        admit(bits_of, touched, rule, bit);
+                        note(field_admits, rule, bit);
                     }
                 }
                 if let Some(dfa) = self.automaton.as_ref().filter(|_| searched) {
@@ -386,13 +508,22 @@ impl CategoryIndex {
                                     }
                                 };
                                 if placed {
-                                    admit(bits_of, touched, rule, bit);
+                                    note(field_admits, rule, bit);
                                 }
                             }
                         }
                     });
                 }
             }
+            for &(rule, bit) in field_admits.iter() {
+                admit(bits_of, touched, rule as usize, bit);
+            }
+            // A long list is not sorted only to find it too long to keep.
+            if (MEMO_ADMITS + 1..=8 * MEMO_ADMITS).contains(&field_admits.len()) {
+                field_admits.sort_unstable();
+                field_admits.dedup();
+            }
+            memo.put(slot, self.id, name.id, field_text.as_bytes(), field_admits);
         }
         for &rule in touched.iter() {
             if bits_of[rule] == self.clause_bits[rule] {
@@ -405,5 +536,129 @@ impl CategoryIndex {
         // be built (its rules are then always evaluated, and still touched through a whole
         // value): each once all the same.
         candidates.dedup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{engine, exec, fired_as_sigma_rust, selection};
+    use super::*;
+
+    const CREATION: &str = "  category: process_creation\n";
+
+    /// A field is answered from memory the second time: what it admits must be what it
+    /// admitted, for a short value, one longer than is remembered, and one admitting more
+    /// rules than a slot holds; and a rule set loaded later is never answered from what the
+    /// fields admitted under an earlier one, though the texts are the same.
+    #[test]
+    fn a_field_seen_again_admits_what_it_did_and_never_what_another_rule_set_did() {
+        let long = format!("/opt/{}/tool", "d".repeat(MEMO_TEXT));
+        let many: Vec<(String, String)> = (0..MEMO_ADMITS + 2)
+            .map(|i| {
+                (
+                    format!("many-{i}.yml"),
+                    selection(CREATION, &format!("Image|endswith: ['/many', '/x{i}']")),
+                )
+            })
+            .collect();
+        let mut rules = vec![
+            (
+                "tool.yml".to_string(),
+                selection(CREATION, "Image|endswith: '/tool'"),
+            ),
+            (
+                "cat.yml".to_string(),
+                selection(CREATION, "CommandLine|contains: ' /etc/shadow'"),
+            ),
+        ];
+        rules.extend(many);
+        let named: Vec<(&str, &String)> = rules.iter().map(|(f, r)| (f.as_str(), r)).collect();
+        let first = engine(&named);
+        let many_fired: Vec<String> = (0..MEMO_ADMITS + 2)
+            .map(|i| format!("many-{i}.yml"))
+            .collect();
+        for _ in 0..3 {
+            assert_eq!(
+                fired_as_sigma_rust(&first, &exec("/usr/bin/tool", "")),
+                ["tool.yml"]
+            );
+            assert_eq!(fired_as_sigma_rust(&first, &exec(&long, "")), ["tool.yml"]);
+            assert_eq!(
+                fired_as_sigma_rust(&first, &exec("/bin/cat", "/etc/shadow")),
+                ["cat.yml"]
+            );
+            assert_eq!(
+                fired_as_sigma_rust(&first, &exec("/bin/many", "")),
+                many_fired
+            );
+            assert!(fired_as_sigma_rust(&first, &exec("/bin/true", "")).is_empty());
+        }
+        // Another rule set, its index built after the first's: the same texts, other rules.
+        let second = engine(&[("true.yml", selection(CREATION, "Image|endswith: '/true'"))]);
+        for _ in 0..2 {
+            assert!(fired_as_sigma_rust(&second, &exec("/usr/bin/tool", "")).is_empty());
+            assert_eq!(
+                fired_as_sigma_rust(&second, &exec("/bin/true", "")),
+                ["true.yml"]
+            );
+            assert_eq!(
+                fired_as_sigma_rust(&first, &exec("/usr/bin/tool", "")),
+                ["tool.yml"]
+            );
+        }
+    }
+
+    /// A slot answers only for the index, field and text it was filled for, and keeps only
+    /// what fits it.
+    #[test]
+    fn a_remembered_field_answers_only_its_own_key() {
+        let mut memo = Memo::default();
+        let slot = Memo::slot(1, 3, b"/usr/bin/tool");
+        memo.put(slot, 1, 3, b"/usr/bin/tool", &[(7, 1), (9, 2)]);
+        assert_eq!(
+            memo.get(slot, 1, 3, b"/usr/bin/tool"),
+            Some(&[(7, 1), (9, 2)][..])
+        );
+        assert_eq!(
+            memo.get(slot, 2, 3, b"/usr/bin/tool"),
+            None,
+            "another index"
+        );
+        assert_eq!(
+            memo.get(slot, 1, 4, b"/usr/bin/tool"),
+            None,
+            "another field"
+        );
+        assert_eq!(memo.get(slot, 1, 3, b"/usr/bin/toal"), None, "another text");
+        assert_eq!(memo.get(slot, 1, 3, b"/usr/bin/too"), None, "a prefix");
+        memo.put(slot, 1, 3, b"", &[]);
+        assert_eq!(memo.get(slot, 1, 3, b""), Some(&[][..]));
+        assert_eq!(memo.get(slot, 1, 3, b"/usr/bin/tool"), None, "taken over");
+        let long = [b'a'; MEMO_TEXT + 1];
+        memo.put(slot, 1, 3, &long, &[]);
+        assert_eq!(memo.get(slot, 1, 3, &long), None, "too long to keep");
+        let many: Vec<(u32, u8)> = (0..=MEMO_ADMITS as u32).map(|r| (r, 1)).collect();
+        memo.put(slot, 1, 3, b"x", &many);
+        assert_eq!(memo.get(slot, 1, 3, b"x"), None, "admits too many to keep");
+        assert_eq!(
+            Memo::default().get(slot, 0, 0, b""),
+            None,
+            "an empty slot, for an index never remembered"
+        );
+    }
+
+    /// More distinct fields than the memory has slots, so that each slot is taken over many
+    /// times: every field still admits what it must, the first ones included when seen again.
+    #[test]
+    fn fields_that_push_each_other_out_of_memory_still_admit_what_they_must() {
+        let rules = [("tool.yml", selection(CREATION, "Image|endswith: '/tool'"))];
+        let e = engine(&rules);
+        for round in 0..2 {
+            for i in 0..MEMO_SLOTS * 3 {
+                let fired = fired_as_sigma_rust(&e, &exec(&format!("/b{i}/tool"), ""));
+                assert_eq!(fired, ["tool.yml"], "round {round}, binary {i}");
+                assert!(fired_as_sigma_rust(&e, &exec(&format!("/b{i}/tools"), "")).is_empty());
+            }
+        }
     }
 }
