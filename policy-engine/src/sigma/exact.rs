@@ -332,11 +332,25 @@ fn compare(how: How, value: &str, want: &str) -> bool {
 }
 
 /// Where `w` first occurs in `v`, without ASCII case.
+///
+/// Candidate places are found by `w`'s first letter, in either case, with memchr: a rule's
+/// list of `contains` values is tried against a command line one value at a time, and most
+/// places in it do not even begin the value.
 fn find(v: &[u8], w: &[u8]) -> Option<usize> {
-    if w.is_empty() {
+    let Some((&first, rest)) = w.split_first() else {
         return Some(0);
+    };
+    let last_start = v.len().checked_sub(w.len())?;
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    let mut at = 0;
+    while at <= last_start {
+        let start = at + memchr::memchr2(lower, upper, &v[at..=last_start])?;
+        if v[start + 1..start + w.len()].eq_ignore_ascii_case(rest) {
+            return Some(start);
+        }
+        at = start + 1;
     }
-    v.windows(w.len()).position(|x| x.eq_ignore_ascii_case(w))
+    None
 }
 
 /// Whether `value` matches the wildcard pattern whose parts between `*` are `parts` (at least
@@ -383,16 +397,14 @@ impl FieldTest {
             }
             _ => None,
         });
-        let mut result = self.all;
+        // A value that decides the test (one that holds, or under `|all` one that fails)
+        // decides it as sigma-rust would, whatever the values after it.
         for b in &mut each {
-            let b = b?;
-            if self.all {
-                result &= b;
-            } else {
-                result |= b;
+            if b? != self.all {
+                return Some(!self.all);
             }
         }
-        Some(result)
+        Some(self.all)
     }
 }
 
@@ -409,15 +421,18 @@ impl Selection {
     fn holds(&self, f: &SigmaFields) -> Option<bool> {
         match &self.test {
             SelectionTest::Fields(groups) => {
-                let mut any = false;
-                for g in groups {
-                    let mut all = true;
+                // A group holds where all its tests hold; the selection, where one group does.
+                // The first test that fails ends its group, the first group that holds ends
+                // the selection, as in sigma-rust's result.
+                'groups: for g in groups {
                     for t in g {
-                        all &= t.holds(f)?;
+                        if !t.holds(f)? {
+                            continue 'groups;
+                        }
                     }
-                    any |= all;
+                    return Some(true);
                 }
-                Some(any)
+                Some(false)
             }
             // Every value of the event, numbers as their decimal text.
             SelectionTest::Keywords(words) => {
@@ -635,6 +650,39 @@ mod tests {
             decided > 1000 && matched > 5,
             "{decided} decided, {matched} matched"
         );
+    }
+
+    /// The memchr-led search finds what trying every place finds: the first place, at either
+    /// end, in either case, and nothing in a value shorter than the word.
+    #[test]
+    fn find_is_the_first_place_trying_every_place_finds() {
+        let naive = |v: &[u8], w: &[u8]| {
+            if w.is_empty() {
+                return Some(0);
+            }
+            v.windows(w.len()).position(|x| x.eq_ignore_ascii_case(w))
+        };
+        let values = [
+            "",
+            "a",
+            "/ETC/x",
+            "x/etc/",
+            "aaab",
+            "AaAb",
+            "/etc /ETC/",
+            "b",
+            "abab",
+        ];
+        let words = ["", "a", "ab", "aab", "/etc/", "b", "abab", "ababa", " /"];
+        for v in values {
+            for w in words {
+                assert_eq!(
+                    find(v.as_bytes(), w.as_bytes()),
+                    naive(v.as_bytes(), w.as_bytes()),
+                    "{w:?} in {v:?}"
+                );
+            }
+        }
     }
 
     #[test]
