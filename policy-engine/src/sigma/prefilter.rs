@@ -120,8 +120,9 @@ struct FieldAdmits {
 const MEMO_SLOTS: usize = 1024;
 /// The longest text remembered: longer ones (command lines, mostly) are seldom seen twice.
 const MEMO_TEXT: usize = 64;
-/// The most rule clauses a remembered field admits: most admit none, or one or two.
-const MEMO_ADMITS: usize = 6;
+/// The most rule clauses a remembered field admits: most admit none or a few; a literal that
+/// several rules share admits each.
+const MEMO_ADMITS: usize = 10;
 
 /// What one field admitted: the index, the field and its text are the key.
 #[derive(Clone, Copy)]
