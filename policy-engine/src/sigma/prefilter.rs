@@ -462,8 +462,12 @@ impl CategoryIndex {
                 FieldValue::Text(t) => t,
                 FieldValue::Int(i) => digits.format(*i),
             };
-            let slot = Memo::slot(self.id, name.id, text.as_bytes());
-            if let Some(remembered) = memo.get(slot, self.id, name.id, text.as_bytes()) {
+            // A text too long to be remembered is not hashed only to find that out.
+            let slot =
+                (text.len() <= MEMO_TEXT).then(|| Memo::slot(self.id, name.id, text.as_bytes()));
+            if let Some(remembered) =
+                slot.and_then(|slot| memo.get(slot, self.id, name.id, text.as_bytes()))
+            {
                 for &(rule, bit) in remembered {
                     admit(bits_of, touched, rule as usize, bit);
                 }
@@ -524,7 +528,9 @@ impl CategoryIndex {
                 field_admits.sort_unstable();
                 field_admits.dedup();
             }
-            memo.put(slot, self.id, name.id, field_text.as_bytes(), field_admits);
+            if let Some(slot) = slot {
+                memo.put(slot, self.id, name.id, field_text.as_bytes(), field_admits);
+            }
         }
         for &rule in touched.iter() {
             if bits_of[rule] == self.clause_bits[rule] {
