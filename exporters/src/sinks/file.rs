@@ -7,8 +7,12 @@
 //! compressing 100 MiB there held the ring buffer's reader for about a second per rotation. The
 //! rotated file waits under a name of its own (`<name>.rotated`) until its `.1.gz` is complete;
 //! one found at start, or left by a gzip that failed, is compressed before the next rotation
-//! (so `.1.gz`, when that name exists beside it, is only its partial copy), and no line is lost
-//! to a crash or a full disk in between.
+//! (so `.1.gz`, when that name exists beside it, is only its partial copy), or removed by it
+//! where only one backup is kept, and no line is lost to a crash or a full disk in between.
+//!
+//! A write that fails partway through a batch (a full disk) cuts the file back to where the
+//! write began, so no line is left cut short; the records already written whole (before a
+//! rotation in the batch) are delivered and only the rest are retried, so none appears twice.
 //!
 //! Root writes here, in a directory a user may reach: the directory is a
 //! [`vigil_safe_fs::TrustedDir`] (created 0700 where missing, every component owned by root and
@@ -267,16 +271,18 @@ impl FileSink {
         );
     }
 
-    fn write(&mut self, batch: &[Record]) -> std::io::Result<()> {
+    /// Appends the batch, rotating as it goes; on a failure, how many of its records are in
+    /// a file whole, and the error.
+    fn write(&mut self, batch: &[Record]) -> Result<(), (usize, std::io::Error)> {
+        let mut done = 0;
         if self.file.is_none() {
-            self.open()?;
+            self.open().map_err(|e| (done, e))?;
         }
         // The age is read once a batch, not once a record: rotating by age needs no finer grain.
         let mut aged = self.aged();
-        let mut rest = batch;
-        while !rest.is_empty() {
+        while done < batch.len() {
             if self.due(aged) {
-                self.rotate()?;
+                self.rotate().map_err(|e| (done, e))?;
                 aged = false;
             }
             // Up to the record that fills the file (`due` rotated a full one).
@@ -285,23 +291,62 @@ impl FileSink {
                 mb => (mb << 20).saturating_sub(self.size).max(1),
             };
             let Some(file) = self.file.as_mut() else {
-                return Err(std::io::ErrorKind::NotConnected.into());
+                return Err((done, std::io::ErrorKind::NotConnected.into()));
             };
-            let (n, bytes) = write_lines(rest, self.cfg.format, file, &mut self.scratch, budget)?;
-            self.size += bytes;
-            rest = &rest[n..];
+            match write_lines(
+                &batch[done..],
+                self.cfg.format,
+                file,
+                &mut self.scratch,
+                budget,
+            ) {
+                Ok((n, bytes)) => {
+                    self.size += bytes;
+                    done += n;
+                }
+                Err(e) => {
+                    // Part of the lines may be in the file, the last one cut short: the file is
+                    // cut back to where they began, so that the retry writes each line once and
+                    // whole. Where that fails too, both errors are told.
+                    return Err(match file.set_len(self.size) {
+                        Ok(()) => (done, e),
+                        Err(cut) => (
+                            done,
+                            std::io::Error::new(
+                                e.kind(),
+                                format!("{e}; cutting the partly written lines off failed: {cut}"),
+                            ),
+                        ),
+                    });
+                }
+            }
         }
         Ok(())
     }
 
-    /// Appends the batch, rotating as it goes.
+    /// Appends the batch, rotating as it goes. Where the disk fails partway (full, or an I/O
+    /// error), the records already written are delivered and the rest retried.
     pub fn deliver(&mut self, batch: &[Record]) -> Delivery {
         match self.write(batch) {
             Ok(()) => Delivery::Delivered,
-            Err(e) => {
+            Err((done, e)) => {
                 // A full or failing disk may recover; reopen on the next try.
                 self.file = None;
-                Delivery::Retry(format!("{}: {e}", self.cfg.path.display()))
+                let why = format!("{}: {e}", self.cfg.path.display());
+                if done == 0 {
+                    return Delivery::Retry(why);
+                }
+                crate::report::log(
+                    &self.cfg.path.display().to_string(),
+                    &format!(
+                        "{why}; retrying the batch's last {} records",
+                        batch.len() - done
+                    ),
+                );
+                Delivery::Partial {
+                    retry: (done..batch.len()).collect(),
+                    rejected: Vec::new(),
+                }
             }
         }
     }
@@ -414,6 +459,124 @@ mod tests {
             std::fs::remove_file(&link).unwrap();
         }
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "root's data\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Numbered records of about 100 bytes.
+    fn numbered(range: std::ops::Range<usize>) -> Vec<Record> {
+        range
+            .map(|n| Record {
+                time_ns: 0,
+                kind: "process_exec".into(),
+                exec_id: String::new(),
+                json: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "p".repeat(80))
+                    .into_bytes()
+                    .into(),
+            })
+            .collect()
+    }
+
+    /// The record numbers of the lines of `files`, in order; every line must be whole.
+    fn numbers_in(files: &[PathBuf]) -> Vec<usize> {
+        let mut numbers = Vec::new();
+        for f in files {
+            for line in std::fs::read_to_string(f).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("a whole line");
+                numbers.push(v["n"].as_u64().unwrap() as usize);
+            }
+        }
+        numbers
+    }
+
+    /// A rotation that fails partway through a batch (a directory where the backup must go)
+    /// delivers the lines already written and has only the rest retried: each line once.
+    #[test]
+    fn a_batch_cut_short_by_a_failed_rotation_delivers_its_written_lines_once() {
+        let dir = std::env::temp_dir().join(format!("vigil-file-partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let mut sink = FileSink::new(FileConfig {
+            max_size_mb: 1,
+            max_backups: 1,
+            compress: false,
+            ..FileConfig::at(path.clone())
+        })
+        .unwrap();
+        let backup = dir.join("events.jsonl.1");
+        std::fs::create_dir(&backup).unwrap();
+        std::fs::write(backup.join("kept"), b"x").unwrap();
+        let batch = numbered(0..15_000);
+        let Delivery::Partial { retry, rejected } = sink.deliver(&batch) else {
+            panic!("a batch half written is delivered in part");
+        };
+        assert!(rejected.is_empty());
+        let first = retry[0];
+        assert!(
+            (10_000..11_000).contains(&first),
+            "{first}: a full file's lines"
+        );
+        assert_eq!(retry, (first..15_000).collect::<Vec<_>>());
+        std::fs::remove_dir_all(&backup).unwrap();
+        let rest: Vec<Record> = retry.iter().map(|i| batch[*i].clone()).collect();
+        assert_eq!(sink.deliver(&rest), Delivery::Delivered);
+        drop(sink);
+        assert_eq!(numbers_in(&[backup, path]), (0..15_000).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Set in the child process of the full-disk test.
+    const FULL_DISK_CHILD: &str = "VIGIL_TEST_FULL_DISK_CHILD";
+
+    /// A write that fails partway (the disk full, here a file size limit) leaves the file as it
+    /// was before the batch, not with the batch's first lines and a line cut short: the retry
+    /// then writes each line once and whole. Run in a child process, since the limit holds for
+    /// every file the process writes.
+    #[test]
+    fn a_disk_that_fills_partway_through_a_batch_leaves_no_line_twice_or_cut() {
+        if std::env::var_os(FULL_DISK_CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "sinks::file::tests::a_disk_that_fills_partway_through_a_batch_leaves_no_line_twice_or_cut",
+                ])
+                .env(FULL_DISK_CHILD, "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let limit = |bytes: libc::rlim_t| {
+            let l = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: a plain system call on a valid struct.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &l) }, 0);
+        };
+        // Past the limit a write fails with EFBIG rather than killing the process.
+        // SAFETY: ignoring a signal, in a process of its own.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        let dir = std::env::temp_dir().join(format!("vigil-file-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let mut sink = FileSink::new(FileConfig::at(path.clone())).unwrap();
+        assert_eq!(sink.deliver(&numbered(0..50)), Delivery::Delivered);
+        let before = std::fs::metadata(&path).unwrap().len();
+        limit(before + 20_000);
+        let batch = numbered(50..2_000);
+        assert!(matches!(sink.deliver(&batch), Delivery::Retry(_)));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
+        limit(libc::RLIM_INFINITY);
+        assert_eq!(sink.deliver(&batch), Delivery::Delivered);
+        drop(sink);
+        assert_eq!(numbers_in(&[path]), (0..2_000).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
