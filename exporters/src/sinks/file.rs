@@ -11,8 +11,12 @@
 //! where only one backup is kept, and no line is lost to a crash or a full disk in between.
 //!
 //! A write that fails partway through a batch (a full disk) cuts the file back to where the
-//! write began, so no line is left cut short; the records already written whole (before a
-//! rotation in the batch) are delivered and only the rest are retried, so none appears twice.
+//! write began (its length read from the file, which may have been cut from outside), so no
+//! line is left cut short; the records already written whole (before a rotation in the batch)
+//! are delivered and only the rest are retried, so none appears twice. Where the cut itself
+//! fails (the disk gone), that is logged with the write's error, and the lines written may
+//! appear again after a cut-short one. One agent writes the file: a second writer on the same
+//! file could have its lines cut.
 //!
 //! Root writes here, in a directory a user may reach: the directory is a
 //! [`vigil_safe_fs::TrustedDir`] (created 0700 where missing, every component owned by root and
@@ -285,13 +289,17 @@ impl FileSink {
                 self.rotate().map_err(|e| (done, e))?;
                 aged = false;
             }
+            let Some(file) = self.file.as_mut() else {
+                return Err((done, std::io::ErrorKind::NotConnected.into()));
+            };
+            // Where the lines begin, read from the file itself: it may have been cut from
+            // outside (`copytruncate`, `: >`) since it was opened.
+            let start = file.metadata().map_err(|e| (done, e))?.len();
+            self.size = start;
             // Up to the record that fills the file (`due` rotated a full one).
             let budget = match self.cfg.max_size_mb {
                 0 => u64::MAX,
                 mb => (mb << 20).saturating_sub(self.size).max(1),
-            };
-            let Some(file) = self.file.as_mut() else {
-                return Err((done, std::io::ErrorKind::NotConnected.into()));
             };
             match write_lines(
                 &batch[done..],
@@ -306,9 +314,14 @@ impl FileSink {
                 }
                 Err(e) => {
                     // Part of the lines may be in the file, the last one cut short: the file is
-                    // cut back to where they began, so that the retry writes each line once and
-                    // whole. Where that fails too, both errors are told.
-                    return Err(match file.set_len(self.size) {
+                    // cut back to where they began (never lengthened), so that the retry
+                    // writes each line once and whole. Where that fails too, both errors are
+                    // told, and the lines written may appear again after a cut-short one.
+                    let cut = match file.metadata() {
+                        Ok(m) if m.len() <= start => Ok(()),
+                        _ => file.set_len(start),
+                    };
+                    return Err(match cut {
                         Ok(()) => (done, e),
                         Err(cut) => (
                             done,
@@ -551,10 +564,17 @@ mod tests {
             );
             return;
         }
+        // The hard limit is kept: raising it needs CAP_SYS_RESOURCE.
+        let mut hard = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a plain system call filling a valid struct.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut hard) }, 0);
         let limit = |bytes: libc::rlim_t| {
             let l = libc::rlimit {
-                rlim_cur: bytes,
-                rlim_max: libc::RLIM_INFINITY,
+                rlim_cur: bytes.min(hard.rlim_max),
+                rlim_max: hard.rlim_max,
             };
             // SAFETY: a plain system call on a valid struct.
             assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &l) }, 0);
@@ -573,10 +593,28 @@ mod tests {
         let batch = numbered(50..2_000);
         assert!(matches!(sink.deliver(&batch), Delivery::Retry(_)));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
-        limit(libc::RLIM_INFINITY);
+        limit(hard.rlim_max);
+        assert_eq!(sink.deliver(&batch), Delivery::Delivered);
+        assert_eq!(
+            numbers_in(std::slice::from_ref(&path)),
+            (0..2_000).collect::<Vec<_>>()
+        );
+        // The file cut to nothing from outside (`copytruncate`), then the disk full again: the
+        // cut goes back to the file's own length, never lengthening it with zeros.
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        limit(2_000);
+        let batch = numbered(2_000..2_100);
+        assert!(matches!(sink.deliver(&batch), Delivery::Retry(_)));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        limit(hard.rlim_max);
         assert_eq!(sink.deliver(&batch), Delivery::Delivered);
         drop(sink);
-        assert_eq!(numbers_in(&[path]), (0..2_000).collect::<Vec<_>>());
+        assert_eq!(numbers_in(&[path]), (2_000..2_100).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
