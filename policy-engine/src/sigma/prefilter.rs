@@ -205,7 +205,7 @@ static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(1);
 struct Scratch {
     /// What recent fields admitted.
     memo: Memo,
-    /// What the field being read admits, each (rule, clause bit) once.
+    /// What the field being read admits: (rule, clause bit), a pair found twice listed twice.
     field_admits: Vec<(u32, u8)>,
     bits_of: Vec<u8>,
     touched: Vec<usize>,
