@@ -7,7 +7,7 @@
 
 mod secret;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use secret::Secret;
 use serde::{Deserialize, Deserializer};
@@ -339,24 +339,35 @@ impl ExportersConfig {
             }
         }
         // One file, one writer: another sink's rotation would move the file from under it, and
-        // what it then appends is counted as delivered and lost.
-        let file = |s: &SinkConfig| match &s.kind {
-            SinkKind::File(f) => Some(f.path.clone()),
-            _ => None,
-        };
+        // what it then appends is counted as delivered and lost. A sink's file may also be one
+        // another rotates into (`.rotated`) or keeps as a backup (`.1`, `.1.gz`).
+        fn file(s: &SinkConfig) -> Option<&FileConfig> {
+            match &s.kind {
+                SinkKind::File(f) => Some(f),
+                _ => None,
+            }
+        }
         for (i, s) in self.sinks.iter().enumerate() {
-            let Some(path) = file(s) else { continue };
-            if let Some(o) = self.sinks[..i]
-                .iter()
-                .find(|o| file(o).as_ref() == Some(&path))
-            {
+            let Some(f) = file(s) else { continue };
+            let clash = self.sinks[..i].iter().find_map(|o| {
+                let g = file(o)?;
+                (writes_to(g, &f.path) || writes_to(f, &g.path)).then_some((o, g))
+            });
+            if let Some((o, g)) = clash {
+                let what = if absolute(&f.path) == absolute(&g.path) {
+                    format!("both write {}", f.path.display())
+                } else {
+                    format!(
+                        "write {} and {}, one where the other rotates or keeps its backups",
+                        g.path.display(),
+                        f.path.display()
+                    )
+                };
                 return Err((
                     s.name.clone(),
                     format!(
-                        "sinks `{}` and `{}` both write {} (counting --export-file): give each file sink a path of its own",
-                        o.name,
-                        s.name,
-                        path.display()
+                        "sinks `{}` and `{}` {what} (counting --export-file): give each file sink a path of its own",
+                        o.name, s.name,
                     ),
                 ));
             }
@@ -376,6 +387,38 @@ impl ExportersConfig {
         }
         Ok(())
     }
+}
+
+/// `path` made absolute as the agent will open it (relative to its working directory, `./`
+/// dropped, links not followed), so that two spellings of one file compare equal.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Whether the file sink `f` writes `other`: its file, the name it rotates into
+/// (`<file>.rotated`) or one of its backups (`<file>.N`, `<file>.N.gz`).
+fn writes_to(f: &FileConfig, other: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (own, other) = (absolute(&f.path), absolute(other));
+    if own == other {
+        return true;
+    }
+    let Some(rest) = other
+        .as_os_str()
+        .as_bytes()
+        .strip_prefix(own.as_os_str().as_bytes())
+        .and_then(|r| r.strip_prefix(b"."))
+    else {
+        return false;
+    };
+    if rest == b"rotated" {
+        return true;
+    }
+    let n = rest.strip_suffix(b".gz").unwrap_or(rest);
+    std::str::from_utf8(n)
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| (1..=f.max_backups.max(1)).contains(&n))
 }
 
 #[cfg(test)]
@@ -432,6 +475,43 @@ mod tests {
             why.contains("both write /var/log/vigil/events.jsonl"),
             "{why}"
         );
+    }
+
+    /// Two spellings of one file, or a file another sink rotates into or keeps as a backup,
+    /// are one file.
+    #[test]
+    fn file_sinks_on_one_file_or_on_anothers_rotations_are_refused() {
+        let clash = |a: &str, b: &str| {
+            let mut cfg = ExportersConfig::default();
+            for (n, p) in [("export-file", a), ("archive", b)] {
+                cfg.sinks.push(SinkConfig::new(
+                    n,
+                    SinkKind::File(FileConfig::at(PathBuf::from(p))),
+                ));
+            }
+            cfg.check_names().err().map(|(_, why)| why)
+        };
+        for (a, b) in [
+            ("events.jsonl", "./events.jsonl"),
+            ("/var/log/vigil/e.jsonl", "/var/log/vigil/./e.jsonl"),
+            ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.jsonl.rotated"),
+            ("/var/log/vigil/e.jsonl.1", "/var/log/vigil/e.jsonl"),
+            ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.jsonl.5.gz"),
+        ] {
+            let why = clash(a, b).unwrap_or_else(|| panic!("{a} and {b} accepted"));
+            assert!(
+                why.contains("give each file sink a path of its own"),
+                "{why}"
+            );
+        }
+        for (a, b) in [
+            ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.jsonl.6.gz"),
+            ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.jsonl.old"),
+            ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.json"),
+            ("/var/log/vigil/a.jsonl", "/var/log/vigil/b.jsonl"),
+        ] {
+            assert_eq!(clash(a, b), None, "{a} and {b}");
+        }
     }
 
     #[test]
