@@ -395,8 +395,9 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Whether the file sink `f` writes `other`: its file, the name it rotates into
-/// (`<file>.rotated`) or one of its backups (`<file>.N`, `<file>.N.gz`).
+/// Whether the file sink `f` writes `other`: its file, the name it rotates into before its
+/// gzip (`<file>.rotated`) or one of its backups (`<file>.N`, or `<file>.N.gz` compressed).
+/// Paths compare as written once made absolute: `..` and links are not resolved.
 fn writes_to(f: &FileConfig, other: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let (own, other) = (absolute(&f.path), absolute(other));
@@ -412,9 +413,17 @@ fn writes_to(f: &FileConfig, other: &Path) -> bool {
         return false;
     };
     if rest == b"rotated" {
-        return true;
+        return f.compress;
     }
-    let n = rest.strip_suffix(b".gz").unwrap_or(rest);
+    let n = match (f.compress, rest.strip_suffix(b".gz")) {
+        (true, Some(n)) => n,
+        (false, None) => rest,
+        _ => return false,
+    };
+    // The backups' numbers as the sink writes them: decimal, no sign, no leading zero.
+    if n.first().is_none_or(|d| *d == b'0') || !n.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
     std::str::from_utf8(n)
         .ok()
         .and_then(|n| n.parse::<u32>().ok())
@@ -493,9 +502,8 @@ mod tests {
         };
         for (a, b) in [
             ("events.jsonl", "./events.jsonl"),
-            ("/var/log/vigil/e.jsonl", "/var/log/vigil/./e.jsonl"),
             ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.jsonl.rotated"),
-            ("/var/log/vigil/e.jsonl.1", "/var/log/vigil/e.jsonl"),
+            ("/var/log/vigil/e.jsonl.1.gz", "/var/log/vigil/e.jsonl"),
             ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.jsonl.5.gz"),
         ] {
             let why = clash(a, b).unwrap_or_else(|| panic!("{a} and {b} accepted"));
@@ -506,12 +514,29 @@ mod tests {
         }
         for (a, b) in [
             ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.jsonl.6.gz"),
+            ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.jsonl.1"),
+            ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.jsonl.01.gz"),
+            ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.jsonl.+1.gz"),
+            ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.jsonl.1x.gz"),
             ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.jsonl.old"),
             ("/var/log/vigil/e.jsonl", "/var/log/vigil/e.json"),
             ("/var/log/vigil/a.jsonl", "/var/log/vigil/b.jsonl"),
         ] {
             assert_eq!(clash(a, b), None, "{a} and {b}");
         }
+        // Uncompressed, a sink keeps `.N` and rotates into it directly.
+        let mut cfg = ExportersConfig::default();
+        for (n, p) in [("export-file", "/l/e.jsonl"), ("archive", "/l/e.jsonl.2")] {
+            let mut f = FileConfig::at(PathBuf::from(p));
+            f.compress = false;
+            cfg.sinks.push(SinkConfig::new(n, SinkKind::File(f)));
+        }
+        assert!(cfg.check_names().is_err());
+        let SinkKind::File(f) = &mut cfg.sinks[1].kind else {
+            unreachable!("pushed above")
+        };
+        f.path = PathBuf::from("/l/e.jsonl.rotated");
+        assert!(cfg.check_names().is_ok(), "no .rotated uncompressed");
     }
 
     #[test]

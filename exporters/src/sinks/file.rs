@@ -16,7 +16,7 @@
 //! are delivered and only the rest are retried, so none appears twice. Where the cut itself
 //! fails (the disk gone), that is logged with the write's error, and the lines written may
 //! appear again after a cut-short one; a file found ending in a line cut short (that, or a
-//! crash mid-write) gets a newline when it is opened, so the lines after it are whole. One
+//! crash mid-write) gets a newline before the next lines, so they are whole. One
 //! agent writes the file: a second writer on the same file could have its lines cut.
 //!
 //! Root writes here, in a directory a user may reach: the directory is a
@@ -105,6 +105,9 @@ pub struct FileSink {
     gzip: Option<JoinHandle<Result<(), FsError>>>,
     /// Compact lines' buffer, kept between batches.
     scratch: Vec<u8>,
+    /// The file ends in a line cut short (a crash mid-write, or a failed write whose cut
+    /// failed too): a newline goes before the next line, so that it starts on its own.
+    cut_line: bool,
 }
 
 impl FileSink {
@@ -138,6 +141,7 @@ impl FileSink {
             opened: SystemTime::now(),
             gzip: None,
             scratch: Vec::new(),
+            cut_line: false,
         };
         let mut sink = sink;
         for n in 1..=sink.cfg.max_backups {
@@ -176,20 +180,12 @@ impl FileSink {
         self.adopt(f)
     }
 
-    fn adopt(&mut self, mut f: File) -> std::io::Result<()> {
+    fn adopt(&mut self, f: File) -> std::io::Result<()> {
         let meta = f.metadata()?;
         self.size = meta.len();
-        if self.size > 0 && !self.ends_in_newline()? {
-            // A crash mid-write, or a failed write whose cut failed too: the next line starts
-            // on a line of its own, not glued to the cut one, which alone is lost.
-            std::io::Write::write_all(&mut f, b"\n")?;
-            self.size += 1;
-            crate::report::log(
-                &self.cfg.path.display().to_string(),
-                "the file ended in a line cut short (a crash or a failed write): a newline was \
-                 added so that the lines after it are whole",
-            );
-        }
+        // Only looked at here; the newline is written with the next lines, so that a full disk
+        // delays it (a retry) rather than stopping the agent's start.
+        self.cut_line = self.size > 0 && self.ends_in_newline(&meta) == Some(false);
         self.opened = meta
             .created()
             .or_else(|_| meta.modified())
@@ -198,14 +194,21 @@ impl FileSink {
         Ok(())
     }
 
-    /// Whether the file's last byte, at `self.size`, ends a line.
-    fn ends_in_newline(&self) -> std::io::Result<bool> {
-        use std::os::unix::fs::FileExt;
+    /// Whether the last byte of the file opened with `meta` ends a line; `None` where that
+    /// cannot be read (the name no longer that file, or a failing disk): the file is then left
+    /// as it is.
+    fn ends_in_newline(&self, meta: &std::fs::Metadata) -> Option<bool> {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let reader = self.dir.open_read(&self.name).ok()?;
+        let same = reader.metadata().ok()?;
+        if (same.dev(), same.ino()) != (meta.dev(), meta.ino()) || same.len() != meta.len() {
+            return None;
+        }
         let mut last = [0u8];
-        self.dir
-            .open_read(&self.name)?
-            .read_exact_at(&mut last, self.size - 1)?;
-        Ok(last[0] == b'\n')
+        reader
+            .read_exact_at(&mut last, meta.len().checked_sub(1)?)
+            .ok()?;
+        Some(last[0] == b'\n')
     }
 
     fn aged(&self) -> bool {
@@ -314,6 +317,15 @@ impl FileSink {
             let Some(file) = self.file.as_mut() else {
                 return Err((done, std::io::ErrorKind::NotConnected.into()));
             };
+            if self.cut_line {
+                std::io::Write::write_all(file, b"\n").map_err(|e| (done, e))?;
+                self.cut_line = false;
+                crate::report::log(
+                    &self.cfg.path.display().to_string(),
+                    "the file ended in a line cut short (a crash or a failed write): a newline \
+                     was added so that the lines after it are whole",
+                );
+            }
             // Where the lines begin, read from the file itself: it may have been cut from
             // outside (`copytruncate`, `: >`) since it was opened.
             let start = file.metadata().map_err(|e| (done, e))?.len();

@@ -226,6 +226,27 @@ fn a_disk_that_fills_partway_through_a_batch_leaves_no_line_twice_or_cut() {
     assert_eq!(sink.deliver(&batch), Delivery::Delivered);
     drop(sink);
     assert_eq!(numbers_in(&[path]), (2_000..2_100).collect::<Vec<_>>());
+    // A file ending in a line cut short, on a disk still full: the agent starts, the newline
+    // waits for the disk, and then the lines after the cut one are whole.
+    let cut = dir.join("cut.jsonl");
+    std::fs::write(&cut, b"{\"n\":0}\n{\"n\":1,\"pa").unwrap();
+    std::fs::set_permissions(&cut, std::fs::Permissions::from_mode(0o600)).unwrap();
+    limit(std::fs::metadata(&cut).unwrap().len());
+    let mut sink = FileSink::new(FileConfig::at(cut.clone())).expect("starts on a full disk");
+    let batch = numbered(2..4);
+    assert!(matches!(sink.deliver(&batch), Delivery::Retry(_)));
+    limit(hard.rlim_max);
+    assert_eq!(sink.deliver(&batch), Delivery::Delivered);
+    drop(sink);
+    let text = std::fs::read_to_string(&cut).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "{{\"n\":0}}\n{{\"n\":1,\"pa\n{}\n{}\n",
+            std::str::from_utf8(&batch[0].json).unwrap(),
+            std::str::from_utf8(&batch[1].json).unwrap()
+        )
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
