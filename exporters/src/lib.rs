@@ -208,6 +208,25 @@ impl Exporters {
         }
     }
 
+    /// The records every sink that queues in memory has room for now
+    /// ([`SinkHandle::room_now`]); `usize::MAX` when none does.
+    pub fn room_now(&self) -> usize {
+        self.entries
+            .iter()
+            .filter_map(|e| e.handle.room_now())
+            .min()
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Waits until every sink that queues in memory has room for `n` more
+    /// ([`SinkHandle::room`]). The agent's loop awaits it, bounded in time and by the ring
+    /// buffer's fill, before reading a burst its outputs could not queue.
+    pub async fn room(&self, n: usize) {
+        for e in &self.entries {
+            e.handle.room(n).await;
+        }
+    }
+
     /// Whether any sink gets the Sigma alerts.
     pub fn takes_alerts(&self) -> bool {
         self.entries.iter().any(|e| e.alerts)

@@ -152,6 +152,27 @@ impl SinkHandle {
         self.spill(r)
     }
 
+    /// The records the queue has room for now; `None` for a sink whose records go to the
+    /// spool whatever the room (it spills, and keeps their order), or whose output is closed.
+    pub fn room_now(&self) -> Option<usize> {
+        let s = &self.shared;
+        (!s.spilling.load(Ordering::Acquire) && !s.closed.load(Ordering::Acquire))
+            .then(|| self.tx.capacity())
+    }
+
+    /// Waits until the queue has room for `n` more records (as many as it holds, if fewer),
+    /// when it is short of that ([`SinkHandle::room_now`]): a caller that gives the worker its
+    /// turn first keeps a burst in memory instead of writing it to the spool and reading it
+    /// back.
+    pub async fn room(&self, n: usize) {
+        let n = n.min(self.tx.max_capacity());
+        if self.room_now().is_none_or(|room| room >= n) {
+            return;
+        }
+        // The permits are only counted, never used: dropped, they go back to the queue.
+        drop(self.tx.reserve_many(n).await);
+    }
+
     fn spill(&mut self, r: Record) {
         let s = &*self.shared;
         match s.spool.append(std::slice::from_ref(&r)) {

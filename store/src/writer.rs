@@ -349,6 +349,16 @@ impl EventStore {
         }
     }
 
+    /// Whether the writer has at most half of what its queue may hold still to write: a loop
+    /// that can wait (its ring buffer has room) reads no further burst before it does, so that
+    /// a burst is kept whole instead of shed.
+    pub fn has_room(&self) -> bool {
+        let c = &self.counters;
+        let queued = c.queued.load(Ordering::Relaxed) + self.pending.events;
+        let bytes = c.held_bytes.load(Ordering::Relaxed) + self.pending.held() as u64;
+        queued < self.max_queued / 2 && bytes < MAX_QUEUE_BYTES / 2
+    }
+
     /// Hands the batch being filled to the writer, unless the writer has not taken the last
     /// one yet (the batch then grows until it is full). The agent calls it on its timer, so
     /// that a quiet node's events reach the database soon (the writer writes a quiet loop's

@@ -9,7 +9,10 @@ mod hec;
 #[allow(dead_code)]
 mod http;
 
-use std::os::unix::fs::PermissionsExt;
+use std::{
+    os::unix::fs::PermissionsExt,
+    time::{Duration, Instant},
+};
 
 use vigil_tests::{require_root, Agent, TempDir};
 
@@ -147,4 +150,62 @@ fn an_agent_given_a_state_directory_keeps_its_spools_there() {
         "the export file's spool is in {}: {spools:?}",
         state.display()
     );
+}
+
+/// A burst larger than the export file's queue (10,000 records), read while the ring buffer
+/// has room, is written without its disk spool: the loop reads no more than the file and the
+/// store can queue, and gives them their turn, instead of spilling the rest to the spool and
+/// reading it back. Nothing is lost and nothing is shed.
+#[test]
+fn a_burst_the_outputs_cannot_queue_waits_in_the_ring_buffer_not_the_spool() {
+    require_root();
+    let agent = Agent::start(&["--ringbuf-size", "256"]);
+    let pid = agent.pid() as i32;
+    // SAFETY: signals to the agent this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // 16,000 execs, 32,000 events (an exec and an exit each), three queues' worth; the old
+    // loop spilled half of such a burst.
+    let storm: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for _ in 0..4000 {
+                    std::process::Command::new("/bin/true").status().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in storm {
+        t.join().unwrap();
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    // The file rotates at 100 MiB, a burst this size included: its delivered count says what
+    // was written. The agent is stopped only once it is all written, as its final drain would
+    // read without giving the outputs their turn.
+    let address = agent.metrics_address();
+    let delivered = || {
+        let text = vigil_tests::http_get(&address, "/metrics").1;
+        vigil_tests::metric(
+            &text,
+            "vigil_exporter_delivered_total{sink=\"export-file\"}",
+        )
+        .unwrap_or(0.0) as u64
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut last, mut since) = (delivered(), Instant::now());
+    while last < 32_000 || since.elapsed() < Duration::from_secs(1) {
+        assert!(Instant::now() < deadline, "{last} events delivered");
+        std::thread::sleep(Duration::from_millis(200));
+        let now = delivered();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    let run = agent.stop();
+    let file = &run.stats["exporters"]["export-file"];
+    assert_eq!(file["spooled"], 0, "spooled: {file}");
+    assert_eq!(file["dropped"], 0, "{file}");
+    assert_eq!(run.stats["ringbuf_drops"]["total"], 0, "{}", run.stats);
+    let store = &run.stats["store"];
+    assert_eq!(store["shed"], 0, "the store shed: {store}");
 }

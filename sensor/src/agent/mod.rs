@@ -7,6 +7,7 @@
 
 use std::{
     num::NonZeroUsize,
+    os::fd::AsFd,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -27,6 +28,7 @@ mod api_side;
 mod cluster;
 mod metrics_side;
 mod pinned;
+mod ring_fill;
 mod sinks;
 mod stats;
 mod store;
@@ -522,6 +524,14 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     // (which owns the ring buffer) is dropped.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {}", e))?;
+    // Without the fill (a kernel that refuses the mapping), every turn reads a whole budget.
+    let fill = match ring_fill::RingFill::new(ring.get_ref().as_fd(), ring_bytes) {
+        Ok(fill) => Some(fill),
+        Err(e) => {
+            log(format!("cannot read the ring buffer's fill ({e}): its turns are not fitted to the outputs' room"));
+            None
+        }
+    };
     // The kernel wakes us only when records pile up (see VIGIL_WAKEUP_BYTES), so a quiet
     // stream is read on this timer; housekeeping runs on every HOUSEKEEPING_EVERY-th tick.
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
@@ -565,7 +575,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let more = drain(guard.get_inner_mut(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
+                let budget = ring_fill::turn_budget(fill.as_ref(), &sinks).await;
+                let more = drain(guard.get_inner_mut(), budget, &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
                 if more {
                     // Still ready: the loop comes back, after the signals, the housekeeping
                     // and the sinks' tasks had their turn.
@@ -576,7 +587,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 }
             }
             _ = tick.tick() => {
-                let more = drain(ring.get_mut(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
+                let budget = ring_fill::turn_budget(fill.as_ref(), &sinks).await;
+                let more = drain(ring.get_mut(), budget, &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
                 if more {
                     // The sinks take what this turn queued before the housekeeping's turn.
                     tokio::task::yield_now().await;
@@ -665,6 +677,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let deadline = Instant::now() + FINAL_DRAIN;
     while drain(
         ring.get_mut(),
+        DRAIN_BUDGET,
         &mut enricher,
         &mut sinks,
         &mut stats,
@@ -750,20 +763,20 @@ fn keep_freed_memory() {
     }
 }
 
-/// Records read per turn of the agent's loop: a local user who floods the kernel with events
-/// cannot keep the agent's only thread from its signals, its policy reloads and its sinks. A
-/// turn's events fit in a sink's default queue (10,000), so a burst waits there for the sink's
-/// next turn instead of spilling to its disk spool.
+/// The most records read per turn of the agent's loop: a local user who floods the kernel with
+/// events cannot keep the agent's only thread from its signals, its policy reloads and its
+/// sinks. A turn reads fewer where its outputs have less room (`ring_fill::turn_budget`).
 const DRAIN_BUDGET: usize = 8 * 1024;
 /// The longest one turn of the loop reads records, whatever their number.
 const DRAIN_TIME: Duration = Duration::from_millis(100);
 /// The longest the agent reads the ring buffer once told to stop.
 const FINAL_DRAIN: Duration = Duration::from_secs(2);
 
-/// Reads the records available now, at most [`DRAIN_BUDGET`]; says whether it stopped at the
-/// budget (more may be waiting).
+/// Reads the records available now, at most `budget`; says whether it stopped at the budget
+/// (more may be waiting).
 fn drain(
     ring: &mut RingBuf<MapData>,
+    budget: usize,
     enricher: &mut EventEnricher,
     sinks: &mut Sinks,
     stats: &mut AgentStats,
@@ -773,7 +786,7 @@ fn drain(
     // Where the last stage ended: each stage's time is the clock read at its end less this,
     // one read per stage, and the turn's length is read off it too.
     let mut mark = now;
-    for _ in 0..DRAIN_BUDGET {
+    for _ in 0..budget {
         // Records that cost more than they should (a hostile command line before the Sigma
         // rules) end the turn early rather than hold the loop.
         if mark - now >= DRAIN_TIME {

@@ -1,0 +1,144 @@
+//! How many records the loop reads in its next turn. The ring buffer is the agent's first
+//! buffer and the sinks' disk spools its second: a turn that queues more events than an
+//! output has room for sends the rest to that output's spool, and every record behind them
+//! too (to keep their order) until the spool is read back, so a burst the output would have
+//! taken a moment later is written to disk and read again. Where the ring buffer has room, the
+//! loop reads no more than its outputs can queue, and gives them their turn when they can take
+//! almost nothing; once the ring buffer is a quarter full it reads whatever it can, as it must
+//! not let the kernel drop records for an output's sake.
+//!
+//! The fill is read where the kernel and the reader keep it: the ring buffer's first page
+//! holds the consumer's position (the agent's, advanced as records are read) and its second
+//! the producer's (the kernel's), both byte counts that only grow.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, BorrowedFd},
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use vigil_exporters::Exporters;
+
+use super::{sinks::Sinks, DRAIN_BUDGET};
+
+/// The fewest records a turn reads: below it, the loop waits for its outputs first.
+const MIN_TURN: usize = 1024;
+/// The longest the loop waits for its outputs' room before a turn; the ring buffer's fill is
+/// read again at every step.
+const GIVE_WAY: Duration = Duration::from_millis(50);
+const GIVE_WAY_STEP: Duration = Duration::from_millis(1);
+
+/// The ring buffer's two position pages, mapped read-only beside the reader's own mapping.
+pub(super) struct RingFill {
+    consumer: NonNull<libc::c_void>,
+    producer: NonNull<libc::c_void>,
+    page: usize,
+    size: u64,
+}
+
+impl RingFill {
+    /// Maps the position pages of the ring buffer `fd`, of `size` data bytes.
+    pub(super) fn new(fd: BorrowedFd<'_>, size: u32) -> io::Result<RingFill> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .map_err(|_| io::Error::other("no page size"))?;
+        let map = |offset: usize| -> io::Result<NonNull<libc::c_void>> {
+            // SAFETY: a new read-only shared mapping of one page of the map's fd; the kernel
+            // checks the offset against the ring buffer's pages, and nothing else is mapped
+            // over.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    page,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    fd.as_raw_fd(),
+                    offset as libc::off_t,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            NonNull::new(p).ok_or_else(|| io::Error::other("mmap returned null"))
+        };
+        let consumer = map(0)?;
+        let producer = match map(page) {
+            Ok(p) => p,
+            Err(e) => {
+                // SAFETY: mapped just above, one page, not used after.
+                unsafe { libc::munmap(consumer.as_ptr(), page) };
+                return Err(e);
+            }
+        };
+        Ok(RingFill {
+            consumer,
+            producer,
+            page,
+            size: size.into(),
+        })
+    }
+
+    fn position(page: NonNull<libc::c_void>) -> u64 {
+        // SAFETY: each page starts with its position, a u64 the kernel and the reader update
+        // atomically; the page is page-aligned and mapped while `self` lives.
+        unsafe { (*page.as_ptr().cast::<AtomicU64>()).load(Ordering::Acquire) }
+    }
+
+    /// The bytes written and not yet read.
+    pub(super) fn used(&self) -> u64 {
+        // Read the consumer first: it only grows, so the difference never comes out above
+        // what is really waiting.
+        let consumer = Self::position(self.consumer);
+        Self::position(self.producer).saturating_sub(consumer)
+    }
+
+    /// Whether the ring buffer is a quarter full or more.
+    fn filling(&self) -> bool {
+        self.used() >= self.size / 4
+    }
+}
+
+impl Drop for RingFill {
+    fn drop(&mut self) {
+        // SAFETY: both pages were mapped in `new`, one page each, and are not used after.
+        unsafe {
+            libc::munmap(self.consumer.as_ptr(), self.page);
+            libc::munmap(self.producer.as_ptr(), self.page);
+        }
+    }
+}
+
+/// The records the next turn may read: as many as every output can queue (at least
+/// [`MIN_TURN`], at most [`DRAIN_BUDGET`]), after giving the outputs and the store's writer
+/// their turn, for up to [`GIVE_WAY`], when the outputs can queue fewer or the store's writer
+/// is half its queue behind; a whole budget when the ring buffer is a quarter full, or its
+/// fill cannot be read.
+pub(super) async fn turn_budget(fill: Option<&RingFill>, sinks: &Sinks) -> usize {
+    let Some(fill) = fill else {
+        return DRAIN_BUDGET;
+    };
+    let until = Instant::now() + GIVE_WAY;
+    loop {
+        if fill.filling() {
+            return DRAIN_BUDGET;
+        }
+        let room = sinks
+            .exporters
+            .as_ref()
+            .map_or(usize::MAX, Exporters::room_now);
+        let store = sinks.store.has_room();
+        if (room >= MIN_TURN && store) || Instant::now() >= until {
+            return room.clamp(MIN_TURN, DRAIN_BUDGET);
+        }
+        match &sinks.exporters {
+            // The writer is a thread of its own, not a task: its queue is looked at again a
+            // step later.
+            Some(exporters) if room < MIN_TURN => {
+                let _ = tokio::time::timeout(GIVE_WAY_STEP, exporters.room(MIN_TURN)).await;
+            }
+            _ => tokio::time::sleep(GIVE_WAY_STEP).await,
+        }
+    }
+}
