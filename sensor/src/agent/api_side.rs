@@ -33,6 +33,8 @@ pub(super) struct Loop<'a> {
     pub cache: &'a ProcessCache,
     pub since: Instant,
     pub ring_bytes: u32,
+    /// The bytes written into the ring buffer and not read yet, when they can be read.
+    pub ring_used: Option<u64>,
     /// Reports a `rateLimit` held back so far.
     pub rate_limited: u64,
     /// Whether the agent holds the kernel's BPF statistics on.
@@ -193,6 +195,7 @@ impl Loop<'_> {
             sensors,
             ring_buffer: Some(v1::RingBuffer {
                 size_bytes: self.ring_bytes.into(),
+                used_bytes: self.ring_used,
                 dropped_exec: drops.exec,
                 dropped_fork: drops.fork,
                 dropped_exit: drops.exit,

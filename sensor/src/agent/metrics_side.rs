@@ -107,6 +107,7 @@ impl Loop<'_> {
             decode_errors: self.stats.decode_errors,
             drops,
             ring_bytes: self.ring_bytes.into(),
+            ring_used: self.ring_used,
             hooks_not_run: self.sensor.runner_misses(),
             rate_limited: self.rate_limited,
             cache_size: self.cache.len() as u64,

@@ -565,6 +565,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 cache: &enricher.cache,
                 since,
                 ring_bytes,
+                ring_used: fill.as_ref().map(ring_fill::RingFill::used),
                 rate_limited: enricher.rate_limit.held_back,
                 bpf_stats: bpf_stats.is_some(),
             }

@@ -29,6 +29,8 @@ const MIN_TURN: usize = 1024;
 /// read again at every step.
 const GIVE_WAY: Duration = Duration::from_millis(50);
 const GIVE_WAY_STEP: Duration = Duration::from_millis(1);
+/// The fill below which the loop reads without waiting for the store's writer.
+const STORE_WAITS_FOR: u64 = 256 << 10;
 
 /// The ring buffer's two position pages, mapped read-only beside the reader's own mapping.
 pub(super) struct RingFill {
@@ -128,7 +130,9 @@ pub(super) async fn turn_budget(fill: Option<&RingFill>, sinks: &Sinks) -> usize
             .exporters
             .as_ref()
             .map_or(usize::MAX, Exporters::room_now);
-        let store = sinks.store.has_room();
+        // A few records are read whatever the store's queue: they cannot make it shed, and
+        // a store held up for long (a slow disk) must not hold a quiet node's events.
+        let store = sinks.store.has_room() || fill.used() < STORE_WAITS_FOR;
         if (room >= MIN_TURN && store) || Instant::now() >= until {
             return room.clamp(MIN_TURN, DRAIN_BUDGET);
         }

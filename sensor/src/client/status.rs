@@ -24,6 +24,7 @@ pub async fn status(server: ServerArgs, output: Listing) -> Exit {
             "sensors": h.sensors.iter().map(|s| json!({"name": s.name, "state": s.state})).collect::<Vec<_>>(),
             "ring_buffer": {
                 "size_bytes": ring.size_bytes,
+                "used_bytes": ring.used_bytes,
                 "dropped": {"exec": ring.dropped_exec, "fork": ring.dropped_fork, "exit": ring.dropped_exit, "total": ring.dropped_total},
             },
             "records": h.records,
@@ -54,8 +55,12 @@ pub async fn status(server: ServerArgs, output: Listing) -> Exit {
     for s in &h.sensors {
         text.push_str(&format!("sensor    {}: {}\n", s.name, s.state));
     }
+    let waiting = ring
+        .used_bytes
+        .map(|u| format!(" ({} KiB waiting)", u.div_ceil(1024)))
+        .unwrap_or_default();
     text.push_str(&format!(
-        "ring      {} MiB, {} records dropped (exec {}, fork {}, exit {})\n",
+        "ring      {} MiB{waiting}, {} records dropped (exec {}, fork {}, exit {})\n",
         ring.size_bytes >> 20,
         ring.dropped_total,
         ring.dropped_exec,

@@ -79,6 +79,8 @@ pub struct MetricsView {
     pub drops: Vec<(Labels, u64)>,
     /// The ring buffer's size.
     pub ring_bytes: u64,
+    /// Its bytes written and not yet read, when the agent can read its positions.
+    pub ring_used: Option<u64>,
     /// Calls whose hooks did not run because a runner was missing.
     pub hooks_not_run: u64,
     /// Reports a `rateLimit` held back.
@@ -185,6 +187,14 @@ pub fn render(v: &MetricsView) -> String {
         "The ring buffer's size",
         v.ring_bytes,
     );
+    if let Some(used) = v.ring_used {
+        gauge(
+            &mut r,
+            "vigil_ringbuf_used_bytes",
+            "Bytes the kernel wrote into the ring buffer that the agent has not read yet",
+            used,
+        );
+    }
     counter(
         &mut r,
         "vigil_decode_errors",
@@ -384,6 +394,7 @@ mod tests {
     fn counters_are_named_by_convention_and_labelled() {
         let v = MetricsView {
             records: 7,
+            ring_used: Some(4096),
             events: vec![("process_exec", 3), ("process_exit", 2)],
             sinks: vec![(
                 "splunk".into(),
@@ -399,6 +410,7 @@ mod tests {
         let text = render(&v);
         for line in [
             "vigil_ringbuf_records_total 7",
+            "vigil_ringbuf_used_bytes 4096",
             "vigil_events_total{type=\"process_exec\"} 3",
             "vigil_events_total{type=\"process_exit\"} 2",
             "vigil_exporter_delivered_total{sink=\"splunk\"} 5",
