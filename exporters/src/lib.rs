@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use config::{ExportersConfig, SinkKind};
 use filter::ExportFilter;
+pub use pipeline::Room;
 use pipeline::{SinkHandle, SinkWorker, StopHandle, StopSignal};
 use record::Record;
 use redact::Redactor;
@@ -208,14 +209,16 @@ impl Exporters {
         }
     }
 
-    /// The records every sink that queues in memory has room for now
-    /// ([`SinkHandle::room_now`]); `usize::MAX` when none does.
-    pub fn room_now(&self) -> usize {
+    /// The least room of the sinks that queue in memory now ([`SinkHandle::room_now`]): the
+    /// fewest records one can take, and the smallest queue; `None` when no sink does.
+    pub fn room_now(&self) -> Option<Room> {
         self.entries
             .iter()
             .filter_map(|e| e.handle.room_now())
-            .min()
-            .unwrap_or(usize::MAX)
+            .reduce(|a, b| Room {
+                free: a.free.min(b.free),
+                size: a.size.min(b.size),
+            })
     }
 
     /// Waits until every sink that queues in memory has room for `n` more

@@ -91,6 +91,13 @@ struct Shared {
     stats: SinkStats,
 }
 
+/// A queue's room: the records it can take now, and the most it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Room {
+    pub free: usize,
+    pub size: usize,
+}
+
 /// The producing half of a sink's pipeline: never blocks the agent, never fails it.
 pub struct SinkHandle {
     shared: Arc<Shared>,
@@ -152,12 +159,15 @@ impl SinkHandle {
         self.spill(r)
     }
 
-    /// The records the queue has room for now; `None` for a sink whose records go to the
-    /// spool whatever the room (it spills, and keeps their order), or whose output is closed.
-    pub fn room_now(&self) -> Option<usize> {
+    /// The records the queue has room for now, and the most it holds; `None` for a sink whose
+    /// records go to the spool whatever the room (it spills, and keeps their order), or whose
+    /// output is closed.
+    pub fn room_now(&self) -> Option<Room> {
         let s = &self.shared;
-        (!s.spilling.load(Ordering::Acquire) && !s.closed.load(Ordering::Acquire))
-            .then(|| self.tx.capacity())
+        (!s.spilling.load(Ordering::Acquire) && !s.closed.load(Ordering::Acquire)).then(|| Room {
+            free: self.tx.capacity(),
+            size: self.tx.max_capacity(),
+        })
     }
 
     /// Waits until the queue has room for `n` more records (as many as it holds, if fewer),
@@ -166,7 +176,7 @@ impl SinkHandle {
     /// back.
     pub async fn room(&self, n: usize) {
         let n = n.min(self.tx.max_capacity());
-        if self.room_now().is_none_or(|room| room >= n) {
+        if self.room_now().is_none_or(|room| room.free >= n) {
             return;
         }
         // The permits are only counted, never used: dropped, they go back to the queue.

@@ -352,7 +352,9 @@ impl EventStore {
     /// Whether the writer has at most half of what its queue may hold still to write: a loop
     /// that can wait (its ring buffer has room) reads no further burst before it does, so that
     /// a burst is kept whole instead of shed.
-    pub fn has_room(&self) -> bool {
+    pub fn has_room(&mut self) -> bool {
+        // The bytes of the batches the writer is done with leave the bound only when taken back.
+        self.take_back();
         let c = &self.counters;
         let queued = c.queued.load(Ordering::Relaxed) + self.pending.events;
         let bytes = c.held_bytes.load(Ordering::Relaxed) + self.pending.held() as u64;

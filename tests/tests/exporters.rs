@@ -160,47 +160,80 @@ fn an_agent_given_a_state_directory_keeps_its_spools_there() {
 fn a_burst_the_outputs_cannot_queue_waits_in_the_ring_buffer_not_the_spool() {
     require_root();
     let agent = Agent::start(&["--ringbuf-size", "256"]);
+    let address = agent.metrics_address();
+    let scrape = || vigil_tests::http_get(&address, "/metrics").1;
+    // The export file rotates at 100 MiB, a burst this size included: its delivered count
+    // says what was written.
+    let delivered = || {
+        vigil_tests::metric(
+            &scrape(),
+            "vigil_exporter_delivered_total{sink=\"export-file\"}",
+        )
+        .expect("the export file's delivered count") as u64
+    };
+    // Until the count has reached `at_least` and stayed for a second.
+    let settle = |at_least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut last, mut since) = (delivered(), Instant::now());
+        while last < at_least || since.elapsed() < Duration::from_secs(1) {
+            assert!(Instant::now() < deadline, "{last} events delivered");
+            std::thread::sleep(Duration::from_millis(200));
+            let now = delivered();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+        }
+        last
+    };
+    let execs = |n: usize| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    for _ in 0..n / 4 {
+                        std::process::Command::new("/bin/true").status().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    };
+    // The store trains its compression dictionary once, on its first few thousand events:
+    // done before the burst, as on any node that has run for a minute.
+    execs(3000);
+    let before = settle(6000);
     let pid = agent.pid() as i32;
     // SAFETY: signals to the agent this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
     // 16,000 execs, 32,000 events (an exec and an exit each), three queues' worth; the old
     // loop spilled half of such a burst.
-    let storm: Vec<_> = (0..4)
-        .map(|_| {
-            std::thread::spawn(|| {
-                for _ in 0..4000 {
-                    std::process::Command::new("/bin/true").status().unwrap();
-                }
-            })
+    execs(16_000);
+    // While the burst is read, the ring buffer's fill is seen waiting, in whole records: the
+    // first scrape is asked before the agent goes on, and answered at its loop's first tick.
+    let scraper = {
+        let address = address.clone();
+        std::thread::spawn(move || {
+            (0..5)
+                .filter_map(|_| {
+                    let text = vigil_tests::http_get(&address, "/metrics").1;
+                    vigil_tests::metric(&text, "vigil_ringbuf_used_bytes")
+                })
+                .collect::<Vec<f64>>()
         })
-        .collect();
-    for t in storm {
-        t.join().unwrap();
-    }
+    };
+    std::thread::sleep(Duration::from_millis(200));
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
-    // The file rotates at 100 MiB, a burst this size included: its delivered count says what
-    // was written. The agent is stopped only once it is all written, as its final drain would
-    // read without giving the outputs their turn.
-    let address = agent.metrics_address();
-    let delivered = || {
-        let text = vigil_tests::http_get(&address, "/metrics").1;
-        vigil_tests::metric(
-            &text,
-            "vigil_exporter_delivered_total{sink=\"export-file\"}",
-        )
-        .unwrap_or(0.0) as u64
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut last, mut since) = (delivered(), Instant::now());
-    while last < 32_000 || since.elapsed() < Duration::from_secs(1) {
-        assert!(Instant::now() < deadline, "{last} events delivered");
-        std::thread::sleep(Duration::from_millis(200));
-        let now = delivered();
-        if now != last {
-            (last, since) = (now, Instant::now());
-        }
-    }
+    let waiting = scraper.join().unwrap();
+    let size = vigil_tests::metric(&scrape(), "vigil_ringbuf_size_bytes").expect("the size");
+    assert!(
+        waiting.iter().any(|w| *w > 0.0) && waiting.iter().all(|w| *w <= size && w % 8.0 == 0.0),
+        "bytes waiting while the burst was read: {waiting:?} of {size}"
+    );
+    // Stopped only once it is all written: the final drain reads without giving the outputs
+    // their turn.
+    settle(before + 32_000);
     let run = agent.stop();
     let file = &run.stats["exporters"]["export-file"];
     assert_eq!(file["spooled"], 0, "spooled: {file}");

@@ -576,7 +576,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let budget = ring_fill::turn_budget(fill.as_ref(), &sinks).await;
+                let budget = ring_fill::turn_budget(fill.as_ref(), &mut sinks).await;
                 let more = drain(guard.get_inner_mut(), budget, &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
                 if more {
                     // Still ready: the loop comes back, after the signals, the housekeeping
@@ -588,7 +588,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 }
             }
             _ = tick.tick() => {
-                let budget = ring_fill::turn_budget(fill.as_ref(), &sinks).await;
+                let budget = ring_fill::turn_budget(fill.as_ref(), &mut sinks).await;
                 let more = drain(ring.get_mut(), budget, &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
                 if more {
                     // The sinks take what this turn queued before the housekeeping's turn.

@@ -15,11 +15,11 @@ use std::{
     io,
     os::fd::{AsRawFd, BorrowedFd},
     ptr::NonNull,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
-use vigil_exporters::Exporters;
+use vigil_exporters::{Exporters, Room};
 
 use super::{sinks::Sinks, DRAIN_BUDGET};
 
@@ -83,22 +83,17 @@ impl RingFill {
     }
 
     fn position(page: NonNull<libc::c_void>) -> u64 {
-        // SAFETY: each page starts with its position, a u64 the kernel and the reader update
-        // atomically; the page is page-aligned and mapped while `self` lives.
-        unsafe { (*page.as_ptr().cast::<AtomicU64>()).load(Ordering::Acquire) }
+        // SAFETY: each page starts with its position, an unsigned long the kernel and the
+        // reader update atomically; the page is page-aligned and mapped while `self` lives.
+        unsafe { (*page.as_ptr().cast::<AtomicUsize>()).load(Ordering::Acquire) as u64 }
     }
 
     /// The bytes written and not yet read.
     pub(super) fn used(&self) -> u64 {
-        // Read the consumer first: it only grows, so the difference never comes out above
-        // what is really waiting.
+        // Only this thread moves the consumer's position, so it cannot move between the two
+        // reads; the producer's may, which only makes the figure newer.
         let consumer = Self::position(self.consumer);
         Self::position(self.producer).saturating_sub(consumer)
-    }
-
-    /// Whether the ring buffer is a quarter full or more.
-    fn filling(&self) -> bool {
-        self.used() >= self.size / 4
     }
 }
 
@@ -112,37 +107,53 @@ impl Drop for RingFill {
     }
 }
 
-/// The records the next turn may read: as many as every output can queue (at least
-/// [`MIN_TURN`], at most [`DRAIN_BUDGET`]), after giving the outputs and the store's writer
-/// their turn, for up to [`GIVE_WAY`], when the outputs can queue fewer or the store's writer
-/// is half its queue behind; a whole budget when the ring buffer is a quarter full, or its
-/// fill cannot be read.
-pub(super) async fn turn_budget(fill: Option<&RingFill>, sinks: &Sinks) -> usize {
+/// The records the next turn may read: as many as every sink can queue (at least
+/// [`MIN_TURN`], or the smallest queue if that is smaller; at most [`DRAIN_BUDGET`]), after
+/// giving the sinks and the store's writer their turn, for up to [`GIVE_WAY`], when a sink can
+/// queue fewer or the store's writer is half its queue behind; the least when they still are.
+/// A whole budget when the ring buffer is a quarter full, when its fill cannot be read, and
+/// when it is empty (a tick with nothing to read waits for nobody).
+pub(super) async fn turn_budget(fill: Option<&RingFill>, sinks: &mut Sinks) -> usize {
     let Some(fill) = fill else {
         return DRAIN_BUDGET;
     };
     let until = Instant::now() + GIVE_WAY;
     loop {
-        if fill.filling() {
+        let used = fill.used();
+        if used == 0 || used >= fill.size / 4 {
             return DRAIN_BUDGET;
         }
         let room = sinks
             .exporters
             .as_ref()
-            .map_or(usize::MAX, Exporters::room_now);
+            .and_then(Exporters::room_now)
+            .unwrap_or(Room {
+                free: DRAIN_BUDGET,
+                size: DRAIN_BUDGET,
+            });
+        let least = MIN_TURN.min(room.size);
         // A few records are read whatever the store's queue: they cannot make it shed, and
         // a store held up for long (a slow disk) must not hold a quiet node's events.
-        let store = sinks.store.has_room() || fill.used() < STORE_WAITS_FOR;
-        if (room >= MIN_TURN && store) || Instant::now() >= until {
-            return room.clamp(MIN_TURN, DRAIN_BUDGET);
+        let store = used < STORE_WAITS_FOR || sinks.store.has_room();
+        if room.free >= least && store {
+            return room.free.clamp(least, DRAIN_BUDGET);
+        }
+        if Instant::now() >= until {
+            // Still behind: a short turn, and the next one gives way again, so that a burst
+            // waits in the ring buffer until it is a quarter full, while signals, ticks and
+            // answers have their turns in between.
+            return least;
         }
         match &sinks.exporters {
-            // The writer is a thread of its own, not a task: its queue is looked at again a
-            // step later.
-            Some(exporters) if room < MIN_TURN => {
-                let _ = tokio::time::timeout(GIVE_WAY_STEP, exporters.room(MIN_TURN)).await;
+            Some(exporters) if room.free < least => {
+                let _ = tokio::time::timeout(GIVE_WAY_STEP, exporters.room(least)).await;
             }
-            _ => tokio::time::sleep(GIVE_WAY_STEP).await,
+            // The store's writer is a thread of its own, not a task: its queue is looked at
+            // again a step later, the batch being filled handed to it if it has nothing.
+            _ => {
+                sinks.store.hand_off();
+                tokio::time::sleep(GIVE_WAY_STEP).await;
+            }
         }
     }
 }

@@ -92,8 +92,8 @@ impl StoreSlot {
 
     /// Whether the store can take a burst now ([`EventStore::has_room`]); a closed or absent
     /// store always can.
-    pub(super) fn has_room(&self) -> bool {
-        self.store.as_ref().is_none_or(EventStore::has_room)
+    pub(super) fn has_room(&mut self) -> bool {
+        self.store.as_mut().is_none_or(EventStore::has_room)
     }
 
     /// Commits what is queued and closes the store.

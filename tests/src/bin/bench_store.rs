@@ -711,7 +711,7 @@ fn storm(
                 .iter()
                 .find(|e| e.name == "export-file")
                 .and_then(|e| e.counters.get("delivered").copied())
-                .unwrap_or(h.events)
+                .expect("the export file's delivered count")
         };
         let first = published().await;
         if backlog {
