@@ -274,22 +274,30 @@ fn the_loader_reports_each_executable_file_mapped_with_its_build_id() {
     require_root();
     let policy = vigil_tests::tetragon_policies_dir().join("tracingpolicy_loader.yaml");
     let agent = vigil_tests::Agent::start(&["--policy", policy.to_str().unwrap()]);
-    // procps' kill, a dynamically linked program in the VM's image too.
-    let child = std::process::Command::new("/usr/bin/kill")
-        .arg("-l")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    assert!(child.wait_with_output().unwrap().status.success());
+    // procps' kill, a dynamically linked program in the VM's image too, run twice: the agent
+    // waits 20 ms for a file's build id and keeps a later answer for the next event about the
+    // file, and the first read of a file in the emulated VM can take longer than that.
+    let pids: Vec<u32> = (0..2)
+        .map(|_| {
+            let child = std::process::Command::new("/usr/bin/kill")
+                .arg("-l")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            assert!(child.wait_with_output().unwrap().status.success());
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            pid
+        })
+        .collect();
     let run = agent.stop();
     let loaded: Vec<&serde_json::Value> = run
         .events
         .iter()
         .filter_map(|e| e.get("process_loader"))
-        .filter(|e| e["process"]["pid"] == pid)
+        .filter(|e| e["process"]["pid"] == pids[1])
         .collect();
-    assert!(!loaded.is_empty(), "no process_loader for pid {pid}");
+    assert!(!loaded.is_empty(), "no process_loader for pid {}", pids[1]);
     let truth = std::fs::canonicalize("/usr/bin/kill").unwrap();
     let program = loaded
         .iter()
