@@ -675,16 +675,25 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let stopping = Instant::now();
     // What the kernel queued before the signal; a flood that goes on after it cannot hold the
     // agent past FINAL_DRAIN.
+    // Its turns are fitted to the outputs' room as the loop's were, the outputs taking each
+    // turn's events before the next: a stop in a burst does not spill it to the spools for the
+    // next run to deliver.
     let deadline = Instant::now() + FINAL_DRAIN;
-    while drain(
-        ring.get_mut(),
-        DRAIN_BUDGET,
-        &mut enricher,
-        &mut sinks,
-        &mut stats,
-        policies.as_ref().map(|p| p.table()),
-    ) && Instant::now() < deadline
-    {}
+    loop {
+        let budget = ring_fill::turn_budget(fill.as_ref(), &mut sinks).await;
+        let more = drain(
+            ring.get_mut(),
+            budget,
+            &mut enricher,
+            &mut sinks,
+            &mut stats,
+            policies.as_ref().map(|p| p.table()),
+        );
+        if !more || Instant::now() >= deadline {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     // What was lost since the last report, said before the stream ends; what is lost after
     // (nobody reads the ring buffer any more) is left for the next agent to say.
     let drops = DropStats::from_slots(sensor.drops());
