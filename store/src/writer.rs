@@ -330,9 +330,7 @@ impl EventStore {
         self.counters.offered.store(self.offered, Ordering::Relaxed);
         // Bounded in bytes as well as in events: events of long arguments and paths cannot
         // make the queue the agent's memory.
-        let c = &self.counters;
-        let queued = c.queued.load(Ordering::Relaxed) + self.pending.events;
-        let bytes = c.held_bytes.load(Ordering::Relaxed) + self.pending.held() as u64;
+        let (queued, bytes) = self.backlog();
         // An event's columns are a part of its JSON, so at most as long.
         let size = 2 * json.len() as u64 + 12;
         if queued >= self.max_queued
@@ -355,10 +353,18 @@ impl EventStore {
     pub fn has_room(&mut self) -> bool {
         // The bytes of the batches the writer is done with leave the bound only when taken back.
         self.take_back();
-        let c = &self.counters;
-        let queued = c.queued.load(Ordering::Relaxed) + self.pending.events;
-        let bytes = c.held_bytes.load(Ordering::Relaxed) + self.pending.held() as u64;
+        let (queued, bytes) = self.backlog();
         queued < self.max_queued / 2 && bytes < MAX_QUEUE_BYTES / 2
+    }
+
+    /// The events and bytes not yet written: queued for the writer, and in the batch being
+    /// filled.
+    fn backlog(&self) -> (u64, u64) {
+        let c = &self.counters;
+        (
+            c.queued.load(Ordering::Relaxed) + self.pending.events,
+            c.held_bytes.load(Ordering::Relaxed) + self.pending.held() as u64,
+        )
     }
 
     /// Hands the batch being filled to the writer, unless the writer has not taken the last

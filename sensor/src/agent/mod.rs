@@ -576,8 +576,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let budget = ring_fill::turn_budget(fill.as_ref(), &mut sinks).await;
-                let more = drain(guard.get_inner_mut(), budget, &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
+                let more = drain(guard.get_inner_mut(), fill.as_ref(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table())).await;
                 if more {
                     // Still ready: the loop comes back, after the signals, the housekeeping
                     // and the sinks' tasks had their turn.
@@ -588,8 +587,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 }
             }
             _ = tick.tick() => {
-                let budget = ring_fill::turn_budget(fill.as_ref(), &mut sinks).await;
-                let more = drain(ring.get_mut(), budget, &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()));
+                let more = drain(ring.get_mut(), fill.as_ref(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table())).await;
                 if more {
                     // The sinks take what this turn queued before the housekeeping's turn.
                     tokio::task::yield_now().await;
@@ -674,21 +672,19 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
 
     let stopping = Instant::now();
     // What the kernel queued before the signal; a flood that goes on after it cannot hold the
-    // agent past FINAL_DRAIN.
-    // Its turns are fitted to the outputs' room as the loop's were, the outputs taking each
-    // turn's events before the next: a stop in a burst does not spill it to the spools for the
-    // next run to deliver.
+    // agent past FINAL_DRAIN. The outputs take each turn's events before the next, as in the
+    // loop: a stop in a burst does not spill it to the spools for the next run to deliver.
     let deadline = Instant::now() + FINAL_DRAIN;
     loop {
-        let budget = ring_fill::turn_budget(fill.as_ref(), &mut sinks).await;
         let more = drain(
             ring.get_mut(),
-            budget,
+            fill.as_ref(),
             &mut enricher,
             &mut sinks,
             &mut stats,
             policies.as_ref().map(|p| p.table()),
-        );
+        )
+        .await;
         if !more || Instant::now() >= deadline {
             break;
         }
@@ -782,16 +778,18 @@ const DRAIN_TIME: Duration = Duration::from_millis(100);
 /// The longest the agent reads the ring buffer once told to stop.
 const FINAL_DRAIN: Duration = Duration::from_secs(2);
 
-/// Reads the records available now, at most `budget`; says whether it stopped at the budget
+/// Reads the records available now, as many as the outputs have room for
+/// (`ring_fill::turn_budget`, at most [`DRAIN_BUDGET`]); says whether it stopped at that budget
 /// (more may be waiting).
-fn drain(
+async fn drain(
     ring: &mut RingBuf<MapData>,
-    budget: usize,
+    fill: Option<&ring_fill::RingFill>,
     enricher: &mut EventEnricher,
     sinks: &mut Sinks,
     stats: &mut AgentStats,
     policies: Option<&PolicyTable>,
 ) -> bool {
+    let budget = ring_fill::turn_budget(fill, sinks).await;
     let now = Instant::now();
     // Where the last stage ended: each stage's time is the clock read at its end less this,
     // one read per stage, and the turn's length is read off it too.

@@ -680,8 +680,9 @@ fn child(mode: &str, arg: &str) -> f64 {
 
 /// Runs the child `mode` while reading the events the agent's export file has taken every
 /// 10 ms: the workload's own rate, and the pipeline's, its events over the time from the
-/// storm's start to the last one's delivery. An open storm makes events faster than the loop takes them: the
-/// pipeline's rate is then the loop's throughput, and it goes on after the workload ends.
+/// storm's start to the last one's delivery. An open storm makes events faster than the loop
+/// takes them: the pipeline's rate is then the loop's throughput, and it goes on after the
+/// workload ends.
 ///
 /// With `backlog`, the agent is stopped (`SIGSTOP`, every thread) while the workload runs, so
 /// that its events wait in the ring buffer; the pipeline's rate is then the rate it drains
