@@ -659,14 +659,24 @@ pub struct Process {
     /// children's references (Tetragon's internal bookkeeping, which no query uses).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub refcnt: u32,
-    /// Capability sets.
-    #[serde(default, serialize_with = "crate::encoded::capabilities")]
+    /// Capability sets: written only when the agent is asked to (`--enable-process-cred`, as
+    /// Tetragon's flag of the name), though always read from the kernel for selectors,
+    /// detection and `privileges_changed`.
+    #[serde(
+        default,
+        skip_serializing_if = "Capabilities::is_omitted",
+        serialize_with = "crate::encoded::capabilities"
+    )]
     pub cap: Capabilities,
-    /// Namespaces.
-    #[serde(default, serialize_with = "crate::encoded::namespaces")]
+    /// Namespaces: written only when asked to (`--enable-process-ns`).
+    #[serde(
+        default,
+        skip_serializing_if = "Namespaces::is_omitted",
+        serialize_with = "crate::encoded::namespaces"
+    )]
     pub ns: Namespaces,
-    /// Full credentials.
-    #[serde(default)]
+    /// Full credentials: written only when asked to (`--enable-process-cred`).
+    #[serde(default, skip_serializing_if = "Credentials::is_omitted")]
     pub process_credentials: Credentials,
     /// cgroup of the process in the tracked hierarchy (vigil's addition to Tetragon's shape).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -697,6 +707,15 @@ pub struct Capabilities {
     /// Inheritable.
     #[serde(default, skip_serializing_if = "CapSet::is_empty")]
     pub inheritable: CapSet,
+    /// Known but not to be written (see [`Process::cap`]).
+    #[serde(skip)]
+    pub omitted: bool,
+}
+
+impl Capabilities {
+    fn is_omitted(&self) -> bool {
+        self.omitted
+    }
 }
 
 /// One namespace.
@@ -736,6 +755,15 @@ pub struct Namespaces {
     pub cgroup: Namespace,
     #[serde(default)]
     pub user: Namespace,
+    /// Known but not to be written (see [`Process::ns`]).
+    #[serde(skip)]
+    pub omitted: bool,
+}
+
+impl Namespaces {
+    fn is_omitted(&self) -> bool {
+        self.omitted
+    }
 }
 
 fn is_zero_ns(ns: &Namespace) -> bool {
@@ -756,6 +784,15 @@ pub struct Credentials {
     pub sgid: u32,
     pub fsuid: u32,
     pub fsgid: u32,
+    /// Known but not to be written (see [`Process::process_credentials`]).
+    #[serde(skip)]
+    pub omitted: bool,
+}
+
+impl Credentials {
+    fn is_omitted(&self) -> bool {
+        self.omitted
+    }
 }
 
 /// The cgroup a process belongs to.

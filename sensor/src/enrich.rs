@@ -615,6 +615,7 @@ fn credentials_arg(c: &abi::CredValue) -> vigil_events::CredentialsArg {
             permitted: CapSet(c.cap_permitted),
             effective: CapSet(c.cap_effective),
             inheritable: CapSet(c.cap_inheritable),
+            omitted: false,
         },
         user_ns: UserNamespace {
             level: c.ns_level,
@@ -840,6 +841,7 @@ mod tests {
                 node: "n".into(),
                 clock: vigil_events::time::BootClock::new(0),
                 host_ns: [0; abi::NS_COUNT],
+                details: crate::identity::ProcessDetails::default(),
             },
             ProcessCache::new(
                 std::num::NonZeroUsize::new(8).unwrap(),

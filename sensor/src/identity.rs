@@ -43,6 +43,22 @@ pub struct Identity {
     pub clock: BootClock,
     /// pid 1's namespaces, to mark `is_host`.
     pub host_ns: [u32; abi::NS_COUNT],
+    /// Which of a process's optional objects events carry.
+    pub details: ProcessDetails,
+}
+
+/// A process's objects that events carry only when asked to, as Tetragon's
+/// `--enable-process-cred` and `--enable-process-ns`: `cap` and `process_credentials`, and
+/// `ns`. They are read from the kernel either way (selectors, Sigma's auditd records and
+/// `privileges_changed` use them); left out they make an exec event about a fifth of its size
+/// (a root process's 80 capability names, twice with its parent's, were over half of it), and
+/// every output and the store pay per byte.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessDetails {
+    /// `cap` and `process_credentials`.
+    pub credentials: bool,
+    /// `ns`.
+    pub namespaces: bool,
 }
 
 /// Namespace names under `/proc/<pid>/ns/`, in `abi::ns` index order.
@@ -83,11 +99,12 @@ pub fn host_namespaces() -> [u32; abi::NS_COUNT] {
 
 impl Identity {
     /// The identity of this node.
-    pub fn new(node: String, clock: BootClock) -> Self {
+    pub fn new(node: String, clock: BootClock, details: ProcessDetails) -> Self {
         Identity {
             node,
             clock,
             host_ns: host_namespaces(),
+            details,
         }
     }
 
@@ -141,6 +158,7 @@ impl Identity {
                 permitted: CapSet(raw.cap_permitted),
                 effective: CapSet(raw.cap_effective),
                 inheritable: CapSet(raw.cap_inheritable),
+                omitted: !self.details.credentials,
             },
             ns: Namespaces {
                 uts: ns(abi::ns::UTS),
@@ -153,6 +171,7 @@ impl Identity {
                 time_for_children: ns(abi::ns::TIME_FOR_CHILDREN),
                 cgroup: ns(abi::ns::CGROUP),
                 user: ns(abi::ns::USER),
+                omitted: !self.details.namespaces,
             },
             process_credentials: Credentials {
                 uid: raw.uid,
@@ -163,6 +182,7 @@ impl Identity {
                 sgid: raw.sgid,
                 fsuid: raw.fsuid,
                 fsgid: raw.fsgid,
+                omitted: !self.details.credentials,
             },
             docker: container_id(&strings.cgroup),
             // Named from the pod store after the process is built (`k8s::PodIdentity`).
@@ -255,6 +275,7 @@ mod tests {
             node: "n".into(),
             clock: BootClock::new(0),
             host_ns: [0; abi::NS_COUNT],
+            details: ProcessDetails::default(),
         };
         let cgroup = format!("/user.slice/user-1000.slice/{}", "é".repeat(64));
         let strings = ProcessStrings {
@@ -280,6 +301,7 @@ mod tests {
             node: "n".into(),
             clock: BootClock::new(0),
             host_ns: [0; abi::NS_COUNT],
+            details: ProcessDetails::default(),
         };
         let raw = abi::Process {
             pid: 5,

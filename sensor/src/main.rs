@@ -125,6 +125,17 @@ enum Command {
         /// Ancestors to list in each event above the parent (0: none).
         #[arg(long, default_value = "0")]
         ancestors: usize,
+        /// Write each process's capability sets (`cap`) and credentials
+        /// (`process_credentials`) in its events, as Tetragon's flag of the name. Off by
+        /// default, as Tetragon's: they are read from the kernel either way (for selectors,
+        /// detection and `privileges_changed`), and a root process's capability names are
+        /// over half of an exec event.
+        #[arg(long)]
+        enable_process_cred: bool,
+        /// Write each process's namespaces (`ns`) in its events, as Tetragon's flag of the
+        /// name. Off by default, as Tetragon's.
+        #[arg(long)]
+        enable_process_ns: bool,
         /// A TracingPolicy file to enforce (repeatable).
         #[arg(long = "policy")]
         policies: Vec<PathBuf>,
@@ -364,6 +375,8 @@ fn main() -> ExitCode {
             process_cache_size,
             exit_grace_secs,
             ancestors,
+            enable_process_cred,
+            enable_process_ns,
             ringbuf_size,
             policies,
             policy_dir,
@@ -407,6 +420,10 @@ fn main() -> ExitCode {
                 cache_capacity: process_cache_size,
                 exit_grace: Duration::from_secs(exit_grace_secs),
                 ancestors,
+                process_details: identity::ProcessDetails {
+                    credentials: enable_process_cred,
+                    namespaces: enable_process_ns,
+                },
                 ringbuf_bytes: ringbuf_size,
                 policies,
                 policy_dir,

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use vigil_policy_engine::{
     compile::RuleAction,
     evaluate_hooks::first_hook_match,
+    hook_rule::HookSelector,
     kernel::RunningKernel,
     plan::{describe_enforcement, describe_mechanism, Enforcement, HookPlan, KernelCaps},
     prepare, Kernel, KernelSymbols, Mode, Prepared,
@@ -316,6 +317,32 @@ pub fn test(policy_file: &Path, events: &Path, json: bool) -> Result<()> {
             calls += 1;
             args_text(body)
         };
+        // An agent writes a process's namespaces and capabilities only when asked to
+        // (`--enable-process-ns`, `--enable-process-cred`): a selector on what the recording
+        // left out cannot be replayed, and guessing "none" would give a wrong verdict.
+        let reads =
+            |uses: fn(&HookSelector) -> bool| hooks.iter().any(|h| h.selectors.iter().any(uses));
+        for (field, flag, read) in [
+            (
+                "ns",
+                "--enable-process-ns",
+                reads(|s| !s.namespaces.is_empty()),
+            ),
+            (
+                "cap",
+                "--enable-process-cred",
+                reads(|s| !s.caps.is_empty()),
+            ),
+        ] {
+            if read && body["process"].get(field).is_none() {
+                anyhow::bail!(
+                    "{}:{}: the event has no process.{field}, which the policy's selectors read; \
+                     record with an agent started with {flag}",
+                    events.display(),
+                    n + 1
+                );
+            }
+        }
         for hook in hooks {
             let Some(selector) = first_hook_match(hook, &hook_call(body)) else {
                 continue;

@@ -310,6 +310,7 @@ mod tests {
         let identity = crate::identity::Identity::new(
             "node".into(),
             vigil_events::time::BootClock::new(crate::system::boot_epoch_ns()),
+            crate::identity::ProcessDetails::default(),
         );
         let mut cache = crate::cache::ProcessCache::new(
             NonZeroUsize::new(16).unwrap(),

@@ -554,7 +554,12 @@ fn policy_test_agrees_with_the_kernel_on_hook_selectors() {
     };
     let mine = |e: &&Value| e["process"]["binary"] == me.to_str().unwrap();
 
-    let recorder = Agent::start(&["--policy", observe.to_str().unwrap()]);
+    // The enforcing policy selects on capabilities: the recording must carry them.
+    let recorder = Agent::start(&[
+        "--policy",
+        observe.to_str().unwrap(),
+        "--enable-process-cred",
+    ]);
     commands();
     let recorded = recorder.stop();
     let events = dir.path().join("events.jsonl");
@@ -587,6 +592,35 @@ fn policy_test_agrees_with_the_kernel_on_hook_selectors() {
             )
         })
         .collect();
+
+    // Recorded without them, the replay refuses rather than read "no capabilities".
+    let bare = dir.path().join("bare.jsonl");
+    let stripped: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v["process_kprobe"]["process"]
+                .as_object_mut()
+                .unwrap()
+                .remove("cap");
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&bare, stripped.join("\n")).unwrap();
+    let out = std::process::Command::new(vigil_tests::vigil_bin())
+        .args(["policy", "test", "--json", "--events"])
+        .arg(&bare)
+        .arg(&enforce)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{}:1:", bare.display()))
+            && err.contains("process.cap")
+            && err.contains("--enable-process-cred"),
+        "{err}"
+    );
 
     let enforcer = Agent::start(&["--policy", enforce.to_str().unwrap()]);
     commands();

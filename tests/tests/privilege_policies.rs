@@ -43,7 +43,11 @@ fn becoming_root_user_namespaces_bpf_loads_ptrace_and_capset_are_reported() {
         std::fs::set_permissions(&setuid_binary, std::fs::Permissions::from_mode(0o4755)).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let agent = Agent::start(&["--policy", policy.to_str().unwrap()]);
+    let agent = Agent::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--enable-process-cred",
+    ]);
     let escalated = {
         use std::os::unix::process::CommandExt;
         let mut child = Command::new(&setuid_binary)

@@ -18,7 +18,7 @@ fn arguments(v: &Value) -> &str {
 #[test]
 fn exec_reports_binary_arguments_cwd_uid_parent_and_exit() {
     let cwd = TempDir::new("cwd");
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(&["--enable-process-cred", "--enable-process-ns"]);
     // The outer shell runs the command as a user would type it; its child shell execs echo in
     // place, so echo's parent is the outer shell. Running as nobody makes the uid worth checking.
     let status = Command::new("sh")
@@ -104,8 +104,34 @@ fn exec_reports_binary_arguments_cwd_uid_parent_and_exit() {
 }
 
 #[test]
-fn exit_codes_and_fatal_signals_are_reported() {
+fn capabilities_credentials_and_namespaces_are_written_only_when_asked() {
+    // As Tetragon's defaults. The kernel's values are still read: `hook_selectors.rs` selects
+    // on the capabilities with this default.
     let agent = Agent::start(&[]);
+    let mut sh = Command::new("sh")
+        .args(["-c", "exit 0"])
+        .spawn()
+        .expect("sh");
+    let pid = sh.id();
+    assert!(sh.wait().unwrap().success());
+    let run = agent.stop();
+    let exec = run.one("process_exec", pid, &resolved("/bin/sh"));
+    let exit = run.exit_of(&exec["process"]["exec_id"]);
+    for (what, p) in [
+        ("exec's process", &exec["process"]),
+        ("exec's parent", &exec["parent"]),
+        ("exit's process", &exit["process"]),
+    ] {
+        for field in ["cap", "ns", "process_credentials"] {
+            assert!(p.get(field).is_none(), "{what} has {field}: {p:#}");
+        }
+        assert!(p["uid"].is_u64(), "{what}: {p:#}");
+    }
+}
+
+#[test]
+fn exit_codes_and_fatal_signals_are_reported() {
+    let agent = Agent::start(&["--enable-process-cred"]);
     let three = Command::new("sh")
         .args(["-c", "exit 3"])
         .status()
@@ -136,6 +162,10 @@ fn exit_codes_and_fatal_signals_are_reported() {
             && effective.iter().any(|c| c == "CAP_SETUID")
             && !effective.iter().any(|c| c == "CAP_DAC_OVERRIDE"),
         "{effective:?}"
+    );
+    assert!(
+        sh["process"].get("ns").is_none(),
+        "namespaces are a switch of their own: {sh:#}"
     );
     let exit = run.exit_of(&sh["process"]["exec_id"]);
     assert_eq!(exit["status"], 3);

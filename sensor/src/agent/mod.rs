@@ -76,6 +76,8 @@ pub struct AgentOptions {
     pub exit_grace: Duration,
     /// Ancestors per event.
     pub ancestors: usize,
+    /// Which of a process's optional objects events carry.
+    pub process_details: crate::identity::ProcessDetails,
     /// Ring buffer bytes.
     pub ringbuf_bytes: u32,
     /// TracingPolicy files to enforce.
@@ -319,7 +321,11 @@ async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<Started> {
         RetireWhen::PolicyObjectsListed(_) => Vec::new(),
     };
 
-    let identity = Identity::new(node, BootClock::new(system::boot_epoch_ns()));
+    let identity = Identity::new(
+        node,
+        BootClock::new(system::boot_epoch_ns()),
+        opts.process_details,
+    );
     let mut cache = ProcessCache::new(opts.cache_capacity, opts.exit_grace);
     let stats = AgentStats {
         procfs_seeded: proc_seed::seed(&mut cache, &identity, system::clk_tck(), cgroup_subsys),
