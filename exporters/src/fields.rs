@@ -117,14 +117,14 @@ impl FieldFilters {
 
     /// The record with its fields filtered; unchanged when no filter applies to its kind.
     pub fn apply(&self, r: Record) -> Record {
-        let applies = |set: &Vec<String>| set.is_empty() || set.contains(&r.kind);
+        let applies = |set: &Vec<String>| set.is_empty() || set.iter().any(|k| k == r.kind);
         if !self.filters.iter().any(|(set, _, _)| applies(set)) {
             return r;
         }
         let Ok(Value::Object(mut top)) = serde_json::from_slice::<Value>(&r.json) else {
             return r;
         };
-        if let Some(Value::Object(body)) = top.get_mut(&r.kind) {
+        if let Some(Value::Object(body)) = top.get_mut(r.kind) {
             for (set, paths, action) in &self.filters {
                 if !applies(set) {
                     continue;
@@ -150,10 +150,10 @@ impl FieldFilters {
 mod tests {
     use super::*;
 
-    fn record(kind: &str, json: &str) -> Record {
+    fn record(kind: &'static str, json: &str) -> Record {
         Record {
             time_ns: 1,
-            kind: kind.into(),
+            kind,
             exec_id: "e".into(),
             json: bytes::Bytes::copy_from_slice(json.as_bytes()),
         }

@@ -631,8 +631,8 @@ mod tests {
     fn rec(n: u64) -> Record {
         Record {
             time_ns: n,
-            kind: "process_exec".into(),
-            exec_id: format!("e{n}"),
+            kind: "process_exec",
+            exec_id: format!("e{n}").into(),
             json: format!("{{\"n\":{n}}}").into_bytes().into(),
         }
     }

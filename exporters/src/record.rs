@@ -3,7 +3,10 @@
 //! kind). A record also has a line form, the format of the disk spool, so a spooled record comes
 //! back exactly as it went in; and the lines stdout and the file sinks write ([`LineFormat`]).
 
-use std::io::{IoSlice, Write};
+use std::{
+    io::{IoSlice, Write},
+    sync::Arc,
+};
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -37,10 +40,10 @@ const SCRATCH_KEPT: usize = 1 << 20;
 pub struct Record {
     /// When the event happened, nanoseconds since the Unix epoch.
     pub time_ns: u64,
-    /// `process_exec`, `process_kprobe`, ...
-    pub kind: String,
-    /// The exec id of the process the event is about.
-    pub exec_id: String,
+    /// `process_exec`, `process_kprobe`, ... (one of [`Event::KINDS`]).
+    pub kind: &'static str,
+    /// The exec id of the process the event is about (shared by the copies each sink gets).
+    pub exec_id: Arc<str>,
     /// The event as one JSON object (shared by every sink that takes it; the event store copies
     /// it into its batch).
     pub json: Bytes,
@@ -66,8 +69,8 @@ impl Record {
         });
         Record {
             time_ns: rfc3339_ns(&event.time),
-            kind: event.kind().to_string(),
-            exec_id: event.process().exec_id.as_str().to_string(),
+            kind: event.kind(),
+            exec_id: event.process().exec_id.as_str().into(),
             json,
         }
     }
@@ -90,8 +93,9 @@ impl Record {
     pub fn from_line(line: &[u8]) -> Option<Record> {
         let mut parts = line.splitn(4, |b| *b == b'\t');
         let time_ns = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-        let kind = String::from_utf8(parts.next()?.to_vec()).ok()?;
-        let exec_id = String::from_utf8(parts.next()?.to_vec()).ok()?;
+        let kind = parts.next()?;
+        let kind = *Event::KINDS.iter().find(|k| k.as_bytes() == kind)?;
+        let exec_id = std::str::from_utf8(parts.next()?).ok()?.into();
         let json = parts.next()?;
         Some(Record {
             time_ns,
@@ -237,8 +241,8 @@ mod tests {
         let batch: Vec<Record> = (0..1300)
             .map(|n| Record {
                 time_ns: 0,
-                kind: "process_exec".into(),
-                exec_id: String::new(),
+                kind: "process_exec",
+                exec_id: String::new().into(),
                 json: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(n % 97))
                     .into_bytes()
                     .into(),
@@ -295,7 +299,7 @@ mod tests {
     fn a_record_survives_its_spool_line() {
         let r = Record {
             time_ns: 42,
-            kind: "process_exec".into(),
+            kind: "process_exec",
             exec_id: "abc=".into(),
             json: Bytes::from_static(br#"{"a":"b\tc"}"#),
         };

@@ -297,8 +297,8 @@ mod tests {
     fn rec(i: u64) -> Record {
         Record {
             time_ns: i,
-            kind: "process_exec".into(),
-            exec_id: format!("id{i}"),
+            kind: "process_exec",
+            exec_id: format!("id{i}").into(),
             json: format!("{{\"n\":{i}}}").into_bytes().into(),
         }
     }

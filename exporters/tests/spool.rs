@@ -14,8 +14,8 @@ use vigil_exporters::{config::ExportersConfig, record::Record, Exporters};
 fn line(n: u32) -> Vec<u8> {
     Record {
         time_ns: 1_764_000_000_000_000_000 + u64::from(n),
-        kind: "process_exec".into(),
-        exec_id: format!("spooled-{n}"),
+        kind: "process_exec",
+        exec_id: format!("spooled-{n}").into(),
         json: format!("{{\"process_exec\":{{\"process\":{{\"exec_id\":\"spooled-{n}\"}}}}}}")
             .into_bytes()
             .into(),

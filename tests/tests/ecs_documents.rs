@@ -80,7 +80,7 @@ fn every_archived_event_of_the_end_to_end_run_makes_an_ecs_document() {
     assert_eq!(docs.len(), events.len(), "every event made one document");
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     for r in &records {
-        *by_kind.entry(r.kind.clone()).or_default() += 1;
+        *by_kind.entry(r.kind.to_string()).or_default() += 1;
     }
     for kind in [
         "process_exec",

@@ -126,8 +126,8 @@ fn config(dir: &Path, spool: &Path, out: &Path) -> PathBuf {
 fn record_line(n: u32) -> Vec<u8> {
     Record {
         time_ns: 1_764_000_000_000_000_000 + n as u64,
-        kind: "process_exec".into(),
-        exec_id: format!("spooled-{n}"),
+        kind: "process_exec",
+        exec_id: format!("spooled-{n}").into(),
         json: format!("{{\"process_exec\":{{\"process\":{{\"exec_id\":\"spooled-{n}\"}}}},\"time\":\"2026-11-24T16:00:00Z\"}}")
             .into_bytes()
             .into(),

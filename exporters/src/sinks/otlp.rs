@@ -237,7 +237,7 @@ impl OtlpLogsSink {
             body: Some(AnyValue { value: Some(body) }),
             attributes: [
                 // event_name is recent in OTLP; the attribute serves collectors that predate it.
-                kv("event.name", string(&r.kind)),
+                kv("event.name", string(r.kind)),
                 kv("vigil.exec_id", string(&r.exec_id)),
             ]
             .into_iter()
@@ -248,7 +248,7 @@ impl OtlpLogsSink {
                     .map(|(k, v)| kv(k, any_value(&v))),
             )
             .collect(),
-            event_name: r.kind.clone(),
+            event_name: r.kind.to_string(),
             ..Default::default()
         }
     }
@@ -350,10 +350,10 @@ mod tests {
         OtlpLogsSink::new(&cfg, "node-1").unwrap()
     }
 
-    fn record(kind: &str, json: &str) -> Record {
+    fn record(kind: &'static str, json: &str) -> Record {
         Record {
             time_ns: 1_795_600_800_123_456_789,
-            kind: kind.into(),
+            kind,
             exec_id: "ZXhlYw==".into(),
             json: bytes::Bytes::copy_from_slice(json.as_bytes()),
         }

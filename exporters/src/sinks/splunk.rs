@@ -77,7 +77,7 @@ struct ContainerFields {
 /// `,"fields":{...}`: the record's kind and its process's pod.
 fn indexed_fields(r: &Record) -> String {
     let mut fields = serde_json::Map::new();
-    fields.insert("vigil.kind".into(), r.kind.clone().into());
+    fields.insert("vigil.kind".into(), r.kind.into());
     let pod = serde_json::from_slice::<PodOf>(&r.json)
         .ok()
         .and_then(|e| e.body?.process?.pod);

@@ -93,7 +93,7 @@ mod tests {
     fn rec() -> Record {
         Record {
             time_ns: 1,
-            kind: "process_exec".into(),
+            kind: "process_exec",
             exec_id: "e".into(),
             json: bytes::Bytes::from_static(b"{\"n\":1}"),
         }

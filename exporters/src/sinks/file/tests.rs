@@ -17,8 +17,8 @@ fn files_rotate_by_size_into_gzipped_backups_and_keep_a_bounded_number() {
     .unwrap();
     let rec = |n: usize| Record {
         time_ns: 0,
-        kind: "process_exec".into(),
-        exec_id: String::new(),
+        kind: "process_exec",
+        exec_id: String::new().into(),
         json: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "y".repeat(1000))
             .into_bytes()
             .into(),
@@ -91,8 +91,8 @@ fn numbered(range: std::ops::Range<usize>) -> Vec<Record> {
     range
         .map(|n| Record {
             time_ns: 0,
-            kind: "process_exec".into(),
-            exec_id: String::new(),
+            kind: "process_exec",
+            exec_id: String::new().into(),
             json: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "p".repeat(80))
                 .into_bytes()
                 .into(),
