@@ -15,7 +15,16 @@ pub struct ExecId(pub String);
 impl ExecId {
     /// Builds the id of the execution of `pid` that started at `ktime` on `node`.
     pub fn new(node: &str, ktime: u64, pid: u32) -> Self {
-        ExecId(STANDARD.encode(format!("{node}:{ktime}:{pid}")))
+        // One allocation, of the id's exact size: one is made for every exec and fork.
+        let (mut k, mut p) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (ktime, pid) = (k.format(ktime).as_bytes(), p.format(pid).as_bytes());
+        let mut raw = Vec::with_capacity(node.len() + ktime.len() + pid.len() + 2);
+        for part in [node.as_bytes(), b":", ktime, b":", pid] {
+            raw.extend_from_slice(part);
+        }
+        let mut id = String::with_capacity(base64::encoded_len(raw.len(), true).unwrap_or(0));
+        STANDARD.encode_string(&raw, &mut id);
+        ExecId(id)
     }
 
     /// Splits an id back into node, ktime and pid; `None` if it is not one of ours.

@@ -16,10 +16,16 @@ use std::{
 use lru::LruCache;
 use vigil_events::{ExecId, Process};
 
+/// The caches' hash: an exec id is hashed for every event (its own, its parent's), and
+/// SipHash cost as much as the lookups it served. foldhash's state is seeded at random, so
+/// colliding ids cannot be prepared in advance; and nobody chooses an exec id (the kernel's
+/// boot-time nanoseconds and pid) nor a pid's place in the table.
+type Hash = foldhash::fast::RandomState;
+
 /// Executions by exec id, plus the current execution of each live pid.
 pub struct ProcessCache {
-    entries: LruCache<ExecId, Arc<Process>>,
-    live: HashMap<u32, ExecId>,
+    entries: LruCache<ExecId, Arc<Process>, Hash>,
+    live: HashMap<u32, ExecId, Hash>,
     retiring: VecDeque<(Instant, ExecId)>,
     grace: Duration,
     evictions: u64,
@@ -31,8 +37,8 @@ impl ProcessCache {
     /// A cache of at most `capacity` executions that keeps ended ones for `grace`.
     pub fn new(capacity: NonZeroUsize, grace: Duration) -> Self {
         ProcessCache {
-            entries: LruCache::new(capacity),
-            live: HashMap::new(),
+            entries: LruCache::with_hasher(capacity, Hash::default()),
+            live: HashMap::default(),
             retiring: VecDeque::new(),
             grace,
             evictions: 0,
