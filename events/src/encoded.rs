@@ -292,6 +292,8 @@ mod tests {
                 pid: n as u32,
                 ..Default::default()
             };
+            p.cap.detail = crate::Detail::Written;
+            p.ns.detail = crate::Detail::Written;
             p.cap.permitted = full;
             p.cap.effective = crate::caps::CapSet(n);
             p.ns.mnt.inum = 4026531832 + (n as u32 % 2);

@@ -660,23 +660,24 @@ pub struct Process {
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub refcnt: u32,
     /// Capability sets: written only when the agent is asked to (`--enable-process-cred`, as
-    /// Tetragon's flag of the name), though always read from the kernel for selectors,
-    /// detection and `privileges_changed`.
+    /// Tetragon's flag of the name), though always read from the kernel for selectors
+    /// ([`Detail`]).
     #[serde(
         default,
-        skip_serializing_if = "Capabilities::is_omitted",
+        skip_serializing_if = "Capabilities::unwritten",
         serialize_with = "crate::encoded::capabilities"
     )]
     pub cap: Capabilities,
     /// Namespaces: written only when asked to (`--enable-process-ns`).
     #[serde(
         default,
-        skip_serializing_if = "Namespaces::is_omitted",
+        skip_serializing_if = "Namespaces::unwritten",
         serialize_with = "crate::encoded::namespaces"
     )]
     pub ns: Namespaces,
-    /// Full credentials: written only when asked to (`--enable-process-cred`).
-    #[serde(default, skip_serializing_if = "Credentials::is_omitted")]
+    /// Full credentials: written only when asked to (`--enable-process-cred`); kept for
+    /// selectors and Sigma's auditd records either way.
+    #[serde(default, skip_serializing_if = "Credentials::unwritten")]
     pub process_credentials: Credentials,
     /// cgroup of the process in the tracked hierarchy (vigil's addition to Tetragon's shape).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -694,6 +695,43 @@ pub struct Process {
     pub nspid: u32,
 }
 
+/// What is known of a process's optional objects (its capabilities, namespaces and
+/// credentials), and whether events write them.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Detail {
+    /// Read from the kernel and written.
+    Written,
+    /// Read from the kernel and kept for selectors and detection, not written: the agent was
+    /// not asked to (`--enable-process-cred`, `--enable-process-ns`, as Tetragon's flags).
+    Kept,
+    /// Not known: a process the agent could not read, or one read back from JSON that did not
+    /// have the object. Not written, and not used as if it were zero (root's ids, no
+    /// capabilities).
+    #[default]
+    Unknown,
+}
+
+impl Detail {
+    /// Written if `write`, else kept.
+    pub fn known(write: bool) -> Detail {
+        if write {
+            Detail::Written
+        } else {
+            Detail::Kept
+        }
+    }
+
+    fn written() -> Detail {
+        Detail::Written
+    }
+
+    /// Whether the values were read (written or kept), not left at zero for want of them.
+    pub fn is_known(self) -> bool {
+        self != Detail::Unknown
+    }
+}
+
 /// Capability sets, written as the names of Tetragon's `CapabilitiesType` enum.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -707,14 +745,15 @@ pub struct Capabilities {
     /// Inheritable.
     #[serde(default, skip_serializing_if = "CapSet::is_empty")]
     pub inheritable: CapSet,
-    /// Known but not to be written (see [`Process::cap`]).
-    #[serde(skip)]
-    pub omitted: bool,
+    /// Whether these are written, and known ([`Detail`]).
+    #[serde(skip, default = "Detail::written")]
+    #[cfg_attr(feature = "arbitrary", arbitrary(value = Detail::Written))]
+    pub detail: Detail,
 }
 
 impl Capabilities {
-    fn is_omitted(&self) -> bool {
-        self.omitted
+    fn unwritten(&self) -> bool {
+        self.detail != Detail::Written
     }
 }
 
@@ -755,14 +794,15 @@ pub struct Namespaces {
     pub cgroup: Namespace,
     #[serde(default)]
     pub user: Namespace,
-    /// Known but not to be written (see [`Process::ns`]).
-    #[serde(skip)]
-    pub omitted: bool,
+    /// Whether these are written, and known ([`Detail`]).
+    #[serde(skip, default = "Detail::written")]
+    #[cfg_attr(feature = "arbitrary", arbitrary(value = Detail::Written))]
+    pub detail: Detail,
 }
 
 impl Namespaces {
-    fn is_omitted(&self) -> bool {
-        self.omitted
+    fn unwritten(&self) -> bool {
+        self.detail != Detail::Written
     }
 }
 
@@ -784,14 +824,15 @@ pub struct Credentials {
     pub sgid: u32,
     pub fsuid: u32,
     pub fsgid: u32,
-    /// Known but not to be written (see [`Process::process_credentials`]).
-    #[serde(skip)]
-    pub omitted: bool,
+    /// Whether these are written, and known ([`Detail`]).
+    #[serde(skip, default = "Detail::written")]
+    #[cfg_attr(feature = "arbitrary", arbitrary(value = Detail::Written))]
+    pub detail: Detail,
 }
 
 impl Credentials {
-    fn is_omitted(&self) -> bool {
-        self.omitted
+    fn unwritten(&self) -> bool {
+        self.detail != Detail::Written
     }
 }
 
@@ -968,6 +1009,11 @@ mod tests {
                     inum: 0,
                     is_host: true,
                 },
+                detail: Detail::Written,
+                ..Default::default()
+            },
+            process_credentials: Credentials {
+                detail: Detail::Written,
                 ..Default::default()
             },
             ..Default::default()

@@ -615,7 +615,7 @@ fn credentials_arg(c: &abi::CredValue) -> vigil_events::CredentialsArg {
             permitted: CapSet(c.cap_permitted),
             effective: CapSet(c.cap_effective),
             inheritable: CapSet(c.cap_inheritable),
-            omitted: false,
+            detail: vigil_events::Detail::Written,
         },
         user_ns: UserNamespace {
             level: c.ns_level,

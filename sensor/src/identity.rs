@@ -8,8 +8,8 @@ use std::os::unix::fs::MetadataExt;
 
 use vigil_bpf_kprobes::abi;
 use vigil_events::{
-    caps::CapSet, join_arguments, time::BootClock, Capabilities, Cgroup, Credentials, ExecId,
-    Namespace, Namespaces, Process,
+    caps::CapSet, join_arguments, time::BootClock, Capabilities, Cgroup, Credentials, Detail,
+    ExecId, Namespace, Namespaces, Process,
 };
 
 /// How the agent learnt of a process; becomes the first word of `flags`.
@@ -49,8 +49,8 @@ pub struct Identity {
 
 /// A process's objects that events carry only when asked to, as Tetragon's
 /// `--enable-process-cred` and `--enable-process-ns`: `cap` and `process_credentials`, and
-/// `ns`. They are read from the kernel either way (selectors, Sigma's auditd records and
-/// `privileges_changed` use them); left out they make an exec event about a fifth of its size
+/// `ns`. They are read from the kernel either way (selectors and Sigma's auditd records use
+/// them); left out they make an exec event about a fifth of its size
 /// (a root process's 80 capability names, twice with its parent's, were over half of it), and
 /// every output and the store pay per byte.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -158,7 +158,7 @@ impl Identity {
                 permitted: CapSet(raw.cap_permitted),
                 effective: CapSet(raw.cap_effective),
                 inheritable: CapSet(raw.cap_inheritable),
-                omitted: !self.details.credentials,
+                detail: Detail::known(self.details.credentials),
             },
             ns: Namespaces {
                 uts: ns(abi::ns::UTS),
@@ -171,7 +171,7 @@ impl Identity {
                 time_for_children: ns(abi::ns::TIME_FOR_CHILDREN),
                 cgroup: ns(abi::ns::CGROUP),
                 user: ns(abi::ns::USER),
-                omitted: !self.details.namespaces,
+                detail: Detail::known(self.details.namespaces),
             },
             process_credentials: Credentials {
                 uid: raw.uid,
@@ -182,7 +182,7 @@ impl Identity {
                 sgid: raw.sgid,
                 fsuid: raw.fsuid,
                 fsgid: raw.fsgid,
-                omitted: !self.details.credentials,
+                detail: Detail::known(self.details.credentials),
             },
             docker: container_id(&strings.cgroup),
             // Named from the pod store after the process is built (`k8s::PodIdentity`).

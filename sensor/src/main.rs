@@ -127,9 +127,9 @@ enum Command {
         ancestors: usize,
         /// Write each process's capability sets (`cap`) and credentials
         /// (`process_credentials`) in its events, as Tetragon's flag of the name. Off by
-        /// default, as Tetragon's: they are read from the kernel either way (for selectors,
-        /// detection and `privileges_changed`), and a root process's capability names are
-        /// over half of an exec event.
+        /// default, as Tetragon's: they are read from the kernel either way (for selectors and
+        /// Sigma's auditd records), and a root process's capability names are over half of an
+        /// exec event.
         #[arg(long)]
         enable_process_cred: bool,
         /// Write each process's namespaces (`ns`) in its events, as Tetragon's flag of the

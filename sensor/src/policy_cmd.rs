@@ -322,7 +322,8 @@ pub fn test(policy_file: &Path, events: &Path, json: bool) -> Result<()> {
         // left out cannot be replayed, and guessing "none" would give a wrong verdict.
         let reads =
             |uses: fn(&HookSelector) -> bool| hooks.iter().any(|h| h.selectors.iter().any(uses));
-        for (field, flag, read) in [
+        let missing: Vec<_> = [
+            // `isNamespaceCapability` adds a user-namespace filter: both are then read.
             (
                 "ns",
                 "--enable-process-ns",
@@ -333,15 +334,21 @@ pub fn test(policy_file: &Path, events: &Path, json: bool) -> Result<()> {
                 "--enable-process-cred",
                 reads(|s| !s.caps.is_empty()),
             ),
-        ] {
-            if read && body["process"].get(field).is_none() {
-                anyhow::bail!(
-                    "{}:{}: the event has no process.{field}, which the policy's selectors read; \
-                     record with an agent started with {flag}",
-                    events.display(),
-                    n + 1
-                );
-            }
+        ]
+        .into_iter()
+        .filter(|(field, _, read)| *read && !body["process"][field].is_object())
+        .collect();
+        if !missing.is_empty() {
+            let fields: Vec<_> = missing.iter().map(|m| format!("process.{}", m.0)).collect();
+            let flags: Vec<_> = missing.iter().map(|m| m.1).collect();
+            anyhow::bail!(
+                "{}:{}: the event has no {}, which the policy's selectors read; record with an \
+                 agent started with {}",
+                events.display(),
+                n + 1,
+                fields.join(" or "),
+                flags.join(" ")
+            );
         }
         for hook in hooks {
             let Some(selector) = first_hook_match(hook, &hook_call(body)) else {

@@ -13,7 +13,7 @@ pub fn test(rules: &Path, events: &Path, json: bool) -> anyhow::Result<()> {
     let detector = SigmaDetector::try_start(vec![rules.to_path_buf()])?;
     let input = std::fs::read_to_string(events)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", events.display()))?;
-    let (mut read, mut alerts) = (0usize, 0usize);
+    let (mut read, mut alerts, mut unknown_uid) = (0usize, 0usize, 0usize);
     for (n, line) in input.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -22,6 +22,9 @@ pub fn test(rules: &Path, events: &Path, json: bool) -> anyhow::Result<()> {
             anyhow::anyhow!("{}:{}: not a vigil event: {e}", events.display(), n + 1)
         })?;
         read += 1;
+        if !event.process().process_credentials.detail.is_known() {
+            unknown_uid += 1;
+        }
         for alert in detector.alerts(&event) {
             alerts += 1;
             if json {
@@ -45,6 +48,14 @@ pub fn test(rules: &Path, events: &Path, json: bool) -> anyhow::Result<()> {
             detector.engine().rules().len(),
             detector.refused()
         )?;
+    }
+    if unknown_uid > 0 {
+        // Left out of the records rather than read as 0 (root): say so, or a rule on them
+        // would seem not to fire where the agent's own detection does.
+        crate::agent::log(format!(
+            "{unknown_uid} of {read} events have no process_credentials: their auditd records \
+             have no uid or UID (record with an agent started with --enable-process-cred)"
+        ));
     }
     if detector.refused() > 0 {
         anyhow::bail!("{} rule files did not load", detector.refused());

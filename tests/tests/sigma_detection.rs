@@ -179,6 +179,17 @@ fn sigma_test_replays_recorded_events_offline() {
             .is_some_and(|f| f.ends_with("proc_creation_lnx_base64_execution.yml"))),
         "{alerts:#?}"
     );
+    // The agent wrote no credentials (its default): the replay says what that leaves out, and
+    // writes none back as zeros (root) in the alerts' events.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("have no process_credentials") && stderr.contains("--enable-process-cred"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for field in ["\"process_credentials\"", "\"cap\"", "\"ns\""] {
+        assert!(!stdout.contains(field), "{field} made up: {stdout}");
+    }
 }
 
 /// (command, rule file, whether it can fire with busybox's applets)

@@ -90,18 +90,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A process_exec of `binary args` by process `exec_id`.
+/// A process_exec of `binary args` by process `exec_id`, from an agent that writes every
+/// detail of a process (`--enable-process-cred --enable-process-ns`).
 pub fn exec_event(exec_id: &str, pid: u32, binary: &str, args: String) -> Event {
+    let mut process = Process {
+        exec_id: ExecId(exec_id.to_string()),
+        binary: binary.into(),
+        arguments: args,
+        pid,
+        uid: 1000,
+        ..Default::default()
+    };
+    process.cap.detail = vigil_events::Detail::Written;
+    process.ns.detail = vigil_events::Detail::Written;
+    process.process_credentials.detail = vigil_events::Detail::Written;
     Event {
         body: EventBody::ProcessExec(ProcessExec {
-            process: Arc::new(Process {
-                exec_id: ExecId(exec_id.to_string()),
-                binary: binary.into(),
-                arguments: args,
-                pid,
-                uid: 1000,
-                ..Default::default()
-            }),
+            process: Arc::new(process),
             parent: None,
             ancestors: vec![],
         }),

@@ -194,11 +194,22 @@ fn syscall<'a>(
     b.text(field!("comm"), comm);
     b.int(field!("pid"), p.pid as i64);
     b.int(field!("ppid"), ppid as i64);
-    b.int(field!("uid"), p.process_credentials.uid as i64);
+    // The real uid only where it was read: an event replayed from JSON written without
+    // `process_credentials` does not know it, and 0 would make everyone root.
+    let uid = p
+        .process_credentials
+        .detail
+        .is_known()
+        .then_some(p.process_credentials.uid);
+    if let Some(uid) = uid {
+        b.int(field!("uid"), uid as i64);
+    }
     b.int(field!("euid"), p.uid as i64);
     b.int(field!("auid"), p.auid as i64);
     // auditd's enriched format names the ids too.
-    b.text(field!("UID"), users.name(p.process_credentials.uid));
+    if let Some(uid) = uid {
+        b.text(field!("UID"), users.name(uid));
+    }
     b.text(field!("EUID"), users.name(p.uid));
     b.text(field!("AUID"), users.name(p.auid));
     b.build(AUDITD)

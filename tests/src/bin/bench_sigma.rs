@@ -17,7 +17,9 @@ use std::{
     time::Instant,
 };
 
-use vigil_events::{Arg, Event, EventBody, FileArg, Process, ProcessExec, ProcessPolicy};
+use vigil_events::{
+    Arg, Credentials, Detail, Event, EventBody, FileArg, Process, ProcessExec, ProcessPolicy,
+};
 use vigil_policy_engine::sigma::SigmaEngine;
 
 /// Command lines of an ordinary busy machine (builds, services, shells), with a few that the
@@ -86,11 +88,21 @@ const ORDINARY_FILES: usize = 6;
 /// numbers while its binaries, parents and directories repeat. The engine remembers what short
 /// fields admitted, so a bench that looped over the same few command lines would measure that
 /// memory, not the engine.
+/// Root's credentials, read from the kernel as the agent's are (not written in events by
+/// default, but in its auditd records).
+fn known_credentials() -> Credentials {
+    Credentials {
+        detail: Detail::Kept,
+        ..Default::default()
+    }
+}
+
 fn events(commands: &[(&str, &str)], files: &[&str], mix: u64) -> Vec<Event> {
     let parent = Arc::new(Process {
         binary: "/usr/bin/bash".into(),
         arguments: "-l".into(),
         pid: 100,
+        process_credentials: known_credentials(),
         ..Default::default()
     });
     let execs: Vec<Event> = commands
@@ -106,6 +118,7 @@ fn events(commands: &[(&str, &str)], files: &[&str], mix: u64) -> Vec<Event> {
                     },
                     pid: 1000 + i as u32,
                     cwd: "/home/dev/project".into(),
+                    process_credentials: known_credentials(),
                     ..Default::default()
                 }),
                 parent: Some(parent.clone()),
