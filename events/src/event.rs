@@ -732,6 +732,23 @@ impl Detail {
     }
 }
 
+impl Process {
+    /// A process of which the kernel told only its pid and thread (an exit or a hook's call
+    /// after it left both the cache and `/proc`): flagged `unknown`, its ids (uid_t)-1, which
+    /// no user has, as an unset login uid is, rather than 0, which would make it root; its
+    /// credentials, capabilities and namespaces [`Detail::Unknown`].
+    pub fn unknown(pid: u32, tid: u32) -> Process {
+        Process {
+            pid,
+            tid,
+            uid: u32::MAX,
+            auid: u32::MAX,
+            flags: "unknown".into(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Capability sets, written as the names of Tetragon's `CapabilitiesType` enum.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -211,12 +211,7 @@ impl EventEnricher {
             }),
             Some(p) => p,
             // Not seen before (evicted by the capacity bound): report what the kernel said.
-            None => Arc::new(Process {
-                pid: x.pid,
-                tid: x.tid,
-                flags: "unknown".into(),
-                ..Default::default()
-            }),
+            None => Arc::new(Process::unknown(x.pid, x.tid)),
         };
         let parent = self.cache.get(&process.parent_exec_id);
         let ancestors = self.ancestors(&process);
@@ -428,14 +423,7 @@ impl EventEnricher {
             self.opts.clk_tck,
             self.opts.cgroup_subsys,
         )
-        .unwrap_or_else(|| {
-            Arc::new(Process {
-                pid,
-                tid,
-                flags: "unknown".into(),
-                ..Default::default()
-            })
-        })
+        .unwrap_or_else(|| Arc::new(Process::unknown(pid, tid)))
     }
 
     fn ancestors(&mut self, p: &Process) -> Vec<Arc<Process>> {

@@ -171,7 +171,13 @@ impl Identity {
                 time_for_children: ns(abi::ns::TIME_FOR_CHILDREN),
                 cgroup: ns(abi::ns::CGROUP),
                 user: ns(abi::ns::USER),
-                detail: Detail::known(self.details.namespaces),
+                // None read (a process gone from /proc before its namespaces were): unknown,
+                // not a process in ten namespaces that are not the host's.
+                detail: if raw.ns.iter().all(|n| *n == 0) {
+                    Detail::Unknown
+                } else {
+                    Detail::known(self.details.namespaces)
+                },
             },
             process_credentials: Credentials {
                 uid: raw.uid,

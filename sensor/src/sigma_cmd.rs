@@ -22,7 +22,10 @@ pub fn test(rules: &Path, events: &Path, json: bool) -> anyhow::Result<()> {
             anyhow::anyhow!("{}:{}: not a vigil event: {e}", events.display(), n + 1)
         })?;
         read += 1;
-        if !event.process().process_credentials.detail.is_known() {
+        if detector.engine().reads_auditd()
+            && vigil_policy_engine::sigma::auditd::has_syscall_record(&event)
+            && !event.process().process_credentials.detail.is_known()
+        {
             unknown_uid += 1;
         }
         for alert in detector.alerts(&event) {

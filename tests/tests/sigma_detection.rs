@@ -179,17 +179,41 @@ fn sigma_test_replays_recorded_events_offline() {
             .is_some_and(|f| f.ends_with("proc_creation_lnx_base64_execution.yml"))),
         "{alerts:#?}"
     );
-    // The agent wrote no credentials (its default): the replay says what that leaves out, and
-    // writes none back as zeros (root) in the alerts' events.
+    for field in ["\"process_credentials\"", "\"cap\"", "\"ns\""] {
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains(field),
+            "{field} made up in an alert's event"
+        );
+    }
+    // The agent wrote no credentials (its default): a replay of auditd rules says what that
+    // leaves out (the real uid of the SYSCALL records), rather than read a missing uid as 0,
+    // root's, and writes none back as zeros in the alerts' events.
+    let auditd = dir.path().join("auditd");
+    std::fs::create_dir(&auditd).unwrap();
+    std::fs::write(
+        auditd.join("root_execve.yml"),
+        "title: Root execve\nid: 0c7f3e2a-5b1d-4e8f-9a6c-2d4b8e1f7a30\nstatus: test\n\
+         logsource:\n  product: linux\n  service: auditd\ndetection:\n  selection:\n    \
+         type: SYSCALL\n    SYSCALL: execve\n    uid: 0\n  condition: selection\nlevel: low\n",
+    )
+    .unwrap();
+    let out = Command::new(vigil_tests::vigil_bin())
+        .args(["sigma", "test", "--json", "--events"])
+        .arg(&events)
+        .arg(&auditd)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("have no process_credentials") && stderr.contains("--enable-process-cred"),
         "{stderr}"
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for field in ["\"process_credentials\"", "\"cap\"", "\"ns\""] {
-        assert!(!stdout.contains(field), "{field} made up: {stdout}");
-    }
+    assert!(
+        !stdout.contains("Root execve"),
+        "an unknown uid read as root's: {stdout}"
+    );
 }
 
 /// (command, rule file, whether it can fire with busybox's applets)

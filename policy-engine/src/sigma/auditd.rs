@@ -225,6 +225,22 @@ fn path<'a>(item: i64, name: &'a str, nametype: &'static str) -> SigmaFields<'a>
     b.build(AUDITD)
 }
 
+/// Whether `e` has a SYSCALL record ([`auditd_records`]), whose `uid` and `UID` are known only
+/// where its process's credentials are.
+pub fn has_syscall_record(e: &Event) -> bool {
+    match &e.body {
+        EventBody::ProcessExec(_) => true,
+        EventBody::ProcessKprobe(x)
+        | EventBody::ProcessLsm(x)
+        | EventBody::ProcessUprobe(x)
+        | EventBody::ProcessTracepoint(x)
+        | EventBody::ProcessLoader(x) => syscall_name(x).is_some(),
+        EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) | EventBody::RateLimitInfo(_) => {
+            false
+        }
+    }
+}
+
 /// The auditd records of `e`, appended to `out`.
 pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFields<'a>>) {
     match &e.body {

@@ -290,6 +290,11 @@ impl SigmaEngine {
         self.rules.iter().flat_map(|r| &r.warnings)
     }
 
+    /// Whether rules on auditd's records are loaded.
+    pub fn reads_auditd(&self) -> bool {
+        self.index.contains_key(auditd::AUDITD)
+    }
+
     /// The views of `e` some loaded rule is evaluated on: its category's fields, and its
     /// auditd records and typed command line where rules for those are loaded.
     pub fn views<'a>(&'a self, e: &'a Event) -> Vec<SigmaFields<'a>> {

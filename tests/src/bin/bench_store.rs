@@ -218,6 +218,11 @@ impl Gen {
         p.parent_exec_id = parent.map(|p| p.exec_id.clone()).unwrap_or_default();
         let caps = CapSet(if uid == 0 { 0xa80425fb } else { 0 }); // Docker's default set
         (p.cap.permitted, p.cap.effective) = (caps, caps);
+        // Written, with the template's namespaces, as an agent started with
+        // --enable-process-cred --enable-process-ns writes them: the store's figures stay
+        // comparable with the runs before those became optional.
+        p.cap.detail = vigil_events::Detail::Written;
+        p.process_credentials.detail = vigil_events::Detail::Written;
         let c = &mut p.process_credentials;
         (c.uid, c.gid, c.euid, c.egid, c.suid, c.sgid) = (uid, uid, uid, uid, uid, uid);
         (c.fsuid, c.fsgid) = (uid, uid);
