@@ -582,7 +582,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let more = drain(guard.get_inner_mut(), fill.as_ref(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table())).await;
+                let more = drain(guard.get_inner_mut(), fill.as_ref(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()), false).await;
                 if more {
                     // Still ready: the loop comes back, after the signals, the housekeeping
                     // and the sinks' tasks had their turn.
@@ -593,7 +593,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                 }
             }
             _ = tick.tick() => {
-                let more = drain(ring.get_mut(), fill.as_ref(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table())).await;
+                let more = drain(ring.get_mut(), fill.as_ref(), &mut enricher, &mut sinks, &mut stats, policies.as_ref().map(|p| p.table()), false).await;
                 if more {
                     // The sinks take what this turn queued before the housekeeping's turn.
                     tokio::task::yield_now().await;
@@ -689,6 +689,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             &mut sinks,
             &mut stats,
             policies.as_ref().map(|p| p.table()),
+            true,
         )
         .await;
         if !more || Instant::now() >= deadline {
@@ -794,8 +795,9 @@ async fn drain(
     sinks: &mut Sinks,
     stats: &mut AgentStats,
     policies: Option<&PolicyTable>,
+    stopping: bool,
 ) -> bool {
-    let budget = ring_fill::turn_budget(fill, sinks).await;
+    let budget = ring_fill::turn_budget(fill, sinks, stopping).await;
     let now = Instant::now();
     // Where the last stage ended: each stage's time is the clock read at its end less this,
     // one read per stage, and the turn's length is read off it too.

@@ -110,10 +110,17 @@ impl Drop for RingFill {
 /// The records the next turn may read: as many as every sink can queue (at least
 /// [`MIN_TURN`], or the smallest queue if that is smaller; at most [`DRAIN_BUDGET`]), after
 /// giving the sinks and the store's writer their turn, for up to [`GIVE_WAY`], when a sink can
-/// queue fewer or the store's writer is half its queue behind; the least when they still are.
-/// A whole budget when the ring buffer is a quarter full, when its fill cannot be read, and
-/// when it is empty (a tick with nothing to read waits for nobody).
-pub(super) async fn turn_budget(fill: Option<&RingFill>, sinks: &mut Sinks) -> usize {
+/// queue fewer or the store's writer is half its queue behind. When they still are: what a
+/// sink can queue (none read past it, which it would spill to disk: the records wait in the
+/// ring buffer), or the least when only the store's writer is behind (it sheds, counted);
+/// when `stopping`, the least whatever (read and spooled, not left in the ring buffer for the
+/// stop's deadline to lose). A whole budget when the ring buffer is a quarter full, when its
+/// fill cannot be read, and when it is empty (a tick with nothing to read waits for nobody).
+pub(super) async fn turn_budget(
+    fill: Option<&RingFill>,
+    sinks: &mut Sinks,
+    stopping: bool,
+) -> usize {
     let Some(fill) = fill else {
         return DRAIN_BUDGET;
     };
@@ -139,10 +146,15 @@ pub(super) async fn turn_budget(fill: Option<&RingFill>, sinks: &mut Sinks) -> u
             return room.free.clamp(least, DRAIN_BUDGET);
         }
         if Instant::now() >= until {
-            // Still behind: a short turn, and the next one gives way again, so that a burst
-            // waits in the ring buffer until it is a quarter full, while signals, ticks and
-            // answers have their turns in between.
-            return least;
+            // Still behind: a turn no longer than a sink can take (a sink's batch written
+            // slowly, as under emulation, holds its queue full for longer than a step), and the
+            // next one gives way again, so that a burst waits in the ring buffer until it is a
+            // quarter full, while signals, ticks and answers have their turns in between.
+            return if stopping {
+                least
+            } else {
+                room.free.min(least)
+            };
         }
         match &sinks.exporters {
             Some(exporters) if room.free < least => {
