@@ -12,6 +12,7 @@
 //! the producer's (the kernel's), both byte counts that only grow.
 
 use std::{
+    cell::Cell,
     io,
     os::fd::{AsRawFd, BorrowedFd},
     ptr::NonNull,
@@ -29,6 +30,12 @@ const MIN_TURN: usize = 1024;
 /// read again at every step.
 const GIVE_WAY: Duration = Duration::from_millis(50);
 const GIVE_WAY_STEP: Duration = Duration::from_millis(1);
+/// The longest a sink without room holds the ring buffer's records: one writing a large batch
+/// slowly (under emulation, longer than [`GIVE_WAY`]) frees its queue within it; one that stopped
+/// (a collector down and retried, a pipe nobody reads) is then given a short turn, which it
+/// spools, and no longer counts. Without it, a stopped sink would hold every output's events
+/// (the store's, Sigma's) until the ring buffer is a quarter full: hours on a quiet node.
+const HOLD: Duration = Duration::from_secs(1);
 /// The fill below which the loop reads without waiting for the store's writer.
 const STORE_WAITS_FOR: u64 = 256 << 10;
 
@@ -38,6 +45,8 @@ pub(super) struct RingFill {
     producer: NonNull<libc::c_void>,
     page: usize,
     size: u64,
+    /// Since when a sink without room has held the ring buffer's records ([`HOLD`]).
+    held_since: Cell<Option<Instant>>,
 }
 
 impl RingFill {
@@ -79,6 +88,7 @@ impl RingFill {
             producer,
             page,
             size: size.into(),
+            held_since: Cell::new(None),
         })
     }
 
@@ -128,6 +138,7 @@ pub(super) async fn turn_budget(
     loop {
         let used = fill.used();
         if used == 0 || used >= fill.size / 4 {
+            fill.held_since.set(None);
             return DRAIN_BUDGET;
         }
         let room = sinks
@@ -143,14 +154,20 @@ pub(super) async fn turn_budget(
         // a store held up for long (a slow disk) must not hold a quiet node's events.
         let store = used < STORE_WAITS_FOR || sinks.store.has_room();
         if room.free >= least && store {
+            fill.held_since.set(None);
             return room.free.clamp(least, DRAIN_BUDGET);
         }
-        if Instant::now() >= until {
+        let now = Instant::now();
+        if now >= until {
             // Still behind: a turn no longer than a sink can take (a sink's batch written
             // slowly, as under emulation, holds its queue full for longer than a step), and the
-            // next one gives way again, so that a burst waits in the ring buffer until it is a
-            // quarter full, while signals, ticks and answers have their turns in between.
-            return if stopping {
+            // next one gives way again, while signals, ticks and answers have their turns in
+            // between. A sink that has held the records for HOLD gets a short turn, which it
+            // spools; so does the store's writer alone behind (it sheds, counted), and the
+            // final drain, whose deadline would lose what it left unread.
+            let held = fill.held_since.get().unwrap_or(now);
+            fill.held_since.set(Some(held));
+            return if stopping || now - held >= HOLD {
                 least
             } else {
                 room.free.min(least)
