@@ -732,6 +732,18 @@ impl Detail {
     }
 }
 
+/// `unwritten`, the test a [`Process`] field holding a [`Detail`] is skipped by.
+macro_rules! detailed {
+    ($($t:ty),*) => {$(
+        impl $t {
+            fn unwritten(&self) -> bool {
+                self.detail != Detail::Written
+            }
+        }
+    )*};
+}
+detailed!(Capabilities, Namespaces, Credentials);
+
 impl Process {
     /// A process of which the kernel told only its pid and thread (an exit or a hook's call
     /// after it left both the cache and `/proc`): flagged `unknown`, its ids (uid_t)-1, which
@@ -766,12 +778,6 @@ pub struct Capabilities {
     #[serde(skip, default = "Detail::written")]
     #[cfg_attr(feature = "arbitrary", arbitrary(value = Detail::Written))]
     pub detail: Detail,
-}
-
-impl Capabilities {
-    fn unwritten(&self) -> bool {
-        self.detail != Detail::Written
-    }
 }
 
 /// One namespace.
@@ -817,12 +823,6 @@ pub struct Namespaces {
     pub detail: Detail,
 }
 
-impl Namespaces {
-    fn unwritten(&self) -> bool {
-        self.detail != Detail::Written
-    }
-}
-
 fn is_zero_ns(ns: &Namespace) -> bool {
     ns.inum == 0
 }
@@ -845,12 +845,6 @@ pub struct Credentials {
     #[serde(skip, default = "Detail::written")]
     #[cfg_attr(feature = "arbitrary", arbitrary(value = Detail::Written))]
     pub detail: Detail,
-}
-
-impl Credentials {
-    fn unwritten(&self) -> bool {
-        self.detail != Detail::Written
-    }
 }
 
 /// The cgroup a process belongs to.

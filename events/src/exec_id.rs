@@ -15,7 +15,8 @@ pub struct ExecId(pub String);
 impl ExecId {
     /// Builds the id of the execution of `pid` that started at `ktime` on `node`.
     pub fn new(node: &str, ktime: u64, pid: u32) -> Self {
-        // One allocation, of the id's exact size: one is made for every exec and fork.
+        // Buffers of the exact sizes, without format!'s growth: one id is made for every exec
+        // and fork.
         let (mut k, mut p) = (itoa::Buffer::new(), itoa::Buffer::new());
         let (ktime, pid) = (k.format(ktime).as_bytes(), p.format(pid).as_bytes());
         let mut raw = Vec::with_capacity(node.len() + ktime.len() + pid.len() + 2);

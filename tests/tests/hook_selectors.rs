@@ -571,12 +571,15 @@ fn policy_test_agrees_with_the_kernel_on_hook_selectors() {
         .collect();
     assert_eq!(lines.len(), 4, "{:#?}", recorded.events);
     std::fs::write(&events, lines.join("\n")).unwrap();
-    let out = std::process::Command::new(vigil_tests::vigil_bin())
-        .args(["policy", "test", "--json", "--events"])
-        .arg(&events)
-        .arg(&enforce)
-        .output()
-        .unwrap();
+    let replay = |events: &std::path::Path| {
+        std::process::Command::new(vigil_tests::vigil_bin())
+            .args(["policy", "test", "--json", "--events"])
+            .arg(events)
+            .arg(&enforce)
+            .output()
+            .unwrap()
+    };
+    let out = replay(&events);
     assert!(
         out.status.success(),
         "{}",
@@ -607,12 +610,7 @@ fn policy_test_agrees_with_the_kernel_on_hook_selectors() {
         })
         .collect();
     std::fs::write(&bare, stripped.join("\n")).unwrap();
-    let out = std::process::Command::new(vigil_tests::vigil_bin())
-        .args(["policy", "test", "--json", "--events"])
-        .arg(&bare)
-        .arg(&enforce)
-        .output()
-        .unwrap();
+    let out = replay(&bare);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(

@@ -158,12 +158,15 @@ fn sigma_test_replays_recorded_events_offline() {
     let events = dir.path().join("events.jsonl");
     let lines: Vec<String> = run.events.iter().map(|e| e.to_string()).collect();
     std::fs::write(&events, lines.join("\n")).unwrap();
-    let out = Command::new(vigil_tests::vigil_bin())
-        .args(["sigma", "test", "--json", "--events"])
-        .arg(&events)
-        .arg(sigma_testdata())
-        .output()
-        .unwrap();
+    let replay = |rules: &std::path::Path| {
+        Command::new(vigil_tests::vigil_bin())
+            .args(["sigma", "test", "--json", "--events"])
+            .arg(&events)
+            .arg(rules)
+            .output()
+            .unwrap()
+    };
+    let out = replay(&sigma_testdata());
     assert!(
         out.status.success(),
         "{}",
@@ -197,12 +200,7 @@ fn sigma_test_replays_recorded_events_offline() {
          type: SYSCALL\n    SYSCALL: execve\n    uid: 0\n  condition: selection\nlevel: low\n",
     )
     .unwrap();
-    let out = Command::new(vigil_tests::vigil_bin())
-        .args(["sigma", "test", "--json", "--events"])
-        .arg(&events)
-        .arg(&auditd)
-        .output()
-        .unwrap();
+    let out = replay(&auditd);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
