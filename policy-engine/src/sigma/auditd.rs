@@ -23,7 +23,7 @@
 
 use vigil_events::{Arg, Event, EventBody, Process, ProcessPolicy};
 
-use super::fields::{command_line, field, Builder, Field, SigmaFields, Users};
+use super::fields::{command_line, field, Field, Users, ViewSink};
 
 /// The logsource key of `service: auditd` rules.
 pub const AUDITD: &str = "auditd";
@@ -180,13 +180,14 @@ impl<'a> std::ops::Deref for Names<'a> {
 /// A SYSCALL record of process `p` (with parent pid `ppid`, known by `comm`) making system
 /// call `name`.
 fn syscall<'a>(
+    out: &mut impl ViewSink<'a>,
     name: &'a str,
     p: &'a Process,
     comm: &'a str,
     ppid: u32,
     users: &'a Users,
-) -> SigmaFields<'a> {
-    let mut b = Builder::new();
+) {
+    let mut b = out.builder();
     b.text(field!("type"), "SYSCALL");
     b.text(field!("SYSCALL"), name);
     b.text(field!("success"), "yes");
@@ -212,17 +213,17 @@ fn syscall<'a>(
     }
     b.text(field!("EUID"), users.name(p.uid));
     b.text(field!("AUID"), users.name(p.auid));
-    b.build(AUDITD)
+    out.view(b.build(AUDITD));
 }
 
 /// A PATH record of file `name`, item `item` of its event.
-fn path<'a>(item: i64, name: &'a str, nametype: &'static str) -> SigmaFields<'a> {
-    let mut b = Builder::new();
+fn path<'a>(out: &mut impl ViewSink<'a>, item: i64, name: &'a str, nametype: &'static str) {
+    let mut b = out.builder();
     b.text(field!("type"), "PATH");
     b.int(field!("item"), item);
     b.text(field!("name"), name);
     b.text(field!("nametype"), nametype);
-    b.build(AUDITD)
+    out.view(b.build(AUDITD));
 }
 
 /// Whether `e` has a SYSCALL record ([`auditd_records`]), whose `uid` and `UID` are known only
@@ -242,7 +243,7 @@ pub fn has_syscall_record(e: &Event) -> bool {
 }
 
 /// The auditd records of `e`, appended to `out`.
-pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFields<'a>>) {
+pub(super) fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut impl ViewSink<'a>) {
     match &e.body {
         EventBody::ProcessExec(x) => {
             let p = &*x.process;
@@ -252,7 +253,7 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
             let mut comms = [""; 3];
             for (i, c) in names.iter().copied().map(comm).enumerate() {
                 if !comms[..i].contains(&c) {
-                    out.push(syscall("execve", p, c, ppid, users));
+                    syscall(out, "execve", p, c, ppid, users);
                 }
                 comms[i] = c;
             }
@@ -267,7 +268,7 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
             let plain = || p.arguments.split(' ').filter(|a| !a.is_empty());
             let argc = if quoted { split.len() } else { plain().count() };
             for &a0 in names.iter() {
-                let mut b = Builder::new();
+                let mut b = out.builder();
                 b.text(field!("type"), "EXECVE");
                 b.int(field!("argc"), argc as i64 + 1);
                 b.text(ARG_FIELDS[0], a0);
@@ -280,9 +281,9 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
                         b.text(*field, a);
                     }
                 }
-                out.push(b.build(AUDITD));
+                out.view(b.build(AUDITD));
             }
-            out.push(path(0, &p.binary, "NORMAL"));
+            path(out, 0, &p.binary, "NORMAL");
         }
         EventBody::ProcessKprobe(x)
         | EventBody::ProcessLsm(x)
@@ -291,13 +292,7 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
         | EventBody::ProcessLoader(x) => {
             if let Some(name) = syscall_name(x) {
                 let ppid = x.parent.as_ref().map_or(0, |p| p.pid);
-                out.push(syscall(
-                    name,
-                    &x.process,
-                    comm(&x.process.binary),
-                    ppid,
-                    users,
-                ));
+                syscall(out, name, &x.process, comm(&x.process.binary), ppid, users);
             }
             let kind = nametype(&x.function_name);
             let files = x.args.iter().filter_map(|a| match a {
@@ -305,7 +300,7 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
                 _ => None,
             });
             for (item, f) in files.enumerate() {
-                out.push(path(item as i64, f, kind));
+                path(out, item as i64, f, kind);
             }
         }
         EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) | EventBody::RateLimitInfo(_) => {}
@@ -314,14 +309,14 @@ pub fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut Vec<SigmaFie
 
 /// The command line of an exec as it was typed, for rules with a product only: one for each
 /// name the process goes by ([`names`]), appended to `out`.
-pub fn typed_lines<'a>(e: &'a Event, out: &mut Vec<SigmaFields<'a>>) {
+pub(super) fn typed_lines<'a>(e: &'a Event, out: &mut impl ViewSink<'a>) {
     let EventBody::ProcessExec(x) = &e.body else {
         return;
     };
     for &name in names(&x.process).iter() {
-        let mut b = Builder::new();
+        let mut b = out.builder();
         b.text(field!("CommandLine"), command_line(name, &x.process));
-        out.push(b.build(LINUX));
+        out.view(b.build(LINUX));
     }
 }
 
@@ -343,7 +338,7 @@ mod tests {
         let users = Users::default();
         let mut records = Vec::new();
         auditd_records(&e, &users, &mut records);
-        let text = |r: &SigmaFields, k: &str| {
+        let text = |r: &super::super::SigmaFields, k: &str| {
             r.values
                 .iter()
                 .find(|(n, _)| n.name == k)

@@ -284,10 +284,13 @@ pub(super) struct Builder<'a> {
     values: Vec<(Field, FieldValue<'a>)>,
 }
 
+/// The fields most views have (an exec's SYSCALL record has 13).
+const VIEW_FIELDS: usize = 14;
+
 impl<'a> Builder<'a> {
     pub(super) fn new() -> Self {
         Builder {
-            values: Vec::with_capacity(14),
+            values: Vec::with_capacity(VIEW_FIELDS),
         }
     }
 
@@ -325,9 +328,63 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// Where the views of an event go as they are built: into a list ([`Vec`]), or each to a
+/// closure in turn ([`EachView`]).
+pub(super) trait ViewSink<'a> {
+    /// A builder for the next view.
+    fn builder(&mut self) -> Builder<'a> {
+        Builder::new()
+    }
+    fn view(&mut self, view: SigmaFields<'a>);
+}
+
+impl<'a> ViewSink<'a> for Vec<SigmaFields<'a>> {
+    fn view(&mut self, view: SigmaFields<'a>) {
+        self.push(view);
+    }
+}
+
+/// Hands each view to a closure as it is built, then builds the next in the same buffer: an
+/// exec has six views or more, and each a list of its own was as many allocations per event.
+pub(super) struct EachView<'a, F> {
+    spare: Vec<(Field, FieldValue<'a>)>,
+    each: F,
+}
+
+impl<'a, F: FnMut(&SigmaFields<'a>)> EachView<'a, F> {
+    pub(super) fn new(each: F) -> Self {
+        EachView {
+            spare: Vec::with_capacity(VIEW_FIELDS),
+            each,
+        }
+    }
+}
+
+impl<'a, F: FnMut(&SigmaFields<'a>)> ViewSink<'a> for EachView<'a, F> {
+    fn builder(&mut self) -> Builder<'a> {
+        Builder {
+            values: std::mem::take(&mut self.spare),
+        }
+    }
+
+    fn view(&mut self, view: SigmaFields<'a>) {
+        (self.each)(&view);
+        let mut values = view.values;
+        values.clear();
+        self.spare = values;
+    }
+}
+
 /// The Sigma view of `e`, or `None` for events no category covers.
 pub fn sigma_fields<'a>(e: &'a Event, users: &'a Users) -> Option<SigmaFields<'a>> {
-    let mut b = Builder::new();
+    let mut views = Vec::with_capacity(1);
+    category_view(e, users, &mut views);
+    views.pop()
+}
+
+/// The Sigma view of `e`, given to `out`, when a category covers it.
+pub(super) fn category_view<'a>(e: &'a Event, users: &'a Users, out: &mut impl ViewSink<'a>) {
+    let mut b = out.builder();
     let category = match &e.body {
         EventBody::ProcessExec(x) => {
             b.process(&x.process, users);
@@ -371,7 +428,7 @@ pub fn sigma_fields<'a>(e: &'a Event, users: &'a Users) -> Option<SigmaFields<'a
             if let Some(d) = dns {
                 // The query itself is not a lookup's result: its answer carries the question.
                 if !d.response {
-                    return None;
+                    return;
                 }
                 b.text(field!("QueryName"), d.query.as_str());
                 b.text(field!("QueryType"), d.qtype.as_str());
@@ -394,14 +451,14 @@ pub fn sigma_fields<'a>(e: &'a Event, users: &'a Users) -> Option<SigmaFields<'a
                 b.text(field!("Initiated"), "true");
                 "network_connection"
             } else {
-                return None;
+                return;
             }
         }
         EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) | EventBody::RateLimitInfo(_) => {
-            return None
+            return
         }
     };
-    Some(b.build(category))
+    out.view(b.build(category));
 }
 
 #[cfg(test)]

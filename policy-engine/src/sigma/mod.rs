@@ -300,23 +300,31 @@ impl SigmaEngine {
     pub fn views<'a>(&'a self, e: &'a Event) -> Vec<SigmaFields<'a>> {
         // An exec has five, more where its process goes by more than one name.
         let mut views = Vec::with_capacity(8);
-        views.extend(sigma_fields(e, &self.users).filter(|f| self.index.contains_key(f.category)));
+        self.write_views(e, &mut views);
+        views.retain(|f| self.index.contains_key(f.category));
+        views
+    }
+
+    /// Writes the views of `e` that some rule's logsource reads to `out`, and may write others:
+    /// its category's view is built before its category is known.
+    fn write_views<'a>(&'a self, e: &'a Event, out: &mut impl fields::ViewSink<'a>) {
+        fields::category_view(e, &self.users, out);
         if self.index.contains_key(auditd::AUDITD) {
-            auditd::auditd_records(e, &self.users, &mut views);
+            auditd::auditd_records(e, &self.users, out);
         }
         if self.index.contains_key(auditd::LINUX) {
-            auditd::typed_lines(e, &mut views);
+            auditd::typed_lines(e, out);
         }
-        views
     }
 
     /// The rules `e` matches, each once (a rule may match more than one of an event's auditd
     /// records).
     pub fn evaluate(&self, e: &Event) -> Vec<SigmaMatch<'_>> {
         let mut found: Vec<usize> = Vec::new();
-        for f in self.views(e) {
-            self.matching(&f, &mut found);
-        }
+        self.write_views(
+            e,
+            &mut fields::EachView::new(|f: &SigmaFields| self.matching(f, &mut found)),
+        );
         found.sort_unstable();
         found.dedup();
         found

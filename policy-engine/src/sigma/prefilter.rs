@@ -19,7 +19,11 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use aho_corasick::{automaton::Automaton, dfa::DFA, Anchored, MatchKind};
+use aho_corasick::{
+    automaton::{Automaton, StateID},
+    dfa::DFA,
+    Anchored, MatchKind, PatternID,
+};
 use rustc_hash::FxHashMap;
 
 use super::{
@@ -47,6 +51,9 @@ pub(super) struct CategoryIndex {
     any_field: WholeValues,
     /// A rule has keywords with wildcards, found in any field: every field is searched.
     search_all: bool,
+    /// Some pattern of the automaton may be found in a number's text (it is all digits and
+    /// minus signs): else numbers (pids, uids, ports) are never searched.
+    numbers_searched: bool,
     /// Per rule (by index into the engine's rules), the bits of all its clauses.
     clause_bits: Vec<u8>,
 }
@@ -218,6 +225,8 @@ struct Scratch {
     stamp: u32,
     /// A field's value with the letters sigma-rust lower-cases into ASCII written so.
     folded_text: String,
+    /// The patterns a walk of the automaton found, and where each ended.
+    found: Vec<(u32, u32)>,
 }
 
 /// `text` with the two letters outside ASCII that Unicode lower-cases into ASCII written as
@@ -240,31 +249,45 @@ fn unicode_folded<'b>(text: &str, buf: &'b mut String) -> Option<&'b str> {
     Some(buf)
 }
 
-/// Calls `found(pattern, start, end)` for every occurrence of every pattern of `dfa` in
-/// `text`, overlapping ones included. The automaton is walked here, a byte at a time, rather
-/// than through the crate's iterator: fields are short and hold several literals each, and
-/// the iterator's set-up and resumption per match cost more than the walk.
-fn search(dfa: &DFA, text: &[u8], mut found: impl FnMut(usize, usize, usize)) {
-    let Ok(mut state) = dfa.start_state(Anchored::No) else {
-        return;
-    };
-    for (at, &byte) in text.iter().enumerate() {
+/// The most matches [`search`] collects before it returns to have them read: a text that
+/// holds a literal at every byte is read in pieces, not copied into a list its size.
+const SEARCH_BATCH: usize = 256;
+
+/// Walks `dfa` over `text` from `walk`'s place, appending `(pattern, end)` to `found` for every
+/// occurrence of every pattern, overlapping ones included, until the text ends (`false`) or
+/// [`SEARCH_BATCH`] matches are collected (`true`: call again to go on). The automaton is
+/// walked here, a byte at a time, rather than through the crate's iterator: fields are short
+/// and hold several literals each, and the iterator's set-up and resumption per match cost more
+/// than the walk. Matches are read after the walk so that the loop holds nothing but the state
+/// and the text: with their reading inlined, the state went through the stack at every byte.
+fn search(dfa: &DFA, text: &[u8], walk: &mut Walk, found: &mut Vec<(u32, u32)>) -> bool {
+    let mut state = walk.state;
+    for (at, &byte) in text.iter().enumerate().skip(walk.at) {
         state = dfa.next_state(Anchored::No, state, byte);
         if !dfa.is_special(state) {
             continue;
         }
         if dfa.is_dead(state) {
-            return;
+            return false;
         }
-        if !dfa.is_match(state) {
-            continue;
-        }
-        let end = at + 1;
-        for i in 0..dfa.match_len(state) {
-            let pattern = dfa.match_pattern(state, i);
-            found(pattern.as_usize(), end - dfa.pattern_len(pattern), end);
+        if dfa.is_match(state) {
+            let end = (at + 1) as u32;
+            for i in 0..dfa.match_len(state) {
+                found.push((dfa.match_pattern(state, i).as_u32(), end));
+            }
+            if found.len() >= SEARCH_BATCH {
+                *walk = Walk { state, at: at + 1 };
+                return true;
+            }
         }
     }
+    false
+}
+
+/// Where a [`search`] stopped.
+struct Walk {
+    state: StateID,
+    at: usize,
 }
 
 /// Notes clause `bit` of `rule` found: the rule is touched the first time.
@@ -375,6 +398,9 @@ pub(super) fn index(rules: &[SigmaRule]) -> Indexes {
         // Sigma compares without case by default; literals are lower-cased already.
         // Standard semantics: a match state names every pattern ending there, so the walk
         // sees overlapping literals; no prefilter, whose skips do not pay on short fields.
+        idx.numbers_searched = pats
+            .iter()
+            .any(|p| p.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
         idx.automaton = aho_corasick::dfa::Builder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
@@ -421,6 +447,37 @@ impl CategoryIndex {
         })
     }
 
+    /// Notes what `pattern`, found at `start..end` of a `len`-byte value of field `name`, admits.
+    fn admit_found(
+        &self,
+        pattern: usize,
+        name: Field,
+        len: usize,
+        start: usize,
+        end: usize,
+        field_admits: &mut Vec<(u32, u8)>,
+    ) {
+        for admits in &self.pattern_rules[pattern] {
+            // A keyword's literal (no field) may sit anywhere in any field.
+            let whole_field = match admits.field {
+                None => None,
+                Some(want) if want.id == name.id => Some(len),
+                Some(_) => continue,
+            };
+            for &(rule, bit, anchor) in &admits.rules {
+                let placed = match (anchor, whole_field) {
+                    (_, None) | (literals::Anchor::Anywhere, _) => true,
+                    (literals::Anchor::Start, _) => start == 0,
+                    (literals::Anchor::End, Some(len)) => end == len,
+                    (literals::Anchor::Whole, Some(len)) => start == 0 && end == len,
+                };
+                if placed {
+                    note(field_admits, rule, bit);
+                }
+            }
+        }
+    }
+
     fn candidates(&self, f: &SigmaFields, scratch: &mut Scratch) {
         let Scratch {
             memo,
@@ -432,6 +489,7 @@ impl CategoryIndex {
             seen,
             stamp,
             folded_text,
+            found,
         } = scratch;
         candidates.clear();
         candidates.extend_from_slice(&self.always);
@@ -453,7 +511,9 @@ impl CategoryIndex {
         }
         for (name, value) in &f.values {
             let plan = self.plans.get(usize::from(name.id));
-            let searched = self.search_all || plan.is_some_and(|p| p.searched);
+            let number = matches!(value, FieldValue::Int(_));
+            let searched = (self.search_all || plan.is_some_and(|p| p.searched))
+                && (self.numbers_searched || !number);
             let whole = plan.map(|p| &p.whole).filter(|w| !w.is_empty());
             if !searched && whole.is_none() && any_field.is_none() {
                 continue;
@@ -491,33 +551,26 @@ impl CategoryIndex {
                         seen.fill(0);
                         *stamp = 1;
                     }
-                    search(dfa, text.as_bytes(), |pattern, start, end| {
-                        if seen[pattern] == *stamp && end != text.len() {
-                            return;
-                        }
-                        seen[pattern] = *stamp;
-                        for admits in &self.pattern_rules[pattern] {
-                            // A keyword's literal (no field) may sit anywhere in any field.
-                            let whole_field = match admits.field {
-                                None => None,
-                                Some(want) if want.id == name.id => Some(text.len()),
-                                Some(_) => continue,
-                            };
-                            for &(rule, bit, anchor) in &admits.rules {
-                                let placed = match (anchor, whole_field) {
-                                    (_, None) | (literals::Anchor::Anywhere, _) => true,
-                                    (literals::Anchor::Start, _) => start == 0,
-                                    (literals::Anchor::End, Some(len)) => end == len,
-                                    (literals::Anchor::Whole, Some(len)) => {
-                                        start == 0 && end == len
-                                    }
-                                };
-                                if placed {
-                                    note(field_admits, rule, bit);
-                                }
+                    let Ok(state) = dfa.start_state(Anchored::No) else {
+                        continue;
+                    };
+                    let mut walk = Walk { state, at: 0 };
+                    loop {
+                        found.clear();
+                        let more = search(dfa, text.as_bytes(), &mut walk, found);
+                        for &(pattern, end) in found.iter() {
+                            let (pattern, end) = (pattern as usize, end as usize);
+                            if seen[pattern] == *stamp && end != text.len() {
+                                continue;
                             }
+                            seen[pattern] = *stamp;
+                            let start = end - dfa.pattern_len(PatternID::new_unchecked(pattern));
+                            self.admit_found(pattern, *name, text.len(), start, end, field_admits);
                         }
-                    });
+                        if !more {
+                            break;
+                        }
+                    }
                 }
             }
             for &(rule, bit) in field_admits.iter() {
