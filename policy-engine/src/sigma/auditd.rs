@@ -79,9 +79,7 @@ pub const SERVICES: [&str; 1] = [AUDITD];
 
 /// The file name of `binary`, as a shell passes it as argv[0].
 fn file_name(binary: &str) -> &str {
-    binary
-        .rfind('/')
-        .map_or(binary, |slash| &binary[slash + 1..])
+    memchr::memrchr(b'/', binary.as_bytes()).map_or(binary, |slash| &binary[slash + 1..])
 }
 
 /// The kernel's `comm` of a process running `binary`: its file name, cut to 15 bytes.
@@ -117,28 +115,26 @@ fn syscall_name(x: &ProcessPolicy) -> Option<&str> {
     .filter(|n| !n.is_empty())
 }
 
-/// auditd's `nametype` of a file a hook on `function` saw.
+/// auditd's `nametype` of a file a hook on `function` saw: `DELETE` where its name has
+/// `unlink` or `rmdir` in it, `CREATE` where it has `create`, `mknod`, `mkdir` or `link`,
+/// without case. One pass over the name: it is read for every file event.
 fn nametype(function: &str) -> &'static str {
-    // Function names are short: lower-cased on the stack, a longer one on the heap.
-    let mut buf = [0u8; 64];
-    let heap;
-    let f = match buf.get_mut(..function.len()) {
-        Some(lower) => {
-            lower.copy_from_slice(function.as_bytes());
-            lower.make_ascii_lowercase();
-            std::str::from_utf8(lower).unwrap_or(function)
+    let f = function.as_bytes();
+    let at =
+        |i: usize, w: &[u8]| f.len() - i >= w.len() && f[i..i + w.len()].eq_ignore_ascii_case(w);
+    let mut create = false;
+    for i in 0..f.len() {
+        // The words' first letters pick the words to try.
+        match f[i].to_ascii_lowercase() {
+            b'u' if at(i, b"unlink") => return "DELETE",
+            b'r' if at(i, b"rmdir") => return "DELETE",
+            b'c' => create |= at(i, b"create"),
+            b'm' => create |= at(i, b"mknod") || at(i, b"mkdir"),
+            b'l' => create |= at(i, b"link"),
+            _ => {}
         }
-        None => {
-            heap = function.to_ascii_lowercase();
-            heap.as_str()
-        }
-    };
-    if ["unlink", "rmdir"].iter().any(|w| f.contains(w)) {
-        "DELETE"
-    } else if ["create", "mknod", "mkdir", "symlink", "link"]
-        .iter()
-        .any(|w| f.contains(w))
-    {
+    }
+    if create {
         "CREATE"
     } else {
         "NORMAL"
@@ -258,15 +254,26 @@ pub(super) fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut impl 
                 comms[i] = c;
             }
             // Only arguments with spaces, quotes or backslashes were quoted: the rest are
-            // borrowed from the event as they are.
+            // borrowed from the event as they are, split once for every record.
             let quoted = p.arguments.contains(['"', '\\']);
             let split = if quoted {
                 vigil_events::split_arguments(&p.arguments)
             } else {
                 Vec::new()
             };
-            let plain = || p.arguments.split(' ').filter(|a| !a.is_empty());
-            let argc = if quoted { split.len() } else { plain().count() };
+            let mut plain = [""; ARG_FIELDS.len() - 1];
+            let argc = if quoted {
+                split.len()
+            } else {
+                let mut n = 0;
+                for a in p.arguments.split(' ').filter(|a| !a.is_empty()) {
+                    if let Some(slot) = plain.get_mut(n) {
+                        *slot = a;
+                    }
+                    n += 1;
+                }
+                n
+            };
             for &a0 in names.iter() {
                 let mut b = out.builder();
                 b.text(field!("type"), "EXECVE");
@@ -277,8 +284,8 @@ pub(super) fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut impl 
                         b.text(*field, a.clone());
                     }
                 } else {
-                    for (field, a) in ARG_FIELDS[1..].iter().zip(plain()) {
-                        b.text(*field, a);
+                    for (field, a) in ARG_FIELDS[1..].iter().zip(&plain[..argc.min(plain.len())]) {
+                        b.text(*field, *a);
                     }
                 }
                 out.view(b.build(AUDITD));
@@ -331,6 +338,27 @@ mod tests {
         load_rule,
         testing::{engine, exec, exec_of, fired, policy_event, rule},
     };
+
+    #[test]
+    fn a_hooks_name_gives_its_files_nametype_deletion_first_and_without_case() {
+        for (function, want) in [
+            ("security_path_unlink", "DELETE"),
+            ("do_rmdir", "DELETE"),
+            ("SyS_UnLinkAt", "DELETE"),
+            ("security_path_link_then_unlink", "DELETE"),
+            ("security_inode_create", "CREATE"),
+            ("security_path_mknod", "CREATE"),
+            ("do_mkdirat", "CREATE"),
+            ("security_path_symlink", "CREATE"),
+            ("LINK", "CREATE"),
+            ("security_file_open", "NORMAL"),
+            ("lin", "NORMAL"),
+            ("", "NORMAL"),
+            (&format!("{}_unlink", "x".repeat(300)), "DELETE"),
+        ] {
+            assert_eq!(nametype(function), want, "{function}");
+        }
+    }
 
     #[test]
     fn an_exec_is_a_syscall_an_execve_and_a_path_record() {
