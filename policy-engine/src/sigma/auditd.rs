@@ -123,9 +123,9 @@ fn nametype(function: &str) -> &'static str {
     let at =
         |i: usize, w: &[u8]| f.len() - i >= w.len() && f[i..i + w.len()].eq_ignore_ascii_case(w);
     let mut create = false;
-    for i in 0..f.len() {
+    for (i, first) in f.iter().enumerate() {
         // The words' first letters pick the words to try.
-        match f[i].to_ascii_lowercase() {
+        match first.to_ascii_lowercase() {
             b'u' if at(i, b"unlink") => return "DELETE",
             b'r' if at(i, b"rmdir") => return "DELETE",
             b'c' => create |= at(i, b"create"),
