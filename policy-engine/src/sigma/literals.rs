@@ -218,16 +218,70 @@ fn union(parts: impl Iterator<Item = Needed>) -> Needed {
 
 /// A search identifier's definition: a map (fields ANDed), a list of maps (ORed) or keywords.
 pub fn selection_needs(v: &Value) -> Needed {
+    selection_needs_in(v, None)
+}
+
+/// [`selection_needs`], of field `only`'s literals alone when given: what a match needs of
+/// that field, where the other fields' literals would have been preferred to it.
+fn selection_needs_in(v: &Value, only: Option<&str>) -> Needed {
+    let keywords = |v: &Value| match only {
+        None => value_needs(v, None, &[]),
+        // Keywords name no field.
+        Some(_) => None,
+    };
     match v {
         Value::Mapping(m) => both(m.iter().map(|(k, v)| match k {
-            Value::String(k) => field_needs(k, v),
+            Value::String(k) if only.is_none_or(|f| k.split('|').next() == Some(f)) => {
+                field_needs(k, v)
+            }
             _ => None,
         })),
         Value::Sequence(seq) => union(seq.iter().map(|item| match item {
-            Value::Mapping(_) => selection_needs(item),
-            other => value_needs(other, None, &[]),
+            Value::Mapping(_) => selection_needs_in(item, only),
+            other => keywords(other),
         })),
-        other => value_needs(other, None, &[]),
+        other => keywords(other),
+    }
+}
+
+/// The values of `field` one of which a rule's `detection` needs that field to be the whole of
+/// for a match (auditd's record `type`), when its condition needs one.
+pub fn needed_values(detection: &serde_yaml::Mapping, field: &str) -> Option<Vec<String>> {
+    let clauses = detection_needs(detection, |v| selection_needs_in(v, Some(field)))?;
+    let clause = clauses.into_iter().find(|c| {
+        !c.is_empty()
+            && c.iter()
+                .all(|l| l.anchor == Anchor::Whole && l.field.as_deref() == Some(field))
+    })?;
+    let mut values: Vec<String> = clause.into_iter().map(|l| l.text).collect();
+    values.sort_unstable();
+    values.dedup();
+    Some(values)
+}
+
+/// What a rule's `detection` needs, each search identifier's needs given by `selection`.
+pub fn detection_needs(
+    detection: &serde_yaml::Mapping,
+    selection: impl Fn(&Value) -> Needed,
+) -> Needed {
+    let selections: Vec<(String, Needed)> = detection
+        .iter()
+        .filter_map(|(k, v)| {
+            let k = k.as_str()?;
+            (k != "condition" && k != "timeframe").then(|| (k.to_string(), selection(v)))
+        })
+        .collect();
+    match detection.get("condition")? {
+        Value::String(c) => condition_needs(c, &selections),
+        // A list of conditions is any of them.
+        Value::Sequence(cs) => {
+            let mut all = Vec::new();
+            for c in cs {
+                all.extend(condition_needs(c.as_str()?, &selections)?);
+            }
+            Some(all)
+        }
+        _ => None,
     }
 }
 
@@ -346,13 +400,37 @@ mod tests {
 
     fn needs(detection: &str) -> Needed {
         let d: Value = serde_yaml::from_str(detection).unwrap();
-        let m = d.as_mapping().unwrap();
-        let sel: Vec<(String, Needed)> = m
-            .iter()
-            .filter(|(k, _)| k.as_str() != Some("condition"))
-            .map(|(k, v)| (k.as_str().unwrap().to_string(), selection_needs(v)))
-            .collect();
-        condition_needs(m.get("condition").unwrap().as_str().unwrap(), &sel)
+        detection_needs(d.as_mapping().unwrap(), selection_needs)
+    }
+
+    /// The record types a rule needs are found where its other literals were preferred to
+    /// them, and only where every way to match needs one.
+    #[test]
+    fn a_rules_record_types_are_what_every_match_needs() {
+        let types = |detection: &str| {
+            let d: Value = serde_yaml::from_str(detection).unwrap();
+            needed_values(d.as_mapping().unwrap(), "type")
+        };
+        let one = |t: &str| Some(vec![t.to_string()]);
+        assert_eq!(
+            types("cmd:\n  type: EXECVE\n  a0|endswith: iptables\nk:\n  - '--to-ports 42'\ncondition: cmd and k"),
+            one("execve")
+        );
+        assert_eq!(
+            types("a:\n  type: 'SYSCALL'\nb:\n  type: PATH\ncondition: 1 of them"),
+            Some(vec!["path".to_string(), "syscall".to_string()])
+        );
+        assert_eq!(
+            types("a:\n  - type: EXECVE\n    a0: x\n  - type: EXECVE\n    a1: y\ncondition: a"),
+            one("execve")
+        );
+        assert_eq!(
+            types("a:\n  type: EXECVE\nk:\n  - x\ncondition: a or k"),
+            None
+        );
+        assert_eq!(types("a:\n  type: EXECVE\ncondition: not a"), None);
+        assert_eq!(types("a:\n  type|contains: EXEC\ncondition: a"), None);
+        assert_eq!(types("k:\n  - EXECVE\ncondition: k"), None);
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct SigmaRule {
     pub category: &'static str,
     /// Literals of which a match needs one (`None`: evaluated on every event of its category).
     pub needs: literals::Needed,
+    /// For an auditd rule, the record types (`type`, lower-cased) it can match only one of,
+    /// when its condition needs one.
+    pub record_types: Option<Vec<String>>,
     /// The fields it names that vigil never fills in its category's events.
     pub warnings: Vec<SigmaWarning>,
     /// The rule as the engine decides it without sigma-rust, where its shape allows
@@ -212,32 +215,11 @@ fn parse_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
         ls.service.as_deref(),
     )
     .map_err(err)?;
-    let needs = doc
-        .get("detection")
-        .and_then(|d| d.as_mapping())
-        .and_then(|d| {
-            let selections: Vec<(String, literals::Needed)> = d
-                .iter()
-                .filter_map(|(k, v)| {
-                    let k = k.as_str()?;
-                    (k != "condition" && k != "timeframe")
-                        .then(|| (k.to_string(), literals::selection_needs(v)))
-                })
-                .collect();
-            let condition = d.get("condition")?;
-            match condition {
-                serde_yaml::Value::String(c) => literals::condition_needs(c, &selections),
-                // A list of conditions is any of them.
-                serde_yaml::Value::Sequence(cs) => {
-                    let mut all = Vec::new();
-                    for c in cs {
-                        all.extend(literals::condition_needs(c.as_str()?, &selections)?);
-                    }
-                    Some(all)
-                }
-                _ => None,
-            }
-        });
+    let detection = doc.get("detection").and_then(|d| d.as_mapping());
+    let needs = detection.and_then(|d| literals::detection_needs(d, literals::selection_needs));
+    let record_types = detection
+        .filter(|_| category == auditd::AUDITD)
+        .and_then(|d| literals::needed_values(d, "type"));
     let warnings = unfilled::unfilled_fields(&file.display().to_string(), text, &doc, category);
     let exact = doc.get("detection").and_then(exact::compile);
     Ok(SigmaRule {
@@ -248,6 +230,7 @@ fn parse_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
         file: file.to_path_buf(),
         category,
         needs,
+        record_types,
         rule,
     })
 }

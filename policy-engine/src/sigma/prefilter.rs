@@ -51,6 +51,11 @@ pub(super) struct CategoryIndex {
     any_field: WholeValues,
     /// A rule has keywords with wildcards, found in any field: every field is searched.
     search_all: bool,
+    /// Where every rule with keywords needs its record's `type` to be one of these (auditd's
+    /// SigmaHQ rules all do: `type: EXECVE` and keywords), keywords are looked for only in
+    /// records of these types: a SYSCALL record's thirteen fields are not each looked up for
+    /// keywords only an EXECVE record can hold.
+    keywords_only_in: Option<Vec<Box<str>>>,
     /// Some pattern of the automaton may be found in a number's text (it is all digits and
     /// minus signs): else numbers (pids, uids, ports) are never searched.
     numbers_searched: bool,
@@ -203,6 +208,9 @@ impl Memo {
     }
 }
 
+/// The field auditd's records name their type in.
+const TYPE: Field = fields::field!("type");
+
 /// Numbers the indexes built, from 1.
 static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -336,6 +344,9 @@ pub(super) fn index(rules: &[SigmaRule]) -> Indexes {
     // it (in the field and place that rule says).
     let mut patterns: HashMap<&'static str, Vec<String>> = HashMap::new();
     let mut pattern_ids: HashMap<(&'static str, String), usize> = HashMap::new();
+    // By category: the `type` values every rule with keywords needs one of; `None` once a
+    // rule with keywords needs none.
+    let mut keyword_types: FxHashMap<&'static str, Option<Vec<Box<str>>>> = FxHashMap::default();
     for (i, r) in rules.iter().enumerate() {
         let idx = index.entry(r.category).or_default();
         match &r.needs {
@@ -343,6 +354,15 @@ pub(super) fn index(rules: &[SigmaRule]) -> Indexes {
             Some(clauses) => {
                 let pats = patterns.entry(r.category).or_default();
                 let clauses = &clauses[..clauses.len().min(literals::MAX_CLAUSES)];
+                if clauses.iter().flatten().any(|l| l.field.is_none()) {
+                    let types = keyword_types.entry(r.category).or_insert(Some(Vec::new()));
+                    match (&r.record_types, types.as_mut()) {
+                        (Some(needed), Some(types)) => {
+                            types.extend(needed.iter().map(|t| t.as_str().into()))
+                        }
+                        _ => *types = None,
+                    }
+                }
                 if idx.clause_bits.len() <= i {
                     idx.clause_bits.resize(i + 1, 0);
                 }
@@ -419,6 +439,14 @@ pub(super) fn index(rules: &[SigmaRule]) -> Indexes {
             rules.dedup();
             idx.always.extend(rules);
         }
+    }
+    for (cat, mut types) in keyword_types {
+        let idx = index.get_mut(cat).expect("indexed above");
+        if let Some(types) = types.as_mut() {
+            types.sort_unstable();
+            types.dedup();
+        }
+        idx.keywords_only_in = types;
     }
     for idx in index.values_mut() {
         idx.id = NEXT_INDEX_ID.fetch_add(1, Ordering::Relaxed);
@@ -505,14 +533,22 @@ impl CategoryIndex {
         }
         touched.clear();
         let mut digits = itoa::Buffer::new();
-        let any_field = Some(&self.any_field).filter(|w| !w.is_empty());
+        let keywords_here = self.keywords_only_in.as_ref().is_none_or(|types| {
+            f.values.iter().any(|(name, value)| {
+                name.id == TYPE.id
+                    && matches!(value, FieldValue::Text(t)
+                        if types.iter().any(|want| t.eq_ignore_ascii_case(want)))
+            })
+        });
+        let any_field = Some(&self.any_field).filter(|w| keywords_here && !w.is_empty());
+        let search_all = self.search_all && keywords_here;
         if seen.len() < self.pattern_rules.len() {
             seen.resize(self.pattern_rules.len(), 0);
         }
         for (name, value) in &f.values {
             let plan = self.plans.get(usize::from(name.id));
             let number = matches!(value, FieldValue::Int(_));
-            let searched = (self.search_all || plan.is_some_and(|p| p.searched))
+            let searched = (search_all || plan.is_some_and(|p| p.searched))
                 && (self.numbers_searched || !number);
             let whole = plan.map(|p| &p.whole).filter(|w| !w.is_empty());
             if !searched && whole.is_none() && any_field.is_none() {
@@ -601,10 +637,50 @@ impl CategoryIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{engine, exec, fired_as_sigma_rust, selection};
+    use super::super::testing::{engine, exec, fired_as_sigma_rust, rule, selection};
     use super::*;
 
     const CREATION: &str = "  category: process_creation\n";
+
+    /// Keywords are looked for only in the record types every rule with keywords needs, and
+    /// in every record once one rule needs none: each rule still fires on what it describes.
+    #[test]
+    fn keywords_are_looked_for_in_the_records_their_rules_need() {
+        let auditd = "  service: auditd\n";
+        let typed = |t: &str, k: &str| {
+            rule(
+                auditd,
+                &format!("  s:\n    type: {t}\n  k:\n    - '{k}'\n  condition: s and k\n"),
+            )
+        };
+        let e = exec("/usr/bin/chattr", "-i x");
+        let execve = ("execve.yml", typed("EXECVE", "chattr"));
+        let syscall = ("syscall.yml", typed("SYSCALL", "execve"));
+        let path = ("path.yml", typed("PATH", "chattr"));
+        let anywhere = (
+            "anywhere.yml",
+            rule(auditd, "  k:\n    - 'execve'\n  condition: k\n"),
+        );
+        let only_typed = engine(&[execve.clone(), path.clone()]);
+        let gate = only_typed.index.get(super::super::auditd::AUDITD).unwrap();
+        assert_eq!(
+            gate.keywords_only_in.as_deref(),
+            Some(&["execve".into(), "path".into()][..])
+        );
+        assert_eq!(fired_as_sigma_rust(&only_typed, &e), ["execve.yml"]);
+        let both = engine(&[execve.clone(), syscall.clone()]);
+        assert_eq!(
+            fired_as_sigma_rust(&both, &e),
+            ["execve.yml", "syscall.yml"]
+        );
+        let all = engine(&[execve, syscall, path, anywhere]);
+        let gate = all.index.get(super::super::auditd::AUDITD).unwrap();
+        assert_eq!(gate.keywords_only_in, None);
+        assert_eq!(
+            fired_as_sigma_rust(&all, &e),
+            ["anywhere.yml", "execve.yml", "syscall.yml"]
+        );
+    }
 
     /// A field is answered from memory the second time: what it admits must be what it
     /// admitted, for a short value, one longer than is remembered, and one admitting more
