@@ -23,7 +23,7 @@
 
 use vigil_events::{Arg, Event, EventBody, Process, ProcessPolicy};
 
-use super::fields::{command_line, field, Field, Users, ViewSink};
+use super::fields::{command_line, field, plain_arguments, quoted, Field, Users, ViewSink};
 
 /// The logsource key of `service: auditd` rules.
 pub const AUDITD: &str = "auditd";
@@ -255,7 +255,7 @@ pub(super) fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut impl 
             }
             // Only arguments with spaces, quotes or backslashes were quoted: the rest are
             // borrowed from the event as they are, split once for every record.
-            let quoted = p.arguments.contains(['"', '\\']);
+            let quoted = quoted(&p.arguments);
             let split = if quoted {
                 vigil_events::split_arguments(&p.arguments)
             } else {
@@ -266,7 +266,7 @@ pub(super) fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut impl 
                 split.len()
             } else {
                 let mut n = 0;
-                for a in p.arguments.split(' ').filter(|a| !a.is_empty()) {
+                for a in plain_arguments(&p.arguments) {
                     if let Some(slot) = plain.get_mut(n) {
                         *slot = a;
                     }

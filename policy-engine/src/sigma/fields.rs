@@ -267,7 +267,7 @@ pub(super) fn command_line<'a>(argv0: &'a str, p: &'a Process) -> Cow<'a, str> {
     let mut line = String::with_capacity(argv0.len() + p.arguments.len() + 1);
     line.push_str(argv0);
     // Only arguments with spaces, quotes or backslashes were quoted: the rest is argv as is.
-    if !p.arguments.contains(['"', '\\']) {
+    if !quoted(&p.arguments) {
         line.push(' ');
         line.push_str(&p.arguments);
         return Cow::Owned(line);
@@ -277,6 +277,20 @@ pub(super) fn command_line<'a>(argv0: &'a str, p: &'a Process) -> Cow<'a, str> {
         line.push_str(&a);
     }
     Cow::Owned(line)
+}
+
+/// Whether vigil quoted some argument of `arguments` (one with a space, a quote or a
+/// backslash): else they are argv as it was, one space between each. A byte scan: argument
+/// lines are short, and a search's set-up costs more than the scan.
+pub(super) fn quoted(arguments: &str) -> bool {
+    arguments.bytes().any(|b| b == b'"' || b == b'\\')
+}
+
+/// The arguments of an unquoted argument line ([`quoted`]), split at its spaces.
+pub(super) fn plain_arguments(arguments: &str) -> impl Iterator<Item = &str> {
+    arguments
+        .split(|c: char| c == ' ')
+        .filter(|a| !a.is_empty())
 }
 
 /// Builds one [`SigmaFields`].
