@@ -287,6 +287,9 @@ pub(super) fn quoted(arguments: &str) -> bool {
 }
 
 /// The arguments of an unquoted argument line ([`quoted`]), split at its spaces.
+// A predicate, not the char: the char's searcher sets up a memchr per piece (callgrind:
+// 400,000 more instructions in the Sigma bench's batch).
+#[allow(clippy::manual_pattern_char_comparison)]
 pub(super) fn plain_arguments(arguments: &str) -> impl Iterator<Item = &str> {
     arguments
         .split(|c: char| c == ' ')
