@@ -230,7 +230,7 @@ mod tests {
 
     fn proc(pid: u32, binary: &str) -> Arc<Process> {
         Arc::new(Process {
-            exec_id: ExecId(format!("id-{pid}")),
+            exec_id: ExecId(format!("id-{pid}").into()),
             pid,
             binary: binary.into(),
             arguments: "a \"quoted\" \\ arg\n".into(),

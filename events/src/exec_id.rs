@@ -1,16 +1,22 @@
 //! Execution ids: one per exec (or per fork, until the child execs), stable across agent
 //! restarts because they derive only from what the kernel reports.
 
+use std::sync::Arc;
+
 use base64::{engine::general_purpose::STANDARD, Engine};
 use serde::{Deserialize, Serialize};
 
 /// `base64("<node_name>:<ktime>:<pid>")`, as Tetragon computes it: `ktime` is the boot-time
 /// clock in nanoseconds at the exec or clone (for processes found in `/proc`, their start time),
 /// so the same process gets the same id from every agent that sees it.
+///
+/// Shared, not copied: the process cache keys its entries, its live table and its retiring
+/// queue by it, and every record a sink takes carries it, so each clone is a count, not an
+/// allocation.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ExecId(pub String);
+pub struct ExecId(pub Arc<str>);
 
 impl ExecId {
     /// Builds the id of the execution of `pid` that started at `ktime` on `node`.
@@ -25,12 +31,12 @@ impl ExecId {
         }
         let mut id = String::with_capacity(base64::encoded_len(raw.len(), true).unwrap_or(0));
         STANDARD.encode_string(&raw, &mut id);
-        ExecId(id)
+        ExecId(id.into())
     }
 
     /// Splits an id back into node, ktime and pid; `None` if it is not one of ours.
     pub fn decode(&self) -> Option<(String, u64, u32)> {
-        let raw = String::from_utf8(STANDARD.decode(&self.0).ok()?).ok()?;
+        let raw = String::from_utf8(STANDARD.decode(self.0.as_bytes()).ok()?).ok()?;
         let mut parts = raw.rsplitn(3, ':');
         let pid = parts.next()?.parse().ok()?;
         let ktime = parts.next()?.parse().ok()?;

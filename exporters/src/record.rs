@@ -70,7 +70,7 @@ impl Record {
         Record {
             time_ns: rfc3339_ns(&event.time),
             kind: event.kind(),
-            exec_id: event.process().exec_id.as_str().into(),
+            exec_id: event.process().exec_id.0.clone(),
             json,
         }
     }

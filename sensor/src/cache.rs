@@ -191,7 +191,7 @@ mod tests {
         let mut c = ProcessCache::new(NonZeroUsize::new(8).unwrap(), Duration::from_secs(5));
         c.insert(proc(10, "sh", "init"), t0);
         c.insert(proc(10, "echo", "init"), t0);
-        assert_eq!(c.by_pid(10).unwrap().exec_id.0, "echo");
+        assert_eq!(c.by_pid(10).unwrap().exec_id.as_str(), "echo");
         assert!(
             c.get(&ExecId("sh".into())).is_some(),
             "kept during the grace period"
@@ -212,7 +212,7 @@ mod tests {
         c.insert(proc(2, "b", "a"), t0);
         let running = c.by_pid(2).unwrap();
         let ended = c.exit(2, t0).unwrap();
-        assert_eq!(ended.exec_id.0, "b");
+        assert_eq!(ended.exec_id.as_str(), "b");
         assert_eq!((running.refcnt, ended.refcnt), (1, 0));
         assert_eq!(
             c.get(&ExecId("b".into())).unwrap().refcnt,
@@ -242,7 +242,7 @@ mod tests {
         let names: Vec<_> = c
             .ancestors(&leaf, 10)
             .into_iter()
-            .map(|p| p.exec_id.0.clone())
+            .map(|p| p.exec_id.as_str().to_string())
             .collect();
         assert_eq!(names, ["sshd", "init"]);
         assert_eq!(c.ancestors(&leaf, 1).len(), 1);

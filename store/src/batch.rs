@@ -299,7 +299,7 @@ mod tests {
     /// A process `n` and its parent (the same parent for every `n`).
     fn processes(n: u64, parent: &Arc<Process>) -> Vec<Arc<Process>> {
         let own = Process {
-            exec_id: vigil_events::ExecId(format!("e{n}")),
+            exec_id: vigil_events::ExecId(format!("e{n}").into()),
             arguments: format!("--n {n}"),
             binary: "/bin/\"cat\"\n".into(),
             ..Default::default()

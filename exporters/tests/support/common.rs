@@ -94,7 +94,7 @@ pub fn free_port() -> u16 {
 /// detail of a process (`--enable-process-cred --enable-process-ns`).
 pub fn exec_event(exec_id: &str, pid: u32, binary: &str, args: String) -> Event {
     let mut process = Process {
-        exec_id: ExecId(exec_id.to_string()),
+        exec_id: ExecId(exec_id.into()),
         binary: binary.into(),
         arguments: args,
         pid,

@@ -31,7 +31,7 @@ fn api_pod(uid: &str, started: bool) -> ApiPod {
 fn exec(pid: u32, cgroup: &str) -> Event {
     let process = Process {
         pid,
-        exec_id: vigil_events::ExecId(format!("id-{pid}")),
+        exec_id: vigil_events::ExecId(format!("id-{pid}").into()),
         binary: "/bin/true".into(),
         cgroup: Some(Cgroup {
             id: 1,
