@@ -268,7 +268,9 @@ pub fn detection_needs(
         .iter()
         .filter_map(|(k, v)| {
             let k = k.as_str()?;
-            (k != "condition" && k != "timeframe").then(|| (k.to_string(), selection(v)))
+            // Every other key is a search identifier to sigma-rust, `timeframe` included
+            // (`1 of them` counts it): leaving it out would need less than a match does.
+            (k != "condition").then(|| (k.to_string(), selection(v)))
         })
         .collect();
     match detection.get("condition")? {

@@ -196,6 +196,20 @@ fn parse_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
         Some(serde_yaml::Value::Sequence(cs)) => cs.iter().filter_map(|c| c.as_str()).collect(),
         _ => Vec::new(),
     };
+    // sigma-rust's condition lexer indexes bytes by characters and panics past the first
+    // letter outside ASCII; a selection's name never needs one.
+    if let Some((c, at)) = conditions
+        .iter()
+        .find_map(|c| c.chars().position(|ch| !ch.is_ascii()).map(|at| (c, at)))
+    {
+        let ch = c.chars().nth(at).unwrap_or_default();
+        return Err(err(format!(
+            "detection.condition has `{}` (character {}), outside ASCII: name the selections \
+             in ASCII letters, digits and `_`",
+            ch.escape_debug(),
+            at + 1
+        )));
+    }
     if let Some(n) = conditions
         .iter()
         .map(|c| condition_operators(c))
@@ -206,8 +220,11 @@ fn parse_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
              {MAX_CONDITION_OPERATORS} vigil evaluates: use `1 of selection_*` or split the rule"
         )));
     }
-    let rule =
-        sigma_rust::rule_from_yaml(text).map_err(|e| err(format!("not a Sigma rule: {e}")))?;
+    // A rule file is input the agent reads at run time: a panic in sigma-rust's parser on
+    // one it was not written for refuses that rule instead of ending the thread loading rules.
+    let rule = std::panic::catch_unwind(|| sigma_rust::rule_from_yaml(text))
+        .map_err(|_| err("sigma-rust's parser failed on this rule (it panicked)".into()))?
+        .map_err(|e| err(format!("not a Sigma rule: {e}")))?;
     let ls = &rule.logsource;
     let category = logsource_of(
         ls.product.as_deref(),
@@ -614,6 +631,33 @@ mod tests {
             r.rule.is_match(&event)
         });
         assert!(!rule);
+    }
+
+    #[test]
+    fn a_condition_outside_ascii_is_refused_not_a_panic_in_sigma_rust() {
+        let text = RULE.replace("condition: s", "condition: s\u{e9} and s");
+        let text = text.replace("  s:\n", "  s\u{e9}:\n    Image: /bin/y\n  s:\n");
+        let e = within(2, move || {
+            load_rule(Path::new("u.yml"), &text).err().unwrap()
+        });
+        assert!(e.reason.contains("outside ASCII"), "{e}");
+        assert!(e.reason.contains("(character 2)"), "{e}");
+    }
+
+    /// sigma-rust reads every key of a detection but `condition` as a search identifier,
+    /// `timeframe` too: the prefilter admits what `1 of them` may match through it.
+    #[test]
+    fn a_timeframe_written_as_a_selection_is_one_to_the_prefilter_too() {
+        use testing::{engine, exec, fired_as_sigma_rust, rule};
+        let rules = [(
+            "timeframe.yml",
+            rule(
+                "  service: auditd\n",
+                "  s:\n    type: EXECVE\n    a0: nothing-like-this\n  timeframe: ['evilarg']\n  condition: 1 of them\n",
+            ),
+        )];
+        let e = exec("/usr/bin/x", "evilarg");
+        assert_eq!(fired_as_sigma_rust(&engine(&rules), &e), ["timeframe.yml"]);
     }
 
     #[test]

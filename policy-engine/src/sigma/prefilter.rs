@@ -541,6 +541,13 @@ impl CategoryIndex {
             })
         });
         let any_field = Some(&self.any_field).filter(|w| keywords_here && !w.is_empty());
+        // What a field admits depends on whether keywords were looked for in its record: the
+        // memory keeps the two apart (records of different types share no field but `type`
+        // today; nothing here should rest on that). An index never remembered stays 0.
+        let memo_index = match self.id {
+            0 => 0,
+            id => id << 1 | u64::from(keywords_here),
+        };
         let search_all = self.search_all && keywords_here;
         if seen.len() < self.pattern_rules.len() {
             seen.resize(self.pattern_rules.len(), 0);
@@ -560,9 +567,9 @@ impl CategoryIndex {
             };
             // A text too long to be remembered is not hashed only to find that out.
             let slot =
-                (text.len() <= MEMO_TEXT).then(|| Memo::slot(self.id, name.id, text.as_bytes()));
+                (text.len() <= MEMO_TEXT).then(|| Memo::slot(memo_index, name.id, text.as_bytes()));
             if let Some(remembered) =
-                slot.and_then(|slot| memo.get(slot, self.id, name.id, text.as_bytes()))
+                slot.and_then(|slot| memo.get(slot, memo_index, name.id, text.as_bytes()))
             {
                 for &(rule, bit) in remembered {
                     admit(bits_of, touched, rule as usize, bit);
@@ -618,7 +625,13 @@ impl CategoryIndex {
                 field_admits.dedup();
             }
             if let Some(slot) = slot {
-                memo.put(slot, self.id, name.id, field_text.as_bytes(), field_admits);
+                memo.put(
+                    slot,
+                    memo_index,
+                    name.id,
+                    field_text.as_bytes(),
+                    field_admits,
+                );
             }
         }
         for &rule in touched.iter() {
