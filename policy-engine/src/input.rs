@@ -8,7 +8,8 @@
 //! reads at most [`Limits::bytes`] (and one more to notice a larger file) through
 //! [`vigil_safe_fs::read_trusted`], which also refuses a file others can write, then walks the
 //! parser's events one at a time, with nothing kept per node, and stops at the first nesting
-//! level past [`Limits::depth`], the first node past [`Limits::nodes`] or the first alias.
+//! level past [`Limits::depth`], the first node past [`Limits::nodes`], the first alias or, in
+//! a Sigma rule, the first tag ([`Limits::tags`]).
 //! Only then does a parser that builds something see the text.
 
 use std::path::Path;
@@ -31,6 +32,10 @@ pub struct Limits {
     pub depth: usize,
     /// Most nodes (scalars, sequences and mappings).
     pub nodes: usize,
+    /// Whether tags are read (`!file PATH`, a secret in the configuration). A Sigma rule's are
+    /// not: serde_yaml keeps a tagged value apart where sigma-rust's parser reads it as plain,
+    /// so a tagged `condition` would reach sigma-rust past vigil's checks on it.
+    pub tags: bool,
 }
 
 impl Limits {
@@ -42,6 +47,7 @@ impl Limits {
         bytes: 4 << 20,
         depth: 64,
         nodes: 100_000,
+        tags: true,
     };
     /// Sigma rules: a few kilobytes each in SigmaHQ's repository.
     pub const SIGMA: Limits = Limits {
@@ -49,6 +55,7 @@ impl Limits {
         bytes: 1 << 20,
         depth: 64,
         nodes: 50_000,
+        tags: false,
     };
     /// The agent's configuration.
     pub const CONFIG: Limits = Limits {
@@ -56,6 +63,7 @@ impl Limits {
         bytes: 1 << 20,
         depth: 64,
         nodes: 50_000,
+        tags: true,
     };
 }
 
@@ -91,7 +99,8 @@ pub fn read_yaml(path: &Path, limits: &Limits) -> Result<String, InputError> {
 }
 
 /// Checks `text` against `limits` without building anything from it: its size, how deep
-/// sequences and mappings nest, how many nodes it has, that it has no alias, and that it is
+/// sequences and mappings nest, how many nodes it has, that it has no alias (nor a tag, where
+/// `limits` read none), and that it is
 /// YAML at all (a parser after the gate must not go where the gate could not).
 pub fn check_yaml(file: &str, text: &str, limits: &Limits) -> Result<(), PolicyError> {
     let refuse = |mark: Option<Marker>, reason: String, fix: String| {
@@ -149,6 +158,27 @@ pub fn check_yaml(file: &str, text: &str, limits: &Limits) -> Result<(), PolicyE
                         alias_at(text, mark)
                     ),
                     "write the value out where the alias is, and remove its `&` anchor".into(),
+                );
+            }
+            Event::Scalar(_, _, _, Some(tag))
+            | Event::SequenceStart(_, Some(tag))
+            | Event::MappingStart(_, Some(tag))
+                if !limits.tags =>
+            {
+                return refuse(
+                    Some(mark),
+                    format!(
+                        "YAML tag `{}{}`: a {} has no tags (the parsers after this check read a \
+                         tagged value differently: one keeps the tag, another drops it)",
+                        // The core schema's handle as it is written.
+                        match tag.handle.as_str() {
+                            "tag:yaml.org,2002:" => "!!",
+                            handle => handle,
+                        },
+                        tag.suffix,
+                        limits.kind
+                    ),
+                    "remove the tag and write the value plainly".into(),
                 );
             }
             Event::SequenceStart(..) | Event::MappingStart(..) => {

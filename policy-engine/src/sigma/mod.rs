@@ -191,6 +191,20 @@ fn parse_rule(file: &Path, text: &str) -> Result<SigmaRule, SigmaLoadError> {
     // and the literal analysis reads the detection from it.
     let doc: serde_yaml::Value =
         serde_yaml::from_str(text).map_err(|e| err(format!("not YAML: {e}")))?;
+    // sigma-rust names a detection's keys by their text (`1:` is the search identifier `1`);
+    // the literal analysis reads only keys that are text, so any other is refused here rather
+    // than left out of what `1 of them` may match.
+    if let Some(key) = doc
+        .get("detection")
+        .and_then(|d| d.as_mapping())
+        .and_then(|d| d.keys().find(|k| !k.is_string()))
+    {
+        let key = serde_yaml::to_string(key).unwrap_or_default();
+        let key = key.trim_end();
+        return Err(err(format!(
+            "detection key `{key}` is not text: quote it (`'{key}':`)"
+        )));
+    }
     let conditions: Vec<&str> = match doc.get("detection").and_then(|d| d.get("condition")) {
         Some(serde_yaml::Value::String(c)) => vec![c.as_str()],
         Some(serde_yaml::Value::Sequence(cs)) => cs.iter().filter_map(|c| c.as_str()).collect(),
@@ -658,6 +672,34 @@ mod tests {
         )];
         let e = exec("/usr/bin/x", "evilarg");
         assert_eq!(fired_as_sigma_rust(&engine(&rules), &e), ["timeframe.yml"]);
+    }
+
+    /// A tag is refused by the gate: serde_yaml keeps a tagged condition apart, which would
+    /// have let it past the checks on its size to sigma-rust, whose parser reads it plainly.
+    #[test]
+    fn a_tagged_value_is_refused_by_the_gate() {
+        for tagged in [
+            RULE.replace("condition: s", "condition: !x s"),
+            RULE.replace("condition: s", "!x condition: s"),
+            RULE.replace("detection:", "!x detection:"),
+            RULE.replace("Image: /bin/x", "Image: !!str /bin/x"),
+        ] {
+            let e = load_rule(Path::new("t.yml"), &tagged).err().unwrap();
+            assert!(e.reason.contains("YAML tag `!"), "{tagged}: {e}");
+        }
+    }
+
+    /// A detection key that is not text (`1:`) is a search identifier to sigma-rust: refused,
+    /// not left out of what `1 of them` may match.
+    #[test]
+    fn a_detection_key_that_is_not_text_is_refused_with_the_quoting() {
+        for key in ["1", "true", "~"] {
+            let text = RULE.replace("  s:\n", &format!("  {key}:\n    Image: /evil\n  s:\n"));
+            let e = load_rule(Path::new("k.yml"), &text).err().unwrap();
+            assert!(e.reason.contains("is not text: quote it"), "{key}: {e}");
+        }
+        let quoted = RULE.replace("  s:\n", "  '1':\n    Image: /evil\n  s:\n");
+        assert!(load_rule(Path::new("q.yml"), &quoted).is_ok());
     }
 
     #[test]
