@@ -6,6 +6,14 @@ use std::{num::NonZeroUsize, path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use stdout::outln;
 
+/// The agent's loop allocates and frees every event's strings and JSON, and glibc's allocator
+/// was a third of the loop's time, most of it consolidating and unlinking its free lists.
+/// mimalloc's per-thread free pages serve the same work for a third of those samples
+/// (BENCHMARKS.md, "The pipeline on one core"). `no_thp`: mimalloc would otherwise ask for
+/// transparent huge pages, whose zeroing on first touch took the gain back.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod agent;
 mod api;
 mod brief;

@@ -127,7 +127,6 @@ pub fn log(msg: impl std::fmt::Display) {
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(opts: AgentOptions) -> Result<()> {
-    keep_freed_memory();
     let mut clock = StartClock::new();
     // Before "agent ready": whoever waits for that line may stop the agent at once.
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -382,24 +381,6 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
 /// How long the outputs and exporters may take to deliver what is queued when the agent stops;
 /// the rest is spooled for the next run.
 const EXPORT_GRACE: Duration = Duration::from_secs(5);
-
-/// Keeps the memory a burst of events freed in the heap instead of handing it back to the
-/// kernel at once. A storm's events wait in the exporters' queues and the store's batches (up
-/// to the store's queue bound) and are freed together: with glibc's defaults the heap's top was
-/// trimmed after each such wave and the loop faulted fresh, zeroed pages back in for the next
-/// (measured in BENCHMARKS.md, "The event store"). What stays is bounded by the store's queue,
-/// and glibc still trims above it.
-fn keep_freed_memory() {
-    const QUEUE_BYTES: libc::c_int = vigil_store::MAX_QUEUE_BYTES as libc::c_int;
-    // SAFETY: mallopt only changes glibc's thresholds; called before the agent's threads start.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, QUEUE_BYTES);
-        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
-        // A fixed threshold (glibc's moves up and down with what was freed) keeps large
-        // buffers out of mmap's map and unmap per use.
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-    }
-}
 
 /// The most records read per turn of the agent's loop: a local user who floods the kernel with
 /// events cannot keep the agent's only thread from its signals, its policy reloads and its
