@@ -1,9 +1,10 @@
 //! Processes encoded once. A process appears in every event about it and, as a parent, in every
 //! event about its children; most of an event's JSON is those two objects. Each thread keeps
 //! the JSON of the processes it serialized recently, keyed by the shared `Arc<Process>` they
-//! came from, and writes it again verbatim the next time the same process is serialized. A
-//! process is kept encoded from its second appearance on: most processes are short-lived and
-//! appear once, and encoding them a second time, into the cache, would cost more than it saves.
+//! came from, and writes it again verbatim the next time the same process is serialized. Every
+//! process appears at least twice, at its exec and at its exit; the exit's process differs from
+//! the running one only by its `refcnt`, and [`ended`] gives it the running one's JSON without
+//! that field rather than have it encoded anew.
 //!
 //! The key is the `Arc`'s address, and the cache holds a clone of the `Arc`: while an entry
 //! lives its process can neither be freed (so the address cannot be reused by another process)
@@ -16,17 +17,17 @@
 //! JSON of the last few it wrote ([`Recent`]) and writes it again when the next process has the
 //! same value: an exec storm's processes are each new, and each one's sets are not.
 //!
-//! Only serde_json knows the raw JSON token; any other serializer is given the value itself.
+//! Only serde_json can be handed JSON text to write as it is ([`Json`]); any other serializer is
+//! given the value itself.
 
 use std::{
     cell::RefCell,
-    collections::{hash_map, HashMap},
+    collections::HashMap,
     hash::{BuildHasherDefault, Hasher},
     sync::Arc,
 };
 
 use serde::{Serialize, Serializer};
-use serde_json::value::RawValue;
 
 use crate::{Capabilities, Namespaces, Process};
 
@@ -34,9 +35,11 @@ use crate::{Capabilities, Namespaces, Process};
 const CAPACITY: usize = 4096;
 
 struct Entry {
-    process: Arc<Process>,
-    /// Its JSON, from its second appearance on.
-    json: Option<Box<RawValue>>,
+    /// Held, never read: while the entry lives, its key (this `Arc`'s address) is this
+    /// process's and nobody can change it in place.
+    _process: Arc<Process>,
+    /// Its JSON (none if it failed to encode: the process is then written field by field).
+    json: Option<Json>,
     last_use: u64,
 }
 
@@ -66,29 +69,33 @@ struct Cache {
 }
 
 impl Cache {
-    /// The process's JSON when it has appeared before; `None` the first time.
-    fn get_or_encode(&mut self, p: &Arc<Process>) -> Option<&RawValue> {
-        self.clock += 1;
+    /// The process's JSON, encoded at its first appearance.
+    fn get_or_encode(&mut self, p: &Arc<Process>) -> Option<&Json> {
         let key = Arc::as_ptr(p) as usize;
-        if self.entries.len() >= CAPACITY && !self.entries.contains_key(&key) {
+        if !self.entries.contains_key(&key) {
+            let json = Json::encode(&**p);
+            self.insert(p, json);
+        }
+        self.clock += 1;
+        let entry = self.entries.get_mut(&key)?;
+        entry.last_use = self.clock;
+        entry.json.as_ref()
+    }
+
+    /// Keeps `json` as `p`'s, making room first when the cache is full.
+    fn insert(&mut self, p: &Arc<Process>, json: Option<Json>) {
+        if self.entries.len() >= CAPACITY {
             self.evict_older_half();
         }
-        let entry = match self.entries.entry(key) {
-            hash_map::Entry::Occupied(o) => o.into_mut(),
-            hash_map::Entry::Vacant(v) => {
-                v.insert(Entry {
-                    process: p.clone(),
-                    json: None,
-                    last_use: self.clock,
-                });
-                return None;
-            }
-        };
-        entry.last_use = self.clock;
-        if entry.json.is_none() {
-            entry.json = serde_json::value::to_raw_value(&*entry.process).ok();
-        }
-        entry.json.as_deref()
+        self.clock += 1;
+        self.entries.insert(
+            Arc::as_ptr(p) as usize,
+            Entry {
+                _process: p.clone(),
+                json,
+                last_use: self.clock,
+            },
+        );
     }
 
     /// Drops the least recently used half: one sort per `CAPACITY / 2` insertions.
@@ -112,7 +119,7 @@ const RECENT: usize = 8;
 /// The last [`RECENT`] distinct values of a type written, with their JSON; the oldest makes
 /// room. Found by comparison (a few words each), not hashed.
 struct Recent<T> {
-    entries: Vec<(T, Box<RawValue>)>,
+    entries: Vec<(T, Json)>,
     next: usize,
 }
 
@@ -124,11 +131,11 @@ impl<T: Serialize + PartialEq + Clone> Recent<T> {
         }
     }
 
-    fn get_or_encode(&mut self, v: &T) -> Option<&RawValue> {
+    fn get_or_encode(&mut self, v: &T) -> Option<&Json> {
         let at = match self.entries.iter().position(|(k, _)| k == v) {
             Some(at) => at,
             None => {
-                let json = serde_json::value::to_raw_value(v).ok()?;
+                let json = Json::encode(v)?;
                 if self.entries.len() < RECENT {
                     self.entries.push((v.clone(), json));
                     self.entries.len() - 1
@@ -200,6 +207,78 @@ pub(crate) fn process<S: Serializer>(p: &Arc<Process>, s: S) -> Result<S::Ok, S:
             None => p.serialize(s),
         }
     })
+}
+
+/// Gives `ended` (the process `running` once it exited: the same but for `refcnt`, which is 0)
+/// the JSON `running` was written with, less its `refcnt`, when this thread has it; otherwise
+/// `ended` is encoded at its first appearance like any process.
+pub fn ended(running: &Arc<Process>, ended: &Arc<Process>) {
+    if ended.refcnt != 0 || running.exec_id != ended.exec_id || running.tid != ended.tid {
+        return;
+    }
+    CACHE.with(|c| {
+        let Ok(mut cache) = c.try_borrow_mut() else {
+            return;
+        };
+        let json = cache
+            .entries
+            .get(&(Arc::as_ptr(running) as usize))
+            .and_then(|e| e.json.as_ref())
+            .and_then(without_refcnt);
+        if let Some(json) = json {
+            cache.insert(ended, Some(json));
+        }
+    });
+}
+
+/// A process's JSON without its `refcnt` member. The member is found as the first `,"refcnt":`:
+/// inside a JSON string a quote is always escaped (`\"`), so that text is a key; and every member
+/// written before it (the ids, numbers and strings of `Process`, in its order) is a scalar, so it
+/// is the process's own key and not a nested object's. `None` when it is not there (already 0).
+fn without_refcnt(json: &Json) -> Option<Json> {
+    const KEY: &[u8] = b",\"refcnt\":";
+    let text = json.0.as_bytes();
+    let at = memchr::memmem::find(text, KEY)?;
+    let digits = text[at + KEY.len()..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let end = at + KEY.len() + digits;
+    if digits == 0 || !matches!(text.get(end), Some(b',' | b'}')) {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() - (end - at));
+    out.push_str(&json.0[..at]);
+    out.push_str(&json.0[end..]);
+    Some(Json(out.into_boxed_str()))
+}
+
+/// JSON text this module wrote with serde_json (or cut a member out of, [`without_refcnt`]),
+/// written again as it is. serde_json's `RawValue` does the same, but one made from a string
+/// (the cut text) is parsed again first, which cost about as much as encoding the process
+/// anew: this text was written by serde_json and needs no check.
+struct Json(Box<str>);
+
+/// The name serde_json's own raw values serialize under: given it, serde_json's serializers
+/// (to text and to a `Value`) write the text as it is. `a_json_text_is_written_as_it_is` fails
+/// if a serde_json release renames it.
+const RAW_TOKEN: &str = "$serde_json::private::RawValue";
+
+impl Json {
+    fn encode<T: Serialize + ?Sized>(v: &T) -> Option<Json> {
+        serde_json::to_string(v)
+            .ok()
+            .map(|s| Json(s.into_boxed_str()))
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut raw = s.serialize_struct(RAW_TOKEN, 1)?;
+        raw.serialize_field(RAW_TOKEN, &*self.0)?;
+        raw.end()
+    }
 }
 
 /// `serialize_with` for an `Option<Arc<Process>>` field (skipped when `None`).
@@ -321,6 +400,78 @@ mod tests {
             serde_json::to_string(&e).unwrap();
         }
         CACHE.with(|c| assert!(c.borrow().entries.len() <= CAPACITY));
+    }
+
+    #[test]
+    fn an_ended_process_is_written_as_if_encoded_anew() {
+        let mut running = (*proc(7, "/usr/bin/env")).clone();
+        running.refcnt = 1;
+        // Text that looks like the member, in a string, and a nested key of the same name.
+        running.arguments = r#"x,"refcnt":1,"y" ,\"refcnt\":2}"#.into();
+        running.cwd = ",\"refcnt\":3,".into();
+        running.cgroup = Some(crate::Cgroup {
+            id: 9,
+            path: "/refcnt".into(),
+        });
+        let running = Arc::new(running);
+        let e = exec(running.clone(), proc(1, "/bin/sh"));
+        serde_json::to_string(&e).unwrap(); // the running process's JSON is kept now
+        let ended = Arc::new(Process {
+            refcnt: 0,
+            ..(*running).clone()
+        });
+        super::ended(&running, &ended);
+        let kept = CACHE.with(|c| {
+            c.borrow().entries[&(Arc::as_ptr(&ended) as usize)]
+                .json
+                .as_ref()
+                .map(|j| j.0.to_string())
+        });
+        let direct = serde_json::to_string(&*ended).unwrap();
+        assert_eq!(kept.as_deref(), Some(direct.as_str()));
+        let e = exec(ended.clone(), proc(1, "/bin/sh"));
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains(&direct), "{text}");
+        // A process that is not the running one less its refcnt is left to be encoded itself.
+        let other = Arc::new(Process {
+            tid: 8,
+            refcnt: 0,
+            ..(*running).clone()
+        });
+        super::ended(&running, &other);
+        CACHE.with(|c| {
+            assert!(!c
+                .borrow()
+                .entries
+                .contains_key(&(Arc::as_ptr(&other) as usize)))
+        });
+    }
+
+    #[test]
+    fn the_refcnt_member_is_cut_exactly() {
+        for (json, cut) in [
+            (r#"{"a":1,"refcnt":1,"b":2}"#, Some(r#"{"a":1,"b":2}"#)),
+            (r#"{"a":"x","refcnt":12}"#, Some(r#"{"a":"x"}"#)),
+            (r#"{"a":1}"#, None),
+            (r#"{"a":1,"refcnt":"1"}"#, None),
+            (r#"{"a":"\",\"refcnt\":1,","b":2}"#, None),
+        ] {
+            let raw = Json(json.into());
+            assert_eq!(
+                without_refcnt(&raw).map(|r| r.0.to_string()).as_deref(),
+                cut,
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_json_text_is_written_as_it_is() {
+        let text = r#"{"b":[1,2],"a":"x\"y"}"#;
+        let json = Json(text.into());
+        assert_eq!(serde_json::to_string(&json).unwrap(), text);
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_value(&json).unwrap(), v);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod mode;
 mod pod;
 pub mod time;
 
+pub use encoded::ended as encode_as_ended;
 pub use event::*;
 pub use exec_id::ExecId;
 pub use pod::{Container, Image, Pod, SecurityContext};

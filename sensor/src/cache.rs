@@ -99,7 +99,9 @@ impl ProcessCache {
                 // A new Arc: the running one may still be in events being written.
                 let mut ended = Process::clone(e);
                 ended.refcnt = 0;
-                *e = Arc::new(ended);
+                let ended = Arc::new(ended);
+                vigil_events::encode_as_ended(e, &ended);
+                *e = ended;
             }
             e.clone()
         });
