@@ -98,11 +98,11 @@ impl Cache {
         );
     }
 
-    /// Drops the least recently used half: one sort per `CAPACITY / 2` insertions.
+    /// Drops the least recently used half: one selection per `CAPACITY / 2` insertions.
     fn evict_older_half(&mut self) {
         let mut uses: Vec<u64> = self.entries.values().map(|e| e.last_use).collect();
-        uses.sort_unstable();
-        let median = uses[uses.len() / 2];
+        let half = uses.len() / 2;
+        let (_, &mut median, _) = uses.select_nth_unstable(half);
         self.entries.retain(|_, e| e.last_use > median);
     }
 }
@@ -237,8 +237,10 @@ pub fn ended(running: &Arc<Process>, ended: &Arc<Process>) {
 /// is the process's own key and not a nested object's. `None` when it is not there (already 0).
 fn without_refcnt(json: &Json) -> Option<Json> {
     const KEY: &[u8] = b",\"refcnt\":";
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
     let text = json.0.as_bytes();
-    let at = memchr::memmem::find(text, KEY)?;
+    let at = FINDER.find(text)?;
     let digits = text[at + KEY.len()..]
         .iter()
         .take_while(|b| b.is_ascii_digit())

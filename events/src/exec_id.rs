@@ -21,17 +21,34 @@ pub struct ExecId(pub Arc<str>);
 impl ExecId {
     /// Builds the id of the execution of `pid` that started at `ktime` on `node`.
     pub fn new(node: &str, ktime: u64, pid: u32) -> Self {
-        // Buffers of the exact sizes, without format!'s growth: one id is made for every exec
-        // and fork.
+        // One id is made for every exec and fork: built on the stack (a node name of up to
+        // 200 bytes), with the id's own allocation the only one.
         let (mut k, mut p) = (itoa::Buffer::new(), itoa::Buffer::new());
         let (ktime, pid) = (k.format(ktime).as_bytes(), p.format(pid).as_bytes());
-        let mut raw = Vec::with_capacity(node.len() + ktime.len() + pid.len() + 2);
+        let (mut raw_stack, mut raw_heap) = ([0u8; 232], Vec::new());
+        let raw = fitted(
+            &mut raw_stack,
+            &mut raw_heap,
+            node.len() + ktime.len() + pid.len() + 2,
+        );
+        let mut at = 0;
         for part in [node.as_bytes(), b":", ktime, b":", pid] {
-            raw.extend_from_slice(part);
+            raw[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
         }
-        let mut id = String::with_capacity(base64::encoded_len(raw.len(), true).unwrap_or(0));
-        STANDARD.encode_string(&raw, &mut id);
-        ExecId(id.into())
+        let (mut id_stack, mut id_heap) = ([0u8; 312], Vec::new());
+        let id = fitted(
+            &mut id_stack,
+            &mut id_heap,
+            base64::encoded_len(raw.len(), true).unwrap_or(0),
+        );
+        let written = STANDARD.encode_slice(&*raw, id).unwrap_or(0);
+        // Base64 is ASCII: never empty for an id that was written.
+        ExecId(
+            std::str::from_utf8(&id[..written])
+                .unwrap_or_default()
+                .into(),
+        )
     }
 
     /// Splits an id back into node, ktime and pid; `None` if it is not one of ours.
@@ -51,6 +68,16 @@ impl ExecId {
     /// Whether the id is empty (no execution: written nowhere, as protojson leaves out "").
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// The first `len` bytes of `stack`, or of `heap` grown to `len` when `stack` is shorter.
+fn fitted<'a>(stack: &'a mut [u8], heap: &'a mut Vec<u8>, len: usize) -> &'a mut [u8] {
+    if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        heap
     }
 }
 
@@ -75,5 +102,17 @@ mod tests {
         let id = ExecId::new("a:b", 99, 7);
         assert_eq!(id.decode(), Some(("a:b".into(), 99, 7)));
         assert_eq!(ExecId("not base64!".into()).decode(), None);
+    }
+
+    #[test]
+    fn long_node_names_are_encoded_whole() {
+        // Around the stack buffers' sizes and past them.
+        for len in [0, 1, 199, 200, 201, 202, 230, 231, 300, 4000] {
+            let node = "n".repeat(len);
+            let id = ExecId::new(&node, u64::MAX, u32::MAX);
+            let raw = format!("{node}:{}:{}", u64::MAX, u32::MAX);
+            assert_eq!(id.as_str(), STANDARD.encode(raw.as_bytes()), "{len}");
+            assert_eq!(id.decode(), Some((node, u64::MAX, u32::MAX)));
+        }
     }
 }

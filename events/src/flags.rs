@@ -28,22 +28,41 @@ pub const ORDER: [&str; 20] = [
     "errorPathResolutionCwd",
 ];
 
+// `with_derived` keeps the words it knows as bits of a u32.
+const _: () = assert!(ORDER.len() <= 32);
+
 /// `flags` with `rootcwd` added when `cwd` is `/` and `clone` added when `first_exec_after_fork`,
 /// every word once, in Tetragon's order (words it does not know keep their order, after its).
 pub fn with_derived(flags: &str, cwd: &str, first_exec_after_fork: bool) -> String {
-    let mut words: Vec<&str> = Vec::new();
+    // Every exec and fork goes through here: the words Tetragon knows are kept as a set of
+    // their ranks, so they come out in its order without a sort, and only words it does not
+    // know (rare) need a list.
+    let mut known = 0u32;
+    let mut unknown: Vec<&str> = Vec::new();
     let derived = [
         (cwd == "/").then_some("rootcwd"),
         first_exec_after_fork.then_some("clone"),
     ];
     for w in flags.split(' ').chain(derived.into_iter().flatten()) {
-        if !w.is_empty() && !words.contains(&w) {
-            words.push(w);
+        match ORDER.iter().position(|o| *o == w) {
+            Some(rank) => known |= 1 << rank,
+            None if !w.is_empty() && !unknown.contains(&w) => unknown.push(w),
+            None => {}
         }
     }
-    // A stable sort: words Tetragon does not know share the last rank and keep their order.
-    words.sort_by_key(|w| ORDER.iter().position(|o| o == w).unwrap_or(ORDER.len()));
-    words.join(" ")
+    let mut out = String::with_capacity(flags.len() + 16);
+    let ranked = ORDER
+        .iter()
+        .enumerate()
+        .filter(|(rank, _)| known & (1 << rank) != 0)
+        .map(|(_, w)| *w);
+    for w in ranked.chain(unknown) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -65,5 +84,9 @@ mod tests {
         assert_eq!(with_derived("procFS rootcwd", "/", false), "procFS rootcwd");
         assert_eq!(with_derived("", "/tmp", false), "");
         assert_eq!(with_derived("clone", "", true), "clone");
+        assert_eq!(
+            with_derived("zz clone  aa zz execve", "/", false),
+            "execve rootcwd clone zz aa"
+        );
     }
 }

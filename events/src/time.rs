@@ -28,8 +28,14 @@ impl BootClock {
 
 /// Formats Unix nanoseconds as `YYYY-MM-DDThh:mm:ss.nnnnnnnnnZ`.
 pub fn rfc3339(unix_ns: i128) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
-    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+    // 128-bit division is a call; every time until 2262 fits 64 bits.
+    let (secs, nanos) = match i64::try_from(unix_ns) {
+        Ok(ns) => (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000)),
+        Err(_) => (
+            unix_ns.div_euclid(1_000_000_000) as i64,
+            unix_ns.rem_euclid(1_000_000_000) as i64,
+        ),
+    };
     // Every event's time, and every process's start: the events of one second share all but
     // the fraction, so each thread keeps the last second's text and writes only the nanoseconds.
     let Some(second) = LAST_SECOND.with(|last| {
@@ -48,7 +54,7 @@ pub fn rfc3339(unix_ns: i128) -> String {
     };
     let mut out = [0u8; 30];
     out[..20].copy_from_slice(&second);
-    write_digits(&mut out[20..29], nanos.into());
+    write_digits(&mut out[20..29], nanos as u64);
     out[29] = b'Z';
     // Only ASCII digits and separators were written: never empty.
     String::from_utf8(out.to_vec()).unwrap_or_default()
@@ -94,6 +100,11 @@ pub fn parse_rfc3339_ns(t: &str) -> Option<u64> {
         }
         s.parse().ok()
     }
+    // Every record's time is read back once (the exporters' `Record`): vigil's own shape is
+    // read at fixed places.
+    if let Some(parts) = fixed_parts(t.as_bytes()) {
+        return from_parts(parts);
+    }
     let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
     let mut d = date.split('-');
     let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
@@ -103,13 +114,47 @@ pub fn parse_rfc3339_ns(t: &str) -> Option<u64> {
     if d.next().is_some() || h.next().is_some() || frac.len() > 9 {
         return None;
     }
+    let nanos = num(frac)? * 10u64.pow(9 - frac.len() as u32);
+    from_parts([y, m, day, hh, mm, ss, nanos])
+}
+
+/// `YYYY-MM-DDThh:mm:ss.nnnnnnnnnZ` split into its seven numbers; `None` for any other shape.
+fn fixed_parts(t: &[u8]) -> Option<[u64; 7]> {
+    if t.len() != 30 || t[29] != b'Z' {
+        return None;
+    }
+    let mut parts = [0u64; 7];
+    let fields = [
+        (0, 4, b'-'),
+        (5, 2, b'-'),
+        (8, 2, b'T'),
+        (11, 2, b':'),
+        (14, 2, b':'),
+        (17, 2, b'.'),
+        (20, 9, b'Z'),
+    ];
+    for (part, (at, width, after)) in parts.iter_mut().zip(fields) {
+        if t[at + width] != after {
+            return None;
+        }
+        for b in &t[at..at + width] {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            *part = *part * 10 + u64::from(b - b'0');
+        }
+    }
+    Some(parts)
+}
+
+/// Nanoseconds since the epoch of a checked civil date and time.
+fn from_parts([y, m, day, hh, mm, ss, nanos]: [u64; 7]) -> Option<u64> {
     if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
         return None;
     }
     if hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
-    let nanos = num(frac)? * 10u64.pow(9 - frac.len() as u32);
     // Days since the epoch from a civil date (H. Hinnant's algorithm).
     let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
     let era = y / 400;

@@ -204,11 +204,11 @@ impl Identity {
 
 /// Tetragon's flag words for an origin and the kernel's truncation bits.
 fn flags(origin: Origin, bits: u32) -> String {
-    let mut words = vec![match origin {
+    let mut words = String::from(match origin {
         Origin::Execve => "execve",
         Origin::Clone => "clone",
         Origin::ProcFs => "procFS",
-    }];
+    });
     for (bit, word) in [
         (abi::FLAG_TRUNC_FILENAME, "truncFilename"),
         (abi::FLAG_TRUNC_ARGS, "truncArgs"),
@@ -218,10 +218,11 @@ fn flags(origin: Origin, bits: u32) -> String {
         (abi::FLAG_TRUNC_CGROUP, "truncCgroup"),
     ] {
         if bits & bit != 0 {
-            words.push(word);
+            words.push(' ');
+            words.push_str(word);
         }
     }
-    words.join(" ")
+    words
 }
 
 /// The container id in a cgroup path (`.../docker-<64 hex>.scope`, `.../<64 hex>`), shortened
