@@ -232,6 +232,10 @@ fn flags(origin: Origin, bits: u32) -> String {
 /// searched as bytes, so a window that starts or ends inside a multi-byte character is just a
 /// window that is not hex (slicing the `&str` there would panic).
 pub fn container_id(cgroup: &str) -> Option<String> {
+    // Every exec and fork asks, and most paths (a host's services, sessions) are too short.
+    if cgroup.len() < 64 {
+        return None;
+    }
     cgroup.rsplit('/').find_map(|part| {
         part.as_bytes()
             .windows(64)
@@ -258,6 +262,9 @@ mod tests {
         );
         assert_eq!(container_id("/user.slice/session-1.scope"), None);
         assert_eq!(container_id("/"), None);
+        // The shortest path that holds one, and one hex digit short of it.
+        assert_eq!(container_id(id).as_deref(), Some(&id[..31]));
+        assert_eq!(container_id(&format!("/{}", &id[1..])), None);
     }
 
     #[test]
