@@ -10,7 +10,11 @@ use stdout::outln;
 /// was a third of the loop's time, most of it consolidating and unlinking its free lists.
 /// mimalloc's per-thread free pages serve the same work for a third of those samples
 /// (BENCHMARKS.md, "The pipeline on one core"). `no_thp`: mimalloc would otherwise ask for
-/// transparent huge pages, whose zeroing on first touch took the gain back.
+/// transparent huge pages, whose zeroing on first touch took the gain back. Its `secure` mode
+/// (guard pages, encoded free lists) cost the loop a fifth more instructions and time, and is
+/// not on: it guards against heap corruption, which safe Rust does not commit, and the C the
+/// agent links (SQLite, zstd) reads only the agent's own files under its root-only state
+/// directory.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
