@@ -2,16 +2,19 @@
 //! event about its children; most of an event's JSON is those two objects. Each thread keeps
 //! the JSON of the processes it serialized recently, keyed by the shared `Arc<Process>` they
 //! came from, and writes it again verbatim the next time the same process is serialized. Every
-//! process appears at least twice, at its exec and at its exit; the exit's process differs from
-//! the running one only by its `refcnt`, and [`ended`] gives it the running one's JSON without
-//! that field rather than have it encoded anew.
+//! process the agent caches appears at least twice, at its exec and at its exit, so it is kept
+//! encoded from its first appearance; the exit's process differs from the running one only by
+//! its `refcnt`, and [`ended`] gives it the running one's JSON without that field rather than
+//! have it encoded anew. A process that only the event being written holds (a copy made for
+//! that event: another thread's `tid`, redacted arguments) will not be seen again, and is
+//! written field by field without being kept.
 //!
 //! The key is the `Arc`'s address, and the cache holds a clone of the `Arc`: while an entry
 //! lives its process can neither be freed (so the address cannot be reused by another process)
 //! nor changed in place (`Arc::get_mut` and `Arc::make_mut` need the only reference, and the
 //! cache holds a second one). A process whose details change is a new `Arc`, and a miss.
 //!
-//! A process seen for the first time is serialized field by field, but two of its objects are
+//! A process encoded for the first time is serialized field by field, but two of its objects are
 //! nearly always ones written before: its capability sets (a root process's 40 names twice,
 //! over half of its JSON) and its namespaces (the host's, or its pod's). Each thread keeps the
 //! JSON of the last few it wrote ([`Recent`]) and writes it again when the next process has the
@@ -69,10 +72,14 @@ struct Cache {
 }
 
 impl Cache {
-    /// The process's JSON, encoded at its first appearance.
+    /// The process's JSON, encoded at its first appearance; `None` (to be written field by
+    /// field) for a process nothing but the caller holds, which will not appear again.
     fn get_or_encode(&mut self, p: &Arc<Process>) -> Option<&Json> {
         let key = Arc::as_ptr(p) as usize;
         if !self.entries.contains_key(&key) {
+            if Arc::strong_count(p) == 1 {
+                return None;
+            }
             let json = Json::encode(&**p);
             self.insert(p, json);
         }
@@ -184,11 +191,18 @@ pub(crate) fn namespaces<S: Serializer>(v: &Namespaces, s: S) -> Result<S::Ok, S
 }
 
 /// Whether `S` is serde_json's serializer (to a writer or to a `Value`), which alone writes a
-/// raw JSON token as JSON rather than as a map of one magic key.
+/// raw JSON token as JSON rather than as a map of one magic key, and whether this serde_json
+/// still does so for [`RAW_TOKEN`] (checked once: a release that renamed it would otherwise
+/// have every process written as `{"$serde_json::private::RawValue": "..."}`).
 fn is_serde_json<S: Serializer>() -> bool {
+    static WRITES_RAW: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        let text = r#"{"a":[1]}"#;
+        serde_json::to_string(&Json(text.into())).is_ok_and(|written| written == text)
+    });
     let name = std::any::type_name::<S>();
-    name.starts_with("&mut serde_json::ser::Serializer<")
-        || name.starts_with("serde_json::value::ser::Serializer")
+    (name.starts_with("&mut serde_json::ser::Serializer<")
+        || name.starts_with("serde_json::value::ser::Serializer"))
+        && *WRITES_RAW
 }
 
 /// `serialize_with` for an `Arc<Process>` field.
@@ -213,9 +227,21 @@ pub(crate) fn process<S: Serializer>(p: &Arc<Process>, s: S) -> Result<S::Ok, S:
 /// the JSON `running` was written with, less its `refcnt`, when this thread has it; otherwise
 /// `ended` is encoded at its first appearance like any process.
 pub fn ended(running: &Arc<Process>, ended: &Arc<Process>) {
-    if ended.refcnt != 0 || running.exec_id != ended.exec_id || running.tid != ended.tid {
+    if running.refcnt == 0
+        || ended.refcnt != 0
+        || running.exec_id != ended.exec_id
+        || running.tid != ended.tid
+    {
         return;
     }
+    debug_assert_eq!(
+        **ended,
+        Process {
+            refcnt: 0,
+            ..(**running).clone()
+        },
+        "an ended process is its running one less its refcnt"
+    );
     CACHE.with(|c| {
         let Ok(mut cache) = c.try_borrow_mut() else {
             return;
@@ -263,7 +289,7 @@ struct Json(Box<str>);
 
 /// The name serde_json's own raw values serialize under: given it, serde_json's serializers
 /// (to text and to a `Value`) write the text as it is. `a_json_text_is_written_as_it_is` fails
-/// if a serde_json release renames it.
+/// if a serde_json release renames it, and `is_serde_json` then writes every value itself.
 const RAW_TOKEN: &str = "$serde_json::private::RawValue";
 
 impl Json {
@@ -339,7 +365,9 @@ mod tests {
     fn cached_processes_encode_exactly_as_uncached_ones() {
         let parent = proc(1, "/bin/bash");
         for n in 0..3 {
-            let e = exec(proc(100 + n, "/usr/bin/curl"), parent.clone());
+            // Held elsewhere too, as the process cache holds it: kept encoded.
+            let process = proc(100 + n, "/usr/bin/curl");
+            let e = exec(process.clone(), parent.clone());
             let direct: serde_json::Value = serde_json::from_str(&uncached(&e)).unwrap();
             let text = serde_json::to_string(&e).unwrap();
             let via_cache: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -347,7 +375,26 @@ mod tests {
             assert_eq!(serde_json::to_value(&e).unwrap(), direct, "to_value too");
             let back: Event = serde_json::from_str(&text).unwrap();
             assert_eq!(back, e, "and it reads back");
+            assert!(kept(&process), "a process held elsewhere is kept encoded");
         }
+    }
+
+    fn kept(p: &Arc<Process>) -> bool {
+        CACHE.with(|c| c.borrow().entries.contains_key(&(Arc::as_ptr(p) as usize)))
+    }
+
+    #[test]
+    fn a_process_only_its_event_holds_is_written_but_not_kept() {
+        let e = exec(proc(5, "/bin/true"), proc(4, "/bin/sh"));
+        let text = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            serde_json::from_str::<serde_json::Value>(&uncached(&e)).unwrap()
+        );
+        let EventBody::ProcessExec(x) = &e.body else {
+            unreachable!()
+        };
+        assert!(!kept(&x.process));
     }
 
     #[test]
@@ -398,8 +445,10 @@ mod tests {
     #[test]
     fn the_cache_stays_bounded() {
         for n in 0..(CAPACITY as u32 * 3) {
-            let e = exec(proc(n, "/bin/true"), proc(n + 1, "/bin/sh"));
+            let (p, parent) = (proc(n, "/bin/true"), proc(n + 1, "/bin/sh"));
+            let e = exec(p.clone(), parent.clone());
             serde_json::to_string(&e).unwrap();
+            assert!(kept(&p) && kept(&parent));
         }
         CACHE.with(|c| assert!(c.borrow().entries.len() <= CAPACITY));
     }
@@ -423,14 +472,14 @@ mod tests {
             ..(*running).clone()
         });
         super::ended(&running, &ended);
-        let kept = CACHE.with(|c| {
+        let kept_text = CACHE.with(|c| {
             c.borrow().entries[&(Arc::as_ptr(&ended) as usize)]
                 .json
                 .as_ref()
                 .map(|j| j.0.to_string())
         });
         let direct = serde_json::to_string(&*ended).unwrap();
-        assert_eq!(kept.as_deref(), Some(direct.as_str()));
+        assert_eq!(kept_text.as_deref(), Some(direct.as_str()));
         let e = exec(ended.clone(), proc(1, "/bin/sh"));
         let text = serde_json::to_string(&e).unwrap();
         assert!(text.contains(&direct), "{text}");

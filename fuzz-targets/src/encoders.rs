@@ -2,8 +2,10 @@
 //! compact line and the JSON encoding; `dns`: a datagram's bytes through the DNS decoder and
 //! the encoders of the argument it becomes.
 
+use std::sync::Arc;
+
 use arbitrary::{Arbitrary, Unstructured};
-use vigil_events::{compact, dns::DnsArg, Arg, Event, EventBody, Namespaces};
+use vigil_events::{compact, dns::DnsArg, Arg, Event, EventBody, Namespaces, Process, ProcessExec};
 use vigil_exporters::record::Record;
 
 /// Fields the JSON encoding leaves out on purpose, set to what decoding gives back: a time
@@ -17,6 +19,19 @@ fn normalize(e: &mut Event) {
             }
         }
     }
+    if let EventBody::ProcessAlert(x) = &mut e.body {
+        normalize(&mut x.event);
+    }
+    for p in processes(e) {
+        let p = Arc::make_mut(p);
+        ns(&mut p.ns);
+        // argv[0] is kept for detection, never written: JSON cannot bring it back.
+        p.argv0.clear();
+    }
+}
+
+/// The processes an event names (not those of an alert's event).
+fn processes(e: &mut Event) -> Vec<&mut Arc<Process>> {
     let mut processes = Vec::new();
     match &mut e.body {
         EventBody::ProcessExec(x) => {
@@ -39,18 +54,12 @@ fn normalize(e: &mut Event) {
             processes.extend(&mut x.ancestors);
         }
         EventBody::ProcessAlert(x) => {
-            normalize(&mut x.event);
             processes.push(&mut x.process);
             processes.extend(&mut x.parent);
         }
         EventBody::RateLimitInfo(_) => {}
     }
-    for p in processes {
-        let p = std::sync::Arc::make_mut(p);
-        ns(&mut p.ns);
-        // argv[0] is kept for detection, never written: JSON cannot bring it back.
-        p.argv0.clear();
-    }
+    processes
 }
 
 /// The compact line has no character a terminal would obey (finding 11 of issue 13).
@@ -69,14 +78,52 @@ pub fn events(data: &[u8]) {
     };
     normalize(&mut event);
     check_compact(&event);
-    // Encoded three times: the third time the processes come from the per-thread cache of
-    // encoded processes (events/src/encoded.rs), which must write the same bytes.
+    // The processes are written from the per-thread cache of encoded processes
+    // (events/src/encoded.rs) when something besides the event holds them, as the process
+    // cache does: held here too, each must be written as its own encoding field by field.
+    let held: Vec<Arc<Process>> = processes(&mut event.clone())
+        .into_iter()
+        .map(|p| p.clone())
+        .collect();
     let json = serde_json::to_string(&event).expect("events always serialize");
-    for _ in 0..2 {
-        let again = serde_json::to_string(&event).expect("events always serialize");
-        assert_eq!(
-            again, json,
-            "the same event encodes differently the second time"
+    for p in &held {
+        let direct = serde_json::to_string(&**p).expect("processes always serialize");
+        assert!(
+            json.contains(&direct),
+            "a process is written otherwise than it encodes: {direct} in {json}"
+        );
+    }
+    let again = serde_json::to_string(&event).expect("events always serialize");
+    assert_eq!(
+        again, json,
+        "the same event encodes differently the second time"
+    );
+    // An exit's process, written from its running copy's JSON less its `refcnt`.
+    if let Some(p) = held.first() {
+        let running = Arc::new(Process {
+            refcnt: p.refcnt.max(1),
+            ..(**p).clone()
+        });
+        let ended = Arc::new(Process {
+            refcnt: 0,
+            ..(*running).clone()
+        });
+        let exec_of = |p: &Arc<Process>| {
+            let mut e = event.clone();
+            e.body = EventBody::ProcessExec(ProcessExec {
+                process: p.clone(),
+                parent: None,
+                ancestors: vec![],
+            });
+            serde_json::to_string(&e).expect("events always serialize")
+        };
+        exec_of(&running);
+        vigil_events::encode_as_ended(&running, &ended);
+        let direct = serde_json::to_string(&*ended).expect("processes always serialize");
+        let written = exec_of(&ended);
+        assert!(
+            written.contains(&direct),
+            "an ended process is written otherwise than it encodes: {direct} in {written}"
         );
     }
     let back: Event = serde_json::from_str(&json)
