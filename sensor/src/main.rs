@@ -19,13 +19,15 @@ use stdout::outln;
 /// `secure` mode (guard pages, encoded free lists) would give that back, and cost the loop a
 /// fifth more instructions and time (299 M against 241 M for the same storm): not on.
 ///
-/// Memory freed goes back to the kernel after 10 ms (`purge_delay`, mimalloc v2's default)
-/// rather than v3's second: with a second, what the start frees (the kernel's BTF, the
-/// programs' objects) was still resident when the loop's first allocations came, and the
-/// agent's peak was 79 MiB against 66 MiB with glibc's allocator; with 10 ms it is 60 MiB
-/// (`hardening.rs`, `the_agent_refuses_hostile_policy_files_in_little_memory...`). The exec
-/// storm's drain: medians 6.0 against 5.6 µs per event over seven alternating runs, within
-/// the machine's spread.
+/// Memory freed goes back to the kernel 10 ms after (`purge_delay`, mimalloc v2's default)
+/// until the agent has started, and a second after from then on (v3's default). With a second
+/// throughout, what the start frees (the kernel's BTF, the programs' objects) was still
+/// resident when the next allocations came: the agent's peak was 79 MiB against 66 MiB with
+/// glibc's allocator (`hardening.rs`, `the_agent_refuses_hostile_policy_files_in_little_memory...`);
+/// with 10 ms it is 61 MiB. With 10 ms throughout, the loop gave its memory back between two
+/// turns of a storm and faulted it in again: the store bench's backlog rows, alternating with
+/// the loop at a second, ran at 2.4 against 1.9 µs per policy event (5.4 against 5.2 per exec
+/// event).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -33,10 +35,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// (mimalloc keeps its retired options' slots so that the numbers do not move).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Sets the allocator's options before the agent allocates much (see [`ALLOCATOR`]).
-fn tune_allocator() {
+/// How long memory freed stays with the allocator before it goes back to the kernel (see
+/// [`ALLOCATOR`]).
+pub(crate) fn purge_freed_after(ms: std::ffi::c_long) {
     // SAFETY: sets one of the allocator's integer options; no memory is touched.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
 }
 
 mod agent;
@@ -350,7 +353,7 @@ fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
+    purge_freed_after(10);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Events(args) => return client::run(args.run()),

@@ -146,6 +146,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         bpf_stats,
     } = start(opts, &mut clock).await?;
     let since = Instant::now();
+    // Started: what the start freed is gone; the loop keeps what a storm's turns free for the
+    // next (`ALLOCATOR`).
+    crate::purge_freed_after(1000);
     if let Some(m) = &metrics {
         m.set_ready();
     }
