@@ -41,8 +41,8 @@ struct Entry {
     /// Held, never read: while the entry lives, its key (this `Arc`'s address) is this
     /// process's and nobody can change it in place.
     _process: Arc<Process>,
-    /// Its JSON (none if it failed to encode: the process is then written field by field).
-    json: Option<Json>,
+    /// Its JSON.
+    json: Json,
     last_use: u64,
 }
 
@@ -72,25 +72,24 @@ struct Cache {
 }
 
 impl Cache {
-    /// The process's JSON, encoded at its first appearance; `None` (to be written field by
-    /// field) for a process nothing but the caller holds, which will not appear again.
+    /// The process's JSON, encoded at its first appearance; `None` (to be encoded but not
+    /// kept) for a process nothing but the caller holds, which will not appear again.
     fn get_or_encode(&mut self, p: &Arc<Process>) -> Option<&Json> {
         let key = Arc::as_ptr(p) as usize;
         if !self.entries.contains_key(&key) {
             if Arc::strong_count(p) == 1 {
                 return None;
             }
-            let json = Json::encode(&**p);
-            self.insert(p, json);
+            self.insert(p, Json::process(p));
         }
         self.clock += 1;
         let entry = self.entries.get_mut(&key)?;
         entry.last_use = self.clock;
-        entry.json.as_ref()
+        Some(&entry.json)
     }
 
     /// Keeps `json` as `p`'s, making room first when the cache is full.
-    fn insert(&mut self, p: &Arc<Process>, json: Option<Json>) {
+    fn insert(&mut self, p: &Arc<Process>, json: Json) {
         if self.entries.len() >= CAPACITY {
             self.evict_older_half();
         }
@@ -218,7 +217,7 @@ pub(crate) fn process<S: Serializer>(p: &Arc<Process>, s: S) -> Result<S::Ok, S:
         };
         match cache.get_or_encode(p) {
             Some(raw) => raw.serialize(s),
-            None => p.serialize(s),
+            None => Json::process(p).serialize(s),
         }
     })
 }
@@ -249,10 +248,9 @@ pub fn ended(running: &Arc<Process>, ended: &Arc<Process>) {
         let json = cache
             .entries
             .get(&(Arc::as_ptr(running) as usize))
-            .and_then(|e| e.json.as_ref())
-            .and_then(without_refcnt);
+            .and_then(|e| without_refcnt(&e.json));
         if let Some(json) = json {
-            cache.insert(ended, Some(json));
+            cache.insert(ended, json);
         }
     });
 }
@@ -298,6 +296,57 @@ impl Json {
             .ok()
             .map(|s| Json(s.into_boxed_str()))
     }
+
+    /// A process's JSON ([`crate::json_writer`]).
+    fn process(p: &Process) -> Json {
+        Json(crate::json_writer::encode(p, objects))
+    }
+}
+
+/// Appends a process's `cap` and `ns` members, each when it is written, from this thread's
+/// recent ones.
+fn objects(p: &Process, out: &mut Vec<u8>) {
+    if !p.cap.unwritten() {
+        out.extend_from_slice(b",\"cap\":");
+        recent_text(&CAPABILITIES, &p.cap, out);
+    }
+    if !p.ns.unwritten() {
+        out.extend_from_slice(b",\"ns\":");
+        recent_text(&NAMESPACES, &p.ns, out);
+    }
+}
+
+/// Appends `p`'s JSON: kept from its first appearance, as [`process`] writes it.
+pub(crate) fn write_process(p: &Arc<Process>, out: &mut Vec<u8>) {
+    CACHE.with(|c| {
+        if let Ok(mut cache) = c.try_borrow_mut() {
+            if let Some(json) = cache.get_or_encode(p) {
+                out.extend_from_slice(json.0.as_bytes());
+                return;
+            }
+        }
+        crate::json_writer::write_process(p, out, objects);
+    })
+}
+
+/// Appends `v`'s JSON, from the thread's `recent` cache when it can.
+fn recent_text<T>(
+    recent: &'static std::thread::LocalKey<RefCell<Recent<T>>>,
+    v: &T,
+    out: &mut Vec<u8>,
+) where
+    T: Serialize + PartialEq + Clone + 'static,
+{
+    recent.with(|c| {
+        if let Ok(mut recent) = c.try_borrow_mut() {
+            if let Some(json) = recent.get_or_encode(v) {
+                out.extend_from_slice(json.0.as_bytes());
+                return;
+            }
+        }
+        // Objects of names and numbers: serde_json cannot fail on them.
+        let _ = serde_json::to_writer(&mut *out, v);
+    })
 }
 
 impl Serialize for Json {
@@ -475,11 +524,11 @@ mod tests {
         let kept_text = CACHE.with(|c| {
             c.borrow().entries[&(Arc::as_ptr(&ended) as usize)]
                 .json
-                .as_ref()
-                .map(|j| j.0.to_string())
+                .0
+                .to_string()
         });
         let direct = serde_json::to_string(&*ended).unwrap();
-        assert_eq!(kept_text.as_deref(), Some(direct.as_str()));
+        assert_eq!(kept_text, direct);
         let e = exec(ended.clone(), proc(1, "/bin/sh"));
         let text = serde_json::to_string(&e).unwrap();
         assert!(text.contains(&direct), "{text}");

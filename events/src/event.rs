@@ -736,7 +736,7 @@ impl Detail {
 macro_rules! detailed {
     ($($t:ty),*) => {$(
         impl $t {
-            fn unwritten(&self) -> bool {
+            pub(crate) fn unwritten(&self) -> bool {
                 self.detail != Detail::Written
             }
         }

@@ -60,7 +60,7 @@ impl Record {
     pub fn encode(event: &Event) -> Record {
         let json = ENCODING.with_borrow_mut(|scratch| {
             scratch.clear();
-            serde_json::to_writer(&mut *scratch, event).expect("events always serialize");
+            vigil_events::write_json(event, &mut *scratch).expect("events always serialize");
             let json = Bytes::copy_from_slice(scratch);
             if scratch.capacity() > SCRATCH_KEPT {
                 *scratch = Vec::with_capacity(SCRATCH_BYTES);

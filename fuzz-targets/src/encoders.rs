@@ -135,6 +135,13 @@ pub fn events(data: &[u8]) {
     // The spool line of its record comes back as it went in. Exec ids are base64 in the
     // agent; one holding the line's separators cannot be kept in a line and is left out.
     let record = Record::encode(&event);
+    // Records are written by hand for the commonest kinds (events/src/json_writer.rs): the
+    // same text as serde's.
+    assert_eq!(
+        std::str::from_utf8(&record.json).ok(),
+        Some(json.as_str()),
+        "a record's JSON differs from the event's serde encoding"
+    );
     if !record.exec_id.contains(['\t', '\n']) {
         let line = record.to_line();
         assert_eq!(
