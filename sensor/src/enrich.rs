@@ -17,6 +17,7 @@ use vigil_policy_engine::{
 
 use crate::{
     cache::ProcessCache,
+    forks::PendingForks,
     identity::{Identity, Origin, ProcessStrings},
     policies::{InstalledHook, InstalledRule, PolicyTable},
 };
@@ -65,6 +66,9 @@ pub struct EventEnricher {
     pub rate_limit: crate::rate_limit::PostRateLimit,
     /// The build ids of the files loader events name.
     build_ids: crate::build_id::BuildIds,
+    /// Forks whose child was not asked for yet ([`crate::forks`]): every lookup of a process
+    /// by pid looks here first ([`EventEnricher::current`]).
+    forks: PendingForks,
 }
 
 impl EventEnricher {
@@ -77,6 +81,7 @@ impl EventEnricher {
             pods: None,
             rate_limit: Default::default(),
             build_ids: Default::default(),
+            forks: PendingForks::default(),
         }
     }
 
@@ -119,8 +124,30 @@ impl EventEnricher {
         }
     }
 
+    /// The current execution of `pid`: a fork of it not described yet is described and cached
+    /// first.
+    fn current(&mut self, pid: u32) -> Option<Arc<Process>> {
+        match self.forks.take(pid) {
+            Some(fork) => Some(self.cache_fork(fork)),
+            None => self.cache.by_pid(pid),
+        }
+    }
+
+    fn cache_fork(&mut self, fork: crate::forks::PendingFork) -> Arc<Process> {
+        let (process, seen) = fork.describe(&self.identity);
+        self.cache.insert(process, seen)
+    }
+
+    /// Describes and caches every fork not described yet: before the process cache is read
+    /// otherwise than by pid through [`EventEnricher::current`].
+    fn describe_forks(&mut self) {
+        for fork in self.forks.take_all() {
+            self.cache_fork(fork);
+        }
+    }
+
     fn parent_of(&mut self, ppid: u32) -> (ExecId, Option<Arc<Process>>) {
-        match self.cache.by_pid(ppid) {
+        match self.current(ppid) {
             Some(p) => (p.exec_id.clone(), Some(p)),
             None if ppid == 0 => (self.identity.exec_id(1, 0), None),
             None => (ExecId::default(), None),
@@ -140,12 +167,13 @@ impl EventEnricher {
         let mut process =
             self.identity
                 .process(&raw, ktime, Origin::Execve, strings, parent_exec_id);
-        // The first exec after a fork is flagged `clone`, as Tetragon does: the cache holds the
-        // fork's entry (which runs the parent's image) until now.
-        let after_fork = self
-            .cache
-            .by_pid(raw.pid)
-            .is_some_and(|p| p.flags.split(' ').next() == Some("clone"));
+        // The first exec after a fork is flagged `clone`, as Tetragon does: the fork is kept
+        // (or cached, when its child was asked for) until now, and is replaced unseen.
+        let after_fork = self.forks.take(raw.pid).is_some()
+            || self
+                .cache
+                .by_pid(raw.pid)
+                .is_some_and(|p| p.flags.split(' ').next() == Some("clone"));
         if after_fork {
             process.flags = vigil_events::flags::with_derived(&process.flags, &process.cwd, true);
         }
@@ -155,9 +183,11 @@ impl EventEnricher {
             pods.name_new(&mut process);
         }
         let ancestors = self.ancestors(&process);
+        // The exec's time is the process's start: its text is made once.
+        let time = process.start_time.clone();
         let process = self.cache.insert(process, now);
-        self.event(
-            ktime,
+        self.event_at(
+            time,
             EventBody::ProcessExec(ProcessExec {
                 process,
                 parent,
@@ -166,43 +196,20 @@ impl EventEnricher {
         )
     }
 
-    /// A child runs its parent's image until it execs: it inherits binary, arguments and cwd.
+    /// A child runs its parent's image until it execs, which it usually does at once: the fork
+    /// is kept, and described only when something asks for the child ([`crate::forks`]).
     fn fork(&mut self, f: abi::ForkEvent, now: Instant) {
-        let raw = f.proc;
-        let parent = self.cache.by_pid(raw.ppid);
-        let (parent_exec_id, binary, cwd, cgroup) = match &parent {
-            Some(p) => (
-                p.exec_id.clone(),
-                p.binary.clone(),
-                p.cwd.clone(),
-                p.cgroup
-                    .as_ref()
-                    .map(|c| c.path.clone())
-                    .unwrap_or_default(),
-            ),
-            None => (
-                ExecId::default(),
-                String::new(),
-                String::new(),
-                String::new(),
-            ),
-        };
-        let strings = ProcessStrings {
-            binary,
-            argv: &[],
-            cwd,
-            cgroup,
-        };
-        let mut process =
-            self.identity
-                .process(&raw, f.hdr.ktime, Origin::Clone, strings, parent_exec_id);
-        if let Some(p) = parent {
-            process.arguments = p.arguments.clone();
+        let parent = self.current(f.proc.ppid);
+        for due in self.forks.insert(f, parent, now) {
+            self.cache_fork(due);
         }
-        self.cache.insert(process, now);
     }
 
     fn exit(&mut self, x: abi::ExitEvent, now: Instant) -> Event {
+        if let Some(fork) = self.forks.take(x.pid) {
+            // A child that ended without an exec (a subshell, a worker).
+            self.cache_fork(fork);
+        }
         let process = match self.cache.exit(x.pid, now) {
             // The exit names the thread that ended the process, which is rarely not the leader.
             Some(p) if p.tid != x.tid => Arc::new(Process {
@@ -217,8 +224,8 @@ impl EventEnricher {
         let ancestors = self.ancestors(&process);
         let (status, signal) = decode_exit_code(x.exit_code);
         let time = self.identity.clock.rfc3339(x.hdr.ktime);
-        self.event(
-            x.hdr.ktime,
+        self.event_at(
+            time.clone(),
             EventBody::ProcessExit(ProcessExit {
                 process,
                 parent,
@@ -413,9 +420,12 @@ impl EventEnricher {
     /// started while the agent was starting), else, when it is gone, what the kernel said of
     /// it.
     fn process_of(&mut self, pid: u32, tid: u32) -> Arc<Process> {
-        if let Some(p) = self.cache.by_pid(pid) {
+        if let Some(p) = self.current(pid) {
             return p;
         }
+        // A process the agent never saw start: read from /proc, with its parent from the cache
+        // by pid, where a fork may be waiting.
+        self.describe_forks();
         crate::proc_seed::resolve(
             pid,
             &mut self.cache,
@@ -449,11 +459,16 @@ impl EventEnricher {
     }
 
     fn event(&self, ktime: u64, body: EventBody) -> Event {
+        self.event_at(self.identity.clock.rfc3339(ktime), body)
+    }
+
+    /// An event at `time` (RFC 3339).
+    fn event_at(&self, time: String, body: EventBody) -> Event {
         Event {
             body,
             node_name: self.identity.node.clone(),
             node_labels: Default::default(),
-            time: self.identity.clock.rfc3339(ktime),
+            time,
         }
     }
 }
@@ -920,5 +935,138 @@ mod tests {
             "core-dump bit ignored"
         );
         assert_eq!(signal_name(40), "SIG40");
+    }
+
+    fn proc_record(pid: u32, ppid: u32) -> abi::Process {
+        abi::Process {
+            pid,
+            tid: pid,
+            ppid,
+            ..Default::default()
+        }
+    }
+
+    fn fork_record(pid: u32, ppid: u32, ktime: u64) -> Record<'static> {
+        Record::Fork(abi::ForkEvent {
+            hdr: abi::EventHeader {
+                kind: abi::EVENT_FORK,
+                size: 0,
+                ktime,
+            },
+            proc: proc_record(pid, ppid),
+        })
+    }
+
+    fn exec_record(pid: u32, ppid: u32, ktime: u64, binary: &'static [u8]) -> Record<'static> {
+        Record::Exec(abi::Exec {
+            event: abi::ExecEvent {
+                hdr: abi::EventHeader {
+                    kind: abi::EVENT_EXEC,
+                    size: 0,
+                    ktime,
+                },
+                proc: proc_record(pid, ppid),
+                ..Default::default()
+            },
+            binary,
+            args: b"x\0-a\0",
+            cwd: b"/tmp",
+            cgroup: b"/user.slice",
+        })
+    }
+
+    fn exit_record(pid: u32, ktime: u64) -> Record<'static> {
+        Record::Exit(abi::ExitEvent {
+            hdr: abi::EventHeader {
+                kind: abi::EVENT_EXIT,
+                size: 0,
+                ktime,
+            },
+            pid,
+            tid: pid,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_fork_is_described_when_its_child_is_asked_for_as_it_was_when_it_forked() {
+        let now = Instant::now();
+        let mut e = enricher();
+        let parent = match e.apply(exec_record(10, 1, 1_000, b"/bin/sh"), now, None) {
+            Some(Event {
+                body: EventBody::ProcessExec(x),
+                ..
+            }) => x.process,
+            other => panic!("{other:?}"),
+        };
+        // The child as it was described when it forked, before forks were kept (by an
+        // enricher of the same identity).
+        let same = enricher();
+        let expected = |pid: u32, ktime: u64, parent: &Process| {
+            let mut p = same.identity.process(
+                &proc_record(pid, parent.pid),
+                ktime,
+                Origin::Clone,
+                ProcessStrings {
+                    binary: parent.binary.clone(),
+                    argv: &[],
+                    cwd: parent.cwd.clone(),
+                    cgroup: parent.cgroup.as_ref().unwrap().path.clone(),
+                },
+                parent.exec_id.clone(),
+            );
+            p.arguments = parent.arguments.clone();
+            p
+        };
+        let child = expected(11, 2_000, &parent);
+
+        // A child that exits without an exec: its exit names it as it forked.
+        assert!(e.apply(fork_record(11, 10, 2_000), now, None).is_none());
+        let Some(Event {
+            body: EventBody::ProcessExit(x),
+            ..
+        }) = e.apply(exit_record(11, 3_000), now, None)
+        else {
+            panic!("no exit")
+        };
+        assert_eq!(
+            *x.process,
+            Process {
+                refcnt: 0,
+                ..child.clone()
+            }
+        );
+        assert_eq!(x.parent.as_deref(), Some(&*parent));
+
+        // A child that forks before it execs: its own child's parent is it, described.
+        e.apply(fork_record(12, 10, 4_000), now, None);
+        let child = expected(12, 4_000, &parent);
+        e.apply(fork_record(13, 12, 5_000), now, None);
+        let Some(Event {
+            body: EventBody::ProcessExec(x),
+            ..
+        }) = e.apply(exec_record(13, 12, 6_000, b"/bin/true"), now, None)
+        else {
+            panic!("no exec")
+        };
+        assert_eq!(x.parent.as_deref(), Some(&child));
+        assert_eq!(x.process.parent_exec_id, child.exec_id);
+        assert_eq!(x.process.flags, "execve clone", "the exec after its fork");
+        // The fork an exec replaced was never described nor cached.
+        assert!(e.cache.get(&e.identity.exec_id(5_000, 13)).is_none());
+        assert_eq!(e.current(13).as_deref(), Some(&*x.process));
+
+        // An event of a child that has not exec'd names it as it forked.
+        e.apply(fork_record(14, 10, 7_000), now, None);
+        assert_eq!(e.process_of(14, 14).as_ref(), &expected(14, 7_000, &parent));
+
+        // A pid reused after a lost exit: the older fork is described and then replaced.
+        e.apply(fork_record(15, 10, 8_000), now, None);
+        e.apply(fork_record(15, 10, 9_000), now, None);
+        assert!(e.cache.get(&e.identity.exec_id(8_000, 15)).is_some());
+        assert_eq!(
+            e.current(15).as_deref(),
+            Some(&expected(15, 9_000, &parent))
+        );
     }
 }

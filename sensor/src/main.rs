@@ -50,6 +50,7 @@ mod cache;
 mod client;
 mod config;
 mod enrich;
+mod forks;
 mod identity;
 mod k8s;
 mod loader;
