@@ -164,9 +164,6 @@ impl EventEnricher {
             cwd: String::from_utf8_lossy(e.cwd).into_owned(),
             cgroup: String::from_utf8_lossy(e.cgroup).into_owned(),
         };
-        let mut process =
-            self.identity
-                .process(&raw, ktime, Origin::Execve, strings, parent_exec_id);
         // The first exec after a fork is flagged `clone`, as Tetragon does: the fork is kept
         // (or cached, when its child was asked for) until now, and is replaced unseen.
         let after_fork = self.forks.take(raw.pid).is_some()
@@ -174,9 +171,10 @@ impl EventEnricher {
                 .cache
                 .by_pid(raw.pid)
                 .is_some_and(|p| p.flags.split(' ').next() == Some("clone"));
-        if after_fork {
-            process.flags = vigil_events::flags::with_derived(&process.flags, &process.cwd, true);
-        }
+        let origin = Origin::Execve { after_fork };
+        let mut process = self
+            .identity
+            .process(&raw, ktime, origin, strings, parent_exec_id);
         // Named here, before it is shared, when its pod is known: the pod stage then has
         // nothing to do for this execution's events.
         if let Some(pods) = self.pods.as_mut() {

@@ -15,8 +15,12 @@ use vigil_events::{
 /// How the agent learnt of a process; becomes the first word of `flags`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// An execve the kernel reported.
-    Execve,
+    /// An execve the kernel reported; `after_fork` when it is the first since the process
+    /// forked (flagged `clone`, as Tetragon does).
+    Execve {
+        /// See the variant.
+        after_fork: bool,
+    },
     /// A fork the kernel reported; the child still runs its parent's image.
     Clone,
     /// Found in `/proc` when the agent started.
@@ -135,10 +139,10 @@ impl Identity {
             inum: raw.ns[i],
             is_host: raw.ns[i] != 0 && raw.ns[i] == self.host_ns[i],
         };
-        // `rootcwd` as Tetragon sets it; `clone` on an exec is added by the enricher, which
-        // knows whether the process forked since its last exec.
+        // `rootcwd` as Tetragon sets it, and `clone` on an exec after a fork.
+        let after_fork = matches!(origin, Origin::Execve { after_fork: true });
         let flags =
-            vigil_events::flags::with_derived(&flags(origin, raw.flags), &strings.cwd, false);
+            vigil_events::flags::with_derived(&flags(origin, raw.flags), &strings.cwd, after_fork);
         Process {
             exec_id: self.exec_id(ktime, raw.pid),
             pid: raw.pid,
@@ -205,7 +209,7 @@ impl Identity {
 /// Tetragon's flag words for an origin and the kernel's truncation bits.
 fn flags(origin: Origin, bits: u32) -> String {
     let mut words = String::from(match origin {
-        Origin::Execve => "execve",
+        Origin::Execve { .. } => "execve",
         Origin::Clone => "clone",
         Origin::ProcFs => "procFS",
     });
@@ -328,7 +332,8 @@ mod tests {
             cwd: "/".into(),
             cgroup: "/".into(),
         };
-        let p = id.process(&raw, 10, Origin::Execve, strings, ExecId::default());
+        let origin = Origin::Execve { after_fork: false };
+        let p = id.process(&raw, 10, origin, strings, ExecId::default());
         assert_eq!(p.arguments, "\"a b\" c");
         // Its cwd is the root: Tetragon says so.
         assert_eq!(p.flags, "execve truncArgs rootcwd");
