@@ -284,17 +284,28 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Whether any byte of `bytes` is `"`, `\` or below 0x20. Sixteen bytes are tested at a time
-/// without a branch inside (the compiler makes it vector compares), then the rest.
+/// Whether any byte of `bytes` is `"`, `\` or below 0x20: eight bytes at a time as one word
+/// (a word has a byte below `n` when `(w - n * ONES) & !w & HIGHS` is not zero, for `n` up to
+/// 0x80, and a byte equal to `c` when `w ^ c * ONES` has a byte below 1), then the rest.
 fn needs_escape(bytes: &[u8]) -> bool {
-    let escaped = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
-    let mut chunks = bytes.chunks_exact(16);
-    for chunk in &mut chunks {
-        if chunk.iter().fold(false, |any, &b| any | escaped(b)) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let quote = below(w ^ (ONES * u64::from(b'"')), 1);
+        let backslash = below(w ^ (ONES * u64::from(b'\\')), 1);
+        if below(w, 0x20) | quote | backslash != 0 {
             return true;
         }
     }
-    chunks.remainder().iter().any(|&b| escaped(b))
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 #[cfg(test)]
@@ -479,6 +490,22 @@ mod tests {
                 write_event(&e, &mut out).unwrap();
                 let written = String::from_utf8(out).unwrap();
                 assert_eq!(written, serde_json::to_string(&e).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn a_byte_to_escape_is_found_wherever_it_is_among_any_others() {
+        let naive = |v: &[u8]| v.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for fill in [b'a', 0xff, 0x80, 0x20, 0x21, 0x5d, 0x00] {
+            for len in 0..34 {
+                for at in 0..len {
+                    for b in 0..=255u8 {
+                        let mut v = vec![fill; len];
+                        v[at] = b;
+                        assert_eq!(needs_escape(&v), naive(&v), "{v:?}");
+                    }
+                }
             }
         }
     }

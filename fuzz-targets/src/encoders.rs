@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
-use vigil_events::{compact, dns::DnsArg, Arg, Event, EventBody, Namespaces, Process, ProcessExec};
+use vigil_events::{
+    compact, dns::DnsArg, Arg, Detail, Event, EventBody, Namespaces, Process, ProcessExec,
+};
 use vigil_exporters::record::Record;
 
 /// Fields the JSON encoding leaves out on purpose, set to what decoding gives back: a time
@@ -98,6 +100,37 @@ pub fn events(data: &[u8]) {
         again, json,
         "the same event encodes differently the second time"
     );
+    // Arbitrary processes have every object written: here each is written or not by the
+    // process's pid, and the hand-written text (events/src/json_writer.rs) must still be
+    // serde's own encoding of the process.
+    for (i, p) in held.iter().enumerate() {
+        let mut varied = (**p).clone();
+        let bits = varied.pid as usize ^ i;
+        if bits & 1 != 0 {
+            varied.cap.detail = Detail::Kept;
+        }
+        if bits & 2 != 0 {
+            varied.ns.detail = Detail::Unknown;
+        }
+        if bits & 4 != 0 {
+            varied.process_credentials.detail = Detail::Kept;
+        }
+        let varied = Arc::new(varied);
+        let kept = varied.clone();
+        let mut e = event.clone();
+        e.body = EventBody::ProcessExec(ProcessExec {
+            process: kept,
+            parent: None,
+            ancestors: vec![],
+        });
+        let record = Record::encode(&e);
+        let direct = serde_json::to_string(&*varied).expect("processes always serialize");
+        let written = String::from_utf8_lossy(&record.json);
+        assert!(
+            written.contains(&direct),
+            "a process is written otherwise than serde encodes it: {direct} in {written}"
+        );
+    }
     // An exit's process, written from its running copy's JSON less its `refcnt`.
     if let Some(p) = held.first() {
         let running = Arc::new(Process {

@@ -82,6 +82,12 @@ impl ProcessCache {
         self.count(found)
     }
 
+    /// Counts a lookup by pid answered outside the cache: by a fork kept until its child was
+    /// asked for (`crate::forks`).
+    pub fn count_hit(&mut self) {
+        self.hits += 1;
+    }
+
     fn count(&mut self, found: Option<Arc<Process>>) -> Option<Arc<Process>> {
         match found {
             Some(_) => self.hits += 1,

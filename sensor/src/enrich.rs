@@ -85,8 +85,8 @@ impl EventEnricher {
         }
     }
 
-    /// Applies one record; returns the event it produces, if any (forks update the cache only,
-    /// as in Tetragon).
+    /// Applies one record; returns the event it produces, if any (forks produce none, as in
+    /// Tetragon: they are kept until their child is asked for, [`crate::forks`]).
     pub fn apply(
         &mut self,
         record: Record<'_>,
@@ -128,7 +128,10 @@ impl EventEnricher {
     /// first.
     fn current(&mut self, pid: u32) -> Option<Arc<Process>> {
         match self.forks.take(pid) {
-            Some(fork) => Some(self.cache_fork(fork)),
+            Some(fork) => {
+                self.cache.count_hit();
+                Some(self.cache_fork(fork))
+            }
             None => self.cache.by_pid(pid),
         }
     }
@@ -159,14 +162,18 @@ impl EventEnricher {
         let ktime = e.event.hdr.ktime;
         let (parent_exec_id, parent) = self.parent_of(raw.ppid);
         let strings = ProcessStrings {
-            binary: String::from_utf8_lossy(e.binary).into_owned(),
+            binary: crate::identity::lossy(e.binary).into_owned(),
             argv: e.args,
-            cwd: String::from_utf8_lossy(e.cwd).into_owned(),
-            cgroup: String::from_utf8_lossy(e.cgroup).into_owned(),
+            cwd: crate::identity::lossy(e.cwd).into_owned(),
+            cgroup: crate::identity::lossy(e.cgroup).into_owned(),
         };
         // The first exec after a fork is flagged `clone`, as Tetragon does: the fork is kept
         // (or cached, when its child was asked for) until now, and is replaced unseen.
-        let after_fork = self.forks.take(raw.pid).is_some()
+        let forked = self.forks.take(raw.pid).is_some();
+        if forked {
+            self.cache.count_hit();
+        }
+        let after_fork = forked
             || self
                 .cache
                 .by_pid(raw.pid)

@@ -126,7 +126,7 @@ impl Identity {
         strings: ProcessStrings<'_>,
         parent_exec_id: ExecId,
     ) -> Process {
-        let mut argv = strings.argv.split(|b| *b == 0).map(String::from_utf8_lossy);
+        let mut argv = strings.argv.split(|b| *b == 0).map(lossy);
         let argv0 = argv.next().map(|a| a.into_owned()).unwrap_or_default();
         let args: Vec<_> = argv.collect();
         // The final NUL of argv leaves an empty last element that is not an argument.
@@ -203,6 +203,17 @@ impl Identity {
                 path: strings.cgroup,
             }),
         }
+    }
+}
+
+/// `bytes` as text, invalid UTF-8 replaced (`String::from_utf8_lossy`): checked first by the
+/// standard library's validation, which takes ASCII a word at a time, where the lossy decoder
+/// takes every string a byte at a time; every exec's path, directory, cgroup and arguments
+/// pass here.
+pub fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
@@ -285,6 +296,20 @@ mod tests {
             Some(&id[..31]),
             "an id beside multi-byte text is still found"
         );
+    }
+
+    #[test]
+    fn text_from_bytes_is_the_standard_lossy_text() {
+        for bytes in [
+            &b""[..],
+            b"/usr/bin/true",
+            "caf\u{e9} \u{1f600}".as_bytes(),
+            b"bad \xff\xfe utf-8",
+            b"cut \xe2\x82",
+            b"\xc0\x80 overlong",
+        ] {
+            assert_eq!(lossy(bytes), String::from_utf8_lossy(bytes));
+        }
     }
 
     #[test]

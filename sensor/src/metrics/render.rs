@@ -257,7 +257,7 @@ pub fn render(v: &MetricsView) -> String {
     gauge(
         &mut r,
         "vigil_process_cache_entries",
-        "Executions in the process cache",
+        "Executions in the process cache (a fork's child is cached once something asks for it, and not when it execs first)",
         v.cache_size,
     );
     counter(
