@@ -226,11 +226,24 @@ struct Members<'a> {
 
 impl Members<'_> {
     fn key(&mut self, key: &str) {
-        self.out.push(if self.first { b'{' } else { b',' });
+        let separator = if self.first { b'{' } else { b',' };
         self.first = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
+        // `,"key":` put together on the stack and copied in one go: every key is a constant
+        // of this module, shorter than the buffer.
+        let mut prefix = [0u8; 32];
+        let len = key.len() + 4;
+        if len <= prefix.len() {
+            prefix[0] = separator;
+            prefix[1] = b'"';
+            prefix[2..len - 2].copy_from_slice(key.as_bytes());
+            prefix[len - 2..len].copy_from_slice(b"\":");
+            self.out.extend_from_slice(&prefix[..len]);
+        } else {
+            self.out.push(separator);
+            self.out.push(b'"');
+            self.out.extend_from_slice(key.as_bytes());
+            self.out.extend_from_slice(b"\":");
+        }
     }
 
     fn number(&mut self, key: &str, n: u64) {
@@ -290,22 +303,30 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS;
-    let mut words = bytes.chunks_exact(8);
-    for chunk in &mut words {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
+    let escaped = |word: [u8; 8]| {
         let w = u64::from_le_bytes(word);
+        let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS;
         let quote = below(w ^ (ONES * u64::from(b'"')), 1);
         let backslash = below(w ^ (ONES * u64::from(b'\\')), 1);
-        if below(w, 0x20) | quote | backslash != 0 {
-            return true;
-        }
+        below(w, 0x20) | quote | backslash != 0
+    };
+    let word = |chunk: &[u8]| {
+        // Short of a word, the rest is spaces, which need no escape.
+        let mut word = [b' '; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        word
+    };
+    let mut words = bytes.chunks_exact(8);
+    if (&mut words).any(|chunk| escaped(word(chunk))) {
+        return true;
     }
-    words
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    let rest = words.remainder();
+    match bytes.len() {
+        0 => false,
+        // The last eight bytes, read again where they overlap the words already checked.
+        n if n >= 8 && !rest.is_empty() => escaped(word(&bytes[n - 8..])),
+        _ => !rest.is_empty() && escaped(word(rest)),
+    }
 }
 
 #[cfg(test)]
