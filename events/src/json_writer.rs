@@ -317,7 +317,7 @@ fn needs_escape(bytes: &[u8]) -> bool {
         word
     };
     let mut words = bytes.chunks_exact(8);
-    if (&mut words).any(|chunk| escaped(word(chunk))) {
+    if words.any(|chunk| escaped(word(chunk))) {
         return true;
     }
     let rest = words.remainder();
