@@ -3,9 +3,15 @@
 //! exec id, start time, flags, its parent's strings copied, a cache entry) cost as much as
 //! describing the exec that replaces it a few microseconds later, and no event ever named it.
 //! A fork is kept as its record and its parent until something asks for the child: an event
-//! of the child, its exit, a child of its own, or the cache's capacity. It is then described
-//! exactly as it would have been when it forked (from the record and the parent as they were
-//! then) and cached. An exec that finds its own fork here drops it, flagged `clone`.
+//! of the child, its exit, a child of its own, or [`CAPACITY`]. It is then described exactly as
+//! it would have been when it forked (from the record and the parent as they were then) and
+//! cached. An exec that finds its own fork here drops it, flagged `clone`.
+//!
+//! Two differences from describing each fork at once, both bounded: a kept fork is not in the
+//! process cache's LRU, so a child that sleeps without exec'ing while more executions than the
+//! cache holds pass is still described from its fork record when it acts (where the cache
+//! would have evicted it and read it again from `/proc`); and when [`CAPACITY`] forks are kept
+//! they are all described and cached together, the same work as one by one.
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
