@@ -4,7 +4,7 @@
 //! came from, and writes it again verbatim the next time the same process is serialized. Every
 //! process the agent caches appears at least twice, at its exec and at its exit, so it is kept
 //! encoded from its first appearance; the exit's process differs from the running one only by
-//! its `refcnt`, and [`ended`] gives it the running one's JSON without that field rather than
+//! its `refcnt`, and [`end`] gives it the running one's JSON without that field rather than
 //! have it encoded anew. A process that only the event being written holds (a copy made for
 //! that event: another thread's `tid`, redacted arguments) will not be seen again, and is
 //! written field by field without being kept.
@@ -12,7 +12,10 @@
 //! The key is the `Arc`'s address, and the cache holds a clone of the `Arc`: while an entry
 //! lives its process can neither be freed (so the address cannot be reused by another process)
 //! nor changed in place (`Arc::get_mut` and `Arc::make_mut` need the only reference, and the
-//! cache holds a second one). A process whose details change is a new `Arc`, and a miss.
+//! cache holds a second one). A process whose details change is a new `Arc`, and a miss. The
+//! one exception is [`end`], which takes the entry out (releasing its reference), changes the
+//! process in place only if that left its caller the only holder, and puts the entry back
+//! with the matching text before anything else can read it.
 //!
 //! A process encoded for the first time is serialized field by field, but two of its objects are
 //! nearly always ones written before: its capability sets (a root process's 40 names twice,
@@ -222,48 +225,65 @@ pub(crate) fn process<S: Serializer>(p: &Arc<Process>, s: S) -> Result<S::Ok, S:
     })
 }
 
-/// Gives `ended` (the process `running` once it exited: the same but for `refcnt`, which is 0)
-/// the JSON `running` was written with, less its `refcnt`, when this thread has it; otherwise
-/// `ended` is encoded at its first appearance like any process.
-pub fn ended(running: &Arc<Process>, ended: &Arc<Process>) {
-    if running.refcnt == 0
-        || ended.refcnt != 0
-        || running.exec_id != ended.exec_id
-        || running.tid != ended.tid
-    {
+/// Marks `process` ended: its `refcnt` becomes 0, and this thread's JSON of it follows, less
+/// that member, so that an exit does not encode its process anew.
+///
+/// In place when nothing else holds the `Arc` but this thread's cache (the usual case: the
+/// events that carried the running process were written and dropped), which saves copying
+/// every string of the process. Otherwise (an event holding the running process is still to
+/// be written, or another thread keeps it encoded) the ended process is a new `Arc` and the
+/// running one is left as it is: a held process never changes under its holder.
+pub fn end(process: &mut Arc<Process>) {
+    if process.refcnt == 0 {
         return;
     }
-    debug_assert_eq!(
-        **ended,
-        Process {
-            refcnt: 0,
-            ..(**running).clone()
-        },
-        "an ended process is its running one less its refcnt"
-    );
+    let key = Arc::as_ptr(process) as usize;
     CACHE.with(|c| {
         let Ok(mut cache) = c.try_borrow_mut() else {
+            end_as_new(process);
             return;
         };
-        let json = cache
-            .entries
-            .get(&(Arc::as_ptr(running) as usize))
-            .and_then(|e| without_refcnt(&e.json));
-        if let Some(json) = json {
-            cache.insert(ended, json);
+        // The entry's own reference released, the caller's may be the only one left.
+        let kept = cache.entries.remove(&key).map(|e| e.json);
+        match Arc::get_mut(process) {
+            Some(p) => {
+                p.refcnt = 0;
+                if let Some(json) = kept.and_then(Json::without_refcnt) {
+                    cache.insert(process, json);
+                }
+            }
+            None => {
+                let running = process.clone();
+                end_as_new(process);
+                if let Some(json) = kept {
+                    let cut = refcnt_member(&json.0).map(|at| json.cut(at));
+                    cache.insert(&running, json);
+                    if let Some(cut) = cut {
+                        cache.insert(process, cut);
+                    }
+                }
+            }
         }
     });
 }
 
-/// A process's JSON without its `refcnt` member. The member is found as the first `,"refcnt":`:
-/// inside a JSON string a quote is always escaped (`\"`), so that text is a key; and every member
-/// written before it (the ids, numbers and strings of `Process`, in its order) is a scalar, so it
-/// is the process's own key and not a nested object's. `None` when it is not there (already 0).
-fn without_refcnt(json: &Json) -> Option<Json> {
+fn end_as_new(process: &mut Arc<Process>) {
+    *process = Arc::new(Process {
+        refcnt: 0,
+        ..Process::clone(process)
+    });
+}
+
+/// Where a process's `refcnt` member is in its JSON. The member is found as the first
+/// `,"refcnt":`: inside a JSON string a quote is always escaped (`\"`), so that text is a key;
+/// and every member written before it (the ids, numbers and strings of `Process`, in its order)
+/// is a scalar, so it is the process's own key and not a nested object's. `None` when it is not
+/// there (already 0).
+fn refcnt_member(text: &str) -> Option<std::ops::Range<usize>> {
     const KEY: &[u8] = b",\"refcnt\":";
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
-    let text = json.0.as_bytes();
+    let text = text.as_bytes();
     let at = FINDER.find(text)?;
     let digits = text[at + KEY.len()..]
         .iter()
@@ -273,17 +293,14 @@ fn without_refcnt(json: &Json) -> Option<Json> {
     if digits == 0 || !matches!(text.get(end), Some(b',' | b'}')) {
         return None;
     }
-    let mut out = String::with_capacity(text.len() - (end - at));
-    out.push_str(&json.0[..at]);
-    out.push_str(&json.0[end..]);
-    Some(Json(out.into_boxed_str()))
+    Some(at..end)
 }
 
-/// JSON text this module wrote with serde_json (or cut a member out of, [`without_refcnt`]),
+/// JSON text this module wrote with serde_json (or cut a member out of, [`end`]),
 /// written again as it is. serde_json's `RawValue` does the same, but one made from a string
 /// (the cut text) is parsed again first, which cost about as much as encoding the process
 /// anew: this text was written by serde_json and needs no check.
-struct Json(Box<str>);
+struct Json(String);
 
 /// The name serde_json's own raw values serialize under: given it, serde_json's serializers
 /// (to text and to a `Value`) write the text as it is. `a_json_text_is_written_as_it_is` fails
@@ -292,14 +309,29 @@ const RAW_TOKEN: &str = "$serde_json::private::RawValue";
 
 impl Json {
     fn encode<T: Serialize + ?Sized>(v: &T) -> Option<Json> {
-        serde_json::to_string(v)
-            .ok()
-            .map(|s| Json(s.into_boxed_str()))
+        serde_json::to_string(v).ok().map(Json)
     }
 
     /// A process's JSON ([`crate::json_writer`]).
     fn process(p: &Process) -> Json {
-        Json(crate::json_writer::encode(p, objects))
+        Json(crate::json_writer::encode(p, objects).into())
+    }
+
+    /// This text less `member` (a range of it).
+    fn cut(&self, member: std::ops::Range<usize>) -> Json {
+        let mut out = String::with_capacity(self.0.len() - member.len());
+        out.push_str(&self.0[..member.start]);
+        out.push_str(&self.0[member.end..]);
+        Json(out)
+    }
+
+    /// This process's JSON less its `refcnt` member, cut in place; `None` when it has none.
+    fn without_refcnt(self) -> Option<Json> {
+        let member = refcnt_member(&self.0)?;
+        let mut text = self.0;
+        // Kept at its length: a shorter allocation would be a copy, for 11 bytes or so.
+        text.replace_range(member, "");
+        Some(Json(text))
     }
 }
 
@@ -513,38 +545,45 @@ mod tests {
             id: 9,
             path: "/refcnt".into(),
         });
-        let running = Arc::new(running);
-        let e = exec(running.clone(), proc(1, "/bin/sh"));
+        let kept_text = |p: &Arc<Process>| {
+            CACHE.with(|c| {
+                c.borrow()
+                    .entries
+                    .get(&(Arc::as_ptr(p) as usize))
+                    .map(|e| e.json.0.to_string())
+            })
+        };
+        // Held by an event still to be written: ended as a new Arc, the running one unchanged.
+        let held = Arc::new(running.clone());
+        let e = exec(held.clone(), proc(1, "/bin/sh"));
         serde_json::to_string(&e).unwrap(); // the running process's JSON is kept now
-        let ended = Arc::new(Process {
-            refcnt: 0,
-            ..(*running).clone()
-        });
-        super::ended(&running, &ended);
-        let kept_text = CACHE.with(|c| {
-            c.borrow().entries[&(Arc::as_ptr(&ended) as usize)]
-                .json
-                .0
-                .to_string()
-        });
-        let direct = serde_json::to_string(&*ended).unwrap();
-        assert_eq!(kept_text, direct);
-        let e = exec(ended.clone(), proc(1, "/bin/sh"));
-        let text = serde_json::to_string(&e).unwrap();
-        assert!(text.contains(&direct), "{text}");
-        // A process that is not the running one less its refcnt is left to be encoded itself.
-        let other = Arc::new(Process {
-            tid: 8,
-            refcnt: 0,
-            ..(*running).clone()
-        });
-        super::ended(&running, &other);
-        CACHE.with(|c| {
-            assert!(!c
-                .borrow()
-                .entries
-                .contains_key(&(Arc::as_ptr(&other) as usize)))
-        });
+        let mut ended = held.clone();
+        super::end(&mut ended);
+        assert!(!Arc::ptr_eq(&held, &ended));
+        assert_eq!((held.refcnt, ended.refcnt), (1, 0));
+        assert_eq!(
+            kept_text(&held),
+            Some(serde_json::to_string(&*held).unwrap())
+        );
+        // Held by nothing else: ended in place, its kept text cut to match.
+        let mut alone = Arc::new(running);
+        let e = exec(alone.clone(), proc(1, "/bin/sh"));
+        serde_json::to_string(&e).unwrap();
+        drop(e);
+        let before = Arc::as_ptr(&alone);
+        super::end(&mut alone);
+        assert_eq!((Arc::as_ptr(&alone), alone.refcnt), (before, 0));
+        for ended in [ended, alone] {
+            let direct = serde_json::to_string(&*ended).unwrap();
+            assert_eq!(kept_text(&ended).as_ref(), Some(&direct));
+            let e = exec(ended.clone(), proc(1, "/bin/sh"));
+            let text = serde_json::to_string(&e).unwrap();
+            assert!(text.contains(&direct), "{text}");
+            // Ending it again changes nothing.
+            let mut again = ended.clone();
+            super::end(&mut again);
+            assert!(Arc::ptr_eq(&again, &ended));
+        }
     }
 
     #[test]
@@ -557,11 +596,10 @@ mod tests {
             (r#"{"a":"\",\"refcnt\":1,","b":2}"#, None),
         ] {
             let raw = Json(json.into());
-            assert_eq!(
-                without_refcnt(&raw).map(|r| r.0.to_string()).as_deref(),
-                cut,
-                "{json}"
-            );
+            let by_copy = refcnt_member(json).map(|at| raw.cut(at).0.to_string());
+            assert_eq!(by_copy.as_deref(), cut, "{json}");
+            let in_place = raw.without_refcnt().map(|r| r.0.to_string());
+            assert_eq!(in_place.as_deref(), cut, "{json}");
         }
     }
 

@@ -34,6 +34,36 @@ const _: () = assert!(ORDER.len() <= 32);
 /// `flags` with `rootcwd` added when `cwd` is `/` and `clone` added when `first_exec_after_fork`,
 /// every word once, in Tetragon's order (words it does not know keep their order, after its).
 pub fn with_derived(flags: &str, cwd: &str, first_exec_after_fork: bool) -> String {
+    // Nearly every exec has a lone word, ranked before `rootcwd` and `clone` (or `clone`
+    // itself): those three words in that order, without looking the words up.
+    let lead = match flags {
+        "execve" | "procFS" => Some(flags),
+        "clone" | "" => Some(""),
+        _ => None,
+    };
+    if let Some(lead) = lead {
+        let clone = first_exec_after_fork || flags == "clone";
+        let mut out = String::with_capacity(lead.len() + 14);
+        for w in [lead, "rootcwd", "clone"]
+            .into_iter()
+            .zip([true, cwd == "/", clone])
+            .filter_map(|(w, set)| set.then_some(w))
+        {
+            if w.is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(w);
+        }
+        return out;
+    }
+    ranked(flags, cwd, first_exec_after_fork)
+}
+
+/// [`with_derived`] for any words: each looked up in [`ORDER`].
+fn ranked(flags: &str, cwd: &str, first_exec_after_fork: bool) -> String {
     // Every exec and fork goes through here: the words Tetragon knows are kept as a set of
     // their ranks, so they come out in its order without a sort, and only words it does not
     // know (rare) need a list.
@@ -67,7 +97,22 @@ pub fn with_derived(flags: &str, cwd: &str, first_exec_after_fork: bool) -> Stri
 
 #[cfg(test)]
 mod tests {
-    use super::with_derived;
+    use super::{ranked, with_derived};
+
+    #[test]
+    fn a_lone_word_gets_what_every_word_gets() {
+        for flags in ["execve", "procFS", "clone", ""] {
+            for cwd in ["/", "/home/u", ""] {
+                for after_fork in [false, true] {
+                    assert_eq!(
+                        with_derived(flags, cwd, after_fork),
+                        ranked(flags, cwd, after_fork),
+                        "{flags:?} {cwd:?} {after_fork}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn an_exec_in_the_root_directory_after_a_fork_gets_rootcwd_and_clone_in_tetragons_order() {

@@ -31,7 +31,7 @@ pub mod mode;
 mod pod;
 pub mod time;
 
-pub use encoded::ended as encode_as_ended;
+pub use encoded::end as end_process;
 pub use event::*;
 pub use exec_id::ExecId;
 pub use json_writer::write_event as write_json;

@@ -63,6 +63,10 @@ pub fn rfc3339(unix_ns: i128) -> String {
 thread_local! {
     static LAST_SECOND: std::cell::Cell<(Option<i64>, [u8; 20])> =
         const { std::cell::Cell::new((None, [0; 20])) };
+    /// The second (`YYYY-MM-DDThh:mm:ss.`) of the last time parsed in vigil's own shape and
+    /// its nanoseconds since the epoch.
+    static LAST_PARSED: std::cell::Cell<(Option<[u8; 20]>, u64)> =
+        const { std::cell::Cell::new((None, 0)) };
 }
 
 /// `YYYY-MM-DDThh:mm:ss.` of a second since the epoch; `None` outside years 0 to 9999.
@@ -101,9 +105,28 @@ pub fn parse_rfc3339_ns(t: &str) -> Option<u64> {
         s.parse().ok()
     }
     // Every record's time is read back once (the exporters' `Record`): vigil's own shape is
-    // read at fixed places.
-    if let Some(parts) = fixed_parts(t.as_bytes()) {
-        return from_parts(parts);
+    // read at fixed places, and the second of the last one read is kept, so that a time of the
+    // same second needs only its fraction read.
+    let bytes = t.as_bytes();
+    if bytes.len() == 30 && bytes[29] == b'Z' {
+        let kept = LAST_PARSED.with(|last| {
+            let (second, at) = last.get();
+            second
+                .is_some_and(|second| second.as_slice() == &bytes[..20])
+                .then_some(at)
+        });
+        if let (Some(at), Some(nanos)) = (kept, digits(&bytes[20..29])) {
+            return Some(at + nanos);
+        }
+    }
+    if let Some(parts) = fixed_parts(bytes) {
+        let mut second = [0u8; 20];
+        second.copy_from_slice(&bytes[..20]);
+        let at = from_parts([
+            parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], 0,
+        ])?;
+        LAST_PARSED.with(|last| last.set((Some(second), at)));
+        return Some(at + parts[6]);
     }
     let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
     let mut d = date.split('-');
@@ -116,6 +139,13 @@ pub fn parse_rfc3339_ns(t: &str) -> Option<u64> {
     }
     let nanos = num(frac)? * 10u64.pow(9 - frac.len() as u32);
     from_parts([y, m, day, hh, mm, ss, nanos])
+}
+
+/// The number `t` writes in ASCII digits, `None` if any byte is not one.
+fn digits(t: &[u8]) -> Option<u64> {
+    t.iter().try_fold(0u64, |n, b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 /// `YYYY-MM-DDThh:mm:ss.nnnnnnnnnZ` split into its seven numbers; `None` for any other shape.
@@ -247,6 +277,40 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339_ns(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_kept_second_of_a_parsed_time_serves_only_its_own_second() {
+        let base = 1_709_210_096_000_000_000u64;
+        assert_eq!(
+            parse_rfc3339_ns("2024-02-29T12:34:56.000000007Z"),
+            Some(base + 7)
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2024-02-29T12:34:56.999999999Z"),
+            Some(base + 999_999_999)
+        );
+        assert_eq!(parse_rfc3339_ns("2024-02-29T12:34:56.00000000xZ"), None);
+        assert_eq!(parse_rfc3339_ns("2024-02-29T12:34:56.0000000000"), None);
+        assert_eq!(
+            parse_rfc3339_ns("2024-02-29T12:34:57.000000001Z"),
+            Some(base + 1_000_000_001)
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2024-02-29T12:34:56.5Z"),
+            Some(base + 500_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2024-02-29T12:34:56.000000002Z"),
+            Some(base + 2)
+        );
+        // A thread that parsed nothing yet has no second to match.
+        std::thread::spawn(|| {
+            let zeros = format!("{}000000001Z", "\0".repeat(20));
+            assert_eq!(parse_rfc3339_ns(&zeros), None);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

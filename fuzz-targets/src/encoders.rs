@@ -131,16 +131,15 @@ pub fn events(data: &[u8]) {
             "a process is written otherwise than serde encodes it: {direct} in {written}"
         );
     }
-    // An exit's process, written from its running copy's JSON less its `refcnt`.
+    // An exit's process, written from its running copy's JSON less its `refcnt`: as a new
+    // `Arc` while an event still holds the running one, in place once nothing does.
     if let Some(p) = held.first() {
-        let running = Arc::new(Process {
-            refcnt: p.refcnt.max(1),
-            ..(**p).clone()
-        });
-        let ended = Arc::new(Process {
-            refcnt: 0,
-            ..(*running).clone()
-        });
+        let running = || {
+            Arc::new(Process {
+                refcnt: p.refcnt.max(1),
+                ..(**p).clone()
+            })
+        };
         let exec_of = |p: &Arc<Process>| {
             let mut e = event.clone();
             e.body = EventBody::ProcessExec(ProcessExec {
@@ -150,14 +149,26 @@ pub fn events(data: &[u8]) {
             });
             serde_json::to_string(&e).expect("events always serialize")
         };
-        exec_of(&running);
-        vigil_events::encode_as_ended(&running, &ended);
-        let direct = serde_json::to_string(&*ended).expect("processes always serialize");
-        let written = exec_of(&ended);
-        assert!(
-            written.contains(&direct),
-            "an ended process is written otherwise than it encodes: {direct} in {written}"
-        );
+        let held_running = running();
+        let alone = running();
+        exec_of(&held_running);
+        exec_of(&alone);
+        let mut ended_anew = held_running.clone();
+        vigil_events::end_process(&mut ended_anew);
+        let mut ended_in_place = alone;
+        vigil_events::end_process(&mut ended_in_place);
+        assert!(held_running.refcnt != 0 && !Arc::ptr_eq(&held_running, &ended_anew));
+        for ended in [ended_anew, ended_in_place] {
+            assert_eq!(ended.refcnt, 0);
+            let direct = serde_json::to_string(&*ended).expect("processes always serialize");
+            let written = exec_of(&ended);
+            assert!(
+                written.contains(&direct),
+                "an ended process is written otherwise than it encodes: {direct} in {written}"
+            );
+        }
+        let direct = serde_json::to_string(&*held_running).expect("processes always serialize");
+        assert!(exec_of(&held_running).contains(&direct));
     }
     let back: Event = serde_json::from_str(&json)
         .unwrap_or_else(|e| panic!("the JSON of an event does not decode ({e}): {json}"));

@@ -101,14 +101,8 @@ impl ProcessCache {
     pub fn exit(&mut self, pid: u32, now: Instant) -> Option<Arc<Process>> {
         let id = self.live.remove(&pid)?;
         let entry = self.entries.get_mut(&id).map(|e| {
-            if e.refcnt != 0 {
-                // A new Arc: the running one may still be in events being written.
-                let mut ended = Process::clone(e);
-                ended.refcnt = 0;
-                let ended = Arc::new(ended);
-                vigil_events::encode_as_ended(e, &ended);
-                *e = ended;
-            }
+            // In place unless an event still to be written holds the running process.
+            vigil_events::end_process(e);
             e.clone()
         });
         self.retiring.push_back((now, id));

@@ -218,26 +218,32 @@ pub fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 /// Tetragon's flag words for an origin and the kernel's truncation bits.
-fn flags(origin: Origin, bits: u32) -> String {
-    let mut words = String::from(match origin {
+fn flags(origin: Origin, bits: u32) -> std::borrow::Cow<'static, str> {
+    let first = match origin {
         Origin::Execve { .. } => "execve",
         Origin::Clone => "clone",
         Origin::ProcFs => "procFS",
-    });
-    for (bit, word) in [
+    };
+    let words = [
         (abi::FLAG_TRUNC_FILENAME, "truncFilename"),
         (abi::FLAG_TRUNC_ARGS, "truncArgs"),
         (abi::FLAG_ERROR_CWD, "errorCWD"),
         (abi::FLAG_TRUNC_CWD, "truncCWD"),
         (abi::FLAG_ERROR_ARGS, "errorArgs"),
         (abi::FLAG_TRUNC_CGROUP, "truncCgroup"),
-    ] {
+    ];
+    // Nearly every record has none of these bits: its origin's word, not copied.
+    if words.iter().all(|(bit, _)| bits & bit == 0) {
+        return first.into();
+    }
+    let mut out = String::from(first);
+    for (bit, word) in words {
         if bits & bit != 0 {
-            words.push(' ');
-            words.push_str(word);
+            out.push(' ');
+            out.push_str(word);
         }
     }
-    words
+    out.into()
 }
 
 /// The container id in a cgroup path (`.../docker-<64 hex>.scope`, `.../<64 hex>`), shortened

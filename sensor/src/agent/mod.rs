@@ -39,6 +39,7 @@ pub use pinned::cleanup;
 use pinned::retire_previous;
 use sinks::Sinks;
 use start::{serve_metrics, start, RetireWhen, StartClock, Started, RETIRE_WAIT};
+use stats::monotonic_ns;
 pub use stats::{AgentStats, DropStats};
 
 use crate::{
@@ -410,11 +411,12 @@ async fn drain(
     let now = Instant::now();
     // Where the last stage ended: each stage's time is the clock read at its end less this,
     // one read per stage, and the turn's length is read off it too.
-    let mut mark = now;
+    let started = monotonic_ns();
+    let mut mark = started;
     for _ in 0..budget {
         // Records that cost more than they should (a hostile command line before the Sigma
         // rules) end the turn early rather than hold the loop.
-        if mark - now >= DRAIN_TIME {
+        if mark.wrapping_sub(started) >= DRAIN_TIME.as_nanos() as u64 {
             return true;
         }
         let Some(item) = ring.next() else {
@@ -423,15 +425,15 @@ async fn drain(
         stats.records += 1;
         match Record::parse(&item) {
             Ok(record) => {
-                let decoded = Instant::now();
-                stats.stages.decode += decoded - mark;
+                let decoded = monotonic_ns();
+                stats.stages.decode += decoded.wrapping_sub(mark);
                 let event = enricher.apply(record, now, policies);
-                mark = Instant::now();
-                stats.stages.enrich += mark - decoded;
+                mark = monotonic_ns();
+                stats.stages.enrich += mark.wrapping_sub(decoded);
                 if let Some(event) = event {
                     sinks.deliver(event, &mut enricher.cache, stats, now);
-                    let delivered = Instant::now();
-                    stats.stages.deliver += delivered - mark;
+                    let delivered = monotonic_ns();
+                    stats.stages.deliver += delivered.wrapping_sub(mark);
                     mark = delivered;
                 }
             }
@@ -440,8 +442,8 @@ async fn drain(
                 if stats.decode_errors <= 10 {
                     log(format!("undecodable record: {e}"));
                 }
-                let refused = Instant::now();
-                stats.stages.decode += refused - mark;
+                let refused = monotonic_ns();
+                stats.stages.decode += refused.wrapping_sub(mark);
                 mark = refused;
             }
         }
