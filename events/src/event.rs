@@ -39,17 +39,17 @@ pub enum EventBody {
     /// A process ended.
     ProcessExit(ProcessExit),
     /// A kprobe policy matched.
-    ProcessKprobe(ProcessPolicy),
+    ProcessKprobe(Box<ProcessPolicy>),
     /// An LSM hook policy matched.
-    ProcessLsm(ProcessPolicy),
+    ProcessLsm(Box<ProcessPolicy>),
     /// A uprobe policy matched (a function of a program or library, in user space).
-    ProcessUprobe(ProcessPolicy),
+    ProcessUprobe(Box<ProcessPolicy>),
     /// A policy's tracepoint matched (`subsys` and `event` name it).
-    ProcessTracepoint(ProcessPolicy),
+    ProcessTracepoint(Box<ProcessPolicy>),
     /// A process mapped an executable file (`path`, `buildid`): a policy's `loader`.
-    ProcessLoader(ProcessPolicy),
+    ProcessLoader(Box<ProcessPolicy>),
     /// A Sigma rule matched an event.
-    ProcessAlert(ProcessAlert),
+    ProcessAlert(Box<ProcessAlert>),
     /// Events were lost before they reached the stream (a full ring buffer in the kernel): the
     /// stream says so in place, as Tetragon's `rate_limit_info` does, so a reader of the
     /// stream alone knows it has a gap and how large.

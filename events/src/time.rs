@@ -38,31 +38,34 @@ pub fn rfc3339(unix_ns: i128) -> String {
     };
     // Every event's time, and every process's start: the events of one second share all but
     // the fraction, so each thread keeps the last second's text and writes only the nanoseconds.
-    let Some(second) = LAST_SECOND.with(|last| {
-        let (at, text) = last.get();
-        if at == Some(secs) {
-            return Some(text);
+    let mut out = String::with_capacity(30);
+    let kept = LAST_SECOND.with_borrow_mut(|(at, text)| {
+        if *at != Some(secs) {
+            let second = second_text(secs)
+                .and_then(|second| String::from_utf8(second.to_vec()).ok())
+                .unwrap_or_default();
+            (*at, *text) = (Some(secs), second);
         }
-        let text = second_text(secs)?;
-        last.set((Some(secs), text));
-        Some(text)
-    }) else {
+        out.push_str(text);
+        !text.is_empty()
+    });
+    if !kept {
         let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         let (y, m, d) = civil_from_days(days);
         let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
         return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{nanos:09}Z");
-    };
-    let mut out = [0u8; 30];
-    out[..20].copy_from_slice(&second);
-    write_digits(&mut out[20..29], nanos as u64);
-    out[29] = b'Z';
-    // Only ASCII digits and separators were written: never empty.
-    String::from_utf8(out.to_vec()).unwrap_or_default()
+    }
+    let mut fraction = [0u8; 9];
+    write_digits(&mut fraction, nanos as u64);
+    out.extend(fraction.iter().map(|&d| char::from(d)));
+    out.push('Z');
+    out
 }
 
 thread_local! {
-    static LAST_SECOND: std::cell::Cell<(Option<i64>, [u8; 20])> =
-        const { std::cell::Cell::new((None, [0; 20])) };
+    /// The last second formatted (`YYYY-MM-DDThh:mm:ss.`; empty for a year outside 0 to 9999).
+    static LAST_SECOND: std::cell::RefCell<(Option<i64>, String)> =
+        const { std::cell::RefCell::new((None, String::new())) };
     /// The second (`YYYY-MM-DDThh:mm:ss.`) of the last time parsed in vigil's own shape and
     /// its nanoseconds since the epoch.
     static LAST_PARSED: std::cell::Cell<(Option<[u8; 20]>, u64)> =
@@ -249,6 +252,10 @@ mod tests {
             base + 2,
             base + 86_400_000_000_000,
             0,
+            base,
+            // Year 10000: no second kept, written in full, twice; then a kept one again.
+            253_402_300_800_000_000_005,
+            253_402_300_800_000_000_006,
             base,
         ] {
             assert_eq!(rfc3339(ns), reference(ns), "{ns}");

@@ -226,7 +226,7 @@ mod tests {
         };
         use base64::Engine;
         Event {
-            body: EventBody::ProcessKprobe(vigil_events::ProcessPolicy {
+            body: EventBody::ProcessKprobe(Box::new(vigil_events::ProcessPolicy {
                 path: String::new(),
                 symbol: String::new(),
                 offset: 0,
@@ -260,7 +260,7 @@ mod tests {
                 ancestors: vec![p("--password=a6")],
                 return_action: "KPROBE_ACTION_POST".into(),
                 selector: None,
-            }),
+            })),
             node_name: "n".into(),
             node_labels: Default::default(),
             time: "t".into(),
@@ -295,7 +295,7 @@ mod tests {
         let r = Redactor::new(&["--password=(\\w+)".into()]).unwrap();
         let inner = policy_event("--password=pp");
         let mut e = Event {
-            body: EventBody::ProcessAlert(vigil_events::ProcessAlert {
+            body: EventBody::ProcessAlert(Box::new(vigil_events::ProcessAlert {
                 process: inner.process().clone().into(),
                 parent: None,
                 rule_id: "r".into(),
@@ -305,7 +305,7 @@ mod tests {
                 rule_file: "f".into(),
                 category: "c".into(),
                 event: Box::new(inner),
-            }),
+            })),
             node_name: "n".into(),
             node_labels: Default::default(),
             time: "t".into(),

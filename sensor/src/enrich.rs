@@ -365,13 +365,13 @@ impl EventEnricher {
             buildid: String::new(),
         };
         let body = if uprobe.is_some() {
-            EventBody::ProcessUprobe(body)
+            EventBody::ProcessUprobe(Box::new(body))
         } else if tracepoint.is_some() {
-            EventBody::ProcessTracepoint(body)
+            EventBody::ProcessTracepoint(Box::new(body))
         } else if lsm {
-            EventBody::ProcessLsm(body)
+            EventBody::ProcessLsm(Box::new(body))
         } else {
-            EventBody::ProcessKprobe(body)
+            EventBody::ProcessKprobe(Box::new(body))
         };
         self.event(m.ktime, body)
     }
@@ -418,7 +418,7 @@ impl EventEnricher {
             return_action: String::new(),
             selector: None,
         };
-        self.event(ktime, EventBody::ProcessLoader(body))
+        self.event(ktime, EventBody::ProcessLoader(Box::new(body)))
     }
 
     /// The current execution of `pid`: from the cache, else read from `/proc` (a process that

@@ -139,7 +139,7 @@ fn alert(event: &Event, m: SigmaMatch<'_>) -> Event {
         EventBody::RateLimitInfo(_) => (Default::default(), None),
     };
     Event {
-        body: EventBody::ProcessAlert(ProcessAlert {
+        body: EventBody::ProcessAlert(Box::new(ProcessAlert {
             process,
             parent,
             rule_id: m.rule.id.clone(),
@@ -149,7 +149,7 @@ fn alert(event: &Event, m: SigmaMatch<'_>) -> Event {
             rule_file: m.rule.file.display().to_string(),
             category: m.rule.category.to_string(),
             event: Box::new(event.clone()),
-        }),
+        })),
         node_name: event.node_name.clone(),
         node_labels: event.node_labels.clone(),
         time: event.time.clone(),

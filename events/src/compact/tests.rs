@@ -439,7 +439,7 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
         bytes_received: bytes.map(|b| b.1),
     };
     let event = |function: &str, args: Vec<Arg>, ret: Option<Arg>| Event {
-        body: EventBody::ProcessKprobe(ProcessPolicy {
+        body: EventBody::ProcessKprobe(Box::new(ProcessPolicy {
             path: String::new(),
             symbol: String::new(),
             offset: 0,
@@ -459,7 +459,7 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
             ancestors: vec![],
             return_action: String::new(),
             selector: None,
-        }),
+        })),
         node_name: "node".into(),
         node_labels: Default::default(),
         time: "t".into(),

@@ -40,12 +40,12 @@ pub(super) fn exec(binary: &str, arguments: &str) -> Event {
 
 /// A policy event on the kernel function `function` with one argument.
 pub(super) fn policy_event(function: &str, arg: Arg) -> Event {
-    event(EventBody::ProcessKprobe(ProcessPolicy {
+    event(EventBody::ProcessKprobe(Box::new(ProcessPolicy {
         function_name: function.into(),
         policy_name: "p".into(),
         args: vec![arg],
         ..Default::default()
-    }))
+    })))
 }
 
 /// An engine of rules given as (file name, YAML text); each must load.

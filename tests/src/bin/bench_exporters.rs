@@ -90,7 +90,7 @@ fn streams() -> [(&'static str, Vec<Event>); 3] {
     let policy = (0..EVENTS)
         .map(|n| {
             let (p, parent) = &running[n % running.len()];
-            wrap(EventBody::ProcessKprobe(ProcessPolicy {
+            wrap(EventBody::ProcessKprobe(Box::new(ProcessPolicy {
                 path: String::new(),
                 symbol: String::new(),
                 offset: 0,
@@ -114,7 +114,7 @@ fn streams() -> [(&'static str, Vec<Event>); 3] {
                 ancestors: vec![],
                 return_action: String::new(),
                 selector: None,
-            }))
+            })))
         })
         .collect();
     [

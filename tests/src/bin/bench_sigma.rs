@@ -130,7 +130,7 @@ fn events(commands: &[(&str, &str)], files: &[&str], mix: u64) -> Vec<Event> {
         let EventBody::ProcessExec(x) = &exec.body else {
             unreachable!("the execs above")
         };
-        event(EventBody::ProcessKprobe(ProcessPolicy {
+        event(EventBody::ProcessKprobe(Box::new(ProcessPolicy {
             process: x.process.clone(),
             parent: x.parent.clone(),
             function_name: "security_file_open".into(),
@@ -144,7 +144,7 @@ fn events(commands: &[(&str, &str)], files: &[&str], mix: u64) -> Vec<Event> {
             policy_name: "observe-file-changes".into(),
             action: "KPROBE_ACTION_POST".into(),
             ..Default::default()
-        }))
+        })))
     });
     let mut all: Vec<Event> = files.collect();
     all.extend(execs);

@@ -270,7 +270,7 @@ impl Gen {
         let mut e = self.t.policy.clone();
         (e.process, e.parent, e.args) = (self.cur.0.clone(), Some(self.cur.1.clone()), args);
         (e.function_name, e.policy_name) = (function.into(), name.into());
-        self.emit(EventBody::ProcessKprobe(e));
+        self.emit(EventBody::ProcessKprobe(Box::new(e)));
     }
 
     fn open(&mut self, path: String) {
@@ -317,7 +317,7 @@ impl Gen {
         let mut e = self.t.exec.clone();
         (e.process, e.parent, a.title) = (a.process.clone(), a.parent.clone(), title.into());
         (a.event.body, a.event.time) = (EventBody::ProcessExec(e), rfc3339(self.now() as i128));
-        self.emit(EventBody::ProcessAlert(a));
+        self.emit(EventBody::ProcessAlert(Box::new(a)));
     }
 
     /// Something the current process does: a file open (now and then /etc/shadow), a connect,
