@@ -78,24 +78,32 @@ impl Cache {
     /// The process's JSON, encoded at its first appearance; `None` (to be encoded but not
     /// kept) for a process nothing but the caller holds, which will not appear again.
     fn get_or_encode(&mut self, p: &Arc<Process>) -> Option<&Json> {
-        let key = Arc::as_ptr(p) as usize;
-        if !self.entries.contains_key(&key) {
-            if Arc::strong_count(p) == 1 {
-                return None;
-            }
-            self.insert(p, Json::process(p));
-        }
+        // Room is made before the lookup (one lookup, hit or miss): a full cache is halved
+        // once, and then has room for `CAPACITY / 2` more.
+        self.make_room();
         self.clock += 1;
-        let entry = self.entries.get_mut(&key)?;
-        entry.last_use = self.clock;
-        Some(&entry.json)
+        let last_use = self.clock;
+        match self.entries.entry(Arc::as_ptr(p) as usize) {
+            std::collections::hash_map::Entry::Occupied(entry) => {
+                let entry = entry.into_mut();
+                entry.last_use = last_use;
+                Some(&entry.json)
+            }
+            std::collections::hash_map::Entry::Vacant(_) if Arc::strong_count(p) == 1 => None,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let entry = entry.insert(Entry {
+                    _process: p.clone(),
+                    json: Json::process(p),
+                    last_use,
+                });
+                Some(&entry.json)
+            }
+        }
     }
 
     /// Keeps `json` as `p`'s, making room first when the cache is full.
     fn insert(&mut self, p: &Arc<Process>, json: Json) {
-        if self.entries.len() >= CAPACITY {
-            self.evict_older_half();
-        }
+        self.make_room();
         self.clock += 1;
         self.entries.insert(
             Arc::as_ptr(p) as usize,
@@ -105,6 +113,12 @@ impl Cache {
                 last_use: self.clock,
             },
         );
+    }
+
+    fn make_room(&mut self) {
+        if self.entries.len() >= CAPACITY {
+            self.evict_older_half();
+        }
     }
 
     /// Drops the least recently used half: one selection per `CAPACITY / 2` insertions.
@@ -437,7 +451,7 @@ mod tests {
         let parent = x.parent.as_ref().unwrap();
         body.insert("parent".into(), serde_json::to_value(&**parent).unwrap());
         v.insert("process_exec".into(), body.into());
-        v.insert("node_name".into(), e.node_name.clone().into());
+        v.insert("node_name".into(), e.node_name.to_string().into());
         v.insert("time".into(), e.time.clone().into());
         serde_json::Value::Object(v).to_string()
     }

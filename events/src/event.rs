@@ -13,9 +13,10 @@ pub struct Event {
     /// What happened.
     #[serde(flatten)]
     pub body: EventBody,
-    /// The node the event happened on.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub node_name: String,
+    /// The node the event happened on. Shared by every event of the node: one pointer copy
+    /// per event, not a copy of the name.
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub node_name: Arc<str>,
     /// The node's Kubernetes labels, on a Kubernetes node. Shared by every event of the node:
     /// one pointer copy per event, not a copy of the map.
     #[serde(default, skip_serializing_if = "is_empty_map")]

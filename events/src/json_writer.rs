@@ -16,6 +16,14 @@ use std::{cell::RefCell, sync::Arc};
 
 use crate::{Cgroup, Event, EventBody, Process, ProcessExec, ProcessExit};
 
+/// A member's key with the separator before it and the colon after, as one constant:
+/// `key!("pid")` is `,"pid":`.
+macro_rules! key {
+    ($key:literal) => {
+        concat!(",\"", $key, "\":")
+    };
+}
+
 thread_local! {
     /// A thread's buffer: each process is written there and then copied once, at its size.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(SCRATCH_BYTES));
@@ -56,35 +64,35 @@ pub fn write_event(event: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
         }) => {
             out.extend_from_slice(b"{\"process_exit\":{\"process\":");
             crate::encoded::write_process(process, out);
-            let mut members = Members { out, first: false };
+            let mut members = Members::more(out);
             if let Some(parent) = parent {
-                members.key("parent");
+                members.key(key!("parent"));
                 crate::encoded::write_process(parent, members.out);
             }
             if !signal.is_empty() {
-                members.string("signal", signal);
+                members.string(key!("signal"), signal);
             }
             if *status != 0 {
-                members.number("status", u64::from(*status));
+                members.number(key!("status"), u64::from(*status));
             }
             if !time.is_empty() {
-                members.string("time", time);
+                members.string(key!("time"), time);
             }
             write_ancestors(ancestors, out);
         }
         _ => return serde_json::to_writer(out, event),
     }
     out.push(b'}');
-    let mut members = Members { out, first: false };
+    let mut members = Members::more(out);
     if !node_name.is_empty() {
-        members.string("node_name", node_name);
+        members.string(key!("node_name"), node_name);
     }
     if !node_labels.is_empty() {
-        members.key("node_labels");
+        members.key(key!("node_labels"));
         serde_json::to_writer(&mut *members.out, &**node_labels)?;
     }
     if !time.is_empty() {
-        members.string("time", time);
+        members.string(key!("time"), time);
     }
     out.push(b'}');
     Ok(())
@@ -163,98 +171,114 @@ pub(crate) fn write_process(
         pod,
         nspid: _,
     } = p;
-    let mut members = Members { out, first: true };
+    let mut members = Members::object(out);
     if !exec_id.is_empty() {
-        members.string("exec_id", &exec_id.0);
+        members.string(key!("exec_id"), &exec_id.0);
     }
-    members.number("pid", u64::from(*pid));
-    members.number("tid", u64::from(*tid));
-    members.number("uid", u64::from(*uid));
-    members.number("auid", u64::from(*auid));
+    members.number(key!("pid"), u64::from(*pid));
+    members.number(key!("tid"), u64::from(*tid));
+    members.number(key!("uid"), u64::from(*uid));
+    members.number(key!("auid"), u64::from(*auid));
     for (key, value) in [
-        ("cwd", cwd),
-        ("binary", binary),
-        ("arguments", arguments),
-        ("flags", flags),
-        ("start_time", start_time),
+        (key!("cwd"), cwd),
+        (key!("binary"), binary),
+        (key!("arguments"), arguments),
+        (key!("flags"), flags),
+        (key!("start_time"), start_time),
     ] {
         if !value.is_empty() {
             members.string(key, value);
         }
     }
     if !parent_exec_id.is_empty() {
-        members.string("parent_exec_id", &parent_exec_id.0);
+        members.string(key!("parent_exec_id"), &parent_exec_id.0);
     }
     if *refcnt != 0 {
-        members.number("refcnt", u64::from(*refcnt));
+        members.number(key!("refcnt"), u64::from(*refcnt));
     }
     if !cap.unwritten() || !ns.unwritten() {
-        // After `pid` a member always precedes them.
+        // Each written as `,"cap":...`, as every member is.
         objects(p, members.out);
     }
     if !process_credentials.unwritten() {
-        members.key("process_credentials");
+        members.key(key!("process_credentials"));
         // A struct of numbers: serde_json cannot fail on it, and its text is serde's own.
         let _ = serde_json::to_writer(&mut *members.out, process_credentials);
     }
     if let Some(Cgroup { id, path }) = cgroup {
-        members.key("cgroup");
-        let mut inner = Members {
-            out: members.out,
-            first: true,
-        };
-        inner.number("id", *id);
-        inner.string("path", path);
-        inner.out.push(b'}');
+        members.key(key!("cgroup"));
+        let mut inner = Members::object(members.out);
+        inner.number(key!("id"), *id);
+        inner.string(key!("path"), path);
+        inner.close();
     }
     if let Some(docker) = docker {
-        members.string("docker", docker);
+        members.string(key!("docker"), docker);
     }
     if let Some(pod) = pod {
-        members.key("pod");
+        members.key(key!("pod"));
         // Strings and maps of strings: serde_json cannot fail on them.
         let _ = serde_json::to_writer(&mut *members.out, pod);
     }
-    members.out.push(b'}');
+    members.close();
 }
 
-/// The members of one object being written: `{` before the first, `,` before the others.
+/// The members of one object being written. Every member is written after a `,`, its key
+/// and separators one constant ([`key!`]); an object's first `,` becomes its `{` when it is
+/// closed. Which member is first depends on which are empty, and this way no member asks.
 struct Members<'a> {
     out: &'a mut Vec<u8>,
-    first: bool,
+    /// Where the object began, for an object this writes whole.
+    open: Option<usize>,
 }
 
-impl Members<'_> {
-    fn key(&mut self, key: &str) {
-        let separator = if self.first { b'{' } else { b',' };
-        self.first = false;
-        // `,"key":` put together on the stack and copied in one go: every key is a constant
-        // of this module, shorter than the buffer.
-        let mut prefix = [0u8; 32];
-        let len = key.len() + 4;
-        if len <= prefix.len() {
-            prefix[0] = separator;
-            prefix[1] = b'"';
-            prefix[2..len - 2].copy_from_slice(key.as_bytes());
-            prefix[len - 2..len].copy_from_slice(b"\":");
-            self.out.extend_from_slice(&prefix[..len]);
-        } else {
-            self.out.push(separator);
-            self.out.push(b'"');
-            self.out.extend_from_slice(key.as_bytes());
-            self.out.extend_from_slice(b"\":");
-        }
+impl<'a> Members<'a> {
+    /// An object begun at the end of `out`, closed by [`Members::close`].
+    fn object(out: &'a mut Vec<u8>) -> Self {
+        let open = Some(out.len());
+        Members { out, open }
     }
 
-    fn number(&mut self, key: &str, n: u64) {
+    /// More members of an object already open, with a member written.
+    fn more(out: &'a mut Vec<u8>) -> Self {
+        Members { out, open: None }
+    }
+
+    fn key(&mut self, key: &'static str) {
+        self.out.extend_from_slice(key.as_bytes());
+    }
+
+    fn number(&mut self, key: &'static str, n: u64) {
         self.key(key);
         self.out
             .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 
-    fn string(&mut self, key: &str, value: &str) {
-        self.key(key);
-        write_str(self.out, value);
+    fn string(&mut self, key: &'static str, value: &str) {
+        let bytes = value.as_bytes();
+        if needs_escape(bytes) {
+            self.key(key);
+            write_str(self.out, value);
+            return;
+        }
+        // Nearly every value (ids, paths, times): one reservation, and copies.
+        self.out.reserve(key.len() + bytes.len() + 2);
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.push(b'"');
+        self.out.extend_from_slice(bytes);
+        self.out.push(b'"');
+    }
+
+    /// Ends an object begun by [`Members::object`]: its first member's `,` becomes its `{`
+    /// (an object without members is `{}`).
+    fn close(self) {
+        if let Some(at) = self.open {
+            match self.out.get_mut(at) {
+                Some(first) => *first = b'{',
+                None => self.out.push(b'{'),
+            }
+        }
+        self.out.push(b'}');
     }
 }
 
@@ -503,7 +527,7 @@ mod tests {
             for bare in [false, true] {
                 let mut e = event(body.clone());
                 if bare {
-                    e.node_name.clear();
+                    e.node_name = "".into();
                     e.node_labels = Default::default();
                     e.time.clear();
                 }

@@ -41,8 +41,8 @@ pub struct ProcessStrings<'a> {
 
 /// Node-wide facts every process description needs.
 pub struct Identity {
-    /// The node name in exec ids and events.
-    pub node: String,
+    /// The node name in exec ids and events (shared by every event).
+    pub node: std::sync::Arc<str>,
     /// Boot-time to wall-clock conversion.
     pub clock: BootClock,
     /// pid 1's namespaces, to mark `is_host`.
@@ -105,7 +105,7 @@ impl Identity {
     /// The identity of this node.
     pub fn new(node: String, clock: BootClock, details: ProcessDetails) -> Self {
         Identity {
-            node,
+            node: node.into(),
             clock,
             host_ns: host_namespaces(),
             details,

@@ -64,7 +64,7 @@ fn render_raw(event: &Event) -> String {
         .as_ref()
         .filter(|p| !p.namespace.is_empty() && !p.name.is_empty())
         .map(|p| format!("{}/{}", p.namespace, p.name));
-    let node = pod.as_ref().unwrap_or(&event.node_name);
+    let node = pod.as_deref().unwrap_or(&event.node_name);
     match &event.body {
         EventBody::ProcessExec(e) => {
             let p = &e.process;

@@ -263,7 +263,7 @@ pub(super) async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<
             socket: opts.api_socket.clone(),
             config: api_config.clone(),
             btf: opts.btf.clone(),
-            node: enricher.identity.node.clone(),
+            node: enricher.identity.node.to_string(),
             store_db: store.db.clone(),
         })
         .await?;

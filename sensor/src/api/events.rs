@@ -338,7 +338,7 @@ fn render(published: &Published, mask: &v1::FieldMask, count: u64) -> v1::Event 
     v1::Event {
         kind: e.kind().to_string(),
         time: e.time.clone(),
-        node_name: e.node_name.clone(),
+        node_name: e.node_name.to_string(),
         exec_id: p.exec_id.as_str().to_string(),
         pid: p.pid,
         binary: p.binary.clone(),
