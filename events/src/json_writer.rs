@@ -321,10 +321,25 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Whether any byte of `bytes` is `"`, `\` or below 0x20: eight bytes at a time as one word
-/// (a word has a byte below `n` when `(w - n * ONES) & !w & HIGHS` is not zero, for `n` up to
-/// 0x80, and a byte equal to `c` when `w ^ c * ONES` has a byte below 1), then the rest.
+/// Whether any byte of `bytes` is `"`, `\` or below 0x20. Sixteen bytes at a time, each block
+/// checked whole without an early exit so that the compiler makes it a few vector
+/// instructions; a string of sixteen bytes or more ends with its last sixteen, read again where
+/// they overlap the blocks already checked. Shorter strings are checked eight bytes at a time
+/// as one word (a word has a byte below `n` when `(w - n * ONES) & !w & HIGHS` is not zero, for
+/// `n` up to 0x80, and a byte equal to `c` when `w ^ c * ONES` has a byte below 1).
 fn needs_escape(bytes: &[u8]) -> bool {
+    let block = |chunk: &[u8]| {
+        chunk.iter().fold(false, |any, &b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        })
+    };
+    if bytes.len() >= 16 {
+        let mut blocks = bytes.chunks_exact(16);
+        if blocks.any(block) {
+            return true;
+        }
+        return !blocks.remainder().is_empty() && block(&bytes[bytes.len() - 16..]);
+    }
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let escaped = |word: [u8; 8]| {
@@ -340,16 +355,11 @@ fn needs_escape(bytes: &[u8]) -> bool {
         word[..chunk.len()].copy_from_slice(chunk);
         word
     };
-    let mut words = bytes.chunks_exact(8);
-    if words.any(|chunk| escaped(word(chunk))) {
-        return true;
-    }
-    let rest = words.remainder();
     match bytes.len() {
         0 => false,
-        // The last eight bytes, read again where they overlap the words already checked.
-        n if n >= 8 && !rest.is_empty() => escaped(word(&bytes[n - 8..])),
-        _ => !rest.is_empty() && escaped(word(rest)),
+        1..=8 => escaped(word(bytes)),
+        // Two words, the second overlapping the first.
+        n => escaped(word(&bytes[..8])) || escaped(word(&bytes[n - 8..])),
     }
 }
 
@@ -543,7 +553,7 @@ mod tests {
     fn a_byte_to_escape_is_found_wherever_it_is_among_any_others() {
         let naive = |v: &[u8]| v.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
         for fill in [b'a', 0xff, 0x80, 0x20, 0x21, 0x5d, 0x00] {
-            for len in 0..34 {
+            for len in 0..50 {
                 for at in 0..len {
                     for b in 0..=255u8 {
                         let mut v = vec![fill; len];
