@@ -213,7 +213,7 @@ pub(crate) fn namespaces<S: Serializer>(v: &Namespaces, s: S) -> Result<S::Ok, S
 fn is_serde_json<S: Serializer>() -> bool {
     static WRITES_RAW: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
         let text = r#"{"a":[1]}"#;
-        serde_json::to_string(&Json(text.into())).is_ok_and(|written| written == text)
+        serde_json::to_string(&Json::plain(text.into())).is_ok_and(|written| written == text)
     });
     let name = std::any::type_name::<S>();
     (name.starts_with("&mut serde_json::ser::Serializer<")
@@ -257,29 +257,37 @@ pub fn end(process: &mut Arc<Process>) {
             end_as_new(process);
             return;
         };
-        // The entry's own reference released, the caller's may be the only one left.
-        let kept = cache.entries.remove(&key).map(|e| e.json);
-        match Arc::get_mut(process) {
-            Some(p) => {
+        let Some(entry) = cache.entries.get_mut(&key) else {
+            // Not written by this thread: nothing to keep in step.
+            match Arc::get_mut(process) {
+                Some(p) => p.refcnt = 0,
+                None => end_as_new(process),
+            }
+            return;
+        };
+        // The caller's reference and the entry's, and no other: the entry's is released for a
+        // moment (a placeholder in its place), the process changed, and the entry given back
+        // the same process, its text cut to match. The key (the address) stays the same.
+        if Arc::strong_count(process) == 2 && Arc::weak_count(process) == 0 {
+            drop(std::mem::replace(&mut entry._process, PLACEHOLDER.clone()));
+            if let Some(p) = Arc::get_mut(process) {
                 p.refcnt = 0;
-                if let Some(json) = kept.and_then(Json::without_refcnt) {
-                    cache.insert(process, json);
-                }
+                entry.json.cut_refcnt();
+                entry._process = process.clone();
+                return;
             }
-            None => {
-                let running = process.clone();
-                end_as_new(process);
-                if let Some(json) = kept {
-                    let cut = refcnt_member(&json.0).map(|at| json.cut(at));
-                    cache.insert(&running, json);
-                    if let Some(cut) = cut {
-                        cache.insert(process, cut);
-                    }
-                }
-            }
+            entry._process = process.clone();
+        }
+        let cut = entry.json.without_refcnt();
+        end_as_new(process);
+        if let Some(cut) = cut {
+            cache.insert(process, cut);
         }
     });
 }
+
+/// Held by an entry while [`end`] changes its process in place.
+static PLACEHOLDER: std::sync::LazyLock<Arc<Process>> = std::sync::LazyLock::new(Default::default);
 
 fn end_as_new(process: &mut Arc<Process>) {
     *process = Arc::new(Process {
@@ -288,33 +296,16 @@ fn end_as_new(process: &mut Arc<Process>) {
     });
 }
 
-/// Where a process's `refcnt` member is in its JSON. The member is found as the first
-/// `,"refcnt":`: inside a JSON string a quote is always escaped (`\"`), so that text is a key;
-/// and every member written before it (the ids, numbers and strings of `Process`, in its order)
-/// is a scalar, so it is the process's own key and not a nested object's. `None` when it is not
-/// there (already 0).
-fn refcnt_member(text: &str) -> Option<std::ops::Range<usize>> {
-    const KEY: &[u8] = b",\"refcnt\":";
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
-    let text = text.as_bytes();
-    let at = FINDER.find(text)?;
-    let digits = text[at + KEY.len()..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    let end = at + KEY.len() + digits;
-    if digits == 0 || !matches!(text.get(end), Some(b',' | b'}')) {
-        return None;
-    }
-    Some(at..end)
-}
-
 /// JSON text this module wrote with serde_json (or cut a member out of, [`end`]),
 /// written again as it is. serde_json's `RawValue` does the same, but one made from a string
 /// (the cut text) is parsed again first, which cost about as much as encoding the process
 /// anew: this text was written by serde_json and needs no check.
-struct Json(String);
+struct Json {
+    text: String,
+    /// Where a process's `refcnt` member is in `text` (`,"refcnt":1`), as the writer put it
+    /// there; `None` in any other text.
+    refcnt: Option<std::ops::Range<usize>>,
+}
 
 /// The name serde_json's own raw values serialize under: given it, serde_json's serializers
 /// (to text and to a `Value`) write the text as it is. `a_json_text_is_written_as_it_is` fails
@@ -322,30 +313,39 @@ struct Json(String);
 const RAW_TOKEN: &str = "$serde_json::private::RawValue";
 
 impl Json {
+    /// Text without a `refcnt` member.
+    fn plain(text: String) -> Json {
+        Json { text, refcnt: None }
+    }
+
     fn encode<T: Serialize + ?Sized>(v: &T) -> Option<Json> {
-        serde_json::to_string(v).ok().map(Json)
+        serde_json::to_string(v).ok().map(Json::plain)
     }
 
     /// A process's JSON ([`crate::json_writer`]).
     fn process(p: &Process) -> Json {
-        Json(crate::json_writer::encode(p, objects).into())
+        let (text, refcnt) = crate::json_writer::encode(p, objects);
+        Json {
+            text: text.into(),
+            refcnt,
+        }
     }
 
-    /// This text less `member` (a range of it).
-    fn cut(&self, member: std::ops::Range<usize>) -> Json {
-        let mut out = String::with_capacity(self.0.len() - member.len());
-        out.push_str(&self.0[..member.start]);
-        out.push_str(&self.0[member.end..]);
-        Json(out)
+    /// A copy of this process's JSON less its `refcnt` member; `None` when it has none.
+    fn without_refcnt(&self) -> Option<Json> {
+        let member = self.refcnt.clone()?;
+        let mut text = String::with_capacity(self.text.len() - member.len());
+        text.push_str(&self.text[..member.start]);
+        text.push_str(&self.text[member.end..]);
+        Some(Json::plain(text))
     }
 
-    /// This process's JSON less its `refcnt` member, cut in place; `None` when it has none.
-    fn without_refcnt(self) -> Option<Json> {
-        let member = refcnt_member(&self.0)?;
-        let mut text = self.0;
-        // Kept at its length: a shorter allocation would be a copy, for 11 bytes or so.
-        text.replace_range(member, "");
-        Some(Json(text))
+    /// This process's JSON less its `refcnt` member, cut in place (kept at its length: a
+    /// shorter allocation would be a copy, for 11 bytes or so).
+    fn cut_refcnt(&mut self) {
+        if let Some(member) = self.refcnt.take() {
+            self.text.replace_range(member, "");
+        }
     }
 }
 
@@ -367,7 +367,7 @@ pub(crate) fn write_process(p: &Arc<Process>, out: &mut Vec<u8>) {
     CACHE.with(|c| {
         if let Ok(mut cache) = c.try_borrow_mut() {
             if let Some(json) = cache.get_or_encode(p) {
-                out.extend_from_slice(json.0.as_bytes());
+                out.extend_from_slice(json.text.as_bytes());
                 return;
             }
         }
@@ -386,7 +386,7 @@ fn recent_text<T>(
     recent.with(|c| {
         if let Ok(mut recent) = c.try_borrow_mut() {
             if let Some(json) = recent.get_or_encode(v) {
-                out.extend_from_slice(json.0.as_bytes());
+                out.extend_from_slice(json.text.as_bytes());
                 return;
             }
         }
@@ -399,7 +399,7 @@ impl Serialize for Json {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let mut raw = s.serialize_struct(RAW_TOKEN, 1)?;
-        raw.serialize_field(RAW_TOKEN, &*self.0)?;
+        raw.serialize_field(RAW_TOKEN, &*self.text)?;
         raw.end()
     }
 }
@@ -564,7 +564,7 @@ mod tests {
                 c.borrow()
                     .entries
                     .get(&(Arc::as_ptr(p) as usize))
-                    .map(|e| e.json.0.to_string())
+                    .map(|e| e.json.text.to_string())
             })
         };
         // Held by an event still to be written: ended as a new Arc, the running one unchanged.
@@ -601,26 +601,36 @@ mod tests {
     }
 
     #[test]
-    fn the_refcnt_member_is_cut_exactly() {
-        for (json, cut) in [
-            (r#"{"a":1,"refcnt":1,"b":2}"#, Some(r#"{"a":1,"b":2}"#)),
-            (r#"{"a":"x","refcnt":12}"#, Some(r#"{"a":"x"}"#)),
-            (r#"{"a":1}"#, None),
-            (r#"{"a":1,"refcnt":"1"}"#, None),
-            (r#"{"a":"\",\"refcnt\":1,","b":2}"#, None),
-        ] {
-            let raw = Json(json.into());
-            let by_copy = refcnt_member(json).map(|at| raw.cut(at).0.to_string());
-            assert_eq!(by_copy.as_deref(), cut, "{json}");
-            let in_place = raw.without_refcnt().map(|r| r.0.to_string());
-            assert_eq!(in_place.as_deref(), cut, "{json}");
+    fn the_refcnt_member_the_writer_reports_is_cut_exactly() {
+        for refcnt in [0, 1, 12, u32::MAX] {
+            let p = Process {
+                pid: 3,
+                refcnt,
+                arguments: r#",\"refcnt\":1,"#.into(),
+                ..Default::default()
+            };
+            let ended = Process {
+                refcnt: 0,
+                ..p.clone()
+            };
+            let mut json = Json::process(&p);
+            assert_eq!(json.text, serde_json::to_string(&p).unwrap());
+            let member = json.refcnt.clone().map(|at| json.text[at].to_string());
+            let expected = (refcnt != 0).then(|| format!(",\"refcnt\":{refcnt}"));
+            assert_eq!(member, expected);
+            let copy = json.without_refcnt().map(|j| j.text);
+            json.cut_refcnt();
+            assert_eq!(json.text, serde_json::to_string(&ended).unwrap());
+            assert_eq!(copy.is_some(), refcnt != 0);
+            assert!(copy.is_none_or(|c| c == json.text));
+            assert!(json.refcnt.is_none());
         }
     }
 
     #[test]
     fn a_json_text_is_written_as_it_is() {
         let text = r#"{"b":[1,2],"a":"x\"y"}"#;
-        let json = Json(text.into());
+        let json = Json::plain(text.into());
         assert_eq!(serde_json::to_string(&json).unwrap(), text);
         let v: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(serde_json::to_value(&json).unwrap(), v);

@@ -894,9 +894,10 @@ pub fn split_arguments(line: &str) -> Vec<String> {
 /// Joins argv\[1..\] the way the `arguments` field shows them: space-separated, and an
 /// argument that is empty or holds whitespace or quotes is double-quoted with `"` and `\`
 /// escaped, so the line can be split back unambiguously.
-pub fn join_arguments<'a>(args: impl IntoIterator<Item = &'a str>) -> String {
+pub fn join_arguments(args: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     let mut out = String::new();
     for (i, a) in args.into_iter().enumerate() {
+        let a = a.as_ref();
         if i > 0 {
             out.push(' ');
         }

@@ -12,7 +12,7 @@
 //! fuzz target on arbitrary events. Structs are taken apart without `..`, so a member added to
 //! one does not compile here until it is written (or skipped, as serde skips it).
 
-use std::{cell::RefCell, sync::Arc};
+use std::{cell::RefCell, ops::Range, sync::Arc};
 
 use crate::{Cgroup, Event, EventBody, Process, ProcessExec, ProcessExit};
 
@@ -112,21 +112,25 @@ fn write_ancestors(ancestors: &[Arc<Process>], out: &mut Vec<u8>) {
     out.push(b']');
 }
 
-/// `p`'s JSON, as [`write_process`] writes it, in memory of its size.
-pub(crate) fn encode(p: &Process, objects: impl FnOnce(&Process, &mut Vec<u8>)) -> Box<str> {
+/// `p`'s JSON, as [`write_process`] writes it, in memory of its size, with where its `refcnt`
+/// member is in it.
+pub(crate) fn encode(
+    p: &Process,
+    objects: impl FnOnce(&Process, &mut Vec<u8>),
+) -> (Box<str>, Option<Range<usize>>) {
     SCRATCH.with(|s| {
         let Ok(mut out) = s.try_borrow_mut() else {
             let mut out = Vec::with_capacity(SCRATCH_BYTES);
-            write_process(p, &mut out, objects);
-            return boxed(&out);
+            let refcnt = write_process(p, &mut out, objects);
+            return (boxed(&out), refcnt);
         };
         out.clear();
-        write_process(p, &mut out, objects);
+        let refcnt = write_process(p, &mut out, objects);
         let text = boxed(&out);
         if out.capacity() > SCRATCH_KEPT {
             *out = Vec::with_capacity(SCRATCH_BYTES);
         }
-        text
+        (text, refcnt)
     })
 }
 
@@ -141,12 +145,13 @@ fn boxed(out: &[u8]) -> Box<str> {
 
 /// Appends `p` as serde_json writes it (`serde_json::to_writer(out, p)`); `objects` appends
 /// its `cap` and `ns` members (`,"cap":{..}`, each only when it is written), or their JSON
-/// kept from an earlier process.
+/// kept from an earlier process. Returns where in `out` its `refcnt` member is, with the comma
+/// before it (`,"refcnt":1`; the member is never the first), when it has one.
 pub(crate) fn write_process(
     p: &Process,
     out: &mut Vec<u8>,
     objects: impl FnOnce(&Process, &mut Vec<u8>),
-) {
+) -> Option<Range<usize>> {
     // Every member, named: one added to `Process` stops this from compiling until it is
     // written here in its place (serde's order is the declaration's).
     let Process {
@@ -193,9 +198,11 @@ pub(crate) fn write_process(
     if !parent_exec_id.is_empty() {
         members.string(key!("parent_exec_id"), &parent_exec_id.0);
     }
-    if *refcnt != 0 {
+    let refcnt = (*refcnt != 0).then(|| {
+        let at = members.out.len();
         members.number(key!("refcnt"), u64::from(*refcnt));
-    }
+        at..members.out.len()
+    });
     if !cap.unwritten() || !ns.unwritten() {
         // Each written as `,"cap":...`, as every member is.
         objects(p, members.out);
@@ -221,6 +228,7 @@ pub(crate) fn write_process(
         let _ = serde_json::to_writer(&mut *members.out, pod);
     }
     members.close();
+    refcnt
 }
 
 /// The members of one object being written. Every member is written after a `,`, its key
@@ -451,12 +459,12 @@ mod tests {
     #[test]
     fn a_process_is_written_exactly_as_serde_writes_it() {
         let p = full();
-        assert_eq!(encode(&p, plain).as_ref(), by_serde(&p));
+        assert_eq!(encode(&p, plain).0.as_ref(), by_serde(&p));
         // Every optional member left out, each on its own and all at once.
         let mut bare = Process::default();
-        assert_eq!(encode(&bare, plain).as_ref(), by_serde(&bare));
+        assert_eq!(encode(&bare, plain).0.as_ref(), by_serde(&bare));
         bare.refcnt = 2;
-        assert_eq!(encode(&bare, plain).as_ref(), by_serde(&bare));
+        assert_eq!(encode(&bare, plain).0.as_ref(), by_serde(&bare));
         let variants: Vec<fn(&mut Process)> = vec![
             |p| p.exec_id = ExecId::default(),
             |p| p.cwd.clear(),
@@ -480,7 +488,7 @@ mod tests {
         for change in variants {
             let mut p = full();
             change(&mut p);
-            assert_eq!(encode(&p, plain).as_ref(), by_serde(&p));
+            assert_eq!(encode(&p, plain).0.as_ref(), by_serde(&p));
         }
     }
 

@@ -24,16 +24,17 @@ pub enum LineFormat {
 }
 
 thread_local! {
-    /// A thread's buffer for encoding: each event is written there, then copied once into
-    /// memory of its exact size. Grown in place instead (2 KiB, 4 KiB, 8 KiB, then shrunk to
-    /// its length), a 5 KiB event cost three allocations and two copies of itself.
-    static ENCODING: std::cell::RefCell<Vec<u8>> =
-        std::cell::RefCell::new(Vec::with_capacity(SCRATCH_BYTES));
+    /// The length of the last event of each kind this thread encoded: the next one of the
+    /// kind is written straight into memory a little larger, which becomes the record's
+    /// without a copy. Events of a kind are alike in size (an exec's two processes, a
+    /// policy's arguments); one larger than its room grows it once, as a copy would have cost.
+    static LAST_LEN: [std::cell::Cell<usize>; Event::KINDS.len()] =
+        const { [const { std::cell::Cell::new(0) }; Event::KINDS.len()] };
 }
-/// The encoding buffer's size: most events fit.
-const SCRATCH_BYTES: usize = 16 << 10;
-/// The largest encoding buffer kept: one a huge event grew is let go.
-const SCRATCH_KEPT: usize = 1 << 20;
+/// The least room an event is given.
+const LEAST_ROOM: usize = 512;
+/// The most room an event is given at first: a huge one grows into what it needs.
+const MOST_ROOM: usize = 64 << 10;
 
 /// One encoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,15 +59,13 @@ pub fn rfc3339_ns(t: &str) -> u64 {
 impl Record {
     /// Encodes `event`.
     pub fn encode(event: &Event) -> Record {
-        let json = ENCODING.with_borrow_mut(|scratch| {
-            scratch.clear();
-            vigil_events::write_json(event, &mut *scratch).expect("events always serialize");
-            let json = Bytes::copy_from_slice(scratch);
-            if scratch.capacity() > SCRATCH_KEPT {
-                *scratch = Vec::with_capacity(SCRATCH_BYTES);
-            }
-            json
-        });
+        let kind = event.kind_index();
+        let last = LAST_LEN.with(|l| l[kind].get());
+        let room = (last + last / 4 + 64).clamp(LEAST_ROOM, MOST_ROOM);
+        let mut json = Vec::with_capacity(room);
+        vigil_events::write_json(event, &mut json).expect("events always serialize");
+        LAST_LEN.with(|l| l[kind].set(json.len()));
+        let json = Bytes::from(json);
         Record {
             time_ns: rfc3339_ns(&event.time),
             kind: event.kind(),

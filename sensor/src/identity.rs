@@ -126,15 +126,11 @@ impl Identity {
         strings: ProcessStrings<'_>,
         parent_exec_id: ExecId,
     ) -> Process {
-        let mut argv = strings.argv.split(|b| *b == 0).map(lossy);
+        // The final NUL of argv ends the last argument; it does not begin another.
+        let argv = strings.argv.strip_suffix(&[0]).unwrap_or(strings.argv);
+        let mut argv = argv.split(|b| *b == 0).map(lossy);
         let argv0 = argv.next().map(|a| a.into_owned()).unwrap_or_default();
-        let args: Vec<_> = argv.collect();
-        // The final NUL of argv leaves an empty last element that is not an argument.
-        let args = match args.split_last() {
-            Some((last, rest)) if last.is_empty() => rest,
-            _ => &args[..],
-        };
-        let arguments = join_arguments(args.iter().map(|s| s.as_ref()));
+        let arguments = join_arguments(argv);
         let ns = |i: usize| Namespace {
             inum: raw.ns[i],
             is_host: raw.ns[i] != 0 && raw.ns[i] == self.host_ns[i],
@@ -369,5 +365,24 @@ mod tests {
         // Its cwd is the root: Tetragon says so.
         assert_eq!(p.flags, "execve truncArgs rootcwd");
         assert_eq!(p.exec_id, ExecId::new("n", 10, 5));
+        // An argument cut short (no final NUL), empty arguments, and no arguments at all.
+        for (argv, argv0, arguments) in [
+            (&b"echo\0a\0bc"[..], "echo", "a bc"),
+            (b"echo\0\0", "echo", "\"\""),
+            (b"echo\0a\0\0\0", "echo", "a \"\" \"\""),
+            (b"echo\0", "echo", ""),
+            (b"echo", "echo", ""),
+            (b"\0", "", ""),
+            (b"", "", ""),
+        ] {
+            let strings = ProcessStrings {
+                binary: "/bin/echo".into(),
+                argv,
+                cwd: "/".into(),
+                cgroup: "/".into(),
+            };
+            let p = id.process(&raw, 10, origin, strings, ExecId::default());
+            assert_eq!((&*p.argv0, &*p.arguments), (argv0, arguments), "{argv:?}");
+        }
     }
 }
