@@ -78,12 +78,15 @@ impl Cache {
     /// The process's JSON, encoded at its first appearance; `None` (to be encoded but not
     /// kept) for a process nothing but the caller holds, which will not appear again.
     fn get_or_encode(&mut self, p: &Arc<Process>) -> Option<&Json> {
-        // Room is made before the lookup (one lookup, hit or miss): a full cache is halved
-        // once, and then has room for `CAPACITY / 2` more.
-        self.make_room();
+        // Room is made before the lookup, when the cache is full and the process not in it: a
+        // full cache is halved once, and then has room for `CAPACITY / 2` more.
+        let key = Arc::as_ptr(p) as usize;
+        if self.entries.len() >= CAPACITY && !self.entries.contains_key(&key) {
+            self.evict_older_half();
+        }
         self.clock += 1;
         let last_use = self.clock;
-        match self.entries.entry(Arc::as_ptr(p) as usize) {
+        match self.entries.entry(key) {
             std::collections::hash_map::Entry::Occupied(entry) => {
                 let entry = entry.into_mut();
                 entry.last_use = last_use;
@@ -325,6 +328,12 @@ impl Json {
     /// A process's JSON ([`crate::json_writer`]).
     fn process(p: &Process) -> Json {
         let (text, refcnt) = crate::json_writer::encode(p, objects);
+        // Checked, so that cutting it can never panic (in `end`, between taking an entry's
+        // reference and giving it back).
+        let refcnt = refcnt.filter(|member| {
+            text.get(member.clone())
+                .is_some_and(|m| m.starts_with(",\"refcnt\":"))
+        });
         Json {
             text: text.into(),
             refcnt,

@@ -281,6 +281,10 @@ impl<'a> Members<'a> {
     /// (an object without members is `{}`).
     fn close(self) {
         if let Some(at) = self.open {
+            debug_assert!(
+                self.out.get(at).is_none_or(|b| *b == b','),
+                "every member is written after a comma"
+            );
             match self.out.get_mut(at) {
                 Some(first) => *first = b'{',
                 None => self.out.push(b'{'),

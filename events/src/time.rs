@@ -119,7 +119,7 @@ pub fn parse_rfc3339_ns(t: &str) -> Option<u64> {
                 .then_some(at)
         });
         if let (Some(at), Some(nanos)) = (kept, digits(&bytes[20..29])) {
-            return Some(at + nanos);
+            return at.checked_add(nanos);
         }
     }
     if let Some(parts) = fixed_parts(bytes) {
@@ -129,7 +129,7 @@ pub fn parse_rfc3339_ns(t: &str) -> Option<u64> {
             parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], 0,
         ])?;
         LAST_PARSED.with(|last| last.set((Some(second), at)));
-        return Some(at + parts[6]);
+        return at.checked_add(parts[6]);
     }
     let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
     let mut d = date.split('-');
@@ -195,7 +195,11 @@ fn from_parts([y, m, day, hh, mm, ss, nanos]: [u64; 7]) -> Option<u64> {
     let doy = (153 * m + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = (era * 146_097 + doe).checked_sub(719_468)?;
-    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000_000 + nanos)
+    // Nanoseconds since the epoch fit 64 bits until 2554: a later time is none.
+    days.checked_mul(86_400)?
+        .checked_add(hh * 3600 + mm * 60 + ss)?
+        .checked_mul(1_000_000_000)?
+        .checked_add(nanos)
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
@@ -299,6 +303,14 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_ns("2024-02-29T12:34:56.00000000xZ"), None);
         assert_eq!(parse_rfc3339_ns("2024-02-29T12:34:56.0000000000"), None);
+        // Past 2554 nanoseconds since the epoch no longer fit 64 bits.
+        assert_eq!(parse_rfc3339_ns("9999-12-31T23:59:59.999999999Z"), None);
+        assert_eq!(parse_rfc3339_ns("9999-12-31T23:59:59.000000001Z"), None);
+        assert_eq!(
+            parse_rfc3339_ns("2554-07-21T23:34:33Z"),
+            Some(18_446_744_073_000_000_000)
+        );
+        assert_eq!(parse_rfc3339_ns("2554-07-21T23:34:34Z"), None);
         assert_eq!(
             parse_rfc3339_ns("2024-02-29T12:34:57.000000001Z"),
             Some(base + 1_000_000_001)

@@ -65,6 +65,11 @@ impl Record {
         let mut json = Vec::with_capacity(room);
         vigil_events::write_json(event, &mut json).expect("events always serialize");
         LAST_LEN.with(|l| l[kind].set(json.len()));
+        // A record keeps its memory while it is queued: room far beyond its length (a small
+        // event after a large one of its kind, or one that grew past its room) is given back.
+        if json.capacity() - json.len() > (json.len() / 4).max(1024) {
+            json.shrink_to_fit();
+        }
         let json = Bytes::from(json);
         Record {
             time_ns: rfc3339_ns(&event.time),
