@@ -13,9 +13,10 @@
 //! lives its process can neither be freed (so the address cannot be reused by another process)
 //! nor changed in place (`Arc::get_mut` and `Arc::make_mut` need the only reference, and the
 //! cache holds a second one). A process whose details change is a new `Arc`, and a miss. The
-//! one exception is [`end`], which takes the entry out (releasing its reference), changes the
-//! process in place only if that left its caller the only holder, and puts the entry back
-//! with the matching text before anything else can read it.
+//! one exception is [`end`], which releases the entry's reference for a moment (a placeholder
+//! in its place), changes the process in place only if that left its caller the only holder,
+//! and gives the entry back the same process with the matching text before anything else can
+//! read it.
 //!
 //! A process encoded for the first time is serialized field by field, but two of its objects are
 //! nearly always ones written before: its capability sets (a root process's 40 names twice,
@@ -106,7 +107,9 @@ impl Cache {
 
     /// Keeps `json` as `p`'s, making room first when the cache is full.
     fn insert(&mut self, p: &Arc<Process>, json: Json) {
-        self.make_room();
+        if self.entries.len() >= CAPACITY {
+            self.evict_older_half();
+        }
         self.clock += 1;
         self.entries.insert(
             Arc::as_ptr(p) as usize,
@@ -116,12 +119,6 @@ impl Cache {
                 last_use: self.clock,
             },
         );
-    }
-
-    fn make_room(&mut self) {
-        if self.entries.len() >= CAPACITY {
-            self.evict_older_half();
-        }
     }
 
     /// Drops the least recently used half: one selection per `CAPACITY / 2` insertions.

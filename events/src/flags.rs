@@ -42,16 +42,14 @@ pub fn with_derived(flags: &str, cwd: &str, first_exec_after_fork: bool) -> Stri
         _ => None,
     };
     if let Some(lead) = lead {
-        let clone = first_exec_after_fork || flags == "clone";
+        let rootcwd = if cwd == "/" { "rootcwd" } else { "" };
+        let clone = if first_exec_after_fork || flags == "clone" {
+            "clone"
+        } else {
+            ""
+        };
         let mut out = String::with_capacity(lead.len() + 14);
-        for w in [lead, "rootcwd", "clone"]
-            .into_iter()
-            .zip([true, cwd == "/", clone])
-            .filter_map(|(w, set)| set.then_some(w))
-        {
-            if w.is_empty() {
-                continue;
-            }
+        for w in [lead, rootcwd, clone].into_iter().filter(|w| !w.is_empty()) {
             if !out.is_empty() {
                 out.push(' ');
             }

@@ -263,18 +263,10 @@ impl<'a> Members<'a> {
     }
 
     fn string(&mut self, key: &'static str, value: &str) {
-        let bytes = value.as_bytes();
-        if needs_escape(bytes) {
-            self.key(key);
-            write_str(self.out, value);
-            return;
-        }
-        // Nearly every value (ids, paths, times): one reservation, and copies.
-        self.out.reserve(key.len() + bytes.len() + 2);
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.push(b'"');
-        self.out.extend_from_slice(bytes);
-        self.out.push(b'"');
+        // Room for the key and the value as it is (nearly every value: ids, paths, times).
+        self.out.reserve(key.len() + value.len() + 2);
+        self.key(key);
+        write_str(self.out, value);
     }
 
     /// Ends an object begun by [`Members::object`]: its first member's `,` becomes its `{`
