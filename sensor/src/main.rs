@@ -6,43 +6,11 @@ use std::{num::NonZeroUsize, path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use stdout::outln;
 
-/// The agent's loop allocates and frees every event's strings and JSON, and glibc's allocator
-/// was a third of the loop's time, most of it consolidating and unlinking its free lists.
-/// mimalloc (v3, the crate's default) serves the same work from per-thread free pages for a
-/// third of those samples (BENCHMARKS.md, "The pipeline on one core"). `no_thp`: mimalloc would
-/// otherwise ask for transparent huge pages, whose zeroing on first touch took the gain back.
-///
-/// It serves Rust's heap only: the C the agent links (SQLite, zstd, ring) still allocates with
-/// glibc's malloc and keeps glibc's checks. What the Rust heap gives up is glibc's hardening
-/// against a corrupted heap (safe-linking, double-free checks), which matters only if `unsafe`
-/// code (aya's, tokio's, the agent's own calls into the kernel) corrupts it. mimalloc's
-/// `secure` mode (guard pages, encoded free lists) would give that back, and cost the loop a
-/// fifth more instructions and time (299 M against 241 M for the same storm): not on.
-///
-/// Memory freed goes back to the kernel 10 ms after (`purge_delay`, mimalloc v2's default)
-/// until the agent has started, and a second after from then on (v3's default). With a second
-/// throughout, what the start frees (the kernel's BTF, the programs' objects) was still
-/// resident when the next allocations came: the agent's peak was 79 MiB against 66 MiB with
-/// glibc's allocator (`hardening.rs`, `the_agent_refuses_hostile_policy_files_in_little_memory...`);
-/// with 10 ms it is 61 MiB. With 10 ms throughout, the loop gave its memory back between two
-/// turns of a storm and faulted it in again: the store bench's backlog rows, alternating with
-/// the loop at a second, ran at 2.4 against 1.9 µs per policy event (5.4 against 5.2 per exec
-/// event).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in mimalloc.h's `mi_option_e`, which the bindings do not name
-/// (mimalloc keeps its retired options' slots so that the numbers do not move).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// How long memory freed stays with the allocator before it goes back to the kernel (see
-/// [`ALLOCATOR`]).
-pub(crate) fn purge_freed_after(ms: std::ffi::c_long) {
-    // SAFETY: sets one of the allocator's integer options; no memory is touched.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
-}
+static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 
 mod agent;
+mod allocator;
 mod api;
 mod brief;
 mod build_id;
@@ -354,7 +322,7 @@ fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
-    purge_freed_after(10);
+    allocator::purge_freed_after(10);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Events(args) => return client::run(args.run()),
