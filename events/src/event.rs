@@ -686,9 +686,11 @@ pub struct Process {
     /// Container id prefix taken from the cgroup path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<String>,
-    /// The Kubernetes pod and container it runs in, on a Kubernetes node.
+    /// The Kubernetes pod and container it runs in, on a Kubernetes node. Boxed: a pod is 300
+    /// bytes, which every process (each exec's, each one cached) carried whether or not it ran
+    /// in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<crate::Pod>,
+    pub pod: Option<Box<crate::Pod>>,
     /// The pid in the process's own pid namespace: kept for `pod.container.pid`, which may be
     /// written after the exec (when the pod becomes known), and not a field of its own.
     #[serde(skip)]

@@ -21,34 +21,7 @@ pub struct ExecId(pub Arc<str>);
 impl ExecId {
     /// Builds the id of the execution of `pid` that started at `ktime` on `node`.
     pub fn new(node: &str, ktime: u64, pid: u32) -> Self {
-        // One id is made for every exec and fork: built on the stack (a node name of up to
-        // 200 bytes), with the id's own allocation the only one.
-        let (mut k, mut p) = (itoa::Buffer::new(), itoa::Buffer::new());
-        let (ktime, pid) = (k.format(ktime).as_bytes(), p.format(pid).as_bytes());
-        let (mut raw_stack, mut raw_heap) = ([0u8; 232], Vec::new());
-        let raw = fitted(
-            &mut raw_stack,
-            &mut raw_heap,
-            node.len() + ktime.len() + pid.len() + 2,
-        );
-        let mut at = 0;
-        for part in [node.as_bytes(), b":", ktime, b":", pid] {
-            raw[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        let (mut id_stack, mut id_heap) = ([0u8; 312], Vec::new());
-        let id = fitted(
-            &mut id_stack,
-            &mut id_heap,
-            base64::encoded_len(raw.len(), true).unwrap_or(0),
-        );
-        let written = STANDARD.encode_slice(&*raw, id).unwrap_or(0);
-        // Base64 is ASCII: never empty for an id that was written.
-        ExecId(
-            std::str::from_utf8(&id[..written])
-                .unwrap_or_default()
-                .into(),
-        )
+        ExecIdPrefix::new(node).id(ktime, pid)
     }
 
     /// Splits an id back into node, ktime and pid; `None` if it is not one of ours.
@@ -71,13 +44,78 @@ impl ExecId {
     }
 }
 
-/// The first `len` bytes of `stack`, or of `heap` grown to `len` when `stack` is shorter.
-fn fitted<'a>(stack: &'a mut [u8], heap: &'a mut Vec<u8>, len: usize) -> &'a mut [u8] {
-    if len <= stack.len() {
-        &mut stack[..len]
-    } else {
-        heap.resize(len, 0);
-        heap
+/// A node's exec ids, its name encoded once: an id is made for every exec and fork, and of
+/// its text the node's part is the same each time (`ip-10-0-1-23.eu-west-1.compute.internal`
+/// is 56 of an id's 88 characters). Base64 encodes each three bytes alone, so the node's
+/// `<node>:` up to its last whole three bytes is encoded here, and each id encodes the one or
+/// two bytes left with its own `<ktime>:<pid>`.
+#[derive(Debug, Clone)]
+pub struct ExecIdPrefix {
+    /// Base64 of the whole three-byte groups of `<node>:`.
+    encoded: String,
+    /// The bytes of `<node>:` after them (at most two).
+    rest: Vec<u8>,
+}
+
+/// The most bytes an id encodes beside its node's groups: two of the node's, a `u64`'s
+/// twenty digits, a colon and a `u32`'s ten.
+const TAIL_BYTES: usize = 2 + 20 + 1 + 10;
+
+thread_local! {
+    /// A thread's buffer for an id's text, copied once into the id's own memory.
+    static ID_TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+impl ExecIdPrefix {
+    /// The ids of `node`.
+    pub fn new(node: &str) -> Self {
+        let mut raw = Vec::with_capacity(node.len() + 1);
+        raw.extend_from_slice(node.as_bytes());
+        raw.push(b':');
+        let whole = raw.len() / 3 * 3;
+        ExecIdPrefix {
+            encoded: STANDARD.encode(&raw[..whole]),
+            rest: raw[whole..].to_vec(),
+        }
+    }
+
+    /// The id of the execution of `pid` that started at `ktime`.
+    pub fn id(&self, ktime: u64, pid: u32) -> ExecId {
+        let (mut k, mut p) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let mut tail = [0u8; TAIL_BYTES];
+        let mut at = 0;
+        for part in [
+            &self.rest[..],
+            k.format(ktime).as_bytes(),
+            b":",
+            p.format(pid).as_bytes(),
+        ] {
+            tail[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        let mut encoded = [0u8; TAIL_BYTES.div_ceil(3) * 4];
+        let written = STANDARD
+            .encode_slice(&tail[..at], &mut encoded)
+            .unwrap_or(0);
+        // Base64 is ASCII.
+        let encoded = crate::text::utf8(&encoded[..written]).unwrap_or_default();
+        let write = |text: &mut String| {
+            text.reserve(self.encoded.len() + encoded.len());
+            text.push_str(&self.encoded);
+            text.push_str(encoded);
+        };
+        ID_TEXT.with(|text| match text.try_borrow_mut() {
+            Ok(mut text) => {
+                text.clear();
+                write(&mut text);
+                ExecId(Arc::from(text.as_str()))
+            }
+            Err(_) => {
+                let mut text = String::new();
+                write(&mut text);
+                ExecId(text.into())
+            }
+        })
     }
 }
 
@@ -105,8 +143,33 @@ mod tests {
     }
 
     #[test]
+    fn ids_from_a_prefix_are_the_whole_names_encoding() {
+        // Every remainder of `<node>:` by three, and the widest numbers.
+        for node in [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "node-1",
+            "é",
+            "ip-10-0-1-23.compute.internal",
+        ] {
+            let ids = ExecIdPrefix::new(node);
+            for (ktime, pid) in [
+                (0, 0),
+                (1, 7),
+                (123_456_789, 4_194_304),
+                (u64::MAX, u32::MAX),
+            ] {
+                let whole = STANDARD.encode(format!("{node}:{ktime}:{pid}"));
+                assert_eq!(ids.id(ktime, pid).as_str(), whole, "{node} {ktime} {pid}");
+            }
+        }
+    }
+
+    #[test]
     fn long_node_names_are_encoded_whole() {
-        // Around the stack buffers' sizes and past them.
+        // Short names, and names longer than any host name.
         for len in [0, 1, 199, 200, 201, 202, 230, 231, 300, 4000] {
             let node = "n".repeat(len);
             let id = ExecId::new(&node, u64::MAX, u32::MAX);

@@ -29,10 +29,11 @@ mod json_writer;
 pub mod kernel_objects;
 pub mod mode;
 mod pod;
+pub mod text;
 pub mod time;
 
 pub use encoded::end as end_process;
 pub use event::*;
-pub use exec_id::ExecId;
+pub use exec_id::{ExecId, ExecIdPrefix};
 pub use json_writer::write_event as write_json;
 pub use pod::{Container, Image, Pod, SecurityContext};

@@ -55,9 +55,8 @@ pub fn rfc3339(unix_ns: i128) -> String {
         let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
         return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{nanos:09}Z");
     }
-    let mut fraction = [0u8; 9];
-    write_digits(&mut fraction, nanos as u64);
-    out.extend(fraction.iter().map(|&d| char::from(d)));
+    // Nine digits: a billion more has ten, of which the first is dropped.
+    out.push_str(&itoa::Buffer::new().format(1_000_000_000 + nanos as u64)[1..]);
     out.push('Z');
     out
 }

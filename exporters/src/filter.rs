@@ -152,7 +152,7 @@ impl Filter {
             && (self.pid_set.is_empty() || e.processes().any(|q| self.pid_set.contains(&q.pid)))
             && (self.policy_names.is_empty()
                 || policy.is_some_and(|n| self.policy_names.iter().any(|w| w == n)))
-            && self.pod_matches(p.pod.as_ref())
+            && self.pod_matches(p.pod.as_deref())
     }
 
     fn pod_matches(&self, pod: Option<&vigil_events::Pod>) -> bool {
@@ -294,12 +294,12 @@ pub(crate) mod tests {
     fn in_pod(namespace: &str, name: &str, app: &str) -> Event {
         let mut e = exec("/bin/sh", "");
         if let Some(p) = e.processes_mut().next() {
-            Arc::make_mut(p).pod = Some(vigil_events::Pod {
+            Arc::make_mut(p).pod = Some(Box::new(vigil_events::Pod {
                 namespace: namespace.into(),
                 name: name.into(),
                 pod_labels: [("app".to_string(), app.to_string())].into(),
                 ..Default::default()
-            });
+            }));
         }
         e
     }

@@ -24,17 +24,17 @@ pub enum LineFormat {
 }
 
 thread_local! {
-    /// The length of the last event of each kind this thread encoded: the next one of the
-    /// kind is written straight into memory a little larger, which becomes the record's
-    /// without a copy. Events of a kind are alike in size (an exec's two processes, a
-    /// policy's arguments); one larger than its room grows it once, as a copy would have cost.
-    static LAST_LEN: [std::cell::Cell<usize>; Event::KINDS.len()] =
-        const { [const { std::cell::Cell::new(0) }; Event::KINDS.len()] };
+    /// A thread's buffer: each event is written there and copied once, at its length, into
+    /// the record's memory. An exec storm's records (under a kilobyte) then come from the
+    /// allocator's per-thread free lists, where memory sized ahead of the JSON took its
+    /// slower path for larger blocks; and a record held in a queue holds no slack.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(SCRATCH_BYTES));
 }
-/// The least room an event is given.
-const LEAST_ROOM: usize = 512;
-/// The most room an event is given at first: a huge one grows into what it needs.
-const MOST_ROOM: usize = 64 << 10;
+/// Most events fit; a larger one grows the buffer, and one grown past [`SCRATCH_KEPT`] is let
+/// go.
+const SCRATCH_BYTES: usize = 4 << 10;
+const SCRATCH_KEPT: usize = 64 << 10;
 
 /// One encoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,18 +59,25 @@ pub fn rfc3339_ns(t: &str) -> u64 {
 impl Record {
     /// Encodes `event`.
     pub fn encode(event: &Event) -> Record {
-        let kind = event.kind_index();
-        let last = LAST_LEN.with(|l| l[kind].get());
-        let room = (last + last / 4 + 64).clamp(LEAST_ROOM, MOST_ROOM);
-        let mut json = Vec::with_capacity(room);
-        vigil_events::write_json(event, &mut json).expect("events always serialize");
-        LAST_LEN.with(|l| l[kind].set(json.len()));
-        // A record keeps its memory while it is queued: room far beyond its length (a small
-        // event after a large one of its kind, or one that grew past its room) is given back.
-        if json.capacity() - json.len() > (json.len() / 4).max(1024) {
-            json.shrink_to_fit();
-        }
-        let json = Bytes::from(json);
+        let write = |out: &mut Vec<u8>| {
+            vigil_events::write_json(event, out).expect("events always serialize")
+        };
+        let json = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut out) => {
+                out.clear();
+                write(&mut out);
+                let json = Bytes::copy_from_slice(&out);
+                if out.capacity() > SCRATCH_KEPT {
+                    *out = Vec::with_capacity(SCRATCH_BYTES);
+                }
+                json
+            }
+            Err(_) => {
+                let mut out = Vec::new();
+                write(&mut out);
+                Bytes::from(out)
+            }
+        });
         Record {
             time_ns: rfc3339_ns(&event.time),
             kind: event.kind(),

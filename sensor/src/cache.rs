@@ -115,7 +115,7 @@ impl ProcessCache {
         if let Some(e) = self.entries.peek_mut(id) {
             if e.pod.is_none() {
                 let mut named = Process::clone(e);
-                named.pod = Some(pod.clone());
+                named.pod = Some(Box::new(pod.clone()));
                 *e = Arc::new(named);
             }
         }

@@ -257,7 +257,7 @@ impl EventEnricher {
             // A rule removed while its record was queued.
             unknown: ("rule", ev.rule, true),
             args: vec![Arg::FileArg(FileArg::new(
-                String::from_utf8_lossy(p.path).into_owned(),
+                crate::identity::lossy(p.path).into_owned(),
                 ev.flags & abi::policy_flags::TRUNC_PATH != 0,
                 ev.mode,
             ))],
@@ -482,7 +482,7 @@ impl EventEnricher {
 /// buffer and path arguments.
 fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
     use base64::Engine;
-    let lossy = || String::from_utf8_lossy(text).into_owned();
+    let lossy = || crate::identity::lossy(text).into_owned();
     match kind {
         HookArgKind::String => Arg::StringArg(lossy()),
         HookArgKind::CharBuf { .. } | HookArgKind::IovIter => {
@@ -847,6 +847,7 @@ mod tests {
         EventEnricher::new(
             Identity {
                 node: "n".into(),
+                exec_ids: vigil_events::ExecIdPrefix::new("n"),
                 clock: vigil_events::time::BootClock::new(0),
                 host_ns: [0; abi::NS_COUNT],
                 details: crate::identity::ProcessDetails::default(),

@@ -43,6 +43,8 @@ pub struct ProcessStrings<'a> {
 pub struct Identity {
     /// The node name in exec ids and events (shared by every event).
     pub node: std::sync::Arc<str>,
+    /// The exec ids of this node (its name encoded once).
+    pub exec_ids: vigil_events::ExecIdPrefix,
     /// Boot-time to wall-clock conversion.
     pub clock: BootClock,
     /// pid 1's namespaces, to mark `is_host`.
@@ -105,6 +107,7 @@ impl Identity {
     /// The identity of this node.
     pub fn new(node: String, clock: BootClock, details: ProcessDetails) -> Self {
         Identity {
+            exec_ids: vigil_events::ExecIdPrefix::new(&node),
             node: node.into(),
             clock,
             host_ns: host_namespaces(),
@@ -114,7 +117,7 @@ impl Identity {
 
     /// The exec id of the execution of `pid` that started at `ktime`.
     pub fn exec_id(&self, ktime: u64, pid: u32) -> ExecId {
-        ExecId::new(&self.node, ktime, pid)
+        self.exec_ids.id(ktime, pid)
     }
 
     /// Describes a process.
@@ -202,15 +205,10 @@ impl Identity {
     }
 }
 
-/// `bytes` as text, invalid UTF-8 replaced (`String::from_utf8_lossy`): checked first by the
-/// standard library's validation, which takes ASCII a word at a time, where the lossy decoder
-/// takes every string a byte at a time; every exec's path, directory, cgroup and arguments
-/// pass here.
+/// `bytes` as text, invalid UTF-8 replaced (`String::from_utf8_lossy`): every exec's path,
+/// directory, cgroup and arguments pass here ([`vigil_events::text`]).
 pub fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(bytes),
-    }
+    vigil_events::text::lossy(bytes)
 }
 
 /// Tetragon's flag words for an origin and the kernel's truncation bits.
@@ -318,6 +316,7 @@ mod tests {
     fn a_process_in_a_non_ascii_cgroup_is_described() {
         let id = Identity {
             node: "n".into(),
+            exec_ids: vigil_events::ExecIdPrefix::new("n"),
             clock: BootClock::new(0),
             host_ns: [0; abi::NS_COUNT],
             details: ProcessDetails::default(),
@@ -344,6 +343,7 @@ mod tests {
     fn arguments_skip_argv0_and_the_final_nul() {
         let id = Identity {
             node: "n".into(),
+            exec_ids: vigil_events::ExecIdPrefix::new("n"),
             clock: BootClock::new(0),
             host_ns: [0; abi::NS_COUNT],
             details: ProcessDetails::default(),

@@ -564,11 +564,11 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
 #[test]
 fn a_process_in_a_pod_is_placed_by_namespace_and_pod_as_tetragon_does() {
     let mut p = proc("/usr/bin/curl", "https://example.org");
-    p.pod = Some(crate::Pod {
+    p.pod = Some(Box::new(crate::Pod {
         namespace: "default".into(),
         name: "xwing".into(),
         ..Default::default()
-    });
+    }));
     let exec = Event {
         body: EventBody::ProcessExec(ProcessExec {
             process: p.into(),

@@ -119,7 +119,7 @@ pub fn exec_event(exec_id: &str, pid: u32, binary: &str, args: String) -> Event 
 /// `e` with its process in pod `shop/web-7d9f5c6b8-x2x4k` of Deployment `web`, container `web`.
 pub fn in_pod(mut e: Event) -> Event {
     if let Some(p) = e.processes_mut().next() {
-        Arc::make_mut(p).pod = Some(vigil_events::Pod {
+        Arc::make_mut(p).pod = Some(Box::new(vigil_events::Pod {
             namespace: "shop".into(),
             name: "web-7d9f5c6b8-x2x4k".into(),
             uid: "0b2c4e6f-7f1b-4c2d-9e8f-1a2b3c4d5e6f".into(),
@@ -136,7 +136,7 @@ pub fn in_pod(mut e: Event) -> Event {
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        }));
     }
     e
 }

@@ -551,7 +551,7 @@ mod tests {
             exec_of(
                 Process {
                     binary: "/bin/sh".into(),
-                    pod: Some(pod),
+                    pod: Some(Box::new(pod)),
                     ..Default::default()
                 },
                 None,

@@ -74,7 +74,7 @@ impl PodIdentity {
     /// container; otherwise leaves it for [`PodIdentity::name`].
     pub fn name_new(&mut self, process: &mut Process) {
         if let Lookup::Found(pod, true) = self.lookup(process, false) {
-            process.pod = Some(*pod);
+            process.pod = Some(pod);
         }
     }
 
@@ -98,7 +98,7 @@ impl PodIdentity {
                 if complete {
                     cache.set_pod(&process.exec_id, &pod);
                 }
-                Arc::make_mut(process).pod = Some(*pod);
+                Arc::make_mut(process).pod = Some(pod);
                 Naming::Named
             }
         }
