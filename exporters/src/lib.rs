@@ -200,12 +200,21 @@ impl Exporters {
     /// encoded, by a caller that uses the encoding too.
     pub fn submit_record(&mut self, event: &Event, record: Record) {
         let alert = matches!(event.body, vigil_events::EventBody::ProcessAlert(_));
-        for e in &mut self.entries {
+        // The last sink that takes it gets the record itself: a clone shares its bytes, and
+        // the first share of them costs an allocation.
+        let mut taker = None;
+        for i in 0..self.entries.len() {
+            let e = &mut self.entries[i];
             if (!alert || e.alerts) && e.filter.passes(event) {
-                e.handle.submit(record.clone());
+                if let Some(before) = taker.replace(i) {
+                    self.entries[before].handle.submit(record.clone());
+                }
             } else {
                 e.handle.filtered();
             }
+        }
+        if let Some(last) = taker {
+            self.entries[last].handle.submit(record);
         }
     }
 

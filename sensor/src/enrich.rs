@@ -69,6 +69,9 @@ pub struct EventEnricher {
     /// Forks whose child was not asked for yet ([`crate::forks`]): every lookup of a process
     /// by pid looks here first ([`EventEnricher::current`]).
     forks: PendingForks,
+    /// The node labels of an event before the pod stage sets them: one empty map shared by
+    /// every event, where a default `Arc` is a new allocation (and a map to drop) per event.
+    no_labels: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl EventEnricher {
@@ -82,6 +85,7 @@ impl EventEnricher {
             rate_limit: Default::default(),
             build_ids: Default::default(),
             forks: PendingForks::default(),
+            no_labels: Default::default(),
         }
     }
 
@@ -458,7 +462,7 @@ impl EventEnricher {
                 number_of_dropped_process_events: lost,
             }),
             node_name: self.identity.node.clone(),
-            node_labels: Default::default(),
+            node_labels: self.no_labels.clone(),
             time: vigil_events::time::rfc3339(now),
         }
     }
@@ -472,7 +476,7 @@ impl EventEnricher {
         Event {
             body,
             node_name: self.identity.node.clone(),
-            node_labels: Default::default(),
+            node_labels: self.no_labels.clone(),
             time,
         }
     }
