@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 pub struct ExecId(pub Arc<str>);
 
 impl ExecId {
-    /// Builds the id of the execution of `pid` that started at `ktime` on `node`.
+    /// Builds the id of the execution of `pid` that started at `ktime` on `node` (the agent
+    /// keeps its node's [`ExecIdPrefix`] instead, for one id after another).
     pub fn new(node: &str, ktime: u64, pid: u32) -> Self {
         ExecIdPrefix::new(node).id(ktime, pid)
     }

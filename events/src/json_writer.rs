@@ -134,15 +134,14 @@ pub(crate) fn encode(
     })
 }
 
-/// `out`, written by [`write_process`], as text in memory of its size.
+/// `out`, written by [`write_process`], as text in memory of its size. Everything written is
+/// UTF-8 (`&str` contents, ASCII, serde_json's output): checked rather than assumed, the
+/// ASCII of nearly every process eight bytes at a time ([`crate::text::utf8`]).
 fn boxed(out: &[u8]) -> Box<str> {
-    debug_assert!(std::str::from_utf8(out).is_ok());
-    // SAFETY: everything `write_process` writes is UTF-8: ASCII (keys, punctuation, digits,
-    // escapes), whole `&str` values or pieces of one cut before and after an ASCII byte (the
-    // bytes `write_str` escapes), and JSON text serde_json wrote (the kept `cap` and `ns`
-    // objects, credentials, pods). `close` turns an ASCII `,` into `{`. Checking it again cost a
-    // tenth of writing it (a new process's 400 bytes, once per exec).
-    unsafe { std::str::from_utf8_unchecked(out) }.into()
+    match crate::text::utf8(out) {
+        Ok(s) => s.into(),
+        Err(_) => String::from_utf8_lossy(out).into(),
+    }
 }
 
 /// Appends `p` as serde_json writes it (`serde_json::to_writer(out, p)`); `objects` appends

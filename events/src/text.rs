@@ -1,6 +1,6 @@
 //! Bytes as text on the agent's hot path: every exec's path, directory, cgroup and arguments,
 //! and every exec id, are checked to be UTF-8 before they become a `&str`. Nearly all of them
-//! are ASCII, which is recognized here sixteen bytes at a time before the standard library's
+//! are ASCII, which is recognized here eight bytes at a time before the standard library's
 //! full check is asked for; that check walks a short string a byte at a time and cost about a
 //! hundred instructions for each 30-byte path or id.
 
@@ -25,27 +25,31 @@ pub fn lossy(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// Whether every byte is below 0x80. Sixteen bytes at a time, each block folded whole so that
-/// the compiler makes it a few vector instructions; a string of sixteen bytes or more ends with
-/// its last sixteen, read again where they overlap; a shorter one is read as two words that
-/// may overlap.
+/// Whether every byte is below 0x80: the string's words OR'ed together (its last word read
+/// again where it overlaps the others), then their high bits checked once. Counted by
+/// valgrind, this took 35 to 135 instructions for strings of 12 to 420 bytes where
+/// `str::from_utf8` took 120 to 265, and where blocks of sixteen folded byte by byte (which
+/// the compiler did not make vector instructions) took up to 470.
 fn is_ascii(bytes: &[u8]) -> bool {
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let block = |chunk: &[u8]| chunk.iter().fold(0u8, |any, &b| any | b) < 0x80;
-    let word = |chunk: &[u8]| {
+    let n = bytes.len();
+    if n < 8 {
         let mut word = [0u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
+        word[..n].copy_from_slice(bytes);
+        return u64::from_le_bytes(word) & HIGHS == 0;
+    }
+    let word = |at: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
         u64::from_le_bytes(word)
     };
-    match bytes.len() {
-        0 => true,
-        1..=8 => word(bytes) & HIGHS == 0,
-        n @ 9..=15 => (word(&bytes[..8]) | word(&bytes[n - 8..])) & HIGHS == 0,
-        n => {
-            let mut blocks = bytes.chunks_exact(16);
-            blocks.all(block) && (blocks.remainder().is_empty() || block(&bytes[n - 16..]))
-        }
+    let mut any = word(n - 8);
+    let mut at = 0;
+    while at + 8 <= n {
+        any |= word(at);
+        at += 8;
     }
+    any & HIGHS == 0
 }
 
 #[cfg(test)]

@@ -39,7 +39,9 @@ use std::{
 use libmimalloc_sys as mi;
 
 /// The alignment every block of mimalloc's has: its size classes are whole words (two words
-/// past the first class on 64-bit targets), and its pages start aligned.
+/// past the first class on 64-bit targets), and its pages start aligned. (Not so in mimalloc's
+/// debug build with precise guard pages, `MIMALLOC_GUARDED_PRECISE`, which the agent's
+/// features, `extended` and `no_thp`, do not build.)
 const PLAIN_ALIGN: usize = std::mem::size_of::<usize>();
 
 /// mimalloc as Rust's global allocator (see the module's doc).

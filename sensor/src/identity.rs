@@ -43,7 +43,8 @@ pub struct ProcessStrings<'a> {
 pub struct Identity {
     /// The node name in exec ids and events (shared by every event).
     pub node: std::sync::Arc<str>,
-    /// The exec ids of this node (its name encoded once).
+    /// The exec ids of this node: its name encoded once, so made from `node` (as
+    /// [`Identity::new`] does) and never set apart from it.
     pub exec_ids: vigil_events::ExecIdPrefix,
     /// Boot-time to wall-clock conversion.
     pub clock: BootClock,
