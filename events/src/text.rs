@@ -56,7 +56,7 @@ fn is_ascii(bytes: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    /// Every length around the word and block sizes, with one byte of each kind at every
+    /// Every length around one, two and several words, with one byte of each kind at every
     /// place: the same answer as the standard library's.
     #[test]
     fn agrees_with_the_standard_library() {
