@@ -37,7 +37,13 @@ pub enum ApiRequest {
 /// How many times each selector of each policy's hooks acted, by action and outcome, counted
 /// from the events published.
 #[derive(Default)]
-pub struct ActionCounts(BTreeMap<ActionKey, u64>);
+pub struct ActionCounts {
+    counts: BTreeMap<ActionKey, u64>,
+    /// The key counted last: a storm of one policy's events is counted without making its key
+    /// again (four strings allocated and freed per event, 7 % of a policy event's cost in the
+    /// loop).
+    last: Option<ActionKey>,
+}
 
 /// Policy, hook, selector, action, outcome.
 pub type ActionKey = (String, String, Option<u32>, String, String);
@@ -57,6 +63,23 @@ impl ActionCounts {
         else {
             return;
         };
+        if let Some(last) = &self.last {
+            let (policy, hook, selector, action, outcome) = last;
+            if (policy, hook, selector, action, outcome)
+                == (
+                    &p.policy_name,
+                    &p.function_name,
+                    &p.selector,
+                    &p.action,
+                    &p.outcome,
+                )
+            {
+                if let Some(n) = self.counts.get_mut(last) {
+                    *n += 1;
+                }
+                return;
+            }
+        }
         let key = (
             p.policy_name.clone(),
             p.function_name.clone(),
@@ -64,20 +87,25 @@ impl ActionCounts {
             p.action.clone(),
             p.outcome.clone(),
         );
-        if let Some(n) = self.0.get_mut(&key) {
+        if let Some(n) = self.counts.get_mut(&key) {
             *n += 1;
-        } else if self.0.len() < MAX_COUNTERS {
-            self.0.insert(key, 1);
+        } else if self.counts.len() < MAX_COUNTERS {
+            self.counts.insert(key.clone(), 1);
+        } else {
+            // Not counted: neither is the next event with its key.
+            self.last = None;
+            return;
         }
+        self.last = Some(key);
     }
 
     /// Every counter: (policy, hook, selector, action, outcome) and its count.
     pub fn series(&self) -> impl Iterator<Item = (&ActionKey, u64)> {
-        self.0.iter().map(|(k, n)| (k, *n))
+        self.counts.iter().map(|(k, n)| (k, *n))
     }
 
     fn of(&self, policy: &str) -> Vec<v1::ActionCounter> {
-        self.0
+        self.counts
             .iter()
             .filter(|((p, ..), _)| p == policy)
             .map(
@@ -365,5 +393,50 @@ fn info(btf: &str, node: String) -> v1::GetInfoResponse {
                 error: h.error.clone().unwrap_or_default(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_events::ProcessPolicy;
+
+    fn event(policy: &str, selector: Option<u32>, action: &str) -> Event {
+        Event {
+            body: EventBody::ProcessLsm(Box::new(ProcessPolicy {
+                policy_name: policy.into(),
+                function_name: "security_file_open".into(),
+                selector,
+                action: action.into(),
+                outcome: "posted".into(),
+                ..Default::default()
+            })),
+            node_name: "n".into(),
+            node_labels: Default::default(),
+            time: String::new(),
+        }
+    }
+
+    /// Runs of one key, keys interleaved, a key that differs only in its selector: each counted
+    /// under its own key, however the last key counted was kept.
+    #[test]
+    fn every_event_is_counted_under_its_own_key() {
+        let mut counts = ActionCounts::default();
+        let (a, b, c) = (
+            event("a", Some(0), "KPROBE_ACTION_POST"),
+            event("b", Some(0), "KPROBE_ACTION_POST"),
+            event("a", Some(1), "KPROBE_ACTION_POST"),
+        );
+        for e in [&a, &a, &a, &b, &a, &c, &c, &b] {
+            counts.record(e);
+        }
+        let series: Vec<_> = counts
+            .series()
+            .map(|((policy, _, selector, ..), n)| (policy.as_str(), *selector, n))
+            .collect();
+        assert_eq!(
+            series,
+            [("a", Some(0), 4), ("a", Some(1), 2), ("b", Some(0), 2)]
+        );
     }
 }
