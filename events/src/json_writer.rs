@@ -138,10 +138,7 @@ pub(crate) fn encode(
 /// UTF-8 (`&str` contents, ASCII, serde_json's output): checked rather than assumed, the
 /// ASCII of nearly every process eight bytes at a time ([`crate::text::utf8`]).
 fn boxed(out: &[u8]) -> Box<str> {
-    match crate::text::utf8(out) {
-        Ok(s) => s.into(),
-        Err(_) => String::from_utf8_lossy(out).into(),
-    }
+    crate::text::lossy(out).into()
 }
 
 /// Appends `p` as serde_json writes it (`serde_json::to_writer(out, p)`); `objects` appends

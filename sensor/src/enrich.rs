@@ -166,10 +166,10 @@ impl EventEnricher {
         let ktime = e.event.hdr.ktime;
         let (parent_exec_id, parent) = self.parent_of(raw.ppid);
         let strings = ProcessStrings {
-            binary: crate::identity::lossy(e.binary).into_owned(),
+            binary: vigil_events::text::lossy(e.binary).into_owned(),
             argv: e.args,
-            cwd: crate::identity::lossy(e.cwd).into_owned(),
-            cgroup: crate::identity::lossy(e.cgroup).into_owned(),
+            cwd: vigil_events::text::lossy(e.cwd).into_owned(),
+            cgroup: vigil_events::text::lossy(e.cgroup).into_owned(),
         };
         // The first exec after a fork is flagged `clone`, as Tetragon does: the fork is kept
         // (or cached, when its child was asked for) until now, and is replaced unseen.
@@ -261,7 +261,7 @@ impl EventEnricher {
             // A rule removed while its record was queued.
             unknown: ("rule", ev.rule, true),
             args: vec![Arg::FileArg(FileArg::new(
-                crate::identity::lossy(p.path).into_owned(),
+                vigil_events::text::lossy(p.path).into_owned(),
                 ev.flags & abi::policy_flags::TRUNC_PATH != 0,
                 ev.mode,
             ))],
@@ -486,7 +486,7 @@ impl EventEnricher {
 /// buffer and path arguments.
 fn decode_arg(kind: HookArgKind, raw: &abi::ArgValue, text: &[u8]) -> Arg {
     use base64::Engine;
-    let lossy = || crate::identity::lossy(text).into_owned();
+    let lossy = || vigil_events::text::lossy(text).into_owned();
     match kind {
         HookArgKind::String => Arg::StringArg(lossy()),
         HookArgKind::CharBuf { .. } | HookArgKind::IovIter => {

@@ -132,7 +132,7 @@ impl Identity {
     ) -> Process {
         // The final NUL of argv ends the last argument; it does not begin another.
         let argv = strings.argv.strip_suffix(&[0]).unwrap_or(strings.argv);
-        let mut argv = argv.split(|b| *b == 0).map(lossy);
+        let mut argv = argv.split(|b| *b == 0).map(vigil_events::text::lossy);
         let argv0 = argv.next().map(|a| a.into_owned()).unwrap_or_default();
         let arguments = join_arguments(argv);
         let ns = |i: usize| Namespace {
@@ -204,12 +204,6 @@ impl Identity {
             }),
         }
     }
-}
-
-/// `bytes` as text, invalid UTF-8 replaced (`String::from_utf8_lossy`): every exec's path,
-/// directory, cgroup and arguments pass here ([`vigil_events::text`]).
-pub fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    vigil_events::text::lossy(bytes)
 }
 
 /// Tetragon's flag words for an origin and the kernel's truncation bits.
@@ -309,7 +303,10 @@ mod tests {
             b"cut \xe2\x82",
             b"\xc0\x80 overlong",
         ] {
-            assert_eq!(lossy(bytes), String::from_utf8_lossy(bytes));
+            assert_eq!(
+                vigil_events::text::lossy(bytes),
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 
