@@ -7,10 +7,9 @@ use clap::{Parser, Subcommand};
 use stdout::outln;
 
 #[global_allocator]
-static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
+static ALLOCATOR: vigil_allocator::Mimalloc = vigil_allocator::Mimalloc;
 
 mod agent;
-mod allocator;
 mod api;
 mod brief;
 mod build_id;
@@ -322,7 +321,7 @@ fn parse_ringbuf_mib(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
-    allocator::purge_freed_after(10);
+    vigil_allocator::purge_freed_after(10);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Events(args) => return client::run(args.run()),

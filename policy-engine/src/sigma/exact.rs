@@ -52,7 +52,15 @@ struct FieldTest {
     how: How,
     all: bool,
     values: Vec<Want>,
+    /// For a `contains` test of any of [`CONTAINS_AUTOMATON`] plain values or more, those
+    /// values in one automaton: an ASCII value is read once, not once per value.
+    any_text: Option<aho_corasick::AhoCorasick>,
 }
+
+/// The fewest plain `contains` values given an automaton ([`FieldTest::any_text`]). SigmaHQ's
+/// sensitive-file rule lists twenty, a candidate on every `cat` and `sed`: each was a search
+/// of the command line of its own.
+const CONTAINS_AUTOMATON: usize = 4;
 
 /// A selection: any of its groups, each all of its field tests; or keywords, any of which
 /// one of the event's values must be as a whole.
@@ -204,11 +212,30 @@ fn field_test(key: &str, v: &Value) -> Option<FieldTest> {
             _ => None,
         })
         .collect::<Option<Vec<_>>>()?;
+    let texts: Vec<&str> = values
+        .iter()
+        .filter_map(|w| match w {
+            Want::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    // A number compared with text is sigma-rust's to decide, in its place in the list.
+    let numbers = values.iter().any(|w| matches!(w, Want::Int(_)));
+    let any_text = (how == How::Contains && !all && !numbers && texts.len() >= CONTAINS_AUTOMATON)
+        .then(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .build(&texts)
+                .ok()
+        })
+        .flatten();
     Some(FieldTest {
         field,
         how,
         all,
         values,
+        any_text,
     })
 }
 
@@ -387,6 +414,21 @@ impl FieldTest {
         let Some((_, value)) = f.values.iter().find(|(k, _)| k.id == self.field.id) else {
             return Some(false);
         };
+        // On ASCII text every value decides (none is left to sigma-rust), so their order does
+        // not matter: the plain ones at once, then the others.
+        if let (Some(any_text), FieldValue::Text(t)) = (&self.any_text, value) {
+            if t.is_ascii() {
+                return Some(
+                    any_text.is_match(t.as_bytes())
+                        || self.values.iter().any(|want| match want {
+                            // A number is never there: see where the automaton is built.
+                            Want::Text(_) | Want::Int(_) => false,
+                            Want::Glob(parts) => glob(self.how, t, parts),
+                            Want::Regex(re) => re.is_match(t),
+                        }),
+                );
+            }
+        }
         let mut each = self.values.iter().map(|want| match (want, value) {
             (Want::Int(w), FieldValue::Int(v)) => Some(w == v),
             (Want::Regex(re), FieldValue::Text(t)) => Some(re.is_match(t)),
@@ -755,6 +797,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A `contains` list long enough for the automaton decides what each value tried in turn
+    /// decides, in either case, with wildcards among the plain values, and leaves a value
+    /// outside ASCII to sigma-rust.
+    #[test]
+    fn a_long_contains_list_is_decided_as_its_values_one_by_one() {
+        let text = "title: t\nlogsource:\n  product: linux\n  category: process_creation\n\
+                    detection:\n  s:\n    CommandLine|contains:\n      - '/etc/crontab'\n      \
+                    - '/etc/*.conf'\n      - '/Boot/'\n      - 'sbin'\n      - 'cron.d'\n  s2:\n    \
+                    CommandLine|contains:\n      - 'aa'\n      - 'bb'\n      - 'cc'\n      \
+                    - 'x*y'\n  condition: s and not s2\n";
+        let rule = crate::sigma::load_rule(std::path::Path::new("c.yml"), text).unwrap();
+        let x = rule.exact.as_ref().expect("decided here");
+        let automata = x
+            .selections
+            .iter()
+            .flat_map(|s| match &s.test {
+                SelectionTest::Fields(groups) => groups.iter().flatten().collect(),
+                SelectionTest::Keywords(_) => Vec::new(),
+            })
+            .filter(|t| t.any_text.is_some())
+            .count();
+        assert_eq!(automata, 1, "only the list of four plain values or more");
+        let mut seen = [0; 2];
+        for v in [
+            "",
+            "cat /ETC/CRONTAB",
+            "vim /etc/x.CONF",
+            "ls /boot/",
+            "/usr/SBIN/x",
+            "AA",
+            "xbBx",
+            "a-x-y",
+            "x y",
+            "/etc/cron",
+            "café /etc/crontab",
+            "café",
+            "ls /bOOt/ aa",
+        ] {
+            let mut b = super::super::fields::Builder::new();
+            b.text(field!("CommandLine"), v);
+            let f = b.build("process_creation");
+            let want = rule.rule.is_match(&f.to_event());
+            match x.decide(&f) {
+                Some(here) => assert_eq!(here, want, "{v:?}"),
+                None => assert!(!v.is_ascii(), "an ASCII value is decided here: {v:?}"),
+            }
+            seen[usize::from(want)] += 1;
+        }
+        assert!(seen[0] > 3 && seen[1] > 3, "{seen:?}");
     }
 
     #[test]

@@ -22,6 +22,10 @@ use vigil_events::{
 };
 use vigil_policy_engine::sigma::SigmaEngine;
 
+// The engine runs in the agent on the agent's heap.
+#[global_allocator]
+static ALLOCATOR: vigil_allocator::Mimalloc = vigil_allocator::Mimalloc;
+
 /// Command lines of an ordinary busy machine (builds, services, shells), with a few that the
 /// rules are written to catch.
 const COMMANDS: [(&str, &str); 24] = [
