@@ -35,6 +35,8 @@
 //! the loop at a second, ran at 2.4 against 1.9 µs per policy event (5.4 against 5.2 per exec
 //! event).
 
+#![deny(missing_docs)]
+
 use std::{
     alloc::{GlobalAlloc, Layout},
     ffi::c_void,

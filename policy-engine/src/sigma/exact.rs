@@ -62,6 +62,12 @@ struct FieldTest {
 /// of the command line of its own.
 const CONTAINS_AUTOMATON: usize = 4;
 
+/// The most bytes of plain values one automaton is built over. A list of paths and flags is a
+/// few hundred; past this its values are searched one at a time, so that a rule file listing
+/// long values (its automaton takes about a kilobyte per byte of them) cannot make the engine
+/// a large allocation, nor its loading a long stall of the agent's loop.
+const CONTAINS_AUTOMATON_BYTES: usize = 1024;
+
 /// A selection: any of its groups, each all of its field tests; or keywords, any of which
 /// one of the event's values must be as a whole.
 #[derive(Debug)]
@@ -221,7 +227,11 @@ fn field_test(key: &str, v: &Value) -> Option<FieldTest> {
         .collect();
     // A number compared with text is sigma-rust's to decide, in its place in the list.
     let numbers = values.iter().any(|w| matches!(w, Want::Int(_)));
-    let any_text = (how == How::Contains && !all && !numbers && texts.len() >= CONTAINS_AUTOMATON)
+    let any_text = (how == How::Contains
+        && !all
+        && !numbers
+        && texts.len() >= CONTAINS_AUTOMATON
+        && texts.iter().map(|t| t.len()).sum::<usize>() <= CONTAINS_AUTOMATON_BYTES)
         .then(|| {
             aho_corasick::AhoCorasick::builder()
                 .ascii_case_insensitive(true)
@@ -848,6 +858,26 @@ mod tests {
             seen[usize::from(want)] += 1;
         }
         assert!(seen[0] > 3 && seen[1] > 3, "{seen:?}");
+        // Values too long for an automaton are searched one by one, as before.
+        let long = "x".repeat(CONTAINS_AUTOMATON_BYTES / 4 + 1);
+        let text = format!(
+            "title: t\nlogsource:\n  product: linux\n  category: process_creation\n\
+             detection:\n  s:\n    CommandLine|contains: ['a{long}', 'b{long}', 'c{long}', \
+             'd{long}']\n  condition: s\n"
+        );
+        let rule = crate::sigma::load_rule(std::path::Path::new("l.yml"), &text).unwrap();
+        let x = rule.exact.as_ref().expect("decided here");
+        let SelectionTest::Fields(groups) = &x.selections[0].test else {
+            panic!("a field selection")
+        };
+        assert!(groups[0][0].any_text.is_none());
+        for (v, want) in [(format!("run C{long}!"), true), (long.clone(), false)] {
+            let mut b = super::super::fields::Builder::new();
+            b.text(field!("CommandLine"), v.as_str());
+            let f = b.build("process_creation");
+            assert_eq!(rule.rule.is_match(&f.to_event()), want);
+            assert_eq!(x.decide(&f), Some(want));
+        }
     }
 
     #[test]

@@ -148,7 +148,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     } = start(opts, &mut clock).await?;
     let since = Instant::now();
     // Started: what the start freed is gone; the loop keeps what a storm's turns free for the
-    // next (`allocator`).
+    // next (`vigil_allocator`).
     vigil_allocator::purge_freed_after(1000);
     if let Some(m) = &metrics {
         m.set_ready();
