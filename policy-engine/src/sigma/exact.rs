@@ -62,11 +62,39 @@ struct FieldTest {
 /// of the command line of its own.
 const CONTAINS_AUTOMATON: usize = 4;
 
-/// The most bytes of plain values one automaton is built over. A list of paths and flags is a
-/// few hundred; past this its values are searched one at a time, so that a rule file listing
-/// long values (its automaton takes about a kilobyte per byte of them) cannot make the engine
-/// a large allocation, nor its loading a long stall of the agent's loop.
+/// The most bytes of plain values a rule's automata are built over, all its lists together. A
+/// list of paths and flags is a few hundred; past this a list's values are searched one at a
+/// time, so that a rule file listing long values (an automaton takes about a kilobyte per byte
+/// of them) cannot make the engine a large allocation, nor its loading a long stall of the
+/// agent's loop.
 const CONTAINS_AUTOMATON_BYTES: usize = 1024;
+
+/// The automaton of `t`'s plain values ([`FieldTest::any_text`]), where it is a `contains` list
+/// long enough to gain from one and its values fit in what is left of the rule's `budget`.
+fn contains_automaton(t: &FieldTest, budget: &mut usize) -> Option<aho_corasick::AhoCorasick> {
+    // A number compared with text is sigma-rust's to decide, in its place in the list.
+    if t.how != How::Contains || t.all || t.values.iter().any(|w| matches!(w, Want::Int(_))) {
+        return None;
+    }
+    let texts: Vec<&str> = t
+        .values
+        .iter()
+        .filter_map(|w| match w {
+            Want::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    let bytes: usize = texts.iter().map(|t| t.len()).sum();
+    if texts.len() < CONTAINS_AUTOMATON || bytes > *budget {
+        return None;
+    }
+    *budget -= bytes;
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(&texts)
+        .ok()
+}
 
 /// A selection: any of its groups, each all of its field tests; or keywords, any of which
 /// one of the event's values must be as a whole.
@@ -135,6 +163,14 @@ pub fn compile(detection: &Value) -> Option<ExactRule> {
         .iter()
         .map(|c| parse(c, &selections))
         .collect::<Option<Vec<_>>>()?;
+    let mut budget = CONTAINS_AUTOMATON_BYTES;
+    for s in &mut selections {
+        if let SelectionTest::Fields(groups) = &mut s.test {
+            for t in groups.iter_mut().flatten() {
+                t.any_text = contains_automaton(t, &mut budget);
+            }
+        }
+    }
     (!conditions.is_empty()).then_some(ExactRule {
         selections,
         conditions,
@@ -218,34 +254,12 @@ fn field_test(key: &str, v: &Value) -> Option<FieldTest> {
             _ => None,
         })
         .collect::<Option<Vec<_>>>()?;
-    let texts: Vec<&str> = values
-        .iter()
-        .filter_map(|w| match w {
-            Want::Text(t) => Some(t.as_str()),
-            _ => None,
-        })
-        .collect();
-    // A number compared with text is sigma-rust's to decide, in its place in the list.
-    let numbers = values.iter().any(|w| matches!(w, Want::Int(_)));
-    let any_text = (how == How::Contains
-        && !all
-        && !numbers
-        && texts.len() >= CONTAINS_AUTOMATON
-        && texts.iter().map(|t| t.len()).sum::<usize>() <= CONTAINS_AUTOMATON_BYTES)
-        .then(|| {
-            aho_corasick::AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(&texts)
-                .ok()
-        })
-        .flatten();
     Some(FieldTest {
         field,
         how,
         all,
         values,
-        any_text,
+        any_text: None,
     })
 }
 
@@ -871,6 +885,27 @@ mod tests {
             panic!("a field selection")
         };
         assert!(groups[0][0].any_text.is_none());
+        // Two lists that each fit share one rule's budget: the first has an automaton.
+        let part = "y".repeat(CONTAINS_AUTOMATON_BYTES / 8);
+        let text = format!(
+            "title: t\nlogsource:\n  product: linux\n  category: process_creation\n\
+             detection:\n  s:\n    CommandLine|contains: ['a{part}', 'b{part}', 'c{part}', \
+             'd{part}']\n  s2:\n    Image|contains: ['a{part}', 'b{part}', 'c{part}', \
+             'd{part}', 'e{part}']\n  condition: s or s2\n"
+        );
+        let two = crate::sigma::load_rule(std::path::Path::new("t.yml"), &text).unwrap();
+        let built: Vec<bool> = two
+            .exact
+            .as_ref()
+            .expect("decided here")
+            .selections
+            .iter()
+            .map(|s| match &s.test {
+                SelectionTest::Fields(groups) => groups[0][0].any_text.is_some(),
+                SelectionTest::Keywords(_) => false,
+            })
+            .collect();
+        assert_eq!(built, [true, false]);
         for (v, want) in [(format!("run C{long}!"), true), (long.clone(), false)] {
             let mut b = super::super::fields::Builder::new();
             b.text(field!("CommandLine"), v.as_str());
