@@ -52,13 +52,14 @@ struct FieldTest {
     how: How,
     all: bool,
     values: Vec<Want>,
-    /// For a `contains` test of any of [`CONTAINS_AUTOMATON`] plain values or more, those
-    /// values in one automaton: an ASCII value is read once, not once per value.
+    /// For a `contains` test of any of [`CONTAINS_AUTOMATON`] plain values or more, within the
+    /// rule's [`CONTAINS_AUTOMATON_BYTES`], those values in one automaton: an ASCII value is
+    /// read once, not once per value.
     any_text: Option<aho_corasick::AhoCorasick>,
 }
 
 /// The fewest plain `contains` values given an automaton ([`FieldTest::any_text`]). SigmaHQ's
-/// sensitive-file rule lists twenty, a candidate on every `cat` and `sed`: each was a search
+/// sensitive-file rule lists thirteen, a candidate on every `cat` and `sed`: each was a search
 /// of the command line of its own.
 const CONTAINS_AUTOMATON: usize = 4;
 
