@@ -11,7 +11,7 @@ const CLANG: &str = "clang-19";
 const STRIP: &str = "llvm-strip-19";
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Program families linked into the agent's object, in link order.
-const AGENT_FAMILIES: [&str; 4] = ["process", "policy", "hooks", "sock_hooks"];
+const AGENT_FAMILIES: [&str; 5] = ["process", "policy", "hooks", "sock_hooks", "flow"];
 
 fn main() {
     let src = Path::new("src/bpf");

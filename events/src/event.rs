@@ -51,6 +51,8 @@ pub enum EventBody {
     ProcessLoader(Box<ProcessPolicy>),
     /// A Sigma rule matched an event.
     ProcessAlert(Box<ProcessAlert>),
+    /// A flow's encryption verdict, when first known and when it changes (vigil's).
+    FlowEncryption(Box<FlowEncryption>),
     /// Events were lost before they reached the stream (a full ring buffer in the kernel): the
     /// stream says so in place, as Tetragon's `rate_limit_info` does, so a reader of the
     /// stream alone knows it has a gap and how large.
@@ -105,6 +107,30 @@ pub struct ProcessAlert {
     pub event: Box<Event>,
 }
 
+/// `flow_encryption`: how a flow to a remote range leaves the node, when the kernel first
+/// judged its packets and whenever that changes (never per packet).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowEncryption {
+    /// The process that opened the flow, when vigil saw it do so (a network policy's event on
+    /// its socket); none for a flow vigil saw only on the wire.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::encoded::parent"
+    )]
+    pub process: Option<Arc<Process>>,
+    /// Its parent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::encoded::parent"
+    )]
+    pub parent: Option<Arc<Process>>,
+    /// The flow, as its packets carry it, with its `encryption`.
+    pub flow: SockArg,
+}
+
 impl Event {
     /// The processes the event names, the one it is about first, then its parent and
     /// ancestors: for what is learnt of a process after its event was built (its pod).
@@ -124,6 +150,7 @@ impl Event {
                 (Some(&mut e.process), &mut e.parent, &mut e.ancestors[..])
             }
             EventBody::ProcessAlert(e) => (Some(&mut e.process), &mut e.parent, &mut [][..]),
+            EventBody::FlowEncryption(e) => (e.process.as_mut(), &mut e.parent, &mut [][..]),
             EventBody::RateLimitInfo(_) => {
                 return None.into_iter().chain(None).chain([][..].iter_mut())
             }
@@ -152,6 +179,7 @@ impl Event {
             | EventBody::ProcessTracepoint(e)
             | EventBody::ProcessLoader(e) => (Some(&e.process), &e.parent, &e.ancestors[..]),
             EventBody::ProcessAlert(e) => (Some(&e.process), &e.parent, &[][..]),
+            EventBody::FlowEncryption(e) => (e.process.as_ref(), &e.parent, &[][..]),
             EventBody::RateLimitInfo(_) => (None, &None, &[][..]),
         };
         process
@@ -171,12 +199,13 @@ impl Event {
             | EventBody::ProcessTracepoint(e)
             | EventBody::ProcessLoader(e) => &e.process,
             EventBody::ProcessAlert(e) => &e.process,
+            EventBody::FlowEncryption(e) => e.process.as_deref().unwrap_or(&NO_PROCESS),
             EventBody::RateLimitInfo(_) => &NO_PROCESS,
         }
     }
 
     /// Every event key, in the order of [`Event::kind_index`].
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "process_exec",
         "process_exit",
         "process_kprobe",
@@ -186,6 +215,7 @@ impl Event {
         "process_loader",
         "process_alert",
         "rate_limit_info",
+        "flow_encryption",
     ];
 
     /// The event key (`process_exec`, ...).
@@ -205,6 +235,7 @@ impl Event {
             EventBody::ProcessLoader(_) => 6,
             EventBody::ProcessAlert(_) => 7,
             EventBody::RateLimitInfo(_) => 8,
+            EventBody::FlowEncryption(_) => 9,
         }
     }
 }
@@ -561,6 +592,10 @@ pub struct SockArg {
         deserialize_with = "crate::int64::deserialize"
     )]
     pub cookie: u64,
+    /// How the socket's flow leaves the node (vigil's addition): from its route at the event
+    /// and the verdict the kernel gave its packets, when either is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Box<crate::Encryption>>,
 }
 
 // protojson leaves out a proto3 scalar at its default (0, "", false) unless it is a wrapper

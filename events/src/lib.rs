@@ -21,6 +21,7 @@ pub mod caps;
 pub mod compact;
 pub mod dns;
 mod encoded;
+pub mod encryption;
 mod event;
 mod exec_id;
 pub mod flags;
@@ -33,6 +34,7 @@ pub mod text;
 pub mod time;
 
 pub use encoded::end as end_process;
+pub use encryption::Encryption;
 pub use event::*;
 pub use exec_id::{ExecId, ExecIdPrefix};
 pub use json_writer::write_event as write_json;

@@ -133,6 +133,7 @@ impl Filter {
             | EventBody::ProcessTracepoint(x)
             | EventBody::ProcessLoader(x) => x.parent.as_deref(),
             EventBody::ProcessAlert(x) => x.parent.as_deref(),
+            EventBody::FlowEncryption(x) => x.parent.as_deref(),
             EventBody::RateLimitInfo(_) => None,
         };
         let policy = match &e.body {

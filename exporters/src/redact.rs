@@ -171,6 +171,15 @@ impl Redactor {
                 self.apply(&mut x.event);
                 (&mut x.process, &mut x.parent, None)
             }
+            EventBody::FlowEncryption(x) => {
+                if let Some(p) = &mut x.process {
+                    self.redact_process(p);
+                }
+                if let Some(p) = &mut x.parent {
+                    self.redact_process(p);
+                }
+                return;
+            }
             EventBody::RateLimitInfo(_) => return,
         };
         self.redact_process(process);

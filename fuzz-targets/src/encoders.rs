@@ -59,6 +59,10 @@ fn processes(e: &mut Event) -> Vec<&mut Arc<Process>> {
             processes.push(&mut x.process);
             processes.extend(&mut x.parent);
         }
+        EventBody::FlowEncryption(x) => {
+            processes.extend(&mut x.process);
+            processes.extend(&mut x.parent);
+        }
         EventBody::RateLimitInfo(_) => {}
     }
     processes

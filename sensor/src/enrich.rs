@@ -66,6 +66,8 @@ pub struct EventEnricher {
     pub rate_limit: crate::rate_limit::PostRateLimit,
     /// The build ids of the files loader events name.
     build_ids: crate::build_id::BuildIds,
+    /// Encryption awareness, when remote ranges are configured ([`crate::flows`]).
+    pub flows: Option<crate::flows::FlowTracker>,
     /// Forks whose child was not asked for yet ([`crate::forks`]): every lookup of a process
     /// by pid looks here first ([`EventEnricher::current`]).
     forks: PendingForks,
@@ -86,6 +88,7 @@ impl EventEnricher {
             build_ids: Default::default(),
             forks: PendingForks::default(),
             no_labels: Default::default(),
+            flows: None,
         }
     }
 
@@ -125,7 +128,16 @@ impl EventEnricher {
                 None
             }
             Record::Exit(x) => Some(self.exit(x, now)),
+            Record::Flow(f) => self.flow(&f),
         }
+    }
+
+    /// A flow's verdict, new or changed: `flow_encryption` (none when the agent tracks no
+    /// ranges: a record of programs an earlier agent left attached).
+    fn flow(&mut self, f: &abi::FlowEvent) -> Option<Event> {
+        let body = self.flows.as_mut()?.verdict(f);
+        let time = self.identity.clock.rfc3339(f.hdr.ktime);
+        Some(self.event_at(time, EventBody::FlowEncryption(Box::new(body))))
     }
 
     /// The current execution of `pid`: a fork of it not described yet is described and cached
@@ -274,7 +286,7 @@ impl EventEnricher {
         let ev = h.event;
         // The record holds at most HOOK_ARGS arguments whatever its count says (the decoder
         // refuses a larger count; the enricher does not rely on it).
-        let args = installed.map_or_else(Vec::new, |i| {
+        let mut args = installed.map_or_else(Vec::new, |i| {
             i.rule
                 .args
                 .iter()
@@ -283,7 +295,16 @@ impl EventEnricher {
                 .map(|(spec, (raw, text))| decode_arg(spec.kind, raw, text))
                 .collect()
         });
-        self.matched(Match {
+        // How each socket's flow leaves the node, and which of them are tracked.
+        let mut tracked = Vec::new();
+        if let Some(flows) = self.flows.as_mut() {
+            for (arg, raw) in args.iter_mut().zip(ev.args.iter()) {
+                if let Arg::SockArg(s) = arg {
+                    tracked.extend(flows.annotate(&raw.sock(), s));
+                }
+            }
+        }
+        let event = self.matched(Match {
             ktime: ev.hdr.ktime,
             pid: ev.pid,
             tid: ev.tid,
@@ -294,7 +315,17 @@ impl EventEnricher {
             function: installed.map(|i| i.function_name(ev.key)),
             unknown: ("hook", ev.hook_id, false),
             args,
-        })
+        });
+        if let (Some(flows), false) = (self.flows.as_mut(), tracked.is_empty()) {
+            let process = event.shared_processes().next().cloned();
+            let parent = event.shared_processes().nth(1).cloned();
+            if let Some(p) = process {
+                for key in tracked {
+                    flows.opened(key, p.clone(), parent.clone());
+                }
+            }
+        }
+        event
     }
 
     /// The event of a policy's match, from either kind of record: the process (by pid, its
@@ -683,7 +714,7 @@ fn socket_cookie(addr: u64) -> u64 {
     h.finish().max(1)
 }
 
-fn sock_arg(s: &abi::SockValue) -> SockArg {
+pub(crate) fn sock_arg(s: &abi::SockValue) -> SockArg {
     let addr = |b: &[u8; 16]| match s.family {
         2 => std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string(),
         10 => std::net::Ipv6Addr::from(*b).to_string(),
@@ -736,6 +767,7 @@ fn sock_arg(s: &abi::SockValue) -> SockArg {
         } else {
             s.bytes_received
         }),
+        encryption: None,
     }
 }
 

@@ -17,6 +17,7 @@ mod cache;
 mod client;
 mod config;
 mod enrich;
+mod flows;
 mod forks;
 mod identity;
 mod k8s;

@@ -135,6 +135,8 @@ fn alert(event: &Event, m: SigmaMatch<'_>) -> Event {
         | EventBody::ProcessTracepoint(e)
         | EventBody::ProcessLoader(e) => (e.process.clone(), e.parent.clone()),
         EventBody::ProcessAlert(e) => (e.process.clone(), e.parent.clone()),
+        // A flow vigil saw only on the wire has no process: the alert names none.
+        EventBody::FlowEncryption(e) => (e.process.clone().unwrap_or_default(), e.parent.clone()),
         // No rule is evaluated on it (it has no Sigma view).
         EventBody::RateLimitInfo(_) => (Default::default(), None),
     };

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// The event keys a query may name.
-pub const KINDS: [&str; 7] = [
+pub const KINDS: [&str; 8] = [
     "process_exec",
     "process_exit",
     "process_kprobe",
@@ -18,6 +18,7 @@ pub const KINDS: [&str; 7] = [
     // Last: a kind's place is its code in databases already written.
     "process_uprobe",
     "rate_limit_info",
+    "flow_encryption",
 ];
 
 /// Sigma levels, lowest first.

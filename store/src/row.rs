@@ -134,6 +134,12 @@ pub(crate) fn columns(event: &Event, time_ns: u64) -> EventColumns<'_> {
             c.rule_title = Some(Cow::Borrowed(&a.title));
             c.level = level_rank(&a.level).map(|r| r as i64);
         }
+        EventBody::FlowEncryption(f) => {
+            if let Ok(ip) = f.flow.daddr.parse::<IpAddr>() {
+                c.daddr = Some(ip_key(ip));
+                c.dport = Some(f.flow.dport);
+            }
+        }
         EventBody::ProcessExec(_) | EventBody::ProcessExit(_) | EventBody::RateLimitInfo(_) => {}
     }
     c

@@ -15,9 +15,11 @@ pub const EVENT_POLICY: u32 = 4;
 /// `VIGIL_EVENT_HOOK`.
 pub const EVENT_HOOK: u32 = 5;
 
+mod flow;
 mod limits;
 mod policy;
 mod record;
+pub use flow::*;
 pub use limits::*;
 pub use policy::*;
 pub use record::*;
@@ -238,6 +240,11 @@ mod layout_tests {
                     ("VIGIL_MATCH_MAX", _) => Some(MATCH_MAX),
                     ("VIGIL_NAME_LEN", _) => Some(NAME_LEN),
                     ("VIGIL_EVENT_HOOK", _) => Some(EVENT_HOOK as usize),
+                    ("VIGIL_EVENT_FLOW", _) => Some(EVENT_FLOW as usize),
+                    ("VIGIL_ROUTE_DEVICE", _) => Some(route::DEVICE as usize),
+                    ("VIGIL_ROUTE_USER", _) => Some(route::USER as usize),
+                    ("VIGIL_ENC_LOCAL", _) => Some(enc::LOCAL as usize),
+                    ("VIGIL_EVIDENCE_XFRM", _) => Some(evidence::XFRM as usize),
                     ("VIGIL_HOOK_ARGS", _) => Some(HOOK_ARGS),
                     ("VIGIL_HOOKS_PER_KEY", _) => Some(HOOKS_PER_KEY),
                     ("VIGIL_HOOK_RULES", _) => Some(HOOK_RULES),
@@ -304,8 +311,14 @@ mod layout_tests {
             "vigil_hook_rule" => HookRule { flags, policy_id, action, arg, nconds, pid_flags,
                 ns_in, ns_not_in, cap_set, cap_not, sock_action, sock_arg, generation, cap_mask,
                 conds }
-            "vigil_sock_value" => SockValue { family, protocol, sport, dport, state, netns, saddr, daddr,
-                bytes_sent, bytes_received, cookie }
+            "vigil_sock_value" => SockValue { family, protocol, sport, dport, state, route, netns, saddr,
+                daddr, bytes_sent, bytes_received, cookie, route_ifindex, route_spi }
+            "vigil_flow_key" => FlowKey { saddr, daddr, sport, dport, family, protocol }
+            "vigil_flow_verdict" => FlowVerdict { mode, evidence, route, flags, ifindex, spi, reqid,
+                range, outer_family, outer_daddr, ifname }
+            "vigil_flow_event" => FlowEvent { hdr, key, verdict, sock, dev_netns }
+            "vigil_flow_range_key" => FlowRangeKey { prefixlen, addr }
+            "vigil_flow_config" => FlowConfig { node_netns }
             "vigil_file_value" => FileValue { cut, mode }
             "vigil_kobj_value" => KobjValue { n, name }
             "vigil_tp_field" => TpField { off, kind, size }

@@ -345,7 +345,8 @@ pub struct SockValue {
     pub sport: u16,
     pub dport: u16,
     pub state: u8,
-    pub _pad0: u8,
+    /// Where the socket's cached route leads ([`super::route`]), 0 when it has none.
+    pub route: u8,
     pub netns: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
@@ -353,6 +354,10 @@ pub struct SockValue {
     pub bytes_received: u64,
     /// The socket's kernel address: the agent writes a keyed hash of it, never the address.
     pub cookie: u64,
+    /// The route's device, in the socket's network namespace.
+    pub route_ifindex: u32,
+    /// The route's IPsec SPI (an xfrm route).
+    pub route_spi: u32,
 }
 
 /// `struct vigil_file_value`: a file, path or descriptor argument's truncation and mode.

@@ -7,8 +7,8 @@
 //! fuzzer drives it directly).
 
 use super::{
-    EventHeader, ExecEvent, ExitEvent, ForkEvent, Hook, HookEvent, Policy, PolicyEvent, EVENT_EXEC,
-    EVENT_EXIT, EVENT_FORK, EVENT_HOOK, EVENT_POLICY, HOOK_ARGS,
+    EventHeader, ExecEvent, ExitEvent, FlowEvent, ForkEvent, Hook, HookEvent, Policy, PolicyEvent,
+    EVENT_EXEC, EVENT_EXIT, EVENT_FLOW, EVENT_FORK, EVENT_HOOK, EVENT_POLICY, HOOK_ARGS,
 };
 
 /// An exec record: the fixed part and its strings, borrowed from the ring buffer.
@@ -43,6 +43,8 @@ pub enum Record<'a> {
     Policy(Policy<'a>),
     /// A generic hook fired.
     Hook(Hook<'a>),
+    /// A flow's encryption verdict, new or changed.
+    Flow(FlowEvent),
 }
 
 /// Why a record could not be decoded.
@@ -171,7 +173,7 @@ impl<'a> Record<'a> {
         let kind = hdr.kind;
         if !matches!(
             kind,
-            EVENT_EXEC | EVENT_FORK | EVENT_EXIT | EVENT_HOOK | EVENT_POLICY
+            EVENT_EXEC | EVENT_FORK | EVENT_EXIT | EVENT_HOOK | EVENT_POLICY | EVENT_FLOW
         ) {
             return Err(RecordError::UnknownKind(kind));
         }
@@ -222,6 +224,11 @@ impl<'a> Record<'a> {
                 let event = read_pod(buf, kind)?;
                 fixed(size_of::<ExitEvent>())?;
                 Ok(Record::Exit(event))
+            }
+            EVENT_FLOW => {
+                let event = read_pod(buf, kind)?;
+                fixed(size_of::<FlowEvent>())?;
+                Ok(Record::Flow(event))
             }
             EVENT_HOOK => {
                 let event: HookEvent = read_pod(buf, kind)?;

@@ -381,6 +381,7 @@ impl Op {
         if let (Some(tx), Some(rx)) = (s.bytes_sent, s.bytes_received) {
             parts.push(format!("sent {tx} received {rx}"));
         }
+        parts.extend(s.encryption.as_deref().and_then(lock));
         parts.retain(|p| !p.is_empty());
         parts.join(" ")
     }
@@ -419,6 +420,49 @@ fn int(arg: &Arg) -> Option<i128> {
         Arg::SizeArg(v) => Some(i128::from(*v)),
         _ => None,
     }
+}
+
+/// A lock for a flow that leaves encrypted (`🔒 wireguard`, `🔒 ipsec`), an open one for a
+/// flow that leaves in clear (`🔓 plaintext`); nothing where it stays local or is not known.
+pub(super) fn lock(e: &crate::Encryption) -> Option<String> {
+    use crate::encryption::mode;
+    match e.mode.as_str() {
+        mode::WIREGUARD | mode::IPSEC => Some(format!("🔒 {}", e.mode)),
+        mode::NONE => Some("🔓 plaintext".to_string()),
+        _ => None,
+    }
+}
+
+/// A flow's verdict line: `🔓 flow <node> <binary> tcp 10.0.0.1:43210 -> 10.2.0.5:80 plaintext
+/// via eth0 (range 10.2.0.0/16)`.
+pub(super) fn flow_line(node: &str, f: &crate::FlowEncryption) -> String {
+    let s = &f.flow;
+    let mut parts = vec![s.protocol.trim_start_matches("IPPROTO_").to_lowercase()];
+    parts.extend(endpoint(&s.saddr, s.sport));
+    parts.extend(endpoint(&s.daddr, s.dport).map(|p| format!("-> {p}")));
+    let e = s.encryption.as_deref().cloned().unwrap_or_default();
+    parts.push(if e.mode == crate::encryption::mode::NONE {
+        "plaintext".to_string()
+    } else {
+        e.mode.clone()
+    });
+    if let Some(spi) = e.spi {
+        parts.push(format!("spi 0x{spi:x} {}", e.ipsec_mode));
+    }
+    if !e.interface.is_empty() {
+        parts.push(format!("via {}", e.interface));
+    }
+    if !e.remote_range.is_empty() {
+        parts.push(format!("(range {})", e.remote_range));
+    }
+    let emoji = if e.mode == crate::encryption::mode::NONE {
+        "🔓"
+    } else {
+        "🔒"
+    };
+    let binary = f.process.as_ref().map_or("", |p| p.binary.as_str());
+    parts.retain(|p| !p.is_empty());
+    super::line(emoji, "flow", node, binary, parts)
 }
 
 /// Whether the socket among `args` is closed (`TCP_CLOSE`).

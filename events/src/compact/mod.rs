@@ -90,6 +90,7 @@ fn render_raw(event: &Event) -> String {
             let parts = [&p.arguments, &pid, &level, &a.title, &id];
             line("🚨", "alert", node, &p.binary, parts)
         }
+        EventBody::FlowEncryption(f) => hooks::flow_line(node, f),
         EventBody::RateLimitInfo(r) => {
             let lost = format!("{} events lost", r.number_of_dropped_process_events);
             line("⚠️", "dropped", node, &lost, [""; 0])

@@ -232,9 +232,10 @@ pub fn has_syscall_record(e: &Event) -> bool {
         | EventBody::ProcessUprobe(x)
         | EventBody::ProcessTracepoint(x)
         | EventBody::ProcessLoader(x) => syscall_name(x).is_some(),
-        EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) | EventBody::RateLimitInfo(_) => {
-            false
-        }
+        EventBody::ProcessExit(_)
+        | EventBody::ProcessAlert(_)
+        | EventBody::FlowEncryption(_)
+        | EventBody::RateLimitInfo(_) => false,
     }
 }
 
@@ -310,7 +311,10 @@ pub(super) fn auditd_records<'a>(e: &'a Event, users: &'a Users, out: &mut impl 
                 path(out, item as i64, f, kind);
             }
         }
-        EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) | EventBody::RateLimitInfo(_) => {}
+        EventBody::ProcessExit(_)
+        | EventBody::ProcessAlert(_)
+        | EventBody::FlowEncryption(_)
+        | EventBody::RateLimitInfo(_) => {}
     }
 }
 

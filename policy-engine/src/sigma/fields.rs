@@ -7,6 +7,7 @@
 //! | `process_creation` | `process_exec` | Image, CommandLine, CurrentDirectory, User, LogonId, ProcessId, ParentImage, ParentCommandLine, ParentProcessId |
 //! | `file_event` | `process_kprobe` / `process_lsm` with a `file_arg` or `path_arg` | TargetFilename, Image, User, ProcessId, LogonId |
 //! | `network_connection` | `process_kprobe` with a `sock_arg` or `sockaddr_arg` | DestinationIp, DestinationPort, SourceIp, SourcePort, Initiated, Protocol, Image, User, ProcessId, LogonId |
+//! | `network_connection` | `flow_encryption` (a flow's encryption verdict) | the same (the process's when vigil saw it open the flow), and EncryptionMode (`wireguard`, `ipsec`, `none`, `local`, `unknown`), EncryptionEvidence, EncryptionInterface, RemoteRange |
 //! | `dns_query` | `process_kprobe` with a `dns_arg` that is an answer (one per lookup, as Sysmon logs them) | QueryName, QueryType, QueryStatus (`NOERROR`, `NXDOMAIN`, ...), QueryResults (`;`-separated), Image, User, ProcessId, LogonId |
 //!
 //! Every category also has the Kubernetes pod of the process, on a Kubernetes node:
@@ -60,6 +61,10 @@ pub const CATEGORY_FIELDS: [(&str, &[&str]); 6] = [
             "SourcePort",
             "Protocol",
             "Initiated",
+            "EncryptionMode",
+            "EncryptionEvidence",
+            "EncryptionInterface",
+            "RemoteRange",
         ],
     ),
     (
@@ -470,6 +475,28 @@ pub(super) fn category_view<'a>(e: &'a Event, users: &'a Users, out: &mut impl V
             } else {
                 return;
             }
+        }
+        EventBody::FlowEncryption(x) => {
+            let s = &x.flow;
+            if let Some(p) = &x.process {
+                b.process(p, users);
+                b.text(field!("Initiated"), "true");
+            }
+            b.text(field!("DestinationIp"), s.daddr.as_str());
+            b.int(field!("DestinationPort"), s.dport as i64);
+            b.text(field!("SourceIp"), s.saddr.as_str());
+            b.int(field!("SourcePort"), s.sport as i64);
+            b.text(
+                field!("Protocol"),
+                s.protocol.trim_start_matches("IPPROTO_").to_lowercase(),
+            );
+            if let Some(enc) = &s.encryption {
+                b.text(field!("EncryptionMode"), enc.mode.as_str());
+                b.text(field!("EncryptionEvidence"), enc.evidence.as_str());
+                b.text(field!("EncryptionInterface"), enc.interface.as_str());
+                b.text(field!("RemoteRange"), enc.remote_range.as_str());
+            }
+            "network_connection"
         }
         EventBody::ProcessExit(_) | EventBody::ProcessAlert(_) | EventBody::RateLimitInfo(_) => {
             return

@@ -9,6 +9,7 @@
 
 #include "hook_state.h"
 #include "path.h"
+#include "route.h"
 #include "task.h"
 
 static __always_inline void read_sock(struct sock *sk, struct vigil_sock_value *v)
@@ -21,6 +22,7 @@ static __always_inline void read_sock(struct sock *sk, struct vigil_sock_value *
 	v->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	v->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	v->cookie = (__u64)sk;
+	vigil_sock_route(sk, v);
 	if (v->protocol == IPPROTO_TCP) {
 		/* Data octets sent (retransmissions included), and received (a FIN received counts
 		 * one, which the agent takes off). */

@@ -30,6 +30,7 @@ enum vigil_event_kind {
 	VIGIL_EVENT_EXIT = 3,
 	VIGIL_EVENT_POLICY = 4,
 	VIGIL_EVENT_HOOK = 5,
+	VIGIL_EVENT_FLOW = 6,
 	/* retired kinds: none yet */
 };
 
@@ -461,13 +462,15 @@ struct vigil_sock_value {
 	__u16 sport; /* host order */
 	__u16 dport; /* host order; a sockaddr's port */
 	__u8 state;
-	__u8 _pad0;
+	__u8 route;     /* enum vigil_route: where the socket's cached route leads, 0 if none */
 	__u32 netns;    /* inode number of the socket's network namespace */
 	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
 	__u8 daddr[16]; /* a sockaddr's address */
 	__u64 bytes_sent;     /* TCP: bytes the peer acknowledged */
 	__u64 bytes_received; /* TCP: bytes received */
 	__u64 cookie;         /* the socket's address: never written out, the agent keys a hash */
+	__u32 route_ifindex;  /* the route's device, in the socket's namespace (not for xfrm) */
+	__u32 route_spi;      /* the route's transformation's SPI, host order (xfrm routes) */
 };
 
 /* A file, path or descriptor argument: whether its path was cut short, and its inode's mode. */
@@ -593,5 +596,95 @@ struct vigil_config {
 };
 
 #define VIGIL_CGROUP_V2 0xffffffffu
+
+/*
+ * Encryption awareness (flow.bpf.c): where a flow's packets leave through, and whether that
+ * encrypts them.
+ */
+
+/* What a route or a device does with a packet: the device's kind (its rtnl_link_ops->kind, set
+ * by the driver, never its name) or the transformation on the route. */
+enum vigil_route {
+	VIGIL_ROUTE_UNREAD = 0,
+	VIGIL_ROUTE_LOOPBACK = 1,       /* stays on this machine */
+	VIGIL_ROUTE_WIREGUARD = 2,      /* the kernel's WireGuard device */
+	VIGIL_ROUTE_XFRM_TRANSPORT = 3, /* an IPsec SA in transport mode */
+	VIGIL_ROUTE_XFRM_TUNNEL = 4,    /* an IPsec SA in tunnel mode */
+	VIGIL_ROUTE_XFRM_OTHER = 5,     /* another xfrm mode (BEET, ...) */
+	VIGIL_ROUTE_USER = 6,           /* tun or tap: a user-space program reads the packets */
+	VIGIL_ROUTE_ENCAP = 7,          /* VXLAN or Geneve: the encapsulated packet decides */
+	VIGIL_ROUTE_DEVICE = 8,         /* any other device: the packet leaves as it is */
+};
+
+/* A flow's verdict (the agent names them: wireguard, ipsec, none, local, unknown). */
+enum vigil_enc_mode {
+	VIGIL_ENC_UNKNOWN = 0,
+	VIGIL_ENC_NONE = 1,
+	VIGIL_ENC_WIREGUARD = 2,
+	VIGIL_ENC_IPSEC = 3,
+	VIGIL_ENC_LOCAL = 4,
+};
+
+/* What a verdict rests on. */
+enum vigil_enc_evidence {
+	VIGIL_EVIDENCE_DEVICE = 1, /* the device the packet left through (net_dev_start_xmit) */
+	VIGIL_EVIDENCE_XFRM = 2,   /* the transformation applied on output (xfrm_output) */
+};
+
+/* Bits of vigil_flow_verdict.flags. */
+#define VIGIL_FLOW_VXLAN (1u << 0)    /* the tuple was read inside a VXLAN packet */
+#define VIGIL_FLOW_AH (1u << 1)       /* the SA is AH: authenticated, not encrypted */
+#define VIGIL_FLOW_NULL_ENC (1u << 2) /* the SA's cipher is cipher_null */
+
+/* A flow by its inner 5-tuple, as its packets carry it (IPv4 in the first 4 bytes). */
+struct vigil_flow_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host order */
+	__u16 dport; /* host order */
+	__u8 family; /* AF_INET or AF_INET6 */
+	__u8 protocol;
+	__u16 _pad0;
+};
+
+/* How a flow leaves the node. The first 16 bytes are its identity: a packet whose verdict
+ * differs there is reported again. */
+struct vigil_flow_verdict {
+	__u8 mode;     /* enum vigil_enc_mode */
+	__u8 evidence; /* enum vigil_enc_evidence */
+	__u8 route;    /* enum vigil_route: the device's kind, or the SA's mode */
+	__u8 flags;    /* VIGIL_FLOW_* */
+	__u32 ifindex; /* the device (evidence DEVICE) */
+	__u32 spi;     /* the SA's SPI, host order (evidence XFRM) */
+	__u32 reqid;   /* the SA's reqid */
+	__u32 range;   /* the vigil_flow_ranges value that made the flow tracked */
+	__u16 outer_family; /* the SA's family (AF_INET, AF_INET6), 0 for none */
+	__u16 _pad0;
+	__u8 outer_daddr[16]; /* the SA's destination: the far end of the tunnel */
+	char ifname[16];      /* the device's name */
+};
+
+/* A flow's verdict, new or changed. */
+struct vigil_flow_event {
+	struct vigil_event_header hdr;
+	struct vigil_flow_key key;
+	struct vigil_flow_verdict verdict;
+	__u64 sock;      /* the sending socket's address (as vigil_sock_value.cookie), 0 for none */
+	__u32 dev_netns; /* the network namespace the packet left from */
+	__u32 _pad0;
+};
+
+/* The remote ranges whose flows are tracked: an LPM key over IPv6 addresses, IPv4 mapped
+ * (::ffff:a.b.c.d, prefix length + 96). */
+struct vigil_flow_range_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* The flow programs' knobs, written by the agent. */
+struct vigil_flow_config {
+	__u32 node_netns; /* packets count once they leave a device of this network namespace */
+	__u32 _pad0;
+};
 
 #endif /* VIGIL_EVENTS_H */

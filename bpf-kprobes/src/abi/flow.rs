@@ -1,0 +1,126 @@
+//! Mirrors of the encryption-awareness part of `vigil_events.h` (`flow.bpf.c`): a flow's key,
+//! its verdict, the record that reports it, the ranges' LPM key and the programs' knobs.
+
+use super::EventHeader;
+
+/// `VIGIL_EVENT_FLOW`.
+pub const EVENT_FLOW: u32 = 6;
+
+/// `enum vigil_route`: where a route or a device takes a packet.
+#[allow(missing_docs)]
+pub mod route {
+    pub const UNREAD: u8 = 0;
+    pub const LOOPBACK: u8 = 1;
+    pub const WIREGUARD: u8 = 2;
+    pub const XFRM_TRANSPORT: u8 = 3;
+    pub const XFRM_TUNNEL: u8 = 4;
+    pub const XFRM_OTHER: u8 = 5;
+    pub const USER: u8 = 6;
+    pub const ENCAP: u8 = 7;
+    pub const DEVICE: u8 = 8;
+}
+
+/// `enum vigil_enc_mode`.
+#[allow(missing_docs)]
+pub mod enc {
+    pub const UNKNOWN: u8 = 0;
+    pub const NONE: u8 = 1;
+    pub const WIREGUARD: u8 = 2;
+    pub const IPSEC: u8 = 3;
+    pub const LOCAL: u8 = 4;
+}
+
+/// `enum vigil_enc_evidence`.
+#[allow(missing_docs)]
+pub mod evidence {
+    pub const DEVICE: u8 = 1;
+    pub const XFRM: u8 = 2;
+}
+
+/// `VIGIL_FLOW_VXLAN`: the tuple was read inside a VXLAN packet.
+pub const FLOW_VXLAN: u8 = 1 << 0;
+/// `VIGIL_FLOW_AH`: the SA is AH (authenticated, not encrypted).
+pub const FLOW_AH: u8 = 1 << 1;
+/// `VIGIL_FLOW_NULL_ENC`: the SA's cipher is cipher_null.
+pub const FLOW_NULL_ENC: u8 = 1 << 2;
+
+/// `struct vigil_flow_key`: a flow by its inner 5-tuple.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub struct FlowKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u8,
+    pub protocol: u8,
+    pub _pad0: u16,
+}
+
+/// `struct vigil_flow_verdict`: how a flow leaves the node.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct FlowVerdict {
+    pub mode: u8,
+    pub evidence: u8,
+    pub route: u8,
+    pub flags: u8,
+    pub ifindex: u32,
+    pub spi: u32,
+    pub reqid: u32,
+    pub range: u32,
+    pub outer_family: u16,
+    pub _pad0: u16,
+    pub outer_daddr: [u8; 16],
+    pub ifname: [u8; 16],
+}
+
+/// `struct vigil_flow_event`: a flow's verdict, new or changed.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct FlowEvent {
+    pub hdr: EventHeader,
+    pub key: FlowKey,
+    pub verdict: FlowVerdict,
+    /// The sending socket's kernel address (0: none, as for forwarded packets).
+    pub sock: u64,
+    pub dev_netns: u32,
+    pub _pad0: u32,
+}
+
+/// `struct vigil_flow_range_key`: an LPM key over IPv6 addresses, IPv4 mapped.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct FlowRangeKey {
+    pub prefixlen: u32,
+    pub addr: [u8; 16],
+}
+
+impl FlowRangeKey {
+    /// The key of a range: an IPv4 range is mapped into `::ffff:0:0/96`.
+    pub fn of(addr: std::net::IpAddr, prefix: u8) -> Self {
+        match addr {
+            std::net::IpAddr::V4(a) => FlowRangeKey {
+                prefixlen: 96 + u32::from(prefix.min(32)),
+                addr: a.to_ipv6_mapped().octets(),
+            },
+            std::net::IpAddr::V6(a) => FlowRangeKey {
+                prefixlen: u32::from(prefix.min(128)),
+                addr: a.octets(),
+            },
+        }
+    }
+}
+
+/// `struct vigil_flow_config`: the flow programs' knobs.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct FlowConfig {
+    pub node_netns: u32,
+    pub _pad0: u32,
+}

@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Encryption awareness: did a flow to a remote range leave the node encrypted?
+ *
+ * - vigil_flow_xmit (tp_btf/net_dev_start_xmit, every kernel with BTF): a packet handed to a
+ *   device of the node's network namespace. A packet on the kernel's WireGuard device leaves
+ *   encrypted, one on a tun or tap device leaves to a program vigil cannot see into, one on
+ *   loopback stays, one on any other device leaves as it is. On a VXLAN or Geneve device the
+ *   packet is only encapsulated, and the outer packet decides: a VXLAN packet is read through
+ *   to the flow inside. ESP and AH packets are already transformed: their flow was judged
+ *   where the transformation was applied.
+ * - vigil_flow_xfrm (kprobe/xfrm_output, where kprobes exist): a packet about to be
+ *   transformed by an IPsec SA, still in clear, with the SA on its route: the SPI, the mode,
+ *   the reqid and the tunnel's far end. Not on the host kernel of our CI (no kprobes, and no
+ *   ESP to transform with).
+ *
+ * A flow is its inner 5-tuple, so pod traffic forwarded by the node (no socket on it) is
+ * matched to the pod's connect by the agent. Only flows whose destination is in
+ * vigil_flow_ranges are tracked; any other packet costs a header read and one LPM lookup. A
+ * verdict is written to the ring buffer when a flow is first judged and when it changes, never
+ * per packet: vigil_flow_verdicts keeps the last one per flow (an LRU: a flow evicted and seen
+ * again is reported again).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#include "vigil_events.h"
+#include "maps.h"
+#include "route.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define VIGIL_AF_INET 2
+#define VIGIL_AF_INET6 10
+#define VIGIL_ETH_P_IP 0x0800
+#define VIGIL_ETH_P_IPV6 0x86DD
+#define VIGIL_IPPROTO_ESP 50
+#define VIGIL_IPPROTO_AH 51
+/* VXLAN's IANA port, and Linux's (and Cilium's) default. */
+#define VIGIL_VXLAN_PORT 4789
+#define VIGIL_VXLAN_LINUX_PORT 8472
+#define VIGIL_VXLAN_HLEN 8
+#define VIGIL_ETH_HLEN 14
+
+/* The ranges (the other nodes' pod ranges and the configured ones); the value is the range's
+ * number in the agent's list. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__type(key, struct vigil_flow_range_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} vigil_flow_ranges SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, struct vigil_flow_key);
+	__type(value, struct vigil_flow_verdict);
+} vigil_flow_verdicts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vigil_flow_config);
+} vigil_flow_config_map SEC(".maps");
+
+/* The record being built, per CPU (too large for the stack with the parse state). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vigil_flow_event);
+} vigil_flow_scratch SEC(".maps");
+
+/* Reads the IP header at `off` of `head` and the ports after it into `k`. Returns the IP
+ * protocol, or -1 when there is no IPv4 or IPv6 header there. A later fragment has no ports:
+ * its flow is the one of port 0, which no connect names, so it is left out. */
+static __always_inline int read_tuple(unsigned char *head, __u32 off, struct vigil_flow_key *k)
+{
+	__u8 first = 0;
+	__u32 l4;
+
+	if (bpf_probe_read_kernel(&first, 1, head + off) < 0)
+		return -1;
+	if (first >> 4 == 4) {
+		struct iphdr ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + off) < 0)
+			return -1;
+		if (ip.frag_off & bpf_htons(0x1fff))
+			return -1;
+		k->family = VIGIL_AF_INET;
+		k->protocol = ip.protocol;
+		__builtin_memset(k->saddr, 0, 16);
+		__builtin_memset(k->daddr, 0, 16);
+		__builtin_memcpy(k->saddr, &ip.saddr, 4);
+		__builtin_memcpy(k->daddr, &ip.daddr, 4);
+		l4 = off + ip.ihl * 4;
+	} else if (first >> 4 == 6) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + off) < 0)
+			return -1;
+		k->family = VIGIL_AF_INET6;
+		k->protocol = ip6.nexthdr;
+		__builtin_memcpy(k->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(k->daddr, &ip6.daddr, 16);
+		l4 = off + sizeof(ip6);
+	} else {
+		return -1;
+	}
+	k->sport = 0;
+	k->dport = 0;
+	k->_pad0 = 0;
+	if (k->protocol == IPPROTO_TCP || k->protocol == IPPROTO_UDP ||
+	    k->protocol == IPPROTO_SCTP) {
+		__u16 ports[2] = {};
+		if (bpf_probe_read_kernel(ports, sizeof(ports), head + l4) < 0)
+			return -1;
+		k->sport = bpf_ntohs(ports[0]);
+		k->dport = bpf_ntohs(ports[1]);
+		/* Where the inner packet of a VXLAN datagram starts, in the caller's `off` terms:
+		 * returned through the ports' place for read_flow. */
+		if (k->protocol == IPPROTO_UDP &&
+		    (k->dport == VIGIL_VXLAN_PORT || k->dport == VIGIL_VXLAN_LINUX_PORT))
+			return 0x10000 | (l4 + 8 + VIGIL_VXLAN_HLEN);
+	}
+	return k->protocol;
+}
+
+/* The flow of the packet whose network header is at `nh` of `head`: the one inside when it is
+ * VXLAN. Returns the IP protocol, or -1. */
+static __always_inline int read_flow(unsigned char *head, __u32 nh, struct vigil_flow_key *k,
+				     __u8 *flags)
+{
+	int proto = read_tuple(head, nh, k);
+
+	if (proto < 0x10000)
+		return proto;
+	__u32 inner = proto & 0xffff;
+	__u16 ethertype = 0;
+	if (bpf_probe_read_kernel(&ethertype, 2, head + inner + 12) < 0)
+		return -1;
+	ethertype = bpf_ntohs(ethertype);
+	if (ethertype != VIGIL_ETH_P_IP && ethertype != VIGIL_ETH_P_IPV6)
+		return -1;
+	*flags |= VIGIL_FLOW_VXLAN;
+	proto = read_tuple(head, inner + VIGIL_ETH_HLEN, k);
+	/* VXLAN in VXLAN is not read further. */
+	return proto >= 0x10000 ? -1 : proto;
+}
+
+/* The range `k`'s destination is in, or NULL. */
+static __always_inline __u32 *tracked(const struct vigil_flow_key *k)
+{
+	struct vigil_flow_range_key rk = {.prefixlen = 128};
+
+	if (k->family == VIGIL_AF_INET) {
+		rk.addr[10] = 0xff;
+		rk.addr[11] = 0xff;
+		__builtin_memcpy(&rk.addr[12], k->daddr, 4);
+	} else {
+		__builtin_memcpy(rk.addr, k->daddr, 16);
+	}
+	return bpf_map_lookup_elem(&vigil_flow_ranges, &rk);
+}
+
+/* Keeps `ev`'s verdict for its flow and writes the record, unless the flow's last verdict was
+ * the same (the first 16 bytes). */
+static __always_inline void report(struct vigil_flow_event *ev)
+{
+	struct vigil_flow_verdict *last = bpf_map_lookup_elem(&vigil_flow_verdicts, &ev->key);
+
+	if (last && !__builtin_memcmp(last, &ev->verdict, 16))
+		return;
+	bpf_map_update_elem(&vigil_flow_verdicts, &ev->key, &ev->verdict, BPF_ANY);
+	ev->hdr.kind = VIGIL_EVENT_FLOW;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ktime = bpf_ktime_get_boot_ns();
+	vigil_emit(ev, sizeof(*ev), VIGIL_EVENT_FLOW);
+}
+
+static __always_inline struct vigil_flow_event *scratch(void)
+{
+	__u32 zero = 0;
+	struct vigil_flow_event *ev = bpf_map_lookup_elem(&vigil_flow_scratch, &zero);
+
+	if (ev)
+		__builtin_memset(&ev->verdict, 0, sizeof(ev->verdict));
+	return ev;
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(vigil_flow_xmit, struct sk_buff *skb, struct net_device *dev)
+{
+	__u32 zero = 0;
+	struct vigil_flow_config *cfg = bpf_map_lookup_elem(&vigil_flow_config_map, &zero);
+	struct vigil_flow_event *ev;
+
+	if (!cfg)
+		return 0;
+	__u32 netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	if (netns != cfg->node_netns)
+		return 0;
+	ev = scratch();
+	if (!ev)
+		return 0;
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	if (nh == (__u16)~0U)
+		return 0;
+	int proto = read_flow(head, nh, &ev->key, &ev->verdict.flags);
+	if (proto < 0 || proto == VIGIL_IPPROTO_ESP || proto == VIGIL_IPPROTO_AH)
+		return 0;
+	__u32 *range = tracked(&ev->key);
+	if (!range)
+		return 0;
+
+	__u8 route = vigil_dev_route(dev);
+	switch (route) {
+	case VIGIL_ROUTE_ENCAP:
+		return 0;
+	case VIGIL_ROUTE_WIREGUARD:
+		ev->verdict.mode = VIGIL_ENC_WIREGUARD;
+		break;
+	case VIGIL_ROUTE_LOOPBACK:
+		ev->verdict.mode = VIGIL_ENC_LOCAL;
+		break;
+	case VIGIL_ROUTE_USER:
+		ev->verdict.mode = VIGIL_ENC_UNKNOWN;
+		break;
+	default:
+		ev->verdict.mode = VIGIL_ENC_NONE;
+	}
+	ev->verdict.evidence = VIGIL_EVIDENCE_DEVICE;
+	ev->verdict.route = route;
+	ev->verdict.ifindex = BPF_CORE_READ(dev, ifindex);
+	ev->verdict.range = *range;
+	BPF_CORE_READ_STR_INTO(&ev->verdict.ifname, dev, name);
+	ev->sock = (__u64)BPF_CORE_READ(skb, sk);
+	ev->dev_netns = netns;
+	ev->_pad0 = 0;
+	report(ev);
+	return 0;
+}
+
+/* The cipher an ESP SA uses: cipher_null encrypts nothing. */
+static __always_inline int null_cipher(struct xfrm_state *x)
+{
+	char name[16] = {};
+
+	if (BPF_CORE_READ(x, aead))
+		return 0;
+	struct xfrm_algo *ealg = BPF_CORE_READ(x, ealg);
+	if (!ealg)
+		return 1;
+	bpf_probe_read_kernel_str(name, sizeof(name), ealg->alg_name);
+	return !__builtin_memcmp(name, "ecb(cipher_null", 15) ||
+	       !__builtin_memcmp(name, "cipher_null", 12);
+}
+
+SEC("kprobe/xfrm_output")
+int BPF_KPROBE(vigil_flow_xfrm, struct sock *sk, struct sk_buff *skb)
+{
+	struct vigil_flow_event *ev = scratch();
+
+	if (!ev)
+		return 0;
+	unsigned long refdst = BPF_CORE_READ(skb, _skb_refdst);
+	struct dst_entry *dst = (struct dst_entry *)(refdst & ~1UL);
+	if (!dst)
+		return 0;
+	struct xfrm_state *x = BPF_CORE_READ(dst, xfrm);
+	if (!x)
+		return 0;
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	if (nh == (__u16)~0U)
+		return 0;
+	if (read_flow(head, nh, &ev->key, &ev->verdict.flags) < 0)
+		return 0;
+	__u32 *range = tracked(&ev->key);
+	if (!range)
+		return 0;
+
+	__u8 xproto = BPF_CORE_READ(x, id.proto);
+	ev->verdict.mode = VIGIL_ENC_IPSEC;
+	if (xproto == VIGIL_IPPROTO_AH) {
+		ev->verdict.flags |= VIGIL_FLOW_AH;
+		ev->verdict.mode = VIGIL_ENC_NONE;
+	} else if (xproto == VIGIL_IPPROTO_ESP && null_cipher(x)) {
+		ev->verdict.flags |= VIGIL_FLOW_NULL_ENC;
+		ev->verdict.mode = VIGIL_ENC_NONE;
+	}
+	ev->verdict.evidence = VIGIL_EVIDENCE_XFRM;
+	ev->verdict.route = vigil_xfrm_route(x);
+	ev->verdict.spi = bpf_ntohl(BPF_CORE_READ(x, id.spi));
+	ev->verdict.reqid = BPF_CORE_READ(x, props.reqid);
+	ev->verdict.range = *range;
+	ev->verdict.outer_family = BPF_CORE_READ(x, props.family);
+	BPF_CORE_READ_INTO(&ev->verdict.outer_daddr, x, id.daddr.a6);
+	struct net_device *dev = BPF_CORE_READ(dst, dev);
+	if (dev) {
+		ev->verdict.ifindex = BPF_CORE_READ(dev, ifindex);
+		BPF_CORE_READ_STR_INTO(&ev->verdict.ifname, dev, name);
+	}
+	ev->sock = (__u64)sk;
+	ev->dev_netns = BPF_CORE_READ(x, xs_net.net, ns.inum);
+	ev->_pad0 = 0;
+	report(ev);
+	return 0;
+}
