@@ -10,8 +10,10 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: building the eBPF programs, and booting Debian's kernel for the VM tests
 # (the kernel package itself is fetched by the tests with `apt-get download`, see tests/src/vm.rs).
 BUILD_PKGS := clang-19 llvm-19 libbpf-dev bpftool linux-libc-dev
-# bash and openssl (with the libssl it depends on): what the uprobe scenarios hook.
-TEST_PKGS  := qemu-system-x86 busybox-static cpio bash openssl procps
+# bash and openssl (with the libssl it depends on): what the uprobe scenarios hook. iproute2's
+# ip and wireguard-tools' wg: the links and tunnels of the encryption scenarios (also copied
+# into the VM's image).
+TEST_PKGS  := qemu-system-x86 busybox-static cpio bash openssl procps iproute2 wireguard-tools
 
 .PHONY: all deps test-deps build run test bench lint clean fuzz fuzz-deps fuzz-replay fuzz-corpus
 

@@ -1127,6 +1127,7 @@ mod tests {
             cookie: 0,
             bytes_sent: None,
             bytes_received: None,
+            encryption: None,
         };
         let v = serde_json::to_value(Arg::SockArg(sock.clone())).unwrap();
         let s = &v["sock_arg"];

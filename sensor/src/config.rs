@@ -21,6 +21,19 @@ pub struct AgentConfig {
     /// The forensic event store: retention and queue.
     #[serde(default)]
     pub store: vigil_store::StoreConfig,
+    /// Encryption awareness: the remote ranges whose flows must leave encrypted.
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
+}
+
+/// `encryption`: which flows' encryption is tracked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// CIDRs: other nodes' pod ranges, peer sites (on a Kubernetes node the other nodes' pod
+    /// ranges are found in the cluster too).
+    #[serde(default)]
+    pub remote_ranges: Vec<ipnet::IpNet>,
 }
 
 impl AgentConfig {

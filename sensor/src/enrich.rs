@@ -128,16 +128,31 @@ impl EventEnricher {
                 None
             }
             Record::Exit(x) => Some(self.exit(x, now)),
-            Record::Flow(f) => self.flow(&f),
+            Record::Flow(f) => self.flow(&f, now),
         }
     }
 
     /// A flow's verdict, new or changed: `flow_encryption` (none when the agent tracks no
     /// ranges: a record of programs an earlier agent left attached).
-    fn flow(&mut self, f: &abi::FlowEvent) -> Option<Event> {
+    /// A verdict whose opener is not known yet waits for it ([`crate::flows::OPENER_WAIT`]).
+    fn flow(&mut self, f: &abi::FlowEvent, now: Instant) -> Option<Event> {
         let body = self.flows.as_mut()?.verdict(f);
         let time = self.identity.clock.rfc3339(f.hdr.ktime);
-        Some(self.event_at(time, EventBody::FlowEncryption(Box::new(body))))
+        let known = body.process.is_some();
+        let event = self.event_at(time, EventBody::FlowEncryption(Box::new(body)));
+        if known {
+            return Some(event);
+        }
+        self.flows.as_mut()?.hold(f.key, event, now);
+        None
+    }
+
+    /// `flow_encryption` events that waited for their process and go now.
+    pub fn released_flows(&mut self, now: Instant) -> Vec<Event> {
+        match self.flows.as_mut() {
+            Some(f) if f.has_released(now) => f.released(now).collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// The current execution of `pid`: a fork of it not described yet is described and cached

@@ -13,18 +13,29 @@
 //! them): the process is the one vigil last saw open the flow, by its 5-tuple, from a network
 //! policy's event on its socket.
 
-use std::{net::IpAddr, num::NonZeroUsize, sync::Arc};
+use std::{
+    collections::VecDeque,
+    net::IpAddr,
+    num::NonZeroUsize,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use ipnet::IpNet;
 use lru::LruCache;
 use vigil_bpf_kprobes::abi::{self, enc, evidence as kev, route};
 use vigil_events::{
     encryption::{evidence, mode},
-    Encryption, FlowEncryption, Process, SockArg,
+    Encryption, Event, EventBody, FlowEncryption, Process, SockArg,
 };
 
 /// Flows whose opener is remembered, and verdicts kept, each.
 const FLOWS_KEPT: usize = 16_384;
+/// How long a verdict whose opener vigil has not seen yet waits for it: a connect is reported
+/// when connect() returns, after the first packet was judged.
+pub const OPENER_WAIT: Duration = Duration::from_secs(1);
+/// Verdicts held at most; past it the oldest goes on without its process.
+const HELD_MAX: usize = 4096;
 
 /// The ranges, the verdicts and the openers.
 pub struct FlowTracker {
@@ -33,6 +44,10 @@ pub struct FlowTracker {
     node_netns: u32,
     verdicts: LruCache<abi::FlowKey, Box<Encryption>>,
     openers: LruCache<abi::FlowKey, (Arc<Process>, Option<Arc<Process>>)>,
+    /// `flow_encryption` events waiting for their opener, oldest first.
+    held: VecDeque<(Instant, abi::FlowKey, Event)>,
+    /// Events ready to go ([`FlowTracker::released`]).
+    released: Vec<Event>,
 }
 
 impl FlowTracker {
@@ -44,17 +59,34 @@ impl FlowTracker {
             node_netns,
             verdicts: LruCache::new(kept),
             openers: LruCache::new(kept),
+            held: VecDeque::new(),
+            released: Vec::new(),
         }
     }
 
-    /// The remote ranges.
-    pub fn ranges(&self) -> &[IpNet] {
-        &self.ranges
+    /// Keeps `event`, the verdict on `key` whose opener is not known yet, until the opener is
+    /// seen or [`OPENER_WAIT`] passes.
+    pub fn hold(&mut self, key: abi::FlowKey, event: Event, now: Instant) {
+        if self.held.len() >= HELD_MAX {
+            self.released
+                .extend(self.held.pop_front().map(|(_, _, e)| e));
+        }
+        self.held.push_back((now + OPENER_WAIT, key, event));
     }
 
-    /// The node's network namespace.
-    pub fn node_netns(&self) -> u32 {
-        self.node_netns
+    /// The events ready to go: verdicts whose opener was seen since, or that waited long
+    /// enough (as of `now`).
+    pub fn released(&mut self, now: Instant) -> impl Iterator<Item = Event> + '_ {
+        while self.held.front().is_some_and(|(due, _, _)| *due <= now) {
+            self.released
+                .extend(self.held.pop_front().map(|(_, _, e)| e));
+        }
+        self.released.drain(..)
+    }
+
+    /// Whether [`FlowTracker::released`] has anything now.
+    pub fn has_released(&self, now: Instant) -> bool {
+        !self.released.is_empty() || self.held.front().is_some_and(|(due, _, _)| *due <= now)
     }
 
     /// The range `addr` is in, the most specific.
@@ -146,10 +178,27 @@ impl FlowTracker {
         process: Arc<Process>,
         parent: Option<Arc<Process>>,
     ) {
+        // Verdicts that waited for this opener go now, naming it.
+        if self.held.iter().any(|(_, k, _)| *k == key) {
+            let mut i = 0;
+            while i < self.held.len() {
+                if self.held[i].1 != key {
+                    i += 1;
+                    continue;
+                }
+                if let Some((_, _, mut event)) = self.held.remove(i) {
+                    if let EventBody::FlowEncryption(f) = &mut event.body {
+                        f.process = Some(process.clone());
+                        f.parent = parent.clone();
+                    }
+                    self.released.push(event);
+                }
+            }
+        }
         self.openers.put(key, (process, parent));
     }
 
-    /// The event of a verdict record.
+    /// The event of a verdict record (its process, when vigil already saw it open the flow).
     pub fn verdict(&mut self, f: &abi::FlowEvent) -> FlowEncryption {
         let key = f.key;
         let v = &f.verdict;

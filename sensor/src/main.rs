@@ -190,6 +190,12 @@ enum Command {
         /// program on the machine two clock reads per run.
         #[arg(long)]
         bpf_stats: bool,
+        /// A remote range (a CIDR: another node's pods, a peer site) whose flows must leave
+        /// this node encrypted: each flow into it gets a `flow_encryption` event saying whether
+        /// it left through WireGuard, IPsec or in clear (repeatable; beside the configuration
+        /// file's `encryption.remote_ranges`).
+        #[arg(long = "encryption-range", value_name = "CIDR")]
+        encryption_ranges: Vec<ipnet::IpNet>,
         #[command(flatten)]
         kube: KubeArgs,
         #[command(flatten)]
@@ -398,6 +404,7 @@ fn main() -> ExitCode {
             metrics_address,
             no_metrics,
             bpf_stats,
+            encryption_ranges,
         } => {
             if persist.cleanup {
                 return exit_code(agent::cleanup(&persist.bpf_dir));
@@ -455,6 +462,7 @@ fn main() -> ExitCode {
                 no_store,
                 metrics: (!no_metrics).then_some(metrics_address),
                 bpf_stats,
+                encryption_ranges,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -23,6 +23,7 @@ pub mod fixtures;
 pub mod floor;
 pub mod kernels;
 pub mod kube_api;
+pub mod links;
 pub mod measure;
 pub mod netns;
 pub mod pod_cgroups;

@@ -58,7 +58,32 @@ pub struct DebianKernel {
 
 /// The kernel modules the image carries from the same package, at their paths under
 /// `/lib/modules/<release>/`: scenarios load them to see the module hooks fire.
-pub const GUEST_MODULES: [&str; 1] = ["kernel/drivers/net/dummy.ko"];
+pub const GUEST_MODULES: [&str; 23] = [
+    "kernel/drivers/net/dummy.ko",
+    // The encryption scenario's links and tunnels (tests/src/links.rs), in load order.
+    "kernel/drivers/net/veth.ko",
+    "kernel/drivers/net/tun.ko",
+    "kernel/lib/crypto/libcurve25519-generic.ko",
+    "kernel/net/ipv4/udp_tunnel.ko",
+    "kernel/net/ipv6/ip6_udp_tunnel.ko",
+    "kernel/arch/x86/crypto/poly1305-x86_64.ko",
+    "kernel/lib/crypto/libchacha.ko",
+    "kernel/arch/x86/crypto/chacha-x86_64.ko",
+    "kernel/lib/crypto/libchacha20poly1305.ko",
+    "kernel/arch/x86/crypto/curve25519-x86_64.ko",
+    "kernel/drivers/net/wireguard/wireguard.ko",
+    "kernel/net/xfrm/xfrm_algo.ko",
+    "kernel/net/xfrm/xfrm_user.ko",
+    "kernel/net/ipv4/esp4.ko",
+    "kernel/crypto/gf128mul.ko",
+    "kernel/crypto/ghash-generic.ko",
+    "kernel/crypto/gcm.ko",
+    "kernel/crypto/ctr.ko",
+    "kernel/crypto/jitterentropy_rng.ko",
+    "kernel/crypto/drbg.ko",
+    "kernel/crypto/seqiv.ko",
+    "kernel/drivers/net/vxlan/vxlan.ko",
+];
 
 /// Whether `modules` holds every one of [`GUEST_MODULES`] for some release.
 fn has_guest_modules(modules: &Path) -> bool {

@@ -23,7 +23,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 23] = [
+const SCENARIOS: [&str; 24] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -47,6 +47,7 @@ const SCENARIOS: [&str; 23] = [
     "policy_tracepoints",
     "kernel_modules",
     "metrics",
+    "encryption",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,
@@ -364,7 +365,14 @@ fn run_guest(kernel: &DebianKernel, guest: &Guest, deps: &Path, target: &Path) -
     fs.add_binary(&walkaround, "vigil-walkaround").unwrap();
     // The system's own bash and openssl with their libraries, which the uprobe scenarios hook,
     // and procps' kill, which Tetragon's list examples select.
-    for program in ["/usr/bin/bash", "/usr/bin/openssl", "/usr/bin/kill"] {
+    // iproute2's ip and wireguard-tools' wg: the encryption scenario's links and tunnels.
+    for program in [
+        "/usr/bin/bash",
+        "/usr/bin/openssl",
+        "/usr/bin/kill",
+        vigil_tests::links::IP,
+        "/usr/bin/wg",
+    ] {
         fs.add_dynamic(Path::new(program))
             .unwrap_or_else(|e| panic!("{program}: {e}"));
     }

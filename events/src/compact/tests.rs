@@ -437,6 +437,7 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
         cookie: 0,
         bytes_sent: bytes.map(|b| b.0),
         bytes_received: bytes.map(|b| b.1),
+        encryption: None,
     };
     let event = |function: &str, args: Vec<Arg>, ret: Option<Arg>| Event {
         body: EventBody::ProcessKprobe(Box::new(ProcessPolicy {
@@ -482,6 +483,25 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
         render(&close),
         "🧹 close   node /usr/bin/curl tcp 10.0.0.1:43210 -> 10.0.0.2:443 sent 1000 received 300 posted [p]"
     );
+    // A lock where the flow left encrypted, an open one where it left in clear.
+    for (mode, shown) in [
+        ("wireguard", " 🔒 wireguard"),
+        ("ipsec", " 🔒 ipsec"),
+        ("none", " 🔓 plaintext"),
+        ("local", ""),
+        ("unknown", ""),
+    ] {
+        let mut s = sock("TCP_ESTABLISHED", Some((1000, 300)));
+        s.encryption = Some(Box::new(crate::Encryption {
+            mode: mode.into(),
+            evidence: "device".into(),
+            ..Default::default()
+        }));
+        assert_eq!(
+            render(&event("tcp_close", vec![Arg::SockArg(s)], None)),
+            format!("🧹 close   node /usr/bin/curl tcp 10.0.0.1:43210 -> 10.0.0.2:443 sent 1000 received 300{shown} posted [p]")
+        );
+    }
     let mut any = sock("TCP_CLOSE", None);
     any.saddr = "0.0.0.0".into();
     let listen = event("inet_csk_listen_start", vec![Arg::SockArg(any)], None);

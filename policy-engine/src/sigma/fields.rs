@@ -550,13 +550,51 @@ mod tests {
             response: true,
             ..Default::default()
         }));
+        // A flow's verdict, with the process that opened it: every network field.
+        let flow = testing::event(EventBody::FlowEncryption(Box::new(
+            vigil_events::FlowEncryption {
+                process: Some(Arc::new(Process::default())),
+                parent: None,
+                flow: vigil_events::SockArg {
+                    family: "AF_INET".into(),
+                    sock_type: String::new(),
+                    protocol: "IPPROTO_TCP".into(),
+                    saddr: "10.0.0.1".into(),
+                    daddr: "10.2.0.1".into(),
+                    sport: 1,
+                    dport: 2,
+                    state: String::new(),
+                    netns: 0,
+                    cookie: 0,
+                    bytes_sent: None,
+                    bytes_received: None,
+                    encryption: Some(Box::default()),
+                },
+            },
+        )));
         let users = Users::default();
-        for e in [exec, file, sock, dns] {
+        for e in [exec, file, flow, dns] {
             let f = sigma_fields(&e, &users).unwrap();
             let got: BTreeSet<&str> = f.values.iter().map(|(k, _)| k.name).collect();
             let listed: BTreeSet<&str> = filled(f.category).iter().copied().collect();
             assert_eq!(got, listed, "{}", f.category);
         }
+        // A policy's socket event has the network fields but the verdict's: its own
+        // `encryption` is in its JSON, and the verdict event is the one rules match.
+        let f = sigma_fields(&sock, &users).unwrap();
+        let got: BTreeSet<&str> = f.values.iter().map(|(k, _)| k.name).collect();
+        let verdict = [
+            "EncryptionMode",
+            "EncryptionEvidence",
+            "EncryptionInterface",
+            "RemoteRange",
+        ];
+        let listed: BTreeSet<&str> = filled(f.category)
+            .iter()
+            .copied()
+            .filter(|n| !verdict.contains(n))
+            .collect();
+        assert_eq!(got, listed);
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub struct AgentOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// Turn the kernel's BPF run-time statistics on while the agent runs.
     pub bpf_stats: bool,
+    /// Remote ranges whose flows' encryption is tracked (`--encryption-range`), beside the
+    /// configuration file's.
+    pub encryption_ranges: Vec<ipnet::IpNet>,
 }
 
 /// How long the start waits for the first list of this node's pods.
@@ -409,6 +412,15 @@ async fn drain(
 ) -> bool {
     let budget = ring_fill::turn_budget(fill, sinks, stopping).await;
     let now = Instant::now();
+    // A stopping agent sends every held verdict, without the process it waited for.
+    let due = if stopping {
+        now + crate::flows::OPENER_WAIT
+    } else {
+        now
+    };
+    for event in enricher.released_flows(due) {
+        sinks.deliver(event, &mut enricher.cache, stats, now);
+    }
     // Where the last stage ended: each stage's time is the clock read at its end less this,
     // one read per stage, and the turn's length is read off it too.
     let started = monotonic_ns();
@@ -432,6 +444,10 @@ async fn drain(
                 stats.stages.enrich += mark.wrapping_sub(decoded);
                 if let Some(event) = event {
                     sinks.deliver(event, &mut enricher.cache, stats, now);
+                    // A flow's verdict that waited for this event's process goes after it.
+                    for event in enricher.released_flows(now) {
+                        sinks.deliver(event, &mut enricher.cache, stats, now);
+                    }
                     let delivered = monotonic_ns();
                     stats.stages.deliver += delivered.wrapping_sub(mark);
                     mark = delivered;

@@ -226,6 +226,7 @@ pub(super) async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<
         },
     );
     enricher.pods = kube.as_ref().map(|k| k.pods.clone());
+    enricher.flows = track_flows(&opts, &mut sensor)?;
     clock.step(format!("{} processes read from /proc", stats.procfs_seeded));
     // stdout or the export file, and the configuration's sinks: one pipeline.
     let mut export = opts
@@ -312,6 +313,40 @@ pub(super) async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<
         metrics_address: opts.metrics,
         bpf_stats,
     })
+}
+
+/// Encryption awareness, when remote ranges are configured: the ranges written and the flow
+/// programs attached, and what this kernel lets them see said once.
+fn track_flows(
+    opts: &AgentOptions,
+    sensor: &mut LoadedObject,
+) -> Result<Option<crate::flows::FlowTracker>> {
+    let mut ranges: Vec<ipnet::IpNet> = opts
+        .config
+        .iter()
+        .flat_map(|c| c.encryption.remote_ranges.iter().copied())
+        .chain(opts.encryption_ranges.iter().copied())
+        .map(|r| r.trunc())
+        .collect();
+    ranges.sort();
+    ranges.dedup();
+    if ranges.is_empty() {
+        return Ok(None);
+    }
+    let netns = crate::flows::own_netns();
+    let evidence = sensor
+        .attach_flows(&ranges, netns)
+        .context("encryption awareness")?;
+    log(format!(
+        "encryption awareness: {} remote ranges ({}); evidence on this kernel: {evidence}",
+        ranges.len(),
+        ranges
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(Some(crate::flows::FlowTracker::new(ranges, netns)))
 }
 
 /// Loads the agent's object: the lifecycle programs, attached, and every program the

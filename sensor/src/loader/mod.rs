@@ -17,6 +17,7 @@ use aya::{
 use thiserror::Error;
 use vigil_bpf_kprobes::{abi, VIGIL_OBJ};
 
+pub mod flows;
 pub mod fmod_ret;
 mod handover;
 mod parallel;
@@ -352,6 +353,8 @@ pub struct LoadedObject {
     _lifecycle: Vec<HeldLink>,
     /// The file-open programs' links.
     file_open: Vec<HeldLink>,
+    /// The encryption-awareness programs' links ([`flows`]).
+    flow_links: Vec<HeldLink>,
     drops: PerCpuArray<MapData, u64>,
     /// See [`LoadedObject::runner_misses`].
     runner_misses: PerCpuArray<MapData, u64>,
@@ -465,6 +468,7 @@ impl LoadedObject {
                 pins,
                 _lifecycle: lifecycle,
                 file_open: Vec::new(),
+                flow_links: Vec::new(),
                 drops,
                 runner_misses,
                 sock_state: None,
@@ -1100,7 +1104,15 @@ trait HasFd {
 macro_rules! has_fd {
     ($($t:ty),*) => { $(impl HasFd for $t { fn is_loaded(&self) -> bool { self.fd().is_ok() } })* };
 }
-has_fd!(KProbe, TracePoint, Lsm, RawTracePoint, FEntry, UProbe);
+has_fd!(
+    KProbe,
+    TracePoint,
+    Lsm,
+    RawTracePoint,
+    FEntry,
+    UProbe,
+    aya::programs::BtfTracePoint
+);
 
 fn missing(name: &'static str) -> LoadError {
     LoadError::Map {
