@@ -45,6 +45,8 @@ pub struct NamedNs {
 impl NamedNs {
     /// Creates namespace `name` (deleting a leftover of that name first), its loopback up.
     pub fn new(name: &str) -> NamedNs {
+        // The VM's root has no /run: ip keeps its namespaces' mount points there.
+        std::fs::create_dir_all("/run/netns").expect("/run/netns");
         ip_quiet(&["netns", "del", name]);
         ip(&["netns", "add", name]);
         let ns = NamedNs {

@@ -58,7 +58,7 @@ pub struct DebianKernel {
 
 /// The kernel modules the image carries from the same package, at their paths under
 /// `/lib/modules/<release>/`: scenarios load them to see the module hooks fire.
-pub const GUEST_MODULES: [&str; 23] = [
+pub const GUEST_MODULES: [&str; 24] = [
     "kernel/drivers/net/dummy.ko",
     // The encryption scenario's links and tunnels (tests/src/links.rs), in load order.
     "kernel/drivers/net/veth.ko",
@@ -79,6 +79,8 @@ pub const GUEST_MODULES: [&str; 23] = [
     "kernel/crypto/ghash-generic.ko",
     "kernel/crypto/gcm.ko",
     "kernel/crypto/ctr.ko",
+    // jitterentropy_rng asks for SHA3-256 when it loads; the guest has no modprobe to fetch it.
+    "kernel/crypto/sha3_generic.ko",
     "kernel/crypto/jitterentropy_rng.ko",
     "kernel/crypto/drbg.ko",
     "kernel/crypto/seqiv.ko",

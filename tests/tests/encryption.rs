@@ -207,3 +207,409 @@ fn plaintext_loopback_and_a_fake_wireguard_device_are_told_apart() {
         .iter()
         .all(|a| a["event"]["flow_encryption"]["flow"]["daddr"] != "10.214.0.9"));
 }
+
+/// The real tunnels, in the VM: a "pod" namespace behind this node (the VM's own namespace,
+/// where the agent runs), and a remote "node" namespace reached over an underlay veth
+/// (198.18.0.1 – 198.18.0.2), which hosts three remote pod ranges: 10.20/16 through
+/// WireGuard, 10.30/16 through an ESP tunnel-mode SA, 10.40/16 through nothing. A process of
+/// this node reaches the remote node itself through an ESP transport-mode SA on port 7001
+/// (198.18.0.2/32 is a remote range too), and through nothing at 198.18.1.2, an address
+/// outside every range.
+#[test]
+fn wireguard_and_ipsec_tunnels_are_reported_with_their_details_and_plaintext_alerts() {
+    if !vigil_tests::kernels::scenario_needs(
+        "wireguard_and_ipsec_tunnels_are_reported_with_their_details_and_plaintext_alerts",
+        &[vigil_tests::kernels::Hook::Kprobe],
+    ) {
+        return;
+    }
+    require_root();
+    load_modules(&vigil_tests::vm::GUEST_MODULES[1..]);
+    let dir = TempDir::new("tunnels");
+    let policy = dir.path().join("connects.yaml");
+    std::fs::write(&policy, CONNECTS).unwrap();
+    let sigma = rules_dir().parent().unwrap().join("sigma");
+    let ip = vigil_tests::links::ip;
+
+    let pod = NamedNs::new("vigil-pod");
+    let remote = NamedNs::new("vigil-remote");
+    let _pod_link = Veth::new(
+        "vpod",
+        None,
+        "10.10.1.1/24",
+        "pod0",
+        Some(&pod),
+        "10.10.1.2/24",
+    );
+    pod.ip(&["route", "add", "default", "via", "10.10.1.1"]);
+    let _underlay = Veth::new(
+        "vnode",
+        None,
+        "198.18.0.1/24",
+        "vremote",
+        Some(&remote),
+        "198.18.0.2/24",
+    );
+    ip(&["addr", "add", "198.18.1.1/24", "dev", "vnode"]);
+    remote.ip(&["addr", "add", "198.18.1.2/24", "dev", "vremote"]);
+    for a in ["10.20.0.5/32", "10.30.0.5/32", "10.40.0.5/32"] {
+        remote.ip(&["addr", "add", a, "dev", "lo"]);
+    }
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+
+    // WireGuard between the nodes for 10.20/16 (and the pod range back).
+    let key = |name: &str| {
+        let private = dir.path().join(format!("{name}.key"));
+        let out = std::process::Command::new("/usr/bin/wg")
+            .arg("genkey")
+            .output()
+            .expect("wg genkey");
+        std::fs::write(&private, &out.stdout).unwrap();
+        let mut public = std::process::Command::new("/usr/bin/wg")
+            .arg("pubkey")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        public.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+        let public = public.wait_with_output().unwrap();
+        (
+            private,
+            String::from_utf8(public.stdout).unwrap().trim().to_string(),
+        )
+    };
+    let (node_key, node_pub) = key("node");
+    let (remote_key, remote_pub) = key("remote");
+    let wg = |ns: Option<&NamedNs>, key: &std::path::Path, peer: &str, allowed: &str, end: &str| {
+        let mut cmd = std::process::Command::new("/usr/bin/wg");
+        let mut args = vec![
+            "set".to_string(),
+            "wg0".into(),
+            "private-key".into(),
+            key.display().to_string(),
+            "listen-port".into(),
+            "51871".into(),
+            "peer".into(),
+            peer.into(),
+            "allowed-ips".into(),
+            allowed.into(),
+            "endpoint".into(),
+            end.into(),
+        ];
+        if let Some(ns) = ns {
+            cmd = std::process::Command::new(vigil_tests::links::IP);
+            let mut with = vec![
+                "netns".to_string(),
+                "exec".into(),
+                ns.name.clone(),
+                "/usr/bin/wg".into(),
+            ];
+            with.append(&mut args);
+            args = with;
+        }
+        let out = cmd.args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "wg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(&["link", "add", "wg0", "type", "wireguard"]);
+    remote.ip(&["link", "add", "wg0", "type", "wireguard"]);
+    wg(
+        None,
+        &node_key,
+        &remote_pub,
+        "10.20.0.0/16",
+        "198.18.0.2:51871",
+    );
+    wg(
+        Some(&remote),
+        &remote_key,
+        &node_pub,
+        "10.10.1.0/24",
+        "198.18.0.1:51871",
+    );
+    ip(&["link", "set", "wg0", "up"]);
+    remote.ip(&["link", "set", "wg0", "up"]);
+    ip(&["route", "add", "10.20.0.0/16", "dev", "wg0"]);
+    // The remote node answers from 10.20/16 through WireGuard, from the rest over the underlay.
+    remote.ip(&["rule", "add", "from", "10.20.0.0/16", "table", "100"]);
+    remote.ip(&["route", "add", "10.10.1.0/24", "dev", "wg0", "table", "100"]);
+
+    // ESP: a tunnel-mode SA pair for 10.30/16 <-> the pod range, a transport-mode pair for
+    // TCP port 7001 between the nodes.
+    const AEAD: &str = "0x0123456789abcdef0123456789abcdef01234567";
+    let sa = |ns: Option<&NamedNs>, src: &str, dst: &str, spi: &str, reqid: &str, mode: &str| {
+        let args = [
+            "xfrm",
+            "state",
+            "add",
+            "src",
+            src,
+            "dst",
+            dst,
+            "proto",
+            "esp",
+            "spi",
+            spi,
+            "reqid",
+            reqid,
+            "mode",
+            mode,
+            "aead",
+            "rfc4106(gcm(aes))",
+            AEAD,
+            "128",
+        ];
+        match ns {
+            Some(n) => n.ip(&args),
+            None => ip(&args),
+        }
+    };
+    for ns in [None, Some(&remote)] {
+        sa(ns, "198.18.0.1", "198.18.0.2", "0x3", "1", "tunnel");
+        sa(ns, "198.18.0.2", "198.18.0.1", "0x4", "1", "tunnel");
+        sa(ns, "198.18.0.1", "198.18.0.2", "0x5", "2", "transport");
+        sa(ns, "198.18.0.2", "198.18.0.1", "0x6", "2", "transport");
+    }
+    let policy_args = |sel: &[&str], dir: &str, tmpl: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["xfrm", "policy", "add"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(sel.iter().map(|s| s.to_string()));
+        v.extend(["dir".to_string(), dir.to_string(), "tmpl".to_string()]);
+        v.extend(tmpl.iter().map(|s| s.to_string()));
+        v
+    };
+    let tunnel_out = [
+        "src",
+        "198.18.0.1",
+        "dst",
+        "198.18.0.2",
+        "proto",
+        "esp",
+        "reqid",
+        "1",
+        "mode",
+        "tunnel",
+    ];
+    let tunnel_back = [
+        "src",
+        "198.18.0.2",
+        "dst",
+        "198.18.0.1",
+        "proto",
+        "esp",
+        "reqid",
+        "1",
+        "mode",
+        "tunnel",
+    ];
+    let transport = ["proto", "esp", "reqid", "2", "mode", "transport"];
+    let pods_out = ["src", "10.10.1.0/24", "dst", "10.30.0.0/16"];
+    let pods_back = ["src", "10.30.0.0/16", "dst", "10.10.1.0/24"];
+    let to_7001 = [
+        "src",
+        "198.18.0.1",
+        "dst",
+        "198.18.0.2",
+        "proto",
+        "6",
+        "dport",
+        "7001",
+    ];
+    let from_7001 = [
+        "src",
+        "198.18.0.2",
+        "dst",
+        "198.18.0.1",
+        "proto",
+        "6",
+        "sport",
+        "7001",
+    ];
+    let node_policies = [
+        policy_args(&pods_out, "out", &tunnel_out),
+        policy_args(&pods_back, "in", &tunnel_back),
+        policy_args(&pods_back, "fwd", &tunnel_back),
+        policy_args(&to_7001, "out", &transport),
+        policy_args(&from_7001, "in", &transport),
+    ];
+    let remote_policies = [
+        policy_args(&pods_back, "out", &tunnel_back),
+        policy_args(&pods_out, "in", &tunnel_out),
+        policy_args(&from_7001, "out", &transport),
+        policy_args(&to_7001, "in", &transport),
+    ];
+    for p in &node_policies {
+        ip(&p.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    for p in &remote_policies {
+        remote.ip(&p.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    ip(&["route", "add", "10.30.0.0/16", "via", "198.18.0.2"]);
+    ip(&["route", "add", "10.40.0.0/16", "via", "198.18.0.2"]);
+    remote.ip(&[
+        "route",
+        "add",
+        "10.10.1.0/24",
+        "via",
+        "198.18.0.1",
+        "metric",
+        "10",
+    ]);
+
+    // The remote node's servers: an echo on ports 80, 7001 and 7002.
+    let servers: Vec<TcpListener> = remote.run_inside(|| {
+        [80, 7001, 7002]
+            .iter()
+            .map(|p| TcpListener::bind(("0.0.0.0", *p)).unwrap())
+            .collect()
+    });
+    for s in servers {
+        std::thread::spawn(move || {
+            for conn in s.incoming() {
+                let Ok(mut c) = conn else { return };
+                let mut buf = [0u8; 16];
+                let n = c.read(&mut buf).unwrap_or(0);
+                let _ = c.write_all(&buf[..n]);
+            }
+        });
+    }
+
+    let agent = Agent::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--sigma-dir",
+        sigma.to_str().unwrap(),
+        "--encryption-range",
+        "10.20.0.0/16",
+        "--encryption-range",
+        "10.30.0.0/16",
+        "--encryption-range",
+        "10.40.0.0/16",
+        "--encryption-range",
+        "198.18.0.2/32",
+    ]);
+    assert!(
+        agent
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("(xfrm_output): yes")),
+        "{:#?}",
+        agent.log_lines()
+    );
+    let echo = |addr: &'static str| {
+        let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{addr}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"hello").unwrap();
+        let mut back = [0u8; 5];
+        s.read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("{addr}: no echo: {e}"));
+    };
+    for addr in ["10.20.0.5:80", "10.30.0.5:80", "10.40.0.5:80"] {
+        pod.run_inside(move || echo(addr));
+    }
+    echo("198.18.0.2:7001");
+    echo("198.18.1.2:7002");
+    std::thread::sleep(Duration::from_millis(1500));
+    let run = agent.stop();
+    let me = std::process::id();
+
+    let wg = verdicts(&run, "10.20.0.5");
+    assert_eq!(wg.len(), 1, "{wg:#?}");
+    let e = &wg[0]["flow"]["encryption"];
+    assert_eq!(
+        (
+            &e["mode"],
+            &e["evidence"],
+            &e["interface"],
+            &e["interface_kind"]
+        ),
+        (
+            &"wireguard".into(),
+            &"device".into(),
+            &"wg0".into(),
+            &"wireguard".into()
+        ),
+        "{e}"
+    );
+    assert_eq!(e["remote_range"], "10.20.0.0/16");
+    assert_eq!(wg[0]["process"]["pid"], me, "the pod's process opened it");
+    // The pod's own connect could not tell: its route ends at its veth, inside the node.
+    let c = connects(&run, "10.20.0.5");
+    assert_eq!(c.len(), 1, "{c:#?}");
+    assert_eq!(c[0]["encryption"]["mode"], "unknown");
+
+    let esp = verdicts(&run, "10.30.0.5");
+    assert_eq!(esp.len(), 1, "{esp:#?}");
+    let e = &esp[0]["flow"]["encryption"];
+    assert_eq!(
+        (&e["mode"], &e["evidence"]),
+        (&"ipsec".into(), &"xfrm".into()),
+        "{e}"
+    );
+    assert_eq!(
+        (&e["spi"], &e["ipsec_mode"], &e["reqid"]),
+        (&3.into(), &"tunnel".into(), &1.into())
+    );
+    assert_eq!(e["outer_destination"], "198.18.0.2");
+
+    let transport = verdicts(&run, "198.18.0.2");
+    assert!(
+        transport.iter().all(|f| f["flow"]["dport"] == 7001),
+        "WireGuard's and ESP's own packets are not flows: {transport:#?}"
+    );
+    assert_eq!(transport.len(), 1, "{transport:#?}");
+    let e = &transport[0]["flow"]["encryption"];
+    assert_eq!(
+        (&e["mode"], &e["ipsec_mode"], &e["spi"]),
+        (&"ipsec".into(), &"transport".into(), &5.into()),
+        "{e}"
+    );
+    let c = connects(&run, "198.18.0.2");
+    assert_eq!(c.len(), 1, "{c:#?}");
+    let route = &c[0]["encryption"];
+    assert_eq!(
+        (&route["mode"], &route["evidence"], &route["spi"]),
+        (&"ipsec".into(), &"route".into(), &5.into()),
+        "{route}"
+    );
+
+    let plain = verdicts(&run, "10.40.0.5");
+    assert_eq!(plain.len(), 1, "{plain:#?}");
+    let e = &plain[0]["flow"]["encryption"];
+    assert_eq!(
+        (&e["mode"], &e["interface"]),
+        (&"none".into(), &"vnode".into()),
+        "{e}"
+    );
+    let alerts = plaintext_alerts(&run);
+    assert_eq!(
+        alerts.len(),
+        1,
+        "only the plaintext flow alerts: {alerts:#?}"
+    );
+    assert_eq!(
+        alerts[0]["event"]["flow_encryption"]["flow"]["daddr"],
+        "10.40.0.5"
+    );
+    assert_eq!(alerts[0]["process"]["pid"], me);
+
+    // A node address outside every range: no verdict, no alert.
+    assert!(verdicts(&run, "198.18.1.2").is_empty());
+    for name in ["wg0"] {
+        let _ = std::process::Command::new(vigil_tests::links::IP)
+            .args(["link", "del", name])
+            .output();
+    }
+    let _ = std::process::Command::new(vigil_tests::links::IP)
+        .args(["xfrm", "state", "flush"])
+        .output();
+    let _ = std::process::Command::new(vigil_tests::links::IP)
+        .args(["xfrm", "policy", "flush"])
+        .output();
+}

@@ -8,7 +8,8 @@
  *   loopback stays, one on any other device leaves as it is. On a VXLAN or Geneve device the
  *   packet is only encapsulated, and the outer packet decides: a VXLAN packet is read through
  *   to the flow inside. ESP and AH packets are already transformed: their flow was judged
- *   where the transformation was applied.
+ *   where the transformation was applied; WireGuard's own datagrams (no user socket, the
+ *   shape of a WireGuard message) are a tunnel's packets, not a flow.
  * - vigil_flow_xfrm (kprobe/xfrm_output, where kprobes exist): a packet about to be
  *   transformed by an IPsec SA, still in clear, with the SA on its route: the SPI, the mode,
  *   the reqid and the tunnel's far end. Not on the host kernel of our CI (no kprobes, and no
@@ -80,7 +81,8 @@ struct {
 /* Reads the IP header at `off` of `head` and the ports after it into `k`. Returns the IP
  * protocol, or -1 when there is no IPv4 or IPv6 header there. A later fragment has no ports:
  * its flow is the one of port 0, which no connect names, so it is left out. */
-static __always_inline int read_tuple(unsigned char *head, __u32 off, struct vigil_flow_key *k)
+static __always_inline int read_tuple(unsigned char *head, __u32 off, struct vigil_flow_key *k,
+				      __u32 *l4p)
 {
 	__u8 first = 0;
 	__u32 l4;
@@ -115,6 +117,7 @@ static __always_inline int read_tuple(unsigned char *head, __u32 off, struct vig
 	k->sport = 0;
 	k->dport = 0;
 	k->_pad0 = 0;
+	*l4p = l4;
 	if (k->protocol == IPPROTO_TCP || k->protocol == IPPROTO_UDP ||
 	    k->protocol == IPPROTO_SCTP) {
 		__u16 ports[2] = {};
@@ -134,9 +137,9 @@ static __always_inline int read_tuple(unsigned char *head, __u32 off, struct vig
 /* The flow of the packet whose network header is at `nh` of `head`: the one inside when it is
  * VXLAN. Returns the IP protocol, or -1. */
 static __always_inline int read_flow(unsigned char *head, __u32 nh, struct vigil_flow_key *k,
-				     __u8 *flags)
+				     __u8 *flags, __u32 *l4p)
 {
-	int proto = read_tuple(head, nh, k);
+	int proto = read_tuple(head, nh, k, l4p);
 
 	if (proto < 0x10000)
 		return proto;
@@ -148,9 +151,39 @@ static __always_inline int read_flow(unsigned char *head, __u32 nh, struct vigil
 	if (ethertype != VIGIL_ETH_P_IP && ethertype != VIGIL_ETH_P_IPV6)
 		return -1;
 	*flags |= VIGIL_FLOW_VXLAN;
-	proto = read_tuple(head, inner + VIGIL_ETH_HLEN, k);
+	proto = read_tuple(head, inner + VIGIL_ETH_HLEN, k, l4p);
 	/* VXLAN in VXLAN is not read further. */
 	return proto >= 0x10000 ? -1 : proto;
+}
+
+/* Whether the UDP datagram at `l4` is a WireGuard message: a type of 1 to 4, three zero bytes,
+ * and the length of that type (a handshake initiation 148 bytes, a response 92, a cookie reply
+ * 64, data 32 and more by 16s). WireGuard's own packets are sent by the kernel without a user
+ * socket; they carry flows already judged on the WireGuard device, and are no flow of their
+ * own. */
+static __always_inline int wireguard_message(unsigned char *head, __u32 l4)
+{
+	__u16 udp_len = 0;
+	__u32 first = 0;
+
+	if (bpf_probe_read_kernel(&udp_len, 2, head + l4 + 4) < 0 ||
+	    bpf_probe_read_kernel(&first, 4, head + l4 + 8) < 0)
+		return 0;
+	__u32 len = bpf_ntohs(udp_len);
+	if (len < 8)
+		return 0;
+	len -= 8;
+	switch (first) {
+	case 1:
+		return len == 148;
+	case 2:
+		return len == 92;
+	case 3:
+		return len == 64;
+	case 4:
+		return len >= 32 && (len - 32) % 16 == 0;
+	}
+	return 0;
 }
 
 /* The range `k`'s destination is in, or NULL. */
@@ -212,11 +245,19 @@ int BPF_PROG(vigil_flow_xmit, struct sk_buff *skb, struct net_device *dev)
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	if (nh == (__u16)~0U)
 		return 0;
-	int proto = read_flow(head, nh, &ev->key, &ev->verdict.flags);
+	__u32 l4 = 0;
+	int proto = read_flow(head, nh, &ev->key, &ev->verdict.flags, &l4);
 	if (proto < 0 || proto == VIGIL_IPPROTO_ESP || proto == VIGIL_IPPROTO_AH)
 		return 0;
 	__u32 *range = tracked(&ev->key);
 	if (!range)
+		return 0;
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+	/* WireGuard's own datagrams (sent with no socket, or a kernel one): see
+	 * wireguard_message. A user program's datagrams are judged whatever they hold. */
+	if (proto == IPPROTO_UDP && !(ev->verdict.flags & VIGIL_FLOW_VXLAN) &&
+	    (!sk || BPF_CORE_READ_BITFIELD_PROBED(sk, sk_kern_sock)) &&
+	    wireguard_message(head, l4))
 		return 0;
 
 	__u8 route = vigil_dev_route(dev);
@@ -240,7 +281,7 @@ int BPF_PROG(vigil_flow_xmit, struct sk_buff *skb, struct net_device *dev)
 	ev->verdict.ifindex = BPF_CORE_READ(dev, ifindex);
 	ev->verdict.range = *range;
 	BPF_CORE_READ_STR_INTO(&ev->verdict.ifname, dev, name);
-	ev->sock = (__u64)BPF_CORE_READ(skb, sk);
+	ev->sock = (__u64)sk;
 	ev->dev_netns = netns;
 	ev->_pad0 = 0;
 	report(ev);
@@ -280,7 +321,8 @@ int BPF_KPROBE(vigil_flow_xfrm, struct sock *sk, struct sk_buff *skb)
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	if (nh == (__u16)~0U)
 		return 0;
-	if (read_flow(head, nh, &ev->key, &ev->verdict.flags) < 0)
+	__u32 l4 = 0;
+	if (read_flow(head, nh, &ev->key, &ev->verdict.flags, &l4) < 0)
 		return 0;
 	__u32 *range = tracked(&ev->key);
 	if (!range)
