@@ -601,15 +601,13 @@ fn wireguard_and_ipsec_tunnels_are_reported_with_their_details_and_plaintext_ale
 
     // A node address outside every range: no verdict, no alert.
     assert!(verdicts(&run, "198.18.1.2").is_empty());
-    for name in ["wg0"] {
+    for args in [
+        &["link", "del", "wg0"][..],
+        &["xfrm", "state", "flush"],
+        &["xfrm", "policy", "flush"],
+    ] {
         let _ = std::process::Command::new(vigil_tests::links::IP)
-            .args(["link", "del", name])
+            .args(args)
             .output();
     }
-    let _ = std::process::Command::new(vigil_tests::links::IP)
-        .args(["xfrm", "state", "flush"])
-        .output();
-    let _ = std::process::Command::new(vigil_tests::links::IP)
-        .args(["xfrm", "policy", "flush"])
-        .output();
 }
