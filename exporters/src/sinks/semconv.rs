@@ -26,10 +26,10 @@ fn push(out: &mut Attributes, key: &'static str, v: &Value) {
 /// The attributes of one event (the Tetragon JSON).
 pub fn event_attributes(event: &Value, host: &HostInfo) -> Attributes {
     let mut out = Attributes::new();
-    let Some((kind, body)) = event
-        .as_object()
-        .and_then(|o| o.iter().find(|(k, _)| k.starts_with("process_")))
-    else {
+    let Some((kind, body)) = event.as_object().and_then(|o| {
+        o.iter()
+            .find(|(k, _)| k.starts_with("process_") || *k == "flow_encryption")
+    }) else {
         return out;
     };
     let p = &body["process"];
@@ -129,7 +129,12 @@ pub fn event_attributes(event: &Value, host: &HostInfo) -> Attributes {
             }
         }
     }
-    if let Some(s) = args.iter().find_map(|a| a.get("sock_arg")) {
+    // A flow's verdict (`flow_encryption`) is about its flow as a socket argument is.
+    let sock = args
+        .iter()
+        .find_map(|a| a.get("sock_arg"))
+        .or(body.get("flow"));
+    if let Some(s) = sock {
         let transport = match s["protocol"].as_str() {
             Some("IPPROTO_TCP") => "tcp",
             Some("IPPROTO_UDP") => "udp",
@@ -163,6 +168,20 @@ pub fn event_attributes(event: &Value, host: &HostInfo) -> Attributes {
         push(&mut out, "source.port", &s[src.1]);
         push(&mut out, "destination.address", &s[dst.0]);
         push(&mut out, "destination.port", &s[dst.1]);
+        // How the flow leaves the node (encryption awareness): semconv has the device's name;
+        // the verdict is vigil's own.
+        if let Some(e) = s.get("encryption") {
+            push(&mut out, "network.interface.name", &e["interface"]);
+            push(&mut out, "vigil.encryption.mode", &e["mode"]);
+            push(&mut out, "vigil.encryption.evidence", &e["evidence"]);
+            push(
+                &mut out,
+                "vigil.encryption.remote_range",
+                &e["remote_range"],
+            );
+            push(&mut out, "vigil.encryption.ipsec.mode", &e["ipsec_mode"]);
+            push(&mut out, "vigil.encryption.ipsec.spi", &e["spi"]);
+        }
     }
     if let Some(d) = args.iter().find_map(|a| a.get("dns_arg")) {
         push(&mut out, "dns.question.name", &d["query"]);
@@ -241,6 +260,27 @@ mod tests {
         assert_eq!(get(&r, "os.type"), Some(&json!("linux")));
         assert_eq!(get(&r, "host.id"), Some(&json!("abc")));
         assert_eq!(get(&r, "os.description"), Some(&json!("Debian 12")));
+    }
+
+    #[test]
+    fn a_flow_s_verdict_carries_its_addresses_device_and_mode() {
+        let host = HostInfo::from_files("ID=debian\n", "abc", "6.1.0", "n", "", "");
+        let e = json!({"flow_encryption": {"process": {"pid": 7, "binary": "/usr/bin/curl"},
+            "flow": {"family": "AF_INET", "protocol": "IPPROTO_TCP", "saddr": "10.10.1.2", "sport": 40000,
+                "daddr": "10.20.0.5", "dport": 80,
+                "encryption": {"mode": "wireguard", "evidence": "device", "interface": "wg0",
+                    "remote_range": "10.20.0.0/16"}}},
+            "node_name": "n", "time": "t"});
+        let a = event_attributes(&e, &host);
+        assert_eq!(get(&a, "process.pid"), Some(&json!(7)));
+        assert_eq!(get(&a, "destination.address"), Some(&json!("10.20.0.5")));
+        assert_eq!(get(&a, "network.interface.name"), Some(&json!("wg0")));
+        assert_eq!(get(&a, "vigil.encryption.mode"), Some(&json!("wireguard")));
+        assert_eq!(
+            get(&a, "vigil.encryption.remote_range"),
+            Some(&json!("10.20.0.0/16"))
+        );
+        assert_eq!(get(&a, "vigil.encryption.ipsec.spi"), None);
     }
 
     #[test]

@@ -396,8 +396,9 @@ fn body_of(event: &Value) -> (&str, &Value) {
     event
         .as_object()
         .and_then(|o| {
-            o.iter()
-                .find(|(k, _)| k.starts_with("process_") || *k == "rate_limit_info")
+            o.iter().find(|(k, _)| {
+                k.starts_with("process_") || *k == "rate_limit_info" || *k == "flow_encryption"
+            })
         })
         .map(|(k, v)| (k.as_str(), v))
         .unwrap_or(("unknown", &Value::Null))
@@ -489,6 +490,26 @@ fn describe(doc: &mut Map<String, Value>, kind: &str, body: &Value) {
                 }
                 put(doc, "vigil.policy", vigil);
                 (c.category, c.types, c.action, c.outcome)
+            }
+            // A flow's encryption verdict: the flow as any connection, the device it left
+            // through as the observer's egress interface (the node observes its own egress),
+            // and the verdict in vigil's namespace (ECS has no field for a tunnel's kind).
+            "flow_encryption" => {
+                let flow = &body["flow"];
+                socket(doc, flow, false, false);
+                let e = &flow["encryption"];
+                put(
+                    doc,
+                    "observer.egress.interface.name",
+                    e["interface"].clone(),
+                );
+                put(doc, "vigil.encryption", e.clone());
+                (
+                    vec!["network"],
+                    vec!["info"],
+                    "flow_encryption".into(),
+                    None,
+                )
             }
             _ => (vec!["process"], vec!["info"], kind.to_string(), None),
         };

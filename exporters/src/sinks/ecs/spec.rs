@@ -131,6 +131,7 @@ pub const FIELDS: &[(&str, EcsType, bool)] = &[
     ("network.direction", Keyword, false),
     ("network.protocol", Keyword, false),
     ("network.iana_number", Keyword, false),
+    ("observer.egress.interface.name", Keyword, false),
     ("dns.type", Keyword, false),
     ("dns.id", Keyword, false),
     ("dns.question.name", Keyword, false),

@@ -268,3 +268,37 @@ fn lost_events_are_a_metric_with_their_count() {
     assert_eq!(d["vigil"]["events_lost"], 42);
     assert!(d.get("process").is_none(), "{d:#}");
 }
+
+#[test]
+fn a_flow_s_encryption_verdict_is_a_network_event_with_its_egress_device() {
+    let flow = json!({"family": "AF_INET", "type": "SOCK_STREAM", "protocol": "IPPROTO_TCP",
+        "saddr": "10.10.1.2", "daddr": "10.30.0.5", "sport": 40000, "dport": 80,
+        "encryption": {"mode": "ipsec", "evidence": "xfrm", "interface": "eth0", "spi": 3,
+            "ipsec_mode": "tunnel", "reqid": 1, "outer_destination": "198.18.0.2",
+            "remote_range": "10.30.0.0/16"}});
+    let d = doc(&event(
+        "flow_encryption",
+        json!({"process": process(7, "/usr/bin/curl", "http://10.30.0.5/"), "flow": flow}),
+    ));
+    assert_eq!(d["event"]["category"], json!(["network"]));
+    assert_eq!(d["event"]["type"], json!(["info"]));
+    assert_eq!(d["event"]["action"], "flow_encryption");
+    assert_eq!(d["destination"]["ip"], "10.30.0.5");
+    assert_eq!(d["network"]["direction"], "egress");
+    assert_eq!(d["observer"]["egress"]["interface"]["name"], "eth0");
+    assert_eq!(d["vigil"]["encryption"]["mode"], "ipsec");
+    assert_eq!(d["vigil"]["encryption"]["spi"], 3);
+    assert_eq!(d["process"]["name"], "curl");
+    // A verdict on a flow vigil saw only on the wire: no process, still a document.
+    let wire = doc(&event(
+        "flow_encryption",
+        json!({"flow": {"family": "AF_INET", "protocol": "IPPROTO_UDP", "saddr": "10.10.1.2",
+            "daddr": "10.40.0.5", "sport": 5000, "dport": 53,
+            "encryption": {"mode": "none", "evidence": "device", "interface": "eth0"}}}),
+    ));
+    assert_eq!(wire["vigil"]["encryption"]["mode"], "none");
+    assert!(
+        wire.get("process").is_none() || wire["process"]["pid"].is_null(),
+        "{wire:#}"
+    );
+}
