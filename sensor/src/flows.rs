@@ -39,7 +39,9 @@ const HELD_MAX: usize = 4096;
 
 /// The ranges, the verdicts and the openers.
 pub struct FlowTracker {
+    /// The configured ranges and the discovered ones (the other nodes' pod ranges).
     ranges: Vec<IpNet>,
+    configured: Vec<IpNet>,
     /// The agent's network namespace (the node's: the agent runs in the host's network).
     node_netns: u32,
     verdicts: LruCache<abi::FlowKey, Box<Encryption>>,
@@ -55,6 +57,7 @@ impl FlowTracker {
     pub fn new(ranges: Vec<IpNet>, node_netns: u32) -> Self {
         let kept = NonZeroUsize::new(FLOWS_KEPT).unwrap_or(NonZeroUsize::MIN);
         FlowTracker {
+            configured: ranges.clone(),
             ranges,
             node_netns,
             verdicts: LruCache::new(kept),
@@ -62,6 +65,20 @@ impl FlowTracker {
             held: VecDeque::new(),
             released: Vec::new(),
         }
+    }
+
+    /// The configured ranges with `discovered` (the other nodes' pod ranges, as read last),
+    /// each once.
+    pub fn ranges_with(&self, discovered: &[IpNet]) -> Vec<IpNet> {
+        let mut all: Vec<IpNet> = self.configured.iter().chain(discovered).copied().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Takes `ranges` (written into the kernel's map) as the ranges flows are judged in.
+    pub fn set_ranges(&mut self, ranges: Vec<IpNet>) {
+        self.ranges = ranges;
     }
 
     /// Keeps `event`, the verdict on `key` whose opener is not known yet, until the opener is

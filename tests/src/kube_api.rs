@@ -4,7 +4,7 @@
 //! events (`ADDED`, `MODIFIED`, `DELETED`) newer than the request's `resourceVersion`, chunked,
 //! `BOOKMARK`s when asked for and allowed, and, once the test has compacted the history, the
 //! `ERROR` event with a `410 Gone` status a watcher must answer with a relist.
-//! `GET /api/v1/nodes/<name>` serves a node. Custom resources the test installs
+//! `GET /api/v1/nodes/<name>` serves a node, `GET /api/v1/nodes` lists them. Custom resources the test installs
 //! ([`KubeApiServer::install_crd`]) are listed and watched the same way at
 //! `/apis/<group>/<version>/<plural>` (every namespace) and
 //! `/apis/<group>/<version>/namespaces/<ns>/<plural>`, and their `status` subresource takes a
@@ -270,6 +270,17 @@ impl KubeApiServer {
         }
     }
 
+    /// Writes a kubeconfig for this server into `dir`; returns its path.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> String {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\nusers:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\ncurrent-context: test\n",
+            self.url()
+        );
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
     /// The request lines received, in order (`GET /api/v1/pods?... HTTP/1.1`).
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
@@ -401,6 +412,14 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) {
         .get("fieldSelector")
         .and_then(|f| f.strip_prefix("spec.nodeName="))
         .map(str::to_string);
+    if path == "/api/v1/nodes" {
+        let s = state.lock().unwrap();
+        let items: Vec<&Value> = s.nodes.values().collect();
+        let list = json!({"kind": "NodeList", "apiVersion": "v1",
+            "metadata": {"resourceVersion": s.rv.to_string()}, "items": items});
+        drop(s);
+        return respond(&mut stream, "200 OK", &list);
+    }
     if let Some(name) = path.strip_prefix("/api/v1/nodes/") {
         let found = state.lock().unwrap().nodes.get(name).cloned();
         match found {

@@ -611,3 +611,88 @@ fn wireguard_and_ipsec_tunnels_are_reported_with_their_details_and_plaintext_ale
             .output();
     }
 }
+
+/// On a Kubernetes node the remote ranges are the other nodes' pod ranges: a Node's
+/// `spec.podCIDRs` and, where Cilium's cluster-pool IPAM keeps them, a CiliumNode's
+/// `spec.ipam.podCIDRs`; this node's own range is not remote.
+#[test]
+fn the_other_nodes_pod_ranges_come_from_nodes_and_cilium_nodes() {
+    require_root();
+    load_modules(&["kernel/drivers/net/veth.ko"]);
+    let server = vigil_tests::kube_api::KubeApiServer::start();
+    for (name, cidr) in [
+        (vigil_tests::NODE, "10.215.0.0/24"),
+        ("node-b", "10.216.0.0/24"),
+    ] {
+        server.put_node(serde_json::json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}));
+    }
+    server.install_crd("cilium.io", "v2", "ciliumnodes");
+    server.put_object(
+        "ciliumnodes",
+        serde_json::json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNode",
+            "metadata": {"name": "node-c"}, "spec": {"ipam": {"podCIDRs": ["10.217.0.0/24"]}}}),
+    );
+    let dir = TempDir::new("encryption-k8s");
+    let config = server.kubeconfig(dir.path());
+    let policy = dir.path().join("connects.yaml");
+    std::fs::write(&policy, CONNECTS).unwrap();
+
+    let peer = NamedNs::new("vigil-enc-k8s");
+    let _veth = Veth::new(
+        "venck-h",
+        None,
+        "10.215.0.1/24",
+        "venck-p",
+        Some(&peer),
+        "10.215.0.2/24",
+    );
+    for (host, other) in [
+        ("10.216.0.1/24", "10.216.0.2/24"),
+        ("10.217.0.1/24", "10.217.0.2/24"),
+    ] {
+        vigil_tests::links::ip(&["addr", "add", host, "dev", "venck-h"]);
+        peer.ip(&["addr", "add", other, "dev", "venck-p"]);
+    }
+    let server_socket = peer.run_inside(|| TcpListener::bind("0.0.0.0:8080").unwrap());
+    std::thread::spawn(move || {
+        for conn in server_socket.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut buf = [0u8; 16];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let _ = c.write_all(&buf[..n]);
+        }
+    });
+
+    let agent = Agent::start(&[
+        "--kubeconfig",
+        &config,
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    agent.wait_for_log(
+        "encryption awareness: 2 remote ranges now (2 of other nodes' pods)",
+        0,
+    );
+    for addr in ["10.215.0.2:8080", "10.216.0.2:8080", "10.217.0.2:8080"] {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"hello").unwrap();
+        let mut back = [0u8; 5];
+        s.read_exact(&mut back).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let run = agent.stop();
+    for (daddr, range) in [
+        ("10.216.0.2", "10.216.0.0/24"),
+        ("10.217.0.2", "10.217.0.0/24"),
+    ] {
+        let v = verdicts(&run, daddr);
+        assert_eq!(v.len(), 1, "{daddr}: {v:#?}");
+        assert_eq!(v[0]["flow"]["encryption"]["mode"], "none");
+        assert_eq!(v[0]["flow"]["encryption"]["remote_range"], range);
+    }
+    assert!(
+        verdicts(&run, "10.215.0.2").is_empty(),
+        "this node's own pod range is not remote"
+    );
+}

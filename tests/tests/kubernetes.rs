@@ -34,16 +34,6 @@ fn deployment_pod(uid: &str, name: &str, runtime: &str, id: &str, app: &str) -> 
             "state": {"running": {"startedAt": "2026-12-02T10:00:03Z"}}}]}})
 }
 
-fn kubeconfig(dir: &TempDir, server: &KubeApiServer) -> String {
-    let path = dir.path().join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\nusers:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\ncurrent-context: test\n",
-        server.url()
-    );
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
-
 fn pod_of<'a>(event: &'a Value, kind: &str) -> &'a Value {
     &event[kind]["process"]["pod"]
 }
@@ -87,7 +77,7 @@ fn events_carry_their_pod_under_both_cgroup_drivers_and_wait_a_bounded_time_for_
     let cg_d = ContainerCgroup::make(&root, Driver::Cgroupfs, &d, &idd);
 
     let dir = TempDir::new("kubernetes");
-    let config = kubeconfig(&dir, &server);
+    let config = server.kubeconfig(dir.path());
     let agent = Agent::start(&["--kubeconfig", &config, "--pod-wait-ms", "1500"]);
     agent.wait_for_log("Kubernetes: watching the pods of node", 0);
     // The binary the kernel reports for /bin/true (busybox in the VM).
@@ -305,7 +295,7 @@ fn a_namespaced_policy_with_a_pod_selector_acts_in_its_pods_cgroups_only() {
     let helper = helper.to_str().unwrap();
     let setuid_policy = dir.path().join("setuid.yaml");
     std::fs::write(&setuid_policy, scoped_setuid_kill(&resolved(helper))).unwrap();
-    let config = kubeconfig(&dir, &server);
+    let config = server.kubeconfig(dir.path());
     let agent = Agent::start(&[
         "--kubeconfig",
         &config,
@@ -474,7 +464,7 @@ fn policies_from_the_api_server_are_enforced_and_each_node_says_so_in_their_stat
                         "args": [{"index": 0, "type": "int"}]}]}}),
         );
     }
-    let config = kubeconfig(&dir, &server);
+    let config = server.kubeconfig(dir.path());
     let agent = Agent::start(&["--kubeconfig", &config]);
     agent.wait_for_log(
         "policy shop/shop-secret loaded from tracingpoliciesnamespaced.vigil.dev/shop/shop-secret",
@@ -602,7 +592,7 @@ fn a_container_selector_acts_in_the_containers_it_names_only() {
     );
     let file = dir.path().join("containers.yaml");
     std::fs::write(&file, policy).unwrap();
-    let config = kubeconfig(&dir, &server);
+    let config = server.kubeconfig(dir.path());
     let agent = Agent::start(&["--kubeconfig", &config, "--policy", file.to_str().unwrap()]);
     agent.wait_for_log(
         "applies to the containers repo in (docker.io/library/nginx) of the pods labelled app=web of namespace shop: 1 pods now, 1 of their cgroups",
@@ -655,7 +645,7 @@ fn a_restart_on_a_cluster_keeps_the_pinned_enforcement_until_the_policy_objects_
                 "selectors": [{"matchArgs": [{"index": 0, "operator": "Equal", "values": [secret]}],
                     "matchActions": [{"action": "Override", "argError": -1}]}]}]}}),
     );
-    let config = kubeconfig(&dir, &server);
+    let config = server.kubeconfig(dir.path());
     let pins = format!("/sys/fs/bpf/vigil-test-{}-cluster", std::process::id());
     let args = ["--kubeconfig", config.as_str(), "--bpf-dir", pins.as_str()];
     let loaded = "policy cluster-secret loaded from tracingpolicies.vigil.dev/cluster-secret";

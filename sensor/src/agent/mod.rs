@@ -274,6 +274,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
                     p.rescan(&mut sensor)?;
                     p.refresh_inodes();
                 }
+                apply_remote_ranges(sinks.kube.as_ref(), &mut enricher, &mut sensor);
                 if let Some(d) = sinks.detector.as_mut() {
                     d.rescan();
                 }
@@ -383,6 +384,36 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         stopping.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// The other nodes' pod ranges, when the watcher read new ones: written into the flow
+/// programs' map with the configured ranges (a write the kernel refuses keeps the ranges it
+/// had, and says why).
+fn apply_remote_ranges(
+    kube: Option<&crate::k8s::Kubernetes>,
+    enricher: &mut EventEnricher,
+    sensor: &mut LoadedObject,
+) {
+    let (Some(k), Some(flows)) = (kube, enricher.flows.as_mut()) else {
+        return;
+    };
+    let Some(discovered) = crate::k8s::watch::lock(&k.remote_ranges).take_changed() else {
+        return;
+    };
+    let all = flows.ranges_with(&discovered);
+    match sensor.set_flow_ranges(&all) {
+        Ok(()) => {
+            log(format!(
+                "encryption awareness: {} remote ranges now ({} of other nodes' pods)",
+                all.len(),
+                discovered.len()
+            ));
+            flows.set_ranges(all);
+        }
+        Err(e) => log(format!(
+            "encryption awareness: the other nodes' pod ranges cannot be written ({e}): the ranges before stay"
+        )),
+    }
 }
 
 /// How long the outputs and exporters may take to deliver what is queued when the agent stops;

@@ -226,7 +226,7 @@ pub(super) async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<
         },
     );
     enricher.pods = kube.as_ref().map(|k| k.pods.clone());
-    enricher.flows = track_flows(&opts, &mut sensor)?;
+    enricher.flows = track_flows(&opts, &mut sensor, kube.is_some())?;
     clock.step(format!("{} processes read from /proc", stats.procfs_seeded));
     // stdout or the export file, and the configuration's sinks: one pipeline.
     let mut export = opts
@@ -315,11 +315,13 @@ pub(super) async fn start(opts: AgentOptions, clock: &mut StartClock) -> Result<
     })
 }
 
-/// Encryption awareness, when remote ranges are configured: the ranges written and the flow
-/// programs attached, and what this kernel lets them see said once.
+/// Encryption awareness, when remote ranges are configured or the agent is on a Kubernetes
+/// node (the other nodes' pod ranges, found by the loop as the watcher reads them): the ranges
+/// written and the flow programs attached, and what this kernel lets them see said once.
 fn track_flows(
     opts: &AgentOptions,
     sensor: &mut LoadedObject,
+    cluster: bool,
 ) -> Result<Option<crate::flows::FlowTracker>> {
     let mut ranges: Vec<ipnet::IpNet> = opts
         .config
@@ -330,7 +332,7 @@ fn track_flows(
         .collect();
     ranges.sort();
     ranges.dedup();
-    if ranges.is_empty() {
+    if ranges.is_empty() && !cluster {
         return Ok(None);
     }
     let netns = crate::flows::own_netns();
@@ -338,13 +340,18 @@ fn track_flows(
         .attach_flows(&ranges, netns)
         .context("encryption awareness")?;
     log(format!(
-        "encryption awareness: {} remote ranges ({}); evidence on this kernel: {evidence}",
+        "encryption awareness: {} remote ranges ({}){}; evidence on this kernel: {evidence}",
         ranges.len(),
         ranges
             .iter()
             .map(|r| r.to_string())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        if cluster {
+            ", and the other nodes' pod ranges as the cluster gives them"
+        } else {
+            ""
+        }
     ));
     Ok(Some(crate::flows::FlowTracker::new(ranges, netns)))
 }

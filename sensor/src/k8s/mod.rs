@@ -2,12 +2,14 @@
 //! them ([`cgroup`]) before the API server has told the agent anything; the pod watcher
 //! ([`watch`]) fills in names, labels and images from this node's pods ([`pods`]); the agent's
 //! loop names each event's processes ([`identity`]), holding for a bounded time the events of a
-//! pod it does not know yet ([`wait`]).
+//! pod it does not know yet ([`wait`]). The other nodes' pod ranges ([`ranges`]) are the
+//! remote ranges of encryption awareness.
 
 pub mod cgroup;
 pub mod identity;
 pub mod pods;
 pub mod policy_objects;
+pub mod ranges;
 pub mod wait;
 pub mod watch;
 
@@ -97,6 +99,8 @@ pub struct Kubernetes {
     pub refused: std::collections::BTreeMap<String, PolicyObject>,
     /// The policy resources whose objects were all listed and applied at least once.
     pub listed: std::collections::BTreeSet<usize>,
+    /// The other nodes' pod ranges, as read last.
+    pub remote_ranges: Arc<Mutex<ranges::RemoteRanges>>,
 }
 
 /// What the Kubernetes side did, for the `stats` line.
@@ -145,7 +149,17 @@ impl Kubernetes {
         let watch_stats = Arc::new(Mutex::new(WatchStats::default()));
         let (objects_tx, policy_objects) = mpsc::unbounded_channel();
         let (statuses, statuses_rx) = mpsc::unbounded_channel();
+        let remote_ranges = Arc::new(Mutex::new(ranges::RemoteRanges::default()));
         let tasks = vec![
+            tokio::spawn({
+                let (client, node, out, log) = (
+                    client.clone(),
+                    node.to_string(),
+                    remote_ranges.clone(),
+                    log.clone(),
+                );
+                async move { ranges::watch_remote_ranges(client, node, out, log).await }
+            }),
             tokio::spawn({
                 let (client, log) = (client.clone(), log.clone());
                 async move { policy_objects::watch_policy_objects(client, objects_tx, log).await }
@@ -185,6 +199,7 @@ impl Kubernetes {
             statuses,
             refused: Default::default(),
             listed: Default::default(),
+            remote_ranges,
         }))
     }
 
