@@ -124,6 +124,7 @@ bench: build $(TOOLS)/tansu $(TOOLS)/rotel-agent
 	$(SUDO) $(OUT)/vigil-bench-api
 	$(SUDO) $(OUT)/vigil-bench-store
 	$(SUDO) $(OUT)/vigil-bench-uprobes
+	$(SUDO) $(OUT)/vigil-bench-flows
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -123,4 +123,60 @@ impl FlowRangeKey {
 pub struct FlowConfig {
     pub node_netns: u32,
     pub _pad0: u32,
+    pub first_v4: [u64; 4],
+    pub first_v6: [u64; 4],
+}
+
+impl FlowConfig {
+    /// The knobs for `ranges`: every first byte an address of a range can have, by family.
+    pub fn new(node_netns: u32, ranges: &[(std::net::IpAddr, u8)]) -> Self {
+        let mut c = FlowConfig {
+            node_netns,
+            ..Default::default()
+        };
+        for &(addr, prefix) in ranges {
+            let (first, words) = match addr {
+                std::net::IpAddr::V4(a) => (a.octets()[0], &mut c.first_v4),
+                std::net::IpAddr::V6(a) => (a.octets()[0], &mut c.first_v6),
+            };
+            // A prefix shorter than 8 bits spans several first bytes.
+            let free = 8u32.saturating_sub(u32::from(prefix));
+            let span = 1u32 << free;
+            let base = u32::from(first) & !(span - 1);
+            for b in base..base + span {
+                words[(b / 64) as usize] |= 1 << (b % 64);
+            }
+        }
+        c
+    }
+
+    /// Whether an address with first byte `b` may be in a range.
+    pub fn may_hold(&self, v4: bool, b: u8) -> bool {
+        let words = if v4 { &self.first_v4 } else { &self.first_v6 };
+        words[usize::from(b / 64)] & (1 << (b % 64)) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes_cover_every_range_and_no_more() {
+        let ranges = [
+            ("10.20.0.0".parse().unwrap(), 16),
+            ("192.0.0.0".parse().unwrap(), 4),
+            ("fd00::".parse().unwrap(), 8),
+        ];
+        let c = FlowConfig::new(7, &ranges);
+        assert!(c.may_hold(true, 10));
+        assert!(!c.may_hold(true, 11));
+        assert!(!c.may_hold(true, 127));
+        assert!((192..208).all(|b| c.may_hold(true, b)));
+        assert!(!c.may_hold(true, 208) && !c.may_hold(true, 191));
+        assert!(c.may_hold(false, 0xfd) && !c.may_hold(false, 0xfe));
+        assert!(!c.may_hold(false, 10), "families apart");
+        let all = FlowConfig::new(7, &[("0.0.0.0".parse().unwrap(), 0)]);
+        assert!((0..=255).all(|b| all.may_hold(true, b)));
+    }
 }

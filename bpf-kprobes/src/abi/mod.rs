@@ -318,7 +318,7 @@ mod layout_tests {
                 range, outer_family, outer_daddr, ifname }
             "vigil_flow_event" => FlowEvent { hdr, key, verdict, sock, dev_netns }
             "vigil_flow_range_key" => FlowRangeKey { prefixlen, addr }
-            "vigil_flow_config" => FlowConfig { node_netns }
+            "vigil_flow_config" => FlowConfig { node_netns, first_v4, first_v6 }
             "vigil_file_value" => FileValue { cut, mode }
             "vigil_kobj_value" => KobjValue { n, name }
             "vigil_tp_field" => TpField { off, kind, size }

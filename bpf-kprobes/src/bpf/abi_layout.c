@@ -253,6 +253,8 @@ int main(void)
 	FIELD(vigil_flow_range_key, addr);
 	SIZE(vigil_flow_config);
 	FIELD(vigil_flow_config, node_netns);
+	FIELD(vigil_flow_config, first_v4);
+	FIELD(vigil_flow_config, first_v6);
 
 	SIZE(vigil_config);
 	FIELD(vigil_config, cgroup_subsys);

@@ -78,39 +78,46 @@ struct {
 	__type(value, struct vigil_flow_event);
 } vigil_flow_scratch SEC(".maps");
 
-/* Reads the IP header at `off` of `head` and the ports after it into `k`. Returns the IP
- * protocol, or -1 when there is no IPv4 or IPv6 header there. A later fragment has no ports:
- * its flow is the one of port 0, which no connect names, so it is left out. */
+/* The bytes read at once from a packet's network header: an IPv6 header and the ports after
+ * it, or an IPv4 header without options and its ports. */
+#define VIGIL_HDR_READ 44
+
+/* Reads the IP header at `off` of `head` and the ports after it into `k`, with one read where
+ * the header has no IPv4 options. Returns the IP protocol, or -1 when there is no IPv4 or
+ * IPv6 header there. A later fragment has no ports: its flow is the one of port 0, which no
+ * connect names, so it is left out. */
 static __always_inline int read_tuple(unsigned char *head, __u32 off, struct vigil_flow_key *k,
 				      __u32 *l4p)
 {
-	__u8 first = 0;
+	__u8 b[VIGIL_HDR_READ] = {};
+	__u16 ports[2] = {};
 	__u32 l4;
 
-	if (bpf_probe_read_kernel(&first, 1, head + off) < 0)
+	if (bpf_probe_read_kernel(b, sizeof(b), head + off) < 0)
 		return -1;
-	if (first >> 4 == 4) {
-		struct iphdr ip;
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + off) < 0)
-			return -1;
-		if (ip.frag_off & bpf_htons(0x1fff))
+	if (b[0] >> 4 == 4) {
+		struct iphdr *ip = (struct iphdr *)b;
+		if (ip->frag_off & bpf_htons(0x1fff))
 			return -1;
 		k->family = VIGIL_AF_INET;
-		k->protocol = ip.protocol;
+		k->protocol = ip->protocol;
 		__builtin_memset(k->saddr, 0, 16);
 		__builtin_memset(k->daddr, 0, 16);
-		__builtin_memcpy(k->saddr, &ip.saddr, 4);
-		__builtin_memcpy(k->daddr, &ip.daddr, 4);
-		l4 = off + ip.ihl * 4;
-	} else if (first >> 4 == 6) {
-		struct ipv6hdr ip6;
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + off) < 0)
+		__builtin_memcpy(k->saddr, &b[12], 4);
+		__builtin_memcpy(k->daddr, &b[16], 4);
+		__u32 ihl = (b[0] & 0xf) * 4;
+		l4 = off + ihl;
+		if (ihl == 20)
+			__builtin_memcpy(ports, &b[20], 4);
+		else if (bpf_probe_read_kernel(ports, sizeof(ports), head + l4) < 0)
 			return -1;
+	} else if (b[0] >> 4 == 6) {
 		k->family = VIGIL_AF_INET6;
-		k->protocol = ip6.nexthdr;
-		__builtin_memcpy(k->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(k->daddr, &ip6.daddr, 16);
-		l4 = off + sizeof(ip6);
+		k->protocol = b[6];
+		__builtin_memcpy(k->saddr, &b[8], 16);
+		__builtin_memcpy(k->daddr, &b[24], 16);
+		l4 = off + 40;
+		__builtin_memcpy(ports, &b[40], 4);
 	} else {
 		return -1;
 	}
@@ -120,9 +127,6 @@ static __always_inline int read_tuple(unsigned char *head, __u32 off, struct vig
 	*l4p = l4;
 	if (k->protocol == IPPROTO_TCP || k->protocol == IPPROTO_UDP ||
 	    k->protocol == IPPROTO_SCTP) {
-		__u16 ports[2] = {};
-		if (bpf_probe_read_kernel(ports, sizeof(ports), head + l4) < 0)
-			return -1;
 		k->sport = bpf_ntohs(ports[0]);
 		k->dport = bpf_ntohs(ports[1]);
 		/* Where the inner packet of a VXLAN datagram starts, in the caller's `off` terms:
@@ -231,34 +235,51 @@ int BPF_PROG(vigil_flow_xmit, struct sk_buff *skb, struct net_device *dev)
 {
 	__u32 zero = 0;
 	struct vigil_flow_config *cfg = bpf_map_lookup_elem(&vigil_flow_config_map, &zero);
-	struct vigil_flow_event *ev;
+	struct vigil_flow_key key;
+	__u8 flags = 0;
+	__u32 l4 = 0;
 
 	if (!cfg)
 		return 0;
-	__u32 netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	/* Every packet of the node pays for what comes before the range lookup: the arguments'
+	 * fields are read directly (BTF pointers), the packet's headers with one read, and the
+	 * destination's first byte tested against the ranges' before the LPM lookup. */
+	__u32 netns = dev->nd_net.net->ns.inum;
 	if (netns != cfg->node_netns)
 		return 0;
-	ev = scratch();
-	if (!ev)
-		return 0;
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
+	unsigned char *head = skb->head;
+	__u16 nh = skb->network_header;
 	if (nh == (__u16)~0U)
 		return 0;
-	__u32 l4 = 0;
-	int proto = read_flow(head, nh, &ev->key, &ev->verdict.flags, &l4);
+	int proto = read_flow(head, nh, &key, &flags, &l4);
 	if (proto < 0 || proto == VIGIL_IPPROTO_ESP || proto == VIGIL_IPPROTO_AH)
 		return 0;
-	__u32 *range = tracked(&ev->key);
+	__u8 first = key.daddr[0];
+	__u64 word = key.family == VIGIL_AF_INET ? cfg->first_v4[(first >> 6) & 3]
+						  : cfg->first_v6[(first >> 6) & 3];
+	if (!(word & (1ULL << (first & 63))))
+		return 0;
+	__u32 *range = tracked(&key);
 	if (!range)
 		return 0;
-	struct sock *sk = BPF_CORE_READ(skb, sk);
+	/* A tracked flow's packets after its first: judged on this device already. */
+	__u32 ifindex = dev->ifindex;
+	struct vigil_flow_verdict *last = bpf_map_lookup_elem(&vigil_flow_verdicts, &key);
+	if (last && last->evidence == VIGIL_EVIDENCE_DEVICE && last->ifindex == ifindex &&
+	    last->flags == flags)
+		return 0;
+	struct sock *sk = skb->sk;
 	/* WireGuard's own datagrams (sent with no socket, or a kernel one): see
 	 * wireguard_message. A user program's datagrams are judged whatever they hold. */
-	if (proto == IPPROTO_UDP && !(ev->verdict.flags & VIGIL_FLOW_VXLAN) &&
+	if (proto == IPPROTO_UDP && !(flags & VIGIL_FLOW_VXLAN) &&
 	    (!sk || BPF_CORE_READ_BITFIELD_PROBED(sk, sk_kern_sock)) &&
 	    wireguard_message(head, l4))
 		return 0;
+	struct vigil_flow_event *ev = scratch();
+	if (!ev)
+		return 0;
+	ev->key = key;
+	ev->verdict.flags = flags;
 
 	__u8 route = vigil_dev_route(dev);
 	switch (route) {
@@ -278,7 +299,7 @@ int BPF_PROG(vigil_flow_xmit, struct sk_buff *skb, struct net_device *dev)
 	}
 	ev->verdict.evidence = VIGIL_EVIDENCE_DEVICE;
 	ev->verdict.route = route;
-	ev->verdict.ifindex = BPF_CORE_READ(dev, ifindex);
+	ev->verdict.ifindex = ifindex;
 	ev->verdict.range = *range;
 	BPF_CORE_READ_STR_INTO(&ev->verdict.ifname, dev, name);
 	ev->sock = (__u64)sk;

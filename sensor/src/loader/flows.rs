@@ -3,7 +3,7 @@
 //! this kernel lets them (see [`FlowEvidence`]).
 
 use aya::{
-    maps::{lpm_trie::Key, Array, LpmTrie, MapData},
+    maps::{lpm_trie::Key, Array, LpmTrie},
     programs::{BtfTracePoint, KProbe},
     Pod,
 };
@@ -55,23 +55,8 @@ impl LoadedObject {
         ranges: &[IpNet],
         node_netns: u32,
     ) -> Result<FlowEvidence, LoadError> {
+        self.flow_netns = node_netns;
         self.set_flow_ranges(ranges)?;
-        let map = self
-            .ebpf
-            .map_mut("vigil_flow_config_map")
-            .ok_or_else(|| missing("vigil_flow_config_map"))?;
-        let mut config: Array<_, FlowConfigPod> =
-            Array::try_from(map).map_err(|e| map_err("vigil_flow_config_map", e))?;
-        config
-            .set(
-                0,
-                FlowConfigPod(abi::FlowConfig {
-                    node_netns,
-                    _pad0: 0,
-                }),
-                0,
-            )
-            .map_err(|e| map_err("vigil_flow_config_map", e))?;
 
         let btf = &self.btf;
         let device = loaded_program(
@@ -150,10 +135,24 @@ impl LoadedObject {
         for k in stale {
             let _ = trie.remove(&k);
         }
+        // The first bytes last: a first byte dropped only once its ranges are gone.
+        let spans: Vec<(std::net::IpAddr, u8)> = ranges
+            .iter()
+            .map(|r| (r.network(), r.prefix_len()))
+            .collect();
+        let map = self
+            .ebpf
+            .map_mut("vigil_flow_config_map")
+            .ok_or_else(|| missing("vigil_flow_config_map"))?;
+        let mut config: Array<_, FlowConfigPod> =
+            Array::try_from(map).map_err(|e| map_err("vigil_flow_config_map", e))?;
+        config
+            .set(
+                0,
+                FlowConfigPod(abi::FlowConfig::new(self.flow_netns, &spans)),
+                0,
+            )
+            .map_err(|e| map_err("vigil_flow_config_map", e))?;
         Ok(())
     }
 }
-
-/// Kept for the map's type checks: the LPM map's value.
-#[allow(dead_code)]
-type RangeTrie = LpmTrie<MapData, [u8; 16], u32>;

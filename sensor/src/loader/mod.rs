@@ -353,8 +353,10 @@ pub struct LoadedObject {
     _lifecycle: Vec<HeldLink>,
     /// The file-open programs' links.
     file_open: Vec<HeldLink>,
-    /// The encryption-awareness programs' links ([`flows`]).
+    /// The encryption-awareness programs' links ([`flows`]), and the node's network namespace
+    /// they judge packets in.
     flow_links: Vec<HeldLink>,
+    flow_netns: u32,
     drops: PerCpuArray<MapData, u64>,
     /// See [`LoadedObject::runner_misses`].
     runner_misses: PerCpuArray<MapData, u64>,
@@ -469,6 +471,7 @@ impl LoadedObject {
                 _lifecycle: lifecycle,
                 file_open: Vec::new(),
                 flow_links: Vec::new(),
+                flow_netns: 0,
                 drops,
                 runner_misses,
                 sock_state: None,

@@ -685,6 +685,10 @@ struct vigil_flow_range_key {
 struct vigil_flow_config {
 	__u32 node_netns; /* packets count once they leave a device of this network namespace */
 	__u32 _pad0;
+	/* Bit b of word b / 64: some range holds addresses whose first byte is b (IPv4, IPv6):
+	 * a packet to any other address costs no range lookup. */
+	__u64 first_v4[4];
+	__u64 first_v6[4];
 };
 
 #endif /* VIGIL_EVENTS_H */
