@@ -46,8 +46,9 @@ pub struct FlowTracker {
     node_netns: u32,
     verdicts: LruCache<abi::FlowKey, Box<Encryption>>,
     openers: LruCache<abi::FlowKey, (Arc<Process>, Option<Arc<Process>>)>,
-    /// `flow_encryption` events waiting for their opener, oldest first.
+    /// `flow_encryption` events waiting for their opener, oldest first, and their flows.
     held: VecDeque<(Instant, abi::FlowKey, Event)>,
+    held_keys: std::collections::HashMap<abi::FlowKey, usize>,
     /// Events ready to go ([`FlowTracker::released`]).
     released: Vec<Event>,
 }
@@ -63,6 +64,7 @@ impl FlowTracker {
             verdicts: LruCache::new(kept),
             openers: LruCache::new(kept),
             held: VecDeque::new(),
+            held_keys: Default::default(),
             released: Vec::new(),
         }
     }
@@ -158,17 +160,19 @@ impl FlowTracker {
                 e.interface_kind = "tun".into();
                 e.reason = TUN_REASON.into();
             }
-            route::ENCAP | route::DEVICE if !own_netns => {
+            route::ENCAP | route::UPPER | route::DEVICE if !own_netns => {
                 e.mode = mode::UNKNOWN.into();
                 e.evidence = evidence::PENDING.into();
                 e.reason = "the socket is in another network namespace: how the node sends \
                             its packets on is seen when they leave"
                     .into();
             }
-            route::ENCAP => {
+            route::ENCAP | route::UPPER => {
+                // The device hands the packets on (a VXLAN or IP tunnel, a bond, a VLAN, an
+                // xfrm interface): the device below or the outer packet decides.
                 e.mode = mode::UNKNOWN.into();
                 e.evidence = evidence::PENDING.into();
-                e.interface_kind = "encapsulation".into();
+                e.interface_kind = device_kind(raw.route).into();
             }
             route::DEVICE => {
                 e.mode = mode::NONE.into();
@@ -195,8 +199,9 @@ impl FlowTracker {
         process: Arc<Process>,
         parent: Option<Arc<Process>>,
     ) {
-        // Verdicts that waited for this opener go now, naming it.
-        if self.held.iter().any(|(_, k, _)| *k == key) {
+        // Verdicts that waited for this opener go now, naming it (found by a scan only when
+        // one is there).
+        if self.held_keys.remove(&key).is_some() {
             let mut i = 0;
             while i < self.held.len() {
                 if self.held[i].1 != key {
@@ -263,7 +268,7 @@ impl FlowTracker {
                                 encrypt them"
                         .into();
                 } else if v.flags & abi::FLOW_NULL_ENC != 0 {
-                    e.reason = "the SA's cipher is cipher_null: it encrypts nothing".into();
+                    e.reason = "the SA encrypts nothing (cipher_null, GMAC or IPComp)".into();
                 }
             }
             r => {
@@ -309,9 +314,10 @@ impl FlowTracker {
 const TUN_REASON: &str = "a tun or tap device: a program in user space reads the packets, and \
                           whether it encrypts them cannot be seen from the kernel";
 
-/// The key of a socket's flow, as its packets carry it.
+/// The key of a socket's flow, as its packets carry it: an IPv6 socket connected to an
+/// IPv4-mapped address sends IPv4 packets.
 fn key_of(s: &abi::SockValue) -> abi::FlowKey {
-    abi::FlowKey {
+    let mut key = abi::FlowKey {
         saddr: s.saddr,
         daddr: s.daddr,
         sport: s.sport,
@@ -319,7 +325,22 @@ fn key_of(s: &abi::SockValue) -> abi::FlowKey {
         family: s.family as u8,
         protocol: s.protocol as u8,
         _pad0: 0,
+    };
+    let mapped = |a: &[u8; 16]| {
+        std::net::Ipv6Addr::from(*a)
+            .to_ipv4_mapped()
+            .map(|v4| v4.octets())
+    };
+    if key.family == 10 {
+        if let (Some(src), Some(dst)) = (mapped(&s.saddr), mapped(&s.daddr)) {
+            key.family = 2;
+            key.saddr = [0; 16];
+            key.daddr = [0; 16];
+            key.saddr[..4].copy_from_slice(&src);
+            key.daddr[..4].copy_from_slice(&dst);
+        }
     }
+    key
 }
 
 fn addr_of(family: u8, b: &[u8; 16]) -> Option<IpAddr> {
@@ -348,6 +369,7 @@ fn device_kind(r: u8) -> &'static str {
         route::WIREGUARD => "wireguard",
         route::USER => "tun",
         route::ENCAP => "encapsulation",
+        route::UPPER => "stacked",
         _ => "device",
     }
 }

@@ -49,6 +49,24 @@ fn verdicts<'a>(run: &'a AgentRun, daddr: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// The flow_encryption events to `daddr`:`dport`.
+fn verdicts_to<'a>(run: &'a AgentRun, daddr: &str, dport: u16) -> Vec<&'a Value> {
+    verdicts(run, daddr)
+        .into_iter()
+        .filter(|f| f["flow"]["dport"] == dport)
+        .collect()
+}
+
+/// A datagram shaped like a WireGuard data message (type 4, three zero bytes, 32 bytes).
+const WIREGUARD_SHAPED: [u8; 32] = {
+    let mut m = [0x41u8; 32];
+    m[0] = 4;
+    m[1] = 0;
+    m[2] = 0;
+    m[3] = 0;
+    m
+};
+
 /// The alerts of the shipped plaintext rule.
 fn plaintext_alerts(run: &AgentRun) -> Vec<&Value> {
     run.events
@@ -136,6 +154,11 @@ fn plaintext_loopback_and_a_fake_wireguard_device_are_told_apart() {
     echo.join().unwrap();
     drop(TcpStream::connect(local.local_addr().unwrap()).unwrap());
     let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+    // Plaintext that looks like a tunnel's: to VXLAN's port with no packet inside, and shaped
+    // like a WireGuard message, from a program's own socket.
+    udp.send_to(b"not a VXLAN packet at all", "10.213.0.2:8472")
+        .unwrap();
+    udp.send_to(&WIREGUARD_SHAPED, "10.213.0.2:51871").unwrap();
     udp.send_to(b"to the fake tunnel", "10.214.0.9:7777")
         .unwrap();
     // The datagram reached the tun device: the kernel handed it over.
@@ -154,7 +177,7 @@ fn plaintext_loopback_and_a_fake_wireguard_device_are_told_apart() {
     let me = std::process::id();
 
     // Plaintext into the range: one verdict, `none`, on the veth, naming this process.
-    let plain = verdicts(&run, "10.213.0.2");
+    let plain = verdicts_to(&run, "10.213.0.2", 8080);
     assert_eq!(
         plain.len(),
         1,
@@ -171,8 +194,18 @@ fn plaintext_loopback_and_a_fake_wireguard_device_are_told_apart() {
     let c = connects(&run, "10.213.0.2");
     assert_eq!(c.len(), 1, "{c:#?}");
     assert_eq!(c[0]["encryption"]["mode"], "none");
-    // And the shipped rule raised its alert, naming the process and the destination.
-    let alerts = plaintext_alerts(&run);
+    // The datagrams that look like a tunnel's are judged as what they are.
+    for port in [8472, 51871] {
+        let v = verdicts_to(&run, "10.213.0.2", port);
+        assert_eq!(v.len(), 1, "port {port}: {v:#?}");
+        assert_eq!(v[0]["flow"]["encryption"]["mode"], "none");
+        assert!(v[0]["flow"]["encryption"].get("vxlan").is_none());
+    }
+    // And the shipped rule raised its alert for each, naming the process and the destination.
+    let alerts: Vec<&Value> = plaintext_alerts(&run)
+        .into_iter()
+        .filter(|a| a["event"]["flow_encryption"]["flow"]["dport"] == 8080)
+        .collect();
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     assert_eq!(alerts[0]["level"], "high");
     assert_eq!(alerts[0]["process"]["pid"], me);
@@ -515,6 +548,36 @@ fn wireguard_and_ipsec_tunnels_are_reported_with_their_details_and_plaintext_ale
     }
     echo("198.18.0.2:7001");
     echo("198.18.1.2:7002");
+    // Plaintext that looks like a tunnel's, into the range outside every tunnel: a pod's
+    // datagram shaped like a WireGuard message (forwarded: no socket on it in the node), and
+    // a raw ESP packet of no SA.
+    pod.run_inside(|| {
+        let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+        udp.send_to(&WIREGUARD_SHAPED, "10.40.0.5:51871").unwrap();
+    });
+    // SAFETY: a raw socket of our own and a sockaddr_in we fill.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, 50);
+        assert!(
+            fd >= 0,
+            "raw ESP socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::new(10, 40, 0, 5)).to_be();
+        let payload = *b"\xde\xad\xbe\xef\x00\x00\x00\x01plaintext under protocol 50";
+        let n = libc::sendto(
+            fd,
+            payload.as_ptr().cast(),
+            payload.len(),
+            0,
+            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert!(n > 0, "raw ESP send: {}", std::io::Error::last_os_error());
+        libc::close(fd);
+    }
     std::thread::sleep(Duration::from_millis(1500));
     let run = agent.stop();
     let me = std::process::id();
@@ -579,7 +642,7 @@ fn wireguard_and_ipsec_tunnels_are_reported_with_their_details_and_plaintext_ale
         "{route}"
     );
 
-    let plain = verdicts(&run, "10.40.0.5");
+    let plain = verdicts_to(&run, "10.40.0.5", 80);
     assert_eq!(plain.len(), 1, "{plain:#?}");
     let e = &plain[0]["flow"]["encryption"];
     assert_eq!(
@@ -587,17 +650,27 @@ fn wireguard_and_ipsec_tunnels_are_reported_with_their_details_and_plaintext_ale
         (&"none".into(), &"vnode".into()),
         "{e}"
     );
+    let shaped = verdicts_to(&run, "10.40.0.5", 51871);
+    assert_eq!(shaped.len(), 1, "{shaped:#?}");
+    assert_eq!(shaped[0]["flow"]["encryption"]["mode"], "none");
+    let esp: Vec<&Value> = verdicts(&run, "10.40.0.5")
+        .into_iter()
+        .filter(|f| f["flow"]["protocol"] == "IPPROTO_50")
+        .collect();
+    assert_eq!(esp.len(), 1, "an ESP packet of no SA is judged: {esp:#?}");
+    assert_eq!(esp[0]["flow"]["encryption"]["mode"], "none");
+    // Every plaintext flow alerts, and only they: the tunnelled ones do not.
     let alerts = plaintext_alerts(&run);
-    assert_eq!(
-        alerts.len(),
-        1,
-        "only the plaintext flow alerts: {alerts:#?}"
-    );
-    assert_eq!(
-        alerts[0]["event"]["flow_encryption"]["flow"]["daddr"],
-        "10.40.0.5"
-    );
-    assert_eq!(alerts[0]["process"]["pid"], me);
+    assert_eq!(alerts.len(), 3, "{alerts:#?}");
+    assert!(alerts
+        .iter()
+        .all(|a| a["event"]["flow_encryption"]["flow"]["daddr"] == "10.40.0.5"));
+    let tcp: Vec<&&Value> = alerts
+        .iter()
+        .filter(|a| a["event"]["flow_encryption"]["flow"]["dport"] == 80)
+        .collect();
+    assert_eq!(tcp.len(), 1, "{alerts:#?}");
+    assert_eq!(tcp[0]["process"]["pid"], me);
 
     // A node address outside every range: no verdict, no alert.
     assert!(verdicts(&run, "198.18.1.2").is_empty());

@@ -18,6 +18,7 @@ pub mod route {
     pub const USER: u8 = 6;
     pub const ENCAP: u8 = 7;
     pub const DEVICE: u8 = 8;
+    pub const UPPER: u8 = 9;
 }
 
 /// `enum vigil_enc_mode`.
@@ -41,8 +42,10 @@ pub mod evidence {
 pub const FLOW_VXLAN: u8 = 1 << 0;
 /// `VIGIL_FLOW_AH`: the SA is AH (authenticated, not encrypted).
 pub const FLOW_AH: u8 = 1 << 1;
-/// `VIGIL_FLOW_NULL_ENC`: the SA's cipher is cipher_null.
+/// `VIGIL_FLOW_NULL_ENC`: the SA encrypts nothing (cipher_null, GMAC or IPComp).
 pub const FLOW_NULL_ENC: u8 = 1 << 2;
+/// `VIGIL_FLOW_CFG_XFRM`: the xfrm_output program is attached.
+pub const FLOW_CFG_XFRM: u32 = 1 << 0;
 
 /// `struct vigil_flow_key`: a flow by its inner 5-tuple.
 #[repr(C)]
@@ -122,16 +125,17 @@ impl FlowRangeKey {
 #[allow(missing_docs)]
 pub struct FlowConfig {
     pub node_netns: u32,
-    pub _pad0: u32,
+    pub flags: u32,
     pub first_v4: [u64; 4],
     pub first_v6: [u64; 4],
 }
 
 impl FlowConfig {
     /// The knobs for `ranges`: every first byte an address of a range can have, by family.
-    pub fn new(node_netns: u32, ranges: &[(std::net::IpAddr, u8)]) -> Self {
+    pub fn new(node_netns: u32, flags: u32, ranges: &[(std::net::IpAddr, u8)]) -> Self {
         let mut c = FlowConfig {
             node_netns,
+            flags,
             ..Default::default()
         };
         for &(addr, prefix) in ranges {
@@ -168,7 +172,7 @@ mod tests {
             ("192.0.0.0".parse().unwrap(), 4),
             ("fd00::".parse().unwrap(), 8),
         ];
-        let c = FlowConfig::new(7, &ranges);
+        let c = FlowConfig::new(7, 0, &ranges);
         assert!(c.may_hold(true, 10));
         assert!(!c.may_hold(true, 11));
         assert!(!c.may_hold(true, 127));
@@ -176,7 +180,7 @@ mod tests {
         assert!(!c.may_hold(true, 208) && !c.may_hold(true, 191));
         assert!(c.may_hold(false, 0xfd) && !c.may_hold(false, 0xfe));
         assert!(!c.may_hold(false, 10), "families apart");
-        let all = FlowConfig::new(7, &[("0.0.0.0".parse().unwrap(), 0)]);
+        let all = FlowConfig::new(7, 0, &[("0.0.0.0".parse().unwrap(), 0)]);
         assert!((0..=255).all(|b| all.may_hold(true, b)));
     }
 }

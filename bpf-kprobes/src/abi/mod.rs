@@ -243,6 +243,8 @@ mod layout_tests {
                     ("VIGIL_EVENT_FLOW", _) => Some(EVENT_FLOW as usize),
                     ("VIGIL_ROUTE_DEVICE", _) => Some(route::DEVICE as usize),
                     ("VIGIL_ROUTE_USER", _) => Some(route::USER as usize),
+                    ("VIGIL_ROUTE_UPPER", _) => Some(route::UPPER as usize),
+                    ("VIGIL_FLOW_CFG_XFRM", _) => Some(FLOW_CFG_XFRM as usize),
                     ("VIGIL_ENC_LOCAL", _) => Some(enc::LOCAL as usize),
                     ("VIGIL_EVIDENCE_XFRM", _) => Some(evidence::XFRM as usize),
                     ("VIGIL_HOOK_ARGS", _) => Some(HOOK_ARGS),
@@ -318,7 +320,7 @@ mod layout_tests {
                 range, outer_family, outer_daddr, ifname }
             "vigil_flow_event" => FlowEvent { hdr, key, verdict, sock, dev_netns }
             "vigil_flow_range_key" => FlowRangeKey { prefixlen, addr }
-            "vigil_flow_config" => FlowConfig { node_netns, first_v4, first_v6 }
+            "vigil_flow_config" => FlowConfig { node_netns, flags, first_v4, first_v6 }
             "vigil_file_value" => FileValue { cut, mode }
             "vigil_kobj_value" => KobjValue { n, name }
             "vigil_tp_field" => TpField { off, kind, size }

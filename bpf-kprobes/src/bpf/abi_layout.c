@@ -253,6 +253,7 @@ int main(void)
 	FIELD(vigil_flow_range_key, addr);
 	SIZE(vigil_flow_config);
 	FIELD(vigil_flow_config, node_netns);
+	FIELD(vigil_flow_config, flags);
 	FIELD(vigil_flow_config, first_v4);
 	FIELD(vigil_flow_config, first_v6);
 
@@ -298,6 +299,8 @@ int main(void)
 	printf("(\"VIGIL_EVENT_FLOW\", \"#define\", %d),\n", VIGIL_EVENT_FLOW);
 	printf("(\"VIGIL_ROUTE_DEVICE\", \"#define\", %d),\n", VIGIL_ROUTE_DEVICE);
 	printf("(\"VIGIL_ROUTE_USER\", \"#define\", %d),\n", VIGIL_ROUTE_USER);
+	printf("(\"VIGIL_ROUTE_UPPER\", \"#define\", %d),\n", VIGIL_ROUTE_UPPER);
+	printf("(\"VIGIL_FLOW_CFG_XFRM\", \"#define\", %d),\n", VIGIL_FLOW_CFG_XFRM);
 	printf("(\"VIGIL_ENC_LOCAL\", \"#define\", %d),\n", VIGIL_ENC_LOCAL);
 	printf("(\"VIGIL_EVIDENCE_XFRM\", \"#define\", %d),\n", VIGIL_EVIDENCE_XFRM);
 	printf("(\"VIGIL_HOOK_ARGS\", \"#define\", %d),\n", VIGIL_HOOK_ARGS);

@@ -7,12 +7,16 @@
  *   encrypted, one on a tun or tap device leaves to a program vigil cannot see into, one on
  *   loopback stays, one on any other device leaves as it is. On a VXLAN or Geneve device the
  *   packet is only encapsulated, and the outer packet decides: a VXLAN packet is read through
- *   to the flow inside. ESP and AH packets are already transformed: their flow was judged
- *   where the transformation was applied; WireGuard's own datagrams (no user socket, the
- *   shape of a WireGuard message) are a tunnel's packets, not a flow.
+ *   to the flow inside (a datagram to a VXLAN port with no tracked flow inside is judged as
+ *   itself). Bonds, VLANs, bridges, IP tunnels and xfrm interfaces hand the packet on: the
+ *   device below or the outer packet decides. An ESP packet of an SA the xfrm program saw was
+ *   judged where it was transformed; WireGuard's own datagrams (sent by the kernel, not
+ *   forwarded, the shape of a WireGuard message) are a tunnel's packets, not a flow.
  * - vigil_flow_xfrm (kprobe/xfrm_output, where kprobes exist): a packet about to be
- *   transformed by an IPsec SA, still in clear, with the SA on its route: the SPI, the mode,
- *   the reqid and the tunnel's far end. Not on the host kernel of our CI (no kprobes, and no
+ *   transformed by an IPsec SA of the node's namespace, still in clear, with the SA on its
+ *   route: the SPI, the mode, the reqid and the tunnel's far end. The SPIs it saw let the
+ *   device's program skip those SAs' ESP packets and judge any other ESP packet (a raw socket's
+ *   plaintext under protocol 50). Not on the host kernel of our CI (no kprobes, and no
  *   ESP to transform with).
  *
  * A flow is its inner 5-tuple, so pod traffic forwarded by the node (no socket on it) is
@@ -69,6 +73,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct vigil_flow_config);
 } vigil_flow_config_map SEC(".maps");
+
+/* The SPIs of the SAs vigil_flow_xfrm saw transform a packet (network order): an ESP packet
+ * of one of them leaving a device was judged at the transformation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} vigil_flow_spis SEC(".maps");
 
 /* The record being built, per CPU (too large for the stack with the parse state). */
 struct {
@@ -139,25 +152,33 @@ static __always_inline int read_tuple(unsigned char *head, __u32 off, struct vig
 }
 
 /* The flow of the packet whose network header is at `nh` of `head`: the one inside when it is
- * VXLAN. Returns the IP protocol, or -1. */
+ * VXLAN (flagged), the datagram's own kept in `outer`. Returns the IP protocol, or -1. */
 static __always_inline int read_flow(unsigned char *head, __u32 nh, struct vigil_flow_key *k,
-				     __u8 *flags, __u32 *l4p)
+				     struct vigil_flow_key *outer, __u8 *flags, __u32 *l4p)
 {
 	int proto = read_tuple(head, nh, k, l4p);
 
 	if (proto < 0x10000)
 		return proto;
+	/* From here `k` is a VXLAN datagram's: its own tuple whatever the inside is. */
+	*outer = *k;
+	__u32 outer_l4 = *l4p;
 	__u32 inner = proto & 0xffff;
 	__u16 ethertype = 0;
 	if (bpf_probe_read_kernel(&ethertype, 2, head + inner + 12) < 0)
-		return -1;
+		return IPPROTO_UDP;
 	ethertype = bpf_ntohs(ethertype);
 	if (ethertype != VIGIL_ETH_P_IP && ethertype != VIGIL_ETH_P_IPV6)
-		return -1;
-	*flags |= VIGIL_FLOW_VXLAN;
+		return IPPROTO_UDP;
 	proto = read_tuple(head, inner + VIGIL_ETH_HLEN, k, l4p);
-	/* VXLAN in VXLAN is not read further. */
-	return proto >= 0x10000 ? -1 : proto;
+	/* No packet inside, or VXLAN in VXLAN: the datagram is the flow. */
+	if (proto < 0 || proto >= 0x10000) {
+		*k = *outer;
+		*l4p = outer_l4;
+		return IPPROTO_UDP;
+	}
+	*flags |= VIGIL_FLOW_VXLAN;
+	return proto;
 }
 
 /* Whether the UDP datagram at `l4` is a WireGuard message: a type of 1 to 4, three zero bytes,
@@ -168,16 +189,18 @@ static __always_inline int read_flow(unsigned char *head, __u32 nh, struct vigil
 static __always_inline int wireguard_message(unsigned char *head, __u32 l4)
 {
 	__u16 udp_len = 0;
-	__u32 first = 0;
+	__u8 m[4] = {};
 
 	if (bpf_probe_read_kernel(&udp_len, 2, head + l4 + 4) < 0 ||
-	    bpf_probe_read_kernel(&first, 4, head + l4 + 8) < 0)
+	    bpf_probe_read_kernel(m, 4, head + l4 + 8) < 0)
+		return 0;
+	if (m[1] || m[2] || m[3])
 		return 0;
 	__u32 len = bpf_ntohs(udp_len);
 	if (len < 8)
 		return 0;
 	len -= 8;
-	switch (first) {
+	switch (m[0]) {
 	case 1:
 		return len == 148;
 	case 2:
@@ -190,11 +213,17 @@ static __always_inline int wireguard_message(unsigned char *head, __u32 l4)
 	return 0;
 }
 
-/* The range `k`'s destination is in, or NULL. */
-static __always_inline __u32 *tracked(const struct vigil_flow_key *k)
+/* The range `k`'s destination is in, or NULL: its first byte tested first, so that most
+ * packets cost no LPM lookup. */
+static __always_inline __u32 *tracked(struct vigil_flow_config *cfg, const struct vigil_flow_key *k)
 {
 	struct vigil_flow_range_key rk = {.prefixlen = 128};
+	__u8 first = k->daddr[0];
+	__u64 word = k->family == VIGIL_AF_INET ? cfg->first_v4[(first >> 6) & 3]
+						: cfg->first_v6[(first >> 6) & 3];
 
+	if (!(word & (1ULL << (first & 63))))
+		return 0;
 	if (k->family == VIGIL_AF_INET) {
 		rk.addr[10] = 0xff;
 		rk.addr[11] = 0xff;
@@ -205,19 +234,21 @@ static __always_inline __u32 *tracked(const struct vigil_flow_key *k)
 	return bpf_map_lookup_elem(&vigil_flow_ranges, &rk);
 }
 
-/* Keeps `ev`'s verdict for its flow and writes the record, unless the flow's last verdict was
- * the same (the first 16 bytes). */
+/* Writes the record of `ev`'s verdict and keeps it for its flow, unless the flow's last verdict
+ * was the same (the first 16 bytes). */
 static __always_inline void report(struct vigil_flow_event *ev)
 {
 	struct vigil_flow_verdict *last = bpf_map_lookup_elem(&vigil_flow_verdicts, &ev->key);
 
 	if (last && !__builtin_memcmp(last, &ev->verdict, 16))
 		return;
-	bpf_map_update_elem(&vigil_flow_verdicts, &ev->key, &ev->verdict, BPF_ANY);
 	ev->hdr.kind = VIGIL_EVENT_FLOW;
 	ev->hdr.size = sizeof(*ev);
 	ev->hdr.ktime = bpf_ktime_get_boot_ns();
-	vigil_emit(ev, sizeof(*ev), VIGIL_EVENT_FLOW);
+	/* Kept only once written: a verdict the full ring buffer dropped (counted) is judged
+	 * again on the flow's next packet, not lost for the flow's life. */
+	if (vigil_emit(ev, sizeof(*ev), VIGIL_EVENT_FLOW) == 0)
+		bpf_map_update_elem(&vigil_flow_verdicts, &ev->key, &ev->verdict, BPF_ANY);
 }
 
 static __always_inline struct vigil_flow_event *scratch(void)
@@ -235,7 +266,7 @@ int BPF_PROG(vigil_flow_xmit, struct sk_buff *skb, struct net_device *dev)
 {
 	__u32 zero = 0;
 	struct vigil_flow_config *cfg = bpf_map_lookup_elem(&vigil_flow_config_map, &zero);
-	struct vigil_flow_key key;
+	struct vigil_flow_key key, outer;
 	__u8 flags = 0;
 	__u32 l4 = 0;
 
@@ -251,29 +282,42 @@ int BPF_PROG(vigil_flow_xmit, struct sk_buff *skb, struct net_device *dev)
 	__u16 nh = skb->network_header;
 	if (nh == (__u16)~0U)
 		return 0;
-	int proto = read_flow(head, nh, &key, &flags, &l4);
-	if (proto < 0 || proto == VIGIL_IPPROTO_ESP || proto == VIGIL_IPPROTO_AH)
+	int proto = read_flow(head, nh, &key, &outer, &flags, &l4);
+	if (proto < 0)
 		return 0;
-	__u8 first = key.daddr[0];
-	__u64 word = key.family == VIGIL_AF_INET ? cfg->first_v4[(first >> 6) & 3]
-						  : cfg->first_v6[(first >> 6) & 3];
-	if (!(word & (1ULL << (first & 63))))
-		return 0;
-	__u32 *range = tracked(&key);
+	__u32 *range = tracked(cfg, &key);
+	/* A datagram to a VXLAN port whose inside is no tracked flow (or no packet at all) is
+	 * judged as the datagram it is: a port number alone hides nothing. */
+	if (!range && (flags & VIGIL_FLOW_VXLAN)) {
+		key = outer;
+		flags = 0;
+		proto = key.protocol;
+		range = tracked(cfg, &key);
+	}
 	if (!range)
+		return 0;
+	struct sock *sk = skb->sk;
+	/* Sent by the kernel itself: no socket (or a kernel one) and not forwarded. */
+	int kernel_sent = sk ? BPF_CORE_READ_BITFIELD_PROBED(sk, sk_kern_sock) : skb->skb_iif == 0;
+	if (proto == VIGIL_IPPROTO_ESP) {
+		/* An SA's packet, judged where it was transformed; without that program, no ESP
+		 * packet can be told from another. */
+		if (!(cfg->flags & VIGIL_FLOW_CFG_XFRM))
+			return 0;
+		__u32 spi = 0;
+		bpf_probe_read_kernel(&spi, sizeof(spi), head + l4);
+		if (bpf_map_lookup_elem(&vigil_flow_spis, &spi))
+			return 0;
+	}
+	/* WireGuard's own datagrams: see wireguard_message. A user program's datagrams, and a
+	 * forwarded one, are judged whatever they hold. */
+	if (proto == IPPROTO_UDP && kernel_sent && wireguard_message(head, l4))
 		return 0;
 	/* A tracked flow's packets after its first: judged on this device already. */
 	__u32 ifindex = dev->ifindex;
 	struct vigil_flow_verdict *last = bpf_map_lookup_elem(&vigil_flow_verdicts, &key);
 	if (last && last->evidence == VIGIL_EVIDENCE_DEVICE && last->ifindex == ifindex &&
 	    last->flags == flags)
-		return 0;
-	struct sock *sk = skb->sk;
-	/* WireGuard's own datagrams (sent with no socket, or a kernel one): see
-	 * wireguard_message. A user program's datagrams are judged whatever they hold. */
-	if (proto == IPPROTO_UDP && !(flags & VIGIL_FLOW_VXLAN) &&
-	    (!sk || BPF_CORE_READ_BITFIELD_PROBED(sk, sk_kern_sock)) &&
-	    wireguard_message(head, l4))
 		return 0;
 	struct vigil_flow_event *ev = scratch();
 	if (!ev)
@@ -284,6 +328,7 @@ int BPF_PROG(vigil_flow_xmit, struct sk_buff *skb, struct net_device *dev)
 	__u8 route = vigil_dev_route(dev);
 	switch (route) {
 	case VIGIL_ROUTE_ENCAP:
+	case VIGIL_ROUTE_UPPER:
 		return 0;
 	case VIGIL_ROUTE_WIREGUARD:
 		ev->verdict.mode = VIGIL_ENC_WIREGUARD;
@@ -309,13 +354,17 @@ int BPF_PROG(vigil_flow_xmit, struct sk_buff *skb, struct net_device *dev)
 	return 0;
 }
 
-/* The cipher an ESP SA uses: cipher_null encrypts nothing. */
+/* Whether an ESP SA encrypts nothing: cipher_null, or GMAC (rfc4543: an AEAD that only
+ * authenticates). */
 static __always_inline int null_cipher(struct xfrm_state *x)
 {
 	char name[16] = {};
+	struct xfrm_algo_aead *aead = BPF_CORE_READ(x, aead);
 
-	if (BPF_CORE_READ(x, aead))
-		return 0;
+	if (aead) {
+		bpf_probe_read_kernel_str(name, sizeof(name), aead->alg_name);
+		return !__builtin_memcmp(name, "rfc4543", 7);
+	}
 	struct xfrm_algo *ealg = BPF_CORE_READ(x, ealg);
 	if (!ealg)
 		return 1;
@@ -327,9 +376,12 @@ static __always_inline int null_cipher(struct xfrm_state *x)
 SEC("kprobe/xfrm_output")
 int BPF_KPROBE(vigil_flow_xfrm, struct sock *sk, struct sk_buff *skb)
 {
+	__u32 zero = 0;
+	struct vigil_flow_config *cfg = bpf_map_lookup_elem(&vigil_flow_config_map, &zero);
+	struct vigil_flow_key outer;
 	struct vigil_flow_event *ev = scratch();
 
-	if (!ev)
+	if (!cfg || !ev)
 		return 0;
 	unsigned long refdst = BPF_CORE_READ(skb, _skb_refdst);
 	struct dst_entry *dst = (struct dst_entry *)(refdst & ~1UL);
@@ -338,14 +390,28 @@ int BPF_KPROBE(vigil_flow_xfrm, struct sock *sk, struct sk_buff *skb)
 	struct xfrm_state *x = BPF_CORE_READ(dst, xfrm);
 	if (!x)
 		return 0;
+	/* The node's own SAs: one a user makes in a namespace of their own transforms nothing
+	 * that leaves the node, and must not vouch for a flow. */
+	__u32 netns = BPF_CORE_READ(x, xs_net.net, ns.inum);
+	if (netns != cfg->node_netns)
+		return 0;
+	__u32 spi_net = BPF_CORE_READ(x, id.spi);
+	__u8 yes = 1;
+	if (!bpf_map_lookup_elem(&vigil_flow_spis, &spi_net))
+		bpf_map_update_elem(&vigil_flow_spis, &spi_net, &yes, BPF_ANY);
 	unsigned char *head = BPF_CORE_READ(skb, head);
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	if (nh == (__u16)~0U)
 		return 0;
 	__u32 l4 = 0;
-	if (read_flow(head, nh, &ev->key, &ev->verdict.flags, &l4) < 0)
+	if (read_flow(head, nh, &ev->key, &outer, &ev->verdict.flags, &l4) < 0)
 		return 0;
-	__u32 *range = tracked(&ev->key);
+	__u32 *range = tracked(cfg, &ev->key);
+	if (!range && (ev->verdict.flags & VIGIL_FLOW_VXLAN)) {
+		ev->key = outer;
+		ev->verdict.flags = 0;
+		range = tracked(cfg, &ev->key);
+	}
 	if (!range)
 		return 0;
 
@@ -354,13 +420,14 @@ int BPF_KPROBE(vigil_flow_xfrm, struct sock *sk, struct sk_buff *skb)
 	if (xproto == VIGIL_IPPROTO_AH) {
 		ev->verdict.flags |= VIGIL_FLOW_AH;
 		ev->verdict.mode = VIGIL_ENC_NONE;
-	} else if (xproto == VIGIL_IPPROTO_ESP && null_cipher(x)) {
+	} else if (xproto != VIGIL_IPPROTO_ESP || null_cipher(x)) {
+		/* IPComp compresses; cipher_null and GMAC authenticate at most. */
 		ev->verdict.flags |= VIGIL_FLOW_NULL_ENC;
 		ev->verdict.mode = VIGIL_ENC_NONE;
 	}
 	ev->verdict.evidence = VIGIL_EVIDENCE_XFRM;
 	ev->verdict.route = vigil_xfrm_route(x);
-	ev->verdict.spi = bpf_ntohl(BPF_CORE_READ(x, id.spi));
+	ev->verdict.spi = bpf_ntohl(spi_net);
 	ev->verdict.reqid = BPF_CORE_READ(x, props.reqid);
 	ev->verdict.range = *range;
 	ev->verdict.outer_family = BPF_CORE_READ(x, props.family);
@@ -371,7 +438,7 @@ int BPF_KPROBE(vigil_flow_xfrm, struct sock *sk, struct sk_buff *skb)
 		BPF_CORE_READ_STR_INTO(&ev->verdict.ifname, dev, name);
 	}
 	ev->sock = (__u64)sk;
-	ev->dev_netns = BPF_CORE_READ(x, xs_net.net, ns.inum);
+	ev->dev_netns = netns;
 	ev->_pad0 = 0;
 	report(ev);
 	return 0;

@@ -423,12 +423,14 @@ fn int(arg: &Arg) -> Option<i128> {
 }
 
 /// A lock for a flow that leaves encrypted (`🔒 wireguard`, `🔒 ipsec`), an open one for a
-/// flow that leaves in clear (`🔓 plaintext`); nothing where it stays local or is not known.
+/// flow into a remote range that leaves in clear (`🔓 plaintext`); nothing where it stays
+/// local, is not known, or goes elsewhere in clear (a TLS connection to the internet is no
+/// tunnel's business).
 pub(super) fn lock(e: &crate::Encryption) -> Option<String> {
     use crate::encryption::mode;
     match e.mode.as_str() {
         mode::WIREGUARD | mode::IPSEC => Some(format!("🔒 {}", e.mode)),
-        mode::NONE => Some("🔓 plaintext".to_string()),
+        mode::NONE if !e.remote_range.is_empty() => Some("🔓 plaintext".to_string()),
         _ => None,
     }
 }

@@ -484,17 +484,19 @@ fn socket_lines_show_the_tuple_and_at_close_the_bytes() {
         "🧹 close   node /usr/bin/curl tcp 10.0.0.1:43210 -> 10.0.0.2:443 sent 1000 received 300 posted [p]"
     );
     // A lock where the flow left encrypted, an open one where it left in clear.
-    for (mode, shown) in [
-        ("wireguard", " 🔒 wireguard"),
-        ("ipsec", " 🔒 ipsec"),
-        ("none", " 🔓 plaintext"),
-        ("local", ""),
-        ("unknown", ""),
+    for (mode, range, shown) in [
+        ("wireguard", "10.2.0.0/16", " 🔒 wireguard"),
+        ("ipsec", "10.2.0.0/16", " 🔒 ipsec"),
+        ("none", "10.2.0.0/16", " 🔓 plaintext"),
+        ("none", "", ""),
+        ("local", "", ""),
+        ("unknown", "10.2.0.0/16", ""),
     ] {
         let mut s = sock("TCP_ESTABLISHED", Some((1000, 300)));
         s.encryption = Some(Box::new(crate::Encryption {
             mode: mode.into(),
             evidence: "device".into(),
+            remote_range: range.into(),
             ..Default::default()
         }));
         assert_eq!(

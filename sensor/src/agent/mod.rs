@@ -397,7 +397,8 @@ fn apply_remote_ranges(
     let (Some(k), Some(flows)) = (kube, enricher.flows.as_mut()) else {
         return;
     };
-    let Some(discovered) = crate::k8s::watch::lock(&k.remote_ranges).take_changed() else {
+    let mut remote = crate::k8s::watch::lock(&k.remote_ranges);
+    let Some(discovered) = remote.take_changed() else {
         return;
     };
     let all = flows.ranges_with(&discovered);
@@ -408,11 +409,18 @@ fn apply_remote_ranges(
                 all.len(),
                 discovered.len()
             ));
+            remote.failing = false;
             flows.set_ranges(all);
         }
-        Err(e) => log(format!(
-            "encryption awareness: the other nodes' pod ranges cannot be written ({e}): the ranges before stay"
-        )),
+        Err(e) => {
+            if !remote.failing {
+                log(format!(
+                    "encryption awareness: the other nodes' pod ranges cannot be written ({e}): the ranges before stay, tried again every second"
+                ));
+            }
+            remote.failing = true;
+            remote.retry();
+        }
     }
 }
 

@@ -90,6 +90,11 @@ impl LoadedObject {
             .and_then(|link| hold(&mut self.pins, link, XFRM, "xfrm_output"))
             .map(|held| self.flow_links.push(held))
             .map_err(|e| e.to_string());
+        if xfrm.is_ok() {
+            // From now an ESP packet of an SA the program did not see is judged.
+            self.flow_flags |= abi::FLOW_CFG_XFRM;
+            self.set_flow_ranges(ranges)?;
+        }
         Ok(FlowEvidence { device, xfrm })
     }
 
@@ -115,11 +120,8 @@ impl LoadedObject {
             let k = abi::FlowRangeKey::of(r.network(), r.prefix_len());
             Key::new(k.prefixlen, k.addr)
         };
-        // New ranges first, then the old ones not kept: a flow in both is never untracked.
-        for (i, r) in ranges.iter().enumerate() {
-            trie.insert(&keys(r), i as u32, 0)
-                .map_err(|e| map_err("vigil_flow_ranges", e))?;
-        }
+        // The ranges no longer wanted go first, so that the map never holds more than the
+        // ranges of the list (a range kept is never removed: its flows stay tracked).
         let wanted: std::collections::HashSet<(u32, [u8; 16])> = ranges
             .iter()
             .map(|r| {
@@ -135,6 +137,10 @@ impl LoadedObject {
         for k in stale {
             let _ = trie.remove(&k);
         }
+        for (i, r) in ranges.iter().enumerate() {
+            trie.insert(&keys(r), i as u32, 0)
+                .map_err(|e| map_err("vigil_flow_ranges", e))?;
+        }
         // The first bytes last: a first byte dropped only once its ranges are gone.
         let spans: Vec<(std::net::IpAddr, u8)> = ranges
             .iter()
@@ -149,7 +155,11 @@ impl LoadedObject {
         config
             .set(
                 0,
-                FlowConfigPod(abi::FlowConfig::new(self.flow_netns, &spans)),
+                FlowConfigPod(abi::FlowConfig::new(
+                    self.flow_netns,
+                    self.flow_flags,
+                    &spans,
+                )),
                 0,
             )
             .map_err(|e| map_err("vigil_flow_config_map", e))?;

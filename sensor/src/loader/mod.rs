@@ -357,6 +357,7 @@ pub struct LoadedObject {
     /// they judge packets in.
     flow_links: Vec<HeldLink>,
     flow_netns: u32,
+    flow_flags: u32,
     drops: PerCpuArray<MapData, u64>,
     /// See [`LoadedObject::runner_misses`].
     runner_misses: PerCpuArray<MapData, u64>,
@@ -472,6 +473,7 @@ impl LoadedObject {
                 file_open: Vec::new(),
                 flow_links: Vec::new(),
                 flow_netns: 0,
+                flow_flags: 0,
                 drops,
                 runner_misses,
                 sock_state: None,

@@ -95,19 +95,22 @@ static __always_inline struct vigil_config *vigil_config(void)
  */
 #define VIGIL_WAKEUP_BYTES (64 * 1024)
 
-/* Writes a record to the ring buffer, counting it as dropped when the buffer is full. */
-static __always_inline void vigil_emit(void *rec, __u64 size, __u32 kind)
+/* Writes a record to the ring buffer, counting it as dropped when the buffer is full; returns
+ * bpf_ringbuf_output's result (0 when written). */
+static __always_inline long vigil_emit(void *rec, __u64 size, __u32 kind)
 {
 	__u64 flags = bpf_ringbuf_query(&vigil_events, BPF_RB_AVAIL_DATA) >= VIGIL_WAKEUP_BYTES
 			      ? BPF_RB_FORCE_WAKEUP
 			      : BPF_RB_NO_WAKEUP;
 
-	if (bpf_ringbuf_output(&vigil_events, rec, size, flags) < 0) {
+	long err = bpf_ringbuf_output(&vigil_events, rec, size, flags);
+	if (err < 0) {
 		__u32 slot = kind < VIGIL_DROP_SLOTS ? kind : 0;
 		__u64 *drops = bpf_map_lookup_elem(&vigil_drops, &slot);
 		if (drops)
 			__sync_fetch_and_add(drops, 1);
 	}
+	return err;
 }
 
 /*

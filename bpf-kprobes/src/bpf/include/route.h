@@ -15,10 +15,13 @@
 #define VIGIL_XFRM_MODE_TRANSPORT 0
 #define VIGIL_XFRM_MODE_TUNNEL 1
 
+/* Whether the NUL-terminated `kind` is `name` (NUL included: "wireguardx" is not "wireguard"). */
+#define VIGIL_KIND_IS(kind, name) (!__builtin_memcmp(kind, name, sizeof(name)))
+
 /* The kind of `dev` (enum vigil_route). */
 static __always_inline __u8 vigil_dev_route(struct net_device *dev)
 {
-	char kind[12] = {};
+	char kind[16] = {};
 
 	if (BPF_CORE_READ(dev, flags) & VIGIL_IFF_LOOPBACK)
 		return VIGIL_ROUTE_LOOPBACK;
@@ -28,13 +31,27 @@ static __always_inline __u8 vigil_dev_route(struct net_device *dev)
 	const char *name = BPF_CORE_READ(ops, kind);
 	if (!name || bpf_probe_read_kernel_str(kind, sizeof(kind), name) < 0)
 		return VIGIL_ROUTE_DEVICE;
-	/* Compared whole, NUL included: "wireguardx" is not "wireguard". */
-	if (!__builtin_memcmp(kind, "wireguard", 10))
+	if (VIGIL_KIND_IS(kind, "wireguard"))
 		return VIGIL_ROUTE_WIREGUARD;
-	if (!__builtin_memcmp(kind, "tun", 4))
+	if (VIGIL_KIND_IS(kind, "tun"))
 		return VIGIL_ROUTE_USER;
-	if (!__builtin_memcmp(kind, "vxlan", 6) || !__builtin_memcmp(kind, "geneve", 7))
+	if (VIGIL_KIND_IS(kind, "vxlan") || VIGIL_KIND_IS(kind, "geneve"))
 		return VIGIL_ROUTE_ENCAP;
+	/* Devices that hand the packet to another device (a bond's slave, a VLAN's or a bridge's
+	 * lower device) or wrap it into an outer packet (IP tunnels, xfrm interfaces): the packet
+	 * is judged where it really leaves, so a stacked uplink does not judge each packet twice
+	 * on two devices. */
+	if (VIGIL_KIND_IS(kind, "bond") || VIGIL_KIND_IS(kind, "team") ||
+	    VIGIL_KIND_IS(kind, "vlan") || VIGIL_KIND_IS(kind, "macvlan") ||
+	    VIGIL_KIND_IS(kind, "macvtap") || VIGIL_KIND_IS(kind, "ipvlan") ||
+	    VIGIL_KIND_IS(kind, "bridge") || VIGIL_KIND_IS(kind, "vrf") ||
+	    VIGIL_KIND_IS(kind, "xfrm") || VIGIL_KIND_IS(kind, "vti") ||
+	    VIGIL_KIND_IS(kind, "vti6") || VIGIL_KIND_IS(kind, "gre") ||
+	    VIGIL_KIND_IS(kind, "gretap") || VIGIL_KIND_IS(kind, "ip6gre") ||
+	    VIGIL_KIND_IS(kind, "ip6gretap") || VIGIL_KIND_IS(kind, "ipip") ||
+	    VIGIL_KIND_IS(kind, "ip6tnl") || VIGIL_KIND_IS(kind, "sit") ||
+	    VIGIL_KIND_IS(kind, "erspan"))
+		return VIGIL_ROUTE_UPPER;
 	return VIGIL_ROUTE_DEVICE;
 }
 

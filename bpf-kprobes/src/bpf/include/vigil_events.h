@@ -614,6 +614,8 @@ enum vigil_route {
 	VIGIL_ROUTE_USER = 6,           /* tun or tap: a user-space program reads the packets */
 	VIGIL_ROUTE_ENCAP = 7,          /* VXLAN or Geneve: the encapsulated packet decides */
 	VIGIL_ROUTE_DEVICE = 8,         /* any other device: the packet leaves as it is */
+	VIGIL_ROUTE_UPPER = 9,          /* a bond, VLAN, bridge, tunnel, xfrm interface ...: the
+					 * device below or the outer packet decides */
 };
 
 /* A flow's verdict (the agent names them: wireguard, ipsec, none, local, unknown). */
@@ -634,7 +636,7 @@ enum vigil_enc_evidence {
 /* Bits of vigil_flow_verdict.flags. */
 #define VIGIL_FLOW_VXLAN (1u << 0)    /* the tuple was read inside a VXLAN packet */
 #define VIGIL_FLOW_AH (1u << 1)       /* the SA is AH: authenticated, not encrypted */
-#define VIGIL_FLOW_NULL_ENC (1u << 2) /* the SA's cipher is cipher_null */
+#define VIGIL_FLOW_NULL_ENC (1u << 2) /* the SA encrypts nothing: cipher_null, GMAC or IPComp */
 
 /* A flow by its inner 5-tuple, as its packets carry it (IPv4 in the first 4 bytes). */
 struct vigil_flow_key {
@@ -681,10 +683,14 @@ struct vigil_flow_range_key {
 	__u8 addr[16];
 };
 
+/* vigil_flow_config.flags: the xfrm_output program is attached, so an ESP packet whose SPI it
+ * did not see is no SA's. */
+#define VIGIL_FLOW_CFG_XFRM (1u << 0)
+
 /* The flow programs' knobs, written by the agent. */
 struct vigil_flow_config {
 	__u32 node_netns; /* packets count once they leave a device of this network namespace */
-	__u32 _pad0;
+	__u32 flags;      /* VIGIL_FLOW_CFG_* */
 	/* Bit b of word b / 64: some range holds addresses whose first byte is b (IPv4, IPv6):
 	 * a packet to any other address costs no range lookup. */
 	__u64 first_v4[4];
