@@ -87,18 +87,29 @@ impl FlowTracker {
     /// seen or [`OPENER_WAIT`] passes.
     pub fn hold(&mut self, key: abi::FlowKey, event: Event, now: Instant) {
         if self.held.len() >= HELD_MAX {
-            self.released
-                .extend(self.held.pop_front().map(|(_, _, e)| e));
+            self.release_oldest();
         }
+        *self.held_keys.entry(key).or_default() += 1;
         self.held.push_back((now + OPENER_WAIT, key, event));
+    }
+
+    fn release_oldest(&mut self) {
+        if let Some((_, key, event)) = self.held.pop_front() {
+            if let Some(n) = self.held_keys.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.held_keys.remove(&key);
+                }
+            }
+            self.released.push(event);
+        }
     }
 
     /// The events ready to go: verdicts whose opener was seen since, or that waited long
     /// enough (as of `now`).
     pub fn released(&mut self, now: Instant) -> impl Iterator<Item = Event> + '_ {
         while self.held.front().is_some_and(|(due, _, _)| *due <= now) {
-            self.released
-                .extend(self.held.pop_front().map(|(_, _, e)| e));
+            self.release_oldest();
         }
         self.released.drain(..)
     }
@@ -476,6 +487,48 @@ mod tests {
         );
         assert_eq!(f.flow.daddr, "10.2.0.5");
         assert_eq!(annotated(&mut t, &s).unwrap().mode, "wireguard");
+    }
+
+    #[test]
+    fn a_verdict_before_its_opener_waits_for_it_and_goes_without_it_after_the_wait() {
+        let mut t = tracker();
+        let s = sock([10, 2, 0, 5], route::DEVICE, 7);
+        let key = key_of(&s);
+        let mut ev = abi::FlowEvent {
+            key,
+            ..Default::default()
+        };
+        ev.verdict.mode = enc::NONE;
+        ev.verdict.evidence = kev::DEVICE;
+        let event = |f: FlowEncryption| Event {
+            body: EventBody::FlowEncryption(Box::new(f)),
+            node_name: Default::default(),
+            node_labels: Default::default(),
+            time: String::new(),
+        };
+        let now = Instant::now();
+        let f = t.verdict(&ev);
+        assert!(f.process.is_none());
+        t.hold(key, event(f), now);
+        let mut other = ev;
+        other.key.sport = 1;
+        let f = t.verdict(&other);
+        t.hold(other.key, event(f), now);
+        assert!(!t.has_released(now));
+        let opener = Arc::new(Process {
+            pid: 42,
+            ..Default::default()
+        });
+        t.opened(key, opener, None);
+        let out: Vec<Event> = t.released(now).collect();
+        assert_eq!(out.len(), 1, "the one whose opener came");
+        assert_eq!(out[0].process().pid, 42);
+        assert!(!t.has_released(now));
+        let later = now + OPENER_WAIT;
+        let out: Vec<Event> = t.released(later).collect();
+        assert_eq!(out.len(), 1, "the other, after the wait");
+        assert_eq!(out[0].process().pid, 0);
+        assert!(t.held_keys.is_empty());
     }
 
     #[test]
