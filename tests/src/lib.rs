@@ -27,6 +27,7 @@ pub mod links;
 pub mod measure;
 pub mod netns;
 pub mod pod_cgroups;
+pub mod tunnels;
 pub mod vm;
 
 /// The node name every test agent uses, so exec ids are predictable.
