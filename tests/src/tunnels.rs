@@ -4,7 +4,7 @@
 //! (198.18.0.1 – 198.18.0.2, and 198.18.1.1 – 198.18.1.2 outside every range). The remote
 //! node hosts three pod ranges: 10.20/16 through WireGuard (`wg0` on both, port 51871),
 //! 10.30/16 through an ESP tunnel-mode SA pair (SPIs 3 and 4, reqid 1), 10.40/16 through
-//! nothing; TCP port 7001 between the nodes goes through an ESP transport-mode SA pair (SPIs 5
+//! nothing, 10.50.0.0/24 through VXLAN in clear (`vxl0`, VNI 42, port 8472); TCP port 7001 between the nodes goes through an ESP transport-mode SA pair (SPIs 5
 //! and 6, reqid 2). Built with iproute2's `ip` and wireguard-tools' `wg`; the modules must be
 //! loaded first ([`crate::links::load_modules`]). The node's WireGuard device and SAs go when
 //! the handle drops (the namespaces with their own handles).
@@ -256,6 +256,28 @@ impl TwoNodes {
             "metric",
             "10",
         ]);
+        // VXLAN (VNI 42, Linux's port 8472, as Cilium's) between the nodes for 10.50/24, in
+        // clear: the encapsulated packet leaves the node, the flow inside it is the pod's.
+        for (ns, local, peer, addr) in [
+            (None, "198.18.0.1", "198.18.0.2", "10.50.0.1/24"),
+            (Some(&remote), "198.18.0.2", "198.18.0.1", "10.50.0.5/24"),
+        ] {
+            let dev = if ns.is_some() { "vremote" } else { "vnode" };
+            let vxlan = [
+                "link", "add", "vxl0", "type", "vxlan", "id", "42", "local", local, "remote", peer,
+                "dstport", "8472", "dev", dev,
+            ];
+            let rest: [&[&str]; 2] = [
+                &["addr", "add", addr, "dev", "vxl0"],
+                &["link", "set", "vxl0", "up"],
+            ];
+            for args in std::iter::once(&vxlan[..]).chain(rest) {
+                match ns {
+                    Some(n) => n.ip(args),
+                    None => ip(args),
+                }
+            }
+        }
 
         TwoNodes {
             pod,
@@ -269,6 +291,7 @@ impl Drop for TwoNodes {
     fn drop(&mut self) {
         for args in [
             &["link", "del", "wg0"][..],
+            &["link", "del", "vxl0"],
             &["xfrm", "state", "flush"],
             &["xfrm", "policy", "flush"],
         ] {

@@ -245,8 +245,9 @@ fn plaintext_loopback_and_a_fake_wireguard_device_are_told_apart() {
 
 /// The real tunnels, in the VM: a "pod" namespace behind this node (the VM's own namespace,
 /// where the agent runs), and a remote "node" namespace reached over an underlay veth
-/// (198.18.0.1 – 198.18.0.2), which hosts three remote pod ranges: 10.20/16 through
-/// WireGuard, 10.30/16 through an ESP tunnel-mode SA, 10.40/16 through nothing. A process of
+/// (198.18.0.1 – 198.18.0.2), which hosts four remote pod ranges: 10.20/16 through
+/// WireGuard, 10.30/16 through an ESP tunnel-mode SA, 10.40/16 through nothing, 10.50/16
+/// through VXLAN in clear (`tests/src/tunnels.rs`). A process of
 /// this node reaches the remote node itself through an ESP transport-mode SA on port 7001
 /// (198.18.0.2/32 is a remote range too), and through nothing at 198.18.1.2, an address
 /// outside every range.
@@ -297,6 +298,8 @@ fn wireguard_and_ipsec_tunnels_are_reported_with_their_details_and_plaintext_ale
         "--encryption-range",
         "10.40.0.0/16",
         "--encryption-range",
+        "10.50.0.0/16",
+        "--encryption-range",
         "198.18.0.2/32",
     ]);
     assert!(
@@ -321,6 +324,7 @@ fn wireguard_and_ipsec_tunnels_are_reported_with_their_details_and_plaintext_ale
     }
     echo("198.18.0.2:7001");
     echo("198.18.1.2:7002");
+    pod.run_inside(move || echo("10.50.0.5:80"));
     // Plaintext that looks like a tunnel's, into the range outside every tunnel: a pod's
     // datagram shaped like a WireGuard message (forwarded: no socket on it in the node), and
     // a raw ESP packet of no SA.
@@ -394,11 +398,24 @@ fn wireguard_and_ipsec_tunnels_are_reported_with_their_details_and_plaintext_ale
     );
     assert_eq!(e["outer_destination"], "198.18.0.2");
 
-    let transport = verdicts(&run, "198.18.0.2");
+    // To the remote node itself (198.18.0.2/32 is a range): WireGuard's and ESP's own packets
+    // are not flows. VXLAN's datagrams are, when they carry no tracked flow (its ARP): they
+    // leave in clear.
+    let to_node = verdicts(&run, "198.18.0.2");
     assert!(
-        transport.iter().all(|f| f["flow"]["dport"] == 7001),
-        "WireGuard's and ESP's own packets are not flows: {transport:#?}"
+        to_node
+            .iter()
+            .all(|f| f["flow"]["dport"] == 7001 || f["flow"]["dport"] == 8472),
+        "{to_node:#?}"
     );
+    assert!(to_node
+        .iter()
+        .filter(|f| f["flow"]["dport"] == 8472)
+        .all(|f| f["flow"]["encryption"]["mode"] == "none"));
+    let transport: Vec<&Value> = to_node
+        .into_iter()
+        .filter(|f| f["flow"]["dport"] == 7001)
+        .collect();
     assert_eq!(transport.len(), 1, "{transport:#?}");
     let e = &transport[0]["flow"]["encryption"];
     assert_eq!(
@@ -433,11 +450,39 @@ fn wireguard_and_ipsec_tunnels_are_reported_with_their_details_and_plaintext_ale
     assert_eq!(esp.len(), 1, "an ESP packet of no SA is judged: {esp:#?}");
     assert_eq!(esp[0]["flow"]["encryption"]["mode"], "none");
     // Every plaintext flow alerts, and only they: the tunnelled ones do not.
-    let alerts = plaintext_alerts(&run);
+    // Through VXLAN in clear: the pod's flow, read inside the encapsulated packet on the
+    // underlay.
+    let vxlan = verdicts_to(&run, "10.50.0.5", 80);
+    assert_eq!(vxlan.len(), 1, "{vxlan:#?}");
+    let e = &vxlan[0]["flow"]["encryption"];
+    assert_eq!(
+        (&e["mode"], &e["interface"], &e["vxlan"]),
+        (&"none".into(), &"vnode".into(), &true.into()),
+        "{e}"
+    );
+    assert_eq!(vxlan[0]["process"]["pid"], me);
+    // No tunnelled flow alerts: only the plaintext ones (to 10.40/16, through VXLAN, and
+    // VXLAN's own datagrams to the remote node).
+    let all = plaintext_alerts(&run);
+    let flow_of = |a: &Value| {
+        let f = &a["event"]["flow_encryption"]["flow"];
+        (
+            f["daddr"].as_str().unwrap_or("").to_string(),
+            f["dport"].as_u64().unwrap_or(0),
+        )
+    };
+    assert!(
+        all.iter().all(|a| {
+            let (daddr, dport) = flow_of(a);
+            daddr == "10.40.0.5" || daddr == "10.50.0.5" || (daddr == "198.18.0.2" && dport == 8472)
+        }),
+        "{all:#?}"
+    );
+    let alerts: Vec<&Value> = all
+        .into_iter()
+        .filter(|a| flow_of(a).0 == "10.40.0.5")
+        .collect();
     assert_eq!(alerts.len(), 3, "{alerts:#?}");
-    assert!(alerts
-        .iter()
-        .all(|a| a["event"]["flow_encryption"]["flow"]["daddr"] == "10.40.0.5"));
     let tcp: Vec<&&Value> = alerts
         .iter()
         .filter(|a| a["event"]["flow_encryption"]["flow"]["dport"] == 80)
