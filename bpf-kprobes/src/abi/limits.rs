@@ -3,9 +3,16 @@
 //! programs, and the layout test compares the two; policy-engine refuses a policy that needs
 //! more than these hold, so nothing is ever cut to fit when a policy is written into maps.
 
-/// File-open rules the kernel walks, and slots of generic hooks (`VIGIL_MAX_RULES`): one rule
-/// per selector of a file-open hook, one slot per other hook, over every loaded policy.
+/// File-open rules the kernel walks (`VIGIL_MAX_RULES`): one rule per selector of a file-open
+/// hook, over every loaded policy.
 pub const MAX_RULES: usize = 64;
+/// Generic hooks over every loaded policy (`VIGIL_HOOK_SLOTS`, `vigil_hook_configs`).
+pub const HOOK_SLOTS: usize = 4096;
+/// Attach points with hooks of policies for every process (`VIGIL_HOOK_KEYS`, `vigil_hooks`).
+pub const HOOK_KEYS: usize = 4096;
+/// Lists of scoped policies' hooks, one per attach point and caller class that has some
+/// (`VIGIL_CLASS_LISTS`, `vigil_class_hooks`).
+pub const CLASS_LISTS: usize = 16_384;
 /// File-open hooks over every loaded policy: each is a first-match group, a bit of the
 /// evaluator's 32-bit mask (`vigil_rule.policy_id`).
 pub const FILE_OPEN_HOOKS: usize = 32;
@@ -13,13 +20,15 @@ pub const FILE_OPEN_HOOKS: usize = 32;
 /// every Equal path value of file-open hooks.
 pub const NAMES: usize = 4096;
 /// Selectors of generic hooks over every loaded policy (`VIGIL_HOOK_RULES`).
-pub const HOOK_RULES: usize = 256;
+pub const HOOK_RULES: usize = 16_384;
 /// Argument conditions per selector of a generic hook (`VIGIL_HOOK_CONDS`).
 pub const HOOK_CONDS: usize = 8;
 /// Arguments a hook reads: the calling convention's registers (`VIGIL_HOOK_ARGS`).
 pub const HOOK_ARGS: usize = 5;
-/// Hooks one attach point runs (`VIGIL_HOOKS_PER_KEY`).
-pub const HOOKS_PER_KEY: usize = 8;
+/// Hooks one list holds (`VIGIL_HOOKS_PER_KEY`): those of policies for every process on one
+/// attach point, or those of scoped policies on one attach point for one caller class. A call
+/// runs at most two lists, so at most twice this many hooks apply to one caller there.
+pub const HOOKS_PER_KEY: usize = 256;
 /// Longest string, path or binary value a filter compares (`VIGIL_MATCH_MAX`): an LPM key's
 /// 256 bytes less the rule id and the terminating byte.
 pub const MATCH_MAX: usize = 251;
@@ -113,3 +122,5 @@ pub fn stand_in(call: &str, returns: bool) -> Option<&'static StandIn> {
 pub const SCOPE_ENTRIES: usize = 65_536;
 /// Scope ids, 1 to `SCOPES - 1` (`VIGIL_SCOPES`; 0 is "every process").
 pub const SCOPES: usize = 4096;
+/// Scoped pods' and containers' cgroups with a caller class (`VIGIL_CLASS_CGROUPS`).
+pub const CLASS_CGROUPS: usize = 65_536;

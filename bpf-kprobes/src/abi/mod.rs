@@ -249,6 +249,12 @@ mod layout_tests {
                     ("VIGIL_EVIDENCE_XFRM", _) => Some(evidence::XFRM as usize),
                     ("VIGIL_HOOK_ARGS", _) => Some(HOOK_ARGS),
                     ("VIGIL_HOOKS_PER_KEY", _) => Some(HOOKS_PER_KEY),
+                    ("VIGIL_HOOK_SLOTS", _) => Some(HOOK_SLOTS),
+                    ("VIGIL_HOOK_KEYS", _) => Some(HOOK_KEYS),
+                    ("VIGIL_CLASS_LISTS", _) => Some(CLASS_LISTS),
+                    ("VIGIL_CLASS_CGROUPS", _) => Some(CLASS_CGROUPS),
+                    ("VIGIL_LIST_SCOPED", _) => Some(LIST_SCOPED as usize),
+                    ("VIGIL_LIST_SYSCALL_REGS", _) => Some(LIST_SYSCALL_REGS as usize),
                     ("VIGIL_HOOK_RULES", _) => Some(HOOK_RULES),
                     ("VIGIL_HOOK_CONDS", _) => Some(HOOK_CONDS),
                     ("VIGIL_HOOK_NO_RULE", _) => Some(HOOK_NO_RULE as usize),
@@ -299,6 +305,8 @@ mod layout_tests {
             "vigil_exit_event" => ExitEvent { hdr, pid, tid, exit_code }
             "vigil_rule" => Rule { flags, policy_id, hook, action, arg, scope }
             "vigil_scope_key" => ScopeKey { cgroup, scope }
+            "vigil_class_list_key" => ClassListKey { key, cls }
+            "vigil_class_cache" => ClassCache { cls, generation }
             "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len,
                 mode }
             "vigil_fmod_verdict" => FmodVerdict { file, verdict }

@@ -244,14 +244,16 @@ pub fn syscalls() -> impl Iterator<Item = (&'static str, u32)> {
     syscalls::SYSCALLS.iter().copied()
 }
 
-/// `struct vigil_hook_list`: the hooks on one attach point, by slot.
+/// `struct vigil_hook_list`: the hooks on one attach point, by slot: in `vigil_hooks` those
+/// for every process, in `vigil_class_hooks` (by [`ClassListKey`]) those of scoped policies
+/// for one caller class.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 #[allow(missing_docs)]
 pub struct HookList {
     pub n: u32,
     pub slot: [u32; HOOKS_PER_KEY],
-    /// `VIGIL_LIST_*`: [`LIST_CLEARS_VERDICT`].
+    /// `VIGIL_LIST_*`: [`LIST_CLEARS_VERDICT`], [`LIST_SCOPED`], [`LIST_SYSCALL_REGS`].
     pub flags: u32,
     /// The gate's argument register, its type, and the comparisons its values are written
     /// for (`VIGIL_GATE_*`; 0: no gate).
@@ -267,6 +269,44 @@ pub struct HookList {
     /// masks (0: no gate).
     pub gate_mask_reg: u32,
     pub gate_mask: u64,
+}
+
+impl Default for HookList {
+    fn default() -> Self {
+        HookList {
+            n: 0,
+            slot: [0; HOOKS_PER_KEY],
+            flags: 0,
+            gate_reg: 0,
+            gate_type: 0,
+            gate_ops: 0,
+            _pad0: 0,
+            gate_key: 0,
+            gate_generation: 0,
+            gate_mask_reg: 0,
+            gate_mask: 0,
+        }
+    }
+}
+
+/// `struct vigil_class_list_key`: the list of scoped policies' hooks on `key` for the callers
+/// of class `cls`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub struct ClassListKey {
+    pub key: u64,
+    pub cls: u32,
+    pub _pad0: u32,
+}
+
+/// `struct vigil_class_cache`: a cgroup's class, found in a generation.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct ClassCache {
+    pub cls: u32,
+    pub generation: u32,
 }
 
 /// `VIGIL_GATE_EQ`, `VIGIL_GATE_PREFIX`, `VIGIL_GATE_POSTFIX`: the gate holds values compared
@@ -314,6 +354,12 @@ pub const fn gate_value_key(gate: u32, op: u8) -> u32 {
 /// `VIGIL_LIST_CLEARS_VERDICT`: a hook on the point overrides at a later LSM check (a system
 /// call's), so each call first clears what an earlier one left unused.
 pub const LIST_CLEARS_VERDICT: u32 = 1 << 0;
+/// `VIGIL_LIST_SCOPED`: scoped policies hook the point too; the caller's class list runs
+/// after this one.
+pub const LIST_SCOPED: u32 = 1 << 1;
+/// `VIGIL_LIST_SYSCALL_REGS`: the point is a system call's wrapper, whose arguments sit in the
+/// inner `pt_regs`.
+pub const LIST_SYSCALL_REGS: u32 = 1 << 2;
 
 /// `struct vigil_hook_config`.
 #[repr(C)]

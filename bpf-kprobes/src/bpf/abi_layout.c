@@ -67,6 +67,12 @@ int main(void)
 	SIZE(vigil_scope_key);
 	FIELD(vigil_scope_key, cgroup);
 	FIELD(vigil_scope_key, scope);
+	SIZE(vigil_class_list_key);
+	FIELD(vigil_class_list_key, key);
+	FIELD(vigil_class_list_key, cls);
+	SIZE(vigil_class_cache);
+	FIELD(vigil_class_cache, cls);
+	FIELD(vigil_class_cache, generation);
 	SIZE(vigil_rule);
 	FIELD(vigil_rule, flags);
 	FIELD(vigil_rule, policy_id);
@@ -305,6 +311,12 @@ int main(void)
 	printf("(\"VIGIL_EVIDENCE_XFRM\", \"#define\", %d),\n", VIGIL_EVIDENCE_XFRM);
 	printf("(\"VIGIL_HOOK_ARGS\", \"#define\", %d),\n", VIGIL_HOOK_ARGS);
 	printf("(\"VIGIL_HOOKS_PER_KEY\", \"#define\", %d),\n", VIGIL_HOOKS_PER_KEY);
+	printf("(\"VIGIL_HOOK_SLOTS\", \"#define\", %d),\n", VIGIL_HOOK_SLOTS);
+	printf("(\"VIGIL_HOOK_KEYS\", \"#define\", %d),\n", VIGIL_HOOK_KEYS);
+	printf("(\"VIGIL_CLASS_LISTS\", \"#define\", %d),\n", VIGIL_CLASS_LISTS);
+	printf("(\"VIGIL_CLASS_CGROUPS\", \"#define\", %d),\n", VIGIL_CLASS_CGROUPS);
+	printf("(\"VIGIL_LIST_SCOPED\", \"#define\", %d),\n", VIGIL_LIST_SCOPED);
+	printf("(\"VIGIL_LIST_SYSCALL_REGS\", \"#define\", %d),\n", VIGIL_LIST_SYSCALL_REGS);
 	printf("(\"VIGIL_HOOK_RULES\", \"#define\", %d),\n", VIGIL_HOOK_RULES);
 	printf("(\"VIGIL_HOOK_NO_RULE\", \"#define\", %u),\n", VIGIL_HOOK_NO_RULE);
 	printf("(\"VIGIL_PART_NS\", \"#define\", %d),\n", VIGIL_PART_NS);

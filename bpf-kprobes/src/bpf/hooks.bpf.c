@@ -51,10 +51,9 @@ int vigil_kprobe(struct pt_regs *ctx)
 	 * would OR the pointers to test both at once, which the verifier refuses. */
 	if (!e)
 		return 0;
-	struct vigil_hook_config *cfg = hooks ? first_hook(hooks) : 0;
 	/* Copy the argument registers out with constant offsets (the verifier refuses computed
 	 * offsets into the context), from the inner pt_regs for a syscall wrapper. */
-	if (cfg && (cfg->flags & VIGIL_HOOK_SYSCALL)) {
+	if (hooks && (hooks->flags & VIGIL_LIST_SYSCALL_REGS)) {
 		struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
 		e->regs[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
 		e->regs[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
@@ -77,8 +76,9 @@ int vigil_kprobe(struct pt_regs *ctx)
 		return 0;
 	e->connect_addr = 0;
 	e->lookup_key = ip;
-	/* After the entry is saved: the hooks on the return have lists, and gates, of their own. */
-	if (gate_closed(hooks, e))
+	/* After the entry is saved: the hooks on the return have lists, and gates, of their own.
+	 * The caller's class before the gate, which may read a path. */
+	if (!hooks_apply(hooks, e) || gate_closed(hooks, e))
 		return 0;
 	RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_kprobe_runner);
 	return 0;
@@ -97,6 +97,8 @@ int vigil_kretprobe(struct pt_regs *ctx)
 	restore_entry(e, key, PT_REGS_RC(ctx));
 	e->connect_addr = 0;
 	e->lookup_key = key;
+	if (!hooks_apply(hooks, e))
+		return 0;
 	RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_kprobe_runner);
 	return 0;
 }
@@ -127,7 +129,7 @@ int vigil_uprobe(struct pt_regs *ctx)
 	e->regs[5] = 0;
 	if (save)
 		save_entry(e, save);
-	if (!hooks)
+	if (!hooks || !hooks_apply(hooks, e))
 		return 0;
 	e->connect_addr = 0;
 	e->lookup_key = key;
@@ -148,6 +150,8 @@ int vigil_uretprobe(struct pt_regs *ctx)
 	restore_entry(e, key, PT_REGS_RC(ctx));
 	e->connect_addr = 0;
 	e->lookup_key = key;
+	if (!hooks_apply(hooks, e))
+		return 0;
 	RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_kprobe_runner);
 	return 0;
 }
@@ -200,7 +204,7 @@ __noinline int gate_admits(__u32 setup, __u32 gate, __u32 generation)
 		__u64 key = VIGIL_HOOK_KEY_SYSCALL | (__u32)ctx->nr;                               \
 		struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);           \
 		struct hook_eval *e = hook_eval();                                                 \
-		if (!hooks || !e)                                                                  \
+		if (!hooks || !e || !hooks_apply(hooks, e))                                        \
 			return 0;                                                                  \
 		for (int i = 0; i < n; i++)                                                        \
 			e->regs[i] = ctx->args[i];                                                 \
@@ -269,7 +273,7 @@ static __always_inline __u64 tp_field(__u64 base, const struct vigil_tp_field *f
 		struct hook_eval *e = hook_eval();                                                 \
 		if (!hooks)                                                                        \
 			return 0;                                                                  \
-		if (!fields || !e)                                                                 \
+		if (!fields || !e || !hooks_apply(hooks, e))                                       \
 			return 0;                                                                  \
 		/* The record's address as a number: the fields' offsets are the map's. */         \
 		bpf_probe_read_kernel(&base, sizeof(base), &record);                               \
@@ -301,7 +305,7 @@ TRACEPOINT(3)
 		__u64 key = VIGIL_HOOK_KEY_RAW_TP | n;                                             \
 		struct vigil_hook_list *hooks = bpf_map_lookup_elem(&vigil_hooks, &key);           \
 		struct hook_eval *e = hook_eval();                                                 \
-		if (!hooks || !e)                                                                  \
+		if (!hooks || !e || !hooks_apply(hooks, e))                                        \
 			return 0;                                                                  \
 		bpf_probe_read_kernel(e->regs, 6 * sizeof(__u64), ctx);                            \
 		e->regs[VIGIL_HOOK_RETURN_REG] = 0;                                                \

@@ -52,7 +52,9 @@ static __always_inline struct vigil_hook_list *sock_hooks(struct hook_eval *e, _
 static __always_inline void tail_sock_hook(void *ctx, struct hook_eval *e, __u64 code,
 					   struct sock *sk)
 {
-	if (sock_hooks(e, code, sk))
+	struct vigil_hook_list *hooks = sock_hooks(e, code, sk);
+
+	if (hooks && hooks_apply(hooks, e))
 		RUN_HOOKS_BY_TAIL_CALL(ctx, vigil_tp_runner);
 }
 

@@ -337,7 +337,7 @@ pub(super) fn binary_keys(key: u32, b: &Filter) -> Vec<WrittenKey> {
 
 /// The generic hooks' maps.
 pub(super) struct HookRuleMaps {
-    pub rules: aya::maps::Array<MapData, HookRulePod>,
+    pub rules: HashMap<MapData, u32, HookRulePod>,
     pub values: HashMap<MapData, ValueKey, u8>,
     pub cidrs: LpmTrie<MapData, [u8; CIDR_DATA], u8>,
 }

@@ -142,6 +142,10 @@ pub struct InstalledHook {
     saves: Vec<(u64, u64)>,
     /// A list hook's members, by the key of their attach point.
     members: Vec<(u64, String)>,
+    /// The scope of its policy (0: every process): which lists it is on.
+    pub(super) scope: u16,
+    /// Its description's `VIGIL_HOOK_*` flags.
+    pub(super) cfg_flags: u32,
 }
 
 impl InstalledHook {
@@ -156,6 +160,11 @@ impl InstalledHook {
                 vigil_policy_engine::kernel::reported_function(&self.rule.call, self.rule.syscall)
             }
         }
+    }
+
+    /// The attach points' keys it is listed under.
+    pub(super) fn keys(&self) -> &[u64] {
+        &self.keys
     }
 
     /// The index, among this hook's selectors, of the selector rule in slot `rule`.
@@ -190,6 +199,8 @@ impl InstalledHook {
             written: Vec::new(),
             saves: Vec::new(),
             members: Vec::new(),
+            scope: 0,
+            cfg_flags: 0,
         }
     }
 }
@@ -202,7 +213,7 @@ unsafe impl Pod for HookConfigPod {}
 
 #[derive(Clone, Copy)]
 #[repr(transparent)]
-pub(super) struct HookListPod(abi::HookList);
+pub(super) struct HookListPod(pub(super) abi::HookList);
 // SAFETY: #[repr(C)] integers only.
 unsafe impl Pod for HookListPod {}
 
@@ -502,6 +513,8 @@ impl PolicyTable {
                 written: Vec::new(),
                 saves: saves.clone(),
                 members,
+                scope: staged.scope,
+                cfg_flags: cfg.flags,
             });
             staged.hook_slots.push(slot);
             for (i, s) in selectors.iter().enumerate() {
@@ -518,11 +531,11 @@ impl PolicyTable {
                 }
                 self.hook_maps
                     .rules
-                    .set(rule_slot, HookRulePod(raw), 0)
+                    .insert(rule_slot, HookRulePod(raw), 0)
                     .map_err(|e| map_err(policy, "vigil_hook_rules", e))?;
             }
             self.hook_configs
-                .set(slot as u32, HookConfigPod(cfg), 0)
+                .insert(slot as u32, HookConfigPod(cfg), 0)
                 .map_err(|e| map_err(policy, "vigil_hook_configs", e))?;
             for &(entry, _) in &saves {
                 self.write_entry_save(policy, entry)?;
@@ -547,28 +560,34 @@ impl PolicyTable {
             .collect()
     }
 
-    /// Refuses hooks that would make an attach point run more hooks than the kernel keeps.
+    /// Refuses hooks for every process that would make an attach point's list longer than
+    /// the kernel keeps (a scoped policy's hooks are counted per class, as its lists are
+    /// written).
     pub(super) fn check_room(
         &self,
         file: &str,
         replacing: Option<&str>,
         hooks: &[HookRule],
         placed: &[Placement],
+        scoped: bool,
     ) -> Result<(), PolicyLoadError> {
+        if scoped {
+            return Ok(());
+        }
         for (h, p) in hooks.iter().zip(placed) {
             for &k in &p.keys {
                 let new = placed.iter().filter(|o| o.keys.contains(&k)).count();
-                let old = self.hooks_on(k).len();
+                let old = self.unscoped_hooks_on(k).len();
                 if old + new > abi::HOOKS_PER_KEY {
                     let others: Vec<&str> = self
-                        .hooks_on(k)
+                        .unscoped_hooks_on(k)
                         .iter()
                         .filter_map(|&s| self.hook(s))
                         .map(|o| o.policy.as_str())
                         .filter(|p| Some(*p) != replacing)
                         .collect();
                     return Err(PolicyLoadError::Refused(format!(
-                        "{file}: {}: {} already runs {old} hooks (policies {}); the kernel runs at most {} on one function: remove one of them first",
+                        "{file}: {}: {} already runs {old} hooks of policies for every process (policies {}); the kernel runs at most {} of them on one function (scoped policies' hooks are counted apart, per pod): remove one of them first",
                         h.hook_path,
                         h.call,
                         others.join(", "),
@@ -580,34 +599,50 @@ impl PolicyTable {
         Ok(())
     }
 
-    /// Writes the list of hooks on `key` from the hooks installed now (its description being
-    /// written first), or removes the key when none is left.
-    fn write_hook_list(&mut self, policy: &str, key: u64) -> Result<(), PolicyLoadError> {
+    /// The slots of the hooks for every process on attach point `key`.
+    fn unscoped_hooks_on(&self, key: u64) -> Vec<u32> {
+        self.hooks_on(key)
+            .into_iter()
+            .filter(|&s| self.hook(s).is_some_and(|h| h.scope == 0))
+            .collect()
+    }
+
+    /// Writes the lists of hooks on `key` from the hooks installed now (their descriptions
+    /// being written first): the scoped policies' lists per class, then the list for every
+    /// process, which also says whether scoped hooks are there; or removes the key when no
+    /// hook is left.
+    pub(super) fn write_hook_list(&mut self, policy: &str, key: u64) -> Result<(), PolicyLoadError> {
         let slots = self.hooks_on(key);
+        let classes = self.write_class_lists(policy, key);
         if slots.is_empty() {
             let _ = self.hooks.remove(&key);
-            return self.write_gate(policy, key, (None, None), &mut abi::HookList::default());
+            self.write_gate(policy, key, (None, None), &mut abi::HookList::default())?;
+            return classes;
         }
-        if slots.len() > abi::HOOKS_PER_KEY {
+        let unscoped = self.unscoped_hooks_on(key);
+        if unscoped.len() > abi::HOOKS_PER_KEY {
             // check_room refuses such an install before anything is written.
             return Err(PolicyLoadError::Refused(format!(
                 "{} hooks on one attach point; the kernel runs at most {}",
-                slots.len(),
+                unscoped.len(),
                 abi::HOOKS_PER_KEY
             )));
         }
-        let clears = slots.iter().any(|s| {
-            self.hook_slots
-                .get(*s as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|i| overrides(&i.rule))
-        });
+        let installed = || slots.iter().filter_map(|s| self.hook(*s));
+        let clears = installed().any(|i| overrides(&i.rule));
+        let scoped = installed().any(|i| i.scope != 0);
+        // The hooks on one point agree on what it is; the first says.
+        let syscall_regs = installed()
+            .next()
+            .is_some_and(|i| i.cfg_flags & abi::HOOK_SYSCALL != 0);
         let mut list = abi::HookList {
-            n: slots.len() as u32,
-            flags: if clears { abi::LIST_CLEARS_VERDICT } else { 0 },
+            n: unscoped.len() as u32,
+            flags: if clears { abi::LIST_CLEARS_VERDICT } else { 0 }
+                | if scoped { abi::LIST_SCOPED } else { 0 }
+                | if syscall_regs { abi::LIST_SYSCALL_REGS } else { 0 },
             ..Default::default()
         };
-        for (d, s) in list.slot.iter_mut().zip(&slots) {
+        for (d, s) in list.slot.iter_mut().zip(&unscoped) {
             *d = *s;
         }
         // The list without a gate first, so no call is judged by a gate whose values are being
@@ -631,7 +666,7 @@ impl PolicyTable {
                 .insert(key, HookListPod(list), 0)
                 .map_err(|e| map_err(policy, "vigil_hooks", e))?;
         }
-        Ok(())
+        classes
     }
 
     /// Writes whether the entry at `key` keeps the arguments for its return (and under which
@@ -696,11 +731,9 @@ impl PolicyTable {
                 let _ = self.write_entry_save(&h.policy, entry);
             }
             // The selectors stop matching before their values go.
+            let _ = self.hook_configs.remove(&(slot as u32));
             for i in h.rule_first..h.rule_first + h.rule.selectors.len() {
-                let _ =
-                    self.hook_maps
-                        .rules
-                        .set(i as u32, HookRulePod(abi::HookRule::default()), 0);
+                let _ = self.hook_maps.rules.remove(&(i as u32));
                 self.hook_rule_owner[i] = None;
             }
             let _ = self.write_keys(&h.policy, &h.written, false);

@@ -21,6 +21,7 @@ use vigil_bpf_kprobes::abi;
 
 use crate::loader::{FileOpenVia, HookLink};
 
+mod class_lists;
 mod file_rules;
 mod gates;
 mod hook_rules;
@@ -107,7 +108,9 @@ pub struct PolicyTable {
     hooks: HashMap<MapData, u64, HookListPod>,
     /// The entries that keep their arguments for a hook on the return (`vigil_entry_saves`).
     entry_saves: HashMap<MapData, u64, u64>,
-    hook_configs: Array<MapData, HookConfigPod>,
+    hook_configs: HashMap<MapData, u32, HookConfigPod>,
+    /// The scoped policies' hooks by attach point and caller class (`vigil_class_hooks`).
+    class_lists: class_lists::ClassLists,
     hook_slots: Vec<Option<InstalledHook>>,
     hook_maps: HookRuleMaps,
     /// The hook slot owning each selector slot.
@@ -186,7 +189,8 @@ impl PolicyTable {
             hooks: take(ebpf, "vigil_hooks")?,
             entry_saves: take(ebpf, "vigil_entry_saves")?,
             hook_configs: take(ebpf, "vigil_hook_configs")?,
-            hook_slots: (0..abi::MAX_RULES).map(|_| None).collect(),
+            class_lists: class_lists::ClassLists::new(take(ebpf, "vigil_class_hooks")?),
+            hook_slots: (0..abi::HOOK_SLOTS).map(|_| None).collect(),
             hook_maps: HookRuleMaps {
                 rules: take(ebpf, "vigil_hook_rules")?,
                 values: take(ebpf, "vigil_hook_values")?,
@@ -271,7 +275,7 @@ impl PolicyTable {
                 p.hooks.len()
             )));
         }
-        self.check_room(&file, replacing, &p.hooks, &placed)?;
+        self.check_room(&file, replacing, &p.hooks, &placed, scope.is_some())?;
         if self.policies.contains_key(&name) && replacing != Some(name.as_str()) {
             return Err(PolicyLoadError::Refused(format!(
                 "{file}: a policy named {name} is already loaded"
@@ -312,8 +316,7 @@ impl PolicyTable {
         let scope_text = scope.as_ref().map(PodScope::describe);
         let scope = match scope {
             Some(s) => self
-                .scopes
-                .add(&name, s)
+                .add_scope(&name, s)
                 .map_err(|e| PolicyLoadError::Refused(format!("{file}: {e}")))?,
             None => 0,
         };
@@ -379,7 +382,7 @@ impl PolicyTable {
             links = self.remove_hook_slots(&hooks);
             self.policies.remove(old);
             if let Some(scope) = self.policy_scopes.remove(old) {
-                self.scopes.remove(scope);
+                self.drop_scope(scope);
             }
         }
         self.policies.insert(staged.name.clone(), staged.policy_id);
@@ -397,7 +400,7 @@ impl PolicyTable {
         let links = self.remove_hook_slots(&staged.hook_slots);
         let result = self.remove_rules(&staged.rule_slots);
         if staged.scope != 0 {
-            self.scopes.remove(staged.scope);
+            self.drop_scope(staged.scope);
         }
         let prefilter = self.set_prefilter(&staged.name, self.prefilter_possible());
         (links, result.and(prefilter))
@@ -410,10 +413,30 @@ impl PolicyTable {
         let links = self.remove_hook_slots(&self.hook_slots_of(name, &[]));
         self.policies.remove(name);
         if let Some(scope) = self.policy_scopes.remove(name) {
-            self.scopes.remove(scope);
+            self.drop_scope(scope);
         }
         removed.and(self.set_prefilter(name, self.prefilter_possible()))?;
         Ok(links)
+    }
+
+    /// Registers the scope of `policy` and writes its pods' cgroups and classes (before any
+    /// rule or hook of the policy is written); returns its id.
+    fn add_scope(&mut self, policy: &str, scope: PodScope) -> Result<u16, PolicyLoadError> {
+        let id = self.scopes.register(policy, scope)?;
+        if let Err(e) = self.sync_scopes(true) {
+            self.drop_scope(id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Forgets scope `id`, whose policy's rules and hooks are gone, and rewrites the pods'
+    /// cgroups and classes without it.
+    fn drop_scope(&mut self, id: u16) {
+        self.scopes.unregister(id);
+        if let Err(e) = self.sync_scopes(true) {
+            crate::agent::log(format!("policy scopes: {e}"));
+        }
     }
 
     /// The rule slots of policy `name`, but those in `except`.

@@ -1,6 +1,14 @@
 //! The pods each scoped policy applies to, in the kernel: `vigil_scopes` holds one entry per
-//! scope and pod cgroup, which the programs look up for the caller's cgroup and its ancestors
-//! before a scoped policy's hook or rule acts (`bpf-kprobes/src/bpf/include/scope.h`).
+//! scope and pod cgroup, which the file-open programs look up for the caller's cgroup and its
+//! ancestors before a scoped policy's rule acts (`bpf-kprobes/src/bpf/include/scope.h`).
+//!
+//! Generic hooks are dispatched by caller class instead: each set of scopes some cgroup is in
+//! is a class, `vigil_cgroup_classes` names each scoped cgroup's class, and the hooks of scoped
+//! policies are listed by attach point and class (`class_lists.rs`), so a call runs only the
+//! hooks of the scopes its process is in, and a process in none runs none of them. A change
+//! is planned first ([`PodScopes::plan`], which names the classes it needs), the class lists
+//! are written, then the plan is applied ([`PodScopes::apply`]); a class no cgroup has any more
+//! keeps its lists a while ([`PodScopes::take_retired`]), for a call that found it just before.
 //!
 //! A scope's entries are written before its policy's rules are, and removed after they are
 //! gone, so a scoped policy never acts outside its pods, not even while it loads. The pods come
@@ -11,7 +19,7 @@
 //! made after the cgroup, so the next look finds it before the pod's first container starts).
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     os::unix::fs::MetadataExt,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -19,7 +27,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData},
+    maps::{Array, HashMap as BpfHashMap, MapData},
     Pod,
 };
 use vigil_bpf_kprobes::abi;
@@ -36,6 +44,15 @@ unsafe impl Pod for ScopeKeyPod {}
 
 /// How long a container cgroup the pod store does not name is looked at again every tick.
 const UNNAMED_LOOK: Duration = Duration::from_secs(30);
+
+/// How long a class no cgroup has keeps its lists: far longer than a program runs.
+const RETIRED_KEEP: Duration = Duration::from_secs(1);
+
+/// What the scopes call for now: the `vigil_scopes` entries and each scoped cgroup's class.
+pub struct ScopePlan {
+    pairs: HashSet<(u16, u64)>,
+    classes: HashMap<u64, u32>,
+}
 
 /// Where the pods come from: the pod store and the root of the cgroup hierarchy the programs
 /// read (cgroup v2, or v1's memory hierarchy).
@@ -57,9 +74,20 @@ pub struct ScopeChanges {
     pub removed: usize,
 }
 
-/// The scopes and their entries in `vigil_scopes`.
+/// The scopes, their entries in `vigil_scopes` and the caller classes.
 pub struct PodScopes {
     map: BpfHashMap<MapData, ScopeKeyPod, u8>,
+    /// `vigil_cgroup_classes` and `vigil_class_generation`.
+    class_map: BpfHashMap<MapData, u64, u32>,
+    generation_map: Array<MapData, u32>,
+    generation: u32,
+    /// Each class's scopes, and the class of each set of scopes.
+    classes: BTreeMap<u32, BTreeSet<u16>>,
+    class_ids: HashMap<BTreeSet<u16>, u32>,
+    /// The class written for each cgroup.
+    cgroup_class: HashMap<u64, u32>,
+    /// Classes no cgroup has, since when.
+    retired: HashMap<u32, Instant>,
     scopes: BTreeMap<u16, (String, PodScope)>,
     written: HashSet<(u16, u64)>,
     source: Option<ScopeSource>,
@@ -78,11 +106,24 @@ pub struct PodScopes {
 impl PodScopes {
     /// Over the `vigil_scopes` map.
     pub fn new(ebpf: &mut aya::Ebpf) -> Result<Self, PolicyLoadError> {
-        let map = ebpf
-            .take_map("vigil_scopes")
-            .ok_or_else(|| map_err("-", "vigil_scopes", "not in the embedded object"))?;
+        fn take<M>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<M, PolicyLoadError>
+        where
+            M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+        {
+            let map = ebpf
+                .take_map(name)
+                .ok_or_else(|| map_err("-", name, "not in the embedded object"))?;
+            M::try_from(map).map_err(|e| map_err("-", name, e))
+        }
         Ok(PodScopes {
-            map: BpfHashMap::try_from(map).map_err(|e| map_err("-", "vigil_scopes", e))?,
+            map: take(ebpf, "vigil_scopes")?,
+            class_map: take(ebpf, "vigil_cgroup_classes")?,
+            generation_map: take(ebpf, "vigil_class_generation")?,
+            generation: 0,
+            classes: BTreeMap::new(),
+            class_ids: HashMap::new(),
+            cgroup_class: HashMap::new(),
+            retired: HashMap::new(),
             scopes: BTreeMap::new(),
             written: HashSet::new(),
             source: None,
@@ -112,8 +153,9 @@ impl PodScopes {
         self.source.is_some()
     }
 
-    /// Registers the scope of `policy` and writes its pods' cgroups; returns its id.
-    pub fn add(&mut self, policy: &str, scope: PodScope) -> Result<u16, PolicyLoadError> {
+    /// Registers the scope of `policy`; returns its id. Its pods are written by the next
+    /// [`PodScopes::plan`] and [`PodScopes::apply`].
+    pub fn register(&mut self, policy: &str, scope: PodScope) -> Result<u16, PolicyLoadError> {
         let id = (1..abi::SCOPES as u16)
             .find(|id| !self.scopes.contains_key(id))
             .ok_or_else(|| {
@@ -123,26 +165,122 @@ impl PodScopes {
                 ))
             })?;
         self.scopes.insert(id, (policy.to_string(), scope));
-        let wanted = self.wanted();
-        if let Err(e) = self.write(wanted) {
-            self.remove(id);
-            return Err(e);
-        }
         Ok(id)
     }
 
-    /// Removes scope `id` and its entries (its policy's rules are gone).
-    pub fn remove(&mut self, id: u16) {
+    /// Forgets scope `id` (its policy's rules and hooks are gone); its entries go at the next
+    /// plan and apply.
+    pub fn unregister(&mut self, id: u16) {
         self.scopes.remove(&id);
-        let gone: Vec<(u16, u64)> = self
-            .written
-            .iter()
-            .filter(|(s, _)| *s == id)
+    }
+
+    /// Each class in use or planned, with its scopes.
+    pub fn classes(&self) -> &BTreeMap<u32, BTreeSet<u16>> {
+        &self.classes
+    }
+
+    /// Whether the pods changed, or a selected pod's cgroup was still missing, since the last
+    /// plan.
+    pub fn needs_sync(&self) -> bool {
+        let Some(src) = &self.source else {
+            return false;
+        };
+        self.seen != Some(lock(&src.pods).generation()) || self.missing != 0
+    }
+
+    /// What the scopes call for now; a set of scopes no class has yet becomes one (its lists
+    /// are written before the plan is applied).
+    pub fn plan(&mut self) -> ScopePlan {
+        if let Some(src) = &self.source {
+            self.seen = Some(lock(&src.pods).generation());
+        }
+        let (pairs, sets) = self.wanted();
+        let mut classes = HashMap::new();
+        for (cgroup, set) in sets {
+            let id = match self.class_ids.get(&set) {
+                Some(id) => *id,
+                None => {
+                    let id = (1..=u32::MAX)
+                        .find(|id| !self.classes.contains_key(id))
+                        .unwrap_or(u32::MAX);
+                    self.classes.insert(id, set.clone());
+                    self.class_ids.insert(set, id);
+                    id
+                }
+            };
+            self.retired.remove(&id);
+            classes.insert(cgroup, id);
+        }
+        ScopePlan { pairs, classes }
+    }
+
+    /// Writes a plan: the `vigil_scopes` entries (the file-open rules' scopes), then each
+    /// cgroup's class, then a new generation so that no class found before is kept. A class
+    /// no cgroup has any more is retired. The first map error is returned after the rest is
+    /// written, and the next sync tries again.
+    pub fn apply(&mut self, plan: ScopePlan) -> Result<ScopeChanges, PolicyLoadError> {
+        let (changes, mut first_error) = match self.write(plan.pairs) {
+            Ok(c) => (c, None),
+            Err(e) => (ScopeChanges::default(), Some(e)),
+        };
+        let stale: Vec<u64> = self
+            .cgroup_class
+            .keys()
+            .filter(|c| !plan.classes.contains_key(c))
             .copied()
             .collect();
-        for k in gone {
-            self.delete(k);
+        for cgroup in stale {
+            let _ = self.class_map.remove(&cgroup);
+            self.cgroup_class.remove(&cgroup);
         }
+        for (cgroup, class) in plan.classes {
+            if self.cgroup_class.get(&cgroup) == Some(&class) {
+                continue;
+            }
+            match self.class_map.insert(cgroup, class, 0) {
+                Ok(()) => {
+                    self.cgroup_class.insert(cgroup, class);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(map_err("-", "vigil_cgroup_classes", e));
+                }
+            }
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if let Err(e) = self.generation_map.set(0, self.generation, 0) {
+            first_error.get_or_insert(map_err("-", "vigil_class_generation", e));
+        }
+        let in_use: HashSet<u32> = self.cgroup_class.values().copied().collect();
+        for id in self.classes.keys() {
+            if !in_use.contains(id) {
+                self.retired.entry(*id).or_insert_with(Instant::now);
+            }
+        }
+        if first_error.is_some() {
+            self.seen = None;
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(changes),
+        }
+    }
+
+    /// The classes retired long enough ago that no program still runs with them: forgotten
+    /// here, their lists to be removed by the caller.
+    pub fn take_retired(&mut self) -> Vec<u32> {
+        let old: Vec<u32> = self
+            .retired
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= RETIRED_KEEP)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &old {
+            self.retired.remove(id);
+            if let Some(set) = self.classes.remove(id) {
+                self.class_ids.remove(&set);
+            }
+        }
+        old
     }
 
     /// The pods and cgroups of scope `id` now: (pods selected, cgroups written).
@@ -159,33 +297,15 @@ impl PodScopes {
         (pods, cgroups)
     }
 
-    /// Brings the entries up to date when the pods changed, or a selected pod's cgroup was
-    /// still missing.
-    pub fn sync(&mut self) -> Result<ScopeChanges, PolicyLoadError> {
-        let Some(src) = &self.source else {
-            return Ok(ScopeChanges::default());
-        };
-        let generation = lock(&src.pods).generation();
-        if self.scopes.is_empty() || (self.seen == Some(generation) && self.missing == 0) {
-            self.seen = Some(generation);
-            return Ok(ScopeChanges::default());
-        }
-        self.seen = Some(generation);
-        let wanted = self.wanted();
-        let written = self.write(wanted);
-        if written.is_err() {
-            // Looked at again next tick.
-            self.seen = None;
-        }
-        written
-    }
-
-    /// The entries the scopes call for now.
-    fn wanted(&mut self) -> HashSet<(u16, u64)> {
+    /// The entries the scopes call for now, and the scopes of each cgroup written: a
+    /// container's cgroup is in its pod's scopes too, as a process below it is.
+    #[allow(clippy::type_complexity)]
+    fn wanted(&mut self) -> (HashSet<(u16, u64)>, HashMap<u64, BTreeSet<u16>>) {
         let mut wanted = HashSet::new();
+        let mut sets: HashMap<u64, BTreeSet<u16>> = HashMap::new();
         self.missing = 0;
         let Some(src) = &self.source else {
-            return wanted;
+            return (wanted, sets);
         };
         let store = lock(&src.pods);
         let mut live = HashSet::new();
@@ -204,6 +324,7 @@ impl PodScopes {
             let (whole, by_container): (Vec<u16>, Vec<u16>) = ids
                 .into_iter()
                 .partition(|id| self.scopes[id].1.containers.is_none());
+            let mut container_sets: Vec<(u64, BTreeSet<u16>)> = Vec::new();
             if !by_container.is_empty() {
                 let known = store.containers(pod.uid);
                 for (container, cgroup) in find_container_cgroups(&src.root, pod.uid) {
@@ -221,14 +342,24 @@ impl PodScopes {
                         for id in &by_container {
                             wanted.insert((*id, cgroup));
                         }
+                        container_sets.push((cgroup, by_container.iter().copied().collect()));
                         continue;
                     };
+                    let mut set = BTreeSet::new();
                     for id in &by_container {
                         if self.scopes[id].1.selects_container(name, image_repo(image)) {
                             wanted.insert((*id, cgroup));
+                            set.insert(*id);
                         }
                     }
+                    if !set.is_empty() {
+                        container_sets.push((cgroup, set));
+                    }
                 }
+            }
+            for (cgroup, mut set) in container_sets {
+                set.extend(whole.iter().copied());
+                sets.entry(cgroup).or_default().extend(set);
             }
             if whole.is_empty() {
                 continue;
@@ -247,6 +378,9 @@ impl PodScopes {
                     c
                 }
             };
+            for c in &cgroups {
+                sets.entry(*c).or_default().extend(ids.iter().copied());
+            }
             for id in ids {
                 wanted.extend(cgroups.iter().map(|c| (id, *c)));
             }
@@ -254,7 +388,7 @@ impl PodScopes {
         self.found.retain(|uid, _| live.contains(uid));
         self.unnamed
             .retain(|_, at| at.elapsed() < UNNAMED_LOOK * 10);
-        wanted
+        (wanted, sets)
     }
 
     /// Removes what is written and not wanted, then writes what is wanted and not written

@@ -539,7 +539,7 @@ impl PolicyManager {
     /// Brings the scoped policies' pods in the kernel up to date with the pod store; a failure
     /// (the map is full) is logged, the entries written so far staying.
     pub fn sync_scopes(&mut self) {
-        match self.table.scopes.sync() {
+        match self.table.sync_scopes(false) {
             Ok(c) if c.added + c.removed > 0 => log(format!(
                 "policy scopes: {} pod cgroups added, {} removed",
                 c.added, c.removed

@@ -12,19 +12,34 @@
 #include "hook_selectors.h"
 #include "scope.h"
 
-/* The hooks on each attach point, by key (see vigil_events.h). Room for a list hook on every
- * system call and the rest of the policies beside it. */
+/* The hooks on each attach point that apply to every process, by key (see vigil_events.h);
+ * an attach point where only scoped policies have hooks has an entry too (n 0, flag
+ * VIGIL_LIST_SCOPED), so one lookup tells whether anything runs there. Room for a list hook on
+ * every system call and the rest of the policies beside it. Lists are replaced whole (a hash
+ * map's update is seen entire or not at all), and take memory only where they exist. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, VIGIL_HOOK_KEYS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
 	__type(value, struct vigil_hook_list);
 } vigil_hooks SEC(".maps") __vigil_shared;
 
+/* The hooks of scoped policies, by key and caller class: looked up only for a caller whose
+ * class is not 0, on a key whose list says scoped policies hook it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VIGIL_CLASS_LISTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct vigil_class_list_key);
+	__type(value, struct vigil_hook_list);
+} vigil_class_hooks SEC(".maps") __vigil_shared;
+
 /* Each hook's description, by its slot. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, VIGIL_MAX_RULES);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VIGIL_HOOK_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct vigil_hook_config);
 } vigil_hook_configs SEC(".maps") __vigil_shared;
@@ -373,10 +388,8 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 		if (!e->walk.matched)
 			return;
 	}
-	/* A scoped policy's hook acts (and reports) only in its pods' cgroups; checked once a
-	 * selector matched, so the calls it filters out anyway cost nothing more. */
-	if (e->cfg.scope && !vigil_in_scope(e->cfg.scope))
-		return;
+	/* A scoped policy's hook is on the lists of its pods' classes only (vigil_class_hooks):
+	 * it never runs for another caller, so nothing is checked here. */
 	struct vigil_hook_rule *r = 0;
 	if (e->cfg.rule_count) {
 		__u32 slot = e->walk.matched - 1;
@@ -432,36 +445,59 @@ static __always_inline void run_hook(struct hook_eval *e, struct vigil_hook_conf
 	emit(e);
 }
 
-/* Pointers only: the callback's frame and its callers' share the kernel's 512-byte stack. */
+/* Pointers only: the callback's frame and its callers' share the kernel's 512-byte stack.
+ * The hooks for every process first, then those of the caller's class. */
 struct hooks_walk {
-	const struct vigil_hook_list *list;
+	const struct vigil_hook_list *all;
+	const struct vigil_hook_list *cls;
 	struct hook_eval *e;
+	__u32 n_all;
 };
 
 static long hook_step(__u32 i, void *vctx)
 {
 	struct hooks_walk *w = vctx;
+	const struct vigil_hook_list *l = w->all;
 	__u32 slot;
 
-	if (i >= VIGIL_HOOKS_PER_KEY)
+	if (i >= w->n_all) {
+		l = w->cls;
+		i -= w->n_all;
+	}
+	if (!l || i >= VIGIL_HOOKS_PER_KEY)
 		return 1;
-	_Static_assert(VIGIL_HOOKS_PER_KEY == 8, "BOUND_SLOT masks to 8");
-	BOUND_SLOT(i); /* kept where the compiler would drop the bound */
-	slot = w->list->slot[i];
+	_Static_assert(VIGIL_HOOKS_PER_KEY == 256, "the slot index is masked to 255");
+	asm volatile("%0 &= 255" : "+r"(i)); /* kept where the compiler would drop the bound */
+	slot = l->slot[i];
 	struct vigil_hook_config *cfg = bpf_map_lookup_elem(&vigil_hook_configs, &slot);
 	if (cfg)
 		run_hook(w->e, cfg);
 	return 0;
 }
 
-/* Runs every hook on an attach point, the argument registers being in e->regs. One loop
- * body: run_hook is verified once per program, however many policies share the point. */
-static __always_inline void run_hooks(struct hook_eval *e, const struct vigil_hook_list *l)
+/* Runs the hooks of both lists, the argument registers being in e->regs. One loop body, one
+ * call site: run_hook is verified once per program, however many policies share the point. */
+static __always_inline void run_hooks(struct hook_eval *e, const struct vigil_hook_list *all,
+				      const struct vigil_hook_list *cls)
 {
-	struct hooks_walk w = { .list = l, .e = e };
-	__u32 n = l->n;
+	__u32 n_all = all->n < VIGIL_HOOKS_PER_KEY ? all->n : VIGIL_HOOKS_PER_KEY;
+	__u32 n_cls = cls ? (cls->n < VIGIL_HOOKS_PER_KEY ? cls->n : VIGIL_HOOKS_PER_KEY) : 0;
+	struct hooks_walk w = { .all = all, .cls = cls, .e = e, .n_all = n_all };
 
-	bpf_loop(n < VIGIL_HOOKS_PER_KEY ? n : VIGIL_HOOKS_PER_KEY, hook_step, &w, 0);
+	bpf_loop(n_all + n_cls, hook_step, &w, 0);
+}
+
+/*
+ * Whether any hook on the attach point `l` lists can apply to the caller: a hook for every
+ * process, or a scoped one while the caller is in some scope. Called by every entry program
+ * before its tail call, so a call from a process no policy covers ends after two lookups (the
+ * key's list, the caller's class), however many scoped policies hook the function. The class
+ * is kept for the runner.
+ */
+static __always_inline int hooks_apply(const struct vigil_hook_list *l, struct hook_eval *e)
+{
+	e->caller_class = (l->flags & VIGIL_LIST_SCOPED) ? vigil_caller_class() : 0;
+	return l->n || e->caller_class;
 }
 
 /* A runner's body: the hooks on the attach point whose key the calling program left. */
@@ -484,15 +520,12 @@ static __always_inline void run_hooks_of_key(void)
 		if (v && v->file == e->lookup_key)
 			bpf_map_delete_elem(&vigil_override_verdicts, &thread);
 	}
-	run_hooks(e, hooks);
-}
-
-/* The first hook on an attach point (they agree on what the point is). */
-static __always_inline struct vigil_hook_config *first_hook(const struct vigil_hook_list *l)
-{
-	__u32 slot = l->slot[0];
-
-	return l->n ? bpf_map_lookup_elem(&vigil_hook_configs, &slot) : 0;
+	struct vigil_hook_list *cls = 0;
+	if (e->caller_class && (hooks->flags & VIGIL_LIST_SCOPED)) {
+		struct vigil_class_list_key k = { .key = e->lookup_key, .cls = e->caller_class };
+		cls = bpf_map_lookup_elem(&vigil_class_hooks, &k);
+	}
+	run_hooks(e, hooks, cls);
 }
 
 /* syscalls/sys_enter_*: common fields (which tracepoint programs may not read), then

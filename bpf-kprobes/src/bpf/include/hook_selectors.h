@@ -11,8 +11,9 @@
 #include "task.h"
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, VIGIL_HOOK_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct vigil_hook_rule);
 } vigil_hook_rules SEC(".maps") __vigil_shared;

@@ -51,4 +51,73 @@ static __always_inline int vigil_in_scope(__u32 scope)
 	return 0;
 }
 
+/* The class of each scoped pod's (or container's) cgroup, by kernfs id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VIGIL_CLASS_CGROUPS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, __u32);
+} vigil_cgroup_classes SEC(".maps") __vigil_shared;
+
+/* Changed by the agent after every change of vigil_cgroup_classes: a class kept before is
+ * looked up again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} vigil_class_generation SEC(".maps") __vigil_shared;
+
+/* The class found for each cgroup processes ran in, with the generation it was found in. An
+ * LRU: a cgroup pushed out is looked up again, never given another's class. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, VIGIL_CLASS_CACHE);
+	__type(key, __u64);
+	__type(value, struct vigil_class_cache);
+} vigil_class_cache SEC(".maps") __vigil_shared;
+
+/*
+ * The current task's class: which scoped policies can apply to it. A process no scoped policy
+ * covers costs the generation (an array, inlined) and one lookup of its cgroup here; the walk
+ * of its ancestors, deepest first, runs once per cgroup and generation. Written from the root
+ * down by the agent as a scope's pods are, the nearest ancestor's class is the union of every
+ * scope the process is in (a container's entry names its pod's scopes too).
+ */
+static __always_inline __u32 vigil_caller_class(void)
+{
+	__u32 zero = 0;
+	__u32 *generation = bpf_map_lookup_elem(&vigil_class_generation, &zero);
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct cgroup *cgrp = vigil_task_cgroup(task);
+
+	if (!generation || !cgrp)
+		return 0;
+	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	struct vigil_class_cache *cached = bpf_map_lookup_elem(&vigil_class_cache, &id);
+	if (cached && cached->generation == *generation)
+		return cached->cls;
+	struct vigil_class_cache found = { .generation = *generation };
+	int level = BPF_CORE_READ(cgrp, level);
+	__u64 ancestors = bpf_core_field_offset(struct cgroup, ancestors);
+	for (int i = VIGIL_SCOPE_LEVELS; i >= 1; i--) {
+		struct cgroup *anc = 0;
+
+		if (i > level)
+			continue;
+		bpf_core_read(&anc, sizeof(anc), (void *)cgrp + ancestors + i * sizeof(void *));
+		if (!anc)
+			continue;
+		__u64 anc_id = BPF_CORE_READ(anc, kn, id);
+		__u32 *cls = bpf_map_lookup_elem(&vigil_cgroup_classes, &anc_id);
+		if (cls) {
+			found.cls = *cls;
+			break;
+		}
+	}
+	bpf_map_update_elem(&vigil_class_cache, &id, &found, BPF_ANY);
+	return found.cls;
+}
+
 #endif /* VIGIL_SCOPE_H */

@@ -193,6 +193,19 @@ struct vigil_scope_key {
 	__u32 _pad0;
 };
 
+/*
+ * Caller classes: each set of scopes some cgroup is in is a class (1, 2, ...; 0 is "in no
+ * scope"), and the agent writes each scoped pod's (or container's) cgroup with its class. A
+ * process's class is the class of its cgroup or of the nearest ancestor that has one; it is
+ * kept per cgroup (vigil_class_cache) until the agent changes a class (the generation).
+ */
+#define VIGIL_CLASS_CGROUPS 65536
+#define VIGIL_CLASS_CACHE 8192
+struct vigil_class_cache {
+	__u32 cls;
+	__u32 generation;
+};
+
 /* File names (last path components) kept by the open prefilter. */
 #define VIGIL_NAME_LEN 64
 
@@ -322,9 +335,20 @@ enum vigil_arg_type {
 #define VIGIL_HOOK_RETURN_REG 6
 #define VIGIL_AT_CWD 0xff /* arg_bits of a VIGIL_ARG_AT_PATH relative to the working directory */
 
-/* The hooks on one key (each loaded policy may hook the same function): their slots in
- * vigil_hook_configs, run in order. Room for a policy's replacement beside it. */
-#define VIGIL_HOOKS_PER_KEY 8
+/*
+ * The hooks on one key (each loaded policy may hook the same function): their slots in
+ * vigil_hook_configs, run in order. vigil_hooks holds, by key, the hooks of policies that apply
+ * to every process; vigil_class_hooks, by key and caller class (scope.h), those of scoped
+ * policies that apply to the processes of that class. A list has room for VIGIL_HOOKS_PER_KEY
+ * hooks; both maps allocate an entry only for a key (and class) that has hooks.
+ */
+#define VIGIL_HOOKS_PER_KEY 256
+/* Generic hooks over every loaded policy: the slots of vigil_hook_configs. */
+#define VIGIL_HOOK_SLOTS 4096
+/* Keys with hooks of policies for every process (vigil_hooks), and key and class pairs with
+ * hooks of scoped policies (vigil_class_hooks). */
+#define VIGIL_HOOK_KEYS 4096
+#define VIGIL_CLASS_LISTS 16384
 struct vigil_hook_list {
 	__u32 n;
 	__u32 slot[VIGIL_HOOKS_PER_KEY];
@@ -358,6 +382,18 @@ struct vigil_hook_list {
 /* Bits of vigil_hook_list.flags. */
 #define VIGIL_LIST_CLEARS_VERDICT (1u << 0) /* a hook here overrides at a later LSM check: a
 					     * call it lets through clears the thread's verdict */
+#define VIGIL_LIST_SCOPED (1u << 1) /* scoped policies have hooks on this key too: the caller's
+				     * class list (vigil_class_hooks) runs after this one */
+#define VIGIL_LIST_SYSCALL_REGS (1u << 2) /* a system call's wrapper: the arguments sit in the
+					   * inner pt_regs (every hook here has VIGIL_HOOK_SYSCALL) */
+
+/* A list of vigil_class_hooks: the hooks of scoped policies on `key` that apply to class
+ * `class`. */
+struct vigil_class_list_key {
+	__u64 key;
+	__u32 cls;
+	__u32 _pad0;
+};
 
 /* Bits of vigil_hook_config.arg_flags. */
 #define VIGIL_ARGF_USER (1u << 0)   /* the pointer is a user address (system call arguments) */
@@ -384,7 +420,7 @@ struct vigil_hook_config {
  * live in vigil_hook_values (integers, ports, namespaces, pids), vigil_hook_cidrs (addresses)
  * and the string maps of policy_maps.h, keyed by VIGIL_HOOK_RULE_KEY(rule, part).
  */
-#define VIGIL_HOOK_RULES 256
+#define VIGIL_HOOK_RULES 16384
 #define VIGIL_HOOK_CONDS 8
 #define VIGIL_HOOK_RULE_KEY(rule, part) (0x80000000u | ((rule) << 8) | (part))
 #define VIGIL_PART_NS 16      /* + enum vigil_ns_index */
