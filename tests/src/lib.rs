@@ -27,6 +27,7 @@ pub mod links;
 pub mod measure;
 pub mod netns;
 pub mod pod_cgroups;
+pub mod scale;
 pub mod tunnels;
 pub mod vm;
 

@@ -23,7 +23,7 @@ use vigil_tests::{
 };
 
 /// The scenario test binaries (one per file in `tests/tests/`, this one excepted).
-const SCENARIOS: [&str; 24] = [
+const SCENARIOS: [&str; 25] = [
     "process_lifecycle",
     "cli_errors",
     "kernel_hooks",
@@ -48,6 +48,7 @@ const SCENARIOS: [&str; 24] = [
     "kernel_modules",
     "metrics",
     "encryption",
+    "policy_scale",
 ];
 
 /// Scenarios that run on the host only, and why: they test what the agent does with its files,
@@ -363,6 +364,9 @@ fn run_guest(kernel: &DebianKernel, guest: &Guest, deps: &Path, target: &Path) -
     // The walk-arounds of a file-open deny (walkarounds.rs).
     let walkaround = vigil_bin().with_file_name("vigil-walkaround");
     fs.add_binary(&walkaround, "vigil-walkaround").unwrap();
+    // One system call on a path, for the policy-scale scenario (policy_scale.rs).
+    let syscall = vigil_bin().with_file_name("vigil-syscall");
+    fs.add_binary(&syscall, "vigil-syscall").unwrap();
     // The system's own bash and openssl with their libraries, which the uprobe scenarios hook,
     // and procps' kill, which Tetragon's list examples select.
     // iproute2's ip and wireguard-tools' wg: the encryption scenario's links and tunnels.

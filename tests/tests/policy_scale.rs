@@ -1,0 +1,118 @@
+//! Policy scale: a thousand namespaced policies on one node, a quarter of them on the open
+//! system call, and each one acts on its own namespace's pod and no other.
+//!
+//! The cluster (`vigil_tests::scale`) is 100 namespaces with one pod each, served by the
+//! Kubernetes API test server with the pods' cgroups made here, and ten policies per namespace,
+//! each killing a process of its namespace's pods that makes one system call on one path of its
+//! own. The agent loads all 1,000 from a policy directory; a sample of 50, spread over every
+//! namespace and call, is then checked end to end: the call in the policy's own pod is killed
+//! and reported under the policy's name and pod, the same call in the next namespace's pod and
+//! in no pod is not.
+
+use std::{os::unix::process::ExitStatusExt, process::Command, time::Duration};
+
+use vigil_tests::{
+    scale::{policies, write_policies, ScaleCluster, NAMESPACES, OPEN_POLICIES, PER_NAMESPACE},
+    vigil_bin, Agent, TempDir,
+};
+
+#[test]
+fn a_thousand_namespaced_policies_each_act_in_their_own_namespace_only() {
+    let dir = TempDir::new("scale");
+    let cluster = ScaleCluster::start(dir.path());
+    let all = policies();
+    assert_eq!(all.len(), NAMESPACES * PER_NAMESPACE);
+    assert_eq!(
+        all.iter().filter(|p| p.call == "openat").count(),
+        OPEN_POLICIES
+    );
+    let policy_dir = dir.path().join("policies");
+    write_policies(&policy_dir, &all);
+    let agent = Agent::start(&[
+        "--kubeconfig",
+        cluster.kubeconfig.to_str().unwrap(),
+        "--policy-dir",
+        policy_dir.to_str().unwrap(),
+    ]);
+    let log = agent.log_lines();
+    let loaded = log.iter().filter(|l| l.contains(" loaded from ")).count();
+    let refused: Vec<&String> = log.iter().filter(|l| l.contains("refused")).collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    assert_eq!(loaded, all.len(), "{}", log.join("\n"));
+
+    let helper = vigil_bin().with_file_name("vigil-syscall");
+    let helper = helper.to_str().unwrap();
+    let killed = |out: &std::process::Output| out.status.signal() == Some(9);
+    let ran = |out: &std::process::Output| out.status.success();
+
+    // The pods' cgroups reach the kernel as the pod watcher learns of the pods: the first
+    // sample is tried until it is killed.
+    let first = &all[0];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !killed(&cluster.pods[first.ns].run(helper, &[first.call, &first.path])) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never acted in its pod:\n{}",
+            first.name,
+            agent.log_lines().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // 50 policies: every second namespace, the policy index cycling through all ten, so the
+    // sample holds every call and the namespaces' openat policies.
+    let sample: Vec<usize> = (0..50)
+        .map(|j| (2 * j) * PER_NAMESPACE + j % PER_NAMESPACE)
+        .collect();
+    let mut failures = Vec::new();
+    for &i in &sample {
+        let p = &all[i];
+        let own = cluster.pods[p.ns].run(helper, &[p.call, &p.path]);
+        if !killed(&own) {
+            failures.push(format!("{}: not killed in its own pod: {own:?}", p.name));
+        }
+        let next = (p.ns + 1) % NAMESPACES;
+        let other = cluster.pods[next].run(helper, &[p.call, &p.path]);
+        if !ran(&other) {
+            failures.push(format!(
+                "{}: acted in namespace {next}'s pod: {other:?}",
+                p.name
+            ));
+        }
+        let outside = Command::new(helper).args([p.call, &p.path]).output().unwrap();
+        if !ran(&outside) {
+            failures.push(format!("{}: acted in no pod: {outside:?}", p.name));
+        }
+    }
+    let run = agent.stop();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Each sampled policy reported its kill once more than the first's retries, naming its
+    // pod, and no other policy reported anything.
+    for &i in &sample {
+        let p = &all[i];
+        let kills: Vec<&serde_json::Value> = run
+            .events
+            .iter()
+            .filter_map(|e| e.get("process_kprobe"))
+            .filter(|e| e["policy_name"] == p.name.as_str())
+            .collect();
+        assert!(!kills.is_empty(), "{}: no event", p.name);
+        for e in &kills {
+            assert_eq!(
+                e["process"]["pod"]["namespace"], p.namespace,
+                "{}: {e:#}",
+                p.name
+            );
+            assert_eq!(e["action"], "KPROBE_ACTION_SIGKILL", "{e:#}");
+        }
+    }
+    let sampled: Vec<&str> = sample.iter().map(|&i| all[i].name.as_str()).collect();
+    let strays: Vec<&serde_json::Value> = run
+        .events
+        .iter()
+        .filter_map(|e| e.get("process_kprobe"))
+        .filter(|e| !sampled.contains(&e["policy_name"].as_str().unwrap_or("")))
+        .collect();
+    assert!(strays.is_empty(), "{strays:#?}");
+}
