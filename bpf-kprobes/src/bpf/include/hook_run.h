@@ -496,7 +496,7 @@ static __always_inline void run_hooks(struct hook_eval *e, const struct vigil_ho
  */
 static __always_inline int hooks_apply(const struct vigil_hook_list *l, struct hook_eval *e)
 {
-	e->caller_class = (l->flags & VIGIL_LIST_SCOPED) ? vigil_caller_class() : 0;
+	e->caller_class = (l->flags & VIGIL_LIST_SCOPED) ? vigil_caller_class(&e->class_memo) : 0;
 	return l->n || e->caller_class;
 }
 

@@ -85,20 +85,55 @@ struct {
  * down by the agent as a scope's pods are, the nearest ancestor's class is the union of every
  * scope the process is in (a container's entry names its pod's scopes too).
  */
-static __always_inline __u32 vigil_caller_class(void)
+#ifndef READ_ONCE
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
+#endif
+
+static __always_inline __u32 vigil_caller_class(struct vigil_class_memo *memo)
 {
 	__u32 zero = 0;
 	__u32 *generation = bpf_map_lookup_elem(&vigil_class_generation, &zero);
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct cgroup *cgrp = vigil_task_cgroup(task);
+	struct vigil_config *cfg = vigil_config();
+	struct cgroup *cgrp = 0;
+	__u64 id;
 
-	if (!generation || !cgrp)
+	if (!generation || !cfg)
 		return 0;
-	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	/* The cgroup's id is read in place through BTF pointers (a faulting load reads 0), where
+	 * the hierarchy is v2's or v1's memory one numbered as in the header this was built with:
+	 * a few loads, where the helper or copies cost several times the rest of the check. The
+	 * structure is read for its ancestors only when neither memo nor cache has the answer. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (cfg->cgroup_subsys == VIGIL_CGROUP_V2)
+		id = task->cgroups->dfl_cgrp->kn->id;
+	else if (cfg->cgroup_subsys == memory_cgrp_id &&
+		 bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id) == memory_cgrp_id)
+		id = task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id;
+	else
+		id = 0;
+	if (!id) {
+		cgrp = vigil_task_cgroup((struct task_struct *)bpf_get_current_task());
+		if (!cgrp)
+			return 0;
+		id = BPF_CORE_READ(cgrp, kn, id);
+	}
+	__u64 seen = READ_ONCE(memo->cgroup);
+	__u64 value = READ_ONCE(memo->value);
+	if (seen == id && READ_ONCE(memo->cgroup) == id && (__u32)(value >> 32) == *generation)
+		return (__u32)value;
 	struct vigil_class_cache *cached = bpf_map_lookup_elem(&vigil_class_cache, &id);
-	if (cached && cached->generation == *generation)
+	if (cached && cached->generation == *generation) {
+		WRITE_ONCE(memo->cgroup, 0);
+		WRITE_ONCE(memo->value, (__u64)cached->generation << 32 | cached->cls);
+		WRITE_ONCE(memo->cgroup, id);
 		return cached->cls;
+	}
 	struct vigil_class_cache found = { .generation = *generation };
+	if (!cgrp)
+		cgrp = vigil_task_cgroup((struct task_struct *)bpf_get_current_task());
+	if (!cgrp)
+		return 0;
 	int level = BPF_CORE_READ(cgrp, level);
 	__u64 ancestors = bpf_core_field_offset(struct cgroup, ancestors);
 	for (int i = VIGIL_SCOPE_LEVELS; i >= 1; i--) {
@@ -117,6 +152,9 @@ static __always_inline __u32 vigil_caller_class(void)
 		}
 	}
 	bpf_map_update_elem(&vigil_class_cache, &id, &found, BPF_ANY);
+	WRITE_ONCE(memo->cgroup, 0);
+	WRITE_ONCE(memo->value, (__u64)found.generation << 32 | found.cls);
+	WRITE_ONCE(memo->cgroup, id);
 	return found.cls;
 }
 
