@@ -10,7 +10,7 @@
 //! are written before any cgroup is given it, and those of a class no cgroup has are removed a
 //! while after the last cgroup left it.
 
-use std::collections::HashMap as StdHashMap;
+use std::collections::{BTreeSet, HashMap as StdHashMap};
 
 use aya::{
     maps::{HashMap, MapData},
@@ -78,10 +78,16 @@ impl PolicyTable {
         keys
     }
 
-    /// Writes the class lists of attach point `key` from the hooks installed now, and removes
-    /// those no class needs. A class that would hold more hooks than a list keeps is refused
-    /// (its list is left as it was); the other lists are written.
-    pub(super) fn write_class_lists(&mut self, policy: &str, key: u64) -> Result<(), PolicyLoadError> {
+    /// Writes the lists of attach point `key` of the classes `which` picks (by their scopes)
+    /// from the hooks installed now, and removes those of them no hook needs. A class that
+    /// would hold more hooks than a list keeps is refused (its list is left as it was); the
+    /// other lists are written.
+    pub(super) fn write_class_lists(
+        &mut self,
+        policy: &str,
+        key: u64,
+        which: impl Fn(&BTreeSet<u16>) -> bool,
+    ) -> Result<(), PolicyLoadError> {
         let scoped: Vec<(u32, u16)> = self
             .hook_slots
             .iter()
@@ -92,7 +98,7 @@ impl PolicyTable {
             .collect();
         let mut wanted: StdHashMap<u32, Vec<u32>> = StdHashMap::new();
         if !scoped.is_empty() {
-            for (cls, scopes) in self.scopes.classes() {
+            for (cls, scopes) in self.scopes.classes().iter().filter(|(_, s)| which(s)) {
                 let slots: Vec<u32> = scoped
                     .iter()
                     .filter(|(_, scope)| scopes.contains(scope))
@@ -136,11 +142,13 @@ impl PolicyTable {
                 }
             }
         }
+        let classes = self.scopes.classes();
         let stale: Vec<u32> = self
             .class_lists
             .written
             .keys()
             .filter(|(k, cls)| *k == key && !wanted.contains_key(cls))
+            .filter(|(_, cls)| classes.get(cls).is_none_or(&which))
             .map(|(_, cls)| *cls)
             .collect();
         for cls in stale {
@@ -150,16 +158,23 @@ impl PolicyTable {
     }
 
     /// Brings the scoped policies' pods and classes in the kernel up to date with the pod
-    /// store (when it changed, or `force`): the lists of every class the plan needs are
-    /// written before any cgroup is given that class, then the plan is applied, then the
-    /// lists of classes retired a while ago are removed.
+    /// store (when it changed, or `force`): the lists of each class the plan makes are
+    /// written before any cgroup is given that class (a class's lists change only with its
+    /// hooks, which write them), then the plan is applied, then the lists of classes retired
+    /// a while ago are removed.
     pub fn sync_scopes(&mut self, force: bool) -> Result<ScopeChanges, PolicyLoadError> {
         let mut first_error = None;
         if force || self.scopes.needs_sync() {
             let plan = self.scopes.plan();
-            for key in self.scoped_keys() {
-                if let Err(e) = self.write_class_lists("-", key) {
-                    first_error.get_or_insert(e);
+            let new: BTreeSet<BTreeSet<u16>> = plan
+                .new_classes()
+                .filter_map(|c| self.scopes.classes().get(&c).cloned())
+                .collect();
+            if !new.is_empty() {
+                for key in self.scoped_keys() {
+                    if let Err(e) = self.write_class_lists("-", key, |s| new.contains(s)) {
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
             match self.scopes.apply(plan) {

@@ -541,7 +541,7 @@ impl PolicyTable {
                 self.write_entry_save(policy, entry)?;
             }
             for k in keys {
-                self.write_hook_list(policy, k)?;
+                self.write_hook_list(policy, k, staged.scope)?;
             }
             staged.attach.extend(targets.into_iter().map(|t| (slot, t)));
         }
@@ -549,7 +549,7 @@ impl PolicyTable {
     }
 
     /// The slots of the hooks on attach point `key`.
-    fn hooks_on(&self, key: u64) -> Vec<u32> {
+    pub(super) fn hooks_on(&self, key: u64) -> Vec<u32> {
         (0..self.hook_slots.len())
             .filter(|&i| {
                 self.hook_slots[i]
@@ -608,12 +608,20 @@ impl PolicyTable {
     }
 
     /// Writes the lists of hooks on `key` from the hooks installed now (their descriptions
-    /// being written first): the scoped policies' lists per class, then the list for every
-    /// process, which also says whether scoped hooks are there; or removes the key when no
-    /// hook is left.
-    pub(super) fn write_hook_list(&mut self, policy: &str, key: u64) -> Result<(), PolicyLoadError> {
+    /// being written first), where a hook of `scope` came or went: the lists of the classes
+    /// that hold that scope (none for 0, every process), then the list for every process,
+    /// which also says whether scoped hooks are there; or removes the key when no hook is left.
+    pub(super) fn write_hook_list(
+        &mut self,
+        policy: &str,
+        key: u64,
+        scope: u16,
+    ) -> Result<(), PolicyLoadError> {
         let slots = self.hooks_on(key);
-        let classes = self.write_class_lists(policy, key);
+        let classes = match scope {
+            0 => Ok(()),
+            s => self.write_class_lists(policy, key, |scopes| scopes.contains(&s)),
+        };
         if slots.is_empty() {
             let _ = self.hooks.remove(&key);
             self.write_gate(policy, key, (None, None), &mut abi::HookList::default())?;
@@ -725,7 +733,7 @@ impl PolicyTable {
             // The attach points stop running the hook before its selectors go; other
             // policies' hooks on the same function stay.
             for &k in &h.keys {
-                let _ = self.write_hook_list(&h.policy, k);
+                let _ = self.write_hook_list(&h.policy, k, h.scope);
             }
             for &(entry, _) in &h.saves {
                 let _ = self.write_entry_save(&h.policy, entry);

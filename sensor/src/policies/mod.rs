@@ -160,7 +160,42 @@ impl PolicyTable {
             .filter(|h| h.policy == name)
             .map(InstalledHook::kernel_bytes)
             .sum::<usize>();
-        (rules + hooks) as u64
+        (rules + hooks) as u64 + self.list_share(name)
+    }
+
+    /// The policy's share of the hook lists it is on: each list's bytes split evenly among
+    /// the hooks it holds (a key's list for every process exists for the scoped hooks on the
+    /// key too, and is shared by them all).
+    fn list_share(&self, name: &str) -> u64 {
+        let mine: Vec<u32> = (0..self.hook_slots.len() as u32)
+            .filter(|&s| self.hook(s).is_some_and(|h| h.policy == name))
+            .collect();
+        if mine.is_empty() {
+            return 0;
+        }
+        let size = std::mem::size_of::<abi::HookList>() as f64;
+        let share = |slots: &[u32]| {
+            let m = slots.iter().filter(|s| mine.contains(s)).count();
+            if slots.is_empty() {
+                0.0
+            } else {
+                size * m as f64 / slots.len() as f64
+            }
+        };
+        let mut keys: Vec<u64> = mine
+            .iter()
+            .filter_map(|&s| self.hook(s))
+            .flat_map(|h| h.keys().iter().copied())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let on_keys: f64 = keys.iter().map(|&k| share(&self.hooks_on(k))).sum();
+        let on_classes: f64 = self
+            .class_lists
+            .entries()
+            .map(|(_, slots)| share(slots))
+            .sum();
+        (on_keys + on_classes).round() as u64
     }
 
     /// Takes the rule maps out of the agent's object.
@@ -309,9 +344,8 @@ impl PolicyTable {
                 groups.insert(r.hook.hook_path.clone(), g);
             }
         }
-        let policy_id = (0..)
-            .find(|id| !self.policies.values().any(|v| v == id))
-            .unwrap_or(0);
+        let used: std::collections::HashSet<u32> = self.policies.values().copied().collect();
+        let policy_id = (0..).find(|id| !used.contains(id)).unwrap_or(0);
         // The scope's pods are in the kernel before any rule of the policy is.
         let scope_text = scope.as_ref().map(PodScope::describe);
         let scope = match scope {

@@ -52,6 +52,14 @@ const RETIRED_KEEP: Duration = Duration::from_secs(1);
 pub struct ScopePlan {
     pairs: HashSet<(u16, u64)>,
     classes: HashMap<u64, u32>,
+    new: Vec<u32>,
+}
+
+impl ScopePlan {
+    /// The classes the plan made: their lists are to be written before it is applied.
+    pub fn new_classes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.new.iter().copied()
+    }
 }
 
 /// Where the pods come from: the pod store and the root of the cgroup hierarchy the programs
@@ -196,6 +204,7 @@ impl PodScopes {
         }
         let (pairs, sets) = self.wanted();
         let mut classes = HashMap::new();
+        let mut new = Vec::new();
         for (cgroup, set) in sets {
             let id = match self.class_ids.get(&set) {
                 Some(id) => *id,
@@ -205,13 +214,18 @@ impl PodScopes {
                         .unwrap_or(u32::MAX);
                     self.classes.insert(id, set.clone());
                     self.class_ids.insert(set, id);
+                    new.push(id);
                     id
                 }
             };
             self.retired.remove(&id);
             classes.insert(cgroup, id);
         }
-        ScopePlan { pairs, classes }
+        ScopePlan {
+            pairs,
+            classes,
+            new,
+        }
     }
 
     /// Writes a plan: the `vigil_scopes` entries (the file-open rules' scopes), then each
@@ -309,13 +323,26 @@ impl PodScopes {
         };
         let store = lock(&src.pods);
         let mut live = HashSet::new();
+        // A namespaced scope is looked at for its namespace's pods only: a thousand teams'
+        // policies cost each pod its own team's and the cluster-wide ones.
+        let mut by_namespace: HashMap<&str, Vec<u16>> = HashMap::new();
+        let mut anywhere = Vec::new();
+        for (id, (_, scope)) in &self.scopes {
+            match &scope.namespace {
+                Some(ns) => by_namespace.entry(ns.as_str()).or_default().push(*id),
+                None => anywhere.push(*id),
+            }
+        }
         for pod in store.pods() {
-            let ids: Vec<u16> = self
-                .scopes
-                .iter()
-                .filter(|(_, (_, s))| s.selects(pod.namespace, pod.labels))
-                .map(|(id, _)| *id)
+            let mut ids: Vec<u16> = by_namespace
+                .get(pod.namespace)
+                .into_iter()
+                .flatten()
+                .chain(&anywhere)
+                .copied()
+                .filter(|id| self.scopes[id].1.selects(pod.namespace, pod.labels))
                 .collect();
+            ids.sort_unstable();
             if ids.is_empty() {
                 continue;
             }
