@@ -695,7 +695,7 @@ pub struct PolicyEvent {
 
 /// `struct vigil_match_key`: a rule id and a NUL-padded path, the key of exact filters.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MatchKey {
     /// Rule slot.
     pub rule: u32,

@@ -178,13 +178,19 @@ impl PolicyTable {
         (gate, mask): (Option<Gate>, Option<(u8, u64)>),
         list: &mut abi::HookList,
     ) -> Result<(), PolicyLoadError> {
-        if let Some(old) = self.gates.remove(&key) {
-            self.write_keys(policy, &old, false)?;
-        }
+        // The values the gate had: those the new gate keeps stay written (the list runs
+        // ungated while this is rewritten, see write_hook_list), so a policy beside a hundred
+        // others on the same call writes its own values, not everyone's again.
+        let old = self.gates.remove(&key).unwrap_or_default();
+        let drop_old = |t: &mut Self, keep: &[WrittenKey]| {
+            let keep: std::collections::HashSet<&WrittenKey> = keep.iter().collect();
+            let gone: Vec<WrittenKey> = old.iter().filter(|k| !keep.contains(k)).cloned().collect();
+            t.write_keys(policy, &gone, false)
+        };
         // Only the programs of system call entries and of kprobes on a function's entry apply
         // gates; the returns' and the other hooks' lists run every hook.
         if abi::syscall_of_key(key).is_none() && !abi::is_kprobe_entry_key(key) {
-            return Ok(());
+            return drop_old(self, &[]);
         }
         if let Some((reg, mask)) = mask {
             list.gate_mask_reg = reg as u32;
@@ -192,15 +198,19 @@ impl PolicyTable {
         }
         let Some(gate) = gate else {
             self.kprobe_gates.remove(&key);
-            return Ok(());
+            return drop_old(self, &[]);
         };
         let Some(gate_key) = self.gate_key_of(key) else {
-            return Ok(());
+            return drop_old(self, &[]);
         };
         let keys = gate.keys(gate_key);
-        if self.insert_keys(policy, &keys).is_err() {
-            return Ok(());
+        let written: std::collections::HashSet<&WrittenKey> = old.iter().collect();
+        let new: Vec<WrittenKey> = keys.iter().filter(|k| !written.contains(k)).cloned().collect();
+        if self.insert_keys(policy, &new).is_err() {
+            // No gate then: every call runs the hooks.
+            return drop_old(self, &[]);
         }
+        drop_old(self, &keys)?;
         self.gates.insert(key, keys);
         self.generation = self.generation.wrapping_add(1);
         list.gate_reg = gate.reg;

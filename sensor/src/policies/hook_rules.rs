@@ -22,7 +22,7 @@ pub(super) struct HookRulePod(pub abi::HookRule);
 unsafe impl Pod for HookRulePod {}
 
 /// `struct vigil_value_key` (include/hook_state.h).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[repr(C)]
 pub(super) struct ValueKey {
     rule: u32,
@@ -36,7 +36,7 @@ unsafe impl Pod for ValueKey {}
 pub(super) const CIDR_DATA: usize = 20;
 
 /// A key a hook wrote, to delete when it goes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum WrittenKey {
     Value(ValueKey),
     Cidr(u32, [u8; CIDR_DATA]),
