@@ -10,7 +10,7 @@
 //! are written before any cgroup is given it, and those of a class no cgroup has are removed a
 //! while after the last cgroup left it.
 
-use std::collections::{BTreeSet, HashMap as StdHashMap};
+use std::collections::HashMap as StdHashMap;
 
 use aya::{
     maps::{HashMap, MapData},
@@ -72,21 +72,19 @@ impl PolicyTable {
             .filter(|h| h.scope != 0)
             .flat_map(|h| h.keys().iter().copied())
             .collect();
-        keys.extend(self.class_lists.written.keys().map(|(k, _)| *k));
         keys.sort_unstable();
         keys.dedup();
         keys
     }
 
-    /// Writes the lists of attach point `key` of the classes `which` picks (by their scopes)
-    /// from the hooks installed now, and removes those of them no hook needs. A class that
-    /// would hold more hooks than a list keeps is refused (its list is left as it was); the
-    /// other lists are written.
+    /// Writes the lists of attach point `key` of the classes `which` from the hooks installed
+    /// now, and removes those of them no hook needs. A class that would hold more hooks than
+    /// a list keeps is refused (its list is left as it was); the other lists are written.
     pub(super) fn write_class_lists(
         &mut self,
         policy: &str,
         key: u64,
-        which: impl Fn(&BTreeSet<u16>) -> bool,
+        which: &[u32],
     ) -> Result<(), PolicyLoadError> {
         let scoped: Vec<(u32, u16)> = self
             .hook_slots
@@ -98,7 +96,8 @@ impl PolicyTable {
             .collect();
         let mut wanted: StdHashMap<u32, Vec<u32>> = StdHashMap::new();
         if !scoped.is_empty() {
-            for (cls, scopes) in self.scopes.classes().iter().filter(|(_, s)| which(s)) {
+            let classes = self.scopes.classes();
+            for (cls, scopes) in which.iter().filter_map(|c| classes.get_key_value(c)) {
                 let slots: Vec<u32> = scoped
                     .iter()
                     .filter(|(_, scope)| scopes.contains(scope))
@@ -142,14 +141,11 @@ impl PolicyTable {
                 }
             }
         }
-        let classes = self.scopes.classes();
-        let stale: Vec<u32> = self
-            .class_lists
-            .written
-            .keys()
-            .filter(|(k, cls)| *k == key && !wanted.contains_key(cls))
-            .filter(|(_, cls)| classes.get(cls).is_none_or(&which))
-            .map(|(_, cls)| *cls)
+        let stale: Vec<u32> = which
+            .iter()
+            .filter(|cls| !wanted.contains_key(cls))
+            .filter(|cls| self.class_lists.written.contains_key(&(key, **cls)))
+            .copied()
             .collect();
         for cls in stale {
             self.class_lists.remove(key, cls);
@@ -166,13 +162,10 @@ impl PolicyTable {
         let mut first_error = None;
         if force || self.scopes.needs_sync() {
             let plan = self.scopes.plan();
-            let new: BTreeSet<BTreeSet<u16>> = plan
-                .new_classes()
-                .filter_map(|c| self.scopes.classes().get(&c).cloned())
-                .collect();
+            let new: Vec<u32> = plan.new_classes().collect();
             if !new.is_empty() {
                 for key in self.scoped_keys() {
-                    if let Err(e) = self.write_class_lists("-", key, |s| new.contains(s)) {
+                    if let Err(e) = self.write_class_lists("-", key, &new) {
                         first_error.get_or_insert(e);
                     }
                 }

@@ -620,7 +620,10 @@ impl PolicyTable {
         let slots = self.hooks_on(key);
         let classes = match scope {
             0 => Ok(()),
-            s => self.write_class_lists(policy, key, |scopes| scopes.contains(&s)),
+            s => {
+                let classes = self.scopes.classes_of_scope(s);
+                self.write_class_lists(policy, key, &classes)
+            }
         };
         if slots.is_empty() {
             let _ = self.hooks.remove(&key);

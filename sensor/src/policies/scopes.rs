@@ -89,13 +89,18 @@ pub struct PodScopes {
     class_map: BpfHashMap<MapData, u64, u32>,
     generation_map: Array<MapData, u32>,
     generation: u32,
-    /// Each class's scopes, and the class of each set of scopes.
+    /// Each class's scopes, the class of each set of scopes, and the classes of each scope.
     classes: BTreeMap<u32, BTreeSet<u16>>,
     class_ids: HashMap<BTreeSet<u16>, u32>,
+    scope_classes: HashMap<u16, BTreeSet<u32>>,
+    last_class: u32,
     /// The class written for each cgroup.
     cgroup_class: HashMap<u64, u32>,
     /// Classes no cgroup has, since when.
     retired: HashMap<u32, Instant>,
+    /// The same, oldest first (a class used again, or retired again later, is left here, and
+    /// skipped when it comes up).
+    retired_at: std::collections::VecDeque<(u32, Instant)>,
     scopes: BTreeMap<u16, (String, PodScope)>,
     written: HashSet<(u16, u64)>,
     source: Option<ScopeSource>,
@@ -130,8 +135,11 @@ impl PodScopes {
             generation: 0,
             classes: BTreeMap::new(),
             class_ids: HashMap::new(),
+            scope_classes: HashMap::new(),
+            last_class: 0,
             cgroup_class: HashMap::new(),
             retired: HashMap::new(),
+            retired_at: Default::default(),
             scopes: BTreeMap::new(),
             written: HashSet::new(),
             source: None,
@@ -182,9 +190,21 @@ impl PodScopes {
         self.scopes.remove(&id);
     }
 
-    /// Each class in use or planned, with its scopes.
+    /// Each class in use, planned or retired a short while ago, with its scopes.
     pub fn classes(&self) -> &BTreeMap<u32, BTreeSet<u16>> {
         &self.classes
+    }
+
+    /// The classes in use or planned that hold scope `id` (a retired one keeps its lists as
+    /// they were until it goes).
+    pub fn classes_of_scope(&self, id: u16) -> Vec<u32> {
+        self.scope_classes
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter(|c| !self.retired.contains_key(c))
+            .copied()
+            .collect()
     }
 
     /// Whether the pods changed, or a selected pod's cgroup was still missing, since the last
@@ -209,9 +229,19 @@ impl PodScopes {
             let id = match self.class_ids.get(&set) {
                 Some(id) => *id,
                 None => {
-                    let id = (1..=u32::MAX)
-                        .find(|id| !self.classes.contains_key(id))
-                        .unwrap_or(u32::MAX);
+                    // Numbered on from the last: a class id is not given again while a call
+                    // may still hold it.
+                    let mut id = self.last_class;
+                    loop {
+                        id = id.wrapping_add(1).max(1);
+                        if !self.classes.contains_key(&id) {
+                            break;
+                        }
+                    }
+                    self.last_class = id;
+                    for scope in &set {
+                        self.scope_classes.entry(*scope).or_default().insert(id);
+                    }
                     self.classes.insert(id, set.clone());
                     self.class_ids.insert(set, id);
                     new.push(id);
@@ -243,9 +273,11 @@ impl PodScopes {
             .filter(|c| !plan.classes.contains_key(c))
             .copied()
             .collect();
+        // The classes that may have lost their last cgroup here.
+        let mut left = plan.new.clone();
         for cgroup in stale {
             let _ = self.class_map.remove(&cgroup);
-            self.cgroup_class.remove(&cgroup);
+            left.extend(self.cgroup_class.remove(&cgroup));
         }
         for (cgroup, class) in plan.classes {
             if self.cgroup_class.get(&cgroup) == Some(&class) {
@@ -253,7 +285,7 @@ impl PodScopes {
             }
             match self.class_map.insert(cgroup, class, 0) {
                 Ok(()) => {
-                    self.cgroup_class.insert(cgroup, class);
+                    left.extend(self.cgroup_class.insert(cgroup, class));
                 }
                 Err(e) => {
                     first_error.get_or_insert(map_err("-", "vigil_cgroup_classes", e));
@@ -264,10 +296,14 @@ impl PodScopes {
         if let Err(e) = self.generation_map.set(0, self.generation, 0) {
             first_error.get_or_insert(map_err("-", "vigil_class_generation", e));
         }
-        let in_use: HashSet<u32> = self.cgroup_class.values().copied().collect();
-        for id in self.classes.keys() {
-            if !in_use.contains(id) {
-                self.retired.entry(*id).or_insert_with(Instant::now);
+        if !left.is_empty() {
+            let in_use: HashSet<u32> = self.cgroup_class.values().copied().collect();
+            for id in left {
+                if !in_use.contains(&id) && !self.retired.contains_key(&id) {
+                    let now = Instant::now();
+                    self.retired.insert(id, now);
+                    self.retired_at.push_back((id, now));
+                }
             }
         }
         if first_error.is_some() {
@@ -282,15 +318,29 @@ impl PodScopes {
     /// The classes retired long enough ago that no program still runs with them: forgotten
     /// here, their lists to be removed by the caller.
     pub fn take_retired(&mut self) -> Vec<u32> {
-        let old: Vec<u32> = self
-            .retired
-            .iter()
-            .filter(|(_, at)| at.elapsed() >= RETIRED_KEEP)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut old = Vec::new();
+        while let Some((id, at)) = self.retired_at.front().copied() {
+            if at.elapsed() < RETIRED_KEEP {
+                break;
+            }
+            self.retired_at.pop_front();
+            // Used again since, or retired again later (its later entry decides).
+            if self.retired.get(&id) != Some(&at) {
+                continue;
+            }
+            old.push(id);
+        }
         for id in &old {
             self.retired.remove(id);
             if let Some(set) = self.classes.remove(id) {
+                for scope in &set {
+                    if let Some(classes) = self.scope_classes.get_mut(scope) {
+                        classes.remove(id);
+                        if classes.is_empty() {
+                            self.scope_classes.remove(scope);
+                        }
+                    }
+                }
                 self.class_ids.remove(&set);
             }
         }
