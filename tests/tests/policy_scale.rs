@@ -4,10 +4,11 @@
 //! The cluster (`vigil_tests::scale`) is 100 namespaces with one pod each, served by the
 //! Kubernetes API test server with the pods' cgroups made here, and ten policies per namespace,
 //! each killing a process of its namespace's pods that makes one system call on one path of its
-//! own. The agent loads all 1,000 from a policy directory; a sample of 50, spread over every
-//! namespace and call, is then checked end to end: the call in the policy's own pod is killed
-//! and reported under the policy's name and pod, the same call in the next namespace's pod and
-//! in no pod is not.
+//! own. The agent loads all 1,000 from a policy directory, with one policy for every process
+//! on the same open call beside them; a sample of 50, spread over every namespace and call, is
+//! then checked end to end: the call in the policy's own pod is killed and reported under the
+//! policy's name and pod, the same call in the next namespace's pod and in no pod is not. The
+//! policy for every process acts in a pod and outside any, its hook run beside the pod's own.
 
 use std::{os::unix::process::ExitStatusExt, process::Command, time::Duration};
 
@@ -15,6 +16,28 @@ use vigil_tests::{
     scale::{policies, write_policies, ScaleCluster, NAMESPACES, OPEN_POLICIES, PER_NAMESPACE},
     vigil_bin, Agent, TempDir,
 };
+
+/// A policy for every process on the call a quarter of the namespaced ones hook.
+const EVERYONE: &str = r#"apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: scale-everyone
+spec:
+  kprobes:
+  - call: sys_openat
+    syscall: true
+    args:
+    - index: 1
+      type: string
+    selectors:
+    - matchArgs:
+      - index: 1
+        operator: Equal
+        values: ["/vigil-scale/everyone"]
+      matchActions:
+      - action: Sigkill
+"#;
+const EVERYONE_PATH: &str = "/vigil-scale/everyone";
 
 #[test]
 fn a_thousand_namespaced_policies_each_act_in_their_own_namespace_only() {
@@ -28,6 +51,7 @@ fn a_thousand_namespaced_policies_each_act_in_their_own_namespace_only() {
     );
     let policy_dir = dir.path().join("policies");
     write_policies(&policy_dir, &all);
+    std::fs::write(policy_dir.join("everyone.yaml"), EVERYONE).unwrap();
     let agent = Agent::start(&[
         "--kubeconfig",
         cluster.kubeconfig.to_str().unwrap(),
@@ -38,7 +62,7 @@ fn a_thousand_namespaced_policies_each_act_in_their_own_namespace_only() {
     let loaded = log.iter().filter(|l| l.contains(" loaded from ")).count();
     let refused: Vec<&String> = log.iter().filter(|l| l.contains("refused")).collect();
     assert!(refused.is_empty(), "{refused:#?}");
-    assert_eq!(loaded, all.len(), "{}", log.join("\n"));
+    assert_eq!(loaded, all.len() + 1, "{}", log.join("\n"));
 
     let helper = vigil_bin().with_file_name("vigil-syscall");
     let helper = helper.to_str().unwrap();
@@ -79,10 +103,25 @@ fn a_thousand_namespaced_policies_each_act_in_their_own_namespace_only() {
                 p.name
             ));
         }
-        let outside = Command::new(helper).args([p.call, &p.path]).output().unwrap();
+        let outside = Command::new(helper)
+            .args([p.call, &p.path])
+            .output()
+            .unwrap();
         if !ran(&outside) {
             failures.push(format!("{}: acted in no pod: {outside:?}", p.name));
         }
+    }
+    // The policy for every process, on the call 256 scoped policies hook too.
+    let in_pod = cluster.pods[7].run(helper, &["openat", EVERYONE_PATH]);
+    if !killed(&in_pod) {
+        failures.push(format!("scale-everyone: not killed in a pod: {in_pod:?}"));
+    }
+    let outside = Command::new(helper)
+        .args(["openat", EVERYONE_PATH])
+        .output()
+        .unwrap();
+    if !killed(&outside) {
+        failures.push(format!("scale-everyone: not killed in no pod: {outside:?}"));
     }
     let run = agent.stop();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -107,7 +146,18 @@ fn a_thousand_namespaced_policies_each_act_in_their_own_namespace_only() {
             assert_eq!(e["action"], "KPROBE_ACTION_SIGKILL", "{e:#}");
         }
     }
-    let sampled: Vec<&str> = sample.iter().map(|&i| all[i].name.as_str()).collect();
+    let everyone = run
+        .events
+        .iter()
+        .filter_map(|e| e.get("process_kprobe"))
+        .filter(|e| e["policy_name"] == "scale-everyone")
+        .count();
+    assert_eq!(
+        everyone, 2,
+        "the policy for every process: one kill in a pod, one outside"
+    );
+    let mut sampled: Vec<&str> = sample.iter().map(|&i| all[i].name.as_str()).collect();
+    sampled.push("scale-everyone");
     let strays: Vec<&serde_json::Value> = run
         .events
         .iter()

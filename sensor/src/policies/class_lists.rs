@@ -18,9 +18,7 @@ use aya::{
 };
 use vigil_bpf_kprobes::abi;
 
-use super::{
-    hook_slots::HookListPod, map_err, scopes::ScopeChanges, PolicyLoadError, PolicyTable,
-};
+use super::{hook_slots::HookListPod, map_err, scopes::ScopeChanges, PolicyLoadError, PolicyTable};
 
 #[derive(Clone, Copy)]
 #[repr(transparent)]
@@ -49,11 +47,7 @@ impl ClassLists {
     }
 
     fn key(key: u64, cls: u32) -> ClassListKeyPod {
-        ClassListKeyPod(abi::ClassListKey {
-            key,
-            cls,
-            _pad0: 0,
-        })
+        ClassListKeyPod(abi::ClassListKey { key, cls, _pad0: 0 })
     }
 
     fn remove(&mut self, key: u64, cls: u32) {

@@ -205,7 +205,11 @@ impl PolicyTable {
         };
         let keys = gate.keys(gate_key);
         let written: std::collections::HashSet<&WrittenKey> = old.iter().collect();
-        let new: Vec<WrittenKey> = keys.iter().filter(|k| !written.contains(k)).cloned().collect();
+        let new: Vec<WrittenKey> = keys
+            .iter()
+            .filter(|k| !written.contains(k))
+            .cloned()
+            .collect();
         if self.insert_keys(policy, &new).is_err() {
             // No gate then: every call runs the hooks.
             return drop_old(self, &[]);

@@ -457,7 +457,7 @@ impl PolicyTable {
             let n = h.selectors.len();
             let first = self.free_rule_run(n).ok_or_else(|| {
                 PolicyLoadError::Refused(format!(
-                    "{}: no room for {n} more selectors (the kernel holds {})",
+                    "{}: no room for {n} more selectors in a row: the kernel holds {} selectors of generic hooks over every loaded policy (vigil_hook_rules); remove a policy first",
                     h.hook_path,
                     abi::HOOK_RULES
                 ))
@@ -650,7 +650,11 @@ impl PolicyTable {
             n: unscoped.len() as u32,
             flags: if clears { abi::LIST_CLEARS_VERDICT } else { 0 }
                 | if scoped { abi::LIST_SCOPED } else { 0 }
-                | if syscall_regs { abi::LIST_SYSCALL_REGS } else { 0 },
+                | if syscall_regs {
+                    abi::LIST_SYSCALL_REGS
+                } else {
+                    0
+                },
             ..Default::default()
         };
         for (d, s) in list.slot.iter_mut().zip(&unscoped) {

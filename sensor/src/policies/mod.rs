@@ -306,8 +306,10 @@ impl PolicyTable {
             .collect();
         if free_hooks.len() < p.hooks.len() {
             return Err(PolicyLoadError::Refused(format!(
-                "{file}: no room for {} more hooks",
-                p.hooks.len()
+                "{file}: no room for {} more hooks: the kernel holds {} generic hooks over every loaded policy (vigil_hook_configs) and {} are free; remove a policy first",
+                p.hooks.len(),
+                abi::HOOK_SLOTS,
+                free_hooks.len()
             )));
         }
         self.check_room(&file, replacing, &p.hooks, &placed, scope.is_some())?;

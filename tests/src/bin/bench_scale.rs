@@ -72,7 +72,11 @@ fn map_memory(pid: u32) -> u64 {
 
 /// Starts the agent with the policies of `dir` and waits until the pods' classes are in the
 /// kernel (the first policy, if any, kills its trigger in its pod).
-fn agent_with(cluster: &ScaleCluster, dir: &Path, first: Option<&vigil_tests::scale::ScalePolicy>) -> Agent {
+fn agent_with(
+    cluster: &ScaleCluster,
+    dir: &Path,
+    first: Option<&vigil_tests::scale::ScalePolicy>,
+) -> Agent {
     let agent = Agent::start(&[
         "--kubeconfig",
         cluster.kubeconfig.to_str().unwrap(),
@@ -172,7 +176,10 @@ fn main() {
         .zip(COUNTS)
         .map(|(v, n)| {
             let r = median(v.clone());
-            println!("| agent, {n} namespaced policies | {r:.0}/s | {:.3} |", r / b);
+            println!(
+                "| agent, {n} namespaced policies | {r:.0}/s | {:.3} |",
+                r / b
+            );
             r / b
         })
         .collect();
@@ -187,12 +194,18 @@ fn main() {
     assert_eq!(loads.len(), all.len(), "a load time per policy in the log");
     let med = |v: &[f64]| median(v.to_vec());
     println!();
-    println!("| loading {} policies at start, each beside the others | ms |", all.len());
+    println!(
+        "| loading {} policies at start, each beside the others | ms |",
+        all.len()
+    );
     println!("|---|---|");
     println!("| the first | {:.2} |", loads[0]);
     println!("| the thousandth | {:.2} |", loads[loads.len() - 1]);
     println!("| median of the first 100 | {:.2} |", med(&loads[..100]));
-    println!("| median of the last 100 | {:.2} |", med(&loads[loads.len() - 100..]));
+    println!(
+        "| median of the last 100 | {:.2} |",
+        med(&loads[loads.len() - 100..])
+    );
 
     let per_policy = memory_all.saturating_sub(memory_none) as f64 / all.len() as f64;
     let own = if own_account.is_empty() {
@@ -204,7 +217,10 @@ fn main() {
     println!("| kernel memory | bytes |");
     println!("|---|---|");
     println!("| the agent's maps, no policy (memlock) | {memory_none} |");
-    println!("| the agent's maps, {} policies (memlock) | {memory_all} |", all.len());
+    println!(
+        "| the agent's maps, {} policies (memlock) | {memory_all} |",
+        all.len()
+    );
     println!("| per policy, as the kernel counts it | {per_policy:.0} |");
     println!(
         "| per policy, as the agent accounts for it (vigil_policy_kernel_memory_bytes, mean of {}) | {own:.0} |",
