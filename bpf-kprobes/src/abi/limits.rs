@@ -29,6 +29,11 @@ pub const HOOK_ARGS: usize = 5;
 /// attach point, or those of scoped policies on one attach point for one caller class. A call
 /// runs at most two lists, so at most twice this many hooks apply to one caller there.
 pub const HOOKS_PER_KEY: usize = 256;
+/// Hooks of scoped policies on one function: those of one namespace's policies, and those of
+/// the cluster-wide scoped ones, each. A pod's class list holds its namespace's and the
+/// cluster-wide ones, so it never outgrows [`HOOKS_PER_KEY`], with room for a policy's
+/// replacement beside it.
+pub const SCOPED_HOOKS_PER_KEY: usize = 120;
 /// Longest string, path or binary value a filter compares (`VIGIL_MATCH_MAX`): an LPM key's
 /// 256 bytes less the rule id and the terminating byte.
 pub const MATCH_MAX: usize = 251;

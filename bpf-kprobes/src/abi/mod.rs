@@ -306,7 +306,7 @@ mod layout_tests {
             "vigil_rule" => Rule { flags, policy_id, hook, action, arg, scope }
             "vigil_scope_key" => ScopeKey { cgroup, scope }
             "vigil_class_list_key" => ClassListKey { key, cls }
-            "vigil_class_cache" => ClassCache { cls, generation }
+            "vigil_class_memo" => ClassMemo { cgroup, value }
             "vigil_policy_event" => PolicyEvent { hdr, pid, tid, rule, hook, action, arg, flags, path_len,
                 mode }
             "vigil_fmod_verdict" => FmodVerdict { file, verdict }

@@ -300,13 +300,14 @@ pub struct ClassListKey {
     pub _pad0: u32,
 }
 
-/// `struct vigil_class_cache`: a cgroup's class, found in a generation.
+/// `struct vigil_class_memo`: a cgroup's class, found in a generation (`value`: the
+/// generation in its high half, the class in its low half).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 #[allow(missing_docs)]
-pub struct ClassCache {
-    pub cls: u32,
-    pub generation: u32,
+pub struct ClassMemo {
+    pub cgroup: u64,
+    pub value: u64,
 }
 
 /// `VIGIL_GATE_EQ`, `VIGIL_GATE_PREFIX`, `VIGIL_GATE_POSTFIX`: the gate holds values compared

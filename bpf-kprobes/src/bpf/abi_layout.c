@@ -70,9 +70,9 @@ int main(void)
 	SIZE(vigil_class_list_key);
 	FIELD(vigil_class_list_key, key);
 	FIELD(vigil_class_list_key, cls);
-	SIZE(vigil_class_cache);
-	FIELD(vigil_class_cache, cls);
-	FIELD(vigil_class_cache, generation);
+	SIZE(vigil_class_memo);
+	FIELD(vigil_class_memo, cgroup);
+	FIELD(vigil_class_memo, value);
 	SIZE(vigil_rule);
 	FIELD(vigil_rule, flags);
 	FIELD(vigil_rule, policy_id);

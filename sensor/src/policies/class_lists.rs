@@ -155,17 +155,32 @@ impl PolicyTable {
     pub fn sync_scopes(&mut self, force: bool) -> Result<ScopeChanges, PolicyLoadError> {
         let mut first_error = None;
         if force || self.scopes.needs_sync() {
-            let plan = self.scopes.plan();
+            let mut plan = self.scopes.plan();
             let new: Vec<u32> = plan.new_classes().collect();
+            let mut failed = std::collections::HashSet::new();
             if !new.is_empty() {
-                for key in self.scoped_keys() {
-                    if let Err(e) = self.write_class_lists("-", key, &new) {
-                        first_error.get_or_insert(e);
+                let keys = self.scoped_keys();
+                for cls in new {
+                    for &key in &keys {
+                        if let Err(e) = self.write_class_lists("-", key, &[cls]) {
+                            failed.insert(cls);
+                            first_error.get_or_insert(e);
+                        }
                     }
                 }
             }
+            // A class whose lists are not all written is given to no cgroup: its pods keep the
+            // class they have, and the plan is made again next tick.
+            if !failed.is_empty() {
+                plan.withhold(&failed, self.scopes.cgroup_classes());
+                self.scopes.retry();
+            }
+            let retry = !failed.is_empty();
             match self.scopes.apply(plan) {
                 Ok(changes) => {
+                    if retry {
+                        self.scopes.retry();
+                    }
                     self.drop_retired();
                     return first_error.map_or(Ok(changes), Err);
                 }

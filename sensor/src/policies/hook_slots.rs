@@ -10,6 +10,7 @@ use vigil_policy_engine::{
     kernel::RunningKernel,
     overrides::{override_gates, overrides},
     plan::{describe_mechanism, Mechanism},
+    scope::PodScope,
 };
 
 use super::gates::{list_gate, list_mask_gate};
@@ -560,18 +561,45 @@ impl PolicyTable {
             .collect()
     }
 
-    /// Refuses hooks for every process that would make an attach point's list longer than
-    /// the kernel keeps (a scoped policy's hooks are counted per class, as its lists are
-    /// written).
+    /// Refuses hooks that would make an attach point's list longer than the kernel keeps. A
+    /// scoped policy's hooks go on its pods' class lists, which hold the scoped hooks of one
+    /// namespace and the cluster-wide scoped ones: each of those two is held to
+    /// [`abi::SCOPED_HOOKS_PER_KEY`] per function, so no class can outgrow its list whatever
+    /// pods come, and a namespace's policies never take another's room.
     pub(super) fn check_room(
         &self,
         file: &str,
         replacing: Option<&str>,
         hooks: &[HookRule],
         placed: &[Placement],
-        scoped: bool,
+        scope: Option<&PodScope>,
     ) -> Result<(), PolicyLoadError> {
-        if scoped {
+        if let Some(scope) = scope {
+            let namespace = scope.namespace.as_deref();
+            for (h, p) in hooks.iter().zip(placed) {
+                for &k in &p.keys {
+                    let new = placed.iter().filter(|o| o.keys.contains(&k)).count();
+                    let old = self
+                        .hooks_on(k)
+                        .into_iter()
+                        .filter_map(|s| self.hook(s))
+                        .filter(|o| o.scope != 0 && Some(o.policy.as_str()) != replacing)
+                        .filter(|o| self.scopes.namespace_of(o.scope) == Some(namespace))
+                        .count();
+                    if old + new > abi::SCOPED_HOOKS_PER_KEY {
+                        let whose = namespace
+                            .map_or("cluster-wide scoped policies".to_string(), |n| {
+                                format!("the policies of namespace {n}")
+                            });
+                        return Err(PolicyLoadError::Refused(format!(
+                            "{file}: {}: {whose} already hook {} {old} times; the kernel runs at most {} of them on one function: remove one of them first",
+                            h.hook_path,
+                            h.call,
+                            abi::SCOPED_HOOKS_PER_KEY
+                        )));
+                    }
+                }
+            }
             return Ok(());
         }
         for (h, p) in hooks.iter().zip(placed) {

@@ -143,59 +143,42 @@ fn map_err(policy: &str, map: &'static str, e: impl std::fmt::Display) -> Policy
 }
 
 impl PolicyTable {
-    /// The bytes of kernel map entries the running policy `name` holds: its file-open rules
-    /// and the values they match, and its hooks ([`InstalledHook::kernel_bytes`]).
-    pub fn kernel_bytes(&self, name: &str) -> u64 {
-        let rules = self
-            .slots
-            .iter()
-            .flatten()
-            .filter(|r| r.policy == name)
-            .map(|r| std::mem::size_of::<abi::Rule>() + r.rule.entry_bytes())
-            .sum::<usize>();
-        let hooks = self
-            .hook_slots
-            .iter()
-            .flatten()
-            .filter(|h| h.policy == name)
-            .map(InstalledHook::kernel_bytes)
-            .sum::<usize>();
-        (rules + hooks) as u64 + self.list_share(name)
-    }
-
-    /// The policy's share of the hook lists it is on: each list's bytes split evenly among
-    /// the hooks it holds (a key's list for every process exists for the scoped hooks on the
-    /// key too, and is shared by them all).
-    fn list_share(&self, name: &str) -> u64 {
-        let mine: Vec<u32> = (0..self.hook_slots.len() as u32)
-            .filter(|&s| self.hook(s).is_some_and(|h| h.policy == name))
-            .collect();
-        if mine.is_empty() {
-            return 0;
+    /// The bytes of kernel map entries each running policy holds: its file-open rules and the
+    /// values they match, its hooks ([`InstalledHook::kernel_bytes`]), and its share of the
+    /// hook lists it is on (each list's bytes split evenly among the hooks it holds; a key's
+    /// list for every process exists for the scoped hooks on the key too, and is shared by
+    /// them all). One pass over what is loaded, so a scrape of a thousand policies costs what
+    /// one does.
+    pub fn kernel_bytes_by_policy(&self) -> std::collections::HashMap<String, u64> {
+        let mut bytes: std::collections::HashMap<&str, f64> = Default::default();
+        for r in self.slots.iter().flatten() {
+            *bytes.entry(r.policy.as_str()).or_default() +=
+                (std::mem::size_of::<abi::Rule>() + r.rule.entry_bytes()) as f64;
+        }
+        let mut on_key: std::collections::HashMap<u64, Vec<&str>> = Default::default();
+        for h in self.hook_slots.iter().flatten() {
+            *bytes.entry(h.policy.as_str()).or_default() += h.kernel_bytes() as f64;
+            for k in h.keys() {
+                on_key.entry(*k).or_default().push(h.policy.as_str());
+            }
         }
         let size = std::mem::size_of::<abi::HookList>() as f64;
-        let share = |slots: &[u32]| {
-            let m = slots.iter().filter(|s| mine.contains(s)).count();
-            if slots.is_empty() {
-                0.0
-            } else {
-                size * m as f64 / slots.len() as f64
+        for owners in on_key.values() {
+            for o in owners {
+                *bytes.entry(o).or_default() += size / owners.len() as f64;
             }
-        };
-        let mut keys: Vec<u64> = mine
-            .iter()
-            .filter_map(|&s| self.hook(s))
-            .flat_map(|h| h.keys().iter().copied())
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let on_keys: f64 = keys.iter().map(|&k| share(&self.hooks_on(k))).sum();
-        let on_classes: f64 = self
-            .class_lists
-            .entries()
-            .map(|(_, slots)| share(slots))
-            .sum();
-        (on_keys + on_classes).round() as u64
+        }
+        for (_, slots) in self.class_lists.entries() {
+            for s in slots {
+                if let Some(h) = self.hook(*s) {
+                    *bytes.entry(h.policy.as_str()).or_default() += size / slots.len() as f64;
+                }
+            }
+        }
+        bytes
+            .into_iter()
+            .map(|(name, b)| (name.to_string(), b.round() as u64))
+            .collect()
     }
 
     /// Takes the rule maps out of the agent's object.
@@ -312,7 +295,7 @@ impl PolicyTable {
                 free_hooks.len()
             )));
         }
-        self.check_room(&file, replacing, &p.hooks, &placed, scope.is_some())?;
+        self.check_room(&file, replacing, &p.hooks, &placed, scope.as_ref())?;
         if self.policies.contains_key(&name) && replacing != Some(name.as_str()) {
             return Err(PolicyLoadError::Refused(format!(
                 "{file}: a policy named {name} is already loaded"
@@ -456,12 +439,16 @@ impl PolicyTable {
     }
 
     /// Registers the scope of `policy` and writes its pods' cgroups and classes (before any
-    /// rule or hook of the policy is written); returns its id.
+    /// rule or hook of the policy is written); returns its id. A write the kernel refuses
+    /// (another scope's, as like as this one's) does not refuse the policy: it is logged and
+    /// tried again every tick, and the policy's log line says how many of its pods' cgroups
+    /// are in.
     fn add_scope(&mut self, policy: &str, scope: PodScope) -> Result<u16, PolicyLoadError> {
         let id = self.scopes.register(policy, scope)?;
         if let Err(e) = self.sync_scopes(true) {
-            self.drop_scope(id);
-            return Err(e);
+            crate::agent::log(format!(
+                "policy {policy}: its scope: {e} (tried again every tick)"
+            ));
         }
         Ok(id)
     }

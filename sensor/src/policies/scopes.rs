@@ -56,9 +56,27 @@ pub struct ScopePlan {
 }
 
 impl ScopePlan {
-    /// The classes the plan made: their lists are to be written before it is applied.
+    /// The classes the plan made (or brought back): their lists are to be written before it
+    /// is applied.
     pub fn new_classes(&self) -> impl Iterator<Item = u32> + '_ {
         self.new.iter().copied()
+    }
+
+    /// Leaves the classes in `failed` (their lists could not be written) to no cgroup: each
+    /// cgroup planned for one keeps the class it has (`current`), a new one gets none yet.
+    pub fn withhold(&mut self, failed: &HashSet<u32>, current: &HashMap<u64, u32>) {
+        self.classes.retain(|cgroup, class| {
+            if !failed.contains(class) {
+                return true;
+            }
+            match current.get(cgroup) {
+                Some(kept) => {
+                    *class = *kept;
+                    true
+                }
+                None => false,
+            }
+        });
     }
 }
 
@@ -94,6 +112,7 @@ pub struct PodScopes {
     class_ids: HashMap<BTreeSet<u16>, u32>,
     scope_classes: HashMap<u16, BTreeSet<u32>>,
     last_class: u32,
+    last_scope: u16,
     /// The class written for each cgroup.
     cgroup_class: HashMap<u64, u32>,
     /// Classes no cgroup has, since when.
@@ -137,6 +156,7 @@ impl PodScopes {
             class_ids: HashMap::new(),
             scope_classes: HashMap::new(),
             last_class: 0,
+            last_scope: 0,
             cgroup_class: HashMap::new(),
             retired: HashMap::new(),
             retired_at: Default::default(),
@@ -172,7 +192,10 @@ impl PodScopes {
     /// Registers the scope of `policy`; returns its id. Its pods are written by the next
     /// [`PodScopes::plan`] and [`PodScopes::apply`].
     pub fn register(&mut self, policy: &str, scope: PodScope) -> Result<u16, PolicyLoadError> {
+        // Numbered on from the last, as classes are: a scope id just freed is not given to
+        // another policy while a class made of it may still come back.
         let id = (1..abi::SCOPES as u16)
+            .map(|i| ((self.last_scope as usize + i as usize - 1) % (abi::SCOPES - 1)) as u16 + 1)
             .find(|id| !self.scopes.contains_key(id))
             .ok_or_else(|| {
                 PolicyLoadError::Refused(format!(
@@ -181,7 +204,13 @@ impl PodScopes {
                 ))
             })?;
         self.scopes.insert(id, (policy.to_string(), scope));
+        self.last_scope = id;
         Ok(id)
+    }
+
+    /// The namespace of scope `id` (`Some(None)`: a cluster-wide scope), if it is registered.
+    pub fn namespace_of(&self, id: u16) -> Option<Option<&str>> {
+        self.scopes.get(&id).map(|(_, s)| s.namespace.as_deref())
     }
 
     /// Forgets scope `id` (its policy's rules and hooks are gone); its entries go at the next
@@ -205,6 +234,16 @@ impl PodScopes {
             .filter(|c| !self.retired.contains_key(c))
             .copied()
             .collect()
+    }
+
+    /// The class written for each cgroup.
+    pub fn cgroup_classes(&self) -> &HashMap<u64, u32> {
+        &self.cgroup_class
+    }
+
+    /// Plans again at the next sync (a class's lists could not be written).
+    pub fn retry(&mut self) {
+        self.seen = None;
     }
 
     /// Whether the pods changed, or a selected pod's cgroup was still missing, since the last
@@ -248,7 +287,11 @@ impl PodScopes {
                     id
                 }
             };
-            self.retired.remove(&id);
+            // A class used again before it went: its lists missed the changes made while it
+            // was retired, and are written again with the new ones'.
+            if self.retired.remove(&id).is_some() && !new.contains(&id) {
+                new.push(id);
+            }
             classes.insert(cgroup, id);
         }
         ScopePlan {

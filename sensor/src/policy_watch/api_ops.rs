@@ -57,10 +57,11 @@ pub enum PolicyOpError {
 impl PolicyManager {
     /// Every policy source and what became of it, by name.
     pub fn list(&self) -> Vec<PolicyView> {
+        let bytes = self.table.kernel_bytes_by_policy();
         let mut all: Vec<PolicyView> = self
             .files
             .iter()
-            .map(|(path, t)| self.view_of(path, t))
+            .map(|(path, t)| self.view_of(path, t, &bytes))
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name).then(a.source.cmp(&b.source)));
         all
@@ -253,7 +254,7 @@ impl PolicyManager {
 
     fn view_named(&self, name: &str) -> PolicyView {
         match self.find(name) {
-            Some((path, t)) => self.view_of(&path, t),
+            Some((path, t)) => self.view_of(&path, t, &self.table.kernel_bytes_by_policy()),
             None => PolicyView {
                 name: name.to_string(),
                 source: String::new(),
@@ -267,7 +268,12 @@ impl PolicyManager {
         }
     }
 
-    fn view_of(&self, path: &Path, t: &Tracked) -> PolicyView {
+    fn view_of(
+        &self,
+        path: &Path,
+        t: &Tracked,
+        bytes: &std::collections::HashMap<String, u64>,
+    ) -> PolicyView {
         let from_api = self
             .state
             .as_ref()
@@ -281,7 +287,8 @@ impl PolicyManager {
         let kernel_bytes = t
             .policy
             .as_deref()
-            .map_or(0, |n| self.table.kernel_bytes(n));
+            .and_then(|n| bytes.get(n).copied())
+            .unwrap_or(0);
         let (name, state, mode, hooks, error, namespace) = match &t.outcome {
             Outcome::Loaded {
                 mode,

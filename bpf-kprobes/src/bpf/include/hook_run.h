@@ -490,14 +490,13 @@ static __always_inline void run_hooks(struct hook_eval *e, const struct vigil_ho
 /*
  * Whether any hook on the attach point `l` lists can apply to the caller: a hook for every
  * process, or a scoped one while the caller is in some scope. Called by every entry program
- * before its tail call, so a call from a process no policy covers ends after two lookups (the
- * key's list, the caller's class), however many scoped policies hook the function. The class
- * is kept for the runner.
+ * before its tail call, so a call from a process no policy covers ends after the key's lookup
+ * and its class (the per-CPU memo, else one lookup), however many scoped policies hook the
+ * function.
  */
 static __always_inline int hooks_apply(const struct vigil_hook_list *l, struct hook_eval *e)
 {
-	e->caller_class = (l->flags & VIGIL_LIST_SCOPED) ? vigil_caller_class(&e->class_memo) : 0;
-	return l->n || e->caller_class;
+	return l->n || ((l->flags & VIGIL_LIST_SCOPED) && vigil_caller_class(&e->class_memo));
 }
 
 /* A runner's body: the hooks on the attach point whose key the calling program left. */
@@ -520,10 +519,15 @@ static __always_inline void run_hooks_of_key(void)
 		if (v && v->file == e->lookup_key)
 			bpf_map_delete_elem(&vigil_override_verdicts, &thread);
 	}
+	/* The class is found again, not taken from the entry program: a program that ran in
+	 * between on this CPU (an interrupt's) may have left another in the scratch. The per-CPU
+	 * memo makes it a few loads. */
 	struct vigil_hook_list *cls = 0;
-	if (e->caller_class && (hooks->flags & VIGIL_LIST_SCOPED)) {
-		struct vigil_class_list_key k = { .key = e->lookup_key, .cls = e->caller_class };
-		cls = bpf_map_lookup_elem(&vigil_class_hooks, &k);
+	if (hooks->flags & VIGIL_LIST_SCOPED) {
+		struct vigil_class_list_key k = { .key = e->lookup_key,
+						  .cls = vigil_caller_class(&e->class_memo) };
+		if (k.cls)
+			cls = bpf_map_lookup_elem(&vigil_class_hooks, &k);
 	}
 	run_hooks(e, hooks, cls);
 }

@@ -95,9 +95,7 @@ struct hook_eval {
 	/* A map key kept here rather than on the stack of a program whose frame starts the
 	 * chain of run_hook's loops. */
 	__u64 lookup_key;
-	/* The caller's class (scope.h), found by the entry program: its scoped hooks' list; and
-	 * the last one this CPU found. */
-	__u32 caller_class;
+	/* The last caller class this CPU found (scope.h). */
 	struct vigil_class_memo class_memo;
 	/* Decoded strings, NUL-padded. Eight slots for five arguments: an index masked with 7 is
 	 * in bounds without the verifier having to follow a comparison. */

@@ -70,12 +70,14 @@ struct {
 } vigil_class_generation SEC(".maps") __vigil_shared;
 
 /* The class found for each cgroup processes ran in, with the generation it was found in. An
- * LRU: a cgroup pushed out is looked up again, never given another's class. */
+ * LRU: a cgroup pushed out is looked up again, never given another's class. The value names
+ * its cgroup too, checked on both sides of the read, as the per-CPU memo is: an LRU reuses a
+ * pushed-out entry at once, possibly while another CPU reads it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, VIGIL_CLASS_CACHE);
 	__type(key, __u64);
-	__type(value, struct vigil_class_cache);
+	__type(value, struct vigil_class_memo);
 } vigil_class_cache SEC(".maps") __vigil_shared;
 
 /*
@@ -89,6 +91,24 @@ struct {
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
 #define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 #endif
+
+/* The class `m` holds for cgroup `id` in `generation`, or -1. */
+static __always_inline long memo_class(const struct vigil_class_memo *m, __u64 id, __u32 generation)
+{
+	__u64 seen = READ_ONCE(m->cgroup);
+	__u64 value = READ_ONCE(m->value);
+
+	if (seen != id || READ_ONCE(m->cgroup) != id || (__u32)(value >> 32) != generation)
+		return -1;
+	return (__u32)value;
+}
+
+static __always_inline void memo_keep(struct vigil_class_memo *m, __u64 id, __u32 generation, __u32 cls)
+{
+	WRITE_ONCE(m->cgroup, 0);
+	WRITE_ONCE(m->value, (__u64)generation << 32 | cls);
+	WRITE_ONCE(m->cgroup, id);
+}
 
 static __always_inline __u32 vigil_caller_class(struct vigil_class_memo *memo)
 {
@@ -118,22 +138,24 @@ static __always_inline __u32 vigil_caller_class(struct vigil_class_memo *memo)
 			return 0;
 		id = BPF_CORE_READ(cgrp, kn, id);
 	}
-	__u64 seen = READ_ONCE(memo->cgroup);
-	__u64 value = READ_ONCE(memo->value);
-	if (seen == id && READ_ONCE(memo->cgroup) == id && (__u32)(value >> 32) == *generation)
-		return (__u32)value;
-	struct vigil_class_cache *cached = bpf_map_lookup_elem(&vigil_class_cache, &id);
-	if (cached && cached->generation == *generation) {
-		WRITE_ONCE(memo->cgroup, 0);
-		WRITE_ONCE(memo->value, (__u64)cached->generation << 32 | cached->cls);
-		WRITE_ONCE(memo->cgroup, id);
-		return cached->cls;
+	__u32 gen = *generation;
+	long known = memo_class(memo, id, gen);
+	if (known >= 0)
+		return known;
+	struct vigil_class_memo *cached = bpf_map_lookup_elem(&vigil_class_cache, &id);
+	known = cached ? memo_class(cached, id, gen) : -1;
+	if (known >= 0) {
+		memo_keep(memo, id, gen, known);
+		return known;
 	}
-	struct vigil_class_cache found = { .generation = *generation };
+	__u32 cls = 0;
 	if (!cgrp)
 		cgrp = vigil_task_cgroup((struct task_struct *)bpf_get_current_task());
 	if (!cgrp)
 		return 0;
+	/* Moved to another cgroup since the id was read (a runtime placing a new process in its
+	 * container): the walk is of the cgroup it is in now, and its answer is kept for no one. */
+	int moved = BPF_CORE_READ(cgrp, kn, id) != id;
 	int level = BPF_CORE_READ(cgrp, level);
 	__u64 ancestors = bpf_core_field_offset(struct cgroup, ancestors);
 	for (int i = VIGIL_SCOPE_LEVELS; i >= 1; i--) {
@@ -145,17 +167,18 @@ static __always_inline __u32 vigil_caller_class(struct vigil_class_memo *memo)
 		if (!anc)
 			continue;
 		__u64 anc_id = BPF_CORE_READ(anc, kn, id);
-		__u32 *cls = bpf_map_lookup_elem(&vigil_cgroup_classes, &anc_id);
-		if (cls) {
-			found.cls = *cls;
+		__u32 *found = bpf_map_lookup_elem(&vigil_cgroup_classes, &anc_id);
+		if (found) {
+			cls = *found;
 			break;
 		}
 	}
-	bpf_map_update_elem(&vigil_class_cache, &id, &found, BPF_ANY);
-	WRITE_ONCE(memo->cgroup, 0);
-	WRITE_ONCE(memo->value, (__u64)found.generation << 32 | found.cls);
-	WRITE_ONCE(memo->cgroup, id);
-	return found.cls;
+	if (moved)
+		return cls;
+	struct vigil_class_memo entry = { .cgroup = id, .value = (__u64)gen << 32 | cls };
+	bpf_map_update_elem(&vigil_class_cache, &id, &entry, BPF_ANY);
+	memo_keep(memo, id, gen, cls);
+	return cls;
 }
 
 #endif /* VIGIL_SCOPE_H */

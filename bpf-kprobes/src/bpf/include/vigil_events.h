@@ -201,16 +201,12 @@ struct vigil_scope_key {
  */
 #define VIGIL_CLASS_CGROUPS 65536
 #define VIGIL_CLASS_CACHE 8192
-struct vigil_class_cache {
-	__u32 cls;
-	__u32 generation;
-};
 
-/* The last class a CPU found (in the generic hooks' per-CPU scratch, scope.h): a process
- * making calls in a row finds its class without a hash lookup. `cgroup` is cleared first,
- * written last and read on both sides of `value` (the generation, then the class), so a
- * program that interrupted another's write on the same CPU leaves a cgroup that no longer
- * matches, never the class of another cgroup. */
+/* A class found for a cgroup: in vigil_class_cache, and the last one a CPU found (in the
+ * generic hooks' per-CPU scratch, scope.h), so a process making calls in a row finds its class
+ * without a hash lookup. `cgroup` is cleared first, written last and read on both sides of
+ * `value` (the generation, then the class), so a write interrupted or raced leaves a cgroup
+ * that no longer matches, never the class of another cgroup. */
 struct vigil_class_memo {
 	__u64 cgroup;
 	__u64 value;
