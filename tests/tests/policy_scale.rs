@@ -9,13 +9,22 @@
 //! then checked end to end: the call in the policy's own pod is killed and reported under the
 //! policy's name and pod, the same call in the next namespace's pod and in no pod is not. The
 //! policy for every process acts in a pod and outside any, its hook run beside the pod's own.
+//! One namespace brings more policies on one call than a namespace may: those past the limit
+//! are refused, naming it.
 
 use std::{os::unix::process::ExitStatusExt, process::Command, time::Duration};
 
+use vigil_bpf_kprobes::abi::SCOPED_HOOKS_PER_KEY;
 use vigil_tests::{
-    scale::{policies, write_policies, ScaleCluster, NAMESPACES, OPEN_POLICIES, PER_NAMESPACE},
+    scale::{
+        namespace, policies, write_policies, ScaleCluster, ScalePolicy, NAMESPACES, OPEN_POLICIES,
+        PER_NAMESPACE,
+    },
     vigil_bin, Agent, TempDir,
 };
+
+/// Policies on openat namespace team-000 brings beyond its ten: two more than fit.
+const QUOTA_EXTRA: usize = SCOPED_HOOKS_PER_KEY - 3 + 2;
 
 /// A policy for every process on the call a quarter of the namespaced ones hook.
 const EVERYONE: &str = r#"apiVersion: cilium.io/v1alpha1
@@ -52,6 +61,24 @@ fn a_thousand_namespaced_policies_each_act_in_their_own_namespace_only() {
     let policy_dir = dir.path().join("policies");
     write_policies(&policy_dir, &all);
     std::fs::write(policy_dir.join("everyone.yaml"), EVERYONE).unwrap();
+    // Namespace team-000 brings more policies on openat than one namespace may hook one
+    // function with: those past the limit are refused by name, the others load.
+    let quota: Vec<ScalePolicy> = (0..QUOTA_EXTRA)
+        .map(|i| ScalePolicy {
+            ns: 0,
+            k: PER_NAMESPACE + i,
+            name: format!("team-000-zquota-{i:03}"),
+            namespace: namespace(0),
+            call: "openat",
+            path: format!("/vigil-scale/quota/{i}"),
+        })
+        .collect();
+    write_policies(&policy_dir, &quota);
+    let open_in_team_0 = all
+        .iter()
+        .filter(|p| p.ns == 0 && p.call == "openat")
+        .count();
+    let quota_loaded = SCOPED_HOOKS_PER_KEY - open_in_team_0;
     let agent = Agent::start(&[
         "--kubeconfig",
         cluster.kubeconfig.to_str().unwrap(),
@@ -60,9 +87,22 @@ fn a_thousand_namespaced_policies_each_act_in_their_own_namespace_only() {
     ]);
     let log = agent.log_lines();
     let loaded = log.iter().filter(|l| l.contains(" loaded from ")).count();
-    let refused: Vec<&String> = log.iter().filter(|l| l.contains("refused")).collect();
-    assert!(refused.is_empty(), "{refused:#?}");
-    assert_eq!(loaded, all.len() + 1, "{}", log.join("\n"));
+    let refused = log.iter().filter(|l| l.contains("policy refused")).count();
+    let reasons: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("zquota") && l.contains("already hook"))
+        .collect();
+    assert_eq!(refused, QUOTA_EXTRA - quota_loaded, "{}", log.join("\n"));
+    assert_eq!(reasons.len(), refused, "{}", log.join("\n"));
+    for r in reasons {
+        assert!(
+            r.contains(&format!(
+                "the policies of namespace team-000 already hook sys_openat {SCOPED_HOOKS_PER_KEY} times; the kernel runs at most {SCOPED_HOOKS_PER_KEY}"
+            )),
+            "{r}"
+        );
+    }
+    assert_eq!(loaded, all.len() + 1 + quota_loaded, "{}", log.join("\n"));
 
     let helper = vigil_bin().with_file_name("vigil-syscall");
     let helper = helper.to_str().unwrap();
