@@ -2,7 +2,8 @@
 //! `vigil_policy_engine::prepare`) lowered into maps, and the table that turns a matched rule
 //! back into the policy's name, hook and action for events. File-open hooks go to the
 //! file-open evaluator's rules (`file_rules.rs`), every other hook to a generic hook slot
-//! (`hook_slots.rs`, its selectors in `hook_rules.rs`), each keyed by the attach point its plan chose.
+//! (`hook_slots.rs`, its selectors in `hook_rules.rs`), listed on the attach point its plan
+//! chose (`hook_lists.rs`: for every process, or for the pods' classes of a scoped policy).
 //!
 //! A policy is installed whole or not at all: it is prepared before any map is touched; then
 //! [`PolicyTable::install`] writes it beside the running ones (a version it
@@ -21,9 +22,9 @@ use vigil_bpf_kprobes::abi;
 
 use crate::loader::{FileOpenVia, HookLink};
 
-mod class_lists;
 mod file_rules;
 mod gates;
+mod hook_lists;
 mod hook_rules;
 mod hook_slots;
 pub mod inodes;
@@ -110,7 +111,7 @@ pub struct PolicyTable {
     entry_saves: HashMap<MapData, u64, u64>,
     hook_configs: HashMap<MapData, u32, HookConfigPod>,
     /// The scoped policies' hooks by attach point and caller class (`vigil_class_hooks`).
-    class_lists: class_lists::ClassLists,
+    class_lists: hook_lists::ClassLists,
     hook_slots: Vec<Option<InstalledHook>>,
     hook_maps: HookRuleMaps,
     /// The hook slot owning each selector slot.
@@ -207,7 +208,7 @@ impl PolicyTable {
             hooks: take(ebpf, "vigil_hooks")?,
             entry_saves: take(ebpf, "vigil_entry_saves")?,
             hook_configs: take(ebpf, "vigil_hook_configs")?,
-            class_lists: class_lists::ClassLists::new(take(ebpf, "vigil_class_hooks")?),
+            class_lists: hook_lists::ClassLists::new(take(ebpf, "vigil_class_hooks")?),
             hook_slots: (0..abi::HOOK_SLOTS).map(|_| None).collect(),
             hook_maps: HookRuleMaps {
                 rules: take(ebpf, "vigil_hook_rules")?,

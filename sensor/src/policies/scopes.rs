@@ -4,7 +4,7 @@
 //!
 //! Generic hooks are dispatched by caller class instead: each set of scopes some cgroup is in
 //! is a class, `vigil_cgroup_classes` names each scoped cgroup's class, and the hooks of scoped
-//! policies are listed by attach point and class (`class_lists.rs`), so a call runs only the
+//! policies are listed by attach point and class (`hook_lists.rs`), so a call runs only the
 //! hooks of the scopes its process is in, and a process in none runs none of them. A change
 //! is planned first ([`PodScopes::plan`], which names the classes it needs), the class lists
 //! are written, then the plan is applied ([`PodScopes::apply`]); a class no cgroup has any more
