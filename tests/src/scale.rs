@@ -6,14 +6,18 @@
 //! each policy's reach can be checked alone. [`OPEN_POLICIES`] of them hook `openat`, the call
 //! every process makes.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use serde_json::json;
 
 use crate::{
     kube_api::KubeApiServer,
     pod_cgroups::{container_id, hierarchy_root, pod_uid, ContainerCgroup, Driver},
-    NODE,
+    vigil_bin, NODE,
 };
 
 /// Namespaces, one pod each.
@@ -161,6 +165,31 @@ impl ScaleCluster {
             server,
             pods,
             kubeconfig,
+        }
+    }
+}
+
+impl ScaleCluster {
+    /// Makes policy `p`'s call in its namespace's pod with `vigil-syscall` until the policy
+    /// kills it: the pods' cgroups reach the kernel as the agent's pod watcher learns of the
+    /// pods. Panics after 30 s with `log()` (the agent's log).
+    pub fn wait_until_acting(&self, p: &ScalePolicy, log: impl Fn() -> String) {
+        let helper = vigil_bin().with_file_name("vigil-syscall");
+        let helper = helper.to_str().expect("a UTF-8 path");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.pods[p.ns]
+            .run(helper, &[p.call, &p.path])
+            .status
+            .signal()
+            != Some(9)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{} never acted in its pod:\n{}",
+                p.name,
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }

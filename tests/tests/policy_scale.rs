@@ -12,7 +12,7 @@
 //! One namespace brings more policies on one call than a namespace may: those past the limit
 //! are refused, naming it.
 
-use std::{os::unix::process::ExitStatusExt, process::Command, time::Duration};
+use std::{os::unix::process::ExitStatusExt, process::Command};
 
 use vigil_bpf_kprobes::abi::SCOPED_HOOKS_PER_KEY;
 use vigil_tests::{
@@ -109,19 +109,8 @@ fn a_thousand_namespaced_policies_each_act_in_their_own_namespace_only() {
     let killed = |out: &std::process::Output| out.status.signal() == Some(9);
     let ran = |out: &std::process::Output| out.status.success();
 
-    // The pods' cgroups reach the kernel as the pod watcher learns of the pods: the first
-    // sample is tried until it is killed.
-    let first = &all[0];
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !killed(&cluster.pods[first.ns].run(helper, &[first.call, &first.path])) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} never acted in its pod:\n{}",
-            first.name,
-            agent.log_lines().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // The pods' cgroups reach the kernel as the pod watcher learns of the pods.
+    cluster.wait_until_acting(&all[0], || agent.log_lines().join("\n"));
 
     // 50 policies: every second namespace, the policy index cycling through all ten, so the
     // sample holds every call and the namespaces' openat policies.

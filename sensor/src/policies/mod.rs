@@ -143,6 +143,17 @@ fn map_err(policy: &str, map: &'static str, e: impl std::fmt::Display) -> Policy
     }
 }
 
+/// Takes map `name` out of the agent's object, as the type that reads it.
+fn take<M>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<M, PolicyLoadError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| map_err("-", name, "not in the embedded object"))?;
+    M::try_from(map).map_err(|e| map_err("-", name, e))
+}
+
 impl PolicyTable {
     /// The bytes of kernel map entries each running policy holds: its file-open rules and the
     /// values they match, its hooks ([`InstalledHook::kernel_bytes`]), and its share of the
@@ -184,15 +195,6 @@ impl PolicyTable {
 
     /// Takes the rule maps out of the agent's object.
     pub fn new(ebpf: &mut aya::Ebpf) -> Result<Self, PolicyLoadError> {
-        fn take<M>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<M, PolicyLoadError>
-        where
-            M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-        {
-            let map = ebpf
-                .take_map(name)
-                .ok_or_else(|| map_err("-", name, "not in the embedded object"))?;
-            M::try_from(map).map_err(|e| map_err("-", name, e))
-        }
         Ok(PolicyTable {
             rules: take(ebpf, "vigil_rules")?,
             path_exact: take(ebpf, "vigil_path_exact")?,

@@ -33,7 +33,7 @@ use aya::{
 use vigil_bpf_kprobes::abi;
 use vigil_policy_engine::scope::PodScope;
 
-use super::{map_err, PolicyLoadError};
+use super::{map_err, take, PolicyLoadError};
 use crate::k8s::{cgroup::pod_dirs, pods::PodStore, watch::lock};
 
 #[derive(Clone, Copy)]
@@ -138,15 +138,6 @@ pub struct PodScopes {
 impl PodScopes {
     /// Over the `vigil_scopes` map.
     pub fn new(ebpf: &mut aya::Ebpf) -> Result<Self, PolicyLoadError> {
-        fn take<M>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<M, PolicyLoadError>
-        where
-            M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-        {
-            let map = ebpf
-                .take_map(name)
-                .ok_or_else(|| map_err("-", name, "not in the embedded object"))?;
-            M::try_from(map).map_err(|e| map_err("-", name, e))
-        }
         Ok(PodScopes {
             map: take(ebpf, "vigil_scopes")?,
             class_map: take(ebpf, "vigil_cgroup_classes")?,

@@ -9,15 +9,12 @@
 //!   pod watcher (each process named from the pod store and its events carrying the pod) and
 //!   without it (`--kubeconfig` left out), the same policies loaded.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use serde_json::json;
 use vigil_tests::{
     kube_api::KubeApiServer,
-    measure::{cpu_seconds, median},
+    measure::{cpu_seconds, median, open_loop_child, open_rate},
     pod_cgroups::{container_id, hierarchy_root, pod_uid, ContainerCgroup, Driver},
     Agent, TempDir, NODE,
 };
@@ -25,33 +22,6 @@ use vigil_tests::{
 const OPENS: usize = 200_000;
 const EXECS: usize = 10_000;
 const ROUNDS: usize = 3;
-
-/// open()+close() per second of `path`, by a child in `cgroup` (or where this process is).
-fn open_rate(cgroup: Option<&ContainerCgroup>, path: &str) -> f64 {
-    let exe = std::env::current_exe().unwrap();
-    let exe = exe.to_str().unwrap();
-    let out = match cgroup {
-        Some(cg) => cg.run(exe, &["--open-loop", path]),
-        None => Command::new(exe)
-            .args(["--open-loop", path])
-            .output()
-            .unwrap(),
-    };
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-fn open_loop(path: &str) {
-    let start = Instant::now();
-    for _ in 0..OPENS {
-        drop(std::fs::File::open(path).expect("open"));
-    }
-    println!("{}", OPENS as f64 / start.elapsed().as_secs_f64());
-}
 
 /// `n` execs of /bin/true by a shell in `cg`.
 fn exec_storm(cg: &ContainerCgroup, n: usize) {
@@ -79,9 +49,8 @@ fn policy(path: &str, scoped: bool) -> String {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() == 3 && args[1] == "--open-loop" {
-        return open_loop(&args[2]);
+    if open_loop_child() {
+        return;
     }
     vigil_tests::require_root();
     let root = hierarchy_root();
@@ -116,14 +85,14 @@ fn main() {
 
     let (mut base, mut plain, mut in_pod, mut outside) = (vec![], vec![], vec![], vec![]);
     for _ in 0..ROUNDS {
-        base.push(open_rate(Some(&cg), &file));
+        base.push(open_rate(Some(&cg), &file, OPENS));
         let a = with(&unscoped);
-        plain.push(open_rate(Some(&cg), &file));
+        plain.push(open_rate(Some(&cg), &file, OPENS));
         a.stop();
         let a = with(&scoped);
         a.wait_for_log("1 pods now", 0);
-        in_pod.push(open_rate(Some(&cg), &file));
-        outside.push(open_rate(None, &file));
+        in_pod.push(open_rate(Some(&cg), &file, OPENS));
+        outside.push(open_rate(None, &file, OPENS));
         a.stop();
     }
     let rounds = |v: &[f64]| {

@@ -15,45 +15,18 @@
 //!   gone; and the agent's own account of each policy's entries
 //!   (`vigil_policy_kernel_memory_bytes`).
 
-use std::{
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
 use vigil_tests::{
     http_get,
-    measure::median,
+    measure::{median, open_loop_child, open_rate},
     scale::{policies, write_policies, ScaleCluster},
-    vigil_bin, Agent, TempDir,
+    Agent, TempDir,
 };
 
 const OPENS: usize = 200_000;
 const ROUNDS: usize = 3;
 const COUNTS: [usize; 4] = [0, 10, 100, 1000];
-
-/// open()+close() per second of `path`, by a child in no pod.
-fn open_rate(path: &str) -> f64 {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args(["--open-loop", path])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-fn open_loop(path: &str) {
-    let start = Instant::now();
-    for _ in 0..OPENS {
-        drop(std::fs::File::open(path).expect("open"));
-    }
-    println!("{}", OPENS as f64 / start.elapsed().as_secs_f64());
-}
 
 /// The bytes the kernel reports (`memlock`, the maps' usage) for every map `pid` holds.
 fn map_memory(pid: u32) -> u64 {
@@ -85,17 +58,7 @@ fn agent_with(
         dir.to_str().unwrap(),
     ]);
     if let Some(p) = first {
-        let helper = vigil_bin().with_file_name("vigil-syscall");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            use std::os::unix::process::ExitStatusExt;
-            let out = cluster.pods[p.ns].run(helper.to_str().unwrap(), &[p.call, &p.path]);
-            if out.status.signal() == Some(9) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{} never acted", p.name);
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        cluster.wait_until_acting(p, || agent.log_lines().join("\n"));
     }
     agent
 }
@@ -112,9 +75,8 @@ fn load_times(log: &[String]) -> Vec<f64> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() == 3 && args[1] == "--open-loop" {
-        return open_loop(&args[2]);
+    if open_loop_child() {
+        return;
     }
     vigil_tests::require_root();
     let dir = TempDir::new("bench-scale");
@@ -137,10 +99,10 @@ fn main() {
     let mut loads = Vec::new();
     let (mut memory_none, mut memory_all, mut own_account) = (0u64, 0u64, Vec::new());
     for round in 0..ROUNDS {
-        base.push(open_rate(&file));
+        base.push(open_rate(None, &file, OPENS));
         for (i, &n) in COUNTS.iter().enumerate() {
             let agent = agent_with(&cluster, &dirs[i], all[..n].first());
-            with[i].push(open_rate(&file));
+            with[i].push(open_rate(None, &file, OPENS));
             if round == 0 && n == 0 {
                 memory_none = map_memory(agent.pid());
             }

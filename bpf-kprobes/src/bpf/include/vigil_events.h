@@ -414,7 +414,8 @@ struct vigil_hook_config {
 	__u8 arg_bits[VIGIL_HOOK_ARGS];  /* integer width; for VIGIL_ARG_BUF the length's position */
 	__u8 nargs;
 	__u8 _pad0;
-	__u16 scope;      /* 0: every process; else only those in the scope's cgroups (vigil_scopes) */
+	__u16 scope;      /* its policy's scope, 0: every process (what it applies to is the list it is on:
+			   vigil_hooks, or the class lists of vigil_class_hooks) */
 	__u16 rule_first; /* the hook's selectors are vigil_hook_rules[rule_first, +rule_count) */
 	__u16 rule_count; /* 0: report every call */
 	__s64 konst;
