@@ -125,6 +125,7 @@ bench: build $(TOOLS)/tansu $(TOOLS)/rotel-agent
 	$(SUDO) $(OUT)/vigil-bench-store
 	$(SUDO) $(OUT)/vigil-bench-uprobes
 	$(SUDO) $(OUT)/vigil-bench-flows
+	$(SUDO) $(OUT)/vigil-bench-scale
 
 lint: deps
 	$(CARGO) fmt --all -- --check
